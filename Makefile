@@ -1,0 +1,47 @@
+# Top-level entry points. The README's two commands: `make demo` and `make check`.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build build-asan check test test-asan demo bench lint clean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+build:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DMCIM_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+test-asan: build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+# Everything CI runs: install dependencies, build twice (plain and sanitized), run every test.
+check: deps
+	$(MAKE) test
+	$(MAKE) test-asan
+	$(MAKE) lint
+
+# The main job (grows into `mcim demo`, see README).
+demo: deps build
+	bash scripts/demo.sh $(BUILD)/bin
+
+bench: deps build
+	bash bench/run.sh $(BUILD)/bin
+
+lint: build
+	bash scripts/lint.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,25 @@
+/* The `mcim` command line: each top-level command is one function in src/cli/,
+ * called by apps/mcim.c with argv starting at the command's name.
+ * Exit status: 0 success, 1 the operation failed (cause printed), 2 usage error. */
+#ifndef MCIM_CLI_H
+#define MCIM_CLI_H
+
+enum { MCIM_EXIT_OK = 0, MCIM_EXIT_FAIL = 1, MCIM_EXIT_USAGE = 2 };
+
+struct mcim_cli_command {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv);
+};
+
+int mcim_cmd_crypto(int argc, char **argv); /* src/cli/cmd_crypto.c */
+int mcim_cmd_bench(int argc, char **argv);  /* src/cli/cmd_bench.c */
+int mcim_cmd_pki(int argc, char **argv);    /* src/cli/cmd_pki.c */
+
+/* The command table, NULL-terminated (src/cli/commands.c). */
+extern const struct mcim_cli_command mcim_cli_commands[];
+
+/* Print "mcim: <msg>" on stderr; returns MCIM_EXIT_USAGE so callers can `return mcim_usage_error(...)`. */
+int mcim_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,41 @@
+/* Small helpers every module uses: hex and base64url codecs, constant-time
+ * comparison, wiping of key material. Decoders take a buffer and a length,
+ * never trust a terminator, and report a cause instead of crashing. */
+#ifndef MCIM_UTIL_H
+#define MCIM_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcim/cause.h"
+
+/* Decode exactly `outlen` bytes from `hexlen` hex characters (either case).
+ * MCIM_BAD_LENGTH if hexlen != 2*outlen, MCIM_BAD_HEX on a non-hex character. */
+mcim_cause_t mcim_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen);
+/* Same for a NUL-terminated string. */
+mcim_cause_t mcim_hex_decode_str(const char *hex, uint8_t *out, size_t outlen);
+/* Lower-case hex of `len` bytes into `out`, which holds 2*len+1 characters. */
+void mcim_hex_encode(const uint8_t *in, size_t len, char *out);
+
+/* base64url without padding (RFC 4648 section 5, as JOSE uses it).
+ * encode: `out` holds mcim_b64url_len(len)+1 characters; returns the length written. */
+size_t mcim_b64url_len(size_t len);
+size_t mcim_b64url_encode(const uint8_t *in, size_t len, char *out);
+/* decode: writes at most `outcap` bytes, the decoded length in *outlen. */
+mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap,
+                                size_t *outlen);
+
+/* Constant-time equality of two buffers of the same length (MACs, RES). */
+bool mcim_ct_equal(const void *a, const void *b, size_t len);
+/* Wipe key material so the compiler cannot elide it. */
+void mcim_wipe(void *p, size_t len);
+
+/* Fill with bytes from the CSPRNG (OpenSSL's DRBG). MCIM_CRYPTO_ERROR if it fails. */
+mcim_cause_t mcim_random(uint8_t *out, size_t len);
+
+/* Seconds since the epoch (wall clock) and a monotonic clock in nanoseconds. */
+int64_t mcim_now(void);
+uint64_t mcim_monotonic_ns(void);
+
+#endif

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install every Debian package that mcim's build, tests and demo need.
+# Idempotent: packages already present are skipped; apt-get update runs at most once.
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config
+  libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libcjose-dev
+  libsqlite3-dev sqlite3 libpq-dev
+  libcmocka-dev
+  libosmocore-dev
+  mscgen
+  openssl ca-certificates curl
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "deps.sh: missing packages (${missing[*]}) and not root; install them or run as root" >&2
+    exit 1
+  fi
+fi
+
+echo "deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

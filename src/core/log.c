@@ -1,0 +1,151 @@
+#include "mcim/log.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mcim/util.h"
+
+static struct {
+  char role[64];
+  mcim_log_format_t fmt;
+  mcim_log_level_t min_level;
+  FILE *out;
+  bool secret_debug;
+} log_cfg = {"mcim", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL, false};
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static const char *const level_names[] = {"debug", "info", "notice", "warn", "error"};
+
+void mcim_log_init(const char *role, mcim_log_format_t fmt, mcim_log_level_t min_level, FILE *out)
+{
+  snprintf(log_cfg.role, sizeof(log_cfg.role), "%s", role ? role : "mcim");
+  log_cfg.fmt = fmt;
+  log_cfg.min_level = min_level;
+  log_cfg.out = out;
+  const char *env = getenv("MCIM_DEBUG_SECRETS");
+  if (env && strcmp(env, "1") == 0)
+    mcim_log_set_secret_debug(true);
+}
+
+int mcim_log_level_from_name(const char *name)
+{
+  for (size_t i = 0; name && i < sizeof(level_names) / sizeof(level_names[0]); i++)
+    if (strcmp(name, level_names[i]) == 0)
+      return (int)i;
+  return -1;
+}
+
+int mcim_log_format_from_name(const char *name)
+{
+  if (name && strcmp(name, "text") == 0)
+    return MCIM_LOG_TEXT;
+  if (name && strcmp(name, "json") == 0)
+    return MCIM_LOG_JSON;
+  return -1;
+}
+
+const char *mcim_log_level_name(mcim_log_level_t level)
+{
+  if ((unsigned)level < sizeof(level_names) / sizeof(level_names[0]))
+    return level_names[level];
+  return "info";
+}
+
+static void timestamp(char *buf, size_t len)
+{
+  struct timespec ts;
+  struct tm tm;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static void emit(mcim_log_level_t level, const char *txn, int step, mcim_cause_t cause,
+                 const char *msg)
+{
+  FILE *out = log_cfg.out ? log_cfg.out : stderr;
+  char ts[40];
+  timestamp(ts, sizeof(ts));
+  pthread_mutex_lock(&log_lock);
+  if (log_cfg.fmt == MCIM_LOG_JSON) {
+    json_t *o = json_object();
+    json_object_set_new(o, "time", json_string(ts));
+    json_object_set_new(o, "level", json_string(mcim_log_level_name(level)));
+    json_object_set_new(o, "role", json_string(log_cfg.role));
+    if (txn)
+      json_object_set_new(o, "txn", json_string(txn));
+    if (step)
+      json_object_set_new(o, "step", json_integer(step));
+    if (cause != MCIM_OK)
+      json_object_set_new(o, "cause", json_string(mcim_cause_name(cause)));
+    json_object_set_new(o, "msg", json_string(msg));
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (line) {
+      fprintf(out, "%s\n", line);
+      free(line);
+    }
+    json_decref(o);
+  } else {
+    fprintf(out, "%s %-6s %s", ts, mcim_log_level_name(level), log_cfg.role);
+    if (txn)
+      fprintf(out, " txn=%s", txn);
+    if (step)
+      fprintf(out, " step=%d", step);
+    if (cause != MCIM_OK)
+      fprintf(out, " cause=%s", mcim_cause_name(cause));
+    fprintf(out, " %s\n", msg);
+  }
+  fflush(out);
+  pthread_mutex_unlock(&log_lock);
+}
+
+void mcim_log_event(mcim_log_level_t level, const char *txn, int step, mcim_cause_t cause,
+                    const char *fmt, ...)
+{
+  if (level < log_cfg.min_level)
+    return;
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  /* Control characters from peer input must not forge extra log lines. */
+  for (char *p = msg; *p; p++)
+    if ((unsigned char)*p < 0x20)
+      *p = ' ';
+  emit(level, txn, step, cause, msg);
+}
+
+void mcim_log_set_secret_debug(bool on)
+{
+  if (on && !log_cfg.secret_debug)
+    emit(MCIM_LOG_WARN, NULL, 0, MCIM_OK,
+         "secret debugging is ON: key material will be written to this log");
+  log_cfg.secret_debug = on;
+}
+
+bool mcim_log_secret_debug(void)
+{
+  return log_cfg.secret_debug;
+}
+
+void mcim_log_secret(const char *label, const uint8_t *buf, size_t len)
+{
+  if (!log_cfg.secret_debug) {
+    mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, MCIM_OK, "%s=<redacted>", label);
+    return;
+  }
+  if (len > 256)
+    len = 256;
+  char hex[513];
+  mcim_hex_encode(buf, len, hex);
+  emit(MCIM_LOG_WARN, NULL, 0, MCIM_OK, "SECRET DEBUG");
+  mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_OK, "%s=%s", label, hex);
+  mcim_wipe(hex, sizeof(hex));
+}

@@ -1,0 +1,165 @@
+#include "mcim/util.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <time.h>
+
+static int hex_nibble(char c)
+{
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+mcim_cause_t mcim_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen)
+{
+  if (!hex || !out)
+    return MCIM_INVALID_ARGUMENT;
+  if (hexlen != 2 * outlen)
+    return MCIM_BAD_LENGTH;
+  for (size_t i = 0; i < outlen; i++) {
+    int hi = hex_nibble(hex[2 * i]);
+    int lo = hex_nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      return MCIM_BAD_HEX;
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_hex_decode_str(const char *hex, uint8_t *out, size_t outlen)
+{
+  if (!hex)
+    return MCIM_INVALID_ARGUMENT;
+  /* Check characters before length so "zz" reports BAD_HEX, not BAD_LENGTH. */
+  size_t n = 0;
+  for (; hex[n]; n++)
+    if (hex_nibble(hex[n]) < 0)
+      return MCIM_BAD_HEX;
+  return mcim_hex_decode(hex, n, out, outlen);
+}
+
+void mcim_hex_encode(const uint8_t *in, size_t len, char *out)
+{
+  static const char digits[] = "0123456789abcdef";
+  for (size_t i = 0; i < len; i++) {
+    out[2 * i] = digits[in[i] >> 4];
+    out[2 * i + 1] = digits[in[i] & 0x0f];
+  }
+  out[2 * len] = '\0';
+}
+
+static const char b64url_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t mcim_b64url_len(size_t len)
+{
+  return (len / 3) * 4 + ((len % 3) ? (len % 3) + 1 : 0);
+}
+
+size_t mcim_b64url_encode(const uint8_t *in, size_t len, char *out)
+{
+  size_t o = 0, i = 0;
+  for (; i + 3 <= len; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    out[o++] = b64url_alphabet[(v >> 18) & 63];
+    out[o++] = b64url_alphabet[(v >> 12) & 63];
+    out[o++] = b64url_alphabet[(v >> 6) & 63];
+    out[o++] = b64url_alphabet[v & 63];
+  }
+  if (len - i == 1) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    out[o++] = b64url_alphabet[(v >> 18) & 63];
+    out[o++] = b64url_alphabet[(v >> 12) & 63];
+  } else if (len - i == 2) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+    out[o++] = b64url_alphabet[(v >> 18) & 63];
+    out[o++] = b64url_alphabet[(v >> 12) & 63];
+    out[o++] = b64url_alphabet[(v >> 6) & 63];
+  }
+  out[o] = '\0';
+  return o;
+}
+
+static int b64url_value(char c)
+{
+  if (c >= 'A' && c <= 'Z')
+    return c - 'A';
+  if (c >= 'a' && c <= 'z')
+    return c - 'a' + 26;
+  if (c >= '0' && c <= '9')
+    return c - '0' + 52;
+  if (c == '-')
+    return 62;
+  if (c == '_')
+    return 63;
+  return -1;
+}
+
+mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap,
+                                size_t *outlen)
+{
+  if (!in || !outlen || (!out && outcap))
+    return MCIM_INVALID_ARGUMENT;
+  if (inlen % 4 == 1)
+    return MCIM_BAD_BASE64;
+  size_t need = inlen / 4 * 3 + (inlen % 4 ? inlen % 4 - 1 : 0);
+  if (need > outcap)
+    return MCIM_TOO_LARGE;
+  uint32_t acc = 0;
+  int bits = 0;
+  size_t o = 0;
+  for (size_t i = 0; i < inlen; i++) {
+    int v = b64url_value(in[i]);
+    if (v < 0)
+      return MCIM_BAD_BASE64;
+    acc = (acc << 6) | (uint32_t)v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (uint8_t)(acc >> bits);
+      acc &= (1u << bits) - 1;
+    }
+  }
+  /* Leftover bits must be zero, or two encodings would decode to one value. */
+  if (acc != 0)
+    return MCIM_BAD_BASE64;
+  *outlen = o;
+  return MCIM_OK;
+}
+
+bool mcim_ct_equal(const void *a, const void *b, size_t len)
+{
+  return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+void mcim_wipe(void *p, size_t len)
+{
+  if (p && len)
+    OPENSSL_cleanse(p, len);
+}
+
+mcim_cause_t mcim_random(uint8_t *out, size_t len)
+{
+  if (len > (size_t)INT32_MAX)
+    return MCIM_INVALID_ARGUMENT;
+  return RAND_bytes(out, (int)len) == 1 ? MCIM_OK : MCIM_CRYPTO_ERROR;
+}
+
+int64_t mcim_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec;
+}
+
+uint64_t mcim_monotonic_ns(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

@@ -1,0 +1,90 @@
+/* Core helpers: codecs against RFC 4648 test vectors, the cause table. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "mcim/cause.h"
+#include "mcim/util.h"
+
+static void test_hex_roundtrip(void **state)
+{
+  (void)state;
+  uint8_t out[4];
+  assert_int_equal(mcim_hex_decode_str("DeadBEEF", out, 4), MCIM_OK);
+  assert_memory_equal(out, "\xde\xad\xbe\xef", 4);
+  char hex[9];
+  mcim_hex_encode(out, 4, hex);
+  assert_string_equal(hex, "deadbeef");
+}
+
+static void test_hex_errors(void **state)
+{
+  (void)state;
+  uint8_t out[4];
+  assert_int_equal(mcim_hex_decode_str("deadbee", out, 4), MCIM_BAD_LENGTH);
+  assert_int_equal(mcim_hex_decode_str("deadbeefaa", out, 4), MCIM_BAD_LENGTH);
+  assert_int_equal(mcim_hex_decode_str("deadbeeg", out, 4), MCIM_BAD_HEX);
+  assert_int_equal(mcim_hex_decode_str("", out, 4), MCIM_BAD_LENGTH);
+  assert_int_equal(mcim_hex_decode_str(NULL, out, 4), MCIM_INVALID_ARGUMENT);
+}
+
+/* RFC 4648 section 10 vectors, in the URL-safe alphabet without padding. */
+static void test_b64url_rfc4648(void **state)
+{
+  (void)state;
+  static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+  static const char *const enc[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
+  for (size_t i = 0; i < 7; i++) {
+    char out[16];
+    size_t n = mcim_b64url_encode((const uint8_t *)plain[i], strlen(plain[i]), out);
+    assert_int_equal(n, strlen(enc[i]));
+    assert_string_equal(out, enc[i]);
+    uint8_t dec[16];
+    size_t dlen = 0;
+    assert_int_equal(mcim_b64url_decode(enc[i], strlen(enc[i]), dec, sizeof(dec), &dlen), MCIM_OK);
+    assert_int_equal(dlen, strlen(plain[i]));
+    assert_memory_equal(dec, plain[i], dlen);
+  }
+}
+
+static void test_b64url_errors(void **state)
+{
+  (void)state;
+  uint8_t dec[16];
+  size_t dlen;
+  assert_int_equal(mcim_b64url_decode("Z", 1, dec, sizeof(dec), &dlen), MCIM_BAD_BASE64);
+  assert_int_equal(mcim_b64url_decode("Zm9=", 4, dec, sizeof(dec), &dlen), MCIM_BAD_BASE64);
+  assert_int_equal(mcim_b64url_decode("Zm+v", 4, dec, sizeof(dec), &dlen), MCIM_BAD_BASE64);
+  assert_int_equal(mcim_b64url_decode("Zh", 2, dec, sizeof(dec), &dlen), MCIM_BAD_BASE64);
+  assert_int_equal(mcim_b64url_decode("Zm9vYmFy", 8, dec, 3, &dlen), MCIM_TOO_LARGE);
+}
+
+static void test_cause_table(void **state)
+{
+  (void)state;
+  assert_string_equal(mcim_cause_name(MCIM_MAC_FAILURE), "MAC_FAILURE");
+  assert_int_equal(mcim_cause_from_name("SYNC_FAILURE"), MCIM_SYNC_FAILURE);
+  assert_int_equal(mcim_cause_from_name("NO_SUCH_CAUSE"), -1);
+  assert_int_equal(mcim_cause_http_status(MCIM_BAD_JSON), 400);
+  assert_string_equal(mcim_cause_name((mcim_cause_t)9999), "UNKNOWN");
+}
+
+static void test_ct_equal(void **state)
+{
+  (void)state;
+  assert_true(mcim_ct_equal("abcd", "abcd", 4));
+  assert_false(mcim_ct_equal("abcd", "abce", 4));
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_hex_roundtrip),  cmocka_unit_test(test_hex_errors),
+      cmocka_unit_test(test_b64url_rfc4648), cmocka_unit_test(test_b64url_errors),
+      cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
