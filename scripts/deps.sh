@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   build-essential cmake pkg-config
-  libssl-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libcjose-dev
+  libssl-dev libgnutls28-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libcjose-dev
   libsqlite3-dev sqlite3 libpq-dev
   libcmocka-dev
   libosmocore-dev

@@ -44,11 +44,44 @@
   X(CERT_INVALID,            409, 401, "certificate does not verify against the trusted CA") \
   X(CERT_EXPIRED,            410, 401, "certificate has expired") \
   X(KEY_INVALID,             411, 400, "key is malformed or of the wrong type") \
+  X(REPLAY_CACHE_FULL,       412, 503, "replay cache is full of unexpired entries, retry later") \
   /* storage: 5xx */ \
   X(STORE_ERROR,             500, 500, "storage failure") \
   X(STORE_SCHEMA_TOO_NEW,    501, 500, "database schema is newer than this program") \
   X(SEAL_FAILED,             502, 500, "sealing a secret for storage failed") \
-  X(UNSEAL_FAILED,           503, 500, "sealed secret cannot be opened (wrong storage key or altered)")
+  X(UNSEAL_FAILED,           503, 500, "sealed secret cannot be opened (wrong storage key or altered)") \
+  X(STORE_BUSY,              504, 503, "storage is busy (lock not obtained in time), retry") \
+  X(KEY_FILE_INSECURE,       505, 500, "storage key file is accessible by group or others (must be 0600)") \
+  /* HTTP and peers: 6xx */ \
+  X(ROUTE_NOT_FOUND,         600, 404, "no such resource on this role") \
+  X(METHOD_NOT_ALLOWED,      601, 405, "method not allowed on this resource") \
+  X(UNSUPPORTED_MEDIA_TYPE,  602, 415, "request body must be application/json") \
+  X(UNKNOWN_FIELD,           603, 400, "request has a field this API does not define") \
+  X(WRONG_TYPE,              604, 400, "a field has the wrong JSON type") \
+  X(FIELD_MISSING,           605, 400, "a required field is missing") \
+  X(PEER_NOT_AUTHENTICATED,  606, 401, "client certificate missing or not issued by the lab CA") \
+  X(FORBIDDEN,               607, 403, "the caller is not allowed to do this") \
+  X(PEER_UNREACHABLE,        608, 502, "peer cannot be reached") \
+  X(PEER_ERROR,              609, 502, "peer answered with an error") \
+  X(PEER_BAD_ANSWER,         610, 502, "peer answered with something that is not a valid message") \
+  X(TIMEOUT,                 611, 504, "peer did not answer in time") \
+  /* procedures: 7xx */ \
+  X(CREDENTIAL_EXPIRED,      700, 401, "the initial network access credential (PCID) has expired") \
+  X(SUBSCRIPTION_TERMINATED, 701, 403, "the subscription was terminated; no more AVs for this identity") \
+  X(UNKNOWN_IDENTITY,        702, 404, "no subscription for this identity") \
+  X(NO_ACCESS,               703, 401, "no access token: attach to a network first") \
+  X(SCOPE_RESTRICTED,        704, 403, "restricted access (PCID) reaches only the RO and the PVA") \
+  X(NOT_ORDERED,             705, 404, "no subscriber order for this device at any SHO") \
+  X(VALIDATION_FAILED,       706, 403, "platform validation failed: measurements do not match the RIMs") \
+  X(QUOTE_INVALID,           707, 400, "TRE quote is malformed, unsigned or not for this nonce") \
+  X(NONCE_UNKNOWN,           708, 404, "no pending validation with this nonce") \
+  X(PACKAGE_INVALID,         709, 400, "MCIM package refused (wrong device, issuer, content or replay)") \
+  X(SLOT_FORBIDDEN,          710, 403, "this SHO may not touch that TRE slot") \
+  X(NOT_OWNER,               711, 403, "instruction not signed by the device's owner key") \
+  X(PROCEDURE_FAILED,        712, 500, "the procedure did not complete") \
+  X(PROCEDURE_PENDING,       713, 202, "the procedure is still running") \
+  X(WRONG_STATE,             714, 409, "request does not fit the procedure's current state") \
+  X(DEVICE_BUSY,             715, 409, "the device is already running a procedure")
 
 typedef enum mcim_cause {
 #define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = code,

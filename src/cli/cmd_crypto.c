@@ -1,9 +1,266 @@
-#include "mcim/cli.h"
+/* `mcim crypto`: Milenage computations for test data, and the self-test
+ * against every published test set (TS 35.207, TS 35.208).
+ *
+ * This is a lab tool: it prints CK/IK/RES for the K it is given on purpose.
+ * It never prints K itself. */
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-/* Placeholder until the crypto command lands (being written now). */
+#include "mcim/cli.h"
+#include "mcim/milenage.h"
+#include "mcim/util.h"
+
+static const char milenage_usage[] =
+    "usage: mcim crypto milenage --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX\n"
+    "\n"
+    "Runs Milenage (3GPP TS 35.206) once and prints one JSON object with the\n"
+    "lower-case hex fields opc mac_a mac_s res ck ik ak ak_star autn, where\n"
+    "mac_a = f1, mac_s = f1* (with the AMF given), res = f2, ck = f3, ik = f4,\n"
+    "ak = f5, ak_star = f5*, autn = (SQN xor AK) || AMF || MAC-A.\n"
+    "\n"
+    "  --k HEX     subscriber key K, 32 hex digits\n"
+    "  --op HEX    operator variant OP, 32 hex digits (OPc is derived), or\n"
+    "  --opc HEX   OPc directly, 32 hex digits\n"
+    "  --rand HEX  RAND, 32 hex digits\n"
+    "  --sqn HEX   SQN, 12 hex digits\n"
+    "  --amf HEX   AMF, 4 hex digits\n"
+    "Values may also be given as --k=HEX. Exit status: 0 ok, 2 usage error.\n"
+    "\n"
+    "example (TS 35.208 test set 1):\n"
+    "  mcim crypto milenage --k 465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
+    "      --op cdc202d5123e20f62b6d676ac72cb318 --rand 23553cbe9637a89d218ae64dae47bf35 \\\n"
+    "      --sqn ff9bb4d0b607 --amf b9b9\n";
+
+static const char crypto_usage[] =
+    "usage: mcim crypto milenage --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX\n"
+    "       mcim crypto selftest\n"
+    "\n"
+    "  milenage   compute f1..f5* for the given inputs, print JSON\n"
+    "  selftest   run every published Milenage test set (TS 35.208 sets 1-20,\n"
+    "             TS 35.207 sets 1-6); exit 0 only if all pass\n"
+    "\n"
+    "`mcim crypto milenage --help` gives an example.\n";
+
+static int fail_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail_usage(const char *cmd, const char *fmt, ...)
+{
+  va_list ap;
+  fprintf(stderr, "mcim crypto %s: ", cmd);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  return MCIM_EXIT_USAGE;
+}
+
+/* One --name HEX option of `milenage`. */
+struct hex_opt {
+  const char *name;
+  size_t len;        /* bytes */
+  const char *value; /* NULL until given */
+  uint8_t *out;
+};
+
+static int is_help(const char *a)
+{
+  return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+static int is_hex_digit(char c)
+{
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* Parse argv (after "milenage") into opts; 0 or a usage error status. */
+static int parse_hex_opts(int argc, char **argv, struct hex_opt *opts, size_t n)
+{
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+      return fail_usage("milenage", "unexpected argument '%s' (see --help)", arg);
+    const char *name = arg + 2;
+    const char *eq = strchr(name, '=');
+    size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
+    struct hex_opt *o = NULL;
+    for (size_t j = 0; j < n; j++)
+      if (strlen(opts[j].name) == name_len && strncmp(opts[j].name, name, name_len) == 0)
+        o = &opts[j];
+    if (!o)
+      return fail_usage("milenage", "unknown option '%.*s' (see --help)", (int)(name_len + 2), arg);
+    if (o->value)
+      return fail_usage("milenage", "--%s: given more than once", o->name);
+    if (eq) {
+      o->value = eq + 1;
+    } else {
+      if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)
+        return fail_usage("milenage", "--%s: missing value (%zu hex digits)", o->name, 2 * o->len);
+      o->value = argv[++i];
+    }
+  }
+  return 0;
+}
+
+/* Decode one option's value; names the field and the problem on error. */
+static int decode_opt(const struct hex_opt *o)
+{
+  size_t got = strlen(o->value);
+  for (size_t i = 0; i < got; i++)
+    if (!is_hex_digit(o->value[i]))
+      return fail_usage("milenage", "--%s: not hexadecimal (character '%c' at position %zu)",
+                        o->name, o->value[i], i + 1);
+  if (got != 2 * o->len)
+    return fail_usage("milenage", "--%s: expected %zu hex digits, got %zu", o->name, 2 * o->len,
+                      got);
+  if (mcim_hex_decode(o->value, got, o->out, o->len) != MCIM_OK)
+    return fail_usage("milenage", "--%s: cannot decode", o->name);
+  return 0;
+}
+
+static int add_hex(json_t *obj, const char *key, const uint8_t *buf, size_t len)
+{
+  char hex[2 * 16 + 1];
+  mcim_hex_encode(buf, len, hex);
+  int rc = json_object_set_new(obj, key, json_string(hex));
+  mcim_wipe(hex, sizeof(hex));
+  return rc;
+}
+
+static int cmd_milenage(int argc, char **argv)
+{
+  uint8_t k[16], op[16], opc[16], rnd[16], sqn[6], amf[2], autn[16];
+  struct mcim_milenage_out o;
+  struct hex_opt opts[] = {
+      {"k", 16, NULL, k},      {"op", 16, NULL, op},   {"opc", 16, NULL, opc},
+      {"rand", 16, NULL, rnd}, {"sqn", 6, NULL, sqn}, {"amf", 2, NULL, amf},
+  };
+  struct hex_opt *o_op = &opts[1], *o_opc = &opts[2];
+  mcim_milenage_t *m = NULL;
+  json_t *obj = NULL;
+  char *text = NULL;
+  int rc = MCIM_EXIT_FAIL;
+
+  memset(&o, 0, sizeof(o));
+  for (int i = 1; i < argc; i++)
+    if (is_help(argv[i])) {
+      fputs(milenage_usage, stdout);
+      return MCIM_EXIT_OK;
+    }
+  rc = parse_hex_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0]));
+  if (rc != 0)
+    goto cleanup;
+  rc = MCIM_EXIT_USAGE;
+  if (o_op->value && o_opc->value) {
+    fail_usage("milenage", "--op, --opc: give one of them, not both");
+    goto cleanup;
+  }
+  if (!o_op->value && !o_opc->value) {
+    fail_usage("milenage", "--op or --opc: one of them is required");
+    goto cleanup;
+  }
+  for (size_t j = 0; j < sizeof(opts) / sizeof(opts[0]); j++) {
+    if (&opts[j] == o_op || &opts[j] == o_opc)
+      continue;
+    if (!opts[j].value) {
+      fail_usage("milenage", "--%s: required (%zu hex digits)", opts[j].name, 2 * opts[j].len);
+      goto cleanup;
+    }
+  }
+  for (size_t j = 0; j < sizeof(opts) / sizeof(opts[0]); j++)
+    if (opts[j].value && decode_opt(&opts[j]) != 0)
+      goto cleanup;
+
+  rc = MCIM_EXIT_FAIL;
+  if (mcim_milenage_new(&m) != MCIM_OK)
+    goto crypto_error;
+  if ((o_op->value ? mcim_milenage_set_op(m, k, op) : mcim_milenage_set_opc(m, k, opc)) != MCIM_OK)
+    goto crypto_error;
+  if (mcim_milenage_get_opc(m, opc) != MCIM_OK ||
+      mcim_milenage_compute(m, rnd, sqn, amf, MCIM_MILENAGE_ALL, &o) != MCIM_OK)
+    goto crypto_error;
+  for (int i = 0; i < 6; i++)
+    autn[i] = (uint8_t)(sqn[i] ^ o.ak[i]);
+  memcpy(autn + 6, amf, 2);
+  memcpy(autn + 8, o.mac_a, 8);
+
+  obj = json_object();
+  if (!obj || add_hex(obj, "opc", opc, 16) || add_hex(obj, "mac_a", o.mac_a, 8) ||
+      add_hex(obj, "mac_s", o.mac_s, 8) || add_hex(obj, "res", o.res, 8) ||
+      add_hex(obj, "ck", o.ck, 16) || add_hex(obj, "ik", o.ik, 16) ||
+      add_hex(obj, "ak", o.ak, 6) || add_hex(obj, "ak_star", o.ak_star, 6) ||
+      add_hex(obj, "autn", autn, 16))
+    goto crypto_error;
+  text = json_dumps(obj, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  if (!text)
+    goto crypto_error;
+  puts(text);
+  rc = MCIM_EXIT_OK;
+  goto cleanup;
+crypto_error:
+  fprintf(stderr, "mcim crypto milenage: %s\n", mcim_cause_text(MCIM_CRYPTO_ERROR));
+cleanup:
+  if (text) {
+    mcim_wipe(text, strlen(text));
+    free(text);
+  }
+  json_decref(obj);
+  mcim_milenage_free(m);
+  mcim_wipe(k, sizeof(k));
+  mcim_wipe(op, sizeof(op));
+  mcim_wipe(opc, sizeof(opc));
+  mcim_wipe(&o, sizeof(o));
+  return rc;
+}
+
+static int cmd_selftest(int argc, char **argv)
+{
+  size_t passed = 0, failed = 0;
+
+  for (int i = 1; i < argc; i++) {
+    if (is_help(argv[i])) {
+      fputs(crypto_usage, stdout);
+      return MCIM_EXIT_OK;
+    }
+    return fail_usage("selftest", "unexpected argument '%s'", argv[i]);
+  }
+  for (size_t i = 0; i < mcim_milenage_vector_count; i++) {
+    const struct mcim_milenage_vector *v = &mcim_milenage_vectors[i];
+    /* Both ways into OpenSSL's AES must give the published values. */
+    const char *bad = NULL, *bad_evp = NULL;
+    mcim_cause_t a = mcim_milenage_vector_check(v, MCIM_MILENAGE_AES_AUTO, &bad);
+    mcim_cause_t b = mcim_milenage_vector_check(v, MCIM_MILENAGE_AES_EVP, &bad_evp);
+    if (a == MCIM_OK && b == MCIM_OK) {
+      printf("ok    %s\n", v->name);
+      passed++;
+    } else {
+      printf("FAIL  %s: %s differs (%s)\n", v->name, a != MCIM_OK ? bad : bad_evp,
+             a != MCIM_OK ? "default AES access" : "EVP");
+      failed++;
+    }
+  }
+  printf("milenage selftest: %zu passed, %zu failed (TS 35.208 sets 1-20, TS 35.207 sets 1-6)\n",
+         passed, failed);
+  return failed == 0 && passed > 0 ? MCIM_EXIT_OK : MCIM_EXIT_FAIL;
+}
+
 int mcim_cmd_crypto(int argc, char **argv)
 {
-  (void)argc;
-  (void)argv;
-  return mcim_usage_error("crypto: not available in this build yet");
+  if (argc < 2) {
+    fputs(crypto_usage, stderr);
+    return MCIM_EXIT_USAGE;
+  }
+  if (is_help(argv[1])) {
+    fputs(crypto_usage, stdout);
+    return MCIM_EXIT_OK;
+  }
+  if (strcmp(argv[1], "milenage") == 0)
+    return cmd_milenage(argc - 1, argv + 1);
+  if (strcmp(argv[1], "selftest") == 0)
+    return cmd_selftest(argc - 1, argv + 1);
+  fprintf(stderr, "mcim crypto: unknown subcommand '%s'\n", argv[1]);
+  fputs(crypto_usage, stderr);
+  return MCIM_EXIT_USAGE;
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmarks with their peers side by side. Usage: bench/run.sh [BIN_DIR]
+# BIN_DIR holds `mcim` and the bench_* programs (default build/bin).
+set -euo pipefail
+bin=${1:-build/bin}
+if [ ! -x "$bin/bench_milenage" ]; then
+  echo "bench/run.sh: $bin/bench_milenage not built (needs libosmocore-dev)" >&2
+  exit 1
+fi
+echo "== mcim vs libosmocore: Milenage AV generation (one process, interleaved rounds)"
+"$bin/bench_milenage" ${BENCH_ARGS:-}
+echo "== mcim bench milenage"
+"$bin/mcim" bench milenage --seconds "${BENCH_SECONDS:-3}"

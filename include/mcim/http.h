@@ -1,0 +1,119 @@
+/* HTTP/1.1 over TLS between roles: a server (libmicrohttpd on GnuTLS) with a
+ * route table, and a client (libcurl on OpenSSL) with connection reuse.
+ * Bodies are JSON (jansson); every error is an RFC 9457 problem+json with a
+ * `cause` from the cause table and the seed `step` that failed.
+ *
+ * The server owns no protocol logic: handlers are plain functions that get a
+ * parsed request and fill a response, so they can be unit tested without sockets. */
+#ifndef MCIM_HTTP_H
+#define MCIM_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcim/cause.h"
+
+#define MCIM_HTTP_MAX_PARAMS 4
+
+struct mcim_http_request {
+  const char *method;
+  const char *path;
+  const char *content_type; /* NULL when absent */
+  const char *bearer;       /* token of "Authorization: Bearer ..." or NULL */
+  const char *peer;         /* CN of the verified client certificate, or NULL */
+  const uint8_t *body;
+  size_t body_len;
+  json_t *json;             /* parsed body for application/json requests, else NULL */
+  const char *params[MCIM_HTTP_MAX_PARAMS]; /* captures of {name} path segments, in order */
+  size_t nparams;
+};
+
+struct mcim_http_response {
+  int status;
+  json_t *json;        /* owned by the response */
+  bool problem;        /* body is application/problem+json */
+  mcim_cause_t cause;  /* for logs and metrics; MCIM_OK on success */
+};
+
+typedef void (*mcim_http_handler_fn)(void *ctx, const struct mcim_http_request *req,
+                                     struct mcim_http_response *resp);
+
+enum {
+  MCIM_ROUTE_PEER_CERT = 1u << 0, /* caller must present a client certificate of the lab CA */
+  MCIM_ROUTE_RAW_BODY = 1u << 1,  /* do not require/parse a JSON body */
+};
+
+struct mcim_http_route {
+  const char *method;  /* "GET", "POST", ... */
+  const char *pattern; /* "/v1/icf/avs" or "/v1/orders/{id}"; {x} matches one segment */
+  mcim_http_handler_fn fn;
+  unsigned flags;
+};
+
+struct mcim_http_server_cfg {
+  const char *role;           /* for logs */
+  const char *bind_addr;      /* default "127.0.0.1" */
+  uint16_t port;              /* 0: any free port, see mcim_http_server_port() */
+  const char *unix_path;      /* listen on this Unix socket instead, plain HTTP (local control
+                                 channels; file permissions protect it): no TLS files needed */
+  const char *cert_file;      /* PEM server certificate (required unless unix_path) */
+  const char *key_file;       /* PEM private key */
+  const char *client_ca_file; /* PEM CA for client certificates; NULL: no mTLS */
+  unsigned threads;           /* thread pool size, default 4 */
+  size_t max_body;            /* default 256 KiB */
+  const struct mcim_http_route *routes;
+  size_t nroutes;
+  void *ctx; /* passed to every handler */
+};
+
+struct mcim_http_server;
+
+mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
+                                    struct mcim_http_server **out);
+uint16_t mcim_http_server_port(const struct mcim_http_server *srv);
+void mcim_http_server_free(struct mcim_http_server *srv);
+
+/* Response helpers. reply_json steals `body`. */
+void mcim_http_reply_json(struct mcim_http_response *resp, int status, json_t *body);
+void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause, int step,
+                             const char *detail_fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The problem+json object for a cause (RFC 9457: type, title, status, detail, plus cause and step). */
+json_t *mcim_problem_new(mcim_cause_t cause, int step, const char *detail);
+
+/* Match `path` against `pattern`; captures go to params. Exposed for tests. */
+bool mcim_http_route_match(const char *pattern, const char *path, const char **params,
+                           size_t *nparams, char *scratch, size_t scratch_len);
+
+/* ---- client ---- */
+struct mcim_http_client_cfg {
+  const char *unix_path; /* talk plain HTTP over this Unix socket (URLs http://localhost/...) */
+  const char *ca_file;   /* PEM CA that server certificates must chain to (pinned); required
+                            unless unix_path */
+  const char *cert_file; /* client certificate for mTLS, or NULL */
+  const char *key_file;
+  long timeout_ms;       /* whole request; default 10000 */
+};
+
+struct mcim_http_client;
+
+/* One client per thread: it keeps its connections open for reuse. */
+mcim_cause_t mcim_http_client_new(const struct mcim_http_client_cfg *cfg,
+                                  struct mcim_http_client **out);
+void mcim_http_client_free(struct mcim_http_client *cli);
+
+struct mcim_http_result {
+  long status;        /* HTTP status, 0 if no answer */
+  json_t *json;       /* parsed body (NULL if none or not JSON); caller frees via _result_clear */
+  mcim_cause_t cause; /* MCIM_OK for 2xx; the peer's cause for problem+json; else a transport cause */
+  char detail[256];   /* peer's detail or the transport error text */
+};
+
+/* `body` may be NULL (no body); `bearer` may be NULL. Returns result->cause. */
+mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method, const char *url,
+                               const json_t *body, const char *bearer,
+                               struct mcim_http_result *result);
+void mcim_http_result_clear(struct mcim_http_result *result);
+
+#endif

@@ -1,0 +1,164 @@
+/* The role runtime: what every network role instance (`mcimd --role KIND`) has in
+ * common. A role kind (ro, sho, pva, vno, m2mes) is a table: its configuration keys,
+ * its schema, its routes, its start/stop hooks and an optional periodic tick. The
+ * runtime gives it the rest: configuration loading, the HTTPS server, a store and an
+ * HTTP client per thread, the storage key, the signing key, the peer directory,
+ * trace recording, idempotent answers and the outbox worker.
+ *
+ * Daemons are stateless over their store (DESIGN.md section 7): anything that must
+ * survive a restart or be shared between instances goes through the store. */
+#ifndef MCIM_ROLE_H
+#define MCIM_ROLE_H
+
+#include <jansson.h>
+#include <openssl/x509.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mcim/cause.h"
+#include "mcim/config.h"
+#include "mcim/http.h"
+#include "mcim/jose.h"
+#include "mcim/seal.h"
+#include "mcim/store.h"
+
+struct mcim_role;
+
+struct mcim_role_kind {
+  const char *kind;    /* "ro", "sho", ... */
+  const char *summary; /* one line for --help */
+  /* Keys of this kind, added to the common ones (mcim_role_common_spec). */
+  const mcim_config_spec_t *spec;
+  size_t nspec;
+  /* Schema of this kind (component = kind). */
+  const mcim_migration_t *migrations;
+  size_t nmigrations;
+  const struct mcim_http_route *routes;
+  size_t nroutes;
+  /* Called after config, keys, store and schema are ready, before the server starts;
+   * may set r->state. */
+  mcim_cause_t (*start)(struct mcim_role *r);
+  /* Called after the server stopped. */
+  void (*stop)(struct mcim_role *r);
+  /* Called about every `tick_ms` by the worker thread (after the outbox). */
+  void (*tick)(struct mcim_role *r);
+};
+
+/* The kinds this build knows (src/roles/kinds.c); NULL if none has that name. */
+const struct mcim_role_kind *mcim_role_kind_find(const char *kind);
+extern const struct mcim_role_kind *const mcim_role_kinds[];
+
+/* Keys every role has (name, listen_addr, listen_port, tls_cert, tls_key, operators_ca,
+ * m2mes_ca, database, storage_key, peers, threads, lifetimes, outbox retry policy, log). */
+extern const mcim_config_spec_t mcim_role_common_spec[];
+extern const size_t mcim_role_common_nspec;
+
+struct mcim_role {
+  const struct mcim_role_kind *kind;
+  const char *name; /* instance name: "ro", "sho-a" (from the config) */
+  mcim_config_t *cfg;
+  mcim_storage_key_t *storage_key;
+  mcim_jose_key_t *sign_key; /* the role's TLS key, also signing its statements (kid = name) */
+  X509 *cert;                /* the role's certificate (operators' CA) */
+  char *cert_pem;
+  X509 *operators_ca;
+  X509 *m2mes_ca;
+  json_t *peers;             /* {"ro": "https://127.0.0.1:port", ...} */
+  struct mcim_http_server *server;
+  void *state;               /* the kind's own */
+  /* private to the runtime */
+  struct mcim_role_priv *priv;
+};
+
+/* Load `config_path` for `kind`, open everything, start the server and the worker.
+ * Errors are printed to the log with their cause. */
+mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *config_path,
+                             struct mcim_role **out);
+/* Stop the server and the worker, run kind->stop, free everything. */
+void mcim_role_free(struct mcim_role *r);
+/* Validate a configuration only (mcimd --check-config): problems go to `err`. */
+mcim_cause_t mcim_role_check_config(const struct mcim_role_kind *kind, const char *config_path,
+                                    char *err, size_t errlen);
+/* Print the configuration reference of a kind. */
+void mcim_role_describe_config(const struct mcim_role_kind *kind, FILE *out);
+
+/* The calling thread's store handle (opened on first use, closed at thread exit). */
+mcim_store_t *mcim_role_store(struct mcim_role *r);
+/* The calling thread's HTTP client: mTLS with the role's certificate, pins the operators' CA. */
+struct mcim_http_client *mcim_role_client(struct mcim_role *r);
+/* Base URL of a peer instance from the peer directory, NULL if unknown. */
+const char *mcim_role_peer_url(struct mcim_role *r, const char *peer);
+/* The replay cache of this role (store-backed, shared by all its instances). */
+const mcim_replay_cache_t *mcim_role_replay(struct mcim_role *r);
+/* Lifetimes from the configuration, seconds. */
+int64_t mcim_role_statement_lifetime(struct mcim_role *r);
+int64_t mcim_role_token_lifetime(struct mcim_role *r);
+
+/* Record one trace event in this role's store (the body is redacted before it is stored).
+ * Never fails the caller: a trace that cannot be written is logged. */
+void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char *from,
+                     const char *to, const char *msg, const json_t *body, mcim_cause_t cause);
+
+/* Idempotent answers, per (txn, step, what): a handler that changes state first looks up
+ * the answer it gave before; after success it stores the answer in the same transaction as
+ * the state change. get: MCIM_OK with *status and *answer (caller decrefs), or MCIM_NOT_FOUND. */
+mcim_cause_t mcim_role_answer_get(mcim_store_t *st, const char *txn, int step, const char *what,
+                                  int *status, json_t **answer);
+mcim_cause_t mcim_role_answer_put(mcim_store_t *st, const char *txn, int step, const char *what,
+                                  int status, const json_t *answer);
+
+/* Outbox (DESIGN.md section 9): queue a POST to `peer` at `path`, in the caller's open
+ * transaction, so the message exists if and only if the state change committed. The
+ * worker delivers it with bounded retries and exponential backoff; the receiver
+ * deduplicates by (txn, step). The delivery is traced as (step, r->name -> peer, msg). */
+mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const char *peer,
+                                  const char *path, const json_t *body, const char *txn, int step,
+                                  const char *msg);
+/* Messages not yet delivered (for tests and metrics). */
+mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count);
+/* Wake the worker now (after queueing). */
+void mcim_role_wake(struct mcim_role *r);
+
+/* Signing helper: a statement by this role (iss = r->name, kid = r->name) about `sub`,
+ * for `aud`, valid for the statement lifetime. `extra` may be NULL. */
+mcim_cause_t mcim_role_sign(struct mcim_role *r, const char *typ, const char *sub,
+                            const char *aud, const char *txn, json_t *extra, char **jws);
+
+/* Peer identity: the public key of a network role from its certificate (PEM), verified
+ * against the operators' CA with the expected name. */
+mcim_cause_t mcim_role_peer_key_from_pem(struct mcim_role *r, const char *cert_pem,
+                                         const char *name, mcim_jose_key_t **out);
+/* The statement key of network role `name`: fetched once from its GET /v1/certificate,
+ * verified against the operators' CA (CN = name), then cached. */
+mcim_cause_t mcim_role_peer_key(struct mcim_role *r, const char *name,
+                                const mcim_jose_key_t **out);
+
+/* The verified certificate (PEM) of network role `name`, as mcim_role_peer_key fetched it;
+ * free(). */
+mcim_cause_t mcim_role_peer_cert_pem(struct mcim_role *r, const char *name, char **pem);
+
+/* The "iss" of a compact JWS, read WITHOUT verification, only to choose the key to verify
+ * it with. */
+mcim_cause_t mcim_jws_peek_iss(const char *jws, char *iss, size_t iss_len);
+/* Any claim, unverified (same caveat); *out is a new reference. */
+mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out);
+
+/* What a valid access token says (DESIGN.md section 2: access network model). */
+struct mcim_access {
+  char network[64]; /* who issued it: "vno" or an SHO name */
+  char device[64];  /* the device id (sub) */
+  char scope[16];   /* "restricted" or "full" */
+  char imsi[24];    /* the identity that attached (PCID or IMSI) */
+};
+/* Check the request's bearer token: signed by an access network of the operators' CA,
+ * typ mcim-access+jwt, aud "access", not expired. `need_full`: a restricted token is
+ * refused with MCIM_SCOPE_RESTRICTED. MCIM_NO_ACCESS when there is no token. */
+mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
+                                    bool need_full, struct mcim_access *out);
+
+/* A device's TRE key (attestation or key agreement) from its certificate PEM, verified
+ * against the M2MES CA with the device id as CN. */
+mcim_cause_t mcim_role_device_key_from_pem(struct mcim_role *r, const char *cert_pem,
+                                           const char *device, int usage, mcim_jose_key_t **out);
+
+#endif

@@ -1,0 +1,169 @@
+/* Store: the one way a role reaches its database.
+ *
+ * The interface is backend-neutral (a struct of function pointers, as lpac and
+ * Open5GS do it): SQLite is the embedded default, PostgreSQL the scale-out one.
+ * Role code writes portable SQL (docs/store.md: `?` placeholders, BIGINT / TEXT /
+ * BYTEA columns, no engine-only functions) and binds every value as a typed
+ * parameter; values are never formatted into SQL text.
+ *
+ * Threads: a store handle belongs to one thread at a time (open one per worker
+ * thread). Correctness between threads and processes comes from the database:
+ * writers serialize in mcim_store_begin() (BEGIN IMMEDIATE on SQLite).
+ *
+ * Errors are causes: MCIM_CONFLICT for a unique / foreign key / check / not-null
+ * violation, MCIM_STORE_BUSY when a lock was not obtained in time (retry),
+ * MCIM_NOT_FOUND from the query helpers when no row matched, MCIM_STORE_ERROR for
+ * the rest. The backend's own message is in mcim_store_errmsg() for logs; it names
+ * tables and constraints, never bound values. */
+#ifndef MCIM_STORE_H
+#define MCIM_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcim/cause.h"
+
+/* ---- typed values: bound parameters and result columns ---- */
+
+typedef enum mcim_val_type {
+  MCIM_VAL_NULL = 0,
+  MCIM_VAL_INT,  /* int64 (BIGINT) */
+  MCIM_VAL_TEXT, /* UTF-8, NUL-terminated (TEXT) */
+  MCIM_VAL_BLOB, /* bytes (BYTEA) */
+} mcim_val_type_t;
+
+typedef struct mcim_val {
+  mcim_val_type_t type;
+  int64_t i;
+  const char *s;
+  const uint8_t *p;
+  size_t len;
+} mcim_val_t;
+
+/* Parameter constructors, for arrays such as
+ *   mcim_val_t p[] = {MCIM_TEXT(imsi), MCIM_INT(sqn), MCIM_BLOB(k_sealed, k_len)};
+ * A NULL text pointer binds SQL NULL. Bound memory must stay valid during the call only. */
+#define MCIM_NULL ((mcim_val_t){.type = MCIM_VAL_NULL})
+#define MCIM_INT(v) ((mcim_val_t){.type = MCIM_VAL_INT, .i = (int64_t)(v)})
+#define MCIM_TEXT(v) ((mcim_val_t){.type = MCIM_VAL_TEXT, .s = (v)})
+#define MCIM_BLOB(ptr, n) ((mcim_val_t){.type = MCIM_VAL_BLOB, .p = (ptr), .len = (n)})
+#define MCIM_NPARAMS(arr) (sizeof(arr) / sizeof((arr)[0]))
+
+/* One result row, valid only inside the row callback. Getters never crash on a
+ * bad column index or type: they return the type's empty value (0, NULL). */
+typedef struct mcim_row {
+  size_t ncols;
+  const mcim_val_t *cols;
+  const char *const *names;
+} mcim_row_t;
+
+size_t mcim_row_ncols(const mcim_row_t *row);
+mcim_val_type_t mcim_row_type(const mcim_row_t *row, size_t col);
+bool mcim_row_is_null(const mcim_row_t *row, size_t col);
+/* INT column: its value; anything else: 0. */
+int64_t mcim_row_int(const mcim_row_t *row, size_t col);
+/* TEXT column: the string; anything else: NULL. Copy it to keep it. */
+const char *mcim_row_text(const mcim_row_t *row, size_t col);
+/* BLOB column: the bytes and their length (an empty blob is a non-NULL pointer,
+ * length 0); anything else: NULL, length 0. Copy to keep. */
+const uint8_t *mcim_row_blob(const mcim_row_t *row, size_t col, size_t *len);
+/* Column name as the SQL gave it (`AS x`); NULL if out of range. */
+const char *mcim_row_name(const mcim_row_t *row, size_t col);
+
+/* Called once per result row. Return MCIM_OK to go on; any other cause stops the
+ * statement and is returned by the exec call. */
+typedef mcim_cause_t (*mcim_row_cb)(const mcim_row_t *row, void *arg);
+
+/* ---- backends ---- */
+
+typedef struct mcim_store_opts {
+  int busy_timeout_ms; /* how long to wait for a lock; 0 means 5000 */
+  bool read_only;      /* open an existing database for reading only */
+} mcim_store_opts_t;
+
+/* What a backend implements. `conn` is the backend's own connection object.
+ * exec: one statement, `?` placeholders, typed parameters, rows to `cb` (may be NULL).
+ * exec_script: several `;`-separated statements without parameters (migrations).
+ * changes: rows changed by the last INSERT/UPDATE/DELETE.
+ * errmsg: the backend's last message (never values), "" if none. */
+typedef struct mcim_store_ops {
+  const char *name;
+  mcim_cause_t (*open)(const char *target, const mcim_store_opts_t *opts, void **conn);
+  void (*close)(void *conn);
+  mcim_cause_t (*begin)(void *conn);
+  mcim_cause_t (*commit)(void *conn);
+  mcim_cause_t (*rollback)(void *conn);
+  mcim_cause_t (*exec)(void *conn, const char *sql, const mcim_val_t *params, size_t nparams,
+                       mcim_row_cb cb, void *arg);
+  mcim_cause_t (*exec_script)(void *conn, const char *sql);
+  int64_t (*changes)(void *conn);
+  const char *(*errmsg)(void *conn);
+} mcim_store_ops_t;
+
+extern const mcim_store_ops_t mcim_store_sqlite_ops;
+
+/* ---- the handle roles use ---- */
+
+typedef struct mcim_store mcim_store_t;
+
+/* Open by locator: "sqlite:PATH" or a plain PATH (SQLite; the file is created if
+ * missing unless read_only); "postgres://..." / "postgresql://..." once that
+ * backend exists (MCIM_UNSUPPORTED until then). `opts` may be NULL. */
+mcim_cause_t mcim_store_open(const char *locator, const mcim_store_opts_t *opts, mcim_store_t **out);
+/* Open with an explicit backend (tests, or a backend not in the locator table). */
+mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *target,
+                                  const mcim_store_opts_t *opts, mcim_store_t **out);
+/* Rolls back an open transaction, then closes. NULL is fine. */
+void mcim_store_close(mcim_store_t *st);
+const char *mcim_store_backend(const mcim_store_t *st);
+
+/* Transactions do not nest: begin inside a transaction is MCIM_INVALID_ARGUMENT.
+ * If commit fails the transaction is rolled back, so the handle is always usable. */
+mcim_cause_t mcim_store_begin(mcim_store_t *st);
+mcim_cause_t mcim_store_commit(mcim_store_t *st);
+mcim_cause_t mcim_store_rollback(mcim_store_t *st);
+bool mcim_store_in_txn(const mcim_store_t *st);
+
+/* One statement; `cb` may be NULL when no rows are wanted. */
+mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                             size_t nparams, mcim_row_cb cb, void *arg);
+/* First row only, to `cb`; MCIM_NOT_FOUND if there is none. */
+mcim_cause_t mcim_store_query_one(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                  size_t nparams, mcim_row_cb cb, void *arg);
+/* First column of the first row as an integer; MCIM_NOT_FOUND if no row or NULL. */
+mcim_cause_t mcim_store_query_int(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                  size_t nparams, int64_t *out);
+/* Statements without parameters, separated by `;` (schema scripts). */
+mcim_cause_t mcim_store_exec_script(mcim_store_t *st, const char *sql);
+int64_t mcim_store_changes(mcim_store_t *st);
+/* The backend's last error message, for logs (tables and constraints, no values). */
+const char *mcim_store_errmsg(const mcim_store_t *st);
+
+/* Rewrite `?` placeholders to `$1, $2, ...` (PostgreSQL), leaving quoted strings,
+ * quoted identifiers and comments alone. *out is malloc'd; the count of
+ * placeholders goes to *nparams (may be NULL). */
+mcim_cause_t mcim_store_sql_to_dollar(const char *sql, char **out, size_t *nparams);
+
+/* ---- versioned migrations ---- */
+
+/* One step of a component's schema. Versions start at 1 and go up by one; a
+ * shipped step is never edited, a change is a new step. `sql` is portable SQL,
+ * one or more statements, no BEGIN/COMMIT (each step runs in its own transaction). */
+typedef struct mcim_migration {
+  int64_t version;
+  const char *description;
+  const char *sql;
+} mcim_migration_t;
+
+/* Bring `component` (e.g. "ro", "outbox", "trace") up to the last step. Creates the
+ * schema_version table, applies each missing step in its own transaction (a failed
+ * step leaves the previous version intact), and refuses a database whose version is
+ * newer than the last step (MCIM_STORE_SCHEMA_TOO_NEW). Safe when several processes
+ * start at once. Must not be called inside a transaction. */
+mcim_cause_t mcim_store_migrate(mcim_store_t *st, const char *component,
+                                const mcim_migration_t *steps, size_t nsteps);
+/* Current version of `component`, 0 if it has none yet. */
+mcim_cause_t mcim_store_schema_version(mcim_store_t *st, const char *component, int64_t *version);
+
+#endif

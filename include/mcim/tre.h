@@ -1,0 +1,172 @@
+/* The TRE (trusted environment) of an M2ME: where device keys, the PCID credential, the
+ * MCIM slots, the measurement log and the owner's public key live, and where everything
+ * that uses them runs (AKA, signing, opening sealed packages). The agent never sees K,
+ * OPc, CK/IK of the MCIMs nor the TRE private keys: it asks the TRE to act.
+ *
+ * The TRE is an interface (a struct of function pointers, lpac style) so that a hardware
+ * TRE (TPM, secure element) can replace the software one (src/tre/tre_soft.c: a sealed,
+ * crash-safe file) without touching the agent.
+ *
+ * Slots: one MCIM slot per SHO (slot name = SHO name). A verified package is first held
+ * `staged` (step 7), apart from the slots, so staging never disturbs the MCIM in use; once
+ * installed, a slot is `active` (the credential the device attaches with; at most one) or
+ * `inactive` (pre-provisioned, the variant with two MCIMs). Isolation: a package,
+ * discard or activation concerning SHO X only ever touches slot X, and a statement
+ * signed by SHO Y is never accepted for slot X. The PCID credential is never removed
+ * (invariant 2): the pristine path stays available. */
+#ifndef MCIM_TRE_H
+#define MCIM_TRE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcim/aka.h"
+#include "mcim/cause.h"
+#include "mcim/jose.h"
+
+#define MCIM_TRE_PCID "pcid" /* credential name of the initial network access credential */
+/* The PCID credential that a renewal replaced, kept until the new one has passed one AKA
+ * (so a renewal the network has not caught up with yet never leaves the device without a
+ * working initial credential). */
+#define MCIM_TRE_PCID_PREV "pcid-prev"
+
+/* Limits of the software TRE (the state is one sealed document; everything in it is bounded). */
+#define MCIM_TRE_MAX_SLOTS 8          /* MCIM slots (one per SHO) */
+#define MCIM_TRE_MAX_STAGED 4         /* staged packages; the oldest is dropped beyond this */
+#define MCIM_TRE_MAX_PENDING 32       /* queued notifications */
+#define MCIM_TRE_MAX_SEEN 512         /* replay cache (jti of accepted packages and instructions) */
+#define MCIM_TRE_MAX_MEASUREMENTS 64  /* measurement log entries */
+#define MCIM_TRE_MAX_LIFETIME (30 * 24 * 3600) /* longest lifetime of a statement the TRE signs */
+#define MCIM_TRE_SKEW 30              /* tolerated clock difference (s) on statements it reads */
+
+enum mcim_tre_cert { MCIM_TRE_CERT_ATTESTATION = 0, MCIM_TRE_CERT_KA = 1 };
+
+struct mcim_tre_ops {
+  const char *name; /* "soft" */
+  void (*close)(void *ctx);
+
+  /* Public view, no secret (no K, OPc, SQN state, private key, statement):
+   * {"device", "model", "pcid": {"id", "expires"} | null, "pcid_prev": {"id", "expires"}
+   * (only while kept), "slots": [{"slot", "sho", "imsi", "state", "txn"}] (state "active" or
+   * "inactive"), "staged": [{"txn", "sho", "imsi"}], "pending": [{"to", "txn", "typ"}],
+   * "owner_pinned": true, "certs": {"attestation": bool, "ka": bool}, "measurements": n}.
+   * A staged package is listed under "staged", not as a slot: staging never touches a slot. */
+  mcim_cause_t (*status)(void *ctx, json_t **out);
+  /* PEM certificate of a TRE key (M2MES CA). free(). MCIM_NOT_FOUND before set_certs. */
+  mcim_cause_t (*cert)(void *ctx, enum mcim_tre_cert which, char **pem);
+
+  /* USIM-side AKA with credential `cred` (MCIM_TRE_PCID, MCIM_TRE_PCID_PREV or a slot name):
+   * MAC first, then SQN (TS 33.102 Annex C); the SQN state is committed (persisted) only on
+   * success, and RES is released only once it is. MCIM_OK: `res` (8 bytes) filled;
+   * MCIM_SYNC_FAILURE: `auts` filled; MCIM_MAC_FAILURE; MCIM_CREDENTIAL_EXPIRED for an expired
+   * PCID credential; MCIM_NOT_FOUND for no such credential; MCIM_WRONG_STATE for a slot that
+   * is not the active one. A success with MCIM_TRE_PCID also drops MCIM_TRE_PCID_PREV. The
+   * identity to present comes from identity(). CK and IK stay inside the TRE. */
+  mcim_cause_t (*aka)(void *ctx, const char *cred, const uint8_t rand[16], const uint8_t autn[16],
+                      uint8_t res[8], uint8_t auts[14]);
+  /* The identity (PCID or IMSI) of a credential (a slot in any state); MCIM_NOT_FOUND. */
+  mcim_cause_t (*identity)(void *ctx, const char *cred, char imsi[24]);
+
+  /* Sign a device statement with the attestation key: iss = sub = device id, lifetime
+   * `lifetime` seconds (1..MCIM_TRE_MAX_LIFETIME). Only device statement types are signed
+   * (mcim-status+jwt, mcim-discard+jwt, mcim-notify+jwt, mcim-renew+jwt); anything else
+   * MCIM_FORBIDDEN. `extra` (may be NULL) must not redefine a mandatory claim. */
+  mcim_cause_t (*sign)(void *ctx, const char *typ, const char *aud, const char *txn,
+                       json_t *extra, int64_t lifetime, char **jws);
+  /* Remote validation evidence (typ mcim-quote+jwt): the PVA's nonce, the measurement log
+   * [{"component", "digest"}] and its digest (SHA-256 chain, like a TPM PCR extend:
+   * d0 = 32 zero bytes, d(i+1) = SHA-256(d(i) || digest(i))), signed by the attestation key.
+   * Claims "nonce", "log", "digest" (lower-case hex). */
+  mcim_cause_t (*quote)(void *ctx, const char *aud, const char *txn, const char *nonce,
+                        int64_t lifetime, char **jws);
+
+  /* Step 7 (change) / 13 (initial): verify a sealed MCIM package and hold it, whole, staged
+   * for slot = its issuer. The issuer's certificate must chain to the operators' CA pinned in
+   * the TRE (usage TLS) with CN = the package's iss; aud and sub must be this device, typ
+   * mcim-package+jwt, txn the given one; jti not seen before (the TRE's own replay cache);
+   * the content decrypts with the TRE's key-agreement key and is a valid MCIM
+   * {"sho","imsi","k","opc","amf"} with sho = iss. Role names (ro, vno, pva, m2mes, admin)
+   * and credential names (pcid, pcid-prev) are never slots. Nothing else changes; staging the
+   * same package again for a txn already staged or installed is a no-op (MCIM_OK); another
+   * package for such a txn is refused. MCIM_PACKAGE_INVALID with the precise cause logged. */
+  mcim_cause_t (*stage)(void *ctx, const char *txn, const char *package, size_t len,
+                        const char *issuer_cert_pem);
+  /* Roll back a procedure that will not install: drop the staged package of `txn` (wiped).
+   * MCIM_NOT_FOUND if none. */
+  mcim_cause_t (*unstage)(void *ctx, const char *txn);
+  /* Step 8 (change) / 3 (pristine): destroy the MCIM of slot `sho` and its security context
+   * (K, OPc, SQN array). With a `txn`, a discard notification (mcim-discard+jwt to `sho`,
+   * claims "slot", "imsi") is queued in the same atomic write, for pending() to hand out:
+   * the receipt of change step 9, or the deferred notice of the pristine path. Retrying
+   * with the same (sho, txn) after success is MCIM_OK. MCIM_NOT_FOUND if there is none. */
+  mcim_cause_t (*discard)(void *ctx, const char *sho, const char *txn);
+  /* Step 12 (change) / 14 (initial): move the staged package of `txn` into its slot and make
+   * it the active credential (any other active slot becomes inactive; a previous MCIM of
+   * the same slot is replaced and wiped). `slot` (64 bytes) gets the slot name. Idempotent
+   * for a txn already installed. MCIM_NOT_FOUND if neither staged nor installed. */
+  mcim_cause_t (*install)(void *ctx, const char *txn, char slot[64]);
+  /* Variant with pre-provisioned MCIMs: make slot `sho` the active one (no download); the
+   * others become inactive. MCIM_NOT_FOUND if the slot holds no MCIM. */
+  mcim_cause_t (*activate)(void *ctx, const char *sho);
+
+  /* Notifications the device owes the network (discard receipts): each queued entry is
+   * signed now with the attestation key (lifetime seconds; a fresh jti each time, the
+   * receiver deduplicates by txn) -> [{"to", "txn", "typ", "statement"}]. Read-only. */
+  mcim_cause_t (*pending)(void *ctx, int64_t lifetime, json_t **out);
+  /* The receiver acknowledged: drop the entry (to, txn). MCIM_NOT_FOUND if none. */
+  mcim_cause_t (*pending_done)(void *ctx, const char *to, const char *txn);
+
+  /* Owner's management rights: verify a statement signed by the owner key pinned at
+   * manufacture (typ as given, aud = device; iss is whatever the owner wrote: the key is what
+   * is trusted), with replay protection (jti kept in the TRE, persisted before MCIM_OK).
+   * MCIM_NOT_OWNER if the statement is malformed or the signature is not the owner's; the
+   * claim causes (MCIM_CLAIM_MISMATCH, MCIM_TOKEN_EXPIRED, MCIM_REPLAY, ...) otherwise.
+   * `out` may be NULL; mcim_statement_free() it. */
+  mcim_cause_t (*verify_owner)(void *ctx, const char *jws, size_t len, const char *typ,
+                               mcim_statement_t **out);
+
+  /* Initial network access credential: install a PCID credential delivered as a JWE to the
+   * TRE key-agreement key (from the DPF, the M2MES CCIF, or the factory for the first one):
+   * {"pcid", "k", "opc", "amf", "expires"}. Done in one atomic write: the replaced credential
+   * becomes MCIM_TRE_PCID_PREV (never zero working credentials). The same credential again
+   * (same pcid, K, OPc) only updates amf/expires and keeps its SQN state. An already expired
+   * one: MCIM_CREDENTIAL_EXPIRED. */
+  mcim_cause_t (*pcid_install)(void *ctx, const char *jwe, size_t len);
+};
+
+typedef struct mcim_tre {
+  const struct mcim_tre_ops *ops;
+  void *ctx;
+} mcim_tre_t;
+
+/* ---- the software TRE ---- */
+
+/* Manufacture (the M2MES factory): create a new TRE in `dir` (created 0700 if missing;
+ * tre.sealed + tre.key + tre.lock, 0600): generates the attestation and key-agreement keys
+ * inside it, pins the owner public key (JWK, no private part) and the operators' and M2MES
+ * CA certificates, records the device id (a certificate name, mcim_pki_name_valid) and
+ * model. MCIM_CONFLICT if a TRE is already there (never replaced). */
+mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const char *model,
+                                  const char *owner_jwk, const char *operators_ca_pem,
+                                  const char *m2mes_ca_pem);
+/* Open an existing software TRE. MCIM_NOT_FOUND (no TRE), MCIM_UNSEAL_FAILED (wrong key,
+ * altered or truncated state), MCIM_KEY_FILE_INSECURE. The state is re-read from disk, under
+ * an exclusive file lock, by every operation, so several handles (threads or processes) on
+ * one TRE see one state. */
+mcim_cause_t mcim_tre_soft_open(const char *dir, mcim_tre_t **out);
+void mcim_tre_close(mcim_tre_t *tre);
+
+/* Factory-only calls on an open software TRE (before the device ships). */
+/* Public JWKs of the TRE keys (to be certified by the M2MES). free(). */
+mcim_cause_t mcim_tre_soft_public_jwk(mcim_tre_t *tre, enum mcim_tre_cert which, char **jwk);
+/* Store the M2MES certificates of the TRE keys: each must verify against the pinned M2MES
+ * CA with CN = device id and its usage, and certify exactly its TRE key (MCIM_KEY_INVALID). */
+mcim_cause_t mcim_tre_soft_set_certs(mcim_tre_t *tre, const char *attestation_pem,
+                                     const char *ka_pem);
+/* Measured boot: record the measurement log [{"component", "digest"}] (hex SHA-256),
+ * replacing the previous one; at most MCIM_TRE_MAX_MEASUREMENTS entries. */
+mcim_cause_t mcim_tre_soft_set_measurements(mcim_tre_t *tre, const json_t *log);
+
+#endif

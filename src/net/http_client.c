@@ -1,0 +1,232 @@
+/* The HTTP client roles and the device agent use to call peers: libcurl on
+ * OpenSSL, TLS 1.2+ only, server certificate pinned to the lab CA, optional
+ * client certificate (mTLS). One client per thread; its curl handle keeps
+ * connections alive so consecutive calls to one peer reuse them. */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mcim/http.h"
+#include "mcim/log.h"
+
+#define MAX_ANSWER (1u << 20)
+
+struct mcim_http_client {
+  CURL *curl;
+  struct mcim_http_client_cfg cfg;
+  char *unix_path;
+  char *ca_file;
+  char *cert_file;
+  char *key_file;
+};
+
+struct answer {
+  char *buf;
+  size_t len;
+  bool overflow;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_OK;
+
+static void curl_init_once(void)
+{
+  curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static char *dup_or_null(const char *s)
+{
+  return s ? strdup(s) : NULL;
+}
+
+mcim_cause_t mcim_http_client_new(const struct mcim_http_client_cfg *cfg,
+                                  struct mcim_http_client **out)
+{
+  *out = NULL;
+  if (!cfg || (!cfg->ca_file && !cfg->unix_path))
+    return MCIM_INVALID_ARGUMENT;
+  pthread_once(&curl_once, curl_init_once);
+  if (curl_init_rc != CURLE_OK)
+    return MCIM_INTERNAL;
+  struct mcim_http_client *cli = calloc(1, sizeof(*cli));
+  if (!cli)
+    return MCIM_NO_MEMORY;
+  cli->cfg = *cfg;
+  cli->unix_path = dup_or_null(cfg->unix_path);
+  cli->ca_file = dup_or_null(cfg->ca_file);
+  cli->cert_file = dup_or_null(cfg->cert_file);
+  cli->key_file = dup_or_null(cfg->key_file);
+  cli->curl = curl_easy_init();
+  if (!cli->curl || (cfg->ca_file && !cli->ca_file) || (cfg->unix_path && !cli->unix_path)) {
+    mcim_http_client_free(cli);
+    return MCIM_NO_MEMORY;
+  }
+  if (cli->cfg.timeout_ms <= 0)
+    cli->cfg.timeout_ms = 10000;
+  *out = cli;
+  return MCIM_OK;
+}
+
+void mcim_http_client_free(struct mcim_http_client *cli)
+{
+  if (!cli)
+    return;
+  if (cli->curl)
+    curl_easy_cleanup(cli->curl);
+  free(cli->unix_path);
+  free(cli->ca_file);
+  free(cli->cert_file);
+  free(cli->key_file);
+  free(cli);
+}
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+  struct answer *a = userdata;
+  size_t n = size * nmemb;
+  if (a->len + n > MAX_ANSWER) {
+    a->overflow = true;
+    return 0; /* aborts the transfer */
+  }
+  char *nb = realloc(a->buf, a->len + n + 1);
+  if (!nb)
+    return 0;
+  a->buf = nb;
+  memcpy(a->buf + a->len, ptr, n);
+  a->len += n;
+  a->buf[a->len] = '\0';
+  return n;
+}
+
+static mcim_cause_t transport_cause(CURLcode cc)
+{
+  switch (cc) {
+  case CURLE_OPERATION_TIMEDOUT:
+    return MCIM_TIMEOUT;
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+    return MCIM_PEER_UNREACHABLE;
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_SSL_CERTPROBLEM:
+    return MCIM_PEER_NOT_AUTHENTICATED;
+  case CURLE_WRITE_ERROR:
+    return MCIM_TOO_LARGE;
+  default:
+    return MCIM_PEER_UNREACHABLE;
+  }
+}
+
+mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method, const char *url,
+                               const json_t *body, const char *bearer,
+                               struct mcim_http_result *result)
+{
+  struct curl_slist *hdrs = NULL;
+  struct answer ans = {0};
+  char *text = NULL;
+  char authz[4096];
+  char errbuf[CURL_ERROR_SIZE] = "";
+  CURL *c = cli->curl;
+
+  memset(result, 0, sizeof(*result));
+  result->cause = MCIM_INTERNAL;
+
+  curl_easy_reset(c); /* keeps the connection cache, drops the previous call's options */
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, cli->cfg.timeout_ms);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, cli->cfg.timeout_ms);
+  if (cli->unix_path) {
+    /* local control channel: plain HTTP on a socket only its owner can open */
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, cli->unix_path);
+  } else {
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_CAINFO, cli->ca_file);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+  }
+  if (!cli->unix_path && cli->cert_file && cli->key_file) {
+    curl_easy_setopt(c, CURLOPT_SSLCERT, cli->cert_file);
+    curl_easy_setopt(c, CURLOPT_SSLKEY, cli->key_file);
+  }
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+
+  hdrs = curl_slist_append(hdrs, "Accept: application/json, application/problem+json");
+  if (body) {
+    text = json_dumps(body, JSON_COMPACT);
+    if (!text) {
+      result->cause = MCIM_NO_MEMORY;
+      goto out;
+    }
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(text));
+  }
+  if (bearer) {
+    if ((size_t)snprintf(authz, sizeof(authz), "Authorization: Bearer %s", bearer) >=
+        sizeof(authz)) {
+      result->cause = MCIM_TOO_LARGE;
+      goto out;
+    }
+    hdrs = curl_slist_append(hdrs, authz);
+  }
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+
+  CURLcode cc = curl_easy_perform(c);
+  if (cc != CURLE_OK) {
+    result->cause = ans.overflow ? MCIM_TOO_LARGE : transport_cause(cc);
+    /* the detail is for people: a long URL or message may be cut */
+    int n = snprintf(result->detail, sizeof(result->detail), "%.120s: ", url);
+    if (n > 0 && (size_t)n < sizeof(result->detail))
+      snprintf(result->detail + n, sizeof(result->detail) - (size_t)n, "%.120s",
+               errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    goto out;
+  }
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &result->status);
+  if (ans.len) {
+    json_error_t jerr;
+    result->json = json_loadb(ans.buf, ans.len, 0, &jerr);
+  }
+  if (result->status >= 200 && result->status < 300) {
+    result->cause = MCIM_OK;
+    goto out;
+  }
+  /* An error: take the peer's cause from its problem+json when it has one. */
+  result->cause = MCIM_PEER_ERROR;
+  if (result->json) {
+    int peer = mcim_cause_from_name(json_string_value(json_object_get(result->json, "cause")));
+    const char *detail = json_string_value(json_object_get(result->json, "detail"));
+    if (peer > 0)
+      result->cause = (mcim_cause_t)peer;
+    snprintf(result->detail, sizeof(result->detail), "%s", detail ? detail : "");
+  } else {
+    snprintf(result->detail, sizeof(result->detail), "HTTP %ld from %.200s", result->status, url);
+  }
+
+out:
+  mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, result->cause, "%s %s -> %ld", method, url,
+                 result->status);
+  curl_slist_free_all(hdrs);
+  free(text);
+  free(ans.buf);
+  return result->cause;
+}
+
+void mcim_http_result_clear(struct mcim_http_result *result)
+{
+  if (!result)
+    return;
+  json_decref(result->json);
+  result->json = NULL;
+}

@@ -1,0 +1,446 @@
+/* The HTTP server every role runs: libmicrohttpd (TLS by GnuTLS) with a thread
+ * pool, a route table, body limits, JSON parsing and client-certificate checks.
+ * Whatever a peer sends, the answer is a response (problem+json on error) and
+ * the daemon goes on serving; nothing here asserts on peer input. */
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "mcim/http.h"
+#include "mcim/log.h"
+#include "mcim/util.h"
+
+struct mcim_http_server {
+  struct MHD_Daemon *daemon;
+  struct mcim_http_server_cfg cfg;
+  char *cert_pem;
+  char *key_pem;
+  char *ca_pem;
+  uint16_t port;
+};
+
+/* Per-request state, kept across the access handler's calls while the body arrives. */
+struct req_state {
+  uint8_t *body;
+  size_t len;
+  size_t cap;
+  bool too_large;
+};
+
+static char *read_text_file(const char *path)
+{
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  if (!f)
+    return NULL;
+  if (fseek(f, 0, SEEK_END) != 0)
+    goto out;
+  long n = ftell(f);
+  if (n < 0 || n > 1 << 20 || fseek(f, 0, SEEK_SET) != 0)
+    goto out;
+  buf = malloc((size_t)n + 1);
+  if (!buf)
+    goto out;
+  if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    free(buf);
+    buf = NULL;
+    goto out;
+  }
+  buf[n] = '\0';
+out:
+  fclose(f);
+  return buf;
+}
+
+bool mcim_http_route_match(const char *pattern, const char *path, const char **params,
+                           size_t *nparams, char *scratch, size_t scratch_len)
+{
+  size_t np = 0, used = 0;
+  const char *p = pattern, *s = path;
+  while (*p && *s) {
+    if (*p == '{') {
+      const char *pe = strchr(p, '}');
+      if (!pe)
+        return false;
+      size_t n = strcspn(s, "/");
+      if (n == 0 || np >= MCIM_HTTP_MAX_PARAMS || used + n + 1 > scratch_len)
+        return false;
+      memcpy(scratch + used, s, n);
+      scratch[used + n] = '\0';
+      params[np++] = scratch + used;
+      used += n + 1;
+      p = pe + 1;
+      s += n;
+      continue;
+    }
+    if (*p != *s)
+      return false;
+    p++;
+    s++;
+  }
+  if (*p || *s)
+    return false;
+  *nparams = np;
+  return true;
+}
+
+/* Verify the peer's certificate chain against the trust CA and return its CN. */
+static bool peer_common_name(struct MHD_Connection *conn, char *cn, size_t cn_len)
+{
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  if (!ci || !ci->tls_session)
+    return false;
+  gnutls_session_t session = (gnutls_session_t)ci->tls_session;
+  unsigned status = 0;
+  if (gnutls_certificate_verify_peers2(session, &status) != GNUTLS_E_SUCCESS || status != 0)
+    return false;
+  unsigned n = 0;
+  const gnutls_datum_t *chain = gnutls_certificate_get_peers(session, &n);
+  if (!chain || n == 0)
+    return false;
+  gnutls_x509_crt_t crt;
+  bool ok = false;
+  if (gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)
+    return false;
+  if (gnutls_x509_crt_import(crt, &chain[0], GNUTLS_X509_FMT_DER) == GNUTLS_E_SUCCESS) {
+    size_t sz = cn_len;
+    ok = gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &sz) ==
+         GNUTLS_E_SUCCESS;
+  }
+  gnutls_x509_crt_deinit(crt);
+  return ok;
+}
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, const char *method,
+                                     const char *url, struct mcim_http_response *resp,
+                                     const char *role)
+{
+  char *text = resp->json ? json_dumps(resp->json, JSON_COMPACT) : NULL;
+  size_t len = text ? strlen(text) : 0;
+  struct MHD_Response *r =
+      MHD_create_response_from_buffer(len, text ? text : (void *)"", MHD_RESPMEM_MUST_COPY);
+  free(text);
+  if (!r)
+    return MHD_NO;
+  if (resp->json)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp->problem ? "application/problem+json" : "application/json");
+  enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
+  MHD_destroy_response(r);
+  mcim_log_event(resp->status >= 500 ? MCIM_LOG_WARN : MCIM_LOG_INFO, NULL, 0, resp->cause,
+                 "%s %s -> %d", method, url, resp->status);
+  (void)role;
+  return ret;
+}
+
+static enum MHD_Result problem_now(struct MHD_Connection *conn, const char *method,
+                                   const char *url, mcim_cause_t cause, const char *detail,
+                                   const char *role)
+{
+  struct mcim_http_response resp = {0};
+  mcim_http_reply_problem(&resp, cause, 0, "%s", detail);
+  enum MHD_Result ret = send_response(conn, method, url, &resp, role);
+  json_decref(resp.json);
+  return ret;
+}
+
+static bool is_json_type(const char *ct)
+{
+  if (!ct)
+    return false;
+  size_t n = strlen("application/json");
+  return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';');
+}
+
+static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connection *conn,
+                                const char *url, const char *method, struct req_state *st)
+{
+  const struct mcim_http_server_cfg *cfg = &srv->cfg;
+  const char *role = cfg->role;
+  struct mcim_http_request req = {0};
+  struct mcim_http_response resp = {0};
+  char scratch[512];
+  char cn[256];
+  const struct mcim_http_route *route = NULL;
+  bool path_known = false;
+  enum MHD_Result ret;
+
+  for (size_t i = 0; i < cfg->nroutes && !route; i++) {
+    size_t np = 0;
+    if (!mcim_http_route_match(cfg->routes[i].pattern, url, req.params, &np, scratch,
+                               sizeof(scratch)))
+      continue;
+    path_known = true;
+    if (strcmp(cfg->routes[i].method, method) == 0) {
+      route = &cfg->routes[i];
+      req.nparams = np;
+    }
+  }
+  if (!route)
+    return problem_now(conn, method, url,
+                       path_known ? MCIM_METHOD_NOT_ALLOWED : MCIM_ROUTE_NOT_FOUND,
+                       path_known ? "method not allowed here" : "unknown path", role);
+
+  req.method = method;
+  req.path = url;
+  req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+  const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+  if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
+    req.bearer = auth + 7;
+  if (peer_common_name(conn, cn, sizeof(cn)))
+    req.peer = cn;
+  if ((route->flags & MCIM_ROUTE_PEER_CERT) && !req.peer)
+    return problem_now(conn, method, url, MCIM_PEER_NOT_AUTHENTICATED,
+                       "this resource needs a client certificate issued by the lab CA", role);
+
+  req.body = st->body;
+  req.body_len = st->len;
+  if (!(route->flags & MCIM_ROUTE_RAW_BODY) && st->len > 0) {
+    if (!is_json_type(req.content_type))
+      return problem_now(conn, method, url, MCIM_UNSUPPORTED_MEDIA_TYPE,
+                         "send the body as application/json", role);
+    json_error_t jerr;
+    req.json = json_loadb((const char *)st->body, st->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!req.json) {
+      char detail[200];
+      snprintf(detail, sizeof(detail), "line %d column %d: %s", jerr.line, jerr.column,
+               jerr.text);
+      return problem_now(conn, method, url, MCIM_BAD_JSON, detail, role);
+    }
+  }
+
+  resp.status = 500;
+  route->fn(cfg->ctx, &req, &resp);
+  if (!resp.json && resp.status >= 400)
+    mcim_http_reply_problem(&resp, MCIM_INTERNAL, 0, "handler gave no answer");
+  ret = send_response(conn, method, url, &resp, role);
+  json_decref(resp.json);
+  json_decref(req.json);
+  return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+  struct mcim_http_server *srv = cls;
+  struct req_state *st = *con_cls;
+  (void)version;
+
+  if (!st) {
+    st = calloc(1, sizeof(*st));
+    if (!st)
+      return MHD_NO;
+    *con_cls = st;
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    if (cl) {
+      char *end = NULL;
+      unsigned long long n = strtoull(cl, &end, 10);
+      if (!end || *end || n > srv->cfg.max_body)
+        st->too_large = true;
+    }
+    return MHD_YES;
+  }
+  if (*upload_data_size) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (st->too_large || st->len + n > srv->cfg.max_body) {
+      st->too_large = true;
+      return MHD_YES; /* drain the body, answer 413 at the end */
+    }
+    if (st->len + n > st->cap) {
+      size_t cap = st->cap ? st->cap : 4096;
+      while (cap < st->len + n)
+        cap *= 2;
+      uint8_t *nb = realloc(st->body, cap);
+      if (!nb)
+        return MHD_NO;
+      st->body = nb;
+      st->cap = cap;
+    }
+    memcpy(st->body + st->len, upload_data, n);
+    st->len += n;
+    return MHD_YES;
+  }
+  if (st->too_large) {
+    char detail[96];
+    snprintf(detail, sizeof(detail), "body larger than %zu bytes", srv->cfg.max_body);
+    return problem_now(conn, method, url, MCIM_TOO_LARGE, detail, srv->cfg.role);
+  }
+  return dispatch(srv, conn, url, method, st);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+  (void)cls;
+  (void)conn;
+  (void)toe;
+  struct req_state *st = *con_cls;
+  if (st) {
+    free(st->body);
+    free(st);
+    *con_cls = NULL;
+  }
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+  (void)cls;
+  char msg[512];
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+    msg[--n] = '\0';
+  mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, MCIM_OK, "http: %s", msg);
+}
+
+/* Plain HTTP on a Unix socket (the device agent's local control channel). */
+static mcim_cause_t start_unix(struct mcim_http_server *srv, struct mcim_http_server **out)
+{
+  struct sockaddr_un sun;
+  int fd = -1;
+  memset(&sun, 0, sizeof(sun));
+  sun.sun_family = AF_UNIX;
+  if (strlen(srv->cfg.unix_path) >= sizeof(sun.sun_path)) {
+    mcim_log_error("unix socket path too long: %s", srv->cfg.unix_path);
+    goto fail;
+  }
+  memcpy(sun.sun_path, srv->cfg.unix_path, strlen(srv->cfg.unix_path) + 1);
+  unlink(srv->cfg.unix_path); /* a stale socket of a previous run */
+  fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  mode_t old = umask(077);
+  int bound = fd >= 0 ? bind(fd, (struct sockaddr *)&sun, sizeof(sun)) : -1;
+  umask(old);
+  if (bound != 0 || listen(fd, 64) != 0) {
+    mcim_log_error("cannot listen on %s", srv->cfg.unix_path);
+    goto fail;
+  }
+  srv->daemon = MHD_start_daemon(
+      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, srv,
+      MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.threads,
+      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+      srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
+  if (!srv->daemon)
+    goto fail;
+  *out = srv;
+  return MCIM_OK;
+fail:
+  if (fd >= 0)
+    close(fd);
+  mcim_http_server_free(srv);
+  return MCIM_IO_ERROR;
+}
+
+mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
+                                    struct mcim_http_server **out)
+{
+  mcim_cause_t rc = MCIM_INTERNAL;
+  struct mcim_http_server *srv = NULL;
+  struct sockaddr_in addr;
+
+  *out = NULL;
+  if (!cfg || (!cfg->unix_path && (!cfg->cert_file || !cfg->key_file)))
+    return MCIM_INVALID_ARGUMENT;
+  srv = calloc(1, sizeof(*srv));
+  if (!srv)
+    return MCIM_NO_MEMORY;
+  srv->cfg = *cfg;
+  if (!srv->cfg.threads)
+    srv->cfg.threads = 4;
+  if (!srv->cfg.max_body)
+    srv->cfg.max_body = 256 * 1024;
+  if (!srv->cfg.role)
+    srv->cfg.role = "mcimd";
+
+  if (cfg->unix_path)
+    return start_unix(srv, out);
+  srv->cert_pem = read_text_file(cfg->cert_file);
+  srv->key_pem = read_text_file(cfg->key_file);
+  if (!srv->cert_pem || !srv->key_pem) {
+    mcim_log_error("cannot read TLS certificate %s or key %s", cfg->cert_file, cfg->key_file);
+    rc = MCIM_CONFIG_MISSING;
+    goto fail;
+  }
+  if (cfg->client_ca_file) {
+    srv->ca_pem = read_text_file(cfg->client_ca_file);
+    if (!srv->ca_pem) {
+      mcim_log_error("cannot read client CA %s", cfg->client_ca_file);
+      rc = MCIM_CONFIG_MISSING;
+      goto fail;
+    }
+  }
+
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(cfg->port);
+  if (inet_pton(AF_INET, cfg->bind_addr ? cfg->bind_addr : "127.0.0.1", &addr.sin_addr) != 1) {
+    rc = MCIM_CONFIG_INVALID;
+    goto fail;
+  }
+
+  unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+  if (srv->ca_pem)
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_HTTPS_MEM_CERT, srv->cert_pem, MHD_OPTION_HTTPS_MEM_KEY, srv->key_pem,
+        MHD_OPTION_HTTPS_MEM_TRUST, srv->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
+        "SECURE256:SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_THREAD_POOL_SIZE,
+        srv->cfg.threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        srv, MHD_OPTION_END);
+  else
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_HTTPS_MEM_CERT, srv->cert_pem, MHD_OPTION_HTTPS_MEM_KEY, srv->key_pem,
+        MHD_OPTION_HTTPS_PRIORITIES, "SECURE256:SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+        MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.threads, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)30, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
+  if (!srv->daemon) {
+    mcim_log_error("cannot start the HTTPS server on %s:%u (port in use, or bad certificate/key)",
+                   cfg->bind_addr ? cfg->bind_addr : "127.0.0.1", (unsigned)cfg->port);
+    rc = MCIM_IO_ERROR;
+    goto fail;
+  }
+  const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+  srv->port = di ? di->port : cfg->port;
+  *out = srv;
+  return MCIM_OK;
+
+fail:
+  mcim_http_server_free(srv);
+  return rc;
+}
+
+uint16_t mcim_http_server_port(const struct mcim_http_server *srv)
+{
+  return srv ? srv->port : 0;
+}
+
+void mcim_http_server_free(struct mcim_http_server *srv)
+{
+  if (!srv)
+    return;
+  if (srv->daemon)
+    MHD_stop_daemon(srv->daemon);
+  if (srv->key_pem) {
+    mcim_wipe(srv->key_pem, strlen(srv->key_pem));
+    free(srv->key_pem);
+  }
+  free(srv->cert_pem);
+  free(srv->ca_pem);
+  free(srv);
+}

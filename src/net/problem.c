@@ -1,0 +1,49 @@
+/* problem+json (RFC 9457) bodies and response helpers shared by every role. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "mcim/http.h"
+
+json_t *mcim_problem_new(mcim_cause_t cause, int step, const char *detail)
+{
+  char type[96];
+  snprintf(type, sizeof(type), "urn:mcim:cause:%s", mcim_cause_name(cause));
+  json_t *p = json_object();
+  if (!p)
+    return NULL;
+  json_object_set_new(p, "type", json_string(type));
+  json_object_set_new(p, "title", json_string(mcim_cause_text(cause)));
+  json_object_set_new(p, "status", json_integer(mcim_cause_http_status(cause)));
+  json_object_set_new(p, "cause", json_string(mcim_cause_name(cause)));
+  if (detail && *detail)
+    json_object_set_new(p, "detail", json_string(detail));
+  if (step > 0)
+    json_object_set_new(p, "step", json_integer(step));
+  return p;
+}
+
+void mcim_http_reply_json(struct mcim_http_response *resp, int status, json_t *body)
+{
+  json_decref(resp->json);
+  resp->status = status;
+  resp->json = body;
+  resp->problem = false;
+  resp->cause = MCIM_OK;
+}
+
+void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause, int step,
+                             const char *detail_fmt, ...)
+{
+  char detail[512] = "";
+  if (detail_fmt) {
+    va_list ap;
+    va_start(ap, detail_fmt);
+    vsnprintf(detail, sizeof(detail), detail_fmt, ap);
+    va_end(ap);
+  }
+  json_decref(resp->json);
+  resp->status = mcim_cause_http_status(cause);
+  resp->json = mcim_problem_new(cause, step, detail);
+  resp->problem = true;
+  resp->cause = cause;
+}

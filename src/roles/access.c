@@ -1,0 +1,262 @@
+/* Attach and AKA with the device, shared by the VNO and the SHOs (see access.h). */
+#include "roles/access.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/util.h"
+
+const char mcim_access_schema_sql[] =
+    "CREATE TABLE attach (id TEXT PRIMARY KEY, txn TEXT, identity TEXT NOT NULL,"
+    " device TEXT NOT NULL, rand BYTEA NOT NULL, xres BYTEA NOT NULL, state TEXT NOT NULL,"
+    " created BIGINT NOT NULL)";
+
+#define ATTACH_LIFETIME 120 /* seconds a challenge may be answered */
+
+static void seal_ctx(char *out, size_t len, const char *id)
+{
+  snprintf(out, len, "attach/xres/%s", id);
+}
+
+/* A new session: the AV's XRES sealed, RAND kept to resynchronise with. */
+static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey, const char *id,
+                                const char *txn, const char *identity, const char *device,
+                                const struct mcim_aka_av *av)
+{
+  uint8_t sealed[sizeof(av->xres) + MCIM_SEAL_OVERHEAD];
+  size_t slen = 0;
+  char ctx[64];
+  seal_ctx(ctx, sizeof(ctx), id);
+  mcim_cause_t rc = mcim_seal(skey, ctx, av->xres, sizeof(av->xres), sealed, sizeof(sealed), &slen);
+  if (rc != MCIM_OK)
+    return rc;
+  mcim_val_t p[] = {MCIM_TEXT(id),       MCIM_TEXT(txn),
+                    MCIM_TEXT(identity), MCIM_TEXT(device),
+                    MCIM_BLOB(av->rand, sizeof(av->rand)), MCIM_BLOB(sealed, slen),
+                    MCIM_INT(mcim_now())};
+  return mcim_store_exec(st,
+                         "INSERT INTO attach (id, txn, identity, device, rand, xres, state, created)"
+                         " VALUES (?, ?, ?, ?, ?, ?, 'challenged', ?)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+}
+
+void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
+                        const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  const struct mcim_jsonv_field fields[] = {
+      {net->id_field, MCIM_JV_STRING, true, 23},
+      {"txn", MCIM_JV_HEX, false, 32},
+      {"device", MCIM_JV_STRING, false, 63},
+  };
+  char err[200], device[64] = "", id[33];
+  uint8_t idb[16];
+  struct mcim_aka_av av;
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, net->step_attach, "%s", err);
+    return;
+  }
+  const char *identity = json_string_value(json_object_get(req->json, net->id_field));
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  rc = net->get_av(r, txn, identity, &av, device);
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, net->step_attach, r->name,
+                    json_string_value(json_object_get(req->json, "device"))
+                        ? json_string_value(json_object_get(req->json, "device"))
+                        : identity,
+                    "attach refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, net->step_attach, "no authentication vector for %s",
+                            identity);
+    return;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st || mcim_random(idb, sizeof(idb)) != MCIM_OK) {
+    rc = MCIM_INTERNAL;
+    goto out;
+  }
+  mcim_hex_encode(idb, sizeof(idb), id);
+  rc = session_put(st, r->storage_key, id, txn, identity, device, &av);
+  if (rc != MCIM_OK)
+    goto out;
+  char rand_hex[33], autn_hex[33];
+  mcim_hex_encode(av.rand, sizeof(av.rand), rand_hex);
+  mcim_hex_encode(av.autn, sizeof(av.autn), autn_hex);
+  json_t *body = json_pack("{s:s,s:s,s:s}", "attach_id", id, "rand", rand_hex, "autn", autn_hex);
+  mcim_role_trace(r, txn, net->step_auth, r->name, device, "authentication request (RAND, AUTN)",
+                  body, MCIM_OK);
+  mcim_http_reply_json(resp, 200, body);
+out:
+  mcim_wipe(&av, sizeof(av));
+  if (rc != MCIM_OK)
+    mcim_http_reply_problem(resp, rc, net->step_attach, "cannot open an attach session");
+}
+
+struct session {
+  const mcim_storage_key_t *skey;
+  const char *id;
+  char txn[40];
+  char identity[24];
+  char device[64];
+  uint8_t rand[16];
+  uint8_t xres[8];
+  char state[16];
+  int64_t created;
+  mcim_cause_t rc;
+};
+
+static mcim_cause_t session_row(const mcim_row_t *row, void *arg)
+{
+  struct session *s = arg;
+  size_t len = 0, got = 0;
+  char ctx[64];
+  snprintf(s->txn, sizeof(s->txn), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(s->identity, sizeof(s->identity), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  snprintf(s->device, sizeof(s->device), "%s", mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
+  const uint8_t *rand = mcim_row_blob(row, 3, &len);
+  if (!rand || len != sizeof(s->rand))
+    return MCIM_STORE_ERROR;
+  memcpy(s->rand, rand, len);
+  const uint8_t *xres = mcim_row_blob(row, 4, &len);
+  seal_ctx(ctx, sizeof(ctx), s->id);
+  if (!xres || mcim_unseal(s->skey, ctx, xres, len, s->xres, sizeof(s->xres), &got) != MCIM_OK ||
+      got != sizeof(s->xres))
+    return MCIM_UNSEAL_FAILED;
+  snprintf(s->state, sizeof(s->state), "%s", mcim_row_text(row, 5) ? mcim_row_text(row, 5) : "");
+  s->created = mcim_row_int(row, 6);
+  return MCIM_OK;
+}
+
+static mcim_cause_t session_close(mcim_store_t *st, const char *id, const char *state)
+{
+  /* Only a session still open can be closed: a second answer to one challenge loses. */
+  mcim_val_t p[] = {MCIM_TEXT(state), MCIM_TEXT(id)};
+  mcim_cause_t rc = mcim_store_exec(
+      st, "UPDATE attach SET state = ? WHERE id = ? AND state = 'challenged'", p, 2, NULL, NULL);
+  if (rc == MCIM_OK && mcim_store_changes(st) != 1)
+    rc = MCIM_WRONG_STATE;
+  return rc;
+}
+
+static mcim_cause_t issue_token(struct mcim_role *r, const struct mcim_access_net *net,
+                                const struct session *s, char **token)
+{
+  int64_t now = mcim_now();
+  json_t *extra = json_pack("{s:s,s:s}", "scope", net->scope, "imsi", s->identity);
+  mcim_claims_t c = {.iss = r->name, .sub = s->device, .aud = "access", .typ = "mcim-access+jwt",
+                     .txn = s->txn[0] ? s->txn : "00000000000000000000000000000000",
+                     .iat = now, .exp = now + mcim_role_token_lifetime(r), .extra = extra};
+  mcim_cause_t rc = mcim_jws_sign(r->sign_key, &c, token);
+  json_decref(extra);
+  return rc;
+}
+
+void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
+                        const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"res", MCIM_JV_HEX, false, 16},
+      {"auts", MCIM_JV_HEX, false, 28},
+      {"txn", MCIM_JV_HEX, false, 32},
+  };
+  char err[200];
+  struct session s = {.skey = r->storage_key, .id = req->params[0]};
+  mcim_store_t *st = mcim_role_store(r);
+  char *token = NULL;
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  const char *res_hex = json_string_value(json_object_get(req->json, "res"));
+  const char *auts_hex = json_string_value(json_object_get(req->json, "auts"));
+  if (rc == MCIM_OK && !res_hex == !auts_hex) {
+    rc = MCIM_FIELD_MISSING;
+    snprintf(err, sizeof(err), "send exactly one of \"res\" and \"auts\"");
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, net->step_auth, "%s", err);
+    return;
+  }
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, net->step_auth, "store unavailable");
+    return;
+  }
+  mcim_val_t p[] = {MCIM_TEXT(s.id)};
+  rc = mcim_store_query_one(st,
+                            "SELECT txn, identity, device, rand, xres, state, created FROM attach"
+                            " WHERE id = ?",
+                            p, 1, session_row, &s);
+  if (rc == MCIM_NOT_FOUND || (rc == MCIM_OK && (strcmp(s.state, "challenged") != 0 ||
+                                                 mcim_now() - s.created > ATTACH_LIFETIME))) {
+    mcim_http_reply_problem(resp, MCIM_WRONG_STATE, net->step_auth,
+                            "no open attach session %s (unknown, answered or expired)", s.id);
+    goto out;
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, net->step_auth, "attach session unreadable");
+    goto out;
+  }
+  const char *txn = s.txn[0] ? s.txn : NULL;
+  if (auts_hex) {
+    uint8_t auts[14];
+    struct mcim_aka_av av;
+    char device[64] = "";
+    mcim_hex_decode_str(auts_hex, auts, sizeof(auts));
+    mcim_role_trace(r, txn, net->step_auth, s.device, r->name,
+                    "synchronisation failure (AUTS)", req->json, MCIM_SYNC_FAILURE);
+    rc = session_close(st, s.id, "resync");
+    if (rc == MCIM_OK)
+      rc = net->resync(r, txn, s.identity, s.rand, auts);
+    if (rc == MCIM_OK)
+      rc = net->get_av(r, txn, s.identity, &av, device);
+    if (rc != MCIM_OK) {
+      mcim_http_reply_problem(resp, rc, net->step_auth, "resynchronisation failed");
+      goto out;
+    }
+    uint8_t idb[16];
+    char id[33], rand_hex[33], autn_hex[33];
+    rc = mcim_random(idb, sizeof(idb));
+    mcim_hex_encode(idb, sizeof(idb), id);
+    if (rc == MCIM_OK)
+      rc = session_put(st, r->storage_key, id, txn, s.identity, device, &av);
+    if (rc != MCIM_OK) {
+      mcim_wipe(&av, sizeof(av));
+      mcim_http_reply_problem(resp, rc, net->step_auth, "cannot open an attach session");
+      goto out;
+    }
+    mcim_hex_encode(av.rand, sizeof(av.rand), rand_hex);
+    mcim_hex_encode(av.autn, sizeof(av.autn), autn_hex);
+    mcim_wipe(&av, sizeof(av));
+    json_t *body = json_pack("{s:s,s:s,s:s}", "attach_id", id, "rand", rand_hex, "autn", autn_hex);
+    mcim_role_trace(r, txn, net->step_auth, r->name, device,
+                    "authentication request after resynchronisation", body, MCIM_OK);
+    mcim_http_reply_json(resp, 200, body);
+    goto out;
+  }
+
+  uint8_t res[8];
+  mcim_cause_t dec = mcim_hex_decode_str(res_hex, res, sizeof(res));
+  rc = dec == MCIM_OK ? mcim_aka_check_res(s.xres, sizeof(s.xres), res, sizeof(res)) : dec;
+  mcim_wipe(res, sizeof(res));
+  mcim_role_trace(r, txn, net->step_auth, s.device, r->name, "authentication response (RES)",
+                  NULL, rc);
+  if (rc != MCIM_OK) {
+    session_close(st, s.id, "failed");
+    mcim_http_reply_problem(resp, rc, net->step_auth, "authentication of %s failed", s.identity);
+    goto out;
+  }
+  rc = session_close(st, s.id, "attached");
+  if (rc == MCIM_OK)
+    rc = issue_token(r, net, &s, &token);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, net->step_connect, "attach could not complete");
+    goto out;
+  }
+  json_t *body = json_pack("{s:s,s:s,s:s}", "network", r->name, "scope", net->scope, "token", token);
+  mcim_role_trace(r, txn, net->step_connect, r->name, s.device,
+                  strcmp(net->scope, "full") == 0 ? "attach accept: full connectivity"
+                                                  : "attach accept: restricted connectivity (RO, PVA)",
+                  NULL, MCIM_OK);
+  mcim_http_reply_json(resp, 200, body);
+out:
+  free(token);
+  mcim_wipe(s.xres, sizeof(s.xres));
+}

@@ -1,0 +1,356 @@
+/* What every role keeps in its store besides its own tables: the trace of each
+ * procedure, the answers it gave (idempotency per txn and step), the jti it has
+ * seen (replay cache) and the outbox. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mcim/log.h"
+#include "mcim/trace.h"
+#include "mcim/util.h"
+#include "roles/role_priv.h"
+
+static const mcim_migration_t common_migrations[] = {
+    {1, "trace, answers, replay cache, outbox",
+     "CREATE TABLE trace (id TEXT PRIMARY KEY, txn TEXT NOT NULL, step BIGINT NOT NULL,"
+     " from_name TEXT NOT NULL, to_name TEXT NOT NULL, msg TEXT NOT NULL,"
+     " time_us BIGINT NOT NULL, cause TEXT, body TEXT);"
+     "CREATE INDEX trace_txn ON trace (txn, time_us);"
+     "CREATE TABLE answers (txn TEXT NOT NULL, step BIGINT NOT NULL, what TEXT NOT NULL,"
+     " status BIGINT NOT NULL, answer TEXT NOT NULL, created BIGINT NOT NULL,"
+     " PRIMARY KEY (txn, step, what));"
+     "CREATE TABLE replay (iss TEXT NOT NULL, jti TEXT NOT NULL, expires BIGINT NOT NULL,"
+     " PRIMARY KEY (iss, jti));"
+     "CREATE TABLE outbox (id TEXT PRIMARY KEY, peer TEXT NOT NULL, path TEXT NOT NULL,"
+     " body TEXT NOT NULL, txn TEXT NOT NULL, step BIGINT NOT NULL, msg TEXT NOT NULL,"
+     " state TEXT NOT NULL, attempts BIGINT NOT NULL, next_at BIGINT NOT NULL,"
+     " created BIGINT NOT NULL, last_cause TEXT);"
+     "CREATE INDEX outbox_due ON outbox (state, next_at)"},
+};
+
+mcim_cause_t mcim_role_common_migrate(mcim_store_t *st)
+{
+  return mcim_store_migrate(st, "common", common_migrations,
+                            sizeof(common_migrations) / sizeof(common_migrations[0]));
+}
+
+static void random_id(char out[33])
+{
+  uint8_t b[16];
+  if (mcim_random(b, sizeof(b)) != MCIM_OK)
+    memset(b, 0, sizeof(b));
+  mcim_hex_encode(b, sizeof(b), out);
+}
+
+static int64_t now_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- trace ---- */
+
+void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char *from,
+                     const char *to, const char *msg, const json_t *body, mcim_cause_t cause)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  char id[33];
+  char *text = NULL;
+  if (!st || !txn)
+    return;
+  random_id(id);
+  if (body) {
+    json_t *red = mcim_trace_redact(body);
+    text = json_dumps(red, JSON_COMPACT);
+    json_decref(red);
+  }
+  mcim_val_t p[] = {MCIM_TEXT(id),   MCIM_TEXT(txn),  MCIM_INT(step),
+                    MCIM_TEXT(from), MCIM_TEXT(to),   MCIM_TEXT(msg),
+                    MCIM_INT(now_us()),
+                    MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
+                    MCIM_TEXT(text)};
+  mcim_cause_t rc = mcim_store_exec(
+      st,
+      "INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause, body)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "trace event not recorded: %s",
+                   mcim_store_errmsg(st));
+  mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, step, cause,
+                 "%s -> %s: %s", from, to, msg);
+  free(text);
+}
+
+static mcim_cause_t trace_row(const mcim_row_t *row, void *arg)
+{
+  json_t *events = arg;
+  json_t *ev = json_object();
+  json_object_set_new(ev, "txid", json_string(mcim_row_text(row, 0)));
+  json_object_set_new(ev, "n", json_integer(mcim_row_int(row, 1)));
+  json_object_set_new(ev, "from", json_string(mcim_row_text(row, 2)));
+  json_object_set_new(ev, "to", json_string(mcim_row_text(row, 3)));
+  json_object_set_new(ev, "msg", json_string(mcim_row_text(row, 4)));
+  json_object_set_new(ev, "time", json_integer(mcim_row_int(row, 5)));
+  if (mcim_row_text(row, 6))
+    json_object_set_new(ev, "cause", json_string(mcim_row_text(row, 6)));
+  const char *body = mcim_row_text(row, 7);
+  json_t *b = body ? json_loads(body, 0, NULL) : NULL;
+  json_object_set_new(ev, "body", b ? b : json_null());
+  json_array_append_new(events, ev);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_role_trace_load(struct mcim_role *r, const char *txn, json_t **events)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  json_t *arr = json_array();
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  mcim_cause_t rc = mcim_store_exec(
+      st,
+      "SELECT txn, step, from_name, to_name, msg, time_us, cause, body FROM trace"
+      " WHERE txn = ? ORDER BY time_us",
+      p, 1, trace_row, arr);
+  if (rc != MCIM_OK) {
+    json_decref(arr);
+    return rc;
+  }
+  *events = arr;
+  return MCIM_OK;
+}
+
+/* ---- answers (idempotency) ---- */
+
+struct answer_out {
+  int *status;
+  json_t **answer;
+};
+
+static mcim_cause_t answer_row(const mcim_row_t *row, void *arg)
+{
+  struct answer_out *o = arg;
+  *o->status = (int)mcim_row_int(row, 0);
+  *o->answer = json_loads(mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "null",
+                          JSON_DECODE_ANY, NULL);
+  return *o->answer ? MCIM_OK : MCIM_STORE_ERROR;
+}
+
+mcim_cause_t mcim_role_answer_get(mcim_store_t *st, const char *txn, int step, const char *what,
+                                  int *status, json_t **answer)
+{
+  struct answer_out o = {status, answer};
+  mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_INT(step), MCIM_TEXT(what)};
+  return mcim_store_query_one(st,
+                              "SELECT status, answer FROM answers WHERE txn = ? AND step = ?"
+                              " AND what = ?",
+                              p, MCIM_NPARAMS(p), answer_row, &o);
+}
+
+mcim_cause_t mcim_role_answer_put(mcim_store_t *st, const char *txn, int step, const char *what,
+                                  int status, const json_t *answer)
+{
+  char *text = json_dumps(answer, JSON_COMPACT | JSON_ENCODE_ANY);
+  if (!text)
+    return MCIM_NO_MEMORY;
+  mcim_val_t p[] = {MCIM_TEXT(txn),   MCIM_INT(step),     MCIM_TEXT(what),
+                    MCIM_INT(status), MCIM_TEXT(text),    MCIM_INT(mcim_now())};
+  mcim_cause_t rc = mcim_store_exec(
+      st,
+      "INSERT INTO answers (txn, step, what, status, answer, created) VALUES (?, ?, ?, ?, ?, ?)",
+      p, MCIM_NPARAMS(p), NULL, NULL);
+  free(text);
+  return rc;
+}
+
+/* ---- replay cache on the store ---- */
+
+static mcim_cause_t replay_check_and_insert(void *ctx, const char *iss, const char *jti,
+                                            int64_t expires, int64_t now)
+{
+  struct mcim_role *r = ctx;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  /* Drop an expired record of the same id first: it can be used again (it would fail the
+   * exp check anyway), and the insert below then decides atomically. */
+  mcim_val_t d[] = {MCIM_TEXT(iss), MCIM_TEXT(jti), MCIM_INT(now)};
+  mcim_cause_t rc = mcim_store_exec(
+      st, "DELETE FROM replay WHERE iss = ? AND jti = ? AND expires < ?", d, 3, NULL, NULL);
+  if (rc != MCIM_OK)
+    return rc;
+  mcim_val_t p[] = {MCIM_TEXT(iss), MCIM_TEXT(jti), MCIM_INT(expires)};
+  rc = mcim_store_exec(st, "INSERT INTO replay (iss, jti, expires) VALUES (?, ?, ?)", p, 3, NULL,
+                       NULL);
+  return rc == MCIM_CONFLICT ? MCIM_REPLAY : rc;
+}
+
+void mcim_role_replay_init(struct mcim_role *r)
+{
+  r->priv->replay.check_and_insert = replay_check_and_insert;
+  r->priv->replay.ctx = r;
+}
+
+void mcim_role_replay_fini(struct mcim_role *r)
+{
+  (void)r;
+}
+
+const mcim_replay_cache_t *mcim_role_replay(struct mcim_role *r)
+{
+  return &r->priv->replay;
+}
+
+/* ---- outbox ---- */
+
+mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const char *peer,
+                                  const char *path, const json_t *body, const char *txn, int step,
+                                  const char *msg)
+{
+  (void)r;
+  char id[33];
+  random_id(id);
+  char *text = json_dumps(body, JSON_COMPACT);
+  if (!text)
+    return MCIM_NO_MEMORY;
+  int64_t now = now_us() / 1000;
+  mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path), MCIM_TEXT(text),
+                    MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),  MCIM_INT(now),
+                    MCIM_INT(now)};
+  mcim_cause_t rc = mcim_store_exec(
+      st,
+      "INSERT INTO outbox (id, peer, path, body, txn, step, msg, state, attempts, next_at,"
+      " created) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+      p, MCIM_NPARAMS(p), NULL, NULL);
+  free(text);
+  return rc;
+}
+
+mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  return mcim_store_query_int(st, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'", NULL, 0,
+                              count);
+}
+
+struct outbox_msg {
+  char id[33];
+  char *peer, *path, *body, *txn, *msg;
+  int64_t step, attempts, next_at;
+};
+
+struct outbox_batch {
+  struct outbox_msg m[16];
+  size_t n;
+};
+
+static mcim_cause_t outbox_row(const mcim_row_t *row, void *arg)
+{
+  struct outbox_batch *b = arg;
+  if (b->n == sizeof(b->m) / sizeof(b->m[0]))
+    return MCIM_OK;
+  struct outbox_msg *m = &b->m[b->n];
+  snprintf(m->id, sizeof(m->id), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  m->peer = strdup(mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  m->path = strdup(mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
+  m->body = strdup(mcim_row_text(row, 3) ? mcim_row_text(row, 3) : "null");
+  m->txn = strdup(mcim_row_text(row, 4) ? mcim_row_text(row, 4) : "");
+  m->step = mcim_row_int(row, 5);
+  m->msg = strdup(mcim_row_text(row, 6) ? mcim_row_text(row, 6) : "");
+  m->attempts = mcim_row_int(row, 7);
+  m->next_at = mcim_row_int(row, 8);
+  b->n++;
+  return MCIM_OK;
+}
+
+static void outbox_msg_free(struct outbox_msg *m)
+{
+  free(m->peer);
+  free(m->path);
+  free(m->body);
+  free(m->txn);
+  free(m->msg);
+}
+
+/* One delivery. A 2xx or a 409 (the receiver already has it) is done; other 4xx are final
+ * refusals (retrying cannot help); transport errors and 5xx are retried with backoff. */
+static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_msg *m)
+{
+  int64_t now = now_us() / 1000;
+  /* Claim it: another instance of this role on the same database may be looking too. */
+  int64_t lease = now + mcim_config_int(r->cfg, "peer_timeout_ms") * 2;
+  mcim_val_t c[] = {MCIM_INT(lease), MCIM_TEXT(m->id), MCIM_INT(m->next_at)};
+  if (mcim_store_exec(st,
+                      "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
+                      " AND state = 'pending'",
+                      c, 3, NULL, NULL) != MCIM_OK ||
+      mcim_store_changes(st) != 1)
+    return;
+
+  const char *base = mcim_role_peer_url(r, m->peer);
+  struct mcim_http_client *cli = mcim_role_client(r);
+  struct mcim_http_result res = {0};
+  mcim_cause_t rc;
+  json_t *body = json_loads(m->body, 0, NULL);
+  char url[1024];
+  if (!base) {
+    rc = MCIM_PEER_UNREACHABLE;
+    snprintf(res.detail, sizeof(res.detail), "peer \"%s\" is not in the peers file", m->peer);
+  } else if (!cli || !body) {
+    rc = MCIM_INTERNAL;
+  } else {
+    snprintf(url, sizeof(url), "%s%s", base, m->path);
+    rc = mcim_http_request(cli, "POST", url, body, NULL, &res);
+  }
+  bool done = rc == MCIM_OK || res.status == 409;
+  bool final = !done && res.status >= 400 && res.status < 500;
+  int64_t attempts = m->attempts + 1;
+  const char *state = done ? "delivered" : "pending";
+  if (!done && (final || attempts >= mcim_config_int(r->cfg, "outbox_max_attempts")))
+    state = "failed";
+  int64_t backoff = mcim_config_int(r->cfg, "outbox_backoff_ms");
+  for (int64_t i = 1; i < attempts && backoff < 60000; i++)
+    backoff *= 2;
+  mcim_val_t u[] = {MCIM_TEXT(state), MCIM_INT(attempts), MCIM_INT(now + backoff),
+                    MCIM_TEXT(done ? NULL : mcim_cause_name(rc)), MCIM_TEXT(m->id)};
+  mcim_store_exec(st,
+                  "UPDATE outbox SET state = ?, attempts = ?, next_at = ?, last_cause = ?"
+                  " WHERE id = ?",
+                  u, MCIM_NPARAMS(u), NULL, NULL);
+  if (done || strcmp(state, "failed") == 0)
+    mcim_role_trace(r, m->txn, (int)m->step, r->name, m->peer, m->msg, body,
+                    done ? MCIM_OK : rc);
+  else
+    mcim_log_event(MCIM_LOG_WARN, m->txn, (int)m->step, rc,
+                   "delivery to %s failed (attempt %lld), retrying: %s", m->peer,
+                   (long long)attempts, res.detail);
+  if (strcmp(state, "failed") == 0)
+    mcim_log_event(MCIM_LOG_ERROR, m->txn, (int)m->step, rc, "gave up delivering to %s: %s",
+                   m->peer, res.detail);
+  json_decref(body);
+  mcim_http_result_clear(&res);
+}
+
+void mcim_role_outbox_run(struct mcim_role *r)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return;
+  struct outbox_batch b = {0};
+  int64_t now = now_us() / 1000;
+  mcim_val_t p[] = {MCIM_INT(now)};
+  if (mcim_store_exec(st,
+                      "SELECT id, peer, path, body, txn, step, msg, attempts, next_at FROM outbox"
+                      " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
+                      p, 1, outbox_row, &b) != MCIM_OK)
+    return;
+  for (size_t i = 0; i < b.n; i++) {
+    outbox_deliver(r, st, &b.m[i]);
+    outbox_msg_free(&b.m[i]);
+  }
+}

@@ -1,0 +1,194 @@
+/* Keys of peers: network roles' statement keys (fetched from the peer, verified against
+ * the operators' CA, cached) and the check of device access tokens. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "roles/role_priv.h"
+
+#define PEER_CACHE_MAX 64
+
+static struct {
+  pthread_mutex_t lock;
+  struct {
+    char name[64];
+    mcim_jose_key_t *key;
+    char *pem;
+  } e[PEER_CACHE_MAX];
+  size_t n;
+} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int cache_index(const char *name)
+{
+  for (size_t i = 0; i < cache.n; i++)
+    if (strcmp(cache.e[i].name, name) == 0)
+      return (int)i;
+  return -1;
+}
+
+static const mcim_jose_key_t *cache_find(const char *name)
+{
+  int i = cache_index(name);
+  return i >= 0 ? cache.e[i].key : NULL;
+}
+
+mcim_cause_t mcim_role_peer_key(struct mcim_role *r, const char *name,
+                                const mcim_jose_key_t **out)
+{
+  *out = NULL;
+  if (!name || !mcim_pki_name_valid(name))
+    return MCIM_CLAIM_MISMATCH;
+  if (strcmp(name, r->name) == 0) {
+    *out = r->sign_key;
+    return MCIM_OK;
+  }
+  pthread_mutex_lock(&cache.lock);
+  *out = cache_find(name);
+  pthread_mutex_unlock(&cache.lock);
+  if (*out)
+    return MCIM_OK;
+
+  const char *base = mcim_role_peer_url(r, name);
+  if (!base)
+    return MCIM_PEER_UNREACHABLE;
+  struct mcim_http_client *cli = mcim_role_client(r);
+  if (!cli)
+    return MCIM_INTERNAL;
+  char url[512];
+  snprintf(url, sizeof(url), "%s/v1/certificate", base);
+  struct mcim_http_result res;
+  mcim_cause_t rc = mcim_http_request(cli, "GET", url, NULL, NULL, &res);
+  mcim_jose_key_t *key = NULL;
+  const char *pem = json_string_value(json_object_get(res.json, "cert"));
+  char *pem_copy = NULL;
+  if (rc == MCIM_OK)
+    rc = mcim_role_peer_key_from_pem(r, pem, name, &key);
+  if (rc == MCIM_OK) {
+    pem_copy = strdup(pem);
+    if (!pem_copy)
+      rc = MCIM_NO_MEMORY;
+  }
+  mcim_http_result_clear(&res);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "no verified key for peer %s", name);
+    mcim_jose_key_free(key);
+    return rc;
+  }
+  pthread_mutex_lock(&cache.lock);
+  const mcim_jose_key_t *have = cache_find(name);
+  if (have) {
+    mcim_jose_key_free(key);
+    free(pem_copy);
+    *out = have;
+  } else if (cache.n < PEER_CACHE_MAX) {
+    snprintf(cache.e[cache.n].name, sizeof(cache.e[cache.n].name), "%s", name);
+    cache.e[cache.n].key = key;
+    cache.e[cache.n].pem = pem_copy;
+    cache.n++;
+    *out = key;
+  } else {
+    mcim_jose_key_free(key);
+    free(pem_copy);
+    rc = MCIM_NO_MEMORY;
+  }
+  pthread_mutex_unlock(&cache.lock);
+  return rc;
+}
+
+mcim_cause_t mcim_role_peer_cert_pem(struct mcim_role *r, const char *name, char **pem)
+{
+  const mcim_jose_key_t *key;
+  *pem = NULL;
+  if (strcmp(name, r->name) == 0) {
+    *pem = strdup(r->cert_pem);
+    return *pem ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+  mcim_cause_t rc = mcim_role_peer_key(r, name, &key);
+  if (rc != MCIM_OK)
+    return rc;
+  pthread_mutex_lock(&cache.lock);
+  int i = cache_index(name);
+  if (i >= 0 && cache.e[i].pem)
+    *pem = strdup(cache.e[i].pem);
+  pthread_mutex_unlock(&cache.lock);
+  return *pem ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+/* A claim of a compact JWS, read before verification, only to pick the key to verify
+ * with; a caller must verify the statement before trusting anything in it. */
+mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out)
+{
+  *out = NULL;
+  const char *d1 = strchr(jws, '.');
+  const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+  if (!d1 || !d2 || (size_t)(d2 - d1 - 1) > 65536)
+    return MCIM_JOSE_MALFORMED;
+  size_t cap = (size_t)(d2 - d1 - 1) / 4 * 3 + 3, n = 0;
+  uint8_t *buf = malloc(cap);
+  if (!buf)
+    return MCIM_NO_MEMORY;
+  mcim_cause_t rc = mcim_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), buf, cap, &n);
+  json_t *p = rc == MCIM_OK ? json_loadb((const char *)buf, n, 0, NULL) : NULL;
+  free(buf);
+  if (!p)
+    return MCIM_JOSE_MALFORMED;
+  json_t *v = json_object_get(p, name);
+  if (v)
+    *out = json_incref(v);
+  json_decref(p);
+  return v ? MCIM_OK : MCIM_CLAIM_MISSING;
+}
+
+mcim_cause_t mcim_jws_peek_iss(const char *jws, char *iss, size_t iss_len)
+{
+  json_t *v = NULL;
+  mcim_cause_t rc = mcim_jws_peek_claim(jws, "iss", &v);
+  const char *s = json_string_value(v);
+  if (rc == MCIM_OK && (!s || strlen(s) >= iss_len))
+    rc = MCIM_CLAIM_MISSING;
+  if (rc == MCIM_OK)
+    memcpy(iss, s, strlen(s) + 1);
+  json_decref(v);
+  return rc;
+}
+
+mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
+                                    bool need_full, struct mcim_access *out)
+{
+  char iss[64];
+  const mcim_jose_key_t *key = NULL;
+  mcim_statement_t *st = NULL;
+  memset(out, 0, sizeof(*out));
+  if (!req->bearer || !*req->bearer)
+    return MCIM_NO_ACCESS;
+  size_t len = strlen(req->bearer);
+  mcim_cause_t rc = mcim_jws_peek_iss(req->bearer, iss, sizeof(iss));
+  if (rc == MCIM_OK)
+    rc = mcim_role_peer_key(r, iss, &key);
+  if (rc != MCIM_OK)
+    return rc == MCIM_PEER_UNREACHABLE ? MCIM_NO_ACCESS : rc;
+  mcim_jws_expect_t ex = {.iss = iss, .aud = "access", .typ = "mcim-access+jwt",
+                          .skew = mcim_config_duration(r->cfg, "clock_skew")};
+  rc = mcim_jws_verify(req->bearer, len, key, &ex, &st);
+  if (rc != MCIM_OK)
+    return rc;
+  const char *scope = mcim_statement_string(st, "scope");
+  const char *imsi = mcim_statement_string(st, "imsi");
+  if (!scope || (strcmp(scope, "full") != 0 && strcmp(scope, "restricted") != 0) || !imsi) {
+    rc = MCIM_CLAIM_MISSING;
+    goto out;
+  }
+  snprintf(out->network, sizeof(out->network), "%s", iss);
+  snprintf(out->device, sizeof(out->device), "%s", st->claims.sub);
+  snprintf(out->scope, sizeof(out->scope), "%s", scope);
+  snprintf(out->imsi, sizeof(out->imsi), "%s", imsi);
+  if (need_full && strcmp(scope, "full") != 0)
+    rc = MCIM_SCOPE_RESTRICTED;
+out:
+  mcim_statement_free(st);
+  return rc;
+}

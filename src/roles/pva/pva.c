@@ -1,0 +1,804 @@
+/* The PVA (platform validation authority), `mcimd --role pva`: the RIM database, the
+ * nonces of pending validations and the verdicts (docs/protocol.md, "PVA").
+ *
+ * Seed steps (initial provisioning numbering; the change procedure passes step 3, so 4, 5):
+ *   9  SHO -> PVA   POST /v1/validations                  validate this device
+ *   10 PVA -> M2ME  GET /v1/validations/pending/{device}  the nonce
+ *   10 M2ME -> PVA  POST /v1/validations/{id}/quote       the TRE quote
+ *   11 PVA -> SHO   outbox POST /v1/verdicts              the signed verdict
+ *
+ * A validation is `pending` until a properly signed quote over its nonce arrives (then
+ * `success` or `failure`, once) or its nonce expires (`expired`, a failure verdict is sent so
+ * the SHO never waits forever). A quote that cannot be attributed to the device's TRE (bad
+ * certificate, signature, claims, nonce) is refused without consuming the nonce: the device
+ * may try again while the nonce lives; the last refusal is kept as the cause of the expiry. */
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/role.h"
+#include "mcim/util.h"
+#include "roles/kinds.h"
+#include "roles/pva/pva.h"
+
+#define STEP_VALIDATE 9 /* default step of POST /v1/validations */
+#define NONCE_BYTES 32
+
+struct pva_state {
+  int64_t nonce_lifetime;
+};
+
+static const mcim_config_spec_t pva_spec[] = {
+    {.name = "nonce_lifetime", .type = MCIM_CFG_DURATION, .def = "2m", .min = 1, .max = 86400,
+     .help = "how long a validation nonce waits for the device's quote"},
+};
+
+static const mcim_migration_t pva_migrations[] = {
+    {1, "rims, validations",
+     "CREATE TABLE rims (model TEXT NOT NULL, component TEXT NOT NULL, digest TEXT NOT NULL,"
+     " created BIGINT NOT NULL, PRIMARY KEY (model, component, digest));"
+     "CREATE TABLE validations (id TEXT PRIMARY KEY, txn TEXT NOT NULL, step BIGINT NOT NULL,"
+     " device TEXT NOT NULL, sho TEXT NOT NULL, nonce TEXT NOT NULL UNIQUE,"
+     " state TEXT NOT NULL, expires BIGINT NOT NULL, created BIGINT NOT NULL,"
+     " fetched BIGINT NOT NULL, quote_sha TEXT, verdict TEXT, cause TEXT, last_cause TEXT,"
+     " UNIQUE (txn, step));"
+     "CREATE INDEX validations_device ON validations (device, state, expires);"
+     "CREATE INDEX validations_due ON validations (state, expires)"},
+};
+
+/* Names of the network roles that are not SHOs (the lab's fixed names, DESIGN.md 8). */
+static const char *const not_sho[] = {"ro", "vno", "pva", "m2mes", "admin", NULL};
+
+static bool is_sho(const char *peer)
+{
+  if (!peer || !mcim_pki_name_valid(peer))
+    return false;
+  for (size_t i = 0; not_sho[i]; i++)
+    if (strcmp(peer, not_sho[i]) == 0)
+      return false;
+  return true;
+}
+
+/* Answer with a problem and, when the procedure is known, record the failed message. */
+static void fail(struct mcim_role *r, struct mcim_http_response *resp, const char *txn, int step,
+                 const char *from, const char *to, const char *msg, mcim_cause_t cause,
+                 const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+static void fail(struct mcim_role *r, struct mcim_http_response *resp, const char *txn, int step,
+                 const char *from, const char *to, const char *msg, mcim_cause_t cause,
+                 const char *fmt, ...)
+{
+  char detail[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof(detail), fmt, ap);
+  va_end(ap);
+  mcim_http_reply_problem(resp, cause, step, "%s", detail);
+  if (txn)
+    mcim_role_trace(r, txn, step, from, to, msg, resp->json, cause);
+  else
+    mcim_log_event(MCIM_LOG_WARN, NULL, step, cause, "%s -> %s: %s refused: %s",
+                   from ? from : "?", to, msg, detail);
+}
+
+/* A stored answer (idempotent retry): a problem when its status says so. */
+static void reply_stored(struct mcim_http_response *resp, int status, json_t *answer)
+{
+  mcim_http_reply_json(resp, status, answer);
+  if (status >= 400) {
+    int c = mcim_cause_from_name(json_string_value(json_object_get(answer, "cause")));
+    resp->problem = true;
+    resp->cause = c >= 0 ? (mcim_cause_t)c : MCIM_INTERNAL;
+  }
+}
+
+static void random_hex(size_t nbytes, char *out)
+{
+  uint8_t b[NONCE_BYTES];
+  /* A failing DRBG must not yield predictable ids or nonces: the caller checks *out. */
+  out[0] = '\0';
+  if (nbytes <= sizeof(b) && mcim_random(b, nbytes) == MCIM_OK)
+    mcim_hex_encode(b, nbytes, out);
+}
+
+static void lower(char *s)
+{
+  for (; *s; s++)
+    if (*s >= 'A' && *s <= 'Z')
+      *s = (char)(*s - 'A' + 'a');
+}
+
+/* ---- POST /v1/rims (manufacture, caller m2mes) ---- */
+
+static void h_rims(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"model", MCIM_JV_STRING, true, 63},
+      {"component", MCIM_JV_STRING, true, 63},
+      {"digest", MCIM_JV_HEX, true, 64},
+  };
+  char err[160];
+  char digest[65];
+  mcim_cause_t rc;
+  mcim_store_t *st;
+
+  if (!req->peer || strcmp(req->peer, "m2mes") != 0) {
+    fail(r, resp, NULL, 0, req->peer, r->name, "RIM", MCIM_FORBIDDEN,
+         "only the M2MES registers RIMs (caller \"%s\")", req->peer ? req->peer : "");
+    return;
+  }
+  rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    fail(r, resp, NULL, 0, req->peer, r->name, "RIM", rc, "%s", err);
+    return;
+  }
+  const char *model = json_string_value(json_object_get(req->json, "model"));
+  const char *component = json_string_value(json_object_get(req->json, "component"));
+  if (!mcim_pki_name_valid(model) || !mcim_pki_name_valid(component)) {
+    fail(r, resp, NULL, 0, req->peer, r->name, "RIM", MCIM_INVALID_ARGUMENT,
+         "model and component must be names of 1-63 characters [A-Za-z0-9._-]");
+    return;
+  }
+  snprintf(digest, sizeof(digest), "%s", json_string_value(json_object_get(req->json, "digest")));
+  lower(digest);
+  st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 0, "store unavailable");
+    return;
+  }
+  mcim_val_t p[] = {MCIM_TEXT(model), MCIM_TEXT(component), MCIM_TEXT(digest),
+                    MCIM_INT(mcim_now())};
+  rc = mcim_store_exec(st,
+                       "INSERT INTO rims (model, component, digest, created) VALUES (?, ?, ?, ?)",
+                       p, MCIM_NPARAMS(p), NULL, NULL);
+  /* The same RIM again is an idempotent retry (primary key): 200 instead of 201. */
+  if (rc != MCIM_OK && rc != MCIM_CONFLICT) {
+    mcim_http_reply_problem(resp, rc, 0, "cannot store the RIM");
+    return;
+  }
+  mcim_log_info("RIM %s/%s registered%s", model, component,
+                rc == MCIM_CONFLICT ? " (already known)" : "");
+  mcim_http_reply_json(resp, rc == MCIM_OK ? 201 : 200,
+                       json_pack("{s:s,s:s,s:s}", "model", model, "component", component,
+                                 "digest", digest));
+}
+
+/* ---- validations: rows ---- */
+
+struct vrow {
+  char id[33];
+  char txn[33];
+  int step;
+  char device[64];
+  char sho[64];
+  char nonce[65];
+  char state[16];
+  int64_t expires;
+  int64_t fetched;
+  char quote_sha[65];
+  char last_cause[40];
+};
+
+#define VROW_COLS                                                                              \
+  "id, txn, step, device, sho, nonce, state, expires, fetched, quote_sha, last_cause"
+
+static void copy_col(char *dst, size_t len, const mcim_row_t *row, size_t col)
+{
+  const char *s = mcim_row_text(row, col);
+  snprintf(dst, len, "%s", s ? s : "");
+}
+
+static mcim_cause_t vrow_cb(const mcim_row_t *row, void *arg)
+{
+  struct vrow *v = arg;
+  copy_col(v->id, sizeof(v->id), row, 0);
+  copy_col(v->txn, sizeof(v->txn), row, 1);
+  v->step = (int)mcim_row_int(row, 2);
+  copy_col(v->device, sizeof(v->device), row, 3);
+  copy_col(v->sho, sizeof(v->sho), row, 4);
+  copy_col(v->nonce, sizeof(v->nonce), row, 5);
+  copy_col(v->state, sizeof(v->state), row, 6);
+  v->expires = mcim_row_int(row, 7);
+  v->fetched = mcim_row_int(row, 8);
+  copy_col(v->quote_sha, sizeof(v->quote_sha), row, 9);
+  copy_col(v->last_cause, sizeof(v->last_cause), row, 10);
+  return MCIM_OK;
+}
+
+static mcim_cause_t vrow_load(mcim_store_t *st, const char *id, struct vrow *v)
+{
+  memset(v, 0, sizeof(*v));
+  mcim_val_t p[] = {MCIM_TEXT(id)};
+  return mcim_store_query_one(st, "SELECT " VROW_COLS " FROM validations WHERE id = ?", p, 1,
+                              vrow_cb, v);
+}
+
+/* ---- POST /v1/validations (step 9 / change 3, caller an SHO) ---- */
+
+/* A stored answer for (txn, step) matches this request only if it is about the same device
+ * and was asked by the same SHO; anything else reusing the procedure id is a conflict. */
+static void answer_again(struct mcim_role *r, mcim_store_t *st, struct mcim_http_response *resp,
+                         const char *txn, int step, const char *device, const char *sho,
+                         int status, json_t *answer)
+{
+  struct vrow v;
+  const char *id = json_string_value(json_object_get(answer, "validation_id"));
+  if (!id || vrow_load(st, id, &v) != MCIM_OK || strcmp(v.device, device) != 0 ||
+      strcmp(v.sho, sho) != 0) {
+    json_decref(answer);
+    fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_CONFLICT,
+         "procedure %s already has a validation at step %d for another device or SHO", txn,
+         step);
+    return;
+  }
+  reply_stored(resp, status, answer);
+}
+
+static void h_validation_create(void *ctx, const struct mcim_http_request *req,
+                                struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  struct pva_state *ps = r->state;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+      {"aud", MCIM_JV_STRING, false, 63},
+      {"step", MCIM_JV_INTEGER, false, 0},
+  };
+  char err[160];
+  char txn[33];
+  char id[33];
+  char nonce[2 * NONCE_BYTES + 1];
+  int status = 0;
+  json_t *answer = NULL;
+  mcim_cause_t rc;
+  mcim_store_t *st;
+  const char *sho = req->peer;
+  int step = STEP_VALIDATE;
+
+  if (!is_sho(sho)) {
+    fail(r, resp, NULL, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
+         "only an SHO may ask for a validation (caller \"%s\")", sho ? sho : "");
+    return;
+  }
+  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    fail(r, resp, NULL, step, sho, r->name, "validate M2ME", rc, "%s", err);
+    return;
+  }
+  snprintf(txn, sizeof(txn), "%s", json_string_value(json_object_get(req->json, "txn")));
+  lower(txn);
+  json_t *jstep = json_object_get(req->json, "step");
+  if (jstep) {
+    /* Steps 9 (initial) and 3 (change) are the seed's; step+2 must stay a step number. */
+    json_int_t s = json_integer_value(jstep);
+    if (s < 1 || s > 90) {
+      fail(r, resp, txn, STEP_VALIDATE, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
+           "step must be 1..90 (9: initial provisioning, 3: change of SHO)");
+      return;
+    }
+    step = (int)s;
+  }
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  const char *aud = json_string_value(json_object_get(req->json, "aud"));
+  if (!mcim_pki_name_valid(device)) {
+    fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
+         "device must be a device id (1-63 characters [A-Za-z0-9._-])");
+    return;
+  }
+  /* The verdict always goes to the caller: an SHO cannot direct it to another one. */
+  if (aud && strcmp(aud, sho) != 0 && strcmp(aud, r->name) != 0) {
+    fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
+         "aud \"%s\": the verdict can only be addressed to the caller \"%s\"", aud, sho);
+    return;
+  }
+  st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, step, "store unavailable");
+    return;
+  }
+  rc = mcim_role_answer_get(st, txn, step, "validation", &status, &answer);
+  if (rc == MCIM_OK) {
+    answer_again(r, st, resp, txn, step, device, sho, status, answer);
+    return;
+  }
+  random_hex(16, id);
+  random_hex(NONCE_BYTES, nonce);
+  if (!id[0] || !nonce[0]) {
+    mcim_http_reply_problem(resp, MCIM_CRYPTO_ERROR, step, "no randomness for the nonce");
+    return;
+  }
+  int64_t now = mcim_now();
+  int64_t expires = now + ps->nonce_lifetime;
+  answer = json_pack("{s:s,s:s,s:s,s:s,s:I,s:i}", "validation_id", id, "txn", txn, "device",
+                     device, "nonce", nonce, "expires", (json_int_t)expires, "step", step);
+  if (!answer) {
+    mcim_http_reply_problem(resp, MCIM_NO_MEMORY, step, "out of memory");
+    return;
+  }
+  mcim_val_t p[] = {MCIM_TEXT(id),    MCIM_TEXT(txn),     MCIM_INT(step), MCIM_TEXT(device),
+                    MCIM_TEXT(sho),   MCIM_TEXT(nonce),   MCIM_INT(expires), MCIM_INT(now)};
+  rc = mcim_store_begin(st);
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st,
+                         "INSERT INTO validations (id, txn, step, device, sho, nonce, state,"
+                         " expires, created, fetched) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, 0)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc == MCIM_OK)
+    rc = mcim_role_answer_put(st, txn, step, "validation", 201, answer);
+  if (rc == MCIM_OK)
+    rc = mcim_store_commit(st);
+  if (rc != MCIM_OK) {
+    if (mcim_store_in_txn(st))
+      mcim_store_rollback(st);
+    json_decref(answer);
+    answer = NULL;
+    /* A concurrent identical request won the race: answer what it answered. */
+    if (rc == MCIM_CONFLICT &&
+        mcim_role_answer_get(st, txn, step, "validation", &status, &answer) == MCIM_OK) {
+      answer_again(r, st, resp, txn, step, device, sho, status, answer);
+      return;
+    }
+    fail(r, resp, txn, step, sho, r->name, "validate M2ME", rc,
+         rc == MCIM_CONFLICT ? "procedure %s already has a validation at step %d"
+                             : "cannot record the validation of procedure %s (step %d)",
+         txn, step);
+    return;
+  }
+  mcim_role_trace(r, txn, step, sho, r->name, "validate M2ME", req->json, MCIM_OK);
+  mcim_http_reply_json(resp, 201, answer);
+}
+
+/* ---- GET /v1/validations/pending/{device} (step 10, the device) ---- */
+
+static void h_pending(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  struct mcim_access acc;
+  struct vrow v;
+  const char *device = req->params[0];
+  int64_t now = mcim_now();
+  mcim_store_t *st;
+  mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
+
+  if (rc != MCIM_OK) {
+    fail(r, resp, NULL, STEP_VALIDATE + 1, device, r->name, "nonce", rc,
+         "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
+    return;
+  }
+  if (strcmp(acc.device, device) != 0) {
+    fail(r, resp, NULL, STEP_VALIDATE + 1, acc.device, r->name, "nonce", MCIM_FORBIDDEN,
+         "the access token is for device \"%s\", not \"%s\"", acc.device, device);
+    return;
+  }
+  st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, STEP_VALIDATE + 1, "store unavailable");
+    return;
+  }
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now)};
+  memset(&v, 0, sizeof(v));
+  rc = mcim_store_query_one(st,
+                            "SELECT " VROW_COLS " FROM validations WHERE device = ? AND"
+                            " state = 'pending' AND expires > ? ORDER BY created DESC, id",
+                            p, 2, vrow_cb, &v);
+  if (rc == MCIM_NOT_FOUND) {
+    mcim_http_reply_problem(resp, MCIM_NOT_FOUND, STEP_VALIDATE + 1,
+                            "no pending validation for device %s", device);
+    return;
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, STEP_VALIDATE + 1, "cannot read the validations");
+    return;
+  }
+  json_t *body = json_pack("{s:s,s:s,s:s,s:I,s:i}", "validation_id", v.id, "txn", v.txn, "nonce",
+                           v.nonce, "expires", (json_int_t)v.expires, "step", v.step + 1);
+  /* The device polls: the nonce is one message of the procedure, traced once. */
+  if (v.fetched == 0) {
+    mcim_val_t u[] = {MCIM_INT(now), MCIM_TEXT(v.id)};
+    if (mcim_store_exec(st, "UPDATE validations SET fetched = ? WHERE id = ? AND fetched = 0", u,
+                        2, NULL, NULL) == MCIM_OK &&
+        mcim_store_changes(st) == 1)
+      mcim_role_trace(r, v.txn, v.step + 1, r->name, device, "nonce", body, MCIM_OK);
+  }
+  mcim_http_reply_json(resp, 200, body);
+}
+
+/* ---- POST /v1/validations/{id}/quote (step 10, the device) ---- */
+
+static mcim_cause_t rim_row(const mcim_row_t *row, void *arg)
+{
+  json_t *rims = arg;
+  const char *comp = mcim_row_text(row, 0);
+  const char *dig = mcim_row_text(row, 1);
+  if (!comp || !dig)
+    return MCIM_OK;
+  json_t *list = json_object_get(rims, comp);
+  if (!list) {
+    list = json_array();
+    json_object_set_new(rims, comp, list);
+  }
+  json_array_append_new(list, json_string(dig));
+  return MCIM_OK;
+}
+
+static void sha256_hex(const char *s, char out[65])
+{
+  uint8_t md[32];
+  unsigned n = 0;
+  out[0] = '\0';
+  if (EVP_Digest(s, strlen(s), md, &n, EVP_sha256(), NULL) == 1 && n == sizeof(md))
+    mcim_hex_encode(md, sizeof(md), out);
+}
+
+/* The validation left `pending` under us (or the quote's jti is already recorded): the same
+ * quote again gets the stored answer; anything else is a second use of the nonce. */
+static void already_used(struct mcim_role *r, mcim_store_t *st, struct mcim_http_response *resp,
+                         const char *id, const char *sha, const char *device)
+{
+  struct vrow v;
+  int status = 0;
+  json_t *answer = NULL;
+  if (vrow_load(st, id, &v) != MCIM_OK) {
+    mcim_http_reply_problem(resp, MCIM_NOT_FOUND, 0, "no validation %s", id);
+    return;
+  }
+  int step = v.step + 1;
+  if (strcmp(v.state, "pending") != 0 && sha[0] && strcmp(v.quote_sha, sha) == 0 &&
+      mcim_role_answer_get(st, v.txn, step, "quote", &status, &answer) == MCIM_OK) {
+    reply_stored(resp, status, answer);
+    return;
+  }
+  if (strcmp(v.state, "expired") == 0) {
+    fail(r, resp, v.txn, step, device, r->name, "TRE quote", MCIM_NONCE_UNKNOWN,
+         "the nonce of validation %s expired; the SHO must ask for a new validation", id);
+    return;
+  }
+  fail(r, resp, v.txn, step, device, r->name, "TRE quote", MCIM_REPLAY,
+       "the nonce of validation %s was already used (%s)", id, v.state);
+}
+
+/* Remember why a quote was refused: if no good quote follows before the nonce expires, the
+ * SHO's failure verdict says why. */
+static void note_refusal(mcim_store_t *st, const char *id, mcim_cause_t cause)
+{
+  mcim_val_t p[] = {MCIM_TEXT(mcim_cause_name(cause)), MCIM_TEXT(id)};
+  mcim_store_exec(st, "UPDATE validations SET last_cause = ? WHERE id = ? AND state = 'pending'",
+                  p, 2, NULL, NULL);
+}
+
+static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"quote", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
+      {"tre_cert", MCIM_JV_STRING, true, 16384},
+      /* optional echoes of what the quote and the token already say; checked if present */
+      {"txn", MCIM_JV_HEX, false, 32},
+      {"device", MCIM_JV_STRING, false, 63},
+  };
+  const char *id = req->params[0];
+  struct mcim_access acc;
+  struct vrow v;
+  char err[200];
+  char sha[65];
+  char detail[512];
+  mcim_jose_key_t *key = NULL;
+  mcim_statement_t *q = NULL;
+  json_t *rims = NULL, *mismatches = NULL, *extra = NULL, *answer = NULL, *obody = NULL;
+  json_t *tbody = NULL;
+  char *verdict = NULL;
+  const char *model = NULL;
+  const json_t *log = NULL;
+  int status = 200;
+  int step = STEP_VALIDATE + 1;
+  mcim_store_t *st = NULL;
+  mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
+
+  if (rc != MCIM_OK) {
+    fail(r, resp, NULL, step, NULL, r->name, "TRE quote", rc,
+         "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
+    goto cleanup;
+  }
+  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc, "%s", err);
+    goto cleanup;
+  }
+  st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, step, "store unavailable");
+    goto cleanup;
+  }
+  rc = strlen(id) == 32 ? vrow_load(st, id, &v) : MCIM_NOT_FOUND;
+  if (rc != MCIM_OK) {
+    fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc,
+         rc == MCIM_NOT_FOUND ? "no validation %s" : "cannot read validation %s", id);
+    goto cleanup;
+  }
+  step = v.step + 1;
+  const char *btxn = json_string_value(json_object_get(req->json, "txn"));
+  const char *bdev = json_string_value(json_object_get(req->json, "device"));
+  if (strcmp(acc.device, v.device) != 0 || (bdev && strcmp(bdev, v.device) != 0)) {
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_FORBIDDEN,
+         "validation %s is for device \"%s\", the caller is \"%s\"", id, v.device,
+         bdev && strcmp(bdev, v.device) != 0 ? bdev : acc.device);
+    goto cleanup;
+  }
+  if (btxn && strcasecmp(btxn, v.txn) != 0) {
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_CLAIM_MISMATCH,
+         "validation %s belongs to procedure %s, not %s", id, v.txn, btxn);
+    goto cleanup;
+  }
+  const char *quote = json_string_value(json_object_get(req->json, "quote"));
+  sha256_hex(quote, sha);
+  if (strcmp(v.state, "pending") != 0) {
+    already_used(r, st, resp, id, sha, acc.device);
+    goto cleanup;
+  }
+  if (v.expires <= mcim_now()) {
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_NONCE_UNKNOWN,
+         "the nonce of validation %s expired; the SHO must ask for a new validation", id);
+    goto cleanup;
+  }
+
+  /* Authenticity: the TRE attestation key, certified by the M2MES CA for this device. */
+  rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
+                                     v.device, MCIM_CERT_TRE_ATTESTATION, &key);
+  if (rc != MCIM_OK) {
+    note_refusal(st, id, rc);
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc,
+         "tre_cert is not a TRE attestation certificate of the M2MES CA for device %s: %s",
+         v.device, mcim_cause_text(rc));
+    goto cleanup;
+  }
+  rims = json_object();
+  if (!rims) {
+    mcim_http_reply_problem(resp, MCIM_NO_MEMORY, step, "out of memory");
+    goto cleanup;
+  }
+  /* From here on one transaction: the quote's jti (replay cache), the state change, the
+   * verdict in the outbox and the stored answer exist together or not at all. */
+  rc = mcim_store_begin(st);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, step, "store busy, retry");
+    goto cleanup;
+  }
+  mcim_jws_expect_t ex = {.iss = v.device, .sub = v.device, .aud = r->name,
+                          .typ = "mcim-quote+jwt", .txn = v.txn,
+                          .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                          .replay = mcim_role_replay(r)};
+  rc = mcim_jws_verify(quote, strlen(quote), key, &ex, &q);
+  if (rc == MCIM_REPLAY) {
+    mcim_store_rollback(st);
+    already_used(r, st, resp, id, sha, acc.device);
+    goto cleanup;
+  }
+  if (rc != MCIM_OK) {
+    mcim_store_rollback(st);
+    note_refusal(st, id, MCIM_QUOTE_INVALID);
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_QUOTE_INVALID,
+         "the quote does not verify with the certified attestation key (expected iss = sub = %s,"
+         " aud %s, typ mcim-quote+jwt, txn %s): %s: %s", v.device, r->name, v.txn,
+         mcim_cause_name(rc), mcim_cause_text(rc));
+    goto cleanup;
+  }
+  rc = pva_quote_evidence(q, v.nonce, &model, &log, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_store_rollback(st);
+    note_refusal(st, id, rc);
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc, "%s", err);
+    goto cleanup;
+  }
+  mcim_val_t mp[] = {MCIM_TEXT(model)};
+  rc = mcim_store_exec(st, "SELECT component, digest FROM rims WHERE model = ? ORDER BY component",
+                       mp, 1, rim_row, rims);
+  mismatches = rc == MCIM_OK ? pva_match(model, log, mcim_statement_string(q, "digest"), rims)
+                             : NULL;
+  if (!mismatches) {
+    mcim_store_rollback(st);
+    mcim_http_reply_problem(resp, rc == MCIM_OK ? MCIM_NO_MEMORY : rc, step,
+                            "cannot match the measurements");
+    goto cleanup;
+  }
+  bool good = json_array_size(mismatches) == 0;
+  mcim_cause_t verdict_cause = good ? MCIM_OK : MCIM_VALIDATION_FAILED;
+  const char *result = good ? "success" : "failure";
+
+  /* Step 11 (change 5): the verdict, signed for the SHO that asked, via the outbox. */
+  extra = json_pack("{s:s,s:s,s:O,s:s,s:s}", "result", result, "cause",
+                    mcim_cause_name(verdict_cause), "mismatches", mismatches, "validation_id", id,
+                    "model", model);
+  rc = extra ? mcim_role_sign(r, "mcim-verdict+jwt", v.device, v.sho, v.txn, extra, &verdict)
+             : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK) {
+    obody = json_pack("{s:s,s:s,s:s}", "txn", v.txn, "device", v.device, "verdict", verdict);
+    rc = obody ? mcim_role_outbox_put(r, st, v.sho, "/v1/verdicts", obody, v.txn, v.step + 2,
+                                      "verdict")
+               : MCIM_NO_MEMORY;
+  }
+  if (rc == MCIM_OK) {
+    mcim_val_t u[] = {MCIM_TEXT(result), MCIM_TEXT(verdict), MCIM_TEXT(sha),
+                      MCIM_TEXT(mcim_cause_name(verdict_cause)), MCIM_TEXT(id)};
+    rc = mcim_store_exec(st,
+                         "UPDATE validations SET state = ?, verdict = ?, quote_sha = ?, cause = ?"
+                         " WHERE id = ? AND state = 'pending'",
+                         u, MCIM_NPARAMS(u), NULL, NULL);
+    if (rc == MCIM_OK && mcim_store_changes(st) != 1) {
+      /* another quote was accepted between our read and our transaction */
+      mcim_store_rollback(st);
+      already_used(r, st, resp, id, sha, acc.device);
+      goto cleanup;
+    }
+  }
+  if (rc == MCIM_OK) {
+    if (good) {
+      answer = json_pack("{s:s,s:s,s:s}", "result", result, "validation_id", id, "txn", v.txn);
+      status = 200;
+    } else {
+      /* The device must learn why: the detail for people, the full list for programs. */
+      pva_mismatch_summary(mismatches, model, detail, sizeof(detail));
+      answer = mcim_problem_new(MCIM_VALIDATION_FAILED, step, detail);
+      if (answer) {
+        json_object_set_new(answer, "result", json_string(result));
+        json_object_set(answer, "mismatches", mismatches);
+        json_object_set_new(answer, "validation_id", json_string(id));
+      }
+      status = mcim_cause_http_status(MCIM_VALIDATION_FAILED);
+    }
+    rc = answer ? mcim_role_answer_put(st, v.txn, step, "quote", status, answer) : MCIM_NO_MEMORY;
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_store_commit(st);
+  if (rc != MCIM_OK) {
+    if (mcim_store_in_txn(st))
+      mcim_store_rollback(st);
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc,
+         "cannot record the verdict of validation %s, retry the same quote", id);
+    goto cleanup;
+  }
+  mcim_role_wake(r);
+  tbody = json_pack("{s:s,s:s,s:O,s:s,s:s,s:O}", "validation_id", id, "model", model, "log", log,
+                    "digest", mcim_statement_string(q, "digest"), "result", result, "mismatches",
+                    mismatches);
+  mcim_role_trace(r, v.txn, step, acc.device, r->name, "TRE quote", tbody, verdict_cause);
+  reply_stored(resp, status, answer);
+  answer = NULL;
+
+cleanup:
+  if (st && mcim_store_in_txn(st))
+    mcim_store_rollback(st);
+  json_decref(tbody);
+  json_decref(answer);
+  json_decref(obody);
+  json_decref(extra);
+  json_decref(mismatches);
+  json_decref(rims);
+  free(verdict);
+  mcim_statement_free(q);
+  mcim_jose_key_free(key);
+}
+
+/* ---- expiry (worker tick) ---- */
+
+struct due {
+  struct vrow v[16];
+  size_t n;
+};
+
+static mcim_cause_t due_row(const mcim_row_t *row, void *arg)
+{
+  struct due *d = arg;
+  if (d->n < sizeof(d->v) / sizeof(d->v[0]))
+    vrow_cb(row, &d->v[d->n++]);
+  return MCIM_OK;
+}
+
+/* A nonce that expired without a good quote: the SHO gets a failure verdict, so the
+ * procedure ends instead of waiting. */
+static void expire_one(struct mcim_role *r, mcim_store_t *st, const struct vrow *v)
+{
+  int c = v->last_cause[0] ? mcim_cause_from_name(v->last_cause) : -1;
+  mcim_cause_t cause = c > 0 ? (mcim_cause_t)c : MCIM_TIMEOUT;
+  char *verdict = NULL;
+  json_t *extra = NULL, *body = NULL;
+  mcim_cause_t rc = mcim_store_begin(st);
+  if (rc != MCIM_OK)
+    return;
+  mcim_val_t u[] = {MCIM_TEXT(mcim_cause_name(cause)), MCIM_TEXT(v->id)};
+  rc = mcim_store_exec(st,
+                       "UPDATE validations SET state = 'expired', cause = ? WHERE id = ? AND"
+                       " state = 'pending'",
+                       u, 2, NULL, NULL);
+  if (rc != MCIM_OK || mcim_store_changes(st) != 1)
+    goto cleanup; /* another instance did it */
+  extra = json_pack("{s:s,s:s,s:[],s:s}", "result", "failure", "cause", mcim_cause_name(cause),
+                    "mismatches", "validation_id", v->id);
+  rc = extra ? mcim_role_sign(r, "mcim-verdict+jwt", v->device, v->sho, v->txn, extra, &verdict)
+             : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK) {
+    body = json_pack("{s:s,s:s,s:s}", "txn", v->txn, "device", v->device, "verdict", verdict);
+    rc = body ? mcim_role_outbox_put(r, st, v->sho, "/v1/verdicts", body, v->txn, v->step + 2,
+                                     "verdict")
+              : MCIM_NO_MEMORY;
+  }
+  if (rc == MCIM_OK) {
+    mcim_val_t w[] = {MCIM_TEXT(verdict), MCIM_TEXT(v->id)};
+    rc = mcim_store_exec(st, "UPDATE validations SET verdict = ? WHERE id = ?", w, 2, NULL, NULL);
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_store_commit(st);
+  if (rc == MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, v->txn, v->step + 1, cause,
+                   "no valid TRE quote from %s before the nonce expired: failure verdict to %s",
+                   v->device, v->sho);
+    mcim_role_wake(r);
+  }
+cleanup:
+  if (mcim_store_in_txn(st))
+    mcim_store_rollback(st);
+  json_decref(body);
+  json_decref(extra);
+  free(verdict);
+}
+
+static void pva_tick(struct mcim_role *r)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  struct due d = {.n = 0};
+  if (!st)
+    return;
+  mcim_val_t p[] = {MCIM_INT(mcim_now())};
+  if (mcim_store_exec(st,
+                      "SELECT " VROW_COLS " FROM validations WHERE state = 'pending' AND"
+                      " expires <= ? ORDER BY expires LIMIT 16",
+                      p, 1, due_row, &d) != MCIM_OK)
+    return;
+  for (size_t i = 0; i < d.n; i++)
+    expire_one(r, st, &d.v[i]);
+}
+
+/* ---- kind ---- */
+
+static mcim_cause_t pva_start(struct mcim_role *r)
+{
+  struct pva_state *ps = calloc(1, sizeof(*ps));
+  if (!ps)
+    return MCIM_NO_MEMORY;
+  ps->nonce_lifetime = mcim_config_duration(r->cfg, "nonce_lifetime");
+  r->state = ps;
+  return MCIM_OK;
+}
+
+static void pva_stop(struct mcim_role *r)
+{
+  free(r->state);
+  r->state = NULL;
+}
+
+static const struct mcim_http_route pva_routes[] = {
+    {"POST", "/v1/rims", h_rims, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/validations", h_validation_create, MCIM_ROUTE_PEER_CERT},
+    {"GET", "/v1/validations/pending/{device}", h_pending, 0},
+    {"POST", "/v1/validations/{id}/quote", h_quote, 0},
+};
+
+const struct mcim_role_kind mcim_role_pva = {
+    .kind = "pva",
+    .summary = "platform validation authority: RIMs, nonces, TRE quotes, verdicts",
+    .spec = pva_spec,
+    .nspec = sizeof(pva_spec) / sizeof(pva_spec[0]),
+    .migrations = pva_migrations,
+    .nmigrations = sizeof(pva_migrations) / sizeof(pva_migrations[0]),
+    .routes = pva_routes,
+    .nroutes = sizeof(pva_routes) / sizeof(pva_routes[0]),
+    .start = pva_start,
+    .stop = pva_stop,
+    .tick = pva_tick,
+};

@@ -1,0 +1,32 @@
+/* PVA internals shared by pva.c (routes, store, outbox) and validate.c (the evidence
+ * check, pure: no I/O, so it can be tested without sockets). */
+#ifndef MCIM_ROLES_PVA_H
+#define MCIM_ROLES_PVA_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "mcim/cause.h"
+#include "mcim/jose.h"
+
+/* Claims of a verified quote (mcim-quote+jwt) that carry the evidence:
+ *   nonce  the PVA's nonce (64 hex), model (name), log [{"component", "digest"}], digest (64 hex).
+ * Checks the form of the evidence and that the nonce is `nonce`: MCIM_QUOTE_INVALID with the
+ * reason in `err`. On success *model and *log point into the statement. */
+mcim_cause_t pva_quote_evidence(const mcim_statement_t *quote, const char *nonce,
+                                const char **model, const json_t **log, char *err,
+                                size_t errlen);
+
+/* Replay `log` into the chain and compare with the quoted digest, then match every
+ * measurement against `rims` ({component: [digest hex, ...]} of the model). Returns a new
+ * array of mismatches [{"component", "digest"?, "reason"}] (empty: the platform is good),
+ * or NULL when out of memory. A component without RIM, a digest that is no RIM of its
+ * component, a RIM component the log does not measure, an empty log and a log that does
+ * not replay into the quoted digest are all mismatches. */
+json_t *pva_match(const char *model, const json_t *log, const char *quoted_digest,
+                  const json_t *rims);
+
+/* One line for people (the device's problem detail): "os: digest 3f2a9c01... is not a RIM". */
+void pva_mismatch_summary(const json_t *mismatches, const char *model, char *out, size_t len);
+
+#endif

@@ -1,0 +1,259 @@
+/* RO, DPF function: accepts sealed MCIM packages from an SHO (pristine step 12, change
+ * step 6), hands them to the device (step 13 / 7), collects the device's install status
+ * (step 14 / 12) and reports it to the SHO (step 15 / 13). The DPF checks the package's
+ * origin (the SHO's signature) but cannot open the JWE inside: the RO never holds an
+ * MCIM in clear (invariant 4). */
+#include <stdio.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "roles/ro/ro.h"
+
+/* POST /v1/dpf/packages (an SHO). */
+void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+      {"package", MCIM_JV_STRING, true, 65536},
+      {"procedure", MCIM_JV_STRING, true, 16},
+  };
+  char err[200];
+  const mcim_jose_key_t *sho_key = NULL;
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 12, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  const char *pkg = json_string_value(json_object_get(req->json, "package"));
+  const struct mcim_dpf_steps *steps =
+      mcim_dpf_steps_for(json_string_value(json_object_get(req->json, "procedure")));
+  if (!steps) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 12, "procedure is initial or change");
+    return;
+  }
+  if (!mcim_ro_is_sho_name(req->peer)) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, steps->package, "only an SHO sends MCIMs");
+    return;
+  }
+  /* Origin and claims, without decrypting: iss = the SHO on the TLS channel. */
+  rc = mcim_role_peer_key(r, req->peer, &sho_key);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = req->peer, .aud = device, .sub = device,
+                            .typ = "mcim-package+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_package_verify(pkg, strlen(pkg), sho_key, &ex, NULL);
+  }
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, steps->package, r->name, req->peer, "DPF: MCIM package refused",
+                    NULL, rc);
+    mcim_http_reply_problem(resp, rc, steps->package, "package from %s does not verify",
+                            req->peer);
+    return;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  int64_t now = mcim_now();
+  mcim_val_t p[] = {MCIM_TEXT(txn),  MCIM_TEXT(device),    MCIM_TEXT(req->peer),
+                    MCIM_TEXT(steps->procedure), MCIM_TEXT(pkg), MCIM_INT(now), MCIM_INT(now)};
+  rc = st ? mcim_store_exec(st,
+                            "INSERT INTO dpf_packages (txn, device, sho, procedure, package, state,"
+                            " created, updated) VALUES (?, ?, ?, ?, ?, 'ready', ?, ?)",
+                            p, MCIM_NPARAMS(p), NULL, NULL)
+          : MCIM_STORE_ERROR;
+  if (rc == MCIM_CONFLICT)
+    rc = MCIM_OK; /* the same txn again: already held (idempotent) */
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, steps->package, "package not stored");
+    return;
+  }
+  mcim_log_event(MCIM_LOG_INFO, txn, steps->package, MCIM_OK,
+                 "DPF: sealed MCIM for %s from %s held for download", device, req->peer);
+  mcim_http_reply_json(resp, 202, json_pack("{s:s,s:s}", "txn", txn, "state", "ready"));
+}
+
+struct pkg_row {
+  char txn[40];
+  char sho[64];
+  char procedure[16];
+  char *package;
+  char state[16];
+  bool found;
+};
+
+static mcim_cause_t pkg_cb(const mcim_row_t *row, void *arg)
+{
+  struct pkg_row *p = arg;
+  snprintf(p->txn, sizeof(p->txn), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(p->sho, sizeof(p->sho), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  snprintf(p->procedure, sizeof(p->procedure), "%s", mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
+  free(p->package);
+  p->package = strdup(mcim_row_text(row, 3) ? mcim_row_text(row, 3) : "");
+  snprintf(p->state, sizeof(p->state), "%s", mcim_row_text(row, 4) ? mcim_row_text(row, 4) : "");
+  p->found = p->package != NULL;
+  return p->package ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+/* GET /v1/dpf/packages/{device} (the device, step 13 / 7). */
+void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  struct mcim_access acc;
+  struct pkg_row pr = {0};
+  char *cert = NULL;
+  const char *device = req->params[0];
+  mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 13, "the download needs network access");
+    return;
+  }
+  if (strcmp(acc.device, device) != 0) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 13, "a device downloads only its own MCIM");
+    return;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_val_t p[] = {MCIM_TEXT(device)};
+  rc = st ? mcim_store_exec(st,
+                            "SELECT txn, sho, procedure, package, state FROM dpf_packages"
+                            " WHERE device = ? AND state IN ('ready', 'delivered')"
+                            " ORDER BY created DESC LIMIT 1",
+                            p, 1, pkg_cb, &pr)
+          : MCIM_STORE_ERROR;
+  if (rc == MCIM_OK && !pr.found) {
+    mcim_http_reply_problem(resp, MCIM_NOT_FOUND, 13, "no MCIM package waiting for %s", device);
+    goto out;
+  }
+  const struct mcim_dpf_steps *steps = mcim_dpf_steps_for(pr.procedure);
+  if (rc == MCIM_OK)
+    rc = mcim_role_peer_cert_pem(r, pr.sho, &cert);
+  if (rc != MCIM_OK || !steps) {
+    mcim_http_reply_problem(resp, rc != MCIM_OK ? rc : MCIM_INTERNAL, 13, "package unavailable");
+    goto out;
+  }
+  mcim_val_t u[] = {MCIM_INT(mcim_now()), MCIM_TEXT(pr.txn)};
+  mcim_store_exec(st, "UPDATE dpf_packages SET state = 'delivered', updated = ? WHERE txn = ?"
+                      " AND state = 'ready'",
+                  u, 2, NULL, NULL);
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", pr.txn, "sho", pr.sho, "procedure",
+                           pr.procedure, "package", pr.package, "sho_cert", cert);
+  mcim_role_trace(r, pr.txn, steps->delivery, r->name, device,
+                  strcmp(pr.procedure, "change") == 0
+                      ? "DPF: new MCIM (atomic download, old SHO connectivity)"
+                      : "DPF: MCIM object download",
+                  body, MCIM_OK);
+  mcim_http_reply_json(resp, 200, body);
+out:
+  free(pr.package);
+  free(cert);
+}
+
+/* POST /v1/dpf/status (the device, step 14 / 12): verify, record, report to the SHO. */
+void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+      {"status", MCIM_JV_STRING, true, 16384},
+      {"tre_cert", MCIM_JV_STRING, true, 8192},
+  };
+  char err[200];
+  struct mcim_access acc;
+  struct pkg_row pr = {0};
+  mcim_jose_key_t *dev_key = NULL;
+  mcim_statement_t *stmt = NULL;
+  json_t *answer = NULL;
+  int status_code = 0;
+  mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 14, "the status report needs network access");
+    return;
+  }
+  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 14, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  const char *status = json_string_value(json_object_get(req->json, "status"));
+  if (strcmp(acc.device, device) != 0) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 14, "a device reports only for itself");
+    return;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable");
+    return;
+  }
+  if (mcim_role_answer_get(st, txn, 14, "status", &status_code, &answer) == MCIM_OK) {
+    mcim_http_reply_json(resp, status_code, answer);
+    return;
+  }
+  mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device)};
+  rc = mcim_store_exec(st,
+                       "SELECT txn, sho, procedure, package, state FROM dpf_packages"
+                       " WHERE txn = ? AND device = ?",
+                       p, 2, pkg_cb, &pr);
+  const struct mcim_dpf_steps *steps = mcim_dpf_steps_for(pr.procedure);
+  if (rc == MCIM_OK && (!pr.found || !steps))
+    rc = MCIM_NOT_FOUND;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 14, "no package %s for %s", txn, device);
+    goto out;
+  }
+  rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
+                                     device, MCIM_CERT_TRE_ATTESTATION, &dev_key);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
+                            .typ = "mcim-status+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .replay = mcim_role_replay(r)};
+    rc = mcim_jws_verify(status, strlen(status), dev_key, &ex, &stmt);
+  }
+  const char *result = stmt ? mcim_statement_string(stmt, "result") : NULL;
+  if (rc == MCIM_OK && !result)
+    rc = MCIM_CLAIM_MISSING;
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, steps->status, r->name, device, "DPF: status refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, steps->status, "status of %s does not verify", device);
+    goto out;
+  }
+  bool ok = strcmp(result, "success") == 0;
+  answer = json_pack("{s:s,s:s}", "txn", txn, "result", result);
+  json_t *report = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "result", result);
+  mcim_val_t u[] = {MCIM_TEXT(ok ? "installed" : "failed"), MCIM_TEXT(result),
+                    MCIM_INT(mcim_now()), MCIM_TEXT(txn)};
+  rc = mcim_store_begin(st);
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st,
+                         "UPDATE dpf_packages SET state = ?, result = ?, updated = ? WHERE txn = ?",
+                         u, 4, NULL, NULL);
+  if (rc == MCIM_OK)
+    rc = mcim_role_outbox_put(r, st, pr.sho, "/v1/reports", report, txn, steps->report,
+                              ok ? "DPF: provisioning succeeded" : "DPF: provisioning failed");
+  if (rc == MCIM_OK)
+    rc = mcim_role_answer_put(st, txn, 14, "status", 200, answer);
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  json_decref(report);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, steps->status, "status not recorded");
+    goto out;
+  }
+  mcim_role_wake(r);
+  mcim_http_reply_json(resp, 200, answer);
+  answer = NULL;
+out:
+  json_decref(answer);
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(dev_key);
+  free(pr.package);
+}

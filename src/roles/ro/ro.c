@@ -1,0 +1,77 @@
+/* The RO role kind: configuration, schema and routes of ICF, DRF and DPF. */
+#include <string.h>
+
+#include "roles/auc.h"
+#include "roles/kinds.h"
+#include "roles/ro/ro.h"
+
+bool mcim_ro_is_sho_name(const char *name)
+{
+  static const char *const not_sho[] = {"ro", "vno", "pva", "m2mes", "admin", "subscriber"};
+  if (!name || !*name)
+    return false;
+  for (size_t i = 0; i < sizeof(not_sho) / sizeof(not_sho[0]); i++)
+    if (strcmp(name, not_sho[i]) == 0)
+      return false;
+  return true;
+}
+
+static const struct mcim_dpf_steps dpf_steps[] = {
+    /* pristine steps 12-15 */
+    {"initial", 12, 13, 14, 15},
+    /* old-SHO change steps 6, 7, 12, 13 */
+    {"change", 6, 7, 12, 13},
+};
+
+const struct mcim_dpf_steps *mcim_dpf_steps_for(const char *procedure)
+{
+  for (size_t i = 0; i < sizeof(dpf_steps) / sizeof(dpf_steps[0]); i++)
+    if (procedure && strcmp(procedure, dpf_steps[i].procedure) == 0)
+      return &dpf_steps[i];
+  return NULL;
+}
+
+static char ro_schema_2[] =
+    "CREATE TABLE drf (device TEXT NOT NULL, sho TEXT NOT NULL, state TEXT NOT NULL,"
+    " endpoint TEXT NOT NULL, txn TEXT NOT NULL, updated BIGINT NOT NULL,"
+    " PRIMARY KEY (device, sho));"
+    "CREATE TABLE dpf_packages (txn TEXT PRIMARY KEY, device TEXT NOT NULL, sho TEXT NOT NULL,"
+    " procedure TEXT NOT NULL, package TEXT NOT NULL, state TEXT NOT NULL, result TEXT,"
+    " created BIGINT NOT NULL, updated BIGINT NOT NULL);"
+    "CREATE INDEX dpf_packages_device ON dpf_packages (device, state)";
+
+static const mcim_migration_t ro_migrations[] = {
+    {1, "ICF: PCID subscriptions (AuC)", mcim_auc_schema_sql},
+    {2, "DRF registry, DPF packages", ro_schema_2},
+};
+
+static const char *const yes_no[] = {"yes", "no", NULL};
+
+static const mcim_config_spec_t ro_spec[] = {
+    {.name = "icf_clients", .type = MCIM_CFG_STRING, .def = "vno", .min = 1, .max = 1024,
+     .help = "comma-separated access networks allowed to fetch AVs from the ICF"},
+    {.name = "drf_notify", .type = MCIM_CFG_ENUM, .def = "yes", .allowed = yes_no,
+     .help = "tell the ordered SHO when its device discovers it (step 8)"},
+};
+
+static const struct mcim_http_route ro_routes[] = {
+    {"POST", "/v1/icf/pcids", mcim_icf_pcids, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/icf/avs", mcim_icf_avs, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/icf/resync", mcim_icf_resync, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/drf/registrations", mcim_drf_register, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/drf/discover", mcim_drf_discover, 0},
+    {"POST", "/v1/dpf/packages", mcim_dpf_package_put, MCIM_ROUTE_PEER_CERT},
+    {"GET", "/v1/dpf/packages/{device}", mcim_dpf_package_get, 0},
+    {"POST", "/v1/dpf/status", mcim_dpf_status, 0},
+};
+
+const struct mcim_role_kind mcim_role_ro = {
+    .kind = "ro",
+    .summary = "registration operator: ICF (PCID AuC), DRF (discovery), DPF (MCIM relay)",
+    .spec = ro_spec,
+    .nspec = sizeof(ro_spec) / sizeof(ro_spec[0]),
+    .migrations = ro_migrations,
+    .nmigrations = sizeof(ro_migrations) / sizeof(ro_migrations[0]),
+    .routes = ro_routes,
+    .nroutes = sizeof(ro_routes) / sizeof(ro_routes[0]),
+};

@@ -1,0 +1,33 @@
+/* The registration operator (RO) and its three functions (TR 33.812 5.1.3):
+ * ICF (initial connectivity: PCID subscriptions and their AuC, AVs for access networks),
+ * DRF (discovery and registration: which SHO a device subscribes to or was ordered at),
+ * DPF (download and provisioning: relays sealed MCIM packages, collects status, reports). */
+#ifndef MCIM_ROLES_RO_H
+#define MCIM_ROLES_RO_H
+
+#include "mcim/http.h"
+#include "mcim/role.h"
+
+/* icf.c */
+void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_icf_avs(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_icf_resync(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* drf.c */
+void mcim_drf_register(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_drf_discover(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* dpf.c */
+void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_dpf_status(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+
+/* Names that are network roles but not SHOs (an SHO is any other operators' CA holder). */
+bool mcim_ro_is_sho_name(const char *name);
+
+/* Step numbers of the DPF's messages, by procedure (seed numbering). */
+struct mcim_dpf_steps {
+  const char *procedure; /* "initial" or "change" */
+  int package, delivery, status, report;
+};
+const struct mcim_dpf_steps *mcim_dpf_steps_for(const char *procedure);
+
+#endif

@@ -1,0 +1,37 @@
+/* Runtime internals shared by src/roles/runtime.c, common.c and outbox.c. */
+#ifndef MCIM_ROLE_PRIV_H
+#define MCIM_ROLE_PRIV_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "mcim/role.h"
+
+struct mcim_role_priv {
+  mcim_config_spec_t *spec;
+  char *db_locator;
+  struct mcim_http_route *routes;
+  pthread_key_t store_key;
+  pthread_key_t client_key;
+  bool keys_created;
+  pthread_mutex_t lock;
+  pthread_mutex_t peers_lock;
+  pthread_cond_t cond;
+  pthread_t worker;
+  bool worker_running;
+  bool stopping;
+  bool wake;
+  bool started;
+  mcim_replay_cache_t replay;
+};
+
+/* Schema every role has: trace, answers, replay, outbox (component "common"). */
+mcim_cause_t mcim_role_common_migrate(mcim_store_t *st);
+/* The trace events of one procedure, as a JSON array (mcim_trace_event_to_json form). */
+mcim_cause_t mcim_role_trace_load(struct mcim_role *r, const char *txn, json_t **events);
+void mcim_role_replay_init(struct mcim_role *r);
+void mcim_role_replay_fini(struct mcim_role *r);
+/* Deliver what is due in the outbox (worker thread). */
+void mcim_role_outbox_run(struct mcim_role *r);
+
+#endif

@@ -1,0 +1,530 @@
+/* The role runtime (include/mcim/role.h): start-up, per-thread resources, the
+ * worker thread, common routes (health, admin trace). */
+#include <errno.h>
+#include <openssl/pem.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/role.h"
+#include "mcim/util.h"
+#include "roles/role_priv.h"
+
+static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const log_levels[] = {"debug", "info", "notice", "warn", "error", NULL};
+
+const mcim_config_spec_t mcim_role_common_spec[] = {
+    {.name = "name", .type = MCIM_CFG_STRING, .required = true, .min = 1, .max = 63,
+     .help = "instance name (certificate CN, trace lifeline): ro, vno, pva, m2mes, sho-a, ..."},
+    {.name = "listen_addr", .type = MCIM_CFG_STRING, .def = "127.0.0.1", .min = 7, .max = 15,
+     .help = "IPv4 address the HTTPS server binds"},
+    {.name = "listen_port", .type = MCIM_CFG_INT, .required = true, .min = 1, .max = 65535,
+     .help = "TCP port of the HTTPS server"},
+    {.name = "tls_cert", .type = MCIM_CFG_PATH, .required = true,
+     .help = "PEM certificate of this instance (operators' CA)"},
+    {.name = "tls_key", .type = MCIM_CFG_PATH, .required = true,
+     .help = "PEM private key of this instance (TLS and statement signing)"},
+    {.name = "operators_ca", .type = MCIM_CFG_PATH, .required = true,
+     .help = "PEM certificate of the operators' CA (peers' certificates chain to it)"},
+    {.name = "m2mes_ca", .type = MCIM_CFG_PATH, .required = true,
+     .help = "PEM certificate of the M2MES CA (device TRE certificates chain to it)"},
+    {.name = "database", .type = MCIM_CFG_STRING, .required = true, .min = 1, .max = 1024,
+     .help = "store locator: a SQLite file path (relative to the config), or postgres://..."},
+    {.name = "storage_key", .type = MCIM_CFG_PATH, .required = true,
+     .help = "file with the 256-bit key that seals secrets at rest (created 0600 if missing)"},
+    {.name = "peers", .type = MCIM_CFG_PATH, .required = true,
+     .help = "JSON file {\"name\": \"https://host:port\", ...} of the other role instances"},
+    {.name = "threads", .type = MCIM_CFG_INT, .def = "4", .min = 1, .max = 256,
+     .help = "HTTPS server thread pool size"},
+    {.name = "max_body", .type = MCIM_CFG_INT, .def = "262144", .min = 1024, .max = 16777216,
+     .help = "largest request body accepted, bytes"},
+    {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
+     .max = 86400, .help = "validity of the statements this role signs"},
+    {.name = "token_lifetime", .type = MCIM_CFG_DURATION, .def = "10m", .min = 1, .max = 86400,
+     .help = "validity of access tokens (VNO, SHO)"},
+    {.name = "clock_skew", .type = MCIM_CFG_DURATION, .def = "30s", .min = 0, .max = 3600,
+     .help = "clock difference tolerated when checking statements"},
+    {.name = "outbox_max_attempts", .type = MCIM_CFG_INT, .def = "8", .min = 1, .max = 1000,
+     .help = "deliveries tried before an outbox message is given up (cause logged)"},
+    {.name = "outbox_backoff_ms", .type = MCIM_CFG_INT, .def = "200", .min = 10,
+     .max = 600000, .help = "first retry delay; doubles with each attempt"},
+    {.name = "tick_ms", .type = MCIM_CFG_INT, .def = "200", .min = 10, .max = 60000,
+     .help = "period of the worker thread (outbox, timers)"},
+    {.name = "peer_timeout_ms", .type = MCIM_CFG_INT, .def = "5000", .min = 100,
+     .max = 600000, .help = "timeout of one call to a peer"},
+    {.name = "log_format", .type = MCIM_CFG_ENUM, .def = "text", .allowed = log_formats,
+     .help = "text for people, json for machines"},
+    {.name = "log_level", .type = MCIM_CFG_ENUM, .def = "info", .allowed = log_levels,
+     .help = "least severe level written"},
+    {.name = "log_file", .type = MCIM_CFG_PATH, .help = "append logs here instead of stderr"},
+};
+const size_t mcim_role_common_nspec = sizeof(mcim_role_common_spec) / sizeof(mcim_role_common_spec[0]);
+
+const struct mcim_role_kind *mcim_role_kind_find(const char *kind)
+{
+  for (size_t i = 0; kind && mcim_role_kinds[i]; i++)
+    if (strcmp(mcim_role_kinds[i]->kind, kind) == 0)
+      return mcim_role_kinds[i];
+  return NULL;
+}
+
+/* Common keys followed by the kind's keys. */
+static mcim_config_spec_t *merged_spec(const struct mcim_role_kind *kind, size_t *n)
+{
+  *n = mcim_role_common_nspec + kind->nspec;
+  mcim_config_spec_t *spec = calloc(*n, sizeof(*spec));
+  if (!spec)
+    return NULL;
+  memcpy(spec, mcim_role_common_spec, sizeof(mcim_role_common_spec));
+  if (kind->nspec)
+    memcpy(spec + mcim_role_common_nspec, kind->spec, kind->nspec * sizeof(*spec));
+  return spec;
+}
+
+mcim_cause_t mcim_role_check_config(const struct mcim_role_kind *kind, const char *config_path,
+                                    char *err, size_t errlen)
+{
+  size_t n;
+  mcim_config_t *cfg = NULL;
+  mcim_config_spec_t *spec = merged_spec(kind, &n);
+  if (!spec)
+    return MCIM_NO_MEMORY;
+  mcim_cause_t rc = mcim_config_load(config_path, spec, n, &cfg, err, errlen);
+  mcim_config_free(cfg);
+  free(spec);
+  return rc;
+}
+
+void mcim_role_describe_config(const struct mcim_role_kind *kind, FILE *out)
+{
+  size_t n;
+  mcim_config_spec_t *spec = merged_spec(kind, &n);
+  if (!spec)
+    return;
+  mcim_config_describe(spec, n, out);
+  free(spec);
+}
+
+/* ---- per-thread resources ---- */
+
+static void close_thread_store(void *p)
+{
+  mcim_store_close(p);
+}
+
+static void free_thread_client(void *p)
+{
+  mcim_http_client_free(p);
+}
+
+mcim_store_t *mcim_role_store(struct mcim_role *r)
+{
+  mcim_store_t *st = pthread_getspecific(r->priv->store_key);
+  if (st)
+    return st;
+  if (mcim_store_open(r->priv->db_locator, NULL, &st) != MCIM_OK) {
+    mcim_log_error("cannot open the store %s", r->priv->db_locator);
+    return NULL;
+  }
+  pthread_setspecific(r->priv->store_key, st);
+  return st;
+}
+
+struct mcim_http_client *mcim_role_client(struct mcim_role *r)
+{
+  struct mcim_http_client *cli = pthread_getspecific(r->priv->client_key);
+  if (cli)
+    return cli;
+  struct mcim_http_client_cfg cc = {
+      .ca_file = mcim_config_path(r->cfg, "operators_ca"),
+      .cert_file = mcim_config_path(r->cfg, "tls_cert"),
+      .key_file = mcim_config_path(r->cfg, "tls_key"),
+      .timeout_ms = (long)mcim_config_int(r->cfg, "peer_timeout_ms"),
+  };
+  if (mcim_http_client_new(&cc, &cli) != MCIM_OK)
+    return NULL;
+  pthread_setspecific(r->priv->client_key, cli);
+  return cli;
+}
+
+const char *mcim_role_peer_url(struct mcim_role *r, const char *peer)
+{
+  pthread_mutex_lock(&r->priv->peers_lock);
+  /* The directory may grow (a new SHO): reload it when a name is unknown. */
+  const char *url = json_string_value(json_object_get(r->peers, peer));
+  if (!url) {
+    json_t *fresh = json_load_file(mcim_config_path(r->cfg, "peers"), 0, NULL);
+    if (json_is_object(fresh)) {
+      /* keep the old object alive: callers may hold strings from it */
+      json_object_update(r->peers, fresh);
+      url = json_string_value(json_object_get(r->peers, peer));
+    }
+    json_decref(fresh);
+  }
+  pthread_mutex_unlock(&r->priv->peers_lock);
+  return url;
+}
+
+int64_t mcim_role_statement_lifetime(struct mcim_role *r)
+{
+  return mcim_config_duration(r->cfg, "statement_lifetime");
+}
+
+int64_t mcim_role_token_lifetime(struct mcim_role *r)
+{
+  return mcim_config_duration(r->cfg, "token_lifetime");
+}
+
+/* ---- signing and peer keys ---- */
+
+mcim_cause_t mcim_role_sign(struct mcim_role *r, const char *typ, const char *sub,
+                            const char *aud, const char *txn, json_t *extra, char **jws)
+{
+  int64_t now = mcim_now();
+  mcim_claims_t c = {
+      .iss = r->name, .sub = sub, .aud = aud, .typ = typ, .txn = txn, .iat = now,
+      .exp = now + mcim_role_statement_lifetime(r), .extra = extra,
+  };
+  return mcim_jws_sign(r->sign_key, &c, jws);
+}
+
+static mcim_cause_t key_from_cert_pem(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
+                                      const char *name, mcim_jose_key_t **out)
+{
+  X509 *cert = NULL;
+  EVP_PKEY *pub = NULL;
+  mcim_cause_t rc;
+  *out = NULL;
+  if (!cert_pem)
+    return MCIM_CERT_INVALID;
+  rc = mcim_pki_cert_from_pem(cert_pem, strlen(cert_pem), &cert);
+  if (rc != MCIM_OK)
+    goto out;
+  rc = mcim_pki_cert_public_key(cert, ca, usage, name, 0, &pub);
+  if (rc != MCIM_OK)
+    goto out;
+  rc = mcim_jose_key_from_pkey(pub, out);
+  if (rc == MCIM_OK && name)
+    rc = mcim_jose_key_set_kid(*out, name);
+out:
+  EVP_PKEY_free(pub);
+  X509_free(cert);
+  return rc;
+}
+
+mcim_cause_t mcim_role_peer_key_from_pem(struct mcim_role *r, const char *cert_pem,
+                                         const char *name, mcim_jose_key_t **out)
+{
+  return key_from_cert_pem(cert_pem, r->operators_ca, MCIM_CERT_TLS, name, out);
+}
+
+mcim_cause_t mcim_role_device_key_from_pem(struct mcim_role *r, const char *cert_pem,
+                                           const char *device, int usage, mcim_jose_key_t **out)
+{
+  if (usage != MCIM_CERT_TRE_ATTESTATION && usage != MCIM_CERT_TRE_KEY_AGREEMENT)
+    return MCIM_INVALID_ARGUMENT;
+  return key_from_cert_pem(cert_pem, r->m2mes_ca, (mcim_cert_usage_t)usage, device, out);
+}
+
+/* ---- common routes ---- */
+
+static void h_health(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  (void)req;
+  mcim_http_reply_json(resp, 200,
+                       json_pack("{s:s,s:s,s:s}", "name", r->name, "kind", r->kind->kind,
+                                 "status", "ok"));
+}
+
+static void h_admin_trace(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  if (!req->peer || strcmp(req->peer, "admin") != 0) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "the trace needs the lab admin certificate");
+    return;
+  }
+  json_t *events = NULL;
+  mcim_cause_t rc = mcim_role_trace_load(r, req->params[0], &events);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "cannot read the trace");
+    return;
+  }
+  mcim_http_reply_json(resp, 200,
+                       json_pack("{s:s,s:s,s:o}", "role", r->name, "txid", req->params[0],
+                                 "events", events));
+}
+
+static void h_certificate(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  (void)req;
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "name", r->name, "cert", r->cert_pem));
+}
+
+static const struct mcim_http_route common_routes[] = {
+    {"GET", "/v1/health", h_health, 0},
+    {"GET", "/v1/certificate", h_certificate, 0},
+    {"GET", "/v1/admin/trace/{txn}", h_admin_trace, MCIM_ROUTE_PEER_CERT},
+};
+
+/* ---- worker ---- */
+
+static void *worker_main(void *arg)
+{
+  struct mcim_role *r = arg;
+  struct mcim_role_priv *p = r->priv;
+  int64_t tick = mcim_config_int(r->cfg, "tick_ms");
+  pthread_mutex_lock(&p->lock);
+  while (!p->stopping) {
+    pthread_mutex_unlock(&p->lock);
+    mcim_role_outbox_run(r);
+    if (r->kind->tick)
+      r->kind->tick(r);
+    pthread_mutex_lock(&p->lock);
+    if (p->stopping)
+      break;
+    if (!p->wake) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_nsec += (long)(tick % 1000) * 1000000L;
+      ts.tv_sec += tick / 1000 + ts.tv_nsec / 1000000000L;
+      ts.tv_nsec %= 1000000000L;
+      pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+    }
+    p->wake = false;
+  }
+  pthread_mutex_unlock(&p->lock);
+  /* per-thread store and client are closed by their key destructors */
+  return NULL;
+}
+
+void mcim_role_wake(struct mcim_role *r)
+{
+  pthread_mutex_lock(&r->priv->lock);
+  r->priv->wake = true;
+  pthread_cond_signal(&r->priv->cond);
+  pthread_mutex_unlock(&r->priv->lock);
+}
+
+/* ---- start / stop ---- */
+
+static mcim_cause_t load_identity(struct mcim_role *r)
+{
+  EVP_PKEY *key = NULL;
+  mcim_cause_t rc = mcim_pki_key_load(mcim_config_path(r->cfg, "tls_key"), &key);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "cannot load tls_key %s",
+                   mcim_config_path(r->cfg, "tls_key"));
+    return rc;
+  }
+  rc = mcim_jose_key_from_pkey(key, &r->sign_key);
+  EVP_PKEY_free(key);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_set_kid(r->sign_key, r->name);
+  if (rc != MCIM_OK)
+    return rc;
+  const char *paths[3] = {mcim_config_path(r->cfg, "tls_cert"),
+                          mcim_config_path(r->cfg, "operators_ca"),
+                          mcim_config_path(r->cfg, "m2mes_ca")};
+  X509 **certs[3] = {&r->cert, &r->operators_ca, &r->m2mes_ca};
+  for (int i = 0; i < 3; i++) {
+    rc = mcim_pki_cert_load(paths[i], certs[i]);
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "cannot load certificate %s", paths[i]);
+      return rc;
+    }
+  }
+  rc = mcim_pki_cert_verify(r->cert, r->operators_ca, MCIM_CERT_TLS, r->name, 0);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc,
+                   "tls_cert is not an operators' CA certificate for \"%s\"", r->name);
+    return rc;
+  }
+  return mcim_pki_cert_to_pem(r->cert, &r->cert_pem);
+}
+
+static mcim_cause_t open_store(struct mcim_role *r)
+{
+  const char *db = mcim_config_str(r->cfg, "database");
+  /* A plain path is a SQLite file relative to the configuration's folder. */
+  if (strstr(db, "://") || strncmp(db, "sqlite:", 7) == 0 || db[0] == '/') {
+    r->priv->db_locator = strdup(db);
+  } else {
+    const char *cfgfile = mcim_config_file(r->cfg);
+    const char *slash = strrchr(cfgfile, '/');
+    size_t dirlen = slash ? (size_t)(slash - cfgfile) : 0;
+    size_t n = dirlen + strlen(db) + 2;
+    r->priv->db_locator = malloc(n);
+    if (r->priv->db_locator) {
+      if (dirlen)
+        snprintf(r->priv->db_locator, n, "%.*s/%s", (int)dirlen, cfgfile, db);
+      else
+        snprintf(r->priv->db_locator, n, "%s", db);
+    }
+  }
+  if (!r->priv->db_locator)
+    return MCIM_NO_MEMORY;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_cause_t rc = mcim_role_common_migrate(st);
+  if (rc == MCIM_OK && r->kind->nmigrations)
+    rc = mcim_store_migrate(st, r->kind->kind, r->kind->migrations, r->kind->nmigrations);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "schema of %s: %s", r->priv->db_locator,
+                   mcim_store_errmsg(st));
+  return rc;
+}
+
+mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *config_path,
+                             struct mcim_role **out)
+{
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  char err[2048] = "";
+  size_t nspec = 0;
+  struct mcim_role *r = calloc(1, sizeof(*r));
+  *out = NULL;
+  if (!r)
+    return MCIM_NO_MEMORY;
+  r->kind = kind;
+  r->priv = calloc(1, sizeof(*r->priv));
+  if (!r->priv)
+    goto fail;
+  pthread_mutex_init(&r->priv->lock, NULL);
+  pthread_mutex_init(&r->priv->peers_lock, NULL);
+  pthread_cond_init(&r->priv->cond, NULL);
+  pthread_key_create(&r->priv->store_key, close_thread_store);
+  pthread_key_create(&r->priv->client_key, free_thread_client);
+  r->priv->keys_created = true;
+
+  r->priv->spec = merged_spec(kind, &nspec);
+  if (!r->priv->spec)
+    goto fail;
+  rc = mcim_config_load(config_path, r->priv->spec, nspec, &r->cfg, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "%s", err);
+    goto fail;
+  }
+  r->name = mcim_config_str(r->cfg, "name");
+
+  rc = load_identity(r);
+  if (rc != MCIM_OK)
+    goto fail;
+  json_error_t jerr;
+  r->peers = json_load_file(mcim_config_path(r->cfg, "peers"), 0, &jerr);
+  if (!json_is_object(r->peers)) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID, "peers file %s: %s",
+                   mcim_config_path(r->cfg, "peers"), r->peers ? "not an object" : jerr.text);
+    rc = MCIM_CONFIG_INVALID;
+    goto fail;
+  }
+  rc = mcim_storage_key_load_or_create(mcim_config_path(r->cfg, "storage_key"), &r->storage_key);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "storage key %s",
+                   mcim_config_path(r->cfg, "storage_key"));
+    goto fail;
+  }
+  rc = open_store(r);
+  if (rc != MCIM_OK)
+    goto fail;
+  mcim_role_replay_init(r);
+
+  if (kind->start) {
+    rc = kind->start(r);
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "%s start-up failed", kind->kind);
+      goto fail;
+    }
+    r->priv->started = true;
+  }
+
+  size_t nroutes = kind->nroutes + sizeof(common_routes) / sizeof(common_routes[0]);
+  r->priv->routes = calloc(nroutes, sizeof(*r->priv->routes));
+  if (!r->priv->routes) {
+    rc = MCIM_NO_MEMORY;
+    goto fail;
+  }
+  if (kind->nroutes)
+    memcpy(r->priv->routes, kind->routes, kind->nroutes * sizeof(*kind->routes));
+  memcpy(r->priv->routes + kind->nroutes, common_routes, sizeof(common_routes));
+
+  struct mcim_http_server_cfg sc = {
+      .role = r->name,
+      .bind_addr = mcim_config_str(r->cfg, "listen_addr"),
+      .port = (uint16_t)mcim_config_int(r->cfg, "listen_port"),
+      .cert_file = mcim_config_path(r->cfg, "tls_cert"),
+      .key_file = mcim_config_path(r->cfg, "tls_key"),
+      .client_ca_file = mcim_config_path(r->cfg, "operators_ca"),
+      .threads = (unsigned)mcim_config_int(r->cfg, "threads"),
+      .max_body = (size_t)mcim_config_int(r->cfg, "max_body"),
+      .routes = r->priv->routes,
+      .nroutes = nroutes,
+      .ctx = r,
+  };
+  rc = mcim_http_server_start(&sc, &r->server);
+  if (rc != MCIM_OK)
+    goto fail;
+  if (pthread_create(&r->priv->worker, NULL, worker_main, r) != 0) {
+    rc = MCIM_INTERNAL;
+    goto fail;
+  }
+  r->priv->worker_running = true;
+  mcim_log_info("%s \"%s\" serving on https://%s:%u", kind->kind, r->name,
+                mcim_config_str(r->cfg, "listen_addr"), mcim_http_server_port(r->server));
+  *out = r;
+  return MCIM_OK;
+
+fail:
+  mcim_role_free(r);
+  return rc;
+}
+
+void mcim_role_free(struct mcim_role *r)
+{
+  if (!r)
+    return;
+  if (r->server) {
+    mcim_http_server_free(r->server);
+    r->server = NULL;
+  }
+  if (r->priv && r->priv->worker_running) {
+    pthread_mutex_lock(&r->priv->lock);
+    r->priv->stopping = true;
+    pthread_cond_signal(&r->priv->cond);
+    pthread_mutex_unlock(&r->priv->lock);
+    pthread_join(r->priv->worker, NULL);
+  }
+  if (r->priv && r->priv->started && r->kind->stop)
+    r->kind->stop(r);
+  if (r->priv && r->priv->keys_created) {
+    /* this thread's own resources (destructors run only for other threads) */
+    close_thread_store(pthread_getspecific(r->priv->store_key));
+    pthread_setspecific(r->priv->store_key, NULL);
+    free_thread_client(pthread_getspecific(r->priv->client_key));
+    pthread_setspecific(r->priv->client_key, NULL);
+  }
+  mcim_role_replay_fini(r);
+  mcim_jose_key_free(r->sign_key);
+  X509_free(r->cert);
+  X509_free(r->operators_ca);
+  X509_free(r->m2mes_ca);
+  free(r->cert_pem);
+  json_decref(r->peers);
+  mcim_storage_key_free(r->storage_key);
+  mcim_config_free(r->cfg);
+  if (r->priv) {
+    free(r->priv->routes);
+    free(r->priv->spec);
+    free(r->priv->db_locator);
+    free(r->priv);
+  }
+  free(r);
+}

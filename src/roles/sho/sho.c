@@ -1,0 +1,648 @@
+/* SHO: a selected home operator. Takes subscribers' orders (step 1), asks the PVA to
+ * validate the device (pristine step 9 / change step 3), on a positive verdict makes the
+ * MCIM, seals it to the device's TRE and hands it to the RO's DPF (step 12 / 6), activates
+ * the subscription when the DPF reports success (step 15 / 13) and registers the device at
+ * the DRF (change step 14). Its own AuC serves the devices that attach with its MCIMs
+ * (`full` access). */
+#include <stdio.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "roles/access.h"
+#include "roles/auc.h"
+#include "roles/kinds.h"
+#include "roles/sho/sho.h"
+
+/* ---- steps by procedure ---- */
+
+static const struct mcim_sho_steps sho_steps[] = {
+    /* order, validate, verdict, package, report, register */
+    {"initial", 1, 9, 11, 12, 15, 15},
+    {"change", 1, 3, 5, 6, 13, 14},
+};
+
+const struct mcim_sho_steps *mcim_sho_steps_for(const char *procedure)
+{
+  for (size_t i = 0; i < sizeof(sho_steps) / sizeof(sho_steps[0]); i++)
+    if (procedure && strcmp(procedure, sho_steps[i].procedure) == 0)
+      return &sho_steps[i];
+  return NULL;
+}
+
+/* ---- orders ---- */
+
+static mcim_cause_t order_row(const mcim_row_t *row, void *arg)
+{
+  struct mcim_sho_order *o = arg;
+  char *cols[] = {o->txn, o->device, o->imsi, o->state, o->cause, o->procedure, o->via};
+  size_t lens[] = {sizeof(o->txn),   sizeof(o->device),    sizeof(o->imsi), sizeof(o->state),
+                   sizeof(o->cause), sizeof(o->procedure), sizeof(o->via)};
+  for (size_t i = 0; i < 7; i++)
+    snprintf(cols[i], lens[i], "%s", mcim_row_text(row, i) ? mcim_row_text(row, i) : "");
+  free(o->ka_cert);
+  o->ka_cert = strdup(mcim_row_text(row, 7) ? mcim_row_text(row, 7) : "");
+  return o->ka_cert ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+mcim_cause_t mcim_sho_order_load(mcim_store_t *st, const char *txn, struct mcim_sho_order *o)
+{
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  return mcim_store_query_one(st,
+                              "SELECT txn, device, imsi, state, cause, procedure, via, ka_cert"
+                              " FROM orders WHERE txn = ?",
+                              p, 1, order_row, o);
+}
+
+void mcim_sho_order_clear(struct mcim_sho_order *o)
+{
+  free(o->ka_cert);
+  o->ka_cert = NULL;
+}
+
+mcim_cause_t mcim_sho_order_set_state(mcim_store_t *st, const char *txn, const char *from,
+                                      const char *to, mcim_cause_t cause)
+{
+  mcim_val_t p[] = {MCIM_TEXT(to), MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
+                    MCIM_INT(mcim_now()), MCIM_TEXT(txn), MCIM_TEXT(from)};
+  mcim_cause_t rc = mcim_store_exec(st,
+                                    "UPDATE orders SET state = ?, cause = ?, updated = ?"
+                                    " WHERE txn = ? AND state = ?",
+                                    p, 5, NULL, NULL);
+  if (rc == MCIM_OK && mcim_store_changes(st) != 1)
+    rc = MCIM_WRONG_STATE;
+  return rc;
+}
+
+/* IMSI = MCC || MNC || MSIN, the MSIN from a counter kept in the store (one transaction). */
+static mcim_cause_t next_imsi(struct mcim_role *r, mcim_store_t *st, char imsi[24])
+{
+  int64_t v = 0;
+  mcim_cause_t rc = mcim_store_query_int(st, "SELECT value FROM counters WHERE name = 'msin'",
+                                         NULL, 0, &v);
+  if (rc != MCIM_OK)
+    return rc;
+  v++;
+  mcim_val_t p[] = {MCIM_INT(v)};
+  rc = mcim_store_exec(st, "UPDATE counters SET value = ? WHERE name = 'msin'", p, 1, NULL, NULL);
+  if (rc != MCIM_OK)
+    return rc;
+  const char *plmn = mcim_config_str(r->cfg, "plmn");
+  size_t msin_len = 15 - strlen(plmn);
+  snprintf(imsi, 24, "%s%0*lld", plmn, (int)msin_len, (long long)v);
+  return MCIM_OK;
+}
+
+static const char *my_endpoint(struct mcim_role *r)
+{
+  return mcim_role_peer_url(r, r->name);
+}
+
+/* Queue the validation request to the PVA (step 9 / 3), in the caller's transaction. */
+static mcim_cause_t queue_validation(struct mcim_role *r, mcim_store_t *st,
+                                     const struct mcim_sho_order *o,
+                                     const struct mcim_sho_steps *steps)
+{
+  json_t *body = json_pack("{s:s,s:s,s:i}", "txn", o->txn, "device", o->device, "step",
+                           steps->validate);
+  mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "pva"), "/v1/validations",
+                                         body, o->txn, steps->validate,
+                                         "validate the M2ME (authenticity, integrity)");
+  json_decref(body);
+  return rc;
+}
+
+/* POST /v1/orders: the subscriber's order (step 1), signed by the owner key. */
+static void h_order(void *ctx, const struct mcim_http_request *req,
+                    struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"order", MCIM_JV_STRING, true, 32768},
+  };
+  char err[200], imsi[24] = "";
+  json_t *jwk = NULL, *answer = NULL;
+  mcim_jose_key_t *owner = NULL, *tre_key = NULL;
+  mcim_statement_t *stmt = NULL;
+  char *jwk_text = NULL;
+  int status = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 1, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *order = json_string_value(json_object_get(req->json, "order"));
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 1, "store unavailable");
+    return;
+  }
+  if (mcim_role_answer_get(st, txn, 1, "order", &status, &answer) == MCIM_OK) {
+    mcim_http_reply_json(resp, status, answer);
+    return;
+  }
+  /* The order carries the owner's public key; it is self-signed with it. What the SHO
+   * relies on is the device's TRE certificates (M2MES CA), checked below. */
+  rc = mcim_jws_peek_claim(order, "owner_jwk", &jwk);
+  if (rc == MCIM_OK && !json_is_object(jwk))
+    rc = MCIM_CLAIM_MISSING;
+  if (rc == MCIM_OK) {
+    jwk_text = json_dumps(jwk, JSON_COMPACT);
+    rc = jwk_text ? mcim_jose_key_from_jwk(jwk_text, strlen(jwk_text), &owner) : MCIM_NO_MEMORY;
+  }
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .typ = "mcim-order+jwt",
+                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .replay = mcim_role_replay(r)};
+    rc = mcim_jws_verify(order, strlen(order), owner, &ex, &stmt);
+  }
+  const char *device = stmt ? stmt->claims.sub : NULL;
+  const char *att_cert = stmt ? mcim_statement_string(stmt, "attestation_cert") : NULL;
+  const char *ka_cert = stmt ? mcim_statement_string(stmt, "ka_cert") : NULL;
+  const char *procedure = stmt ? mcim_statement_string(stmt, "procedure") : NULL;
+  const char *via = stmt ? mcim_statement_string(stmt, "via") : NULL;
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(procedure);
+  if (rc == MCIM_OK && (!att_cert || !ka_cert || !steps))
+    rc = MCIM_CLAIM_MISSING;
+  if (rc == MCIM_OK) {
+    mcim_jose_key_t *att = NULL;
+    rc = mcim_role_device_key_from_pem(r, att_cert, device, MCIM_CERT_TRE_ATTESTATION, &att);
+    mcim_jose_key_free(att);
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_role_device_key_from_pem(r, ka_cert, device, MCIM_CERT_TRE_KEY_AGREEMENT, &tre_key);
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, 1, "subscriber", r->name, "order refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, 1, "order does not verify");
+    goto out;
+  }
+  mcim_role_trace(r, txn, 1, "subscriber", r->name, "order: M2ME parameters (device, TRE certificates)",
+                  stmt->payload, MCIM_OK);
+
+  rc = mcim_store_begin(st);
+  if (rc == MCIM_OK)
+    rc = next_imsi(r, st, imsi);
+  if (rc == MCIM_OK) {
+    int64_t now = mcim_now();
+    mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device),   MCIM_TEXT(imsi),
+                      MCIM_TEXT(procedure), MCIM_TEXT(via),      MCIM_TEXT(att_cert),
+                      MCIM_TEXT(ka_cert),   MCIM_INT(now),       MCIM_INT(now)};
+    rc = mcim_store_exec(st,
+                         "INSERT INTO orders (txn, device, imsi, state, procedure, via,"
+                         " attestation_cert, ka_cert, created, updated)"
+                         " VALUES (?, ?, ?, 'ordered', ?, ?, ?, ?, ?, ?)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+  }
+  if (rc == MCIM_OK) {
+    /* Discovery will point the device here (DRF). */
+    json_t *reg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "sho", r->name,
+                            "state", "ordered", "endpoint",
+                            my_endpoint(r) ? my_endpoint(r) : "https://unknown");
+    rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/drf/registrations", reg,
+                              txn, steps->order, "DRF: order registered (discovery target)");
+    json_decref(reg);
+  }
+  if (rc == MCIM_OK && strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0) {
+    /* With the old SHO's connectivity the device needs no discovery: validate now (step 3). */
+    struct mcim_sho_order o = {0};
+    snprintf(o.txn, sizeof(o.txn), "%s", txn);
+    snprintf(o.device, sizeof(o.device), "%s", device);
+    rc = queue_validation(r, st, &o, steps);
+    if (rc == MCIM_OK)
+      rc = mcim_sho_order_set_state(st, txn, "ordered", "validating", MCIM_OK);
+  }
+  answer = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "imsi", imsi, "state",
+                     "ordered");
+  if (rc == MCIM_OK)
+    rc = mcim_role_answer_put(st, txn, 1, "order", 201, answer);
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 1, "order not stored");
+    goto out;
+  }
+  mcim_role_wake(r);
+  mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "order for %s: IMSI %s reserved", device, imsi);
+  mcim_http_reply_json(resp, 201, answer);
+  answer = NULL;
+out:
+  json_decref(answer);
+  json_decref(jwk);
+  free(jwk_text);
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(owner);
+  mcim_jose_key_free(tre_key);
+}
+
+/* GET /v1/orders/{txn} */
+static void h_order_get(void *ctx, const struct mcim_http_request *req,
+                        struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  struct mcim_sho_order o = {0};
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = st ? mcim_sho_order_load(st, req->params[0], &o) : MCIM_STORE_ERROR;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "no order %s", req->params[0]);
+    goto out;
+  }
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", o.txn, "device", o.device, "imsi",
+                           o.imsi, "state", o.state, "procedure", o.procedure);
+  if (o.cause[0])
+    json_object_set_new(body, "cause", json_string(o.cause));
+  mcim_http_reply_json(resp, 200, body);
+out:
+  mcim_sho_order_clear(&o);
+}
+
+/* POST /v1/devices/ready (RO's DRF, step 8): the device found us; validate it (step 9). */
+static void h_device_ready(void *ctx, const struct mcim_http_request *req,
+                           struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+  };
+  char err[200];
+  struct mcim_sho_order o = {0};
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, mcim_config_str(r->cfg, "ro")) != 0)) {
+    rc = MCIM_FORBIDDEN;
+    snprintf(err, sizeof(err), "only the RO's DRF announces devices");
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 8, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
+  if (rc == MCIM_OK &&
+      strcmp(o.device, json_string_value(json_object_get(req->json, "device"))) != 0)
+    rc = MCIM_CONFLICT;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 8, "no order %s for this device", txn);
+    goto out;
+  }
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
+  if (strcmp(o.state, "ordered") == 0 && steps) {
+    rc = mcim_store_begin(st);
+    if (rc == MCIM_OK)
+      rc = mcim_sho_order_set_state(st, txn, "ordered", "validating", MCIM_OK);
+    if (rc == MCIM_OK)
+      rc = queue_validation(r, st, &o, steps);
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+    if (rc != MCIM_OK && rc != MCIM_WRONG_STATE) {
+      mcim_http_reply_problem(resp, rc, steps->validate, "validation not requested");
+      goto out;
+    }
+    mcim_role_wake(r);
+  }
+  /* A repeated announcement changes nothing. */
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "validating"));
+out:
+  mcim_sho_order_clear(&o);
+}
+
+/* Make the MCIM for an order and seal it to the TRE (content: sho, imsi, k, opc, amf). */
+static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
+                                 const struct mcim_sho_order *o, char **package)
+{
+  struct mcim_auc_sub sub = {.imsi = o->imsi, .device = o->device, .state = "pending"};
+  mcim_jose_key_t *tre = NULL;
+  char k_hex[33], opc_hex[33], amf_hex[5];
+  char *content = NULL;
+  mcim_cause_t rc = mcim_random(sub.k, sizeof(sub.k));
+  if (rc == MCIM_OK)
+    rc = mcim_random(sub.opc, sizeof(sub.opc));
+  if (rc == MCIM_OK)
+    rc = mcim_hex_decode_str(mcim_config_str(r->cfg, "amf"), sub.amf, sizeof(sub.amf));
+  if (rc == MCIM_OK)
+    rc = mcim_role_device_key_from_pem(r, o->ka_cert, o->device, MCIM_CERT_TRE_KEY_AGREEMENT,
+                                       &tre);
+  if (rc == MCIM_OK)
+    rc = mcim_auc_add(st, r->storage_key, &sub);
+  if (rc == MCIM_OK) {
+    mcim_hex_encode(sub.k, sizeof(sub.k), k_hex);
+    mcim_hex_encode(sub.opc, sizeof(sub.opc), opc_hex);
+    mcim_hex_encode(sub.amf, sizeof(sub.amf), amf_hex);
+    json_t *c = json_pack("{s:s,s:s,s:s,s:s,s:s}", "sho", r->name, "imsi", o->imsi, "k", k_hex,
+                          "opc", opc_hex, "amf", amf_hex);
+    content = json_dumps(c, JSON_COMPACT);
+    json_decref(c); /* jansson does not wipe; the strings lived briefly in its heap */
+    mcim_wipe(k_hex, sizeof(k_hex));
+    mcim_wipe(opc_hex, sizeof(opc_hex));
+    if (!content)
+      rc = MCIM_NO_MEMORY;
+  }
+  if (rc == MCIM_OK) {
+    int64_t now = mcim_now();
+    mcim_claims_t c = {.iss = r->name, .sub = o->device, .aud = o->device,
+                       .typ = "mcim-package+jwt", .txn = o->txn, .iat = now,
+                       .exp = now + mcim_role_statement_lifetime(r)};
+    rc = mcim_package_seal(r->sign_key, &c, tre, (const uint8_t *)content, strlen(content),
+                           package);
+  }
+  if (content) {
+    mcim_wipe(content, strlen(content));
+    free(content);
+  }
+  mcim_wipe(&sub, sizeof(sub));
+  mcim_jose_key_free(tre);
+  return rc;
+}
+
+/* POST /v1/verdicts (PVA, step 11 / 5). */
+static void h_verdict(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+      {"verdict", MCIM_JV_STRING, true, 32768},
+  };
+  char err[200];
+  struct mcim_sho_order o = {0};
+  const mcim_jose_key_t *pva_key = NULL;
+  mcim_statement_t *stmt = NULL;
+  char *package = NULL;
+  const char *pva = mcim_config_str(r->cfg, "pva");
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, pva) != 0)) {
+    rc = MCIM_FORBIDDEN;
+    snprintf(err, sizeof(err), "only the PVA delivers verdicts");
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 11, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *verdict = json_string_value(json_object_get(req->json, "verdict"));
+  rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
+  if (rc == MCIM_OK && !steps)
+    rc = MCIM_INTERNAL;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 11, "no order %s", txn);
+    goto out;
+  }
+  if (strcmp(o.state, "validating") != 0) {
+    /* a retried delivery after we acted on it: same answer */
+    mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", o.state));
+    goto out;
+  }
+  rc = mcim_role_peer_key(r, pva, &pva_key);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = pva, .aud = r->name, .sub = o.device,
+                            .typ = "mcim-verdict+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_jws_verify(verdict, strlen(verdict), pva_key, &ex, &stmt);
+  }
+  const char *result = stmt ? mcim_statement_string(stmt, "result") : NULL;
+  if (rc == MCIM_OK && !result)
+    rc = MCIM_CLAIM_MISSING;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, steps->verdict, "verdict does not verify");
+    goto out;
+  }
+  rc = mcim_store_begin(st);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, steps->verdict, "store unavailable");
+    goto out;
+  }
+  if (strcmp(result, "success") != 0) {
+    rc = mcim_sho_order_set_state(st, txn, "validating", "failed", MCIM_VALIDATION_FAILED);
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+    mcim_log_event(MCIM_LOG_WARN, txn, steps->verdict, MCIM_VALIDATION_FAILED,
+                   "%s failed validation: no MCIM will be issued", o.device);
+    mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "failed"));
+    goto out;
+  }
+  rc = make_package(r, st, &o, &package);
+  if (rc == MCIM_OK)
+    rc = mcim_sho_order_set_state(st, txn, "validating", "provisioning", MCIM_OK);
+  if (rc == MCIM_OK) {
+    /* Step 12 (pristine): "authorises RO (DRF) to authorise its DPF": the authorisation is
+     * the package itself, signed by us and addressed to the device. */
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", o.device, "package",
+                             package, "procedure", o.procedure);
+    rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/dpf/packages", body, txn,
+                              steps->package, "DPF: authorise provisioning, sealed MCIM");
+    json_decref(body);
+  }
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, steps->package, "MCIM not issued");
+    goto out;
+  }
+  mcim_role_wake(r);
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "provisioning"));
+out:
+  if (package) {
+    mcim_wipe(package, strlen(package));
+    free(package);
+  }
+  mcim_statement_free(stmt);
+  mcim_sho_order_clear(&o);
+}
+
+/* POST /v1/reports (RO's DPF, step 15 / 13). */
+static void h_report(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+      {"result", MCIM_JV_STRING, true, 64},
+  };
+  char err[200];
+  struct mcim_sho_order o = {0};
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, mcim_config_str(r->cfg, "ro")) != 0)) {
+    rc = MCIM_FORBIDDEN;
+    snprintf(err, sizeof(err), "only the RO's DPF reports provisioning");
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 15, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *result = json_string_value(json_object_get(req->json, "result"));
+  rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
+  if (rc == MCIM_OK && !steps)
+    rc = MCIM_INTERNAL;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 15, "no order %s", txn);
+    goto out;
+  }
+  rc = mcim_sho_on_report(r, st, &o, steps, result);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, steps->report, "report not applied");
+    goto out;
+  }
+  mcim_role_wake(r);
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "result", result));
+out:
+  mcim_sho_order_clear(&o);
+}
+
+mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
+                                const struct mcim_sho_order *o,
+                                const struct mcim_sho_steps *steps, const char *result)
+{
+  if (strcmp(o->state, "provisioning") != 0)
+    return MCIM_OK; /* already applied: a retried report */
+  bool ok = strcmp(result, "success") == 0;
+  mcim_cause_t rc = mcim_store_begin(st);
+  if (rc != MCIM_OK)
+    return rc;
+  if (!ok) {
+    int cause = mcim_cause_from_name(result);
+    rc = mcim_auc_terminate(st, o->imsi);
+    if (rc == MCIM_OK || rc == MCIM_NOT_FOUND)
+      rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "failed",
+                                    cause > 0 ? (mcim_cause_t)cause : MCIM_PROCEDURE_FAILED);
+  } else {
+    rc = mcim_auc_activate(st, o->imsi);
+    if (rc == MCIM_OK)
+      rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "active", MCIM_OK);
+    if (rc == MCIM_OK) {
+      json_t *reg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", o->txn, "device", o->device, "sho",
+                              r->name, "state", "subscribed", "endpoint",
+                              my_endpoint(r) ? my_endpoint(r) : "https://unknown");
+      rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/drf/registrations",
+                                reg, o->txn, steps->reg,
+                                "DRF: register M2ME as subscribing to this SHO");
+      json_decref(reg);
+    }
+  }
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc == MCIM_OK)
+    mcim_log_event(ok ? MCIM_LOG_INFO : MCIM_LOG_WARN, o->txn, steps->report, MCIM_OK,
+                   "subscription %s of %s is %s", o->imsi, o->device, ok ? "active" : "failed");
+  return rc;
+}
+
+/* ---- attach with an MCIM of ours (full access) ---- */
+
+static mcim_cause_t text0(const mcim_row_t *row, void *arg)
+{
+  snprintf(arg, 64, "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  return MCIM_OK;
+}
+
+static mcim_cause_t sho_get_av(struct mcim_role *r, const char *txn, const char *imsi,
+                               struct mcim_aka_av *av, char *device)
+{
+  (void)txn;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_cause_t rc = mcim_auc_gen_avs(st, r->storage_key, imsi, 1, mcim_now(), av);
+  if (rc == MCIM_OK) {
+    mcim_val_t p[] = {MCIM_TEXT(imsi)};
+    rc = mcim_store_query_one(st, "SELECT device FROM auc WHERE imsi = ?", p, 1, text0, device);
+  }
+  return rc;
+}
+
+static mcim_cause_t sho_resync(struct mcim_role *r, const char *txn, const char *imsi,
+                               const uint8_t rand[16], const uint8_t auts[14])
+{
+  (void)txn;
+  mcim_store_t *st = mcim_role_store(r);
+  return st ? mcim_auc_resync(st, r->storage_key, imsi, rand, auts) : MCIM_STORE_ERROR;
+}
+
+static const struct mcim_access_net sho_net = {
+    .scope = "full",
+    .id_field = "imsi",
+    .get_av = sho_get_av,
+    .resync = sho_resync,
+};
+
+static void h_attach(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  mcim_access_attach(ctx, &sho_net, req, resp);
+}
+
+static void h_attach_answer(void *ctx, const struct mcim_http_request *req,
+                            struct mcim_http_response *resp)
+{
+  mcim_access_answer(ctx, &sho_net, req, resp);
+}
+
+/* ---- the kind ---- */
+
+static const mcim_migration_t sho_migrations[] = {
+    {1, "AuC of the MCIMs this SHO issues", mcim_auc_schema_sql},
+    {2, "attach sessions", mcim_access_schema_sql},
+    {3, "orders and the IMSI counter",
+     "CREATE TABLE orders (txn TEXT PRIMARY KEY, device TEXT NOT NULL, imsi TEXT NOT NULL,"
+     " state TEXT NOT NULL, cause TEXT, procedure TEXT NOT NULL, via TEXT,"
+     " attestation_cert TEXT NOT NULL, ka_cert TEXT NOT NULL, created BIGINT NOT NULL,"
+     " updated BIGINT NOT NULL);"
+     "CREATE INDEX orders_device ON orders (device, state);"
+     "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);"
+     "INSERT INTO counters (name, value) VALUES ('msin', 0)"},
+};
+
+static const mcim_config_spec_t sho_spec[] = {
+    {.name = "plmn", .type = MCIM_CFG_STRING, .required = true, .min = 5, .max = 6,
+     .help = "MCC and MNC of this SHO (5 or 6 digits): its IMSIs start with it"},
+    {.name = "amf", .type = MCIM_CFG_STRING, .def = "8000", .min = 4, .max = 4,
+     .help = "AMF of the MCIMs it issues (hex; separation bit set for E-UTRAN)"},
+    {.name = "ro", .type = MCIM_CFG_STRING, .def = "ro", .min = 1, .max = 63,
+     .help = "name of the RO instance (peers file)"},
+    {.name = "pva", .type = MCIM_CFG_STRING, .def = "pva", .min = 1, .max = 63,
+     .help = "name of the PVA instance (peers file)"},
+};
+
+static mcim_cause_t sho_start(struct mcim_role *r)
+{
+  const char *plmn = mcim_config_str(r->cfg, "plmn");
+  uint8_t amf[2];
+  for (const char *p = plmn; *p; p++)
+    if (*p < '0' || *p > '9') {
+      mcim_log_error("%s: \"plmn\": expected 5 or 6 digits, got \"%s\"",
+                     mcim_config_file(r->cfg), plmn);
+      return MCIM_CONFIG_INVALID;
+    }
+  if (mcim_hex_decode_str(mcim_config_str(r->cfg, "amf"), amf, 2) != MCIM_OK) {
+    mcim_log_error("%s: \"amf\": expected 4 hex digits", mcim_config_file(r->cfg));
+    return MCIM_CONFIG_INVALID;
+  }
+  return MCIM_OK;
+}
+
+static const struct mcim_http_route sho_routes[] = {
+    {"POST", "/v1/orders", h_order, 0},
+    {"GET", "/v1/orders/{txn}", h_order_get, 0},
+    {"POST", "/v1/devices/ready", h_device_ready, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/verdicts", h_verdict, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/reports", h_report, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/attach", h_attach, 0},
+    {"POST", "/v1/attach/{id}", h_attach_answer, 0},
+};
+
+const struct mcim_role_kind mcim_role_sho = {
+    .kind = "sho",
+    .summary = "selected home operator: orders, MCIM issue, AuC, full access",
+    .spec = sho_spec,
+    .nspec = sizeof(sho_spec) / sizeof(sho_spec[0]),
+    .migrations = sho_migrations,
+    .nmigrations = sizeof(sho_migrations) / sizeof(sho_migrations[0]),
+    .routes = sho_routes,
+    .nroutes = sizeof(sho_routes) / sizeof(sho_routes[0]),
+    .start = sho_start,
+};

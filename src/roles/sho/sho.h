@@ -1,0 +1,35 @@
+/* SHO internals shared by its files (orders now; discard receipts and releases next). */
+#ifndef MCIM_ROLES_SHO_H
+#define MCIM_ROLES_SHO_H
+
+#include "mcim/role.h"
+
+/* The seed's step numbers of the SHO's messages, by procedure. */
+struct mcim_sho_steps {
+  const char *procedure; /* "initial" (pristine 4-15) or "change" (old SHO 1-14) */
+  int order, validate, verdict, package, report, reg;
+};
+const struct mcim_sho_steps *mcim_sho_steps_for(const char *procedure);
+
+struct mcim_sho_order {
+  char txn[40];
+  char device[64];
+  char imsi[24];
+  char state[16];
+  char cause[48];
+  char procedure[16];
+  char via[16];
+  char *ka_cert;
+};
+
+mcim_cause_t mcim_sho_order_load(mcim_store_t *st, const char *txn, struct mcim_sho_order *o);
+void mcim_sho_order_clear(struct mcim_sho_order *o);
+/* Compare-and-set of the order state, in the caller's transaction (MCIM_WRONG_STATE). */
+mcim_cause_t mcim_sho_order_set_state(mcim_store_t *st, const char *txn, const char *from,
+                                      const char *to, mcim_cause_t cause);
+/* Apply the DPF's report (own transaction). */
+mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
+                                const struct mcim_sho_order *o,
+                                const struct mcim_sho_steps *steps, const char *result);
+
+#endif

@@ -1,0 +1,357 @@
+/* Store front end: picks a backend, keeps the transaction state, logs failures
+ * (SQL text and the backend message only: values are bound, never in the SQL),
+ * and offers the row getters and query helpers every backend shares. */
+#include "mcim/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/log.h"
+
+struct mcim_store {
+  const mcim_store_ops_t *ops;
+  void *conn;
+  bool in_txn;
+};
+
+/* Locator prefixes. The PostgreSQL backend adds its row when it lands. */
+static const struct {
+  const char *prefix;
+  bool strip;
+  const mcim_store_ops_t *ops;
+} backends[] = {
+    {"sqlite:", true, &mcim_store_sqlite_ops},
+    {"postgres://", false, NULL},
+    {"postgresql://", false, NULL},
+};
+
+mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *target,
+                                  const mcim_store_opts_t *opts, mcim_store_t **out)
+{
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  mcim_store_t *st = NULL;
+
+  if (!ops || !target || !out)
+    goto cleanup;
+  *out = NULL;
+  rc = MCIM_NO_MEMORY;
+  st = calloc(1, sizeof(*st));
+  if (!st)
+    goto cleanup;
+  st->ops = ops;
+  rc = ops->open(target, opts, &st->conn);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  *out = st;
+  st = NULL;
+
+cleanup:
+  free(st);
+  return rc;
+}
+
+mcim_cause_t mcim_store_open(const char *locator, const mcim_store_opts_t *opts, mcim_store_t **out)
+{
+  if (!locator || !out)
+    return MCIM_INVALID_ARGUMENT;
+  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+    size_t n = strlen(backends[i].prefix);
+    if (strncmp(locator, backends[i].prefix, n) != 0)
+      continue;
+    if (!backends[i].ops) {
+      mcim_log_error("store: backend for \"%s\" is not built in", backends[i].prefix);
+      return MCIM_UNSUPPORTED;
+    }
+    return mcim_store_open_with(backends[i].ops, backends[i].strip ? locator + n : locator, opts,
+                                out);
+  }
+  /* A plain path is the embedded default. */
+  return mcim_store_open_with(&mcim_store_sqlite_ops, locator, opts, out);
+}
+
+void mcim_store_close(mcim_store_t *st)
+{
+  if (!st)
+    return;
+  if (st->in_txn)
+    (void)mcim_store_rollback(st);
+  st->ops->close(st->conn);
+  free(st);
+}
+
+const char *mcim_store_backend(const mcim_store_t *st)
+{
+  return st ? st->ops->name : "";
+}
+
+const char *mcim_store_errmsg(const mcim_store_t *st)
+{
+  return st ? st->ops->errmsg(st->conn) : "";
+}
+
+/* Conflicts and busy locks are ordinary outcomes (idempotent retries, races the
+ * database settles), so they are logged at debug; anything else is an error. */
+static void log_failure(const mcim_store_t *st, const char *what, mcim_cause_t rc)
+{
+  mcim_log_level_t lvl =
+      (rc == MCIM_CONFLICT || rc == MCIM_STORE_BUSY || rc == MCIM_NOT_FOUND) ? MCIM_LOG_DEBUG
+                                                                             : MCIM_LOG_ERROR;
+  mcim_log_event(lvl, NULL, 0, rc, "store %s: %.200s: %s", st->ops->name, what,
+                 mcim_store_errmsg(st));
+}
+
+mcim_cause_t mcim_store_begin(mcim_store_t *st)
+{
+  if (!st || st->in_txn)
+    return MCIM_INVALID_ARGUMENT;
+  mcim_cause_t rc = st->ops->begin(st->conn);
+  if (rc != MCIM_OK) {
+    log_failure(st, "BEGIN", rc);
+    return rc;
+  }
+  st->in_txn = true;
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_store_commit(mcim_store_t *st)
+{
+  if (!st || !st->in_txn)
+    return MCIM_INVALID_ARGUMENT;
+  mcim_cause_t rc = st->ops->commit(st->conn);
+  if (rc != MCIM_OK) {
+    log_failure(st, "COMMIT", rc);
+    /* Leave no half-open transaction behind: the caller retries from the start. */
+    (void)st->ops->rollback(st->conn);
+  }
+  st->in_txn = false;
+  return rc;
+}
+
+mcim_cause_t mcim_store_rollback(mcim_store_t *st)
+{
+  if (!st || !st->in_txn)
+    return MCIM_INVALID_ARGUMENT;
+  mcim_cause_t rc = st->ops->rollback(st->conn);
+  if (rc != MCIM_OK)
+    log_failure(st, "ROLLBACK", rc);
+  st->in_txn = false;
+  return rc;
+}
+
+bool mcim_store_in_txn(const mcim_store_t *st)
+{
+  return st && st->in_txn;
+}
+
+mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                             size_t nparams, mcim_row_cb cb, void *arg)
+{
+  if (!st || !sql || (nparams && !params))
+    return MCIM_INVALID_ARGUMENT;
+  mcim_cause_t rc = st->ops->exec(st->conn, sql, params, nparams, cb, arg);
+  /* A cause returned by the caller's callback is the caller's business. */
+  if (rc != MCIM_OK && (rc == MCIM_STORE_ERROR || rc == MCIM_CONFLICT || rc == MCIM_STORE_BUSY ||
+                        rc == MCIM_INVALID_ARGUMENT || rc == MCIM_NO_MEMORY))
+    log_failure(st, sql, rc);
+  return rc;
+}
+
+mcim_cause_t mcim_store_exec_script(mcim_store_t *st, const char *sql)
+{
+  if (!st || !sql)
+    return MCIM_INVALID_ARGUMENT;
+  mcim_cause_t rc = st->ops->exec_script(st->conn, sql);
+  if (rc != MCIM_OK)
+    log_failure(st, "script", rc);
+  return rc;
+}
+
+int64_t mcim_store_changes(mcim_store_t *st)
+{
+  return st ? st->ops->changes(st->conn) : 0;
+}
+
+/* query_one: forward the first row, then stop the statement; `stopped` tells our
+ * own stop apart from a cause the caller's callback returned. */
+struct one_ctx {
+  mcim_row_cb cb;
+  void *arg;
+  bool seen;
+  bool stopped;
+};
+
+static mcim_cause_t one_row(const mcim_row_t *row, void *arg)
+{
+  struct one_ctx *ctx = arg;
+  ctx->seen = true;
+  if (ctx->cb) {
+    mcim_cause_t rc = ctx->cb(row, ctx->arg);
+    if (rc != MCIM_OK)
+      return rc;
+  }
+  ctx->stopped = true;
+  return MCIM_INTERNAL;
+}
+
+mcim_cause_t mcim_store_query_one(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                  size_t nparams, mcim_row_cb cb, void *arg)
+{
+  struct one_ctx ctx = {cb, arg, false, false};
+  mcim_cause_t rc = mcim_store_exec(st, sql, params, nparams, one_row, &ctx);
+  if (ctx.stopped)
+    return MCIM_OK;
+  if (rc == MCIM_OK && !ctx.seen)
+    return MCIM_NOT_FOUND;
+  return rc;
+}
+
+struct int_ctx {
+  int64_t v;
+  bool null;
+};
+
+static mcim_cause_t int_row(const mcim_row_t *row, void *arg)
+{
+  struct int_ctx *ctx = arg;
+  ctx->null = mcim_row_type(row, 0) != MCIM_VAL_INT;
+  ctx->v = mcim_row_int(row, 0);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_store_query_int(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                  size_t nparams, int64_t *out)
+{
+  struct int_ctx ctx = {0, true};
+  if (!out)
+    return MCIM_INVALID_ARGUMENT;
+  mcim_cause_t rc = mcim_store_query_one(st, sql, params, nparams, int_row, &ctx);
+  if (rc != MCIM_OK)
+    return rc;
+  if (ctx.null)
+    return MCIM_NOT_FOUND;
+  *out = ctx.v;
+  return MCIM_OK;
+}
+
+/* ---- row getters ---- */
+
+static const mcim_val_t *col_at(const mcim_row_t *row, size_t col)
+{
+  if (!row || !row->cols || col >= row->ncols)
+    return NULL;
+  return &row->cols[col];
+}
+
+size_t mcim_row_ncols(const mcim_row_t *row)
+{
+  return row ? row->ncols : 0;
+}
+
+mcim_val_type_t mcim_row_type(const mcim_row_t *row, size_t col)
+{
+  const mcim_val_t *v = col_at(row, col);
+  return v ? v->type : MCIM_VAL_NULL;
+}
+
+bool mcim_row_is_null(const mcim_row_t *row, size_t col)
+{
+  return mcim_row_type(row, col) == MCIM_VAL_NULL;
+}
+
+int64_t mcim_row_int(const mcim_row_t *row, size_t col)
+{
+  const mcim_val_t *v = col_at(row, col);
+  return (v && v->type == MCIM_VAL_INT) ? v->i : 0;
+}
+
+const char *mcim_row_text(const mcim_row_t *row, size_t col)
+{
+  const mcim_val_t *v = col_at(row, col);
+  return (v && v->type == MCIM_VAL_TEXT) ? v->s : NULL;
+}
+
+const uint8_t *mcim_row_blob(const mcim_row_t *row, size_t col, size_t *len)
+{
+  const mcim_val_t *v = col_at(row, col);
+  bool ok = v && v->type == MCIM_VAL_BLOB;
+  if (len)
+    *len = ok ? v->len : 0;
+  return ok ? v->p : NULL;
+}
+
+const char *mcim_row_name(const mcim_row_t *row, size_t col)
+{
+  if (!row || !row->names || col >= row->ncols)
+    return NULL;
+  return row->names[col];
+}
+
+/* ---- placeholder rewriting for PostgreSQL ---- */
+
+mcim_cause_t mcim_store_sql_to_dollar(const char *sql, char **out, size_t *nparams)
+{
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  char *buf = NULL;
+  size_t n = 0, o = 0;
+
+  if (!sql || !out)
+    goto cleanup;
+  *out = NULL;
+  /* Each `?` becomes at most "$" + 20 digits. */
+  size_t len = strlen(sql), qs = 0;
+  for (size_t i = 0; i < len; i++)
+    qs += sql[i] == '?';
+  rc = MCIM_NO_MEMORY;
+  buf = malloc(len + qs * 21 + 1);
+  if (!buf)
+    goto cleanup;
+
+  for (size_t i = 0; i < len;) {
+    char c = sql[i];
+    if (c == '\'' || c == '"') {
+      /* Quoted string or identifier; a doubled quote is an escaped one, and is
+       * handled by leaving and re-entering. */
+      size_t j = i + 1;
+      while (j < len && sql[j] != c)
+        j++;
+      j = j < len ? j + 1 : len;
+      memcpy(buf + o, sql + i, j - i);
+      o += j - i;
+      i = j;
+    } else if (c == '-' && sql[i + 1] == '-') {
+      size_t j = i;
+      while (j < len && sql[j] != '\n')
+        j++;
+      memcpy(buf + o, sql + i, j - i);
+      o += j - i;
+      i = j;
+    } else if (c == '/' && sql[i + 1] == '*') {
+      const char *end = strstr(sql + i + 2, "*/");
+      size_t j = end ? (size_t)(end - sql) + 2 : len;
+      memcpy(buf + o, sql + i, j - i);
+      o += j - i;
+      i = j;
+    } else if (c == '?') {
+      n++;
+      char num[24];
+      int w = snprintf(num, sizeof(num), "$%zu", n);
+      memcpy(buf + o, num, (size_t)w);
+      o += (size_t)w;
+      i++;
+    } else {
+      buf[o++] = c;
+      i++;
+    }
+  }
+  buf[o] = '\0';
+  *out = buf;
+  buf = NULL;
+  if (nparams)
+    *nparams = n;
+  rc = MCIM_OK;
+
+cleanup:
+  free(buf);
+  return rc;
+}

@@ -1,0 +1,141 @@
+/* Internals of the software TRE (include/mcim/tre.h), shared by the files of src/tre/.
+ *
+ * The whole TRE is one JSON document (docs/tre.md section 2), sealed with the storage key
+ * into DIR/tre.sealed. Every operation runs as a transaction:
+ *
+ *   tre_begin()   thread mutex + exclusive flock on DIR/tre.lock, then read and unseal the
+ *                 document from disk (the working copy: nobody else sees it)
+ *   ...           compute the new state in the working copy
+ *   tre_commit()  seal and write it (tmp file, fsync, rename, fsync of the directory)
+ *   tre_end()     wipe and free the working copy, unlock
+ *
+ * so a failure before tre_commit() leaves nothing behind (the working copy is dropped), and a
+ * crash during it leaves the old or the new document, never a mix. Re-reading per operation
+ * also keeps several handles (the agent and a CLI, two threads with their own handle) on one
+ * state. */
+#ifndef MCIM_TRE_PRIV_H
+#define MCIM_TRE_PRIV_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mcim/jose.h"
+#include "mcim/seal.h"
+#include "mcim/sqn.h"
+#include "mcim/tre.h"
+
+#define TRE_STATE_VERSION 1
+#define TRE_FILE_STATE "tre.sealed"
+#define TRE_FILE_TMP "tre.sealed.tmp"
+#define TRE_FILE_KEY "tre.key"
+#define TRE_FILE_LOCK "tre.lock"
+/* First line of tre.sealed, in clear: the device id names the seal context, which must be
+ * known before unsealing. It is authenticated anyway (it is the AAD). */
+#define TRE_MAGIC "mcim-tre 1 "
+#define TRE_CONTEXT_PREFIX "tre/"
+
+#define TRE_TYP_PACKAGE "mcim-package+jwt"
+#define TRE_TYP_QUOTE "mcim-quote+jwt"
+#define TRE_TYP_DISCARD "mcim-discard+jwt"
+
+struct tre_soft {
+  pthread_mutex_t mu;
+  char *dir;
+  char *path_state, *path_tmp, *path_lock;
+  char *device;  /* from the file header, checked against the document */
+  char *context; /* "tre/<device>" */
+  mcim_storage_key_t *skey;
+  int lock_fd;
+};
+
+/* Unpacked credential (PCID or MCIM slot). Holds secrets: tre_cred_wipe() it. */
+struct tre_cred {
+  char id[24]; /* PCID or IMSI */
+  uint8_t k[16], opc[16], amf[2];
+  int64_t expires; /* PCID only; 0 for an MCIM */
+  struct mcim_sqn_usim sqn;
+};
+
+/* ---- tre_store.c: file, lock, seal ---- */
+mcim_cause_t tre_paths(struct tre_soft *t, const char *dir);
+/* Read and unseal DIR/tre.sealed; sets t->device/context when they are still NULL. */
+mcim_cause_t tre_load(struct tre_soft *t, json_t **out);
+/* Seal and write atomically (crash-safe). */
+mcim_cause_t tre_persist(struct tre_soft *t, json_t *st);
+mcim_cause_t tre_lock_open(struct tre_soft *t);
+mcim_cause_t tre_begin(struct tre_soft *t, json_t **st);
+mcim_cause_t tre_commit(struct tre_soft *t, json_t *st);
+void tre_end(struct tre_soft *t, json_t *st);
+/* Wipe every string of a document (K, OPc, private keys are strings) and release it. Only
+ * for documents nothing else references. */
+void tre_json_wipe_free(json_t *doc);
+/* Wipe every string under `v` in place (before it is released). */
+void tre_json_wipe(json_t *v);
+void tre_soft_free(struct tre_soft *t);
+
+/* ---- tre_state.c: the document ---- */
+const char *tre_str(json_t *obj, const char *name);
+int64_t tre_int(json_t *obj, const char *name);
+/* Index of the element of `array` whose member `name` equals `value`, or -1. */
+ssize_t tre_find(json_t *array, const char *name, const char *value);
+/* Index of the element matching two members, or -1. */
+ssize_t tre_find2(json_t *array, const char *n1, const char *v1, const char *n2, const char *v2);
+/* Remove element `i` of `array`, wiping its strings first (a discarded MCIM leaves no copy
+ * in the document; the freed memory holds zeros). */
+void tre_array_wipe_remove(json_t *array, size_t i);
+/* The credential object for a name: the PCID ones or a slot (index in *slot_index, else -1). */
+json_t *tre_cred_obj(json_t *st, const char *cred, ssize_t *slot_index);
+mcim_cause_t tre_cred_read(json_t *obj, struct tre_cred *c);
+/* Write the SQN state into the credential object (hex of mcim_sqn_usim_encode). */
+mcim_cause_t tre_cred_set_sqn(json_t *obj, const struct mcim_sqn_usim *sqn);
+void tre_cred_wipe(struct tre_cred *c);
+/* A fresh credential object {id_name: id, k, opc, amf, sqn} from validated strings. */
+mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, const char *opc,
+                          const char *amf, json_t **out);
+/* Secret hex of exactly `bytes` bytes (lower-cased copy into out, 2*bytes+1). */
+mcim_cause_t tre_hex_field(json_t *obj, const char *name, size_t bytes, char *out);
+bool tre_imsi_valid(const char *s);
+/* Private key of the TRE (PKCS#8 PEM in the document) as a JOSE key / an EVP_PKEY. */
+mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out);
+mcim_cause_t tre_key_jose(json_t *st, enum mcim_tre_cert which, mcim_jose_key_t **out);
+/* PKCS#8 PEM of a private key, as a JSON string (the PEM buffer is wiped). */
+mcim_cause_t tre_key_pem_json(EVP_PKEY *key, json_t **out);
+/* The replay cache interface over the "seen" array of a working copy. */
+struct tre_replay {
+  json_t *seen;
+};
+mcim_replay_cache_t tre_replay_cache(struct tre_replay *r);
+/* The public view (status op). */
+mcim_cause_t tre_status_build(json_t *st, json_t **out);
+/* Sign a device statement (no typ check) with the attestation key. */
+mcim_cause_t tre_sign_statement(json_t *st, const char *typ, const char *aud, const char *txn,
+                                json_t *extra, int64_t lifetime, char **jws);
+
+/* ---- operations, one file per concern ---- */
+/* tre_aka.c */
+mcim_cause_t tre_op_aka(void *ctx, const char *cred, const uint8_t rand[16],
+                        const uint8_t autn[16], uint8_t res[8], uint8_t auts[14]);
+mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len);
+/* tre_slots.c */
+mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_t len,
+                          const char *issuer_cert_pem);
+mcim_cause_t tre_op_unstage(void *ctx, const char *txn);
+mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn);
+mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64]);
+mcim_cause_t tre_op_activate(void *ctx, const char *sho);
+/* tre_sign.c */
+mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char *txn,
+                         json_t *extra, int64_t lifetime, char **jws);
+mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const char *nonce,
+                          int64_t lifetime, char **jws);
+mcim_cause_t tre_op_pending(void *ctx, int64_t lifetime, json_t **out);
+mcim_cause_t tre_op_pending_done(void *ctx, const char *to, const char *txn);
+mcim_cause_t tre_op_verify_owner(void *ctx, const char *jws, size_t len, const char *typ,
+                                 mcim_statement_t **out);
+/* The measurement log digest chain: lower-case hex (65 bytes) of d(n). */
+mcim_cause_t tre_log_digest(json_t *log, char out[65]);
+
+#endif

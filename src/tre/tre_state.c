@@ -1,0 +1,422 @@
+/* The TRE state document: credentials, keys, the replay cache over "seen", the public
+ * view. Layout in docs/tre.md section 2. */
+#include <ctype.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "tre/tre_priv.h"
+
+const char *tre_str(json_t *obj, const char *name)
+{
+  return json_string_value(json_object_get(obj, name));
+}
+
+int64_t tre_int(json_t *obj, const char *name)
+{
+  return (int64_t)json_integer_value(json_object_get(obj, name));
+}
+
+ssize_t tre_find(json_t *array, const char *name, const char *value)
+{
+  size_t i;
+  json_t *item;
+
+  if (!value)
+    return -1;
+  json_array_foreach(array, i, item) {
+    const char *v = tre_str(item, name);
+    if (v && strcmp(v, value) == 0)
+      return (ssize_t)i;
+  }
+  return -1;
+}
+
+ssize_t tre_find2(json_t *array, const char *n1, const char *v1, const char *n2, const char *v2)
+{
+  size_t i;
+  json_t *item;
+
+  if (!v1 || !v2)
+    return -1;
+  json_array_foreach(array, i, item) {
+    const char *a = tre_str(item, n1), *b = tre_str(item, n2);
+    if (a && b && strcmp(a, v1) == 0 && strcmp(b, v2) == 0)
+      return (ssize_t)i;
+  }
+  return -1;
+}
+
+void tre_array_wipe_remove(json_t *array, size_t i)
+{
+  tre_json_wipe(json_array_get(array, i));
+  json_array_remove(array, i);
+}
+
+json_t *tre_cred_obj(json_t *st, const char *cred, ssize_t *slot_index)
+{
+  json_t *obj = NULL;
+
+  *slot_index = -1;
+  if (!cred)
+    return NULL;
+  if (strcmp(cred, MCIM_TRE_PCID) == 0) {
+    obj = json_object_get(st, "pcid");
+  } else if (strcmp(cred, MCIM_TRE_PCID_PREV) == 0) {
+    obj = json_object_get(st, "pcid_prev");
+  } else {
+    json_t *slots = json_object_get(st, "slots");
+    *slot_index = tre_find(slots, "slot", cred);
+    obj = *slot_index >= 0 ? json_array_get(slots, (size_t)*slot_index) : NULL;
+  }
+  return json_is_object(obj) ? obj : NULL;
+}
+
+bool tre_imsi_valid(const char *s)
+{
+  size_t n = s ? strlen(s) : 0;
+  if (n < 6 || n > 15)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (!isdigit((unsigned char)s[i]))
+      return false;
+  return true;
+}
+
+mcim_cause_t tre_hex_field(json_t *obj, const char *name, size_t bytes, char *out)
+{
+  uint8_t tmp[32];
+  json_t *v = json_object_get(obj, name);
+  mcim_cause_t rc = MCIM_FIELD_MISSING;
+
+  if (!v)
+    goto cleanup;
+  rc = MCIM_WRONG_TYPE;
+  if (!json_is_string(v) || bytes > sizeof(tmp))
+    goto cleanup;
+  rc = mcim_hex_decode(json_string_value(v), json_string_length(v), tmp, bytes);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  mcim_hex_encode(tmp, bytes, out); /* lower case, as everything the TRE stores */
+cleanup:
+  mcim_wipe(tmp, sizeof(tmp));
+  return rc;
+}
+
+void tre_cred_wipe(struct tre_cred *c)
+{
+  mcim_wipe(c, sizeof(*c));
+}
+
+mcim_cause_t tre_cred_read(json_t *obj, struct tre_cred *c)
+{
+  uint8_t sqn[MCIM_SQN_USIM_ENCODED_MAX];
+  const char *id = tre_str(obj, "pcid") ? tre_str(obj, "pcid") : tre_str(obj, "imsi");
+  const char *sqn_hex = tre_str(obj, "sqn_usim");
+  size_t sqn_len = sqn_hex ? strlen(sqn_hex) / 2 : 0;
+  mcim_cause_t rc = MCIM_INTERNAL; /* the document is ours and sealed: this is a bug */
+
+  memset(c, 0, sizeof(*c));
+  if (!tre_imsi_valid(id) || !sqn_hex || sqn_len > sizeof(sqn))
+    goto cleanup;
+  snprintf(c->id, sizeof(c->id), "%s", id);
+  if (mcim_hex_decode_str(tre_str(obj, "k"), c->k, sizeof(c->k)) != MCIM_OK ||
+      mcim_hex_decode_str(tre_str(obj, "opc"), c->opc, sizeof(c->opc)) != MCIM_OK ||
+      mcim_hex_decode_str(tre_str(obj, "amf"), c->amf, sizeof(c->amf)) != MCIM_OK ||
+      mcim_hex_decode_str(sqn_hex, sqn, sqn_len) != MCIM_OK ||
+      mcim_sqn_usim_decode(sqn, sqn_len, &c->sqn) != MCIM_OK)
+    goto cleanup;
+  c->expires = tre_int(obj, "expires");
+  rc = MCIM_OK;
+cleanup:
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: credential '%s' in the state is corrupt",
+                   id ? id : "?");
+    tre_cred_wipe(c);
+  }
+  return rc;
+}
+
+/* Replace a member, wiping the old string first (jansson would free it as is). */
+static mcim_cause_t set_wiped(json_t *obj, const char *name, json_t *value)
+{
+  json_t *old = json_object_get(obj, name);
+  if (!value)
+    return MCIM_NO_MEMORY;
+  if (json_is_string(old))
+    mcim_wipe((void *)json_string_value(old), json_string_length(old));
+  return json_object_set_new(obj, name, value) == 0 ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+mcim_cause_t tre_cred_set_sqn(json_t *obj, const struct mcim_sqn_usim *sqn)
+{
+  uint8_t buf[MCIM_SQN_USIM_ENCODED_MAX];
+  char hex[2 * MCIM_SQN_USIM_ENCODED_MAX + 1];
+  size_t len = 0;
+  mcim_cause_t rc = mcim_sqn_usim_encode(sqn, buf, sizeof(buf), &len);
+
+  if (rc != MCIM_OK)
+    return rc;
+  mcim_hex_encode(buf, len, hex);
+  return set_wiped(obj, "sqn_usim", json_string(hex));
+}
+
+mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, const char *opc,
+                          const char *amf, json_t **out)
+{
+  struct mcim_sqn_params params;
+  struct mcim_sqn_usim sqn;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  json_t *c = json_object();
+
+  mcim_sqn_params_default(&params);
+  if (!c || json_object_set_new(c, id_name, json_string(id)) ||
+      json_object_set_new(c, "k", json_string(k)) ||
+      json_object_set_new(c, "opc", json_string(opc)) ||
+      json_object_set_new(c, "amf", json_string(amf)))
+    goto cleanup;
+  /* A new K means a new USIM: its SQN array starts from zero (TS 33.102 C.2). */
+  rc = mcim_sqn_usim_init(&params, &sqn);
+  if (rc == MCIM_OK)
+    rc = tre_cred_set_sqn(c, &sqn);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  *out = c;
+  c = NULL;
+cleanup:
+  tre_json_wipe_free(c);
+  return rc;
+}
+
+/* ---- keys ---- */
+
+/* The keys in the state are never encrypted PEM; refuse rather than let OpenSSL prompt. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+  (void)buf;
+  (void)size;
+  (void)rwflag;
+  (void)u;
+  return 0;
+}
+
+static const char *key_member(enum mcim_tre_cert which)
+{
+  return which == MCIM_TRE_CERT_ATTESTATION ? "attestation" : "ka";
+}
+
+mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out)
+{
+  json_t *pem = json_object_get(json_object_get(st, "keys"), key_member(which));
+  BIO *bio = NULL;
+  EVP_PKEY *key = NULL;
+  mcim_cause_t rc = MCIM_INTERNAL;
+
+  if (!json_is_string(pem) || json_string_length(pem) > INT32_MAX)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  bio = BIO_new_mem_buf(json_string_value(pem), (int)json_string_length(pem));
+  if (!bio)
+    goto cleanup;
+  rc = MCIM_KEY_INVALID;
+  key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+  if (!key || !mcim_pki_key_is_p256(key))
+    goto cleanup;
+  *out = key;
+  key = NULL;
+  rc = MCIM_OK;
+cleanup:
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: %s key in the state is unusable",
+                   key_member(which));
+  EVP_PKEY_free(key);
+  BIO_free(bio);
+  return rc;
+}
+
+mcim_cause_t tre_key_jose(json_t *st, enum mcim_tre_cert which, mcim_jose_key_t **out)
+{
+  EVP_PKEY *pkey = NULL;
+  mcim_jose_key_t *key = NULL;
+  mcim_cause_t rc = tre_key_pkey(st, which, &pkey);
+
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = mcim_jose_key_from_pkey(pkey, &key);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  /* Verifiers find the device's certificate by the kid of what it signs. */
+  if (which == MCIM_TRE_CERT_ATTESTATION &&
+      (rc = mcim_jose_key_set_kid(key, tre_str(st, "device"))) != MCIM_OK)
+    goto cleanup;
+  *out = key;
+  key = NULL;
+cleanup:
+  mcim_jose_key_free(key);
+  EVP_PKEY_free(pkey);
+  return rc;
+}
+
+mcim_cause_t tre_key_pem_json(EVP_PKEY *key, json_t **out)
+{
+  /* A secure-memory BIO clears its buffer when freed: the PEM is a private key. */
+  BIO *bio = BIO_new(BIO_s_secmem());
+  char *data = NULL;
+  long len = 0;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+
+  if (!bio)
+    goto cleanup;
+  rc = MCIM_CRYPTO_ERROR;
+  if (PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1)
+    goto cleanup;
+  len = BIO_get_mem_data(bio, &data);
+  if (len <= 0 || !data)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  *out = json_stringn(data, (size_t)len);
+  if (*out)
+    rc = MCIM_OK;
+cleanup:
+  BIO_free(bio);
+  return rc;
+}
+
+/* ---- replay cache over the working copy ---- */
+
+/* Entries {"iss", "jti", "exp"}; expired ones are dropped on every insert, so the list is
+ * bounded by the statements still valid. Full of live entries: fail closed. The insert lands
+ * in the working copy, so it becomes durable with the operation that accepted the statement
+ * and vanishes with an operation that fails later. */
+static mcim_cause_t replay_check_and_insert(void *ctx, const char *iss, const char *jti,
+                                            int64_t expires, int64_t now)
+{
+  struct tre_replay *r = ctx;
+  json_t *e = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!r || !json_is_array(r->seen) || !iss || !jti)
+    goto cleanup;
+  for (size_t i = json_array_size(r->seen); i-- > 0;)
+    if (tre_int(json_array_get(r->seen, i), "exp") <= now)
+      json_array_remove(r->seen, i);
+  rc = MCIM_REPLAY;
+  if (tre_find2(r->seen, "iss", iss, "jti", jti) >= 0)
+    goto cleanup;
+  rc = MCIM_REPLAY_CACHE_FULL;
+  if (json_array_size(r->seen) >= MCIM_TRE_MAX_SEEN)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  e = json_pack("{s:s, s:s, s:I}", "iss", iss, "jti", jti, "exp", (json_int_t)expires);
+  if (!e || json_array_append_new(r->seen, e) != 0)
+    goto cleanup;
+  rc = MCIM_OK;
+cleanup:
+  return rc;
+}
+
+mcim_replay_cache_t tre_replay_cache(struct tre_replay *r)
+{
+  mcim_replay_cache_t c = {.check_and_insert = replay_check_and_insert, .ctx = r};
+  return c;
+}
+
+/* ---- public view ---- */
+
+static json_t *pcid_view(json_t *p)
+{
+  if (!json_is_object(p))
+    return json_null();
+  return json_pack("{s:s?, s:I}", "id", tre_str(p, "pcid"), "expires",
+                   (json_int_t)tre_int(p, "expires"));
+}
+
+/* Built member by member from named public fields (never a copy of a state object, which
+ * would carry K and OPc along). */
+mcim_cause_t tre_status_build(json_t *st, json_t **out)
+{
+  json_t *v = NULL, *slots = NULL, *staged = NULL, *pending = NULL, *item;
+  json_t *certs = json_object_get(st, "certs");
+  size_t i;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+
+  slots = json_array();
+  staged = json_array();
+  pending = json_array();
+  if (!slots || !staged || !pending)
+    goto cleanup;
+  json_array_foreach(json_object_get(st, "slots"), i, item) {
+    if (json_array_append_new(slots, json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "slot",
+                                               tre_str(item, "slot"), "sho", tre_str(item, "sho"),
+                                               "imsi", tre_str(item, "imsi"), "state",
+                                               tre_str(item, "state"), "txn",
+                                               tre_str(item, "txn"))))
+      goto cleanup;
+  }
+  json_array_foreach(json_object_get(st, "staged"), i, item) {
+    if (json_array_append_new(staged, json_pack("{s:s?, s:s?, s:s?}", "txn", tre_str(item, "txn"),
+                                                "sho", tre_str(item, "sho"), "imsi",
+                                                tre_str(item, "imsi"))))
+      goto cleanup;
+  }
+  json_array_foreach(json_object_get(st, "pending"), i, item) {
+    if (json_array_append_new(pending, json_pack("{s:s?, s:s?, s:s?}", "to", tre_str(item, "to"),
+                                                 "txn", tre_str(item, "txn"), "typ",
+                                                 tre_str(item, "typ"))))
+      goto cleanup;
+  }
+  v = json_pack("{s:s?, s:s?, s:o, s:O, s:O, s:O, s:b, s:{s:b, s:b}, s:I}", "device",
+                tre_str(st, "device"), "model", tre_str(st, "model"), "pcid",
+                pcid_view(json_object_get(st, "pcid")), "slots", slots, "staged", staged,
+                "pending", pending, "owner_pinned", json_is_object(json_object_get(st, "owner_jwk")),
+                "certs", "attestation", json_is_string(json_object_get(certs, "attestation")),
+                "ka", json_is_string(json_object_get(certs, "ka")), "measurements",
+                (json_int_t)json_array_size(json_object_get(st, "measurements")));
+  if (!v)
+    goto cleanup;
+  if (json_is_object(json_object_get(st, "pcid_prev")) &&
+      json_object_set_new(v, "pcid_prev", pcid_view(json_object_get(st, "pcid_prev"))))
+    goto cleanup;
+  *out = v;
+  v = NULL;
+  rc = MCIM_OK;
+cleanup:
+  json_decref(v);
+  json_decref(slots);
+  json_decref(staged);
+  json_decref(pending);
+  return rc;
+}
+
+mcim_cause_t tre_sign_statement(json_t *st, const char *typ, const char *aud, const char *txn,
+                                json_t *extra, int64_t lifetime, char **jws)
+{
+  mcim_jose_key_t *key = NULL;
+  const char *device = tre_str(st, "device");
+  int64_t now = mcim_now();
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!typ || !aud || !*aud || !txn || !*txn || !jws || lifetime <= 0 ||
+      lifetime > MCIM_TRE_MAX_LIFETIME || (extra && !json_is_object(extra)))
+    goto cleanup;
+  rc = tre_key_jose(st, MCIM_TRE_CERT_ATTESTATION, &key);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  mcim_claims_t c = {.iss = device,
+                     .sub = device,
+                     .aud = aud,
+                     .typ = typ,
+                     .txn = txn,
+                     .iat = now,
+                     .exp = now + lifetime,
+                     .extra = extra};
+  rc = mcim_jws_sign(key, &c, jws);
+cleanup:
+  mcim_jose_key_free(key);
+  return rc;
+}

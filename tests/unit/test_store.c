@@ -1,0 +1,908 @@
+/* Store: the SQLite backend through the neutral interface, migrations, crash
+ * safety, and the proof that a sealed K never reaches the database files in clear. */
+#define _GNU_SOURCE /* memmem */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mcim/log.h"
+#include "mcim/seal.h"
+#include "mcim/store.h"
+#include "mcim/util.h"
+
+/* ---- fixture: a private temporary folder per test ---- */
+
+struct fx {
+  char dir[256];
+  char db[300];
+};
+
+static int setup(void **state)
+{
+  struct fx *fx = calloc(1, sizeof(*fx));
+  if (!fx)
+    return -1;
+  const char *tmp = getenv("TMPDIR");
+  snprintf(fx->dir, sizeof(fx->dir), "%s/mcim-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+  if (!mkdtemp(fx->dir)) {
+    free(fx);
+    return -1;
+  }
+  snprintf(fx->db, sizeof(fx->db), "%s/role.db", fx->dir);
+  *state = fx;
+  return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static int teardown(void **state)
+{
+  struct fx *fx = *state;
+  nftw(fx->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+  free(fx);
+  return 0;
+}
+
+static mcim_store_t *open_db(const char *path)
+{
+  mcim_store_t *st = NULL;
+  assert_int_equal(mcim_store_open(path, NULL, &st), MCIM_OK);
+  assert_non_null(st);
+  return st;
+}
+
+static int64_t count(mcim_store_t *st, const char *table)
+{
+  char sql[128];
+  int64_t n = -1;
+  snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s", table);
+  assert_int_equal(mcim_store_query_int(st, sql, NULL, 0, &n), MCIM_OK);
+  return n;
+}
+
+static const char item_sql[] = "CREATE TABLE item (id TEXT PRIMARY KEY, n BIGINT, data BYTEA,"
+                               " note TEXT)";
+
+/* ---- CRUD with every parameter type ---- */
+
+struct rows {
+  int n;
+  char id[4][64];
+  int64_t num[4];
+  uint8_t data[4][16];
+  size_t data_len[4];
+  bool data_is_blob[4];
+  bool note_null[4];
+  char note[4][32];
+  char names[4][8];
+};
+
+static mcim_cause_t collect(const mcim_row_t *row, void *arg)
+{
+  struct rows *r = arg;
+  if (r->n >= 4)
+    return MCIM_TOO_LARGE;
+  int i = r->n++;
+  assert_int_equal(mcim_row_ncols(row), 4);
+  assert_int_equal(mcim_row_type(row, 0), MCIM_VAL_TEXT);
+  snprintf(r->id[i], sizeof(r->id[i]), "%s", mcim_row_text(row, 0));
+  r->num[i] = mcim_row_int(row, 1);
+  size_t len = 0;
+  const uint8_t *p = mcim_row_blob(row, 2, &len);
+  r->data_is_blob[i] = p != NULL;
+  assert_true(len <= sizeof(r->data[i]));
+  if (p && len)
+    memcpy(r->data[i], p, len);
+  r->data_len[i] = len;
+  r->note_null[i] = mcim_row_is_null(row, 3);
+  if (!r->note_null[i])
+    snprintf(r->note[i], sizeof(r->note[i]), "%s", mcim_row_text(row, 3));
+  for (size_t c = 0; c < 4; c++)
+    snprintf(r->names[c], sizeof(r->names[c]), "%s", mcim_row_name(row, c));
+  /* Getters on a wrong type or column: the empty value, no crash. */
+  assert_null(mcim_row_text(row, 1));
+  assert_int_equal(mcim_row_int(row, 0), 0);
+  assert_null(mcim_row_blob(row, 0, &len));
+  assert_int_equal(len, 0);
+  assert_int_equal(mcim_row_type(row, 99), MCIM_VAL_NULL);
+  assert_null(mcim_row_name(row, 99));
+  return MCIM_OK;
+}
+
+static void test_crud_types(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_string_equal(mcim_store_backend(st), "sqlite");
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+
+  static const char ins[] = "INSERT INTO item (id, n, data, note) VALUES (?, ?, ?, ?)";
+  /* A value that would be an injection if formatted into SQL is stored literally. */
+  const char *evil = "a'); DROP TABLE item; --";
+  static const uint8_t bin[5] = {0x00, 0xff, 0x00, 0x7f, 0x01};
+  mcim_val_t p1[] = {MCIM_TEXT(evil), MCIM_INT(INT64_MIN), MCIM_BLOB(bin, sizeof(bin)), MCIM_NULL};
+  assert_int_equal(mcim_store_exec(st, ins, p1, MCIM_NPARAMS(p1), NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_changes(st), 1);
+  mcim_val_t p2[] = {MCIM_TEXT("b"), MCIM_INT(INT64_MAX), MCIM_BLOB(bin, 0),
+                     MCIM_TEXT("h\xc3\xa9llo")};
+  assert_int_equal(mcim_store_exec(st, ins, p2, MCIM_NPARAMS(p2), NULL, NULL), MCIM_OK);
+  mcim_val_t p3[] = {MCIM_TEXT("c"), MCIM_INT(0), MCIM_NULL, MCIM_TEXT(NULL)};
+  assert_int_equal(mcim_store_exec(st, ins, p3, MCIM_NPARAMS(p3), NULL, NULL), MCIM_OK);
+
+  struct rows r = {0};
+  assert_int_equal(mcim_store_exec(st, "SELECT id, n, data, note AS remark FROM item ORDER BY id",
+                                   NULL, 0, collect, &r),
+                   MCIM_OK);
+  assert_int_equal(r.n, 3);
+  assert_string_equal(r.id[0], evil);
+  assert_true(r.num[0] == INT64_MIN);
+  assert_true(r.data_is_blob[0]);
+  assert_int_equal(r.data_len[0], 5);
+  assert_memory_equal(r.data[0], bin, 5);
+  assert_true(r.note_null[0]);
+  assert_string_equal(r.id[1], "b");
+  assert_true(r.num[1] == INT64_MAX);
+  assert_true(r.data_is_blob[1]); /* empty blob is a blob, not NULL */
+  assert_int_equal(r.data_len[1], 0);
+  assert_string_equal(r.note[1], "h\xc3\xa9llo");
+  assert_false(r.data_is_blob[2]);
+  assert_true(r.note_null[2]);
+  assert_string_equal(r.names[0], "id");
+  assert_string_equal(r.names[3], "remark");
+
+  /* Update and delete report their changes. */
+  mcim_val_t up[] = {MCIM_TEXT("new"), MCIM_TEXT("b")};
+  assert_int_equal(mcim_store_exec(st, "UPDATE item SET note = ? WHERE id = ?", up, 2, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_changes(st), 1);
+  mcim_val_t none[] = {MCIM_TEXT("x"), MCIM_TEXT("nobody")};
+  assert_int_equal(mcim_store_exec(st, "UPDATE item SET note = ? WHERE id = ?", none, 2, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_changes(st), 0);
+  mcim_val_t del[] = {MCIM_TEXT("c")};
+  assert_int_equal(mcim_store_exec(st, "DELETE FROM item WHERE id = ?", del, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_changes(st), 1);
+  assert_int_equal(count(st, "item"), 2);
+
+  /* Query helpers. */
+  int64_t v = 0;
+  mcim_val_t b[] = {MCIM_TEXT("b")};
+  assert_int_equal(mcim_store_query_int(st, "SELECT n FROM item WHERE id = ?", b, 1, &v), MCIM_OK);
+  assert_true(v == INT64_MAX);
+  assert_int_equal(mcim_store_query_int(st, "SELECT n FROM item WHERE id = ?", del, 1, &v),
+                   MCIM_NOT_FOUND);
+  assert_int_equal(mcim_store_query_one(st, "SELECT id FROM item WHERE id = ?", del, 1, NULL, NULL),
+                   MCIM_NOT_FOUND);
+  assert_int_equal(mcim_store_query_one(st, "SELECT id FROM item", NULL, 0, NULL, NULL), MCIM_OK);
+  /* A NULL first column is "no value". */
+  mcim_val_t a[] = {MCIM_TEXT(evil)};
+  assert_int_equal(mcim_store_query_int(st, "SELECT note FROM item WHERE id = ?", a, 1, &v),
+                   MCIM_NOT_FOUND);
+  mcim_store_close(st);
+}
+
+/* ---- constraint violations are conflicts, with a message that names no value ---- */
+
+static void test_constraints(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st,
+                                          "CREATE TABLE sho (name TEXT PRIMARY KEY);"
+                                          "CREATE TABLE sub (imsi TEXT PRIMARY KEY,"
+                                          " sho TEXT NOT NULL REFERENCES sho (name),"
+                                          " sqn BIGINT NOT NULL CHECK (sqn >= 0))"),
+                   MCIM_OK);
+  static const char ins[] = "INSERT INTO sub (imsi, sho, sqn) VALUES (?, ?, ?)";
+  mcim_val_t sho[] = {MCIM_TEXT("sho-a")};
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO sho (name) VALUES (?)", sho, 1, NULL, NULL),
+                   MCIM_OK);
+  mcim_val_t ok[] = {MCIM_TEXT("001010123456789"), MCIM_TEXT("sho-a"), MCIM_INT(1)};
+  assert_int_equal(mcim_store_exec(st, ins, ok, 3, NULL, NULL), MCIM_OK);
+
+  /* unique */
+  assert_int_equal(mcim_store_exec(st, ins, ok, 3, NULL, NULL), MCIM_CONFLICT);
+  assert_non_null(strstr(mcim_store_errmsg(st), "UNIQUE"));
+  assert_null(strstr(mcim_store_errmsg(st), "001010123456789"));
+  /* foreign key (foreign_keys = ON) */
+  mcim_val_t fk[] = {MCIM_TEXT("001010000000002"), MCIM_TEXT("sho-zzz"), MCIM_INT(1)};
+  assert_int_equal(mcim_store_exec(st, ins, fk, 3, NULL, NULL), MCIM_CONFLICT);
+  assert_non_null(strstr(mcim_store_errmsg(st), "FOREIGN KEY"));
+  /* not null */
+  mcim_val_t nn[] = {MCIM_TEXT("001010000000003"), MCIM_NULL, MCIM_INT(1)};
+  assert_int_equal(mcim_store_exec(st, ins, nn, 3, NULL, NULL), MCIM_CONFLICT);
+  /* check */
+  mcim_val_t ck[] = {MCIM_TEXT("001010000000004"), MCIM_TEXT("sho-a"), MCIM_INT(-5)};
+  assert_int_equal(mcim_store_exec(st, ins, ck, 3, NULL, NULL), MCIM_CONFLICT);
+  assert_non_null(strstr(mcim_store_errmsg(st), "CHECK"));
+  /* a success clears the message */
+  assert_int_equal(count(st, "sub"), 1);
+  assert_string_equal(mcim_store_errmsg(st), "");
+  mcim_store_close(st);
+}
+
+/* ---- misuse and backend errors ---- */
+
+static mcim_cause_t stop_at_first(const mcim_row_t *row, void *arg)
+{
+  (void)row;
+  (*(int *)arg)++;
+  return MCIM_REPLAY; /* any cause: it comes back unchanged */
+}
+
+static void test_errors(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  mcim_val_t one[] = {MCIM_TEXT("a")};
+
+  assert_int_equal(mcim_store_exec(st, "SELEC nonsense", NULL, 0, NULL, NULL), MCIM_STORE_ERROR);
+  assert_non_null(strstr(mcim_store_errmsg(st), "syntax error"));
+  assert_int_equal(mcim_store_exec(st, "SELECT * FROM missing", NULL, 0, NULL, NULL),
+                   MCIM_STORE_ERROR);
+  /* wrong number of parameters */
+  assert_int_equal(mcim_store_exec(st, "SELECT id FROM item WHERE id = ? AND note = ?", one, 1,
+                                   NULL, NULL),
+                   MCIM_INVALID_ARGUMENT);
+  assert_non_null(strstr(mcim_store_errmsg(st), "2 parameters, 1 given"));
+  /* exec runs one statement only */
+  assert_int_equal(mcim_store_exec(st, "DELETE FROM item; DROP TABLE item", NULL, 0, NULL, NULL),
+                   MCIM_INVALID_ARGUMENT);
+  assert_int_equal(count(st, "item"), 0); /* table still there */
+  /* a blob with a length but no bytes */
+  mcim_val_t bad[] = {MCIM_TEXT("a"), MCIM_INT(1), MCIM_BLOB(NULL, 3), MCIM_NULL};
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO item VALUES (?, ?, ?, ?)", bad, 4, NULL, NULL),
+                   MCIM_INVALID_ARGUMENT);
+  assert_int_equal(count(st, "item"), 0);
+  /* NULL arguments */
+  assert_int_equal(mcim_store_exec(NULL, "SELECT 1", NULL, 0, NULL, NULL), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_exec(st, NULL, NULL, 0, NULL, NULL), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_exec(st, "SELECT ?", NULL, 1, NULL, NULL), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_query_int(st, "SELECT 1", NULL, 0, NULL), MCIM_INVALID_ARGUMENT);
+
+  /* A callback's cause stops the statement and comes back as is. */
+  for (int i = 0; i < 3; i++) {
+    mcim_val_t p[] = {MCIM_TEXT(i == 0 ? "x" : i == 1 ? "y" : "z"), MCIM_INT(i), MCIM_NULL,
+                      MCIM_NULL};
+    assert_int_equal(mcim_store_exec(st, "INSERT INTO item VALUES (?, ?, ?, ?)", p, 4, NULL, NULL),
+                     MCIM_OK);
+  }
+  int calls = 0;
+  assert_int_equal(mcim_store_exec(st, "SELECT id FROM item", NULL, 0, stop_at_first, &calls),
+                   MCIM_REPLAY);
+  assert_int_equal(calls, 1);
+  /* and the handle is fine afterwards (the statement was reset) */
+  assert_int_equal(count(st, "item"), 3);
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+
+  /* Locators */
+  mcim_store_t *pg = NULL;
+  assert_int_equal(mcim_store_open("postgres://localhost/ro", NULL, &pg), MCIM_UNSUPPORTED);
+  assert_null(pg);
+  char missing[320];
+  snprintf(missing, sizeof(missing), "%s/nope/x.db", fx->dir);
+  assert_int_equal(mcim_store_open(missing, NULL, &pg), MCIM_STORE_ERROR);
+  assert_null(pg);
+  mcim_store_close(NULL);
+  mcim_store_close(st);
+}
+
+static void test_read_only_and_locator(void **state)
+{
+  struct fx *fx = *state;
+  char loc[320];
+  snprintf(loc, sizeof(loc), "sqlite:%s", fx->db);
+  mcim_store_t *st = open_db(loc);
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  mcim_store_close(st);
+
+  mcim_store_opts_t ro = {.read_only = true};
+  assert_int_equal(mcim_store_open(fx->db, &ro, &st), MCIM_OK);
+  assert_int_equal(count(st, "item"), 0);
+  mcim_val_t p[] = {MCIM_TEXT("a"), MCIM_INT(1), MCIM_NULL, MCIM_NULL};
+  assert_int_not_equal(mcim_store_exec(st, "INSERT INTO item VALUES (?, ?, ?, ?)", p, 4, NULL, NULL),
+                       MCIM_OK);
+  mcim_store_close(st);
+}
+
+/* ---- transactions ---- */
+
+static void test_rollback(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  static const char ins[] = "INSERT INTO item (id, n) VALUES (?, ?)";
+
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_true(mcim_store_in_txn(st));
+  assert_int_equal(mcim_store_begin(st), MCIM_INVALID_ARGUMENT); /* no nesting */
+  for (int i = 0; i < 10; i++) {
+    char id[16];
+    snprintf(id, sizeof(id), "r%d", i);
+    mcim_val_t p[] = {MCIM_TEXT(id), MCIM_INT(i)};
+    assert_int_equal(mcim_store_exec(st, ins, p, 2, NULL, NULL), MCIM_OK);
+  }
+  assert_int_equal(count(st, "item"), 10);
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  assert_false(mcim_store_in_txn(st));
+  assert_int_equal(count(st, "item"), 0);
+  assert_int_equal(mcim_store_commit(st), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_rollback(st), MCIM_INVALID_ARGUMENT);
+
+  /* A failing statement inside a transaction does not end it: the caller decides. */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  mcim_val_t p[] = {MCIM_TEXT("k"), MCIM_INT(1)};
+  assert_int_equal(mcim_store_exec(st, ins, p, 2, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p, 2, NULL, NULL), MCIM_CONFLICT);
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  assert_int_equal(count(st, "item"), 0);
+
+  /* Closing with an open transaction rolls it back. */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p, 2, NULL, NULL), MCIM_OK);
+  mcim_store_close(st);
+  st = open_db(fx->db);
+  assert_int_equal(count(st, "item"), 0);
+  mcim_store_close(st);
+}
+
+/* Writers serialize at BEGIN; a lock not obtained in time is STORE_BUSY. */
+static void test_busy(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *a = open_db(fx->db);
+  mcim_store_t *b = NULL;
+  mcim_store_opts_t quick = {.busy_timeout_ms = 50};
+  assert_int_equal(mcim_store_exec_script(a, item_sql), MCIM_OK);
+  assert_int_equal(mcim_store_open(fx->db, &quick, &b), MCIM_OK);
+
+  assert_int_equal(mcim_store_begin(a), MCIM_OK);
+  assert_int_equal(mcim_store_begin(b), MCIM_STORE_BUSY);
+  assert_false(mcim_store_in_txn(b));
+  /* WAL: a reader is not blocked by the writer. */
+  assert_int_equal(count(b, "item"), 0);
+  assert_int_equal(mcim_store_commit(a), MCIM_OK);
+  assert_int_equal(mcim_store_begin(b), MCIM_OK);
+  assert_int_equal(mcim_store_commit(b), MCIM_OK);
+  mcim_store_close(a);
+  mcim_store_close(b);
+}
+
+/* Threads, one connection each, increment one counter: no update is lost. */
+#define THREADS 4
+#define INCREMENTS 40
+
+static void *incrementer(void *arg)
+{
+  const char *path = arg;
+  mcim_store_t *st = NULL;
+  if (mcim_store_open(path, NULL, &st) != MCIM_OK)
+    return (void *)1;
+  int done = 0;
+  while (done < INCREMENTS) {
+    int64_t v = 0;
+    mcim_val_t id[] = {MCIM_TEXT("counter")};
+    if (mcim_store_begin(st) != MCIM_OK)
+      continue; /* busy: retry */
+    if (mcim_store_query_int(st, "SELECT n FROM item WHERE id = ?", id, 1, &v) != MCIM_OK) {
+      mcim_store_rollback(st);
+      break;
+    }
+    mcim_val_t p[] = {MCIM_INT(v + 1), MCIM_TEXT("counter")};
+    if (mcim_store_exec(st, "UPDATE item SET n = ? WHERE id = ?", p, 2, NULL, NULL) != MCIM_OK ||
+        mcim_store_commit(st) != MCIM_OK) {
+      if (mcim_store_in_txn(st))
+        mcim_store_rollback(st);
+      continue;
+    }
+    done++;
+  }
+  mcim_store_close(st);
+  return done == INCREMENTS ? NULL : (void *)1;
+}
+
+static void test_threads(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  mcim_val_t p[] = {MCIM_TEXT("counter"), MCIM_INT(0)};
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO item (id, n) VALUES (?, ?)", p, 2, NULL, NULL),
+                   MCIM_OK);
+  pthread_t t[THREADS];
+  for (int i = 0; i < THREADS; i++)
+    assert_int_equal(pthread_create(&t[i], NULL, incrementer, fx->db), 0);
+  for (int i = 0; i < THREADS; i++) {
+    void *ret = (void *)1;
+    pthread_join(t[i], &ret);
+    assert_null(ret);
+  }
+  int64_t v = 0;
+  mcim_val_t id[] = {MCIM_TEXT("counter")};
+  assert_int_equal(mcim_store_query_int(st, "SELECT n FROM item WHERE id = ?", id, 1, &v), MCIM_OK);
+  assert_int_equal(v, THREADS * INCREMENTS);
+  mcim_store_close(st);
+}
+
+/* ---- statement cache ---- */
+
+struct nest {
+  mcim_store_t *st;
+  int outer, inner;
+};
+
+static mcim_cause_t inner_row(const mcim_row_t *row, void *arg)
+{
+  (void)row;
+  ((struct nest *)arg)->inner++;
+  return MCIM_OK;
+}
+
+static mcim_cause_t outer_row(const mcim_row_t *row, void *arg)
+{
+  struct nest *n = arg;
+  n->outer++;
+  /* The same SQL again, while the outer run of it is still going. */
+  mcim_val_t p[] = {MCIM_INT(mcim_row_int(row, 0))};
+  return mcim_store_exec(n->st, "SELECT n FROM item WHERE n >= ? ORDER BY n", p, 1, inner_row, n);
+}
+
+static void test_stmt_cache(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  /* More distinct statements than the cache holds, each run several times. */
+  for (int round = 0; round < 3; round++)
+    for (int i = 0; i < 80; i++) {
+      char sql[128], id[32];
+      snprintf(sql, sizeof(sql), "INSERT INTO item (id, n) VALUES (?, ? + %d)", i);
+      snprintf(id, sizeof(id), "%d-%d", round, i);
+      mcim_val_t p[] = {MCIM_TEXT(id), MCIM_INT(round * 1000)};
+      assert_int_equal(mcim_store_exec(st, sql, p, 2, NULL, NULL), MCIM_OK);
+    }
+  assert_int_equal(count(st, "item"), 240);
+  int64_t v = 0;
+  mcim_val_t id[] = {MCIM_TEXT("2-79")};
+  assert_int_equal(mcim_store_query_int(st, "SELECT n FROM item WHERE id = ?", id, 1, &v), MCIM_OK);
+  assert_int_equal(v, 2079);
+
+  assert_int_equal(mcim_store_exec(st, "DELETE FROM item WHERE n >= ?", (mcim_val_t[]){MCIM_INT(3)},
+                                   1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(count(st, "item"), 3); /* n = 0, 1, 2 */
+  struct nest n = {st, 0, 0};
+  mcim_val_t zero[] = {MCIM_INT(0)};
+  assert_int_equal(mcim_store_exec(st, "SELECT n FROM item WHERE n >= ? ORDER BY n", zero, 1,
+                                   outer_row, &n),
+                   MCIM_OK);
+  assert_int_equal(n.outer, 3);
+  assert_int_equal(n.inner, 3 + 2 + 1);
+  mcim_store_close(st);
+}
+
+/* ---- the SQLite settings the durability story depends on ---- */
+
+static mcim_cause_t text_row(const mcim_row_t *row, void *arg)
+{
+  snprintf(arg, 16, "%s", mcim_row_type(row, 0) == MCIM_VAL_TEXT ? mcim_row_text(row, 0) : "?");
+  return MCIM_OK;
+}
+
+static void test_pragmas(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  char mode[16] = "";
+  int64_t v = -1;
+  assert_int_equal(mcim_store_query_one(st, "PRAGMA journal_mode", NULL, 0, text_row, mode),
+                   MCIM_OK);
+  assert_string_equal(mode, "wal");
+  assert_int_equal(mcim_store_query_int(st, "PRAGMA synchronous", NULL, 0, &v), MCIM_OK);
+  assert_int_equal(v, 2); /* FULL */
+  assert_int_equal(mcim_store_query_int(st, "PRAGMA foreign_keys", NULL, 0, &v), MCIM_OK);
+  assert_int_equal(v, 1);
+  assert_int_equal(mcim_store_query_int(st, "PRAGMA busy_timeout", NULL, 0, &v), MCIM_OK);
+  assert_int_equal(v, 5000);
+  mcim_store_close(st);
+  struct stat sb;
+  assert_int_equal(stat(fx->db, &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+}
+
+/* ---- crash safety smoke ---- */
+
+static void test_crash_safety(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  mcim_val_t p[] = {MCIM_TEXT("closed"), MCIM_INT(1)};
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO item (id, n) VALUES (?, ?)", p, 2, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  mcim_store_close(st);
+
+  /* A process that commits one row, starts a second transaction and dies without
+   * closing anything: the commit is there, the open transaction is not. */
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    mcim_store_t *c = NULL;
+    mcim_val_t q[] = {MCIM_TEXT("crashed-after-commit"), MCIM_INT(2)};
+    mcim_val_t r[] = {MCIM_TEXT("never-committed"), MCIM_INT(3)};
+    int ok = mcim_store_open(fx->db, NULL, &c) == MCIM_OK && mcim_store_begin(c) == MCIM_OK &&
+             mcim_store_exec(c, "INSERT INTO item (id, n) VALUES (?, ?)", q, 2, NULL, NULL) ==
+                 MCIM_OK &&
+             mcim_store_commit(c) == MCIM_OK && mcim_store_begin(c) == MCIM_OK &&
+             mcim_store_exec(c, "INSERT INTO item (id, n) VALUES (?, ?)", r, 2, NULL, NULL) ==
+                 MCIM_OK;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  char wal[320];
+  snprintf(wal, sizeof(wal), "%s-wal", fx->db);
+  assert_int_equal(access(wal, F_OK), 0); /* the child never checkpointed */
+  st = open_db(fx->db);
+  assert_int_equal(count(st, "item"), 2);
+  int64_t v = 0;
+  mcim_val_t id[] = {MCIM_TEXT("crashed-after-commit")};
+  assert_int_equal(mcim_store_query_int(st, "SELECT n FROM item WHERE id = ?", id, 1, &v), MCIM_OK);
+  assert_int_equal(v, 2);
+  mcim_store_close(st);
+}
+
+/* ---- migrations ---- */
+
+static const mcim_migration_t steps[] = {
+    {1, "subscribers", "CREATE TABLE sub (imsi TEXT PRIMARY KEY, k BYTEA NOT NULL);"},
+    {2, "SQN per subscriber, orders",
+     "ALTER TABLE sub ADD COLUMN sqn BIGINT NOT NULL DEFAULT 0;"
+     "CREATE TABLE orders (id TEXT PRIMARY KEY, imsi TEXT NOT NULL REFERENCES sub (imsi));"
+     "CREATE INDEX orders_imsi ON orders (imsi);"},
+};
+
+static int64_t version_of(mcim_store_t *st, const char *component)
+{
+  int64_t v = -1;
+  assert_int_equal(mcim_store_schema_version(st, component, &v), MCIM_OK);
+  return v;
+}
+
+static void test_migrate_upgrade(void **state)
+{
+  struct fx *fx = *state;
+  static const uint8_t k[3] = {1, 2, 3};
+
+  /* A database made by the old program, which knew step 1 only. */
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_migrate(st, "sho", steps, 1), MCIM_OK);
+  assert_int_equal(version_of(st, "sho"), 1);
+  for (int i = 0; i < 3; i++) {
+    char imsi[32];
+    snprintf(imsi, sizeof(imsi), "00101000000000%d", i);
+    mcim_val_t p[] = {MCIM_TEXT(imsi), MCIM_BLOB(k, sizeof(k))};
+    assert_int_equal(mcim_store_exec(st, "INSERT INTO sub (imsi, k) VALUES (?, ?)", p, 2, NULL,
+                                     NULL),
+                     MCIM_OK);
+  }
+  mcim_store_close(st);
+
+  /* The new program: step 2 applied, rows kept, new column has its default. */
+  st = open_db(fx->db);
+  assert_int_equal(mcim_store_migrate(st, "sho", steps, 2), MCIM_OK);
+  assert_int_equal(version_of(st, "sho"), 2);
+  assert_int_equal(count(st, "sub"), 3);
+  int64_t v = -1;
+  assert_int_equal(mcim_store_query_int(st, "SELECT SUM(sqn) FROM sub", NULL, 0, &v), MCIM_OK);
+  assert_int_equal(v, 0);
+  mcim_val_t o[] = {MCIM_TEXT("order-1"), MCIM_TEXT("001010000000001")};
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO orders (id, imsi) VALUES (?, ?)", o, 2, NULL,
+                                   NULL),
+                   MCIM_OK);
+  int64_t applied_at = -1;
+  assert_int_equal(mcim_store_query_int(st, "SELECT applied_at FROM schema_version"
+                                            " WHERE component = 'sho'",
+                                        NULL, 0, &applied_at),
+                   MCIM_OK);
+  mcim_store_close(st);
+
+  /* Again: nothing to do, nothing touched. */
+  st = open_db(fx->db);
+  assert_int_equal(mcim_store_migrate(st, "sho", steps, 2), MCIM_OK);
+  assert_int_equal(version_of(st, "sho"), 2);
+  assert_int_equal(count(st, "sub"), 3);
+  assert_int_equal(count(st, "orders"), 1);
+  assert_int_equal(count(st, "schema_version"), 1);
+  int64_t again = -2;
+  assert_int_equal(mcim_store_query_int(st, "SELECT applied_at FROM schema_version"
+                                            " WHERE component = 'sho'",
+                                        NULL, 0, &again),
+                   MCIM_OK);
+  assert_int_equal(again, applied_at);
+
+  /* Components are versioned independently in one database. */
+  static const mcim_migration_t outbox[] = {
+      {1, "outbox", "CREATE TABLE outbox (id TEXT PRIMARY KEY, body TEXT NOT NULL)"}};
+  assert_int_equal(version_of(st, "outbox"), 0);
+  assert_int_equal(mcim_store_migrate(st, "outbox", outbox, 1), MCIM_OK);
+  assert_int_equal(version_of(st, "outbox"), 1);
+  assert_int_equal(version_of(st, "sho"), 2);
+  mcim_store_close(st);
+}
+
+static void test_migrate_too_new(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_migrate(st, "sho", steps, 2), MCIM_OK);
+  mcim_store_close(st);
+
+  /* An older program (step 1 only) must not touch it. */
+  st = open_db(fx->db);
+  assert_int_equal(mcim_store_migrate(st, "sho", steps, 1), MCIM_STORE_SCHEMA_TOO_NEW);
+  assert_int_equal(mcim_store_migrate(st, "sho", steps, 0), MCIM_STORE_SCHEMA_TOO_NEW);
+  assert_int_equal(version_of(st, "sho"), 2);
+  mcim_store_close(st);
+}
+
+static void test_migrate_failing_step(void **state)
+{
+  struct fx *fx = *state;
+  static const mcim_migration_t bad[] = {
+      {1, "subscribers", "CREATE TABLE sub (imsi TEXT PRIMARY KEY)"},
+      /* The first statement works, the second does not: neither may stay. */
+      {2, "broken", "CREATE TABLE half (x TEXT); INSERT INTO nowhere VALUES (1)"},
+  };
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_migrate(st, "sho", bad, 2), MCIM_STORE_ERROR);
+  assert_false(mcim_store_in_txn(st));
+  assert_int_equal(version_of(st, "sho"), 1);
+  assert_int_equal(mcim_store_exec(st, "SELECT x FROM half", NULL, 0, NULL, NULL),
+                   MCIM_STORE_ERROR);
+  assert_int_equal(count(st, "sub"), 0);
+
+  /* Malformed step lists are refused before anything runs. */
+  static const mcim_migration_t gap[] = {{1, "a", "SELECT 1"}, {3, "c", "SELECT 1"}};
+  assert_int_equal(mcim_store_migrate(st, "gap", gap, 2), MCIM_INVALID_ARGUMENT);
+  static const mcim_migration_t nosql[] = {{1, "a", NULL}};
+  assert_int_equal(mcim_store_migrate(st, "nosql", nosql, 1), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_migrate(st, "", steps, 1), MCIM_INVALID_ARGUMENT);
+  /* Not inside a caller's transaction. */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_migrate(st, "x", steps, 1), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  mcim_store_close(st);
+}
+
+/* ---- a sealed K never reaches the database files in clear ---- */
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    *len = 0;
+    return NULL;
+  }
+  size_t cap = 1 << 16, n = 0;
+  uint8_t *buf = malloc(cap);
+  assert_non_null(buf);
+  for (;;) {
+    size_t got = fread(buf + n, 1, cap - n, f);
+    n += got;
+    if (n < cap)
+      break;
+    cap *= 2;
+    uint8_t *bigger = realloc(buf, cap);
+    assert_non_null(bigger);
+    buf = bigger;
+  }
+  fclose(f);
+  *len = n;
+  return buf;
+}
+
+/* Count files (db, -wal) holding `needle`; `read` counts the files that exist. */
+static int files_containing(const char *db, const uint8_t *needle, size_t nlen, int *read)
+{
+  static const char *const suffix[] = {"", "-wal", "-journal"};
+  int hits = 0;
+  *read = 0;
+  for (size_t i = 0; i < 3; i++) {
+    char path[320];
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s%s", db, suffix[i]);
+    uint8_t *buf = slurp(path, &len);
+    if (!buf)
+      continue;
+    (*read)++;
+    if (memmem(buf, len, needle, nlen))
+      hits++;
+    free(buf);
+  }
+  return hits;
+}
+
+struct blob {
+  uint8_t b[64];
+  size_t n;
+};
+
+static mcim_cause_t copy_blob(const mcim_row_t *row, void *arg)
+{
+  struct blob *out = arg;
+  const uint8_t *p = mcim_row_blob(row, 0, &out->n);
+  if (!p || out->n > sizeof(out->b))
+    return MCIM_BAD_LENGTH;
+  memcpy(out->b, p, out->n);
+  return MCIM_OK;
+}
+
+static void test_sealed_k_not_in_files(void **state)
+{
+  struct fx *fx = *state;
+  mcim_storage_key_t *key = NULL;
+  uint8_t k[16], opc[16], sk[16 + MCIM_SEAL_OVERHEAD], sopc[16 + MCIM_SEAL_OVERHEAD];
+  size_t sklen = 0, sopclen = 0;
+  int nread = 0;
+
+  assert_int_equal(mcim_storage_key_generate(&key), MCIM_OK);
+  assert_int_equal(mcim_random(k, sizeof(k)), MCIM_OK);
+  assert_int_equal(mcim_random(opc, sizeof(opc)), MCIM_OK);
+  const char *imsi = "001010123456789";
+  assert_int_equal(mcim_seal(key, "sub/k/001010123456789", k, 16, sk, sizeof(sk), &sklen), MCIM_OK);
+  assert_int_equal(mcim_seal(key, "sub/opc/001010123456789", opc, 16, sopc, sizeof(sopc), &sopclen),
+                   MCIM_OK);
+
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_migrate(st, "sho", steps, 2), MCIM_OK);
+  assert_int_equal(mcim_store_exec_script(st, "ALTER TABLE sub ADD COLUMN opc BYTEA"), MCIM_OK);
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  mcim_val_t p[] = {MCIM_TEXT(imsi), MCIM_BLOB(sk, sklen), MCIM_BLOB(sopc, sopclen)};
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO sub (imsi, k, opc) VALUES (?, ?, ?)", p, 3,
+                                   NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+
+  /* While open, the commit sits in the WAL. */
+  assert_int_equal(files_containing(fx->db, k, 16, &nread), 0);
+  assert_true(nread >= 2);
+  assert_int_equal(files_containing(fx->db, opc, 16, &nread), 0);
+  /* Control: the search does see what was written (the sealed blob itself). */
+  assert_int_equal(files_containing(fx->db, sk, sklen, &nread), 1);
+
+  mcim_store_close(st); /* checkpoint into the main file, WAL removed */
+
+  assert_int_equal(files_containing(fx->db, k, 16, &nread), 0);
+  assert_int_equal(nread, 1);
+  assert_int_equal(files_containing(fx->db, opc, 16, &nread), 0);
+  assert_int_equal(files_containing(fx->db, sk, sklen, &nread), 1);
+
+  /* What the database holds opens with the key, at its own place only. */
+  st = open_db(fx->db);
+  struct blob got = {{0}, 0};
+  mcim_val_t w[] = {MCIM_TEXT(imsi)};
+  assert_int_equal(mcim_store_query_one(st, "SELECT k FROM sub WHERE imsi = ?", w, 1, copy_blob,
+                                        &got),
+                   MCIM_OK);
+  mcim_store_close(st);
+  uint8_t out[16];
+  size_t outlen = 0;
+  assert_int_equal(mcim_unseal(key, "sub/k/001010123456789", got.b, got.n, out, sizeof(out),
+                               &outlen),
+                   MCIM_OK);
+  assert_int_equal(outlen, 16);
+  assert_memory_equal(out, k, 16);
+  assert_int_equal(mcim_unseal(key, "sub/opc/001010123456789", got.b, got.n, out, sizeof(out),
+                               &outlen),
+                   MCIM_UNSEAL_FAILED);
+  assert_int_equal(mcim_unseal(key, "sub/k/001010123456780", got.b, got.n, out, sizeof(out),
+                               &outlen),
+                   MCIM_UNSEAL_FAILED);
+  mcim_storage_key_free(key);
+  mcim_wipe(k, sizeof(k));
+  mcim_wipe(opc, sizeof(opc));
+}
+
+/* Control for the test above: a K stored in clear is found by the same search. */
+static void test_clear_k_is_found(void **state)
+{
+  struct fx *fx = *state;
+  uint8_t k[16];
+  int nread = 0;
+  assert_int_equal(mcim_random(k, sizeof(k)), MCIM_OK);
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st, "CREATE TABLE bad (k BYTEA)"), MCIM_OK);
+  mcim_val_t p[] = {MCIM_BLOB(k, sizeof(k))};
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO bad (k) VALUES (?)", p, 1, NULL, NULL), MCIM_OK);
+  assert_int_equal(files_containing(fx->db, k, 16, &nread), 1);
+  mcim_store_close(st);
+  assert_int_equal(files_containing(fx->db, k, 16, &nread), 1);
+}
+
+/* ---- placeholder rewriting for PostgreSQL ---- */
+
+static void test_sql_to_dollar(void **state)
+{
+  (void)state;
+  char *out = NULL;
+  size_t n = 0;
+  assert_int_equal(mcim_store_sql_to_dollar("SELECT a FROM t WHERE x = ? AND y = '?''?' AND"
+                                            " \"q?\" = ? -- ?\n AND z IN (?, ?) /* ? */",
+                                            &out, &n),
+                   MCIM_OK);
+  assert_string_equal(out, "SELECT a FROM t WHERE x = $1 AND y = '?''?' AND"
+                           " \"q?\" = $2 -- ?\n AND z IN ($3, $4) /* ? */");
+  assert_int_equal(n, 4);
+  free(out);
+
+  assert_int_equal(mcim_store_sql_to_dollar("VALUES (?,?,?,?,?,?,?,?,?,?,?)", &out, &n), MCIM_OK);
+  assert_string_equal(out, "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)");
+  assert_int_equal(n, 11);
+  free(out);
+
+  /* Unterminated quote or comment: copied, no overrun. */
+  assert_int_equal(mcim_store_sql_to_dollar("SELECT '? ", &out, NULL), MCIM_OK);
+  assert_string_equal(out, "SELECT '? ");
+  free(out);
+  assert_int_equal(mcim_store_sql_to_dollar("? /* ?", &out, &n), MCIM_OK);
+  assert_string_equal(out, "$1 /* ?");
+  free(out);
+  assert_int_equal(mcim_store_sql_to_dollar("?-", &out, &n), MCIM_OK);
+  assert_string_equal(out, "$1-");
+  free(out);
+  assert_int_equal(mcim_store_sql_to_dollar(NULL, &out, &n), MCIM_INVALID_ARGUMENT);
+}
+
+int main(void)
+{
+  /* These tests provoke store errors on purpose; MCIM_TEST_LOG=1 shows the log. */
+  mcim_log_init("test", MCIM_LOG_TEXT,
+                getenv("MCIM_TEST_LOG") ? MCIM_LOG_DEBUG : (mcim_log_level_t)(MCIM_LOG_ERROR + 1),
+                NULL);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_crud_types, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_constraints, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_read_only_and_locator, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_busy, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_stmt_cache, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_crash_safety, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_migrate_upgrade, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_migrate_too_new, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_migrate_failing_step, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sealed_k_not_in_files, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_clear_k_is_found, setup, teardown),
+      cmocka_unit_test(test_sql_to_dollar),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
