@@ -116,17 +116,18 @@ static double median(double *v, int n)
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
+static const char *const names[NC] = {"mcim", "mcim/evp", "osmo/pool", "osmo/getrnd"};
+static const chunk_fn fns[NC] = {chunk_mcim, chunk_mcim_evp, chunk_osmo_pool,
+                                 chunk_osmo_getrandom};
+static const mcim_milenage_aes_t aes[NC] = {MCIM_MILENAGE_AES_AUTO, MCIM_MILENAGE_AES_EVP,
+                                            MCIM_MILENAGE_AES_AUTO, MCIM_MILENAGE_AES_AUTO};
+
 int main(int argc, char **argv)
 {
   unsigned round_ms = 300;
   int rounds = 9;
   struct subs *s = NULL;
   struct ctx c[NC];
-  static const char *const names[NC] = {"mcim", "mcim/evp", "osmo/pool", "osmo/getrnd"};
-  static const chunk_fn fns[NC] = {chunk_mcim, chunk_mcim_evp, chunk_osmo_pool,
-                                   chunk_osmo_getrandom};
-  static const mcim_milenage_aes_t aes[NC] = {MCIM_MILENAGE_AES_AUTO, MCIM_MILENAGE_AES_EVP,
-                                              MCIM_MILENAGE_AES_AUTO, MCIM_MILENAGE_AES_AUTO};
   double rate[NC][MAX_ROUNDS], med[NC];
   int rc = 1;
 

@@ -8,6 +8,7 @@ if [ ! -x "$bin/bench_milenage" ]; then
   exit 1
 fi
 echo "== mcim vs libosmocore: Milenage AV generation (one process, interleaved rounds)"
-"$bin/bench_milenage" ${BENCH_ARGS:-}
+read -ra extra <<<"${BENCH_ARGS:-}" # e.g. BENCH_ARGS="--rounds 15 --round-ms 500"
+"$bin/bench_milenage" "${extra[@]}"
 echo "== mcim bench milenage"
 "$bin/mcim" bench milenage --seconds "${BENCH_SECONDS:-3}"

@@ -15,6 +15,11 @@ struct mcim_cli_command {
 int mcim_cmd_crypto(int argc, char **argv); /* src/cli/cmd_crypto.c */
 int mcim_cmd_bench(int argc, char **argv);  /* src/cli/cmd_bench.c */
 int mcim_cmd_pki(int argc, char **argv);    /* src/cli/cmd_pki.c */
+int mcim_cmd_lab(int argc, char **argv);    /* src/cli/cmd_lab.c */
+int mcim_cmd_trace(int argc, char **argv);  /* src/cli/cmd_trace.c */
+int mcim_cmd_device(int argc, char **argv); /* src/cli/cmd_device.c */
+int mcim_cmd_run(int argc, char **argv);    /* src/cli/cmd_run.c */
+int mcim_cmd_demo(int argc, char **argv);   /* src/cli/cmd_demo.c */
 
 /* The command table, NULL-terminated (src/cli/commands.c). */
 extern const struct mcim_cli_command mcim_cli_commands[];

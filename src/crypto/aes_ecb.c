@@ -44,7 +44,7 @@ static bool has_name(const char *names, const char *name)
 /* Find the provider functions for AES-128-ECB in the provider EVP chose. */
 static bool bind_provider(mcim_aes_ecb_t *a)
 {
-  OSSL_PROVIDER *prov = (OSSL_PROVIDER *)EVP_CIPHER_get0_provider(a->cipher);
+  const OSSL_PROVIDER *prov = EVP_CIPHER_get0_provider(a->cipher);
   int no_cache = 0;
   const OSSL_ALGORITHM *algs;
 

@@ -344,45 +344,23 @@ mcim_cause_t mcim_jose_key_public_jwk(const mcim_jose_key_t *key, char **out)
   return MCIM_OK;
 }
 
+/* Only the public coordinates are copied, so the result never carries the private key. */
 mcim_cause_t mcim_jose_key_public_pkey(const mcim_jose_key_t *key, EVP_PKEY **out)
 {
-  uint8_t pt[1 + 2 * P256_LEN];
-  char group[] = "prime256v1";
-  char *jwk_text = NULL;
-  json_t *jwk = NULL;
-  EVP_PKEY_CTX *ctx = NULL;
-  EVP_PKEY *pkey = NULL;
+  BIGNUM *x = NULL, *y = NULL;
+  uint8_t xb[P256_LEN], yb[P256_LEN];
   mcim_cause_t rc = MCIM_KEY_INVALID;
 
   if (!key || !out)
     return MCIM_INVALID_ARGUMENT;
   *out = NULL;
-  /* Through the public JWK: cjose exposes EC keys only as deprecated EC_KEY objects. */
-  rc = mcim_jose_key_public_jwk(key, &jwk_text);
-  if (rc != MCIM_OK)
-    goto cleanup;
-  rc = MCIM_KEY_INVALID;
-  jwk = json_loads(jwk_text, 0, NULL);
-  pt[0] = 0x04; /* uncompressed point */
-  if (!jwk_coord(jwk, "x", pt + 1) || !jwk_coord(jwk, "y", pt + 1 + P256_LEN))
-    goto cleanup;
-  OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
-      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt)),
-      OSSL_PARAM_construct_end(),
-  };
-  ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-  if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
-      EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1) {
-    rc = MCIM_CRYPTO_ERROR;
-    goto cleanup;
-  }
-  *out = pkey;
-  rc = MCIM_OK;
-cleanup:
-  EVP_PKEY_CTX_free(ctx);
-  json_decref(jwk);
-  free(jwk_text);
+  if (EVP_PKEY_get_bn_param(key->pkey, OSSL_PKEY_PARAM_EC_PUB_X, &x) == 1 &&
+      EVP_PKEY_get_bn_param(key->pkey, OSSL_PKEY_PARAM_EC_PUB_Y, &y) == 1 &&
+      BN_bn2binpad(x, xb, P256_LEN) == P256_LEN && BN_bn2binpad(y, yb, P256_LEN) == P256_LEN)
+    rc = p256_pkey(xb, yb, NULL, out);
+  BN_free(x);
+  BN_free(y);
+  ERR_clear_error();
   return rc;
 }
 

@@ -35,6 +35,7 @@ struct req_state {
   size_t len;
   size_t cap;
   bool too_large;
+  bool huge;
 };
 
 static char *read_text_file(const char *path)
@@ -250,6 +251,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       unsigned long long n = strtoull(cl, &end, 10);
       if (!end || *end || n > srv->cfg.max_body)
         st->too_large = true;
+      /* A body somewhat too large is read and dropped, so the client surely gets the 413
+       * (answering mid-upload resets the connection under a client still sending); a huge
+       * one is answered at once and the connection closed. */
+      if (!end || *end || n > 16 * (unsigned long long)srv->cfg.max_body)
+        st->huge = true;
+    }
+    if (st->huge) {
+      char detail[96];
+      snprintf(detail, sizeof(detail), "body larger than %zu bytes", srv->cfg.max_body);
+      return problem_now(conn, method, url, MCIM_TOO_LARGE, detail, srv->cfg.role);
     }
     return MHD_YES;
   }

@@ -370,13 +370,15 @@ mcim_cause_t tre_status_build(json_t *st, json_t **out)
                                                  tre_str(item, "typ"))))
       goto cleanup;
   }
+  int owner = json_is_object(json_object_get(st, "owner_jwk"));
+  int att = json_is_string(json_object_get(certs, "attestation"));
+  int ka = json_is_string(json_object_get(certs, "ka"));
+  json_int_t nmeas = (json_int_t)json_array_size(json_object_get(st, "measurements"));
   v = json_pack("{s:s?, s:s?, s:o, s:O, s:O, s:O, s:b, s:{s:b, s:b}, s:I}", "device",
                 tre_str(st, "device"), "model", tre_str(st, "model"), "pcid",
                 pcid_view(json_object_get(st, "pcid")), "slots", slots, "staged", staged,
-                "pending", pending, "owner_pinned", json_is_object(json_object_get(st, "owner_jwk")),
-                "certs", "attestation", json_is_string(json_object_get(certs, "attestation")),
-                "ka", json_is_string(json_object_get(certs, "ka")), "measurements",
-                (json_int_t)json_array_size(json_object_get(st, "measurements")));
+                "pending", pending, "owner_pinned", owner, "certs", "attestation", att, "ka", ka,
+                "measurements", nmeas);
   if (!v)
     goto cleanup;
   if (json_is_object(json_object_get(st, "pcid_prev")) &&

@@ -87,9 +87,13 @@ void tre_json_wipe(json_t *v)
      * document is about to be released and nothing else references it. */
     mcim_wipe((void *)json_string_value(v), json_string_length(v));
   } else if (json_is_object(v)) {
-    json_object_foreach(v, key, item) tre_json_wipe(item);
+    json_object_foreach(v, key, item) {
+      tre_json_wipe(item);
+    }
   } else if (json_is_array(v)) {
-    json_array_foreach(v, i, item) tre_json_wipe(item);
+    json_array_foreach(v, i, item) {
+      tre_json_wipe(item);
+    }
   }
 }
 

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <cjose/cjose.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -655,6 +656,13 @@ static void test_keys(void **state)
   assert_false(mcim_jose_key_has_private(kp));
   mcim_jws_expect_t x = expect_default();
   assert_int_equal(mcim_jws_verify(jws, strlen(jws), kp, &x, NULL), MCIM_OK);
+  /* And back: the public OpenSSL key of a private mcim key has no private part. */
+  EVP_PKEY *back = NULL;
+  assert_int_equal(mcim_jose_key_public_pkey(k, &back), MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(back, pub), 1);
+  BIGNUM *bn_d = NULL;
+  assert_int_equal(EVP_PKEY_get_bn_param(back, OSSL_PKEY_PARAM_PRIV_KEY, &bn_d), 0);
+  EVP_PKEY_free(back);
   char jti[MCIM_JTI_LEN + 1];
   assert_int_equal(mcim_jose_new_jti(jti), MCIM_OK);
   assert_int_equal(strlen(jti), MCIM_JTI_LEN);

@@ -98,6 +98,25 @@ static void test_published_sets(void **state)
   }
 }
 
+/* The checker the self-test relies on does catch a wrong value, and names it. */
+static void test_vector_check_detects(void **state)
+{
+  (void)state;
+  struct mcim_milenage_vector v = mcim_milenage_vectors[4];
+  const char *bad = NULL;
+  v.f3 = mcim_milenage_vectors[5].f3;
+  assert_int_equal(mcim_milenage_vector_check(&v, MCIM_MILENAGE_AES_AUTO, &bad), MCIM_INTERNAL);
+  assert_string_equal(bad, "f3");
+  v = mcim_milenage_vectors[4];
+  v.opc = mcim_milenage_vectors[5].opc;
+  assert_int_equal(mcim_milenage_vector_check(&v, MCIM_MILENAGE_AES_EVP, &bad), MCIM_INTERNAL);
+  assert_string_equal(bad, "opc");
+  v = mcim_milenage_vectors[4];
+  v.k = "00";
+  assert_int_equal(mcim_milenage_vector_check(&v, MCIM_MILENAGE_AES_AUTO, &bad), MCIM_INTERNAL);
+  assert_string_equal(bad, "input");
+}
+
 /* One context, switching subscriber back and forth: re-keying must not leak state. */
 static void test_rekey_switching(void **state)
 {
@@ -221,6 +240,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vector_table),   cmocka_unit_test(test_published_sets),
+      cmocka_unit_test(test_vector_check_detects),
       cmocka_unit_test(test_rekey_switching), cmocka_unit_test(test_compute_subsets),
       cmocka_unit_test(test_invalid_use),    cmocka_unit_test(test_aes_kernel_fips197),
   };

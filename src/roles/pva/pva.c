@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
@@ -44,7 +45,7 @@ static const mcim_migration_t pva_migrations[] = {
      " created BIGINT NOT NULL, PRIMARY KEY (model, component, digest));"
      "CREATE TABLE validations (id TEXT PRIMARY KEY, txn TEXT NOT NULL, step BIGINT NOT NULL,"
      " device TEXT NOT NULL, sho TEXT NOT NULL, nonce TEXT NOT NULL UNIQUE,"
-     " state TEXT NOT NULL, expires BIGINT NOT NULL, created BIGINT NOT NULL,"
+     " state TEXT NOT NULL, expires BIGINT NOT NULL, created_us BIGINT NOT NULL,"
      " fetched BIGINT NOT NULL, quote_sha TEXT, verdict TEXT, cause TEXT, last_cause TEXT,"
      " UNIQUE (txn, step));"
      "CREATE INDEX validations_device ON validations (device, state, expires);"
@@ -315,20 +316,26 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   }
   int64_t now = mcim_now();
   int64_t expires = now + ps->nonce_lifetime;
+  /* microseconds: the device is given the newest pending validation, even within a second */
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t created_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
   answer = json_pack("{s:s,s:s,s:s,s:s,s:I,s:i}", "validation_id", id, "txn", txn, "device",
                      device, "nonce", nonce, "expires", (json_int_t)expires, "step", step);
   if (!answer) {
     mcim_http_reply_problem(resp, MCIM_NO_MEMORY, step, "out of memory");
     return;
   }
-  mcim_val_t p[] = {MCIM_TEXT(id),    MCIM_TEXT(txn),     MCIM_INT(step), MCIM_TEXT(device),
-                    MCIM_TEXT(sho),   MCIM_TEXT(nonce),   MCIM_INT(expires), MCIM_INT(now)};
   rc = mcim_store_begin(st);
-  if (rc == MCIM_OK)
+  if (rc == MCIM_OK) {
+    mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(txn),   MCIM_INT(step),    MCIM_TEXT(device),
+                      MCIM_TEXT(sho), MCIM_TEXT(nonce), MCIM_INT(expires), MCIM_INT(created_us)};
     rc = mcim_store_exec(st,
                          "INSERT INTO validations (id, txn, step, device, sho, nonce, state,"
-                         " expires, created, fetched) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, 0)",
+                         " expires, created_us, fetched)"
+                         " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, 0)",
                          p, MCIM_NPARAMS(p), NULL, NULL);
+  }
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, step, "validation", 201, answer);
   if (rc == MCIM_OK)
@@ -386,7 +393,7 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
   memset(&v, 0, sizeof(v));
   rc = mcim_store_query_one(st,
                             "SELECT " VROW_COLS " FROM validations WHERE device = ? AND"
-                            " state = 'pending' AND expires > ? ORDER BY created DESC, id",
+                            " state = 'pending' AND expires > ? ORDER BY created_us DESC, id",
                             p, 2, vrow_cb, &v);
   if (rc == MCIM_NOT_FOUND) {
     mcim_http_reply_problem(resp, MCIM_NOT_FOUND, STEP_VALIDATE + 1,

@@ -32,6 +32,8 @@ const struct mcim_sho_steps *mcim_sho_steps_for(const char *procedure)
   return NULL;
 }
 
+static mcim_cause_t text0(const mcim_row_t *row, void *arg);
+
 /* ---- orders ---- */
 
 static mcim_cause_t order_row(const mcim_row_t *row, void *arg)
@@ -254,6 +256,46 @@ static void h_order_get(void *ctx, const struct mcim_http_request *req,
   if (o.cause[0])
     json_object_set_new(body, "cause", json_string(o.cause));
   mcim_http_reply_json(resp, 200, body);
+out:
+  mcim_sho_order_clear(&o);
+}
+
+/* GET /v1/devices/{device}/subscription: the device asks its SHO about its subscription.
+ * Device-facing and not part of attach, so it needs `full` access (a PCID's restricted
+ * access reaches only the RO and the PVA). */
+static void h_subscription(void *ctx, const struct mcim_http_request *req,
+                           struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  struct mcim_access acc;
+  struct mcim_sho_order o = {0};
+  mcim_cause_t rc = mcim_role_check_access(r, req, true, &acc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "this needs full network access");
+    return;
+  }
+  if (strcmp(acc.device, req->params[0]) != 0) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "a device asks only about itself");
+    return;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  char txn[40] = "";
+  mcim_val_t p[] = {MCIM_TEXT(req->params[0])};
+  rc = st ? mcim_store_query_one(st,
+                                 "SELECT txn FROM orders WHERE device = ? ORDER BY updated DESC"
+                                 " LIMIT 1",
+                                 p, 1, text0, txn)
+          : MCIM_STORE_ERROR;
+  if (rc == MCIM_OK)
+    rc = mcim_sho_order_load(st, txn, &o);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc == MCIM_NOT_FOUND ? MCIM_UNKNOWN_IDENTITY : rc, 0,
+                            "no subscription of %s here", req->params[0]);
+    goto out;
+  }
+  mcim_http_reply_json(resp, 200,
+                       json_pack("{s:s,s:s,s:s,s:s}", "device", o.device, "sho", r->name, "imsi",
+                                 o.imsi, "state", o.state));
 out:
   mcim_sho_order_clear(&o);
 }
@@ -629,6 +671,7 @@ static const struct mcim_http_route sho_routes[] = {
     {"POST", "/v1/orders", h_order, 0},
     {"GET", "/v1/orders/{txn}", h_order_get, 0},
     {"POST", "/v1/devices/ready", h_device_ready, MCIM_ROUTE_PEER_CERT},
+    {"GET", "/v1/devices/{device}/subscription", h_subscription, 0},
     {"POST", "/v1/verdicts", h_verdict, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/reports", h_report, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/attach", h_attach, 0},

@@ -1,0 +1,45 @@
+/* The M2ME device agent (`m2me --dir DEVICE_DIR`): drives the device side of the seed's
+ * procedures with the TRE (include/mcim/tre.h), always as a client of the network, and
+ * serves a local control API (plain HTTP on the Unix socket DEVICE_DIR/control.sock) to the
+ * owner's tools (`mcim device ...`, `mcim run ...`). docs/device.md describes the folder,
+ * agent.json and the control API; docs/protocol.md ("M2ME agent") is the contract.
+ *
+ * An agent is a TRE, a configuration, a store (DEVICE_DIR/agent.db: procedures and trace),
+ * the control server and one worker thread that runs the current procedure step by step.
+ * Each step is persisted before the network call that depends on it, so a restarted agent
+ * resumes where it stopped. */
+#ifndef MCIM_DEVICE_H
+#define MCIM_DEVICE_H
+
+#include <stdio.h>
+
+#include "mcim/cause.h"
+#include "mcim/tre.h"
+
+/* The configuration file inside DEVICE_DIR. */
+#define MCIM_DEVICE_CONFIG "agent.json"
+
+struct mcim_device;
+
+/* Start the agent of DEVICE_DIR with its software TRE (DEVICE_DIR/tre or agent.json "tre"):
+ * measured boot (SHA-256 of firmware/boot.img, os.img, agent.img recorded in the TRE), then
+ * the store, the control server and the worker. Errors are logged with their cause. */
+mcim_cause_t mcim_device_start(const char *dir, struct mcim_device **out);
+
+/* Same with a TRE the caller opened (any implementation of the interface; no measured
+ * boot: the TRE's platform did it). Takes ownership of `tre`, also on failure. */
+mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mcim_device **out);
+
+/* Stop the control server and the worker (an HTTP call in progress finishes or times out
+ * first), close everything. The current procedure stays persisted. NULL is fine. */
+void mcim_device_free(struct mcim_device *d);
+
+/* The device id (the CN of its TRE attestation certificate, as the TRE reports it). */
+const char *mcim_device_name(const struct mcim_device *d);
+
+/* Validate DEVICE_DIR/agent.json only; problems go to `err`, one per line. */
+mcim_cause_t mcim_device_check_config(const char *dir, char *err, size_t errlen);
+/* Print the reference of the agent.json keys. */
+void mcim_device_describe_config(FILE *out);
+
+#endif

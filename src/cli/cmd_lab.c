@@ -1,0 +1,247 @@
+/* `mcim lab up|down|status` and `mcim lab device add`: the lab on loopback (src/lab/). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/cli.h"
+#include "mcim/lab.h"
+
+static void usage(FILE *out)
+{
+  fprintf(out,
+          "usage: mcim lab up [--dir D] [--store sqlite|postgres] [--sho NAME]...\n"
+          "       mcim lab down [--dir D]\n"
+          "       mcim lab status [--dir D] [--json]\n"
+          "       mcim lab device add NAME [--tamper] [--dir D]\n"
+          "       mcim lab restart NAME [--dir D]\n"
+          "\n"
+          "A lab runs every role of the system as real daemons on loopback, in one folder:\n"
+          "  up      creates the PKI, writes one configuration per role, starts vno, ro, pva,\n"
+          "          m2mes and the SHOs (default sho-a and sho-b) on free ports and waits until\n"
+          "          each answers\n"
+          "  down    stops exactly the processes the lab recorded (devices first)\n"
+          "  status  which roles and devices run and answer\n"
+          "  device add NAME\n"
+          "          manufactures an M2ME (M2MES: TRE keys and certificates, PCID credential,\n"
+          "          owner key, firmware) and starts its agent; --tamper ships modified firmware\n"
+          "          that fails platform validation\n"
+          "  restart NAME\n"
+          "          stops and starts one role instance or device agent (its state is in its\n"
+          "          store: procedures resume)\n"
+          "\n"
+          "The folder is --dir, else $MCIM_LAB, else ./mcim-lab.\n"
+          "\n"
+          "examples:\n"
+          "  mcim lab up --sho sho-a --sho sho-b --sho sho-c\n"
+          "  mcim lab device add dev1\n"
+          "  mcim lab status --json\n"
+          "  mcim lab down\n");
+}
+
+struct lab_args {
+  const char *dir;
+  struct mcim_lab_up_opts up;
+  bool json;
+  bool tamper;
+  const char *positional[4];
+  size_t npos;
+};
+
+static int parse(int argc, char **argv, int first, struct lab_args *a, bool *help)
+{
+  for (int i = first; i < argc; i++) {
+    const char *o = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+      *help = true;
+      return MCIM_EXIT_OK;
+    } else if (strcmp(o, "--json") == 0) {
+      a->json = true;
+    } else if (strcmp(o, "--tamper") == 0) {
+      a->tamper = true;
+    } else if (strcmp(o, "--dir") == 0 || strcmp(o, "--store") == 0 || strcmp(o, "--sho") == 0) {
+      if (!v)
+        return mcim_usage_error("lab: %s needs a value", o);
+      i++;
+      if (strcmp(o, "--dir") == 0) {
+        a->dir = v;
+      } else if (strcmp(o, "--store") == 0) {
+        if (strcmp(v, "sqlite") != 0 && strcmp(v, "postgres") != 0)
+          return mcim_usage_error("lab: --store is sqlite or postgres");
+        a->up.store = v;
+      } else {
+        if (a->up.nshos == MCIM_LAB_MAX_SHOS)
+          return mcim_usage_error("lab: at most %d SHOs", MCIM_LAB_MAX_SHOS);
+        a->up.shos[a->up.nshos++] = v;
+      }
+    } else if (o[0] == '-') {
+      return mcim_usage_error("lab: unknown option %s (see mcim lab --help)", o);
+    } else {
+      if (a->npos == 4)
+        return mcim_usage_error("lab: too many arguments");
+      a->positional[a->npos++] = o;
+    }
+  }
+  return MCIM_EXIT_OK;
+}
+
+static int fail(const char *what, mcim_cause_t rc)
+{
+  fprintf(stderr, "mcim: %s: %s (%s)\n", what, mcim_cause_text(rc), mcim_cause_name(rc));
+  return MCIM_EXIT_FAIL;
+}
+
+static int open_lab(const char *dir, mcim_lab_t **lab)
+{
+  mcim_cause_t rc = mcim_lab_open(mcim_lab_dir(dir), lab);
+  if (rc == MCIM_NOT_FOUND) {
+    fprintf(stderr, "mcim: no lab in %s (start one with `mcim lab up`)\n", mcim_lab_dir(dir));
+    return MCIM_EXIT_FAIL;
+  }
+  return rc == MCIM_OK ? MCIM_EXIT_OK : fail("lab", rc);
+}
+
+static int do_up(struct lab_args *a)
+{
+  mcim_lab_t *lab = NULL;
+  for (size_t i = 0; i < a->up.nshos; i++)
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(a->up.shos[i], a->up.shos[j]) == 0)
+        return mcim_usage_error("lab up: --sho %s given twice", a->up.shos[i]);
+  mcim_cause_t rc = mcim_lab_up(mcim_lab_dir(a->dir), &a->up, &lab);
+  if (rc == MCIM_CONFLICT) {
+    fprintf(stderr, "mcim: a lab is already up in %s (mcim lab down first)\n",
+            mcim_lab_dir(a->dir));
+    return MCIM_EXIT_FAIL;
+  }
+  if (rc != MCIM_OK)
+    return fail("lab up", rc);
+  printf("lab up in %s\n", mcim_lab_path(lab));
+  for (const char *const *n = mcim_lab_roles(lab); n && *n; n++)
+    printf("  %-8s %-6s %s\n", *n, mcim_lab_kind(lab, *n), mcim_lab_url(lab, *n));
+  mcim_lab_free(lab);
+  return MCIM_EXIT_OK;
+}
+
+static int do_down(struct lab_args *a)
+{
+  mcim_lab_t *lab = NULL;
+  int ex = open_lab(a->dir, &lab);
+  if (ex != MCIM_EXIT_OK)
+    return ex;
+  mcim_cause_t rc = mcim_lab_down(lab);
+  if (rc == MCIM_OK)
+    printf("lab down in %s\n", mcim_lab_path(lab));
+  mcim_lab_free(lab);
+  return rc == MCIM_OK ? MCIM_EXIT_OK : fail("lab down", rc);
+}
+
+static int do_status(struct lab_args *a)
+{
+  mcim_lab_t *lab = NULL;
+  json_t *st = NULL;
+  int ex = open_lab(a->dir, &lab);
+  if (ex != MCIM_EXIT_OK)
+    return ex;
+  mcim_lab_status(lab, &st);
+  bool all = true;
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(st, "roles"), i, r)
+    all &= json_is_true(json_object_get(r, "healthy"));
+  if (a->json) {
+    json_dumpf(st, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    putchar('\n');
+  } else {
+    printf("lab %s: %s\n", mcim_lab_path(lab), all ? "up" : "not fully up");
+    json_array_foreach(json_object_get(st, "roles"), i, r)
+      printf("  %-8s %-6s %-24s pid %-7lld %s\n", json_string_value(json_object_get(r, "name")),
+             json_string_value(json_object_get(r, "kind")),
+             json_string_value(json_object_get(r, "url")),
+             (long long)json_integer_value(json_object_get(r, "pid")),
+             json_is_true(json_object_get(r, "healthy"))
+                 ? "answering"
+                 : json_is_true(json_object_get(r, "running")) ? "running, not answering"
+                                                               : "stopped");
+    json_array_foreach(json_object_get(st, "devices"), i, r)
+      printf("  %-8s %-6s %-24s pid %-7lld %s\n", json_string_value(json_object_get(r, "name")),
+             "m2me", "", (long long)json_integer_value(json_object_get(r, "pid")),
+             json_is_true(json_object_get(r, "running")) ? "running" : "stopped");
+  }
+  json_decref(st);
+  mcim_lab_free(lab);
+  return all ? MCIM_EXIT_OK : MCIM_EXIT_FAIL;
+}
+
+static int do_device_add(struct lab_args *a)
+{
+  mcim_lab_t *lab = NULL;
+  if (a->npos != 3)
+    return mcim_usage_error("lab device add NAME [--tamper]");
+  int ex = open_lab(a->dir, &lab);
+  if (ex != MCIM_EXIT_OK)
+    return ex;
+  mcim_cause_t rc = mcim_lab_device_add(lab, a->positional[2], a->tamper);
+  if (rc == MCIM_OK)
+    printf("device %s manufactured%s, agent running (%s)\n", a->positional[2],
+           a->tamper ? " with TAMPERED firmware" : "", mcim_lab_device_dir(lab, a->positional[2]));
+  mcim_lab_free(lab);
+  if (rc == MCIM_CONFLICT) {
+    fprintf(stderr, "mcim: a device named %s exists already\n", a->positional[2]);
+    return MCIM_EXIT_FAIL;
+  }
+  return rc == MCIM_OK ? MCIM_EXIT_OK : fail("lab device add", rc);
+}
+
+static int do_restart(struct lab_args *a)
+{
+  mcim_lab_t *lab = NULL;
+  if (a->npos != 2)
+    return mcim_usage_error("lab restart NAME");
+  int ex = open_lab(a->dir, &lab);
+  if (ex != MCIM_EXIT_OK)
+    return ex;
+  const char *name = a->positional[1];
+  mcim_cause_t rc;
+  if (mcim_lab_kind(lab, name)) {
+    rc = mcim_lab_role_restart(lab, name);
+  } else if (mcim_lab_device_dir(lab, name)) {
+    rc = mcim_lab_device_stop(lab, name);
+    if (rc == MCIM_OK)
+      rc = mcim_lab_device_start(lab, name);
+  } else {
+    fprintf(stderr, "mcim: no role or device named %s in this lab\n", name);
+    mcim_lab_free(lab);
+    return MCIM_EXIT_FAIL;
+  }
+  if (rc == MCIM_OK)
+    printf("%s restarted\n", name);
+  mcim_lab_free(lab);
+  return rc == MCIM_OK ? MCIM_EXIT_OK : fail("lab restart", rc);
+}
+
+int mcim_cmd_lab(int argc, char **argv)
+{
+  struct lab_args a = {0};
+  bool help = false;
+  int ex = parse(argc, argv, 1, &a, &help);
+  if (ex != MCIM_EXIT_OK)
+    return ex;
+  if (help || a.npos == 0) {
+    usage(help ? stdout : stderr);
+    return help ? MCIM_EXIT_OK : MCIM_EXIT_USAGE;
+  }
+  const char *sub = a.positional[0];
+  if (strcmp(sub, "up") == 0 && a.npos == 1)
+    return do_up(&a);
+  if (strcmp(sub, "down") == 0 && a.npos == 1)
+    return do_down(&a);
+  if (strcmp(sub, "status") == 0 && a.npos == 1)
+    return do_status(&a);
+  if (strcmp(sub, "restart") == 0)
+    return do_restart(&a);
+  if (strcmp(sub, "device") == 0 && a.npos >= 2 && strcmp(a.positional[1], "add") == 0)
+    return do_device_add(&a);
+  usage(stderr);
+  return MCIM_EXIT_USAGE;
+}

@@ -1,0 +1,118 @@
+/* `mcim trace TXID [--format text|msc|mermaid|svg|json] [-o FILE]`: one procedure as the
+ * seed draws it, from what every role and device recorded. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mcim/cli.h"
+#include "mcim/lab.h"
+#include "mcim/trace.h"
+
+static void usage(FILE *out)
+{
+  fprintf(out,
+          "usage: mcim trace TXID [--format text|msc|mermaid|svg|json] [-o FILE] [--dir D]\n"
+          "\n"
+          "Gathers every message of procedure TXID from the lab's roles and devices and draws\n"
+          "it: text (numbered as in the seed), msc (mscgen input), svg (rendered by mscgen),\n"
+          "mermaid (a sequenceDiagram), json ({txid, events: [{n, from, to, msg, time, body}]}).\n"
+          "\n"
+          "examples:\n"
+          "  mcim trace 6f1c...e2 --format text\n"
+          "  mcim trace 6f1c...e2 --format svg -o initial.svg\n");
+}
+
+/* svg: mscgen renders our msc (a dependency, not our own renderer). */
+static int render_svg(const struct mcim_trace *t, const char *txn, const char *out_path)
+{
+  char tmp[] = "/tmp/mcim-trace-XXXXXX.msc";
+  int fd = mkstemps(tmp, 4);
+  if (fd < 0)
+    return MCIM_EXIT_FAIL;
+  FILE *f = fdopen(fd, "w");
+  if (!f) {
+    close(fd);
+    unlink(tmp);
+    return MCIM_EXIT_FAIL;
+  }
+  mcim_trace_render(t, txn, MCIM_TRACE_MSC, f);
+  fclose(f);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execlp("mscgen", "mscgen", "-T", "svg", "-i", tmp, "-o", out_path ? out_path : "-",
+           (char *)NULL);
+    _exit(127);
+  }
+  int status = 0;
+  if (pid > 0)
+    waitpid(pid, &status, 0);
+  unlink(tmp);
+  if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fprintf(stderr, "mcim trace: mscgen failed (is it installed? scripts/deps.sh)\n");
+    return MCIM_EXIT_FAIL;
+  }
+  return MCIM_EXIT_OK;
+}
+
+int mcim_cmd_trace(int argc, char **argv)
+{
+  const char *txn = NULL, *format = "text", *out_path = NULL, *dir = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      return MCIM_EXIT_OK;
+    } else if (strcmp(a, "--format") == 0 || strcmp(a, "-o") == 0 || strcmp(a, "--dir") == 0) {
+      if (i + 1 >= argc)
+        return mcim_usage_error("trace: %s needs a value", a);
+      const char *v = argv[++i];
+      if (strcmp(a, "--format") == 0)
+        format = v;
+      else if (strcmp(a, "-o") == 0)
+        out_path = v;
+      else
+        dir = v;
+    } else if (a[0] == '-') {
+      return mcim_usage_error("trace: unknown option %s (see mcim trace --help)", a);
+    } else if (!txn) {
+      txn = a;
+    } else {
+      return mcim_usage_error("trace: one TXID only");
+    }
+  }
+  if (!txn)
+    return mcim_usage_error("trace: which TXID? (see mcim trace --help)");
+  int fmt = mcim_trace_format_from_name(format);
+  if (fmt < 0)
+    return mcim_usage_error("trace: --format is text, msc, mermaid, svg or json");
+  mcim_lab_t *lab = NULL;
+  if (mcim_lab_open(mcim_lab_dir(dir), &lab) != MCIM_OK) {
+    fprintf(stderr, "mcim: no lab in %s\n", mcim_lab_dir(dir));
+    return MCIM_EXIT_FAIL;
+  }
+  struct mcim_trace t;
+  mcim_lab_trace_collect(lab, txn, &t);
+  int ex = MCIM_EXIT_OK;
+  if (t.len == 0) {
+    fprintf(stderr, "mcim: no event of procedure %s in this lab\n", txn);
+    ex = MCIM_EXIT_FAIL;
+  } else if (strcmp(format, "svg") == 0) {
+    ex = render_svg(&t, txn, out_path);
+  } else {
+    FILE *out = out_path ? fopen(out_path, "w") : stdout;
+    if (!out) {
+      fprintf(stderr, "mcim: cannot write %s\n", out_path);
+      ex = MCIM_EXIT_FAIL;
+    } else {
+      if (mcim_trace_render(&t, txn, (enum mcim_trace_format)fmt, out) != MCIM_OK)
+        ex = MCIM_EXIT_FAIL;
+      if (out != stdout)
+        fclose(out);
+    }
+  }
+  mcim_trace_free(&t);
+  mcim_lab_free(lab);
+  return ex;
+}

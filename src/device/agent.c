@@ -1,0 +1,393 @@
+/* The agent runtime: agent.json, the store, the control server, the worker thread that runs
+ * procedures, and the access sessions (tokens kept in memory only). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "device/device_priv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+
+static const mcim_config_spec_t agent_spec[] = {
+    {.name = "name", .type = MCIM_CFG_STRING, .min = 1, .max = 63,
+     .help = "device id; must be the TRE's (default: the TRE's, which is authoritative)"},
+    {.name = "peers", .type = MCIM_CFG_PATH, .required = true,
+     .help = "the lab's peers file {\"vno\": \"https://...\", \"ro\": ..., \"sho-a\": ...}"},
+    {.name = "operators_ca", .type = MCIM_CFG_PATH, .required = true,
+     .help = "PEM of the operators' CA: pinned for server TLS, RO and SHO certificates"},
+    {.name = "tre", .type = MCIM_CFG_PATH, .def = "tre", .help = "folder of the software TRE"},
+    {.name = "firmware", .type = MCIM_CFG_PATH, .def = "firmware",
+     .help = "folder with boot.img, os.img, agent.img (measured at start)"},
+    {.name = "database", .type = MCIM_CFG_PATH, .def = "agent.db",
+     .help = "SQLite file: procedures and trace"},
+    {.name = "control_socket", .type = MCIM_CFG_PATH, .def = "control.sock",
+     .help = "Unix socket of the control API (created 0600)"},
+    {.name = "vno", .type = MCIM_CFG_STRING, .def = "vno", .min = 1, .max = 63,
+     .help = "name of the visited network in the peers file"},
+    {.name = "ro", .type = MCIM_CFG_STRING, .def = "ro", .min = 1, .max = 63,
+     .help = "name of the RO in the peers file (and CN of its certificate)"},
+    {.name = "pva", .type = MCIM_CFG_STRING, .def = "pva", .min = 1, .max = 63,
+     .help = "name of the PVA in the peers file (and the audience of quotes)"},
+    {.name = "poll_interval_ms", .type = MCIM_CFG_INT, .def = "500", .min = 10, .max = 600000,
+     .help = "pause between two polls of the network (pending validation, package, order)"},
+    {.name = "procedure_timeout", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
+     .max = 7 * 86400, .help = "a procedure not finished by then fails with TIMEOUT"},
+    {.name = "discovery_grace", .type = MCIM_CFG_DURATION, .def = "10s", .min = 0, .max = 3600,
+     .help = "how long NOT_ORDERED from the DRF is retried (the order may be in transit)"},
+    {.name = "request_timeout_ms", .type = MCIM_CFG_INT, .def = "5000", .min = 100,
+     .max = 600000, .help = "timeout of one HTTP call to the network"},
+    {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
+     .max = MCIM_TRE_MAX_LIFETIME, .help = "lifetime of the statements the TRE signs (quote, status)"},
+    {.name = "token_margin", .type = MCIM_CFG_DURATION, .def = "5s", .min = 0, .max = 3600,
+     .help = "an access token this close to expiry is not used: the agent attaches again"},
+    {.name = "clock_skew", .type = MCIM_CFG_DURATION, .def = "30s", .min = 0, .max = 3600,
+     .help = "clock difference tolerated on the network's statements"},
+    {.name = "max_resync", .type = MCIM_CFG_INT, .def = "2", .min = 0, .max = 5,
+     .help = "AKA resynchronisations (AUTS) tried in one attach"},
+    {.name = "threads", .type = MCIM_CFG_INT, .def = "2", .min = 1, .max = 16,
+     .help = "threads of the control server"},
+};
+#define AGENT_NSPEC (sizeof(agent_spec) / sizeof(agent_spec[0]))
+
+static char *config_path(const char *dir)
+{
+  size_t n = strlen(dir) + sizeof("/" MCIM_DEVICE_CONFIG);
+  char *p = malloc(n);
+  if (p)
+    snprintf(p, n, "%s/%s", dir, MCIM_DEVICE_CONFIG);
+  return p;
+}
+
+mcim_cause_t dev_config_load(const char *dir, mcim_config_t **out)
+{
+  char err[2048] = "";
+  char *path = dir ? config_path(dir) : NULL;
+  mcim_cause_t rc = path ? mcim_config_load(path, agent_spec, AGENT_NSPEC, out, err, sizeof(err))
+                         : MCIM_NO_MEMORY;
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "%s", err[0] ? err : "cannot load agent.json");
+  free(path);
+  return rc;
+}
+
+mcim_cause_t mcim_device_check_config(const char *dir, char *err, size_t errlen)
+{
+  mcim_config_t *cfg = NULL;
+  char *path = config_path(dir);
+  mcim_cause_t rc = path ? mcim_config_load(path, agent_spec, AGENT_NSPEC, &cfg, err, errlen)
+                         : MCIM_NO_MEMORY;
+  mcim_config_free(cfg);
+  free(path);
+  return rc;
+}
+
+void mcim_device_describe_config(FILE *out)
+{
+  mcim_config_describe(agent_spec, AGENT_NSPEC, out);
+}
+
+int64_t dev_cfg_int(const struct mcim_device *d, const char *name)
+{
+  /* durations are read as seconds, integers as they are */
+  for (size_t i = 0; i < AGENT_NSPEC; i++)
+    if (strcmp(agent_spec[i].name, name) == 0)
+      return agent_spec[i].type == MCIM_CFG_DURATION ? mcim_config_duration(d->cfg, name)
+                                                     : mcim_config_int(d->cfg, name);
+  return 0;
+}
+
+const char *dev_cfg_str(const struct mcim_device *d, const char *name)
+{
+  const char *s = mcim_config_str(d->cfg, name);
+  return s ? s : "";
+}
+
+const char *mcim_device_name(const struct mcim_device *d)
+{
+  return d ? d->name : NULL;
+}
+
+/* ---- sessions ---- */
+
+static struct dev_session *session_find(struct mcim_device *d, const char *network)
+{
+  for (size_t i = 0; i < DEV_MAX_SESSIONS; i++)
+    if (d->sessions[i].token && strcmp(d->sessions[i].network, network) == 0)
+      return &d->sessions[i];
+  return NULL;
+}
+
+static void session_wipe(struct dev_session *s)
+{
+  if (s->token) {
+    mcim_wipe(s->token, strlen(s->token));
+    free(s->token);
+  }
+  memset(s, 0, sizeof(*s));
+}
+
+mcim_cause_t dev_session_get(struct mcim_device *d, const char *network, char **token,
+                             char scope[16])
+{
+  mcim_cause_t rc = MCIM_NO_ACCESS;
+  *token = NULL;
+  pthread_mutex_lock(&d->lock);
+  struct dev_session *s = session_find(d, network);
+  if (s && s->expires - dev_cfg_int(d, "token_margin") > mcim_now()) {
+    *token = strdup(s->token);
+    snprintf(scope, 16, "%s", s->scope);
+    rc = *token ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+  pthread_mutex_unlock(&d->lock);
+  return rc;
+}
+
+void dev_session_put(struct mcim_device *d, const char *network, const char *scope,
+                     const char *identity, const char *token, int64_t expires)
+{
+  char *copy = strdup(token);
+  if (!copy)
+    return; /* the next call attaches again */
+  pthread_mutex_lock(&d->lock);
+  struct dev_session *s = session_find(d, network);
+  for (size_t i = 0; !s && i < DEV_MAX_SESSIONS; i++)
+    if (!d->sessions[i].token)
+      s = &d->sessions[i];
+  if (!s) {
+    /* all taken: replace the one that expires first */
+    s = &d->sessions[0];
+    for (size_t i = 1; i < DEV_MAX_SESSIONS; i++)
+      if (d->sessions[i].expires < s->expires)
+        s = &d->sessions[i];
+  }
+  session_wipe(s);
+  snprintf(s->network, sizeof(s->network), "%s", network);
+  snprintf(s->scope, sizeof(s->scope), "%s", scope);
+  snprintf(s->identity, sizeof(s->identity), "%s", identity);
+  s->token = copy;
+  s->expires = expires;
+  pthread_mutex_unlock(&d->lock);
+}
+
+void dev_session_drop(struct mcim_device *d, const char *network)
+{
+  pthread_mutex_lock(&d->lock);
+  struct dev_session *s = session_find(d, network);
+  if (s)
+    session_wipe(s);
+  pthread_mutex_unlock(&d->lock);
+}
+
+json_t *dev_sessions_json(struct mcim_device *d)
+{
+  json_t *arr = json_array();
+  int64_t now = mcim_now();
+  pthread_mutex_lock(&d->lock);
+  for (size_t i = 0; arr && i < DEV_MAX_SESSIONS; i++) {
+    const struct dev_session *s = &d->sessions[i];
+    if (!s->token || s->expires <= now)
+      continue;
+    json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I}", "network", s->network, "scope",
+                                         s->scope, "identity", s->identity, "expires",
+                                         (json_int_t)s->expires));
+  }
+  pthread_mutex_unlock(&d->lock);
+  return arr;
+}
+
+/* ---- worker ---- */
+
+bool dev_stopping(struct mcim_device *d)
+{
+  pthread_mutex_lock(&d->lock);
+  bool s = d->stopping;
+  pthread_mutex_unlock(&d->lock);
+  return s;
+}
+
+void dev_wake(struct mcim_device *d)
+{
+  pthread_mutex_lock(&d->lock);
+  d->wake = true;
+  pthread_cond_signal(&d->cond);
+  pthread_mutex_unlock(&d->lock);
+}
+
+void dev_sleep(struct mcim_device *d, int64_t ms)
+{
+  struct timespec ts;
+  pthread_mutex_lock(&d->lock);
+  if (!d->stopping && !d->wake && ms > 0) {
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+  }
+  d->wake = false;
+  pthread_mutex_unlock(&d->lock);
+}
+
+static void *worker_main(void *arg)
+{
+  struct mcim_device *d = arg;
+  struct mcim_http_client *cli = NULL;
+
+  while (!dev_stopping(d)) {
+    if (!cli && dev_client_new(d, &cli) != MCIM_OK) {
+      mcim_log_error("cannot create the HTTP client (operators_ca %s)",
+                     mcim_config_path(d->cfg, "operators_ca"));
+      cli = NULL;
+      dev_sleep(d, 1000);
+      continue;
+    }
+    int64_t delay = dev_procedure_round(d, cli);
+    if (delay > 0)
+      dev_sleep(d, delay);
+  }
+  mcim_http_client_free(cli);
+  return NULL;
+}
+
+/* ---- start / stop ---- */
+
+static mcim_cause_t load_identity(struct mcim_device *d)
+{
+  json_t *st = NULL;
+  mcim_cause_t rc = d->tre->ops->status(d->tre->ctx, &st);
+  const char *dev = json_string_value(json_object_get(st, "device"));
+  const char *want = mcim_config_str(d->cfg, "name");
+
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "the TRE does not answer");
+    goto cleanup;
+  }
+  rc = MCIM_CONFIG_INVALID;
+  if (!dev || !mcim_pki_name_valid(dev)) {
+    mcim_log_error("the TRE has no valid device id");
+    goto cleanup;
+  }
+  if (want && strcmp(want, dev) != 0) {
+    mcim_log_error("%s: \"name\" is \"%s\" but the TRE belongs to device \"%s\"",
+                   mcim_config_file(d->cfg), want, dev);
+    goto cleanup;
+  }
+  snprintf(d->name, sizeof(d->name), "%s", dev);
+  rc = MCIM_OK;
+cleanup:
+  json_decref(st);
+  return rc;
+}
+
+static mcim_cause_t open_store(struct mcim_device *d)
+{
+  const char *db = mcim_config_path(d->cfg, "database");
+  mcim_cause_t rc = mcim_store_open(db, NULL, &d->store);
+  if (rc == MCIM_OK)
+    rc = dev_store_migrate(d->store);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "store %s: %s", db,
+                   d->store ? mcim_store_errmsg(d->store) : "cannot open");
+  return rc;
+}
+
+mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mcim_device **out)
+{
+  json_error_t jerr;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  struct mcim_device *d = calloc(1, sizeof(*d));
+
+  *out = NULL;
+  if (!d) {
+    mcim_tre_close(tre);
+    return rc;
+  }
+  d->tre = tre;
+  pthread_mutex_init(&d->store_lock, NULL);
+  pthread_mutex_init(&d->peers_lock, NULL);
+  pthread_mutex_init(&d->attach_lock, NULL);
+  pthread_mutex_init(&d->lock, NULL);
+  pthread_cond_init(&d->cond, NULL);
+  d->locks_ready = true;
+  d->dir = strdup(dir ? dir : "");
+  if (!d->dir || !tre)
+    goto fail;
+  rc = dev_config_load(dir, &d->cfg);
+  if (rc != MCIM_OK)
+    goto fail;
+  rc = load_identity(d);
+  if (rc != MCIM_OK)
+    goto fail;
+  rc = mcim_pki_cert_load(mcim_config_path(d->cfg, "operators_ca"), &d->operators_ca);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "cannot load operators_ca %s",
+                   mcim_config_path(d->cfg, "operators_ca"));
+    goto fail;
+  }
+  d->peers = json_load_file(mcim_config_path(d->cfg, "peers"), 0, &jerr);
+  if (!json_is_object(d->peers)) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID, "peers file %s: %s",
+                   mcim_config_path(d->cfg, "peers"), d->peers ? "not an object" : jerr.text);
+    rc = MCIM_CONFIG_INVALID;
+    goto fail;
+  }
+  rc = open_store(d);
+  if (rc != MCIM_OK)
+    goto fail;
+  rc = dev_control_start(d);
+  if (rc != MCIM_OK)
+    goto fail;
+  if (pthread_create(&d->worker, NULL, worker_main, d) != 0) {
+    rc = MCIM_INTERNAL;
+    goto fail;
+  }
+  d->worker_running = true;
+  mcim_log_info("m2me agent of %s: control API on %s", d->name,
+                mcim_config_path(d->cfg, "control_socket"));
+  *out = d;
+  return MCIM_OK;
+fail:
+  mcim_device_free(d);
+  return rc;
+}
+
+void mcim_device_free(struct mcim_device *d)
+{
+  if (!d)
+    return;
+  /* The control server first: no handler may run while the rest goes away. */
+  if (d->control) {
+    mcim_http_server_free(d->control);
+    d->control = NULL;
+    if (d->cfg && mcim_config_path(d->cfg, "control_socket"))
+      unlink(mcim_config_path(d->cfg, "control_socket"));
+  }
+  if (d->worker_running) {
+    pthread_mutex_lock(&d->lock);
+    d->stopping = true;
+    pthread_cond_signal(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    pthread_join(d->worker, NULL);
+    d->worker_running = false;
+  }
+  for (size_t i = 0; i < DEV_MAX_SESSIONS; i++)
+    session_wipe(&d->sessions[i]);
+  mcim_store_close(d->store);
+  mcim_tre_close(d->tre);
+  X509_free(d->operators_ca);
+  json_decref(d->peers);
+  mcim_config_free(d->cfg);
+  if (d->locks_ready) {
+    pthread_mutex_destroy(&d->store_lock);
+    pthread_mutex_destroy(&d->peers_lock);
+    pthread_mutex_destroy(&d->attach_lock);
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->cond);
+  }
+  free(d->dir);
+  free(d);
+}

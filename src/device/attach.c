@@ -1,0 +1,228 @@
+/* Attach: the device side of UMTS AKA with an access network (server side:
+ * src/roles/access.c). The VNO is reached with the PCID credential (seed steps 4-6, scope
+ * `restricted`), an SHO with the MCIM of its slot (scope `full`). The TRE computes RES or
+ * AUTS; K, OPc, CK and IK never leave it. A synchronisation failure is answered with AUTS
+ * and the network's new challenge is taken, at most `max_resync` times. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device/device_priv.h"
+#include "mcim/log.h"
+#include "mcim/role.h"
+#include "mcim/util.h"
+
+/* The steps of the seed an attach is traced with: the VNO attach is pristine steps 4-6;
+ * the attach with a new MCIM after provisioning is outside the numbered steps (0). */
+struct attach_plan {
+  const char *cred;    /* TRE credential name */
+  const char *id_field;/* "pcid" | "imsi" */
+  int step_attach, step_auth;
+};
+
+static mcim_cause_t challenge_parse(const json_t *ans, char id[65], uint8_t rand[16],
+                                    uint8_t autn[16])
+{
+  const char *aid = dev_json_str(ans, "attach_id", 64);
+  const char *r = dev_json_hex(ans, "rand", 32);
+  const char *a = dev_json_hex(ans, "autn", 32);
+  /* the attach id goes into a URL path: hex only */
+  const char *aid_hex = dev_json_hex(ans, "attach_id", 0);
+  if (!aid || aid_hex != aid || strlen(aid) < 16 || !r || !a ||
+      mcim_hex_decode_str(r, rand, 16) != MCIM_OK || mcim_hex_decode_str(a, autn, 16) != MCIM_OK)
+    return MCIM_PEER_BAD_ANSWER;
+  snprintf(id, 65, "%s", aid);
+  return MCIM_OK;
+}
+
+/* The token's exp, read without verification: the token is the network's to check; the
+ * device only needs to know when to attach again. */
+static int64_t token_expiry(const char *token)
+{
+  json_t *exp = NULL;
+  int64_t v = 0;
+  if (mcim_jws_peek_claim(token, "exp", &exp) == MCIM_OK && json_is_integer(exp))
+    v = json_integer_value(exp);
+  json_decref(exp);
+  return v;
+}
+
+static void fail_detail(struct dev_attach_result *out, int step, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail_detail(struct dev_attach_result *out, int step, const char *fmt, ...)
+{
+  va_list ap;
+  out->step = step;
+  va_start(ap, fmt);
+  vsnprintf(out->detail, sizeof(out->detail), fmt, ap);
+  va_end(ap);
+}
+
+static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_client *cli,
+                                const char *network, const char *txn,
+                                const struct attach_plan *plan, struct dev_attach_result *out)
+{
+  char identity[24] = "", attach_id[65], path[128], hex[33];
+  uint8_t rand[16], autn[16], res[8], auts[14];
+  struct mcim_http_result hr = {0};
+  json_t *body = NULL;
+  int resyncs = 0;
+  int max_resync = (int)dev_cfg_int(d, "max_resync");
+  mcim_cause_t rc;
+
+  rc = d->tre->ops->identity(d->tre->ctx, plan->cred, identity);
+  if (rc != MCIM_OK) {
+    fail_detail(out, plan->step_attach, "the TRE holds no credential \"%s\"", plan->cred);
+    goto cleanup;
+  }
+  snprintf(out->identity, sizeof(out->identity), "%s", identity);
+
+  /* Step 4 (VNO): attach with the identity; the network answers with a challenge. */
+  body = json_pack("{s:s,s:s}", plan->id_field, identity, "device", d->name);
+  if (!body) {
+    rc = MCIM_NO_MEMORY;
+    goto cleanup;
+  }
+  if (txn)
+    json_object_set_new(body, "txn", json_string(txn));
+  rc = dev_call(d, cli, "POST", network, "/v1/attach", body, NULL, &hr);
+  dev_trace(d, txn, plan->step_attach, network,
+            strcmp(plan->id_field, "pcid") == 0 ? "attach (PCID)" : "attach (IMSI)", body, rc);
+  if (rc == MCIM_OK)
+    rc = challenge_parse(hr.json, attach_id, rand, autn);
+  if (rc != MCIM_OK) {
+    fail_detail(out, plan->step_attach, "%s", hr.detail[0] ? hr.detail : mcim_cause_text(rc));
+    goto cleanup;
+  }
+
+  for (;;) {
+    /* Step 5: the TRE checks AUTN (MAC, then SQN) and answers RES, or AUTS to resync. */
+    rc = d->tre->ops->aka(d->tre->ctx, plan->cred, rand, autn, res, auts);
+    json_decref(body);
+    body = NULL;
+    mcim_http_result_clear(&hr);
+    snprintf(path, sizeof(path), "/v1/attach/%s", attach_id);
+    if (rc == MCIM_OK) {
+      mcim_hex_encode(res, sizeof(res), hex);
+      body = json_pack("{s:s}", "res", hex);
+      mcim_wipe(hex, sizeof(hex));
+      mcim_wipe(res, sizeof(res));
+      if (body && txn)
+        json_object_set_new(body, "txn", json_string(txn));
+      rc = body ? dev_call(d, cli, "POST", network, path, body, NULL, &hr) : MCIM_NO_MEMORY;
+      /* the RES itself is not put in the trace: a response to a challenge is replayable */
+      dev_trace(d, txn, plan->step_auth, network, "authentication response (RES)", NULL, rc);
+      break;
+    }
+    if (rc != MCIM_SYNC_FAILURE || resyncs >= max_resync) {
+      dev_trace(d, txn, plan->step_auth, "tre",
+                rc == MCIM_SYNC_FAILURE ? "AKA: resynchronisation limit reached"
+                                        : "AKA: challenge refused by the TRE",
+                NULL, rc);
+      fail_detail(out, plan->step_auth,
+                  rc == MCIM_MAC_FAILURE
+                      ? "the network's AUTN does not verify with %s (%s: wrong key or forged challenge)"
+                      : "the TRE refused the challenge for %s: %s",
+                  plan->cred, mcim_cause_text(rc));
+      if (rc == MCIM_SYNC_FAILURE)
+        snprintf(out->detail, sizeof(out->detail),
+                 "still out of sequence after %d resynchronisations", resyncs);
+      goto cleanup;
+    }
+    resyncs++;
+    mcim_hex_encode(auts, sizeof(auts), hex);
+    body = json_pack("{s:s}", "auts", hex);
+    if (body && txn)
+      json_object_set_new(body, "txn", json_string(txn));
+    rc = body ? dev_call(d, cli, "POST", network, path, body, NULL, &hr) : MCIM_NO_MEMORY;
+    dev_trace(d, txn, plan->step_auth, network, "synchronisation failure (AUTS)", body, rc);
+    if (rc == MCIM_OK)
+      rc = challenge_parse(hr.json, attach_id, rand, autn);
+    if (rc != MCIM_OK) {
+      fail_detail(out, plan->step_auth, "%s", hr.detail[0] ? hr.detail : mcim_cause_text(rc));
+      goto cleanup;
+    }
+  }
+  if (rc != MCIM_OK) {
+    fail_detail(out, plan->step_auth, "%s", hr.detail[0] ? hr.detail : mcim_cause_text(rc));
+    goto cleanup;
+  }
+
+  /* Step 6: connectivity; keep the session. */
+  const char *scope = dev_json_str(hr.json, "scope", 15);
+  const char *token = dev_json_str(hr.json, "token", 3500);
+  int64_t exp = token ? token_expiry(token) : 0;
+  if (!scope || (strcmp(scope, "restricted") != 0 && strcmp(scope, "full") != 0) || !token ||
+      exp <= mcim_now()) {
+    rc = MCIM_PEER_BAD_ANSWER;
+    fail_detail(out, plan->step_auth + (plan->step_auth ? 1 : 0),
+                "%s answered the authentication without a valid scope and live token", network);
+    goto cleanup;
+  }
+  dev_session_put(d, network, scope, identity, token, exp);
+  snprintf(out->scope, sizeof(out->scope), "%s", scope);
+  out->expires = exp;
+cleanup:
+  if (rc != MCIM_OK)
+    out->http_status = hr.status;
+  mcim_wipe(res, sizeof(res));
+  mcim_wipe(hex, sizeof(hex));
+  json_decref(body);
+  mcim_http_result_clear(&hr);
+  return rc;
+}
+
+/* A network answer that could mean "this PCID is not (yet) the one the network knows":
+ * the previous PCID credential, kept by the TRE after a renewal, may still work. */
+static bool try_previous_pcid(mcim_cause_t rc)
+{
+  return rc == MCIM_UNKNOWN_IDENTITY || rc == MCIM_CREDENTIAL_EXPIRED || rc == MCIM_MAC_FAILURE ||
+         rc == MCIM_RES_MISMATCH;
+}
+
+mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
+                        const char *txn, struct dev_attach_result *out)
+{
+  mcim_cause_t rc;
+  bool vno = strcmp(network, dev_cfg_str(d, "vno")) == 0;
+  struct attach_plan plan = {.cred = vno ? MCIM_TRE_PCID : network,
+                             .id_field = vno ? "pcid" : "imsi",
+                             .step_attach = vno ? 4 : 0,
+                             .step_auth = vno ? 5 : 0};
+
+  memset(out, 0, sizeof(*out));
+  snprintf(out->network, sizeof(out->network), "%s", network);
+  if (!vno && !dev_is_sho_name(network)) {
+    snprintf(out->detail, sizeof(out->detail),
+             "\"%s\" is not an access network (the VNO \"%s\" or an SHO name)", network,
+             dev_cfg_str(d, "vno"));
+    return MCIM_INVALID_ARGUMENT;
+  }
+  pthread_mutex_lock(&d->attach_lock);
+  rc = attach_once(d, cli, network, txn, &plan, out);
+  if (vno && try_previous_pcid(rc)) {
+    char prev[24];
+    struct dev_attach_result again;
+    if (d->tre->ops->identity(d->tre->ctx, MCIM_TRE_PCID_PREV, prev) == MCIM_OK) {
+      mcim_log_event(MCIM_LOG_NOTICE, txn, plan.step_attach, rc,
+                     "attach with the PCID failed, trying the previous PCID credential");
+      plan.cred = MCIM_TRE_PCID_PREV;
+      memset(&again, 0, sizeof(again));
+      snprintf(again.network, sizeof(again.network), "%s", network);
+      mcim_cause_t rc2 = attach_once(d, cli, network, txn, &plan, &again);
+      if (rc2 == MCIM_OK) {
+        *out = again;
+        rc = rc2;
+      }
+    }
+  }
+  pthread_mutex_unlock(&d->attach_lock);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, txn, out->step, rc, "attach to %s failed: %s", network,
+                   out->detail);
+  else
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, MCIM_OK, "attached to %s as %s, scope %s", network,
+                   out->identity, out->scope);
+  return rc;
+}

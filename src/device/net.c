@@ -1,0 +1,212 @@
+/* Calls from the device to the network: the peer directory, the pinned TLS client, the
+ * checks every answer goes through before anything in it is used, and network roles'
+ * certificates (verified against the operators' CA the device pins). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device/device_priv.h"
+#include "mcim/jose.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+
+mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_client **out)
+{
+  struct mcim_http_client_cfg cc = {
+      .ca_file = mcim_config_path(d->cfg, "operators_ca"),
+      .timeout_ms = (long)dev_cfg_int(d, "request_timeout_ms"),
+  };
+  return mcim_http_client_new(&cc, out);
+}
+
+mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, size_t len)
+{
+  mcim_cause_t rc = MCIM_PEER_UNREACHABLE;
+  json_t *fresh = NULL;
+
+  if (!peer || !mcim_pki_name_valid(peer))
+    return MCIM_INVALID_ARGUMENT;
+  pthread_mutex_lock(&d->peers_lock);
+  const char *u = json_string_value(json_object_get(d->peers, peer));
+  if (!u) {
+    /* The lab may have added an SHO since we started: read the directory again. */
+    fresh = json_load_file(mcim_config_path(d->cfg, "peers"), 0, NULL);
+    if (json_is_object(fresh)) {
+      json_object_update(d->peers, fresh);
+      u = json_string_value(json_object_get(d->peers, peer));
+    }
+  }
+  /* Only https URLs of a sane length: the device never talks to the network in clear. */
+  if (u && strncmp(u, "https://", 8) == 0 && strlen(u) < len && strlen(u) < 512) {
+    snprintf(url, len, "%s", u);
+    /* no trailing slash: paths start with one */
+    size_t n = strlen(url);
+    while (n > 8 && url[n - 1] == '/')
+      url[--n] = '\0';
+    rc = MCIM_OK;
+  }
+  pthread_mutex_unlock(&d->peers_lock);
+  json_decref(fresh);
+  return rc;
+}
+
+mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_client *cli, const char *method,
+                      const char *peer, const char *path, const json_t *body, const char *bearer,
+                      struct mcim_http_result *res)
+{
+  char base[600], url[1200];
+  mcim_cause_t rc;
+
+  memset(res, 0, sizeof(*res));
+  rc = dev_peer_url(d, peer, base, sizeof(base));
+  if (rc != MCIM_OK) {
+    res->cause = MCIM_PEER_UNREACHABLE;
+    snprintf(res->detail, sizeof(res->detail), "no https URL for \"%s\" in the peers file",
+             peer ? peer : "?");
+    return res->cause;
+  }
+  if ((size_t)snprintf(url, sizeof(url), "%s%s", base, path) >= sizeof(url)) {
+    res->cause = MCIM_TOO_LARGE;
+    snprintf(res->detail, sizeof(res->detail), "URL too long");
+    return res->cause;
+  }
+  rc = mcim_http_request(cli, method, url, body, bearer, res);
+  /* A success must come with a JSON object: everything the device reads is one. */
+  if (rc == MCIM_OK && !json_is_object(res->json)) {
+    res->cause = rc = MCIM_PEER_BAD_ANSWER;
+    snprintf(res->detail, sizeof(res->detail), "%s %s%s: the answer is not a JSON object",
+             method, peer, path);
+  }
+  /* An error without a cause of our table: keep the HTTP status in the detail. */
+  if (rc != MCIM_OK && !res->detail[0])
+    snprintf(res->detail, sizeof(res->detail), "%s %s%s: HTTP %ld", method, peer, path,
+             res->status);
+  return rc;
+}
+
+bool dev_cause_transient(mcim_cause_t c, long http_status)
+{
+  switch (c) {
+  case MCIM_PEER_UNREACHABLE:
+  case MCIM_TIMEOUT:
+  case MCIM_STORE_BUSY:
+  case MCIM_NO_MEMORY:
+  case MCIM_REPLAY_CACHE_FULL:
+    return true;
+  case MCIM_PEER_NOT_AUTHENTICATED:
+  case MCIM_TOO_LARGE:
+    /* a server that does not chain to the pinned CA is an attack or a misconfiguration,
+     * and an oversized answer will not shrink: retrying cannot help */
+    return false;
+  default:
+    /* a server-side failure may heal; a 4xx will not, nor a local (TRE, store) failure */
+    return http_status >= 500;
+  }
+}
+
+bool dev_cause_token(mcim_cause_t c)
+{
+  switch (c) {
+  case MCIM_NO_ACCESS:
+  case MCIM_TOKEN_EXPIRED:
+  case MCIM_TOKEN_NOT_YET_VALID:
+  case MCIM_JWS_BAD_SIGNATURE:
+  case MCIM_JWS_BAD_ALG:
+  case MCIM_JOSE_MALFORMED:
+    return true;
+  default:
+    return false;
+  }
+}
+
+const char *dev_json_str(const json_t *obj, const char *name, size_t max)
+{
+  const json_t *v = json_object_get(obj, name);
+  if (!json_is_string(v))
+    return NULL;
+  size_t n = json_string_length(v);
+  const char *s = json_string_value(v);
+  /* no embedded NUL: the C string must be the whole value */
+  if (n == 0 || n > max || strlen(s) != n)
+    return NULL;
+  return s;
+}
+
+const char *dev_json_hex(const json_t *obj, const char *name, size_t digits)
+{
+  const char *s = dev_json_str(obj, name, digits ? digits : 4096);
+  if (!s)
+    return NULL;
+  size_t n = strlen(s);
+  if ((digits && n != digits) || n % 2)
+    return NULL;
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return NULL;
+  return s;
+}
+
+mcim_cause_t dev_peer_key_from_pem(struct mcim_device *d, const char *pem, const char *name,
+                                   mcim_jose_key_t **out)
+{
+  X509 *cert = NULL;
+  EVP_PKEY *pub = NULL;
+  mcim_cause_t rc = MCIM_CERT_INVALID;
+
+  *out = NULL;
+  if (!pem || !name)
+    goto cleanup;
+  rc = mcim_pki_cert_from_pem(pem, strlen(pem), &cert);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = mcim_pki_cert_public_key(cert, d->operators_ca, MCIM_CERT_TLS, name, 0, &pub);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = mcim_jose_key_from_pkey(pub, out);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_set_kid(*out, name);
+  if (rc != MCIM_OK) {
+    mcim_jose_key_free(*out);
+    *out = NULL;
+  }
+cleanup:
+  EVP_PKEY_free(pub);
+  X509_free(cert);
+  return rc;
+}
+
+mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_client *cli, const char *peer,
+                          mcim_jose_key_t **key, char **pem)
+{
+  struct mcim_http_result res;
+  mcim_cause_t rc;
+
+  *key = NULL;
+  if (pem)
+    *pem = NULL;
+  rc = dev_call(d, cli, "GET", peer, "/v1/certificate", NULL, NULL, &res);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  const char *cert = dev_json_str(res.json, "cert", 16384);
+  rc = dev_peer_key_from_pem(d, cert, peer, key);
+  if (rc != MCIM_OK) {
+    snprintf(res.detail, sizeof(res.detail),
+             "the certificate of \"%s\" does not verify against the operators' CA: %s", peer,
+             mcim_cause_text(rc));
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "%s", res.detail);
+    goto cleanup;
+  }
+  if (pem) {
+    *pem = strdup(cert);
+    if (!*pem) {
+      rc = MCIM_NO_MEMORY;
+      mcim_jose_key_free(*key);
+      *key = NULL;
+    }
+  }
+cleanup:
+  if (rc != MCIM_OK && res.detail[0])
+    mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, rc, "certificate of %s: %s", peer, res.detail);
+  mcim_http_result_clear(&res);
+  return rc;
+}

@@ -1,0 +1,314 @@
+/* agent.db: the procedures the agent runs (one row each, the state machine's position and
+ * what earlier steps produced) and the trace of the messages it sent. The trace table has
+ * the layout of the roles' (src/roles/common.c, component "common") so that one reader
+ * serves both; the JSON of an event is the same too. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "device/device_priv.h"
+#include "mcim/log.h"
+#include "mcim/trace.h"
+#include "mcim/util.h"
+
+static const mcim_migration_t device_migrations[] = {
+    {1, "agent: trace (roles' layout) and procedures",
+     "CREATE TABLE trace (id TEXT PRIMARY KEY, txn TEXT NOT NULL, step BIGINT NOT NULL,"
+     " from_name TEXT NOT NULL, to_name TEXT NOT NULL, msg TEXT NOT NULL,"
+     " time_us BIGINT NOT NULL, cause TEXT, body TEXT);"
+     "CREATE INDEX trace_txn ON trace (txn, time_us);"
+     "CREATE TABLE procedures (txn TEXT PRIMARY KEY, kind TEXT NOT NULL, via TEXT,"
+     " sho TEXT NOT NULL, state TEXT NOT NULL, stage TEXT NOT NULL, step BIGINT NOT NULL,"
+     " result TEXT, cause TEXT, detail TEXT, data TEXT NOT NULL, created BIGINT NOT NULL,"
+     " deadline BIGINT NOT NULL, since BIGINT NOT NULL, updated BIGINT NOT NULL);"
+     /* One procedure at a time (the agent checks it too; this makes it a database fact). */
+     "CREATE UNIQUE INDEX procedures_one_running ON procedures (state) WHERE state = 'running';"
+     "CREATE INDEX procedures_updated ON procedures (updated)"},
+};
+
+mcim_cause_t dev_store_migrate(mcim_store_t *st)
+{
+  return mcim_store_migrate(st, "device", device_migrations,
+                            sizeof(device_migrations) / sizeof(device_migrations[0]));
+}
+
+mcim_store_t *dev_store_lock(struct mcim_device *d)
+{
+  pthread_mutex_lock(&d->store_lock);
+  return d->store;
+}
+
+void dev_store_unlock(struct mcim_device *d)
+{
+  pthread_mutex_unlock(&d->store_lock);
+}
+
+/* ---- trace ---- */
+
+static int64_t now_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void dev_trace_put(mcim_store_t *st, const char *txn, int n, const char *from, const char *to,
+                   const char *msg, const json_t *body, mcim_cause_t cause)
+{
+  char id[33];
+  uint8_t b[16];
+  char *text = NULL;
+  json_t *red = NULL;
+
+  if (!st || !txn || !from || !to || !msg)
+    goto cleanup;
+  if (mcim_random(b, sizeof(b)) != MCIM_OK)
+    goto cleanup;
+  mcim_hex_encode(b, sizeof(b), id);
+  if (body) {
+    red = mcim_trace_redact(body);
+    text = red ? json_dumps(red, JSON_COMPACT) : NULL;
+  }
+  mcim_val_t p[] = {MCIM_TEXT(id),   MCIM_TEXT(txn), MCIM_INT(n),
+                    MCIM_TEXT(from), MCIM_TEXT(to),  MCIM_TEXT(msg),
+                    MCIM_INT(now_us()),
+                    MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
+                    MCIM_TEXT(text)};
+  mcim_cause_t rc = mcim_store_exec(
+      st,
+      "INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause, body)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, txn, n, rc, "trace event not recorded: %s",
+                   mcim_store_errmsg(st));
+cleanup:
+  if (txn && from && to && msg)
+    mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, n, cause,
+                   "%s -> %s: %s", from, to, msg);
+  free(text);
+  json_decref(red);
+}
+
+void dev_trace(struct mcim_device *d, const char *txn, int n, const char *to, const char *msg,
+               const json_t *body, mcim_cause_t cause)
+{
+  if (!txn) {
+    mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, NULL, n, cause,
+                   "%s -> %s: %s", d->name, to, msg);
+    return;
+  }
+  mcim_store_t *st = dev_store_lock(d);
+  dev_trace_put(st, txn, n, d->name, to, msg, body, cause);
+  dev_store_unlock(d);
+}
+
+static mcim_cause_t trace_row(const mcim_row_t *row, void *arg)
+{
+  json_t *events = arg;
+  json_t *ev = json_object();
+  const char *body = mcim_row_text(row, 7);
+  json_t *b = body ? json_loads(body, 0, NULL) : NULL;
+
+  if (!ev) {
+    json_decref(b);
+    return MCIM_NO_MEMORY;
+  }
+  json_object_set_new(ev, "txid", json_string(mcim_row_text(row, 0) ? mcim_row_text(row, 0) : ""));
+  json_object_set_new(ev, "n", json_integer(mcim_row_int(row, 1)));
+  json_object_set_new(ev, "from", json_string(mcim_row_text(row, 2) ? mcim_row_text(row, 2) : ""));
+  json_object_set_new(ev, "to", json_string(mcim_row_text(row, 3) ? mcim_row_text(row, 3) : ""));
+  json_object_set_new(ev, "msg", json_string(mcim_row_text(row, 4) ? mcim_row_text(row, 4) : ""));
+  json_object_set_new(ev, "time", json_integer(mcim_row_int(row, 5)));
+  if (mcim_row_text(row, 6))
+    json_object_set_new(ev, "cause", json_string(mcim_row_text(row, 6)));
+  json_object_set_new(ev, "body", b ? b : json_null());
+  json_array_append_new(events, ev);
+  return MCIM_OK;
+}
+
+mcim_cause_t dev_trace_load(mcim_store_t *st, const char *txn, json_t **events)
+{
+  json_t *arr = json_array();
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+
+  *events = NULL;
+  if (!arr)
+    goto cleanup;
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  rc = mcim_store_exec(st,
+                       "SELECT txn, step, from_name, to_name, msg, time_us, cause, body FROM trace"
+                       " WHERE txn = ? ORDER BY time_us",
+                       p, 1, trace_row, arr);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  *events = arr;
+  arr = NULL;
+cleanup:
+  json_decref(arr);
+  return rc;
+}
+
+/* ---- procedures ---- */
+
+#define PROC_COLS                                                                              \
+  "txn, kind, via, sho, state, stage, step, result, cause, detail, data, created, deadline,"   \
+  " since, updated"
+
+void dev_proc_clear(struct dev_proc *p)
+{
+  if (!p)
+    return;
+  json_decref(p->data);
+  memset(p, 0, sizeof(*p));
+}
+
+static void copy_col(const mcim_row_t *row, size_t col, char *dst, size_t len)
+{
+  const char *s = mcim_row_text(row, col);
+  snprintf(dst, len, "%s", s ? s : "");
+}
+
+static mcim_cause_t proc_row(const mcim_row_t *row, void *arg)
+{
+  struct dev_proc *p = arg;
+  json_t *data;
+
+  dev_proc_clear(p);
+  copy_col(row, 0, p->txn, sizeof(p->txn));
+  copy_col(row, 1, p->kind, sizeof(p->kind));
+  copy_col(row, 2, p->via, sizeof(p->via));
+  copy_col(row, 3, p->sho, sizeof(p->sho));
+  copy_col(row, 4, p->state, sizeof(p->state));
+  copy_col(row, 5, p->stage, sizeof(p->stage));
+  p->n = (int)mcim_row_int(row, 6);
+  copy_col(row, 7, p->result, sizeof(p->result));
+  copy_col(row, 8, p->cause, sizeof(p->cause));
+  copy_col(row, 9, p->detail, sizeof(p->detail));
+  /* A data column that does not parse (a damaged file) restarts the step with nothing: the
+   * steps re-create what they need, and the network side is idempotent. */
+  data = mcim_row_text(row, 10) ? json_loads(mcim_row_text(row, 10), 0, NULL) : NULL;
+  if (!json_is_object(data)) {
+    json_decref(data);
+    data = json_object();
+  }
+  if (!data)
+    return MCIM_NO_MEMORY;
+  p->data = data;
+  p->created = mcim_row_int(row, 11);
+  p->deadline = mcim_row_int(row, 12);
+  p->since = mcim_row_int(row, 13);
+  p->updated = mcim_row_int(row, 14);
+  return MCIM_OK;
+}
+
+mcim_cause_t dev_proc_load(mcim_store_t *st, const char *txn, struct dev_proc *p)
+{
+  mcim_val_t v[] = {MCIM_TEXT(txn)};
+  return mcim_store_query_one(st, "SELECT " PROC_COLS " FROM procedures WHERE txn = ?", v, 1,
+                              proc_row, p);
+}
+
+mcim_cause_t dev_proc_running(mcim_store_t *st, struct dev_proc *p)
+{
+  return mcim_store_query_one(st,
+                              "SELECT " PROC_COLS " FROM procedures WHERE state = 'running'"
+                              " ORDER BY created",
+                              NULL, 0, proc_row, p);
+}
+
+mcim_cause_t dev_proc_latest(mcim_store_t *st, struct dev_proc *p)
+{
+  return mcim_store_query_one(st,
+                              "SELECT " PROC_COLS " FROM procedures"
+                              " ORDER BY CASE state WHEN 'running' THEN 0 ELSE 1 END,"
+                              " updated DESC, created DESC",
+                              NULL, 0, proc_row, p);
+}
+
+static char *data_text(const struct dev_proc *p)
+{
+  return p->data ? json_dumps(p->data, JSON_COMPACT) : strdup("{}");
+}
+
+mcim_cause_t dev_proc_insert(mcim_store_t *st, const struct dev_proc *p)
+{
+  char *data = NULL;
+  int64_t running = 0;
+  mcim_cause_t rc = mcim_store_begin(st);
+
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = mcim_store_query_int(st, "SELECT COUNT(*) FROM procedures WHERE state = 'running'", NULL,
+                            0, &running);
+  if (rc == MCIM_OK && running > 0)
+    rc = MCIM_DEVICE_BUSY;
+  if (rc != MCIM_OK)
+    goto cleanup;
+  data = p->data ? json_dumps(p->data, JSON_COMPACT) : strdup("{}");
+  if (!data) {
+    rc = MCIM_NO_MEMORY;
+    goto cleanup;
+  }
+  mcim_val_t v[] = {MCIM_TEXT(p->txn),   MCIM_TEXT(p->kind),  MCIM_TEXT(p->via[0] ? p->via : NULL),
+                    MCIM_TEXT(p->sho),   MCIM_TEXT(p->state), MCIM_TEXT(p->stage),
+                    MCIM_INT(p->n),      MCIM_TEXT(NULL),     MCIM_TEXT(NULL),
+                    MCIM_TEXT(NULL),     MCIM_TEXT(data),     MCIM_INT(p->created),
+                    MCIM_INT(p->deadline), MCIM_INT(p->since), MCIM_INT(p->updated)};
+  rc = mcim_store_exec(st, "INSERT INTO procedures (" PROC_COLS ") VALUES"
+                           " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       v, MCIM_NPARAMS(v), NULL, NULL);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = mcim_store_commit(st);
+cleanup:
+  if (mcim_store_in_txn(st))
+    mcim_store_rollback(st);
+  free(data);
+  return rc;
+}
+
+mcim_cause_t dev_proc_save(mcim_store_t *st, const struct dev_proc *p)
+{
+  char *data = data_text(p);
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+
+  if (!data)
+    goto cleanup;
+  mcim_val_t v[] = {MCIM_TEXT(p->state),
+                    MCIM_TEXT(p->stage),
+                    MCIM_INT(p->n),
+                    MCIM_TEXT(p->result[0] ? p->result : NULL),
+                    MCIM_TEXT(p->cause[0] ? p->cause : NULL),
+                    MCIM_TEXT(p->detail[0] ? p->detail : NULL),
+                    MCIM_TEXT(data),
+                    MCIM_INT(p->since),
+                    MCIM_INT(p->updated),
+                    MCIM_TEXT(p->txn)};
+  rc = mcim_store_exec(st,
+                       "UPDATE procedures SET state = ?, stage = ?, step = ?, result = ?,"
+                       " cause = ?, detail = ?, data = ?, since = ?, updated = ? WHERE txn = ?",
+                       v, MCIM_NPARAMS(v), NULL, NULL);
+  if (rc == MCIM_OK && mcim_store_changes(st) != 1)
+    rc = MCIM_NOT_FOUND;
+cleanup:
+  free(data);
+  return rc;
+}
+
+json_t *dev_proc_json(const struct dev_proc *p)
+{
+  json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:I,s:I,s:I}", "txn", p->txn, "kind", p->kind,
+                        "sho", p->sho, "state", p->state, "step", p->n, "stage", p->stage,
+                        "created", (json_int_t)p->created, "updated", (json_int_t)p->updated,
+                        "deadline", (json_int_t)p->deadline);
+  if (!j)
+    return NULL;
+  json_object_set_new(j, "via", p->via[0] ? json_string(p->via) : json_null());
+  json_object_set_new(j, "result", p->result[0] ? json_string(p->result) : json_null());
+  json_object_set_new(j, "cause", p->cause[0] ? json_string(p->cause) : json_null());
+  if (p->detail[0])
+    json_object_set_new(j, "detail", json_string(p->detail));
+  return j;
+}

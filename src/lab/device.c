@@ -1,0 +1,320 @@
+/* The lab's devices: the M2MES factory (`mcim lab device add`) and the device agents.
+ *
+ * Manufacture, in the order a real line would do it: firmware images written, TRE created
+ * (its keys are generated inside it and never leave), the M2MES certifies the TRE's public
+ * keys and issues the PCID credential sealed to the TRE (and registers PCID and RIMs in the
+ * network), the TRE stores both, the owner's key is pinned, then the device boots. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lab/lab_priv.h"
+#include "mcim/firmware.h"
+#include "mcim/jose.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/tre.h"
+#include "mcim/util.h"
+
+#define LAB_MODEL "m2me-lab-1"
+
+static json_t *device_entry(mcim_lab_t *lab, const char *name)
+{
+  size_t i;
+  json_t *d;
+  json_array_foreach(json_object_get(lab->json, "devices"), i, d)
+    if (strcmp(json_string_value(json_object_get(d, "name")), name) == 0)
+      return d;
+  return NULL;
+}
+
+const char *mcim_lab_device_dir(mcim_lab_t *lab, const char *name)
+{
+  return json_string_value(json_object_get(device_entry(lab, name), "dir"));
+}
+
+static char *read_file(const char *path)
+{
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  long n;
+  if (!f)
+    return NULL;
+  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && n < (1 << 20) &&
+      fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
+    if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
+      free(buf);
+      buf = NULL;
+    } else {
+      buf[n] = '\0';
+    }
+  }
+  fclose(f);
+  return buf;
+}
+
+static mcim_cause_t write_file(const char *path, const char *text, int mode)
+{
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+  if (fd < 0)
+    return MCIM_IO_ERROR;
+  size_t n = strlen(text);
+  mcim_cause_t rc = write(fd, text, n) == (ssize_t)n && fsync(fd) == 0 ? MCIM_OK : MCIM_IO_ERROR;
+  close(fd);
+  return rc;
+}
+
+/* Firmware images of the lab model; a tampered device carries a modified `os`. */
+static mcim_cause_t write_firmware(const char *dir, bool tamper)
+{
+  char path[PATH_MAX];
+  mcim_lab_join(path, sizeof(path), dir, "/firmware");
+  mcim_cause_t rc = mcim_lab_mkdir(path);
+  for (size_t i = 0; rc == MCIM_OK && mcim_firmware_components[i]; i++) {
+    const char *comp = mcim_firmware_components[i];
+    char *img = NULL;
+    rc = mcim_firmware_image(LAB_MODEL, comp, &img);
+    if (rc != MCIM_OK)
+      break;
+    if (tamper && strcmp(comp, "os") == 0) {
+      static const char implant[] = "injected: remote shell on port 4444\n";
+      size_t n = strlen(img) + sizeof(implant);
+      char *bad = malloc(n);
+      if (bad)
+        snprintf(bad, n, "%s%s", img, implant);
+      free(img);
+      img = bad;
+      if (!img) {
+        rc = MCIM_NO_MEMORY;
+        break;
+      }
+    }
+    char leaf[96];
+    snprintf(leaf, sizeof(leaf), "/firmware/%.60s.img", comp);
+    mcim_lab_join(path, sizeof(path), dir, leaf);
+    rc = write_file(path, img, 0644);
+    free(img);
+  }
+  return rc;
+}
+
+/* The owner (M2ME subscriber) key: kept in the lab for `mcim run`, its public half pinned
+ * in the TRE. */
+static mcim_cause_t make_owner_key(const char *dir, char **public_jwk)
+{
+  char path[PATH_MAX];
+  EVP_PKEY *key = NULL;
+  mcim_jose_key_t *jk = NULL;
+  mcim_lab_join(path, sizeof(path), dir, "/owner");
+  mcim_cause_t rc = mcim_lab_mkdir(path);
+  if (rc == MCIM_OK)
+    chmod(path, 0700);
+  mcim_lab_join(path, sizeof(path), dir, "/owner/owner.key");
+  if (rc == MCIM_OK)
+    rc = mcim_pki_key_generate(&key);
+  if (rc == MCIM_OK)
+    rc = mcim_pki_key_write(path, key);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_pkey(key, &jk);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_public_jwk(jk, public_jwk);
+  mcim_jose_key_free(jk);
+  EVP_PKEY_free(key);
+  return rc;
+}
+
+/* The agent's configuration: where the network is, what it pins (docs/device.md). */
+static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const char *name)
+{
+  char path[PATH_MAX];
+  json_t *peers = json_object();
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(lab->json, "roles"), i, r)
+    json_object_set(peers, json_string_value(json_object_get(r, "name")),
+                    json_object_get(r, "url"));
+  snprintf(path, sizeof(path), "%s/pki/%s", lab->dir, MCIM_PKI_OPERATORS_CA_CERT);
+  json_t *cfg = json_pack("{s:s,s:s,s:o,s:i,s:i}", "device", name, "operators_ca", path,
+                          "networks", peers, "poll_ms", 50, "procedure_timeout", 60);
+  mcim_lab_join(path, sizeof(path), dir, "/agent.json");
+  mcim_cause_t rc = mcim_lab_write_json(path, cfg, 0644);
+  json_decref(cfg);
+  return rc;
+}
+
+static mcim_cause_t manufacture(mcim_lab_t *lab, const char *name, const char *dir, bool tamper)
+{
+  char path[PATH_MAX], tre_dir[PATH_MAX];
+  char *owner_jwk = NULL, *ops_ca = NULL, *m2mes_ca = NULL, *att_jwk = NULL, *ka_jwk = NULL;
+  mcim_tre_t *tre = NULL;
+  json_t *body = NULL;
+  struct mcim_http_result res = {0};
+  mcim_cause_t rc = write_firmware(dir, tamper);
+  if (rc == MCIM_OK)
+    rc = make_owner_key(dir, &owner_jwk);
+  snprintf(path, sizeof(path), "%s/pki/%s", lab->dir, MCIM_PKI_OPERATORS_CA_CERT);
+  ops_ca = read_file(path);
+  snprintf(path, sizeof(path), "%s/pki/%s", lab->dir, MCIM_PKI_M2MES_CA_CERT);
+  m2mes_ca = read_file(path);
+  if (rc == MCIM_OK && (!ops_ca || !m2mes_ca))
+    rc = MCIM_CONFIG_MISSING;
+  mcim_lab_join(tre_dir, sizeof(tre_dir), dir, "/tre");
+  if (rc == MCIM_OK)
+    rc = mcim_tre_soft_create(tre_dir, name, LAB_MODEL, owner_jwk, ops_ca, m2mes_ca);
+  if (rc == MCIM_OK)
+    rc = mcim_tre_soft_open(tre_dir, &tre);
+  if (rc == MCIM_OK)
+    rc = mcim_tre_soft_public_jwk(tre, MCIM_TRE_CERT_ATTESTATION, &att_jwk);
+  if (rc == MCIM_OK)
+    rc = mcim_tre_soft_public_jwk(tre, MCIM_TRE_CERT_KA, &ka_jwk);
+  if (rc != MCIM_OK) {
+    fprintf(stderr, "mcim: cannot create the TRE of %s: %s\n", name, mcim_cause_text(rc));
+    goto out;
+  }
+
+  /* The M2MES certifies the TRE keys and issues the PCID credential (sealed to the TRE). */
+  const char *base = mcim_lab_url(lab, "m2mes");
+  struct mcim_http_client *cli = mcim_lab_admin_client(lab);
+  char url[512];
+  if (!base || !cli) {
+    rc = MCIM_PEER_UNREACHABLE;
+    goto out;
+  }
+  snprintf(url, sizeof(url), "%s/v1/devices", base);
+  body = json_pack("{s:s,s:s,s:s,s:s}", "device", name, "model", LAB_MODEL, "attestation_jwk",
+                   att_jwk, "ka_jwk", ka_jwk);
+  rc = mcim_http_request(cli, "POST", url, body, NULL, &res);
+  if (rc != MCIM_OK) {
+    fprintf(stderr, "mcim: the M2MES refused to manufacture %s: %s (%s)\n", name,
+            res.detail[0] ? res.detail : mcim_cause_text(rc), mcim_cause_name(rc));
+    goto out;
+  }
+  const char *att_cert = json_string_value(json_object_get(res.json, "attestation_cert"));
+  const char *ka_cert = json_string_value(json_object_get(res.json, "ka_cert"));
+  const char *cred = json_string_value(json_object_get(res.json, "pcid_credential"));
+  if (!att_cert || !ka_cert || !cred) {
+    rc = MCIM_PEER_BAD_ANSWER;
+    goto out;
+  }
+  rc = mcim_tre_soft_set_certs(tre, att_cert, ka_cert);
+  if (rc == MCIM_OK)
+    rc = tre->ops->pcid_install(tre->ctx, cred, strlen(cred));
+  if (rc == MCIM_OK)
+    rc = write_agent_config(lab, dir, name);
+  if (rc == MCIM_OK) {
+    /* The M2ME's parameters, as they come with the device: what its owner gives an SHO
+     * when ordering a subscription (step 1). Public data only. */
+    json_t *params = json_pack("{s:s,s:s,s:O,s:s,s:s}", "device", name, "model", LAB_MODEL,
+                               "pcid", json_object_get(res.json, "pcid"), "attestation_cert",
+                               att_cert, "ka_cert", ka_cert);
+    mcim_lab_join(path, sizeof(path), dir, "/params.json");
+    rc = mcim_lab_write_json(path, params, 0644);
+    json_decref(params);
+  }
+out:
+  mcim_http_result_clear(&res);
+  json_decref(body);
+  mcim_tre_close(tre);
+  free(owner_jwk);
+  free(ops_ca);
+  free(m2mes_ca);
+  free(att_jwk);
+  free(ka_jwk);
+  return rc;
+}
+
+mcim_cause_t mcim_lab_device_client(mcim_lab_t *lab, const char *name,
+                                    struct mcim_http_client **out)
+{
+  char sock[PATH_MAX];
+  const char *dir = mcim_lab_device_dir(lab, name);
+  *out = NULL;
+  if (!dir)
+    return MCIM_NOT_FOUND;
+  mcim_lab_join(sock, sizeof(sock), dir, "/control.sock");
+  struct mcim_http_client_cfg cc = {.unix_path = sock, .timeout_ms = 10000};
+  return mcim_http_client_new(&cc, out);
+}
+
+mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
+{
+  char m2me[PATH_MAX], log[PATH_MAX];
+  json_t *d = device_entry(lab, name);
+  const char *dir = mcim_lab_device_dir(lab, name);
+  if (!d || !dir)
+    return MCIM_NOT_FOUND;
+  if (mcim_lab_pid_alive((long)json_integer_value(json_object_get(d, "pid")), "m2me"))
+    return MCIM_OK;
+  snprintf(m2me, sizeof(m2me), "%s/m2me", mcim_lab_bindir());
+  mcim_lab_join(log, sizeof(log), dir, "/agent.log");
+  char *argv[] = {m2me, "--dir", (char *)dir, NULL};
+  long pid = mcim_lab_spawn(argv, log);
+  if (pid <= 0)
+    return MCIM_IO_ERROR;
+  json_object_set_new(d, "pid", json_integer(pid));
+  mcim_lab_save(lab);
+  /* Up when its control channel answers. */
+  struct mcim_http_client *cli = NULL;
+  mcim_cause_t rc = mcim_lab_device_client(lab, name, &cli);
+  for (int waited = 0; rc == MCIM_OK && waited < 15000; waited += 50) {
+    struct mcim_http_result res;
+    mcim_cause_t st = mcim_http_request(cli, "GET", "http://localhost/v1/status", NULL, NULL, &res);
+    mcim_http_result_clear(&res);
+    if (st == MCIM_OK)
+      goto out;
+    if (waitpid((pid_t)pid, NULL, WNOHANG) == (pid_t)pid) {
+      fprintf(stderr, "mcim: the agent of %s exited at start; see %s\n", name, log);
+      rc = MCIM_PROCEDURE_FAILED;
+      goto out;
+    }
+    mcim_lab_sleep_ms(50);
+  }
+  if (rc == MCIM_OK)
+    rc = MCIM_TIMEOUT;
+out:
+  mcim_http_client_free(cli);
+  return rc;
+}
+
+mcim_cause_t mcim_lab_device_stop(mcim_lab_t *lab, const char *name)
+{
+  json_t *d = device_entry(lab, name);
+  if (!d)
+    return MCIM_NOT_FOUND;
+  mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "pid")), "m2me");
+  json_object_set_new(d, "pid", json_integer(0));
+  return mcim_lab_save(lab);
+}
+
+mcim_cause_t mcim_lab_device_add(mcim_lab_t *lab, const char *name, bool tamper)
+{
+  char dir[PATH_MAX];
+  if (!mcim_pki_name_valid(name) || mcim_lab_role(lab, name) || strcmp(name, "subscriber") == 0 ||
+      strcmp(name, "tre") == 0)
+    return MCIM_INVALID_ARGUMENT;
+  if (device_entry(lab, name))
+    return MCIM_CONFLICT;
+  snprintf(dir, sizeof(dir), "%s/devices/%s", lab->dir, name);
+  if (access(dir, F_OK) == 0) {
+    /* left over from a lab that was torn down: a device name is forever */
+    fprintf(stderr, "mcim: %s exists; remove it or pick another name\n", dir);
+    return MCIM_CONFLICT;
+  }
+  mcim_cause_t rc = mcim_lab_mkdir(dir);
+  if (rc == MCIM_OK)
+    rc = manufacture(lab, name, dir, tamper);
+  if (rc != MCIM_OK)
+    return rc;
+  json_array_append_new(json_object_get(lab->json, "devices"),
+                        json_pack("{s:s,s:s,s:s,s:b,s:i}", "name", name, "dir", dir, "model",
+                                  LAB_MODEL, "tamper", tamper, "pid", 0));
+  rc = mcim_lab_save(lab);
+  if (rc == MCIM_OK)
+    rc = mcim_lab_device_start(lab, name);
+  return rc;
+}

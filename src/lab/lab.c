@@ -1,0 +1,592 @@
+/* The lab: start, find, watch and stop the role daemons of one lab folder. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "lab/lab_priv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+
+const char *mcim_lab_dir(const char *opt_dir)
+{
+  if (opt_dir && *opt_dir)
+    return opt_dir;
+  const char *env = getenv("MCIM_LAB");
+  return env && *env ? env : MCIM_LAB_DEFAULT_DIR;
+}
+
+const char *mcim_lab_bindir(void)
+{
+  static char dir[PATH_MAX];
+  const char *env = getenv("MCIM_BIN");
+  if (env && *env)
+    return env;
+  ssize_t n = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+  if (n <= 0)
+    return ".";
+  dir[n] = '\0';
+  char *slash = strrchr(dir, '/');
+  if (slash)
+    *slash = '\0';
+  return dir;
+}
+
+mcim_cause_t mcim_lab_join(char *out, size_t n, const char *a, const char *b)
+{
+  size_t la = strlen(a), lb = strlen(b);
+  if (la + lb + 1 > n) {
+    if (n)
+      out[0] = '\0';
+    return MCIM_TOO_LARGE;
+  }
+  memcpy(out, a, la);
+  memcpy(out + la, b, lb + 1);
+  return MCIM_OK;
+}
+
+void mcim_lab_sleep_ms(int ms)
+{
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+}
+
+static int free_port(void)
+{
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  socklen_t len = sizeof(a);
+  int port = -1;
+  if (fd < 0)
+    return -1;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+    port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+mcim_cause_t mcim_lab_write_json(const char *path, const json_t *j, int mode)
+{
+  char tmp[PATH_MAX];
+  if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
+    return MCIM_TOO_LARGE;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode);
+  if (fd < 0)
+    return MCIM_IO_ERROR;
+  char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  mcim_cause_t rc = MCIM_IO_ERROR;
+  if (text) {
+    size_t n = strlen(text);
+    if (write(fd, text, n) == (ssize_t)n && write(fd, "\n", 1) == 1 && fsync(fd) == 0)
+      rc = MCIM_OK;
+    free(text);
+  }
+  close(fd);
+  if (rc == MCIM_OK && rename(tmp, path) != 0)
+    rc = MCIM_IO_ERROR;
+  if (rc != MCIM_OK)
+    unlink(tmp);
+  return rc;
+}
+
+/* Is `pid` one of ours still running? Checks the command name so that a pid reused by an
+ * unrelated process after a reboot is never signalled. */
+bool mcim_lab_pid_alive(long pid, const char *prog)
+{
+  char path[64], buf[512];
+  if (pid <= 0)
+    return false;
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return false;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *rp = strrchr(buf, ')');
+  if (!rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X')
+    return false; /* gone, or a zombie waiting for its parent */
+  snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
+  f = fopen(path, "r");
+  if (!f)
+    return false;
+  n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *base = strrchr(buf, '/');
+  base = base ? base + 1 : buf;
+  return strcmp(base, prog) == 0;
+}
+
+long mcim_lab_spawn(char *const argv[], const char *log_path)
+{
+  pid_t pid = fork();
+  if (pid < 0)
+    return -1;
+  if (pid == 0) {
+    setsid(); /* the daemon outlives the command that started it */
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int null = open("/dev/null", O_RDONLY);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    if (null >= 0)
+      dup2(null, 0);
+    for (int i = 3; i < 1024; i++)
+      close(i);
+    execv(argv[0], argv);
+    dprintf(2, "cannot start %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
+void mcim_lab_stop_pid(long pid, const char *prog)
+{
+  if (!mcim_lab_pid_alive(pid, prog))
+    return;
+  kill((pid_t)pid, SIGTERM);
+  for (int i = 0; i < 100; i++) {
+    waitpid((pid_t)pid, NULL, WNOHANG); /* reap if it is our child */
+    if (!mcim_lab_pid_alive(pid, prog))
+      return;
+    mcim_lab_sleep_ms(50);
+  }
+  kill((pid_t)pid, SIGKILL);
+  waitpid((pid_t)pid, NULL, WNOHANG);
+}
+
+/* ---- lab.json ---- */
+
+static bool lab_realpath(const char *dir, char out[MCIM_LAB_DIR_MAX])
+{
+  char full[PATH_MAX];
+  if (!realpath(dir, full) || strlen(full) >= MCIM_LAB_DIR_MAX)
+    return false;
+  memcpy(out, full, strlen(full) + 1);
+  return true;
+}
+
+const char *mcim_lab_path(const mcim_lab_t *lab)
+{
+  return lab->dir;
+}
+
+mcim_cause_t mcim_lab_save(mcim_lab_t *lab)
+{
+  char path[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/lab.json", lab->dir);
+  return mcim_lab_write_json(path, lab->json, 0644);
+}
+
+json_t *mcim_lab_role(mcim_lab_t *lab, const char *name)
+{
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(lab->json, "roles"), i, r)
+    if (strcmp(json_string_value(json_object_get(r, "name")), name) == 0)
+      return r;
+  return NULL;
+}
+
+const char *mcim_lab_url(mcim_lab_t *lab, const char *name)
+{
+  return json_string_value(json_object_get(mcim_lab_role(lab, name), "url"));
+}
+
+const char *mcim_lab_kind(mcim_lab_t *lab, const char *name)
+{
+  return json_string_value(json_object_get(mcim_lab_role(lab, name), "kind"));
+}
+
+const char *const *mcim_lab_roles(mcim_lab_t *lab)
+{
+  if (!lab->role_names) {
+    json_t *roles = json_object_get(lab->json, "roles");
+    size_t n = json_array_size(roles), i;
+    json_t *r;
+    lab->role_names = calloc(n + 1, sizeof(char *));
+    if (!lab->role_names)
+      return NULL;
+    json_array_foreach(roles, i, r)
+      lab->role_names[i] = json_string_value(json_object_get(r, "name"));
+  }
+  return lab->role_names;
+}
+
+static mcim_cause_t lab_load(const char *dir, mcim_lab_t **out)
+{
+  char path[PATH_MAX];
+  json_error_t jerr;
+  mcim_lab_t *lab = calloc(1, sizeof(*lab));
+  *out = NULL;
+  if (!lab)
+    return MCIM_NO_MEMORY;
+  if (!lab_realpath(dir, lab->dir)) {
+    free(lab);
+    return MCIM_NOT_FOUND;
+  }
+  snprintf(path, sizeof(path), "%s/lab.json", lab->dir);
+  lab->json = json_load_file(path, 0, &jerr);
+  if (!lab->json) {
+    free(lab);
+    return access(path, F_OK) == 0 ? MCIM_BAD_JSON : MCIM_NOT_FOUND;
+  }
+  if (!json_is_array(json_object_get(lab->json, "roles"))) {
+    mcim_lab_free(lab);
+    return MCIM_BAD_JSON;
+  }
+  if (!json_is_array(json_object_get(lab->json, "devices")))
+    json_object_set_new(lab->json, "devices", json_array());
+  *out = lab;
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_lab_open(const char *dir, mcim_lab_t **out)
+{
+  return lab_load(dir, out);
+}
+
+void mcim_lab_free(mcim_lab_t *lab)
+{
+  if (!lab)
+    return;
+  mcim_http_client_free(lab->admin);
+  mcim_http_client_free(lab->public);
+  json_decref(lab->json);
+  free(lab->role_names);
+  free(lab);
+}
+
+static mcim_cause_t lab_client(mcim_lab_t *lab, bool admin, struct mcim_http_client **slot)
+{
+  char ca[PATH_MAX], cert[PATH_MAX], key[PATH_MAX];
+  if (*slot)
+    return MCIM_OK;
+  snprintf(ca, sizeof(ca), "%s/pki/%s", lab->dir, MCIM_PKI_OPERATORS_CA_CERT);
+  snprintf(cert, sizeof(cert), "%s/pki/%s/cert.pem", lab->dir, MCIM_PKI_ADMIN);
+  snprintf(key, sizeof(key), "%s/pki/%s/key.pem", lab->dir, MCIM_PKI_ADMIN);
+  struct mcim_http_client_cfg cc = {.ca_file = ca, .timeout_ms = 10000};
+  if (admin) {
+    cc.cert_file = cert;
+    cc.key_file = key;
+  }
+  return mcim_http_client_new(&cc, slot);
+}
+
+struct mcim_http_client *mcim_lab_admin_client(mcim_lab_t *lab)
+{
+  return lab_client(lab, true, &lab->admin) == MCIM_OK ? lab->admin : NULL;
+}
+
+struct mcim_http_client *mcim_lab_public_client(mcim_lab_t *lab)
+{
+  return lab_client(lab, false, &lab->public) == MCIM_OK ? lab->public : NULL;
+}
+
+/* ---- up ---- */
+
+static const char *const base_roles[][2] = {
+    {"vno", "vno"}, {"ro", "ro"}, {"pva", "pva"}, {"m2mes", "m2mes"},
+};
+
+static json_t *role_config(mcim_lab_t *lab, const char *name, const char *kind, int port,
+                           size_t sho_index)
+{
+  char rel[PATH_MAX];
+  json_t *c = json_object();
+  json_object_set_new(c, "name", json_string(name));
+  json_object_set_new(c, "listen_port", json_integer(port));
+  snprintf(rel, sizeof(rel), "../pki/%s/cert.pem", name);
+  json_object_set_new(c, "tls_cert", json_string(rel));
+  snprintf(rel, sizeof(rel), "../pki/%s/key.pem", name);
+  json_object_set_new(c, "tls_key", json_string(rel));
+  json_object_set_new(c, "operators_ca", json_string("../pki/" MCIM_PKI_OPERATORS_CA_CERT));
+  json_object_set_new(c, "m2mes_ca", json_string("../pki/" MCIM_PKI_M2MES_CA_CERT));
+  snprintf(rel, sizeof(rel), "%s.db", name);
+  json_object_set_new(c, "database", json_string(rel));
+  json_object_set_new(c, "storage_key", json_string("storage.key"));
+  json_object_set_new(c, "peers", json_string("../peers.json"));
+  /* Short lifetimes and quick retries suit a lab on loopback. */
+  json_object_set_new(c, "tick_ms", json_integer(50));
+  json_object_set_new(c, "outbox_backoff_ms", json_integer(100));
+  if (strcmp(kind, "sho") == 0) {
+    char plmn[8];
+    snprintf(plmn, sizeof(plmn), "001%02zu", sho_index + 2);
+    json_object_set_new(c, "plmn", json_string(plmn));
+  }
+  if (strcmp(kind, "m2mes") == 0)
+    json_object_set_new(c, "m2mes_ca_key", json_string("../pki/" MCIM_PKI_M2MES_CA_KEY));
+  (void)lab;
+  return c;
+}
+
+static mcim_cause_t mkdir_p(const char *path)
+{
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof(tmp), "%s", path);
+  for (char *p = tmp + 1; *p; p++)
+    if (*p == '/') {
+      *p = '\0';
+      if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return MCIM_IO_ERROR;
+      *p = '/';
+    }
+  if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+    return MCIM_IO_ERROR;
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_lab_mkdir(const char *path)
+{
+  return mkdir_p(path);
+}
+
+static bool healthy(mcim_lab_t *lab, const char *name)
+{
+  char url[512];
+  const char *base = mcim_lab_url(lab, name);
+  struct mcim_http_client *cli = mcim_lab_admin_client(lab);
+  struct mcim_http_result res;
+  if (!base || !cli)
+    return false;
+  snprintf(url, sizeof(url), "%s/v1/health", base);
+  bool ok = mcim_http_request(cli, "GET", url, NULL, NULL, &res) == MCIM_OK;
+  mcim_http_result_clear(&res);
+  return ok;
+}
+
+static void print_log_tail(const char *path)
+{
+  FILE *f = fopen(path, "r");
+  char line[512];
+  char tail[8][512];
+  size_t n = 0;
+  if (!f)
+    return;
+  while (fgets(line, sizeof(line), f))
+    snprintf(tail[n++ % 8], sizeof(tail[0]), "%s", line);
+  fclose(f);
+  for (size_t i = n > 8 ? n - 8 : 0; i < n; i++)
+    fprintf(stderr, "    %s", tail[i % 8]);
+}
+
+mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms)
+{
+  char mcimd[PATH_MAX], cfg[PATH_MAX], log[PATH_MAX];
+  const char *name = json_string_value(json_object_get(role, "name"));
+  const char *kind = json_string_value(json_object_get(role, "kind"));
+  snprintf(mcimd, sizeof(mcimd), "%s/mcimd", mcim_lab_bindir());
+  snprintf(cfg, sizeof(cfg), "%s/%s/%s.json", lab->dir, name, name);
+  snprintf(log, sizeof(log), "%s/%s/%s.log", lab->dir, name, name);
+  char *argv[] = {mcimd, "--role", (char *)kind, "--config", cfg, NULL};
+  long pid = mcim_lab_spawn(argv, log);
+  if (pid <= 0)
+    return MCIM_IO_ERROR;
+  json_object_set_new(role, "pid", json_integer(pid));
+  for (int waited = 0; waited < wait_ms; waited += 50) {
+    if (healthy(lab, name))
+      return MCIM_OK;
+    /* our own child: waitpid tells whether it died (its name is not "mcimd" until exec) */
+    if (waitpid((pid_t)pid, NULL, WNOHANG) == (pid_t)pid) {
+      fprintf(stderr, "mcim: %s (%s) exited at start; the end of %s:\n", name, kind, log);
+      print_log_tail(log);
+      return MCIM_PROCEDURE_FAILED;
+    }
+    mcim_lab_sleep_ms(50);
+  }
+  fprintf(stderr, "mcim: %s (%s) did not answer within %d ms; see %s\n", name, kind, wait_ms, log);
+  return MCIM_TIMEOUT;
+}
+
+mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, mcim_lab_t **out)
+{
+  static const char *const default_shos[] = {"sho-a", "sho-b"};
+  const char *shos[MCIM_LAB_MAX_SHOS];
+  size_t nshos = opts && opts->nshos ? opts->nshos : 2;
+  const char *store = opts && opts->store ? opts->store : "sqlite";
+  int wait_ms = opts && opts->wait_ms ? opts->wait_ms : 15000;
+  mcim_lab_t *lab = NULL;
+  mcim_cause_t rc;
+  char path[PATH_MAX];
+  *out = NULL;
+
+  if (nshos > MCIM_LAB_MAX_SHOS)
+    return MCIM_INVALID_ARGUMENT;
+  for (size_t i = 0; i < nshos; i++)
+    shos[i] = opts && opts->nshos ? opts->shos[i] : default_shos[i];
+  if (strcmp(store, "sqlite") != 0) {
+    fprintf(stderr, "mcim: --store %s is not available yet (only sqlite)\n", store);
+    return MCIM_UNSUPPORTED;
+  }
+  /* A lab already running here? */
+  if (lab_load(dir, &lab) == MCIM_OK) {
+    json_t *st = NULL;
+    bool running = false;
+    if (mcim_lab_status(lab, &st) == MCIM_OK) {
+      size_t i;
+      json_t *r;
+      json_array_foreach(json_object_get(st, "roles"), i, r)
+        running |= json_is_true(json_object_get(r, "running"));
+    }
+    json_decref(st);
+    mcim_lab_free(lab);
+    lab = NULL;
+    if (running)
+      return MCIM_CONFLICT;
+  }
+  rc = mkdir_p(dir);
+  if (rc != MCIM_OK)
+    return rc;
+  lab = calloc(1, sizeof(*lab));
+  if (!lab || !lab_realpath(dir, lab->dir)) {
+    free(lab);
+    return MCIM_IO_ERROR;
+  }
+
+  /* The PKI: every role's certificate, the admin client, both CAs. Kept across labs in
+   * the same folder unless a role is new. */
+  const char *names[4 + MCIM_LAB_MAX_SHOS];
+  size_t nnames = 0;
+  for (size_t i = 0; i < 4; i++)
+    names[nnames++] = base_roles[i][0];
+  for (size_t i = 0; i < nshos; i++)
+    names[nnames++] = shos[i];
+  snprintf(path, sizeof(path), "%s/pki", lab->dir);
+  bool have_all = true;
+  for (size_t i = 0; i < nnames; i++) {
+    char cert[PATH_MAX];
+    snprintf(cert, sizeof(cert), "%s/pki/%s/cert.pem", lab->dir, names[i]);
+    have_all &= access(cert, R_OK) == 0;
+  }
+  if (!have_all) {
+    rc = mcim_pki_lab_init(path, names, nnames, true, 365);
+    if (rc != MCIM_OK)
+      goto fail;
+  }
+
+  lab->json = json_pack("{s:s,s:s,s:I,s:[],s:[]}", "dir", lab->dir, "store", store, "created",
+                        (json_int_t)mcim_now(), "roles", "devices");
+  json_t *peers = json_object();
+  json_t *roles = json_object_get(lab->json, "roles");
+  for (size_t i = 0; i < nnames; i++) {
+    const char *kind = i < 4 ? base_roles[i][1] : "sho";
+    int port = free_port();
+    char url[64];
+    if (port <= 0) {
+      rc = MCIM_IO_ERROR;
+      json_decref(peers);
+      goto fail;
+    }
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d", port);
+    json_array_append_new(roles, json_pack("{s:s,s:s,s:i,s:s,s:i}", "name", names[i], "kind",
+                                           kind, "port", port, "url", url, "pid", 0));
+    json_object_set_new(peers, names[i], json_string(url));
+    snprintf(path, sizeof(path), "%s/%s", lab->dir, names[i]);
+    rc = mkdir_p(path);
+    json_t *cfg = role_config(lab, names[i], kind, port, i < 4 ? 0 : i - 4);
+    snprintf(path, sizeof(path), "%s/%s/%s.json", lab->dir, names[i], names[i]);
+    if (rc == MCIM_OK)
+      rc = mcim_lab_write_json(path, cfg, 0644);
+    json_decref(cfg);
+    if (rc != MCIM_OK) {
+      json_decref(peers);
+      goto fail;
+    }
+  }
+  snprintf(path, sizeof(path), "%s/peers.json", lab->dir);
+  rc = mcim_lab_write_json(path, peers, 0644);
+  json_decref(peers);
+  if (rc == MCIM_OK)
+    rc = mcim_lab_save(lab);
+  if (rc != MCIM_OK)
+    goto fail;
+
+  size_t i;
+  json_t *role;
+  json_array_foreach(roles, i, role) {
+    rc = mcim_lab_start_role(lab, role, wait_ms);
+    mcim_lab_save(lab); /* record the pid even if it failed, so `down` can stop it */
+    if (rc != MCIM_OK)
+      goto fail;
+  }
+  *out = lab;
+  return MCIM_OK;
+
+fail:
+  if (lab && lab->json)
+    mcim_lab_down(lab);
+  mcim_lab_free(lab);
+  return rc;
+}
+
+/* ---- status and down ---- */
+
+mcim_cause_t mcim_lab_status(mcim_lab_t *lab, json_t **out)
+{
+  json_t *st = json_pack("{s:s,s:[],s:[]}", "dir", lab->dir, "roles", "devices");
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(lab->json, "roles"), i, r) {
+    const char *name = json_string_value(json_object_get(r, "name"));
+    long pid = (long)json_integer_value(json_object_get(r, "pid"));
+    bool running = mcim_lab_pid_alive(pid, "mcimd");
+    json_array_append_new(json_object_get(st, "roles"),
+                          json_pack("{s:s,s:O,s:O,s:I,s:b,s:b}", "name", name, "kind",
+                                    json_object_get(r, "kind"), "url", json_object_get(r, "url"),
+                                    "pid", (json_int_t)pid, "running", running, "healthy",
+                                    running && healthy(lab, name)));
+  }
+  json_array_foreach(json_object_get(lab->json, "devices"), i, r) {
+    long pid = (long)json_integer_value(json_object_get(r, "pid"));
+    json_array_append_new(json_object_get(st, "devices"),
+                          json_pack("{s:O,s:I,s:b}", "name", json_object_get(r, "name"), "pid",
+                                    (json_int_t)pid, "running", mcim_lab_pid_alive(pid, "m2me")));
+  }
+  *out = st;
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_lab_down(mcim_lab_t *lab)
+{
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(lab->json, "devices"), i, r) {
+    mcim_lab_stop_pid((long)json_integer_value(json_object_get(r, "pid")), "m2me");
+    json_object_set_new(r, "pid", json_integer(0));
+  }
+  /* Reverse start order: SHOs first, the RO and the VNO last. */
+  json_t *roles = json_object_get(lab->json, "roles");
+  for (size_t k = json_array_size(roles); k > 0; k--) {
+    r = json_array_get(roles, k - 1);
+    mcim_lab_stop_pid((long)json_integer_value(json_object_get(r, "pid")), "mcimd");
+    json_object_set_new(r, "pid", json_integer(0));
+  }
+  return mcim_lab_save(lab);
+}
+
+mcim_cause_t mcim_lab_role_restart(mcim_lab_t *lab, const char *name)
+{
+  json_t *role = mcim_lab_role(lab, name);
+  if (!role)
+    return MCIM_NOT_FOUND;
+  mcim_lab_stop_pid((long)json_integer_value(json_object_get(role, "pid")), "mcimd");
+  mcim_cause_t rc = mcim_lab_start_role(lab, role, 15000);
+  mcim_lab_save(lab);
+  return rc;
+}

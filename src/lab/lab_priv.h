@@ -1,0 +1,34 @@
+/* Lab internals shared by lab.c (roles) and device.c (devices). */
+#ifndef MCIM_LAB_PRIV_H
+#define MCIM_LAB_PRIV_H
+
+#include <limits.h>
+
+#include "mcim/lab.h"
+
+/* Paths inside the lab are built as "<dir>/..." in PATH_MAX buffers: keeping the folder
+ * name under half of that leaves room for any suffix we append. */
+#define MCIM_LAB_DIR_MAX (PATH_MAX / 2)
+
+struct mcim_lab {
+  char dir[MCIM_LAB_DIR_MAX];
+  json_t *json; /* lab.json */
+  const char **role_names;
+  struct mcim_http_client *admin;
+  struct mcim_http_client *public;
+};
+
+const char *mcim_lab_bindir(void);
+/* out = a || b; MCIM_TOO_LARGE (and out empty) if it does not fit. */
+mcim_cause_t mcim_lab_join(char *out, size_t n, const char *a, const char *b);
+void mcim_lab_sleep_ms(int ms);
+mcim_cause_t mcim_lab_write_json(const char *path, const json_t *j, int mode);
+mcim_cause_t mcim_lab_mkdir(const char *path);
+bool mcim_lab_pid_alive(long pid, const char *prog);
+long mcim_lab_spawn(char *const argv[], const char *log_path);
+void mcim_lab_stop_pid(long pid, const char *prog);
+mcim_cause_t mcim_lab_save(mcim_lab_t *lab);
+json_t *mcim_lab_role(mcim_lab_t *lab, const char *name);
+mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms);
+
+#endif

@@ -1,0 +1,217 @@
+/* The M2ME subscriber's side of a procedure (seed steps 1-2), then watching it run:
+ *  1) order at the new SHO, signed by the owner key, with the M2ME's parameters;
+ *  2) instruction to the device, signed by the owner key (the TRE checks it);
+ * then the procedure's state is polled at the device and its trace gathered. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lab/lab_priv.h"
+#include "mcim/jose.h"
+#include "mcim/lab_run.h"
+#include "mcim/pki.h"
+#include "mcim/trace.h"
+#include "mcim/util.h"
+
+static mcim_cause_t load_owner(mcim_lab_t *lab, const char *device, mcim_jose_key_t **key,
+                               json_t **params)
+{
+  char path[PATH_MAX];
+  EVP_PKEY *pk = NULL;
+  const char *dir = mcim_lab_device_dir(lab, device);
+  if (!dir)
+    return MCIM_NOT_FOUND;
+  mcim_lab_join(path, sizeof(path), dir, "/owner/owner.key");
+  mcim_cause_t rc = mcim_pki_key_load(path, &pk);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_pkey(pk, key);
+  EVP_PKEY_free(pk);
+  mcim_lab_join(path, sizeof(path), dir, "/params.json");
+  *params = rc == MCIM_OK ? json_load_file(path, 0, NULL) : NULL;
+  if (rc == MCIM_OK && !*params)
+    rc = MCIM_CONFIG_MISSING;
+  return rc;
+}
+
+static mcim_cause_t owner_sign(const mcim_jose_key_t *owner, const char *typ, const char *device,
+                               const char *aud, const char *txn, json_t *extra, char **jws)
+{
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = "subscriber", .sub = device, .aud = aud, .typ = typ, .txn = txn,
+                     .iat = now, .exp = now + 600, .extra = extra};
+  return mcim_jws_sign(owner, &c, jws);
+}
+
+/* Step 1: the order at the new SHO. */
+static mcim_cause_t order(mcim_lab_t *lab, const struct mcim_lab_run *run,
+                          const mcim_jose_key_t *owner, const json_t *params, const char *txn,
+                          char *detail, size_t detail_len)
+{
+  char *jwk = NULL, *jws = NULL, url[512];
+  struct mcim_http_result res = {0};
+  json_t *jwk_obj = NULL, *extra = NULL, *body = NULL;
+  const char *base = mcim_lab_url(lab, run->sho);
+  mcim_cause_t rc = base ? mcim_jose_key_public_jwk(owner, &jwk) : MCIM_NOT_FOUND;
+  if (rc == MCIM_OK) {
+    jwk_obj = json_loads(jwk, 0, NULL);
+    extra = json_pack("{s:O,s:O,s:O,s:s,s:s?}", "owner_jwk", jwk_obj, "attestation_cert",
+                      json_object_get(params, "attestation_cert"), "ka_cert",
+                      json_object_get(params, "ka_cert"), "procedure", run->procedure, "via",
+                      run->via);
+    rc = extra ? owner_sign(owner, "mcim-order+jwt", run->device, run->sho, txn, extra, &jws)
+               : MCIM_INTERNAL;
+  }
+  if (rc == MCIM_OK) {
+    snprintf(url, sizeof(url), "%s/v1/orders", base);
+    body = json_pack("{s:s,s:s}", "txn", txn, "order", jws);
+    rc = mcim_http_request(mcim_lab_public_client(lab), "POST", url, body, NULL, &res);
+    if (rc != MCIM_OK)
+      snprintf(detail, detail_len, "order at %.32s: %.200s", run->sho, res.detail);
+  } else if (!base) {
+    snprintf(detail, detail_len, "no SHO named %s in this lab", run->sho);
+  }
+  mcim_http_result_clear(&res);
+  json_decref(body);
+  json_decref(extra);
+  json_decref(jwk_obj);
+  free(jwk);
+  free(jws);
+  return rc;
+}
+
+/* Step 2: the instruction to the device. */
+static mcim_cause_t instruct(struct mcim_http_client *dev, const struct mcim_lab_run *run,
+                             const mcim_jose_key_t *owner, const char *txn, char *detail,
+                             size_t detail_len)
+{
+  char *jws = NULL;
+  struct mcim_http_result res = {0};
+  json_t *extra = json_pack("{s:s,s:s,s:s?}", "procedure", run->procedure, "sho", run->sho, "via",
+                            run->via);
+  mcim_cause_t rc =
+      owner_sign(owner, "mcim-instruction+jwt", run->device, run->device, txn, extra, &jws);
+  if (rc == MCIM_OK) {
+    json_t *body = json_pack("{s:s}", "instruction", jws);
+    rc = mcim_http_request(dev, "POST", "http://localhost/v1/procedures", body, NULL, &res);
+    json_decref(body);
+    if (rc != MCIM_OK)
+      snprintf(detail, detail_len, "instruction to %.32s: %.200s", run->device, res.detail);
+  }
+  mcim_http_result_clear(&res);
+  json_decref(extra);
+  free(jws);
+  return rc;
+}
+
+static void print_new_events(mcim_lab_t *lab, const char *txn, FILE *out, size_t *printed)
+{
+  struct mcim_trace t;
+  mcim_lab_trace_collect(lab, txn, &t);
+  for (size_t i = *printed; i < t.len; i++) {
+    const struct mcim_trace_event *e = &t.ev[i];
+    if (e->n)
+      fprintf(out, "  %2d) ", e->n);
+    else
+      fprintf(out, "   -) ");
+    fprintf(out, "%s -> %s: %s", e->from, e->to, e->msg);
+    if (e->cause != MCIM_OK)
+      fprintf(out, "  [%s]", mcim_cause_name(e->cause));
+    fputc('\n', out);
+  }
+  if (t.len > *printed)
+    *printed = t.len;
+  fflush(out);
+  mcim_trace_free(&t);
+}
+
+mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
+                          struct mcim_lab_run_result *res)
+{
+  mcim_jose_key_t *owner = NULL;
+  json_t *params = NULL;
+  struct mcim_http_client *dev = NULL;
+  uint8_t rnd[16];
+  size_t printed = 0;
+  uint64_t t0 = mcim_monotonic_ns();
+  memset(res, 0, sizeof(*res));
+  snprintf(res->result, sizeof(res->result), "PROCEDURE_FAILED");
+
+  mcim_cause_t rc = mcim_random(rnd, sizeof(rnd));
+  mcim_hex_encode(rnd, sizeof(rnd), res->txn);
+  if (rc == MCIM_OK)
+    rc = load_owner(lab, run->device, &owner, &params);
+  if (rc == MCIM_OK)
+    rc = mcim_lab_device_client(lab, run->device, &dev);
+  if (rc != MCIM_OK) {
+    snprintf(res->detail, sizeof(res->detail), "no device %s in this lab", run->device);
+    goto out;
+  }
+  rc = order(lab, run, owner, params, res->txn, res->detail, sizeof(res->detail));
+  if (rc == MCIM_OK)
+    rc = instruct(dev, run, owner, res->txn, res->detail, sizeof(res->detail));
+  if (rc != MCIM_OK)
+    goto out;
+
+  /* Watch the procedure at the device until it ends. */
+  char url[128];
+  snprintf(url, sizeof(url), "http://localhost/v1/procedures/%s", res->txn);
+  int timeout_ms = (run->timeout_s > 0 ? run->timeout_s : 120) * 1000;
+  rc = MCIM_TIMEOUT;
+  for (int waited = 0; waited < timeout_ms; waited += 100) {
+    struct mcim_http_result r = {0};
+    if (run->live)
+      print_new_events(lab, res->txn, run->live, &printed);
+    if (mcim_http_request(dev, "GET", url, NULL, NULL, &r) == MCIM_OK) {
+      const char *state = json_string_value(json_object_get(r.json, "state"));
+      const char *result = json_string_value(json_object_get(r.json, "result"));
+      const char *cause = json_string_value(json_object_get(r.json, "cause"));
+      const char *detail = json_string_value(json_object_get(r.json, "detail"));
+      if (state && (strcmp(state, "done") == 0 || strcmp(state, "failed") == 0)) {
+        bool ok = result && strcmp(result, "success") == 0;
+        snprintf(res->result, sizeof(res->result), "%s",
+                 ok ? "success" : cause ? cause : result ? result : "PROCEDURE_FAILED");
+        if (detail)
+          snprintf(res->detail, sizeof(res->detail), "%s", detail);
+        int c = mcim_cause_from_name(res->result);
+        rc = ok ? MCIM_OK : c > 0 ? (mcim_cause_t)c : MCIM_PROCEDURE_FAILED;
+        mcim_http_result_clear(&r);
+        break;
+      }
+    }
+    mcim_http_result_clear(&r);
+    mcim_lab_sleep_ms(100);
+  }
+  if (rc == MCIM_TIMEOUT)
+    snprintf(res->result, sizeof(res->result), "TIMEOUT");
+  /* Outbox deliveries (reports, registrations) may land just after the device is done. */
+  mcim_lab_sleep_ms(150);
+  if (run->live)
+    print_new_events(lab, res->txn, run->live, &printed);
+out:
+  res->seconds = (double)(mcim_monotonic_ns() - t0) / 1e9;
+  if (rc != MCIM_OK && rc != MCIM_TIMEOUT && strcmp(res->result, "PROCEDURE_FAILED") == 0)
+    snprintf(res->result, sizeof(res->result), "%s", mcim_cause_name(rc));
+  {
+    struct mcim_trace t;
+    mcim_lab_trace_collect(lab, res->txn, &t);
+    res->steps = json_array();
+    for (size_t i = 0; i < t.len; i++) {
+      json_t *s = json_pack("{s:i,s:s,s:s,s:s}", "n", t.ev[i].n, "from", t.ev[i].from, "to",
+                            t.ev[i].to, "msg", t.ev[i].msg);
+      if (t.ev[i].cause != MCIM_OK)
+        json_object_set_new(s, "cause", json_string(mcim_cause_name(t.ev[i].cause)));
+      json_array_append_new(res->steps, s);
+    }
+    mcim_trace_free(&t);
+  }
+  mcim_http_client_free(dev);
+  mcim_jose_key_free(owner);
+  json_decref(params);
+  return rc;
+}
+
+void mcim_lab_run_result_clear(struct mcim_lab_run_result *res)
+{
+  json_decref(res->steps);
+  res->steps = NULL;
+}

@@ -1,0 +1,273 @@
+/* Statements the TRE signs (device statements, the quote, queued notifications) and the one
+ * kind it verifies for the agent (the owner's instructions). */
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/log.h"
+#include "mcim/util.h"
+#include "tre/tre_priv.h"
+
+/* What the agent may have signed. The quote has its own op (its claims come from inside the
+ * TRE), and nothing of another issuer's types: a compromised agent cannot make the TRE vouch
+ * for an order, a package or a token. */
+static const char *const device_types[] = {"mcim-status+jwt", "mcim-discard+jwt",
+                                           "mcim-notify+jwt", "mcim-renew+jwt", NULL};
+
+mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char *txn,
+                         json_t *extra, int64_t lifetime, char **jws)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL;
+  bool held = false, allowed = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !typ || !jws)
+    goto cleanup;
+  for (const char *const *d = device_types; *d; d++)
+    allowed = allowed || strcmp(*d, typ) == 0;
+  rc = MCIM_FORBIDDEN;
+  if (!allowed) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "tre: refusing to sign a '%s'", typ);
+    goto cleanup;
+  }
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  rc = tre_sign_statement(st, typ, aud, txn, extra, lifetime, jws);
+cleanup:
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t tre_log_digest(json_t *log, char out[65])
+{
+  uint8_t d[32] = {0}, m[32], buf[64];
+  unsigned int len = 0;
+  size_t i;
+  json_t *item;
+
+  /* d0 = 0^256, d(i+1) = SHA-256(d(i) || m(i)): a PCR extend, so the verifier replays the
+   * log and compares one value, and the order of the log is bound too. */
+  json_array_foreach(log, i, item) {
+    if (mcim_hex_decode_str(tre_str(item, "digest"), m, sizeof(m)) != MCIM_OK)
+      return MCIM_INTERNAL;
+    memcpy(buf, d, 32);
+    memcpy(buf + 32, m, 32);
+    if (EVP_Digest(buf, sizeof(buf), d, &len, EVP_sha256(), NULL) != 1 || len != 32)
+      return MCIM_CRYPTO_ERROR;
+  }
+  mcim_hex_encode(d, sizeof(d), out);
+  return MCIM_OK;
+}
+
+mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const char *nonce,
+                          int64_t lifetime, char **jws)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL, *extra = NULL;
+  char digest[65];
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !nonce || !*nonce || !jws)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *log = json_object_get(st, "measurements");
+  rc = tre_log_digest(log, digest);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  /* the PVA picks the RIMs of the device's model */
+  extra = json_pack("{s:s, s:s?, s:O, s:s}", "nonce", nonce, "model", tre_str(st, "model"), "log",
+                    log, "digest", digest);
+  if (!extra)
+    goto cleanup;
+  rc = tre_sign_statement(st, TRE_TYP_QUOTE, aud, txn, extra, lifetime, jws);
+cleanup:
+  json_decref(extra);
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t tre_op_pending(void *ctx, int64_t lifetime, json_t **out)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL, *list = NULL, *item;
+  char *jws = NULL;
+  size_t i;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !out || lifetime <= 0 || lifetime > MCIM_TRE_MAX_LIFETIME)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  rc = MCIM_NO_MEMORY;
+  list = json_array();
+  if (!list)
+    goto cleanup;
+  /* Signed when handed out, not when queued: a notice that waits for connectivity for
+   * longer than a statement lives still arrives valid. */
+  json_array_foreach(json_object_get(st, "pending"), i, item) {
+    const char *to = tre_str(item, "to"), *txn = tre_str(item, "txn"), *typ = tre_str(item, "typ");
+    json_t *extra = json_object_get(item, "extra");
+    rc = tre_sign_statement(st, typ, to, txn, json_is_object(extra) ? extra : NULL, lifetime,
+                            &jws);
+    if (rc != MCIM_OK)
+      goto cleanup;
+    rc = MCIM_NO_MEMORY;
+    if (json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:s}", "to", to, "txn", txn,
+                                              "typ", typ, "statement", jws)))
+      goto cleanup;
+    free(jws);
+    jws = NULL;
+  }
+  *out = list;
+  list = NULL;
+  rc = MCIM_OK;
+cleanup:
+  free(jws);
+  json_decref(list);
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t tre_op_pending_done(void *ctx, const char *to, const char *txn)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !to || !txn)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *pending = json_object_get(st, "pending");
+  ssize_t i = tre_find2(pending, "to", to, "txn", txn);
+  rc = MCIM_NOT_FOUND;
+  if (i < 0)
+    goto cleanup;
+  json_array_remove(pending, (size_t)i);
+  rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: notification to %s delivered", to);
+cleanup:
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+/* The iss claim of a JWS, read WITHOUT checking anything: only used as the expected issuer
+ * of a statement whose signature the pinned owner key then has to verify. */
+static mcim_cause_t peek_iss(const char *jws, size_t len, char **out)
+{
+  const char *dot1 = memchr(jws, '.', len);
+  const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - jws)) : NULL;
+  uint8_t *body = NULL;
+  size_t body_len = 0, cap;
+  json_t *p = NULL;
+  mcim_cause_t rc = MCIM_JOSE_MALFORMED;
+
+  if (!dot2)
+    goto cleanup;
+  cap = (size_t)(dot2 - dot1 - 1);
+  rc = MCIM_NO_MEMORY;
+  body = malloc(cap + 1);
+  if (!body)
+    goto cleanup;
+  rc = MCIM_JOSE_MALFORMED;
+  if (mcim_b64url_decode(dot1 + 1, cap, body, cap, &body_len) != MCIM_OK)
+    goto cleanup;
+  p = json_loadb((const char *)body, body_len, JSON_REJECT_DUPLICATES, NULL);
+  if (!tre_str(p, "iss"))
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  *out = strdup(tre_str(p, "iss"));
+  if (*out)
+    rc = MCIM_OK;
+cleanup:
+  json_decref(p);
+  free(body);
+  return rc;
+}
+
+static mcim_cause_t owner_key(json_t *st, mcim_jose_key_t **out)
+{
+  char *text = json_dumps(json_object_get(st, "owner_jwk"), JSON_COMPACT);
+  mcim_cause_t rc = MCIM_INTERNAL;
+  if (text)
+    rc = mcim_jose_key_from_jwk(text, strlen(text), out);
+  free(text);
+  return rc;
+}
+
+mcim_cause_t tre_op_verify_owner(void *ctx, const char *jws, size_t len, const char *typ,
+                                 mcim_statement_t **out)
+{
+  struct tre_soft *t = ctx;
+  mcim_jose_key_t *key = NULL;
+  mcim_statement_t *stmt = NULL;
+  json_t *st = NULL;
+  char *iss = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !jws || !len || len > MCIM_JOSE_MAX_LEN || !typ || !*typ)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  rc = owner_key(st, &key);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = peek_iss(jws, len, &iss);
+  if (rc == MCIM_OK) {
+    struct tre_replay replay = {.seen = json_object_get(st, "seen")};
+    mcim_replay_cache_t cache = tre_replay_cache(&replay);
+    mcim_jws_expect_t x = {.iss = iss,
+                           .aud = tre_str(st, "device"),
+                           .typ = typ,
+                           .skew = MCIM_TRE_SKEW,
+                           .replay = &cache};
+    rc = mcim_jws_verify(jws, len, key, &x, &stmt);
+  }
+  if (rc == MCIM_JOSE_MALFORMED || rc == MCIM_JWS_BAD_ALG || rc == MCIM_JWS_BAD_SIGNATURE) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: '%s' is not signed by the owner", typ);
+    rc = MCIM_NOT_OWNER;
+    goto cleanup;
+  }
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: owner's '%s' refused", typ);
+    goto cleanup;
+  }
+  /* The jti is durable before the instruction is acted on: a replay after a restart is
+   * still a replay. */
+  rc = tre_commit(t, st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  if (out) {
+    *out = stmt;
+    stmt = NULL;
+  }
+cleanup:
+  mcim_statement_free(stmt);
+  free(iss);
+  mcim_jose_key_free(key);
+  if (held)
+    tre_end(t, st);
+  return rc;
+}

@@ -1,0 +1,448 @@
+/* MCIM packages and slots: stage (verify and hold), unstage, install, discard, activate.
+ * Isolation rests on one rule: the slot of a package is the CN of the certificate that
+ * verified its signature (= iss = the content's "sho"), never a name the caller passes. */
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "tre/tre_priv.h"
+
+/* Names that are never a slot: the credential names (aka() would confuse them) and the
+ * roles that hold operators' CA certificates but are not home operators (the RO relays
+ * packages and must not be able to plant an MCIM of its own). */
+static const char *const reserved_slots[] = {MCIM_TRE_PCID, MCIM_TRE_PCID_PREV, "ro", "vno",
+                                             "pva", "m2mes", "admin", NULL};
+
+static bool slot_name_allowed(const char *name)
+{
+  if (!name || !mcim_pki_name_valid(name))
+    return false;
+  for (const char *const *r = reserved_slots; *r; r++)
+    if (strcmp(*r, name) == 0)
+      return false;
+  return true;
+}
+
+static mcim_cause_t sha256_hex(const void *data, size_t len, char out[65])
+{
+  uint8_t md[32];
+  unsigned int mdlen = 0;
+  if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != sizeof(md))
+    return MCIM_CRYPTO_ERROR;
+  mcim_hex_encode(md, sizeof(md), out);
+  return MCIM_OK;
+}
+
+/* ---- stage ---- */
+
+struct stage_ctx {
+  const char *txn;
+  const char *why; /* what failed, for the log */
+};
+
+/* The MCIM inside the package: {"sho","imsi","k","opc","amf"}, complete and for `iss`. */
+static mcim_cause_t content_parse(struct stage_ctx *sc, const uint8_t *plain, size_t len,
+                                  const char *iss, const char *txn, const char *digest,
+                                  json_t **entry)
+{
+  char k[33], opc[33], amf[5];
+  json_t *doc = json_loadb((const char *)plain, len, JSON_REJECT_DUPLICATES, NULL);
+  mcim_cause_t rc = MCIM_BAD_JSON;
+
+  sc->why = "content is not a JSON object";
+  if (!json_is_object(doc))
+    goto cleanup;
+  const char *sho = tre_str(doc, "sho"), *imsi = tre_str(doc, "imsi");
+  rc = MCIM_FIELD_MISSING;
+  sc->why = "content lacks sho or imsi";
+  if (!sho || !imsi)
+    goto cleanup;
+  rc = MCIM_SLOT_FORBIDDEN;
+  sc->why = "content names another SHO than its issuer";
+  if (strcmp(sho, iss) != 0)
+    goto cleanup;
+  rc = MCIM_WRONG_TYPE;
+  sc->why = "content imsi is not an IMSI";
+  if (!tre_imsi_valid(imsi))
+    goto cleanup;
+  sc->why = "content k, opc or amf missing or not hex of the right length";
+  if ((rc = tre_hex_field(doc, "k", 16, k)) != MCIM_OK ||
+      (rc = tre_hex_field(doc, "opc", 16, opc)) != MCIM_OK ||
+      (rc = tre_hex_field(doc, "amf", 2, amf)) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  sc->why = "out of memory";
+  *entry = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "txn", txn, "sho", sho, "imsi",
+                     imsi, "k", k, "opc", opc, "amf", amf, "package_sha256", digest, "staged",
+                     (json_int_t)mcim_now());
+  if (*entry)
+    rc = MCIM_OK;
+cleanup:
+  mcim_wipe(k, sizeof(k));
+  mcim_wipe(opc, sizeof(opc));
+  tre_json_wipe_free(doc);
+  return rc;
+}
+
+/* Everything but the idempotency check; any failure here is logged by the caller. */
+static mcim_cause_t stage_verify(struct stage_ctx *sc, json_t *st, const char *txn,
+                                 const char *package, size_t len, const char *issuer_pem,
+                                 const char *digest, json_t **entry)
+{
+  X509 *ca = NULL, *cert = NULL;
+  EVP_PKEY *pub = NULL;
+  mcim_jose_key_t *issuer = NULL, *ka = NULL;
+  mcim_statement_t *stmt = NULL;
+  uint8_t *plain = NULL;
+  size_t plain_len = 0;
+  char *cn = NULL;
+  const char *device = tre_str(st, "device"), *ca_pem = tre_str(st, "operators_ca");
+  struct tre_replay replay = {.seen = json_object_get(st, "seen")};
+  mcim_replay_cache_t cache = tre_replay_cache(&replay);
+  mcim_cause_t rc = MCIM_INTERNAL;
+
+  sc->why = "pinned operators' CA unusable";
+  if (!ca_pem || mcim_pki_cert_from_pem(ca_pem, strlen(ca_pem), &ca) != MCIM_OK)
+    goto cleanup;
+  sc->why = "issuer certificate unreadable";
+  if ((rc = mcim_pki_cert_from_pem(issuer_pem, strlen(issuer_pem), &cert)) != MCIM_OK)
+    goto cleanup;
+  /* Verified first, then its CN read: the CN of a verified certificate is a name the
+   * operators' CA vouches for, and the package's iss must be that name. */
+  sc->why = "issuer certificate does not verify against the operators' CA";
+  if ((rc = mcim_pki_cert_public_key(cert, ca, MCIM_CERT_TLS, NULL, 0, &pub)) != MCIM_OK)
+    goto cleanup;
+  sc->why = "issuer certificate has no usable name";
+  if ((rc = mcim_pki_cert_name(cert, &cn)) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_SLOT_FORBIDDEN;
+  sc->why = "issuer is not an SHO (reserved name)";
+  if (!slot_name_allowed(cn))
+    goto cleanup;
+  sc->why = "issuer or TRE key unusable";
+  if ((rc = mcim_jose_key_from_pkey(pub, &issuer)) != MCIM_OK ||
+      (rc = tre_key_jose(st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK)
+    goto cleanup;
+  mcim_jws_expect_t x = {.iss = cn,
+                         .aud = device,
+                         .sub = device,
+                         .typ = TRE_TYP_PACKAGE,
+                         .txn = txn,
+                         .skew = MCIM_TRE_SKEW,
+                         .replay = &cache};
+  sc->why = "package does not open (signature, claims, lifetime, replay or sealing)";
+  rc = mcim_package_open(package, len, issuer, &x, ka, &stmt, &plain, &plain_len);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = content_parse(sc, plain, plain_len, cn, txn, digest, entry);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  /* A new SHO needs a free slot at install; refuse now rather than then. */
+  rc = MCIM_TOO_LARGE;
+  sc->why = "no free slot for a new SHO";
+  if (tre_find(json_object_get(st, "slots"), "slot", cn) < 0 &&
+      json_array_size(json_object_get(st, "slots")) >= MCIM_TRE_MAX_SLOTS)
+    goto cleanup;
+  rc = MCIM_OK;
+cleanup:
+  if (rc != MCIM_OK && *entry) {
+    tre_json_wipe_free(*entry);
+    *entry = NULL;
+  }
+  mcim_jose_secret_free(plain, plain_len);
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(ka);
+  mcim_jose_key_free(issuer);
+  EVP_PKEY_free(pub);
+  X509_free(cert);
+  X509_free(ca);
+  free(cn);
+  return rc;
+}
+
+mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_t len,
+                          const char *issuer_cert_pem)
+{
+  struct tre_soft *t = ctx;
+  struct stage_ctx sc = {.txn = txn, .why = "invalid argument"};
+  json_t *st = NULL, *entry = NULL;
+  char digest[65];
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT, cause = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !txn || !*txn || !package || !issuer_cert_pem)
+    goto cleanup;
+  /* Peer input from here on: every refusal is PACKAGE_INVALID with its cause logged. */
+  if (!len || len > MCIM_JOSE_MAX_LEN) {
+    cause = len ? MCIM_TOO_LARGE : MCIM_JOSE_MALFORMED;
+    sc.why = "package empty or larger than any MCIM package";
+    rc = MCIM_PACKAGE_INVALID;
+    goto cleanup;
+  }
+  if ((rc = sha256_hex(package, len, digest)) != MCIM_OK)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *staged = json_object_get(st, "staged"), *slots = json_object_get(st, "slots");
+
+  /* Idempotency per txn: the same bytes again (a retried download) change nothing; other
+   * bytes for a txn already staged or installed are refused. */
+  ssize_t i = tre_find(staged, "txn", txn);
+  json_t *known = i >= 0 ? json_array_get(staged, (size_t)i) : NULL;
+  if (!known && (i = tre_find(slots, "txn", txn)) >= 0)
+    known = json_array_get(slots, (size_t)i);
+  if (known) {
+    const char *d = tre_str(known, "package_sha256");
+    rc = d && strcmp(d, digest) == 0 ? MCIM_OK : MCIM_CONFLICT;
+    if (rc == MCIM_OK) {
+      mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: package already staged, nothing to do");
+      goto cleanup;
+    }
+    cause = rc;
+    sc.why = "another package was already staged or installed for this txn";
+    rc = MCIM_PACKAGE_INVALID;
+    goto cleanup;
+  }
+
+  cause = stage_verify(&sc, st, txn, package, len, issuer_cert_pem, digest, &entry);
+  if (cause != MCIM_OK) {
+    rc = MCIM_PACKAGE_INVALID;
+    goto cleanup;
+  }
+  /* A bounded list: a procedure abandoned without unstage must not fill it. */
+  while (json_array_size(staged) >= MCIM_TRE_MAX_STAGED) {
+    mcim_log_event(MCIM_LOG_WARN, tre_str(json_array_get(staged, 0), "txn"), 0, MCIM_OK,
+                   "tre: dropping the oldest staged package to make room");
+    tre_array_wipe_remove(staged, 0);
+  }
+  rc = MCIM_NO_MEMORY;
+  if (json_array_append(staged, entry))
+    goto cleanup;
+  rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: package of %s for IMSI %s staged",
+                   tre_str(entry, "sho"), tre_str(entry, "imsi"));
+cleanup:
+  if (rc == MCIM_PACKAGE_INVALID)
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, cause, "tre: package refused: %s", sc.why);
+  tre_json_wipe_free(entry);
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t tre_op_unstage(void *ctx, const char *txn)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !txn)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *staged = json_object_get(st, "staged");
+  ssize_t i = tre_find(staged, "txn", txn);
+  rc = MCIM_NOT_FOUND;
+  if (i < 0)
+    goto cleanup;
+  tre_array_wipe_remove(staged, (size_t)i);
+  rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: staged package dropped");
+cleanup:
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+/* ---- install, activate, discard ---- */
+
+/* Invariant 2: at most one active MCIM. */
+static void deactivate_all(json_t *slots)
+{
+  size_t i;
+  json_t *s;
+  json_array_foreach(slots, i, s) {
+    const char *state = tre_str(s, "state");
+    if (state && strcmp(state, "active") == 0)
+      json_object_set_new(s, "state", json_string("inactive"));
+  }
+}
+
+static mcim_cause_t slot_from_staged(json_t *e, json_t **out)
+{
+  json_t *slot = NULL;
+  mcim_cause_t rc = tre_cred_new("imsi", tre_str(e, "imsi"), tre_str(e, "k"), tre_str(e, "opc"),
+                                 tre_str(e, "amf"), &slot);
+  if (rc != MCIM_OK)
+    return rc;
+  rc = MCIM_NO_MEMORY;
+  if (json_object_set_new(slot, "slot", json_string(tre_str(e, "sho"))) ||
+      json_object_set_new(slot, "sho", json_string(tre_str(e, "sho"))) ||
+      json_object_set_new(slot, "state", json_string("active")) ||
+      json_object_set_new(slot, "txn", json_string(tre_str(e, "txn"))) ||
+      json_object_set_new(slot, "package_sha256", json_string(tre_str(e, "package_sha256"))) ||
+      json_object_set_new(slot, "installed", json_integer(mcim_now()))) {
+    tre_json_wipe_free(slot);
+    return rc;
+  }
+  *out = slot;
+  return MCIM_OK;
+}
+
+static void slot_name_out(const char *name, char slot[64])
+{
+  size_t n = strlen(name);
+  n = n < 63 ? n : 63;
+  memcpy(slot, name, n);
+  slot[n] = '\0';
+}
+
+mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64])
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL, *fresh = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !txn || !slot)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *staged = json_object_get(st, "staged"), *slots = json_object_get(st, "slots");
+  ssize_t i = tre_find(staged, "txn", txn);
+  if (i < 0) {
+    /* Installed already (a retry after a crash or a lost answer): same answer. */
+    ssize_t j = tre_find(slots, "txn", txn);
+    rc = MCIM_NOT_FOUND;
+    if (j < 0)
+      goto cleanup;
+    slot_name_out(tre_str(json_array_get(slots, (size_t)j), "slot"), slot);
+    rc = MCIM_OK;
+    goto cleanup;
+  }
+  json_t *e = json_array_get(staged, (size_t)i);
+  const char *sho = tre_str(e, "sho");
+  rc = MCIM_INTERNAL;
+  if (!sho || !slot_name_allowed(sho))
+    goto cleanup;
+  rc = slot_from_staged(e, &fresh);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  /* The same SHO re-provisioning its own slot: the new MCIM replaces the old one. */
+  ssize_t old = tre_find(slots, "slot", sho);
+  if (old >= 0) {
+    mcim_log_event(MCIM_LOG_NOTICE, txn, 0, MCIM_OK, "tre: slot %s replaced by a new MCIM", sho);
+    tre_array_wipe_remove(slots, (size_t)old);
+  }
+  rc = MCIM_TOO_LARGE;
+  if (json_array_size(slots) >= MCIM_TRE_MAX_SLOTS)
+    goto cleanup;
+  deactivate_all(slots);
+  rc = MCIM_NO_MEMORY;
+  if (json_array_append(slots, fresh))
+    goto cleanup;
+  slot_name_out(sho, slot); /* before the staged entry (and `sho`) goes */
+  tre_array_wipe_remove(staged, (size_t)i);
+  rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: MCIM installed in slot %s, active", slot);
+cleanup:
+  tre_json_wipe_free(fresh);
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t tre_op_activate(void *ctx, const char *sho)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !sho)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *slots = json_object_get(st, "slots");
+  ssize_t i = tre_find(slots, "slot", sho);
+  rc = MCIM_NOT_FOUND;
+  if (i < 0)
+    goto cleanup;
+  json_t *s = json_array_get(slots, (size_t)i);
+  rc = MCIM_OK;
+  if (strcmp(tre_str(s, "state") ? tre_str(s, "state") : "", "active") == 0)
+    goto cleanup; /* already: nothing to write */
+  deactivate_all(slots);
+  rc = MCIM_NO_MEMORY;
+  if (json_object_set_new(s, "state", json_string("active")))
+    goto cleanup;
+  rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    mcim_log_info("tre: slot %s is now the active MCIM", sho);
+cleanup:
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !sho || (txn && !*txn))
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *slots = json_object_get(st, "slots"), *pending = json_object_get(st, "pending");
+  ssize_t i = tre_find(slots, "slot", sho);
+  bool queued = txn && tre_find2(pending, "to", sho, "txn", txn) >= 0;
+  if (i < 0) {
+    /* Discarded already by this procedure (a retry): converge on the same answer. */
+    rc = queued ? MCIM_OK : MCIM_NOT_FOUND;
+    goto cleanup;
+  }
+  json_t *s = json_array_get(slots, (size_t)i);
+  if (txn && !queued) {
+    /* The notice is queued in the same write as the discard: neither exists without the
+     * other, whatever crashes in between. */
+    rc = MCIM_TOO_LARGE;
+    if (json_array_size(pending) >= MCIM_TRE_MAX_PENDING) {
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "tre: notification queue full, discard refused");
+      goto cleanup;
+    }
+    rc = MCIM_NO_MEMORY;
+    if (json_array_append_new(pending,
+                              json_pack("{s:s, s:s, s:s, s:{s:s, s:s?}, s:I}", "to", sho, "txn",
+                                        txn, "typ", TRE_TYP_DISCARD, "extra", "slot", sho, "imsi",
+                                        tre_str(s, "imsi"), "created", (json_int_t)mcim_now())))
+      goto cleanup;
+  }
+  tre_array_wipe_remove(slots, (size_t)i);
+  rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: MCIM of slot %s discarded", sho);
+cleanup:
+  if (held)
+    tre_end(t, st);
+  return rc;
+}

@@ -1,0 +1,508 @@
+/* The M2MES role over real TLS on loopback: manufacture of a device (POST /v1/devices by the
+ * lab admin): certificates from the M2MES CA, PCID allocation, the PCID credential registered
+ * at the ICF and sealed (JWE) to the TRE key-agreement key, the model's RIMs registered at the
+ * PVA (the real PVA role), idempotency, conflicts, refusals, and that no secret reaches the
+ * answer, the log or the store in clear. The RO's ICF is a stand-in (test double) that
+ * records what it is sent and can be down or answer 409. */
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "mcim/firmware.h"
+#include "mcim/log.h"
+#include "pva_m2mes_fixture.h"
+#include "roles/kinds.h"
+
+static struct lab lab;
+static struct mcim_role *m2mes, *pva;
+static struct mcim_http_server *icf_srv;
+static struct mcim_http_client *admin_cli;
+static uint16_t ro_port;
+static char base[64];
+static char logpath[256];
+static FILE *log_file;
+static mcim_jose_key_t *att1, *ka1;
+static char *first_answer;
+
+/* ---- the ICF stand-in ---- */
+
+static struct {
+  pthread_mutex_t lock;
+  int calls;
+  int conflicts_left;
+  json_t *bodies; /* every registration received */
+} icf = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void h_icf_pcids(void *ctx, const struct mcim_http_request *req,
+                        struct mcim_http_response *resp)
+{
+  (void)ctx;
+  pthread_mutex_lock(&icf.lock);
+  icf.calls++;
+  json_array_append_new(icf.bodies, json_deep_copy(req->json));
+  bool conflict = icf.conflicts_left > 0;
+  if (conflict)
+    icf.conflicts_left--;
+  pthread_mutex_unlock(&icf.lock);
+  if (!req->peer || strcmp(req->peer, "m2mes") != 0) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "only the M2MES registers PCIDs");
+    return;
+  }
+  if (conflict) {
+    mcim_http_reply_problem(resp, MCIM_CONFLICT, 0, "PCID held by another device");
+    return;
+  }
+  mcim_http_reply_json(resp, 201,
+                       json_pack("{s:O,s:O,s:O}", "pcid", json_object_get(req->json, "pcid"),
+                                 "device", json_object_get(req->json, "device"), "expires",
+                                 json_object_get(req->json, "expires")));
+}
+
+static const struct mcim_http_route icf_routes[] = {
+    {"POST", "/v1/icf/pcids", h_icf_pcids, MCIM_ROUTE_PEER_CERT},
+};
+
+/* ---- helpers ---- */
+
+static json_t *jwk_of(const mcim_jose_key_t *k)
+{
+  char *text = NULL;
+  assert_int_equal(mcim_jose_key_public_jwk(k, &text), MCIM_OK);
+  json_t *j = json_loads(text, 0, NULL);
+  free(text);
+  return j;
+}
+
+static mcim_cause_t manufacture(struct mcim_http_client *cli, const char *device,
+                                const mcim_jose_key_t *att, const mcim_jose_key_t *ka,
+                                struct mcim_http_result *res)
+{
+  char url[128];
+  snprintf(url, sizeof(url), "%s/v1/devices", base);
+  json_t *body = json_pack("{s:s,s:s,s:o,s:o}", "device", device, "model", "m2me-lab-1",
+                           "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(ka));
+  mcim_cause_t rc = mcim_http_request(cli, "POST", url, body, NULL, res);
+  json_decref(body);
+  return rc;
+}
+
+static mcim_cause_t post_devices(json_t *body, struct mcim_http_result *res)
+{
+  char url[128];
+  snprintf(url, sizeof(url), "%s/v1/devices", base);
+  mcim_cause_t rc = mcim_http_request(admin_cli, "POST", url, body, NULL, res);
+  json_decref(body);
+  return rc;
+}
+
+static int64_t db_int(const char *db, const char *sql, const char *arg)
+{
+  int64_t n = -1;
+  mcim_store_t *st = lab_open_db(&lab, db);
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(arg)};
+  assert_int_equal(mcim_store_query_int(st, sql, p, arg ? 1 : 0, &n), MCIM_OK);
+  mcim_store_close(st);
+  return n;
+}
+
+/* `pem` is a certificate of the M2MES CA for `device` and `usage`, of the key `key`. */
+static void check_cert(const char *pem, const char *device, mcim_cert_usage_t usage,
+                       const mcim_jose_key_t *key)
+{
+  X509 *cert = NULL, *ca = NULL;
+  EVP_PKEY *pub = NULL;
+  mcim_jose_key_t *certified = NULL;
+  char *want = NULL, *got = NULL;
+  assert_non_null(pem);
+  assert_int_equal(mcim_pki_cert_from_pem(pem, strlen(pem), &cert), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_load(lab.m2mes_ca, &ca), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_verify(cert, ca, usage, device, 0), MCIM_OK);
+  assert_int_not_equal(mcim_pki_cert_verify(cert, ca, usage, "someone-else", 0), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_public_key(cert, ca, usage, device, 0, &pub), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(pub, &certified), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_jwk(certified, &got), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_jwk(key, &want), MCIM_OK);
+  assert_string_equal(got, want);
+  free(got);
+  free(want);
+  mcim_jose_key_free(certified);
+  EVP_PKEY_free(pub);
+  X509_free(cert);
+  X509_free(ca);
+}
+
+/* ---- setup ---- */
+
+static int setup(void **state)
+{
+  static const char *const roles[] = {"ro", "pva", "m2mes", "sho-a", "vno"};
+  char cfg[256], key[256];
+  (void)state;
+  icf.bodies = json_array();
+  if (lab_init(&lab, roles, 5) != 0)
+    return -1;
+  /* everything the roles log goes to a file the test searches for secrets */
+  lab_path(&lab, logpath, sizeof(logpath), "test.log");
+  log_file = fopen(logpath, "w");
+  if (!log_file)
+    return -1;
+  mcim_log_init("test-m2mes", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_file);
+
+  uint16_t m2mes_port = lab_free_port(), pva_port = lab_free_port();
+  ro_port = lab_free_port();
+  lab_write_peers(&lab, "m2mes", (int)m2mes_port, "pva", (int)pva_port, "ro", (int)ro_port,
+                  (const char *)NULL);
+  if (lab_write_config(&lab, "pva", pva_port, NULL, cfg, sizeof(cfg)) != 0 ||
+      mcim_role_start(&mcim_role_pva, cfg, &pva) != MCIM_OK)
+    return -1;
+  snprintf(key, sizeof(key), "%s/%s", lab.pki, MCIM_PKI_M2MES_CA_KEY);
+  json_t *extra = json_pack("{s:s,s:s}", "m2mes_ca_key", key, "pcid_lifetime", "30d");
+  int rc = lab_write_config(&lab, "m2mes", m2mes_port, extra, cfg, sizeof(cfg));
+  json_decref(extra);
+  if (rc != 0 || mcim_role_start(&mcim_role_m2mes, cfg, &m2mes) != MCIM_OK)
+    return -1;
+  snprintf(base, sizeof(base), "https://localhost:%u", m2mes_port);
+  admin_cli = lab_client(&lab, "admin");
+  if (mcim_jose_key_generate(&att1) != MCIM_OK || mcim_jose_key_generate(&ka1) != MCIM_OK)
+    return -1;
+  return admin_cli ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+  (void)state;
+  mcim_role_free(m2mes);
+  mcim_role_free(pva);
+  mcim_http_server_free(icf_srv);
+  mcim_http_client_free(admin_cli);
+  mcim_jose_key_free(att1);
+  mcim_jose_key_free(ka1);
+  free(first_answer);
+  json_decref(icf.bodies);
+  mcim_log_init("test-m2mes", MCIM_LOG_TEXT, MCIM_LOG_WARN, NULL);
+  if (log_file)
+    fclose(log_file);
+  lab_remove(&lab);
+  return 0;
+}
+
+/* ---- tests ---- */
+
+/* The ICF is down: the factory is told which peer and what to do; nothing half-issued. */
+static void test_icf_unreachable(void **state)
+{
+  struct mcim_http_result res;
+  (void)state;
+  assert_int_equal(manufacture(admin_cli, "dev1", att1, ka1, &res), MCIM_PEER_UNREACHABLE);
+  assert_int_equal(res.status, 502);
+  assert_non_null(strstr(res.detail, "ICF"));
+  assert_non_null(strstr(res.detail, "send the same request again"));
+  assert_null(json_object_get(res.json, "pcid_credential"));
+  mcim_http_result_clear(&res);
+  /* the PCID is reserved, K and OPc are kept sealed for the retry */
+  assert_int_equal(db_int("m2mes", "SELECT COUNT(*) FROM devices WHERE device = ? AND"
+                                   " state = 'new' AND k IS NOT NULL AND opc IS NOT NULL",
+                          "dev1"),
+                   1);
+  /* no RIM was registered either (the ICF comes first) */
+  assert_int_equal(db_int("pva", "SELECT COUNT(*) FROM rims WHERE model = ?", "m2me-lab-1"), 0);
+}
+
+static void test_issue(void **state)
+{
+  struct mcim_http_result res;
+  uint8_t *plain = NULL;
+  size_t plen = 0;
+  (void)state;
+  icf_srv = lab_standin(&lab, "ro", ro_port, icf_routes, 1, NULL);
+  assert_non_null(icf_srv);
+  assert_int_equal(manufacture(admin_cli, "dev1", att1, ka1, &res), MCIM_OK);
+  assert_int_equal(res.status, 201);
+  json_t *a = res.json;
+  assert_string_equal(json_string_value(json_object_get(a, "device")), "dev1");
+  assert_string_equal(json_string_value(json_object_get(a, "model")), "m2me-lab-1");
+  const char *pcid = json_string_value(json_object_get(a, "pcid"));
+  assert_non_null(pcid);
+  assert_int_equal(strlen(pcid), 15);
+  assert_memory_equal(pcid, "00101", 5);
+  assert_string_equal(pcid, "001010000000001");
+  int64_t exp = json_integer_value(json_object_get(a, "pcid_expires"));
+  assert_true(exp > mcim_now() + 29 * 86400 && exp <= mcim_now() + 30 * 86400);
+  check_cert(json_string_value(json_object_get(a, "attestation_cert")), "dev1",
+             MCIM_CERT_TRE_ATTESTATION, att1);
+  check_cert(json_string_value(json_object_get(a, "ka_cert")), "dev1",
+             MCIM_CERT_TRE_KEY_AGREEMENT, ka1);
+  assert_null(json_object_get(a, "k"));
+  assert_null(json_object_get(a, "opc"));
+
+  /* what the ICF got */
+  pthread_mutex_lock(&icf.lock);
+  assert_int_equal(icf.calls, 1);
+  json_t *reg = json_incref(json_array_get(icf.bodies, 0));
+  pthread_mutex_unlock(&icf.lock);
+  assert_string_equal(json_string_value(json_object_get(reg, "pcid")), pcid);
+  assert_string_equal(json_string_value(json_object_get(reg, "device")), "dev1");
+  assert_string_equal(json_string_value(json_object_get(reg, "amf")), "8000");
+  assert_int_equal(json_integer_value(json_object_get(reg, "expires")), exp);
+  const char *k = json_string_value(json_object_get(reg, "k"));
+  const char *opc = json_string_value(json_object_get(reg, "opc"));
+  assert_int_equal(strlen(k), 32);
+  assert_int_equal(strlen(opc), 32);
+  assert_string_not_equal(k, opc);
+
+  /* the credential opens with the TRE key-agreement key and only with it */
+  const char *jwe = json_string_value(json_object_get(a, "pcid_credential"));
+  assert_non_null(jwe);
+  assert_null(strstr(jwe, k));
+  assert_int_not_equal(mcim_jwe_decrypt(att1, jwe, strlen(jwe), &plain, &plen), MCIM_OK);
+  assert_int_equal(mcim_jwe_decrypt(ka1, jwe, strlen(jwe), &plain, &plen), MCIM_OK);
+  json_t *cred = json_loadb((const char *)plain, plen, 0, NULL);
+  mcim_jose_secret_free(plain, plen);
+  assert_non_null(cred);
+  assert_string_equal(json_string_value(json_object_get(cred, "pcid")), pcid);
+  assert_string_equal(json_string_value(json_object_get(cred, "k")), k);
+  assert_string_equal(json_string_value(json_object_get(cred, "opc")), opc);
+  assert_string_equal(json_string_value(json_object_get(cred, "amf")), "8000");
+  assert_int_equal(json_integer_value(json_object_get(cred, "expires")), exp);
+  json_decref(cred);
+  /* K nowhere in the answer */
+  char *text = json_dumps(a, JSON_COMPACT);
+  assert_null(strstr(text, k));
+  assert_null(strstr(text, opc));
+  first_answer = text;
+  json_decref(reg);
+  mcim_http_result_clear(&res);
+
+  /* the model's RIMs at the PVA */
+  for (size_t i = 0; mcim_firmware_components[i]; i++) {
+    char rim[65];
+    assert_int_equal(mcim_firmware_rim("m2me-lab-1", mcim_firmware_components[i], rim), MCIM_OK);
+    assert_int_equal(db_int("pva", "SELECT COUNT(*) FROM rims WHERE digest = ?", rim), 1);
+  }
+  /* issued: the M2MES forgot K and OPc */
+  assert_int_equal(db_int("m2mes", "SELECT COUNT(*) FROM devices WHERE device = ? AND"
+                                   " state = 'issued' AND k IS NULL AND opc IS NULL",
+                          "dev1"),
+                   1);
+}
+
+static void test_idempotent(void **state)
+{
+  struct mcim_http_result res;
+  (void)state;
+  assert_int_equal(manufacture(admin_cli, "dev1", att1, ka1, &res), MCIM_OK);
+  assert_int_equal(res.status, 201);
+  char *text = json_dumps(res.json, JSON_COMPACT);
+  assert_string_equal(text, first_answer);
+  free(text);
+  mcim_http_result_clear(&res);
+  pthread_mutex_lock(&icf.lock);
+  assert_int_equal(icf.calls, 1);
+  pthread_mutex_unlock(&icf.lock);
+  /* the JWKs as JSON text are the same keys */
+  char *a = NULL, *b = NULL;
+  mcim_jose_key_public_jwk(att1, &a);
+  mcim_jose_key_public_jwk(ka1, &b);
+  assert_int_equal(post_devices(json_pack("{s:s,s:s,s:s}", "device", "dev1", "attestation_jwk", a,
+                                          "ka_jwk", b),
+                                &res),
+                   MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(a);
+  free(b);
+}
+
+static void test_conflict(void **state)
+{
+  struct mcim_http_result res;
+  mcim_jose_key_t *other = NULL;
+  (void)state;
+  assert_int_equal(mcim_jose_key_generate(&other), MCIM_OK);
+  assert_int_equal(manufacture(admin_cli, "dev1", other, ka1, &res), MCIM_CONFLICT);
+  assert_int_equal(res.status, 409);
+  mcim_http_result_clear(&res);
+  assert_int_equal(manufacture(admin_cli, "dev1", att1, other, &res), MCIM_CONFLICT);
+  mcim_http_result_clear(&res);
+  mcim_jose_key_free(other);
+}
+
+/* The ICF holds the next PCID for another device: the M2MES takes the one after. */
+static void test_second_device_icf_conflict(void **state)
+{
+  struct mcim_http_result res;
+  mcim_jose_key_t *att = NULL, *ka = NULL;
+  (void)state;
+  assert_int_equal(mcim_jose_key_generate(&att), MCIM_OK);
+  assert_int_equal(mcim_jose_key_generate(&ka), MCIM_OK);
+  pthread_mutex_lock(&icf.lock);
+  icf.conflicts_left = 1;
+  int before = icf.calls;
+  pthread_mutex_unlock(&icf.lock);
+  assert_int_equal(manufacture(admin_cli, "dev2", att, ka, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "pcid")), "001010000000003");
+  mcim_http_result_clear(&res);
+  pthread_mutex_lock(&icf.lock);
+  assert_int_equal(icf.calls, before + 2);
+  json_t *b1 = json_array_get(icf.bodies, (size_t)before);
+  json_t *b2 = json_array_get(icf.bodies, (size_t)before + 1);
+  assert_string_equal(json_string_value(json_object_get(b1, "pcid")), "001010000000002");
+  /* the same K for the next PCID: it was never accepted for the first */
+  assert_string_equal(json_string_value(json_object_get(b1, "k")),
+                      json_string_value(json_object_get(b2, "k")));
+  pthread_mutex_unlock(&icf.lock);
+  mcim_jose_key_free(att);
+  mcim_jose_key_free(ka);
+}
+
+static void test_refusals(void **state)
+{
+  struct mcim_http_result res;
+  mcim_jose_key_t *att = NULL, *ka = NULL;
+  (void)state;
+  assert_int_equal(mcim_jose_key_generate(&att), MCIM_OK);
+  assert_int_equal(mcim_jose_key_generate(&ka), MCIM_OK);
+  /* only the factory */
+  struct mcim_http_client *sho = lab_client(&lab, "sho-a");
+  struct mcim_http_client *anon = lab_client(&lab, NULL);
+  assert_int_equal(manufacture(sho, "dev9", att, ka, &res), MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  assert_int_equal(manufacture(anon, "dev9", att, ka, &res), MCIM_PEER_NOT_AUTHENTICATED);
+  mcim_http_result_clear(&res);
+  mcim_http_client_free(sho);
+  mcim_http_client_free(anon);
+  /* the same key twice */
+  assert_int_equal(manufacture(admin_cli, "dev9", att, att, &res), MCIM_INVALID_ARGUMENT);
+  mcim_http_result_clear(&res);
+  /* a private key in the request (a valid private JWK: public part + "d") */
+  EVP_PKEY *pk = NULL;
+  BIGNUM *d = NULL;
+  uint8_t db[32];
+  char d64[64];
+  assert_int_equal(mcim_pki_key_generate(&pk), MCIM_OK);
+  assert_int_equal(EVP_PKEY_get_bn_param(pk, OSSL_PKEY_PARAM_PRIV_KEY, &d), 1);
+  assert_int_equal(BN_bn2binpad(d, db, 32), 32);
+  mcim_b64url_encode(db, 32, d64);
+  mcim_jose_key_t *pub = NULL;
+  assert_int_equal(mcim_jose_key_from_pkey(pk, &pub), MCIM_OK);
+  json_t *priv = jwk_of(pub);
+  json_object_set_new(priv, "d", json_string(d64));
+  BN_clear_free(d);
+  EVP_PKEY_free(pk);
+  mcim_jose_key_free(pub);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o}", "device", "dev9", "attestation_jwk",
+                                          jwk_of(att), "ka_jwk", priv),
+                                &res),
+                   MCIM_KEY_INVALID);
+  assert_non_null(strstr(res.detail, "private"));
+  mcim_http_result_clear(&res);
+  /* not a P-256 JWK */
+  assert_int_equal(post_devices(json_pack("{s:s,s:{s:s},s:o}", "device", "dev9",
+                                          "attestation_jwk", "kty", "RSA", "ka_jwk", jwk_of(ka)),
+                                &res),
+                   MCIM_KEY_INVALID);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:i,s:o}", "device", "dev9", "attestation_jwk", 7,
+                                          "ka_jwk", jwk_of(ka)),
+                                &res),
+                   MCIM_WRONG_TYPE);
+  mcim_http_result_clear(&res);
+  /* fields */
+  assert_int_equal(post_devices(json_pack("{s:s,s:o}", "device", "dev9", "attestation_jwk",
+                                          jwk_of(att)),
+                                &res),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o,s:s}", "device", "dev9",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(ka),
+                                          "k", "00112233445566778899aabbccddeeff"),
+                                &res),
+                   MCIM_UNKNOWN_FIELD);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o}", "device", "../etc",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(ka)),
+                                &res),
+                   MCIM_INVALID_ARGUMENT);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_array(), &res), MCIM_BAD_JSON);
+  mcim_http_result_clear(&res);
+  /* the model defaults to the configured one */
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o}", "device", "dev9", "attestation_jwk",
+                                          jwk_of(att), "ka_jwk", jwk_of(ka)),
+                                &res),
+                   MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "model")), "m2me-lab-1");
+  mcim_http_result_clear(&res);
+  mcim_jose_key_free(att);
+  mcim_jose_key_free(ka);
+}
+
+/* No K or OPc that went to the ICF appears in the log or the M2MES store. */
+static void test_no_secret_leak(void **state)
+{
+  (void)state;
+  fflush(log_file);
+  char *log = lab_read_text(logpath);
+  char dbpath[256];
+  lab_path(&lab, dbpath, sizeof(dbpath), "m2mes.db");
+  char *db = lab_read_text(dbpath); /* binary, but hex text would show as text */
+  assert_non_null(log);
+  assert_non_null(strstr(log, "manufactured")); /* the log is there and has content */
+  pthread_mutex_lock(&icf.lock);
+  size_t i;
+  json_t *b;
+  json_array_foreach(icf.bodies, i, b) {
+    const char *k = json_string_value(json_object_get(b, "k"));
+    const char *opc = json_string_value(json_object_get(b, "opc"));
+    assert_null(strstr(log, k));
+    assert_null(strstr(log, opc));
+    if (db) {
+      assert_null(strstr(db, k));
+      assert_null(strstr(db, opc));
+    }
+  }
+  pthread_mutex_unlock(&icf.lock);
+  free(log);
+  free(db);
+}
+
+/* A start-up with a CA key that is not the M2MES CA's is refused with a clear cause. */
+static void test_bad_config(void **state)
+{
+  char cfg[256], key[256];
+  struct mcim_role *r = NULL;
+  (void)state;
+  snprintf(key, sizeof(key), "%s/%s", lab.pki, MCIM_PKI_OPERATORS_CA_KEY);
+  json_t *extra = json_pack("{s:s,s:s}", "m2mes_ca_key", key, "database", "m2mes-bad.db");
+  lab_write_config(&lab, "m2mes", lab_free_port(), extra, cfg, sizeof(cfg));
+  json_decref(extra);
+  assert_int_equal(mcim_role_start(&mcim_role_m2mes, cfg, &r), MCIM_KEY_INVALID);
+  assert_null(r);
+  snprintf(key, sizeof(key), "%s/%s", lab.pki, MCIM_PKI_M2MES_CA_KEY);
+  extra = json_pack("{s:s,s:s,s:s}", "m2mes_ca_key", key, "database", "m2mes-bad.db",
+                    "pcid_prefix", "0010x");
+  lab_write_config(&lab, "m2mes", lab_free_port(), extra, cfg, sizeof(cfg));
+  json_decref(extra);
+  assert_int_equal(mcim_role_start(&mcim_role_m2mes, cfg, &r), MCIM_CONFIG_INVALID);
+  assert_null(r);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_icf_unreachable),
+      cmocka_unit_test(test_issue),
+      cmocka_unit_test(test_idempotent),
+      cmocka_unit_test(test_conflict),
+      cmocka_unit_test(test_second_device_icf_conflict),
+      cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_no_secret_leak),
+      cmocka_unit_test(test_bad_config),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,729 @@
+/* The PVA role over real TLS on loopback: RIM registration (caller m2mes), validation
+ * requests (caller an SHO), the nonce to the device (access token), TRE quotes (good,
+ * tampered, wrong nonce, replayed nonce, another device, bad certificates), the verdict in
+ * the outbox (step 11, or 5 in the change procedure), traces, and expiry of a nonce.
+ * The access network (vno) is a stand-in serving its certificate; the SHO is not running:
+ * verdicts stay in the outbox, which the test reads. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "mcim/firmware.h"
+#include "mcim/log.h"
+#include "pva_m2mes_fixture.h"
+#include "roles/kinds.h"
+
+#define MODEL "m2me-lab-1"
+
+static struct lab lab;
+static struct mcim_role *pva;
+static struct mcim_http_server *vno_srv;
+static char *vno_cert;
+static const char *vno_nc[2];
+static mcim_jose_key_t *vno_key, *pva_pub;
+static struct mcim_http_client *sho_cli, *m2mes_cli, *dev_cli;
+static char base[64];
+/* dev1: the device under test; dev2: another device of the same M2MES */
+static mcim_jose_key_t *dev1_key, *dev2_key;
+static char *dev1_cert, *dev2_cert, *tok1, *tok2;
+
+/* ---- helpers ---- */
+
+static mcim_cause_t call(struct mcim_http_client *cli, const char *method, const char *path,
+                         json_t *body, const char *bearer, struct mcim_http_result *res)
+{
+  char url[256];
+  snprintf(url, sizeof(url), "%s%s", base, path);
+  mcim_cause_t rc = mcim_http_request(cli, method, url, body, bearer, res);
+  json_decref(body);
+  return rc;
+}
+
+static void new_txn(char txn[33])
+{
+  uint8_t b[16];
+  assert_int_equal(mcim_random(b, sizeof(b)), MCIM_OK);
+  mcim_hex_encode(b, sizeof(b), txn);
+}
+
+static json_t *good_log(const char *model)
+{
+  json_t *log = json_array();
+  for (size_t i = 0; mcim_firmware_components[i]; i++) {
+    char rim[65];
+    assert_int_equal(mcim_firmware_rim(model, mcim_firmware_components[i], rim), MCIM_OK);
+    json_array_append_new(log, json_pack("{s:s,s:s}", "component", mcim_firmware_components[i],
+                                         "digest", rim));
+  }
+  return log;
+}
+
+/* A quote by `key` as device `iss` over `nonce`; `digest` NULL: the log's true chain. */
+static char *make_quote(const mcim_jose_key_t *key, const char *iss, const char *txn,
+                        const char *nonce, json_t *log, const char *digest)
+{
+  char chain[65];
+  char *jws = NULL;
+  assert_int_equal(mcim_firmware_log_digest(log, chain, NULL, 0), MCIM_OK);
+  json_t *extra = json_pack("{s:s,s:s,s:O,s:s}", "nonce", nonce, "model", MODEL, "log", log,
+                            "digest", digest ? digest : chain);
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = iss, .sub = iss, .aud = "pva", .typ = "mcim-quote+jwt", .txn = txn,
+                     .iat = now, .exp = now + 120, .extra = extra};
+  assert_int_equal(mcim_jws_sign(key, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  json_decref(log);
+  return jws;
+}
+
+/* SHO sho-a asks for a validation; returns its id and nonce. */
+static void create_validation(const char *txn, const char *device, int step, char id[33],
+                              char nonce[65])
+{
+  struct mcim_http_result res;
+  json_t *body = json_pack("{s:s,s:s}", "txn", txn, "device", device);
+  if (step)
+    json_object_set_new(body, "step", json_integer(step));
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", body, NULL, &res), MCIM_OK);
+  assert_int_equal(res.status, 201);
+  snprintf(id, 33, "%s", json_string_value(json_object_get(res.json, "validation_id")));
+  snprintf(nonce, 65, "%s", json_string_value(json_object_get(res.json, "nonce")));
+  assert_int_equal(strlen(id), 32);
+  assert_int_equal(strlen(nonce), 64);
+  mcim_http_result_clear(&res);
+}
+
+static mcim_cause_t post_quote(const char *id, const char *token, const char *quote,
+                               const char *cert, struct mcim_http_result *res)
+{
+  char path[128];
+  snprintf(path, sizeof(path), "/v1/validations/%s/quote", id);
+  return call(dev_cli, "POST", path, json_pack("{s:s,s:s}", "quote", quote, "tre_cert", cert),
+              token, res);
+}
+
+struct outbox_row {
+  char peer[64], path[64];
+  int64_t step;
+  json_t *body;
+  int n;
+};
+
+static mcim_cause_t outbox_cb(const mcim_row_t *row, void *arg)
+{
+  struct outbox_row *o = arg;
+  snprintf(o->peer, sizeof(o->peer), "%s", mcim_row_text(row, 0));
+  snprintf(o->path, sizeof(o->path), "%s", mcim_row_text(row, 1));
+  json_decref(o->body);
+  o->body = json_loads(mcim_row_text(row, 2), 0, NULL);
+  o->step = mcim_row_int(row, 3);
+  o->n++;
+  return MCIM_OK;
+}
+
+/* The verdict the PVA queued for `txn` (exactly one), verified with the PVA's key. */
+static mcim_statement_t *queued_verdict(const char *txn, int64_t want_step, const char *device)
+{
+  struct outbox_row o = {.n = 0};
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  assert_int_equal(mcim_store_exec(st, "SELECT peer, path, body, step FROM outbox WHERE txn = ?",
+                                   p, 1, outbox_cb, &o),
+                   MCIM_OK);
+  mcim_store_close(st);
+  assert_int_equal(o.n, 1);
+  assert_string_equal(o.peer, "sho-a");
+  assert_string_equal(o.path, "/v1/verdicts");
+  assert_int_equal(o.step, want_step);
+  assert_string_equal(json_string_value(json_object_get(o.body, "txn")), txn);
+  assert_string_equal(json_string_value(json_object_get(o.body, "device")), device);
+  const char *v = json_string_value(json_object_get(o.body, "verdict"));
+  assert_non_null(v);
+  mcim_statement_t *stmt = NULL;
+  mcim_jws_expect_t ex = {.iss = "pva", .aud = "sho-a", .sub = device,
+                          .typ = "mcim-verdict+jwt", .txn = txn};
+  assert_int_equal(mcim_jws_verify(v, strlen(v), pva_pub, &ex, &stmt), MCIM_OK);
+  json_decref(o.body);
+  return stmt;
+}
+
+static int64_t count(const char *sql, const char *arg)
+{
+  int64_t n = -1;
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(arg)};
+  assert_int_equal(mcim_store_query_int(st, sql, p, arg ? 1 : 0, &n), MCIM_OK);
+  mcim_store_close(st);
+  return n;
+}
+
+/* ---- setup ---- */
+
+static int setup(void **state)
+{
+  static const char *const roles[] = {"ro", "pva", "m2mes", "sho-a", "vno"};
+  char cfg[256], path[256];
+  (void)state;
+  if (lab_init(&lab, roles, 5) != 0)
+    return -1;
+  uint16_t pva_port = lab_free_port(), vno_port = lab_free_port(), sho_port = lab_free_port();
+  /* sho-a is listed but not running: verdicts wait in the outbox */
+  lab_write_peers(&lab, "pva", (int)pva_port, "vno", (int)vno_port, "sho-a", (int)sho_port,
+                  (const char *)NULL);
+  json_t *extra = json_pack("{s:s,s:i,s:i,s:s}", "nonce_lifetime", "1m", "outbox_backoff_ms",
+                            600000, "outbox_max_attempts", 1000, "log_level", "warn");
+  lab_write_config(&lab, "pva", pva_port, extra, cfg, sizeof(cfg));
+  json_decref(extra);
+
+  snprintf(path, sizeof(path), "%s/vno/cert.pem", lab.pki);
+  vno_cert = lab_read_text(path);
+  vno_nc[0] = "vno";
+  vno_nc[1] = vno_cert;
+  static const struct mcim_http_route vno_routes[] = {
+      {"GET", "/v1/certificate", lab_h_certificate, 0},
+  };
+  vno_srv = lab_standin(&lab, "vno", vno_port, vno_routes, 1, vno_nc);
+  if (!vno_srv || !vno_cert)
+    return -1;
+  if (mcim_role_start(&mcim_role_pva, cfg, &pva) != MCIM_OK)
+    return -1;
+  snprintf(base, sizeof(base), "https://localhost:%u", pva_port);
+
+  sho_cli = lab_client(&lab, "sho-a");
+  m2mes_cli = lab_client(&lab, "m2mes");
+  dev_cli = lab_client(&lab, NULL);
+  vno_key = lab_role_key(&lab, "vno");
+  mcim_jose_key_t *pva_priv = lab_role_key(&lab, "pva");
+  char *jwk = NULL;
+  if (!pva_priv || mcim_jose_key_public_jwk(pva_priv, &jwk) != MCIM_OK ||
+      mcim_jose_key_from_jwk(jwk, strlen(jwk), &pva_pub) != MCIM_OK)
+    return -1;
+  free(jwk);
+  mcim_jose_key_free(pva_priv);
+  if (lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_ATTESTATION, NULL, &dev1_key, &dev1_cert) != 0 ||
+      lab_tre_key(&lab, "dev2", MCIM_CERT_TRE_ATTESTATION, NULL, &dev2_key, &dev2_cert) != 0)
+    return -1;
+  tok1 = lab_access_token(vno_key, "dev1", "restricted");
+  tok2 = lab_access_token(vno_key, "dev2", "restricted");
+  return sho_cli && m2mes_cli && dev_cli && tok1 && tok2 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+  (void)state;
+  mcim_role_free(pva);
+  mcim_http_server_free(vno_srv);
+  mcim_http_client_free(sho_cli);
+  mcim_http_client_free(m2mes_cli);
+  mcim_http_client_free(dev_cli);
+  mcim_jose_key_free(vno_key);
+  mcim_jose_key_free(pva_pub);
+  mcim_jose_key_free(dev1_key);
+  mcim_jose_key_free(dev2_key);
+  free(dev1_cert);
+  free(dev2_cert);
+  free(tok1);
+  free(tok2);
+  free(vno_cert);
+  lab_remove(&lab);
+  return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_firmware(void **state)
+{
+  char *img = NULL, hex[65], chain[65], err[128];
+  (void)state;
+  assert_int_equal(mcim_firmware_image("m2me-lab-1", "os", &img), MCIM_OK);
+  assert_string_equal(img, "mcim lab firmware m2me-lab-1 os v1\n");
+  free(img);
+  /* printf 'mcim lab firmware m2me-lab-1 os v1\n' | sha256sum */
+  assert_int_equal(mcim_firmware_rim("m2me-lab-1", "os", hex), MCIM_OK);
+  FILE *p = popen("printf 'mcim lab firmware m2me-lab-1 os v1\\n' | sha256sum", "r");
+  char want[80] = "";
+  assert_non_null(p);
+  assert_non_null(fgets(want, sizeof(want), p));
+  pclose(p);
+  want[64] = '\0';
+  assert_string_equal(hex, want);
+  assert_int_equal(mcim_firmware_image("bad name", "os", &img), MCIM_INVALID_ARGUMENT);
+
+  /* d1 = SHA-256(0^32 || m) for a one-entry log */
+  json_t *log = json_pack("[{s:s,s:s}]", "component", "os", "digest", hex);
+  uint8_t d[32] = {0}, m[32];
+  assert_int_equal(mcim_hex_decode_str(hex, m, 32), MCIM_OK);
+  assert_int_equal(mcim_firmware_extend(d, m), MCIM_OK);
+  mcim_hex_encode(d, 32, want);
+  assert_int_equal(mcim_firmware_log_digest(log, chain, err, sizeof(err)), MCIM_OK);
+  assert_string_equal(chain, want);
+  json_decref(log);
+  log = json_pack("[{s:s,s:s}]", "component", "os", "digest", "abcd");
+  assert_int_not_equal(mcim_firmware_log_digest(log, chain, err, sizeof(err)), MCIM_OK);
+  json_decref(log);
+  log = json_pack("[{s:s,s:s,s:i}]", "component", "os", "digest", hex, "x", 1);
+  assert_int_equal(mcim_firmware_log_digest(log, chain, err, sizeof(err)), MCIM_BAD_JSON);
+  json_decref(log);
+  log = json_string("x");
+  assert_int_equal(mcim_firmware_log_digest(log, chain, err, sizeof(err)), MCIM_BAD_JSON);
+  json_decref(log);
+}
+
+static void test_rims(void **state)
+{
+  struct mcim_http_result res;
+  (void)state;
+  for (size_t i = 0; mcim_firmware_components[i]; i++) {
+    char rim[65];
+    mcim_firmware_rim(MODEL, mcim_firmware_components[i], rim);
+    json_t *b = json_pack("{s:s,s:s,s:s}", "model", MODEL, "component",
+                          mcim_firmware_components[i], "digest", rim);
+    assert_int_equal(call(m2mes_cli, "POST", "/v1/rims", json_incref(b), NULL, &res), MCIM_OK);
+    assert_int_equal(res.status, 201);
+    mcim_http_result_clear(&res);
+    /* again: idempotent */
+    assert_int_equal(call(m2mes_cli, "POST", "/v1/rims", b, NULL, &res), MCIM_OK);
+    assert_int_equal(res.status, 200);
+    mcim_http_result_clear(&res);
+  }
+  assert_int_equal(count("SELECT COUNT(*) FROM rims WHERE model = ?", MODEL), 3);
+
+  /* only the M2MES */
+  char rim[65];
+  mcim_firmware_rim(MODEL, "os", rim);
+  assert_int_equal(call(sho_cli, "POST", "/v1/rims",
+                        json_pack("{s:s,s:s,s:s}", "model", MODEL, "component", "os", "digest",
+                                  rim),
+                        NULL, &res),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  /* a device (no certificate) never reaches it */
+  assert_int_equal(call(dev_cli, "POST", "/v1/rims",
+                        json_pack("{s:s,s:s,s:s}", "model", MODEL, "component", "os", "digest",
+                                  rim),
+                        NULL, &res),
+                   MCIM_PEER_NOT_AUTHENTICATED);
+  mcim_http_result_clear(&res);
+  /* bad bodies */
+  assert_int_equal(call(m2mes_cli, "POST", "/v1/rims",
+                        json_pack("{s:s,s:s,s:s}", "model", MODEL, "component", "os", "digest",
+                                  "abcd"),
+                        NULL, &res),
+                   MCIM_BAD_LENGTH);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(m2mes_cli, "POST", "/v1/rims",
+                        json_pack("{s:s,s:s,s:s,s:i}", "model", MODEL, "component", "os",
+                                  "digest", rim, "extra", 1),
+                        NULL, &res),
+                   MCIM_UNKNOWN_FIELD);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(m2mes_cli, "POST", "/v1/rims",
+                        json_pack("{s:s,s:s,s:s}", "model", "a b", "component", "os", "digest",
+                                  rim),
+                        NULL, &res),
+                   MCIM_INVALID_ARGUMENT);
+  mcim_http_result_clear(&res);
+}
+
+static void test_good_quote(void **state)
+{
+  char txn[33], id[33], nonce[65], id2[33], nonce2[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  /* the SHO retries: same answer */
+  create_validation(txn, "dev1", 0, id2, nonce2);
+  assert_string_equal(id, id2);
+  assert_string_equal(nonce, nonce2);
+  /* the same txn for another device is a conflict */
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s}", "txn", txn, "device", "dev2"), NULL, &res),
+                   MCIM_CONFLICT);
+  mcim_http_result_clear(&res);
+
+  /* step 10: the device fetches the nonce with its token, twice (polling) */
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok1, &res),
+                     MCIM_OK);
+    assert_string_equal(json_string_value(json_object_get(res.json, "validation_id")), id);
+    assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
+    assert_string_equal(json_string_value(json_object_get(res.json, "txn")), txn);
+    assert_int_equal(json_integer_value(json_object_get(res.json, "step")), 10);
+    mcim_http_result_clear(&res);
+  }
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  assert_int_equal(res.status, 200);
+  assert_string_equal(json_string_value(json_object_get(res.json, "result")), "success");
+  mcim_http_result_clear(&res);
+  /* the device retries the same quote: same answer, nothing changes twice */
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "result")), "success");
+  mcim_http_result_clear(&res);
+  free(q);
+
+  /* step 11: one verdict for sho-a in the outbox */
+  int64_t pending = 0;
+  assert_int_equal(mcim_role_outbox_pending(pva, &pending), MCIM_OK);
+  assert_true(pending >= 1);
+  mcim_statement_t *v = queued_verdict(txn, 11, "dev1");
+  assert_string_equal(mcim_statement_string(v, "result"), "success");
+  assert_string_equal(mcim_statement_string(v, "cause"), "OK");
+  assert_int_equal(json_array_size(json_object_get(v->payload, "mismatches")), 0);
+  mcim_statement_free(v);
+
+  /* no pending validation any more */
+  assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok1, &res),
+                   MCIM_NOT_FOUND);
+  mcim_http_result_clear(&res);
+
+  /* the trace: 9 validate, 10 nonce (once), 10 quote */
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ? AND step = 9 AND"
+                         " from_name = 'sho-a' AND to_name = 'pva' AND cause IS NULL",
+                         txn),
+                   1);
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ? AND step = 10 AND"
+                         " from_name = 'pva' AND to_name = 'dev1' AND msg = 'nonce'",
+                         txn),
+                   1);
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ? AND step = 10 AND"
+                         " from_name = 'dev1' AND to_name = 'pva' AND msg = 'TRE quote'"
+                         " AND cause IS NULL",
+                         txn),
+                   1);
+}
+
+static void test_replayed_nonce(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(q);
+  /* a second, freshly signed quote over the used nonce */
+  q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_REPLAY);
+  assert_int_equal(res.status, 409);
+  mcim_http_result_clear(&res);
+  free(q);
+  mcim_statement_t *v = queued_verdict(txn, 11, "dev1"); /* still exactly one verdict */
+  mcim_statement_free(v);
+}
+
+static void test_tampered(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  /* the os image differs from the RIM (what `--tamper` manufactures) */
+  json_t *log = good_log(MODEL);
+  char bad[65];
+  const char *evil = "mcim lab firmware m2me-lab-1 os v1 with a backdoor\n";
+  mcim_firmware_measure((const uint8_t *)evil, strlen(evil), bad);
+  json_object_set_new(json_array_get(log, 1), "digest", json_string(bad));
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, log, NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_VALIDATION_FAILED);
+  assert_int_equal(res.status, 403);
+  /* the device learns why */
+  assert_non_null(strstr(res.detail, "os"));
+  json_t *mm = json_object_get(res.json, "mismatches");
+  assert_int_equal(json_array_size(mm), 1);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(mm, 0), "component")),
+                      "os");
+  assert_string_equal(json_string_value(json_object_get(json_array_get(mm, 0), "digest")), bad);
+  assert_string_equal(json_string_value(json_object_get(res.json, "result")), "failure");
+  mcim_http_result_clear(&res);
+  /* retry: the same problem again */
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_VALIDATION_FAILED);
+  mcim_http_result_clear(&res);
+  free(q);
+
+  mcim_statement_t *v = queued_verdict(txn, 11, "dev1");
+  assert_string_equal(mcim_statement_string(v, "result"), "failure");
+  assert_string_equal(mcim_statement_string(v, "cause"), "VALIDATION_FAILED");
+  assert_int_equal(json_array_size(json_object_get(v->payload, "mismatches")), 1);
+  mcim_statement_free(v);
+}
+
+static void test_unknown_component_and_chain(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  /* a component without RIM and a missing one */
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  json_t *log = good_log(MODEL);
+  json_object_set_new(json_array_get(log, 2), "component", json_string("debugger"));
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, log, NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_VALIDATION_FAILED);
+  json_t *mm = json_object_get(res.json, "mismatches");
+  assert_int_equal(json_array_size(mm), 2); /* debugger: no RIM; agent: not measured */
+  mcim_http_result_clear(&res);
+  free(q);
+
+  /* a log that does not replay into the quoted digest */
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL),
+                 "0000000000000000000000000000000000000000000000000000000000000000");
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_VALIDATION_FAILED);
+  assert_non_null(strstr(res.detail, "replay"));
+  mcim_http_result_clear(&res);
+  free(q);
+}
+
+static void test_wrong_nonce(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  char other[65];
+  memcpy(other, nonce, sizeof(other));
+  other[0] = other[0] == 'a' ? 'b' : 'a';
+  char *q = make_quote(dev1_key, "dev1", txn, other, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_QUOTE_INVALID);
+  assert_int_equal(res.status, 400);
+  mcim_http_result_clear(&res);
+  free(q);
+  /* a quote of another procedure (txn) */
+  char txn2[33];
+  new_txn(txn2);
+  q = make_quote(dev1_key, "dev1", txn2, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_QUOTE_INVALID);
+  mcim_http_result_clear(&res);
+  free(q);
+  /* not conclusive: no verdict yet, and the right quote still works */
+  assert_int_equal(count("SELECT COUNT(*) FROM outbox WHERE txn = ?", txn), 0);
+  q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(q);
+}
+
+static void test_other_device(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  /* dev2's token cannot read dev1's nonce, nor answer dev1's validation */
+  assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok2, &res),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  char *q = make_quote(dev2_key, "dev2", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok2, q, dev2_cert, &res), MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  /* dev1's token with dev2's TRE certificate and quote: the certificate is not dev1's */
+  assert_int_equal(post_quote(id, tok1, q, dev2_cert, &res), MCIM_CERT_INVALID);
+  mcim_http_result_clear(&res);
+  /* dev1's certificate with a quote signed by dev2's key */
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_QUOTE_INVALID);
+  mcim_http_result_clear(&res);
+  free(q);
+  /* a quote by dev1's key claiming to be dev2 */
+  q = make_quote(dev1_key, "dev2", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_QUOTE_INVALID);
+  mcim_http_result_clear(&res);
+  free(q);
+  /* no token at all */
+  q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, NULL, q, dev1_cert, &res), MCIM_NO_ACCESS);
+  mcim_http_result_clear(&res);
+  /* an unknown validation */
+  assert_int_equal(post_quote("0123456789abcdef0123456789abcdef", tok1, q, dev1_cert, &res),
+                   MCIM_NOT_FOUND);
+  mcim_http_result_clear(&res);
+  free(q);
+  assert_int_equal(count("SELECT COUNT(*) FROM outbox WHERE txn = ?", txn), 0);
+}
+
+static void test_bad_cert(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  mcim_jose_key_t *k = NULL;
+  char *pem = NULL;
+  mcim_pki_ca_t *ops = NULL;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  /* garbage */
+  assert_int_equal(post_quote(id, tok1, q, "-----BEGIN CERTIFICATE-----\nAAAA\n", &res),
+                   MCIM_CERT_INVALID);
+  mcim_http_result_clear(&res);
+  /* the right CN, but the operators' CA instead of the M2MES CA */
+  assert_int_equal(mcim_pki_lab_load_ca(lab.pki, MCIM_PKI_CA_OPERATORS, &ops), MCIM_OK);
+  assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_ATTESTATION, ops, &k, &pem), 0);
+  assert_int_equal(post_quote(id, tok1, q, pem, &res), MCIM_CERT_INVALID);
+  mcim_http_result_clear(&res);
+  mcim_jose_key_free(k);
+  free(pem);
+  /* the M2MES CA, but a key-agreement certificate */
+  assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_KEY_AGREEMENT, NULL, &k, &pem), 0);
+  assert_int_equal(post_quote(id, tok1, q, pem, &res), MCIM_CERT_INVALID);
+  mcim_http_result_clear(&res);
+  mcim_jose_key_free(k);
+  free(pem);
+  mcim_pki_ca_free(ops);
+  free(q);
+  /* the last refusal is remembered for the expiry verdict */
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'pending'"
+                         " AND last_cause = 'CERT_INVALID'",
+                         txn),
+                   1);
+}
+
+static void test_bad_requests(void **state)
+{
+  struct mcim_http_result res;
+  char txn[33];
+  (void)state;
+  new_txn(txn);
+  /* only SHOs ask for validations */
+  assert_int_equal(call(m2mes_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s}", "txn", txn, "device", "dev1"), NULL, &res),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s}", "txn", "xyz", "device", "dev1"), NULL, &res),
+                   MCIM_BAD_HEX);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", json_pack("{s:s}", "txn", txn), NULL,
+                        &res),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s,s:s}", "txn", txn, "device", "dev1", "aud", "sho-b"),
+                        NULL, &res),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s,s:i}", "txn", txn, "device", "dev1", "step", 0), NULL,
+                        &res),
+                   MCIM_INVALID_ARGUMENT);
+  mcim_http_result_clear(&res);
+  /* quote bodies */
+  assert_int_equal(call(dev_cli, "POST", "/v1/validations/0123456789abcdef0123456789abcdef/quote",
+                        json_pack("{s:s}", "quote", "x"), tok1, &res),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(dev_cli, "POST", "/v1/validations/0123456789abcdef0123456789abcdef/quote",
+                        json_pack("{s:i,s:s}", "quote", 3, "tre_cert", "x"), tok1, &res),
+                   MCIM_WRONG_TYPE);
+  mcim_http_result_clear(&res);
+  /* a token not signed by an access network */
+  char *forged = lab_access_token(dev1_key, "dev1", "full");
+  assert_int_not_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, forged, &res),
+                       MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(forged);
+}
+
+/* The change procedure: the SHO asks at step 3, the quote is step 4, the verdict step 5. */
+static void test_change_steps(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 3, id, nonce);
+  assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok1, &res),
+                   MCIM_OK);
+  assert_int_equal(json_integer_value(json_object_get(res.json, "step")), 4);
+  mcim_http_result_clear(&res);
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(q);
+  mcim_statement_free(queued_verdict(txn, 5, "dev1"));
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ? AND step = 3", txn), 1);
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ? AND step = 4", txn), 2);
+}
+
+/* A nonce that expires without a good quote ends the validation with a failure verdict. */
+static void test_expiry(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev2", 0, id, nonce);
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  assert_int_equal(mcim_store_exec(st,
+                                   "UPDATE validations SET expires = 0, last_cause ="
+                                   " 'QUOTE_INVALID' WHERE txn = ?",
+                                   p, 1, NULL, NULL),
+                   MCIM_OK);
+  mcim_store_close(st);
+  /* the worker ticks every 50 ms */
+  for (int i = 0; i < 100 && count("SELECT COUNT(*) FROM outbox WHERE txn = ?", txn) == 0; i++)
+    usleep(20000);
+  mcim_statement_t *v = queued_verdict(txn, 11, "dev2");
+  assert_string_equal(mcim_statement_string(v, "result"), "failure");
+  assert_string_equal(mcim_statement_string(v, "cause"), "QUOTE_INVALID");
+  mcim_statement_free(v);
+  /* a late quote */
+  struct mcim_http_result res;
+  char *q = make_quote(dev2_key, "dev2", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok2, q, dev2_cert, &res), MCIM_NONCE_UNKNOWN);
+  mcim_http_result_clear(&res);
+  free(q);
+}
+
+/* Whatever a peer sends, the PVA goes on serving. */
+static void test_garbage(void **state)
+{
+  struct mcim_http_result res;
+  (void)state;
+  const char *junk[] = {"", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "....", "x"};
+  for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+    char txn[33], id[33], nonce[65];
+    new_txn(txn);
+    create_validation(txn, "dev1", 0, id, nonce);
+    assert_int_not_equal(post_quote(id, tok1, junk[i], dev1_cert, &res), MCIM_OK);
+    mcim_http_result_clear(&res);
+    assert_int_not_equal(post_quote(id, junk[i][0] ? junk[i] : "x", junk[i], junk[i], &res),
+                         MCIM_OK);
+    mcim_http_result_clear(&res);
+  }
+  assert_int_equal(call(dev_cli, "GET", "/v1/health", NULL, NULL, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_firmware),
+      cmocka_unit_test(test_rims),
+      cmocka_unit_test(test_good_quote),
+      cmocka_unit_test(test_replayed_nonce),
+      cmocka_unit_test(test_tampered),
+      cmocka_unit_test(test_unknown_component_and_chain),
+      cmocka_unit_test(test_wrong_nonce),
+      cmocka_unit_test(test_other_device),
+      cmocka_unit_test(test_bad_cert),
+      cmocka_unit_test(test_bad_requests),
+      cmocka_unit_test(test_change_steps),
+      cmocka_unit_test(test_expiry),
+      cmocka_unit_test(test_garbage),
+  };
+  mcim_log_init("test-pva", MCIM_LOG_TEXT, MCIM_LOG_WARN, NULL);
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

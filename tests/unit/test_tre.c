@@ -1,0 +1,1487 @@
+/* The software TRE (src/tre/), with real crypto throughout: a throw-away PKI (operators' CA,
+ * M2MES CA, an unrelated CA), SHO keys with operators' CA certificates, an owner key, an AuC
+ * made of Milenage + AV generation + the HE SQN state. Every mutating operation is followed
+ * by a reopen from disk that must show the same state. */
+#define _XOPEN_SOURCE 700 /* nftw */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <cjose/cjose.h>
+#include <ctype.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mcim/aka.h"
+#include "mcim/jose.h"
+#include "mcim/log.h"
+#include "mcim/milenage.h"
+#include "mcim/pki.h"
+#include "mcim/seal.h"
+#include "mcim/sqn.h"
+#include "mcim/tre.h"
+#include "mcim/util.h"
+
+#define DEVICE "dev1"
+#define MODEL "model-x"
+#define PCID1 "001010000000001"
+#define PCID2 "001010000000002"
+#define TYP_PKG "mcim-package+jwt"
+#define TYP_INSTR "mcim-instruction+jwt"
+#define TXN_A "0123456789abcdef0123456789abcdef"
+#define TXN_B "fedcba9876543210fedcba9876543210"
+#define TXN_C "00000000000000000000000000000001"
+
+/* ---- group fixtures: PKI, SHOs, owner, log capture ---------------------------------- */
+
+struct sho {
+  const char *name;
+  EVP_PKEY *pkey;
+  mcim_jose_key_t *key;
+  char *cert_pem;          /* operators' CA */
+  uint8_t k[16], opc[16];  /* the MCIM it issues */
+  char imsi[16];
+};
+
+static mcim_pki_ca_t *ops_ca, *m2mes_ca, *evil_ca;
+static char *ops_ca_pem, *m2mes_ca_pem;
+static struct sho sho_a = {.name = "sho-a", .imsi = "001020000000007"};
+static struct sho sho_b = {.name = "sho-b", .imsi = "001030000000009"};
+static struct sho sho_ro = {.name = "ro", .imsi = "001010000000099"};  /* reserved name */
+static struct sho sho_evil = {.name = "sho-a", .imsi = "001020000000008"}; /* other CA */
+static struct sho sho_old = {.name = "sho-b", .imsi = "001030000000010"};  /* expired cert */
+static mcim_jose_key_t *owner, *stranger;
+static char *owner_jwk;
+static FILE *log_fp;
+
+/* Every secret any test hands the TRE, to search outputs, the disk and the log for. */
+static char secrets[64][33];
+static size_t nsecrets;
+
+static void remember_secret(const uint8_t b[16])
+{
+  assert_true(nsecrets < sizeof(secrets) / sizeof(secrets[0]));
+  mcim_hex_encode(b, 16, secrets[nsecrets++]);
+}
+
+static char *cert_pem_issue(const mcim_pki_ca_t *ca, const char *name, mcim_cert_usage_t usage,
+                            EVP_PKEY *key, int64_t nb, int64_t na)
+{
+  X509 *x = NULL;
+  char *pem = NULL;
+  mcim_cert_request_t req = {
+      .name = name, .usage = usage, .key = key, .not_before = nb, .not_after = na, .days = 30};
+  assert_int_equal(mcim_pki_issue(ca, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(x, &pem), MCIM_OK);
+  X509_free(x);
+  return pem;
+}
+
+static void sho_make(struct sho *s, const mcim_pki_ca_t *ca, int64_t nb, int64_t na)
+{
+  assert_int_equal(mcim_pki_key_generate(&s->pkey), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(s->pkey, &s->key), MCIM_OK);
+  s->cert_pem = cert_pem_issue(ca, s->name, MCIM_CERT_TLS, s->pkey, nb, na);
+  assert_int_equal(mcim_random(s->k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(s->opc, 16), MCIM_OK);
+  remember_secret(s->k);
+  remember_secret(s->opc);
+}
+
+static void sho_free(struct sho *s)
+{
+  EVP_PKEY_free(s->pkey);
+  mcim_jose_key_free(s->key);
+  free(s->cert_pem);
+}
+
+static int group_setup(void **state)
+{
+  (void)state;
+  log_fp = tmpfile();
+  assert_non_null(log_fp);
+  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
+  assert_int_equal(mcim_pki_ca_create("operators-ca", 30, &ops_ca), MCIM_OK);
+  assert_int_equal(mcim_pki_ca_create("m2mes-ca", 30, &m2mes_ca), MCIM_OK);
+  assert_int_equal(mcim_pki_ca_create("evil-ca", 30, &evil_ca), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(ops_ca->cert, &ops_ca_pem), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(m2mes_ca->cert, &m2mes_ca_pem), MCIM_OK);
+  int64_t now = mcim_now();
+  sho_make(&sho_a, ops_ca, 0, 0);
+  sho_make(&sho_b, ops_ca, 0, 0);
+  sho_make(&sho_ro, ops_ca, 0, 0);
+  sho_make(&sho_evil, evil_ca, 0, 0);
+  sho_make(&sho_old, ops_ca, now - 7200, now - 3600);
+  assert_int_equal(mcim_jose_key_generate(&owner), MCIM_OK);
+  assert_int_equal(mcim_jose_key_generate(&stranger), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_jwk(owner, &owner_jwk), MCIM_OK);
+  return 0;
+}
+
+static int group_teardown(void **state)
+{
+  (void)state;
+  sho_free(&sho_a);
+  sho_free(&sho_b);
+  sho_free(&sho_ro);
+  sho_free(&sho_evil);
+  sho_free(&sho_old);
+  mcim_pki_ca_free(ops_ca);
+  mcim_pki_ca_free(m2mes_ca);
+  mcim_pki_ca_free(evil_ca);
+  free(ops_ca_pem);
+  free(m2mes_ca_pem);
+  mcim_jose_key_free(owner);
+  mcim_jose_key_free(stranger);
+  free(owner_jwk);
+  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
+  fclose(log_fp);
+  return 0;
+}
+
+/* Log text written since `from`. */
+static char *log_since(long from)
+{
+  fflush(log_fp);
+  long end = ftell(log_fp);
+  assert_true(end >= from);
+  char *buf = calloc(1, (size_t)(end - from) + 1);
+  assert_non_null(buf);
+  assert_int_equal(fseek(log_fp, from, SEEK_SET), 0);
+  size_t got = fread(buf, 1, (size_t)(end - from), log_fp);
+  assert_int_equal((long)got, end - from);
+  assert_int_equal(fseek(log_fp, 0, SEEK_END), 0);
+  return buf;
+}
+
+/* ---- per-test fixture: a manufactured TRE with a PCID credential --------------------- */
+
+struct auc {
+  mcim_milenage_t *m;
+  struct mcim_sqn_params p;
+  struct mcim_sqn_he he;
+};
+
+struct fx {
+  char dir[64];
+  mcim_tre_t *tre;
+  mcim_jose_key_t *ka_pub, *att_pub;
+  uint8_t pcid_k[16], pcid_opc[16];
+};
+
+static void auc_init(struct auc *a, const uint8_t k[16], const uint8_t opc[16])
+{
+  assert_int_equal(mcim_milenage_new(&a->m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(a->m, k, opc), MCIM_OK);
+  mcim_sqn_params_default(&a->p);
+  assert_int_equal(mcim_sqn_he_init(&a->p, &a->he), MCIM_OK);
+}
+
+static uint64_t auc_av(struct auc *a, struct mcim_aka_av *av)
+{
+  static const uint8_t amf[2] = {0x80, 0x00};
+  struct mcim_sqn_he next;
+  uint64_t sqn = 0;
+  uint8_t sqnb[MCIM_SQN_LEN];
+  assert_int_equal(mcim_sqn_he_next(&a->p, &a->he, &next, &sqn), MCIM_OK);
+  a->he = next;
+  mcim_sqn_to_bytes(sqn, sqnb);
+  assert_int_equal(mcim_aka_gen_av(a->m, NULL, sqnb, amf, av), MCIM_OK);
+  return sqn;
+}
+
+static void auc_free(struct auc *a)
+{
+  mcim_milenage_free(a->m);
+}
+
+static mcim_cause_t tre_aka(struct fx *f, const char *cred, const struct mcim_aka_av *av,
+                            uint8_t res[8], uint8_t auts[14])
+{
+  return f->tre->ops->aka(f->tre->ctx, cred, av->rand, av->autn, res, auts);
+}
+
+static json_t *status_of(mcim_tre_t *tre)
+{
+  json_t *st = NULL;
+  assert_int_equal(tre->ops->status(tre->ctx, &st), MCIM_OK);
+  assert_non_null(st);
+  return st;
+}
+
+/* The state on disk is the state the handle reports: a second handle and a fresh one on the
+ * same folder both see exactly it. */
+static void check_persisted(struct fx *f)
+{
+  mcim_tre_t *other = NULL;
+  json_t *a = status_of(f->tre);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &other), MCIM_OK);
+  json_t *b = status_of(other);
+  mcim_tre_close(other);
+  mcim_tre_close(f->tre);
+  f->tre = NULL;
+  assert_int_equal(mcim_tre_soft_open(f->dir, &f->tre), MCIM_OK);
+  json_t *c = status_of(f->tre);
+  assert_true(json_equal(a, b));
+  assert_true(json_equal(a, c));
+  json_decref(a);
+  json_decref(b);
+  json_decref(c);
+}
+
+/* JWK (public, from the TRE) to an EVP_PKEY, as the M2MES does to certify it. */
+static EVP_PKEY *jwk_to_pkey(const char *jwk)
+{
+  uint8_t pt[65], tmp[40];
+  size_t len = 0;
+  json_t *j = json_loads(jwk, 0, NULL);
+  assert_non_null(j);
+  assert_null(json_object_get(j, "d")); /* public only */
+  pt[0] = 0x04;
+  const char *x = json_string_value(json_object_get(j, "x"));
+  const char *y = json_string_value(json_object_get(j, "y"));
+  assert_int_equal(mcim_b64url_decode(x, strlen(x), tmp, sizeof(tmp), &len), MCIM_OK);
+  assert_int_equal(len, 32);
+  memcpy(pt + 1, tmp, 32);
+  assert_int_equal(mcim_b64url_decode(y, strlen(y), tmp, sizeof(tmp), &len), MCIM_OK);
+  assert_int_equal(len, 32);
+  memcpy(pt + 33, tmp, 32);
+  json_decref(j);
+  OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+  assert_non_null(bld);
+  assert_int_equal(
+      OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0), 1);
+  assert_int_equal(
+      OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt)), 1);
+  OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+  EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+  EVP_PKEY *pkey = NULL;
+  assert_true(params && ctx);
+  assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
+  assert_int_equal(EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params), 1);
+  EVP_PKEY_CTX_free(ctx);
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  return pkey;
+}
+
+static char *pcid_jwe(const mcim_jose_key_t *ka, const char *pcid, const uint8_t k[16],
+                      const uint8_t opc[16], int64_t expires)
+{
+  char kh[33], oh[33], text[256];
+  char *jwe = NULL;
+  mcim_hex_encode(k, 16, kh);
+  mcim_hex_encode(opc, 16, oh);
+  snprintf(text, sizeof(text),
+           "{\"pcid\":\"%s\",\"k\":\"%s\",\"opc\":\"%s\",\"amf\":\"8000\",\"expires\":%lld}", pcid,
+           kh, oh, (long long)expires);
+  assert_int_equal(mcim_jwe_encrypt(ka, (const uint8_t *)text, strlen(text), &jwe), MCIM_OK);
+  mcim_wipe(text, sizeof(text));
+  return jwe;
+}
+
+static int fx_setup(void **state)
+{
+  struct fx *f = calloc(1, sizeof(*f));
+  char *att_jwk = NULL, *ka_jwk = NULL;
+  assert_non_null(f);
+  snprintf(f->dir, sizeof(f->dir), "/tmp/mcim-tre-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  /* Manufacture: keys inside the TRE, certificates from the M2MES CA, first PCID. */
+  assert_int_equal(mcim_tre_soft_create(f->dir, DEVICE, MODEL, owner_jwk, ops_ca_pem,
+                                        m2mes_ca_pem),
+                   MCIM_OK);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &f->tre), MCIM_OK);
+  assert_int_equal(mcim_tre_soft_public_jwk(f->tre, MCIM_TRE_CERT_ATTESTATION, &att_jwk), MCIM_OK);
+  assert_int_equal(mcim_tre_soft_public_jwk(f->tre, MCIM_TRE_CERT_KA, &ka_jwk), MCIM_OK);
+  EVP_PKEY *att = jwk_to_pkey(att_jwk), *ka = jwk_to_pkey(ka_jwk);
+  char *att_pem = cert_pem_issue(m2mes_ca, DEVICE, MCIM_CERT_TRE_ATTESTATION, att, 0, 0);
+  char *ka_pem = cert_pem_issue(m2mes_ca, DEVICE, MCIM_CERT_TRE_KEY_AGREEMENT, ka, 0, 0);
+  assert_int_equal(mcim_tre_soft_set_certs(f->tre, att_pem, ka_pem), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(ka_jwk, strlen(ka_jwk), &f->ka_pub), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(att_jwk, strlen(att_jwk), &f->att_pub), MCIM_OK);
+  assert_int_equal(mcim_random(f->pcid_k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(f->pcid_opc, 16), MCIM_OK);
+  remember_secret(f->pcid_k);
+  remember_secret(f->pcid_opc);
+  char *jwe = pcid_jwe(f->ka_pub, PCID1, f->pcid_k, f->pcid_opc, mcim_now() + 3600);
+  assert_int_equal(f->tre->ops->pcid_install(f->tre->ctx, jwe, strlen(jwe)), MCIM_OK);
+  free(jwe);
+  free(att_pem);
+  free(ka_pem);
+  EVP_PKEY_free(att);
+  EVP_PKEY_free(ka);
+  free(att_jwk);
+  free(ka_jwk);
+  *state = f;
+  return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+  (void)sb;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static int fx_teardown(void **state)
+{
+  struct fx *f = *state;
+  mcim_tre_close(f->tre);
+  mcim_jose_key_free(f->ka_pub);
+  mcim_jose_key_free(f->att_pub);
+  nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+  free(f);
+  return 0;
+}
+
+/* ---- white-box access to the sealed file (the test holds the storage key) ----------- */
+
+static char *path_in(const struct fx *f, const char *name)
+{
+  static char buf[4][128];
+  static int n;
+  char *p = buf[n++ % 4];
+  snprintf(p, 128, "%s/%s", f->dir, name);
+  return p;
+}
+
+static uint8_t *file_read(const char *path, size_t *len)
+{
+  FILE *fp = fopen(path, "rb");
+  assert_non_null(fp);
+  assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+  long n = ftell(fp);
+  assert_true(n > 0);
+  rewind(fp);
+  uint8_t *buf = malloc((size_t)n + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+  buf[n] = 0;
+  fclose(fp);
+  *len = (size_t)n;
+  return buf;
+}
+
+static void file_write(const char *path, const void *buf, size_t len)
+{
+  FILE *fp = fopen(path, "wb");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(buf, 1, len, fp), len);
+  assert_int_equal(fclose(fp), 0);
+}
+
+/* The state document in clear. */
+static json_t *state_read(const struct fx *f)
+{
+  mcim_storage_key_t *key = NULL;
+  size_t len = 0, plain_len = 0;
+  assert_int_equal(mcim_storage_key_load_file(path_in(f, "tre.key"), &key), MCIM_OK);
+  uint8_t *buf = file_read(path_in(f, "tre.sealed"), &len);
+  const char hdr[] = "mcim-tre 1 " DEVICE "\n";
+  assert_memory_equal(buf, hdr, strlen(hdr));
+  uint8_t *plain = malloc(len);
+  assert_non_null(plain);
+  assert_int_equal(mcim_unseal(key, "tre/" DEVICE, buf + strlen(hdr), len - strlen(hdr), plain,
+                               len, &plain_len),
+                   MCIM_OK);
+  json_t *st = json_loadb((const char *)plain, plain_len, 0, NULL);
+  assert_non_null(st);
+  free(plain);
+  free(buf);
+  mcim_storage_key_free(key);
+  return st;
+}
+
+static void state_write(const struct fx *f, json_t *st)
+{
+  mcim_storage_key_t *key = NULL;
+  const char hdr[] = "mcim-tre 1 " DEVICE "\n";
+  char *text = json_dumps(st, JSON_COMPACT);
+  assert_non_null(text);
+  size_t n = strlen(text), out_len = 0;
+  uint8_t *buf = malloc(strlen(hdr) + mcim_seal_len(n));
+  assert_non_null(buf);
+  assert_int_equal(mcim_storage_key_load_file(path_in(f, "tre.key"), &key), MCIM_OK);
+  memcpy(buf, hdr, strlen(hdr));
+  assert_int_equal(mcim_seal(key, "tre/" DEVICE, (const uint8_t *)text, n, buf + strlen(hdr),
+                             mcim_seal_len(n), &out_len),
+                   MCIM_OK);
+  file_write(path_in(f, "tre.sealed"), buf, strlen(hdr) + out_len);
+  mcim_storage_key_free(key);
+  free(buf);
+  free(text);
+}
+
+static bool contains_ci(const char *hay, size_t len, const char *needle)
+{
+  size_t n = strlen(needle);
+  for (size_t i = 0; i + n <= len; i++) {
+    size_t j = 0;
+    while (j < n && tolower((unsigned char)hay[i + j]) == tolower((unsigned char)needle[j]))
+      j++;
+    if (j == n)
+      return true;
+  }
+  return false;
+}
+
+static bool has_secret(const char *text, size_t len, const uint8_t b[16])
+{
+  char hex[33];
+  mcim_hex_encode(b, 16, hex);
+  return contains_ci(text, len, hex);
+}
+
+/* ---- MCIM packages --------------------------------------------------------------------- */
+
+struct pkg {
+  const struct sho *signer;
+  const char *iss, *aud, *sub, *typ, *txn, *content_sho;
+  int64_t iat, exp;
+  const char *jti;
+  const mcim_jose_key_t *recipient;
+  bool drop_k; /* incomplete content */
+};
+
+static struct pkg pkg_default(const struct fx *f, const struct sho *s, const char *txn)
+{
+  struct pkg p = {.signer = s,
+                  .iss = s->name,
+                  .aud = DEVICE,
+                  .sub = DEVICE,
+                  .typ = TYP_PKG,
+                  .txn = txn,
+                  .content_sho = s->name,
+                  .recipient = f->ka_pub};
+  return p;
+}
+
+static char *pkg_make(const struct pkg *p)
+{
+  char kh[33], oh[33], text[512];
+  char *out = NULL;
+  int64_t now = mcim_now();
+  mcim_hex_encode(p->signer->k, 16, kh);
+  mcim_hex_encode(p->signer->opc, 16, oh);
+  if (p->drop_k)
+    snprintf(text, sizeof(text), "{\"sho\":\"%s\",\"imsi\":\"%s\",\"opc\":\"%s\",\"amf\":\"8000\"}",
+             p->content_sho, p->signer->imsi, oh);
+  else
+    snprintf(text, sizeof(text),
+             "{\"sho\":\"%s\",\"imsi\":\"%s\",\"k\":\"%s\",\"opc\":\"%s\",\"amf\":\"8000\"}",
+             p->content_sho, p->signer->imsi, kh, oh);
+  mcim_claims_t c = {.iss = p->iss,
+                     .sub = p->sub,
+                     .aud = p->aud,
+                     .typ = p->typ,
+                     .jti = p->jti,
+                     .txn = p->txn,
+                     .iat = p->iat ? p->iat : now,
+                     .exp = p->exp ? p->exp : now + 600};
+  assert_int_equal(mcim_package_seal(p->signer->key, &c, p->recipient, (const uint8_t *)text,
+                                     strlen(text), &out),
+                   MCIM_OK);
+  mcim_wipe(text, sizeof(text));
+  return out;
+}
+
+static mcim_cause_t stage(struct fx *f, const char *txn, const char *pkg, const struct sho *cert)
+{
+  return f->tre->ops->stage(f->tre->ctx, txn, pkg, strlen(pkg), cert->cert_pem);
+}
+
+/* Stage and install the default package of `s` under `txn`. */
+static void provision(struct fx *f, const struct sho *s, const char *txn)
+{
+  struct pkg p = pkg_default(f, s, txn);
+  char *pkg = pkg_make(&p);
+  char slot[64] = "";
+  assert_int_equal(stage(f, txn, pkg, s), MCIM_OK);
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, txn, slot), MCIM_OK);
+  assert_string_equal(slot, s->name);
+  free(pkg);
+}
+
+static json_t *slot_of(json_t *status, const char *name)
+{
+  size_t i;
+  json_t *s;
+  json_array_foreach(json_object_get(status, "slots"), i, s) {
+    if (strcmp(json_string_value(json_object_get(s, "slot")), name) == 0)
+      return s;
+  }
+  return NULL;
+}
+
+static const char *slot_state(struct fx *f, const char *name)
+{
+  static char buf[16];
+  json_t *st = status_of(f->tre);
+  json_t *s = slot_of(st, name);
+  snprintf(buf, sizeof(buf), "%s", s ? json_string_value(json_object_get(s, "state")) : "none");
+  json_decref(st);
+  return buf;
+}
+
+/* ---- tests: manufacture --------------------------------------------------------------- */
+
+static void test_manufacture(void **state)
+{
+  struct fx *f = *state;
+  json_t *st = status_of(f->tre);
+  assert_string_equal(json_string_value(json_object_get(st, "device")), DEVICE);
+  assert_string_equal(json_string_value(json_object_get(st, "model")), MODEL);
+  assert_true(json_is_true(json_object_get(st, "owner_pinned")));
+  assert_true(json_is_true(json_object_get(json_object_get(st, "certs"), "attestation")));
+  assert_true(json_is_true(json_object_get(json_object_get(st, "certs"), "ka")));
+  assert_string_equal(json_string_value(json_object_get(json_object_get(st, "pcid"), "id")), PCID1);
+  assert_int_equal(json_array_size(json_object_get(st, "slots")), 0);
+  json_decref(st);
+  check_persisted(f);
+
+  /* Files: key and state 0600. */
+  struct stat sb;
+  assert_int_equal(stat(path_in(f, "tre.key"), &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+  assert_int_equal(stat(path_in(f, "tre.sealed"), &sb), 0);
+  assert_int_equal(sb.st_mode & 0777, 0600);
+
+  /* A TRE is never replaced; nothing is opened where there is none. */
+  assert_int_equal(mcim_tre_soft_create(f->dir, DEVICE, MODEL, owner_jwk, ops_ca_pem,
+                                        m2mes_ca_pem),
+                   MCIM_CONFLICT);
+  mcim_tre_t *none = NULL;
+  assert_int_equal(mcim_tre_soft_open("/tmp/mcim-tre-does-not-exist", &none), MCIM_NOT_FOUND);
+  /* The owner's private key is refused (a device must not hold it), and so is a device
+   * id that is not a name. Both are checked before anything is written. */
+  cjose_err err;
+  cjose_jwk_t *cj = cjose_jwk_create_EC_random(CJOSE_JWK_EC_P_256, &err);
+  assert_non_null(cj);
+  char *priv = cjose_jwk_to_json(cj, true, &err);
+  assert_non_null(strstr(priv, "\"d\""));
+  assert_int_equal(mcim_tre_soft_create(path_in(f, "sub"), "dev2", MODEL, priv, ops_ca_pem,
+                                        m2mes_ca_pem),
+                   MCIM_KEY_INVALID);
+  assert_int_equal(access(path_in(f, "sub"), F_OK), -1);
+  mcim_wipe(priv, strlen(priv));
+  free(priv);
+  cjose_jwk_release(cj);
+  assert_int_equal(mcim_tre_soft_create(path_in(f, "sub"), "bad name", MODEL, owner_jwk,
+                                        ops_ca_pem, m2mes_ca_pem),
+                   MCIM_INVALID_ARGUMENT);
+
+  /* Certificates: the PEM comes back; a swapped pair (each cert for the other key) and a
+   * certificate for another device are refused. */
+  char *att_pem = NULL, *ka_pem = NULL;
+  assert_int_equal(f->tre->ops->cert(f->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &att_pem), MCIM_OK);
+  assert_int_equal(f->tre->ops->cert(f->tre->ctx, MCIM_TRE_CERT_KA, &ka_pem), MCIM_OK);
+  assert_non_null(strstr(att_pem, "BEGIN CERTIFICATE"));
+  assert_int_equal(mcim_tre_soft_set_certs(f->tre, ka_pem, att_pem), MCIM_CERT_INVALID);
+  char *jwk = NULL;
+  assert_int_equal(mcim_tre_soft_public_jwk(f->tre, MCIM_TRE_CERT_ATTESTATION, &jwk), MCIM_OK);
+  assert_null(strstr(jwk, "\"d\""));
+  EVP_PKEY *att = jwk_to_pkey(jwk);
+  char *other = cert_pem_issue(m2mes_ca, "dev2", MCIM_CERT_TRE_ATTESTATION, att, 0, 0);
+  assert_int_equal(mcim_tre_soft_set_certs(f->tre, other, ka_pem), MCIM_CERT_INVALID);
+  /* Right name and usage, but another key. */
+  EVP_PKEY *wrong = NULL;
+  assert_int_equal(mcim_pki_key_generate(&wrong), MCIM_OK);
+  char *wrong_pem = cert_pem_issue(m2mes_ca, DEVICE, MCIM_CERT_TRE_ATTESTATION, wrong, 0, 0);
+  assert_int_equal(mcim_tre_soft_set_certs(f->tre, wrong_pem, ka_pem), MCIM_KEY_INVALID);
+  /* The good pair again is fine. */
+  assert_int_equal(mcim_tre_soft_set_certs(f->tre, att_pem, ka_pem), MCIM_OK);
+  check_persisted(f);
+  EVP_PKEY_free(att);
+  EVP_PKEY_free(wrong);
+  free(wrong_pem);
+  free(other);
+  free(jwk);
+  free(att_pem);
+  free(ka_pem);
+}
+
+/* ---- tests: PCID AKA ------------------------------------------------------------------ */
+
+static void test_pcid_aka(void **state)
+{
+  struct fx *f = *state;
+  struct auc auc, wrong;
+  struct mcim_aka_av av, av2, bad;
+  uint8_t res[8], auts[14], sqn_ms[MCIM_SQN_LEN], wk[16];
+  char id[24];
+
+  assert_int_equal(f->tre->ops->identity(f->tre->ctx, MCIM_TRE_PCID, id), MCIM_OK);
+  assert_string_equal(id, PCID1);
+  assert_int_equal(f->tre->ops->identity(f->tre->ctx, "sho-a", id), MCIM_NOT_FOUND);
+
+  auc_init(&auc, f->pcid_k, f->pcid_opc);
+  uint64_t sqn1 = auc_av(&auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_OK);
+  assert_memory_equal(res, av.xres, 8);
+  check_persisted(f);
+
+  /* The same challenge again (after a restart): the SQN was committed, so it is stale. */
+  memset(auts, 0, sizeof(auts));
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_SYNC_FAILURE);
+  assert_int_equal(mcim_aka_resync(auc.m, av.rand, auts, sqn_ms), MCIM_OK);
+  assert_int_equal(mcim_sqn_from_bytes(sqn_ms), sqn1);
+  struct mcim_sqn_he next;
+  assert_int_equal(mcim_sqn_he_resync(&auc.p, &auc.he, sqn1, &next), MCIM_OK);
+  auc.he = next;
+  auc_av(&auc, &av2);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av2, res, auts), MCIM_OK);
+  assert_memory_equal(res, av2.xres, 8);
+
+  /* Wrong K: MAC failure, and nothing moves (the next genuine vector still works). */
+  assert_int_equal(mcim_random(wk, 16), MCIM_OK);
+  auc_init(&wrong, wk, f->pcid_opc);
+  auc_av(&wrong, &bad);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &bad, res, auts), MCIM_MAC_FAILURE);
+  /* A forged AUTN (one bit of MAC-A) as well. */
+  auc_av(&auc, &av);
+  av.autn[15] ^= 1;
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_MAC_FAILURE);
+  av.autn[15] ^= 1;
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_OK);
+  assert_memory_equal(res, av.xres, 8);
+
+  assert_int_equal(tre_aka(f, "nobody", &av, res, auts), MCIM_NOT_FOUND);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID_PREV, &av, res, auts), MCIM_NOT_FOUND);
+  auc_free(&auc);
+  auc_free(&wrong);
+}
+
+static void test_pcid_expiry_and_renewal(void **state)
+{
+  struct fx *f = *state;
+  struct auc old_auc, new_auc;
+  struct mcim_aka_av av;
+  uint8_t res[8], auts[14], k2[16], opc2[16];
+
+  auc_init(&old_auc, f->pcid_k, f->pcid_opc);
+  /* A credential that is already expired is not installed. */
+  assert_int_equal(mcim_random(k2, 16), MCIM_OK);
+  assert_int_equal(mcim_random(opc2, 16), MCIM_OK);
+  remember_secret(k2);
+  remember_secret(opc2);
+  char *jwe = pcid_jwe(f->ka_pub, PCID2, k2, opc2, mcim_now() - 10);
+  assert_int_equal(f->tre->ops->pcid_install(f->tre->ctx, jwe, strlen(jwe)),
+                   MCIM_CREDENTIAL_EXPIRED);
+  free(jwe);
+  /* Sealed to another key, or garbage: refused. */
+  jwe = pcid_jwe(owner, PCID2, k2, opc2, mcim_now() + 3600);
+  assert_int_equal(f->tre->ops->pcid_install(f->tre->ctx, jwe, strlen(jwe)),
+                   MCIM_JWE_DECRYPT_FAILED);
+  free(jwe);
+  assert_int_equal(f->tre->ops->pcid_install(f->tre->ctx, "a.b.c.d.e", 9), MCIM_JOSE_MALFORMED);
+
+  /* Renewal: the new credential is pcid, the old one pcid-prev until the new one works. */
+  auc_av(&old_auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_OK);
+  jwe = pcid_jwe(f->ka_pub, PCID2, k2, opc2, mcim_now() + 7200);
+  assert_int_equal(f->tre->ops->pcid_install(f->tre->ctx, jwe, strlen(jwe)), MCIM_OK);
+  check_persisted(f);
+  json_t *st = status_of(f->tre);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(st, "pcid"), "id")), PCID2);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(st, "pcid_prev"), "id")),
+                      PCID1);
+  json_decref(st);
+  char id[24];
+  assert_int_equal(f->tre->ops->identity(f->tre->ctx, MCIM_TRE_PCID_PREV, id), MCIM_OK);
+  assert_string_equal(id, PCID1);
+  /* The old one still authenticates (the network may not know the new one yet)... */
+  auc_av(&old_auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID_PREV, &av, res, auts), MCIM_OK);
+  /* ... the old K no longer answers as pcid ... */
+  auc_av(&old_auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_MAC_FAILURE);
+  /* ... and the first success of the new one drops the old one. */
+  auc_init(&new_auc, k2, opc2);
+  auc_av(&new_auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_OK);
+  assert_memory_equal(res, av.xres, 8);
+  check_persisted(f);
+  st = status_of(f->tre);
+  assert_null(json_object_get(st, "pcid_prev"));
+  json_decref(st);
+
+  /* The same credential delivered again: no-op that keeps the SQN state (the vector just
+   * used stays stale). */
+  assert_int_equal(f->tre->ops->pcid_install(f->tre->ctx, jwe, strlen(jwe)), MCIM_OK);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_SYNC_FAILURE);
+  st = status_of(f->tre);
+  assert_null(json_object_get(st, "pcid_prev"));
+  json_decref(st);
+  free(jwe);
+
+  /* Expiry while installed (edited on disk: nothing here waits for time to pass). */
+  json_t *doc = state_read(f);
+  json_object_set_new(json_object_get(doc, "pcid"), "expires", json_integer(mcim_now() - 1));
+  state_write(f, doc);
+  json_decref(doc);
+  auc_av(&new_auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_CREDENTIAL_EXPIRED);
+  auc_free(&old_auc);
+  auc_free(&new_auc);
+}
+
+/* ---- tests: statements ------------------------------------------------------------------ */
+
+static void digest_chain(const char *const *digests, size_t n, char out[65])
+{
+  uint8_t d[32] = {0}, buf[64];
+  for (size_t i = 0; i < n; i++) {
+    memcpy(buf, d, 32);
+    assert_int_equal(mcim_hex_decode_str(digests[i], buf + 32, 32), MCIM_OK);
+    unsigned int len = 0;
+    assert_int_equal(EVP_Digest(buf, 64, d, &len, EVP_sha256(), NULL), 1);
+  }
+  mcim_hex_encode(d, 32, out);
+}
+
+static void test_quote(void **state)
+{
+  struct fx *f = *state;
+  static const char *const digests[] = {
+      "0000000000000000000000000000000000000000000000000000000000000001",
+      "b5bb9d8014a0f9b1d61e21e796d78dccdf1352f23cd32812f4850b878ae4944c",
+      "7D865E959B2466918C9863AFCA942D0FB89D7C9AC0C99BAFC3749504DED97730"};
+  static const char *const comps[] = {"boot", "os", "agent"};
+  char want[65], *jws = NULL;
+  mcim_statement_t *stmt = NULL;
+
+  /* Empty log: digest = d0. */
+  digest_chain(digests, 0, want);
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", TXN_A, "n0nce", 60, &jws), MCIM_OK);
+  mcim_jws_expect_t x = {.iss = DEVICE, .aud = "pva", .typ = "mcim-quote+jwt", .sub = DEVICE,
+                         .txn = TXN_A};
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &x, &stmt), MCIM_OK);
+  assert_string_equal(mcim_statement_string(stmt, "digest"), want);
+  assert_string_equal(stmt->kid, DEVICE);
+  mcim_statement_free(stmt);
+  free(jws);
+
+  json_t *log = json_array();
+  for (size_t i = 0; i < 3; i++)
+    json_array_append_new(log,
+                          json_pack("{s:s, s:s}", "component", comps[i], "digest", digests[i]));
+  assert_int_equal(mcim_tre_soft_set_measurements(f->tre, log), MCIM_OK);
+  check_persisted(f);
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", TXN_A, "abc123", 60, &jws), MCIM_OK);
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &x, &stmt), MCIM_OK);
+  digest_chain(digests, 3, want);
+  assert_string_equal(mcim_statement_string(stmt, "digest"), want);
+  assert_string_equal(mcim_statement_string(stmt, "nonce"), "abc123");
+  json_t *qlog = json_object_get(stmt->payload, "log");
+  assert_int_equal(json_array_size(qlog), 3);
+  for (size_t i = 0; i < 3; i++) {
+    json_t *e = json_array_get(qlog, i);
+    assert_string_equal(json_string_value(json_object_get(e, "component")), comps[i]);
+    char lower[65];
+    for (size_t j = 0; j < 65; j++)
+      lower[j] = (char)tolower((unsigned char)digests[i][j]);
+    assert_string_equal(json_string_value(json_object_get(e, "digest")), lower);
+  }
+  mcim_statement_free(stmt);
+  /* Another key (not the attestation key) does not verify it. */
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), owner, &x, NULL), MCIM_JWS_BAD_SIGNATURE);
+  free(jws);
+
+  /* A bad log is refused and the old one stays. */
+  json_t *bad = json_pack("[{s:s, s:s}]", "component", "os", "digest", "zz");
+  assert_int_equal(mcim_tre_soft_set_measurements(f->tre, bad), MCIM_INVALID_ARGUMENT);
+  json_t *st = status_of(f->tre);
+  assert_int_equal(json_integer_value(json_object_get(st, "measurements")), 3);
+  json_decref(st);
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", TXN_A, "", 60, &jws),
+                   MCIM_INVALID_ARGUMENT);
+  json_decref(bad);
+  json_decref(log);
+}
+
+static void test_sign(void **state)
+{
+  struct fx *f = *state;
+  char *jws = NULL;
+  mcim_statement_t *stmt = NULL;
+  json_t *extra = json_pack("{s:s, s:s}", "result", "success", "slot", "sho-a");
+
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, extra, 60, &jws),
+                   MCIM_OK);
+  mcim_jws_expect_t x = {.iss = DEVICE, .aud = "ro", .typ = "mcim-status+jwt", .sub = DEVICE,
+                         .txn = TXN_A};
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &x, &stmt), MCIM_OK);
+  assert_string_equal(mcim_statement_string(stmt, "result"), "success");
+  mcim_statement_free(stmt);
+  free(jws);
+  jws = NULL;
+  /* Not a device statement: the agent cannot make the TRE vouch for it. */
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, TYP_PKG, "ro", TXN_A, NULL, 60, &jws),
+                   MCIM_FORBIDDEN);
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-quote+jwt", "pva", TXN_A, NULL, 60, &jws),
+                   MCIM_FORBIDDEN);
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 0, &jws),
+                   MCIM_INVALID_ARGUMENT);
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL,
+                                     MCIM_TRE_MAX_LIFETIME + 1, &jws),
+                   MCIM_INVALID_ARGUMENT);
+  json_t *forge = json_pack("{s:s}", "iss", "sho-a");
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, forge, 60, &jws),
+                   MCIM_INVALID_ARGUMENT);
+  assert_null(jws);
+  json_decref(forge);
+  json_decref(extra);
+}
+
+/* ---- tests: packages, slots ------------------------------------------------------------ */
+
+static void test_stage_install(void **state)
+{
+  struct fx *f = *state;
+  struct pkg p = pkg_default(f, &sho_a, TXN_A);
+  char *pkg = pkg_make(&p), slot[64] = "";
+  struct auc auc;
+  struct mcim_aka_av av;
+  uint8_t res[8], auts[14];
+  char id[24];
+
+  assert_int_equal(stage(f, TXN_A, pkg, &sho_a), MCIM_OK);
+  check_persisted(f);
+  /* Staged, not a slot: nothing else changed. */
+  json_t *st = status_of(f->tre);
+  assert_int_equal(json_array_size(json_object_get(st, "slots")), 0);
+  json_t *staged = json_array_get(json_object_get(st, "staged"), 0);
+  assert_string_equal(json_string_value(json_object_get(staged, "sho")), "sho-a");
+  assert_string_equal(json_string_value(json_object_get(staged, "txn")), TXN_A);
+  json_decref(st);
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_NOT_FOUND);
+  /* Same txn, same package: a no-op (the jti is not consumed twice). */
+  assert_int_equal(stage(f, TXN_A, pkg, &sho_a), MCIM_OK);
+  st = status_of(f->tre);
+  assert_int_equal(json_array_size(json_object_get(st, "staged")), 1);
+  json_decref(st);
+
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, TXN_A, slot), MCIM_OK);
+  assert_string_equal(slot, "sho-a");
+  check_persisted(f);
+  assert_string_equal(slot_state(f, "sho-a"), "active");
+  assert_int_equal(f->tre->ops->identity(f->tre->ctx, "sho-a", id), MCIM_OK);
+  assert_string_equal(id, sho_a.imsi);
+  st = status_of(f->tre);
+  assert_int_equal(json_array_size(json_object_get(st, "staged")), 0);
+  json_decref(st);
+  /* Install and stage again for the same txn: same answers, nothing changes. */
+  memset(slot, 0, sizeof(slot));
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, TXN_A, slot), MCIM_OK);
+  assert_string_equal(slot, "sho-a");
+  assert_int_equal(stage(f, TXN_A, pkg, &sho_a), MCIM_OK);
+  /* Another package for a txn already installed is refused. */
+  char *pkg2 = pkg_make(&p);
+  assert_int_equal(stage(f, TXN_A, pkg2, &sho_a), MCIM_PACKAGE_INVALID);
+  free(pkg2);
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, TXN_B, slot), MCIM_NOT_FOUND);
+
+  /* The MCIM authenticates with the SHO's AuC. */
+  auc_init(&auc, sho_a.k, sho_a.opc);
+  auc_av(&auc, &av);
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_OK);
+  assert_memory_equal(res, av.xres, 8);
+  check_persisted(f);
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_SYNC_FAILURE);
+  /* The PCID credential is still there (invariant 2). */
+  assert_int_equal(f->tre->ops->identity(f->tre->ctx, MCIM_TRE_PCID, id), MCIM_OK);
+
+  /* Unstage: a package staged and then abandoned goes away. */
+  struct pkg pb = pkg_default(f, &sho_b, TXN_B);
+  char *pkgb = pkg_make(&pb);
+  assert_int_equal(stage(f, TXN_B, pkgb, &sho_b), MCIM_OK);
+  assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_B), MCIM_OK);
+  check_persisted(f);
+  assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_B), MCIM_NOT_FOUND);
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, TXN_B, slot), MCIM_NOT_FOUND);
+  /* Its jti is spent: the same package cannot be staged again. */
+  assert_int_equal(stage(f, TXN_B, pkgb, &sho_b), MCIM_PACKAGE_INVALID);
+  free(pkgb);
+
+  /* The staged list is bounded: the oldest abandoned package makes room. */
+  static const char *const txns[] = {"10000000000000000000000000000001",
+                                     "10000000000000000000000000000002",
+                                     "10000000000000000000000000000003",
+                                     "10000000000000000000000000000004",
+                                     "10000000000000000000000000000005"};
+  for (size_t i = 0; i < 5; i++) {
+    pb = pkg_default(f, &sho_b, txns[i]);
+    pkgb = pkg_make(&pb);
+    assert_int_equal(stage(f, txns[i], pkgb, &sho_b), MCIM_OK);
+    free(pkgb);
+  }
+  st = status_of(f->tre);
+  json_t *list = json_object_get(st, "staged");
+  assert_int_equal(json_array_size(list), MCIM_TRE_MAX_STAGED);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "txn")), txns[1]);
+  json_decref(st);
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, txns[0], slot), MCIM_NOT_FOUND);
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, txns[4], slot), MCIM_OK);
+  assert_string_equal(slot, "sho-b");
+  assert_string_equal(slot_state(f, "sho-a"), "inactive");
+  check_persisted(f);
+  auc_free(&auc);
+  free(pkg);
+}
+
+static void expect_refused(struct fx *f, const char *txn, const char *pkg, const struct sho *cert,
+                           const char *cause)
+{
+  long from = ftell(log_fp);
+  assert_int_equal(stage(f, txn, pkg, cert), MCIM_PACKAGE_INVALID);
+  char *log = log_since(from);
+  char want[64];
+  snprintf(want, sizeof(want), "cause=%s", cause);
+  if (!strstr(log, want))
+    fail_msg("expected %s in the log, got: %s", want, log);
+  free(log);
+}
+
+static void test_stage_refused(void **state)
+{
+  struct fx *f = *state;
+  int64_t now = mcim_now();
+  json_t *before = status_of(f->tre);
+  json_t *doc_before = state_read(f);
+  struct pkg p;
+  char *pkg;
+
+  /* For another device. */
+  p = pkg_default(f, &sho_a, TXN_A);
+  p.aud = "dev2";
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "CLAIM_MISMATCH");
+  free(pkg);
+  p = pkg_default(f, &sho_a, TXN_A);
+  p.sub = "dev2";
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "CLAIM_MISMATCH");
+  free(pkg);
+  /* Sealed to another TRE's key. */
+  p = pkg_default(f, &sho_a, TXN_A);
+  p.recipient = owner;
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "JWE_DECRYPT_FAILED");
+  free(pkg);
+  /* Issuer certificate from another CA (same name). */
+  p = pkg_default(f, &sho_evil, TXN_A);
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_evil, "CERT_INVALID");
+  /* ... or the right CA's certificate of sho-a with the evil key's signature. */
+  expect_refused(f, TXN_A, pkg, &sho_a, "JWS_BAD_SIGNATURE");
+  free(pkg);
+  /* Expired issuer certificate. */
+  p = pkg_default(f, &sho_old, TXN_A);
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_old, "CERT_EXPIRED");
+  free(pkg);
+  /* Expired package. */
+  p = pkg_default(f, &sho_a, TXN_A);
+  p.iat = now - 7200;
+  p.exp = now - 3600;
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "TOKEN_EXPIRED");
+  free(pkg);
+  /* Wrong typ, wrong txn. */
+  p = pkg_default(f, &sho_a, TXN_A);
+  p.typ = "mcim-order+jwt";
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "CLAIM_MISMATCH");
+  free(pkg);
+  p = pkg_default(f, &sho_a, TXN_B);
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "CLAIM_MISMATCH");
+  free(pkg);
+  /* An issuer that is not an SHO (the RO relays packages; it must not plant one). */
+  p = pkg_default(f, &sho_ro, TXN_A);
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_ro, "SLOT_FORBIDDEN");
+  free(pkg);
+  /* Incomplete content. */
+  p = pkg_default(f, &sho_a, TXN_A);
+  p.drop_k = true;
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "FIELD_MISSING");
+  free(pkg);
+  /* One altered byte anywhere in the header, payload or signature. */
+  p = pkg_default(f, &sho_a, TXN_A);
+  pkg = pkg_make(&p);
+  size_t n = strlen(pkg);
+  const size_t where[] = {5, n / 2, n - 3};
+  for (size_t i = 0; i < 3; i++) {
+    char saved = pkg[where[i]];
+    pkg[where[i]] = saved == 'A' ? 'B' : 'A';
+    assert_int_equal(stage(f, TXN_A, pkg, &sho_a), MCIM_PACKAGE_INVALID);
+    pkg[where[i]] = saved;
+  }
+  /* Oversized. */
+  char *huge = malloc(MCIM_JOSE_MAX_LEN + 2);
+  assert_non_null(huge);
+  memset(huge, 'A', MCIM_JOSE_MAX_LEN + 1);
+  huge[MCIM_JOSE_MAX_LEN + 1] = 0;
+  expect_refused(f, TXN_A, huge, &sho_a, "TOO_LARGE");
+  free(huge);
+  /* Garbage certificate. */
+  assert_int_equal(f->tre->ops->stage(f->tre->ctx, TXN_A, pkg, strlen(pkg), "not a cert"),
+                   MCIM_PACKAGE_INVALID);
+
+  /* Nothing of that left a trace in the state: not even a jti. */
+  json_t *after = status_of(f->tre);
+  assert_true(json_equal(before, after));
+  json_t *doc_after = state_read(f);
+  assert_true(json_equal(doc_before, doc_after));
+  json_decref(after);
+  json_decref(doc_after);
+
+  /* The untouched package still stages; replaying its jti (after a discard) does not. */
+  assert_int_equal(stage(f, TXN_A, pkg, &sho_a), MCIM_OK);
+  char slot[64];
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, TXN_A, slot), MCIM_OK);
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", NULL), MCIM_OK);
+  check_persisted(f);
+  expect_refused(f, TXN_A, pkg, &sho_a, "REPLAY");
+  /* A different package reusing a spent jti (another txn) is a replay too. */
+  json_t *doc = state_read(f);
+  json_t *seen = json_object_get(doc, "seen");
+  assert_int_equal(json_array_size(seen), 1);
+  p = pkg_default(f, &sho_a, TXN_C);
+  p.jti = json_string_value(json_object_get(json_array_get(seen, 0), "jti"));
+  char *again = pkg_make(&p);
+  expect_refused(f, TXN_C, again, &sho_a, "REPLAY");
+  free(again);
+  json_decref(doc);
+  json_decref(before);
+  json_decref(doc_before);
+  free(pkg);
+}
+
+static void test_isolation(void **state)
+{
+  struct fx *f = *state;
+  struct auc auc_a, auc_b;
+  struct mcim_aka_av av;
+  uint8_t res[8], auts[14];
+  char slot[64];
+  struct pkg p;
+  char *pkg;
+
+  provision(f, &sho_a, TXN_A);
+  check_persisted(f);
+  /* sho-b cannot address slot sho-a: neither by the content ... */
+  p = pkg_default(f, &sho_b, TXN_B);
+  p.content_sho = "sho-a";
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_B, pkg, &sho_b, "SLOT_FORBIDDEN");
+  free(pkg);
+  /* ... nor by claiming to be sho-a with its own certificate ... */
+  p = pkg_default(f, &sho_b, TXN_B);
+  p.iss = "sho-a";
+  p.content_sho = "sho-a";
+  pkg = pkg_make(&p);
+  expect_refused(f, TXN_B, pkg, &sho_b, "CLAIM_MISMATCH");
+  /* ... nor with sho-a's certificate (its key did not sign). */
+  expect_refused(f, TXN_B, pkg, &sho_a, "JWS_BAD_SIGNATURE");
+  free(pkg);
+  json_t *st = status_of(f->tre);
+  assert_string_equal(json_string_value(json_object_get(slot_of(st, "sho-a"), "imsi")), sho_a.imsi);
+  assert_string_equal(json_string_value(json_object_get(slot_of(st, "sho-a"), "txn")), TXN_A);
+  json_decref(st);
+
+  /* Its own package lands in its own slot; sho-a's becomes inactive, untouched. */
+  provision(f, &sho_b, TXN_B);
+  check_persisted(f);
+  assert_string_equal(slot_state(f, "sho-a"), "inactive");
+  assert_string_equal(slot_state(f, "sho-b"), "active");
+  auc_init(&auc_a, sho_a.k, sho_a.opc);
+  auc_init(&auc_b, sho_b.k, sho_b.opc);
+  auc_av(&auc_a, &av);
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_WRONG_STATE);
+  auc_av(&auc_b, &av);
+  assert_int_equal(tre_aka(f, "sho-b", &av, res, auts), MCIM_OK);
+  /* sho-a's vector against slot sho-b: MAC failure (separate keys). */
+  auc_av(&auc_a, &av);
+  assert_int_equal(tre_aka(f, "sho-b", &av, res, auts), MCIM_MAC_FAILURE);
+
+  /* Activation switches between pre-provisioned MCIMs; never two active. */
+  assert_int_equal(f->tre->ops->activate(f->tre->ctx, "sho-a"), MCIM_OK);
+  check_persisted(f);
+  assert_string_equal(slot_state(f, "sho-a"), "active");
+  assert_string_equal(slot_state(f, "sho-b"), "inactive");
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_OK);
+  assert_memory_equal(res, av.xres, 8);
+  assert_int_equal(f->tre->ops->activate(f->tre->ctx, "sho-a"), MCIM_OK);
+  assert_int_equal(f->tre->ops->activate(f->tre->ctx, "sho-c"), MCIM_NOT_FOUND);
+  assert_int_equal(f->tre->ops->activate(f->tre->ctx, "sho-b"), MCIM_OK);
+  assert_string_equal(slot_state(f, "sho-a"), "inactive");
+
+  /* Discarding sho-b leaves sho-a as it was. */
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-b", NULL), MCIM_OK);
+  check_persisted(f);
+  assert_string_equal(slot_state(f, "sho-b"), "none");
+  assert_string_equal(slot_state(f, "sho-a"), "inactive");
+  assert_int_equal(f->tre->ops->activate(f->tre->ctx, "sho-a"), MCIM_OK);
+  auc_av(&auc_a, &av);
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_OK);
+
+  /* Re-provisioning by the same SHO replaces its slot (new K, fresh SQN state). */
+  p = pkg_default(f, &sho_a, TXN_C);
+  pkg = pkg_make(&p);
+  assert_int_equal(stage(f, TXN_C, pkg, &sho_a), MCIM_OK);
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, TXN_C, slot), MCIM_OK);
+  st = status_of(f->tre);
+  assert_int_equal(json_array_size(json_object_get(st, "slots")), 1);
+  assert_string_equal(json_string_value(json_object_get(slot_of(st, "sho-a"), "txn")), TXN_C);
+  json_decref(st);
+  free(pkg);
+  auc_free(&auc_a);
+  auc_free(&auc_b);
+}
+
+static void test_discard(void **state)
+{
+  struct fx *f = *state;
+  json_t *list = NULL;
+  mcim_statement_t *stmt = NULL;
+
+  provision(f, &sho_a, TXN_A);
+  json_t *doc = state_read(f);
+  char *text = json_dumps(doc, 0);
+  assert_true(has_secret(text, strlen(text), sho_a.k)); /* it is there before ... */
+  free(text);
+  json_decref(doc);
+
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", TXN_B), MCIM_OK);
+  check_persisted(f);
+  doc = state_read(f);
+  text = json_dumps(doc, 0);
+  assert_false(has_secret(text, strlen(text), sho_a.k)); /* ... and gone after, with SQN */
+  assert_false(has_secret(text, strlen(text), sho_a.opc));
+  assert_int_equal(json_array_size(json_object_get(doc, "slots")), 0);
+  free(text);
+  json_decref(doc);
+  struct mcim_aka_av av = {0};
+  uint8_t res[8], auts[14];
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_NOT_FOUND);
+  /* Retrying the same discard converges; a plain one finds nothing. */
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", TXN_B), MCIM_OK);
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", NULL), MCIM_NOT_FOUND);
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", TXN_C), MCIM_NOT_FOUND);
+
+  /* The receipt: queued in the same write, signed when handed out. */
+  json_t *st = status_of(f->tre);
+  json_t *pend = json_array_get(json_object_get(st, "pending"), 0);
+  assert_string_equal(json_string_value(json_object_get(pend, "to")), "sho-a");
+  assert_string_equal(json_string_value(json_object_get(pend, "typ")), "mcim-discard+jwt");
+  assert_null(json_object_get(pend, "statement"));
+  json_decref(st);
+  assert_int_equal(f->tre->ops->pending(f->tre->ctx, 120, &list), MCIM_OK);
+  assert_int_equal(json_array_size(list), 1);
+  const char *jws = json_string_value(json_object_get(json_array_get(list, 0), "statement"));
+  mcim_jws_expect_t x = {.iss = DEVICE, .aud = "sho-a", .typ = "mcim-discard+jwt", .sub = DEVICE,
+                         .txn = TXN_B};
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &x, &stmt), MCIM_OK);
+  assert_string_equal(mcim_statement_string(stmt, "imsi"), sho_a.imsi);
+  assert_string_equal(mcim_statement_string(stmt, "slot"), "sho-a");
+  mcim_statement_free(stmt);
+  json_decref(list);
+  assert_int_equal(f->tre->ops->pending_done(f->tre->ctx, "sho-a", TXN_B), MCIM_OK);
+  check_persisted(f);
+  assert_int_equal(f->tre->ops->pending_done(f->tre->ctx, "sho-a", TXN_B), MCIM_NOT_FOUND);
+  assert_int_equal(f->tre->ops->pending(f->tre->ctx, 120, &list), MCIM_OK);
+  assert_int_equal(json_array_size(list), 0);
+  json_decref(list);
+}
+
+/* ---- tests: owner --------------------------------------------------------------------- */
+
+static char *instruction(const mcim_jose_key_t *key, const char *aud, const char *typ,
+                         int64_t iat, int64_t exp)
+{
+  char *jws = NULL;
+  json_t *extra = json_pack("{s:s, s:s, s:s}", "procedure", "change", "via", "old-sho", "sho",
+                            "sho-b");
+  mcim_claims_t c = {.iss = "subscriber", .sub = DEVICE, .aud = aud, .typ = typ, .txn = TXN_A,
+                     .iat = iat, .exp = exp, .extra = extra};
+  assert_int_equal(mcim_jws_sign(key, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+static void test_owner(void **state)
+{
+  struct fx *f = *state;
+  int64_t now = mcim_now();
+  mcim_statement_t *stmt = NULL;
+  char *jws = instruction(owner, DEVICE, TYP_INSTR, now, now + 300);
+
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, &stmt),
+                   MCIM_OK);
+  assert_string_equal(mcim_statement_string(stmt, "via"), "old-sho");
+  mcim_statement_free(stmt);
+  check_persisted(f);
+  /* Replayed, after a restart too. */
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_REPLAY);
+  free(jws);
+
+  jws = instruction(stranger, DEVICE, TYP_INSTR, now, now + 300);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_NOT_OWNER);
+  free(jws);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, "junk", 4, TYP_INSTR, NULL),
+                   MCIM_NOT_OWNER);
+  jws = instruction(owner, "dev2", TYP_INSTR, now, now + 300);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_CLAIM_MISMATCH);
+  free(jws);
+  jws = instruction(owner, DEVICE, "mcim-order+jwt", now, now + 300);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_CLAIM_MISMATCH);
+  free(jws);
+  jws = instruction(owner, DEVICE, TYP_INSTR, now - 7200, now - 3600);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_TOKEN_EXPIRED);
+  /* One flipped signature byte. */
+  free(jws);
+  jws = instruction(owner, DEVICE, TYP_INSTR, now, now + 300);
+  jws[strlen(jws) - 5] = jws[strlen(jws) - 5] == 'A' ? 'B' : 'A';
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_NOT_OWNER);
+  free(jws);
+}
+
+/* ---- tests: secrets --------------------------------------------------------------------- */
+
+static void test_no_secret_out(void **state)
+{
+  struct fx *f = *state;
+  struct pkg p = pkg_default(f, &sho_b, TXN_B);
+  char *pkg = pkg_make(&p);
+  provision(f, &sho_a, TXN_A);
+  assert_int_equal(stage(f, TXN_B, pkg, &sho_b), MCIM_OK); /* staged too */
+  free(pkg);
+
+  json_t *st = status_of(f->tre);
+  char *text = json_dumps(st, 0);
+  size_t n = strlen(text);
+  for (size_t i = 0; i < nsecrets; i++)
+    assert_false(contains_ci(text, n, secrets[i]));
+  assert_false(contains_ci(text, n, "PRIVATE KEY"));
+  assert_false(contains_ci(text, n, "\"d\""));
+  assert_false(contains_ci(text, n, "sqn"));
+  free(text);
+  json_decref(st);
+
+  /* At rest: nothing in clear. */
+  size_t len = 0;
+  uint8_t *file = file_read(path_in(f, "tre.sealed"), &len);
+  for (size_t i = 0; i < nsecrets; i++)
+    assert_false(contains_ci((const char *)file, len, secrets[i]));
+  assert_false(contains_ci((const char *)file, len, "PRIVATE"));
+  free(file);
+}
+
+/* Runs last: everything the TRE logged during the whole group. */
+static void test_log_has_no_secret(void **state)
+{
+  (void)state;
+  char *log = log_since(0);
+  size_t n = strlen(log);
+  assert_true(n > 0);
+  for (size_t i = 0; i < nsecrets; i++)
+    assert_false(contains_ci(log, n, secrets[i]));
+  assert_false(contains_ci(log, n, "PRIVATE KEY"));
+  /* The refusals named their precise causes. */
+  assert_non_null(strstr(log, "package refused"));
+  free(log);
+}
+
+/* ---- tests: crash, tamper ---------------------------------------------------------------- */
+
+static void test_crash_tmp(void **state)
+{
+  struct fx *f = *state;
+  /* A crash in the middle of a write leaves a partial tmp file: ignored, then replaced. */
+  file_write(path_in(f, "tre.sealed.tmp"), "garbage\x01\x02", 9);
+  mcim_tre_close(f->tre);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &f->tre), MCIM_OK);
+  json_t *st = status_of(f->tre);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(st, "pcid"), "id")), PCID1);
+  json_decref(st);
+  provision(f, &sho_a, TXN_A);
+  check_persisted(f);
+  assert_int_equal(access(path_in(f, "tre.sealed.tmp"), F_OK), -1);
+
+  /* A crash after the tmp file was complete but before the rename: the old state holds. */
+  size_t len = 0;
+  uint8_t *old = file_read(path_in(f, "tre.sealed"), &len);
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", NULL), MCIM_OK);
+  size_t nlen = 0;
+  uint8_t *fresh = file_read(path_in(f, "tre.sealed"), &nlen);
+  file_write(path_in(f, "tre.sealed"), old, len);
+  file_write(path_in(f, "tre.sealed.tmp"), fresh, nlen);
+  assert_string_equal(slot_state(f, "sho-a"), "active");
+  check_persisted(f);
+  free(old);
+  free(fresh);
+}
+
+static void test_tampered(void **state)
+{
+  struct fx *f = *state;
+  mcim_tre_t *t = NULL;
+  size_t len = 0;
+  uint8_t *orig = file_read(path_in(f, "tre.sealed"), &len);
+  uint8_t *buf = malloc(len + 1);
+  assert_non_null(buf);
+
+  /* One flipped bit in the sealed blob. */
+  memcpy(buf, orig, len);
+  buf[len / 2] ^= 0x04;
+  file_write(path_in(f, "tre.sealed"), buf, len);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
+  /* The open handle re-reads: it refuses too. */
+  json_t *st = NULL;
+  assert_int_equal(f->tre->ops->status(f->tre->ctx, &st), MCIM_UNSEAL_FAILED);
+  /* Another device's name in the clear header (the context no longer matches). */
+  memcpy(buf, orig, len);
+  buf[strlen("mcim-tre 1 dev")] = '2';
+  file_write(path_in(f, "tre.sealed"), buf, len);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
+  /* Truncated. */
+  file_write(path_in(f, "tre.sealed"), orig, len - 1);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
+  file_write(path_in(f, "tre.sealed"), orig, 20);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
+  /* Intact again: fine. */
+  file_write(path_in(f, "tre.sealed"), orig, len);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_OK);
+  mcim_tre_close(t);
+  /* Another TRE's storage key. */
+  uint8_t key[32];
+  size_t klen = 0;
+  uint8_t *k = file_read(path_in(f, "tre.key"), &klen);
+  memcpy(key, k, 32);
+  key[0] ^= 1;
+  file_write(path_in(f, "tre.key"), key, 32);
+  assert_int_equal(chmod(path_in(f, "tre.key"), 0600), 0);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
+  file_write(path_in(f, "tre.key"), k, 32);
+  /* A key file others can read is refused. */
+  assert_int_equal(chmod(path_in(f, "tre.key"), 0644), 0);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_KEY_FILE_INSECURE);
+  assert_int_equal(chmod(path_in(f, "tre.key"), 0600), 0);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_OK);
+  mcim_tre_close(t);
+  mcim_wipe(key, sizeof(key));
+  free(k);
+  free(buf);
+  free(orig);
+}
+
+/* ---- tests: threads ---------------------------------------------------------------------- */
+
+#define THREAD_AVS 8
+
+struct worker {
+  mcim_tre_t *tre;
+  struct mcim_aka_av av[THREAD_AVS];
+  mcim_cause_t rc[THREAD_AVS];
+  uint8_t res[THREAD_AVS][8];
+  mcim_cause_t status_rc;
+};
+
+static void *worker_run(void *arg)
+{
+  struct worker *w = arg;
+  uint8_t auts[14];
+  for (size_t i = 0; i < THREAD_AVS; i++) {
+    w->rc[i] = w->tre->ops->aka(w->tre->ctx, MCIM_TRE_PCID, w->av[i].rand, w->av[i].autn,
+                                w->res[i], auts);
+    json_t *st = NULL;
+    w->status_rc = w->tre->ops->status(w->tre->ctx, &st);
+    json_decref(st);
+  }
+  return NULL;
+}
+
+static void test_threads(void **state)
+{
+  struct fx *f = *state;
+  struct auc auc;
+  struct worker w[3];
+  pthread_t th[3];
+  uint8_t res[8], auts[14];
+
+  /* 3 x 8 vectors in 24 different IND slots: each is fresh whatever the interleaving, so
+   * any failure would be a lost update. Workers 0 and 1 share the fixture's handle (its
+   * mutex serialises them); worker 2 has a handle of its own on the same folder (the file
+   * lock serialises it with them, as between the agent and another process). */
+  mcim_tre_t *second = NULL;
+  assert_int_equal(mcim_tre_soft_open(f->dir, &second), MCIM_OK);
+  auc_init(&auc, f->pcid_k, f->pcid_opc);
+  for (size_t t = 0; t < 3; t++) {
+    memset(&w[t], 0, sizeof(w[t]));
+    w[t].tre = t < 2 ? f->tre : second;
+    for (size_t i = 0; i < THREAD_AVS; i++)
+      auc_av(&auc, &w[t].av[i]);
+  }
+  for (size_t t = 0; t < 3; t++)
+    assert_int_equal(pthread_create(&th[t], NULL, worker_run, &w[t]), 0);
+  for (size_t t = 0; t < 3; t++)
+    assert_int_equal(pthread_join(th[t], NULL), 0);
+  mcim_tre_close(second);
+  for (size_t t = 0; t < 3; t++) {
+    assert_int_equal(w[t].status_rc, MCIM_OK);
+    for (size_t i = 0; i < THREAD_AVS; i++) {
+      assert_int_equal(w[t].rc[i], MCIM_OK);
+      assert_memory_equal(w[t].res[i], w[t].av[i].xres, 8);
+    }
+  }
+  check_persisted(f);
+  /* Every one of them was committed: each replays as stale. */
+  for (size_t t = 0; t < 3; t++)
+    for (size_t i = 0; i < THREAD_AVS; i++)
+      assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &w[t].av[i], res, auts), MCIM_SYNC_FAILURE);
+  auc_free(&auc);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_manufacture, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_pcid_aka, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_pcid_expiry_and_renewal, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_quote, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_sign, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_stage_install, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_stage_refused, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_isolation, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_discard, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_owner, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_no_secret_out, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_crash_tmp, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_tampered, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_threads, fx_setup, fx_teardown),
+      cmocka_unit_test(test_log_has_no_secret),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
