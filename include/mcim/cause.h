@@ -81,7 +81,8 @@
   X(PROCEDURE_FAILED,        712, 500, "the procedure did not complete") \
   X(PROCEDURE_PENDING,       713, 202, "the procedure is still running") \
   X(WRONG_STATE,             714, 409, "request does not fit the procedure's current state") \
-  X(DEVICE_BUSY,             715, 409, "the device is already running a procedure")
+  X(DEVICE_BUSY,             715, 409, "the device is already running a procedure") \
+  X(SUBSCRIPTION_NOT_ACTIVE, 716, 403, "subscription not active yet: MCIM issued, installation not reported")
 
 typedef enum mcim_cause {
 #define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = code,

@@ -16,7 +16,7 @@ enum mcim_jsonv_type {
   MCIM_JV_BOOLEAN,
   MCIM_JV_OBJECT,
   MCIM_JV_ARRAY,
-  MCIM_JV_HEX, /* string of hex digits, `max_len` = exact number of digits (0: any even length) */
+  MCIM_JV_HEX, /* string of lower-case hex digits, `max_len` = exact number of digits (0: any even length) */
 };
 
 struct mcim_jsonv_field {

@@ -48,6 +48,13 @@ struct mcim_role_kind {
 const struct mcim_role_kind *mcim_role_kind_find(const char *kind);
 extern const struct mcim_role_kind *const mcim_role_kinds[];
 
+/* Whether a certificate name (CN) is an SHO: any valid name that is not one of the lab's
+ * fixed role names (ro, vno, pva, m2mes), the admin client, the subscriber or a TRE
+ * credential name. One rule for every role. */
+bool mcim_role_name_is_sho(const char *name);
+/* Whether `name` is an access network (issues access tokens): the VNO or an SHO. */
+bool mcim_role_name_is_access_network(const char *name);
+
 /* Keys every role has (name, listen_addr, listen_port, tls_cert, tls_key, operators_ca,
  * m2mes_ca, database, storage_key, peers, threads, lifetimes, outbox retry policy, log). */
 extern const mcim_config_spec_t mcim_role_common_spec[];

@@ -44,7 +44,8 @@ static bool is_hex(const char *s, size_t n)
 {
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+    /* lower case only: ids like txn are compared as strings, so one spelling */
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
       return false;
   }
   return true;
@@ -78,7 +79,7 @@ mcim_cause_t mcim_jsonv_check(const json_t *obj, const struct mcim_jsonv_field *
       size_t max = f->max_len ? f->max_len : 4096;
       if (f->type == MCIM_JV_HEX) {
         if (!is_hex(json_string_value(val), n)) {
-          snprintf(err, err_len, "field \"%s\" must be hexadecimal", f->name);
+          snprintf(err, err_len, "field \"%s\" must be lower-case hexadecimal", f->name);
           return MCIM_BAD_HEX;
         }
         if ((f->max_len && n != f->max_len) || (!f->max_len && (n % 2 || n > 4096))) {

@@ -11,11 +11,14 @@
 #include "mcim/pki.h"
 #include "mcim/util.h"
 
+/* The scalar keys of agent.json; "networks" (an object) is taken out before these are
+ * checked, since the configuration reader handles flat files only (see dev_config_load). */
 static const mcim_config_spec_t agent_spec[] = {
-    {.name = "name", .type = MCIM_CFG_STRING, .min = 1, .max = 63,
+    {.name = "device", .type = MCIM_CFG_STRING, .min = 1, .max = 63,
      .help = "device id; must be the TRE's (default: the TRE's, which is authoritative)"},
-    {.name = "peers", .type = MCIM_CFG_PATH, .required = true,
-     .help = "the lab's peers file {\"vno\": \"https://...\", \"ro\": ..., \"sho-a\": ...}"},
+    {.name = "peers", .type = MCIM_CFG_PATH,
+     .help = "a peers file {\"vno\": \"https://...\", ...}, read for names \"networks\" lacks"
+             " (re-read when a name is unknown: an SHO added later)"},
     {.name = "operators_ca", .type = MCIM_CFG_PATH, .required = true,
      .help = "PEM of the operators' CA: pinned for server TLS, RO and SHO certificates"},
     {.name = "tre", .type = MCIM_CFG_PATH, .def = "tre", .help = "folder of the software TRE"},
@@ -26,12 +29,12 @@ static const mcim_config_spec_t agent_spec[] = {
     {.name = "control_socket", .type = MCIM_CFG_PATH, .def = "control.sock",
      .help = "Unix socket of the control API (created 0600)"},
     {.name = "vno", .type = MCIM_CFG_STRING, .def = "vno", .min = 1, .max = 63,
-     .help = "name of the visited network in the peers file"},
+     .help = "name of the visited network among the networks"},
     {.name = "ro", .type = MCIM_CFG_STRING, .def = "ro", .min = 1, .max = 63,
-     .help = "name of the RO in the peers file (and CN of its certificate)"},
+     .help = "name of the RO among the networks (and CN of its certificate)"},
     {.name = "pva", .type = MCIM_CFG_STRING, .def = "pva", .min = 1, .max = 63,
-     .help = "name of the PVA in the peers file (and the audience of quotes)"},
-    {.name = "poll_interval_ms", .type = MCIM_CFG_INT, .def = "500", .min = 10, .max = 600000,
+     .help = "name of the PVA among the networks (and the audience of quotes)"},
+    {.name = "poll_ms", .type = MCIM_CFG_INT, .def = "500", .min = 10, .max = 600000,
      .help = "pause between two polls of the network (pending validation, package, order)"},
     {.name = "procedure_timeout", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
      .max = 7 * 86400, .help = "a procedure not finished by then fails with TIMEOUT"},
@@ -61,26 +64,122 @@ static char *config_path(const char *dir)
   return p;
 }
 
-mcim_cause_t dev_config_load(const char *dir, mcim_config_t **out)
+/* "networks": {"name": "https://host:port", ...}; every name a certificate name, every URL
+ * an https URL of sane length. Problems are appended to `err`. */
+static bool networks_valid(const char *file, const json_t *nets, char *err, size_t errlen)
 {
-  char err[2048] = "";
+  const char *name;
+  const json_t *url;
+  size_t used = strlen(err);
+  bool ok = true;
+
+  if (!json_is_object(nets)) {
+    snprintf(err + used, errlen - used, "%s%s: \"networks\": expected an object {\"name\":"
+             " \"https://host:port\"}", used ? "\n" : "", file);
+    return false;
+  }
+  json_object_foreach((json_t *)nets, name, url) {
+    const char *u = json_string_value(url);
+    if (mcim_pki_name_valid(name) && u && strncmp(u, "https://", 8) == 0 && strlen(u) < 512)
+      continue;
+    used = strlen(err);
+    snprintf(err + used, errlen - used, "%s%s: \"networks\": \"%.63s\": expected an https URL",
+             used ? "\n" : "", file, name);
+    ok = false;
+  }
+  return ok;
+}
+
+/* agent.json: the scalar keys through the configuration reader (unknown keys, types, ranges,
+ * one line per problem), "networks" checked here. Either "networks" or "peers" must say
+ * where the network is. */
+static mcim_cause_t config_load(const char *dir, mcim_config_t **cfg, json_t **networks,
+                                char *err, size_t errlen)
+{
+  json_error_t jerr;
+  json_t *doc = NULL, *nets = NULL;
+  char *text = NULL;
   char *path = dir ? config_path(dir) : NULL;
-  mcim_cause_t rc = path ? mcim_config_load(path, agent_spec, AGENT_NSPEC, out, err, sizeof(err))
-                         : MCIM_NO_MEMORY;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+
+  *cfg = NULL;
+  if (networks)
+    *networks = NULL;
+  err[0] = '\0';
+  if (!path)
+    goto cleanup;
+  doc = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+  if (!doc) {
+    rc = jerr.line < 1 ? MCIM_CONFIG_MISSING : MCIM_CONFIG_INVALID;
+    if (jerr.line < 1)
+      snprintf(err, errlen, "%s: cannot read: %s", path, jerr.text);
+    else
+      snprintf(err, errlen, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+    goto cleanup;
+  }
+  rc = MCIM_CONFIG_INVALID;
+  if (!json_is_object(doc)) {
+    snprintf(err, errlen, "%s: expected a JSON object", path);
+    goto cleanup;
+  }
+  nets = json_incref(json_object_get(doc, "networks"));
+  json_object_del(doc, "networks");
+  bool nets_ok = !nets || networks_valid(path, nets, err, errlen);
+  text = json_dumps(doc, JSON_COMPACT);
+  if (!text) {
+    rc = MCIM_NO_MEMORY;
+    goto cleanup;
+  }
+  char rerr[1536] = "";
+  rc = mcim_config_load_string(path, text, dir, agent_spec, AGENT_NSPEC, cfg, rerr, sizeof(rerr));
+  if (rerr[0]) {
+    size_t used = strlen(err);
+    snprintf(err + used, errlen - used, "%s%s", used ? "\n" : "", rerr);
+  }
+  if (rc == MCIM_OK && !nets_ok)
+    rc = MCIM_CONFIG_INVALID;
+  if (rc == MCIM_OK && !nets && !mcim_config_has(*cfg, "peers")) {
+    snprintf(err, errlen, "%s: say where the network is: \"networks\" {\"vno\":"
+             " \"https://...\", ...} and/or \"peers\" (a peers file)", path);
+    rc = MCIM_CONFIG_INVALID;
+  }
+  if (rc != MCIM_OK)
+    goto cleanup;
+  if (networks) {
+    *networks = nets ? nets : json_object();
+    nets = NULL;
+    if (!*networks)
+      rc = MCIM_NO_MEMORY;
+  }
+cleanup:
+  if (rc != MCIM_OK) {
+    mcim_config_free(*cfg);
+    *cfg = NULL;
+  }
+  json_decref(nets);
+  json_decref(doc);
+  free(text);
+  free(path);
+  return rc;
+}
+
+mcim_cause_t dev_config_load(const char *dir, mcim_config_t **out, json_t **networks)
+{
+  char err[2048];
+  mcim_cause_t rc = config_load(dir, out, networks, err, sizeof(err));
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "%s", err[0] ? err : "cannot load agent.json");
-  free(path);
   return rc;
 }
 
 mcim_cause_t mcim_device_check_config(const char *dir, char *err, size_t errlen)
 {
   mcim_config_t *cfg = NULL;
-  char *path = config_path(dir);
-  mcim_cause_t rc = path ? mcim_config_load(path, agent_spec, AGENT_NSPEC, &cfg, err, errlen)
-                         : MCIM_NO_MEMORY;
+  char buf[2048];
+  mcim_cause_t rc = config_load(dir, &cfg, NULL, buf, sizeof(buf));
+  if (err && errlen)
+    snprintf(err, errlen, "%s", buf);
   mcim_config_free(cfg);
-  free(path);
   return rc;
 }
 
@@ -260,7 +359,7 @@ static mcim_cause_t load_identity(struct mcim_device *d)
   json_t *st = NULL;
   mcim_cause_t rc = d->tre->ops->status(d->tre->ctx, &st);
   const char *dev = json_string_value(json_object_get(st, "device"));
-  const char *want = mcim_config_str(d->cfg, "name");
+  const char *want = mcim_config_str(d->cfg, "device");
 
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "the TRE does not answer");
@@ -272,7 +371,7 @@ static mcim_cause_t load_identity(struct mcim_device *d)
     goto cleanup;
   }
   if (want && strcmp(want, dev) != 0) {
-    mcim_log_error("%s: \"name\" is \"%s\" but the TRE belongs to device \"%s\"",
+    mcim_log_error("%s: \"device\" is \"%s\" but the TRE belongs to device \"%s\"",
                    mcim_config_file(d->cfg), want, dev);
     goto cleanup;
   }
@@ -316,7 +415,7 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
   d->dir = strdup(dir ? dir : "");
   if (!d->dir || !tre)
     goto fail;
-  rc = dev_config_load(dir, &d->cfg);
+  rc = dev_config_load(dir, &d->cfg, &d->networks);
   if (rc != MCIM_OK)
     goto fail;
   rc = load_identity(d);
@@ -328,12 +427,15 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
                    mcim_config_path(d->cfg, "operators_ca"));
     goto fail;
   }
-  d->peers = json_load_file(mcim_config_path(d->cfg, "peers"), 0, &jerr);
-  if (!json_is_object(d->peers)) {
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID, "peers file %s: %s",
-                   mcim_config_path(d->cfg, "peers"), d->peers ? "not an object" : jerr.text);
-    rc = MCIM_CONFIG_INVALID;
-    goto fail;
+  /* A peers file is optional (networks may say it all) but, when named, must be readable. */
+  if (mcim_config_has(d->cfg, "peers")) {
+    d->peers = json_load_file(mcim_config_path(d->cfg, "peers"), 0, &jerr);
+    if (!json_is_object(d->peers)) {
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID, "peers file %s: %s",
+                     mcim_config_path(d->cfg, "peers"), d->peers ? "not an object" : jerr.text);
+      rc = MCIM_CONFIG_INVALID;
+      goto fail;
+    }
   }
   rc = open_store(d);
   if (rc != MCIM_OK)
@@ -380,6 +482,7 @@ void mcim_device_free(struct mcim_device *d)
   mcim_tre_close(d->tre);
   X509_free(d->operators_ca);
   json_decref(d->peers);
+  json_decref(d->networks);
   mcim_config_free(d->cfg);
   if (d->locks_ready) {
     pthread_mutex_destroy(&d->store_lock);

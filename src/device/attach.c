@@ -86,8 +86,9 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_client *
   }
   if (txn)
     json_object_set_new(body, "txn", json_string(txn));
+  int64_t sent = dev_now_us();
   rc = dev_call(d, cli, "POST", network, "/v1/attach", body, NULL, &hr);
-  dev_trace(d, txn, plan->step_attach, network,
+  dev_trace_at(d, sent, txn, plan->step_attach, network,
             strcmp(plan->id_field, "pcid") == 0 ? "attach (PCID)" : "attach (IMSI)", body, rc);
   if (rc == MCIM_OK)
     rc = challenge_parse(hr.json, attach_id, rand, autn);
@@ -110,9 +111,11 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_client *
       mcim_wipe(res, sizeof(res));
       if (body && txn)
         json_object_set_new(body, "txn", json_string(txn));
+      sent = dev_now_us();
       rc = body ? dev_call(d, cli, "POST", network, path, body, NULL, &hr) : MCIM_NO_MEMORY;
       /* the RES itself is not put in the trace: a response to a challenge is replayable */
-      dev_trace(d, txn, plan->step_auth, network, "authentication response (RES)", NULL, rc);
+      dev_trace_at(d, sent, txn, plan->step_auth, network, "authentication response (RES)", NULL,
+                   rc);
       break;
     }
     if (rc != MCIM_SYNC_FAILURE || resyncs >= max_resync) {
@@ -135,8 +138,10 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_client *
     body = json_pack("{s:s}", "auts", hex);
     if (body && txn)
       json_object_set_new(body, "txn", json_string(txn));
+    sent = dev_now_us();
     rc = body ? dev_call(d, cli, "POST", network, path, body, NULL, &hr) : MCIM_NO_MEMORY;
-    dev_trace(d, txn, plan->step_auth, network, "synchronisation failure (AUTS)", body, rc);
+    dev_trace_at(d, sent, txn, plan->step_auth, network, "synchronisation failure (AUTS)", body,
+                 rc);
     if (rc == MCIM_OK)
       rc = challenge_parse(hr.json, attach_id, rand, autn);
     if (rc != MCIM_OK) {
@@ -173,6 +178,42 @@ cleanup:
   return rc;
 }
 
+/* An SHO attach uses that SHO's slot, which must hold the active MCIM: checked on the TRE's
+ * public view before the network is bothered (the TRE checks it again in aka()). */
+static mcim_cause_t slot_usable(struct mcim_device *d, const char *sho,
+                                struct dev_attach_result *out)
+{
+  json_t *view = NULL, *slot;
+  size_t i;
+  const char *active = NULL, *state = NULL;
+  mcim_cause_t rc = d->tre->ops->status(d->tre->ctx, &view);
+
+  if (rc != MCIM_OK) {
+    fail_detail(out, 0, "the TRE does not answer: %s", mcim_cause_text(rc));
+    goto cleanup;
+  }
+  json_array_foreach(json_object_get(view, "slots"), i, slot) {
+    const char *name = json_string_value(json_object_get(slot, "slot"));
+    const char *st = json_string_value(json_object_get(slot, "state"));
+    if (name && st && strcmp(st, "active") == 0)
+      active = name;
+    if (name && strcmp(name, sho) == 0)
+      state = st ? st : "?";
+  }
+  rc = MCIM_OK;
+  if (!state) {
+    rc = MCIM_NOT_FOUND;
+    fail_detail(out, 0, "the TRE holds no MCIM of %s", sho);
+  } else if (strcmp(state, "active") != 0) {
+    rc = MCIM_WRONG_STATE;
+    fail_detail(out, 0, "the MCIM of %s is %s; the active one is %s's", sho, state,
+                active ? active : "nobody");
+  }
+cleanup:
+  json_decref(view);
+  return rc;
+}
+
 /* A network answer that could mean "this PCID is not (yet) the one the network knows":
  * the previous PCID credential, kept by the TRE after a renewal, may still work. */
 static bool try_previous_pcid(mcim_cause_t rc)
@@ -198,6 +239,13 @@ mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_client *cli, con
              "\"%s\" is not an access network (the VNO \"%s\" or an SHO name)", network,
              dev_cfg_str(d, "vno"));
     return MCIM_INVALID_ARGUMENT;
+  }
+  if (!vno) {
+    rc = slot_usable(d, network, out);
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "attach to %s refused: %s", network, out->detail);
+      return rc;
+    }
   }
   pthread_mutex_lock(&d->attach_lock);
   rc = attach_once(d, cli, network, txn, &plan, out);

@@ -93,7 +93,7 @@ mcim_cause_t mcim_device_start(const char *dir, struct mcim_device **out)
 
   *out = NULL;
   /* where the TRE and the firmware are */
-  rc = dev_config_load(dir, &cfg);
+  rc = dev_config_load(dir, &cfg, NULL);
   if (rc != MCIM_OK)
     goto cleanup;
   rc = mcim_tre_soft_open(mcim_config_path(cfg, "tre"), &tre);

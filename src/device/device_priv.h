@@ -46,8 +46,10 @@ struct mcim_device {
   mcim_store_t *store;
   pthread_mutex_t store_lock;
 
-  /* Peer directory {"vno": "https://...", ...}, re-read when a name is unknown. */
-  json_t *peers;
+  /* Where the network is: agent.json "networks" {"vno": "https://...", ...}, then the
+   * optional peers file (re-read when a name is unknown: an SHO added later). */
+  json_t *networks;
+  json_t *peers; /* NULL without a peers file */
   pthread_mutex_t peers_lock;
 
   /* Access sessions, by network; guarded by `lock`. */
@@ -65,11 +67,13 @@ struct mcim_device {
   bool stopping;
   bool wake;
   bool locks_ready;
+  int64_t backoff_ms; /* worker only: grows while the network keeps failing, 0 on progress */
 };
 
 /* ---- agent.c ---- */
-/* Load DEVICE_DIR/agent.json against the agent's keys (problems logged). */
-mcim_cause_t dev_config_load(const char *dir, mcim_config_t **out);
+/* Load DEVICE_DIR/agent.json (problems logged): the scalar keys in `out`, the "networks"
+ * object in `networks` (may be NULL; an empty object when absent). */
+mcim_cause_t dev_config_load(const char *dir, mcim_config_t **out, json_t **networks);
 /* Wake the worker (a new procedure). */
 void dev_wake(struct mcim_device *d);
 bool dev_stopping(struct mcim_device *d);
@@ -101,7 +105,7 @@ struct dev_proc {
   char kind[16];   /* "initial" | "change" */
   char via[16];    /* "old-sho" | "pristine" | "" */
   char sho[64];    /* the new SHO the owner chose */
-  char state[16];  /* "running" | "success" | "failed" */
+  char state[16];  /* "running" | "done" (result "success") | "failed" (result = cause) */
   char stage[32];  /* name of the current (or last) step of the state machine */
   int n;           /* its seed step number */
   char result[64]; /* "success" or a cause name, once finished */
@@ -129,10 +133,18 @@ json_t *dev_proc_json(const struct dev_proc *p);
  * caller (a trace that cannot be written is logged). */
 void dev_trace_put(mcim_store_t *st, const char *txn, int n, const char *from, const char *to,
                    const char *msg, const json_t *body, mcim_cause_t cause);
+/* The same with the time of the event: a request is stamped when it was sent (taken before
+ * the call), so that it sorts before what the receiver recorded on its way. */
+void dev_trace_put_at(mcim_store_t *st, int64_t time_us, const char *txn, int n, const char *from,
+                      const char *to, const char *msg, const json_t *body, mcim_cause_t cause);
 mcim_cause_t dev_trace_load(mcim_store_t *st, const char *txn, json_t **events);
-/* Locked wrappers on the agent's store. */
+/* Wall clock, microseconds since the epoch (the trace's time). */
+int64_t dev_now_us(void);
+/* Locked wrappers on the agent's store: an event of this device (from = its name). */
 void dev_trace(struct mcim_device *d, const char *txn, int n, const char *to, const char *msg,
                const json_t *body, mcim_cause_t cause);
+void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n, const char *to,
+                  const char *msg, const json_t *body, mcim_cause_t cause);
 mcim_store_t *dev_store_lock(struct mcim_device *d);
 void dev_store_unlock(struct mcim_device *d);
 
@@ -180,7 +192,8 @@ mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_client *cli, con
 /* ---- net.c ---- */
 /* The HTTP client of one thread: server-authenticated TLS pinned to the operators' CA. */
 mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_client **out);
-/* Base URL of a peer from the peers file (re-read when the name is unknown); NULL if none. */
+/* Base URL of a peer: agent.json "networks", else the peers file (re-read when the name is
+ * unknown). MCIM_PEER_UNREACHABLE if neither has an https URL for it. */
 mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, size_t len);
 /* One call to `peer` at `path`. On failure `res->cause`/`res->detail` say why; an answer
  * that is not a JSON object where one is expected is MCIM_PEER_BAD_ANSWER. */

@@ -27,9 +27,11 @@ mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, si
   if (!peer || !mcim_pki_name_valid(peer))
     return MCIM_INVALID_ARGUMENT;
   pthread_mutex_lock(&d->peers_lock);
-  const char *u = json_string_value(json_object_get(d->peers, peer));
-  if (!u) {
-    /* The lab may have added an SHO since we started: read the directory again. */
+  const char *u = json_string_value(json_object_get(d->networks, peer));
+  if (!u)
+    u = json_string_value(json_object_get(d->peers, peer));
+  if (!u && d->peers) {
+    /* The lab may have added an SHO since we started: read the peers file again. */
     fresh = json_load_file(mcim_config_path(d->cfg, "peers"), 0, NULL);
     if (json_is_object(fresh)) {
       json_object_update(d->peers, fresh);

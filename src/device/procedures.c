@@ -212,9 +212,10 @@ static void st_discover(struct run *r)
   if (!token)
     goto cleanup;
   body = json_pack("{s:s,s:s}", "txn", p->txn, "device", d->name);
+  int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", body, token, &res)
             : MCIM_NO_MEMORY;
-  dev_trace(d, p->txn, 7, ro, "DRF: where is my SHO?", body, rc);
+  dev_trace_at(d, sent, p->txn, 7, ro, "DRF: where is my SHO?", body, rc);
   if (rc == MCIM_NOT_ORDERED &&
       mcim_now() - p->since < dev_cfg_int(d, "discovery_grace")) {
     /* The subscriber's order reaches the DRF through the SHO's outbox: give it a moment. */
@@ -295,6 +296,7 @@ static void st_nonce(struct run *r)
   if (!token)
     goto cleanup;
   snprintf(path, sizeof(path), "/v1/validations/pending/%s", d->name);
+  int64_t sent = dev_now_us();
   rc = dev_call(d, r->cli, "GET", pva, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
     wait_for(r, MCIM_OK, "waiting for the SHO's validation request at the PVA");
@@ -317,7 +319,8 @@ static void st_nonce(struct run *r)
     goto cleanup;
   }
   json_t *tb = json_pack("{s:s,s:s}", "validation_id", id, "txn", txn);
-  dev_trace(d, p->txn, 10, pva, "nonce request", tb, MCIM_OK);
+  /* a poll: only the request that found the nonce is a message of the procedure */
+  dev_trace_at(d, sent, p->txn, 10, pva, "nonce request", tb, MCIM_OK);
   json_decref(tb);
   /* a new nonce needs a new quote */
   if (!data_str(p, "validation_id") || strcmp(data_str(p, "validation_id"), id) != 0)
@@ -385,9 +388,10 @@ static void st_quote(struct run *r)
   body = json_pack("{s:s,s:s,s:s,s:s}", "quote", data_str(p, "quote"), "tre_cert", cert, "txn",
                    p->txn, "device", d->name);
   snprintf(path, sizeof(path), "/v1/validations/%s/quote", id);
+  int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", pva, path, body, token, &res) : MCIM_NO_MEMORY;
   tb = json_pack("{s:s,s:s}", "validation_id", id, "txn", p->txn);
-  dev_trace(d, p->txn, 10, pva, "TRE quote", tb, rc);
+  dev_trace_at(d, sent, p->txn, 10, pva, "TRE quote", tb, rc);
   if (rc == MCIM_OK) {
     const char *result = dev_json_str(res.json, "result", 32);
     if (result && strcmp(result, "success") == 0)
@@ -434,6 +438,7 @@ static void st_download(struct run *r)
   if (!token)
     goto cleanup;
   snprintf(path, sizeof(path), "/v1/dpf/packages/%s", d->name);
+  int64_t sent = dev_now_us();
   rc = dev_call(d, r->cli, "GET", ro, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
     wait_for(r, MCIM_OK, "waiting for the SHO's MCIM package at the DPF");
@@ -455,7 +460,7 @@ static void st_download(struct run *r)
     goto cleanup;
   }
   json_t *tb = json_pack("{s:s,s:s}", "txn", txn, "sho", sho);
-  dev_trace(d, p->txn, 13, ro, "DPF: MCIM package request", tb, MCIM_OK);
+  dev_trace_at(d, sent, p->txn, 13, ro, "DPF: MCIM package request", tb, MCIM_OK);
   json_decref(tb);
   if (strcmp(sho, p->sho) != 0) {
     rc = MCIM_PACKAGE_INVALID;
@@ -559,10 +564,11 @@ static void st_report(struct run *r)
   }
   body = json_pack("{s:s,s:s,s:s,s:s}", "txn", p->txn, "device", d->name, "status",
                    data_str(p, "status"), "tre_cert", cert);
+  int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/dpf/status", body, token, &res)
             : MCIM_NO_MEMORY;
   tb = json_pack("{s:s,s:s}", "txn", p->txn, "result", result);
-  dev_trace(d, p->txn, 14, ro, "DPF: provisioning status", tb, rc);
+  dev_trace_at(d, sent, p->txn, 14, ro, "DPF: provisioning status", tb, rc);
   if (rc == MCIM_TOKEN_EXPIRED && statement_expired(data_str(p, "status"))) {
     data_set_str(p, "status", NULL);
     save(r);
@@ -593,45 +599,8 @@ cleanup:
   free(token);
 }
 
-/* 15: the RO reports to the SHO, which activates the subscription; the device learns it
- * by polling the order (DESIGN.md 9: completion is learnt by polling). */
-static void st_activation(struct run *r)
-{
-  struct mcim_device *d = r->d;
-  struct dev_proc *p = r->p;
-  struct mcim_http_result res = {0};
-  char path[160];
-  mcim_cause_t rc;
-
-  snprintf(path, sizeof(path), "/v1/orders/%s", p->txn);
-  rc = dev_call(d, r->cli, "GET", p->sho, path, NULL, NULL, &res);
-  if (rc != MCIM_OK) {
-    call_failed(r, NULL, rc, &res, "SHO order state");
-    goto cleanup;
-  }
-  const char *state = dev_json_str(res.json, "state", 32);
-  if (!state) {
-    fail(r, MCIM_PEER_BAD_ANSWER, "%s: the order has no state", p->sho);
-    goto cleanup;
-  }
-  if (strcmp(state, "active") == 0) {
-    json_t *tb = json_pack("{s:s,s:s}", "txn", p->txn, "state", state);
-    dev_trace(d, p->txn, 0, p->sho, "order state: subscription active", tb, MCIM_OK);
-    json_decref(tb);
-    r->out = OUT_NEXT;
-  } else if (strcmp(state, "failed") == 0 || strcmp(state, "released") == 0) {
-    int c = mcim_cause_from_name(dev_json_str(res.json, "cause", 63));
-    fail(r, c > 0 ? (mcim_cause_t)c : MCIM_PROCEDURE_FAILED, "%s reports the order %s", p->sho,
-         state);
-  } else {
-    wait_for(r, MCIM_OK, "waiting for %s to activate the subscription (order %s)", p->sho,
-             state);
-  }
-cleanup:
-  mcim_http_result_clear(&res);
-}
-
-/* After 15: attach with the new MCIM: the proof that provisioning worked (scope full). */
+/* After 15: attach with the new MCIM: the proof that provisioning worked (scope full);
+ * until the SHO has the RO's report (step 15) it answers SUBSCRIPTION_NOT_ACTIVE. */
 static void st_attach_sho(struct run *r)
 {
   struct dev_attach_result ar;
@@ -641,6 +610,10 @@ static void st_attach_sho(struct run *r)
     r->out = OUT_DONE;
   } else if (rc == MCIM_OK) {
     fail(r, MCIM_SCOPE_RESTRICTED, "%s granted only %s access", r->p->sho, ar.scope);
+  } else if (rc == MCIM_SUBSCRIPTION_NOT_ACTIVE) {
+    /* Step 15 (the RO's report to the SHO) has not landed yet: the device learns that the
+     * subscription is active by attaching, the only SHO service a PCID device may use. */
+    wait_for(r, MCIM_OK, "waiting for %s to activate the subscription", r->p->sho);
   } else if (dev_cause_transient(rc, ar.http_status)) {
     wait_for(r, rc, "attach to %s: %s (retrying)", r->p->sho, ar.detail);
   } else {
@@ -653,7 +626,7 @@ static const struct step initial_steps[] = {
     {"attach", 4, st_attach},         {"discover", 7, st_discover}, {"nonce", 10, st_nonce},
     {"quote", 10, st_quote},          {"download", 13, st_download},
     {"install", 14, st_install},      {"report", 14, st_report},
-    {"activation", 15, st_activation}, {"attach-sho", 0, st_attach_sho},
+    {"attach-sho", 0, st_attach_sho},
 };
 
 static const struct procedure procedures[] = {
@@ -677,6 +650,16 @@ static int step_index(const struct procedure *pr, const char *name)
     if (strcmp(pr->steps[i].name, name) == 0)
       return (int)i;
   return -1;
+}
+
+/* The last numbered step of a procedure: what a finished one reports as its step. */
+static int last_step(const struct procedure *pr)
+{
+  int n = 0;
+  for (size_t i = 0; i < pr->nsteps; i++)
+    if (pr->steps[i].n > n)
+      n = pr->steps[i].n;
+  return n;
 }
 
 bool dev_procedure_supported(const char *kind, const char *via)
@@ -719,7 +702,7 @@ static void finish(struct mcim_device *d, struct dev_proc *p, mcim_cause_t cause
   int64_t now = mcim_now();
   if (cause != MCIM_OK)
     roll_back(d, p);
-  snprintf(p->state, sizeof(p->state), "%s", cause == MCIM_OK ? "success" : "failed");
+  snprintf(p->state, sizeof(p->state), "%s", cause == MCIM_OK ? "done" : "failed");
   snprintf(p->result, sizeof(p->result), "%s", cause == MCIM_OK ? "success" : mcim_cause_name(cause));
   snprintf(p->cause, sizeof(p->cause), "%s", cause == MCIM_OK ? "" : mcim_cause_name(cause));
   if (step > 0)
@@ -755,7 +738,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
 {
   struct dev_proc p = {0};
   struct run r = {0};
-  int64_t poll = dev_cfg_int(d, "poll_interval_ms");
+  int64_t poll = dev_cfg_int(d, "poll_ms");
   int64_t delay = poll;
   char detail[256];
 
@@ -796,7 +779,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
   case OUT_GOTO: {
     int next = r.out == OUT_NEXT ? idx + 1 : step_index(pr, r.next ? r.next : "");
     if (r.out == OUT_NEXT && next >= (int)pr->nsteps) {
-      finish(d, &p, MCIM_OK, 0, NULL);
+      finish(d, &p, MCIM_OK, last_step(pr), NULL);
       delay = 0;
       break;
     }
@@ -810,7 +793,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
     break;
   }
   case OUT_DONE:
-    finish(d, &p, MCIM_OK, 0, NULL);
+    finish(d, &p, MCIM_OK, last_step(pr), NULL);
     delay = 0;
     break;
   case OUT_FAIL:
@@ -827,10 +810,22 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
       dev_proc_save(st, &p);
       dev_store_unlock(d);
     }
-    if (r.cause != MCIM_OK)
+    if (r.cause != MCIM_OK) {
+      /* a failing network is retried ever less often (up to 16 polls apart): the agent
+       * must not hammer it, nor fill the trace with the same refusal */
+      d->backoff_ms = d->backoff_ms ? d->backoff_ms * 2 : poll;
+      if (d->backoff_ms > 16 * poll)
+        d->backoff_ms = 16 * poll;
+      delay = d->backoff_ms;
       mcim_log_event(MCIM_LOG_DEBUG, p.txn, p.n, r.cause, "%s", r.detail);
+    }
     break;
   }
+  if (r.out != OUT_WAIT || r.cause == MCIM_OK)
+    d->backoff_ms = 0;
+  /* wake up for the deadline, not after it */
+  if (r.out == OUT_WAIT && (p.deadline - mcim_now()) * 1000 < delay)
+    delay = p.deadline > mcim_now() ? (p.deadline - mcim_now()) * 1000 : 0;
 cleanup:
   dev_proc_clear(&p);
   return delay;

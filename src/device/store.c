@@ -46,7 +46,7 @@ void dev_store_unlock(struct mcim_device *d)
 
 /* ---- trace ---- */
 
-static int64_t now_us(void)
+int64_t dev_now_us(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -55,6 +55,12 @@ static int64_t now_us(void)
 
 void dev_trace_put(mcim_store_t *st, const char *txn, int n, const char *from, const char *to,
                    const char *msg, const json_t *body, mcim_cause_t cause)
+{
+  dev_trace_put_at(st, dev_now_us(), txn, n, from, to, msg, body, cause);
+}
+
+void dev_trace_put_at(mcim_store_t *st, int64_t time_us, const char *txn, int n, const char *from,
+                      const char *to, const char *msg, const json_t *body, mcim_cause_t cause)
 {
   char id[33];
   uint8_t b[16];
@@ -72,7 +78,7 @@ void dev_trace_put(mcim_store_t *st, const char *txn, int n, const char *from, c
   }
   mcim_val_t p[] = {MCIM_TEXT(id),   MCIM_TEXT(txn), MCIM_INT(n),
                     MCIM_TEXT(from), MCIM_TEXT(to),  MCIM_TEXT(msg),
-                    MCIM_INT(now_us()),
+                    MCIM_INT(time_us),
                     MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
                     MCIM_TEXT(text)};
   mcim_cause_t rc = mcim_store_exec(
@@ -94,13 +100,19 @@ cleanup:
 void dev_trace(struct mcim_device *d, const char *txn, int n, const char *to, const char *msg,
                const json_t *body, mcim_cause_t cause)
 {
+  dev_trace_at(d, dev_now_us(), txn, n, to, msg, body, cause);
+}
+
+void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n, const char *to,
+                  const char *msg, const json_t *body, mcim_cause_t cause)
+{
   if (!txn) {
     mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, NULL, n, cause,
                    "%s -> %s: %s", d->name, to, msg);
     return;
   }
   mcim_store_t *st = dev_store_lock(d);
-  dev_trace_put(st, txn, n, d->name, to, msg, body, cause);
+  dev_trace_put_at(st, time_us, txn, n, d->name, to, msg, body, cause);
   dev_store_unlock(d);
 }
 

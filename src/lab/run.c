@@ -103,12 +103,23 @@ static mcim_cause_t instruct(struct mcim_http_client *dev, const struct mcim_lab
   return rc;
 }
 
-static void print_new_events(mcim_lab_t *lab, const char *txn, FILE *out, size_t *printed)
+/* Live view: print the events not printed yet. Events of other roles may arrive late
+ * with earlier timestamps, so "printed" is remembered per event, not as a count. */
+struct printed_set {
+  json_t *keys; /* object used as a set */
+};
+
+static void print_new_events(mcim_lab_t *lab, const char *txn, FILE *out, struct printed_set *ps)
 {
   struct mcim_trace t;
+  char key[512];
   mcim_lab_trace_collect(lab, txn, &t);
-  for (size_t i = *printed; i < t.len; i++) {
+  for (size_t i = 0; i < t.len; i++) {
     const struct mcim_trace_event *e = &t.ev[i];
+    snprintf(key, sizeof(key), "%d|%s|%s|%s", e->n, e->from, e->to, e->msg);
+    if (json_object_get(ps->keys, key))
+      continue;
+    json_object_set_new(ps->keys, key, json_true());
     if (e->n)
       fprintf(out, "  %2d) ", e->n);
     else
@@ -118,8 +129,6 @@ static void print_new_events(mcim_lab_t *lab, const char *txn, FILE *out, size_t
       fprintf(out, "  [%s]", mcim_cause_name(e->cause));
     fputc('\n', out);
   }
-  if (t.len > *printed)
-    *printed = t.len;
   fflush(out);
   mcim_trace_free(&t);
 }
@@ -131,7 +140,7 @@ mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
   json_t *params = NULL;
   struct mcim_http_client *dev = NULL;
   uint8_t rnd[16];
-  size_t printed = 0;
+  struct printed_set printed = {json_object()};
   uint64_t t0 = mcim_monotonic_ns();
   memset(res, 0, sizeof(*res));
   snprintf(res->result, sizeof(res->result), "PROCEDURE_FAILED");
@@ -166,7 +175,9 @@ mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
       const char *result = json_string_value(json_object_get(r.json, "result"));
       const char *cause = json_string_value(json_object_get(r.json, "cause"));
       const char *detail = json_string_value(json_object_get(r.json, "detail"));
-      if (state && (strcmp(state, "done") == 0 || strcmp(state, "failed") == 0)) {
+      /* finished once the device states a result */
+      (void)state;
+      if (result) {
         bool ok = result && strcmp(result, "success") == 0;
         snprintf(res->result, sizeof(res->result), "%s",
                  ok ? "success" : cause ? cause : result ? result : "PROCEDURE_FAILED");
@@ -207,6 +218,7 @@ out:
   mcim_http_client_free(dev);
   mcim_jose_key_free(owner);
   json_decref(params);
+  json_decref(printed.keys);
   return rc;
 }
 

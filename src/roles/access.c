@@ -46,7 +46,7 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
                         const struct mcim_http_request *req, struct mcim_http_response *resp)
 {
   const struct mcim_jsonv_field fields[] = {
-      {net->id_field, MCIM_JV_STRING, true, 23},
+      {net->id_field, MCIM_JV_STRING, true, 15}, /* IMSI-shaped: at most 15 digits */
       {"txn", MCIM_JV_HEX, false, 32},
       {"device", MCIM_JV_STRING, false, 63},
   };

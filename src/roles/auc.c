@@ -149,7 +149,8 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
   if (rc != MCIM_OK)
     goto out;
   if (strcmp(s.state, "active") != 0) {
-    rc = MCIM_SUBSCRIPTION_TERMINATED;
+    rc = strcmp(s.state, "pending") == 0 ? MCIM_SUBSCRIPTION_NOT_ACTIVE
+                                          : MCIM_SUBSCRIPTION_TERMINATED;
     goto out;
   }
   if (s.expires && now >= s.expires) {

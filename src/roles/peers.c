@@ -167,6 +167,10 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
     return MCIM_NO_ACCESS;
   size_t len = strlen(req->bearer);
   mcim_cause_t rc = mcim_jws_peek_iss(req->bearer, iss, sizeof(iss));
+  /* Only access networks grant access: a token signed by the RO, the PVA or the M2MES,
+   * valid as its signature may be, is not an access token. */
+  if (rc == MCIM_OK && !mcim_role_name_is_access_network(iss))
+    rc = MCIM_CLAIM_MISMATCH;
   if (rc == MCIM_OK)
     rc = mcim_role_peer_key(r, iss, &key);
   if (rc != MCIM_OK)

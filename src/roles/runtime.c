@@ -64,6 +64,23 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
 };
 const size_t mcim_role_common_nspec = sizeof(mcim_role_common_spec) / sizeof(mcim_role_common_spec[0]);
 
+bool mcim_role_name_is_sho(const char *name)
+{
+  static const char *const not_sho[] = {"ro",    "vno",        "pva",  "m2mes",
+                                         "admin", "subscriber", "pcid", "pcid-prev"};
+  if (!name || !mcim_pki_name_valid(name))
+    return false;
+  for (size_t i = 0; i < sizeof(not_sho) / sizeof(not_sho[0]); i++)
+    if (strcmp(name, not_sho[i]) == 0)
+      return false;
+  return true;
+}
+
+bool mcim_role_name_is_access_network(const char *name)
+{
+  return name && (strcmp(name, "vno") == 0 || mcim_role_name_is_sho(name));
+}
+
 const struct mcim_role_kind *mcim_role_kind_find(const char *kind)
 {
   for (size_t i = 0; kind && mcim_role_kinds[i]; i++)

@@ -161,9 +161,12 @@ static mcim_cause_t parse_header(const uint8_t *buf, size_t len, char **device, 
   if (!nl)
     return MCIM_UNSEAL_FAILED;
   size_t dlen = (size_t)(nl - (buf + m));
-  char *d = strndup((const char *)buf + m, dlen);
+  /* copy by length: the buffer is not a C string */
+  char *d = malloc(dlen + 1);
   if (!d)
     return MCIM_NO_MEMORY;
+  memcpy(d, buf + m, dlen);
+  d[dlen] = '\0';
   if (strlen(d) != dlen || !mcim_pki_name_valid(d)) {
     free(d);
     return MCIM_UNSEAL_FAILED;

@@ -29,7 +29,7 @@ struct fx {
   mcim_jose_key_t *other; /* somebody else's */
 };
 
-static void fx_write(const char *dir, const char *name, const char *text)
+static __attribute__((unused)) void fx_write(const char *dir, const char *name, const char *text)
 {
   char path[512];
   snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -40,7 +40,7 @@ static void fx_write(const char *dir, const char *name, const char *text)
   fclose(f);
 }
 
-static void fx_rm_rf(const char *path)
+static __attribute__((unused)) void fx_rm_rf(const char *path)
 {
   struct stat sb;
   if (lstat(path, &sb) != 0)
@@ -63,7 +63,7 @@ static void fx_rm_rf(const char *path)
   }
 }
 
-static char *fx_ca_pem(mcim_pki_ca_t *ca)
+static __attribute__((unused)) char *fx_ca_pem(mcim_pki_ca_t *ca)
 {
   char *pem = NULL;
   if (mcim_pki_cert_to_pem(ca->cert, &pem) != MCIM_OK)
@@ -72,7 +72,7 @@ static char *fx_ca_pem(mcim_pki_ca_t *ca)
 }
 
 /* A PCID credential for the TRE, sealed to its key-agreement key as the M2MES does. */
-static mcim_cause_t fx_install_pcid(mcim_tre_t *tre, const char *pcid)
+static __attribute__((unused)) mcim_cause_t fx_install_pcid(mcim_tre_t *tre, const char *pcid)
 {
   char *jwk = NULL, *jwe = NULL, doc[256];
   mcim_jose_key_t *ka = NULL;
@@ -94,7 +94,7 @@ static mcim_cause_t fx_install_pcid(mcim_tre_t *tre, const char *pcid)
 }
 
 /* `extra_config`: more agent.json members (",\"key\": value" form), or "". */
-static int fx_setup(struct fx *fx, const char *extra_config)
+static __attribute__((unused)) int fx_setup(struct fx *fx, const char *extra_config)
 {
   mcim_pki_ca_t *ops = NULL, *m2mes = NULL;
   char *ops_pem = NULL, *m2mes_pem = NULL, *owner_jwk = NULL, fw[256], cfg[2048];
@@ -132,13 +132,12 @@ static int fx_setup(struct fx *fx, const char *extra_config)
     fx_write(fw, name, img);
     free(img);
   }
-  fx_write(fx->dir, "peers.json",
-           "{\"vno\": \"https://127.0.0.1:1\", \"ro\": \"https://127.0.0.1:1\","
-           " \"pva\": \"https://127.0.0.1:1\", \"sho-a\": \"https://127.0.0.1:1\"}");
+  /* the lab's shape (src/lab/device.c): the networks inline */
   snprintf(cfg, sizeof(cfg),
-           "{\"name\": \"" FX_DEVICE "\", \"peers\": \"peers.json\","
-           " \"operators_ca\": \"operators-ca.pem\", \"poll_interval_ms\": 20,"
-           " \"request_timeout_ms\": 500%s}",
+           "{\"device\": \"" FX_DEVICE "\", \"operators_ca\": \"operators-ca.pem\","
+           " \"networks\": {\"vno\": \"https://127.0.0.1:1\", \"ro\": \"https://127.0.0.1:1\","
+           " \"pva\": \"https://127.0.0.1:1\", \"sho-a\": \"https://127.0.0.1:1\"},"
+           " \"poll_ms\": 20, \"request_timeout_ms\": 500%s}",
            extra_config ? extra_config : "");
   fx_write(fx->dir, "agent.json", cfg);
   ok = 0;
@@ -152,7 +151,7 @@ cleanup:
   return ok;
 }
 
-static void fx_teardown(struct fx *fx)
+static __attribute__((unused)) void fx_teardown(struct fx *fx)
 {
   mcim_jose_key_free(fx->owner);
   mcim_jose_key_free(fx->other);
@@ -160,7 +159,7 @@ static void fx_teardown(struct fx *fx)
 }
 
 /* An instruction signed by `key`; claims given, NULL to leave one out. */
-static char *fx_instruction(const mcim_jose_key_t *key, const char *sub, const char *aud,
+static __attribute__((unused)) char *fx_instruction(const mcim_jose_key_t *key, const char *sub, const char *aud,
                             const char *procedure, const char *via, const char *sho,
                             const char *txn, int64_t lifetime)
 {

@@ -11,6 +11,7 @@
 
 #include "device/device_priv.h"
 #include "mcim/log.h"
+#include "mcim/trace.h"
 #include "unit/test_device_fixture.h"
 
 static mcim_store_t *open_db(const char *dir)

@@ -52,17 +52,9 @@ static const mcim_migration_t pva_migrations[] = {
      "CREATE INDEX validations_due ON validations (state, expires)"},
 };
 
-/* Names of the network roles that are not SHOs (the lab's fixed names, DESIGN.md 8). */
-static const char *const not_sho[] = {"ro", "vno", "pva", "m2mes", "admin", NULL};
-
 static bool is_sho(const char *peer)
 {
-  if (!peer || !mcim_pki_name_valid(peer))
-    return false;
-  for (size_t i = 0; not_sho[i]; i++)
-    if (strcmp(peer, not_sho[i]) == 0)
-      return false;
-  return true;
+  return mcim_role_name_is_sho(peer);
 }
 
 /* Answer with a problem and, when the procedure is known, record the failed message. */

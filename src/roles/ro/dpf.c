@@ -12,6 +12,28 @@
 #include "mcim/util.h"
 #include "roles/ro/ro.h"
 
+struct pkg_row {
+  char txn[40];
+  char sho[64];
+  char procedure[16];
+  char *package;
+  char state[16];
+  bool found;
+};
+
+static mcim_cause_t pkg_cb(const mcim_row_t *row, void *arg)
+{
+  struct pkg_row *p = arg;
+  snprintf(p->txn, sizeof(p->txn), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(p->sho, sizeof(p->sho), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  snprintf(p->procedure, sizeof(p->procedure), "%s", mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
+  free(p->package);
+  p->package = strdup(mcim_row_text(row, 3) ? mcim_row_text(row, 3) : "");
+  snprintf(p->state, sizeof(p->state), "%s", mcim_row_text(row, 4) ? mcim_row_text(row, 4) : "");
+  p->found = p->package != NULL;
+  return p->package ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
 /* POST /v1/dpf/packages (an SHO). */
 void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
                           struct mcim_http_response *resp)
@@ -67,8 +89,18 @@ void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
                             " created, updated) VALUES (?, ?, ?, ?, ?, 'ready', ?, ?)",
                             p, MCIM_NPARAMS(p), NULL, NULL)
           : MCIM_STORE_ERROR;
-  if (rc == MCIM_CONFLICT)
-    rc = MCIM_OK; /* the same txn again: already held (idempotent) */
+  if (rc == MCIM_CONFLICT) {
+    /* The same txn again is idempotent only if it is the same package from the same SHO. */
+    struct pkg_row have = {0};
+    mcim_val_t q[] = {MCIM_TEXT(txn)};
+    if (mcim_store_query_one(st,
+                             "SELECT txn, sho, procedure, package, state FROM dpf_packages"
+                             " WHERE txn = ?",
+                             q, 1, pkg_cb, &have) == MCIM_OK &&
+        strcmp(have.sho, req->peer) == 0 && have.package && strcmp(have.package, pkg) == 0)
+      rc = MCIM_OK;
+    free(have.package);
+  }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, steps->package, "package not stored");
     return;
@@ -76,28 +108,6 @@ void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
   mcim_log_event(MCIM_LOG_INFO, txn, steps->package, MCIM_OK,
                  "DPF: sealed MCIM for %s from %s held for download", device, req->peer);
   mcim_http_reply_json(resp, 202, json_pack("{s:s,s:s}", "txn", txn, "state", "ready"));
-}
-
-struct pkg_row {
-  char txn[40];
-  char sho[64];
-  char procedure[16];
-  char *package;
-  char state[16];
-  bool found;
-};
-
-static mcim_cause_t pkg_cb(const mcim_row_t *row, void *arg)
-{
-  struct pkg_row *p = arg;
-  snprintf(p->txn, sizeof(p->txn), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
-  snprintf(p->sho, sizeof(p->sho), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
-  snprintf(p->procedure, sizeof(p->procedure), "%s", mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
-  free(p->package);
-  p->package = strdup(mcim_row_text(row, 3) ? mcim_row_text(row, 3) : "");
-  snprintf(p->state, sizeof(p->state), "%s", mcim_row_text(row, 4) ? mcim_row_text(row, 4) : "");
-  p->found = p->package != NULL;
-  return p->package ? MCIM_OK : MCIM_NO_MEMORY;
 }
 
 /* GET /v1/dpf/packages/{device} (the device, step 13 / 7). */
@@ -228,6 +238,9 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   bool ok = strcmp(result, "success") == 0;
+  /* The result is relayed to the SHO: only "success" or a cause name goes on. */
+  if (!ok && mcim_cause_from_name(result) <= 0)
+    result = mcim_cause_name(MCIM_PROCEDURE_FAILED);
   answer = json_pack("{s:s,s:s}", "txn", txn, "result", result);
   json_t *report = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "result", result);
   mcim_val_t u[] = {MCIM_TEXT(ok ? "installed" : "failed"), MCIM_TEXT(result),

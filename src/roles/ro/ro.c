@@ -7,13 +7,7 @@
 
 bool mcim_ro_is_sho_name(const char *name)
 {
-  static const char *const not_sho[] = {"ro", "vno", "pva", "m2mes", "admin", "subscriber"};
-  if (!name || !*name)
-    return false;
-  for (size_t i = 0; i < sizeof(not_sho) / sizeof(not_sho[0]); i++)
-    if (strcmp(name, not_sho[i]) == 0)
-      return false;
-  return true;
+  return mcim_role_name_is_sho(name);
 }
 
 static const struct mcim_dpf_steps dpf_steps[] = {

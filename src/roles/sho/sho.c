@@ -111,7 +111,7 @@ static mcim_cause_t queue_validation(struct mcim_role *r, mcim_store_t *st,
                            steps->validate);
   mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "pva"), "/v1/validations",
                                          body, o->txn, steps->validate,
-                                         "validate the M2ME (authenticity, integrity)");
+                                         "validate M2ME");
   json_decref(body);
   return rc;
 }
@@ -217,8 +217,9 @@ static void h_order(void *ctx, const struct mcim_http_request *req,
     if (rc == MCIM_OK)
       rc = mcim_sho_order_set_state(st, txn, "ordered", "validating", MCIM_OK);
   }
+  bool validating = strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0;
   answer = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "imsi", imsi, "state",
-                     "ordered");
+                     validating ? "validating" : "ordered");
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 1, "order", 201, answer);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
@@ -344,8 +345,11 @@ static void h_device_ready(void *ctx, const struct mcim_http_request *req,
     }
     mcim_role_wake(r);
   }
-  /* A repeated announcement changes nothing. */
-  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "validating"));
+  /* A repeated announcement changes nothing; the answer says where the order is. */
+  mcim_sho_order_clear(&o);
+  rc = mcim_sho_order_load(st, txn, &o);
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state",
+                                            rc == MCIM_OK ? o.state : "unknown"));
 out:
   mcim_sho_order_clear(&o);
 }
@@ -430,8 +434,10 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
   if (rc == MCIM_OK && !steps)
     rc = MCIM_INTERNAL;
+  if (rc == MCIM_OK && strcmp(o.device, json_string_value(json_object_get(req->json, "device"))))
+    rc = MCIM_CONFLICT;
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 11, "no order %s", txn);
+    mcim_http_reply_problem(resp, rc, 11, "no order %s for this device", txn);
     goto out;
   }
   if (strcmp(o.state, "validating") != 0) {
@@ -522,8 +528,10 @@ static void h_report(void *ctx, const struct mcim_http_request *req,
   const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
   if (rc == MCIM_OK && !steps)
     rc = MCIM_INTERNAL;
+  if (rc == MCIM_OK && strcmp(o.device, json_string_value(json_object_get(req->json, "device"))))
+    rc = MCIM_CONFLICT;
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 15, "no order %s", txn);
+    mcim_http_reply_problem(resp, rc, 15, "no order %s for this device", txn);
     goto out;
   }
   rc = mcim_sho_on_report(r, st, &o, steps, result);

@@ -31,6 +31,12 @@ static mcim_cause_t icf_call(struct mcim_role *r, const char *path, json_t *body
   json_decref(body);
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "ICF: %s", res.detail);
+    /* What the device may learn is about its credential; anything else is our problem
+     * with the ICF, not the device's. */
+    if (rc != MCIM_UNKNOWN_IDENTITY && rc != MCIM_CREDENTIAL_EXPIRED &&
+        rc != MCIM_SUBSCRIPTION_TERMINATED && rc != MCIM_AUTS_INVALID &&
+        rc != MCIM_SQN_EXHAUSTED)
+      rc = MCIM_PEER_ERROR;
     goto out;
   }
   json_t *first = json_array_get(json_object_get(res.json, "avs"), 0);
