@@ -105,6 +105,10 @@ int64_t mcim_role_token_lifetime(struct mcim_role *r);
  * Never fails the caller: a trace that cannot be written is logged. */
 void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char *from,
                      const char *to, const char *msg, const json_t *body, mcim_cause_t cause);
+/* The same with the time the message was sent (microseconds since the epoch). */
+void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, int step,
+                        const char *from, const char *to, const char *msg, const json_t *body,
+                        mcim_cause_t cause);
 
 /* Idempotent answers, per (txn, step, what): a handler that changes state first looks up
  * the answer it gave before; after success it stores the answer in the same transaction as

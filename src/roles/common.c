@@ -55,6 +55,13 @@ static int64_t now_us(void)
 void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char *from,
                      const char *to, const char *msg, const json_t *body, mcim_cause_t cause)
 {
+  mcim_role_trace_at(r, now_us(), txn, step, from, to, msg, body, cause);
+}
+
+void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, int step,
+                        const char *from, const char *to, const char *msg, const json_t *body,
+                        mcim_cause_t cause)
+{
   mcim_store_t *st = mcim_role_store(r);
   char id[33];
   char *text = NULL;
@@ -68,7 +75,7 @@ void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char 
   }
   mcim_val_t p[] = {MCIM_TEXT(id),   MCIM_TEXT(txn),  MCIM_INT(step),
                     MCIM_TEXT(from), MCIM_TEXT(to),   MCIM_TEXT(msg),
-                    MCIM_INT(now_us()),
+                    MCIM_INT(time_us),
                     MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
                     MCIM_TEXT(text)};
   mcim_cause_t rc = mcim_store_exec(
@@ -281,7 +288,7 @@ static void outbox_msg_free(struct outbox_msg *m)
  * refusals (retrying cannot help); transport errors and 5xx are retried with backoff. */
 static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_msg *m)
 {
-  int64_t now = now_us() / 1000;
+  int64_t sent_us = now_us(), now = sent_us / 1000;
   /* Claim it: another instance of this role on the same database may be looking too. */
   int64_t lease = now + mcim_config_int(r->cfg, "peer_timeout_ms") * 2;
   mcim_val_t c[] = {MCIM_INT(lease), MCIM_TEXT(m->id), MCIM_INT(m->next_at)};
@@ -323,8 +330,9 @@ static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_
                   " WHERE id = ?",
                   u, MCIM_NPARAMS(u), NULL, NULL);
   if (done || strcmp(state, "failed") == 0)
-    mcim_role_trace(r, m->txn, (int)m->step, r->name, m->peer, m->msg, body,
-                    done ? MCIM_OK : rc);
+    /* stamped when sent, so it sorts before what the receiver did with it */
+    mcim_role_trace_at(r, sent_us, m->txn, (int)m->step, r->name, m->peer, m->msg, body,
+                       done ? MCIM_OK : rc);
   else
     mcim_log_event(MCIM_LOG_WARN, m->txn, (int)m->step, rc,
                    "delivery to %s failed (attempt %lld), retrying: %s", m->peer,

@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,13 +132,18 @@ cleanup_keep_msg:
 
 /* The database holds subscriber data and sealed secrets: create it 0600 (SQLite
  * gives the -wal and -shm files the same mode). */
-static void precreate_private(const char *path)
+/* Make the database file private (0600) before anything is written to it; SQLite gives
+ * the -wal and -shm files the mode of the database file. chmod() and not open()+close():
+ * closing any descriptor of a file drops every POSIX lock this process holds on it, so an
+ * open()/close() here would silently unlock the connections other threads have open
+ * (SQLite's "how to corrupt" list, section 2.2) and break them with disk I/O errors. */
+static void make_private(const char *path)
 {
   if (strcmp(path, ":memory:") == 0 || path[0] == '\0')
     return;
-  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd >= 0)
-    close(fd);
+  if (chmod(path, 0600) != 0)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_IO_ERROR, "store sqlite: cannot chmod 600 %s",
+                   path);
 }
 
 static void sqlite_close(void *conn)
@@ -172,9 +178,9 @@ static mcim_cause_t sqlite_open(const char *target, const mcim_store_opts_t *opt
   c = calloc(1, sizeof(*c));
   if (!c)
     goto cleanup;
-  if (!ro)
-    precreate_private(target);
   int src = sqlite3_open_v2(target, &c->db, flags, NULL);
+  if (src == SQLITE_OK && !ro)
+    make_private(target);
   if (src != SQLITE_OK) {
     rc = map_rc(src);
     if (rc == MCIM_OK || rc == MCIM_INVALID_ARGUMENT)
