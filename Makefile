@@ -33,7 +33,7 @@ check: deps
 	$(MAKE) test-asan
 	$(MAKE) lint
 
-# The main job (grows into `mcim demo`, see README).
+# The main job: `mcim demo` (see README).
 demo: deps build
 	bash scripts/demo.sh $(BUILD)/bin
 

@@ -20,6 +20,7 @@ int mcim_cmd_trace(int argc, char **argv);  /* src/cli/cmd_trace.c */
 int mcim_cmd_device(int argc, char **argv); /* src/cli/cmd_device.c */
 int mcim_cmd_run(int argc, char **argv);    /* src/cli/cmd_run.c */
 int mcim_cmd_demo(int argc, char **argv);   /* src/cli/cmd_demo.c */
+int mcim_cmd_pcid(int argc, char **argv);   /* src/cli/cmd_pcid.c */
 
 /* The command table, NULL-terminated (src/cli/commands.c). */
 extern const struct mcim_cli_command mcim_cli_commands[];

@@ -107,6 +107,12 @@ struct mcim_tre_ops {
    * the same slot is replaced and wiped). `slot` (64 bytes) gets the slot name. Idempotent
    * for a txn already installed. MCIM_NOT_FOUND if neither staged nor installed. */
   mcim_cause_t (*install)(void *ctx, const char *txn, char slot[64]);
+  /* Variant with pre-provisioned MCIMs (procedure "preload"): as install, but the new MCIM
+   * goes into its slot `inactive` and the active slot (if any) stays active. A slot of the
+   * same SHO that is the active one is not replaced: MCIM_WRONG_STATE. Idempotent for a txn
+   * already installed. May be NULL in a TRE without pre-provisioning (the agent then
+   * answers UNSUPPORTED). */
+  mcim_cause_t (*install_inactive)(void *ctx, const char *txn, char slot[64]);
   /* Variant with pre-provisioned MCIMs: make slot `sho` the active one (no download); the
    * others become inactive. MCIM_NOT_FOUND if the slot holds no MCIM. */
   mcim_cause_t (*activate)(void *ctx, const char *sho);
@@ -134,6 +140,18 @@ struct mcim_tre_ops {
    * (same pcid, K, OPc) only updates amf/expires and keeps its SQN state. An already expired
    * one: MCIM_CREDENTIAL_EXPIRED. */
   mcim_cause_t (*pcid_install)(void *ctx, const char *jwe, size_t len);
+  /* PCID renewal (docs/protocol.md, "PCID credential lifetime and renewal"): `package` is an
+   * mcim-pcid+jwt sealed package from the RO's DPF or the M2MES CCIF. The issuer's
+   * certificate must chain to the operators' CA pinned in the TRE (usage TLS) with CN `ro` or
+   * `m2mes` = the package's iss; sub = aud = this device; jti not seen before (the TRE's
+   * replay cache); the content decrypts with the key-agreement key and is a PCID credential
+   * {"pcid", "k", "opc", "amf", "expires"}, then installed as pcid_install does (the
+   * replaced one kept as MCIM_TRE_PCID_PREV until the new one passes an AKA). The same
+   * package again after success is a no-op (MCIM_OK). Any refusal (an SHO or anyone else as
+   * issuer, a bad signature or claim, a replay, an expired credential, bad content):
+   * MCIM_PACKAGE_INVALID with the precise cause logged. */
+  mcim_cause_t (*pcid_renew)(void *ctx, const char *package, size_t len,
+                             const char *issuer_cert_pem);
 };
 
 typedef struct mcim_tre {

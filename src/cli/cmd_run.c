@@ -10,6 +10,8 @@ static void usage(FILE *out)
   fprintf(out,
           "usage: mcim run initial NAME --sho SHO [--json] [--timeout S] [--dir D]\n"
           "       mcim run change NAME --to SHO --via old-sho|pristine [--json] [--timeout S]\n"
+          "       mcim run preload NAME --sho SHO [--json]     (a second MCIM, kept inactive)\n"
+          "       mcim run switch NAME --to SHO [--json]       (activate a pre-provisioned MCIM)\n"
           "\n"
           "Runs a procedure as the M2ME subscriber does: an order at the (new) SHO signed by\n"
           "the owner key (step 1), an owner-signed instruction to the device (step 2), then\n"
@@ -17,6 +19,10 @@ static void usage(FILE *out)
           "  initial  initial provisioning (pristine steps 4-15)\n"
           "  change   change of SHO via the old SHO's connectivity (steps 1-14) or via the\n"
           "           pristine state (steps 1-15)\n"
+          "  preload  the seed's variant: the MCIM of a second SHO installed beside the\n"
+          "           active one (inactive; that SHO holds the subscription in standby)\n"
+          "  switch   make a pre-provisioned MCIM the active one without a download: the\n"
+          "           current SHO suspends its subscription, the other resumes its own\n"
           "--json prints {\"txid\", \"result\", \"steps\": [{\"n\", \"from\", \"to\", \"msg\"}]}.\n"
           "Exit status 0 only if the procedure succeeded.\n"
           "\n"
@@ -74,8 +80,12 @@ int mcim_cmd_run(int argc, char **argv)
       return mcim_usage_error("run change NAME --to SHO --via old-sho|pristine");
     if (strcmp(run.via, "old-sho") != 0 && strcmp(run.via, "pristine") != 0)
       return mcim_usage_error("run change: --via is old-sho or pristine");
+  } else if (strcmp(run.procedure, "preload") == 0 || strcmp(run.procedure, "switch") == 0) {
+    if (!run.sho || run.via)
+      return mcim_usage_error("run %s NAME --%s SHO", run.procedure,
+                              strcmp(run.procedure, "switch") == 0 ? "to" : "sho");
   } else {
-    return mcim_usage_error("run: the procedure is initial or change");
+    return mcim_usage_error("run: the procedure is initial, change, preload or switch");
   }
 
   mcim_lab_t *lab = NULL;

@@ -12,6 +12,7 @@ const struct mcim_cli_command mcim_cli_commands[] = {
     {"run", "run a procedure: initial provisioning, change of SHO", mcim_cmd_run},
     {"trace", "draw a procedure from what every role recorded", mcim_cmd_trace},
     {"pki", "create the lab PKI (operators' CA, M2MES CA, role certificates)", mcim_cmd_pki},
+    {"pcid", "network-initiated PCID renewal: push DEVICE", mcim_cmd_pcid},
     {NULL, NULL, NULL},
 };
 

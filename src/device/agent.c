@@ -11,6 +11,8 @@
 #include "mcim/pki.h"
 #include "mcim/util.h"
 
+static const char *const renew_from[] = {"dpf", "ccif", NULL};
+
 /* The scalar keys of agent.json; "networks" (an object) is taken out before these are
  * checked, since the configuration reader handles flat files only (see dev_config_load). */
 static const mcim_config_spec_t agent_spec[] = {
@@ -52,6 +54,14 @@ static const mcim_config_spec_t agent_spec[] = {
      .help = "AKA resynchronisations (AUTS) tried in one attach"},
     {.name = "threads", .type = MCIM_CFG_INT, .def = "2", .min = 1, .max = 16,
      .help = "threads of the control server"},
+    {.name = "m2mes", .type = MCIM_CFG_STRING, .def = "m2mes", .min = 1, .max = 63,
+     .help = "name of the M2MES among the networks (its CCIF renews PCID credentials)"},
+    {.name = "pcid_renew_margin", .type = MCIM_CFG_DURATION, .def = "7d", .min = 0,
+     .max = 366 * 86400,
+     .help = "a change or preload starting when the PCID credential expires within this"
+             " renews it first"},
+    {.name = "pcid_renew_from", .type = MCIM_CFG_ENUM, .def = "dpf", .allowed = renew_from,
+     .help = "who renews the PCID credential: the RO's DPF or the M2MES CCIF"},
 };
 #define AGENT_NSPEC (sizeof(agent_spec) / sizeof(agent_spec[0]))
 
@@ -271,6 +281,44 @@ void dev_session_put(struct mcim_device *d, const char *network, const char *sco
   pthread_mutex_unlock(&d->lock);
 }
 
+mcim_cause_t dev_session_full(struct mcim_device *d, char network[64], char **token)
+{
+  mcim_cause_t rc = MCIM_NO_ACCESS;
+  int64_t best = 0;
+  *token = NULL;
+  pthread_mutex_lock(&d->lock);
+  int64_t live = mcim_now() + dev_cfg_int(d, "token_margin");
+  for (size_t i = 0; i < DEV_MAX_SESSIONS; i++) {
+    const struct dev_session *s = &d->sessions[i];
+    /* the one that lives longest */
+    if (!s->token || strcmp(s->scope, "full") != 0 || s->expires <= live || s->expires <= best)
+      continue;
+    free(*token);
+    *token = strdup(s->token);
+    snprintf(network, 64, "%s", s->network);
+    best = s->expires;
+    rc = *token ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+  pthread_mutex_unlock(&d->lock);
+  return rc;
+}
+
+bool dev_flag_take(struct mcim_device *d, bool *flag)
+{
+  pthread_mutex_lock(&d->lock);
+  bool v = *flag;
+  *flag = false;
+  pthread_mutex_unlock(&d->lock);
+  return v;
+}
+
+void dev_flag_set(struct mcim_device *d, bool *flag)
+{
+  pthread_mutex_lock(&d->lock);
+  *flag = true;
+  pthread_mutex_unlock(&d->lock);
+}
+
 void dev_session_drop(struct mcim_device *d, const char *network)
 {
   pthread_mutex_lock(&d->lock);
@@ -345,6 +393,8 @@ static void *worker_main(void *arg)
       continue;
     }
     int64_t delay = dev_procedure_round(d, cli);
+    /* between procedures: deferred notifications, a PCID renewal the network asked for */
+    dev_idle_round(d, cli);
     if (delay > 0)
       dev_sleep(d, delay);
   }

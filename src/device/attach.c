@@ -168,6 +168,17 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_client *
   dev_session_put(d, network, scope, identity, token, exp);
   snprintf(out->scope, sizeof(out->scope), "%s", scope);
   out->expires = exp;
+  /* Network-initiated PCID renewal: the VNO's accept says the ICF marked it due. */
+  const char *renewal = dev_json_str(hr.json, "renewal", 15);
+  if (renewal && strcmp(renewal, "due") == 0 && strcmp(plan->id_field, "pcid") == 0) {
+    out->renewal_due = true;
+    dev_flag_set(d, &d->pcid_renew_due);
+    mcim_log_event(MCIM_LOG_NOTICE, txn, plan->step_auth, MCIM_OK,
+                   "%s says the PCID credential is due for renewal", network);
+  }
+  /* Full access: the notifications the TRE queued can go out now. */
+  if (strcmp(scope, "full") == 0)
+    dev_flag_set(d, &d->notify_due);
 cleanup:
   if (rc != MCIM_OK)
     out->http_status = hr.status;
@@ -225,12 +236,23 @@ static bool try_previous_pcid(mcim_cause_t rc)
 mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
                         const char *txn, struct dev_attach_result *out)
 {
+  return dev_attach_at(d, cli, network, txn, -1, out);
+}
+
+mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_client *cli,
+                           const char *network, const char *txn, int step,
+                           struct dev_attach_result *out)
+{
   mcim_cause_t rc;
   bool vno = strcmp(network, dev_cfg_str(d, "vno")) == 0;
   struct attach_plan plan = {.cred = vno ? MCIM_TRE_PCID : network,
                              .id_field = vno ? "pcid" : "imsi",
                              .step_attach = vno ? 4 : 0,
                              .step_auth = vno ? 5 : 0};
+  if (step >= 0) {
+    plan.step_attach = step;
+    plan.step_auth = vno ? step + 1 : step;
+  }
 
   memset(out, 0, sizeof(*out));
   snprintf(out->network, sizeof(out->network), "%s", network);

@@ -4,7 +4,11 @@
  *   store.c       agent.db: procedures table and trace table
  *   control.c     the local control API on the Unix socket
  *   instruction.c the owner's instruction (verification and claims)
- *   procedures.c  the procedure state machines (a table of steps per procedure)
+ *   procedures.c  the procedure engine and the initial provisioning steps
+ *   change.c      the change of subscription (via the old SHO, via the pristine state) and
+ *                 the pre-provisioned variant (preload, switch): their steps and tables
+ *   notify.c      notifications the TRE queued (deferred discard receipts)
+ *   pcid.c        renewal of the PCID credential (device- and network-initiated)
  *   attach.c      attach and AKA with the VNO or an SHO (client side of roles/access.c)
  *   net.c         calls to the network: URLs, TLS pinning, answer checks, trace */
 #ifndef MCIM_DEVICE_PRIV_H
@@ -68,6 +72,11 @@ struct mcim_device {
   bool wake;
   bool locks_ready;
   int64_t backoff_ms; /* worker only: grows while the network keeps failing, 0 on progress */
+  /* Set (under `lock`) by an attach: a `full` attach makes the queued notifications
+   * deliverable; a VNO answer `renewal: "due"` asks for a new PCID credential. The worker
+   * acts on them between procedures; the procedures act on them in their own steps. */
+  bool notify_due;
+  bool pcid_renew_due;
 };
 
 /* ---- agent.c ---- */
@@ -89,6 +98,12 @@ mcim_cause_t dev_session_get(struct mcim_device *d, const char *network, char **
 void dev_session_put(struct mcim_device *d, const char *network, const char *scope,
                      const char *identity, const char *token, int64_t expires);
 void dev_session_drop(struct mcim_device *d, const char *network);
+/* Any live session of scope `full`: its network (64 bytes) and a copy of its token (free()).
+ * MCIM_NO_ACCESS if none. */
+mcim_cause_t dev_session_full(struct mcim_device *d, char network[64], char **token);
+/* Flags set by attaches (see struct mcim_device): test-and-clear. */
+bool dev_flag_take(struct mcim_device *d, bool *flag);
+void dev_flag_set(struct mcim_device *d, bool *flag);
 /* [{network, scope, identity, expires}] without tokens. */
 json_t *dev_sessions_json(struct mcim_device *d);
 
@@ -102,9 +117,9 @@ mcim_cause_t dev_store_migrate(mcim_store_t *st);
 /* A procedure as persisted (table `procedures`). */
 struct dev_proc {
   char txn[DEV_TXN_LEN + 1];
-  char kind[16];   /* "initial" | "change" */
+  char kind[16];   /* "initial" | "change" | "preload" | "switch" */
   char via[16];    /* "old-sho" | "pristine" | "" */
-  char sho[64];    /* the new SHO the owner chose */
+  char sho[64];    /* the new SHO the owner chose (switch: the slot to activate) */
   char state[16];  /* "running" | "done" (result "success") | "failed" (result = cause) */
   char stage[32];  /* name of the current (or last) step of the state machine */
   int n;           /* its seed step number */
@@ -156,23 +171,142 @@ struct dev_instruction {
   char sho[64];
 };
 /* Verify an owner-signed mcim-instruction+jwt with the TRE (owner key pinned at
- * manufacture, replay cache in the TRE) and check its claims: procedure initial|change, via
- * old-sho|pristine (change), sho a valid SHO name, txn 32 lower-case hex digits, sub = the
- * device. MCIM_NOT_OWNER (not the owner's), MCIM_REPLAY, MCIM_CLAIM_MISSING,
- * MCIM_CLAIM_MISMATCH, MCIM_TOKEN_EXPIRED...; `err` says what. */
+ * manufacture, replay cache in the TRE: a verified jti is spent) and check its claims:
+ * procedure initial|change|preload|switch, via old-sho|pristine (change only), sho a valid
+ * SHO name, txn 32 lower-case hex digits, sub = the device. MCIM_NOT_OWNER (not the
+ * owner's), MCIM_REPLAY (the owner's, used before), MCIM_CLAIM_MISSING, MCIM_CLAIM_MISMATCH,
+ * MCIM_TOKEN_EXPIRED...; `err` says what. On MCIM_REPLAY `out` is still filled (the
+ * signature verified before the replay cache was asked). */
 mcim_cause_t dev_instruction_check(mcim_tre_t *tre, const char *device, const char *jws,
                                    struct dev_instruction *out, char *err, size_t errlen);
+/* The same claim checks on the instruction's payload WITHOUT verifying anything and without
+ * the TRE (so without spending its jti): what lets the agent refuse an instruction it would
+ * not run, or recognise a procedure it already runs, before the TRE records the jti. The
+ * result is only trusted once dev_instruction_check() agreed. */
+mcim_cause_t dev_instruction_peek(const char *device, const char *jws,
+                                  struct dev_instruction *out, char *err, size_t errlen);
 /* True for a name an SHO may have (a certificate name that is not a fixed role name). */
 bool dev_is_sho_name(const char *name);
 
-/* ---- procedures.c ---- */
-/* The procedure kinds the agent runs now (instructions for others: MCIM_UNSUPPORTED). */
+/* ---- procedures.c: the engine ---- */
+enum dev_outcome { OUT_NEXT, OUT_WAIT, OUT_GOTO, OUT_DONE, OUT_FAIL };
+
+/* One round of one step. */
+struct dev_run {
+  struct mcim_device *d;
+  struct mcim_http_client *cli;
+  struct dev_proc *p;
+  enum dev_outcome out;
+  const char *next;   /* OUT_GOTO: the step to go to */
+  mcim_cause_t cause; /* OUT_FAIL: why; OUT_WAIT: the problem that made us wait, if any */
+  int fail_step;      /* OUT_FAIL: the seed step that failed (0: the current step's) */
+  char detail[256];
+  char access_used[64]; /* the network whose token dev_run_access_token() handed out */
+};
+
+struct dev_step {
+  const char *name;
+  int n; /* the seed's step number (0: outside the numbered steps) */
+  void (*run)(struct dev_run *r);
+};
+
+struct dev_procedure {
+  const char *kind;
+  const char *via; /* NULL: any */
+  const struct dev_step *steps;
+  size_t nsteps;
+  int last; /* the seed step a successful procedure reports (its last numbered step) */
+};
+
+/* The procedure kinds the agent runs (instructions for others: MCIM_UNSUPPORTED). */
 bool dev_procedure_supported(const char *kind, const char *via);
+/* The table of a procedure, NULL if none. */
+const struct dev_procedure *dev_procedure_find(const char *kind, const char *via);
 /* First step of a procedure: stage name and seed step number. */
 mcim_cause_t dev_procedure_first(const char *kind, const char *via, const char **stage, int *n);
+/* What a new procedure needs from the device's present state, checked before the
+ * instruction's jti is spent: the TRE can do it (install_inactive for a preload), the slots
+ * are as the procedure requires (change: an active MCIM of another SHO; switch: an inactive
+ * MCIM of the target and an active one to leave; preload: not the active SHO). `data` gets
+ * the procedure's first data (access network, old SHO, ...). MCIM_WRONG_STATE or
+ * MCIM_UNSUPPORTED with `err` saying why. */
+mcim_cause_t dev_procedure_prepare(struct mcim_device *d, const struct dev_instruction *ins,
+                                   json_t **data, char *err, size_t errlen);
 /* One round of the worker: run the current procedure's current step. Returns how long to
  * wait before the next round, milliseconds (0: go on at once). */
 int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli);
+
+/* Helpers for the step functions (procedures.c). */
+void dev_run_fail(struct dev_run *r, mcim_cause_t cause, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void dev_run_wait(struct dev_run *r, mcim_cause_t cause, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A failed call: retry later when that can help (a refused token is dropped: the next
+ * round attaches again), otherwise fail. */
+void dev_run_call_failed(struct dev_run *r, const char *access, mcim_cause_t rc,
+                         const struct mcim_http_result *res, const char *what);
+/* Persist the procedure now (what a step made is on disk before the network hears of it). */
+mcim_cause_t dev_run_save(struct dev_run *r);
+const char *dev_data_str(const struct dev_proc *p, const char *key);
+bool dev_data_bool(const struct dev_proc *p, const char *key);
+void dev_data_set_str(struct dev_proc *p, const char *key, const char *v);
+void dev_data_set_bool(struct dev_proc *p, const char *key, bool v);
+/* The access token of the procedure's access network (data "access"), attaching when there
+ * is none. NULL: the round's outcome is set. See procedures.c for the change's fallbacks. */
+char *dev_run_access_token(struct dev_run *r);
+/* The same for a given network. */
+char *dev_run_token_for(struct dev_run *r, const char *net);
+/* Put back in memory the session procedure `p` saved in its data ("saved_token") for `net`,
+ * if it is still live and there is none in memory (after a restart). */
+void dev_session_restore(struct mcim_device *d, const struct dev_proc *p, const char *net);
+/* Whether a statement the agent persisted has expired (it must then be made again). */
+bool dev_statement_expired(const char *jws);
+/* Shared steps (the same for every procedure; the step number is the table's). */
+void dev_st_attach(struct dev_run *r);
+void dev_st_discover(struct dev_run *r);
+void dev_st_nonce(struct dev_run *r);
+void dev_st_quote(struct dev_run *r);
+void dev_st_download(struct dev_run *r);
+void dev_st_install(struct dev_run *r);
+void dev_st_report(struct dev_run *r);
+void dev_st_attach_sho(struct dev_run *r);
+
+/* ---- change.c ---- */
+extern const struct dev_procedure dev_proc_change_old_sho, dev_proc_change_pristine,
+    dev_proc_preload, dev_proc_switch;
+/* What a procedure that ends without success undoes on the network (switch: a suspended
+ * subscription is resumed). Best effort, with the worker's client. */
+void dev_change_compensate(struct mcim_device *d, struct mcim_http_client *cli,
+                           struct dev_proc *p);
+/* The TRE's public view: the active slot's name (64 bytes, "" if none), and the state of
+ * slot `slot` ("" if no such slot; may be NULL). */
+mcim_cause_t dev_tre_slots(struct mcim_device *d, char active[64], const char *slot,
+                           char state[16]);
+
+/* ---- notify.c ---- */
+/* Deliver every notification the TRE queued (discard receipts: POST {to}/v1/discards) over
+ * the `full` session of `network` (token `token`); each acknowledged one is dropped from the
+ * queue (pending_done). Traced as step 0 "deferred discard notification" under the
+ * notification's txn. Best effort: returns how many were delivered, or -1 if the TRE could
+ * not be read; a failed delivery stays queued for the next full attach. */
+int dev_notify_pending(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
+                       const char *token);
+/* Verify an old SHO's mcim-discard-ack+jwt (iss = sho, aud ro, sub = device, txn, released). */
+mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_client *cli, const char *sho,
+                            const char *txn, const char *ack);
+/* The worker between procedures: deliver queued notifications after a `full` attach,
+ * renew the PCID the VNO said is due. */
+void dev_idle_round(struct mcim_device *d, struct mcim_http_client *cli);
+
+/* ---- pcid.c ---- */
+/* Whether the PCID credential expires within `pcid_renew_margin` (or has no expiry info:
+ * false). `expires` (may be NULL) gets its expiry. */
+bool dev_pcid_renewal_near(struct mcim_device *d, int64_t *expires);
+/* Ask for a new PCID credential (DPF or M2MES CCIF, `pcid_renew_from`) with `token` (an
+ * access token that reaches it) and install it with the TRE's pcid_renew. Traced under
+ * `txn` as step 0. MCIM_UNSUPPORTED if the TRE cannot renew. `detail` says what failed. */
+mcim_cause_t dev_pcid_renew(struct mcim_device *d, struct mcim_http_client *cli, const char *txn,
+                            const char *token, long *http_status, char *detail, size_t len);
 
 /* ---- attach.c ---- */
 struct dev_attach_result {
@@ -181,6 +315,7 @@ struct dev_attach_result {
   char identity[24];
   int64_t expires;
   int step;           /* the seed step where it stopped (failure) */
+  bool renewal_due;   /* the VNO's answer said renewal: "due" (PCID credential) */
   long http_status;   /* the network's HTTP status of a failed call, 0 if none */
   char detail[256];   /* the peer's or the TRE's explanation (failure) */
 };
@@ -188,6 +323,11 @@ struct dev_attach_result {
  * access session. `txn` may be NULL (an attach outside a procedure: not traced). */
 mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
                         const char *txn, struct dev_attach_result *out);
+/* The same, traced with seed step `step` (the authentication too; with the VNO it is
+ * `step` + 1, as 4-5 of the pristine steps), -1: the default (VNO 4 and 5, SHO 0). */
+mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_client *cli,
+                           const char *network, const char *txn, int step,
+                           struct dev_attach_result *out);
 
 /* ---- net.c ---- */
 /* The HTTP client of one thread: server-authenticated TLS pinned to the operators' CA. */

@@ -5,6 +5,11 @@
  * poll interval), or fails with a cause. Whatever a step sends is idempotent at the
  * receiver per (txn, step), so a step interrupted by a crash is simply run again.
  *
+ * The steps below are shared by every table; the step number they trace with is the
+ * table's (the PVA exchange is step 10 of initial provisioning and step 4 of a change via
+ * the old SHO). This file holds the engine and initial provisioning; change.c the change of
+ * subscription and the pre-provisioned variant.
+ *
  * Initial provisioning (seed "Going back to the pristine state", steps 4-15):
  *   attach      4-6  attach to the VNO with the PCID (restricted access)
  *   discover    7-8  DRF: where is my SHO? -> RO-signed SHO name, endpoint, certificate
@@ -13,9 +18,7 @@
  *   download    13   poll the DPF for the package (step 12), stage it in the TRE
  *   install     14   install into the TRE
  *   report      14   TRE-signed status to the DPF (relayed to the SHO: step 15)
- *   activation  15   wait until the SHO says the subscription is active
- *   attach-sho  -    attach to the SHO with the new MCIM: full access
- * Change of SHO (via the old SHO, or via the pristine state) is the next table here. */
+ *   attach-sho  -    attach to the SHO with the new MCIM until it is active (15): full access */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,43 +30,14 @@
 #include "mcim/role.h" /* mcim_jws_peek_claim */
 #include "mcim/util.h"
 
-enum outcome { OUT_NEXT, OUT_WAIT, OUT_GOTO, OUT_DONE, OUT_FAIL };
-
-/* One round of one step. */
-struct run {
-  struct mcim_device *d;
-  struct mcim_http_client *cli;
-  struct dev_proc *p;
-  enum outcome out;
-  const char *next;   /* OUT_GOTO: the step to go to */
-  mcim_cause_t cause; /* OUT_FAIL: why; OUT_WAIT: the problem that made us wait, if any */
-  int fail_step;      /* OUT_FAIL: the seed step that failed (0: the current step's) */
-  char detail[256];
-};
-
-struct step {
-  const char *name;
-  int n; /* the seed's step number */
-  void (*run)(struct run *r);
-};
-
-struct procedure {
-  const char *kind;
-  const char *via; /* NULL: any */
-  const struct step *steps;
-  size_t nsteps;
-};
-
 /* ---- outcomes ---- */
 
-static void set_detail(struct run *r, const char *fmt, va_list ap)
+static void set_detail(struct dev_run *r, const char *fmt, va_list ap)
 {
   vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
 }
 
-static void fail(struct run *r, mcim_cause_t cause, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct run *r, mcim_cause_t cause, const char *fmt, ...)
+void dev_run_fail(struct dev_run *r, mcim_cause_t cause, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -73,9 +47,7 @@ static void fail(struct run *r, mcim_cause_t cause, const char *fmt, ...)
   r->cause = cause;
 }
 
-static void wait_for(struct run *r, mcim_cause_t cause, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void wait_for(struct run *r, mcim_cause_t cause, const char *fmt, ...)
+void dev_run_wait(struct dev_run *r, mcim_cause_t cause, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -85,35 +57,40 @@ static void wait_for(struct run *r, mcim_cause_t cause, const char *fmt, ...)
   r->cause = cause;
 }
 
-/* A failed call: retry later when that can help, otherwise the procedure fails. An access
- * token the network no longer accepts is dropped: the next round attaches again. */
-static void call_failed(struct run *r, const char *access, mcim_cause_t rc,
-                        const struct mcim_http_result *res, const char *what)
+void dev_run_call_failed(struct dev_run *r, const char *access, mcim_cause_t rc,
+                         const struct mcim_http_result *res, const char *what)
 {
   const char *detail = res && res->detail[0] ? res->detail : mcim_cause_text(rc);
-  if (dev_cause_token(rc) && access) {
+  if (dev_cause_token(rc) && access && access[0]) {
     dev_session_drop(r->d, access);
-    wait_for(r, rc, "%s: access token refused (%s), attaching again", what, detail);
+    /* a token saved for a restart that the network refuses is no use either */
+    json_t *saved = json_object_get(r->p->data, "saved_token");
+    const char *snet = json_string_value(json_object_get(saved, "network"));
+    if (snet && strcmp(snet, access) == 0) {
+      json_object_del(r->p->data, "saved_token");
+      dev_run_save(r);
+    }
+    dev_run_wait(r, rc, "%s: access token refused (%s), attaching again", what, detail);
   } else if (dev_cause_transient(rc, res ? res->status : 0)) {
-    wait_for(r, rc, "%s: %s (retrying)", what, detail);
+    dev_run_wait(r, rc, "%s: %s (retrying)", what, detail);
   } else {
-    fail(r, rc, "%s: %s", what, detail);
+    dev_run_fail(r, rc, "%s: %s", what, detail);
   }
 }
 
 /* ---- procedure data ---- */
 
-static const char *data_str(const struct dev_proc *p, const char *key)
+const char *dev_data_str(const struct dev_proc *p, const char *key)
 {
   return json_string_value(json_object_get(p->data, key));
 }
 
-static bool data_bool(const struct dev_proc *p, const char *key)
+bool dev_data_bool(const struct dev_proc *p, const char *key)
 {
   return json_is_true(json_object_get(p->data, key));
 }
 
-static void data_set_str(struct dev_proc *p, const char *key, const char *v)
+void dev_data_set_str(struct dev_proc *p, const char *key, const char *v)
 {
   if (v)
     json_object_set_new(p->data, key, json_string(v));
@@ -121,14 +98,12 @@ static void data_set_str(struct dev_proc *p, const char *key, const char *v)
     json_object_del(p->data, key);
 }
 
-static void data_set_bool(struct dev_proc *p, const char *key, bool v)
+void dev_data_set_bool(struct dev_proc *p, const char *key, bool v)
 {
   json_object_set_new(p->data, key, json_boolean(v));
 }
 
-/* Persist the procedure now: what a step made must be on disk before the network hears of
- * it (a restart then resends the same thing). */
-static mcim_cause_t save(struct run *r)
+mcim_cause_t dev_run_save(struct dev_run *r)
 {
   r->p->updated = mcim_now();
   mcim_store_t *st = dev_store_lock(r->d);
@@ -141,19 +116,38 @@ static mcim_cause_t save(struct run *r)
 
 /* ---- access ---- */
 
-/* The access token the procedure's network calls carry; attaches when there is none
- * (first round, after a restart, after expiry). NULL: the round's outcome is set. */
-static char *access_token(struct run *r)
+/* A session the procedure saved in agent.db because it cannot attach to that network
+ * again (change via the old SHO: the old SHO's token after step 8 destroyed the credential
+ * it was obtained with): put back in memory after a restart while it lives. */
+void dev_session_restore(struct mcim_device *d, const struct dev_proc *p, const char *net)
 {
-  const char *net = data_str(r->p, "access");
+  json_t *saved = json_object_get(p->data, "saved_token");
+  const char *snet = json_string_value(json_object_get(saved, "network"));
+  const char *tok = json_string_value(json_object_get(saved, "token"));
+  const char *scope = json_string_value(json_object_get(saved, "scope"));
+  const char *id = json_string_value(json_object_get(saved, "identity"));
+  json_int_t exp = json_integer_value(json_object_get(saved, "expires"));
+  char *have = NULL, sc[16];
+  if (!snet || !tok || strcmp(snet, net) != 0 || exp <= mcim_now())
+    return;
+  /* a session in memory is at least as fresh */
+  if (dev_session_get(d, net, &have, sc) == MCIM_OK) {
+    free(have);
+    return;
+  }
+  dev_session_put(d, net, scope ? scope : "full", id ? id : "", tok, exp);
+}
+
+char *dev_run_token_for(struct dev_run *r, const char *net)
+{
   char *token = NULL;
   char scope[16];
   struct dev_attach_result ar;
 
-  if (!net) {
-    fail(r, MCIM_INTERNAL, "the procedure has no access network");
-    return NULL;
-  }
+  snprintf(r->access_used, sizeof(r->access_used), "%s", net);
+  if (dev_session_get(r->d, net, &token, scope) == MCIM_OK)
+    return token;
+  dev_session_restore(r->d, r->p, net);
   if (dev_session_get(r->d, net, &token, scope) == MCIM_OK)
     return token;
   mcim_cause_t rc = dev_attach(r->d, r->cli, net, r->p->txn, &ar);
@@ -162,42 +156,93 @@ static char *access_token(struct run *r)
   if (rc == MCIM_OK)
     rc = MCIM_NO_ACCESS;
   if (dev_cause_transient(rc, ar.http_status) && rc != MCIM_NO_ACCESS) {
-    wait_for(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
+    dev_run_wait(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
   } else {
-    fail(r, rc, "attach to %s: %s", net, ar.detail[0] ? ar.detail : mcim_cause_text(rc));
+    dev_run_fail(r, rc, "attach to %s: %s", net, ar.detail[0] ? ar.detail : mcim_cause_text(rc));
     r->fail_step = ar.step;
   }
   return NULL;
 }
 
+/* The access token the procedure's network calls carry; attaches when there is none
+ * (first round, after a restart, after expiry). A procedure whose access network can no
+ * longer be attached to (the old SHO, after its MCIM was discarded) names a fallback
+ * ("access_fallback": the VNO, whose restricted access reaches the RO and the PVA), used
+ * once the old session has gone. NULL: the round's outcome is set. */
+char *dev_run_access_token(struct dev_run *r)
+{
+  const char *net = dev_data_str(r->p, "access");
+  const char *fallback = dev_data_str(r->p, "access_fallback");
+  char *token = NULL;
+  char scope[16];
+
+  if (!net) {
+    dev_run_fail(r, MCIM_INTERNAL, "the procedure has no access network");
+    return NULL;
+  }
+  if (fallback) {
+    if (dev_session_get(r->d, net, &token, scope) == MCIM_OK) {
+      snprintf(r->access_used, sizeof(r->access_used), "%s", net);
+      return token;
+    }
+    dev_session_restore(r->d, r->p, net);
+    if (dev_session_get(r->d, net, &token, scope) == MCIM_OK) {
+      snprintf(r->access_used, sizeof(r->access_used), "%s", net);
+      return token;
+    }
+    net = fallback;
+  }
+  return dev_run_token_for(r, net);
+}
+
 /* ---- initial provisioning: the steps ---- */
 
-/* 4-6: attach to the VNO with the PCID credential. */
-static void st_attach(struct run *r)
+/* 4-6: attach to the access network: the VNO with the PCID credential (initial
+ * provisioning, pristine path), or the SHO of the active MCIM (preload, change via the old
+ * SHO: that connectivity). A VNO that says the PCID credential is due for renewal gets it
+ * renewed here, at that contact (best effort: the procedure goes on with the current one). */
+void dev_st_attach(struct dev_run *r)
 {
   struct dev_attach_result ar;
-  const char *net = data_str(r->p, "access");
-  mcim_cause_t rc = net ? dev_attach(r->d, r->cli, net, r->p->txn, &ar) : MCIM_INTERNAL;
+  const char *net = dev_data_str(r->p, "access");
+  /* traced with the table's step for the VNO (4-5); an SHO attach is outside the numbered
+   * steps (0), as the SHO traces it */
+  bool vno = net && strcmp(net, dev_cfg_str(r->d, "vno")) == 0;
+  mcim_cause_t rc = net ? dev_attach_at(r->d, r->cli, net, r->p->txn, vno ? r->p->n : -1, &ar)
+                        : MCIM_INTERNAL;
 
   if (rc == MCIM_OK) {
+    if (ar.renewal_due && dev_flag_take(r->d, &r->d->pcid_renew_due)) {
+      char *token = NULL, scope[16], why[256] = "";
+      long status = 0;
+      mcim_cause_t c = dev_session_get(r->d, net, &token, scope);
+      if (c == MCIM_OK)
+        c = dev_pcid_renew(r->d, r->cli, r->p->txn, token, &status, why, sizeof(why));
+      if (c != MCIM_OK) {
+        mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, c,
+                       "PCID renewal asked for by %s not done: %s (asked again at the next"
+                       " contact)", net, why[0] ? why : mcim_cause_text(c));
+      }
+      free(token);
+    }
     r->out = OUT_NEXT;
     return;
   }
   if (!net) {
-    fail(r, rc, "the procedure has no access network");
+    dev_run_fail(r, rc, "the procedure has no access network");
     return;
   }
   if (dev_cause_transient(rc, ar.http_status)) {
-    wait_for(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
+    dev_run_wait(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
     return;
   }
-  fail(r, rc, "attach to %s: %s", net, ar.detail[0] ? ar.detail : mcim_cause_text(rc));
+  dev_run_fail(r, rc, "attach to %s: %s", net, ar.detail[0] ? ar.detail : mcim_cause_text(rc));
   r->fail_step = ar.step;
 }
 
 /* 7-8: DRF discovery. The answer is trusted for its signature only: the RO's key comes from
  * its certificate, verified against the operators' CA the device pins (CN = the RO). */
-static void st_discover(struct run *r)
+void dev_st_discover(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
@@ -206,7 +251,7 @@ static void st_discover(struct run *r)
   mcim_jose_key_t *ro_key = NULL, *sho_key = NULL;
   mcim_statement_t *stmt = NULL;
   json_t *body = NULL;
-  char *token = access_token(r);
+  char *token = dev_run_access_token(r);
   mcim_cause_t rc;
 
   if (!token)
@@ -215,27 +260,27 @@ static void st_discover(struct run *r)
   int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", body, token, &res)
             : MCIM_NO_MEMORY;
-  dev_trace_at(d, sent, p->txn, 7, ro, "DRF: where is my SHO?", body, rc);
+  dev_trace_at(d, sent, p->txn, p->n, ro, "DRF: where is my SHO?", body, rc);
   if (rc == MCIM_NOT_ORDERED &&
       mcim_now() - p->since < dev_cfg_int(d, "discovery_grace")) {
     /* The subscriber's order reaches the DRF through the SHO's outbox: give it a moment. */
-    wait_for(r, rc, "DRF: %s (the order may not have reached the RO yet)", res.detail);
+    dev_run_wait(r, rc, "DRF: %s (the order may not have reached the RO yet)", res.detail);
     goto cleanup;
   }
   if (rc != MCIM_OK) {
-    call_failed(r, data_str(p, "access"), rc, &res, "DRF discovery");
+    dev_run_call_failed(r, r->access_used, rc, &res, "DRF discovery");
     goto cleanup;
   }
   const char *jws = dev_json_str(res.json, "discovery", MCIM_JOSE_MAX_LEN);
   if (!jws) {
-    fail(r, MCIM_PEER_BAD_ANSWER, "DRF: the answer has no \"discovery\" statement");
-    r->fail_step = 8;
+    dev_run_fail(r, MCIM_PEER_BAD_ANSWER, "DRF: the answer has no \"discovery\" statement");
+    r->fail_step = p->n + 1;
     goto cleanup;
   }
   rc = dev_peer_key(d, r->cli, ro, &ro_key, NULL);
   if (rc != MCIM_OK) {
-    call_failed(r, NULL, rc, NULL, "RO certificate");
-    r->fail_step = 8;
+    dev_run_call_failed(r, NULL, rc, NULL, "RO certificate");
+    r->fail_step = p->n + 1;
     goto cleanup;
   }
   mcim_jws_expect_t ex = {.iss = ro, .aud = d->name, .sub = d->name,
@@ -243,34 +288,34 @@ static void st_discover(struct run *r)
                           .skew = dev_cfg_int(d, "clock_skew")};
   rc = mcim_jws_verify(jws, strlen(jws), ro_key, &ex, &stmt);
   if (rc != MCIM_OK) {
-    fail(r, rc, "DRF: the discovery statement does not verify as the RO's: %s",
+    dev_run_fail(r, rc, "DRF: the discovery statement does not verify as the RO's: %s",
          mcim_cause_text(rc));
-    r->fail_step = 8;
+    r->fail_step = p->n + 1;
     goto cleanup;
   }
   const char *sho = mcim_statement_string(stmt, "sho");
   const char *sho_cert = mcim_statement_string(stmt, "sho_cert");
   const char *endpoint = mcim_statement_string(stmt, "endpoint");
-  r->fail_step = 8;
+  r->fail_step = p->n + 1;
   if (!sho || !sho_cert) {
-    fail(r, MCIM_CLAIM_MISSING, "DRF: the discovery statement lacks sho or sho_cert");
+    dev_run_fail(r, MCIM_CLAIM_MISSING, "DRF: the discovery statement lacks sho or sho_cert");
     goto cleanup;
   }
   /* The owner chose the SHO (instruction): a registry pointing elsewhere is not followed
    * (the DRF keeps its answer per txn, so asking again would not change it). */
   if (strcmp(sho, p->sho) != 0) {
-    fail(r, MCIM_CLAIM_MISMATCH, "DRF: points to SHO \"%.63s\", the owner instructed \"%s\"",
+    dev_run_fail(r, MCIM_CLAIM_MISMATCH, "DRF: points to SHO \"%.63s\", the owner instructed \"%s\"",
          sho, p->sho);
     goto cleanup;
   }
   rc = dev_peer_key_from_pem(d, sho_cert, sho, &sho_key);
   if (rc != MCIM_OK) {
-    fail(r, rc, "DRF: the certificate of %s does not verify against the operators' CA", sho);
+    dev_run_fail(r, rc, "DRF: the certificate of %s does not verify against the operators' CA", sho);
     goto cleanup;
   }
   r->fail_step = 0;
-  data_set_str(p, "sho_cert", sho_cert);
-  data_set_str(p, "endpoint", endpoint);
+  dev_data_set_str(p, "sho_cert", sho_cert);
+  dev_data_set_str(p, "endpoint", endpoint);
   r->out = OUT_NEXT;
 cleanup:
   mcim_statement_free(stmt);
@@ -283,14 +328,14 @@ cleanup:
 
 /* 10: the PVA's nonce for this procedure (the SHO asked the PVA at step 9, after the DRF
  * told it at step 8: the device polls until it is there). */
-static void st_nonce(struct run *r)
+void dev_st_nonce(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *pva = dev_cfg_str(d, "pva");
   struct mcim_http_result res = {0};
   char path[160];
-  char *token = access_token(r);
+  char *token = dev_run_access_token(r);
   mcim_cause_t rc;
 
   if (!token)
@@ -299,23 +344,23 @@ static void st_nonce(struct run *r)
   int64_t sent = dev_now_us();
   rc = dev_call(d, r->cli, "GET", pva, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
-    wait_for(r, MCIM_OK, "waiting for the SHO's validation request at the PVA");
+    dev_run_wait(r, MCIM_OK, "waiting for the SHO's validation request at the PVA");
     goto cleanup;
   }
   if (rc != MCIM_OK) {
-    call_failed(r, data_str(p, "access"), rc, &res, "PVA nonce");
+    dev_run_call_failed(r, r->access_used, rc, &res, "PVA nonce");
     goto cleanup;
   }
   const char *id = dev_json_hex(res.json, "validation_id", 32);
   const char *txn = dev_json_hex(res.json, "txn", DEV_TXN_LEN);
   const char *nonce = dev_json_hex(res.json, "nonce", 0);
   if (!id || !txn || !nonce || strlen(nonce) < 16 || strlen(nonce) > 256) {
-    fail(r, MCIM_PEER_BAD_ANSWER, "PVA: the pending validation lacks validation_id, txn or nonce");
+    dev_run_fail(r, MCIM_PEER_BAD_ANSWER, "PVA: the pending validation lacks validation_id, txn or nonce");
     goto cleanup;
   }
   if (strcmp(txn, p->txn) != 0) {
     /* another procedure's validation, not ours (yet) */
-    wait_for(r, MCIM_OK, "the PVA's pending validation is for procedure %s", txn);
+    dev_run_wait(r, MCIM_OK, "the PVA's pending validation is for procedure %s", txn);
     goto cleanup;
   }
   /* Not traced here: this is a poll, and the one that finds the nonce may have left
@@ -323,10 +368,10 @@ static void st_nonce(struct run *r)
    * PVA traces its answer (10, "nonce"), which is the message of the procedure. */
   (void)sent;
   /* a new nonce needs a new quote */
-  if (!data_str(p, "validation_id") || strcmp(data_str(p, "validation_id"), id) != 0)
-    data_set_str(p, "quote", NULL);
-  data_set_str(p, "validation_id", id);
-  data_set_str(p, "nonce", nonce);
+  if (!dev_data_str(p, "validation_id") || strcmp(dev_data_str(p, "validation_id"), id) != 0)
+    dev_data_set_str(p, "quote", NULL);
+  dev_data_set_str(p, "validation_id", id);
+  dev_data_set_str(p, "nonce", nonce);
   r->out = OUT_NEXT;
 cleanup:
   mcim_http_result_clear(&res);
@@ -334,7 +379,7 @@ cleanup:
 }
 
 /* Whether a statement the agent persisted has expired (it must then be made again). */
-static bool statement_expired(const char *jws)
+bool dev_statement_expired(const char *jws)
 {
   json_t *exp = NULL;
   bool expired = true;
@@ -346,13 +391,13 @@ static bool statement_expired(const char *jws)
 
 /* 10: the TRE's quote over the nonce, persisted before it is sent so a retry sends the same
  * one (the PVA answers a repeated quote with its stored verdict, another one as a replay). */
-static void st_quote(struct run *r)
+void dev_st_quote(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *pva = dev_cfg_str(d, "pva");
-  const char *id = data_str(p, "validation_id");
-  const char *nonce = data_str(p, "nonce");
+  const char *id = dev_data_str(p, "validation_id");
+  const char *nonce = dev_data_str(p, "nonce");
   struct mcim_http_result res = {0};
   json_t *body = NULL, *tb = NULL;
   char *jws = NULL, *cert = NULL, path[160];
@@ -364,55 +409,55 @@ static void st_quote(struct run *r)
     r->next = "nonce";
     goto cleanup;
   }
-  token = access_token(r);
+  token = dev_run_access_token(r);
   if (!token)
     goto cleanup;
-  if (!data_str(p, "quote")) {
+  if (!dev_data_str(p, "quote")) {
     rc = d->tre->ops->quote(d->tre->ctx, pva, p->txn, nonce, dev_cfg_int(d, "statement_lifetime"),
                             &jws);
     if (rc != MCIM_OK) {
-      fail(r, rc, "the TRE cannot quote: %s", mcim_cause_text(rc));
+      dev_run_fail(r, rc, "the TRE cannot quote: %s", mcim_cause_text(rc));
       goto cleanup;
     }
-    data_set_str(p, "quote", jws);
-    if (save(r) != MCIM_OK) {
-      wait_for(r, MCIM_STORE_ERROR, "cannot persist the quote before sending it");
+    dev_data_set_str(p, "quote", jws);
+    if (dev_run_save(r) != MCIM_OK) {
+      dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the quote before sending it");
       goto cleanup;
     }
   }
   rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
   if (rc != MCIM_OK) {
-    fail(r, rc, "the TRE has no attestation certificate");
+    dev_run_fail(r, rc, "the TRE has no attestation certificate");
     goto cleanup;
   }
-  body = json_pack("{s:s,s:s,s:s,s:s}", "quote", data_str(p, "quote"), "tre_cert", cert, "txn",
+  body = json_pack("{s:s,s:s,s:s,s:s}", "quote", dev_data_str(p, "quote"), "tre_cert", cert, "txn",
                    p->txn, "device", d->name);
   snprintf(path, sizeof(path), "/v1/validations/%s/quote", id);
   int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", pva, path, body, token, &res) : MCIM_NO_MEMORY;
   tb = json_pack("{s:s,s:s}", "validation_id", id, "txn", p->txn);
-  dev_trace_at(d, sent, p->txn, 10, pva, "TRE quote", tb, rc);
+  dev_trace_at(d, sent, p->txn, p->n, pva, "TRE quote", tb, rc);
   if (rc == MCIM_OK) {
     const char *result = dev_json_str(res.json, "result", 32);
     if (result && strcmp(result, "success") == 0)
       r->out = OUT_NEXT;
     else
-      fail(r, MCIM_VALIDATION_FAILED, "PVA: validation result \"%s\"", result ? result : "?");
+      dev_run_fail(r, MCIM_VALIDATION_FAILED, "PVA: validation result \"%s\"", result ? result : "?");
     goto cleanup;
   }
   if ((rc == MCIM_QUOTE_INVALID || rc == MCIM_TOKEN_EXPIRED) &&
-      statement_expired(data_str(p, "quote"))) {
+      dev_statement_expired(dev_data_str(p, "quote"))) {
     /* our persisted quote outlived its lifetime before the PVA took it: make a fresh one */
-    data_set_str(p, "quote", NULL);
-    save(r);
-    wait_for(r, rc, "the quote expired before the PVA took it; quoting again");
+    dev_data_set_str(p, "quote", NULL);
+    dev_run_save(r);
+    dev_run_wait(r, rc, "the quote expired before the PVA took it; quoting again");
     goto cleanup;
   }
   if (rc == MCIM_VALIDATION_FAILED) {
-    fail(r, rc, "PVA: %s", res.detail[0] ? res.detail : "the measurements do not match the RIMs");
+    dev_run_fail(r, rc, "PVA: %s", res.detail[0] ? res.detail : "the measurements do not match the RIMs");
     goto cleanup;
   }
-  call_failed(r, data_str(p, "access"), rc, &res, "PVA quote");
+  dev_run_call_failed(r, r->access_used, rc, &res, "PVA quote");
 cleanup:
   json_decref(body);
   json_decref(tb);
@@ -422,17 +467,21 @@ cleanup:
   free(token);
 }
 
-/* 13: the DPF's package for this procedure, staged whole in the TRE (which checks the
- * SHO's signature against the operators' CA, the claims, the replay cache, and opens the
- * JWE). A package the TRE refuses is reported as a failure (step 14), never installed. */
-static void st_download(struct run *r)
+/* 13 (change: 7): the DPF's package for this procedure, staged whole in the TRE (which
+ * checks the SHO's signature against the operators' CA, the claims, the replay cache, and
+ * opens the JWE) before anything else happens. The SHO's certificate is the one the DRF's
+ * discovery vouched for, or (a change via the old SHO has no discovery) the one the DPF
+ * hands out with the package, verified here against the pinned CA with CN = the SHO the
+ * owner chose, and by the TRE again. A package the TRE refuses is reported as a failure
+ * (step 14 / 12), never installed. */
+void dev_st_download(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *ro = dev_cfg_str(d, "ro");
   struct mcim_http_result res = {0};
   char path[160];
-  char *token = access_token(r);
+  char *token = dev_run_access_token(r);
   mcim_cause_t rc;
 
   if (!token)
@@ -441,49 +490,61 @@ static void st_download(struct run *r)
   int64_t sent = dev_now_us();
   rc = dev_call(d, r->cli, "GET", ro, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
-    wait_for(r, MCIM_OK, "waiting for the SHO's MCIM package at the DPF");
+    dev_run_wait(r, MCIM_OK, "waiting for the SHO's MCIM package at the DPF");
     goto cleanup;
   }
   if (rc != MCIM_OK) {
-    call_failed(r, data_str(p, "access"), rc, &res, "DPF download");
+    dev_run_call_failed(r, r->access_used, rc, &res, "DPF download");
     goto cleanup;
   }
   const char *txn = dev_json_hex(res.json, "txn", DEV_TXN_LEN);
   const char *sho = dev_json_str(res.json, "sho", 63);
   const char *pkg = dev_json_str(res.json, "package", MCIM_JOSE_MAX_LEN);
   if (!txn || !sho || !pkg) {
-    fail(r, MCIM_PEER_BAD_ANSWER, "DPF: the answer lacks txn, sho or package");
+    dev_run_fail(r, MCIM_PEER_BAD_ANSWER, "DPF: the answer lacks txn, sho or package");
     goto cleanup;
   }
   if (strcmp(txn, p->txn) != 0) {
-    wait_for(r, MCIM_OK, "the DPF holds a package of procedure %s, not ours (yet)", txn);
+    dev_run_wait(r, MCIM_OK, "the DPF holds a package of procedure %s, not ours (yet)", txn);
     goto cleanup;
   }
   json_t *tb = json_pack("{s:s,s:s}", "txn", txn, "sho", sho);
-  dev_trace_at(d, sent, p->txn, 13, ro, "DPF: MCIM package request", tb, MCIM_OK);
+  dev_trace_at(d, sent, p->txn, p->n, ro, "DPF: MCIM package request", tb, MCIM_OK);
   json_decref(tb);
   if (strcmp(sho, p->sho) != 0) {
     rc = MCIM_PACKAGE_INVALID;
     snprintf(r->detail, sizeof(r->detail), "the package comes from %.63s, the owner chose %s",
              sho, p->sho);
   } else {
-    const char *cert = data_str(p, "sho_cert");
-    rc = cert ? d->tre->ops->stage(d->tre->ctx, p->txn, pkg, strlen(pkg), cert)
-              : MCIM_INTERNAL;
-    snprintf(r->detail, sizeof(r->detail), "the TRE refused the package: %s",
-             mcim_cause_text(rc));
+    const char *cert = dev_data_str(p, "sho_cert");
+    mcim_jose_key_t *k = NULL;
+    rc = MCIM_OK;
+    if (!cert) {
+      cert = dev_json_str(res.json, "sho_cert", 16384);
+      rc = dev_peer_key_from_pem(d, cert, p->sho, &k);
+      mcim_jose_key_free(k);
+      if (rc != MCIM_OK)
+        snprintf(r->detail, sizeof(r->detail),
+                 "the DPF's certificate of %s does not verify against the operators' CA: %s",
+                 p->sho, mcim_cause_text(rc));
+    }
+    if (rc == MCIM_OK) {
+      rc = d->tre->ops->stage(d->tre->ctx, p->txn, pkg, strlen(pkg), cert);
+      snprintf(r->detail, sizeof(r->detail), "the TRE refused the package: %s",
+               mcim_cause_text(rc));
+    }
   }
-  dev_trace(d, p->txn, 13, "tre", "verify and stage the MCIM package (atomic)", NULL, rc);
+  dev_trace(d, p->txn, p->n, "tre", "verify and stage the MCIM package (atomic)", NULL, rc);
   if (rc == MCIM_OK) {
     r->detail[0] = '\0';
-    data_set_bool(p, "staged", true);
+    dev_data_set_bool(p, "staged", true);
     r->out = OUT_NEXT;
     goto cleanup;
   }
   /* Tell the network (step 14) instead of waiting for a timeout. */
-  data_set_str(p, "result", mcim_cause_name(rc));
-  json_object_set_new(p->data, "failed_at", json_integer(13));
-  data_set_str(p, "failed_detail", r->detail);
+  dev_data_set_str(p, "result", mcim_cause_name(rc));
+  json_object_set_new(p->data, "failed_at", json_integer(p->n));
+  dev_data_set_str(p, "failed_detail", r->detail);
   r->out = OUT_GOTO;
   r->next = "report";
 cleanup:
@@ -491,43 +552,53 @@ cleanup:
   free(token);
 }
 
-/* 14: install the staged MCIM into its slot (the TRE makes it the active credential). */
-static void st_install(struct run *r)
+/* 14 (change: 12): install the staged MCIM into its slot: the TRE makes it the active
+ * credential, or (preload) holds it inactive next to the active one. */
+void dev_st_install(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   char slot[64] = "";
-  mcim_cause_t rc = d->tre->ops->install(d->tre->ctx, p->txn, slot);
-  json_t *tb = rc == MCIM_OK ? json_pack("{s:s}", "slot", slot) : NULL;
+  bool inactive = strcmp(p->kind, "preload") == 0;
+  mcim_cause_t rc = !inactive                    ? d->tre->ops->install(d->tre->ctx, p->txn, slot)
+                    : d->tre->ops->install_inactive ? d->tre->ops->install_inactive(d->tre->ctx,
+                                                                                 p->txn, slot)
+                                                 : MCIM_UNSUPPORTED;
+  json_t *tb = rc == MCIM_OK ? json_pack("{s:s,s:s}", "slot", slot, "state",
+                                         inactive ? "inactive" : "active")
+                             : NULL;
 
-  dev_trace(d, p->txn, 14, "tre", "install MCIM into TRE", tb, rc);
+  dev_trace(d, p->txn, p->n, "tre",
+            inactive ? "install MCIM into TRE (inactive: pre-provisioned)"
+                     : "install MCIM into TRE",
+            tb, rc);
   json_decref(tb);
   if (rc == MCIM_OK) {
-    data_set_str(p, "slot", slot);
-    data_set_bool(p, "installed", true);
-    data_set_str(p, "result", "success");
+    dev_data_set_str(p, "slot", slot);
+    dev_data_set_bool(p, "installed", true);
+    dev_data_set_str(p, "result", "success");
   } else {
     /* roll back: nothing of this package stays in the TRE */
     mcim_cause_t u = d->tre->ops->unstage(d->tre->ctx, p->txn);
     if (u != MCIM_OK && u != MCIM_NOT_FOUND)
-      mcim_log_event(MCIM_LOG_WARN, p->txn, 14, u, "unstage after a failed install");
-    data_set_bool(p, "staged", false);
-    data_set_str(p, "result", mcim_cause_name(rc));
-    json_object_set_new(p->data, "failed_at", json_integer(14));
+      mcim_log_event(MCIM_LOG_WARN, p->txn, p->n, u, "unstage after a failed install");
+    dev_data_set_bool(p, "staged", false);
+    dev_data_set_str(p, "result", mcim_cause_name(rc));
+    json_object_set_new(p->data, "failed_at", json_integer(p->n));
     char why[200];
     snprintf(why, sizeof(why), "the TRE could not install the MCIM: %s", mcim_cause_text(rc));
-    data_set_str(p, "failed_detail", why);
+    dev_data_set_str(p, "failed_detail", why);
   }
   r->out = OUT_NEXT;
 }
 
-/* 14: the TRE-signed status to the DPF, success or the cause of the failure. */
-static void st_report(struct run *r)
+/* 14 (change: 12): the TRE-signed status to the DPF, success or the cause of the failure. */
+void dev_st_report(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *ro = dev_cfg_str(d, "ro");
-  const char *result = data_str(p, "result");
+  const char *result = dev_data_str(p, "result");
   struct mcim_http_result res = {0};
   json_t *body = NULL, *extra = NULL, *tb = NULL;
   char *jws = NULL, *cert = NULL;
@@ -535,59 +606,59 @@ static void st_report(struct run *r)
   mcim_cause_t rc;
 
   if (!result) {
-    fail(r, MCIM_INTERNAL, "nothing to report (no install result)");
+    dev_run_fail(r, MCIM_INTERNAL, "nothing to report (no install result)");
     goto cleanup;
   }
-  token = access_token(r);
+  token = dev_run_access_token(r);
   if (!token)
     goto cleanup;
-  if (!data_str(p, "status")) {
+  if (!dev_data_str(p, "status")) {
     extra = json_pack("{s:s,s:s}", "result", result, "slot",
-                      data_str(p, "slot") ? data_str(p, "slot") : p->sho);
+                      dev_data_str(p, "slot") ? dev_data_str(p, "slot") : p->sho);
     rc = extra ? d->tre->ops->sign(d->tre->ctx, "mcim-status+jwt", ro, p->txn, extra,
                                    dev_cfg_int(d, "statement_lifetime"), &jws)
                : MCIM_NO_MEMORY;
     if (rc != MCIM_OK) {
-      fail(r, rc, "the TRE cannot sign the status: %s", mcim_cause_text(rc));
+      dev_run_fail(r, rc, "the TRE cannot sign the status: %s", mcim_cause_text(rc));
       goto cleanup;
     }
-    data_set_str(p, "status", jws);
-    if (save(r) != MCIM_OK) {
-      wait_for(r, MCIM_STORE_ERROR, "cannot persist the status before sending it");
+    dev_data_set_str(p, "status", jws);
+    if (dev_run_save(r) != MCIM_OK) {
+      dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the status before sending it");
       goto cleanup;
     }
   }
   rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
   if (rc != MCIM_OK) {
-    fail(r, rc, "the TRE has no attestation certificate");
+    dev_run_fail(r, rc, "the TRE has no attestation certificate");
     goto cleanup;
   }
   body = json_pack("{s:s,s:s,s:s,s:s}", "txn", p->txn, "device", d->name, "status",
-                   data_str(p, "status"), "tre_cert", cert);
+                   dev_data_str(p, "status"), "tre_cert", cert);
   int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/dpf/status", body, token, &res)
             : MCIM_NO_MEMORY;
   tb = json_pack("{s:s,s:s}", "txn", p->txn, "result", result);
-  dev_trace_at(d, sent, p->txn, 14, ro, "DPF: provisioning status", tb, rc);
-  if (rc == MCIM_TOKEN_EXPIRED && statement_expired(data_str(p, "status"))) {
-    data_set_str(p, "status", NULL);
-    save(r);
-    wait_for(r, rc, "the status statement expired before the DPF took it; signing again");
+  dev_trace_at(d, sent, p->txn, p->n, ro, "DPF: provisioning status", tb, rc);
+  if (rc == MCIM_TOKEN_EXPIRED && dev_statement_expired(dev_data_str(p, "status"))) {
+    dev_data_set_str(p, "status", NULL);
+    dev_run_save(r);
+    dev_run_wait(r, rc, "the status statement expired before the DPF took it; signing again");
     goto cleanup;
   }
   if (rc != MCIM_OK) {
-    call_failed(r, data_str(p, "access"), rc, &res, "DPF status");
+    dev_run_call_failed(r, r->access_used, rc, &res, "DPF status");
     goto cleanup;
   }
-  data_set_bool(p, "reported", true);
+  dev_data_set_bool(p, "reported", true);
   if (strcmp(result, "success") == 0) {
     r->out = OUT_NEXT;
     goto cleanup;
   }
   int c = mcim_cause_from_name(result);
   json_t *at = json_object_get(p->data, "failed_at");
-  fail(r, c > 0 ? (mcim_cause_t)c : MCIM_PROCEDURE_FAILED, "%s (reported to the RO)",
-       data_str(p, "failed_detail") ? data_str(p, "failed_detail") : result);
+  dev_run_fail(r, c > 0 ? (mcim_cause_t)c : MCIM_PROCEDURE_FAILED, "%s (reported to the RO)",
+       dev_data_str(p, "failed_detail") ? dev_data_str(p, "failed_detail") : result);
   r->fail_step = json_is_integer(at) ? (int)json_integer_value(at) : 0;
 cleanup:
   json_decref(body);
@@ -601,50 +672,52 @@ cleanup:
 
 /* After 15: attach with the new MCIM: the proof that provisioning worked (scope full);
  * until the SHO has the RO's report (step 15) it answers SUBSCRIPTION_NOT_ACTIVE. */
-static void st_attach_sho(struct run *r)
+void dev_st_attach_sho(struct dev_run *r)
 {
   struct dev_attach_result ar;
   mcim_cause_t rc = dev_attach(r->d, r->cli, r->p->sho, r->p->txn, &ar);
 
   if (rc == MCIM_OK && strcmp(ar.scope, "full") == 0) {
-    r->out = OUT_DONE;
+    r->out = OUT_NEXT; /* the last step, or the notifications of the pristine path */
   } else if (rc == MCIM_OK) {
-    fail(r, MCIM_SCOPE_RESTRICTED, "%s granted only %s access", r->p->sho, ar.scope);
+    dev_run_fail(r, MCIM_SCOPE_RESTRICTED, "%s granted only %s access", r->p->sho, ar.scope);
   } else if (rc == MCIM_SUBSCRIPTION_NOT_ACTIVE) {
     /* Step 15 (the RO's report to the SHO) has not landed yet: the device learns that the
      * subscription is active by attaching, the only SHO service a PCID device may use. */
-    wait_for(r, MCIM_OK, "waiting for %s to activate the subscription", r->p->sho);
+    dev_run_wait(r, MCIM_OK, "waiting for %s to activate the subscription", r->p->sho);
   } else if (dev_cause_transient(rc, ar.http_status)) {
-    wait_for(r, rc, "attach to %s: %s (retrying)", r->p->sho, ar.detail);
+    dev_run_wait(r, rc, "attach to %s: %s (retrying)", r->p->sho, ar.detail);
   } else {
-    fail(r, rc, "attach to %s with the new MCIM: %s", r->p->sho,
+    dev_run_fail(r, rc, "attach to %s with the new MCIM: %s", r->p->sho,
          ar.detail[0] ? ar.detail : mcim_cause_text(rc));
   }
 }
 
-static const struct step initial_steps[] = {
-    {"attach", 4, st_attach},         {"discover", 7, st_discover}, {"nonce", 10, st_nonce},
-    {"quote", 10, st_quote},          {"download", 13, st_download},
-    {"install", 14, st_install},      {"report", 14, st_report},
-    {"attach-sho", 0, st_attach_sho},
+static const struct dev_step initial_steps[] = {
+    {"attach", 4, dev_st_attach},     {"discover", 7, dev_st_discover},
+    {"nonce", 10, dev_st_nonce},      {"quote", 10, dev_st_quote},
+    {"download", 13, dev_st_download}, {"install", 14, dev_st_install},
+    {"report", 14, dev_st_report},    {"attach-sho", 0, dev_st_attach_sho},
 };
 
-static const struct procedure procedures[] = {
-    {"initial", NULL, initial_steps, sizeof(initial_steps) / sizeof(initial_steps[0])},
-    /* "change" via "old-sho" (steps 1-14) and via "pristine" (1-3, then initial_steps)
-     * come here: the network side of discard receipts and release relays is not there yet. */
+static const struct dev_procedure proc_initial = {
+    "initial", NULL, initial_steps, sizeof(initial_steps) / sizeof(initial_steps[0]), 15};
+
+static const struct dev_procedure *const procedures[] = {
+    &proc_initial, &dev_proc_change_old_sho, &dev_proc_change_pristine, &dev_proc_preload,
+    &dev_proc_switch,
 };
 
-static const struct procedure *procedure_find(const char *kind, const char *via)
+const struct dev_procedure *dev_procedure_find(const char *kind, const char *via)
 {
-  for (size_t i = 0; i < sizeof(procedures) / sizeof(procedures[0]); i++)
-    if (strcmp(procedures[i].kind, kind) == 0 &&
-        (!procedures[i].via || (via && strcmp(procedures[i].via, via) == 0)))
-      return &procedures[i];
+  for (size_t i = 0; kind && i < sizeof(procedures) / sizeof(procedures[0]); i++)
+    if (strcmp(procedures[i]->kind, kind) == 0 &&
+        (!procedures[i]->via || (via && strcmp(procedures[i]->via, via) == 0)))
+      return procedures[i];
   return NULL;
 }
 
-static int step_index(const struct procedure *pr, const char *name)
+static int step_index(const struct dev_procedure *pr, const char *name)
 {
   for (size_t i = 0; i < pr->nsteps; i++)
     if (strcmp(pr->steps[i].name, name) == 0)
@@ -652,24 +725,14 @@ static int step_index(const struct procedure *pr, const char *name)
   return -1;
 }
 
-/* The last numbered step of a procedure: what a finished one reports as its step. */
-static int last_step(const struct procedure *pr)
-{
-  int n = 0;
-  for (size_t i = 0; i < pr->nsteps; i++)
-    if (pr->steps[i].n > n)
-      n = pr->steps[i].n;
-  return n;
-}
-
 bool dev_procedure_supported(const char *kind, const char *via)
 {
-  return kind && procedure_find(kind, via) != NULL;
+  return dev_procedure_find(kind, via) != NULL;
 }
 
 mcim_cause_t dev_procedure_first(const char *kind, const char *via, const char **stage, int *n)
 {
-  const struct procedure *pr = kind ? procedure_find(kind, via) : NULL;
+  const struct dev_procedure *pr = dev_procedure_find(kind, via);
   if (!pr)
     return MCIM_UNSUPPORTED;
   *stage = pr->steps[0].name;
@@ -681,27 +744,40 @@ mcim_cause_t dev_procedure_first(const char *kind, const char *via, const char *
 
 /* A procedure that ends without success leaves nothing half done in the TRE: a staged
  * package is dropped, an MCIM installed but never reported is discarded (the SHO does not
- * activate what it was not told about). The PCID credential is never touched. */
+ * activate what it was not told about). The PCID credential is never touched. One
+ * exception, the contract of a change via the old SHO: once the old MCIM is discarded
+ * (step 8) and the old SHO could not be told (step 9), the new package stays staged, not
+ * installed, and the receipt stays queued in the TRE for a later delivery. */
 static void roll_back(struct mcim_device *d, struct dev_proc *p)
 {
-  if (data_bool(p, "installed") && !data_bool(p, "reported") && data_str(p, "slot")) {
-    mcim_cause_t rc = d->tre->ops->discard(d->tre->ctx, data_str(p, "slot"), NULL);
+  bool keep_staged = strcmp(p->kind, "change") == 0 && strcmp(p->via, "old-sho") == 0 &&
+                     dev_data_bool(p, "discarded") && !dev_data_bool(p, "installed");
+  if (dev_data_bool(p, "installed") && !dev_data_bool(p, "reported") && dev_data_str(p, "slot")) {
+    mcim_cause_t rc = d->tre->ops->discard(d->tre->ctx, dev_data_str(p, "slot"), NULL);
     dev_trace(d, p->txn, p->n, "tre", "roll back: discard the unreported MCIM", NULL, rc);
-    data_set_bool(p, "installed", false);
-  } else if (data_bool(p, "staged") && !data_bool(p, "installed")) {
+    dev_data_set_bool(p, "installed", false);
+  } else if (dev_data_bool(p, "staged") && !dev_data_bool(p, "installed") && !keep_staged) {
     mcim_cause_t rc = d->tre->ops->unstage(d->tre->ctx, p->txn);
     if (rc != MCIM_OK && rc != MCIM_NOT_FOUND)
       mcim_log_event(MCIM_LOG_WARN, p->txn, p->n, rc, "roll back: unstage failed");
-    data_set_bool(p, "staged", false);
+    dev_data_set_bool(p, "staged", false);
+  } else if (keep_staged && dev_data_bool(p, "staged")) {
+    mcim_log_event(MCIM_LOG_WARN, p->txn, p->n, MCIM_OK,
+                   "the new MCIM stays staged (not installed); the discard receipt for %s stays"
+                   " queued in the TRE", dev_data_str(p, "old") ? dev_data_str(p, "old") : "?");
   }
 }
 
-static void finish(struct mcim_device *d, struct dev_proc *p, mcim_cause_t cause, int step,
-                   const char *detail)
+static void finish(struct mcim_device *d, struct mcim_http_client *cli, struct dev_proc *p,
+                   mcim_cause_t cause, int step, const char *detail)
 {
   int64_t now = mcim_now();
-  if (cause != MCIM_OK)
+  if (cause != MCIM_OK) {
     roll_back(d, p);
+    dev_change_compensate(d, cli, p);
+  }
+  /* a bearer token kept for a restart has no use any more */
+  json_object_del(p->data, "saved_token");
   snprintf(p->state, sizeof(p->state), "%s", cause == MCIM_OK ? "done" : "failed");
   snprintf(p->result, sizeof(p->result), "%s", cause == MCIM_OK ? "success" : mcim_cause_name(cause));
   snprintf(p->cause, sizeof(p->cause), "%s", cause == MCIM_OK ? "" : mcim_cause_name(cause));
@@ -715,14 +791,14 @@ static void finish(struct mcim_device *d, struct dev_proc *p, mcim_cause_t cause
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, p->txn, p->n, rc, "final state of the procedure not saved");
   if (cause == MCIM_OK)
-    mcim_log_event(MCIM_LOG_NOTICE, p->txn, p->n, MCIM_OK, "%s provisioning with %s succeeded",
-                   p->kind, p->sho);
+    mcim_log_event(MCIM_LOG_NOTICE, p->txn, p->n, MCIM_OK, "%s%s%s with %s succeeded", p->kind,
+                   p->via[0] ? " via " : "", p->via, p->sho);
   else
     mcim_log_event(MCIM_LOG_ERROR, p->txn, p->n, cause, "%s procedure failed at step %d (%s): %s",
                    p->kind, p->n, p->stage, p->detail);
 }
 
-static mcim_cause_t enter(struct mcim_device *d, struct dev_proc *p, const struct step *s)
+static mcim_cause_t enter(struct mcim_device *d, struct dev_proc *p, const struct dev_step *s)
 {
   snprintf(p->stage, sizeof(p->stage), "%s", s->name);
   p->n = s->n;
@@ -737,7 +813,7 @@ static mcim_cause_t enter(struct mcim_device *d, struct dev_proc *p, const struc
 int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
 {
   struct dev_proc p = {0};
-  struct run r = {0};
+  struct dev_run r = {0};
   int64_t poll = dev_cfg_int(d, "poll_ms");
   int64_t delay = poll;
   char detail[256];
@@ -753,18 +829,18 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "cannot read the current procedure");
     goto cleanup;
   }
-  const struct procedure *pr = procedure_find(p.kind, p.via);
+  const struct dev_procedure *pr = dev_procedure_find(p.kind, p.via);
   int idx = pr ? step_index(pr, p.stage) : -1;
   if (!pr || idx < 0) {
     snprintf(detail, sizeof(detail), "no step \"%s\" in procedure %s (agent downgraded?)",
              p.stage, p.kind);
-    finish(d, &p, MCIM_INTERNAL, 0, detail);
+    finish(d, cli, &p, MCIM_INTERNAL, 0, detail);
     goto cleanup;
   }
   if (mcim_now() >= p.deadline) {
     snprintf(detail, sizeof(detail), "timed out at step %d (%s)%s%.200s", p.n, p.stage,
              p.detail[0] ? ": " : "", p.detail);
-    finish(d, &p, MCIM_TIMEOUT, 0, detail);
+    finish(d, cli, &p, MCIM_TIMEOUT, 0, detail);
     goto cleanup;
   }
 
@@ -779,12 +855,12 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
   case OUT_GOTO: {
     int next = r.out == OUT_NEXT ? idx + 1 : step_index(pr, r.next ? r.next : "");
     if (r.out == OUT_NEXT && next >= (int)pr->nsteps) {
-      finish(d, &p, MCIM_OK, last_step(pr), NULL);
+      finish(d, cli, &p, MCIM_OK, pr->last, NULL);
       delay = 0;
       break;
     }
     if (next < 0) {
-      finish(d, &p, MCIM_INTERNAL, 0, "state machine: unknown next step");
+      finish(d, cli, &p, MCIM_INTERNAL, 0, "state machine: unknown next step");
       break;
     }
     /* the step's results and the new position, together, before the next step runs */
@@ -793,11 +869,11 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
     break;
   }
   case OUT_DONE:
-    finish(d, &p, MCIM_OK, last_step(pr), NULL);
+    finish(d, cli, &p, MCIM_OK, pr->last, NULL);
     delay = 0;
     break;
   case OUT_FAIL:
-    finish(d, &p, r.cause, r.fail_step, r.detail);
+    finish(d, cli, &p, r.cause, r.fail_step, r.detail);
     delay = 0;
     break;
   case OUT_WAIT:

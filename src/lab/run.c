@@ -155,7 +155,9 @@ mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
     snprintf(res->detail, sizeof(res->detail), "no device %s in this lab", run->device);
     goto out;
   }
-  rc = order(lab, run, owner, params, res->txn, res->detail, sizeof(res->detail));
+  /* A switch between pre-provisioned MCIMs needs no new subscription: no order. */
+  if (strcmp(run->procedure, "switch") != 0)
+    rc = order(lab, run, owner, params, res->txn, res->detail, sizeof(res->detail));
   if (rc == MCIM_OK)
     rc = instruct(dev, run, owner, res->txn, res->detail, sizeof(res->detail));
   if (rc != MCIM_OK)

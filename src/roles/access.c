@@ -251,6 +251,8 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     goto out;
   }
   json_t *body = json_pack("{s:s,s:s,s:s}", "network", r->name, "scope", net->scope, "token", token);
+  if (net->accept_extra)
+    net->accept_extra(r, s.identity, body);
   mcim_role_trace(r, txn, net->step_connect, r->name, s.device,
                   strcmp(net->scope, "full") == 0 ? "attach accept: full connectivity"
                                                   : "attach accept: restricted connectivity (RO, PVA)",

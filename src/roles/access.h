@@ -27,6 +27,9 @@ struct mcim_access_net {
                          const uint8_t rand[16], const uint8_t auts[14]);
   /* Step numbers for the trace: attach request, authentication, connectivity (0: none). */
   int step_attach, step_auth, step_connect;
+  /* Optional (NULL: nothing): what the AV source said about `identity` besides the AV, added
+   * to the attach accept answer (the VNO: "renewal": "due" when the ICF flagged the PCID). */
+  void (*accept_extra)(struct mcim_role *r, const char *identity, json_t *answer);
 };
 
 void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,

@@ -149,8 +149,9 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
   if (rc != MCIM_OK)
     goto out;
   if (strcmp(s.state, "active") != 0) {
-    rc = strcmp(s.state, "pending") == 0 ? MCIM_SUBSCRIPTION_NOT_ACTIVE
-                                          : MCIM_SUBSCRIPTION_TERMINATED;
+    rc = strcmp(s.state, "pending") == 0 || strcmp(s.state, "standby") == 0
+             ? MCIM_SUBSCRIPTION_NOT_ACTIVE
+             : MCIM_SUBSCRIPTION_TERMINATED;
     goto out;
   }
   if (s.expires && now >= s.expires) {
@@ -241,6 +242,17 @@ mcim_cause_t mcim_auc_activate(mcim_store_t *st, const char *imsi)
   /* already active is fine (a repeated report); anything else is not */
   if (rc == MCIM_OK && mcim_store_changes(st) == 0 &&
       (mcim_auc_state(st, imsi, state, NULL) != MCIM_OK || strcmp(state, "active") != 0))
+    rc = MCIM_WRONG_STATE;
+  return rc;
+}
+
+mcim_cause_t mcim_auc_set_state(mcim_store_t *st, const char *imsi, const char *from,
+                                const char *to)
+{
+  mcim_val_t p[] = {MCIM_TEXT(to), MCIM_TEXT(imsi), MCIM_TEXT(from)};
+  mcim_cause_t rc = mcim_store_exec(st, "UPDATE auc SET state = ? WHERE imsi = ? AND state = ?",
+                                    p, 3, NULL, NULL);
+  if (rc == MCIM_OK && mcim_store_changes(st) != 1)
     rc = MCIM_WRONG_STATE;
   return rc;
 }

@@ -44,6 +44,10 @@ mcim_cause_t mcim_auc_resync(mcim_store_t *st, const mcim_storage_key_t *skey, c
 
 /* "pending" -> "active" (the device reported the MCIM installed). Caller's transaction. */
 mcim_cause_t mcim_auc_activate(mcim_store_t *st, const char *imsi);
+/* Compare-and-set of the subscription state (pending, active, standby, terminated), in the
+ * caller's transaction. MCIM_WRONG_STATE if it is not `from`. */
+mcim_cause_t mcim_auc_set_state(mcim_store_t *st, const char *imsi, const char *from,
+                                const char *to);
 /* Stop issuing AVs for `imsi` (the subscription ended). Inside the caller's transaction. */
 mcim_cause_t mcim_auc_terminate(mcim_store_t *st, const char *imsi);
 /* "active", "terminated", or MCIM_NOT_FOUND. `state` holds 16 bytes. */

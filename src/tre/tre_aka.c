@@ -90,7 +90,7 @@ cleanup:
 
 /* {"pcid", "k", "opc", "amf", "expires"} from the JWE, validated into a new credential
  * object with a fresh SQN state. */
-static mcim_cause_t pcid_parse(const uint8_t *plain, size_t len, json_t **out)
+mcim_cause_t tre_pcid_parse(const uint8_t *plain, size_t len, json_t **out)
 {
   char k[33], opc[33], amf[5];
   json_t *doc = NULL, *c = NULL;
@@ -137,6 +137,31 @@ static bool same_secret(json_t *a, json_t *b, const char *name)
   return x && y && strlen(x) == strlen(y) && mcim_ct_equal(x, y, strlen(x));
 }
 
+mcim_cause_t tre_pcid_put(json_t *st, json_t *fresh)
+{
+  json_t *cur = json_object_get(st, "pcid");
+  if (json_is_object(cur) && same_secret(cur, fresh, "pcid") && same_secret(cur, fresh, "k") &&
+      same_secret(cur, fresh, "opc")) {
+    /* Delivered again (a retry): the same USIM, so its SQN state stays; only the
+     * lifetime and AMF may have moved. */
+    if (json_object_set(cur, "expires", json_object_get(fresh, "expires")) ||
+        json_object_set(cur, "amf", json_object_get(fresh, "amf")))
+      return MCIM_NO_MEMORY;
+    return MCIM_OK;
+  }
+  /* One write replaces both: the old credential becomes pcid_prev (a still older one is
+   * wiped), the new one pcid. A crash leaves either the old document or this one. */
+  if (json_object_get(st, "pcid_prev")) {
+    tre_json_wipe(json_object_get(st, "pcid_prev"));
+    json_object_del(st, "pcid_prev");
+  }
+  if (json_is_object(cur) && json_object_set(st, "pcid_prev", cur))
+    return MCIM_NO_MEMORY;
+  if (json_object_set(st, "pcid", fresh))
+    return MCIM_NO_MEMORY;
+  return MCIM_OK;
+}
+
 mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len)
 {
   struct tre_soft *t = ctx;
@@ -155,31 +180,12 @@ mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len)
   held = true;
   if ((rc = tre_key_jose(st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK ||
       (rc = mcim_jwe_decrypt(ka, jwe, len, &plain, &plain_len)) != MCIM_OK ||
-      (rc = pcid_parse(plain, plain_len, &fresh)) != MCIM_OK) {
+      (rc = tre_pcid_parse(plain, plain_len, &fresh)) != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: PCID credential refused");
     goto cleanup;
   }
-  json_t *cur = json_object_get(st, "pcid");
-  rc = MCIM_NO_MEMORY;
-  if (json_is_object(cur) && same_secret(cur, fresh, "pcid") && same_secret(cur, fresh, "k") &&
-      same_secret(cur, fresh, "opc")) {
-    /* Delivered again (a retry): the same USIM, so its SQN state stays; only the
-     * lifetime and AMF may have moved. */
-    if (json_object_set(cur, "expires", json_object_get(fresh, "expires")) ||
-        json_object_set(cur, "amf", json_object_get(fresh, "amf")))
-      goto cleanup;
-  } else {
-    /* One write replaces both: the old credential becomes pcid_prev (a still older one is
-     * wiped), the new one pcid. A crash leaves either the old document or this one. */
-    if (json_object_get(st, "pcid_prev")) {
-      tre_json_wipe(json_object_get(st, "pcid_prev"));
-      json_object_del(st, "pcid_prev");
-    }
-    if (json_is_object(cur) && json_object_set(st, "pcid_prev", cur))
-      goto cleanup;
-    if (json_object_set(st, "pcid", fresh))
-      goto cleanup;
-  }
+  if ((rc = tre_pcid_put(st, fresh)) != MCIM_OK)
+    goto cleanup;
   rc = tre_commit(t, st);
   if (rc == MCIM_OK)
     mcim_log_info("tre: PCID credential %s installed, expires %lld", tre_str(fresh, "pcid"),

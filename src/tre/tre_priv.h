@@ -119,12 +119,22 @@ mcim_cause_t tre_sign_statement(json_t *st, const char *typ, const char *aud, co
 mcim_cause_t tre_op_aka(void *ctx, const char *cred, const uint8_t rand[16],
                         const uint8_t autn[16], uint8_t res[8], uint8_t auts[14]);
 mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len);
+/* The PCID credential {"pcid","k","opc","amf","expires"} (plaintext of the JWE) validated into
+ * a new credential object with a fresh SQN state; MCIM_CREDENTIAL_EXPIRED if already expired. */
+mcim_cause_t tre_pcid_parse(const uint8_t *plain, size_t len, json_t **out);
+/* Install `fresh` (from tre_pcid_parse) into the working copy: the current credential becomes
+ * "pcid_prev" (an older one is wiped); the same credential again only updates amf/expires. */
+mcim_cause_t tre_pcid_put(json_t *st, json_t *fresh);
+/* tre_pcid.c */
+mcim_cause_t tre_op_pcid_renew(void *ctx, const char *package, size_t len,
+                               const char *issuer_cert_pem);
 /* tre_slots.c */
 mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_t len,
                           const char *issuer_cert_pem);
 mcim_cause_t tre_op_unstage(void *ctx, const char *txn);
 mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn);
 mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64]);
+mcim_cause_t tre_op_install_inactive(void *ctx, const char *txn, char slot[64]);
 mcim_cause_t tre_op_activate(void *ctx, const char *sho);
 /* tre_sign.c */
 mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char *txn,

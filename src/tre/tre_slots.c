@@ -307,7 +307,9 @@ static void slot_name_out(const char *name, char slot[64])
   slot[n] = '\0';
 }
 
-mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64])
+/* install (active: the new MCIM becomes the active one) and install_inactive (the variant
+ * with pre-provisioned MCIMs: the new MCIM is held inactive, the active one stays). */
+static mcim_cause_t install_slot(void *ctx, const char *txn, char slot[64], bool active)
 {
   struct tre_soft *t = ctx;
   json_t *st = NULL, *fresh = NULL;
@@ -340,8 +342,13 @@ mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64])
   rc = slot_from_staged(e, &fresh);
   if (rc != MCIM_OK)
     goto cleanup;
-  /* The same SHO re-provisioning its own slot: the new MCIM replaces the old one. */
+  /* The same SHO re-provisioning its own slot: the new MCIM replaces the old one. Not with
+   * an inactive install: that would leave the device without the MCIM it uses. */
   ssize_t old = tre_find(slots, "slot", sho);
+  const char *old_state = old >= 0 ? tre_str(json_array_get(slots, (size_t)old), "state") : NULL;
+  rc = MCIM_WRONG_STATE;
+  if (!active && old_state && strcmp(old_state, "active") == 0)
+    goto cleanup;
   if (old >= 0) {
     mcim_log_event(MCIM_LOG_NOTICE, txn, 0, MCIM_OK, "tre: slot %s replaced by a new MCIM", sho);
     tre_array_wipe_remove(slots, (size_t)old);
@@ -349,20 +356,34 @@ mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64])
   rc = MCIM_TOO_LARGE;
   if (json_array_size(slots) >= MCIM_TRE_MAX_SLOTS)
     goto cleanup;
-  deactivate_all(slots);
   rc = MCIM_NO_MEMORY;
+  if (active)
+    deactivate_all(slots);
+  else if (json_object_set_new(fresh, "state", json_string("inactive")))
+    goto cleanup;
   if (json_array_append(slots, fresh))
     goto cleanup;
   slot_name_out(sho, slot); /* before the staged entry (and `sho`) goes */
   tre_array_wipe_remove(staged, (size_t)i);
   rc = tre_commit(t, st);
   if (rc == MCIM_OK)
-    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: MCIM installed in slot %s, active", slot);
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: MCIM installed in slot %s, %s", slot,
+                   active ? "active" : "inactive");
 cleanup:
   tre_json_wipe_free(fresh);
   if (held)
     tre_end(t, st);
   return rc;
+}
+
+mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64])
+{
+  return install_slot(ctx, txn, slot, true);
+}
+
+mcim_cause_t tre_op_install_inactive(void *ctx, const char *txn, char slot[64])
+{
+  return install_slot(ctx, txn, slot, false);
 }
 
 mcim_cause_t tre_op_activate(void *ctx, const char *sho)

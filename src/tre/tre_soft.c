@@ -111,11 +111,13 @@ static const struct mcim_tre_ops tre_soft_ops = {
     .unstage = tre_op_unstage,
     .discard = tre_op_discard,
     .install = tre_op_install,
+    .install_inactive = tre_op_install_inactive,
     .activate = tre_op_activate,
     .pending = tre_op_pending,
     .pending_done = tre_op_pending_done,
     .verify_owner = tre_op_verify_owner,
     .pcid_install = tre_op_pcid_install,
+    .pcid_renew = tre_op_pcid_renew,
 };
 
 /* ---- handles ---- */

@@ -27,6 +27,7 @@ struct fx {
   char sock[160];
   mcim_jose_key_t *owner; /* the owner's key pair (the subscriber's) */
   mcim_jose_key_t *other; /* somebody else's */
+  mcim_pki_ca_t *ops;     /* the operators' CA (SHO certificates for fx_provision) */
 };
 
 static __attribute__((unused)) void fx_write(const char *dir, const char *name, const char *text)
@@ -107,9 +108,10 @@ static __attribute__((unused)) int fx_setup(struct fx *fx, const char *extra_con
     return -1;
   snprintf(fx->tre, sizeof(fx->tre), "%s/tre", fx->dir);
   snprintf(fx->sock, sizeof(fx->sock), "%s/control.sock", fx->dir);
-  if (mcim_pki_ca_create("test operators CA", 30, &ops) != MCIM_OK ||
+  if (mcim_pki_ca_create("test operators CA", 30, &fx->ops) != MCIM_OK ||
       mcim_pki_ca_create("test M2MES CA", 30, &m2mes) != MCIM_OK)
     goto cleanup;
+  ops = fx->ops;
   ops_pem = fx_ca_pem(ops);
   m2mes_pem = fx_ca_pem(m2mes);
   if (mcim_jose_key_generate(&fx->owner) != MCIM_OK ||
@@ -136,14 +138,14 @@ static __attribute__((unused)) int fx_setup(struct fx *fx, const char *extra_con
   snprintf(cfg, sizeof(cfg),
            "{\"device\": \"" FX_DEVICE "\", \"operators_ca\": \"operators-ca.pem\","
            " \"networks\": {\"vno\": \"https://127.0.0.1:1\", \"ro\": \"https://127.0.0.1:1\","
-           " \"pva\": \"https://127.0.0.1:1\", \"sho-a\": \"https://127.0.0.1:1\"},"
+           " \"pva\": \"https://127.0.0.1:1\", \"sho-a\": \"https://127.0.0.1:1\","
+           " \"sho-b\": \"https://127.0.0.1:1\", \"m2mes\": \"https://127.0.0.1:1\"},"
            " \"poll_ms\": 20, \"request_timeout_ms\": 500%s}",
            extra_config ? extra_config : "");
   fx_write(fx->dir, "agent.json", cfg);
   ok = 0;
 cleanup:
   mcim_tre_close(tre);
-  mcim_pki_ca_free(ops);
   mcim_pki_ca_free(m2mes);
   free(ops_pem);
   free(m2mes_pem);
@@ -153,6 +155,7 @@ cleanup:
 
 static __attribute__((unused)) void fx_teardown(struct fx *fx)
 {
+  mcim_pki_ca_free(fx->ops);
   mcim_jose_key_free(fx->owner);
   mcim_jose_key_free(fx->other);
   fx_rm_rf(fx->dir);
@@ -179,6 +182,55 @@ static __attribute__((unused)) char *fx_instruction(const mcim_jose_key_t *key, 
     jws = NULL;
   json_decref(extra);
   return jws;
+}
+
+enum fx_mode { FX_STAGED, FX_ACTIVE, FX_INACTIVE };
+
+/* An MCIM of SHO `sho` (IMSI `imsi`) in the TRE as a real SHO would send it: a package
+ * signed by a key certified by the operators' CA (CN = sho), sealed to the TRE's
+ * key-agreement key, staged under `txn`, then installed active or inactive (`mode`). */
+static __attribute__((unused)) mcim_cause_t fx_provision(struct fx *fx, mcim_tre_t *tre,
+                                                         const char *sho, const char *imsi,
+                                                         const char *txn, enum fx_mode mode)
+{
+  EVP_PKEY *pk = NULL;
+  X509 *cert = NULL;
+  mcim_jose_key_t *key = NULL, *ka = NULL;
+  char *pem = NULL, *jwk = NULL, *pkg = NULL, doc[256], slot[64];
+  int64_t now = mcim_now();
+  mcim_cause_t rc = mcim_pki_key_generate(&pk);
+  mcim_cert_request_t req = {.name = sho, .usage = MCIM_CERT_TLS, .key = pk, .days = 30};
+  if (rc == MCIM_OK)
+    rc = mcim_pki_issue(fx->ops, &req, &cert);
+  if (rc == MCIM_OK)
+    rc = mcim_pki_cert_to_pem(cert, &pem);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_pkey(pk, &key);
+  if (rc == MCIM_OK)
+    rc = mcim_tre_soft_public_jwk(tre, MCIM_TRE_CERT_KA, &jwk);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_jwk(jwk, strlen(jwk), &ka);
+  snprintf(doc, sizeof(doc),
+           "{\"sho\":\"%s\",\"imsi\":\"%s\",\"k\":\"202122232425262728292a2b2c2d2e2f\","
+           "\"opc\":\"303132333435363738393a3b3c3d3e3f\",\"amf\":\"8000\"}",
+           sho, imsi);
+  mcim_claims_t c = {.iss = sho, .sub = FX_DEVICE, .aud = FX_DEVICE, .typ = "mcim-package+jwt",
+                     .txn = txn, .iat = now, .exp = now + 600};
+  if (rc == MCIM_OK)
+    rc = mcim_package_seal(key, &c, ka, (const uint8_t *)doc, strlen(doc), &pkg);
+  if (rc == MCIM_OK)
+    rc = tre->ops->stage(tre->ctx, txn, pkg, strlen(pkg), pem);
+  if (rc == MCIM_OK && mode != FX_STAGED)
+    rc = mode == FX_ACTIVE ? tre->ops->install(tre->ctx, txn, slot)
+                           : tre->ops->install_inactive(tre->ctx, txn, slot);
+  EVP_PKEY_free(pk);
+  X509_free(cert);
+  mcim_jose_key_free(key);
+  mcim_jose_key_free(ka);
+  free(pem);
+  free(jwk);
+  free(pkg);
+  return rc;
 }
 
 #define FX_TXN "0123456789abcdef0123456789abcdef"

@@ -134,6 +134,76 @@ static void claims_checked(void **state)
                    MCIM_CLAIM_MISMATCH);
 }
 
+/* The new procedure values: via is for a change only (ignored otherwise). */
+static void preload_and_switch(void **state)
+{
+  struct ctx *c = *state;
+  struct dev_instruction ins;
+  assert_int_equal(check(c, fx_instruction(c->fx.owner, FX_DEVICE, FX_DEVICE, "preload", NULL,
+                                           "sho-b", FX_TXN, 60),
+                         &ins),
+                   MCIM_OK);
+  assert_string_equal(ins.kind, "preload");
+  assert_string_equal(ins.via, "");
+  assert_int_equal(check(c, fx_instruction(c->fx.owner, FX_DEVICE, FX_DEVICE, "switch",
+                                           "pristine", "sho-b", FX_TXN2, 60),
+                         &ins),
+                   MCIM_OK);
+  assert_string_equal(ins.kind, "switch");
+  assert_string_equal(ins.via, "");
+}
+
+/* The peek reads what the instruction asks without the TRE: the jti stays unspent, and its
+ * refusals are the verified check's. */
+static void peek_spends_nothing(void **state)
+{
+  struct ctx *c = *state;
+  struct dev_instruction ins, ver;
+  char err[300];
+  char *jws = fx_instruction(c->fx.owner, FX_DEVICE, FX_DEVICE, "change", "old-sho", "sho-b",
+                             FX_TXN, 60);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(dev_instruction_peek(FX_DEVICE, jws, &ins, err, sizeof(err)), MCIM_OK);
+    assert_string_equal(ins.txn, FX_TXN);
+    assert_string_equal(ins.kind, "change");
+    assert_string_equal(ins.via, "old-sho");
+    assert_string_equal(ins.sho, "sho-b");
+  }
+  /* still fresh for the TRE */
+  assert_int_equal(dev_instruction_check(c->tre, FX_DEVICE, jws, &ver, err, sizeof(err)), MCIM_OK);
+  /* a replay: refused, but recognisable (the signature verified before the replay cache) */
+  assert_int_equal(dev_instruction_check(c->tre, FX_DEVICE, jws, &ver, err, sizeof(err)),
+                   MCIM_REPLAY);
+  assert_string_equal(ver.txn, FX_TXN);
+  assert_string_equal(ver.kind, "change");
+  free(jws);
+  /* a peek is no verification: anyone's signature peeks fine, the check says NOT_OWNER */
+  jws = fx_instruction(c->fx.other, FX_DEVICE, FX_DEVICE, "initial", NULL, "sho-a", FX_TXN2, 60);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, jws, &ins, err, sizeof(err)), MCIM_OK);
+  assert_int_equal(dev_instruction_check(c->tre, FX_DEVICE, jws, &ver, err, sizeof(err)),
+                   MCIM_NOT_OWNER);
+  free(jws);
+  /* the peek's refusals */
+  jws = fx_instruction(c->fx.owner, FX_DEVICE, FX_DEVICE, "reboot", NULL, "sho-a", FX_TXN2, 60);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, jws, &ins, err, sizeof(err)),
+                   MCIM_CLAIM_MISMATCH);
+  free(jws);
+  jws = fx_instruction(c->fx.owner, "dev2", FX_DEVICE, "initial", NULL, "sho-a", FX_TXN2, 60);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, jws, &ins, err, sizeof(err)),
+                   MCIM_CLAIM_MISMATCH);
+  free(jws);
+  jws = fx_instruction(c->fx.owner, FX_DEVICE, FX_DEVICE, "change", NULL, "sho-a", FX_TXN2, 60);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, jws, &ins, err, sizeof(err)),
+                   MCIM_CLAIM_MISSING);
+  free(jws);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, "not.a.jws", &ins, err, sizeof(err)),
+                   MCIM_NOT_OWNER);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, "a.b", &ins, err, sizeof(err)), MCIM_NOT_OWNER);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, "", &ins, err, sizeof(err)), MCIM_NOT_OWNER);
+  assert_int_equal(dev_instruction_peek(FX_DEVICE, "a.b.c.d", &ins, err, sizeof(err)),
+                   MCIM_NOT_OWNER);
+}
+
 static void sho_names(void **state)
 {
   (void)state;
@@ -155,6 +225,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(other_key_is_not_owner, setup, teardown),
       cmocka_unit_test_setup_teardown(replay_refused, setup, teardown),
       cmocka_unit_test_setup_teardown(claims_checked, setup, teardown),
+      cmocka_unit_test_setup_teardown(preload_and_switch, setup, teardown),
+      cmocka_unit_test_setup_teardown(peek_spends_nothing, setup, teardown),
       cmocka_unit_test(sho_names),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -26,6 +26,7 @@
 #include "mcim/role.h"
 #include "mcim/util.h"
 #include "roles/kinds.h"
+#include "roles/m2mes/ccif.h"
 
 #define PCID_MAX_DIGITS 15 /* an IMSI: MCC + MNC + MSIN */
 #define ICF_ATTEMPTS 4     /* PCIDs tried when the ICF says one is held by another device */
@@ -56,6 +57,7 @@ static const mcim_migration_t m2mes_migrations[] = {
      " created BIGINT NOT NULL, updated BIGINT NOT NULL);"
      "CREATE TABLE pcid_counter (id BIGINT PRIMARY KEY, next BIGINT NOT NULL);"
      "INSERT INTO pcid_counter (id, next) VALUES (1, 1)"},
+    {2, "CCIF: PCID renewals", mcim_ccif_schema_sql},
 };
 
 /* ---- helpers ---- */
@@ -704,6 +706,7 @@ static void m2mes_stop(struct mcim_role *r)
 
 static const struct mcim_http_route m2mes_routes[] = {
     {"POST", "/v1/devices", h_devices, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/ccif/pcid", mcim_ccif_pcid, 0},
 };
 
 const struct mcim_role_kind mcim_role_m2mes = {

@@ -36,9 +36,9 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     return;
   }
   if (strcmp(state, "ordered") != 0 && strcmp(state, "subscribed") != 0 &&
-      strcmp(state, "released") != 0) {
+      strcmp(state, "released") != 0 && strcmp(state, "preloaded") != 0) {
     mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 14,
-                            "state must be ordered, subscribed or released");
+                            "state must be ordered, subscribed, preloaded or released");
     return;
   }
   if (strncmp(endpoint, "https://", 8) != 0) {

@@ -64,6 +64,10 @@ void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "only the M2MES registers PCIDs");
     return;
   }
+  if (json_object_get(req->json, "replaces")) { /* a renewal (pcid.c) */
+    mcim_icf_pcids_replace(r, req, resp);
+    return;
+  }
   mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 7, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
@@ -135,6 +139,7 @@ static void reply_avs(struct mcim_role *r, const struct mcim_http_request *req,
   }
   json_t *body = json_pack("{s:s,s:o}", "device", device, "avs", avs_json(avs, n));
   mcim_wipe(avs, sizeof(avs));
+  mcim_icf_renewal_note(st, pcid, body);
   mcim_role_trace(r, txn, 5, r->name, req->peer, "ICF: AVs for PCID", body, MCIM_OK);
   mcim_http_reply_json(resp, 200, body);
 }

@@ -37,6 +37,7 @@ static char ro_schema_2[] =
 static const mcim_migration_t ro_migrations[] = {
     {1, "ICF: PCID subscriptions (AuC)", mcim_auc_schema_sql},
     {2, "DRF registry, DPF packages", ro_schema_2},
+    {3, "PCID renewal: RO pool counter, ICF renewal-due flags", mcim_ro_pcid_schema_sql},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
@@ -46,6 +47,11 @@ static const mcim_config_spec_t ro_spec[] = {
      .help = "comma-separated access networks allowed to fetch AVs from the ICF"},
     {.name = "drf_notify", .type = MCIM_CFG_ENUM, .def = "yes", .allowed = yes_no,
      .help = "tell the ordered SHO when its device discovers it (step 8)"},
+    {.name = "pcid_prefix", .type = MCIM_CFG_STRING, .def = "0010190", .min = 5, .max = 14,
+     .help = "digits of the RO's PCID pool (MCC + MNC + pool share) for renewals; PCIDs are 15"
+             " digits"},
+    {.name = "pcid_lifetime", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
+     .max = 3650LL * 86400, .help = "lifetime of a PCID credential the DPF issues (renewal)"},
 };
 
 static const struct mcim_http_route ro_routes[] = {
@@ -57,6 +63,9 @@ static const struct mcim_http_route ro_routes[] = {
     {"POST", "/v1/dpf/packages", mcim_dpf_package_put, MCIM_ROUTE_PEER_CERT},
     {"GET", "/v1/dpf/packages/{device}", mcim_dpf_package_get, 0},
     {"POST", "/v1/dpf/status", mcim_dpf_status, 0},
+    {"POST", "/v1/dpf/releases", mcim_dpf_release, 0},
+    {"POST", "/v1/dpf/pcid", mcim_dpf_pcid, 0},
+    {"POST", "/v1/admin/pcid/{device}/renew", mcim_ro_admin_pcid_renew, MCIM_ROUTE_PEER_CERT},
 };
 
 const struct mcim_role_kind mcim_role_ro = {

@@ -19,6 +19,18 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req, struct mc
 void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_dpf_status(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* release.c */
+void mcim_dpf_release(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* pcid.c: PCID renewal (DPF, ICF, admin push) */
+extern const char mcim_ro_pcid_schema_sql[];
+void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_ro_admin_pcid_renew(void *ctx, const struct mcim_http_request *req,
+                              struct mcim_http_response *resp);
+/* POST /v1/icf/pcids with "replaces" (the M2MES renewed a PCID), called by mcim_icf_pcids. */
+void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request *req,
+                            struct mcim_http_response *resp);
+/* Adds "renewal_due": true to an AV answer when `pcid` is flagged. */
+void mcim_icf_renewal_note(mcim_store_t *st, const char *pcid, json_t *answer);
 
 /* Names that are network roles but not SHOs (an SHO is any other operators' CA holder). */
 bool mcim_ro_is_sho_name(const char *name);

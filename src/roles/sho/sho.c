@@ -24,12 +24,24 @@ static const struct mcim_sho_steps sho_steps[] = {
     {"change", 1, 3, 5, 6, 13, 14},
 };
 
-const struct mcim_sho_steps *mcim_sho_steps_for(const char *procedure)
+/* The change via the pristine state and the preload of a second MCIM run the initial
+ * provisioning's steps (4-15); only the change via the old SHO has its own numbering. */
+const struct mcim_sho_steps *mcim_sho_steps_for(const char *procedure, const char *via)
 {
-  for (size_t i = 0; i < sizeof(sho_steps) / sizeof(sho_steps[0]); i++)
-    if (procedure && strcmp(procedure, sho_steps[i].procedure) == 0)
-      return &sho_steps[i];
+  if (!procedure)
+    return NULL;
+  if (strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0)
+    return &sho_steps[1];
+  if (strcmp(procedure, "initial") == 0 || strcmp(procedure, "preload") == 0 ||
+      (strcmp(procedure, "change") == 0 && via && strcmp(via, "pristine") == 0))
+    return &sho_steps[0];
   return NULL;
+}
+
+/* The DPF numbers its messages by the same two tables. */
+const char *mcim_sho_dpf_procedure(const struct mcim_sho_order *o)
+{
+  return mcim_sho_steps_for(o->procedure, o->via) == &sho_steps[1] ? "change" : "initial";
 }
 
 static mcim_cause_t text0(const mcim_row_t *row, void *arg);
@@ -42,6 +54,7 @@ static mcim_cause_t order_row(const mcim_row_t *row, void *arg)
   char *cols[] = {o->txn, o->device, o->imsi, o->state, o->cause, o->procedure, o->via};
   size_t lens[] = {sizeof(o->txn),   sizeof(o->device),    sizeof(o->imsi), sizeof(o->state),
                    sizeof(o->cause), sizeof(o->procedure), sizeof(o->via)};
+  o->released = mcim_row_int(row, 8) != 0;
   for (size_t i = 0; i < 7; i++)
     snprintf(cols[i], lens[i], "%s", mcim_row_text(row, i) ? mcim_row_text(row, i) : "");
   free(o->ka_cert);
@@ -53,8 +66,8 @@ mcim_cause_t mcim_sho_order_load(mcim_store_t *st, const char *txn, struct mcim_
 {
   mcim_val_t p[] = {MCIM_TEXT(txn)};
   return mcim_store_query_one(st,
-                              "SELECT txn, device, imsi, state, cause, procedure, via, ka_cert"
-                              " FROM orders WHERE txn = ?",
+                              "SELECT txn, device, imsi, state, cause, procedure, via, ka_cert,"
+                              " released FROM orders WHERE txn = ?",
                               p, 1, order_row, o);
 }
 
@@ -95,11 +108,6 @@ static mcim_cause_t next_imsi(struct mcim_role *r, mcim_store_t *st, char imsi[2
   size_t msin_len = 15 - strlen(plmn);
   snprintf(imsi, 24, "%s%0*lld", plmn, (int)msin_len, (long long)v);
   return MCIM_OK;
-}
-
-static const char *my_endpoint(struct mcim_role *r)
-{
-  return mcim_role_peer_url(r, r->name);
 }
 
 /* Queue the validation request to the PVA (step 9 / 3), in the caller's transaction. */
@@ -167,9 +175,9 @@ static void h_order(void *ctx, const struct mcim_http_request *req,
   const char *ka_cert = stmt ? mcim_statement_string(stmt, "ka_cert") : NULL;
   const char *procedure = stmt ? mcim_statement_string(stmt, "procedure") : NULL;
   const char *via = stmt ? mcim_statement_string(stmt, "via") : NULL;
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(procedure);
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(procedure, via);
   if (rc == MCIM_OK && (!att_cert || !ka_cert || !steps))
-    rc = MCIM_CLAIM_MISSING;
+    rc = steps || !procedure ? MCIM_CLAIM_MISSING : MCIM_CLAIM_MISMATCH;
   if (rc == MCIM_OK) {
     mcim_jose_key_t *att = NULL;
     rc = mcim_role_device_key_from_pem(r, att_cert, device, MCIM_CERT_TRE_ATTESTATION, &att);
@@ -199,15 +207,9 @@ static void h_order(void *ctx, const struct mcim_http_request *req,
                          " VALUES (?, ?, ?, 'ordered', ?, ?, ?, ?, ?, ?)",
                          p, MCIM_NPARAMS(p), NULL, NULL);
   }
-  if (rc == MCIM_OK) {
-    /* Discovery will point the device here (DRF). */
-    json_t *reg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "sho", r->name,
-                            "state", "ordered", "endpoint",
-                            my_endpoint(r) ? my_endpoint(r) : "https://unknown");
-    rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/drf/registrations", reg,
-                              txn, steps->order, "DRF: order registered (discovery target)");
-    json_decref(reg);
-  }
+  if (rc == MCIM_OK) /* discovery will point the device here (DRF) */
+    rc = mcim_sho_register(r, st, txn, device, "ordered", steps->order,
+                           "DRF: order registered (discovery target)");
   if (rc == MCIM_OK && strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0) {
     /* With the old SHO's connectivity the device needs no discovery: validate now (step 3). */
     struct mcim_sho_order o = {0};
@@ -331,7 +333,7 @@ static void h_device_ready(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 8, "no order %s for this device", txn);
     goto out;
   }
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure, o.via);
   if (strcmp(o.state, "ordered") == 0 && steps) {
     rc = mcim_store_begin(st);
     if (rc == MCIM_OK)
@@ -431,7 +433,7 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *verdict = json_string_value(json_object_get(req->json, "verdict"));
   rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure, o.via);
   if (rc == MCIM_OK && !steps)
     rc = MCIM_INTERNAL;
   if (rc == MCIM_OK && strcmp(o.device, json_string_value(json_object_get(req->json, "device"))))
@@ -479,7 +481,7 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
     /* Step 12 (pristine): "authorises RO (DRF) to authorise its DPF": the authorisation is
      * the package itself, signed by us and addressed to the device. */
     json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", o.device, "package",
-                             package, "procedure", o.procedure);
+                             package, "procedure", mcim_sho_dpf_procedure(&o));
     rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/dpf/packages", body, txn,
                               steps->package, "DPF: authorise provisioning, sealed MCIM");
     json_decref(body);
@@ -525,7 +527,7 @@ static void h_report(void *ctx, const struct mcim_http_request *req,
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *result = json_string_value(json_object_get(req->json, "result"));
   rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure);
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure, o.via);
   if (rc == MCIM_OK && !steps)
     rc = MCIM_INTERNAL;
   if (rc == MCIM_OK && strcmp(o.device, json_string_value(json_object_get(req->json, "device"))))
@@ -545,6 +547,34 @@ out:
   mcim_sho_order_clear(&o);
 }
 
+/* Queue the DRF registration of this device at this SHO (caller's transaction). */
+mcim_cause_t mcim_sho_register(struct mcim_role *r, mcim_store_t *st, const char *txn,
+                               const char *device, const char *state, int step, const char *msg)
+{
+  const char *endpoint = mcim_role_peer_url(r, r->name);
+  json_t *reg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "sho", r->name,
+                          "state", state, "endpoint", endpoint ? endpoint : "https://unknown");
+  mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"),
+                                         "/v1/drf/registrations", reg, txn, step, msg);
+  json_decref(reg);
+  return rc;
+}
+
+/* The subscription goes live (AuC pending -> active) and the DRF learns it: caller's
+ * transaction. */
+mcim_cause_t mcim_sho_activate(struct mcim_role *r, mcim_store_t *st,
+                               const struct mcim_sho_order *o, const char *from_state,
+                               const struct mcim_sho_steps *steps)
+{
+  mcim_cause_t rc = mcim_auc_activate(st, o->imsi);
+  if (rc == MCIM_OK)
+    rc = mcim_sho_order_set_state(st, o->txn, from_state, "active", MCIM_OK);
+  if (rc == MCIM_OK)
+    rc = mcim_sho_register(r, st, o->txn, o->device, "subscribed", steps->reg,
+                           "DRF: register M2ME as subscribing to this SHO");
+  return rc;
+}
+
 mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
                                 const struct mcim_sho_order *o,
                                 const struct mcim_sho_steps *steps, const char *result)
@@ -552,6 +582,9 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
   if (strcmp(o->state, "provisioning") != 0)
     return MCIM_OK; /* already applied: a retried report */
   bool ok = strcmp(result, "success") == 0;
+  bool preload = strcmp(o->procedure, "preload") == 0;
+  bool needs_release = strcmp(o->procedure, "change") == 0 && strcmp(o->via, "old-sho") == 0;
+  const char *outcome = "failed";
   mcim_cause_t rc = mcim_store_begin(st);
   if (rc != MCIM_OK)
     return rc;
@@ -561,24 +594,27 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
     if (rc == MCIM_OK || rc == MCIM_NOT_FOUND)
       rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "failed",
                                     cause > 0 ? (mcim_cause_t)cause : MCIM_PROCEDURE_FAILED);
-  } else {
-    rc = mcim_auc_activate(st, o->imsi);
+  } else if (preload) {
+    /* A second MCIM held in reserve: no AVs until the device switches to it. */
+    outcome = "standby";
+    rc = mcim_auc_set_state(st, o->imsi, "pending", "standby");
     if (rc == MCIM_OK)
-      rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "active", MCIM_OK);
-    if (rc == MCIM_OK) {
-      json_t *reg = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", o->txn, "device", o->device, "sho",
-                              r->name, "state", "subscribed", "endpoint",
-                              my_endpoint(r) ? my_endpoint(r) : "https://unknown");
-      rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/drf/registrations",
-                                reg, o->txn, steps->reg,
-                                "DRF: register M2ME as subscribing to this SHO");
-      json_decref(reg);
-    }
+      rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "standby", MCIM_OK);
+    if (rc == MCIM_OK)
+      rc = mcim_sho_register(r, st, o->txn, o->device, "preloaded", steps->reg,
+                             "DRF: M2ME holds a pre-provisioned MCIM of this SHO");
+  } else if (needs_release && !o->released) {
+    /* Invariant 1: not active before the old subscription is released (step 11). */
+    outcome = "installed, waiting for the old SHO's release";
+    rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "installed", MCIM_OK);
+  } else {
+    outcome = "active";
+    rc = mcim_sho_activate(r, st, o, "provisioning", steps);
   }
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc == MCIM_OK)
     mcim_log_event(ok ? MCIM_LOG_INFO : MCIM_LOG_WARN, o->txn, steps->report, MCIM_OK,
-                   "subscription %s of %s is %s", o->imsi, o->device, ok ? "active" : "failed");
+                   "subscription %s of %s: %s", o->imsi, o->device, outcome);
   return rc;
 }
 
@@ -645,6 +681,8 @@ static const mcim_migration_t sho_migrations[] = {
      "CREATE INDEX orders_device ON orders (device, state);"
      "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);"
      "INSERT INTO counters (name, value) VALUES ('msin', 0)"},
+    {4, "change via the old SHO: the release of the old subscription (step 11)",
+     "ALTER TABLE orders ADD COLUMN released BIGINT NOT NULL DEFAULT 0"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
@@ -680,6 +718,9 @@ static const struct mcim_http_route sho_routes[] = {
     {"GET", "/v1/orders/{txn}", h_order_get, 0},
     {"POST", "/v1/devices/ready", h_device_ready, MCIM_ROUTE_PEER_CERT},
     {"GET", "/v1/devices/{device}/subscription", h_subscription, 0},
+    {"POST", "/v1/discards", mcim_sho_discard, 0},
+    {"POST", "/v1/releases", mcim_sho_release, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/notifications", mcim_sho_notification, 0},
     {"POST", "/v1/verdicts", h_verdict, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/reports", h_report, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/attach", h_attach, 0},

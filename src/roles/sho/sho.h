@@ -2,6 +2,8 @@
 #ifndef MCIM_ROLES_SHO_H
 #define MCIM_ROLES_SHO_H
 
+#include <stdbool.h>
+
 #include "mcim/role.h"
 
 /* The seed's step numbers of the SHO's messages, by procedure. */
@@ -9,7 +11,7 @@ struct mcim_sho_steps {
   const char *procedure; /* "initial" (pristine 4-15) or "change" (old SHO 1-14) */
   int order, validate, verdict, package, report, reg;
 };
-const struct mcim_sho_steps *mcim_sho_steps_for(const char *procedure);
+const struct mcim_sho_steps *mcim_sho_steps_for(const char *procedure, const char *via);
 
 struct mcim_sho_order {
   char txn[40];
@@ -19,8 +21,12 @@ struct mcim_sho_order {
   char cause[48];
   char procedure[16];
   char via[16];
+  bool released; /* the RO relayed the old SHO's release (change step 11) */
   char *ka_cert;
 };
+
+/* "change" (the old-SHO numbering) or "initial" (steps 4-15), for the DPF. */
+const char *mcim_sho_dpf_procedure(const struct mcim_sho_order *o);
 
 mcim_cause_t mcim_sho_order_load(mcim_store_t *st, const char *txn, struct mcim_sho_order *o);
 void mcim_sho_order_clear(struct mcim_sho_order *o);
@@ -31,5 +37,21 @@ mcim_cause_t mcim_sho_order_set_state(mcim_store_t *st, const char *txn, const c
 mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
                                 const struct mcim_sho_order *o,
                                 const struct mcim_sho_steps *steps, const char *result);
+
+/* Queue a DRF registration of `device` at this SHO (caller's transaction). */
+mcim_cause_t mcim_sho_register(struct mcim_role *r, mcim_store_t *st, const char *txn,
+                               const char *device, const char *state, int step, const char *msg);
+/* AuC pending -> active, order -> active, DRF `subscribed` (caller's transaction). */
+mcim_cause_t mcim_sho_activate(struct mcim_role *r, mcim_store_t *st,
+                               const struct mcim_sho_order *o, const char *from_state,
+                               const struct mcim_sho_steps *steps);
+
+/* change.c: the old SHO's side of a change and the pre-provisioned variant. */
+void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp);
+void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp);
+void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
+                           struct mcim_http_response *resp);
 
 #endif

@@ -10,9 +10,38 @@
 #include "roles/access.h"
 #include "roles/kinds.h"
 
+/* PCID renewal, network-initiated: the ICF's AV answer says `renewal_due` for a PCID; the
+ * VNO keeps that (per PCID, in its store, between the attach request and the answer that
+ * completes the AKA) and passes it on in the attach accept as "renewal": "due". */
+static void renewal_record(struct mcim_role *r, const char *pcid, bool due)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_val_t p[] = {MCIM_TEXT(pcid)};
+  mcim_val_t i[] = {MCIM_TEXT(pcid), MCIM_INT(mcim_now())};
+  mcim_cause_t rc = !st ? MCIM_STORE_ERROR
+                    : due
+                        ? mcim_store_exec(st, "INSERT INTO pcid_renewal (pcid, since) VALUES (?, ?)",
+                                          i, 2, NULL, NULL)
+                        : mcim_store_exec(st, "DELETE FROM pcid_renewal WHERE pcid = ?", p, 1, NULL,
+                                          NULL);
+  if (rc != MCIM_OK && rc != MCIM_CONFLICT) /* CONFLICT: already recorded */
+    mcim_log_event(MCIM_LOG_WARN, NULL, 5, rc, "renewal flag of PCID %s not recorded", pcid);
+}
+
+static void vno_accept_extra(struct mcim_role *r, const char *pcid, json_t *answer)
+{
+  int64_t n = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_val_t p[] = {MCIM_TEXT(pcid)};
+  if (st && mcim_store_query_int(st, "SELECT COUNT(*) FROM pcid_renewal WHERE pcid = ?", p, 1,
+                                 &n) == MCIM_OK &&
+      n > 0)
+    json_object_set_new(answer, "renewal", json_string("due"));
+}
+
 /* One call to the ICF (step 5), AV in the answer parsed and checked. */
 static mcim_cause_t icf_call(struct mcim_role *r, const char *path, json_t *body, const char *txn,
-                             struct mcim_aka_av *av, char *device)
+                             struct mcim_aka_av *av, char *device, bool *renewal_due)
 {
   const char *base = mcim_role_peer_url(r, "ro");
   struct mcim_http_client *cli = mcim_role_client(r);
@@ -52,6 +81,8 @@ static mcim_cause_t icf_call(struct mcim_role *r, const char *path, json_t *body
     goto out;
   }
   snprintf(device, 64, "%s", dev);
+  if (renewal_due)
+    *renewal_due = json_is_true(json_object_get(res.json, "renewal_due"));
 out:
   mcim_http_result_clear(&res);
   return rc;
@@ -63,7 +94,11 @@ static mcim_cause_t vno_get_av(struct mcim_role *r, const char *txn, const char 
   json_t *body = json_pack("{s:s,s:i}", "pcid", pcid, "n", 1);
   if (txn)
     json_object_set_new(body, "txn", json_string(txn));
-  return icf_call(r, "/v1/icf/avs", body, txn, av, device);
+  bool due = false;
+  mcim_cause_t rc = icf_call(r, "/v1/icf/avs", body, txn, av, device, &due);
+  if (rc == MCIM_OK)
+    renewal_record(r, pcid, due);
+  return rc;
 }
 
 static mcim_cause_t vno_resync(struct mcim_role *r, const char *txn, const char *pcid,
@@ -77,7 +112,7 @@ static mcim_cause_t vno_resync(struct mcim_role *r, const char *txn, const char 
   if (txn)
     json_object_set_new(body, "txn", json_string(txn));
   /* The ICF answers a resync with a fresh AV; the caller asks again for the one it uses. */
-  mcim_cause_t rc = icf_call(r, "/v1/icf/resync", body, txn, &av, device);
+  mcim_cause_t rc = icf_call(r, "/v1/icf/resync", body, txn, &av, device, NULL);
   mcim_wipe(&av, sizeof(av));
   return rc;
 }
@@ -90,6 +125,7 @@ static const struct mcim_access_net vno_net = {
     .step_attach = 4,
     .step_auth = 5,
     .step_connect = 6,
+    .accept_extra = vno_accept_extra,
 };
 
 static void h_attach(void *ctx, const struct mcim_http_request *req,
@@ -106,6 +142,8 @@ static void h_attach_answer(void *ctx, const struct mcim_http_request *req,
 
 static const mcim_migration_t vno_migrations[] = {
     {1, "attach sessions", mcim_access_schema_sql},
+    {2, "PCIDs the ICF flagged for renewal",
+     "CREATE TABLE pcid_renewal (pcid TEXT PRIMARY KEY, since BIGINT NOT NULL)"},
 };
 
 static const struct mcim_http_route vno_routes[] = {
@@ -117,7 +155,7 @@ const struct mcim_role_kind mcim_role_vno = {
     .kind = "vno",
     .summary = "visited network: PCID attach with AVs from the RO's ICF, restricted access",
     .migrations = vno_migrations,
-    .nmigrations = 1,
+    .nmigrations = sizeof(vno_migrations) / sizeof(vno_migrations[0]),
     .routes = vno_routes,
-    .nroutes = 2,
+    .nroutes = sizeof(vno_routes) / sizeof(vno_routes[0]),
 };

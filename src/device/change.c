@@ -1,0 +1,699 @@
+/* Change of subscription (seed 5.1.3.8.4.2 and 5.1.3.8.4.3) and the variant with
+ * pre-provisioned MCIMs, device side (docs/protocol.md, "Change of subscription,
+ * pre-provisioned MCIMs and PCID renewal"). The engine and the shared steps are in
+ * procedures.c; the tables here say which steps, in which order, with which seed numbers.
+ *
+ * Change via the old SHO (steps 1-14; 1 and 3, 5, 6, 13, 14 are the network's):
+ *   attach-old  2   attach to the old SHO (the active slot): full connectivity
+ *   pcid        -   PCID credential near expiry: renew it first (over that connectivity)
+ *   nonce       4   the PVA's nonce (the new SHO asked at step 3)
+ *   quote       4   TRE quote -> PVA (verdict to the new SHO: 5)
+ *   download    7   the new SHO's package (6) from the DPF, staged whole and verified
+ *   discard     8   TRE: destroy the old MCIM and its AVs, queue the signed receipt
+ *   receipt     9   receipt -> old SHO with the old SHO's token; its ack (10) in the answer
+ *   release     11  ack -> DPF (relayed to the new SHO, privacy-filtered)
+ *   install     12  TRE install: the new MCIM is the active one
+ *   report      12  TRE-signed status -> DPF (report to the new SHO: 13)
+ *   attach-sho  -   attach to the new SHO until it activated (14)
+ *
+ * Change via the pristine state (steps 1-15):
+ *   pcid        -   as above (over the old connectivity: the PCID must work at step 4)
+ *   discard     3   TRE: remove the old MCIM (PCID kept), queue the deferred notice
+ *   attach..report, attach-sho   4-15: initial provisioning with the new SHO
+ *   notify      -   deliver the queued notices over the new full access (step 0)
+ *
+ * Pre-provisioned MCIMs:
+ *   preload: attach (current connectivity: the active SHO, else the VNO), pcid, then the
+ *            initial steps 7-14 with the TRE installing the new MCIM inactive;
+ *   switch:  attach-cur (the active SHO), suspend (notification to it), resume
+ *            (notification to the target), activate (TRE), attach-sho (the target). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device/device_priv.h"
+#include "mcim/jose.h"
+#include "mcim/log.h"
+#include "mcim/role.h" /* mcim_jws_peek_claim */
+#include "mcim/util.h"
+
+/* ---- the TRE's slots ---- */
+
+mcim_cause_t dev_tre_slots(struct mcim_device *d, char active[64], const char *slot,
+                           char state[16])
+{
+  json_t *view = NULL, *s;
+  size_t i;
+  mcim_cause_t rc = d->tre->ops->status(d->tre->ctx, &view);
+
+  active[0] = '\0';
+  if (state)
+    state[0] = '\0';
+  if (rc != MCIM_OK)
+    return rc;
+  json_array_foreach(json_object_get(view, "slots"), i, s) {
+    const char *name = json_string_value(json_object_get(s, "slot"));
+    const char *st = json_string_value(json_object_get(s, "state"));
+    if (!name || !st)
+      continue;
+    if (strcmp(st, "active") == 0)
+      snprintf(active, 64, "%s", name);
+    if (slot && state && strcmp(name, slot) == 0)
+      snprintf(state, 16, "%s", st);
+  }
+  json_decref(view);
+  return MCIM_OK;
+}
+
+/* ---- what a procedure needs to start ---- */
+
+mcim_cause_t dev_procedure_prepare(struct mcim_device *d, const struct dev_instruction *ins,
+                                   json_t **data, char *err, size_t errlen)
+{
+  char active[64], target[16];
+  const char *vno = dev_cfg_str(d, "vno");
+  mcim_cause_t rc = dev_tre_slots(d, active, ins->sho, target);
+
+  *data = NULL;
+  err[0] = '\0';
+  if (rc != MCIM_OK) {
+    snprintf(err, errlen, "the TRE does not answer: %s", mcim_cause_text(rc));
+    return rc;
+  }
+  rc = MCIM_WRONG_STATE;
+  if (strcmp(ins->kind, "initial") == 0) {
+    /* initial provisioning reaches the network through the VNO with the PCID */
+    *data = json_pack("{s:s}", "access", vno);
+  } else if (strcmp(ins->kind, "change") == 0) {
+    if (strcmp(active, ins->sho) == 0) {
+      snprintf(err, errlen, "the device already subscribes to %s (its active MCIM)", ins->sho);
+      return rc;
+    }
+    if (strcmp(ins->via, "old-sho") == 0) {
+      if (!active[0]) {
+        snprintf(err, errlen, "a change via the old SHO needs an active MCIM (there is none:"
+                              " use via pristine, or initial)");
+        return rc;
+      }
+      *data = json_pack("{s:s,s:s,s:s}", "access", active, "old", active, "renew_via", active);
+    } else {
+      /* the old SHO (if any) is told later, from the TRE's queue */
+      *data = json_pack("{s:s,s:s}", "access", vno, "renew_via", active[0] ? active : vno);
+      if (*data && active[0])
+        json_object_set_new(*data, "old", json_string(active));
+    }
+  } else if (strcmp(ins->kind, "preload") == 0) {
+    if (!d->tre->ops->install_inactive) {
+      snprintf(err, errlen, "this TRE cannot hold an inactive MCIM");
+      return MCIM_UNSUPPORTED;
+    }
+    if (strcmp(active, ins->sho) == 0) {
+      snprintf(err, errlen, "%s holds the active MCIM: nothing to pre-provision", ins->sho);
+      return rc;
+    }
+    const char *via = active[0] ? active : vno;
+    *data = json_pack("{s:s,s:s}", "access", via, "renew_via", via);
+  } else if (strcmp(ins->kind, "switch") == 0) {
+    if (!target[0]) {
+      snprintf(err, errlen, "the TRE holds no MCIM of %s to switch to", ins->sho);
+      return rc;
+    }
+    if (strcmp(target, "active") == 0) {
+      snprintf(err, errlen, "the MCIM of %s is the active one already", ins->sho);
+      return rc;
+    }
+    if (!active[0]) {
+      snprintf(err, errlen, "no active MCIM to switch from (the network could not be told)");
+      return rc;
+    }
+    *data = json_pack("{s:s,s:s}", "access", active, "old", active);
+  } else {
+    snprintf(err, errlen, "unknown procedure \"%s\"", ins->kind);
+    return MCIM_UNSUPPORTED;
+  }
+  if (!*data) {
+    snprintf(err, errlen, "out of memory");
+    return MCIM_NO_MEMORY;
+  }
+  return MCIM_OK;
+}
+
+/* ---- PCID renewal at the start of a change or a preload ---- */
+
+#define RENEW_TRIES 3
+
+/* A token for `net` without deciding the round's outcome (the renewal is best effort). */
+static char *quiet_token(struct dev_run *r, const char *net, mcim_cause_t *rc, long *status,
+                         char *why, size_t len)
+{
+  char *token = NULL, scope[16];
+  struct dev_attach_result ar;
+  *status = 0;
+  if ((*rc = dev_session_get(r->d, net, &token, scope)) == MCIM_OK)
+    return token;
+  *rc = dev_attach(r->d, r->cli, net, r->p->txn, &ar);
+  if (*rc == MCIM_OK)
+    *rc = dev_session_get(r->d, net, &token, scope);
+  if (*rc != MCIM_OK) {
+    *status = ar.http_status;
+    snprintf(why, len, "attach to %.63s: %.180s", net,
+             ar.detail[0] ? ar.detail : mcim_cause_text(*rc));
+  }
+  return token;
+}
+
+/* The seed: "when, during a MCIM re-provisioning process due to change of SHO, the M2ME
+ * senses that its existing initial network access credential is about to expire, the M2ME
+ * may request and receive a new initial network access credential". Nothing happens when
+ * the PCID credential lives longer than `pcid_renew_margin`. A renewal that fails does not
+ * stop the procedure, unless it is the pristine path and the PCID has expired already: then
+ * step 4 could not work, and failing now keeps the old MCIM (step 3 has not run). */
+static void st_pcid(struct dev_run *r)
+{
+  struct mcim_device *d = r->d;
+  struct dev_proc *p = r->p;
+  int64_t expires = 0;
+  long status = 0;
+  char why[256] = "";
+  mcim_cause_t rc = MCIM_OK;
+  char *token = NULL;
+
+  if (dev_data_bool(p, "pcid_checked") || !dev_pcid_renewal_near(d, &expires)) {
+    r->out = OUT_NEXT;
+    return;
+  }
+  const char *via = dev_data_str(p, "renew_via") ? dev_data_str(p, "renew_via")
+                                                   : dev_data_str(p, "access");
+  mcim_log_event(MCIM_LOG_NOTICE, p->txn, 0, MCIM_OK,
+                 "the PCID credential expires in %lld s (margin %lld s): renewing it first",
+                 (long long)(expires - mcim_now()), (long long)dev_cfg_int(d, "pcid_renew_margin"));
+  token = via ? quiet_token(r, via, &rc, &status, why, sizeof(why)) : NULL;
+  if (token)
+    rc = dev_pcid_renew(d, r->cli, p->txn, token, &status, why, sizeof(why));
+  else if (!via)
+    rc = MCIM_INTERNAL;
+  free(token);
+  if (rc == MCIM_OK) {
+    dev_data_set_bool(p, "pcid_checked", true);
+    r->out = OUT_NEXT;
+    return;
+  }
+  json_int_t tries = json_integer_value(json_object_get(p->data, "renew_tries")) + 1;
+  json_object_set_new(p->data, "renew_tries", json_integer(tries));
+  if (dev_cause_transient(rc, status) && tries < RENEW_TRIES) {
+    dev_run_wait(r, rc, "PCID renewal: %s (retrying)", why[0] ? why : mcim_cause_text(rc));
+    return;
+  }
+  bool pristine = strcmp(p->kind, "change") == 0 && strcmp(p->via, "pristine") == 0;
+  if (pristine && expires <= mcim_now()) {
+    dev_run_fail(r, MCIM_CREDENTIAL_EXPIRED,
+                 "the PCID credential has expired and could not be renewed (%s): the pristine"
+                 " path could not attach at step 4, the old MCIM is kept",
+                 why[0] ? why : mcim_cause_text(rc));
+    return;
+  }
+  mcim_log_event(MCIM_LOG_WARN, p->txn, 0, rc,
+                 "PCID renewal failed (%s): going on with the current credential",
+                 why[0] ? why : mcim_cause_text(rc));
+  dev_data_set_bool(p, "pcid_checked", true);
+  r->out = OUT_NEXT;
+}
+
+/* ---- change via the old SHO ---- */
+
+/* The old SHO's session, kept in agent.db from step 8 (which destroys the credential it was
+ * obtained with) until the receipt is acknowledged: a restart in between must still reach
+ * the old SHO (DESIGN.md invariant 3). agent.db is 0600 and the token is a bearer token of
+ * network access only, short-lived; it never goes into a trace, a log or an answer. */
+static mcim_cause_t save_session(struct dev_run *r, const char *net)
+{
+  char *token = NULL, scope[16];
+  json_t *exp = NULL;
+  mcim_cause_t rc = dev_session_get(r->d, net, &token, scope);
+  if (rc != MCIM_OK)
+    return rc;
+  rc = mcim_jws_peek_claim(token, "exp", &exp);
+  json_t *saved = rc == MCIM_OK && json_is_integer(exp)
+                      ? json_pack("{s:s,s:s,s:s,s:O}", "network", net, "token", token, "scope",
+                                  scope, "expires", exp)
+                      : NULL;
+  if (saved) {
+    json_object_set_new(r->p->data, "saved_token", saved);
+    rc = MCIM_OK;
+  } else if (rc == MCIM_OK) {
+    rc = MCIM_NO_MEMORY;
+  }
+  mcim_wipe(token, strlen(token));
+  free(token);
+  json_decref(exp);
+  return rc;
+}
+
+/* 8 (old SHO path) / 3 (pristine): the TRE destroys the old MCIM (K, OPc, SQN array) and, in
+ * the same atomic write, queues the signed discard notification for the old SHO. */
+static void st_discard(struct dev_run *r)
+{
+  struct mcim_device *d = r->d;
+  struct dev_proc *p = r->p;
+  const char *old = dev_data_str(p, "old");
+  bool old_sho = strcmp(p->via, "old-sho") == 0;
+  char *token = NULL;
+
+  if (dev_data_bool(p, "discarded")) {
+    r->out = OUT_NEXT;
+    return;
+  }
+  if (!old) {
+    /* pristine path from a device without an MCIM: nothing to remove */
+    dev_trace(d, p->txn, p->n, "tre", "no MCIM to remove: the device is pristine already", NULL,
+              MCIM_OK);
+    r->out = OUT_NEXT;
+    return;
+  }
+  if (old_sho) {
+    /* steps 9-11 need the old SHO's session after its credential is gone: have a live one
+     * (attach again while it is still possible) and keep it for a restart */
+    token = dev_run_token_for(r, old);
+    if (!token)
+      return;
+    if (save_session(r, old) != MCIM_OK || dev_run_save(r) != MCIM_OK) {
+      dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the old SHO's session before step 8");
+      goto cleanup;
+    }
+  }
+  mcim_cause_t rc = d->tre->ops->discard(d->tre->ctx, old, p->txn);
+  dev_trace(d, p->txn, p->n, "tre",
+            old_sho ? "discard the old SHO's MCIM and AVs"
+                    : "remove the old MCIM, back to the pristine state",
+            NULL, rc);
+  if (rc != MCIM_OK) {
+    dev_run_fail(r, rc, "the TRE could not discard the MCIM of %s: %s", old, mcim_cause_text(rc));
+    goto cleanup;
+  }
+  dev_data_set_bool(p, "discarded", true);
+  if (old_sho) {
+    /* the RO stays reachable through the VNO once the old session has gone */
+    dev_data_set_str(p, "access_fallback", dev_cfg_str(d, "vno"));
+  } else {
+    /* back to the pristine state: the old SHO's connectivity is not ours any more */
+    dev_session_drop(d, old);
+  }
+  r->out = OUT_NEXT;
+cleanup:
+  free(token);
+}
+
+/* The signed notification the TRE queued for (to, txn), fresh (signed now). */
+static mcim_cause_t queued_statement(struct mcim_device *d, const char *to, const char *txn,
+                                     char **jws)
+{
+  json_t *list = NULL, *e;
+  size_t i;
+  mcim_cause_t rc = d->tre->ops->pending(d->tre->ctx, dev_cfg_int(d, "statement_lifetime"), &list);
+  *jws = NULL;
+  if (rc != MCIM_OK)
+    return rc;
+  rc = MCIM_NOT_FOUND;
+  json_array_foreach(list, i, e) {
+    const char *t = json_string_value(json_object_get(e, "to"));
+    const char *x = json_string_value(json_object_get(e, "txn"));
+    const char *s = json_string_value(json_object_get(e, "statement"));
+    if (t && x && s && strcmp(t, to) == 0 && strcmp(x, txn) == 0) {
+      *jws = strdup(s);
+      rc = *jws ? MCIM_OK : MCIM_NO_MEMORY;
+      break;
+    }
+  }
+  json_decref(list);
+  return rc;
+}
+
+/* 9-10: the discard receipt to the old SHO, over the session the device still holds from it
+ * (a session outlives the credential until it expires); the old SHO's acknowledgement comes
+ * back in the answer, verified here (it is relayed at step 11). An unreachable old SHO is
+ * retried (with the engine's backoff) until the procedure's deadline; the receipt then stays
+ * queued in the TRE. */
+static void st_receipt(struct dev_run *r)
+{
+  struct mcim_device *d = r->d;
+  struct dev_proc *p = r->p;
+  const char *old = dev_data_str(p, "old");
+  struct mcim_http_result res = {0};
+  json_t *body = NULL, *tb = NULL;
+  char *token = NULL, *receipt = NULL, *cert = NULL, scope[16];
+  mcim_cause_t rc;
+
+  if (dev_data_str(p, "ack")) {
+    r->out = OUT_NEXT;
+    return;
+  }
+  if (!old) {
+    dev_run_fail(r, MCIM_INTERNAL, "the procedure does not know the old SHO");
+    return;
+  }
+  snprintf(r->access_used, sizeof(r->access_used), "%s", old);
+  if (dev_session_get(d, old, &token, scope) != MCIM_OK) {
+    dev_session_restore(d, p, old);
+    if (dev_session_get(d, old, &token, scope) != MCIM_OK) {
+      dev_run_fail(r, MCIM_NO_ACCESS,
+                   "the session with %s has expired and its MCIM is gone: the receipt stays"
+                   " queued in the TRE", old);
+      goto cleanup;
+    }
+  }
+  rc = queued_statement(d, old, p->txn, &receipt);
+  if (rc == MCIM_OK)
+    rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
+  if (rc != MCIM_OK) {
+    dev_run_fail(r, rc, "the TRE has no discard receipt for %s: %s", old, mcim_cause_text(rc));
+    goto cleanup;
+  }
+  body = json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", p->txn, "device", d->name, "receipt", receipt,
+                   "tre_cert", cert, "step", 9);
+  int64_t sent = dev_now_us();
+  rc = body ? dev_call(d, r->cli, "POST", old, "/v1/discards", body, token, &res) : MCIM_NO_MEMORY;
+  tb = json_pack("{s:s,s:s}", "txn", p->txn, "to", old);
+  dev_trace_at(d, sent, p->txn, 9, old, "discard receipt: MCIM and AVs of this SHO discarded", tb,
+               rc);
+  if (rc != MCIM_OK) {
+    if (dev_cause_token(rc)) {
+      /* no other session can reach it now: the receipt waits in the TRE */
+      dev_run_fail(r, rc, "%s refused the session: %s; the receipt stays queued in the TRE", old,
+                   res.detail[0] ? res.detail : mcim_cause_text(rc));
+      goto cleanup;
+    }
+    dev_run_call_failed(r, NULL, rc, &res, "discard receipt to the old SHO");
+    goto cleanup;
+  }
+  const char *ack = dev_json_str(res.json, "ack", MCIM_JOSE_MAX_LEN);
+  rc = ack ? dev_ack_verify(d, r->cli, old, p->txn, ack) : MCIM_PEER_BAD_ANSWER;
+  if (rc != MCIM_OK) {
+    r->fail_step = 10;
+    if (dev_cause_transient(rc, 0))
+      dev_run_wait(r, rc, "the old SHO's certificate: %s (retrying)", mcim_cause_text(rc));
+    else
+      dev_run_fail(r, rc, "the old SHO's acknowledgement %s: %s",
+                   ack ? "does not verify" : "is missing", mcim_cause_text(rc));
+    goto cleanup;
+  }
+  /* the ack first (it is what step 11 needs), then the queue entry goes */
+  dev_data_set_str(p, "ack", ack);
+  if (dev_run_save(r) != MCIM_OK) {
+    dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the acknowledgement");
+    goto cleanup;
+  }
+  rc = d->tre->ops->pending_done(d->tre->ctx, old, p->txn);
+  if (rc != MCIM_OK && rc != MCIM_NOT_FOUND)
+    mcim_log_event(MCIM_LOG_WARN, p->txn, 10, rc, "the acknowledged receipt is still queued");
+  r->out = OUT_NEXT;
+cleanup:
+  json_decref(body);
+  json_decref(tb);
+  mcim_http_result_clear(&res);
+  free(receipt);
+  free(cert);
+  if (token) {
+    mcim_wipe(token, strlen(token));
+    free(token);
+  }
+}
+
+/* 11: the old SHO's acknowledgement to the DPF, which verifies it and relays a
+ * privacy-filtered release to the new SHO. */
+static void st_release(struct dev_run *r)
+{
+  struct mcim_device *d = r->d;
+  struct dev_proc *p = r->p;
+  const char *ro = dev_cfg_str(d, "ro");
+  const char *ack = dev_data_str(p, "ack");
+  struct mcim_http_result res = {0};
+  json_t *body = NULL, *tb = NULL;
+  char *token = NULL;
+  mcim_cause_t rc;
+
+  if (!ack) {
+    dev_run_fail(r, MCIM_INTERNAL, "no acknowledgement to relay");
+    return;
+  }
+  token = dev_run_access_token(r);
+  if (!token)
+    goto cleanup;
+  body = json_pack("{s:s,s:s,s:s}", "txn", p->txn, "device", d->name, "ack", ack);
+  int64_t sent = dev_now_us();
+  rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/dpf/releases", body, token, &res)
+            : MCIM_NO_MEMORY;
+  tb = json_pack("{s:s}", "txn", p->txn);
+  dev_trace_at(d, sent, p->txn, p->n, ro,
+               "DPF: the old SHO's acknowledgement (relayed to the new SHO)", tb, rc);
+  if (rc != MCIM_OK) {
+    dev_run_call_failed(r, r->access_used, rc, &res, "DPF release");
+    goto cleanup;
+  }
+  /* the old SHO's session is no longer needed after a restart */
+  json_object_del(p->data, "saved_token");
+  r->out = OUT_NEXT;
+cleanup:
+  json_decref(body);
+  json_decref(tb);
+  mcim_http_result_clear(&res);
+  if (token) {
+    mcim_wipe(token, strlen(token));
+    free(token);
+  }
+}
+
+/* ---- change via the pristine state: the deferred notifications ---- */
+
+/* After the full attach to the new SHO: every notice the TRE queued goes out now (the
+ * pristine path's own, and any left by an earlier procedure). Best effort: what cannot be
+ * delivered stays queued for the next full attach. */
+static void st_notify(struct dev_run *r)
+{
+  char net[64], *token = NULL;
+  if (dev_session_full(r->d, net, &token) == MCIM_OK) {
+    dev_notify_pending(r->d, r->cli, net, token);
+    mcim_wipe(token, strlen(token));
+    free(token);
+  } else {
+    mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, MCIM_NO_ACCESS,
+                   "no full access to deliver the queued notifications: they stay queued");
+  }
+  r->out = OUT_NEXT;
+}
+
+/* ---- switch between pre-provisioned MCIMs ---- */
+
+/* POST {to}/v1/notifications with a TRE-signed mcim-notify+jwt about `slot`. The notice is
+ * signed for each attempt (the SHO keeps no answer per txn, it moves the AuC state, which a
+ * repeated notice leaves as it is, and it refuses a replayed statement). */
+static mcim_cause_t notify_sho(struct mcim_device *d, struct mcim_http_client *cli,
+                               const char *txn, const char *to, const char *event,
+                               const char *slot, const char *token,
+                               struct mcim_http_result *res, char *why, size_t len)
+{
+  char imsi[24] = "", *notice = NULL, *cert = NULL, msg[160];
+  json_t *extra = NULL, *body = NULL, *tb = NULL;
+  mcim_cause_t rc = d->tre->ops->identity(d->tre->ctx, slot, imsi);
+
+  memset(res, 0, sizeof(*res));
+  if (rc == MCIM_OK) {
+    extra = json_pack("{s:s,s:s,s:s}", "event", event, "slot", slot, "imsi", imsi);
+    rc = extra ? d->tre->ops->sign(d->tre->ctx, "mcim-notify+jwt", to, txn, extra,
+                                   dev_cfg_int(d, "statement_lifetime"), &notice)
+               : MCIM_NO_MEMORY;
+  }
+  if (rc == MCIM_OK)
+    rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
+  if (rc != MCIM_OK) {
+    snprintf(why, len, "the TRE cannot sign the %s notice for %s: %s", event, slot,
+             mcim_cause_text(rc));
+    goto cleanup;
+  }
+  body = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", d->name, "notice", notice,
+                   "tre_cert", cert);
+  int64_t sent = dev_now_us();
+  rc = body ? dev_call(d, cli, "POST", to, "/v1/notifications", body, token, res)
+            : MCIM_NO_MEMORY;
+  tb = json_pack("{s:s,s:s,s:s}", "txn", txn, "event", event, "slot", slot);
+  snprintf(msg, sizeof(msg), "notification: %s the subscription of slot %s",
+           strcmp(event, "resume") == 0 ? "resume" : "suspend", slot);
+  dev_trace_at(d, sent, txn, 0, to, msg, tb, rc);
+  if (rc != MCIM_OK)
+    snprintf(why, len, "%s notice to %s: %s", event, to,
+             res->detail[0] ? res->detail : mcim_cause_text(rc));
+cleanup:
+  json_decref(extra);
+  json_decref(body);
+  json_decref(tb);
+  free(notice);
+  free(cert);
+  return rc;
+}
+
+static void st_notify_event(struct dev_run *r, const char *to, const char *event,
+                            const char *slot, const char *flag)
+{
+  struct mcim_http_result res = {0};
+  char why[300] = "";
+  char *token = NULL;
+
+  if (dev_data_bool(r->p, flag)) {
+    r->out = OUT_NEXT;
+    return;
+  }
+  token = dev_run_access_token(r);
+  if (!token)
+    return;
+  mcim_cause_t rc = notify_sho(r->d, r->cli, r->p->txn, to, event, slot, token, &res, why,
+                               sizeof(why));
+  if (rc == MCIM_OK) {
+    dev_data_set_bool(r->p, flag, true);
+    r->out = OUT_NEXT;
+  } else if (res.status == 0 && !dev_cause_transient(rc, 0) && !dev_cause_token(rc)) {
+    dev_run_fail(r, rc, "%s", why); /* the TRE refused */
+  } else {
+    char what[160];
+    snprintf(what, sizeof(what), "%s notice to %s", event, to);
+    dev_run_call_failed(r, r->access_used, rc, &res, what);
+  }
+  mcim_http_result_clear(&res);
+  mcim_wipe(token, strlen(token));
+  free(token);
+}
+
+/* The current SHO: its subscription goes to standby (the MCIM stays, inactive, in the TRE).
+ * From then on the device cannot attach anywhere with an MCIM until the switch is done (the
+ * current SHO has no AVs for a standby subscription, the target's MCIM is not active yet),
+ * so the current SHO's session is kept in agent.db for a restart, as in a change via the old
+ * SHO: the resume (or the undo) still reaches the network. */
+static void st_suspend(struct dev_run *r)
+{
+  const char *old = dev_data_str(r->p, "old");
+  char *token = NULL;
+  if (!old) {
+    dev_run_fail(r, MCIM_INTERNAL, "the procedure does not know the current SHO");
+    return;
+  }
+  if (!dev_data_bool(r->p, "suspended")) {
+    token = dev_run_token_for(r, old);
+    if (!token)
+      return;
+    mcim_wipe(token, strlen(token));
+    free(token);
+    if (save_session(r, old) != MCIM_OK || dev_run_save(r) != MCIM_OK) {
+      dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the current SHO's session");
+      return;
+    }
+  }
+  st_notify_event(r, old, "suspend", old, "suspended");
+}
+
+/* The target SHO: its standby subscription becomes active (and the DRF learns it), told over
+ * the current SHO's connectivity. Never both active: suspend came first. */
+static void st_resume(struct dev_run *r)
+{
+  st_notify_event(r, r->p->sho, "resume", r->p->sho, "resumed");
+}
+
+static void st_activate(struct dev_run *r)
+{
+  struct mcim_device *d = r->d;
+  mcim_cause_t rc = d->tre->ops->activate(d->tre->ctx, r->p->sho);
+  json_t *tb = json_pack("{s:s}", "slot", r->p->sho);
+  dev_trace(d, r->p->txn, 0, "tre", "activate the pre-provisioned MCIM", tb, rc);
+  json_decref(tb);
+  if (rc != MCIM_OK) {
+    dev_run_fail(r, rc, "the TRE could not activate the MCIM of %s: %s", r->p->sho,
+                 mcim_cause_text(rc));
+    return;
+  }
+  dev_data_set_bool(r->p, "activated", true);
+  /* the old SHO's session ends with its subscription */
+  if (dev_data_str(r->p, "old"))
+    dev_session_drop(d, dev_data_str(r->p, "old"));
+  r->out = OUT_NEXT;
+}
+
+/* A switch that stops half way leaves the network as the TRE is: the current SHO active.
+ * Best effort (the procedure has failed already); what cannot be undone is logged. */
+void dev_change_compensate(struct mcim_device *d, struct mcim_http_client *cli,
+                           struct dev_proc *p)
+{
+  const char *old = dev_data_str(p, "old");
+  struct mcim_http_result res = {0};
+  struct dev_attach_result ar;
+  char why[300] = "", scope[16], *token = NULL;
+  mcim_cause_t rc;
+
+  if (strcmp(p->kind, "switch") != 0 || !old || !cli || !dev_data_bool(p, "suspended") ||
+      dev_data_bool(p, "activated"))
+    return;
+  dev_session_restore(d, p, old);
+  if (dev_session_get(d, old, &token, scope) != MCIM_OK &&
+      (dev_attach(d, cli, old, p->txn, &ar) != MCIM_OK ||
+       dev_session_get(d, old, &token, scope) != MCIM_OK)) {
+    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, MCIM_NO_ACCESS,
+                   "switch failed after suspending %s, which cannot be reached to resume it",
+                   old);
+    return;
+  }
+  if (dev_data_bool(p, "resumed")) {
+    rc = notify_sho(d, cli, p->txn, p->sho, "suspend", p->sho, token, &res, why, sizeof(why));
+    mcim_http_result_clear(&res);
+    if (rc != MCIM_OK)
+      mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
+  }
+  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, &res, why, sizeof(why));
+  mcim_http_result_clear(&res);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
+  else
+    mcim_log_event(MCIM_LOG_NOTICE, p->txn, 0, MCIM_OK,
+                   "switch undone: %s is the active subscription again", old);
+  mcim_wipe(token, strlen(token));
+  free(token);
+}
+
+/* ---- the tables ---- */
+
+static const struct dev_step old_sho_steps[] = {
+    {"attach-old", 2, dev_st_attach}, {"pcid", 0, st_pcid},
+    {"nonce", 4, dev_st_nonce},       {"quote", 4, dev_st_quote},
+    {"download", 7, dev_st_download}, {"discard", 8, st_discard},
+    {"receipt", 9, st_receipt},       {"release", 11, st_release},
+    {"install", 12, dev_st_install},  {"report", 12, dev_st_report},
+    {"attach-sho", 0, dev_st_attach_sho},
+};
+
+static const struct dev_step pristine_steps[] = {
+    {"pcid", 0, st_pcid},             {"discard", 3, st_discard},
+    {"attach", 4, dev_st_attach},     {"discover", 7, dev_st_discover},
+    {"nonce", 10, dev_st_nonce},      {"quote", 10, dev_st_quote},
+    {"download", 13, dev_st_download}, {"install", 14, dev_st_install},
+    {"report", 14, dev_st_report},    {"attach-sho", 0, dev_st_attach_sho},
+    {"notify", 0, st_notify},
+};
+
+static const struct dev_step preload_steps[] = {
+    {"attach", 4, dev_st_attach},     {"pcid", 0, st_pcid},
+    {"discover", 7, dev_st_discover}, {"nonce", 10, dev_st_nonce},
+    {"quote", 10, dev_st_quote},      {"download", 13, dev_st_download},
+    {"install", 14, dev_st_install},  {"report", 14, dev_st_report},
+};
+
+static const struct dev_step switch_steps[] = {
+    {"attach-cur", 0, dev_st_attach}, {"suspend", 0, st_suspend},
+    {"resume", 0, st_resume},         {"activate", 0, st_activate},
+    {"attach-sho", 0, dev_st_attach_sho},
+};
+
+#define NSTEPS(a) (sizeof(a) / sizeof((a)[0]))
+
+const struct dev_procedure dev_proc_change_old_sho = {"change", "old-sho", old_sho_steps,
+                                                      NSTEPS(old_sho_steps), 14};
+const struct dev_procedure dev_proc_change_pristine = {"change", "pristine", pristine_steps,
+                                                       NSTEPS(pristine_steps), 15};
+const struct dev_procedure dev_proc_preload = {"preload", NULL, preload_steps,
+                                               NSTEPS(preload_steps), 15};
+const struct dev_procedure dev_proc_switch = {"switch", NULL, switch_steps, NSTEPS(switch_steps),
+                                              0};

@@ -1,0 +1,172 @@
+/* Notifications the device owes the network, queued in the TRE (include/mcim/tre.h
+ * pending/pending_done): the discard receipt of a change via the pristine state (the old SHO
+ * is told after the device is provisioned elsewhere), or of a change via the old SHO whose
+ * step 9 could not reach it. They survive restarts (they live in the TRE) and go out at
+ * every `full` attach until the receiver acknowledges them. Also the worker's work between
+ * procedures: those deliveries, and a PCID renewal the VNO asked for. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "device/device_priv.h"
+#include "mcim/jose.h"
+#include "mcim/log.h"
+#include "mcim/util.h"
+
+mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_client *cli, const char *sho,
+                            const char *txn, const char *ack)
+{
+  mcim_jose_key_t *key = NULL;
+  mcim_statement_t *st = NULL;
+  mcim_cause_t rc = dev_peer_key(d, cli, sho, &key, NULL);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = sho, .aud = dev_cfg_str(d, "ro"), .sub = d->name,
+                            .typ = "mcim-discard-ack+jwt", .txn = txn,
+                            .skew = dev_cfg_int(d, "clock_skew")};
+    rc = mcim_jws_verify(ack, strlen(ack), key, &ex, &st);
+  }
+  if (rc == MCIM_OK && !json_is_true(json_object_get(st->payload, "released")))
+    rc = MCIM_CLAIM_MISMATCH;
+  mcim_statement_free(st);
+  mcim_jose_key_free(key);
+  return rc;
+}
+
+/* One queued notification: a discard receipt, as the deferred notice (step 0). */
+static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_client *cli,
+                                const char *to, const char *txn, const char *statement,
+                                const char *cert, const char *token)
+{
+  struct mcim_http_result res = {0};
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", txn, "device", d->name, "receipt",
+                           statement, "tre_cert", cert, "step", 0);
+  json_t *tb = json_pack("{s:s,s:s}", "txn", txn, "to", to);
+  int64_t sent = dev_now_us();
+  mcim_cause_t rc =
+      body ? dev_call(d, cli, "POST", to, "/v1/discards", body, token, &res) : MCIM_NO_MEMORY;
+  dev_trace_at(d, sent, txn, 0, to, "deferred discard notification", tb, rc);
+  if (rc == MCIM_OK) {
+    const char *ack = dev_json_str(res.json, "ack", MCIM_JOSE_MAX_LEN);
+    rc = ack ? dev_ack_verify(d, cli, to, txn, ack) : MCIM_PEER_BAD_ANSWER;
+    if (rc != MCIM_OK)
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, rc,
+                     "%s answered the deferred notice without a valid acknowledgement", to);
+  } else {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "deferred notice to %s not delivered: %s", to,
+                   res.detail[0] ? res.detail : mcim_cause_text(rc));
+  }
+  if (rc == MCIM_OK) {
+    mcim_cause_t done = d->tre->ops->pending_done(d->tre->ctx, to, txn);
+    if (done != MCIM_OK && done != MCIM_NOT_FOUND)
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, done, "the acknowledged notice is still queued");
+  }
+  json_decref(body);
+  json_decref(tb);
+  mcim_http_result_clear(&res);
+  return rc;
+}
+
+int dev_notify_pending(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
+                       const char *token)
+{
+  json_t *list = NULL, *e;
+  char *cert = NULL;
+  size_t i;
+  int delivered = 0;
+  mcim_cause_t rc = d->tre->ops->pending(d->tre->ctx, dev_cfg_int(d, "statement_lifetime"), &list);
+
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "cannot read the TRE's queued notifications");
+    return -1;
+  }
+  if (json_array_size(list) == 0)
+    goto cleanup;
+  rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
+  if (rc != MCIM_OK) {
+    delivered = -1;
+    goto cleanup;
+  }
+  json_array_foreach(list, i, e) {
+    const char *to = dev_json_str(e, "to", 63);
+    const char *txn = dev_json_str(e, "txn", DEV_TXN_LEN);
+    const char *typ = dev_json_str(e, "typ", 63);
+    const char *stmt = dev_json_str(e, "statement", MCIM_JOSE_MAX_LEN);
+    if (!to || !txn || !typ || !stmt)
+      continue;
+    if (strcmp(typ, "mcim-discard+jwt") != 0) {
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_UNSUPPORTED,
+                     "queued notification of type %s for %s: not delivered by this agent", typ,
+                     to);
+      continue;
+    }
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, MCIM_OK,
+                   "delivering the queued discard notice to %s over %s", to, network);
+    if (deliver_one(d, cli, to, txn, stmt, cert, token) == MCIM_OK)
+      delivered++;
+  }
+cleanup:
+  json_decref(list);
+  free(cert);
+  return delivered;
+}
+
+/* The TRE's queue size, without signing anything: the status view lists it. */
+static size_t pending_count(struct mcim_device *d)
+{
+  json_t *view = NULL;
+  size_t n = 0;
+  if (d->tre->ops->status(d->tre->ctx, &view) == MCIM_OK)
+    n = json_array_size(json_object_get(view, "pending"));
+  json_decref(view);
+  return n;
+}
+
+void dev_idle_round(struct mcim_device *d, struct mcim_http_client *cli)
+{
+  struct dev_proc p = {0};
+  char net[64], *token = NULL, scope[16];
+
+  pthread_mutex_lock(&d->lock);
+  bool any = d->notify_due || d->pcid_renew_due;
+  pthread_mutex_unlock(&d->lock);
+  if (!any)
+    return;
+  /* a running procedure does these itself, in its own steps */
+  mcim_store_t *st = dev_store_lock(d);
+  mcim_cause_t rc = dev_proc_running(st, &p);
+  dev_store_unlock(d);
+  dev_proc_clear(&p);
+  if (rc != MCIM_NOT_FOUND)
+    return;
+
+  if (dev_flag_take(d, &d->notify_due) && pending_count(d) > 0 &&
+      dev_session_full(d, net, &token) == MCIM_OK) {
+    dev_notify_pending(d, cli, net, token);
+    mcim_wipe(token, strlen(token));
+    free(token);
+    token = NULL;
+  }
+  if (dev_flag_take(d, &d->pcid_renew_due)) {
+    /* the VNO said so at an attach outside a procedure: renew over that session */
+    const char *vno = dev_cfg_str(d, "vno");
+    char why[256] = "", txn[DEV_TXN_LEN + 1];
+    uint8_t rnd[DEV_TXN_LEN / 2];
+    long status = 0;
+    rc = dev_session_get(d, vno, &token, scope);
+    if (rc == MCIM_OK)
+      rc = mcim_random(rnd, sizeof(rnd));
+    if (rc == MCIM_OK) {
+      /* its own procedure id: what `mcim trace` finds the renewal under */
+      mcim_hex_encode(rnd, sizeof(rnd), txn);
+      rc = dev_pcid_renew(d, cli, txn, token, &status, why, sizeof(why));
+    }
+    if (rc != MCIM_OK)
+      mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc,
+                     "PCID renewal asked for by %s not done: %s (asked again at the next contact)",
+                     vno, why[0] ? why : mcim_cause_text(rc));
+    if (token) {
+      mcim_wipe(token, strlen(token));
+      free(token);
+    }
+  }
+}

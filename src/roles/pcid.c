@@ -1,0 +1,235 @@
+/* PCID credential renewal, shared by the RO's DPF and the M2MES CCIF (see pcid.h). */
+#include "roles/pcid.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+
+const char mcim_pcid_counter_sql[] =
+    "CREATE TABLE pcid_counter (id BIGINT PRIMARY KEY, next BIGINT NOT NULL);"
+    "INSERT INTO pcid_counter (id, next) VALUES (1, 1)";
+
+void mcim_pcid_answer_what(const char *device, char out[80])
+{
+  snprintf(out, 80, "pcid/%s", device);
+}
+
+void mcim_pcid_request_clear(struct mcim_pcid_request *rq)
+{
+  mcim_jose_key_free(rq->ka);
+  memset(rq, 0, sizeof(*rq));
+}
+
+static bool digits(const char *s, size_t min, size_t max)
+{
+  size_t n = s ? strlen(s) : 0;
+  if (n < min || n > max)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return false;
+  return true;
+}
+
+bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp, struct mcim_pcid_request *out)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
+      {"request", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
+      {"ka_cert", MCIM_JV_STRING, true, 8192},
+  };
+  const int step = MCIM_PCID_STEP;
+  char err[200], what[80];
+  struct mcim_access acc;
+  mcim_jose_key_t *att = NULL;
+  mcim_statement_t *stmt = NULL;
+  json_t *answer = NULL;
+  int status = 0;
+  bool go_on = false;
+
+  memset(out, 0, sizeof(*out));
+  /* Any scope: a device whose PCID nears expiry attaches at the VNO (restricted) to renew
+   * it, or uses the connectivity of its SHO. */
+  mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, step, "PCID renewal needs network access");
+    return false;
+  }
+  rc = mcim_jsonv_check(req->json, fields, sizeof(fields) / sizeof(fields[0]), err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, step, "%s", err);
+    return false;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  const char *request = json_string_value(json_object_get(req->json, "request"));
+  if (strcmp(acc.device, device) != 0) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, step,
+                            "a device renews only its own PCID (token of another device)");
+    return false;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, step, "store unavailable");
+    return false;
+  }
+  /* A retry: the answer given before (its request's jti is spent, so this comes first). */
+  mcim_pcid_answer_what(device, what);
+  rc = mcim_role_answer_get(st, txn, step, what, &status, &answer);
+  if (rc == MCIM_OK) {
+    mcim_log_event(MCIM_LOG_INFO, txn, step, MCIM_OK, "PCID renewal of %s answered again",
+                   device);
+    mcim_http_reply_json(resp, status, answer);
+    return false;
+  }
+  if (rc != MCIM_NOT_FOUND) {
+    mcim_http_reply_problem(resp, rc, step, "cannot read earlier answers");
+    return false;
+  }
+  /* The TRE: its attestation key signs the request, its key-agreement key gets the JWE. */
+  rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
+                                     device, MCIM_CERT_TRE_ATTESTATION, &att);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, step,
+                            "tre_cert is not an attestation certificate of %s (M2MES CA)", device);
+    goto out;
+  }
+  /* Both certificates before the statement: a refusal must not spend its jti. */
+  rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "ka_cert")),
+                                     device, MCIM_CERT_TRE_KEY_AGREEMENT, &out->ka);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, step,
+                            "ka_cert is not a key-agreement certificate of %s (M2MES CA)", device);
+    goto out;
+  }
+  mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
+                          .typ = MCIM_PCID_TYP_REQUEST, .txn = txn,
+                          .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                          .replay = mcim_role_replay(r)};
+  rc = mcim_jws_verify(request, strlen(request), att, &ex, &stmt);
+  const char *claim = rc == MCIM_OK ? mcim_statement_string(stmt, "pcid") : NULL;
+  if (rc == MCIM_OK && !claim)
+    rc = MCIM_CLAIM_MISSING;
+  else if (rc == MCIM_OK && !digits(claim, 6, MCIM_PCID_DIGITS))
+    rc = MCIM_CLAIM_MISMATCH;
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, step,
+                            "the renewal request of %s does not verify (mcim-renew+jwt by its"
+                            " TRE, aud %s, txn, claim pcid)",
+                            device, r->name);
+    goto out;
+  }
+  snprintf(out->txn, sizeof(out->txn), "%s", txn);
+  snprintf(out->device, sizeof(out->device), "%s", device);
+  snprintf(out->pcid, sizeof(out->pcid), "%s", claim);
+  snprintf(out->network, sizeof(out->network), "%s", acc.network);
+  go_on = true;
+out:
+  if (!go_on)
+    mcim_pcid_request_clear(out);
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(att);
+  return go_on;
+}
+
+mcim_cause_t mcim_pcid_allocate(struct mcim_role *r, mcim_store_t *st,
+                                char pcid[MCIM_PCID_DIGITS + 1])
+{
+  const char *prefix = mcim_config_str(r->cfg, "pcid_prefix");
+  int64_t n = 0, space = 1;
+  if (!digits(prefix, 5, MCIM_PCID_DIGITS - 1)) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID,
+                   "%s: \"pcid_prefix\": expected 5 to 14 digits, got \"%s\"",
+                   mcim_config_file(r->cfg), prefix ? prefix : "");
+    return MCIM_CONFIG_INVALID;
+  }
+  for (size_t i = strlen(prefix); i < MCIM_PCID_DIGITS; i++)
+    space *= 10;
+  mcim_cause_t rc = mcim_store_exec(st, "UPDATE pcid_counter SET next = next + 1 WHERE id = 1",
+                                    NULL, 0, NULL, NULL);
+  if (rc == MCIM_OK)
+    rc = mcim_store_query_int(st, "SELECT next - 1 FROM pcid_counter WHERE id = 1", NULL, 0, &n);
+  if (rc != MCIM_OK)
+    return rc;
+  if (n < 1 || n >= space) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFLICT, "the PCID pool %s is exhausted",
+                   prefix);
+    return MCIM_CONFLICT;
+  }
+  snprintf(pcid, MCIM_PCID_DIGITS + 1, "%s%0*lld", prefix,
+           (int)(MCIM_PCID_DIGITS - strlen(prefix)), (long long)n);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_pcid_cred_secrets(struct mcim_role *r, struct mcim_pcid_cred *c)
+{
+  uint8_t op[MCIM_MILENAGE_OP_LEN];
+  mcim_cause_t rc = mcim_random(c->k, sizeof(c->k));
+  if (rc == MCIM_OK)
+    rc = mcim_random(op, sizeof(op));
+  /* OP is per credential and thrown away: only OPc is provisioned (TS 35.206 allows either). */
+  if (rc == MCIM_OK)
+    rc = mcim_milenage_opc(c->k, op, c->opc);
+  mcim_wipe(op, sizeof(op));
+  c->amf[0] = 0x80;
+  c->amf[1] = 0x00;
+  c->expires = mcim_now() + mcim_config_duration(r->cfg, "pcid_lifetime");
+  return rc;
+}
+
+void mcim_pcid_cred_wipe(struct mcim_pcid_cred *c)
+{
+  mcim_wipe(c, sizeof(*c));
+}
+
+static void wipe_string(json_t *obj, const char *key)
+{
+  json_t *v = json_object_get(obj, key);
+  /* jansson frees without wiping; the buffer is its own, writable copy */
+  if (json_is_string(v))
+    mcim_wipe((char *)json_string_value(v), json_string_length(v));
+}
+
+mcim_cause_t mcim_pcid_answer(struct mcim_role *r, const struct mcim_pcid_request *rq,
+                              const struct mcim_pcid_cred *c, json_t **answer)
+{
+  char khex[2 * MCIM_MILENAGE_K_LEN + 1], ohex[2 * MCIM_MILENAGE_OP_LEN + 1], amf[5];
+  char *text = NULL, *pkg = NULL;
+  int64_t now = mcim_now();
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+
+  *answer = NULL;
+  mcim_hex_encode(c->k, sizeof(c->k), khex);
+  mcim_hex_encode(c->opc, sizeof(c->opc), ohex);
+  mcim_hex_encode(c->amf, sizeof(c->amf), amf);
+  json_t *content = json_pack("{s:s,s:s,s:s,s:s,s:I}", "pcid", c->pcid, "k", khex, "opc", ohex,
+                              "amf", amf, "expires", (json_int_t)c->expires);
+  mcim_wipe(khex, sizeof(khex));
+  mcim_wipe(ohex, sizeof(ohex));
+  text = content ? json_dumps(content, JSON_COMPACT) : NULL;
+  if (text) {
+    mcim_claims_t claims = {.iss = r->name, .sub = rq->device, .aud = rq->device,
+                            .typ = MCIM_PCID_TYP_PACKAGE, .txn = rq->txn, .iat = now,
+                            .exp = now + mcim_role_statement_lifetime(r)};
+    rc = mcim_package_seal(r->sign_key, &claims, rq->ka, (const uint8_t *)text, strlen(text),
+                           &pkg);
+    mcim_wipe(text, strlen(text));
+    free(text);
+  }
+  wipe_string(content, "k");
+  wipe_string(content, "opc");
+  json_decref(content);
+  if (rc == MCIM_OK) {
+    *answer = json_pack("{s:s}", "package", pkg);
+    rc = *answer ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+  free(pkg);
+  return rc;
+}

@@ -1,0 +1,77 @@
+/* PCID credential renewal, the part shared by the RO's DPF (`POST /v1/dpf/pcid`,
+ * src/roles/ro/pcid.c) and the M2MES CCIF (`POST /v1/ccif/pcid`, src/roles/m2mes/ccif.c):
+ * docs/protocol.md "PCID credential lifetime and renewal", docs/pcid-renewal.md.
+ *
+ *   request   {txn, device, request, tre_cert, ka_cert} with the device's access token
+ *             (any scope); `request` is mcim-renew+jwt by the TRE attestation key (iss = sub
+ *             = device, aud = this role, txn, claim `pcid` = the device's current PCID)
+ *   answer    {package}: mcim-pcid+jwt by this role (iss = this role, sub = aud = device,
+ *             txn) whose `jwe` is the new {pcid, k, opc, amf, expires} sealed to the TRE
+ *             key-agreement key (ka_cert)
+ *
+ * Idempotent per (txn, device): the answer is stored (mcim_role_answer_put, step 0, what
+ * "pcid/<device>") in the transaction that registers the new PCID, and a retry gets it back
+ * before anything else is checked (the request's jti is then already spent). The stored
+ * answer holds K and OPc only inside the JWE to the TRE: nothing secret in clear.
+ *
+ * The pool: configuration keys `pcid_prefix` (digits, MCC + MNC and any pool share; PCIDs
+ * are 15 digits) and `pcid_lifetime`, and a counter row (table pcid_counter, id 1) in the
+ * role's own store. */
+#ifndef MCIM_ROLES_PCID_H
+#define MCIM_ROLES_PCID_H
+
+#include <stdint.h>
+
+#include "mcim/milenage.h"
+#include "mcim/role.h"
+
+#define MCIM_PCID_TYP_REQUEST "mcim-renew+jwt"
+#define MCIM_PCID_TYP_PACKAGE "mcim-pcid+jwt"
+#define MCIM_PCID_DIGITS 15
+#define MCIM_PCID_STEP 0 /* the seed numbers no step for this: traced as step 0 */
+
+/* Schema of the counter (one migration step of a role that allocates PCIDs). */
+extern const char mcim_pcid_counter_sql[];
+
+/* A verified renewal request. */
+struct mcim_pcid_request {
+  char txn[33];
+  char device[64];
+  char pcid[24];         /* the claim: the device's current PCID, as the device sees it */
+  char network[64];      /* who granted the access token */
+  mcim_jose_key_t *ka;   /* the TRE key-agreement key (M2MES CA, CN = device) */
+};
+
+/* A new PCID credential. Holds secrets: mcim_pcid_cred_wipe() it. */
+struct mcim_pcid_cred {
+  char pcid[MCIM_PCID_DIGITS + 1];
+  uint8_t k[MCIM_MILENAGE_K_LEN];
+  uint8_t opc[MCIM_MILENAGE_OP_LEN];
+  uint8_t amf[MCIM_MILENAGE_AMF_LEN];
+  int64_t expires;
+};
+
+/* The first half of the handler: the access token (any scope, device = its sub), the body,
+ * then either the answer given before for this (txn, device) -- sent, returns false -- or the
+ * TRE certificates and the request statement (replay-checked) -- `out` filled, returns true.
+ * On false the response is complete (the stored answer or a problem). */
+bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp, struct mcim_pcid_request *out);
+void mcim_pcid_request_clear(struct mcim_pcid_request *rq);
+
+/* Next PCID of this role's pool, inside the caller's open transaction. MCIM_CONFIG_INVALID
+ * for a bad pcid_prefix, MCIM_CONFLICT when the pool is exhausted. */
+mcim_cause_t mcim_pcid_allocate(struct mcim_role *r, mcim_store_t *st,
+                                char pcid[MCIM_PCID_DIGITS + 1]);
+/* Fresh secrets for `c` (random K, OPc from a random OP that is thrown away, AMF 8000) and
+ * expires = now + pcid_lifetime; the PCID is the caller's. */
+mcim_cause_t mcim_pcid_cred_secrets(struct mcim_role *r, struct mcim_pcid_cred *c);
+void mcim_pcid_cred_wipe(struct mcim_pcid_cred *c);
+
+/* The answer {package}: the credential sealed to rq->ka inside this role's mcim-pcid+jwt. */
+mcim_cause_t mcim_pcid_answer(struct mcim_role *r, const struct mcim_pcid_request *rq,
+                              const struct mcim_pcid_cred *c, json_t **answer);
+/* Key of the stored answer ("pcid/<device>"). */
+void mcim_pcid_answer_what(const char *device, char out[80]);
+
+#endif

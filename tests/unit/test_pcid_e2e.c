@@ -1,0 +1,564 @@
+/* PCID credential renewal against a real lab (mcimd processes on loopback, real TLS). The
+ * test plays a device: TRE keys it holds itself (certified by the lab's M2MES CA), a
+ * software USIM per PCID credential, its PCID registered at the ICF as the M2MES does. It
+ * checks (docs/protocol.md "PCID credential lifetime and renewal"):
+ *  - device-initiated at the RO: POST /v1/dpf/pcid with a restricted token gives a package
+ *    signed by `ro`, sealed to the KA key, whose new PCID attaches at once; a retry of the
+ *    txn gives the same answer; bad requests are refused with their causes;
+ *  - the ICF keeps the claimed PCID and the new one, and terminates older ones;
+ *  - network-initiated: `mcim pcid push` (admin) marks the PCID, the VNO's attach accept says
+ *    `renewal: "due"`, a renewal clears it;
+ *  - the M2MES CCIF: POST /v1/ccif/pcid, a package signed by `m2mes`, the PCID registered
+ *    at the ICF (from the M2MES's pool), a wrong claim refused by the ICF;
+ *  - an expired PCID is refused at the ICF. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "mcim/aka.h"
+#include "mcim/jose.h"
+#include "mcim/lab.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+
+#define TXN1 "0000000000000000000000000000aa01"
+#define TXN2 "0000000000000000000000000000aa02"
+#define TXN3 "0000000000000000000000000000aa03"
+#define TXN4 "0000000000000000000000000000aa04"
+#define TXN5 "0000000000000000000000000000aa05"
+#define TXN6 "0000000000000000000000000000aa06"
+
+static char dir[] = "/tmp/mcim-pcid-XXXXXX";
+static char labdir[128];
+static mcim_lab_t *lab;
+static struct mcim_http_client *m2mes_cli, *plain_cli;
+static mcim_pki_ca_t *m2mes_ca;
+
+static char *url(const char *role, const char *path)
+{
+  static char buf[4][512];
+  static int n;
+  char *b = buf[n++ % 4];
+  snprintf(b, 512, "%s%s", mcim_lab_url(lab, role), path);
+  return b;
+}
+
+/* ---- the device: TRE keys, USIM ---- */
+
+struct cred {
+  char pcid[16];
+  uint8_t k[16], opc[16];
+  struct mcim_sqn_params params;
+  struct mcim_sqn_usim sqn;
+};
+
+struct dev {
+  const char *name;
+  mcim_jose_key_t *att, *ka;
+  char *att_pem, *ka_pem;
+  struct cred cur;
+  char token[4096];
+};
+
+static char *cert_for(const mcim_jose_key_t *key, const char *name, mcim_cert_usage_t usage)
+{
+  EVP_PKEY *pub = NULL;
+  X509 *x = NULL;
+  char *pem = NULL;
+  assert_int_equal(mcim_jose_key_public_pkey(key, &pub), MCIM_OK);
+  mcim_cert_request_t req = {.name = name, .usage = usage, .key = pub, .days = 30};
+  assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(x, &pem), MCIM_OK);
+  X509_free(x);
+  EVP_PKEY_free(pub);
+  return pem;
+}
+
+static void cred_set(struct cred *c, const char *pcid, const uint8_t k[16], const uint8_t opc[16])
+{
+  snprintf(c->pcid, sizeof(c->pcid), "%s", pcid);
+  memcpy(c->k, k, 16);
+  memcpy(c->opc, opc, 16);
+  mcim_sqn_params_default(&c->params);
+  assert_int_equal(mcim_sqn_usim_init(&c->params, &c->sqn), MCIM_OK);
+}
+
+/* A manufactured device: keys, certificates, a first PCID registered at the ICF. */
+static void dev_make(struct dev *d, const char *name, const char *pcid, int64_t expires)
+{
+  uint8_t k[16], opc[16];
+  char kh[33], oh[33];
+  memset(d, 0, sizeof(*d));
+  d->name = name;
+  assert_int_equal(mcim_jose_key_generate(&d->att), MCIM_OK);
+  assert_int_equal(mcim_jose_key_generate(&d->ka), MCIM_OK);
+  d->att_pem = cert_for(d->att, name, MCIM_CERT_TRE_ATTESTATION);
+  d->ka_pem = cert_for(d->ka, name, MCIM_CERT_TRE_KEY_AGREEMENT);
+  assert_int_equal(mcim_random(k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(opc, 16), MCIM_OK);
+  cred_set(&d->cur, pcid, k, opc);
+  mcim_hex_encode(k, 16, kh);
+  mcim_hex_encode(opc, 16, oh);
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "pcid", pcid, "device", name, "k", kh,
+                           "opc", oh, "amf", "8000", "expires", (json_int_t)expires);
+  struct mcim_http_result r;
+  assert_int_equal(mcim_http_request(m2mes_cli, "POST", url("ro", "/v1/icf/pcids"), body, NULL, &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+}
+
+static void dev_free(struct dev *d)
+{
+  mcim_jose_key_free(d->att);
+  mcim_jose_key_free(d->ka);
+  free(d->att_pem);
+  free(d->ka_pem);
+}
+
+/* Attach at the VNO with credential `c`: the cause, the token in d->token, and the attach
+ * accept (caller decrefs) in *accept. */
+static mcim_cause_t attach(struct dev *d, struct cred *c, json_t **accept)
+{
+  struct mcim_http_result r;
+  if (accept)
+    *accept = NULL;
+  json_t *body = json_pack("{s:s,s:s}", "pcid", c->pcid, "device", d->name);
+  mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r);
+  json_decref(body);
+  if (rc != MCIM_OK) {
+    mcim_http_result_clear(&r);
+    return rc;
+  }
+  uint8_t rand[16], autn[16];
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(r.json, "rand")), rand, 16), MCIM_OK);
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(r.json, "autn")), autn, 16), MCIM_OK);
+  char path[128];
+  snprintf(path, sizeof(path), "/v1/attach/%s", json_string_value(json_object_get(r.json, "attach_id")));
+  mcim_http_result_clear(&r);
+  mcim_milenage_t *m = NULL;
+  struct mcim_sqn_usim next;
+  struct mcim_aka_usim_out out;
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, c->k, c->opc), MCIM_OK);
+  rc = mcim_aka_usim_check(m, &c->params, &c->sqn, rand, autn, &next, &out);
+  mcim_milenage_free(m);
+  if (rc != MCIM_OK)
+    return rc;
+  c->sqn = next;
+  char hex[17];
+  mcim_hex_encode(out.res, 8, hex);
+  body = json_pack("{s:s}", "res", hex);
+  rc = mcim_http_request(plain_cli, "POST", url("vno", path), body, NULL, &r);
+  json_decref(body);
+  if (rc == MCIM_OK) {
+    snprintf(d->token, sizeof(d->token), "%s", json_string_value(json_object_get(r.json, "token")));
+    if (accept)
+      *accept = json_incref(r.json);
+  }
+  mcim_http_result_clear(&r);
+  return rc;
+}
+
+/* The renewal request statement (mcim-renew+jwt by the TRE attestation key). */
+static char *renew_request(const struct dev *d, const char *aud, const char *txn, const char *pcid)
+{
+  char *jws = NULL;
+  int64_t now = mcim_now();
+  json_t *extra = json_pack("{s:s}", "pcid", pcid);
+  mcim_claims_t c = {.iss = d->name, .sub = d->name, .aud = aud, .typ = "mcim-renew+jwt",
+                     .txn = txn, .iat = now, .exp = now + 300, .extra = extra};
+  assert_int_equal(mcim_jws_sign(d->att, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+static json_t *renew_body(const struct dev *d, const char *txn, const char *request)
+{
+  return json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", d->name, "request", request,
+                   "tre_cert", d->att_pem, "ka_cert", d->ka_pem);
+}
+
+/* POST {role}{path}: the cause; the package (free it) in *pkg on success. */
+static mcim_cause_t renew_call(const char *role, const char *path, const char *token,
+                               json_t *body, char **pkg)
+{
+  struct mcim_http_result r;
+  mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(role, path), body, token, &r);
+  if (pkg)
+    *pkg = rc == MCIM_OK && json_string_value(json_object_get(r.json, "package"))
+               ? strdup(json_string_value(json_object_get(r.json, "package")))
+               : NULL;
+  if (rc == MCIM_OK) /* the answer is {package} and nothing else (no secret beside it) */
+    assert_int_equal(json_object_size(r.json), 1);
+  mcim_http_result_clear(&r);
+  return rc;
+}
+
+/* The issuer's statement key, from its GET /v1/certificate (checked against the operators' CA). */
+static mcim_jose_key_t *issuer_key(const char *role)
+{
+  struct mcim_http_result r;
+  char ca[256];
+  X509 *cert = NULL, *cax = NULL;
+  EVP_PKEY *pub = NULL;
+  mcim_jose_key_t *key = NULL;
+  assert_int_equal(mcim_http_request(plain_cli, "GET", url(role, "/v1/certificate"), NULL, NULL, &r),
+                   MCIM_OK);
+  const char *pem = json_string_value(json_object_get(r.json, "cert"));
+  snprintf(ca, sizeof(ca), "%s/pki/%s", mcim_lab_path(lab), MCIM_PKI_OPERATORS_CA_CERT);
+  assert_int_equal(mcim_pki_cert_load(ca, &cax), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_from_pem(pem, strlen(pem), &cert), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_public_key(cert, cax, MCIM_CERT_TLS, role, 0, &pub), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(pub, &key), MCIM_OK);
+  EVP_PKEY_free(pub);
+  X509_free(cert);
+  X509_free(cax);
+  mcim_http_result_clear(&r);
+  return key;
+}
+
+/* What the TRE does: open the package (issuer's signature, claims, JWE to the KA key) and
+ * take the credential. */
+static void open_package(const struct dev *d, const char *issuer, const char *txn, const char *pkg,
+                         struct cred *out, int64_t *expires)
+{
+  mcim_jose_key_t *ikey = issuer_key(issuer);
+  mcim_statement_t *st = NULL;
+  uint8_t *plain = NULL, k[16], opc[16];
+  size_t len = 0;
+  mcim_jws_expect_t ex = {.iss = issuer, .aud = d->name, .sub = d->name,
+                          .typ = "mcim-pcid+jwt", .txn = txn, .skew = 30};
+  assert_int_equal(mcim_package_open(pkg, strlen(pkg), ikey, &ex, d->ka, &st, &plain, &len),
+                   MCIM_OK);
+  json_t *c = json_loadb((const char *)plain, len, 0, NULL);
+  assert_non_null(c);
+  const char *pcid = json_string_value(json_object_get(c, "pcid"));
+  assert_non_null(pcid);
+  assert_int_equal(strlen(pcid), 15);
+  assert_string_equal(json_string_value(json_object_get(c, "amf")), "8000");
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(c, "k")), k, 16), MCIM_OK);
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(c, "opc")), opc, 16), MCIM_OK);
+  *expires = json_integer_value(json_object_get(c, "expires"));
+  cred_set(out, pcid, k, opc);
+  json_decref(c);
+  mcim_jose_secret_free(plain, len);
+  mcim_statement_free(st);
+  mcim_jose_key_free(ikey);
+}
+
+static int setup(void **state)
+{
+  (void)state;
+  if (!mkdtemp(dir))
+    return -1;
+  setenv("MCIM_BIN", MCIM_BIN_DIR, 1);
+  snprintf(labdir, sizeof(labdir), "%s/lab", dir);
+  if (mcim_lab_up(labdir, NULL, &lab) != MCIM_OK)
+    return -1;
+  char ca[256], cert[256], key[256], mca[256], mkey[256];
+  snprintf(ca, sizeof(ca), "%s/pki/%s", mcim_lab_path(lab), MCIM_PKI_OPERATORS_CA_CERT);
+  snprintf(cert, sizeof(cert), "%s/pki/m2mes/cert.pem", mcim_lab_path(lab));
+  snprintf(key, sizeof(key), "%s/pki/m2mes/key.pem", mcim_lab_path(lab));
+  snprintf(mca, sizeof(mca), "%s/pki/%s", mcim_lab_path(lab), MCIM_PKI_M2MES_CA_CERT);
+  snprintf(mkey, sizeof(mkey), "%s/pki/%s", mcim_lab_path(lab), MCIM_PKI_M2MES_CA_KEY);
+  struct mcim_http_client_cfg mc = {.ca_file = ca, .cert_file = cert, .key_file = key};
+  struct mcim_http_client_cfg pc = {.ca_file = ca};
+  if (mcim_http_client_new(&mc, &m2mes_cli) != MCIM_OK ||
+      mcim_http_client_new(&pc, &plain_cli) != MCIM_OK ||
+      mcim_pki_ca_load(mca, mkey, &m2mes_ca) != MCIM_OK)
+    return -1;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  (void)state;
+  mcim_http_client_free(m2mes_cli);
+  mcim_http_client_free(plain_cli);
+  mcim_pki_ca_free(m2mes_ca);
+  if (lab)
+    mcim_lab_down(lab);
+  mcim_lab_free(lab);
+  if (getenv("MCIM_TEST_KEEP")) { /* to read the daemons' logs afterwards */
+    fprintf(stderr, "lab kept in %s\n", dir);
+    return 0;
+  }
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- tests ---- */
+
+static void test_dpf_renewal(void **state)
+{
+  (void)state;
+  struct dev d, other;
+  struct cred fresh = {0};
+  int64_t expires = 0;
+  char *pkg = NULL, *again = NULL;
+  dev_make(&d, "pcid-d1", "001017000000001", mcim_now() + 600);
+  dev_make(&other, "pcid-d2", "001017000000002", mcim_now() + 600);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+
+  char *req = renew_request(&d, "ro", TXN1, d.cur.pcid);
+  json_t *body = renew_body(&d, TXN1, req);
+  /* no token, another device's token */
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", NULL, body, NULL), MCIM_NO_ACCESS);
+  assert_int_equal(attach(&other, &other.cur, NULL), MCIM_OK);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", other.token, body, NULL), MCIM_FORBIDDEN);
+
+  /* the renewal, with the restricted token of the VNO */
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg), MCIM_OK);
+  open_package(&d, "ro", TXN1, pkg, &fresh, &expires);
+  assert_memory_equal(fresh.pcid, "0010190", 7); /* the RO's pool */
+  assert_string_not_equal(fresh.pcid, d.cur.pcid);
+  assert_true(expires > mcim_now() + 29 * 86400 && expires <= mcim_now() + 30 * 86400 + 60);
+  /* a retry of the txn: the same answer, not a second PCID */
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &again), MCIM_OK);
+  assert_string_equal(pkg, again);
+  free(again);
+  json_decref(body);
+  free(req);
+
+  /* the new credential attaches at once, and so does the old one (the TRE keeps it as
+   * pcid-prev until the new one has passed an AKA) */
+  json_t *accept = NULL;
+  assert_int_equal(attach(&d, &fresh, &accept), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(accept, "scope")), "restricted");
+  assert_null(json_object_get(accept, "renewal"));
+  json_decref(accept);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+
+  /* renewing again from the old one (the device never installed the first renewal): the
+   * unused renewal is terminated, the claimed one stays */
+  req = renew_request(&d, "ro", TXN2, d.cur.pcid);
+  body = renew_body(&d, TXN2, req);
+  struct cred second = {0};
+  char *pkg2 = NULL;
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg2), MCIM_OK);
+  open_package(&d, "ro", TXN2, pkg2, &second, &expires);
+  assert_string_not_equal(second.pcid, fresh.pcid);
+  assert_int_equal(attach(&d, &fresh, NULL), MCIM_SUBSCRIPTION_TERMINATED);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+  assert_int_equal(attach(&d, &second, NULL), MCIM_OK);
+  json_decref(body);
+  free(req);
+  free(pkg2);
+
+  /* renewing from the second: now the first PCID goes */
+  req = renew_request(&d, "ro", TXN3, second.pcid);
+  body = renew_body(&d, TXN3, req);
+  char *pkg3 = NULL;
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg3), MCIM_OK);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_SUBSCRIPTION_TERMINATED);
+  assert_int_equal(attach(&d, &second, NULL), MCIM_OK);
+  /* a claim of a superseded PCID is refused */
+  free(req);
+  json_decref(body);
+  req = renew_request(&d, "ro", TXN4, d.cur.pcid);
+  body = renew_body(&d, TXN4, req);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CLAIM_MISMATCH);
+  free(req);
+  json_decref(body);
+  free(pkg3);
+  free(pkg);
+  dev_free(&d);
+  dev_free(&other);
+}
+
+static void test_dpf_refusals(void **state)
+{
+  (void)state;
+  struct dev d, other;
+  dev_make(&d, "pcid-d3", "001017000000003", mcim_now() + 600);
+  dev_make(&other, "pcid-d4", "001017000000004", mcim_now() + 600);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+  /* another device's PCID as the claim */
+  char *req = renew_request(&d, "ro", TXN5, other.cur.pcid);
+  json_t *body = renew_body(&d, TXN5, req);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CLAIM_MISMATCH);
+  json_decref(body);
+  free(req);
+  /* a request for the M2MES sent to the RO */
+  req = renew_request(&d, "m2mes", TXN5, d.cur.pcid);
+  body = renew_body(&d, TXN5, req);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CLAIM_MISMATCH);
+  json_decref(body);
+  free(req);
+  /* another txn in the body than in the request */
+  req = renew_request(&d, "ro", TXN5, d.cur.pcid);
+  body = renew_body(&d, TXN6, req);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CLAIM_MISMATCH);
+  json_decref(body);
+  /* the other device's certificates; the attestation certificate as KA certificate */
+  body = renew_body(&d, TXN5, req);
+  json_object_set_new(body, "tre_cert", json_string(other.att_pem));
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CERT_INVALID);
+  json_object_set_new(body, "tre_cert", json_string(d.att_pem));
+  json_object_set_new(body, "ka_cert", json_string(d.att_pem));
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CERT_INVALID);
+  /* signed by the KA key instead of the attestation key */
+  json_object_set_new(body, "ka_cert", json_string(d.ka_pem));
+  json_object_set_new(body, "tre_cert", json_string(d.ka_pem));
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CERT_INVALID);
+  json_decref(body);
+  /* a missing field, an unknown one */
+  body = renew_body(&d, TXN5, req);
+  json_object_del(body, "ka_cert");
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_FIELD_MISSING);
+  json_object_set_new(body, "ka_cert", json_string(d.ka_pem));
+  json_object_set_new(body, "k", json_string("00"));
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_UNKNOWN_FIELD);
+  json_decref(body);
+  /* and the good one still works after all that (no jti was spent by a refusal) */
+  body = renew_body(&d, TXN5, req);
+  char *pkg = NULL;
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg), MCIM_OK);
+  json_decref(body);
+  free(pkg);
+  free(req);
+  dev_free(&d);
+  dev_free(&other);
+}
+
+static void test_network_initiated(void **state)
+{
+  (void)state;
+  struct dev d;
+  json_t *accept = NULL;
+  struct mcim_http_result r;
+  dev_make(&d, "pcid-d5", "001017000000005", mcim_now() + 600);
+  assert_int_equal(attach(&d, &d.cur, &accept), MCIM_OK);
+  assert_null(json_object_get(accept, "renewal"));
+  json_decref(accept);
+
+  /* only the admin pushes */
+  assert_int_equal(mcim_http_request(m2mes_cli, "POST", url("ro", "/v1/admin/pcid/pcid-d5/renew"),
+                                     NULL, NULL, &r),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&r);
+  struct mcim_http_client *admin = mcim_lab_admin_client(lab);
+  assert_int_equal(mcim_http_request(admin, "POST", url("ro", "/v1/admin/pcid/nobody/renew"),
+                                     NULL, NULL, &r),
+                   MCIM_NOT_FOUND);
+  mcim_http_result_clear(&r);
+
+  /* the CLI: mcim pcid push */
+  char cmd[512];
+  snprintf(cmd, sizeof(cmd), "%s/mcim pcid push pcid-d5 --dir %s >/dev/null", MCIM_BIN_DIR, labdir);
+  assert_int_equal(system(cmd), 0);
+  snprintf(cmd, sizeof(cmd), "%s/mcim pcid push nobody --dir %s 2>/dev/null", MCIM_BIN_DIR, labdir);
+  assert_int_not_equal(system(cmd), 0);
+  /* pushing twice is harmless */
+  json_t *txn = json_pack("{s:s}", "txn", TXN6);
+  assert_int_equal(mcim_http_request(admin, "POST", url("ro", "/v1/admin/pcid/pcid-d5/renew"),
+                                     txn, NULL, &r),
+                   MCIM_OK);
+  assert_int_equal(r.status, 202);
+  assert_string_equal(json_string_value(json_array_get(json_object_get(r.json, "pcids"), 0)),
+                      d.cur.pcid);
+  mcim_http_result_clear(&r);
+  json_decref(txn);
+
+  /* the VNO tells the device at its next attach */
+  assert_int_equal(attach(&d, &d.cur, &accept), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(accept, "renewal")), "due");
+  json_decref(accept);
+
+  /* the device renews; the flag is gone, for the old PCID and the new one */
+  char *req = renew_request(&d, "ro", TXN1, d.cur.pcid);
+  json_t *body = renew_body(&d, TXN1, req);
+  char *pkg = NULL;
+  struct cred fresh = {0};
+  int64_t expires = 0;
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg), MCIM_OK);
+  open_package(&d, "ro", TXN1, pkg, &fresh, &expires);
+  assert_int_equal(attach(&d, &d.cur, &accept), MCIM_OK);
+  assert_null(json_object_get(accept, "renewal"));
+  json_decref(accept);
+  assert_int_equal(attach(&d, &fresh, &accept), MCIM_OK);
+  assert_null(json_object_get(accept, "renewal"));
+  json_decref(accept);
+  json_decref(body);
+  free(req);
+  free(pkg);
+  dev_free(&d);
+}
+
+static void test_ccif_renewal(void **state)
+{
+  (void)state;
+  struct dev d, other;
+  struct cred fresh = {0};
+  int64_t expires = 0;
+  char *pkg = NULL, *again = NULL;
+  dev_make(&d, "pcid-d6", "001017000000006", mcim_now() + 600);
+  dev_make(&other, "pcid-d7", "001017000000007", mcim_now() + 600);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+
+  /* the M2MES checks the access token like the RO */
+  char *req = renew_request(&d, "m2mes", TXN2, d.cur.pcid);
+  json_t *body = renew_body(&d, TXN2, req);
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", NULL, body, NULL), MCIM_NO_ACCESS);
+  /* a request for the RO sent to the M2MES */
+  char *wrong = renew_request(&d, "ro", TXN2, d.cur.pcid);
+  json_t *wbody = renew_body(&d, TXN2, wrong);
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, wbody, NULL), MCIM_CLAIM_MISMATCH);
+  json_decref(wbody);
+  free(wrong);
+  /* a claim the ICF does not know for this device: the ICF refuses, the M2MES relays */
+  wrong = renew_request(&d, "m2mes", TXN3, other.cur.pcid);
+  wbody = renew_body(&d, TXN3, wrong);
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, wbody, NULL), MCIM_CLAIM_MISMATCH);
+  json_decref(wbody);
+  free(wrong);
+
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, body, &pkg), MCIM_OK);
+  open_package(&d, "m2mes", TXN2, pkg, &fresh, &expires);
+  assert_memory_equal(fresh.pcid, "00101", 5);
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, body, &again), MCIM_OK);
+  assert_string_equal(pkg, again);
+  free(again);
+  /* the ICF has it: it attaches */
+  assert_int_equal(attach(&d, &fresh, NULL), MCIM_OK);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+  /* a package of the RO does not pass for one of the M2MES: the TRE checks the issuer
+   * (unit tests), here: it is signed by m2mes, not ro */
+  mcim_jose_key_t *ro_key = issuer_key("ro");
+  mcim_jws_expect_t ex = {.iss = "ro", .aud = d.name, .sub = d.name, .typ = "mcim-pcid+jwt",
+                          .skew = 30};
+  assert_int_not_equal(mcim_package_verify(pkg, strlen(pkg), ro_key, &ex, NULL), MCIM_OK);
+  mcim_jose_key_free(ro_key);
+  json_decref(body);
+  free(req);
+  free(pkg);
+  dev_free(&d);
+  dev_free(&other);
+}
+
+static void test_expired_pcid(void **state)
+{
+  (void)state;
+  struct dev d;
+  dev_make(&d, "pcid-d8", "001017000000008", mcim_now() - 1);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_CREDENTIAL_EXPIRED);
+  dev_free(&d);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_dpf_renewal),       cmocka_unit_test(test_dpf_refusals),
+      cmocka_unit_test(test_network_initiated), cmocka_unit_test(test_ccif_renewal),
+      cmocka_unit_test(test_expired_pcid),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
