@@ -10,6 +10,7 @@
 #include "device/device_priv.h"
 #include "mcim/log.h"
 #include "mcim/trace.h"
+#include "mcim/trace_store.h"
 #include "mcim/util.h"
 
 static const mcim_migration_t device_migrations[] = {
@@ -62,39 +63,14 @@ void dev_trace_put(mcim_store_t *st, const char *txn, int n, const char *from, c
 void dev_trace_put_at(mcim_store_t *st, int64_t time_us, const char *txn, int n, const char *from,
                       const char *to, const char *msg, const json_t *body, mcim_cause_t cause)
 {
-  char id[33];
-  uint8_t b[16];
-  char *text = NULL;
-  json_t *red = NULL;
-
-  if (!st || !txn || !from || !to || !msg)
-    goto cleanup;
-  if (mcim_random(b, sizeof(b)) != MCIM_OK)
-    goto cleanup;
-  mcim_hex_encode(b, sizeof(b), id);
-  if (body) {
-    red = mcim_trace_redact(body);
-    text = red ? json_dumps(red, JSON_COMPACT) : NULL;
-  }
-  mcim_val_t p[] = {MCIM_TEXT(id),   MCIM_TEXT(txn), MCIM_INT(n),
-                    MCIM_TEXT(from), MCIM_TEXT(to),  MCIM_TEXT(msg),
-                    MCIM_INT(time_us),
-                    MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
-                    MCIM_TEXT(text)};
-  mcim_cause_t rc = mcim_store_exec(
-      st,
-      "INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause, body)"
-      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      p, MCIM_NPARAMS(p), NULL, NULL);
+  if (!txn || !from || !to || !msg)
+    return;
+  mcim_cause_t rc = mcim_trace_store_put(st, time_us, txn, n, from, to, msg, body, cause);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, txn, n, rc, "trace event not recorded: %s",
-                   mcim_store_errmsg(st));
-cleanup:
-  if (txn && from && to && msg)
-    mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, n, cause,
-                   "%s -> %s: %s", from, to, msg);
-  free(text);
-  json_decref(red);
+                   st ? mcim_store_errmsg(st) : "no store");
+  mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, n, cause, "%s -> %s: %s",
+                 from, to, msg);
 }
 
 void dev_trace(struct mcim_device *d, const char *txn, int n, const char *to, const char *msg,
@@ -116,50 +92,9 @@ void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n
   dev_store_unlock(d);
 }
 
-static mcim_cause_t trace_row(const mcim_row_t *row, void *arg)
-{
-  json_t *events = arg;
-  json_t *ev = json_object();
-  const char *body = mcim_row_text(row, 7);
-  json_t *b = body ? json_loads(body, 0, NULL) : NULL;
-
-  if (!ev) {
-    json_decref(b);
-    return MCIM_NO_MEMORY;
-  }
-  json_object_set_new(ev, "txid", json_string(mcim_row_text(row, 0) ? mcim_row_text(row, 0) : ""));
-  json_object_set_new(ev, "n", json_integer(mcim_row_int(row, 1)));
-  json_object_set_new(ev, "from", json_string(mcim_row_text(row, 2) ? mcim_row_text(row, 2) : ""));
-  json_object_set_new(ev, "to", json_string(mcim_row_text(row, 3) ? mcim_row_text(row, 3) : ""));
-  json_object_set_new(ev, "msg", json_string(mcim_row_text(row, 4) ? mcim_row_text(row, 4) : ""));
-  json_object_set_new(ev, "time", json_integer(mcim_row_int(row, 5)));
-  if (mcim_row_text(row, 6))
-    json_object_set_new(ev, "cause", json_string(mcim_row_text(row, 6)));
-  json_object_set_new(ev, "body", b ? b : json_null());
-  json_array_append_new(events, ev);
-  return MCIM_OK;
-}
-
 mcim_cause_t dev_trace_load(mcim_store_t *st, const char *txn, json_t **events)
 {
-  json_t *arr = json_array();
-  mcim_cause_t rc = MCIM_NO_MEMORY;
-
-  *events = NULL;
-  if (!arr)
-    goto cleanup;
-  mcim_val_t p[] = {MCIM_TEXT(txn)};
-  rc = mcim_store_exec(st,
-                       "SELECT txn, step, from_name, to_name, msg, time_us, cause, body FROM trace"
-                       " WHERE txn = ? ORDER BY time_us",
-                       p, 1, trace_row, arr);
-  if (rc != MCIM_OK)
-    goto cleanup;
-  *events = arr;
-  arr = NULL;
-cleanup:
-  json_decref(arr);
-  return rc;
+  return mcim_trace_store_load(st, txn, events);
 }
 
 /* ---- procedures ---- */

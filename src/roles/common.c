@@ -8,6 +8,7 @@
 
 #include "mcim/log.h"
 #include "mcim/trace.h"
+#include "mcim/trace_store.h"
 #include "mcim/util.h"
 #include "roles/role_priv.h"
 
@@ -63,71 +64,20 @@ void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, i
                         mcim_cause_t cause)
 {
   mcim_store_t *st = mcim_role_store(r);
-  char id[33];
-  char *text = NULL;
   if (!st || !txn)
     return;
-  random_id(id);
-  if (body) {
-    json_t *red = mcim_trace_redact(body);
-    text = json_dumps(red, JSON_COMPACT);
-    json_decref(red);
-  }
-  mcim_val_t p[] = {MCIM_TEXT(id),   MCIM_TEXT(txn),  MCIM_INT(step),
-                    MCIM_TEXT(from), MCIM_TEXT(to),   MCIM_TEXT(msg),
-                    MCIM_INT(time_us),
-                    MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
-                    MCIM_TEXT(text)};
-  mcim_cause_t rc = mcim_store_exec(
-      st,
-      "INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause, body)"
-      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      p, MCIM_NPARAMS(p), NULL, NULL);
+  mcim_cause_t rc = mcim_trace_store_put(st, time_us, txn, step, from, to, msg, body, cause);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "trace event not recorded: %s",
                    mcim_store_errmsg(st));
   mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, step, cause,
                  "%s -> %s: %s", from, to, msg);
-  free(text);
-}
-
-static mcim_cause_t trace_row(const mcim_row_t *row, void *arg)
-{
-  json_t *events = arg;
-  json_t *ev = json_object();
-  json_object_set_new(ev, "txid", json_string(mcim_row_text(row, 0)));
-  json_object_set_new(ev, "n", json_integer(mcim_row_int(row, 1)));
-  json_object_set_new(ev, "from", json_string(mcim_row_text(row, 2)));
-  json_object_set_new(ev, "to", json_string(mcim_row_text(row, 3)));
-  json_object_set_new(ev, "msg", json_string(mcim_row_text(row, 4)));
-  json_object_set_new(ev, "time", json_integer(mcim_row_int(row, 5)));
-  if (mcim_row_text(row, 6))
-    json_object_set_new(ev, "cause", json_string(mcim_row_text(row, 6)));
-  const char *body = mcim_row_text(row, 7);
-  json_t *b = body ? json_loads(body, 0, NULL) : NULL;
-  json_object_set_new(ev, "body", b ? b : json_null());
-  json_array_append_new(events, ev);
-  return MCIM_OK;
 }
 
 mcim_cause_t mcim_role_trace_load(struct mcim_role *r, const char *txn, json_t **events)
 {
   mcim_store_t *st = mcim_role_store(r);
-  if (!st)
-    return MCIM_STORE_ERROR;
-  json_t *arr = json_array();
-  mcim_val_t p[] = {MCIM_TEXT(txn)};
-  mcim_cause_t rc = mcim_store_exec(
-      st,
-      "SELECT txn, step, from_name, to_name, msg, time_us, cause, body FROM trace"
-      " WHERE txn = ? ORDER BY time_us",
-      p, 1, trace_row, arr);
-  if (rc != MCIM_OK) {
-    json_decref(arr);
-    return rc;
-  }
-  *events = arr;
-  return MCIM_OK;
+  return st ? mcim_trace_store_load(st, txn, events) : MCIM_STORE_ERROR;
 }
 
 /* ---- answers (idempotency) ---- */
