@@ -16,12 +16,19 @@ static void usage(FILE *out)
           "usage: mcim trace TXID [--format text|msc|mermaid|svg|json] [-o FILE] [--dir D]\n"
           "\n"
           "Gathers every message of procedure TXID from the lab's roles and devices and draws\n"
-          "it: text (numbered as in the seed), msc (mscgen input), svg (rendered by mscgen),\n"
-          "mermaid (a sequenceDiagram), json ({txid, events: [{n, from, to, msg, time, body}]}).\n"
+          "it: text (numbered lines as the seed writes its steps), msc (mscgen input), svg\n"
+          "(rendered by mscgen), mermaid (a sequenceDiagram), json ({txid, events: [{n, from,\n"
+          "to, msg, time, body}]}, lab names, bodies with secrets redacted).\n"
+          "Charts name the seed's entities, in this order: M2ME subscriber, M2ME, TRE, VNO, RO\n"
+          "(the function, ICF, DRF or DPF, starts each message), PVA, old SHO, new SHO, M2MES;\n"
+          "an SHO is the new one if the subscriber's order (step 1) went to it. Each arrow\n"
+          "carries the seed's step number (\"-\" or none: outside the numbered steps, e.g. an\n"
+          "attach); a failed step is marked [FAILED: CAUSE] (red, -x, in msc and svg).\n"
           "\n"
           "examples:\n"
           "  mcim trace 6f1c...e2 --format text\n"
-          "  mcim trace 6f1c...e2 --format svg -o initial.svg\n");
+          "  mcim trace 6f1c...e2 --format svg -o initial.svg\n"
+          "  mcim trace 6f1c...e2 --format mermaid -o initial.mmd\n");
 }
 
 /* svg: mscgen renders our msc (a dependency, not our own renderer). */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lab/lab_priv.h"
 #include "mcim/jose.h"
@@ -12,6 +13,7 @@
 #include "mcim/pki.h"
 #include "mcim/trace.h"
 #include "mcim/util.h"
+#include "trace/cast.h"
 
 static mcim_cause_t load_owner(mcim_lab_t *lab, const char *device, mcim_jose_key_t **key,
                                json_t **params)
@@ -103,30 +105,42 @@ static mcim_cause_t instruct(struct mcim_http_client *dev, const struct mcim_lab
   return rc;
 }
 
-/* Live view: print the events not printed yet. Events of other roles may arrive late
- * with earlier timestamps, so "printed" is remembered per event, not as a count. */
+/* Live view: print the events not printed yet, named as the text chart names them (the
+ * seed's entities). Events of other roles may arrive late with earlier timestamps, so
+ * "printed" is remembered per event, not as a count, and an event is printed only once it is
+ * SETTLE_US old (unless `final`): what arrives within that window still comes out in order. */
+#define SETTLE_US 250000
+
 struct printed_set {
   json_t *keys; /* object used as a set */
 };
 
-static void print_new_events(mcim_lab_t *lab, const char *txn, FILE *out, struct printed_set *ps)
+static int64_t wall_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void print_new_events(mcim_lab_t *lab, const char *txn, FILE *out, struct printed_set *ps,
+                             bool final)
 {
   struct mcim_trace t;
+  struct mcim_trace_cast cast;
   char key[512];
+  int64_t horizon = wall_us() - SETTLE_US;
   mcim_lab_trace_collect(lab, txn, &t);
+  mcim_trace_cast_of(&t, txn, &cast);
   for (size_t i = 0; i < t.len; i++) {
     const struct mcim_trace_event *e = &t.ev[i];
-    snprintf(key, sizeof(key), "%d|%s|%s|%s", e->n, e->from, e->to, e->msg);
+    if (!final && e->time_us > horizon)
+      break; /* sorted by time: the rest is younger still */
+    snprintf(key, sizeof(key), "%d|%s|%s|%s|%d", e->n, e->from, e->to, e->msg, (int)e->cause);
     if (json_object_get(ps->keys, key))
       continue;
     json_object_set_new(ps->keys, key, json_true());
-    if (e->n)
-      fprintf(out, "  %2d) ", e->n);
-    else
-      fprintf(out, "   -) ");
-    fprintf(out, "%s -> %s: %s", e->from, e->to, e->msg);
-    if (e->cause != MCIM_OK)
-      fprintf(out, "  [%s]", mcim_cause_name(e->cause));
+    fputs(e->n >= 10 ? "  " : "   ", out);
+    mcim_trace_text_line(&cast, e, out);
     fputc('\n', out);
   }
   fflush(out);
@@ -171,7 +185,7 @@ mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
   for (int waited = 0; waited < timeout_ms; waited += 100) {
     struct mcim_http_result r = {0};
     if (run->live)
-      print_new_events(lab, res->txn, run->live, &printed);
+      print_new_events(lab, res->txn, run->live, &printed, false);
     if (mcim_http_request(dev, "GET", url, NULL, NULL, &r) == MCIM_OK) {
       const char *state = json_string_value(json_object_get(r.json, "state"));
       const char *result = json_string_value(json_object_get(r.json, "result"));
@@ -198,9 +212,10 @@ mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
     snprintf(res->result, sizeof(res->result), "TIMEOUT");
   /* Outbox deliveries (reports, registrations) may land just after the device is done. */
   mcim_lab_sleep_ms(150);
-  if (run->live)
-    print_new_events(lab, res->txn, run->live, &printed);
 out:
+  /* everything recorded, a refused order or instruction included */
+  if (run->live && res->txn[0])
+    print_new_events(lab, res->txn, run->live, &printed, true);
   res->seconds = (double)(mcim_monotonic_ns() - t0) / 1e9;
   if (rc != MCIM_OK && rc != MCIM_TIMEOUT && strcmp(res->result, "PROCEDURE_FAILED") == 0)
     snprintf(res->result, sizeof(res->result), "%s", mcim_cause_name(rc));

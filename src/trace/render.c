@@ -1,37 +1,12 @@
-/* Drawing a procedure: text (as the seed numbers its steps), mscgen input,
- * mermaid sequenceDiagram, JSON. Participants appear in order of first use. */
+/* Drawing a procedure: text (numbered lines as the seed writes its steps), mscgen input,
+ * mermaid sequenceDiagram, JSON. Lifelines are the seed's entities, labelled by their part
+ * in THIS procedure (cast.h), in a fixed order: subscriber, M2ME, TRE, VNO, RO, PVA, old
+ * SHO, new SHO, M2MES. Arrows carry the step number; a failed step is marked. JSON stays raw
+ * (lab names), as DESIGN.md section 8 fixes it. */
 #include <string.h>
 
 #include "mcim/trace.h"
-
-#define MAX_PARTICIPANTS 32
-
-struct participants {
-  const char *name[MAX_PARTICIPANTS];
-  size_t len;
-};
-
-static size_t participant(struct participants *p, const char *name)
-{
-  for (size_t i = 0; i < p->len; i++)
-    if (strcmp(p->name[i], name) == 0)
-      return i;
-  if (p->len == MAX_PARTICIPANTS)
-    return MAX_PARTICIPANTS - 1;
-  p->name[p->len] = name;
-  return p->len++;
-}
-
-static void collect(const struct mcim_trace *t, const char *txn, struct participants *p)
-{
-  memset(p, 0, sizeof(*p));
-  for (size_t i = 0; i < t->len; i++) {
-    if (txn && strcmp(t->ev[i].txn, txn) != 0)
-      continue;
-    participant(p, t->ev[i].from);
-    participant(p, t->ev[i].to);
-  }
-}
+#include "trace/cast.h"
 
 /* Labels go between double quotes in msc and after a colon in mermaid: keep them plain. */
 static void put_label(FILE *out, const char *s)
@@ -61,29 +36,41 @@ int mcim_trace_format_from_name(const char *name)
 
 static void render_text(const struct mcim_trace *t, const char *txn, FILE *out)
 {
+  struct mcim_trace_cast c;
+  mcim_trace_cast_of(t, txn, &c);
   for (size_t i = 0; i < t->len; i++) {
     const struct mcim_trace_event *e = &t->ev[i];
     if (txn && strcmp(e->txn, txn) != 0)
       continue;
-    if (e->n)
-      fprintf(out, "%d) ", e->n);
-    else
-      fputs("-) ", out);
-    fprintf(out, "%s -> %s: %s", e->from, e->to, e->msg);
-    if (e->cause != MCIM_OK)
-      fprintf(out, "  [FAILED: %s]", mcim_cause_name(e->cause));
+    mcim_trace_text_line(&c, e, out);
     fputc('\n', out);
   }
 }
 
+/* An arrow's label: "7) MSG", "MSG [FAILED: CAUSE]". */
+static void put_arrow_label(FILE *out, const struct mcim_trace_event *e)
+{
+  if (e->n)
+    fprintf(out, "%d) ", e->n);
+  put_label(out, e->msg);
+  if (e->cause != MCIM_OK)
+    fprintf(out, " [FAILED: %s]", mcim_cause_name(e->cause));
+}
+
+static const char *id_of(const struct mcim_trace_cast *c, const char *name)
+{
+  const struct mcim_trace_actor *a = mcim_trace_cast_find(c, name);
+  return a ? a->id : "others";
+}
+
 static void render_msc(const struct mcim_trace *t, const char *txn, FILE *out)
 {
-  struct participants p;
-  collect(t, txn, &p);
-  fputs("msc {\n  hscale=\"1.6\", wordwraparcs=\"true\";\n  ", out);
-  for (size_t i = 0; i < p.len; i++) {
-    fprintf(out, "%sp%zu [label=\"", i ? ", " : "", i);
-    put_label(out, p.name[i]);
+  struct mcim_trace_cast c;
+  mcim_trace_cast_of(t, txn, &c);
+  fputs("msc {\n  hscale=\"2\", wordwraparcs=\"true\";\n  ", out);
+  for (size_t i = 0; i < c.len; i++) {
+    fprintf(out, "%s%s [label=\"", i ? ", " : "", c.actor[i].id);
+    put_label(out, c.actor[i].label);
     fputs("\"]", out);
   }
   fputs(";\n", out);
@@ -91,42 +78,35 @@ static void render_msc(const struct mcim_trace *t, const char *txn, FILE *out)
     const struct mcim_trace_event *e = &t->ev[i];
     if (txn && strcmp(e->txn, txn) != 0)
       continue;
-    size_t a = participant(&p, e->from), b = participant(&p, e->to);
-    fprintf(out, "  p%zu %s p%zu [label=\"", a, e->cause != MCIM_OK ? "-x" : "=>", b);
-    if (e->n)
-      fprintf(out, "%d) ", e->n);
-    put_label(out, e->msg);
-    if (e->cause != MCIM_OK) {
-      fprintf(out, " (FAILED: %s)\", textcolour=\"red\", linecolour=\"red\"];\n",
-              mcim_cause_name(e->cause));
-    } else {
+    fprintf(out, "  %s %s %s [label=\"", id_of(&c, e->from), e->cause != MCIM_OK ? "-x" : "=>",
+            id_of(&c, e->to));
+    put_arrow_label(out, e);
+    if (e->cause != MCIM_OK)
+      fputs("\", textcolour=\"red\", linecolour=\"red\"];\n", out);
+    else
       fputs("\"];\n", out);
-    }
   }
   fputs("}\n", out);
 }
 
 static void render_mermaid(const struct mcim_trace *t, const char *txn, FILE *out)
 {
-  struct participants p;
-  collect(t, txn, &p);
+  struct mcim_trace_cast c;
+  mcim_trace_cast_of(t, txn, &c);
   fputs("sequenceDiagram\n", out);
-  for (size_t i = 0; i < p.len; i++) {
-    fprintf(out, "  participant p%zu as ", i);
-    put_label(out, p.name[i]);
+  for (size_t i = 0; i < c.len; i++) {
+    fprintf(out, "  %s %s as ", strcmp(c.actor[i].name, "subscriber") == 0 ? "actor" : "participant",
+            c.actor[i].id);
+    put_label(out, c.actor[i].label);
     fputc('\n', out);
   }
   for (size_t i = 0; i < t->len; i++) {
     const struct mcim_trace_event *e = &t->ev[i];
     if (txn && strcmp(e->txn, txn) != 0)
       continue;
-    size_t a = participant(&p, e->from), b = participant(&p, e->to);
-    fprintf(out, "  p%zu%sp%zu: ", a, e->cause != MCIM_OK ? "-x" : "->>", b);
-    if (e->n)
-      fprintf(out, "%d) ", e->n);
-    put_label(out, e->msg);
-    if (e->cause != MCIM_OK)
-      fprintf(out, " (FAILED: %s)", mcim_cause_name(e->cause));
+    fprintf(out, "  %s%s%s: ", id_of(&c, e->from), e->cause != MCIM_OK ? "-x" : "->>",
+            id_of(&c, e->to));
+    put_arrow_label(out, e);
     fputc('\n', out);
   }
 }

@@ -84,9 +84,12 @@ static int event_cmp(const void *a, const void *b)
   return 0;
 }
 
+/* The two ends' copies of one message agree on whether it failed; a failed attempt and the
+ * retry that succeeded are two messages (a chart must show both). */
 static bool same_message(const struct mcim_trace_event *x, const struct mcim_trace_event *y)
 {
-  return x->n == y->n && strcmp(x->txn, y->txn) == 0 && strcmp(x->from, y->from) == 0 &&
+  return x->n == y->n && (x->cause == MCIM_OK) == (y->cause == MCIM_OK) &&
+         strcmp(x->txn, y->txn) == 0 && strcmp(x->from, y->from) == 0 &&
          strcmp(x->to, y->to) == 0 && strcmp(x->msg, y->msg) == 0;
 }
 

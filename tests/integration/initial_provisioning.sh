@@ -47,7 +47,7 @@ check_fails "no MCIM of sho-b" "$mcim" device attach dev1 --to sho-b --dir "$lab
 
 # Charts of the run.
 check "trace text" "$mcim" trace "$txid" --format text --dir "$lab"
-grep -q "^13) ro -> dev1: DPF" "$tmp/out" && ok "text chart numbered as the seed" || bad "text: $(head -5 "$tmp/out")"
+grep -q "^13) RO -> M2ME" "$tmp/out" && ok "text chart numbered as the seed" || bad "text: $(head -5 "$tmp/out")"
 check "trace json" "$mcim" trace "$txid" --format json --dir "$lab"
 grep -q '"events"' "$tmp/out" && grep -q '"time"' "$tmp/out" && grep -q '"body"' "$tmp/out" && ok "json events" || bad "json trace"
 if grep -qE '"(k|opc|ck|ik|xres)": "[0-9a-f]{8,}' "$tmp/out"; then bad "a secret in the trace"; else ok "no secret in the trace bodies"; fi

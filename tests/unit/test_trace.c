@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "mcim/trace.h"
+#include "trace/cast.h"
 
 static void ev(struct mcim_trace *t, int n, const char *from, const char *to, const char *msg,
                int64_t time, mcim_cause_t cause, json_t *body)
@@ -72,15 +73,34 @@ static void test_sort_and_text(void **state)
   mcim_trace_sort(&t);
   assert_int_equal(t.len, 4); /* the duplicate is gone */
   char *text = render(&t, MCIM_TRACE_TEXT);
-  assert_string_equal(text, "4) dev1 -> vno: attach (PCID)\n"
-                            "5) vno -> ro: ICF: AVs for PCID\n"
-                            "13) ro -> dev1: DPF: MCIM package\n"
-                            "14) dev1 -> ro: DPF: install status  [FAILED: MAC_FAILURE]\n");
+  /* the seed's entities: dev1 talks to the VNO, so it is the M2ME */
+  assert_string_equal(text, "4) M2ME -> VNO: attach (PCID)\n"
+                            "5) VNO -> RO: ICF: AVs for PCID\n"
+                            "13) RO -> M2ME: DPF: MCIM package\n"
+                            "14) M2ME -> RO: DPF: install status [FAILED: MAC_FAILURE]\n");
   free(text);
   /* the stored body was redacted on the way in */
   assert_string_equal(json_string_value(json_object_get(
                           json_array_get(json_object_get(t.ev[1].body, "avs"), 0), "ck")),
                       "<redacted>");
+  mcim_trace_free(&t);
+}
+
+/* A refused attempt and the retry that succeeded are two messages; the receiver's copy of the
+ * retry is not a third. */
+static void test_sort_keeps_retry_after_failure(void **state)
+{
+  (void)state;
+  struct mcim_trace t;
+  mcim_trace_init(&t);
+  ev(&t, 0, "dev1", "sho-a", "attach (IMSI)", 100, MCIM_SUBSCRIPTION_NOT_ACTIVE, NULL);
+  ev(&t, 0, "dev1", "sho-a", "attach (IMSI)", 101, MCIM_SUBSCRIPTION_NOT_ACTIVE, NULL);
+  ev(&t, 0, "dev1", "sho-a", "attach (IMSI)", 300, MCIM_OK, NULL);
+  ev(&t, 0, "dev1", "sho-a", "attach (IMSI)", 301, MCIM_OK, NULL);
+  mcim_trace_sort(&t);
+  assert_int_equal(t.len, 2);
+  assert_int_equal(t.ev[0].cause, MCIM_SUBSCRIPTION_NOT_ACTIVE);
+  assert_int_equal(t.ev[1].cause, MCIM_OK);
   mcim_trace_free(&t);
 }
 
@@ -92,10 +112,131 @@ static void test_mermaid(void **state)
   mcim_trace_sort(&t);
   char *m = render(&t, MCIM_TRACE_MERMAID);
   assert_non_null(strstr(m, "sequenceDiagram\n"));
-  assert_non_null(strstr(m, "participant p0 as dev1\n"));
-  assert_non_null(strstr(m, "p2->>p0: 13) DPF: MCIM package\n"));
-  assert_non_null(strstr(m, "p0-xp2: 14) DPF: install status (FAILED: MAC_FAILURE)\n"));
+  /* fixed order, not first use: M2ME, VNO, RO */
+  assert_non_null(strstr(m, "  participant m2me as M2ME (dev1)\n"
+                            "  participant vno as VNO\n"
+                            "  participant ro as RO\n"));
+  assert_non_null(strstr(m, "  ro->>m2me: 13) DPF: MCIM package\n"));
+  assert_non_null(strstr(m, "  m2me-xro: 14) DPF: install status [FAILED: MAC_FAILURE]\n"));
   free(m);
+  mcim_trace_free(&t);
+}
+
+/* A change via the old SHO, events in the order they happened (first use would put the new
+ * SHO second). */
+static void fill_change(struct mcim_trace *t)
+{
+  mcim_trace_init(t);
+  ev(t, 1, "subscriber", "sho-b", "order: M2ME parameters", 10, MCIM_OK, NULL);
+  ev(t, 1, "sho-b", "ro", "DRF: order registered", 11, MCIM_OK, NULL);
+  ev(t, 2, "subscriber", "dev7", "instruction: re-provision", 12, MCIM_OK, NULL);
+  ev(t, 0, "dev7", "sho-a", "attach (IMSI)", 13, MCIM_OK, NULL);
+  ev(t, 3, "sho-b", "pva", "validate M2ME", 14, MCIM_OK, NULL);
+  ev(t, 7, "ro", "dev7", "DPF: MCIM package (atomic download)", 15, MCIM_OK, NULL);
+  ev(t, 8, "dev7", "tre", "discard the old SHO's MCIM and AVs", 16, MCIM_OK, NULL);
+  ev(t, 9, "dev7", "sho-a", "discard receipt", 17, MCIM_PEER_UNREACHABLE, NULL);
+  ev(t, 0, "m2mes", "ro", "CCIF: renewed PCID to the ICF", 18, MCIM_OK, NULL);
+}
+
+static void test_cast_change(void **state)
+{
+  (void)state;
+  struct mcim_trace t;
+  struct mcim_trace_cast c;
+  fill_change(&t);
+  mcim_trace_cast_of(&t, NULL, &c);
+  const char *order[] = {"subscriber", "dev7", "tre", "ro", "pva", "sho-a", "sho-b", "m2mes"};
+  const char *labels[] = {"M2ME subscriber", "M2ME (dev7)", "TRE", "RO", "PVA",
+                          "old SHO (sho-a)", "new SHO (sho-b)", "M2MES"};
+  assert_int_equal(c.len, 8);
+  for (size_t i = 0; i < 8; i++) {
+    assert_string_equal(c.actor[i].name, order[i]);
+    assert_string_equal(c.actor[i].label, labels[i]);
+  }
+  assert_string_equal(mcim_trace_cast_find(&c, "sho-b")->id, "newsho");
+  assert_string_equal(mcim_trace_cast_find(&c, "sho-a")->id, "oldsho");
+  assert_null(mcim_trace_cast_find(&c, "nobody"));
+
+  char *text = render(&t, MCIM_TRACE_TEXT);
+  assert_non_null(strstr(text, "1) M2ME subscriber -> new SHO (sho-b): order: M2ME parameters\n"));
+  assert_non_null(strstr(text, "7) RO -> M2ME: DPF: MCIM package (atomic download)\n"));
+  assert_non_null(strstr(text, "8) M2ME -> TRE: discard the old SHO's MCIM and AVs\n"));
+  assert_non_null(strstr(text, "9) M2ME -> old SHO (sho-a): discard receipt [FAILED: PEER_UNREACHABLE]\n"));
+  assert_non_null(strstr(text, "-) M2ME -> old SHO (sho-a): attach (IMSI)\n"));
+  free(text);
+  char *msc = render(&t, MCIM_TRACE_MSC);
+  assert_non_null(strstr(msc, "subscriber [label=\"M2ME subscriber\"], m2me [label=\"M2ME (dev7)\"]"));
+  assert_non_null(strstr(msc, "  m2me -x oldsho [label=\"9) discard receipt [FAILED: PEER_UNREACHABLE]\", "
+                              "textcolour=\"red\", linecolour=\"red\"];\n"));
+  assert_non_null(strstr(msc, "  ro => m2me [label=\"7) DPF: MCIM package (atomic download)\"];\n"));
+  free(msc);
+  char *m = render(&t, MCIM_TRACE_MERMAID);
+  assert_non_null(strstr(m, "  actor subscriber as M2ME subscriber\n"));
+  assert_non_null(strstr(m, "  participant oldsho as old SHO (sho-a)\n"
+                            "  participant newsho as new SHO (sho-b)\n"
+                            "  participant m2mes as M2MES\n"));
+  free(m);
+  /* JSON stays raw: lab names (DESIGN.md section 8) */
+  char *j = render(&t, MCIM_TRACE_JSON);
+  assert_non_null(strstr(j, "\"from\": \"dev7\""));
+  assert_non_null(strstr(j, "\"to\": \"sho-a\""));
+  assert_null(strstr(j, "old SHO ("));
+  assert_null(strstr(j, "\"M2ME\""));
+  free(j);
+  mcim_trace_free(&t);
+}
+
+static void test_cast_switch_and_unknown(void **state)
+{
+  (void)state;
+  struct mcim_trace t;
+  struct mcim_trace_cast c;
+  /* a switch: no order; the SHO told to resume is the new one, the other the current one */
+  mcim_trace_init(&t);
+  ev(&t, 2, "subscriber", "d", "instruction: switch to the pre-provisioned MCIM", 1, MCIM_OK, NULL);
+  ev(&t, 0, "d", "x-op", "notification: suspend the subscription of slot x-op", 2, MCIM_OK, NULL);
+  ev(&t, 0, "d", "y-op", "notification: resume the subscription of slot y-op", 3, MCIM_OK, NULL);
+  ev(&t, 0, "d", "tre", "activate the pre-provisioned MCIM", 4, MCIM_OK, NULL);
+  mcim_trace_cast_of(&t, NULL, &c);
+  assert_int_equal(c.len, 5);
+  assert_string_equal(mcim_trace_cast_find(&c, "y-op")->label, "new SHO (y-op)");
+  assert_string_equal(mcim_trace_cast_find(&c, "x-op")->label, "current SHO (x-op)");
+  assert_string_equal(mcim_trace_cast_find(&c, "d")->term, "M2ME");
+  mcim_trace_free(&t);
+
+  /* nothing to tell who is who: names as they are; other procedures are ignored */
+  mcim_trace_init(&t);
+  ev(&t, 0, "alpha", "beta", "hello", 1, MCIM_OK, NULL);
+  struct mcim_trace_event other = t.ev[0];
+  snprintf(other.txn, sizeof(other.txn), "ffffffffffffffffffffffffffffffff");
+  snprintf(other.from, sizeof(other.from), "gamma");
+  other.body = NULL;
+  assert_int_equal(mcim_trace_add(&t, &other), MCIM_OK);
+  mcim_trace_cast_of(&t, "00112233445566778899aabbccddeeff", &c);
+  assert_int_equal(c.len, 2);
+  assert_string_equal(c.actor[0].label, "alpha");
+  assert_string_equal(c.actor[0].id, "x1");
+  assert_string_equal(c.actor[1].id, "x2");
+  mcim_trace_free(&t);
+
+  /* more names than lifelines: the last one stands for the rest, nothing is lost */
+  mcim_trace_init(&t);
+  for (int i = 0; i < 40; i++) {
+    char a[16], b[16];
+    snprintf(a, sizeof(a), "n%d", i);
+    snprintf(b, sizeof(b), "n%d", i + 1);
+    ev(&t, 0, a, b, "m", i, MCIM_OK, NULL);
+  }
+  mcim_trace_cast_of(&t, NULL, &c);
+  assert_int_equal(c.len, MCIM_TRACE_MAX_ACTORS);
+  assert_string_equal(mcim_trace_cast_find(&c, "n39")->id, "others");
+  char *m = render(&t, MCIM_TRACE_MERMAID);
+  assert_non_null(strstr(m, "  x1->>x2: m\n"));
+  assert_non_null(strstr(m, "  others->>others: m\n"));
+  free(m);
+  char *text = render(&t, MCIM_TRACE_TEXT);
+  assert_non_null(strstr(text, "-) n39 -> n40: m\n"));
+  free(text);
   mcim_trace_free(&t);
 }
 
@@ -105,8 +246,7 @@ static void test_msc_accepted_by_mscgen(void **state)
   if (system("command -v mscgen >/dev/null 2>&1") != 0)
     skip();
   struct mcim_trace t;
-  fill(&t);
-  mcim_trace_sort(&t);
+  fill_change(&t);
   char dir[] = "/tmp/mcim-trace-XXXXXX";
   assert_non_null(mkdtemp(dir));
   char in[128], out[128], cmd[512];
@@ -146,7 +286,10 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_redact),
       cmocka_unit_test(test_sort_and_text),
+      cmocka_unit_test(test_sort_keeps_retry_after_failure),
       cmocka_unit_test(test_mermaid),
+      cmocka_unit_test(test_cast_change),
+      cmocka_unit_test(test_cast_switch_and_unknown),
       cmocka_unit_test(test_msc_accepted_by_mscgen),
       cmocka_unit_test(test_event_json_roundtrip),
   };
