@@ -10,7 +10,13 @@ static void usage(FILE *out)
   fprintf(out, "usage: mcim COMMAND [ARGS...]\n\ncommands:\n");
   for (const struct mcim_cli_command *c = mcim_cli_commands; c->name; c++)
     fprintf(out, "  %-10s %s\n", c->name, c->summary);
-  fprintf(out, "\n`mcim COMMAND --help` describes a command and gives examples.\n");
+  fprintf(out, "\n`mcim COMMAND --help` describes a command and gives examples.\n"
+               "The daemons are separate programs: `mcimd --help` (network roles), `m2me --help`\n"
+               "(device agent); operating them: docs/operations.md.\n\n"
+               "examples:\n"
+               "  mcim demo\n"
+               "  mcim lab up && mcim lab device add dev1 && mcim run initial dev1 --sho sho-a\n"
+               "  mcim trace TXID --format text\n");
 }
 
 int main(int argc, char **argv)

@@ -9,25 +9,67 @@
 #include "mcim/log.h"
 #include "mcim/role.h"
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested, reopen_requested;
 
 static void on_signal(int sig)
 {
-  (void)sig;
-  stop_requested = 1;
+  if (sig == SIGHUP)
+    reopen_requested = 1;
+  else
+    stop_requested = 1;
+}
+
+/* The log keys of a configuration (empty when absent or unreadable). */
+static void log_config(const struct mcim_role_kind *kind, const char *path, char format[16],
+                       char level[16], char file[4096])
+{
+  size_t n = mcim_role_common_nspec + kind->nspec;
+  mcim_config_spec_t *spec = calloc(n, sizeof(*spec));
+  mcim_config_t *cfg = NULL;
+  if (!spec)
+    return;
+  memcpy(spec, mcim_role_common_spec, mcim_role_common_nspec * sizeof(*spec));
+  if (kind->nspec)
+    memcpy(spec + mcim_role_common_nspec, kind->spec, kind->nspec * sizeof(*spec));
+  if (mcim_config_load(path, spec, n, &cfg, NULL, 0) == MCIM_OK) {
+    const char *f = mcim_config_str(cfg, "log_format"), *l = mcim_config_str(cfg, "log_level");
+    snprintf(format, 16, "%s", f ? f : "");
+    snprintf(level, 16, "%s", l ? l : "");
+    if (mcim_config_has(cfg, "log_file"))
+      snprintf(file, 4096, "%s", mcim_config_path(cfg, "log_file"));
+  }
+  mcim_config_free(cfg);
+  free(spec);
 }
 
 static void usage(FILE *out)
 {
   fprintf(out,
           "usage: mcimd --role KIND --config FILE [--log-format text|json] [--log-level LEVEL]\n"
+          "             [--log-file FILE]\n"
           "       mcimd --role KIND --check-config FILE\n"
           "       mcimd --role KIND --describe-config\n\n"
-          "Runs one role instance of the mcim system as an HTTPS service.\n\nkinds:\n");
+          "Runs one role instance of the mcim system as an HTTPS service.\n\n"
+          "options:\n"
+          "  --role KIND          the role kind (below)\n"
+          "  --config FILE        the instance's configuration (JSON; --describe-config lists\n"
+          "                       the keys)\n"
+          "  --check-config FILE  validate FILE for KIND and exit (0: valid)\n"
+          "  --describe-config    print the configuration reference of KIND and exit\n"
+          "  --log-format F       text (default) or json: one line per event with time, level,\n"
+          "                       role, txn, step, cause and message\n"
+          "  --log-level L        debug, info (default), notice, warn or error\n"
+          "  --log-file FILE      append the log to FILE instead of stderr; SIGHUP reopens it\n"
+          "The command line wins over the log_format, log_level and log_file keys of FILE.\n"
+          "GET /metrics serves Prometheus metrics; SSLKEYLOGFILE=PATH makes the TLS library\n"
+          "write the session keys (for Wireshark). See docs/operations.md.\n"
+          "SIGTERM or SIGINT stops the instance.\n\nkinds:\n");
   for (size_t i = 0; mcim_role_kinds[i]; i++)
     fprintf(out, "  %-6s %s\n", mcim_role_kinds[i]->kind, mcim_role_kinds[i]->summary);
   fprintf(out, "\nexamples:\n"
                "  mcimd --role ro --config mcim-lab/ro/ro.json\n"
+               "  mcimd --role vno --config /etc/mcim/vno.json --log-format json \\\n"
+               "        --log-file /var/log/mcim/vno.log\n"
                "  mcimd --role sho --check-config mcim-lab/sho-a/sho-a.json\n"
                "  mcimd --role vno --describe-config\n");
 }
@@ -35,7 +77,7 @@ static void usage(FILE *out)
 int main(int argc, char **argv)
 {
   const char *kind_name = NULL, *config = NULL, *check = NULL;
-  const char *log_format = NULL, *log_level = NULL;
+  const char *log_format = NULL, *log_level = NULL, *log_file = NULL;
   bool describe = false;
 
   for (int i = 1; i < argc; i++) {
@@ -59,6 +101,8 @@ int main(int argc, char **argv)
       log_format = argv[++i];
     } else if (strcmp(a, "--log-level") == 0) {
       log_level = argv[++i];
+    } else if (strcmp(a, "--log-file") == 0) {
+      log_file = argv[++i];
     } else {
       fprintf(stderr, "mcimd: unknown option %s (see --help)\n", a);
       return MCIM_EXIT_USAGE;
@@ -90,19 +134,32 @@ int main(int argc, char **argv)
     fprintf(stderr, "mcimd: --config FILE is required (see --help)\n");
     return MCIM_EXIT_USAGE;
   }
-  int fmt = mcim_log_format_from_name(log_format ? log_format : "text");
-  int lvl = mcim_log_level_from_name(log_level ? log_level : "info");
-  if (fmt < 0 || lvl < 0) {
+  if ((log_format && mcim_log_format_from_name(log_format) < 0) ||
+      (log_level && mcim_log_level_from_name(log_level) < 0)) {
     fprintf(stderr, "mcimd: --log-format is text|json, --log-level debug|info|notice|warn|error\n");
     return MCIM_EXIT_USAGE;
   }
-  mcim_log_init(kind->kind, (mcim_log_format_t)fmt, (mcim_log_level_t)lvl, NULL);
+  /* The log settings: the command line, else the configuration's keys, else text/info to
+   * stderr. An unreadable configuration is reported by mcim_role_start below. */
+  char cfg_format[16] = "", cfg_level[16] = "", cfg_file[4096] = "";
+  log_config(kind, config, cfg_format, cfg_level, cfg_file);
+  int fmt = mcim_log_format_from_name(log_format ? log_format : cfg_format[0] ? cfg_format : "text");
+  int lvl = mcim_log_level_from_name(log_level ? log_level : cfg_level[0] ? cfg_level : "info");
+  mcim_log_init(kind->kind, fmt < 0 ? MCIM_LOG_TEXT : (mcim_log_format_t)fmt,
+                lvl < 0 ? MCIM_LOG_INFO : (mcim_log_level_t)lvl, NULL);
+  if (!log_file && cfg_file[0])
+    log_file = cfg_file;
+  if (log_file && mcim_log_open_file(log_file) != MCIM_OK) {
+    fprintf(stderr, "mcimd: cannot append to the log file %s\n", log_file);
+    return MCIM_EXIT_FAIL;
+  }
 
   struct sigaction sa;
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
   struct mcim_role *r = NULL;
@@ -112,9 +169,15 @@ int main(int argc, char **argv)
             mcim_cause_name(rc));
     return MCIM_EXIT_FAIL;
   }
-  mcim_log_init(r->name, (mcim_log_format_t)fmt, (mcim_log_level_t)lvl, NULL);
-  while (!stop_requested)
+  mcim_log_set_role(r->name);
+  while (!stop_requested) {
     pause();
+    if (reopen_requested) {
+      reopen_requested = 0;
+      mcim_log_reopen();
+      mcim_log_info("log file reopened (SIGHUP)");
+    }
+  }
   mcim_log_info("stopping");
   mcim_role_free(r);
   return MCIM_EXIT_OK;

@@ -35,6 +35,9 @@ struct mcim_http_response {
   json_t *json;        /* owned by the response */
   bool problem;        /* body is application/problem+json */
   mcim_cause_t cause;  /* for logs and metrics; MCIM_OK on success */
+  char *text;               /* a body that is not JSON (GET /metrics), owned, or NULL; set
+                               with mcim_http_reply_text, sent instead of `json` */
+  const char *content_type; /* of `text` (a static string) */
 };
 
 typedef void (*mcim_http_handler_fn)(void *ctx, const struct mcim_http_request *req,
@@ -77,6 +80,11 @@ void mcim_http_server_free(struct mcim_http_server *srv);
 
 /* Response helpers. reply_json steals `body`. */
 void mcim_http_reply_json(struct mcim_http_response *resp, int status, json_t *body);
+/* A text body (`text` malloc'd, stolen; NULL answers 503 NO_MEMORY) of `content_type`. */
+void mcim_http_reply_text(struct mcim_http_response *resp, int status, const char *content_type,
+                          char *text);
+/* Free what a response owns (the server does it after sending; for handler tests). */
+void mcim_http_response_clear(struct mcim_http_response *resp);
 void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause, int step,
                              const char *detail_fmt, ...) __attribute__((format(printf, 4, 5)));
 /* The problem+json object for a cause (RFC 9457: type, title, status, detail, plus cause and step). */

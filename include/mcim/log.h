@@ -31,6 +31,16 @@ typedef enum mcim_log_format {
 /* Process-wide settings; call once at start-up (before threads start).
  * `role` is the instance name ("ro", "sho-a", "dev1"); `out` NULL means stderr. */
 void mcim_log_init(const char *role, mcim_log_format_t fmt, mcim_log_level_t min_level, FILE *out);
+/* The instance name of later lines (the device agent learns its device id after start-up).
+ * Safe while other threads log. */
+void mcim_log_set_role(const char *role);
+/* Append the log to `path` (created 0640 if missing) instead of the current output; the
+ * previous log file, if this module opened one, is closed. MCIM_IO_ERROR if it cannot be
+ * opened (the output is then unchanged). Safe while other threads log. */
+mcim_cause_t mcim_log_open_file(const char *path);
+/* Open the log file again under the same name (after logrotate moved it: SIGHUP). No-op
+ * when logging to a stream the caller gave. */
+mcim_cause_t mcim_log_reopen(void);
 /* Parse "debug|info|notice|warn|error" / "text|json"; -1 if unknown. */
 int mcim_log_level_from_name(const char *name);
 int mcim_log_format_from_name(const char *name);

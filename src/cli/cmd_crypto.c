@@ -43,7 +43,12 @@ static const char crypto_usage[] =
     "  selftest   run every published Milenage test set (TS 35.208 sets 1-20,\n"
     "             TS 35.207 sets 1-6); exit 0 only if all pass\n"
     "\n"
-    "`mcim crypto milenage --help` gives an example.\n";
+    "examples:\n"
+    "  mcim crypto selftest\n"
+    "  mcim crypto milenage --k 465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
+    "      --op cdc202d5123e20f62b6d676ac72cb318 --rand 23553cbe9637a89d218ae64dae47bf35 \\\n"
+    "      --sqn ff9bb4d0b607 --amf b9b9\n"
+    "(`mcim crypto milenage --help` describes each value.)\n";
 
 static int fail_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail_usage(const char *cmd, const char *fmt, ...)

@@ -1,11 +1,14 @@
 #include "mcim/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mcim/util.h"
 
@@ -15,7 +18,8 @@ static struct {
   mcim_log_level_t min_level;
   FILE *out;
   bool secret_debug;
-} log_cfg = {"mcim", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL, false};
+  char *file_path; /* the file mcim_log_open_file opened (log_cfg.out), or NULL */
+} log_cfg = {"mcim", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL, false, NULL};
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -23,13 +27,76 @@ static const char *const level_names[] = {"debug", "info", "notice", "warn", "er
 
 void mcim_log_init(const char *role, mcim_log_format_t fmt, mcim_log_level_t min_level, FILE *out)
 {
+  pthread_mutex_lock(&log_lock);
   snprintf(log_cfg.role, sizeof(log_cfg.role), "%s", role ? role : "mcim");
   log_cfg.fmt = fmt;
   log_cfg.min_level = min_level;
+  /* a log file this module opened is closed: the caller chose another output */
+  FILE *old = log_cfg.file_path && log_cfg.out != out ? log_cfg.out : NULL;
+  free(log_cfg.file_path);
+  log_cfg.file_path = NULL;
   log_cfg.out = out;
+  pthread_mutex_unlock(&log_lock);
+  if (old)
+    fclose(old);
   const char *env = getenv("MCIM_DEBUG_SECRETS");
   if (env && strcmp(env, "1") == 0)
     mcim_log_set_secret_debug(true);
+}
+
+void mcim_log_set_role(const char *role)
+{
+  pthread_mutex_lock(&log_lock);
+  snprintf(log_cfg.role, sizeof(log_cfg.role), "%s", role ? role : "mcim");
+  pthread_mutex_unlock(&log_lock);
+}
+
+static FILE *open_append(const char *path)
+{
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0)
+    return NULL;
+  FILE *f = fdopen(fd, "a");
+  if (!f)
+    close(fd);
+  return f;
+}
+
+mcim_cause_t mcim_log_open_file(const char *path)
+{
+  if (!path || !*path)
+    return MCIM_INVALID_ARGUMENT;
+  char *copy = strdup(path);
+  FILE *f = copy ? open_append(path) : NULL;
+  if (!f) {
+    int err = errno;
+    free(copy);
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_IO_ERROR, "cannot open the log file %s: %s",
+                   path, strerror(err));
+    return MCIM_IO_ERROR;
+  }
+  pthread_mutex_lock(&log_lock);
+  FILE *old = log_cfg.file_path ? log_cfg.out : NULL;
+  free(log_cfg.file_path);
+  log_cfg.file_path = copy;
+  log_cfg.out = f;
+  pthread_mutex_unlock(&log_lock);
+  if (old)
+    fclose(old);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_log_reopen(void)
+{
+  pthread_mutex_lock(&log_lock);
+  char *path = log_cfg.file_path ? strdup(log_cfg.file_path) : NULL;
+  bool owned = log_cfg.file_path != NULL;
+  pthread_mutex_unlock(&log_lock);
+  if (!owned)
+    return MCIM_OK;
+  mcim_cause_t rc = path ? mcim_log_open_file(path) : MCIM_NO_MEMORY;
+  free(path);
+  return rc;
 }
 
 int mcim_log_level_from_name(const char *name)
@@ -69,10 +136,10 @@ static void timestamp(char *buf, size_t len)
 static void emit(mcim_log_level_t level, const char *txn, int step, mcim_cause_t cause,
                  const char *msg)
 {
-  FILE *out = log_cfg.out ? log_cfg.out : stderr;
   char ts[40];
   timestamp(ts, sizeof(ts));
   pthread_mutex_lock(&log_lock);
+  FILE *out = log_cfg.out ? log_cfg.out : stderr;
   if (log_cfg.fmt == MCIM_LOG_JSON) {
     json_t *o = json_object();
     json_object_set_new(o, "time", json_string(ts));

@@ -10,6 +10,7 @@
 
 #include "device/device_priv.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/role.h"
 #include "mcim/util.h"
 
@@ -100,6 +101,9 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_client *
   for (;;) {
     /* Step 5: the TRE checks AUTN (MAC, then SQN) and answers RES, or AUTS to resync. */
     rc = d->tre->ops->aka(d->tre->ctx, plan->cred, rand, autn, res, auts);
+    mcim_metric_inc(&mcim_m_m2me_aka_challenges, NULL);
+    if (rc != MCIM_OK)
+      mcim_metric_inc(&mcim_m_m2me_aka_failures, MCIM_LABELS(mcim_cause_name(rc)));
     json_decref(body);
     body = NULL;
     mcim_http_result_clear(&hr);
@@ -269,6 +273,7 @@ mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_client *cli,
       return rc;
     }
   }
+  mcim_metric_inc(&mcim_m_m2me_attach_attempts, MCIM_LABELS(network));
   pthread_mutex_lock(&d->attach_lock);
   rc = attach_once(d, cli, network, txn, &plan, out);
   if (vno && try_previous_pcid(rc)) {
@@ -288,6 +293,8 @@ mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_client *cli,
     }
   }
   pthread_mutex_unlock(&d->attach_lock);
+  if (rc != MCIM_OK)
+    mcim_metric_inc(&mcim_m_m2me_attach_failures, MCIM_LABELS(network, mcim_cause_name(rc)));
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, txn, out->step, rc, "attach to %s failed: %s", network,
                    out->detail);

@@ -9,6 +9,7 @@
 #include "device/device_priv.h"
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/util.h"
 
 /* GET /v1/status: the TRE's public view, the current (or last) procedure, the access
@@ -250,6 +251,7 @@ static void h_procedure_start(void *ctx, const struct mcim_http_request *req,
     goto cleanup;
   }
   dev_wake(d);
+  mcim_metric_inc(&mcim_m_procedures_started, MCIM_LABELS(p.kind));
   mcim_log_event(MCIM_LOG_NOTICE, p.txn, 2, MCIM_OK, "owner instruction: %s%s%s with %s", p.kind,
                  p.via[0] ? " via " : "", p.via, p.sho);
   mcim_http_reply_json(resp, 202, json_pack("{s:s,s:s,s:s,s:s}", "txn", p.txn, "kind", p.kind,
@@ -311,8 +313,20 @@ static void h_health(void *ctx, const struct mcim_http_request *req,
                        json_pack("{s:s,s:s,s:s}", "name", d->name, "kind", "m2me", "status", "ok"));
 }
 
+/* GET /metrics: the agent's counters (include/mcim/metrics.h), Prometheus text 0.0.4. */
+static void h_metrics(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp)
+{
+  (void)ctx;
+  (void)req;
+  mcim_http_reply_text(resp, 200, MCIM_METRICS_CONTENT_TYPE,
+                       mcim_metrics_render(MCIM_MF_PROCESS | MCIM_MF_HTTP | MCIM_MF_PROCEDURE |
+                                           MCIM_MF_AGENT));
+}
+
 static const struct mcim_http_route control_routes[] = {
     {"GET", "/v1/health", h_health, 0},
+    {"GET", "/metrics", h_metrics, 0},
     {"GET", "/v1/status", h_status, 0},
     {"POST", "/v1/attach", h_attach, 0},
     {"POST", "/v1/procedures", h_procedure_start, 0},
@@ -331,6 +345,7 @@ mcim_cause_t dev_control_start(struct mcim_device *d)
       .nroutes = sizeof(control_routes) / sizeof(control_routes[0]),
       .ctx = d,
   };
+  mcim_metric_set(&mcim_m_process_start_time, NULL, (double)mcim_now());
   mcim_cause_t rc = mcim_http_server_start(&sc, &d->control);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "cannot serve the control API on %s",

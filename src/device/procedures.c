@@ -27,6 +27,7 @@
 #include "device/device_priv.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/role.h" /* mcim_jws_peek_claim */
 #include "mcim/util.h"
 
@@ -790,6 +791,10 @@ static void finish(struct mcim_device *d, struct mcim_http_client *cli, struct d
   dev_store_unlock(d);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, p->txn, p->n, rc, "final state of the procedure not saved");
+  if (cause == MCIM_OK)
+    mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS(p->kind));
+  else
+    mcim_metric_inc(&mcim_m_procedures_failed, MCIM_LABELS(p->kind, mcim_cause_name(cause)));
   if (cause == MCIM_OK)
     mcim_log_event(MCIM_LOG_NOTICE, p->txn, p->n, MCIM_OK, "%s%s%s with %s succeeded", p->kind,
                    p->via[0] ? " via " : "", p->via, p->sho);

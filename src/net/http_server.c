@@ -14,10 +14,12 @@
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mcim/http.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/util.h"
 
 struct mcim_http_server {
@@ -36,6 +38,7 @@ struct req_state {
   size_t cap;
   bool too_large;
   bool huge;
+  struct timespec start; /* arrival of the request (CLOCK_MONOTONIC), for the latency metric */
 };
 
 static char *read_text_file(const char *path)
@@ -123,36 +126,91 @@ static bool peer_common_name(struct MHD_Connection *conn, char *cn, size_t cn_le
   return ok;
 }
 
-static enum MHD_Result send_response(struct MHD_Connection *conn, const char *method,
-                                     const char *url, struct mcim_http_response *resp,
-                                     const char *role)
+/* Metric labels: the route pattern (never the raw path: it holds ids), "unmatched" for a
+ * path no route serves; the method when it is a standard one, else "other". */
+static const char *route_label(const struct mcim_http_server *srv, const char *url,
+                               const char *method)
 {
-  char *text = resp->json ? json_dumps(resp->json, JSON_COMPACT) : NULL;
-  size_t len = text ? strlen(text) : 0;
-  struct MHD_Response *r =
-      MHD_create_response_from_buffer(len, text ? text : (void *)"", MHD_RESPMEM_MUST_COPY);
+  const char *params[MCIM_HTTP_MAX_PARAMS];
+  char scratch[512];
+  const char *known = NULL;
+  for (size_t i = 0; i < srv->cfg.nroutes; i++) {
+    size_t np = 0;
+    if (!mcim_http_route_match(srv->cfg.routes[i].pattern, url, params, &np, scratch,
+                               sizeof(scratch)))
+      continue;
+    if (strcmp(srv->cfg.routes[i].method, method) == 0)
+      return srv->cfg.routes[i].pattern;
+    if (!known)
+      known = srv->cfg.routes[i].pattern;
+  }
+  return known ? known : "unmatched";
+}
+
+static const char *method_label(const char *method)
+{
+  static const char *const std[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
+  for (size_t i = 0; i < sizeof(std) / sizeof(std[0]); i++)
+    if (strcmp(method, std[i]) == 0)
+      return std[i];
+  return "other";
+}
+
+static void count_request(const struct mcim_http_server *srv, const char *method,
+                          const char *url, const struct mcim_http_response *resp,
+                          const struct req_state *st)
+{
+  static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+  const char *route = route_label(srv, url, method);
+  const char *m = method_label(method);
+  int c = resp->status / 100;
+  const char *code = c >= 1 && c <= 5 ? classes[c - 1] : "other";
+  mcim_metric_inc(&mcim_m_http_requests, MCIM_LABELS(m, route, mcim_cause_name(resp->cause)));
+  if (st) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double secs = (double)(now.tv_sec - st->start.tv_sec) +
+                  (double)(now.tv_nsec - st->start.tv_nsec) / 1e9;
+    mcim_metric_observe(&mcim_m_http_request_duration, MCIM_LABELS(m, route, code), secs);
+  }
+}
+
+static enum MHD_Result send_response(const struct mcim_http_server *srv,
+                                     struct MHD_Connection *conn, const char *method,
+                                     const char *url, struct mcim_http_response *resp,
+                                     const struct req_state *st)
+{
+  char *text = resp->text ? NULL : resp->json ? json_dumps(resp->json, JSON_COMPACT) : NULL;
+  const char *body = resp->text ? resp->text : text;
+  size_t len = body ? strlen(body) : 0;
+  struct MHD_Response *r = MHD_create_response_from_buffer(
+      len, body ? (void *)(uintptr_t)body : (void *)"", MHD_RESPMEM_MUST_COPY);
   free(text);
   if (!r)
     return MHD_NO;
-  if (resp->json)
+  if (resp->text)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp->content_type ? resp->content_type : "text/plain");
+  else if (resp->json)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             resp->problem ? "application/problem+json" : "application/json");
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
   MHD_destroy_response(r);
+  count_request(srv, method, url, resp, st);
   mcim_log_event(resp->status >= 500 ? MCIM_LOG_WARN : MCIM_LOG_INFO, NULL, 0, resp->cause,
                  "%s %s -> %d", method, url, resp->status);
-  (void)role;
   return ret;
 }
 
-static enum MHD_Result problem_now(struct MHD_Connection *conn, const char *method,
+static enum MHD_Result problem_now(const struct mcim_http_server *srv,
+                                   struct MHD_Connection *conn, const char *method,
                                    const char *url, mcim_cause_t cause, const char *detail,
-                                   const char *role)
+                                   const struct req_state *st)
 {
   struct mcim_http_response resp = {0};
   mcim_http_reply_problem(&resp, cause, 0, "%s", detail);
-  enum MHD_Result ret = send_response(conn, method, url, &resp, role);
-  json_decref(resp.json);
+  enum MHD_Result ret = send_response(srv, conn, method, url, &resp, st);
+  mcim_http_response_clear(&resp);
   return ret;
 }
 
@@ -168,7 +226,6 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
                                 const char *url, const char *method, struct req_state *st)
 {
   const struct mcim_http_server_cfg *cfg = &srv->cfg;
-  const char *role = cfg->role;
   struct mcim_http_request req = {0};
   struct mcim_http_response resp = {0};
   char scratch[512];
@@ -189,9 +246,9 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
     }
   }
   if (!route)
-    return problem_now(conn, method, url,
+    return problem_now(srv, conn, method, url,
                        path_known ? MCIM_METHOD_NOT_ALLOWED : MCIM_ROUTE_NOT_FOUND,
-                       path_known ? "method not allowed here" : "unknown path", role);
+                       path_known ? "method not allowed here" : "unknown path", st);
 
   req.method = method;
   req.path = url;
@@ -202,22 +259,22 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
   if (peer_common_name(conn, cn, sizeof(cn)))
     req.peer = cn;
   if ((route->flags & MCIM_ROUTE_PEER_CERT) && !req.peer)
-    return problem_now(conn, method, url, MCIM_PEER_NOT_AUTHENTICATED,
-                       "this resource needs a client certificate issued by the lab CA", role);
+    return problem_now(srv, conn, method, url, MCIM_PEER_NOT_AUTHENTICATED,
+                       "this resource needs a client certificate issued by the lab CA", st);
 
   req.body = st->body;
   req.body_len = st->len;
   if (!(route->flags & MCIM_ROUTE_RAW_BODY) && st->len > 0) {
     if (!is_json_type(req.content_type))
-      return problem_now(conn, method, url, MCIM_UNSUPPORTED_MEDIA_TYPE,
-                         "send the body as application/json", role);
+      return problem_now(srv, conn, method, url, MCIM_UNSUPPORTED_MEDIA_TYPE,
+                         "send the body as application/json", st);
     json_error_t jerr;
     req.json = json_loadb((const char *)st->body, st->len, JSON_REJECT_DUPLICATES, &jerr);
     if (!req.json) {
       char detail[200];
       snprintf(detail, sizeof(detail), "line %d column %d: %s", jerr.line, jerr.column,
                jerr.text);
-      return problem_now(conn, method, url, MCIM_BAD_JSON, detail, role);
+      return problem_now(srv, conn, method, url, MCIM_BAD_JSON, detail, st);
     }
   }
 
@@ -225,8 +282,8 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
   route->fn(cfg->ctx, &req, &resp);
   if (!resp.json && resp.status >= 400)
     mcim_http_reply_problem(&resp, MCIM_INTERNAL, 0, "handler gave no answer");
-  ret = send_response(conn, method, url, &resp, role);
-  json_decref(resp.json);
+  ret = send_response(srv, conn, method, url, &resp, st);
+  mcim_http_response_clear(&resp);
   json_decref(req.json);
   return ret;
 }
@@ -245,6 +302,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!st)
       return MHD_NO;
     *con_cls = st;
+    clock_gettime(CLOCK_MONOTONIC, &st->start);
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
       char *end = NULL;
@@ -260,7 +318,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (st->huge) {
       char detail[96];
       snprintf(detail, sizeof(detail), "body larger than %zu bytes", srv->cfg.max_body);
-      return problem_now(conn, method, url, MCIM_TOO_LARGE, detail, srv->cfg.role);
+      return problem_now(srv, conn, method, url, MCIM_TOO_LARGE, detail, st);
     }
     return MHD_YES;
   }
@@ -288,7 +346,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   if (st->too_large) {
     char detail[96];
     snprintf(detail, sizeof(detail), "body larger than %zu bytes", srv->cfg.max_body);
-    return problem_now(conn, method, url, MCIM_TOO_LARGE, detail, srv->cfg.role);
+    return problem_now(srv, conn, method, url, MCIM_TOO_LARGE, detail, st);
   }
   return dispatch(srv, conn, url, method, st);
 }

@@ -1,6 +1,7 @@
 /* problem+json (RFC 9457) bodies and response helpers shared by every role. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "mcim/http.h"
 
@@ -22,9 +23,33 @@ json_t *mcim_problem_new(mcim_cause_t cause, int step, const char *detail)
   return p;
 }
 
-void mcim_http_reply_json(struct mcim_http_response *resp, int status, json_t *body)
+void mcim_http_response_clear(struct mcim_http_response *resp)
 {
   json_decref(resp->json);
+  resp->json = NULL;
+  free(resp->text);
+  resp->text = NULL;
+  resp->content_type = NULL;
+}
+
+void mcim_http_reply_text(struct mcim_http_response *resp, int status, const char *content_type,
+                          char *text)
+{
+  if (!text) {
+    mcim_http_reply_problem(resp, MCIM_NO_MEMORY, 0, "no memory for the answer");
+    return;
+  }
+  mcim_http_response_clear(resp);
+  resp->status = status;
+  resp->text = text;
+  resp->content_type = content_type;
+  resp->problem = false;
+  resp->cause = MCIM_OK;
+}
+
+void mcim_http_reply_json(struct mcim_http_response *resp, int status, json_t *body)
+{
+  mcim_http_response_clear(resp);
   resp->status = status;
   resp->json = body;
   resp->problem = false;
@@ -41,7 +66,7 @@ void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause
     vsnprintf(detail, sizeof(detail), detail_fmt, ap);
     va_end(ap);
   }
-  json_decref(resp->json);
+  mcim_http_response_clear(resp);
   resp->status = mcim_cause_http_status(cause);
   resp->json = mcim_problem_new(cause, step, detail);
   resp->problem = true;

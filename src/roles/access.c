@@ -6,6 +6,7 @@
 
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/util.h"
 
 const char mcim_access_schema_sql[] =
@@ -14,6 +15,16 @@ const char mcim_access_schema_sql[] =
     " created BIGINT NOT NULL)";
 
 #define ATTACH_LIFETIME 120 /* seconds a challenge may be answered */
+
+/* Metrics (docs/operations.md): an attach is an initial registration at this network
+ * (TS 28.552 RM.RegInit*), its challenge an authentication request (AMF.Auth*). */
+static void count_refusal(mcim_cause_t rc)
+{
+  mcim_metric_inc(&mcim_m_rm_reg_init_fail, MCIM_LABELS(mcim_cause_name(rc)));
+  /* the device's proof refused: RES, or the MAC-S of its AUTS */
+  if (rc == MCIM_RES_MISMATCH || rc == MCIM_AUTS_INVALID)
+    mcim_metric_inc(&mcim_m_amf_auth_reject, NULL);
+}
 
 static void seal_ctx(char *out, size_t len, const char *id)
 {
@@ -53,8 +64,10 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   char err[200], device[64] = "", id[33];
   uint8_t idb[16];
   struct mcim_aka_av av;
+  mcim_metric_inc(&mcim_m_rm_reg_init_req, NULL);
   mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
   if (rc != MCIM_OK) {
+    count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_attach, "%s", err);
     return;
   }
@@ -67,6 +80,7 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
                         ? json_string_value(json_object_get(req->json, "device"))
                         : identity,
                     "attach refused", NULL, rc);
+    count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_attach, "no authentication vector for %s",
                             identity);
     return;
@@ -86,11 +100,14 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   json_t *body = json_pack("{s:s,s:s,s:s}", "attach_id", id, "rand", rand_hex, "autn", autn_hex);
   mcim_role_trace(r, txn, net->step_auth, r->name, device, "authentication request (RAND, AUTN)",
                   body, MCIM_OK);
+  mcim_metric_inc(&mcim_m_amf_auth_req, NULL);
   mcim_http_reply_json(resp, 200, body);
 out:
   mcim_wipe(&av, sizeof(av));
-  if (rc != MCIM_OK)
+  if (rc != MCIM_OK) {
+    count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_attach, "cannot open an attach session");
+  }
 }
 
 struct session {
@@ -172,10 +189,12 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     snprintf(err, sizeof(err), "send exactly one of \"res\" and \"auts\"");
   }
   if (rc != MCIM_OK) {
+    count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_auth, "%s", err);
     return;
   }
   if (!st) {
+    count_refusal(MCIM_STORE_ERROR);
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, net->step_auth, "store unavailable");
     return;
   }
@@ -186,11 +205,13 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
                             p, 1, session_row, &s);
   if (rc == MCIM_NOT_FOUND || (rc == MCIM_OK && (strcmp(s.state, "challenged") != 0 ||
                                                  mcim_now() - s.created > ATTACH_LIFETIME))) {
+    count_refusal(MCIM_WRONG_STATE);
     mcim_http_reply_problem(resp, MCIM_WRONG_STATE, net->step_auth,
                             "no open attach session %s (unknown, answered or expired)", s.id);
     goto out;
   }
   if (rc != MCIM_OK) {
+    count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_auth, "attach session unreadable");
     goto out;
   }
@@ -202,12 +223,14 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     mcim_hex_decode_str(auts_hex, auts, sizeof(auts));
     mcim_role_trace(r, txn, net->step_auth, s.device, r->name,
                     "synchronisation failure (AUTS)", req->json, MCIM_SYNC_FAILURE);
+    mcim_metric_inc(&mcim_m_amf_auth_fail, MCIM_LABELS(mcim_cause_name(MCIM_SYNC_FAILURE)));
     rc = session_close(st, s.id, "resync");
     if (rc == MCIM_OK)
       rc = net->resync(r, txn, s.identity, s.rand, auts);
     if (rc == MCIM_OK)
       rc = net->get_av(r, txn, s.identity, &av, device);
     if (rc != MCIM_OK) {
+      count_refusal(rc);
       mcim_http_reply_problem(resp, rc, net->step_auth, "resynchronisation failed");
       goto out;
     }
@@ -219,6 +242,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
       rc = session_put(st, r->storage_key, id, txn, s.identity, device, &av);
     if (rc != MCIM_OK) {
       mcim_wipe(&av, sizeof(av));
+      count_refusal(rc);
       mcim_http_reply_problem(resp, rc, net->step_auth, "cannot open an attach session");
       goto out;
     }
@@ -228,6 +252,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     json_t *body = json_pack("{s:s,s:s,s:s}", "attach_id", id, "rand", rand_hex, "autn", autn_hex);
     mcim_role_trace(r, txn, net->step_auth, r->name, device,
                     "authentication request after resynchronisation", body, MCIM_OK);
+    mcim_metric_inc(&mcim_m_amf_auth_req, NULL);
     mcim_http_reply_json(resp, 200, body);
     goto out;
   }
@@ -240,6 +265,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
                   NULL, rc);
   if (rc != MCIM_OK) {
     session_close(st, s.id, "failed");
+    count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_auth, "authentication of %s failed", s.identity);
     goto out;
   }
@@ -247,6 +273,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   if (rc == MCIM_OK)
     rc = issue_token(r, net, &s, &token);
   if (rc != MCIM_OK) {
+    count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_connect, "attach could not complete");
     goto out;
   }
@@ -257,6 +284,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
                   strcmp(net->scope, "full") == 0 ? "attach accept: full connectivity"
                                                   : "attach accept: restricted connectivity (RO, PVA)",
                   NULL, MCIM_OK);
+  mcim_metric_inc(&mcim_m_rm_reg_init_succ, NULL);
   mcim_http_reply_json(resp, 200, body);
 out:
   free(token);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/util.h"
 
 const char mcim_auc_schema_sql[] =
@@ -139,10 +140,13 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
 
   if (n < 1 || n > 5)
     return MCIM_INVALID_ARGUMENT;
+  mcim_metric_inc(&mcim_m_auc_av_requests, NULL);
   mcim_sqn_params_default(&params);
   rc = mcim_store_begin(st);
-  if (rc != MCIM_OK)
+  if (rc != MCIM_OK) {
+    mcim_metric_inc(&mcim_m_auc_av_failures, MCIM_LABELS(mcim_cause_name(rc)));
     return rc;
+  }
   rc = load_sub(st, &s);
   if (rc == MCIM_NOT_FOUND)
     rc = MCIM_UNKNOWN_IDENTITY;
@@ -183,6 +187,10 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
 out:
   mcim_store_rollback(st);
 out_nocommit:
+  if (rc == MCIM_OK)
+    mcim_metric_add(&mcim_m_auc_av_generated, NULL, n);
+  else
+    mcim_metric_inc(&mcim_m_auc_av_failures, MCIM_LABELS(mcim_cause_name(rc)));
   mcim_milenage_free(m);
   sub_row_wipe(&s);
   return rc;
@@ -200,9 +208,12 @@ mcim_cause_t mcim_auc_resync(mcim_store_t *st, const mcim_storage_key_t *skey, c
   mcim_cause_t rc;
 
   mcim_sqn_params_default(&params);
+  mcim_metric_inc(&mcim_m_auc_resync_requests, NULL);
   rc = mcim_store_begin(st);
-  if (rc != MCIM_OK)
+  if (rc != MCIM_OK) {
+    mcim_metric_inc(&mcim_m_auc_resync_failures, MCIM_LABELS(mcim_cause_name(rc)));
     return rc;
+  }
   rc = load_sub(st, &s);
   if (rc == MCIM_NOT_FOUND)
     rc = MCIM_UNKNOWN_IDENTITY;
@@ -228,6 +239,8 @@ mcim_cause_t mcim_auc_resync(mcim_store_t *st, const mcim_storage_key_t *skey, c
 out:
   mcim_store_rollback(st);
 done:
+  if (rc != MCIM_OK)
+    mcim_metric_inc(&mcim_m_auc_resync_failures, MCIM_LABELS(mcim_cause_name(rc)));
   mcim_milenage_free(m);
   sub_row_wipe(&s);
   return rc;

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/trace.h"
 #include "mcim/trace_store.h"
 #include "mcim/util.h"
@@ -279,6 +280,13 @@ static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_
                   "UPDATE outbox SET state = ?, attempts = ?, next_at = ?, last_cause = ?"
                   " WHERE id = ?",
                   u, MCIM_NPARAMS(u), NULL, NULL);
+  if (done) {
+    mcim_metric_inc(&mcim_m_outbox_delivered, MCIM_LABELS(m->peer));
+  } else {
+    mcim_metric_inc(&mcim_m_outbox_attempt_failures, MCIM_LABELS(m->peer, mcim_cause_name(rc)));
+    if (strcmp(state, "failed") == 0)
+      mcim_metric_inc(&mcim_m_outbox_given_up, MCIM_LABELS(m->peer, mcim_cause_name(rc)));
+  }
   if (done || strcmp(state, "failed") == 0)
     /* stamped when sent, so it sorts before what the receiver did with it */
     mcim_role_trace_at(r, sent_us, m->txn, (int)m->step, r->name, m->peer, m->msg, body,

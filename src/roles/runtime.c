@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/pki.h"
 #include "mcim/role.h"
 #include "mcim/util.h"
@@ -286,8 +287,36 @@ static void h_certificate(void *ctx, const struct mcim_http_request *req,
   mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "name", r->name, "cert", r->cert_pem));
 }
 
+/* The metric families a kind exposes besides process, HTTP and outbox. */
+static unsigned kind_metric_families(const struct mcim_role_kind *kind)
+{
+  unsigned f = MCIM_MF_PROCESS | MCIM_MF_HTTP | MCIM_MF_OUTBOX;
+  if (strcmp(kind->kind, "vno") == 0)
+    f |= MCIM_MF_ACCESS;
+  else if (strcmp(kind->kind, "sho") == 0)
+    f |= MCIM_MF_ACCESS | MCIM_MF_AUC | MCIM_MF_PROCEDURE;
+  else if (strcmp(kind->kind, "ro") == 0)
+    f |= MCIM_MF_AUC;
+  return f;
+}
+
+/* GET /metrics: Prometheus text exposition 0.0.4 (include/mcim/metrics.h). No
+ * authentication, like /v1/health: counters only, no identifier nor secret. */
+static void h_metrics(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  int64_t pending = 0;
+  (void)req;
+  if (mcim_role_outbox_pending(r, &pending) == MCIM_OK)
+    mcim_metric_set(&mcim_m_outbox_pending, NULL, (double)pending);
+  mcim_http_reply_text(resp, 200, MCIM_METRICS_CONTENT_TYPE,
+                       mcim_metrics_render(kind_metric_families(r->kind)));
+}
+
 static const struct mcim_http_route common_routes[] = {
     {"GET", "/v1/health", h_health, 0},
+    {"GET", "/metrics", h_metrics, 0},
     {"GET", "/v1/certificate", h_certificate, 0},
     {"GET", "/v1/admin/trace/{txn}", h_admin_trace, MCIM_ROUTE_PEER_CERT},
 };
@@ -486,6 +515,7 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
       .nroutes = nroutes,
       .ctx = r,
   };
+  mcim_metric_set(&mcim_m_process_start_time, NULL, (double)mcim_now());
   rc = mcim_http_server_start(&sc, &r->server);
   if (rc != MCIM_OK)
     goto fail;

@@ -82,5 +82,71 @@ done
 "$mcim" device status dev1 --json --dir "$lab" >"$tmp/st.json"
 grep -q '"pending": \[\]' "$tmp/st.json" && ok "no notification left in the TRE" || bad "pending: $(grep -A3 pending "$tmp/st.json")"
 
+# --- pre-provisioned MCIMs (the seed's variant): preload a second one, switch, switch back ---
+auc_state() { sqlite3 "$lab/$1/$1.db" "SELECT state FROM auc WHERE imsi='$2'"; }
+auc_is() { [ "$(auc_state "$1" "$2")" = "$3" ]; }
+wait_auc() { # wait_auc SHO IMSI STATE: the SHO's AuC reaches STATE (its report handling is
+  # asynchronous to the device), bounded
+  local i
+  for i in $(seq 1 100); do auc_is "$1" "$2" "$3" && return 0; sleep 0.05; done
+  return 1
+}
+slot_state() { # slot_state DEV SLOT: the TRE's state of that slot
+  "$mcim" device status "$1" --json --dir "$lab" | tr -d ' \n' |
+    grep -o "\"slot\":\"$2\",\"sho\":\"$2\",\"imsi\":\"[0-9]*\",\"state\":\"[a-z]*\"" |
+    grep -o '"state":"[a-z]*"' | cut -d'"' -f4
+}
+network_attach() { # network_attach SHO IMSI: the SHO's answer to an attach request (no AV: cause)
+  curl -s --cacert "$lab/pki/ca/operators-ca.crt" -H 'Content-Type: application/json' \
+    -d "{\"imsi\": \"$2\"}" "$(role_url "$1")/v1/attach" | tr -d ' \n' |
+    sed -n 's/.*"cause":"\([A-Z_]*\)".*/\1/p; s/.*"rand":.*/challenge/p'
+}
+check "manufacture dev2" "$mcim" lab device add dev2 --dir "$lab"
+check "initial provisioning of dev2 with sho-a" "$mcim" run initial dev2 --sho sho-a --json --dir "$lab"
+imsi2_a=$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='dev2' AND state='active'")
+check "preload dev2 with sho-b" "$mcim" run preload dev2 --sho sho-b --json --dir "$lab"
+[ "$(jfield "$tmp/out" result)" = success ] && ok "preload: success" || bad "preload: $(head -c 600 "$tmp/out")"
+imsi2_b=$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='dev2'")
+[ -n "$imsi2_b" ] && ok "preload: sho-b made an MCIM ($imsi2_b)" || bad "preload: no sho-b AuC entry"
+[ "$(slot_state dev2 sho-b)" = inactive ] && [ "$(slot_state dev2 sho-a)" = active ] &&
+  ok "preload: sho-b's MCIM inactive in the TRE, sho-a's still active" ||
+  bad "preload: slots sho-a=$(slot_state dev2 sho-a) sho-b=$(slot_state dev2 sho-b)"
+wait_auc sho-b "$imsi2_b" standby && ok "preload: sho-b's subscription in standby" || bad "preload: sho-b AuC $(auc_state sho-b "$imsi2_b")"
+auc_is sho-a "$imsi2_a" active && ok "preload: sho-a's subscription still active" || bad "preload: sho-a AuC $(auc_state sho-a "$imsi2_a")"
+check_fails "preload: dev2 cannot attach to sho-b yet" "$mcim" device attach dev2 --to sho-b --dir "$lab"
+c=$(network_attach sho-b "$imsi2_b")
+[ -n "$c" ] && [ "$c" != challenge ] && ok "preload: sho-b gives no AV for the standby IMSI ($c)" || bad "preload: sho-b attach answer '$c'"
+check "preload: dev2 still attaches to sho-a" "$mcim" device attach dev2 --to sho-a --json --dir "$lab"
+grep -q '"scope": "full"' "$tmp/out" && ok "preload: full access at sho-a" || bad "preload: $(cat "$tmp/out")"
+invariants dev2 "after preload"
+
+check "switch dev2 to sho-b" "$mcim" run switch dev2 --to sho-b --json --dir "$lab"
+[ "$(jfield "$tmp/out" result)" = success ] && ok "switch: success" || bad "switch: $(head -c 600 "$tmp/out")"
+wait_auc sho-a "$imsi2_a" standby && ok "switch: sho-a's subscription in standby" || bad "switch: sho-a AuC $(auc_state sho-a "$imsi2_a")"
+auc_is sho-b "$imsi2_b" active && ok "switch: sho-b's subscription active" || bad "switch: sho-b AuC $(auc_state sho-b "$imsi2_b")"
+[ "$(slot_state dev2 sho-b)" = active ] && [ "$(slot_state dev2 sho-a)" = inactive ] &&
+  ok "switch: the TRE's active MCIM is sho-b's, sho-a's kept inactive" ||
+  bad "switch: slots sho-a=$(slot_state dev2 sho-a) sho-b=$(slot_state dev2 sho-b)"
+check "switch: dev2 attaches to sho-b" "$mcim" device attach dev2 --to sho-b --json --dir "$lab"
+grep -q '"scope": "full"' "$tmp/out" && ok "switch: full access at sho-b" || bad "switch: $(cat "$tmp/out")"
+check_fails "switch: dev2 no longer attaches to sho-a" "$mcim" device attach dev2 --to sho-a --dir "$lab"
+c=$(network_attach sho-a "$imsi2_a")
+[ -n "$c" ] && [ "$c" != challenge ] && ok "switch: sho-a gives no AV for the standby IMSI ($c)" || bad "switch: sho-a attach answer '$c'"
+[ "$(sqlite3 "$lab/ro/ro.db" "SELECT sho FROM drf WHERE device='dev2' AND state='subscribed'")" = sho-b ] &&
+  ok "switch: the DRF says sho-b" || bad "switch: DRF $(sqlite3 "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='dev2'")"
+invariants dev2 "after switch"
+
+check "switch dev2 back to sho-a" "$mcim" run switch dev2 --to sho-a --json --dir "$lab"
+[ "$(jfield "$tmp/out" result)" = success ] && ok "switch back: success" || bad "switch back: $(head -c 600 "$tmp/out")"
+wait_auc sho-b "$imsi2_b" standby && ok "switch back: sho-b's subscription in standby" || bad "switch back: sho-b AuC $(auc_state sho-b "$imsi2_b")"
+auc_is sho-a "$imsi2_a" active && ok "switch back: sho-a's subscription active again" || bad "switch back: sho-a AuC $(auc_state sho-a "$imsi2_a")"
+check "switch back: dev2 attaches to sho-a" "$mcim" device attach dev2 --to sho-a --json --dir "$lab"
+grep -q '"scope": "full"' "$tmp/out" && ok "switch back: full access at sho-a" || bad "switch back: $(cat "$tmp/out")"
+check_fails "switch back: dev2 no longer attaches to sho-b" "$mcim" device attach dev2 --to sho-b --dir "$lab"
+c=$(network_attach sho-b "$imsi2_b")
+[ -n "$c" ] && [ "$c" != challenge ] && ok "switch back: sho-b gives no AV for the standby IMSI ($c)" || bad "switch back: sho-b attach answer '$c'"
+[ "$(network_attach sho-a "$imsi2_a")" = challenge ] && ok "switch back: sho-a challenges the active IMSI" || bad "switch back: sho-a gives no AV"
+invariants dev2 "after switching back"
+
 check "lab down" "$mcim" lab down --dir "$lab"
 finish

@@ -10,6 +10,7 @@
 
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
@@ -129,6 +130,16 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
     answer = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "ack", ack);
     rc = mcim_store_begin(st);
   }
+  /* Looked up again under the write lock: a copy of this receipt that arrived at the same
+   * time (the device gave up waiting on a slow answer and sent it again, signed afresh) may
+   * have been recorded since the lookup above; it gets the same answer, not a conflict. */
+  json_t *stored = NULL;
+  if (rc == MCIM_OK &&
+      mcim_role_answer_get(st, txn, 10, device, &status, &stored) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status, stored);
+    goto out;
+  }
   if (rc == MCIM_OK) {
     rc = mcim_auc_terminate(st, imsi);
     if (rc == MCIM_NOT_FOUND)
@@ -148,6 +159,11 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 10, device, 200, answer);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc == MCIM_CONFLICT &&
+      mcim_role_answer_get(st, txn, 10, device, &status, &stored) == MCIM_OK) {
+    mcim_http_reply_json(resp, status, stored); /* the copy above won on a store without it */
+    goto out;
+  }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, (int)step, "discard not recorded");
     goto out;
@@ -235,6 +251,8 @@ void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
+  if (strcmp(o.state, "installed") == 0) /* went live just now */
+    mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS(o.procedure));
   mcim_log_event(MCIM_LOG_INFO, txn, 11, MCIM_OK,
                  "the previous subscription of %s is released (verified by the RO)", device);
   mcim_http_reply_json(resp, 200, json_pack("{s:s,s:b}", "txn", txn, "released", 1));
@@ -304,6 +322,7 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK)
     rc = mcim_auc_state(st, imsi, state, NULL);
   const char *want = resume ? "active" : "standby";
+  bool changed = rc == MCIM_OK && strcmp(state, want) != 0;
   if (rc == MCIM_OK && strcmp(state, want) != 0) {
     rc = mcim_auc_set_state(st, imsi, resume ? "standby" : "active", want);
     if (rc == MCIM_OK && resume)
@@ -324,6 +343,8 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
+  if (resume && changed) /* the switch's end at the SHO it switched to */
+    mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS("switch"));
   mcim_role_trace(r, txn, 0, r->name, device,
                   resume ? "subscription resumed (pre-provisioned MCIM active)"
                          : "subscription suspended (MCIM kept in reserve)",

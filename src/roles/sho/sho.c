@@ -9,6 +9,7 @@
 
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "roles/access.h"
@@ -230,6 +231,7 @@ static void h_order(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
+  mcim_metric_inc(&mcim_m_procedures_started, MCIM_LABELS(procedure));
   mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "order for %s: IMSI %s reserved", device, imsi);
   mcim_http_reply_json(resp, 201, answer);
   answer = NULL;
@@ -469,6 +471,9 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   if (strcmp(result, "success") != 0) {
     rc = mcim_sho_order_set_state(st, txn, "validating", "failed", MCIM_VALIDATION_FAILED);
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+    if (rc == MCIM_OK)
+      mcim_metric_inc(&mcim_m_procedures_failed,
+                      MCIM_LABELS(o.procedure, mcim_cause_name(MCIM_VALIDATION_FAILED)));
     mcim_log_event(MCIM_LOG_WARN, txn, steps->verdict, MCIM_VALIDATION_FAILED,
                    "%s failed validation: no MCIM will be issued", o.device);
     mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "failed"));
@@ -585,11 +590,15 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
   bool preload = strcmp(o->procedure, "preload") == 0;
   bool needs_release = strcmp(o->procedure, "change") == 0 && strcmp(o->via, "old-sho") == 0;
   const char *outcome = "failed";
+  mcim_cause_t fail_cause = MCIM_PROCEDURE_FAILED;
+  bool done = false; /* the procedure ends here successfully (metrics) */
   mcim_cause_t rc = mcim_store_begin(st);
   if (rc != MCIM_OK)
     return rc;
   if (!ok) {
     int cause = mcim_cause_from_name(result);
+    if (cause > 0)
+      fail_cause = (mcim_cause_t)cause;
     rc = mcim_auc_terminate(st, o->imsi);
     if (rc == MCIM_OK || rc == MCIM_NOT_FOUND)
       rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "failed",
@@ -597,6 +606,7 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
   } else if (preload) {
     /* A second MCIM held in reserve: no AVs until the device switches to it. */
     outcome = "standby";
+    done = true;
     rc = mcim_auc_set_state(st, o->imsi, "pending", "standby");
     if (rc == MCIM_OK)
       rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "standby", MCIM_OK);
@@ -609,9 +619,15 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
     rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "installed", MCIM_OK);
   } else {
     outcome = "active";
+    done = true;
     rc = mcim_sho_activate(r, st, o, "provisioning", steps);
   }
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc == MCIM_OK && !ok)
+    mcim_metric_inc(&mcim_m_procedures_failed,
+                    MCIM_LABELS(o->procedure, mcim_cause_name(fail_cause)));
+  else if (rc == MCIM_OK && done)
+    mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS(o->procedure));
   if (rc == MCIM_OK)
     mcim_log_event(ok ? MCIM_LOG_INFO : MCIM_LOG_WARN, o->txn, steps->report, MCIM_OK,
                    "subscription %s of %s: %s", o->imsi, o->device, outcome);

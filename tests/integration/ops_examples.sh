@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# The sample configurations of docs/examples (issue 5, operations):
+#   1. `mcimd --role KIND --check-config` accepts each sample as it is, `m2me --check-config`
+#      accepts agent.json, and the check does refuse a broken copy;
+#   2. the samples run: a PKI from `mcim pki init`, the samples copied next to it with their
+#      /var/... paths moved into a temporary folder and free ports instead of 8441-8445
+#      (nothing else changed); every daemon starts, answers /v1/health and /metrics;
+#   3. logging as the files say: ro.json's log_file (JSON lines, role "ro", nothing on
+#      stderr), vno.json's JSON on stderr, pva.json's text; the command line wins over the
+#      file; SIGHUP reopens a log file moved away (logrotate);
+#   4. the systemd units pass `systemd-analyze verify` (when systemd-analyze is installed).
+# The daemons this test starts are stopped by their pid at exit.
+set -eu
+
+BIN="${MCIM_BIN:?MCIM_BIN must be the bin folder of a build}"
+SRC="${MCIM_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
+EX="$SRC/docs/examples"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/mcim-ops-examples.XXXXXX")"
+pids=""
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL $1"; }
+
+cleanup() {
+  for p in $pids; do kill "$p" 2>/dev/null || true; done
+  for p in $pids; do wait "$p" 2>/dev/null || true; done
+  if [ "$failed" -ne 0 ]; then
+    for f in "$WORK"/*.stderr "$WORK"/log/*; do
+      [ -f "$f" ] && { echo "== $f"; tail -n 20 "$f"; }
+    done
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Is every line of FILE a JSON object? (jq, else python3, else a shape check)
+json_lines() {
+  [ -s "$1" ] || return 1
+  if command -v jq >/dev/null 2>&1; then
+    jq -e 'type == "object"' "$1" >/dev/null 2>&1
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import json,sys
+for l in open(sys.argv[1]): assert isinstance(json.loads(l), dict)' "$1" 2>/dev/null
+  else
+    ! grep -qv '^{.*}$' "$1"
+  fi
+}
+
+free_port() {
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  else
+    echo $((20000 + RANDOM % 30000))
+  fi
+}
+
+kind_of() { case "$1" in sho-*) echo sho ;; *) echo "$1" ;; esac; }
+
+# ---- 1. --check-config on the samples as they are ----
+roles="vno ro pva m2mes sho-a"
+for r in $roles; do
+  if out=$("$BIN/mcimd" --role "$(kind_of "$r")" --check-config "$EX/$r.json" 2>&1); then
+    ok "mcimd --role $(kind_of "$r") --check-config docs/examples/$r.json"
+  else
+    bad "docs/examples/$r.json: $out"
+  fi
+done
+# every role sample is listed above
+for f in "$EX"/*.json; do
+  b=$(basename "$f" .json)
+  case " $roles peers agent " in *" $b "*) ;; *) bad "docs/examples/$b.json is not checked by this test" ;; esac
+done
+if out=$("$BIN/m2me" --dir "$EX" --check-config 2>&1); then ok "m2me --check-config docs/examples/agent.json"
+else bad "docs/examples/agent.json: $out"; fi
+# the check refuses what is wrong: an unknown key, a wrong kind, a missing required key
+sed 's/^{/{ "listen_prot": 8441,/' "$EX/vno.json" >"$WORK/typo.json"
+if "$BIN/mcimd" --role vno --check-config "$WORK/typo.json" >"$WORK/out" 2>&1; then bad "an unknown key passes --check-config"
+elif grep -q 'listen_prot' "$WORK/out"; then ok "--check-config names an unknown key"
+else bad "--check-config: $(cat "$WORK/out")"; fi
+if "$BIN/mcimd" --role sho --check-config "$EX/vno.json" >"$WORK/out" 2>&1; then bad "vno.json passes as an sho (plmn missing)"
+else ok "--check-config refuses vno.json for kind sho (plmn is required)"; fi
+
+# ---- 2. a deployment of the samples ----
+etc="$WORK/etc"
+mkdir -p "$etc" "$WORK/log"
+cp "$EX"/*.json "$etc/"
+if "$BIN/mcim" pki init "$etc/pki" --roles vno,ro,pva,m2mes,sho-a >"$WORK/out" 2>&1; then ok "mcim pki init for the samples"
+else bad "pki init: $(cat "$WORK/out")"; fi
+sed -i "s#/var/lib/mcim#$WORK/var/lib/mcim#g; s#/var/log/mcim#$WORK/log#g" "$etc"/*.json
+declare -A port url pid
+n=0
+for r in $roles; do
+  n=$((n + 1))
+  port[$r]=$(free_port)
+  sed -i -E "s#\"listen_port\": 844$n\b#\"listen_port\": ${port[$r]}#" "$etc/$r.json"
+  sed -i "s#127.0.0.1:844$n\"#127.0.0.1:${port[$r]}\"#g" "$etc/peers.json" "$etc/agent.json"
+  url[$r]="https://127.0.0.1:${port[$r]}"
+  mkdir -p "$WORK/var/lib/mcim/$r"
+done
+changed=$(diff <(cd "$EX" && cat $(for r in $roles; do echo "$r.json"; done) peers.json) \
+               <(cd "$etc" && cat $(for r in $roles; do echo "$r.json"; done) peers.json) |
+          grep '^>' | grep -vE '"listen_port"|"(database|storage_key|log_file)"|127\.0\.0\.1:' || true)
+[ -z "$changed" ] && ok "the deployment differs from the samples only in paths and ports" ||
+  bad "unexpected changes: $changed"
+for r in $roles; do
+  "$BIN/mcimd" --role "$(kind_of "$r")" --check-config "$etc/$r.json" >/dev/null 2>&1 ||
+    bad "deployed $r.json does not pass --check-config"
+done
+
+ca="$etc/pki/ca/operators-ca.crt"
+start() { # start NAME [OPTIONS...]: mcimd in the background, stderr to WORK/NAME.stderr
+  local r="$1"
+  shift
+  "$BIN/mcimd" --role "$(kind_of "$r")" --config "$etc/$r.json" "$@" 2>"$WORK/$r.stderr" &
+  pid[$r]=$!
+  pids="$pids $!"
+}
+healthy() { # healthy NAME: /v1/health answers within 15 s
+  for _ in $(seq 1 150); do
+    curl -sf --cacert "$ca" "${url[$1]}/v1/health" >/dev/null 2>&1 && return 0
+    kill -0 "${pid[$1]}" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+for r in $roles; do start "$r"; done
+for r in $roles; do
+  if healthy "$r"; then ok "$r runs from docs/examples/$r.json"; else bad "$r does not start: $(tail -n 5 "$WORK/$r.stderr")"; fi
+done
+for r in $roles; do
+  if curl -sf --cacert "$ca" -D "$WORK/hdr" "${url[$r]}/metrics" >"$WORK/metrics"; then
+    if grep -qi '^content-type: text/plain; version=0.0.4' "$WORK/hdr" &&
+       grep -q '^# TYPE mcim_http_requests_total counter' "$WORK/metrics" &&
+       grep -q '^mcim_http_requests_total{method="GET",route="/v1/health",cause="OK"} [1-9]' "$WORK/metrics"; then
+      ok "$r: GET /metrics (Prometheus text 0.0.4)"
+    else
+      bad "$r: /metrics: $(head -c 300 "$WORK/hdr")"
+    fi
+  else
+    bad "$r: GET /metrics failed"
+  fi
+done
+# peers.json: every URL answers with the name the file gives it
+for r in $roles; do
+  u=$(tr -d ' \n' <"$etc/peers.json" | grep -o "\"$r\":\"[^\"]*\"" | cut -d'"' -f4)
+  curl -sf --cacert "$ca" "$u/v1/health" | grep -q "\"name\":\"$r\"" && ok "peers.json: $r at $u" ||
+    bad "peers.json: $r at $u does not answer as $r"
+done
+
+# ---- 3. logs ----
+rolog="$WORK/log/ro.log"
+if json_lines "$rolog" && grep -q '"role":"ro"' "$rolog" && ! grep -qv '"role":"ro"' "$rolog"; then
+  ok "ro.json: log_file gets JSON lines, role \"ro\""
+else
+  bad "ro log file: $(head -n 3 "$rolog" 2>/dev/null)"
+fi
+grep -q '"msg":"ro \\"ro\\" serving on https://127.0.0.1:' "$rolog" && ok "ro logs where it serves" ||
+  bad "no start-up line in $rolog"
+[ ! -s "$WORK/ro.stderr" ] && ok "ro: nothing on stderr with a log_file" || bad "ro stderr: $(head -c 300 "$WORK/ro.stderr")"
+if json_lines "$WORK/vno.stderr" && grep -q '"role":"vno"' "$WORK/vno.stderr"; then ok "vno.json: JSON lines on stderr"
+else bad "vno stderr: $(head -n 3 "$WORK/vno.stderr")"; fi
+grep -Eq '^[0-9T:.-]+Z info +pva ' "$WORK/pva.stderr" && ok "pva.json: text lines" ||
+  bad "pva stderr: $(head -n 3 "$WORK/pva.stderr")"
+grep -q '"level":"info"' "$WORK/vno.stderr" && ! grep -q '"level":"debug"' "$WORK/vno.stderr" &&
+  ok "log_level info: no debug line" || bad "vno log levels"
+
+# the command line wins over the file
+kill "${pid[vno]}"
+wait "${pid[vno]}" 2>/dev/null || true
+start vno --log-format text --log-level debug --log-file "$WORK/log/vno-cli.log"
+if healthy vno; then ok "vno restarted with --log-format text --log-file"; else bad "vno restart"; fi
+if grep -Eq '^[0-9T:.-]+Z debug +vno ' "$WORK/log/vno-cli.log" && ! grep -q '^{' "$WORK/log/vno-cli.log"; then
+  ok "--log-format text and --log-level debug win over log_format json, log_level info"
+else
+  bad "vno-cli.log: $(head -n 3 "$WORK/log/vno-cli.log" 2>/dev/null)"
+fi
+[ ! -s "$WORK/vno.stderr" ] && ok "--log-file: nothing on stderr" || bad "vno stderr: $(head -c 300 "$WORK/vno.stderr")"
+
+# SIGHUP reopens a log file moved away
+mv "$rolog" "$rolog.1"
+kill -HUP "${pid[ro]}"
+for _ in $(seq 1 50); do [ -s "$rolog" ] && break; sleep 0.1; done
+curl -sf --cacert "$ca" "${url[ro]}/v1/health" >/dev/null || true
+sleep 0.2
+if grep -q 'log file reopened' "$rolog" 2>/dev/null && grep -q '/v1/health' "$rolog"; then
+  ok "SIGHUP: ro reopens its log file"
+else
+  bad "after SIGHUP: $(ls -la "$WORK/log")"
+fi
+kill -0 "${pid[ro]}" 2>/dev/null && ok "ro still runs after SIGHUP" || bad "SIGHUP stopped ro"
+
+# SIGTERM stops them
+for r in $roles; do kill "${pid[$r]}" 2>/dev/null || true; done
+stopped=1
+for r in $roles; do
+  for _ in $(seq 1 100); do kill -0 "${pid[$r]}" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "${pid[$r]}" 2>/dev/null && stopped=0
+done
+[ "$stopped" -eq 1 ] && ok "SIGTERM stops every daemon" || bad "a daemon ignores SIGTERM"
+
+# ---- 4. systemd units ----
+for u in mcimd@.service m2me@.service sho-a.env; do
+  [ -f "$EX/systemd/$u" ] && ok "docs/examples/systemd/$u exists" || bad "docs/examples/systemd/$u missing"
+done
+grep -q '^ExecStartPre=/usr/bin/mcimd --role ${MCIM_KIND} --check-config /etc/mcim/%i.json$' "$EX/systemd/mcimd@.service" &&
+  grep -q '^ExecStart=/usr/bin/mcimd --role ${MCIM_KIND} --config /etc/mcim/%i.json$' "$EX/systemd/mcimd@.service" &&
+  ok "mcimd@.service: the instance name picks /etc/mcim/%i.json" || bad "mcimd@.service ExecStart lines"
+grep -q '^ExecStart=/usr/bin/m2me --dir /var/lib/mcim/devices/%i' "$EX/systemd/m2me@.service" &&
+  ok "m2me@.service: the instance name picks the device folder" || bad "m2me@.service ExecStart"
+if command -v systemd-analyze >/dev/null 2>&1; then
+  mkdir -p "$WORK/units"
+  sed "s#/usr/bin/mcimd#$BIN/mcimd#g" "$EX/systemd/mcimd@.service" >"$WORK/units/mcimd@vno.service"
+  sed "s#/usr/bin/m2me#$BIN/m2me#g" "$EX/systemd/m2me@.service" >"$WORK/units/m2me@dev1.service"
+  if systemd-analyze verify "$WORK/units/mcimd@vno.service" "$WORK/units/m2me@dev1.service" >"$WORK/out" 2>&1; then
+    ok "systemd-analyze verify mcimd@vno.service m2me@dev1.service"
+  else
+    bad "systemd-analyze verify: $(cat "$WORK/out")"
+  fi
+else
+  ok "systemd-analyze not installed: unit verification skipped"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

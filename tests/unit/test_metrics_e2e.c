@@ -1,0 +1,513 @@
+/* GET /metrics against a real lab (mcimd processes on loopback, real TLS, device agents):
+ * a known sequence, then the exact counter values scraped from the roles and the agent.
+ *
+ *  - the exposition format of the registry itself (in this process): HELP/TYPE, label
+ *    escaping, cumulative histogram buckets, the label-count check;
+ *  - attach at the VNO with a software USIM (as tests/unit/test_access_e2e.c): a success,
+ *    a wrong key (MAC failure at the USIM, then a forged RES: RES_MISMATCH, then a second
+ *    answer: WRONG_STATE), a USIM ahead of the ICF (AUTS, resynchronisation, success), an
+ *    expired PCID, an unknown PCID; then the VNO's RM.RegInit* / AMF.Auth* counters, its
+ *    HTTP counters per route pattern, and the ICF's AuC counters at the RO;
+ *  - an initial provisioning through mcim_lab_run (include/mcim/lab_run.h) and one with
+ *    tampered firmware: the SHO's procedure counters, its access and AuC counters, its outbox,
+ *    and the agents' counters (procedures, attaches, AKA at the device). */
+#include <curl/curl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "mcim/aka.h"
+#include "mcim/lab.h"
+#include "mcim/lab_run.h"
+#include "mcim/metrics.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+
+static char dir[] = "/tmp/mcim-metrics-XXXXXX";
+static mcim_lab_t *lab;
+static struct mcim_http_client *m2mes_cli, *plain_cli;
+static char ca[256];
+
+static const uint8_t K[16] = {0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f,
+                              0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc};
+static const uint8_t OPC[16] = {0xcd, 0x63, 0xcb, 0x71, 0x95, 0x4a, 0x9f, 0x4e,
+                                0x48, 0xa5, 0x99, 0x4e, 0x37, 0xa0, 0x2b, 0xaf};
+
+/* ---- scraping ---- */
+
+struct buf {
+  char *p;
+  size_t n;
+};
+
+static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+  struct buf *b = ud;
+  size_t n = size * nmemb;
+  char *np = realloc(b->p, b->n + n + 1);
+  if (!np)
+    return 0;
+  b->p = np;
+  memcpy(b->p + b->n, ptr, n);
+  b->n += n;
+  b->p[b->n] = '\0';
+  return n;
+}
+
+/* The exposition text of a role (https) or a device agent (its control socket). */
+static char *scrape(const char *role, const char *device)
+{
+  char url[512], sock[512];
+  struct buf b = {0};
+  char *ctype = NULL;
+  long status = 0;
+  CURL *c = curl_easy_init();
+  assert_non_null(c);
+  if (device) {
+    snprintf(sock, sizeof(sock), "%s/control.sock", mcim_lab_device_dir(lab, device));
+    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
+    snprintf(url, sizeof(url), "http://localhost/metrics");
+  } else {
+    snprintf(url, sizeof(url), "%s/metrics", mcim_lab_url(lab, role));
+    curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+  }
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+  assert_int_equal(curl_easy_perform(c), CURLE_OK);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
+  assert_int_equal(status, 200);
+  assert_non_null(ctype);
+  assert_string_equal(ctype, MCIM_METRICS_CONTENT_TYPE);
+  curl_easy_cleanup(c);
+  assert_non_null(b.p);
+  return b.p;
+}
+
+/* The value of one series ("name" or "name{l=\"v\",...}", exactly as exposed); -1 when the
+ * text has no such line. */
+static double series(const char *text, const char *name)
+{
+  size_t n = strlen(name);
+  for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+    if (strncmp(p, name, n) == 0 && p[n] == ' ')
+      return strtod(p + n + 1, NULL);
+  return -1;
+}
+
+/* The same, 0 for a series never created (what Prometheus sees as "no increase"). */
+static double count(const char *text, const char *name)
+{
+  double v = series(text, name);
+  return v < 0 ? 0 : v;
+}
+
+#define assert_metric(text, name, want)                                                       \
+  do {                                                                                        \
+    double got_ = count((text), (name));                                                      \
+    if (got_ != (double)(want))                                                               \
+      fail_msg("%s = %g, want %g", (name), got_, (double)(want));                             \
+  } while (0)
+
+/* ---- a software USIM (as in test_access_e2e.c) ---- */
+
+struct usim {
+  uint8_t k[16], opc[16];
+  struct mcim_sqn_params params;
+  struct mcim_sqn_usim sqn;
+};
+
+static void usim_init(struct usim *u, const uint8_t k[16])
+{
+  memcpy(u->k, k, 16);
+  memcpy(u->opc, OPC, 16);
+  mcim_sqn_params_default(&u->params);
+  assert_int_equal(mcim_sqn_usim_init(&u->params, &u->sqn), MCIM_OK);
+}
+
+static char *url(const char *role, const char *path)
+{
+  static char buf[512];
+  snprintf(buf, sizeof(buf), "%s%s", mcim_lab_url(lab, role), path);
+  return buf;
+}
+
+static void register_pcid(const char *pcid, const char *device, int64_t expires)
+{
+  char k[33], opc[33];
+  mcim_hex_encode(K, 16, k);
+  mcim_hex_encode(OPC, 16, opc);
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "pcid", pcid, "device", device, "k", k,
+                           "opc", opc, "amf", "8000", "expires", (json_int_t)expires);
+  struct mcim_http_result r;
+  assert_int_equal(mcim_http_request(m2mes_cli, "POST", url("ro", "/v1/icf/pcids"), body, NULL, &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+}
+
+static json_t *attach_start(const char *pcid, mcim_cause_t want)
+{
+  struct mcim_http_result r;
+  json_t *body = json_pack("{s:s}", "pcid", pcid);
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r),
+                   want);
+  json_decref(body);
+  json_t *c = want == MCIM_OK ? json_incref(r.json) : NULL;
+  mcim_http_result_clear(&r);
+  return c;
+}
+
+/* The USIM checks the challenge; RES or AUTS goes to the VNO. Returns the USIM's verdict;
+ * the network's answer is in *net_rc and, for a new challenge, *next. */
+static mcim_cause_t answer(struct usim *u, json_t *challenge, mcim_cause_t *net_rc, json_t **next)
+{
+  uint8_t rand[16], autn[16];
+  char path[128], hex[33];
+  mcim_hex_decode_str(json_string_value(json_object_get(challenge, "rand")), rand, 16);
+  mcim_hex_decode_str(json_string_value(json_object_get(challenge, "autn")), autn, 16);
+  mcim_milenage_t *m = NULL;
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, u->k, u->opc), MCIM_OK);
+  struct mcim_sqn_usim nsqn;
+  struct mcim_aka_usim_out out;
+  mcim_cause_t usim = mcim_aka_usim_check(m, &u->params, &u->sqn, rand, autn, &nsqn, &out);
+  mcim_milenage_free(m);
+  json_t *body = NULL;
+  if (usim == MCIM_OK) {
+    u->sqn = nsqn;
+    mcim_hex_encode(out.res, 8, hex);
+    body = json_pack("{s:s}", "res", hex);
+  } else if (usim == MCIM_SYNC_FAILURE) {
+    mcim_hex_encode(out.auts, 14, hex);
+    body = json_pack("{s:s}", "auts", hex);
+  } else {
+    return usim;
+  }
+  snprintf(path, sizeof(path), "/v1/attach/%s",
+           json_string_value(json_object_get(challenge, "attach_id")));
+  struct mcim_http_result r;
+  *net_rc = mcim_http_request(plain_cli, "POST", url("vno", path), body, NULL, &r);
+  if (next)
+    *next = *net_rc == MCIM_OK && json_object_get(r.json, "rand") ? json_incref(r.json) : NULL;
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  return usim;
+}
+
+/* ---- fixture ---- */
+
+static int setup(void **state)
+{
+  (void)state;
+  if (!mkdtemp(dir))
+    return -1;
+  setenv("MCIM_BIN", MCIM_BIN_DIR, 1);
+  char labdir[128], cert[256], key[256];
+  snprintf(labdir, sizeof(labdir), "%s/lab", dir);
+  if (mcim_lab_up(labdir, NULL, &lab) != MCIM_OK)
+    return -1;
+  snprintf(ca, sizeof(ca), "%s/pki/%s", mcim_lab_path(lab), MCIM_PKI_OPERATORS_CA_CERT);
+  snprintf(cert, sizeof(cert), "%s/pki/m2mes/cert.pem", mcim_lab_path(lab));
+  snprintf(key, sizeof(key), "%s/pki/m2mes/key.pem", mcim_lab_path(lab));
+  struct mcim_http_client_cfg mc = {.ca_file = ca, .cert_file = cert, .key_file = key};
+  struct mcim_http_client_cfg pc = {.ca_file = ca};
+  if (mcim_http_client_new(&mc, &m2mes_cli) != MCIM_OK ||
+      mcim_http_client_new(&pc, &plain_cli) != MCIM_OK)
+    return -1;
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  (void)state;
+  mcim_http_client_free(m2mes_cli);
+  mcim_http_client_free(plain_cli);
+  if (lab)
+    mcim_lab_down(lab);
+  mcim_lab_free(lab);
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- tests ---- */
+
+/* The registry of this process: the text format itself. */
+static void test_exposition_format(void **state)
+{
+  (void)state;
+  mcim_metric_inc(&mcim_m_amf_auth_fail, MCIM_LABELS("we\"ird\\va\nlue"));
+  mcim_metric_observe(&mcim_m_http_request_duration, MCIM_LABELS("GET", "/x/{id}", "2xx"), 0.003);
+  mcim_metric_observe(&mcim_m_http_request_duration, MCIM_LABELS("GET", "/x/{id}", "2xx"), 20.0);
+  mcim_metric_add(&mcim_m_auc_av_generated, NULL, 5);
+  mcim_metric_add(&mcim_m_auc_av_generated, NULL, -3); /* a counter never goes down */
+  mcim_metric_inc(&mcim_m_amf_auth_fail, NULL);        /* wrong label count: ignored */
+  mcim_metric_inc(&mcim_m_amf_auth_fail, MCIM_LABELS("a", "b"));
+  char *t = mcim_metrics_render(MCIM_MF_ACCESS | MCIM_MF_HTTP | MCIM_MF_AUC);
+  assert_non_null(t);
+  assert_non_null(strstr(t, "# HELP mcim_amf_auth_fail_total "));
+  assert_non_null(strstr(t, "AMF.AuthFail.cause"));
+  assert_non_null(strstr(t, "# TYPE mcim_amf_auth_fail_total counter\n"));
+  assert_non_null(strstr(t, "# TYPE mcim_http_request_duration_seconds histogram\n"));
+  assert_metric(t, "mcim_amf_auth_fail_total{cause=\"we\\\"ird\\\\va\\nlue\"}", 1);
+  assert_metric(t, "mcim_auc_av_generated_total", 5);
+  assert_metric(t, "mcim_amf_auth_req_total", 0);
+  assert_true(series(t, "mcim_amf_auth_req_total") == 0); /* shown while still 0 */
+  const char *h = "mcim_http_request_duration_seconds_bucket{method=\"GET\",route=\"/x/{id}\","
+                  "code=\"2xx\",le=";
+  char name[256];
+  snprintf(name, sizeof(name), "%s\"0.0025\"}", h);
+  assert_metric(t, name, 0);
+  snprintf(name, sizeof(name), "%s\"0.005\"}", h);
+  assert_metric(t, name, 1);
+  snprintf(name, sizeof(name), "%s\"10\"}", h);
+  assert_metric(t, name, 1);
+  snprintf(name, sizeof(name), "%s\"+Inf\"}", h);
+  assert_metric(t, name, 2);
+  assert_metric(t, "mcim_http_request_duration_seconds_count{method=\"GET\",route=\"/x/{id}\","
+                   "code=\"2xx\"}", 2);
+  assert_metric(t, "mcim_http_request_duration_seconds_sum{method=\"GET\",route=\"/x/{id}\","
+                   "code=\"2xx\"}", 20.003);
+  assert_null(strstr(t, "mcim_procedures_")); /* not a family asked for */
+  assert_int_equal(mcim_metric_value(&mcim_m_amf_auth_fail, MCIM_LABELS("a")), 0);
+  free(t);
+}
+
+/* Attach at the VNO: every outcome once, then the exact counters of the VNO and the RO. */
+static void test_vno_attach_counters(void **state)
+{
+  (void)state;
+  struct usim u;
+  mcim_cause_t net = MCIM_INTERNAL;
+  json_t *again = NULL;
+
+  /* 1. success */
+  usim_init(&u, K);
+  register_pcid("001019100000001", "msoft1", mcim_now() + 3600);
+  json_t *c = attach_start("001019100000001", MCIM_OK);
+  assert_int_equal(answer(&u, c, &net, NULL), MCIM_OK);
+  assert_int_equal(net, MCIM_OK);
+  json_decref(c);
+
+  /* 2. wrong key: MAC failure at the USIM, a forged RES, then a second answer */
+  uint8_t wrong[16];
+  memcpy(wrong, K, 16);
+  wrong[0] ^= 0x80;
+  usim_init(&u, wrong);
+  register_pcid("001019100000002", "msoft2", mcim_now() + 3600);
+  c = attach_start("001019100000002", MCIM_OK);
+  assert_int_equal(answer(&u, c, &net, NULL), MCIM_MAC_FAILURE);
+  char path[128];
+  snprintf(path, sizeof(path), "/v1/attach/%s", json_string_value(json_object_get(c, "attach_id")));
+  json_t *body = json_pack("{s:s}", "res", "0011223344556677");
+  struct mcim_http_result r;
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", path), body, NULL, &r),
+                   MCIM_RES_MISMATCH);
+  mcim_http_result_clear(&r);
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", path), body, NULL, &r),
+                   MCIM_WRONG_STATE);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  json_decref(c);
+
+  /* 3. a USIM ahead of the ICF: AUTS, resynchronisation, a new challenge, success */
+  usim_init(&u, K);
+  register_pcid("001019100000003", "msoft3", mcim_now() + 3600);
+  struct mcim_sqn_he he, nhe;
+  assert_int_equal(mcim_sqn_he_init(&u.params, &he), MCIM_OK);
+  mcim_milenage_t *m = NULL;
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, u.k, u.opc), MCIM_OK);
+  for (int i = 0; i < 100; i++) {
+    uint64_t sqn;
+    uint8_t sqnb[6];
+    struct mcim_aka_av av;
+    struct mcim_sqn_usim un;
+    struct mcim_aka_usim_out out;
+    assert_int_equal(mcim_sqn_he_next(&u.params, &he, &nhe, &sqn), MCIM_OK);
+    he = nhe;
+    mcim_sqn_to_bytes(sqn, sqnb);
+    assert_int_equal(mcim_aka_gen_av(m, NULL, sqnb, (const uint8_t *)"\x80\x00", &av), MCIM_OK);
+    assert_int_equal(mcim_aka_usim_check(m, &u.params, &u.sqn, av.rand, av.autn, &un, &out),
+                     MCIM_OK);
+    u.sqn = un;
+  }
+  mcim_milenage_free(m);
+  c = attach_start("001019100000003", MCIM_OK);
+  assert_int_equal(answer(&u, c, &net, &again), MCIM_SYNC_FAILURE);
+  assert_int_equal(net, MCIM_OK);
+  assert_non_null(again);
+  assert_int_equal(answer(&u, again, &net, NULL), MCIM_OK);
+  assert_int_equal(net, MCIM_OK);
+  json_decref(c);
+  json_decref(again);
+
+  /* 4. an expired PCID, 5. an unknown one */
+  register_pcid("001019100000004", "msoft4", mcim_now() - 1);
+  assert_null(attach_start("001019100000004", MCIM_CREDENTIAL_EXPIRED));
+  assert_null(attach_start("001019199999999", MCIM_UNKNOWN_IDENTITY));
+
+  char *t = scrape("vno", NULL);
+  /* RM.RegInitReq: 5 attaches; RM.RegInitSucc: 1 and 3 */
+  assert_metric(t, "mcim_rm_reg_init_req_total", 5);
+  assert_metric(t, "mcim_rm_reg_init_succ_total", 2);
+  assert_metric(t, "mcim_rm_reg_init_fail_total{cause=\"RES_MISMATCH\"}", 1);
+  assert_metric(t, "mcim_rm_reg_init_fail_total{cause=\"WRONG_STATE\"}", 1);
+  assert_metric(t, "mcim_rm_reg_init_fail_total{cause=\"CREDENTIAL_EXPIRED\"}", 1);
+  assert_metric(t, "mcim_rm_reg_init_fail_total{cause=\"UNKNOWN_IDENTITY\"}", 1);
+  /* AMF.AuthReq: challenges of 1, 2, 3 and 3's after resynchronisation */
+  assert_metric(t, "mcim_amf_auth_req_total", 4);
+  /* AMF.AuthReject: the forged RES; AMF.AuthFail: 3's AUTS (the MAC failure of 2 stays in
+   * the USIM: a device that does not verify the network does not answer) */
+  assert_metric(t, "mcim_amf_auth_reject_total", 1);
+  assert_metric(t, "mcim_amf_auth_fail_total{cause=\"SYNC_FAILURE\"}", 1);
+  assert_metric(t, "mcim_amf_auth_fail_total{cause=\"MAC_FAILURE\"}", 0);
+  /* HTTP: by route pattern (never the raw path) and cause */
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/attach\",cause=\"OK\"}", 3);
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/attach\","
+                   "cause=\"CREDENTIAL_EXPIRED\"}", 1);
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/attach\","
+                   "cause=\"UNKNOWN_IDENTITY\"}", 1);
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/attach/{id}\","
+                   "cause=\"OK\"}", 3);
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/attach/{id}\","
+                   "cause=\"RES_MISMATCH\"}", 1);
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/attach/{id}\","
+                   "cause=\"WRONG_STATE\"}", 1);
+  assert_metric(t, "mcim_http_request_duration_seconds_count{method=\"POST\","
+                   "route=\"/v1/attach/{id}\",code=\"4xx\"}", 2);
+  assert_metric(t, "mcim_http_request_duration_seconds_bucket{method=\"POST\","
+                   "route=\"/v1/attach/{id}\",code=\"2xx\",le=\"+Inf\"}", 3);
+  assert_null(strstr(t, "001019")); /* no identity in any label */
+  assert_null(strstr(t, "mcim_auc_")); /* the VNO has no AuC */
+  /* an unknown path is "unmatched", whatever it is */
+  assert_int_equal(mcim_http_request(plain_cli, "GET", url("vno", "/v1/no/such/001019100000001"),
+                                     NULL, NULL, &r),
+                   MCIM_ROUTE_NOT_FOUND);
+  mcim_http_result_clear(&r);
+  free(t);
+  t = scrape("vno", NULL);
+  assert_metric(t, "mcim_http_requests_total{method=\"GET\",route=\"unmatched\","
+                   "cause=\"ROUTE_NOT_FOUND\"}", 1);
+  assert_metric(t, "mcim_http_requests_total{method=\"GET\",route=\"/metrics\",cause=\"OK\"}", 1);
+  assert_null(strstr(t, "001019"));
+  free(t);
+
+  /* The ICF's AuC at the RO: AVs for 1, 2, 3 (first, with the resync answer, and asked again
+   * after it), none for 4 and 5. */
+  t = scrape("ro", NULL);
+  assert_metric(t, "mcim_auc_av_requests_total", 7);
+  assert_metric(t, "mcim_auc_av_generated_total", 5);
+  assert_metric(t, "mcim_auc_av_failures_total{cause=\"CREDENTIAL_EXPIRED\"}", 1);
+  assert_metric(t, "mcim_auc_av_failures_total{cause=\"UNKNOWN_IDENTITY\"}", 1);
+  assert_metric(t, "mcim_auc_resync_requests_total", 1);
+  assert_null(strstr(t, "mcim_auc_resync_failures_total{"));
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/icf/avs\",cause=\"OK\"}", 4);
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/icf/resync\",cause=\"OK\"}",
+                1);
+  assert_null(strstr(t, "mcim_rm_reg_init")); /* the RO is no access network */
+  free(t);
+}
+
+static void run_initial(const char *device, const char *sho, mcim_cause_t want)
+{
+  struct mcim_lab_run run = {.device = device, .procedure = "initial", .sho = sho,
+                             .timeout_s = 60};
+  struct mcim_lab_run_result res = {0};
+  mcim_cause_t rc = mcim_lab_run(lab, &run, &res);
+  if (rc != want)
+    fail_msg("%s: %s (%s)", device, res.result, res.detail);
+  mcim_lab_run_result_clear(&res);
+}
+
+/* The outbox drains asynchronously: wait until nothing is pending at `role`. */
+static char *scrape_drained(const char *role)
+{
+  for (int i = 0; i < 100; i++) {
+    char *t = scrape(role, NULL);
+    if (series(t, "mcim_outbox_pending") == 0)
+      return t;
+    free(t);
+    usleep(100 * 1000);
+  }
+  fail_msg("the outbox of %s does not drain", role);
+  return NULL;
+}
+
+/* Initial provisioning with sho-a (success) and with tampered firmware at sho-b (failed
+ * validation): the SHOs' and the agents' counters. */
+static void test_procedure_counters(void **state)
+{
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "mdev1", false), MCIM_OK);
+  assert_int_equal(mcim_lab_device_add(lab, "mbad1", true), MCIM_OK);
+  run_initial("mdev1", "sho-a", MCIM_OK);
+  run_initial("mbad1", "sho-b", MCIM_VALIDATION_FAILED);
+
+  char *t = scrape_drained("sho-a");
+  assert_metric(t, "mcim_procedures_started_total{procedure=\"initial\"}", 1);
+  assert_metric(t, "mcim_procedures_succeeded_total{procedure=\"initial\"}", 1);
+  assert_null(strstr(t, "mcim_procedures_failed_total{"));
+  /* the device's first attach with its new MCIM, AV from sho-a's own AuC */
+  assert_metric(t, "mcim_rm_reg_init_req_total", 1);
+  assert_metric(t, "mcim_rm_reg_init_succ_total", 1);
+  assert_metric(t, "mcim_amf_auth_req_total", 1);
+  assert_metric(t, "mcim_auc_av_requests_total", 1);
+  assert_metric(t, "mcim_auc_av_generated_total", 1);
+  /* outbox: DRF registrations "ordered" and "subscribed" and the DPF package to the RO, the
+   * validation request to the PVA */
+  assert_metric(t, "mcim_outbox_delivered_total{peer=\"ro\"}", 3);
+  assert_metric(t, "mcim_outbox_delivered_total{peer=\"pva\"}", 1);
+  assert_null(strstr(t, "mcim_outbox_given_up_total{"));
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/orders\",cause=\"OK\"}", 1);
+  assert_null(strstr(t, "mdev1")); /* no device id in any label */
+  free(t);
+
+  t = scrape_drained("sho-b");
+  assert_metric(t, "mcim_procedures_started_total{procedure=\"initial\"}", 1);
+  assert_metric(t, "mcim_procedures_failed_total{procedure=\"initial\",cause=\"VALIDATION_FAILED\"}",
+                1);
+  assert_null(strstr(t, "mcim_procedures_succeeded_total{"));
+  assert_metric(t, "mcim_auc_av_generated_total", 0); /* no MCIM issued, no attach */
+  free(t);
+
+  /* the agents: procedures, attaches, challenges their TRE checked */
+  t = scrape(NULL, "mdev1");
+  assert_metric(t, "mcim_procedures_started_total{procedure=\"initial\"}", 1);
+  assert_metric(t, "mcim_procedures_succeeded_total{procedure=\"initial\"}", 1);
+  assert_metric(t, "mcim_m2me_attach_attempts_total{network=\"vno\"}", 1);
+  assert_metric(t, "mcim_m2me_attach_attempts_total{network=\"sho-a\"}", 1);
+  assert_null(strstr(t, "mcim_m2me_attach_failures_total{"));
+  assert_metric(t, "mcim_m2me_aka_challenges_total", 2);
+  assert_null(strstr(t, "mcim_m2me_aka_failures_total{"));
+  assert_metric(t, "mcim_http_requests_total{method=\"POST\",route=\"/v1/procedures\","
+                   "cause=\"OK\"}", 1);
+  assert_null(strstr(t, "mcim_outbox_")); /* not an agent family */
+  free(t);
+  t = scrape(NULL, "mbad1");
+  assert_metric(t, "mcim_procedures_started_total{procedure=\"initial\"}", 1);
+  assert_metric(t, "mcim_procedures_failed_total{procedure=\"initial\",cause=\"VALIDATION_FAILED\"}",
+                1);
+  assert_metric(t, "mcim_m2me_attach_attempts_total{network=\"vno\"}", 1);
+  assert_metric(t, "mcim_m2me_aka_challenges_total", 1);
+  free(t);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_exposition_format),
+      cmocka_unit_test(test_vno_attach_counters),
+      cmocka_unit_test(test_procedure_counters),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
