@@ -111,9 +111,11 @@ static mcim_cause_t transport_cause(CURLcode cc)
   case CURLE_SEND_ERROR:
   case CURLE_RECV_ERROR:
   case CURLE_GOT_NOTHING:
+  /* A handshake cut short (the peer died or restarted mid-handshake) is a transport
+   * failure, worth retrying; a certificate that does not verify is not. */
+  case CURLE_SSL_CONNECT_ERROR:
     return MCIM_PEER_UNREACHABLE;
   case CURLE_PEER_FAILED_VERIFICATION:
-  case CURLE_SSL_CONNECT_ERROR:
   case CURLE_SSL_CERTPROBLEM:
     return MCIM_PEER_NOT_AUTHENTICATED;
   case CURLE_WRITE_ERROR:

@@ -222,6 +222,19 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
   }
   rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
                                      device, MCIM_CERT_TRE_ATTESTATION, &dev_key);
+  /* One transaction from here: the status's jti is recorded with the stored answer, so a
+   * duplicate that raced this one finds the answer rather than a replay. */
+  bool in_txn = false;
+  if (rc == MCIM_OK) {
+    rc = mcim_store_begin(st);
+    in_txn = rc == MCIM_OK;
+  }
+  if (in_txn && mcim_role_answer_get(st, txn, 14, "status", &status_code, &answer) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status_code, answer);
+    answer = NULL;
+    goto out;
+  }
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
                             .typ = "mcim-status+jwt", .txn = txn,
@@ -233,6 +246,8 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && !result)
     rc = MCIM_CLAIM_MISSING;
   if (rc != MCIM_OK) {
+    if (in_txn)
+      mcim_store_rollback(st);
     mcim_role_trace(r, txn, steps->status, r->name, device, "DPF: status refused", NULL, rc);
     mcim_http_reply_problem(resp, rc, steps->status, "status of %s does not verify", device);
     goto out;
@@ -245,9 +260,7 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
   json_t *report = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "result", result);
   mcim_val_t u[] = {MCIM_TEXT(ok ? "installed" : "failed"), MCIM_TEXT(result),
                     MCIM_INT(mcim_now()), MCIM_TEXT(txn)};
-  rc = mcim_store_begin(st);
-  if (rc == MCIM_OK)
-    rc = mcim_store_exec(st,
+  rc = mcim_store_exec(st,
                          "UPDATE dpf_packages SET state = ?, result = ?, updated = ? WHERE txn = ?",
                          u, 4, NULL, NULL);
   if (rc == MCIM_OK)

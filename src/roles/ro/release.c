@@ -83,6 +83,20 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
     rc = MCIM_CLAIM_MISMATCH;
   if (rc == MCIM_OK)
     rc = mcim_role_peer_key(r, old, &old_key);
+  /* From here on one transaction: the jti of the acknowledgement is recorded together with
+   * the stored answer, so a duplicate that raced this one waits for the lock and then finds
+   * the answer instead of tripping over the replay cache. */
+  bool in_txn = false;
+  if (rc == MCIM_OK) {
+    rc = mcim_store_begin(st);
+    in_txn = rc == MCIM_OK;
+  }
+  if (in_txn && mcim_role_answer_get(st, txn, 11, "release", &status, &answer) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status, answer);
+    answer = NULL;
+    goto out;
+  }
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = old, .aud = r->name, .sub = device,
                             .typ = "mcim-discard-ack+jwt", .txn = txn,
@@ -93,6 +107,8 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && !json_is_true(json_object_get(stmt->payload, "released")))
     rc = MCIM_CLAIM_MISMATCH;
   if (rc != MCIM_OK) {
+    if (in_txn)
+      mcim_store_rollback(st);
     mcim_role_trace(r, txn, 11, r->name, device, "DPF: acknowledgement refused", NULL, rc);
     mcim_http_reply_problem(resp, rc, 11, "acknowledgement for %s does not verify", txn);
     goto out;
@@ -102,8 +118,8 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
   rc = mcim_role_sign(r, "mcim-release+jwt", device, po.sho, txn, extra, &release);
   json_decref(extra);
   answer = json_pack("{s:s,s:s}", "txn", txn, "state", "relayed");
-  if (rc == MCIM_OK)
-    rc = mcim_store_begin(st);
+  if (rc != MCIM_OK)
+    mcim_store_rollback(st);
   if (rc == MCIM_OK) {
     json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "release", release);
     rc = mcim_role_outbox_put(r, st, po.sho, "/v1/releases", body, txn, 11,

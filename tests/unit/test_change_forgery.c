@@ -1,0 +1,696 @@
+/* Forged statements against the change of subscription, on a real lab (mcimd processes on
+ * loopback, real TLS, real device agents with their software TREs). Two devices are
+ * manufactured and provisioned with the CLI's library calls (fdev1 at sho-a, fdev2 at
+ * sho-b); the test then plays an attacker who holds valid network access and, for some
+ * cases, a TRE key certified by the M2MES CA for a device of its own ("mallory"). Access:
+ * restricted tokens from a real attach at the VNO (a PCID credential of the test's own,
+ * registered at the ICF as the M2MES does, and a software USIM, as test_access_e2e.c);
+ * full tokens signed with the SHO's key from the lab PKI, as the SHO issues them after an
+ * attach ("the device holds a full token"). It sends:
+ *  - discard receipts to the old SHO (POST /v1/discards, change step 9) signed by a key that
+ *    is not the device's TRE: certified by another CA, or by the M2MES CA for another device;
+ *    naming another device's IMSI, another SHO's slot, an IMSI the SHO does not know;
+ *  - notifications (POST /v1/notifications) for another SHO's slot or another device's IMSI;
+ *  - acknowledgements at step 11 (POST ro /v1/dpf/releases) while a real change of fdev1
+ *    from sho-a to sho-b waits at step 9: signed by the new SHO itself, by a role that is
+ *    not an SHO (pva), by an unknown key, with released=false, for another txn, about
+ *    another device, for another audience, of another type.
+ * Every one is refused with its cause; afterwards the subscriptions are as they were (the
+ * devices still attach with full access), nothing was relayed to the new SHO, and the real
+ * change, let go, completes with the invariants of DESIGN.md section 4. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "mcim/aka.h"
+#include "mcim/jose.h"
+#include "mcim/lab.h"
+#include "mcim/lab_run.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+
+#define ZERO_TXN "00000000000000000000000000000000"
+#define TXN_F1 "0000000000000000000000000000f001"
+#define TXN_F2 "0000000000000000000000000000f002"
+#define TXN_F3 "0000000000000000000000000000f003"
+
+static char dir[] = "/tmp/mcim-forgery-XXXXXX";
+static char labdir[128];
+static mcim_lab_t *lab;
+static struct mcim_http_client *plain_cli, *m2mes_cli;
+static mcim_pki_ca_t *m2mes_ca, *rogue_ca;
+static mcim_jose_key_t *key_sho_a, *key_sho_b, *key_pva;
+static char imsi1[24], imsi2[24]; /* fdev1's at sho-a, fdev2's at sho-b */
+static pid_t paused;               /* a daemon we SIGSTOPped: always resumed */
+
+/* ---- helpers ---- */
+
+static char *url(const char *role, const char *path)
+{
+  static char buf[4][512];
+  static int n;
+  char *b = buf[n++ % 4];
+  snprintf(b, 512, "%s%s", mcim_lab_url(lab, role), path);
+  return b;
+}
+
+static char *lab_file(const char *rel)
+{
+  static char buf[4][512];
+  static int n;
+  char *b = buf[n++ % 4];
+  snprintf(b, 512, "%s/%s", mcim_lab_path(lab), rel);
+  return b;
+}
+
+static mcim_jose_key_t *load_key(const char *rel)
+{
+  EVP_PKEY *pk = NULL;
+  mcim_jose_key_t *k = NULL;
+  assert_int_equal(mcim_pki_key_load(lab_file(rel), &pk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(pk, &k), MCIM_OK);
+  EVP_PKEY_free(pk);
+  return k;
+}
+
+/* A TRE attestation key certified by `ca` for device `name` (PEM in *pem). */
+static mcim_jose_key_t *tre_key(mcim_pki_ca_t *ca, const char *name, char **pem)
+{
+  mcim_jose_key_t *k = NULL;
+  EVP_PKEY *pub = NULL;
+  X509 *x = NULL;
+  assert_int_equal(mcim_jose_key_generate(&k), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(k, &pub), MCIM_OK);
+  mcim_cert_request_t req = {.name = name, .usage = MCIM_CERT_TRE_ATTESTATION, .key = pub,
+                             .days = 30};
+  assert_int_equal(mcim_pki_issue(ca, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(x, pem), MCIM_OK);
+  X509_free(x);
+  EVP_PKEY_free(pub);
+  return k;
+}
+
+static char *sign(const mcim_jose_key_t *key, const char *typ, const char *iss, const char *sub,
+                  const char *aud, const char *txn, json_t *extra)
+{
+  char *jws = NULL;
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = iss, .sub = sub, .aud = aud, .typ = typ, .txn = txn, .iat = now,
+                     .exp = now + 300, .extra = extra};
+  assert_int_equal(mcim_jws_sign(key, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+/* An access token as an access network issues it after an attach (src/roles/access.c). */
+static char *token(const mcim_jose_key_t *net_key, const char *net, const char *device,
+                   const char *scope, const char *identity)
+{
+  return sign(net_key, "mcim-access+jwt", net, device, "access", ZERO_TXN,
+              json_pack("{s:s,s:s}", "scope", scope, "imsi", identity));
+}
+
+/* A restricted token the real way (as test_access_e2e.c does): a PCID credential of our
+ * own registered at the ICF for `device` (mTLS as the M2MES), then an attach at the VNO
+ * with a software USIM (Milenage, TS 33.102 checks). */
+static char *vno_token(const char *device, const char *pcid)
+{
+  uint8_t k[16], opc[16], rand[16], autn[16];
+  char kh[33], oh[33], res[17], path[128];
+  struct mcim_sqn_params params;
+  struct mcim_sqn_usim sqn, next;
+  struct mcim_aka_usim_out out;
+  struct mcim_http_result r;
+  mcim_milenage_t *m = NULL;
+  char *tok = NULL;
+
+  assert_int_equal(mcim_random(k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(opc, 16), MCIM_OK);
+  mcim_hex_encode(k, 16, kh);
+  mcim_hex_encode(opc, 16, oh);
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "pcid", pcid, "device", device, "k", kh,
+                           "opc", oh, "amf", "8000", "expires", (json_int_t)mcim_now() + 3600);
+  assert_int_equal(mcim_http_request(m2mes_cli, "POST", url("ro", "/v1/icf/pcids"), body, NULL, &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+
+  body = json_pack("{s:s,s:s}", "pcid", pcid, "device", device);
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r),
+                   MCIM_OK);
+  json_decref(body);
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(r.json, "rand")), rand, 16), MCIM_OK);
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(r.json, "autn")), autn, 16), MCIM_OK);
+  snprintf(path, sizeof(path), "/v1/attach/%s", json_string_value(json_object_get(r.json, "attach_id")));
+  mcim_http_result_clear(&r);
+  mcim_sqn_params_default(&params);
+  assert_int_equal(mcim_sqn_usim_init(&params, &sqn), MCIM_OK);
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, k, opc), MCIM_OK);
+  assert_int_equal(mcim_aka_usim_check(m, &params, &sqn, rand, autn, &next, &out), MCIM_OK);
+  mcim_milenage_free(m);
+  mcim_hex_encode(out.res, 8, res);
+  body = json_pack("{s:s}", "res", res);
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", path), body, NULL, &r), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(r.json, "scope")), "restricted");
+  tok = strdup(json_string_value(json_object_get(r.json, "token")));
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  assert_non_null(tok);
+  return tok;
+}
+
+static mcim_cause_t post(const char *role, const char *path, const char *bearer, json_t *body)
+{
+  struct mcim_http_result r;
+  mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(role, path), body, bearer, &r);
+  if (rc != MCIM_OK && getenv("MCIM_TEST_VERBOSE"))
+    fprintf(stderr, "  %s %s -> %s: %s\n", role, path, mcim_cause_name(rc), r.detail);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  return rc;
+}
+
+static mcim_cause_t discard(const char *sho, const char *bearer, const char *txn,
+                            const char *device, const char *receipt, const char *cert)
+{
+  return post(sho, "/v1/discards", bearer,
+              json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", txn, "device", device, "receipt", receipt,
+                        "tre_cert", cert, "step", 9));
+}
+
+static char *receipt(const mcim_jose_key_t *key, const char *device, const char *sho,
+                     const char *txn, const char *slot, const char *imsi)
+{
+  return sign(key, "mcim-discard+jwt", device, device, sho, txn,
+              json_pack("{s:s,s:s}", "slot", slot, "imsi", imsi));
+}
+
+/* GET on a device agent's control socket. */
+static json_t *agent_get(const char *device, const char *path)
+{
+  struct mcim_http_client *cli = NULL;
+  struct mcim_http_result r;
+  char u[256];
+  json_t *out = NULL;
+  snprintf(u, sizeof(u), "http://localhost%s", path);
+  assert_int_equal(mcim_lab_device_client(lab, device, &cli), MCIM_OK);
+  if (mcim_http_request(cli, "GET", u, NULL, NULL, &r) == MCIM_OK)
+    out = json_incref(r.json);
+  mcim_http_result_clear(&r);
+  mcim_http_client_free(cli);
+  return out;
+}
+
+/* The agent attaches now (control API): the network's verdict on its MCIM. */
+static mcim_cause_t agent_attach(const char *device, const char *network, char scope[16])
+{
+  struct mcim_http_client *cli = NULL;
+  struct mcim_http_result r;
+  json_t *body = json_pack("{s:s}", "network", network);
+  assert_int_equal(mcim_lab_device_client(lab, device, &cli), MCIM_OK);
+  mcim_cause_t rc = mcim_http_request(cli, "POST", "http://localhost/v1/attach", body, NULL, &r);
+  if (scope)
+    snprintf(scope, 16, "%s",
+             rc == MCIM_OK && json_string_value(json_object_get(r.json, "scope"))
+                 ? json_string_value(json_object_get(r.json, "scope"))
+                 : "");
+  mcim_http_result_clear(&r);
+  mcim_http_client_free(cli);
+  json_decref(body);
+  return rc;
+}
+
+static void assert_full_access(const char *device, const char *sho)
+{
+  char scope[16];
+  assert_int_equal(agent_attach(device, sho, scope), MCIM_OK);
+  assert_string_equal(scope, "full");
+}
+
+static void active_imsi(const char *device, char out[24])
+{
+  json_t *st = agent_get(device, "/v1/status"), *s;
+  size_t i;
+  out[0] = '\0';
+  assert_non_null(st);
+  json_array_foreach(json_object_get(st, "slots"), i, s)
+    if (strcmp(json_string_value(json_object_get(s, "state")), "active") == 0)
+      snprintf(out, 24, "%s", json_string_value(json_object_get(s, "imsi")));
+  json_decref(st);
+  assert_int_equal(strlen(out), 15);
+}
+
+/* The running procedure's stage at the device ("" if none runs). */
+static void running_stage(const char *device, char stage[32], char txn[40])
+{
+  json_t *st = agent_get(device, "/v1/status");
+  json_t *p = st ? json_object_get(st, "procedure") : NULL;
+  stage[0] = txn[0] = '\0';
+  if (p && json_string_value(json_object_get(p, "state")) &&
+      strcmp(json_string_value(json_object_get(p, "state")), "running") == 0) {
+    snprintf(stage, 32, "%s", json_string_value(json_object_get(p, "stage")));
+    snprintf(txn, 40, "%s", json_string_value(json_object_get(p, "txn")));
+  }
+  json_decref(st);
+}
+
+/* One integer from a role's database (read-only, next to the running daemon). */
+static long long db_int(const char *role, const char *sql)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *s = NULL;
+  char path[512];
+  long long v = -1;
+  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
+  if (sqlite3_step(s) == SQLITE_ROW)
+    v = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return v;
+}
+
+static void db_exec(const char *role, const char *sql)
+{
+  sqlite3 *db = NULL;
+  char path[512];
+  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
+static pid_t role_pid(const char *name)
+{
+  json_t *st = NULL, *r;
+  size_t i;
+  pid_t pid = 0;
+  assert_int_equal(mcim_lab_status(lab, &st), MCIM_OK);
+  json_array_foreach(json_object_get(st, "roles"), i, r)
+    if (strcmp(json_string_value(json_object_get(r, "name")), name) == 0)
+      pid = (pid_t)json_integer_value(json_object_get(r, "pid"));
+  json_decref(st);
+  assert_true(pid > 0);
+  return pid;
+}
+
+static void resume_paused(void)
+{
+  if (paused > 0)
+    kill(paused, SIGCONT);
+  paused = 0;
+}
+
+static void provision(const char *device, const char *sho)
+{
+  struct mcim_lab_run run = {.device = device, .procedure = "initial", .sho = sho,
+                             .timeout_s = 90};
+  struct mcim_lab_run_result res;
+  assert_int_equal(mcim_lab_device_add(lab, device, false), MCIM_OK);
+  mcim_cause_t rc = mcim_lab_run(lab, &run, &res);
+  if (rc != MCIM_OK)
+    fprintf(stderr, "initial %s: %s %s\n", device, res.result, res.detail);
+  assert_int_equal(rc, MCIM_OK);
+  mcim_lab_run_result_clear(&res);
+}
+
+/* ---- setup ---- */
+
+static int setup(void **state)
+{
+  (void)state;
+  if (!mkdtemp(dir))
+    return -1;
+  setenv("MCIM_BIN", MCIM_BIN_DIR, 1);
+  snprintf(labdir, sizeof(labdir), "%s/lab", dir);
+  if (mcim_lab_up(labdir, NULL, &lab) != MCIM_OK)
+    return -1;
+  struct mcim_http_client_cfg pc = {.ca_file = lab_file("pki/" MCIM_PKI_OPERATORS_CA_CERT)};
+  struct mcim_http_client_cfg mc = {.ca_file = lab_file("pki/" MCIM_PKI_OPERATORS_CA_CERT),
+                                    .cert_file = lab_file("pki/m2mes/cert.pem"),
+                                    .key_file = lab_file("pki/m2mes/key.pem")};
+  if (mcim_http_client_new(&pc, &plain_cli) != MCIM_OK ||
+      mcim_http_client_new(&mc, &m2mes_cli) != MCIM_OK ||
+      mcim_pki_ca_load(lab_file("pki/" MCIM_PKI_M2MES_CA_CERT),
+                       lab_file("pki/" MCIM_PKI_M2MES_CA_KEY), &m2mes_ca) != MCIM_OK ||
+      mcim_pki_ca_create("rogue-ca", 30, &rogue_ca) != MCIM_OK)
+    return -1;
+  key_sho_a = load_key("pki/sho-a/key.pem");
+  key_sho_b = load_key("pki/sho-b/key.pem");
+  key_pva = load_key("pki/pva/key.pem");
+  provision("fdev1", "sho-a");
+  provision("fdev2", "sho-b");
+  active_imsi("fdev1", imsi1);
+  active_imsi("fdev2", imsi2);
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  (void)state;
+  resume_paused();
+  mcim_http_client_free(plain_cli);
+  mcim_http_client_free(m2mes_cli);
+  mcim_pki_ca_free(m2mes_ca);
+  mcim_pki_ca_free(rogue_ca);
+  mcim_jose_key_free(key_sho_a);
+  mcim_jose_key_free(key_sho_b);
+  mcim_jose_key_free(key_pva);
+  if (lab)
+    mcim_lab_down(lab);
+  mcim_lab_free(lab);
+  if (getenv("MCIM_TEST_KEEP")) {
+    fprintf(stderr, "lab kept in %s\n", dir);
+    return 0;
+  }
+  char cmd[256];
+  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- step 9: forged discard receipts to the old SHO ---- */
+
+static void test_forged_receipts(void **state)
+{
+  (void)state;
+  char *rogue_pem = NULL, *mallory_pem = NULL, *r = NULL;
+  /* a key that is not fdev1's TRE, certified by another CA for the name fdev1 */
+  mcim_jose_key_t *rogue = tre_key(rogue_ca, "fdev1", &rogue_pem);
+  /* mallory: a device of the attacker's own, properly certified by the M2MES CA */
+  mcim_jose_key_t *mallory = tre_key(m2mes_ca, "mallory", &mallory_pem);
+  char *tok1 = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", "001029999999998");
+
+  /* fdev1's receipt, signed by a key of another CA */
+  r = receipt(rogue, "fdev1", "sho-a", TXN_F1, "sho-a", imsi1);
+  assert_int_equal(discard("sho-a", tok1, TXN_F1, "fdev1", r, rogue_pem), MCIM_CERT_INVALID);
+  free(r);
+  /* fdev1's receipt, signed by a key the M2MES CA certified for another device */
+  r = receipt(mallory, "fdev1", "sho-a", TXN_F1, "sho-a", imsi1);
+  assert_int_equal(discard("sho-a", tok1, TXN_F1, "fdev1", r, mallory_pem), MCIM_CERT_INVALID);
+  free(r);
+  /* ... the same with mallory's own certificate and a receipt naming mallory: the body says
+   * fdev1 (the token's device), the statement another: refused */
+  r = receipt(mallory, "mallory", "sho-a", TXN_F1, "sho-a", imsi1);
+  assert_int_equal(discard("sho-a", tok1, TXN_F1, "fdev1", r, mallory_pem), MCIM_CERT_INVALID);
+  free(r);
+  /* mallory, with its own valid statement and access, names fdev1's IMSI */
+  r = receipt(mallory, "mallory", "sho-a", TXN_F1, "sho-a", imsi1);
+  assert_int_equal(discard("sho-a", tokm, TXN_F1, "mallory", r, mallory_pem), MCIM_SLOT_FORBIDDEN);
+  free(r);
+  /* ... another SHO's slot */
+  r = receipt(mallory, "mallory", "sho-a", TXN_F2, "sho-b", imsi1);
+  assert_int_equal(discard("sho-a", tokm, TXN_F2, "mallory", r, mallory_pem), MCIM_SLOT_FORBIDDEN);
+  free(r);
+  /* ... an IMSI of another SHO (fdev2's at sho-b), sent to sho-a */
+  r = receipt(mallory, "mallory", "sho-a", TXN_F2, "sho-a", imsi2);
+  assert_int_equal(discard("sho-a", tokm, TXN_F2, "mallory", r, mallory_pem), MCIM_UNKNOWN_IDENTITY);
+  free(r);
+  /* ... an IMSI nobody has */
+  r = receipt(mallory, "mallory", "sho-a", TXN_F2, "sho-a", "001029999999999");
+  assert_int_equal(discard("sho-a", tokm, TXN_F2, "mallory", r, mallory_pem), MCIM_UNKNOWN_IDENTITY);
+  free(r);
+  /* ... fdev2's IMSI at its own SHO: another device's subscription */
+  char *tokm_b = token(key_sho_b, "sho-b", "mallory", "full", "001039999999998");
+  r = receipt(mallory, "mallory", "sho-b", TXN_F2, "sho-b", imsi2);
+  assert_int_equal(discard("sho-b", tokm_b, TXN_F2, "mallory", r, mallory_pem), MCIM_SLOT_FORBIDDEN);
+  free(r);
+  /* a restricted token (the VNO's) does not reach the SHO's discard service at all */
+  char *tokr = vno_token("fdev1", "001019100000001");
+  r = receipt(rogue, "fdev1", "sho-a", TXN_F1, "sho-a", imsi1);
+  assert_int_equal(discard("sho-a", tokr, TXN_F1, "fdev1", r, rogue_pem), MCIM_SCOPE_RESTRICTED);
+  /* ... nor does a token of another device for fdev1's receipt */
+  assert_int_equal(discard("sho-a", tokm, TXN_F1, "fdev1", r, rogue_pem), MCIM_FORBIDDEN);
+  free(r);
+
+  /* nothing changed: both subscriptions active, the devices attach with full access */
+  char q[256];
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'active'", imsi1);
+  assert_int_equal(db_int("sho-a", q), 1);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'active'", imsi2);
+  assert_int_equal(db_int("sho-b", q), 1);
+  assert_int_equal(db_int("sho-a", "SELECT COUNT(*) FROM answers WHERE step = 10"), 0);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM drf WHERE state = 'released'"), 0);
+  assert_full_access("fdev1", "sho-a");
+  assert_full_access("fdev2", "sho-b");
+
+  free(tok1);
+  free(tokm);
+  free(tokm_b);
+  free(tokr);
+  free(rogue_pem);
+  free(mallory_pem);
+  mcim_jose_key_free(rogue);
+  mcim_jose_key_free(mallory);
+}
+
+/* ---- notifications (switch between pre-provisioned MCIMs) ---- */
+
+static mcim_cause_t notify(const char *sho, const char *bearer, const char *device,
+                           const mcim_jose_key_t *key, const char *cert, const char *event,
+                           const char *slot, const char *imsi)
+{
+  char *n = sign(key, "mcim-notify+jwt", device, device, sho, TXN_F3,
+                 json_pack("{s:s,s:s,s:s}", "event", event, "slot", slot, "imsi", imsi));
+  mcim_cause_t rc = post(sho, "/v1/notifications", bearer,
+                         json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F3, "device", device, "notice",
+                                   n, "tre_cert", cert));
+  free(n);
+  return rc;
+}
+
+static void test_forged_notifications(void **state)
+{
+  (void)state;
+  char *rogue_pem = NULL, *mallory_pem = NULL;
+  mcim_jose_key_t *rogue = tre_key(rogue_ca, "fdev1", &rogue_pem);
+  mcim_jose_key_t *mallory = tre_key(m2mes_ca, "mallory2", &mallory_pem);
+  char *tok1 = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
+  char *tokm = token(key_sho_a, "sho-a", "mallory2", "full", "001029999999997");
+
+  /* a notice for the other SHO's slot */
+  assert_int_equal(notify("sho-a", tokm, "mallory2", mallory, mallory_pem, "suspend", "sho-b", imsi2),
+                   MCIM_SLOT_FORBIDDEN);
+  assert_int_equal(notify("sho-a", tokm, "mallory2", mallory, mallory_pem, "resume", "sho-b", imsi1),
+                   MCIM_SLOT_FORBIDDEN);
+  /* our slot, but another device's IMSI */
+  assert_int_equal(notify("sho-a", tokm, "mallory2", mallory, mallory_pem, "suspend", "sho-a", imsi1),
+                   MCIM_SLOT_FORBIDDEN);
+  /* fdev1's own IMSI, signed by a key of another CA */
+  assert_int_equal(notify("sho-a", tok1, "fdev1", rogue, rogue_pem, "suspend", "sho-a", imsi1),
+                   MCIM_CERT_INVALID);
+  /* sho-b's slot sent to sho-b about fdev2's IMSI by mallory */
+  char *tokm_b = token(key_sho_b, "sho-b", "mallory2", "full", "001039999999997");
+  assert_int_equal(notify("sho-b", tokm_b, "mallory2", mallory, mallory_pem, "suspend", "sho-b", imsi2),
+                   MCIM_SLOT_FORBIDDEN);
+
+  /* still active (not in standby): full access */
+  char q[256];
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'active'", imsi1);
+  assert_int_equal(db_int("sho-a", q), 1);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'active'", imsi2);
+  assert_int_equal(db_int("sho-b", q), 1);
+  assert_full_access("fdev1", "sho-a");
+  assert_full_access("fdev2", "sho-b");
+
+  free(tok1);
+  free(tokm);
+  free(tokm_b);
+  free(rogue_pem);
+  free(mallory_pem);
+  mcim_jose_key_free(rogue);
+  mcim_jose_key_free(mallory);
+}
+
+/* ---- step 11: forged acknowledgements while a real change waits at step 9 ---- */
+
+struct bg_run {
+  pthread_t th;
+  struct mcim_lab_run run;
+  struct mcim_lab_run_result res;
+  mcim_cause_t rc;
+};
+
+static void *bg_main(void *arg)
+{
+  struct bg_run *b = arg;
+  mcim_lab_t *own = NULL; /* the lab's clients are per thread: a handle of its own */
+  b->rc = mcim_lab_open(labdir, &own);
+  if (b->rc == MCIM_OK)
+    b->rc = mcim_lab_run(own, &b->run, &b->res);
+  mcim_lab_free(own);
+  return NULL;
+}
+
+static bool wait_until(int seconds, bool (*cond)(void *), void *arg)
+{
+  for (int i = 0; i < seconds * 20; i++) {
+    if (cond(arg))
+      return true;
+    usleep(50 * 1000);
+  }
+  return false;
+}
+
+struct stage_wait {
+  const char *device, *stage;
+  char txn[40];
+};
+
+static bool at_stage(void *arg)
+{
+  struct stage_wait *w = arg;
+  char stage[32];
+  running_stage(w->device, stage, w->txn);
+  return strcmp(stage, w->stage) == 0;
+}
+
+static bool package_held(void *arg)
+{
+  (void)arg;
+  return db_int("ro", "SELECT COUNT(*) FROM dpf_packages WHERE device = 'fdev1' AND state = 'held'") == 1;
+}
+
+static mcim_cause_t release(const char *bearer, const char *txn, const char *device,
+                            const char *ack)
+{
+  return post("ro", "/v1/dpf/releases", bearer,
+              json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "ack", ack));
+}
+
+/* The old SHO's acknowledgement as src/roles/sho/change.c makes it, with what we vary. */
+static char *ack(const mcim_jose_key_t *key, const char *iss, const char *sub, const char *aud,
+                 const char *typ, const char *txn, bool released)
+{
+  return sign(key, typ, iss, sub, aud, txn,
+              json_pack("{s:b,s:s,s:s,s:I}", "released", released, "imsi", imsi1, "sho", iss,
+                        "at", (json_int_t)mcim_now()));
+}
+
+static void test_forged_acknowledgements(void **state)
+{
+  (void)state;
+  struct bg_run b = {.run = {.device = "fdev1", .procedure = "change", .sho = "sho-b",
+                             .via = "old-sho", .timeout_s = 90}};
+  struct stage_wait w = {.device = "fdev1", .stage = "download"};
+  char q[512], *a = NULL;
+
+  /* The package sho-b sends for this change reaches the DPF but stays out of the device's
+   * reach until sho-a has been paused: the device then stages it, discards the sho-a MCIM
+   * (step 8) and waits on sho-a at step 9, with no acknowledgement relayed yet. */
+  db_exec("ro", "CREATE TRIGGER hold_fdev1 AFTER INSERT ON dpf_packages"
+                " WHEN NEW.device = 'fdev1' BEGIN"
+                " UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;");
+  assert_int_equal(pthread_create(&b.th, NULL, bg_main, &b), 0);
+  assert_true(wait_until(60, package_held, NULL));
+  assert_true(wait_until(30, at_stage, &w));
+  paused = role_pid("sho-a");
+  assert_int_equal(kill(paused, SIGSTOP), 0);
+  db_exec("ro", "DROP TRIGGER hold_fdev1;"
+                " UPDATE dpf_packages SET state = 'ready' WHERE state = 'held';");
+  w.stage = "receipt";
+  assert_true(wait_until(30, at_stage, &w));
+  const char *txn = w.txn;
+  assert_int_equal(strlen(txn), 32);
+
+  /* the device's access: a restricted token of the VNO reaches the RO */
+  char *tok = vno_token("fdev1", "001019100000002");
+  char *mallory_tok = vno_token("fdev2", "001019100000003");
+  mcim_jose_key_t *unknown = NULL;
+  assert_int_equal(mcim_jose_key_generate(&unknown), MCIM_OK);
+
+  /* signed by the new SHO itself */
+  a = ack(key_sho_b, "sho-b", "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
+  free(a);
+  /* by a role that is not an SHO */
+  a = ack(key_pva, "pva", "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
+  free(a);
+  /* in the old SHO's name, by an unknown key */
+  a = ack(unknown, "sho-a", "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_JWS_BAD_SIGNATURE);
+  free(a);
+  /* the old SHO's key, released = false */
+  a = ack(key_sho_a, "sho-a", "fdev1", "ro", "mcim-discard-ack+jwt", txn, false);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
+  free(a);
+  /* ... for another txn */
+  a = ack(key_sho_a, "sho-a", "fdev1", "ro", "mcim-discard-ack+jwt", TXN_F1, true);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
+  assert_int_equal(release(tok, TXN_F1, "fdev1", a), MCIM_NOT_FOUND); /* no such change */
+  free(a);
+  /* ... about another device */
+  a = ack(key_sho_a, "sho-a", "fdev2", "ro", "mcim-discard-ack+jwt", txn, true);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
+  free(a);
+  /* ... addressed to the new SHO instead of the RO */
+  a = ack(key_sho_a, "sho-a", "fdev1", "sho-b", "mcim-discard-ack+jwt", txn, true);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
+  free(a);
+  /* ... a statement of another type (an access token of sho-a) */
+  a = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
+  free(a);
+  /* a good-looking acknowledgement sent with another device's access */
+  a = ack(key_sho_a, "sho-a", "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
+  assert_int_equal(release(mallory_tok, txn, "fdev1", a), MCIM_FORBIDDEN);
+  free(a);
+
+  /* nothing was relayed: no answer stored, nothing queued for sho-b, its order not released
+   * and not active, its MCIM not active */
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM answers WHERE txn = '%s' AND step = 11", txn);
+  assert_int_equal(db_int("ro", q), 0);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM outbox WHERE txn = '%s' AND path = '/v1/releases'", txn);
+  assert_int_equal(db_int("ro", q), 0);
+  snprintf(q, sizeof(q), "SELECT released FROM orders WHERE txn = '%s'", txn);
+  assert_int_equal(db_int("sho-b", q), 0);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM orders WHERE txn = '%s' AND state = 'active'", txn);
+  assert_int_equal(db_int("sho-b", q), 0);
+  assert_int_equal(db_int("sho-b", "SELECT COUNT(*) FROM auc WHERE device = 'fdev1' AND state = 'active'"), 0);
+
+  /* let sho-a answer: the real change completes despite the forgeries */
+  resume_paused();
+  assert_int_equal(pthread_join(b.th, NULL), 0);
+  if (b.rc != MCIM_OK)
+    fprintf(stderr, "change: %s %s\n", b.res.result, b.res.detail);
+  assert_int_equal(b.rc, MCIM_OK);
+  mcim_lab_run_result_clear(&b.res);
+  snprintf(q, sizeof(q), "SELECT released FROM orders WHERE txn = '%s'", txn);
+  assert_int_equal(db_int("sho-b", q), 1);
+  /* invariant 1: one active subscription, at sho-b; the old IMSI terminated at sho-a */
+  assert_int_equal(db_int("sho-b", "SELECT COUNT(*) FROM auc WHERE device = 'fdev1' AND state = 'active'"), 1);
+  assert_int_equal(db_int("sho-a", "SELECT COUNT(*) FROM auc WHERE device = 'fdev1' AND state = 'active'"), 0);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'terminated'", imsi1);
+  assert_int_equal(db_int("sho-a", q), 1);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM drf WHERE device = 'fdev1' AND state = 'subscribed'"), 1);
+  assert_full_access("fdev1", "sho-b");
+
+  free(tok);
+  free(mallory_tok);
+  mcim_jose_key_free(unknown);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_forged_receipts),
+      cmocka_unit_test(test_forged_notifications),
+      cmocka_unit_test(test_forged_acknowledgements),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
