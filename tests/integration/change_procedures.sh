@@ -67,6 +67,17 @@ if grep -q -e "$imsi_a" "$lab/sho-b/sho-b.log"; then bad "old IMSI in sho-b's lo
 
 # --- change via the pristine state ---
 imsi_b=$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='dev1' AND state='active'")
+# A network-initiated renewal of the PCID credential first (seed: "an appropriate network
+# entity could initiate the replacement"): the pristine path below then runs on the new one.
+pcid_old=$("$mcim" device status dev1 --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}')
+check "mcim pcid push dev1" "$mcim" pcid push dev1 --dir "$lab"
+check "attach to the VNO (the renewal is picked up)" "$mcim" device attach dev1 --to vno --json --dir "$lab"
+for _ in $(seq 1 100); do # the agent renews right after that contact, in the background
+  pcid_new=$("$mcim" device status dev1 --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}')
+  [ "$pcid_new" != "$pcid_old" ] && break
+  sleep 0.1
+done
+[ -n "$pcid_new" ] && [ "$pcid_new" != "$pcid_old" ] && ok "PCID renewed ($pcid_old -> $pcid_new)" || bad "PCID not renewed ($pcid_old -> $pcid_new)"
 check "change dev1 back to sho-a via pristine" "$mcim" run change dev1 --to sho-a --via pristine --json --dir "$lab"
 cp "$tmp/out" "$tmp/c2.json"
 [ "$(jfield "$tmp/c2.json" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/c2.json")"
