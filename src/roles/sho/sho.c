@@ -305,6 +305,41 @@ out:
   mcim_sho_order_clear(&o);
 }
 
+/* The common front of what a peer role sends about an order (the DRF's "ready", the PVA's
+ * verdict, the DPF's report): the body's fields, the caller's certificate name, the order of
+ * `txn`, which must be for the body's `device`. On failure the problem is answered (with
+ * `step`) and false returned; the caller clears `o` either way. */
+static bool peer_order_request(struct mcim_role *r, const struct mcim_http_request *req,
+                               struct mcim_http_response *resp, const char *peer,
+                               const char *refusal, const struct mcim_jsonv_field *fields,
+                               size_t nfields, int step, struct mcim_sho_order *o,
+                               const struct mcim_sho_steps **steps)
+{
+  char err[200];
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, nfields, err, sizeof(err));
+  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, peer) != 0)) {
+    rc = MCIM_FORBIDDEN;
+    snprintf(err, sizeof(err), "%s", refusal);
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, step, "%s", err);
+    return false;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  rc = st ? mcim_sho_order_load(st, txn, o) : MCIM_STORE_ERROR;
+  *steps = mcim_sho_steps_for(o->procedure, o->via);
+  if (rc == MCIM_OK && !*steps)
+    rc = MCIM_INTERNAL;
+  if (rc == MCIM_OK && strcmp(o->device, json_string_value(json_object_get(req->json, "device"))))
+    rc = MCIM_CONFLICT;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, step, "no order %s for this device", txn);
+    return false;
+  }
+  return true;
+}
+
 /* POST /v1/devices/ready (RO's DRF, step 8): the device found us; validate it (step 9). */
 static void h_device_ready(void *ctx, const struct mcim_http_request *req,
                            struct mcim_http_response *resp)
@@ -314,28 +349,14 @@ static void h_device_ready(void *ctx, const struct mcim_http_request *req,
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
   };
-  char err[200];
   struct mcim_sho_order o = {0};
+  const struct mcim_sho_steps *steps = NULL;
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
-  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, mcim_config_str(r->cfg, "ro")) != 0)) {
-    rc = MCIM_FORBIDDEN;
-    snprintf(err, sizeof(err), "only the RO's DRF announces devices");
-  }
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 8, "%s", err);
-    return;
-  }
-  const char *txn = json_string_value(json_object_get(req->json, "txn"));
-  rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
-  if (rc == MCIM_OK &&
-      strcmp(o.device, json_string_value(json_object_get(req->json, "device"))) != 0)
-    rc = MCIM_CONFLICT;
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 8, "no order %s for this device", txn);
+  mcim_cause_t rc;
+  if (!peer_order_request(r, req, resp, mcim_config_str(r->cfg, "ro"),
+                          "only the RO's DRF announces devices", fields, 2, 8, &o, &steps))
     goto out;
-  }
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure, o.via);
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
   if (strcmp(o.state, "ordered") == 0 && steps) {
     rc = mcim_store_begin(st);
     if (rc == MCIM_OK)
@@ -416,34 +437,19 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
       {"device", MCIM_JV_STRING, true, 63},
       {"verdict", MCIM_JV_STRING, true, 32768},
   };
-  char err[200];
   struct mcim_sho_order o = {0};
+  const struct mcim_sho_steps *steps = NULL;
   const mcim_jose_key_t *pva_key = NULL;
   mcim_statement_t *stmt = NULL;
   char *package = NULL;
   const char *pva = mcim_config_str(r->cfg, "pva");
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
-  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, pva) != 0)) {
-    rc = MCIM_FORBIDDEN;
-    snprintf(err, sizeof(err), "only the PVA delivers verdicts");
-  }
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 11, "%s", err);
-    return;
-  }
+  mcim_cause_t rc;
+  if (!peer_order_request(r, req, resp, pva, "only the PVA delivers verdicts", fields, 3, 11, &o,
+                          &steps))
+    goto out;
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *verdict = json_string_value(json_object_get(req->json, "verdict"));
-  rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure, o.via);
-  if (rc == MCIM_OK && !steps)
-    rc = MCIM_INTERNAL;
-  if (rc == MCIM_OK && strcmp(o.device, json_string_value(json_object_get(req->json, "device"))))
-    rc = MCIM_CONFLICT;
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 11, "no order %s for this device", txn);
-    goto out;
-  }
   if (strcmp(o.state, "validating") != 0) {
     /* a retried delivery after we acted on it: same answer */
     mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", o.state));
@@ -517,30 +523,15 @@ static void h_report(void *ctx, const struct mcim_http_request *req,
       {"device", MCIM_JV_STRING, true, 63},
       {"result", MCIM_JV_STRING, true, 64},
   };
-  char err[200];
   struct mcim_sho_order o = {0};
+  const struct mcim_sho_steps *steps = NULL;
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
-  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, mcim_config_str(r->cfg, "ro")) != 0)) {
-    rc = MCIM_FORBIDDEN;
-    snprintf(err, sizeof(err), "only the RO's DPF reports provisioning");
-  }
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 15, "%s", err);
-    return;
-  }
+  mcim_cause_t rc;
+  if (!peer_order_request(r, req, resp, mcim_config_str(r->cfg, "ro"),
+                          "only the RO's DPF reports provisioning", fields, 3, 15, &o, &steps))
+    goto out;
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *result = json_string_value(json_object_get(req->json, "result"));
-  rc = st ? mcim_sho_order_load(st, txn, &o) : MCIM_STORE_ERROR;
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(o.procedure, o.via);
-  if (rc == MCIM_OK && !steps)
-    rc = MCIM_INTERNAL;
-  if (rc == MCIM_OK && strcmp(o.device, json_string_value(json_object_get(req->json, "device"))))
-    rc = MCIM_CONFLICT;
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 15, "no order %s for this device", txn);
-    goto out;
-  }
   rc = mcim_sho_on_report(r, st, &o, steps, result);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, steps->report, "report not applied");
