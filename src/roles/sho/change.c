@@ -297,10 +297,19 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_json(resp, status, answer); /* a retried notice: the same answer */
     return;
   }
-  rc = st ? verify_device_statement(r, json_string_value(json_object_get(req->json, "notice")),
-                                    json_string_value(json_object_get(req->json, "tre_cert")),
-                                    device, "mcim-notify+jwt", txn, &stmt)
-          : MCIM_STORE_ERROR;
+  /* One transaction from here: the notice's jti is recorded with the stored answer, so a
+   * duplicate racing this one waits for the lock and gets the answer, not a REPLAY. */
+  rc = st ? mcim_store_begin(st) : MCIM_STORE_ERROR;
+  bool in_txn = rc == MCIM_OK;
+  if (in_txn && mcim_role_answer_get(st, txn, 0, "notice", &status, &answer) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status, answer);
+    goto out;
+  }
+  if (rc == MCIM_OK)
+    rc = verify_device_statement(r, json_string_value(json_object_get(req->json, "notice")),
+                                 json_string_value(json_object_get(req->json, "tre_cert")), device,
+                                 "mcim-notify+jwt", txn, &stmt);
   const char *event = stmt ? mcim_statement_string(stmt, "event") : NULL;
   const char *slot = stmt ? mcim_statement_string(stmt, "slot") : NULL;
   const char *imsi = stmt ? mcim_statement_string(stmt, "imsi") : NULL;
@@ -314,13 +323,13 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && !resume && strcmp(event, "suspend") != 0)
     rc = MCIM_UNSUPPORTED;
   if (rc != MCIM_OK) {
+    if (in_txn)
+      mcim_store_rollback(st);
     mcim_http_reply_problem(resp, rc, 0, "notification refused");
     goto out;
   }
   char state[16] = "";
-  rc = mcim_store_begin(st);
-  if (rc == MCIM_OK)
-    rc = mcim_auc_state(st, imsi, state, NULL);
+  rc = mcim_auc_state(st, imsi, state, NULL);
   const char *want = resume ? "active" : "standby";
   bool changed = rc == MCIM_OK && strcmp(state, want) != 0;
   if (rc == MCIM_OK && strcmp(state, want) != 0) {
