@@ -29,15 +29,9 @@
 #include "mcim/pki.h"
 #include "mcim/util.h"
 
-static char dir[] = "/tmp/mcim-metrics-XXXXXX";
-static mcim_lab_t *lab;
-static struct mcim_http_client *m2mes_cli, *plain_cli;
-static char ca[256];
+#include "soft_device_fixture.h"
 
-static const uint8_t K[16] = {0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f,
-                              0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc};
-static const uint8_t OPC[16] = {0xcd, 0x63, 0xcb, 0x71, 0x95, 0x4a, 0x9f, 0x4e,
-                                0x48, 0xa5, 0x99, 0x4e, 0x37, 0xa0, 0x2b, 0xaf};
+static char dir[] = "/tmp/mcim-metrics-XXXXXX";
 
 /* ---- scraping ---- */
 
@@ -117,90 +111,10 @@ static double count(const char *text, const char *name)
       fail_msg("%s = %g, want %g", (name), got_, (double)(want));                             \
   } while (0)
 
-/* ---- a software USIM (as in test_access_e2e.c) ---- */
-
-struct usim {
-  uint8_t k[16], opc[16];
-  struct mcim_sqn_params params;
-  struct mcim_sqn_usim sqn;
-};
-
-static void usim_init(struct usim *u, const uint8_t k[16])
-{
-  memcpy(u->k, k, 16);
-  memcpy(u->opc, OPC, 16);
-  mcim_sqn_params_default(&u->params);
-  assert_int_equal(mcim_sqn_usim_init(&u->params, &u->sqn), MCIM_OK);
-}
-
-static char *url(const char *role, const char *path)
-{
-  static char buf[512];
-  snprintf(buf, sizeof(buf), "%s%s", mcim_lab_url(lab, role), path);
-  return buf;
-}
-
-static void register_pcid(const char *pcid, const char *device, int64_t expires)
-{
-  char k[33], opc[33];
-  mcim_hex_encode(K, 16, k);
-  mcim_hex_encode(OPC, 16, opc);
-  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "pcid", pcid, "device", device, "k", k,
-                           "opc", opc, "amf", "8000", "expires", (json_int_t)expires);
-  struct mcim_http_result r;
-  assert_int_equal(mcim_http_request(m2mes_cli, "POST", url("ro", "/v1/icf/pcids"), body, NULL, &r),
-                   MCIM_OK);
-  mcim_http_result_clear(&r);
-  json_decref(body);
-}
-
-static json_t *attach_start(const char *pcid, mcim_cause_t want)
-{
-  struct mcim_http_result r;
-  json_t *body = json_pack("{s:s}", "pcid", pcid);
-  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r),
-                   want);
-  json_decref(body);
-  json_t *c = want == MCIM_OK ? json_incref(r.json) : NULL;
-  mcim_http_result_clear(&r);
-  return c;
-}
-
-/* The USIM checks the challenge; RES or AUTS goes to the VNO. Returns the USIM's verdict;
- * the network's answer is in *net_rc and, for a new challenge, *next. */
+/* The USIM answers; RES or AUTS to the VNO (soft_device_fixture.h). */
 static mcim_cause_t answer(struct usim *u, json_t *challenge, mcim_cause_t *net_rc, json_t **next)
 {
-  uint8_t rand[16], autn[16];
-  char path[128], hex[33];
-  mcim_hex_decode_str(json_string_value(json_object_get(challenge, "rand")), rand, 16);
-  mcim_hex_decode_str(json_string_value(json_object_get(challenge, "autn")), autn, 16);
-  mcim_milenage_t *m = NULL;
-  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
-  assert_int_equal(mcim_milenage_set_opc(m, u->k, u->opc), MCIM_OK);
-  struct mcim_sqn_usim nsqn;
-  struct mcim_aka_usim_out out;
-  mcim_cause_t usim = mcim_aka_usim_check(m, &u->params, &u->sqn, rand, autn, &nsqn, &out);
-  mcim_milenage_free(m);
-  json_t *body = NULL;
-  if (usim == MCIM_OK) {
-    u->sqn = nsqn;
-    mcim_hex_encode(out.res, 8, hex);
-    body = json_pack("{s:s}", "res", hex);
-  } else if (usim == MCIM_SYNC_FAILURE) {
-    mcim_hex_encode(out.auts, 14, hex);
-    body = json_pack("{s:s}", "auts", hex);
-  } else {
-    return usim;
-  }
-  snprintf(path, sizeof(path), "/v1/attach/%s",
-           json_string_value(json_object_get(challenge, "attach_id")));
-  struct mcim_http_result r;
-  *net_rc = mcim_http_request(plain_cli, "POST", url("vno", path), body, NULL, &r);
-  if (next)
-    *next = *net_rc == MCIM_OK && json_object_get(r.json, "rand") ? json_incref(r.json) : NULL;
-  mcim_http_result_clear(&r);
-  json_decref(body);
-  return usim;
+  return usim_answer(u, challenge, net_rc, NULL, 0, next);
 }
 
 /* ---- fixture ---- */
@@ -208,40 +122,15 @@ static mcim_cause_t answer(struct usim *u, json_t *challenge, mcim_cause_t *net_
 static int setup(void **state)
 {
   (void)state;
-  if (!mkdtemp(dir))
-    return -1;
-  setenv("MCIM_BIN", MCIM_BIN_DIR, 1);
-  char labdir[128], cert[256], key[256];
-  snprintf(labdir, sizeof(labdir), "%s/lab", dir);
-  if (mcim_lab_up(labdir, NULL, &lab) != MCIM_OK)
-    return -1;
-  snprintf(ca, sizeof(ca), "%s/pki/%s", mcim_lab_path(lab), MCIM_PKI_OPERATORS_CA_CERT);
-  snprintf(cert, sizeof(cert), "%s/pki/m2mes/cert.pem", mcim_lab_path(lab));
-  snprintf(key, sizeof(key), "%s/pki/m2mes/key.pem", mcim_lab_path(lab));
-  struct mcim_http_client_cfg mc = {.ca_file = ca, .cert_file = cert, .key_file = key};
-  struct mcim_http_client_cfg pc = {.ca_file = ca};
-  if (mcim_http_client_new(&mc, &m2mes_cli) != MCIM_OK ||
-      mcim_http_client_new(&pc, &plain_cli) != MCIM_OK)
-    return -1;
-  return 0;
+  return soft_lab_up(dir);
 }
 
 static int teardown(void **state)
 {
   (void)state;
-  mcim_http_client_free(m2mes_cli);
-  mcim_http_client_free(plain_cli);
-  if (lab)
-    mcim_lab_down(lab);
-  mcim_lab_free(lab);
-  char cmd[256];
-  snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-  return system(cmd) == 0 ? 0 : -1;
+  return soft_lab_down(dir);
 }
 
-/* ---- tests ---- */
-
-/* The registry of this process: the text format itself. */
 static void test_exposition_format(void **state)
 {
   (void)state;
