@@ -140,6 +140,10 @@ int64_t mcim_store_changes(mcim_store_t *st);
 /* The backend's last error message, for logs (tables and constraints, no values). */
 const char *mcim_store_errmsg(const mcim_store_t *st);
 
+/* The locator as it may be logged: a password in "scheme://user:password@host/..." becomes
+ * "***" (a PostgreSQL locator may carry one); anything else is copied (cut to `len`). */
+void mcim_store_locator_for_log(const char *locator, char *out, size_t len);
+
 /* Rewrite `?` placeholders to `$1, $2, ...` (PostgreSQL), leaving quoted strings,
  * quoted identifiers and comments alone. *out is malloc'd; the count of
  * placeholders goes to *nparams (may be NULL). */

@@ -145,7 +145,9 @@ mcim_store_t *mcim_role_store(struct mcim_role *r)
   if (st)
     return st;
   if (mcim_store_open(r->priv->db_locator, NULL, &st) != MCIM_OK) {
-    mcim_log_error("cannot open the store %s", r->priv->db_locator);
+    char shown[512];
+    mcim_store_locator_for_log(r->priv->db_locator, shown, sizeof(shown));
+    mcim_log_error("cannot open the store %s", shown);
     return NULL;
   }
   pthread_setspecific(r->priv->store_key, st);
@@ -424,9 +426,12 @@ static mcim_cause_t open_store(struct mcim_role *r)
   mcim_cause_t rc = mcim_role_common_migrate(st);
   if (rc == MCIM_OK && r->kind->nmigrations)
     rc = mcim_store_migrate(st, r->kind->kind, r->kind->migrations, r->kind->nmigrations);
-  if (rc != MCIM_OK)
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "schema of %s: %s", r->priv->db_locator,
+  if (rc != MCIM_OK) {
+    char shown[512];
+    mcim_store_locator_for_log(r->priv->db_locator, shown, sizeof(shown));
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "schema of %s: %s", shown,
                    mcim_store_errmsg(st));
+  }
   return rc;
 }
 

@@ -355,3 +355,22 @@ cleanup:
   free(buf);
   return rc;
 }
+
+void mcim_store_locator_for_log(const char *locator, char *out, size_t len)
+{
+  if (!out || !len)
+    return;
+  out[0] = '\0';
+  if (!locator)
+    return;
+  const char *scheme = strstr(locator, "://");
+  const char *auth = scheme ? scheme + 3 : NULL;
+  const char *at = auth ? strchr(auth, '@') : NULL;
+  const char *slash = auth ? strchr(auth, '/') : NULL;
+  const char *colon = auth ? strchr(auth, ':') : NULL;
+  /* user:password@ must sit before the first '/' of the path */
+  if (at && (!slash || at < slash) && colon && colon < at)
+    snprintf(out, len, "%.*s***%s", (int)(colon + 1 - locator), locator, at);
+  else
+    snprintf(out, len, "%s", locator);
+}

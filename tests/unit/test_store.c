@@ -880,6 +880,22 @@ static void test_sql_to_dollar(void **state)
   assert_int_equal(mcim_store_sql_to_dollar(NULL, &out, &n), MCIM_INVALID_ARGUMENT);
 }
 
+
+/* A password in a locator never reaches a log line. */
+static void test_locator_for_log(void **state)
+{
+  (void)state;
+  char out[128];
+  mcim_store_locator_for_log("postgres://mcim:s3cret@db.example:5432/ro", out, sizeof(out));
+  assert_string_equal(out, "postgres://mcim:***@db.example:5432/ro");
+  mcim_store_locator_for_log("postgresql://mcim@db/ro", out, sizeof(out));
+  assert_string_equal(out, "postgresql://mcim@db/ro");
+  mcim_store_locator_for_log("/var/lib/mcim/ro.db", out, sizeof(out));
+  assert_string_equal(out, "/var/lib/mcim/ro.db");
+  mcim_store_locator_for_log("sqlite:/x/a:b@c.db", out, sizeof(out));
+  assert_string_equal(out, "sqlite:/x/a:b@c.db");
+}
+
 int main(void)
 {
   /* These tests provoke store errors on purpose; MCIM_TEST_LOG=1 shows the log. */
@@ -903,6 +919,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_sealed_k_not_in_files, setup, teardown),
       cmocka_unit_test_setup_teardown(test_clear_k_is_found, setup, teardown),
       cmocka_unit_test(test_sql_to_dollar),
+      cmocka_unit_test(test_locator_for_log),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
