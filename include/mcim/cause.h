@@ -82,7 +82,10 @@
   X(PROCEDURE_PENDING,       713, 202, "the procedure is still running") \
   X(WRONG_STATE,             714, 409, "request does not fit the procedure's current state") \
   X(DEVICE_BUSY,             715, 409, "the device is already running a procedure") \
-  X(SUBSCRIPTION_NOT_ACTIVE, 716, 403, "subscription not active yet: MCIM issued, installation not reported")
+  X(SUBSCRIPTION_NOT_ACTIVE, 716, 403, "subscription not active yet: MCIM issued, installation not reported") \
+  X(TOKEN_WRONG_ISSUER,      720, 403, "access token of another network: honoured only by its issuer (and the RO, PVA, M2MES)") \
+  X(SCOPE_NOT_GRANTABLE,     721, 403, "the token's issuer may not grant that scope (the VNO grants restricted access only)") \
+  X(TOKEN_REVOKED,           722, 401, "access token revoked by its issuer (the subscription it was issued for ended)")
 
 typedef enum mcim_cause {
 #define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = code,

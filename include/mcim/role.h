@@ -125,6 +125,12 @@ mcim_cause_t mcim_role_answer_put(mcim_store_t *st, const char *txn, int step, c
 mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const char *peer,
                                   const char *path, const json_t *body, const char *txn, int step,
                                   const char *msg);
+/* The same with a retry budget of its own (`max_attempts` deliveries, 0: the configured
+ * outbox_max_attempts): for a message that must reach a peer that may be away for long (the
+ * RO telling an old SHO what happened while it was down), retried at the longest backoff. */
+mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, const char *peer,
+                                         const char *path, const json_t *body, const char *txn,
+                                         int step, const char *msg, int64_t max_attempts);
 /* Messages not yet delivered (for tests and metrics). */
 mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count);
 /* Wake the worker now (after queueing). */
@@ -160,10 +166,17 @@ struct mcim_access {
   char device[64];  /* the device id (sub) */
   char scope[16];   /* "restricted" or "full" */
   char imsi[24];    /* the identity that attached (PCID or IMSI) */
+  int64_t iat;      /* when it was issued */
 };
-/* Check the request's bearer token: signed by an access network of the operators' CA,
- * typ mcim-access+jwt, aud "access", not expired. `need_full`: a restricted token is
- * refused with MCIM_SCOPE_RESTRICTED. MCIM_NO_ACCESS when there is no token. */
+/* Check the request's bearer token (DESIGN.md section 10): signed by an access network of
+ * the operators' CA, typ mcim-access+jwt, aud = its issuer, not expired; honoured only at
+ * its issuer or at a role that is not an access network (RO, PVA, M2MES), else
+ * MCIM_TOKEN_WRONG_ISSUER; with the scope its issuer may grant (the VNO: restricted, an
+ * SHO: full), else MCIM_SCOPE_NOT_GRANTABLE. At the issuing SHO the identity must still be
+ * this device's live subscription (active or standby), else MCIM_TOKEN_REVOKED — `out` is
+ * filled then, so that a retry of the very request that ended the subscription can be
+ * recognised. `need_full`: a restricted token is refused with MCIM_SCOPE_RESTRICTED.
+ * MCIM_NO_ACCESS when there is no token. */
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out);
 

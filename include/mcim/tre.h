@@ -102,6 +102,12 @@ struct mcim_tre_ops {
    * the receipt of change step 9, or the deferred notice of the pristine path. Retrying
    * with the same (sho, txn) after success is MCIM_OK. MCIM_NOT_FOUND if there is none. */
   mcim_cause_t (*discard)(void *ctx, const char *sho, const char *txn);
+  /* Pristine step 3: back to the pristine state. Destroys EVERY MCIM (active and inactive
+   * pre-provisioned slots) with its security context and, in the same atomic write, queues a
+   * discard notice (as discard() does) to each slot's SHO, for `txn`. The PCID credentials
+   * stay. `removed` (may be NULL) gets the slot names removed (a JSON array; empty when there
+   * was none: a retry after success, or a device that was pristine already). */
+  mcim_cause_t (*pristine)(void *ctx, const char *txn, json_t **removed);
   /* Step 12 (change) / 14 (initial): move the staged package of `txn` into its slot and make
    * it the active credential (any other active slot becomes inactive; a previous MCIM of
    * the same slot is replaced and wiped). `slot` (64 bytes) gets the slot name. Idempotent

@@ -42,6 +42,9 @@ static const mcim_config_spec_t agent_spec[] = {
      .max = 7 * 86400, .help = "a procedure not finished by then fails with TIMEOUT"},
     {.name = "discovery_grace", .type = MCIM_CFG_DURATION, .def = "10s", .min = 0, .max = 3600,
      .help = "how long NOT_ORDERED from the DRF is retried (the order may be in transit)"},
+    {.name = "ack_deadline", .type = MCIM_CFG_DURATION, .def = "60s", .min = 0, .max = 86400,
+     .help = "change via the old SHO: how long step 9 waits for the old SHO's acknowledgement"
+             " before the RO is given the TRE-signed discard receipt in its place (step 11)"},
     {.name = "request_timeout_ms", .type = MCIM_CFG_INT, .def = "5000", .min = 100,
      .max = 600000, .help = "timeout of one HTTP call to the network"},
     {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,

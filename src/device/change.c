@@ -249,58 +249,102 @@ static mcim_cause_t save_session(struct dev_run *r, const char *net)
   return rc;
 }
 
-/* 8 (old SHO path) / 3 (pristine): the TRE destroys the old MCIM (K, OPc, SQN array) and, in
- * the same atomic write, queues the signed discard notification for the old SHO. */
+/* Pristine step 3: back to the pristine state. EVERY MCIM goes, the active one and any
+ * inactive (pre-provisioned) one, each with its discard notice queued in the same atomic
+ * write (delivered later through the RO's relay); only the PCID credentials stay. The
+ * sessions of those SHOs are dropped: their connectivity is not the device's any more. */
+static void pristine_discard(struct dev_run *r)
+{
+  struct mcim_device *d = r->d;
+  struct dev_proc *p = r->p;
+  json_t *removed = NULL, *e;
+  size_t i;
+  mcim_cause_t rc = MCIM_OK;
+
+  if (d->tre->ops->pristine) {
+    rc = d->tre->ops->pristine(d->tre->ctx, p->txn, &removed);
+  } else {
+    /* a TRE without the operation: slot by slot (each discard is atomic on its own) */
+    json_t *view = NULL, *sl;
+    removed = json_array();
+    rc = removed ? d->tre->ops->status(d->tre->ctx, &view) : MCIM_NO_MEMORY;
+    json_array_foreach(json_object_get(view, "slots"), i, sl) {
+      const char *slot = json_string_value(json_object_get(sl, "slot"));
+      if (rc == MCIM_OK && slot && (rc = d->tre->ops->discard(d->tre->ctx, slot, p->txn)) == MCIM_OK)
+        json_array_append_new(removed, json_string(slot));
+    }
+    json_decref(view);
+  }
+  json_t *tb = json_pack("{s:O?}", "removed", removed);
+  dev_trace(d, p->txn, p->n, "tre",
+            json_array_size(removed) || rc != MCIM_OK
+                ? "remove every MCIM, back to the pristine state"
+                : "no MCIM to remove: the device is pristine already",
+            tb, rc);
+  json_decref(tb);
+  if (rc != MCIM_OK) {
+    dev_run_fail(r, rc, "the TRE could not return to the pristine state: %s", mcim_cause_text(rc));
+    goto cleanup;
+  }
+  json_array_foreach(removed, i, e)
+    dev_session_drop(d, json_string_value(e));
+  dev_data_set_bool(p, "discarded", true);
+  r->out = OUT_NEXT;
+cleanup:
+  json_decref(removed);
+}
+
+/* 8 (old SHO path): the TRE destroys the old MCIM (K, OPc, SQN array) and, in the same atomic
+ * write, queues the signed discard receipt for the old SHO. */
 static void st_discard(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *old = dev_data_str(p, "old");
-  bool old_sho = strcmp(p->via, "old-sho") == 0;
   char *token = NULL;
 
   if (dev_data_bool(p, "discarded")) {
     r->out = OUT_NEXT;
     return;
   }
-  if (!old) {
-    /* pristine path from a device without an MCIM: nothing to remove */
-    dev_trace(d, p->txn, p->n, "tre", "no MCIM to remove: the device is pristine already", NULL,
-              MCIM_OK);
-    r->out = OUT_NEXT;
+  if (strcmp(p->via, "old-sho") != 0) {
+    pristine_discard(r);
     return;
   }
-  if (old_sho) {
-    /* steps 9-11 need the old SHO's session after its credential is gone: have a live one
-     * (attach again while it is still possible) and keep it for a restart */
-    token = dev_run_token_for(r, old);
-    if (!token)
-      return;
-    if (save_session(r, old) != MCIM_OK || dev_run_save(r) != MCIM_OK) {
-      dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the old SHO's session before step 8");
-      goto cleanup;
-    }
+  if (!old) {
+    dev_run_fail(r, MCIM_INTERNAL, "the procedure does not know the old SHO");
+    return;
+  }
+  /* steps 9-10 need the old SHO's session after its credential is gone: have a live one
+   * (attach again while it is still possible) and keep it for a restart */
+  token = dev_run_token_for(r, old);
+  if (!token)
+    return;
+  if (save_session(r, old) != MCIM_OK || dev_run_save(r) != MCIM_OK) {
+    dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the old SHO's session before step 8");
+    goto cleanup;
   }
   mcim_cause_t rc = d->tre->ops->discard(d->tre->ctx, old, p->txn);
-  dev_trace(d, p->txn, p->n, "tre",
-            old_sho ? "discard the old SHO's MCIM and AVs"
-                    : "remove the old MCIM, back to the pristine state",
-            NULL, rc);
+  dev_trace(d, p->txn, p->n, "tre", "discard the old SHO's MCIM and AVs", NULL, rc);
   if (rc != MCIM_OK) {
     dev_run_fail(r, rc, "the TRE could not discard the MCIM of %s: %s", old, mcim_cause_text(rc));
     goto cleanup;
   }
   dev_data_set_bool(p, "discarded", true);
-  if (old_sho) {
-    /* the RO stays reachable through the VNO once the old session has gone */
-    dev_data_set_str(p, "access_fallback", dev_cfg_str(d, "vno"));
-  } else {
-    /* back to the pristine state: the old SHO's connectivity is not ours any more */
-    dev_session_drop(d, old);
-  }
   r->out = OUT_NEXT;
 cleanup:
   free(token);
+}
+
+/* After step 10 (or the fallback of step 11): the old SHO ended the subscription, which
+ * revoked its tokens. The device drops that session at once and finishes over restricted
+ * access through the VNO (the RO is all it still needs to reach). */
+static void leave_old_sho(struct dev_run *r, const char *old)
+{
+  dev_session_drop(r->d, old);
+  json_object_del(r->p->data, "saved_token");
+  json_object_del(r->p->data, "access_fallback");
+  dev_data_set_str(r->p, "access", dev_cfg_str(r->d, "vno"));
 }
 
 /* The signed notification the TRE queued for (to, txn), fresh (signed now). */
@@ -328,11 +372,33 @@ static mcim_cause_t queued_statement(struct mcim_device *d, const char *to, cons
   return rc;
 }
 
+/* Step 9 could not get the old SHO's acknowledgement: wait and retry until `ack_deadline`
+ * after the stage began, then give the RO the TRE-signed receipt in its place (step 11): a
+ * dead or hostile old SHO cannot veto the change, and the RO tells it when it comes back. */
+static void receipt_problem(struct dev_run *r, const char *old, mcim_cause_t rc, const char *why,
+                            bool at_once)
+{
+  int64_t waited = mcim_now() - r->p->since;
+  if (at_once || waited >= dev_cfg_int(r->d, "ack_deadline")) {
+    mcim_log_event(MCIM_LOG_WARN, r->p->txn, 9, rc,
+                   "no acknowledgement from %s after %lld s (%s): the RO gets the TRE-signed"
+                   " discard receipt in its place", old, (long long)waited, why);
+    dev_data_set_bool(r->p, "release_by_receipt", true);
+    leave_old_sho(r, old);
+    r->out = OUT_NEXT;
+    return;
+  }
+  r->fail_step = 9;
+  dev_run_wait(r, rc, "%s (retrying until the acknowledgement deadline, then the receipt goes"
+                      " to the RO)", why);
+}
+
 /* 9-10: the discard receipt to the old SHO, over the session the device still holds from it
- * (a session outlives the credential until it expires); the old SHO's acknowledgement comes
- * back in the answer, verified here (it is relayed at step 11). An unreachable old SHO is
- * retried (with the engine's backoff) until the procedure's deadline; the receipt then stays
- * queued in the TRE. */
+ * (its own token: the subscription is not ended until it takes the receipt); the old SHO's
+ * acknowledgement comes back in the answer, verified here (relayed at step 11). Then the
+ * subscription has ended, its tokens are revoked: the device leaves that session. Whatever
+ * goes wrong with the old SHO (unreachable, refusing, a bad acknowledgement, the session
+ * gone) is retried until `ack_deadline`, then the receipt stands in for the ack. */
 static void st_receipt(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
@@ -340,10 +406,10 @@ static void st_receipt(struct dev_run *r)
   const char *old = dev_data_str(p, "old");
   struct mcim_http_result res = {0};
   json_t *body = NULL, *tb = NULL;
-  char *token = NULL, *receipt = NULL, *cert = NULL, scope[16];
+  char *token = NULL, *receipt = NULL, *cert = NULL, scope[16], why[300];
   mcim_cause_t rc;
 
-  if (dev_data_str(p, "ack")) {
+  if (dev_data_str(p, "ack") || dev_data_bool(p, "release_by_receipt")) {
     r->out = OUT_NEXT;
     return;
   }
@@ -351,22 +417,21 @@ static void st_receipt(struct dev_run *r)
     dev_run_fail(r, MCIM_INTERNAL, "the procedure does not know the old SHO");
     return;
   }
-  snprintf(r->access_used, sizeof(r->access_used), "%s", old);
-  if (dev_session_get(d, old, &token, scope) != MCIM_OK) {
-    dev_session_restore(d, p, old);
-    if (dev_session_get(d, old, &token, scope) != MCIM_OK) {
-      dev_run_fail(r, MCIM_NO_ACCESS,
-                   "the session with %s has expired and its MCIM is gone: the receipt stays"
-                   " queued in the TRE", old);
-      goto cleanup;
-    }
-  }
   rc = queued_statement(d, old, p->txn, &receipt);
   if (rc == MCIM_OK)
     rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
   if (rc != MCIM_OK) {
     dev_run_fail(r, rc, "the TRE has no discard receipt for %s: %s", old, mcim_cause_text(rc));
     goto cleanup;
+  }
+  snprintf(r->access_used, sizeof(r->access_used), "%s", old);
+  if (dev_session_get(d, old, &token, scope) != MCIM_OK) {
+    dev_session_restore(d, p, old);
+    if (dev_session_get(d, old, &token, scope) != MCIM_OK) {
+      /* no way left to reach the old SHO: the RO takes the receipt right away */
+      receipt_problem(r, old, MCIM_NO_ACCESS, "the session with the old SHO has expired", true);
+      goto cleanup;
+    }
   }
   body = json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", p->txn, "device", d->name, "receipt", receipt,
                    "tre_cert", cert, "step", 9);
@@ -376,28 +441,22 @@ static void st_receipt(struct dev_run *r)
   dev_trace_at(d, sent, p->txn, 9, old, "discard receipt: MCIM and AVs of this SHO discarded", tb,
                rc);
   if (rc != MCIM_OK) {
-    if (dev_cause_token(rc)) {
-      /* no other session can reach it now: the receipt waits in the TRE */
-      dev_run_fail(r, rc, "%s refused the session: %s; the receipt stays queued in the TRE", old,
-                   res.detail[0] ? res.detail : mcim_cause_text(rc));
-      goto cleanup;
-    }
-    dev_run_call_failed(r, NULL, rc, &res, "discard receipt to the old SHO");
+    snprintf(why, sizeof(why), "discard receipt to the old SHO: %s",
+             res.detail[0] ? res.detail : mcim_cause_text(rc));
+    receipt_problem(r, old, rc, why, false);
     goto cleanup;
   }
   const char *ack = dev_json_str(res.json, "ack", MCIM_JOSE_MAX_LEN);
   rc = ack ? dev_ack_verify(d, r->cli, old, p->txn, ack) : MCIM_PEER_BAD_ANSWER;
   if (rc != MCIM_OK) {
-    r->fail_step = 10;
-    if (dev_cause_transient(rc, 0))
-      dev_run_wait(r, rc, "the old SHO's certificate: %s (retrying)", mcim_cause_text(rc));
-    else
-      dev_run_fail(r, rc, "the old SHO's acknowledgement %s: %s",
-                   ack ? "does not verify" : "is missing", mcim_cause_text(rc));
+    snprintf(why, sizeof(why), "the old SHO's acknowledgement %s: %s",
+             ack ? "does not verify" : "is missing", mcim_cause_text(rc));
+    receipt_problem(r, old, rc, why, false);
     goto cleanup;
   }
   /* the ack first (it is what step 11 needs), then the queue entry goes */
   dev_data_set_str(p, "ack", ack);
+  leave_old_sho(r, old);
   if (dev_run_save(r) != MCIM_OK) {
     dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the acknowledgement");
     goto cleanup;
@@ -419,43 +478,66 @@ cleanup:
 }
 
 /* 11: the old SHO's acknowledgement to the DPF, which verifies it and relays a
- * privacy-filtered release to the new SHO. */
+ * privacy-filtered release to the new SHO; or, past the acknowledgement deadline, the
+ * TRE-signed discard receipt in its place (the DPF then also tells the old SHO, when it can). */
 static void st_release(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *ro = dev_cfg_str(d, "ro");
   const char *ack = dev_data_str(p, "ack");
+  const char *old = dev_data_str(p, "old");
+  bool by_receipt = !ack && dev_data_bool(p, "release_by_receipt");
   struct mcim_http_result res = {0};
   json_t *body = NULL, *tb = NULL;
-  char *token = NULL;
+  char *token = NULL, *receipt = NULL, *cert = NULL;
   mcim_cause_t rc;
 
-  if (!ack) {
+  if (!ack && !(by_receipt && old)) {
     dev_run_fail(r, MCIM_INTERNAL, "no acknowledgement to relay");
     return;
+  }
+  if (by_receipt) {
+    rc = queued_statement(d, old, p->txn, &receipt);
+    if (rc == MCIM_OK)
+      rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
+    if (rc != MCIM_OK) {
+      dev_run_fail(r, rc, "the TRE has no discard receipt for %s: %s", old, mcim_cause_text(rc));
+      goto cleanup;
+    }
   }
   token = dev_run_access_token(r);
   if (!token)
     goto cleanup;
-  body = json_pack("{s:s,s:s,s:s}", "txn", p->txn, "device", d->name, "ack", ack);
+  body = by_receipt ? json_pack("{s:s,s:s,s:s,s:s}", "txn", p->txn, "device", d->name, "receipt",
+                                receipt, "tre_cert", cert)
+                    : json_pack("{s:s,s:s,s:s}", "txn", p->txn, "device", d->name, "ack", ack);
   int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/dpf/releases", body, token, &res)
             : MCIM_NO_MEMORY;
   tb = json_pack("{s:s}", "txn", p->txn);
   dev_trace_at(d, sent, p->txn, p->n, ro,
-               "DPF: the old SHO's acknowledgement (relayed to the new SHO)", tb, rc);
+               by_receipt ? "DPF: the TRE-signed discard receipt (no acknowledgement by the"
+                            " deadline; relayed to the new SHO)"
+                          : "DPF: the old SHO's acknowledgement (relayed to the new SHO)",
+               tb, rc);
   if (rc != MCIM_OK) {
     dev_run_call_failed(r, r->access_used, rc, &res, "DPF release");
     goto cleanup;
   }
-  /* the old SHO's session is no longer needed after a restart */
-  json_object_del(p->data, "saved_token");
+  if (by_receipt) {
+    /* the RO has it, and tells the old SHO: nothing left queued for it here */
+    mcim_cause_t done = d->tre->ops->pending_done(d->tre->ctx, old, p->txn);
+    if (done != MCIM_OK && done != MCIM_NOT_FOUND)
+      mcim_log_event(MCIM_LOG_WARN, p->txn, 11, done, "the relayed receipt is still queued");
+  }
   r->out = OUT_NEXT;
 cleanup:
   json_decref(body);
   json_decref(tb);
   mcim_http_result_clear(&res);
+  free(receipt);
+  free(cert);
   if (token) {
     mcim_wipe(token, strlen(token));
     free(token);
@@ -483,12 +565,14 @@ static void st_notify(struct dev_run *r)
 
 /* ---- switch between pre-provisioned MCIMs ---- */
 
-/* POST {to}/v1/notifications with a TRE-signed mcim-notify+jwt about `slot`. The notice is
- * signed for each attempt (the SHO keeps no answer per txn, it moves the AuC state, which a
- * repeated notice leaves as it is, and it refuses a replayed statement). */
+/* A TRE-signed mcim-notify+jwt about `slot` for SHO `to`: POST {to}/v1/notifications with
+ * `token` when it is that SHO's own (the SHO the device leaves), else handed to the RO's
+ * relay (the SHO the device enters: no live token of it yet, and never another SHO's). The
+ * notice is signed for each attempt (the receivers keep their answer per txn, device and
+ * event, and refuse a replayed statement). */
 static mcim_cause_t notify_sho(struct mcim_device *d, struct mcim_http_client *cli,
                                const char *txn, const char *to, const char *event,
-                               const char *slot, const char *token,
+                               const char *slot, const char *token, bool via_ro,
                                struct mcim_http_result *res, char *why, size_t len)
 {
   char imsi[24] = "", *notice = NULL, *cert = NULL, msg[160];
@@ -509,15 +593,20 @@ static mcim_cause_t notify_sho(struct mcim_device *d, struct mcim_http_client *c
              mcim_cause_text(rc));
     goto cleanup;
   }
-  body = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", d->name, "notice", notice,
-                   "tre_cert", cert);
-  int64_t sent = dev_now_us();
-  rc = body ? dev_call(d, cli, "POST", to, "/v1/notifications", body, token, res)
-            : MCIM_NO_MEMORY;
-  tb = json_pack("{s:s,s:s,s:s}", "txn", txn, "event", event, "slot", slot);
-  snprintf(msg, sizeof(msg), "notification: %s the subscription of slot %s",
-           strcmp(event, "resume") == 0 ? "resume" : "suspend", slot);
-  dev_trace_at(d, sent, txn, 0, to, msg, tb, rc);
+  snprintf(msg, sizeof(msg), "%snotification: %s the subscription of slot %s",
+           via_ro ? "DPF: (relayed) " : "", strcmp(event, "resume") == 0 ? "resume" : "suspend",
+           slot);
+  if (via_ro) {
+    rc = dev_notice_relay(d, cli, txn, to, notice, cert, token, msg, res);
+  } else {
+    body = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", d->name, "notice", notice,
+                     "tre_cert", cert);
+    int64_t sent = dev_now_us();
+    rc = body ? dev_call(d, cli, "POST", to, "/v1/notifications", body, token, res)
+              : MCIM_NO_MEMORY;
+    tb = json_pack("{s:s,s:s,s:s}", "txn", txn, "event", event, "slot", slot);
+    dev_trace_at(d, sent, txn, 0, to, msg, tb, rc);
+  }
   if (rc != MCIM_OK)
     snprintf(why, len, "%s notice to %s: %s", event, to,
              res->detail[0] ? res->detail : mcim_cause_text(rc));
@@ -531,7 +620,7 @@ cleanup:
 }
 
 static void st_notify_event(struct dev_run *r, const char *to, const char *event,
-                            const char *slot, const char *flag)
+                            const char *slot, const char *flag, bool via_ro)
 {
   struct mcim_http_result res = {0};
   char why[300] = "";
@@ -544,8 +633,8 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
   token = dev_run_access_token(r);
   if (!token)
     return;
-  mcim_cause_t rc = notify_sho(r->d, r->cli, r->p->txn, to, event, slot, token, &res, why,
-                               sizeof(why));
+  mcim_cause_t rc = notify_sho(r->d, r->cli, r->p->txn, to, event, slot, token, via_ro, &res,
+                               why, sizeof(why));
   if (rc == MCIM_OK) {
     dev_data_set_bool(r->p, flag, true);
     r->out = OUT_NEXT;
@@ -585,14 +674,17 @@ static void st_suspend(struct dev_run *r)
       return;
     }
   }
-  st_notify_event(r, old, "suspend", old, "suspended");
+  st_notify_event(r, old, "suspend", old, "suspended", false);
 }
 
-/* The target SHO: its standby subscription becomes active (and the DRF learns it), told over
- * the current SHO's connectivity. Never both active: suspend came first. */
+/* The target SHO: its standby subscription becomes active (and the DRF learns it), told
+ * through the RO's relay over the current SHO's connectivity (the device holds no live token
+ * of the target yet). The RO's acceptance is the step's end; the target's activation shows at
+ * attach-sho (SUBSCRIPTION_NOT_ACTIVE until the relay lands: retried). Never both active:
+ * suspend came first. */
 static void st_resume(struct dev_run *r)
 {
-  st_notify_event(r, r->p->sho, "resume", r->p->sho, "resumed");
+  st_notify_event(r, r->p->sho, "resume", r->p->sho, "resumed", true);
 }
 
 static void st_activate(struct dev_run *r)
@@ -638,12 +730,13 @@ void dev_change_compensate(struct mcim_device *d, struct mcim_http_client *cli,
     return;
   }
   if (dev_data_bool(p, "resumed")) {
-    rc = notify_sho(d, cli, p->txn, p->sho, "suspend", p->sho, token, &res, why, sizeof(why));
+    rc = notify_sho(d, cli, p->txn, p->sho, "suspend", p->sho, token, true, &res, why,
+                    sizeof(why));
     mcim_http_result_clear(&res);
     if (rc != MCIM_OK)
       mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
   }
-  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, &res, why, sizeof(why));
+  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, false, &res, why, sizeof(why));
   mcim_http_result_clear(&res);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);

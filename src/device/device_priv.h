@@ -284,13 +284,20 @@ mcim_cause_t dev_tre_slots(struct mcim_device *d, char active[64], const char *s
                            char state[16]);
 
 /* ---- notify.c ---- */
-/* Deliver every notification the TRE queued (discard receipts: POST {to}/v1/discards) over
- * the `full` session of `network` (token `token`); each acknowledged one is dropped from the
- * queue (pending_done). Traced as step 0 "deferred discard notification" under the
- * notification's txn. Best effort: returns how many were delivered, or -1 if the TRE could
- * not be read; a failed delivery stays queued for the next full attach. */
+/* Deliver every notification the TRE queued (discard receipts) through the RO's relay with
+ * the session of `network` (token `token`); each one the RO accepted is dropped from the
+ * queue (pending_done). Traced as step 0 under the notification's txn. Best effort: returns
+ * how many were delivered, or -1 if the TRE could not be read; a failed delivery stays
+ * queued for the next full attach. */
 int dev_notify_pending(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
                        const char *token);
+/* Hand a TRE-signed statement addressed to SHO `to` (a discard receipt or a switch notice)
+ * to the RO's DPF, which relays it (POST ro /v1/dpf/notices): how the device tells an SHO it
+ * holds no live token of. `token`: any access that reaches the RO. Traced as step 0 `msg`. */
+mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_client *cli,
+                              const char *txn, const char *to, const char *statement,
+                              const char *cert, const char *token, const char *msg,
+                              struct mcim_http_result *res);
 /* Verify an old SHO's mcim-discard-ack+jwt (iss = sho, aud ro, sub = device, txn, released). */
 mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_client *cli, const char *sho,
                             const char *txn, const char *ack);

@@ -1,9 +1,11 @@
 /* Notifications the device owes the network, queued in the TRE (include/mcim/tre.h
- * pending/pending_done): the discard receipt of a change via the pristine state (the old SHO
- * is told after the device is provisioned elsewhere), or of a change via the old SHO whose
- * step 9 could not reach it. They survive restarts (they live in the TRE) and go out at
- * every `full` attach until the receiver acknowledges them. Also the worker's work between
- * procedures: those deliveries, and a PCID renewal the VNO asked for. */
+ * pending/pending_done): the discard receipts of a change via the pristine state (every SHO
+ * whose MCIM step 3 removed is told after the device is provisioned elsewhere), or of a
+ * change via the old SHO whose step 9 could not reach it. They survive restarts (they live in
+ * the TRE) and go out at every `full` attach until the RO's DPF accepts them: the device has
+ * no live token of their SHO, so the RO relays them (POST ro /v1/dpf/notices,
+ * src/roles/ro/relay.c). Also the worker's work between procedures: those deliveries, and a
+ * PCID renewal the VNO asked for. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,36 +34,43 @@ mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_client *cli,
   return rc;
 }
 
-/* One queued notification: a discard receipt, as the deferred notice (step 0). */
+mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_client *cli,
+                              const char *txn, const char *to, const char *statement,
+                              const char *cert, const char *token, const char *msg,
+                              struct mcim_http_result *res)
+{
+  const char *ro = dev_cfg_str(d, "ro");
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", d->name, "to", to,
+                           "statement", statement, "tre_cert", cert);
+  json_t *tb = json_pack("{s:s,s:s}", "txn", txn, "to", to);
+  int64_t sent = dev_now_us();
+  mcim_cause_t rc =
+      body ? dev_call(d, cli, "POST", ro, "/v1/dpf/notices", body, token, res) : MCIM_NO_MEMORY;
+  dev_trace_at(d, sent, txn, 0, ro, msg, tb, rc);
+  json_decref(body);
+  json_decref(tb);
+  return rc;
+}
+
+/* One queued notification, a discard receipt: handed to the RO's DPF, which relays it to the
+ * SHO it is addressed to (the device holds no live token of that SHO any more, and never
+ * shows one SHO's token to another). The RO's acceptance is the delivery. */
 static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_client *cli,
                                 const char *to, const char *txn, const char *statement,
                                 const char *cert, const char *token)
 {
   struct mcim_http_result res = {0};
-  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", txn, "device", d->name, "receipt",
-                           statement, "tre_cert", cert, "step", 0);
-  json_t *tb = json_pack("{s:s,s:s}", "txn", txn, "to", to);
-  int64_t sent = dev_now_us();
-  mcim_cause_t rc =
-      body ? dev_call(d, cli, "POST", to, "/v1/discards", body, token, &res) : MCIM_NO_MEMORY;
-  dev_trace_at(d, sent, txn, 0, to, "deferred discard notification", tb, rc);
-  if (rc == MCIM_OK) {
-    const char *ack = dev_json_str(res.json, "ack", MCIM_JOSE_MAX_LEN);
-    rc = ack ? dev_ack_verify(d, cli, to, txn, ack) : MCIM_PEER_BAD_ANSWER;
-    if (rc != MCIM_OK)
-      mcim_log_event(MCIM_LOG_WARN, txn, 0, rc,
-                     "%s answered the deferred notice without a valid acknowledgement", to);
-  } else {
-    mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "deferred notice to %s not delivered: %s", to,
-                   res.detail[0] ? res.detail : mcim_cause_text(rc));
-  }
+  mcim_cause_t rc = dev_notice_relay(d, cli, txn, to, statement, cert, token,
+                                     "DPF: deferred discard notification (relayed to the old SHO)",
+                                     &res);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "deferred notice to %s not accepted by the RO: %s",
+                   to, res.detail[0] ? res.detail : mcim_cause_text(rc));
   if (rc == MCIM_OK) {
     mcim_cause_t done = d->tre->ops->pending_done(d->tre->ctx, to, txn);
     if (done != MCIM_OK && done != MCIM_NOT_FOUND)
-      mcim_log_event(MCIM_LOG_WARN, txn, 0, done, "the acknowledged notice is still queued");
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, done, "the relayed notice is still queued");
   }
-  json_decref(body);
-  json_decref(tb);
   mcim_http_result_clear(&res);
   return rc;
 }
@@ -100,7 +109,8 @@ int dev_notify_pending(struct mcim_device *d, struct mcim_http_client *cli, cons
       continue;
     }
     mcim_log_event(MCIM_LOG_INFO, txn, 0, MCIM_OK,
-                   "delivering the queued discard notice to %s over %s", to, network);
+                   "handing the queued discard notice for %s to the RO (over %s)", to,
+                   network);
     if (deliver_one(d, cli, to, txn, stmt, cert, token) == MCIM_OK)
       delivered++;
   }

@@ -161,7 +161,9 @@ static mcim_cause_t issue_token(struct mcim_role *r, const struct mcim_access_ne
 {
   int64_t now = mcim_now();
   json_t *extra = json_pack("{s:s,s:s}", "scope", net->scope, "imsi", s->identity);
-  mcim_claims_t c = {.iss = r->name, .sub = s->device, .aud = "access", .typ = "mcim-access+jwt",
+  /* aud = the issuer: a token is honoured only by the network that issued it (and by the
+   * RO and the PVA, which it reaches): mcim_role_check_access. */
+  mcim_claims_t c = {.iss = r->name, .sub = s->device, .aud = r->name, .typ = "mcim-access+jwt",
                      .txn = s->txn[0] ? s->txn : "00000000000000000000000000000000",
                      .iat = now, .exp = now + mcim_role_token_lifetime(r), .extra = extra};
   mcim_cause_t rc = mcim_jws_sign(r->sign_key, &c, token);

@@ -29,6 +29,8 @@ static const mcim_migration_t common_migrations[] = {
      " state TEXT NOT NULL, attempts BIGINT NOT NULL, next_at BIGINT NOT NULL,"
      " created BIGINT NOT NULL, last_cause TEXT);"
      "CREATE INDEX outbox_due ON outbox (state, next_at)"},
+    {2, "outbox: a retry budget per message (NULL: outbox_max_attempts)",
+     "ALTER TABLE outbox ADD COLUMN max_attempts BIGINT"},
 };
 
 mcim_cause_t mcim_role_common_migrate(mcim_store_t *st)
@@ -168,6 +170,13 @@ mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const c
                                   const char *path, const json_t *body, const char *txn, int step,
                                   const char *msg)
 {
+  return mcim_role_outbox_put_budget(r, st, peer, path, body, txn, step, msg, 0);
+}
+
+mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, const char *peer,
+                                         const char *path, const json_t *body, const char *txn,
+                                         int step, const char *msg, int64_t max_attempts)
+{
   (void)r;
   char id[33];
   random_id(id);
@@ -177,11 +186,11 @@ mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const c
   int64_t now = now_us() / 1000;
   mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path), MCIM_TEXT(text),
                     MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),  MCIM_INT(now),
-                    MCIM_INT(now)};
+                    MCIM_INT(now),  max_attempts > 0 ? MCIM_INT(max_attempts) : MCIM_NULL};
   mcim_cause_t rc = mcim_store_exec(
       st,
       "INSERT INTO outbox (id, peer, path, body, txn, step, msg, state, attempts, next_at,"
-      " created) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+      " created, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
       p, MCIM_NPARAMS(p), NULL, NULL);
   free(text);
   return rc;
@@ -199,7 +208,7 @@ mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count)
 struct outbox_msg {
   char id[33];
   char *peer, *path, *body, *txn, *msg;
-  int64_t step, attempts, next_at;
+  int64_t step, attempts, next_at, max_attempts; /* max_attempts 0: the configured one */
 };
 
 struct outbox_batch {
@@ -222,6 +231,7 @@ static mcim_cause_t outbox_row(const mcim_row_t *row, void *arg)
   m->msg = strdup(mcim_row_text(row, 6) ? mcim_row_text(row, 6) : "");
   m->attempts = mcim_row_int(row, 7);
   m->next_at = mcim_row_int(row, 8);
+  m->max_attempts = mcim_row_int(row, 9);
   b->n++;
   return MCIM_OK;
 }
@@ -269,7 +279,9 @@ static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_
   bool final = !done && res.status >= 400 && res.status < 500;
   int64_t attempts = m->attempts + 1;
   const char *state = done ? "delivered" : "pending";
-  if (!done && (final || attempts >= mcim_config_int(r->cfg, "outbox_max_attempts")))
+  int64_t budget = m->max_attempts > 0 ? m->max_attempts
+                                       : mcim_config_int(r->cfg, "outbox_max_attempts");
+  if (!done && (final || attempts >= budget))
     state = "failed";
   int64_t backoff = mcim_config_int(r->cfg, "outbox_backoff_ms");
   for (int64_t i = 1; i < attempts && backoff < 60000; i++)
@@ -311,7 +323,8 @@ void mcim_role_outbox_run(struct mcim_role *r)
   int64_t now = now_us() / 1000;
   mcim_val_t p[] = {MCIM_INT(now)};
   if (mcim_store_exec(st,
-                      "SELECT id, peer, path, body, txn, step, msg, attempts, next_at FROM outbox"
+                      "SELECT id, peer, path, body, txn, step, msg, attempts, next_at,"
+                      " max_attempts FROM outbox"
                       " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
                       p, 1, outbox_row, &b) != MCIM_OK)
     return;

@@ -156,6 +156,40 @@ mcim_cause_t mcim_jws_peek_iss(const char *jws, char *iss, size_t iss_len)
   return rc;
 }
 
+struct auc_holder {
+  char state[16];
+  char device[64];
+};
+
+static mcim_cause_t auc_holder_row(const mcim_row_t *row, void *arg)
+{
+  struct auc_holder *h = arg;
+  snprintf(h->state, sizeof(h->state), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(h->device, sizeof(h->device), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  return MCIM_OK;
+}
+
+/* At the issuing SHO: the subscription the token was issued for must still be this device's
+ * and not ended (active, or standby between two pre-provisioned MCIMs). Its termination
+ * (step 10, or the deferred notice) revokes every token of it at once. */
+static mcim_cause_t token_live_at_issuer(struct mcim_role *r, const struct mcim_access *a)
+{
+  struct auc_holder h;
+  memset(&h, 0, sizeof(h));
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_val_t p[] = {MCIM_TEXT(a->imsi)};
+  mcim_cause_t rc = mcim_store_query_one(st, "SELECT state, device FROM auc WHERE imsi = ?", p,
+                                         1, auc_holder_row, &h);
+  if (rc == MCIM_NOT_FOUND ||
+      (rc == MCIM_OK && (strcmp(h.device, a->device) != 0 ||
+                         (strcmp(h.state, "active") != 0 && strcmp(h.state, "standby") != 0))))
+    rc = MCIM_TOKEN_REVOKED;
+  return rc;
+}
+
+/* The one answer to "whose token is honoured here, for what" (DESIGN.md section 10). */
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out)
 {
@@ -171,11 +205,17 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
    * valid as its signature may be, is not an access token. */
   if (rc == MCIM_OK && !mcim_role_name_is_access_network(iss))
     rc = MCIM_CLAIM_MISMATCH;
+  /* An access network honours only its own tokens: an SHO never acts on (nor reveals
+   * anything to) a token another SHO or the VNO minted. The RO, the PVA and the M2MES are
+   * what a token is for reaching, whoever issued it. */
+  bool here_access_net = strcmp(r->kind->kind, "sho") == 0 || strcmp(r->kind->kind, "vno") == 0;
+  if (rc == MCIM_OK && here_access_net && strcmp(iss, r->name) != 0)
+    rc = MCIM_TOKEN_WRONG_ISSUER;
   if (rc == MCIM_OK)
     rc = mcim_role_peer_key(r, iss, &key);
   if (rc != MCIM_OK)
     return rc == MCIM_PEER_UNREACHABLE ? MCIM_NO_ACCESS : rc;
-  mcim_jws_expect_t ex = {.iss = iss, .aud = "access", .typ = "mcim-access+jwt",
+  mcim_jws_expect_t ex = {.iss = iss, .aud = iss, .typ = "mcim-access+jwt",
                           .skew = mcim_config_duration(r->cfg, "clock_skew")};
   rc = mcim_jws_verify(req->bearer, len, key, &ex, &st);
   if (rc != MCIM_OK)
@@ -186,11 +226,19 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
     rc = MCIM_CLAIM_MISSING;
     goto out;
   }
+  /* The scope its issuer may grant: the VNO (PCID access) restricted, an SHO full. */
+  if (strcmp(scope, strcmp(iss, "vno") == 0 ? "restricted" : "full") != 0) {
+    rc = MCIM_SCOPE_NOT_GRANTABLE;
+    goto out;
+  }
   snprintf(out->network, sizeof(out->network), "%s", iss);
   snprintf(out->device, sizeof(out->device), "%s", st->claims.sub);
   snprintf(out->scope, sizeof(out->scope), "%s", scope);
   snprintf(out->imsi, sizeof(out->imsi), "%s", imsi);
-  if (need_full && strcmp(scope, "full") != 0)
+  out->iat = st->claims.iat;
+  if (here_access_net && strcmp(r->kind->kind, "sho") == 0)
+    rc = token_live_at_issuer(r, out);
+  if (rc == MCIM_OK && need_full && strcmp(scope, "full") != 0)
     rc = MCIM_SCOPE_RESTRICTED;
 out:
   mcim_statement_free(st);

@@ -133,6 +133,7 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
                           const char *issuer_cert_pem);
 mcim_cause_t tre_op_unstage(void *ctx, const char *txn);
 mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn);
+mcim_cause_t tre_op_pristine(void *ctx, const char *txn, json_t **removed);
 mcim_cause_t tre_op_install(void *ctx, const char *txn, char slot[64]);
 mcim_cause_t tre_op_install_inactive(void *ctx, const char *txn, char slot[64]);
 mcim_cause_t tre_op_activate(void *ctx, const char *sho);

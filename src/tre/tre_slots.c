@@ -421,6 +421,31 @@ cleanup:
   return rc;
 }
 
+/* Remove slot `i` and, with a `txn`, queue its discard notice (mcim-discard+jwt to the
+ * slot's SHO, claims "slot", "imsi") in the same working copy: neither exists without the
+ * other, whatever crashes in between. */
+static mcim_cause_t discard_slot(json_t *slots, json_t *pending, size_t i, const char *txn)
+{
+  json_t *s = json_array_get(slots, i);
+  const char *sho = tre_str(s, "slot");
+  if (!sho)
+    return MCIM_INTERNAL;
+  if (txn && tre_find2(pending, "to", sho, "txn", txn) < 0) {
+    if (json_array_size(pending) >= MCIM_TRE_MAX_PENDING) {
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_TOO_LARGE,
+                     "tre: notification queue full, discard refused");
+      return MCIM_TOO_LARGE;
+    }
+    if (json_array_append_new(pending,
+                              json_pack("{s:s, s:s, s:s, s:{s:s, s:s?}, s:I}", "to", sho, "txn",
+                                        txn, "typ", TRE_TYP_DISCARD, "extra", "slot", sho, "imsi",
+                                        tre_str(s, "imsi"), "created", (json_int_t)mcim_now())))
+      return MCIM_NO_MEMORY;
+  }
+  tre_array_wipe_remove(slots, i);
+  return MCIM_OK;
+}
+
 mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn)
 {
   struct tre_soft *t = ctx;
@@ -436,33 +461,60 @@ mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn)
   held = true;
   json_t *slots = json_object_get(st, "slots"), *pending = json_object_get(st, "pending");
   ssize_t i = tre_find(slots, "slot", sho);
-  bool queued = txn && tre_find2(pending, "to", sho, "txn", txn) >= 0;
   if (i < 0) {
     /* Discarded already by this procedure (a retry): converge on the same answer. */
+    bool queued = txn && tre_find2(pending, "to", sho, "txn", txn) >= 0;
     rc = queued ? MCIM_OK : MCIM_NOT_FOUND;
     goto cleanup;
   }
-  json_t *s = json_array_get(slots, (size_t)i);
-  if (txn && !queued) {
-    /* The notice is queued in the same write as the discard: neither exists without the
-     * other, whatever crashes in between. */
-    rc = MCIM_TOO_LARGE;
-    if (json_array_size(pending) >= MCIM_TRE_MAX_PENDING) {
-      mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "tre: notification queue full, discard refused");
-      goto cleanup;
-    }
-    rc = MCIM_NO_MEMORY;
-    if (json_array_append_new(pending,
-                              json_pack("{s:s, s:s, s:s, s:{s:s, s:s?}, s:I}", "to", sho, "txn",
-                                        txn, "typ", TRE_TYP_DISCARD, "extra", "slot", sho, "imsi",
-                                        tre_str(s, "imsi"), "created", (json_int_t)mcim_now())))
-      goto cleanup;
-  }
-  tre_array_wipe_remove(slots, (size_t)i);
-  rc = tre_commit(t, st);
+  rc = discard_slot(slots, pending, (size_t)i, txn);
+  if (rc == MCIM_OK)
+    rc = tre_commit(t, st);
   if (rc == MCIM_OK)
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: MCIM of slot %s discarded", sho);
 cleanup:
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t tre_op_pristine(void *ctx, const char *txn, json_t **removed)
+{
+  struct tre_soft *t = ctx;
+  json_t *st = NULL, *names = json_array();
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (removed)
+    *removed = NULL;
+  if (!t || !txn || !*txn || !names)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  json_t *slots = json_object_get(st, "slots"), *pending = json_object_get(st, "pending");
+  /* Every MCIM, active and inactive (pre-provisioned): "back to the pristine state" leaves
+   * only the PCID credential. A retry after success finds no slot and changes nothing. */
+  while (rc == MCIM_OK && json_array_size(slots) > 0) {
+    const char *sho = tre_str(json_array_get(slots, 0), "slot");
+    if (!sho || json_array_append_new(names, json_string(sho)))
+      rc = MCIM_INTERNAL;
+    if (rc == MCIM_OK)
+      rc = discard_slot(slots, pending, 0, txn);
+  }
+  if (rc == MCIM_OK && json_array_size(names) > 0)
+    rc = tre_commit(t, st);
+  if (rc == MCIM_OK) {
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: back to the pristine state (%zu MCIMs removed)",
+                   json_array_size(names));
+    if (removed) {
+      *removed = names;
+      names = NULL;
+    }
+  }
+cleanup:
+  json_decref(names);
   if (held)
     tre_end(t, st);
   return rc;

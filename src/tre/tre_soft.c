@@ -110,6 +110,7 @@ static const struct mcim_tre_ops tre_soft_ops = {
     .stage = tre_op_stage,
     .unstage = tre_op_unstage,
     .discard = tre_op_discard,
+    .pristine = tre_op_pristine,
     .install = tre_op_install,
     .install_inactive = tre_op_install_inactive,
     .activate = tre_op_activate,

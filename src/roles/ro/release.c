@@ -1,7 +1,9 @@
 /* RO, DPF function, change step 11: the device hands over the old SHO's acknowledgement
  * of its discard receipt; the DPF verifies it and tells the new SHO only what it needs —
  * that the old subscription is released, verified by the RO, and when. The old SHO's name
- * and the old IMSI stay here (the seed's privacy filtering). */
+ * and the old IMSI stay here (the seed's privacy filtering). An old SHO that does not
+ * acknowledge by the device's deadline cannot veto the change: the TRE-signed discard receipt
+ * is then the proof, and the old SHO is told by the outbox when it comes back. */
 #include <stdio.h>
 #include <string.h>
 
@@ -26,49 +28,108 @@ static mcim_cause_t owner_cb(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
-/* POST /v1/dpf/releases (the device, step 11). */
+/* Spend a statement's jti (caller's transaction). */
+static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt)
+{
+  const mcim_replay_cache_t *rep = mcim_role_replay(r);
+  return rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti, stmt->claims.exp,
+                               mcim_now());
+}
+
+/* The proof that the old subscription is released, one of:
+ *  - `ack`: the old SHO's acknowledgement (step 10), signed by an SHO other than the new one;
+ *  - `receipt` + `tre_cert`: the TRE-signed discard receipt addressed to the old SHO, when
+ *    the device gave up waiting for that SHO's acknowledgement (its `ack_deadline`): the TRE,
+ *    which everyone trusts for receipts, attests that the old MCIM is destroyed. The old SHO
+ *    must be one the DRF holds for this device; it is told by the outbox when it answers.
+ * `old` (64 bytes) gets the old SHO. */
+static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const char *device,
+                                 const char *new_sho, const char *ack, const char *receipt,
+                                 const char *cert, char old[64], mcim_statement_t **out)
+{
+  const mcim_jose_key_t *old_key = NULL;
+  json_t *aud = NULL;
+  mcim_cause_t rc;
+  *out = NULL;
+  old[0] = '\0';
+  if (ack) {
+    rc = mcim_jws_peek_iss(ack, old, 64);
+  } else {
+    rc = mcim_jws_peek_claim(receipt, "aud", &aud);
+    if (rc == MCIM_OK && (!json_is_string(aud) || strlen(json_string_value(aud)) >= 64))
+      rc = MCIM_CLAIM_MISMATCH;
+    if (rc == MCIM_OK)
+      snprintf(old, 64, "%s", json_string_value(aud));
+    json_decref(aud);
+  }
+  /* an SHO, not the new one itself */
+  if (rc == MCIM_OK && (!mcim_role_name_is_sho(old) || strcmp(old, new_sho) == 0))
+    rc = MCIM_CLAIM_MISMATCH;
+  if (rc == MCIM_OK && ack) {
+    rc = mcim_role_peer_key(r, old, &old_key);
+    mcim_jws_expect_t ex = {.iss = old, .aud = r->name, .sub = device,
+                            .typ = "mcim-discard-ack+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    if (rc == MCIM_OK)
+      rc = mcim_jws_verify(ack, strlen(ack), old_key, &ex, out);
+    if (rc == MCIM_OK && !json_is_true(json_object_get((*out)->payload, "released")))
+      rc = MCIM_CLAIM_MISMATCH;
+  } else if (rc == MCIM_OK) {
+    rc = mcim_ro_device_statement(r, device, old, txn, "mcim-discard+jwt", receipt, cert, out);
+    const char *slot = rc == MCIM_OK ? mcim_statement_string(*out, "slot") : NULL;
+    if (rc == MCIM_OK && (!slot || strcmp(slot, old) != 0))
+      rc = MCIM_SLOT_FORBIDDEN;
+  }
+  return rc;
+}
+
+/* POST /v1/dpf/releases (the device, change step 11): {txn, device, ack} or, past the
+ * device's acknowledgement deadline, {txn, device, receipt, tre_cert}. */
 void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},
-      {"device", MCIM_JV_STRING, true, 63},
-      {"ack", MCIM_JV_STRING, true, 16384},
+      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
+      {"ack", MCIM_JV_STRING, false, 16384},   {"receipt", MCIM_JV_STRING, false, 16384},
+      {"tre_cert", MCIM_JV_STRING, false, 8192},
   };
-  char err[200], old[64];
+  char err[200], old[64] = "";
   struct mcim_access acc;
   struct pkg_owner po = {0};
-  const mcim_jose_key_t *old_key = NULL;
   mcim_statement_t *stmt = NULL;
   json_t *answer = NULL;
   char *release = NULL;
   int status = 0;
+  bool in_txn = false;
+  mcim_store_t *st = NULL;
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 11, "the release needs network access");
-    return;
+    goto out;
   }
-  rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 11, "%s", err);
-    return;
-  }
+  rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *ack = json_string_value(json_object_get(req->json, "ack"));
+  const char *receipt = json_string_value(json_object_get(req->json, "receipt"));
+  const char *cert = json_string_value(json_object_get(req->json, "tre_cert"));
+  if (rc == MCIM_OK && (!ack == !receipt || (receipt && !cert))) {
+    rc = MCIM_FIELD_MISSING;
+    snprintf(err, sizeof(err), "send \"ack\", or \"receipt\" with \"tre_cert\"");
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 11, "%s", err);
+    goto out;
+  }
   if (strcmp(acc.device, device) != 0) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 11, "a device relays only its own release");
-    return;
+    goto out;
   }
-  mcim_store_t *st = mcim_role_store(r);
+  st = mcim_role_store(r);
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 11, "store unavailable");
-    return;
-  }
-  if (mcim_role_answer_get(st, txn, 11, "release", &status, &answer) == MCIM_OK) {
-    mcim_http_reply_json(resp, status, answer);
-    return;
+    goto out;
   }
   /* The procedure this belongs to: a change whose new SHO sent us its package. */
   mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device)};
@@ -76,67 +137,58 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
                        p, 2, owner_cb, &po);
   if (rc == MCIM_OK && (!po.found || strcmp(po.procedure, "change") != 0))
     rc = MCIM_NOT_FOUND;
-  /* Who acknowledged: an SHO, not the new one itself, proven by its signature. */
   if (rc == MCIM_OK)
-    rc = mcim_jws_peek_iss(ack, old, sizeof(old));
-  if (rc == MCIM_OK && (!mcim_role_name_is_sho(old) || strcmp(old, po.sho) == 0))
-    rc = MCIM_CLAIM_MISMATCH;
-  if (rc == MCIM_OK)
-    rc = mcim_role_peer_key(r, old, &old_key);
-  /* From here on one transaction: the jti of the acknowledgement is recorded together with
-   * the stored answer, so a duplicate that raced this one waits for the lock and then finds
-   * the answer instead of tripping over the replay cache. */
-  bool in_txn = false;
-  if (rc == MCIM_OK) {
-    rc = mcim_store_begin(st);
-    in_txn = rc == MCIM_OK;
+    rc = verify_proof(r, txn, device, po.sho, ack, receipt, cert, old, &stmt);
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, 11, r->name, device,
+                    ack ? "DPF: acknowledgement refused" : "DPF: discard receipt refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, 11, "%s for %s does not verify",
+                            ack ? "acknowledgement" : "discard receipt", txn);
+    goto out;
   }
+  /* From here on one transaction: the stored answer (returned only after the checks above,
+   * to the device they passed for), the jti and the relays. */
+  rc = mcim_store_begin(st);
+  in_txn = rc == MCIM_OK;
   if (in_txn && mcim_role_answer_get(st, txn, 11, "release", &status, &answer) == MCIM_OK) {
     mcim_store_rollback(st);
     mcim_http_reply_json(resp, status, answer);
     answer = NULL;
     goto out;
   }
-  if (rc == MCIM_OK) {
-    mcim_jws_expect_t ex = {.iss = old, .aud = r->name, .sub = device,
-                            .typ = "mcim-discard-ack+jwt", .txn = txn,
-                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                            .replay = mcim_role_replay(r)};
-    rc = mcim_jws_verify(ack, strlen(ack), old_key, &ex, &stmt);
-  }
-  if (rc == MCIM_OK && !json_is_true(json_object_get(stmt->payload, "released")))
-    rc = MCIM_CLAIM_MISMATCH;
-  if (rc != MCIM_OK) {
-    if (in_txn)
-      mcim_store_rollback(st);
-    mcim_role_trace(r, txn, 11, r->name, device, "DPF: acknowledgement refused", NULL, rc);
-    mcim_http_reply_problem(resp, rc, 11, "acknowledgement for %s does not verify", txn);
-    goto out;
-  }
+  /* the acknowledgement acts once; a receipt's jti is the old SHO's to spend */
+  if (rc == MCIM_OK && ack)
+    rc = record_jti(r, stmt);
   /* Privacy filtering: the new SHO gets a statement of the RO, not the old SHO's. */
   json_t *extra = json_pack("{s:b,s:I}", "released", 1, "verified_at", (json_int_t)mcim_now());
-  rc = mcim_role_sign(r, "mcim-release+jwt", device, po.sho, txn, extra, &release);
+  if (rc == MCIM_OK)
+    rc = mcim_role_sign(r, "mcim-release+jwt", device, po.sho, txn, extra, &release);
   json_decref(extra);
   answer = json_pack("{s:s,s:s}", "txn", txn, "state", "relayed");
-  if (rc != MCIM_OK)
-    mcim_store_rollback(st);
   if (rc == MCIM_OK) {
     json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "release", release);
     rc = mcim_role_outbox_put(r, st, po.sho, "/v1/releases", body, txn, 11,
                               "DPF: old subscription released (privacy-filtered relay)");
     json_decref(body);
-    if (rc == MCIM_OK)
-      rc = mcim_role_answer_put(st, txn, 11, "release", 202, answer);
-    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   }
+  /* No acknowledgement: the old SHO learns it from the receipt, whenever it answers. */
+  if (rc == MCIM_OK && receipt)
+    rc = mcim_ro_relay_queue(r, st, old, "mcim-discard+jwt", txn, device, receipt, cert,
+                             "DPF: the discard receipt the RO took in place of the"
+                             " acknowledgement (relayed)");
+  if (rc == MCIM_OK)
+    rc = mcim_role_answer_put(st, txn, 11, "release", 202, answer);
+  if (in_txn)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 11, "release not relayed");
     goto out;
   }
   mcim_role_wake(r);
   mcim_log_event(MCIM_LOG_INFO, txn, 11, MCIM_OK,
-                 "DPF: %s's release of %s verified, relayed to %s without its identity", old,
-                 device, po.sho);
+                 "DPF: %s's release of %s verified (%s), relayed to %s without its identity", old,
+                 device, ack ? "acknowledgement" : "TRE-signed receipt, no acknowledgement",
+                 po.sho);
   mcim_http_reply_json(resp, 202, answer);
   answer = NULL;
 out:

@@ -64,6 +64,7 @@ static const struct mcim_http_route ro_routes[] = {
     {"GET", "/v1/dpf/packages/{device}", mcim_dpf_package_get, 0},
     {"POST", "/v1/dpf/status", mcim_dpf_status, 0},
     {"POST", "/v1/dpf/releases", mcim_dpf_release, 0},
+    {"POST", "/v1/dpf/notices", mcim_dpf_notice, 0},
     {"POST", "/v1/dpf/pcid", mcim_dpf_pcid, 0},
     {"POST", "/v1/admin/pcid/{device}/renew", mcim_ro_admin_pcid_renew, MCIM_ROUTE_PEER_CERT},
 };

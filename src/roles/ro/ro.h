@@ -21,6 +21,19 @@ void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req, struct
 void mcim_dpf_status(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 /* release.c */
 void mcim_dpf_release(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* relay.c: device notices for an SHO the device holds no live token of (DESIGN.md 10) */
+void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* Verify a TRE-signed statement of `device` (certificate `cert`, M2MES CA) addressed to SHO
+ * `to` (typ, txn), `to` being an SHO the DRF holds an entry of for that device
+ * (MCIM_NOT_PARTY otherwise). */
+mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, const char *to,
+                                      const char *txn, const char *typ, const char *jws,
+                                      const char *cert, mcim_statement_t **out);
+/* Queue its relay to `to` (caller's transaction; a long retry budget): a discard receipt to
+ * POST /v1/discards, a notice to POST /v1/notifications. */
+mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const char *to,
+                                 const char *typ, const char *txn, const char *device,
+                                 const char *jws, const char *cert, const char *msg);
 /* pcid.c: PCID renewal (DPF, ICF, admin push) */
 extern const char mcim_ro_pcid_schema_sql[];
 void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);

@@ -16,10 +16,13 @@
 #include "roles/auc.h"
 #include "roles/sho/sho.h"
 
-/* A device statement (TRE attestation key, certificate from the M2MES CA) addressed to us. */
+/* A device statement (TRE attestation key, certificate from the M2MES CA) addressed to us,
+ * checked at time `now` (0: the wall clock; an RO relay: when the RO verified it). Its jti
+ * is not spent here: record_jti() does that in the transaction that acts on it, after a
+ * stored answer was looked up, so a retry gets the answer instead of REPLAY. */
 static mcim_cause_t verify_device_statement(struct mcim_role *r, const char *jws,
                                             const char *cert, const char *device,
-                                            const char *typ, const char *txn,
+                                            const char *typ, const char *txn, int64_t now,
                                             mcim_statement_t **out)
 {
   mcim_jose_key_t *key = NULL;
@@ -27,12 +30,62 @@ static mcim_cause_t verify_device_statement(struct mcim_role *r, const char *jws
       mcim_role_device_key_from_pem(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name, .typ = typ,
-                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                            .replay = mcim_role_replay(r)};
+                            .txn = txn, .now = now,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
     rc = mcim_jws_verify(jws, strlen(jws), key, &ex, out);
   }
   mcim_jose_key_free(key);
   return rc;
+}
+
+/* Spend the statement's jti (caller's transaction): a statement acts once. */
+static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt, int64_t now)
+{
+  const mcim_replay_cache_t *rep = mcim_role_replay(r);
+  return rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti, stmt->claims.exp,
+                               now ? now : mcim_now());
+}
+
+/* Who may hand this SHO a device statement (DESIGN.md section 10), for both endpoints below:
+ *  - the device itself, with a `full` token this SHO issued to it (its own subscription);
+ *  - the RO (mTLS, its certificate), relaying a statement the device addressed to us
+ *    (POST ro /v1/dpf/notices, or a discard receipt the RO took in place of our
+ *    acknowledgement): the statement itself is the proof, checked at the time the RO verified
+ *    it (`verified_at`: a relay may reach us long after, when we come back).
+ * A revoked token (the subscription it was issued for ended) is let through with `revoked`
+ * set: only a retry of the very request that ended it may then get its stored answer. */
+struct stmt_caller {
+  bool relay, revoked;
+  int64_t now; /* 0: the wall clock */
+};
+
+static mcim_cause_t stmt_caller_check(struct mcim_role *r, const struct mcim_http_request *req,
+                                      const char *device, struct stmt_caller *c, char *err,
+                                      size_t len)
+{
+  struct mcim_access acc;
+  const char *ro = mcim_config_str(r->cfg, "ro");
+  memset(c, 0, sizeof(*c));
+  if (req->peer && strcmp(req->peer, ro) == 0) {
+    json_int_t at = json_integer_value(json_object_get(req->json, "verified_at"));
+    c->relay = true;
+    c->now = at > 0 && at <= mcim_now() ? (int64_t)at : 0;
+    return MCIM_OK;
+  }
+  mcim_cause_t rc = mcim_role_check_access(r, req, true, &acc);
+  if (rc == MCIM_TOKEN_REVOKED) {
+    c->revoked = true;
+    rc = MCIM_OK;
+  }
+  if (rc != MCIM_OK) {
+    snprintf(err, len, "this needs full access with a token of %s (or the RO's relay)", r->name);
+    return rc;
+  }
+  if (strcmp(acc.device, device) != 0) {
+    snprintf(err, len, "a device speaks only for itself");
+    return MCIM_FORBIDDEN;
+  }
+  return MCIM_OK;
 }
 
 static mcim_cause_t device_of_imsi(const mcim_row_t *row, void *arg)
@@ -56,8 +109,11 @@ static mcim_cause_t check_imsi_owner(mcim_store_t *st, const char *imsi, const c
   return rc;
 }
 
-/* POST /v1/discards: the old SHO learns that the device discarded its MCIM (step 9, or the
- * pristine path's deferred notice); it terminates the subscription and acknowledges. */
+/* POST /v1/discards: the old SHO learns that the device discarded its MCIM (change step 9,
+ * the pristine path's deferred notice relayed by the RO, or a receipt the RO accepted in
+ * place of our acknowledgement while we were away); it terminates the subscription (which
+ * revokes its tokens) and acknowledges (step 10). The stored acknowledgement names this SHO
+ * and the old IMSI: it goes only to a caller that passed every check of the first request. */
 void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
 {
@@ -65,49 +121,42 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
       {"receipt", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
-      {"step", MCIM_JV_INTEGER, false, 0},
+      {"step", MCIM_JV_INTEGER, false, 0},      {"verified_at", MCIM_JV_INTEGER, false, 0},
   };
   char err[200];
-  struct mcim_access acc;
+  struct stmt_caller caller;
   mcim_statement_t *stmt = NULL;
-  json_t *answer = NULL;
+  json_t *answer = NULL, *stored = NULL;
   char *ack = NULL;
   int status = 0;
-  mcim_cause_t rc = mcim_role_check_access(r, req, true, &acc);
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 9, "the discard receipt needs full network access");
-    return;
+  bool in_txn = false;
+  mcim_store_t *st = NULL;
+  const char *txn = NULL, *device = NULL;
+  json_int_t step = 9;
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 6, err, sizeof(err));
+  if (rc == MCIM_OK) {
+    txn = json_string_value(json_object_get(req->json, "txn"));
+    device = json_string_value(json_object_get(req->json, "device"));
+    if (json_object_get(req->json, "step"))
+      step = json_integer_value(json_object_get(req->json, "step")) == 0 ? 0 : 9;
+    rc = stmt_caller_check(r, req, device, &caller, err, sizeof(err));
+    if (caller.relay)
+      step = 0; /* told later, through the RO */
   }
-  rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 9, "%s", err);
-    return;
-  }
-  const char *txn = json_string_value(json_object_get(req->json, "txn"));
-  const char *device = json_string_value(json_object_get(req->json, "device"));
-  json_int_t step = json_object_get(req->json, "step")
-                        ? json_integer_value(json_object_get(req->json, "step"))
-                        : 9;
-  if (step != 0 && step != 9)
-    step = 9;
   int ack_step = step ? 10 : 0;
-  if (strcmp(acc.device, device) != 0) {
-    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, (int)step, "a device discards only its own");
-    return;
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, (int)step, "%s", err);
+    goto out;
   }
-  mcim_store_t *st = mcim_role_store(r);
+  st = mcim_role_store(r);
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, (int)step, "store unavailable");
-    return;
+    goto out;
   }
-  /* A retried receipt gets the same acknowledgement. */
-  if (mcim_role_answer_get(st, txn, 10, device, &status, &answer) == MCIM_OK) {
-    mcim_http_reply_json(resp, status, answer);
-    return;
-  }
+  /* The same checks as the first request, then (only then) its stored answer. */
   rc = verify_device_statement(r, json_string_value(json_object_get(req->json, "receipt")),
                                json_string_value(json_object_get(req->json, "tre_cert")), device,
-                               "mcim-discard+jwt", txn, &stmt);
+                               "mcim-discard+jwt", txn, caller.now, &stmt);
   const char *imsi = stmt ? mcim_statement_string(stmt, "imsi") : NULL;
   const char *slot = stmt ? mcim_statement_string(stmt, "slot") : NULL;
   if (rc == MCIM_OK && (!imsi || !slot))
@@ -121,6 +170,18 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, (int)step, "discard receipt of %s refused", device);
     goto out;
   }
+  /* A retried receipt (signed afresh, or the RO's relay again) gets the same answer. */
+  if (mcim_role_answer_get(st, txn, 10, device, &status, &stored) == MCIM_OK) {
+    mcim_http_reply_json(resp, status, stored);
+    stored = NULL;
+    goto out;
+  }
+  if (caller.revoked) {
+    /* a token of a subscription that ended otherwise: not the caller of that ending */
+    mcim_http_reply_problem(resp, MCIM_TOKEN_REVOKED, (int)step,
+                            "the subscription this token was issued for has ended");
+    goto out;
+  }
   json_t *extra = json_pack("{s:b,s:s,s:s,s:I}", "released", 1, "imsi", imsi, "sho", r->name,
                             "at", (json_int_t)mcim_now());
   rc = mcim_role_sign(r, "mcim-discard-ack+jwt", device, mcim_config_str(r->cfg, "ro"), txn,
@@ -129,17 +190,18 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK) {
     answer = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "ack", ack);
     rc = mcim_store_begin(st);
+    in_txn = rc == MCIM_OK;
   }
   /* Looked up again under the write lock: a copy of this receipt that arrived at the same
-   * time (the device gave up waiting on a slow answer and sent it again, signed afresh) may
-   * have been recorded since the lookup above; it gets the same answer, not a conflict. */
-  json_t *stored = NULL;
-  if (rc == MCIM_OK &&
-      mcim_role_answer_get(st, txn, 10, device, &status, &stored) == MCIM_OK) {
+   * time may have been recorded since the lookup above; it gets the same answer. */
+  if (in_txn && mcim_role_answer_get(st, txn, 10, device, &status, &stored) == MCIM_OK) {
     mcim_store_rollback(st);
     mcim_http_reply_json(resp, status, stored);
+    stored = NULL;
     goto out;
   }
+  if (rc == MCIM_OK)
+    rc = record_jti(r, stmt, caller.now);
   if (rc == MCIM_OK) {
     rc = mcim_auc_terminate(st, imsi);
     if (rc == MCIM_NOT_FOUND)
@@ -158,10 +220,12 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
                            "DRF: M2ME no longer subscribes to this SHO");
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 10, device, 200, answer);
-  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (in_txn)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc == MCIM_CONFLICT &&
       mcim_role_answer_get(st, txn, 10, device, &status, &stored) == MCIM_OK) {
     mcim_http_reply_json(resp, status, stored); /* the copy above won on a store without it */
+    stored = NULL;
     goto out;
   }
   if (rc != MCIM_OK) {
@@ -170,8 +234,9 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   }
   mcim_role_wake(r);
   mcim_log_event(MCIM_LOG_NOTICE, txn, (int)step, MCIM_OK,
-                 "%s discarded its MCIM: subscription %s terminated, no more AVs", device, imsi);
-  mcim_role_trace(r, txn, ack_step, r->name, device,
+                 "%s discarded its MCIM: subscription %s terminated, no more AVs, its tokens"
+                 " revoked%s", device, imsi, caller.relay ? " (told through the RO)" : "");
+  mcim_role_trace(r, txn, ack_step, r->name, caller.relay ? mcim_config_str(r->cfg, "ro") : device,
                   ack_step ? "acknowledgement: old subscription terminated"
                            : "acknowledgement of the deferred notice: subscription terminated",
                   answer, MCIM_OK);
@@ -179,6 +244,7 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   answer = NULL;
 out:
   json_decref(answer);
+  json_decref(stored);
   free(ack);
   mcim_statement_free(stmt);
 }
@@ -263,53 +329,46 @@ out:
 
 /* POST /v1/notifications: switch between pre-provisioned MCIMs. `suspend` (the slot being
  * left): AuC active -> standby; `resume` (the slot being entered): standby -> active and
- * the DRF learns the device subscribes here. */
+ * the DRF learns the device subscribes here. The device tells the SHO it leaves with that
+ * SHO's own token; the SHO it enters hears it through the RO (it holds no live token of
+ * that SHO yet, and never sends one SHO's token to another). Answers are kept per (txn,
+ * device, event): never handed to another device, nor for the other event. */
 void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
                            struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},         {"device", MCIM_JV_STRING, true, 63},
+      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
       {"notice", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
+      {"verified_at", MCIM_JV_INTEGER, false, 0},
   };
-  char err[200];
-  struct mcim_access acc;
+  char err[200], what[128];
+  struct stmt_caller caller = {0};
   mcim_statement_t *stmt = NULL;
-  mcim_cause_t rc = mcim_role_check_access(r, req, true, &acc);
-  if (rc == MCIM_OK)
-    rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
-  else
-    snprintf(err, sizeof(err), "notifications need full network access");
-  const char *txn = json_string_value(json_object_get(req->json, "txn"));
-  const char *device = json_string_value(json_object_get(req->json, "device"));
-  if (rc == MCIM_OK && strcmp(acc.device, device) != 0) {
-    rc = MCIM_FORBIDDEN;
-    snprintf(err, sizeof(err), "a device notifies only for itself");
+  mcim_store_t *st = NULL;
+  json_t *answer = NULL;
+  int status = 0;
+  bool in_txn = false;
+  const char *txn = NULL, *device = NULL;
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  if (rc == MCIM_OK) {
+    txn = json_string_value(json_object_get(req->json, "txn"));
+    device = json_string_value(json_object_get(req->json, "device"));
+    rc = stmt_caller_check(r, req, device, &caller, err, sizeof(err));
+  }
+  if (rc == MCIM_OK && caller.revoked) {
+    rc = MCIM_TOKEN_REVOKED;
+    snprintf(err, sizeof(err), "the subscription this token was issued for has ended");
   }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
-    return;
-  }
-  mcim_store_t *st = mcim_role_store(r);
-  int status = 0;
-  json_t *answer = NULL;
-  if (st && mcim_role_answer_get(st, txn, 0, "notice", &status, &answer) == MCIM_OK) {
-    mcim_http_reply_json(resp, status, answer); /* a retried notice: the same answer */
-    return;
-  }
-  /* One transaction from here: the notice's jti is recorded with the stored answer, so a
-   * duplicate racing this one waits for the lock and gets the answer, not a REPLAY. */
-  rc = st ? mcim_store_begin(st) : MCIM_STORE_ERROR;
-  bool in_txn = rc == MCIM_OK;
-  if (in_txn && mcim_role_answer_get(st, txn, 0, "notice", &status, &answer) == MCIM_OK) {
-    mcim_store_rollback(st);
-    mcim_http_reply_json(resp, status, answer);
     goto out;
   }
-  if (rc == MCIM_OK)
-    rc = verify_device_statement(r, json_string_value(json_object_get(req->json, "notice")),
-                                 json_string_value(json_object_get(req->json, "tre_cert")), device,
-                                 "mcim-notify+jwt", txn, &stmt);
+  st = mcim_role_store(r);
+  rc = st ? verify_device_statement(r, json_string_value(json_object_get(req->json, "notice")),
+                                    json_string_value(json_object_get(req->json, "tre_cert")),
+                                    device, "mcim-notify+jwt", txn, caller.now, &stmt)
+          : MCIM_STORE_ERROR;
   const char *event = stmt ? mcim_statement_string(stmt, "event") : NULL;
   const char *slot = stmt ? mcim_statement_string(stmt, "slot") : NULL;
   const char *imsi = stmt ? mcim_statement_string(stmt, "imsi") : NULL;
@@ -323,16 +382,34 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && !resume && strcmp(event, "suspend") != 0)
     rc = MCIM_UNSUPPORTED;
   if (rc != MCIM_OK) {
-    if (in_txn)
-      mcim_store_rollback(st);
     mcim_http_reply_problem(resp, rc, 0, "notification refused");
     goto out;
   }
+  snprintf(what, sizeof(what), "notice/%s/%s", device, resume ? "resume" : "suspend");
+  /* a retried notice (the same checks passed): the same answer */
+  if (mcim_role_answer_get(st, txn, 0, what, &status, &answer) == MCIM_OK) {
+    mcim_http_reply_json(resp, status, answer);
+    answer = NULL;
+    goto out;
+  }
+  /* One transaction from here: the notice's jti is recorded with the stored answer, so a
+   * duplicate racing this one waits for the lock and gets the answer, not a REPLAY. */
+  rc = mcim_store_begin(st);
+  in_txn = rc == MCIM_OK;
+  if (in_txn && mcim_role_answer_get(st, txn, 0, what, &status, &answer) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status, answer);
+    answer = NULL;
+    goto out;
+  }
+  if (rc == MCIM_OK)
+    rc = record_jti(r, stmt, caller.now);
   char state[16] = "";
-  rc = mcim_auc_state(st, imsi, state, NULL);
+  if (rc == MCIM_OK)
+    rc = mcim_auc_state(st, imsi, state, NULL);
   const char *want = resume ? "active" : "standby";
   bool changed = rc == MCIM_OK && strcmp(state, want) != 0;
-  if (rc == MCIM_OK && strcmp(state, want) != 0) {
+  if (changed) {
     rc = mcim_auc_set_state(st, imsi, resume ? "standby" : "active", want);
     if (rc == MCIM_OK && resume)
       rc = mcim_sho_register(r, st, txn, device, "subscribed", 0,
@@ -343,10 +420,10 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   }
   answer = json_pack("{s:s,s:s,s:s}", "txn", txn, "imsi", imsi, "state", want);
   if (rc == MCIM_OK)
-    rc = mcim_role_answer_put(st, txn, 0, "notice", 200, answer);
-  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+    rc = mcim_role_answer_put(st, txn, 0, what, 200, answer);
+  if (in_txn)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
-    json_decref(answer);
     mcim_http_reply_problem(resp, rc, 0, "subscription %s cannot be %s", imsi,
                             resume ? "resumed" : "suspended");
     goto out;
@@ -354,11 +431,13 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   mcim_role_wake(r);
   if (resume && changed) /* the switch's end at the SHO it switched to */
     mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS("switch"));
-  mcim_role_trace(r, txn, 0, r->name, device,
+  mcim_role_trace(r, txn, 0, r->name, caller.relay ? mcim_config_str(r->cfg, "ro") : device,
                   resume ? "subscription resumed (pre-provisioned MCIM active)"
                          : "subscription suspended (MCIM kept in reserve)",
                   NULL, MCIM_OK);
   mcim_http_reply_json(resp, 200, answer);
+  answer = NULL;
 out:
+  json_decref(answer);
   mcim_statement_free(stmt);
 }

@@ -1,0 +1,180 @@
+/* RO, DPF function: notices a device owes an SHO it holds no live access token of, relayed
+ * (DESIGN.md section 10: a token is honoured only by its issuer, and the device never sends
+ * one SHO's token, name or IMSI to another SHO):
+ *   - the discard receipt of a change via the pristine state (step 3's deferred notice to
+ *     the old SHO: the device now has only the VNO's or the new SHO's access);
+ *   - the `resume` notice of a switch between pre-provisioned MCIMs (the target SHO, whose
+ *     MCIM the device cannot attach with before it is resumed), and its undo;
+ *   - a discard receipt taken in place of an old SHO's acknowledgement (release.c, change
+ *     step 11 when the old SHO did not answer step 9 by the device's deadline).
+ * The statement is the device TRE's, addressed to that SHO (aud): the RO checks it and that
+ * the DRF holds an entry of that SHO for that device (a device cannot use the RO to write to
+ * an SHO it has nothing to do with), records it once per (txn, device, SHO, what) and hands
+ * it to the SHO through the outbox (mTLS as `ro`), with a retry budget that outlasts an SHO
+ * being down for long. The SHO answers the RO; the device learns the outcome from the RO's
+ * acceptance (it may then drop the notice from its TRE). */
+#include <stdio.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "roles/ro/ro.h"
+
+/* About a day of attempts at the outbox's longest backoff (60 s): an SHO that comes back
+ * within that is told. */
+#define RELAY_MAX_ATTEMPTS 1440
+
+static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
+{
+  *(int64_t *)arg = mcim_row_int(row, 0);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, const char *to,
+                                      const char *txn, const char *typ, const char *jws,
+                                      const char *cert, mcim_statement_t **out)
+{
+  mcim_jose_key_t *key = NULL;
+  int64_t n = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  *out = NULL;
+  if (!mcim_role_name_is_sho(to))
+    return MCIM_CLAIM_MISMATCH;
+  if (!st)
+    return MCIM_STORE_ERROR;
+  /* Only an SHO the registry links to this device (ordered, subscribed, preloaded): what is
+   * relayed is that device's business with that SHO, nothing else. */
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to)};
+  mcim_cause_t rc = mcim_store_exec(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?",
+                                    p, 2, count_cb, &n);
+  if (rc == MCIM_OK && n == 0)
+    rc = MCIM_FORBIDDEN;
+  if (rc == MCIM_OK)
+    rc = mcim_role_device_key_from_pem(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = to, .typ = typ, .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_jws_verify(jws, strlen(jws), key, &ex, out);
+  }
+  mcim_jose_key_free(key);
+  return rc;
+}
+
+mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const char *to,
+                                 const char *typ, const char *txn, const char *device,
+                                 const char *jws, const char *cert, const char *msg)
+{
+  bool discard = strcmp(typ, "mcim-discard+jwt") == 0;
+  /* verified_at: the SHO checks the statement's lifetime at the time we verified it, so a
+   * relay that waited for it to come back is still taken */
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", device,
+                           discard ? "receipt" : "notice", jws, "tre_cert", cert, "verified_at",
+                           (json_int_t)mcim_now());
+  if (!body)
+    return MCIM_NO_MEMORY;
+  if (discard)
+    json_object_set_new(body, "step", json_integer(0));
+  mcim_cause_t rc = mcim_role_outbox_put_budget(r, st, to, discard ? "/v1/discards"
+                                                                   : "/v1/notifications",
+                                                body, txn, 0, msg, RELAY_MAX_ATTEMPTS);
+  json_decref(body);
+  return rc;
+}
+
+/* POST /v1/dpf/notices (the device; seed: change via the pristine state, step 3's deferred
+ * notice, and the pre-provisioned variant's switch): {txn, device, to, statement, tre_cert}. */
+void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},           {"device", MCIM_JV_STRING, true, 63},
+      {"to", MCIM_JV_STRING, true, 63},         {"statement", MCIM_JV_STRING, true, 16384},
+      {"tre_cert", MCIM_JV_STRING, true, 8192},
+  };
+  char err[200], what[200], typ[32] = "";
+  struct mcim_access acc;
+  mcim_statement_t *stmt = NULL;
+  json_t *answer = NULL, *t = NULL;
+  int status = 0;
+  bool in_txn = false;
+  mcim_store_t *st = NULL;
+  const char *txn = NULL, *device = NULL, *to = NULL, *jws = NULL, *cert = NULL;
+  mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "the notice needs network access");
+    goto out;
+  }
+  rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "%s", err);
+    goto out;
+  }
+  txn = json_string_value(json_object_get(req->json, "txn"));
+  device = json_string_value(json_object_get(req->json, "device"));
+  to = json_string_value(json_object_get(req->json, "to"));
+  jws = json_string_value(json_object_get(req->json, "statement"));
+  cert = json_string_value(json_object_get(req->json, "tre_cert"));
+  if (strcmp(acc.device, device) != 0) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "a device relays only its own notices");
+    goto out;
+  }
+  /* Which statement it is (read unverified only to pick the expectation; verified below). */
+  rc = mcim_jws_peek_claim(jws, "typ", &t);
+  if (rc == MCIM_OK && json_is_string(t) && strlen(json_string_value(t)) < sizeof(typ))
+    snprintf(typ, sizeof(typ), "%s", json_string_value(t));
+  if (rc == MCIM_OK && strcmp(typ, "mcim-discard+jwt") != 0 && strcmp(typ, "mcim-notify+jwt") != 0)
+    rc = MCIM_UNSUPPORTED;
+  if (rc == MCIM_OK)
+    rc = mcim_ro_device_statement(r, device, to, txn, typ, jws, cert, &stmt);
+  const char *event = stmt ? mcim_statement_string(stmt, "event") : "discard";
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 &&
+      (!event || (strcmp(event, "suspend") != 0 && strcmp(event, "resume") != 0)))
+    rc = MCIM_UNSUPPORTED;
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, 0, r->name, device, "DPF: notice refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, 0, "notice of %s for %s refused", device, to);
+    goto out;
+  }
+  /* Once per (txn, device, SHO, what): the device's retries (signed afresh) get the same
+   * answer, after the same checks. */
+  snprintf(what, sizeof(what), "notice/%s/%s/%s", device, to,
+           strcmp(typ, "mcim-discard+jwt") == 0 ? "discard" : event);
+  st = mcim_role_store(r);
+  rc = st ? mcim_store_begin(st) : MCIM_STORE_ERROR;
+  in_txn = rc == MCIM_OK;
+  if (in_txn && mcim_role_answer_get(st, txn, 0, what, &status, &answer) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status, answer);
+    answer = NULL;
+    goto out;
+  }
+  answer = json_pack("{s:s,s:s,s:s}", "txn", txn, "to", to, "state", "relayed");
+  if (rc == MCIM_OK)
+    rc = answer ? mcim_ro_relay_queue(r, st, to, typ, txn, device, jws, cert,
+                                      strcmp(typ, "mcim-discard+jwt") == 0
+                                          ? "DPF: the device's deferred discard notice (relayed)"
+                                          : "DPF: the device's switch notice (relayed)")
+                : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK)
+    rc = mcim_role_answer_put(st, txn, 0, what, 202, answer);
+  if (in_txn)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "notice not recorded");
+    goto out;
+  }
+  mcim_role_wake(r);
+  mcim_role_trace(r, txn, 0, device, r->name, "DPF: notice for an SHO (to relay)", answer,
+                  MCIM_OK);
+  mcim_log_event(MCIM_LOG_INFO, txn, 0, MCIM_OK, "DPF: %s notice of %s queued for %s", what,
+                 device, to);
+  mcim_http_reply_json(resp, 202, answer);
+  answer = NULL;
+out:
+  json_decref(t);
+  json_decref(answer);
+  mcim_statement_free(stmt);
+}
