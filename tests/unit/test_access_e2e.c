@@ -75,10 +75,12 @@ static void test_restricted_access(void **state)
                                      NULL, token, &r),
                    MCIM_NOT_FOUND);
   mcim_http_result_clear(&r);
-  /* an SHO's device services need full access */
+  /* an SHO's device services are not for a token of the VNO (nor of any other network):
+   * a token is honoured only by its issuer (and by the RO and the PVA it reaches) */
   assert_int_equal(mcim_http_request(plain_cli, "GET", url("sho-a", "/v1/devices/soft1/subscription"),
                                      NULL, token, &r),
-                   MCIM_SCOPE_RESTRICTED);
+                   MCIM_TOKEN_WRONG_ISSUER);
+  assert_int_equal(r.status, 403);
   mcim_http_result_clear(&r);
   /* a forged token (another signer) is refused */
   token[strlen(token) - 3] ^= 1;

@@ -37,20 +37,25 @@
 #include "mcim/lab.h"
 #include "mcim/lab_run.h"
 #include "mcim/pki.h"
+#include "mcim/tre.h"
 #include "mcim/util.h"
 
 #define ZERO_TXN "00000000000000000000000000000000"
 #define TXN_F1 "0000000000000000000000000000f001"
 #define TXN_F2 "0000000000000000000000000000f002"
 #define TXN_F3 "0000000000000000000000000000f003"
+#define TXN_F4 "0000000000000000000000000000f004"
 
 static char dir[] = "/tmp/mcim-forgery-XXXXXX";
 static char labdir[128];
 static mcim_lab_t *lab;
 static struct mcim_http_client *plain_cli, *m2mes_cli;
 static mcim_pki_ca_t *m2mes_ca, *rogue_ca;
-static mcim_jose_key_t *key_sho_a, *key_sho_b, *key_pva;
+static mcim_jose_key_t *key_sho_a, *key_sho_b, *key_pva, *key_vno;
 static char imsi1[24], imsi2[24]; /* fdev1's at sho-a, fdev2's at sho-b */
+/* mallory: a real device of the attacker's own, subscribed at sho-a (active) and with a
+ * pre-provisioned MCIM of sho-b (standby): its tokens are genuine */
+static char imsim_a[24], imsim_b[24];
 static pid_t paused;               /* a daemon we SIGSTOPped: always resumed */
 
 /* ---- helpers ---- */
@@ -112,11 +117,12 @@ static char *sign(const mcim_jose_key_t *key, const char *typ, const char *iss, 
   return jws;
 }
 
-/* An access token as an access network issues it after an attach (src/roles/access.c). */
+/* An access token as an access network issues it after an attach (src/roles/access.c):
+ * aud = the issuer. */
 static char *token(const mcim_jose_key_t *net_key, const char *net, const char *device,
                    const char *scope, const char *identity)
 {
-  return sign(net_key, "mcim-access+jwt", net, device, "access", ZERO_TXN,
+  return sign(net_key, "mcim-access+jwt", net, device, net, ZERO_TXN,
               json_pack("{s:s,s:s}", "scope", scope, "imsi", identity));
 }
 
@@ -178,6 +184,30 @@ static mcim_cause_t post(const char *role, const char *path, const char *bearer,
     fprintf(stderr, "  %s %s -> %s: %s\n", role, path, mcim_cause_name(rc), r.detail);
   mcim_http_result_clear(&r);
   json_decref(body);
+  return rc;
+}
+
+/* The same, keeping the answer (*answer: the JSON body, or NULL) and the HTTP status. */
+static mcim_cause_t post_keep(const char *role, const char *path, const char *bearer, json_t *body,
+                              json_t **answer, long *status)
+{
+  struct mcim_http_result r;
+  mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(role, path), body, bearer, &r);
+  *answer = r.json ? json_incref(r.json) : NULL;
+  if (status)
+    *status = r.status;
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  return rc;
+}
+
+static mcim_cause_t get(const char *role, const char *path, const char *bearer, long *status)
+{
+  struct mcim_http_result r;
+  mcim_cause_t rc = mcim_http_request(plain_cli, "GET", url(role, path), NULL, bearer, &r);
+  if (status)
+    *status = r.status;
+  mcim_http_result_clear(&r);
   return rc;
 }
 
@@ -315,17 +345,53 @@ static void resume_paused(void)
   paused = 0;
 }
 
-static void provision(const char *device, const char *sho)
+static void run_procedure(const char *device, const char *procedure, const char *sho)
 {
-  struct mcim_lab_run run = {.device = device, .procedure = "initial", .sho = sho,
+  struct mcim_lab_run run = {.device = device, .procedure = procedure, .sho = sho,
                              .timeout_s = 90};
   struct mcim_lab_run_result res;
-  assert_int_equal(mcim_lab_device_add(lab, device, false), MCIM_OK);
   mcim_cause_t rc = mcim_lab_run(lab, &run, &res);
   if (rc != MCIM_OK)
-    fprintf(stderr, "initial %s: %s %s\n", device, res.result, res.detail);
+    fprintf(stderr, "%s %s: %s %s\n", procedure, device, res.result, res.detail);
   assert_int_equal(rc, MCIM_OK);
   mcim_lab_run_result_clear(&res);
+}
+
+static void provision(const char *device, const char *sho)
+{
+  assert_int_equal(mcim_lab_device_add(lab, device, false), MCIM_OK);
+  run_procedure(device, "initial", sho);
+}
+
+/* The IMSI of `device`'s slot `slot` (any state), from its TRE's public view. */
+static void slot_imsi(const char *device, const char *slot, char out[24])
+{
+  json_t *st = agent_get(device, "/v1/status"), *s;
+  size_t i;
+  out[0] = '\0';
+  assert_non_null(st);
+  json_array_foreach(json_object_get(st, "slots"), i, s)
+    if (strcmp(json_string_value(json_object_get(s, "slot")), slot) == 0)
+      snprintf(out, 24, "%s", json_string_value(json_object_get(s, "imsi")));
+  json_decref(st);
+  assert_int_equal(strlen(out), 15);
+}
+
+/* A statement signed by a lab device's own TRE (the legitimate device, as its agent would
+ * sign it): opened next to the running agent (the TRE locks its file per operation). */
+static char *device_sign(const char *device, const char *typ, const char *aud, const char *txn,
+                         json_t *extra, char **cert)
+{
+  mcim_tre_t *tre = NULL;
+  char *jws = NULL, path[512];
+  snprintf(path, sizeof(path), "%s/devices/%s/tre", mcim_lab_path(lab), device);
+  assert_int_equal(mcim_tre_soft_open(path, &tre), MCIM_OK);
+  assert_int_equal(tre->ops->sign(tre->ctx, typ, aud, txn, extra, 300, &jws), MCIM_OK);
+  if (cert)
+    assert_int_equal(tre->ops->cert(tre->ctx, MCIM_TRE_CERT_ATTESTATION, cert), MCIM_OK);
+  mcim_tre_close(tre);
+  json_decref(extra);
+  return jws;
 }
 
 /* ---- setup ---- */
@@ -352,10 +418,15 @@ static int setup(void **state)
   key_sho_a = load_key("pki/sho-a/key.pem");
   key_sho_b = load_key("pki/sho-b/key.pem");
   key_pva = load_key("pki/pva/key.pem");
+  key_vno = load_key("pki/vno/key.pem");
   provision("fdev1", "sho-a");
   provision("fdev2", "sho-b");
+  provision("mallory", "sho-a");
+  run_procedure("mallory", "preload", "sho-b");
   active_imsi("fdev1", imsi1);
   active_imsi("fdev2", imsi2);
+  slot_imsi("mallory", "sho-a", imsim_a);
+  slot_imsi("mallory", "sho-b", imsim_b);
   return 0;
 }
 
@@ -370,6 +441,7 @@ static int teardown(void **state)
   mcim_jose_key_free(key_sho_a);
   mcim_jose_key_free(key_sho_b);
   mcim_jose_key_free(key_pva);
+  mcim_jose_key_free(key_vno);
   if (lab)
     mcim_lab_down(lab);
   mcim_lab_free(lab);
@@ -393,7 +465,7 @@ static void test_forged_receipts(void **state)
   /* mallory: a device of the attacker's own, properly certified by the M2MES CA */
   mcim_jose_key_t *mallory = tre_key(m2mes_ca, "mallory", &mallory_pem);
   char *tok1 = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
-  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", "001029999999998");
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
 
   /* fdev1's receipt, signed by a key of another CA */
   r = receipt(rogue, "fdev1", "sho-a", TXN_F1, "sho-a", imsi1);
@@ -425,14 +497,14 @@ static void test_forged_receipts(void **state)
   assert_int_equal(discard("sho-a", tokm, TXN_F2, "mallory", r, mallory_pem), MCIM_UNKNOWN_IDENTITY);
   free(r);
   /* ... fdev2's IMSI at its own SHO: another device's subscription */
-  char *tokm_b = token(key_sho_b, "sho-b", "mallory", "full", "001039999999998");
+  char *tokm_b = token(key_sho_b, "sho-b", "mallory", "full", imsim_b);
   r = receipt(mallory, "mallory", "sho-b", TXN_F2, "sho-b", imsi2);
   assert_int_equal(discard("sho-b", tokm_b, TXN_F2, "mallory", r, mallory_pem), MCIM_SLOT_FORBIDDEN);
   free(r);
-  /* a restricted token (the VNO's) does not reach the SHO's discard service at all */
+  /* a token of the VNO does not reach the SHO's discard service at all */
   char *tokr = vno_token("fdev1", "001019100000001");
   r = receipt(rogue, "fdev1", "sho-a", TXN_F1, "sho-a", imsi1);
-  assert_int_equal(discard("sho-a", tokr, TXN_F1, "fdev1", r, rogue_pem), MCIM_SCOPE_RESTRICTED);
+  assert_int_equal(discard("sho-a", tokr, TXN_F1, "fdev1", r, rogue_pem), MCIM_TOKEN_WRONG_ISSUER);
   /* ... nor does a token of another device for fdev1's receipt */
   assert_int_equal(discard("sho-a", tokm, TXN_F1, "fdev1", r, rogue_pem), MCIM_FORBIDDEN);
   free(r);
@@ -478,25 +550,80 @@ static void test_forged_notifications(void **state)
   (void)state;
   char *rogue_pem = NULL, *mallory_pem = NULL;
   mcim_jose_key_t *rogue = tre_key(rogue_ca, "fdev1", &rogue_pem);
-  mcim_jose_key_t *mallory = tre_key(m2mes_ca, "mallory2", &mallory_pem);
+  mcim_jose_key_t *mallory = tre_key(m2mes_ca, "mallory", &mallory_pem);
   char *tok1 = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
-  char *tokm = token(key_sho_a, "sho-a", "mallory2", "full", "001029999999997");
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
 
   /* a notice for the other SHO's slot */
-  assert_int_equal(notify("sho-a", tokm, "mallory2", mallory, mallory_pem, "suspend", "sho-b", imsi2),
+  assert_int_equal(notify("sho-a", tokm, "mallory", mallory, mallory_pem, "suspend", "sho-b", imsi2),
                    MCIM_SLOT_FORBIDDEN);
-  assert_int_equal(notify("sho-a", tokm, "mallory2", mallory, mallory_pem, "resume", "sho-b", imsi1),
+  assert_int_equal(notify("sho-a", tokm, "mallory", mallory, mallory_pem, "resume", "sho-b", imsi1),
                    MCIM_SLOT_FORBIDDEN);
   /* our slot, but another device's IMSI */
-  assert_int_equal(notify("sho-a", tokm, "mallory2", mallory, mallory_pem, "suspend", "sho-a", imsi1),
+  assert_int_equal(notify("sho-a", tokm, "mallory", mallory, mallory_pem, "suspend", "sho-a", imsi1),
                    MCIM_SLOT_FORBIDDEN);
   /* fdev1's own IMSI, signed by a key of another CA */
   assert_int_equal(notify("sho-a", tok1, "fdev1", rogue, rogue_pem, "suspend", "sho-a", imsi1),
                    MCIM_CERT_INVALID);
   /* sho-b's slot sent to sho-b about fdev2's IMSI by mallory */
-  char *tokm_b = token(key_sho_b, "sho-b", "mallory2", "full", "001039999999997");
-  assert_int_equal(notify("sho-b", tokm_b, "mallory2", mallory, mallory_pem, "suspend", "sho-b", imsi2),
+  char *tokm_b = token(key_sho_b, "sho-b", "mallory", "full", imsim_b);
+  assert_int_equal(notify("sho-b", tokm_b, "mallory", mallory, mallory_pem, "suspend", "sho-b", imsi2),
                    MCIM_SLOT_FORBIDDEN);
+
+  /* Stored answers are per (txn, device, event): fdev1 suspends its sho-a subscription under
+   * TXN_F4 (a genuine notice of its TRE), then mallory, with a notice of ITS OWN for the same
+   * txn, gets its own answer, never fdev1's (its IMSI); a forged one gets a refusal. Both
+   * resume after (a standby subscription's token is still honoured). */
+  json_t *ans = NULL;
+  char *cert1 = NULL, *certm = NULL, *n;
+  n = device_sign("fdev1", "mcim-notify+jwt", "sho-a", TXN_F4,
+                  json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsi1),
+                  &cert1);
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tok1,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "fdev1",
+                                       "notice", n, "tre_cert", cert1),
+                             &ans, NULL),
+                   MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(ans, "imsi")), imsi1);
+  json_decref(ans);
+  free(n);
+  n = sign(rogue, "mcim-notify+jwt", "mallory", "mallory", "sho-a", TXN_F4,
+           json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsim_a));
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "mallory",
+                                       "notice", n, "tre_cert", rogue_pem),
+                             &ans, NULL),
+                   MCIM_CERT_INVALID);
+  assert_null(json_object_get(ans, "imsi"));
+  json_decref(ans);
+  free(n);
+  n = device_sign("mallory", "mcim-notify+jwt", "sho-a", TXN_F4,
+                  json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsim_a),
+                  &certm);
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "mallory",
+                                       "notice", n, "tre_cert", certm),
+                             &ans, NULL),
+                   MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(ans, "imsi")), imsim_a);
+  json_decref(ans);
+  free(n);
+  for (int i = 0; i < 2; i++) {
+    const char *dev = i ? "mallory" : "fdev1", *im = i ? imsim_a : imsi1;
+    n = device_sign(dev, "mcim-notify+jwt", "sho-a", TXN_F4,
+                    json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", "sho-a", "imsi", im),
+                    NULL);
+    assert_int_equal(post_keep("sho-a", "/v1/notifications", i ? tokm : tok1,
+                               json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", dev,
+                                         "notice", n, "tre_cert", i ? certm : cert1),
+                               &ans, NULL),
+                     MCIM_OK);
+    assert_string_equal(json_string_value(json_object_get(ans, "state")), "active");
+    json_decref(ans);
+    free(n);
+  }
+  free(cert1);
+  free(certm);
 
   /* still active (not in standby): full access */
   char q[256];
@@ -514,6 +641,80 @@ static void test_forged_notifications(void **state)
   free(mallory_pem);
   mcim_jose_key_free(rogue);
   mcim_jose_key_free(mallory);
+}
+
+/* ---- tokens bound to their issuer (DESIGN.md section 10) ---- */
+
+static void test_token_binding(void **state)
+{
+  (void)state;
+  char path[128];
+  long status = 0;
+  json_t *ans = NULL;
+  snprintf(path, sizeof(path), "/v1/devices/fdev1/subscription");
+
+  /* a genuine token of sho-a for fdev1: its own subscription, at sho-a */
+  char *tok1 = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
+  assert_int_equal(get("sho-a", path, tok1, &status), MCIM_OK);
+  /* sho-b's token (sho-b holds the real key: a competitor) for fdev1 at sho-a: refused with
+   * its cause, whatever identity and audience it claims */
+  char *tb = token(key_sho_b, "sho-b", "fdev1", "full", imsi1);
+  assert_int_equal(get("sho-a", path, tb, &status), MCIM_TOKEN_WRONG_ISSUER);
+  assert_int_equal(status, 403);
+  free(tb);
+  tb = sign(key_sho_b, "mcim-access+jwt", "sho-b", "fdev1", "sho-a", ZERO_TXN,
+            json_pack("{s:s,s:s}", "scope", "full", "imsi", imsi1));
+  assert_int_equal(get("sho-a", path, tb, &status), MCIM_TOKEN_WRONG_ISSUER);
+  free(tb);
+  /* ... and sho-b cannot use one to act at sho-a either (a discard, a notice) */
+  tb = token(key_sho_b, "sho-b", "fdev1", "full", imsi2);
+  assert_int_equal(discard("sho-a", tb, TXN_F1, "fdev1", "x.y.z", "pem"), MCIM_TOKEN_WRONG_ISSUER);
+  free(tb);
+  /* a token of sho-a in the old form (aud "access") is not a token any more */
+  char *old_form = sign(key_sho_a, "mcim-access+jwt", "sho-a", "fdev1", "access", ZERO_TXN,
+                        json_pack("{s:s,s:s}", "scope", "full", "imsi", imsi1));
+  assert_int_equal(get("sho-a", path, old_form, &status), MCIM_CLAIM_MISMATCH);
+  free(old_form);
+  /* sho-a's own signature on an identity that is not fdev1's: not a live subscription of
+   * that device (mallory's IMSI for fdev1, fdev1's IMSI for mallory) */
+  char *bad = token(key_sho_a, "sho-a", "fdev1", "full", imsim_a);
+  assert_int_equal(get("sho-a", path, bad, &status), MCIM_TOKEN_REVOKED);
+  assert_int_equal(status, 401);
+  free(bad);
+  bad = token(key_sho_a, "sho-a", "mallory", "full", imsi1);
+  assert_int_equal(get("sho-a", "/v1/devices/mallory/subscription", bad, &status),
+                   MCIM_TOKEN_REVOKED);
+  free(bad);
+
+  /* the VNO grants restricted access only: a `full` token signed with the VNO's real key is
+   * refused where VNO tokens are honoured (the RO, the PVA), and an SHO refuses it anyway */
+  char *vfull = token(key_vno, "vno", "fdev1", "full", "001019100000009");
+  assert_int_equal(post_keep("ro", "/v1/dpf/notices", vfull,
+                             json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", TXN_F1, "device", "fdev1",
+                                       "to", "sho-a", "statement", "x.y.z", "tre_cert", "pem"),
+                             &ans, &status),
+                   MCIM_SCOPE_NOT_GRANTABLE);
+  assert_int_equal(status, 403);
+  assert_string_equal(json_string_value(json_object_get(ans, "cause")), "SCOPE_NOT_GRANTABLE");
+  json_decref(ans);
+  assert_int_equal(post("ro", "/v1/drf/discover", vfull,
+                        json_pack("{s:s,s:s}", "txn", TXN_F1, "device", "fdev1")),
+                   MCIM_SCOPE_NOT_GRANTABLE);
+  assert_int_equal(get("sho-a", "/v1/devices/fdev1/subscription", vfull, &status),
+                   MCIM_TOKEN_WRONG_ISSUER);
+  free(vfull);
+  /* ... nor may an SHO hand out restricted tokens (its scope is full) */
+  char *srestr = token(key_sho_a, "sho-a", "fdev1", "restricted", imsi1);
+  assert_int_equal(post("ro", "/v1/drf/discover", srestr,
+                        json_pack("{s:s,s:s}", "txn", TXN_F1, "device", "fdev1")),
+                   MCIM_SCOPE_NOT_GRANTABLE);
+  free(srestr);
+  /* the RO honours the tokens of every access network (for reaching it): past the token
+   * check, the DRF has nothing for this txn */
+  mcim_cause_t rc = post("ro", "/v1/drf/discover", tok1,
+                         json_pack("{s:s,s:s}", "txn", TXN_F1, "device", "fdev1"));
+  assert_true(rc != MCIM_TOKEN_WRONG_ISSUER && rc != MCIM_SCOPE_NOT_GRANTABLE && rc != MCIM_OK);
+  free(tok1);
 }
 
 /* ---- step 11: forged acknowledgements while a real change waits at step 9 ---- */
@@ -680,6 +881,58 @@ static void test_forged_acknowledgements(void **state)
   assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM drf WHERE device = 'fdev1' AND state = 'subscribed'"), 1);
   assert_full_access("fdev1", "sho-b");
 
+  /* The termination at step 10 revoked every token of the old subscription at once, and the
+   * device dropped that session (it lists none of sho-a). */
+  long status = 0;
+  json_t *ans = NULL;
+  char *revoked = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
+  assert_int_equal(get("sho-a", "/v1/devices/fdev1/subscription", revoked, &status),
+                   MCIM_TOKEN_REVOKED);
+  assert_int_equal(status, 401);
+  json_t *view = agent_get("fdev1", "/v1/status"), *acc;
+  size_t i;
+  json_array_foreach(json_object_get(view, "access"), i, acc)
+    assert_string_not_equal(json_string_value(json_object_get(acc, "network")), "sho-a");
+  json_decref(view);
+
+  /* sho-a's stored acknowledgement (it names sho-a and the old IMSI) goes to nobody without
+   * a valid receipt of fdev1 for this txn: not with the revoked token and a forged receipt,
+   * not with another device's live token, not without a token */
+  char *rogue_pem = NULL;
+  mcim_jose_key_t *rogue = tre_key(rogue_ca, "fdev1", &rogue_pem);
+  char *fake = receipt(rogue, "fdev1", "sho-a", txn, "sho-a", imsi1);
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  const char *bearers[] = {revoked, tokm, NULL};
+  const mcim_cause_t want[] = {MCIM_CERT_INVALID, MCIM_FORBIDDEN, MCIM_NO_ACCESS};
+  for (int k = 0; k < 3; k++) {
+    assert_int_equal(post_keep("sho-a", "/v1/discards", bearers[k],
+                               json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", txn, "device", "fdev1",
+                                         "receipt", fake, "tre_cert", rogue_pem, "step", 9),
+                               &ans, &status),
+                     want[k]);
+    assert_null(json_object_get(ans, "ack"));
+    json_decref(ans);
+  }
+  /* ... while the device itself, retrying with a receipt of its TRE, gets it back (the
+   * very request that revoked its token) */
+  char *cert = NULL;
+  char *real = device_sign("fdev1", "mcim-discard+jwt", "sho-a", txn,
+                           json_pack("{s:s,s:s}", "slot", "sho-a", "imsi", imsi1), &cert);
+  assert_int_equal(post_keep("sho-a", "/v1/discards", revoked,
+                             json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", txn, "device", "fdev1",
+                                       "receipt", real, "tre_cert", cert, "step", 9),
+                             &ans, &status),
+                   MCIM_OK);
+  assert_non_null(json_string_value(json_object_get(ans, "ack")));
+  json_decref(ans);
+  free(real);
+  free(cert);
+  free(fake);
+  free(tokm);
+  free(rogue_pem);
+  mcim_jose_key_free(rogue);
+  free(revoked);
+
   free(tok);
   free(mallory_tok);
   mcim_jose_key_free(unknown);
@@ -690,6 +943,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forged_receipts),
       cmocka_unit_test(test_forged_notifications),
+      cmocka_unit_test(test_token_binding),
       cmocka_unit_test(test_forged_acknowledgements),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

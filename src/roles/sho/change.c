@@ -215,7 +215,18 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
                          " AND imsi = ? AND state <> 'failed'",
                          p, 3, NULL, NULL);
   }
-  if (rc == MCIM_OK)
+  /* The DRF entry is per (device, SHO): it is released only when no other subscription of
+   * this device lives here (a pristine change that came back to us with a new MCIM, while
+   * the notice about the old one was still on its way, keeps its entry). */
+  int64_t others = 0;
+  if (rc == MCIM_OK) {
+    mcim_val_t q[] = {MCIM_TEXT(device), MCIM_TEXT(imsi)};
+    rc = mcim_store_query_int(st,
+                              "SELECT COUNT(*) FROM auc WHERE device = ? AND imsi <> ? AND state"
+                              " IN ('pending', 'active', 'standby')",
+                              q, 2, &others);
+  }
+  if (rc == MCIM_OK && others == 0)
     rc = mcim_sho_register(r, st, txn, device, "released", ack_step,
                            "DRF: M2ME no longer subscribes to this SHO");
   if (rc == MCIM_OK)
