@@ -2,6 +2,11 @@
 # Change of subscription end to end on real daemons (issue 4): via the old SHO's
 # connectivity (steps 1-14) and via the pristine state (steps 1-15), with the invariants of
 # DESIGN.md section 4 checked after each procedure, and the privacy filtering of step 11.
+# Issue 8: after every procedure and variant, nothing an SHO keeps (its database, with every
+# JWS in it decoded, its stored answers and traces, its log) names the other SHO or any IMSI
+# the other SHO issued; the device drops the old SHO's session after a change; back to the
+# pristine state removes every MCIM (a pre-provisioned one too), and the deferred notices of
+# every removed slot reach their SHOs through the RO's relay.
 . "$(dirname "$0")/lib/common.bash"
 
 # invariants DEVICE: network side one active subscription (AuC) and one DRF entry; device
@@ -35,11 +40,47 @@ steps_in_order() {
   [ "$first" = "$sorted" ] && ok "in the seed's order: $first" || bad "order: $first"
 }
 
+# jws_payloads FILE: the decoded payload of every compact JWS in FILE (base64url)
+jws_payloads() {
+  local seg
+  grep -oE 'eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+' "$1" | cut -d. -f2 | while read -r seg; do
+    seg=$(echo "$seg" | tr '_-' '/+')
+    case $((${#seg} % 4)) in 2) seg="$seg==" ;; 3) seg="$seg=" ;; esac
+    echo "$seg" | base64 -d 2>/dev/null || true
+    echo
+  done
+}
+# privacy LABEL: neither SHO keeps the other's name or any IMSI the other issued: database
+# (every table: orders, AuC, stored answers, traces of what it sent and received, replay,
+# outbox) with its JWS payloads decoded, and its log
+privacy() {
+  local s o f imsis found
+  for s in sho-a sho-b; do
+    o=sho-b; [ "$s" = sho-b ] && o=sho-a
+    f="$tmp/priv-$s.txt"
+    sqlite3 "$lab/$s/$s.db" .dump >"$f"
+    jws_payloads "$f" >>"$f"
+    cat "$lab/$s/$s.log" >>"$f"
+    imsis=$(sqlite3 "$lab/$o/$o.db" "SELECT imsi FROM auc" | tr '\n' ' ')
+    found=""
+    grep -qF "$o" "$f" && found="$found name:$(grep -oF -m1 -- "$o" "$f" | head -n1)"
+    for i in $imsis; do grep -qF "$i" "$f" && found="$found imsi:$i"; done
+    [ -z "$found" ] && ok "$1: $s keeps nothing of $o (name, IMSIs $imsis)" ||
+      bad "$1: $s knows of $o:$found ($(grep -F -m2 -e "$o" "$f" | head -c 300))"
+  done
+}
+# sessions DEV: the networks the agent holds an access session with
+sessions() {
+  curl -s --max-time 5 --unix-socket "$lab/devices/$1/control.sock" http://localhost/v1/status |
+    tr -d ' \n' | grep -o '"access":\[[^]]*\]' | grep -o '"network":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' '
+}
+
 check "lab up" "$mcim" lab up --dir "$lab"
 check "manufacture dev1" "$mcim" lab device add dev1 --dir "$lab"
 check "initial provisioning with sho-a" "$mcim" run initial dev1 --sho sho-a --json --dir "$lab"
 imsi_a=$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='dev1'")
 invariants dev1 "after initial"
+privacy "after initial"
 
 # --- change via the old SHO ---
 check "change dev1 to sho-b via old-sho" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
@@ -64,6 +105,10 @@ if sqlite3 "$lab/sho-b/sho-b.db" .dump | grep -q -e "$imsi_a" -e '"sho-a"'; then
   bad "sho-b learnt the old SHO or IMSI"
 else ok "sho-b never learnt the old SHO's name or the old IMSI"; fi
 if grep -q -e "$imsi_a" "$lab/sho-b/sho-b.log"; then bad "old IMSI in sho-b's log"; else ok "old IMSI not in sho-b's log"; fi
+privacy "after change via old SHO"
+# step 10 terminated the subscription and revoked its tokens: the device left that session
+case " $(sessions dev1) " in *" sho-a "*) bad "dev1 still lists a session of sho-a: $(sessions dev1)" ;;
+  *) ok "dev1 dropped sho-a's session (sessions: $(sessions dev1))" ;; esac
 
 # --- change via the pristine state ---
 imsi_b=$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='dev1' AND state='active'")
@@ -95,6 +140,10 @@ done
   ok "sho-b told later: subscription terminated" || bad "sho-b still has $imsi_b"
 "$mcim" device status dev1 --json --dir "$lab" >"$tmp/st.json"
 grep -q '"pending": \[\]' "$tmp/st.json" && ok "no notification left in the TRE" || bad "pending: $(grep -A3 pending "$tmp/st.json")"
+[ "$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT to_name FROM trace WHERE msg LIKE 'acknowledgement of the deferred notice%'" | sort -u)" = ro ] &&
+  ok "the deferred notice reached sho-b through the RO's relay (sho-b answered the RO)" ||
+  bad "deferred notice at sho-b: $(sqlite3 "$lab/sho-b/sho-b.db" "SELECT from_name, to_name, msg FROM trace WHERE msg LIKE '%deferred%'")"
+privacy "after change via pristine"
 
 # --- pre-provisioned MCIMs (the seed's variant): preload a second one, switch, switch back ---
 auc_state() { sqlite3 "$lab/$1/$1.db" "SELECT state FROM auc WHERE imsi='$2'"; }
@@ -133,6 +182,7 @@ c=$(network_attach sho-b "$imsi2_b")
 check "preload: dev2 still attaches to sho-a" "$mcim" device attach dev2 --to sho-a --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "preload: full access at sho-a" || bad "preload: $(cat "$tmp/out")"
 invariants dev2 "after preload"
+privacy "after preload"
 
 check "switch dev2 to sho-b" "$mcim" run switch dev2 --to sho-b --json --dir "$lab"
 [ "$(jfield "$tmp/out" result)" = success ] && ok "switch: success" || bad "switch: $(head -c 600 "$tmp/out")"
@@ -149,6 +199,7 @@ c=$(network_attach sho-a "$imsi2_a")
 [ "$(sqlite3 "$lab/ro/ro.db" "SELECT sho FROM drf WHERE device='dev2' AND state='subscribed'")" = sho-b ] &&
   ok "switch: the DRF says sho-b" || bad "switch: DRF $(sqlite3 "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='dev2'")"
 invariants dev2 "after switch"
+privacy "after switch"
 
 check "switch dev2 back to sho-a" "$mcim" run switch dev2 --to sho-a --json --dir "$lab"
 [ "$(jfield "$tmp/out" result)" = success ] && ok "switch back: success" || bad "switch back: $(head -c 600 "$tmp/out")"
@@ -161,6 +212,30 @@ c=$(network_attach sho-b "$imsi2_b")
 [ -n "$c" ] && [ "$c" != challenge ] && ok "switch back: sho-b gives no AV for the standby IMSI ($c)" || bad "switch back: sho-b attach answer '$c'"
 [ "$(network_attach sho-a "$imsi2_a")" = challenge ] && ok "switch back: sho-a challenges the active IMSI" || bad "switch back: sho-a gives no AV"
 invariants dev2 "after switching back"
+privacy "after switching back"
+
+# --- back to the pristine state removes EVERY MCIM (pristine step 3), the pre-provisioned
+# one too: dev2 holds sho-a's (active) and sho-b's (inactive); it changes to sho-b via
+# pristine: both go, sho-b provisions a new MCIM, and both SHOs are told (RO relay) ---
+wait_auc sho-b "$imsi2_b" standby || true
+check "change dev2 to sho-b via pristine (two MCIMs in the TRE)" "$mcim" run change dev2 --to sho-b --via pristine --json --dir "$lab"
+[ "$(jfield "$tmp/out" result)" = success ] && ok "pristine with two MCIMs: success" || bad "pristine with two MCIMs: $(head -c 600 "$tmp/out")"
+"$mcim" device status dev2 --json --dir "$lab" | tr -d ' \n' >"$tmp/st2.json"
+n=$(grep -o '"slot":"[^"]*"' "$tmp/st2.json" | wc -l)
+imsi2_new=$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='dev2' AND state='active'")
+[ "$n" = 1 ] && grep -q "\"slot\":\"sho-b\",\"sho\":\"sho-b\",\"imsi\":\"$imsi2_new\",\"state\":\"active\"" "$tmp/st2.json" &&
+  [ "$imsi2_new" != "$imsi2_b" ] && ok "the TRE lists only the new MCIM (sho-b, $imsi2_new)" ||
+  bad "slots after the pristine change: $(grep -o '"slots":\[[^]]*\]' "$tmp/st2.json")"
+wait_auc sho-a "$imsi2_a" terminated && ok "sho-a told (relayed notice): $imsi2_a terminated" || bad "sho-a AuC $(auc_state sho-a "$imsi2_a")"
+wait_auc sho-b "$imsi2_b" terminated && ok "sho-b told of its removed pre-provisioned MCIM: $imsi2_b terminated" || bad "sho-b AuC $(auc_state sho-b "$imsi2_b")"
+auc_is sho-b "$imsi2_new" active && ok "sho-b's new subscription stays active" || bad "sho-b new AuC $(auc_state sho-b "$imsi2_new")"
+[ "$(sqlite3 "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='dev2' AND sho='sho-b'")" = subscribed ] &&
+  ok "the DRF still says sho-b (the notice about the old IMSI did not release the new entry)" ||
+  bad "DRF: $(sqlite3 "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='dev2'")"
+grep -q '"pending":\[\]' "$tmp/st2.json" && ok "no notification left in the TRE" || bad "pending: $(grep -o '"pending":\[[^]]*\]' "$tmp/st2.json")"
+check "dev2 attaches to sho-b" "$mcim" device attach dev2 --to sho-b --dir "$lab"
+invariants dev2 "after pristine with two MCIMs"
+privacy "after pristine with two MCIMs"
 
 check "lab down" "$mcim" lab down --dir "$lab"
 finish
