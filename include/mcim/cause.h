@@ -77,12 +77,15 @@
   X(NONCE_UNKNOWN,           708, 404, "no pending validation with this nonce") \
   X(PACKAGE_INVALID,         709, 400, "MCIM package refused (wrong device, issuer, content or replay)") \
   X(SLOT_FORBIDDEN,          710, 403, "this SHO may not touch that TRE slot") \
-  X(NOT_OWNER,               711, 403, "instruction not signed by the device's owner key") \
+  X(NOT_OWNER,               711, 403, "not signed by the device's owner key (as the RO knows the owner)") \
   X(PROCEDURE_FAILED,        712, 500, "the procedure did not complete") \
   X(PROCEDURE_PENDING,       713, 202, "the procedure is still running") \
   X(WRONG_STATE,             714, 409, "request does not fit the procedure's current state") \
   X(DEVICE_BUSY,             715, 409, "the device is already running a procedure") \
   X(SUBSCRIPTION_NOT_ACTIVE, 716, 403, "subscription not active yet: MCIM issued, installation not reported") \
+  X(OWNER_UNKNOWN,           717, 403, "no owner is registered at the RO for this device (M2MES registers it at manufacture)") \
+  X(ORDER_PENDING,           718, 503, "the order of this procedure has not reached the DRF yet; ask again after Retry-After") \
+  X(NOT_PARTY,               719, 403, "the caller is not a party of this procedure (txn) for this device") \
   X(TOKEN_WRONG_ISSUER,      720, 403, "access token of another network: honoured only by its issuer (and the RO, PVA, M2MES)") \
   X(SCOPE_NOT_GRANTABLE,     721, 403, "the token's issuer may not grant that scope (the VNO grants restricted access only)") \
   X(TOKEN_REVOKED,           722, 401, "access token revoked by its issuer (the subscription it was issued for ended)")

@@ -36,6 +36,8 @@ mcim_cause_t mcim_random(uint8_t *out, size_t len);
 
 /* Seconds since the epoch (wall clock) and a monotonic clock in nanoseconds. */
 int64_t mcim_now(void);
+/* The wall clock in microseconds (trace timestamps). */
+int64_t mcim_now_us(void);
 uint64_t mcim_monotonic_ns(void);
 
 #endif

@@ -157,6 +157,13 @@ int64_t mcim_now(void)
   return (int64_t)ts.tv_sec;
 }
 
+int64_t mcim_now_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 uint64_t mcim_monotonic_ns(void)
 {
   struct timespec ts;

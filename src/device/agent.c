@@ -41,7 +41,8 @@ static const mcim_config_spec_t agent_spec[] = {
     {.name = "procedure_timeout", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
      .max = 7 * 86400, .help = "a procedure not finished by then fails with TIMEOUT"},
     {.name = "discovery_grace", .type = MCIM_CFG_DURATION, .def = "10s", .min = 0, .max = 3600,
-     .help = "how long NOT_ORDERED from the DRF is retried (the order may be in transit)"},
+     .help = "accepted for old agent.json files, no longer used: the DRF answers ORDER_PENDING"
+             " until the order arrives and the device asks again until procedure_timeout"},
     {.name = "ack_deadline", .type = MCIM_CFG_DURATION, .def = "60s", .min = 0, .max = 86400,
      .help = "change via the old SHO: how long step 9 waits for the old SHO's acknowledgement"
              " before the RO is given the TRE-signed discard receipt in its place (step 11)"},

@@ -155,6 +155,9 @@ void dev_trace_put_at(mcim_store_t *st, int64_t time_us, const char *txn, int n,
 mcim_cause_t dev_trace_load(mcim_store_t *st, const char *txn, json_t **events);
 /* Wall clock, microseconds since the epoch (the trace's time). */
 int64_t dev_now_us(void);
+/* Where network `name` is, as the RO's discovery vouched for it (an https URL): used for
+ * every later call to it, in place of the configured address. */
+mcim_cause_t dev_network_learn(struct mcim_device *d, const char *name, const char *url);
 /* Locked wrappers on the agent's store: an event of this device (from = its name). */
 void dev_trace(struct mcim_device *d, const char *txn, int n, const char *to, const char *msg,
                const json_t *body, mcim_cause_t cause);

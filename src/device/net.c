@@ -52,6 +52,21 @@ mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, si
   return rc;
 }
 
+mcim_cause_t dev_network_learn(struct mcim_device *d, const char *name, const char *url)
+{
+  if (!name || !mcim_pki_name_valid(name) || !url || strncmp(url, "https://", 8) != 0 ||
+      strlen(url) >= 512)
+    return MCIM_INVALID_ARGUMENT;
+  pthread_mutex_lock(&d->peers_lock);
+  if (!d->networks)
+    d->networks = json_object();
+  mcim_cause_t rc = d->networks && json_object_set_new(d->networks, name, json_string(url)) == 0
+                        ? MCIM_OK
+                        : MCIM_NO_MEMORY;
+  pthread_mutex_unlock(&d->peers_lock);
+  return rc;
+}
+
 mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_client *cli, const char *method,
                       const char *peer, const char *path, const json_t *body, const char *bearer,
                       struct mcim_http_result *res)

@@ -12,13 +12,15 @@
  *
  * Initial provisioning (seed "Going back to the pristine state", steps 4-15):
  *   attach      4-6  attach to the VNO with the PCID (restricted access)
- *   discover    7-8  DRF: where is my SHO? -> RO-signed SHO name, endpoint, certificate
- *   nonce       10   poll the PVA for the validation the SHO asked for (step 9)
+ *   discover    7-8  DRF: the SHO of this txn -> RO-signed SHO name, endpoint, certificate
+ *                    ("not yet" until the owner's order reached the DRF: asked again)
+ *   nonce       10   poll the PVA for this txn's validation the SHO asked for (step 9)
  *   quote       10   TRE quote over the nonce -> PVA (verdict to the SHO: step 11)
- *   download    13   poll the DPF for the package (step 12), stage it in the TRE
+ *   download    13   poll the DPF for this txn's package (step 12), stage it in the TRE
  *   install     14   install into the TRE
  *   report      14   TRE-signed status to the DPF (relayed to the SHO: step 15)
- *   attach-sho  -    attach to the SHO with the new MCIM until it is active (15): full access */
+ *   attach-sho  -    attach to the SHO (at the discovered endpoint) with the new MCIM until it
+ *                    is active (15): full access */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,13 +263,14 @@ void dev_st_discover(struct dev_run *r)
   int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", body, token, &res)
             : MCIM_NO_MEMORY;
-  dev_trace_at(d, sent, p->txn, p->n, ro, "DRF: where is my SHO?", body, rc);
-  if (rc == MCIM_NOT_ORDERED &&
-      mcim_now() - p->since < dev_cfg_int(d, "discovery_grace")) {
-    /* The subscriber's order reaches the DRF through the SHO's outbox: give it a moment. */
-    dev_run_wait(r, rc, "DRF: %s (the order may not have reached the RO yet)", res.detail);
+  if (rc == MCIM_ORDER_PENDING) {
+    /* "Not yet": the owner's order (step 1) travels through the new SHO to the DRF while the
+     * owner instructs us (step 2). Asked again until the procedure's deadline; not traced,
+     * a poll is not a message of the procedure. */
+    dev_run_wait(r, MCIM_OK, "DRF: the order of this procedure has not reached the RO yet");
     goto cleanup;
   }
+  dev_trace_at(d, sent, p->txn, p->n, ro, "DRF: where is my SHO?", body, rc);
   if (rc != MCIM_OK) {
     dev_run_call_failed(r, r->access_used, rc, &res, "DRF discovery");
     goto cleanup;
@@ -314,6 +317,11 @@ void dev_st_discover(struct dev_run *r)
     dev_run_fail(r, rc, "DRF: the certificate of %s does not verify against the operators' CA", sho);
     goto cleanup;
   }
+  /* The RO vouches for where the SHO is: that is the address the device uses from now on. */
+  if (!endpoint || dev_network_learn(d, sho, endpoint) != MCIM_OK) {
+    dev_run_fail(r, MCIM_PEER_BAD_ANSWER, "DRF: the endpoint of %s is not an https URL", sho);
+    goto cleanup;
+  }
   r->fail_step = 0;
   dev_data_set_str(p, "sho_cert", sho_cert);
   dev_data_set_str(p, "endpoint", endpoint);
@@ -341,7 +349,7 @@ void dev_st_nonce(struct dev_run *r)
 
   if (!token)
     goto cleanup;
-  snprintf(path, sizeof(path), "/v1/validations/pending/%s", d->name);
+  snprintf(path, sizeof(path), "/v1/validations/pending/%s/%s", d->name, p->txn);
   int64_t sent = dev_now_us();
   rc = dev_call(d, r->cli, "GET", pva, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
@@ -487,7 +495,7 @@ void dev_st_download(struct dev_run *r)
 
   if (!token)
     goto cleanup;
-  snprintf(path, sizeof(path), "/v1/dpf/packages/%s", d->name);
+  snprintf(path, sizeof(path), "/v1/dpf/packages/%s/%s", d->name, p->txn);
   int64_t sent = dev_now_us();
   rc = dev_call(d, r->cli, "GET", ro, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
@@ -676,6 +684,10 @@ cleanup:
 void dev_st_attach_sho(struct dev_run *r)
 {
   struct dev_attach_result ar;
+  /* at the address the DRF's discovery gave (kept in the procedure across a restart) */
+  const char *endpoint = dev_data_str(r->p, "endpoint");
+  if (endpoint)
+    dev_network_learn(r->d, r->p->sho, endpoint);
   mcim_cause_t rc = dev_attach(r->d, r->cli, r->p->sho, r->p->txn, &ar);
 
   if (rc == MCIM_OK && strcmp(ar.scope, "full") == 0) {

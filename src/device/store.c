@@ -49,9 +49,7 @@ void dev_store_unlock(struct mcim_device *d)
 
 int64_t dev_now_us(void)
 {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+  return mcim_now_us();
 }
 
 void dev_trace_put(mcim_store_t *st, const char *txn, int n, const char *from, const char *to,

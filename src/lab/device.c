@@ -2,8 +2,9 @@
  *
  * Manufacture, in the order a real line would do it: firmware images written, TRE created
  * (its keys are generated inside it and never leave), the M2MES certifies the TRE's public
- * keys and issues the PCID credential sealed to the TRE (and registers PCID and RIMs in the
- * network), the TRE stores both, the owner's key is pinned, then the device boots. */
+ * keys and issues the PCID credential sealed to the TRE (and registers PCID, RIMs and the
+ * device's first owner in the network), the TRE stores both, the owner's key is pinned, then
+ * the device boots. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -186,8 +187,9 @@ static mcim_cause_t manufacture(mcim_lab_t *lab, const char *name, const char *d
     goto out;
   }
   snprintf(url, sizeof(url), "%s/v1/devices", base);
-  body = json_pack("{s:s,s:s,s:s,s:s}", "device", name, "model", LAB_MODEL, "attestation_jwk",
-                   att_jwk, "ka_jwk", ka_jwk);
+  /* the owner's public key goes with it: the M2MES registers it at the RO as the first owner */
+  body = json_pack("{s:s,s:s,s:s,s:s,s:o}", "device", name, "model", LAB_MODEL, "attestation_jwk",
+                   att_jwk, "ka_jwk", ka_jwk, "owner_jwk", json_loads(owner_jwk, 0, NULL));
   rc = mcim_http_request(cli, "POST", url, body, NULL, &res);
   if (rc != MCIM_OK) {
     fprintf(stderr, "mcim: the M2MES refused to manufacture %s: %s (%s)\n", name,

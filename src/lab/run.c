@@ -49,14 +49,14 @@ static mcim_cause_t order(mcim_lab_t *lab, const struct mcim_lab_run *run,
                           const mcim_jose_key_t *owner, const json_t *params, const char *txn,
                           char *detail, size_t detail_len)
 {
-  char *jwk = NULL, *jws = NULL, url[512];
+  char *jws = NULL, url[512];
   struct mcim_http_result res = {0};
-  json_t *jwk_obj = NULL, *extra = NULL, *body = NULL;
+  json_t *extra = NULL, *body = NULL;
   const char *base = mcim_lab_url(lab, run->sho);
-  mcim_cause_t rc = base ? mcim_jose_key_public_jwk(owner, &jwk) : MCIM_NOT_FOUND;
+  mcim_cause_t rc = base ? MCIM_OK : MCIM_NOT_FOUND;
   if (rc == MCIM_OK) {
-    jwk_obj = json_loads(jwk, 0, NULL);
-    extra = json_pack("{s:O,s:O,s:O,s:s,s:s?}", "owner_jwk", jwk_obj, "attestation_cert",
+    /* no key in the order: the SHO learns the owner's key from the RO (manufacture) */
+    extra = json_pack("{s:O,s:O,s:s,s:s?}", "attestation_cert",
                       json_object_get(params, "attestation_cert"), "ka_cert",
                       json_object_get(params, "ka_cert"), "procedure", run->procedure, "via",
                       run->via);
@@ -75,8 +75,6 @@ static mcim_cause_t order(mcim_lab_t *lab, const struct mcim_lab_run *run,
   mcim_http_result_clear(&res);
   json_decref(body);
   json_decref(extra);
-  json_decref(jwk_obj);
-  free(jwk);
   free(jws);
   return rc;
 }

@@ -14,7 +14,6 @@ const char mcim_access_schema_sql[] =
     " device TEXT NOT NULL, rand BYTEA NOT NULL, xres BYTEA NOT NULL, state TEXT NOT NULL,"
     " created BIGINT NOT NULL)";
 
-#define ATTACH_LIFETIME 120 /* seconds a challenge may be answered */
 
 /* Metrics (docs/operations.md): an attach is an initial registration at this network
  * (TS 28.552 RM.RegInit*), its challenge an authentication request (AMF.Auth*). */
@@ -205,8 +204,9 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
                             "SELECT txn, identity, device, rand, xres, state, created FROM attach"
                             " WHERE id = ?",
                             p, 1, session_row, &s);
+  int64_t lifetime = mcim_config_duration(r->cfg, "attach_lifetime");
   if (rc == MCIM_NOT_FOUND || (rc == MCIM_OK && (strcmp(s.state, "challenged") != 0 ||
-                                                 mcim_now() - s.created > ATTACH_LIFETIME))) {
+                                                 mcim_now() - s.created > lifetime))) {
     count_refusal(MCIM_WRONG_STATE);
     mcim_http_reply_problem(resp, MCIM_WRONG_STATE, net->step_auth,
                             "no open attach session %s (unknown, answered or expired)", s.id);
@@ -291,4 +291,15 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
 out:
   free(token);
   mcim_wipe(s.xres, sizeof(s.xres));
+}
+
+void mcim_access_purge(struct mcim_role *r)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return;
+  mcim_val_t p[] = {MCIM_INT(mcim_now() - mcim_config_duration(r->cfg, "attach_lifetime"))};
+  mcim_cause_t rc = mcim_store_exec(st, "DELETE FROM attach WHERE created < ?", p, 1, NULL, NULL);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "stale attach sessions not purged");
 }

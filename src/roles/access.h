@@ -32,6 +32,10 @@ struct mcim_access_net {
   void (*accept_extra)(struct mcim_role *r, const char *identity, json_t *answer);
 };
 
+/* Delete attach sessions older than attach_lifetime (a worker tick): unauthenticated attempts
+ * leave nothing that lasts. */
+void mcim_access_purge(struct mcim_role *r);
+
 void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
                         const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,

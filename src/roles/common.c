@@ -47,19 +47,13 @@ static void random_id(char out[33])
   mcim_hex_encode(b, sizeof(b), out);
 }
 
-static int64_t now_us(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* ---- trace ---- */
 
 void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char *from,
                      const char *to, const char *msg, const json_t *body, mcim_cause_t cause)
 {
-  mcim_role_trace_at(r, now_us(), txn, step, from, to, msg, body, cause);
+  mcim_role_trace_at(r, mcim_now_us(), txn, step, from, to, msg, body, cause);
 }
 
 void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, int step,
@@ -183,7 +177,7 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
   char *text = json_dumps(body, JSON_COMPACT);
   if (!text)
     return MCIM_NO_MEMORY;
-  int64_t now = now_us() / 1000;
+  int64_t now = mcim_now_us() / 1000;
   mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path), MCIM_TEXT(text),
                     MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),  MCIM_INT(now),
                     MCIM_INT(now),  max_attempts > 0 ? MCIM_INT(max_attempts) : MCIM_NULL};
@@ -249,7 +243,7 @@ static void outbox_msg_free(struct outbox_msg *m)
  * refusals (retrying cannot help); transport errors and 5xx are retried with backoff. */
 static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_msg *m)
 {
-  int64_t sent_us = now_us(), now = sent_us / 1000;
+  int64_t sent_us = mcim_now_us(), now = sent_us / 1000;
   /* Claim it: another instance of this role on the same database may be looking too. */
   int64_t lease = now + mcim_config_int(r->cfg, "peer_timeout_ms") * 2;
   mcim_val_t c[] = {MCIM_INT(lease), MCIM_TEXT(m->id), MCIM_INT(m->next_at)};
@@ -320,7 +314,7 @@ void mcim_role_outbox_run(struct mcim_role *r)
   if (!st)
     return;
   struct outbox_batch b = {0};
-  int64_t now = now_us() / 1000;
+  int64_t now = mcim_now_us() / 1000;
   mcim_val_t p[] = {MCIM_INT(now)};
   if (mcim_store_exec(st,
                       "SELECT id, peer, path, body, txn, step, msg, attempts, next_at,"
@@ -332,4 +326,32 @@ void mcim_role_outbox_run(struct mcim_role *r)
     outbox_deliver(r, st, &b.m[i]);
     outbox_msg_free(&b.m[i]);
   }
+}
+
+/* ---- housekeeping ---- */
+
+void mcim_role_housekeeping(struct mcim_role *r)
+{
+  int64_t now = mcim_now();
+  if (now == r->priv->housekeeping_at)
+    return;
+  r->priv->housekeeping_at = now;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return;
+  /* a jti past its statement's expiry (and the skew) can never verify again */
+  mcim_val_t rp[] = {MCIM_INT(now - mcim_config_duration(r->cfg, "clock_skew"))};
+  mcim_cause_t rc = mcim_store_exec(st, "DELETE FROM replay WHERE expires < ?", rp, 1, NULL, NULL);
+  int64_t keep = mcim_config_duration(r->cfg, "answer_retention");
+  mcim_val_t ap[] = {MCIM_INT(now - keep)};
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st, "DELETE FROM answers WHERE created < ?", ap, 1, NULL, NULL);
+  mcim_val_t op[] = {MCIM_INT((now - keep) * 1000)};
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st,
+                         "DELETE FROM outbox WHERE state IN ('delivered', 'failed') AND"
+                         " created < ?",
+                         op, 1, NULL, NULL);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "housekeeping: %s", mcim_store_errmsg(st));
 }

@@ -23,6 +23,7 @@ struct mcim_role_priv {
   bool wake;
   bool started;
   mcim_replay_cache_t replay;
+  int64_t housekeeping_at; /* when the worker last swept (seconds) */
 };
 
 /* Schema every role has: trace, answers, replay, outbox (component "common"). */
@@ -31,6 +32,10 @@ mcim_cause_t mcim_role_common_migrate(mcim_store_t *st);
 mcim_cause_t mcim_role_trace_load(struct mcim_role *r, const char *txn, json_t **events);
 void mcim_role_replay_init(struct mcim_role *r);
 void mcim_role_replay_fini(struct mcim_role *r);
+/* Drop what has served its time (worker thread, at most once a second): spent replay-cache
+ * entries past their expiry, stored answers and finished outbox messages past
+ * answer_retention. */
+void mcim_role_housekeeping(struct mcim_role *r);
 /* Deliver what is due in the outbox (worker thread). */
 void mcim_role_outbox_run(struct mcim_role *r);
 

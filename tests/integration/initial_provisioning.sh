@@ -54,9 +54,13 @@ if grep -qE '"(k|opc|ck|ik|xres)": "[0-9a-f]{8,}' "$tmp/out"; then bad "a secret
 check "trace svg (mscgen)" "$mcim" trace "$txid" --format svg -o "$tmp/t.svg" --dir "$lab"
 grep -q "<svg" "$tmp/t.svg" && ok "svg rendered" || bad "no svg"
 
-# The RO relays the MCIM without being able to read it (invariant 4): what it stored is the
-# SHO-signed package whose content is a JWE; no MCIM field appears in clear.
-pkg=$(sqlite3 "$lab/ro/ro.db" "SELECT package FROM dpf_packages WHERE txn='$txid'")
+# The RO relays the MCIM without being able to read it (invariant 4): what the SHO handed it
+# (step 12, the delivered outbox message) is the SHO-signed package whose content is a JWE;
+# no MCIM field appears in clear. Once the install is reported the DPF keeps nothing of it.
+[ "$(sqlite3 "$lab/ro/ro.db" "SELECT state || '/' || length(package) FROM dpf_packages WHERE txn='$txid'")" = "installed/0" ] &&
+  ok "the DPF deleted the package once the install was reported" || bad "DPF package after the report"
+pkg=$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT body FROM outbox WHERE txn='$txid' AND path='/v1/drf/authorisations'" |
+  grep -o '"package":"[^"]*"' | cut -d'"' -f4)
 payload=$(echo "$pkg" | cut -d. -f2 | tr '_-' '/+')
 while [ $((${#payload} % 4)) -ne 0 ]; do payload="$payload="; done
 claims=$(echo "$payload" | base64 -d 2>/dev/null || true)

@@ -227,7 +227,7 @@ LAB_FN char *lab_access_token(const mcim_jose_key_t *vno, const char *device, co
   char *jws = NULL;
   json_t *extra = json_pack("{s:s,s:s}", "scope", scope, "imsi", "001010000000001");
   int64_t now = mcim_now();
-  mcim_claims_t c = {.iss = "vno", .sub = device, .aud = "access", .typ = "mcim-access+jwt",
+  mcim_claims_t c = {.iss = "vno", .sub = device, .aud = "vno", .typ = "mcim-access+jwt",
                      .txn = "00000000000000000000000000000000", .iat = now, .exp = now + 300,
                      .extra = extra};
   if (mcim_jws_sign(vno, &c, &jws) != MCIM_OK)

@@ -55,10 +55,10 @@ static void test_restricted_access(void **state)
   assert_true(strlen(token) > 20);
 
   struct mcim_http_result r;
-  /* RO: the token is accepted (the DRF then says there is no order for this device) */
+  /* RO: the token is accepted (the DRF then says no order of this procedure arrived yet) */
   json_t *body = json_pack("{s:s,s:s}", "txn", "00112233445566778899aabbccddeeff", "device", "soft1");
   assert_int_equal(mcim_http_request(plain_cli, "POST", url("ro", "/v1/drf/discover"), body, token, &r),
-                   MCIM_NOT_ORDERED);
+                   MCIM_ORDER_PENDING);
   mcim_http_result_clear(&r);
   /* ... and refused without one */
   assert_int_equal(mcim_http_request(plain_cli, "POST", url("ro", "/v1/drf/discover"), body, NULL, &r),
@@ -71,7 +71,7 @@ static void test_restricted_access(void **state)
   mcim_http_result_clear(&r);
   json_decref(body);
   /* PVA: reachable (nothing pending for us) */
-  assert_int_equal(mcim_http_request(plain_cli, "GET", url("pva", "/v1/validations/pending/soft1"),
+  assert_int_equal(mcim_http_request(plain_cli, "GET", url("pva", "/v1/validations/pending/soft1/00112233445566778899aabbccddeeff"),
                                      NULL, token, &r),
                    MCIM_NOT_FOUND);
   mcim_http_result_clear(&r);
@@ -84,7 +84,7 @@ static void test_restricted_access(void **state)
   mcim_http_result_clear(&r);
   /* a forged token (another signer) is refused */
   token[strlen(token) - 3] ^= 1;
-  assert_int_not_equal(mcim_http_request(plain_cli, "GET", url("pva", "/v1/validations/pending/soft1"),
+  assert_int_not_equal(mcim_http_request(plain_cli, "GET", url("pva", "/v1/validations/pending/soft1/00112233445566778899aabbccddeeff"),
                                          NULL, token, &r),
                        MCIM_NOT_FOUND);
   mcim_http_result_clear(&r);

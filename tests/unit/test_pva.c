@@ -22,6 +22,11 @@ static struct mcim_role *pva;
 static struct mcim_http_server *vno_srv;
 static char *vno_cert;
 static const char *vno_nc[2];
+/* the RO stands in only for its certificate; the test signs its order records */
+static struct mcim_http_server *ro_srv;
+static char *ro_cert;
+static const char *ro_nc[2];
+static mcim_jose_key_t *ro_key;
 static mcim_jose_key_t *vno_key, *pva_pub;
 static struct mcim_http_client *sho_cli, *m2mes_cli, *dev_cli;
 static char base[64];
@@ -78,12 +83,42 @@ static char *make_quote(const mcim_jose_key_t *key, const char *iss, const char 
   return jws;
 }
 
+/* The RO's record of an owner's order (issue 8): the PVA validates only for one. */
+static char *order_record(const char *txn, const char *device, const char *sho)
+{
+  char *jws = NULL;
+  int64_t now = mcim_now();
+  json_t *extra = json_pack("{s:s,s:s}", "sho", sho, "procedure", "initial");
+  mcim_claims_t c = {.iss = "ro", .sub = device, .aud = sho, .typ = "mcim-order-record+jwt",
+                     .txn = txn, .iat = now, .exp = now + 300, .extra = extra};
+  assert_int_equal(mcim_jws_sign(ro_key, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+/* The body of sho-a's POST /v1/validations, with sho-a's order record. */
+static json_t *vbody(const char *txn, const char *device)
+{
+  char *rec = order_record(txn, device, "sho-a");
+  json_t *b = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "order_record", rec);
+  free(rec);
+  return b;
+}
+
+static char pending_path_buf[128];
+static const char *pending_path(const char *device, const char *txn)
+{
+  snprintf(pending_path_buf, sizeof(pending_path_buf), "/v1/validations/pending/%s/%s", device,
+           txn);
+  return pending_path_buf;
+}
+
 /* SHO sho-a asks for a validation; returns its id and nonce. */
 static void create_validation(const char *txn, const char *device, int step, char id[33],
                               char nonce[65])
 {
   struct mcim_http_result res;
-  json_t *body = json_pack("{s:s,s:s}", "txn", txn, "device", device);
+  json_t *body = vbody(txn, device);
   if (step)
     json_object_set_new(body, "step", json_integer(step));
   assert_int_equal(call(sho_cli, "POST", "/v1/validations", body, NULL, &res), MCIM_OK);
@@ -171,9 +206,10 @@ static int setup(void **state)
   if (lab_init(&lab, roles, 5) != 0)
     return -1;
   uint16_t pva_port = lab_free_port(), vno_port = lab_free_port(), sho_port = lab_free_port();
+  uint16_t ro_port = lab_free_port();
   /* sho-a is listed but not running: verdicts wait in the outbox */
-  lab_write_peers(&lab, "pva", (int)pva_port, "vno", (int)vno_port, "sho-a", (int)sho_port,
-                  (const char *)NULL);
+  lab_write_peers(&lab, "pva", (int)pva_port, "vno", (int)vno_port, "sho-a", (int)sho_port, "ro",
+                  (int)ro_port, (const char *)NULL);
   json_t *extra = json_pack("{s:s,s:i,s:i,s:s}", "nonce_lifetime", "1m", "outbox_backoff_ms",
                             600000, "outbox_max_attempts", 1000, "log_level", "warn");
   lab_write_config(&lab, "pva", pva_port, extra, cfg, sizeof(cfg));
@@ -188,6 +224,14 @@ static int setup(void **state)
   };
   vno_srv = lab_standin(&lab, "vno", vno_port, vno_routes, 1, vno_nc);
   if (!vno_srv || !vno_cert)
+    return -1;
+  snprintf(path, sizeof(path), "%s/ro/cert.pem", lab.pki);
+  ro_cert = lab_read_text(path);
+  ro_nc[0] = "ro";
+  ro_nc[1] = ro_cert;
+  ro_srv = lab_standin(&lab, "ro", ro_port, vno_routes, 1, ro_nc);
+  ro_key = lab_role_key(&lab, "ro");
+  if (!ro_srv || !ro_cert || !ro_key)
     return -1;
   if (mcim_role_start(&mcim_role_pva, cfg, &pva) != MCIM_OK)
     return -1;
@@ -217,6 +261,9 @@ static int teardown(void **state)
   (void)state;
   mcim_role_free(pva);
   mcim_http_server_free(vno_srv);
+  mcim_http_server_free(ro_srv);
+  mcim_jose_key_free(ro_key);
+  free(ro_cert);
   mcim_http_client_free(sho_cli);
   mcim_http_client_free(m2mes_cli);
   mcim_http_client_free(dev_cli);
@@ -341,14 +388,13 @@ static void test_good_quote(void **state)
   assert_string_equal(id, id2);
   assert_string_equal(nonce, nonce2);
   /* the same txn for another device is a conflict */
-  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
-                        json_pack("{s:s,s:s}", "txn", txn, "device", "dev2"), NULL, &res),
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", vbody(txn, "dev2"), NULL, &res),
                    MCIM_CONFLICT);
   mcim_http_result_clear(&res);
 
   /* step 10: the device fetches the nonce with its token, twice (polling) */
   for (int i = 0; i < 2; i++) {
-    assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok1, &res),
+    assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
                      MCIM_OK);
     assert_string_equal(json_string_value(json_object_get(res.json, "validation_id")), id);
     assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
@@ -378,7 +424,7 @@ static void test_good_quote(void **state)
   mcim_statement_free(v);
 
   /* no pending validation any more */
-  assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok1, &res),
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
                    MCIM_NOT_FOUND);
   mcim_http_result_clear(&res);
 
@@ -522,7 +568,7 @@ static void test_other_device(void **state)
   new_txn(txn);
   create_validation(txn, "dev1", 0, id, nonce);
   /* dev2's token cannot read dev1's nonce, nor answer dev1's validation */
-  assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok2, &res),
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok2, &res),
                    MCIM_FORBIDDEN);
   mcim_http_result_clear(&res);
   char *q = make_quote(dev2_key, "dev2", txn, nonce, good_log(MODEL), NULL);
@@ -608,14 +654,13 @@ static void test_bad_requests(void **state)
                         &res),
                    MCIM_FIELD_MISSING);
   mcim_http_result_clear(&res);
-  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
-                        json_pack("{s:s,s:s,s:s}", "txn", txn, "device", "dev1", "aud", "sho-b"),
-                        NULL, &res),
-                   MCIM_FORBIDDEN);
+  json_t *b = vbody(txn, "dev1");
+  json_object_set_new(b, "aud", json_string("sho-b"));
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", b, NULL, &res), MCIM_FORBIDDEN);
   mcim_http_result_clear(&res);
-  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
-                        json_pack("{s:s,s:s,s:i}", "txn", txn, "device", "dev1", "step", 0), NULL,
-                        &res),
+  b = vbody(txn, "dev1");
+  json_object_set_new(b, "step", json_integer(0));
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", b, NULL, &res),
                    MCIM_INVALID_ARGUMENT);
   mcim_http_result_clear(&res);
   /* quote bodies */
@@ -629,10 +674,75 @@ static void test_bad_requests(void **state)
   mcim_http_result_clear(&res);
   /* a token not signed by an access network */
   char *forged = lab_access_token(dev1_key, "dev1", "full");
-  assert_int_not_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, forged, &res),
+  assert_int_not_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, forged, &res),
                        MCIM_OK);
   mcim_http_result_clear(&res);
   free(forged);
+}
+
+/* Issue 8: the PVA validates only for an ordered (SHO, device, txn), proven by the RO's order
+ * record; anything else is NOT_PARTY and leaves no validation behind. */
+static void test_not_ordered(void **state)
+{
+  char txn[33], other[33];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  new_txn(other);
+  struct {
+    const char *what;
+    char *record;
+  } bad[] = {
+      {"a record for another SHO", order_record(txn, "dev1", "sho-b")},
+      {"a record for another device", order_record(txn, "dev2", "sho-a")},
+      {"a record of another procedure", order_record(other, "dev1", "sho-a")},
+      {"garbage", strdup("not.a.jws")},
+  };
+  /* a record signed by anyone but the RO (here sho-a's own key) */
+  mcim_jose_key_t *not_ro = lab_role_key(&lab, "sho-a");
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = "ro", .sub = "dev1", .aud = "sho-a", .typ = "mcim-order-record+jwt",
+                     .txn = txn, .iat = now, .exp = now + 300};
+  char *forged = NULL;
+  assert_int_equal(mcim_jws_sign(not_ro, &c, &forged), MCIM_OK);
+  mcim_jose_key_free(not_ro);
+  for (size_t i = 0; i <= sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *rec = i < sizeof(bad) / sizeof(bad[0]) ? bad[i].record : forged;
+    json_t *b = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", "dev1", "order_record", rec);
+    mcim_cause_t rc = call(sho_cli, "POST", "/v1/validations", b, NULL, &res);
+    if (rc != MCIM_NOT_PARTY)
+      fail_msg("%s: %s", i < sizeof(bad) / sizeof(bad[0]) ? bad[i].what : "a forged record",
+               mcim_cause_name(rc));
+    assert_int_equal(res.status, 403);
+    mcim_http_result_clear(&res);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    free(bad[i].record);
+  free(forged);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s}", "txn", txn, "device", "dev1"), NULL, &res),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&res);
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ?", txn), 0);
+  assert_int_equal(count("SELECT COUNT(*) FROM answers WHERE txn = ?", txn), 0);
+}
+
+/* Two procedures of one device at once: each nonce reaches only its own procedure. */
+static void test_nonce_per_procedure(void **state)
+{
+  char a[33], b[33], ida[33], idb[33], na[65], nb[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(a);
+  new_txn(b);
+  create_validation(a, "dev1", 0, ida, na);
+  create_validation(b, "dev1", 0, idb, nb);
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", a), NULL, tok1, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), na);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", b), NULL, tok1, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nb);
+  mcim_http_result_clear(&res);
 }
 
 /* The change procedure: the SHO asks at step 3, the quote is step 4, the verdict step 5. */
@@ -643,7 +753,7 @@ static void test_change_steps(void **state)
   (void)state;
   new_txn(txn);
   create_validation(txn, "dev1", 3, id, nonce);
-  assert_int_equal(call(dev_cli, "GET", "/v1/validations/pending/dev1", NULL, tok1, &res),
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
                    MCIM_OK);
   assert_int_equal(json_integer_value(json_object_get(res.json, "step")), 4);
   mcim_http_result_clear(&res);
@@ -721,6 +831,8 @@ int main(void)
       cmocka_unit_test(test_bad_cert),
       cmocka_unit_test(test_bad_requests),
       cmocka_unit_test(test_change_steps),
+      cmocka_unit_test(test_not_ordered),
+      cmocka_unit_test(test_nonce_per_procedure),
       cmocka_unit_test(test_expiry),
       cmocka_unit_test(test_garbage),
   };

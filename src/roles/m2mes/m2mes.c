@@ -6,6 +6,8 @@
  *   2. a PCID credential (PCID from the pool, random K, OPc from a random OP, AMF 8000, an
  *      expiry) registered at the RO's ICF,
  *   3. the model's RIMs registered at the PVA,
+ *   4. (given `owner_jwk`) the device's first owner registered at the RO's DRF, the anchor
+ *      every SHO's order is checked against,
  * and answers with the certificates and the PCID credential sealed (JWE) to the TRE
  * key-agreement key: K and OPc never appear in clear in an answer, a log or a trace.
  *
@@ -354,6 +356,20 @@ static mcim_cause_t pva_register(struct mcim_role *r, const char *model, const c
   return rc;
 }
 
+/* Step 4 of manufacture: the device's first owner to the RO (DRF), which checks every later
+ * order against it (issue 8). The RO refuses a second, different owner: a device is
+ * manufactured for one owner, later owners come by the owner's handover. */
+static mcim_cause_t owner_register(struct mcim_role *r, const char *device, const json_t *owner,
+                                   struct mcim_http_response *resp)
+{
+  json_t *body = json_pack("{s:s,s:O}", "device", device, "owner_jwk", owner);
+  mcim_cause_t rc = body ? peer_post(r, "ro", "owner registration at the RO", "/v1/drf/owners",
+                                     body, resp, device)
+                         : MCIM_NO_MEMORY;
+  json_decref(body);
+  return rc;
+}
+
 /* ---- POST /v1/devices ---- */
 
 static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *key,
@@ -474,6 +490,11 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   /* The JWKs are checked by the key parser; the rest of the body by the field table. */
   const json_t *jatt = json_object_get(req->json, "attestation_jwk");
   const json_t *jka = json_object_get(req->json, "ka_jwk");
+  const json_t *owner = json_object_get(req->json, "owner_jwk"); /* optional, an object */
+  if (owner && !json_is_object(owner)) {
+    mcim_http_reply_problem(resp, MCIM_WRONG_TYPE, 0, "owner_jwk must be a JWK object");
+    goto cleanup;
+  }
   if (!jatt || !jka) {
     mcim_http_reply_problem(resp, MCIM_FIELD_MISSING, 0, "missing field \"%s\"",
                             jatt ? "ka_jwk" : "attestation_jwk");
@@ -486,6 +507,7 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   }
   json_object_del(rest, "attestation_jwk");
   json_object_del(rest, "ka_jwk");
+  json_object_del(rest, "owner_jwk");
   rc = mcim_jsonv_check(rest, fields, 2, err, sizeof(err));
   if (rc == MCIM_OK)
     rc = request_key(jatt, "attestation_jwk", &att, err, sizeof(err));
@@ -604,6 +626,8 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   if (rc != MCIM_OK)
     goto cleanup; /* the problem is in resp */
   rc = pva_register(r, d.model, device, resp);
+  if (rc == MCIM_OK && owner)
+    rc = owner_register(r, device, owner, resp);
   if (rc != MCIM_OK)
     goto cleanup;
 

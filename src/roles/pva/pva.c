@@ -3,7 +3,7 @@
  *
  * Seed steps (initial provisioning numbering; the change procedure passes step 3, so 4, 5):
  *   9  SHO -> PVA   POST /v1/validations                  validate this device
- *   10 PVA -> M2ME  GET /v1/validations/pending/{device}  the nonce
+ *   10 PVA -> M2ME  GET /v1/validations/pending/{device}/{txn}  the nonce of that procedure
  *   10 M2ME -> PVA  POST /v1/validations/{id}/quote       the TRE quote
  *   11 PVA -> SHO   outbox POST /v1/verdicts              the signed verdict
  *
@@ -37,6 +37,8 @@ struct pva_state {
 static const mcim_config_spec_t pva_spec[] = {
     {.name = "nonce_lifetime", .type = MCIM_CFG_DURATION, .def = "2m", .min = 1, .max = 86400,
      .help = "how long a validation nonce waits for the device's quote"},
+    {.name = "ro", .type = MCIM_CFG_STRING, .def = "ro", .min = 1, .max = 63,
+     .help = "name of the RO instance whose order records prove an SHO's procedure"},
 };
 
 static const mcim_migration_t pva_migrations[] = {
@@ -232,6 +234,25 @@ static void answer_again(struct mcim_role *r, mcim_store_t *st, struct mcim_http
   reply_stored(resp, status, answer);
 }
 
+/* The RO-signed order record (mcim-order-record+jwt): iss the RO, aud the SHO asking, sub the
+ * device, the txn. */
+static mcim_cause_t check_order_record(struct mcim_role *r, const char *record, const char *sho,
+                                       const char *device, const char *txn)
+{
+  const char *ro = mcim_config_str(r->cfg, "ro");
+  const mcim_jose_key_t *ro_key = NULL;
+  mcim_statement_t *stmt = NULL;
+  mcim_cause_t rc = mcim_role_peer_key(r, ro, &ro_key);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = ro, .aud = sho, .sub = device,
+                            .typ = "mcim-order-record+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_jws_verify(record, strlen(record), ro_key, &ex, &stmt);
+  }
+  mcim_statement_free(stmt);
+  return rc;
+}
+
 static void h_validation_create(void *ctx, const struct mcim_http_request *req,
                                 struct mcim_http_response *resp)
 {
@@ -242,6 +263,7 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
       {"device", MCIM_JV_STRING, true, 63},
       {"aud", MCIM_JV_STRING, false, 63},
       {"step", MCIM_JV_INTEGER, false, 0},
+      {"order_record", MCIM_JV_STRING, true, 16384},
   };
   char err[160];
   char txn[33];
@@ -259,7 +281,7 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
          "only an SHO may ask for a validation (caller \"%s\")", sho ? sho : "");
     return;
   }
-  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
   if (rc != MCIM_OK) {
     fail(r, resp, NULL, step, sho, r->name, "validate M2ME", rc, "%s", err);
     return;
@@ -288,6 +310,18 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   if (aud && strcmp(aud, sho) != 0 && strcmp(aud, r->name) != 0) {
     fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
          "aud \"%s\": the verdict can only be addressed to the caller \"%s\"", aud, sho);
+    return;
+  }
+  /* Only for a real procedure of the caller: the RO's record of the owner's order for this
+   * (SHO, device, txn). Without it any SHO could open validations for any device. */
+  rc = check_order_record(r, json_string_value(json_object_get(req->json, "order_record")), sho,
+                          device, txn);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, step, rc, "validation asked by %s for %s refused", sho,
+                   device);
+    mcim_http_reply_problem(resp, rc == MCIM_PEER_UNREACHABLE ? rc : MCIM_NOT_PARTY, step,
+                            "no order of %s for %s in procedure %s recorded by the RO (%s)", sho,
+                            device, txn, mcim_cause_name(rc));
     return;
   }
   st = mcim_role_store(r);
@@ -353,7 +387,7 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   mcim_http_reply_json(resp, 201, answer);
 }
 
-/* ---- GET /v1/validations/pending/{device} (step 10, the device) ---- */
+/* ---- GET /v1/validations/pending/{device}/{txn} (step 10, the device) ---- */
 
 static void h_pending(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
@@ -362,6 +396,7 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
   struct mcim_access acc;
   struct vrow v;
   const char *device = req->params[0];
+  const char *txn = req->params[1];
   int64_t now = mcim_now();
   mcim_store_t *st;
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
@@ -381,15 +416,16 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, STEP_VALIDATE + 1, "store unavailable");
     return;
   }
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now)};
+  /* The nonce of this procedure only: another procedure's validation never reaches it. */
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(txn), MCIM_INT(now)};
   memset(&v, 0, sizeof(v));
   rc = mcim_store_query_one(st,
-                            "SELECT " VROW_COLS " FROM validations WHERE device = ? AND"
-                            " state = 'pending' AND expires > ? ORDER BY created_us DESC, id",
-                            p, 2, vrow_cb, &v);
+                            "SELECT " VROW_COLS " FROM validations WHERE device = ? AND txn = ?"
+                            " AND state = 'pending' AND expires > ? ORDER BY created_us DESC, id",
+                            p, 3, vrow_cb, &v);
   if (rc == MCIM_NOT_FOUND) {
     mcim_http_reply_problem(resp, MCIM_NOT_FOUND, STEP_VALIDATE + 1,
-                            "no pending validation for device %s", device);
+                            "no pending validation of procedure %s for device %s", txn, device);
     return;
   }
   if (rc != MCIM_OK) {
@@ -784,7 +820,7 @@ static void pva_stop(struct mcim_role *r)
 static const struct mcim_http_route pva_routes[] = {
     {"POST", "/v1/rims", h_rims, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/validations", h_validation_create, MCIM_ROUTE_PEER_CERT},
-    {"GET", "/v1/validations/pending/{device}", h_pending, 0},
+    {"GET", "/v1/validations/pending/{device}/{txn}", h_pending, 0},
     {"POST", "/v1/validations/{id}/quote", h_quote, 0},
 };
 

@@ -34,39 +34,76 @@ static mcim_cause_t pkg_cb(const mcim_row_t *row, void *arg)
   return p->package ? MCIM_OK : MCIM_NO_MEMORY;
 }
 
-/* POST /v1/dpf/packages (an SHO). */
-void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
-                          struct mcim_http_response *resp)
+/* The SHO's sealed MCIM for one procedure: pristine step 12 (through the DRF, which
+ * authorises its DPF) or change step 6 (to the DPF). Either way the DPF takes a package only
+ * for an (SHO, device, txn) the DRF holds as ordered by the device's owner (step 1) and
+ * validated: the PVA's verdict for that very (SHO, device, txn) comes with it and is checked
+ * here, so no SHO can park packages for devices it has no procedure with. */
+void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp, bool via_drf)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"package", MCIM_JV_STRING, true, 65536},
-      {"procedure", MCIM_JV_STRING, true, 16},
+      {"procedure", MCIM_JV_STRING, false, 16},
+      {"verdict", MCIM_JV_STRING, true, 32768},
   };
   char err[200];
-  const mcim_jose_key_t *sho_key = NULL;
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  const mcim_jose_key_t *sho_key = NULL, *pva_key = NULL;
+  mcim_statement_t *verdict = NULL;
+  struct mcim_drf_order o = {0};
+  int step = via_drf ? 12 : 6;
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  if (rc == MCIM_OK && !mcim_ro_is_sho_name(req->peer)) {
+    rc = MCIM_FORBIDDEN;
+    snprintf(err, sizeof(err), "only an SHO sends MCIMs");
+  }
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 12, "%s", err);
+    mcim_http_reply_problem(resp, rc, step, "%s", err);
     return;
   }
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *pkg = json_string_value(json_object_get(req->json, "package"));
+  const char *vjws = json_string_value(json_object_get(req->json, "verdict"));
+  rc = st ? mcim_drf_order_of_party(st, txn, device, req->peer, &o) : MCIM_STORE_ERROR;
   const struct mcim_dpf_steps *steps =
-      mcim_dpf_steps_for(json_string_value(json_object_get(req->json, "procedure")));
-  if (!steps) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 12, "procedure is initial or change");
-    return;
+      rc == MCIM_OK ? mcim_dpf_steps_for(mcim_drf_dpf_procedure(&o)) : NULL;
+  if (rc == MCIM_OK && !steps)
+    rc = MCIM_INTERNAL;
+  /* pristine steps through the DRF, the change via the old SHO straight to the DPF */
+  if (rc == MCIM_OK && (strcmp(steps->procedure, "initial") == 0) != via_drf) {
+    rc = MCIM_WRONG_STATE;
+    snprintf(err, sizeof(err), "procedure %s sends its package to %s", txn,
+             via_drf ? "the DPF (/v1/dpf/packages)" : "the DRF (/v1/drf/authorisations)");
+  } else if (rc != MCIM_OK) {
+    snprintf(err, sizeof(err), "%s has no order for %s in procedure %s at the DRF", req->peer,
+             device, txn);
   }
-  if (!mcim_ro_is_sho_name(req->peer)) {
-    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, steps->package, "only an SHO sends MCIMs");
-    return;
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, step, rc, "DPF: package from %s refused: %s", req->peer,
+                   err);
+    mcim_http_reply_problem(resp, rc, step, "%s", err);
+    goto out;
   }
-  /* Origin and claims, without decrypting: iss = the SHO on the TLS channel. */
-  rc = mcim_role_peer_key(r, req->peer, &sho_key);
+  step = steps->package;
+  /* The PVA's positive verdict for this (SHO, device, txn). */
+  const char *pva = mcim_config_str(r->cfg, "pva");
+  rc = mcim_role_peer_key(r, pva, &pva_key);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = pva, .aud = req->peer, .sub = device,
+                            .typ = "mcim-verdict+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_jws_verify(vjws, strlen(vjws), pva_key, &ex, &verdict);
+  }
+  const char *result = verdict ? mcim_statement_string(verdict, "result") : NULL;
+  if (rc == MCIM_OK && (!result || strcmp(result, "success") != 0))
+    rc = MCIM_VALIDATION_FAILED;
+  /* Origin and claims of the package, without decrypting: iss = the SHO on the TLS channel. */
+  if (rc == MCIM_OK)
+    rc = mcim_role_peer_key(r, req->peer, &sho_key);
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = req->peer, .aud = device, .sub = device,
                             .typ = "mcim-package+jwt", .txn = txn,
@@ -74,21 +111,32 @@ void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
     rc = mcim_package_verify(pkg, strlen(pkg), sho_key, &ex, NULL);
   }
   if (rc != MCIM_OK) {
-    mcim_role_trace(r, txn, steps->package, r->name, req->peer, "DPF: MCIM package refused",
-                    NULL, rc);
-    mcim_http_reply_problem(resp, rc, steps->package, "package from %s does not verify",
-                            req->peer);
-    return;
+    mcim_role_trace(r, txn, step, r->name, req->peer,
+                    via_drf ? "DRF: authorisation refused" : "DPF: MCIM package refused", NULL,
+                    rc);
+    mcim_http_reply_problem(resp, rc, step, "%s from %s does not verify",
+                            result ? "package" : "verdict", req->peer);
+    goto out;
   }
-  mcim_store_t *st = mcim_role_store(r);
   int64_t now = mcim_now();
-  mcim_val_t p[] = {MCIM_TEXT(txn),  MCIM_TEXT(device),    MCIM_TEXT(req->peer),
-                    MCIM_TEXT(steps->procedure), MCIM_TEXT(pkg), MCIM_INT(now), MCIM_INT(now)};
-  rc = st ? mcim_store_exec(st,
-                            "INSERT INTO dpf_packages (txn, device, sho, procedure, package, state,"
-                            " created, updated) VALUES (?, ?, ?, ?, ?, 'ready', ?, ?)",
-                            p, MCIM_NPARAMS(p), NULL, NULL)
-          : MCIM_STORE_ERROR;
+  rc = mcim_store_begin(st);
+  if (rc == MCIM_OK) {
+    mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(req->peer),
+                      MCIM_TEXT(steps->procedure), MCIM_TEXT(pkg), MCIM_INT(now), MCIM_INT(now)};
+    rc = mcim_store_exec(st,
+                         "INSERT INTO dpf_packages (txn, device, sho, procedure, package, state,"
+                         " created, updated) VALUES (?, ?, ?, ?, ?, 'ready', ?, ?)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+  }
+  if (rc == MCIM_OK) {
+    /* the DRF's authorisation of its DPF: the order moves on with the package */
+    mcim_val_t u[] = {MCIM_INT(now), MCIM_TEXT(txn)};
+    rc = mcim_store_exec(st,
+                         "UPDATE drf_orders SET state = 'authorised', updated = ? WHERE txn = ?"
+                         " AND state = 'ordered'",
+                         u, 2, NULL, NULL);
+  }
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc == MCIM_CONFLICT) {
     /* The same txn again is idempotent only if it is the same package from the same SHO. */
     struct pkg_row have = {0};
@@ -102,15 +150,27 @@ void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
     free(have.package);
   }
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, steps->package, "package not stored");
-    return;
+    mcim_http_reply_problem(resp, rc, step, "package not stored");
+    goto out;
   }
-  mcim_log_event(MCIM_LOG_INFO, txn, steps->package, MCIM_OK,
-                 "DPF: sealed MCIM for %s from %s held for download", device, req->peer);
+  mcim_log_event(MCIM_LOG_INFO, txn, step, MCIM_OK,
+                 "%ssealed MCIM for %s from %s held for download",
+                 via_drf ? "DRF authorised its DPF: " : "DPF: ", device, req->peer);
   mcim_http_reply_json(resp, 202, json_pack("{s:s,s:s}", "txn", txn, "state", "ready"));
+out:
+  mcim_statement_free(verdict);
+  mcim_drf_order_clear(&o);
 }
 
-/* GET /v1/dpf/packages/{device} (the device, step 13 / 7). */
+/* POST /v1/dpf/packages (the new SHO, change step 6). */
+void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp)
+{
+  mcim_dpf_accept_package(ctx, req, resp, false);
+}
+
+/* GET /v1/dpf/packages/{device}/{txn} (the device, step 13 / 7): the package of this
+ * procedure only, so no other procedure's package (or a flood of them) reaches or hides it. */
 void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req,
                           struct mcim_http_response *resp)
 {
@@ -119,6 +179,7 @@ void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req,
   struct pkg_row pr = {0};
   char *cert = NULL;
   const char *device = req->params[0];
+  const char *txn = req->params[1];
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 13, "the download needs network access");
@@ -129,15 +190,15 @@ void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req,
     return;
   }
   mcim_store_t *st = mcim_role_store(r);
-  mcim_val_t p[] = {MCIM_TEXT(device)};
+  mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device)};
   rc = st ? mcim_store_exec(st,
                             "SELECT txn, sho, procedure, package, state FROM dpf_packages"
-                            " WHERE device = ? AND state IN ('ready', 'delivered')"
-                            " ORDER BY created DESC LIMIT 1",
-                            p, 1, pkg_cb, &pr)
+                            " WHERE txn = ? AND device = ? AND state IN ('ready', 'delivered')",
+                            p, 2, pkg_cb, &pr)
           : MCIM_STORE_ERROR;
   if (rc == MCIM_OK && !pr.found) {
-    mcim_http_reply_problem(resp, MCIM_NOT_FOUND, 13, "no MCIM package waiting for %s", device);
+    mcim_http_reply_problem(resp, MCIM_NOT_FOUND, 13, "no MCIM package of procedure %s waiting"
+                            " for %s", txn, device);
     goto out;
   }
   const struct mcim_dpf_steps *steps = mcim_dpf_steps_for(pr.procedure);
@@ -204,7 +265,7 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable");
     return;
   }
-  if (mcim_role_answer_get(st, txn, 14, "status", &status_code, &answer) == MCIM_OK) {
+  if (mcim_role_answer_get(st, txn, 14, device, &status_code, &answer) == MCIM_OK) {
     mcim_http_reply_json(resp, status_code, answer);
     return;
   }
@@ -229,7 +290,7 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
     rc = mcim_store_begin(st);
     in_txn = rc == MCIM_OK;
   }
-  if (in_txn && mcim_role_answer_get(st, txn, 14, "status", &status_code, &answer) == MCIM_OK) {
+  if (in_txn && mcim_role_answer_get(st, txn, 14, device, &status_code, &answer) == MCIM_OK) {
     mcim_store_rollback(st);
     mcim_http_reply_json(resp, status_code, answer);
     answer = NULL;
@@ -261,13 +322,19 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
   mcim_val_t u[] = {MCIM_TEXT(ok ? "installed" : "failed"), MCIM_TEXT(result),
                     MCIM_INT(mcim_now()), MCIM_TEXT(txn)};
   rc = mcim_store_exec(st,
-                         "UPDATE dpf_packages SET state = ?, result = ?, updated = ? WHERE txn = ?",
+                         "UPDATE dpf_packages SET state = ?, result = ?, package = '', updated = ?"
+                       " WHERE txn = ?", /* delivered and reported: nothing left to hold */
                          u, 4, NULL, NULL);
+  if (rc == MCIM_OK) {
+    mcim_val_t o[] = {MCIM_TEXT(ok ? "installed" : "failed"), MCIM_INT(mcim_now()), MCIM_TEXT(txn)};
+    rc = mcim_store_exec(st, "UPDATE drf_orders SET state = ?, updated = ? WHERE txn = ?", o, 3,
+                         NULL, NULL);
+  }
   if (rc == MCIM_OK)
     rc = mcim_role_outbox_put(r, st, pr.sho, "/v1/reports", report, txn, steps->report,
                               ok ? "DPF: provisioning succeeded" : "DPF: provisioning failed");
   if (rc == MCIM_OK)
-    rc = mcim_role_answer_put(st, txn, 14, "status", 200, answer);
+    rc = mcim_role_answer_put(st, txn, 14, device, 200, answer);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   json_decref(report);
   if (rc != MCIM_OK) {

@@ -1,16 +1,268 @@
-/* RO, DRF function: the registry of which SHO a device subscribes to (or was ordered at),
- * and discovery for devices (pristine steps 7-8; registration: change step 14). The seed
- * leaves discovery FFS; we answer with the SHO's name, endpoint and certificate, signed
- * by the RO, so the device can check the SHO's packages later. */
+/* RO, DRF function: which SHO a device was ordered at, for which procedure, and which SHO
+ * it subscribes to.
+ *
+ *   step  who -> RO              request                              here
+ *   1     new SHO (mTLS)         POST /v1/drf/orders                  the owner's order, checked
+ *                                                                     against the owner record
+ *   7-8   M2ME (access token)    POST /v1/drf/discover {txn}          the SHO of THAT procedure
+ *   12    new SHO (mTLS)         POST /v1/drf/authorisations          positive verdict: the DRF
+ *                                                                     authorises its DPF (dpf.c)
+ *   14/15 SHO (mTLS)             POST /v1/drf/registrations           subscribed / preloaded /
+ *                                                                     released, each on proof
+ *
+ * Orders are keyed by txn (issue 8): the DRF records one only from the owner-signed order the
+ * SHO forwards, answers discovery only for the txn the device asks about (never "the newest
+ * order of this device", which a concurrent procedure or a flood could change), and the
+ * answer is RO-signed (SHO name, endpoint, certificate). The seed leaves discovery FFS. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
+#include "mcim/pki.h"
 #include "mcim/util.h"
 #include "roles/ro/ro.h"
 
-/* POST /v1/drf/registrations (an SHO). */
+/* ---- orders (step 1) ---- */
+
+static mcim_cause_t order_cb(const mcim_row_t *row, void *arg)
+{
+  struct mcim_drf_order *o = arg;
+  char *cols[] = {o->txn, o->device, o->sho, o->endpoint, o->procedure, o->via, o->state};
+  size_t lens[] = {sizeof(o->txn),       sizeof(o->device), sizeof(o->sho), sizeof(o->endpoint),
+                   sizeof(o->procedure), sizeof(o->via),    sizeof(o->state)};
+  for (size_t i = 0; i < 7; i++)
+    snprintf(cols[i], lens[i], "%s", mcim_row_text(row, i) ? mcim_row_text(row, i) : "");
+  free(o->record);
+  o->record = strdup(mcim_row_text(row, 7) ? mcim_row_text(row, 7) : "");
+  o->expires = mcim_row_int(row, 8);
+  return o->record ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+mcim_cause_t mcim_drf_order_load(mcim_store_t *st, const char *txn, struct mcim_drf_order *o)
+{
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  return mcim_store_query_one(st,
+                              "SELECT txn, device, sho, endpoint, procedure, via, state, record,"
+                              " expires FROM drf_orders WHERE txn = ?",
+                              p, 1, order_cb, o);
+}
+
+void mcim_drf_order_clear(struct mcim_drf_order *o)
+{
+  free(o->record);
+  o->record = NULL;
+}
+
+mcim_cause_t mcim_drf_order_of_party(mcim_store_t *st, const char *txn, const char *device,
+                                     const char *sho, struct mcim_drf_order *o)
+{
+  mcim_cause_t rc = mcim_drf_order_load(st, txn, o);
+  if (rc == MCIM_NOT_FOUND)
+    return MCIM_NOT_PARTY;
+  if (rc == MCIM_OK && (strcmp(o->device, device) != 0 || (sho && strcmp(o->sho, sho) != 0)))
+    return MCIM_NOT_PARTY;
+  if (rc == MCIM_OK && (strcmp(o->state, "expired") == 0 || o->expires <= mcim_now()))
+    return MCIM_NOT_ORDERED;
+  return rc;
+}
+
+/* The procedures an order may name, and how the DPF numbers them ("change": the old-SHO
+ * steps; everything else runs the pristine steps 4-15). */
+static bool order_procedure_valid(const char *procedure, const char *via)
+{
+  if (!procedure)
+    return false;
+  if (strcmp(procedure, "initial") == 0 || strcmp(procedure, "preload") == 0)
+    return true;
+  return strcmp(procedure, "change") == 0 && via &&
+         (strcmp(via, "old-sho") == 0 || strcmp(via, "pristine") == 0);
+}
+
+const char *mcim_drf_dpf_procedure(const struct mcim_drf_order *o)
+{
+  return strcmp(o->procedure, "change") == 0 && strcmp(o->via, "old-sho") == 0 ? "change"
+                                                                                 : "initial";
+}
+
+/* Verify an owner's order for `sho`: iss "subscriber", sub = the device, aud = the SHO that
+ * forwards it, the txn, signed by the owner the RO records. A signature by any other key is
+ * NOT_OWNER. `replay`: spend the jti (a new order), or not (the same order retried). */
+static mcim_cause_t verify_order(struct mcim_role *r, mcim_store_t *st, const char *order,
+                                 const char *sho, const char *txn, bool replay,
+                                 mcim_statement_t **stmt, char **owner_jwk)
+{
+  json_t *sub = NULL;
+  mcim_jose_key_t *owner = NULL;
+  mcim_cause_t rc = mcim_jws_peek_claim(order, "sub", &sub);
+  const char *device = json_string_value(sub);
+  if (rc == MCIM_OK && (!device || !mcim_pki_name_valid(device)))
+    rc = MCIM_CLAIM_MISSING;
+  if (rc == MCIM_OK)
+    rc = mcim_ro_owner_key(st, device, &owner, owner_jwk);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = "subscriber", .aud = sho, .sub = device,
+                            .typ = "mcim-order+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .replay = replay ? mcim_role_replay(r) : NULL};
+    rc = mcim_jws_verify(order, strlen(order), owner, &ex, stmt);
+    if (rc == MCIM_JWS_BAD_SIGNATURE)
+      rc = MCIM_NOT_OWNER;
+  }
+  mcim_jose_key_free(owner);
+  json_decref(sub);
+  return rc;
+}
+
+static json_t *order_answer(const struct mcim_drf_order *o, const char *owner_jwk)
+{
+  json_t *jwk = json_loads(owner_jwk, 0, NULL);
+  return json_pack("{s:s,s:s,s:s,s:s,s:o?}", "txn", o->txn, "device", o->device, "sho", o->sho,
+                   "record", o->record, "owner_jwk", jwk);
+}
+
+/* POST /v1/drf/orders (the new SHO, step 1): the subscriber's order as the owner signed it.
+ * Only an order the recorded owner signed, addressed to the calling SHO, is recorded; the
+ * answer is the RO-signed order record, which the SHO shows the PVA (step 9 / 3) as proof
+ * that this (SHO, device, txn) is a real procedure. */
+void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
+                    struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"order", MCIM_JV_STRING, true, 32768},
+      {"endpoint", MCIM_JV_STRING, true, 255},
+  };
+  char err[200];
+  char *owner_jwk = NULL, *record = NULL;
+  mcim_statement_t *stmt = NULL;
+  struct mcim_drf_order o = {0};
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  if (rc == MCIM_OK && !mcim_ro_is_sho_name(req->peer)) {
+    rc = MCIM_FORBIDDEN;
+    snprintf(err, sizeof(err), "only an SHO forwards orders (caller \"%s\")",
+             req->peer ? req->peer : "");
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 1, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *order = json_string_value(json_object_get(req->json, "order"));
+  const char *endpoint = json_string_value(json_object_get(req->json, "endpoint"));
+  if (strncmp(endpoint, "https://", 8) != 0) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 1, "endpoint must be an https URL");
+    return;
+  }
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 1, "store unavailable");
+    return;
+  }
+  /* The same order again (the SHO retrying): the same record, after the same checks. */
+  rc = mcim_drf_order_load(st, txn, &o);
+  if (rc == MCIM_OK) {
+    rc = verify_order(r, st, order, req->peer, txn, false, &stmt, &owner_jwk);
+    if (rc == MCIM_OK && (strcmp(o.sho, req->peer) != 0 || strcmp(o.device, stmt->claims.sub)))
+      rc = MCIM_CONFLICT;
+    if (rc != MCIM_OK) {
+      mcim_http_reply_problem(resp, rc, 1, "procedure %s is already ordered otherwise", txn);
+      goto out;
+    }
+    mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk));
+    goto out;
+  }
+  rc = verify_order(r, st, order, req->peer, txn, true, &stmt, &owner_jwk);
+  const char *procedure = stmt ? mcim_statement_string(stmt, "procedure") : NULL;
+  const char *via = stmt ? mcim_statement_string(stmt, "via") : NULL;
+  if (rc == MCIM_OK && !order_procedure_valid(procedure, via))
+    rc = procedure ? MCIM_CLAIM_MISMATCH : MCIM_CLAIM_MISSING;
+  if (rc != MCIM_OK) {
+    /* Not traced: a stranger's orders must leave nothing behind in any store. */
+    mcim_log_event(MCIM_LOG_WARN, NULL, 1, rc, "DRF: order forwarded by %s refused",
+                   req->peer);
+    mcim_http_reply_problem(resp, rc, 1, "the order is not the device owner's order for %s",
+                            req->peer);
+    goto out;
+  }
+  const char *device = stmt->claims.sub;
+  json_t *extra = json_pack("{s:s,s:s,s:s?}", "sho", req->peer, "procedure", procedure, "via", via);
+  rc = mcim_role_sign(r, "mcim-order-record+jwt", device, req->peer, txn, extra, &record);
+  json_decref(extra);
+  int64_t now = mcim_now();
+  if (rc == MCIM_OK) {
+    mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device), MCIM_TEXT(req->peer),
+                      MCIM_TEXT(endpoint),  MCIM_TEXT(procedure), MCIM_TEXT(via ? via : ""),
+                      MCIM_TEXT(record),    MCIM_INT(now),     MCIM_INT(now),
+                      MCIM_INT(now + mcim_config_duration(r->cfg, "order_lifetime"))};
+    rc = mcim_store_exec(st,
+                         "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state,"
+                         " record, created, updated, expires)"
+                         " VALUES (?, ?, ?, ?, ?, ?, 'ordered', ?, ?, ?, ?)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 1, "order %s not recorded", txn);
+    goto out;
+  }
+  snprintf(o.txn, sizeof(o.txn), "%s", txn);
+  snprintf(o.device, sizeof(o.device), "%s", device);
+  snprintf(o.sho, sizeof(o.sho), "%s", req->peer);
+  free(o.record);
+  o.record = record;
+  record = NULL;
+  mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "DRF: %s ordered at %s by its owner (%s)",
+                 device, req->peer, procedure);
+  mcim_http_reply_json(resp, 201, order_answer(&o, owner_jwk));
+out:
+  mcim_drf_order_clear(&o);
+  mcim_statement_free(stmt);
+  free(owner_jwk);
+  free(record);
+}
+
+/* ---- registrations (change step 14, pristine step 15, the switch) ---- */
+
+static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
+{
+  *(int64_t *)arg = mcim_row_int(row, 0);
+  return MCIM_OK;
+}
+
+static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size_t n)
+{
+  int64_t v = 0;
+  if (mcim_store_exec(st, sql, p, n, count_cb, &v) != MCIM_OK)
+    return -1;
+  return v;
+}
+
+/* The proof a registration needs (DESIGN.md section 10: a registry entry changes only on proof
+ * from the party that holds it). subscribed / preloaded: the DPF recorded a successful install
+ * of this SHO's MCIM on this device for this txn, or (a switch between pre-provisioned MCIMs)
+ * the SHO already holds an entry for the device. released: the SHO's own entry, ended by its
+ * own termination (it alone calls this for itself). */
+static bool registration_proven(mcim_store_t *st, const char *txn, const char *device,
+                                const char *sho, const char *state)
+{
+  mcim_val_t own[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
+  if (strcmp(state, "released") == 0)
+    return count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?", own, 2) > 0;
+  mcim_val_t inst[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(sho)};
+  if (count_rows(st,
+                 "SELECT COUNT(*) FROM dpf_packages WHERE txn = ? AND device = ? AND sho = ?"
+                 " AND state = 'installed'",
+                 inst, 3) > 0)
+    return true;
+  return count_rows(st,
+                    "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND state IN"
+                    " ('subscribed', 'preloaded')",
+                    own, 2) > 0;
+}
+
+/* POST /v1/drf/registrations (an SHO, about itself). */
 void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
                        struct mcim_http_response *resp)
 {
@@ -35,10 +287,11 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 14, "an SHO registers only itself");
     return;
   }
-  if (strcmp(state, "ordered") != 0 && strcmp(state, "subscribed") != 0 &&
-      strcmp(state, "released") != 0 && strcmp(state, "preloaded") != 0) {
+  if (strcmp(state, "subscribed") != 0 && strcmp(state, "released") != 0 &&
+      strcmp(state, "preloaded") != 0) {
     mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 14,
-                            "state must be ordered, subscribed, preloaded or released");
+                            "state must be subscribed, preloaded or released (orders reach the"
+                            " DRF as the owner's order: POST /v1/drf/orders)");
     return;
   }
   if (strncmp(endpoint, "https://", 8) != 0) {
@@ -50,20 +303,21 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable");
     return;
   }
+  if (!registration_proven(st, txn, device, sho, state)) {
+    mcim_store_rollback(st);
+    mcim_log_event(MCIM_LOG_WARN, txn, 14, MCIM_NOT_PARTY,
+                   "DRF: %s may not register %s as %s (no proof)", sho, device, state);
+    mcim_http_reply_problem(resp, MCIM_NOT_PARTY, 14,
+                            strcmp(state, "released") == 0
+                                ? "%s holds no entry for this device to release"
+                                : "no successful install of %s's MCIM on this device recorded"
+                                  " by the DPF for this procedure",
+                            sho);
+    return;
+  }
   int64_t now = mcim_now();
-  /* One subscription per device on the network side (invariant 1): a new `subscribed`
-   * entry releases any other. */
-  if (strcmp(state, "subscribed") == 0) {
-    mcim_val_t p[] = {MCIM_INT(now), MCIM_TEXT(device), MCIM_TEXT(sho)};
-    rc = mcim_store_exec(st,
-                         "UPDATE drf SET state = 'released', updated = ? WHERE device = ?"
-                         " AND sho <> ? AND state = 'subscribed'",
-                         p, 3, NULL, NULL);
-  }
-  if (rc == MCIM_OK) {
-    mcim_val_t d[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
-    rc = mcim_store_exec(st, "DELETE FROM drf WHERE device = ? AND sho = ?", d, 2, NULL, NULL);
-  }
+  mcim_val_t d[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
+  rc = mcim_store_exec(st, "DELETE FROM drf WHERE device = ? AND sho = ?", d, 2, NULL, NULL);
   if (rc == MCIM_OK) {
     mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(sho),  MCIM_TEXT(state),
                       MCIM_TEXT(endpoint), MCIM_TEXT(txn), MCIM_INT(now)};
@@ -82,26 +336,9 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
                                             "state", state));
 }
 
-struct drf_hit {
-  char sho[64];
-  char state[16];
-  char endpoint[256];
-  char txn[40];
-  bool found;
-};
+/* ---- discovery (steps 7-8) ---- */
 
-static mcim_cause_t drf_row(const mcim_row_t *row, void *arg)
-{
-  struct drf_hit *h = arg;
-  snprintf(h->sho, sizeof(h->sho), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
-  snprintf(h->state, sizeof(h->state), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
-  snprintf(h->endpoint, sizeof(h->endpoint), "%s", mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
-  snprintf(h->txn, sizeof(h->txn), "%s", mcim_row_text(row, 3) ? mcim_row_text(row, 3) : "");
-  h->found = true;
-  return MCIM_OK;
-}
-
-/* POST /v1/drf/discover (the device, pristine steps 7-8). */
+/* POST /v1/drf/discover (the device, pristine steps 7-8): the SHO of this procedure. */
 void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
                        struct mcim_http_response *resp)
 {
@@ -112,7 +349,7 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   };
   char err[200];
   struct mcim_access acc;
-  struct drf_hit hit = {0};
+  struct mcim_drf_order o = {0};
   char *jws = NULL, *cert = NULL;
   json_t *answer = NULL;
   int status = 0;
@@ -137,49 +374,55 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 8, "store unavailable");
     return;
   }
-  /* A retry of this discovery gets the same answer and queues nothing twice. */
+  /* A retry of this discovery gets the same answer and queues nothing twice; the key holds
+   * the device, so only the device that asked (its access token checked above) gets it. */
   if (mcim_role_answer_get(st, txn, 8, device, &status, &answer) == MCIM_OK) {
     mcim_http_reply_json(resp, status, answer);
     return;
   }
-  /* A pending order wins over the current subscription: that is why the device asks. */
-  mcim_val_t p[] = {MCIM_TEXT(device)};
-  rc = mcim_store_exec(st,
-                       "SELECT sho, state, endpoint, txn FROM drf WHERE device = ? AND state IN"
-                       " ('ordered', 'subscribed') ORDER BY CASE state WHEN 'ordered' THEN 0"
-                       " ELSE 1 END, updated DESC LIMIT 1",
-                       p, 1, drf_row, &hit);
-  if (rc == MCIM_OK && !hit.found)
-    rc = MCIM_NOT_ORDERED;
+  rc = mcim_drf_order_of_party(st, txn, device, NULL, &o);
+  if (rc == MCIM_NOT_PARTY) {
+    /* The owner's order travels through the SHO (step 1) while the owner instructs the
+     * device (step 2): "not yet", the device asks again until its own deadline. */
+    resp->retry_after = 1;
+    mcim_http_reply_problem(resp, MCIM_ORDER_PENDING, 8,
+                            "no order for procedure %s of %s at the DRF (yet)", txn, device);
+    goto out;
+  }
   if (rc != MCIM_OK) {
     mcim_role_trace(r, txn, 8, r->name, device, "DRF: no SHO for this M2ME", NULL, rc);
-    mcim_http_reply_problem(resp, rc, 8, "no SHO known for device %s", device);
-    return;
+    mcim_http_reply_problem(resp, rc, 8, "procedure %s of %s has no live order", txn, device);
+    goto out;
   }
-  rc = mcim_role_peer_cert_pem(r, hit.sho, &cert);
+  rc = mcim_role_peer_cert_pem(r, o.sho, &cert);
   if (rc == MCIM_OK) {
-    json_t *extra = json_pack("{s:s,s:s,s:s,s:s}", "sho", hit.sho, "endpoint", hit.endpoint,
-                              "sho_cert", cert, "state", hit.state);
+    json_t *extra = json_pack("{s:s,s:s,s:s,s:s}", "sho", o.sho, "endpoint", o.endpoint,
+                              "sho_cert", cert, "state", "ordered");
     rc = mcim_role_sign(r, "mcim-discovery+jwt", device, device, txn, extra, &jws);
     json_decref(extra);
   }
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 8, "cannot vouch for SHO %s", hit.sho);
+    mcim_http_reply_problem(resp, rc, 8, "cannot vouch for SHO %s", o.sho);
     goto out;
   }
-  answer = json_pack("{s:s,s:s,s:s}", "sho", hit.sho, "endpoint", hit.endpoint, "discovery", jws);
+  answer = json_pack("{s:s,s:s,s:s}", "sho", o.sho, "endpoint", o.endpoint, "discovery", jws);
   rc = mcim_store_begin(st);
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 8, device, 200, answer);
-  if (rc == MCIM_OK && strcmp(hit.state, "ordered") == 0 &&
-      strcmp(mcim_config_str(r->cfg, "drf_notify"), "yes") == 0) {
+  if (rc == MCIM_OK && strcmp(mcim_config_str(r->cfg, "drf_notify"), "yes") == 0) {
     json_t *ready = json_pack("{s:s,s:s}", "txn", txn, "device", device);
-    rc = mcim_role_outbox_put(r, st, hit.sho, "/v1/devices/ready", ready, txn, 8,
+    rc = mcim_role_outbox_put(r, st, o.sho, "/v1/devices/ready", ready, txn, 8,
                               "DRF: M2ME ready for provisioning");
     json_decref(ready);
   }
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
+    json_t *stored = NULL; /* a racing copy of this request may have stored it first */
+    if (rc == MCIM_CONFLICT &&
+        mcim_role_answer_get(st, txn, 8, device, &status, &stored) == MCIM_OK) {
+      mcim_http_reply_json(resp, status, stored);
+      goto out;
+    }
     mcim_http_reply_problem(resp, rc, 8, "discovery not recorded");
     goto out;
   }
@@ -190,6 +433,59 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   answer = NULL;
 out:
   json_decref(answer);
+  mcim_drf_order_clear(&o);
   free(jws);
   free(cert);
+}
+
+/* POST /v1/drf/authorisations (the new SHO, pristine step 12): "upon receiving a positive
+ * validation, authorises RO (DRF function) to authorize its DPF to provision the MCIM". */
+void mcim_drf_authorise(void *ctx, const struct mcim_http_request *req,
+                        struct mcim_http_response *resp)
+{
+  mcim_dpf_accept_package(ctx, req, resp, true);
+}
+
+/* ---- expiry (issue 8, point 8) ---- */
+
+/* Orders not provisioned within order_lifetime expire, and the DPF drops what it holds for
+ * them: a package never fetched (or fetched and never reported) is not kept for ever. One
+ * transaction, so a package never outlives its order's expiry. */
+void mcim_drf_expire(struct mcim_role *r)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  int64_t now = mcim_now();
+  if (!st)
+    return;
+  mcim_val_t due[] = {MCIM_INT(now)};
+  if (count_rows(st,
+                 "SELECT COUNT(*) FROM drf_orders WHERE state IN ('ordered', 'authorised') AND"
+                 " expires <= ?",
+                 due, 1) <= 0)
+    return;
+  mcim_cause_t rc = mcim_store_begin(st);
+  if (rc == MCIM_OK) {
+    mcim_val_t p[] = {MCIM_INT(now), MCIM_INT(now)};
+    rc = mcim_store_exec(st,
+                         "UPDATE dpf_packages SET state = 'abandoned', package = '', updated = ?"
+                         " WHERE state IN ('ready', 'delivered') AND txn IN (SELECT txn FROM"
+                         " drf_orders WHERE state IN ('ordered', 'authorised') AND expires <= ?)",
+                         p, 2, NULL, NULL);
+  }
+  int64_t packages = rc == MCIM_OK ? (int64_t)mcim_store_changes(st) : 0;
+  if (rc == MCIM_OK) {
+    mcim_val_t p[] = {MCIM_INT(now), MCIM_INT(now)};
+    rc = mcim_store_exec(st,
+                         "UPDATE drf_orders SET state = 'expired', updated = ? WHERE state IN"
+                         " ('ordered', 'authorised') AND expires <= ?",
+                         p, 2, NULL, NULL);
+  }
+  int64_t orders = rc == MCIM_OK ? (int64_t)mcim_store_changes(st) : 0;
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "DRF: expired orders not swept yet");
+  else
+    mcim_log_event(MCIM_LOG_NOTICE, NULL, 0, MCIM_OK,
+                   "DRF: %lld abandoned order(s) expired, %lld package(s) dropped by the DPF",
+                   (long long)orders, (long long)packages);
 }

@@ -38,6 +38,15 @@ static const mcim_migration_t ro_migrations[] = {
     {1, "ICF: PCID subscriptions (AuC)", mcim_auc_schema_sql},
     {2, "DRF registry, DPF packages", ro_schema_2},
     {3, "PCID renewal: RO pool counter, ICF renewal-due flags", mcim_ro_pcid_schema_sql},
+    {4, "owner records, orders by txn (issue 8)",
+     "CREATE TABLE owners (device TEXT PRIMARY KEY, owner_jwk TEXT NOT NULL,"
+     " registered_by TEXT NOT NULL, created BIGINT NOT NULL, updated BIGINT NOT NULL);"
+     "CREATE TABLE drf_orders (txn TEXT PRIMARY KEY, device TEXT NOT NULL, sho TEXT NOT NULL,"
+     " endpoint TEXT NOT NULL, procedure TEXT NOT NULL, via TEXT NOT NULL, state TEXT NOT NULL,"
+     " record TEXT NOT NULL, created BIGINT NOT NULL, updated BIGINT NOT NULL,"
+     " expires BIGINT NOT NULL);"
+     "CREATE INDEX drf_orders_device ON drf_orders (device, state);"
+     "CREATE INDEX drf_orders_expires ON drf_orders (state, expires)"},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
@@ -50,6 +59,13 @@ static const mcim_config_spec_t ro_spec[] = {
     {.name = "pcid_prefix", .type = MCIM_CFG_STRING, .def = "0010190", .min = 5, .max = 14,
      .help = "digits of the RO's PCID pool (MCC + MNC + pool share) for renewals; PCIDs are 15"
              " digits"},
+    {.name = "m2mes", .type = MCIM_CFG_STRING, .def = "m2mes", .min = 1, .max = 63,
+     .help = "name of the M2MES instance: the one party that registers devices' first owners"},
+    {.name = "pva", .type = MCIM_CFG_STRING, .def = "pva", .min = 1, .max = 63,
+     .help = "name of the PVA instance whose verdicts authorise provisioning (step 12 / 6)"},
+    {.name = "order_lifetime", .type = MCIM_CFG_DURATION, .def = "1h", .min = 1,
+     .max = 30LL * 86400,
+     .help = "how long an order (step 1) may take to be provisioned before the DRF drops it"},
     {.name = "pcid_lifetime", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
      .max = 3650LL * 86400, .help = "lifetime of a PCID credential the DPF issues (renewal)"},
 };
@@ -58,10 +74,14 @@ static const struct mcim_http_route ro_routes[] = {
     {"POST", "/v1/icf/pcids", mcim_icf_pcids, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/icf/avs", mcim_icf_avs, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/icf/resync", mcim_icf_resync, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/drf/owners", mcim_drf_owner_register, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/drf/owners/{device}/handover", mcim_drf_owner_handover, 0},
+    {"POST", "/v1/drf/orders", mcim_drf_order, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/drf/registrations", mcim_drf_register, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/drf/discover", mcim_drf_discover, 0},
+    {"POST", "/v1/drf/authorisations", mcim_drf_authorise, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/dpf/packages", mcim_dpf_package_put, MCIM_ROUTE_PEER_CERT},
-    {"GET", "/v1/dpf/packages/{device}", mcim_dpf_package_get, 0},
+    {"GET", "/v1/dpf/packages/{device}/{txn}", mcim_dpf_package_get, 0},
     {"POST", "/v1/dpf/status", mcim_dpf_status, 0},
     {"POST", "/v1/dpf/releases", mcim_dpf_release, 0},
     {"POST", "/v1/dpf/notices", mcim_dpf_notice, 0},
@@ -78,4 +98,5 @@ const struct mcim_role_kind mcim_role_ro = {
     .nmigrations = sizeof(ro_migrations) / sizeof(ro_migrations[0]),
     .routes = ro_routes,
     .nroutes = sizeof(ro_routes) / sizeof(ro_routes[0]),
+    .tick = mcim_drf_expire,
 };

@@ -15,7 +15,46 @@ void mcim_icf_resync(void *ctx, const struct mcim_http_request *req, struct mcim
 /* drf.c */
 void mcim_drf_register(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_drf_discover(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_drf_order(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_drf_authorise(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* owners.c: the owner records that anchor orders */
+void mcim_drf_owner_register(void *ctx, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp);
+void mcim_drf_owner_handover(void *ctx, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp);
+/* The recorded owner key of `device` (MCIM_OWNER_UNKNOWN if none); `jwk` (may be NULL) gets
+ * its public JWK text, free() it. */
+mcim_cause_t mcim_ro_owner_key(mcim_store_t *st, const char *device, mcim_jose_key_t **key,
+                               char **jwk);
+
+/* An order the DRF holds (table drf_orders), keyed by txn. */
+struct mcim_drf_order {
+  char txn[40];
+  char device[64];
+  char sho[64];
+  char endpoint[256];
+  char procedure[16];
+  char via[16];
+  char state[16]; /* ordered -> authorised -> installed | failed; expired */
+  char *record;   /* the RO-signed order record (mcim-order-record+jwt) */
+  int64_t expires;
+};
+mcim_cause_t mcim_drf_order_load(mcim_store_t *st, const char *txn, struct mcim_drf_order *o);
+void mcim_drf_order_clear(struct mcim_drf_order *o);
+/* The live order of `txn` if it is for `device` and (unless NULL) at `sho`: MCIM_NOT_PARTY
+ * when there is none such (unknown txn included: a stranger learns nothing), MCIM_NOT_ORDERED
+ * when it expired. */
+mcim_cause_t mcim_drf_order_of_party(mcim_store_t *st, const char *txn, const char *device,
+                                     const char *sho, struct mcim_drf_order *o);
+/* Worker tick: orders past order_lifetime expire, the DPF drops their packages. */
+void mcim_drf_expire(struct mcim_role *r);
+/* "change" (old-SHO numbering) or "initial" (steps 4-15), as mcim_dpf_steps_for takes it. */
+const char *mcim_drf_dpf_procedure(const struct mcim_drf_order *o);
+
 /* dpf.c */
+/* The package of step 12 (via_drf) or change step 6, with the PVA's verdict. */
+void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp, bool via_drf);
 void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_dpf_status(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);

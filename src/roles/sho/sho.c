@@ -59,7 +59,11 @@ static mcim_cause_t order_row(const mcim_row_t *row, void *arg)
   for (size_t i = 0; i < 7; i++)
     snprintf(cols[i], lens[i], "%s", mcim_row_text(row, i) ? mcim_row_text(row, i) : "");
   free(o->ka_cert);
+  free(o->owner_jwk);
+  free(o->record);
   o->ka_cert = strdup(mcim_row_text(row, 7) ? mcim_row_text(row, 7) : "");
+  o->owner_jwk = mcim_row_text(row, 9) ? strdup(mcim_row_text(row, 9)) : NULL;
+  o->record = mcim_row_text(row, 10) ? strdup(mcim_row_text(row, 10)) : NULL;
   return o->ka_cert ? MCIM_OK : MCIM_NO_MEMORY;
 }
 
@@ -68,14 +72,16 @@ mcim_cause_t mcim_sho_order_load(mcim_store_t *st, const char *txn, struct mcim_
   mcim_val_t p[] = {MCIM_TEXT(txn)};
   return mcim_store_query_one(st,
                               "SELECT txn, device, imsi, state, cause, procedure, via, ka_cert,"
-                              " released FROM orders WHERE txn = ?",
+                              " released, owner_jwk, record FROM orders WHERE txn = ?",
                               p, 1, order_row, o);
 }
 
 void mcim_sho_order_clear(struct mcim_sho_order *o)
 {
   free(o->ka_cert);
-  o->ka_cert = NULL;
+  free(o->owner_jwk);
+  free(o->record);
+  o->ka_cert = o->owner_jwk = o->record = NULL;
 }
 
 mcim_cause_t mcim_sho_order_set_state(mcim_store_t *st, const char *txn, const char *from,
@@ -90,179 +96,6 @@ mcim_cause_t mcim_sho_order_set_state(mcim_store_t *st, const char *txn, const c
   if (rc == MCIM_OK && mcim_store_changes(st) != 1)
     rc = MCIM_WRONG_STATE;
   return rc;
-}
-
-/* IMSI = MCC || MNC || MSIN, the MSIN from a counter kept in the store (one transaction). */
-static mcim_cause_t next_imsi(struct mcim_role *r, mcim_store_t *st, char imsi[24])
-{
-  int64_t v = 0;
-  mcim_cause_t rc = mcim_store_query_int(st, "SELECT value FROM counters WHERE name = 'msin'",
-                                         NULL, 0, &v);
-  if (rc != MCIM_OK)
-    return rc;
-  v++;
-  mcim_val_t p[] = {MCIM_INT(v)};
-  rc = mcim_store_exec(st, "UPDATE counters SET value = ? WHERE name = 'msin'", p, 1, NULL, NULL);
-  if (rc != MCIM_OK)
-    return rc;
-  const char *plmn = mcim_config_str(r->cfg, "plmn");
-  size_t msin_len = 15 - strlen(plmn);
-  snprintf(imsi, 24, "%s%0*lld", plmn, (int)msin_len, (long long)v);
-  return MCIM_OK;
-}
-
-/* Queue the validation request to the PVA (step 9 / 3), in the caller's transaction. */
-static mcim_cause_t queue_validation(struct mcim_role *r, mcim_store_t *st,
-                                     const struct mcim_sho_order *o,
-                                     const struct mcim_sho_steps *steps)
-{
-  json_t *body = json_pack("{s:s,s:s,s:i}", "txn", o->txn, "device", o->device, "step",
-                           steps->validate);
-  mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "pva"), "/v1/validations",
-                                         body, o->txn, steps->validate,
-                                         "validate M2ME");
-  json_decref(body);
-  return rc;
-}
-
-/* POST /v1/orders: the subscriber's order (step 1), signed by the owner key. */
-static void h_order(void *ctx, const struct mcim_http_request *req,
-                    struct mcim_http_response *resp)
-{
-  struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},
-      {"order", MCIM_JV_STRING, true, 32768},
-  };
-  char err[200], imsi[24] = "";
-  json_t *jwk = NULL, *answer = NULL;
-  mcim_jose_key_t *owner = NULL, *tre_key = NULL;
-  mcim_statement_t *stmt = NULL;
-  char *jwk_text = NULL;
-  int status = 0;
-  mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 1, "%s", err);
-    return;
-  }
-  const char *txn = json_string_value(json_object_get(req->json, "txn"));
-  const char *order = json_string_value(json_object_get(req->json, "order"));
-  if (!st) {
-    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 1, "store unavailable");
-    return;
-  }
-  if (mcim_role_answer_get(st, txn, 1, "order", &status, &answer) == MCIM_OK) {
-    mcim_http_reply_json(resp, status, answer);
-    return;
-  }
-  /* The order carries the owner's public key; it is self-signed with it. What the SHO
-   * relies on is the device's TRE certificates (M2MES CA), checked below. */
-  rc = mcim_jws_peek_claim(order, "owner_jwk", &jwk);
-  if (rc == MCIM_OK && !json_is_object(jwk))
-    rc = MCIM_CLAIM_MISSING;
-  if (rc == MCIM_OK) {
-    jwk_text = json_dumps(jwk, JSON_COMPACT);
-    rc = jwk_text ? mcim_jose_key_from_jwk(jwk_text, strlen(jwk_text), &owner) : MCIM_NO_MEMORY;
-  }
-  if (rc == MCIM_OK) {
-    mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .typ = "mcim-order+jwt",
-                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                            .replay = mcim_role_replay(r)};
-    rc = mcim_jws_verify(order, strlen(order), owner, &ex, &stmt);
-  }
-  const char *device = stmt ? stmt->claims.sub : NULL;
-  const char *att_cert = stmt ? mcim_statement_string(stmt, "attestation_cert") : NULL;
-  const char *ka_cert = stmt ? mcim_statement_string(stmt, "ka_cert") : NULL;
-  const char *procedure = stmt ? mcim_statement_string(stmt, "procedure") : NULL;
-  const char *via = stmt ? mcim_statement_string(stmt, "via") : NULL;
-  const struct mcim_sho_steps *steps = mcim_sho_steps_for(procedure, via);
-  if (rc == MCIM_OK && (!att_cert || !ka_cert || !steps))
-    rc = steps || !procedure ? MCIM_CLAIM_MISSING : MCIM_CLAIM_MISMATCH;
-  if (rc == MCIM_OK) {
-    mcim_jose_key_t *att = NULL;
-    rc = mcim_role_device_key_from_pem(r, att_cert, device, MCIM_CERT_TRE_ATTESTATION, &att);
-    mcim_jose_key_free(att);
-  }
-  if (rc == MCIM_OK)
-    rc = mcim_role_device_key_from_pem(r, ka_cert, device, MCIM_CERT_TRE_KEY_AGREEMENT, &tre_key);
-  if (rc != MCIM_OK) {
-    mcim_role_trace(r, txn, 1, "subscriber", r->name, "order refused", NULL, rc);
-    mcim_http_reply_problem(resp, rc, 1, "order does not verify");
-    goto out;
-  }
-  mcim_role_trace(r, txn, 1, "subscriber", r->name, "order: M2ME parameters (device, TRE certificates)",
-                  stmt->payload, MCIM_OK);
-
-  rc = mcim_store_begin(st);
-  if (rc == MCIM_OK)
-    rc = next_imsi(r, st, imsi);
-  if (rc == MCIM_OK) {
-    int64_t now = mcim_now();
-    mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device),   MCIM_TEXT(imsi),
-                      MCIM_TEXT(procedure), MCIM_TEXT(via),      MCIM_TEXT(att_cert),
-                      MCIM_TEXT(ka_cert),   MCIM_INT(now),       MCIM_INT(now)};
-    rc = mcim_store_exec(st,
-                         "INSERT INTO orders (txn, device, imsi, state, procedure, via,"
-                         " attestation_cert, ka_cert, created, updated)"
-                         " VALUES (?, ?, ?, 'ordered', ?, ?, ?, ?, ?, ?)",
-                         p, MCIM_NPARAMS(p), NULL, NULL);
-  }
-  if (rc == MCIM_OK) /* discovery will point the device here (DRF) */
-    rc = mcim_sho_register(r, st, txn, device, "ordered", steps->order,
-                           "DRF: order registered (discovery target)");
-  if (rc == MCIM_OK && strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0) {
-    /* With the old SHO's connectivity the device needs no discovery: validate now (step 3). */
-    struct mcim_sho_order o = {0};
-    snprintf(o.txn, sizeof(o.txn), "%s", txn);
-    snprintf(o.device, sizeof(o.device), "%s", device);
-    rc = queue_validation(r, st, &o, steps);
-    if (rc == MCIM_OK)
-      rc = mcim_sho_order_set_state(st, txn, "ordered", "validating", MCIM_OK);
-  }
-  bool validating = strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0;
-  answer = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "imsi", imsi, "state",
-                     validating ? "validating" : "ordered");
-  if (rc == MCIM_OK)
-    rc = mcim_role_answer_put(st, txn, 1, "order", 201, answer);
-  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 1, "order not stored");
-    goto out;
-  }
-  mcim_role_wake(r);
-  mcim_metric_inc(&mcim_m_procedures_started, MCIM_LABELS(procedure));
-  mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "order for %s: IMSI %s reserved", device, imsi);
-  mcim_http_reply_json(resp, 201, answer);
-  answer = NULL;
-out:
-  json_decref(answer);
-  json_decref(jwk);
-  free(jwk_text);
-  mcim_statement_free(stmt);
-  mcim_jose_key_free(owner);
-  mcim_jose_key_free(tre_key);
-}
-
-/* GET /v1/orders/{txn} */
-static void h_order_get(void *ctx, const struct mcim_http_request *req,
-                        struct mcim_http_response *resp)
-{
-  struct mcim_role *r = ctx;
-  struct mcim_sho_order o = {0};
-  mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = st ? mcim_sho_order_load(st, req->params[0], &o) : MCIM_STORE_ERROR;
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 0, "no order %s", req->params[0]);
-    goto out;
-  }
-  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", o.txn, "device", o.device, "imsi",
-                           o.imsi, "state", o.state, "procedure", o.procedure);
-  if (o.cause[0])
-    json_object_set_new(body, "cause", json_string(o.cause));
-  mcim_http_reply_json(resp, 200, body);
-out:
-  mcim_sho_order_clear(&o);
 }
 
 /* GET /v1/devices/{device}/subscription: the device asks its SHO about its subscription.
@@ -362,7 +195,7 @@ static void h_device_ready(void *ctx, const struct mcim_http_request *req,
     if (rc == MCIM_OK)
       rc = mcim_sho_order_set_state(st, txn, "ordered", "validating", MCIM_OK);
     if (rc == MCIM_OK)
-      rc = queue_validation(r, st, &o, steps);
+      rc = mcim_sho_queue_validation(r, st, &o, steps);
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
     if (rc != MCIM_OK && rc != MCIM_WRONG_STATE) {
       mcim_http_reply_problem(resp, rc, steps->validate, "validation not requested");
@@ -489,12 +322,18 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK)
     rc = mcim_sho_order_set_state(st, txn, "validating", "provisioning", MCIM_OK);
   if (rc == MCIM_OK) {
-    /* Step 12 (pristine): "authorises RO (DRF) to authorise its DPF": the authorisation is
-     * the package itself, signed by us and addressed to the device. */
-    json_t *body = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", o.device, "package",
-                             package, "procedure", mcim_sho_dpf_procedure(&o));
-    rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/dpf/packages", body, txn,
-                              steps->package, "DPF: authorise provisioning, sealed MCIM");
+    /* Step 12 (pristine): "authorises RO (DRF function) to authorize its DPF": the DRF gets
+     * the PVA's verdict with the package (signed by us, sealed to the TRE) and hands it to its
+     * DPF. Step 6 (change via the old SHO) sends the same to the DPF. */
+    bool drf = strcmp(mcim_sho_dpf_procedure(&o), "initial") == 0;
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", o.device, "package",
+                             package, "procedure", mcim_sho_dpf_procedure(&o), "verdict",
+                             verdict);
+    rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"),
+                              drf ? "/v1/drf/authorisations" : "/v1/dpf/packages", body, txn,
+                              steps->package,
+                              drf ? "DRF: authorise the DPF to provision (positive validation)"
+                                  : "DPF: new MCIM (sealed), positive validation");
     json_decref(body);
   }
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
@@ -690,6 +529,9 @@ static const mcim_migration_t sho_migrations[] = {
      "INSERT INTO counters (name, value) VALUES ('msin', 0)"},
     {4, "change via the old SHO: the release of the old subscription (step 11)",
      "ALTER TABLE orders ADD COLUMN released BIGINT NOT NULL DEFAULT 0"},
+    {5, "orders anchored at the RO: the owner key it vouched for, its order record",
+     "ALTER TABLE orders ADD COLUMN owner_jwk TEXT;"
+     "ALTER TABLE orders ADD COLUMN record TEXT"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
@@ -701,6 +543,10 @@ static const mcim_config_spec_t sho_spec[] = {
      .help = "name of the RO instance (peers file)"},
     {.name = "pva", .type = MCIM_CFG_STRING, .def = "pva", .min = 1, .max = 63,
      .help = "name of the PVA instance (peers file)"},
+    {.name = "order_lifetime", .type = MCIM_CFG_DURATION, .def = "1h", .min = 1,
+     .max = 30LL * 86400,
+     .help = "an order not provisioned within this time fails (TIMEOUT) and the MCIM made for it"
+             " is terminated"},
 };
 
 static mcim_cause_t sho_start(struct mcim_role *r)
@@ -721,8 +567,8 @@ static mcim_cause_t sho_start(struct mcim_role *r)
 }
 
 static const struct mcim_http_route sho_routes[] = {
-    {"POST", "/v1/orders", h_order, 0},
-    {"GET", "/v1/orders/{txn}", h_order_get, 0},
+    {"POST", "/v1/orders", mcim_sho_order_post, 0},
+    {"GET", "/v1/orders/{txn}", mcim_sho_order_get, 0},
     {"POST", "/v1/devices/ready", h_device_ready, MCIM_ROUTE_PEER_CERT},
     {"GET", "/v1/devices/{device}/subscription", h_subscription, 0},
     {"POST", "/v1/discards", mcim_sho_discard, 0},
@@ -744,4 +590,5 @@ const struct mcim_role_kind mcim_role_sho = {
     .routes = sho_routes,
     .nroutes = sizeof(sho_routes) / sizeof(sho_routes[0]),
     .start = sho_start,
+    .tick = mcim_sho_expire,
 };

@@ -23,6 +23,8 @@ struct mcim_sho_order {
   char via[16];
   bool released; /* the RO relayed the old SHO's release (change step 11) */
   char *ka_cert;
+  char *owner_jwk; /* the owner key the RO vouched for (step 1) */
+  char *record;    /* the RO-signed order record, shown to the PVA */
 };
 
 /* "change" (the old-SHO numbering) or "initial" (steps 4-15), for the DPF. */
@@ -45,6 +47,21 @@ mcim_cause_t mcim_sho_register(struct mcim_role *r, mcim_store_t *st, const char
 mcim_cause_t mcim_sho_activate(struct mcim_role *r, mcim_store_t *st,
                                const struct mcim_sho_order *o, const char *from_state,
                                const struct mcim_sho_steps *steps);
+
+/* order.c: the subscriber's order (step 1), anchored at the RO's owner record. */
+void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
+                         struct mcim_http_response *resp);
+void mcim_sho_order_get(void *ctx, const struct mcim_http_request *req,
+                        struct mcim_http_response *resp);
+/* Queue the validation request to the PVA (step 9 / 3), with the order record, in the
+ * caller's transaction. */
+mcim_cause_t mcim_sho_queue_validation(struct mcim_role *r, mcim_store_t *st,
+                                       const struct mcim_sho_order *o,
+                                       const struct mcim_sho_steps *steps);
+
+/* expiry.c: abandoned orders fail (TIMEOUT) after `order_lifetime`, their MCIMs terminated;
+ * stale attach sessions go (worker tick). */
+void mcim_sho_expire(struct mcim_role *r);
 
 /* change.c: the old SHO's side of a change and the pre-provisioned variant. */
 void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,

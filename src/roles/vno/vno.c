@@ -154,6 +154,7 @@ static const struct mcim_http_route vno_routes[] = {
 const struct mcim_role_kind mcim_role_vno = {
     .kind = "vno",
     .summary = "visited network: PCID attach with AVs from the RO's ICF, restricted access",
+    .tick = mcim_access_purge, /* unanswered attach attempts leave nothing that lasts */
     .migrations = vno_migrations,
     .nmigrations = sizeof(vno_migrations) / sizeof(vno_migrations[0]),
     .routes = vno_routes,

@@ -1,0 +1,187 @@
+/* RO: the owner records that anchor every order (issue 8, DESIGN.md section 10).
+ *
+ * Who owns a device is not something an order can say about itself: anyone can make a key
+ * and sign an order with it. The M2MES, which everyone trusts for a device's identity,
+ * registers each device with its first owner's public key here at manufacture; the DRF then
+ * accepts an SHO's order (step 1, forwarded by the SHO) only when the owner it records
+ * signed it. A later owner takes over by a handover statement signed by the current one.
+ *
+ *   POST /v1/drf/owners                      M2MES (mTLS)    first owner of a device
+ *   POST /v1/drf/owners/{device}/handover    anyone          signed by the current owner */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "roles/ro/ro.h"
+
+/* The key in one canonical spelling (our own public JWK of it), so two spellings of one key
+ * compare equal and nothing private is ever stored. */
+static mcim_cause_t canonical_jwk(const json_t *jwk, char **out)
+{
+  *out = NULL;
+  char *text = json_is_object(jwk) ? json_dumps(jwk, JSON_COMPACT) : NULL;
+  mcim_jose_key_t *key = NULL;
+  mcim_cause_t rc = text ? mcim_jose_key_from_jwk(text, strlen(text), &key) : MCIM_KEY_INVALID;
+  if (rc == MCIM_OK && json_object_get(jwk, "d"))
+    rc = MCIM_KEY_INVALID; /* a private key sent by mistake: refuse rather than keep it */
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_public_jwk(key, out);
+  mcim_jose_key_free(key);
+  free(text);
+  return rc;
+}
+
+static mcim_cause_t owner_row(const mcim_row_t *row, void *arg)
+{
+  char **jwk = arg;
+  *jwk = strdup(mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  return *jwk ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+mcim_cause_t mcim_ro_owner_key(mcim_store_t *st, const char *device, mcim_jose_key_t **key,
+                               char **jwk_out)
+{
+  char *jwk = NULL;
+  *key = NULL;
+  if (jwk_out)
+    *jwk_out = NULL;
+  mcim_val_t p[] = {MCIM_TEXT(device)};
+  mcim_cause_t rc =
+      mcim_store_query_one(st, "SELECT owner_jwk FROM owners WHERE device = ?", p, 1, owner_row, &jwk);
+  if (rc == MCIM_NOT_FOUND)
+    rc = MCIM_OWNER_UNKNOWN;
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_jwk(jwk, strlen(jwk), key);
+  if (rc == MCIM_OK && jwk_out) {
+    *jwk_out = jwk;
+    jwk = NULL;
+  }
+  free(jwk);
+  return rc;
+}
+
+/* POST /v1/drf/owners (the M2MES, at manufacture): the device's first owner. The same key
+ * again is a retry; another key is refused: owners change only by handover. */
+void mcim_drf_owner_register(void *ctx, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"device", MCIM_JV_STRING, true, 63},
+      {"owner_jwk", MCIM_JV_OBJECT, true, 0},
+  };
+  char err[200], *jwk = NULL, *have = NULL;
+  mcim_jose_key_t *have_key = NULL;
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, mcim_config_str(r->cfg, "m2mes")) != 0)) {
+    rc = MCIM_FORBIDDEN;
+    snprintf(err, sizeof(err), "only the M2MES registers a device's first owner (caller \"%s\")",
+             req->peer ? req->peer : "");
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "%s", err);
+    return;
+  }
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  if (!mcim_pki_name_valid(device)) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0, "device must be a device id");
+    return;
+  }
+  rc = canonical_jwk(json_object_get(req->json, "owner_jwk"), &jwk);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "owner_jwk is not a public EC key");
+    return;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  int64_t now = mcim_now();
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(jwk), MCIM_TEXT(req->peer), MCIM_INT(now),
+                    MCIM_INT(now)};
+  rc = st ? mcim_store_exec(st,
+                            "INSERT INTO owners (device, owner_jwk, registered_by, created, updated)"
+                            " VALUES (?, ?, ?, ?, ?)",
+                            p, MCIM_NPARAMS(p), NULL, NULL)
+          : MCIM_STORE_ERROR;
+  if (rc == MCIM_CONFLICT) {
+    rc = mcim_ro_owner_key(st, device, &have_key, &have);
+    if (rc == MCIM_OK && strcmp(have, jwk) != 0) {
+      mcim_http_reply_problem(resp, MCIM_CONFLICT, 0,
+                              "device %s already has an owner; owners change only by a handover"
+                              " signed by the current owner",
+                              device);
+      goto out;
+    }
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "owner of %s not recorded", device);
+    goto out;
+  }
+  mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "DRF: first owner of %s registered by %s",
+                 device, req->peer);
+  mcim_http_reply_json(resp, 201, json_pack("{s:s,s:s}", "device", device, "state", "registered"));
+out:
+  mcim_jose_key_free(have_key);
+  free(have);
+  free(jwk);
+}
+
+/* POST /v1/drf/owners/{device}/handover: the current owner hands the device to a new owner
+ * (a statement it signs: typ mcim-handover+jwt, iss "subscriber", sub = device, aud = the
+ * RO, claim new_owner_jwk). Nobody else can: the statement is checked against the recorded
+ * owner, and its jti is spent. */
+void mcim_drf_owner_handover(void *ctx, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"handover", MCIM_JV_STRING, true, 16384},
+  };
+  char err[200], *jwk = NULL, *old_jwk = NULL;
+  const char *device = req->params[0];
+  mcim_jose_key_t *owner = NULL;
+  mcim_statement_t *stmt = NULL;
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 1, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "%s", err);
+    return;
+  }
+  const char *jws = json_string_value(json_object_get(req->json, "handover"));
+  rc = st ? mcim_ro_owner_key(st, device, &owner, &old_jwk) : MCIM_STORE_ERROR;
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .sub = device,
+                            .typ = "mcim-handover+jwt",
+                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .replay = mcim_role_replay(r)};
+    rc = mcim_jws_verify(jws, strlen(jws), owner, &ex, &stmt);
+    if (rc == MCIM_JWS_BAD_SIGNATURE)
+      rc = MCIM_NOT_OWNER;
+  }
+  if (rc == MCIM_OK)
+    rc = canonical_jwk(json_object_get(stmt->payload, "new_owner_jwk"), &jwk);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "handover of %s refused", device);
+    goto out;
+  }
+  mcim_val_t p[] = {MCIM_TEXT(jwk), MCIM_INT(mcim_now()), MCIM_TEXT(device), MCIM_TEXT(old_jwk)};
+  rc = mcim_store_exec(st,
+                       "UPDATE owners SET owner_jwk = ?, registered_by = 'handover', updated = ?"
+                       " WHERE device = ? AND owner_jwk = ?",
+                       p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc == MCIM_OK && mcim_store_changes(st) != 1)
+    rc = MCIM_CONFLICT; /* another handover won meanwhile */
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "handover of %s not recorded", device);
+    goto out;
+  }
+  mcim_log_event(MCIM_LOG_NOTICE, NULL, 0, MCIM_OK, "DRF: %s handed over to a new owner", device);
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "device", device, "state", "handed over"));
+out:
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(owner);
+  free(old_jwk);
+  free(jwk);
+}

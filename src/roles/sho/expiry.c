@@ -1,0 +1,86 @@
+/* SHO: nothing of an abandoned procedure lives forever (issue 8, point 8). An order that has
+ * not reached its subscriber's device within `order_lifetime` (the device never came, the
+ * owner gave up, a peer stayed away) fails with TIMEOUT; the MCIM made for it (AuC entry
+ * `pending`, never activated) is terminated, so no AV is ever made for it. An order whose MCIM
+ * is installed and waits only for the old SHO's release (change step 11) is left alone: the
+ * device holds that MCIM, and the RO's fallback (a TRE-signed receipt) releases it. Attach
+ * sessions that were never answered go after `attach_lifetime` (src/roles/access.c). */
+#include <stdio.h>
+#include <string.h>
+
+#include "mcim/log.h"
+#include "mcim/metrics.h"
+#include "mcim/util.h"
+#include "roles/access.h"
+#include "roles/auc.h"
+#include "roles/sho/sho.h"
+
+#define SWEEP_BATCH 64
+
+struct stale {
+  char txn[40], imsi[24], state[16], procedure[16];
+};
+
+struct stale_batch {
+  struct stale s[SWEEP_BATCH];
+  size_t n;
+};
+
+static mcim_cause_t stale_row(const mcim_row_t *row, void *arg)
+{
+  struct stale_batch *b = arg;
+  if (b->n == SWEEP_BATCH)
+    return MCIM_OK;
+  struct stale *s = &b->s[b->n++];
+  snprintf(s->txn, sizeof(s->txn), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(s->imsi, sizeof(s->imsi), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  snprintf(s->state, sizeof(s->state), "%s", mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
+  snprintf(s->procedure, sizeof(s->procedure), "%s",
+           mcim_row_text(row, 3) ? mcim_row_text(row, 3) : "");
+  return MCIM_OK;
+}
+
+/* One order: failed (TIMEOUT) and, if its MCIM was made, the MCIM terminated; both or none. */
+static mcim_cause_t expire_order(mcim_store_t *st, const struct stale *s)
+{
+  mcim_cause_t rc = mcim_store_begin(st);
+  if (rc == MCIM_OK && strcmp(s->state, "provisioning") == 0) {
+    rc = mcim_auc_terminate(st, s->imsi);
+    if (rc == MCIM_NOT_FOUND)
+      rc = MCIM_OK;
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_sho_order_set_state(st, s->txn, s->state, "failed", MCIM_TIMEOUT);
+  return rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+}
+
+void mcim_sho_expire(struct mcim_role *r)
+{
+  mcim_store_t *st = mcim_role_store(r);
+  struct stale_batch b = {.n = 0};
+  if (!st)
+    return;
+  mcim_val_t p[] = {MCIM_INT(mcim_now() - mcim_config_duration(r->cfg, "order_lifetime"))};
+  if (mcim_store_exec(st,
+                      "SELECT txn, imsi, state, procedure FROM orders WHERE state IN"
+                      " ('ordered', 'validating', 'provisioning') AND created <= ? LIMIT 64",
+                      p, 1, stale_row, &b) != MCIM_OK)
+    return;
+  for (size_t i = 0; i < b.n; i++) {
+    mcim_cause_t rc = expire_order(st, &b.s[i]);
+    if (rc == MCIM_WRONG_STATE)
+      continue; /* it moved on meanwhile */
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_WARN, b.s[i].txn, 0, rc, "abandoned order not expired yet");
+      continue;
+    }
+    mcim_metric_inc(&mcim_m_procedures_failed,
+                    MCIM_LABELS(b.s[i].procedure, mcim_cause_name(MCIM_TIMEOUT)));
+    mcim_log_event(MCIM_LOG_WARN, b.s[i].txn, 0, MCIM_TIMEOUT,
+                   "order abandoned in state %s after order_lifetime: failed%s", b.s[i].state,
+                   strcmp(b.s[i].state, "provisioning") == 0
+                       ? "; its MCIM (never activated) is terminated"
+                       : "");
+  }
+  mcim_access_purge(r);
+}

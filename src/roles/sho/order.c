@@ -1,0 +1,308 @@
+/* SHO: the subscriber's order (step 1), anchored at the RO (issue 8).
+ *
+ *   1  subscriber -> SHO   POST /v1/orders {txn, order}       the owner-signed order
+ *   1  SHO -> RO (DRF)     POST /v1/drf/orders                forwarded; the DRF checks it against
+ *                                                             the owner record the M2MES made at
+ *                                                             manufacture and records it by txn
+ *   9/3 SHO -> PVA         outbox POST /v1/validations        with the RO-signed order record
+ *
+ * An order carries no authority of its own (anyone can make a key and sign with it): the SHO
+ * takes it only once the DRF has recognised the device's owner in it. Until then nothing is
+ * stored here, so a stranger's order, or a burst of them, leaves every store as it was. The
+ * order and its answer are readable only by the owner (an owner-signed query) and by the
+ * procedure's other parties (RO, PVA). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/metrics.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "roles/sho/sho.h"
+
+/* IMSI = MCC || MNC || MSIN, the MSIN from a counter kept in the store (one transaction). */
+static mcim_cause_t next_imsi(struct mcim_role *r, mcim_store_t *st, char imsi[24])
+{
+  int64_t v = 0;
+  mcim_cause_t rc = mcim_store_query_int(st, "SELECT value FROM counters WHERE name = 'msin'",
+                                         NULL, 0, &v);
+  if (rc != MCIM_OK)
+    return rc;
+  v++;
+  mcim_val_t p[] = {MCIM_INT(v)};
+  rc = mcim_store_exec(st, "UPDATE counters SET value = ? WHERE name = 'msin'", p, 1, NULL, NULL);
+  if (rc != MCIM_OK)
+    return rc;
+  const char *plmn = mcim_config_str(r->cfg, "plmn");
+  size_t msin_len = 15 - strlen(plmn);
+  snprintf(imsi, 24, "%s%0*lld", plmn, (int)msin_len, (long long)v);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_sho_queue_validation(struct mcim_role *r, mcim_store_t *st,
+                                       const struct mcim_sho_order *o,
+                                       const struct mcim_sho_steps *steps)
+{
+  json_t *body = json_pack("{s:s,s:s,s:i,s:s}", "txn", o->txn, "device", o->device, "step",
+                           steps->validate, "order_record", o->record ? o->record : "");
+  mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "pva"), "/v1/validations",
+                                         body, o->txn, steps->validate, "validate M2ME");
+  json_decref(body);
+  return rc;
+}
+
+/* The owner's order verified with the owner key the RO vouched for. */
+static mcim_cause_t verify_order(struct mcim_role *r, const char *order, const char *jwk,
+                                 const char *txn, bool replay, mcim_statement_t **stmt)
+{
+  mcim_jose_key_t *owner = NULL;
+  mcim_cause_t rc = jwk ? mcim_jose_key_from_jwk(jwk, strlen(jwk), &owner) : MCIM_NOT_OWNER;
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .typ = "mcim-order+jwt",
+                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .replay = replay ? mcim_role_replay(r) : NULL};
+    rc = mcim_jws_verify(order, strlen(order), owner, &ex, stmt);
+    if (rc == MCIM_JWS_BAD_SIGNATURE)
+      rc = MCIM_NOT_OWNER;
+  }
+  mcim_jose_key_free(owner);
+  return rc;
+}
+
+/* The M2ME's parameters in an order (read before the owner is known, verified after): its
+ * TRE certificates must be the M2MES's for the device the order is about. */
+static mcim_cause_t check_parameters(struct mcim_role *r, const char *order, char *device,
+                                     size_t dlen)
+{
+  json_t *sub = NULL, *att = NULL, *ka = NULL;
+  mcim_jose_key_t *k1 = NULL, *k2 = NULL;
+  mcim_cause_t rc = mcim_jws_peek_claim(order, "sub", &sub);
+  if (rc == MCIM_OK && (!json_is_string(sub) || !mcim_pki_name_valid(json_string_value(sub))))
+    rc = MCIM_CLAIM_MISSING;
+  if (rc == MCIM_OK)
+    rc = mcim_jws_peek_claim(order, "attestation_cert", &att);
+  if (rc == MCIM_OK)
+    rc = mcim_jws_peek_claim(order, "ka_cert", &ka);
+  if (rc == MCIM_OK && (!json_is_string(att) || !json_is_string(ka)))
+    rc = MCIM_CLAIM_MISSING;
+  if (rc == MCIM_OK)
+    rc = mcim_role_device_key_from_pem(r, json_string_value(att), json_string_value(sub),
+                                       MCIM_CERT_TRE_ATTESTATION, &k1);
+  if (rc == MCIM_OK)
+    rc = mcim_role_device_key_from_pem(r, json_string_value(ka), json_string_value(sub),
+                                       MCIM_CERT_TRE_KEY_AGREEMENT, &k2);
+  if (rc == MCIM_OK)
+    snprintf(device, dlen, "%s", json_string_value(sub));
+  mcim_jose_key_free(k1);
+  mcim_jose_key_free(k2);
+  json_decref(sub);
+  json_decref(att);
+  json_decref(ka);
+  return rc;
+}
+
+/* Step 1 at the DRF: the RO checks the order against the device's owner record and
+ * answers the owner key and its signed order record. A synchronous call: the RO never
+ * calls back into us while answering it. */
+static mcim_cause_t forward_to_drf(struct mcim_role *r, const char *txn, const char *order,
+                                   struct mcim_http_result *res)
+{
+  const char *ro = mcim_config_str(r->cfg, "ro");
+  const char *base = mcim_role_peer_url(r, ro);
+  const char *self = mcim_role_peer_url(r, r->name);
+  struct mcim_http_client *cli = mcim_role_client(r);
+  char url[600];
+  memset(res, 0, sizeof(*res));
+  if (!base || !cli || !self) {
+    snprintf(res->detail, sizeof(res->detail), "the RO (%s) is not in the peers file", ro);
+    return res->cause = MCIM_PEER_UNREACHABLE;
+  }
+  snprintf(url, sizeof(url), "%s/v1/drf/orders", base);
+  json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "order", order, "endpoint", self);
+  mcim_cause_t rc = body ? mcim_http_request(cli, "POST", url, body, NULL, res) : MCIM_NO_MEMORY;
+  json_decref(body);
+  if (rc == MCIM_OK && (!json_is_object(json_object_get(res->json, "owner_jwk")) ||
+                        !json_is_string(json_object_get(res->json, "record")))) {
+    snprintf(res->detail, sizeof(res->detail), "the DRF's answer lacks owner_jwk or record");
+    rc = res->cause = MCIM_PEER_BAD_ANSWER;
+  }
+  return rc;
+}
+
+/* POST /v1/orders: the subscriber's order (step 1), signed by the owner key. */
+void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
+                         struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"order", MCIM_JV_STRING, true, 32768},
+  };
+  char err[200], imsi[24] = "", device[64] = "";
+  json_t *answer = NULL;
+  mcim_statement_t *stmt = NULL;
+  struct mcim_sho_order o = {0};
+  struct mcim_http_result res = {0};
+  char *jwk = NULL;
+  int status = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  int64_t received_us = mcim_now_us();
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 1, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *order = json_string_value(json_object_get(req->json, "order"));
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 1, "store unavailable");
+    return;
+  }
+  /* The same order again: the stored answer (it names the IMSI), but only to the owner. */
+  if (mcim_sho_order_load(st, txn, &o) == MCIM_OK) {
+    rc = verify_order(r, order, o.owner_jwk, txn, false, &stmt);
+    if (rc == MCIM_OK && strcmp(stmt->claims.sub, o.device) != 0)
+      rc = MCIM_CONFLICT;
+    if (rc == MCIM_OK)
+      rc = mcim_role_answer_get(st, txn, 1, "order", &status, &answer);
+    if (rc != MCIM_OK) {
+      mcim_http_reply_problem(resp, rc, 1, "procedure %s is already ordered otherwise", txn);
+      goto out;
+    }
+    mcim_http_reply_json(resp, status, answer);
+    answer = NULL;
+    goto out;
+  }
+  int64_t sent_us = mcim_now_us();
+  rc = check_parameters(r, order, device, sizeof(device));
+  if (rc == MCIM_OK)
+    rc = forward_to_drf(r, txn, order, &res);
+  if (rc == MCIM_OK) {
+    jwk = json_dumps(json_object_get(res.json, "owner_jwk"), JSON_COMPACT);
+    rc = jwk ? verify_order(r, order, jwk, txn, true, &stmt) : MCIM_NO_MEMORY;
+  }
+  const char *att_cert = stmt ? mcim_statement_string(stmt, "attestation_cert") : NULL;
+  const char *ka_cert = stmt ? mcim_statement_string(stmt, "ka_cert") : NULL;
+  const char *procedure = stmt ? mcim_statement_string(stmt, "procedure") : NULL;
+  const char *via = stmt ? mcim_statement_string(stmt, "via") : NULL;
+  const struct mcim_sho_steps *steps = mcim_sho_steps_for(procedure, via);
+  if (rc == MCIM_OK && (strcmp(stmt->claims.sub, device) != 0 || !att_cert || !ka_cert))
+    rc = MCIM_CLAIM_MISMATCH;
+  if (rc == MCIM_OK && !steps)
+    rc = procedure ? MCIM_CLAIM_MISMATCH : MCIM_CLAIM_MISSING;
+  if (rc != MCIM_OK) {
+    /* Logged, not traced or stored: a stranger's order leaves nothing behind. */
+    mcim_log_event(MCIM_LOG_WARN, NULL, 1, rc, "order refused: %s",
+                   res.detail[0] ? res.detail : mcim_cause_text(rc));
+    mcim_http_reply_problem(resp, rc, 1, "order refused: %s",
+                            res.detail[0] ? res.detail : mcim_cause_text(rc));
+    goto out;
+  }
+  const char *record = json_string_value(json_object_get(res.json, "record"));
+  bool validating = strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0;
+  rc = mcim_store_begin(st);
+  if (rc == MCIM_OK)
+    rc = next_imsi(r, st, imsi);
+  if (rc == MCIM_OK) {
+    int64_t now = mcim_now();
+    mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device),   MCIM_TEXT(imsi),
+                      MCIM_TEXT(procedure), MCIM_TEXT(via),      MCIM_TEXT(att_cert),
+                      MCIM_TEXT(ka_cert),   MCIM_INT(now),       MCIM_INT(now),
+                      MCIM_TEXT(jwk),       MCIM_TEXT(record)};
+    rc = mcim_store_exec(st,
+                         "INSERT INTO orders (txn, device, imsi, state, procedure, via,"
+                         " attestation_cert, ka_cert, created, updated, owner_jwk, record)"
+                         " VALUES (?, ?, ?, 'ordered', ?, ?, ?, ?, ?, ?, ?, ?)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+  }
+  if (rc == MCIM_OK && validating) {
+    /* With the old SHO's connectivity the device needs no discovery: validate now (step 3). */
+    snprintf(o.txn, sizeof(o.txn), "%s", txn);
+    snprintf(o.device, sizeof(o.device), "%s", device);
+    free(o.record);
+    o.record = strdup(record);
+    rc = o.record ? mcim_sho_queue_validation(r, st, &o, steps) : MCIM_NO_MEMORY;
+    if (rc == MCIM_OK)
+      rc = mcim_sho_order_set_state(st, txn, "ordered", "validating", MCIM_OK);
+  }
+  answer = json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "imsi", imsi, "state",
+                     validating ? "validating" : "ordered");
+  if (rc == MCIM_OK)
+    rc = mcim_role_answer_put(st, txn, 1, "order", 201, answer);
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 1, "order not stored");
+    goto out;
+  }
+  mcim_role_wake(r);
+  mcim_role_trace_at(r, received_us, txn, 1, "subscriber", r->name,
+                     "order: M2ME parameters (device, TRE certificates)", stmt->payload, MCIM_OK);
+  mcim_role_trace_at(r, sent_us, txn, 1, r->name, mcim_config_str(r->cfg, "ro"),
+                     "DRF: the owner's order (checked against the owner record)", NULL, MCIM_OK);
+  mcim_metric_inc(&mcim_m_procedures_started, MCIM_LABELS(procedure));
+  mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "order for %s: IMSI %s reserved", device, imsi);
+  mcim_http_reply_json(resp, 201, answer);
+  answer = NULL;
+out:
+  json_decref(answer);
+  mcim_http_result_clear(&res);
+  mcim_statement_free(stmt);
+  mcim_sho_order_clear(&o);
+  free(jwk);
+}
+
+/* Who may read an order: the procedure's other parties on their certificates (RO, PVA, the
+ * lab's admin), or the owner with a query it signed (typ mcim-order-query+jwt, aud = this
+ * SHO, sub = the device, txn), checked against the owner key the RO vouched for. */
+static mcim_cause_t may_read_order(struct mcim_role *r, const struct mcim_http_request *req,
+                                   const struct mcim_sho_order *o)
+{
+  if (req->peer && (strcmp(req->peer, mcim_config_str(r->cfg, "ro")) == 0 ||
+                    strcmp(req->peer, mcim_config_str(r->cfg, "pva")) == 0 ||
+                    strcmp(req->peer, "admin") == 0))
+    return MCIM_OK;
+  if (!req->bearer || !o->owner_jwk)
+    return MCIM_NOT_PARTY;
+  mcim_jose_key_t *owner = NULL;
+  mcim_statement_t *stmt = NULL;
+  mcim_cause_t rc = mcim_jose_key_from_jwk(o->owner_jwk, strlen(o->owner_jwk), &owner);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .sub = o->device,
+                            .typ = "mcim-order-query+jwt", .txn = o->txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_jws_verify(req->bearer, strlen(req->bearer), owner, &ex, &stmt);
+  }
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(owner);
+  return rc == MCIM_OK ? MCIM_OK : MCIM_NOT_PARTY;
+}
+
+/* GET /v1/orders/{txn} */
+void mcim_sho_order_get(void *ctx, const struct mcim_http_request *req,
+                        struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  struct mcim_sho_order o = {0};
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = st ? mcim_sho_order_load(st, req->params[0], &o) : MCIM_STORE_ERROR;
+  /* an unknown txn and a refused reader look the same: nobody learns which txns exist */
+  if (rc == MCIM_NOT_FOUND || (rc == MCIM_OK && may_read_order(r, req, &o) != MCIM_OK)) {
+    mcim_http_reply_problem(resp, MCIM_NOT_PARTY, 0,
+                            "order %s is readable only by its owner and the procedure's parties",
+                            req->params[0]);
+    goto out;
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "order %s unreadable", req->params[0]);
+    goto out;
+  }
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", o.txn, "device", o.device, "imsi",
+                           o.imsi, "state", o.state, "procedure", o.procedure);
+  if (o.cause[0])
+    json_object_set_new(body, "cause", json_string(o.cause));
+  mcim_http_reply_json(resp, 200, body);
+out:
+  mcim_sho_order_clear(&o);
+}

@@ -1,0 +1,460 @@
+/* Issue 8, points 1-4, on a real lab (mcimd processes on loopback, real TLS, a real device
+ * agent): who may order, read an order, register at the DRF, authorise the DPF, for which
+ * device and which procedure (txn). The hostile parties are real clients holding a valid
+ * certificate of their role (sho-b, sho-a acting for a device it has no order for) or none
+ * (a stranger with a key of its own). Every refusal is asserted by its cause, and the stores
+ * of every role are compared before and after: a refused request leaves nothing behind.
+ *   - step 1: a stranger's order (its own key, the device's real TRE certificates) is
+ *     NOT_OWNER at the SHO, 1,000 of them leave every store as it was; an owner's order
+ *     for another SHO is refused; an SHO cannot get the DRF to record a stranger's order;
+ *   - an order is readable only by its owner (owner-signed query) and the parties;
+ *   - step 7-8: the DRF answers ORDER_PENDING (503) for a txn it holds no order of;
+ *   - step 12 / 6: the DRF and the DPF take a package only from the SHO of the order, with
+ *     the PVA's verdict;
+ *   - step 14 / 15: the DRF takes a registration only on proof (an install the DPF recorded).
+ *   - the owner hands the device over: the old owner's orders are refused from then on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "soft_device_fixture.h"
+#include "mcim/jose.h"
+#include "mcim/lab_run.h"
+
+static char dir[] = "/tmp/mcim-ownership-XXXXXX";
+static struct mcim_http_client *sho_a_cli, *sho_b_cli;
+static mcim_jose_key_t *owner, *stranger, *key_sho_a;
+static json_t *params;
+
+#define DEV "odev1"
+
+static char *lab_file(const char *rel)
+{
+  static char buf[4][512];
+  static int n;
+  char *b = buf[n++ % 4];
+  snprintf(b, 512, "%s/%s", mcim_lab_path(lab), rel);
+  return b;
+}
+
+static mcim_jose_key_t *load_key(const char *path)
+{
+  EVP_PKEY *pk = NULL;
+  mcim_jose_key_t *k = NULL;
+  assert_int_equal(mcim_pki_key_load(path, &pk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(pk, &k), MCIM_OK);
+  EVP_PKEY_free(pk);
+  return k;
+}
+
+static struct mcim_http_client *role_client(const char *role)
+{
+  char cert[256], key[256];
+  struct mcim_http_client *c = NULL;
+  snprintf(cert, sizeof(cert), "%s/pki/%s/cert.pem", mcim_lab_path(lab), role);
+  snprintf(key, sizeof(key), "%s/pki/%s/key.pem", mcim_lab_path(lab), role);
+  struct mcim_http_client_cfg cfg = {.ca_file = ca, .cert_file = cert, .key_file = key};
+  assert_int_equal(mcim_http_client_new(&cfg, &c), MCIM_OK);
+  return c;
+}
+
+static void new_txn(char txn[33])
+{
+  uint8_t b[16];
+  assert_int_equal(mcim_random(b, sizeof(b)), MCIM_OK);
+  mcim_hex_encode(b, sizeof(b), txn);
+}
+
+static char *sign(const mcim_jose_key_t *key, const char *typ, const char *iss, const char *sub,
+                  const char *aud, const char *txn, json_t *extra)
+{
+  char *jws = NULL;
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = iss, .sub = sub, .aud = aud, .typ = typ, .txn = txn, .iat = now,
+                     .exp = now + 300, .extra = extra};
+  assert_int_equal(mcim_jws_sign(key, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+/* An order as the subscriber makes it (src/lab/run.c), signed by `key`. */
+static char *order_jws(const mcim_jose_key_t *key, const char *sho, const char *txn)
+{
+  return sign(key, "mcim-order+jwt", "subscriber", DEV, sho, txn,
+              json_pack("{s:O,s:O,s:s}", "attestation_cert",
+                        json_object_get(params, "attestation_cert"), "ka_cert",
+                        json_object_get(params, "ka_cert"), "procedure", "initial"));
+}
+
+/* A request; its cause, and the HTTP status in *status (may be NULL). */
+static mcim_cause_t req(struct mcim_http_client *cli, const char *method, const char *role,
+                        const char *path, json_t *body, const char *bearer, long *status)
+{
+  struct mcim_http_result r;
+  mcim_cause_t rc = mcim_http_request(cli, method, url(role, path), body, bearer, &r);
+  if (status)
+    *status = r.status;
+  if (rc != MCIM_OK && getenv("MCIM_TEST_VERBOSE"))
+    fprintf(stderr, "  %s %s%s -> %s: %s\n", method, role, path, mcim_cause_name(rc), r.detail);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  return rc;
+}
+
+static mcim_cause_t post_order(const mcim_jose_key_t *key, const char *sho, const char *to,
+                               const char *txn, long *status)
+{
+  char *jws = order_jws(key, sho, txn);
+  mcim_cause_t rc = req(plain_cli, "POST", to, "/v1/orders",
+                        json_pack("{s:s,s:s}", "txn", txn, "order", jws), NULL, status);
+  free(jws);
+  return rc;
+}
+
+/* ---- the stores, counted ---- */
+
+static const struct {
+  const char *role, *table;
+} counted[] = {
+    {"sho-a", "orders"},      {"sho-a", "auc"},         {"sho-a", "answers"},
+    {"sho-a", "replay"},      {"sho-a", "trace"},       {"sho-a", "outbox"},
+    {"sho-b", "orders"},      {"sho-b", "answers"},     {"sho-b", "outbox"},
+    {"ro", "owners"},         {"ro", "drf_orders"},     {"ro", "drf"},
+    {"ro", "dpf_packages"},   {"ro", "answers"},        {"ro", "replay"},
+    {"ro", "trace"},          {"ro", "outbox"},         {"pva", "validations"},
+    {"pva", "answers"},       {"pva", "trace"},
+};
+#define NCOUNTED (sizeof(counted) / sizeof(counted[0]))
+
+static int64_t count_rows(const char *role, const char *sql)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *s = NULL;
+  char path[512];
+  int64_t n = -1;
+  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+    n = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  assert_true(n >= 0);
+  return n;
+}
+
+static void snapshot(int64_t out[NCOUNTED + 1])
+{
+  char sql[128];
+  for (size_t i = 0; i < NCOUNTED; i++) {
+    snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM %s", counted[i].table);
+    out[i] = count_rows(counted[i].role, sql);
+  }
+  out[NCOUNTED] = count_rows("sho-a", "SELECT value FROM counters WHERE name = 'msin'");
+}
+
+static void assert_unchanged(const int64_t before[NCOUNTED + 1], const char *after_what)
+{
+  int64_t now[NCOUNTED + 1];
+  snapshot(now);
+  for (size_t i = 0; i < NCOUNTED; i++)
+    if (now[i] != before[i])
+      fail_msg("%s: %s.%s has %lld rows, had %lld", after_what, counted[i].role,
+               counted[i].table, (long long)now[i], (long long)before[i]);
+  if (now[NCOUNTED] != before[NCOUNTED])
+    fail_msg("%s: sho-a reserved IMSIs", after_what);
+}
+
+/* ---- setup ---- */
+
+static int setup(void **state)
+{
+  char path[512];
+  (void)state;
+  if (soft_lab_up(dir) != 0)
+    return -1;
+  if (mcim_lab_device_add(lab, DEV, false) != MCIM_OK)
+    return -1;
+  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, DEV));
+  owner = load_key(path);
+  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, DEV));
+  params = json_load_file(path, 0, NULL);
+  key_sho_a = load_key(lab_file("pki/sho-a/key.pem"));
+  sho_a_cli = role_client("sho-a");
+  sho_b_cli = role_client("sho-b");
+  return owner && params && mcim_jose_key_generate(&stranger) == MCIM_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+  (void)state;
+  mcim_jose_key_free(owner);
+  mcim_jose_key_free(stranger);
+  mcim_jose_key_free(key_sho_a);
+  mcim_http_client_free(sho_a_cli);
+  mcim_http_client_free(sho_b_cli);
+  json_decref(params);
+  return soft_lab_down(dir);
+}
+
+/* ---- step 1 ---- */
+
+static void test_forged_orders(void **state)
+{
+  int64_t before[NCOUNTED + 1];
+  char txn[33];
+  long status = 0;
+  (void)state;
+  snapshot(before);
+  new_txn(txn);
+  /* a stranger's key, the device's real (public) parameters */
+  assert_int_equal(post_order(stranger, "sho-a", "sho-a", txn, &status), MCIM_NOT_OWNER);
+  assert_int_equal(status, 403);
+  assert_unchanged(before, "one forged order");
+  /* the owner's real order, for sho-b, replayed at sho-a */
+  assert_int_equal(post_order(owner, "sho-b", "sho-a", txn, &status), MCIM_CLAIM_MISMATCH);
+  assert_unchanged(before, "another SHO's order");
+  /* an SHO cannot get a stranger's order, or another SHO's, recorded at the DRF itself */
+  char *o = order_jws(stranger, "sho-b", txn);
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/orders",
+                       json_pack("{s:s,s:s,s:s}", "txn", txn, "order", o, "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_NOT_OWNER);
+  free(o);
+  o = order_jws(owner, "sho-a", txn);
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/orders",
+                       json_pack("{s:s,s:s,s:s}", "txn", txn, "order", o, "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_CLAIM_MISMATCH);
+  free(o);
+  /* without a certificate the DRF does not even listen */
+  o = order_jws(owner, "sho-a", txn);
+  assert_int_not_equal(req(plain_cli, "POST", "ro", "/v1/drf/orders",
+                           json_pack("{s:s,s:s,s:s}", "txn", txn, "order", o, "endpoint",
+                                     mcim_lab_url(lab, "sho-a")),
+                           NULL, &status),
+                       MCIM_OK);
+  assert_true(status == 401 || status == 403);
+  free(o);
+  assert_unchanged(before, "orders at the DRF");
+
+  /* a burst: 1,000 forged orders, every one refused for the same cause, nothing kept */
+  int refused = 0;
+  for (int i = 0; i < 1000; i++) {
+    new_txn(txn);
+    if (post_order(stranger, "sho-a", "sho-a", txn, NULL) == MCIM_NOT_OWNER)
+      refused++;
+  }
+  assert_int_equal(refused, 1000);
+  assert_unchanged(before, "1,000 forged orders");
+}
+
+/* ---- orders are readable by the owner and the parties only ---- */
+
+static void test_order_read(void **state)
+{
+  char txn[33], path[128];
+  long status = 0;
+  (void)state;
+  new_txn(txn);
+  assert_int_equal(post_order(owner, "sho-a", "sho-a", txn, &status), MCIM_OK);
+  assert_int_equal(status, 201);
+  /* the owner's retry gets the same answer; a stranger presenting the txn does not */
+  assert_int_equal(post_order(owner, "sho-a", "sho-a", txn, &status), MCIM_OK);
+  assert_int_equal(post_order(stranger, "sho-a", "sho-a", txn, &status), MCIM_NOT_OWNER);
+  snprintf(path, sizeof(path), "/v1/orders/%s", txn);
+  assert_int_equal(req(plain_cli, "GET", "sho-a", path, NULL, NULL, &status), MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  assert_int_equal(req(sho_b_cli, "GET", "sho-a", path, NULL, NULL, &status), MCIM_NOT_PARTY);
+  char *q = sign(stranger, "mcim-order-query+jwt", "subscriber", DEV, "sho-a", txn, NULL);
+  assert_int_equal(req(plain_cli, "GET", "sho-a", path, NULL, q, &status), MCIM_NOT_PARTY);
+  free(q);
+  q = sign(owner, "mcim-order-query+jwt", "subscriber", DEV, "sho-a", txn, NULL);
+  assert_int_equal(req(plain_cli, "GET", "sho-a", path, NULL, q, &status), MCIM_OK);
+  free(q);
+  assert_int_equal(req(mcim_lab_admin_client(lab), "GET", "sho-a", path, NULL, NULL, &status),
+                   MCIM_OK);
+  /* an unknown txn looks the same as a refused one */
+  snprintf(path, sizeof(path), "/v1/orders/%s", "0123456789abcdef0123456789abcdef");
+  assert_int_equal(req(plain_cli, "GET", "sho-a", path, NULL, NULL, &status), MCIM_NOT_PARTY);
+
+  /* The DRF holds the order by txn (for the device and sho-a) ... */
+  char sql[160];
+  snprintf(sql, sizeof(sql),
+           "SELECT COUNT(*) FROM drf_orders WHERE txn = '%s' AND device = '" DEV
+           "' AND sho = 'sho-a' AND state = 'ordered'",
+           txn);
+  assert_int_equal(count_rows("ro", sql), 1);
+
+  /* ... so sho-b may not authorise the DPF for it (step 12), nor park a package (step 6) */
+  int64_t before[NCOUNTED + 1];
+  snapshot(before);
+  char *verdict = sign(key_sho_a, "mcim-verdict+jwt", "pva", DEV, "sho-b", txn,
+                       json_pack("{s:s}", "result", "success"));
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "package", "x.y.z",
+                        "procedure", "initial", "verdict", verdict);
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/authorisations", json_incref(b), NULL,
+                       &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/dpf/packages", json_incref(b), NULL, &status),
+                   MCIM_NOT_PARTY);
+  /* the PVA validates only for the SHO of the order */
+  char *record = sign(key_sho_a, "mcim-order-record+jwt", "ro", DEV, "sho-b", txn, NULL);
+  assert_int_equal(req(sho_b_cli, "POST", "pva", "/v1/validations",
+                       json_pack("{s:s,s:s,s:s}", "txn", txn, "device", DEV, "order_record",
+                                 record),
+                       NULL, &status),
+                   MCIM_NOT_PARTY);
+  free(record);
+  assert_unchanged(before, "step 12 by the wrong parties");
+  /* sho-a, whose order it is, without the PVA's verdict (signed by itself instead): refused
+   * (and traced, it is a party), no package held */
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/authorisations", b, NULL, &status),
+                   MCIM_JWS_BAD_SIGNATURE);
+  free(verdict);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM dpf_packages WHERE device = '" DEV "'"),
+                   0);
+}
+
+/* ---- the DRF registry changes only on proof ---- */
+
+static void test_registrations(void **state)
+{
+  int64_t before[NCOUNTED + 1];
+  char txn[33];
+  long status = 0;
+  (void)state;
+  snapshot(before);
+  new_txn(txn);
+  const char *states[] = {"subscribed", "preloaded", "released"};
+  for (size_t i = 0; i < 3; i++) {
+    json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho", "sho-b",
+                          "state", states[i], "endpoint", mcim_lab_url(lab, "sho-b"));
+    assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                     MCIM_NOT_PARTY);
+    assert_int_equal(status, 403);
+  }
+  /* "ordered" comes only as the owner's order */
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho",
+                                 "sho-b", "state", "ordered", "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_INVALID_ARGUMENT);
+  /* and nobody registers for another SHO */
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho",
+                                 "sho-a", "state", "released", "endpoint",
+                                 mcim_lab_url(lab, "sho-a")),
+                       NULL, &status),
+                   MCIM_FORBIDDEN);
+  assert_unchanged(before, "registrations without proof");
+}
+
+/* ---- discovery is bound to the procedure ---- */
+
+static void test_discovery_pending(void **state)
+{
+  struct usim u;
+  char token[4096] = "", txn[33];
+  mcim_cause_t net = MCIM_INTERNAL;
+  long status = 0;
+  (void)state;
+  /* a device of the test's own with a PCID at the ICF, attached at the VNO */
+  register_pcid("001019000000777", "sdev1", mcim_now() + 3600);
+  usim_init(&u, K);
+  json_t *c = attach_start("001019000000777", MCIM_OK);
+  assert_int_equal(usim_answer(&u, c, &net, token, sizeof(token), NULL), MCIM_OK);
+  json_decref(c);
+  assert_int_equal(net, MCIM_OK);
+  new_txn(txn);
+  assert_int_equal(req(plain_cli, "POST", "ro", "/v1/drf/discover",
+                       json_pack("{s:s,s:s}", "txn", txn, "device", "sdev1"), token, &status),
+                   MCIM_ORDER_PENDING);
+  assert_int_equal(status, 503);
+  /* a txn of another device's order is "not yet" too: nothing about it is told */
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = '" DEV "'") >
+                       0,
+                   1);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM answers WHERE what = 'sdev1'"), 0);
+}
+
+/* ---- the whole procedure, then a handover ---- */
+
+static void test_provision_then_handover(void **state)
+{
+  struct mcim_lab_run run = {.device = DEV, .procedure = "initial", .sho = "sho-a",
+                             .timeout_s = 60};
+  struct mcim_lab_run_result res;
+  char txn[33];
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_run(lab, &run, &res), MCIM_OK);
+  mcim_lab_run_result_clear(&res);
+  /* the DRF now has the install on record: sho-a's registration was accepted */
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = '" DEV
+                                    "' AND sho = 'sho-a' AND state = 'subscribed'"),
+                   1);
+  /* the owner hands the device to the stranger; a third party cannot */
+  mcim_jose_key_t *third = NULL;
+  char *jwk = NULL, path[128];
+  assert_int_equal(mcim_jose_key_generate(&third), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_jwk(stranger, &jwk), MCIM_OK);
+  snprintf(path, sizeof(path), "/v1/drf/owners/%s/handover", DEV);
+  new_txn(txn);
+  char *h = sign(third, "mcim-handover+jwt", "subscriber", DEV, "ro", txn,
+                 json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
+  assert_int_equal(req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL,
+                       &status),
+                   MCIM_NOT_OWNER);
+  free(h);
+  h = sign(owner, "mcim-handover+jwt", "subscriber", DEV, "ro", txn,
+           json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
+  assert_int_equal(req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL,
+                       &status),
+                   MCIM_OK);
+  /* the same handover again is spent */
+  assert_int_equal(req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL,
+                       &status),
+                   MCIM_NOT_OWNER);
+  free(h);
+  free(jwk);
+  mcim_jose_key_free(third);
+  new_txn(txn);
+  assert_int_equal(post_order(owner, "sho-b", "sho-b", txn, &status), MCIM_NOT_OWNER);
+  new_txn(txn);
+  assert_int_equal(post_order(stranger, "sho-b", "sho-b", txn, &status), MCIM_OK);
+  /* a second "first owner" from the M2MES is refused: owners change only by handover */
+  char *owner_jwk = NULL;
+  assert_int_equal(mcim_jose_key_public_jwk(owner, &owner_jwk), MCIM_OK);
+  assert_int_equal(req(m2mes_cli, "POST", "ro", "/v1/drf/owners",
+                       json_pack("{s:s,s:o}", "device", DEV, "owner_jwk",
+                                 json_loads(owner_jwk, 0, NULL)),
+                       NULL, &status),
+                   MCIM_CONFLICT);
+  /* and only the M2MES registers first owners */
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/owners",
+                       json_pack("{s:s,s:o}", "device", "newdev", "owner_jwk",
+                                 json_loads(owner_jwk, 0, NULL)),
+                       NULL, &status),
+                   MCIM_FORBIDDEN);
+  free(owner_jwk);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_forged_orders),
+      cmocka_unit_test(test_order_read),
+      cmocka_unit_test(test_registrations),
+      cmocka_unit_test(test_discovery_pending),
+      cmocka_unit_test(test_provision_then_handover),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
