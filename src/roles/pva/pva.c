@@ -319,7 +319,11 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, NULL, step, rc, "validation asked by %s for %s refused", sho,
                    device);
-    mcim_http_reply_problem(resp, rc == MCIM_PEER_UNREACHABLE ? rc : MCIM_NOT_PARTY, step,
+    /* a record that does not verify proves nothing: NOT_PARTY; the RO's key out of reach is
+     * not the caller's fault and may pass: answered as it is, so the SHO retries */
+    bool transient = rc == MCIM_PEER_UNREACHABLE || rc == MCIM_TIMEOUT || rc == MCIM_PEER_ERROR ||
+                     rc == MCIM_PEER_BAD_ANSWER || rc == MCIM_NO_MEMORY || rc == MCIM_INTERNAL;
+    mcim_http_reply_problem(resp, transient ? rc : MCIM_NOT_PARTY, step,
                             "no order of %s for %s in procedure %s recorded by the RO (%s)", sho,
                             device, txn, mcim_cause_name(rc));
     return;

@@ -188,15 +188,21 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   const char *device = stmt->claims.sub;
-  json_t *extra = json_pack("{s:s,s:s,s:s?}", "sho", req->peer, "procedure", procedure, "via", via);
-  rc = mcim_role_sign(r, "mcim-order-record+jwt", device, req->peer, txn, extra, &record);
-  json_decref(extra);
   int64_t now = mcim_now();
+  int64_t expires = now + mcim_config_duration(r->cfg, "order_lifetime");
+  /* The record is the SHO's proof of this procedure for as long as the order lives (the PVA
+   * may see it only when the device turns up), not for a statement's few minutes. */
+  json_t *extra = json_pack("{s:s,s:s,s:s?}", "sho", req->peer, "procedure", procedure, "via", via);
+  mcim_claims_t c = {.iss = r->name, .sub = device, .aud = req->peer,
+                     .typ = "mcim-order-record+jwt", .txn = txn, .iat = now, .exp = expires,
+                     .extra = extra};
+  rc = extra ? mcim_jws_sign(r->sign_key, &c, &record) : MCIM_NO_MEMORY;
+  json_decref(extra);
   if (rc == MCIM_OK) {
     mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device), MCIM_TEXT(req->peer),
                       MCIM_TEXT(endpoint),  MCIM_TEXT(procedure), MCIM_TEXT(via ? via : ""),
                       MCIM_TEXT(record),    MCIM_INT(now),     MCIM_INT(now),
-                      MCIM_INT(now + mcim_config_duration(r->cfg, "order_lifetime"))};
+                      MCIM_INT(expires)};
     rc = mcim_store_exec(st,
                          "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state,"
                          " record, created, updated, expires)"
@@ -231,6 +237,8 @@ static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
+/* The count, or -1 when the store failed (the caller answers a store error, never a
+ * refusal: a busy store must not turn a proven request into a permanent 403). */
 static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size_t n)
 {
   int64_t v = 0;
@@ -244,22 +252,27 @@ static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size
  * of this SHO's MCIM on this device for this txn, or (a switch between pre-provisioned MCIMs)
  * the SHO already holds an entry for the device. released: the SHO's own entry, ended by its
  * own termination (it alone calls this for itself). */
-static bool registration_proven(mcim_store_t *st, const char *txn, const char *device,
-                                const char *sho, const char *state)
+static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const char *device,
+                                        const char *sho, const char *state)
 {
   mcim_val_t own[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
-  if (strcmp(state, "released") == 0)
-    return count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?", own, 2) > 0;
+  int64_t n;
+  if (strcmp(state, "released") == 0) {
+    n = count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?", own, 2);
+    return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_NOT_PARTY;
+  }
   mcim_val_t inst[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(sho)};
-  if (count_rows(st,
+  n = count_rows(st,
                  "SELECT COUNT(*) FROM dpf_packages WHERE txn = ? AND device = ? AND sho = ?"
                  " AND state = 'installed'",
-                 inst, 3) > 0)
-    return true;
-  return count_rows(st,
-                    "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND state IN"
-                    " ('subscribed', 'preloaded')",
-                    own, 2) > 0;
+                 inst, 3);
+  if (n != 0)
+    return n < 0 ? MCIM_STORE_ERROR : MCIM_OK;
+  n = count_rows(st,
+                 "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND state IN"
+                 " ('subscribed', 'preloaded')",
+                 own, 2);
+  return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_NOT_PARTY;
 }
 
 /* POST /v1/drf/registrations (an SHO, about itself). */
@@ -303,7 +316,13 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable");
     return;
   }
-  if (!registration_proven(st, txn, device, sho, state)) {
+  rc = registration_proven(st, txn, device, sho, state);
+  if (rc == MCIM_STORE_ERROR) {
+    mcim_store_rollback(st);
+    mcim_http_reply_problem(resp, rc, 14, "store unavailable (retry)");
+    return;
+  }
+  if (rc != MCIM_OK) {
     mcim_store_rollback(st);
     mcim_log_event(MCIM_LOG_WARN, txn, 14, MCIM_NOT_PARTY,
                    "DRF: %s may not register %s as %s (no proof)", sho, device, state);

@@ -53,16 +53,16 @@ mcim_cause_t mcim_sho_queue_validation(struct mcim_role *r, mcim_store_t *st,
   return rc;
 }
 
-/* The owner's order verified with the owner key the RO vouched for. */
+/* The owner's order verified with the owner key the RO vouched for (its jti is spent by the
+ * caller, with the order stored). */
 static mcim_cause_t verify_order(struct mcim_role *r, const char *order, const char *jwk,
-                                 const char *txn, bool replay, mcim_statement_t **stmt)
+                                 const char *txn, mcim_statement_t **stmt)
 {
   mcim_jose_key_t *owner = NULL;
   mcim_cause_t rc = jwk ? mcim_jose_key_from_jwk(jwk, strlen(jwk), &owner) : MCIM_NOT_OWNER;
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .typ = "mcim-order+jwt",
-                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                            .replay = replay ? mcim_role_replay(r) : NULL};
+                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew")};
     rc = mcim_jws_verify(order, strlen(order), owner, &ex, stmt);
     if (rc == MCIM_JWS_BAD_SIGNATURE)
       rc = MCIM_NOT_OWNER;
@@ -162,7 +162,7 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
   }
   /* The same order again: the stored answer (it names the IMSI), but only to the owner. */
   if (mcim_sho_order_load(st, txn, &o) == MCIM_OK) {
-    rc = verify_order(r, order, o.owner_jwk, txn, false, &stmt);
+    rc = verify_order(r, order, o.owner_jwk, txn, &stmt);
     if (rc == MCIM_OK && strcmp(stmt->claims.sub, o.device) != 0)
       rc = MCIM_CONFLICT;
     if (rc == MCIM_OK)
@@ -180,8 +180,10 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK)
     rc = forward_to_drf(r, txn, order, &res);
   if (rc == MCIM_OK) {
+    /* the jti is spent below, in the transaction that stores the order: a store failure
+     * leaves the same order usable again */
     jwk = json_dumps(json_object_get(res.json, "owner_jwk"), JSON_COMPACT);
-    rc = jwk ? verify_order(r, order, jwk, txn, true, &stmt) : MCIM_NO_MEMORY;
+    rc = jwk ? verify_order(r, order, jwk, txn, &stmt) : MCIM_NO_MEMORY;
   }
   const char *att_cert = stmt ? mcim_statement_string(stmt, "attestation_cert") : NULL;
   const char *ka_cert = stmt ? mcim_statement_string(stmt, "ka_cert") : NULL;
@@ -203,6 +205,18 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
   const char *record = json_string_value(json_object_get(res.json, "record"));
   bool validating = strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0;
   rc = mcim_store_begin(st);
+  /* A copy of this order that raced us has been stored meanwhile: its answer, not a replay. */
+  if (rc == MCIM_OK && mcim_role_answer_get(st, txn, 1, "order", &status, &answer) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status, answer);
+    answer = NULL;
+    goto out;
+  }
+  if (rc == MCIM_OK) {
+    const mcim_replay_cache_t *replay = mcim_role_replay(r);
+    rc = replay->check_and_insert(replay->ctx, "subscriber", stmt->claims.jti, stmt->claims.exp,
+                                  mcim_now());
+  }
   if (rc == MCIM_OK)
     rc = next_imsi(r, st, imsi);
   if (rc == MCIM_OK) {
@@ -233,6 +247,12 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     rc = mcim_role_answer_put(st, txn, 1, "order", 201, answer);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
+    json_t *stored = NULL; /* on a store without the lock above, the copy won the insert */
+    if (rc == MCIM_CONFLICT &&
+        mcim_role_answer_get(st, txn, 1, "order", &status, &stored) == MCIM_OK) {
+      mcim_http_reply_json(resp, status, stored);
+      goto out;
+    }
     mcim_http_reply_problem(resp, rc, 1, "order not stored");
     goto out;
   }
