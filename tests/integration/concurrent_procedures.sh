@@ -19,8 +19,9 @@ ok "$n devices manufactured"
 
 # The device name goes where `mcim run` wants it: substitute DEV.
 run_all() {
-  local name=$1 i fails=0 pids=()
+  local name=$1 i fails=0 pids=() t0
   shift
+  t0=$(date +%s.%N)
   for i in $(seq 1 "$n"); do
     args=()
     for a in "$@"; do [ "$a" = DEV ] && args+=("c$i") || args+=("$a"); done
@@ -33,7 +34,10 @@ run_all() {
       [ "$fails" -le 3 ] && echo "   c$i: $(jfield "$tmp/r$i.json" result) $(head -c 300 "$tmp/r$i.err")"
     fi
   done
-  [ "$fails" -eq 0 ] && ok "$name: $n of $n succeeded" || bad "$name: $fails of $n failed"
+  local wall
+  wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  [ "$fails" -eq 0 ] && ok "$name: $n of $n succeeded (${wall} s wall for the round)" ||
+    bad "$name: $fails of $n failed"
 }
 
 # invariants: per device one active subscription at the SHOs, one DRF subscription.
