@@ -5,8 +5,10 @@
 # by mocking our components. After each case the invariants of DESIGN.md section 4 are
 # checked (one active subscription on the network side, at most one active MCIM in the TRE,
 # the PCID credential kept, nothing half done).
-#  a. the old SHO unreachable at step 9: TIMEOUT at step 9, the new MCIM staged and not
-#     activated anywhere, the receipt queued in the TRE and delivered by a later procedure;
+#  a. the old SHO unreachable at step 9: past the device's acknowledgement deadline the RO
+#     takes the TRE-signed discard receipt in its place, the new SHO activates, and the old
+#     SHO learns it when it comes back (the RO's outbox); then a pristine change back, whose
+#     deferred notice reaches the other SHO through the RO's relay;
 #  b. a negative PVA verdict at step 4 (firmware modified after provisioning);
 #  c. a tampered package at step 7, and replayed packages (an installed one, another txn's);
 #  d. restarts of the PVA, the RO, the new SHO, the old SHO and the agent mid-change.
@@ -139,12 +141,14 @@ for d in fa fb fc fd; do
 done
 
 # ---------------------------------------------------------------------------------------
-# a. The old SHO unreachable at step 9
+# a. The old SHO unreachable at step 9 (issue 8, point 7: no veto by a dead old SHO)
 # ---------------------------------------------------------------------------------------
 if want a; then
 echo "# a. old SHO unreachable at step 9"
-sed -i 's/"procedure_timeout": *[0-9]*/"procedure_timeout": 20/' "$lab/devices/fa/agent.json"
-check "fa: procedure timeout 20 s, agent restarted" "$mcim" lab restart fa --dir "$lab"
+sed -i 's/"procedure_timeout": *[0-9]*/"procedure_timeout": 60/' "$lab/devices/fa/agent.json"
+grep -q '"ack_deadline"' "$lab/devices/fa/agent.json" ||
+  sed -i 's/"procedure_timeout"/"ack_deadline": 3, "procedure_timeout"/' "$lab/devices/fa/agent.json"
+check "fa: acknowledgement deadline 3 s, agent restarted" "$mcim" lab restart fa --dir "$lab"
 imsi_a=$(active_imsi fa sho-a)
 hold_packages fa
 run_bg "$tmp/a1.json" change fa --to sho-b --via old-sho
@@ -160,42 +164,50 @@ if wait_for 60 package_held fa && wait_for 30 running_at fa download; then
 else bad "fa never reached step 7: $(proc_view fa)"; fi
 pause sho-a
 release_packages fa
-if run_wait; then bad "a: the change succeeded with sho-a paused"; else ok "a: the change failed"; fi
+# Past the deadline the RO takes the TRE-signed discard receipt in place of sho-a's
+# acknowledgement: the change completes, sho-b activates.
+if run_wait; then ok "a: the change succeeded with sho-a down"; else bad "a: the change failed: $(head -c 600 "$tmp/a1.json")"; fi
 txn_a1=$(jfield "$tmp/a1.json" txid)
-res=$(jfield "$tmp/a1.json" result)
-case "$res" in TIMEOUT | PEER_UNREACHABLE) ok "a: cause $res" ;; *) bad "a: result $res: $(head -c 400 "$tmp/a1.json")" ;; esac
-[ "$(proc_field fa "$txn_a1" step)" = 9 ] && ok "a: failed at step 9 ($(proc_field fa "$txn_a1" stage))" ||
-  bad "a: step $(proc_field fa "$txn_a1" step), detail: $(proc_field fa "$txn_a1" detail)"
-# invariant 1: the new MCIM is not active before the old subscription is released
-st=$(sql "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn_a1'")
-[ -n "$st" ] && [ "$st" != active ] && ok "a: sho-b's order is not active ($st)" || bad "a: sho-b order state '$st'"
-n=$(sql "$lab/sho-b/sho-b.db" "SELECT COUNT(*) FROM auc WHERE device='fa' AND state='active'")
-[ "$n" = 0 ] && ok "a: sho-b's AuC has no active entry for fa ($(sql "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE device='fa'"))" ||
-  bad "a: sho-b's AuC: $(sql "$lab/sho-b/sho-b.db" "SELECT imsi, state FROM auc WHERE device='fa'")"
-db_is "$lab/sho-b/sho-b.db" "SELECT released FROM orders WHERE txn='$txn_a1'" 0 &&
-  ok "a: sho-b never received a release" || bad "a: sho-b's order is marked released"
-db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM drf WHERE device='fa' AND sho='sho-b' AND state='subscribed'" 0 &&
-  ok "a: the DRF does not point to sho-b" || bad "a: DRF says fa subscribes to sho-b"
+[ "$(jfield "$tmp/a1.json" result)" = success ] && ok "a: result success" || bad "a: result $(jfield "$tmp/a1.json" result)"
+tr -d ' \n' <"$tmp/a1.json" | grep -q '"n":11,"from":"fa","to":"ro","msg":"DPF:theTRE-signeddiscardreceipt' &&
+  ok "a: step 11 with the TRE-signed receipt (no acknowledgement by the deadline)" || bad "a: no receipt at step 11 in the trace"
+wait_for 20 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn_a1'" active &&
+  ok "a: sho-b's order active" || bad "a: sho-b order $(sql "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn_a1'")"
+db_is "$lab/sho-b/sho-b.db" "SELECT released FROM orders WHERE txn='$txn_a1'" 1 &&
+  ok "a: sho-b got the (privacy-filtered) release from the RO" || bad "a: sho-b's order not released"
+db_is "$lab/ro/ro.db" "SELECT sho FROM drf WHERE device='fa' AND state='subscribed' AND sho='sho-b'" sho-b &&
+  ok "a: the DRF points to sho-b" || bad "a: DRF $(sql "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='fa'")"
+db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM outbox WHERE peer='sho-a' AND path='/v1/discards' AND txn='$txn_a1' AND state='pending'" 1 &&
+  ok "a: the receipt waits in the RO's outbox for sho-a" || bad "a: RO outbox: $(sql "$lab/ro/ro.db" "SELECT peer, path, state, attempts FROM outbox WHERE txn='$txn_a1'")"
 tre_status fa >"$tmp/a1st.json"
-tr -d ' \n' <"$tmp/a1st.json" | grep -q "\"staged\":\[{[^]]*\"txn\":\"$txn_a1\"" &&
-  ok "a: the new MCIM stays staged in the TRE" || bad "a: staged: $(grep -A6 '"staged"' "$tmp/a1st.json")"
-tr -d ' \n' <"$tmp/a1st.json" | grep -q "\"pending\":\[{[^]]*\"to\":\"sho-a\"" &&
-  ok "a: the discard receipt for sho-a stays queued" || bad "a: pending: $(grep -A6 '"pending"' "$tmp/a1st.json")"
-grep -q '"state": "active"' "$tmp/a1st.json" && bad "a: an active slot in the TRE" || ok "a: no active MCIM in the TRE"
-check_fails "a: fa cannot attach to sho-b (MCIM not installed)" "$mcim" device attach fa --to sho-b --dir "$lab"
-invariants fa "a (sho-a paused)"
-
-resume sho-a
-check "a: change fa to sho-b via pristine (sho-a back)" "$mcim" run change fa --to sho-b --via pristine --json --dir "$lab"
-[ "$(jfield "$tmp/out" result)" = success ] && ok "a: pristine change succeeded" || bad "a: $(head -c 400 "$tmp/out")"
-db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" terminated &&
-  ok "a: the queued receipt reached sho-a: old IMSI terminated" ||
-  bad "a: sho-a still has $imsi_a as $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"
-tre_status fa >"$tmp/a2st.json"
-grep -q '"pending": \[\]' "$tmp/a2st.json" && ok "a: no receipt left queued" || bad "a: pending: $(grep -A6 '"pending"' "$tmp/a2st.json")"
-check "a: fa attaches to sho-b" "$mcim" device attach fa --to sho-b --json --dir "$lab"
+tr -d ' \n' <"$tmp/a1st.json" | grep -q '"pending":\[\]' && ok "a: nothing left queued in the TRE (the RO has the receipt)" ||
+  bad "a: pending: $(grep -A6 '"pending"' "$tmp/a1st.json")"
+check "a: fa attaches to sho-b (full)" "$mcim" device attach fa --to sho-b --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "a: full access at sho-b" || bad "a: $(cat "$tmp/out")"
+# sho-a was down the whole time: it comes back (killed and restarted) and learns it
+kill -KILL "$(pid_of sho-a)" && resume sho-a
+check "a: sho-a restarted" "$mcim" lab restart sho-a --dir "$lab"
+wait_for 120 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" terminated &&
+  ok "a: sho-a learnt it on restart: old IMSI terminated" ||
+  bad "a: sho-a still has $imsi_a as $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"
+wait_for 20 db_is "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='fa' AND sho='sho-a'" released &&
+  ok "a: and released its DRF entry" || bad "a: DRF $(sql "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='fa'")"
 check_fails "a: fa no longer attaches to sho-a" "$mcim" device attach fa --to sho-a --dir "$lab"
+wait_for 20 outbox_empty || true
+invariants fa "a (sho-a back)"
+
+# and the way back via pristine: sho-b is told through the RO's relay
+imsi_ab=$(active_imsi fa sho-b)
+check "a: change fa back to sho-a via pristine" "$mcim" run change fa --to sho-a --via pristine --json --dir "$lab"
+[ "$(jfield "$tmp/out" result)" = success ] && ok "a: pristine change succeeded" || bad "a: $(head -c 400 "$tmp/out")"
+wait_for 30 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE imsi='$imsi_ab'" terminated &&
+  ok "a: the deferred notice reached sho-b (relayed): $imsi_ab terminated" ||
+  bad "a: sho-b still has $imsi_ab as $(sql "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE imsi='$imsi_ab'")"
+tre_status fa >"$tmp/a2st.json"
+grep -q '"pending": \[\]' "$tmp/a2st.json" && ok "a: no notice left queued" || bad "a: pending: $(grep -A6 '"pending"' "$tmp/a2st.json")"
+check "a: fa attaches to sho-a" "$mcim" device attach fa --to sho-a --json --dir "$lab"
+grep -q '"scope": "full"' "$tmp/out" && ok "a: full access at sho-a" || bad "a: $(cat "$tmp/out")"
+check_fails "a: fa no longer attaches to sho-b" "$mcim" device attach fa --to sho-b --dir "$lab"
 wait_for 20 outbox_empty || true
 invariants fa "a (after the pristine change)"
 
