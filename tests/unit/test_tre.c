@@ -1210,6 +1210,67 @@ static void test_discard(void **state)
   json_decref(list);
 }
 
+/* Pristine step 3 (issue 8, point 6): back to the pristine state removes EVERY MCIM, the
+ * active one and the inactive (pre-provisioned) one, with a discard notice for each slot's
+ * SHO queued in the same write; the PCID credential stays. */
+static void test_pristine(void **state)
+{
+  struct fx *f = *state;
+  json_t *removed = NULL, *list = NULL, *e;
+  mcim_statement_t *stmt = NULL;
+  char slot[64];
+  size_t i;
+
+  provision(f, &sho_a, TXN_A);
+  struct pkg p = pkg_default(f, &sho_b, TXN_B);
+  char *pkg = pkg_make(&p);
+  assert_int_equal(stage(f, TXN_B, pkg, &sho_b), MCIM_OK);
+  assert_int_equal(f->tre->ops->install_inactive(f->tre->ctx, TXN_B, slot), MCIM_OK);
+  free(pkg);
+  assert_string_equal(slot_state(f, "sho-a"), "active");
+  assert_string_equal(slot_state(f, "sho-b"), "inactive");
+
+  assert_int_equal(f->tre->ops->pristine(f->tre->ctx, NULL, NULL), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(f->tre->ops->pristine(f->tre->ctx, TXN_C, &removed), MCIM_OK);
+  check_persisted(f);
+  assert_int_equal(json_array_size(removed), 2);
+  json_decref(removed);
+  json_t *doc = state_read(f);
+  char *text = json_dumps(doc, 0);
+  assert_int_equal(json_array_size(json_object_get(doc, "slots")), 0);
+  assert_false(has_secret(text, strlen(text), sho_a.k));
+  assert_false(has_secret(text, strlen(text), sho_b.k));
+  free(text);
+  json_decref(doc);
+  json_t *st = status_of(f->tre);
+  assert_true(json_is_object(json_object_get(st, "pcid"))); /* the pristine path stays open */
+  json_decref(st);
+
+  /* one notice per removed slot, each to its own SHO about its own IMSI */
+  assert_int_equal(f->tre->ops->pending(f->tre->ctx, 120, &list), MCIM_OK);
+  assert_int_equal(json_array_size(list), 2);
+  json_array_foreach(list, i, e) {
+    const char *to = json_string_value(json_object_get(e, "to"));
+    const char *jws = json_string_value(json_object_get(e, "statement"));
+    const struct sho *sh = strcmp(to, "sho-a") == 0 ? &sho_a : &sho_b;
+    mcim_jws_expect_t x = {.iss = DEVICE, .aud = to, .typ = "mcim-discard+jwt", .sub = DEVICE,
+                           .txn = TXN_C};
+    assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &x, &stmt), MCIM_OK);
+    assert_string_equal(mcim_statement_string(stmt, "slot"), to);
+    assert_string_equal(mcim_statement_string(stmt, "imsi"), sh->imsi);
+    mcim_statement_free(stmt);
+  }
+  json_decref(list);
+
+  /* a retry (a crash after the write) changes nothing and removes nothing */
+  assert_int_equal(f->tre->ops->pristine(f->tre->ctx, TXN_C, &removed), MCIM_OK);
+  assert_int_equal(json_array_size(removed), 0);
+  json_decref(removed);
+  assert_int_equal(f->tre->ops->pending(f->tre->ctx, 120, &list), MCIM_OK);
+  assert_int_equal(json_array_size(list), 2);
+  json_decref(list);
+}
+
 /* ---- tests: owner --------------------------------------------------------------------- */
 
 static char *instruction(const mcim_jose_key_t *key, const char *aud, const char *typ,
@@ -1476,6 +1537,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_stage_refused, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_isolation, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_discard, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_pristine, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_owner, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_no_secret_out, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_tmp, fx_setup, fx_teardown),
