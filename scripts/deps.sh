@@ -11,6 +11,7 @@ PKGS=(
   libosmocore-dev
   mscgen
   openssl ca-certificates curl
+  python3 # tests/integration/hostile_load.sh: its socket holder and slow-loris clients
 )
 
 missing=()

@@ -38,6 +38,7 @@ struct mcim_http_response {
   char *text;               /* a body that is not JSON (GET /metrics), owned, or NULL; set
                                with mcim_http_reply_text, sent instead of `json` */
   const char *content_type; /* of `text` (a static string) */
+  int retry_after;          /* > 0: a Retry-After header, seconds (the answer is "not yet") */
 };
 
 typedef void (*mcim_http_handler_fn)(void *ctx, const struct mcim_http_request *req,
@@ -66,6 +67,13 @@ struct mcim_http_server_cfg {
   const char *client_ca_file; /* PEM CA for client certificates; NULL: no mTLS */
   unsigned threads;           /* thread pool size, default 4 */
   size_t max_body;            /* default 256 KiB */
+  /* Hostile-load bounds (TLS server only; 0 takes the default). A connection is a file
+   * descriptor and a TLS session: without bounds, idle sockets exhaust them. */
+  unsigned per_address_limit; /* connections one client IP address may hold, default 256 */
+  unsigned connection_limit;  /* connections in all, default min(4096, open-file limit - 256);
+                                 clamped to what the open-file limit allows */
+  unsigned timeout_s;         /* TLS handshake not done this long after the accept, or no byte
+                                 for this long: the connection is closed; default 10 */
   const struct mcim_http_route *routes;
   size_t nroutes;
   void *ctx; /* passed to every handler */

@@ -88,6 +88,9 @@ extern mcim_metric_t mcim_m_process_start_time;
 /* HTTP server (src/net/http_server.c) */
 extern mcim_metric_t mcim_m_http_requests;         /* {method, route, cause} */
 extern mcim_metric_t mcim_m_http_request_duration; /* {method, route, code} histogram */
+extern mcim_metric_t mcim_m_http_connections_refused;   /* at the per-address or global limit */
+extern mcim_metric_t mcim_m_http_connections_timed_out; /* handshake or request stalled */
+extern mcim_metric_t mcim_m_http_tls_handshake_failures;
 
 /* outbox (src/roles/common.c) */
 extern mcim_metric_t mcim_m_outbox_pending;         /* gauge, read from the store at scrape */

@@ -32,6 +32,21 @@ mcim_metric_t mcim_m_http_request_duration = {
     " and status class",
     MCIM_METRIC_HISTOGRAM, MCIM_MF_HTTP, {"method", "route", "code", NULL}, http_buckets,
     HTTP_NBUCKETS, NULL};
+mcim_metric_t mcim_m_http_connections_refused = {
+    "mcim_http_connections_refused_total",
+    "Connections closed at once: the client's address (max_connections_per_ip) or the"
+    " server (max_connections) was at its limit",
+    MCIM_METRIC_COUNTER, MCIM_MF_HTTP, {NULL}, NULL, 0, NULL};
+mcim_metric_t mcim_m_http_connections_timed_out = {
+    "mcim_http_connections_timed_out_total",
+    "Connections closed by connection_timeout before a request was complete: TLS handshake"
+    " not done, or a request stalled",
+    MCIM_METRIC_COUNTER, MCIM_MF_HTTP, {NULL}, NULL, 0, NULL};
+mcim_metric_t mcim_m_http_tls_handshake_failures = {
+    "mcim_http_tls_handshake_failures_total",
+    "TLS handshakes that failed: no common version or cipher suite (the policy is AEAD only),"
+    " a malformed message, or the client left mid-handshake",
+    MCIM_METRIC_COUNTER, MCIM_MF_HTTP, {NULL}, NULL, 0, NULL};
 
 mcim_metric_t mcim_m_outbox_pending = {
     "mcim_outbox_pending", "Outbox messages not yet delivered nor given up (read at scrape time)",
@@ -133,6 +148,9 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_process_start_time,
     &mcim_m_http_requests,
     &mcim_m_http_request_duration,
+    &mcim_m_http_connections_refused,
+    &mcim_m_http_connections_timed_out,
+    &mcim_m_http_tls_handshake_failures,
     &mcim_m_outbox_pending,
     &mcim_m_outbox_delivered,
     &mcim_m_outbox_attempt_failures,

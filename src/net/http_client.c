@@ -1,5 +1,5 @@
 /* The HTTP client roles and the device agent use to call peers: libcurl on
- * OpenSSL, TLS 1.2+ only, server certificate pinned to the lab CA, optional
+ * OpenSSL, TLS 1.2+ with AEAD suites only, server certificate pinned to the lab CA, optional
  * client certificate (mTLS). One client per thread; its curl handle keeps
  * connections alive so consecutive calls to one peer reuse them. */
 #include <curl/curl.h>
@@ -13,6 +13,15 @@
 #include "mcim/log.h"
 
 #define MAX_ANSWER (1u << 20)
+
+/* The server's policy (http_server.c), in OpenSSL's names: TLS 1.2 with ECDHE and an AEAD
+ * cipher only (no CBC, no SHA1 MAC, no RSA key exchange); TLS 1.3 suites are all AEAD, the
+ * CCM ones are left out as the server does. */
+#define TLS12_CIPHERS                                                                      \
+  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:"                           \
+  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"  \
+  "ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS13_CIPHERS "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
 
 struct mcim_http_client {
   CURL *curl;
@@ -152,6 +161,8 @@ mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method,
   } else {
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_SSL_CIPHER_LIST, TLS12_CIPHERS);
+    curl_easy_setopt(c, CURLOPT_TLS13_CIPHERS, TLS13_CIPHERS);
     curl_easy_setopt(c, CURLOPT_CAINFO, cli->ca_file);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);

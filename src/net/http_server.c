@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -22,6 +23,25 @@
 #include "mcim/metrics.h"
 #include "mcim/util.h"
 
+/* TLS 1.3, and TLS 1.2 with ECDHE and an AEAD cipher (AES-GCM, ChaCha20-Poly1305) only:
+ * no CBC (padding oracles), no SHA1 MAC, no RSA key exchange (no forward secrecy), no
+ * SHA1 signatures. The client side (http_client.c) offers the same set. */
+#define TLS_PRIORITIES                                                                     \
+  "SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"   \
+  "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:-SIGN-RSA-SHA1:"      \
+  "-SIGN-ECDSA-SHA1:-SIGN-DSA-SHA1:%SERVER_PRECEDENCE"
+
+#define DEFAULT_PER_ADDRESS 256 /* as the config default (src/roles/runtime.c) */
+#define DEFAULT_TIMEOUT_S 10
+#define DEFAULT_CONNECTION_CAP 4096 /* a connection costs ~50 KiB (MHD pool, TLS session) */
+#define FD_RESERVE 256 /* descriptors left for stores, peer connections, logs, epoll */
+
+/* Per-connection state (MHD socket context), for the timeout metric. */
+struct conn_state {
+  struct timespec opened;
+  bool had_request;
+};
+
 struct mcim_http_server {
   struct MHD_Daemon *daemon;
   struct mcim_http_server_cfg cfg;
@@ -29,6 +49,7 @@ struct mcim_http_server {
   char *key_pem;
   char *ca_pem;
   uint16_t port;
+  unsigned timeout_s; /* in force (TLS server), for the timeout metric */
 };
 
 /* Per-request state, kept across the access handler's calls while the body arrives. */
@@ -194,6 +215,11 @@ static enum MHD_Result send_response(const struct mcim_http_server *srv,
   else if (resp->json)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             resp->problem ? "application/problem+json" : "application/json");
+  if (resp->retry_after > 0) { /* RFC 9110 10.2.3: "not yet", ask again in that many seconds */
+    char ra[16];
+    snprintf(ra, sizeof(ra), "%d", resp->retry_after);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+  }
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
   MHD_destroy_response(r);
   count_request(srv, method, url, resp, st);
@@ -298,6 +324,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   (void)version;
 
   if (!st) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (ci && ci->socket_context)
+      ((struct conn_state *)ci->socket_context)->had_request = true;
     st = calloc(1, sizeof(*st));
     if (!st)
       return MHD_NO;
@@ -356,7 +386,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
   (void)cls;
   (void)conn;
-  (void)toe;
+  if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+    mcim_metric_inc(&mcim_m_http_connections_timed_out, NULL); /* a request that stalled */
   struct req_state *st = *con_cls;
   if (st) {
     free(st->body);
@@ -365,9 +396,46 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   }
 }
 
+/* MHD calls this when a connection opens (after the limits let it in) and closes. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+  const struct mcim_http_server *srv = cls;
+  struct conn_state *cs = *socket_context;
+  (void)conn;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    cs = calloc(1, sizeof(*cs)); /* NULL: only the metric misses this connection */
+    if (cs)
+      clock_gettime(CLOCK_MONOTONIC, &cs->opened);
+    *socket_context = cs;
+    return;
+  }
+  if (!cs)
+    return;
+  /* Closed before any request, the timeout after it opened: the timeout closed it. MHD
+   * starts the timer at the accept and does not restart it during the TLS handshake, so a
+   * handshake that never ends is closed after exactly that; the client closing by itself
+   * that late (it would have to keep sending request bytes) is not told apart. */
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  long long ms = (long long)(now.tv_sec - cs->opened.tv_sec) * 1000 +
+                 (now.tv_nsec - cs->opened.tv_nsec) / 1000000;
+  if (!cs->had_request && srv->timeout_s && ms + 50 >= (long long)srv->timeout_s * 1000)
+    mcim_metric_inc(&mcim_m_http_connections_timed_out, NULL);
+  free(cs);
+  *socket_context = NULL;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
   (void)cls;
+  /* MHD has no callback for a connection it closes at the per-address or global limit, nor
+   * for a failed TLS handshake (it closes without an alert): only these messages (format
+   * strings, untranslated; libmicrohttpd 0.9.75 daemon.c, connection_https.c). */
+  if (strstr(fmt, "reached connection limit"))
+    mcim_metric_inc(&mcim_m_http_connections_refused, NULL);
+  else if (strstr(fmt, "handshake message out of context"))
+    mcim_metric_inc(&mcim_m_http_tls_handshake_failures, NULL);
   char msg[512];
   vsnprintf(msg, sizeof(msg), fmt, ap);
   size_t n = strlen(msg);
@@ -411,6 +479,46 @@ fail:
     close(fd);
   mcim_http_server_free(srv);
   return MCIM_IO_ERROR;
+}
+
+/* Every connection is a descriptor: raise the soft open-file limit to the hard one so the
+ * connection limit, not the descriptors, is what refuses a flood. Returns the soft limit. */
+static unsigned raise_open_file_limit(void)
+{
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return 1024;
+  rlim_t hard = rl.rlim_max == RLIM_INFINITY ? 1u << 20 : rl.rlim_max;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < hard) {
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = hard;
+    if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+      mcim_log_info("open-file limit raised from %llu to %llu (the hard limit)",
+                    (unsigned long long)old, (unsigned long long)hard);
+    } else {
+      mcim_log_warn("cannot raise the open-file limit from %llu to %llu",
+                    (unsigned long long)old, (unsigned long long)hard);
+      rl.rlim_cur = old;
+    }
+  }
+  if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > UINT32_MAX / 2)
+    return UINT32_MAX / 2;
+  return (unsigned)rl.rlim_cur;
+}
+
+/* The global limit: `wanted` (0: the default), never more than the descriptors left after
+ * the reserve, never fewer than one per pool thread (MHD splits it between them). */
+static unsigned connection_limit(unsigned wanted, unsigned nofile, unsigned threads)
+{
+  unsigned room = nofile > 2 * FD_RESERVE ? nofile - FD_RESERVE : nofile / 2;
+  unsigned limit = wanted ? wanted : DEFAULT_CONNECTION_CAP;
+  if (limit > room) {
+    if (wanted)
+      mcim_log_warn("max_connections %u lowered to %u: the open-file limit is %u", wanted,
+                    room, nofile);
+    limit = room;
+  }
+  return limit < threads ? threads : limit;
 }
 
 mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
@@ -460,24 +568,29 @@ mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
     goto fail;
   }
 
-  unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-  if (srv->ca_pem)
-    srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_HTTPS_MEM_CERT, srv->cert_pem, MHD_OPTION_HTTPS_MEM_KEY, srv->key_pem,
-        MHD_OPTION_HTTPS_MEM_TRUST, srv->ca_pem, MHD_OPTION_HTTPS_PRIORITIES,
-        "SECURE256:SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_THREAD_POOL_SIZE,
-        srv->cfg.threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        srv, MHD_OPTION_END);
-  else
-    srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_HTTPS_MEM_CERT, srv->cert_pem, MHD_OPTION_HTTPS_MEM_KEY, srv->key_pem,
-        MHD_OPTION_HTTPS_PRIORITIES, "SECURE256:SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
-        MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.threads, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)30, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
+  unsigned nofile = raise_open_file_limit();
+  unsigned limit = connection_limit(srv->cfg.connection_limit, nofile, srv->cfg.threads);
+  unsigned per_address = srv->cfg.per_address_limit ? srv->cfg.per_address_limit
+                                                    : DEFAULT_PER_ADDRESS;
+  srv->timeout_s = srv->cfg.timeout_s ? srv->cfg.timeout_s : DEFAULT_TIMEOUT_S;
+  /* MHD_USE_AUTO: epoll on Linux. select() cannot watch a descriptor above FD_SETSIZE
+   * (1024), so under select a thousand idle sockets left no room for anyone else. */
+  unsigned flags =
+      MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+  /* MHD_OPTION_CONNECTION_TIMEOUT is both timeouts: MHD closes a connection whose TLS
+   * handshake is not done `timeout` after the accept (the handshake does not restart the
+   * timer), and one that sends nothing for `timeout` afterwards (libmicrohttpd 0.9.75
+   * connection.c, MHD_connection_handle_idle). */
+  srv->daemon = MHD_start_daemon(
+      flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+      MHD_OPTION_HTTPS_MEM_CERT, srv->cert_pem, MHD_OPTION_HTTPS_MEM_KEY, srv->key_pem,
+      MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES, MHD_OPTION_THREAD_POOL_SIZE,
+      srv->cfg.threads, MHD_OPTION_CONNECTION_TIMEOUT, srv->timeout_s,
+      MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_address,
+      MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_NOTIFY_COMPLETED,
+      on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+      /* the client CA (mutual TLS) last: without one, the list ends here */
+      srv->ca_pem ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, srv->ca_pem, MHD_OPTION_END);
   if (!srv->daemon) {
     mcim_log_error("cannot start the HTTPS server on %s:%u (port in use, or bad certificate/key)",
                    cfg->bind_addr ? cfg->bind_addr : "127.0.0.1", (unsigned)cfg->port);
@@ -486,6 +599,9 @@ mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
   }
   const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
   srv->port = di ? di->port : cfg->port;
+  mcim_log_info("connections: at most %u in all, %u per client address; closed when the TLS "
+                "handshake is not done %u s after the accept, or nothing arrives for %u s",
+                limit, per_address, srv->timeout_s, srv->timeout_s);
   *out = srv;
   return MCIM_OK;
 

@@ -43,10 +43,28 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
      .help = "HTTPS server thread pool size"},
     {.name = "max_body", .type = MCIM_CFG_INT, .def = "262144", .min = 1024, .max = 16777216,
      .help = "largest request body accepted, bytes"},
+    /* generous: many devices share one address behind a NAT, and a lab runs on one */
+    {.name = "max_connections_per_ip", .type = MCIM_CFG_INT, .def = "256", .min = 1,
+     .max = 65535,
+     .help = "connections one client IP address may hold open; more are closed at once"},
+    {.name = "max_connections", .type = MCIM_CFG_INT, .def = "0", .min = 0, .max = 1000000,
+     .help = "connections held open in all; 0: 4096, or fewer if the open-file limit leaves "
+             "less room"},
+    {.name = "connection_timeout", .type = MCIM_CFG_DURATION, .def = "10s", .min = 1,
+     .max = 3600,
+     .help = "a connection is closed when its TLS handshake is not done this long after it "
+             "opened, or when nothing arrives for this long"},
     {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
      .max = 86400, .help = "validity of the statements this role signs"},
     {.name = "token_lifetime", .type = MCIM_CFG_DURATION, .def = "10m", .min = 1, .max = 86400,
      .help = "validity of access tokens (VNO, SHO)"},
+    {.name = "attach_lifetime", .type = MCIM_CFG_DURATION, .def = "2m", .min = 1, .max = 3600,
+     .help = "access networks (vno, sho): how long an attach challenge may be answered;"
+             " unanswered and finished attach sessions are deleted after it"},
+    {.name = "answer_retention", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,
+     .max = 365LL * 86400,
+     .help = "how long answers kept for retries (idempotency) and delivered outbox messages"
+             " are kept"},
     {.name = "clock_skew", .type = MCIM_CFG_DURATION, .def = "30s", .min = 0, .max = 3600,
      .help = "clock difference tolerated when checking statements"},
     {.name = "outbox_max_attempts", .type = MCIM_CFG_INT, .def = "8", .min = 1, .max = 1000,
@@ -334,6 +352,7 @@ static void *worker_main(void *arg)
   while (!p->stopping) {
     pthread_mutex_unlock(&p->lock);
     mcim_role_outbox_run(r);
+    mcim_role_housekeeping(r);
     if (r->kind->tick)
       r->kind->tick(r);
     pthread_mutex_lock(&p->lock);
@@ -516,6 +535,9 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
       .client_ca_file = mcim_config_path(r->cfg, "operators_ca"),
       .threads = (unsigned)mcim_config_int(r->cfg, "threads"),
       .max_body = (size_t)mcim_config_int(r->cfg, "max_body"),
+      .per_address_limit = (unsigned)mcim_config_int(r->cfg, "max_connections_per_ip"),
+      .connection_limit = (unsigned)mcim_config_int(r->cfg, "max_connections"),
+      .timeout_s = (unsigned)mcim_config_duration(r->cfg, "connection_timeout"),
       .routes = r->priv->routes,
       .nroutes = nroutes,
       .ctx = r,
