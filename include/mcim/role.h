@@ -175,7 +175,9 @@ struct mcim_access {
  * SHO: full), else MCIM_SCOPE_NOT_GRANTABLE. At the issuing SHO the identity must still be
  * this device's live subscription (active or standby), else MCIM_TOKEN_REVOKED — `out` is
  * filled then, so that a retry of the very request that ended the subscription can be
- * recognised. `need_full`: a restricted token is refused with MCIM_SCOPE_RESTRICTED.
+ * recognised. At the RO an SHO's token issued before that SHO released the device's registry
+ * entry is MCIM_TOKEN_REVOKED as well. `need_full`: a restricted token is refused with
+ * MCIM_SCOPE_RESTRICTED.
  * MCIM_NO_ACCESS when there is no token. */
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out);

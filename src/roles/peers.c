@@ -189,6 +189,23 @@ static mcim_cause_t token_live_at_issuer(struct mcim_role *r, const struct mcim_
   return rc;
 }
 
+/* At the RO: an SHO's token for a device whose registry entry at that SHO was released after
+ * the token was issued (the SHO terminated the subscription it was issued for) is revoked
+ * here too, without asking the SHO. */
+static mcim_cause_t token_live_at_ro(struct mcim_role *r, const struct mcim_access *a)
+{
+  int64_t n = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_val_t p[] = {MCIM_TEXT(a->device), MCIM_TEXT(a->network), MCIM_INT(a->iat)};
+  mcim_cause_t rc = mcim_store_query_int(st,
+                                         "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                                         " AND state = 'released' AND updated >= ?",
+                                         p, 3, &n);
+  return rc == MCIM_OK && n > 0 ? MCIM_TOKEN_REVOKED : rc;
+}
+
 /* The one answer to "whose token is honoured here, for what" (DESIGN.md section 10). */
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out)
@@ -238,6 +255,8 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
   out->iat = st->claims.iat;
   if (here_access_net && strcmp(r->kind->kind, "sho") == 0)
     rc = token_live_at_issuer(r, out);
+  else if (strcmp(r->kind->kind, "ro") == 0 && mcim_role_name_is_sho(iss))
+    rc = token_live_at_ro(r, out);
   if (rc == MCIM_OK && need_full && strcmp(scope, "full") != 0)
     rc = MCIM_SCOPE_RESTRICTED;
 out:

@@ -889,6 +889,18 @@ static void test_forged_acknowledgements(void **state)
   assert_int_equal(get("sho-a", "/v1/devices/fdev1/subscription", revoked, &status),
                    MCIM_TOKEN_REVOKED);
   assert_int_equal(status, 401);
+  /* ... at the RO too: a token sho-a issued before it released fdev1's registry entry */
+  int64_t now = mcim_now();
+  char *before = NULL;
+  json_t *x = json_pack("{s:s,s:s}", "scope", "full", "imsi", imsi1);
+  mcim_claims_t c = {.iss = "sho-a", .sub = "fdev1", .aud = "sho-a", .typ = "mcim-access+jwt",
+                     .txn = ZERO_TXN, .iat = now - 120, .exp = now + 300, .extra = x};
+  assert_int_equal(mcim_jws_sign(key_sho_a, &c, &before), MCIM_OK);
+  json_decref(x);
+  assert_int_equal(post("ro", "/v1/drf/discover", before,
+                        json_pack("{s:s,s:s}", "txn", txn, "device", "fdev1")),
+                   MCIM_TOKEN_REVOKED);
+  free(before);
   json_t *view = agent_get("fdev1", "/v1/status"), *acc;
   size_t i;
   json_array_foreach(json_object_get(view, "access"), i, acc)
