@@ -278,7 +278,7 @@ static void pristine_discard(struct dev_run *r)
   json_t *tb = json_pack("{s:O?}", "removed", removed);
   dev_trace(d, p->txn, p->n, "tre",
             json_array_size(removed) || rc != MCIM_OK
-                ? "remove every MCIM, back to the pristine state"
+                ? "remove the old MCIMs (active and inactive), back to the pristine state"
                 : "no MCIM to remove: the device is pristine already",
             tb, rc);
   json_decref(tb);
