@@ -294,9 +294,12 @@ check "c: change fc to sho-b via old-sho (untampered)" "$mcim" run change fc --t
 imsi_cb=$(active_imsi fc sho-b)
 [ -n "$imsi_cb" ] && ok "c: fc subscribes to sho-b" || bad "c: no active sho-b IMSI"
 # (1) the package sho-a made for fc at initial provisioning, installed then, offered again
+# (the DPF kept nothing of it after the report: it is taken from what sho-a sent at step 12)
+pkg0=$(sql "$lab/sho-a/sho-a.db" "SELECT body FROM outbox WHERE txn='$txn_c0' AND path='/v1/drf/authorisations'" |
+  grep -o '"package": *"[^"]*"' | sed 's/.*"\([^"]*\)"$/\1/')
+[ -n "$pkg0" ] && ok "c: the initial package, as sho-a sent it" || bad "c: no initial package in sho-a's outbox"
 sql "$lab/ro/ro.db" "CREATE TRIGGER replay_fc AFTER INSERT ON dpf_packages WHEN NEW.device = 'fc' BEGIN
-  UPDATE dpf_packages SET package = (SELECT package FROM dpf_packages WHERE txn = '$txn_c0')
-    WHERE txn = NEW.txn; END;"
+  UPDATE dpf_packages SET package = '$pkg0' WHERE txn = NEW.txn; END;"
 check_fails "c: change fc to sho-a, the initial package replayed" "$mcim" run change fc --to sho-a --via old-sho --json --dir "$lab"
 cp "$tmp/out" "$tmp/c3.json"
 sql "$lab/ro/ro.db" "DROP TRIGGER replay_fc"
