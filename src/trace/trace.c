@@ -95,6 +95,8 @@ static bool same_message(const struct mcim_trace_event *x, const struct mcim_tra
 
 void mcim_trace_sort(struct mcim_trace *t)
 {
+  if (t->len == 0)
+    return; /* nothing recorded yet (ev may be NULL, which qsort must not get) */
   /* qsort is not stable; ties on (time, n) are rare (microsecond clocks) and harmless. */
   qsort(t->ev, t->len, sizeof(t->ev[0]), event_cmp);
   size_t w = 0;

@@ -65,6 +65,17 @@ static char *render(const struct mcim_trace *t, enum mcim_trace_format fmt)
   return buf;
 }
 
+/* A procedure with nothing recorded yet (a live view's first poll): sorting it is a no-op
+ * (UBSan: qsort must not get the NULL array). */
+static void test_sort_empty(void **state)
+{
+  (void)state;
+  struct mcim_trace t = {0};
+  mcim_trace_sort(&t);
+  assert_int_equal(t.len, 0);
+  assert_null(t.ev);
+}
+
 static void test_sort_and_text(void **state)
 {
   (void)state;
@@ -285,6 +296,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_redact),
+      cmocka_unit_test(test_sort_empty),
       cmocka_unit_test(test_sort_and_text),
       cmocka_unit_test(test_sort_keeps_retry_after_failure),
       cmocka_unit_test(test_mermaid),
