@@ -12,6 +12,13 @@ PKGS=(
   mscgen
   openssl ca-certificates curl
   python3 # tests/integration/hostile_load.sh: its socket holder and slow-loris clients
+  python3-yaml python3-jsonschema # tests/integration/openapi_routes.sh (run by /usr/bin/python3)
+  systemd # systemd-analyze verify of the units (tests/integration/ops_examples.sh)
+  clang # CI builds with gcc and clang
+  cppcheck # scripts/lint.sh
+  dpkg-dev fakeroot file # dpkg-buildflags, CPack's .deb, its install test
+  help2man groff-base man-db # man pages from the help text; rendering checked
+  git # the build records the commit it was built from (mcim --version)
 )
 
 missing=()
