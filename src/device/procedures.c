@@ -35,29 +35,31 @@
 
 /* ---- outcomes ---- */
 
-static void set_detail(struct dev_run *r, const char *fmt, va_list ap)
+/* The detail is for people: a longer one is cut, never an error. */
+static void set_outcome(struct dev_run *r, enum dev_outcome out, mcim_cause_t cause,
+                        const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+static void set_outcome(struct dev_run *r, enum dev_outcome out, mcim_cause_t cause,
+                        const char *fmt, va_list ap)
 {
   vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
+  r->out = out;
+  r->cause = cause;
 }
 
 void dev_run_fail(struct dev_run *r, mcim_cause_t cause, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  set_detail(r, fmt, ap);
+  set_outcome(r, OUT_FAIL, cause, fmt, ap);
   va_end(ap);
-  r->out = OUT_FAIL;
-  r->cause = cause;
 }
 
 void dev_run_wait(struct dev_run *r, mcim_cause_t cause, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  set_detail(r, fmt, ap);
+  set_outcome(r, OUT_WAIT, cause, fmt, ap);
   va_end(ap);
-  r->out = OUT_WAIT;
-  r->cause = cause;
 }
 
 void dev_run_call_failed(struct dev_run *r, const char *access, mcim_cause_t rc,

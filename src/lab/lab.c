@@ -391,9 +391,12 @@ mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms)
   char mcimd[PATH_MAX], cfg[PATH_MAX], log[PATH_MAX];
   const char *name = json_string_value(json_object_get(role, "name"));
   const char *kind = json_string_value(json_object_get(role, "kind"));
-  snprintf(mcimd, sizeof(mcimd), "%s/mcimd", mcim_lab_bindir());
-  snprintf(cfg, sizeof(cfg), "%s/%s/%s.json", lab->dir, name, name);
-  snprintf(log, sizeof(log), "%s/%s/%s.log", lab->dir, name, name);
+  if ((size_t)snprintf(mcimd, sizeof(mcimd), "%s/mcimd", mcim_lab_bindir()) >= sizeof(mcimd) ||
+      (size_t)snprintf(cfg, sizeof(cfg), "%s/%s/%s.json", lab->dir, name, name) >= sizeof(cfg) ||
+      (size_t)snprintf(log, sizeof(log), "%s/%s/%s.log", lab->dir, name, name) >= sizeof(log)) {
+    fprintf(stderr, "mcim: %s (%s): a path of the lab or of mcimd is too long\n", name, kind);
+    return MCIM_TOO_LARGE;
+  }
   char *argv[] = {mcimd, "--role", (char *)kind, "--config", cfg, NULL};
   long pid = mcim_lab_spawn(argv, log);
   if (pid <= 0)

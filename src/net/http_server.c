@@ -426,6 +426,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
   *socket_context = NULL;
 }
 
+/* MHD's logger (MHD_LogCallback): fmt is libmicrohttpd's own format string for ap. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
   (void)cls;
