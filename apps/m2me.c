@@ -8,73 +8,62 @@
 #include "mcim/cli.h"
 #include "mcim/device.h"
 #include "mcim/log.h"
-
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: m2me --dir DEVICE_DIR [--log-format text|json] [--log-level LEVEL]\n"
-          "            [--log-file FILE]\n"
-          "       m2me --dir DEVICE_DIR --check-config\n"
-          "       m2me --describe-config\n\n"
-          "Runs the agent of one M2ME: measured boot into its TRE (DEVICE_DIR/tre), then the\n"
-          "control API on DEVICE_DIR/control.sock and the procedures the owner instructs.\n"
-          "Configuration: DEVICE_DIR/agent.json (see --describe-config, docs/device.md).\n\n"
-          "options:\n"
-          "  --dir DEVICE_DIR   the device's folder (agent.json, TRE, firmware, store)\n"
-          "  --check-config     validate DEVICE_DIR/agent.json and exit (0: valid)\n"
-          "  --describe-config  print the agent.json reference and exit\n"
-          "  --log-format F     text (default) or json; the role of each line is the device id\n"
-          "  --log-level L      debug, info (default), notice, warn or error\n"
-          "  --log-file FILE    append the log to FILE instead of stderr; SIGHUP reopens it\n"
-          "GET /metrics on the control socket serves the agent's Prometheus metrics;\n"
-          "SSLKEYLOGFILE=PATH makes the TLS library write the session keys (docs/operations.md).\n"
-          "SIGTERM or SIGINT stops it; a procedure in progress resumes at the next start.\n\n"
-          "examples:\n"
-          "  m2me --dir mcim-lab/devices/dev1\n"
-          "  m2me --dir /var/lib/mcim/dev1 --log-format json --log-file /var/log/mcim/dev1.log\n"
-          "  curl --unix-socket mcim-lab/devices/dev1/control.sock http://localhost/v1/status\n"
-          "  curl --unix-socket mcim-lab/devices/dev1/control.sock http://localhost/metrics\n");
-}
+#include "mcim/opts.h"
 
 int main(int argc, char **argv)
 {
   const char *dir = NULL, *log_format = NULL, *log_level = NULL, *log_file = NULL;
   bool check = false, describe = false;
-
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return MCIM_EXIT_OK;
-    } else if (strcmp(a, "--describe-config") == 0) {
-      describe = true;
-    } else if (strcmp(a, "--check-config") == 0) {
-      check = true;
-    } else if (!v) {
-      fprintf(stderr, "m2me: %s needs a value (see --help)\n", a);
-      return MCIM_EXIT_USAGE;
-    } else if (strcmp(a, "--dir") == 0) {
-      dir = argv[++i];
-    } else if (strcmp(a, "--log-format") == 0) {
-      log_format = argv[++i];
-    } else if (strcmp(a, "--log-level") == 0) {
-      log_level = argv[++i];
-    } else if (strcmp(a, "--log-file") == 0) {
-      log_file = argv[++i];
-    } else {
-      fprintf(stderr, "m2me: unknown option %s (see --help)\n", a);
-      return MCIM_EXIT_USAGE;
-    }
-  }
+  const struct mcim_opt opts[] = {
+      {.name = "dir", .arg = "DEVICE_DIR",
+       .help = "the device's folder (agent.json, TRE, firmware, store)", .value = &dir},
+      {.name = "check-config", .help = "validate DEVICE_DIR/agent.json and exit (0: valid)",
+       .flag = &check},
+      {.name = "describe-config", .help = "print the agent.json reference and exit",
+       .flag = &describe},
+      {.name = "log-format", .arg = "F",
+       .help = "text (default) or json; the role of each line is the device id",
+       .value = &log_format},
+      {.name = "log-level", .arg = "L", .help = "debug, info (default), notice, warn or error",
+       .value = &log_level},
+      {.name = "log-file", .arg = "FILE",
+       .help = "append the log to FILE instead of stderr; SIGHUP reopens it", .value = &log_file},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "m2me",
+      .usage = "m2me --dir DEVICE_DIR [--log-format text|json] [--log-level LEVEL]\n"
+               "     [--log-file FILE]\n"
+               "m2me --dir DEVICE_DIR --check-config\n"
+               "m2me --describe-config\n"
+               "m2me --version",
+      .description =
+          "Runs the agent of one M2ME: measured boot into its TRE (DEVICE_DIR/tre), then the\n"
+          "control API on DEVICE_DIR/control.sock and the procedures the owner instructs.\n"
+          "Configuration: DEVICE_DIR/agent.json (see --describe-config, docs/device.md).\n"
+          "Every option takes its value as `--opt VALUE` or `--opt=VALUE`.\n"
+          "GET /metrics on the control socket serves the agent's Prometheus metrics;\n"
+          "SSLKEYLOGFILE=PATH makes the TLS library write the session keys (docs/operations.md).\n"
+          "SIGTERM or SIGINT stops it; a procedure in progress resumes at the next start.\n"
+          "Exit status: 0, 1 when the agent could not start, 2 for a usage error.",
+      .opts = opts,
+      .examples =
+          "m2me --dir mcim-lab/devices/dev1\n"
+          "m2me --dir=/var/lib/mcim/dev1 --log-format json --log-file /var/log/mcim/dev1.log\n"
+          "curl --unix-socket mcim-lab/devices/dev1/control.sock http://localhost/v1/status\n"
+          "curl --unix-socket mcim-lab/devices/dev1/control.sock http://localhost/metrics",
+      .version = "m2me",
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
   if (describe) {
     mcim_device_describe_config(stdout);
     return MCIM_EXIT_OK;
   }
-  if (!dir) {
-    fprintf(stderr, "m2me: --dir DEVICE_DIR is required (see --help)\n");
-    return MCIM_EXIT_USAGE;
-  }
+  if (!dir)
+    return mcim_opts_error(&cmd, "--dir DEVICE_DIR is required");
   if (check) {
     char err[4096] = "";
     mcim_cause_t rc = mcim_device_check_config(dir, err, sizeof(err));
@@ -87,10 +76,11 @@ int main(int argc, char **argv)
   }
   int fmt = mcim_log_format_from_name(log_format ? log_format : "text");
   int lvl = mcim_log_level_from_name(log_level ? log_level : "info");
-  if (fmt < 0 || lvl < 0) {
-    fprintf(stderr, "m2me: --log-format is text|json, --log-level debug|info|notice|warn|error\n");
-    return MCIM_EXIT_USAGE;
-  }
+  if (fmt < 0)
+    return mcim_opts_error(&cmd, "--log-format is text or json, not '%s'", log_format);
+  if (lvl < 0)
+    return mcim_opts_error(&cmd, "--log-level is debug, info, notice, warn or error, not '%s'",
+                           log_level);
   /* Every line names the device: the folder's name until the TRE says the device id. */
   char provisional[256];
   snprintf(provisional, sizeof(provisional), "%s", dir);

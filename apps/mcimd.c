@@ -7,6 +7,7 @@
 
 #include "mcim/cli.h"
 #include "mcim/log.h"
+#include "mcim/opts.h"
 #include "mcim/role.h"
 
 static volatile sig_atomic_t stop_requested, reopen_requested;
@@ -42,36 +43,11 @@ static void log_config(const struct mcim_role_kind *kind, const char *path, char
   free(spec);
 }
 
-static void usage(FILE *out)
+static void kinds(FILE *out)
 {
-  fprintf(out,
-          "usage: mcimd --role KIND --config FILE [--log-format text|json] [--log-level LEVEL]\n"
-          "             [--log-file FILE]\n"
-          "       mcimd --role KIND --check-config FILE\n"
-          "       mcimd --role KIND --describe-config\n\n"
-          "Runs one role instance of the mcim system as an HTTPS service.\n\n"
-          "options:\n"
-          "  --role KIND          the role kind (below)\n"
-          "  --config FILE        the instance's configuration (JSON; --describe-config lists\n"
-          "                       the keys)\n"
-          "  --check-config FILE  validate FILE for KIND and exit (0: valid)\n"
-          "  --describe-config    print the configuration reference of KIND and exit\n"
-          "  --log-format F       text (default) or json: one line per event with time, level,\n"
-          "                       role, txn, step, cause and message\n"
-          "  --log-level L        debug, info (default), notice, warn or error\n"
-          "  --log-file FILE      append the log to FILE instead of stderr; SIGHUP reopens it\n"
-          "The command line wins over the log_format, log_level and log_file keys of FILE.\n"
-          "GET /metrics serves Prometheus metrics; SSLKEYLOGFILE=PATH makes the TLS library\n"
-          "write the session keys (for Wireshark). See docs/operations.md.\n"
-          "SIGTERM or SIGINT stops the instance.\n\nkinds:\n");
+  fprintf(out, "kinds:\n");
   for (size_t i = 0; mcim_role_kinds[i]; i++)
     fprintf(out, "  %-6s %s\n", mcim_role_kinds[i]->kind, mcim_role_kinds[i]->summary);
-  fprintf(out, "\nexamples:\n"
-               "  mcimd --role ro --config mcim-lab/ro/ro.json\n"
-               "  mcimd --role vno --config /etc/mcim/vno.json --log-format json \\\n"
-               "        --log-file /var/log/mcim/vno.log\n"
-               "  mcimd --role sho --check-config mcim-lab/sho-a/sho-a.json\n"
-               "  mcimd --role vno --describe-config\n");
 }
 
 int main(int argc, char **argv)
@@ -79,42 +55,61 @@ int main(int argc, char **argv)
   const char *kind_name = NULL, *config = NULL, *check = NULL;
   const char *log_format = NULL, *log_level = NULL, *log_file = NULL;
   bool describe = false;
-
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return MCIM_EXIT_OK;
-    } else if (strcmp(a, "--describe-config") == 0) {
-      describe = true;
-    } else if (!v) {
-      fprintf(stderr, "mcimd: %s needs a value (see --help)\n", a);
-      return MCIM_EXIT_USAGE;
-    } else if (strcmp(a, "--role") == 0) {
-      kind_name = argv[++i];
-    } else if (strcmp(a, "--config") == 0) {
-      config = argv[++i];
-    } else if (strcmp(a, "--check-config") == 0) {
-      check = argv[++i];
-    } else if (strcmp(a, "--log-format") == 0) {
-      log_format = argv[++i];
-    } else if (strcmp(a, "--log-level") == 0) {
-      log_level = argv[++i];
-    } else if (strcmp(a, "--log-file") == 0) {
-      log_file = argv[++i];
-    } else {
-      fprintf(stderr, "mcimd: unknown option %s (see --help)\n", a);
-      return MCIM_EXIT_USAGE;
-    }
-  }
+  const struct mcim_opt opts[] = {
+      {.name = "role", .arg = "KIND", .help = "the role kind (below)", .value = &kind_name},
+      {.name = "config", .arg = "FILE",
+       .help = "the instance's configuration (JSON; --describe-config lists\nthe keys)",
+       .value = &config},
+      {.name = "check-config", .arg = "FILE", .help = "validate FILE for KIND and exit (0: valid)",
+       .value = &check},
+      {.name = "describe-config", .help = "print the configuration reference of KIND and exit",
+       .flag = &describe},
+      {.name = "log-format", .arg = "F",
+       .help = "text (default) or json: one line per event with time, level,\n"
+               "role, txn, step, cause and message",
+       .value = &log_format},
+      {.name = "log-level", .arg = "L", .help = "debug, info (default), notice, warn or error",
+       .value = &log_level},
+      {.name = "log-file", .arg = "FILE",
+       .help = "append the log to FILE instead of stderr; SIGHUP reopens it", .value = &log_file},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcimd",
+      .usage = "mcimd --role KIND --config FILE [--log-format text|json] [--log-level LEVEL]\n"
+               "      [--log-file FILE]\n"
+               "mcimd --role KIND --check-config FILE\n"
+               "mcimd --role KIND --describe-config\n"
+               "mcimd --version",
+      .description =
+          "Runs one role instance of the mcim system as an HTTPS service.\n"
+          "Every option takes its value as `--opt VALUE` or `--opt=VALUE`. The command line\n"
+          "wins over the log_format, log_level and log_file keys of FILE.\n"
+          "GET /metrics serves Prometheus metrics; SSLKEYLOGFILE=PATH makes the TLS library\n"
+          "write the session keys (for Wireshark). See docs/operations.md.\n"
+          "SIGTERM or SIGINT stops the instance. Exit status: 0, 1 when it failed to start,\n"
+          "2 for a usage error.",
+      .opts = opts,
+      .more = kinds,
+      .examples = "mcimd --role ro --config mcim-lab/ro/ro.json\n"
+                  "mcimd --role vno --config /etc/mcim/vno.json --log-format json \\\n"
+                  "      --log-file /var/log/mcim/vno.log\n"
+                  "mcimd --role=sho --check-config=mcim-lab/sho-a/sho-a.json\n"
+                  "mcimd --role vno --describe-config",
+      .version = "mcimd",
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
   const struct mcim_role_kind *kind = mcim_role_kind_find(kind_name);
   if (!kind) {
-    fprintf(stderr, "mcimd: --role must be one of:");
-    for (size_t i = 0; mcim_role_kinds[i]; i++)
-      fprintf(stderr, " %s", mcim_role_kinds[i]->kind);
-    fprintf(stderr, "\n");
-    return MCIM_EXIT_USAGE;
+    char names[256] = "";
+    for (size_t i = 0, n = 0; mcim_role_kinds[i] && n < sizeof(names); i++)
+      n += (size_t)snprintf(names + n, sizeof(names) - n, " %s", mcim_role_kinds[i]->kind);
+    return kind_name ? mcim_opts_error(&cmd, "--role '%s' is not a kind; one of:%s", kind_name,
+                                       names)
+                     : mcim_opts_error(&cmd, "--role KIND is required; one of:%s", names);
   }
   if (describe) {
     mcim_role_describe_config(kind, stdout);
@@ -130,15 +125,13 @@ int main(int argc, char **argv)
     printf("%s: ok\n", check);
     return MCIM_EXIT_OK;
   }
-  if (!config) {
-    fprintf(stderr, "mcimd: --config FILE is required (see --help)\n");
-    return MCIM_EXIT_USAGE;
-  }
-  if ((log_format && mcim_log_format_from_name(log_format) < 0) ||
-      (log_level && mcim_log_level_from_name(log_level) < 0)) {
-    fprintf(stderr, "mcimd: --log-format is text|json, --log-level debug|info|notice|warn|error\n");
-    return MCIM_EXIT_USAGE;
-  }
+  if (!config)
+    return mcim_opts_error(&cmd, "--config FILE is required");
+  if (log_format && mcim_log_format_from_name(log_format) < 0)
+    return mcim_opts_error(&cmd, "--log-format is text or json, not '%s'", log_format);
+  if (log_level && mcim_log_level_from_name(log_level) < 0)
+    return mcim_opts_error(&cmd, "--log-level is debug, info, notice, warn or error, not '%s'",
+                           log_level);
   /* The log settings: the command line, else the configuration's keys, else text/info to
    * stderr. An unreadable configuration is reported by mcim_role_start below. */
   char cfg_format[16] = "", cfg_level[16] = "", cfg_file[4096] = "";

@@ -1,5 +1,7 @@
 /* The `mcim` command line: each top-level command is one function in src/cli/,
- * called by apps/mcim.c with argv starting at the command's name.
+ * called by apps/mcim.c with argv starting at the command's name. Every command (and mcimd,
+ * m2me) parses its options with mcim_opts_parse (include/mcim/opts.h): the same syntax, help
+ * layout and usage errors everywhere.
  * Exit status: 0 success, 1 the operation failed (cause printed), 2 usage error. */
 #ifndef MCIM_CLI_H
 #define MCIM_CLI_H
@@ -21,11 +23,9 @@ int mcim_cmd_device(int argc, char **argv); /* src/cli/cmd_device.c */
 int mcim_cmd_run(int argc, char **argv);    /* src/cli/cmd_run.c */
 int mcim_cmd_demo(int argc, char **argv);   /* src/cli/cmd_demo.c */
 int mcim_cmd_pcid(int argc, char **argv);   /* src/cli/cmd_pcid.c */
+int mcim_cmd_version(int argc, char **argv); /* src/cli/cmd_version.c */
 
 /* The command table, NULL-terminated (src/cli/commands.c). */
 extern const struct mcim_cli_command mcim_cli_commands[];
-
-/* Print "mcim: <msg>" on stderr; returns MCIM_EXIT_USAGE so callers can `return mcim_usage_error(...)`. */
-int mcim_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

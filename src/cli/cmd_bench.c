@@ -13,7 +13,6 @@
  * Not included: SQN bookkeeping and storage (a counter stands in for SQN).
  * The last line is `av_per_s=N` (a contract: scripts read it). */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,32 +20,16 @@
 #include "mcim/aka.h"
 #include "mcim/cli.h"
 #include "mcim/milenage.h"
+#include "mcim/opts.h"
 #include "mcim/sqn.h"
 #include "mcim/util.h"
 
 enum { SUBSCRIBERS = 1024, CLOCK_EVERY = 1024 };
 
-static const char bench_usage[] =
-    "usage: mcim bench milenage [--seconds S]\n"
-    "\n"
-    "Measures single-thread Milenage AV generation for 1024 subscribers cycled\n"
-    "(key schedule on every AV), each AV with a fresh CSPRNG RAND. Prints the\n"
-    "figures, then `av_per_s=N` as the last line.\n"
-    "  --seconds S   how long to measure (default 2, at most 3600)\n"
-    "\n"
-    "example: mcim bench milenage --seconds 5\n";
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage_error(const char *fmt, ...)
-{
-  va_list ap;
-  fputs("mcim bench milenage: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  return MCIM_EXIT_USAGE;
-}
+static const char bench_description[] =
+    "milenage  measures single-thread Milenage AV generation for 1024 subscribers cycled\n"
+    "          (key schedule on every AV), each AV with a fresh CSPRNG RAND. Prints the\n"
+    "          figures, then `av_per_s=N` as the last line.";
 
 static int parse_seconds(const char *s, double *out)
 {
@@ -122,40 +105,49 @@ cleanup:
   return rc;
 }
 
-int mcim_cmd_bench(int argc, char **argv)
+static int cmd_milenage(int argc, char **argv)
 {
   double seconds = 2.0;
-  int seen_seconds = 0;
-
-  if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-    fputs(bench_usage, stdout);
-    return MCIM_EXIT_OK;
-  }
-  if (argc < 2 || strcmp(argv[1], "milenage") != 0) {
-    fprintf(stderr, "mcim bench: expected `milenage`\n");
-    fputs(bench_usage, stderr);
-    return MCIM_EXIT_USAGE;
-  }
-  for (int i = 2; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      fputs(bench_usage, stdout);
-      return MCIM_EXIT_OK;
-    }
-    const char *val = NULL;
-    if (strcmp(a, "--seconds") == 0) {
-      if (i + 1 >= argc)
-        return usage_error("--seconds: missing value");
-      val = argv[++i];
-    } else if (strncmp(a, "--seconds=", 10) == 0) {
-      val = a + 10;
-    } else {
-      return usage_error("unknown argument '%s' (see --help)", a);
-    }
-    if (seen_seconds++)
-      return usage_error("--seconds: given more than once");
-    if (parse_seconds(val, &seconds) != 0)
-      return usage_error("--seconds: expected a number of seconds in (0, 3600], got '%s'", val);
-  }
+  const char *seconds_opt = NULL;
+  const struct mcim_opt opts[] = {
+      {.name = "seconds", .arg = "S", .help = "how long to measure (default 2, at most 3600)",
+       .value = &seconds_opt, .once = true},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim bench milenage",
+      .usage = "mcim bench milenage [--seconds S]",
+      .description = bench_description,
+      .opts = opts,
+      .examples = "mcim bench milenage --seconds 5\n"
+                  "mcim bench milenage --seconds=0.5",
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (seconds_opt && parse_seconds(seconds_opt, &seconds) != 0)
+    return mcim_opts_error(&cmd, "--seconds: expected a number of seconds in (0, 3600], got '%s'",
+                           seconds_opt);
   return run_bench(seconds);
+}
+
+int mcim_cmd_bench(int argc, char **argv)
+{
+  const struct mcim_cmd cmd = {
+      .name = "mcim bench",
+      .usage = "mcim bench milenage [--seconds S]",
+      .description = "milenage  Milenage AV generation rate (`mcim bench milenage --help`)",
+      .examples = "mcim bench milenage --seconds 5",
+      .subcommands = true,
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (a.next >= argc)
+    return mcim_opts_error(&cmd, "missing the subcommand: milenage");
+  if (strcmp(argv[a.next], "milenage") == 0)
+    return cmd_milenage(argc - a.next, argv + a.next);
+  return mcim_opts_error(&cmd, "unknown subcommand '%s'", argv[a.next]);
 }

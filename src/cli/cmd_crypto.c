@@ -4,7 +4,6 @@
  * This is a lab tool: it prints CK/IK/RES for the K it is given on purpose.
  * It never prints K itself. */
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,55 +11,31 @@
 
 #include "mcim/cli.h"
 #include "mcim/milenage.h"
+#include "mcim/opts.h"
 #include "mcim/util.h"
 
 static const char milenage_usage[] =
-    "usage: mcim crypto milenage --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX\n"
-    "\n"
+    "mcim crypto milenage --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX";
+
+static const char milenage_description[] =
     "Runs Milenage (3GPP TS 35.206) once and prints one JSON object with the\n"
     "lower-case hex fields opc mac_a mac_s res ck ik ak ak_star autn, where\n"
     "mac_a = f1, mac_s = f1* (with the AMF given), res = f2, ck = f3, ik = f4,\n"
     "ak = f5, ak_star = f5*, autn = (SQN xor AK) || AMF || MAC-A.\n"
-    "\n"
-    "  --k HEX     subscriber key K, 32 hex digits\n"
-    "  --op HEX    operator variant OP, 32 hex digits (OPc is derived), or\n"
-    "  --opc HEX   OPc directly, 32 hex digits\n"
-    "  --rand HEX  RAND, 32 hex digits\n"
-    "  --sqn HEX   SQN, 12 hex digits\n"
-    "  --amf HEX   AMF, 4 hex digits\n"
-    "Values may also be given as --k=HEX. Exit status: 0 ok, 2 usage error.\n"
-    "\n"
-    "example (TS 35.208 test set 1):\n"
-    "  mcim crypto milenage --k 465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
-    "      --op cdc202d5123e20f62b6d676ac72cb318 --rand 23553cbe9637a89d218ae64dae47bf35 \\\n"
-    "      --sqn ff9bb4d0b607 --amf b9b9\n";
+    "Hex digits in either case. Exit status: 0 ok, 2 usage error.";
 
-static const char crypto_usage[] =
-    "usage: mcim crypto milenage --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX\n"
-    "       mcim crypto selftest\n"
-    "\n"
-    "  milenage   compute f1..f5* for the given inputs, print JSON\n"
-    "  selftest   run every published Milenage test set (TS 35.208 sets 1-20,\n"
-    "             TS 35.207 sets 1-6); exit 0 only if all pass\n"
-    "\n"
-    "examples:\n"
-    "  mcim crypto selftest\n"
-    "  mcim crypto milenage --k 465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
-    "      --op cdc202d5123e20f62b6d676ac72cb318 --rand 23553cbe9637a89d218ae64dae47bf35 \\\n"
-    "      --sqn ff9bb4d0b607 --amf b9b9\n"
-    "(`mcim crypto milenage --help` describes each value.)\n";
+static const char milenage_examples[] =
+    "mcim crypto milenage --k 465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
+    "    --op cdc202d5123e20f62b6d676ac72cb318 --rand 23553cbe9637a89d218ae64dae47bf35 \\\n"
+    "    --sqn ff9bb4d0b607 --amf b9b9                (TS 35.208 test set 1)\n"
+    "mcim crypto milenage --k=465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
+    "    --opc=cd63cb71954a9f4e48a5994e37a02baf --rand=23553cbe9637a89d218ae64dae47bf35 \\\n"
+    "    --sqn=ff9bb4d0b607 --amf=b9b9                (the same with OPc)";
 
-static int fail_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail_usage(const char *cmd, const char *fmt, ...)
-{
-  va_list ap;
-  fprintf(stderr, "mcim crypto %s: ", cmd);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  return MCIM_EXIT_USAGE;
-}
+static const char selftest_description[] =
+    "Runs every published Milenage test set (TS 35.208 sets 1-20, TS 35.207 sets 1-6)\n"
+    "through both ways into OpenSSL's AES; prints one line per set and a summary.\n"
+    "Exit status 0 only if all pass.";
 
 /* One --name HEX option of `milenage`. */
 struct hex_opt {
@@ -70,58 +45,24 @@ struct hex_opt {
   uint8_t *out;
 };
 
-static int is_help(const char *a)
-{
-  return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
-}
-
 static int is_hex_digit(char c)
 {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-/* Parse argv (after "milenage") into opts; 0 or a usage error status. */
-static int parse_hex_opts(int argc, char **argv, struct hex_opt *opts, size_t n)
-{
-  for (int i = 1; i < argc; i++) {
-    const char *arg = argv[i];
-    if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
-      return fail_usage("milenage", "unexpected argument '%s' (see --help)", arg);
-    const char *name = arg + 2;
-    const char *eq = strchr(name, '=');
-    size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
-    struct hex_opt *o = NULL;
-    for (size_t j = 0; j < n; j++)
-      if (strlen(opts[j].name) == name_len && strncmp(opts[j].name, name, name_len) == 0)
-        o = &opts[j];
-    if (!o)
-      return fail_usage("milenage", "unknown option '%.*s' (see --help)", (int)(name_len + 2), arg);
-    if (o->value)
-      return fail_usage("milenage", "--%s: given more than once", o->name);
-    if (eq) {
-      o->value = eq + 1;
-    } else {
-      if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)
-        return fail_usage("milenage", "--%s: missing value (%zu hex digits)", o->name, 2 * o->len);
-      o->value = argv[++i];
-    }
-  }
-  return 0;
-}
-
 /* Decode one option's value; names the field and the problem on error. */
-static int decode_opt(const struct hex_opt *o)
+static int decode_opt(const struct mcim_cmd *cmd, const struct hex_opt *o)
 {
   size_t got = strlen(o->value);
   for (size_t i = 0; i < got; i++)
     if (!is_hex_digit(o->value[i]))
-      return fail_usage("milenage", "--%s: not hexadecimal (character '%c' at position %zu)",
-                        o->name, o->value[i], i + 1);
+      return mcim_opts_error(cmd, "--%s: not hexadecimal (character '%c' at position %zu)",
+                             o->name, o->value[i], i + 1);
   if (got != 2 * o->len)
-    return fail_usage("milenage", "--%s: expected %zu hex digits, got %zu", o->name, 2 * o->len,
-                      got);
+    return mcim_opts_error(cmd, "--%s: expected %zu hex digits, got %zu", o->name, 2 * o->len,
+                           got);
   if (mcim_hex_decode(o->value, got, o->out, o->len) != MCIM_OK)
-    return fail_usage("milenage", "--%s: cannot decode", o->name);
+    return mcim_opts_error(cmd, "--%s: cannot decode", o->name);
   return 0;
 }
 
@@ -149,33 +90,52 @@ static int cmd_milenage(int argc, char **argv)
   int rc = MCIM_EXIT_FAIL;
 
   memset(&o, 0, sizeof(o));
-  for (int i = 1; i < argc; i++)
-    if (is_help(argv[i])) {
-      fputs(milenage_usage, stdout);
-      return MCIM_EXIT_OK;
-    }
-  rc = parse_hex_opts(argc, argv, opts, sizeof(opts) / sizeof(opts[0]));
-  if (rc != 0)
+  const struct mcim_opt table[] = {
+      {.name = "k", .arg = "HEX", .help = "subscriber key K, 32 hex digits",
+       .value = &opts[0].value, .once = true},
+      {.name = "op", .arg = "HEX",
+       .help = "operator variant OP, 32 hex digits (OPc is derived), or",
+       .value = &opts[1].value, .once = true},
+      {.name = "opc", .arg = "HEX", .help = "OPc directly, 32 hex digits", .value = &opts[2].value,
+       .once = true},
+      {.name = "rand", .arg = "HEX", .help = "RAND, 32 hex digits", .value = &opts[3].value,
+       .once = true},
+      {.name = "sqn", .arg = "HEX", .help = "SQN, 12 hex digits", .value = &opts[4].value,
+       .once = true},
+      {.name = "amf", .arg = "HEX", .help = "AMF, 4 hex digits", .value = &opts[5].value,
+       .once = true},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim crypto milenage",
+      .usage = milenage_usage,
+      .description = milenage_description,
+      .opts = table,
+      .examples = milenage_examples,
+  };
+  struct mcim_args a;
+  rc = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (rc != MCIM_OPTS_RUN)
     goto cleanup;
   rc = MCIM_EXIT_USAGE;
   if (o_op->value && o_opc->value) {
-    fail_usage("milenage", "--op, --opc: give one of them, not both");
+    mcim_opts_error(&cmd, "--op, --opc: give one of them, not both");
     goto cleanup;
   }
   if (!o_op->value && !o_opc->value) {
-    fail_usage("milenage", "--op or --opc: one of them is required");
+    mcim_opts_error(&cmd, "--op or --opc: one of them is required");
     goto cleanup;
   }
   for (size_t j = 0; j < sizeof(opts) / sizeof(opts[0]); j++) {
     if (&opts[j] == o_op || &opts[j] == o_opc)
       continue;
     if (!opts[j].value) {
-      fail_usage("milenage", "--%s: required (%zu hex digits)", opts[j].name, 2 * opts[j].len);
+      mcim_opts_error(&cmd, "--%s: required (%zu hex digits)", opts[j].name, 2 * opts[j].len);
       goto cleanup;
     }
   }
   for (size_t j = 0; j < sizeof(opts) / sizeof(opts[0]); j++)
-    if (opts[j].value && decode_opt(&opts[j]) != 0)
+    if (opts[j].value && decode_opt(&cmd, &opts[j]) != 0)
       goto cleanup;
 
   rc = MCIM_EXIT_FAIL;
@@ -223,14 +183,16 @@ cleanup:
 static int cmd_selftest(int argc, char **argv)
 {
   size_t passed = 0, failed = 0;
-
-  for (int i = 1; i < argc; i++) {
-    if (is_help(argv[i])) {
-      fputs(crypto_usage, stdout);
-      return MCIM_EXIT_OK;
-    }
-    return fail_usage("selftest", "unexpected argument '%s'", argv[i]);
-  }
+  const struct mcim_cmd cmd = {
+      .name = "mcim crypto selftest",
+      .usage = "mcim crypto selftest",
+      .description = selftest_description,
+      .examples = "mcim crypto selftest",
+  };
+  struct mcim_args args;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &args);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
   for (size_t i = 0; i < mcim_milenage_vector_count; i++) {
     const struct mcim_milenage_vector *v = &mcim_milenage_vectors[i];
     /* Both ways into OpenSSL's AES must give the published values. */
@@ -253,19 +215,29 @@ static int cmd_selftest(int argc, char **argv)
 
 int mcim_cmd_crypto(int argc, char **argv)
 {
-  if (argc < 2) {
-    fputs(crypto_usage, stderr);
-    return MCIM_EXIT_USAGE;
-  }
-  if (is_help(argv[1])) {
-    fputs(crypto_usage, stdout);
-    return MCIM_EXIT_OK;
-  }
-  if (strcmp(argv[1], "milenage") == 0)
-    return cmd_milenage(argc - 1, argv + 1);
-  if (strcmp(argv[1], "selftest") == 0)
-    return cmd_selftest(argc - 1, argv + 1);
-  fprintf(stderr, "mcim crypto: unknown subcommand '%s'\n", argv[1]);
-  fputs(crypto_usage, stderr);
-  return MCIM_EXIT_USAGE;
+  const struct mcim_cmd cmd = {
+      .name = "mcim crypto",
+      .usage = "mcim crypto milenage --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX\n"
+               "mcim crypto selftest",
+      .description = "milenage  compute f1..f5* for the given inputs, print JSON\n"
+                     "selftest  run every published Milenage test set (TS 35.208 sets 1-20,\n"
+                     "          TS 35.207 sets 1-6); exit 0 only if all pass\n"
+                     "`mcim crypto milenage --help` describes each value.",
+      .examples = "mcim crypto selftest\n"
+                  "mcim crypto milenage --k 465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
+                  "    --op cdc202d5123e20f62b6d676ac72cb318 \\\n"
+                  "    --rand 23553cbe9637a89d218ae64dae47bf35 --sqn ff9bb4d0b607 --amf b9b9",
+      .subcommands = true,
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (a.next >= argc)
+    return mcim_opts_error(&cmd, "missing the subcommand: milenage or selftest");
+  if (strcmp(argv[a.next], "milenage") == 0)
+    return cmd_milenage(argc - a.next, argv + a.next);
+  if (strcmp(argv[a.next], "selftest") == 0)
+    return cmd_selftest(argc - a.next, argv + a.next);
+  return mcim_opts_error(&cmd, "unknown subcommand '%s'", argv[a.next]);
 }

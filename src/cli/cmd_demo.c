@@ -16,35 +16,27 @@
 #include "mcim/cli.h"
 #include "mcim/lab.h"
 #include "mcim/lab_run.h"
+#include "mcim/opts.h"
 #include "mcim/trace.h"
 #include "mcim/util.h"
 
 #define DEMO_DEVICE "dev1"
 #define DEMO_MARKER ".mcim-demo"
 
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: mcim demo [--out DIR] [--keep]\n"
-          "\n"
-          "Starts a lab on loopback (SQLite; vno, ro, pva, m2mes, sho-a, sho-b), manufactures\n"
-          "one device (dev1), runs the seed's procedures one after the other and prints every\n"
-          "step as it happens:\n"
-          "  1. initial provisioning with sho-a (pristine steps 4-15)\n"
-          "  2. change to sho-b via the old SHO's connectivity (steps 1-14)\n"
-          "  3. change back to sho-a via the pristine state (steps 1-15)\n"
-          "then writes each procedure's chart under DIR (default ./mcim-demo):\n"
-          "  initial, change-old-sho, change-pristine  .svg (mscgen) .mmd (mermaid) .txt (text),\n"
-          "  and .msc (mscgen input) .json (the raw trace)\n"
-          "shows the device's final state and stops the lab (--keep leaves it running in\n"
-          "DIR/lab: mcim lab down --dir DIR/lab). DIR is replaced at the next run; a folder that\n"
-          "is not a demo's is never touched. Ctrl-C stops the lab too.\n"
-          "Exit status 0 only if every procedure succeeded and its charts were written.\n"
-          "\n"
-          "examples:\n"
-          "  mcim demo\n"
-          "  mcim demo --out /tmp/demo --keep\n");
-}
+static const char demo_description[] =
+    "Starts a lab on loopback (SQLite; vno, ro, pva, m2mes, sho-a, sho-b), manufactures\n"
+    "one device (dev1), runs the seed's procedures one after the other and prints every\n"
+    "step as it happens:\n"
+    "  1. initial provisioning with sho-a (pristine steps 4-15)\n"
+    "  2. change to sho-b via the old SHO's connectivity (steps 1-14)\n"
+    "  3. change back to sho-a via the pristine state (steps 1-15)\n"
+    "then writes each procedure's chart under DIR (default ./mcim-demo):\n"
+    "  initial, change-old-sho, change-pristine  .svg (mscgen) .mmd (mermaid) .txt (text),\n"
+    "  and .msc (mscgen input) .json (the raw trace)\n"
+    "shows the device's final state and stops the lab (--keep leaves it running in\n"
+    "DIR/lab: mcim lab down --dir DIR/lab). DIR is replaced at the next run; a folder that\n"
+    "is not a demo's is never touched. Ctrl-C stops the lab too.\n"
+    "Exit status 0 only if every procedure succeeded and its charts were written.";
 
 static const char *const chart_names[] = {"initial", "change-old-sho", "change-pristine"};
 static const char *const chart_exts[] = {"txt", "mmd", "msc", "json", "svg"};
@@ -306,20 +298,28 @@ int mcim_cmd_demo(int argc, char **argv)
 {
   const char *out_dir = "./mcim-demo";
   bool keep = false;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
-      return MCIM_EXIT_OK;
-    } else if (strcmp(argv[i], "--keep") == 0) {
-      keep = true;
-    } else if (strcmp(argv[i], "--out") == 0) {
-      if (i + 1 >= argc || !argv[i + 1][0])
-        return mcim_usage_error("demo: --out needs a folder");
-      out_dir = argv[++i];
-    } else {
-      return mcim_usage_error("demo: unknown argument %s (see mcim demo --help)", argv[i]);
-    }
-  }
+  const struct mcim_opt opts[] = {
+      {.name = "out", .arg = "DIR", .help = "the folder of the charts and the lab (default\n"
+                                             "./mcim-demo)",
+       .value = &out_dir},
+      {.name = "keep", .help = "leave the lab running in DIR/lab", .flag = &keep},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim demo",
+      .usage = "mcim demo [--out DIR] [--keep]",
+      .description = demo_description,
+      .opts = opts,
+      .examples = "mcim demo\n"
+                  "mcim demo --out /tmp/demo --keep\n"
+                  "mcim demo --out=/tmp/demo",
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (!out_dir[0])
+    return mcim_opts_error(&cmd, "--out needs a folder");
   char lab_dir[PATH_MAX];
   snprintf(lab_dir, sizeof(lab_dir), "%s/lab", out_dir);
   if (prepare_out(out_dir, lab_dir) != 0)

@@ -4,23 +4,7 @@
 
 #include "mcim/cli.h"
 #include "mcim/lab.h"
-
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: mcim device status NAME [--json] [--dir D]\n"
-          "       mcim device attach NAME --to NET [--json] [--dir D]\n"
-          "\n"
-          "status  the TRE's view: PCID credential and its expiry, MCIM slots {sho, imsi, state}\n"
-          "        (never a key)\n"
-          "attach  attach to the VNO (NET = vno, with the PCID: restricted access) or to an SHO\n"
-          "        (NET = its name, with that SHO's MCIM: full access); prints the scope, or the\n"
-          "        cause and a non-zero exit\n"
-          "\n"
-          "examples:\n"
-          "  mcim device status dev1 --json\n"
-          "  mcim device attach dev1 --to sho-a\n");
-}
+#include "mcim/opts.h"
 
 static int status(mcim_lab_t *lab, const char *name, bool json)
 {
@@ -89,43 +73,50 @@ static int attach(mcim_lab_t *lab, const char *name, const char *net, bool json)
 
 int mcim_cmd_device(int argc, char **argv)
 {
-  const char *pos[2] = {NULL, NULL}, *dir = NULL, *net = NULL;
-  size_t npos = 0;
+  const char *dir = NULL, *net = NULL;
   bool json = false;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return MCIM_EXIT_OK;
-    } else if (strcmp(a, "--json") == 0) {
-      json = true;
-    } else if (strcmp(a, "--to") == 0 || strcmp(a, "--dir") == 0) {
-      if (i + 1 >= argc)
-        return mcim_usage_error("device: %s needs a value", a);
-      if (strcmp(a, "--to") == 0)
-        net = argv[++i];
-      else
-        dir = argv[++i];
-    } else if (a[0] == '-') {
-      return mcim_usage_error("device: unknown option %s (see mcim device --help)", a);
-    } else if (npos < 2) {
-      pos[npos++] = a;
-    } else {
-      return mcim_usage_error("device: too many arguments");
-    }
-  }
-  if (npos != 2 || (strcmp(pos[0], "status") != 0 && strcmp(pos[0], "attach") != 0)) {
-    usage(stderr);
-    return MCIM_EXIT_USAGE;
-  }
-  if (strcmp(pos[0], "attach") == 0 && !net)
-    return mcim_usage_error("device attach NAME --to NET");
+  const struct mcim_opt opts[] = {
+      {.name = "to", .arg = "NET", .help = "attach: vno, or the name of an SHO", .value = &net},
+      {.name = "json", .help = "print JSON", .flag = &json},
+      {.name = "dir", .arg = "D", .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)",
+       .value = &dir},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim device",
+      .usage = "mcim device status NAME [--json] [--dir D]\n"
+               "mcim device attach NAME --to NET [--json] [--dir D]",
+      .description =
+          "status  the TRE's view: PCID credential and its expiry, MCIM slots {sho, imsi, state}\n"
+          "        (never a key)\n"
+          "attach  attach to the VNO (NET = vno, with the PCID: restricted access) or to an SHO\n"
+          "        (NET = its name, with that SHO's MCIM: full access); prints the scope, or the\n"
+          "        cause and a non-zero exit",
+      .opts = opts,
+      .examples = "mcim device status dev1 --json\n"
+                  "mcim device attach dev1 --to sho-a\n"
+                  "mcim device attach dev1 --to=vno --dir=/tmp/lab",
+      .max_args = 2,
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (a.n < 1)
+    return mcim_opts_error(&cmd, "missing the subcommand: status or attach");
+  if (strcmp(a.arg[0], "status") != 0 && strcmp(a.arg[0], "attach") != 0)
+    return mcim_opts_error(&cmd, "unknown subcommand '%s'", a.arg[0]);
+  if (a.n < 2)
+    return mcim_opts_error(&cmd, "missing NAME, the device");
+  if (strcmp(a.arg[0], "attach") == 0 && !net)
+    return mcim_opts_error(&cmd, "attach needs --to NET");
   mcim_lab_t *lab = NULL;
   if (mcim_lab_open(mcim_lab_dir(dir), &lab) != MCIM_OK) {
     fprintf(stderr, "mcim: no lab in %s\n", mcim_lab_dir(dir));
     return MCIM_EXIT_FAIL;
   }
-  int ex = strcmp(pos[0], "status") == 0 ? status(lab, pos[1], json) : attach(lab, pos[1], net, json);
+  ex = strcmp(a.arg[0], "status") == 0 ? status(lab, a.arg[1], json)
+                                        : attach(lab, a.arg[1], net, json);
   mcim_lab_free(lab);
   return ex;
 }

@@ -5,85 +5,32 @@
 
 #include "mcim/cli.h"
 #include "mcim/lab.h"
+#include "mcim/opts.h"
 
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: mcim lab up [--dir D] [--store sqlite|postgres] [--sho NAME]...\n"
-          "       mcim lab down [--dir D]\n"
-          "       mcim lab status [--dir D] [--json]\n"
-          "       mcim lab device add NAME [--tamper] [--dir D]\n"
-          "       mcim lab restart NAME [--dir D]\n"
-          "\n"
-          "A lab runs every role of the system as real daemons on loopback, in one folder:\n"
-          "  up      creates the PKI, writes one configuration per role, starts vno, ro, pva,\n"
-          "          m2mes and the SHOs (default sho-a and sho-b) on free ports and waits until\n"
-          "          each answers\n"
-          "  down    stops exactly the processes the lab recorded (devices first)\n"
-          "  status  which roles and devices run and answer\n"
-          "  device add NAME\n"
-          "          manufactures an M2ME (M2MES: TRE keys and certificates, PCID credential,\n"
-          "          owner key, firmware) and starts its agent; --tamper ships modified firmware\n"
-          "          that fails platform validation\n"
-          "  restart NAME\n"
-          "          stops and starts one role instance or device agent (its state is in its\n"
-          "          store: procedures resume)\n"
-          "\n"
-          "The folder is --dir, else $MCIM_LAB, else ./mcim-lab.\n"
-          "\n"
-          "examples:\n"
-          "  mcim lab up --sho sho-a --sho sho-b --sho sho-c\n"
-          "  mcim lab device add dev1\n"
-          "  mcim lab status --json\n"
-          "  mcim lab down\n");
-}
+static const char lab_description[] =
+    "A lab runs every role of the system as real daemons on loopback, in one folder:\n"
+    "  up      creates the PKI, writes one configuration per role, starts vno, ro, pva,\n"
+    "          m2mes and the SHOs (default sho-a and sho-b) on free ports and waits until\n"
+    "          each answers\n"
+    "  down    stops exactly the processes the lab recorded (devices first)\n"
+    "  status  which roles and devices run and answer\n"
+    "  device add NAME\n"
+    "          manufactures an M2ME (M2MES: TRE keys and certificates, PCID credential,\n"
+    "          owner key, firmware) and starts its agent; --tamper ships modified firmware\n"
+    "          that fails platform validation\n"
+    "  restart NAME\n"
+    "          stops and starts one role instance or device agent (its state is in its\n"
+    "          store: procedures resume)";
 
 struct lab_args {
   const char *dir;
   struct mcim_lab_up_opts up;
   bool json;
   bool tamper;
-  const char *positional[4];
-  size_t npos;
+  const char *const *positional;
+  int npos;
+  const struct mcim_cmd *cmd;
 };
-
-static int parse(int argc, char **argv, int first, struct lab_args *a, bool *help)
-{
-  for (int i = first; i < argc; i++) {
-    const char *o = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
-      *help = true;
-      return MCIM_EXIT_OK;
-    } else if (strcmp(o, "--json") == 0) {
-      a->json = true;
-    } else if (strcmp(o, "--tamper") == 0) {
-      a->tamper = true;
-    } else if (strcmp(o, "--dir") == 0 || strcmp(o, "--store") == 0 || strcmp(o, "--sho") == 0) {
-      if (!v)
-        return mcim_usage_error("lab: %s needs a value", o);
-      i++;
-      if (strcmp(o, "--dir") == 0) {
-        a->dir = v;
-      } else if (strcmp(o, "--store") == 0) {
-        if (strcmp(v, "sqlite") != 0 && strcmp(v, "postgres") != 0)
-          return mcim_usage_error("lab: --store is sqlite or postgres");
-        a->up.store = v;
-      } else {
-        if (a->up.nshos == MCIM_LAB_MAX_SHOS)
-          return mcim_usage_error("lab: at most %d SHOs", MCIM_LAB_MAX_SHOS);
-        a->up.shos[a->up.nshos++] = v;
-      }
-    } else if (o[0] == '-') {
-      return mcim_usage_error("lab: unknown option %s (see mcim lab --help)", o);
-    } else {
-      if (a->npos == 4)
-        return mcim_usage_error("lab: too many arguments");
-      a->positional[a->npos++] = o;
-    }
-  }
-  return MCIM_EXIT_OK;
-}
 
 static int fail(const char *what, mcim_cause_t rc)
 {
@@ -107,7 +54,7 @@ static int do_up(struct lab_args *a)
   for (size_t i = 0; i < a->up.nshos; i++)
     for (size_t j = 0; j < i; j++)
       if (strcmp(a->up.shos[i], a->up.shos[j]) == 0)
-        return mcim_usage_error("lab up: --sho %s given twice", a->up.shos[i]);
+        return mcim_opts_error(a->cmd, "--sho %s given twice", a->up.shos[i]);
   mcim_cause_t rc = mcim_lab_up(mcim_lab_dir(a->dir), &a->up, &lab);
   if (rc == MCIM_CONFLICT) {
     fprintf(stderr, "mcim: a lab is already up in %s (mcim lab down first)\n",
@@ -177,7 +124,8 @@ static int do_device_add(struct lab_args *a)
 {
   mcim_lab_t *lab = NULL;
   if (a->npos != 3)
-    return mcim_usage_error("lab device add NAME [--tamper]");
+    return a->npos < 3 ? mcim_opts_error(a->cmd, "missing NAME: lab device add NAME")
+                       : mcim_opts_error(a->cmd, "unexpected argument '%s'", a->positional[3]);
   int ex = open_lab(a->dir, &lab);
   if (ex != MCIM_EXIT_OK)
     return ex;
@@ -197,7 +145,8 @@ static int do_restart(struct lab_args *a)
 {
   mcim_lab_t *lab = NULL;
   if (a->npos != 2)
-    return mcim_usage_error("lab restart NAME");
+    return a->npos < 2 ? mcim_opts_error(a->cmd, "missing NAME: lab restart NAME")
+                       : mcim_opts_error(a->cmd, "unexpected argument '%s'", a->positional[2]);
   int ex = open_lab(a->dir, &lab);
   if (ex != MCIM_EXIT_OK)
     return ex;
@@ -223,25 +172,60 @@ static int do_restart(struct lab_args *a)
 int mcim_cmd_lab(int argc, char **argv)
 {
   struct lab_args a = {0};
-  bool help = false;
-  int ex = parse(argc, argv, 1, &a, &help);
-  if (ex != MCIM_EXIT_OK)
+  const struct mcim_opt opts[] = {
+      {.name = "dir", .arg = "D",
+       .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)", .value = &a.dir},
+      {.name = "store", .arg = "KIND", .help = "up: the roles' stores, sqlite (default) or postgres",
+       .value = &a.up.store},
+      {.name = "sho", .arg = "NAME",
+       .help = "up: an SHO instance (repeat for several; default sho-a and sho-b)",
+       .list = a.up.shos, .count = &a.up.nshos, .max = MCIM_LAB_MAX_SHOS},
+      {.name = "json", .help = "status: print JSON", .flag = &a.json},
+      {.name = "tamper", .help = "device add: ship firmware that fails platform validation",
+       .flag = &a.tamper},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim lab",
+      .usage = "mcim lab up [--dir D] [--store sqlite|postgres] [--sho NAME]...\n"
+               "mcim lab down [--dir D]\n"
+               "mcim lab status [--dir D] [--json]\n"
+               "mcim lab device add NAME [--tamper] [--dir D]\n"
+               "mcim lab restart NAME [--dir D]",
+      .description = lab_description,
+      .opts = opts,
+      .examples = "mcim lab up --sho sho-a --sho sho-b --sho sho-c\n"
+                  "mcim lab device add dev1\n"
+                  "mcim lab status --json --dir=/tmp/lab\n"
+                  "mcim lab down",
+      .max_args = 4,
+  };
+  struct mcim_args args;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &args);
+  if (ex != MCIM_OPTS_RUN)
     return ex;
-  if (help || a.npos == 0) {
-    usage(help ? stdout : stderr);
-    return help ? MCIM_EXIT_OK : MCIM_EXIT_USAGE;
-  }
+  a.positional = args.arg;
+  a.npos = args.n;
+  a.cmd = &cmd;
+  if (a.up.store && strcmp(a.up.store, "sqlite") != 0 && strcmp(a.up.store, "postgres") != 0)
+    return mcim_opts_error(&cmd, "--store is sqlite or postgres, not '%s'", a.up.store);
+  if (a.npos == 0)
+    return mcim_opts_error(&cmd, "missing the subcommand: up, down, status, device add or restart");
   const char *sub = a.positional[0];
-  if (strcmp(sub, "up") == 0 && a.npos == 1)
+  bool plain = strcmp(sub, "up") == 0 || strcmp(sub, "down") == 0 || strcmp(sub, "status") == 0;
+  if (plain && a.npos > 1)
+    return mcim_opts_error(&cmd, "unexpected argument '%s'", a.positional[1]);
+  if (strcmp(sub, "up") == 0)
     return do_up(&a);
-  if (strcmp(sub, "down") == 0 && a.npos == 1)
+  if (strcmp(sub, "down") == 0)
     return do_down(&a);
-  if (strcmp(sub, "status") == 0 && a.npos == 1)
+  if (strcmp(sub, "status") == 0)
     return do_status(&a);
   if (strcmp(sub, "restart") == 0)
     return do_restart(&a);
   if (strcmp(sub, "device") == 0 && a.npos >= 2 && strcmp(a.positional[1], "add") == 0)
     return do_device_add(&a);
-  usage(stderr);
-  return MCIM_EXIT_USAGE;
+  if (strcmp(sub, "device") == 0)
+    return mcim_opts_error(&cmd, "the device subcommand is add");
+  return mcim_opts_error(&cmd, "unknown subcommand '%s'", sub);
 }

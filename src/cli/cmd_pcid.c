@@ -6,23 +6,8 @@
 
 #include "mcim/cli.h"
 #include "mcim/lab.h"
+#include "mcim/opts.h"
 #include "mcim/pki.h"
-
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: mcim pcid push DEVICE [--txn HEX32] [--json] [--dir D]\n"
-          "\n"
-          "push  network-initiated renewal of a device's initial network access credential:\n"
-          "      the RO (lab admin certificate) marks the device's PCID `renewal due`; at its\n"
-          "      next attach the VNO answers `renewal: \"due\"` and the device renews its PCID\n"
-          "      from the DPF (or the M2MES CCIF). Prints the PCIDs marked. --txn names the\n"
-          "      push in the RO's trace.\n"
-          "\n"
-          "examples:\n"
-          "  mcim pcid push dev1\n"
-          "  mcim pcid push dev1 --json\n");
-}
 
 static bool hex32(const char *s)
 {
@@ -75,45 +60,49 @@ static int push(mcim_lab_t *lab, const char *device, const char *txn, bool json)
 
 int mcim_cmd_pcid(int argc, char **argv)
 {
-  const char *pos[2] = {NULL, NULL}, *dir = NULL, *txn = NULL;
-  size_t npos = 0;
+  const char *dir = NULL, *txn = NULL;
   bool json = false;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return MCIM_EXIT_OK;
-    } else if (strcmp(a, "--json") == 0) {
-      json = true;
-    } else if (strcmp(a, "--dir") == 0 || strcmp(a, "--txn") == 0) {
-      if (i + 1 >= argc)
-        return mcim_usage_error("pcid: %s needs a value", a);
-      if (strcmp(a, "--dir") == 0)
-        dir = argv[++i];
-      else
-        txn = argv[++i];
-    } else if (a[0] == '-') {
-      return mcim_usage_error("pcid: unknown option %s (see mcim pcid --help)", a);
-    } else if (npos < 2) {
-      pos[npos++] = a;
-    } else {
-      return mcim_usage_error("pcid: too many arguments");
-    }
-  }
-  if (npos != 2 || strcmp(pos[0], "push") != 0) {
-    usage(stderr);
-    return MCIM_EXIT_USAGE;
-  }
-  if (!mcim_pki_name_valid(pos[1]))
-    return mcim_usage_error("pcid: \"%s\" is not a device name", pos[1]);
+  const struct mcim_opt opts[] = {
+      {.name = "txn", .arg = "HEX32", .help = "name the push in the RO's trace (32 hex digits)",
+       .value = &txn},
+      {.name = "json", .help = "print JSON", .flag = &json},
+      {.name = "dir", .arg = "D", .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)",
+       .value = &dir},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim pcid",
+      .usage = "mcim pcid push DEVICE [--txn HEX32] [--json] [--dir D]",
+      .description =
+          "push  network-initiated renewal of a device's initial network access credential:\n"
+          "      the RO (lab admin certificate) marks the device's PCID `renewal due`; at its\n"
+          "      next attach the VNO answers `renewal: \"due\"` and the device renews its PCID\n"
+          "      from the DPF (or the M2MES CCIF). Prints the PCIDs marked.",
+      .opts = opts,
+      .examples = "mcim pcid push dev1\n"
+                  "mcim pcid push dev1 --json --dir=/tmp/lab",
+      .max_args = 2,
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (a.n < 1)
+    return mcim_opts_error(&cmd, "missing the subcommand: push");
+  if (strcmp(a.arg[0], "push") != 0)
+    return mcim_opts_error(&cmd, "unknown subcommand '%s'", a.arg[0]);
+  if (a.n < 2)
+    return mcim_opts_error(&cmd, "missing DEVICE");
+  if (!mcim_pki_name_valid(a.arg[1]))
+    return mcim_opts_error(&cmd, "\"%s\" is not a device name", a.arg[1]);
   if (txn && !hex32(txn))
-    return mcim_usage_error("pcid: --txn takes 32 lower-case hex digits");
+    return mcim_opts_error(&cmd, "--txn takes 32 lower-case hex digits");
   mcim_lab_t *lab = NULL;
   if (mcim_lab_open(mcim_lab_dir(dir), &lab) != MCIM_OK) {
     fprintf(stderr, "mcim: no lab in %s\n", mcim_lab_dir(dir));
     return MCIM_EXIT_FAIL;
   }
-  int ex = push(lab, pos[1], txn, json);
+  ex = push(lab, a.arg[1], txn, json);
   mcim_lab_free(lab);
   return ex;
 }

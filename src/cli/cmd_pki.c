@@ -4,114 +4,105 @@
 #include <string.h>
 
 #include "mcim/cli.h"
+#include "mcim/opts.h"
 #include "mcim/pki.h"
 
 #define MAX_ROLES 64
 
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: mcim pki init DIR [--roles LIST] [--days N] [--force]\n"
-          "\n"
-          "Creates the lab PKI in DIR (P-256 keys, written with mode 0600):\n"
-          "  DIR/ca/operators-ca.{crt,key}  operators' CA: TLS certificates of the network roles\n"
-          "  DIR/ca/m2mes-ca.{crt,key}      M2MES CA: device TRE certificates (at manufacture)\n"
-          "  DIR/<role>/{cert,key}.pem      per role: TLS server and client certificate,\n"
-          "                                 SAN DNS:localhost, IP:127.0.0.1, DNS:<role>\n"
-          "  DIR/admin/{cert,key}.pem       TLS client certificate for the lab's admin paths\n"
-          "An existing PKI in DIR is never replaced without --force.\n"
-          "\n"
-          "options:\n"
-          "  --roles LIST  comma-separated role names (default: vno,ro,pva,m2mes,sho-a,sho-b)\n"
-          "  --days N      validity of the certificates in days (default: 365)\n"
-          "  --force       replace an existing PKI in DIR\n"
-          "\n"
-          "example:\n"
-          "  mcim pki init ./mcim-lab/pki --roles vno,ro,pva,m2mes,sho-a,sho-b,sho-c\n"
-          "  openssl verify -CAfile ./mcim-lab/pki/ca/operators-ca.crt ./mcim-lab/pki/sho-c/cert.pem\n");
-}
+static const char pki_usage[] = "mcim pki init DIR [--roles LIST] [--days N] [--force]";
+
+static const char pki_description[] =
+    "Creates the lab PKI in DIR (P-256 keys, written with mode 0600):\n"
+    "  DIR/ca/operators-ca.{crt,key}  operators' CA: TLS certificates of the network roles\n"
+    "  DIR/ca/m2mes-ca.{crt,key}      M2MES CA: device TRE certificates (at manufacture)\n"
+    "  DIR/<role>/{cert,key}.pem      per role: TLS server and client certificate,\n"
+    "                                 SAN DNS:localhost, IP:127.0.0.1, DNS:<role>\n"
+    "  DIR/admin/{cert,key}.pem       TLS client certificate for the lab's admin paths\n"
+    "An existing PKI in DIR is never replaced without --force.";
+
+static const char pki_examples[] =
+    "mcim pki init ./mcim-lab/pki --roles vno,ro,pva,m2mes,sho-a,sho-b,sho-c\n"
+    "openssl verify -CAfile ./mcim-lab/pki/ca/operators-ca.crt ./mcim-lab/pki/sho-c/cert.pem\n"
+    "mcim pki init /tmp/pki --days=30";
 
 /* Split LIST in place into roles[]; usage errors are reported here. */
-static int parse_roles(char *list, const char **roles, size_t *nroles)
+static int parse_roles(const struct mcim_cmd *cmd, char *list, const char **roles, size_t *nroles)
 {
   char *save = NULL;
   size_t n = 0;
   if (!list[0] || list[0] == ',' || list[strlen(list) - 1] == ',' || strstr(list, ",,"))
-    return mcim_usage_error("pki init: --roles has an empty name");
+    return mcim_opts_error(cmd, "--roles has an empty name");
   for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
     if (n == MAX_ROLES)
-      return mcim_usage_error("pki init: at most %d roles", MAX_ROLES);
+      return mcim_opts_error(cmd, "at most %d roles", MAX_ROLES);
     if (!mcim_pki_name_valid(tok) || strcmp(tok, "ca") == 0 || strcmp(tok, MCIM_PKI_ADMIN) == 0)
-      return mcim_usage_error("pki init: '%s' is not a usable role name (letters, digits, "
-                              "'-', '.', '_'; not 'ca' or 'admin')", tok);
+      return mcim_opts_error(cmd,
+                             "'%s' is not a usable role name (letters, digits, '-', '.', '_'; "
+                             "not 'ca' or 'admin')",
+                             tok);
     for (size_t i = 0; i < n; i++)
       if (strcmp(roles[i], tok) == 0)
-        return mcim_usage_error("pki init: role '%s' given twice", tok);
+        return mcim_opts_error(cmd, "role '%s' given twice", tok);
     roles[n++] = tok;
   }
   *nroles = n;
   return MCIM_EXIT_OK;
 }
 
-static int parse_days(const char *s, int *days)
+static int parse_days(const struct mcim_cmd *cmd, const char *s, int *days)
 {
   char *end = NULL;
   long v = strtol(s, &end, 10);
   if (!s[0] || *end || v < 1 || v > 36500)
-    return mcim_usage_error("pki init: --days wants a number of days from 1 to 36500");
+    return mcim_opts_error(cmd, "--days wants a number of days from 1 to 36500");
   *days = (int)v;
   return MCIM_EXIT_OK;
 }
 
 static int cmd_init(int argc, char **argv)
 {
-  const char *dir = NULL;
   const char *roles[MAX_ROLES];
   size_t nroles = 0;
+  const char *roles_opt = NULL, *days_opt = NULL;
   char *list = NULL;
   bool force = false;
   int days = 0, rc = MCIM_EXIT_OK;
-
+  const struct mcim_opt opts[] = {
+      {.name = "roles", .arg = "LIST",
+       .help = "comma-separated role names (default: vno,ro,pva,m2mes,sho-a,sho-b)",
+       .value = &roles_opt},
+      {.name = "days", .arg = "N", .help = "validity of the certificates in days (default: 365)",
+       .value = &days_opt},
+      {.name = "force", .help = "replace an existing PKI in DIR", .flag = &force},
+      {0},
+  };
+  const struct mcim_cmd init = {
+      .name = "mcim pki init",
+      .usage = pki_usage,
+      .description = pki_description,
+      .opts = opts,
+      .examples = pki_examples,
+      .max_args = 1,
+  };
+  const struct mcim_cmd *cmd = &init;
+  struct mcim_args a;
+  rc = mcim_opts_parse(cmd, argc, argv, &a);
+  if (rc != MCIM_OPTS_RUN)
+    return rc;
+  rc = MCIM_EXIT_OK;
+  const char *dir = a.n ? a.arg[0] : NULL;
+  if (!dir || !dir[0])
+    return mcim_opts_error(cmd, "missing DIR");
   for (size_t i = 0; mcim_pki_default_roles[i]; i++)
     roles[nroles++] = mcim_pki_default_roles[i];
-  for (int i = 1; i < argc && rc == MCIM_EXIT_OK; i++) {
-    const char *a = argv[i];
-    const char *value = NULL;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      goto cleanup;
-    } else if (strcmp(a, "--force") == 0) {
-      force = true;
-    } else if (strcmp(a, "--roles") == 0 || strncmp(a, "--roles=", 8) == 0 ||
-               strcmp(a, "--days") == 0 || strncmp(a, "--days=", 7) == 0) {
-      const char *eq = strchr(a, '=');
-      if (eq)
-        value = eq + 1;
-      else if (i + 1 < argc)
-        value = argv[++i];
-      else
-        rc = mcim_usage_error("pki init: %s needs a value", a);
-      if (rc == MCIM_EXIT_OK && a[2] == 'r') {
-        free(list);
-        list = strdup(value);
-        rc = list ? parse_roles(list, roles, &nroles) : MCIM_EXIT_FAIL;
-      } else if (rc == MCIM_EXIT_OK) {
-        rc = parse_days(value, &days);
-      }
-    } else if (a[0] == '-') {
-      rc = mcim_usage_error("pki init: unknown option '%s' (see mcim pki --help)", a);
-    } else if (dir) {
-      rc = mcim_usage_error("pki init: only one DIR, got '%s' and '%s'", dir, a);
-    } else {
-      dir = a;
-    }
+  if (roles_opt) {
+    list = strdup(roles_opt);
+    rc = list ? parse_roles(cmd, list, roles, &nroles) : MCIM_EXIT_FAIL;
   }
+  if (rc == MCIM_EXIT_OK && days_opt)
+    rc = parse_days(cmd, days_opt, &days);
   if (rc != MCIM_EXIT_OK)
     goto cleanup;
-  if (!dir || !dir[0]) {
-    rc = mcim_usage_error("pki init: DIR is missing (see mcim pki --help)");
-    goto cleanup;
-  }
 
   mcim_cause_t cause = mcim_pki_lab_init(dir, roles, nroles, force, days);
   if (cause == MCIM_CONFLICT) {
@@ -134,14 +125,26 @@ cleanup:
 
 int mcim_cmd_pki(int argc, char **argv)
 {
-  if (argc < 2)
-    return mcim_usage_error("pki: which one? (mcim pki init DIR; see mcim pki --help)");
-  if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-      strcmp(argv[1], "help") == 0) {
-    usage(stdout);
+  const struct mcim_cmd cmd = {
+      .name = "mcim pki",
+      .usage = pki_usage,
+      .description = "init  creates the lab PKI in DIR: the operators' CA, the M2MES CA, a TLS\n"
+                     "      certificate per role and the lab's admin client certificate\n"
+                     "`mcim pki init --help` describes init and its options.",
+      .examples = pki_examples,
+      .subcommands = true,
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (a.next >= argc)
+    return mcim_opts_error(&cmd, "missing the subcommand: init");
+  if (strcmp(argv[a.next], "help") == 0) {
+    mcim_opts_help(&cmd, stdout);
     return MCIM_EXIT_OK;
   }
-  if (strcmp(argv[1], "init") == 0)
-    return cmd_init(argc - 1, argv + 1);
-  return mcim_usage_error("pki: unknown subcommand '%s' (see mcim pki --help)", argv[1]);
+  if (strcmp(argv[a.next], "init") == 0)
+    return cmd_init(argc - a.next, argv + a.next);
+  return mcim_opts_error(&cmd, "unknown subcommand '%s'", argv[a.next]);
 }

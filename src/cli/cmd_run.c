@@ -4,89 +4,80 @@
 
 #include "mcim/cli.h"
 #include "mcim/lab_run.h"
+#include "mcim/opts.h"
 
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: mcim run initial NAME --sho SHO [--json] [--timeout S] [--dir D]\n"
-          "       mcim run change NAME --to SHO --via old-sho|pristine [--json] [--timeout S]\n"
-          "       mcim run preload NAME --sho SHO [--json]     (a second MCIM, kept inactive)\n"
-          "       mcim run switch NAME --to SHO [--json]       (activate a pre-provisioned MCIM)\n"
-          "\n"
-          "Runs a procedure as the M2ME subscriber does: an order at the (new) SHO signed by\n"
-          "the owner key (step 1), an owner-signed instruction to the device (step 2), then\n"
-          "watches it to the end and lists every step with the seed's number.\n"
-          "  initial  initial provisioning (pristine steps 4-15)\n"
-          "  change   change of SHO via the old SHO's connectivity (steps 1-14) or via the\n"
-          "           pristine state (steps 1-15)\n"
-          "  preload  the seed's variant: the MCIM of a second SHO installed beside the\n"
-          "           active one (inactive; that SHO holds the subscription in standby)\n"
-          "  switch   make a pre-provisioned MCIM the active one without a download: the\n"
-          "           current SHO suspends its subscription, the other resumes its own\n"
-          "--json prints {\"txid\", \"result\", \"steps\": [{\"n\", \"from\", \"to\", \"msg\"}]}.\n"
-          "Exit status 0 only if the procedure succeeded.\n"
-          "\n"
-          "examples:\n"
-          "  mcim run initial dev1 --sho sho-a\n"
-          "  mcim run change dev1 --to sho-b --via old-sho --json\n");
-}
+static const char run_usage[] =
+    "mcim run initial NAME --sho SHO [--json] [--timeout S] [--dir D]\n"
+    "mcim run change NAME --to SHO --via old-sho|pristine [--json] [--timeout S] [--dir D]\n"
+    "mcim run preload NAME --sho SHO [--json] [--timeout S] [--dir D]\n"
+    "mcim run switch NAME --to SHO [--json] [--timeout S] [--dir D]";
+
+static const char run_description[] =
+    "Runs a procedure as the M2ME subscriber does: an order at the (new) SHO signed by\n"
+    "the owner key (step 1), an owner-signed instruction to the device (step 2), then\n"
+    "watches it to the end and lists every step with the seed's number.\n"
+    "  initial  initial provisioning (pristine steps 4-15)\n"
+    "  change   change of SHO via the old SHO's connectivity (steps 1-14) or via the\n"
+    "           pristine state (steps 1-15)\n"
+    "  preload  the seed's variant: the MCIM of a second SHO installed beside the\n"
+    "           active one (inactive; that SHO holds the subscription in standby)\n"
+    "  switch   make a pre-provisioned MCIM the active one without a download: the\n"
+    "           current SHO suspends its subscription, the other resumes its own\n"
+    "Exit status 0 only if the procedure succeeded.";
 
 int mcim_cmd_run(int argc, char **argv)
 {
   struct mcim_lab_run run = {0};
-  const char *dir = NULL;
+  const char *dir = NULL, *timeout = NULL;
   bool json = false;
-  const char *pos[2] = {NULL, NULL};
-  size_t npos = 0;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return MCIM_EXIT_OK;
-    } else if (strcmp(a, "--json") == 0) {
-      json = true;
-    } else if (strcmp(a, "--sho") == 0 || strcmp(a, "--to") == 0 || strcmp(a, "--via") == 0 ||
-               strcmp(a, "--dir") == 0 || strcmp(a, "--timeout") == 0) {
-      if (i + 1 >= argc)
-        return mcim_usage_error("run: %s needs a value", a);
-      const char *v = argv[++i];
-      if (strcmp(a, "--sho") == 0 || strcmp(a, "--to") == 0)
-        run.sho = v;
-      else if (strcmp(a, "--via") == 0)
-        run.via = v;
-      else if (strcmp(a, "--dir") == 0)
-        dir = v;
-      else if (sscanf(v, "%d", &run.timeout_s) != 1 || run.timeout_s < 1)
-        return mcim_usage_error("run: --timeout wants seconds");
-    } else if (a[0] == '-') {
-      return mcim_usage_error("run: unknown option %s (see mcim run --help)", a);
-    } else if (npos < 2) {
-      pos[npos++] = a;
-    } else {
-      return mcim_usage_error("run: too many arguments");
-    }
-  }
-  if (npos != 2) {
-    usage(stderr);
-    return MCIM_EXIT_USAGE;
-  }
-  run.procedure = pos[0];
-  run.device = pos[1];
-  if (strcmp(run.procedure, "initial") == 0) {
-    if (!run.sho || run.via)
-      return mcim_usage_error("run initial NAME --sho SHO");
-  } else if (strcmp(run.procedure, "change") == 0) {
-    if (!run.sho || !run.via)
-      return mcim_usage_error("run change NAME --to SHO --via old-sho|pristine");
-    if (strcmp(run.via, "old-sho") != 0 && strcmp(run.via, "pristine") != 0)
-      return mcim_usage_error("run change: --via is old-sho or pristine");
-  } else if (strcmp(run.procedure, "preload") == 0 || strcmp(run.procedure, "switch") == 0) {
-    if (!run.sho || run.via)
-      return mcim_usage_error("run %s NAME --%s SHO", run.procedure,
-                              strcmp(run.procedure, "switch") == 0 ? "to" : "sho");
-  } else {
-    return mcim_usage_error("run: the procedure is initial, change, preload or switch");
-  }
+  const struct mcim_opt opts[] = {
+      {.name = "sho", .arg = "SHO", .help = "the SHO (initial, preload)", .value = &run.sho},
+      {.name = "to", .arg = "SHO", .help = "the new SHO (change, switch)", .value = &run.sho},
+      {.name = "via", .arg = "HOW", .help = "change: old-sho or pristine", .value = &run.via},
+      {.name = "json", .help = "print {\"txid\", \"result\", \"steps\": [{\"n\", \"from\", \"to\", \"msg\"}]}",
+       .flag = &json},
+      {.name = "timeout", .arg = "S", .help = "give up after S seconds (default 120)",
+       .value = &timeout},
+      {.name = "dir", .arg = "D", .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)",
+       .value = &dir},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim run",
+      .usage = run_usage,
+      .description = run_description,
+      .opts = opts,
+      .examples = "mcim run initial dev1 --sho sho-a\n"
+                  "mcim run change dev1 --to sho-b --via old-sho --json\n"
+                  "mcim run change dev1 --to=sho-a --via=pristine --timeout=60",
+      .max_args = 2,
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (a.n < 1)
+    return mcim_opts_error(&cmd, "missing the procedure: initial, change, preload or switch");
+  if (a.n < 2)
+    return mcim_opts_error(&cmd, "missing NAME, the device");
+  if (timeout && (sscanf(timeout, "%d", &run.timeout_s) != 1 || run.timeout_s < 1))
+    return mcim_opts_error(&cmd, "--timeout wants seconds, got '%s'", timeout);
+  run.procedure = a.arg[0];
+  run.device = a.arg[1];
+  bool change = strcmp(run.procedure, "change") == 0;
+  if (!change && strcmp(run.procedure, "initial") != 0 && strcmp(run.procedure, "preload") != 0 &&
+      strcmp(run.procedure, "switch") != 0)
+    return mcim_opts_error(&cmd, "the procedure is initial, change, preload or switch, not '%s'",
+                           run.procedure);
+  if (!run.sho)
+    return mcim_opts_error(&cmd, "%s needs --%s SHO", run.procedure,
+                           change || strcmp(run.procedure, "switch") == 0 ? "to" : "sho");
+  if (change && !run.via)
+    return mcim_opts_error(&cmd, "change needs --via old-sho|pristine");
+  if (!change && run.via)
+    return mcim_opts_error(&cmd, "--via is for change only");
+  if (change && strcmp(run.via, "old-sho") != 0 && strcmp(run.via, "pristine") != 0)
+    return mcim_opts_error(&cmd, "--via is old-sho or pristine, not '%s'", run.via);
 
   mcim_lab_t *lab = NULL;
   if (mcim_lab_open(mcim_lab_dir(dir), &lab) != MCIM_OK) {

@@ -8,28 +8,8 @@
 
 #include "mcim/cli.h"
 #include "mcim/lab.h"
+#include "mcim/opts.h"
 #include "mcim/trace.h"
-
-static void usage(FILE *out)
-{
-  fprintf(out,
-          "usage: mcim trace TXID [--format text|msc|mermaid|svg|json] [-o FILE] [--dir D]\n"
-          "\n"
-          "Gathers every message of procedure TXID from the lab's roles and devices and draws\n"
-          "it: text (numbered lines as the seed writes its steps), msc (mscgen input), svg\n"
-          "(rendered by mscgen), mermaid (a sequenceDiagram), json ({txid, events: [{n, from,\n"
-          "to, msg, time, body}]}, lab names, bodies with secrets redacted).\n"
-          "Charts name the seed's entities, in this order: M2ME subscriber, M2ME, TRE, VNO, RO\n"
-          "(the function, ICF, DRF or DPF, starts each message), PVA, old SHO, new SHO, M2MES;\n"
-          "an SHO is the new one if the subscriber's order (step 1) went to it. Each arrow\n"
-          "carries the seed's step number (\"-\" or none: outside the numbered steps, e.g. an\n"
-          "attach); a failed step is marked [FAILED: CAUSE] (red, -x, in msc and svg).\n"
-          "\n"
-          "examples:\n"
-          "  mcim trace 6f1c...e2 --format text\n"
-          "  mcim trace 6f1c...e2 --format svg -o initial.svg\n"
-          "  mcim trace 6f1c...e2 --format mermaid -o initial.mmd\n");
-}
 
 /* svg: mscgen renders our msc (a dependency, not our own renderer). */
 static int render_svg(const struct mcim_trace *t, const char *txn, const char *out_path)
@@ -65,35 +45,44 @@ static int render_svg(const struct mcim_trace *t, const char *txn, const char *o
 
 int mcim_cmd_trace(int argc, char **argv)
 {
-  const char *txn = NULL, *format = "text", *out_path = NULL, *dir = NULL;
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return MCIM_EXIT_OK;
-    } else if (strcmp(a, "--format") == 0 || strcmp(a, "-o") == 0 || strcmp(a, "--dir") == 0) {
-      if (i + 1 >= argc)
-        return mcim_usage_error("trace: %s needs a value", a);
-      const char *v = argv[++i];
-      if (strcmp(a, "--format") == 0)
-        format = v;
-      else if (strcmp(a, "-o") == 0)
-        out_path = v;
-      else
-        dir = v;
-    } else if (a[0] == '-') {
-      return mcim_usage_error("trace: unknown option %s (see mcim trace --help)", a);
-    } else if (!txn) {
-      txn = a;
-    } else {
-      return mcim_usage_error("trace: one TXID only");
-    }
-  }
-  if (!txn)
-    return mcim_usage_error("trace: which TXID? (see mcim trace --help)");
+  const char *format = "text", *out_path = NULL, *dir = NULL;
+  const struct mcim_opt opts[] = {
+      {.name = "format", .arg = "F", .help = "text (default), msc, mermaid, svg or json",
+       .value = &format},
+      {.letter = 'o', .arg = "FILE", .help = "write to FILE instead of stdout", .value = &out_path},
+      {.name = "dir", .arg = "D", .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)",
+       .value = &dir},
+      {0},
+  };
+  const struct mcim_cmd cmd = {
+      .name = "mcim trace",
+      .usage = "mcim trace TXID [--format text|msc|mermaid|svg|json] [-o FILE] [--dir D]",
+      .description =
+          "Gathers every message of procedure TXID from the lab's roles and devices and draws\n"
+          "it: text (numbered lines as the seed writes its steps), msc (mscgen input), svg\n"
+          "(rendered by mscgen), mermaid (a sequenceDiagram), json ({txid, events: [{n, from,\n"
+          "to, msg, time, body}]}, lab names, bodies with secrets redacted).\n"
+          "Charts name the seed's entities, in this order: M2ME subscriber, M2ME, TRE, VNO, RO\n"
+          "(the function, ICF, DRF or DPF, starts each message), PVA, old SHO, new SHO, M2MES;\n"
+          "an SHO is the new one if the subscriber's order (step 1) went to it. Each arrow\n"
+          "carries the seed's step number (\"-\" or none: outside the numbered steps, e.g. an\n"
+          "attach); a failed step is marked [FAILED: CAUSE] (red, -x, in msc and svg).",
+      .opts = opts,
+      .examples = "mcim trace 6f1c...e2 --format text\n"
+                  "mcim trace 6f1c...e2 --format svg -o initial.svg\n"
+                  "mcim trace 6f1c...e2 --format=mermaid -o initial.mmd",
+      .max_args = 1,
+  };
+  struct mcim_args a;
+  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
+  if (ex != MCIM_OPTS_RUN)
+    return ex;
+  if (a.n < 1)
+    return mcim_opts_error(&cmd, "missing TXID");
+  const char *txn = a.arg[0];
   int fmt = mcim_trace_format_from_name(format);
   if (fmt < 0)
-    return mcim_usage_error("trace: --format is text, msc, mermaid, svg or json");
+    return mcim_opts_error(&cmd, "--format is text, msc, mermaid, svg or json, not '%s'", format);
   mcim_lab_t *lab = NULL;
   if (mcim_lab_open(mcim_lab_dir(dir), &lab) != MCIM_OK) {
     fprintf(stderr, "mcim: no lab in %s\n", mcim_lab_dir(dir));
@@ -101,7 +90,7 @@ int mcim_cmd_trace(int argc, char **argv)
   }
   struct mcim_trace t;
   mcim_lab_trace_collect(lab, txn, &t);
-  int ex = MCIM_EXIT_OK;
+  ex = MCIM_EXIT_OK;
   if (t.len == 0) {
     fprintf(stderr, "mcim: no event of procedure %s in this lab\n", txn);
     ex = MCIM_EXIT_FAIL;

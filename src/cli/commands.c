@@ -1,5 +1,4 @@
-#include <stdarg.h>
-#include <stdio.h>
+#include <stddef.h>
 
 #include "mcim/cli.h"
 
@@ -13,16 +12,6 @@ const struct mcim_cli_command mcim_cli_commands[] = {
     {"trace", "draw a procedure from what every role recorded", mcim_cmd_trace},
     {"pki", "create the lab PKI (operators' CA, M2MES CA, role certificates)", mcim_cmd_pki},
     {"pcid", "network-initiated PCID renewal: push DEVICE", mcim_cmd_pcid},
+    {"version", "print the version and the git commit (as mcim --version)", mcim_cmd_version},
     {NULL, NULL, NULL},
 };
-
-int mcim_usage_error(const char *fmt, ...)
-{
-  va_list ap;
-  fputs("mcim: ", stderr);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-  return MCIM_EXIT_USAGE;
-}
