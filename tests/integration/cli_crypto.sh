@@ -91,11 +91,11 @@ stderr_has "--amf: expected 4 hex digits, got 0" "AMF empty"
 run "RAND missing" 2 crypto milenage --k $K --op $OP --sqn $SQN --amf $AMF
 stderr_has "--rand: required" "RAND missing"
 run "value missing" 2 crypto milenage --k $K --op $OP --rand $RAND --sqn $SQN --amf
-stderr_has "--amf: missing value" "value missing"
+stderr_has "mcim crypto milenage: option '--amf' needs a value" "value missing"
 run "value missing before next option" 2 crypto milenage --k --op $OP --rand $RAND --sqn $SQN --amf $AMF
-stderr_has "--k: missing value" "value missing before next option"
+stderr_has "mcim crypto milenage: option '--k' needs a value" "value missing before next option"
 run "K twice" 2 crypto milenage --k $K --k $K "${args_ok[@]}"
-stderr_has "--k: given more than once" "K twice"
+stderr_has "mcim crypto milenage: option '--k' given more than once" "K twice"
 run "both OP and OPc" 2 crypto milenage --k $K --op $OP --opc $OPC --rand $RAND --sqn $SQN --amf $AMF
 stderr_has "--op, --opc: give one of them, not both" "both OP and OPc"
 run "neither OP nor OPc" 2 crypto milenage --k $K --rand $RAND --sqn $SQN --amf $AMF
