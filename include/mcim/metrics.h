@@ -32,7 +32,7 @@ typedef enum mcim_metric_type {
 
 /* Families: which metrics a process exposes (mcim_metrics_render). */
 enum {
-  MCIM_MF_PROCESS = 1u << 0,   /* start time */
+  MCIM_MF_PROCESS = 1u << 0,   /* start time, build info */
   MCIM_MF_HTTP = 1u << 1,      /* the HTTP server: requests, latency */
   MCIM_MF_OUTBOX = 1u << 2,    /* role outbox */
   MCIM_MF_ACCESS = 1u << 3,    /* attach and AKA at an access network (VNO, SHO) */
@@ -84,6 +84,7 @@ extern mcim_metric_t *const mcim_metrics_catalogue[];
 
 /* process */
 extern mcim_metric_t mcim_m_process_start_time;
+extern mcim_metric_t mcim_m_build_info; /* {version, commit}, always 1; set by mcim_metrics_render */
 
 /* HTTP server (src/net/http_server.c) */
 extern mcim_metric_t mcim_m_http_requests;         /* {method, route, cause} */

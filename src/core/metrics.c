@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "mcim/log.h"
+#include "mcim/version.h"
 
 /* ---- the catalogue ---- */
 
@@ -21,6 +22,11 @@ static const double http_buckets[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 mcim_metric_t mcim_m_process_start_time = {
     "mcim_process_start_time_seconds", "Start time of the process, seconds since the epoch",
     MCIM_METRIC_GAUGE, MCIM_MF_PROCESS, {NULL}, NULL, 0, NULL};
+
+mcim_metric_t mcim_m_build_info = {
+    "mcim_build_info",
+    "The build of the process: its version and the git commit it was built from (value 1)",
+    MCIM_METRIC_GAUGE, MCIM_MF_PROCESS, {"version", "commit", NULL}, NULL, 0, NULL};
 
 mcim_metric_t mcim_m_http_requests = {
     "mcim_http_requests_total",
@@ -146,6 +152,7 @@ mcim_metric_t mcim_m_m2me_aka_failures = {
 
 mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_process_start_time,
+    &mcim_m_build_info,
     &mcim_m_http_requests,
     &mcim_m_http_request_duration,
     &mcim_m_http_connections_refused,
@@ -442,6 +449,11 @@ char *mcim_metrics_render(unsigned families)
 {
   char *buf = NULL;
   size_t len = 0;
+  /* The build never changes while the process runs: its one series is set here, so every
+   * process that exposes the process family shows it without a call of its own. */
+  if (families & MCIM_MF_PROCESS)
+    mcim_metric_set(&mcim_m_build_info, MCIM_LABELS(mcim_version_text(), mcim_version_commit()),
+                    1);
   FILE *f = open_memstream(&buf, &len);
   if (!f)
     return NULL;

@@ -10,7 +10,8 @@
  *    HTTP counters per route pattern, and the ICF's AuC counters at the RO;
  *  - an initial provisioning through mcim_lab_run (include/mcim/lab_run.h) and one with
  *    tampered firmware: the SHO's procedure counters, its access and AuC counters, its outbox,
- *    and the agents' counters (procedures, attaches, AKA at the device). */
+ *    and the agents' counters (procedures, attaches, AKA at the device);
+ *  - mcim_build_info (version and commit, value 1) on every role and on an agent. */
 #include <curl/curl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include "mcim/metrics.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
+#include "mcim/version.h"
 
 #include "soft_device_fixture.h"
 
@@ -111,6 +113,21 @@ static double count(const char *text, const char *name)
       fail_msg("%s = %g, want %g", (name), got_, (double)(want));                             \
   } while (0)
 
+/* mcim_build_info: one series, value 1, the version and commit of this build (the daemons
+ * and the agents are built from the same tree as this test). */
+static void assert_build_info(const char *text)
+{
+  char name[256];
+  snprintf(name, sizeof(name), "mcim_build_info{version=\"%s\",commit=\"%s\"}",
+           mcim_version_text(), mcim_version_commit());
+  if (series(text, name) != 1)
+    fail_msg("no \"%s 1\" in:\n%s", name, text);
+  assert_non_null(strstr(text, "# TYPE mcim_build_info gauge\n"));
+  const char *first = strstr(text, "\nmcim_build_info{");
+  assert_non_null(first);
+  assert_null(strstr(first + 1, "\nmcim_build_info{")); /* one series only */
+}
+
 /* The USIM answers; RES or AUTS to the VNO (soft_device_fixture.h). */
 static mcim_cause_t answer(struct usim *u, json_t *challenge, mcim_cause_t *net_rc, json_t **next)
 {
@@ -167,8 +184,16 @@ static void test_exposition_format(void **state)
   assert_metric(t, "mcim_http_request_duration_seconds_sum{method=\"GET\",route=\"/x/{id}\","
                    "code=\"2xx\"}", 20.003);
   assert_null(strstr(t, "mcim_procedures_")); /* not a family asked for */
+  assert_null(strstr(t, "mcim_build_info"));   /* nor the process family */
   assert_int_equal(mcim_metric_value(&mcim_m_amf_auth_fail, MCIM_LABELS("a")), 0);
   free(t);
+  /* the process family: the build, however often it is rendered */
+  for (int i = 0; i < 2; i++) {
+    t = mcim_metrics_render(MCIM_MF_PROCESS);
+    assert_non_null(t);
+    assert_build_info(t);
+    free(t);
+  }
 }
 
 /* Attach at the VNO: every outcome once, then the exact counters of the VNO and the RO. */
@@ -391,12 +416,29 @@ static void test_procedure_counters(void **state)
   free(t);
 }
 
+/* Every role of the lab and an agent expose mcim_build_info (last: a scrape counts as a
+ * request in the HTTP counters the tests above check). */
+static void test_build_info(void **state)
+{
+  (void)state;
+  static const char *const roles[] = {"vno", "ro", "pva", "m2mes", "sho-a", "sho-b"};
+  for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+    char *t = scrape(roles[i], NULL);
+    assert_build_info(t);
+    free(t);
+  }
+  char *t = scrape(NULL, "mdev1");
+  assert_build_info(t);
+  free(t);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_exposition_format),
       cmocka_unit_test(test_vno_attach_counters),
       cmocka_unit_test(test_procedure_counters),
+      cmocka_unit_test(test_build_info),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
