@@ -105,7 +105,7 @@ cleanup:
   return rc;
 }
 
-static int cmd_milenage(int argc, char **argv)
+int mcim_cmd_bench(int argc, char **argv)
 {
   double seconds = 2.0;
   const char *seconds_opt = NULL;
@@ -115,39 +115,24 @@ static int cmd_milenage(int argc, char **argv)
       {0},
   };
   const struct mcim_cmd cmd = {
-      .name = "mcim bench milenage",
+      .name = "mcim bench",
       .usage = "mcim bench milenage [--seconds S]",
       .description = bench_description,
       .opts = opts,
       .examples = "mcim bench milenage --seconds 5\n"
                   "mcim bench milenage --seconds=0.5",
+      .max_args = 1,
   };
   struct mcim_args a;
   int ex = mcim_opts_parse(&cmd, argc, argv, &a);
   if (ex != MCIM_OPTS_RUN)
     return ex;
+  if (a.n < 1)
+    return mcim_opts_error(&cmd, "missing the subcommand: milenage");
+  if (strcmp(a.arg[0], "milenage") != 0)
+    return mcim_opts_error(&cmd, "unknown subcommand '%s'", a.arg[0]);
   if (seconds_opt && parse_seconds(seconds_opt, &seconds) != 0)
     return mcim_opts_error(&cmd, "--seconds: expected a number of seconds in (0, 3600], got '%s'",
                            seconds_opt);
   return run_bench(seconds);
-}
-
-int mcim_cmd_bench(int argc, char **argv)
-{
-  const struct mcim_cmd cmd = {
-      .name = "mcim bench",
-      .usage = "mcim bench milenage [--seconds S]",
-      .description = "milenage  Milenage AV generation rate (`mcim bench milenage --help`)",
-      .examples = "mcim bench milenage --seconds 5",
-      .subcommands = true,
-  };
-  struct mcim_args a;
-  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
-  if (ex != MCIM_OPTS_RUN)
-    return ex;
-  if (a.next >= argc)
-    return mcim_opts_error(&cmd, "missing the subcommand: milenage");
-  if (strcmp(argv[a.next], "milenage") == 0)
-    return cmd_milenage(argc - a.next, argv + a.next);
-  return mcim_opts_error(&cmd, "unknown subcommand '%s'", argv[a.next]);
 }

@@ -217,12 +217,14 @@ int mcim_cmd_crypto(int argc, char **argv)
 {
   const struct mcim_cmd cmd = {
       .name = "mcim crypto",
-      .usage = "mcim crypto milenage --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX\n"
+      .usage = "mcim crypto milenage OPTIONS\n"
                "mcim crypto selftest",
-      .description = "milenage  compute f1..f5* for the given inputs, print JSON\n"
-                     "selftest  run every published Milenage test set (TS 35.208 sets 1-20,\n"
-                     "          TS 35.207 sets 1-6); exit 0 only if all pass\n"
-                     "`mcim crypto milenage --help` describes each value.",
+      .description =
+          "milenage  compute f1..f5* for the given inputs, print JSON; its options:\n"
+          "          --k HEX (--op HEX | --opc HEX) --rand HEX --sqn HEX --amf HEX\n"
+          "          (`mcim crypto milenage --help` describes each)\n"
+          "selftest  run every published Milenage test set (TS 35.208 sets 1-20,\n"
+          "          TS 35.207 sets 1-6); exit 0 only if all pass",
       .examples = "mcim crypto selftest\n"
                   "mcim crypto milenage --k 465b5ce8b199b49faa5f0a2ee238a6bc \\\n"
                   "    --op cdc202d5123e20f62b6d676ac72cb318 \\\n"

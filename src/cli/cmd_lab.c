@@ -124,7 +124,7 @@ static int do_device_add(struct lab_args *a)
 {
   mcim_lab_t *lab = NULL;
   if (a->npos != 3)
-    return a->npos < 3 ? mcim_opts_error(a->cmd, "missing NAME: lab device add NAME")
+    return a->npos < 3 ? mcim_opts_error(a->cmd, "device add needs NAME")
                        : mcim_opts_error(a->cmd, "unexpected argument '%s'", a->positional[3]);
   int ex = open_lab(a->dir, &lab);
   if (ex != MCIM_EXIT_OK)
@@ -145,7 +145,7 @@ static int do_restart(struct lab_args *a)
 {
   mcim_lab_t *lab = NULL;
   if (a->npos != 2)
-    return a->npos < 2 ? mcim_opts_error(a->cmd, "missing NAME: lab restart NAME")
+    return a->npos < 2 ? mcim_opts_error(a->cmd, "restart needs NAME")
                        : mcim_opts_error(a->cmd, "unexpected argument '%s'", a->positional[2]);
   int ex = open_lab(a->dir, &lab);
   if (ex != MCIM_EXIT_OK)
@@ -175,7 +175,7 @@ int mcim_cmd_lab(int argc, char **argv)
   const struct mcim_opt opts[] = {
       {.name = "dir", .arg = "D",
        .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)", .value = &a.dir},
-      {.name = "store", .arg = "KIND", .help = "up: the roles' stores, sqlite (default) or postgres",
+      {.name = "store", .arg = "KIND", .help = "up: the roles' stores: sqlite (the only store of this build)",
        .value = &a.up.store},
       {.name = "sho", .arg = "NAME",
        .help = "up: an SHO instance (repeat for several; default sho-a and sho-b)",
@@ -187,7 +187,7 @@ int mcim_cmd_lab(int argc, char **argv)
   };
   const struct mcim_cmd cmd = {
       .name = "mcim lab",
-      .usage = "mcim lab up [--dir D] [--store sqlite|postgres] [--sho NAME]...\n"
+      .usage = "mcim lab up [--dir D] [--store sqlite] [--sho NAME]...\n"
                "mcim lab down [--dir D]\n"
                "mcim lab status [--dir D] [--json]\n"
                "mcim lab device add NAME [--tamper] [--dir D]\n"

@@ -9,8 +9,6 @@
 
 #define MAX_ROLES 64
 
-static const char pki_usage[] = "mcim pki init DIR [--roles LIST] [--days N] [--force]";
-
 static const char pki_description[] =
     "Creates the lab PKI in DIR (P-256 keys, written with mode 0600):\n"
     "  DIR/ca/operators-ca.{crt,key}  operators' CA: TLS certificates of the network roles\n"
@@ -18,7 +16,7 @@ static const char pki_description[] =
     "  DIR/<role>/{cert,key}.pem      per role: TLS server and client certificate,\n"
     "                                 SAN DNS:localhost, IP:127.0.0.1, DNS:<role>\n"
     "  DIR/admin/{cert,key}.pem       TLS client certificate for the lab's admin paths\n"
-    "An existing PKI in DIR is never replaced without --force.";
+    "An existing PKI in DIR is never replaced without --force (exit status 1).";
 
 static const char pki_examples[] =
     "mcim pki init ./mcim-lab/pki --roles vno,ro,pva,m2mes,sho-a,sho-b,sho-c\n"
@@ -59,7 +57,7 @@ static int parse_days(const struct mcim_cmd *cmd, const char *s, int *days)
   return MCIM_EXIT_OK;
 }
 
-static int cmd_init(int argc, char **argv)
+int mcim_cmd_pki(int argc, char **argv)
 {
   const char *roles[MAX_ROLES];
   size_t nroles = 0;
@@ -76,23 +74,27 @@ static int cmd_init(int argc, char **argv)
       {.name = "force", .help = "replace an existing PKI in DIR", .flag = &force},
       {0},
   };
-  const struct mcim_cmd init = {
-      .name = "mcim pki init",
-      .usage = pki_usage,
+  const struct mcim_cmd pki = {
+      .name = "mcim pki",
+      .usage = "mcim pki init DIR [--roles LIST] [--days N] [--force]",
       .description = pki_description,
       .opts = opts,
       .examples = pki_examples,
-      .max_args = 1,
+      .max_args = 2,
   };
-  const struct mcim_cmd *cmd = &init;
+  const struct mcim_cmd *cmd = &pki;
   struct mcim_args a;
   rc = mcim_opts_parse(cmd, argc, argv, &a);
   if (rc != MCIM_OPTS_RUN)
     return rc;
   rc = MCIM_EXIT_OK;
-  const char *dir = a.n ? a.arg[0] : NULL;
+  if (a.n < 1)
+    return mcim_opts_error(cmd, "missing the subcommand: init");
+  if (strcmp(a.arg[0], "init") != 0)
+    return mcim_opts_error(cmd, "unknown subcommand '%s'", a.arg[0]);
+  const char *dir = a.n > 1 ? a.arg[1] : NULL;
   if (!dir || !dir[0])
-    return mcim_opts_error(cmd, "missing DIR");
+    return mcim_opts_error(cmd, "init needs DIR");
   for (size_t i = 0; mcim_pki_default_roles[i]; i++)
     roles[nroles++] = mcim_pki_default_roles[i];
   if (roles_opt) {
@@ -123,28 +125,3 @@ cleanup:
   return rc;
 }
 
-int mcim_cmd_pki(int argc, char **argv)
-{
-  const struct mcim_cmd cmd = {
-      .name = "mcim pki",
-      .usage = pki_usage,
-      .description = "init  creates the lab PKI in DIR: the operators' CA, the M2MES CA, a TLS\n"
-                     "      certificate per role and the lab's admin client certificate\n"
-                     "`mcim pki init --help` describes init and its options.",
-      .examples = pki_examples,
-      .subcommands = true,
-  };
-  struct mcim_args a;
-  int ex = mcim_opts_parse(&cmd, argc, argv, &a);
-  if (ex != MCIM_OPTS_RUN)
-    return ex;
-  if (a.next >= argc)
-    return mcim_opts_error(&cmd, "missing the subcommand: init");
-  if (strcmp(argv[a.next], "help") == 0) {
-    mcim_opts_help(&cmd, stdout);
-    return MCIM_EXIT_OK;
-  }
-  if (strcmp(argv[a.next], "init") == 0)
-    return cmd_init(argc - a.next, argv + a.next);
-  return mcim_opts_error(&cmd, "unknown subcommand '%s'", argv[a.next]);
-}
