@@ -43,5 +43,19 @@ bench: deps build
 lint: build
 	bash scripts/lint.sh $(BUILD)
 
+# The Debian packages mcimd, m2me and mcim-cli from the plain build, in $(BUILD)/packages
+# (cmake/package.cmake, docs/install.md); tests/integration/package.sh installs and runs them.
+deb: deps build
+	rm -f $(BUILD)/packages/*.deb
+	cpack --config $(BUILD)/CPackConfig.cmake -G DEB -B $(BUILD)/packages
+	@ls -l $(BUILD)/packages/*.deb
+
+# `cmake --install` of the plain build (docs/install.md): PREFIX, and DESTDIR to stage.
+PREFIX ?= /usr/local
+install: build
+	DESTDIR="$(DESTDIR)" cmake --install $(BUILD) --prefix "$(PREFIX)"
+
+.PHONY: deb install
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
