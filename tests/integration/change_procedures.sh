@@ -8,6 +8,7 @@
 # pristine state removes every MCIM (a pre-provisioned one too), and the deferred notices of
 # every removed slot reach their SHOs through the RO's relay.
 . "$(dirname "$0")/lib/common.bash"
+need sqlite3 curl
 
 # invariants DEVICE: network side one active subscription (AuC) and one DRF entry; device
 # side at most one active slot, the PCID credential kept.
@@ -95,7 +96,7 @@ tr -d '\n ' <"$tmp/c1.json" | grep -q '"n":14,"from":"sho-b","to":"ro"' && ok "1
 invariants dev1 "after change via old SHO"
 check "dev1 attaches to sho-b (new IMSI)" "$mcim" device attach dev1 --to sho-b --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "full access at sho-b" || bad "sho-b scope"
-check_fails "dev1 no longer attaches to sho-a" "$mcim" device attach dev1 --to sho-a --dir "$lab"
+check_refused NOT_FOUND "dev1 no longer attaches to sho-a (the TRE holds no MCIM of it)" "$mcim" device attach dev1 --to sho-a --json --dir "$lab"
 [ "$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")" = terminated ] &&
   ok "sho-a issues no more AVs for the old IMSI" || bad "old IMSI state at sho-a"
 [ "$(sqlite3 "$lab/ro/ro.db" "SELECT sho FROM drf WHERE device='dev1' AND state='subscribed'")" = sho-b ] &&
@@ -114,15 +115,14 @@ case " $(sessions dev1) " in *" sho-a "*) bad "dev1 still lists a session of sho
 imsi_b=$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='dev1' AND state='active'")
 # A network-initiated renewal of the PCID credential first (seed: "an appropriate network
 # entity could initiate the replacement"): the pristine path below then runs on the new one.
-pcid_old=$("$mcim" device status dev1 --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}')
+pcid_of() { "$mcim" device status "$1" --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}'; }
+pcid_old=$(pcid_of dev1)
 check "mcim pcid push dev1" "$mcim" pcid push dev1 --dir "$lab"
 check "attach to the VNO (the renewal is picked up)" "$mcim" device attach dev1 --to vno --json --dir "$lab"
-for _ in $(seq 1 100); do # the agent renews right after that contact, in the background
-  pcid_new=$("$mcim" device status dev1 --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}')
-  [ "$pcid_new" != "$pcid_old" ] && break
-  sleep 0.1
-done
-[ -n "$pcid_new" ] && [ "$pcid_new" != "$pcid_old" ] && ok "PCID renewed ($pcid_old -> $pcid_new)" || bad "PCID not renewed ($pcid_old -> $pcid_new)"
+# the agent renews right after that contact, in the background
+renewed() { pcid_new=$(pcid_of dev1) && [ -n "$pcid_new" ] && [ "$pcid_new" != "$pcid_old" ]; }
+pcid_new=""
+wait_until 10 renewed && ok "PCID renewed ($pcid_old -> $pcid_new)" || bad "PCID not renewed ($pcid_old -> $pcid_new)"
 check "change dev1 back to sho-a via pristine" "$mcim" run change dev1 --to sho-a --via pristine --json --dir "$lab"
 cp "$tmp/out" "$tmp/c2.json"
 [ "$(jfield "$tmp/c2.json" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/c2.json")"
@@ -130,13 +130,10 @@ steps_in_order "$tmp/c2.json" 3 15
 tr -d '\n ' <"$tmp/c2.json" | grep -q '"n":3,"from":"dev1","to":"tre"' && ok "3) dev1 -> tre (back to pristine)" || bad "no step 3"
 invariants dev1 "after change via pristine"
 check "dev1 attaches to sho-a" "$mcim" device attach dev1 --to sho-a --dir "$lab"
-check_fails "dev1 no longer attaches to sho-b" "$mcim" device attach dev1 --to sho-b --dir "$lab"
+check_refused NOT_FOUND "dev1 no longer attaches to sho-b (the TRE holds no MCIM of it)" "$mcim" device attach dev1 --to sho-b --json --dir "$lab"
 # The deferred notification reached the old SHO: no more AVs for the sho-b IMSI.
-for _ in $(seq 1 50); do
-  [ "$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE imsi='$imsi_b'")" = terminated ] && break
-  sleep 0.1
-done
-[ "$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE imsi='$imsi_b'")" = terminated ] &&
+auc_terminated() { [ "$(sqlite3 "$lab/$1/$1.db" "SELECT state FROM auc WHERE imsi='$2'")" = terminated ]; }
+wait_until 5 auc_terminated sho-b "$imsi_b" &&
   ok "sho-b told later: subscription terminated" || bad "sho-b still has $imsi_b"
 "$mcim" device status dev1 --json --dir "$lab" >"$tmp/st.json"
 grep -q '"pending": \[\]' "$tmp/st.json" && ok "no notification left in the TRE" || bad "pending: $(grep -A3 pending "$tmp/st.json")"
@@ -150,9 +147,7 @@ auc_state() { sqlite3 "$lab/$1/$1.db" "SELECT state FROM auc WHERE imsi='$2'"; }
 auc_is() { [ "$(auc_state "$1" "$2")" = "$3" ]; }
 wait_auc() { # wait_auc SHO IMSI STATE: the SHO's AuC reaches STATE (its report handling is
   # asynchronous to the device), bounded
-  local i
-  for i in $(seq 1 100); do auc_is "$1" "$2" "$3" && return 0; sleep 0.05; done
-  return 1
+  wait_until 5 auc_is "$1" "$2" "$3"
 }
 slot_state() { # slot_state DEV SLOT: the TRE's state of that slot
   "$mcim" device status "$1" --json --dir "$lab" | tr -d ' \n' |
@@ -176,7 +171,7 @@ imsi2_b=$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='dev2
   bad "preload: slots sho-a=$(slot_state dev2 sho-a) sho-b=$(slot_state dev2 sho-b)"
 wait_auc sho-b "$imsi2_b" standby && ok "preload: sho-b's subscription in standby" || bad "preload: sho-b AuC $(auc_state sho-b "$imsi2_b")"
 auc_is sho-a "$imsi2_a" active && ok "preload: sho-a's subscription still active" || bad "preload: sho-a AuC $(auc_state sho-a "$imsi2_a")"
-check_fails "preload: dev2 cannot attach to sho-b yet" "$mcim" device attach dev2 --to sho-b --dir "$lab"
+check_refused WRONG_STATE "preload: dev2 cannot attach to sho-b yet (its MCIM inactive)" "$mcim" device attach dev2 --to sho-b --json --dir "$lab"
 c=$(network_attach sho-b "$imsi2_b")
 [ -n "$c" ] && [ "$c" != challenge ] && ok "preload: sho-b gives no AV for the standby IMSI ($c)" || bad "preload: sho-b attach answer '$c'"
 check "preload: dev2 still attaches to sho-a" "$mcim" device attach dev2 --to sho-a --json --dir "$lab"
@@ -193,7 +188,7 @@ auc_is sho-b "$imsi2_b" active && ok "switch: sho-b's subscription active" || ba
   bad "switch: slots sho-a=$(slot_state dev2 sho-a) sho-b=$(slot_state dev2 sho-b)"
 check "switch: dev2 attaches to sho-b" "$mcim" device attach dev2 --to sho-b --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "switch: full access at sho-b" || bad "switch: $(cat "$tmp/out")"
-check_fails "switch: dev2 no longer attaches to sho-a" "$mcim" device attach dev2 --to sho-a --dir "$lab"
+check_refused WRONG_STATE "switch: dev2 no longer attaches to sho-a (its MCIM inactive)" "$mcim" device attach dev2 --to sho-a --json --dir "$lab"
 c=$(network_attach sho-a "$imsi2_a")
 [ -n "$c" ] && [ "$c" != challenge ] && ok "switch: sho-a gives no AV for the standby IMSI ($c)" || bad "switch: sho-a attach answer '$c'"
 [ "$(sqlite3 "$lab/ro/ro.db" "SELECT sho FROM drf WHERE device='dev2' AND state='subscribed'")" = sho-b ] &&
@@ -207,7 +202,7 @@ wait_auc sho-b "$imsi2_b" standby && ok "switch back: sho-b's subscription in st
 auc_is sho-a "$imsi2_a" active && ok "switch back: sho-a's subscription active again" || bad "switch back: sho-a AuC $(auc_state sho-a "$imsi2_a")"
 check "switch back: dev2 attaches to sho-a" "$mcim" device attach dev2 --to sho-a --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "switch back: full access at sho-a" || bad "switch back: $(cat "$tmp/out")"
-check_fails "switch back: dev2 no longer attaches to sho-b" "$mcim" device attach dev2 --to sho-b --dir "$lab"
+check_refused WRONG_STATE "switch back: dev2 no longer attaches to sho-b (its MCIM inactive)" "$mcim" device attach dev2 --to sho-b --json --dir "$lab"
 c=$(network_attach sho-b "$imsi2_b")
 [ -n "$c" ] && [ "$c" != challenge ] && ok "switch back: sho-b gives no AV for the standby IMSI ($c)" || bad "switch back: sho-b attach answer '$c'"
 [ "$(network_attach sho-a "$imsi2_a")" = challenge ] && ok "switch back: sho-a challenges the active IMSI" || bad "switch back: sho-a gives no AV"
@@ -217,7 +212,6 @@ privacy "after switching back"
 # --- back to the pristine state removes EVERY MCIM (pristine step 3), the pre-provisioned
 # one too: dev2 holds sho-a's (active) and sho-b's (inactive); it changes to sho-b via
 # pristine: both go, sho-b provisions a new MCIM, and both SHOs are told (RO relay) ---
-wait_auc sho-b "$imsi2_b" standby || true
 check "change dev2 to sho-b via pristine (two MCIMs in the TRE)" "$mcim" run change dev2 --to sho-b --via pristine --json --dir "$lab"
 [ "$(jfield "$tmp/out" result)" = success ] && ok "pristine with two MCIMs: success" || bad "pristine with two MCIMs: $(head -c 600 "$tmp/out")"
 "$mcim" device status dev2 --json --dir "$lab" | tr -d ' \n' >"$tmp/st2.json"

@@ -8,20 +8,12 @@
 # a fixed sleep: every check polls with a deadline.
 . "$(dirname "$0")/lib/common.bash"
 
-for t in python3 sqlite3 curl; do
-  command -v "$t" >/dev/null || { bad "$t is missing (scripts/deps.sh installs it)"; finish; exit 1; }
-done
+need python3 sqlite3 curl
 sql() { sqlite3 "$1" "$2" 2>/dev/null || true; }
-# until_ok DESC TIMEOUT_S 'CONDITION': evaluate the shell CONDITION anew every 0.1 s until it
-# holds or the deadline passes.
+# until_ok DESC TIMEOUT_S 'CONDITION': evaluate the shell CONDITION anew until it holds or
+# the deadline passes.
 until_ok() {
-  local desc=$1 t=$2 cond=$3 end
-  end=$(($(date +%s) + t))
-  while [ "$(date +%s)" -le "$end" ]; do
-    if eval "$cond"; then ok "$desc"; return 0; fi
-    sleep 0.1
-  done
-  bad "$desc (not within ${t}s)"
+  if wait_until "$2" eval "$3"; then ok "$1"; else bad "$1 (not within $2 s)"; fi
 }
 # set_cfg ROLE KEY VALUE: one key of a role's configuration file.
 set_cfg() {
@@ -36,17 +28,10 @@ PY
 agent_pid() {
   python3 -c 'import json,sys; print([d["pid"] for d in json.load(open(sys.argv[1]))["devices"] if d["name"]==sys.argv[2]][0])' "$lab/lab.json" "$1"
 }
-set_agent() { # set_agent DEV KEY VALUE (integer)
-  python3 - "$lab/devices/$1/agent.json" "$2" "$3" <<'PY'
-import json, sys
-p, k, v = sys.argv[1:]
-c = json.load(open(p))
-c[k] = int(v)
-json.dump(c, open(p, "w"), indent=2)
-PY
-}
-stage_of() { curl -s --unix-socket "$lab/devices/$1/control.sock" http://localhost/v1/status |
-  python3 -c 'import json,sys; p=json.load(sys.stdin).get("procedure") or {}; print(p.get("stage",""), p.get("txn",""), p.get("state",""))'; }
+# stage_of DEV: "stage txn state" of the device's procedure, read from its agent's store (the
+# control socket's status can answer late, while the agent is busy)
+stage_of() { sqlite3 -cmd ".timeout 5000" "$lab/devices/$1/agent.db" \
+  "SELECT stage || ' ' || txn || ' ' || state FROM procedures ORDER BY created DESC LIMIT 1" 2>/dev/null || true; }
 
 check "lab up" "$mcim" lab up --dir "$lab"
 set_cfg ro order_lifetime 10s
@@ -56,31 +41,33 @@ set_cfg vno attach_lifetime 2s
 for r in ro sho-a vno; do check "restart $r with short lifetimes" "$mcim" lab restart "$r" --dir "$lab"; done
 
 # --- an initial provisioning abandoned at the download (step 13) ---
-# The agent polls slowly (2 s) so it can be stopped between entering `download` (its first
-# poll there comes before the package) and its next poll; if it raced through anyway, the
-# scenario is played again with a new device.
-abandoned=""
-for dev in ex1 ex2; do
-  check "manufacture $dev" "$mcim" lab device add "$dev" --dir "$lab"
-  set_agent "$dev" poll_ms 2000
-  "$mcim" lab restart "$dev" --dir "$lab" >/dev/null
-  "$mcim" run initial "$dev" --sho sho-a --json --dir "$lab" >"$tmp/run-$dev.json" 2>&1 &
-  runpid=$!
-  end=$(($(date +%s) + 30))
-  st=""
-  while [ "$(date +%s)" -le "$end" ]; do
-    st=$(stage_of "$dev")
-    case "$st" in download*|install*|report*|attach-sho*|*done|*failed) break ;; esac
-    sleep 0.02
-  done
-  case "$st" in
-    download*) kill -STOP "$(agent_pid "$dev")"; txn=$(echo "$st" | cut -d' ' -f2); abandoned=$dev; break ;;
-    *) echo "   $dev went past the download before it could be stopped ($st): again"
-       kill "$runpid" 2>/dev/null || true ;;
-  esac
-done
-if [ -z "$abandoned" ]; then bad "could not stop a device at the download"; finish; exit 1; fi
-ok "$abandoned stopped at the download (txn $txn)"
+# The package is held at the DPF (a trigger in the RO's database keeps it from the device: an
+# SHO slow to send its MCIM) until the agent's store says it is at the download; then the
+# agent is stopped (SIGSTOP) and the package let go: the device never comes for it.
+dev=ex1
+check "manufacture $dev" "$mcim" lab device add "$dev" --dir "$lab"
+sql "$lab/ro/ro.db" "CREATE TRIGGER hold_$dev AFTER INSERT ON dpf_packages WHEN NEW.device = '$dev'
+  BEGIN UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;"
+"$mcim" run initial "$dev" --sho sho-a --json --dir "$lab" >"$tmp/run-$dev.json" 2>&1 &
+runpid=$!
+st=""
+at_download_or_past() {
+  st=$(stage_of "$dev")
+  case "$st" in download*|install*|report*|attach-sho*|*done|*failed) return 0 ;; *) return 1 ;; esac
+}
+held() { [ "$(sql "$lab/ro/ro.db" "SELECT COUNT(*) FROM dpf_packages WHERE device='$dev' AND state='held'")" = 1 ]; }
+wait_until 30 at_download_or_past || true # where it got to decides, below
+case "$st" in
+  "download "*" running") ;;
+  *) bad "$dev did not wait at the download (agent store: '$st')"; finish; exit 1 ;;
+esac
+txn=$(echo "$st" | cut -d' ' -f2)
+wait_until 10 held || bad "sho-a's package for $dev never reached the DPF"
+kill -STOP "$(agent_pid "$dev")"
+sql "$lab/ro/ro.db" "DROP TRIGGER hold_$dev; UPDATE dpf_packages SET state = 'ready' WHERE device = '$dev' AND state = 'held';"
+[ "$(stage_of "$dev")" = "download $txn running" ] && ok "$dev stopped at the download (txn $txn)" ||
+  bad "$dev not stopped at the download: $(stage_of "$dev")"
+abandoned=$dev
 sho_db="$lab/sho-a/sho-a.db"
 ro_db="$lab/ro/ro.db"
 # what the stores say about the abandoned procedure
@@ -101,7 +88,12 @@ kill -CONT "$(agent_pid "$abandoned")"
 kill "$runpid" 2>/dev/null || true
 check "$abandoned still attaches to the VNO with its PCID" "$mcim" device attach "$abandoned" --to vno --json --dir "$lab"
 grep -q '"scope": "restricted"' "$tmp/out" && ok "restricted access with the PCID" || bad "attach: $(cat "$tmp/out")"
-check_fails "$abandoned cannot attach to sho-a with the abandoned MCIM" "$mcim" device attach "$abandoned" --to sho-a --dir "$lab"
+check_refused NOT_FOUND "$abandoned cannot attach to sho-a (the abandoned MCIM never reached its TRE)" "$mcim" device attach "$abandoned" --to sho-a --json --dir "$lab"
+got=$(curl -s -o "$tmp/body" -w '%{http_code}' --cacert "$lab/pki/ca/operators-ca.crt" -H 'Content-Type: application/json' \
+  -d "{\"imsi\":\"$imsi\"}" "$(role_url sho-a)/v1/attach" || true)
+[ "$got" = 403 ] && grep -q '"cause":"SUBSCRIPTION_TERMINATED"' "$tmp/body" &&
+  ok "sho-a refuses an attach with the abandoned IMSI: 403 SUBSCRIPTION_TERMINATED" ||
+  bad "attach at sho-a with the abandoned IMSI $imsi: $got $(head -c 300 "$tmp/body")"
 
 # --- unanswered attach attempts do not stay ---
 pcid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pcid"])' "$lab/devices/$abandoned/params.json")
@@ -118,4 +110,17 @@ until_ok "VNO: unanswered attach sessions purged after attach_lifetime" 15 '[ "$
 # --- stored answers go after answer_retention ---
 answers_kept() { sql "$ro_db" "SELECT COUNT(*) FROM answers WHERE txn = '$txn'"; }
 until_ok "RO: answers of the expired procedure purged after answer_retention" 30 '[ "$(answers_kept)" = 0 ]'
+
+# --- the SHO's step-12 authorisation for the expired order, sent again (as sho-a sent it,
+# with sho-a's certificate) once the RO's stored answer is gone: refused, no order ---
+body=$(sql "$sho_db" "SELECT body FROM outbox WHERE txn='$txn' AND path='/v1/drf/authorisations'")
+[ -n "$body" ] && ok "sho-a's step-12 authorisation of the abandoned procedure (its outbox)" || bad "no step-12 authorisation in sho-a's outbox"
+got=$(printf '%s' "$body" | curl -s -o "$tmp/body" -w '%{http_code}' --cacert "$lab/pki/ca/operators-ca.crt" \
+  --cert "$lab/pki/sho-a/cert.pem" --key "$lab/pki/sho-a/key.pem" -H 'Content-Type: application/json' \
+  --data-binary @- "$(role_url ro)/v1/drf/authorisations" || true)
+[ "$got" = 404 ] && grep -q '"cause":"NOT_ORDERED"' "$tmp/body" &&
+  ok "RO: a late step-12 authorisation for the expired order is refused: 404 NOT_ORDERED" ||
+  bad "late step-12 authorisation: $got $(head -c 300 "$tmp/body")"
+[ "$(sql "$ro_db" "SELECT state || '/' || length(package) FROM dpf_packages WHERE txn='$txn'")" = "abandoned/0" ] &&
+  ok "DPF: still nothing kept for the expired order" || bad "package after the late authorisation: $(sql "$ro_db" "SELECT state, length(package) FROM dpf_packages WHERE txn='$txn'")"
 finish

@@ -3,7 +3,25 @@
 # step traced, then `full` access with the new MCIM; a tampered device gets no MCIM; a
 # daemon restarted mid-procedure and an agent killed mid-procedure both converge; the RO
 # never holds the MCIM in clear; the JSON shapes of DESIGN.md section 8.
+# Synchronisation: the agent's own store (agent.db, table procedures: the stage and seed step
+# each procedure is at, docs/device.md section 7), polled with deadlines.
 . "$(dirname "$0")/lib/common.bash"
+need sqlite3 curl mscgen
+
+sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
+# agent_at DEV: "state stage step" of the device's procedure, as its agent's store has it
+agent_at() { sql "$lab/devices/$1/agent.db" "SELECT state || ' ' || stage || ' ' || step FROM procedures ORDER BY created DESC, rowid DESC LIMIT 1"; }
+at_stage() { [ "$(agent_at "$1")" = "running $2" ]; } # at_stage DEV "STAGE STEP"
+# at_or_past DEV STAGE: the procedure is at STAGE, at a later stage of initial provisioning
+# or over (too late: polling stops there)
+at_or_past() {
+  local state stage later
+  read -r state stage _ <<<"$(agent_at "$1")"
+  later=" ${initial_stages#* "$2" } "
+  [ -n "$state" ] && { [ "$state" != running ] || [ "$stage" = "$2" ] || [[ $later == *" $stage "* ]]; }
+}
+initial_stages=" attach discover nonce quote download install report attach-sho " # docs/device.md
+pid_gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; } # (a zombie counts)
 
 check "lab up" "$mcim" lab up --dir "$lab"
 check "manufacture dev1" "$mcim" lab device add dev1 --dir "$lab"
@@ -14,7 +32,7 @@ check "manufacture dev4" "$mcim" lab device add dev4 --dir "$lab"
 # A pristine device has only its PCID credential.
 check "status of a pristine device" "$mcim" device status dev1 --json --dir "$lab"
 if grep -q '"pcid"' "$tmp/out" && grep -q '"slots": \[\]' "$tmp/out"; then ok "pristine: PCID, no slot"; else bad "pristine status: $(cat "$tmp/out")"; fi
-check_fails "a pristine device cannot attach to an SHO" "$mcim" device attach dev1 --to sho-a --dir "$lab"
+check_refused NOT_FOUND "a pristine device cannot attach to an SHO (no MCIM of it)" "$mcim" device attach dev1 --to sho-a --json --dir "$lab"
 check "a pristine device attaches to the VNO" "$mcim" device attach dev1 --to vno --json --dir "$lab"
 grep -q '"scope": "restricted"' "$tmp/out" && ok "VNO gives restricted access" || bad "VNO scope: $(cat "$tmp/out")"
 
@@ -43,7 +61,7 @@ grep -q '"sho": "sho-a"' "$tmp/out" && grep -q '"state": "active"' "$tmp/out" &&
   grep -q '"imsi": "00102' "$tmp/out" && ok "slot sho-a active with an IMSI of sho-a's PLMN" || bad "status: $(cat "$tmp/out")"
 check "attach with the new MCIM" "$mcim" device attach dev1 --to sho-a --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "sho-a gives full access" || bad "scope: $(cat "$tmp/out")"
-check_fails "no MCIM of sho-b" "$mcim" device attach dev1 --to sho-b --dir "$lab"
+check_refused NOT_FOUND "no MCIM of sho-b" "$mcim" device attach dev1 --to sho-b --json --dir "$lab"
 
 # Charts of the run.
 check "trace text" "$mcim" trace "$txid" --format text --dir "$lab"
@@ -79,8 +97,7 @@ if cat "$lab"/*/*.log | grep -qE '"(k|opc)":"[0-9a-f]{32}"'; then bad "a key in 
   ok "sho-a's AuC: subscription active" || bad "sho-a AuC state"
 
 # A tampered device fails validation and receives no MCIM; the cause says why.
-check_fails "run initial dev2 (tampered)" "$mcim" run initial dev2 --sho sho-b --json --dir "$lab"
-[ "$(jfield "$tmp/out" result)" = VALIDATION_FAILED ] && ok "cause VALIDATION_FAILED" || bad "tamper result: $(head -c 400 "$tmp/out")"
+check_refused VALIDATION_FAILED "run initial dev2 (tampered)" "$mcim" run initial dev2 --sho sho-b --json --dir "$lab"
 grep -q '"detail": ".*os' "$tmp/out" && ok "the detail names the component" || bad "detail: $(grep detail "$tmp/out")"
 check "dev2 status" "$mcim" device status dev2 --json --dir "$lab"
 grep -q '"slots": \[\]' "$tmp/out" && ok "dev2 has no MCIM" || bad "dev2 slots: $(cat "$tmp/out")"
@@ -88,25 +105,50 @@ grep -q '"slots": \[\]' "$tmp/out" && ok "dev2 has no MCIM" || bad "dev2 slots: 
   ok "no package was ever made for dev2" || bad "a package for dev2"
 
 # A daemon restarted in the middle: the PVA is down when the procedure starts (the SHO's
-# request and the device's polls are retried), then comes back.
-kill "$(tr -d ' \n' <"$lab/lab.json" | grep -o '"name":"pva","kind":"pva","port":[0-9]*,"url":"[^"]*","pid":[0-9]*' | grep -o '[0-9]*$')"
+# request and the device's polls are retried), and comes back once the device waits for it
+# (its store says: stage nonce, step 10).
+pva_pid=$(tr -d ' \n' <"$lab/lab.json" | grep -o '"name":"pva","kind":"pva","port":[0-9]*,"url":"[^"]*","pid":[0-9]*' | grep -o '[0-9]*$')
+kill "$pva_pid"
+wait_until 10 pid_gone "$pva_pid" && ok "the PVA is down" || bad "the PVA (pid $pva_pid) does not stop"
 "$mcim" run initial dev3 --sho sho-b --json --dir "$lab" >"$tmp/run3.json" 2>&1 &
 runpid=$!
-sleep 1
+if wait_until 30 at_stage dev3 "nonce 10"; then
+  ok "dev3 waits for the PVA at step 10 (agent store: $(agent_at dev3))"
+else bad "dev3 never waited at step 10: $(agent_at dev3)"; fi
 check "restart the PVA mid-procedure" "$mcim" lab restart pva --dir "$lab"
 if wait $runpid; then ok "dev3 provisioned despite the PVA restart"; else bad "dev3: $(head -c 600 "$tmp/run3.json")"; fi
 
-# The device agent killed in the middle (after discovery): it resumes from its store.
+# The device agent killed in the middle, at step 13 (the download): it resumes from its
+# store. The package is held at the DPF (a trigger in the RO's database hides it from the
+# device, an SHO slow to send its MCIM) so the procedure cannot finish before the crash; the
+# agent is killed only once its store says it is at step 13, and the store still says so
+# after the kill.
+sql "$lab/ro/ro.db" "CREATE TRIGGER hold_dev4 AFTER INSERT ON dpf_packages WHEN NEW.device = 'dev4'
+  BEGIN UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;"
 "$mcim" run initial dev4 --sho sho-a --json --dir "$lab" >"$tmp/run4.json" 2>&1 &
 runpid=$!
-for _ in $(seq 1 100); do
-  grep -q '"stage": *"\(nonce\|quote\|download\)"' <(curl -s --unix-socket "$lab/devices/dev4/control.sock" http://localhost/v1/status) && break
-  sleep 0.02
-done
 pid4=$(tr -d ' \n' <"$lab/lab.json" | grep -o '"name":"dev4","dir":"[^"]*","model":"[^"]*","tamper":false,"pid":[0-9]*' | grep -o '[0-9]*$')
-kill -9 "$pid4" 2>/dev/null || true
+held4() { [ "$(sql "$lab/ro/ro.db" "SELECT COUNT(*) FROM dpf_packages WHERE device='dev4' AND state='held'")" = 1 ]; }
+held4_or_gone() { held4 || ! at_stage dev4 "download 13"; }
+wait_until 30 at_or_past dev4 download || true
+if ! at_stage dev4 "download 13"; then
+  bad "dev4 not at step 13 when its agent was to be killed (finished first?): $(agent_at dev4)"
+elif ! { wait_until 30 held4_or_gone && held4; }; then
+  bad "dev4's package never reached the DPF: $(agent_at dev4)"
+else
+  # the package is there (held): the agent polls for it, at step 13, and cannot go past it
+  kill -9 "$pid4"
+  if wait_until 10 pid_gone "$pid4" && at_stage dev4 "download 13"; then
+    ok "dev4's agent killed at step 13 (its store: $(agent_at dev4))"
+  else bad "dev4's agent not killed at step 13: store $(agent_at dev4)"; fi
+fi
 check "restart the agent of dev4" "$mcim" lab restart dev4 --dir "$lab"
+sql "$lab/ro/ro.db" "DROP TRIGGER IF EXISTS hold_dev4; UPDATE dpf_packages SET state = 'ready' WHERE device = 'dev4' AND state = 'held';"
 if wait $runpid; then ok "dev4 provisioned despite the agent crash"; else bad "dev4: $(head -c 600 "$tmp/run4.json")"; fi
+[ "$(jfield "$tmp/run4.json" result)" = success ] && ok "dev4: result success" || bad "dev4: $(head -c 400 "$tmp/run4.json")"
+[ "$(sql "$lab/devices/dev4/agent.db" "SELECT COUNT(*) FROM trace WHERE step = 10 AND to_name = 'pva'")" = 1 ] &&
+  ok "dev4 resumed at step 13: its quote (step 10) was sent once" ||
+  bad "dev4 redid step 10: $(sql "$lab/devices/dev4/agent.db" "SELECT step, to_name, msg FROM trace WHERE step = 10")"
 check "dev4 attaches to sho-a" "$mcim" device attach dev4 --to sho-a --dir "$lab"
 
 check "lab down" "$mcim" lab down --dir "$lab"

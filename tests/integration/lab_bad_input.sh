@@ -3,10 +3,11 @@
 # (issue 3, item 6): malformed JSON, wrong types, unknown fields, oversized bodies, wrong
 # content type, unknown routes and methods, missing client certificates, garbage tokens.
 . "$(dirname "$0")/lib/common.bash"
+need curl
 
 check "lab up" "$mcim" lab up --dir "$lab"
 check "lab status" "$mcim" lab status --dir "$lab"
-check_fails "a second lab up in the same folder is refused" "$mcim" lab up --dir "$lab"
+check_refused_text "a lab is already up in $lab" "a second lab up in the same folder is refused" "$mcim" lab up --dir "$lab"
 
 pki="$lab/pki"
 ca="$pki/ca/operators-ca.crt"
@@ -80,5 +81,9 @@ expect "SHO verdict from a non-PVA" FORBIDDEN 403 "${vno_cert[@]}" "${j[@]}" \
 # After all that, every role still serves.
 check "every role still answers" "$mcim" lab status --dir "$lab"
 check "lab down" "$mcim" lab down --dir "$lab"
-check_fails "status after down says not up" "$mcim" lab status --dir "$lab"
+# after down: exit status 1 (not a usage error, not a crash), and every role stopped
+st=0
+"$mcim" lab status --json --dir "$lab" >"$tmp/out" 2>"$tmp/err" || st=$?
+[ "$st" -eq 1 ] && [ "$(grep -c '"running": false' "$tmp/out")" -eq 6 ] && [ "$(grep -c '"healthy": false' "$tmp/out")" -eq 6 ] &&
+  ok "status after down: exit 1, the 6 roles stopped" || bad "status after down: exit $st, $(head -c 400 "$tmp/out") $(head -c 200 "$tmp/err")"
 finish

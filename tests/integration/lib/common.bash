@@ -27,10 +27,63 @@ check() { # check NAME CMD...: passes if CMD succeeds
   shift
   if "$@" >"$tmp/out" 2>"$tmp/err"; then ok "$name"; else bad "$name: $(head -c 600 "$tmp/err")"; fi
 }
-check_fails() { # check_fails NAME CMD...: passes if CMD fails
-  local name=$1
+# Negative checks name the cause of the refusal: a command that merely fails (a crash, a
+# usage error, another refusal) does not pass one.
+# check_refused CAUSE NAME CMD...: CMD (an mcim command) is refused for CAUSE: exit status 1
+# (not 0, not 2 = usage error, not >= 128 = killed by a signal), and CAUSE is the refusal's
+# cause: the "result" of `--json` output if it has one (mcim run), else its "cause" (mcim
+# device attach), else "(CAUSE)" on stderr (the text form of every mcim command).
+check_refused() {
+  local cause=$1 name=$2 st=0 got
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err" || st=$?
+  if ! refusal_status "$name" "$st" "$cause"; then return 0; fi
+  if grep -q '"result":' "$tmp/out"; then got=$(jfield "$tmp/out" result)
+  elif grep -q '"cause":' "$tmp/out"; then got=$(jfield "$tmp/out" cause)
+  else got=$(grep -oE '\([A-Z][A-Z0-9_]*\)(:|$)' "$tmp/err" | head -n1 | tr -d '():'); fi
+  if [ "$got" = "$cause" ]; then ok "$name: refused, $cause"
+  else bad "$name: refused with '$got', expected $cause: $(head -c 300 "$tmp/out") $(head -c 300 "$tmp/err")"; fi
+}
+# check_refused_text TEXT NAME CMD...: CMD is refused (exit status 1, as above) with TEXT
+# (a fixed string) on stderr: for refusals the command reports without a cause name.
+check_refused_text() {
+  local text=$1 name=$2 st=0
+  shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err" || st=$?
+  if ! refusal_status "$name" "$st" "'$text'"; then return 0; fi
+  if grep -qF -- "$text" "$tmp/err"; then ok "$name: refused, '$text'"
+  else bad "$name: refused without '$text': $(head -c 300 "$tmp/err")"; fi
+}
+refusal_status() { # refusal_status NAME STATUS EXPECTED: STATUS is a refusal's (1), else bad
+  if [ "$2" -eq 1 ]; then return 0; fi
+  if [ "$2" -eq 0 ]; then bad "$1: succeeded, expected a refusal ($3)"
+  elif [ "$2" -eq 2 ]; then bad "$1: usage error (exit 2), expected a refusal ($3): $(head -c 300 "$tmp/err")"
+  elif [ "$2" -ge 128 ]; then bad "$1: killed by signal $(($2 - 128)) (exit $2), expected a refusal ($3): $(head -c 300 "$tmp/err")"
+  else bad "$1: exit status $2, expected 1, a refusal ($3): $(head -c 300 "$tmp/err")"; fi
+  return 1
+}
+# wait_until DEADLINE_S CMD...: run CMD every 0.05 s until it succeeds (status 0) or
+# DEADLINE_S seconds (a decimal number) have passed (status 1). The synchronisation of every
+# test: never a fixed sleep.
+wait_until() {
+  local end
+  end=$(($(now_us) + $(awk -v s="$1" 'BEGIN { printf "%d", s * 1000000 }')))
   shift
-  if "$@" >"$tmp/out" 2>"$tmp/err"; then bad "$name: succeeded, expected failure"; else ok "$name"; fi
+  while :; do
+    "$@" && return 0
+    [ "$(now_us)" -lt "$end" ] || return 1
+    sleep 0.05
+  done
+}
+now_us() { local t=${EPOCHREALTIME//[!0-9]/}; echo "${t#"${t%%[1-9]*}"}"; }
+# need TOOL...: a tool the test needs is missing: the test fails (it does not skip).
+need() {
+  local t missing=""
+  for t in "$@"; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
+  [ -z "$missing" ] && return 0
+  bad "missing:$missing (scripts/deps.sh installs it)"
+  finish || true
+  exit 1
 }
 finish() {
   echo "$passed passed, $failed failed"
