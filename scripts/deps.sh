@@ -11,7 +11,9 @@ PKGS=(
   libosmocore-dev
   mscgen
   openssl ca-certificates curl
-  python3 # tests/integration/hostile_load.sh: its socket holder and slow-loris clients
+  iproute2 # ss: tests/integration/change_faults.sh (the agent's connections)
+  procps # pgrep: tests/integration/demo.sh (what a demo leaves running)
+  python3 # the integration tests: JSON, XML and socket helpers (hostile_load.sh: its socket holder)
   python3-yaml python3-jsonschema # tests/integration/openapi_routes.sh (run by /usr/bin/python3)
   systemd # systemd-analyze verify of the units (tests/integration/ops_examples.sh)
   clang # CI builds with gcc and clang
