@@ -17,6 +17,7 @@ PKGS=(
   python3-yaml python3-jsonschema # tests/integration/openapi_routes.sh (run by /usr/bin/python3)
   systemd # systemd-analyze verify of the units (tests/integration/ops_examples.sh)
   clang # CI builds with gcc and clang
+  clang-tidy # scripts/lint.sh BUILD --tidy
   cppcheck # scripts/lint.sh
   dpkg-dev fakeroot file # dpkg-buildflags, CPack's .deb, its install test
   help2man groff-base man-db # man pages from the help text; rendering checked

@@ -9,6 +9,7 @@
 : "${MCIM_BIN:=$MCIM_SRC/build/bin}"
 export MCIM_BIN
 . "$(dirname "$0")/lib/common.bash"
+need pgrep python3
 
 names="initial change-old-sho change-pristine"
 cwd="$tmp/cwd"
@@ -39,13 +40,7 @@ expect_lifelines() { # expect_lifelines FILE.mmd LABEL...: exactly these lifelin
   [ "$got" = "$want" ] && ok "$(basename "$f"): lifelines $want" || bad "$(basename "$f"): lifelines $got, expected $want"
 }
 
-well_formed() {
-  if command -v xmllint >/dev/null 2>&1; then
-    xmllint --noout --nonet "$1" 2>/dev/null
-  else
-    python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$1" 2>/dev/null
-  fi
-}
+well_formed() { python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$1" 2>/dev/null; }
 
 check_run() { # check_run LABEL LOG STATUS SECONDS
   local label=$1 log=$2 st=$3 secs=$4 n
@@ -134,17 +129,15 @@ st=0
 # Ctrl-C in the middle: the lab goes down with the demo.
 "$mcim" demo --out "$tmp/int" >"$tmp/int.log" 2>&1 &
 demo_pid=$!
-for _ in $(seq 1 300); do
-  grep -q '^== 1/3' "$tmp/int.log" 2>/dev/null && break
-  sleep 0.05
-done
+first_running() { grep -q '^== 1/3' "$tmp/int.log" 2>/dev/null; }
+wait_until 15 first_running || bad "the demo never started its first procedure: $(tail -n 5 "$tmp/int.log")"
 kill -INT "$demo_pid" 2>/dev/null || true
 st=0
 wait "$demo_pid" || st=$?
 [ "$st" -ne 0 ] && ok "SIGINT ends the demo (status $st)" || bad "SIGINT: the demo exited 0"
-sleep 0.5
-left=$(lab_procs "$tmp/int/lab")
-[ -z "$left" ] && ok "SIGINT: no mcimd or m2me of its lab left running" ||
+no_lab_procs() { left=$(lab_procs "$1") && [ -z "$left" ]; }
+left=""
+wait_until 5 no_lab_procs "$tmp/int/lab" && ok "SIGINT: no mcimd or m2me of its lab left running" ||
   bad "SIGINT: still running: $(for p in $left; do tr '\0' ' ' <"/proc/$p/cmdline"; echo; done)"
 # anything left would be stopped by the next demo there, which also succeeds
 st=0
