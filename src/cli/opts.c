@@ -22,6 +22,8 @@ static size_t count_opts(const struct mcim_opt *o)
 }
 
 static void verror(const struct mcim_cmd *cmd, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void verror(const struct mcim_cmd *cmd, const char *fmt, va_list ap)
 {
   fprintf(stderr, "%s: ", cmd->name);
   vfprintf(stderr, fmt, ap);
