@@ -111,6 +111,9 @@ typedef struct mcim_store mcim_store_t;
  * missing unless read_only); "postgres://..." / "postgresql://..." once that
  * backend exists (MCIM_UNSUPPORTED until then). `opts` may be NULL. */
 mcim_cause_t mcim_store_open(const char *locator, const mcim_store_opts_t *opts, mcim_store_t **out);
+/* Whether this build can open `locator` (its backend is built in). When it cannot, `why`
+ * says so in words for a person (configuration checks refuse such a locator up front). */
+bool mcim_store_locator_supported(const char *locator, char *why, size_t whylen);
 /* Open with an explicit backend (tests, or a backend not in the locator table). */
 mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *target,
                                   const mcim_store_opts_t *opts, mcim_store_t **out);

@@ -34,7 +34,7 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
     {.name = "m2mes_ca", .type = MCIM_CFG_PATH, .required = true,
      .help = "PEM certificate of the M2MES CA (device TRE certificates chain to it)"},
     {.name = "database", .type = MCIM_CFG_STRING, .required = true, .min = 1, .max = 1024,
-     .help = "store locator: a SQLite file path (relative to the config), or postgres://..."},
+     .help = "store locator: a SQLite file path (relative to the config folder) or sqlite:PATH"},
     {.name = "storage_key", .type = MCIM_CFG_PATH, .required = true,
      .help = "file with the 256-bit key that seals secrets at rest (created 0600 if missing)"},
     {.name = "peers", .type = MCIM_CFG_PATH, .required = true,
@@ -130,6 +130,13 @@ mcim_cause_t mcim_role_check_config(const struct mcim_role_kind *kind, const cha
   if (!spec)
     return MCIM_NO_MEMORY;
   mcim_cause_t rc = mcim_config_load(config_path, spec, n, &cfg, err, errlen);
+  /* Refuse up front what this binary cannot do, not at the first request. */
+  if (rc == MCIM_OK && !mcim_store_locator_supported(mcim_config_str(cfg, "database"), NULL, 0)) {
+    char why[160];
+    mcim_store_locator_supported(mcim_config_str(cfg, "database"), why, sizeof(why));
+    snprintf(err, errlen, "%s: database: %s", config_path, why);
+    rc = MCIM_UNSUPPORTED;
+  }
   mcim_config_free(cfg);
   free(spec);
   return rc;
@@ -484,6 +491,12 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
     goto fail;
   }
   r->name = mcim_config_str(r->cfg, "name");
+  char why[160];
+  if (!mcim_store_locator_supported(mcim_config_str(r->cfg, "database"), why, sizeof(why))) {
+    rc = MCIM_UNSUPPORTED; /* refused before anything is opened or created */
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "database: %s", why);
+    goto fail;
+  }
 
   rc = load_identity(r);
   if (rc != MCIM_OK)

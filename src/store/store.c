@@ -51,6 +51,20 @@ cleanup:
   return rc;
 }
 
+bool mcim_store_locator_supported(const char *locator, char *why, size_t whylen)
+{
+  for (size_t i = 0; locator && i < sizeof(backends) / sizeof(backends[0]); i++) {
+    size_t n = strlen(backends[i].prefix);
+    if (strncmp(locator, backends[i].prefix, n) == 0 && !backends[i].ops) {
+      if (why && whylen)
+        snprintf(why, whylen, "this build has no store backend for %s locators (SQLite only)",
+                 backends[i].prefix);
+      return false;
+    }
+  }
+  return true;
+}
+
 mcim_cause_t mcim_store_open(const char *locator, const mcim_store_opts_t *opts, mcim_store_t **out)
 {
   if (!locator || !out)
