@@ -11,6 +11,7 @@
 : "${MCIM_BIN:=$MCIM_SRC/build/bin}"
 export MCIM_BIN
 . "$(dirname "$0")/lib/common.bash"
+need mscgen python3
 
 committed="$MCIM_SRC/docs/charts"
 fresh="$tmp/charts"
@@ -61,11 +62,7 @@ msc_lifelines() { # the labels of the entity line, in order
   sed -n '3p' "$1" | grep -oE '\[label="[^"]*"\]' | sed -E 's/\[label="(.*)"\]/\1/'
 }
 well_formed() { # well_formed SVG
-  if command -v xmllint >/dev/null 2>&1; then
-    xmllint --noout --nonet "$1" 2>"$tmp/xml.err"
-  else
-    python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$1" 2>"$tmp/xml.err"
-  fi
+  python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$1" 2>"$tmp/xml.err"
 }
 
 for n in $names; do
