@@ -19,10 +19,7 @@ HOLD=1000       # idle sockets per role
 SOURCES=8       # 127.0.0.2 .. 127.0.0.9
 MAX_RATIO=5     # loaded wall time / unloaded wall time
 
-for tool in python3 openssl; do
-  if command -v "$tool" >/dev/null 2>&1; then ok "$tool is installed"; else
-    bad "$tool is missing (scripts/deps.sh installs it)"; finish; exit 1; fi
-done
+need python3 openssl curl timeout
 
 now() { python3 -c 'import time; print(f"{time.monotonic():.3f}")'; }
 
@@ -107,7 +104,8 @@ EOF
   openssl s_server -accept "127.0.0.1:$port" -cert "$lab/pki/ro/cert.pem" -key "$lab/pki/ro/key.pem" \
     -tls1_2 -cipher "$1" -www >"$tmp/s_server" 2>&1 &
   srv=$!
-  for i in $(seq 100); do grep -q '^ACCEPT' "$tmp/s_server" && break; sleep 0.1; done
+  accepting() { grep -q '^ACCEPT' "$tmp/s_server"; }
+  wait_until 10 accepting || bad "openssl s_server does not accept: $(head -c 300 "$tmp/s_server")"
   "$mcim" lab status --json --dir "$fake" 2>/dev/null | tr -d ' \n' | grep -o '"healthy":[a-z]*' | cut -d: -f2
   kill "$srv" 2>/dev/null || true
   wait "$srv" 2>/dev/null || true
@@ -262,20 +260,19 @@ stop_holder() { kill "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null |
 trap 'stop_holder; cleanup' EXIT
 # Wait (with a deadline) until every role has refused sockets over the per-address limit:
 # the load is in place.
-deadline=$(($(date +%s) + 60))
-until python3 - "$tmp/hold.json" "$HOLD" <<'EOF' 2>/dev/null
+load_in_place() {
+  python3 - "$tmp/hold.json" "$HOLD" <<'EOF' 2>/dev/null
 import json, sys
 st = json.load(open(sys.argv[1]))
 sys.exit(0 if all(v["opened"] >= int(sys.argv[2]) and v["closed_by_server"] > 0 for v in st.values()) else 1)
 EOF
-do
-  if [ "$(date +%s)" -gt "$deadline" ] || ! kill -0 "$holder" 2>/dev/null; then
-    bad "the socket holder did not get its sockets in place: $(cat "$tmp/hold.err" "$tmp/hold.json" 2>/dev/null | head -c 600)"
-    finish
-    exit 1
-  fi
-  sleep 0.2
-done
+}
+load_or_holder_gone() { load_in_place || ! kill -0 "$holder" 2>/dev/null; }
+if ! { wait_until 60 load_or_holder_gone && load_in_place; }; then
+  bad "the socket holder did not get its sockets in place: $(cat "$tmp/hold.err" "$tmp/hold.json" 2>/dev/null | head -c 600)"
+  finish || true
+  exit 1
+fi
 ok "$HOLD idle sockets opened against each role from $SOURCES addresses: $(cat "$tmp/hold.json")"
 
 t0=$(now)

@@ -11,7 +11,9 @@
 #   - the agent: started with its own file, it logs the connections of a procedure run by a
 #     command without the variable; each of its lines is also in the daemons' file (the other
 #     end of the same connection).
+# openssl is needed (scripts/deps.sh installs it): missing, the test fails.
 . "$(dirname "$0")/lib/common.bash"
+need openssl
 
 daemons="$tmp/daemons.keys"
 agent="$tmp/agent.keys"
@@ -29,19 +31,15 @@ bad_lines=$(grep -Evc "$labels" "$daemons" || true)
 [ "$bad_lines" -eq 0 ] && ok "every line is in the NSS key log format" || bad "$bad_lines lines in another format"
 
 # The server side: GnuTLS in mcimd.
-if command -v openssl >/dev/null 2>&1; then
-  vno=$(role_url vno)
-  env -u SSLKEYLOGFILE openssl s_client -connect "${vno#https://}" -CAfile "$lab/pki/ca/operators-ca.crt" \
-    -keylogfile "$tmp/sclient.keys" </dev/null >"$tmp/sclient.out" 2>&1 || true
-  line=$(grep '^CLIENT_HANDSHAKE_TRAFFIC_SECRET ' "$tmp/sclient.keys" 2>/dev/null | head -n1)
-  sleep 0.2
-  if [ -n "$line" ] && grep -qxF "$line" "$daemons"; then
-    ok "the VNO (GnuTLS server) logged the secrets of a connection from openssl s_client"
-  else
-    bad "the server side is not logged (s_client: '${line:0:60}')"
-  fi
+vno=$(role_url vno)
+env -u SSLKEYLOGFILE openssl s_client -connect "${vno#https://}" -CAfile "$lab/pki/ca/operators-ca.crt" \
+  -keylogfile "$tmp/sclient.keys" </dev/null >"$tmp/sclient.out" 2>&1 || true # the key log decides
+line=$(grep '^CLIENT_HANDSHAKE_TRAFFIC_SECRET ' "$tmp/sclient.keys" 2>/dev/null | head -n1)
+in_daemons() { grep -qxF "$1" "$daemons"; }
+if [ -n "$line" ] && wait_until 5 in_daemons "$line"; then
+  ok "the VNO (GnuTLS server) logged the secrets of a connection from openssl s_client"
 else
-  ok "openssl not installed: server side not checked alone"
+  bad "the server side is not logged (s_client: '${line:0:60}' $(grep -m1 -i error "$tmp/sclient.out"))"
 fi
 
 # The agent and the daemons' client side (libcurl/OpenSSL): a procedure makes the agent call
@@ -57,10 +55,11 @@ after=$(wc -l <"$agent" 2>/dev/null || echo 0)
   bad "the agent's key log did not grow ($before -> $after)"
 grep -q '^CLIENT_HANDSHAKE_TRAFFIC_SECRET ' "$agent" && ok "the agent's file has CLIENT_HANDSHAKE_TRAFFIC_SECRET lines" ||
   bad "no CLIENT_HANDSHAKE_TRAFFIC_SECRET in the agent's file"
-sleep 0.3
-missing=$(grep '^CLIENT_HANDSHAKE_TRAFFIC_SECRET ' "$agent" | grep -cvxF -f "$daemons" || true)
-[ "$missing" -eq 0 ] && ok "each agent connection is in the daemons' file too (the server's end)" ||
-  bad "$missing agent lines have no server-side line"
+missing_count() { grep '^CLIENT_HANDSHAKE_TRAFFIC_SECRET ' "$agent" | grep -cvxF -f "$daemons" || true; }
+none_missing() { [ "$(missing_count)" -eq 0 ]; }
+# (the servers write their lines as the handshakes end)
+wait_until 5 none_missing && ok "each agent connection is in the daemons' file too (the server's end)" ||
+  bad "$(missing_count) agent lines have no server-side line"
 # During the run only the daemons write to their file with both ends of a connection (the
 # agent writes to its own file, the command to none): a line written twice there is a
 # connection from one daemon to another.
