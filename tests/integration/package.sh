@@ -25,7 +25,7 @@ SRC="${MCIM_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
 BUILD=$(cd "$BIN/.." && pwd)
 
 # Every tool this test or the packaging uses (scripts/deps.sh installs them all).
-tools="cpack dpkg dpkg-deb dpkg-query dpkg-shlibdeps file gzip help2man groff man systemd-analyze python3"
+tools="cpack dpkg dpkg-deb dpkg-query dpkg-shlibdeps file gzip help2man groff man col systemd-analyze python3"
 [ "$(id -u)" -eq 0 ] || tools="$tools fakeroot"
 missing=""
 for t in $tools; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
@@ -179,7 +179,7 @@ cmp -s "$root/usr/share/doc/mcimd/copyright" "$SRC/packaging/copyright" &&
   grep -q '^License: Apache-2.0' "$root/usr/share/doc/mcimd/copyright" && ok "copyright: Apache-2.0 (Debian format)" ||
   bad "copyright file"
 gzip -dc "$root/usr/share/doc/m2me/changelog.gz" | cmp -s - "$SRC/CHANGELOG.md" && ok "changelog.gz is CHANGELOG.md" ||
-  bad "changelog.gz differs from CHANGELOG.md"
+  bad "changelog.gz differs from CHANGELOG.md (the build's copy is older: build again)"
 
 # The postinst: the user mcim (systemd-sysusers, or useradd) and /etc/mcim root:mcim 0750.
 uid_line=$(grep '^mcim:' "$root/etc/passwd" 2>/dev/null || true)
