@@ -22,12 +22,18 @@ refuse() { # refuse NAME STATUS COMMAND...: the command must exit with STATUS
   "$@" >"$WORK/out" 2>&1 || got=$?
   if [ "$got" -eq "$want" ]; then ok "$name"; else bad "$name (exit $got, want $want)"; sed 's/^/     /' "$WORK/out"; fi
 }
+# openssl is needed (scripts/deps.sh installs it): missing, the test fails.
+command -v openssl >/dev/null 2>&1 || { bad "openssl is missing (scripts/deps.sh installs it)"; exit 1; }
 text() { openssl x509 -in "$1" -noout -text; }
 has() { # has NAME FILE REGEX: the certificate text matches
-  if text "$2" | grep -Eq "$3"; then ok "$1"; else bad "$1"; fi
+  local t
+  t=$(text "$2") || { bad "$1: openssl cannot read $2"; return 0; }
+  if grep -Eq "$3" <<<"$t"; then ok "$1"; else bad "$1"; fi
 }
-lacks() {
-  if text "$2" | grep -Eq "$3"; then bad "$1"; else ok "$1"; fi
+lacks() { # lacks NAME FILE REGEX: the certificate (which openssl reads) does not match
+  local t
+  t=$(text "$2") || { bad "$1: openssl cannot read $2"; return 0; }
+  if grep -Eq "$3" <<<"$t"; then bad "$1"; else ok "$1"; fi
 }
 
 P="$WORK/lab/pki"
