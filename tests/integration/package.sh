@@ -27,12 +27,8 @@ BUILD=$(cd "$BIN/.." && pwd)
 # Every tool this test or the packaging uses (scripts/deps.sh installs them all).
 tools="cpack dpkg dpkg-deb dpkg-query dpkg-shlibdeps file gzip help2man groff man col systemd-analyze python3"
 [ "$(id -u)" -eq 0 ] || tools="$tools fakeroot"
-missing=""
-for t in $tools; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
-if [ -n "$missing" ]; then
-  bad "missing:$missing (scripts/deps.sh installs it)"
-  finish
-fi
+# shellcheck disable=SC2086
+need $tools
 [ -f "$BUILD/CPackConfig.cmake" ] || { bad "$BUILD/CPackConfig.cmake missing: not a build tree of mcim"; finish; }
 
 version=$(sed -n 's/^project(mcim VERSION \([0-9.]*\).*/\1/p' "$SRC/CMakeLists.txt")
