@@ -31,7 +31,12 @@ run_all() {
   for i in $(seq 1 "$n"); do
     if ! wait "${pids[$i]}"; then
       fails=$((fails + 1))
-      [ "$fails" -le 3 ] && echo "   c$i: $(jfield "$tmp/r$i.json" result) $(head -c 300 "$tmp/r$i.err")"
+      if [ "$fails" -le 3 ]; then
+        # the cause, the device's detail and the steps that carried a cause: enough to tell
+        # which step failed without the daemons' logs
+        echo "   c$i: $(jfield "$tmp/r$i.json" result): $(jfield "$tmp/r$i.json" detail) $(head -c 300 "$tmp/r$i.err")"
+        tr -d '\n' <"$tmp/r$i.json" | grep -o '{[^{}]*"cause"[^{}]*}' | head -n 4 | sed 's/^/      /'
+      fi
     fi
   done
   local wall
@@ -40,9 +45,21 @@ run_all() {
     bad "$name: $fails of $n failed"
 }
 
+# Messages still in flight when `mcim run` returns (the relayed discard notices of a change via
+# the pristine state, reports, registrations) are part of the procedure: the invariants are
+# checked once every role's outbox has delivered them.
+outboxes_drained() {
+  local d n
+  for d in "$lab"/*/*.db; do
+    n=$(sqlite3 "$d" "SELECT COUNT(*) FROM outbox WHERE state = 'pending'" 2>/dev/null) || return 1
+    [ "$n" = 0 ] || return 1
+  done
+}
+
 # invariants: per device one active subscription at the SHOs, one DRF subscription.
 invariants() {
   local label=$1 multi
+  wait_until 60 outboxes_drained || bad "$label: outboxes not drained within 60 s"
   multi=$( (sqlite3 "$lab/sho-a/sho-a.db" "SELECT device FROM auc WHERE state='active'"
             sqlite3 "$lab/sho-b/sho-b.db" "SELECT device FROM auc WHERE state='active'") |
           sort | uniq -d | head -n 3)
