@@ -124,5 +124,7 @@ extern mcim_metric_t mcim_m_m2me_attach_attempts;  /* {network} */
 extern mcim_metric_t mcim_m_m2me_attach_failures;  /* {network, cause} */
 extern mcim_metric_t mcim_m_m2me_aka_challenges;
 extern mcim_metric_t mcim_m_m2me_aka_failures;     /* {cause}: MAC_FAILURE, SYNC_FAILURE... */
+/* device agent (src/device/agent.c): the worker's wake-ups */
+extern mcim_metric_t mcim_m_m2me_worker_wakeups;
 
 #endif

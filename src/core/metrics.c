@@ -150,6 +150,13 @@ mcim_metric_t mcim_m_m2me_aka_failures = {
     " authenticated), SYNC_FAILURE (answered with AUTS), AMF_INVALID",
     MCIM_METRIC_COUNTER, MCIM_MF_AGENT, {"cause", NULL}, NULL, 0, NULL};
 
+mcim_metric_t mcim_m_m2me_worker_wakeups = {
+    "mcim_m2me_worker_wakeups_total",
+    "Times the agent's worker thread woke up: a procedure's poll or backoff pause ended, or"
+    " it was signalled (a new procedure, an attach that made work due, the stop). Idle, it"
+    " waits without a timeout",
+    MCIM_METRIC_COUNTER, MCIM_MF_AGENT, {NULL}, NULL, 0, NULL};
+
 mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_process_start_time,
     &mcim_m_build_info,
@@ -180,6 +187,7 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_m2me_attach_failures,
     &mcim_m_m2me_aka_challenges,
     &mcim_m_m2me_aka_failures,
+    &mcim_m_m2me_worker_wakeups,
     NULL,
 };
 

@@ -8,6 +8,7 @@
 
 #include "device/device_priv.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
 
@@ -371,13 +372,22 @@ void dev_sleep(struct mcim_device *d, int64_t ms)
 {
   struct timespec ts;
   pthread_mutex_lock(&d->lock);
-  if (!d->stopping && !d->wake && ms > 0) {
-    clock_gettime(CLOCK_REALTIME, &ts);
+  if (ms > 0) {
+    /* the condition's clock is CLOCK_MONOTONIC (mcim_device_start_with): a step of the
+     * wall clock neither shortens nor stretches a pause */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += ms / 1000;
     ts.tv_nsec += (long)(ms % 1000) * 1000000L;
     ts.tv_sec += ts.tv_nsec / 1000000000L;
     ts.tv_nsec %= 1000000000L;
-    pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+  }
+  if (ms != 0) {
+    /* ms < 0: no timeout at all, only a signal (dev_wake, the stop) ends the wait */
+    while (!d->stopping && !d->wake)
+      if (ms < 0 ? pthread_cond_wait(&d->cond, &d->lock) != 0
+                 : pthread_cond_timedwait(&d->cond, &d->lock, &ts) != 0)
+        break; /* ETIMEDOUT: the pause is over */
+    mcim_metric_inc(&mcim_m_m2me_worker_wakeups, NULL);
   }
   d->wake = false;
   pthread_mutex_unlock(&d->lock);
@@ -399,7 +409,9 @@ static void *worker_main(void *arg)
     int64_t delay = dev_procedure_round(d, cli);
     /* between procedures: deferred notifications, a PCID renewal the network asked for */
     dev_idle_round(d, cli);
-    if (delay > 0)
+    /* delay < 0: no procedure is running; nothing is due until the control API (a new
+     * procedure, an attach that made something deliverable) or the stop signals */
+    if (delay != 0)
       dev_sleep(d, delay);
   }
   mcim_http_client_free(cli);
@@ -464,7 +476,11 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
   pthread_mutex_init(&d->peers_lock, NULL);
   pthread_mutex_init(&d->attach_lock, NULL);
   pthread_mutex_init(&d->lock, NULL);
-  pthread_cond_init(&d->cond, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&d->cond, &ca);
+  pthread_condattr_destroy(&ca);
   d->locks_ready = true;
   d->dir = strdup(dir ? dir : "");
   if (!d->dir || !tre)

@@ -86,7 +86,8 @@ mcim_cause_t dev_config_load(const char *dir, mcim_config_t **out, json_t **netw
 /* Wake the worker (a new procedure). */
 void dev_wake(struct mcim_device *d);
 bool dev_stopping(struct mcim_device *d);
-/* Sleep up to `ms` unless woken or stopping. */
+/* Sleep up to `ms` unless woken or stopping; ms < 0: until woken or stopping (no timeout).
+ * Counts the wake-up (mcim_m2me_worker_wakeups_total). */
 void dev_sleep(struct mcim_device *d, int64_t ms);
 /* Configuration getters with the agent's defaults. */
 int64_t dev_cfg_int(const struct mcim_device *d, const char *name);
@@ -236,7 +237,8 @@ mcim_cause_t dev_procedure_first(const char *kind, const char *via, const char *
 mcim_cause_t dev_procedure_prepare(struct mcim_device *d, const struct dev_instruction *ins,
                                    json_t **data, char *err, size_t errlen);
 /* One round of the worker: run the current procedure's current step. Returns how long to
- * wait before the next round, milliseconds (0: go on at once). */
+ * wait before the next round, milliseconds (0: go on at once; -1: no procedure is running,
+ * wait until woken). */
 int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli);
 
 /* Helpers for the step functions (procedures.c). */

@@ -841,7 +841,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
   mcim_cause_t rc = dev_proc_running(st, &p);
   dev_store_unlock(d);
   if (rc == MCIM_NOT_FOUND) {
-    delay = 1000; /* idle; a new procedure wakes the worker */
+    delay = -1; /* idle: no timeout, a new procedure wakes the worker (dev_wake) */
     goto cleanup;
   }
   if (rc != MCIM_OK) {
