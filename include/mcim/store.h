@@ -8,7 +8,8 @@
  *
  * Threads: a store handle belongs to one thread at a time (open one per worker
  * thread). Correctness between threads and processes comes from the database:
- * writers serialize in mcim_store_begin() (BEGIN IMMEDIATE on SQLite).
+ * writers serialize in mcim_store_begin() (BEGIN IMMEDIATE on SQLite, the writers' advisory
+ * lock on PostgreSQL).
  *
  * Errors are causes: MCIM_CONFLICT for a unique / foreign key / check / not-null
  * violation, MCIM_STORE_BUSY when a lock was not obtained in time (retry),
@@ -102,14 +103,16 @@ typedef struct mcim_store_ops {
 } mcim_store_ops_t;
 
 extern const mcim_store_ops_t mcim_store_sqlite_ops;
+/* PostgreSQL (libpq): `target` is the whole locator, passed to libpq (src/store/postgres.c). */
+extern const mcim_store_ops_t mcim_store_postgres_ops;
 
 /* ---- the handle roles use ---- */
 
 typedef struct mcim_store mcim_store_t;
 
 /* Open by locator: "sqlite:PATH" or a plain PATH (SQLite; the file is created if
- * missing unless read_only); "postgres://..." / "postgresql://..." once that
- * backend exists (MCIM_UNSUPPORTED until then). `opts` may be NULL. */
+ * missing unless read_only); "postgres://..." / "postgresql://..." (PostgreSQL: the whole
+ * locator goes to libpq, the database must exist). `opts` may be NULL. */
 mcim_cause_t mcim_store_open(const char *locator, const mcim_store_opts_t *opts, mcim_store_t **out);
 /* Whether this build can open `locator` (its backend is built in). When it cannot, `why`
  * says so in words for a person (configuration checks refuse such a locator up front). */

@@ -451,7 +451,8 @@ cleanup:
 static mcim_cause_t open_store(struct mcim_device *d)
 {
   const char *db = mcim_config_path(d->cfg, "database");
-  mcim_cause_t rc = mcim_store_open(db, NULL, &d->store);
+  /* A file in the device's folder: SQLite by name, so the agent links no other backend. */
+  mcim_cause_t rc = mcim_store_open_with(&mcim_store_sqlite_ops, db, NULL, &d->store);
   if (rc == MCIM_OK)
     rc = dev_store_migrate(d->store);
   if (rc != MCIM_OK)

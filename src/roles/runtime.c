@@ -34,7 +34,8 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
     {.name = "m2mes_ca", .type = MCIM_CFG_PATH, .required = true,
      .help = "PEM certificate of the M2MES CA (device TRE certificates chain to it)"},
     {.name = "database", .type = MCIM_CFG_STRING, .required = true, .min = 1, .max = 1024,
-     .help = "store locator: a SQLite file path (relative to the config folder) or sqlite:PATH"},
+     .help = "store locator: a SQLite file path (relative to the config folder), sqlite:PATH, or "
+             "a PostgreSQL database postgres://USER@HOST[:PORT]/DB (libpq URI)"},
     {.name = "storage_key", .type = MCIM_CFG_PATH, .required = true,
      .help = "file with the 256-bit key that seals secrets at rest (created 0600 if missing)"},
     {.name = "peers", .type = MCIM_CFG_PATH, .required = true,

@@ -15,17 +15,6 @@ struct mcim_store {
   bool in_txn;
 };
 
-/* Locator prefixes. The PostgreSQL backend adds its row when it lands. */
-static const struct {
-  const char *prefix;
-  bool strip;
-  const mcim_store_ops_t *ops;
-} backends[] = {
-    {"sqlite:", true, &mcim_store_sqlite_ops},
-    {"postgres://", false, NULL},
-    {"postgresql://", false, NULL},
-};
-
 mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *target,
                                   const mcim_store_opts_t *opts, mcim_store_t **out)
 {
@@ -49,39 +38,6 @@ mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *targe
 cleanup:
   free(st);
   return rc;
-}
-
-bool mcim_store_locator_supported(const char *locator, char *why, size_t whylen)
-{
-  for (size_t i = 0; locator && i < sizeof(backends) / sizeof(backends[0]); i++) {
-    size_t n = strlen(backends[i].prefix);
-    if (strncmp(locator, backends[i].prefix, n) == 0 && !backends[i].ops) {
-      if (why && whylen)
-        snprintf(why, whylen, "this build has no store backend for %s locators (SQLite only)",
-                 backends[i].prefix);
-      return false;
-    }
-  }
-  return true;
-}
-
-mcim_cause_t mcim_store_open(const char *locator, const mcim_store_opts_t *opts, mcim_store_t **out)
-{
-  if (!locator || !out)
-    return MCIM_INVALID_ARGUMENT;
-  for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-    size_t n = strlen(backends[i].prefix);
-    if (strncmp(locator, backends[i].prefix, n) != 0)
-      continue;
-    if (!backends[i].ops) {
-      mcim_log_error("store: backend for \"%s\" is not built in", backends[i].prefix);
-      return MCIM_UNSUPPORTED;
-    }
-    return mcim_store_open_with(backends[i].ops, backends[i].strip ? locator + n : locator, opts,
-                                out);
-  }
-  /* A plain path is the embedded default. */
-  return mcim_store_open_with(&mcim_store_sqlite_ops, locator, opts, out);
 }
 
 void mcim_store_close(mcim_store_t *st)
@@ -387,4 +343,25 @@ void mcim_store_locator_for_log(const char *locator, char *out, size_t len)
     snprintf(out, len, "%.*s***%s", (int)(colon + 1 - locator), locator, at);
   else
     snprintf(out, len, "%s", locator);
+  if (!scheme)
+    return;
+  /* libpq takes a password as a query parameter too: ...?password=X&... */
+  char *q = strchr(out, '?');
+  while (q) {
+    char *key = q + 1;
+    char *next = strchr(key, '&');
+    if (strncmp(key, "password=", 9) == 0) {
+      char *val = key + 9;
+      size_t rest = next ? strlen(next) : 0;
+      if ((size_t)(val - out) + 3 + rest < len) {
+        memmove(val + 3, next ? next : val + strlen(val), rest + 1);
+        memcpy(val, "***", 3);
+        next = next ? val + 3 : NULL;
+      } else {
+        *val = '\0'; /* no room for the stars: cut */
+        next = NULL;
+      }
+    }
+    q = next;
+  }
 }

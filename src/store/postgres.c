@@ -1,0 +1,991 @@
+/* PostgreSQL backend (libpq): the scale-out store, several instances of a role on one
+ * database. The locator ("postgres://..." or "postgresql://...") goes to libpq whole, so
+ * every libpq connection parameter works (host, port, sslmode, passfile, options, ...).
+ *
+ * Isolation: READ COMMITTED plus one transaction-level advisory lock per database, taken
+ * at begin, the writers' lock. That is SQLite's single-writer model, reproduced exactly:
+ *
+ *   - mcim_store_begin() waits for the writers' lock (pg_advisory_xact_lock, up to
+ *     busy_timeout_ms through lock_timeout; MCIM_STORE_BUSY after that), as BEGIN
+ *     IMMEDIATE waits for SQLite's write lock. The lock is released by COMMIT or ROLLBACK,
+ *     after the commit is visible, so the next writer's statements (READ COMMITTED takes a
+ *     snapshot per statement) see everything its predecessors committed.
+ *   - A write outside a transaction (an INSERT, UPDATE, DELETE or script on its own) takes
+ *     the same lock for its own implicit transaction, as an autocommit write does on
+ *     SQLite: a begun transaction's read-then-write can never interleave with any write.
+ *   - Reads outside a transaction take no lock and never wait (SQLite in WAL mode).
+ *   - A statement that fails inside a transaction (a conflict) undoes itself only, and the
+ *     transaction goes on, as on SQLite: each statement runs under a savepoint (SAVEPOINT,
+ *     the statement and RELEASE in one round trip, pipelined).
+ *
+ * The role code relies on this: it reads, decides and writes inside one begun transaction
+ * (SQN, order states, outbox claims) and treats MCIM_CONFLICT as "the other copy won"; it
+ * does not retry on MCIM_STORE_BUSY. SERIALIZABLE would allow more concurrency, but every
+ * transaction could then fail with a serialization failure at any statement or at commit,
+ * and every caller would have to retry whole transactions; READ COMMITTED without the lock
+ * would lose updates. Writers of one database are serialised, as on SQLite; readers are
+ * not, and separate databases (one per role instance) do not share the lock.
+ *
+ * Statements: `?` rewritten to `$n` (mcim_store_sql_to_dollar), prepared once per
+ * connection and cached by SQL text and parameter types (least recently used goes first).
+ * Parameters are typed: int8 and text in text format, bytea in binary; a NULL is of
+ * unknown type (the server infers it from its place). Results come in text format and are
+ * mapped by column type: int2/int4/int8, bool and integral numeric to INT (SUM of a BIGINT
+ * is numeric on PostgreSQL), bytea to BLOB, NULL to NULL, anything else to TEXT.
+ *
+ * Errors: SQLSTATE class 23 is MCIM_CONFLICT, 40001, 40P01 and 55P03 MCIM_STORE_BUSY, the
+ * rest MCIM_STORE_ERROR; errmsg() keeps the primary message and the SQLSTATE only (the
+ * DETAIL line quotes key values and whole rows), and in class 22 (data exceptions, whose
+ * messages quote the input) quoted text is replaced by ***.
+ *
+ * Threads: one connection per thread (libpq connections are not shared), as with SQLite. A
+ * connection lost outside a transaction is re-established at the next call; inside one,
+ * the transaction fails and the next begin reconnects. */
+#include "mcim/store.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mcim/log.h"
+
+#define STMT_CACHE_SIZE 64
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define ROW_STACK_COLS 16
+#define PARAM_STACK 16
+/* The writers' lock: one advisory lock key ("mcim" in ASCII), scoped to the database. */
+#define WRITER_LOCK_SQL "SELECT pg_advisory_xact_lock(1835231597)"
+#define SAVEPOINT_SQL "SAVEPOINT mcim_stmt"
+#define RELEASE_SQL "RELEASE SAVEPOINT mcim_stmt"
+#define UNDO_SQL "ROLLBACK TO SAVEPOINT mcim_stmt; RELEASE SAVEPOINT mcim_stmt"
+#define MIN_SERVER_VERSION 120000
+
+/* Type OIDs (catalog/pg_type_d.h, not shipped with libpq-dev); stable since 7.x. */
+enum {
+  OID_BOOL = 16,
+  OID_BYTEA = 17,
+  OID_INT8 = 20,
+  OID_INT2 = 21,
+  OID_INT4 = 23,
+  OID_TEXT = 25,
+  OID_OID = 26,
+  OID_NUMERIC = 1700,
+};
+
+struct pg_stmt {
+  char *sql;        /* the caller's SQL (the key, with sig) */
+  char *sig;        /* one letter per parameter: n(ull, unknown type), i, t, b */
+  size_t nparams;
+  char name[24];
+  uint64_t used; /* LRU tick */
+};
+
+struct pg_conn {
+  PGconn *db;
+  int busy_timeout_ms;
+  bool read_only;
+  struct pg_stmt cache[STMT_CACHE_SIZE];
+  uint64_t tick;
+  uint64_t next_id;
+  int64_t changes;
+  char errmsg[256];
+};
+
+/* ---- errors ---- */
+
+static void set_err(struct pg_conn *c, const char *msg)
+{
+  snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg ? msg : "");
+}
+
+/* The first line of a libpq message (connection failures), tabs and newlines gone. */
+static void set_err_line(struct pg_conn *c, const char *msg)
+{
+  size_t o = 0;
+  for (const char *p = msg ? msg : ""; *p && o + 1 < sizeof(c->errmsg); p++) {
+    if (*p == '\n') {
+      /* libpq's hint lines start with a tab: keep them on the same line */
+      if (p[1] != '\t')
+        break;
+      continue;
+    }
+    c->errmsg[o++] = *p == '\t' ? ' ' : *p;
+  }
+  c->errmsg[o] = '\0';
+  if (o == 0)
+    set_err(c, "connection to the server lost");
+}
+
+/* Class 22 messages quote the offending input (`invalid input syntax for type bigint:
+ * "..."`, `invalid byte sequence for encoding "UTF8": 0xc3 0x28`): hide what is quoted and
+ * the bytes after ": 0x". */
+static void redact_data_exception(const char *msg, char *out, size_t len)
+{
+  static const char hidden[] = "\"***\"";
+  size_t o = 0;
+  for (const char *p = msg; *p && o + sizeof(hidden) < len; p++) {
+    if (*p == '"') {
+      memcpy(out + o, hidden, sizeof(hidden) - 1);
+      o += sizeof(hidden) - 1;
+      const char *end = strchr(p + 1, '"');
+      if (!end)
+        break;
+      p = end;
+    } else if (strncmp(p, ": 0x", 4) == 0) {
+      break;
+    } else {
+      out[o++] = *p;
+    }
+  }
+  out[o] = '\0';
+}
+
+static void set_err_result(struct pg_conn *c, const PGresult *res)
+{
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  if (!primary) {
+    /* made by libpq itself (connection lost, protocol): no values in it */
+    set_err_line(c, res ? PQresultErrorMessage(res) : PQerrorMessage(c->db));
+    return;
+  }
+  char clean[200];
+  if (state && strncmp(state, "22", 2) == 0)
+    redact_data_exception(primary, clean, sizeof(clean));
+  else
+    snprintf(clean, sizeof(clean), "%s", primary);
+  snprintf(c->errmsg, sizeof(c->errmsg), "%s (SQLSTATE %s)", clean, state ? state : "?");
+}
+
+static mcim_cause_t map_state(const char *state)
+{
+  if (!state)
+    return MCIM_STORE_ERROR;
+  if (strncmp(state, "23", 2) == 0)
+    return MCIM_CONFLICT;
+  if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0)
+    return MCIM_STORE_BUSY;
+  return MCIM_STORE_ERROR;
+}
+
+static mcim_cause_t result_cause(const PGresult *res)
+{
+  return map_state(res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL);
+}
+
+static bool result_ok(const PGresult *res)
+{
+  ExecStatusType s = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+  return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+/* One simple query; its error becomes the connection's message. */
+static mcim_cause_t run_simple(struct pg_conn *c, const char *sql)
+{
+  PGresult *res = PQexec(c->db, sql);
+  mcim_cause_t rc = MCIM_OK;
+  if (!result_ok(res)) {
+    set_err_result(c, res);
+    rc = result_cause(res);
+  }
+  PQclear(res);
+  return rc;
+}
+
+/* ---- connection ---- */
+
+static void on_notice(void *arg, const PGresult *res)
+{
+  (void)arg;
+  const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  mcim_log_debug("store postgres: server notice: %s", msg ? msg : "");
+}
+
+static void cache_forget(struct pg_stmt *e)
+{
+  free(e->sql);
+  free(e->sig);
+  memset(e, 0, sizeof(*e));
+}
+
+/* The session settings every connection needs (again after a reconnect). */
+static mcim_cause_t configure(struct pg_conn *c)
+{
+  char sql[512];
+  if (PQserverVersion(c->db) < MIN_SERVER_VERSION) {
+    snprintf(c->errmsg, sizeof(c->errmsg), "server version %d is older than PostgreSQL 12",
+             PQserverVersion(c->db));
+    return MCIM_UNSUPPORTED;
+  }
+  if (PQsetClientEncoding(c->db, "UTF8") != 0) {
+    set_err_line(c, PQerrorMessage(c->db));
+    return MCIM_STORE_ERROR;
+  }
+  PQsetNoticeReceiver(c->db, on_notice, NULL);
+  snprintf(sql, sizeof(sql),
+           "SET lock_timeout = '%dms'; SET bytea_output = 'hex';"
+           " SET client_min_messages = 'warning'; SET standard_conforming_strings = on;"
+           " SET default_transaction_isolation = 'read committed';"
+           " SET default_transaction_read_only = %s",
+           c->busy_timeout_ms, c->read_only ? "on" : "off");
+  return run_simple(c, sql);
+}
+
+static void pg_close(void *conn)
+{
+  struct pg_conn *c = conn;
+  if (!c)
+    return;
+  for (size_t i = 0; i < STMT_CACHE_SIZE; i++)
+    cache_forget(&c->cache[i]);
+  PQfinish(c->db); /* an open transaction is rolled back by the server */
+  free(c);
+}
+
+static mcim_cause_t pg_open(const char *target, const mcim_store_opts_t *opts, void **conn)
+{
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  struct pg_conn *c = NULL;
+  char shown[512];
+
+  if (!target || !conn)
+    return MCIM_INVALID_ARGUMENT;
+  *conn = NULL;
+  mcim_store_locator_for_log(target, shown, sizeof(shown));
+  if (!PQisthreadsafe()) {
+    mcim_log_error("store postgres: the libpq library is built without thread safety");
+    return MCIM_STORE_ERROR;
+  }
+  c = calloc(1, sizeof(*c));
+  if (!c)
+    goto cleanup;
+  c->busy_timeout_ms =
+      opts && opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS;
+  c->read_only = opts && opts->read_only;
+  /* Defaults first: the locator's own parameters (expanded from "dbname") override them. */
+  const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+  const char *const vals[] = {"10", "mcim", target, NULL};
+  c->db = PQconnectdbParams(keys, vals, 1);
+  if (!c->db)
+    goto cleanup;
+  if (PQstatus(c->db) != CONNECTION_OK) {
+    set_err_line(c, PQerrorMessage(c->db));
+    rc = MCIM_STORE_ERROR;
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "store postgres: cannot connect to %s: %s", shown,
+                   c->errmsg);
+    goto cleanup;
+  }
+  rc = configure(c);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "store postgres: cannot set up %s: %s", shown,
+                   c->errmsg);
+    goto cleanup;
+  }
+  *conn = c;
+  c = NULL;
+
+cleanup:
+  pg_close(c);
+  return rc;
+}
+
+/* A connection the server or the network dropped is re-established when no transaction
+ * is open (a transaction's state is gone with its session: that one fails). */
+static mcim_cause_t ensure_connected(struct pg_conn *c)
+{
+  if (PQstatus(c->db) == CONNECTION_OK)
+    return MCIM_OK;
+  PQreset(c->db);
+  for (size_t i = 0; i < STMT_CACHE_SIZE; i++)
+    cache_forget(&c->cache[i]); /* the server forgot them */
+  if (PQstatus(c->db) != CONNECTION_OK) {
+    set_err_line(c, PQerrorMessage(c->db));
+    return MCIM_STORE_ERROR;
+  }
+  mcim_cause_t rc = configure(c);
+  if (rc == MCIM_OK)
+    mcim_log_warn("store postgres: connection to the server re-established");
+  return rc;
+}
+
+static bool in_txn(const struct pg_conn *c)
+{
+  PGTransactionStatusType t = PQtransactionStatus(c->db);
+  return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+/* ---- transactions ---- */
+
+static mcim_cause_t pg_begin(void *conn)
+{
+  struct pg_conn *c = conn;
+  set_err(c, "");
+  mcim_cause_t rc = ensure_connected(c);
+  if (rc != MCIM_OK)
+    return rc;
+  if (c->read_only)
+    return run_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  /* The writers' lock, waited for up to lock_timeout (55P03: MCIM_STORE_BUSY). */
+  rc = run_simple(c, "BEGIN ISOLATION LEVEL READ COMMITTED; " WRITER_LOCK_SQL);
+  if (rc != MCIM_OK && in_txn(c)) {
+    char keep[sizeof(c->errmsg)];
+    memcpy(keep, c->errmsg, sizeof(keep));
+    (void)run_simple(c, "ROLLBACK");
+    memcpy(c->errmsg, keep, sizeof(keep));
+  }
+  return rc;
+}
+
+static mcim_cause_t pg_commit(void *conn)
+{
+  struct pg_conn *c = conn;
+  set_err(c, "");
+  PGresult *res = PQexec(c->db, "COMMIT");
+  mcim_cause_t rc = MCIM_OK;
+  if (!result_ok(res)) {
+    set_err_result(c, res);
+    rc = result_cause(res);
+  } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+    /* COMMIT of a transaction an error aborted answers ROLLBACK */
+    set_err(c, "the transaction was rolled back: a statement in it failed");
+    rc = MCIM_STORE_ERROR;
+  }
+  PQclear(res);
+  return rc;
+}
+
+static mcim_cause_t pg_rollback(void *conn)
+{
+  struct pg_conn *c = conn;
+  if (!in_txn(c))
+    return MCIM_OK; /* ended by a failed commit or a lost connection */
+  return run_simple(c, "ROLLBACK");
+}
+
+/* ---- scripts (migrations): the simple query protocol ---- */
+
+static mcim_cause_t pg_exec_script(void *conn, const char *sql)
+{
+  struct pg_conn *c = conn;
+  mcim_cause_t rc;
+  char *full = NULL;
+  bool txn;
+
+  set_err(c, "");
+  rc = ensure_connected(c);
+  if (rc != MCIM_OK)
+    return rc;
+  txn = in_txn(c);
+  if (c->read_only)
+    return run_simple(c, sql);
+  /* Inside a transaction: under a savepoint, so a failed script leaves the transaction
+   * usable. Outside: one implicit transaction holding the writers' lock. */
+  const char *prefix = txn ? SAVEPOINT_SQL ";\n" : WRITER_LOCK_SQL ";\n";
+  size_t n = strlen(prefix) + strlen(sql) + 1;
+  full = malloc(n);
+  if (!full)
+    return MCIM_NO_MEMORY;
+  snprintf(full, n, "%s%s", prefix, sql);
+  rc = run_simple(c, full);
+  free(full);
+  if (txn) {
+    char keep[sizeof(c->errmsg)];
+    memcpy(keep, c->errmsg, sizeof(keep));
+    mcim_cause_t undo = run_simple(c, rc == MCIM_OK ? RELEASE_SQL : UNDO_SQL);
+    if (rc == MCIM_OK)
+      rc = undo;
+    else
+      memcpy(c->errmsg, keep, sizeof(keep));
+  }
+  return rc;
+}
+
+/* ---- statements ---- */
+
+static const char *skip_space_and_comments(const char *p)
+{
+  for (;;) {
+    while (*p && isspace((unsigned char)*p))
+      p++;
+    if (p[0] == '-' && p[1] == '-') {
+      while (*p && *p != '\n')
+        p++;
+    } else if (p[0] == '/' && p[1] == '*') {
+      const char *end = strstr(p + 2, "*/");
+      p = end ? end + 2 : p + strlen(p);
+    } else {
+      return p;
+    }
+  }
+}
+
+/* A statement that only reads runs without the writers' lock outside a transaction. */
+static bool is_read(const char *sql)
+{
+  const char *p = skip_space_and_comments(sql);
+  static const char *const reads[] = {"SELECT", "VALUES", "SHOW"};
+  for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+    size_t n = strlen(reads[i]);
+    if (strncasecmp(p, reads[i], n) == 0 && !isalnum((unsigned char)p[n]) && p[n] != '_')
+      return true;
+  }
+  return false;
+}
+
+/* exec runs one statement: a `;` outside quotes and comments with more SQL after it is
+ * refused, as SQLite's backend does (a prepared statement could not hold it anyway). */
+static bool several_statements(const char *sql)
+{
+  for (const char *p = sql; *p;) {
+    if (*p == '\'' || *p == '"') {
+      const char *end = strchr(p + 1, *p);
+      p = end ? end + 1 : p + strlen(p);
+    } else if ((p[0] == '-' && p[1] == '-') || (p[0] == '/' && p[1] == '*')) {
+      p = skip_space_and_comments(p);
+    } else if (*p == ';') {
+      const char *rest = p + 1;
+      for (;;) {
+        rest = skip_space_and_comments(rest);
+        if (*rest != ';')
+          break;
+        rest++;
+      }
+      return *rest != '\0';
+    } else {
+      p++;
+    }
+  }
+  return false;
+}
+
+static bool sig_matches(const struct pg_stmt *e, const char *sql, const char *sig, size_t n)
+{
+  if (!e->sql || e->nparams != n || strcmp(e->sql, sql) != 0)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (sig[i] != 'n' && sig[i] != e->sig[i])
+      return false; /* a NULL fits any type; a value only its own */
+  return true;
+}
+
+static Oid sig_oid(char t)
+{
+  return t == 'i' ? OID_INT8 : t == 't' ? OID_TEXT : t == 'b' ? OID_BYTEA : 0;
+}
+
+/* What to run: a cached statement, or one to prepare (into a cache slot, or unnamed when
+ * the cache is full inside a transaction, where evicting one is not done). */
+struct plan {
+  struct pg_stmt *slot; /* cached, or to be cached once prepared */
+  bool prepare;
+  char *dsql; /* the $n form, when preparing */
+  Oid *types;
+  const char *name;
+};
+
+static mcim_cause_t plan_stmt(struct pg_conn *c, const char *sql, const char *sig, size_t n,
+                              struct plan *pl)
+{
+  struct pg_stmt *victim = NULL;
+  size_t want = 0;
+  memset(pl, 0, sizeof(*pl));
+  for (size_t i = 0; i < STMT_CACHE_SIZE; i++) {
+    struct pg_stmt *e = &c->cache[i];
+    if (sig_matches(e, sql, sig, n)) {
+      e->used = ++c->tick;
+      pl->slot = e;
+      pl->name = e->name;
+      return MCIM_OK;
+    }
+    /* an empty slot first, else the least recently used */
+    if (!victim || (victim->sql && (!e->sql || e->used < victim->used)))
+      victim = e;
+  }
+  mcim_cause_t rc = mcim_store_sql_to_dollar(sql, &pl->dsql, &want);
+  if (rc != MCIM_OK)
+    return rc;
+  if (want != n) {
+    snprintf(c->errmsg, sizeof(c->errmsg), "statement has %zu parameters, %zu given", want, n);
+    return MCIM_INVALID_ARGUMENT;
+  }
+  if (several_statements(sql)) {
+    set_err(c, "exactly one SQL statement expected");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  if (n) {
+    pl->types = calloc(n, sizeof(*pl->types));
+    if (!pl->types)
+      return MCIM_NO_MEMORY;
+    for (size_t i = 0; i < n; i++)
+      pl->types[i] = sig_oid(sig[i]);
+  }
+  pl->prepare = true;
+  pl->name = "";
+  if (victim->sql && in_txn(c))
+    return MCIM_OK; /* unnamed, not cached */
+  if (victim->sql) {
+    /* Outside a transaction a failed DEALLOCATE harms nothing (names are never reused). */
+    char dealloc[48];
+    snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", victim->name);
+    PQclear(PQexec(c->db, dealloc));
+    cache_forget(victim);
+  }
+  victim->sql = strdup(sql);
+  victim->sig = malloc(n + 1);
+  if (!victim->sql || !victim->sig) {
+    cache_forget(victim);
+    return MCIM_OK; /* run unnamed */
+  }
+  memcpy(victim->sig, sig, n + 1);
+  victim->nparams = n;
+  victim->used = ++c->tick;
+  snprintf(victim->name, sizeof(victim->name), "mcim_%llu", (unsigned long long)++c->next_id);
+  pl->slot = victim;
+  pl->name = victim->name;
+  return MCIM_OK;
+}
+
+static void plan_free(struct plan *pl)
+{
+  free(pl->dsql);
+  free(pl->types);
+}
+
+enum wrap { WRAP_NONE, WRAP_SAVEPOINT, WRAP_LOCK };
+enum cmd { CMD_WRAP, CMD_PREPARE, CMD_EXEC, CMD_RELEASE };
+
+/* One round trip: [SAVEPOINT | writers' lock] [Parse] Bind/Execute [RELEASE] Sync. The
+ * statement's result goes to *out. Returns the first failure's cause; *undo tells whether
+ * a savepoint was taken and the statement failed (the caller rolls back to it). */
+static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan *pl, size_t n,
+                                 const char *const *values, const int *lengths, const int *formats,
+                                 PGresult **out, bool *undo)
+{
+  enum cmd cmds[4];
+  size_t ncmds = 0;
+  mcim_cause_t rc = MCIM_OK;
+  bool sent = true, savepoint_ok = false;
+
+  *out = NULL;
+  *undo = false;
+  if (PQenterPipelineMode(c->db) != 1) {
+    set_err_line(c, PQerrorMessage(c->db));
+    return MCIM_STORE_ERROR;
+  }
+  if (wrap != WRAP_NONE) {
+    sent = sent && PQsendQueryParams(c->db, wrap == WRAP_LOCK ? WRITER_LOCK_SQL : SAVEPOINT_SQL,
+                                     0, NULL, NULL, NULL, NULL, 0) == 1;
+    cmds[ncmds++] = CMD_WRAP;
+  }
+  if (pl->prepare) {
+    sent = sent && PQsendPrepare(c->db, pl->name, pl->dsql, (int)n, pl->types) == 1;
+    cmds[ncmds++] = CMD_PREPARE;
+  }
+  sent = sent && PQsendQueryPrepared(c->db, pl->name, (int)n, values, lengths, formats, 0) == 1;
+  cmds[ncmds++] = CMD_EXEC;
+  if (wrap == WRAP_SAVEPOINT) {
+    sent = sent && PQsendQueryParams(c->db, RELEASE_SQL, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    cmds[ncmds++] = CMD_RELEASE;
+  }
+  sent = sent && PQpipelineSync(c->db) == 1;
+  if (!sent) {
+    set_err_line(c, PQerrorMessage(c->db));
+    rc = MCIM_STORE_ERROR;
+    ncmds = 0; /* nothing reliable to read: drain below */
+  }
+
+  for (size_t k = 0; k < ncmds; k++) {
+    PGresult *res = PQgetResult(c->db);
+    if (!res) {
+      if (rc == MCIM_OK) {
+        set_err_line(c, PQerrorMessage(c->db));
+        rc = MCIM_STORE_ERROR;
+      }
+      break;
+    }
+    /* each command's results end with a NULL */
+    for (PGresult *more; (more = PQgetResult(c->db)) != NULL;)
+      PQclear(more);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_PIPELINE_ABORTED) {
+      PQclear(res); /* skipped after an earlier failure, reported already */
+      continue;
+    }
+    if (!result_ok(res)) {
+      if (rc == MCIM_OK) {
+        set_err_result(c, res);
+        rc = result_cause(res);
+        if (cmds[k] == CMD_PREPARE && pl->slot) {
+          cache_forget(pl->slot);
+          pl->slot = NULL;
+        }
+      }
+      PQclear(res);
+      continue;
+    }
+    if (cmds[k] == CMD_WRAP && wrap == WRAP_SAVEPOINT)
+      savepoint_ok = true;
+    if (cmds[k] == CMD_EXEC)
+      *out = res;
+    else
+      PQclear(res);
+  }
+  /* the Sync's result, then out of pipeline mode */
+  for (int guard = 0; guard < 64 && PQexitPipelineMode(c->db) != 1; guard++) {
+    PGresult *res = PQgetResult(c->db);
+    if (!res && PQstatus(c->db) != CONNECTION_OK)
+      break;
+    PQclear(res);
+  }
+  if (rc != MCIM_OK && *out) {
+    PQclear(*out);
+    *out = NULL;
+  }
+  if (rc != MCIM_OK && pl->prepare && pl->slot) {
+    /* never prepared (an earlier command failed): do not keep the slot */
+    cache_forget(pl->slot);
+    pl->slot = NULL;
+  }
+  *undo = rc != MCIM_OK && savepoint_ok;
+  return rc;
+}
+
+/* ---- results ---- */
+
+enum col_kind { COL_TEXT, COL_INT, COL_BOOL, COL_NUMERIC, COL_BYTEA };
+
+static enum col_kind kind_of(Oid t)
+{
+  switch (t) {
+  case OID_INT2:
+  case OID_INT4:
+  case OID_INT8:
+  case OID_OID:
+    return COL_INT;
+  case OID_BOOL:
+    return COL_BOOL;
+  case OID_NUMERIC:
+    return COL_NUMERIC;
+  case OID_BYTEA:
+    return COL_BYTEA;
+  default:
+    return COL_TEXT;
+  }
+}
+
+static bool parse_int(const char *s, int64_t *v)
+{
+  char *end = NULL;
+  if (!*s)
+    return false;
+  errno = 0;
+  long long x = strtoll(s, &end, 10);
+  if (errno || !end || *end)
+    return false;
+  *v = (int64_t)x;
+  return true;
+}
+
+static int hexval(char ch)
+{
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F')
+    return ch - 'A' + 10;
+  return -1;
+}
+
+static const uint8_t empty_blob[1];
+
+/* bytea in hex output ("\x0aff..."), decoded into `buf` (room for len/2 bytes). */
+static bool decode_bytea(const char *s, size_t len, uint8_t *buf, size_t *out)
+{
+  if (len < 2 || s[0] != '\\' || s[1] != 'x' || (len - 2) % 2)
+    return false;
+  size_t n = (len - 2) / 2;
+  for (size_t i = 0; i < n; i++) {
+    int hi = hexval(s[2 + 2 * i]), lo = hexval(s[3 + 2 * i]);
+    if (hi < 0 || lo < 0)
+      return false;
+    buf[i] = (uint8_t)(hi << 4 | lo);
+  }
+  *out = n;
+  return true;
+}
+
+static mcim_cause_t deliver_rows(struct pg_conn *c, const PGresult *res, mcim_row_cb cb, void *arg)
+{
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  mcim_val_t stack_vals[ROW_STACK_COLS];
+  const char *stack_names[ROW_STACK_COLS];
+  enum col_kind stack_kinds[ROW_STACK_COLS];
+  mcim_val_t *vals = stack_vals;
+  const char **names = stack_names;
+  enum col_kind *kinds = stack_kinds;
+  uint8_t *blobs = NULL;
+  size_t blobs_cap = 0;
+  int nrows = PQntuples(res);
+  size_t ncols = (size_t)PQnfields(res);
+
+  if (!cb || nrows == 0)
+    return MCIM_OK;
+  if (ncols > ROW_STACK_COLS) {
+    vals = calloc(ncols, sizeof(*vals));
+    names = calloc(ncols, sizeof(*names));
+    kinds = calloc(ncols, sizeof(*kinds));
+    if (!vals || !names || !kinds)
+      goto cleanup;
+  }
+  for (size_t i = 0; i < ncols; i++) {
+    names[i] = PQfname(res, (int)i);
+    kinds[i] = kind_of(PQftype(res, (int)i));
+  }
+  rc = MCIM_OK;
+  for (int r = 0; r < nrows && rc == MCIM_OK; r++) {
+    /* room for this row's blobs */
+    size_t need = 0;
+    for (size_t i = 0; i < ncols; i++)
+      if (kinds[i] == COL_BYTEA && !PQgetisnull(res, r, (int)i))
+        need += (size_t)PQgetlength(res, r, (int)i) / 2;
+    if (need > blobs_cap) {
+      uint8_t *bigger = realloc(blobs, need);
+      if (!bigger) {
+        rc = MCIM_NO_MEMORY;
+        break;
+      }
+      blobs = bigger;
+      blobs_cap = need;
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < ncols && rc == MCIM_OK; i++) {
+      int col = (int)i;
+      mcim_val_t *v = &vals[i];
+      memset(v, 0, sizeof(*v));
+      if (PQgetisnull(res, r, col))
+        continue; /* MCIM_VAL_NULL */
+      const char *s = PQgetvalue(res, r, col);
+      size_t len = (size_t)PQgetlength(res, r, col);
+      switch (kinds[i]) {
+      case COL_INT:
+      case COL_NUMERIC:
+        if (parse_int(s, &v->i)) {
+          v->type = MCIM_VAL_INT;
+          break;
+        }
+        /* a fraction or out of range: its decimal text */
+        v->type = MCIM_VAL_TEXT;
+        v->s = s;
+        v->len = len;
+        break;
+      case COL_BOOL:
+        v->type = MCIM_VAL_INT;
+        v->i = s[0] == 't';
+        break;
+      case COL_BYTEA: {
+        size_t n = 0;
+        if (!decode_bytea(s, len, blobs ? blobs + used : NULL, &n)) {
+          set_err(c, "bytea value not in hex output format");
+          rc = MCIM_STORE_ERROR;
+          break;
+        }
+        v->type = MCIM_VAL_BLOB;
+        v->p = n ? blobs + used : empty_blob;
+        v->len = n;
+        used += n;
+        break;
+      }
+      default:
+        v->type = MCIM_VAL_TEXT;
+        v->s = s;
+        v->len = len;
+        break;
+      }
+    }
+    if (rc != MCIM_OK)
+      break;
+    mcim_row_t row = {ncols, vals, names};
+    rc = cb(&row, arg);
+  }
+
+cleanup:
+  free(blobs);
+  if (vals != stack_vals)
+    free(vals);
+  if (names != stack_names)
+    free((void *)names);
+  if (kinds != stack_kinds)
+    free(kinds);
+  return rc;
+}
+
+static bool changes_rows(const char *status)
+{
+  static const char *const verbs[] = {"INSERT ", "UPDATE ", "DELETE ", "MERGE "};
+  for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+    if (strncmp(status, verbs[i], strlen(verbs[i])) == 0)
+      return true;
+  return false;
+}
+
+/* A cached statement the server can no longer run as prepared (a table's columns changed
+ * under `SELECT *`, or the statement is gone): forget it, so it is prepared again. */
+static bool stale_statement(const struct pg_conn *c)
+{
+  return strstr(c->errmsg, "(SQLSTATE 0A000)") || strstr(c->errmsg, "(SQLSTATE 26000)");
+}
+
+static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *params, size_t nparams,
+                            mcim_row_cb cb, void *arg)
+{
+  struct pg_conn *c = conn;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  const char *stack_values[PARAM_STACK];
+  int stack_lengths[PARAM_STACK], stack_formats[PARAM_STACK];
+  char stack_ints[PARAM_STACK][24];
+  char stack_sig[PARAM_STACK + 1];
+  const char **values = stack_values;
+  int *lengths = stack_lengths, *formats = stack_formats;
+  char(*ints)[24] = stack_ints;
+  char *sig = stack_sig;
+  PGresult *res = NULL;
+  struct plan pl = {0};
+
+  set_err(c, "");
+  if (nparams > PARAM_STACK) {
+    if (nparams > 65535) {
+      set_err(c, "more than 65535 parameters");
+      return MCIM_INVALID_ARGUMENT;
+    }
+    values = calloc(nparams, sizeof(*values));
+    lengths = calloc(nparams, sizeof(*lengths));
+    formats = calloc(nparams, sizeof(*formats));
+    ints = calloc(nparams, sizeof(*ints));
+    sig = calloc(nparams + 1, 1);
+    if (!values || !lengths || !formats || !ints || !sig)
+      goto cleanup;
+  }
+  for (size_t i = 0; i < nparams; i++) {
+    const mcim_val_t *v = &params[i];
+    values[i] = NULL;
+    lengths[i] = 0;
+    formats[i] = 0;
+    switch (v->type) {
+    case MCIM_VAL_NULL:
+      sig[i] = 'n';
+      break;
+    case MCIM_VAL_INT:
+      sig[i] = 'i';
+      snprintf(ints[i], sizeof(ints[i]), "%lld", (long long)v->i);
+      values[i] = ints[i];
+      break;
+    case MCIM_VAL_TEXT:
+      sig[i] = v->s ? 't' : 'n';
+      values[i] = v->s;
+      break;
+    case MCIM_VAL_BLOB:
+      if (v->len && !v->p) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
+        rc = MCIM_INVALID_ARGUMENT;
+        goto cleanup;
+      }
+      if (v->len > INT_MAX) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "parameter %zu is too large", i + 1);
+        rc = MCIM_TOO_LARGE;
+        goto cleanup;
+      }
+      sig[i] = 'b';
+      /* an empty blob is a zero-length value, not NULL: never a NULL pointer */
+      values[i] = v->len ? (const char *)v->p : (const char *)empty_blob;
+      lengths[i] = (int)v->len;
+      formats[i] = 1;
+      break;
+    default:
+      snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
+      rc = MCIM_INVALID_ARGUMENT;
+      goto cleanup;
+    }
+  }
+  sig[nparams] = '\0';
+
+  rc = ensure_connected(c);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    bool txn = in_txn(c), undo = false;
+    enum wrap wrap = txn ? WRAP_SAVEPOINT
+                     : (c->read_only || is_read(sql)) ? WRAP_NONE
+                                                       : WRAP_LOCK;
+    rc = plan_stmt(c, sql, sig, nparams, &pl);
+    if (rc == MCIM_OK)
+      rc = run_pipeline(c, wrap, &pl, nparams, values, lengths, formats, &res, &undo);
+    if (undo) {
+      char keep[sizeof(c->errmsg)];
+      memcpy(keep, c->errmsg, sizeof(keep));
+      (void)run_simple(c, UNDO_SQL);
+      memcpy(c->errmsg, keep, sizeof(keep));
+    }
+    bool retry = rc == MCIM_STORE_ERROR && !pl.prepare && pl.slot && stale_statement(c);
+    if (retry) {
+      if (!in_txn(c)) {
+        char dealloc[48];
+        snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", pl.slot->name);
+        PQclear(PQexec(c->db, dealloc));
+      }
+      cache_forget(pl.slot);
+    }
+    plan_free(&pl);
+    memset(&pl, 0, sizeof(pl));
+    /* once more, prepared afresh, only where nothing of a caller's transaction is lost */
+    if (!retry || txn)
+      break;
+  }
+  if (rc != MCIM_OK)
+    goto cleanup;
+  if (changes_rows(PQcmdStatus(res)))
+    c->changes = strtoll(PQcmdTuples(res), NULL, 10);
+  rc = deliver_rows(c, res, cb, arg);
+
+cleanup:
+  plan_free(&pl);
+  PQclear(res);
+  if (values != stack_values) {
+    free((void *)values);
+    free(lengths);
+    free(formats);
+    free(ints);
+    free(sig);
+  }
+  return rc;
+}
+
+static int64_t pg_changes(void *conn)
+{
+  const struct pg_conn *c = conn;
+  return c->changes;
+}
+
+static const char *pg_errmsg(void *conn)
+{
+  const struct pg_conn *c = conn;
+  return c ? c->errmsg : "";
+}
+
+const mcim_store_ops_t mcim_store_postgres_ops = {
+    .name = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .exec = pg_exec,
+    .exec_script = pg_exec_script,
+    .changes = pg_changes,
+    .errmsg = pg_errmsg,
+};
