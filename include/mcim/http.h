@@ -1,5 +1,6 @@
 /* HTTP/1.1 over TLS between roles: a server (libmicrohttpd on GnuTLS) with a
- * route table, and a client (libcurl on OpenSSL) with connection reuse.
+ * route table, and a client (libcurl on OpenSSL) with connection reuse; a local server on a
+ * Unix socket without either (the device agent's control API).
  * Bodies are JSON (jansson); every error is an RFC 9457 problem+json with a
  * `cause` from the cause table and the seed `step` that failed.
  *
@@ -85,6 +86,17 @@ mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
                                     struct mcim_http_server **out);
 uint16_t mcim_http_server_port(const struct mcim_http_server *srv);
 void mcim_http_server_free(struct mcim_http_server *srv);
+
+/* The local server, without libmicrohttpd or TLS: plain HTTP/1.1 on `cfg->unix_path` (a
+ * local control channel, created 0600: the file's permissions protect it), served by
+ * `cfg->threads` threads blocked in accept() (an idle server never wakes up), one request per
+ * connection (answers carry "Connection: close"), a connection silent for 30 s is closed.
+ * Routes, bodies, problems and metrics as the HTTPS server. mcim_http_server_start() uses it
+ * for a unix_path; the device agent calls it directly, so that it links neither library. */
+struct mcim_http_local;
+mcim_cause_t mcim_http_local_start(const struct mcim_http_server_cfg *cfg,
+                                   struct mcim_http_local **out);
+void mcim_http_local_free(struct mcim_http_local *srv);
 
 /* Response helpers. reply_json steals `body`. */
 void mcim_http_reply_json(struct mcim_http_response *resp, int status, json_t *body);

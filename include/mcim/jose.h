@@ -173,4 +173,10 @@ mcim_cause_t mcim_package_open(const char *pkg, size_t len, const mcim_jose_key_
                                const mcim_jws_expect_t *expect, const mcim_jose_key_t *recipient,
                                mcim_statement_t **st, uint8_t **content, size_t *content_len);
 
+/* Any claim of a compact JWS, read WITHOUT verification (only to pick the key to verify it
+ * with, or a lifetime to plan by: verify before trusting anything in it); *out is a new
+ * reference. Here, not with the roles' peer helpers, so that the device agent links no role
+ * code (docs/device.md, "Footprint"). */
+mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out);
+
 #endif

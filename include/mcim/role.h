@@ -157,8 +157,7 @@ mcim_cause_t mcim_role_peer_cert_pem(struct mcim_role *r, const char *name, char
 /* The "iss" of a compact JWS, read WITHOUT verification, only to choose the key to verify
  * it with. */
 mcim_cause_t mcim_jws_peek_iss(const char *jws, char *iss, size_t iss_len);
-/* Any claim, unverified (same caveat); *out is a new reference. */
-mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out);
+/* Any claim, unverified (same caveat): mcim_jws_peek_claim, include/mcim/jose.h. */
 
 /* What a valid access token says (DESIGN.md section 2: access network model). */
 struct mcim_access {

@@ -4,6 +4,7 @@
 #ifndef MCIM_UTIL_H
 #define MCIM_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,5 +40,15 @@ int64_t mcim_now(void);
 /* The wall clock in microseconds (trace timestamps). */
 int64_t mcim_now_us(void);
 uint64_t mcim_monotonic_ns(void);
+
+/* The stack of the device agent's threads (its worker, its control server's): the deepest
+ * stack they touch in a procedure is about 24 KiB (bench/agent_footprint.sh, smaps), and the
+ * deepest JSON jansson parses (2048 levels, its limit: any answer or request body) takes
+ * about 170 KiB; 512 KiB leaves twice that. Only reserved address space (and commit charge
+ * where overcommit is off), not resident memory: 8 MiB is glibc's default. */
+#define MCIM_SMALL_STACK (512u * 1024u)
+/* pthread_create with a stack of `stack` bytes (0: the default), except in a sanitizer
+ * build (its instrumentation needs far more stack): there, the default. */
+int mcim_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg);
 
 #endif

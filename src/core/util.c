@@ -170,3 +170,30 @@ uint64_t mcim_monotonic_ns(void)
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define MCIM_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                  \
+    __has_feature(memory_sanitizer)
+#define MCIM_SANITIZED 1
+#endif
+#endif
+
+int mcim_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg)
+{
+  pthread_attr_t attr;
+  int rc = pthread_attr_init(&attr);
+  if (rc != 0)
+    return rc;
+#ifndef MCIM_SANITIZED
+  if (stack)
+    rc = pthread_attr_setstacksize(&attr, stack);
+#else
+  (void)stack;
+#endif
+  if (rc == 0)
+    rc = pthread_create(t, &attr, fn, arg);
+  pthread_attr_destroy(&attr);
+  return rc;
+}

@@ -514,7 +514,7 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
   rc = dev_control_start(d);
   if (rc != MCIM_OK)
     goto fail;
-  if (pthread_create(&d->worker, NULL, worker_main, d) != 0) {
+  if (mcim_thread_start(&d->worker, MCIM_SMALL_STACK, worker_main, d) != 0) {
     rc = MCIM_INTERNAL;
     goto fail;
   }
@@ -534,7 +534,7 @@ void mcim_device_free(struct mcim_device *d)
     return;
   /* The control server first: no handler may run while the rest goes away. */
   if (d->control) {
-    mcim_http_server_free(d->control);
+    mcim_http_local_free(d->control);
     d->control = NULL;
     if (d->cfg && mcim_config_path(d->cfg, "control_socket"))
       unlink(mcim_config_path(d->cfg, "control_socket"));

@@ -346,7 +346,7 @@ mcim_cause_t dev_control_start(struct mcim_device *d)
       .ctx = d,
   };
   mcim_metric_set(&mcim_m_process_start_time, NULL, (double)mcim_now());
-  mcim_cause_t rc = mcim_http_server_start(&sc, &d->control);
+  mcim_cause_t rc = mcim_http_local_start(&sc, &d->control);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "cannot serve the control API on %s",
                    sc.unix_path);

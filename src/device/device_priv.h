@@ -63,7 +63,7 @@ struct mcim_device {
    * challenge per attach; the worker and the control API both attach. */
   pthread_mutex_t attach_lock;
 
-  struct mcim_http_server *control;
+  struct mcim_http_local *control; /* the control API: the local server, no MHD (http.h) */
   pthread_t worker;
   bool worker_running;
   pthread_mutex_t lock;

@@ -14,7 +14,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +21,7 @@
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "mcim/util.h"
+#include "net/http_priv.h"
 
 /* TLS 1.3, and TLS 1.2 with ECDHE and an AEAD cipher (AES-GCM, ChaCha20-Poly1305) only:
  * no CBC (padding oracles), no SHA1 MAC, no RSA key exchange (no forward secrecy), no
@@ -44,6 +44,7 @@ struct conn_state {
 
 struct mcim_http_server {
   struct MHD_Daemon *daemon;
+  struct mcim_http_local *local; /* cfg.unix_path: the local server instead of MHD */
   struct mcim_http_server_cfg cfg;
   char *cert_pem;
   char *key_pem;
@@ -87,41 +88,10 @@ out:
   return buf;
 }
 
-bool mcim_http_route_match(const char *pattern, const char *path, const char **params,
-                           size_t *nparams, char *scratch, size_t scratch_len)
-{
-  size_t np = 0, used = 0;
-  const char *p = pattern, *s = path;
-  while (*p && *s) {
-    if (*p == '{') {
-      const char *pe = strchr(p, '}');
-      if (!pe)
-        return false;
-      size_t n = strcspn(s, "/");
-      if (n == 0 || np >= MCIM_HTTP_MAX_PARAMS || used + n + 1 > scratch_len)
-        return false;
-      memcpy(scratch + used, s, n);
-      scratch[used + n] = '\0';
-      params[np++] = scratch + used;
-      used += n + 1;
-      p = pe + 1;
-      s += n;
-      continue;
-    }
-    if (*p != *s)
-      return false;
-    p++;
-    s++;
-  }
-  if (*p || *s)
-    return false;
-  *nparams = np;
-  return true;
-}
-
 /* Verify the peer's certificate chain against the trust CA and return its CN. */
-static bool peer_common_name(struct MHD_Connection *conn, char *cn, size_t cn_len)
+static bool peer_common_name(void *connection, char *cn, size_t cn_len)
 {
+  struct MHD_Connection *conn = connection;
   const union MHD_ConnectionInfo *ci =
       MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
   if (!ci || !ci->tls_session)
@@ -147,74 +117,21 @@ static bool peer_common_name(struct MHD_Connection *conn, char *cn, size_t cn_le
   return ok;
 }
 
-/* Metric labels: the route pattern (never the raw path: it holds ids), "unmatched" for a
- * path no route serves; the method when it is a standard one, else "other". */
-static const char *route_label(const struct mcim_http_server *srv, const char *url,
-                               const char *method)
-{
-  const char *params[MCIM_HTTP_MAX_PARAMS];
-  char scratch[512];
-  const char *known = NULL;
-  for (size_t i = 0; i < srv->cfg.nroutes; i++) {
-    size_t np = 0;
-    if (!mcim_http_route_match(srv->cfg.routes[i].pattern, url, params, &np, scratch,
-                               sizeof(scratch)))
-      continue;
-    if (strcmp(srv->cfg.routes[i].method, method) == 0)
-      return srv->cfg.routes[i].pattern;
-    if (!known)
-      known = srv->cfg.routes[i].pattern;
-  }
-  return known ? known : "unmatched";
-}
-
-static const char *method_label(const char *method)
-{
-  static const char *const std[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
-  for (size_t i = 0; i < sizeof(std) / sizeof(std[0]); i++)
-    if (strcmp(method, std[i]) == 0)
-      return std[i];
-  return "other";
-}
-
-static void count_request(const struct mcim_http_server *srv, const char *method,
-                          const char *url, const struct mcim_http_response *resp,
-                          const struct req_state *st)
-{
-  static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-  const char *route = route_label(srv, url, method);
-  const char *m = method_label(method);
-  int c = resp->status / 100;
-  const char *code = c >= 1 && c <= 5 ? classes[c - 1] : "other";
-  mcim_metric_inc(&mcim_m_http_requests, MCIM_LABELS(m, route, mcim_cause_name(resp->cause)));
-  if (st) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double secs = (double)(now.tv_sec - st->start.tv_sec) +
-                  (double)(now.tv_nsec - st->start.tv_nsec) / 1e9;
-    mcim_metric_observe(&mcim_m_http_request_duration, MCIM_LABELS(m, route, code), secs);
-  }
-}
-
 static enum MHD_Result send_response(const struct mcim_http_server *srv,
                                      struct MHD_Connection *conn, const char *method,
                                      const char *url, struct mcim_http_response *resp,
                                      const struct req_state *st)
 {
-  char *text = resp->text ? NULL : resp->json ? json_dumps(resp->json, JSON_COMPACT) : NULL;
-  const char *body = resp->text ? resp->text : text;
+  const char *type = NULL;
+  char *body = mcim_http_body_(resp, &type);
   size_t len = body ? strlen(body) : 0;
   struct MHD_Response *r = MHD_create_response_from_buffer(
-      len, body ? (void *)(uintptr_t)body : (void *)"", MHD_RESPMEM_MUST_COPY);
-  free(text);
+      len, body ? (void *)body : (void *)"", MHD_RESPMEM_MUST_COPY);
+  free(body);
   if (!r)
     return MHD_NO;
-  if (resp->text)
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            resp->content_type ? resp->content_type : "text/plain");
-  else if (resp->json)
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            resp->problem ? "application/problem+json" : "application/json");
+  if (type)
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
   if (resp->retry_after > 0) { /* RFC 9110 10.2.3: "not yet", ask again in that many seconds */
     char ra[16];
     snprintf(ra, sizeof(ra), "%d", resp->retry_after);
@@ -222,9 +139,7 @@ static enum MHD_Result send_response(const struct mcim_http_server *srv,
   }
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
   MHD_destroy_response(r);
-  count_request(srv, method, url, resp, st);
-  mcim_log_event(resp->status >= 500 ? MCIM_LOG_WARN : MCIM_LOG_INFO, NULL, 0, resp->cause,
-                 "%s %s -> %d", method, url, resp->status);
+  mcim_http_count_(&srv->cfg, method, url, resp, st ? &st->start : NULL);
   return ret;
 }
 
@@ -240,77 +155,23 @@ static enum MHD_Result problem_now(const struct mcim_http_server *srv,
   return ret;
 }
 
-static bool is_json_type(const char *ct)
-{
-  if (!ct)
-    return false;
-  size_t n = strlen("application/json");
-  return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';');
-}
-
 static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connection *conn,
                                 const char *url, const char *method, struct req_state *st)
 {
-  const struct mcim_http_server_cfg *cfg = &srv->cfg;
-  struct mcim_http_request req = {0};
   struct mcim_http_response resp = {0};
-  char scratch[512];
-  char cn[256];
-  const struct mcim_http_route *route = NULL;
-  bool path_known = false;
-  enum MHD_Result ret;
-
-  for (size_t i = 0; i < cfg->nroutes && !route; i++) {
-    size_t np = 0;
-    if (!mcim_http_route_match(cfg->routes[i].pattern, url, req.params, &np, scratch,
-                               sizeof(scratch)))
-      continue;
-    path_known = true;
-    if (strcmp(cfg->routes[i].method, method) == 0) {
-      route = &cfg->routes[i];
-      req.nparams = np;
-    }
-  }
-  if (!route)
-    return problem_now(srv, conn, method, url,
-                       path_known ? MCIM_METHOD_NOT_ALLOWED : MCIM_ROUTE_NOT_FOUND,
-                       path_known ? "method not allowed here" : "unknown path", st);
-
-  req.method = method;
-  req.path = url;
-  req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
-  const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-  if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
-    req.bearer = auth + 7;
-  if (peer_common_name(conn, cn, sizeof(cn)))
-    req.peer = cn;
-  if ((route->flags & MCIM_ROUTE_PEER_CERT) && !req.peer)
-    return problem_now(srv, conn, method, url, MCIM_PEER_NOT_AUTHENTICATED,
-                       "this resource needs a client certificate issued by the lab CA", st);
-
-  req.body = st->body;
-  req.body_len = st->len;
-  if (!(route->flags & MCIM_ROUTE_RAW_BODY) && st->len > 0) {
-    if (!is_json_type(req.content_type))
-      return problem_now(srv, conn, method, url, MCIM_UNSUPPORTED_MEDIA_TYPE,
-                         "send the body as application/json", st);
-    json_error_t jerr;
-    req.json = json_loadb((const char *)st->body, st->len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!req.json) {
-      char detail[200];
-      snprintf(detail, sizeof(detail), "line %d column %d: %s", jerr.line, jerr.column,
-               jerr.text);
-      return problem_now(srv, conn, method, url, MCIM_BAD_JSON, detail, st);
-    }
-  }
-
-  resp.status = 500;
-  route->fn(cfg->ctx, &req, &resp);
-  if (!resp.json && resp.status >= 400)
-    mcim_http_reply_problem(&resp, MCIM_INTERNAL, 0, "handler gave no answer");
-  ret = send_response(srv, conn, method, url, &resp, st);
+  const struct mcim_http_wire w = {
+      .method = method,
+      .path = url,
+      .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"),
+      .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"),
+      .body = st->body,
+      .body_len = st->len,
+      .peer_cn = peer_common_name,
+      .conn = conn,
+  };
+  mcim_http_dispatch_(&srv->cfg, &w, &resp);
+  enum MHD_Result ret = send_response(srv, conn, method, url, &resp, st);
   mcim_http_response_clear(&resp);
-  json_decref(req.json);
   return ret;
 }
 
@@ -446,43 +307,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
   mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, MCIM_OK, "http: %s", msg);
 }
 
-/* Plain HTTP on a Unix socket (the device agent's local control channel). */
-static mcim_cause_t start_unix(struct mcim_http_server *srv, struct mcim_http_server **out)
-{
-  struct sockaddr_un sun;
-  int fd = -1;
-  memset(&sun, 0, sizeof(sun));
-  sun.sun_family = AF_UNIX;
-  if (strlen(srv->cfg.unix_path) >= sizeof(sun.sun_path)) {
-    mcim_log_error("unix socket path too long: %s", srv->cfg.unix_path);
-    goto fail;
-  }
-  memcpy(sun.sun_path, srv->cfg.unix_path, strlen(srv->cfg.unix_path) + 1);
-  unlink(srv->cfg.unix_path); /* a stale socket of a previous run */
-  fd = socket(AF_UNIX, SOCK_STREAM, 0);
-  mode_t old = umask(077);
-  int bound = fd >= 0 ? bind(fd, (struct sockaddr *)&sun, sizeof(sun)) : -1;
-  umask(old);
-  if (bound != 0 || listen(fd, 64) != 0) {
-    mcim_log_error("cannot listen on %s", srv->cfg.unix_path);
-    goto fail;
-  }
-  srv->daemon = MHD_start_daemon(
-      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, srv,
-      MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, srv->cfg.threads,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-      srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
-  if (!srv->daemon)
-    goto fail;
-  *out = srv;
-  return MCIM_OK;
-fail:
-  if (fd >= 0)
-    close(fd);
-  mcim_http_server_free(srv);
-  return MCIM_IO_ERROR;
-}
-
 /* Every connection is a descriptor: raise the soft open-file limit to the hard one so the
  * connection limit, not the descriptors, is what refuses a flood. Returns the soft limit. */
 static unsigned raise_open_file_limit(void)
@@ -544,8 +368,14 @@ mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
   if (!srv->cfg.role)
     srv->cfg.role = "mcimd";
 
-  if (cfg->unix_path)
-    return start_unix(srv, out);
+  if (cfg->unix_path) {
+    /* plain HTTP on a Unix socket: the local server (http_local.c), no MHD, no TLS */
+    rc = mcim_http_local_start(&srv->cfg, &srv->local);
+    if (rc != MCIM_OK)
+      goto fail;
+    *out = srv;
+    return MCIM_OK;
+  }
   srv->cert_pem = read_text_file(cfg->cert_file);
   srv->key_pem = read_text_file(cfg->key_file);
   if (!srv->cert_pem || !srv->key_pem) {
@@ -623,6 +453,7 @@ void mcim_http_server_free(struct mcim_http_server *srv)
     return;
   if (srv->daemon)
     MHD_stop_daemon(srv->daemon);
+  mcim_http_local_free(srv->local);
   if (srv->key_pem) {
     mcim_wipe(srv->key_pem, strlen(srv->key_pem));
     free(srv->key_pem);

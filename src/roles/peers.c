@@ -118,31 +118,6 @@ mcim_cause_t mcim_role_peer_cert_pem(struct mcim_role *r, const char *name, char
   return *pem ? MCIM_OK : MCIM_NO_MEMORY;
 }
 
-/* A claim of a compact JWS, read before verification, only to pick the key to verify
- * with; a caller must verify the statement before trusting anything in it. */
-mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out)
-{
-  *out = NULL;
-  const char *d1 = strchr(jws, '.');
-  const char *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
-  if (!d1 || !d2 || (size_t)(d2 - d1 - 1) > 65536)
-    return MCIM_JOSE_MALFORMED;
-  size_t cap = (size_t)(d2 - d1 - 1) / 4 * 3 + 3, n = 0;
-  uint8_t *buf = malloc(cap);
-  if (!buf)
-    return MCIM_NO_MEMORY;
-  mcim_cause_t rc = mcim_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), buf, cap, &n);
-  json_t *p = rc == MCIM_OK ? json_loadb((const char *)buf, n, 0, NULL) : NULL;
-  free(buf);
-  if (!p)
-    return MCIM_JOSE_MALFORMED;
-  json_t *v = json_object_get(p, name);
-  if (v)
-    *out = json_incref(v);
-  json_decref(p);
-  return v ? MCIM_OK : MCIM_CLAIM_MISSING;
-}
-
 mcim_cause_t mcim_jws_peek_iss(const char *jws, char *iss, size_t iss_len)
 {
   json_t *v = NULL;

@@ -1,0 +1,44 @@
+/* Internals shared by the two HTTP servers of src/net/: the roles' HTTPS server
+ * (http_server.c, libmicrohttpd on GnuTLS) and the local plain-HTTP server on a Unix socket
+ * (http_local.c, the device agent's control channel, without either library). Both hand a
+ * request read off the wire to mcim_http_dispatch_ and count its answer with
+ * mcim_http_count_; routing, body checks, JSON parsing and metrics are therefore the same. */
+#ifndef MCIM_NET_HTTP_PRIV_H
+#define MCIM_NET_HTTP_PRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "mcim/http.h"
+
+/* A request as the transport read it. */
+struct mcim_http_wire {
+  const char *method;
+  const char *path;          /* decoded, without the query */
+  const char *content_type;  /* NULL when absent */
+  const char *authorization; /* NULL when absent */
+  const uint8_t *body;
+  size_t body_len;
+  /* The CN of the verified client certificate (NULL: no verified certificate); asked only
+   * for a request that matched a route. NULL callback: none. */
+  bool (*peer_cn)(void *conn, char *cn, size_t cn_len);
+  void *conn;
+};
+
+/* Route the request, check and parse its body, run the handler: `resp` is always filled (a
+ * problem+json when the request is refused before the handler or the handler gave none). */
+void mcim_http_dispatch_(const struct mcim_http_server_cfg *cfg, const struct mcim_http_wire *w,
+                         struct mcim_http_response *resp);
+
+/* After the answer went out: the request metrics (route pattern, method, cause; latency
+ * since `start` (CLOCK_MONOTONIC) when not NULL) and the log line. */
+void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method,
+                      const char *url, const struct mcim_http_response *resp,
+                      const struct timespec *start);
+
+/* The body of an answer (a JSON dump or the text, malloc'd; NULL: no body) and its type. */
+char *mcim_http_body_(const struct mcim_http_response *resp, const char **content_type);
+
+#endif
