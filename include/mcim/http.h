@@ -1,6 +1,7 @@
 /* HTTP/1.1 over TLS between roles: a server (libmicrohttpd on GnuTLS) with a
- * route table, and a client (libcurl on OpenSSL) with connection reuse; a local server on a
- * Unix socket without either (the device agent's control API).
+ * route table, and a client (libcurl on OpenSSL) with connection reuse; for the device agent,
+ * which must stay small, a local server on a Unix socket and a client on OpenSSL alone, with
+ * the same contracts and neither library.
  * Bodies are JSON (jansson); every error is an RFC 9457 problem+json with a
  * `cause` from the cause table and the seed `step` that failed.
  *
@@ -131,6 +132,15 @@ mcim_cause_t mcim_http_client_new(const struct mcim_http_client_cfg *cfg,
                                   struct mcim_http_client **out);
 void mcim_http_client_free(struct mcim_http_client *cli);
 
+/* The same contract without libcurl, on OpenSSL alone (src/net/http_lite.c): the device
+ * agent's client, since libcurl's libraries (Kerberos, LDAP, GnuTLS, SSH, ...) cost it
+ * megabytes of resident memory. HTTP/1.1 only, the same TLS policy and pinning, connections
+ * kept and reused, SSLKEYLOGFILE honoured; see the file for the details. */
+struct mcim_http_lite;
+mcim_cause_t mcim_http_lite_new(const struct mcim_http_client_cfg *cfg,
+                                struct mcim_http_lite **out);
+void mcim_http_lite_free(struct mcim_http_lite *cli);
+
 struct mcim_http_result {
   long status;        /* HTTP status, 0 if no answer */
   json_t *json;       /* parsed body (NULL if none or not JSON); caller frees via _result_clear */
@@ -143,5 +153,9 @@ mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method,
                                const json_t *body, const char *bearer,
                                struct mcim_http_result *result);
 void mcim_http_result_clear(struct mcim_http_result *result);
+/* mcim_http_request with the small client. */
+mcim_cause_t mcim_http_lite_request(struct mcim_http_lite *cli, const char *method,
+                                    const char *url, const json_t *body, const char *bearer,
+                                    struct mcim_http_result *result);
 
 #endif

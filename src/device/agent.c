@@ -396,7 +396,7 @@ void dev_sleep(struct mcim_device *d, int64_t ms)
 static void *worker_main(void *arg)
 {
   struct mcim_device *d = arg;
-  struct mcim_http_client *cli = NULL;
+  struct mcim_http_lite *cli = NULL;
 
   while (!dev_stopping(d)) {
     if (!cli && dev_client_new(d, &cli) != MCIM_OK) {
@@ -414,7 +414,7 @@ static void *worker_main(void *arg)
     if (delay != 0)
       dev_sleep(d, delay);
   }
-  mcim_http_client_free(cli);
+  mcim_http_lite_free(cli);
   return NULL;
 }
 

@@ -60,7 +60,7 @@ static void fail_detail(struct dev_attach_result *out, int step, const char *fmt
   va_end(ap);
 }
 
-static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_client *cli,
+static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_lite *cli,
                                 const char *network, const char *txn,
                                 const struct attach_plan *plan, struct dev_attach_result *out)
 {
@@ -237,13 +237,13 @@ static bool try_previous_pcid(mcim_cause_t rc)
          rc == MCIM_RES_MISMATCH;
 }
 
-mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
+mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_lite *cli, const char *network,
                         const char *txn, struct dev_attach_result *out)
 {
   return dev_attach_at(d, cli, network, txn, -1, out);
 }
 
-mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_client *cli,
+mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_lite *cli,
                            const char *network, const char *txn, int step,
                            struct dev_attach_result *out)
 {

@@ -570,7 +570,7 @@ static void st_notify(struct dev_run *r)
  * relay (the SHO the device enters: no live token of it yet, and never another SHO's). The
  * notice is signed for each attempt (the receivers keep their answer per txn, device and
  * event, and refuse a replayed statement). */
-static mcim_cause_t notify_sho(struct mcim_device *d, struct mcim_http_client *cli,
+static mcim_cause_t notify_sho(struct mcim_device *d, struct mcim_http_lite *cli,
                                const char *txn, const char *to, const char *event,
                                const char *slot, const char *token, bool via_ro,
                                struct mcim_http_result *res, char *why, size_t len)
@@ -708,7 +708,7 @@ static void st_activate(struct dev_run *r)
 
 /* A switch that stops half way leaves the network as the TRE is: the current SHO active.
  * Best effort (the procedure has failed already); what cannot be undone is logged. */
-void dev_change_compensate(struct mcim_device *d, struct mcim_http_client *cli,
+void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
                            struct dev_proc *p)
 {
   const char *old = dev_data_str(p, "old");

@@ -54,7 +54,7 @@ static void h_attach(void *ctx, const struct mcim_http_request *req,
       {"txn", MCIM_JV_HEX, false, DEV_TXN_LEN},
   };
   char err[200];
-  struct mcim_http_client *cli = NULL;
+  struct mcim_http_lite *cli = NULL;
   struct dev_attach_result ar;
   mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
 
@@ -91,7 +91,7 @@ static void h_attach(void *ctx, const struct mcim_http_request *req,
     json_object_set_new(ans, "renewal", json_string("due"));
   mcim_http_reply_json(resp, 200, ans);
 cleanup:
-  mcim_http_client_free(cli);
+  mcim_http_lite_free(cli);
 }
 
 /* 202 for a procedure the agent already has: the same instruction again (or another one of

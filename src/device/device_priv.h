@@ -198,7 +198,7 @@ enum dev_outcome { OUT_NEXT, OUT_WAIT, OUT_GOTO, OUT_DONE, OUT_FAIL };
 /* One round of one step. */
 struct dev_run {
   struct mcim_device *d;
-  struct mcim_http_client *cli;
+  struct mcim_http_lite *cli;
   struct dev_proc *p;
   enum dev_outcome out;
   const char *next;   /* OUT_GOTO: the step to go to */
@@ -239,7 +239,7 @@ mcim_cause_t dev_procedure_prepare(struct mcim_device *d, const struct dev_instr
 /* One round of the worker: run the current procedure's current step. Returns how long to
  * wait before the next round, milliseconds (0: go on at once; -1: no procedure is running,
  * wait until woken). */
-int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli);
+int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_lite *cli);
 
 /* Helpers for the step functions (procedures.c). */
 void dev_run_fail(struct dev_run *r, mcim_cause_t cause, const char *fmt, ...)
@@ -281,7 +281,7 @@ extern const struct dev_procedure dev_proc_change_old_sho, dev_proc_change_prist
     dev_proc_preload, dev_proc_switch;
 /* What a procedure that ends without success undoes on the network (switch: a suspended
  * subscription is resumed). Best effort, with the worker's client. */
-void dev_change_compensate(struct mcim_device *d, struct mcim_http_client *cli,
+void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
                            struct dev_proc *p);
 /* The TRE's public view: the active slot's name (64 bytes, "" if none), and the state of
  * slot `slot` ("" if no such slot; may be NULL). */
@@ -294,21 +294,21 @@ mcim_cause_t dev_tre_slots(struct mcim_device *d, char active[64], const char *s
  * queue (pending_done). Traced as step 0 under the notification's txn. Best effort: returns
  * how many were delivered, or -1 if the TRE could not be read; a failed delivery stays
  * queued for the next full attach. */
-int dev_notify_pending(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
+int dev_notify_pending(struct mcim_device *d, struct mcim_http_lite *cli, const char *network,
                        const char *token);
 /* Hand a TRE-signed statement addressed to SHO `to` (a discard receipt or a switch notice)
  * to the RO's DPF, which relays it (POST ro /v1/dpf/notices): how the device tells an SHO it
  * holds no live token of. `token`: any access that reaches the RO. Traced as step 0 `msg`. */
-mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_client *cli,
+mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_lite *cli,
                               const char *txn, const char *to, const char *statement,
                               const char *cert, const char *token, const char *msg,
                               struct mcim_http_result *res);
 /* Verify an old SHO's mcim-discard-ack+jwt (iss = sho, aud ro, sub = device, txn, released). */
-mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_client *cli, const char *sho,
+mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_lite *cli, const char *sho,
                             const char *txn, const char *ack);
 /* The worker between procedures: deliver queued notifications after a `full` attach,
  * renew the PCID the VNO said is due. */
-void dev_idle_round(struct mcim_device *d, struct mcim_http_client *cli);
+void dev_idle_round(struct mcim_device *d, struct mcim_http_lite *cli);
 
 /* ---- pcid.c ---- */
 /* Whether the PCID credential expires within `pcid_renew_margin` (or has no expiry info:
@@ -317,7 +317,7 @@ bool dev_pcid_renewal_near(struct mcim_device *d, int64_t *expires);
 /* Ask for a new PCID credential (DPF or M2MES CCIF, `pcid_renew_from`) with `token` (an
  * access token that reaches it) and install it with the TRE's pcid_renew. Traced under
  * `txn` as step 0. MCIM_UNSUPPORTED if the TRE cannot renew. `detail` says what failed. */
-mcim_cause_t dev_pcid_renew(struct mcim_device *d, struct mcim_http_client *cli, const char *txn,
+mcim_cause_t dev_pcid_renew(struct mcim_device *d, struct mcim_http_lite *cli, const char *txn,
                             const char *token, long *http_status, char *detail, size_t len);
 
 /* ---- attach.c ---- */
@@ -333,23 +333,23 @@ struct dev_attach_result {
 };
 /* Attach to `network` ("vno": PCID credential; an SHO name: that SHO's slot) and keep the
  * access session. `txn` may be NULL (an attach outside a procedure: not traced). */
-mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
+mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_lite *cli, const char *network,
                         const char *txn, struct dev_attach_result *out);
 /* The same, traced with seed step `step` (the authentication too; with the VNO it is
  * `step` + 1, as 4-5 of the pristine steps), -1: the default (VNO 4 and 5, SHO 0). */
-mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_client *cli,
+mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_lite *cli,
                            const char *network, const char *txn, int step,
                            struct dev_attach_result *out);
 
 /* ---- net.c ---- */
 /* The HTTP client of one thread: server-authenticated TLS pinned to the operators' CA. */
-mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_client **out);
+mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_lite **out);
 /* Base URL of a peer: agent.json "networks", else the peers file (re-read when the name is
  * unknown). MCIM_PEER_UNREACHABLE if neither has an https URL for it. */
 mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, size_t len);
 /* One call to `peer` at `path`. On failure `res->cause`/`res->detail` say why; an answer
  * that is not a JSON object where one is expected is MCIM_PEER_BAD_ANSWER. */
-mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_client *cli, const char *method,
+mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const char *method,
                       const char *peer, const char *path, const json_t *body, const char *bearer,
                       struct mcim_http_result *res);
 /* Whether a cause is worth retrying later (transport, busy peer, 5xx). */
@@ -365,7 +365,7 @@ const char *dev_json_hex(const json_t *obj, const char *name, size_t digits);
 mcim_cause_t dev_peer_key_from_pem(struct mcim_device *d, const char *pem, const char *name,
                                    mcim_jose_key_t **out);
 /* GET {peer}/v1/certificate, verified as above. `pem` (may be NULL) gets a copy; free(). */
-mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_client *cli, const char *peer,
+mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,
                           mcim_jose_key_t **key, char **pem);
 
 #endif

@@ -10,13 +10,13 @@
 #include "mcim/log.h"
 #include "mcim/pki.h"
 
-mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_client **out)
+mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_lite **out)
 {
   struct mcim_http_client_cfg cc = {
       .ca_file = mcim_config_path(d->cfg, "operators_ca"),
       .timeout_ms = (long)dev_cfg_int(d, "request_timeout_ms"),
   };
-  return mcim_http_client_new(&cc, out);
+  return mcim_http_lite_new(&cc, out);
 }
 
 mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, size_t len)
@@ -67,7 +67,7 @@ mcim_cause_t dev_network_learn(struct mcim_device *d, const char *name, const ch
   return rc;
 }
 
-mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_client *cli, const char *method,
+mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const char *method,
                       const char *peer, const char *path, const json_t *body, const char *bearer,
                       struct mcim_http_result *res)
 {
@@ -87,7 +87,7 @@ mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_client *cli, const
     snprintf(res->detail, sizeof(res->detail), "URL too long");
     return res->cause;
   }
-  rc = mcim_http_request(cli, method, url, body, bearer, res);
+  rc = mcim_http_lite_request(cli, method, url, body, bearer, res);
   /* A success must come with a JSON object: everything the device reads is one. */
   if (rc == MCIM_OK && !json_is_object(res->json)) {
     res->cause = rc = MCIM_PEER_BAD_ANSWER;
@@ -192,7 +192,7 @@ cleanup:
   return rc;
 }
 
-mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_client *cli, const char *peer,
+mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,
                           mcim_jose_key_t **key, char **pem)
 {
   struct mcim_http_result res;

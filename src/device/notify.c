@@ -15,7 +15,7 @@
 #include "mcim/log.h"
 #include "mcim/util.h"
 
-mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_client *cli, const char *sho,
+mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_lite *cli, const char *sho,
                             const char *txn, const char *ack)
 {
   mcim_jose_key_t *key = NULL;
@@ -34,7 +34,7 @@ mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_client *cli,
   return rc;
 }
 
-mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_client *cli,
+mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_lite *cli,
                               const char *txn, const char *to, const char *statement,
                               const char *cert, const char *token, const char *msg,
                               struct mcim_http_result *res)
@@ -55,7 +55,7 @@ mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_client *cl
 /* One queued notification, a discard receipt: handed to the RO's DPF, which relays it to the
  * SHO it is addressed to (the device holds no live token of that SHO any more, and never
  * shows one SHO's token to another). The RO's acceptance is the delivery. */
-static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_client *cli,
+static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cli,
                                 const char *to, const char *txn, const char *statement,
                                 const char *cert, const char *token)
 {
@@ -75,7 +75,7 @@ static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_client *
   return rc;
 }
 
-int dev_notify_pending(struct mcim_device *d, struct mcim_http_client *cli, const char *network,
+int dev_notify_pending(struct mcim_device *d, struct mcim_http_lite *cli, const char *network,
                        const char *token)
 {
   json_t *list = NULL, *e;
@@ -131,7 +131,7 @@ static size_t pending_count(struct mcim_device *d)
   return n;
 }
 
-void dev_idle_round(struct mcim_device *d, struct mcim_http_client *cli)
+void dev_idle_round(struct mcim_device *d, struct mcim_http_lite *cli)
 {
   struct dev_proc p = {0};
   char net[64], *token = NULL, scope[16];

@@ -33,7 +33,7 @@ bool dev_pcid_renewal_near(struct mcim_device *d, int64_t *expires)
   return near;
 }
 
-mcim_cause_t dev_pcid_renew(struct mcim_device *d, struct mcim_http_client *cli, const char *txn,
+mcim_cause_t dev_pcid_renew(struct mcim_device *d, struct mcim_http_lite *cli, const char *txn,
                             const char *token, long *http_status, char *detail, size_t len)
 {
   bool ccif = strcmp(dev_cfg_str(d, "pcid_renew_from"), "ccif") == 0;

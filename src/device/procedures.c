@@ -783,7 +783,7 @@ static void roll_back(struct mcim_device *d, struct dev_proc *p)
   }
 }
 
-static void finish(struct mcim_device *d, struct mcim_http_client *cli, struct dev_proc *p,
+static void finish(struct mcim_device *d, struct mcim_http_lite *cli, struct dev_proc *p,
                    mcim_cause_t cause, int step, const char *detail)
 {
   int64_t now = mcim_now();
@@ -829,7 +829,7 @@ static mcim_cause_t enter(struct mcim_device *d, struct dev_proc *p, const struc
   return rc;
 }
 
-int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_client *cli)
+int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_lite *cli)
 {
   struct dev_proc p = {0};
   struct dev_run r = {0};

@@ -11,6 +11,7 @@
 
 #include "mcim/http.h"
 #include "mcim/log.h"
+#include "net/http_priv.h"
 
 #define MAX_ANSWER (1u << 20)
 
@@ -206,26 +207,9 @@ mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method,
                errbuf[0] ? errbuf : curl_easy_strerror(cc));
     goto out;
   }
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &result->status);
-  if (ans.len) {
-    json_error_t jerr;
-    result->json = json_loadb(ans.buf, ans.len, 0, &jerr);
-  }
-  if (result->status >= 200 && result->status < 300) {
-    result->cause = MCIM_OK;
-    goto out;
-  }
-  /* An error: take the peer's cause from its problem+json when it has one. */
-  result->cause = MCIM_PEER_ERROR;
-  if (result->json) {
-    int peer = mcim_cause_from_name(json_string_value(json_object_get(result->json, "cause")));
-    const char *detail = json_string_value(json_object_get(result->json, "detail"));
-    if (peer > 0)
-      result->cause = (mcim_cause_t)peer;
-    snprintf(result->detail, sizeof(result->detail), "%s", detail ? detail : "");
-  } else {
-    snprintf(result->detail, sizeof(result->detail), "HTTP %ld from %.200s", result->status, url);
-  }
+  long status = 0;
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  mcim_http_result_from_answer_(result, status, ans.buf, ans.len, url);
 
 out:
   mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, result->cause, "%s %s -> %ld", method, url,
@@ -234,12 +218,4 @@ out:
   free(text);
   free(ans.buf);
   return result->cause;
-}
-
-void mcim_http_result_clear(struct mcim_http_result *result)
-{
-  if (!result)
-    return;
-  json_decref(result->json);
-  result->json = NULL;
 }

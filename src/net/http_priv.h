@@ -1,4 +1,4 @@
-/* Internals shared by the two HTTP servers of src/net/: the roles' HTTPS server
+/* Internals shared by the two HTTP servers of src/net/ (and, at the end, the two clients): the roles' HTTPS server
  * (http_server.c, libmicrohttpd on GnuTLS) and the local plain-HTTP server on a Unix socket
  * (http_local.c, the device agent's control channel, without either library). Both hand a
  * request read off the wire to mcim_http_dispatch_ and count its answer with
@@ -40,5 +40,11 @@ void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method
 
 /* The body of an answer (a JSON dump or the text, malloc'd; NULL: no body) and its type. */
 char *mcim_http_body_(const struct mcim_http_response *resp, const char **content_type);
+
+/* The result of a call that got an answer (both clients): `status`, the body parsed as JSON
+ * when it is JSON, and the cause: MCIM_OK for 2xx, else the peer's problem+json cause and
+ * detail, else MCIM_PEER_ERROR with "HTTP <status> from <url>". */
+void mcim_http_result_from_answer_(struct mcim_http_result *result, long status,
+                                   const char *body, size_t len, const char *url);
 
 #endif

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 
 #include "mcim/http.h"
+#include "mcim/log.h"
+#include "net/http_priv.h"
 
 json_t *mcim_problem_new(mcim_cause_t cause, int step, const char *detail)
 {
@@ -71,4 +73,37 @@ void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause
   resp->json = mcim_problem_new(cause, step, detail);
   resp->problem = true;
   resp->cause = cause;
+}
+
+void mcim_http_result_clear(struct mcim_http_result *result)
+{
+  if (!result)
+    return;
+  json_decref(result->json);
+  result->json = NULL;
+}
+
+void mcim_http_result_from_answer_(struct mcim_http_result *result, long status,
+                                   const char *body, size_t len, const char *url)
+{
+  result->status = status;
+  if (len) {
+    json_error_t jerr;
+    result->json = json_loadb(body, len, 0, &jerr);
+  }
+  if (status >= 200 && status < 300) {
+    result->cause = MCIM_OK;
+    return;
+  }
+  /* An error: take the peer's cause from its problem+json when it has one. */
+  result->cause = MCIM_PEER_ERROR;
+  if (result->json) {
+    int peer = mcim_cause_from_name(json_string_value(json_object_get(result->json, "cause")));
+    const char *detail = json_string_value(json_object_get(result->json, "detail"));
+    if (peer > 0)
+      result->cause = (mcim_cause_t)peer;
+    snprintf(result->detail, sizeof(result->detail), "%s", detail ? detail : "");
+  } else {
+    snprintf(result->detail, sizeof(result->detail), "HTTP %ld from %.200s", status, url);
+  }
 }

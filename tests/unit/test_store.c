@@ -969,7 +969,8 @@ static int files_containing(const char *db, const uint8_t *needle, size_t nlen, 
   for (size_t i = 0; i < 3; i++) {
     char path[320];
     size_t len = 0;
-    snprintf(path, sizeof(path), "%s%s", db, suffix[i]);
+    int plen = snprintf(path, sizeof(path), "%s%s", db, suffix[i]);
+    assert_true(plen >= 0 && (size_t)plen < sizeof(path));
     uint8_t *buf = slurp(path, &len);
     if (!buf)
       continue;
