@@ -40,7 +40,7 @@ set(mcim_deb_version "${PROJECT_VERSION}-${CPACK_DEBIAN_PACKAGE_RELEASE}")
 set(CPACK_DEBIAN_MCIMD_PACKAGE_NAME mcimd)
 set(CPACK_DEBIAN_MCIMD_PACKAGE_DEPENDS "passwd") # useradd, where systemd-sysusers is not
 set(CPACK_DEBIAN_MCIMD_PACKAGE_RECOMMENDS "mcim-cli (= ${mcim_deb_version})") # mcim pki init
-set(CPACK_DEBIAN_MCIMD_PACKAGE_SUGGESTS "systemd")
+set(CPACK_DEBIAN_MCIMD_PACKAGE_SUGGESTS "systemd, postgresql") # a store on PostgreSQL
 set(CPACK_DEBIAN_MCIMD_PACKAGE_CONTROL_EXTRA
     "${PROJECT_SOURCE_DIR}/packaging/deb/mcimd/postinst;${PROJECT_SOURCE_DIR}/packaging/deb/mcimd/prerm;${PROJECT_SOURCE_DIR}/packaging/deb/mcimd/postrm")
 set(CPACK_COMPONENT_MCIMD_DESCRIPTION
@@ -49,8 +49,8 @@ mcim downloads M2M subscription credentials (MCIMs: IMSI, K, OPc, AMF, SQN) over
 network into the trusted environment of a device, and changes the subscription of a
 device from one home operator to another, as 3GPP TR 33.812 describes (alternative 1).
 .
-This package holds mcimd, one HTTPS daemon (mutual TLS, SQLite store,
-secrets sealed at rest) for every network role: the registration operator (ICF, DRF,
+This package holds mcimd, one HTTPS daemon (mutual TLS, SQLite or PostgreSQL
+store, secrets sealed at rest) for every network role: the registration operator (ICF, DRF,
 DPF), visited network, selected home operators, platform validation authority and
 equipment supplier; the systemd unit mcimd@.service, sample configurations and the
 OpenAPI documents of every role's API.")
@@ -73,6 +73,7 @@ and the systemd unit m2me@.service.")
 set(CPACK_DEBIAN_CLI_PACKAGE_NAME mcim-cli)
 set(CPACK_DEBIAN_CLI_PACKAGE_RECOMMENDS
     "mcimd (= ${mcim_deb_version}), m2me (= ${mcim_deb_version}), mscgen")
+set(CPACK_DEBIAN_CLI_PACKAGE_SUGGESTS "postgresql") # mcim lab up --store postgres
 set(CPACK_COMPONENT_CLI_DESCRIPTION
 "command line of the mcim remote provisioning system
 mcim downloads M2M subscription credentials (MCIMs) over the network into the trusted

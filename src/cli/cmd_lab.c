@@ -11,8 +11,11 @@ static const char lab_description[] =
     "A lab runs every role of the system as real daemons on loopback, in one folder:\n"
     "  up      creates the PKI, writes one configuration per role, starts vno, ro, pva,\n"
     "          m2mes and the SHOs (default sho-a and sho-b) on free ports and waits until\n"
-    "          each answers\n"
-    "  down    stops exactly the processes the lab recorded (devices first)\n"
+    "          each answers; --store postgres: the roles' stores are databases of a\n"
+    "          PostgreSQL server of the lab's own, started first in the lab folder (needs\n"
+    "          the postgresql package; as root, the server runs as the postgres user)\n"
+    "  down    stops exactly the processes the lab recorded (devices first, the lab's\n"
+    "          PostgreSQL server last)\n"
     "  status  which roles and devices run and answer\n"
     "  device add NAME\n"
     "          manufactures an M2ME (M2MES: TRE keys and certificates, PCID credential,\n"
@@ -175,7 +178,7 @@ int mcim_cmd_lab(int argc, char **argv)
   const struct mcim_opt opts[] = {
       {.name = "dir", .arg = "D",
        .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)", .value = &a.dir},
-      {.name = "store", .arg = "KIND", .help = "up: the roles' stores: sqlite (the only store of this build)",
+      {.name = "store", .arg = "KIND", .help = "up: the roles' stores: sqlite (a file each, the default) or postgres",
        .value = &a.up.store},
       {.name = "sho", .arg = "NAME",
        .help = "up: an SHO instance (repeat for several; default sho-a and sho-b)",
@@ -187,7 +190,7 @@ int mcim_cmd_lab(int argc, char **argv)
   };
   const struct mcim_cmd cmd = {
       .name = "mcim lab",
-      .usage = "mcim lab up [--dir D] [--store sqlite] [--sho NAME]...\n"
+      .usage = "mcim lab up [--dir D] [--store sqlite|postgres] [--sho NAME]...\n"
                "mcim lab down [--dir D]\n"
                "mcim lab status [--dir D] [--json]\n"
                "mcim lab device add NAME [--tamper] [--dir D]\n"
@@ -195,6 +198,7 @@ int mcim_cmd_lab(int argc, char **argv)
       .description = lab_description,
       .opts = opts,
       .examples = "mcim lab up --sho sho-a --sho sho-b --sho sho-c\n"
+                  "mcim lab up --store postgres --dir /tmp/pglab\n"
                   "mcim lab device add dev1\n"
                   "mcim lab status --json --dir=/tmp/lab\n"
                   "mcim lab down",

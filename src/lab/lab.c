@@ -63,7 +63,7 @@ void mcim_lab_sleep_ms(int ms)
     ;
 }
 
-static int free_port(void)
+int mcim_lab_free_port(void)
 {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET};
@@ -305,8 +305,9 @@ static const char *const base_roles[][2] = {
     {"vno", "vno"}, {"ro", "ro"}, {"pva", "pva"}, {"m2mes", "m2mes"},
 };
 
+/* `database`: the role's store locator, NULL for its SQLite file. */
 static json_t *role_config(mcim_lab_t *lab, const char *name, const char *kind, int port,
-                           size_t sho_index)
+                           size_t sho_index, const char *database)
 {
   char rel[PATH_MAX];
   json_t *c = json_object();
@@ -319,7 +320,7 @@ static json_t *role_config(mcim_lab_t *lab, const char *name, const char *kind, 
   json_object_set_new(c, "operators_ca", json_string("../pki/" MCIM_PKI_OPERATORS_CA_CERT));
   json_object_set_new(c, "m2mes_ca", json_string("../pki/" MCIM_PKI_M2MES_CA_CERT));
   snprintf(rel, sizeof(rel), "%s.db", name);
-  json_object_set_new(c, "database", json_string(rel));
+  json_object_set_new(c, "database", json_string(database ? database : rel));
   json_object_set_new(c, "storage_key", json_string("storage.key"));
   json_object_set_new(c, "peers", json_string("../peers.json"));
   /* Short lifetimes and quick retries suit a lab on loopback. */
@@ -433,10 +434,12 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
     return MCIM_INVALID_ARGUMENT;
   for (size_t i = 0; i < nshos; i++)
     shos[i] = opts && opts->nshos ? opts->shos[i] : default_shos[i];
-  if (strcmp(store, "sqlite") != 0) {
-    fprintf(stderr, "mcim: --store %s is not available yet (only sqlite)\n", store);
+  if (strcmp(store, "sqlite") != 0 && strcmp(store, "postgres") != 0) {
+    fprintf(stderr, "mcim: --store %s is not available (sqlite or postgres)\n", store);
     return MCIM_UNSUPPORTED;
   }
+  bool pg = strcmp(store, "postgres") == 0;
+  json_t *locators = NULL;
   /* A lab already running here? */
   if (lab_load(dir, &lab) == MCIM_OK) {
     json_t *st = NULL;
@@ -485,11 +488,19 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
 
   lab->json = json_pack("{s:s,s:s,s:I,s:[],s:[]}", "dir", lab->dir, "store", store, "created",
                         (json_int_t)mcim_now(), "roles", "devices");
+  if (pg) {
+    /* the server first: a lab whose store cannot start starts no role */
+    rc = mcim_lab_pg_start(lab, names, nnames, &locators);
+    if (rc == MCIM_OK)
+      rc = mcim_lab_save(lab);
+    if (rc != MCIM_OK)
+      goto fail;
+  }
   json_t *peers = json_object();
   json_t *roles = json_object_get(lab->json, "roles");
   for (size_t i = 0; i < nnames; i++) {
     const char *kind = i < 4 ? base_roles[i][1] : "sho";
-    int port = free_port();
+    int port = mcim_lab_free_port();
     char url[64];
     if (port <= 0) {
       rc = MCIM_IO_ERROR;
@@ -502,7 +513,8 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
     json_object_set_new(peers, names[i], json_string(url));
     snprintf(path, sizeof(path), "%s/%s", lab->dir, names[i]);
     rc = mkdir_p(path);
-    json_t *cfg = role_config(lab, names[i], kind, port, i < 4 ? 0 : i - 4);
+    json_t *cfg = role_config(lab, names[i], kind, port, i < 4 ? 0 : i - 4,
+                              json_string_value(json_object_get(locators, names[i])));
     snprintf(path, sizeof(path), "%s/%s/%s.json", lab->dir, names[i], names[i]);
     if (rc == MCIM_OK)
       rc = mcim_lab_write_json(path, cfg, 0644);
@@ -528,10 +540,12 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
     if (rc != MCIM_OK)
       goto fail;
   }
+  json_decref(locators);
   *out = lab;
   return MCIM_OK;
 
 fail:
+  json_decref(locators);
   if (lab && lab->json)
     mcim_lab_down(lab);
   mcim_lab_free(lab);
@@ -580,6 +594,8 @@ mcim_cause_t mcim_lab_down(mcim_lab_t *lab)
     mcim_lab_stop_pid((long)json_integer_value(json_object_get(r, "pid")), "mcimd");
     json_object_set_new(r, "pid", json_integer(0));
   }
+  /* the store last: no role uses it any more */
+  mcim_lab_pg_stop(lab);
   return mcim_lab_save(lab);
 }
 

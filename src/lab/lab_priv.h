@@ -30,5 +30,17 @@ void mcim_lab_stop_pid(long pid, const char *prog);
 mcim_cause_t mcim_lab_save(mcim_lab_t *lab);
 json_t *mcim_lab_role(mcim_lab_t *lab, const char *name);
 mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms);
+/* A free TCP port on loopback (bound, read back, closed), or -1. */
+int mcim_lab_free_port(void);
+
+/* The lab's PostgreSQL server (src/lab/pg.c): started (made first if the lab has none),
+ * one database per role made if missing, their locators in *locators ({name: locator});
+ * lab.json's "postgres" says where it is. */
+mcim_cause_t mcim_lab_pg_start(mcim_lab_t *lab, const char *const *roles, size_t nroles,
+                               json_t **locators);
+/* Stopped (and deleted when its files are outside the lab folder). */
+void mcim_lab_pg_stop(mcim_lab_t *lab);
+/* The database of role `role`: mcim_ and the name with every character outside [a-z0-9] as _. */
+void mcim_lab_pg_dbname(const char *role, char *out, size_t len);
 
 #endif
