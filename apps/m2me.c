@@ -1,5 +1,4 @@
 /* m2me: the M2ME device agent (see `m2me --help` and docs/device.md). main() only. */
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -97,14 +96,9 @@ int main(int argc, char **argv)
     return MCIM_EXIT_FAIL;
   }
 
-#ifdef M_ARENA_MAX
-  /* One malloc arena for the whole agent (glibc gives every thread that allocates an arena
-   * of its own, whose pages stay resident once touched): the worker runs one procedure at
-   * a time and the control threads answer rare local requests, so they hardly ever contend
-   * for the lock. Before any thread starts. bench/agent_footprint.sh: about 180 KiB less
-   * resident (docs/device.md, "Footprint"). */
-  mallopt(M_ARENA_MAX, 1);
-#endif
+  /* Before any thread or store: one malloc arena, a small SQLite (docs/device.md,
+   * "Footprint"). */
+  mcim_device_process_init();
   /* Signals are taken synchronously by this thread only: block them before any thread
    * starts (threads inherit the mask), then wait for one. */
   sigset_t stop;

@@ -103,6 +103,11 @@ typedef struct mcim_store_ops {
 } mcim_store_ops_t;
 
 extern const mcim_store_ops_t mcim_store_sqlite_ops;
+/* SQLite for a process with one small database (the device agent): no lookaside buffers
+ * (about 120 KiB per connection, written through when the connection opens) and no page
+ * cache allocated ahead (20 pages per connection): pages come as they are needed.
+ * Process-wide, before the first store is opened (afterwards it changes nothing). */
+void mcim_store_sqlite_small(void);
 /* PostgreSQL (libpq): `target` is the whole locator, passed to libpq (src/store/postgres.c). */
 extern const mcim_store_ops_t mcim_store_postgres_ops;
 

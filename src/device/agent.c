@@ -1,5 +1,6 @@
 /* The agent runtime: agent.json, the store, the control server, the worker thread that runs
  * procedures, and the access sessions (tokens kept in memory only). */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,6 +449,17 @@ cleanup:
   return rc;
 }
 
+void mcim_device_process_init(void)
+{
+#ifdef M_ARENA_MAX
+  /* One malloc arena (glibc gives every thread that allocates an arena of its own, whose
+   * pages stay resident once touched): the worker runs one procedure at a time and the
+   * control threads answer rare local requests, so they hardly ever contend for the lock. */
+  mallopt(M_ARENA_MAX, 1);
+#endif
+  mcim_store_sqlite_small();
+}
+
 static mcim_cause_t open_store(struct mcim_device *d)
 {
   const char *db = mcim_config_path(d->cfg, "database");
@@ -455,6 +467,12 @@ static mcim_cause_t open_store(struct mcim_device *d)
   mcim_cause_t rc = mcim_store_open_with(&mcim_store_sqlite_ops, db, NULL, &d->store);
   if (rc == MCIM_OK)
     rc = dev_store_migrate(d->store);
+  /* A page cache of 128 KiB (SQLite's default: 2 MiB): a procedure touches a few pages of
+   * agent.db (its row, its trace rows, their indexes); the trace table, which only grows,
+   * would otherwise fill the default over the device's life. Pages not cached are read from
+   * the file (the kernel's cache), only the agent's memory is bounded. */
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(d->store, "PRAGMA cache_size = -128", NULL, 0, NULL, NULL);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "store %s: %s", db,
                    d->store ? mcim_store_errmsg(d->store) : "cannot open");

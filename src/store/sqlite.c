@@ -479,6 +479,13 @@ cleanup:
   return rc;
 }
 
+void mcim_store_sqlite_small(void)
+{
+  /* SQLITE_MISUSE once SQLite is initialised: then the defaults stay, nothing breaks */
+  sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 0, 0);
+  sqlite3_config(SQLITE_CONFIG_PAGECACHE, (void *)NULL, 0, 0);
+}
+
 const mcim_store_ops_t mcim_store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
