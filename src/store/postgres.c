@@ -39,8 +39,10 @@
  * messages quote the input) quoted text is replaced by ***.
  *
  * Threads: one connection per thread (libpq connections are not shared), as with SQLite. A
- * connection lost outside a transaction is re-established at the next call; inside one,
- * the transaction fails and the next begin reconnects. */
+ * connection lost outside a transaction is re-established at the next call (a read that
+ * found it lost is run again at once; a write is not, it may have been committed); inside
+ * one, every further statement and the commit fail (never run outside it on a new
+ * session), and the next begin reconnects. */
 #include "mcim/store.h"
 
 #include <ctype.h>
@@ -89,6 +91,7 @@ struct pg_conn {
   PGconn *db;
   int busy_timeout_ms;
   bool read_only;
+  bool txn; /* a transaction begun here is open (the session must stay the same) */
   struct pg_stmt cache[STMT_CACHE_SIZE];
   uint64_t tick;
   uint64_t next_id;
@@ -319,6 +322,20 @@ static bool in_txn(const struct pg_conn *c)
   return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
 
+/* Before a statement: inside a transaction the session must still be the one that began
+ * it (a new connection would run the rest of it outside, each statement on its own);
+ * outside one, a lost connection is opened again. */
+static mcim_cause_t ready(struct pg_conn *c)
+{
+  if (!c->txn)
+    return ensure_connected(c);
+  if (PQstatus(c->db) != CONNECTION_OK || !in_txn(c)) {
+    set_err(c, "the connection to the server was lost: the transaction is gone");
+    return MCIM_STORE_ERROR;
+  }
+  return MCIM_OK;
+}
+
 /* ---- transactions ---- */
 
 static mcim_cause_t pg_begin(void *conn)
@@ -328,8 +345,11 @@ static mcim_cause_t pg_begin(void *conn)
   mcim_cause_t rc = ensure_connected(c);
   if (rc != MCIM_OK)
     return rc;
-  if (c->read_only)
-    return run_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  if (c->read_only) {
+    rc = run_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    c->txn = rc == MCIM_OK;
+    return rc;
+  }
   /* The writers' lock, waited for up to lock_timeout (55P03: MCIM_STORE_BUSY). */
   rc = run_simple(c, "BEGIN ISOLATION LEVEL READ COMMITTED; " WRITER_LOCK_SQL);
   if (rc != MCIM_OK && in_txn(c)) {
@@ -338,6 +358,7 @@ static mcim_cause_t pg_begin(void *conn)
     (void)run_simple(c, "ROLLBACK");
     memcpy(c->errmsg, keep, sizeof(keep));
   }
+  c->txn = rc == MCIM_OK;
   return rc;
 }
 
@@ -345,8 +366,11 @@ static mcim_cause_t pg_commit(void *conn)
 {
   struct pg_conn *c = conn;
   set_err(c, "");
+  mcim_cause_t rc = ready(c);
+  c->txn = false;
+  if (rc != MCIM_OK)
+    return rc; /* the server rolled it back when the session ended */
   PGresult *res = PQexec(c->db, "COMMIT");
-  mcim_cause_t rc = MCIM_OK;
   if (!result_ok(res)) {
     set_err_result(c, res);
     rc = result_cause(res);
@@ -362,6 +386,7 @@ static mcim_cause_t pg_commit(void *conn)
 static mcim_cause_t pg_rollback(void *conn)
 {
   struct pg_conn *c = conn;
+  c->txn = false;
   if (!in_txn(c))
     return MCIM_OK; /* ended by a failed commit or a lost connection */
   return run_simple(c, "ROLLBACK");
@@ -377,10 +402,10 @@ static mcim_cause_t pg_exec_script(void *conn, const char *sql)
   bool txn;
 
   set_err(c, "");
-  rc = ensure_connected(c);
+  rc = ready(c);
   if (rc != MCIM_OK)
     return rc;
-  txn = in_txn(c);
+  txn = c->txn;
   if (c->read_only)
     return run_simple(c, sql);
   /* Inside a transaction: under a savepoint, so a failed script leaves the transaction
@@ -526,7 +551,7 @@ static mcim_cause_t plan_stmt(struct pg_conn *c, const char *sql, const char *si
   }
   pl->prepare = true;
   pl->name = "";
-  if (victim->sql && in_txn(c))
+  if (victim->sql && c->txn)
     return MCIM_OK; /* unnamed, not cached */
   if (victim->sql) {
     /* Outside a transaction a failed DEALLOCATE harms nothing (names are never reused). */
@@ -914,14 +939,12 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
   }
   sig[nparams] = '\0';
 
-  rc = ensure_connected(c);
+  rc = ready(c);
   if (rc != MCIM_OK)
     goto cleanup;
   for (int attempt = 0; attempt < 2; attempt++) {
-    bool txn = in_txn(c), undo = false;
-    enum wrap wrap = txn ? WRAP_SAVEPOINT
-                     : (c->read_only || is_read(sql)) ? WRAP_NONE
-                                                       : WRAP_LOCK;
+    bool txn = c->txn, undo = false, reads = c->read_only || is_read(sql);
+    enum wrap wrap = txn ? WRAP_SAVEPOINT : reads ? WRAP_NONE : WRAP_LOCK;
     rc = plan_stmt(c, sql, sig, nparams, &pl);
     if (rc == MCIM_OK)
       rc = run_pipeline(c, wrap, &pl, nparams, values, lengths, formats, &res, &undo);
@@ -942,6 +965,18 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
     }
     plan_free(&pl);
     memset(&pl, 0, sizeof(pl));
+    /* A read outside a transaction that found the connection gone (a server restart) is
+     * run again on a new one; a write is not: it may have been committed before the
+     * connection went. */
+    if (rc == MCIM_STORE_ERROR && !txn && reads && PQstatus(c->db) != CONNECTION_OK) {
+      char keep[sizeof(c->errmsg)];
+      memcpy(keep, c->errmsg, sizeof(keep));
+      if (ensure_connected(c) != MCIM_OK) {
+        memcpy(c->errmsg, keep, sizeof(keep));
+        break;
+      }
+      continue;
+    }
     /* once more, prepared afresh, only where nothing of a caller's transaction is lost */
     if (!retry || txn)
       break;

@@ -1172,6 +1172,55 @@ static void test_sql_to_dollar(void **state)
 }
 
 
+/* PostgreSQL: the server ends a session (a restart, a network cut). Outside a transaction
+ * the next read runs on a new connection; inside one, the transaction fails whole (nothing
+ * of it stays, the rest never runs outside it) and the next begin reconnects. SQLite has no
+ * connection to lose. */
+static void terminate_backend(mcim_store_t *st)
+{
+  int64_t pid = 0;
+  char sql[96];
+  assert_int_equal(mcim_store_query_int(st, "SELECT pg_backend_pid()", NULL, 0, &pid), MCIM_OK);
+  snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%lld, 10000)", (long long)pid);
+  assert_true(pg_fixture_admin(sql));
+}
+
+static void test_reconnect(void **state)
+{
+  struct fx *fx = *state;
+  if (!pg)
+    return;
+  static const char ins[] = "INSERT INTO item (id, n) VALUES (?, ?)";
+  mcim_store_t *st = open_db(fx->db);
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+
+  terminate_backend(st);
+  assert_int_equal(count(st, "item"), 0); /* a read: again, on a new connection */
+
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  mcim_val_t a[] = {MCIM_TEXT("a"), MCIM_INT(1)}, b[] = {MCIM_TEXT("b"), MCIM_INT(2)};
+  assert_int_equal(mcim_store_exec(st, ins, a, 2, NULL, NULL), MCIM_OK);
+  terminate_backend(st);
+  assert_int_equal(mcim_store_exec(st, ins, b, 2, NULL, NULL), MCIM_STORE_ERROR);
+  assert_int_equal(mcim_store_exec(st, ins, b, 2, NULL, NULL), MCIM_STORE_ERROR);
+  assert_non_null(strstr(mcim_store_errmsg(st), "transaction is gone"));
+  assert_int_equal(mcim_store_commit(st), MCIM_STORE_ERROR);
+  assert_false(mcim_store_in_txn(st));
+  assert_int_equal(count(st, "item"), 0);
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, b, 2, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  assert_int_equal(count(st, "item"), 1);
+
+  /* a write outside a transaction is not run again (it may have been committed): it fails
+   * once, the next call reconnects */
+  terminate_backend(st);
+  assert_int_equal(mcim_store_exec(st, ins, a, 2, NULL, NULL), MCIM_STORE_ERROR);
+  assert_int_equal(mcim_store_exec(st, ins, a, 2, NULL, NULL), MCIM_OK);
+  assert_int_equal(count(st, "item"), 2);
+  mcim_store_close(st);
+}
+
 /* Placeholders next to quoted `?`, comments and `;`, on the engine itself. */
 static void test_placeholders_live(void **state)
 {
@@ -1352,6 +1401,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_migrate_concurrent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_sealed_k_not_in_files, setup, teardown),
       cmocka_unit_test_setup_teardown(test_clear_k_is_found, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_reconnect, setup, teardown),
       cmocka_unit_test_setup_teardown(test_placeholders_live, setup, teardown),
       cmocka_unit_test_setup_teardown(test_errmsg_no_values, setup, teardown),
       cmocka_unit_test(test_sql_to_dollar),
