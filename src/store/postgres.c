@@ -735,6 +735,8 @@ static bool decode_bytea(const char *s, size_t len, uint8_t *buf, size_t *out)
   if (len < 2 || s[0] != '\\' || s[1] != 'x' || (len - 2) % 2)
     return false;
   size_t n = (len - 2) / 2;
+  if (n && !buf)
+    return false;
   for (size_t i = 0; i < n; i++) {
     int hi = hexval(s[2 + 2 * i]), lo = hexval(s[3 + 2 * i]);
     if (hi < 0 || lo < 0)
