@@ -23,8 +23,8 @@ struct mcim_device;
 
 /* What the agent's process sets before anything else, threads and stores included (the m2me
  * program's main; docs/device.md, "Footprint"): one malloc arena, SQLite without lookaside
- * buffers nor a page cache allocated ahead. Process-wide: not for a process that runs other
- * things (tests running agents next to roles do without). */
+ * buffers nor a page cache allocated ahead, OpenSSL without its error strings. Process-wide:
+ * not for a process that runs other things (tests running agents next to roles do without). */
 void mcim_device_process_init(void);
 
 /* Start the agent of DEVICE_DIR with its software TRE (DEVICE_DIR/tre or agent.json "tre"):

@@ -1,6 +1,7 @@
 /* The agent runtime: agent.json, the store, the control server, the worker thread that runs
  * procedures, and the access sessions (tokens kept in memory only). */
 #include <malloc.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -458,6 +459,11 @@ void mcim_device_process_init(void)
   mallopt(M_ARENA_MAX, 1);
 #endif
   mcim_store_sqlite_small();
+  /* OpenSSL without its error strings (thousands of them, put in a hash table at the first
+   * TLS context: about 0.3 MiB resident): the agent's one use of them, the detail of a
+   * failed TLS handshake, has words of its own for the usual reasons (src/net/http_lite.c)
+   * and the code for the others. Before anything initialises OpenSSL. */
+  OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_SSL_STRINGS | OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS, NULL);
 }
 
 static mcim_cause_t open_store(struct mcim_device *d)
