@@ -594,7 +594,7 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
   enum cmd cmds[4];
   size_t ncmds = 0;
   mcim_cause_t rc = MCIM_OK;
-  bool sent = true, savepoint_ok = false;
+  bool sent = true, savepoint_ok = false, prepared = false;
 
   *out = NULL;
   *undo = false;
@@ -655,6 +655,8 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
     }
     if (cmds[k] == CMD_WRAP && wrap == WRAP_SAVEPOINT)
       savepoint_ok = true;
+    if (cmds[k] == CMD_PREPARE)
+      prepared = true; /* kept by the server whatever happens next (not transactional) */
     if (cmds[k] == CMD_EXEC)
       *out = res;
     else
@@ -671,8 +673,8 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
     PQclear(*out);
     *out = NULL;
   }
-  if (rc != MCIM_OK && pl->prepare && pl->slot) {
-    /* never prepared (an earlier command failed): do not keep the slot */
+  if (rc != MCIM_OK && pl->prepare && !prepared && pl->slot) {
+    /* never prepared (it, or a command before it, failed): do not keep the slot */
     cache_forget(pl->slot);
     pl->slot = NULL;
   }

@@ -610,6 +610,21 @@ static void test_stmt_cache(void **state)
                        MCIM_OK);
     assert_int_equal(mcim_store_query_int(st, prepared, NULL, 0, &got), MCIM_OK);
     assert_int_equal(got, 2); /* that one and this one */
+    /* a statement failing from its first run on (an idempotent retry's conflict) is
+     * prepared once too, outside and inside a transaction */
+    mcim_val_t dup[] = {MCIM_TEXT("0-0"), MCIM_INT(0)};
+    for (int i = 0; i < 5; i++) {
+      bool txn = i % 2;
+      if (txn)
+        assert_int_equal(mcim_store_begin(st), MCIM_OK);
+      assert_int_equal(mcim_store_exec(st, "INSERT INTO item (id, n) VALUES (?, ?)", dup, 2, NULL,
+                                       NULL),
+                       MCIM_CONFLICT);
+      if (txn)
+        assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+    }
+    assert_int_equal(mcim_store_query_int(st, prepared, NULL, 0, &got), MCIM_OK);
+    assert_int_equal(got, 3);
     for (int i = 0; i < 80; i++) {
       char sql[64];
       snprintf(sql, sizeof(sql), "SELECT %d + ?", i);
