@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SSLKEYLOGFILE (issue 5, operations): with the variable set, the daemons and the device
 # agent write their TLS session keys in the NSS key log format Wireshark reads.
-# Neither mcimd nor m2me has code for it: GnuTLS (the daemons' server side) and libcurl on
-# OpenSSL (every client: the daemons' outbox, the agent, the mcim command) honour the
-# variable themselves. This test proves each side separately:
+# mcimd has no code for it: GnuTLS (the daemons' server side) and libcurl on OpenSSL (the
+# daemons' outbox, the mcim command) honour the variable themselves; the agent's client, on
+# OpenSSL without libcurl, writes OpenSSL's key log lines itself (src/net/http_lite.c). This
+# test proves each side separately:
 #   - the server side: `openssl s_client -keylogfile` (which ignores SSLKEYLOGFILE) talks to a
 #     daemon; the secrets it logged must be in the daemons' file, written by GnuTLS;
 #   - the daemons' client side: a connection between two daemons is logged twice (client
@@ -42,8 +43,8 @@ else
   bad "the server side is not logged (s_client: '${line:0:60}' $(grep -m1 -i error "$tmp/sclient.out"))"
 fi
 
-# The agent and the daemons' client side (libcurl/OpenSSL): a procedure makes the agent call
-# every role and the SHO call the RO and the PVA.
+# The agent (its own client) and the daemons' client side (libcurl/OpenSSL): a procedure
+# makes the agent call every role and the SHO call the RO and the PVA.
 # dev1's agent again, now with its own key log (the command that starts it passes it on)
 check "dev1's agent restarted with SSLKEYLOGFILE" env SSLKEYLOGFILE="$agent" "$mcim" lab restart dev1 --dir "$lab"
 before=$(wc -l <"$agent" 2>/dev/null || echo 0)
