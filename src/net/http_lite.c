@@ -749,7 +749,8 @@ static bool need(struct call *k, size_t want)
 /* Decode a chunked body in place from k->pos; its length in *blen, starting at k->pos. */
 static bool read_chunked(struct call *k, size_t *blen)
 {
-  size_t out = k->pos, in = k->pos;
+  size_t out = k->pos; /* where the decoded data goes */
+  size_t in = out;      /* where the next chunk line is */
   for (;;) {
     /* the size line */
     size_t nl;
