@@ -33,8 +33,9 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
      .help = "PEM certificate of the operators' CA (peers' certificates chain to it)"},
     {.name = "m2mes_ca", .type = MCIM_CFG_PATH, .required = true,
      .help = "PEM certificate of the M2MES CA (device TRE certificates chain to it)"},
+    /* secret: a PostgreSQL locator may carry a password, so a refused value is not echoed */
     {.name = "database", .type = MCIM_CFG_STRING, .required = true, .min = 1, .max = 1024,
-     .help = "store locator: a SQLite file path (relative to the config folder), sqlite:PATH, or "
+     .secret = true, .help = "store locator: a SQLite file path (relative to the config folder), sqlite:PATH, or "
              "a PostgreSQL database postgres://USER@HOST[:PORT]/DB (libpq URI)"},
     {.name = "storage_key", .type = MCIM_CFG_PATH, .required = true,
      .help = "file with the 256-bit key that seals secrets at rest (created 0600 if missing)"},

@@ -37,4 +37,12 @@ for loc in "postgres://mcim:pw-Ru5xK@127.0.0.1:1/ro" "postgresql://mcim@127.0.0.
   fi
 done
 
+# a refused locator is not echoed (it may hold a password)
+long="postgres://mcim:pw-Zz9qT@db.example/ro?application_name=$(printf 'x%.0s' $(seq 1 1100))"
+sed -e "s|\"database\": *\"[^\"]*\"|\"database\": \"$long\"|" "$src/docs/examples/ro.json" >"$tmp/long.json"
+st=0
+"$mcimd" --role ro --check-config "$tmp/long.json" >"$tmp/out" 2>&1 || st=$?
+if [ "$st" -eq 1 ] && grep -q '"database": expected a string of 1..1024 bytes, got a string (value hidden)' "$tmp/out" &&
+  ! grep -q "pw-Zz9qT" "$tmp/out"; then ok "a refused database locator is not echoed"
+else bad "too long a locator: exit $st, $(head -c 300 "$tmp/out")"; fi
 finish
