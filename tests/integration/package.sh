@@ -67,8 +67,17 @@ for p in $pkgs; do
   [ -n "$(field "$p" Section)" ] && [ -n "$(field "$p" Priority)" ] && [ -n "$(field "$p" Installed-Size)" ] &&
     ok "$p: Section, Priority, Installed-Size" || bad "$p: Section/Priority/Installed-Size missing"
   dep=$(field "$p" Depends)
-  # dpkg-shlibdeps: the C library and the libraries the program links, with versions
-  if [[ $dep == *"libc6 (>= "* ]] && [[ $dep == *"libssl3"* ]] && [[ $dep == *"libjansson4"* ]] && [[ $dep == *"libcurl4"* ]]; then
+  # dpkg-shlibdeps: the C library and the libraries the program links, with versions; the
+  # device agent links neither libcurl nor libmicrohttpd (docs/device.md, "Footprint")
+  if [ "$p" = m2me ]; then
+    if [[ $dep == *"libc6 (>= "* ]] && [[ $dep == *"libssl3"* ]] && [[ $dep == *"libjansson4"* ]] &&
+      [[ $dep == *"libsqlite3-0"* ]] && [[ $dep != *"libcurl"* ]] && [[ $dep != *"libmicrohttpd"* ]] &&
+      [[ $dep != *"libgnutls"* ]] && [[ $dep != *"libpq"* ]]; then
+      ok "$p: Depends from dpkg-shlibdeps, the agent's libraries only ($dep)"
+    else
+      bad "$p: Depends '$dep' (no shlibdeps, or a library the agent must not link)"
+    fi
+  elif [[ $dep == *"libc6 (>= "* ]] && [[ $dep == *"libssl3"* ]] && [[ $dep == *"libjansson4"* ]] && [[ $dep == *"libcurl4"* ]]; then
     ok "$p: Depends from dpkg-shlibdeps ($dep)"
   else
     bad "$p: Depends '$dep' (no shlibdeps?)"
