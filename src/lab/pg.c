@@ -261,13 +261,13 @@ static mcim_cause_t server_dir(mcim_lab_t *lab, const struct runner *r, char *ou
     give(r, out);
     return MCIM_OK;
   }
+  /* $TMPDIR if the runner reaches it (and the socket's path fits), else /tmp */
   const char *tmp = getenv("TMPDIR");
-  snprintf(out, len, "%s/mcim-lab-pg.XXXXXX", tmp && *tmp && strlen(tmp) < 60 ? tmp : "/tmp");
-  if (!mkdtemp(out) || (r->as_other && !reachable(r, out))) {
-    snprintf(out, len, "/tmp/mcim-lab-pg.XXXXXX");
-    if (!mkdtemp(out))
-      return MCIM_IO_ERROR;
-  }
+  if (!tmp || !*tmp || strlen(tmp) >= 60 || (r->as_other && !reachable(r, tmp)))
+    tmp = "/tmp";
+  snprintf(out, len, "%s/mcim-lab-pg.XXXXXX", tmp);
+  if (!mkdtemp(out))
+    return MCIM_IO_ERROR;
   give(r, out);
   *fresh = true;
   return MCIM_OK;

@@ -81,6 +81,10 @@ check "lab down" "$mcim" lab down --dir "$lab"
 server_gone() { ! pgrep -f -- "-D $pgdir/data" >/dev/null; }
 wait_until 20 server_gone && ok "lab down stopped the server" || bad "the server still runs: $(pgrep -af -- "$pgdir")"
 [ ! -e "$pgdir/data/postmaster.pid" ] && ok "the server shut down cleanly" || bad "postmaster.pid left"
+case "$pgdir" in
+"$lab"/*) [ -f "$pgdir/data/PG_VERSION" ] && ok "the server's files stay in the lab folder" || bad "$pgdir gone" ;;
+*) [ ! -e "$pgdir" ] && ok "the server's files outside the lab folder are deleted" || bad "$pgdir left behind" ;;
+esac
 [ "$(tr -d '\n ' <"$lab/lab.json" | grep -o '"pid":[1-9][0-9]*' | head -n1)" = "" ] &&
   ok "no role left running" || bad "lab.json: pids left"
 finish
