@@ -4,6 +4,8 @@
 #ifndef MCIM_CAUSE_H
 #define MCIM_CAUSE_H
 
+#include <stdbool.h>
+
 /*  X(NAME,                 code, http, "human text") */
 #define MCIM_CAUSE_TABLE(X) \
   X(OK,                        0, 200, "success") \
@@ -104,5 +106,10 @@ const char *mcim_cause_text(mcim_cause_t c);
 int mcim_cause_http_status(mcim_cause_t c);
 /* Reverse lookup of a name (as received in a peer's problem+json); -1 if unknown. */
 int mcim_cause_from_name(const char *name);
+/* Whether a call that failed with cause `c` (and `http_status`, 0 when no answer came) may
+ * succeed if made again unchanged: the peer could not be reached or did not answer in time,
+ * was busy, or failed on its side (5xx). A refusal (4xx), a peer that fails authentication
+ * and an answer too large never heal. Callers retry only idempotent requests. */
+bool mcim_cause_transient(mcim_cause_t c, long http_status);
 
 #endif

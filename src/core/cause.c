@@ -50,3 +50,23 @@ int mcim_cause_from_name(const char *name)
       return cause_rows[i].code;
   return -1;
 }
+
+bool mcim_cause_transient(mcim_cause_t c, long http_status)
+{
+  switch (c) {
+  case MCIM_PEER_UNREACHABLE:
+  case MCIM_TIMEOUT:
+  case MCIM_STORE_BUSY:
+  case MCIM_NO_MEMORY:
+  case MCIM_REPLAY_CACHE_FULL:
+    return true;
+  case MCIM_PEER_NOT_AUTHENTICATED:
+  case MCIM_TOO_LARGE:
+    /* a server that does not chain to the pinned CA is an attack or a misconfiguration,
+     * and an oversized answer will not shrink: retrying cannot help */
+    return false;
+  default:
+    /* a server-side failure may heal; a 4xx will not, nor a local (TRE, store) failure */
+    return http_status >= 500;
+  }
+}

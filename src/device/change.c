@@ -200,7 +200,7 @@ static void st_pcid(struct dev_run *r)
   }
   json_int_t tries = json_integer_value(json_object_get(p->data, "renew_tries")) + 1;
   json_object_set_new(p->data, "renew_tries", json_integer(tries));
-  if (dev_cause_transient(rc, status) && tries < RENEW_TRIES) {
+  if (mcim_cause_transient(rc, status) && tries < RENEW_TRIES) {
     dev_run_wait(r, rc, "PCID renewal: %s (retrying)", why[0] ? why : mcim_cause_text(rc));
     return;
   }
@@ -638,7 +638,7 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
   if (rc == MCIM_OK) {
     dev_data_set_bool(r->p, flag, true);
     r->out = OUT_NEXT;
-  } else if (res.status == 0 && !dev_cause_transient(rc, 0) && !dev_cause_token(rc)) {
+  } else if (res.status == 0 && !mcim_cause_transient(rc, 0) && !dev_cause_token(rc)) {
     dev_run_fail(r, rc, "%s", why); /* the TRE refused */
   } else {
     char what[160];

@@ -352,8 +352,6 @@ mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, si
 mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const char *method,
                       const char *peer, const char *path, const json_t *body, const char *bearer,
                       struct mcim_http_result *res);
-/* Whether a cause is worth retrying later (transport, busy peer, 5xx). */
-bool dev_cause_transient(mcim_cause_t c, long http_status);
 /* Whether a cause says the access token was not accepted (re-attach, then retry). */
 bool dev_cause_token(mcim_cause_t c);
 /* Answer field helpers: a string member of at most `max` bytes, else NULL. */

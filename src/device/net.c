@@ -101,26 +101,6 @@ mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const c
   return rc;
 }
 
-bool dev_cause_transient(mcim_cause_t c, long http_status)
-{
-  switch (c) {
-  case MCIM_PEER_UNREACHABLE:
-  case MCIM_TIMEOUT:
-  case MCIM_STORE_BUSY:
-  case MCIM_NO_MEMORY:
-  case MCIM_REPLAY_CACHE_FULL:
-    return true;
-  case MCIM_PEER_NOT_AUTHENTICATED:
-  case MCIM_TOO_LARGE:
-    /* a server that does not chain to the pinned CA is an attack or a misconfiguration,
-     * and an oversized answer will not shrink: retrying cannot help */
-    return false;
-  default:
-    /* a server-side failure may heal; a 4xx will not, nor a local (TRE, store) failure */
-    return http_status >= 500;
-  }
-}
-
 bool dev_cause_token(mcim_cause_t c)
 {
   switch (c) {

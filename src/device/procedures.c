@@ -76,7 +76,7 @@ void dev_run_call_failed(struct dev_run *r, const char *access, mcim_cause_t rc,
       dev_run_save(r);
     }
     dev_run_wait(r, rc, "%s: access token refused (%s), attaching again", what, detail);
-  } else if (dev_cause_transient(rc, res ? res->status : 0)) {
+  } else if (mcim_cause_transient(rc, res ? res->status : 0)) {
     dev_run_wait(r, rc, "%s: %s (retrying)", what, detail);
   } else {
     dev_run_fail(r, rc, "%s: %s", what, detail);
@@ -160,7 +160,7 @@ char *dev_run_token_for(struct dev_run *r, const char *net)
     return token;
   if (rc == MCIM_OK)
     rc = MCIM_NO_ACCESS;
-  if (dev_cause_transient(rc, ar.http_status) && rc != MCIM_NO_ACCESS) {
+  if (mcim_cause_transient(rc, ar.http_status) && rc != MCIM_NO_ACCESS) {
     dev_run_wait(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
   } else {
     dev_run_fail(r, rc, "attach to %s: %s", net, ar.detail[0] ? ar.detail : mcim_cause_text(rc));
@@ -237,7 +237,7 @@ void dev_st_attach(struct dev_run *r)
     dev_run_fail(r, rc, "the procedure has no access network");
     return;
   }
-  if (dev_cause_transient(rc, ar.http_status)) {
+  if (mcim_cause_transient(rc, ar.http_status)) {
     dev_run_wait(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
     return;
   }
@@ -700,7 +700,7 @@ void dev_st_attach_sho(struct dev_run *r)
     /* Step 15 (the RO's report to the SHO) has not landed yet: the device learns that the
      * subscription is active by attaching, the only SHO service a PCID device may use. */
     dev_run_wait(r, MCIM_OK, "waiting for %s to activate the subscription", r->p->sho);
-  } else if (dev_cause_transient(rc, ar.http_status)) {
+  } else if (mcim_cause_transient(rc, ar.http_status)) {
     dev_run_wait(r, rc, "attach to %s: %s (retrying)", r->p->sho, ar.detail);
   } else {
     dev_run_fail(r, rc, "attach to %s with the new MCIM: %s", r->p->sho,

@@ -44,6 +44,9 @@ static mcim_cause_t owner_sign(const mcim_jose_key_t *owner, const char *typ, co
   return mcim_jws_sign(owner, &c, jws);
 }
 
+/* How long an owner keeps retrying an order that failed transiently. */
+#define ORDER_RETRY_MS 30000
+
 /* Step 1: the order at the new SHO. */
 static mcim_cause_t order(mcim_lab_t *lab, const struct mcim_lab_run *run,
                           const mcim_jose_key_t *owner, const json_t *params, const char *txn,
@@ -66,7 +69,20 @@ static mcim_cause_t order(mcim_lab_t *lab, const struct mcim_lab_run *run,
   if (rc == MCIM_OK) {
     snprintf(url, sizeof(url), "%s/v1/orders", base);
     body = json_pack("{s:s,s:s}", "txn", txn, "order", jws);
-    rc = mcim_http_request(mcim_lab_public_client(lab), "POST", url, body, NULL, &res);
+    /* The same signed order again is idempotent (the SHO and the DRF answer a known txn with
+     * what they stored; the jti is spent only with the order stored): an owner retries a
+     * transient failure (an SHO or DRF that is busy, restarting or slow to answer) for up to
+     * ORDER_RETRY_MS, then reports the last failure. */
+    int waited = 0;
+    for (int pause = 250;; pause = pause < 2000 ? pause * 2 : 2000) {
+      mcim_http_result_clear(&res);
+      memset(&res, 0, sizeof(res));
+      rc = mcim_http_request(mcim_lab_public_client(lab), "POST", url, body, NULL, &res);
+      if (rc == MCIM_OK || !mcim_cause_transient(rc, res.status) || waited >= ORDER_RETRY_MS)
+        break;
+      mcim_lab_sleep_ms(pause);
+      waited += pause;
+    }
     if (rc != MCIM_OK)
       snprintf(detail, detail_len, "order at %.32s: %.200s", run->sho, res.detail);
   } else if (!base) {

@@ -63,6 +63,9 @@ static const char *route_label(const struct mcim_http_server_cfg *cfg, const cha
   return known ? known : "unmatched";
 }
 
+/* Answers slower than this are logged as warnings, with their time. */
+#define SLOW_REQUEST_S 1.0
+
 static const char *method_label(const char *method)
 {
   static const char *const std[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"};
@@ -81,16 +84,21 @@ void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method
   const char *m = method_label(method);
   int c = resp->status / 100;
   const char *code = c >= 1 && c <= 5 ? classes[c - 1] : "other";
+  double secs = 0;
   mcim_metric_inc(&mcim_m_http_requests, MCIM_LABELS(m, route, mcim_cause_name(resp->cause)));
   if (start) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    double secs = (double)(now.tv_sec - start->tv_sec) +
-                  (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+    secs = (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
     mcim_metric_observe(&mcim_m_http_request_duration, MCIM_LABELS(m, route, code), secs);
   }
-  mcim_log_event(resp->status >= 500 ? MCIM_LOG_WARN : MCIM_LOG_INFO, NULL, 0, resp->cause,
-                 "%s %s -> %d", method, url, resp->status);
+  /* A slow answer is said with its time: a caller may have given up on it already. */
+  if (secs >= SLOW_REQUEST_S)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, resp->cause, "%s %s -> %d after %.1f s", method,
+                   url, resp->status, secs);
+  else
+    mcim_log_event(resp->status >= 500 ? MCIM_LOG_WARN : MCIM_LOG_INFO, NULL, 0, resp->cause,
+                   "%s %s -> %d", method, url, resp->status);
 }
 
 char *mcim_http_body_(const struct mcim_http_response *resp, const char **content_type)

@@ -12,11 +12,17 @@ cleanup() {
   "$mcim" lab down --dir "$lab" >/dev/null 2>&1 || true
   if [ "$failed" -ne 0 ] && [ -d "$lab" ]; then
     echo "--- logs of the failed run ---"
+    # warnings and errors first (slow answers, refusals, retries), then each log's end
     for f in "$lab"/*/*.log "$lab"/devices/*/agent.log; do
-      [ -f "$f" ] && { echo "== $f"; tail -n 30 "$f"; }
+      [ -f "$f" ] || continue
+      echo "== $f: warnings and errors (last 20)"
+      grep -E '^[^ ]+ (warn|error) ' "$f" | tail -n 20 || true
+      echo "== $f: last 30 lines"
+      tail -n 30 "$f"
     done
   fi
-  rm -rf "$tmp"
+  # MCIM_KEEP_TMP=1 keeps the test's folder (lab, logs, stores) to look at after a failure
+  if [ "${MCIM_KEEP_TMP:-0}" = 1 ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
 
