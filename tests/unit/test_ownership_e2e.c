@@ -357,6 +357,52 @@ static void test_registrations(void **state)
   assert_unchanged(before, "registrations without proof");
 }
 
+/* An SHO holding a pre-provisioned MCIM cannot make itself the device's SHO on its own
+ * word: preloaded -> subscribed needs the device's switch (its TRE-signed resume notice,
+ * relayed by the RO for that txn). A retry of its own state and stepping back stay allowed. */
+static void run_ok(const char *device, const char *procedure, const char *sho)
+{
+  struct mcim_lab_run run = {.device = device, .procedure = procedure, .sho = sho,
+                             .timeout_s = 60};
+  struct mcim_lab_run_result res;
+  mcim_cause_t rc = mcim_lab_run(lab, &run, &res);
+  if (rc != MCIM_OK)
+    fail_msg("%s %s at %s: %s (%s)", procedure, device, sho, res.result, res.detail);
+  mcim_lab_run_result_clear(&res);
+}
+
+static void test_preloaded_promotion(void **state)
+{
+  char txn[33];
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "pdev1", false), MCIM_OK);
+  run_ok("pdev1", "initial", "sho-a");
+  run_ok("pdev1", "preload", "sho-b");
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
+                                    " sho = 'sho-b' AND state = 'preloaded'"),
+                   1);
+  new_txn(txn);
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev1", "sho", "sho-b",
+                        "state", "subscribed", "endpoint", mcim_lab_url(lab, "sho-b"));
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
+                                    " sho = 'sho-b' AND state = 'preloaded'"),
+                   1);
+  /* its own state again is a retry */
+  b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev1", "sho", "sho-b",
+                "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-b"));
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_OK);
+  /* the device's switch is the proof: sho-b is subscribed after it */
+  run_ok("pdev1", "switch", "sho-b");
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
+                                    " sho = 'sho-b' AND state = 'subscribed'"),
+                   1);
+}
+
 /* ---- discovery is bound to the procedure ---- */
 
 static void test_discovery_pending(void **state)
@@ -454,6 +500,7 @@ int main(void)
       cmocka_unit_test(test_order_read),
       cmocka_unit_test(test_registrations),
       cmocka_unit_test(test_discovery_pending),
+      cmocka_unit_test(test_preloaded_promotion),
       cmocka_unit_test(test_provision_then_handover),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -249,9 +249,13 @@ static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size
 
 /* The proof a registration needs (DESIGN.md section 10: a registry entry changes only on proof
  * from the party that holds it). subscribed / preloaded: the DPF recorded a successful install
- * of this SHO's MCIM on this device for this txn, or (a switch between pre-provisioned MCIMs)
- * the SHO already holds an entry for the device. released: the SHO's own entry, ended by its
- * own termination (it alone calls this for itself). */
+ * of this SHO's MCIM on this device for this txn. Without one, only what a switch between
+ * pre-provisioned MCIMs does to an entry the SHO already holds: the same state again (a
+ * retry), preloaded (an SHO stepping back is its own business), or preloaded -> subscribed
+ * when this RO relayed the device's TRE-signed `resume` notice of this txn to that SHO (the
+ * device chose it; an SHO holding a pre-provisioned MCIM cannot make itself the device's
+ * SHO on its own word). released: the SHO's own entry, ended by its own termination (it
+ * alone calls this for itself). */
 static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const char *device,
                                         const char *sho, const char *state)
 {
@@ -268,10 +272,26 @@ static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const
                  inst, 3);
   if (n != 0)
     return n < 0 ? MCIM_STORE_ERROR : MCIM_OK;
+  mcim_val_t same[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(state)};
   n = count_rows(st,
-                 "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND state IN"
-                 " ('subscribed', 'preloaded')",
+                 "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND (state = ? OR"
+                 " state = 'subscribed')",
+                 same, 3);
+  if (n != 0) /* a retry, or subscribed -> preloaded */
+    return n < 0 ? MCIM_STORE_ERROR : MCIM_OK;
+  if (strcmp(state, "subscribed") != 0)
+    return MCIM_NOT_PARTY;
+  n = count_rows(st,
+                 "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND state = 'preloaded'",
                  own, 2);
+  if (n <= 0)
+    return n < 0 ? MCIM_STORE_ERROR : MCIM_NOT_PARTY;
+  /* the relay's record (relay.c, mcim_dpf_notice): kept for answer_retention */
+  char what[200];
+  snprintf(what, sizeof(what), "notice/%s/%s/resume", device, sho);
+  mcim_val_t resumed[] = {MCIM_TEXT(txn), MCIM_TEXT(what)};
+  n = count_rows(st, "SELECT COUNT(*) FROM answers WHERE txn = ? AND step = 0 AND what = ?",
+                 resumed, 2);
   return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_NOT_PARTY;
 }
 
