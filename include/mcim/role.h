@@ -42,6 +42,10 @@ struct mcim_role_kind {
   void (*stop)(struct mcim_role *r);
   /* Called about every `tick_ms` by the worker thread (after the outbox). */
   void (*tick)(struct mcim_role *r);
+  /* Records of finished procedures this kind deletes once they are `record_retention` old
+   * (NULL-terminated; may be NULL): each statement takes that cutoff (seconds) as its one
+   * parameter; they run in order, in one transaction, with the common ones (the trace). */
+  const char *const *purge;
 };
 
 /* The kinds this build knows (src/roles/kinds.c); NULL if none has that name. */

@@ -330,6 +330,42 @@ void mcim_role_outbox_run(struct mcim_role *r)
 
 /* ---- housekeeping ---- */
 
+/* Records of finished procedures go once they are record_retention old (issue 8, point 8:
+ * nothing lives forever): the trace of every role and what the kind names (its `purge`).
+ * At most once a minute (or once per retention, when shorter): the trace has no index on
+ * time alone and a sweep scans it. One transaction: a failure leaves everything for the
+ * next sweep. */
+static void purge_finished(struct mcim_role *r, mcim_store_t *st, int64_t now)
+{
+  int64_t keep = mcim_config_duration(r->cfg, "record_retention");
+  int64_t every = keep < 60 ? keep : 60;
+  if (now - r->priv->purged_at < every)
+    return;
+  r->priv->purged_at = now;
+  int64_t cutoff = now - keep;
+  int64_t deleted = 0;
+  mcim_cause_t rc = mcim_store_begin(st);
+  mcim_val_t tp[] = {MCIM_INT(cutoff * 1000000)};
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st, "DELETE FROM trace WHERE time_us < ?", tp, 1, NULL, NULL);
+  if (rc == MCIM_OK)
+    deleted += mcim_store_changes(st);
+  for (const char *const *sql = r->kind->purge; rc == MCIM_OK && sql && *sql; sql++) {
+    mcim_val_t p[] = {MCIM_INT(cutoff)};
+    rc = mcim_store_exec(st, *sql, p, 1, NULL, NULL);
+    if (rc == MCIM_OK)
+      deleted += mcim_store_changes(st);
+  }
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "purge of finished records: %s",
+                   mcim_store_errmsg(st));
+  else if (deleted > 0)
+    mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK,
+                   "%lld records of procedures finished before record_retention deleted",
+                   (long long)deleted);
+}
+
 void mcim_role_housekeeping(struct mcim_role *r)
 {
   int64_t now = mcim_now();
@@ -354,4 +390,5 @@ void mcim_role_housekeeping(struct mcim_role *r)
                          op, 1, NULL, NULL);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "housekeeping: %s", mcim_store_errmsg(st));
+  purge_finished(r, st, now);
 }

@@ -24,6 +24,7 @@ struct mcim_role_priv {
   bool started;
   mcim_replay_cache_t replay;
   int64_t housekeeping_at; /* when the worker last swept (seconds) */
+  int64_t purged_at;       /* when it last deleted records past record_retention */
 };
 
 /* Schema every role has: trace, answers, replay, outbox (component "common"). */

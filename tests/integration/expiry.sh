@@ -4,7 +4,9 @@
 # the download, step 13) ends at the SHO with TIMEOUT and its MCIM terminated (no AV can be
 # made for it), the DRF's order expires and the DPF drops the package it held (content gone);
 # the SHO's late step-12 authorisation for the expired order is refused; unanswered attach
-# attempts at the VNO are purged; stored answers go after answer_retention. Nothing waits on
+# attempts at the VNO are purged; stored answers go after answer_retention, the records of
+# the abandoned procedure (order, AuC entry, DRF order, package, validation, trace) after
+# record_retention while a live subscription stays. Nothing waits on
 # a fixed sleep: every check polls with a deadline.
 . "$(dirname "$0")/lib/common.bash"
 
@@ -123,4 +125,29 @@ got=$(printf '%s' "$body" | curl -s -o "$tmp/body" -w '%{http_code}' --cacert "$
   bad "late step-12 authorisation: $got $(head -c 300 "$tmp/body")"
 [ "$(sql "$ro_db" "SELECT state || '/' || length(package) FROM dpf_packages WHERE txn='$txn'")" = "abandoned/0" ] &&
   ok "DPF: still nothing kept for the expired order" || bad "package after the late authorisation: $(sql "$ro_db" "SELECT state, length(package) FROM dpf_packages WHERE txn='$txn'")"
+
+# --- records of finished procedures are deleted after record_retention; a live subscription
+# stays ---
+live=ex2
+check "manufacture $live" "$mcim" lab device add "$live" --dir "$lab"
+check "initial provisioning of $live at sho-a" "$mcim" run initial "$live" --sho sho-a --json --dir "$lab"
+pva_db="$lab/pva/pva.db"
+[ "$(sql "$pva_db" "SELECT COUNT(*) FROM validations WHERE txn='$txn'")" = 1 ] &&
+  ok "PVA: the abandoned procedure's validation is on record" || bad "PVA validations of $txn: $(sql "$pva_db" "SELECT COUNT(*) FROM validations WHERE txn='$txn'")"
+for r in ro sho-a pva; do set_cfg "$r" record_retention 2s; done
+for r in ro sho-a pva; do check "restart $r with record_retention 2s" "$mcim" lab restart "$r" --dir "$lab"; done
+rows() { sql "$1" "$2"; }
+until_ok "sho-a: the failed order and its never-activated AuC entry deleted" 20 \
+  '[ "$(rows "$sho_db" "SELECT COUNT(*) FROM orders WHERE txn='"'"'$txn'"'"'")/$(rows "$sho_db" "SELECT COUNT(*) FROM auc WHERE imsi='"'"'$imsi'"'"'")" = 0/0 ]'
+until_ok "RO: the expired DRF order and the abandoned DPF package deleted" 20 \
+  '[ "$(rows "$ro_db" "SELECT COUNT(*) FROM drf_orders WHERE txn='"'"'$txn'"'"'")/$(rows "$ro_db" "SELECT COUNT(*) FROM dpf_packages WHERE txn='"'"'$txn'"'"'")" = 0/0 ]'
+until_ok "PVA: the finished validation deleted" 20 \
+  '[ "$(rows "$pva_db" "SELECT COUNT(*) FROM validations WHERE txn='"'"'$txn'"'"'")" = 0 ]'
+until_ok "the trace of the abandoned procedure deleted at sho-a, the RO and the PVA" 20 \
+  '[ "$(rows "$sho_db" "SELECT COUNT(*) FROM trace WHERE txn='"'"'$txn'"'"'")$(rows "$ro_db" "SELECT COUNT(*) FROM trace WHERE txn='"'"'$txn'"'"'")$(rows "$pva_db" "SELECT COUNT(*) FROM trace WHERE txn='"'"'$txn'"'"'")" = 000 ]'
+[ "$(sql "$sho_db" "SELECT o.state || '/' || a.state FROM orders o JOIN auc a ON a.imsi = o.imsi WHERE o.device='$live'")" = active/active ] &&
+  ok "sho-a: $live's active order and AuC entry stay" || bad "$live at sho-a: $(sql "$sho_db" "SELECT o.state, a.state FROM orders o JOIN auc a ON a.imsi = o.imsi WHERE o.device='$live'")"
+[ "$(sql "$ro_db" "SELECT state FROM drf WHERE device='$live'")" = subscribed ] &&
+  ok "DRF: $live's registry entry stays" || bad "DRF entry of $live: $(sql "$ro_db" "SELECT sho, state FROM drf WHERE device='$live'")"
+check "$live still attaches to sho-a" "$mcim" device attach "$live" --to sho-a --json --dir "$lab"
 finish

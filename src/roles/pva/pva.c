@@ -828,6 +828,12 @@ static const struct mcim_http_route pva_routes[] = {
     {"POST", "/v1/validations/{id}/quote", h_quote, 0},
 };
 
+/* Validations with a verdict (or expired), record_retention after they were opened. */
+static const char *const pva_purge[] = {
+    "DELETE FROM validations WHERE state <> 'pending' AND created_us < ? * 1000000",
+    NULL,
+};
+
 const struct mcim_role_kind mcim_role_pva = {
     .kind = "pva",
     .summary = "platform validation authority: RIMs, nonces, TRE quotes, verdicts",
@@ -840,4 +846,5 @@ const struct mcim_role_kind mcim_role_pva = {
     .start = pva_start,
     .stop = pva_stop,
     .tick = pva_tick,
+    .purge = pva_purge,
 };

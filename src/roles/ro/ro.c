@@ -89,6 +89,15 @@ static const struct mcim_http_route ro_routes[] = {
     {"POST", "/v1/admin/pcid/{device}/renew", mcim_ro_admin_pcid_renew, MCIM_ROUTE_PEER_CERT},
 };
 
+/* DRF orders past their lifetime (the order record they vouched for has expired too) and DPF
+ * packages whose install was reported or whose procedure was abandoned (already emptied),
+ * once record_retention old (common.c). The registry (drf) and the owners stay. */
+static const char *const ro_purge[] = {
+    "DELETE FROM drf_orders WHERE state IN ('expired', 'authorised') AND expires < ?",
+    "DELETE FROM dpf_packages WHERE state IN ('installed', 'abandoned') AND updated < ?",
+    NULL,
+};
+
 const struct mcim_role_kind mcim_role_ro = {
     .kind = "ro",
     .summary = "registration operator: ICF (PCID AuC), DRF (discovery), DPF (MCIM relay)",
@@ -99,4 +108,5 @@ const struct mcim_role_kind mcim_role_ro = {
     .routes = ro_routes,
     .nroutes = sizeof(ro_routes) / sizeof(ro_routes[0]),
     .tick = mcim_drf_expire,
+    .purge = ro_purge,
 };

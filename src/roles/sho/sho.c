@@ -580,6 +580,16 @@ static const struct mcim_http_route sho_routes[] = {
     {"POST", "/v1/attach/{id}", h_attach_answer, 0},
 };
 
+/* Abandoned orders (failed: refused, timed out, never installed) and the AuC entries they
+ * reserved, which never served an attach (record_retention, common.c). An installed order
+ * stays: it is the device's subscription here. */
+static const char *const sho_purge[] = {
+    "DELETE FROM auc WHERE state = 'terminated' AND imsi IN"
+    " (SELECT imsi FROM orders WHERE state = 'failed' AND updated < ?)",
+    "DELETE FROM orders WHERE state = 'failed' AND updated < ?",
+    NULL,
+};
+
 const struct mcim_role_kind mcim_role_sho = {
     .kind = "sho",
     .summary = "selected home operator: orders, MCIM issue, AuC, full access",
@@ -591,4 +601,5 @@ const struct mcim_role_kind mcim_role_sho = {
     .nroutes = sizeof(sho_routes) / sizeof(sho_routes[0]),
     .start = sho_start,
     .tick = mcim_sho_expire,
+    .purge = sho_purge,
 };
