@@ -157,5 +157,10 @@ void mcim_http_result_clear(struct mcim_http_result *result);
 mcim_cause_t mcim_http_lite_request(struct mcim_http_lite *cli, const char *method,
                                     const char *url, const json_t *body, const char *bearer,
                                     struct mcim_http_result *result);
+/* The same, to the network role named `peer`: over https the server's certificate must name
+ * it (CN), beside chaining to the CA and matching the host; PEER_NOT_AUTHENTICATED if not. */
+mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *peer,
+                                       const char *method, const char *url, const json_t *body,
+                                       const char *bearer, struct mcim_http_result *result);
 
 #endif

@@ -87,7 +87,8 @@ mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const c
     snprintf(res->detail, sizeof(res->detail), "URL too long");
     return res->cause;
   }
-  rc = mcim_http_lite_request(cli, method, url, body, bearer, res);
+  /* the server must be `peer` itself, not any role the operators' CA certified */
+  rc = mcim_http_lite_request_to(cli, peer, method, url, body, bearer, res);
   /* A success must come with a JSON object: everything the device reads is one. */
   if (rc == MCIM_OK && !json_is_object(res->json)) {
     res->cause = rc = MCIM_PEER_BAD_ANSWER;

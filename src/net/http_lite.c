@@ -44,6 +44,7 @@
 
 #include "mcim/http.h"
 #include "mcim/log.h"
+#include "mcim/pki.h"
 #include "mcim/util.h"
 #include "net/http_priv.h"
 
@@ -59,7 +60,7 @@
 #define TLS13_CIPHERS "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
 
 struct lite_conn {
-  char key[320]; /* "host:port"; "" = free slot */
+  char key[400]; /* "peer@host:port" (or "host:port" for no pinned name); "" = free slot */
   int fd;
   SSL *ssl; /* NULL: plain HTTP (Unix socket) */
   uint64_t used; /* LRU stamp */
@@ -77,6 +78,7 @@ struct mcim_http_lite {
 struct call {
   struct mcim_http_lite *cli;
   struct lite_conn *c;
+  const char *peer; /* the server certificate's CN must be this (NULL: any the CA signed) */
   uint64_t deadline_ms; /* monotonic */
   char *buf;            /* what was read of the answer */
   size_t len, cap, pos;
@@ -468,7 +470,27 @@ static int open_socket(struct call *k, const char *host, const char *port)
   return fd;
 }
 
-/* The TLS handshake on c->fd, verifying the server as `host`. */
+/* The server is the party the caller means to reach: every role's certificate comes from the
+ * same operators' CA and, in a lab, names the same loopback address, so the host check alone
+ * would let one operator's server answer for another's (a hostile SHO on the device's path
+ * posing as the SHO the DRF named). The certificate's CN is the role's name. */
+static bool peer_is(struct call *k, struct lite_conn *c)
+{
+  char *cn = NULL;
+  if (!k->peer)
+    return true;
+  X509 *cert = SSL_get1_peer_certificate(c->ssl);
+  mcim_cause_t rc = cert ? mcim_pki_cert_name(cert, &cn) : MCIM_PEER_NOT_AUTHENTICATED;
+  X509_free(cert);
+  bool same = rc == MCIM_OK && strcmp(cn, k->peer) == 0;
+  if (!same)
+    fail(k, MCIM_PEER_NOT_AUTHENTICATED, "server certificate: it is %.64s's, not %.64s's",
+         cn ? cn : "nobody", k->peer);
+  free(cn);
+  return same;
+}
+
+/* The TLS handshake on c->fd, verifying the server as `host` (and as `k->peer`). */
 static bool handshake(struct call *k, struct lite_conn *c, const char *host)
 {
   char why[160];
@@ -495,7 +517,7 @@ static bool handshake(struct call *k, struct lite_conn *c, const char *host)
   for (;;) {
     int r = SSL_connect(c->ssl);
     if (r == 1)
-      return true;
+      return peer_is(k, c);
     int e = SSL_get_error(c->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
       if (!wait_fd(k, c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT)) {
@@ -528,8 +550,10 @@ static struct lite_conn *conn_get(struct call *k, const char *host, const char *
                                   bool *reused)
 {
   struct mcim_http_lite *cli = k->cli;
-  char key[320];
-  snprintf(key, sizeof(key), "%s:%s", host, port);
+  char key[400];
+  /* a connection verified for one name is never used for another */
+  snprintf(key, sizeof(key), "%s%s%s:%s", k->peer ? k->peer : "", k->peer ? "@" : "", host,
+           port);
   *reused = false;
   struct lite_conn *c = NULL, *lru = &cli->conns[0];
   for (size_t i = 0; i < LITE_CONNS; i++) {
@@ -903,7 +927,14 @@ mcim_cause_t mcim_http_lite_request(struct mcim_http_lite *cli, const char *meth
                                     const char *url, const json_t *body, const char *bearer,
                                     struct mcim_http_result *result)
 {
-  struct call k = {.cli = cli};
+  return mcim_http_lite_request_to(cli, NULL, method, url, body, bearer, result);
+}
+
+mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *peer,
+                                       const char *method, const char *url, const json_t *body,
+                                       const char *bearer, struct mcim_http_result *result)
+{
+  struct call k = {.cli = cli, .peer = peer};
   char host[256], port[8];
   const char *path = NULL;
   char *text = NULL, *req = NULL;

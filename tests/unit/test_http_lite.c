@@ -201,6 +201,25 @@ static void test_client_certs(void **state)
                                               &r), MCIM_OK);
   mcim_http_result_clear(&r);
   mcim_http_lite_free(c);
+  /* the server named: its certificate's CN must be that name (the CA and the host alone
+   * would let any role of the same CA answer for another), and a connection verified for one
+   * name is not reused for another */
+  c = client(p(4, "client.crt"), p(5, "client.key"), 5000);
+  assert_int_equal(mcim_http_lite_request_to(c, "server", "POST", url(base, "/v1/echo"), body,
+                                             NULL, &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  assert_int_equal(mcim_http_lite_request_to(c, "sho-a", "POST", url(base, "/v1/echo"), body,
+                                             NULL, &r),
+                   MCIM_PEER_NOT_AUTHENTICATED);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.detail, "it is server's, not sho-a's"));
+  mcim_http_result_clear(&r);
+  assert_int_equal(mcim_http_lite_request_to(c, "server", "POST", url(base, "/v1/echo"), body,
+                                             NULL, &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  mcim_http_lite_free(c);
   /* a key that does not match the certificate */
   c = client(p(4, "client.crt"), p(5, "other.key"), 5000);
   assert_int_equal(mcim_http_lite_request(c, "POST", url(base, "/v1/echo"), body, NULL, &r),
