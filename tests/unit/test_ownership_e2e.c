@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include "soft_device_fixture.h"
 #include "mcim/jose.h"
@@ -405,6 +406,88 @@ static void test_preloaded_promotion(void **state)
 
 /* ---- discovery is bound to the procedure ---- */
 
+/* The device's procedure at `dev` (its control API): its stage, cause (the detail when it
+ * has none: a wait), result. */
+static void device_proc(struct mcim_http_client *dev, const char *txn, char stage[32],
+                        char cause[128], char result[48])
+{
+  char u[128];
+  struct mcim_http_result r;
+  snprintf(u, sizeof(u), "http://localhost/v1/procedures/%s", txn);
+  stage[0] = cause[0] = result[0] = '\0';
+  if (mcim_http_request(dev, "GET", u, NULL, NULL, &r) == MCIM_OK) {
+    const char *v;
+    if ((v = json_string_value(json_object_get(r.json, "stage"))))
+      snprintf(stage, 32, "%s", v);
+    if ((v = json_string_value(json_object_get(r.json, "cause"))) ||
+        (v = json_string_value(json_object_get(r.json, "detail"))))
+      snprintf(cause, 128, "%s", v);
+    if ((v = json_string_value(json_object_get(r.json, "result"))))
+      snprintf(result, 48, "%s", v);
+  }
+  mcim_http_result_clear(&r);
+}
+
+/* The owner instructs the device before ordering (seed step 2 before step 1 reached the
+ * DRF): the DRF answers "not yet" (ORDER_PENDING, Retry-After) and the device keeps asking
+ * until the order is there, then completes the procedure. */
+static void test_device_waits_for_order(void **state)
+{
+  struct mcim_http_client *dev = NULL;
+  char txn[33], path[512], stage[32], cause[128], result[48];
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "wdev1", false), MCIM_OK);
+  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "wdev1"));
+  mcim_jose_key_t *wowner = load_key(path);
+  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, "wdev1"));
+  json_t *wparams = json_load_file(path, 0, NULL);
+  assert_non_null(wowner);
+  assert_non_null(wparams);
+  assert_int_equal(mcim_lab_device_client(lab, "wdev1", &dev), MCIM_OK);
+  new_txn(txn);
+  char *ins = sign(wowner, "mcim-instruction+jwt", "subscriber", "wdev1", "wdev1", txn,
+                   json_pack("{s:s,s:s}", "procedure", "initial", "sho", "sho-a"));
+  struct mcim_http_result r;
+  json_t *b = json_pack("{s:s}", "instruction", ins);
+  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/procedures", b, NULL, &r),
+                   MCIM_OK);
+  assert_int_equal(r.status, 202);
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  free(ins);
+  /* it reaches discovery and is told "not yet" (ORDER_PENDING: it waits, cause-free, saying
+   * so in its detail) */
+  int waited = 0;
+  for (; waited < 30000; waited += 100) {
+    device_proc(dev, txn, stage, cause, result);
+    if (strcmp(stage, "discover") == 0 && strstr(cause, "has not reached the RO yet"))
+      break;
+    assert_true(result[0] == '\0');
+    usleep(100 * 1000);
+  }
+  if (waited >= 30000)
+    fail_msg("the device never waited for its order: stage %s, cause %s", stage, cause);
+  /* the order, now: the device finds it and the procedure completes */
+  char *o = sign(wowner, "mcim-order+jwt", "subscriber", "wdev1", "sho-a", txn,
+                 json_pack("{s:O,s:O,s:s}", "attestation_cert",
+                           json_object_get(wparams, "attestation_cert"), "ka_cert",
+                           json_object_get(wparams, "ka_cert"), "procedure", "initial"));
+  assert_int_equal(req(plain_cli, "POST", "sho-a", "/v1/orders",
+                       json_pack("{s:s,s:s}", "txn", txn, "order", o), NULL, &status),
+                   MCIM_OK);
+  free(o);
+  for (waited = 0; waited < 60000 && !result[0]; waited += 100) {
+    usleep(100 * 1000);
+    device_proc(dev, txn, stage, cause, result);
+  }
+  if (strcmp(result, "success") != 0)
+    fail_msg("after the order: result '%s', cause %s, stage %s", result, cause, stage);
+  mcim_http_client_free(dev);
+  mcim_jose_key_free(wowner);
+  json_decref(wparams);
+}
+
 static void test_discovery_pending(void **state)
 {
   struct usim u;
@@ -501,6 +584,7 @@ int main(void)
       cmocka_unit_test(test_registrations),
       cmocka_unit_test(test_discovery_pending),
       cmocka_unit_test(test_preloaded_promotion),
+      cmocka_unit_test(test_device_waits_for_order),
       cmocka_unit_test(test_provision_then_handover),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
