@@ -367,7 +367,11 @@ static bool healthy(mcim_lab_t *lab, const char *name)
   if (!base || !cli)
     return false;
   snprintf(url, sizeof(url), "%s/v1/health", base);
-  bool ok = mcim_http_request(cli, "GET", url, NULL, NULL, &res) == MCIM_OK;
+  /* That role, not merely a role of this lab: every role's certificate comes from the same
+   * CA, and a daemon that could not bind its port leaves whoever holds it answering. */
+  bool ok = mcim_http_request(cli, "GET", url, NULL, NULL, &res) == MCIM_OK &&
+            json_is_string(json_object_get(res.json, "name")) &&
+            strcmp(json_string_value(json_object_get(res.json, "name")), name) == 0;
   mcim_http_result_clear(&res);
   return ok;
 }
@@ -500,7 +504,18 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
   json_t *roles = json_object_get(lab->json, "roles");
   for (size_t i = 0; i < nnames; i++) {
     const char *kind = i < 4 ? base_roles[i][1] : "sho";
-    int port = mcim_lab_free_port();
+    /* The probe's port is free again once probed: the kernel may hand it out twice. Two
+     * roles given one port would have one daemon fail to bind and the other answer for both
+     * (seen: the demo's orders for sho-b reached sho-a). */
+    int port = -1;
+    for (int tries = 0; tries < 32 && port <= 0; tries++) {
+      port = mcim_lab_free_port();
+      size_t k;
+      json_t *taken;
+      json_array_foreach(roles, k, taken)
+        if (json_integer_value(json_object_get(taken, "port")) == port)
+          port = -1;
+    }
     char url[64];
     if (port <= 0) {
       rc = MCIM_IO_ERROR;

@@ -3,7 +3,7 @@
 # (issue 3, item 6): malformed JSON, wrong types, unknown fields, oversized bodies, wrong
 # content type, unknown routes and methods, missing client certificates, garbage tokens.
 . "$(dirname "$0")/lib/common.bash"
-need curl
+need curl python3
 
 check "lab up" "$mcim" lab up --dir "$lab"
 check "lab status" "$mcim" lab status --dir "$lab"
@@ -80,6 +80,24 @@ expect "SHO verdict from a non-PVA" FORBIDDEN 403 "${vno_cert[@]}" "${j[@]}" \
 
 # After all that, every role still serves.
 check "every role still answers" "$mcim" lab status --dir "$lab"
+
+# A role given a port another role holds does not pass for started: the daemon that answers
+# there is sho-a (same CA, so TLS alone cannot tell), and the lab checks the name it gives.
+python3 - "$lab" <<'PY'
+import json, sys
+d = sys.argv[1]
+lab = json.load(open(d + "/lab.json"))
+a = [r for r in lab["roles"] if r["name"] == "sho-a"][0]
+for r in lab["roles"]:
+    if r["name"] == "sho-b":
+        r["port"], r["url"] = a["port"], a["url"]
+json.dump(lab, open(d + "/lab.json", "w"), indent=2)
+c = json.load(open(d + "/sho-b/sho-b.json"))
+c["listen_port"] = a["port"]
+json.dump(c, open(d + "/sho-b/sho-b.json", "w"), indent=2)
+PY
+check_refused_text "sho-b (sho) exited at start" "sho-b on sho-a's port is not taken for started" \
+  "$mcim" lab restart sho-b --dir "$lab"
 check "lab down" "$mcim" lab down --dir "$lab"
 # after down: exit status 1 (not a usage error, not a crash), and every role stopped
 st=0
