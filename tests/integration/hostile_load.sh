@@ -101,8 +101,11 @@ lab["roles"] = [dict(r, url=f"https://127.0.0.1:{sys.argv[3]}") for r in lab["ro
 lab["devices"] = []
 json.dump(lab, open(sys.argv[2], "w"))
 EOF
-  openssl s_server -accept "127.0.0.1:$port" -cert "$lab/pki/ro/cert.pem" -key "$lab/pki/ro/key.pem" \
-    -tls1_2 -cipher "$1" -www >"$tmp/s_server" 2>&1 &
+  # -WWW serves files: /v1/health answers as the RO would (the lab takes a role for up only
+  # when it names itself)
+  mkdir -p "$fake/www/v1" && printf '{"name":"ro","kind":"ro","status":"ok"}' >"$fake/www/v1/health"
+  (cd "$fake/www" && exec openssl s_server -accept "127.0.0.1:$port" -cert "$lab/pki/ro/cert.pem" \
+    -key "$lab/pki/ro/key.pem" -tls1_2 -cipher "$1" -WWW) >"$tmp/s_server" 2>&1 &
   srv=$!
   accepting() { grep -q '^ACCEPT' "$tmp/s_server"; }
   wait_until 10 accepting || bad "openssl s_server does not accept: $(head -c 300 "$tmp/s_server")"
