@@ -138,6 +138,12 @@ struct mcim_tre_ops {
    * `out` may be NULL; mcim_statement_free() it. */
   mcim_cause_t (*verify_owner)(void *ctx, const char *jws, size_t len, const char *typ,
                                mcim_statement_t **out);
+  /* A change of owner: `jws` is an mcim-handover+jwt the pinned owner signed (aud = sub = the
+   * device, claim new_owner_jwk: a public key), checked as verify_owner checks, and the pinned
+   * key becomes new_owner_jwk in the same atomic write as the jti. MCIM_KEY_INVALID if the
+   * new key is not a public EC key (a private part is refused, never kept). May be NULL (a
+   * TRE that cannot: MCIM_UNSUPPORTED). */
+  mcim_cause_t (*owner_handover)(void *ctx, const char *jws, size_t len);
 
   /* Initial network access credential: install a PCID credential delivered as a JWE to the
    * TRE key-agreement key (from the DPF, the M2MES CCIF, or the factory for the first one):

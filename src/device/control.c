@@ -304,6 +304,35 @@ static void h_trace(void *ctx, const struct mcim_http_request *req,
                                  "events", events));
 }
 
+/* POST /v1/owner {handover}: the owner hands the device to a new owner (the statement the
+ * RO took for its owner record has its own twin for the device: aud = the device). The TRE
+ * checks it against the key it pins and pins the new one; from then on only the new owner's
+ * instructions are taken. */
+static void h_owner_handover(void *ctx, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp)
+{
+  struct mcim_device *d = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"handover", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
+  };
+  char err[200];
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 1, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "%s", err);
+    return;
+  }
+  const char *jws = json_string_value(json_object_get(req->json, "handover"));
+  rc = d->tre->ops->owner_handover ? d->tre->ops->owner_handover(d->tre->ctx, jws, strlen(jws))
+                                   : MCIM_UNSUPPORTED;
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "handover refused");
+    mcim_http_reply_problem(resp, rc, 0, "the TRE refused the handover");
+    return;
+  }
+  mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "owner handed over: a new owner key is pinned");
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "device", d->name, "owner", "replaced"));
+}
+
 static void h_health(void *ctx, const struct mcim_http_request *req,
                      struct mcim_http_response *resp)
 {
@@ -330,6 +359,7 @@ static const struct mcim_http_route control_routes[] = {
     {"GET", "/v1/status", h_status, 0},
     {"POST", "/v1/attach", h_attach, 0},
     {"POST", "/v1/procedures", h_procedure_start, 0},
+    {"POST", "/v1/owner", h_owner_handover, 0},
     {"GET", "/v1/procedures/{txn}", h_procedure_get, 0},
     {"GET", "/v1/admin/trace/{txn}", h_trace, 0},
 };

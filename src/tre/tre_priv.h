@@ -146,6 +146,9 @@ mcim_cause_t tre_op_pending(void *ctx, int64_t lifetime, json_t **out);
 mcim_cause_t tre_op_pending_done(void *ctx, const char *to, const char *txn);
 mcim_cause_t tre_op_verify_owner(void *ctx, const char *jws, size_t len, const char *typ,
                                  mcim_statement_t **out);
+mcim_cause_t tre_op_owner_handover(void *ctx, const char *jws, size_t len);
+/* tre_soft.c: a public JWK object of `owner_jwk` (MCIM_KEY_INVALID for a private key) */
+mcim_cause_t tre_owner_jwk_object(const char *owner_jwk, json_t **out);
 /* The measurement log digest chain: lower-case hex (65 bytes) of d(n). */
 mcim_cause_t tre_log_digest(json_t *log, char out[65]);
 

@@ -214,14 +214,43 @@ static mcim_cause_t owner_key(json_t *st, mcim_jose_key_t **out)
   return rc;
 }
 
+/* A statement of the pinned owner, verified with the TRE state `st` held (its jti recorded
+ * in `st`, not yet committed). */
+static mcim_cause_t verify_owner_held(json_t *st, const char *jws, size_t len, const char *typ,
+                                      mcim_statement_t **stmt)
+{
+  mcim_jose_key_t *key = NULL;
+  char *iss = NULL;
+  mcim_cause_t rc = owner_key(st, &key);
+  if (rc == MCIM_OK)
+    rc = peek_iss(jws, len, &iss);
+  if (rc == MCIM_OK) {
+    struct tre_replay replay = {.seen = json_object_get(st, "seen")};
+    mcim_replay_cache_t cache = tre_replay_cache(&replay);
+    mcim_jws_expect_t x = {.iss = iss,
+                           .aud = tre_str(st, "device"),
+                           .typ = typ,
+                           .skew = MCIM_TRE_SKEW,
+                           .replay = &cache};
+    rc = mcim_jws_verify(jws, len, key, &x, stmt);
+  }
+  if (rc == MCIM_JOSE_MALFORMED || rc == MCIM_JWS_BAD_ALG || rc == MCIM_JWS_BAD_SIGNATURE) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: '%s' is not signed by the owner", typ);
+    rc = MCIM_NOT_OWNER;
+  } else if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: owner's '%s' refused", typ);
+  }
+  free(iss);
+  mcim_jose_key_free(key);
+  return rc;
+}
+
 mcim_cause_t tre_op_verify_owner(void *ctx, const char *jws, size_t len, const char *typ,
                                  mcim_statement_t **out)
 {
   struct tre_soft *t = ctx;
-  mcim_jose_key_t *key = NULL;
   mcim_statement_t *stmt = NULL;
   json_t *st = NULL;
-  char *iss = NULL;
   bool held = false;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
 
@@ -231,29 +260,9 @@ mcim_cause_t tre_op_verify_owner(void *ctx, const char *jws, size_t len, const c
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
-  rc = owner_key(st, &key);
+  rc = verify_owner_held(st, jws, len, typ, &stmt);
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = peek_iss(jws, len, &iss);
-  if (rc == MCIM_OK) {
-    struct tre_replay replay = {.seen = json_object_get(st, "seen")};
-    mcim_replay_cache_t cache = tre_replay_cache(&replay);
-    mcim_jws_expect_t x = {.iss = iss,
-                           .aud = tre_str(st, "device"),
-                           .typ = typ,
-                           .skew = MCIM_TRE_SKEW,
-                           .replay = &cache};
-    rc = mcim_jws_verify(jws, len, key, &x, &stmt);
-  }
-  if (rc == MCIM_JOSE_MALFORMED || rc == MCIM_JWS_BAD_ALG || rc == MCIM_JWS_BAD_SIGNATURE) {
-    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: '%s' is not signed by the owner", typ);
-    rc = MCIM_NOT_OWNER;
-    goto cleanup;
-  }
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: owner's '%s' refused", typ);
-    goto cleanup;
-  }
   /* The jti is durable before the instruction is acted on: a replay after a restart is
    * still a replay. */
   rc = tre_commit(t, st);
@@ -265,8 +274,50 @@ mcim_cause_t tre_op_verify_owner(void *ctx, const char *jws, size_t len, const c
   }
 cleanup:
   mcim_statement_free(stmt);
-  free(iss);
-  mcim_jose_key_free(key);
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+/* The owner hands the device over: the key the TRE pins becomes the new owner's, in one
+ * atomic write with the statement's jti (a crash leaves the old key and the statement
+ * usable, or the new key and the statement spent). */
+mcim_cause_t tre_op_owner_handover(void *ctx, const char *jws, size_t len)
+{
+  struct tre_soft *t = ctx;
+  mcim_statement_t *stmt = NULL;
+  json_t *st = NULL, *owner = NULL;
+  char *jwk = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !jws || !len || len > MCIM_JOSE_MAX_LEN)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  rc = verify_owner_held(st, jws, len, "mcim-handover+jwt", &stmt);
+  if (rc == MCIM_OK && (!stmt->claims.sub || strcmp(stmt->claims.sub, tre_str(st, "device"))))
+    rc = MCIM_CLAIM_MISMATCH;
+  const json_t *new_owner = rc == MCIM_OK ? json_object_get(stmt->payload, "new_owner_jwk") : NULL;
+  if (rc == MCIM_OK && !json_is_object(new_owner))
+    rc = MCIM_CLAIM_MISSING;
+  if (rc == MCIM_OK)
+    rc = (jwk = json_dumps(new_owner, JSON_COMPACT)) ? MCIM_OK : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK)
+    rc = tre_owner_jwk_object(jwk, &owner);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  json_object_set_new(st, "owner_jwk", owner);
+  owner = NULL;
+  rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "tre: the owner key is replaced (handover)");
+cleanup:
+  json_decref(owner);
+  free(jwk);
+  mcim_statement_free(stmt);
   if (held)
     tre_end(t, st);
   return rc;

@@ -117,6 +117,7 @@ static const struct mcim_tre_ops tre_soft_ops = {
     .pending = tre_op_pending,
     .pending_done = tre_op_pending_done,
     .verify_owner = tre_op_verify_owner,
+    .owner_handover = tre_op_owner_handover,
     .pcid_install = tre_op_pcid_install,
     .pcid_renew = tre_op_pcid_renew,
 };
@@ -231,7 +232,7 @@ static mcim_cause_t pem_canonical(const char *pem, json_t **out)
   return rc;
 }
 
-static mcim_cause_t owner_jwk_object(const char *owner_jwk, json_t **out)
+mcim_cause_t tre_owner_jwk_object(const char *owner_jwk, json_t **out)
 {
   mcim_jose_key_t *key = NULL;
   char *pub = NULL;
@@ -279,7 +280,7 @@ mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const cha
   if (!dir || !*dir || !device || !mcim_pki_name_valid(device) || !model || !*model ||
       !owner_jwk || !operators_ca_pem || !m2mes_ca_pem)
     goto cleanup;
-  if ((rc = owner_jwk_object(owner_jwk, &owner)) != MCIM_OK ||
+  if ((rc = tre_owner_jwk_object(owner_jwk, &owner)) != MCIM_OK ||
       (rc = pem_canonical(operators_ca_pem, &ops_ca)) != MCIM_OK ||
       (rc = pem_canonical(m2mes_ca_pem, &m2mes_ca)) != MCIM_OK) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: create %s: owner key or CA unusable",

@@ -574,6 +574,80 @@ static void test_provision_then_handover(void **state)
                        NULL, &status),
                    MCIM_FORBIDDEN);
   free(owner_jwk);
+
+  /* The device learns of the handover too: its TRE pins the new owner's key on the old
+   * owner's statement (its own twin, aud = the device), and from then on takes only the new
+   * owner's instructions: the stranger changes the device's SHO end to end. */
+  struct mcim_http_client *dev = NULL;
+  struct mcim_http_result r;
+  char stage[32], cause[128], result[48];
+  assert_int_equal(mcim_lab_device_client(lab, DEV, &dev), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_jwk(stranger, &jwk), MCIM_OK);
+  mcim_jose_key_t *third2 = NULL;
+  assert_int_equal(mcim_jose_key_generate(&third2), MCIM_OK);
+  new_txn(txn);
+  h = sign(third2, "mcim-handover+jwt", "subscriber", DEV, DEV, txn,
+           json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
+  json_t *b = json_pack("{s:s}", "handover", h);
+  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/owner", b, NULL, &r),
+                   MCIM_NOT_OWNER);
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  free(h);
+  h = sign(owner, "mcim-handover+jwt", "subscriber", DEV, DEV, txn,
+           json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
+  b = json_pack("{s:s}", "handover", h);
+  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/owner", b, NULL, &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  /* the same statement again: the old owner's key is no longer the one pinned */
+  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/owner", b, NULL, &r),
+                   MCIM_NOT_OWNER);
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  free(h);
+  free(jwk);
+  mcim_jose_key_free(third2);
+  /* the old owner's instruction is refused */
+  new_txn(txn);
+  char *ins = sign(owner, "mcim-instruction+jwt", "subscriber", DEV, DEV, txn,
+                   json_pack("{s:s,s:s,s:s}", "procedure", "change", "sho", "sho-b", "via",
+                             "old-sho"));
+  b = json_pack("{s:s}", "instruction", ins);
+  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/procedures", b, NULL, &r),
+                   MCIM_NOT_OWNER);
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  free(ins);
+  /* the new owner's change via the old SHO: order at sho-b, instruction, done */
+  char *o = sign(stranger, "mcim-order+jwt", "subscriber", DEV, "sho-b", txn,
+                 json_pack("{s:O,s:O,s:s,s:s}", "attestation_cert",
+                           json_object_get(params, "attestation_cert"), "ka_cert",
+                           json_object_get(params, "ka_cert"), "procedure", "change", "via",
+                           "old-sho"));
+  assert_int_equal(req(plain_cli, "POST", "sho-b", "/v1/orders",
+                       json_pack("{s:s,s:s}", "txn", txn, "order", o), NULL, &status),
+                   MCIM_OK);
+  free(o);
+  ins = sign(stranger, "mcim-instruction+jwt", "subscriber", DEV, DEV, txn,
+             json_pack("{s:s,s:s,s:s}", "procedure", "change", "sho", "sho-b", "via", "old-sho"));
+  b = json_pack("{s:s}", "instruction", ins);
+  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/procedures", b, NULL, &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  free(ins);
+  result[0] = '\0';
+  for (int waited = 0; waited < 60000 && !result[0]; waited += 100) {
+    usleep(100 * 1000);
+    device_proc(dev, txn, stage, cause, result);
+  }
+  if (strcmp(result, "success") != 0)
+    fail_msg("the new owner's change: result '%s', cause %s, stage %s", result, cause, stage);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = '" DEV
+                                    "' AND sho = 'sho-b' AND state = 'subscribed'"),
+                   1);
+  mcim_http_client_free(dev);
 }
 
 int main(void)

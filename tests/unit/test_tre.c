@@ -1286,6 +1286,69 @@ static char *instruction(const mcim_jose_key_t *key, const char *aud, const char
   return jws;
 }
 
+static char *handover(const mcim_jose_key_t *by, const char *aud, json_t *new_owner)
+{
+  char *jws = NULL;
+  int64_t now = mcim_now();
+  json_t *extra = json_pack("{s:o?}", "new_owner_jwk", new_owner);
+  mcim_claims_t c = {.iss = "subscriber", .sub = DEVICE, .aud = aud, .typ = "mcim-handover+jwt",
+                     .txn = TXN_A, .iat = now, .exp = now + 300, .extra = extra};
+  assert_int_equal(mcim_jws_sign(by, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+static json_t *public_jwk(const mcim_jose_key_t *key)
+{
+  char *text = NULL;
+  assert_int_equal(mcim_jose_key_public_jwk(key, &text), MCIM_OK);
+  json_t *j = json_loads(text, 0, NULL);
+  free(text);
+  return j;
+}
+
+/* The owner hands the device over: only its own statement, for this device, with a usable
+ * public key, replaces the pinned key (persisted); then only the new owner instructs. */
+static void test_owner_handover(void **state)
+{
+  struct fx *f = *state;
+  int64_t now = mcim_now();
+  char *jws = handover(stranger, DEVICE, public_jwk(stranger));
+  assert_int_equal(f->tre->ops->owner_handover(f->tre->ctx, jws, strlen(jws)), MCIM_NOT_OWNER);
+  free(jws);
+  jws = handover(owner, "dev2", public_jwk(stranger));
+  assert_int_equal(f->tre->ops->owner_handover(f->tre->ctx, jws, strlen(jws)),
+                   MCIM_CLAIM_MISMATCH);
+  free(jws);
+  jws = handover(owner, DEVICE, NULL);
+  assert_int_equal(f->tre->ops->owner_handover(f->tre->ctx, jws, strlen(jws)),
+                   MCIM_CLAIM_MISSING);
+  free(jws);
+  jws = handover(owner, DEVICE, json_pack("{s:s,s:s}", "kty", "EC", "crv", "P-256"));
+  assert_int_not_equal(f->tre->ops->owner_handover(f->tre->ctx, jws, strlen(jws)), MCIM_OK);
+  free(jws);
+  /* none of those changed the pinned key */
+  jws = instruction(owner, DEVICE, TYP_INSTR, now, now + 300);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+
+  jws = handover(owner, DEVICE, public_jwk(stranger));
+  assert_int_equal(f->tre->ops->owner_handover(f->tre->ctx, jws, strlen(jws)), MCIM_OK);
+  check_persisted(f);
+  /* again: the old owner's key is no longer pinned */
+  assert_int_equal(f->tre->ops->owner_handover(f->tre->ctx, jws, strlen(jws)), MCIM_NOT_OWNER);
+  free(jws);
+  jws = instruction(owner, DEVICE, TYP_INSTR, now, now + 300);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_NOT_OWNER);
+  free(jws);
+  jws = instruction(stranger, DEVICE, TYP_INSTR, now, now + 300);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+}
+
 static void test_owner(void **state)
 {
   struct fx *f = *state;
@@ -1539,6 +1602,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_discard, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_pristine, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_owner, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_owner_handover, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_no_secret_out, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_tmp, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_tampered, fx_setup, fx_teardown),
