@@ -25,6 +25,12 @@ struct mcim_lab_run_result {
   json_t *steps;     /* [{n, from, to, msg, cause?}] in the order they happened */
 };
 
+/* The owner hands `device` over to the owner of the EC private key in PEM file `new_key`:
+ * two statements of the current owner (mcim-handover+jwt, claim new_owner_jwk), one to the
+ * RO's owner record, one to the device's TRE (POST /v1/owner); then `new_key` becomes the
+ * lab's owner key of the device. `detail` says which step refused and why. */
+mcim_cause_t mcim_lab_owner_handover(mcim_lab_t *lab, const char *device, const char *new_key,
+                                     char *detail, size_t detail_len);
 /* MCIM_OK only if the procedure succeeded. */
 mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
                           struct mcim_lab_run_result *res);

@@ -1,9 +1,11 @@
-/* `mcim device status|attach`: the device's own view, through its agent's control channel. */
+/* `mcim device status|attach|handover`: the device's own view and its owner's rights,
+ * through its agent's control channel. */
 #include <stdio.h>
 #include <string.h>
 
 #include "mcim/cli.h"
 #include "mcim/lab.h"
+#include "mcim/lab_run.h"
 #include "mcim/opts.h"
 
 static int status(mcim_lab_t *lab, const char *name, bool json)
@@ -71,12 +73,35 @@ static int attach(mcim_lab_t *lab, const char *name, const char *net, bool json)
   return rc == MCIM_OK && scope ? MCIM_EXIT_OK : MCIM_EXIT_FAIL;
 }
 
+static int handover(mcim_lab_t *lab, const char *name, const char *key, bool json)
+{
+  char detail[400];
+  mcim_cause_t rc = mcim_lab_owner_handover(lab, name, key, detail, sizeof(detail));
+  if (json) {
+    json_t *o = rc == MCIM_OK ? json_pack("{s:s,s:s}", "device", name, "owner", "replaced")
+                              : json_pack("{s:s,s:s,s:s}", "device", name, "cause",
+                                          mcim_cause_name(rc), "detail", detail);
+    json_dumpf(o, stdout, JSON_INDENT(2));
+    putchar('\n');
+    json_decref(o);
+  } else if (rc == MCIM_OK) {
+    printf("%s handed over: the RO and its TRE know the new owner; its key is now the lab's"
+           " owner key of %s\n", name, name);
+  } else {
+    fprintf(stderr, "mcim: %s not handed over: %s (%s): %s\n", name, mcim_cause_text(rc),
+            mcim_cause_name(rc), detail);
+  }
+  return rc == MCIM_OK ? MCIM_EXIT_OK : MCIM_EXIT_FAIL;
+}
+
 int mcim_cmd_device(int argc, char **argv)
 {
-  const char *dir = NULL, *net = NULL;
+  const char *dir = NULL, *net = NULL, *new_owner_key = NULL;
   bool json = false;
   const struct mcim_opt opts[] = {
       {.name = "to", .arg = "NET", .help = "attach: vno, or the name of an SHO", .value = &net},
+      {.name = "new-owner-key", .arg = "FILE",
+       .help = "handover: the new owner's EC private key (PEM)", .value = &new_owner_key},
       {.name = "json", .help = "print JSON", .flag = &json},
       {.name = "dir", .arg = "D", .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)",
        .value = &dir},
@@ -85,17 +110,23 @@ int mcim_cmd_device(int argc, char **argv)
   const struct mcim_cmd cmd = {
       .name = "mcim device",
       .usage = "mcim device status NAME [--json] [--dir D]\n"
-               "mcim device attach NAME --to NET [--json] [--dir D]",
+               "mcim device attach NAME --to NET [--json] [--dir D]\n"
+               "mcim device handover NAME --new-owner-key FILE [--json] [--dir D]",
       .description =
           "status  the TRE's view: PCID credential and its expiry, MCIM slots {sho, imsi, state}\n"
           "        (never a key)\n"
           "attach  attach to the VNO (NET = vno, with the PCID: restricted access) or to an SHO\n"
           "        (NET = its name, with that SHO's MCIM: full access); prints the scope, or the\n"
-          "        cause and a non-zero exit",
+          "        cause and a non-zero exit\n"
+          "handover\n"
+          "        the owner hands the device to a new owner: the current owner key signs the\n"
+          "        handover for the RO's owner record and for the device's TRE, which pins the\n"
+          "        new key; FILE then becomes the lab's owner key of NAME",
       .opts = opts,
       .examples = "mcim device status dev1 --json\n"
                   "mcim device attach dev1 --to sho-a\n"
-                  "mcim device attach dev1 --to=vno --dir=/tmp/lab",
+                  "mcim device attach dev1 --to=vno --dir=/tmp/lab\n"
+                  "mcim device handover dev1 --new-owner-key new-owner.pem",
       .max_args = 2,
   };
   struct mcim_args a;
@@ -103,20 +134,24 @@ int mcim_cmd_device(int argc, char **argv)
   if (ex != MCIM_OPTS_RUN)
     return ex;
   if (a.n < 1)
-    return mcim_opts_error(&cmd, "missing the subcommand: status or attach");
-  if (strcmp(a.arg[0], "status") != 0 && strcmp(a.arg[0], "attach") != 0)
+    return mcim_opts_error(&cmd, "missing the subcommand: status, attach or handover");
+  if (strcmp(a.arg[0], "status") != 0 && strcmp(a.arg[0], "attach") != 0 &&
+      strcmp(a.arg[0], "handover") != 0)
     return mcim_opts_error(&cmd, "unknown subcommand '%s'", a.arg[0]);
   if (a.n < 2)
     return mcim_opts_error(&cmd, "missing NAME, the device");
   if (strcmp(a.arg[0], "attach") == 0 && !net)
     return mcim_opts_error(&cmd, "attach needs --to NET");
+  if (strcmp(a.arg[0], "handover") == 0 && !new_owner_key)
+    return mcim_opts_error(&cmd, "handover needs --new-owner-key FILE");
   mcim_lab_t *lab = NULL;
   if (mcim_lab_open(mcim_lab_dir(dir), &lab) != MCIM_OK) {
     fprintf(stderr, "mcim: no lab in %s\n", mcim_lab_dir(dir));
     return MCIM_EXIT_FAIL;
   }
-  ex = strcmp(a.arg[0], "status") == 0 ? status(lab, a.arg[1], json)
-                                        : attach(lab, a.arg[1], net, json);
+  ex = strcmp(a.arg[0], "status") == 0     ? status(lab, a.arg[1], json)
+       : strcmp(a.arg[0], "attach") == 0   ? attach(lab, a.arg[1], net, json)
+                                           : handover(lab, a.arg[1], new_owner_key, json);
   mcim_lab_free(lab);
   return ex;
 }

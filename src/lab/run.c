@@ -2,10 +2,12 @@
  *  1) order at the new SHO, signed by the owner key, with the M2ME's parameters;
  *  2) instruction to the device, signed by the owner key (the TRE checks it);
  * then the procedure's state is polled at the device and its trace gathered. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lab/lab_priv.h"
 #include "mcim/jose.h"
@@ -42,6 +44,113 @@ static mcim_cause_t owner_sign(const mcim_jose_key_t *owner, const char *typ, co
   mcim_claims_t c = {.iss = "subscriber", .sub = device, .aud = aud, .typ = typ, .txn = txn,
                      .iat = now, .exp = now + 600, .extra = extra};
   return mcim_jws_sign(owner, &c, jws);
+}
+
+/* The handover statement with `aud` (the RO, or the device), posted to `url` with `client`. */
+static mcim_cause_t handover_post(struct mcim_http_client *client, const char *url,
+                                  const mcim_jose_key_t *owner, const char *device,
+                                  const char *aud, const char *txn, const char *new_jwk,
+                                  struct mcim_http_result *res)
+{
+  char *jws = NULL;
+  json_t *extra = json_pack("{s:o}", "new_owner_jwk", json_loads(new_jwk, 0, NULL));
+  mcim_cause_t rc = extra ? owner_sign(owner, "mcim-handover+jwt", device, aud, txn, extra, &jws)
+                          : MCIM_NO_MEMORY;
+  json_t *body = rc == MCIM_OK ? json_pack("{s:s}", "handover", jws) : NULL;
+  if (rc == MCIM_OK)
+    rc = body ? mcim_http_request(client, "POST", url, body, NULL, res) : MCIM_NO_MEMORY;
+  json_decref(body);
+  json_decref(extra);
+  free(jws);
+  return rc;
+}
+
+/* The new key's PEM replaces the lab's owner key file (written aside, then renamed). */
+static mcim_cause_t owner_key_replace(const char *dir, const char *new_key)
+{
+  char path[PATH_MAX], tmp[PATH_MAX], buf[8192];
+  FILE *in = fopen(new_key, "rb");
+  size_t n = in ? fread(buf, 1, sizeof(buf), in) : 0;
+  bool whole = in && feof(in) && !ferror(in);
+  if (in)
+    fclose(in);
+  if (!whole || n == 0)
+    return MCIM_IO_ERROR;
+  mcim_lab_join(path, sizeof(path), dir, "/owner/owner.key");
+  mcim_lab_join(tmp, sizeof(tmp), dir, "/owner/owner.key.new");
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  bool ok = fd >= 0 && write(fd, buf, n) == (ssize_t)n && fsync(fd) == 0;
+  if (fd >= 0)
+    close(fd);
+  mcim_wipe(buf, sizeof(buf));
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return MCIM_IO_ERROR;
+  }
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_lab_owner_handover(mcim_lab_t *lab, const char *device, const char *new_key,
+                                     char *detail, size_t detail_len)
+{
+  mcim_jose_key_t *owner = NULL, *next = NULL;
+  json_t *params = NULL;
+  EVP_PKEY *pk = NULL;
+  struct mcim_http_client *dev = NULL;
+  struct mcim_http_result res = {0};
+  char *new_jwk = NULL, txn[33], url[600];
+  uint8_t rnd[16];
+  detail[0] = '\0';
+  mcim_cause_t rc = load_owner(lab, device, &owner, &params);
+  if (rc != MCIM_OK) {
+    snprintf(detail, detail_len, "no device %s (or no owner key) in this lab", device);
+    goto out;
+  }
+  rc = mcim_pki_key_load(new_key, &pk);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_pkey(pk, &next);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_public_jwk(next, &new_jwk);
+  if (rc != MCIM_OK) {
+    snprintf(detail, detail_len, "%.200s is not an EC private key in PEM", new_key);
+    goto out;
+  }
+  rc = mcim_random(rnd, sizeof(rnd));
+  mcim_hex_encode(rnd, sizeof(rnd), txn);
+  const char *ro = mcim_lab_url(lab, "ro");
+  snprintf(url, sizeof(url), "%s/v1/drf/owners/%s/handover", ro ? ro : "", device);
+  if (rc == MCIM_OK)
+    rc = ro ? handover_post(mcim_lab_public_client(lab), url, owner, device, "ro", txn, new_jwk,
+                            &res)
+            : MCIM_NOT_FOUND;
+  if (rc != MCIM_OK) {
+    snprintf(detail, detail_len, "at the RO: %.200s", res.detail[0] ? res.detail : "no RO");
+    goto out;
+  }
+  mcim_http_result_clear(&res);
+  memset(&res, 0, sizeof(res));
+  rc = mcim_lab_device_client(lab, device, &dev);
+  if (rc == MCIM_OK)
+    rc = handover_post(dev, "http://localhost/v1/owner", owner, device, device, txn, new_jwk,
+                       &res);
+  if (rc != MCIM_OK) {
+    snprintf(detail, detail_len,
+             "at the device: %.200s (the RO already records the new owner: the new owner can"
+             " order, not instruct)", res.detail);
+    goto out;
+  }
+  rc = owner_key_replace(mcim_lab_device_dir(lab, device), new_key);
+  if (rc != MCIM_OK)
+    snprintf(detail, detail_len, "handed over, but the lab's owner key file was not replaced");
+out:
+  mcim_http_result_clear(&res);
+  mcim_http_client_free(dev);
+  EVP_PKEY_free(pk);
+  mcim_jose_key_free(owner);
+  mcim_jose_key_free(next);
+  json_decref(params);
+  free(new_jwk);
+  return rc;
 }
 
 /* How long an owner keeps retrying an order that failed transiently. */
