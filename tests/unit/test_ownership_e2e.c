@@ -428,6 +428,58 @@ static void device_proc(struct mcim_http_client *dev, const char *txn, char stag
   mcim_http_result_clear(&r);
 }
 
+/* `field`: `jws` posted to the device's control API at `path`; the cause of the answer. */
+static mcim_cause_t device_post(struct mcim_http_client *dev, const char *path, const char *field,
+                                const char *jws)
+{
+  char u[128];
+  struct mcim_http_result r;
+  json_t *b = json_pack("{s:s}", field, jws);
+  snprintf(u, sizeof(u), "http://localhost%s", path);
+  mcim_cause_t rc = mcim_http_request(dev, "POST", u, b, NULL, &r);
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  return rc;
+}
+
+/* The owner `key`'s instruction to `device` (claims: procedure, sho, via), as posted. */
+static mcim_cause_t instruct(struct mcim_http_client *dev, const mcim_jose_key_t *key,
+                             const char *device, const char *txn, json_t *claims)
+{
+  char *ins = sign(key, "mcim-instruction+jwt", "subscriber", device, device, txn, claims);
+  mcim_cause_t rc = device_post(dev, "/v1/procedures", "instruction", ins);
+  free(ins);
+  return rc;
+}
+
+/* The owner `key`'s order for `device` at `sho` (procedure, via may be NULL), as answered. */
+static mcim_cause_t order_for(const mcim_jose_key_t *key, const char *device, const json_t *dparams,
+                              const char *sho, const char *txn, const char *procedure,
+                              const char *via)
+{
+  char *o = sign(key, "mcim-order+jwt", "subscriber", device, sho, txn,
+                 json_pack("{s:O,s:O,s:s,s:s?}", "attestation_cert",
+                           json_object_get(dparams, "attestation_cert"), "ka_cert",
+                           json_object_get(dparams, "ka_cert"), "procedure", procedure, "via",
+                           via));
+  mcim_cause_t rc = req(plain_cli, "POST", sho, "/v1/orders",
+                        json_pack("{s:s,s:s}", "txn", txn, "order", o), NULL, NULL);
+  free(o);
+  return rc;
+}
+
+/* Polls the device until the procedure `txn` has a result; fails unless it is success. */
+static void wait_success(struct mcim_http_client *dev, const char *txn, const char *what)
+{
+  char stage[32], cause[128], result[48] = "";
+  for (int waited = 0; waited < 60000 && !result[0]; waited += 100) {
+    usleep(100 * 1000);
+    device_proc(dev, txn, stage, cause, result);
+  }
+  if (strcmp(result, "success") != 0)
+    fail_msg("%s: result '%s', cause %s, stage %s", what, result, cause, stage);
+}
+
 /* The owner instructs the device before ordering (seed step 2 before step 1 reached the
  * DRF): the DRF answers "not yet" (ORDER_PENDING, Retry-After) and the device keeps asking
  * until the order is there, then completes the procedure. */
@@ -435,7 +487,6 @@ static void test_device_waits_for_order(void **state)
 {
   struct mcim_http_client *dev = NULL;
   char txn[33], path[512], stage[32], cause[128], result[48];
-  long status = 0;
   (void)state;
   assert_int_equal(mcim_lab_device_add(lab, "wdev1", false), MCIM_OK);
   snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "wdev1"));
@@ -446,16 +497,9 @@ static void test_device_waits_for_order(void **state)
   assert_non_null(wparams);
   assert_int_equal(mcim_lab_device_client(lab, "wdev1", &dev), MCIM_OK);
   new_txn(txn);
-  char *ins = sign(wowner, "mcim-instruction+jwt", "subscriber", "wdev1", "wdev1", txn,
-                   json_pack("{s:s,s:s}", "procedure", "initial", "sho", "sho-a"));
-  struct mcim_http_result r;
-  json_t *b = json_pack("{s:s}", "instruction", ins);
-  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/procedures", b, NULL, &r),
+  assert_int_equal(instruct(dev, wowner, "wdev1", txn,
+                            json_pack("{s:s,s:s}", "procedure", "initial", "sho", "sho-a")),
                    MCIM_OK);
-  assert_int_equal(r.status, 202);
-  mcim_http_result_clear(&r);
-  json_decref(b);
-  free(ins);
   /* it reaches discovery and is told "not yet" (ORDER_PENDING: it waits, cause-free, saying
    * so in its detail) */
   int waited = 0;
@@ -469,20 +513,8 @@ static void test_device_waits_for_order(void **state)
   if (waited >= 30000)
     fail_msg("the device never waited for its order: stage %s, cause %s", stage, cause);
   /* the order, now: the device finds it and the procedure completes */
-  char *o = sign(wowner, "mcim-order+jwt", "subscriber", "wdev1", "sho-a", txn,
-                 json_pack("{s:O,s:O,s:s}", "attestation_cert",
-                           json_object_get(wparams, "attestation_cert"), "ka_cert",
-                           json_object_get(wparams, "ka_cert"), "procedure", "initial"));
-  assert_int_equal(req(plain_cli, "POST", "sho-a", "/v1/orders",
-                       json_pack("{s:s,s:s}", "txn", txn, "order", o), NULL, &status),
-                   MCIM_OK);
-  free(o);
-  for (waited = 0; waited < 60000 && !result[0]; waited += 100) {
-    usleep(100 * 1000);
-    device_proc(dev, txn, stage, cause, result);
-  }
-  if (strcmp(result, "success") != 0)
-    fail_msg("after the order: result '%s', cause %s, stage %s", result, cause, stage);
+  assert_int_equal(order_for(wowner, "wdev1", wparams, "sho-a", txn, "initial", NULL), MCIM_OK);
+  wait_success(dev, txn, "after the order");
   mcim_http_client_free(dev);
   mcim_jose_key_free(wowner);
   json_decref(wparams);
@@ -579,8 +611,6 @@ static void test_provision_then_handover(void **state)
    * owner's statement (its own twin, aud = the device), and from then on takes only the new
    * owner's instructions: the stranger changes the device's SHO end to end. */
   struct mcim_http_client *dev = NULL;
-  struct mcim_http_result r;
-  char stage[32], cause[128], result[48];
   assert_int_equal(mcim_lab_device_client(lab, DEV, &dev), MCIM_OK);
   assert_int_equal(mcim_jose_key_public_jwk(stranger, &jwk), MCIM_OK);
   mcim_jose_key_t *third2 = NULL;
@@ -588,62 +618,29 @@ static void test_provision_then_handover(void **state)
   new_txn(txn);
   h = sign(third2, "mcim-handover+jwt", "subscriber", DEV, DEV, txn,
            json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
-  json_t *b = json_pack("{s:s}", "handover", h);
-  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/owner", b, NULL, &r),
-                   MCIM_NOT_OWNER);
-  mcim_http_result_clear(&r);
-  json_decref(b);
+  assert_int_equal(device_post(dev, "/v1/owner", "handover", h), MCIM_NOT_OWNER);
   free(h);
   h = sign(owner, "mcim-handover+jwt", "subscriber", DEV, DEV, txn,
            json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
-  b = json_pack("{s:s}", "handover", h);
-  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/owner", b, NULL, &r),
-                   MCIM_OK);
-  mcim_http_result_clear(&r);
+  assert_int_equal(device_post(dev, "/v1/owner", "handover", h), MCIM_OK);
   /* the same statement again: the old owner's key is no longer the one pinned */
-  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/owner", b, NULL, &r),
-                   MCIM_NOT_OWNER);
-  mcim_http_result_clear(&r);
-  json_decref(b);
+  assert_int_equal(device_post(dev, "/v1/owner", "handover", h), MCIM_NOT_OWNER);
   free(h);
   free(jwk);
   mcim_jose_key_free(third2);
   /* the old owner's instruction is refused */
   new_txn(txn);
-  char *ins = sign(owner, "mcim-instruction+jwt", "subscriber", DEV, DEV, txn,
-                   json_pack("{s:s,s:s,s:s}", "procedure", "change", "sho", "sho-b", "via",
-                             "old-sho"));
-  b = json_pack("{s:s}", "instruction", ins);
-  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/procedures", b, NULL, &r),
+  assert_int_equal(instruct(dev, owner, DEV, txn,
+                            json_pack("{s:s,s:s,s:s}", "procedure", "change", "sho", "sho-b",
+                                      "via", "old-sho")),
                    MCIM_NOT_OWNER);
-  mcim_http_result_clear(&r);
-  json_decref(b);
-  free(ins);
   /* the new owner's change via the old SHO: order at sho-b, instruction, done */
-  char *o = sign(stranger, "mcim-order+jwt", "subscriber", DEV, "sho-b", txn,
-                 json_pack("{s:O,s:O,s:s,s:s}", "attestation_cert",
-                           json_object_get(params, "attestation_cert"), "ka_cert",
-                           json_object_get(params, "ka_cert"), "procedure", "change", "via",
-                           "old-sho"));
-  assert_int_equal(req(plain_cli, "POST", "sho-b", "/v1/orders",
-                       json_pack("{s:s,s:s}", "txn", txn, "order", o), NULL, &status),
+  assert_int_equal(order_for(stranger, DEV, params, "sho-b", txn, "change", "old-sho"), MCIM_OK);
+  assert_int_equal(instruct(dev, stranger, DEV, txn,
+                            json_pack("{s:s,s:s,s:s}", "procedure", "change", "sho", "sho-b",
+                                      "via", "old-sho")),
                    MCIM_OK);
-  free(o);
-  ins = sign(stranger, "mcim-instruction+jwt", "subscriber", DEV, DEV, txn,
-             json_pack("{s:s,s:s,s:s}", "procedure", "change", "sho", "sho-b", "via", "old-sho"));
-  b = json_pack("{s:s}", "instruction", ins);
-  assert_int_equal(mcim_http_request(dev, "POST", "http://localhost/v1/procedures", b, NULL, &r),
-                   MCIM_OK);
-  mcim_http_result_clear(&r);
-  json_decref(b);
-  free(ins);
-  result[0] = '\0';
-  for (int waited = 0; waited < 60000 && !result[0]; waited += 100) {
-    usleep(100 * 1000);
-    device_proc(dev, txn, stage, cause, result);
-  }
-  if (strcmp(result, "success") != 0)
-    fail_msg("the new owner's change: result '%s', cause %s, stage %s", result, cause, stage);
+  wait_success(dev, txn, "the new owner's change");
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = '" DEV
                                     "' AND sho = 'sho-b' AND state = 'subscribed'"),
                    1);
