@@ -8,6 +8,7 @@
 #include "mcim/log.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
+#include "roles/pva/pva.h"
 #include "roles/role_priv.h"
 
 #define PEER_CACHE_MAX 64
@@ -232,6 +233,8 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
     rc = token_live_at_issuer(r, out);
   else if (strcmp(r->kind->kind, "ro") == 0 && mcim_role_name_is_sho(iss))
     rc = token_live_at_ro(r, out);
+  else if (strcmp(r->kind->kind, "pva") == 0 && mcim_role_name_is_sho(iss))
+    rc = pva_token_live(r, iss, out->imsi);
   if (rc == MCIM_OK && need_full && strcmp(scope, "full") != 0)
     rc = MCIM_SCOPE_RESTRICTED;
 out:

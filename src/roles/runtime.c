@@ -70,8 +70,8 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
     {.name = "record_retention", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
      .max = 3650LL * 86400,
      .help = "how long records of finished and abandoned procedures (orders, validations,"
-             " packages, never-activated AuC entries, the trace) are kept before they are"
-             " deleted"},
+             " packages, never-activated AuC entries, the orders and AuC entries of terminated"
+             " subscriptions, the trace) are kept before they are deleted"},
     {.name = "clock_skew", .type = MCIM_CFG_DURATION, .def = "30s", .min = 0, .max = 3600,
      .help = "clock difference tolerated when checking statements"},
     {.name = "outbox_max_attempts", .type = MCIM_CFG_INT, .def = "8", .min = 1, .max = 1000,

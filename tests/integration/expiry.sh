@@ -5,8 +5,9 @@
 # made for it), the DRF's order expires and the DPF drops the package it held (content gone);
 # the SHO's late step-12 authorisation for the expired order is refused; unanswered attach
 # attempts at the VNO are purged; stored answers go after answer_retention, the records of
-# the abandoned procedure (order, AuC entry, DRF order, package, validation, trace) after
-# record_retention while a live subscription stays. Nothing waits on
+# the abandoned procedure (order, AuC entry, DRF order, package, validation, trace) and of a
+# subscription that ended (order, AuC entry) after record_retention while a live
+# subscription stays. Nothing waits on
 # a fixed sleep: every check polls with a deadline.
 . "$(dirname "$0")/lib/common.bash"
 
@@ -134,11 +135,21 @@ check "initial provisioning of $live at sho-a" "$mcim" run initial "$live" --sho
 pva_db="$lab/pva/pva.db"
 [ "$(sql "$pva_db" "SELECT COUNT(*) FROM validations WHERE txn='$txn'")" = 1 ] &&
   ok "PVA: the abandoned procedure's validation is on record" || bad "PVA validations of $txn: $(sql "$pva_db" "SELECT COUNT(*) FROM validations WHERE txn='$txn'")"
+# a subscription that ended: gone's at sho-a, released by a change to sho-b
+gone=ex3
+check "manufacture $gone" "$mcim" lab device add "$gone" --dir "$lab"
+check "initial provisioning of $gone at sho-a" "$mcim" run initial "$gone" --sho sho-a --json --dir "$lab"
+gone_imsi=$(sql "$sho_db" "SELECT imsi FROM orders WHERE device='$gone' AND state='active'")
+check "change of $gone to sho-b via sho-a" "$mcim" run change "$gone" --to sho-b --via old-sho --json --dir "$lab"
+[ "$(sql "$sho_db" "SELECT o.state || '/' || a.state FROM orders o JOIN auc a ON a.imsi = o.imsi WHERE o.imsi='$gone_imsi'")" = released/terminated ] &&
+  ok "sho-a: $gone's ended subscription is on record (released, terminated)" || bad "$gone at sho-a: $(sql "$sho_db" "SELECT o.state, a.state FROM orders o JOIN auc a ON a.imsi = o.imsi WHERE o.device='$gone'")"
 for r in ro sho-a pva; do set_cfg "$r" record_retention 2s; done
 for r in ro sho-a pva; do check "restart $r with record_retention 2s" "$mcim" lab restart "$r" --dir "$lab"; done
 rows() { sql "$1" "$2"; }
 until_ok "sho-a: the failed order and its never-activated AuC entry deleted" 20 \
   '[ "$(rows "$sho_db" "SELECT COUNT(*) FROM orders WHERE txn='"'"'$txn'"'"'")/$(rows "$sho_db" "SELECT COUNT(*) FROM auc WHERE imsi='"'"'$imsi'"'"'")" = 0/0 ]'
+until_ok "sho-a: $gone's released order and terminated AuC entry (K, OPc) deleted" 20 \
+  '[ "$(rows "$sho_db" "SELECT COUNT(*) FROM orders WHERE imsi='"'"'$gone_imsi'"'"'")/$(rows "$sho_db" "SELECT COUNT(*) FROM auc WHERE imsi='"'"'$gone_imsi'"'"'")" = 0/0 ]'
 until_ok "RO: the expired DRF order and the abandoned DPF package deleted" 20 \
   '[ "$(rows "$ro_db" "SELECT COUNT(*) FROM drf_orders WHERE txn='"'"'$txn'"'"'")/$(rows "$ro_db" "SELECT COUNT(*) FROM dpf_packages WHERE txn='"'"'$txn'"'"'")" = 0/0 ]'
 until_ok "PVA: the finished validation deleted" 20 \

@@ -766,6 +766,55 @@ static bool package_held(void *arg)
   return db_int("ro", "SELECT COUNT(*) FROM dpf_packages WHERE device = 'fdev1' AND state = 'held'") == 1;
 }
 
+static bool pva_revoked(void *arg)
+{
+  char q[160];
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM revocations WHERE network = 'sho-a' AND imsi = '%s'",
+           (const char *)arg);
+  return db_int("pva", q) == 1;
+}
+
+/* The PVA honours every network's token, so it is told when an SHO ends a subscription:
+ * sho-a's outbox delivers the revocation of imsi1 (step 10), and from then on the PVA refuses
+ * that subscription's tokens too. A revocation binds only its sender's tokens: sho-b
+ * "revoking" mallory's sho-a IMSI changes nothing for sho-a's tokens, and a role that is not
+ * an SHO (the M2MES) cannot revoke at all. */
+static void pva_revocation_checks(const char *txn, const char *revoked)
+{
+  char path[160];
+  long status = 0;
+  snprintf(path, sizeof(path), "/v1/validations/pending/fdev1/%s", txn);
+  assert_true(wait_until(30, pva_revoked, imsi1));
+  assert_int_equal(get("pva", path, revoked, &status), MCIM_TOKEN_REVOKED);
+  assert_int_equal(status, 401);
+
+  struct mcim_http_client *sho_b_cli = NULL;
+  struct mcim_http_client_cfg bc = {.ca_file = lab_file("pki/" MCIM_PKI_OPERATORS_CA_CERT),
+                                    .cert_file = lab_file("pki/sho-b/cert.pem"),
+                                    .key_file = lab_file("pki/sho-b/key.pem")};
+  assert_int_equal(mcim_http_client_new(&bc, &sho_b_cli), MCIM_OK);
+  struct mcim_http_result r;
+  json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", "mallory", "imsi", imsim_a);
+  assert_int_equal(mcim_http_request(sho_b_cli, "POST", url("pva", "/v1/revocations"), body, NULL,
+                                     &r),
+                   MCIM_OK);
+  mcim_http_result_clear(&r);
+  assert_int_equal(mcim_http_request(m2mes_cli, "POST", url("pva", "/v1/revocations"), body, NULL,
+                                     &r),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  mcim_http_client_free(sho_b_cli);
+  char q[160];
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM revocations WHERE network = 'sho-a' AND imsi = '%s'",
+           imsim_a);
+  assert_int_equal(db_int("pva", q), 0);
+  char *live = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  snprintf(path, sizeof(path), "/v1/validations/pending/mallory/%s", txn);
+  assert_int_equal(get("pva", path, live, &status), MCIM_NOT_FOUND); /* honoured: no nonce */
+  free(live);
+}
+
 static mcim_cause_t release(const char *bearer, const char *txn, const char *device,
                             const char *ack)
 {
@@ -901,6 +950,7 @@ static void test_forged_acknowledgements(void **state)
                         json_pack("{s:s,s:s}", "txn", txn, "device", "fdev1")),
                    MCIM_TOKEN_REVOKED);
   free(before);
+  pva_revocation_checks(txn, revoked);
   json_t *view = agent_get("fdev1", "/v1/status"), *acc;
   size_t i;
   json_array_foreach(json_object_get(view, "access"), i, acc)

@@ -6,6 +6,8 @@
  *   10 PVA -> M2ME  GET /v1/validations/pending/{device}/{txn}  the nonce of that procedure
  *   10 M2ME -> PVA  POST /v1/validations/{id}/quote       the TRE quote
  *   11 PVA -> SHO   outbox POST /v1/verdicts              the signed verdict
+ *   10 SHO -> PVA   POST /v1/revocations (revocations.c)  old SHO: tokens of an ended
+ *                                                         subscription revoked (change step 10)
  *
  * A validation is `pending` until a properly signed quote over its nonce arrives (then
  * `success` or `failure`, once) or its nonce expires (`expired`, a failure verdict is sent so
@@ -52,6 +54,9 @@ static const mcim_migration_t pva_migrations[] = {
      " UNIQUE (txn, step));"
      "CREATE INDEX validations_device ON validations (device, state, expires);"
      "CREATE INDEX validations_due ON validations (state, expires)"},
+    {2, "revoked tokens of ended subscriptions (revocations.c)",
+     "CREATE TABLE revocations (network TEXT NOT NULL, imsi TEXT NOT NULL,"
+     " device TEXT NOT NULL, created BIGINT NOT NULL, PRIMARY KEY (network, imsi))"},
 };
 
 static bool is_sho(const char *peer)
@@ -826,11 +831,14 @@ static const struct mcim_http_route pva_routes[] = {
     {"POST", "/v1/validations", h_validation_create, MCIM_ROUTE_PEER_CERT},
     {"GET", "/v1/validations/pending/{device}/{txn}", h_pending, 0},
     {"POST", "/v1/validations/{id}/quote", h_quote, 0},
+    {"POST", "/v1/revocations", pva_revocation, MCIM_ROUTE_PEER_CERT},
 };
 
-/* Validations with a verdict (or expired), record_retention after they were opened. */
+/* Validations with a verdict (or expired), record_retention after they were opened;
+ * revocations once no token they cover can be alive (token_lifetime is at most 1 day). */
 static const char *const pva_purge[] = {
     "DELETE FROM validations WHERE state <> 'pending' AND created_us < ? * 1000000",
+    "DELETE FROM revocations WHERE created < ? - 86400",
     NULL,
 };
 

@@ -29,4 +29,13 @@ json_t *pva_match(const char *model, const json_t *log, const char *quoted_diges
 /* One line for people (the device's problem detail): "os: digest 3f2a9c01... is not a RIM". */
 void pva_mismatch_summary(const json_t *mismatches, const char *model, char *out, size_t len);
 
+/* POST /v1/revocations (revocations.c): an SHO's ended subscription, its tokens revoked. */
+struct mcim_role;
+struct mcim_http_request;
+struct mcim_http_response;
+void pva_revocation(void *ctx, const struct mcim_http_request *req,
+                    struct mcim_http_response *resp);
+/* MCIM_TOKEN_REVOKED when `network` revoked its tokens for `imsi`, else MCIM_OK. */
+mcim_cause_t pva_token_live(struct mcim_role *r, const char *network, const char *imsi);
+
 #endif

@@ -38,6 +38,20 @@ static mcim_cause_t verify_device_statement(struct mcim_role *r, const char *jws
   return rc;
 }
 
+/* Queue, in the caller's transaction, the PVA's notice that this subscription's tokens are
+ * revoked (POST pva /v1/revocations, src/roles/pva/revocations.c). */
+static mcim_cause_t revoke_at_pva(struct mcim_role *r, mcim_store_t *st, const char *txn,
+                                  const char *device, const char *imsi, int step)
+{
+  json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "imsi", imsi);
+  if (!body)
+    return MCIM_NO_MEMORY;
+  mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "pva"), "/v1/revocations",
+                                         body, txn, step, "tokens of the ended subscription revoked");
+  json_decref(body);
+  return rc;
+}
+
 /* Spend the statement's jti (caller's transaction): a statement acts once. */
 static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt, int64_t now)
 {
@@ -207,6 +221,10 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
     if (rc == MCIM_NOT_FOUND)
       rc = MCIM_OK;
   }
+  /* Its tokens are revoked here by the termination itself (token_live_at_issuer); the PVA,
+   * which honours every network's tokens, is told in the same unit of work. */
+  if (rc == MCIM_OK)
+    rc = revoke_at_pva(r, st, txn, device, imsi, ack_step);
   if (rc == MCIM_OK) {
     int64_t now = mcim_now();
     mcim_val_t p[] = {MCIM_INT(now), MCIM_TEXT(device), MCIM_TEXT(imsi)};

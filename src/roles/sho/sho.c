@@ -580,13 +580,14 @@ static const struct mcim_http_route sho_routes[] = {
     {"POST", "/v1/attach/{id}", h_attach_answer, 0},
 };
 
-/* Abandoned orders (failed: refused, timed out, never installed) and the AuC entries they
- * reserved, which never served an attach (record_retention, common.c). An installed order
- * stays: it is the device's subscription here. */
+/* Orders that ended (failed: refused, timed out, never installed; released: the subscription
+ * was terminated, its tokens revoked) and their terminated AuC entries, K and OPc with them,
+ * record_retention after they ended (common.c). A live order stays: it is the device's
+ * subscription here. */
 static const char *const sho_purge[] = {
     "DELETE FROM auc WHERE state = 'terminated' AND imsi IN"
-    " (SELECT imsi FROM orders WHERE state = 'failed' AND updated < ?)",
-    "DELETE FROM orders WHERE state = 'failed' AND updated < ?",
+    " (SELECT imsi FROM orders WHERE state IN ('failed', 'released') AND updated < ?)",
+    "DELETE FROM orders WHERE state IN ('failed', 'released') AND updated < ?",
     NULL,
 };
 

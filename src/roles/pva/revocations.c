@@ -1,0 +1,82 @@
+/* The PVA's view of revoked access tokens (issue 8, point 5).
+ *
+ * Every device reaches the PVA with the token of whatever network it is attached to, so the
+ * PVA honours any access network's token. When an SHO terminates a subscription (change step
+ * 10, or the deferred notice of the pristine path) it revokes that subscription's tokens at
+ * once at home; the PVA, which cannot see the SHO's AuC, is told through the SHO's outbox:
+ *
+ *   10 SHO -> PVA   outbox POST /v1/revocations {txn, device, imsi}   tokens for imsi revoked
+ *
+ * An SHO can revoke only its own tokens (the issuer is the caller's certificate name), so
+ * no SHO can cut off another's device here. A revocation lives as long as any token it
+ * covers can: the longest token lifetime (1 day, runtime.c) after record_retention. */
+#include <string.h>
+
+#include "mcim/jsonv.h"
+#include "mcim/log.h"
+#include "mcim/role.h"
+#include "mcim/util.h"
+#include "roles/kinds.h"
+#include "roles/pva/pva.h"
+
+void pva_revocation(void *ctx, const struct mcim_http_request *req,
+                    struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+      {"imsi", MCIM_JV_STRING, true, 15},
+  };
+  char err[160];
+  const char *sho = req->peer;
+  if (!mcim_role_name_is_sho(sho)) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 10,
+                            "only an SHO revokes tokens, its own (caller \"%s\")", sho ? sho : "");
+    return;
+  }
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 10, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  const char *imsi = json_string_value(json_object_get(req->json, "imsi"));
+  if (strlen(imsi) < 6 || strspn(imsi, "0123456789") != strlen(imsi)) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 10, "imsi must be 6-15 digits");
+    return;
+  }
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 10, "store unavailable");
+    return;
+  }
+  /* Idempotent: a retried delivery finds the row and changes nothing. */
+  mcim_val_t p[] = {MCIM_TEXT(sho), MCIM_TEXT(imsi), MCIM_TEXT(device), MCIM_INT(mcim_now())};
+  rc = mcim_store_exec(st,
+                       "INSERT INTO revocations (network, imsi, device, created)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT (network, imsi) DO NOTHING",
+                       p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 10, "revocation not recorded");
+    return;
+  }
+  mcim_log_event(MCIM_LOG_INFO, txn, 10, MCIM_OK,
+                 "%s revoked the tokens of its ended subscription of %s", sho, device);
+  mcim_role_trace(r, txn, 10, sho, r->name, "tokens of the ended subscription revoked", NULL,
+                  MCIM_OK);
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:b}", "txn", txn, "revoked", 1));
+}
+
+mcim_cause_t pva_token_live(struct mcim_role *r, const char *network, const char *imsi)
+{
+  int64_t n = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_val_t p[] = {MCIM_TEXT(network), MCIM_TEXT(imsi)};
+  mcim_cause_t rc = mcim_store_query_int(
+      st, "SELECT COUNT(*) FROM revocations WHERE network = ? AND imsi = ?", p, 2, &n);
+  return rc == MCIM_OK && n > 0 ? MCIM_TOKEN_REVOKED : rc;
+}
