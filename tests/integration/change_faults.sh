@@ -4,7 +4,8 @@
 # daemon, a modified firmware image, a package altered in the RO's database, restarts), never
 # by mocking our components. After each case the invariants of DESIGN.md section 4 are
 # checked (one active subscription on the network side, at most one active MCIM in the TRE,
-# the PCID credential kept, nothing half done).
+# the PCID credential kept, nothing half done), and so is each SHO's privacy: neither keeps
+# the other's name or IMSIs (issue 8, point 5), whatever failed.
 #  a. the old SHO unreachable at step 9: past the device's acknowledgement deadline the RO
 #     takes the TRE-signed discard receipt in its place, the new SHO activates, and the old
 #     SHO learns it when it comes back (the RO's outbox); then a pristine change back, whose
@@ -208,6 +209,7 @@ grep -q '"scope": "full"' "$tmp/out" && ok "a: full access at sho-a" || bad "a: 
 check_refused NOT_FOUND "a: fa no longer attaches to sho-b (no MCIM of it in the TRE)" "$mcim" device attach fa --to sho-b --json --dir "$lab"
 drained
 invariants fa "a (after the pristine change)"
+privacy "a (old SHO down, then back)"
 
 fi
 
@@ -247,6 +249,7 @@ check "b: firmware restored, agent restarted" "$mcim" lab restart fb --dir "$lab
 check "b: then the change succeeds" "$mcim" run change fb --to sho-b --via old-sho --json --dir "$lab"
 drained
 invariants fb "b (after the good change)"
+privacy "b (validation failed, then a good change)"
 
 fi
 
@@ -324,6 +327,7 @@ invariants fc "c (replays)"
 check "c: and a clean change back to sho-a works" "$mcim" run change fc --to sho-a --via old-sho --json --dir "$lab"
 drained
 invariants fc "c (final)"
+privacy "c (tampered and replayed statements)"
 
 fi
 
@@ -369,6 +373,7 @@ change_with() {
     ok "d/$label: $old terminated the old IMSI" || bad "d/$label: $old still has $imsi_old"
   [ -n "$(active_imsi fd "$to")" ] && ok "d/$label: $to active" || bad "d/$label: $to not active"
   invariants fd "d/$label"
+  privacy "d/$label"
   cur=$to
 }
 restart() { "$mcim" lab restart "$1" --dir "$lab" >/dev/null; }

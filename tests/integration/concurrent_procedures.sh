@@ -5,7 +5,8 @@
 # device asking it: CLAIM_MISMATCH at step 8) and a change via the old SHO back, then a
 # preload of a second MCIM and switches to it and back. Every run
 # must succeed, and the invariants of DESIGN.md section 4 hold for every device after each
-# round. MCIM_CONCURRENT_DEVICES overrides N.
+# round, as does the privacy of each SHO (neither keeps the other's name or IMSIs, issue 8,
+# point 5). MCIM_CONCURRENT_DEVICES overrides N.
 . "$(dirname "$0")/lib/common.bash"
 
 n=${MCIM_CONCURRENT_DEVICES:-40}
@@ -64,6 +65,7 @@ invariants() {
             sqlite3 "$lab/sho-b/sho-b.db" "SELECT device FROM auc WHERE state='active'") |
           sort | uniq -d | head -n 3)
   [ -z "$multi" ] && ok "$label: at most one active subscription per device" || bad "$label: several active: $multi"
+  privacy "$label"
 }
 
 run_all "initial x$n" initial DEV --sho sho-a
