@@ -49,8 +49,17 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to)};
   mcim_cause_t rc = mcim_store_exec(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?",
                                     p, 2, count_cb, &n);
-  if (rc == MCIM_OK && n == 0)
-    rc = MCIM_FORBIDDEN;
+  /* Not yet: the device's install at that SHO is on record, and the SHO's registration
+   * (step 15, sent by its outbox once it heard of the install) is on its way. A device that
+   * switches right after a preload gets here first; it asks again. */
+  if (rc == MCIM_OK && n == 0) {
+    rc = mcim_store_exec(st,
+                         "SELECT COUNT(*) FROM drf_orders WHERE device = ? AND sho = ?"
+                         " AND state = 'installed'",
+                         p, 2, count_cb, &n);
+    if (rc == MCIM_OK)
+      rc = n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_FORBIDDEN;
+  }
   if (rc == MCIM_OK)
     rc = mcim_role_device_key_from_pem(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
   if (rc == MCIM_OK) {
@@ -135,6 +144,8 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
     rc = MCIM_UNSUPPORTED;
   if (rc != MCIM_OK) {
     mcim_role_trace(r, txn, 0, r->name, device, "DPF: notice refused", NULL, rc);
+    if (rc == MCIM_REGISTRATION_PENDING)
+      resp->retry_after = 1;
     mcim_http_reply_problem(resp, rc, 0, "notice of %s for %s refused", device, to);
     goto out;
   }
