@@ -24,6 +24,7 @@ int mcim_cmd_run(int argc, char **argv);    /* src/cli/cmd_run.c */
 int mcim_cmd_demo(int argc, char **argv);   /* src/cli/cmd_demo.c */
 int mcim_cmd_pcid(int argc, char **argv);   /* src/cli/cmd_pcid.c */
 int mcim_cmd_version(int argc, char **argv); /* src/cli/cmd_version.c */
+int mcim_cmd_loadgen(int argc, char **argv); /* src/cli/cmd_loadgen.c */
 
 /* The command table, NULL-terminated (src/cli/commands.c). */
 extern const struct mcim_cli_command mcim_cli_commands[];

@@ -11,6 +11,8 @@
 #ifndef MCIM_DEVICE_H
 #define MCIM_DEVICE_H
 
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "mcim/cause.h"
@@ -39,6 +41,31 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
 /* Stop the control server and the worker (an HTTP call in progress finishes or times out
  * first), close everything. The current procedure stays persisted. NULL is fine. */
 void mcim_device_free(struct mcim_device *d);
+
+/* Embedded agents, for a program that drives many devices in its own process (`mcim
+ * loadgen`): the same agent, TRE and procedure code, without the control server and the
+ * worker thread; the caller runs the rounds. open: measured boot and the software TRE, as
+ * mcim_device_start; open_with: a TRE the caller opened (owned, also on failure). Freed with
+ * mcim_device_free. */
+mcim_cause_t mcim_device_open(const char *dir, struct mcim_device **out);
+mcim_cause_t mcim_device_open_with(const char *dir, mcim_tre_t *tre, struct mcim_device **out);
+/* Seed step 2: the owner's instruction (mcim-instruction+jwt) starts a procedure, exactly as
+ * POST /v1/procedures on the control API: *answer {txn, kind, sho, state}; else the cause
+ * and `detail`. */
+mcim_cause_t mcim_device_instruct(struct mcim_device *d, const char *instruction,
+                                  json_t **answer, char *detail, size_t detail_len);
+/* The HTTP client the rounds use (TLS pinned to the operators' CA; mcim_http_lite_free). One
+ * per thread; it may serve several devices of that thread in turn. */
+struct mcim_http_lite;
+mcim_cause_t mcim_device_client_new(struct mcim_device *d, struct mcim_http_lite **out);
+/* One round of the worker: the current procedure's current step, then what is due between
+ * procedures. Returns the milliseconds until the next round is due (0: at once; -1: nothing
+ * is running). */
+int64_t mcim_device_round(struct mcim_device *d, struct mcim_http_lite *cli);
+/* A procedure as the control API shows it (GET /v1/procedures/{txn}); MCIM_NOT_FOUND. */
+mcim_cause_t mcim_device_procedure(struct mcim_device *d, const char *txn, json_t **out);
+/* The TRE's public status (slots, PCID): what `mcim device status` shows. */
+mcim_cause_t mcim_device_tre_status(struct mcim_device *d, json_t **out);
 
 /* The device id (the CN of its TRE attestation certificate, as the TRE reports it). */
 const char *mcim_device_name(const struct mcim_device *d);

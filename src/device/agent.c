@@ -485,7 +485,8 @@ static mcim_cause_t open_store(struct mcim_device *d)
   return rc;
 }
 
-mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mcim_device **out)
+/* Everything an agent is but its threads: configuration, identity, pins, store. */
+static mcim_cause_t device_new(const char *dir, mcim_tre_t *tre, struct mcim_device **out)
 {
   json_error_t jerr;
   mcim_cause_t rc = MCIM_NO_MEMORY;
@@ -535,6 +536,25 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
   rc = open_store(d);
   if (rc != MCIM_OK)
     goto fail;
+  *out = d;
+  return MCIM_OK;
+fail:
+  mcim_device_free(d);
+  return rc;
+}
+
+mcim_cause_t mcim_device_open_with(const char *dir, mcim_tre_t *tre, struct mcim_device **out)
+{
+  return device_new(dir, tre, out);
+}
+
+mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mcim_device **out)
+{
+  struct mcim_device *d = NULL;
+  mcim_cause_t rc = device_new(dir, tre, &d);
+  *out = NULL;
+  if (rc != MCIM_OK)
+    return rc;
   rc = dev_control_start(d);
   if (rc != MCIM_OK)
     goto fail;
@@ -550,6 +570,36 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
 fail:
   mcim_device_free(d);
   return rc;
+}
+
+int64_t mcim_device_round(struct mcim_device *d, struct mcim_http_lite *cli)
+{
+  int64_t delay = dev_procedure_round(d, cli);
+  dev_idle_round(d, cli);
+  return delay;
+}
+
+mcim_cause_t mcim_device_client_new(struct mcim_device *d, struct mcim_http_lite **out)
+{
+  return dev_client_new(d, out);
+}
+
+mcim_cause_t mcim_device_procedure(struct mcim_device *d, const char *txn, json_t **out)
+{
+  struct dev_proc p = {0};
+  mcim_store_t *st = dev_store_lock(d);
+  mcim_cause_t rc = dev_proc_load(st, txn, &p);
+  dev_store_unlock(d);
+  *out = rc == MCIM_OK ? dev_proc_json(&p) : NULL;
+  if (rc == MCIM_OK && !*out)
+    rc = MCIM_NO_MEMORY;
+  dev_proc_clear(&p);
+  return rc;
+}
+
+mcim_cause_t mcim_device_tre_status(struct mcim_device *d, json_t **out)
+{
+  return d->tre->ops->status(d->tre->ctx, out);
 }
 
 void mcim_device_free(struct mcim_device *d)

@@ -85,7 +85,8 @@ static mcim_cause_t measure(mcim_tre_t *tre, const char *fwdir)
   return rc;
 }
 
-mcim_cause_t mcim_device_start(const char *dir, struct mcim_device **out)
+/* The software TRE of DEVICE_DIR, opened after measured boot. */
+static mcim_cause_t boot(const char *dir, mcim_tre_t **out)
 {
   mcim_config_t *cfg = NULL;
   mcim_tre_t *tre = NULL;
@@ -103,12 +104,29 @@ mcim_cause_t mcim_device_start(const char *dir, struct mcim_device **out)
     goto cleanup;
   }
   rc = measure(tre, mcim_config_path(cfg, "firmware"));
-  if (rc != MCIM_OK)
-    goto cleanup;
-  rc = mcim_device_start_with(dir, tre, out);
-  tre = NULL; /* owned by the agent now, also on failure */
+  if (rc == MCIM_OK) {
+    *out = tre;
+    tre = NULL;
+  }
 cleanup:
   mcim_tre_close(tre);
   mcim_config_free(cfg);
   return rc;
+}
+
+mcim_cause_t mcim_device_start(const char *dir, struct mcim_device **out)
+{
+  mcim_tre_t *tre = NULL;
+  mcim_cause_t rc = boot(dir, &tre);
+  *out = NULL;
+  /* the agent owns the TRE now, also on failure */
+  return rc == MCIM_OK ? mcim_device_start_with(dir, tre, out) : rc;
+}
+
+mcim_cause_t mcim_device_open(const char *dir, struct mcim_device **out)
+{
+  mcim_tre_t *tre = NULL;
+  mcim_cause_t rc = boot(dir, &tre);
+  *out = NULL;
+  return rc == MCIM_OK ? mcim_device_open_with(dir, tre, out) : rc;
 }

@@ -94,30 +94,9 @@ cleanup:
   mcim_http_lite_free(cli);
 }
 
-/* 202 for a procedure the agent already has: the same instruction again (or another one of
- * the owner for the same txn and the same claims) changes nothing. */
-static void reply_known(struct mcim_http_response *resp, const struct dev_proc *p,
-                        const struct dev_instruction *ins)
-{
-  if (strcmp(p->kind, ins->kind) != 0 || strcmp(p->sho, ins->sho) != 0 ||
-      strcmp(p->via, ins->via) != 0) {
-    mcim_http_reply_problem(resp, MCIM_CONFLICT, 2,
-                            "procedure %s is known as %s%s%s with %s, not as this instruction says",
-                            p->txn, p->kind, p->via[0] ? " via " : "", p->via, p->sho);
-    return;
-  }
-  mcim_http_reply_json(resp, 202, json_pack("{s:s,s:s,s:s,s:s}", "txn", p->txn, "kind", p->kind,
-                                            "sho", p->sho, "state", p->state));
-}
-
-/* POST /v1/procedures {instruction}: the owner's instruction starts a procedure.
- *
- * The TRE records an instruction's jti as soon as it verifies it, so everything that can
- * refuse the instruction for another reason is checked first, on its unverified claims:
- * claims the agent would not run, a procedure already running, a device state the
- * procedure cannot start from. None of those spends the jti. An instruction for a txn the
- * agent already has is idempotent: once the TRE says it is the owner's (verified now, or a
- * replay of a verified one), the answer is 202 with that procedure. */
+/* POST /v1/procedures {instruction}: the owner's instruction starts a procedure (seed step
+ * 2; the checks and their order are dev_procedure_start's, start.c). 202 with the procedure,
+ * new or the one this txn already names. */
 static void h_procedure_start(void *ctx, const struct mcim_http_request *req,
                               struct mcim_http_response *resp)
 {
@@ -126,139 +105,16 @@ static void h_procedure_start(void *ctx, const struct mcim_http_request *req,
       {"instruction", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
   };
   char err[300];
-  struct dev_instruction ins, ver;
-  struct dev_proc p = {0};
-  const char *stage = NULL;
-  json_t *data = NULL;
-  int n = 0;
-  mcim_store_t *st;
+  json_t *answer = NULL;
   mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 1, err, sizeof(err));
-
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 2, "%s", err);
-    goto cleanup;
-  }
-  const char *jws = json_string_value(json_object_get(req->json, "instruction"));
-  /* 1. What it asks, unverified: a refusal here spends nothing. */
-  rc = dev_instruction_peek(d->name, jws, &ins, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_WARN, NULL, 2, rc, "instruction refused: %s", err);
-    mcim_http_reply_problem(resp, rc, 2, "%s", err);
-    goto cleanup;
-  }
-  /* 2. A procedure this agent already has: the same instruction again. */
-  st = dev_store_lock(d);
-  rc = dev_proc_load(st, ins.txn, &p);
-  dev_store_unlock(d);
-  if (rc == MCIM_OK) {
-    rc = dev_instruction_check(d->tre, d->name, jws, &ver, err, sizeof(err));
-    if (rc != MCIM_OK && rc != MCIM_REPLAY) {
-      mcim_log_event(MCIM_LOG_WARN, ins.txn, 2, rc, "instruction refused: %s", err);
-      mcim_http_reply_problem(resp, rc, 2, "%s", err);
-      goto cleanup;
-    }
-    reply_known(resp, &p, &ins);
-    goto cleanup;
-  }
-  if (rc != MCIM_NOT_FOUND) {
-    mcim_http_reply_problem(resp, rc, 2, "cannot read the procedures");
-    goto cleanup;
-  }
-  /* 3. Busy: one procedure at a time. */
-  st = dev_store_lock(d);
-  rc = dev_proc_running(st, &p);
-  dev_store_unlock(d);
-  if (rc == MCIM_OK) {
-    mcim_http_reply_problem(resp, MCIM_DEVICE_BUSY, 2, "procedure %s (%s) is running, step %d",
-                            p.txn, p.kind, p.n);
-    goto cleanup;
-  }
-  dev_proc_clear(&p);
-  /* 4. Something this agent and its TRE run, from the state the device is in. */
-  rc = dev_procedure_first(ins.kind, ins.via, &stage, &n);
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, MCIM_UNSUPPORTED, 2, "this agent does not run \"%s\"%s%s",
-                            ins.kind, ins.via[0] ? " via " : "", ins.via);
-    goto cleanup;
-  }
-  rc = dev_procedure_prepare(d, &ins, &data, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_WARN, ins.txn, 2, rc, "instruction refused: %s", err);
-    mcim_http_reply_problem(resp, rc, 2, "%s", err);
-    goto cleanup;
-  }
-  /* 5. Only now the TRE: signature, audience, lifetime, replay (the jti is spent). */
-  rc = dev_instruction_check(d->tre, d->name, jws, &ver, err, sizeof(err));
-  if (rc == MCIM_OK && (strcmp(ver.txn, ins.txn) != 0 || strcmp(ver.kind, ins.kind) != 0 ||
-                        strcmp(ver.via, ins.via) != 0 || strcmp(ver.sho, ins.sho) != 0)) {
-    rc = MCIM_INTERNAL; /* the same bytes read twice: cannot differ */
-    snprintf(err, sizeof(err), "the verified claims differ from the payload's");
-  }
-  if (rc == MCIM_REPLAY) {
-    /* the same instruction, twice at once: the other request may have recorded it */
-    st = dev_store_lock(d);
-    mcim_cause_t known = dev_proc_load(st, ins.txn, &p);
-    dev_store_unlock(d);
-    if (known == MCIM_OK) {
-      reply_known(resp, &p, &ins);
-      goto cleanup;
-    }
-  }
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_WARN, ins.txn, 2, rc, "instruction refused: %s", err);
-    mcim_http_reply_problem(resp, rc, 2, "%s", err);
-    goto cleanup;
-  }
-  int64_t now = mcim_now();
-  snprintf(p.txn, sizeof(p.txn), "%s", ins.txn);
-  snprintf(p.kind, sizeof(p.kind), "%s", ins.kind);
-  snprintf(p.via, sizeof(p.via), "%s", ins.via);
-  snprintf(p.sho, sizeof(p.sho), "%s", ins.sho);
-  snprintf(p.state, sizeof(p.state), "running");
-  snprintf(p.stage, sizeof(p.stage), "%s", stage);
-  p.n = n;
-  p.created = p.since = p.updated = now;
-  p.deadline = now + dev_cfg_int(d, "procedure_timeout");
-  p.data = data;
-  data = NULL;
-  st = dev_store_lock(d);
-  rc = dev_proc_insert(st, &p);
   if (rc == MCIM_OK)
-    dev_trace_put(st, p.txn, 2, "subscriber", d->name,
-                  strcmp(p.kind, "switch") == 0    ? "instruction: switch to the pre-provisioned MCIM"
-                  : strcmp(p.kind, "preload") == 0 ? "instruction: pre-provision a second MCIM"
-                                                   : "instruction: re-provision",
-                  NULL, MCIM_OK);
-  dev_store_unlock(d);
-  if (rc == MCIM_CONFLICT) {
-    /* the same instruction, twice at once: the other request recorded it */
-    struct dev_proc known = {0};
-    st = dev_store_lock(d);
-    rc = dev_proc_load(st, ins.txn, &known);
-    dev_store_unlock(d);
-    if (rc == MCIM_OK)
-      reply_known(resp, &known, &ins);
-    else
-      mcim_http_reply_problem(resp, MCIM_CONFLICT, 2, "procedure %s is already known", p.txn);
-    dev_proc_clear(&known);
-    goto cleanup;
-  }
+    rc = dev_procedure_start(d, json_string_value(json_object_get(req->json, "instruction")),
+                             &answer, err, sizeof(err));
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 2,
-                            rc == MCIM_DEVICE_BUSY ? "another procedure started before %s"
-                                                   : "procedure %s not recorded",
-                            p.txn);
-    goto cleanup;
+    mcim_http_reply_problem(resp, rc, 2, "%s", err);
+    return;
   }
-  dev_wake(d);
-  mcim_metric_inc(&mcim_m_procedures_started, MCIM_LABELS(p.kind));
-  mcim_log_event(MCIM_LOG_NOTICE, p.txn, 2, MCIM_OK, "owner instruction: %s%s%s with %s", p.kind,
-                 p.via[0] ? " via " : "", p.via, p.sho);
-  mcim_http_reply_json(resp, 202, json_pack("{s:s,s:s,s:s,s:s}", "txn", p.txn, "kind", p.kind,
-                                            "sho", p.sho, "state", p.state));
-cleanup:
-  json_decref(data);
-  dev_proc_clear(&p);
+  mcim_http_reply_json(resp, 202, answer);
 }
 
 /* GET /v1/procedures/{txn} */

@@ -3,6 +3,7 @@
  *   boot.c        the software TRE and measured boot (the platform part)
  *   store.c       agent.db: procedures table and trace table
  *   control.c     the local control API on the Unix socket
+ *   start.c       the owner's instruction starts a procedure (control API, embedded use)
  *   instruction.c the owner's instruction (verification and claims)
  *   procedures.c  the procedure engine and the initial provisioning steps
  *   change.c      the change of subscription (via the old SHO, via the pristine state) and
@@ -107,6 +108,12 @@ bool dev_flag_take(struct mcim_device *d, bool *flag);
 void dev_flag_set(struct mcim_device *d, bool *flag);
 /* [{network, scope, identity, expires}] without tokens. */
 json_t *dev_sessions_json(struct mcim_device *d);
+
+/* ---- start.c ---- */
+/* Seed step 2: the owner's instruction `jws` starts a procedure (or names the one this txn
+ * already started): *answer {txn, kind, sho, state}. Otherwise the cause, `err` says why. */
+mcim_cause_t dev_procedure_start(struct mcim_device *d, const char *jws, json_t **answer,
+                                 char *err, size_t errlen);
 
 /* ---- control.c ---- */
 /* Serve the control API on the configured Unix socket (d->control). */

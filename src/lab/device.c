@@ -148,7 +148,7 @@ static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const c
   return rc;
 }
 
-static mcim_cause_t manufacture(mcim_lab_t *lab, const char *name, const char *dir, bool tamper)
+mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char *dir, bool tamper)
 {
   char path[PATH_MAX], tre_dir[PATH_MAX];
   char *owner_jwk = NULL, *ops_ca = NULL, *m2mes_ca = NULL, *att_jwk = NULL, *ka_jwk = NULL;
@@ -309,7 +309,7 @@ mcim_cause_t mcim_lab_device_add(mcim_lab_t *lab, const char *name, bool tamper)
   }
   mcim_cause_t rc = mcim_lab_mkdir(dir);
   if (rc == MCIM_OK)
-    rc = manufacture(lab, name, dir, tamper);
+    rc = mcim_lab_manufacture(lab, name, dir, tamper);
   if (rc != MCIM_OK)
     return rc;
   json_array_append_new(json_object_get(lab->json, "devices"),

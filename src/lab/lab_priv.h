@@ -4,6 +4,7 @@
 
 #include <limits.h>
 
+#include "mcim/jose.h"
 #include "mcim/lab.h"
 
 /* Paths inside the lab are built as "<dir>/..." in PATH_MAX buffers: keeping the folder
@@ -42,5 +43,24 @@ mcim_cause_t mcim_lab_pg_start(mcim_lab_t *lab, const char *const *roles, size_t
 void mcim_lab_pg_stop(mcim_lab_t *lab);
 /* The database of role `role`: mcim_ and the name with every character outside [a-z0-9] as _. */
 void mcim_lab_pg_dbname(const char *role, char *out, size_t len);
+
+/* Manufacture device `name` in folder `dir` (device.c): firmware, TRE, the M2MES's
+ * certificates and PCID credential, agent.json, params.json, the owner key. The device is not
+ * added to lab.json nor started (`mcim lab device add` does both; `mcim loadgen` neither). */
+mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char *dir,
+                                  bool tamper);
+
+/* The owner of the device in `dir` (run.c): its key (owner/owner.key) and parameters. */
+mcim_cause_t mcim_lab_owner_load_dir(const char *dir, mcim_jose_key_t **key, json_t **params);
+/* A statement of the owner (iss "subscriber"), valid 10 minutes. */
+mcim_cause_t mcim_lab_owner_sign(const mcim_jose_key_t *owner, const char *typ,
+                                 const char *device, const char *aud, const char *txn,
+                                 json_t *extra, char **jws);
+/* Step 1: the owner's order at run->sho, retried while its failure is transient (a switch
+ * between pre-provisioned MCIMs orders nothing: MCIM_OK at once). */
+struct mcim_lab_run;
+mcim_cause_t mcim_lab_order(mcim_lab_t *lab, const struct mcim_lab_run *run,
+                            const mcim_jose_key_t *owner, const json_t *params, const char *txn,
+                            char *detail, size_t detail_len);
 
 #endif

@@ -17,14 +17,10 @@
 #include "mcim/util.h"
 #include "trace/cast.h"
 
-static mcim_cause_t load_owner(mcim_lab_t *lab, const char *device, mcim_jose_key_t **key,
-                               json_t **params)
+mcim_cause_t mcim_lab_owner_load_dir(const char *dir, mcim_jose_key_t **key, json_t **params)
 {
   char path[PATH_MAX];
   EVP_PKEY *pk = NULL;
-  const char *dir = mcim_lab_device_dir(lab, device);
-  if (!dir)
-    return MCIM_NOT_FOUND;
   mcim_lab_join(path, sizeof(path), dir, "/owner/owner.key");
   mcim_cause_t rc = mcim_pki_key_load(path, &pk);
   if (rc == MCIM_OK)
@@ -37,7 +33,14 @@ static mcim_cause_t load_owner(mcim_lab_t *lab, const char *device, mcim_jose_ke
   return rc;
 }
 
-static mcim_cause_t owner_sign(const mcim_jose_key_t *owner, const char *typ, const char *device,
+static mcim_cause_t load_owner(mcim_lab_t *lab, const char *device, mcim_jose_key_t **key,
+                               json_t **params)
+{
+  const char *dir = mcim_lab_device_dir(lab, device);
+  return dir ? mcim_lab_owner_load_dir(dir, key, params) : MCIM_NOT_FOUND;
+}
+
+mcim_cause_t mcim_lab_owner_sign(const mcim_jose_key_t *owner, const char *typ, const char *device,
                                const char *aud, const char *txn, json_t *extra, char **jws)
 {
   int64_t now = mcim_now();
@@ -54,7 +57,7 @@ static mcim_cause_t handover_post(struct mcim_http_client *client, const char *u
 {
   char *jws = NULL;
   json_t *extra = json_pack("{s:o}", "new_owner_jwk", json_loads(new_jwk, 0, NULL));
-  mcim_cause_t rc = extra ? owner_sign(owner, "mcim-handover+jwt", device, aud, txn, extra, &jws)
+  mcim_cause_t rc = extra ? mcim_lab_owner_sign(owner, "mcim-handover+jwt", device, aud, txn, extra, &jws)
                           : MCIM_NO_MEMORY;
   json_t *body = rc == MCIM_OK ? json_pack("{s:s}", "handover", jws) : NULL;
   if (rc == MCIM_OK)
@@ -157,7 +160,7 @@ out:
 #define ORDER_RETRY_MS 30000
 
 /* Step 1: the order at the new SHO. */
-static mcim_cause_t order(mcim_lab_t *lab, const struct mcim_lab_run *run,
+mcim_cause_t mcim_lab_order(mcim_lab_t *lab, const struct mcim_lab_run *run,
                           const mcim_jose_key_t *owner, const json_t *params, const char *txn,
                           char *detail, size_t detail_len)
 {
@@ -166,13 +169,16 @@ static mcim_cause_t order(mcim_lab_t *lab, const struct mcim_lab_run *run,
   json_t *extra = NULL, *body = NULL;
   const char *base = mcim_lab_url(lab, run->sho);
   mcim_cause_t rc = base ? MCIM_OK : MCIM_NOT_FOUND;
+  /* A switch between pre-provisioned MCIMs needs no new subscription: nothing to order. */
+  if (strcmp(run->procedure, "switch") == 0)
+    return MCIM_OK;
   if (rc == MCIM_OK) {
     /* no key in the order: the SHO learns the owner's key from the RO (manufacture) */
     extra = json_pack("{s:O,s:O,s:s,s:s?}", "attestation_cert",
                       json_object_get(params, "attestation_cert"), "ka_cert",
                       json_object_get(params, "ka_cert"), "procedure", run->procedure, "via",
                       run->via);
-    rc = extra ? owner_sign(owner, "mcim-order+jwt", run->device, run->sho, txn, extra, &jws)
+    rc = extra ? mcim_lab_owner_sign(owner, "mcim-order+jwt", run->device, run->sho, txn, extra, &jws)
                : MCIM_INTERNAL;
   }
   if (rc == MCIM_OK) {
@@ -214,7 +220,7 @@ static mcim_cause_t instruct(struct mcim_http_client *dev, const struct mcim_lab
   json_t *extra = json_pack("{s:s,s:s,s:s?}", "procedure", run->procedure, "sho", run->sho, "via",
                             run->via);
   mcim_cause_t rc =
-      owner_sign(owner, "mcim-instruction+jwt", run->device, run->device, txn, extra, &jws);
+      mcim_lab_owner_sign(owner, "mcim-instruction+jwt", run->device, run->device, txn, extra, &jws);
   if (rc == MCIM_OK) {
     json_t *body = json_pack("{s:s}", "instruction", jws);
     rc = mcim_http_request(dev, "POST", "http://localhost/v1/procedures", body, NULL, &res);
@@ -292,9 +298,8 @@ mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
     snprintf(res->detail, sizeof(res->detail), "no device %s in this lab", run->device);
     goto out;
   }
-  /* A switch between pre-provisioned MCIMs needs no new subscription: no order. */
-  if (strcmp(run->procedure, "switch") != 0)
-    rc = order(lab, run, owner, params, res->txn, res->detail, sizeof(res->detail));
+  if (rc == MCIM_OK)
+    rc = mcim_lab_order(lab, run, owner, params, res->txn, res->detail, sizeof(res->detail));
   if (rc == MCIM_OK)
     rc = instruct(dev, run, owner, res->txn, res->detail, sizeof(res->detail));
   if (rc != MCIM_OK)

@@ -76,7 +76,7 @@ help mcim
 run mcim --help
 commands=$(awk '/^commands:/ { c = 1; next } c && /^  [a-z]/ { print $1 } c && /^$/ { c = 0 }' "$tmp/out")
 [ -n "$commands" ] && ok "mcim --help lists commands: $(echo $commands)" || bad "mcim --help lists no command"
-for c in lab device run trace demo crypto bench pki pcid version; do
+for c in lab device run trace demo crypto bench pki pcid version loadgen; do
   echo " $commands " | tr '\n' ' ' | grep -q " $c " || bad "mcim --help does not list $c"
 done
 for c in $commands; do help mcim "$c"; done

@@ -1,0 +1,754 @@
+/* `mcim loadgen` (include/mcim/loadgen.h): N devices in one process against a running lab.
+ *
+ * Three phases, each timed on its own:
+ *   1. manufacture: the M2MES makes every device (TRE keys, certificates, PCID credential,
+ *      first owner at the RO) exactly as `mcim lab device add`, minus the agent process;
+ *      the devices live in LAB/loadgen/RUN/ and are not listed in lab.json;
+ *   2. procedures: `concurrency` threads each take the next device, open its agent in this
+ *      process (mcim_device_open: measured boot, the software TRE, agent.db) and play its
+ *      owner: the order at the SHO (step 1), the instruction to the device (step 2), then the
+ *      agent's rounds (mcim_device_round, what m2me's worker thread runs) until the procedure
+ *      ends; every step's time is taken as the agent moves from one stage to the next;
+ *   3. invariants (DESIGN.md section 4), once every role's outbox is drained: per device, on
+ *      the network side one active subscription, at the SHO it should be at, and one DRF
+ *      entry `subscribed` there; on the device side (read when its sequence ended) at most
+ *      one active MCIM, at that SHO, and the PCID credential kept.
+ * CPU: this process's (devices and owners) and the daemons' (/proc), over phase 2. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "lab/lab_priv.h"
+#include "mcim/device.h"
+#include "mcim/http.h"
+#include "mcim/lab_run.h"
+#include "mcim/loadgen.h"
+#include "mcim/log.h"
+#include "mcim/store.h"
+#include "mcim/util.h"
+
+#define LG_MAX_SHOS 16
+#define LG_SEQ_MAX 3
+
+/* ---- samples: latencies in milliseconds, by name ---- */
+
+struct series {
+  char name[64];
+  int rank; /* the report's order: procedure, then seed step */
+  double *v;
+  size_t n, cap;
+};
+
+struct samples {
+  struct series *s;
+  size_t n, cap;
+};
+
+static struct series *series_get(struct samples *sm, const char *name, int rank)
+{
+  for (size_t i = 0; i < sm->n; i++)
+    if (strcmp(sm->s[i].name, name) == 0)
+      return &sm->s[i];
+  if (sm->n == sm->cap) {
+    size_t cap = sm->cap ? sm->cap * 2 : 16;
+    struct series *s = realloc(sm->s, cap * sizeof(*s));
+    if (!s)
+      return NULL;
+    sm->s = s;
+    sm->cap = cap;
+  }
+  struct series *s = &sm->s[sm->n++];
+  memset(s, 0, sizeof(*s));
+  snprintf(s->name, sizeof(s->name), "%s", name);
+  s->rank = rank;
+  return s;
+}
+
+static void series_add(struct series *s, double ms)
+{
+  if (!s)
+    return;
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    double *v = realloc(s->v, cap * sizeof(*v));
+    if (!v)
+      return;
+    s->v = v;
+    s->cap = cap;
+  }
+  s->v[s->n++] = ms;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of sorted values. */
+static double pct(const double *v, size_t n, double p)
+{
+  if (n == 0)
+    return 0;
+  size_t rank = (size_t)(p / 100.0 * (double)n + 0.999999);
+  if (rank < 1)
+    rank = 1;
+  return v[(rank > n ? n : rank) - 1];
+}
+
+static double round2(double x)
+{
+  return (double)(long long)(x * 100.0 + 0.5) / 100.0;
+}
+
+static json_t *latency_json(struct series *s)
+{
+  qsort(s->v, s->n, sizeof(double), cmp_double);
+  return json_pack("{s:f,s:f,s:f,s:f}", "p50", round2(pct(s->v, s->n, 50)), "p95",
+                   round2(pct(s->v, s->n, 95)), "p99", round2(pct(s->v, s->n, 99)), "max",
+                   round2(s->n ? s->v[s->n - 1] : 0));
+}
+
+static void samples_free(struct samples *sm)
+{
+  for (size_t i = 0; i < sm->n; i++)
+    free(sm->s[i].v);
+  free(sm->s);
+}
+
+/* ---- the run ---- */
+
+struct lg_proc {
+  const char *label; /* initial, change-old-sho, change-pristine, preload, switch */
+  const char *kind, *via;
+  int target;        /* 0: the device's first SHO, 1: its second */
+  int rank;          /* its place in the report */
+};
+
+static const struct lg_proc p_initial = {"initial", "initial", NULL, 0, 0};
+static const struct lg_proc p_old_sho = {"change-old-sho", "change", "old-sho", 1, 1};
+static const struct lg_proc p_pristine = {"change-pristine", "change", "pristine", 1, 2};
+static const struct lg_proc p_preload = {"preload", "preload", NULL, 1, 3};
+static const struct lg_proc p_switch = {"switch", "switch", NULL, 1, 4};
+
+struct lg_seq {
+  const struct lg_proc *p[LG_SEQ_MAX];
+  int n;
+};
+
+struct lg_device {
+  char expect[64]; /* the SHO its last procedure left it at ("": it failed) */
+  char tre_problem[160];
+};
+
+struct lg {
+  const struct mcim_loadgen_opts *o;
+  char run[9];
+  char base[MCIM_LAB_DIR_MAX + 32]; /* LAB/loadgen/RUN */
+  const char *shos[LG_MAX_SHOS];
+  size_t nshos;
+  json_t *lab_json; /* keeps the SHO names alive */
+  struct lg_device *dev;
+  atomic_long next;
+  atomic_long made, done, failed;
+  pthread_mutex_t lock; /* samples and errors */
+  struct samples procs, steps, all;
+  json_t *errors;
+  json_t *error_samples; /* a few details, for people */
+};
+
+static void dev_name(const struct lg *g, long i, char *out, size_t len)
+{
+  snprintf(out, len, "lg%s-%ld", g->run, i);
+}
+
+static void dev_dir(const struct lg *g, long i, char *out, size_t len)
+{
+  char name[64];
+  dev_name(g, i, name, sizeof(name));
+  snprintf(out, len, "%s/%s", g->base, name);
+}
+
+static int64_t mono_ms(void)
+{
+  return (int64_t)(mcim_monotonic_ns() / 1000000u);
+}
+
+static void sleep_ms(int64_t ms)
+{
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+}
+
+static void error_count(struct lg *g, const char *cause, const char *device, const char *what,
+                        const char *detail)
+{
+  pthread_mutex_lock(&g->lock);
+  json_t *n = json_object_get(g->errors, cause);
+  json_object_set_new(g->errors, cause, json_integer(n ? json_integer_value(n) + 1 : 1));
+  if (json_array_size(g->error_samples) < 20)
+    json_array_append_new(g->error_samples,
+                          json_pack("{s:s,s:s,s:s,s:s}", "device", device, "procedure", what,
+                                    "cause", cause, "detail", detail ? detail : ""));
+  pthread_mutex_unlock(&g->lock);
+}
+
+static void sample(struct lg *g, struct samples *sm, const char *name, int rank, int64_t ms)
+{
+  pthread_mutex_lock(&g->lock);
+  series_add(series_get(sm, name, rank), (double)ms);
+  pthread_mutex_unlock(&g->lock);
+}
+
+static struct lg_seq sequence(const struct lg *g, long i)
+{
+  struct lg_seq s = {.p = {&p_initial}, .n = 1};
+  const char *what = g->o->procedure;
+  static const char *const mix[] = {"change-old-sho", "change-pristine", "switch"};
+  if (strcmp(what, "mix") == 0)
+    what = mix[i % 3];
+  if (strcmp(what, "change-old-sho") == 0)
+    s.p[s.n++] = &p_old_sho;
+  else if (strcmp(what, "change-pristine") == 0)
+    s.p[s.n++] = &p_pristine;
+  else if (strcmp(what, "switch") == 0) {
+    s.p[s.n++] = &p_preload;
+    s.p[s.n++] = &p_switch;
+  }
+  return s;
+}
+
+/* One procedure of device `d` from the owner's order to its end. MCIM_OK: it succeeded. */
+static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_device *d,
+                                  struct mcim_http_lite *cli, const char *name,
+                                  const mcim_jose_key_t *owner, const json_t *params,
+                                  const struct lg_proc *lp, const char *sho)
+{
+  char txn[33], detail[300] = "", stage[64] = "", step_name[128];
+  int stage_n = 0;
+  uint8_t rnd[16];
+  char *jws = NULL;
+  json_t *ans = NULL, *pj = NULL;
+  int64_t t0 = mono_ms(), since = t0, deadline = t0 + (int64_t)g->o->timeout_s * 1000;
+  mcim_cause_t rc = mcim_random(rnd, sizeof(rnd));
+  if (rc == MCIM_OK)
+    mcim_hex_encode(rnd, sizeof(rnd), txn);
+  struct mcim_lab_run run = {.device = name, .procedure = lp->kind, .sho = sho, .via = lp->via};
+  if (rc == MCIM_OK)
+    rc = mcim_lab_order(lab, &run, owner, params, txn, detail, sizeof(detail));
+  if (rc == MCIM_OK) {
+    json_t *extra = json_pack("{s:s,s:s,s:s?}", "procedure", lp->kind, "sho", sho, "via", lp->via);
+    rc = extra ? mcim_lab_owner_sign(owner, "mcim-instruction+jwt", name, name, txn, extra, &jws)
+               : MCIM_NO_MEMORY;
+    json_decref(extra);
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_device_instruct(d, jws, &ans, detail, sizeof(detail));
+  json_decref(ans);
+  free(jws);
+  const char *state = "failed", *result = NULL;
+  while (rc == MCIM_OK) {
+    int64_t delay = mcim_device_round(d, cli);
+    json_decref(pj);
+    pj = NULL;
+    rc = mcim_device_procedure(d, txn, &pj);
+    if (rc != MCIM_OK)
+      break;
+    state = json_string_value(json_object_get(pj, "state"));
+    const char *st = json_string_value(json_object_get(pj, "stage"));
+    int64_t now = mono_ms();
+    if (st && strcmp(st, stage) != 0) {
+      if (stage[0]) {
+        snprintf(step_name, sizeof(step_name), "%s %d %s", lp->label, stage_n, stage);
+        sample(g, &g->steps, step_name, lp->rank * 1000 + stage_n, now - since);
+      }
+      snprintf(stage, sizeof(stage), "%s", st);
+      stage_n = (int)json_integer_value(json_object_get(pj, "step"));
+      since = now;
+    }
+    if (!state || strcmp(state, "running") != 0)
+      break;
+    if (now > deadline) {
+      rc = MCIM_TIMEOUT;
+      snprintf(detail, sizeof(detail), "still at %s after %d s", stage, g->o->timeout_s);
+      break;
+    }
+    if (delay > 0)
+      sleep_ms(delay > 1000 ? 1000 : delay);
+  }
+  if (rc == MCIM_OK) {
+    result = json_string_value(json_object_get(pj, "result"));
+    if (!result || strcmp(result, "success") != 0) {
+      const char *cause = json_string_value(json_object_get(pj, "cause"));
+      int c = cause ? mcim_cause_from_name(cause) : -1;
+      rc = c > 0 ? (mcim_cause_t)c : MCIM_PROCEDURE_FAILED;
+      snprintf(detail, sizeof(detail), "step %lld: %s",
+               (long long)json_integer_value(json_object_get(pj, "step")),
+               json_string_value(json_object_get(pj, "detail"))
+                   ? json_string_value(json_object_get(pj, "detail"))
+                   : "");
+    }
+  }
+  int64_t end = mono_ms();
+  if (stage[0]) {
+    snprintf(step_name, sizeof(step_name), "%s %d %s", lp->label, stage_n, stage);
+    sample(g, &g->steps, step_name, lp->rank * 1000 + stage_n, end - since);
+  }
+  if (rc == MCIM_OK) {
+    sample(g, &g->procs, lp->label, lp->rank, end - t0);
+    sample(g, &g->all, "all", 0, end - t0);
+    atomic_fetch_add(&g->done, 1);
+    /* what is due between procedures (a deferred discard notice after the new full attach) */
+    mcim_device_round(d, cli);
+  } else {
+    atomic_fetch_add(&g->failed, 1);
+    error_count(g, mcim_cause_name(rc), name, lp->label, detail);
+  }
+  json_decref(pj);
+  return rc;
+}
+
+/* The device side of the invariants, read from its TRE at the end of its sequence. */
+static void tre_check(struct mcim_device *d, struct lg_device *ld)
+{
+  json_t *st = NULL, *slot;
+  size_t i, active = 0;
+  const char *at = "";
+  if (mcim_device_tre_status(d, &st) != MCIM_OK) {
+    snprintf(ld->tre_problem, sizeof(ld->tre_problem), "the TRE does not answer");
+    return;
+  }
+  json_array_foreach(json_object_get(st, "slots"), i, slot) {
+    const char *s = json_string_value(json_object_get(slot, "state"));
+    if (s && strcmp(s, "active") == 0) {
+      active++;
+      at = json_string_value(json_object_get(slot, "sho"));
+    }
+  }
+  if (active > 1)
+    snprintf(ld->tre_problem, sizeof(ld->tre_problem), "%zu active MCIMs in the TRE", active);
+  else if (!json_is_object(json_object_get(st, "pcid")))
+    snprintf(ld->tre_problem, sizeof(ld->tre_problem), "the PCID credential is gone");
+  else if (ld->expect[0] && (active != 1 || !at || strcmp(at, ld->expect) != 0))
+    snprintf(ld->tre_problem, sizeof(ld->tre_problem), "the TRE's active MCIM is %s's, not %s's",
+             active ? (at ? at : "?") : "nobody", ld->expect);
+  json_decref(st);
+}
+
+static void run_device(struct lg *g, mcim_lab_t *lab, struct mcim_http_lite **cli, long i)
+{
+  char name[64], dir[PATH_MAX];
+  struct mcim_device *d = NULL;
+  mcim_jose_key_t *owner = NULL;
+  json_t *params = NULL;
+  struct lg_device *ld = &g->dev[i];
+  struct lg_seq seq = sequence(g, i);
+  const char *sho[2] = {g->shos[(size_t)i % g->nshos], g->shos[(size_t)(i + 1) % g->nshos]};
+  dev_name(g, i, name, sizeof(name));
+  dev_dir(g, i, dir, sizeof(dir));
+  mcim_cause_t rc = mcim_device_open(dir, &d);
+  if (rc == MCIM_OK && !*cli)
+    rc = mcim_device_client_new(d, cli);
+  if (rc == MCIM_OK)
+    rc = mcim_lab_owner_load_dir(dir, &owner, &params);
+  if (rc != MCIM_OK) {
+    atomic_fetch_add(&g->failed, 1);
+    error_count(g, mcim_cause_name(rc), name, "start", "cannot open the device or its owner key");
+    goto out;
+  }
+  for (int k = 0; k < seq.n; k++) {
+    const struct lg_proc *lp = seq.p[k];
+    rc = one_procedure(g, lab, d, *cli, name, owner, params, lp, sho[lp->target]);
+    if (rc != MCIM_OK) {
+      ld->expect[0] = '\0';
+      break;
+    }
+    snprintf(ld->expect, sizeof(ld->expect), "%s", sho[lp->target]);
+  }
+  tre_check(d, ld);
+out:
+  json_decref(params);
+  mcim_jose_key_free(owner);
+  mcim_device_free(d);
+}
+
+struct lg_thread {
+  struct lg *g;
+  int phase; /* 1: manufacture, 2: procedures */
+  pthread_t id;
+};
+
+static void *lg_thread_main(void *arg)
+{
+  struct lg_thread *t = arg;
+  struct lg *g = t->g;
+  mcim_lab_t *lab = NULL;
+  struct mcim_http_lite *cli = NULL;
+  if (mcim_lab_open(g->o->lab_dir, &lab) != MCIM_OK)
+    return NULL;
+  for (;;) {
+    long i = atomic_fetch_add(&g->next, 1);
+    if (i >= g->o->devices)
+      break;
+    if (t->phase == 1) {
+      char name[64], dir[PATH_MAX];
+      dev_name(g, i, name, sizeof(name));
+      dev_dir(g, i, dir, sizeof(dir));
+      mcim_cause_t rc = mcim_lab_mkdir(dir);
+      if (rc == MCIM_OK)
+        rc = mcim_lab_manufacture(lab, name, dir, false);
+      if (rc != MCIM_OK) {
+        error_count(g, mcim_cause_name(rc), name, "manufacture", "the M2MES did not make it");
+        g->dev[i].expect[0] = '\0';
+      }
+      atomic_fetch_add(&g->made, 1);
+    } else {
+      run_device(g, lab, &cli, i);
+    }
+  }
+  mcim_http_lite_free(cli);
+  mcim_lab_free(lab);
+  return NULL;
+}
+
+static void progress(struct lg *g, int phase, int64_t t0, bool last)
+{
+  FILE *f = g->o->progress;
+  if (!f)
+    return;
+  long total = g->o->devices, n = phase == 1 ? atomic_load(&g->made) : atomic_load(&g->next);
+  if (n > total)
+    n = total;
+  double s = (double)(mono_ms() - t0) / 1000.0;
+  int width = 30, fill = total ? (int)(n * width / total) : width;
+  char bar[32];
+  for (int i = 0; i < width; i++)
+    bar[i] = i < fill ? '#' : '.';
+  bar[width] = '\0';
+  if (phase == 1)
+    fprintf(f, "\rmanufacture [%s] %ld/%ld devices, %.1f/s   ", bar, n, total, s > 0 ? n / s : 0);
+  else {
+    long done = atomic_load(&g->done), failed = atomic_load(&g->failed);
+    fprintf(f, "\rprocedures  [%s] %ld/%ld devices started, %ld done (%.1f/s), %ld errors   ",
+            bar, n, total, done, s > 0 ? done / s : 0, failed);
+  }
+  if (last)
+    fputc('\n', f);
+  fflush(f);
+}
+
+static mcim_cause_t run_phase(struct lg *g, int phase, double *seconds)
+{
+  int nt = g->o->concurrency;
+  struct lg_thread *t = calloc((size_t)nt, sizeof(*t));
+  if (!t)
+    return MCIM_NO_MEMORY;
+  atomic_store(&g->next, 0);
+  int64_t t0 = mono_ms();
+  int started = 0;
+  for (int i = 0; i < nt; i++) {
+    t[i].g = g;
+    t[i].phase = phase;
+    if (mcim_thread_start(&t[i].id, 0, lg_thread_main, &t[i]) != 0)
+      break;
+    started++;
+  }
+  /* the progress line, until every thread took its last device */
+  while (atomic_load(&g->next) < g->o->devices && started > 0) {
+    progress(g, phase, t0, false);
+    sleep_ms(500);
+  }
+  for (int i = 0; i < started; i++)
+    pthread_join(t[i].id, NULL);
+  progress(g, phase, t0, true);
+  *seconds = (double)(mono_ms() - t0) / 1000.0;
+  free(t);
+  return started > 0 ? MCIM_OK : MCIM_INTERNAL;
+}
+
+/* CPU seconds (user + system) of the lab's daemons, from /proc. */
+static double daemons_cpu(const json_t *lab_json)
+{
+  double total = 0;
+  long hz = sysconf(_SC_CLK_TCK);
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(lab_json, "roles"), i, r) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%lld/stat",
+             (long long)json_integer_value(json_object_get(r, "pid")));
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, stime = 0;
+    /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime */
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                    &stime) == 2)
+      total += (double)(ut + stime) / (double)hz;
+  }
+  return total;
+}
+
+static double self_cpu(void)
+{
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* A role's store, as its configuration names it (a relative SQLite file: in its folder). */
+static mcim_cause_t role_store(const struct lg *g, const char *role, mcim_store_t **out)
+{
+  char path[PATH_MAX], loc[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/%s/%s.json", g->o->lab_dir, role, role);
+  json_t *cfg = json_load_file(path, 0, NULL);
+  const char *db = json_string_value(json_object_get(cfg, "database"));
+  if (!db) {
+    json_decref(cfg);
+    return MCIM_CONFIG_MISSING;
+  }
+  if (strstr(db, "://") || db[0] == '/')
+    snprintf(loc, sizeof(loc), "%s", db);
+  else
+    snprintf(loc, sizeof(loc), "%s/%s/%s", g->o->lab_dir, role, db);
+  json_decref(cfg);
+  return mcim_store_open(loc, NULL, out);
+}
+
+struct owner_rows {
+  json_t *map; /* device -> [sho, ...] */
+  const char *sho;
+};
+
+static mcim_cause_t owner_row(const mcim_row_t *row, void *arg)
+{
+  struct owner_rows *o = arg;
+  const char *dev = mcim_row_text(row, 0);
+  const char *sho = o->sho ? o->sho : mcim_row_text(row, 1);
+  if (!dev || !sho)
+    return MCIM_OK;
+  json_t *list = json_object_get(o->map, dev);
+  if (!list) {
+    list = json_array();
+    json_object_set_new(o->map, dev, list);
+  }
+  json_array_append_new(list, json_string(sho));
+  return MCIM_OK;
+}
+
+static bool outboxes_drained(const struct lg *g)
+{
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(g->lab_json, "roles"), i, r) {
+    mcim_store_t *st = NULL;
+    int64_t n = 0;
+    const char *name = json_string_value(json_object_get(r, "name"));
+    if (!name || role_store(g, name, &st) != MCIM_OK)
+      continue;
+    mcim_cause_t rc = mcim_store_query_int(
+        st, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'", NULL, 0, &n);
+    mcim_store_close(st);
+    if (rc == MCIM_OK && n > 0)
+      return false;
+  }
+  return true;
+}
+
+static void problem(json_t *list, size_t *count, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void problem(json_t *list, size_t *count, const char *fmt, ...)
+{
+  char buf[300];
+  va_list ap;
+  (*count)++;
+  if (json_array_size(list) >= 50)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  json_array_append_new(list, json_string(buf));
+}
+
+/* DESIGN.md section 4, for every device of this run. */
+static json_t *invariants(struct lg *g)
+{
+  json_t *list = json_array(), *active = json_object(), *subscribed = json_object();
+  size_t count = 0;
+  char like[32];
+  snprintf(like, sizeof(like), "lg%s-%%", g->run);
+  for (int waited = 0; waited < 60000 && !outboxes_drained(g); waited += 200)
+    sleep_ms(200);
+  if (!outboxes_drained(g))
+    problem(list, &count, "the roles' outboxes were not drained within 60 s");
+  for (size_t k = 0; k < g->nshos; k++) {
+    mcim_store_t *st = NULL;
+    struct owner_rows o = {.map = active, .sho = g->shos[k]};
+    mcim_val_t p[] = {MCIM_TEXT(like)};
+    if (role_store(g, g->shos[k], &st) != MCIM_OK ||
+        mcim_store_exec(st, "SELECT device FROM auc WHERE state = 'active' AND device LIKE ?", p,
+                         1, owner_row, &o) != MCIM_OK)
+      problem(list, &count, "cannot read %s's AuC", g->shos[k]);
+    mcim_store_close(st);
+  }
+  mcim_store_t *ro = NULL;
+  struct owner_rows o = {.map = subscribed, .sho = NULL};
+  mcim_val_t p[] = {MCIM_TEXT(like)};
+  if (role_store(g, "ro", &ro) != MCIM_OK ||
+      mcim_store_exec(ro, "SELECT device, sho FROM drf WHERE state = 'subscribed' AND device LIKE ?",
+                       p, 1, owner_row, &o) != MCIM_OK)
+    problem(list, &count, "cannot read the DRF");
+  mcim_store_close(ro);
+  for (long i = 0; i < g->o->devices; i++) {
+    char name[64];
+    const struct lg_device *ld = &g->dev[i];
+    dev_name(g, i, name, sizeof(name));
+    json_t *a = json_object_get(active, name), *s = json_object_get(subscribed, name);
+    if (json_array_size(a) > 1)
+      problem(list, &count, "%s: %zu active subscriptions on the network side", name,
+              json_array_size(a));
+    if (ld->expect[0]) {
+      if (json_array_size(a) != 1 || strcmp(json_string_value(json_array_get(a, 0)), ld->expect))
+        problem(list, &count, "%s: not active at %s on the network side", name, ld->expect);
+      if (json_array_size(s) != 1 || strcmp(json_string_value(json_array_get(s, 0)), ld->expect))
+        problem(list, &count, "%s: the DRF does not hold it subscribed at %s (%zu entries)", name,
+                ld->expect, json_array_size(s));
+    }
+    if (ld->tre_problem[0])
+      problem(list, &count, "%s: %s", name, ld->tre_problem);
+  }
+  json_decref(active);
+  json_decref(subscribed);
+  if (count == 0) {
+    json_decref(list);
+    return json_string("ok");
+  }
+  return list;
+}
+
+static int cmp_rank(const void *a, const void *b)
+{
+  const struct series *x = a, *y = b;
+  return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+static json_t *series_report(struct samples *sm)
+{
+  json_t *o = json_object();
+  if (sm->n > 1)
+    qsort(sm->s, sm->n, sizeof(*sm->s), cmp_rank);
+  for (size_t i = 0; o && i < sm->n; i++)
+    json_object_set_new(o, sm->s[i].name,
+                        json_pack("{s:I,s:o}", "count", (json_int_t)sm->s[i].n, "latency_ms",
+                                  latency_json(&sm->s[i])));
+  return o;
+}
+
+static bool procedure_known(const char *p)
+{
+  static const char *const known[] = {"initial", "change-old-sho", "change-pristine", "switch",
+                                      "mix", NULL};
+  for (size_t i = 0; known[i]; i++)
+    if (strcmp(p, known[i]) == 0)
+      return true;
+  return false;
+}
+
+mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report)
+{
+  struct lg g;
+  mcim_lab_t *lab = NULL;
+  uint8_t rnd[4];
+  double made_s = 0, run_s = 0;
+  memset(&g, 0, sizeof(g));
+  *report = NULL;
+  g.o = o;
+  pthread_mutex_init(&g.lock, NULL);
+  g.errors = json_object();
+  g.error_samples = json_array();
+  mcim_cause_t rc = o->devices > 0 && o->concurrency > 0 && procedure_known(o->procedure)
+                        ? MCIM_OK
+                        : MCIM_INVALID_ARGUMENT;
+  if (rc == MCIM_OK)
+    rc = mcim_lab_open(o->lab_dir, &lab);
+  if (rc == MCIM_OK) {
+    g.lab_json = json_incref(lab->json);
+    size_t i;
+    json_t *r;
+    json_array_foreach(json_object_get(g.lab_json, "roles"), i, r) {
+      const char *kind = json_string_value(json_object_get(r, "kind"));
+      if (kind && strcmp(kind, "sho") == 0 && g.nshos < LG_MAX_SHOS)
+        g.shos[g.nshos++] = json_string_value(json_object_get(r, "name"));
+    }
+    if (g.nshos < 2 && strcmp(o->procedure, "initial") != 0)
+      rc = MCIM_CONFIG_MISSING; /* a change needs two SHOs */
+    if (g.nshos == 0)
+      rc = MCIM_CONFIG_MISSING;
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_random(rnd, sizeof(rnd));
+  if (rc == MCIM_OK) {
+    mcim_hex_encode(rnd, sizeof(rnd), g.run);
+    snprintf(g.base, sizeof(g.base), "%s/loadgen", mcim_lab_path(lab));
+    rc = mcim_lab_mkdir(g.base);
+    snprintf(g.base, sizeof(g.base), "%s/loadgen/%s", mcim_lab_path(lab), g.run);
+    if (rc == MCIM_OK)
+      rc = mcim_lab_mkdir(g.base);
+    /* the devices' agents log what m2me would log (retries, refusals): to a file of the run,
+     * not over the report */
+    char log[PATH_MAX];
+    snprintf(log, sizeof(log), "%s/loadgen.log", g.base);
+    mcim_log_init("loadgen", MCIM_LOG_TEXT, MCIM_LOG_INFO, stderr);
+    if (rc == MCIM_OK)
+      rc = mcim_log_open_file(log);
+  }
+  g.dev = rc == MCIM_OK ? calloc((size_t)o->devices, sizeof(*g.dev)) : NULL;
+  if (rc == MCIM_OK && !g.dev)
+    rc = MCIM_NO_MEMORY;
+  if (rc == MCIM_OK)
+    rc = run_phase(&g, 1, &made_s);
+  double cpu_self0 = self_cpu(), cpu_d0 = g.lab_json ? daemons_cpu(g.lab_json) : 0;
+  if (rc == MCIM_OK && json_object_size(g.errors) == 0)
+    rc = run_phase(&g, 2, &run_s);
+  double cpu_self = self_cpu() - cpu_self0, cpu_d = g.lab_json ? daemons_cpu(g.lab_json) - cpu_d0 : 0;
+  json_t *inv = rc == MCIM_OK ? invariants(&g) : json_string("not checked");
+  long done = atomic_load(&g.done);
+  struct series *all = series_get(&g.all, "all", 0);
+  json_t *per_proc = series_report(&g.procs), *per_step = series_report(&g.steps);
+  *report = json_pack(
+      "{s:s,s:s,s:I,s:i,s:I,s:O,s:f,s:f,s:o,s:o,s:o,s:{s:f,s:f,s:f},s:{s:I,s:f},s:o,s:O}",
+      "run", g.run, "procedure", o->procedure, "devices", (json_int_t)o->devices, "concurrency",
+      o->concurrency, "procedures", (json_int_t)done, "errors", g.errors, "per_s",
+      round2(run_s > 0 ? (double)done / run_s : 0), "seconds", round2(run_s), "latency_ms",
+      all ? latency_json(all) : json_object(), "per_procedure", per_proc, "per_step", per_step,
+      "cpu", "loadgen_s", round2(cpu_self), "daemons_s", round2(cpu_d), "per_procedure_ms",
+      round2(done ? (cpu_self + cpu_d) * 1000.0 / (double)done : 0), "manufacture", "devices",
+      (json_int_t)atomic_load(&g.made), "seconds", round2(made_s), "invariants", inv,
+      "error_samples", g.error_samples);
+  if (rc == MCIM_OK && (json_object_size(g.errors) > 0 || !json_is_string(inv) ||
+                        strcmp(json_string_value(inv), "ok") != 0))
+    rc = MCIM_PROCEDURE_FAILED;
+  json_decref(g.errors);
+  json_decref(g.error_samples);
+  json_decref(g.lab_json);
+  samples_free(&g.procs);
+  samples_free(&g.steps);
+  samples_free(&g.all);
+  free(g.dev);
+  mcim_lab_free(lab);
+  pthread_mutex_destroy(&g.lock);
+  return rc;
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `mcim loadgen` (issue 10, point 1) against a real lab: 45 devices manufactured in bulk by
+# the M2MES and run in one process (each a real agent: the m2me code with its own software
+# TRE and agent.db), 12 at a time, through `mix` (per device, in turn: initial then a change
+# via the old SHO; initial then a change via the pristine state; initial, preload, switch).
+# The --json report's last line: every device's procedures completed (45 initial + 15 + 15 +
+# 30 = 105), no error, the invariants of DESIGN.md section 4 hold for every device, and the
+# latency and CPU figures are there. Then its refusals: a usage error, and a loadgen whose
+# SHO is stopped reports each failure by its cause and exits 1.
+. "$(dirname "$0")/lib/common.bash"
+
+need python3
+check "lab up" "$mcim" lab up --dir "$lab"
+
+rc=0
+"$mcim" loadgen --devices 45 --concurrency 12 --procedure mix --json --dir "$lab" >"$tmp/mix.json" 2>"$tmp/mix.err" || rc=$?
+[ "$rc" = 0 ] && ok "loadgen mix: exit status 0" || bad "loadgen mix: exit status $rc: $(tail -c 600 "$tmp/mix.json") $(tail -5 "$tmp/mix.err")"
+python3 - "$tmp/mix.json" <<'PY' && ok "loadgen mix: 105 procedures, no error, invariants ok, latency and CPU reported" || bad "loadgen mix report: $(tail -c 800 "$tmp/mix.json")"
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert r["devices"] == 45, r["devices"]
+assert r["procedures"] == 105, r["procedures"]
+assert r["errors"] == {}, r["errors"]
+assert r["invariants"] == "ok", r["invariants"]
+assert r["per_s"] > 0
+lat = r["latency_ms"]
+assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"], lat
+counts = {k: v["count"] for k, v in r["per_procedure"].items()}
+assert counts == {"initial": 45, "change-old-sho": 15, "change-pristine": 15, "preload": 15, "switch": 15}, counts
+assert any(k.startswith("change-old-sho ") and k.endswith(" receipt") for k in r["per_step"]), list(r["per_step"])
+assert r["cpu"]["per_procedure_ms"] > 0 and r["cpu"]["daemons_s"] > 0, r["cpu"]
+assert r["manufacture"]["devices"] == 45
+PY
+
+usage() { # usage NAME TEXT ARGS...: a usage error (exit 2) that says TEXT
+  local name=$1 text=$2 st=0
+  shift 2
+  "$mcim" loadgen "$@" --dir "$lab" >/dev/null 2>"$tmp/err" || st=$?
+  [ "$st" = 2 ] && grep -qF -- "$text" "$tmp/err" && ok "$name: usage error, '$text'" ||
+    bad "$name: exit $st, $(head -c 300 "$tmp/err")"
+}
+usage "loadgen: an unknown procedure" "--procedure is initial, change-old-sho" --devices 2 --procedure teleport
+usage "loadgen: --devices is required" "--devices N is required"
+usage "loadgen: --concurrency 0" "--concurrency wants 1..1024" --devices 2 --concurrency 0
+
+# sho-b stopped: every procedure that needs it fails, each counted by its cause, exit status 1
+sho_b_pid=$(python3 -c 'import json,sys; print(next(r["pid"] for r in json.load(open(sys.argv[1]))["roles"] if r["name"] == "sho-b"))' "$lab/lab.json")
+kill -TERM "$sho_b_pid"
+gone() { ! kill -0 "$sho_b_pid" 2>/dev/null; }
+wait_until 20 gone && ok "sho-b stopped" || bad "sho-b still runs"
+rc=0
+"$mcim" loadgen --devices 4 --concurrency 4 --procedure change-old-sho --timeout 20 --json --dir "$lab" >"$tmp/down.json" 2>/dev/null || rc=$?
+[ "$rc" = 1 ] && ok "loadgen with sho-b down: exit status 1" || bad "loadgen with sho-b down: exit status $rc"
+python3 - "$tmp/down.json" <<'PY' && ok "loadgen with sho-b down: the failures counted by cause (PEER_UNREACHABLE), the others completed" || bad "loadgen with sho-b down: $(tail -c 800 "$tmp/down.json")"
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+# devices 0 and 2 start at sho-a and change to sho-b (down); 1 and 3 start at sho-b (down)
+assert sum(r["errors"].values()) == 4, r["errors"]
+assert set(r["errors"]) == {"PEER_UNREACHABLE"}, r["errors"]
+assert r["procedures"] == 2, r["procedures"]
+PY
+check "lab down" "$mcim" lab down --dir "$lab"
+finish
