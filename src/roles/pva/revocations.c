@@ -27,6 +27,7 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"imsi", MCIM_JV_STRING, true, 15},
+      {"step", MCIM_JV_INTEGER, false, 0},
   };
   char err[160];
   const char *sho = req->peer;
@@ -35,7 +36,7 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
                             "only an SHO revokes tokens, its own (caller \"%s\")", sho ? sho : "");
     return;
   }
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 10, "%s", err);
     return;
@@ -43,6 +44,14 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *imsi = json_string_value(json_object_get(req->json, "imsi"));
+  /* the step of the termination: 10, or 0 for the deferred notice of the pristine path */
+  json_int_t step = json_integer_value(json_object_get(req->json, "step"));
+  if (!json_object_get(req->json, "step"))
+    step = 10;
+  if (step < 0 || step > 90) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 10, "step must be 0..90");
+    return;
+  }
   if (strlen(imsi) < 6 || strspn(imsi, "0123456789") != strlen(imsi)) {
     mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 10, "imsi must be 6-15 digits");
     return;
@@ -62,10 +71,10 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 10, "revocation not recorded");
     return;
   }
-  mcim_log_event(MCIM_LOG_INFO, txn, 10, MCIM_OK,
+  mcim_log_event(MCIM_LOG_INFO, txn, (int)step, MCIM_OK,
                  "%s revoked the tokens of its ended subscription of %s", sho, device);
-  mcim_role_trace(r, txn, 10, sho, r->name, "tokens of the ended subscription revoked", NULL,
-                  MCIM_OK);
+  mcim_role_trace(r, txn, (int)step, sho, r->name, "tokens of the ended subscription revoked",
+                  NULL, MCIM_OK);
   mcim_http_reply_json(resp, 200, json_pack("{s:s,s:b}", "txn", txn, "revoked", 1));
 }
 

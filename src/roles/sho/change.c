@@ -43,7 +43,8 @@ static mcim_cause_t verify_device_statement(struct mcim_role *r, const char *jws
 static mcim_cause_t revoke_at_pva(struct mcim_role *r, mcim_store_t *st, const char *txn,
                                   const char *device, const char *imsi, int step)
 {
-  json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device, "imsi", imsi);
+  json_t *body = json_pack("{s:s,s:s,s:s,s:i}", "txn", txn, "device", device, "imsi", imsi,
+                           "step", step);
   if (!body)
     return MCIM_NO_MEMORY;
   mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "pva"), "/v1/revocations",
