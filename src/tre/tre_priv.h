@@ -49,6 +49,13 @@ struct tre_soft {
   char *context; /* "tre/<device>" */
   mcim_storage_key_t *skey;
   int lock_fd;
+  /* The unsealed document as this handle last read or wrote it, and the SHA-256 of the
+   * sealed file it came from: when the file still holds exactly those bytes, tre_load()
+   * copies it instead of unsealing and parsing them again (three quarters of an operation's
+   * cost). Every write seals with a fresh nonce, so another handle's write, or an older copy
+   * put back, is different bytes and is read. */
+  json_t *cache;
+  uint8_t cache_id[32];
 };
 
 /* Unpacked credential (PCID or MCIM slot). Holds secrets: tre_cred_wipe() it. */
@@ -98,7 +105,14 @@ mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, co
 /* Secret hex of exactly `bytes` bytes (lower-cased copy into out, 2*bytes+1). */
 mcim_cause_t tre_hex_field(json_t *obj, const char *name, size_t bytes, char *out);
 bool tre_imsi_valid(const char *s);
-/* Private key of the TRE (PKCS#8 PEM in the document) as a JOSE key / an EVP_PKEY. */
+/* Private key of the TRE (PKCS#8 PEM in the document) as a JOSE key / an EVP_PKEY. Parsed
+ * once per process (OpenSSL 3's PEM decoder costs millions of instructions a call, most of a
+ * procedure's CPU on the device): the parsed keys are kept by the SHA-256 of their PEM while
+ * a TRE handle is open (hold: soft_new; release: tre_soft_free; the last release frees them
+ * all, zeroised by OpenSSL). A TRE's keys never change, so a cached key is always the
+ * document's. */
+void tre_key_cache_hold(void);
+void tre_key_cache_release(void);
 mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out);
 mcim_cause_t tre_key_jose(json_t *st, enum mcim_tre_cert which, mcim_jose_key_t **out);
 /* PKCS#8 PEM of a private key, as a JSON string (the PEM buffer is wiped). */

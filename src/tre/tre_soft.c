@@ -136,6 +136,7 @@ static mcim_cause_t soft_new(const char *dir, struct tre_soft **out)
     free(t);
     return MCIM_INTERNAL;
   }
+  tre_key_cache_hold(); /* released by tre_soft_free */
   rc = tre_paths(t, dir);
   if (rc != MCIM_OK) {
     tre_soft_free(t);

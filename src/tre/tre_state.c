@@ -2,7 +2,9 @@
  * view. Layout in docs/tre.md section 2. */
 #include <ctype.h>
 #include <openssl/bio.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,15 +212,83 @@ static const char *key_member(enum mcim_tre_cert which)
   return which == MCIM_TRE_CERT_ATTESTATION ? "attestation" : "ka";
 }
 
+#define KEY_CACHE_MAX 64
+
+static struct {
+  pthread_mutex_t mu;
+  long handles;
+  size_t next; /* the slot replaced when the cache is full */
+  struct {
+    uint8_t id[32]; /* SHA-256 of the PEM */
+    EVP_PKEY *key;
+  } e[KEY_CACHE_MAX];
+} key_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void tre_key_cache_hold(void)
+{
+  pthread_mutex_lock(&key_cache.mu);
+  key_cache.handles++;
+  pthread_mutex_unlock(&key_cache.mu);
+}
+
+void tre_key_cache_release(void)
+{
+  pthread_mutex_lock(&key_cache.mu);
+  if (key_cache.handles > 0 && --key_cache.handles == 0) {
+    for (size_t i = 0; i < KEY_CACHE_MAX; i++) {
+      EVP_PKEY_free(key_cache.e[i].key);
+      key_cache.e[i].key = NULL;
+    }
+    key_cache.next = 0;
+  }
+  pthread_mutex_unlock(&key_cache.mu);
+}
+
+/* The cached key with this id (a reference the caller frees), or NULL. */
+static EVP_PKEY *key_cache_get(const uint8_t id[32])
+{
+  EVP_PKEY *key = NULL;
+  pthread_mutex_lock(&key_cache.mu);
+  for (size_t i = 0; i < KEY_CACHE_MAX && !key; i++)
+    if (key_cache.e[i].key && memcmp(key_cache.e[i].id, id, 32) == 0 &&
+        EVP_PKEY_up_ref(key_cache.e[i].key) == 1)
+      key = key_cache.e[i].key;
+  pthread_mutex_unlock(&key_cache.mu);
+  return key;
+}
+
+static void key_cache_put(const uint8_t id[32], EVP_PKEY *key)
+{
+  pthread_mutex_lock(&key_cache.mu);
+  /* only while a handle is open: nothing outlives the last one */
+  if (key_cache.handles > 0 && EVP_PKEY_up_ref(key) == 1) {
+    size_t i = key_cache.next;
+    key_cache.next = (i + 1) % KEY_CACHE_MAX;
+    EVP_PKEY_free(key_cache.e[i].key);
+    memcpy(key_cache.e[i].id, id, 32);
+    key_cache.e[i].key = key;
+  }
+  pthread_mutex_unlock(&key_cache.mu);
+}
+
 mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out)
 {
   json_t *pem = json_object_get(json_object_get(st, "keys"), key_member(which));
   BIO *bio = NULL;
   EVP_PKEY *key = NULL;
+  uint8_t id[32];
+  unsigned int idlen = 0;
   mcim_cause_t rc = MCIM_INTERNAL;
 
   if (!json_is_string(pem) || json_string_length(pem) > INT32_MAX)
     goto cleanup;
+  if (EVP_Digest(json_string_value(pem), json_string_length(pem), id, &idlen, EVP_sha256(),
+                 NULL) != 1 ||
+      idlen != sizeof(id))
+    goto cleanup;
+  *out = key_cache_get(id);
+  if (*out)
+    return MCIM_OK;
   rc = MCIM_NO_MEMORY;
   bio = BIO_new_mem_buf(json_string_value(pem), (int)json_string_length(pem));
   if (!bio)
@@ -227,6 +297,7 @@ mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out)
   key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
   if (!key || !mcim_pki_key_is_p256(key))
     goto cleanup;
+  key_cache_put(id, key);
   *out = key;
   key = NULL;
   rc = MCIM_OK;

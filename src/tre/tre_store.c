@@ -1,6 +1,7 @@
 /* The software TRE on disk: one sealed document, written crash-safely, read under a lock.
  * See tre_priv.h for the transaction pattern and docs/tre.md section 3 for the file. */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -49,8 +50,10 @@ void tre_soft_free(struct tre_soft *t)
   free(t->device);
   free(t->context);
   mcim_storage_key_free(t->skey);
+  tre_json_wipe_free(t->cache);
   pthread_mutex_destroy(&t->mu);
   free(t);
+  tre_key_cache_release();
 }
 
 /* The lock file only carries the flock; it holds no data. */
@@ -185,6 +188,20 @@ static char *context_for(const char *device)
   return c;
 }
 
+/* Remember a copy of `st` as the document of the sealed bytes whose SHA-256 is `id`. */
+static void cache_set(struct tre_soft *t, const json_t *st, const uint8_t id[32])
+{
+  tre_json_wipe_free(t->cache);
+  t->cache = json_deep_copy(st);
+  memcpy(t->cache_id, id, 32);
+}
+
+static bool file_id(const uint8_t *file, size_t len, uint8_t id[32])
+{
+  unsigned int n = 0;
+  return EVP_Digest(file, len, id, &n, EVP_sha256(), NULL) == 1 && n == 32;
+}
+
 mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
 {
   uint8_t *file = NULL, *plain = NULL;
@@ -192,10 +209,17 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
   char *device = NULL, *context = NULL;
   json_t *st = NULL;
   json_error_t jerr;
+  uint8_t id[32];
   mcim_cause_t rc = read_file(t->path_state, &file, &file_len);
 
   if (rc != MCIM_OK)
     goto cleanup;
+  bool have_id = file_id(file, file_len, id);
+  if (have_id && t->cache && t->device && memcmp(id, t->cache_id, sizeof(id)) == 0) {
+    *out = json_deep_copy(t->cache);
+    rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+    goto cleanup;
+  }
   rc = parse_header(file, file_len, &device, &blob);
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: %s has no valid header", t->path_state);
@@ -236,6 +260,8 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
     t->context = context;
     device = context = NULL;
   }
+  if (have_id)
+    cache_set(t, st, id);
   *out = st;
   st = NULL;
   rc = MCIM_OK;
@@ -340,6 +366,9 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
   rc = sync_dir(t->dir);
   if (rc != MCIM_OK)
     goto io_error;
+  uint8_t id[32];
+  if (file_id(file, (size_t)hlen + sealed_len, id))
+    cache_set(t, st, id);
   rc = MCIM_OK;
   goto cleanup;
 

@@ -664,6 +664,60 @@ static void test_pcid_aka(void **state)
   auc_free(&wrong);
 }
 
+static char *slurp(const char *path, size_t *len)
+{
+  FILE *fp = fopen(path, "rb");
+  assert_non_null(fp);
+  char *buf = malloc(65536);
+  assert_non_null(buf);
+  *len = fread(buf, 1, 65536, fp);
+  fclose(fp);
+  return buf;
+}
+
+/* Each handle keeps the document it last read or wrote (tre_store.c) and reads the file
+ * again only when the file is another one: another handle's write is seen at once (the SQN it
+ * committed makes the same challenge stale here too), and so is an older copy written back
+ * over the file in place (same inode: its times differ), which then opens as it did before
+ * the cache (a software TRE cannot detect that rollback: docs/tre.md). */
+static void test_two_handles(void **state)
+{
+  struct fx *f = *state;
+  struct auc auc;
+  struct mcim_aka_av av, av2;
+  uint8_t res[8], auts[14];
+  char path[128];
+  size_t len = 0;
+  mcim_tre_t *b = NULL;
+
+  assert_int_equal(mcim_tre_soft_open(f->dir, &b), MCIM_OK);
+  json_decref(status_of(b)); /* b's copy of the document is warm */
+  snprintf(path, sizeof(path), "%s/tre.sealed", f->dir);
+  char *before = slurp(path, &len);
+
+  auc_init(&auc, f->pcid_k, f->pcid_opc);
+  auc_av(&auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_OK);
+  assert_int_equal(b->ops->aka(b->ctx, MCIM_TRE_PCID, av.rand, av.autn, res, auts),
+                   MCIM_SYNC_FAILURE);
+  /* b's own write is a's next read */
+  auc_av(&auc, &av2);
+  assert_int_equal(b->ops->aka(b->ctx, MCIM_TRE_PCID, av2.rand, av2.autn, res, auts), MCIM_OK);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av2, res, auts), MCIM_SYNC_FAILURE);
+
+  /* the older copy back in place: both handles read it, and the old challenge passes again */
+  FILE *fp = fopen(path, "r+b");
+  assert_non_null(fp);
+  assert_int_equal(fwrite(before, 1, len, fp), len);
+  assert_int_equal(ftruncate(fileno(fp), (off_t)len), 0);
+  fclose(fp);
+  assert_int_equal(b->ops->aka(b->ctx, MCIM_TRE_PCID, av.rand, av.autn, res, auts), MCIM_OK);
+  assert_memory_equal(res, av.xres, 8);
+  free(before);
+  mcim_tre_close(b);
+  auc_free(&auc);
+}
+
 static void test_pcid_expiry_and_renewal(void **state)
 {
   struct fx *f = *state;
@@ -1593,6 +1647,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_manufacture, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_pcid_aka, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_two_handles, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_pcid_expiry_and_renewal, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_quote, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_sign, fx_setup, fx_teardown),
