@@ -157,8 +157,16 @@ static char *dup_cjose_string(char *s)
 }
 
 /* An OpenSSL P-256 key from raw coordinates (and d for a key pair), checked: the point is
- * on the curve and not at infinity, and d matches it. Every received ephemeral key goes
- * through here before any ECDH (invalid-curve attacks on ECDH-ES). */
+ * on the curve and not at infinity, and d is in [1, n-1]. Every received ephemeral key goes
+ * through here before any ECDH (invalid-curve attacks on ECDH-ES).
+ *
+ * The quick public check (coordinates in range, on the curve, not infinity) is the whole
+ * validation for P-256, whose cofactor is 1: every point on the curve but infinity has order
+ * n, so the full check's n*Q = infinity (a scalar multiplication, as costly as the ECDH it
+ * guards) adds nothing (SP 800-56A rev. 3, 5.6.2.3.3-4). Nor does d*G = Q for a key pair:
+ * private keys come only from our own sealed storage or key generation, never from a peer.
+ * Both full checks cost about as much as the rest of a procedure's device-side crypto
+ * (callgrind, bench/README.md). */
 static mcim_cause_t p256_pkey(const uint8_t x[P256_LEN], const uint8_t y[P256_LEN],
                               const uint8_t *d, EVP_PKEY **out)
 {
@@ -187,7 +195,8 @@ static mcim_cause_t p256_pkey(const uint8_t x[P256_LEN], const uint8_t y[P256_LE
       EVP_PKEY_fromdata(ctx, &pkey, d ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) != 1)
     goto cleanup;
   check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-  if (!check || (d ? EVP_PKEY_check(check) : EVP_PKEY_public_check(check)) != 1)
+  if (!check || EVP_PKEY_public_check_quick(check) != 1 ||
+      (d && EVP_PKEY_private_check(check) != 1))
     goto cleanup;
   *out = pkey;
   pkey = NULL;

@@ -50,7 +50,7 @@
 
 #define MAX_ANSWER (1u << 20) /* as the curl client */
 #define HEAD_MAX 65536
-#define LITE_CONNS 4
+#define LITE_CONNS 8
 
 /* The servers' policy (http_server.c), in OpenSSL's names (the curl client's lists). */
 #define TLS12_CIPHERS                                                                      \
