@@ -100,6 +100,9 @@ typedef struct mcim_store_ops {
   mcim_cause_t (*exec_script)(void *conn, const char *sql);
   int64_t (*changes)(void *conn);
   const char *(*errmsg)(void *conn);
+  /* Optional: whether the commits that follow must reach the disk before they return
+   * (default true). NULL: every commit is durable. */
+  mcim_cause_t (*set_durable)(void *conn, bool durable);
 } mcim_store_ops_t;
 
 extern const mcim_store_ops_t mcim_store_sqlite_ops;
@@ -145,6 +148,14 @@ mcim_cause_t mcim_store_query_one(mcim_store_t *st, const char *sql, const mcim_
 /* First column of the first row as an integer; MCIM_NOT_FOUND if no row or NULL. */
 mcim_cause_t mcim_store_query_int(mcim_store_t *st, const char *sql, const mcim_val_t *params,
                                   size_t nparams, int64_t *out);
+/* One statement in its own transaction that need not be on disk when it returns: records
+ * whose loss in a crash harms nothing (the trace, an outbox message marked delivered, which
+ * is delivered again and deduplicated). It reaches the disk with the next durable commit on
+ * this handle (SQLite: WAL frames written without their fsync, synced by the next commit's).
+ * Inside an open transaction it is part of that transaction, durable as it is. On a backend
+ * without the choice (PostgreSQL here) it is mcim_store_exec. */
+mcim_cause_t mcim_store_exec_relaxed(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                     size_t nparams, mcim_row_cb cb, void *arg);
 /* Statements without parameters, separated by `;` (schema scripts). */
 mcim_cause_t mcim_store_exec_script(mcim_store_t *st, const char *sql);
 int64_t mcim_store_changes(mcim_store_t *st);

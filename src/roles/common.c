@@ -247,7 +247,9 @@ static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_
   /* Claim it: another instance of this role on the same database may be looking too. */
   int64_t lease = now + mcim_config_int(r->cfg, "peer_timeout_ms") * 2;
   mcim_val_t c[] = {MCIM_INT(lease), MCIM_TEXT(m->id), MCIM_INT(m->next_at)};
-  if (mcim_store_exec(st,
+  /* Not durable: lost in a crash, the message is pending again and delivered again (the
+   * receiver deduplicates by txn and step); the same for the outcome below. */
+  if (mcim_store_exec_relaxed(st,
                       "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
                       " AND state = 'pending'",
                       c, 3, NULL, NULL) != MCIM_OK ||
@@ -282,7 +284,7 @@ static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_
     backoff *= 2;
   mcim_val_t u[] = {MCIM_TEXT(state), MCIM_INT(attempts), MCIM_INT(now + backoff),
                     MCIM_TEXT(done ? NULL : mcim_cause_name(rc)), MCIM_TEXT(m->id)};
-  mcim_store_exec(st,
+  mcim_store_exec_relaxed(st,
                   "UPDATE outbox SET state = ?, attempts = ?, next_at = ?, last_cause = ?"
                   " WHERE id = ?",
                   u, MCIM_NPARAMS(u), NULL, NULL);

@@ -486,6 +486,17 @@ void mcim_store_sqlite_small(void)
   sqlite3_config(SQLITE_CONFIG_PAGECACHE, (void *)NULL, 0, 0);
 }
 
+/* synchronous = NORMAL in WAL mode: a commit writes its frames to the WAL without fsync;
+ * the next FULL commit's fsync of the WAL makes them durable too. */
+static mcim_cause_t sqlite_set_durable(void *conn, bool durable)
+{
+  struct sqlite_conn *c = conn;
+  return sqlite3_exec(c->db, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                      NULL, NULL, NULL) == SQLITE_OK
+             ? MCIM_OK
+             : MCIM_STORE_ERROR;
+}
+
 const mcim_store_ops_t mcim_store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -497,4 +508,5 @@ const mcim_store_ops_t mcim_store_sqlite_ops = {
     .exec_script = sqlite_exec_script,
     .changes = sqlite_changes,
     .errmsg = sqlite_errmsg,
+    .set_durable = sqlite_set_durable,
 };

@@ -127,6 +127,19 @@ mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t
   return rc;
 }
 
+mcim_cause_t mcim_store_exec_relaxed(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                     size_t nparams, mcim_row_cb cb, void *arg)
+{
+  if (!st || mcim_store_in_txn(st) || !st->ops->set_durable ||
+      st->ops->set_durable(st->conn, false) != MCIM_OK)
+    return mcim_store_exec(st, sql, params, nparams, cb, arg);
+  mcim_cause_t rc = mcim_store_exec(st, sql, params, nparams, cb, arg);
+  /* back to durable commits, whatever happened: if that fails the handle is unusable */
+  if (st->ops->set_durable(st->conn, true) != MCIM_OK)
+    rc = MCIM_STORE_ERROR;
+  return rc;
+}
+
 mcim_cause_t mcim_store_exec_script(mcim_store_t *st, const char *sql)
 {
   if (!st || !sql)

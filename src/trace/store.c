@@ -29,7 +29,8 @@ mcim_cause_t mcim_trace_store_put(mcim_store_t *st, int64_t time_us, const char 
                     MCIM_INT(time_us),
                     MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
                     MCIM_TEXT(text)};
-  rc = mcim_store_exec(st,
+  /* the trace is what happened, for people: not worth an fsync of its own */
+  rc = mcim_store_exec_relaxed(st,
                        "INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause,"
                        " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        p, MCIM_NPARAMS(p), NULL, NULL);

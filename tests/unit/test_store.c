@@ -718,6 +718,43 @@ static void test_pragmas(void **state)
   assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
+/* mcim_store_exec_relaxed: its row is there at once, for other handles too; on SQLite the
+ * handle is back to synchronous = FULL afterwards (the next commit is durable and syncs the
+ * relaxed one with it); inside a transaction it belongs to the transaction (a rollback takes
+ * it away). */
+static void test_relaxed(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db), *other = open_db(fx->db);
+  int64_t n = -1, v = -1;
+  assert_int_equal(mcim_store_exec_script(st, "CREATE TABLE r (x BIGINT NOT NULL)"), MCIM_OK);
+  mcim_val_t one[] = {MCIM_INT(1)}, two[] = {MCIM_INT(2)};
+  assert_int_equal(mcim_store_exec_relaxed(st, "INSERT INTO r (x) VALUES (?)", one, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_query_int(other, "SELECT COUNT(*) FROM r", NULL, 0, &n), MCIM_OK);
+  assert_int_equal(n, 1);
+  if (!pg) {
+    assert_int_equal(mcim_store_query_int(st, "PRAGMA synchronous", NULL, 0, &v), MCIM_OK);
+    assert_int_equal(v, 2); /* FULL again */
+  }
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_exec_relaxed(st, "INSERT INTO r (x) VALUES (?)", two, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  assert_int_equal(mcim_store_query_int(st, "SELECT COUNT(*) FROM r", NULL, 0, &n), MCIM_OK);
+  assert_int_equal(n, 1);
+  /* a failing statement leaves the handle durable as well */
+  assert_int_not_equal(mcim_store_exec_relaxed(st, "INSERT INTO nowhere (x) VALUES (?)", one, 1,
+                                               NULL, NULL),
+                       MCIM_OK);
+  if (!pg) {
+    assert_int_equal(mcim_store_query_int(st, "PRAGMA synchronous", NULL, 0, &v), MCIM_OK);
+    assert_int_equal(v, 2);
+  }
+  mcim_store_close(other);
+  mcim_store_close(st);
+}
+
 /* ---- crash safety smoke ---- */
 
 static void test_crash_safety(void **state)
@@ -1410,6 +1447,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stmt_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_relaxed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_safety, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_upgrade, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_too_new, setup, teardown),
