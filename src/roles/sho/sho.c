@@ -532,6 +532,9 @@ static const mcim_migration_t sho_migrations[] = {
     {5, "orders anchored at the RO: the owner key it vouched for, its order record",
      "ALTER TABLE orders ADD COLUMN owner_jwk TEXT;"
      "ALTER TABLE orders ADD COLUMN record TEXT"},
+    {6, "the sweeps find what they expire by index, not by scanning (expiry.c, access.c)",
+     "CREATE INDEX orders_state_created ON orders (state, created);"
+     "CREATE INDEX attach_created ON attach (created)"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {

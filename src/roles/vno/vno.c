@@ -144,6 +144,8 @@ static const mcim_migration_t vno_migrations[] = {
     {1, "attach sessions", mcim_access_schema_sql},
     {2, "PCIDs the ICF flagged for renewal",
      "CREATE TABLE pcid_renewal (pcid TEXT PRIMARY KEY, since BIGINT NOT NULL)"},
+    {3, "stale attach sessions found by index (access.c)",
+     "CREATE INDEX attach_created ON attach (created)"},
 };
 
 static const struct mcim_http_route vno_routes[] = {
