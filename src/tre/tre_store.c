@@ -303,13 +303,16 @@ static mcim_cause_t sync_dir(const char *dir)
   return r == 0 ? MCIM_OK : MCIM_IO_ERROR;
 }
 
+/* A lab device's document is about 5 kB: one serialisation in the usual case. */
+#define TRE_DUMP_GUESS 16384
+
 mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
 {
   const size_t flags = JSON_COMPACT;
   char header[sizeof(TRE_MAGIC) + 66];
   char *plain = NULL;
   uint8_t *file = NULL;
-  size_t plain_len = 0, sealed_len = 0, cap = 0;
+  size_t plain_len = 0, plain_cap = TRE_DUMP_GUESS, sealed_len = 0, cap = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   int fd = -1;
   bool tmp_made = false;
@@ -319,10 +322,14 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
   int hlen = snprintf(header, sizeof(header), "%s%s\n", TRE_MAGIC, t->device);
   if (hlen < 0 || (size_t)hlen >= sizeof(header))
     goto cleanup;
-  /* json_dumpb with a buffer of the exact size: no growing intermediate copies of the
-   * secrets are left behind in freed memory (json_dumps reallocates as it goes). */
+  /* json_dumpb into a buffer we own: no growing intermediate copies of the secrets are
+   * left behind in freed memory (json_dumps reallocates as it goes). One pass into a buffer
+   * that fits a usual document; a larger one is dumped again into a buffer of its size. */
   rc = MCIM_NO_MEMORY;
-  plain_len = json_dumpb(st, NULL, 0, flags);
+  plain = malloc(plain_cap);
+  if (!plain)
+    goto cleanup;
+  plain_len = json_dumpb(st, plain, plain_cap, flags);
   if (plain_len == 0)
     goto cleanup;
   rc = MCIM_TOO_LARGE;
@@ -332,10 +339,17 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
     goto cleanup;
   }
   rc = MCIM_NO_MEMORY;
-  plain = malloc(plain_len);
+  if (plain_len > plain_cap) {
+    mcim_wipe(plain, plain_cap);
+    free(plain);
+    plain_cap = plain_len;
+    plain = malloc(plain_cap);
+    if (!plain || json_dumpb(st, plain, plain_cap, flags) != plain_len)
+      goto cleanup;
+  }
   cap = (size_t)hlen + mcim_seal_len(plain_len);
   file = malloc(cap);
-  if (!plain || !file || json_dumpb(st, plain, plain_len, flags) != plain_len)
+  if (!file)
     goto cleanup;
   memcpy(file, header, (size_t)hlen);
   rc = mcim_seal(t->skey, t->context, (const uint8_t *)plain, plain_len, file + hlen,
@@ -382,7 +396,7 @@ cleanup:
   if (tmp_made)
     unlink(t->path_tmp);
   if (plain) {
-    mcim_wipe(plain, plain_len);
+    mcim_wipe(plain, plain_cap);
     free(plain);
   }
   free(file);
