@@ -12,7 +12,6 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crypto/objcache.h"
 #include "mcim/log.h"
 #include "mcim/util.h"
 
@@ -284,59 +284,31 @@ mcim_cause_t mcim_pki_cert_load(const char *path, X509 **out)
   return rc;
 }
 
-/* Parsed certificates by the SHA-256 of their PEM. Every statement a device or a role
- * checks comes with its certificate in PEM, and OpenSSL 3 spends about 1.6 million
- * instructions decoding one (its key decoders), more than verifying the signature it
- * carries: the same certificates come back all through a procedure. Certificates are public
- * and an X509 is shared by reference; the caller still verifies it (chain, name, usage,
- * time) at every use. */
-#define CERT_CACHE_MAX 128
-
-static struct {
-  pthread_mutex_t mu;
-  size_t next;
-  struct {
-    uint8_t id[32];
-    X509 *cert;
-  } e[CERT_CACHE_MAX];
-} cert_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static X509 *cert_cache_get(const uint8_t id[32])
+/* Parsed certificates by the SHA-256 of their PEM (crypto/objcache.h): every statement a
+ * device or a role checks comes with its certificate in PEM, and decoding one costs more
+ * than verifying the signature it carries. Certificates are public; the caller still
+ * verifies one (chain, name, usage, time) at every use. */
+static int cert_up_ref(void *x)
 {
-  X509 *cert = NULL;
-  pthread_mutex_lock(&cert_cache.mu);
-  for (size_t i = 0; i < CERT_CACHE_MAX && !cert; i++)
-    if (cert_cache.e[i].cert && memcmp(cert_cache.e[i].id, id, 32) == 0 &&
-        X509_up_ref(cert_cache.e[i].cert) == 1)
-      cert = cert_cache.e[i].cert;
-  pthread_mutex_unlock(&cert_cache.mu);
-  return cert;
+  return X509_up_ref(x);
 }
 
-static void cert_cache_put(const uint8_t id[32], X509 *cert)
+static void cert_free(void *x)
 {
-  pthread_mutex_lock(&cert_cache.mu);
-  if (X509_up_ref(cert) == 1) {
-    size_t i = cert_cache.next;
-    cert_cache.next = (i + 1) % CERT_CACHE_MAX;
-    X509_free(cert_cache.e[i].cert);
-    memcpy(cert_cache.e[i].id, id, 32);
-    cert_cache.e[i].cert = cert;
-  }
-  pthread_mutex_unlock(&cert_cache.mu);
+  X509_free(x);
 }
+
+static struct mcim_objcache cert_cache = MCIM_OBJCACHE_INIT(cert_up_ref, cert_free, 128);
 
 mcim_cause_t mcim_pki_cert_from_pem(const char *pem, size_t len, X509 **out)
 {
   uint8_t id[32];
-  unsigned int idlen = 0;
   if (!pem || !out || len == 0)
     return MCIM_INVALID_ARGUMENT;
   if (len > INT_MAX)
     return MCIM_TOO_LARGE;
-  bool cacheable = EVP_Digest(pem, len, id, &idlen, EVP_sha256(), NULL) == 1 &&
-                   idlen == sizeof(id);
-  if (cacheable && (*out = cert_cache_get(id)) != NULL)
+  bool cacheable = mcim_objcache_id(pem, len, id);
+  if (cacheable && (*out = mcim_objcache_get(&cert_cache, id)) != NULL)
     return MCIM_OK;
   BIO *bio = BIO_new_mem_buf(pem, (int)len);
   if (!bio)
@@ -344,7 +316,7 @@ mcim_cause_t mcim_pki_cert_from_pem(const char *pem, size_t len, X509 **out)
   mcim_cause_t rc = read_cert(bio, out);
   BIO_free(bio);
   if (rc == MCIM_OK && cacheable)
-    cert_cache_put(id, *out);
+    mcim_objcache_put(&cert_cache, id, *out);
   return rc;
 }
 

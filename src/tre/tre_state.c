@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto/objcache.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
@@ -212,63 +213,33 @@ static const char *key_member(enum mcim_tre_cert which)
   return which == MCIM_TRE_CERT_ATTESTATION ? "attestation" : "ka";
 }
 
-#define KEY_CACHE_MAX 64
+static int key_up_ref(void *k)
+{
+  return EVP_PKEY_up_ref(k);
+}
 
-static struct {
-  pthread_mutex_t mu;
-  long handles;
-  size_t next; /* the slot replaced when the cache is full */
-  struct {
-    uint8_t id[32]; /* SHA-256 of the PEM */
-    EVP_PKEY *key;
-  } e[KEY_CACHE_MAX];
-} key_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static void key_free(void *k)
+{
+  EVP_PKEY_free(k); /* OpenSSL zeroises a private key it frees */
+}
+
+static struct mcim_objcache key_cache = MCIM_OBJCACHE_INIT(key_up_ref, key_free, 64);
+static pthread_mutex_t key_holders_mu = PTHREAD_MUTEX_INITIALIZER;
+static long key_holders; /* open TRE handles: the keys are kept only while one is */
 
 void tre_key_cache_hold(void)
 {
-  pthread_mutex_lock(&key_cache.mu);
-  key_cache.handles++;
-  pthread_mutex_unlock(&key_cache.mu);
+  pthread_mutex_lock(&key_holders_mu);
+  key_holders++;
+  pthread_mutex_unlock(&key_holders_mu);
 }
 
 void tre_key_cache_release(void)
 {
-  pthread_mutex_lock(&key_cache.mu);
-  if (key_cache.handles > 0 && --key_cache.handles == 0) {
-    for (size_t i = 0; i < KEY_CACHE_MAX; i++) {
-      EVP_PKEY_free(key_cache.e[i].key);
-      key_cache.e[i].key = NULL;
-    }
-    key_cache.next = 0;
-  }
-  pthread_mutex_unlock(&key_cache.mu);
-}
-
-/* The cached key with this id (a reference the caller frees), or NULL. */
-static EVP_PKEY *key_cache_get(const uint8_t id[32])
-{
-  EVP_PKEY *key = NULL;
-  pthread_mutex_lock(&key_cache.mu);
-  for (size_t i = 0; i < KEY_CACHE_MAX && !key; i++)
-    if (key_cache.e[i].key && memcmp(key_cache.e[i].id, id, 32) == 0 &&
-        EVP_PKEY_up_ref(key_cache.e[i].key) == 1)
-      key = key_cache.e[i].key;
-  pthread_mutex_unlock(&key_cache.mu);
-  return key;
-}
-
-static void key_cache_put(const uint8_t id[32], EVP_PKEY *key)
-{
-  pthread_mutex_lock(&key_cache.mu);
-  /* only while a handle is open: nothing outlives the last one */
-  if (key_cache.handles > 0 && EVP_PKEY_up_ref(key) == 1) {
-    size_t i = key_cache.next;
-    key_cache.next = (i + 1) % KEY_CACHE_MAX;
-    EVP_PKEY_free(key_cache.e[i].key);
-    memcpy(key_cache.e[i].id, id, 32);
-    key_cache.e[i].key = key;
-  }
-  pthread_mutex_unlock(&key_cache.mu);
+  pthread_mutex_lock(&key_holders_mu);
+  if (key_holders > 0 && --key_holders == 0)
+    mcim_objcache_clear(&key_cache);
+  pthread_mutex_unlock(&key_holders_mu);
 }
 
 mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out)
@@ -277,16 +248,12 @@ mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out)
   BIO *bio = NULL;
   EVP_PKEY *key = NULL;
   uint8_t id[32];
-  unsigned int idlen = 0;
   mcim_cause_t rc = MCIM_INTERNAL;
 
-  if (!json_is_string(pem) || json_string_length(pem) > INT32_MAX)
+  if (!json_is_string(pem) || json_string_length(pem) > INT32_MAX ||
+      !mcim_objcache_id(json_string_value(pem), json_string_length(pem), id))
     goto cleanup;
-  if (EVP_Digest(json_string_value(pem), json_string_length(pem), id, &idlen, EVP_sha256(),
-                 NULL) != 1 ||
-      idlen != sizeof(id))
-    goto cleanup;
-  *out = key_cache_get(id);
+  *out = mcim_objcache_get(&key_cache, id);
   if (*out)
     return MCIM_OK;
   rc = MCIM_NO_MEMORY;
@@ -297,7 +264,11 @@ mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out)
   key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
   if (!key || !mcim_pki_key_is_p256(key))
     goto cleanup;
-  key_cache_put(id, key);
+  /* only while a handle is open: nothing outlives the last one */
+  pthread_mutex_lock(&key_holders_mu);
+  if (key_holders > 0)
+    mcim_objcache_put(&key_cache, id, key);
+  pthread_mutex_unlock(&key_holders_mu);
   *out = key;
   key = NULL;
   rc = MCIM_OK;
