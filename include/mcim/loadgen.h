@@ -6,6 +6,7 @@
 #define MCIM_LOADGEN_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "mcim/cause.h"
@@ -32,5 +33,7 @@ struct mcim_loadgen_opts {
  * the list of what failed, DESIGN.md section 4, checked for every device). MCIM_OK only
  * without errors and with the invariants holding. */
 mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report);
+/* Whether `procedure` is one of the names above. */
+bool mcim_loadgen_procedure_valid(const char *procedure);
 
 #endif

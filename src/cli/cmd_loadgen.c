@@ -132,12 +132,7 @@ int mcim_cmd_loadgen(int argc, char **argv)
       return mcim_opts_error(&cmd, "--timeout wants seconds 1..86400, got '%s'", timeout);
     o.timeout_s = (int)t;
   }
-  static const char *const procs[] = {"initial", "change-old-sho", "change-pristine", "switch",
-                                      "mix", NULL};
-  bool known = false;
-  for (size_t i = 0; procs[i]; i++)
-    known = known || strcmp(procedure, procs[i]) == 0;
-  if (!known)
+  if (!mcim_loadgen_procedure_valid(procedure))
     return mcim_opts_error(&cmd,
                            "--procedure is initial, change-old-sho, change-pristine, switch or"
                            " mix, not '%s'",
@@ -148,21 +143,20 @@ int mcim_cmd_loadgen(int argc, char **argv)
     return MCIM_EXIT_FAIL;
   }
   o.lab_dir = mcim_lab_path(lab);
-  if (o.devices > o.concurrency * 4L || isatty(STDERR_FILENO))
-    o.progress = isatty(STDERR_FILENO) ? stderr : NULL;
+  o.progress = isatty(STDERR_FILENO) ? stderr : NULL;
   json_t *report = NULL;
   mcim_cause_t rc = mcim_loadgen_run(&o, &report);
-  if (!report) {
-    fprintf(stderr, "mcim: loadgen: %s\n", mcim_cause_text(rc));
-  } else if (json) {
-    json_dumpf(report, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    putchar('\n');
-  } else {
-    print_report(report);
-  }
-  if (rc == MCIM_INVALID_ARGUMENT || rc == MCIM_CONFIG_MISSING)
+  if (rc == MCIM_CONFIG_MISSING)
     fprintf(stderr, "mcim: loadgen: %s (a change or a switch needs two SHOs in the lab)\n",
             mcim_cause_text(rc));
+  else if (!report)
+    fprintf(stderr, "mcim: loadgen: %s\n", mcim_cause_text(rc));
+  if (report && json) {
+    json_dumpf(report, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    putchar('\n');
+  } else if (report) {
+    print_report(report);
+  }
   json_decref(report);
   mcim_lab_free(lab);
   return rc == MCIM_OK ? MCIM_EXIT_OK : MCIM_EXIT_FAIL;

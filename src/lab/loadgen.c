@@ -657,11 +657,11 @@ static json_t *series_report(struct samples *sm)
   return o;
 }
 
-static bool procedure_known(const char *p)
+bool mcim_loadgen_procedure_valid(const char *p)
 {
   static const char *const known[] = {"initial", "change-old-sho", "change-pristine", "switch",
                                       "mix", NULL};
-  for (size_t i = 0; known[i]; i++)
+  for (size_t i = 0; p && known[i]; i++)
     if (strcmp(p, known[i]) == 0)
       return true;
   return false;
@@ -679,7 +679,7 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   pthread_mutex_init(&g.lock, NULL);
   g.errors = json_object();
   g.error_samples = json_array();
-  mcim_cause_t rc = o->devices > 0 && o->concurrency > 0 && procedure_known(o->procedure)
+  mcim_cause_t rc = o->devices > 0 && o->concurrency > 0 && mcim_loadgen_procedure_valid(o->procedure)
                         ? MCIM_OK
                         : MCIM_INVALID_ARGUMENT;
   if (rc == MCIM_OK)
