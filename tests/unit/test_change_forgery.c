@@ -545,6 +545,57 @@ static mcim_cause_t notify(const char *sho, const char *bearer, const char *devi
   return rc;
 }
 
+/* A relayed notice to an SHO (POST ro /v1/dpf/notices): while the DRF holds mallory's
+ * installed order at sho-b but not yet sho-b's registration (step 15, on sho-b's outbox: here
+ * its entry is moved aside for the test), the RO answers "not yet" (503 REGISTRATION_PENDING,
+ * Retry-After) and relays nothing. fdev2, whose orders are only at sho-b, relaying to sho-a
+ * (no order, no entry) is FORBIDDEN, as is fdev2's notice sent with mallory's token. */
+static mcim_cause_t relay_notice(const char *device, const char *token, const char *to,
+                                 const char *txn, long *status)
+{
+  char *cert = NULL;
+  char *jws = device_sign(device, "mcim-notify+jwt", to, txn,
+                          json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", to, "imsi",
+                                    strcmp(device, "mallory") == 0 ? imsim_b : imsi2),
+                          &cert);
+  json_t *ans = NULL;
+  mcim_cause_t rc = post_keep("ro", "/v1/dpf/notices", token,
+                              json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "to",
+                                        to, "statement", jws, "tre_cert", cert),
+                              &ans, status);
+  json_decref(ans);
+  free(jws);
+  free(cert);
+  return rc;
+}
+
+static void test_registration_pending(void **state)
+{
+  (void)state;
+  long status = 0;
+  char q[256];
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  char *tok2 = token(key_sho_b, "sho-b", "fdev2", "full", imsi2);
+  assert_true(db_int("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = 'mallory' AND sho = 'sho-b'"
+                           " AND state = 'installed'") >= 1);
+  db_exec("ro", "UPDATE drf SET device = 'mallory-aside' WHERE device = 'mallory' AND sho = 'sho-b'");
+  long long queued = db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'");
+  assert_int_equal(relay_notice("mallory", tokm, "sho-b", TXN_F4, &status),
+                   MCIM_REGISTRATION_PENDING);
+  assert_int_equal(status, 503);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
+  db_exec("ro", "UPDATE drf SET device = 'mallory' WHERE device = 'mallory-aside'");
+  /* a device with neither an order nor an entry at that SHO, another device's token */
+  assert_int_equal(relay_notice("fdev2", tok2, "sho-a", TXN_F4, &status), MCIM_FORBIDDEN);
+  assert_int_equal(status, 403);
+  assert_int_equal(relay_notice("fdev2", tokm, "sho-b", TXN_F4, &status), MCIM_FORBIDDEN);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM drf WHERE device = 'mallory' AND sho = 'sho-b'");
+  assert_int_equal(db_int("ro", q), 1);
+  free(tokm);
+  free(tok2);
+}
+
 static void test_forged_notifications(void **state)
 {
   (void)state;
@@ -778,7 +829,7 @@ static bool pva_revoked(void *arg)
  * sho-a's outbox delivers the revocation of imsi1 (step 10), and from then on the PVA refuses
  * that subscription's tokens too. A revocation binds only its sender's tokens: sho-b
  * "revoking" mallory's sho-a IMSI changes nothing for sho-a's tokens, and a role that is not
- * an SHO (the M2MES) cannot revoke at all. */
+ * an SHO (the M2MES, 403) or a caller without a certificate (401) cannot revoke at all. */
 static void pva_revocation_checks(const char *txn, const char *revoked)
 {
   char path[160];
@@ -795,13 +846,22 @@ static void pva_revocation_checks(const char *txn, const char *revoked)
   assert_int_equal(mcim_http_client_new(&bc, &sho_b_cli), MCIM_OK);
   struct mcim_http_result r;
   json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", "mallory", "imsi", imsim_a);
-  assert_int_equal(mcim_http_request(sho_b_cli, "POST", url("pva", "/v1/revocations"), body, NULL,
-                                     &r),
-                   MCIM_OK);
-  mcim_http_result_clear(&r);
+  long long rows = db_int("pva", "SELECT COUNT(*) FROM revocations");
+  /* not an SHO (the M2MES), no client certificate at all: refused, nothing recorded */
   assert_int_equal(mcim_http_request(m2mes_cli, "POST", url("pva", "/v1/revocations"), body, NULL,
                                      &r),
                    MCIM_FORBIDDEN);
+  assert_int_equal(r.status, 403);
+  mcim_http_result_clear(&r);
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("pva", "/v1/revocations"), body, NULL,
+                                     &r),
+                   MCIM_PEER_NOT_AUTHENTICATED);
+  mcim_http_result_clear(&r);
+  assert_int_equal(db_int("pva", "SELECT COUNT(*) FROM revocations"), rows);
+  /* another SHO: recorded, but only as its own (it revokes nothing of sho-a's) */
+  assert_int_equal(mcim_http_request(sho_b_cli, "POST", url("pva", "/v1/revocations"), body, NULL,
+                                     &r),
+                   MCIM_OK);
   mcim_http_result_clear(&r);
   json_decref(body);
   mcim_http_client_free(sho_b_cli);
@@ -1005,6 +1065,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forged_receipts),
       cmocka_unit_test(test_forged_notifications),
+      cmocka_unit_test(test_registration_pending),
       cmocka_unit_test(test_token_binding),
       cmocka_unit_test(test_forged_acknowledgements),
   };
