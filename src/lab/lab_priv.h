@@ -56,9 +56,12 @@ mcim_cause_t mcim_lab_owner_load_dir(const char *dir, mcim_jose_key_t **key, jso
 mcim_cause_t mcim_lab_owner_sign(const mcim_jose_key_t *owner, const char *typ,
                                  const char *device, const char *aud, const char *txn,
                                  json_t *extra, char **jws);
+/* Step 2: the owner's instruction for run (procedure, sho, via) to run->device. */
+struct mcim_lab_run;
+mcim_cause_t mcim_lab_instruction(const mcim_jose_key_t *owner, const struct mcim_lab_run *run,
+                                  const char *txn, char **jws);
 /* Step 1: the owner's order at run->sho, retried while its failure is transient (a switch
  * between pre-provisioned MCIMs orders nothing: MCIM_OK at once). */
-struct mcim_lab_run;
 mcim_cause_t mcim_lab_order(mcim_lab_t *lab, const struct mcim_lab_run *run,
                             const mcim_jose_key_t *owner, const json_t *params, const char *txn,
                             char *detail, size_t detail_len);

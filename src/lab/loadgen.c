@@ -243,12 +243,8 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
   struct mcim_lab_run run = {.device = name, .procedure = lp->kind, .sho = sho, .via = lp->via};
   if (rc == MCIM_OK)
     rc = mcim_lab_order(lab, &run, owner, params, txn, detail, sizeof(detail));
-  if (rc == MCIM_OK) {
-    json_t *extra = json_pack("{s:s,s:s,s:s?}", "procedure", lp->kind, "sho", sho, "via", lp->via);
-    rc = extra ? mcim_lab_owner_sign(owner, "mcim-instruction+jwt", name, name, txn, extra, &jws)
-               : MCIM_NO_MEMORY;
-    json_decref(extra);
-  }
+  if (rc == MCIM_OK)
+    rc = mcim_lab_instruction(owner, &run, txn, &jws);
   if (rc == MCIM_OK)
     rc = mcim_device_instruct(d, jws, &ans, detail, sizeof(detail));
   json_decref(ans);

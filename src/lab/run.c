@@ -210,17 +210,26 @@ mcim_cause_t mcim_lab_order(mcim_lab_t *lab, const struct mcim_lab_run *run,
   return rc;
 }
 
-/* Step 2: the instruction to the device. */
+mcim_cause_t mcim_lab_instruction(const mcim_jose_key_t *owner, const struct mcim_lab_run *run,
+                                  const char *txn, char **jws)
+{
+  json_t *extra = json_pack("{s:s,s:s,s:s?}", "procedure", run->procedure, "sho", run->sho, "via",
+                            run->via);
+  mcim_cause_t rc = extra ? mcim_lab_owner_sign(owner, "mcim-instruction+jwt", run->device,
+                                                run->device, txn, extra, jws)
+                          : MCIM_NO_MEMORY;
+  json_decref(extra);
+  return rc;
+}
+
+/* Step 2: the instruction to the device, on its control API. */
 static mcim_cause_t instruct(struct mcim_http_client *dev, const struct mcim_lab_run *run,
                              const mcim_jose_key_t *owner, const char *txn, char *detail,
                              size_t detail_len)
 {
   char *jws = NULL;
   struct mcim_http_result res = {0};
-  json_t *extra = json_pack("{s:s,s:s,s:s?}", "procedure", run->procedure, "sho", run->sho, "via",
-                            run->via);
-  mcim_cause_t rc =
-      mcim_lab_owner_sign(owner, "mcim-instruction+jwt", run->device, run->device, txn, extra, &jws);
+  mcim_cause_t rc = mcim_lab_instruction(owner, run, txn, &jws);
   if (rc == MCIM_OK) {
     json_t *body = json_pack("{s:s}", "instruction", jws);
     rc = mcim_http_request(dev, "POST", "http://localhost/v1/procedures", body, NULL, &res);
@@ -229,7 +238,6 @@ static mcim_cause_t instruct(struct mcim_http_client *dev, const struct mcim_lab
       snprintf(detail, detail_len, "instruction to %.32s: %.200s", run->device, res.detail);
   }
   mcim_http_result_clear(&res);
-  json_decref(extra);
   free(jws);
   return rc;
 }
