@@ -512,6 +512,16 @@ static void test_device_waits_for_order(void **state)
   }
   if (waited >= 30000)
     fail_msg("the device never waited for its order: stage %s, cause %s", stage, cause);
+  /* The DRF's step-8 announcement can beat the SHO's own commit of an order the DRF has
+   * just answered (step 1): the SHO says "not yet" (503, a retry for the DRF's outbox),
+   * not 404 (which would end the delivery and strand the device at its nonce). */
+  struct mcim_http_client *ro_cli = role_client("ro");
+  long status = 0;
+  assert_int_equal(req(ro_cli, "POST", "sho-a", "/v1/devices/ready",
+                       json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1"), NULL, &status),
+                   MCIM_ORDER_NOT_STORED_YET);
+  assert_int_equal(status, 503);
+  mcim_http_client_free(ro_cli);
   /* the order, now: the device finds it and the procedure completes */
   assert_int_equal(order_for(wowner, "wdev1", wparams, "sho-a", txn, "initial", NULL), MCIM_OK);
   wait_success(dev, txn, "after the order");

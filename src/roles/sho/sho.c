@@ -166,6 +166,13 @@ static bool peer_order_request(struct mcim_role *r, const struct mcim_http_reque
     rc = MCIM_INTERNAL;
   if (rc == MCIM_OK && strcmp(o->device, json_string_value(json_object_get(req->json, "device"))))
     rc = MCIM_CONFLICT;
+  if (rc == MCIM_NOT_FOUND && step == 8) {
+    /* The DRF holds the order only because we registered it (step 1), and we store it
+     * once the DRF has answered: a device that discovers in between gets its announcement
+     * here first. "Not yet", so the DRF's outbox asks again; a 404 would end it. */
+    rc = MCIM_ORDER_NOT_STORED_YET;
+    resp->retry_after = 1;
+  }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, step, "no order %s for this device", txn);
     return false;
