@@ -21,6 +21,7 @@
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
+#include "mcim/trace_store.h"
 #include "mcim/util.h"
 #include "roles/ro/ro.h"
 
@@ -88,10 +89,10 @@ const char *mcim_drf_dpf_procedure(const struct mcim_drf_order *o)
 
 /* Verify an owner's order for `sho`: iss "subscriber", sub = the device, aud = the SHO that
  * forwards it, the txn, signed by the owner the RO records. A signature by any other key is
- * NOT_OWNER. `replay`: spend the jti (a new order), or not (the same order retried). */
+ * NOT_OWNER. The jti is not spent here: the caller spends it with the order's row. */
 static mcim_cause_t verify_order(struct mcim_role *r, mcim_store_t *st, const char *order,
-                                 const char *sho, const char *txn, bool replay,
-                                 mcim_statement_t **stmt, char **owner_jwk)
+                                 const char *sho, const char *txn, mcim_statement_t **stmt,
+                                 char **owner_jwk)
 {
   json_t *sub = NULL;
   mcim_jose_key_t *owner = NULL;
@@ -104,8 +105,7 @@ static mcim_cause_t verify_order(struct mcim_role *r, mcim_store_t *st, const ch
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = "subscriber", .aud = sho, .sub = device,
                             .typ = "mcim-order+jwt", .txn = txn,
-                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                            .replay = replay ? mcim_role_replay(r) : NULL};
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
     rc = mcim_jws_verify(order, strlen(order), owner, &ex, stmt);
     if (rc == MCIM_JWS_BAD_SIGNATURE)
       rc = MCIM_NOT_OWNER;
@@ -164,7 +164,7 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
   /* The same order again (the SHO retrying): the same record, after the same checks. */
   rc = mcim_drf_order_load(st, txn, &o);
   if (rc == MCIM_OK) {
-    rc = verify_order(r, st, order, req->peer, txn, false, &stmt, &owner_jwk);
+    rc = verify_order(r, st, order, req->peer, txn, &stmt, &owner_jwk);
     if (rc == MCIM_OK && (strcmp(o.sho, req->peer) != 0 || strcmp(o.device, stmt->claims.sub)))
       rc = MCIM_CONFLICT;
     if (rc != MCIM_OK) {
@@ -174,7 +174,10 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk));
     goto out;
   }
-  rc = verify_order(r, st, order, req->peer, txn, true, &stmt, &owner_jwk);
+  /* The jti is spent below, with the order's row, in one transaction: spent alone, a crash
+   * between the two would leave the SHO's retry of this very order refused as a replay
+   * (seen: an RO instance killed mid-order). */
+  rc = verify_order(r, st, order, req->peer, txn, &stmt, &owner_jwk);
   const char *procedure = stmt ? mcim_statement_string(stmt, "procedure") : NULL;
   const char *via = stmt ? mcim_statement_string(stmt, "via") : NULL;
   if (rc == MCIM_OK && !order_procedure_valid(procedure, via))
@@ -198,7 +201,22 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
                      .extra = extra};
   rc = extra ? mcim_jws_sign(r->sign_key, &c, &record) : MCIM_NO_MEMORY;
   json_decref(extra);
-  if (rc == MCIM_OK) {
+  bool raced = false, in_tx = false;
+  if (rc == MCIM_OK)
+    in_tx = (rc = mcim_store_begin(st)) == MCIM_OK;
+  /* A copy of this order stored meanwhile (the SHO retrying, another RO instance): its
+   * record, as for a retry above. */
+  if (rc == MCIM_OK && mcim_drf_order_load(st, txn, &o) == MCIM_OK) {
+    raced = true;
+    if (strcmp(o.sho, req->peer) != 0 || strcmp(o.device, device) != 0)
+      rc = MCIM_CONFLICT;
+  }
+  if (rc == MCIM_OK && !raced) {
+    const mcim_replay_cache_t *replay = mcim_role_replay(r);
+    rc = replay->check_and_insert(replay->ctx, "subscriber", stmt->claims.jti, stmt->claims.exp,
+                                  now);
+  }
+  if (rc == MCIM_OK && !raced) {
     mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device), MCIM_TEXT(req->peer),
                       MCIM_TEXT(endpoint),  MCIM_TEXT(procedure), MCIM_TEXT(via ? via : ""),
                       MCIM_TEXT(record),    MCIM_INT(now),     MCIM_INT(now),
@@ -209,8 +227,14 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
                          " VALUES (?, ?, ?, ?, ?, ?, 'ordered', ?, ?, ?, ?)",
                          p, MCIM_NPARAMS(p), NULL, NULL);
   }
+  if (in_tx)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 1, "order %s not recorded", txn);
+    goto out;
+  }
+  if (raced) {
+    mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk));
     goto out;
   }
   snprintf(o.txn, sizeof(o.txn), "%s", txn);
@@ -454,6 +478,15 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
                               "DRF: M2ME ready for provisioning");
     json_decref(ready);
   }
+  /* The trace row rides on this commit: on PostgreSQL a trace row written after it was a
+   * second durable commit under the writers' lock, per discovery (bench/drf_scale.sh). A
+   * failed trace insert undoes itself only (the store's statement-level atomicity). */
+  if (rc == MCIM_OK &&
+      mcim_trace_store_put(st, mcim_now_us(), txn, 8, r->name, device,
+                           "DRF: new SHO (name, endpoint, certificate)", answer,
+                           MCIM_OK) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, txn, 8, MCIM_STORE_ERROR, "trace event not recorded: %s",
+                   mcim_store_errmsg(st));
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
     json_t *stored = NULL; /* a racing copy of this request may have stored it first */
@@ -466,8 +499,8 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
-  mcim_role_trace(r, txn, 8, r->name, device, "DRF: new SHO (name, endpoint, certificate)",
-                  answer, MCIM_OK);
+  mcim_log_event(MCIM_LOG_INFO, txn, 8, MCIM_OK, "%s -> %s: %s", r->name, device,
+                 "DRF: new SHO (name, endpoint, certificate)");
   mcim_http_reply_json(resp, 200, answer);
   answer = NULL;
 out:

@@ -333,6 +333,13 @@ void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   rc = mcim_store_begin(st);
+  /* The order again, under the writers' lock: the device's report (step 13) may have been
+   * applied since `o` was read, by another thread or instance (mcim_sho_on_report reads
+   * `released` under the same lock: one of the two sees the other's commit). */
+  if (rc == MCIM_OK) {
+    mcim_sho_order_clear(&o);
+    rc = mcim_sho_order_load(st, txn, &o);
+  }
   if (rc == MCIM_OK) {
     mcim_val_t p[] = {MCIM_INT(mcim_now()), MCIM_TEXT(txn)};
     rc = mcim_store_exec(st, "UPDATE orders SET released = 1, updated = ? WHERE txn = ?", p, 2,

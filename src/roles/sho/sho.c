@@ -424,6 +424,7 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
   if (strcmp(o->state, "provisioning") != 0)
     return MCIM_OK; /* already applied: a retried report */
   bool ok = strcmp(result, "success") == 0;
+  struct mcim_sho_order cur = {0};
   bool preload = strcmp(o->procedure, "preload") == 0;
   bool needs_release = strcmp(o->procedure, "change") == 0 && strcmp(o->via, "old-sho") == 0;
   const char *outcome = "failed";
@@ -432,7 +433,17 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
   mcim_cause_t rc = mcim_store_begin(st);
   if (rc != MCIM_OK)
     return rc;
-  if (!ok) {
+  /* The order again, under the writers' lock: the old SHO's release (step 11) may have been
+   * recorded since `o` was read, by another thread or another instance of this SHO. Deciding
+   * on the stale copy, each side would wait for the other and the subscription would never
+   * go live (seen with two instances and a SIGKILL). */
+  rc = mcim_sho_order_load(st, o->txn, &cur);
+  if (rc == MCIM_OK && strcmp(cur.state, "provisioning") != 0) {
+    mcim_store_rollback(st); /* applied meanwhile: a retried report */
+    mcim_sho_order_clear(&cur);
+    return MCIM_OK;
+  }
+  if (rc == MCIM_OK && !ok) {
     int cause = mcim_cause_from_name(result);
     if (cause > 0)
       fail_cause = (mcim_cause_t)cause;
@@ -440,7 +451,7 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
     if (rc == MCIM_OK || rc == MCIM_NOT_FOUND)
       rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "failed",
                                     cause > 0 ? (mcim_cause_t)cause : MCIM_PROCEDURE_FAILED);
-  } else if (preload) {
+  } else if (rc == MCIM_OK && preload) {
     /* A second MCIM held in reserve: no AVs until the device switches to it. */
     outcome = "standby";
     done = true;
@@ -450,15 +461,16 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
     if (rc == MCIM_OK)
       rc = mcim_sho_register(r, st, o->txn, o->device, "preloaded", steps->reg,
                              "DRF: M2ME holds a pre-provisioned MCIM of this SHO");
-  } else if (needs_release && !o->released) {
+  } else if (rc == MCIM_OK && needs_release && !cur.released) {
     /* Invariant 1: not active before the old subscription is released (step 11). */
     outcome = "installed, waiting for the old SHO's release";
     rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "installed", MCIM_OK);
-  } else {
+  } else if (rc == MCIM_OK) {
     outcome = "active";
     done = true;
     rc = mcim_sho_activate(r, st, o, "provisioning", steps);
   }
+  mcim_sho_order_clear(&cur);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc == MCIM_OK && !ok)
     mcim_metric_inc(&mcim_m_procedures_failed,
