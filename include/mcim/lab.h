@@ -15,6 +15,7 @@
 
 #define MCIM_LAB_DEFAULT_DIR "./mcim-lab"
 #define MCIM_LAB_MAX_SHOS 16
+#define MCIM_LAB_MAX_INSTANCES 4
 
 typedef struct mcim_lab mcim_lab_t;
 
@@ -23,6 +24,8 @@ struct mcim_lab_up_opts {
   const char *shos[MCIM_LAB_MAX_SHOS];   /* default: sho-a, sho-b */
   size_t nshos;
   int wait_ms;                           /* how long to wait for every role (default 15000) */
+  int instances;                         /* mcimd per network role (default 1); more than one
+                                            needs "postgres" and HAProxy in front of them */
 };
 
 /* The lab folder: --dir, else $MCIM_LAB, else ./mcim-lab. */
@@ -40,11 +43,12 @@ void mcim_lab_free(mcim_lab_t *lab);
 mcim_cause_t mcim_lab_status(mcim_lab_t *lab, json_t **out);
 
 const char *mcim_lab_path(const mcim_lab_t *lab); /* absolute folder */
-/* Base URL of a role instance ("https://127.0.0.1:PORT"), NULL if unknown. */
+/* Base URL of a role ("https://127.0.0.1:PORT"): its load balancer's when it runs several
+ * instances, NULL if unknown. */
 const char *mcim_lab_url(mcim_lab_t *lab, const char *name);
 /* Kind of a role instance ("sho", ...), NULL if unknown. */
 const char *mcim_lab_kind(mcim_lab_t *lab, const char *name);
-/* Names of all role instances, in start order (borrowed; NULL-terminated). */
+/* Names of all roles, each once, in start order (borrowed; NULL-terminated). */
 const char *const *mcim_lab_roles(mcim_lab_t *lab);
 /* An HTTPS client with the lab's admin certificate (mTLS), pinning the operators' CA.
  * Owned by the lab. */
@@ -72,7 +76,8 @@ mcim_cause_t mcim_lab_device_client(mcim_lab_t *lab, const char *name,
 mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name);
 /* Stop a device's agent (SIGTERM, then SIGKILL after 5 s). */
 mcim_cause_t mcim_lab_device_stop(mcim_lab_t *lab, const char *name);
-/* Kill and restart one role instance (fault tests, restarts mid-procedure). */
+/* Stop and restart a role: each of its instances in turn (fault tests, restarts
+ * mid-procedure). */
 mcim_cause_t mcim_lab_role_restart(mcim_lab_t *lab, const char *name);
 
 #endif

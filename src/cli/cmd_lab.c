@@ -13,7 +13,10 @@ static const char lab_description[] =
     "          m2mes and the SHOs (default sho-a and sho-b) on free ports and waits until\n"
     "          each answers; --store postgres: the roles' stores are databases of a\n"
     "          PostgreSQL server of the lab's own, started first in the lab folder (needs\n"
-    "          the postgresql package; as root, the server runs as the postgres user)\n"
+    "          the postgresql package; as root, the server runs as the postgres user);\n"
+    "          --instances N (with --store postgres): N mcimd of every role on the one\n"
+    "          database, behind HAProxy in TCP mode (TLS passes through to the\n"
+    "          instances), one address per role as with one instance\n"
     "  down    stops exactly the processes the lab recorded (devices first, the lab's\n"
     "          PostgreSQL server last)\n"
     "  status  which roles and devices run and answer\n"
@@ -30,6 +33,7 @@ struct lab_args {
   struct mcim_lab_up_opts up;
   bool json;
   bool tamper;
+  const char *instances;
   const char *const *positional;
   int npos;
   const struct mcim_cmd *cmd;
@@ -99,13 +103,27 @@ static int do_status(struct lab_args *a)
   json_t *r;
   json_array_foreach(json_object_get(st, "roles"), i, r)
     all &= json_is_true(json_object_get(r, "healthy"));
+  json_t *balancer = json_object_get(st, "balancer");
+  all &= !balancer || json_is_true(json_object_get(balancer, "running"));
   if (a->json) {
     json_dumpf(st, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     putchar('\n');
   } else {
     printf("lab %s: %s\n", mcim_lab_path(lab), all ? "up" : "not fully up");
-    json_array_foreach(json_object_get(st, "roles"), i, r)
-      printf("  %-8s %-6s %-24s pid %-7lld %s\n", json_string_value(json_object_get(r, "name")),
+    json_t *lb = json_object_get(st, "balancer");
+    if (lb)
+      printf("  %-8s %-6s %-24s pid %-7lld %s\n", "balancer", "", "haproxy",
+             (long long)json_integer_value(json_object_get(lb, "pid")),
+             json_is_true(json_object_get(lb, "running")) ? "running" : "stopped");
+    json_array_foreach(json_object_get(st, "roles"), i, r) {
+      char name[40];
+      json_int_t k = json_integer_value(json_object_get(r, "instance"));
+      if (k > 0)
+        snprintf(name, sizeof(name), "%s#%lld", json_string_value(json_object_get(r, "name")),
+                 (long long)k);
+      else
+        snprintf(name, sizeof(name), "%s", json_string_value(json_object_get(r, "name")));
+      printf("  %-8s %-6s %-24s pid %-7lld %s\n", name,
              json_string_value(json_object_get(r, "kind")),
              json_string_value(json_object_get(r, "url")),
              (long long)json_integer_value(json_object_get(r, "pid")),
@@ -113,6 +131,7 @@ static int do_status(struct lab_args *a)
                  ? "answering"
                  : json_is_true(json_object_get(r, "running")) ? "running, not answering"
                                                                : "stopped");
+    }
     json_array_foreach(json_object_get(st, "devices"), i, r)
       printf("  %-8s %-6s %-24s pid %-7lld %s\n", json_string_value(json_object_get(r, "name")),
              "m2me", "", (long long)json_integer_value(json_object_get(r, "pid")),
@@ -180,6 +199,10 @@ int mcim_cmd_lab(int argc, char **argv)
        .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)", .value = &a.dir},
       {.name = "store", .arg = "KIND", .help = "up: the roles' stores: sqlite (a file each, the default) or postgres",
        .value = &a.up.store},
+      {.name = "instances", .arg = "N",
+       .help = "up: mcimd per role, 1 to 4 (default 1; more than 1 needs --store postgres and"
+               " haproxy)",
+       .value = &a.instances},
       {.name = "sho", .arg = "NAME",
        .help = "up: an SHO instance (repeat for several; default sho-a and sho-b)",
        .list = a.up.shos, .count = &a.up.nshos, .max = MCIM_LAB_MAX_SHOS},
@@ -190,7 +213,7 @@ int mcim_cmd_lab(int argc, char **argv)
   };
   const struct mcim_cmd cmd = {
       .name = "mcim lab",
-      .usage = "mcim lab up [--dir D] [--store sqlite|postgres] [--sho NAME]...\n"
+      .usage = "mcim lab up [--dir D] [--store sqlite|postgres] [--instances N] [--sho NAME]...\n"
                "mcim lab down [--dir D]\n"
                "mcim lab status [--dir D] [--json]\n"
                "mcim lab device add NAME [--tamper] [--dir D]\n"
@@ -199,6 +222,7 @@ int mcim_cmd_lab(int argc, char **argv)
       .opts = opts,
       .examples = "mcim lab up --sho sho-a --sho sho-b --sho sho-c\n"
                   "mcim lab up --store postgres --dir /tmp/pglab\n"
+                  "mcim lab up --store postgres --instances 2 --dir /tmp/pglab2\n"
                   "mcim lab device add dev1\n"
                   "mcim lab status --json --dir=/tmp/lab\n"
                   "mcim lab down",
@@ -213,6 +237,17 @@ int mcim_cmd_lab(int argc, char **argv)
   a.cmd = &cmd;
   if (a.up.store && strcmp(a.up.store, "sqlite") != 0 && strcmp(a.up.store, "postgres") != 0)
     return mcim_opts_error(&cmd, "--store is sqlite or postgres, not '%s'", a.up.store);
+  if (a.instances) {
+    char *end = NULL;
+    long n = strtol(a.instances, &end, 10);
+    if (!*a.instances || *end || n < 1 || n > MCIM_LAB_MAX_INSTANCES)
+      return mcim_opts_error(&cmd, "--instances is a number from 1 to %d, not '%s'",
+                             MCIM_LAB_MAX_INSTANCES, a.instances);
+    if (n > 1 && (!a.up.store || strcmp(a.up.store, "postgres") != 0))
+      return mcim_opts_error(&cmd, "--instances %ld needs --store postgres: the instances of a"
+                                   " role share one database", n);
+    a.up.instances = (int)n;
+  }
   if (a.npos == 0)
     return mcim_opts_error(&cmd, "missing the subcommand: up, down, status, device add or restart");
   const char *sub = a.positional[0];

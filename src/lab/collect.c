@@ -28,10 +28,10 @@ mcim_cause_t mcim_lab_trace_collect(mcim_lab_t *lab, const char *txn, struct mci
   mcim_trace_init(t);
   if (!admin)
     return MCIM_INTERNAL;
-  json_array_foreach(json_object_get(lab->json, "roles"), i, r) {
+  /* each role once: its instances share one store, so one answers for all */
+  for (const char *const *n = mcim_lab_roles(lab); n && *n; n++) {
     struct mcim_http_result res;
-    snprintf(url, sizeof(url), "%s/v1/admin/trace/%s", json_string_value(json_object_get(r, "url")),
-             txn);
+    snprintf(url, sizeof(url), "%s/v1/admin/trace/%s", mcim_lab_url(lab, *n), txn);
     if (mcim_http_request(admin, "GET", url, NULL, NULL, &res) == MCIM_OK)
       add_events(t, json_object_get(res.json, "events"));
     mcim_http_result_clear(&res);

@@ -134,11 +134,8 @@ static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const c
 {
   char path[PATH_MAX];
   json_t *peers = json_object();
-  size_t i;
-  json_t *r;
-  json_array_foreach(json_object_get(lab->json, "roles"), i, r)
-    json_object_set(peers, json_string_value(json_object_get(r, "name")),
-                    json_object_get(r, "url"));
+  for (const char *const *n = mcim_lab_roles(lab); n && *n; n++)
+    json_object_set_new(peers, *n, json_string(mcim_lab_url(lab, *n)));
   snprintf(path, sizeof(path), "%s/pki/%s", lab->dir, MCIM_PKI_OPERATORS_CA_CERT);
   json_t *cfg = json_pack("{s:s,s:s,s:o,s:i,s:i}", "device", name, "operators_ca", path,
                           "networks", peers, "poll_ms", 50, "procedure_timeout", 60);

@@ -204,9 +204,13 @@ json_t *mcim_lab_role(mcim_lab_t *lab, const char *name)
   return NULL;
 }
 
+/* A role's address for its clients: the load balancer's when it runs several instances
+ * (lab.json "balancer"), else its one instance's. */
 const char *mcim_lab_url(mcim_lab_t *lab, const char *name)
 {
-  return json_string_value(json_object_get(mcim_lab_role(lab, name), "url"));
+  json_t *lb = json_object_get(json_object_get(lab->json, "balancer"), "urls");
+  const char *url = json_string_value(json_object_get(lb, name));
+  return url ? url : json_string_value(json_object_get(mcim_lab_role(lab, name), "url"));
 }
 
 const char *mcim_lab_kind(mcim_lab_t *lab, const char *name)
@@ -214,17 +218,24 @@ const char *mcim_lab_kind(mcim_lab_t *lab, const char *name)
   return json_string_value(json_object_get(mcim_lab_role(lab, name), "kind"));
 }
 
+/* lab.json's "roles" are processes, one per instance: each name once. */
 const char *const *mcim_lab_roles(mcim_lab_t *lab)
 {
   if (!lab->role_names) {
     json_t *roles = json_object_get(lab->json, "roles");
-    size_t n = json_array_size(roles), i;
+    size_t n = json_array_size(roles), i, k = 0;
     json_t *r;
     lab->role_names = calloc(n + 1, sizeof(char *));
     if (!lab->role_names)
       return NULL;
-    json_array_foreach(roles, i, r)
-      lab->role_names[i] = json_string_value(json_object_get(r, "name"));
+    json_array_foreach(roles, i, r) {
+      const char *name = json_string_value(json_object_get(r, "name"));
+      bool seen = false;
+      for (size_t j = 0; j < k && !seen; j++)
+        seen = strcmp(lab->role_names[j], name) == 0;
+      if (name && !seen)
+        lab->role_names[k++] = name;
+    }
   }
   return lab->role_names;
 }
@@ -358,10 +369,10 @@ mcim_cause_t mcim_lab_mkdir(const char *path)
   return mkdir_p(path);
 }
 
-static bool healthy(mcim_lab_t *lab, const char *name)
+/* Whether `base` answers /v1/health as role `name`. */
+bool mcim_lab_healthy_at(mcim_lab_t *lab, const char *base, const char *name)
 {
   char url[512];
-  const char *base = mcim_lab_url(lab, name);
   struct mcim_http_client *cli = mcim_lab_admin_client(lab);
   struct mcim_http_result res;
   if (!base || !cli)
@@ -391,14 +402,30 @@ static void print_log_tail(const char *path)
     fprintf(stderr, "    %s", tail[i % 8]);
 }
 
+/* The name of an instance's configuration and log in its role's folder: NAME, or NAME-K
+ * for the K-th instance (K > 1) of a role that runs several. They share that folder, so its
+ * storage key: the secrets in their common database are sealed with it. */
+static void role_file_base(const json_t *role, char *out, size_t n)
+{
+  const char *name = json_string_value(json_object_get(role, "name"));
+  json_int_t k = json_integer_value(json_object_get(role, "instance"));
+  if (k > 1)
+    snprintf(out, n, "%s-%lld", name, (long long)k);
+  else
+    snprintf(out, n, "%s", name);
+}
+
 mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms)
 {
   char mcimd[PATH_MAX], cfg[PATH_MAX], log[PATH_MAX];
   const char *name = json_string_value(json_object_get(role, "name"));
   const char *kind = json_string_value(json_object_get(role, "kind"));
+  const char *url = json_string_value(json_object_get(role, "url"));
+  char file[80];
+  role_file_base(role, file, sizeof(file));
   if ((size_t)snprintf(mcimd, sizeof(mcimd), "%s/mcimd", mcim_lab_bindir()) >= sizeof(mcimd) ||
-      (size_t)snprintf(cfg, sizeof(cfg), "%s/%s/%s.json", lab->dir, name, name) >= sizeof(cfg) ||
-      (size_t)snprintf(log, sizeof(log), "%s/%s/%s.log", lab->dir, name, name) >= sizeof(log)) {
+      (size_t)snprintf(cfg, sizeof(cfg), "%s/%s/%s.json", lab->dir, name, file) >= sizeof(cfg) ||
+      (size_t)snprintf(log, sizeof(log), "%s/%s/%s.log", lab->dir, name, file) >= sizeof(log)) {
     fprintf(stderr, "mcim: %s (%s): a path of the lab or of mcimd is too long\n", name, kind);
     return MCIM_TOO_LARGE;
   }
@@ -408,7 +435,7 @@ mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms)
     return MCIM_IO_ERROR;
   json_object_set_new(role, "pid", json_integer(pid));
   for (int waited = 0; waited < wait_ms; waited += 50) {
-    if (healthy(lab, name))
+    if (mcim_lab_healthy_at(lab, url, name))
       return MCIM_OK;
     /* our own child: waitpid tells whether it died (its name is not "mcimd" until exec) */
     if (waitpid((pid_t)pid, NULL, WNOHANG) == (pid_t)pid) {
@@ -420,6 +447,25 @@ mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms)
   }
   fprintf(stderr, "mcim: %s (%s) did not answer within %d ms; see %s\n", name, kind, wait_ms, log);
   return MCIM_TIMEOUT;
+}
+
+/* A free port on loopback not handed out yet in this lab (`taken`, `*ntaken`). The probe's
+ * port is free again once probed: the kernel may hand it out twice. Two roles given one port
+ * would have one daemon fail to bind and the other answer for both (seen: the demo's orders
+ * for sho-b reached sho-a). */
+static int lab_port(int *taken, size_t *ntaken)
+{
+  for (int tries = 0; tries < 32; tries++) {
+    int port = mcim_lab_free_port();
+    bool dup = port <= 0;
+    for (size_t k = 0; k < *ntaken && !dup; k++)
+      dup = taken[k] == port;
+    if (!dup) {
+      taken[(*ntaken)++] = port;
+      return port;
+    }
+  }
+  return -1;
 }
 
 mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, mcim_lab_t **out)
@@ -443,6 +489,22 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
     return MCIM_UNSUPPORTED;
   }
   bool pg = strcmp(store, "postgres") == 0;
+  int instances = opts && opts->instances > 0 ? opts->instances : 1;
+  if (instances > MCIM_LAB_MAX_INSTANCES) {
+    fprintf(stderr, "mcim: --instances %d: at most %d\n", instances, MCIM_LAB_MAX_INSTANCES);
+    return MCIM_INVALID_ARGUMENT;
+  }
+  if (instances > 1 && !pg) {
+    /* correctness comes from the one database the instances share */
+    fprintf(stderr, "mcim: --instances %d needs --store postgres (a SQLite file is one"
+                    " instance's)\n", instances);
+    return MCIM_UNSUPPORTED;
+  }
+  if (instances > 1 && !mcim_lab_balancer_program()) {
+    fprintf(stderr, "mcim: --instances %d needs HAProxy, the load balancer in front of each"
+                    " role (Debian: apt-get install haproxy)\n", instances);
+    return MCIM_NOT_FOUND;
+  }
   json_t *locators = NULL;
   /* A lab already running here? */
   if (lab_load(dir, &lab) == MCIM_OK) {
@@ -502,41 +564,50 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
   }
   json_t *peers = json_object();
   json_t *roles = json_object_get(lab->json, "roles");
+  json_t *lb_urls = instances > 1 ? json_object() : NULL;
+  int taken[(4 + MCIM_LAB_MAX_SHOS) * (MCIM_LAB_MAX_INSTANCES + 1)];
+  size_t ntaken = 0;
+  if (lb_urls)
+    json_object_set_new(lab->json, "balancer", json_pack("{s:i,s:o}", "pid", 0, "urls", lb_urls));
   for (size_t i = 0; i < nnames; i++) {
     const char *kind = i < 4 ? base_roles[i][1] : "sho";
-    /* The probe's port is free again once probed: the kernel may hand it out twice. Two
-     * roles given one port would have one daemon fail to bind and the other answer for both
-     * (seen: the demo's orders for sho-b reached sho-a). */
-    int port = -1;
-    for (int tries = 0; tries < 32 && port <= 0; tries++) {
-      port = mcim_lab_free_port();
-      size_t k;
-      json_t *taken;
-      json_array_foreach(roles, k, taken)
-        if (json_integer_value(json_object_get(taken, "port")) == port)
-          port = -1;
-    }
-    char url[64];
-    if (port <= 0) {
-      rc = MCIM_IO_ERROR;
-      json_decref(peers);
-      goto fail;
-    }
-    snprintf(url, sizeof(url), "https://127.0.0.1:%d", port);
-    json_array_append_new(roles, json_pack("{s:s,s:s,s:i,s:s,s:i}", "name", names[i], "kind",
-                                           kind, "port", port, "url", url, "pid", 0));
-    json_object_set_new(peers, names[i], json_string(url));
-    snprintf(path, sizeof(path), "%s/%s", lab->dir, names[i]);
-    rc = mkdir_p(path);
-    json_t *cfg = role_config(lab, names[i], kind, port, i < 4 ? 0 : i - 4,
-                              json_string_value(json_object_get(locators, names[i])));
-    snprintf(path, sizeof(path), "%s/%s/%s.json", lab->dir, names[i], names[i]);
-    if (rc == MCIM_OK)
-      rc = mcim_lab_write_json(path, cfg, 0644);
-    json_decref(cfg);
-    if (rc != MCIM_OK) {
-      json_decref(peers);
-      goto fail;
+    /* The role's address (the balancer's when it has several instances), then its instances'. */
+    for (int k = instances > 1 ? 0 : 1; k <= instances; k++) {
+      int port = lab_port(taken, &ntaken);
+      char url[64];
+      if (port <= 0) {
+        rc = MCIM_IO_ERROR;
+        json_decref(peers);
+        goto fail;
+      }
+      snprintf(url, sizeof(url), "https://127.0.0.1:%d", port);
+      if (k == 0) {
+        json_object_set_new(lb_urls, names[i], json_string(url));
+        json_object_set_new(peers, names[i], json_string(url));
+        continue;
+      }
+      json_t *entry = json_pack("{s:s,s:s,s:i,s:s,s:i}", "name", names[i], "kind", kind, "port",
+                                port, "url", url, "pid", 0);
+      if (instances > 1)
+        json_object_set_new(entry, "instance", json_integer(k));
+      else
+        json_object_set_new(peers, names[i], json_string(url));
+      json_array_append(roles, entry);
+      snprintf(path, sizeof(path), "%s/%s", lab->dir, names[i]);
+      rc = mkdir_p(path);
+      json_t *cfg = role_config(lab, names[i], kind, port, i < 4 ? 0 : i - 4,
+                                json_string_value(json_object_get(locators, names[i])));
+      char file[80];
+      role_file_base(entry, file, sizeof(file));
+      json_decref(entry);
+      snprintf(path, sizeof(path), "%s/%s/%s.json", lab->dir, names[i], file);
+      if (rc == MCIM_OK)
+        rc = mcim_lab_write_json(path, cfg, 0644);
+      json_decref(cfg);
+      if (rc != MCIM_OK) {
+        json_decref(peers);
+        goto fail;
+      }
     }
   }
   snprintf(path, sizeof(path), "%s/peers.json", lab->dir);
@@ -547,11 +618,18 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
   if (rc != MCIM_OK)
     goto fail;
 
+  /* One instance after the other: the first of a role makes its storage key and schema. */
   size_t i;
   json_t *role;
   json_array_foreach(roles, i, role) {
     rc = mcim_lab_start_role(lab, role, wait_ms);
     mcim_lab_save(lab); /* record the pid even if it failed, so `down` can stop it */
+    if (rc != MCIM_OK)
+      goto fail;
+  }
+  if (instances > 1) {
+    rc = mcim_lab_balancer_start(lab, wait_ms);
+    mcim_lab_save(lab);
     if (rc != MCIM_OK)
       goto fail;
   }
@@ -578,11 +656,23 @@ mcim_cause_t mcim_lab_status(mcim_lab_t *lab, json_t **out)
     const char *name = json_string_value(json_object_get(r, "name"));
     long pid = (long)json_integer_value(json_object_get(r, "pid"));
     bool running = mcim_lab_pid_alive(pid, "mcimd");
-    json_array_append_new(json_object_get(st, "roles"),
-                          json_pack("{s:s,s:O,s:O,s:I,s:b,s:b}", "name", name, "kind",
-                                    json_object_get(r, "kind"), "url", json_object_get(r, "url"),
-                                    "pid", (json_int_t)pid, "running", running, "healthy",
-                                    running && healthy(lab, name)));
+    json_t *e = json_pack("{s:s,s:O,s:O,s:I,s:b,s:b}", "name", name, "kind",
+                          json_object_get(r, "kind"), "url", json_object_get(r, "url"), "pid",
+                          (json_int_t)pid, "running", running, "healthy",
+                          running && mcim_lab_healthy_at(
+                                         lab, json_string_value(json_object_get(r, "url")), name));
+    if (json_object_get(r, "instance"))
+      json_object_set(e, "instance", json_object_get(r, "instance"));
+    json_array_append_new(json_object_get(st, "roles"), e);
+  }
+  json_t *lb = json_object_get(lab->json, "balancer");
+  if (lb) {
+    long pid = (long)json_integer_value(json_object_get(lb, "pid"));
+    json_object_set_new(st, "balancer",
+                        json_pack("{s:s,s:I,s:b,s:O}", "program", "haproxy", "pid",
+                                  (json_int_t)pid, "running",
+                                  mcim_lab_pid_alive(pid, "haproxy"), "urls",
+                                  json_object_get(lb, "urls")));
   }
   json_array_foreach(json_object_get(lab->json, "devices"), i, r) {
     long pid = (long)json_integer_value(json_object_get(r, "pid"));
@@ -602,7 +692,9 @@ mcim_cause_t mcim_lab_down(mcim_lab_t *lab)
     mcim_lab_stop_pid((long)json_integer_value(json_object_get(r, "pid")), "m2me");
     json_object_set_new(r, "pid", json_integer(0));
   }
-  /* Reverse start order: SHOs first, the RO and the VNO last. */
+  /* The balancer before the instances behind it; then reverse start order: SHOs first,
+   * the RO and the VNO last. */
+  mcim_lab_balancer_stop(lab);
   json_t *roles = json_object_get(lab->json, "roles");
   for (size_t k = json_array_size(roles); k > 0; k--) {
     r = json_array_get(roles, k - 1);
@@ -616,11 +708,18 @@ mcim_cause_t mcim_lab_down(mcim_lab_t *lab)
 
 mcim_cause_t mcim_lab_role_restart(mcim_lab_t *lab, const char *name)
 {
-  json_t *role = mcim_lab_role(lab, name);
-  if (!role)
-    return MCIM_NOT_FOUND;
-  mcim_lab_stop_pid((long)json_integer_value(json_object_get(role, "pid")), "mcimd");
-  mcim_cause_t rc = mcim_lab_start_role(lab, role, 15000);
-  mcim_lab_save(lab);
+  size_t i;
+  json_t *role;
+  mcim_cause_t rc = MCIM_NOT_FOUND;
+  /* one instance after the other: with a balancer in front the role never stops answering */
+  json_array_foreach(json_object_get(lab->json, "roles"), i, role) {
+    if (strcmp(json_string_value(json_object_get(role, "name")), name) != 0)
+      continue;
+    mcim_lab_stop_pid((long)json_integer_value(json_object_get(role, "pid")), "mcimd");
+    rc = mcim_lab_start_role(lab, role, 15000);
+    mcim_lab_save(lab);
+    if (rc != MCIM_OK)
+      break;
+  }
   return rc;
 }

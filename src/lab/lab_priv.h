@@ -30,7 +30,16 @@ long mcim_lab_spawn(char *const argv[], const char *log_path);
 void mcim_lab_stop_pid(long pid, const char *prog);
 mcim_cause_t mcim_lab_save(mcim_lab_t *lab);
 json_t *mcim_lab_role(mcim_lab_t *lab, const char *name);
+/* Start one role instance (an entry of lab.json's "roles") and wait until it answers. */
 mcim_cause_t mcim_lab_start_role(mcim_lab_t *lab, json_t *role, int wait_ms);
+/* Whether `base` answers /v1/health as role `name` (not another role of the lab). */
+bool mcim_lab_healthy_at(mcim_lab_t *lab, const char *base, const char *name);
+
+/* The load balancer in front of roles with several instances (src/lab/balancer.c):
+ * HAProxy in TCP mode, lab.json's "balancer" ({pid, urls: {role: url}}). */
+const char *mcim_lab_balancer_program(void);
+mcim_cause_t mcim_lab_balancer_start(mcim_lab_t *lab, int wait_ms);
+void mcim_lab_balancer_stop(mcim_lab_t *lab);
 /* A free TCP port on loopback (bound, read back, closed), or -1. */
 int mcim_lab_free_port(void);
 

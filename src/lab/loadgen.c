@@ -553,7 +553,9 @@ static bool outboxes_drained(const struct lg *g)
     mcim_store_t *st = NULL;
     int64_t n = 0;
     const char *name = json_string_value(json_object_get(r, "name"));
-    if (!name || role_store(g, name, &st) != MCIM_OK)
+    /* a role's instances share its store: its first answers for all */
+    if (!name || json_integer_value(json_object_get(r, "instance")) > 1 ||
+        role_store(g, name, &st) != MCIM_OK)
       continue;
     mcim_cause_t rc = mcim_store_query_int(
         st, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'", NULL, 0, &n);
@@ -682,12 +684,11 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
     rc = mcim_lab_open(o->lab_dir, &lab);
   if (rc == MCIM_OK) {
     g.lab_json = json_incref(lab->json);
-    size_t i;
-    json_t *r;
-    json_array_foreach(json_object_get(g.lab_json, "roles"), i, r) {
-      const char *kind = json_string_value(json_object_get(r, "kind"));
+    /* each SHO once, whatever number of instances it runs (the names live in lab_json) */
+    for (const char *const *n = mcim_lab_roles(lab); n && *n; n++) {
+      const char *kind = mcim_lab_kind(lab, *n);
       if (kind && strcmp(kind, "sho") == 0 && g.nshos < LG_MAX_SHOS)
-        g.shos[g.nshos++] = json_string_value(json_object_get(r, "name"));
+        g.shos[g.nshos++] = *n;
     }
     if (g.nshos < 2 && strcmp(o->procedure, "initial") != 0)
       rc = MCIM_CONFIG_MISSING; /* a change needs two SHOs */
