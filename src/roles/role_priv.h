@@ -29,6 +29,10 @@ struct mcim_role_priv {
 
 /* Schema every role has: trace, answers, replay, outbox (component "common"). */
 mcim_cause_t mcim_role_common_migrate(mcim_store_t *st);
+/* The role's storage key opens the check value sealed into its database at the first start
+ * (sealed now when there is none): else MCIM_UNSEAL_FAILED, logged with the cause
+ * (src/roles/keycheck.c). */
+mcim_cause_t mcim_role_storage_key_check(struct mcim_role *r, mcim_store_t *st);
 /* The trace events of one procedure, as a JSON array (mcim_trace_event_to_json form). */
 mcim_cause_t mcim_role_trace_load(struct mcim_role *r, const char *txn, json_t **events);
 void mcim_role_replay_init(struct mcim_role *r);

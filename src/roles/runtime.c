@@ -473,8 +473,9 @@ static mcim_cause_t open_store(struct mcim_role *r)
     mcim_store_locator_for_log(r->priv->db_locator, shown, sizeof(shown));
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "schema of %s: %s", shown,
                    mcim_store_errmsg(st));
+    return rc;
   }
-  return rc;
+  return mcim_role_storage_key_check(r, st);
 }
 
 mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *config_path,
