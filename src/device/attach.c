@@ -117,6 +117,7 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_lite *cl
         json_object_set_new(body, "txn", json_string(txn));
       sent = dev_now_us();
       rc = body ? dev_call(d, cli, "POST", network, path, body, NULL, &hr) : MCIM_NO_MEMORY;
+      out->session_gone = rc == MCIM_WRONG_STATE;
       /* the RES itself is not put in the trace: a response to a challenge is replayable */
       dev_trace_at(d, sent, txn, plan->step_auth, network, "authentication response (RES)", NULL,
                    rc);
@@ -276,6 +277,17 @@ mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_lite *cli,
   mcim_metric_inc(&mcim_m_m2me_attach_attempts, MCIM_LABELS(network));
   pthread_mutex_lock(&d->attach_lock);
   rc = attach_once(d, cli, network, txn, &plan, out);
+  /* Our RES reached a network that then lost its answer (an instance killed after it closed
+   * the session, a retry that reached another instance): the session is spent, a fresh
+   * challenge is the way on, once. */
+  if (rc == MCIM_WRONG_STATE && out->session_gone) {
+    mcim_log_event(MCIM_LOG_NOTICE, txn, plan.step_auth, rc,
+                   "%s: the attach session was closed without our answer: attaching again",
+                   network);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->network, sizeof(out->network), "%s", network);
+    rc = attach_once(d, cli, network, txn, &plan, out);
+  }
   if (vno && try_previous_pcid(rc)) {
     char prev[24];
     struct dev_attach_result again;

@@ -336,6 +336,7 @@ struct dev_attach_result {
   int step;           /* the seed step where it stopped (failure) */
   bool renewal_due;   /* the VNO's answer said renewal: "due" (PCID credential) */
   long http_status;   /* the network's HTTP status of a failed call, 0 if none */
+  bool session_gone;  /* our answer found no open session (answered, expired): attach again */
   char detail[256];   /* the peer's or the TRE's explanation (failure) */
 };
 /* Attach to `network` ("vno": PCID credential; an SHO name: that SHO's slot) and keep the

@@ -7,7 +7,8 @@
 # procedure completed (none lost), no error, the invariants of DESIGN.md section 4 hold for
 # every device, each procedure that orders has exactly one order and the DPF exactly one
 # package per txn (none duplicated), no order is left in flight and the outboxes are drained
-# (none stuck). The usage errors: --instances without postgres, out of range.
+# (none stuck). An instance with another storage key than its siblings' refuses to start.
+# The usage errors: --instances without postgres, out of range.
 . "$(dirname "$0")/lib/common.bash"
 need psql python3 curl haproxy
 
@@ -119,6 +120,22 @@ check "run initial dev1 --sho sho-a (one sho-a and one ro left)" "$mcim" run ini
 check "lab restart ro (each instance in turn: the killed one starts again)" "$mcim" lab restart ro --dir "$lab"
 check "lab restart sho-a" "$mcim" lab restart sho-a --dir "$lab"
 check "lab status after the restarts: every instance answers" "$mcim" lab status --dir "$lab"
+# An instance whose storage key is not its siblings' (a host where the key file was not
+# copied: mcimd makes a new one) refuses to start, before it serves anything.
+python3 - "$lab/sho-b/sho-b-2.json" "$lab/sho-b/sho-b-x.json" "$tmp/other.key" <<'PY'
+import json, socket, sys
+c = json.load(open(sys.argv[1]))
+s = socket.socket(); s.bind(("127.0.0.1", 0)); c["listen_port"] = s.getsockname()[1]; s.close()
+c["storage_key"] = sys.argv[3]
+json.dump(c, open(sys.argv[2], "w"))
+PY
+st=0
+timeout 60 "$MCIM_BIN/mcimd" --role sho --config "$lab/sho-b/sho-b-x.json" >"$tmp/x.out" 2>&1 || st=$?
+[ "$st" = 1 ] && grep -q "UNSEAL_FAILED.*does not open this database's secrets" "$tmp/x.out" &&
+  ok "an sho-b instance with another storage key refuses to start (exit 1, UNSEAL_FAILED, why)" ||
+  bad "sho-b with another storage key: exit $st, $(tail -3 "$tmp/x.out")"
+[ -s "$tmp/other.key" ] || bad "test setup: mcimd did not make its own storage key"
+
 check "lab down" "$mcim" lab down --dir "$lab"
 pgrep -f "haproxy.*$lab/haproxy.cfg" >/dev/null && bad "haproxy still runs after lab down" || ok "lab down stopped haproxy"
 finish
