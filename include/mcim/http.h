@@ -153,6 +153,10 @@ mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method,
                                const json_t *body, const char *bearer,
                                struct mcim_http_result *result);
 void mcim_http_result_clear(struct mcim_http_result *result);
+/* GET `url` for a body that is not JSON (e.g. /metrics): *text is the body as received,
+ * NUL-terminated (free() it), NULL without an answer. */
+mcim_cause_t mcim_http_get_text(struct mcim_http_client *cli, const char *url,
+                                struct mcim_http_result *result, char **text);
 /* mcim_http_request with the small client. */
 mcim_cause_t mcim_http_lite_request(struct mcim_http_lite *cli, const char *method,
                                     const char *url, const json_t *body, const char *bearer,

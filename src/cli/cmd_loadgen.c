@@ -22,7 +22,9 @@ static const char loadgen_description[] =
     "Reports throughput, latency percentiles (p50, p95, p99, max) per procedure and per step,\n"
     "errors by cause, CPU per procedure (this process and the daemons), then checks the\n"
     "invariants of DESIGN.md section 4 for every device. With --json the last line is one\n"
-    "object: devices, procedures, errors, per_s, latency_ms, invariants, and the rest.\n"
+    "object: devices, procedures, errors, per_s, latency_ms, invariants, crypto_ops_per_procedure\n"
+    "(signatures, verifications, key agreements, AKA runs, TLS handshakes: counted in this\n"
+    "process and scraped from every daemon's /metrics), and the rest.\n"
     "Exit status 0 only without errors and with every invariant holding.";
 
 static void print_latency(const char *name, const json_t *o)
@@ -60,6 +62,18 @@ static void print_report(const json_t *r)
          json_real_value(json_object_get(cpu, "loadgen_s")),
          json_real_value(json_object_get(cpu, "daemons_s")),
          json_real_value(json_object_get(cpu, "per_procedure_ms")));
+  const json_t *ops = json_object_get(r, "crypto_ops_per_procedure");
+  if (json_object_size(ops) > 0) {
+    printf("crypto operations per procedure (devices, owners and daemons):");
+    json_object_foreach((json_t *)ops, k, v) if (json_number_value(v) > 0)
+        printf(" %s %.2f", k, json_number_value(v));
+    printf("\n");
+    size_t mi;
+    json_t *mv;
+    json_array_foreach(json_object_get(json_object_get(r, "crypto_ops"), "instances_missing"),
+                       mi, mv) printf("  (not counted: %s did not answer /metrics)\n",
+                                      json_string_value(mv));
+  }
   const json_t *errors = json_object_get(r, "errors");
   if (json_object_size(errors) == 0)
     printf("errors: none\n");

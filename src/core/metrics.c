@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/version.h"
 
 /* ---- the catalogue ---- */
@@ -157,6 +158,14 @@ mcim_metric_t mcim_m_m2me_worker_wakeups = {
     " waits without a timeout",
     MCIM_METRIC_COUNTER, MCIM_MF_AGENT, {NULL}, NULL, 0, NULL};
 
+mcim_metric_t mcim_m_crypto_operations = {
+    "mcim_crypto_operations_total",
+    "Cryptographic operations done by the process, by op: es256_sign, es256_verify,"
+    " ecdh_es_encrypt, ecdh_es_decrypt (JWE), cert_verify (X.509 chain), aka_av_generate,"
+    " aka_resync (AuC), aka_usim_check (TRE), tls_server_full, tls_server_resumed,"
+    " tls_client_full, tls_client_resumed (completed handshakes)",
+    MCIM_METRIC_COUNTER, MCIM_MF_CRYPTO, {"op", NULL}, NULL, 0, NULL};
+
 mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_process_start_time,
     &mcim_m_build_info,
@@ -188,6 +197,7 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_m2me_aka_challenges,
     &mcim_m_m2me_aka_failures,
     &mcim_m_m2me_worker_wakeups,
+    &mcim_m_crypto_operations,
     NULL,
 };
 
@@ -466,6 +476,13 @@ char *mcim_metrics_render(unsigned families)
   if (!f)
     return NULL;
   pthread_mutex_lock(&metrics_lock);
+  if (families & MCIM_MF_CRYPTO) /* the atomic counts, as they are now */
+    for (int op = 0; op < MCIM_OP_COUNT_; op++) {
+      const char *name = mcim_op_name((mcim_op_t)op);
+      struct series *s = series_get(&mcim_m_crypto_operations, &name, 1, true);
+      if (s)
+        s->value = (double)mcim_op_read((mcim_op_t)op);
+    }
   for (size_t i = 0; mcim_metrics_catalogue[i]; i++)
     if (mcim_metrics_catalogue[i]->family & families)
       render_metric(f, mcim_metrics_catalogue[i]);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/util.h"
 
 #define P256_LEN 32
@@ -646,6 +647,7 @@ mcim_cause_t mcim_jws_sign(const mcim_jose_key_t *key, const mcim_claims_t *clai
     goto cleanup;
   rc = MCIM_CRYPTO_ERROR;
   jws = cjose_jws_sign(key->jwk, hdr, (const uint8_t *)text, strlen(text), &err);
+  mcim_op_count(MCIM_OP_ES256_SIGN);
   if (!jws || !cjose_jws_export(jws, &ser, &err))
     goto cleanup;
   rc = MCIM_NO_MEMORY;
@@ -702,6 +704,7 @@ static mcim_cause_t jws_check(const char *compact, size_t len, const mcim_jose_k
     rc = MCIM_JWS_BAD_ALG;
     goto cleanup;
   }
+  mcim_op_count(MCIM_OP_ES256_VERIFY);
   if (!cjose_jws_verify(jws, key->jwk, &err)) {
     rc = MCIM_JWS_BAD_SIGNATURE;
     goto cleanup;
@@ -1012,6 +1015,7 @@ static mcim_cause_t ecdh_es_derive(EVP_PKEY *priv, EVP_PKEY *peer, const char *a
   q = put_lendata(q, apv, apv_len);
   put_u32(q, (uint32_t)(out_len * 8));
   rc = MCIM_JWE_DECRYPT_FAILED;
+  mcim_op_count(MCIM_OP_ECDH_ES_DECRYPT);
   dh = EVP_PKEY_CTX_new_from_pkey(NULL, priv, NULL);
   if (!dh || EVP_PKEY_derive_init(dh) != 1 || EVP_PKEY_derive_set_peer(dh, peer) != 1 ||
       EVP_PKEY_derive(dh, z, &z_len) != 1 || z_len != sizeof(z))
@@ -1086,6 +1090,7 @@ mcim_cause_t mcim_jwe_encrypt(const mcim_jose_key_t *recipient, const uint8_t *p
     goto cleanup;
   rc = MCIM_CRYPTO_ERROR;
   jwe = cjose_jwe_encrypt(recipient->jwk, hdr, plain, len, &err);
+  mcim_op_count(MCIM_OP_ECDH_ES_ENCRYPT);
   if (!jwe)
     goto cleanup;
   *out = dup_cjose_string(cjose_jwe_export(jwe, &err));

@@ -21,6 +21,7 @@
 
 #include "crypto/objcache.h"
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/util.h"
 
 #define DEFAULT_DAYS 365
@@ -417,6 +418,7 @@ mcim_cause_t mcim_pki_cert_verify(X509 *cert, X509 *ca, mcim_cert_usage_t usage,
                                                 : X509_PURPOSE_ANY;
   if (X509_STORE_CTX_set_purpose(ctx, purpose) != 1)
     goto cleanup;
+  mcim_op_count(MCIM_OP_CERT_VERIFY);
   if (X509_verify_cert(ctx) != 1) {
     int err = X509_STORE_CTX_get_error(ctx);
     mcim_log_debug("certificate does not verify: %s", X509_verify_cert_error_string(err));

@@ -206,7 +206,7 @@ static void h_metrics(void *ctx, const struct mcim_http_request *req,
   (void)req;
   mcim_http_reply_text(resp, 200, MCIM_METRICS_CONTENT_TYPE,
                        mcim_metrics_render(MCIM_MF_PROCESS | MCIM_MF_HTTP | MCIM_MF_PROCEDURE |
-                                           MCIM_MF_AGENT));
+                                           MCIM_MF_AGENT | MCIM_MF_CRYPTO));
 }
 
 static const struct mcim_http_route control_routes[] = {

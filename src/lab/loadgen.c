@@ -30,6 +30,7 @@
 #include "mcim/lab_run.h"
 #include "mcim/loadgen.h"
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/store.h"
 #include "mcim/util.h"
 
@@ -505,6 +506,143 @@ static double self_cpu(void)
          (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
+/* ---- cryptographic operations per procedure (include/mcim/opcount.h) ----
+ * This process's counts are read directly; every daemon instance's (lab.json "roles": one
+ * entry per process, with its own url) from its /metrics, before and after the procedures
+ * (after: once the outboxes are drained, so the deliveries that follow a procedure's end
+ * count too). Taken out of the daemons' figures: the scrapes' own TLS handshakes, and one
+ * full handshake per GET /v1/health (HAProxy's health checks when a role runs several
+ * instances: a new connection each). */
+
+struct opsnap {
+  double v[MCIM_OP_COUNT_];
+  double health; /* GET /v1/health answered */
+  bool ok;
+};
+
+static void self_ops(struct opsnap *s)
+{
+  for (int op = 0; op < MCIM_OP_COUNT_; op++)
+    s->v[op] = (double)mcim_op_read((mcim_op_t)op);
+  s->ok = true;
+}
+
+static double tls_client_ops(void)
+{
+  return (double)(mcim_op_read(MCIM_OP_TLS_CLIENT_FULL) + mcim_op_read(MCIM_OP_TLS_CLIENT_RESUMED));
+}
+
+/* One instance's /metrics into *s (s->ok false if it did not answer). */
+static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
+{
+  static const char op_key[] = "mcim_crypto_operations_total{op=\"";
+  static const char health_key[] =
+      "mcim_http_requests_total{method=\"GET\",route=\"/v1/health\",cause=\"OK\"} ";
+  char url[512], *text = NULL;
+  struct mcim_http_result res;
+  struct mcim_http_client *cli = mcim_lab_public_client(lab);
+  const char *base = json_string_value(json_object_get(role, "url"));
+  memset(s, 0, sizeof(*s));
+  if (!cli || !base)
+    return;
+  snprintf(url, sizeof(url), "%s/metrics", base);
+  mcim_http_get_text(cli, url, &res, &text);
+  mcim_http_result_clear(&res);
+  if (res.status != 200 || !text) {
+    free(text);
+    return;
+  }
+  int seen = 0;
+  for (char *line = text; line && *line;) {
+    char *next = strchr(line, '\n');
+    if (next)
+      *next++ = '\0';
+    if (strncmp(line, op_key, sizeof(op_key) - 1) == 0) {
+      char *name = line + sizeof(op_key) - 1, *q = strchr(name, '"');
+      if (q && q[1] == '}' && q[2] == ' ') {
+        *q = '\0';
+        for (int op = 0; op < MCIM_OP_COUNT_; op++)
+          if (strcmp(name, mcim_op_name((mcim_op_t)op)) == 0) {
+            s->v[op] = strtod(q + 3, NULL);
+            seen++;
+          }
+      }
+    } else if (strncmp(line, health_key, sizeof(health_key) - 1) == 0) {
+      s->health = strtod(line + sizeof(health_key) - 1, NULL);
+    }
+    line = next;
+  }
+  s->ok = seen == MCIM_OP_COUNT_;
+  free(text);
+}
+
+/* Every instance's /metrics; `scrape_tls[i]`: the TLS handshakes this process made to scrape
+ * instance i (0 on a kept-alive connection). */
+static void scrape_all(mcim_lab_t *lab, const json_t *lab_json, struct opsnap *snaps,
+                       double *scrape_tls, size_t n)
+{
+  size_t i;
+  json_t *r;
+  json_array_foreach(json_object_get(lab_json, "roles"), i, r) {
+    if (i >= n)
+      break;
+    double t0 = tls_client_ops();
+    scrape_ops(lab, r, &snaps[i]);
+    scrape_tls[i] = tls_client_ops() - t0;
+  }
+}
+
+/* The report's "crypto_ops" and "crypto_ops_per_procedure". */
+static void ops_report(const json_t *lab_json, const struct opsnap *self0,
+                       const struct opsnap *self1, const struct opsnap *d0,
+                       const struct opsnap *d1, const double *scrape_tls, size_t n, long done,
+                       json_t *report)
+{
+  double self[MCIM_OP_COUNT_], daemons[MCIM_OP_COUNT_] = {0}, health = 0, scrapes = 0;
+  size_t scraped = 0;
+  json_t *missing = json_array();
+  for (size_t i = 0; i < n; i++) {
+    const json_t *r = json_array_get(json_object_get(lab_json, "roles"), i);
+    if (!d0[i].ok || !d1[i].ok) {
+      const char *name = json_string_value(json_object_get(r, "name"));
+      json_int_t k = json_integer_value(json_object_get(r, "instance"));
+      char what[96];
+      int w = snprintf(what, sizeof(what), "%s", name ? name : "?");
+      if (k > 0 && w > 0 && (size_t)w < sizeof(what))
+        snprintf(what + w, sizeof(what) - (size_t)w, "#%lld", (long long)k);
+      json_array_append_new(missing, json_string(what));
+      continue;
+    }
+    scraped++;
+    for (int op = 0; op < MCIM_OP_COUNT_; op++)
+      daemons[op] += d1[i].v[op] - d0[i].v[op];
+    double h = d1[i].health - d0[i].health;
+    health += h;
+    scrapes += scrape_tls[i];
+    daemons[MCIM_OP_TLS_SERVER_FULL] -= scrape_tls[i] + h;
+  }
+  if (daemons[MCIM_OP_TLS_SERVER_FULL] < 0) { /* health checks on resumed sessions */
+    daemons[MCIM_OP_TLS_SERVER_RESUMED] += daemons[MCIM_OP_TLS_SERVER_FULL];
+    daemons[MCIM_OP_TLS_SERVER_FULL] = 0;
+  }
+  json_t *jl = json_object(), *jd = json_object(), *per = json_object();
+  for (int op = 0; op < MCIM_OP_COUNT_; op++) {
+    const char *name = mcim_op_name((mcim_op_t)op);
+    self[op] = self1->v[op] - self0->v[op];
+    json_object_set_new(jl, name, json_integer((json_int_t)self[op]));
+    json_object_set_new(jd, name, json_integer((json_int_t)daemons[op]));
+    json_object_set_new(per, name,
+                        json_real(done ? round2((self[op] + daemons[op]) / (double)done) : 0));
+  }
+  json_object_set_new(report, "crypto_ops_per_procedure", per);
+  json_object_set_new(
+      report, "crypto_ops",
+      json_pack("{s:o,s:o,s:I,s:o,s:{s:I,s:I}}", "loadgen", jl, "daemons", jd,
+                "instances_scraped", (json_int_t)scraped, "instances_missing", missing,
+                "excluded", "scrape_handshakes", (json_int_t)scrapes, "health_checks",
+                (json_int_t)health));
+}
+
 /* A role's store, as its configuration names it (a relative SQLite file: in its folder). */
 static mcim_cause_t role_store(const struct lg *g, const char *role, mcim_store_t **out)
 {
@@ -717,11 +855,25 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
     rc = MCIM_NO_MEMORY;
   if (rc == MCIM_OK)
     rc = run_phase(&g, 1, &made_s);
+  size_t ninst = g.lab_json ? json_array_size(json_object_get(g.lab_json, "roles")) : 0;
+  struct opsnap self0 = {0}, self1 = {0}, *d0 = calloc(ninst + 1, sizeof(*d0)),
+                *d1 = calloc(ninst + 1, sizeof(*d1));
+  double *scrape_tls = calloc(ninst + 1, sizeof(*scrape_tls));
+  if (rc == MCIM_OK && (!d0 || !d1 || !scrape_tls))
+    rc = MCIM_NO_MEMORY;
+  if (rc == MCIM_OK) {
+    scrape_all(lab, g.lab_json, d0, scrape_tls, ninst);
+    self_ops(&self0);
+  }
   double cpu_self0 = self_cpu(), cpu_d0 = g.lab_json ? daemons_cpu(g.lab_json) : 0;
   if (rc == MCIM_OK && json_object_size(g.errors) == 0)
     rc = run_phase(&g, 2, &run_s);
   double cpu_self = self_cpu() - cpu_self0, cpu_d = g.lab_json ? daemons_cpu(g.lab_json) - cpu_d0 : 0;
   json_t *inv = rc == MCIM_OK ? invariants(&g) : json_string("not checked");
+  if (d1 && scrape_tls) {
+    self_ops(&self1);
+    scrape_all(lab, g.lab_json, d1, scrape_tls, ninst);
+  }
   long done = atomic_load(&g.done);
   struct series *all = series_get(&g.all, "all", 0);
   json_t *per_proc = series_report(&g.procs), *per_step = series_report(&g.steps);
@@ -735,6 +887,11 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
       round2(done ? (cpu_self + cpu_d) * 1000.0 / (double)done : 0), "manufacture", "devices",
       (json_int_t)atomic_load(&g.made), "seconds", round2(made_s), "invariants", inv,
       "error_samples", g.error_samples);
+  if (*report && d0 && d1 && scrape_tls)
+    ops_report(g.lab_json, &self0, &self1, d0, d1, scrape_tls, ninst, done, *report);
+  free(d0);
+  free(d1);
+  free(scrape_tls);
   if (rc == MCIM_OK && (json_object_size(g.errors) > 0 || !json_is_string(inv) ||
                         strcmp(json_string_value(inv), "ok") != 0))
     rc = MCIM_PROCEDURE_FAILED;

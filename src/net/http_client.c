@@ -3,6 +3,7 @@
  * client certificate (mTLS). One client per thread; its curl handle keeps
  * connections alive so consecutive calls to one peer reuse them. */
 #include <curl/curl.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "mcim/http.h"
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "net/http_priv.h"
 
 #define MAX_ANSWER (1u << 20)
@@ -37,6 +39,8 @@ struct answer {
   char *buf;
   size_t len;
   bool overflow;
+  CURL *curl;
+  int tls_resumed; /* -1: not seen yet; else whether the connection's TLS session was resumed */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -111,6 +115,33 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
   return n;
 }
 
+/* The answer's first header line: whether its connection's TLS session was resumed (the
+ * SSL object is only valid while the transfer runs). */
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+  struct answer *a = userdata;
+  (void)ptr;
+  if (a->tls_resumed < 0) {
+    struct curl_tlssessioninfo *ti = NULL;
+    a->tls_resumed = 0;
+    if (curl_easy_getinfo(a->curl, CURLINFO_TLS_SSL_PTR, &ti) == CURLE_OK && ti &&
+        ti->backend == CURLSSLBACKEND_OPENSSL && ti->internals)
+      a->tls_resumed = SSL_session_reused((SSL *)ti->internals) ? 1 : 0;
+  }
+  return size * nmemb;
+}
+
+/* A TLS handshake the call made (include/mcim/opcount.h): a new connection over https that
+ * got an answer. */
+static void tls_counted(struct mcim_http_client *cli, const struct answer *a)
+{
+  long connects = 0;
+  if (cli->unix_path || curl_easy_getinfo(cli->curl, CURLINFO_NUM_CONNECTS, &connects) != CURLE_OK ||
+      connects <= 0)
+    return;
+  mcim_op_count(a->tls_resumed > 0 ? MCIM_OP_TLS_CLIENT_RESUMED : MCIM_OP_TLS_CLIENT_FULL);
+}
+
 static mcim_cause_t transport_cause(CURLcode cc)
 {
   switch (cc) {
@@ -135,12 +166,14 @@ static mcim_cause_t transport_cause(CURLcode cc)
   }
 }
 
-mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method, const char *url,
-                               const json_t *body, const char *bearer,
-                               struct mcim_http_result *result)
+/* `raw`: the answer's body as received (NUL-terminated; NULL if none), for answers that are
+ * not JSON. */
+static mcim_cause_t request(struct mcim_http_client *cli, const char *method, const char *url,
+                            const json_t *body, const char *bearer,
+                            struct mcim_http_result *result, char **raw)
 {
   struct curl_slist *hdrs = NULL;
-  struct answer ans = {0};
+  struct answer ans = {.curl = cli->curl, .tls_resumed = -1};
   char *text = NULL;
   char authz[4096];
   char errbuf[CURL_ERROR_SIZE] = "";
@@ -174,6 +207,10 @@ mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method,
   }
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &ans);
+  if (!cli->unix_path) {
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &ans);
+  }
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 
   hdrs = curl_slist_append(hdrs, "Accept: application/json, application/problem+json");
@@ -207,6 +244,7 @@ mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method,
                errbuf[0] ? errbuf : curl_easy_strerror(cc));
     goto out;
   }
+  tls_counted(cli, &ans);
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   mcim_http_result_from_answer_(result, status, ans.buf, ans.len, url);
@@ -216,6 +254,24 @@ out:
                  result->status);
   curl_slist_free_all(hdrs);
   free(text);
+  if (raw && result->status > 0) {
+    *raw = ans.buf;
+    ans.buf = NULL;
+  }
   free(ans.buf);
   return result->cause;
+}
+
+mcim_cause_t mcim_http_request(struct mcim_http_client *cli, const char *method, const char *url,
+                               const json_t *body, const char *bearer,
+                               struct mcim_http_result *result)
+{
+  return request(cli, method, url, body, bearer, result, NULL);
+}
+
+mcim_cause_t mcim_http_get_text(struct mcim_http_client *cli, const char *url,
+                                struct mcim_http_result *result, char **text)
+{
+  *text = NULL;
+  return request(cli, "GET", url, NULL, NULL, result, text);
 }

@@ -44,6 +44,7 @@
 
 #include "mcim/http.h"
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "net/http_priv.h"
@@ -516,8 +517,11 @@ static bool handshake(struct call *k, struct lite_conn *c, const char *host)
   ERR_clear_error();
   for (;;) {
     int r = SSL_connect(c->ssl);
-    if (r == 1)
+    if (r == 1) {
+      mcim_op_count(SSL_session_reused(c->ssl) ? MCIM_OP_TLS_CLIENT_RESUMED
+                                                : MCIM_OP_TLS_CLIENT_FULL);
       return peer_is(k, c);
+    }
     int e = SSL_get_error(c->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
       if (!wait_fd(k, c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT)) {

@@ -20,6 +20,7 @@
 #include "mcim/http.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
+#include "mcim/opcount.h"
 #include "mcim/util.h"
 #include "net/http_priv.h"
 
@@ -175,6 +176,17 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
   return ret;
 }
 
+/* A completed TLS handshake, full or resumed (include/mcim/opcount.h). */
+static void tls_counted(struct MHD_Connection *conn)
+{
+  const union MHD_ConnectionInfo *ti =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  if (ti && ti->tls_session)
+    mcim_op_count(gnutls_session_is_resumed((gnutls_session_t)ti->tls_session)
+                      ? MCIM_OP_TLS_SERVER_RESUMED
+                      : MCIM_OP_TLS_SERVER_FULL);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -187,8 +199,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   if (!st) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    if (ci && ci->socket_context)
+    if (ci && ci->socket_context && !((struct conn_state *)ci->socket_context)->had_request) {
       ((struct conn_state *)ci->socket_context)->had_request = true;
+      tls_counted(conn); /* the connection's first request: its handshake is done */
+    }
     st = calloc(1, sizeof(*st));
     if (!st)
       return MHD_NO;

@@ -5,6 +5,7 @@
 
 #include "mcim/log.h"
 #include "mcim/metrics.h"
+#include "mcim/opcount.h"
 #include "mcim/util.h"
 
 const char mcim_auc_schema_sql[] =
@@ -187,8 +188,10 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
 out:
   mcim_store_rollback(st);
 out_nocommit:
-  if (rc == MCIM_OK)
+  if (rc == MCIM_OK) {
     mcim_metric_add(&mcim_m_auc_av_generated, NULL, n);
+    mcim_op_add(MCIM_OP_AKA_AV_GENERATE, (uint64_t)n);
+  }
   else
     mcim_metric_inc(&mcim_m_auc_av_failures, MCIM_LABELS(mcim_cause_name(rc)));
   mcim_milenage_free(m);
@@ -226,8 +229,10 @@ mcim_cause_t mcim_auc_resync(mcim_store_t *st, const mcim_storage_key_t *skey, c
   rc = mcim_milenage_new(&m);
   if (rc == MCIM_OK)
     rc = mcim_milenage_set_opc(m, s.k, s.opc);
-  if (rc == MCIM_OK)
+  if (rc == MCIM_OK) {
+    mcim_op_count(MCIM_OP_AKA_RESYNC);
     rc = mcim_aka_resync(m, rand, auts, sqn_ms);
+  }
   if (rc == MCIM_OK)
     rc = mcim_sqn_he_resync(&params, &s.he, mcim_sqn_from_bytes(sqn_ms), &next);
   if (rc == MCIM_OK)

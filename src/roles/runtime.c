@@ -324,7 +324,7 @@ static void h_certificate(void *ctx, const struct mcim_http_request *req,
 /* The metric families a kind exposes besides process, HTTP and outbox. */
 static unsigned kind_metric_families(const struct mcim_role_kind *kind)
 {
-  unsigned f = MCIM_MF_PROCESS | MCIM_MF_HTTP | MCIM_MF_OUTBOX;
+  unsigned f = MCIM_MF_PROCESS | MCIM_MF_HTTP | MCIM_MF_OUTBOX | MCIM_MF_CRYPTO;
   if (strcmp(kind->kind, "vno") == 0)
     f |= MCIM_MF_ACCESS;
   else if (strcmp(kind->kind, "sho") == 0)

@@ -4,6 +4,7 @@
 
 #include "mcim/aka.h"
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/util.h"
 #include "tre/tre_priv.h"
 
@@ -51,6 +52,7 @@ mcim_cause_t tre_op_aka(void *ctx, const char *cred, const uint8_t rand[16],
       (rc = mcim_milenage_set_opc(m, c.k, c.opc)) != MCIM_OK)
     goto cleanup;
   mcim_sqn_params_default(&params);
+  mcim_op_count(MCIM_OP_AKA_USIM_CHECK);
   rc = mcim_aka_usim_check(m, &params, &c.sqn, rand, autn, &next, &out);
   if (rc == MCIM_SYNC_FAILURE) {
     memcpy(auts, out.auts, sizeof(out.auts));

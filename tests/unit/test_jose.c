@@ -15,6 +15,8 @@
 #include <openssl/x509.h>
 
 #include "mcim/jose.h"
+#include "mcim/metrics.h"
+#include "mcim/opcount.h"
 #include "mcim/util.h"
 
 #define NOW ((int64_t)1700000000)
@@ -337,6 +339,45 @@ static void test_sign_verify(void **state)
                    MCIM_JOSE_MALFORMED);
   free(jws);
   json_decref(extra);
+}
+
+/* The operation counts (include/mcim/opcount.h): one signature, one verification, one JWE
+ * each way; /metrics shows them. Refusals before any cryptography count nothing. */
+static void test_op_counts(void **state)
+{
+  (void)state;
+  uint64_t sign0 = mcim_op_read(MCIM_OP_ES256_SIGN), ver0 = mcim_op_read(MCIM_OP_ES256_VERIFY),
+           enc0 = mcim_op_read(MCIM_OP_ECDH_ES_ENCRYPT),
+           dec0 = mcim_op_read(MCIM_OP_ECDH_ES_DECRYPT);
+  mcim_claims_t c = claims_default();
+  char *jws = NULL, *out = NULL;
+  assert_int_equal(mcim_jws_sign(issuer.key, &c, &jws), MCIM_OK);
+  assert_int_equal(mcim_op_read(MCIM_OP_ES256_SIGN), sign0 + 1);
+  assert_int_equal(mcim_jws_sign(issuer.pub, &c, &out), MCIM_KEY_INVALID);
+  assert_int_equal(mcim_op_read(MCIM_OP_ES256_SIGN), sign0 + 1);
+  mcim_jws_expect_t x = expect_default();
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), issuer.pub, &x, NULL), MCIM_OK);
+  assert_int_equal(mcim_op_read(MCIM_OP_ES256_VERIFY), ver0 + 1);
+  assert_int_equal(mcim_jws_verify("x.y", 3, issuer.pub, &x, NULL), MCIM_JOSE_MALFORMED);
+  assert_int_equal(mcim_op_read(MCIM_OP_ES256_VERIFY), ver0 + 1);
+  static const uint8_t secret[] = "secret";
+  char *jwe = NULL;
+  uint8_t *pt = NULL;
+  size_t ptlen = 0;
+  assert_int_equal(mcim_jwe_encrypt(recipient.pub, secret, sizeof(secret), &jwe), MCIM_OK);
+  assert_int_equal(mcim_jwe_decrypt(recipient.key, jwe, strlen(jwe), &pt, &ptlen), MCIM_OK);
+  mcim_jose_secret_free(pt, ptlen);
+  assert_int_equal(mcim_op_read(MCIM_OP_ECDH_ES_ENCRYPT), enc0 + 1);
+  assert_int_equal(mcim_op_read(MCIM_OP_ECDH_ES_DECRYPT), dec0 + 1);
+  char *text = mcim_metrics_render(MCIM_MF_CRYPTO), line[96];
+  assert_non_null(text);
+  snprintf(line, sizeof(line), "mcim_crypto_operations_total{op=\"es256_sign\"} %llu\n",
+           (unsigned long long)(sign0 + 1));
+  assert_non_null(strstr(text, line));
+  assert_non_null(strstr(text, "mcim_crypto_operations_total{op=\"tls_client_resumed\"} 0\n"));
+  free(text);
+  free(jwe);
+  free(jws);
 }
 
 static void test_sign_refuses(void **state)
@@ -920,7 +961,7 @@ int main(void)
       cmocka_unit_test(test_replay),         cmocka_unit_test(test_bad_alg),
       cmocka_unit_test(test_malformed),      cmocka_unit_test(test_keys),
       cmocka_unit_test(test_jwe),            cmocka_unit_test(test_package),
-      cmocka_unit_test(test_package_tamper),
+      cmocka_unit_test(test_package_tamper), cmocka_unit_test(test_op_counts),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
