@@ -45,6 +45,7 @@
 #define TXN_F2 "0000000000000000000000000000f002"
 #define TXN_F3 "0000000000000000000000000000f003"
 #define TXN_F4 "0000000000000000000000000000f004"
+#define TXN_F5 "0000000000000000000000000000f005"
 
 static char dir[] = "/tmp/mcim-forgery-XXXXXX";
 static char labdir[128];
@@ -592,6 +593,15 @@ static void test_registration_pending(void **state)
   assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
   snprintf(q, sizeof(q), "SELECT COUNT(*) FROM drf WHERE device = 'mallory' AND sho = 'sho-b'");
   assert_int_equal(db_int("ro", q), 1);
+  /* An entry `released` by an earlier subscription at sho-b is no link: still "not yet". */
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM drf WHERE device = 'mallory' AND"
+                                " sho = 'sho-b' AND state = 'preloaded'"),
+                   1);
+  db_exec("ro", "UPDATE drf SET state = 'released' WHERE device = 'mallory' AND sho = 'sho-b'");
+  assert_int_equal(relay_notice("mallory", tokm, "sho-b", TXN_F4, &status),
+                   MCIM_REGISTRATION_PENDING);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
+  db_exec("ro", "UPDATE drf SET state = 'preloaded' WHERE device = 'mallory' AND sho = 'sho-b'");
   free(tokm);
   free(tok2);
 }
@@ -796,6 +806,44 @@ static bool wait_until(int seconds, bool (*cond)(void *), void *arg)
     usleep(50 * 1000);
   }
   return false;
+}
+
+static bool relay_retried(void *arg)
+{
+  return db_int("ro", (const char *)arg) > 0;
+}
+
+/* The RO relays mallory's switch (resume) to sho-b while sho-b has not heard the MCIM's
+ * install report yet (its AuC entry still `pending`; set here): sho-b answers "not yet"
+ * (503 REPORT_PENDING; a 409 the RO's outbox would take as delivered, and the device would
+ * wait for an activation that never comes), the RO keeps the message pending and asks
+ * again, and sho-b changed nothing. The message is then dropped (the test's lab stays as it
+ * was). */
+static void test_report_pending(void **state)
+{
+  (void)state;
+  long status = 0;
+  char q[256], seen[256];
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  snprintf(q, sizeof(q), "UPDATE auc SET state = 'pending' WHERE imsi = '%s' AND state = 'standby'",
+           imsim_b);
+  db_exec("sho-b", q);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'pending'",
+           imsim_b);
+  assert_int_equal(db_int("sho-b", q), 1);
+  assert_int_equal(relay_notice("mallory", tokm, "sho-b", TXN_F5, &status), MCIM_OK);
+  snprintf(seen, sizeof(seen),
+           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s' AND state = 'pending'"
+           " AND attempts >= 2 AND last_cause = 'REPORT_PENDING'",
+           TXN_F5);
+  assert_true(wait_until(30, relay_retried, seen));
+  assert_int_equal(db_int("sho-b", q), 1);
+  snprintf(q, sizeof(q), "DELETE FROM outbox WHERE peer = 'sho-b' AND txn = '%s'", TXN_F5);
+  db_exec("ro", q);
+  snprintf(q, sizeof(q), "UPDATE auc SET state = 'standby' WHERE imsi = '%s' AND state = 'pending'",
+           imsim_b);
+  db_exec("sho-b", q);
+  free(tokm);
 }
 
 struct stage_wait {
@@ -1066,6 +1114,7 @@ int main(void)
       cmocka_unit_test(test_forged_receipts),
       cmocka_unit_test(test_forged_notifications),
       cmocka_unit_test(test_registration_pending),
+      cmocka_unit_test(test_report_pending),
       cmocka_unit_test(test_token_binding),
       cmocka_unit_test(test_forged_acknowledgements),
   };

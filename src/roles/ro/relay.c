@@ -44,10 +44,15 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
     return MCIM_CLAIM_MISMATCH;
   if (!st)
     return MCIM_STORE_ERROR;
-  /* Only an SHO the registry links to this device (ordered, subscribed, preloaded): what is
-   * relayed is that device's business with that SHO, nothing else. */
+  /* Only an SHO the registry links to this device now (subscribed, preloaded): what is
+   * relayed is that device's business with that SHO, nothing else. An entry `released` by
+   * an earlier subscription there does not count: a switch right after a new preload at
+   * that SHO must wait for the new registration below, not reach the SHO before its MCIM
+   * is in reserve. */
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to)};
-  mcim_cause_t rc = mcim_store_exec(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?",
+  mcim_cause_t rc = mcim_store_exec(st,
+                                    "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                                    " AND state <> 'released'",
                                     p, 2, count_cb, &n);
   /* Not yet: the device's install at that SHO is on record, and the SHO's registration
    * (step 15, sent by its outbox once it heard of the install) is on its way. A device that

@@ -445,6 +445,10 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK)
     rc = mcim_auc_state(st, imsi, state, NULL);
   const char *want = resume ? "active" : "standby";
+  /* A switch to an MCIM whose install report (step 15) has not reached us yet: "not yet"
+   * (the RO's outbox asks again), not WRONG_STATE, which it would take as done. */
+  if (rc == MCIM_OK && resume && strcmp(state, "pending") == 0)
+    rc = MCIM_REPORT_PENDING;
   bool changed = rc == MCIM_OK && strcmp(state, want) != 0;
   if (changed) {
     rc = mcim_auc_set_state(st, imsi, resume ? "standby" : "active", want);
@@ -461,6 +465,8 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   if (in_txn)
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
+    if (rc == MCIM_REPORT_PENDING)
+      resp->retry_after = 1; /* rolled back, its jti with it: the retry is no replay */
     mcim_http_reply_problem(resp, rc, 0, "subscription %s cannot be %s", imsi,
                             resume ? "resumed" : "suspended");
     goto out;
