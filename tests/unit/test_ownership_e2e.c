@@ -147,6 +147,18 @@ static int64_t count_rows(const char *role, const char *sql)
   return n;
 }
 
+/* `sql` run on a role's store (the test reaching in: a fault it cannot cause otherwise). */
+static void exec_sql(const char *role, const char *sql)
+{
+  sqlite3 *db = NULL;
+  char path[512];
+  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+}
+
 static void snapshot(int64_t out[NCOUNTED + 1])
 {
   char sql[128];
@@ -525,6 +537,29 @@ static void test_device_waits_for_order(void **state)
   /* the order, now: the device finds it and the procedure completes */
   assert_int_equal(order_for(wowner, "wdev1", wparams, "sho-a", txn, "initial", NULL), MCIM_OK);
   wait_success(dev, txn, "after the order");
+  /* The SHO orders again after the device discovered (it could not store what the DRF
+   * answered: a crash, its store busy) and the step-8 announcement was given up meanwhile:
+   * the DRF announces again, once, so the procedure is not stranded at the nonce. */
+  char q[256], *o = sign(wowner, "mcim-order+jwt", "subscriber", "wdev1", "sho-a", txn,
+                         json_pack("{s:O,s:O,s:s}", "attestation_cert",
+                                   json_object_get(wparams, "attestation_cert"), "ka_cert",
+                                   json_object_get(wparams, "ka_cert"), "procedure", "initial"));
+  snprintf(q, sizeof(q), "UPDATE outbox SET state = 'failed' WHERE txn = '%s' AND step = 8", txn);
+  exec_sql("ro", q);
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE txn = '%s' AND step = 8 AND"
+           " state IN ('pending', 'delivered')",
+           txn);
+  assert_int_equal(count_rows("ro", q), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/orders",
+                         json_pack("{s:s,s:s,s:s}", "txn", txn, "order", o, "endpoint",
+                                   mcim_lab_url(lab, "sho-a")),
+                         NULL, &status),
+                     MCIM_OK);
+    assert_int_equal(count_rows("ro", q), 1); /* the second order queues nothing more */
+  }
+  free(o);
   mcim_http_client_free(dev);
   mcim_jose_key_free(wowner);
   json_decref(wparams);

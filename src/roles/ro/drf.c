@@ -122,6 +122,59 @@ static json_t *order_answer(const struct mcim_drf_order *o, const char *owner_jw
                    "record", o->record, "owner_jwk", jwk);
 }
 
+/* Step 8: tell the SHO that the device found it (the SHO then asks the PVA, step 9).
+ * A long budget: without it the procedure cannot go on (caller's transaction). */
+static mcim_cause_t queue_ready(struct mcim_role *r, mcim_store_t *st, const char *sho,
+                                const char *txn, const char *device)
+{
+  json_t *ready = json_pack("{s:s,s:s}", "txn", txn, "device", device);
+  mcim_cause_t rc = ready ? mcim_role_outbox_put_budget(r, st, sho, "/v1/devices/ready", ready,
+                                                        txn, 8, "DRF: M2ME ready for provisioning",
+                                                        MCIM_RO_LONG_BUDGET)
+                          : MCIM_NO_MEMORY;
+  json_decref(ready);
+  return rc;
+}
+
+static mcim_cause_t count_one(const mcim_row_t *row, void *arg)
+{
+  *(int64_t *)arg = mcim_row_int(row, 0);
+  return MCIM_OK;
+}
+
+/* The order `o` again from its SHO: if the device has discovered (a step-8 answer is
+ * stored) and no announcement is on its way or delivered, queue one. */
+static mcim_cause_t reannounce(struct mcim_role *r, mcim_store_t *st,
+                               const struct mcim_drf_order *o)
+{
+  int64_t answered = 0, queued = 0;
+  mcim_val_t a[] = {MCIM_TEXT(o->txn), MCIM_TEXT(o->device)};
+  mcim_val_t q[] = {MCIM_TEXT(o->txn)};
+  if (strcmp(mcim_config_str(r->cfg, "drf_notify"), "yes") != 0)
+    return MCIM_OK;
+  mcim_cause_t rc = mcim_store_begin(st);
+  if (rc != MCIM_OK)
+    return rc;
+  rc = mcim_store_exec(st, "SELECT COUNT(*) FROM answers WHERE txn = ? AND step = 8 AND what = ?",
+                       a, 2, count_one, &answered);
+  if (rc == MCIM_OK && answered > 0)
+    rc = mcim_store_exec(st,
+                         "SELECT COUNT(*) FROM outbox WHERE txn = ? AND step = 8 AND"
+                         " path = '/v1/devices/ready' AND state IN ('pending', 'delivered')",
+                         q, 1, count_one, &queued);
+  if (rc == MCIM_OK && answered > 0 && queued == 0) {
+    rc = queue_ready(r, st, o->sho, o->txn, o->device);
+    if (rc == MCIM_OK)
+      mcim_log_event(MCIM_LOG_NOTICE, o->txn, 8, MCIM_OK,
+                     "DRF: %s ordered again by %s after %s discovered: announced again",
+                     o->txn, o->sho, o->device);
+  }
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc == MCIM_OK && queued == 0 && answered > 0)
+    mcim_role_wake(r);
+  return rc;
+}
+
 /* POST /v1/drf/orders (the new SHO, step 1): the subscriber's order as the owner signed it.
  * Only an order the recorded owner signed, addressed to the calling SHO, is recorded; the
  * answer is the RO-signed order record, which the SHO shows the PVA (step 9 / 3) as proof
@@ -169,6 +222,14 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
       rc = MCIM_CONFLICT;
     if (rc != MCIM_OK) {
       mcim_http_reply_problem(resp, rc, 1, "procedure %s is already ordered otherwise", txn);
+      goto out;
+    }
+    /* The SHO asks again because it could not store the order we answered (a crash, its
+     * store busy), and the device may have discovered meanwhile: that announcement went to
+     * an SHO without the order and may have been given up. Again, so the procedure goes on. */
+    rc = reannounce(r, st, &o);
+    if (rc != MCIM_OK) {
+      mcim_http_reply_problem(resp, rc, 1, "procedure %s: announcement not queued", txn);
       goto out;
     }
     mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk));
@@ -472,12 +533,8 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   rc = mcim_store_begin(st);
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 8, device, 200, answer);
-  if (rc == MCIM_OK && strcmp(mcim_config_str(r->cfg, "drf_notify"), "yes") == 0) {
-    json_t *ready = json_pack("{s:s,s:s}", "txn", txn, "device", device);
-    rc = mcim_role_outbox_put(r, st, o.sho, "/v1/devices/ready", ready, txn, 8,
-                              "DRF: M2ME ready for provisioning");
-    json_decref(ready);
-  }
+  if (rc == MCIM_OK && strcmp(mcim_config_str(r->cfg, "drf_notify"), "yes") == 0)
+    rc = queue_ready(r, st, o.sho, txn, device);
   /* The trace row rides on this commit: on PostgreSQL a trace row written after it was a
    * second durable commit under the writers' lock, per discovery (bench/drf_scale.sh). A
    * failed trace insert undoes itself only (the store's statement-level atomicity). */

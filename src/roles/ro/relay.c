@@ -24,7 +24,6 @@
 
 /* About a day of attempts at the outbox's longest backoff (60 s): an SHO that comes back
  * within that is told. */
-#define RELAY_MAX_ATTEMPTS 1440
 
 static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
 {
@@ -92,7 +91,7 @@ mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const ch
     json_object_set_new(body, "step", json_integer(0));
   mcim_cause_t rc = mcim_role_outbox_put_budget(r, st, to, discard ? "/v1/discards"
                                                                    : "/v1/notifications",
-                                                body, txn, 0, msg, RELAY_MAX_ATTEMPTS);
+                                                body, txn, 0, msg, MCIM_RO_LONG_BUDGET);
   json_decref(body);
   return rc;
 }
