@@ -140,6 +140,9 @@ struct mcim_http_lite;
 mcim_cause_t mcim_http_lite_new(const struct mcim_http_client_cfg *cfg,
                                 struct mcim_http_lite **out);
 void mcim_http_lite_free(struct mcim_http_lite *cli);
+/* Close the kept connections (the next call connects again: a full TLS handshake, sessions
+ * are not resumed); bench/bench_floor.c times handshakes with it. */
+void mcim_http_lite_close_connections(struct mcim_http_lite *cli);
 
 struct mcim_http_result {
   long status;        /* HTTP status, 0 if no answer */

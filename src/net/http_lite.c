@@ -214,6 +214,12 @@ static void conn_close(struct lite_conn *c)
   c->key[0] = '\0';
 }
 
+void mcim_http_lite_close_connections(struct mcim_http_lite *cli)
+{
+  for (size_t i = 0; cli && i < LITE_CONNS; i++)
+    conn_close(&cli->conns[i]);
+}
+
 void mcim_http_lite_free(struct mcim_http_lite *cli)
 {
   if (!cli)

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""BENCHMARKS.md from the figures bench/run.sh collected (one file per figure in DIR).
+
+Usage: benchmarks_md.py DIR > BENCHMARKS.md
+Every section is always written; a part that did not run says why ("skipped: ...")."""
+import json
+import os
+import sys
+
+d = sys.argv[1]
+OPS = ["es256_sign", "es256_verify", "ecdh_es_encrypt", "ecdh_es_decrypt", "cert_verify",
+       "aka_av_generate", "aka_resync", "aka_usim_check", "tls_server_full",
+       "tls_server_resumed", "tls_client_full", "tls_client_resumed"]
+RUNS = [("sqlite", "SQLite, 1 instance per role"), ("pg1", "PostgreSQL, 1 instance per role"),
+        ("pg2", "PostgreSQL, 2 instances per role (HAProxy)")]
+PROCS = ["change-old-sho", "mix"]
+
+
+def read(name, default=None):
+    p = os.path.join(d, name)
+    if not os.path.exists(p):
+        return default
+    with open(p, errors="replace") as f:
+        return f.read()
+
+
+def last_json(text):
+    for line in reversed((text or "").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
+def kv(text):
+    out = {}
+    for line in (text or "").splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def num(x, fmt="{:.1f}"):
+    return fmt.format(x) if isinstance(x, (int, float)) else "-"
+
+
+def skipped(key):
+    s = read(key + ".skipped")
+    return ("Skipped: " + s.strip()) if s else None
+
+
+m = kv(read("machine", ""))
+out = []
+w = out.append
+w("# Benchmarks")
+w("")
+w("Written by `bench/run.sh` (`make bench`): every figure below comes from one run of it, each")
+w("next to its peer or its floor measured in the same run. Benchmarks are not tests: the")
+w("figures move with the machine's load (see the load average below); compare the ratios")
+w("within this page, not absolute times across runs. What each part measures: `bench/README.md`;")
+w("the cost of a procedure and its fixes: `docs/performance.md`.")
+if m.get("small") == "1":
+    w("")
+    w("**SMALL=1: tiny sizes (a check that everything runs); these figures mean nothing.**")
+w("")
+w("## Machine")
+w("")
+w("| | |")
+w("|---|---|")
+for k, label in [("date", "date (UTC)"), ("commit", "git commit"), ("nproc", "cores (nproc)"),
+                 ("cpu", "CPU model"), ("kernel", "kernel"), ("debian", "Debian version"),
+                 ("load_start", "load average at the start (1, 5, 15 min)"),
+                 ("load_end", "load average at the end"), ("seconds", "duration of the run (s)"),
+                 ("devices", "loadgen devices per run"), ("concurrency", "loadgen concurrency")]:
+    w(f"| {label} | {m.get(k, '?')} |")
+w("")
+
+w("## Commands")
+w("")
+w("In their order; `LAB` is a fresh lab folder of the run, `BIN` " + f"`{m.get('bin', '?')}`" + ".")
+w("")
+w("```sh")
+w(f"bash bench/run.sh {m.get('bin', 'BIN')}   # SMALL={m.get('small', '0')}, "
+  f"BENCH_DEVICES={m.get('devices', '?')}, BENCH_CONCURRENCY={m.get('concurrency', '?')}")
+w((read("commands", "") or "").strip())
+w("```")
+w("")
+
+# ---- Milenage ----
+w("## Milenage: mcim vs libosmocore")
+w("")
+s = skipped("milenage")
+if s:
+    w(s)
+else:
+    mk = kv(read("milenage", ""))
+    rows = []
+    for line in (read("milenage", "") or "").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1].startswith("av_per_s="):
+            rows.append((parts[0], float(parts[1].split("=")[1]), float(parts[2].split("=")[1])))
+    w("One thread, 1024 subscribers cycled, a fresh RAND and the subscriber's key schedule per")
+    w("vector; interleaved rounds in one process, median (`bench/bench_milenage.c`).")
+    w("")
+    w("| contender | AVs/s | ns per AV |")
+    w("|---|---|---|")
+    for name, rate, ns in rows:
+        w(f"| {name} | {rate:,.0f} | {ns:.1f} |")
+    w("")
+    w(f"mcim / libosmocore (same RAND source): **{mk.get('ratio_mcim_vs_osmo_pool', '?')}x**; "
+      f"against libosmocore with osmo_get_rand_id per vector (as osmo-hlr): "
+      f"{mk.get('ratio_mcim_vs_osmo_getrandom', '?')}x; mcim through EVP: "
+      f"{mk.get('ratio_mcim_evp_vs_osmo_pool', '?')}x.")
+mm = kv(read("mcim_milenage", ""))
+if mm:
+    w("")
+    w(f"`mcim bench milenage`: {float(mm.get('av_per_s', 0)):,.0f} AVs/s "
+      f"({mm.get('ns_per_av', '?')} ns per AV, AES access {mm.get('aes_access', '?')}).")
+w("")
+
+# ---- floor ----
+floor = last_json(read("floor"))
+prices = (floor or {}).get("us_per_op", {})
+cores = (floor or {}).get("cores") or int(m.get("nproc", "1") or 1)
+
+
+def floor_of(counts):
+    if not prices or not counts:
+        return None
+    return sum(counts.get(op, 0) * prices.get(op, 0) for op in OPS) / 1000.0
+
+
+w("## The crypto floor of a procedure")
+w("")
+s = skipped("floor")
+if s or not floor:
+    w(s or "Skipped: bench_floor printed no result.")
+else:
+    w("Each costly operation a procedure does, timed alone with mcim's own code in one thread")
+    w("(CPU time, median of interleaved rounds: `bench/bench_floor.c`), priced by the operations")
+    w("a loadgen run counted per completed procedure (`crypto_ops_per_procedure`: this process's")
+    w("counters and every daemon's `/metrics`, `include/mcim/opcount.h`). The floor is the CPU a")
+    w("procedure would cost if it did nothing but these operations; its rate is that on all "
+      f"{cores} cores.")
+    w("")
+    counts = floor.get("counts") or {}
+    src = (read("floor.counts", "") or "no counts").strip()
+    w(f"| operation | µs per operation | per procedure ({src}) | µs per procedure |")
+    w("|---|---|---|---|")
+    for op in OPS:
+        c = counts.get(op)
+        w(f"| {op} | {num(prices.get(op))} | {num(c, '{:.2f}')} | "
+          f"{num(c * prices.get(op, 0) if c is not None else None)} |")
+    w("")
+    mhd = floor.get("mhd_loopback_us") or {}
+    w("TLS: a full mutual-TLS handshake alone, GnuTLS as the roles' server (their policy and")
+    w("credentials, the client's chain verified) and OpenSSL as the agent's client, both ends")
+    w("stepped in one thread over a socket pair, each side's CPU apart. Resumed handshakes are")
+    w("priced as full ones (the counts below show how many there were). Through the real server")
+    w("on loopback (libmicrohttpd, a GET on a new connection minus one on a kept connection) the")
+    w(f"same handshake cost the client {num(mhd.get('client'))} µs and the server process "
+      f"{num(mhd.get('server'))} µs: the server's figure includes libmicrohttpd polling the")
+    w("connection while the client waits for a core, so it grows with the load; the floor")
+    w("uses the handshake alone.")
+    if "floor_ms_per_procedure" in floor:
+        w("")
+        w(f"**Floor: {floor['floor_ms_per_procedure']:.2f} ms of CPU per procedure** (devices and "
+          f"owners {floor.get('floor_devices_ms', 0):.2f} ms, daemons "
+          f"{floor.get('floor_daemons_ms', 0):.2f} ms), **{floor['floor_per_s']:.0f} procedures/s** "
+          f"on {cores} cores.")
+w("")
+
+# ---- loadgen ----
+w("## Procedures under load (mcim loadgen)")
+w("")
+w("Each lab fresh; `change-old-sho`: per device an initial provisioning, then a change of SHO")
+w("via the old SHO (2 procedures); `mix`: change-old-sho, change-pristine and switch in turn.")
+w("CPU: loadgen's own (the simulated devices and owners) and every daemon's, per completed")
+w("procedure. Floor: that run's operation counts priced as above. `x floor`: CPU per procedure")
+w("over the floor; `of floor rate`: procedures/s over the floor's rate.")
+w("")
+w("| lab | procedure | procedures | errors | invariants | per s | p50 ms | p99 ms | CPU ms per procedure | floor ms | x floor | of floor rate |")
+w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+notes = []
+count_cols = []
+for key, label in RUNS:
+    s = skipped(key)
+    if s:
+        w(f"| {label} | | | | | | | | | | | |")
+        notes.append(f"{label}: {s}")
+        continue
+    for proc in PROCS:
+        r = last_json(read(f"lg-{key}-{proc}.json"))
+        if not r:
+            w(f"| {label} | {proc} | no report | | | | | | | | | |")
+            notes.append(f"{label}, {proc}: loadgen printed no report "
+                         f"(exit status {(read(f'lg-{key}-{proc}.status') or '?').strip()})")
+            continue
+        errs = sum(r.get("errors", {}).values())
+        inv = r.get("invariants")
+        inv = inv if isinstance(inv, str) else f"{len(inv)} failed"
+        lat = r.get("latency_ms", {})
+        cpu = r.get("cpu", {}).get("per_procedure_ms")
+        cnt = r.get("crypto_ops_per_procedure") or {}
+        fl = floor_of(cnt)
+        rate = cores * 1000.0 / fl if fl else None
+        w(f"| {label} | {proc} | {r.get('procedures', 0)} | {errs} | {inv} | "
+          f"{num(r.get('per_s'))} | {num(lat.get('p50'), '{:.0f}')} | {num(lat.get('p99'), '{:.0f}')} | "
+          f"{num(cpu)} | {num(fl, '{:.2f}')} | "
+          f"{num(cpu / fl if cpu and fl else None, '{:.1f}')} | "
+          f"{num(r.get('per_s') / rate if rate and r.get('per_s') is not None else None, '{:.3f}')} |")
+        missing = (r.get("crypto_ops") or {}).get("instances_missing") or []
+        if missing:
+            notes.append(f"{label}, {proc}: not counted (no /metrics): {', '.join(missing)}")
+        ex = (r.get("crypto_ops") or {}).get("excluded") or {}
+        if ex.get("health_checks"):
+            notes.append(f"{label}, {proc}: {ex['health_checks']} server handshakes of HAProxy's "
+                         "health checks taken out of the counts")
+        count_cols.append((f"{key} {proc}", cnt))
+for n in notes:
+    w("")
+    w("- " + n)
+w("")
+w("### Operations per completed procedure")
+w("")
+if count_cols:
+    w("| operation | " + " | ".join(c[0] for c in count_cols) + " |")
+    w("|---|" + "---|" * len(count_cols))
+    for op in OPS:
+        w(f"| {op} | " + " | ".join(num(c[1].get(op), "{:.2f}") for c in count_cols) + " |")
+else:
+    w("Skipped: no loadgen run reported counts.")
+w("")
+
+# ---- footprint ----
+w("## The device agent's footprint")
+w("")
+fp = last_json(read("footprint"))
+s = skipped("footprint")
+if s or not fp:
+    w(s or "Skipped: bench/agent_footprint.sh printed no result.")
+else:
+    w("A real `m2me` in a lab of its own (`bench/agent_footprint.sh`, docs/device.md \"Footprint\").")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    w(f"| binary size | {fp.get('binary_bytes', 0):,} bytes |")
+    w(f"| shared libraries mapped | {fp.get('libraries', '?')} |")
+    w(f"| VmRSS / VmHWM after the start | {fp.get('start_vmrss_kb')} / {fp.get('start_vmhwm_kb')} KiB |")
+    w(f"| peak VmHWM over run initial + run change --via old-sho | {fp.get('peak_vmhwm_kb')} KiB |")
+    w(f"| idle CPU over {fp.get('idle_seconds')} s | {fp.get('idle_cpu_ms_per_s')} ms/s |")
+    w(f"| idle wake-ups (context switches of all threads) | {fp.get('idle_wakeups_per_s')} /s |")
+w("")
+sys.stdout.write("\n".join(out))
