@@ -347,8 +347,9 @@ static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const
   mcim_val_t own[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
   int64_t n;
   if (strcmp(state, "released") == 0) {
+    /* none yet: the registration it ends may still be on its way (overtaken) */
     n = count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?", own, 2);
-    return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_NOT_PARTY;
+    return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_REGISTRATION_PENDING;
   }
   mcim_val_t inst[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(sho)};
   n = count_rows(st,
@@ -389,9 +390,10 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
       {"txn", MCIM_JV_HEX, true, 32},         {"device", MCIM_JV_STRING, true, 63},
       {"sho", MCIM_JV_STRING, true, 63},      {"state", MCIM_JV_STRING, true, 16},
       {"endpoint", MCIM_JV_STRING, true, 255}, {"step", MCIM_JV_INTEGER, false, 0},
+      {"seq", MCIM_JV_INTEGER, false, 0},
   };
   char err[200];
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 6, err, sizeof(err));
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 7, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 14, "%s", err);
     return;
@@ -427,6 +429,13 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 14, "store unavailable (retry)");
     return;
   }
+  if (rc == MCIM_REGISTRATION_PENDING) {
+    mcim_store_rollback(st);
+    resp->retry_after = 1;
+    mcim_http_reply_problem(resp, rc, 14,
+                            "%s holds no entry for this device yet: its release waits for it", sho);
+    return;
+  }
   if (rc != MCIM_OK) {
     mcim_store_rollback(st);
     mcim_log_event(MCIM_LOG_WARN, txn, 14, MCIM_NOT_PARTY,
@@ -440,15 +449,38 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     return;
   }
   int64_t now = mcim_now();
+  json_t *jseq = json_object_get(req->json, "seq");
+  int64_t seq = jseq ? (int64_t)json_integer_value(jseq) : 0;
   mcim_val_t d[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
+  /* An older registration than the entry's (overtaken on the way): the newer one stands;
+   * answered as done, so the SHO's outbox stops. Without `seq` (an older SHO) the last
+   * delivered wins, as before. */
+  mcim_val_t newer[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_INT(seq)};
+  int64_t n = seq > 0 ? count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                                       " AND seq > ?",
+                                   newer, 3)
+                      : 0;
+  if (n != 0) {
+    mcim_store_rollback(st);
+    if (n < 0) {
+      mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable (retry)");
+      return;
+    }
+    mcim_log_event(MCIM_LOG_NOTICE, txn, 0, MCIM_OK,
+                   "DRF: %s's registration of %s as %s overtaken by a newer one: kept the newer",
+                   sho, device, state);
+    mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s,s:s,s:b}", "device", device, "sho", sho,
+                                              "state", state, "superseded", 1));
+    return;
+  }
   rc = mcim_store_exec(st, "DELETE FROM drf WHERE device = ? AND sho = ?", d, 2, NULL, NULL);
   if (rc == MCIM_OK) {
-    mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(sho),  MCIM_TEXT(state),
-                      MCIM_TEXT(endpoint), MCIM_TEXT(txn), MCIM_INT(now)};
+    mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(sho),  MCIM_TEXT(state), MCIM_TEXT(endpoint),
+                      MCIM_TEXT(txn),    MCIM_INT(now),   MCIM_INT(seq)};
     rc = mcim_store_exec(st,
-                         "INSERT INTO drf (device, sho, state, endpoint, txn, updated)"
-                         " VALUES (?, ?, ?, ?, ?, ?)",
-                         p, 6, NULL, NULL);
+                         "INSERT INTO drf (device, sho, state, endpoint, txn, updated, seq)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
   }
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {

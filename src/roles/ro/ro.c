@@ -53,6 +53,11 @@ static const mcim_migration_t ro_migrations[] = {
     {5, "indexes at operator scale: DPF packages by age, PCIDs by device",
      "CREATE INDEX dpf_packages_updated ON dpf_packages (state, updated);"
      "CREATE INDEX auc_device ON auc (device)"},
+    /* An SHO's registrations of one device can overtake each other (two instances of the
+     * SHO deliver in parallel, a retry waits in backoff): `seq` (the SHO's time of queueing,
+     * microseconds) keeps the newest. */
+    {6, "DRF registrations ordered by the SHO's sequence",
+     "ALTER TABLE drf ADD COLUMN seq BIGINT NOT NULL DEFAULT 0"},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
