@@ -151,9 +151,11 @@ mcim_cause_t mcim_store_query_int(mcim_store_t *st, const char *sql, const mcim_
 /* One statement in its own transaction that need not be on disk when it returns: records
  * whose loss in a crash harms nothing (the trace, an outbox message marked delivered, which
  * is delivered again and deduplicated). It reaches the disk with the next durable commit on
- * this handle (SQLite: WAL frames written without their fsync, synced by the next commit's).
- * Inside an open transaction it is part of that transaction, durable as it is. On a backend
- * without the choice (PostgreSQL here) it is mcim_store_exec. */
+ * this handle (SQLite: WAL frames written without their fsync, synced by the next commit's;
+ * PostgreSQL: synchronous_commit off for it, the server's WAL writer flushes it within
+ * wal_writer_delay, a durable commit flushes it with itself). Inside an open transaction it
+ * is part of that transaction, durable as it is. On a backend without the choice it is
+ * mcim_store_exec. */
 mcim_cause_t mcim_store_exec_relaxed(mcim_store_t *st, const char *sql, const mcim_val_t *params,
                                      size_t nparams, mcim_row_cb cb, void *arg);
 /* Statements without parameters, separated by `;` (schema scripts). */

@@ -1016,6 +1016,17 @@ static const char *pg_errmsg(void *conn)
   return c ? c->errmsg : "";
 }
 
+/* Relaxed commits (mcim_store_exec_relaxed): the server answers the COMMIT before its WAL
+ * reaches the disk (synchronous_commit off, for this session until set back). A crash of the
+ * server may lose the last such commits (the WAL writer flushes them within
+ * wal_writer_delay), never a durable one, and never out of order: a durable commit flushes
+ * the WAL up to itself, earlier relaxed commits included. */
+static mcim_cause_t pg_set_durable(void *conn, bool durable)
+{
+  struct pg_conn *c = conn;
+  return run_simple(c, durable ? "SET synchronous_commit TO on" : "SET synchronous_commit TO off");
+}
+
 const mcim_store_ops_t mcim_store_postgres_ops = {
     .name = "postgres",
     .open = pg_open,
@@ -1025,6 +1036,7 @@ const mcim_store_ops_t mcim_store_postgres_ops = {
     .rollback = pg_rollback,
     .exec = pg_exec,
     .exec_script = pg_exec_script,
+    .set_durable = pg_set_durable,
     .changes = pg_changes,
     .errmsg = pg_errmsg,
 };

@@ -718,8 +718,9 @@ static void test_pragmas(void **state)
   assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
-/* mcim_store_exec_relaxed: its row is there at once, for other handles too; on SQLite the
- * handle is back to synchronous = FULL afterwards (the next commit is durable and syncs the
+/* mcim_store_exec_relaxed: its row is there at once, for other handles too; the handle is
+ * back to durable commits afterwards (SQLite synchronous = FULL, PostgreSQL
+ * synchronous_commit on) (the next commit is durable and syncs the
  * relaxed one with it); inside a transaction it belongs to the transaction (a rollback takes
  * it away). */
 static void test_relaxed(void **state)
@@ -736,6 +737,14 @@ static void test_relaxed(void **state)
   if (!pg) {
     assert_int_equal(mcim_store_query_int(st, "PRAGMA synchronous", NULL, 0, &v), MCIM_OK);
     assert_int_equal(v, 2); /* FULL again */
+  } else {
+    /* on again: the next commit waits for its WAL flush */
+    assert_int_equal(mcim_store_query_int(st,
+                                          "SELECT CASE WHEN current_setting('synchronous_commit')"
+                                          " = 'on' THEN 1 ELSE 0 END",
+                                          NULL, 0, &v),
+                     MCIM_OK);
+    assert_int_equal(v, 1);
   }
   assert_int_equal(mcim_store_begin(st), MCIM_OK);
   assert_int_equal(mcim_store_exec_relaxed(st, "INSERT INTO r (x) VALUES (?)", two, 1, NULL, NULL),
@@ -750,6 +759,13 @@ static void test_relaxed(void **state)
   if (!pg) {
     assert_int_equal(mcim_store_query_int(st, "PRAGMA synchronous", NULL, 0, &v), MCIM_OK);
     assert_int_equal(v, 2);
+  } else {
+    assert_int_equal(mcim_store_query_int(st,
+                                          "SELECT CASE WHEN current_setting('synchronous_commit')"
+                                          " = 'on' THEN 1 ELSE 0 END",
+                                          NULL, 0, &v),
+                     MCIM_OK);
+    assert_int_equal(v, 1);
   }
   mcim_store_close(other);
   mcim_store_close(st);
