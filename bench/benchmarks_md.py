@@ -84,7 +84,7 @@ w("")
 w("In their order; `LAB` is a fresh lab folder of the run, `BIN` " + f"`{m.get('bin', '?')}`" + ".")
 w("")
 w("```sh")
-w(f"bash bench/run.sh {m.get('bin', 'BIN')}   # SMALL={m.get('small', '0')}, "
+w(f"bash bench/run.sh BIN   # SMALL={m.get('small', '0')}, "
   f"BENCH_DEVICES={m.get('devices', '?')}, BENCH_CONCURRENCY={m.get('concurrency', '?')}")
 w((read("commands", "") or "").strip())
 w("```")

@@ -61,7 +61,7 @@ trap cleanup EXIT
 mkdir -p "$work/r"
 r=$work/r # one file per figure, read by the writer of BENCHMARKS.md
 skip() { echo "$2" >"$r/$1.skipped"; echo "== skipped: $2" >&2; }
-cmd() { echo "$*" | sed "s|$bin/|BIN/|g" >>"$r/commands"; } # the commands, in their order
+cmd() { echo "$*" | sed "s|$bin|BIN|g" >>"$r/commands"; } # the commands, in their order
 
 # ---- machine ----
 {
@@ -83,7 +83,7 @@ t_start=$(date +%s)
 read -ra extra <<<"$milenage_args"
 if [ -x "$bin/bench_milenage" ]; then
   echo "== mcim vs libosmocore: Milenage AV generation (one process, interleaved rounds)"
-  cmd "$bin/bench_milenage ${extra[*]}"
+  cmd "$bin/bench_milenage${extra[*]:+ ${extra[*]}}"
   "$bin/bench_milenage" "${extra[@]}" | tee "$r/milenage"
 else
   skip milenage "bench_milenage is not built: libosmocore-dev was missing when $bin was configured (scripts/deps.sh installs it)"
@@ -97,8 +97,7 @@ lab_up() { # lab_up KEY ARGS...: a lab in $work/KEY, or a skip with the reason
   local key=$1
   shift
   labs+=("$work/$key")
-  cmd "mcim lab up $* --dir LAB   # $key"
-  cmd "mcim lab down --dir LAB    # after the two loadgen runs"
+  cmd "mcim lab up${*:+ $*} --dir LAB   # $key"
   if ! "$bin/mcim" lab up "$@" --dir "$work/$key" >"$work/$key.up.log" 2>&1; then
     skip "$key" "mcim lab up $* failed: $(tail -n 3 "$work/$key.up.log" | tr '\n' ' ')"
     return 1
@@ -133,6 +132,7 @@ for key in $stores; do
   lab_up "$key" "${args[@]}" || continue
   run_loadgen "$key" change-old-sho
   run_loadgen "$key" mix
+  cmd "mcim lab down --dir LAB   # $key"
   "$bin/mcim" lab down --dir "$work/$key" >/dev/null 2>&1 || true
 done
 
