@@ -500,17 +500,6 @@ static void teardown(struct fctx *f)
   }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-  qsort(v, (size_t)n, sizeof(double), cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* What is timed: the ops, then the two helpers of the TLS figure. */
 enum { T_SIGN, T_VERIFY, T_ENC, T_DEC, T_CERT, T_AV, T_RESYNC, T_USIM, T_PAIR, T_TLS, T_KEPT, NT };
@@ -637,12 +626,13 @@ int main(int argc, char **argv)
         pair_srv[r] = f.pair_server_ns;
     }
   for (int j = 0; j < NT; j++)
-    med[j] = median(per[j], rounds);
-  double srv_hs = median(server, rounds), srv_kept = median(kept_srv, rounds);
+    med[j] = mcim_median(per[j], (size_t)rounds);
+  double srv_hs = mcim_median(server, (size_t)rounds);
+  double srv_kept = mcim_median(kept_srv, (size_t)rounds);
   /* through the daemons' own server: a new connection's GET minus a kept-alive GET */
   double mhd_cli_ns = med[T_TLS] - med[T_KEPT], mhd_srv_ns = srv_hs - srv_kept;
   /* the price: the handshake alone */
-  double cli_ns = med[T_PAIR], srv_ns = median(pair_srv, rounds);
+  double cli_ns = med[T_PAIR], srv_ns = mcim_median(pair_srv, (size_t)rounds);
 
   /* the price of every op of include/mcim/opcount.h */
   double price[MCIM_OP_COUNT_];

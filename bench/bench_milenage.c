@@ -104,17 +104,6 @@ static double timed(chunk_fn fn, struct ctx *c, unsigned ms)
   return (double)(c->n - start_n) * 1e9 / (double)(t1 - t0);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-  qsort(v, (size_t)n, sizeof(double), cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static const char *const names[NC] = {"mcim", "mcim/evp", "osmo/pool", "osmo/getrnd"};
 static const chunk_fn fns[NC] = {chunk_mcim, chunk_mcim_evp, chunk_osmo_pool,
@@ -203,7 +192,7 @@ int main(int argc, char **argv)
          SUBSCRIBERS, rounds, round_ms);
   printf("mcim AES access: %s\n", mcim_milenage_aes_name(mcim_milenage_aes(c[0].m)));
   for (int j = 0; j < NC; j++) {
-    med[j] = median(rate[j], rounds);
+    med[j] = mcim_median(rate[j], (size_t)rounds);
     printf("%-12s av_per_s=%.0f  ns_per_av=%.1f\n", names[j], med[j], 1e9 / med[j]);
   }
   printf("ratio_mcim_vs_osmo_pool=%.2f\n", med[0] / med[2]);

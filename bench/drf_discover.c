@@ -69,22 +69,6 @@ static double now_ms(void)
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double pct(const double *v, size_t n, double p)
-{
-  if (n == 0)
-    return 0;
-  size_t i = (size_t)(p / 100.0 * (double)n + 0.999999);
-  if (i < 1)
-    i = 1;
-  return v[(i > n ? n : i) - 1];
-}
-
 /* The RO's histogram of POST /v1/drf/discover, by bucket bound (le), summed over codes. */
 #define NB 16
 struct hist {
@@ -227,7 +211,7 @@ static bool answer_right(struct dev *v, const char *txn, const json_t *answer)
 
 static void report(struct phase *ph, json_t *out)
 {
-  qsort(ph->ms, ph->n, sizeof(double), cmp_double);
+  mcim_sort_doubles(ph->ms, ph->n);
   double sum = 0;
   for (size_t i = 0; i < ph->n; i++)
     sum += ph->ms[i];
@@ -235,8 +219,8 @@ static void report(struct phase *ph, json_t *out)
   double srv_mean = ph->srv_count > 0 ? ph->srv_sum * 1000 / ph->srv_count : 0;
   printf("%-8s n=%zu errors=%zu wrong=%zu  client ms: p50 %.3f p95 %.3f p99 %.3f max %.3f mean %.3f"
          "  server: n=%.0f mean %.3f ms, <=1ms %.1f%%, <=2.5ms %.1f%%, p50 <= %s ms, p99 <= %s ms\n",
-         ph->name, ph->n, ph->errors, ph->wrong, pct(ph->ms, ph->n, 50), pct(ph->ms, ph->n, 95),
-         pct(ph->ms, ph->n, 99), ph->n ? ph->ms[ph->n - 1] : 0, mean, ph->srv_count, srv_mean,
+         ph->name, ph->n, ph->errors, ph->wrong, mcim_percentile(ph->ms, ph->n, 50), mcim_percentile(ph->ms, ph->n, 95),
+         mcim_percentile(ph->ms, ph->n, 99), ph->n ? ph->ms[ph->n - 1] : 0, mean, ph->srv_count, srv_mean,
          ph->srv_count > 0 ? 100 * ph->srv_le1 / ph->srv_count : 0,
          ph->srv_count > 0 ? 100 * ph->srv_le25 / ph->srv_count : 0, ph->srv_p50, ph->srv_p99);
   json_object_set_new(
@@ -244,8 +228,8 @@ static void report(struct phase *ph, json_t *out)
       json_pack("{s:I,s:I,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f},s:{s:I,s:f,s:f,s:f,s:s,s:s}}", "n",
                 (json_int_t)ph->n, "errors", (json_int_t)ph->errors, "wrong",
                 (json_int_t)ph->wrong, "causes", json_deep_copy(ph->causes), "client_ms", "p50",
-                pct(ph->ms, ph->n, 50), "p95", pct(ph->ms, ph->n, 95), "p99",
-                pct(ph->ms, ph->n, 99), "max", ph->n ? ph->ms[ph->n - 1] : 0, "mean", mean,
+                mcim_percentile(ph->ms, ph->n, 50), "p95", mcim_percentile(ph->ms, ph->n, 95), "p99",
+                mcim_percentile(ph->ms, ph->n, 99), "max", ph->n ? ph->ms[ph->n - 1] : 0, "mean", mean,
                 "server", "n", (json_int_t)ph->srv_count, "mean_ms", srv_mean, "le_1ms",
                 ph->srv_count > 0 ? ph->srv_le1 / ph->srv_count : 0, "le_2_5ms",
                 ph->srv_count > 0 ? ph->srv_le25 / ph->srv_count : 0, "p50_le_ms", ph->srv_p50,

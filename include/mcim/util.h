@@ -41,6 +41,13 @@ int64_t mcim_now(void);
 int64_t mcim_now_us(void);
 uint64_t mcim_monotonic_ns(void);
 
+/* Measurement summaries (loadgen, bench/): `v` sorted in place, ascending. */
+void mcim_sort_doubles(double *v, size_t n);
+/* The nearest-rank percentile `p` (0-100] of `sorted` (ascending); 0 when n is 0. */
+double mcim_percentile(const double *sorted, size_t n, double p);
+/* The median of `v` (sorted in place); 0 when n is 0. */
+double mcim_median(double *v, size_t n);
+
 /* The stack of the device agent's threads (its worker, its control server's): the deepest
  * stack they touch in a procedure is about 24 KiB (bench/agent_footprint.sh, smaps), and the
  * deepest JSON jansson parses (2048 levels, its limit: any answer or request body) takes

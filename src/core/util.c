@@ -197,3 +197,33 @@ int mcim_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg
   pthread_attr_destroy(&attr);
   return rc;
 }
+
+static int cmp_double(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+void mcim_sort_doubles(double *v, size_t n)
+{
+  if (n > 1)
+    qsort(v, n, sizeof(double), cmp_double);
+}
+
+double mcim_percentile(const double *sorted, size_t n, double p)
+{
+  if (n == 0)
+    return 0;
+  size_t rank = (size_t)(p / 100.0 * (double)n + 0.999999);
+  if (rank < 1)
+    rank = 1;
+  return sorted[(rank > n ? n : rank) - 1];
+}
+
+double mcim_median(double *v, size_t n)
+{
+  if (n == 0)
+    return 0;
+  mcim_sort_doubles(v, n);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}

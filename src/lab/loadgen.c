@@ -86,23 +86,6 @@ static void series_add(struct series *s, double ms)
   s->v[s->n++] = ms;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile of sorted values. */
-static double pct(const double *v, size_t n, double p)
-{
-  if (n == 0)
-    return 0;
-  size_t rank = (size_t)(p / 100.0 * (double)n + 0.999999);
-  if (rank < 1)
-    rank = 1;
-  return v[(rank > n ? n : rank) - 1];
-}
-
 static double round2(double x)
 {
   return (double)(long long)(x * 100.0 + 0.5) / 100.0;
@@ -110,9 +93,9 @@ static double round2(double x)
 
 static json_t *latency_json(struct series *s)
 {
-  qsort(s->v, s->n, sizeof(double), cmp_double);
-  return json_pack("{s:f,s:f,s:f,s:f}", "p50", round2(pct(s->v, s->n, 50)), "p95",
-                   round2(pct(s->v, s->n, 95)), "p99", round2(pct(s->v, s->n, 99)), "max",
+  mcim_sort_doubles(s->v, s->n);
+  return json_pack("{s:f,s:f,s:f,s:f}", "p50", round2(mcim_percentile(s->v, s->n, 50)), "p95",
+                   round2(mcim_percentile(s->v, s->n, 95)), "p99", round2(mcim_percentile(s->v, s->n, 99)), "max",
                    round2(s->n ? s->v[s->n - 1] : 0));
 }
 

@@ -79,12 +79,29 @@ static void test_ct_equal(void **state)
   assert_false(mcim_ct_equal("abcd", "abce", 4));
 }
 
+/* Nearest-rank percentiles and the median, as loadgen and the benches report them. */
+static void test_percentiles(void **state)
+{
+  (void)state;
+  double v[] = {5, 1, 4, 2, 3, 10, 9, 8, 7, 6};
+  mcim_sort_doubles(v, 10);
+  assert_true(v[0] == 1 && v[9] == 10);
+  assert_true(mcim_percentile(v, 10, 50) == 5);
+  assert_true(mcim_percentile(v, 10, 95) == 10);
+  assert_true(mcim_percentile(v, 10, 1) == 1);
+  assert_true(mcim_percentile(v, 0, 50) == 0);
+  double odd[] = {3, 1, 2}, even[] = {4, 1, 3, 2};
+  assert_true(mcim_median(odd, 3) == 2);
+  assert_true(mcim_median(even, 4) == 2.5);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hex_roundtrip),  cmocka_unit_test(test_hex_errors),
       cmocka_unit_test(test_b64url_rfc4648), cmocka_unit_test(test_b64url_errors),
       cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
+      cmocka_unit_test(test_percentiles),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

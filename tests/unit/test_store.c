@@ -718,6 +718,20 @@ static void test_pragmas(void **state)
   assert_int_equal(sb.st_mode & 0777, 0600);
 }
 
+/* The handle commits durably again: SQLite synchronous = FULL, PostgreSQL
+ * synchronous_commit on (the next commit waits for its WAL flush). */
+static void assert_durable(mcim_store_t *st)
+{
+  int64_t v = -1;
+  assert_int_equal(mcim_store_query_int(st,
+                                        pg ? "SELECT CASE WHEN current_setting('synchronous_commit')"
+                                             " = 'on' THEN 2 ELSE 0 END"
+                                           : "PRAGMA synchronous",
+                                        NULL, 0, &v),
+                   MCIM_OK);
+  assert_int_equal(v, 2);
+}
+
 /* mcim_store_exec_relaxed: its row is there at once, for other handles too; the handle is
  * back to durable commits afterwards (SQLite synchronous = FULL, PostgreSQL
  * synchronous_commit on) (the next commit is durable and syncs the
@@ -727,25 +741,14 @@ static void test_relaxed(void **state)
 {
   struct fx *fx = *state;
   mcim_store_t *st = open_db(fx->db), *other = open_db(fx->db);
-  int64_t n = -1, v = -1;
+  int64_t n = -1;
   assert_int_equal(mcim_store_exec_script(st, "CREATE TABLE r (x BIGINT NOT NULL)"), MCIM_OK);
   mcim_val_t one[] = {MCIM_INT(1)}, two[] = {MCIM_INT(2)};
   assert_int_equal(mcim_store_exec_relaxed(st, "INSERT INTO r (x) VALUES (?)", one, 1, NULL, NULL),
                    MCIM_OK);
   assert_int_equal(mcim_store_query_int(other, "SELECT COUNT(*) FROM r", NULL, 0, &n), MCIM_OK);
   assert_int_equal(n, 1);
-  if (!pg) {
-    assert_int_equal(mcim_store_query_int(st, "PRAGMA synchronous", NULL, 0, &v), MCIM_OK);
-    assert_int_equal(v, 2); /* FULL again */
-  } else {
-    /* on again: the next commit waits for its WAL flush */
-    assert_int_equal(mcim_store_query_int(st,
-                                          "SELECT CASE WHEN current_setting('synchronous_commit')"
-                                          " = 'on' THEN 1 ELSE 0 END",
-                                          NULL, 0, &v),
-                     MCIM_OK);
-    assert_int_equal(v, 1);
-  }
+  assert_durable(st);
   assert_int_equal(mcim_store_begin(st), MCIM_OK);
   assert_int_equal(mcim_store_exec_relaxed(st, "INSERT INTO r (x) VALUES (?)", two, 1, NULL, NULL),
                    MCIM_OK);
@@ -756,17 +759,7 @@ static void test_relaxed(void **state)
   assert_int_not_equal(mcim_store_exec_relaxed(st, "INSERT INTO nowhere (x) VALUES (?)", one, 1,
                                                NULL, NULL),
                        MCIM_OK);
-  if (!pg) {
-    assert_int_equal(mcim_store_query_int(st, "PRAGMA synchronous", NULL, 0, &v), MCIM_OK);
-    assert_int_equal(v, 2);
-  } else {
-    assert_int_equal(mcim_store_query_int(st,
-                                          "SELECT CASE WHEN current_setting('synchronous_commit')"
-                                          " = 'on' THEN 1 ELSE 0 END",
-                                          NULL, 0, &v),
-                     MCIM_OK);
-    assert_int_equal(v, 1);
-  }
+  assert_durable(st);
   mcim_store_close(other);
   mcim_store_close(st);
 }
