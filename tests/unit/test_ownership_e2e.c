@@ -556,6 +556,19 @@ static void test_device_waits_for_order(void **state)
                    MCIM_ORDER_NOT_STORED_YET);
   assert_int_equal(status, 503);
   mcim_http_client_free(ro_cli);
+  /* only the RO announces: another SHO is FORBIDDEN, no certificate is not heard, and
+   * neither leaves anything at the SHO */
+  assert_int_equal(req(sho_b_cli, "POST", "sho-a", "/v1/devices/ready",
+                       json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1"), NULL, &status),
+                   MCIM_FORBIDDEN);
+  assert_int_equal(status, 403);
+  assert_int_equal(req(plain_cli, "POST", "sho-a", "/v1/devices/ready",
+                       json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1"), NULL, &status),
+                   MCIM_PEER_NOT_AUTHENTICATED);
+  assert_int_equal(status, 401);
+  char none[160];
+  snprintf(none, sizeof(none), "SELECT COUNT(*) FROM orders WHERE txn = '%s'", txn);
+  assert_int_equal(count_rows("sho-a", none), 0);
   /* the order, now: the device finds it and the procedure completes */
   assert_int_equal(order_for(wowner, "wdev1", wparams, "sho-a", txn, "initial", NULL), MCIM_OK);
   wait_success(dev, txn, "after the order");
