@@ -129,12 +129,21 @@ mcim_cause_t mcim_role_answer_put(mcim_store_t *st, const char *txn, int step, c
 mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const char *peer,
                                   const char *path, const json_t *body, const char *txn, int step,
                                   const char *msg);
-/* The same with a retry budget of its own (`max_attempts` deliveries, 0: the configured
- * outbox_max_attempts): for a message that must reach a peer that may be away for long (the
- * RO telling an old SHO what happened while it was down), retried at the longest backoff. */
+/* The same with a retry budget of its own: `max_attempts` deliveries (0: the configured
+ * outbox_max_attempts), or MCIM_OUTBOX_UNTIL_RETENTION. */
 mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, const char *peer,
                                          const char *path, const json_t *body, const char *txn,
                                          int step, const char *msg, int64_t max_attempts);
+/* The budget of a message a procedure cannot do without, for a peer that may be away for
+ * long (the RO telling an old SHO what happened while it was down, the step-8 announcement):
+ * retried at the longest backoff (a minute) until record_retention after it was queued, as
+ * long as the procedure's other records are kept; a refusal (4xx) still ends it. */
+#define MCIM_OUTBOX_UNTIL_RETENTION (-1)
+/* Whether the outbox gives up on a message after a failed delivery (pure): `attempts`
+ * deliveries tried so far, the message's `max_attempts` (0: `configured`, or
+ * MCIM_OUTBOX_UNTIL_RETENTION: `age_ms` since it was queued reached `retention_ms`). */
+bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t configured,
+                          int64_t age_ms, int64_t retention_ms);
 /* Messages not yet delivered (for tests and metrics). */
 mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count);
 /* Wake the worker now (after queueing). */

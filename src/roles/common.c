@@ -189,7 +189,7 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
   int64_t now = mcim_now_us() / 1000;
   mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path), MCIM_TEXT(text),
                     MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),  MCIM_INT(now),
-                    MCIM_INT(now),  max_attempts > 0 ? MCIM_INT(max_attempts) : MCIM_NULL};
+                    MCIM_INT(now),  max_attempts != 0 ? MCIM_INT(max_attempts) : MCIM_NULL};
   mcim_cause_t rc = mcim_store_exec(
       st,
       "INSERT INTO outbox (id, peer, path, body, txn, step, msg, state, attempts, next_at,"
@@ -211,7 +211,8 @@ mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count)
 struct outbox_msg {
   char id[33];
   char *peer, *path, *body, *txn, *msg;
-  int64_t step, attempts, next_at, max_attempts; /* max_attempts 0: the configured one */
+  int64_t step, attempts, next_at, created;
+  int64_t max_attempts; /* 0: the configured one; MCIM_OUTBOX_UNTIL_RETENTION */
 };
 
 struct outbox_batch {
@@ -235,6 +236,7 @@ static mcim_cause_t outbox_row(const mcim_row_t *row, void *arg)
   m->attempts = mcim_row_int(row, 7);
   m->next_at = mcim_row_int(row, 8);
   m->max_attempts = mcim_row_int(row, 9);
+  m->created = mcim_row_int(row, 10);
   b->n++;
   return MCIM_OK;
 }
@@ -246,6 +248,14 @@ static void outbox_msg_free(struct outbox_msg *m)
   free(m->body);
   free(m->txn);
   free(m->msg);
+}
+
+bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t configured,
+                          int64_t age_ms, int64_t retention_ms)
+{
+  if (max_attempts == MCIM_OUTBOX_UNTIL_RETENTION)
+    return age_ms >= retention_ms;
+  return attempts >= (max_attempts > 0 ? max_attempts : configured);
 }
 
 /* One delivery. A 2xx or a 409 (the receiver already has it) is done; other 4xx are final
@@ -284,9 +294,10 @@ static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_
   bool final = !done && res.status >= 400 && res.status < 500;
   int64_t attempts = m->attempts + 1;
   const char *state = done ? "delivered" : "pending";
-  int64_t budget = m->max_attempts > 0 ? m->max_attempts
-                                       : mcim_config_int(r->cfg, "outbox_max_attempts");
-  if (!done && (final || attempts >= budget))
+  if (!done && (final || mcim_outbox_gives_up(
+                               attempts, m->max_attempts,
+                               mcim_config_int(r->cfg, "outbox_max_attempts"), now - m->created,
+                               mcim_config_duration(r->cfg, "record_retention") * 1000)))
     state = "failed";
   int64_t backoff = mcim_config_int(r->cfg, "outbox_backoff_ms");
   for (int64_t i = 1; i < attempts && backoff < 60000; i++)
@@ -329,7 +340,7 @@ void mcim_role_outbox_run(struct mcim_role *r)
   mcim_val_t p[] = {MCIM_INT(now)};
   if (mcim_store_exec(st,
                       "SELECT id, peer, path, body, txn, step, msg, attempts, next_at,"
-                      " max_attempts FROM outbox"
+                      " max_attempts, created FROM outbox"
                       " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
                       p, 1, outbox_row, &b) != MCIM_OK)
     return;

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "mcim/cause.h"
+#include "mcim/role.h"
 #include "mcim/util.h"
 
 static void test_hex_roundtrip(void **state)
@@ -95,13 +96,33 @@ static void test_percentiles(void **state)
   assert_true(mcim_median(even, 4) == 2.5);
 }
 
+/* The outbox's retry budgets: a count of deliveries (the message's own, or the configured
+ * one), or until record_retention for what a procedure cannot do without (the RO telling an
+ * old SHO that was away: issue 8, point 7). */
+static void test_outbox_budget(void **state)
+{
+  (void)state;
+  const int64_t day = 86400000, retention = 30 * day;
+  /* the configured budget (max_attempts 0), then the message's own */
+  assert_false(mcim_outbox_gives_up(7, 0, 8, 0, retention));
+  assert_true(mcim_outbox_gives_up(8, 0, 8, 0, retention));
+  assert_false(mcim_outbox_gives_up(8, 20, 8, 0, retention));
+  assert_true(mcim_outbox_gives_up(20, 20, 8, 0, retention));
+  /* until retention: the number of attempts does not matter, the age does; a day and
+   * 1,440 attempts (the old fixed budget) are not the end of it */
+  assert_false(mcim_outbox_gives_up(1440, MCIM_OUTBOX_UNTIL_RETENTION, 8, day, retention));
+  assert_false(mcim_outbox_gives_up(40000, MCIM_OUTBOX_UNTIL_RETENTION, 8, retention - 1,
+                                    retention));
+  assert_true(mcim_outbox_gives_up(1, MCIM_OUTBOX_UNTIL_RETENTION, 8, retention, retention));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hex_roundtrip),  cmocka_unit_test(test_hex_errors),
       cmocka_unit_test(test_b64url_rfc4648), cmocka_unit_test(test_b64url_errors),
       cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
-      cmocka_unit_test(test_percentiles),
+      cmocka_unit_test(test_percentiles),    cmocka_unit_test(test_outbox_budget),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -130,7 +130,7 @@ static mcim_cause_t queue_ready(struct mcim_role *r, mcim_store_t *st, const cha
   json_t *ready = json_pack("{s:s,s:s}", "txn", txn, "device", device);
   mcim_cause_t rc = ready ? mcim_role_outbox_put_budget(r, st, sho, "/v1/devices/ready", ready,
                                                         txn, 8, "DRF: M2ME ready for provisioning",
-                                                        MCIM_RO_LONG_BUDGET)
+                                                        MCIM_OUTBOX_UNTIL_RETENTION)
                           : MCIM_NO_MEMORY;
   json_decref(ready);
   return rc;

@@ -91,7 +91,7 @@ mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const ch
     json_object_set_new(body, "step", json_integer(0));
   mcim_cause_t rc = mcim_role_outbox_put_budget(r, st, to, discard ? "/v1/discards"
                                                                    : "/v1/notifications",
-                                                body, txn, 0, msg, MCIM_RO_LONG_BUDGET);
+                                                body, txn, 0, msg, MCIM_OUTBOX_UNTIL_RETENTION);
   json_decref(body);
   return rc;
 }

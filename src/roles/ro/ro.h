@@ -5,11 +5,6 @@
 #ifndef MCIM_ROLES_RO_H
 #define MCIM_ROLES_RO_H
 
-/* Deliveries an RO outbox message that a procedure cannot do without gets: the relayed
- * device notices and the step-8 announcement. With the outbox's backoff (doubling, capped
- * at a minute) that is about a day: an SHO down for hours still gets it. */
-#define MCIM_RO_LONG_BUDGET 1440
-
 #include "mcim/http.h"
 #include "mcim/role.h"
 
