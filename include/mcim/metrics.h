@@ -92,6 +92,7 @@ extern mcim_metric_t mcim_m_http_requests;         /* {method, route, cause} */
 extern mcim_metric_t mcim_m_http_request_duration; /* {method, route, code} histogram */
 extern mcim_metric_t mcim_m_http_connections_refused;   /* at the per-address or global limit */
 extern mcim_metric_t mcim_m_http_connections_timed_out; /* handshake or request stalled */
+extern mcim_metric_t mcim_m_http_connections_open;      /* gauge: open now */
 extern mcim_metric_t mcim_m_http_tls_handshake_failures;
 
 /* outbox (src/roles/common.c) */

@@ -49,6 +49,10 @@ mcim_metric_t mcim_m_http_connections_timed_out = {
     "Connections closed by connection_timeout before a request was complete: TLS handshake"
     " not done, or a request stalled",
     MCIM_METRIC_COUNTER, MCIM_MF_HTTP, {NULL}, NULL, 0, NULL};
+mcim_metric_t mcim_m_http_connections_open = {
+    "mcim_http_connections_open",
+    "Client connections open now (TLS handshake under way, idle or in a request)",
+    MCIM_METRIC_GAUGE, MCIM_MF_HTTP, {NULL}, NULL, 0, NULL};
 mcim_metric_t mcim_m_http_tls_handshake_failures = {
     "mcim_http_tls_handshake_failures_total",
     "TLS handshakes that failed: no common version or cipher suite (the policy is AEAD only),"
@@ -173,6 +177,7 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_http_request_duration,
     &mcim_m_http_connections_refused,
     &mcim_m_http_connections_timed_out,
+    &mcim_m_http_connections_open,
     &mcim_m_http_tls_handshake_failures,
     &mcim_m_outbox_pending,
     &mcim_m_outbox_delivered,

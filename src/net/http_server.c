@@ -402,6 +402,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
   struct conn_state *cs = *socket_context;
   (void)conn;
   if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    mcim_metric_add(&mcim_m_http_connections_open, NULL, 1);
     cs = calloc(1, sizeof(*cs)); /* NULL: only the metric and the verdict's reuse miss it */
     if (cs) {
       clock_gettime(CLOCK_MONOTONIC, &cs->opened);
@@ -410,6 +411,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     *socket_context = cs;
     return;
   }
+  mcim_metric_add(&mcim_m_http_connections_open, NULL, -1);
   if (!cs)
     return;
   /* Closed before any request, the timeout after it opened: the timeout closed it. MHD

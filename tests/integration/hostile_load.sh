@@ -4,6 +4,10 @@
 #     loopback addresses (127.0.0.2-9): the per-address limit closes what is over it, and an
 #     initial provisioning from 127.0.0.1 still completes in its usual time (wall time under
 #     5 times the same procedure's, unloaded, in this test);
+#   - then every role back to its default limits and timeout, and 1,000 idle sockets against
+#     each from 1,000 addresses (127.1.0.2 ...), one each, as a botnet would: no per-address
+#     limit applies; every role holds all of them (mcim_http_connections_open), refuses none,
+#     and a procedure still completes in its usual time;
 #   - a slow-loris client (one handshake byte then nothing; a byte every 0.3 s; a completed
 #     TLS handshake then nothing) is closed by the server after connection_timeout (2 s here);
 #   - TLS policy: TLS 1.2 with a CBC or CCM suite is refused at the handshake, TLS 1.2
@@ -199,8 +203,9 @@ base=$(run_initial dev0)
 
 # ---- 1,000 idle sockets held against every role ----
 cat >"$tmp/hold.py" <<'EOF'
-# hold.py PORTS PER_PORT SOURCES STATUS: keep PER_PORT idle TCP connections open against
-# each of PORTS (comma-separated), from 127.0.0.2 .. 127.0.0.(SOURCES+1); never send a byte.
+# hold.py PORTS PER_PORT SOURCES STATUS [NET]: keep PER_PORT idle TCP connections open against
+# each of PORTS (comma-separated), from SOURCES addresses 127.NET.0.2, 127.NET.0.3 ... (250
+# per third byte; NET 0 by default); never send a byte.
 # A socket the server closes is opened again: at once when it had been held (the timeout
 # closed it), after a second when it was closed at once (refused at a limit). STATUS gets
 # the counts per port (open now, closed by the server, opened); STATUS.samples one line
@@ -208,6 +213,10 @@ cat >"$tmp/hold.py" <<'EOF'
 import json, os, resource, selectors, socket, sys, time
 ports = [int(p) for p in sys.argv[1].split(",")]
 per_port, nsrc, status = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+net = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+def source(i):
+    k = i % nsrc
+    return f"127.{net}.{k // 250}.{2 + k % 250}"
 need = len(ports) * per_port + 64
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if soft < need:
@@ -228,7 +237,7 @@ while True:
             if slots[p][i] is None and retry[p][i] <= now:
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 s.setblocking(False)
-                s.bind((f"127.0.0.{2 + i % nsrc}", 0))
+                s.bind((source(i), 0))
                 s.connect_ex(("127.0.0.1", p))
                 slots[p][i] = (s, now)
                 opened[p] += 1
@@ -305,5 +314,67 @@ done
 check "lab status" "$mcim" lab status --json --dir "$lab"
 [ "$(grep -c '"healthy": true' "$tmp/out")" -eq 6 ] && ok "every role healthy under load" || bad "status: $(cat "$tmp/out")"
 stop_holder
-echo "figures: unloaded $base s, loaded $loaded s (mcim run initial DEV --sho sho-a --json)"
+
+# ---- the defaults, and one socket per source address ----
+# Against many addresses max_connections_per_ip does nothing: what carries the load is the
+# global limit (max_connections, 4096 by default) and the server's epoll. Every role back to
+# the defaults (limits and connection_timeout), then 1,000 sockets against each from 1,000
+# addresses, one each, held while a device is provisioned.
+BOTS=1000
+for r in $roles; do
+  python3 - "$lab/$r/$r.json" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for k in ("connection_timeout", "max_connections_per_ip", "max_connections"):
+    c.pop(k, None)
+json.dump(c, open(sys.argv[1], "w"), indent=2)
+EOF
+  check "$r restarted with the default connection limits" "$mcim" lab restart "$r" --dir "$lab"
+  cap=$(grep -o 'connections: at most [0-9]* in all, 256 per client address; closed when the TLS handshake is not done 10 s' "$lab/$r/$r.log" |
+    tail -1 | awk '{ print $4 }')
+  [ -n "$cap" ] && [ "$cap" -ge $((2 * BOTS)) ] && ok "$r runs with the defaults: at most $cap in all, 256 per address, 10 s" ||
+    bad "$r: default bounds not in force: $(grep connections: "$lab/$r/$r.log" | tail -1)"
+done
+check "manufacture dev2 (botnet load)" "$mcim" lab device add dev2 --dir "$lab"
+rm -f "$tmp/hold.json" "$tmp/hold.json.samples"
+python3 "$tmp/hold.py" "$ports" "$BOTS" "$BOTS" "$tmp/hold.json" 1 2>"$tmp/hold.err" &
+holder=$!
+# In place when every role's server counts them open (its gauge, not the holder's view).
+bots_in_place() {
+  local r n
+  for r in $roles; do
+    n=$(metric "$r" mcim_http_connections_open)
+    [ "${n:-0}" -ge "$BOTS" ] || return 1
+  done
+}
+if wait_until 60 bots_in_place; then
+  for r in $roles; do echo "  $r: mcim_http_connections_open $(metric "$r" mcim_http_connections_open)"; done
+  ok "$BOTS idle sockets from $BOTS addresses held open by every role"
+else
+  bad "the servers do not hold $BOTS sockets each: $(for r in $roles; do printf '%s %s; ' "$r" "$(metric "$r" mcim_http_connections_open)"; done) $(head -c 300 "$tmp/hold.err")"
+fi
+t0=$(now)
+botnet=$(run_initial dev2)
+t1=$(now)
+[ "$(jfield "$tmp/run-dev2.json" result)" = success ] && ok "botnet load: initial dev2 succeeded in $botnet s" ||
+  bad "run under botnet load: $(head -c 400 "$tmp/run-dev2.json") $(head -c 400 "$tmp/run-dev2.err")"
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[3]) * float(sys.argv[2]) else 1)' "$botnet" "$base" "$MAX_RATIO" &&
+  ok "wall time under botnet load $botnet s < $MAX_RATIO x unloaded $base s" ||
+  bad "wall time under botnet load $botnet s, unloaded $base s: more than $MAX_RATIO times"
+# Held during the whole run (the default timeout, 10 s, closes each one 10 s after it opened;
+# the holder opens it again at once), and none refused: no limit was reached.
+python3 - "$tmp/hold.json.samples" "$t0" "$t1" "$BOTS" >"$tmp/held" <<'EOF' && ok "sockets held during the run, mean per role: $(cat "$tmp/held")" || bad "held sockets during the run: $(cat "$tmp/held")"
+import sys
+t0, t1, want = float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+rows = [[int(x) for x in l.split()[1:]] for l in open(sys.argv[1]) if t0 <= float(l.split()[0]) <= t1]
+means = [sum(r[k] for r in rows) / len(rows) for k in range(len(rows[0]))] if rows else []
+print(" ".join(f"{m:.0f}" for m in means), f"({len(rows)} samples, {want} wanted)")
+sys.exit(0 if means and all(m >= 0.9 * want for m in means) else 1)
+EOF
+for r in $roles; do
+  n=$(metric "$r" mcim_http_connections_refused_total)
+  [ "$n" = 0 ] && ok "$r refused no connection (no limit reached)" || bad "$r: mcim_http_connections_refused_total '$n' under the botnet load"
+done
+stop_holder
+echo "figures: unloaded $base s, loaded $loaded s, botnet $botnet s (mcim run initial DEV --sho sho-a --json)"
 finish
