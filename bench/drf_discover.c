@@ -182,7 +182,23 @@ static mcim_cause_t discover(struct dev *v, const char *txn, struct mcim_http_re
                              double *ms)
 {
   json_t *body = json_pack("{s:s,s:s}", "txn", txn, "device", v->name);
+  json_t *extra = json_pack("{s:s}", "for", "discovery");
+  char *proof = NULL, *cert = NULL;
   memset(res, 0, sizeof(*res));
+  /* the device's own request (its TRE signs it once per procedure; not timed here) */
+  mcim_cause_t prc = v->d->tre->ops->sign(v->d->tre->ctx, "mcim-request+jwt",
+                                          dev_cfg_str(v->d, "ro"), txn, extra, 300, &proof);
+  if (prc == MCIM_OK)
+    prc = v->d->tre->ops->cert(v->d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
+  json_decref(extra);
+  if (prc != MCIM_OK) {
+    json_decref(body);
+    return prc;
+  }
+  json_object_set_new(body, "proof", json_string(proof));
+  json_object_set_new(body, "tre_cert", json_string(cert));
+  free(proof);
+  free(cert);
   double t0 = now_ms();
   mcim_cause_t rc = dev_call(v->d, v->cli, "POST", dev_cfg_str(v->d, "ro"), "/v1/drf/discover",
                              body, v->token, res);

@@ -194,6 +194,17 @@ struct mcim_access {
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out);
 
+/* The device's own request, beside its token, where the answer is another operator's
+ * business (the DRF's discovery, the DPF's package): `body` carries `proof`, a
+ * MCIM_DEVICE_REQUEST_TYP statement its TRE signed with the attestation key (iss = sub =
+ * `device`, aud = this role, `txn`, claim "for" = `what`), and `tre_cert`, that key's
+ * certificate (M2MES CA, CN = `device`). MCIM_FIELD_MISSING without them, else the cause of
+ * the first check that fails (CERT_INVALID, JWS_BAD_SIGNATURE, CLAIM_MISMATCH, TOKEN_EXPIRED...). */
+#define MCIM_DEVICE_REQUEST_TYP "mcim-request+jwt"
+mcim_cause_t mcim_role_check_device_request(struct mcim_role *r, const json_t *body,
+                                            const char *device, const char *txn,
+                                            const char *what);
+
 /* A device's TRE key (attestation or key agreement) from its certificate PEM, verified
  * against the M2MES CA with the device id as CN. */
 mcim_cause_t mcim_role_device_key_from_pem(struct mcim_role *r, const char *cert_pem,

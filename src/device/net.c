@@ -9,6 +9,7 @@
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
+#include "mcim/util.h"
 
 mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_lite **out)
 {
@@ -206,5 +207,46 @@ cleanup:
   if (rc != MCIM_OK && res.detail[0])
     mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, rc, "certificate of %s: %s", peer, res.detail);
   mcim_http_result_clear(&res);
+  return rc;
+}
+
+/* The TRE's own word that this device asks the RO for `what` ("discovery" or "package") of
+ * its procedure, added to `body` as `proof` and `tre_cert` (mcim_role_check_device_request
+ * at the RO): the network the device is on holds a token for it, not this. Signed once and
+ * shown again on every retry and poll until shortly before it expires (kept in the
+ * procedure's data: a signed statement, no secret). */
+mcim_cause_t dev_request_proof(struct dev_run *r, const char *what, json_t *body)
+{
+  struct mcim_device *d = r->d;
+  struct dev_proc *p = r->p;
+  int64_t lifetime = dev_cfg_int(d, "statement_lifetime");
+  int64_t margin = lifetime / 4 < 60 ? lifetime / 4 : 60;
+  char key[40];
+  char *fresh = NULL, *cert = NULL;
+  json_t *exp = NULL, *extra = NULL;
+  mcim_cause_t rc = MCIM_OK;
+
+  snprintf(key, sizeof(key), "proof_%s", what);
+  const char *jws = dev_data_str(p, key);
+  if (!jws || mcim_jws_peek_claim(jws, "exp", &exp) != MCIM_OK || !json_is_integer(exp) ||
+      json_integer_value(exp) <= mcim_now() + margin) {
+    extra = json_pack("{s:s}", "for", what);
+    rc = extra ? d->tre->ops->sign(d->tre->ctx, "mcim-request+jwt", dev_cfg_str(d, "ro"),
+                                   p->txn, extra, lifetime, &fresh)
+               : MCIM_NO_MEMORY;
+    if (rc != MCIM_OK)
+      goto cleanup;
+    dev_data_set_str(p, key, fresh);
+    jws = dev_data_str(p, key);
+  }
+  rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
+  if (rc == MCIM_OK && (!jws || json_object_set_new(body, "proof", json_string(jws)) != 0 ||
+                        json_object_set_new(body, "tre_cert", json_string(cert)) != 0))
+    rc = MCIM_NO_MEMORY;
+cleanup:
+  json_decref(exp);
+  json_decref(extra);
+  free(fresh);
+  free(cert);
   return rc;
 }

@@ -263,8 +263,12 @@ void dev_st_discover(struct dev_run *r)
     goto cleanup;
   body = json_pack("{s:s,s:s}", "txn", p->txn, "device", d->name);
   int64_t sent = dev_now_us();
-  rc = body ? dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", body, token, &res)
-            : MCIM_NO_MEMORY;
+  /* the answer names the new SHO: the RO gives it to the device itself, not to a token */
+  json_t *ask = body ? json_deep_copy(body) : NULL;
+  rc = ask ? dev_request_proof(r, "discovery", ask) : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK)
+    rc = dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", ask, token, &res);
+  json_decref(ask);
   if (rc == MCIM_ORDER_PENDING) {
     /* "Not yet": the owner's order (step 1) travels through the new SHO to the DRF while the
      * owner instructs us (step 2). Asked again until the procedure's deadline; not traced,
@@ -492,14 +496,23 @@ void dev_st_download(struct dev_run *r)
   const char *ro = dev_cfg_str(d, "ro");
   struct mcim_http_result res = {0};
   char path[160];
+  json_t *body = NULL;
   char *token = dev_run_access_token(r);
   mcim_cause_t rc;
 
   if (!token)
     goto cleanup;
   snprintf(path, sizeof(path), "/v1/dpf/packages/%s/%s", d->name, p->txn);
+  /* the package names the new SHO: the RO gives it to the device itself, not to a token */
+  body = json_object();
+  rc = body ? dev_request_proof(r, "package", body) : MCIM_NO_MEMORY;
+  if (rc != MCIM_OK) {
+    dev_run_fail(r, rc, "the TRE cannot sign the request for the package: %s",
+                 mcim_cause_text(rc));
+    goto cleanup;
+  }
   int64_t sent = dev_now_us();
-  rc = dev_call(d, r->cli, "GET", ro, path, NULL, token, &res);
+  rc = dev_call(d, r->cli, "POST", ro, path, body, token, &res);
   if (rc == MCIM_NOT_FOUND) {
     dev_run_wait(r, MCIM_OK, "waiting for the SHO's MCIM package at the DPF");
     goto cleanup;
@@ -559,6 +572,7 @@ void dev_st_download(struct dev_run *r)
   r->out = OUT_GOTO;
   r->next = "report";
 cleanup:
+  json_decref(body);
   mcim_http_result_clear(&res);
   free(token);
 }

@@ -241,3 +241,37 @@ out:
   mcim_statement_free(st);
   return rc;
 }
+
+/* The device itself asks (DESIGN.md section 10). A bearer token says which network the device
+ * is on, and that network can mint one for any device it serves: in a change via the old SHO
+ * it is the old SHO, which learns the txn at step 9 and must never learn who takes over. So
+ * where an answer tells the device another operator's business (the DRF's discovery: which
+ * SHO; the DPF's package: from which SHO) the request carries the TRE's own word as well. The
+ * proof is not spent: the device shows the same one on every retry and poll while it lives,
+ * and nobody but the device and this role sees it (TLS, the role pinned by name). */
+mcim_cause_t mcim_role_check_device_request(struct mcim_role *r, const json_t *body,
+                                            const char *device, const char *txn,
+                                            const char *what)
+{
+  const char *proof = json_string_value(json_object_get(body, "proof"));
+  const char *cert = json_string_value(json_object_get(body, "tre_cert"));
+  mcim_jose_key_t *key = NULL;
+  mcim_statement_t *stmt = NULL;
+  if (!proof || !cert)
+    return MCIM_FIELD_MISSING;
+  mcim_cause_t rc =
+      mcim_role_device_key_from_pem(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
+                            .typ = MCIM_DEVICE_REQUEST_TYP, .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_jws_verify(proof, strlen(proof), key, &ex, &stmt);
+  }
+  if (rc == MCIM_OK) {
+    const char *said = mcim_statement_string(stmt, "for");
+    rc = !said ? MCIM_CLAIM_MISSING : strcmp(said, what) != 0 ? MCIM_CLAIM_MISMATCH : MCIM_OK;
+  }
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(key);
+  return rc;
+}

@@ -12,7 +12,8 @@
  * TRE), and nothing of another issuer's types: a compromised agent cannot make the TRE vouch
  * for an order, a package or a token. */
 static const char *const device_types[] = {"mcim-status+jwt", "mcim-discard+jwt",
-                                           "mcim-notify+jwt", "mcim-renew+jwt", NULL};
+                                           "mcim-notify+jwt", "mcim-renew+jwt",
+                                           "mcim-request+jwt", NULL};
 
 mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char *txn,
                          json_t *extra, int64_t lifetime, char **jws)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "mcim/aka.h"
+#include "mcim/jose.h"
 #include "mcim/lab.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
@@ -115,6 +116,52 @@ SOFT_FN mcim_cause_t usim_answer(struct usim *u, json_t *challenge, mcim_cause_t
   mcim_http_result_clear(&r);
   json_decref(body);
   return usim;
+}
+
+/* What the device's TRE adds where the RO answers the device itself (discovery, package):
+ * `proof`, an mcim-request+jwt for `what` of `txn` signed by an attestation key of
+ * `device` certified by the lab's M2MES CA (as at manufacture), and `tre_cert`. `key_out`
+ * (may be NULL) gets that key, to sign more with. 0 on success. */
+SOFT_FN int soft_device_proof(const char *device, const char *txn, const char *what,
+                              json_t *body, mcim_jose_key_t **key_out)
+{
+  char pki[300];
+  mcim_pki_ca_t *m2mes_ca = NULL;
+  EVP_PKEY *pk = NULL;
+  X509 *cert = NULL;
+  char *cert_pem = NULL, *jws = NULL;
+  mcim_jose_key_t *key = NULL;
+  json_t *extra = json_pack("{s:s}", "for", what);
+  int rc = -1;
+  snprintf(pki, sizeof(pki), "%s/pki", mcim_lab_path(lab));
+  mcim_cert_request_t req = {.name = device, .usage = MCIM_CERT_TRE_ATTESTATION};
+  if (mcim_pki_lab_load_ca(pki, MCIM_PKI_CA_M2MES, &m2mes_ca) != MCIM_OK ||
+      mcim_pki_key_generate(&pk) != MCIM_OK)
+    goto out;
+  req.key = pk;
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = device, .sub = device, .aud = "ro", .typ = "mcim-request+jwt",
+                     .txn = txn, .iat = now, .exp = now + 300, .extra = extra};
+  if (mcim_pki_issue(m2mes_ca, &req, &cert) != MCIM_OK ||
+      mcim_pki_cert_to_pem(cert, &cert_pem) != MCIM_OK ||
+      mcim_jose_key_from_pkey(pk, &key) != MCIM_OK || mcim_jws_sign(key, &c, &jws) != MCIM_OK)
+    goto out;
+  json_object_set_new(body, "proof", json_string(jws));
+  json_object_set_new(body, "tre_cert", json_string(cert_pem));
+  if (key_out) {
+    *key_out = key;
+    key = NULL;
+  }
+  rc = 0;
+out:
+  json_decref(extra);
+  free(jws);
+  free(cert_pem);
+  mcim_jose_key_free(key);
+  X509_free(cert);
+  EVP_PKEY_free(pk);
+  mcim_pki_ca_free(m2mes_ca);
+  return rc;
 }
 
 /* Start a lab in a new folder made from `dir_template` (mkdtemp), with the clients. */

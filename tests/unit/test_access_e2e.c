@@ -55,8 +55,15 @@ static void test_restricted_access(void **state)
   assert_true(strlen(token) > 20);
 
   struct mcim_http_result r;
-  /* RO: the token is accepted (the DRF then says no order of this procedure arrived yet) */
+  /* RO: the token is accepted, but discovery is the device's own: its TRE's request too */
   json_t *body = json_pack("{s:s,s:s}", "txn", "00112233445566778899aabbccddeeff", "device", "soft1");
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("ro", "/v1/drf/discover"), body, token, &r),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&r);
+  /* with it the DRF says no order of this procedure arrived yet */
+  assert_int_equal(soft_device_proof("soft1", "00112233445566778899aabbccddeeff", "discovery",
+                                     body, NULL),
+                   0);
   assert_int_equal(mcim_http_request(plain_cli, "POST", url("ro", "/v1/drf/discover"), body, token, &r),
                    MCIM_ORDER_PENDING);
   mcim_http_result_clear(&r);

@@ -1009,6 +1009,85 @@ static void test_forged_acknowledgements(void **state)
   assert_int_equal(release(mallory_tok, txn, "fdev1", a), MCIM_FORBIDDEN);
   free(a);
 
+  /* The old SHO (sho-a knows this txn from step 9, and the RO honours a token it mints for
+   * fdev1, still its subscriber) asks the RO who takes fdev1 over. The DRF's discovery and
+   * the DPF's package go to the device itself only (its TRE's request, beside the token):
+   * without that request FIELD_MISSING; with one signed by a key certified as fdev1 by a
+   * rogue CA, or by another device's real M2MES certificate, CERT_INVALID; fdev1's own
+   * request of another txn or for the other thing, CLAIM_MISMATCH. No answer names sho-b;
+   * the RO stores and queues nothing (before the check, the discovery answered sho-b's name
+   * and queued a step-8 announcement). */
+  {
+    char *own = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
+    char pkg_path[128], *rogue_pem = NULL, *other_pem = NULL;
+    snprintf(pkg_path, sizeof(pkg_path), "/v1/dpf/packages/fdev1/%s", txn);
+    mcim_jose_key_t *rogue = tre_key(rogue_ca, "fdev1", &rogue_pem);
+    mcim_jose_key_t *other = tre_key(m2mes_ca, "mallory", &other_pem);
+    long long answers0 = db_int("ro", "SELECT COUNT(*) FROM answers");
+    long long outbox0 = db_int("ro", "SELECT COUNT(*) FROM outbox");
+    static const struct {
+      const char *path, *what, *other;
+    } asks[] = {{"/v1/drf/discover", "discovery", "package"},
+                {NULL, "package", "discovery"}};
+    for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+      const char *path = asks[i].path ? asks[i].path : pkg_path;
+      struct {
+        const char *why;
+        mcim_cause_t want;
+        char *proof;
+        const char *cert;
+        char *cert_owned;
+      } tries[5] = {
+          {"no TRE request", MCIM_FIELD_MISSING, NULL, NULL, NULL},
+          {"a rogue CA's fdev1", MCIM_CERT_INVALID,
+           sign(rogue, "mcim-request+jwt", "fdev1", "fdev1", "ro", txn,
+                json_pack("{s:s}", "for", asks[i].what)),
+           rogue_pem, NULL},
+          {"another device's", MCIM_CERT_INVALID,
+           sign(other, "mcim-request+jwt", "fdev1", "fdev1", "ro", txn,
+                json_pack("{s:s}", "for", asks[i].what)),
+           other_pem, NULL},
+          {"fdev1's for another txn", MCIM_CLAIM_MISMATCH, NULL, NULL, NULL},
+          {"fdev1's for the other thing", MCIM_CLAIM_MISMATCH, NULL, NULL, NULL},
+      };
+      tries[3].proof = device_sign("fdev1", "mcim-request+jwt", "ro", TXN_F1,
+                                   json_pack("{s:s}", "for", asks[i].what), &tries[3].cert_owned);
+      tries[3].cert = tries[3].cert_owned;
+      tries[4].proof = device_sign("fdev1", "mcim-request+jwt", "ro", txn,
+                                   json_pack("{s:s}", "for", asks[i].other), &tries[4].cert_owned);
+      tries[4].cert = tries[4].cert_owned;
+      for (size_t j = 0; j < 5; j++) {
+        json_t *body = asks[i].path ? json_pack("{s:s,s:s}", "txn", txn, "device", "fdev1")
+                                    : json_object();
+        if (tries[j].proof) {
+          json_object_set_new(body, "proof", json_string(tries[j].proof));
+          json_object_set_new(body, "tre_cert", json_string(tries[j].cert));
+        }
+        json_t *ans = NULL;
+        long status = 0;
+        mcim_cause_t rc = post_keep("ro", path, own, body, &ans, &status);
+        char *text = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+        if (rc != tries[j].want || (text && strstr(text, "sho-b")))
+          fprintf(stderr, "  %s with %s: %s (%ld) %s\n", path, tries[j].why,
+                  mcim_cause_name(rc), status, text ? text : "");
+        assert_int_equal(rc, tries[j].want);
+        assert_int_equal(status, tries[j].want == MCIM_FIELD_MISSING ? 400 : 401);
+        assert_null(text ? strstr(text, "sho-b") : NULL);
+        free(text);
+        json_decref(ans);
+        free(tries[j].proof);
+        free(tries[j].cert_owned);
+      }
+    }
+    assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM answers"), answers0);
+    assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox"), outbox0);
+    mcim_jose_key_free(rogue);
+    mcim_jose_key_free(other);
+    free(rogue_pem);
+    free(other_pem);
+    free(own);
+  }
+
   /* nothing was relayed: no answer stored, nothing queued for sho-b, its order not released
    * and not active, its MCIM not active */
   snprintf(q, sizeof(q), "SELECT COUNT(*) FROM answers WHERE txn = '%s' AND step = 11", txn);

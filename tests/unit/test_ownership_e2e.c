@@ -615,8 +615,9 @@ static void test_discovery_pending(void **state)
   json_decref(c);
   assert_int_equal(net, MCIM_OK);
   new_txn(txn);
-  assert_int_equal(req(plain_cli, "POST", "ro", "/v1/drf/discover",
-                       json_pack("{s:s,s:s}", "txn", txn, "device", "sdev1"), token, &status),
+  json_t *ask = json_pack("{s:s,s:s}", "txn", txn, "device", "sdev1");
+  assert_int_equal(soft_device_proof("sdev1", txn, "discovery", ask, NULL), 0);
+  assert_int_equal(req(plain_cli, "POST", "ro", "/v1/drf/discover", ask, token, &status),
                    MCIM_ORDER_PENDING);
   assert_int_equal(status, 503);
   /* a txn of another device's order is "not yet" too: nothing about it is told */

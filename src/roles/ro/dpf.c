@@ -169,12 +169,20 @@ void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
   mcim_dpf_accept_package(ctx, req, resp, false);
 }
 
-/* GET /v1/dpf/packages/{device}/{txn} (the device, step 13 / 7): the package of this
- * procedure only, so no other procedure's package (or a flood of them) reaches or hides it. */
-void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req,
-                          struct mcim_http_response *resp)
+/* POST /v1/dpf/packages/{device}/{txn} {proof, tre_cert} (the device, step 13 / 7): the
+ * package of this procedure only, so no other procedure's package (or a flood of them)
+ * reaches or hides it; and to the device itself only (its TRE's request): the package and
+ * its signer name the new SHO, which the network the device is on (the old SHO, in a change
+ * via the old SHO) must not learn. A POST because the request carries that proof. */
+void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req,
+                            struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
+  static const struct mcim_jsonv_field fields[] = {
+      {"proof", MCIM_JV_STRING, true, 16384},
+      {"tre_cert", MCIM_JV_STRING, true, 8192},
+  };
+  char err[200];
   struct mcim_access acc;
   struct pkg_row pr = {0};
   char *cert = NULL;
@@ -187,6 +195,18 @@ void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req,
   }
   if (strcmp(acc.device, device) != 0) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 13, "a device downloads only its own MCIM");
+    return;
+  }
+  rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 13, "%s", err);
+    return;
+  }
+  rc = mcim_role_check_device_request(r, req->json, device, txn, "package");
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 13, "the package is for the device itself: its TRE's"
+                            " request (proof, tre_cert) of procedure %s does not verify: %s",
+                            txn, mcim_cause_text(rc));
     return;
   }
   mcim_store_t *st = mcim_role_store(r);

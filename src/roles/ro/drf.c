@@ -4,7 +4,8 @@
  *   step  who -> RO              request                              here
  *   1     new SHO (mTLS)         POST /v1/drf/orders                  the owner's order, checked
  *                                                                     against the owner record
- *   7-8   M2ME (access token)    POST /v1/drf/discover {txn}          the SHO of THAT procedure
+ *   7-8   M2ME (access token     POST /v1/drf/discover {txn, proof}   the SHO of THAT procedure,
+ *         and its TRE's request)                                      to the device itself only
  *   12    new SHO (mTLS)         POST /v1/drf/authorisations          positive verdict: the DRF
  *                                                                     authorises its DPF (dpf.c)
  *   14/15 SHO (mTLS)             POST /v1/drf/registrations           subscribed / preloaded /
@@ -502,6 +503,8 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
+      {"proof", MCIM_JV_STRING, true, 16384},
+      {"tre_cert", MCIM_JV_STRING, true, 8192},
   };
   char err[200];
   struct mcim_access acc;
@@ -514,7 +517,7 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 7, "discovery needs network access");
     return;
   }
-  rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 7, "%s", err);
     return;
@@ -523,6 +526,15 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   const char *device = json_string_value(json_object_get(req->json, "device"));
   if (strcmp(device, acc.device) != 0) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 7, "a device discovers only for itself");
+    return;
+  }
+  /* The answer names the new SHO: to the device itself only, never to the network it is on
+   * (in a change via the old SHO, the old SHO could mint a token for it). */
+  rc = mcim_role_check_device_request(r, req->json, device, txn, "discovery");
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 7, "discovery is for the device itself: its TRE's"
+                            " request (proof, tre_cert) of procedure %s does not verify: %s",
+                            txn, mcim_cause_text(rc));
     return;
   }
   mcim_store_t *st = mcim_role_store(r);

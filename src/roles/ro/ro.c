@@ -92,7 +92,7 @@ static const struct mcim_http_route ro_routes[] = {
     {"POST", "/v1/drf/discover", mcim_drf_discover, 0},
     {"POST", "/v1/drf/authorisations", mcim_drf_authorise, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/dpf/packages", mcim_dpf_package_put, MCIM_ROUTE_PEER_CERT},
-    {"GET", "/v1/dpf/packages/{device}/{txn}", mcim_dpf_package_get, 0},
+    {"POST", "/v1/dpf/packages/{device}/{txn}", mcim_dpf_package_fetch, 0},
     {"POST", "/v1/dpf/status", mcim_dpf_status, 0},
     {"POST", "/v1/dpf/releases", mcim_dpf_release, 0},
     {"POST", "/v1/dpf/notices", mcim_dpf_notice, 0},

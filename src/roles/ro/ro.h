@@ -56,7 +56,7 @@ const char *mcim_drf_dpf_procedure(const struct mcim_drf_order *o);
 void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request *req,
                              struct mcim_http_response *resp, bool via_drf);
 void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
-void mcim_dpf_package_get(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_dpf_status(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 /* release.c */
 void mcim_dpf_release(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
