@@ -57,7 +57,8 @@ outboxes_drained() {
   done
 }
 
-# invariants: per device one active subscription at the SHOs, one DRF subscription.
+# invariants: per device one active subscription at the SHOs, and the DRF's one subscribed
+# entry at that SHO.
 invariants() {
   local label=$1 multi
   wait_until 60 outboxes_drained || bad "$label: outboxes not drained within 60 s"
@@ -65,6 +66,17 @@ invariants() {
             sqlite3 "$lab/sho-b/sho-b.db" "SELECT device FROM auc WHERE state='active'") |
           sort | uniq -d | head -n 3)
   [ -z "$multi" ] && ok "$label: at most one active subscription per device" || bad "$label: several active: $multi"
+  # the registry agrees with the SHOs: one subscribed DRF entry per device, at the SHO where
+  # its subscription is active, and no other
+  local drf active
+  drf=$(sqlite3 "$lab/ro/ro.db" "SELECT device || ' ' || sho FROM drf WHERE state = 'subscribed'" | sort)
+  active=$( (sqlite3 "$lab/sho-a/sho-a.db" "SELECT device || ' sho-a' FROM auc WHERE state = 'active'"
+             sqlite3 "$lab/sho-b/sho-b.db" "SELECT device || ' sho-b' FROM auc WHERE state = 'active'") | sort)
+  if [ -n "$drf" ] && [ "$drf" = "$active" ]; then
+    ok "$label: the DRF's subscribed entries are the SHOs' active subscriptions ($(echo "$drf" | wc -l) devices)"
+  else
+    bad "$label: DRF subscribed vs SHOs active: $(diff <(echo "$drf") <(echo "$active") | head -n 6 | tr '\n' ' ')"
+  fi
   privacy "$label"
 }
 
