@@ -24,6 +24,7 @@
 #include "soft_device_fixture.h"
 #include "mcim/jose.h"
 #include "mcim/lab_run.h"
+#include "mcim/role.h"
 
 static char dir[] = "/tmp/mcim-ownership-XXXXXX";
 static struct mcim_http_client *sho_a_cli, *sho_b_cli;
@@ -145,6 +146,25 @@ static int64_t count_rows(const char *role, const char *sql)
   sqlite3_close(db);
   assert_true(n >= 0);
   return n;
+}
+
+/* The first column of the first row of `sql` on a role's store, as text (malloc'd). */
+static char *text_row(const char *role, const char *sql)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *s = NULL;
+  char path[512];
+  char *out = NULL;
+  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW &&
+      sqlite3_column_text(s, 0))
+    out = strdup((const char *)sqlite3_column_text(s, 0));
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  assert_non_null(out);
+  return out;
 }
 
 /* `sql` run on a role's store (the test reaching in: a fault it cannot cause otherwise). */
@@ -325,6 +345,20 @@ static void test_order_read(void **state)
                        NULL, &status),
                    MCIM_NOT_PARTY);
   free(record);
+  /* ... nor for sho-b replaying sho-a's genuine record (the RO's, aud = sho-a, as the DRF
+   * answered sho-a's forwarded order and sho-a keeps it) */
+  snprintf(sql, sizeof(sql), "SELECT record FROM orders WHERE txn = '%s'", txn);
+  char *genuine = text_row("sho-a", sql);
+  char iss[16];
+  assert_int_equal(mcim_jws_peek_iss(genuine, iss, sizeof(iss)), MCIM_OK);
+  assert_string_equal(iss, "ro");
+  assert_int_equal(req(sho_b_cli, "POST", "pva", "/v1/validations",
+                       json_pack("{s:s,s:s,s:s}", "txn", txn, "device", DEV, "order_record",
+                                 genuine),
+                       NULL, &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  free(genuine);
   assert_unchanged(before, "step 12 by the wrong parties");
   /* sho-a, whose order it is, without the PVA's verdict (signed by itself instead): refused
    * (and traced, it is a party), no package held */
