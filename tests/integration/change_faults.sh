@@ -10,6 +10,7 @@
 #     takes the TRE-signed discard receipt in its place, the new SHO activates, and the old
 #     SHO learns it when it comes back (the RO's outbox); then a pristine change back, whose
 #     deferred notice reaches the other SHO through the RO's relay;
+#     a2: the old SHO up but refusing the receipt (hostile): the same, it cannot veto;
 #  b. a negative PVA verdict at step 4 (firmware modified after provisioning);
 #  c. a tampered package at step 7, and replayed packages (an installed one, another txn's);
 #  d. restarts of the PVA, the RO, the new SHO, the old SHO and the agent mid-change.
@@ -210,6 +211,34 @@ check_refused NOT_FOUND "a: fa no longer attaches to sho-b (no MCIM of it in the
 drained
 invariants fa "a (after the pristine change)"
 privacy "a (old SHO down, then back)"
+
+# a2. A hostile old SHO: up and answering, but it refuses the receipt (a trigger in its
+# database aborts the termination of fa's subscription: its discard handler answers 409, to
+# the device at step 9 and to the RO's relay after). It cannot veto: past the deadline the
+# RO takes the receipt, sho-b activates. sho-a's own books keep the old subscription
+# `active` (its refusal), but no credential for it exists: the TRE destroyed it at step 8.
+echo "# a2. old SHO up but refusing the receipt"
+imsi_h=$(active_imsi fa sho-a)
+sql "$lab/sho-a/sho-a.db" "CREATE TRIGGER hostile_fa BEFORE UPDATE OF state ON auc
+  WHEN NEW.device = 'fa' AND NEW.state <> 'active' BEGIN SELECT RAISE(ABORT, 'hostile'); END;"
+run_bg "$tmp/a3.json" change fa --to sho-b --via old-sho
+if run_wait; then ok "a2: the change succeeded with sho-a refusing"; else bad "a2: the change failed: $(head -c 600 "$tmp/a3.json")"; fi
+txn_h=$(jfield "$tmp/a3.json" txid)
+tr -d ' \n' <"$tmp/a3.json" | grep -q '"n":9,"from":"fa","to":"sho-a","msg":"discardreceipt[^}]*"cause":"CONFLICT"' &&
+  ok "a2: sho-a refused the receipt at step 9 (CONFLICT, traced by the device)" || bad "a2: no refused receipt at step 9 in the trace"
+tr -d ' \n' <"$tmp/a3.json" | grep -q '"n":11,"from":"fa","to":"ro","msg":"DPF:theTRE-signeddiscardreceipt' &&
+  ok "a2: step 11 with the TRE-signed receipt" || bad "a2: no receipt at step 11 in the trace"
+wait_until 20 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn_h'" active &&
+  ok "a2: sho-b's order active" || bad "a2: sho-b order $(sql "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn_h'")"
+check "a2: fa attaches to sho-b (full)" "$mcim" device attach fa --to sho-b --json --dir "$lab"
+grep -q '"scope": "full"' "$tmp/out" && ok "a2: full access at sho-b" || bad "a2: $(cat "$tmp/out")"
+check_refused NOT_FOUND "a2: fa cannot attach to sho-a (no MCIM of it in the TRE)" "$mcim" device attach fa --to sho-a --json --dir "$lab"
+db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_h'" active &&
+  ok "a2: sho-a's books still say active (its own refusal; the credential is gone)" ||
+  bad "a2: sho-a has $imsi_h as $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_h'")"
+drained
+sql "$lab/sho-a/sho-a.db" "DROP TRIGGER hostile_fa;"
+privacy "a2 (hostile old SHO)"
 
 fi
 
