@@ -103,6 +103,11 @@ typedef struct mcim_store_ops {
   /* Optional: whether the commits that follow must reach the disk before they return
    * (default true). NULL: every commit is durable. */
   mcim_cause_t (*set_durable)(void *conn, bool durable);
+  /* Optional: begin a transaction whose commit alone need not reach the disk (the
+   * backend's own per-transaction setting, nothing to undo after it). NULL: the front end
+   * brackets begin .. commit/rollback with set_durable (SQLite, which refuses to change
+   * its safety level inside a transaction). */
+  mcim_cause_t (*begin_relaxed)(void *conn);
 } mcim_store_ops_t;
 
 extern const mcim_store_ops_t mcim_store_sqlite_ops;
@@ -138,6 +143,17 @@ mcim_cause_t mcim_store_begin(mcim_store_t *st);
 mcim_cause_t mcim_store_commit(mcim_store_t *st);
 mcim_cause_t mcim_store_rollback(mcim_store_t *st);
 bool mcim_store_in_txn(const mcim_store_t *st);
+/* mcim_store_begin for a transaction whose commit need not be on disk when it returns: the
+ * commit is answered once the database has it (another process sees it, an mcimd crash
+ * loses nothing), and a crash of the database server or of the OS within a moment after it
+ * may lose it, whole, never in part and never out of order: PostgreSQL, synchronous_commit
+ * off for this transaction only (its WAL writer flushes it within wal_writer_delay, at
+ * most three times that; any later durable commit on the server flushes it with itself);
+ * SQLite, synchronous = NORMAL for it (WAL frames without their fsync, synced with the next
+ * durable commit's or a checkpoint). Only for a transaction whose loss someone is bound to
+ * repair (say at the call who and how). The commits after it are durable again; on a
+ * backend without the choice it is mcim_store_begin. */
+mcim_cause_t mcim_store_begin_relaxed(mcim_store_t *st);
 
 /* One statement; `cb` may be NULL when no rows are wanted. */
 mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t *params,

@@ -14,7 +14,8 @@
  *   attach      4-6  attach to the VNO with the PCID (restricted access)
  *   discover    7-8  DRF: the SHO of this txn -> RO-signed SHO name, endpoint, certificate
  *                    ("not yet" until the owner's order reached the DRF: asked again)
- *   nonce       10   poll the PVA for this txn's validation the SHO asked for (step 9)
+ *   nonce       10   poll the PVA for this txn's validation the SHO asked for (step 9);
+ *                    meanwhile ask the DRF again every 10 s (its step 8 may have been lost)
  *   quote       10   TRE quote over the nonce -> PVA (verdict to the SHO: step 11)
  *   download    13   poll the DPF for this txn's package (step 12), stage it in the TRE
  *   install     14   install into the TRE
@@ -245,30 +246,94 @@ void dev_st_attach(struct dev_run *r)
   r->fail_step = ar.step;
 }
 
-/* 7-8: DRF discovery. The answer is trusted for its signature only: the RO's key comes from
- * its certificate, verified against the operators' CA the device pins (CN = the RO). */
+/* 7-8: ask the DRF for the SHO of this procedure and verify its answer: the statement is
+ * trusted for its signature only (the RO's key comes from its certificate, verified against
+ * the operators' CA the device pins, CN = the RO), and its SHO must be the one the owner
+ * instructed (the DRF keeps its answer per txn, so asking again would not change it).
+ * MCIM_OK: *stmt is the verified statement. Otherwise `why` says what, and *stmt is NULL;
+ * MCIM_ORDER_PENDING is the DRF's "not yet", a call's failure is the call's cause (with
+ * `res` for dev_run_call_failed), MCIM_CLAIM_MISMATCH another SHO. */
+static mcim_cause_t discovery_ask(struct dev_run *r, const char *token, int64_t *sent,
+                                  struct mcim_http_result *res, mcim_statement_t **stmt,
+                                  char *why, size_t whylen)
+{
+  struct mcim_device *d = r->d;
+  struct dev_proc *p = r->p;
+  const char *ro = dev_cfg_str(d, "ro");
+  mcim_jose_key_t *ro_key = NULL;
+  json_t *body = json_pack("{s:s,s:s}", "txn", p->txn, "device", d->name);
+  mcim_cause_t rc;
+
+  *stmt = NULL;
+  why[0] = '\0';
+  *sent = dev_now_us();
+  /* the answer names the new SHO: the RO gives it to the device itself, not to a token */
+  rc = body ? dev_request_proof(r, "discovery", body) : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK)
+    rc = dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", body, token, res);
+  if (rc != MCIM_OK) {
+    snprintf(why, whylen, "%s", res->detail[0] ? res->detail : mcim_cause_text(rc));
+    goto cleanup;
+  }
+  const char *jws = dev_json_str(res->json, "discovery", MCIM_JOSE_MAX_LEN);
+  if (!jws) {
+    rc = MCIM_PEER_BAD_ANSWER;
+    snprintf(why, whylen, "DRF: the answer has no \"discovery\" statement");
+    goto cleanup;
+  }
+  rc = dev_peer_key(d, r->cli, ro, &ro_key, NULL);
+  if (rc != MCIM_OK) {
+    snprintf(why, whylen, "RO certificate: %s", mcim_cause_text(rc));
+    goto cleanup;
+  }
+  mcim_jws_expect_t ex = {.iss = ro, .aud = d->name, .sub = d->name,
+                          .typ = "mcim-discovery+jwt", .txn = p->txn,
+                          .skew = dev_cfg_int(d, "clock_skew")};
+  rc = mcim_jws_verify(jws, strlen(jws), ro_key, &ex, stmt);
+  if (rc != MCIM_OK) {
+    snprintf(why, whylen, "DRF: the discovery statement does not verify as the RO's: %s",
+             mcim_cause_text(rc));
+    goto cleanup;
+  }
+  const char *sho = mcim_statement_string(*stmt, "sho");
+  if (!sho || !mcim_statement_string(*stmt, "sho_cert")) {
+    rc = MCIM_CLAIM_MISSING;
+    snprintf(why, whylen, "DRF: the discovery statement lacks sho or sho_cert");
+  } else if (strcmp(sho, p->sho) != 0) {
+    /* The owner chose the SHO (instruction): a registry pointing elsewhere is not followed. */
+    rc = MCIM_CLAIM_MISMATCH;
+    snprintf(why, whylen, "DRF: points to SHO \"%.63s\", the owner instructed \"%s\"", sho,
+             p->sho);
+  }
+cleanup:
+  if (rc != MCIM_OK) {
+    mcim_statement_free(*stmt);
+    *stmt = NULL;
+  }
+  mcim_jose_key_free(ro_key);
+  json_decref(body);
+  return rc;
+}
+
+/* 7-8: DRF discovery (discovery_ask). The statement's jti and the time are kept: the nonce
+ * step asks again while it waits (dev_st_nonce) and tells a stored answer from a new one. */
 void dev_st_discover(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *ro = dev_cfg_str(d, "ro");
   struct mcim_http_result res = {0};
-  mcim_jose_key_t *ro_key = NULL, *sho_key = NULL;
+  mcim_jose_key_t *sho_key = NULL;
   mcim_statement_t *stmt = NULL;
-  json_t *body = NULL;
+  json_t *tb = NULL;
+  char why[256];
+  int64_t sent = 0;
   char *token = dev_run_access_token(r);
   mcim_cause_t rc;
 
   if (!token)
     goto cleanup;
-  body = json_pack("{s:s,s:s}", "txn", p->txn, "device", d->name);
-  int64_t sent = dev_now_us();
-  /* the answer names the new SHO: the RO gives it to the device itself, not to a token */
-  json_t *ask = body ? json_deep_copy(body) : NULL;
-  rc = ask ? dev_request_proof(r, "discovery", ask) : MCIM_NO_MEMORY;
-  if (rc == MCIM_OK)
-    rc = dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", ask, token, &res);
-  json_decref(ask);
+  rc = discovery_ask(r, token, &sent, &res, &stmt, why, sizeof(why));
   if (rc == MCIM_ORDER_PENDING) {
     /* "Not yet": the owner's order (step 1) travels through the new SHO to the DRF while the
      * owner instructs us (step 2). Asked again until the procedure's deadline; not traced,
@@ -276,73 +341,122 @@ void dev_st_discover(struct dev_run *r)
     dev_run_wait(r, MCIM_OK, "DRF: the order of this procedure has not reached the RO yet");
     goto cleanup;
   }
-  dev_trace_at(d, sent, p->txn, p->n, ro, "DRF: where is my SHO?", body, rc);
-  if (rc != MCIM_OK) {
+  tb = json_pack("{s:s,s:s}", "txn", p->txn, "device", d->name);
+  /* the call's outcome: a verification failure is ours, not the DRF's */
+  dev_trace_at(d, sent, p->txn, p->n, ro, "DRF: where is my SHO?", tb,
+               res.status / 100 == 2 ? MCIM_OK : rc);
+  if (rc != MCIM_OK && res.status / 100 != 2) {
     dev_run_call_failed(r, r->access_used, rc, &res, "DRF discovery");
     goto cleanup;
   }
-  const char *jws = dev_json_str(res.json, "discovery", MCIM_JOSE_MAX_LEN);
-  if (!jws) {
-    dev_run_fail(r, MCIM_PEER_BAD_ANSWER, "DRF: the answer has no \"discovery\" statement");
-    r->fail_step = p->n + 1;
-    goto cleanup;
-  }
-  rc = dev_peer_key(d, r->cli, ro, &ro_key, NULL);
+  r->fail_step = p->n + 1;
   if (rc != MCIM_OK) {
-    dev_run_call_failed(r, NULL, rc, NULL, "RO certificate");
-    r->fail_step = p->n + 1;
+    if (mcim_cause_transient(rc, 0)) /* the RO's certificate not fetched */
+      dev_run_wait(r, rc, "%s (retrying)", why);
+    else
+      dev_run_fail(r, rc, "%s", why);
     goto cleanup;
   }
-  mcim_jws_expect_t ex = {.iss = ro, .aud = d->name, .sub = d->name,
-                          .typ = "mcim-discovery+jwt", .txn = p->txn,
-                          .skew = dev_cfg_int(d, "clock_skew")};
-  rc = mcim_jws_verify(jws, strlen(jws), ro_key, &ex, &stmt);
-  if (rc != MCIM_OK) {
-    dev_run_fail(r, rc, "DRF: the discovery statement does not verify as the RO's: %s",
-         mcim_cause_text(rc));
-    r->fail_step = p->n + 1;
-    goto cleanup;
-  }
-  const char *sho = mcim_statement_string(stmt, "sho");
   const char *sho_cert = mcim_statement_string(stmt, "sho_cert");
   const char *endpoint = mcim_statement_string(stmt, "endpoint");
-  r->fail_step = p->n + 1;
-  if (!sho || !sho_cert) {
-    dev_run_fail(r, MCIM_CLAIM_MISSING, "DRF: the discovery statement lacks sho or sho_cert");
-    goto cleanup;
-  }
-  /* The owner chose the SHO (instruction): a registry pointing elsewhere is not followed
-   * (the DRF keeps its answer per txn, so asking again would not change it). */
-  if (strcmp(sho, p->sho) != 0) {
-    dev_run_fail(r, MCIM_CLAIM_MISMATCH, "DRF: points to SHO \"%.63s\", the owner instructed \"%s\"",
-         sho, p->sho);
-    goto cleanup;
-  }
-  rc = dev_peer_key_from_pem(d, sho_cert, sho, &sho_key);
+  rc = dev_peer_key_from_pem(d, sho_cert, p->sho, &sho_key);
   if (rc != MCIM_OK) {
-    dev_run_fail(r, rc, "DRF: the certificate of %s does not verify against the operators' CA", sho);
+    dev_run_fail(r, rc, "DRF: the certificate of %s does not verify against the operators' CA",
+                 p->sho);
     goto cleanup;
   }
   /* The RO vouches for where the SHO is: that is the address the device uses from now on. */
-  if (!endpoint || dev_network_learn(d, sho, endpoint) != MCIM_OK) {
-    dev_run_fail(r, MCIM_PEER_BAD_ANSWER, "DRF: the endpoint of %s is not an https URL", sho);
+  if (!endpoint || dev_network_learn(d, p->sho, endpoint) != MCIM_OK) {
+    dev_run_fail(r, MCIM_PEER_BAD_ANSWER, "DRF: the endpoint of %s is not an https URL", p->sho);
     goto cleanup;
   }
   r->fail_step = 0;
   dev_data_set_str(p, "sho_cert", sho_cert);
   dev_data_set_str(p, "endpoint", endpoint);
+  dev_data_set_str(p, "discovery_jti", stmt->claims.jti);
+  json_object_set_new(p->data, "discovered_at", json_integer(mcim_now()));
   r->out = OUT_NEXT;
 cleanup:
   mcim_statement_free(stmt);
-  mcim_jose_key_free(ro_key);
   mcim_jose_key_free(sho_key);
-  json_decref(body);
+  json_decref(tb);
   mcim_http_result_clear(&res);
   free(token);
 }
 
+/* While the device waits for its nonce after discovering, it asks the DRF again every
+ * DEV_REDISCOVER_S seconds. The DRF commits its first answer relaxed (src/roles/ro/drf.c,
+ * mcim_drf_discover, says why that is safe): a crash of its database may lose the answer and
+ * the step-8 announcement with it, and then the SHO never asks the PVA for our nonce; asking
+ * again makes the DRF announce us again. 10 s: a healthy procedure has its nonce within a
+ * second or so of discovering (the SHO asks the PVA as soon as it is told), so it never asks
+ * again; the loss needs the database server or its machine to crash and come back, which
+ * takes longer than that; and a device waiting on a slow SHO costs the RO one stored-answer
+ * lookup per 10 s (one request in 21 more than the nonce polls, at poll_ms 500). */
+#define DEV_REDISCOVER_S 10
+
+/* The seed step the procedure's discovery is traced with (7 in every table that has one). */
+static int discover_step(const struct dev_proc *p)
+{
+  const struct dev_procedure *pr = dev_procedure_find(p->kind, p->via);
+  for (size_t i = 0; pr && i < pr->nsteps; i++)
+    if (strcmp(pr->steps[i].name, "discover") == 0)
+      return pr->steps[i].n;
+  return p->n;
+}
+
+/* Ask the DRF again (see DEV_REDISCOVER_S). Never fails the procedure on a hiccup ("not yet",
+ * a network or store problem, a stored statement that expired meanwhile: logged, and the nonce
+ * is waited for as before); only a verified answer naming another SHO does, as the first
+ * would have. A stored answer (the same statement, same jti) is a poll and is not traced; a
+ * new statement means the DRF had lost its answer and announced us again: traced, logged. */
+static void rediscover(struct dev_run *r, const char *token)
+{
+  struct dev_proc *p = r->p;
+  struct mcim_http_result res = {0};
+  mcim_statement_t *stmt = NULL;
+  char why[256];
+  int64_t sent = 0;
+  const char *jti = dev_data_str(p, "discovery_jti");
+  json_int_t at = json_integer_value(json_object_get(p->data, "discovered_at"));
+
+  if (!jti || mcim_now() - at < DEV_REDISCOVER_S)
+    goto cleanup;
+  json_object_set_new(p->data, "discovered_at", json_integer(mcim_now()));
+  (void)dev_run_save(r); /* not again at once after a restart; a failure is logged */
+  mcim_cause_t rc = discovery_ask(r, token, &sent, &res, &stmt, why, sizeof(why));
+  if (rc == MCIM_CLAIM_MISMATCH) {
+    dev_run_fail(r, rc, "asked again: %s", why);
+    goto cleanup;
+  }
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_INFO, p->txn, discover_step(p), rc,
+                   "DRF asked again while waiting for the nonce: %s (waiting on)", why);
+    goto cleanup;
+  }
+  if (stmt->claims.jti && strcmp(stmt->claims.jti, jti) == 0) {
+    mcim_log_event(MCIM_LOG_DEBUG, p->txn, discover_step(p), MCIM_OK,
+                   "DRF asked again while waiting for the nonce: its stored answer");
+    goto cleanup;
+  }
+  json_t *tb = json_pack("{s:s,s:s}", "txn", p->txn, "device", r->d->name);
+  dev_trace_at(r->d, sent, p->txn, discover_step(p), dev_cfg_str(r->d, "ro"),
+               "DRF: where is my SHO? (asked again: a new answer, the DRF had lost its first)",
+               tb, MCIM_OK);
+  json_decref(tb);
+  mcim_log_event(MCIM_LOG_NOTICE, p->txn, discover_step(p), MCIM_OK,
+                 "DRF asked again while waiting for the nonce: a new answer for %s (the DRF had"
+                 " lost its first, and announced this device again)", p->sho);
+  dev_data_set_str(p, "discovery_jti", stmt->claims.jti);
+  (void)dev_run_save(r);
+cleanup:
+  mcim_statement_free(stmt);
+  mcim_http_result_clear(&res);
+}
+
 /* 10: the PVA's nonce for this procedure (the SHO asked the PVA at step 9, after the DRF
- * told it at step 8: the device polls until it is there). */
+ * told it at step 8: the device polls until it is there, and asks the DRF again every
+ * DEV_REDISCOVER_S meanwhile in case the DRF lost step 8: rediscover). */
 void dev_st_nonce(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
@@ -360,6 +474,7 @@ void dev_st_nonce(struct dev_run *r)
   rc = dev_call(d, r->cli, "GET", pva, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
     dev_run_wait(r, MCIM_OK, "waiting for the SHO's validation request at the PVA");
+    rediscover(r, token);
     goto cleanup;
   }
   if (rc != MCIM_OK) {
@@ -376,6 +491,7 @@ void dev_st_nonce(struct dev_run *r)
   if (strcmp(txn, p->txn) != 0) {
     /* another procedure's validation, not ours (yet) */
     dev_run_wait(r, MCIM_OK, "the PVA's pending validation is for procedure %s", txn);
+    rediscover(r, token);
     goto cleanup;
   }
   /* Not traced here: this is a poll, and the one that finds the nonce may have left

@@ -338,7 +338,7 @@ static mcim_cause_t ready(struct pg_conn *c)
 
 /* ---- transactions ---- */
 
-static mcim_cause_t pg_begin(void *conn)
+static mcim_cause_t begin_txn(void *conn, bool relaxed)
 {
   struct pg_conn *c = conn;
   set_err(c, "");
@@ -351,7 +351,11 @@ static mcim_cause_t pg_begin(void *conn)
     return rc;
   }
   /* The writers' lock, waited for up to lock_timeout (55P03: MCIM_STORE_BUSY). */
-  rc = run_simple(c, "BEGIN ISOLATION LEVEL READ COMMITTED; " WRITER_LOCK_SQL);
+  /* A relaxed transaction (mcim_store_begin_relaxed): SET LOCAL lasts until this
+   * transaction ends, so nothing is set back after it; the same round trip as BEGIN. */
+  rc = run_simple(c, relaxed ? "BEGIN ISOLATION LEVEL READ COMMITTED;"
+                               " SET LOCAL synchronous_commit TO off; " WRITER_LOCK_SQL
+                             : "BEGIN ISOLATION LEVEL READ COMMITTED; " WRITER_LOCK_SQL);
   if (rc != MCIM_OK && in_txn(c)) {
     char keep[sizeof(c->errmsg)];
     memcpy(keep, c->errmsg, sizeof(keep));
@@ -360,6 +364,16 @@ static mcim_cause_t pg_begin(void *conn)
   }
   c->txn = rc == MCIM_OK;
   return rc;
+}
+
+static mcim_cause_t pg_begin(void *conn)
+{
+  return begin_txn(conn, false);
+}
+
+static mcim_cause_t pg_begin_relaxed(void *conn)
+{
+  return begin_txn(conn, true);
 }
 
 static mcim_cause_t pg_commit(void *conn)
@@ -1037,6 +1051,7 @@ const mcim_store_ops_t mcim_store_postgres_ops = {
     .exec = pg_exec,
     .exec_script = pg_exec_script,
     .set_durable = pg_set_durable,
+    .begin_relaxed = pg_begin_relaxed,
     .changes = pg_changes,
     .errmsg = pg_errmsg,
 };

@@ -13,6 +13,10 @@ struct mcim_store {
   const mcim_store_ops_t *ops;
   void *conn;
   bool in_txn;
+  /* A relaxed transaction made through set_durable(false) (mcim_store_begin_relaxed): the
+   * handle goes back to durable commits when it ends, or before the next begin if that
+   * failed, so durability is never left off by accident. */
+  bool relaxed;
 };
 
 mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *target,
@@ -71,17 +75,50 @@ static void log_failure(const mcim_store_t *st, const char *what, mcim_cause_t r
                  mcim_store_errmsg(st));
 }
 
-mcim_cause_t mcim_store_begin(mcim_store_t *st)
+/* Back to durable commits after a relaxed transaction (outside any transaction). */
+static mcim_cause_t durable_again(mcim_store_t *st)
+{
+  if (!st->relaxed)
+    return MCIM_OK;
+  if (st->ops->set_durable(st->conn, true) != MCIM_OK) {
+    log_failure(st, "back to durable commits", MCIM_STORE_ERROR);
+    return MCIM_STORE_ERROR;
+  }
+  st->relaxed = false;
+  return MCIM_OK;
+}
+
+static mcim_cause_t begin(mcim_store_t *st, bool relaxed)
 {
   if (!st || st->in_txn)
     return MCIM_INVALID_ARGUMENT;
-  mcim_cause_t rc = st->ops->begin(st->conn);
+  mcim_cause_t rc = durable_again(st);
+  if (rc != MCIM_OK)
+    return rc;
+  if (relaxed && st->ops->begin_relaxed) {
+    rc = st->ops->begin_relaxed(st->conn);
+  } else {
+    if (relaxed && st->ops->set_durable && st->ops->set_durable(st->conn, false) == MCIM_OK)
+      st->relaxed = true; /* otherwise durable: never less than asked for */
+    rc = st->ops->begin(st->conn);
+  }
   if (rc != MCIM_OK) {
     log_failure(st, "BEGIN", rc);
+    (void)durable_again(st);
     return rc;
   }
   st->in_txn = true;
   return MCIM_OK;
+}
+
+mcim_cause_t mcim_store_begin(mcim_store_t *st)
+{
+  return begin(st, false);
+}
+
+mcim_cause_t mcim_store_begin_relaxed(mcim_store_t *st)
+{
+  return begin(st, true);
 }
 
 mcim_cause_t mcim_store_commit(mcim_store_t *st)
@@ -95,6 +132,8 @@ mcim_cause_t mcim_store_commit(mcim_store_t *st)
     (void)st->ops->rollback(st->conn);
   }
   st->in_txn = false;
+  /* the transaction's outcome stands; a failure here is retried by the next begin */
+  (void)durable_again(st);
   return rc;
 }
 
@@ -106,6 +145,7 @@ mcim_cause_t mcim_store_rollback(mcim_store_t *st)
   if (rc != MCIM_OK)
     log_failure(st, "ROLLBACK", rc);
   st->in_txn = false;
+  (void)durable_again(st);
   return rc;
 }
 
@@ -119,6 +159,9 @@ mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t
 {
   if (!st || !sql || (nparams && !params))
     return MCIM_INVALID_ARGUMENT;
+  /* an autocommit write is durable, even right after a relaxed transaction */
+  if (!st->in_txn && durable_again(st) != MCIM_OK)
+    return MCIM_STORE_ERROR;
   mcim_cause_t rc = st->ops->exec(st->conn, sql, params, nparams, cb, arg);
   /* A cause returned by the caller's callback is the caller's business. */
   if (rc != MCIM_OK && (rc == MCIM_STORE_ERROR || rc == MCIM_CONFLICT || rc == MCIM_STORE_BUSY ||

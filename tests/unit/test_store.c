@@ -764,6 +764,67 @@ static void test_relaxed(void **state)
   mcim_store_close(st);
 }
 
+/* Whether the handle's commits are relaxed now: SQLite synchronous = NORMAL, PostgreSQL
+ * synchronous_commit off (inside the transaction: SET LOCAL). */
+static bool commits_relaxed(mcim_store_t *st)
+{
+  int64_t v = -1;
+  assert_int_equal(mcim_store_query_int(st,
+                                        pg ? "SELECT CASE WHEN current_setting('synchronous_commit')"
+                                             " = 'off' THEN 1 ELSE 2 END"
+                                           : "PRAGMA synchronous",
+                                        NULL, 0, &v),
+                   MCIM_OK);
+  return v == 1;
+}
+
+/* mcim_store_begin_relaxed (the DRF's first discovery): the transaction commits relaxed, and
+ * only it: its row is there for other handles at once, and the handle is durable again after
+ * its commit, after its rollback and after a commit that failed; a transaction in a
+ * transaction is refused as with mcim_store_begin. */
+static void test_relaxed_txn(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db), *other = open_db(fx->db);
+  int64_t n = -1;
+  assert_int_equal(mcim_store_exec_script(st, "CREATE TABLE r (x BIGINT PRIMARY KEY)"), MCIM_OK);
+  mcim_val_t one[] = {MCIM_INT(1)}, two[] = {MCIM_INT(2)};
+  assert_int_equal(mcim_store_begin_relaxed(st), MCIM_OK);
+  assert_true(commits_relaxed(st));
+  assert_int_equal(mcim_store_begin_relaxed(st), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_begin(st), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO r (x) VALUES (?)", one, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  assert_int_equal(mcim_store_query_int(other, "SELECT COUNT(*) FROM r", NULL, 0, &n), MCIM_OK);
+  assert_int_equal(n, 1);
+  assert_durable(st);
+  /* the next transaction is durable */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_false(commits_relaxed(st));
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  /* rolled back: nothing stays, the handle is durable */
+  assert_int_equal(mcim_store_begin_relaxed(st), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO r (x) VALUES (?)", two, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  assert_int_equal(mcim_store_query_int(other, "SELECT COUNT(*) FROM r", NULL, 0, &n), MCIM_OK);
+  assert_int_equal(n, 1);
+  assert_durable(st);
+  /* a commit that fails (a statement in it failed) leaves the handle durable as well */
+  assert_int_equal(mcim_store_begin_relaxed(st), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO r (x) VALUES (?)", one, 1, NULL, NULL),
+                   MCIM_CONFLICT);
+  assert_int_equal(mcim_store_exec(st, "INSERT INTO r (x) VALUES (?)", two, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK); /* the failed statement undid itself only */
+  assert_durable(st);
+  assert_int_equal(mcim_store_query_int(other, "SELECT COUNT(*) FROM r", NULL, 0, &n), MCIM_OK);
+  assert_int_equal(n, 2);
+  mcim_store_close(other);
+  mcim_store_close(st);
+}
+
 /* ---- crash safety smoke ---- */
 
 static void test_crash_safety(void **state)
@@ -1457,6 +1518,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_stmt_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
       cmocka_unit_test_setup_teardown(test_relaxed, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_relaxed_txn, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_safety, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_upgrade, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_too_new, setup, teardown),

@@ -574,7 +574,28 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   answer = json_pack("{s:s,s:s,s:s}", "sho", o.sho, "endpoint", o.endpoint, "discovery", jws);
-  rc = mcim_store_begin(st);
+  /* A relaxed commit: answered as soon as the database has it, without waiting for its WAL
+   * (or SQLite WAL frames) to reach the disk. On PostgreSQL at operator scale that flush, under
+   * the writers' lock, was most of a first discovery's time (bench/drf_scale.sh: p99 6.96 ms
+   * durable; docs/performance.md, "The DRF at operator scale").
+   *
+   * Why losing it is safe. An mcimd crash loses nothing (the database has the commit); a crash
+   * of the database server or of its OS within a moment after it (PostgreSQL: at most three
+   * times wal_writer_delay) may lose it whole: the stored answer, the step-8 announcement in
+   * the outbox and the trace row, never one without the others, and never a durable commit
+   * that came after it (the WAL is flushed in order). Nothing else the procedure needs is in
+   * it: the order (drf_orders) was committed durably at step 1 and does not change here. What
+   * is lost is the announcement, which nobody at the RO would queue again, so the SHO would
+   * never ask the PVA (step 9) and the device would wait for its nonce until its deadline.
+   * The device repairs it: while it waits for the nonce after discovering, it asks the DRF
+   * again for the same txn every DEV_REDISCOVER_S seconds (src/device/procedures.c,
+   * rediscover). Had this commit survived, the stored answer is returned (the
+   * mcim_role_answer_get above: nothing queued twice); had it been lost, this is a first
+   * discovery again and queues the announcement again, from the same durable order, so to the
+   * same SHO (the device checks that). An announcement delivered before the loss and again
+   * after it is one more repeat for the SHO, which answers a repeated announcement without
+   * change (h_device_ready). */
+  rc = mcim_store_begin_relaxed(st);
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 8, device, 200, answer);
   if (rc == MCIM_OK && strcmp(mcim_config_str(r->cfg, "drf_notify"), "yes") == 0)
