@@ -51,6 +51,7 @@ struct order {
   struct dev *dev;
   char txn[33];
   char *statement; /* the first answer's "discovery" */
+  char *proof;     /* the device's request for this txn, signed once as the agent does */
 };
 
 struct phase {
@@ -177,27 +178,36 @@ static mcim_cause_t attach(struct dev *v)
   return rc;
 }
 
-/* One discovery of `txn` by `v`, timed; the answer kept in *res. */
-static mcim_cause_t discover(struct dev *v, const char *txn, struct mcim_http_result *res,
-                             double *ms)
+/* One discovery of `txn` by `v`, timed; the answer kept in *res. The device's own request
+ * (the TRE's proof) is signed outside the timing, once per txn when `kept` is given (the
+ * agent shows the same one on every ask, so the RO checks it once), else for this ask. */
+static mcim_cause_t discover(struct dev *v, const char *txn, char **kept,
+                             struct mcim_http_result *res, double *ms)
 {
   json_t *body = json_pack("{s:s,s:s}", "txn", txn, "device", v->name);
-  json_t *extra = json_pack("{s:s}", "for", "discovery");
-  char *proof = NULL, *cert = NULL;
+  char *fresh = NULL, *cert = NULL;
+  mcim_cause_t prc = MCIM_OK;
   memset(res, 0, sizeof(*res));
-  /* the device's own request (its TRE signs it once per procedure; not timed here) */
-  mcim_cause_t prc = v->d->tre->ops->sign(v->d->tre->ctx, "mcim-request+jwt",
-                                          dev_cfg_str(v->d, "ro"), txn, extra, 300, &proof);
+  if (!kept || !*kept) {
+    json_t *extra = json_pack("{s:s}", "for", "discovery");
+    prc = v->d->tre->ops->sign(v->d->tre->ctx, "mcim-request+jwt", dev_cfg_str(v->d, "ro"), txn,
+                               extra, 300, &fresh);
+    json_decref(extra);
+    if (prc == MCIM_OK && kept) {
+      *kept = fresh;
+      fresh = NULL;
+    }
+  }
   if (prc == MCIM_OK)
     prc = v->d->tre->ops->cert(v->d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
-  json_decref(extra);
   if (prc != MCIM_OK) {
     json_decref(body);
+    free(fresh);
     return prc;
   }
-  json_object_set_new(body, "proof", json_string(proof));
+  json_object_set_new(body, "proof", json_string(kept ? *kept : fresh));
   json_object_set_new(body, "tre_cert", json_string(cert));
-  free(proof);
+  free(fresh);
   free(cert);
   double t0 = now_ms();
   mcim_cause_t rc = dev_call(v->d, v->cli, "POST", dev_cfg_str(v->d, "ro"), "/v1/drf/discover",
@@ -351,14 +361,15 @@ int main(int argc, char **argv)
       }
       if (!v->token || attach(v) != MCIM_OK) /* a token near its expiry: attach again */
         return 1;
-      mcim_cause_t rc = discover(v, txn, &res, &ms);
+      char **kept = p == 2 ? NULL : &o->proof;
+      mcim_cause_t rc = discover(v, txn, kept, &res, &ms);
       if (dev_cause_token(rc)) { /* expired between the check and the call: not timed */
         mcim_http_result_clear(&res);
         free(v->token);
         v->token = NULL;
         if (attach(v) != MCIM_OK)
           return 1;
-        rc = discover(v, txn, &res, &ms);
+        rc = discover(v, txn, kept, &res, &ms);
       }
       ph[p].ms[ph[p].n++] = ms;
       if (p == 2) {
@@ -402,8 +413,10 @@ int main(int argc, char **argv)
     free(ph[p].ms);
     json_decref(ph[p].causes);
   }
-  for (size_t k = 0; k < norders; k++)
+  for (size_t k = 0; k < norders; k++) {
     free(ord[k].statement);
+    free(ord[k].proof);
+  }
   free(ord);
   for (size_t i = 0; i < ndev; i++) {
     free(devs[i].token);
