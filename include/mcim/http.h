@@ -149,6 +149,7 @@ struct mcim_http_result {
   json_t *json;       /* parsed body (NULL if none or not JSON); caller frees via _result_clear */
   mcim_cause_t cause; /* MCIM_OK for 2xx; the peer's cause for problem+json; else a transport cause */
   char detail[256];   /* peer's detail or the transport error text */
+  long retry_after;   /* the answer's Retry-After in seconds, 0 if none (libcurl client only) */
 };
 
 /* `body` may be NULL (no body); `bearer` may be NULL. Returns result->cause. */

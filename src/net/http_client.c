@@ -248,6 +248,9 @@ static mcim_cause_t request(struct mcim_http_client *cli, const char *method, co
   long status = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   mcim_http_result_from_answer_(result, status, ans.buf, ans.len, url);
+  curl_off_t retry_after = 0; /* "not yet" answers say when to ask again (seconds form) */
+  if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
+    result->retry_after = (long)retry_after;
 
 out:
   mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, result->cause, "%s %s -> %ld", method, url,

@@ -639,7 +639,6 @@ static void test_discovery_pending(void **state)
   struct usim u;
   char token[4096] = "", txn[33];
   mcim_cause_t net = MCIM_INTERNAL;
-  long status = 0;
   (void)state;
   /* a device of the test's own with a PCID at the ICF, attached at the VNO */
   register_pcid("001019000000777", "sdev1", mcim_now() + 3600);
@@ -651,9 +650,15 @@ static void test_discovery_pending(void **state)
   new_txn(txn);
   json_t *ask = json_pack("{s:s,s:s}", "txn", txn, "device", "sdev1");
   assert_int_equal(soft_device_proof("sdev1", txn, "discovery", ask, NULL), 0);
-  assert_int_equal(req(plain_cli, "POST", "ro", "/v1/drf/discover", ask, token, &status),
+  struct mcim_http_result r;
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("ro", "/v1/drf/discover"), ask, token,
+                                     &r),
                    MCIM_ORDER_PENDING);
-  assert_int_equal(status, 503);
+  /* "not yet", and when to ask again */
+  assert_int_equal(r.status, 503);
+  assert_int_equal(r.retry_after, 1);
+  mcim_http_result_clear(&r);
+  json_decref(ask);
   /* a txn of another device's order is "not yet" too: nothing about it is told */
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = '" DEV "'") >
                        0,
