@@ -204,6 +204,15 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
 mcim_cause_t mcim_role_check_device_request(struct mcim_role *r, const json_t *body,
                                             const char *device, const char *txn,
                                             const char *what);
+/* mcim_role_check_device_request for a handler at seed step `step`: when the check fails,
+ * `resp` gets the problem of its cause, "`answer` is for the device itself: its TRE's request
+ * (proof, tre_cert) of procedure `txn` does not verify: <cause text>" (`answer`: what the
+ * handler answers, "discovery", "the package"). Returns the check's cause: the handler goes on
+ * only on MCIM_OK, when `resp` was not touched. */
+mcim_cause_t mcim_role_require_device_request(struct mcim_role *r, const json_t *body,
+                                              const char *device, const char *txn,
+                                              const char *what, int step, const char *answer,
+                                              struct mcim_http_response *resp);
 
 /* A device's TRE key (attestation or key agreement) from its certificate PEM, verified
  * against the M2MES CA with the device id as CN. */

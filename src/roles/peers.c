@@ -330,3 +330,16 @@ mcim_cause_t mcim_role_check_device_request(struct mcim_role *r, const json_t *b
   mcim_jose_key_free(key);
   return rc;
 }
+
+mcim_cause_t mcim_role_require_device_request(struct mcim_role *r, const json_t *body,
+                                              const char *device, const char *txn,
+                                              const char *what, int step, const char *answer,
+                                              struct mcim_http_response *resp)
+{
+  mcim_cause_t rc = mcim_role_check_device_request(r, body, device, txn, what);
+  if (rc != MCIM_OK)
+    mcim_http_reply_problem(resp, rc, step, "%s is for the device itself: its TRE's request"
+                            " (proof, tre_cert) of procedure %s does not verify: %s",
+                            answer, txn, mcim_cause_text(rc));
+  return rc;
+}

@@ -202,13 +202,9 @@ void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 13, "%s", err);
     return;
   }
-  rc = mcim_role_check_device_request(r, req->json, device, txn, "package");
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 13, "the package is for the device itself: its TRE's"
-                            " request (proof, tre_cert) of procedure %s does not verify: %s",
-                            txn, mcim_cause_text(rc));
+  if (mcim_role_require_device_request(r, req->json, device, txn, "package", 13, "the package",
+                                       resp) != MCIM_OK)
     return;
-  }
   mcim_store_t *st = mcim_role_store(r);
   mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device)};
   rc = st ? mcim_store_exec(st,

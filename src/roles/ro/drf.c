@@ -530,13 +530,9 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   }
   /* The answer names the new SHO: to the device itself only, never to the network it is on
    * (in a change via the old SHO, the old SHO could mint a token for it). */
-  rc = mcim_role_check_device_request(r, req->json, device, txn, "discovery");
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 7, "discovery is for the device itself: its TRE's"
-                            " request (proof, tre_cert) of procedure %s does not verify: %s",
-                            txn, mcim_cause_text(rc));
+  if (mcim_role_require_device_request(r, req->json, device, txn, "discovery", 7, "discovery",
+                                       resp) != MCIM_OK)
     return;
-  }
   mcim_store_t *st = mcim_role_store(r);
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 8, "store unavailable");
