@@ -32,10 +32,6 @@ on_exit() {
 }
 trap on_exit EXIT
 
-sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
-pid_of() { # pid_of NAME: the pid lab.json records for a role or a device agent
-  tr -d ' \n' <"$lab/lab.json" | grep -o "\"name\":\"$1\",[^}]*\"pid\":[0-9]*" | grep -o '[0-9]*$'
-}
 pause() { local p; p=$(pid_of "$1"); kill -STOP "$p"; stopped="$stopped $p"; }
 resume() {
   local p; p=$(pid_of "$1")
@@ -50,7 +46,6 @@ running_at() { # running_at DEV STAGE-REGEX: the current procedure runs at that 
   local v; v=$(proc_view "$1")
   echo "$v" | grep -q '"state":"running"' && echo "$v" | grep -Eq "\"stage\":\"($2)\""
 }
-db_is() { [ "$(sql "$1" "$2")" = "$3" ]; } # db_is DB SQL VALUE
 
 # Holds: what the SHO stored at the DPF (or asked of the PVA) stays invisible to the device.
 hold_packages() {

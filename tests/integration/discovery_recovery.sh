@@ -26,10 +26,8 @@ on_exit() {
 }
 trap on_exit EXIT
 
-sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
 ro() { sql "$lab/ro/ro.db" "$@"; }
 agent() { sql "$lab/devices/dr1/agent.db" "$@"; }
-db_is() { [ "$(sql "$1" "$2")" = "$3" ]; } # db_is DB SQL VALUE
 run_bg() {
   local out=$1
   shift

@@ -101,6 +101,14 @@ role_url() { # role_url NAME
 jfield() { # jfield FILE NAME: first string value of "NAME" in a JSON file
   tr -d '\n' <"$1" | grep -o "\"$2\": *\"[^\"]*\"" | head -n1 | sed 's/.*: *"\(.*\)"/\1/'
 }
+# The stores of a lab on SQLite (the test needs sqlite3). sql DB SQL...: sqlite3 that waits up
+# to 10 s for a writer of DB (a daemon's or an agent's) instead of failing busy. expiry.sh
+# defines an sql of its own (errors ignored), which replaces this one there.
+sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
+db_is() { [ "$(sql "$1" "$2")" = "$3" ]; } # db_is DB SQL VALUE
+pid_of() { # pid_of NAME: the pid lab.json records for a role or a device agent
+  tr -d ' \n' <"$lab/lab.json" | grep -o "\"name\":\"$1\",[^}]*\"pid\":[0-9]*" | grep -o '[0-9]*$'
+}
 
 # privacy LABEL: neither SHO keeps the other's name or any IMSI the other issued (issue 8,
 # point 5): database (every table: orders, AuC, stored answers, traces of what it sent and
