@@ -57,6 +57,11 @@ OpenAPI documents of every role's API.")
 
 set(CPACK_DEBIAN_M2ME_PACKAGE_NAME m2me)
 set(CPACK_DEBIAN_M2ME_PACKAGE_DEPENDS "passwd")
+if(MCIM_STATIC_AGENT AND MCIM_LINKER_PACK_RELATIVE_RELOCS)
+  # m2me's packed relocations need glibc 2.36 (version GLIBC_ABI_DT_RELR), which no symbol
+  # carries: dpkg-shlibdeps alone would say libc6 (>= 2.34)
+  string(APPEND CPACK_DEBIAN_M2ME_PACKAGE_DEPENDS ", libc6 (>= 2.36)")
+endif()
 set(CPACK_DEBIAN_M2ME_PACKAGE_SUGGESTS "systemd")
 set(CPACK_DEBIAN_M2ME_PACKAGE_CONTROL_EXTRA
     "${PROJECT_SOURCE_DIR}/packaging/deb/m2me/postinst;${PROJECT_SOURCE_DIR}/packaging/deb/m2me/prerm;${PROJECT_SOURCE_DIR}/packaging/deb/m2me/postrm")

@@ -7,6 +7,8 @@ PKGS=(
   build-essential cmake pkg-config
   libssl-dev libgnutls28-dev libcurl4-openssl-dev libmicrohttpd-dev libjansson-dev libcjose-dev
   libsqlite3-dev sqlite3 libpq-dev
+  # (libssl-dev, libsqlite3-dev, libjansson-dev and libcjose-dev also ship the static archives
+  # that m2me is linked with: MCIM_STATIC_AGENT, docs/device.md "Footprint")
   haproxy # `mcim lab up --instances N`: the load balancer in front of each role's instances
   postgresql # the PostgreSQL store's tests: scripts/pg.sh starts a throw-away server (Debian 12: 15)
   libcmocka-dev
