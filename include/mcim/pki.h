@@ -55,7 +55,9 @@ mcim_cause_t mcim_pki_cert_name(X509 *cert, char **out);
 
 /* Verify `cert` against the trust anchor `ca`: signature chain, validity at `now` (0: wall
  * clock; MCIM_CERT_EXPIRED when past notAfter), and the usage's keyUsage / extendedKeyUsage;
- * if `name` is given, the subject CN must equal it. Any other failure: MCIM_CERT_INVALID. */
+ * if `name` is given, the subject CN must equal it. Any other failure: MCIM_CERT_INVALID.
+ * A positive answer is remembered for the same certificate, CA, usage and name while both are
+ * valid (src/crypto/pki_verdict.c): checked again, it costs two SHA-256, not a chain check. */
 mcim_cause_t mcim_pki_cert_verify(X509 *cert, X509 *ca, mcim_cert_usage_t usage,
                                   const char *name, int64_t now);
 /* Verify as above, then return the certificate's public key (EVP_PKEY_free() it). */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "crypto/objcache.h"
+#include "crypto/pki_verdict.h"
 #include "mcim/log.h"
 #include "mcim/opcount.h"
 #include "mcim/util.h"
@@ -405,6 +406,13 @@ mcim_cause_t mcim_pki_cert_verify(X509 *cert, X509 *ca, mcim_cert_usage_t usage,
 
   if (!cert || !ca || !usage_valid(usage))
     return MCIM_INVALID_ARGUMENT;
+  /* the same certificate, CA, usage and name verified before, inside both validities */
+  uint8_t id[32];
+  bool have_id = mcim_pki_verdict_id(cert, ca, usage, name, id);
+  if (!now)
+    now = mcim_now();
+  if (have_id && mcim_pki_verdict_known(id, now))
+    return MCIM_OK;
   store = X509_STORE_new();
   ctx = X509_STORE_CTX_new();
   if (!store || !ctx || X509_STORE_add_cert(store, ca) != 1 ||
@@ -412,7 +420,7 @@ mcim_cause_t mcim_pki_cert_verify(X509 *cert, X509 *ca, mcim_cert_usage_t usage,
     goto cleanup;
   X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
   X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_X509_STRICT);
-  X509_VERIFY_PARAM_set_time(param, (time_t)(now ? now : mcim_now()));
+  X509_VERIFY_PARAM_set_time(param, (time_t)now);
   int purpose = usage == MCIM_CERT_TLS          ? X509_PURPOSE_SSL_SERVER
                 : usage == MCIM_CERT_TLS_CLIENT ? X509_PURPOSE_SSL_CLIENT
                                                 : X509_PURPOSE_ANY;
@@ -435,6 +443,8 @@ mcim_cause_t mcim_pki_cert_verify(X509 *cert, X509 *ca, mcim_cert_usage_t usage,
     goto cleanup;
   }
   rc = MCIM_OK;
+  if (have_id)
+    mcim_pki_verdict_keep(id, cert, ca);
 cleanup:
   free(cn);
   X509_STORE_CTX_free(ctx);

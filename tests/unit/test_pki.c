@@ -15,7 +15,9 @@
 
 #include <openssl/x509v3.h>
 
+#include "crypto/pki_verdict.h"
 #include "mcim/jose.h"
+#include "mcim/opcount.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
 
@@ -165,6 +167,43 @@ static void test_device(void **state)
                    MCIM_CERT_INVALID);
   X509_free(att);
   X509_free(ka);
+}
+
+/* A verdict kept (src/crypto/pki_verdict.c) answers only for the same certificate, CA,
+ * usage and name, and only inside both validities: the chain is not verified again (the
+ * operation count stays), and everything else is verified, and refused, in full. */
+static void test_verdict_kept(void **state)
+{
+  (void)state;
+  int64_t now = mcim_now();
+  X509 *cert = issue(ops, "sho-v", MCIM_CERT_TLS, NULL);
+  X509 *other = issue(ops, "sho-v", MCIM_CERT_TLS, NULL);
+  mcim_pki_verdict_clear();
+  uint64_t before = mcim_op_read(MCIM_OP_CERT_VERIFY);
+  assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TLS, "sho-v", 0), MCIM_OK);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), before + 1);
+  assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TLS, "sho-v", 0), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TLS, "sho-v", now + 3600),
+                   MCIM_OK);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), before + 1); /* from the verdict */
+  /* outside the validity: verified, and refused with its cause */
+  assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TLS, "sho-v", now + 400 * 86400),
+                   MCIM_CERT_EXPIRED);
+  assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TLS, "sho-v", now - 86400),
+                   MCIM_CERT_INVALID);
+  /* another name, usage, CA or certificate: not this verdict */
+  assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TLS, "sho-a", 0),
+                   MCIM_CERT_INVALID);
+  assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TRE_ATTESTATION, "sho-v", 0),
+                   MCIM_CERT_INVALID);
+  assert_int_equal(mcim_pki_cert_verify(cert, m2mes->cert, MCIM_CERT_TLS, "sho-v", 0),
+                   MCIM_CERT_INVALID);
+  uint64_t mid = mcim_op_read(MCIM_OP_CERT_VERIFY);
+  assert_int_equal(mcim_pki_cert_verify(other, ops->cert, MCIM_CERT_TLS, "sho-v", 0), MCIM_OK);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), mid + 1);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY) - before, 7); /* every check but the kept ones */
+  X509_free(cert);
+  X509_free(other);
 }
 
 static void test_validity(void **state)
@@ -397,7 +436,8 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names),         cmocka_unit_test(test_tls_role),
       cmocka_unit_test(test_admin_client),  cmocka_unit_test(test_device),
-      cmocka_unit_test(test_validity),      cmocka_unit_test(test_impostor_ca),
+      cmocka_unit_test(test_validity),
+      cmocka_unit_test(test_verdict_kept),      cmocka_unit_test(test_impostor_ca),
       cmocka_unit_test(test_files),         cmocka_unit_test(test_pem_memory),
       cmocka_unit_test(test_cert_key_for_jws), cmocka_unit_test(test_lab_init),
   };

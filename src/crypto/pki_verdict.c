@@ -1,0 +1,108 @@
+/* Certificate verdicts kept (src/crypto/pki_verdict.h).
+ *
+ * Why: a procedure shows the same device and role certificates again and again (the TRE's
+ * attestation certificate with every quote and device request, its key-agreement
+ * certificate with every order), and each check was a full chain verification, an ECDSA
+ * verification and a parse of the chain's extensions: about 10 per procedure, a tenth of
+ * the daemons' CPU (docs/performance.md).
+ *
+ * Why it is safe: mcim_pki_cert_verify's answer depends on nothing but the two
+ * certificates, the usage, the name and the time (no CRL, no external store). The id is the
+ * SHA-256 of both certificates' DER, the usage and the name, so a verdict never answers for
+ * another certificate, CA, usage or name; the time is checked against the window in which
+ * both certificates are valid, the only time-dependent part of the check, so an expired or
+ * not yet valid certificate is verified (and refused) as before. Only positive verdicts are
+ * kept: a refusal is always checked again, with its cause. The table is bounded (the oldest
+ * goes). */
+#include "crypto/pki_verdict.h"
+
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+static struct {
+  pthread_mutex_t mu;
+  size_t next;
+  struct {
+    uint8_t id[32];
+    int64_t not_before, not_after;
+    bool used;
+  } e[MCIM_PKI_VERDICTS];
+} verdicts = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static bool der_digest(X509 *x, uint8_t md[32])
+{
+  unsigned int n = 0;
+  return X509_digest(x, EVP_sha256(), md, &n) == 1 && n == 32;
+}
+
+bool mcim_pki_verdict_id(X509 *cert, X509 *ca, mcim_cert_usage_t usage, const char *name,
+                         uint8_t id[32])
+{
+  uint8_t cert_md[32], ca_md[32];
+  int32_t u = (int32_t)usage;
+  unsigned int n = 0;
+  bool ok = false;
+  EVP_MD_CTX *ctx = NULL;
+
+  if (!der_digest(cert, cert_md) || !der_digest(ca, ca_md))
+    return false;
+  ctx = EVP_MD_CTX_new();
+  /* the name with its length and a flag for "no name": no two inputs hash alike */
+  uint64_t name_len = name ? strlen(name) : UINT64_MAX;
+  ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+       EVP_DigestUpdate(ctx, cert_md, sizeof(cert_md)) == 1 &&
+       EVP_DigestUpdate(ctx, ca_md, sizeof(ca_md)) == 1 &&
+       EVP_DigestUpdate(ctx, &u, sizeof(u)) == 1 &&
+       EVP_DigestUpdate(ctx, &name_len, sizeof(name_len)) == 1 &&
+       (!name || EVP_DigestUpdate(ctx, name, strlen(name)) == 1) &&
+       EVP_DigestFinal_ex(ctx, id, &n) == 1 && n == 32;
+  EVP_MD_CTX_free(ctx);
+  return ok;
+}
+
+bool mcim_pki_verdict_known(const uint8_t id[32], int64_t now)
+{
+  bool known = false;
+  pthread_mutex_lock(&verdicts.mu);
+  for (size_t i = 0; i < MCIM_PKI_VERDICTS && !known; i++)
+    known = verdicts.e[i].used && memcmp(verdicts.e[i].id, id, 32) == 0 &&
+            now >= verdicts.e[i].not_before && now < verdicts.e[i].not_after;
+  pthread_mutex_unlock(&verdicts.mu);
+  return known;
+}
+
+static bool asn1_seconds(const ASN1_TIME *t, int64_t *out)
+{
+  struct tm tm;
+  if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+    return false;
+  *out = (int64_t)timegm(&tm);
+  return true;
+}
+
+void mcim_pki_verdict_keep(const uint8_t id[32], X509 *cert, X509 *ca)
+{
+  int64_t nb1, na1, nb2, na2;
+  if (!asn1_seconds(X509_get0_notBefore(cert), &nb1) ||
+      !asn1_seconds(X509_get0_notAfter(cert), &na1) ||
+      !asn1_seconds(X509_get0_notBefore(ca), &nb2) || !asn1_seconds(X509_get0_notAfter(ca), &na2))
+    return; /* not kept: checked in full next time */
+  pthread_mutex_lock(&verdicts.mu);
+  size_t i = verdicts.next;
+  verdicts.next = (i + 1) % MCIM_PKI_VERDICTS;
+  memcpy(verdicts.e[i].id, id, 32);
+  verdicts.e[i].not_before = nb1 > nb2 ? nb1 : nb2;
+  verdicts.e[i].not_after = na1 < na2 ? na1 : na2;
+  verdicts.e[i].used = true;
+  pthread_mutex_unlock(&verdicts.mu);
+}
+
+void mcim_pki_verdict_clear(void)
+{
+  pthread_mutex_lock(&verdicts.mu);
+  memset(verdicts.e, 0, sizeof(verdicts.e));
+  verdicts.next = 0;
+  pthread_mutex_unlock(&verdicts.mu);
+}
