@@ -258,84 +258,143 @@ bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t config
   return attempts >= (max_attempts > 0 ? max_attempts : configured);
 }
 
+/* What one delivery came to, recorded with the others of its round. */
+struct outbox_outcome {
+  bool claimed, done;
+  const char *state; /* delivered, pending (again, after a backoff) or failed */
+  int64_t attempts, next_at, sent_us;
+  mcim_cause_t rc;
+  char detail[256];
+  json_t *body;
+};
+
+/* Claim a round's messages, in one relaxed transaction: another instance of this role on
+ * the same database may be looking too. The i-th is leased long enough for the i messages
+ * sent before it; a lease that runs out only lets another instance deliver it again, which
+ * the receiver deduplicates (txn and step). Not durable: lost in a crash, the messages are
+ * pending again and delivered again; the same for the outcomes (outbox_record). */
+static void outbox_claim(struct mcim_role *r, mcim_store_t *st, struct outbox_batch *b,
+                         struct outbox_outcome *out)
+{
+  int64_t now = mcim_now_us() / 1000;
+  int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");
+  if (mcim_store_begin_relaxed(st) != MCIM_OK)
+    return;
+  for (size_t i = 0; i < b->n; i++) {
+    mcim_val_t c[] = {MCIM_INT(now + timeout * (2 + (int64_t)i)), MCIM_TEXT(b->m[i].id),
+                      MCIM_INT(b->m[i].next_at)};
+    if (mcim_store_exec(st,
+                        "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
+                        " AND state = 'pending'",
+                        c, 3, NULL, NULL) != MCIM_OK) {
+      mcim_store_rollback(st);
+      return;
+    }
+    out[i].claimed = mcim_store_changes(st) == 1;
+  }
+  if (mcim_store_commit(st) != MCIM_OK)
+    for (size_t i = 0; i < b->n; i++)
+      out[i].claimed = false;
+}
+
 /* One delivery. A 2xx or a 409 (the receiver already has it) is done; other 4xx are final
  * refusals (retrying cannot help); transport errors and 5xx are retried with backoff. */
-static void outbox_deliver(struct mcim_role *r, mcim_store_t *st, struct outbox_msg *m)
+static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct outbox_outcome *o)
 {
-  int64_t sent_us = mcim_now_us(), now = sent_us / 1000;
-  /* Claim it: another instance of this role on the same database may be looking too. */
-  int64_t lease = now + mcim_config_int(r->cfg, "peer_timeout_ms") * 2;
-  mcim_val_t c[] = {MCIM_INT(lease), MCIM_TEXT(m->id), MCIM_INT(m->next_at)};
-  /* Not durable: lost in a crash, the message is pending again and delivered again (the
-   * receiver deduplicates by txn and step); the same for the outcome below. */
-  if (mcim_store_exec_relaxed(st,
-                      "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
-                      " AND state = 'pending'",
-                      c, 3, NULL, NULL) != MCIM_OK ||
-      mcim_store_changes(st) != 1)
-    return;
-
+  int64_t now;
   const char *base = mcim_role_peer_url(r, m->peer);
   struct mcim_http_client *cli = mcim_role_client(r);
   struct mcim_http_result res = {0};
-  mcim_cause_t rc;
-  json_t *body = json_loads(m->body, 0, NULL);
   char url[1024];
+
+  o->sent_us = mcim_now_us();
+  now = o->sent_us / 1000;
+  o->body = json_loads(m->body, 0, NULL);
   if (!base) {
-    rc = MCIM_PEER_UNREACHABLE;
+    o->rc = MCIM_PEER_UNREACHABLE;
     snprintf(res.detail, sizeof(res.detail), "peer \"%s\" is not in the peers file", m->peer);
-  } else if (!cli || !body) {
-    rc = MCIM_INTERNAL;
+  } else if (!cli || !o->body) {
+    o->rc = MCIM_INTERNAL;
   } else {
     snprintf(url, sizeof(url), "%s%s", base, m->path);
-    rc = mcim_http_request(cli, "POST", url, body, NULL, &res);
+    o->rc = mcim_http_request(cli, "POST", url, o->body, NULL, &res);
   }
-  bool done = rc == MCIM_OK || res.status == 409;
-  bool final = !done && res.status >= 400 && res.status < 500;
-  int64_t attempts = m->attempts + 1;
-  const char *state = done ? "delivered" : "pending";
-  if (!done && (final || mcim_outbox_gives_up(
-                               attempts, m->max_attempts,
-                               mcim_config_int(r->cfg, "outbox_max_attempts"), now - m->created,
-                               mcim_config_duration(r->cfg, "record_retention") * 1000)))
-    state = "failed";
+  o->done = o->rc == MCIM_OK || res.status == 409;
+  bool final = !o->done && res.status >= 400 && res.status < 500;
+  o->attempts = m->attempts + 1;
+  o->state = o->done ? "delivered" : "pending";
+  if (!o->done && (final || mcim_outbox_gives_up(
+                                o->attempts, m->max_attempts,
+                                mcim_config_int(r->cfg, "outbox_max_attempts"), now - m->created,
+                                mcim_config_duration(r->cfg, "record_retention") * 1000)))
+    o->state = "failed";
   int64_t backoff = mcim_config_int(r->cfg, "outbox_backoff_ms");
-  for (int64_t i = 1; i < attempts && backoff < 60000; i++)
+  for (int64_t i = 1; i < o->attempts && backoff < 60000; i++)
     backoff *= 2;
-  mcim_val_t u[] = {MCIM_TEXT(state), MCIM_INT(attempts), MCIM_INT(now + backoff),
-                    MCIM_TEXT(done ? NULL : mcim_cause_name(rc)), MCIM_TEXT(m->id)};
-  mcim_store_exec_relaxed(st,
-                  "UPDATE outbox SET state = ?, attempts = ?, next_at = ?, last_cause = ?"
-                  " WHERE id = ?",
-                  u, MCIM_NPARAMS(u), NULL, NULL);
-  if (done) {
-    mcim_metric_inc(&mcim_m_outbox_delivered, MCIM_LABELS(m->peer));
-  } else {
-    mcim_metric_inc(&mcim_m_outbox_attempt_failures, MCIM_LABELS(m->peer, mcim_cause_name(rc)));
-    if (strcmp(state, "failed") == 0)
-      mcim_metric_inc(&mcim_m_outbox_given_up, MCIM_LABELS(m->peer, mcim_cause_name(rc)));
-  }
-  if (done || strcmp(state, "failed") == 0)
-    /* stamped when sent, so it sorts before what the receiver did with it */
-    mcim_role_trace_at(r, sent_us, m->txn, (int)m->step, r->name, m->peer, m->msg, body,
-                       done ? MCIM_OK : rc);
-  else
-    mcim_log_event(MCIM_LOG_WARN, m->txn, (int)m->step, rc,
-                   "delivery to %s failed (attempt %lld), retrying: %s", m->peer,
-                   (long long)attempts, res.detail);
-  if (strcmp(state, "failed") == 0)
-    mcim_log_event(MCIM_LOG_ERROR, m->txn, (int)m->step, rc, "gave up delivering to %s: %s",
-                   m->peer, res.detail);
-  json_decref(body);
+  o->next_at = now + backoff;
+  snprintf(o->detail, sizeof(o->detail), "%s", res.detail);
   mcim_http_result_clear(&res);
 }
 
+/* The round's outcomes and the trace rows of what was sent, in one relaxed transaction (a
+ * transaction each cost more than the deliveries' own store work: docs/performance.md). */
+static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct outbox_batch *b,
+                          struct outbox_outcome *out)
+{
+  bool in_txn = mcim_store_begin_relaxed(st) == MCIM_OK;
+  for (size_t i = 0; i < b->n; i++) {
+    const struct outbox_msg *m = &b->m[i];
+    struct outbox_outcome *o = &out[i];
+    if (!o->claimed)
+      continue;
+    mcim_val_t u[] = {MCIM_TEXT(o->state), MCIM_INT(o->attempts), MCIM_INT(o->next_at),
+                      MCIM_TEXT(o->done ? NULL : mcim_cause_name(o->rc)), MCIM_TEXT(m->id)};
+    mcim_store_exec(st,
+                    "UPDATE outbox SET state = ?, attempts = ?, next_at = ?, last_cause = ?"
+                    " WHERE id = ?",
+                    u, MCIM_NPARAMS(u), NULL, NULL);
+    bool failed = strcmp(o->state, "failed") == 0;
+    if (o->done || failed)
+      /* stamped when sent, so it sorts before what the receiver did with it */
+      mcim_role_trace_at(r, o->sent_us, m->txn, (int)m->step, r->name, m->peer, m->msg,
+                         o->body, o->done ? MCIM_OK : o->rc);
+  }
+  if (in_txn && mcim_store_commit(st) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_STORE_ERROR,
+                   "outbox outcomes not recorded (the messages are delivered again): %s",
+                   mcim_store_errmsg(st));
+  for (size_t i = 0; i < b->n; i++) {
+    const struct outbox_msg *m = &b->m[i];
+    const struct outbox_outcome *o = &out[i];
+    if (!o->claimed)
+      continue;
+    if (o->done) {
+      mcim_metric_inc(&mcim_m_outbox_delivered, MCIM_LABELS(m->peer));
+      continue;
+    }
+    mcim_metric_inc(&mcim_m_outbox_attempt_failures, MCIM_LABELS(m->peer, mcim_cause_name(o->rc)));
+    if (strcmp(o->state, "failed") == 0) {
+      mcim_metric_inc(&mcim_m_outbox_given_up, MCIM_LABELS(m->peer, mcim_cause_name(o->rc)));
+      mcim_log_event(MCIM_LOG_ERROR, m->txn, (int)m->step, o->rc, "gave up delivering to %s: %s",
+                     m->peer, o->detail);
+    } else {
+      mcim_log_event(MCIM_LOG_WARN, m->txn, (int)m->step, o->rc,
+                     "delivery to %s failed (attempt %lld), retrying: %s", m->peer,
+                     (long long)o->attempts, o->detail);
+    }
+  }
+}
+
+/* One round of the outbox: up to 16 messages due, claimed together, sent one after the
+ * other, their outcomes recorded together. */
 void mcim_role_outbox_run(struct mcim_role *r)
 {
   mcim_store_t *st = mcim_role_store(r);
   if (!st)
     return;
   struct outbox_batch b = {0};
+  struct outbox_outcome out[sizeof(b.m) / sizeof(b.m[0])];
+  memset(out, 0, sizeof(out));
   int64_t now = mcim_now_us() / 1000;
   mcim_val_t p[] = {MCIM_INT(now)};
   if (mcim_store_exec(st,
@@ -343,9 +402,15 @@ void mcim_role_outbox_run(struct mcim_role *r)
                       " max_attempts, created FROM outbox"
                       " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
                       p, 1, outbox_row, &b) != MCIM_OK)
-    return;
+    goto cleanup;
+  outbox_claim(r, st, &b, out);
+  for (size_t i = 0; i < b.n; i++)
+    if (out[i].claimed)
+      outbox_send(r, &b.m[i], &out[i]);
+  outbox_record(r, st, &b, out);
+cleanup:
   for (size_t i = 0; i < b.n; i++) {
-    outbox_deliver(r, st, &b.m[i]);
+    json_decref(out[i].body);
     outbox_msg_free(&b.m[i]);
   }
 }
