@@ -633,6 +633,7 @@ void mcim_device_free(struct mcim_device *d)
   for (size_t i = 0; i < DEV_MAX_SESSIONS; i++)
     session_wipe(&d->sessions[i]);
   mcim_store_close(d->store);
+  json_decref(d->trace_held); /* released at the end of every round: empty */
   mcim_tre_close(d->tre);
   X509_free(d->operators_ca);
   json_decref(d->peers);

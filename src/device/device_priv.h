@@ -78,6 +78,11 @@ struct mcim_device {
    * acts on them between procedures; the procedures act on them in their own steps. */
   bool notify_due;
   bool pcid_renew_due;
+  /* Trace rows of the worker's current round, held (under store_lock) until the round's
+   * save or its end writes them in one transaction (dev_trace_hold). */
+  json_t *trace_held;
+  pthread_t trace_holder;
+  bool trace_holding;
 };
 
 /* ---- agent.c ---- */
@@ -173,6 +178,13 @@ void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n
                   const char *msg, const json_t *body, mcim_cause_t cause);
 mcim_store_t *dev_store_lock(struct mcim_device *d);
 void dev_store_unlock(struct mcim_device *d);
+/* A worker round's trace rows (src/device/store.c): from dev_trace_hold on, the rows this
+ * thread traces are held; dev_proc_save_held writes them in the transaction of a procedure
+ * save, dev_trace_release (at the end of the round) in one relaxed transaction. */
+void dev_trace_hold(struct mcim_device *d);
+void dev_trace_release(struct mcim_device *d);
+/* dev_proc_save with the held rows in its transaction; the store is locked by the caller. */
+mcim_cause_t dev_proc_save_held(struct mcim_device *d, mcim_store_t *st, const struct dev_proc *p);
 
 /* ---- instruction.c ---- */
 struct dev_instruction {

@@ -113,7 +113,7 @@ mcim_cause_t dev_run_save(struct dev_run *r)
 {
   r->p->updated = mcim_now();
   mcim_store_t *st = dev_store_lock(r->d);
-  mcim_cause_t rc = dev_proc_save(st, r->p);
+  mcim_cause_t rc = dev_proc_save_held(r->d, st, r->p);
   dev_store_unlock(r->d);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, r->p->txn, r->p->n, rc, "procedure state not saved");
@@ -931,7 +931,7 @@ static void finish(struct mcim_device *d, struct mcim_http_lite *cli, struct dev
   snprintf(p->detail, sizeof(p->detail), "%s", detail ? detail : "");
   p->updated = now;
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = dev_proc_save(st, p);
+  mcim_cause_t rc = dev_proc_save_held(d, st, p);
   dev_store_unlock(d);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, p->txn, p->n, rc, "final state of the procedure not saved");
@@ -954,7 +954,7 @@ static mcim_cause_t enter(struct mcim_device *d, struct dev_proc *p, const struc
   p->since = p->updated = mcim_now();
   p->detail[0] = '\0';
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = dev_proc_save(st, p);
+  mcim_cause_t rc = dev_proc_save_held(d, st, p);
   dev_store_unlock(d);
   return rc;
 }
@@ -970,6 +970,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_lite *cli)
   mcim_store_t *st = dev_store_lock(d);
   mcim_cause_t rc = dev_proc_running(st, &p);
   dev_store_unlock(d);
+  dev_trace_hold(d);
   if (rc == MCIM_NOT_FOUND) {
     delay = -1; /* idle: no timeout, a new procedure wakes the worker (dev_wake) */
     goto cleanup;
@@ -1032,7 +1033,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_lite *cli)
       snprintf(p.detail, sizeof(p.detail), "%s", r.detail);
       p.updated = mcim_now();
       st = dev_store_lock(d);
-      dev_proc_save(st, &p);
+      dev_proc_save_held(d, st, &p);
       dev_store_unlock(d);
     }
     if (r.cause != MCIM_OK) {
@@ -1052,6 +1053,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_lite *cli)
   if (r.out == OUT_WAIT && (p.deadline - mcim_now()) * 1000 < delay)
     delay = p.deadline > mcim_now() ? (p.deadline - mcim_now()) * 1000 : 0;
 cleanup:
+  dev_trace_release(d);
   dev_proc_clear(&p);
   return delay;
 }

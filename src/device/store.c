@@ -77,6 +77,92 @@ void dev_trace(struct mcim_device *d, const char *txn, int n, const char *to, co
   dev_trace_at(d, dev_now_us(), txn, n, to, msg, body, cause);
 }
 
+/* Held rows: a worker round traces one to three messages, and each row was a transaction
+ * of its own (about 6% of the agent's CPU under loadgen, docs/performance.md); held, they
+ * ride on the round's procedure save, or go together at the round's end. A crash of the agent
+ * in the round loses them, as an OS crash lost a relaxed row: the trace is for people. */
+static bool holding(const struct mcim_device *d)
+{
+  return d->trace_holding && pthread_equal(d->trace_holder, pthread_self());
+}
+
+static void hold_row(struct mcim_device *d, int64_t time_us, const char *txn, int n,
+                     const char *to, const char *msg, const json_t *body, mcim_cause_t cause)
+{
+  json_t *row = json_pack("{s:I,s:s,s:i,s:s,s:s,s:i}", "t", (json_int_t)time_us, "txn", txn,
+                          "n", n, "to", to, "msg", msg, "cause", (int)cause);
+  if (row && body)
+    json_object_set_new(row, "body", mcim_trace_redact(body));
+  if (!d->trace_held)
+    d->trace_held = json_array();
+  if (!row || !d->trace_held || json_array_append_new(d->trace_held, row) != 0) {
+    /* out of memory: written now, as without holding */
+    dev_trace_put_at(d->store, time_us, txn, n, d->name, to, msg, body, cause);
+    return;
+  }
+  mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, n, cause, "%s -> %s: %s",
+                 d->name, to, msg);
+}
+
+/* The held rows into `st` (inside the caller's transaction, if any); the store is locked. */
+static void write_held(struct mcim_device *d, mcim_store_t *st)
+{
+  size_t i;
+  json_t *row;
+  if (!d->trace_held)
+    return;
+  json_array_foreach(d->trace_held, i, row)
+  {
+    const char *txn = json_string_value(json_object_get(row, "txn"));
+    const char *to = json_string_value(json_object_get(row, "to"));
+    const char *msg = json_string_value(json_object_get(row, "msg"));
+    int n = (int)json_integer_value(json_object_get(row, "n"));
+    mcim_cause_t cause = (mcim_cause_t)json_integer_value(json_object_get(row, "cause"));
+    mcim_cause_t rc = mcim_trace_store_put(st, json_integer_value(json_object_get(row, "t")), txn,
+                                           n, d->name, to, msg, json_object_get(row, "body"),
+                                           cause);
+    if (rc != MCIM_OK)
+      mcim_log_event(MCIM_LOG_WARN, txn, n, rc, "trace event not recorded: %s",
+                     mcim_store_errmsg(st));
+  }
+  json_array_clear(d->trace_held);
+}
+
+void dev_trace_hold(struct mcim_device *d)
+{
+  dev_store_lock(d);
+  d->trace_holding = true;
+  d->trace_holder = pthread_self();
+  dev_store_unlock(d);
+}
+
+void dev_trace_release(struct mcim_device *d)
+{
+  mcim_store_t *st = dev_store_lock(d);
+  if (d->trace_held && json_array_size(d->trace_held) > 0) {
+    bool txn = mcim_store_begin_relaxed(st) == MCIM_OK;
+    write_held(d, st);
+    if (txn && mcim_store_commit(st) != MCIM_OK)
+      mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_STORE_ERROR, "trace events not recorded: %s",
+                     mcim_store_errmsg(st));
+  }
+  d->trace_holding = false;
+  dev_store_unlock(d);
+}
+
+mcim_cause_t dev_proc_save_held(struct mcim_device *d, mcim_store_t *st, const struct dev_proc *p)
+{
+  if (!holding(d) || !d->trace_held || json_array_size(d->trace_held) == 0 ||
+      mcim_store_in_txn(st) || mcim_store_begin(st) != MCIM_OK)
+    return dev_proc_save(st, p);
+  write_held(d, st);
+  mcim_cause_t rc = dev_proc_save(st, p);
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK) /* the save is what matters: again on its own */
+    rc = dev_proc_save(st, p);
+  return rc;
+}
+
 void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n, const char *to,
                   const char *msg, const json_t *body, mcim_cause_t cause)
 {
@@ -86,7 +172,10 @@ void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n
     return;
   }
   mcim_store_t *st = dev_store_lock(d);
-  dev_trace_put_at(st, time_us, txn, n, d->name, to, msg, body, cause);
+  if (holding(d))
+    hold_row(d, time_us, txn, n, to, msg, body, cause);
+  else
+    dev_trace_put_at(st, time_us, txn, n, d->name, to, msg, body, cause);
   dev_store_unlock(d);
 }
 
