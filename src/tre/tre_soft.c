@@ -484,6 +484,10 @@ mcim_cause_t mcim_tre_soft_set_measurements(mcim_tre_t *tre, const json_t *log)
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
+  /* the same boot measured again (a restart of unchanged images): nothing to write */
+  rc = MCIM_OK;
+  if (json_equal(json_object_get(st, "measurements"), copy))
+    goto cleanup;
   rc = MCIM_NO_MEMORY;
   if (json_object_set(st, "measurements", copy))
     goto cleanup;
