@@ -44,6 +44,10 @@ mcim_cause_t mcim_jose_key_public_pkey(const mcim_jose_key_t *key, EVP_PKEY **ou
 mcim_cause_t mcim_jose_key_set_kid(mcim_jose_key_t *key, const char *kid);
 const char *mcim_jose_key_kid(const mcim_jose_key_t *key);
 bool mcim_jose_key_has_private(const mcim_jose_key_t *key);
+/* Another reference to the same key, not a copy (thread-safe; each is freed with
+ * mcim_jose_key_free, the key with the last): only for keys nobody changes any more (no
+ * mcim_jose_key_set_kid on a shared key). */
+mcim_cause_t mcim_jose_key_dup(const mcim_jose_key_t *key, mcim_jose_key_t **out);
 void mcim_jose_key_free(mcim_jose_key_t *key);
 
 /* ---- claims ------------------------------------------------------------------------- */
@@ -122,9 +126,14 @@ mcim_cause_t mcim_jws_sign(const mcim_jose_key_t *key, const mcim_claims_t *clai
  * Order: form (MCIM_JOSE_MALFORMED), alg (MCIM_JWS_BAD_ALG), signature (MCIM_JWS_BAD_SIGNATURE),
  * claim presence and types (MCIM_CLAIM_MISSING), values (MCIM_CLAIM_MISMATCH), times
  * (MCIM_TOKEN_NOT_YET_VALID, MCIM_TOKEN_EXPIRED), then the replay cache (MCIM_REPLAY), so a
- * refused statement never consumes its jti. `out` may be NULL. */
+ * refused statement never consumes its jti. `out` may be NULL. A signature that verified is
+ * remembered (the SHA-256 of the compact JWS and of the key's public point): the same bytes
+ * under the same key are not verified again; the claims, times and replay always are. */
 mcim_cause_t mcim_jws_verify(const char *compact, size_t len, const mcim_jose_key_t *key,
                              const mcim_jws_expect_t *expect, mcim_statement_t **out);
+
+/* Forget the remembered signatures (tests). */
+void mcim_jws_verdicts_clear(void);
 
 /* Form, algorithm (ES256 only) and signature, nothing else: for published test vectors and
  * payloads that are not statements. Statements must go through mcim_jws_verify().

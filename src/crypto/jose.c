@@ -18,12 +18,15 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/param_build.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto/verdicts.h"
 #include "mcim/log.h"
 #include "mcim/opcount.h"
 #include "mcim/util.h"
@@ -35,8 +38,10 @@
 
 /* The same P-256 key twice: as cjose needs it and as OpenSSL needs it (decryption). */
 struct mcim_jose_key {
+  _Atomic unsigned refs; /* mcim_jose_key_dup: shared by reference, freed by the last */
   cjose_jwk_t *jwk;
   EVP_PKEY *pkey;
+  uint8_t fp[32]; /* SHA-256 of the public point, x || y: the key in signature verdicts */
   bool has_private;
   char *kid;
 };
@@ -223,6 +228,7 @@ static mcim_cause_t key_from_raw(const uint8_t *x, const uint8_t *y, const uint8
   mcim_jose_key_t *k = calloc(1, sizeof(*k));
   if (!k)
     return MCIM_NO_MEMORY;
+  atomic_init(&k->refs, 1);
   mcim_cause_t rc = p256_pkey(x, y, d, &k->pkey);
   if (rc != MCIM_OK)
     goto cleanup;
@@ -241,6 +247,16 @@ static mcim_cause_t key_from_raw(const uint8_t *x, const uint8_t *y, const uint8
     goto cleanup;
   }
   k->has_private = d != NULL;
+  unsigned int fplen = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+      EVP_DigestUpdate(md, x, P256_LEN) != 1 || EVP_DigestUpdate(md, y, P256_LEN) != 1 ||
+      EVP_DigestFinal_ex(md, k->fp, &fplen) != 1 || fplen != sizeof(k->fp)) {
+    EVP_MD_CTX_free(md);
+    rc = MCIM_CRYPTO_ERROR;
+    goto cleanup;
+  }
+  EVP_MD_CTX_free(md);
   *out = k;
   k = NULL;
 cleanup:
@@ -402,9 +418,19 @@ bool mcim_jose_key_has_private(const mcim_jose_key_t *key)
   return key && key->has_private;
 }
 
+mcim_cause_t mcim_jose_key_dup(const mcim_jose_key_t *key, mcim_jose_key_t **out)
+{
+  if (!key || !out)
+    return MCIM_INVALID_ARGUMENT;
+  mcim_jose_key_t *k = (mcim_jose_key_t *)key; /* only its count changes */
+  atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+  *out = k;
+  return MCIM_OK;
+}
+
 void mcim_jose_key_free(mcim_jose_key_t *key)
 {
-  if (!key)
+  if (!key || atomic_fetch_sub_explicit(&key->refs, 1, memory_order_acq_rel) != 1)
     return;
   cjose_jwk_release(key->jwk);
   EVP_PKEY_free(key->pkey);
@@ -663,6 +689,32 @@ cleanup:
 }
 
 /* Form, algorithm and signature of a compact JWS; returns the decoded payload and header. */
+/* Signatures verified before: a device shows its access token with every request and the
+ * same statements come back on retries, and each was an ECDSA verification. The id is the
+ * SHA-256 of the whole compact JWS (header, payload and signature, byte for byte) and of the
+ * key's public point: the same bytes under the same key verify the same way, at any time, so
+ * the verdict holds for ever (its claims, times included, are checked at every use by the
+ * callers, never kept). Only signatures that verified are kept. */
+static struct mcim_verdicts signature_verdicts = MCIM_VERDICTS_INIT;
+
+static bool signature_id(const char *compact, size_t len, const mcim_jose_key_t *key,
+                         uint8_t id[32])
+{
+  unsigned int n = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+            EVP_DigestUpdate(md, key->fp, sizeof(key->fp)) == 1 &&
+            EVP_DigestUpdate(md, compact, len) == 1 && EVP_DigestFinal_ex(md, id, &n) == 1 &&
+            n == 32;
+  EVP_MD_CTX_free(md);
+  return ok;
+}
+
+void mcim_jws_verdicts_clear(void)
+{
+  mcim_verdict_clear(&signature_verdicts);
+}
+
 static mcim_cause_t jws_check(const char *compact, size_t len, const mcim_jose_key_t *key,
                               uint8_t **payload, size_t *payload_len, json_t **header)
 {
@@ -694,6 +746,10 @@ static mcim_cause_t jws_check(const char *compact, size_t len, const mcim_jose_k
     rc = MCIM_JWS_BAD_SIGNATURE;
     goto cleanup;
   }
+  uint8_t id[32];
+  bool have_id = signature_id(compact, len, key, id);
+  if (have_id && mcim_verdict_known(&signature_verdicts, id, 0))
+    goto verified;
   rc = MCIM_JOSE_MALFORMED;
   jws = cjose_jws_import(compact, len, &err);
   if (!jws)
@@ -709,6 +765,9 @@ static mcim_cause_t jws_check(const char *compact, size_t len, const mcim_jose_k
     rc = MCIM_JWS_BAD_SIGNATURE;
     goto cleanup;
   }
+  if (have_id)
+    mcim_verdict_keep(&signature_verdicts, id, INT64_MIN, INT64_MAX);
+verified:
   *payload = body;
   *payload_len = body_len;
   body = NULL;

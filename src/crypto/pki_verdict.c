@@ -17,19 +17,12 @@
 #include "crypto/pki_verdict.h"
 
 #include <openssl/evp.h>
-#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
-static struct {
-  pthread_mutex_t mu;
-  size_t next;
-  struct {
-    uint8_t id[32];
-    int64_t not_before, not_after;
-    bool used;
-  } e[MCIM_PKI_VERDICTS];
-} verdicts = {.mu = PTHREAD_MUTEX_INITIALIZER};
+#include "crypto/verdicts.h"
+
+static struct mcim_verdicts verdicts = MCIM_VERDICTS_INIT;
 
 static bool der_digest(X509 *x, uint8_t md[32])
 {
@@ -64,13 +57,7 @@ bool mcim_pki_verdict_id(X509 *cert, X509 *ca, mcim_cert_usage_t usage, const ch
 
 bool mcim_pki_verdict_known(const uint8_t id[32], int64_t now)
 {
-  bool known = false;
-  pthread_mutex_lock(&verdicts.mu);
-  for (size_t i = 0; i < MCIM_PKI_VERDICTS && !known; i++)
-    known = verdicts.e[i].used && memcmp(verdicts.e[i].id, id, 32) == 0 &&
-            now >= verdicts.e[i].not_before && now < verdicts.e[i].not_after;
-  pthread_mutex_unlock(&verdicts.mu);
-  return known;
+  return mcim_verdict_known(&verdicts, id, now);
 }
 
 static bool asn1_seconds(const ASN1_TIME *t, int64_t *out)
@@ -89,20 +76,10 @@ void mcim_pki_verdict_keep(const uint8_t id[32], X509 *cert, X509 *ca)
       !asn1_seconds(X509_get0_notAfter(cert), &na1) ||
       !asn1_seconds(X509_get0_notBefore(ca), &nb2) || !asn1_seconds(X509_get0_notAfter(ca), &na2))
     return; /* not kept: checked in full next time */
-  pthread_mutex_lock(&verdicts.mu);
-  size_t i = verdicts.next;
-  verdicts.next = (i + 1) % MCIM_PKI_VERDICTS;
-  memcpy(verdicts.e[i].id, id, 32);
-  verdicts.e[i].not_before = nb1 > nb2 ? nb1 : nb2;
-  verdicts.e[i].not_after = na1 < na2 ? na1 : na2;
-  verdicts.e[i].used = true;
-  pthread_mutex_unlock(&verdicts.mu);
+  mcim_verdict_keep(&verdicts, id, nb1 > nb2 ? nb1 : nb2, na1 < na2 ? na1 : na2);
 }
 
 void mcim_pki_verdict_clear(void)
 {
-  pthread_mutex_lock(&verdicts.mu);
-  memset(verdicts.e, 0, sizeof(verdicts.e));
-  verdicts.next = 0;
-  pthread_mutex_unlock(&verdicts.mu);
+  mcim_verdict_clear(&verdicts);
 }

@@ -10,8 +10,6 @@
 
 #include "mcim/pki.h"
 
-#define MCIM_PKI_VERDICTS 256
-
 /* What a verdict is about: the certificate, the CA, the usage and the name, as one id.
  * false if it cannot be computed (then there is no verdict to keep or find). */
 bool mcim_pki_verdict_id(X509 *cert, X509 *ca, mcim_cert_usage_t usage, const char *name,

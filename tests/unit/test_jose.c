@@ -380,6 +380,34 @@ static void test_op_counts(void **state)
   free(jws);
 }
 
+/* A signature that verified is not verified again (the operation count stays), and only
+ * for the same bytes under the same key: a changed signature or another key is verified, and
+ * refused; the claims are checked at every use (a later time: expired). */
+static void test_signature_verdicts(void **state)
+{
+  (void)state;
+  mcim_claims_t c = claims_default();
+  char *jws = NULL;
+  assert_int_equal(mcim_jws_sign(issuer.key, &c, &jws), MCIM_OK);
+  mcim_jws_verdicts_clear();
+  mcim_jws_expect_t x = expect_default();
+  uint64_t ver0 = mcim_op_read(MCIM_OP_ES256_VERIFY);
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), issuer.pub, &x, NULL), MCIM_OK);
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), issuer.pub, &x, NULL), MCIM_OK);
+  assert_int_equal(mcim_op_read(MCIM_OP_ES256_VERIFY), ver0 + 1);
+  x.now = NOW + 3600;
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), issuer.pub, &x, NULL), MCIM_TOKEN_EXPIRED);
+  x = expect_default();
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), other.pub, &x, NULL),
+                   MCIM_JWS_BAD_SIGNATURE);
+  char *last = jws + strlen(jws) - 2; /* a signature byte changed, still base64url */
+  *last = *last == 'A' ? 'B' : 'A';
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), issuer.pub, &x, NULL),
+                   MCIM_JWS_BAD_SIGNATURE);
+  assert_int_equal(mcim_op_read(MCIM_OP_ES256_VERIFY), ver0 + 3);
+  free(jws);
+}
+
 static void test_sign_refuses(void **state)
 {
   (void)state;
@@ -697,6 +725,16 @@ static void test_keys(void **state)
   assert_false(mcim_jose_key_has_private(kp));
   mcim_jws_expect_t x = expect_default();
   assert_int_equal(mcim_jws_verify(jws, strlen(jws), kp, &x, NULL), MCIM_OK);
+  /* A shared reference (mcim_jose_key_dup) is the same key and outlives the first one; each
+   * is freed (the sanitizers see a double free or a leak). */
+  mcim_jose_key_t *kd = NULL;
+  assert_int_equal(mcim_jose_key_dup(kp, &kd), MCIM_OK);
+  assert_ptr_equal(kd, kp);
+  assert_int_equal(mcim_jose_key_dup(NULL, &kd), MCIM_INVALID_ARGUMENT);
+  mcim_jose_key_free(kp);
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), kd, &x, NULL), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(pub, &kp), MCIM_OK);
+  mcim_jose_key_free(kd);
   /* And back: the public OpenSSL key of a private mcim key has no private part. */
   EVP_PKEY *back = NULL;
   assert_int_equal(mcim_jose_key_public_pkey(k, &back), MCIM_OK);
@@ -956,6 +994,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rfc7515_a3),     cmocka_unit_test(test_rfc7518_c),
       cmocka_unit_test(test_rfc7516_a1),     cmocka_unit_test(test_sign_verify),
+      cmocka_unit_test(test_signature_verdicts),
       cmocka_unit_test(test_sign_refuses),   cmocka_unit_test(test_claim_missing),
       cmocka_unit_test(test_claim_mismatch), cmocka_unit_test(test_times),
       cmocka_unit_test(test_replay),         cmocka_unit_test(test_bad_alg),

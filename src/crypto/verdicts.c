@@ -1,0 +1,36 @@
+/* Sets of positive verdicts (src/crypto/verdicts.h). */
+#include "crypto/verdicts.h"
+
+#include <string.h>
+
+bool mcim_verdict_known(struct mcim_verdicts *v, const uint8_t id[32], int64_t now)
+{
+  bool known = false;
+  pthread_mutex_lock(&v->mu);
+  for (size_t i = 0; i < MCIM_VERDICTS_MAX && !known; i++)
+    known = v->e[i].used && memcmp(v->e[i].id, id, 32) == 0 && now >= v->e[i].not_before &&
+            now < v->e[i].not_after;
+  pthread_mutex_unlock(&v->mu);
+  return known;
+}
+
+void mcim_verdict_keep(struct mcim_verdicts *v, const uint8_t id[32], int64_t not_before,
+                       int64_t not_after)
+{
+  pthread_mutex_lock(&v->mu);
+  size_t i = v->next;
+  v->next = (i + 1) % MCIM_VERDICTS_MAX;
+  memcpy(v->e[i].id, id, 32);
+  v->e[i].not_before = not_before;
+  v->e[i].not_after = not_after;
+  v->e[i].used = true;
+  pthread_mutex_unlock(&v->mu);
+}
+
+void mcim_verdict_clear(struct mcim_verdicts *v)
+{
+  pthread_mutex_lock(&v->mu);
+  memset(v->e, 0, sizeof(v->e));
+  v->next = 0;
+  pthread_mutex_unlock(&v->mu);
+}
