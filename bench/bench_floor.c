@@ -4,10 +4,12 @@
  *
  * Operations (each the call mcim makes, in one thread, CPU time of that thread):
  *   es256_sign       mcim_jws_sign of a statement with the usual claims
- *   es256_verify     mcim_jws_verify of it (every claim checked, no replay cache)
+ *   es256_verify     mcim_jws_verify of it (every claim checked, no replay cache; the
+ *                    remembered signatures cleared before each, untimed: the verification)
  *   ecdh_es_encrypt  mcim_jwe_encrypt of 200 bytes (ephemeral key + ECDH + A256GCM, cjose)
  *   ecdh_es_decrypt  mcim_jwe_decrypt of it (ECDH + Concat KDF + A256GCM)
  *   cert_verify      mcim_pki_cert_verify of a lab role certificate against the operators' CA
+ *                    (its kept verdicts cleared before each, untimed)
  *   aka_av_generate  as the AuC does it per request: a Milenage context keyed for the
  *                    subscriber (mcim_milenage_new, set_opc) and mcim_aka_gen_av, RAND from the
  *                    CSPRNG
@@ -122,11 +124,16 @@ static int64_t op_verify(struct fctx *f, int n)
 {
   mcim_jws_expect_t x = {.iss = "sho-a", .aud = "ro", .typ = "mcim-order+jwt", .skew = 60};
   size_t len = strlen(f->jws);
-  int64_t t0 = thread_ns();
-  for (int i = 0; i < n; i++)
+  int64_t spent = 0;
+  for (int i = 0; i < n; i++) {
+    /* the same JWS again would be a remembered signature, not a verification */
+    mcim_jws_verdicts_clear();
+    int64_t t0 = thread_ns();
     if (mcim_jws_verify(f->jws, len, f->pub, &x, NULL) != MCIM_OK)
       return -1;
-  return thread_ns() - t0;
+    spent += thread_ns() - t0;
+  }
+  return spent;
 }
 
 static const uint8_t content[200] = {'{', '"', 'k', '"'};
@@ -159,11 +166,15 @@ static int64_t op_decrypt(struct fctx *f, int n)
 
 static int64_t op_cert(struct fctx *f, int n)
 {
-  int64_t t0 = thread_ns();
-  for (int i = 0; i < n; i++)
+  int64_t spent = 0;
+  for (int i = 0; i < n; i++) {
+    mcim_pki_verdicts_clear(); /* a kept verdict is not a chain verification */
+    int64_t t0 = thread_ns();
     if (mcim_pki_cert_verify(f->leaf, f->ca, MCIM_CERT_TLS, "ro", 0) != MCIM_OK)
       return -1;
-  return thread_ns() - t0;
+    spent += thread_ns() - t0;
+  }
+  return spent;
 }
 
 static mcim_cause_t keyed(struct fctx *f, mcim_milenage_t **m)

@@ -60,6 +60,8 @@ mcim_cause_t mcim_pki_cert_name(X509 *cert, char **out);
  * valid (src/crypto/pki_verdict.c): checked again, it costs two SHA-256, not a chain check. */
 mcim_cause_t mcim_pki_cert_verify(X509 *cert, X509 *ca, mcim_cert_usage_t usage,
                                   const char *name, int64_t now);
+/* Forget the kept verdicts (tests, benchmarks). */
+void mcim_pki_verdicts_clear(void);
 /* Verify as above, then return the certificate's public key (EVP_PKEY_free() it). */
 mcim_cause_t mcim_pki_cert_public_key(X509 *cert, X509 *ca, mcim_cert_usage_t usage,
                                       const char *name, int64_t now, EVP_PKEY **out);

@@ -79,7 +79,7 @@ void mcim_pki_verdict_keep(const uint8_t id[32], X509 *cert, X509 *ca)
   mcim_verdict_keep(&verdicts, id, nb1 > nb2 ? nb1 : nb2, na1 < na2 ? na1 : na2);
 }
 
-void mcim_pki_verdict_clear(void)
+void mcim_pki_verdicts_clear(void)
 {
   mcim_verdict_clear(&verdicts);
 }

@@ -18,7 +18,5 @@ bool mcim_pki_verdict_id(X509 *cert, X509 *ca, mcim_cert_usage_t usage, const ch
 bool mcim_pki_verdict_known(const uint8_t id[32], int64_t now);
 /* Keep a positive verdict, for the time both certificates are valid. */
 void mcim_pki_verdict_keep(const uint8_t id[32], X509 *cert, X509 *ca);
-/* Forget every verdict (tests). */
-void mcim_pki_verdict_clear(void);
 
 #endif

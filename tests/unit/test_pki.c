@@ -15,7 +15,6 @@
 
 #include <openssl/x509v3.h>
 
-#include "crypto/pki_verdict.h"
 #include "mcim/jose.h"
 #include "mcim/opcount.h"
 #include "mcim/pki.h"
@@ -178,7 +177,7 @@ static void test_verdict_kept(void **state)
   int64_t now = mcim_now();
   X509 *cert = issue(ops, "sho-v", MCIM_CERT_TLS, NULL);
   X509 *other = issue(ops, "sho-v", MCIM_CERT_TLS, NULL);
-  mcim_pki_verdict_clear();
+  mcim_pki_verdicts_clear();
   uint64_t before = mcim_op_read(MCIM_OP_CERT_VERIFY);
   assert_int_equal(mcim_pki_cert_verify(cert, ops->cert, MCIM_CERT_TLS, "sho-v", 0), MCIM_OK);
   assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), before + 1);
