@@ -261,6 +261,7 @@ bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t config
 /* What one delivery came to, recorded with the others of its round. */
 struct outbox_outcome {
   bool claimed, done;
+  bool unsent; /* claimed, but the round ran out of its lease first: released */
   const char *state; /* delivered, pending (again, after a backoff) or failed */
   int64_t attempts, next_at, sent_us;
   mcim_cause_t rc;
@@ -269,32 +270,37 @@ struct outbox_outcome {
 };
 
 /* Claim a round's messages, in one relaxed transaction: another instance of this role on
- * the same database may be looking too. The i-th is leased long enough for the i messages
- * sent before it; a lease that runs out only lets another instance deliver it again, which
- * the receiver deduplicates (txn and step). Not durable: lost in a crash, the messages are
- * pending again and delivered again; the same for the outcomes (outbox_record). */
-static void outbox_claim(struct mcim_role *r, mcim_store_t *st, struct outbox_batch *b,
-                         struct outbox_outcome *out)
+ * the same database may be looking too. Each is leased for two peer timeouts, as one message
+ * was; the round sends only while a delivery started now ends inside the lease
+ * (mcim_role_outbox_run) and releases the rest, so a lease never runs out under a delivery
+ * and a crash holds nothing longer than before. Not durable: lost in a crash, the messages
+ * are pending again and delivered again, which the receiver deduplicates (txn and step); the
+ * same for the outcomes (outbox_record). Returns when the leases were taken (ms). */
+static int64_t outbox_claim(struct mcim_role *r, mcim_store_t *st, struct outbox_batch *b,
+                            struct outbox_outcome *out)
 {
   int64_t now = mcim_now_us() / 1000;
   int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");
   if (mcim_store_begin_relaxed(st) != MCIM_OK)
-    return;
+    return now;
   for (size_t i = 0; i < b->n; i++) {
-    mcim_val_t c[] = {MCIM_INT(now + timeout * (2 + (int64_t)i)), MCIM_TEXT(b->m[i].id),
+    mcim_val_t c[] = {MCIM_INT(now + timeout * 2), MCIM_TEXT(b->m[i].id),
                       MCIM_INT(b->m[i].next_at)};
     if (mcim_store_exec(st,
                         "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
                         " AND state = 'pending'",
                         c, 3, NULL, NULL) != MCIM_OK) {
       mcim_store_rollback(st);
-      return;
+      goto unclaimed;
     }
     out[i].claimed = mcim_store_changes(st) == 1;
   }
-  if (mcim_store_commit(st) != MCIM_OK)
-    for (size_t i = 0; i < b->n; i++)
-      out[i].claimed = false;
+  if (mcim_store_commit(st) == MCIM_OK)
+    return now;
+unclaimed: /* nothing of the round is ours: the next round tries again */
+  for (size_t i = 0; i < b->n; i++)
+    out[i].claimed = false;
+  return now;
 }
 
 /* One delivery. A 2xx or a 409 (the receiver already has it) is done; other 4xx are final
@@ -347,6 +353,12 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
     struct outbox_outcome *o = &out[i];
     if (!o->claimed)
       continue;
+    if (o->unsent) { /* due again at once, for the next round */
+      mcim_val_t rel[] = {MCIM_INT(m->next_at), MCIM_TEXT(m->id)};
+      mcim_store_exec(st, "UPDATE outbox SET next_at = ? WHERE id = ? AND state = 'pending'", rel,
+                      2, NULL, NULL);
+      continue;
+    }
     mcim_val_t u[] = {MCIM_TEXT(o->state), MCIM_INT(o->attempts), MCIM_INT(o->next_at),
                       MCIM_TEXT(o->done ? NULL : mcim_cause_name(o->rc)), MCIM_TEXT(m->id)};
     mcim_store_exec(st,
@@ -366,7 +378,7 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
   for (size_t i = 0; i < b->n; i++) {
     const struct outbox_msg *m = &b->m[i];
     const struct outbox_outcome *o = &out[i];
-    if (!o->claimed)
+    if (!o->claimed || o->unsent)
       continue;
     if (o->done) {
       mcim_metric_inc(&mcim_m_outbox_delivered, MCIM_LABELS(m->peer));
@@ -386,7 +398,7 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
 }
 
 /* One round of the outbox: up to 16 messages due, claimed together, sent one after the
- * other, their outcomes recorded together. */
+ * other while the lease allows, their outcomes recorded together. */
 void mcim_role_outbox_run(struct mcim_role *r)
 {
   mcim_store_t *st = mcim_role_store(r);
@@ -403,10 +415,17 @@ void mcim_role_outbox_run(struct mcim_role *r)
                       " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
                       p, 1, outbox_row, &b) != MCIM_OK)
     goto cleanup;
-  outbox_claim(r, st, &b, out);
-  for (size_t i = 0; i < b.n; i++)
-    if (out[i].claimed)
+  int64_t claimed_at = outbox_claim(r, st, &b, out);
+  int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");
+  for (size_t i = 0; i < b.n; i++) {
+    if (!out[i].claimed)
+      continue;
+    /* a delivery takes at most one peer timeout: started later, it could outlive the lease */
+    if (mcim_now_us() / 1000 - claimed_at >= timeout)
+      out[i].unsent = true;
+    else
       outbox_send(r, &b.m[i], &out[i]);
+  }
   outbox_record(r, st, &b, out);
 cleanup:
   for (size_t i = 0; i < b.n; i++) {
