@@ -8,7 +8,6 @@
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl mscgen
 
-sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
 # agent_at DEV: "state stage step" of the device's procedure, as its agent's store has it
 agent_at() { sql "$lab/devices/$1/agent.db" "SELECT state || ' ' || stage || ' ' || step FROM procedures ORDER BY created DESC, rowid DESC LIMIT 1"; }
 at_stage() { [ "$(agent_at "$1")" = "running $2" ]; } # at_stage DEV "STAGE STEP"
