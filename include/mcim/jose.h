@@ -40,7 +40,8 @@ mcim_cause_t mcim_jose_key_from_jwk(const char *json, size_t len, mcim_jose_key_
 mcim_cause_t mcim_jose_key_public_jwk(const mcim_jose_key_t *key, char **out);
 /* The public part as an OpenSSL key (e.g. to certify it); EVP_PKEY_free() it. */
 mcim_cause_t mcim_jose_key_public_pkey(const mcim_jose_key_t *key, EVP_PKEY **out);
-/* Key id written into the "kid" header of what this key signs (NULL clears it). */
+/* Key id written into the "kid" header of what this key signs (NULL clears it).
+ * MCIM_INVALID_ARGUMENT on a key shared by reference (mcim_jose_key_dup): others read it. */
 mcim_cause_t mcim_jose_key_set_kid(mcim_jose_key_t *key, const char *kid);
 const char *mcim_jose_key_kid(const mcim_jose_key_t *key);
 bool mcim_jose_key_has_private(const mcim_jose_key_t *key);

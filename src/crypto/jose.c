@@ -392,7 +392,8 @@ mcim_cause_t mcim_jose_key_public_pkey(const mcim_jose_key_t *key, EVP_PKEY **ou
 
 mcim_cause_t mcim_jose_key_set_kid(mcim_jose_key_t *key, const char *kid)
 {
-  if (!key)
+  /* a key shared by reference (mcim_jose_key_dup) is read by others: never renamed */
+  if (!key || atomic_load_explicit(&key->refs, memory_order_acquire) != 1)
     return MCIM_INVALID_ARGUMENT;
   char *copy = NULL;
   if (kid) {

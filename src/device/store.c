@@ -95,16 +95,19 @@ static void hold_row(struct mcim_device *d, int64_t time_us, const char *txn, in
     json_object_set_new(row, "body", mcim_trace_redact(body));
   if (!d->trace_held)
     d->trace_held = json_array();
-  if (!row || !d->trace_held || json_array_append_new(d->trace_held, row) != 0) {
+  if (!row || !d->trace_held || json_array_append(d->trace_held, row) != 0) {
     /* out of memory: written now, as without holding */
+    json_decref(row);
     dev_trace_put_at(d->store, time_us, txn, n, d->name, to, msg, body, cause);
     return;
   }
+  json_decref(row);
   mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, n, cause, "%s -> %s: %s",
                  d->name, to, msg);
 }
 
-/* The held rows into `st` (inside the caller's transaction, if any); the store is locked. */
+/* The held rows into `st` (inside the caller's transaction, if any); the store is locked. They
+ * stay held until the caller knows its transaction committed (forget_held). */
 static void write_held(struct mcim_device *d, mcim_store_t *st)
 {
   size_t i;
@@ -125,7 +128,12 @@ static void write_held(struct mcim_device *d, mcim_store_t *st)
       mcim_log_event(MCIM_LOG_WARN, txn, n, rc, "trace event not recorded: %s",
                      mcim_store_errmsg(st));
   }
-  json_array_clear(d->trace_held);
+}
+
+static void forget_held(struct mcim_device *d)
+{
+  if (d->trace_held)
+    json_array_clear(d->trace_held);
 }
 
 void dev_trace_hold(struct mcim_device *d)
@@ -145,6 +153,7 @@ void dev_trace_release(struct mcim_device *d)
     if (txn && mcim_store_commit(st) != MCIM_OK)
       mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_STORE_ERROR, "trace events not recorded: %s",
                      mcim_store_errmsg(st));
+    forget_held(d); /* the last chance: written or logged */
   }
   d->trace_holding = false;
   dev_store_unlock(d);
@@ -158,9 +167,13 @@ mcim_cause_t dev_proc_save_held(struct mcim_device *d, mcim_store_t *st, const s
   write_held(d, st);
   mcim_cause_t rc = dev_proc_save(st, p);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
-  if (rc != MCIM_OK) /* the save is what matters: again on its own */
-    rc = dev_proc_save(st, p);
-  return rc;
+  if (rc == MCIM_OK) {
+    forget_held(d);
+    return rc;
+  }
+  /* the save is what matters: again on its own (an absolute update); the rows stay held for
+   * the round's end */
+  return dev_proc_save(st, p);
 }
 
 void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n, const char *to,

@@ -261,7 +261,9 @@ bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t config
 /* What one delivery came to, recorded with the others of its round. */
 struct outbox_outcome {
   bool claimed, done;
-  bool unsent; /* claimed, but the round ran out of its lease first: released */
+  bool unsent;   /* claimed, but the round ran out of its lease first: released */
+  bool recorded; /* the outcome written while the lease was still this round's */
+  int64_t lease; /* next_at as claimed: the round's rows are updated only while it holds */
   const char *state; /* delivered, pending (again, after a backoff) or failed */
   int64_t attempts, next_at, sent_us;
   mcim_cause_t rc;
@@ -284,8 +286,8 @@ static int64_t outbox_claim(struct mcim_role *r, mcim_store_t *st, struct outbox
   if (mcim_store_begin_relaxed(st) != MCIM_OK)
     return now;
   for (size_t i = 0; i < b->n; i++) {
-    mcim_val_t c[] = {MCIM_INT(now + timeout * 2), MCIM_TEXT(b->m[i].id),
-                      MCIM_INT(b->m[i].next_at)};
+    out[i].lease = now + timeout * 2;
+    mcim_val_t c[] = {MCIM_INT(out[i].lease), MCIM_TEXT(b->m[i].id), MCIM_INT(b->m[i].next_at)};
     if (mcim_store_exec(st,
                         "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
                         " AND state = 'pending'",
@@ -347,24 +349,41 @@ static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct 
 static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct outbox_batch *b,
                           struct outbox_outcome *out)
 {
+  bool any = false;
+  for (size_t i = 0; i < b->n; i++)
+    any = any || out[i].claimed;
+  if (!any) /* nothing of it was ours: no write at all */
+    return;
   bool in_txn = mcim_store_begin_relaxed(st) == MCIM_OK;
   for (size_t i = 0; i < b->n; i++) {
     const struct outbox_msg *m = &b->m[i];
     struct outbox_outcome *o = &out[i];
     if (!o->claimed)
       continue;
+    /* Each update holds only while the row still carries this round's lease: had the lease
+     * run out and another instance claimed the message, its claim and outcome stand. */
     if (o->unsent) { /* due again at once, for the next round */
-      mcim_val_t rel[] = {MCIM_INT(m->next_at), MCIM_TEXT(m->id)};
-      mcim_store_exec(st, "UPDATE outbox SET next_at = ? WHERE id = ? AND state = 'pending'", rel,
-                      2, NULL, NULL);
+      mcim_val_t rel[] = {MCIM_INT(m->next_at), MCIM_TEXT(m->id), MCIM_INT(o->lease)};
+      mcim_store_exec(st,
+                      "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
+                      " AND state = 'pending'",
+                      rel, 3, NULL, NULL);
       continue;
     }
     mcim_val_t u[] = {MCIM_TEXT(o->state), MCIM_INT(o->attempts), MCIM_INT(o->next_at),
-                      MCIM_TEXT(o->done ? NULL : mcim_cause_name(o->rc)), MCIM_TEXT(m->id)};
-    mcim_store_exec(st,
-                    "UPDATE outbox SET state = ?, attempts = ?, next_at = ?, last_cause = ?"
-                    " WHERE id = ?",
-                    u, MCIM_NPARAMS(u), NULL, NULL);
+                      MCIM_TEXT(o->done ? NULL : mcim_cause_name(o->rc)), MCIM_TEXT(m->id),
+                      MCIM_INT(o->lease)};
+    o->recorded = mcim_store_exec(st,
+                                  "UPDATE outbox SET state = ?, attempts = ?, next_at = ?,"
+                                  " last_cause = ? WHERE id = ? AND next_at = ?"
+                                  " AND state = 'pending'",
+                                  u, MCIM_NPARAMS(u), NULL, NULL) == MCIM_OK &&
+                  mcim_store_changes(st) == 1;
+    if (!o->recorded) {
+      mcim_log_event(MCIM_LOG_INFO, m->txn, (int)m->step, MCIM_OK,
+                     "delivery to %s outlived its claim: another round records it", m->peer);
+      continue;
+    }
     bool failed = strcmp(o->state, "failed") == 0;
     if (o->done || failed)
       /* stamped when sent, so it sorts before what the receiver did with it */
@@ -378,7 +397,7 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
   for (size_t i = 0; i < b->n; i++) {
     const struct outbox_msg *m = &b->m[i];
     const struct outbox_outcome *o = &out[i];
-    if (!o->claimed || o->unsent)
+    if (!o->recorded)
       continue;
     if (o->done) {
       mcim_metric_inc(&mcim_m_outbox_delivered, MCIM_LABELS(m->peer));
@@ -413,15 +432,17 @@ void mcim_role_outbox_run(struct mcim_role *r)
                       "SELECT id, peer, path, body, txn, step, msg, attempts, next_at,"
                       " max_attempts, created FROM outbox"
                       " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
-                      p, 1, outbox_row, &b) != MCIM_OK)
+                      p, 1, outbox_row, &b) != MCIM_OK ||
+      b.n == 0) /* the worker runs a round at every wake-up: most find nothing */
     goto cleanup;
   int64_t claimed_at = outbox_claim(r, st, &b, out);
   int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");
   for (size_t i = 0; i < b.n; i++) {
     if (!out[i].claimed)
       continue;
-    /* a delivery takes at most one peer timeout: started later, it could outlive the lease */
-    if (mcim_now_us() / 1000 - claimed_at >= timeout)
+    /* A delivery takes one peer timeout at most, plus its own set-up: started in the
+     * lease's first quarter, it ends well inside it (two timeouts). */
+    if (mcim_now_us() / 1000 - claimed_at >= timeout / 2)
       out[i].unsent = true;
     else
       outbox_send(r, &b.m[i], &out[i]);

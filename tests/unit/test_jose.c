@@ -730,6 +730,7 @@ static void test_keys(void **state)
   mcim_jose_key_t *kd = NULL;
   assert_int_equal(mcim_jose_key_dup(kp, &kd), MCIM_OK);
   assert_ptr_equal(kd, kp);
+  assert_int_equal(mcim_jose_key_set_kid(kd, "renamed"), MCIM_INVALID_ARGUMENT); /* shared */
   assert_int_equal(mcim_jose_key_dup(NULL, &kd), MCIM_INVALID_ARGUMENT);
   mcim_jose_key_free(kp);
   assert_int_equal(mcim_jws_verify(jws, strlen(jws), kd, &x, NULL), MCIM_OK);
