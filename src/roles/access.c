@@ -90,15 +90,23 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
     goto out;
   }
   mcim_hex_encode(idb, sizeof(idb), id);
-  rc = session_put(st, r->storage_key, id, txn, identity, device, &av);
-  if (rc != MCIM_OK)
-    goto out;
   char rand_hex[33], autn_hex[33];
   mcim_hex_encode(av.rand, sizeof(av.rand), rand_hex);
   mcim_hex_encode(av.autn, sizeof(av.autn), autn_hex);
   json_t *body = json_pack("{s:s,s:s,s:s}", "attach_id", id, "rand", rand_hex, "autn", autn_hex);
-  mcim_role_trace(r, txn, net->step_auth, r->name, device, "authentication request (RAND, AUTN)",
-                  body, MCIM_OK);
+  /* the session and its trace row in one transaction: the row costs no commit of its own */
+  rc = body ? mcim_store_begin(st) : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK)
+    rc = session_put(st, r->storage_key, id, txn, identity, device, &av);
+  if (rc == MCIM_OK)
+    mcim_role_trace(r, txn, net->step_auth, r->name, device,
+                    "authentication request (RAND, AUTN)", body, MCIM_OK);
+  if (mcim_store_in_txn(st))
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc != MCIM_OK) {
+    json_decref(body);
+    goto out;
+  }
   mcim_metric_inc(&mcim_m_amf_auth_req, NULL);
   mcim_http_reply_json(resp, 200, body);
 out:
@@ -263,10 +271,16 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   mcim_cause_t dec = mcim_hex_decode_str(res_hex, res, sizeof(res));
   rc = dec == MCIM_OK ? mcim_aka_check_res(s.xres, sizeof(s.xres), res, sizeof(res)) : dec;
   mcim_wipe(res, sizeof(res));
+  /* The answer, the session's end and the accept's trace rows in one transaction: the rows
+   * cost no commit of their own. Without a transaction (store busy) each is its own, as
+   * before. */
+  bool in_txn = mcim_store_begin(st) == MCIM_OK;
   mcim_role_trace(r, txn, net->step_auth, s.device, r->name, "authentication response (RES)",
                   NULL, rc);
   if (rc != MCIM_OK) {
     session_close(st, s.id, "failed");
+    if (in_txn)
+      mcim_store_commit(st);
     count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_auth, "authentication of %s failed", s.identity);
     goto out;
@@ -274,6 +288,15 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   rc = session_close(st, s.id, "attached");
   if (rc == MCIM_OK)
     rc = issue_token(r, net, &s, &token);
+  if (rc == MCIM_OK)
+    mcim_role_trace(r, txn, net->step_connect, r->name, s.device,
+                    strcmp(net->scope, "full") == 0
+                        ? "attach accept: full connectivity"
+                        : "attach accept: restricted connectivity (RO, PVA)",
+                    NULL, MCIM_OK);
+  /* the session closed (a second answer to this challenge loses) before the token goes out */
+  if (in_txn)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_commit(st), rc);
   if (rc != MCIM_OK) {
     count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_connect, "attach could not complete");
@@ -282,10 +305,6 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   json_t *body = json_pack("{s:s,s:s,s:s}", "network", r->name, "scope", net->scope, "token", token);
   if (net->accept_extra)
     net->accept_extra(r, s.identity, body);
-  mcim_role_trace(r, txn, net->step_connect, r->name, s.device,
-                  strcmp(net->scope, "full") == 0 ? "attach accept: full connectivity"
-                                                  : "attach accept: restricted connectivity (RO, PVA)",
-                  NULL, MCIM_OK);
   mcim_metric_inc(&mcim_m_rm_reg_init_succ, NULL);
   mcim_http_reply_json(resp, 200, body);
 out:
