@@ -373,6 +373,8 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   }
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, step, "validation", 201, answer);
+  if (rc == MCIM_OK) /* the trace row rides on the validation's commit */
+    mcim_role_trace(r, txn, step, sho, r->name, "validate M2ME", req->json, MCIM_OK);
   if (rc == MCIM_OK)
     rc = mcim_store_commit(st);
   if (rc != MCIM_OK) {
@@ -392,7 +394,6 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
          txn, step);
     return;
   }
-  mcim_role_trace(r, txn, step, sho, r->name, "validate M2ME", req->json, MCIM_OK);
   mcim_http_reply_json(resp, 201, answer);
 }
 
@@ -443,13 +444,18 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
   }
   json_t *body = json_pack("{s:s,s:s,s:s,s:I,s:i}", "validation_id", v.id, "txn", v.txn, "nonce",
                            v.nonce, "expires", (json_int_t)v.expires, "step", v.step + 1);
-  /* The device polls: the nonce is one message of the procedure, traced once. */
-  if (v.fetched == 0) {
+  /* The device polls: the nonce is one message of the procedure, traced once. The mark and
+   * the trace row together, relaxed: lost in a crash of the machine, the next poll traces the
+   * nonce again, which is all the mark is for. */
+  if (v.fetched == 0 && mcim_store_begin_relaxed(st) == MCIM_OK) {
     mcim_val_t u[] = {MCIM_INT(now), MCIM_TEXT(v.id)};
     if (mcim_store_exec(st, "UPDATE validations SET fetched = ? WHERE id = ? AND fetched = 0", u,
                         2, NULL, NULL) == MCIM_OK &&
         mcim_store_changes(st) == 1)
       mcim_role_trace(r, v.txn, v.step + 1, r->name, device, "nonce", body, MCIM_OK);
+    if (mcim_store_commit(st) != MCIM_OK)
+      mcim_log_event(MCIM_LOG_WARN, v.txn, v.step + 1, MCIM_STORE_ERROR,
+                     "the nonce's first fetch not recorded: %s", mcim_store_errmsg(st));
   }
   mcim_http_reply_json(resp, 200, body);
 }
@@ -698,8 +704,13 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
     }
     rc = answer ? mcim_role_answer_put(st, v.txn, step, "quote", status, answer) : MCIM_NO_MEMORY;
   }
-  if (rc == MCIM_OK)
+  if (rc == MCIM_OK) { /* the trace row rides on the verdict's commit */
+    tbody = json_pack("{s:s,s:s,s:O,s:s,s:s,s:O}", "validation_id", id, "model", model, "log",
+                      log, "digest", mcim_statement_string(q, "digest"), "result", result,
+                      "mismatches", mismatches);
+    mcim_role_trace(r, v.txn, step, acc.device, r->name, "TRE quote", tbody, verdict_cause);
     rc = mcim_store_commit(st);
+  }
   if (rc != MCIM_OK) {
     if (mcim_store_in_txn(st))
       mcim_store_rollback(st);
@@ -708,10 +719,6 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
     goto cleanup;
   }
   mcim_role_wake(r);
-  tbody = json_pack("{s:s,s:s,s:O,s:s,s:s,s:O}", "validation_id", id, "model", model, "log", log,
-                    "digest", mcim_statement_string(q, "digest"), "result", result, "mismatches",
-                    mismatches);
-  mcim_role_trace(r, v.txn, step, acc.device, r->name, "TRE quote", tbody, verdict_cause);
   reply_stored(resp, status, answer);
   answer = NULL;
 
