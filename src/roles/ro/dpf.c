@@ -224,17 +224,24 @@ void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc != MCIM_OK ? rc : MCIM_INTERNAL, 13, "package unavailable");
     goto out;
   }
+  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", pr.txn, "sho", pr.sho, "procedure",
+                           pr.procedure, "package", pr.package, "sho_cert", cert);
+  /* "delivered" and the trace row together, relaxed: the mark tells people the device has
+   * fetched it (ready and delivered are served and expire alike), lost in a crash of the
+   * machine it says "ready" again */
+  bool in_txn = mcim_store_begin_relaxed(st) == MCIM_OK;
   mcim_val_t u[] = {MCIM_INT(mcim_now()), MCIM_TEXT(pr.txn)};
   mcim_store_exec(st, "UPDATE dpf_packages SET state = 'delivered', updated = ? WHERE txn = ?"
                       " AND state = 'ready'",
                   u, 2, NULL, NULL);
-  json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", pr.txn, "sho", pr.sho, "procedure",
-                           pr.procedure, "package", pr.package, "sho_cert", cert);
   mcim_role_trace(r, pr.txn, steps->delivery, r->name, device,
                   strcmp(pr.procedure, "change") == 0
                       ? "DPF: new MCIM (atomic download, old SHO connectivity)"
                       : "DPF: MCIM object download",
                   body, MCIM_OK);
+  if (in_txn && mcim_store_commit(st) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, pr.txn, steps->delivery, MCIM_STORE_ERROR,
+                   "the package's delivery not recorded: %s", mcim_store_errmsg(st));
   mcim_http_reply_json(resp, 200, body);
 out:
   free(pr.package);
