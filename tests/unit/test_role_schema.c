@@ -171,6 +171,63 @@ static void test_role_kinds(void **state)
   assert_true(n >= 5); /* ro, vno, sho, pva, m2mes */
 }
 
+/* The queries by device that run per procedure find their rows by index, not by reading
+ * every subscription (SQLite's plan; bench/drf_scale.sh checks the RO's on PostgreSQL): the
+ * SHO's discard (its other subscriptions of the device), the RO's PCID renewal. */
+struct plan {
+  bool indexed, scan;
+};
+
+static mcim_cause_t plan_row(const mcim_row_t *row, void *arg)
+{
+  struct plan *pl = arg;
+  const char *detail = mcim_row_text(row, 3);
+  if (detail && strstr(detail, "USING") && strstr(detail, "INDEX auc_device"))
+    pl->indexed = true;
+  if (detail && strncmp(detail, "SCAN auc", 8) == 0)
+    pl->scan = true;
+  return MCIM_OK;
+}
+
+static void test_queries_by_device_indexed(void **state)
+{
+  (void)state;
+  static const struct {
+    const char *kind, *sql;
+  } queries[] = {
+      {"sho", "SELECT COUNT(*) FROM auc WHERE device = 'd' AND imsi <> 'i' AND state IN"
+              " ('pending', 'active', 'standby')"},
+      {"ro", "SELECT imsi FROM auc WHERE device = 'd' AND state = 'active'"},
+  };
+  for (size_t q = 0; q < sizeof(queries) / sizeof(queries[0]); q++) {
+    const struct mcim_role_kind *kind = NULL;
+    for (size_t i = 0; mcim_role_kinds[i]; i++)
+      if (strcmp(mcim_role_kinds[i]->kind, queries[q].kind) == 0)
+        kind = mcim_role_kinds[i];
+    assert_non_null(kind);
+    char dir[] = "/tmp/mcim-plan-XXXXXX", path[64], sql[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/role.db", dir);
+    mcim_store_t *st = NULL;
+    assert_int_equal(mcim_store_open(path, NULL, &st), MCIM_OK);
+    struct subject s = {kind};
+    assert_int_equal(migrate(st, &s), MCIM_OK);
+    struct plan pl = {false, false};
+    snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", queries[q].sql);
+    assert_int_equal(mcim_store_exec(st, sql, NULL, 0, plan_row, &pl), MCIM_OK);
+    if (!pl.indexed || pl.scan)
+      fail_msg("%s: %s is not found by the index auc_device", queries[q].kind, queries[q].sql);
+    mcim_store_close(st);
+    char f[96];
+    const char *const sfx[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+      snprintf(f, sizeof(f), "%s%s", path, sfx[i]);
+      unlink(f);
+    }
+    rmdir(dir);
+  }
+}
+
 static void test_device(void **state)
 {
   (void)state;
@@ -239,6 +296,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_role_kinds),
       cmocka_unit_test(test_device),
+      cmocka_unit_test(test_queries_by_device_indexed),
       cmocka_unit_test(test_instances_migrate_concurrently),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

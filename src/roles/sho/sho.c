@@ -558,6 +558,8 @@ static const mcim_migration_t sho_migrations[] = {
     {6, "the sweeps find what they expire by index, not by scanning (expiry.c, access.c)",
      "CREATE INDEX orders_state_created ON orders (state, created);"
      "CREATE INDEX attach_created ON attach (created)"},
+    {7, "the AuC by device: a discard asks for the device's other subscriptions (change.c)",
+     "CREATE INDEX auc_device ON auc (device)"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
