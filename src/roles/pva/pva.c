@@ -57,6 +57,10 @@ static const mcim_migration_t pva_migrations[] = {
     {2, "revoked tokens of ended subscriptions (revocations.c)",
      "CREATE TABLE revocations (network TEXT NOT NULL, imsi TEXT NOT NULL,"
      " device TEXT NOT NULL, created BIGINT NOT NULL, PRIMARY KEY (network, imsi))"},
+    {3, "the purge finds what it deletes by index, not by scanning every validation and"
+        " revocation under the writers' lock",
+     "CREATE INDEX validations_created ON validations (created_us);"
+     "CREATE INDEX revocations_created ON revocations (created)"},
 };
 
 static bool is_sho(const char *peer)
