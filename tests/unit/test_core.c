@@ -6,7 +6,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "mcim/cause.h"
+#include "mcim/log.h"
 #include "mcim/role.h"
 #include "mcim/util.h"
 
@@ -99,6 +103,49 @@ static void test_percentiles(void **state)
 /* The outbox's retry budgets: a count of deliveries (the message's own, or the configured
  * one), or until record_retention for what a procedure cannot do without (the RO telling an
  * old SHO that was away: issue 8, point 7). */
+/* A text log line: one line per event, its fields in order, control characters from the
+ * message never a line of their own, an over-long message cut with its end of line kept. */
+static void test_log_lines(void **state)
+{
+  (void)state;
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  mcim_log_init("sho-a", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, f);
+  mcim_log_event(MCIM_LOG_WARN, "0123456789abcdef0123456789abcdef", 9, MCIM_TIMEOUT,
+                 "delivery to %s failed\nforged line", "pva");
+  mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "plain");
+  char *huge = malloc(3000);
+  assert_non_null(huge);
+  memset(huge, 'x', 2999);
+  huge[2999] = '\0';
+  mcim_log_event(MCIM_LOG_ERROR, "0123456789abcdef0123456789abcdef", 12, MCIM_INTERNAL, "%s", huge);
+  free(huge);
+  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_WARN, NULL);
+  rewind(f);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len;
+  int n = 0;
+  while ((len = getline(&line, &cap, f)) > 0) {
+    n++;
+    assert_int_equal(line[len - 1], '\n');
+    if (n == 1) {
+      assert_non_null(strstr(line, " warn   sho-a txn=0123456789abcdef0123456789abcdef step=9"
+                                   " cause=TIMEOUT delivery to pva failed forged line\n"));
+    } else if (n == 2) {
+      assert_non_null(strstr(line, " info   sho-a plain\n"));
+      assert_null(strstr(line, "txn="));
+    } else {
+      assert_non_null(strstr(line, " error  sho-a txn=0123456789abcdef0123456789abcdef step=12"
+                                   " cause=INTERNAL xxxx"));
+      assert_true(len > 1000 && len < 1536);
+    }
+  }
+  assert_int_equal(n, 3);
+  free(line);
+  fclose(f);
+}
+
 static void test_outbox_budget(void **state)
 {
   (void)state;
@@ -123,6 +170,7 @@ int main(void)
       cmocka_unit_test(test_b64url_rfc4648), cmocka_unit_test(test_b64url_errors),
       cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
       cmocka_unit_test(test_percentiles),    cmocka_unit_test(test_outbox_budget),
+      cmocka_unit_test(test_log_lines),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
