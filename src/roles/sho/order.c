@@ -245,6 +245,13 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
                      validating ? "validating" : "ordered");
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 1, "order", 201, answer);
+  if (rc == MCIM_OK) { /* the trace rows ride on the order's commit */
+    mcim_role_trace_at(r, received_us, txn, 1, "subscriber", r->name,
+                       "order: M2ME parameters (device, TRE certificates)", stmt->payload,
+                       MCIM_OK);
+    mcim_role_trace_at(r, sent_us, txn, 1, r->name, mcim_config_str(r->cfg, "ro"),
+                       "DRF: the owner's order (checked against the owner record)", NULL, MCIM_OK);
+  }
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
     json_t *stored = NULL; /* on a store without the lock above, the copy won the insert */
@@ -257,10 +264,6 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
-  mcim_role_trace_at(r, received_us, txn, 1, "subscriber", r->name,
-                     "order: M2ME parameters (device, TRE certificates)", stmt->payload, MCIM_OK);
-  mcim_role_trace_at(r, sent_us, txn, 1, r->name, mcim_config_str(r->cfg, "ro"),
-                     "DRF: the owner's order (checked against the owner record)", NULL, MCIM_OK);
   mcim_metric_inc(&mcim_m_procedures_started, MCIM_LABELS(procedure));
   mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "order for %s: IMSI %s reserved", device, imsi);
   mcim_http_reply_json(resp, 201, answer);
