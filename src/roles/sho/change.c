@@ -250,6 +250,12 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
                            "DRF: M2ME no longer subscribes to this SHO");
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 10, device, 200, answer);
+  if (rc == MCIM_OK) /* the trace row rides on the discard's commit */
+    mcim_role_trace(r, txn, ack_step, r->name,
+                    caller.relay ? mcim_config_str(r->cfg, "ro") : device,
+                    ack_step ? "acknowledgement: old subscription terminated"
+                             : "acknowledgement of the deferred notice: subscription terminated",
+                    answer, MCIM_OK);
   if (in_txn)
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc == MCIM_CONFLICT &&
@@ -266,10 +272,6 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   mcim_log_event(MCIM_LOG_NOTICE, txn, (int)step, MCIM_OK,
                  "%s discarded its MCIM: subscription %s terminated, no more AVs, its tokens"
                  " revoked%s", device, imsi, caller.relay ? " (told through the RO)" : "");
-  mcim_role_trace(r, txn, ack_step, r->name, caller.relay ? mcim_config_str(r->cfg, "ro") : device,
-                  ack_step ? "acknowledgement: old subscription terminated"
-                           : "acknowledgement of the deferred notice: subscription terminated",
-                  answer, MCIM_OK);
   mcim_http_reply_json(resp, 200, answer);
   answer = NULL;
 out:
