@@ -162,6 +162,9 @@ mcim_cause_t mcim_role_peer_key_from_pem(struct mcim_role *r, const char *cert_p
  * verified against the operators' CA (CN = name), then cached. */
 mcim_cause_t mcim_role_peer_key(struct mcim_role *r, const char *name,
                                 const mcim_jose_key_t **out);
+/* Fetch and verify the keys of the peers named in `names` (a JSON array of strings) that are
+ * not cached yet, without logging failures: the number still missing. */
+size_t mcim_role_peer_keys_prefetch(struct mcim_role *r, const json_t *names);
 
 /* The verified certificate (PEM) of network role `name`, as mcim_role_peer_key fetched it;
  * free(). */

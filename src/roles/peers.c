@@ -40,8 +40,9 @@ static const mcim_jose_key_t *cache_find(const char *name)
   return i >= 0 ? cache.e[i].key : NULL;
 }
 
-mcim_cause_t mcim_role_peer_key(struct mcim_role *r, const char *name,
-                                const mcim_jose_key_t **out)
+/* `quiet`: a failure is not logged (the background fetch, which asks again). */
+static mcim_cause_t peer_key(struct mcim_role *r, const char *name, const mcim_jose_key_t **out,
+                             bool quiet)
 {
   *out = NULL;
   if (!name || !mcim_pki_name_valid(name))
@@ -78,7 +79,8 @@ mcim_cause_t mcim_role_peer_key(struct mcim_role *r, const char *name,
   }
   mcim_http_result_clear(&res);
   if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "no verified key for peer %s", name);
+    if (!quiet)
+      mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "no verified key for peer %s", name);
     mcim_jose_key_free(key);
     return rc;
   }
@@ -101,6 +103,25 @@ mcim_cause_t mcim_role_peer_key(struct mcim_role *r, const char *name,
   }
   pthread_mutex_unlock(&cache.lock);
   return rc;
+}
+
+mcim_cause_t mcim_role_peer_key(struct mcim_role *r, const char *name,
+                                const mcim_jose_key_t **out)
+{
+  return peer_key(r, name, out, false);
+}
+
+size_t mcim_role_peer_keys_prefetch(struct mcim_role *r, const json_t *names)
+{
+  size_t missing = 0, i;
+  json_t *name;
+  json_array_foreach((json_t *)names, i, name)
+  {
+    const mcim_jose_key_t *key;
+    if (peer_key(r, json_string_value(name), &key, true) != MCIM_OK)
+      missing++;
+  }
+  return missing;
 }
 
 mcim_cause_t mcim_role_peer_cert_pem(struct mcim_role *r, const char *name, char **pem)

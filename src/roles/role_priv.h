@@ -19,6 +19,9 @@ struct mcim_role_priv {
   pthread_cond_t cond;
   pthread_t worker;
   bool worker_running;
+  pthread_t prefetch; /* peer_prefetch_main: the peers' keys before the load */
+  pthread_cond_t prefetch_cond;
+  bool prefetch_running;
   bool stopping;
   bool wake;
   bool started;

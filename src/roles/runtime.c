@@ -461,6 +461,50 @@ static void *worker_main(void *arg)
   return NULL;
 }
 
+/* The peers' statement keys, fetched in the background from the start. Why: handler threads
+ * call peers synchronously (the VNO asks the ICF at the RO for vectors; the RO checks a VNO
+ * token with the VNO's key, fetched the first time it is needed). With the caches empty and
+ * every thread of both pools in such a call, each side waited for the other until
+ * peer_timeout_ms: the first discoveries of a fresh lab under loadgen answered 504 after
+ * 5.0 s ("no verified key for peer vno"). Fetched before the load, the key is there. A peer
+ * not reachable yet is asked again, 1 s later, then ever less often (up to a minute), until
+ * every peer's key is known or the role stops. */
+static void *peer_prefetch_main(void *arg)
+{
+  struct mcim_role *r = arg;
+  struct mcim_role_priv *p = r->priv;
+  int64_t wait_s = 1;
+  for (;;) {
+    json_t *names = json_array();
+    const char *name;
+    json_t *url;
+    pthread_mutex_lock(&p->peers_lock);
+    json_object_foreach(r->peers, name, url)
+    {
+      if (names && strcmp(name, r->name) != 0)
+        json_array_append_new(names, json_string(name));
+    }
+    pthread_mutex_unlock(&p->peers_lock);
+    size_t missing = names ? mcim_role_peer_keys_prefetch(r, names) : 1;
+    json_decref(names);
+    pthread_mutex_lock(&p->lock);
+    if (missing == 0 || p->stopping) {
+      pthread_mutex_unlock(&p->lock);
+      break;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += wait_s;
+    pthread_cond_timedwait(&p->prefetch_cond, &p->lock, &ts);
+    bool stop = p->stopping;
+    pthread_mutex_unlock(&p->lock);
+    if (stop)
+      break;
+    wait_s = wait_s < 32 ? wait_s * 2 : 60;
+  }
+  return NULL;
+}
+
 void mcim_role_wake(struct mcim_role *r)
 {
   pthread_mutex_lock(&r->priv->lock);
@@ -560,6 +604,7 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
   pthread_mutex_init(&r->priv->lock, NULL);
   pthread_mutex_init(&r->priv->peers_lock, NULL);
   pthread_cond_init(&r->priv->cond, NULL);
+  pthread_cond_init(&r->priv->prefetch_cond, NULL);
   pthread_key_create(&r->priv->store_key, close_thread_store);
   pthread_key_create(&r->priv->client_key, free_thread_client);
   r->priv->keys_created = true;
@@ -646,6 +691,9 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
     goto fail;
   }
   r->priv->worker_running = true;
+  /* without it the role still works: keys are then fetched when first needed */
+  r->priv->prefetch_running =
+      pthread_create(&r->priv->prefetch, NULL, peer_prefetch_main, r) == 0;
   mcim_log_info("%s \"%s\" serving on https://%s:%u", kind->kind, r->name,
                 mcim_config_str(r->cfg, "listen_addr"), mcim_http_server_port(r->server));
   *out = r;
@@ -664,12 +712,16 @@ void mcim_role_free(struct mcim_role *r)
     mcim_http_server_free(r->server);
     r->server = NULL;
   }
-  if (r->priv && r->priv->worker_running) {
+  if (r->priv && (r->priv->worker_running || r->priv->prefetch_running)) {
     pthread_mutex_lock(&r->priv->lock);
     r->priv->stopping = true;
     pthread_cond_signal(&r->priv->cond);
+    pthread_cond_broadcast(&r->priv->prefetch_cond);
     pthread_mutex_unlock(&r->priv->lock);
-    pthread_join(r->priv->worker, NULL);
+    if (r->priv->worker_running)
+      pthread_join(r->priv->worker, NULL);
+    if (r->priv->prefetch_running)
+      pthread_join(r->priv->prefetch, NULL);
   }
   if (r->priv && r->priv->started && r->kind->stop)
     r->kind->stop(r);

@@ -10,6 +10,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdatomic.h>
+#include <time.h>
+
 #include "mcim/firmware.h"
 #include "mcim/log.h"
 #include "pva_m2mes_fixture.h"
@@ -196,6 +199,17 @@ static int64_t count(const char *sql, const char *arg)
   return n;
 }
 
+/* The stand-ins' certificates, served and counted (test_peer_keys_fetched_first). */
+static _Atomic int vno_cert_gets, ro_cert_gets;
+
+static void counted_certificate(void *ctx, const struct mcim_http_request *req,
+                                struct mcim_http_response *resp)
+{
+  const char *const *nc = ctx;
+  atomic_fetch_add(strcmp(nc[0], "vno") == 0 ? &vno_cert_gets : &ro_cert_gets, 1);
+  lab_h_certificate(ctx, req, resp);
+}
+
 /* ---- setup ---- */
 
 static int setup(void **state)
@@ -220,7 +234,7 @@ static int setup(void **state)
   vno_nc[0] = "vno";
   vno_nc[1] = vno_cert;
   static const struct mcim_http_route vno_routes[] = {
-      {"GET", "/v1/certificate", lab_h_certificate, 0},
+      {"GET", "/v1/certificate", counted_certificate, 0},
   };
   vno_srv = lab_standin(&lab, "vno", vno_port, vno_routes, 1, vno_nc);
   if (!vno_srv || !vno_cert)
@@ -281,6 +295,22 @@ static int teardown(void **state)
 }
 
 /* ---- tests ---- */
+
+/* Before any request, the PVA has fetched its peers' certificates by itself (runtime.c,
+ * peer_prefetch_main): a device's first request does not have to wait for one while the
+ * peer's threads wait for us (a cold start under load waited a peer timeout). Runs first:
+ * no test before it made the PVA need a peer's key. */
+static void test_peer_keys_fetched_first(void **state)
+{
+  (void)state;
+  for (int i = 0; i < 1000 && (atomic_load(&vno_cert_gets) == 0 || atomic_load(&ro_cert_gets) == 0);
+       i++) {
+    struct timespec ts = {0, 10 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  assert_true(atomic_load(&vno_cert_gets) >= 1);
+  assert_true(atomic_load(&ro_cert_gets) >= 1);
+}
 
 static void test_firmware(void **state)
 {
@@ -820,6 +850,7 @@ static void test_garbage(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_peer_keys_fetched_first),
       cmocka_unit_test(test_firmware),
       cmocka_unit_test(test_rims),
       cmocka_unit_test(test_good_quote),
