@@ -247,16 +247,12 @@ static mcim_cause_t key_from_raw(const uint8_t *x, const uint8_t *y, const uint8
     goto cleanup;
   }
   k->has_private = d != NULL;
-  unsigned int fplen = 0;
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-      EVP_DigestUpdate(md, x, P256_LEN) != 1 || EVP_DigestUpdate(md, y, P256_LEN) != 1 ||
-      EVP_DigestFinal_ex(md, k->fp, &fplen) != 1 || fplen != sizeof(k->fp)) {
-    EVP_MD_CTX_free(md);
+  const void *xy[] = {x, y};
+  const size_t xy_len[] = {P256_LEN, P256_LEN};
+  if (!mcim_verdict_id(k->fp, 2, xy, xy_len)) {
     rc = MCIM_CRYPTO_ERROR;
     goto cleanup;
   }
-  EVP_MD_CTX_free(md);
   *out = k;
   k = NULL;
 cleanup:
@@ -701,14 +697,9 @@ static struct mcim_verdicts signature_verdicts = MCIM_VERDICTS_INIT;
 static bool signature_id(const char *compact, size_t len, const mcim_jose_key_t *key,
                          uint8_t id[32])
 {
-  unsigned int n = 0;
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
-            EVP_DigestUpdate(md, key->fp, sizeof(key->fp)) == 1 &&
-            EVP_DigestUpdate(md, compact, len) == 1 && EVP_DigestFinal_ex(md, id, &n) == 1 &&
-            n == 32;
-  EVP_MD_CTX_free(md);
-  return ok;
+  const void *parts[] = {key->fp, compact};
+  const size_t lens[] = {sizeof(key->fp), len};
+  return mcim_verdict_id(id, 2, parts, lens);
 }
 
 void mcim_jws_verdicts_clear(void)

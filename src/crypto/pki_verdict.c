@@ -35,24 +35,11 @@ bool mcim_pki_verdict_id(X509 *cert, X509 *ca, mcim_cert_usage_t usage, const ch
 {
   uint8_t cert_md[32], ca_md[32];
   int32_t u = (int32_t)usage;
-  unsigned int n = 0;
-  bool ok = false;
-  EVP_MD_CTX *ctx = NULL;
-
   if (!der_digest(cert, cert_md) || !der_digest(ca, ca_md))
     return false;
-  ctx = EVP_MD_CTX_new();
-  /* the name with its length and a flag for "no name": no two inputs hash alike */
-  uint64_t name_len = name ? strlen(name) : UINT64_MAX;
-  ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-       EVP_DigestUpdate(ctx, cert_md, sizeof(cert_md)) == 1 &&
-       EVP_DigestUpdate(ctx, ca_md, sizeof(ca_md)) == 1 &&
-       EVP_DigestUpdate(ctx, &u, sizeof(u)) == 1 &&
-       EVP_DigestUpdate(ctx, &name_len, sizeof(name_len)) == 1 &&
-       (!name || EVP_DigestUpdate(ctx, name, strlen(name)) == 1) &&
-       EVP_DigestFinal_ex(ctx, id, &n) == 1 && n == 32;
-  EVP_MD_CTX_free(ctx);
-  return ok;
+  const void *parts[] = {cert_md, ca_md, &u, name};
+  const size_t lens[] = {sizeof(cert_md), sizeof(ca_md), sizeof(u), name ? strlen(name) : 0};
+  return mcim_verdict_id(id, 4, parts, lens);
 }
 
 bool mcim_pki_verdict_known(const uint8_t id[32], int64_t now)

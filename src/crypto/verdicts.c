@@ -1,7 +1,23 @@
 /* Sets of positive verdicts (src/crypto/verdicts.h). */
 #include "crypto/verdicts.h"
 
+#include <openssl/evp.h>
 #include <string.h>
+
+bool mcim_verdict_id(uint8_t id[32], size_t n, const void *const *parts, const size_t *lens)
+{
+  unsigned int got = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  for (size_t i = 0; ok && i < n; i++) {
+    uint64_t len = parts[i] ? (uint64_t)lens[i] : UINT64_MAX;
+    ok = EVP_DigestUpdate(md, &len, sizeof(len)) == 1 &&
+         (!parts[i] || EVP_DigestUpdate(md, parts[i], lens[i]) == 1);
+  }
+  ok = ok && EVP_DigestFinal_ex(md, id, &got) == 1 && got == 32;
+  EVP_MD_CTX_free(md);
+  return ok;
+}
 
 bool mcim_verdict_known(struct mcim_verdicts *v, const uint8_t id[32], int64_t now)
 {

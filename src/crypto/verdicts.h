@@ -23,6 +23,10 @@ struct mcim_verdicts {
 
 #define MCIM_VERDICTS_INIT {.mu = PTHREAD_MUTEX_INITIALIZER}
 
+/* The id of a verdict: the SHA-256 of `n` parts, each preceded by its length (so that no
+ * two different lists of parts give the same bytes); a NULL part counts as absent, apart from
+ * an empty one. false if it cannot be computed (then there is no verdict to keep or find). */
+bool mcim_verdict_id(uint8_t id[32], size_t n, const void *const *parts, const size_t *lens);
 /* true if a verdict with this id is kept and `now` is in [not_before, not_after). */
 bool mcim_verdict_known(struct mcim_verdicts *v, const uint8_t id[32], int64_t now);
 void mcim_verdict_keep(struct mcim_verdicts *v, const uint8_t id[32], int64_t not_before,

@@ -14,6 +14,8 @@
 #include "mcim/pki.h"
 #include "mcim/role.h"
 #include "mcim/util.h"
+#include "crypto/objcache.h"
+#include "crypto/verdicts.h"
 #include "roles/role_priv.h"
 
 static const char *const log_formats[] = {"text", "json", NULL};
@@ -250,53 +252,25 @@ mcim_cause_t mcim_role_sign(struct mcim_role *r, const char *typ, const char *su
  * signature check it is for, for the same device certificates all through a procedure. Only
  * handed out after the certificate was verified again (mcim_pki_cert_public_key: the chain's
  * verdict kept, its validity checked at every use). */
-#define CERT_KEYS 64
-static struct {
-  pthread_mutex_t mu;
-  size_t next;
-  struct {
-    uint8_t id[32];
-    mcim_jose_key_t *key;
-  } e[CERT_KEYS];
-} cert_keys = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static int jose_key_up_ref(void *key)
+{
+  mcim_jose_key_t *ref = NULL;
+  return mcim_jose_key_dup(key, &ref) == MCIM_OK;
+}
+
+static void jose_key_release(void *key)
+{
+  mcim_jose_key_free(key);
+}
+
+static struct mcim_objcache cert_keys =
+    MCIM_OBJCACHE_INIT(jose_key_up_ref, jose_key_release, 64);
 
 static bool cert_key_id(const char *cert_pem, const char *name, uint8_t id[32])
 {
-  unsigned int n = 0;
-  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  uint64_t name_len = name ? strlen(name) : UINT64_MAX;
-  bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-            EVP_DigestUpdate(ctx, &name_len, sizeof(name_len)) == 1 &&
-            (!name || EVP_DigestUpdate(ctx, name, strlen(name)) == 1) &&
-            EVP_DigestUpdate(ctx, cert_pem, strlen(cert_pem)) == 1 &&
-            EVP_DigestFinal_ex(ctx, id, &n) == 1 && n == 32;
-  EVP_MD_CTX_free(ctx);
-  return ok;
-}
-
-static mcim_cause_t cert_key_get(const uint8_t id[32], mcim_jose_key_t **out)
-{
-  mcim_cause_t rc = MCIM_NOT_FOUND;
-  pthread_mutex_lock(&cert_keys.mu);
-  for (size_t i = 0; i < CERT_KEYS && rc == MCIM_NOT_FOUND; i++)
-    if (cert_keys.e[i].key && memcmp(cert_keys.e[i].id, id, 32) == 0)
-      rc = mcim_jose_key_dup(cert_keys.e[i].key, out);
-  pthread_mutex_unlock(&cert_keys.mu);
-  return rc;
-}
-
-static void cert_key_put(const uint8_t id[32], const mcim_jose_key_t *key)
-{
-  mcim_jose_key_t *copy = NULL;
-  if (mcim_jose_key_dup(key, &copy) != MCIM_OK)
-    return;
-  pthread_mutex_lock(&cert_keys.mu);
-  size_t i = cert_keys.next;
-  cert_keys.next = (i + 1) % CERT_KEYS;
-  mcim_jose_key_free(cert_keys.e[i].key);
-  memcpy(cert_keys.e[i].id, id, 32);
-  cert_keys.e[i].key = copy;
-  pthread_mutex_unlock(&cert_keys.mu);
+  const void *parts[] = {name, cert_pem};
+  const size_t lens[] = {name ? strlen(name) : 0, strlen(cert_pem)};
+  return mcim_verdict_id(id, 2, parts, lens);
 }
 
 static mcim_cause_t key_from_cert_pem(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
@@ -316,13 +290,13 @@ static mcim_cause_t key_from_cert_pem(const char *cert_pem, X509 *ca, mcim_cert_
   if (rc != MCIM_OK)
     goto out;
   bool have_id = cert_key_id(cert_pem, name, id);
-  if (have_id && cert_key_get(id, out) == MCIM_OK)
+  if (have_id && (*out = mcim_objcache_get(&cert_keys, id)) != NULL)
     goto out;
   rc = mcim_jose_key_from_pkey(pub, out);
   if (rc == MCIM_OK && name)
     rc = mcim_jose_key_set_kid(*out, name);
   if (rc == MCIM_OK && have_id)
-    cert_key_put(id, *out);
+    mcim_objcache_put(&cert_keys, id, *out);
 out:
   if (rc != MCIM_OK) {
     mcim_jose_key_free(*out);
