@@ -67,20 +67,6 @@ release_validations() {
 }
 validation_held() { db_is "$lab/pva/pva.db" "SELECT COUNT(*) FROM validations WHERE device='$1' AND state='held'" 1; }
 
-# run_bg OUT ARGS...: `mcim run ARGS --json` in the background; run_wait: its exit status
-run_bg() {
-  local out=$1
-  shift
-  "$mcim" run "$@" --json --dir "$lab" >"$out" 2>&1 &
-  runpid=$!
-  bg="$bg $runpid"
-}
-run_wait() {
-  local rc=0
-  wait "$runpid" || rc=$?
-  bg=$(echo "$bg" | tr ' ' '\n' | grep -vx "$runpid" | tr '\n' ' ' || true)
-  return $rc
-}
 # proc_field DEV TXN FIELD: a field of GET /v1/procedures/{txn} (numbers and strings)
 proc_field() {
   ctl "$1" "/v1/procedures/$2" | tr -d '\n' | grep -o "\"$3\": *[^,}]*" | head -n1 |

@@ -28,19 +28,6 @@ trap on_exit EXIT
 
 ro() { sql "$lab/ro/ro.db" "$@"; }
 agent() { sql "$lab/devices/dr1/agent.db" "$@"; }
-run_bg() {
-  local out=$1
-  shift
-  "$mcim" run "$@" --json --dir "$lab" >"$out" 2>&1 &
-  runpid=$!
-  bg="$bg $runpid"
-}
-run_wait() {
-  local rc=0
-  wait "$runpid" || rc=$?
-  bg=$(echo "$bg" | tr ' ' '\n' | grep -vx "$runpid" | tr '\n' ' ' || true)
-  return $rc
-}
 stage() { agent "SELECT state || ' ' || stage FROM procedures ORDER BY created DESC LIMIT 1"; }
 # when the device last asked the DRF (seconds: its discovery, then each re-ask)
 discovered_at() { agent "SELECT json_extract(data, '\$.discovered_at') FROM procedures WHERE txn='$txn'"; }

@@ -106,6 +106,22 @@ jfield() { # jfield FILE NAME: first string value of "NAME" in a JSON file
 # defines an sql of its own (errors ignored), which replaces this one there.
 sql() { sqlite3 -cmd ".timeout 10000" "$@"; }
 db_is() { [ "$(sql "$1" "$2")" = "$3" ]; } # db_is DB SQL VALUE
+# run_bg OUT ARGS...: `$mcim run ARGS --json --dir $lab` in the background, its output in OUT,
+# its pid in runpid and added to $bg (which the script's exit trap kills); run_wait: its exit
+# status, and it leaves $bg.
+run_bg() {
+  local out=$1
+  shift
+  "$mcim" run "$@" --json --dir "$lab" >"$out" 2>&1 &
+  runpid=$!
+  bg="$bg $runpid"
+}
+run_wait() {
+  local rc=0
+  wait "$runpid" || rc=$?
+  bg=$(echo "$bg" | tr ' ' '\n' | grep -vx "$runpid" | tr '\n' ' ' || true)
+  return $rc
+}
 pid_of() { # pid_of NAME: the pid lab.json records for a role or a device agent
   tr -d ' \n' <"$lab/lab.json" | grep -o "\"name\":\"$1\",[^}]*\"pid\":[0-9]*" | grep -o '[0-9]*$'
 }
