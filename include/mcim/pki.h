@@ -41,6 +41,8 @@ bool mcim_pki_key_is_p256(const EVP_PKEY *key);
 mcim_cause_t mcim_pki_key_write(const char *path, EVP_PKEY *key);
 /* Load a PEM private key (P-256 only, else MCIM_KEY_INVALID). Warns if group/others can read. */
 mcim_cause_t mcim_pki_key_load(const char *path, EVP_PKEY **out);
+/* The same from a BIO holding the PEM (a secure-memory BIO for a key held in memory). */
+mcim_cause_t mcim_pki_key_read_bio(BIO *bio, EVP_PKEY **out);
 
 /* ---- certificates ------------------------------------------------------------------- */
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "crypto/objcache.h"
+#include "crypto/verdicts.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
@@ -198,16 +199,6 @@ cleanup:
 
 /* ---- keys ---- */
 
-/* The keys in the state are never encrypted PEM; refuse rather than let OpenSSL prompt. */
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
-{
-  (void)buf;
-  (void)size;
-  (void)rwflag;
-  (void)u;
-  return 0;
-}
-
 static const char *key_member(enum mcim_tre_cert which)
 {
   return which == MCIM_TRE_CERT_ATTESTATION ? "attestation" : "ka";
@@ -224,6 +215,22 @@ static void key_free(void *k)
 }
 
 static struct mcim_objcache key_cache = MCIM_OBJCACHE_INIT(key_up_ref, key_free, 64);
+
+static int jose_up_ref(void *k)
+{
+  mcim_jose_key_t *ref = NULL;
+  return mcim_jose_key_dup(k, &ref) == MCIM_OK;
+}
+
+static void jose_free(void *k)
+{
+  mcim_jose_key_free(k);
+}
+
+/* The same keys as JOSE keys, kid set: building one from an EVP_PKEY (a key check, cjose's
+ * own copy) costs more than the signature it then makes. Shared by reference, never changed
+ * once kept (mcim_jose_key_set_kid refuses a shared key). */
+static struct mcim_objcache jose_cache = MCIM_OBJCACHE_INIT(jose_up_ref, jose_free, 64);
 static pthread_mutex_t key_holders_mu = PTHREAD_MUTEX_INITIALIZER;
 static long key_holders; /* open TRE handles: the keys are kept only while one is */
 
@@ -237,8 +244,10 @@ void tre_key_cache_hold(void)
 void tre_key_cache_release(void)
 {
   pthread_mutex_lock(&key_holders_mu);
-  if (key_holders > 0 && --key_holders == 0)
+  if (key_holders > 0 && --key_holders == 0) {
+    mcim_objcache_clear(&jose_cache);
     mcim_objcache_clear(&key_cache);
+  }
   pthread_mutex_unlock(&key_holders_mu);
 }
 
@@ -260,9 +269,8 @@ mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out)
   bio = BIO_new_mem_buf(json_string_value(pem), (int)json_string_length(pem));
   if (!bio)
     goto cleanup;
-  rc = MCIM_KEY_INVALID;
-  key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
-  if (!key || !mcim_pki_key_is_p256(key))
+  rc = mcim_pki_key_read_bio(bio, &key);
+  if (rc != MCIM_OK)
     goto cleanup;
   /* only while a handle is open: nothing outlives the last one */
   pthread_mutex_lock(&key_holders_mu);
@@ -283,19 +291,32 @@ cleanup:
 
 mcim_cause_t tre_key_jose(json_t *st, enum mcim_tre_cert which, mcim_jose_key_t **out)
 {
+  json_t *pem = json_object_get(json_object_get(st, "keys"), key_member(which));
+  const char *device = tre_str(st, "device");
   EVP_PKEY *pkey = NULL;
   mcim_jose_key_t *key = NULL;
-  mcim_cause_t rc = tre_key_pkey(st, which, &pkey);
+  uint8_t id[32];
+  /* the kid is part of what is kept: the same key under another device id is another entry */
+  const void *parts[] = {key_member(which), device ? device : "", json_string_value(pem)};
+  const size_t lens[] = {strlen(key_member(which)), device ? strlen(device) : 0,
+                         json_is_string(pem) ? json_string_length(pem) : 0};
+  bool cacheable = json_is_string(pem) && mcim_verdict_id(id, 3, parts, lens);
 
+  if (cacheable && (*out = mcim_objcache_get(&jose_cache, id)) != NULL)
+    return MCIM_OK;
+  mcim_cause_t rc = tre_key_pkey(st, which, &pkey);
   if (rc != MCIM_OK)
     goto cleanup;
   rc = mcim_jose_key_from_pkey(pkey, &key);
   if (rc != MCIM_OK)
     goto cleanup;
   /* Verifiers find the device's certificate by the kid of what it signs. */
-  if (which == MCIM_TRE_CERT_ATTESTATION &&
-      (rc = mcim_jose_key_set_kid(key, tre_str(st, "device"))) != MCIM_OK)
+  if (which == MCIM_TRE_CERT_ATTESTATION && (rc = mcim_jose_key_set_kid(key, device)) != MCIM_OK)
     goto cleanup;
+  pthread_mutex_lock(&key_holders_mu);
+  if (cacheable && key_holders > 0)
+    mcim_objcache_put(&jose_cache, id, key);
+  pthread_mutex_unlock(&key_holders_mu);
   *out = key;
   key = NULL;
 cleanup:

@@ -10,6 +10,8 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <openssl/encoder.h>
+#include <openssl/pem.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -303,6 +305,31 @@ static void test_files(void **state)
   assert_int_equal(mcim_pki_key_load(junk_path, &k2), MCIM_KEY_INVALID);
   assert_null(k2);
   EVP_PKEY_free(p384);
+  /* An operator's key in the older SEC1 form ("EC PRIVATE KEY") loads as well. */
+  f = fopen(junk_path, "w");
+  OSSL_ENCODER_CTX *enc = OSSL_ENCODER_CTX_new_for_pkey(key, OSSL_KEYMGMT_SELECT_KEYPAIR, "PEM",
+                                                        "type-specific", NULL);
+  assert_non_null(enc);
+  assert_int_equal(OSSL_ENCODER_to_fp(enc, f), 1);
+  OSSL_ENCODER_CTX_free(enc);
+  fclose(f);
+  assert_int_equal(mcim_pki_key_load(junk_path, &k2), MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(key, k2), 1);
+  EVP_PKEY_free(k2);
+  k2 = NULL;
+  /* An encrypted key is refused, without asking for a passphrase (stdin is never read). */
+  f = fopen(junk_path, "w");
+  assert_int_equal(PEM_write_PKCS8PrivateKey(f, key, EVP_aes_128_cbc(), "secret", 6, NULL, NULL),
+                   1);
+  fclose(f);
+  assert_int_equal(mcim_pki_key_load(junk_path, &k2), MCIM_KEY_INVALID);
+  assert_null(k2);
+  /* Not EC at all. */
+  EVP_PKEY *rsa = EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024);
+  assert_int_equal(mcim_pki_key_write(junk_path, rsa), MCIM_OK);
+  assert_int_equal(mcim_pki_key_load(junk_path, &k2), MCIM_KEY_INVALID);
+  assert_null(k2);
+  EVP_PKEY_free(rsa);
 
   /* A CA whose key does not match its certificate. */
   mcim_pki_ca_t *ca = NULL;
