@@ -1,18 +1,21 @@
 /* Internals of the software TRE (include/mcim/tre.h), shared by the files of src/tre/.
  *
  * The whole TRE is one JSON document (docs/tre.md section 2), sealed with the storage key
- * into DIR/tre.sealed. Every operation runs as a transaction:
+ * into one of two slot files, DIR/tre.sealed and DIR/tre.sealed.1, each stamped with a
+ * generation. Every operation runs as a transaction:
  *
- *   tre_begin()   thread mutex + exclusive flock on DIR/tre.lock, then read and unseal the
- *                 document from disk (the working copy: nobody else sees it)
+ *   tre_begin()   thread mutex + exclusive flock on DIR/tre.lock, then read the slots and
+ *                 unseal the newest that opens (the working copy: nobody else sees it)
  *   ...           compute the new state in the working copy
- *   tre_commit()  seal and write it (tmp file, fsync, rename, fsync of the directory)
+ *   tre_commit()  seal it with the next generation and write it over the OTHER slot, in
+ *                 place, with one fdatasync
  *   tre_end()     wipe and free the working copy, unlock
  *
  * so a failure before tre_commit() leaves nothing behind (the working copy is dropped), and a
- * crash during it leaves the old or the new document, never a mix. Re-reading per operation
- * also keeps several handles (the agent and a CLI, two threads with their own handle) on one
- * state. */
+ * crash during it leaves the slot being written torn while the other still holds the state
+ * before it: the next read finds the torn one does not open and takes the other. Re-reading
+ * per operation also keeps several handles (the agent and a CLI, two threads with their own
+ * handle) on one state. */
 #ifndef MCIM_TRE_PRIV_H
 #define MCIM_TRE_PRIV_H
 
@@ -28,13 +31,18 @@
 #include "mcim/tre.h"
 
 #define TRE_STATE_VERSION 1
-#define TRE_FILE_STATE "tre.sealed"
-#define TRE_FILE_TMP "tre.sealed.tmp"
+#define TRE_FILE_STATE "tre.sealed"     /* slot 0 (the only file of format 1) */
+#define TRE_FILE_STATE_1 "tre.sealed.1" /* slot 1 */
 #define TRE_FILE_KEY "tre.key"
 #define TRE_FILE_LOCK "tre.lock"
-/* First line of tre.sealed, in clear: the device id names the seal context, which must be
- * known before unsealing. It is authenticated anyway (it is the AAD). */
-#define TRE_MAGIC "mcim-tre 1 "
+/* First line of a slot, in clear: "mcim-tre 2 <device> <generation> <sealed length>\n". The
+ * device id and the generation name the seal context ("tre/<device>/<generation>"), which
+ * must be known before unsealing; both are authenticated anyway (the context is the AAD), so
+ * a slot relabelled with a higher generation does not open. Format 1, "mcim-tre 1
+ * <device>\n" with context "tre/<device>" and the sealed blob to the end of the file, is
+ * still read, as generation 0: the state of a TRE written before the slots. */
+#define TRE_MAGIC_V1 "mcim-tre 1 "
+#define TRE_MAGIC "mcim-tre 2 "
 #define TRE_CONTEXT_PREFIX "tre/"
 
 #define TRE_TYP_PACKAGE "mcim-package+jwt"
@@ -44,16 +52,19 @@
 struct tre_soft {
   pthread_mutex_t mu;
   char *dir;
-  char *path_state, *path_tmp, *path_lock;
-  char *device;  /* from the file header, checked against the document */
-  char *context; /* "tre/<device>" */
+  char *path_state[2], *path_lock;
+  char *device; /* from the file header, checked against the document */
   mcim_storage_key_t *skey;
   int lock_fd;
+  /* Where the current state is: its slot and generation, as this handle last read or wrote
+   * it (under the lock). The next write goes to the other slot, one generation up. */
+  int slot;
+  uint64_t gen;
   /* The unsealed document as this handle last read or wrote it, and the SHA-256 of the
-   * sealed file it came from: when the file still holds exactly those bytes, tre_load()
-   * copies it instead of unsealing and parsing them again (three quarters of an operation's
-   * cost). Every write seals with a fresh nonce, so another handle's write, or an older copy
-   * put back, is different bytes and is read. */
+   * sealed slot it came from: when the newest slot still holds exactly those bytes,
+   * tre_load() copies it instead of unsealing and parsing them again (three quarters of an
+   * operation's cost). Every write seals with a fresh nonce and a new generation, so another
+   * handle's write, or an older copy put back, is different bytes and is read. */
   json_t *cache;
   uint8_t cache_id[32];
 };
@@ -68,9 +79,11 @@ struct tre_cred {
 
 /* ---- tre_store.c: file, lock, seal ---- */
 mcim_cause_t tre_paths(struct tre_soft *t, const char *dir);
-/* Read and unseal DIR/tre.sealed; sets t->device/context when they are still NULL. */
+/* Read the slots and unseal the newest that opens; sets t->device when it is still NULL,
+ * and t->slot, t->gen. A newest slot that does not open is a write cut by a crash (or an
+ * altered file): the other is used, with a warning. */
 mcim_cause_t tre_load(struct tre_soft *t, json_t **out);
-/* Seal and write atomically (crash-safe). */
+/* Seal with the next generation and write over the other slot (crash-safe: see above). */
 mcim_cause_t tre_persist(struct tre_soft *t, json_t *st);
 mcim_cause_t tre_lock_open(struct tre_soft *t);
 mcim_cause_t tre_begin(struct tre_soft *t, json_t **st);

