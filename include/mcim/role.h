@@ -144,6 +144,14 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
  * MCIM_OUTBOX_UNTIL_RETENTION: `age_ms` since it was queued reached `retention_ms`). */
 bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t configured,
                           int64_t age_ms, int64_t retention_ms);
+/* What one delivery came to, from the answer's HTTP status (0: none came) and its cause
+ * (pure; the rule and why: src/roles/common.c). */
+typedef enum mcim_outbox_outcome {
+  MCIM_OUTBOX_DELIVERED, /* 2xx, or 409 CONFLICT or REPLAY: the receiver has it */
+  MCIM_OUTBOX_RETRY,     /* no answer, 5xx, any other 409 (WRONG_STATE, DEVICE_BUSY, unread) */
+  MCIM_OUTBOX_REFUSED,   /* any other 4xx: final */
+} mcim_outbox_outcome_t;
+mcim_outbox_outcome_t mcim_outbox_outcome_for(long status, mcim_cause_t cause);
 /* Messages not yet delivered (for tests and metrics). */
 mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count);
 /* Wake the worker now (after queueing). */

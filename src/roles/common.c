@@ -305,8 +305,26 @@ unclaimed: /* nothing of the round is ours: the next round tries again */
   return now;
 }
 
-/* One delivery. A 2xx or a 409 (the receiver already has it) is done; other 4xx are final
- * refusals (retrying cannot help); transport errors and 5xx are retried with backoff. */
+/* What an answer makes of a delivery. The receivers deduplicate by (txn, step), so done is
+ * an answer that says the receiver has the message: a 2xx, or a 409 CONFLICT (it holds this
+ * one, or another for the same txn) or REPLAY (it acted on it already). The other 409s refuse
+ * it for now: WRONG_STATE (not in the state for it yet) and DEVICE_BUSY may take it later,
+ * so they are retried like a 409 whose cause cannot be read, which could be either: taken
+ * as done, a refused message would be lost with a trace row saying OK. Any other 4xx is a
+ * final refusal; anything else (no answer, 5xx) is retried. Who answers what to a duplicate:
+ * docs/architecture.md. */
+mcim_outbox_outcome_t mcim_outbox_outcome_for(long status, mcim_cause_t cause)
+{
+  if (status >= 200 && status < 300)
+    return MCIM_OUTBOX_DELIVERED;
+  if (status == 409)
+    return cause == MCIM_CONFLICT || cause == MCIM_REPLAY ? MCIM_OUTBOX_DELIVERED
+                                                          : MCIM_OUTBOX_RETRY;
+  return status >= 400 && status < 500 ? MCIM_OUTBOX_REFUSED : MCIM_OUTBOX_RETRY;
+}
+
+/* One delivery; what its answer makes of it: mcim_outbox_outcome_for. A retried message
+ * waits outbox_backoff_ms, doubled at each attempt until it passes a minute. */
 static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct outbox_outcome *o)
 {
   int64_t now;
@@ -327,11 +345,11 @@ static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct 
     snprintf(url, sizeof(url), "%s%s", base, m->path);
     o->rc = mcim_http_request(cli, "POST", url, o->body, NULL, &res);
   }
-  o->done = o->rc == MCIM_OK || res.status == 409;
-  bool final = !o->done && res.status >= 400 && res.status < 500;
+  mcim_outbox_outcome_t outcome = mcim_outbox_outcome_for(res.status, o->rc);
+  o->done = outcome == MCIM_OUTBOX_DELIVERED;
   o->attempts = m->attempts + 1;
   o->state = o->done ? "delivered" : "pending";
-  if (!o->done && (final || mcim_outbox_gives_up(
+  if (!o->done && (outcome == MCIM_OUTBOX_REFUSED || mcim_outbox_gives_up(
                                 o->attempts, m->max_attempts,
                                 mcim_config_int(r->cfg, "outbox_max_attempts"), now - m->created,
                                 mcim_config_duration(r->cfg, "record_retention") * 1000)))

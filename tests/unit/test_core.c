@@ -163,6 +163,26 @@ static void test_outbox_budget(void **state)
   assert_true(mcim_outbox_gives_up(1, MCIM_OUTBOX_UNTIL_RETENTION, 8, retention, retention));
 }
 
+/* A 409 is done only when its cause says the receiver has the message (common.c). */
+static void test_outbox_outcome(void **state)
+{
+  (void)state;
+  assert_int_equal(mcim_outbox_outcome_for(200, MCIM_OK), MCIM_OUTBOX_DELIVERED);
+  assert_int_equal(mcim_outbox_outcome_for(202, MCIM_OK), MCIM_OUTBOX_DELIVERED);
+  assert_int_equal(mcim_outbox_outcome_for(409, MCIM_CONFLICT), MCIM_OUTBOX_DELIVERED);
+  assert_int_equal(mcim_outbox_outcome_for(409, MCIM_REPLAY), MCIM_OUTBOX_DELIVERED);
+  assert_int_equal(mcim_outbox_outcome_for(409, MCIM_WRONG_STATE), MCIM_OUTBOX_RETRY);
+  assert_int_equal(mcim_outbox_outcome_for(409, MCIM_DEVICE_BUSY), MCIM_OUTBOX_RETRY);
+  /* no problem+json cause (the client's PEER_ERROR), or a cause of another status */
+  assert_int_equal(mcim_outbox_outcome_for(409, MCIM_PEER_ERROR), MCIM_OUTBOX_RETRY);
+  assert_int_equal(mcim_outbox_outcome_for(409, MCIM_OK), MCIM_OUTBOX_RETRY);
+  assert_int_equal(mcim_outbox_outcome_for(403, MCIM_FORBIDDEN), MCIM_OUTBOX_REFUSED);
+  assert_int_equal(mcim_outbox_outcome_for(404, MCIM_NOT_FOUND), MCIM_OUTBOX_REFUSED);
+  assert_int_equal(mcim_outbox_outcome_for(503, MCIM_ORDER_NOT_STORED_YET), MCIM_OUTBOX_RETRY);
+  assert_int_equal(mcim_outbox_outcome_for(502, MCIM_PEER_ERROR), MCIM_OUTBOX_RETRY);
+  assert_int_equal(mcim_outbox_outcome_for(0, MCIM_TIMEOUT), MCIM_OUTBOX_RETRY);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -170,7 +190,7 @@ int main(void)
       cmocka_unit_test(test_b64url_rfc4648), cmocka_unit_test(test_b64url_errors),
       cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
       cmocka_unit_test(test_percentiles),    cmocka_unit_test(test_outbox_budget),
-      cmocka_unit_test(test_log_lines),
+      cmocka_unit_test(test_log_lines),      cmocka_unit_test(test_outbox_outcome),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

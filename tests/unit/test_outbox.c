@@ -8,7 +8,11 @@
  *   - every message gets exactly one attempt, recorded with its cause: none is sent twice,
  *     none is lost by being released;
  *   - a round does not go on past its lease: while a message is out, the messages not yet
- *     tried are at most leased, and are released when the round ends. */
+ *     tried are at most leased, and are released when the round ends.
+ * Then against a stand-in of the peer that answers each message with the answer the message
+ * names (mcim_outbox_outcome_for): a 409 CONFLICT or REPLAY is delivered at once; a 409
+ * WRONG_STATE, DEVICE_BUSY or without a cause is retried, pending at every attempt, until the
+ * outbox gives up (failed, with that cause, and no trace row saying OK); a 403 is final. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +21,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -165,10 +170,190 @@ static void test_rounds_against_a_hanging_peer(void **state)
   mcim_store_close(rd);
 }
 
+/* ---- 409 answers, by their cause ---- */
+
+#define TRIES 3 /* outbox_max_attempts of the second PVA */
+
+/* What the stand-in answers, by the message's "answer"; what it saw, by the same index. */
+static const struct answer {
+  const char *name;
+  mcim_cause_t cause; /* MCIM_OK: a 409 without a problem+json cause */
+  const char *state, *last_cause; /* the outbox row at the end (last_cause NULL: none) */
+  int attempts;
+} answers[] = {
+    {"CONFLICT", MCIM_CONFLICT, "delivered", NULL, 1},
+    {"REPLAY", MCIM_REPLAY, "delivered", NULL, 1},
+    {"WRONG_STATE", MCIM_WRONG_STATE, "failed", "WRONG_STATE", TRIES},
+    {"DEVICE_BUSY", MCIM_DEVICE_BUSY, "failed", "DEVICE_BUSY", TRIES},
+    {"409", MCIM_OK, "failed", "PEER_ERROR", TRIES},
+    {"FORBIDDEN", MCIM_FORBIDDEN, "failed", "FORBIDDEN", 1},
+};
+#define NANSWERS (sizeof(answers) / sizeof(answers[0]))
+
+static struct standin {
+  pthread_mutex_t mu;
+  int calls[NANSWERS];
+  int not_pending; /* deliveries whose outbox row was not pending, at attempts = calls so far */
+} peer = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static struct mcim_http_server *peer_srv;
+
+struct orow {
+  char state[16], cause[32];
+  int64_t attempts;
+  bool found;
+};
+
+static mcim_cause_t orow_cb(const mcim_row_t *row, void *arg)
+{
+  struct orow *o = arg;
+  snprintf(o->state, sizeof(o->state), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  o->attempts = mcim_row_int(row, 1);
+  snprintf(o->cause, sizeof(o->cause), "%s", mcim_row_text(row, 2) ? mcim_row_text(row, 2) : "");
+  o->found = true;
+  return MCIM_OK;
+}
+
+static struct orow outbox_row_of(mcim_store_t *st, const char *txn)
+{
+  struct orow o = {.found = false};
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  mcim_store_exec(st, "SELECT state, attempts, last_cause FROM outbox WHERE txn = ?", p, 1,
+                  orow_cb, &o);
+  return o;
+}
+
+/* POST /v1/verdicts of the stand-in: while the PVA waits for this answer, its row must be
+ * pending with the attempts made before this one. */
+static void h_answer(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  (void)ctx;
+  const char *name = json_string_value(json_object_get(req->json, "answer"));
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  size_t i = 0;
+  while (i < NANSWERS && (!name || strcmp(answers[i].name, name) != 0))
+    i++;
+  if (i == NANSWERS || !txn) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0, "no such answer");
+    return;
+  }
+  mcim_store_t *rd = lab_open_db(&lab, "pva");
+  struct orow o = rd ? outbox_row_of(rd, txn) : (struct orow){.found = false};
+  mcim_store_close(rd);
+  pthread_mutex_lock(&peer.mu);
+  if (!o.found || strcmp(o.state, "pending") != 0 || o.attempts != peer.calls[i])
+    peer.not_pending++;
+  peer.calls[i]++;
+  pthread_mutex_unlock(&peer.mu);
+  if (answers[i].cause == MCIM_OK)
+    mcim_http_reply_json(resp, 409, json_pack("{s:s}", "detail", "a 409 without a cause"));
+  else
+    mcim_http_reply_problem(resp, answers[i].cause, 11, "answered %s", answers[i].name);
+}
+
+static int setup_answers(void **state)
+{
+  static const char *const roles[] = {"pva", "sho-a"};
+  static const struct mcim_http_route routes[] = {{"POST", "/v1/verdicts", h_answer, 0}};
+  char cfg[256];
+  (void)state;
+  if (lab_init(&lab, roles, 2) != 0)
+    return -1;
+  uint16_t pva_port = lab_free_port(), peer_port = lab_free_port();
+  if (!(peer_srv = lab_standin(&lab, "sho-a", peer_port, routes, 1, NULL)))
+    return -1;
+  lab_write_peers(&lab, "pva", (int)pva_port, "sho-a", (int)peer_port, (const char *)NULL);
+  /* retried at once (10 ms, then 20 ms), given up after TRIES */
+  json_t *extra = json_pack("{s:i,s:i,s:i,s:s}", "outbox_backoff_ms", 10, "outbox_max_attempts",
+                            TRIES, "tick_ms", 10, "log_level", "error");
+  lab_write_config(&lab, "pva", pva_port, extra, cfg, sizeof(cfg));
+  json_decref(extra);
+  return mcim_role_start(&mcim_role_pva, cfg, &pva) == MCIM_OK ? 0 : -1;
+}
+
+static int teardown_answers(void **state)
+{
+  (void)state;
+  mcim_role_free(pva);
+  mcim_http_server_free(peer_srv);
+  lab_remove(&lab);
+  return 0;
+}
+
+static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
+{
+  *(int64_t *)arg = mcim_row_int(row, 0);
+  return MCIM_OK;
+}
+
+static void test_409_by_cause(void **state)
+{
+  (void)state;
+  mcim_store_t *st = mcim_role_store(pva);
+  assert_non_null(st);
+  char txn[NANSWERS][33];
+  for (size_t i = 0; i < NANSWERS; i++) {
+    snprintf(txn[i], sizeof(txn[i]), "%032zx", i + 0x409);
+    json_t *body = json_pack("{s:s,s:s}", "txn", txn[i], "answer", answers[i].name);
+    assert_int_equal(mcim_role_outbox_put(pva, st, "sho-a", "/v1/verdicts", body, txn[i], 11,
+                                          "PVA: verdict"),
+                     MCIM_OK);
+    json_decref(body);
+  }
+  mcim_role_wake(pva);
+
+  /* until no message is pending (the outcomes are read from the store, not timed) */
+  mcim_store_t *rd = lab_open_db(&lab, "pva");
+  assert_non_null(rd);
+  int64_t pending = -1, deadline = mcim_now_us() / 1000 + 30000;
+  while (mcim_now_us() / 1000 < deadline) {
+    assert_int_equal(mcim_store_exec(rd, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'",
+                                     NULL, 0, count_cb, &pending),
+                     MCIM_OK);
+    if (pending == 0)
+      break;
+    struct timespec ts = {0, 10 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  assert_int_equal(pending, 0);
+
+  for (size_t i = 0; i < NANSWERS; i++) {
+    const struct answer *a = &answers[i];
+    struct orow o = outbox_row_of(rd, txn[i]);
+    print_message("409 test: %-11s -> %s after %lld attempt(s), last_cause %s\n", a->name,
+                  o.state, (long long)o.attempts, o.cause[0] ? o.cause : "-");
+    assert_true(o.found);
+    assert_string_equal(o.state, a->state);
+    assert_int_equal(o.attempts, a->attempts);
+    assert_string_equal(o.cause, a->last_cause ? a->last_cause : "");
+    assert_int_equal(peer.calls[i], a->attempts);
+    /* one trace row: OK (cause NULL) only when delivered; a given-up one says why */
+    int64_t ok = -1, with_cause = -1;
+    mcim_val_t p[] = {MCIM_TEXT(txn[i])};
+    assert_int_equal(mcim_store_exec(rd,
+                                     "SELECT COUNT(*) FROM trace WHERE txn = ? AND cause IS NULL",
+                                     p, 1, count_cb, &ok),
+                     MCIM_OK);
+    mcim_val_t q[] = {MCIM_TEXT(txn[i]), MCIM_TEXT(a->last_cause ? a->last_cause : "")};
+    assert_int_equal(mcim_store_exec(rd, "SELECT COUNT(*) FROM trace WHERE txn = ? AND cause = ?",
+                                     q, 2, count_cb, &with_cause),
+                     MCIM_OK);
+    assert_int_equal(ok, a->last_cause ? 0 : 1);
+    assert_int_equal(with_cause, a->last_cause ? 1 : 0);
+  }
+  /* every delivery, the retried ones' last included, found its message pending */
+  assert_int_equal(peer.not_pending, 0);
+  mcim_store_close(rd);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rounds_against_a_hanging_peer),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  const struct CMUnitTest answer_tests[] = {
+      cmocka_unit_test(test_409_by_cause),
+  };
+  int failed = cmocka_run_group_tests(tests, setup, teardown);
+  return failed + cmocka_run_group_tests(answer_tests, setup_answers, teardown_answers);
 }

@@ -314,6 +314,21 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, steps->verdict, "store unavailable");
     goto out;
   }
+  /* The order again, under the writers' lock: a copy of this delivery that arrived at the
+   * same time (the PVA's outbox retries one that outlived its timeout) may have acted on it
+   * since; it gets the same answer as a later one, not WRONG_STATE from the change below. */
+  mcim_sho_order_clear(&o);
+  rc = mcim_sho_order_load(st, txn, &o);
+  if (rc == MCIM_OK && strcmp(o.state, "validating") != 0) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", o.state));
+    goto out;
+  }
+  if (rc != MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_problem(resp, rc, steps->verdict, "order %s unavailable", txn);
+    goto out;
+  }
   if (strcmp(result, "success") != 0) {
     rc = mcim_sho_order_set_state(st, txn, "validating", "failed", MCIM_VALIDATION_FAILED);
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
