@@ -1,5 +1,6 @@
 /* Milenage (3GPP TS 35.206): the example algorithm set f1, f1*, f2, f3, f4, f5, f5*
- * for 3G/4G/5G AKA, built on AES-128 from OpenSSL 3 (no home-made AES).
+ * for 3G/4G/5G AKA, built on AES-128 from OpenSSL 3 (no home-made AES), or on an injected
+ * E_K whose key lives elsewhere (a TPM: struct mcim_milenage_cipher_ops below).
  *
  * A mcim_milenage_t is one subscriber's keyed context: it holds the AES key
  * schedule of K and the OPc. Build it once per subscriber (or re-key one
@@ -42,7 +43,26 @@ typedef enum mcim_milenage_aes {
   MCIM_MILENAGE_AES_AUTO = 0,
   MCIM_MILENAGE_AES_EVP,
   MCIM_MILENAGE_AES_PROVIDER,
+  /* E_K is an injected cipher (mcim_milenage_new_cipher): K is not in this process. */
+  MCIM_MILENAGE_AES_EXTERNAL,
 } mcim_milenage_aes_t;
+
+/* E_K as an interface. Milenage needs one thing from K: AES-128 encryption of 16-byte
+ * blocks. Every context calls E_K through this table: one built with mcim_milenage_new() or
+ * _new_with() uses OpenSSL's AES keyed with K (set_opc/set_op give K); one built with
+ * mcim_milenage_new_cipher() uses the caller's cipher, holding a key the context never sees
+ * (the TPM TRE: src/tre/tpm/tpm_aes.c, K inside the TPM). The same f1..f5 code runs on both. */
+struct mcim_milenage_cipher_ops {
+  /* ECB-encrypt `len` bytes under K: a multiple of 16, at most MCIM_MILENAGE_CIPHER_MAX.
+   * A cause, never a partial output, on failure. */
+  mcim_cause_t (*encrypt)(void *ctx, const uint8_t *in, uint8_t *out, size_t len);
+};
+typedef struct mcim_milenage_cipher {
+  const struct mcim_milenage_cipher_ops *ops;
+  void *ctx;
+} mcim_milenage_cipher_t;
+/* The most one E_K call asks for: OUT1..OUT5 together (TEMP is one block on its own). */
+#define MCIM_MILENAGE_CIPHER_MAX 80
 
 /* Every output of one Milenage run. */
 struct mcim_milenage_out {
@@ -71,7 +91,12 @@ mcim_cause_t mcim_milenage_new(mcim_milenage_t **out);
 /* Same with a chosen AES access; MCIM_UNSUPPORTED if PROVIDER is asked for and
  * the provider does not expose the functions. */
 mcim_cause_t mcim_milenage_new_with(mcim_milenage_aes_t aes, mcim_milenage_t **out);
-/* The AES access in use (EVP or PROVIDER) and its name ("evp", "provider"). */
+/* A context whose E_K is `cipher` (borrowed: it must outlive the context, which never frees
+ * it). It has no K of its own: key it per subscriber with mcim_milenage_use_opc();
+ * set_opc/set_op answer MCIM_UNSUPPORTED. MCIM_INVALID_ARGUMENT without an encrypt function. */
+mcim_cause_t mcim_milenage_new_cipher(mcim_milenage_cipher_t cipher, mcim_milenage_t **out);
+/* The AES access in use (EVP, PROVIDER or EXTERNAL) and its name ("evp", "provider",
+ * "external"). */
 mcim_milenage_aes_t mcim_milenage_aes(const mcim_milenage_t *m);
 const char *mcim_milenage_aes_name(mcim_milenage_aes_t aes);
 /* Wipes the key schedule and OPc, then frees. NULL is a no-op. */
@@ -80,10 +105,14 @@ void mcim_milenage_free(mcim_milenage_t *m);
 /* Key the context for one subscriber: K and OPc (the form an AuC should store). */
 mcim_cause_t mcim_milenage_set_opc(mcim_milenage_t *m, const uint8_t k[MCIM_MILENAGE_K_LEN],
                                    const uint8_t opc[MCIM_MILENAGE_OP_LEN]);
+/* Key a context of mcim_milenage_new_cipher() for one subscriber: K is the cipher's, only
+ * OPc is given. MCIM_UNSUPPORTED on a context that holds K itself (use set_opc). */
+mcim_cause_t mcim_milenage_use_opc(mcim_milenage_t *m, const uint8_t opc[MCIM_MILENAGE_OP_LEN]);
 /* Same from OP: derives OPc = OP xor E_K(OP) (TS 35.206 section 4.1). */
 mcim_cause_t mcim_milenage_set_op(mcim_milenage_t *m, const uint8_t k[MCIM_MILENAGE_K_LEN],
                                   const uint8_t op[MCIM_MILENAGE_OP_LEN]);
-/* Forget the subscriber (wipes key schedule and OPc); the context can be keyed again. */
+/* Forget the subscriber (wipes key schedule and OPc; an injected cipher stays); the context
+ * can be keyed again. */
 void mcim_milenage_clear(mcim_milenage_t *m);
 /* The OPc the context uses (to provision a USIM or store it instead of OP). */
 mcim_cause_t mcim_milenage_get_opc(const mcim_milenage_t *m, uint8_t opc[MCIM_MILENAGE_OP_LEN]);

@@ -9,6 +9,11 @@
  * with the constants of section 4.1: r1=64 r2=0 r3=32 r4=64 r5=96 (bits, all
  * whole bytes) and c1=0, c2=..01, c3=..02, c4=..04, c5=..08 (last byte).
  *
+ * E_K is reached through struct mcim_milenage_cipher_ops (milenage.h): OpenSSL's
+ * AES keyed with K (aes_ecb.c, the software implementation below), or a cipher the
+ * caller injects whose key this code never sees (the TPM TRE). Two E_K calls per
+ * run whatever the implementation: TEMP, then OUT1..OUT5 together.
+ *
  * Speed: the context keeps OpenSSL's AES keyed with K (aes_ecb.c), so the key
  * schedule is computed once per subscriber; OUT1..OUT5 only depend on TEMP,
  * so their inputs are laid side by side and encrypted in ONE ECB call; the
@@ -25,10 +30,20 @@
 enum { BLK = 16 };
 
 struct mcim_milenage {
-  mcim_aes_ecb_t *aes; /* OpenSSL AES-128-ECB holding the key schedule of K */
+  mcim_milenage_cipher_t cipher; /* E_K: over `aes`, or injected (new_cipher) */
+  mcim_aes_ecb_t *aes;           /* software E_K: OpenSSL AES-128-ECB with the schedule of K;
+                                    NULL for an injected cipher */
   uint8_t opc[BLK];
   bool keyed;
 };
+
+/* The software implementation of E_K: OpenSSL's AES keyed by set_opc/set_op. */
+static mcim_cause_t soft_encrypt(void *ctx, const uint8_t *in, uint8_t *out, size_t len)
+{
+  return mcim_aes_ecb_encrypt(ctx, in, out, len);
+}
+
+static const struct mcim_milenage_cipher_ops soft_ops = {.encrypt = soft_encrypt};
 
 /* Rotation amounts r1..r5 in bits and the last byte of c1..c5, for OUT1..OUT5. */
 static const unsigned r_bits[5] = {64, 0, 32, 64, 96};
@@ -48,11 +63,30 @@ mcim_cause_t mcim_milenage_new_with(mcim_milenage_aes_t aes, mcim_milenage_t **o
   rc = mcim_aes_ecb_new(aes, &m->aes);
   if (rc != MCIM_OK)
     goto cleanup;
+  m->cipher.ops = &soft_ops;
+  m->cipher.ctx = m->aes;
   *out = m;
   m = NULL;
 cleanup:
   mcim_milenage_free(m);
   return rc;
+}
+
+mcim_cause_t mcim_milenage_new_cipher(mcim_milenage_cipher_t cipher, mcim_milenage_t **out)
+{
+  mcim_milenage_t *m = NULL;
+
+  if (!out)
+    return MCIM_INVALID_ARGUMENT;
+  *out = NULL;
+  if (!cipher.ops || !cipher.ops->encrypt)
+    return MCIM_INVALID_ARGUMENT;
+  m = calloc(1, sizeof(*m));
+  if (!m)
+    return MCIM_NO_MEMORY;
+  m->cipher = cipher;
+  *out = m;
+  return MCIM_OK;
 }
 
 mcim_cause_t mcim_milenage_new(mcim_milenage_t **out)
@@ -62,7 +96,9 @@ mcim_cause_t mcim_milenage_new(mcim_milenage_t **out)
 
 mcim_milenage_aes_t mcim_milenage_aes(const mcim_milenage_t *m)
 {
-  return m ? mcim_aes_ecb_backend(m->aes) : MCIM_MILENAGE_AES_AUTO;
+  if (!m)
+    return MCIM_MILENAGE_AES_AUTO;
+  return m->aes ? mcim_aes_ecb_backend(m->aes) : MCIM_MILENAGE_AES_EXTERNAL;
 }
 
 const char *mcim_milenage_aes_name(mcim_milenage_aes_t aes)
@@ -72,6 +108,8 @@ const char *mcim_milenage_aes_name(mcim_milenage_aes_t aes)
     return "evp";
   case MCIM_MILENAGE_AES_PROVIDER:
     return "provider";
+  case MCIM_MILENAGE_AES_EXTERNAL:
+    return "external";
   case MCIM_MILENAGE_AES_AUTO:
     return "auto";
   }
@@ -82,7 +120,7 @@ void mcim_milenage_free(mcim_milenage_t *m)
 {
   if (!m)
     return;
-  mcim_aes_ecb_free(m->aes); /* cleanses the key schedule */
+  mcim_aes_ecb_free(m->aes); /* cleanses the key schedule; an injected cipher is the caller's */
   mcim_wipe(m, sizeof(*m));
   free(m);
 }
@@ -98,6 +136,8 @@ void mcim_milenage_clear(mcim_milenage_t *m)
 
 static mcim_cause_t set_key(mcim_milenage_t *m, const uint8_t k[BLK])
 {
+  if (!m->aes)
+    return MCIM_UNSUPPORTED; /* an injected cipher holds its own K */
   mcim_cause_t rc = mcim_aes_ecb_set_key(m->aes, k);
   if (rc != MCIM_OK)
     mcim_milenage_clear(m);
@@ -108,7 +148,12 @@ static mcim_cause_t set_key(mcim_milenage_t *m, const uint8_t k[BLK])
 /* ECB over `len` bytes (a multiple of 16) in one call. */
 static mcim_cause_t ecb(mcim_milenage_t *m, const uint8_t *in, uint8_t *out, int len)
 {
-  return mcim_aes_ecb_encrypt(m->aes, in, out, (size_t)len);
+  /* The software cipher is called directly: the two indirect calls per vector cost about
+   * 10% of `mcim bench milenage` (best of ten runs on a loaded machine: 10.8 M AVs/s before
+   * the interface, 9.8 through the table, 10.5 with this test). */
+  if (m->cipher.ops == &soft_ops)
+    return mcim_aes_ecb_encrypt(m->aes, in, out, (size_t)len);
+  return m->cipher.ops->encrypt(m->cipher.ctx, in, out, (size_t)len);
 }
 
 mcim_cause_t mcim_milenage_set_opc(mcim_milenage_t *m, const uint8_t k[BLK], const uint8_t opc[BLK])
@@ -119,6 +164,17 @@ mcim_cause_t mcim_milenage_set_opc(mcim_milenage_t *m, const uint8_t k[BLK], con
   if (rc != MCIM_OK)
     return rc;
   memcpy(m->opc, opc, BLK);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_milenage_use_opc(mcim_milenage_t *m, const uint8_t opc[BLK])
+{
+  if (!m || !opc)
+    return MCIM_INVALID_ARGUMENT;
+  if (m->aes)
+    return MCIM_UNSUPPORTED; /* K is given with set_opc for the software cipher */
+  memcpy(m->opc, opc, BLK);
+  m->keyed = true;
   return MCIM_OK;
 }
 

@@ -236,6 +236,93 @@ static void test_aes_kernel_fips197(void **state)
   assert_string_equal(mcim_milenage_aes_name(MCIM_MILENAGE_AES_PROVIDER), "provider");
 }
 
+/* E_K injected (struct mcim_milenage_cipher_ops): the context never holds K. Here the
+ * injected cipher is OpenSSL's AES behind a counter; the TPM TRE injects a TPM key the same
+ * way (tests/unit/test_tre_tpm.c runs the published sets there). */
+struct counting_cipher {
+  mcim_aes_ecb_t *aes;
+  int calls;
+  size_t max_len;
+  mcim_cause_t fail; /* answer this instead when not MCIM_OK */
+};
+
+static mcim_cause_t counting_encrypt(void *ctx, const uint8_t *in, uint8_t *out, size_t len)
+{
+  struct counting_cipher *c = ctx;
+  c->calls++;
+  if (len > c->max_len)
+    c->max_len = len;
+  if (c->fail != MCIM_OK)
+    return c->fail;
+  return mcim_aes_ecb_encrypt(c->aes, in, out, len);
+}
+
+static const struct mcim_milenage_cipher_ops counting_ops = {.encrypt = counting_encrypt};
+
+static void test_injected_cipher(void **state)
+{
+  (void)state;
+  struct counting_cipher c = {0};
+  mcim_milenage_cipher_t cipher = {&counting_ops, &c};
+  mcim_milenage_t *m = NULL, *soft = NULL;
+  struct mcim_milenage_out o, untouched;
+  struct vec d;
+  const mcim_milenage_cipher_t no_fn = {NULL, &c};
+
+  assert_int_equal(mcim_milenage_new_cipher(no_fn, &m), MCIM_INVALID_ARGUMENT);
+  assert_null(m);
+  assert_int_equal(mcim_milenage_new_cipher(cipher, NULL), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_aes_ecb_new(MCIM_MILENAGE_AES_AUTO, &c.aes), MCIM_OK);
+  assert_int_equal(mcim_milenage_new_cipher(cipher, &m), MCIM_OK);
+  assert_int_equal(mcim_milenage_aes(m), MCIM_MILENAGE_AES_EXTERNAL);
+  assert_string_equal(mcim_milenage_aes_name(mcim_milenage_aes(m)), "external");
+
+  for (size_t i = 0; i < mcim_milenage_vector_count; i++) {
+    decode(&mcim_milenage_vectors[i], &d);
+    /* K is the cipher's: the context cannot be given one. */
+    assert_int_equal(mcim_milenage_set_opc(m, d.k, d.opc), MCIM_UNSUPPORTED);
+    assert_int_equal(mcim_milenage_set_op(m, d.k, d.op), MCIM_UNSUPPORTED);
+    assert_int_equal(mcim_aes_ecb_set_key(c.aes, d.k), MCIM_OK); /* "inside the TPM" */
+    assert_int_equal(mcim_milenage_use_opc(m, d.opc), MCIM_OK);
+    c.calls = 0;
+    assert_int_equal(mcim_milenage_compute(m, d.rand, d.sqn, d.amf, MCIM_MILENAGE_ALL, &o),
+                     MCIM_OK);
+    assert_int_equal(c.calls, 2); /* TEMP, then OUT1..OUT5 in one call */
+    assert_memory_equal(o.mac_a, d.f1, 8);
+    assert_memory_equal(o.mac_s, d.f1s, 8);
+    assert_memory_equal(o.res, d.f2, 8);
+    assert_memory_equal(o.ck, d.f3, 16);
+    assert_memory_equal(o.ik, d.f4, 16);
+    assert_memory_equal(o.ak, d.f5, 6);
+    assert_memory_equal(o.ak_star, d.f5s, 6);
+  }
+  assert_int_equal(c.max_len, MCIM_MILENAGE_CIPHER_MAX);
+
+  /* A failing cipher: its cause comes back and no output is written. */
+  memset(&untouched, 0xee, sizeof(untouched));
+  o = untouched;
+  c.fail = MCIM_IO_ERROR;
+  assert_int_equal(mcim_milenage_compute(m, d.rand, d.sqn, d.amf, MCIM_MILENAGE_ALL, &o),
+                   MCIM_IO_ERROR);
+  assert_memory_equal(&o, &untouched, sizeof(o));
+  c.fail = MCIM_OK;
+
+  /* Cleared: no OPc until use_opc again; the cipher stays. */
+  mcim_milenage_clear(m);
+  assert_int_equal(mcim_milenage_compute(m, d.rand, d.sqn, d.amf, MCIM_MILENAGE_ALL, &o),
+                   MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_milenage_use_opc(m, d.opc), MCIM_OK);
+  assert_int_equal(mcim_milenage_compute(m, d.rand, NULL, NULL, MCIM_MILENAGE_F3, &o), MCIM_OK);
+  assert_memory_equal(o.ck, d.f3, 16);
+  mcim_milenage_free(m); /* the cipher is the caller's */
+
+  /* A software context takes K with set_opc, not use_opc. */
+  assert_int_equal(mcim_milenage_new(&soft), MCIM_OK);
+  assert_int_equal(mcim_milenage_use_opc(soft, d.opc), MCIM_UNSUPPORTED);
+  mcim_milenage_free(soft);
+  mcim_aes_ecb_free(c.aes);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -243,6 +330,7 @@ int main(void)
       cmocka_unit_test(test_vector_check_detects),
       cmocka_unit_test(test_rekey_switching), cmocka_unit_test(test_compute_subsets),
       cmocka_unit_test(test_invalid_use),    cmocka_unit_test(test_aes_kernel_fips197),
+      cmocka_unit_test(test_injected_cipher),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
