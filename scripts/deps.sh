@@ -12,6 +12,8 @@ PKGS=(
   haproxy # `mcim lab up --instances N`: the load balancer in front of each role's instances
   postgresql # the PostgreSQL store's tests: scripts/pg.sh starts a throw-away server (Debian 12: 15)
   libcmocka-dev
+  libtss2-dev # the TPM 2.0 TRE (src/tre/tpm/, MCIM_TPM): tpm2-tss's ESAPI, TCTI loader (swtpm TCTI), marshalling
+  swtpm swtpm-tools # the TPM 2.0 simulator standing in for the chip (tests/unit/test_tre_tpm.c fails without it)
   libosmocore-dev
   mscgen
   openssl ca-certificates curl

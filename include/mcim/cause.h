@@ -93,7 +93,10 @@
   X(TOKEN_REVOKED,           722, 401, "access token revoked by its issuer (the subscription it was issued for ended)") \
   X(REGISTRATION_PENDING,    723, 503, "the SHO's registration of this device has not reached the DRF yet; ask again after Retry-After") \
   X(ORDER_NOT_STORED_YET,    724, 503, "the SHO is still storing the order of this procedure; ask again after Retry-After") \
-  X(REPORT_PENDING,          725, 503, "the SHO has not yet heard that this MCIM was installed; ask again after Retry-After")
+  X(REPORT_PENDING,          725, 503, "the SHO has not yet heard that this MCIM was installed; ask again after Retry-After") \
+  /* hardware TRE: 8xx */ \
+  X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \
+  X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached")
 
 typedef enum mcim_cause {
 #define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = code,

@@ -1,0 +1,143 @@
+/* The TPM 2.0 part of the TRE (issue 11; docs/tre-tpm.md): the foundation the TPM TRE
+ * stands on. One file per concern:
+ *
+ *   tpm_conn.c     an ESAPI context on a TCTI ("swtpm:host=127.0.0.1,port=N", "device:...")
+ *                  and the mapping of TSS2 return codes to causes, with a human detail
+ *   tpm_primary.c  the storage primary key, re-created deterministically from its template
+ *   tpm_dup.c      the host side (the SHO, OpenSSL only): a TPM2_Import duplication blob of
+ *                  a raw AES-128 key, wrapped to the primary's public key
+ *   tpm_aes.c      import, load and use of that key inside the TPM: AES-128-ECB with
+ *                  TPM2_EncryptDecrypt2, offered to Milenage as its E_K
+ *                  (struct mcim_milenage_cipher_ops)
+ *   tpm_swtpm.c    a throw-away swtpm (the lab's and the tests' stand-in for the chip)
+ *
+ * Every constructor has its _free(). Failures are causes: MCIM_TPM_UNREACHABLE (the TCTI
+ * could not talk to the TPM), MCIM_TPM_ERROR (the TPM or ESAPI refused; the detail names the
+ * command and the decoded response code), MCIM_NO_MEMORY, MCIM_CRYPTO_ERROR (OpenSSL, host
+ * side), MCIM_UNSUPPORTED. The detail never holds key material. */
+#ifndef MCIM_TRE_TPM_H
+#define MCIM_TRE_TPM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_tpm2_types.h>
+
+#include "mcim/cause.h"
+#include "mcim/milenage.h"
+
+/* ---- tpm_conn.c ---- */
+/* One connection: an ESAPI context, not thread-safe (one per thread, or a lock around it);
+ * the keys loaded through it live as long as it does. */
+typedef struct mcim_tpm mcim_tpm_t;
+
+/* Open an ESAPI context on `tcti` (a tctildr configuration string, e.g.
+ * "swtpm:host=127.0.0.1,port=2321"). On failure `detail` (may be NULL) says why. */
+mcim_cause_t mcim_tpm_open(const char *tcti, mcim_tpm_t **out, char *detail, size_t detail_len);
+/* Flush the primary (if made) and close. NULL is a no-op. */
+void mcim_tpm_free(mcim_tpm_t *t);
+/* The last failure on this connection, human ("TPM2_Import: tpm:parameter(1):...");
+ * "" when none. */
+const char *mcim_tpm_detail(const mcim_tpm_t *t);
+/* For the files of src/tre/tpm/ and the tests: the ESAPI context. */
+ESYS_CONTEXT *mcim_tpm_esys(mcim_tpm_t *t);
+/* Record a TSS2 failure of `what` in the connection's detail and map it to a cause. */
+mcim_cause_t mcim_tpm_fail(mcim_tpm_t *t, const char *what, TSS2_RC rc);
+/* Record a failure of our own (no TSS2 code) and return `cause`. */
+mcim_cause_t mcim_tpm_failf(mcim_tpm_t *t, mcim_cause_t cause, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The cause for a TSS2 return code (TCTI transport failures: MCIM_TPM_UNREACHABLE). */
+mcim_cause_t mcim_tpm_cause(TSS2_RC rc);
+
+/* ---- tpm_primary.c ---- */
+/* The storage primary key under the owner hierarchy (ECC NIST P-256, AES-128-CFB, restricted
+ * decrypt, fixedTPM|fixedParent|sensitiveDataOrigin|userWithAuth|noDA, empty unique: the
+ * storage key template of the TCG provisioning guidance). Created on first use and kept
+ * while the connection is open; the same template under the same owner seed gives the same
+ * key after any restart (TPM2_Clear changes the seed and so the key, on purpose). `handle`
+ * and `pub` (both may be NULL) stay valid until mcim_tpm_free(). */
+mcim_cause_t mcim_tpm_primary(mcim_tpm_t *t, ESYS_TR *handle, const TPM2B_PUBLIC **pub);
+/* The TPM2B_NAME of a public area (nameAlg || H(TPMT_PUBLIC)), computed on the host. */
+mcim_cause_t mcim_tpm_public_name(const TPM2B_PUBLIC *pub, TPM2B_NAME *name);
+
+/* ---- tpm_dup.c: host side, OpenSSL only (no TPM needed) ---- */
+/* The attributes of an imported AES key (docs/tre-tpm.md, "The AES key"): encrypt only
+ * (sign), userWithAuth with an empty authValue, noDA. Not fixedTPM/fixedParent: TPM2_Import
+ * refuses both (TPM 2.0 Part 3, TPM2_Import: TPM_RC_ATTRIBUTES). Not sensitiveDataOrigin: the
+ * key came from outside. With an empty authPolicy TPM2_Duplicate (which needs a policy
+ * session) can never be authorised, so the key cannot leave the TPM. */
+#define MCIM_TPM_AES_ATTRS (TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA)
+
+/* A duplication blob for TPM2_Import: everything the device receives. No secret in clear. */
+struct mcim_tpm_dup {
+  TPM2B_PUBLIC pub;            /* the key's public area (symcipher, AES-128, ECB) */
+  TPM2B_PRIVATE dup;           /* outer HMAC || AES-CFB(TPM2B_SENSITIVE) */
+  TPM2B_ENCRYPTED_SECRET seed; /* the outer wrapper's seed, ECDH (KDFe) to the parent */
+};
+
+/* Wrap the raw 16-byte `key` for the storage key `parent` (its public area: ECC P-256,
+ * nameAlg SHA-256, AES-128-CFB; MCIM_UNSUPPORTED otherwise) as an AES-128-ECB symcipher
+ * object with `attrs` (MCIM_TPM_AES_ATTRS), no inner wrapper, the outer wrapper of TPM 2.0
+ * Part 1 "Duplication": seed by ECDH with a fresh ephemeral key and KDFe("DUPLICATE"),
+ * AES-128-CFB under KDFa("STORAGE", name), HMAC-SHA-256 under KDFa("INTEGRITY"). Every
+ * intermediate secret is wiped; `out` holds no secret in clear. */
+mcim_cause_t mcim_tpm_dup_aes128(const TPM2B_PUBLIC *parent, const uint8_t key[16],
+                                 TPMA_OBJECT attrs, struct mcim_tpm_dup *out);
+
+/* ---- tpm_aes.c ---- */
+/* What the device keeps: the key's public area and its private part as the TPM wrapped it
+ * under the primary (TPM2_Import's outPrivate). Opens only inside this TPM, under this
+ * primary. */
+struct mcim_tpm_blob {
+  TPM2B_PUBLIC pub;
+  TPM2B_PRIVATE priv;
+};
+
+/* TPM2_Import of `dup` under the primary: the TPM checks the outer HMAC (MCIM_TPM_ERROR,
+ * "integrity", for an altered blob or one wrapped to another key) and rewraps the key under
+ * the primary. */
+mcim_cause_t mcim_tpm_aes_import(mcim_tpm_t *t, const struct mcim_tpm_dup *dup,
+                                 struct mcim_tpm_blob *out);
+
+/* An AES-128 key loaded in the TPM (a transient object). */
+typedef struct mcim_tpm_aes mcim_tpm_aes_t;
+/* TPM2_Load of `blob` under the primary. The connection must outlive the key. */
+mcim_cause_t mcim_tpm_aes_load(mcim_tpm_t *t, const struct mcim_tpm_blob *blob,
+                               mcim_tpm_aes_t **out);
+/* Flush the object out of the TPM and free. NULL is a no-op. */
+void mcim_tpm_aes_free(mcim_tpm_aes_t *k);
+/* AES-128-ECB encryption of `len` bytes (a multiple of 16, at most 1024) in the TPM
+ * (TPM2_EncryptDecrypt2). Our copies of the blocks are wiped; ESAPI's command buffer keeps
+ * the last ones until the next command (docs/tre-tpm.md, "What the device keeps"). */
+mcim_cause_t mcim_tpm_aes_encrypt(mcim_tpm_aes_t *k, const uint8_t *in, uint8_t *out, size_t len);
+/* The key as Milenage's E_K (mcim_milenage_new_cipher). Valid while `k` is. */
+mcim_milenage_cipher_t mcim_tpm_aes_cipher(mcim_tpm_aes_t *k);
+/* The ESAPI handle of the loaded object (tests). */
+ESYS_TR mcim_tpm_aes_handle(const mcim_tpm_aes_t *k);
+
+/* ---- tpm_swtpm.c ---- */
+typedef struct mcim_swtpm mcim_swtpm_t;
+enum {
+  /* The swtpm dies with the thread that started it (PR_SET_PDEATHSIG): for tests, so that a
+   * crashed test leaves no simulator behind. */
+  MCIM_SWTPM_TIED = 1u << 0,
+};
+/* Start a throw-away TPM 2.0 simulator: `swtpm socket --tpm2` on loopback, data port P and
+ * control port P+1 (as the swtpm TCTI expects), both found free, state in `state_dir`
+ * (must exist), --flags not-need-init,startup-clear. Ready once its control channel answers
+ * a capability request, polled until `timeout_ms`; it is restarted on other ports if it
+ * exits first (a port taken meanwhile). MCIM_NOT_FOUND if swtpm is not installed
+ * (scripts/deps.sh installs it), MCIM_TIMEOUT, MCIM_IO_ERROR; `detail` says which. */
+mcim_cause_t mcim_swtpm_start(const char *state_dir, unsigned flags, int timeout_ms,
+                              mcim_swtpm_t **out, char *detail, size_t detail_len);
+/* The TCTI configuration string for mcim_tpm_open(). */
+const char *mcim_swtpm_tcti(const mcim_swtpm_t *s);
+uint16_t mcim_swtpm_port(const mcim_swtpm_t *s);
+pid_t mcim_swtpm_pid(const mcim_swtpm_t *s);
+/* Stop it (SIGTERM, waited for up to 5 s, then SIGKILL) and free. The state directory is the
+ * caller's. NULL is a no-op. */
+void mcim_swtpm_free(mcim_swtpm_t *s);
+
+#endif
