@@ -79,6 +79,9 @@ struct mcim_http_server_cfg {
   const struct mcim_http_route *routes;
   size_t nroutes;
   void *ctx; /* passed to every handler */
+  /* Optional: called with ctx on the handler's thread after each request it handled (the
+   * roles give their store connection back to their pool). */
+  void (*after_request)(void *ctx);
 };
 
 struct mcim_http_server;

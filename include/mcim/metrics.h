@@ -96,6 +96,7 @@ extern mcim_metric_t mcim_m_http_connections_open;      /* gauge: open now */
 extern mcim_metric_t mcim_m_http_tls_handshake_failures;
 
 /* outbox (src/roles/common.c) */
+extern mcim_metric_t mcim_m_store_connections;      /* gauge: the role's store pool */
 extern mcim_metric_t mcim_m_outbox_pending;         /* gauge, read from the store at scrape */
 extern mcim_metric_t mcim_m_outbox_delivered;       /* {peer} */
 extern mcim_metric_t mcim_m_outbox_attempt_failures;/* {peer, cause} */

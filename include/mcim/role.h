@@ -93,8 +93,13 @@ mcim_cause_t mcim_role_check_config(const struct mcim_role_kind *kind, const cha
 /* Print the configuration reference of a kind. */
 void mcim_role_describe_config(const struct mcim_role_kind *kind, FILE *out);
 
-/* The calling thread's store handle (opened on first use, closed at thread exit). */
+/* The calling thread's store handle: taken from the role's pool of connections on first use
+ * (opened when the pool is empty) and held until mcim_role_store_release(), which the server
+ * calls after each request and the worker after each round. */
 mcim_store_t *mcim_role_store(struct mcim_role *r);
+/* Give the calling thread's connection back to the pool (rolled back first if a transaction
+ * was left open, which is a bug and logged). */
+void mcim_role_store_release(struct mcim_role *r);
 /* The calling thread's HTTP client: mTLS with the role's certificate, pins the operators' CA. */
 struct mcim_http_client *mcim_role_client(struct mcim_role *r);
 /* Base URL of a peer instance from the peer directory, NULL if unknown. */

@@ -59,6 +59,11 @@ mcim_metric_t mcim_m_http_tls_handshake_failures = {
     " a malformed message, or the client left mid-handshake",
     MCIM_METRIC_COUNTER, MCIM_MF_HTTP, {NULL}, NULL, 0, NULL};
 
+mcim_metric_t mcim_m_store_connections = {
+    "mcim_store_connections",
+    "Store connections this process holds open (idle in the pool or in use by a request or"
+    " the worker): at most threads + 2, usually far fewer",
+    MCIM_METRIC_GAUGE, MCIM_MF_OUTBOX, {NULL}, NULL, 0, NULL};
 mcim_metric_t mcim_m_outbox_pending = {
     "mcim_outbox_pending", "Outbox messages not yet delivered nor given up (read at scrape time)",
     MCIM_METRIC_GAUGE, MCIM_MF_OUTBOX, {NULL}, NULL, 0, NULL};
@@ -179,6 +184,7 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_http_connections_timed_out,
     &mcim_m_http_connections_open,
     &mcim_m_http_tls_handshake_failures,
+    &mcim_m_store_connections,
     &mcim_m_outbox_pending,
     &mcim_m_outbox_delivered,
     &mcim_m_outbox_attempt_failures,

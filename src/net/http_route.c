@@ -181,6 +181,8 @@ void mcim_http_dispatch_(const struct mcim_http_server_cfg *cfg, const struct mc
 
   resp->status = 500;
   route->fn(cfg->ctx, &req, resp);
+  if (cfg->after_request)
+    cfg->after_request(cfg->ctx);
   if (!resp->json && resp->status >= 400)
     mcim_http_reply_problem(resp, MCIM_INTERNAL, 0, "handler gave no answer");
   json_decref(req.json);

@@ -12,6 +12,10 @@ struct mcim_role_priv {
   char *db_locator;
   struct mcim_http_route *routes;
   pthread_key_t store_key;
+  /* Free store connections, most recently given back last (mcim_role_store). */
+  pthread_mutex_t pool_lock;
+  mcim_store_t **pool;
+  size_t npool, pool_cap;
   pthread_key_t client_key;
   bool keys_created;
   pthread_mutex_t lock;

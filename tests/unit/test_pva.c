@@ -15,6 +15,7 @@
 
 #include "mcim/firmware.h"
 #include "mcim/log.h"
+#include "mcim/metrics.h"
 #include "pva_m2mes_fixture.h"
 #include "roles/kinds.h"
 
@@ -775,6 +776,32 @@ static void test_nonce_per_procedure(void **state)
   mcim_http_result_clear(&res);
 }
 
+/* Store connections come from a pool, the last given back first (mcim_role_store): requests
+ * one after the other, over fresh client connections that the server's four threads share
+ * out, all take the same store connection. Counted by mcim_store_connections: the start-up
+ * connection of the main thread, one for the requests, one for the worker when it runs
+ * alongside. Each handler thread kept a connection of its own before (up to 4 + 2). */
+static void test_store_pool(void **state)
+{
+  char txn[33];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  char id[33], nonce[65];
+  create_validation(txn, "dev1", 0, id, nonce);
+  for (int i = 0; i < 12; i++) {
+    struct mcim_http_client *cli = lab_client(&lab, NULL);
+    assert_non_null(cli);
+    assert_int_equal(call(cli, "GET", pending_path("dev1", txn), NULL, tok1, &res), MCIM_OK);
+    assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
+    mcim_http_result_clear(&res);
+    mcim_http_client_free(cli);
+  }
+  double open = mcim_metric_value(&mcim_m_store_connections, NULL);
+  assert_true(open >= 1);
+  assert_true(open <= 3);
+}
+
 /* The change procedure: the SHO asks at step 3, the quote is step 4, the verdict step 5. */
 static void test_change_steps(void **state)
 {
@@ -864,6 +891,7 @@ int main(void)
       cmocka_unit_test(test_change_steps),
       cmocka_unit_test(test_not_ordered),
       cmocka_unit_test(test_nonce_per_procedure),
+      cmocka_unit_test(test_store_pool),
       cmocka_unit_test(test_expiry),
       cmocka_unit_test(test_garbage),
   };
