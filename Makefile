@@ -15,8 +15,14 @@ ASAN_CC    ?= clang
 # on the optimisation, clang's hardly; the plain and the sanitized builds already build the
 # tests with gcc -O2 and clang -O0). About a quarter less CPU than all 8 in full.
 CHECK_MATRIX_FULL ?= gcc-Release gcc-MinSizeRel clang-Release
+# The libFuzzer targets (tests/fuzz/, docs/fuzzing.md): their build folder (clang, ASan, UBSan,
+# MCIM_FUZZ=ON), the seconds each target runs, and how long each runs in `make check`.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_CC    ?= clang
+FUZZ_SECONDS ?= 60
+CHECK_FUZZ_SECONDS ?= 5
 
-.PHONY: all deps build build-asan check test test-asan matrix demo bench lint clean
+.PHONY: all deps build build-asan check test test-asan matrix demo bench lint clean fuzz
 
 all: build
 
@@ -41,11 +47,13 @@ test-asan: build-asan
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
 # Everything CI runs: install dependencies, build twice (plain with gcc, sanitized with clang)
-# and run every test, lint, then build every compiler and build type with Debian's hardening
-# flags (no tests run), all with warnings as errors.
+# and run every test, replay the fuzz regressions and fuzz each target a few seconds, lint,
+# then build every compiler and build type with Debian's hardening flags (no tests run), all
+# with warnings as errors.
 check: deps
 	$(MAKE) test WERROR=ON
 	$(MAKE) test-asan WERROR=ON
+	$(MAKE) fuzz WERROR=ON FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
 	$(MAKE) lint WERROR=ON
 	$(MAKE) matrix MATRIX_FULL="$(CHECK_MATRIX_FULL)"
 
@@ -54,6 +62,15 @@ check: deps
 # library and the programs) says which of them also build the unit tests and bench/.
 matrix: deps
 	JOBS=$(JOBS) MATRIX_FULL="$(or $(MATRIX_FULL),all)" bash scripts/build-matrix.sh $(MATRIX_DIR)
+
+# The libFuzzer targets (docs/fuzzing.md): built in $(FUZZ_BUILD) with clang, ASan and UBSan,
+# then scripts/fuzz.sh replays tests/fuzz/regressions/ and runs each target FUZZ_SECONDS on a
+# copy of its corpus; fails on any crash, leak, hang (10 s an input) or OOM (2048 MB).
+fuzz: deps
+	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=$(FUZZ_CC) \
+	  -DMCIM_FUZZ=ON -DMCIM_TESTS=OFF -DMCIM_BENCH=OFF -DMCIM_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target mcim_fuzz
+	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # The main job: `mcim demo` (see README).
 demo: deps build
@@ -80,4 +97,4 @@ install: build
 .PHONY: deb install
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(MATRIX_DIR)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(MATRIX_DIR) $(FUZZ_BUILD)

@@ -23,6 +23,7 @@ PKGS=(
   python3-yaml python3-jsonschema # tests/integration/openapi_routes.sh (run by /usr/bin/python3)
   systemd # systemd-analyze verify of the units (tests/integration/ops_examples.sh)
   clang # CI builds with gcc and clang
+  libclang-rt-14-dev # clang's sanitizer and libFuzzer runtimes (only recommended by clang-14): make test-asan, make fuzz
   clang-tidy # scripts/lint.sh BUILD --tidy
   cppcheck # scripts/lint.sh
   dpkg-dev fakeroot file # dpkg-buildflags, CPack's .deb, its install test

@@ -1,0 +1,545 @@
+/* fuzz-seedgen: the fuzz targets' fixture and seeds, made with the project's own functions.
+ *
+ *   fuzz-seedgen data DIR      the fixture (once; committed as tests/fuzz/data/): both CAs,
+ *                              the keys and certificates of sho-a, vno, the owner and the
+ *                              TRE (attestation, key agreement), the TRE's storage key.
+ *                              Everything valid for 100 years.
+ *   fuzz-seedgen corpus DIR    the seeds of every target into DIR/<target>/ (committed as
+ *                              tests/fuzz/corpus/), from the fixture of tests/fuzz/data/:
+ *                              statements signed with mcim_jws_sign, packages sealed with
+ *                              mcim_package_seal, a TRE manufactured and used (its quote, its
+ *                              slot files), problems from mcim_problem_new, AKA vectors from
+ *                              Milenage, the sample configurations of docs/examples/.
+ *
+ * Each seed starts with the target's mode byte (see each target's header). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fuzz_common.h"
+#include "mcim/aka.h"
+#include "mcim/cause.h"
+#include "mcim/firmware.h"
+#include "mcim/http.h"
+#include "mcim/milenage.h"
+#include "mcim/pki.h"
+#include "mcim/seal.h"
+#include "mcim/util.h"
+#include "tre/tre_priv.h"
+
+#define CHECK(x)                                                                                   \
+  do {                                                                                             \
+    if ((x) != MCIM_OK) {                                                                          \
+      fprintf(stderr, "seedgen: %s:%d: %s failed\n", __FILE__, __LINE__, #x);                      \
+      exit(1);                                                                                     \
+    }                                                                                              \
+  } while (0)
+
+static const char *out_dir;
+
+/* ---- data ---- */
+
+static void write_key(const char *dir, const char *name, EVP_PKEY *key)
+{
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/%s.key", dir, name);
+  CHECK(mcim_pki_key_write(path, key));
+}
+
+static void write_cert(const char *dir, const char *name, X509 *cert)
+{
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/%s.crt", dir, name);
+  CHECK(mcim_pki_cert_write(path, cert));
+}
+
+static void leaf(const char *dir, const mcim_pki_ca_t *ca, const char *file, const char *cn,
+                 mcim_cert_usage_t usage)
+{
+  EVP_PKEY *key = NULL;
+  X509 *cert = NULL;
+  CHECK(mcim_pki_key_generate(&key));
+  mcim_cert_request_t req = {.name = cn, .usage = usage, .key = key, .days = 36500};
+  CHECK(mcim_pki_issue(ca, &req, &cert));
+  write_key(dir, file, key);
+  write_cert(dir, file, cert);
+  EVP_PKEY_free(key);
+  X509_free(cert);
+}
+
+static int make_data(const char *dir)
+{
+  mcim_pki_ca_t *ops = NULL, *m2mes = NULL;
+  EVP_PKEY *owner = NULL;
+  mcim_storage_key_t *skey = NULL;
+  char path[1024];
+  mkdir(dir, 0755);
+  CHECK(mcim_pki_ca_create("operators-ca", 36500, &ops));
+  CHECK(mcim_pki_ca_create("m2mes-ca", 36500, &m2mes));
+  write_cert(dir, "operators-ca", ops->cert);
+  write_key(dir, "operators-ca", ops->key);
+  write_cert(dir, "m2mes-ca", m2mes->cert);
+  write_key(dir, "m2mes-ca", m2mes->key);
+  leaf(dir, ops, FUZZ_SHO, FUZZ_SHO, MCIM_CERT_TLS);
+  leaf(dir, ops, FUZZ_VNO, FUZZ_VNO, MCIM_CERT_TLS);
+  leaf(dir, m2mes, "tre-att", FUZZ_DEVICE, MCIM_CERT_TRE_ATTESTATION);
+  leaf(dir, m2mes, "tre-ka", FUZZ_DEVICE, MCIM_CERT_TRE_KEY_AGREEMENT);
+  CHECK(mcim_pki_key_generate(&owner));
+  write_key(dir, "owner", owner);
+  snprintf(path, sizeof(path), "%s/tre.key", dir);
+  CHECK(mcim_storage_key_create_file(path, &skey));
+  mcim_storage_key_free(skey);
+  EVP_PKEY_free(owner);
+  mcim_pki_ca_free(ops);
+  mcim_pki_ca_free(m2mes);
+  return 0;
+}
+
+/* ---- seeds ---- */
+
+static void seed(const char *target, const char *name, uint8_t mode, const void *a, size_t alen,
+                 const void *b, size_t blen)
+{
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/%s", out_dir, target);
+  mkdir(path, 0755);
+  snprintf(path, sizeof(path), "%s/%s/%s", out_dir, target, name);
+  FILE *fp = fopen(path, "wb");
+  if (!fp || fwrite(&mode, 1, 1, fp) != 1 || (alen && fwrite(a, 1, alen, fp) != alen) ||
+      (blen && fwrite(b, 1, blen, fp) != blen) || fclose(fp) != 0) {
+    fprintf(stderr, "seedgen: cannot write %s\n", path);
+    exit(1);
+  }
+}
+
+static void seed_str(const char *target, const char *name, uint8_t mode, const char *s)
+{
+  seed(target, name, mode, s, strlen(s), NULL, 0);
+}
+
+/* The header and the payload of a compact JWS, decoded. */
+static void jws_parts(const char *jws, uint8_t **h, size_t *hlen, uint8_t **p, size_t *plen)
+{
+  const char *d1 = strchr(jws, '.'), *d2 = d1 ? strchr(d1 + 1, '.') : NULL;
+  if (!d2)
+    exit(1);
+  *h = malloc((size_t)(d1 - jws) + 4);
+  *p = malloc((size_t)(d2 - d1) + 4);
+  CHECK(mcim_b64url_decode(jws, (size_t)(d1 - jws), *h, (size_t)(d1 - jws) + 4, hlen));
+  CHECK(mcim_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), *p, (size_t)(d2 - d1) + 4, plen));
+}
+
+/* Seeds of modes 0 (compact), 1 (payload) and 2 (header NUL payload) of a JWS target. */
+static void jws_seeds(const char *target, const char *name, const char *jws)
+{
+  uint8_t *h, *p, nul = 0;
+  size_t hlen, plen;
+  char file[128];
+  jws_parts(jws, &h, &hlen, &p, &plen);
+  snprintf(file, sizeof(file), "%s-compact", name);
+  seed_str(target, file, 0, jws);
+  snprintf(file, sizeof(file), "%s-payload", name);
+  seed(target, file, 1, p, plen, NULL, 0);
+  /* header NUL payload: one buffer */
+  uint8_t *hp = malloc(hlen + 1 + plen);
+  memcpy(hp, h, hlen);
+  hp[hlen] = nul;
+  memcpy(hp + hlen + 1, p, plen);
+  snprintf(file, sizeof(file), "%s-parts", name);
+  seed(target, file, 2, hp, hlen + 1 + plen, NULL, 0);
+  free(hp);
+  free(h);
+  free(p);
+}
+
+static char *sign(mcim_jose_key_t *key, const char *typ, const char *iss, const char *aud,
+                  json_t *extra)
+{
+  char *jws = NULL;
+  mcim_claims_t c = {.iss = iss, .sub = FUZZ_DEVICE, .aud = aud, .typ = typ, .txn = FUZZ_TXN,
+                     .iat = FUZZ_IAT, .exp = FUZZ_EXP, .extra = extra};
+  CHECK(mcim_jws_sign(key, &c, &jws));
+  json_decref(extra);
+  return jws;
+}
+
+static void seeds_jws(void)
+{
+  mcim_jose_key_t *sho = fuzz_jose_key(FUZZ_SHO);
+  char *a = sign(sho, "mcim-status+jwt", FUZZ_SHO, FUZZ_DEVICE,
+                 json_pack("{s:s,s:[s,s]}", "slot", FUZZ_SHO, "list", "a", "b"));
+  char *b = sign(sho, "mcim-discard+jwt", FUZZ_SHO, FUZZ_DEVICE,
+                 json_pack("{s:s,s:s}", "slot", FUZZ_SHO, "imsi", FUZZ_IMSI));
+  char *c = sign(sho, "mcim-status+jwt", "ro", "pva", NULL);
+  jws_seeds("fuzz_jws", "status", a);
+  jws_seeds("fuzz_jws", "discard", b);
+  jws_seeds("fuzz_jws", "other-aud", c);
+  /* RFC 7515 A.3, the published ES256 example */
+  size_t len = 0;
+  char path[1024];
+  snprintf(path, sizeof(path), "%s/../../data/jose/rfc7515-a3.jws", MCIM_FUZZ_DATA);
+  uint8_t *rfc = fuzz_read_file(path, &len);
+  if (rfc) {
+    while (len && (rfc[len - 1] == '\n' || rfc[len - 1] == '\r'))
+      len--;
+    seed("fuzz_jws", "rfc7515-a3", 0, rfc, len, NULL, 0);
+    free(rfc);
+  }
+  free(a);
+  free(b);
+  free(c);
+  mcim_jose_key_free(sho);
+}
+
+static char *package(mcim_jose_key_t *sho, mcim_jose_key_t *ka, const char *content)
+{
+  char *pkg = NULL;
+  mcim_claims_t c = {.iss = FUZZ_SHO, .sub = FUZZ_DEVICE, .aud = FUZZ_DEVICE,
+                     .typ = FUZZ_TYP_PACKAGE, .txn = FUZZ_TXN, .iat = FUZZ_IAT,
+                     .exp = FUZZ_EXP};
+  CHECK(mcim_package_seal(sho, &c, ka, (const uint8_t *)content, strlen(content), &pkg));
+  return pkg;
+}
+
+static void seeds_package(void)
+{
+  mcim_jose_key_t *sho = fuzz_jose_key(FUZZ_SHO), *ka = fuzz_jose_key("tre-ka");
+  char content[256], cred[256];
+  snprintf(content, sizeof(content),
+           "{\"sho\":\"%s\",\"imsi\":\"%s\",\"k\":\"%s\",\"opc\":\"%s\",\"amf\":\"8000\"}",
+           FUZZ_SHO, FUZZ_IMSI, FUZZ_MCIM_K, FUZZ_MCIM_OPC);
+  snprintf(cred, sizeof(cred),
+           "{\"pcid\":\"001010000000002\",\"k\":\"%s\",\"opc\":\"%s\",\"amf\":\"8000\","
+           "\"expires\":%lld}",
+           FUZZ_MCIM_K, FUZZ_MCIM_OPC, (long long)FUZZ_EXP);
+  char *pkg = package(sho, ka, content);
+  char *other = package(sho, ka, "{\"sho\":\"sho-b\",\"imsi\":\"001020000000007\"}");
+  char *jwe = NULL;
+  CHECK(mcim_jwe_encrypt(ka, (const uint8_t *)cred, strlen(cred), &jwe));
+  uint8_t *h, *p;
+  size_t hlen, plen;
+  jws_parts(pkg, &h, &hlen, &p, &plen);
+  seed_str("fuzz_package", "open-direct", 0, pkg);
+  seed_str("fuzz_package", "stage", 1, pkg);
+  seed_str("fuzz_package", "stage-other-sho", 1, other);
+  seed_str("fuzz_package", "pcid-jwe", 2, jwe);
+  seed_str("fuzz_package", "content", 3, content);
+  seed_str("fuzz_package", "content-short", 3, "{\"sho\":\"sho-a\",\"imsi\":\"0010\"}");
+  seed("fuzz_package", "payload", 4, p, plen, NULL, 0);
+  free(h);
+  free(p);
+  free(pkg);
+  free(other);
+  free(jwe);
+  mcim_jose_key_free(sho);
+  mcim_jose_key_free(ka);
+}
+
+static void seeds_access_token(void)
+{
+  mcim_jose_key_t *vno = fuzz_jose_key(FUZZ_VNO);
+  char *t = sign(vno, FUZZ_TYP_ACCESS, FUZZ_VNO, FUZZ_VNO,
+                 json_pack("{s:s,s:s}", "scope", "restricted", "imsi", FUZZ_PCID));
+  char *full = sign(vno, FUZZ_TYP_ACCESS, FUZZ_VNO, FUZZ_VNO,
+                    json_pack("{s:s,s:s}", "scope", "full", "imsi", FUZZ_PCID));
+  char *sho = sign(vno, FUZZ_TYP_ACCESS, FUZZ_SHO, FUZZ_SHO,
+                   json_pack("{s:s,s:s}", "scope", "full", "imsi", FUZZ_IMSI));
+  jws_seeds("fuzz_access_token", "restricted", t);
+  jws_seeds("fuzz_access_token", "full", full);
+  seed_str("fuzz_access_token", "restricted-need-full", 6, t);
+  seed_str("fuzz_access_token", "sho-token", 0, sho);
+  free(t);
+  free(full);
+  free(sho);
+  mcim_jose_key_free(vno);
+}
+
+static void cert_seed(const char *file, const char *name, uint8_t pem_mode)
+{
+  size_t len = 0;
+  char *pem = fuzz_data(file, &len);
+  char seedname[128];
+  snprintf(seedname, sizeof(seedname), "%s-pem", name);
+  seed("fuzz_cert", seedname, pem_mode, pem, len, NULL, 0);
+  X509 *cert = NULL;
+  CHECK(mcim_pki_cert_from_pem(pem, len, &cert));
+  uint8_t *der = NULL;
+  int n = i2d_X509(cert, &der);
+  if (n > 0 && pem_mode <= 1) {
+    snprintf(seedname, sizeof(seedname), "%s-der", name);
+    seed("fuzz_cert", seedname, (uint8_t)(pem_mode + 3), der, (size_t)n, NULL, 0);
+  }
+  OPENSSL_free(der);
+  X509_free(cert);
+  free(pem);
+}
+
+static void seeds_cert(void)
+{
+  cert_seed(FUZZ_SHO ".crt", "sho-a", 0);
+  cert_seed("operators-ca.crt", "operators-ca", 0);
+  cert_seed("tre-att.crt", "tre-att", 1);
+  cert_seed("tre-ka.crt", "tre-ka", 2);
+  cert_seed("tre-ka.crt", "tre-ka-as-att", 1);
+  mcim_jose_key_t *owner = fuzz_jose_key("owner");
+  char *jwk = NULL;
+  CHECK(mcim_jose_key_public_jwk(owner, &jwk));
+  seed_str("fuzz_cert", "owner-jwk", 5, jwk);
+  free(jwk);
+  mcim_jose_key_free(owner);
+}
+
+/* A quote of the fixture TRE, its times set to the seeds' and signed again. */
+static void seeds_quote(mcim_tre_t *tre)
+{
+  json_t *log = json_array();
+  for (const char *const *c = mcim_firmware_components; *c; c++) {
+    char hex[MCIM_FIRMWARE_HEX_LEN + 1];
+    CHECK(mcim_firmware_rim(FUZZ_MODEL, *c, hex));
+    json_array_append_new(log, json_pack("{s:s,s:s}", "component", *c, "digest", hex));
+  }
+  CHECK(mcim_tre_soft_set_measurements(tre, log));
+  json_decref(log);
+  char *quote = NULL;
+  CHECK(tre->ops->quote(tre->ctx, "pva", FUZZ_TXN, FUZZ_NONCE, 300, &quote));
+  uint8_t *h, *p;
+  size_t hlen, plen;
+  jws_parts(quote, &h, &hlen, &p, &plen);
+  json_t *payload = json_loadb((const char *)p, plen, 0, NULL);
+  json_object_set_new(payload, "iat", json_integer(FUZZ_IAT));
+  json_object_set_new(payload, "exp", json_integer(FUZZ_EXP));
+  char *text = json_dumps(payload, JSON_COMPACT);
+  EVP_PKEY *att = fuzz_pkey("tre-att");
+  char *good = fuzz_sign_raw(att, h, hlen, (const uint8_t *)text, strlen(text));
+  jws_seeds("fuzz_pva_quote", "good", good);
+  /* a measurement that is no RIM: the log replays, the match fails */
+  json_t *l = json_object_get(payload, "log");
+  json_object_set_new(json_array_get(l, 0), "component", json_string("bootloader"));
+  char *text2 = json_dumps(payload, JSON_COMPACT);
+  seed("fuzz_pva_quote", "unknown-component-payload", 1, text2, strlen(text2), NULL, 0);
+  free(text);
+  free(text2);
+  free(good);
+  free(quote);
+  free(h);
+  free(p);
+  json_decref(payload);
+  EVP_PKEY_free(att);
+}
+
+static void seeds_problem(void)
+{
+  static const struct {
+    mcim_cause_t cause;
+    int step;
+    const char *detail;
+  } p[] = {
+      {MCIM_CONFLICT, 8, "another package for this txn"},
+      {MCIM_REPLAY, 0, NULL},
+      {MCIM_WRONG_STATE, 12, "the new MCIM is not pending"},
+      {MCIM_ORDER_PENDING, 5, "no order yet"},
+      {MCIM_NOT_PARTY, 4, "not a party"},
+      {MCIM_TOKEN_EXPIRED, 0, "token expired"},
+  };
+  for (size_t i = 0; i < sizeof(p) / sizeof(p[0]); i++) {
+    json_t *j = mcim_problem_new(p[i].cause, p[i].step, p[i].detail);
+    char *text = json_dumps(j, JSON_COMPACT);
+    int status = mcim_cause_http_status(p[i].cause);
+    uint8_t st[2] = {(uint8_t)(status >> 8), (uint8_t)status};
+    char name[64];
+    snprintf(name, sizeof(name), "problem-%s", mcim_cause_name(p[i].cause));
+    /* the status is the mode byte and the next one */
+    seed("fuzz_problem", name, st[0], st + 1, 1, text, strlen(text));
+    free(text);
+    json_decref(j);
+  }
+  const char ok[] = "{\"state\":\"active\",\"device\":\"dev1\"}";
+  seed("fuzz_problem", "ok-200", 0, "\xc8", 1, ok, strlen(ok));
+  seed("fuzz_problem", "html-502", 1, "\xf6", 1, "<html>bad gateway</html>", 24);
+}
+
+/* The slot files and the document of the fixture TRE after staging and installing an MCIM. */
+static void seeds_tre_state(mcim_tre_t *tre, const char *dir)
+{
+  mcim_jose_key_t *sho = fuzz_jose_key(FUZZ_SHO), *ka = fuzz_jose_key("tre-ka");
+  char content[256], slot[64], *issuer = fuzz_data(FUZZ_SHO ".crt", NULL);
+  snprintf(content, sizeof(content),
+           "{\"sho\":\"%s\",\"imsi\":\"%s\",\"k\":\"%s\",\"opc\":\"%s\",\"amf\":\"8000\"}",
+           FUZZ_SHO, FUZZ_IMSI, FUZZ_MCIM_K, FUZZ_MCIM_OPC);
+  char *pkg = package(sho, ka, content);
+  CHECK(tre->ops->stage(tre->ctx, FUZZ_TXN, pkg, strlen(pkg), issuer));
+  CHECK(tre->ops->install(tre->ctx, FUZZ_TXN, slot));
+  CHECK(tre->ops->discard(tre->ctx, FUZZ_SHO, "fedcba9876543210fedcba9876543210"));
+  struct fuzz_tre_files f;
+  fuzz_tre_save(dir, &f);
+  if (!f.buf[0] || !f.buf[1])
+    exit(1);
+  uint8_t n[2] = {(uint8_t)(f.len[0] >> 8), (uint8_t)f.len[0]};
+  uint8_t *both = malloc(2 + f.len[0] + f.len[1]);
+  memcpy(both, n, 2);
+  memcpy(both + 2, f.buf[0], f.len[0]);
+  memcpy(both + 2 + f.len[0], f.buf[1], f.len[1]);
+  seed("fuzz_tre_state", "slots", 0, both, 2 + f.len[0] + f.len[1], NULL, 0);
+  seed("fuzz_tre_state", "slot0-only", 0, n, 2, f.buf[0], f.len[0]);
+  uint8_t n1[2] = {(uint8_t)(f.len[1] >> 8), (uint8_t)f.len[1]};
+  seed("fuzz_tre_state", "slot1-torn-slot0", 0, n1, 2, f.buf[1], f.len[1] / 2);
+  /* the document, in clear */
+  json_t *st = NULL;
+  CHECK(tre_begin(tre->ctx, &st));
+  char *doc = json_dumps(st, JSON_COMPACT);
+  tre_end(tre->ctx, st);
+  seed_str("fuzz_tre_state", "document", 1, doc);
+  seed_str("fuzz_tre_state", "document-fallback", 3, doc);
+  /* format 1: "mcim-tre 1 <device>\n" and the blob sealed with "tre/<device>" */
+  size_t klen = 0, slen = 0;
+  char *key = fuzz_data("tre.key", &klen);
+  mcim_storage_key_t *skey = NULL;
+  CHECK(mcim_storage_key_from_bytes((const uint8_t *)key, klen, &skey));
+  const char head[] = "mcim-tre 1 " FUZZ_DEVICE "\n";
+  size_t cap = mcim_seal_len(strlen(doc));
+  uint8_t *v1 = malloc(2 + strlen(head) + cap);
+  size_t total = strlen(head) + cap;
+  v1[0] = (uint8_t)(total >> 8);
+  v1[1] = (uint8_t)total;
+  memcpy(v1 + 2, head, strlen(head));
+  CHECK(mcim_seal(skey, "tre/" FUZZ_DEVICE, (const uint8_t *)doc, strlen(doc),
+                  v1 + 2 + strlen(head), cap, &slen));
+  seed("fuzz_tre_state", "format1", 0, v1, 2 + strlen(head) + slen, NULL, 0);
+  free(v1);
+  free(key);
+  mcim_storage_key_free(skey);
+  free(doc);
+  free(both);
+  free(f.buf[0]);
+  free(f.buf[1]);
+  free(pkg);
+  free(issuer);
+  mcim_jose_key_free(sho);
+  mcim_jose_key_free(ka);
+}
+
+static void seeds_config(void)
+{
+  /* the order of mcim_role_kinds (src/roles/kinds.c), then the agent */
+  static const struct {
+    const char *file;
+    uint8_t which;
+  } files[] = {{"ro.json", 0},  {"vno.json", 1},   {"sho-a.json", 2},
+               {"pva.json", 3}, {"m2mes.json", 4}, {"agent.json", 5}};
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    char path[1024];
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s/../../../docs/examples/%s", MCIM_FUZZ_DATA, files[i].file);
+    uint8_t *text = fuzz_read_file(path, &len);
+    if (!text) {
+      fprintf(stderr, "seedgen: %s missing\n", path);
+      exit(1);
+    }
+    seed("fuzz_config", files[i].file, files[i].which, text, len, NULL, 0);
+    free(text);
+  }
+  seed_str("fuzz_config", "agent-peers", 5,
+           "{\"operators_ca\":\"ca.crt\",\"peers\":\"peers.json\",\"networks\":{\"vno\":"
+           "\"https://[::1]:8441\"},\"max_resync\":\"2\"}");
+}
+
+static void seeds_aka(void)
+{
+  uint8_t k[16], opc[16], sqn[6] = {0, 0, 0, 0, 0, 0x40}, amf[2] = {0x80, 0};
+  uint8_t rand[16] = {0x23, 0x55, 0x3c, 0xbe, 0x96, 0x37, 0xa8, 0x9d,
+                      0x21, 0x8a, 0xe6, 0x4d, 0xae, 0x47, 0xbf, 0x35};
+  uint8_t buf[32];
+  mcim_milenage_t *m = NULL;
+  struct mcim_aka_av av;
+  CHECK(mcim_hex_decode_str(FUZZ_PCID_K, k, 16));
+  CHECK(mcim_hex_decode_str(FUZZ_PCID_OPC, opc, 16));
+  CHECK(mcim_milenage_new(&m));
+  CHECK(mcim_milenage_set_opc(m, k, opc));
+  CHECK(mcim_aka_gen_av_rand(m, rand, sqn, amf, &av));
+  memcpy(buf, av.rand, 16);
+  memcpy(buf + 16, av.autn, 16);
+  seed("fuzz_aka", "tre-challenge", 0, buf, 32, NULL, 0);
+  memcpy(buf + 16, sqn, 6);
+  memcpy(buf + 22, amf, 2);
+  seed("fuzz_aka", "tre-sqn", 1, buf, 24, NULL, 0);
+  uint8_t old_sqn[6] = {0, 0, 0, 0, 0, 0x01}; /* behind the credential's state after 0x40 */
+  memcpy(buf + 16, old_sqn, 6);
+  seed("fuzz_aka", "tre-sqn-old", 1, buf, 24, NULL, 0);
+  mcim_milenage_free(m);
+  m = NULL;
+  CHECK(mcim_hex_decode_str(FUZZ_MCIM_K, k, 16));
+  CHECK(mcim_hex_decode_str(FUZZ_MCIM_OPC, opc, 16));
+  CHECK(mcim_milenage_new(&m));
+  CHECK(mcim_milenage_set_opc(m, k, opc));
+  uint8_t sqn_ms[6] = {0, 0, 0, 0, 0x10, 0x20}, auts[14];
+  CHECK(mcim_aka_gen_auts(m, rand, sqn_ms, auts));
+  memcpy(buf, rand, 16);
+  memcpy(buf + 16, auts, 14);
+  seed("fuzz_aka", "auc-auts", 2, buf, 30, NULL, 0);
+  memcpy(buf + 16, sqn_ms, 6);
+  seed("fuzz_aka", "auc-sqn-ms", 3, buf, 22, NULL, 0);
+  mcim_milenage_free(m);
+}
+
+static void seeds_instruction(void)
+{
+  mcim_jose_key_t *owner = fuzz_jose_key("owner"), *other = fuzz_jose_key(FUZZ_VNO);
+  char *jwk = NULL;
+  CHECK(mcim_jose_key_set_kid(other, NULL));
+  CHECK(mcim_jose_key_public_jwk(other, &jwk));
+  char *a = sign(owner, "mcim-instruction+jwt", "owner", FUZZ_DEVICE,
+                 json_pack("{s:s,s:s,s:s}", "procedure", "change", "via", "old-sho", "sho",
+                           "sho-b"));
+  char *b = sign(owner, "mcim-instruction+jwt", "owner", FUZZ_DEVICE,
+                 json_pack("{s:s,s:s}", "procedure", "initial", "sho", FUZZ_SHO));
+  char *h = sign(owner, "mcim-handover+jwt", "owner", FUZZ_DEVICE,
+                 json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
+  jws_seeds("fuzz_instruction", "change", a);
+  jws_seeds("fuzz_instruction", "initial", b);
+  uint8_t *hh, *hp;
+  size_t hhlen, hplen;
+  jws_parts(h, &hh, &hhlen, &hp, &hplen);
+  seed_str("fuzz_instruction", "handover-compact", 3, h);
+  seed("fuzz_instruction", "handover-payload", 4, hp, hplen, NULL, 0);
+  free(hh);
+  free(hp);
+  free(a);
+  free(b);
+  free(h);
+  free(jwk);
+  mcim_jose_key_free(owner);
+  mcim_jose_key_free(other);
+}
+
+static int make_corpus(const char *dir)
+{
+  out_dir = dir;
+  mkdir(dir, 0755);
+  fuzz_quiet();
+  seeds_jws();
+  seeds_package();
+  seeds_access_token();
+  seeds_cert();
+  seeds_problem();
+  seeds_config();
+  seeds_aka();
+  seeds_instruction();
+  char *tre_dir = fuzz_tmpdir("seedgen");
+  mcim_tre_t *tre = fuzz_tre_make(tre_dir);
+  seeds_quote(tre);
+  seeds_tre_state(tre, tre_dir);
+  mcim_tre_close(tre);
+  free(tre_dir);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc == 3 && strcmp(argv[1], "data") == 0)
+    return make_data(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "corpus") == 0)
+    return make_corpus(argv[2]);
+  fprintf(stderr, "usage: fuzz-seedgen data DIR | corpus DIR\n");
+  return 2;
+}
