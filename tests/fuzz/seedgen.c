@@ -512,6 +512,30 @@ static void seeds_instruction(void)
   mcim_jose_key_free(other);
 }
 
+static void seeds_http_answer(void)
+{
+  json_t *pj = mcim_problem_new(MCIM_WRONG_STATE, 12, "the new MCIM is not pending");
+  char *problem = json_dumps(pj, JSON_COMPACT), head[256];
+  snprintf(head, sizeof(head),
+           "HTTP/1.1 409 Conflict\r\nContent-Type: application/problem+json\r\n"
+           "Content-Length: %zu\r\n\r\n",
+           strlen(problem));
+  seed("fuzz_http_answer", "problem-by-length", 'H', head + 1, strlen(head) - 1, problem,
+       strlen(problem));
+  const char chunked[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n"
+                         "a\r\n{\"state\":\"\r\n8\r\nactive\"}\r\n0\r\nX-T: 1\r\n\r\n";
+  seed("fuzz_http_answer", "chunked", 'H', chunked + 1, strlen(chunked) - 1, NULL, 0);
+  const char cont[] = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 503 Service Unavailable\r\n"
+                      "Retry-After: 1\r\nConnection: keep-alive\r\n\r\n{\"cause\":"
+                      "\"ORDER_PENDING\",\"detail\":\"not yet\"}";
+  seed("fuzz_http_answer", "continue-then-close", 'H', cont + 1, strlen(cont) - 1, NULL, 0);
+  const char empty[] = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+  seed("fuzz_http_answer", "no-content", 'H', empty + 1, strlen(empty) - 1, NULL, 0);
+  free(problem);
+  json_decref(pj);
+}
+
 static int make_corpus(const char *dir)
 {
   out_dir = dir;
@@ -525,6 +549,7 @@ static int make_corpus(const char *dir)
   seeds_config();
   seeds_aka();
   seeds_instruction();
+  seeds_http_answer();
   char *tre_dir = fuzz_tmpdir("seedgen");
   mcim_tre_t *tre = fuzz_tre_make(tre_dir);
   seeds_quote(tre);
