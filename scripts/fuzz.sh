@@ -65,7 +65,8 @@ for t in "${targets[@]}"; do
     done
   fi
   if [ "${#regs[@]}" -gt 0 ]; then
-    if ! "$bin" "${flags[@]}" -artifact_prefix="$dir/" "${regs[@]}" >"$dir/regressions.log" 2>&1; then
+    if ! "$bin" "${flags[@]}" -artifact_prefix="$dir/" "${regs[@]}" \
+      >"$dir/regressions.log" 2>&1; then
       rows+=("$(printf '%-18s %12s %7s %8s  %s' "$t" - - - \
         "REGRESSION $(verdict "$dir/regressions.log") ($dir/regressions.log)")")
       failed=1
@@ -84,7 +85,8 @@ for t in "${targets[@]}"; do
   if [ "$rc" -eq 0 ]; then
     result="ok (${#regs[@]} regressions replayed)"
   else
-    result="$(verdict "$dir/fuzz.log") rc=$rc, input: $(ls "$dir" | grep -E '^(crash|leak|timeout|oom|slow-unit)-' | head -1) ($dir/fuzz.log)"
+    input=$(ls "$dir" | grep -E '^(crash|leak|timeout|oom|slow-unit)-' | head -1)
+    result="$(verdict "$dir/fuzz.log") rc=$rc, input: $dir/${input:-?} ($dir/fuzz.log)"
     failed=1
   fi
   rows+=("$(printf '%-18s %12s %7s %8s  %s' "$t" "${execs:--}" "${cov:--}" "${ft:--}" "$result")")
