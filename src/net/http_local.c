@@ -380,9 +380,11 @@ static enum body_result read_chunked(struct local_req *r, size_t *pos, size_t ma
       return BODY_BAD;
     if (n == 0)
       break;
-    total += n;
-    if (total > 16 * (unsigned long long)max)
+    /* compared before adding: a chunk size near 2^64 must not wrap the total past the
+     * limit (found by reading during the fuzzing work, docs/fuzzing.md) */
+    if (n > 16 * (unsigned long long)max - total)
       return BODY_HUGE;
+    total += n;
     while (n > 0) {
       size_t want = n < sizeof(buf) ? (size_t)n : sizeof(buf);
       size_t got = body_read(r, pos, buf, want);

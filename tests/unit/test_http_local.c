@@ -275,6 +275,11 @@ static void test_limits(void **state)
            "Content-Length: 1000000000\r\n\r\n{");
   assert_non_null(strstr(a, "HTTP/1.1 413 "));
   free(a);
+  /* chunk sizes that add up past 2^64: the total must not wrap under the limit */
+  a = raws("POST /v1/echo HTTP/1.1\r\nContent-Type: application/json\r\n"
+           "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\nffffffffffffffff\r\n\"\r\n0\r\n\r\n");
+  assert_non_null(strstr(a, "HTTP/1.1 413 "));
+  free(a);
   /* a head that never ends */
   size_t big = 20000;
   req = malloc(big + 64);
