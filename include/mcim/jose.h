@@ -51,6 +51,29 @@ bool mcim_jose_key_has_private(const mcim_jose_key_t *key);
 mcim_cause_t mcim_jose_key_dup(const mcim_jose_key_t *key, mcim_jose_key_t **out);
 void mcim_jose_key_free(mcim_jose_key_t *key);
 
+/* A key whose private part is not in this process (a TPM: docs/tre-tpm.md): whoever holds it
+ * computes the two private operations JOSE needs, and this module does the rest. */
+struct mcim_jose_key_ops {
+  /* ES256 over the SHA-256 `digest` of the JWS signing input: the signature as R || S (RFC
+   * 7518 section 3.4: 32 bytes each, big-endian, left-padded). */
+  mcim_cause_t (*sign)(void *ctx, const uint8_t digest[32], uint8_t sig[64]);
+  /* ECDH with the peer's P-256 point (x, y), already checked to be on the curve: Z, the
+   * x coordinate of d * (x, y), 32 bytes. */
+  mcim_cause_t (*ecdh)(void *ctx, const uint8_t x[32], const uint8_t y[32], uint8_t z[32]);
+  /* Release `ctx` with the key (may be NULL). */
+  void (*free)(void *ctx);
+};
+/* A key with the public part `pub` (EC P-256; any private part it has is ignored) whose
+ * private operations are `ops` on `ctx` (owned by the key from here on, also on failure:
+ * ops->free). mcim_jws_sign assembles the compact JWS itself (protected header and payload
+ * as for any key, the signature from ops->sign); mcim_jwe_decrypt and mcim_package_open take
+ * Z from ops->ecdh and run the same Concat KDF and AES-GCM. Either op may be NULL: that use
+ * is MCIM_KEY_INVALID. A failure of an op is its cause, passed on unchanged. The key counts
+ * as private (mcim_jose_key_has_private). Keep it with its maker, out of any cache: its ctx
+ * may be bound to the maker's state (the TPM TRE's: its transaction's TPM connection). */
+mcim_cause_t mcim_jose_key_external(const EVP_PKEY *pub, const struct mcim_jose_key_ops *ops,
+                                    void *ctx, mcim_jose_key_t **out);
+
 /* ---- claims ------------------------------------------------------------------------- */
 
 /* The claims every mcim statement carries (DESIGN.md section 2). Strings are borrowed. */

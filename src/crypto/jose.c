@@ -7,6 +7,11 @@
  * which would make every ASan-built program that opens a package fail. Interoperability of
  * the two directions is what test_jose checks (cjose encrypts, we decrypt; RFC 7518 App. C).
  *
+ * A key whose private part is elsewhere (mcim_jose_key_external: the TPM TRE's keys) signs
+ * and opens JWEs through the same entry points: the compact JWS is assembled here and only
+ * the digest goes out for ES256, and only the peer's point goes out for ECDH (Z comes back,
+ * the Concat KDF and AES-GCM run here as for the other keys).
+ *
  * This file decides what is acceptable. Before anything reaches a cipher the compact form is
  * checked strictly: exact number of parts, canonical base64url (no padding bits set, so one
  * encoding per value), JSON without duplicate names, the one allowed algorithm, exact
@@ -44,6 +49,9 @@ struct mcim_jose_key {
   uint8_t fp[32]; /* SHA-256 of the public point, x || y: the key in signature verdicts */
   bool has_private;
   char *kid;
+  /* mcim_jose_key_external: the private operations are these, elsewhere (a TPM) */
+  const struct mcim_jose_key_ops *ext;
+  void *ext_ctx;
 };
 
 /* The claims every statement must carry; `extra` may not redefine them. */
@@ -432,7 +440,50 @@ void mcim_jose_key_free(mcim_jose_key_t *key)
   cjose_jwk_release(key->jwk);
   EVP_PKEY_free(key->pkey);
   free(key->kid);
+  if (key->ext && key->ext->free)
+    key->ext->free(key->ext_ctx);
   free(key);
+}
+
+mcim_cause_t mcim_jose_key_external(const EVP_PKEY *pub, const struct mcim_jose_key_ops *ops,
+                                    void *ctx, mcim_jose_key_t **out)
+{
+  BIGNUM *x = NULL, *y = NULL;
+  uint8_t xb[P256_LEN], yb[P256_LEN];
+  char group[64];
+  size_t glen = 0;
+  mcim_jose_key_t *k = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!pub || !ops || !out)
+    goto cleanup;
+  *out = NULL;
+  rc = MCIM_KEY_INVALID;
+  /* the public coordinates only: whatever else `pub` holds stays out */
+  if (!EVP_PKEY_is_a(pub, "EC") ||
+      EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                     &glen) != 1 ||
+      strcmp(group, "prime256v1") != 0 ||
+      EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_EC_PUB_X, &x) != 1 ||
+      EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_EC_PUB_Y, &y) != 1 ||
+      BN_bn2binpad(x, xb, P256_LEN) != P256_LEN || BN_bn2binpad(y, yb, P256_LEN) != P256_LEN)
+    goto cleanup;
+  rc = key_from_raw(xb, yb, NULL, &k);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  k->ext = ops;
+  k->ext_ctx = ctx;
+  ctx = NULL;
+  k->has_private = true;
+  *out = k;
+  rc = MCIM_OK;
+cleanup:
+  if (ctx && ops && ops->free)
+    ops->free(ctx);
+  BN_free(x);
+  BN_free(y);
+  ERR_clear_error();
+  return rc;
 }
 
 mcim_cause_t mcim_jose_new_jti(char out[MCIM_JTI_LEN + 1])
@@ -643,6 +694,62 @@ cleanup:
   return rc;
 }
 
+/* base64url of `len` bytes of `in` at `out`: the end of what was written */
+static char *put_b64(char *out, const void *in, size_t len)
+{
+  return out + mcim_b64url_encode(in, len, out);
+}
+
+/* The compact JWS of `text` (the payload) signed by an external key (RFC 7515 section 7.1):
+ * BASE64URL(header) '.' BASE64URL(payload) is the signing input, its SHA-256 goes to the
+ * key's holder, and R || S comes back as the third part. The protected header is the one
+ * cjose writes for the other keys: alg, typ, kid (when the key has one). */
+static mcim_cause_t jws_sign_external(const mcim_jose_key_t *key, const char *typ,
+                                      const char *text, char **out)
+{
+  json_t *hdr = NULL;
+  char *htext = NULL, *jws = NULL, *p;
+  uint8_t digest[32], sig[ES256_SIG_LEN];
+  unsigned int dlen = 0;
+  size_t tlen = strlen(text), hlen, cap;
+  mcim_cause_t rc = MCIM_KEY_INVALID;
+
+  if (!key->ext->sign)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  hdr = json_pack("{s:s, s:s}", "alg", "ES256", "typ", typ);
+  if (!hdr || (key->kid && json_object_set_new(hdr, "kid", json_string(key->kid))))
+    goto cleanup;
+  htext = json_dumps(hdr, JSON_COMPACT);
+  if (!htext)
+    goto cleanup;
+  hlen = strlen(htext);
+  cap = mcim_b64url_len(hlen) + 1 + mcim_b64url_len(tlen) + 1 + mcim_b64url_len(sizeof(sig)) + 1;
+  jws = malloc(cap);
+  if (!jws)
+    goto cleanup;
+  p = put_b64(jws, htext, hlen);
+  *p++ = '.';
+  p = put_b64(p, text, tlen);
+  rc = MCIM_CRYPTO_ERROR;
+  if (EVP_Digest(jws, (size_t)(p - jws), digest, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32)
+    goto cleanup;
+  mcim_op_count(MCIM_OP_ES256_SIGN);
+  rc = key->ext->sign(key->ext_ctx, digest, sig);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  *p++ = '.';
+  put_b64(p, sig, sizeof(sig));
+  *out = jws;
+  jws = NULL;
+cleanup:
+  free(jws);
+  free(htext);
+  json_decref(hdr);
+  ERR_clear_error();
+  return rc;
+}
+
 mcim_cause_t mcim_jws_sign(const mcim_jose_key_t *key, const mcim_claims_t *claims, char **out)
 {
   json_t *payload = NULL;
@@ -662,6 +769,10 @@ mcim_cause_t mcim_jws_sign(const mcim_jose_key_t *key, const mcim_claims_t *clai
     goto cleanup;
   rc = MCIM_NO_MEMORY;
   text = json_dumps(payload, JSON_COMPACT);
+  if (text && key->ext) {
+    rc = jws_sign_external(key, claims->typ, text, out);
+    goto cleanup;
+  }
   hdr = cjose_header_new(&err);
   if (!text || !hdr || !cjose_header_set(hdr, CJOSE_HDR_ALG, CJOSE_HDR_ALG_ES256, &err) ||
       /* explicit typing (RFC 8725 section 3.11): the header names the statement type too */
@@ -950,6 +1061,7 @@ mcim_cause_t mcim_jws_verify(const char *compact, size_t len, const mcim_jose_ke
 struct jwe {
   struct part parts[5]; /* header, encrypted key, iv, ciphertext, tag (base64url) */
   EVP_PKEY *epk;        /* the sender's ephemeral public key */
+  uint8_t epk_x[P256_LEN], epk_y[P256_LEN]; /* its point (for an external key's ECDH) */
   uint8_t *apu, *apv;   /* Concat KDF party info, when the header has them */
   size_t apu_len, apv_len;
   uint8_t iv[GCM_IV_LEN];
@@ -967,9 +1079,9 @@ static void jwe_free(struct jwe *j)
 }
 
 /* The ephemeral public key of an ECDH-ES header: a public P-256 JWK whose point is valid. */
-static mcim_cause_t epk_parse(json_t *epk, EVP_PKEY **out)
+static mcim_cause_t epk_parse(json_t *epk, EVP_PKEY **out, uint8_t x[P256_LEN],
+                              uint8_t y[P256_LEN])
 {
-  uint8_t x[P256_LEN], y[P256_LEN];
   json_t *kty = json_object_get(epk, "kty"), *crv = json_object_get(epk, "crv");
   if (!json_is_object(epk) || json_object_get(epk, "d") || !json_is_string(kty) ||
       strcmp(json_string_value(kty), "EC") != 0 || !json_is_string(crv) ||
@@ -1008,7 +1120,7 @@ static mcim_cause_t jwe_parse(const char *compact, size_t len, struct jwe *j)
     rc = MCIM_JWS_BAD_ALG;
     goto cleanup;
   }
-  if ((rc = epk_parse(json_object_get(hdr, "epk"), &j->epk)) != MCIM_OK ||
+  if ((rc = epk_parse(json_object_get(hdr, "epk"), &j->epk, j->epk_x, j->epk_y)) != MCIM_OK ||
       (rc = party_info(hdr, "apu", &j->apu, &j->apu_len)) != MCIM_OK ||
       (rc = party_info(hdr, "apv", &j->apv, &j->apv_len)) != MCIM_OK)
     goto cleanup;
@@ -1041,20 +1153,17 @@ static uint8_t *put_lendata(uint8_t *p, const uint8_t *data, size_t len)
   return p + len;
 }
 
-/* ECDH-ES key derivation, RFC 7518 section 4.6: Z = ECDH(priv, peer), then the Concat KDF
- * (NIST SP 800-56A, SHA-256) over OtherInfo = AlgorithmID || PartyUInfo || PartyVInfo ||
- * SuppPubInfo (keydatalen in bits), each of the first three length-prefixed. */
-static mcim_cause_t ecdh_es_derive(EVP_PKEY *priv, EVP_PKEY *peer, const char *alg_id,
-                                   const uint8_t *apu, size_t apu_len, const uint8_t *apv,
-                                   size_t apv_len, uint8_t *out, size_t out_len)
+/* The Concat KDF of ECDH-ES (RFC 7518 section 4.6; NIST SP 800-56A, SHA-256) from the shared
+ * secret Z, over OtherInfo = AlgorithmID || PartyUInfo || PartyVInfo || SuppPubInfo
+ * (keydatalen in bits), each of the first three length-prefixed. */
+static mcim_cause_t concat_kdf(uint8_t *z, size_t z_len, const char *alg_id, const uint8_t *apu,
+                               size_t apu_len, const uint8_t *apv, size_t apv_len, uint8_t *out,
+                               size_t out_len)
 {
-  uint8_t z[P256_LEN];
-  size_t z_len = sizeof(z);
   size_t alg_len = strlen(alg_id);
   size_t info_len = 4 + alg_len + 4 + apu_len + 4 + apv_len + 4;
   uint8_t *info = malloc(info_len);
   char digest[] = "SHA256";
-  EVP_PKEY_CTX *dh = NULL;
   EVP_KDF *kdf = NULL;
   EVP_KDF_CTX *kctx = NULL;
   mcim_cause_t rc = MCIM_NO_MEMORY;
@@ -1065,12 +1174,6 @@ static mcim_cause_t ecdh_es_derive(EVP_PKEY *priv, EVP_PKEY *peer, const char *a
   q = put_lendata(q, apu, apu_len);
   q = put_lendata(q, apv, apv_len);
   put_u32(q, (uint32_t)(out_len * 8));
-  rc = MCIM_JWE_DECRYPT_FAILED;
-  mcim_op_count(MCIM_OP_ECDH_ES_DECRYPT);
-  dh = EVP_PKEY_CTX_new_from_pkey(NULL, priv, NULL);
-  if (!dh || EVP_PKEY_derive_init(dh) != 1 || EVP_PKEY_derive_set_peer(dh, peer) != 1 ||
-      EVP_PKEY_derive(dh, z, &z_len) != 1 || z_len != sizeof(z))
-    goto cleanup;
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, z, z_len),
@@ -1084,13 +1187,56 @@ static mcim_cause_t ecdh_es_derive(EVP_PKEY *priv, EVP_PKEY *peer, const char *a
     goto cleanup;
   rc = MCIM_OK;
 cleanup:
-  mcim_wipe(z, sizeof(z));
   EVP_KDF_CTX_free(kctx);
   EVP_KDF_free(kdf);
-  EVP_PKEY_CTX_free(dh);
   free(info);
   ERR_clear_error();
   return rc;
+}
+
+/* ECDH-ES key derivation, RFC 7518 section 4.6: Z = ECDH(priv, peer) (in this process, or by
+ * the holder of an external key, from the peer's point), then the Concat KDF. */
+static mcim_cause_t ecdh_es_derive(const mcim_jose_key_t *priv, EVP_PKEY *peer,
+                                   const uint8_t peer_x[P256_LEN], const uint8_t peer_y[P256_LEN],
+                                   const char *alg_id, const uint8_t *apu, size_t apu_len,
+                                   const uint8_t *apv, size_t apv_len, uint8_t *out,
+                                   size_t out_len)
+{
+  uint8_t z[P256_LEN];
+  size_t z_len = sizeof(z);
+  EVP_PKEY_CTX *dh = NULL;
+  mcim_cause_t rc = MCIM_JWE_DECRYPT_FAILED;
+
+  mcim_op_count(MCIM_OP_ECDH_ES_DECRYPT);
+  if (priv->ext) {
+    rc = priv->ext->ecdh ? priv->ext->ecdh(priv->ext_ctx, peer_x, peer_y, z) : MCIM_KEY_INVALID;
+    if (rc != MCIM_OK)
+      goto cleanup;
+  } else {
+    dh = EVP_PKEY_CTX_new_from_pkey(NULL, priv->pkey, NULL);
+    if (!dh || EVP_PKEY_derive_init(dh) != 1 || EVP_PKEY_derive_set_peer(dh, peer) != 1 ||
+        EVP_PKEY_derive(dh, z, &z_len) != 1 || z_len != sizeof(z))
+      goto cleanup;
+  }
+  rc = concat_kdf(z, sizeof(z), alg_id, apu, apu_len, apv, apv_len, out, out_len);
+cleanup:
+  mcim_wipe(z, sizeof(z));
+  EVP_PKEY_CTX_free(dh);
+  ERR_clear_error();
+  return rc;
+}
+
+/* The coordinates of a P-256 public key. */
+static bool p256_point(const EVP_PKEY *pkey, uint8_t x[P256_LEN], uint8_t y[P256_LEN])
+{
+  BIGNUM *bx = NULL, *by = NULL;
+  bool ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_X, &bx) == 1 &&
+            EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, &by) == 1 &&
+            BN_bn2binpad(bx, x, P256_LEN) == P256_LEN && BN_bn2binpad(by, y, P256_LEN) == P256_LEN;
+  BN_free(bx);
+  BN_free(by);
+  ERR_clear_error();
+  return ok;
 }
 
 mcim_cause_t mcim_jose_ecdh_es_derive(const mcim_jose_key_t *priv, const mcim_jose_key_t *peer,
@@ -1101,9 +1247,10 @@ mcim_cause_t mcim_jose_ecdh_es_derive(const mcim_jose_key_t *priv, const mcim_jo
   if (!priv || !peer || !alg_id || !out || out_len == 0 || out_len > 64 ||
       (apu_len && !apu) || (apv_len && !apv))
     return MCIM_INVALID_ARGUMENT;
-  if (!priv->has_private)
+  uint8_t x[P256_LEN], y[P256_LEN];
+  if (!priv->has_private || !p256_point(peer->pkey, x, y))
     return MCIM_KEY_INVALID;
-  return ecdh_es_derive(priv->pkey, peer->pkey, alg_id, apu, apu_len, apv, apv_len, out, out_len);
+  return ecdh_es_derive(priv, peer->pkey, x, y, alg_id, apu, apu_len, apv, apv_len, out, out_len);
 }
 
 /* AES-256-GCM decryption; the additional data is the header part exactly as received. */
@@ -1168,8 +1315,8 @@ mcim_cause_t mcim_jwe_decrypt(const mcim_jose_key_t *recipient, const char *comp
   rc = MCIM_KEY_INVALID;
   if (!recipient->has_private)
     goto cleanup;
-  rc = ecdh_es_derive(recipient->pkey, j.epk, "A256GCM", j.apu, j.apu_len, j.apv, j.apv_len, cek,
-                      sizeof(cek));
+  rc = ecdh_es_derive(recipient, j.epk, j.epk_x, j.epk_y, "A256GCM", j.apu, j.apu_len, j.apv,
+                      j.apv_len, cek, sizeof(cek));
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
