@@ -67,14 +67,25 @@ mcim_cause_t mcim_lab_trace_collect(mcim_lab_t *lab, const char *txn, struct mci
  * firmware images; `tamper`: an `os` image that does not match its RIM) and start its
  * agent. MCIM_CONFLICT if the name is taken. */
 mcim_cause_t mcim_lab_device_add(mcim_lab_t *lab, const char *name, bool tamper);
+struct mcim_lab_device_opts {
+  bool tamper;     /* as above */
+  const char *tre; /* the TRE's backend: "soft" (NULL) or "tpm": the device gets a swtpm of its
+                    * own (its state in DEVICE_DIR/tpm, started and stopped with the agent
+                    * and by `lab down`) and its TRE's keys are made in it (docs/tre-tpm.md) */
+};
+/* The same with options; MCIM_INVALID_ARGUMENT for another backend, MCIM_UNSUPPORTED for
+ * "tpm" in a build without the TPM TRE, MCIM_NOT_FOUND without swtpm. */
+mcim_cause_t mcim_lab_device_add_with(mcim_lab_t *lab, const char *name,
+                                      const struct mcim_lab_device_opts *opts);
 /* Folder of a device (absolute), NULL if unknown. */
 const char *mcim_lab_device_dir(mcim_lab_t *lab, const char *name);
 /* A client on the device agent's control socket (owned by the caller: free it). */
 mcim_cause_t mcim_lab_device_client(mcim_lab_t *lab, const char *name,
                                     struct mcim_http_client **out);
-/* (Re)start a device's agent (after a crash test, or after `lab up` of a stopped lab). */
+/* (Re)start a device's agent (after a crash test, or after `lab up` of a stopped lab); a
+ * device with the TPM TRE gets its swtpm back first, on its state. */
 mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name);
-/* Stop a device's agent (SIGTERM, then SIGKILL after 5 s). */
+/* Stop a device's agent (SIGTERM, then SIGKILL after 5 s), then its swtpm if it has one. */
 mcim_cause_t mcim_lab_device_stop(mcim_lab_t *lab, const char *name);
 /* Stop and restart a role: each of its instances in turn (fault tests, restarts
  * mid-procedure). */

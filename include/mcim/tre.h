@@ -189,7 +189,29 @@ mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const cha
 mcim_cause_t mcim_tre_soft_open(const char *dir, mcim_tre_t **out);
 void mcim_tre_close(mcim_tre_t *tre);
 
-/* Factory-only calls on an open software TRE (before the device ships). */
+/* ---- the TPM TRE (docs/tre-tpm.md) ---- */
+
+/* The software TRE's document and operations, with the attestation and key-agreement keys
+ * made inside the TPM that `tcti` reaches ("swtpm:host=127.0.0.1,port=N", "device:/dev/tpmrm0")
+ * as ECC P-256 keys under its storage primary, fixedTPM and fixedParent: their private parts
+ * never exist outside that TPM, and the document keeps only the TPM's wrapped blobs (which
+ * only that TPM can load). Same arguments as mcim_tre_soft_create, plus the TCTI.
+ * MCIM_TPM_UNREACHABLE, MCIM_TPM_ERROR (the log has the TPM's answer), MCIM_UNSUPPORTED in a
+ * build without the TPM TRE (MCIM_TPM=OFF) or without tpm2-tss installed. */
+mcim_cause_t mcim_tre_tpm_create(const char *dir, const char *tcti, const char *device,
+                                 const char *model, const char *owner_jwk,
+                                 const char *operators_ca_pem, const char *m2mes_ca_pem);
+/* Open a TPM TRE; its keys are used in the TPM of `tcti` (a connection per operation that
+ * needs one, closed when it ends: the TPM serves one connection at a time). MCIM_CONFIG_INVALID
+ * for a software TRE (and mcim_tre_soft_open says the same of a TPM TRE), and the causes of
+ * mcim_tre_soft_open. The TPM is not contacted until a key is used. */
+mcim_cause_t mcim_tre_tpm_open(const char *dir, const char *tcti, mcim_tre_t **out);
+/* The TRE a device's configuration names: `backend` "soft" (or NULL; `tcti` unused) or
+ * "tpm". MCIM_CONFIG_INVALID for another backend. */
+mcim_cause_t mcim_tre_open(const char *dir, const char *backend, const char *tcti,
+                           mcim_tre_t **out);
+
+/* Factory-only calls on an open TRE of either backend (before the device ships). */
 /* Public JWKs of the TRE keys (to be certified by the M2MES). free(). */
 mcim_cause_t mcim_tre_soft_public_jwk(mcim_tre_t *tre, enum mcim_tre_cert which, char **jwk);
 /* Store the M2MES certificates of the TRE keys: each must verify against the pinned M2MES

@@ -23,7 +23,9 @@ static const char lab_description[] =
     "  device add NAME\n"
     "          manufactures an M2ME (M2MES: TRE keys and certificates, PCID credential,\n"
     "          owner key, firmware) and starts its agent; --tamper ships modified firmware\n"
-    "          that fails platform validation\n"
+    "          that fails platform validation; --tre tpm gives the device a TPM of its own\n"
+    "          (a swtpm, state in the device's folder, started and stopped with its agent\n"
+    "          and by `down`) and makes the TRE's keys in it, where they stay\n"
     "  restart NAME\n"
     "          stops and starts one role instance or device agent (its state is in its\n"
     "          store: procedures resume)";
@@ -33,6 +35,7 @@ struct lab_args {
   struct mcim_lab_up_opts up;
   bool json;
   bool tamper;
+  const char *tre;
   const char *instances;
   const char *const *positional;
   int npos;
@@ -132,10 +135,17 @@ static int do_status(struct lab_args *a)
                  : json_is_true(json_object_get(r, "running")) ? "running, not answering"
                                                                : "stopped");
     }
-    json_array_foreach(json_object_get(st, "devices"), i, r)
+    json_array_foreach(json_object_get(st, "devices"), i, r) {
+      json_t *tpm = json_object_get(r, "swtpm");
       printf("  %-8s %-6s %-24s pid %-7lld %s\n", json_string_value(json_object_get(r, "name")),
-             "m2me", "", (long long)json_integer_value(json_object_get(r, "pid")),
+             "m2me", tpm ? "TRE: tpm" : "",
+             (long long)json_integer_value(json_object_get(r, "pid")),
              json_is_true(json_object_get(r, "running")) ? "running" : "stopped");
+      if (tpm)
+        printf("  %-8s %-6s %-24s pid %-7lld %s\n", "", "swtpm", "",
+               (long long)json_integer_value(json_object_get(tpm, "pid")),
+               json_is_true(json_object_get(tpm, "running")) ? "running" : "stopped");
+    }
   }
   json_decref(st);
   mcim_lab_free(lab);
@@ -151,9 +161,11 @@ static int do_device_add(struct lab_args *a)
   int ex = open_lab(a->dir, &lab);
   if (ex != MCIM_EXIT_OK)
     return ex;
-  mcim_cause_t rc = mcim_lab_device_add(lab, a->positional[2], a->tamper);
+  struct mcim_lab_device_opts o = {.tamper = a->tamper, .tre = a->tre};
+  mcim_cause_t rc = mcim_lab_device_add_with(lab, a->positional[2], &o);
   if (rc == MCIM_OK)
-    printf("device %s manufactured%s, agent running (%s)\n", a->positional[2],
+    printf("device %s manufactured%s%s, agent running (%s)\n", a->positional[2],
+           a->tre && strcmp(a->tre, "tpm") == 0 ? " with its TRE keys in its TPM (swtpm)" : "",
            a->tamper ? " with TAMPERED firmware" : "", mcim_lab_device_dir(lab, a->positional[2]));
   mcim_lab_free(lab);
   if (rc == MCIM_CONFLICT) {
@@ -209,6 +221,10 @@ int mcim_cmd_lab(int argc, char **argv)
       {.name = "json", .help = "status: print JSON", .flag = &a.json},
       {.name = "tamper", .help = "device add: ship firmware that fails platform validation",
        .flag = &a.tamper},
+      {.name = "tre", .arg = "KIND",
+       .help = "device add: the TRE's backend: soft (the default: keys in the TRE's sealed"
+               " state) or tpm (keys made in the device's own TPM, a swtpm, and never out of it)",
+       .value = &a.tre},
       {0},
   };
   const struct mcim_cmd cmd = {
@@ -216,7 +232,7 @@ int mcim_cmd_lab(int argc, char **argv)
       .usage = "mcim lab up [--dir D] [--store sqlite|postgres] [--instances N] [--sho NAME]...\n"
                "mcim lab down [--dir D]\n"
                "mcim lab status [--dir D] [--json]\n"
-               "mcim lab device add NAME [--tamper] [--dir D]\n"
+               "mcim lab device add NAME [--tamper] [--tre soft|tpm] [--dir D]\n"
                "mcim lab restart NAME [--dir D]",
       .description = lab_description,
       .opts = opts,
@@ -224,6 +240,7 @@ int mcim_cmd_lab(int argc, char **argv)
                   "mcim lab up --store postgres --dir /tmp/pglab\n"
                   "mcim lab up --store postgres --instances 2 --dir /tmp/pglab2\n"
                   "mcim lab device add dev1\n"
+                  "mcim lab device add dev2 --tre tpm\n"
                   "mcim lab status --json --dir=/tmp/lab\n"
                   "mcim lab down",
       .max_args = 4,
@@ -235,6 +252,8 @@ int mcim_cmd_lab(int argc, char **argv)
   a.positional = args.arg;
   a.npos = args.n;
   a.cmd = &cmd;
+  if (a.tre && strcmp(a.tre, "soft") != 0 && strcmp(a.tre, "tpm") != 0)
+    return mcim_opts_error(&cmd, "--tre is soft or tpm, not '%s'", a.tre);
   if (a.up.store && strcmp(a.up.store, "sqlite") != 0 && strcmp(a.up.store, "postgres") != 0)
     return mcim_opts_error(&cmd, "--store is sqlite or postgres, not '%s'", a.up.store);
   if (a.instances) {

@@ -16,6 +16,7 @@
 #include "mcim/util.h"
 
 static const char *const renew_from[] = {"dpf", "ccif", NULL};
+static const char *const tre_backends[] = {"soft", "tpm", NULL};
 
 /* The scalar keys of agent.json; "networks" (an object) is taken out before these are
  * checked, since the configuration reader handles flat files only (see dev_config_load). */
@@ -27,7 +28,14 @@ static const mcim_config_spec_t agent_spec[] = {
              " (re-read when a name is unknown: an SHO added later)"},
     {.name = "operators_ca", .type = MCIM_CFG_PATH, .required = true,
      .help = "PEM of the operators' CA: pinned for server TLS, RO and SHO certificates"},
-    {.name = "tre", .type = MCIM_CFG_PATH, .def = "tre", .help = "folder of the software TRE"},
+    {.name = "tre", .type = MCIM_CFG_PATH, .def = "tre",
+     .help = "folder of the TRE (its sealed state; with tre_backend tpm, its keys' TPM blobs)"},
+    {.name = "tre_backend", .type = MCIM_CFG_ENUM, .def = "soft", .allowed = tre_backends,
+     .help = "where the TRE's private keys are: soft (in its state, used in the agent) or tpm"
+             " (made in the TPM of tpm_tcti, never out of it; docs/tre-tpm.md)"},
+    {.name = "tpm_tcti", .type = MCIM_CFG_STRING, .min = 1, .max = 255,
+     .help = "with tre_backend tpm (and only then): the TCTI of the TPM,"
+             " e.g. \"swtpm:host=127.0.0.1,port=2321\" or \"device:/dev/tpmrm0\""},
     {.name = "firmware", .type = MCIM_CFG_PATH, .def = "firmware",
      .help = "folder with boot.img, os.img, agent.img (measured at start)"},
     {.name = "database", .type = MCIM_CFG_PATH, .def = "agent.db",
@@ -108,6 +116,41 @@ static bool networks_valid(const char *file, const json_t *nets, char *err, size
   return ok;
 }
 
+/* "tre_backend" and "tpm_tcti" together: the TPM backend needs the TCTI of its TPM, in the
+ * form "NAME" or "NAME:CONFIGURATION" (tctildr's; NAME a TCTI: swtpm, mssim, device, tabrmd,
+ * ...), and the software backend has none; a build without the TPM TRE has no TPM backend.
+ * Problems are appended to `err`. */
+static bool tre_backend_valid(const mcim_config_t *cfg, const char *file, char *err,
+                              size_t errlen)
+{
+  bool tpm = mcim_config_enum(cfg, "tre_backend") == 1;
+  const char *tcti = mcim_config_str(cfg, "tpm_tcti");
+  const char *why = NULL;
+  size_t used = strlen(err), name = tcti ? strcspn(tcti, ":") : 0;
+
+#ifndef MCIM_HAVE_TPM
+  if (tpm)
+    why = "\"tre_backend\": \"tpm\": this m2me was built without the TPM TRE (MCIM_TPM=OFF)";
+#endif
+  if (!why && tpm && !tcti)
+    why = "\"tre_backend\": \"tpm\" needs \"tpm_tcti\", the TCTI of the TPM"
+          " (e.g. \"swtpm:host=127.0.0.1,port=2321\")";
+  if (!why && !tpm && tcti)
+    why = "\"tpm_tcti\" is for \"tre_backend\": \"tpm\" only (the TRE is \"soft\")";
+  for (size_t i = 0; !why && tcti && i < name; i++)
+    if (!((tcti[i] >= 'a' && tcti[i] <= 'z') || (tcti[i] >= '0' && tcti[i] <= '9') ||
+          tcti[i] == '-'))
+      why = "\"tpm_tcti\": expected NAME or NAME:CONFIGURATION, NAME a TCTI (swtpm, device,"
+            " mssim, tabrmd, ...)";
+  if (!why && tcti && name == 0)
+    why = "\"tpm_tcti\": expected NAME or NAME:CONFIGURATION, NAME a TCTI (swtpm, device,"
+          " mssim, tabrmd, ...)";
+  if (!why)
+    return true;
+  snprintf(err + used, errlen - used, "%s%s: %s", used ? "\n" : "", file, why);
+  return false;
+}
+
 /* agent.json: the scalar keys through the configuration reader (unknown keys, types, ranges,
  * one line per problem), "networks" checked here. Either "networks" or "peers" must say
  * where the network is. */
@@ -155,6 +198,8 @@ static mcim_cause_t config_load(const char *dir, mcim_config_t **cfg, json_t **n
     snprintf(err + used, errlen - used, "%s%s", used ? "\n" : "", rerr);
   }
   if (rc == MCIM_OK && !nets_ok)
+    rc = MCIM_CONFIG_INVALID;
+  if (rc == MCIM_OK && !tre_backend_valid(*cfg, path, err, errlen))
     rc = MCIM_CONFIG_INVALID;
   if (rc == MCIM_OK && !nets && !mcim_config_has(*cfg, "peers")) {
     snprintf(err, errlen, "%s: say where the network is: \"networks\" {\"vno\":"

@@ -1,8 +1,9 @@
-/* The platform part of the agent: open the software TRE of the device folder and do the
- * measured boot (SHA-256 of each firmware image, recorded in the TRE in boot order, which
- * the TRE then quotes for the PVA). A hardware TRE measures in its own platform and is
- * started with mcim_device_start_with(). Kept apart from agent.c so that code driving
- * another TRE (tests, a hardware TRE) does not link the software one. */
+/* The platform part of the agent: open the TRE of the device folder (the backend agent.json
+ * names: software, or TPM-resident keys) and do the measured boot (SHA-256 of each firmware
+ * image, recorded in the TRE in boot order, which the TRE then quotes for the PVA). A
+ * hardware TRE measures in its own platform and is started with mcim_device_start_with().
+ * Kept apart from agent.c so that code driving another TRE (tests, a hardware TRE) does not
+ * link the software one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,7 @@ static mcim_cause_t measure(mcim_tre_t *tre, const char *fwdir)
   return rc;
 }
 
-/* The software TRE of DEVICE_DIR, opened after measured boot. */
+/* The TRE of DEVICE_DIR, opened after measured boot. */
 static mcim_cause_t boot(const char *dir, mcim_tre_t **out)
 {
   mcim_config_t *cfg = NULL;
@@ -97,7 +98,9 @@ static mcim_cause_t boot(const char *dir, mcim_tre_t **out)
   rc = dev_config_load(dir, &cfg, NULL);
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = mcim_tre_soft_open(mcim_config_path(cfg, "tre"), &tre);
+  /* the backend agent.json names: soft, or tpm with the TPM's TCTI (checked by the loader) */
+  rc = mcim_tre_open(mcim_config_path(cfg, "tre"), mcim_config_str(cfg, "tre_backend"),
+                     mcim_config_str(cfg, "tpm_tcti"), &tre);
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "cannot open the TRE in %s",
                    mcim_config_path(cfg, "tre"));

@@ -4,7 +4,13 @@
  * (its keys are generated inside it and never leave), the M2MES certifies the TRE's public
  * keys and issues the PCID credential sealed to the TRE (and registers PCID, RIMs and the
  * device's first owner in the network), the TRE stores both, the owner's key is pinned, then
- * the device boots. */
+ * the device boots.
+ *
+ * A device with the TPM TRE (`--tre tpm`, docs/tre-tpm.md) has a TPM of its own: a swtpm
+ * with its state in DEVICE_DIR/tpm, started before the TRE is made (the TRE's keys are made
+ * in it), recorded in lab.json ("swtpm_pid"), stopped and started with the agent, and
+ * stopped by `mcim lab down`. Its ports are picked when it starts; agent.json's "tpm_tcti"
+ * follows them. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,6 +22,9 @@
 
 #include "lab/lab_priv.h"
 #include "mcim/firmware.h"
+#ifdef MCIM_HAVE_TPM
+#include "tre/tpm/tpm.h"
+#endif
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
@@ -129,8 +138,10 @@ static mcim_cause_t make_owner_key(const char *dir, char **public_jwk)
   return rc;
 }
 
-/* The agent's configuration: where the network is, what it pins (docs/device.md). */
-static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const char *name)
+/* The agent's configuration: where the network is, what it pins (docs/device.md); with
+ * `tcti`, its TRE's backend is the TPM that reaches. */
+static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const char *name,
+                                       const char *tcti)
 {
   char path[PATH_MAX];
   json_t *peers = json_object();
@@ -139,13 +150,22 @@ static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const c
   snprintf(path, sizeof(path), "%s/pki/%s", lab->dir, MCIM_PKI_OPERATORS_CA_CERT);
   json_t *cfg = json_pack("{s:s,s:s,s:o,s:i,s:i}", "device", name, "operators_ca", path,
                           "networks", peers, "poll_ms", 50, "procedure_timeout", 60);
+  if (cfg && tcti &&
+      (json_object_set_new(cfg, "tre_backend", json_string("tpm")) ||
+       json_object_set_new(cfg, "tpm_tcti", json_string(tcti)))) {
+    json_decref(cfg);
+    cfg = NULL;
+  }
+  if (!cfg)
+    return MCIM_NO_MEMORY;
   mcim_lab_join(path, sizeof(path), dir, "/agent.json");
   mcim_cause_t rc = mcim_lab_write_json(path, cfg, 0644);
   json_decref(cfg);
   return rc;
 }
 
-mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char *dir, bool tamper)
+mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char *dir, bool tamper,
+                                  const char *tcti)
 {
   char path[PATH_MAX], tre_dir[PATH_MAX];
   char *owner_jwk = NULL, *ops_ca = NULL, *m2mes_ca = NULL, *att_jwk = NULL, *ka_jwk = NULL;
@@ -162,10 +182,12 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
   if (rc == MCIM_OK && (!ops_ca || !m2mes_ca))
     rc = MCIM_CONFIG_MISSING;
   mcim_lab_join(tre_dir, sizeof(tre_dir), dir, "/tre");
+  /* the TRE makes its keys: in this process (soft), or in the device's TPM */
   if (rc == MCIM_OK)
-    rc = mcim_tre_soft_create(tre_dir, name, LAB_MODEL, owner_jwk, ops_ca, m2mes_ca);
+    rc = tcti ? mcim_tre_tpm_create(tre_dir, tcti, name, LAB_MODEL, owner_jwk, ops_ca, m2mes_ca)
+              : mcim_tre_soft_create(tre_dir, name, LAB_MODEL, owner_jwk, ops_ca, m2mes_ca);
   if (rc == MCIM_OK)
-    rc = mcim_tre_soft_open(tre_dir, &tre);
+    rc = mcim_tre_open(tre_dir, tcti ? "tpm" : "soft", tcti, &tre);
   if (rc == MCIM_OK)
     rc = mcim_tre_soft_public_jwk(tre, MCIM_TRE_CERT_ATTESTATION, &att_jwk);
   if (rc == MCIM_OK)
@@ -175,7 +197,10 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
     goto out;
   }
 
-  /* The M2MES certifies the TRE keys and issues the PCID credential (sealed to the TRE). */
+  /* The M2MES certifies the TRE keys and issues the PCID credential (sealed to the TRE): the
+   * public keys of a TPM TRE as those of a software one (no TPM enrolment yet: the
+   * endorsement key and TPM2_MakeCredential/ActivateCredential are the next slice of issue
+   * 11, docs/tre-tpm.md). */
   const char *base = mcim_lab_url(lab, "m2mes");
   struct mcim_http_client *cli = mcim_lab_admin_client(lab);
   char url[512];
@@ -204,7 +229,7 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
   if (rc == MCIM_OK)
     rc = tre->ops->pcid_install(tre->ctx, cred, strlen(cred));
   if (rc == MCIM_OK)
-    rc = write_agent_config(lab, dir, name);
+    rc = write_agent_config(lab, dir, name, tcti);
   if (rc == MCIM_OK) {
     /* The M2ME's parameters, as they come with the device: what its owner gives an SHO
      * when ordering a subscription (step 1). Public data only. */
@@ -227,6 +252,118 @@ out:
   return rc;
 }
 
+/* ---- the TPM of a device with the TPM TRE ---- */
+
+static bool device_tpm(const json_t *d)
+{
+  const char *tre = json_string_value(json_object_get(d, "tre"));
+  return tre && strcmp(tre, "tpm") == 0;
+}
+
+/* Start the device's swtpm on its state (DIR/tpm, made 0700 the first time): `tcti` gets how
+ * to reach it, *pid its pid (it outlives this program; stopped by pid). */
+static mcim_cause_t swtpm_start(const char *dir, const char *name, long *pid, char *tcti,
+                                size_t tcti_len)
+{
+#ifdef MCIM_HAVE_TPM
+  char state[PATH_MAX], detail[512] = "";
+  mcim_swtpm_t *s = NULL;
+  mcim_cause_t rc = mcim_lab_join(state, sizeof(state), dir, "/tpm");
+  if (rc == MCIM_OK)
+    rc = mcim_lab_mkdir(state);
+  if (rc == MCIM_OK && chmod(state, 0700) != 0)
+    rc = MCIM_IO_ERROR;
+  if (rc == MCIM_OK)
+    rc = mcim_swtpm_start(state, MCIM_SWTPM_DETACHED, 20000, &s, detail, sizeof(detail));
+  if (rc != MCIM_OK) {
+    fprintf(stderr, "mcim: cannot start the TPM (swtpm) of %s in %s: %s\n", name, state,
+            detail[0] ? detail : mcim_cause_text(rc));
+    return rc;
+  }
+  snprintf(tcti, tcti_len, "%s", mcim_swtpm_tcti(s));
+  *pid = (long)mcim_swtpm_detach(s);
+  return MCIM_OK;
+#else
+  (void)dir;
+  (void)pid;
+  (void)tcti;
+  (void)tcti_len;
+  fprintf(stderr, "mcim: %s: this mcim was built without the TPM TRE (MCIM_TPM=OFF)\n", name);
+  return MCIM_UNSUPPORTED;
+#endif
+}
+
+/* agent.json's "tpm_tcti" after the device's swtpm started again (on other ports). */
+static mcim_cause_t agent_config_tcti(const char *dir, const char *tcti)
+{
+  char path[PATH_MAX];
+  mcim_cause_t rc = mcim_lab_join(path, sizeof(path), dir, "/agent.json");
+  json_t *cfg = rc == MCIM_OK ? json_load_file(path, 0, NULL) : NULL;
+  if (rc == MCIM_OK)
+    rc = json_is_object(cfg) && !json_object_set_new(cfg, "tpm_tcti", json_string(tcti))
+             ? mcim_lab_write_json(path, cfg, 0644)
+             : MCIM_CONFIG_INVALID;
+  json_decref(cfg);
+  return rc;
+}
+
+/* The device's swtpm running: started again on its state if it is not (after `lab down`, a
+ * restart or a crash), agent.json following its new ports. *started says whether it was. */
+static mcim_cause_t device_swtpm_up(mcim_lab_t *lab, json_t *d, bool *started)
+{
+  char tcti[128];
+  long pid = (long)json_integer_value(json_object_get(d, "swtpm_pid"));
+  const char *name = json_string_value(json_object_get(d, "name"));
+  const char *dir = json_string_value(json_object_get(d, "dir"));
+  mcim_cause_t rc = MCIM_OK;
+
+  *started = false;
+  if (!device_tpm(d) || mcim_lab_pid_alive(pid, "swtpm"))
+    return MCIM_OK;
+  rc = swtpm_start(dir, name, &pid, tcti, sizeof(tcti));
+  if (rc != MCIM_OK)
+    return rc;
+  *started = true;
+  json_object_set_new(d, "swtpm_pid", json_integer(pid));
+  rc = mcim_lab_save(lab);
+  if (rc == MCIM_OK)
+    rc = agent_config_tcti(dir, tcti);
+  return rc;
+}
+
+static void device_swtpm_stop(json_t *d)
+{
+  if (!device_tpm(d))
+    return;
+  mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "swtpm_pid")), "swtpm");
+  json_object_set_new(d, "swtpm_pid", json_integer(0));
+}
+
+void mcim_lab_devices_stop(mcim_lab_t *lab)
+{
+  size_t i;
+  json_t *d;
+  json_array_foreach(json_object_get(lab->json, "devices"), i, d) {
+    mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "pid")), "m2me");
+    json_object_set_new(d, "pid", json_integer(0));
+    device_swtpm_stop(d); /* after its agent: nothing uses it any more */
+  }
+}
+
+json_t *mcim_lab_device_status(const json_t *d)
+{
+  long pid = (long)json_integer_value(json_object_get(d, "pid"));
+  json_t *e = json_pack("{s:O,s:I,s:b,s:s}", "name", json_object_get(d, "name"), "pid",
+                        (json_int_t)pid, "running", mcim_lab_pid_alive(pid, "m2me"), "tre",
+                        device_tpm(d) ? "tpm" : "soft");
+  if (e && device_tpm(d)) {
+    long tpid = (long)json_integer_value(json_object_get(d, "swtpm_pid"));
+    json_object_set_new(e, "swtpm", json_pack("{s:I,s:b}", "pid", (json_int_t)tpid, "running",
+                                              mcim_lab_pid_alive(tpid, "swtpm")));
+  }
+  return e;
+}
+
 mcim_cause_t mcim_lab_device_client(mcim_lab_t *lab, const char *name,
                                     struct mcim_http_client **out)
 {
@@ -245,10 +382,19 @@ mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
   char m2me[PATH_MAX], log[PATH_MAX];
   json_t *d = device_entry(lab, name);
   const char *dir = mcim_lab_device_dir(lab, name);
+  bool tpm_started = false;
   if (!d || !dir)
     return MCIM_NOT_FOUND;
-  if (mcim_lab_pid_alive((long)json_integer_value(json_object_get(d, "pid")), "m2me"))
-    return MCIM_OK;
+  /* a device with the TPM TRE: its TPM first, with the state it had */
+  mcim_cause_t up = device_swtpm_up(lab, d, &tpm_started);
+  if (up != MCIM_OK)
+    return up;
+  long apid = (long)json_integer_value(json_object_get(d, "pid"));
+  if (mcim_lab_pid_alive(apid, "m2me")) {
+    if (!tpm_started)
+      return MCIM_OK;
+    mcim_lab_stop_pid(apid, "m2me"); /* it was given the TPM's old address */
+  }
   snprintf(m2me, sizeof(m2me), "%s/m2me", mcim_lab_bindir());
   mcim_lab_join(log, sizeof(log), dir, "/agent.log");
   char *argv[] = {m2me, "--dir", (char *)dir, NULL};
@@ -287,15 +433,31 @@ mcim_cause_t mcim_lab_device_stop(mcim_lab_t *lab, const char *name)
     return MCIM_NOT_FOUND;
   mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "pid")), "m2me");
   json_object_set_new(d, "pid", json_integer(0));
+  device_swtpm_stop(d); /* its state stays in DEVICE_DIR/tpm for the next start */
   return mcim_lab_save(lab);
 }
 
 mcim_cause_t mcim_lab_device_add(mcim_lab_t *lab, const char *name, bool tamper)
 {
-  char dir[PATH_MAX];
+  struct mcim_lab_device_opts o = {.tamper = tamper};
+  return mcim_lab_device_add_with(lab, name, &o);
+}
+
+mcim_cause_t mcim_lab_device_add_with(mcim_lab_t *lab, const char *name,
+                                      const struct mcim_lab_device_opts *opts)
+{
+  char dir[PATH_MAX], tcti[128];
+  long swtpm = 0;
+  bool tamper = opts && opts->tamper;
+  const char *tre = opts && opts->tre ? opts->tre : "soft";
   if (!mcim_pki_name_valid(name) || mcim_lab_role(lab, name) || strcmp(name, "subscriber") == 0 ||
       strcmp(name, "tre") == 0)
     return MCIM_INVALID_ARGUMENT;
+  if (strcmp(tre, "soft") != 0 && strcmp(tre, "tpm") != 0) {
+    fprintf(stderr, "mcim: no TRE backend \"%s\" (soft or tpm)\n", tre);
+    return MCIM_INVALID_ARGUMENT;
+  }
+  bool tpm = strcmp(tre, "tpm") == 0;
   if (device_entry(lab, name))
     return MCIM_CONFLICT;
   snprintf(dir, sizeof(dir), "%s/devices/%s", lab->dir, name);
@@ -305,13 +467,20 @@ mcim_cause_t mcim_lab_device_add(mcim_lab_t *lab, const char *name, bool tamper)
     return MCIM_CONFLICT;
   }
   mcim_cause_t rc = mcim_lab_mkdir(dir);
+  /* the device's TPM first: the TRE's keys are made in it */
+  if (rc == MCIM_OK && tpm)
+    rc = swtpm_start(dir, name, &swtpm, tcti, sizeof(tcti));
   if (rc == MCIM_OK)
-    rc = mcim_lab_manufacture(lab, name, dir, tamper);
-  if (rc != MCIM_OK)
+    rc = mcim_lab_manufacture(lab, name, dir, tamper, tpm ? tcti : NULL);
+  if (rc != MCIM_OK) {
+    mcim_lab_stop_pid(swtpm, "swtpm");
     return rc;
-  json_array_append_new(json_object_get(lab->json, "devices"),
-                        json_pack("{s:s,s:s,s:s,s:b,s:i}", "name", name, "dir", dir, "model",
-                                  LAB_MODEL, "tamper", tamper, "pid", 0));
+  }
+  json_t *entry = json_pack("{s:s,s:s,s:s,s:b,s:i,s:s}", "name", name, "dir", dir, "model",
+                            LAB_MODEL, "tamper", tamper, "pid", 0, "tre", tre);
+  if (entry && tpm)
+    json_object_set_new(entry, "swtpm_pid", json_integer(swtpm));
+  json_array_append_new(json_object_get(lab->json, "devices"), entry);
   rc = mcim_lab_save(lab);
   if (rc == MCIM_OK)
     rc = mcim_lab_device_start(lab, name);

@@ -674,24 +674,16 @@ mcim_cause_t mcim_lab_status(mcim_lab_t *lab, json_t **out)
                                   mcim_lab_pid_alive(pid, "haproxy"), "urls",
                                   json_object_get(lb, "urls")));
   }
-  json_array_foreach(json_object_get(lab->json, "devices"), i, r) {
-    long pid = (long)json_integer_value(json_object_get(r, "pid"));
-    json_array_append_new(json_object_get(st, "devices"),
-                          json_pack("{s:O,s:I,s:b}", "name", json_object_get(r, "name"), "pid",
-                                    (json_int_t)pid, "running", mcim_lab_pid_alive(pid, "m2me")));
-  }
+  json_array_foreach(json_object_get(lab->json, "devices"), i, r)
+    json_array_append_new(json_object_get(st, "devices"), mcim_lab_device_status(r));
   *out = st;
   return MCIM_OK;
 }
 
 mcim_cause_t mcim_lab_down(mcim_lab_t *lab)
 {
-  size_t i;
   json_t *r;
-  json_array_foreach(json_object_get(lab->json, "devices"), i, r) {
-    mcim_lab_stop_pid((long)json_integer_value(json_object_get(r, "pid")), "m2me");
-    json_object_set_new(r, "pid", json_integer(0));
-  }
+  mcim_lab_devices_stop(lab); /* agents, and their TPMs */
   /* The balancer before the instances behind it; then reverse start order: SHOs first,
    * the RO and the VNO last. */
   mcim_lab_balancer_stop(lab);

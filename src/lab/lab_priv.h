@@ -54,10 +54,16 @@ void mcim_lab_pg_stop(mcim_lab_t *lab);
 void mcim_lab_pg_dbname(const char *role, char *out, size_t len);
 
 /* Manufacture device `name` in folder `dir` (device.c): firmware, TRE, the M2MES's
- * certificates and PCID credential, agent.json, params.json, the owner key. The device is not
- * added to lab.json nor started (`mcim lab device add` does both; `mcim loadgen` neither). */
+ * certificates and PCID credential, agent.json, params.json, the owner key. With `tcti`, the
+ * TRE is a TPM TRE whose keys are made in the TPM it reaches (NULL: a software TRE). The
+ * device is not added to lab.json nor started (`mcim lab device add` does both; `mcim
+ * loadgen` neither). */
 mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char *dir,
-                                  bool tamper);
+                                  bool tamper, const char *tcti);
+/* Stop every device's agent, then its TPM (swtpm) if it has one (`lab down`). */
+void mcim_lab_devices_stop(mcim_lab_t *lab);
+/* A device's entry of `lab status`: name, pid, running, tre, and swtpm {pid, running}. */
+json_t *mcim_lab_device_status(const json_t *device);
 
 /* The owner of the device in `dir` (run.c): its key (owner/owner.key) and parameters. */
 mcim_cause_t mcim_lab_owner_load_dir(const char *dir, mcim_jose_key_t **key, json_t **params);

@@ -383,7 +383,7 @@ static void *lg_thread_main(void *arg)
       dev_dir(g, i, dir, sizeof(dir));
       mcim_cause_t rc = mcim_lab_mkdir(dir);
       if (rc == MCIM_OK)
-        rc = mcim_lab_manufacture(lab, name, dir, false);
+        rc = mcim_lab_manufacture(lab, name, dir, false, NULL);
       if (rc != MCIM_OK) {
         error_count(g, mcim_cause_name(rc), name, "manufacture", "the M2MES did not make it");
         g->dev[i].expect[0] = '\0';

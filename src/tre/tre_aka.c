@@ -180,7 +180,7 @@ mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len)
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
-  if ((rc = tre_key_jose(st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK ||
+  if ((rc = tre_key_jose(t, st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK ||
       (rc = mcim_jwe_decrypt(ka, jwe, len, &plain, &plain_len)) != MCIM_OK ||
       (rc = tre_pcid_parse(plain, plain_len, &fresh)) != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: PCID credential refused");

@@ -40,7 +40,7 @@ static mcim_cause_t digest_hex(const char *data, size_t len, char out[65])
 }
 
 /* Verify and open the package; `fresh` gets the validated credential, `issuer` its CN. */
-static mcim_cause_t renew_verify(json_t *st, const char *package, size_t len,
+static mcim_cause_t renew_verify(struct tre_soft *t, json_t *st, const char *package, size_t len,
                                  const char *issuer_pem, const char **why, json_t **fresh,
                                  char **issuer)
 {
@@ -74,7 +74,7 @@ static mcim_cause_t renew_verify(json_t *st, const char *package, size_t len,
     goto cleanup;
   *why = "issuer or TRE key unusable";
   if ((rc = mcim_jose_key_from_pkey(pub, &ikey)) != MCIM_OK ||
-      (rc = tre_key_jose(st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK)
+      (rc = tre_key_jose(t, st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK)
     goto cleanup;
   mcim_jws_expect_t x = {.iss = cn,
                          .aud = device,
@@ -136,9 +136,12 @@ mcim_cause_t tre_op_pcid_renew(void *ctx, const char *package, size_t len,
     rc = MCIM_OK;
     goto cleanup;
   }
-  cause = renew_verify(st, package, len, issuer_cert_pem, &why, &fresh, &issuer);
+  cause = renew_verify(t, st, package, len, issuer_cert_pem, &why, &fresh, &issuer);
   if (cause != MCIM_OK) {
-    rc = MCIM_PACKAGE_INVALID;
+    /* the TPM failing is no fault of the package: that cause, so the caller may retry */
+    rc = tre_key_failure(cause) ? cause : MCIM_PACKAGE_INVALID;
+    if (rc == cause)
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, cause, "tre: PCID renewal not opened: %s", why);
     goto cleanup;
   }
   rc = MCIM_NO_MEMORY;

@@ -1,4 +1,6 @@
-/* Internals of the software TRE (include/mcim/tre.h), shared by the files of src/tre/.
+/* Internals of the software TRE (include/mcim/tre.h), shared by the files of src/tre/, and
+ * of the TPM TRE (src/tre/tpm/tre_tpm.c), which is the same with its keys in a TPM (struct
+ * tre_keys_ops below).
  *
  * The whole TRE is one JSON document (docs/tre.md section 2), sealed with the storage key
  * into one of two slot files, DIR/tre.sealed and DIR/tre.sealed.1, each stamped with a
@@ -45,12 +47,47 @@
 #define TRE_MAGIC "mcim-tre 2 "
 #define TRE_CONTEXT_PREFIX "tre/"
 
+/* The document's "backend": absent in a software TRE (and in every document written before
+ * the TPM TRE), "tpm" in a TPM TRE. A handle opens only a document of its own backend. */
+#define TRE_BACKEND_TPM "tpm"
+
 #define TRE_TYP_PACKAGE "mcim-package+jwt"
 #define TRE_TYP_QUOTE "mcim-quote+jwt"
 #define TRE_TYP_DISCARD "mcim-discard+jwt"
 
+struct tre_soft;
+
+/* Where the TRE's private keys are and who computes with them: the one thing the backends do
+ * differently (docs/tre-tpm.md, "The key operations"). The software TRE's keys are PKCS#8
+ * PEM in the document, used in this process (tre_state.c); the TPM TRE's are TPM objects
+ * whose private parts never leave the TPM, the document holding only their TPM-wrapped blobs
+ * (src/tre/tpm/tre_tpm.c). The document, its sealing, the slots and every check are shared:
+ * each operation gets its keys through tre_key_jose() / tre_key_public(), which call these. */
+struct tre_keys_ops {
+  const char *name; /* "soft" or "tpm" (TRE_BACKEND_TPM) */
+  /* Manufacture: two new keys as the document's "keys" members ("attestation", "ka"). */
+  mcim_cause_t (*create)(struct tre_soft *t, json_t **attestation, json_t **ka);
+  /* The public key of `which` from the working copy `st` (no private part). */
+  mcim_cause_t (*public_key)(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                             EVP_PKEY **out);
+  /* `which` as a JOSE key that signs ES256 (attestation: mcim_jws_sign, kid = the device) or
+   * opens ECDH-ES JWEs (ka: mcim_jwe_decrypt, mcim_package_open). Valid until tre_end(). */
+  mcim_cause_t (*jose)(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                       mcim_jose_key_t **out);
+  /* End of a transaction (tre_end) and of the handle: release what the key operations held
+   * (the TPM connection). May be NULL. */
+  void (*end)(struct tre_soft *t);
+};
+extern const struct tre_keys_ops tre_keys_soft;
+#ifdef MCIM_HAVE_TPM
+extern const struct tre_keys_ops tre_keys_tpm; /* src/tre/tpm/tre_tpm.c */
+#endif
+
 struct tre_soft {
   pthread_mutex_t mu;
+  const struct tre_keys_ops *keys;
+  char *tcti;     /* the TPM's TCTI (the TPM backend) */
+  void *keys_ctx; /* the backend's, for one transaction (the TPM connection) */
   char *dir;
   char *path_state[2], *path_lock;
   char *device; /* from the file header, checked against the document */
@@ -96,6 +133,13 @@ void tre_json_wipe_free(json_t *doc);
 void tre_json_wipe(json_t *v);
 void tre_soft_free(struct tre_soft *t);
 
+/* ---- tre_soft.c: manufacture and open, for either backend ---- */
+mcim_cause_t tre_create(const struct tre_keys_ops *keys, const char *tcti, const char *dir,
+                        const char *device, const char *model, const char *owner_jwk,
+                        const char *operators_ca_pem, const char *m2mes_ca_pem);
+mcim_cause_t tre_open(const struct tre_keys_ops *keys, const char *tcti, const char *dir,
+                      mcim_tre_t **out);
+
 /* ---- tre_state.c: the document ---- */
 const char *tre_str(json_t *obj, const char *name);
 int64_t tre_int(json_t *obj, const char *name);
@@ -127,7 +171,15 @@ bool tre_imsi_valid(const char *s);
 void tre_key_cache_hold(void);
 void tre_key_cache_release(void);
 mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out);
-mcim_cause_t tre_key_jose(json_t *st, enum mcim_tre_cert which, mcim_jose_key_t **out);
+/* The TRE key `which` as a JOSE key (t->keys->jose) / its public key (t->keys->public_key),
+ * whatever the backend. */
+mcim_cause_t tre_key_jose(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                          mcim_jose_key_t **out);
+mcim_cause_t tre_key_public(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                            EVP_PKEY **out);
+/* A failure of the TRE's keys themselves (the TPM gone or refusing), not of what they were
+ * used on: operations on peer input pass these on instead of PACKAGE_INVALID. */
+bool tre_key_failure(mcim_cause_t rc);
 /* PKCS#8 PEM of a private key, as a JSON string (the PEM buffer is wiped). */
 mcim_cause_t tre_key_pem_json(EVP_PKEY *key, json_t **out);
 /* The replay cache interface over the "seen" array of a working copy. */
@@ -138,8 +190,8 @@ mcim_replay_cache_t tre_replay_cache(struct tre_replay *r);
 /* The public view (status op). */
 mcim_cause_t tre_status_build(json_t *st, json_t **out);
 /* Sign a device statement (no typ check) with the attestation key. */
-mcim_cause_t tre_sign_statement(json_t *st, const char *typ, const char *aud, const char *txn,
-                                json_t *extra, int64_t lifetime, char **jws);
+mcim_cause_t tre_sign_statement(struct tre_soft *t, json_t *st, const char *typ, const char *aud,
+                                const char *txn, json_t *extra, int64_t lifetime, char **jws);
 
 /* ---- operations, one file per concern ---- */
 /* tre_aka.c */

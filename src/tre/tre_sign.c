@@ -36,7 +36,7 @@ mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
-  rc = tre_sign_statement(st, typ, aud, txn, extra, lifetime, jws);
+  rc = tre_sign_statement(t, st, typ, aud, txn, extra, lifetime, jws);
 cleanup:
   if (held)
     tre_end(t, st);
@@ -89,7 +89,7 @@ mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const cha
                     log, "digest", digest);
   if (!extra)
     goto cleanup;
-  rc = tre_sign_statement(st, TRE_TYP_QUOTE, aud, txn, extra, lifetime, jws);
+  rc = tre_sign_statement(t, st, TRE_TYP_QUOTE, aud, txn, extra, lifetime, jws);
 cleanup:
   json_decref(extra);
   if (held)
@@ -121,7 +121,7 @@ mcim_cause_t tre_op_pending(void *ctx, int64_t lifetime, json_t **out)
   json_array_foreach(json_object_get(st, "pending"), i, item) {
     const char *to = tre_str(item, "to"), *txn = tre_str(item, "txn"), *typ = tre_str(item, "typ");
     json_t *extra = json_object_get(item, "extra");
-    rc = tre_sign_statement(st, typ, to, txn, json_is_object(extra) ? extra : NULL, lifetime,
+    rc = tre_sign_statement(t, st, typ, to, txn, json_is_object(extra) ? extra : NULL, lifetime,
                             &jws);
     if (rc != MCIM_OK)
       goto cleanup;

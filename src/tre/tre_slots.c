@@ -88,9 +88,9 @@ cleanup:
 }
 
 /* Everything but the idempotency check; any failure here is logged by the caller. */
-static mcim_cause_t stage_verify(struct stage_ctx *sc, json_t *st, const char *txn,
-                                 const char *package, size_t len, const char *issuer_pem,
-                                 const char *digest, json_t **entry)
+static mcim_cause_t stage_verify(struct tre_soft *t, struct stage_ctx *sc, json_t *st,
+                                 const char *txn, const char *package, size_t len,
+                                 const char *issuer_pem, const char *digest, json_t **entry)
 {
   X509 *ca = NULL, *cert = NULL;
   EVP_PKEY *pub = NULL;
@@ -124,7 +124,7 @@ static mcim_cause_t stage_verify(struct stage_ctx *sc, json_t *st, const char *t
     goto cleanup;
   sc->why = "issuer or TRE key unusable";
   if ((rc = mcim_jose_key_from_pkey(pub, &issuer)) != MCIM_OK ||
-      (rc = tre_key_jose(st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK)
+      (rc = tre_key_jose(t, st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK)
     goto cleanup;
   mcim_jws_expect_t x = {.iss = cn,
                          .aud = device,
@@ -209,9 +209,12 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
     goto cleanup;
   }
 
-  cause = stage_verify(&sc, st, txn, package, len, issuer_cert_pem, digest, &entry);
+  cause = stage_verify(t, &sc, st, txn, package, len, issuer_cert_pem, digest, &entry);
   if (cause != MCIM_OK) {
-    rc = MCIM_PACKAGE_INVALID;
+    /* the TPM failing is no fault of the package: that cause, so the caller may retry */
+    rc = tre_key_failure(cause) ? cause : MCIM_PACKAGE_INVALID;
+    if (rc == cause)
+      mcim_log_event(MCIM_LOG_ERROR, txn, 0, cause, "tre: package not opened: %s", sc.why);
     goto cleanup;
   }
   /* A bounded list: a procedure abandoned without unstage must not fill it. */

@@ -98,33 +98,27 @@ cleanup:
   return rc;
 }
 
-static const struct mcim_tre_ops tre_soft_ops = {
-    .name = "soft",
-    .close = tre_op_close,
-    .status = tre_op_status,
-    .cert = tre_op_cert,
-    .aka = tre_op_aka,
-    .identity = tre_op_identity,
-    .sign = tre_op_sign,
-    .quote = tre_op_quote,
-    .stage = tre_op_stage,
-    .unstage = tre_op_unstage,
-    .discard = tre_op_discard,
-    .pristine = tre_op_pristine,
-    .install = tre_op_install,
-    .install_inactive = tre_op_install_inactive,
-    .activate = tre_op_activate,
-    .pending = tre_op_pending,
-    .pending_done = tre_op_pending_done,
-    .verify_owner = tre_op_verify_owner,
-    .owner_handover = tre_op_owner_handover,
-    .pcid_install = tre_op_pcid_install,
-    .pcid_renew = tre_op_pcid_renew,
-};
+/* The two backends share every operation (tre_priv.h, struct tre_keys_ops: only where the
+ * keys are differs), so their tables differ only by name. */
+#define TRE_OPS(backend)                                                                           \
+  {                                                                                                \
+    .name = backend, .close = tre_op_close, .status = tre_op_status, .cert = tre_op_cert,        \
+    .aka = tre_op_aka, .identity = tre_op_identity, .sign = tre_op_sign,                         \
+    .quote = tre_op_quote, .stage = tre_op_stage, .unstage = tre_op_unstage,                     \
+    .discard = tre_op_discard, .pristine = tre_op_pristine, .install = tre_op_install,           \
+    .install_inactive = tre_op_install_inactive, .activate = tre_op_activate,                    \
+    .pending = tre_op_pending, .pending_done = tre_op_pending_done,                              \
+    .verify_owner = tre_op_verify_owner, .owner_handover = tre_op_owner_handover,                \
+    .pcid_install = tre_op_pcid_install, .pcid_renew = tre_op_pcid_renew,                        \
+  }
+
+static const struct mcim_tre_ops tre_soft_ops = TRE_OPS("soft");
+static const struct mcim_tre_ops tre_tpm_ops = TRE_OPS("tpm");
 
 /* ---- handles ---- */
 
-static mcim_cause_t soft_new(const char *dir, struct tre_soft **out)
+static mcim_cause_t soft_new(const struct tre_keys_ops *keys, const char *tcti, const char *dir,
+                             struct tre_soft **out)
 {
   struct tre_soft *t = calloc(1, sizeof(*t));
   mcim_cause_t rc = MCIM_NO_MEMORY;
@@ -137,7 +131,10 @@ static mcim_cause_t soft_new(const char *dir, struct tre_soft **out)
     return MCIM_INTERNAL;
   }
   tre_key_cache_hold(); /* released by tre_soft_free */
+  t->keys = keys;
   rc = tre_paths(t, dir);
+  if (rc == MCIM_OK && tcti && !(t->tcti = strdup(tcti)))
+    rc = MCIM_NO_MEMORY;
   if (rc != MCIM_OK) {
     tre_soft_free(t);
     return rc;
@@ -160,17 +157,37 @@ static mcim_cause_t key_path_load(const char *dir, bool create, mcim_storage_key
   return rc;
 }
 
-mcim_cause_t mcim_tre_soft_open(const char *dir, mcim_tre_t **out)
+/* A handle opens only a TRE of its own backend: a TPM TRE's keys are not PEM, a software
+ * TRE's are not in a TPM. */
+static mcim_cause_t backend_check(const struct tre_keys_ops *keys, const char *dir, json_t *st)
+{
+  const char *have = tre_str(st, "backend") ? tre_str(st, "backend") : "soft";
+  if (strcmp(have, keys->name) == 0)
+    return MCIM_OK;
+  if (strcmp(have, TRE_BACKEND_TPM) == 0)
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID,
+                   "tre: %s is a TPM TRE (its keys are in a TPM): open it with the TPM backend"
+                   " (agent.json: \"tre_backend\": \"tpm\" and its \"tpm_tcti\")",
+                   dir);
+  else
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID,
+                   "tre: %s is a %s TRE, not a %s one (agent.json: \"tre_backend\")", dir,
+                   have, keys->name);
+  return MCIM_CONFIG_INVALID;
+}
+
+mcim_cause_t tre_open(const struct tre_keys_ops *keys, const char *tcti, const char *dir,
+                      mcim_tre_t **out)
 {
   struct tre_soft *t = NULL;
   mcim_tre_t *tre = NULL;
   json_t *st = NULL;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
 
-  if (!dir || !*dir || !out)
+  if (!keys || !dir || !*dir || !out)
     goto cleanup;
   *out = NULL;
-  rc = soft_new(dir, &t);
+  rc = soft_new(keys, tcti, dir, &t);
   if (rc != MCIM_OK)
     goto cleanup;
   /* Load, never create: a new key could not open the existing state anyway. */
@@ -184,12 +201,15 @@ mcim_cause_t mcim_tre_soft_open(const char *dir, mcim_tre_t **out)
   rc = tre_begin(t, &st);
   if (rc != MCIM_OK)
     goto cleanup;
+  rc = backend_check(keys, dir, st);
   tre_end(t, st);
+  if (rc != MCIM_OK)
+    goto cleanup;
   rc = MCIM_NO_MEMORY;
   tre = calloc(1, sizeof(*tre));
   if (!tre)
     goto cleanup;
-  tre->ops = &tre_soft_ops;
+  tre->ops = keys == &tre_keys_soft ? &tre_soft_ops : &tre_tpm_ops;
   tre->ctx = t;
   t = NULL;
   *out = tre;
@@ -198,6 +218,56 @@ cleanup:
   tre_soft_free(t);
   return rc;
 }
+
+mcim_cause_t mcim_tre_soft_open(const char *dir, mcim_tre_t **out)
+{
+  return tre_open(&tre_keys_soft, NULL, dir, out);
+}
+
+mcim_cause_t mcim_tre_open(const char *dir, const char *backend, const char *tcti,
+                           mcim_tre_t **out)
+{
+  if (!backend || strcmp(backend, "soft") == 0)
+    return mcim_tre_soft_open(dir, out);
+  if (strcmp(backend, TRE_BACKEND_TPM) == 0)
+    return mcim_tre_tpm_open(dir, tcti, out);
+  mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID,
+                 "tre: no TRE backend \"%s\" (soft or tpm)", backend);
+  return MCIM_CONFIG_INVALID;
+}
+
+#ifndef MCIM_HAVE_TPM
+/* Built without tpm2-tss (MCIM_TPM=OFF): a TPM TRE can be neither made nor opened. */
+static mcim_cause_t no_tpm(const char *dir)
+{
+  mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_UNSUPPORTED,
+                 "tre: %s: this build has no TPM TRE (built with MCIM_TPM=OFF: tpm2-tss's"
+                 " headers were not found)",
+                 dir ? dir : "?");
+  return MCIM_UNSUPPORTED;
+}
+
+mcim_cause_t mcim_tre_tpm_create(const char *dir, const char *tcti, const char *device,
+                                 const char *model, const char *owner_jwk,
+                                 const char *operators_ca_pem, const char *m2mes_ca_pem)
+{
+  (void)tcti;
+  (void)device;
+  (void)model;
+  (void)owner_jwk;
+  (void)operators_ca_pem;
+  (void)m2mes_ca_pem;
+  return no_tpm(dir);
+}
+
+mcim_cause_t mcim_tre_tpm_open(const char *dir, const char *tcti, mcim_tre_t **out)
+{
+  (void)tcti;
+  if (out)
+    *out = NULL;
+  return no_tpm(dir);
+}
+#endif
 
 void mcim_tre_close(mcim_tre_t *tre)
 {
@@ -208,10 +278,11 @@ void mcim_tre_close(mcim_tre_t *tre)
   free(tre);
 }
 
-/* The software TRE behind a handle, or NULL for another kind (factory calls are its own). */
+/* The TRE behind a handle of either backend, or NULL for another kind (factory calls are
+ * its own). */
 static struct tre_soft *soft_of(mcim_tre_t *tre)
 {
-  return tre && tre->ops == &tre_soft_ops ? tre->ctx : NULL;
+  return tre && (tre->ops == &tre_soft_ops || tre->ops == &tre_tpm_ops) ? tre->ctx : NULL;
 }
 
 /* ---- manufacture ---- */
@@ -258,19 +329,17 @@ cleanup:
   return rc;
 }
 
-static mcim_cause_t new_key_pem(json_t **out)
-{
-  EVP_PKEY *key = NULL;
-  mcim_cause_t rc = mcim_pki_key_generate(&key);
-  if (rc == MCIM_OK)
-    rc = tre_key_pem_json(key, out);
-  EVP_PKEY_free(key);
-  return rc;
-}
-
 mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const char *model,
                                   const char *owner_jwk, const char *operators_ca_pem,
                                   const char *m2mes_ca_pem)
+{
+  return tre_create(&tre_keys_soft, NULL, dir, device, model, owner_jwk, operators_ca_pem,
+                    m2mes_ca_pem);
+}
+
+mcim_cause_t tre_create(const struct tre_keys_ops *keys, const char *tcti, const char *dir,
+                        const char *device, const char *model, const char *owner_jwk,
+                        const char *operators_ca_pem, const char *m2mes_ca_pem)
 {
   struct tre_soft *t = NULL;
   json_t *st = NULL, *owner = NULL, *ops_ca = NULL, *m2mes_ca = NULL, *att = NULL, *ka = NULL;
@@ -294,7 +363,7 @@ mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const cha
                    strerror(errno));
     goto cleanup;
   }
-  if ((rc = soft_new(dir, &t)) != MCIM_OK)
+  if ((rc = soft_new(keys, tcti, dir, &t)) != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
   t->device = strdup(device);
@@ -315,7 +384,8 @@ mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const cha
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: %s already holds a TRE; not replaced", dir);
     goto cleanup;
   }
-  if ((rc = new_key_pem(&att)) != MCIM_OK || (rc = new_key_pem(&ka)) != MCIM_OK)
+  /* the keys are made inside the TRE: in this process (soft), or by the TPM (tpm) */
+  if ((rc = keys->create(t, &att, &ka)) != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
   st = json_pack("{s:i, s:s, s:s, s:I, s:{s:o, s:o}, s:{}, s:o, s:o, s:o, s:n, s:[], s:[], s:[],"
@@ -328,9 +398,12 @@ mcim_cause_t mcim_tre_soft_create(const char *dir, const char *device, const cha
   att = ka = owner = ops_ca = m2mes_ca = NULL;
   if (!st)
     goto cleanup;
+  if (keys != &tre_keys_soft && json_object_set_new(st, "backend", json_string(keys->name)))
+    goto cleanup;
   rc = tre_persist(t, st);
   if (rc == MCIM_OK)
-    mcim_log_info("tre: created TRE of device %s (model %s) in %s", device, model, dir);
+    mcim_log_info("tre: created %s TRE of device %s (model %s) in %s",
+                  keys == &tre_keys_soft ? "software" : keys->name, device, model, dir);
 cleanup:
   if (locked)
     flock(t->lock_fd, LOCK_UN);
@@ -360,7 +433,7 @@ mcim_cause_t mcim_tre_soft_public_jwk(mcim_tre_t *tre, enum mcim_tre_cert which,
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
-  rc = tre_key_jose(st, which, &key);
+  rc = tre_key_jose(t, st, which, &key);
   if (rc == MCIM_OK)
     rc = mcim_jose_key_public_jwk(key, jwk); /* never carries "d" */
 cleanup:
@@ -372,8 +445,8 @@ cleanup:
 
 /* One M2MES certificate: verifies against the pinned M2MES CA for this device and usage,
  * and certifies exactly the TRE's own key. */
-static mcim_cause_t cert_check(json_t *st, X509 *ca, enum mcim_tre_cert which, const char *pem,
-                               json_t **out)
+static mcim_cause_t cert_check(struct tre_soft *t, json_t *st, X509 *ca, enum mcim_tre_cert which,
+                               const char *pem, json_t **out)
 {
   X509 *cert = NULL;
   EVP_PKEY *pub = NULL, *priv = NULL;
@@ -387,7 +460,7 @@ static mcim_cause_t cert_check(json_t *st, X509 *ca, enum mcim_tre_cert which, c
   rc = mcim_pki_cert_public_key(cert, ca, usage, tre_str(st, "device"), 0, &pub);
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = tre_key_pkey(st, which, &priv);
+  rc = tre_key_public(t, st, which, &priv); /* the TRE's own key, public part */
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_KEY_INVALID;
@@ -430,8 +503,8 @@ mcim_cause_t mcim_tre_soft_set_certs(mcim_tre_t *tre, const char *attestation_pe
   rc = MCIM_INTERNAL;
   if (!ca_pem || mcim_pki_cert_from_pem(ca_pem, strlen(ca_pem), &ca) != MCIM_OK)
     goto cleanup;
-  if ((rc = cert_check(st, ca, MCIM_TRE_CERT_ATTESTATION, attestation_pem, &att)) != MCIM_OK ||
-      (rc = cert_check(st, ca, MCIM_TRE_CERT_KA, ka_pem, &ka)) != MCIM_OK)
+  if ((rc = cert_check(t, st, ca, MCIM_TRE_CERT_ATTESTATION, attestation_pem, &att)) != MCIM_OK ||
+      (rc = cert_check(t, st, ca, MCIM_TRE_CERT_KA, ka_pem, &ka)) != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
   json_t *certs = json_pack("{s:o, s:o}", "attestation", att, "ka", ka);

@@ -289,8 +289,11 @@ cleanup:
   return rc;
 }
 
-mcim_cause_t tre_key_jose(json_t *st, enum mcim_tre_cert which, mcim_jose_key_t **out)
+/* The software backend's key as a JOSE key (the private part in this process). */
+static mcim_cause_t soft_jose(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                              mcim_jose_key_t **out)
 {
+  (void)t;
   json_t *pem = json_object_get(json_object_get(st, "keys"), key_member(which));
   const char *device = tre_str(st, "device");
   EVP_PKEY *pkey = NULL;
@@ -323,6 +326,60 @@ cleanup:
   mcim_jose_key_free(key);
   EVP_PKEY_free(pkey);
   return rc;
+}
+
+static mcim_cause_t soft_public_key(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                                    EVP_PKEY **out)
+{
+  mcim_jose_key_t *key = NULL;
+  mcim_cause_t rc = soft_jose(t, st, which, &key);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_public_pkey(key, out); /* the coordinates only */
+  mcim_jose_key_free(key);
+  return rc;
+}
+
+static mcim_cause_t new_key_pem(json_t **out)
+{
+  EVP_PKEY *key = NULL;
+  mcim_cause_t rc = mcim_pki_key_generate(&key);
+  if (rc == MCIM_OK)
+    rc = tre_key_pem_json(key, out);
+  EVP_PKEY_free(key);
+  return rc;
+}
+
+static mcim_cause_t soft_create(struct tre_soft *t, json_t **attestation, json_t **ka)
+{
+  (void)t;
+  mcim_cause_t rc = new_key_pem(attestation);
+  if (rc == MCIM_OK)
+    rc = new_key_pem(ka);
+  return rc;
+}
+
+const struct tre_keys_ops tre_keys_soft = {
+    .name = "soft",
+    .create = soft_create,
+    .public_key = soft_public_key,
+    .jose = soft_jose,
+};
+
+mcim_cause_t tre_key_jose(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                          mcim_jose_key_t **out)
+{
+  return t->keys->jose(t, st, which, out);
+}
+
+mcim_cause_t tre_key_public(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
+                            EVP_PKEY **out)
+{
+  return t->keys->public_key(t, st, which, out);
+}
+
+bool tre_key_failure(mcim_cause_t rc)
+{
+  return rc == MCIM_TPM_ERROR || rc == MCIM_TPM_UNREACHABLE;
 }
 
 mcim_cause_t tre_key_pem_json(EVP_PKEY *key, json_t **out)
@@ -458,8 +515,8 @@ cleanup:
   return rc;
 }
 
-mcim_cause_t tre_sign_statement(json_t *st, const char *typ, const char *aud, const char *txn,
-                                json_t *extra, int64_t lifetime, char **jws)
+mcim_cause_t tre_sign_statement(struct tre_soft *t, json_t *st, const char *typ, const char *aud,
+                                const char *txn, json_t *extra, int64_t lifetime, char **jws)
 {
   mcim_jose_key_t *key = NULL;
   const char *device = tre_str(st, "device");
@@ -469,7 +526,7 @@ mcim_cause_t tre_sign_statement(json_t *st, const char *typ, const char *aud, co
   if (!typ || !aud || !*aud || !txn || !*txn || !jws || lifetime <= 0 ||
       lifetime > MCIM_TRE_MAX_LIFETIME || (extra && !json_is_object(extra)))
     goto cleanup;
-  rc = tre_key_jose(st, MCIM_TRE_CERT_ATTESTATION, &key);
+  rc = tre_key_jose(t, st, MCIM_TRE_CERT_ATTESTATION, &key);
   if (rc != MCIM_OK)
     goto cleanup;
   mcim_claims_t c = {.iss = device,

@@ -46,6 +46,9 @@ void tre_soft_free(struct tre_soft *t)
 {
   if (!t)
     return;
+  if (t->keys && t->keys->end)
+    t->keys->end(t);
+  free(t->tcti);
   if (t->lock_fd >= 0)
     close(t->lock_fd);
   free(t->dir);
@@ -571,6 +574,10 @@ mcim_cause_t tre_commit(struct tre_soft *t, json_t *st)
 
 void tre_end(struct tre_soft *t, json_t *st)
 {
+  /* the TPM backend's connection: the TPM serves one connection at a time (swtpm), and
+   * other handles and processes take their turns through the lock released below */
+  if (t->keys && t->keys->end)
+    t->keys->end(t);
   tre_json_wipe_free(st);
   flock_retry(t->lock_fd, LOCK_UN);
   pthread_mutex_unlock(&t->mu);

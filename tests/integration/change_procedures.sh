@@ -7,8 +7,27 @@
 # the other SHO issued; the device drops the old SHO's session after a change; back to the
 # pristine state removes every MCIM (a pre-provisioned one too), and the deferred notices of
 # every removed slot reach their SHOs through the RO's relay.
+# MCIM_TRE=tpm (ctest: integration/change_procedures_tpm) runs all of it with devices whose
+# TRE keys are in a TPM of their own (`mcim lab device add --tre tpm`, a swtpm each; issue 11,
+# docs/tre-tpm.md), and restarts a device with its TPM in the middle: same keys, new ports.
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl
+tre=${MCIM_TRE:-soft}
+case "$tre" in
+soft) ;;
+tpm) need swtpm ;;
+*) bad "MCIM_TRE=$tre: soft or tpm"; finish ;;
+esac
+# add_device NAME: manufacture NAME with the backend under test
+add_device() { "$mcim" lab device add "$1" --tre "$tre" --dir "$lab"; }
+# tre_is DEV: the lab reports the device with the backend under test (and its swtpm running)
+tre_is() {
+  "$mcim" lab status --json --dir "$lab" | tr -d ' \n' >"$tmp/lab.json"
+  local e
+  e=$(grep -o "\"name\":\"$1\",\"pid\":[0-9]*,\"running\":true,\"tre\":\"$tre\"[^]]*" "$tmp/lab.json" | head -n1)
+  [ -n "$e" ] || return 1
+  [ "$tre" = soft ] || [[ $e == *'"swtpm":{"pid":'*',"running":true}'* ]]
+}
 
 # invariants DEVICE: network side one active subscription (AuC) and one DRF entry; device
 # side at most one active slot, the PCID credential kept.
@@ -48,11 +67,27 @@ sessions() {
 }
 
 check "lab up" "$mcim" lab up --dir "$lab"
-check "manufacture dev1" "$mcim" lab device add dev1 --dir "$lab"
+check "manufacture dev1 (TRE: $tre)" add_device dev1
+tre_is dev1 && ok "dev1 runs with the $tre TRE" || bad "dev1 not with the $tre TRE: $(cat "$tmp/lab.json")"
+if [ "$tre" = tpm ]; then
+  grep -q '"tre_backend": "tpm"' "$lab/devices/dev1/agent.json" && grep -q '"tpm_tcti": "swtpm:' "$lab/devices/dev1/agent.json" &&
+    ok "dev1's agent.json names its TPM" || bad "agent.json: $(cat "$lab/devices/dev1/agent.json")"
+  [ -f "$lab/devices/dev1/tpm/tpm2-00.permall" ] && ok "dev1's TPM state is in its folder" || bad "no TPM state in $lab/devices/dev1/tpm"
+fi
 check "initial provisioning with sho-a" "$mcim" run initial dev1 --sho sho-a --json --dir "$lab"
 imsi_a=$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='dev1'")
 invariants dev1 "after initial"
 privacy "after initial"
+if [ "$tre" = tpm ]; then
+  # the device and its TPM restarted: the TPM comes back with its state (the TRE's keys) on
+  # new ports, agent.json follows, and the device works on
+  tcti0=$(grep -o '"tpm_tcti": "[^"]*"' "$lab/devices/dev1/agent.json")
+  check "restart dev1 and its TPM" "$mcim" lab restart dev1 --dir "$lab"
+  tre_is dev1 && ok "dev1 and its swtpm run again" || bad "after the restart: $(cat "$tmp/lab.json")"
+  tcti1=$(grep -o '"tpm_tcti": "[^"]*"' "$lab/devices/dev1/agent.json")
+  [ -n "$tcti1" ] && ok "agent.json names the restarted TPM ($tcti0 -> $tcti1)" || bad "no tpm_tcti after the restart"
+  check "dev1 attaches to sho-a after the restart (the same TPM keys)" "$mcim" device attach dev1 --to sho-a --json --dir "$lab"
+fi
 
 # --- change via the old SHO ---
 check "change dev1 to sho-b via old-sho" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
@@ -130,7 +165,7 @@ network_attach() { # network_attach SHO IMSI: the SHO's answer to an attach requ
     -d "{\"imsi\": \"$2\"}" "$(role_url "$1")/v1/attach" | tr -d ' \n' |
     sed -n 's/.*"cause":"\([A-Z_]*\)".*/\1/p; s/.*"rand":.*/challenge/p'
 }
-check "manufacture dev2" "$mcim" lab device add dev2 --dir "$lab"
+check "manufacture dev2 (TRE: $tre)" add_device dev2
 check "initial provisioning of dev2 with sho-a" "$mcim" run initial dev2 --sho sho-a --json --dir "$lab"
 imsi2_a=$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='dev2' AND state='active'")
 check "preload dev2 with sho-b" "$mcim" run preload dev2 --sho sho-b --json --dir "$lab"
@@ -203,4 +238,11 @@ invariants dev2 "after pristine with two MCIMs"
 privacy "after pristine with two MCIMs"
 
 check "lab down" "$mcim" lab down --dir "$lab"
+if [ "$tre" = tpm ]; then
+  # lab down stopped the devices' TPMs with their agents (exactly the recorded pids)
+  for d in dev1 dev2; do
+    "$mcim" lab status --json --dir "$lab" | tr -d ' \n' | grep -q "\"name\":\"$d\",\"pid\":0,\"running\":false,\"tre\":\"tpm\",\"swtpm\":{\"pid\":0,\"running\":false}" &&
+      ok "lab down stopped $d's swtpm" || bad "$d's swtpm after lab down: $("$mcim" lab status --json --dir "$lab")"
+  done
+fi
 finish

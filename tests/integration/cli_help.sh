@@ -167,6 +167,10 @@ usage_error "run --json=yes" "mcim run: option '--json' takes no value (see mcim
   mcim run initial dev1 --sho sho-a --json=yes
 usage_error "lab --tamper=1" "mcim lab: option '--tamper' takes no value (see mcim lab --help)" \
   mcim lab device add dev1 --tamper=1
+usage_error "lab --tre hsm" "mcim lab: --tre is soft or tpm, not 'hsm' (see mcim lab --help)" \
+  mcim lab device add dev1 --tre hsm
+usage_error "lab --tre" "mcim lab: option '--tre' needs a value (see mcim lab --help)" \
+  mcim lab device add dev1 --tre
 usage_error "m2me --check-config=FILE" \
   "m2me: option '--check-config' takes no value (see m2me --help)" m2me --dir "$nolab" --check-config=x
 usage_error "mcimd --version=1" "mcimd: option '--version' takes no value (see mcimd --help)" \

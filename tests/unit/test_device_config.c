@@ -1,5 +1,6 @@
 /* agent.json (src/device/agent.c): the shape the lab writes is accepted, every problem is
- * named (unknown key, bad network URL, nowhere to reach the network, syntax), and a peers
+ * named (unknown key, bad network URL, nowhere to reach the network, syntax, a TRE backend
+ * without its TPM or a TPM without its backend), and a peers
  * file serves the names "networks" lacks, re-read for an SHO added later. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -80,6 +81,47 @@ static void problems_named(void **state)
   fx_teardown(&fx);
 }
 
+/* "tre_backend" and "tpm_tcti" (the TPM TRE, docs/tre-tpm.md): the TPM backend needs the TCTI
+ * of its TPM, the software one has none, and each problem is named. */
+static void tre_backend_checked(void **state)
+{
+  (void)state;
+  struct fx fx;
+  char err[2048];
+  const char *head = "{\"operators_ca\": \"operators-ca.pem\", \"networks\": {}";
+  char json[512];
+  assert_int_equal(fx_setup(&fx, ""), 0);
+  static const struct {
+    const char *keys, *problem;
+  } cases[] = {
+      {", \"tre_backend\": \"tpm\"", "needs \"tpm_tcti\""},
+      {", \"tpm_tcti\": \"swtpm:port=2321\"", "\"tpm_tcti\" is for \"tre_backend\": \"tpm\" only"},
+      {", \"tre_backend\": \"soft\", \"tpm_tcti\": \"swtpm\"", "is for \"tre_backend\""},
+      {", \"tre_backend\": \"hsm\"", "\"tre_backend\": expected one of \"soft\", \"tpm\""},
+      {", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"\"", "\"tpm_tcti\": expected a string"},
+      {", \"tre_backend\": \"tpm\", \"tpm_tcti\": \":port=1\"", "expected NAME or NAME:CONF"},
+      {", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"sw tpm\"", "expected NAME or NAME:CONF"},
+      {", \"tre_backend\": \"tpm\", \"tpm_tcti\": 2321", "\"tpm_tcti\": expected a string"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    snprintf(json, sizeof(json), "%s%s}", head, cases[i].keys);
+    assert_int_equal(check_with(&fx, json, err, sizeof(err)), MCIM_CONFIG_INVALID);
+    if (!strstr(err, cases[i].problem))
+      print_error("%s: %s\n", json, err);
+    assert_non_null(strstr(err, cases[i].problem));
+  }
+  /* what `mcim lab device add --tre tpm` writes; and the software default, said or not */
+  static const char *const fine[] = {
+      ", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"swtpm:host=127.0.0.1,port=2321\"",
+      ", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"device:/dev/tpmrm0\"",
+      ", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"tabrmd\"", ", \"tre_backend\": \"soft\"", ""};
+  for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+    snprintf(json, sizeof(json), "%s%s}", head, fine[i]);
+    assert_int_equal(check_with(&fx, json, err, sizeof(err)), MCIM_OK);
+  }
+  fx_teardown(&fx);
+}
+
 static void wrong_device_refused(void **state)
 {
   (void)state;
@@ -131,6 +173,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(lab_shape_accepted),
       cmocka_unit_test(problems_named),
+      cmocka_unit_test(tre_backend_checked),
       cmocka_unit_test(wrong_device_refused),
       cmocka_unit_test(peers_file_fallback),
   };

@@ -9,6 +9,9 @@
  *   tpm_aes.c      import, load and use of that key inside the TPM: AES-128-ECB with
  *                  TPM2_EncryptDecrypt2, offered to Milenage as its E_K
  *                  (struct mcim_milenage_cipher_ops)
+ *   tpm_keys.c     the TRE's own keys, made inside the TPM and never out of it: an ES256
+ *                  signing key (TPM2_Sign) and an ECDH key (TPM2_ECDH_ZGen)
+ *   tpm_lib.c      tpm2-tss loaded with dlopen() at first use (tpm_lib.h: why)
  *   tpm_swtpm.c    a throw-away swtpm (the lab's and the tests' stand-in for the chip)
  *
  * Every constructor has its _free(). Failures are causes: MCIM_TPM_UNREACHABLE (the TCTI
@@ -21,12 +24,19 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <openssl/evp.h>
 #include <sys/types.h>
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_tpm2_types.h>
 
 #include "mcim/cause.h"
 #include "mcim/milenage.h"
+
+/* ---- tpm_lib.c ---- */
+/* Load tpm2-tss (dlopen, once per process; tpm_lib.h says why). Every function below that
+ * needs it loads it itself; calling this first only gets the failure early, with a detail
+ * (may be NULL) naming the missing library. MCIM_UNSUPPORTED if it is not installed. */
+mcim_cause_t mcim_tss2_load(char *detail, size_t detail_len);
 
 /* ---- tpm_conn.c ---- */
 /* One connection: an ESAPI context, not thread-safe (one per thread, or a lock around it);
@@ -61,6 +71,12 @@ mcim_cause_t mcim_tpm_cause(TSS2_RC rc);
 mcim_cause_t mcim_tpm_primary(mcim_tpm_t *t, ESYS_TR *handle, const TPM2B_PUBLIC **pub);
 /* The TPM2B_NAME of a public area (nameAlg || H(TPMT_PUBLIC)), computed on the host. */
 mcim_cause_t mcim_tpm_public_name(const TPM2B_PUBLIC *pub, TPM2B_NAME *name);
+/* Flush every transient object of the TPM but this connection's primary: objects a process
+ * left loaded when it died (swtpm has no resource manager; it has 3 transient slots). Only
+ * for a TPM this program is the one user of (the TRE calls it under its lock, when a
+ * TPM2_Load or TPM2_CreatePrimary finds no free slot). Through a resource manager
+ * (/dev/tpmrm0) a connection sees its own objects only, and there is nothing to flush. */
+mcim_cause_t mcim_tpm_flush_strays(mcim_tpm_t *t);
 
 /* ---- tpm_dup.c: host side, OpenSSL only (no TPM needed) ---- */
 /* The attributes of an imported AES key (docs/tre-tpm.md, "The AES key"): encrypt only
@@ -117,12 +133,57 @@ mcim_milenage_cipher_t mcim_tpm_aes_cipher(mcim_tpm_aes_t *k);
 /* The ESAPI handle of the loaded object (tests). */
 ESYS_TR mcim_tpm_aes_handle(const mcim_tpm_aes_t *k);
 
+/* ---- tpm_keys.c: the TRE's own keys, created inside the TPM ---- */
+/* Attributes of every TRE key: fixedTPM and fixedParent (TPM2_Duplicate refuses the key,
+ * whatever the authorisation: TPM_RC_ATTRIBUTES), sensitiveDataOrigin (the TPM made the
+ * private part; nobody ever knew it), userWithAuth with an empty authValue, noDA; not
+ * restricted (it signs digests of JWS signing inputs, which the TPM did not hash). Plus sign
+ * (MCIM_TPM_KEY_SIGN) or decrypt (MCIM_TPM_KEY_ECDH), never both. */
+#define MCIM_TPM_KEY_ATTRS                                                                         \
+  (TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |            \
+   TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA)
+enum mcim_tpm_key_kind {
+  MCIM_TPM_KEY_SIGN = 1, /* ECC P-256, scheme ECDSA-SHA256: TPM2_Sign (ES256) */
+  MCIM_TPM_KEY_ECDH = 2, /* ECC P-256, decrypt, scheme ECDH: TPM2_ECDH_ZGen (ECDH-ES) */
+};
+/* TPM2_Create of a new key of `kind` under the storage primary. `out` is what is kept: the
+ * public area and the private part as the TPM wrapped it (loadable only in this TPM, under
+ * this primary). */
+mcim_cause_t mcim_tpm_key_create(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
+                                 struct mcim_tpm_blob *out);
+typedef struct mcim_tpm_key mcim_tpm_key_t;
+/* TPM2_Load of a key made by mcim_tpm_key_create (MCIM_KEY_INVALID, before the TPM is asked,
+ * if its public area is not such a key of `kind`). A load that finds no free transient slot
+ * flushes the strays (mcim_tpm_flush_strays) and tries once more. */
+mcim_cause_t mcim_tpm_key_load(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
+                               const struct mcim_tpm_blob *blob, mcim_tpm_key_t **out);
+/* Flush the object and free. NULL is a no-op. */
+void mcim_tpm_key_free(mcim_tpm_key_t *k);
+ESYS_TR mcim_tpm_key_handle(const mcim_tpm_key_t *k);
+/* TPM2_Sign of a SHA-256 digest, ECDSA: R || S, 32 bytes each (the JWS form). */
+mcim_cause_t mcim_tpm_key_sign(mcim_tpm_key_t *k, const uint8_t digest[32], uint8_t sig[64]);
+/* TPM2_ECDH_ZGen with the peer's point (x, y): Z, the x coordinate of d * P. A point off the
+ * curve: MCIM_TPM_ERROR (TPM_RC_ECC_POINT). */
+mcim_cause_t mcim_tpm_key_ecdh(mcim_tpm_key_t *k, const uint8_t x[32], const uint8_t y[32],
+                               uint8_t z[32]);
+/* Host side (no TPM): the public key of a blob of `kind` (MCIM_KEY_INVALID if it is not one,
+ * or its point is not on P-256); the blob as two base64url strings (the marshalled
+ * TPM2B_PUBLIC and TPM2B_PRIVATE, as the TRE's document keeps them: free() both) and back
+ * (MCIM_KEY_INVALID for anything that is not exactly one of each). */
+mcim_cause_t mcim_tpm_key_public(const struct mcim_tpm_blob *blob, enum mcim_tpm_key_kind kind,
+                                 EVP_PKEY **out);
+mcim_cause_t mcim_tpm_blob_encode(const struct mcim_tpm_blob *blob, char **pub, char **priv);
+mcim_cause_t mcim_tpm_blob_decode(const char *pub, const char *priv, struct mcim_tpm_blob *out);
+
 /* ---- tpm_swtpm.c ---- */
 typedef struct mcim_swtpm mcim_swtpm_t;
 enum {
   /* The swtpm dies with the thread that started it (PR_SET_PDEATHSIG): for tests, so that a
    * crashed test leaves no simulator behind. */
   MCIM_SWTPM_TIED = 1u << 0,
+  /* The swtpm outlives the program that started it, in a session of its own (setsid): the
+   * lab's, stopped by its pid (mcim lab down); release it with mcim_swtpm_detach(). */
+  MCIM_SWTPM_DETACHED = 1u << 1,
 };
 /* Start a throw-away TPM 2.0 simulator: `swtpm socket --tpm2` on loopback, data port P and
  * control port P+1 (as the swtpm TCTI expects), both found free, state in `state_dir`
@@ -139,5 +200,7 @@ pid_t mcim_swtpm_pid(const mcim_swtpm_t *s);
 /* Stop it (SIGTERM, waited for up to 5 s, then SIGKILL) and free. The state directory is the
  * caller's. NULL is a no-op. */
 void mcim_swtpm_free(mcim_swtpm_t *s);
+/* Free the handle and leave the swtpm running (MCIM_SWTPM_DETACHED): its pid, to stop it by. */
+pid_t mcim_swtpm_detach(mcim_swtpm_t *s);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
 
 struct mcim_tpm_aes {

@@ -7,6 +7,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
 
 static void set_detail(char *detail, size_t detail_len, const char *fmt, ...)
@@ -87,6 +88,10 @@ mcim_cause_t mcim_tpm_open(const char *tcti, mcim_tpm_t **out, char *detail, siz
     return MCIM_INVALID_ARGUMENT;
   }
   *out = NULL;
+  rc = mcim_tss2_load(detail, detail_len);
+  if (rc != MCIM_OK)
+    return rc;
+  rc = MCIM_NO_MEMORY;
   t = calloc(1, sizeof(*t));
   if (!t) {
     set_detail(detail, detail_len, "out of memory");

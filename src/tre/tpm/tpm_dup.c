@@ -28,6 +28,7 @@
 
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_lib.h"
 
 enum { DLEN = 32, PLEN = 32, SYMLEN = 16 }; /* SHA-256, P-256 coordinates, AES-128 */
 
@@ -212,7 +213,7 @@ mcim_cause_t mcim_tpm_dup_aes128(const TPM2B_PUBLIC *parent, const uint8_t key[1
   if (!parent || !key || !out)
     return MCIM_INVALID_ARGUMENT;
   memset(out, 0, sizeof(*out));
-  if (!parent_supported(&parent->publicArea))
+  if (!parent_supported(&parent->publicArea) || mcim_tss2_load(NULL, 0) != MCIM_OK)
     return MCIM_UNSUPPORTED;
   s = OPENSSL_secure_zalloc(sizeof(*s)); /* falls back to the heap without a secure arena */
   if (!s)

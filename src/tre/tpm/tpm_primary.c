@@ -4,6 +4,7 @@
 #include <tss2/tss2_mu.h>
 
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
 
 /* The storage key template of the TCG "TPM v2.0 Provisioning Guidance" (ECC NIST P-256 SRK):
@@ -42,6 +43,11 @@ mcim_cause_t mcim_tpm_primary(mcim_tpm_t *t, ESYS_TR *handle, const TPM2B_PUBLIC
     r = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
                            &no_auth, &primary_template, &no_outside, &no_pcrs, &t->primary,
                            &t->primary_pub, NULL, NULL, NULL);
+    /* every slot taken by objects a dead process left (swtpm): free them, once */
+    if (r == TPM2_RC_OBJECT_MEMORY && mcim_tpm_flush_strays(t) == MCIM_OK)
+      r = Esys_CreatePrimary(t->esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                             ESYS_TR_NONE, &no_auth, &primary_template, &no_outside, &no_pcrs,
+                             &t->primary, &t->primary_pub, NULL, NULL, NULL);
     if (r != TSS2_RC_SUCCESS) {
       t->primary = ESYS_TR_NONE;
       return mcim_tpm_fail(t, "TPM2_CreatePrimary (storage key)", r);
@@ -62,6 +68,8 @@ mcim_cause_t mcim_tpm_public_name(const TPM2B_PUBLIC *pub, TPM2B_NAME *name)
 
   if (!pub || !name)
     return MCIM_INVALID_ARGUMENT;
+  if (mcim_tss2_load(NULL, 0) != MCIM_OK)
+    return MCIM_UNSUPPORTED;
   if (pub->publicArea.nameAlg != TPM2_ALG_SHA256)
     return MCIM_UNSUPPORTED;
   if (Tss2_MU_TPMT_PUBLIC_Marshal(&pub->publicArea, buf, sizeof(buf), &len) != TSS2_RC_SUCCESS)
@@ -73,4 +81,47 @@ mcim_cause_t mcim_tpm_public_name(const TPM2B_PUBLIC *pub, TPM2B_NAME *name)
     return MCIM_CRYPTO_ERROR;
   name->size = (UINT16)(2 + dlen);
   return MCIM_OK;
+}
+
+mcim_cause_t mcim_tpm_flush_strays(mcim_tpm_t *t)
+{
+  TPMS_CAPABILITY_DATA *cap = NULL;
+  TPMI_YES_NO more = TPM2_NO;
+  TPM2_HANDLE mine = 0;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  TSS2_RC r;
+
+  if (!t)
+    goto cleanup;
+  if (t->primary != ESYS_TR_NONE &&
+      (r = Esys_TR_GetTpmHandle(t->esys, t->primary, &mine)) != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(t, "Esys_TR_GetTpmHandle", r);
+    goto cleanup;
+  }
+  /* the first transient handle, 0x80000000: tss2's TPM2_TRANSIENT_FIRST shifts an int into
+   * its sign bit (undefined behaviour) */
+  r = Esys_GetCapability(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, TPM2_CAP_HANDLES,
+                         UINT32_C(0x80000000), TPM2_MAX_CAP_HANDLES, &more, &cap);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(t, "TPM2_GetCapability (transient handles)", r);
+    goto cleanup;
+  }
+  for (UINT32 i = 0; i < cap->data.handles.count; i++) {
+    TPM2_HANDLE h = cap->data.handles.handle[i];
+    ESYS_TR tr = ESYS_TR_NONE;
+    if (h == mine)
+      continue;
+    /* ESAPI flushes by its own handles: make one for the TPM's, then flush it */
+    r = Esys_TR_FromTPMPublic(t->esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr);
+    if (r == TSS2_RC_SUCCESS)
+      r = Esys_FlushContext(t->esys, tr);
+    if (r != TSS2_RC_SUCCESS) {
+      rc = mcim_tpm_fail(t, "TPM2_FlushContext (a stray object)", r);
+      goto cleanup;
+    }
+  }
+  rc = MCIM_OK;
+cleanup:
+  Esys_Free(cap);
+  return rc;
 }

@@ -253,10 +253,15 @@ static mcim_cause_t start_once(const char *swtpm, const char *dir, unsigned flag
   if (pid == 0) { /* the child: async-signal-safe calls only, then exec */
     if ((flags & MCIM_SWTPM_TIED) && (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent))
       _exit(126);
+    if ((flags & MCIM_SWTPM_DETACHED) && setsid() < 0)
+      _exit(126);
     int in = open("/dev/null", O_RDONLY);
     int out = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
       _exit(126);
+    /* a long-lived swtpm keeps nothing of its starter's open (a pipe someone waits on) */
+    for (int fd = 3; (flags & MCIM_SWTPM_DETACHED) && fd < 1024; fd++)
+      close(fd);
     execv(swtpm, argv);
     _exit(127);
   }
@@ -343,4 +348,11 @@ void mcim_swtpm_free(mcim_swtpm_t *s)
     return;
   stop_pid(s->pid);
   free(s);
+}
+
+pid_t mcim_swtpm_detach(mcim_swtpm_t *s)
+{
+  pid_t pid = s ? s->pid : -1;
+  free(s);
+  return pid;
 }

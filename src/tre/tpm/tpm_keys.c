@@ -1,0 +1,360 @@
+/* The TRE's own keys inside the TPM (tpm.h): ECC P-256 keys created by the TPM under the
+ * storage primary, fixedTPM and fixedParent, so that their private parts never exist outside
+ * it; an ES256 signing key (TPM2_Sign, ECDSA with SHA-256) and a key-agreement key
+ * (TPM2_ECDH_ZGen). What leaves the TPM is the public area and TPM2_Create's outPrivate: the
+ * private part wrapped (AES-128-CFB and an HMAC) under keys derived from the primary's seed,
+ * which only this TPM can load again. */
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mcim/util.h"
+#include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_lib.h"
+#include "tre/tpm/tpm_priv.h"
+
+#define P256_LEN 32
+
+struct mcim_tpm_key {
+  mcim_tpm_t *tpm; /* borrowed */
+  ESYS_TR handle;
+  enum mcim_tpm_key_kind kind;
+};
+
+/* The template of each kind: everything but the attributes the TPM must enforce is fixed.
+ * The scheme is pinned in the key (ECDSA-SHA256, ECDH), so the key cannot be used with
+ * another one either. */
+static void key_template(enum mcim_tpm_key_kind kind, TPM2B_PUBLIC *t)
+{
+  memset(t, 0, sizeof(*t));
+  t->publicArea.type = TPM2_ALG_ECC;
+  t->publicArea.nameAlg = TPM2_ALG_SHA256;
+  t->publicArea.objectAttributes = MCIM_TPM_KEY_ATTRS | (kind == MCIM_TPM_KEY_SIGN
+                                                             ? TPMA_OBJECT_SIGN_ENCRYPT
+                                                             : TPMA_OBJECT_DECRYPT);
+  TPMS_ECC_PARMS *e = &t->publicArea.parameters.eccDetail;
+  e->symmetric.algorithm = TPM2_ALG_NULL;
+  e->scheme.scheme = kind == MCIM_TPM_KEY_SIGN ? TPM2_ALG_ECDSA : TPM2_ALG_ECDH;
+  e->scheme.details.anySig.hashAlg = TPM2_ALG_SHA256; /* ecdsa and ecdh alike */
+  e->curveID = TPM2_ECC_NIST_P256;
+  e->kdf.scheme = TPM2_ALG_NULL;
+}
+
+/* Is `pub` a key of `kind` as key_template() makes it (the TPM filled in the point)? */
+static bool template_matches(enum mcim_tpm_key_kind kind, const TPM2B_PUBLIC *pub)
+{
+  TPM2B_PUBLIC want;
+  key_template(kind, &want);
+  const TPMT_PUBLIC *a = &pub->publicArea, *b = &want.publicArea;
+  return a->type == b->type && a->nameAlg == b->nameAlg &&
+         a->objectAttributes == b->objectAttributes && a->authPolicy.size == 0 &&
+         a->parameters.eccDetail.symmetric.algorithm == TPM2_ALG_NULL &&
+         a->parameters.eccDetail.scheme.scheme == b->parameters.eccDetail.scheme.scheme &&
+         a->parameters.eccDetail.scheme.details.anySig.hashAlg == TPM2_ALG_SHA256 &&
+         a->parameters.eccDetail.curveID == TPM2_ECC_NIST_P256 &&
+         a->parameters.eccDetail.kdf.scheme == TPM2_ALG_NULL &&
+         a->unique.ecc.x.size == P256_LEN && a->unique.ecc.y.size == P256_LEN;
+}
+
+mcim_cause_t mcim_tpm_key_create(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
+                                 struct mcim_tpm_blob *out)
+{
+  const TPM2B_SENSITIVE_CREATE no_auth = {0}; /* empty authValue, no data: the TPM makes d */
+  const TPM2B_DATA no_outside = {0};
+  const TPML_PCR_SELECTION no_pcrs = {0};
+  TPM2B_PUBLIC tmpl;
+  TPM2B_PRIVATE *priv = NULL;
+  TPM2B_PUBLIC *pub = NULL;
+  ESYS_TR parent = ESYS_TR_NONE;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  TSS2_RC r;
+
+  if (!t || !out || (kind != MCIM_TPM_KEY_SIGN && kind != MCIM_TPM_KEY_ECDH))
+    goto cleanup;
+  memset(out, 0, sizeof(*out));
+  rc = mcim_tpm_primary(t, &parent, NULL);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  key_template(kind, &tmpl);
+  r = Esys_Create(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_auth, &tmpl,
+                  &no_outside, &no_pcrs, &priv, &pub, NULL, NULL, NULL);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(t, kind == MCIM_TPM_KEY_SIGN ? "TPM2_Create (signing key)"
+                                                    : "TPM2_Create (key-agreement key)",
+                       r);
+    goto cleanup;
+  }
+  rc = mcim_tpm_failf(t, MCIM_TPM_ERROR, "TPM2_Create: the key is not the one asked for");
+  if (!template_matches(kind, pub))
+    goto cleanup;
+  out->pub = *pub;
+  out->priv = *priv;
+  rc = MCIM_OK;
+cleanup:
+  if (priv)
+    OPENSSL_cleanse(priv, sizeof(*priv)); /* wrapped, but nobody needs this copy */
+  Esys_Free(priv);
+  Esys_Free(pub);
+  return rc;
+}
+
+mcim_cause_t mcim_tpm_key_load(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
+                               const struct mcim_tpm_blob *blob, mcim_tpm_key_t **out)
+{
+  mcim_tpm_key_t *k = NULL;
+  ESYS_TR parent = ESYS_TR_NONE;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  TSS2_RC r;
+
+  if (!out)
+    return rc;
+  *out = NULL;
+  if (!t || !blob)
+    goto cleanup;
+  rc = mcim_tpm_failf(t, MCIM_KEY_INVALID, "TPM2_Load: the blob is not a %s key of the TRE",
+                      kind == MCIM_TPM_KEY_SIGN ? "signing" : "key-agreement");
+  if (!template_matches(kind, &blob->pub))
+    goto cleanup;
+  rc = mcim_tpm_primary(t, &parent, NULL);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  k = calloc(1, sizeof(*k));
+  if (!k)
+    goto cleanup;
+  k->tpm = t;
+  k->kind = kind;
+  k->handle = ESYS_TR_NONE;
+  r = Esys_Load(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv,
+                &blob->pub, &k->handle);
+  if (r == TPM2_RC_OBJECT_MEMORY && mcim_tpm_flush_strays(t) == MCIM_OK)
+    r = Esys_Load(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv,
+                  &blob->pub, &k->handle);
+  if (r != TSS2_RC_SUCCESS) {
+    k->handle = ESYS_TR_NONE;
+    rc = mcim_tpm_fail(t, "TPM2_Load (TRE key)", r);
+    goto cleanup;
+  }
+  *out = k;
+  k = NULL;
+  rc = MCIM_OK;
+cleanup:
+  mcim_tpm_key_free(k);
+  return rc;
+}
+
+void mcim_tpm_key_free(mcim_tpm_key_t *k)
+{
+  if (!k)
+    return;
+  if (k->handle != ESYS_TR_NONE)
+    (void)Esys_FlushContext(k->tpm->esys, k->handle); /* swtpm has 3 transient slots */
+  free(k);
+}
+
+ESYS_TR mcim_tpm_key_handle(const mcim_tpm_key_t *k)
+{
+  return k ? k->handle : ESYS_TR_NONE;
+}
+
+/* A TPM2B_ECC_PARAMETER as 32 big-endian bytes (the TPM may drop leading zeros). */
+static bool param32(const TPM2B_ECC_PARAMETER *p, uint8_t out[P256_LEN])
+{
+  if (p->size == 0 || p->size > P256_LEN)
+    return false;
+  memset(out, 0, P256_LEN - p->size);
+  memcpy(out + P256_LEN - p->size, p->buffer, p->size);
+  return true;
+}
+
+mcim_cause_t mcim_tpm_key_sign(mcim_tpm_key_t *k, const uint8_t digest[32], uint8_t sig[64])
+{
+  TPM2B_DIGEST d = {.size = 32};
+  const TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_ECDSA,
+                                  .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
+  /* no ticket: the key is not restricted, so the TPM signs a digest it did not compute */
+  const TPMT_TK_HASHCHECK no_ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
+  TPMT_SIGNATURE *s = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  TSS2_RC r;
+
+  if (!k || !digest || !sig || k->kind != MCIM_TPM_KEY_SIGN)
+    goto cleanup;
+  memcpy(d.buffer, digest, 32);
+  r = Esys_Sign(k->tpm->esys, k->handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d,
+                &scheme, &no_ticket, &s);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(k->tpm, "TPM2_Sign", r);
+    goto cleanup;
+  }
+  /* TPMS_SIGNATURE_ECDSA {hash, r, s} to the JWS form R || S (RFC 7518 section 3.4) */
+  rc = mcim_tpm_failf(k->tpm, MCIM_TPM_ERROR, "TPM2_Sign: not an ECDSA-SHA256 signature");
+  if (s->sigAlg != TPM2_ALG_ECDSA || s->signature.ecdsa.hash != TPM2_ALG_SHA256 ||
+      !param32(&s->signature.ecdsa.signatureR, sig) ||
+      !param32(&s->signature.ecdsa.signatureS, sig + P256_LEN))
+    goto cleanup;
+  rc = MCIM_OK;
+cleanup:
+  Esys_Free(s);
+  return rc;
+}
+
+mcim_cause_t mcim_tpm_key_ecdh(mcim_tpm_key_t *k, const uint8_t x[32], const uint8_t y[32],
+                               uint8_t z[32])
+{
+  TPM2B_ECC_POINT in = {.size = 2 * (2 + P256_LEN)};
+  TPM2B_ECC_POINT *outp = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  TSS2_RC r;
+
+  if (!k || !x || !y || !z || k->kind != MCIM_TPM_KEY_ECDH)
+    goto cleanup;
+  in.point.x.size = P256_LEN;
+  memcpy(in.point.x.buffer, x, P256_LEN);
+  in.point.y.size = P256_LEN;
+  memcpy(in.point.y.buffer, y, P256_LEN);
+  /* the TPM checks the point is on the key's curve (TPM_RC_ECC_POINT) */
+  r = Esys_ECDH_ZGen(k->tpm->esys, k->handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &in,
+                     &outp);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(k->tpm, "TPM2_ECDH_ZGen", r);
+    goto cleanup;
+  }
+  /* Z is the x coordinate of d * P (SP 800-56A; RFC 7518 section 4.6) */
+  rc = mcim_tpm_failf(k->tpm, MCIM_TPM_ERROR, "TPM2_ECDH_ZGen: no point back");
+  if (!param32(&outp->point.x, z))
+    goto cleanup;
+  rc = MCIM_OK;
+cleanup:
+  /* the shared secret passed through ESAPI's buffers: our copy of it is the caller's */
+  if (outp)
+    OPENSSL_cleanse(outp, sizeof(*outp));
+  Esys_Free(outp);
+  return rc;
+}
+
+/* ---- host side ---- */
+
+mcim_cause_t mcim_tpm_key_public(const struct mcim_tpm_blob *blob, enum mcim_tpm_key_kind kind,
+                                 EVP_PKEY **out)
+{
+  uint8_t pt[1 + 2 * P256_LEN];
+  OSSL_PARAM_BLD *bld = NULL;
+  OSSL_PARAM *params = NULL;
+  EVP_PKEY_CTX *ctx = NULL, *check = NULL;
+  EVP_PKEY *pkey = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!blob || !out)
+    goto cleanup;
+  *out = NULL;
+  rc = MCIM_KEY_INVALID;
+  if (!template_matches(kind, &blob->pub))
+    goto cleanup;
+  pt[0] = 0x04;
+  memcpy(pt + 1, blob->pub.publicArea.unique.ecc.x.buffer, P256_LEN);
+  memcpy(pt + 1 + P256_LEN, blob->pub.publicArea.unique.ecc.y.buffer, P256_LEN);
+  rc = MCIM_NO_MEMORY;
+  bld = OSSL_PARAM_BLD_new();
+  if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+      !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt)) ||
+      !(params = OSSL_PARAM_BLD_to_param(bld)))
+    goto cleanup;
+  rc = MCIM_KEY_INVALID;
+  ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+  if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+      EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    goto cleanup;
+  check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
+  if (!check || EVP_PKEY_public_check_quick(check) != 1)
+    goto cleanup;
+  *out = pkey;
+  pkey = NULL;
+  rc = MCIM_OK;
+cleanup:
+  EVP_PKEY_CTX_free(check);
+  EVP_PKEY_free(pkey);
+  EVP_PKEY_CTX_free(ctx);
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
+  ERR_clear_error();
+  return rc;
+}
+
+mcim_cause_t mcim_tpm_blob_encode(const struct mcim_tpm_blob *blob, char **pub, char **priv)
+{
+  uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
+  size_t off = 0;
+  char *p = NULL, *q = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!blob || !pub || !priv)
+    goto cleanup;
+  rc = MCIM_UNSUPPORTED;
+  if (mcim_tss2_load(NULL, 0) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_INVALID_ARGUMENT;
+  if (Tss2_MU_TPM2B_PUBLIC_Marshal(&blob->pub, buf, sizeof(buf), &off) != TSS2_RC_SUCCESS)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  p = malloc(mcim_b64url_len(off) + 1);
+  if (!p)
+    goto cleanup;
+  mcim_b64url_encode(buf, off, p);
+  off = 0;
+  rc = MCIM_INVALID_ARGUMENT;
+  if (Tss2_MU_TPM2B_PRIVATE_Marshal(&blob->priv, buf, sizeof(buf), &off) != TSS2_RC_SUCCESS)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  q = malloc(mcim_b64url_len(off) + 1);
+  if (!q)
+    goto cleanup;
+  mcim_b64url_encode(buf, off, q);
+  *pub = p;
+  *priv = q;
+  p = q = NULL;
+  rc = MCIM_OK;
+cleanup:
+  free(p);
+  free(q);
+  return rc;
+}
+
+/* One TPM2B structure from base64url: the whole string, nothing left over. */
+static bool b64_struct(const char *in, uint8_t *buf, size_t cap, size_t *len)
+{
+  return in && mcim_b64url_decode(in, strlen(in), buf, cap, len) == MCIM_OK && *len > 0;
+}
+
+mcim_cause_t mcim_tpm_blob_decode(const char *pub, const char *priv, struct mcim_tpm_blob *out)
+{
+  uint8_t buf[sizeof(TPM2B_PUBLIC) + sizeof(TPM2B_PRIVATE)];
+  size_t len = 0, off = 0;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!out)
+    goto cleanup;
+  memset(out, 0, sizeof(*out));
+  rc = MCIM_UNSUPPORTED;
+  if (mcim_tss2_load(NULL, 0) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_KEY_INVALID;
+  if (!b64_struct(pub, buf, sizeof(buf), &len) ||
+      Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, &out->pub) != TSS2_RC_SUCCESS || off != len)
+    goto cleanup;
+  off = 0;
+  if (!b64_struct(priv, buf, sizeof(buf), &len) ||
+      Tss2_MU_TPM2B_PRIVATE_Unmarshal(buf, len, &off, &out->priv) != TSS2_RC_SUCCESS ||
+      off != len)
+    goto cleanup;
+  rc = MCIM_OK;
+cleanup:
+  if (rc != MCIM_OK && out)
+    memset(out, 0, sizeof(*out));
+  return rc;
+}

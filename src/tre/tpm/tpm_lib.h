@@ -1,0 +1,85 @@
+/* tpm2-tss loaded at run time (tpm_lib.c), for the files of src/tre/tpm/ only.
+ *
+ * Nothing links tpm2-tss: its libraries (and, through ESAPI, a shared libcrypto) are loaded
+ * with dlopen() the first time a TPM is used (mcim_tss2_load, tpm.h). A program that never
+ * uses one, such as the agent of a device with the software TRE, maps none of them
+ * (docs/device.md, "Footprint"; tests/integration/agent_footprint.sh); the agent of a TPM
+ * device loads them when it opens its TRE.
+ *
+ * Each function of tpm2-tss that src/tre/tpm/ calls is a pointer in `mcim_tss2`, and the
+ * macros below make a call read as the TSS documentation writes it: `Esys_Load(...)` here is
+ * `(mcim_tss2.Esys_Load)(...)`. A new call needs its line in MCIM_TSS2_FUNCTIONS and its
+ * macro. The pointers are set once, by mcim_tss2_load(), before anything can reach a call:
+ * every entry point of src/tre/tpm/ that calls tpm2-tss loads it first. */
+#ifndef MCIM_TRE_TPM_LIB_H
+#define MCIM_TRE_TPM_LIB_H
+
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
+#include <tss2/tss2_tctildr.h>
+
+/* X(library, function): the library is the index into tpm_lib.c's list of sonames. */
+#define MCIM_TSS2_FUNCTIONS(X)                                                                     \
+  X(MCIM_TSS2_TCTILDR, Tss2_TctiLdr_Initialize)                                                    \
+  X(MCIM_TSS2_TCTILDR, Tss2_TctiLdr_Finalize)                                                      \
+  X(MCIM_TSS2_RC, Tss2_RC_Decode)                                                                  \
+  X(MCIM_TSS2_ESYS, Esys_Initialize)                                                               \
+  X(MCIM_TSS2_ESYS, Esys_Finalize)                                                                 \
+  X(MCIM_TSS2_ESYS, Esys_Free)                                                                     \
+  X(MCIM_TSS2_ESYS, Esys_FlushContext)                                                             \
+  X(MCIM_TSS2_ESYS, Esys_GetCapability)                                                            \
+  X(MCIM_TSS2_ESYS, Esys_TR_FromTPMPublic)                                                         \
+  X(MCIM_TSS2_ESYS, Esys_TR_GetTpmHandle)                                                          \
+  X(MCIM_TSS2_ESYS, Esys_CreatePrimary)                                                            \
+  X(MCIM_TSS2_ESYS, Esys_Create)                                                                   \
+  X(MCIM_TSS2_ESYS, Esys_Load)                                                                     \
+  X(MCIM_TSS2_ESYS, Esys_Import)                                                                   \
+  X(MCIM_TSS2_ESYS, Esys_EncryptDecrypt2)                                                          \
+  X(MCIM_TSS2_ESYS, Esys_Sign)                                                                     \
+  X(MCIM_TSS2_ESYS, Esys_ECDH_ZGen)                                                                \
+  X(MCIM_TSS2_MU, Tss2_MU_TPMT_PUBLIC_Marshal)                                                     \
+  X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Marshal)                                                    \
+  X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Unmarshal)                                                  \
+  X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PRIVATE_Marshal)                                                   \
+  X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PRIVATE_Unmarshal)                                                 \
+  X(MCIM_TSS2_MU, Tss2_MU_TPM2B_SENSITIVE_Marshal)                                                 \
+  X(MCIM_TSS2_MU, Tss2_MU_TPMS_ECC_POINT_Marshal)
+
+enum { MCIM_TSS2_TCTILDR, MCIM_TSS2_RC, MCIM_TSS2_ESYS, MCIM_TSS2_MU, MCIM_TSS2_NLIBS };
+
+#define MCIM_TSS2_MEMBER(lib, fn) __typeof__(fn) *fn;
+struct mcim_tss2_functions {
+  MCIM_TSS2_FUNCTIONS(MCIM_TSS2_MEMBER)
+};
+#undef MCIM_TSS2_MEMBER
+extern struct mcim_tss2_functions mcim_tss2;
+
+#ifndef MCIM_TSS2_NO_MACROS /* tpm_lib.c sets the pointers by their names */
+#define Tss2_TctiLdr_Initialize (mcim_tss2.Tss2_TctiLdr_Initialize)
+#define Tss2_TctiLdr_Finalize (mcim_tss2.Tss2_TctiLdr_Finalize)
+#define Tss2_RC_Decode (mcim_tss2.Tss2_RC_Decode)
+#define Esys_Initialize (mcim_tss2.Esys_Initialize)
+#define Esys_Finalize (mcim_tss2.Esys_Finalize)
+#define Esys_Free (mcim_tss2.Esys_Free)
+#define Esys_FlushContext (mcim_tss2.Esys_FlushContext)
+#define Esys_GetCapability (mcim_tss2.Esys_GetCapability)
+#define Esys_TR_FromTPMPublic (mcim_tss2.Esys_TR_FromTPMPublic)
+#define Esys_TR_GetTpmHandle (mcim_tss2.Esys_TR_GetTpmHandle)
+#define Esys_CreatePrimary (mcim_tss2.Esys_CreatePrimary)
+#define Esys_Create (mcim_tss2.Esys_Create)
+#define Esys_Load (mcim_tss2.Esys_Load)
+#define Esys_Import (mcim_tss2.Esys_Import)
+#define Esys_EncryptDecrypt2 (mcim_tss2.Esys_EncryptDecrypt2)
+#define Esys_Sign (mcim_tss2.Esys_Sign)
+#define Esys_ECDH_ZGen (mcim_tss2.Esys_ECDH_ZGen)
+#define Tss2_MU_TPMT_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPMT_PUBLIC_Marshal)
+#define Tss2_MU_TPM2B_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Marshal)
+#define Tss2_MU_TPM2B_PUBLIC_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Unmarshal)
+#define Tss2_MU_TPM2B_PRIVATE_Marshal (mcim_tss2.Tss2_MU_TPM2B_PRIVATE_Marshal)
+#define Tss2_MU_TPM2B_PRIVATE_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PRIVATE_Unmarshal)
+#define Tss2_MU_TPM2B_SENSITIVE_Marshal (mcim_tss2.Tss2_MU_TPM2B_SENSITIVE_Marshal)
+#define Tss2_MU_TPMS_ECC_POINT_Marshal (mcim_tss2.Tss2_MU_TPMS_ECC_POINT_Marshal)
+#endif
+
+#endif
