@@ -106,17 +106,31 @@ static void tre_backend_checked(void **state)
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     snprintf(json, sizeof(json), "%s%s}", head, cases[i].keys);
     assert_int_equal(check_with(&fx, json, err, sizeof(err)), MCIM_CONFIG_INVALID);
+#ifndef MCIM_HAVE_TPM /* without the TPM TRE, a well-typed "tpm" is refused for that first */
+    if (strstr(cases[i].keys, "\"tpm\"") && strstr(err, "built without the TPM TRE"))
+      continue;
+#endif
     if (!strstr(err, cases[i].problem))
       print_error("%s: %s\n", json, err);
     assert_non_null(strstr(err, cases[i].problem));
   }
   /* what `mcim lab device add --tre tpm` writes; and the software default, said or not */
-  static const char *const fine[] = {
+  static const char *const tpm[] = {
       ", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"swtpm:host=127.0.0.1,port=2321\"",
       ", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"device:/dev/tpmrm0\"",
-      ", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"tabrmd\"", ", \"tre_backend\": \"soft\"", ""};
-  for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
-    snprintf(json, sizeof(json), "%s%s}", head, fine[i]);
+      ", \"tre_backend\": \"tpm\", \"tpm_tcti\": \"tabrmd\""};
+  static const char *const soft[] = {", \"tre_backend\": \"soft\"", ""};
+  for (size_t i = 0; i < sizeof(tpm) / sizeof(tpm[0]); i++) {
+    snprintf(json, sizeof(json), "%s%s}", head, tpm[i]);
+#ifdef MCIM_HAVE_TPM
+    assert_int_equal(check_with(&fx, json, err, sizeof(err)), MCIM_OK);
+#else /* a build without the TPM TRE (MCIM_TPM=OFF) says so */
+    assert_int_equal(check_with(&fx, json, err, sizeof(err)), MCIM_CONFIG_INVALID);
+    assert_non_null(strstr(err, "built without the TPM TRE"));
+#endif
+  }
+  for (size_t i = 0; i < sizeof(soft) / sizeof(soft[0]); i++) {
+    snprintf(json, sizeof(json), "%s%s}", head, soft[i]);
     assert_int_equal(check_with(&fx, json, err, sizeof(err)), MCIM_OK);
   }
   fx_teardown(&fx);
