@@ -77,6 +77,9 @@ struct mcim_role {
   json_t *peers;             /* {"ro": "https://127.0.0.1:port", ...} */
   struct mcim_http_server *server;
   void *state;               /* the kind's own */
+  /* where the SHO and the RO's ICF get their vectors (src/roles/auc_backend.h): the built-in
+   * AuC, in this role's store with its storage key */
+  struct mcim_auc_backend *auc;
   /* private to the runtime */
   struct mcim_role_priv *priv;
 };

@@ -16,6 +16,7 @@
 #include "mcim/util.h"
 #include "crypto/objcache.h"
 #include "crypto/verdicts.h"
+#include "roles/auc_backend.h"
 #include "roles/role_priv.h"
 
 static const char *const log_formats[] = {"text", "json", NULL};
@@ -668,6 +669,9 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
                    mcim_config_path(r->cfg, "storage_key"));
     goto fail;
   }
+  rc = mcim_auc_builtin_new(r->storage_key, &r->auc);
+  if (rc != MCIM_OK)
+    goto fail;
   rc = open_store(r);
   if (rc != MCIM_OK)
     goto fail;
@@ -772,6 +776,7 @@ void mcim_role_free(struct mcim_role *r)
   X509_free(r->m2mes_ca);
   free(r->cert_pem);
   json_decref(r->peers);
+  mcim_auc_backend_free(r->auc);
   mcim_storage_key_free(r->storage_key);
   mcim_config_free(r->cfg);
   if (r->priv) {

@@ -7,6 +7,7 @@
 #include "mcim/log.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
+#include "roles/auc_backend.h"
 #include "roles/ro/ro.h"
 
 static bool is_icf_client(struct mcim_role *r, const char *peer)
@@ -125,10 +126,13 @@ static void reply_avs(struct mcim_role *r, const struct mcim_http_request *req,
                       struct mcim_http_response *resp, const char *pcid, int n, const char *txn)
 {
   struct mcim_aka_av avs[5];
-  char device[64];
+  char device[64], detail[MCIM_AUC_DETAIL_LEN];
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = st ? mcim_auc_gen_avs(st, r->storage_key, pcid, n, mcim_now(), avs)
+  mcim_cause_t rc = st ? mcim_auc_backend_gen_avs(r->auc, st, pcid, n, mcim_now(), avs, detail,
+                                                  sizeof(detail))
                        : MCIM_STORE_ERROR;
+  if (mcim_auc_cause_is_remote(rc))
+    mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "%s", detail);
   if (rc == MCIM_OK)
     rc = device_of(st, pcid, device);
   if (rc != MCIM_OK) {
@@ -184,7 +188,7 @@ void mcim_icf_resync(void *ctx, const struct mcim_http_request *req,
       {"auts", MCIM_JV_HEX, true, 28},
       {"txn", MCIM_JV_HEX, false, 32},
   };
-  char err[200];
+  char err[200], detail[MCIM_AUC_DETAIL_LEN];
   uint8_t rand[16], auts[14];
   if (!is_icf_client(r, req->peer)) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 5, "not an access network of this ICF");
@@ -200,7 +204,11 @@ void mcim_icf_resync(void *ctx, const struct mcim_http_request *req,
   mcim_hex_decode_str(json_string_value(json_object_get(req->json, "rand")), rand, sizeof(rand));
   mcim_hex_decode_str(json_string_value(json_object_get(req->json, "auts")), auts, sizeof(auts));
   mcim_store_t *st = mcim_role_store(r);
-  rc = st ? mcim_auc_resync(st, r->storage_key, pcid, rand, auts) : MCIM_STORE_ERROR;
+  rc = st ? mcim_auc_backend_resync(r->auc, st, pcid, rand, auts, 0, mcim_now(), NULL, detail,
+                                    sizeof(detail))
+          : MCIM_STORE_ERROR;
+  if (mcim_auc_cause_is_remote(rc))
+    mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "%s", detail);
   if (rc != MCIM_OK) {
     mcim_role_trace(r, txn, 5, r->name, req->peer, "ICF: resynchronisation refused", NULL, rc);
     mcim_http_reply_problem(resp, rc, 5, "resynchronisation of %s failed", pcid);

@@ -14,6 +14,7 @@
 #include "mcim/util.h"
 #include "roles/access.h"
 #include "roles/auc.h"
+#include "roles/auc_backend.h"
 #include "roles/kinds.h"
 #include "roles/sho/sho.h"
 
@@ -513,11 +514,14 @@ static mcim_cause_t text0(const mcim_row_t *row, void *arg)
 static mcim_cause_t sho_get_av(struct mcim_role *r, const char *txn, const char *imsi,
                                struct mcim_aka_av *av, char *device)
 {
-  (void)txn;
+  char detail[MCIM_AUC_DETAIL_LEN];
   mcim_store_t *st = mcim_role_store(r);
   if (!st)
     return MCIM_STORE_ERROR;
-  mcim_cause_t rc = mcim_auc_gen_avs(st, r->storage_key, imsi, 1, mcim_now(), av);
+  mcim_cause_t rc =
+      mcim_auc_backend_gen_avs(r->auc, st, imsi, 1, mcim_now(), av, detail, sizeof(detail));
+  if (mcim_auc_cause_is_remote(rc))
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "%s", detail);
   if (rc == MCIM_OK) {
     mcim_val_t p[] = {MCIM_TEXT(imsi)};
     rc = mcim_store_query_one(st, "SELECT device FROM auc WHERE imsi = ?", p, 1, text0, device);
@@ -528,9 +532,15 @@ static mcim_cause_t sho_get_av(struct mcim_role *r, const char *txn, const char 
 static mcim_cause_t sho_resync(struct mcim_role *r, const char *txn, const char *imsi,
                                const uint8_t rand[16], const uint8_t auts[14])
 {
-  (void)txn;
+  char detail[MCIM_AUC_DETAIL_LEN];
   mcim_store_t *st = mcim_role_store(r);
-  return st ? mcim_auc_resync(st, r->storage_key, imsi, rand, auts) : MCIM_STORE_ERROR;
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_cause_t rc = mcim_auc_backend_resync(r->auc, st, imsi, rand, auts, 0, mcim_now(), NULL,
+                                            detail, sizeof(detail));
+  if (mcim_auc_cause_is_remote(rc))
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "%s", detail);
+  return rc;
 }
 
 static const struct mcim_access_net sho_net = {

@@ -1,0 +1,505 @@
+/* The osmo-hlr AuC backend: authentication vectors and resynchronisation over GSUP.
+ *
+ * GSUP is Osmocom's MAP-like protocol, carried in IPA frames on TCP (3 bytes: length, then
+ * protocol 0xEE "osmo extension" and the extension byte 0x05 "GSUP"; identity exchange in
+ * protocol 0xFE "CCM"). libosmocore's codec (osmo_gsup_encode / osmo_gsup_decode) builds and
+ * parses the messages; the framing and the socket are ours.
+ *
+ * Why not libosmo-gsup-client: it runs inside an osmocom select loop (osmo_select_main) on
+ * one thread, answers through callbacks, and shares talloc contexts and timers that are not
+ * thread-safe. mcimd answers requests on a pool of HTTP threads, each of which needs its
+ * vectors before it can answer: here a request is a plain blocking exchange on a socket of
+ * its own, with a deadline, made by the calling thread (connect, identity, SendAuthInfo,
+ * answer, close; about a millisecond on loopback). One exchange at a time per backend: osmo-hlr
+ * routes an answer by the peer's IPA name, and of two connections with one name at once only
+ * one gets its answers (the other's are dropped: "GSUP client that sent this request not
+ * found"), while a name of its own per connection would cost an IND slot of the USIM's each.
+ * The codec's encoder needs a msgb: it is allocated per call on the NULL talloc context,
+ * which touches no shared state.
+ *
+ * osmo-hlr's SQN scheme (libosmocore's Milenage, TS 33.102 C.3.2): SQN = SEQ || IND, IND of
+ * ind_bitlen bits (5 unless the subscriber's aud3g says otherwise) chosen per GSUP peer
+ * name; each vector takes SEQ + 1. mcim's USIM side (mcim_sqn_usim_check) must use the same
+ * IND length: MCIM_SQN_IND_BITS_DEFAULT is 5, and the subscriber is created with
+ * ind_bitlen 5 (docs/operations.md, "The AuC backend").
+ *
+ * Everything in an answer is checked before it is used: the message type, the IMSI, the
+ * number of vectors, each vector's kind (UMTS) and RES length (Milenage: 8 bytes). A
+ * malformed answer is MCIM_PEER_BAD_ANSWER with a sentence saying what was wrong. */
+#include "roles/auc_backend.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <osmocom/core/logging.h>
+#include <osmocom/core/msgb.h>
+#include <osmocom/gsm/gsup.h>
+#include <osmocom/gsm/protocol/gsm_04_08_gprs.h>
+#include <osmocom/gsm/protocol/ipaccess.h>
+
+#include "mcim/util.h"
+
+enum {
+  IPA_HDR_LEN = 3,
+  IPA_MAX_PAYLOAD = 4096, /* a SendAuthInfo result with 5 vectors is about 450 bytes */
+  OHLR_DEFAULT_PORT = 4222,
+  OHLR_DEFAULT_TIMEOUT_MS = 3000,
+  MILENAGE_RES_LEN = 8,
+};
+
+struct ohlr {
+  struct mcim_auc_backend base;
+  struct sockaddr_in addr;
+  char unit_name[64];
+  int timeout_ms;
+  pthread_mutex_t lock; /* one GSUP exchange at a time (see above) */
+};
+
+static void say(char *detail, size_t dlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void say(char *detail, size_t dlen, const char *fmt, ...)
+{
+  va_list ap;
+  if (!detail || !dlen)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(detail, dlen, fmt, ap);
+  va_end(ap);
+}
+
+/* ---- the socket, with a deadline ---- */
+
+static int ms_left(uint64_t deadline)
+{
+  uint64_t now = mcim_monotonic_ns();
+  return now >= deadline ? 0 : (int)((deadline - now) / 1000000u) + 1;
+}
+
+static mcim_cause_t wait_fd(int fd, short ev, uint64_t deadline)
+{
+  struct pollfd p = {.fd = fd, .events = ev};
+  for (;;) {
+    int left = ms_left(deadline);
+    if (left == 0)
+      return MCIM_TIMEOUT;
+    int rc = poll(&p, 1, left);
+    if (rc > 0)
+      return MCIM_OK;
+    if (rc < 0 && errno != EINTR)
+      return MCIM_IO_ERROR;
+  }
+}
+
+static mcim_cause_t conn_open(const struct ohlr *h, uint64_t deadline, int *out, char *detail,
+                              size_t dlen)
+{
+  char ip[INET_ADDRSTRLEN];
+  int fd = -1, err = 0, one = 1;
+  socklen_t elen = sizeof(err);
+  mcim_cause_t rc = MCIM_OK;
+
+  inet_ntop(AF_INET, &h->addr.sin_addr, ip, sizeof(ip));
+  fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    rc = MCIM_IO_ERROR;
+    say(detail, dlen, "osmo-hlr: socket: %s", strerror(errno));
+    goto cleanup;
+  }
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (connect(fd, (const struct sockaddr *)&h->addr, sizeof(h->addr)) != 0) {
+    if (errno != EINPROGRESS) {
+      err = errno;
+    }
+    else if ((rc = wait_fd(fd, POLLOUT, deadline)) != MCIM_OK) {
+      say(detail, dlen, "osmo-hlr: no connection to GSUP at %s:%u within %d ms", ip,
+          ntohs(h->addr.sin_port), h->timeout_ms);
+      goto cleanup;
+    }
+    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+      err = errno;
+    }
+  }
+  if (err) {
+    rc = MCIM_PEER_UNREACHABLE;
+    say(detail, dlen, "osmo-hlr: cannot connect to GSUP at %s:%u: %s", ip,
+        ntohs(h->addr.sin_port), strerror(err));
+  }
+cleanup:
+  if (rc != MCIM_OK && fd >= 0) {
+    close(fd);
+    fd = -1;
+  }
+  *out = fd;
+  return rc;
+}
+
+static mcim_cause_t send_all(int fd, const uint8_t *buf, size_t len, uint64_t deadline)
+{
+  while (len > 0) {
+    ssize_t w = send(fd, buf, len, MSG_NOSIGNAL);
+    if (w > 0) {
+      buf += w;
+      len -= (size_t)w;
+      continue;
+    }
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      return MCIM_PEER_UNREACHABLE;
+    mcim_cause_t rc = wait_fd(fd, POLLOUT, deadline);
+    if (rc != MCIM_OK)
+      return rc;
+  }
+  return MCIM_OK;
+}
+
+/* MCIM_PEER_UNREACHABLE when the HLR closed the connection. */
+static mcim_cause_t recv_all(int fd, uint8_t *buf, size_t len, uint64_t deadline)
+{
+  while (len > 0) {
+    ssize_t r = recv(fd, buf, len, 0);
+    if (r > 0) {
+      buf += r;
+      len -= (size_t)r;
+      continue;
+    }
+    if (r == 0)
+      return MCIM_PEER_UNREACHABLE;
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      return MCIM_PEER_UNREACHABLE;
+    mcim_cause_t rc = wait_fd(fd, POLLIN, deadline);
+    if (rc != MCIM_OK)
+      return rc;
+  }
+  return MCIM_OK;
+}
+
+/* One IPA frame: protocol byte, optional extension byte, payload. */
+static mcim_cause_t ipa_send(int fd, uint8_t proto, int ext, const uint8_t *payload, size_t len,
+                             uint64_t deadline)
+{
+  uint8_t buf[IPA_HDR_LEN + 1 + IPA_MAX_PAYLOAD];
+  size_t hl = IPA_HDR_LEN + (ext >= 0 ? 1 : 0);
+  size_t body = len + (ext >= 0 ? 1 : 0);
+
+  if (len > IPA_MAX_PAYLOAD)
+    return MCIM_TOO_LARGE;
+  buf[0] = (uint8_t)(body >> 8);
+  buf[1] = (uint8_t)body;
+  buf[2] = proto;
+  if (ext >= 0)
+    buf[3] = (uint8_t)ext;
+  memcpy(buf + hl, payload, len);
+  return send_all(fd, buf, hl + len, deadline);
+}
+
+/* ID_RESP to an ID_GET: every tag asked for, the unit name for the names, "" for the rest
+ * (libosmocore's layout: 2-byte length counting the tag, the tag, a NUL-terminated string). */
+static mcim_cause_t ccm_id_resp(int fd, const struct ohlr *h, const uint8_t *req, size_t len,
+                                uint64_t deadline)
+{
+  uint8_t out[512];
+  size_t o = 0;
+
+  out[o++] = IPAC_MSGT_ID_RESP;
+  for (size_t i = 1; i + 1 < len && o + 3 + sizeof(h->unit_name) < sizeof(out); i += 2) {
+    uint8_t tag = req[i + 1];
+    const char *v = (tag == IPAC_IDTAG_UNITNAME || tag == IPAC_IDTAG_SERNR) ? h->unit_name : "";
+    size_t vl = strlen(v) + 1;
+    out[o++] = (uint8_t)((vl + 1) >> 8);
+    out[o++] = (uint8_t)(vl + 1);
+    out[o++] = tag;
+    memcpy(out + o, v, vl);
+    o += vl;
+  }
+  return ipa_send(fd, IPAC_PROTO_IPACCESS, -1, out, o, deadline);
+}
+
+/* libosmocore logs the codec's complaints (an unknown IE, ...) to stderr until logging is
+ * initialised; initialised without a target, they go nowhere: our own detail says it. */
+static const struct log_info quiet_log = {.cat = NULL, .num_cat = 0};
+
+static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
+
+static void quiet_libosmocore(void)
+{
+  if (!osmo_log_info)
+    (void)log_init(&quiet_log, NULL);
+}
+
+/* ---- the answer's checks ---- */
+
+static mcim_cause_t gmm_cause(enum gsm48_gmm_cause c)
+{
+  switch (c) {
+  case GMM_CAUSE_IMSI_UNKNOWN:
+    return MCIM_UNKNOWN_IDENTITY;
+  case GMM_CAUSE_ILLEGAL_MS:
+  case GMM_CAUSE_GPRS_NOTALLOWED:
+    return MCIM_SUBSCRIPTION_TERMINATED;
+  default:
+    return MCIM_PEER_ERROR;
+  }
+}
+
+mcim_cause_t mcim_auc_osmo_hlr_check_answer_(const uint8_t *msg, size_t len, const char *imsi,
+                                             int n, struct mcim_aka_av *avs, char *detail,
+                                             size_t dlen)
+{
+  struct osmo_gsup_message g;
+  mcim_cause_t rc = MCIM_PEER_BAD_ANSWER;
+  int drc;
+
+  pthread_once(&quiet_once, quiet_libosmocore);
+  memset(&g, 0, sizeof(g));
+  drc = osmo_gsup_decode(msg, len, &g);
+  if (drc < 0) {
+    say(detail, dlen, "osmo-hlr: GSUP answer does not decode (%d bytes, libosmocore: %d)",
+        (int)len, drc);
+    goto cleanup;
+  }
+  if (strcmp(g.imsi, imsi) != 0) {
+    say(detail, dlen, "osmo-hlr: GSUP answer for another IMSI (%.16s, asked %s)", g.imsi, imsi);
+    goto cleanup;
+  }
+  if (g.message_type == OSMO_GSUP_MSGT_SEND_AUTH_INFO_ERROR) {
+    rc = gmm_cause(g.cause);
+    say(detail, dlen, "osmo-hlr: SendAuthInfo refused for IMSI %s, GMM cause %d (%s)", imsi,
+        (int)g.cause, get_value_string(gsm48_gmm_cause_names, g.cause));
+    goto cleanup;
+  }
+  if (g.message_type != OSMO_GSUP_MSGT_SEND_AUTH_INFO_RESULT) {
+    say(detail, dlen, "osmo-hlr: GSUP answer of type 0x%02x, not a SendAuthInfo result",
+        (unsigned)g.message_type);
+    goto cleanup;
+  }
+  if (g.num_auth_vectors != (size_t)n) {
+    say(detail, dlen, "osmo-hlr: %zu vectors in the answer, %d asked", g.num_auth_vectors, n);
+    goto cleanup;
+  }
+  for (int i = 0; i < n; i++) {
+    const struct osmo_auth_vector *v = &g.auth_vectors[i];
+    if (!(v->auth_types & OSMO_AUTH_TYPE_UMTS)) {
+      say(detail, dlen, "osmo-hlr: vector %d is not a UMTS quintet (no AUTN, CK, IK)", i + 1);
+      goto cleanup;
+    }
+    if (v->res_len != MILENAGE_RES_LEN) {
+      say(detail, dlen, "osmo-hlr: vector %d has a RES of %u bytes, Milenage's is %d", i + 1,
+          (unsigned)v->res_len, MILENAGE_RES_LEN);
+      goto cleanup;
+    }
+  }
+  for (int i = 0; i < n; i++) {
+    const struct osmo_auth_vector *v = &g.auth_vectors[i];
+    memcpy(avs[i].rand, v->rand, sizeof(avs[i].rand));
+    memcpy(avs[i].autn, v->autn, sizeof(avs[i].autn));
+    memcpy(avs[i].xres, v->res, sizeof(avs[i].xres));
+    memcpy(avs[i].ck, v->ck, sizeof(avs[i].ck));
+    memcpy(avs[i].ik, v->ik, sizeof(avs[i].ik));
+  }
+  rc = MCIM_OK;
+cleanup:
+  mcim_wipe(g.auth_vectors, sizeof(g.auth_vectors));
+  return rc;
+}
+
+/* ---- one SendAuthInfo exchange ---- */
+
+static mcim_cause_t encode_sai(const char *imsi, int n, const uint8_t *rand, const uint8_t *auts,
+                               uint8_t *out, size_t cap, size_t *len, char *detail, size_t dlen)
+{
+  struct osmo_gsup_message g;
+  struct msgb *m = NULL;
+  mcim_cause_t rc = MCIM_INTERNAL;
+
+  memset(&g, 0, sizeof(g));
+  g.message_type = OSMO_GSUP_MSGT_SEND_AUTH_INFO_REQUEST;
+  snprintf(g.imsi, sizeof(g.imsi), "%s", imsi);
+  g.rand = rand;
+  g.auts = auts;
+  /* in a request, the number of vectors wanted (the codec's IE 0x52; without it osmo-hlr
+   * answers 5) */
+  g.num_auth_vectors = (size_t)n;
+  m = msgb_alloc_c(NULL, IPA_MAX_PAYLOAD, "mcim-gsup");
+  if (!m) {
+    rc = MCIM_NO_MEMORY;
+    goto cleanup;
+  }
+  if (osmo_gsup_encode(m, &g) < 0) {
+    say(detail, dlen, "osmo-hlr: cannot encode a SendAuthInfo request for IMSI %s", imsi);
+    goto cleanup;
+  }
+  if (msgb_length(m) > cap)
+    goto cleanup;
+  memcpy(out, msgb_data(m), msgb_length(m));
+  *len = msgb_length(m);
+  rc = MCIM_OK;
+cleanup:
+  msgb_free(m);
+  return rc;
+}
+
+static mcim_cause_t sai(struct ohlr *h, const char *imsi, int n, const uint8_t *rand,
+                        const uint8_t *auts, struct mcim_aka_av *avs, char *detail, size_t dlen)
+{
+  uint64_t deadline = mcim_monotonic_ns() + (uint64_t)h->timeout_ms * 1000000u;
+  uint8_t req[512], hdr[IPA_HDR_LEN], *body = NULL;
+  size_t req_len = 0;
+  int fd = -1, sent = 0;
+  mcim_cause_t rc;
+
+  if (detail && dlen)
+    detail[0] = '\0';
+  if (strlen(imsi) < 6 || strlen(imsi) > 15 || strspn(imsi, "0123456789") != strlen(imsi)) {
+    say(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  rc = encode_sai(imsi, n, rand, auts, req, sizeof(req), &req_len, detail, dlen);
+  if (rc != MCIM_OK)
+    return rc;
+  body = malloc(IPA_MAX_PAYLOAD);
+  if (!body)
+    return MCIM_NO_MEMORY;
+  pthread_mutex_lock(&h->lock);
+  rc = conn_open(h, deadline, &fd, detail, dlen);
+  /* frames until the answer: the HLR's identity request first, pings, then GSUP */
+  while (rc == MCIM_OK) {
+    rc = recv_all(fd, hdr, sizeof(hdr), deadline);
+    size_t blen = ((size_t)hdr[0] << 8) | hdr[1];
+    if (rc == MCIM_OK && blen > IPA_MAX_PAYLOAD) {
+      rc = MCIM_PEER_BAD_ANSWER;
+      say(detail, dlen, "osmo-hlr: IPA frame of %zu bytes (at most %d expected)", blen,
+          IPA_MAX_PAYLOAD);
+    }
+    if (rc == MCIM_OK)
+      rc = recv_all(fd, body, blen, deadline);
+    if (rc != MCIM_OK)
+      break;
+    if (hdr[2] == IPAC_PROTO_IPACCESS && blen >= 1) {
+      if (body[0] == IPAC_MSGT_PING) {
+        rc = ipa_send(fd, IPAC_PROTO_IPACCESS, -1, (const uint8_t[]){IPAC_MSGT_PONG}, 1,
+                      deadline);
+      }
+      else if (body[0] == IPAC_MSGT_ID_GET && !sent) {
+        rc = ccm_id_resp(fd, h, body, blen, deadline);
+        if (rc == MCIM_OK)
+          rc = ipa_send(fd, IPAC_PROTO_OSMO, IPAC_PROTO_EXT_GSUP, req, req_len, deadline);
+        sent = 1;
+      }
+      else if (body[0] == IPAC_MSGT_ID_NACK) {
+        rc = MCIM_PEER_ERROR;
+        say(detail, dlen, "osmo-hlr: refused our IPA identity (unit name \"%s\")", h->unit_name);
+      }
+      continue; /* ID_ACK, PONG: nothing to do */
+    }
+    if (hdr[2] == IPAC_PROTO_OSMO && blen >= 1 && body[0] == IPAC_PROTO_EXT_GSUP && sent) {
+      rc = mcim_auc_osmo_hlr_check_answer_(body + 1, blen - 1, imsi, n, avs, detail, dlen);
+      break;
+    }
+    rc = MCIM_PEER_BAD_ANSWER;
+    say(detail, dlen, "osmo-hlr: unexpected IPA frame (protocol 0x%02x, %zu bytes)", hdr[2], blen);
+  }
+  if (rc == MCIM_TIMEOUT && (!detail || !detail[0]))
+    say(detail, dlen, "osmo-hlr: no SendAuthInfo answer for IMSI %s within %d ms", imsi,
+        h->timeout_ms);
+  else if (rc == MCIM_PEER_UNREACHABLE && (!detail || !detail[0]))
+    say(detail, dlen, "osmo-hlr: the HLR closed the GSUP connection before answering");
+  else if (rc != MCIM_OK && (!detail || !detail[0]))
+    say(detail, dlen, "osmo-hlr: SendAuthInfo for IMSI %s failed: %s", imsi,
+        mcim_cause_text(rc));
+  if (fd >= 0)
+    close(fd);
+  pthread_mutex_unlock(&h->lock);
+  mcim_wipe(body, IPA_MAX_PAYLOAD);
+  free(body);
+  return rc;
+}
+
+static mcim_cause_t ohlr_gen_avs(struct mcim_auc_backend *b, mcim_store_t *st, const char *imsi,
+                                 int n, int64_t now, struct mcim_aka_av *avs, char *detail,
+                                 size_t dlen)
+{
+  (void)st;
+  (void)now;
+  return sai((struct ohlr *)b, imsi, n, NULL, NULL, avs, detail, dlen);
+}
+
+static mcim_cause_t ohlr_resync(struct mcim_auc_backend *b, mcim_store_t *st, const char *imsi,
+                                const uint8_t rand[MCIM_MILENAGE_RAND_LEN],
+                                const uint8_t auts[MCIM_AKA_AUTS_LEN], int n, int64_t now,
+                                struct mcim_aka_av *avs, char *detail, size_t dlen)
+{
+  struct mcim_aka_av spare;
+  mcim_cause_t rc;
+
+  (void)st;
+  (void)now;
+  rc = sai((struct ohlr *)b, imsi, n > 0 ? n : 1, rand, auts, n > 0 ? avs : &spare, detail,
+           dlen);
+  if (rc == MCIM_UNKNOWN_IDENTITY) {
+    /* osmo-hlr 1.5 answers an AUTS whose MAC-S does not verify with "IMSI unknown" too: a
+     * plain request (one SQN spent) tells the two apart */
+    char probe[MCIM_AUC_DETAIL_LEN];
+    if (sai((struct ohlr *)b, imsi, 1, NULL, NULL, &spare, probe, sizeof(probe)) == MCIM_OK) {
+      rc = MCIM_AUTS_INVALID;
+      say(detail, dlen,
+          "osmo-hlr: AUTS for IMSI %s refused (MAC-S does not verify; osmo-hlr says \"IMSI "
+          "unknown\" for that, and the IMSI is known)",
+          imsi);
+    }
+  }
+  mcim_wipe(&spare, sizeof(spare));
+  return rc;
+}
+
+static void ohlr_free(struct mcim_auc_backend *b)
+{
+  struct ohlr *h = (struct ohlr *)b;
+  pthread_mutex_destroy(&h->lock);
+  free(h);
+}
+
+static const struct mcim_auc_backend_ops ohlr_ops = {
+    .name = "osmo-hlr",
+    .gen_avs = ohlr_gen_avs,
+    .resync = ohlr_resync,
+    .free = ohlr_free,
+};
+
+mcim_cause_t mcim_auc_osmo_hlr_new(const struct mcim_auc_osmo_hlr_cfg *cfg,
+                                   struct mcim_auc_backend **out)
+{
+  struct ohlr *h;
+  size_t nl;
+
+  if (!cfg || !out || !cfg->gsup_addr || !cfg->unit_name)
+    return MCIM_INVALID_ARGUMENT;
+  nl = strlen(cfg->unit_name);
+  if (nl < 1 || nl > 63 || cfg->timeout_ms < 0)
+    return MCIM_INVALID_ARGUMENT;
+  pthread_once(&quiet_once, quiet_libosmocore);
+  h = calloc(1, sizeof(*h));
+  if (!h)
+    return MCIM_NO_MEMORY;
+  h->base.ops = &ohlr_ops;
+  h->addr.sin_family = AF_INET;
+  h->addr.sin_port = htons(cfg->gsup_port ? cfg->gsup_port : OHLR_DEFAULT_PORT);
+  if (inet_pton(AF_INET, cfg->gsup_addr, &h->addr.sin_addr) != 1) {
+    free(h);
+    return MCIM_INVALID_ARGUMENT;
+  }
+  memcpy(h->unit_name, cfg->unit_name, nl + 1);
+  h->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : OHLR_DEFAULT_TIMEOUT_MS;
+  pthread_mutex_init(&h->lock, NULL);
+  *out = &h->base;
+  return MCIM_OK;
+}
