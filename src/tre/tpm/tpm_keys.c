@@ -175,8 +175,7 @@ static bool param32(const TPM2B_ECC_PARAMETER *p, uint8_t out[P256_LEN])
 mcim_cause_t mcim_tpm_key_sign(mcim_tpm_key_t *k, const uint8_t digest[32], uint8_t sig[64])
 {
   TPM2B_DIGEST d = {.size = 32};
-  const TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_ECDSA,
-                                  .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
+  const TPMT_SIG_SCHEME how = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
   /* no ticket: the key is not restricted, so the TPM signs a digest it did not compute */
   const TPMT_TK_HASHCHECK no_ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
   TPMT_SIGNATURE *s = NULL;
@@ -186,8 +185,8 @@ mcim_cause_t mcim_tpm_key_sign(mcim_tpm_key_t *k, const uint8_t digest[32], uint
   if (!k || !digest || !sig || k->kind != MCIM_TPM_KEY_SIGN)
     goto cleanup;
   memcpy(d.buffer, digest, 32);
-  r = Esys_Sign(k->tpm->esys, k->handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d,
-                &scheme, &no_ticket, &s);
+  r = Esys_Sign(k->tpm->esys, k->handle, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &d, &how,
+                &no_ticket, &s);
   if (r != TSS2_RC_SUCCESS) {
     rc = mcim_tpm_fail(k->tpm, "TPM2_Sign", r);
     goto cleanup;
