@@ -35,6 +35,27 @@ mcim_cause_t mcim_auc_backend_resync(struct mcim_auc_backend *b, mcim_store_t *s
   return b->ops->resync(b, st, imsi, rand, auts, n, now, avs, detail, dlen);
 }
 
+mcim_cause_t mcim_auc_backend_create_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                         const struct mcim_auc_sub *sub, char *detail,
+                                         size_t dlen)
+{
+  if (detail && dlen)
+    detail[0] = '\0';
+  if (!b || !sub || !sub->imsi)
+    return MCIM_INVALID_ARGUMENT;
+  return b->ops->create_sub(b, st, sub, detail, dlen);
+}
+
+mcim_cause_t mcim_auc_backend_delete_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                         const char *imsi, char *detail, size_t dlen)
+{
+  if (detail && dlen)
+    detail[0] = '\0';
+  if (!b || !imsi)
+    return MCIM_INVALID_ARGUMENT;
+  return b->ops->delete_sub(b, st, imsi, detail, dlen);
+}
+
 const char *mcim_auc_backend_name(const struct mcim_auc_backend *b)
 {
   return b ? b->ops->name : "none";
@@ -84,6 +105,28 @@ static mcim_cause_t builtin_resync(struct mcim_auc_backend *b, mcim_store_t *st,
   return rc;
 }
 
+static mcim_cause_t builtin_create_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                       const struct mcim_auc_sub *sub, char *detail, size_t dlen)
+{
+  struct builtin *bi = (struct builtin *)b;
+  mcim_cause_t rc = st ? mcim_auc_add(st, bi->skey, sub) : MCIM_STORE_ERROR;
+  if (rc != MCIM_OK)
+    set_detail(detail, dlen, rc, sub->imsi);
+  return rc;
+}
+
+static mcim_cause_t builtin_delete_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                       const char *imsi, char *detail, size_t dlen)
+{
+  (void)b;
+  mcim_cause_t rc = st ? mcim_auc_terminate(st, imsi) : MCIM_STORE_ERROR;
+  if (rc == MCIM_NOT_FOUND)
+    rc = MCIM_UNKNOWN_IDENTITY;
+  if (rc != MCIM_OK)
+    set_detail(detail, dlen, rc, imsi);
+  return rc;
+}
+
 static void builtin_free(struct mcim_auc_backend *b)
 {
   free(b);
@@ -93,6 +136,8 @@ static const struct mcim_auc_backend_ops builtin_ops = {
     .name = "builtin",
     .gen_avs = builtin_gen_avs,
     .resync = builtin_resync,
+    .create_sub = builtin_create_sub,
+    .delete_sub = builtin_delete_sub,
     .free = builtin_free,
 };
 

@@ -6,7 +6,8 @@
  *   - "builtin": mcim's own AuC (src/roles/auc.c), the subscriber's K and OPc sealed in the
  *     role's store, SEQ_HE persisted before a vector leaves;
  *   - "osmo-hlr": an osmo-hlr reached over GSUP (IPA on TCP), SendAuthInfo for vectors and
- *     for resynchronisation (RAND and AUTS); K, OPc and SQN live in the HLR's database.
+ *     for resynchronisation (RAND and AUTS); K, OPc and SQN live in the HLR's database,
+ *     where its CTRL interface creates and deletes subscribers.
  * Another HLR/HSS or a UDM is a third file that fills the same table (docs/operations.md,
  * "The AuC backend").
  *
@@ -25,6 +26,7 @@
 #include "mcim/aka.h"
 #include "mcim/seal.h"
 #include "mcim/store.h"
+#include "roles/auc.h"
 
 enum {
   MCIM_AUC_MAX_AVS = 5,      /* vectors per request (GSUP's limit too) */
@@ -49,6 +51,18 @@ struct mcim_auc_backend_ops {
                          const uint8_t rand[MCIM_MILENAGE_RAND_LEN],
                          const uint8_t auts[MCIM_AKA_AUTS_LEN], int n, int64_t now,
                          struct mcim_aka_av *avs, char *detail, size_t dlen);
+  /* Create the subscriber: Milenage K and OPc, the IND length MCIM_SQN_IND_BITS_DEFAULT (the
+   * USIM side's). AMF: the built-in AuC keeps sub->amf; osmo-hlr 1.5 keeps none and its
+   * vectors carry 0000. The built-in AuC writes in the caller's transaction if one is open
+   * (sub->state, sub->expires are its own); osmo-hlr's CTRL is outside any transaction.
+   * MCIM_CONFLICT if the IMSI exists. */
+  mcim_cause_t (*create_sub)(struct mcim_auc_backend *b, mcim_store_t *st,
+                             const struct mcim_auc_sub *sub, char *detail, size_t dlen);
+  /* The subscriber's authentication data leaves the AuC: the built-in AuC marks it
+   * terminated (no more vectors; purged after record_retention), osmo-hlr deletes it.
+   * MCIM_UNKNOWN_IDENTITY if there is none. */
+  mcim_cause_t (*delete_sub)(struct mcim_auc_backend *b, mcim_store_t *st, const char *imsi,
+                             char *detail, size_t dlen);
   void (*free)(struct mcim_auc_backend *b);
 };
 
@@ -64,6 +78,11 @@ mcim_cause_t mcim_auc_backend_resync(struct mcim_auc_backend *b, mcim_store_t *s
                                      const char *imsi, const uint8_t rand[MCIM_MILENAGE_RAND_LEN],
                                      const uint8_t auts[MCIM_AKA_AUTS_LEN], int n, int64_t now,
                                      struct mcim_aka_av *avs, char *detail, size_t dlen);
+mcim_cause_t mcim_auc_backend_create_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                         const struct mcim_auc_sub *sub, char *detail,
+                                         size_t dlen);
+mcim_cause_t mcim_auc_backend_delete_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                         const char *imsi, char *detail, size_t dlen);
 const char *mcim_auc_backend_name(const struct mcim_auc_backend *b);
 /* A cause that says the backend's peer failed (unreachable, too slow, an error or a malformed
  * answer), not the subscriber: worth a line in the log with the detail. */
@@ -80,6 +99,8 @@ mcim_cause_t mcim_auc_builtin_new(const mcim_storage_key_t *skey, struct mcim_au
 struct mcim_auc_osmo_hlr_cfg {
   const char *gsup_addr; /* IPv4 address of the HLR's GSUP server */
   uint16_t gsup_port;    /* 0: 4222 */
+  const char *ctrl_addr; /* IPv4 address of its CTRL interface (loopback!); NULL: gsup_addr */
+  uint16_t ctrl_port;    /* 0: 4259 */
   const char *unit_name; /* IPA unit name, 1..63 bytes */
   int timeout_ms;        /* the whole request, its turn included; 0: 3000 */
 };

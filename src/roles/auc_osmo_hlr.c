@@ -23,6 +23,11 @@
  * IND length: MCIM_SQN_IND_BITS_DEFAULT is 5, and the subscriber is created with
  * ind_bitlen 5 (docs/operations.md, "The AuC backend").
  *
+ * Subscribers are created and deleted on osmo-hlr's CTRL interface (IPA, osmo extension 0x00,
+ * text commands: SET subscriber.create IMSI, SET subscriber.by-imsi-IMSI.aud3g
+ * milenage,K,OPC,OPc,IND_BITLEN, SET subscriber.delete IMSI). CTRL has no authentication and
+ * shows K and OPc to anyone who asks: it must be bound to loopback.
+ *
  * Everything in an answer is checked before it is used: the message type, the IMSI, the
  * number of vectors, each vector's kind (UMTS) and RES length (Milenage: 8 bytes). A
  * malformed answer is MCIM_PEER_BAD_ANSWER with a sentence saying what was wrong. */
@@ -36,6 +41,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +60,7 @@ enum {
   IPA_HDR_LEN = 3,
   IPA_MAX_PAYLOAD = 4096, /* a SendAuthInfo result with 5 vectors is about 450 bytes */
   OHLR_DEFAULT_PORT = 4222,
+  OHLR_DEFAULT_CTRL_PORT = 4259,
   OHLR_DEFAULT_TIMEOUT_MS = 3000,
   MILENAGE_RES_LEN = 8,
 };
@@ -61,9 +68,11 @@ enum {
 struct ohlr {
   struct mcim_auc_backend base;
   struct sockaddr_in addr;
+  struct sockaddr_in ctrl;
   char unit_name[64];
   int timeout_ms;
   pthread_mutex_t lock; /* one GSUP exchange at a time (see above) */
+  unsigned ctrl_id;     /* the last CTRL command's id (atomic) */
 };
 
 static void say(char *detail, size_t dlen, const char *fmt, ...)
@@ -101,15 +110,16 @@ static mcim_cause_t wait_fd(int fd, short ev, uint64_t deadline)
   }
 }
 
-static mcim_cause_t conn_open(const struct ohlr *h, uint64_t deadline, int *out, char *detail,
-                              size_t dlen)
+static mcim_cause_t conn_open(const struct ohlr *h, const struct sockaddr_in *to,
+                              uint64_t deadline, int *out, char *detail, size_t dlen)
 {
   char ip[INET_ADDRSTRLEN];
+  const char *what = to == &h->ctrl ? "CTRL" : "GSUP";
   int fd = -1, err = 0, one = 1;
   socklen_t elen = sizeof(err);
   mcim_cause_t rc = MCIM_OK;
 
-  inet_ntop(AF_INET, &h->addr.sin_addr, ip, sizeof(ip));
+  inet_ntop(AF_INET, &to->sin_addr, ip, sizeof(ip));
   fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     rc = MCIM_IO_ERROR;
@@ -117,13 +127,13 @@ static mcim_cause_t conn_open(const struct ohlr *h, uint64_t deadline, int *out,
     goto cleanup;
   }
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (connect(fd, (const struct sockaddr *)&h->addr, sizeof(h->addr)) != 0) {
+  if (connect(fd, (const struct sockaddr *)to, sizeof(*to)) != 0) {
     if (errno != EINPROGRESS) {
       err = errno;
     }
     else if ((rc = wait_fd(fd, POLLOUT, deadline)) != MCIM_OK) {
-      say(detail, dlen, "osmo-hlr: no connection to GSUP at %s:%u within %d ms", ip,
-          ntohs(h->addr.sin_port), h->timeout_ms);
+      say(detail, dlen, "osmo-hlr: no connection to %s at %s:%u within %d ms", what, ip,
+          ntohs(to->sin_port), h->timeout_ms);
       goto cleanup;
     }
     else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
@@ -132,8 +142,8 @@ static mcim_cause_t conn_open(const struct ohlr *h, uint64_t deadline, int *out,
   }
   if (err) {
     rc = MCIM_PEER_UNREACHABLE;
-    say(detail, dlen, "osmo-hlr: cannot connect to GSUP at %s:%u: %s", ip,
-        ntohs(h->addr.sin_port), strerror(err));
+    say(detail, dlen, "osmo-hlr: cannot connect to %s at %s:%u: %s", what, ip,
+        ntohs(to->sin_port), strerror(err));
   }
 cleanup:
   if (rc != MCIM_OK && fd >= 0) {
@@ -314,6 +324,12 @@ cleanup:
 
 /* ---- one SendAuthInfo exchange ---- */
 
+static bool imsi_ok(const char *imsi)
+{
+  size_t n = strlen(imsi);
+  return n >= 6 && n <= 15 && strspn(imsi, "0123456789") == n;
+}
+
 static mcim_cause_t encode_sai(const char *imsi, int n, const uint8_t *rand, const uint8_t *auts,
                                uint8_t *out, size_t cap, size_t *len, char *detail, size_t dlen)
 {
@@ -359,7 +375,7 @@ static mcim_cause_t sai(struct ohlr *h, const char *imsi, int n, const uint8_t *
 
   if (detail && dlen)
     detail[0] = '\0';
-  if (strlen(imsi) < 6 || strlen(imsi) > 15 || strspn(imsi, "0123456789") != strlen(imsi)) {
+  if (!imsi_ok(imsi)) {
     say(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
     return MCIM_INVALID_ARGUMENT;
   }
@@ -370,7 +386,7 @@ static mcim_cause_t sai(struct ohlr *h, const char *imsi, int n, const uint8_t *
   if (!body)
     return MCIM_NO_MEMORY;
   pthread_mutex_lock(&h->lock);
-  rc = conn_open(h, deadline, &fd, detail, dlen);
+  rc = conn_open(h, &h->addr, deadline, &fd, detail, dlen);
   /* frames until the answer: the HLR's identity request first, pings, then GSUP */
   while (rc == MCIM_OK) {
     rc = recv_all(fd, hdr, sizeof(hdr), deadline);
@@ -461,6 +477,159 @@ static mcim_cause_t ohlr_resync(struct mcim_auc_backend *b, mcim_store_t *st, co
   return rc;
 }
 
+/* ---- CTRL ---- */
+
+/* One CTRL command ("SET <id> <var> <value>") and its reply's text after "<verb> <id> ":
+ * MCIM_OK for a SET_REPLY / GET_REPLY, MCIM_PEER_ERROR for an ERROR (its text in `reply`). */
+static mcim_cause_t ctrl_cmd(struct ohlr *h, const char *verb, const char *var,
+                             const char *value, char *reply, size_t cap, char *detail,
+                             size_t dlen)
+{
+  uint64_t deadline = mcim_monotonic_ns() + (uint64_t)h->timeout_ms * 1000000u;
+  char cmd[320], want[32], err[32], *body = NULL;
+  uint8_t hdr[IPA_HDR_LEN];
+  unsigned id;
+  int fd = -1, n;
+  mcim_cause_t rc;
+
+  reply[0] = '\0';
+  if (detail && dlen)
+    detail[0] = '\0';
+  id = __atomic_add_fetch(&h->ctrl_id, 1, __ATOMIC_RELAXED);
+  n = snprintf(cmd, sizeof(cmd), "%s %u %s%s%s", verb, id, var, value ? " " : "",
+               value ? value : "");
+  if (n < 0 || (size_t)n >= sizeof(cmd))
+    return MCIM_INVALID_ARGUMENT;
+  snprintf(want, sizeof(want), "%s_REPLY %u ", verb, id);
+  snprintf(err, sizeof(err), "ERROR %u ", id);
+  body = malloc(IPA_MAX_PAYLOAD + 1);
+  if (!body) {
+    mcim_wipe(cmd, sizeof(cmd));
+    return MCIM_NO_MEMORY;
+  }
+  rc = conn_open(h, &h->ctrl, deadline, &fd, detail, dlen);
+  if (rc == MCIM_OK)
+    rc = ipa_send(fd, IPAC_PROTO_OSMO, IPAC_PROTO_EXT_CTRL, (const uint8_t *)cmd, (size_t)n,
+                  deadline);
+  while (rc == MCIM_OK) {
+    rc = recv_all(fd, hdr, sizeof(hdr), deadline);
+    size_t blen = ((size_t)hdr[0] << 8) | hdr[1];
+    if (rc == MCIM_OK && blen > IPA_MAX_PAYLOAD) {
+      rc = MCIM_PEER_BAD_ANSWER;
+      say(detail, dlen, "osmo-hlr: CTRL frame of %zu bytes", blen);
+    }
+    if (rc == MCIM_OK)
+      rc = recv_all(fd, (uint8_t *)body, blen, deadline);
+    if (rc != MCIM_OK)
+      break;
+    body[blen] = '\0';
+    if (hdr[2] == IPAC_PROTO_IPACCESS && blen >= 1 && body[0] == IPAC_MSGT_PING) {
+      rc = ipa_send(fd, IPAC_PROTO_IPACCESS, -1, (const uint8_t[]){IPAC_MSGT_PONG}, 1,
+                    deadline);
+      continue;
+    }
+    if (hdr[2] != IPAC_PROTO_OSMO || blen < 1 || body[0] != IPAC_PROTO_EXT_CTRL)
+      continue; /* not CTRL: identity, pong */
+    if (strlen(body + 1) != blen - 1) {
+      rc = MCIM_PEER_BAD_ANSWER;
+      say(detail, dlen, "osmo-hlr: CTRL reply with a NUL byte");
+    }
+    else if (strncmp(body + 1, want, strlen(want)) == 0) {
+      snprintf(reply, cap, "%s", body + 1 + strlen(want));
+      break;
+    }
+    else if (strncmp(body + 1, err, strlen(err)) == 0) {
+      snprintf(reply, cap, "%s", body + 1 + strlen(err));
+      rc = MCIM_PEER_ERROR;
+      break;
+    }
+    /* a TRAP or another id's reply: not ours */
+  }
+  if (rc == MCIM_TIMEOUT && (!detail || !detail[0]))
+    say(detail, dlen, "osmo-hlr: no CTRL reply to %s %s within %d ms", verb, var, h->timeout_ms);
+  else if (rc == MCIM_PEER_UNREACHABLE && (!detail || !detail[0]))
+    say(detail, dlen, "osmo-hlr: the HLR closed the CTRL connection before answering");
+  if (fd >= 0)
+    close(fd);
+  mcim_wipe(cmd, sizeof(cmd));
+  mcim_wipe(body, IPA_MAX_PAYLOAD + 1);
+  free(body);
+  return rc;
+}
+
+static mcim_cause_t ohlr_delete_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                    const char *imsi, char *detail, size_t dlen)
+{
+  char reply[160];
+  mcim_cause_t rc;
+
+  (void)st;
+  if (!imsi_ok(imsi)) {
+    say(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  rc = ctrl_cmd((struct ohlr *)b, "SET", "subscriber.delete", imsi, reply, sizeof(reply),
+                detail, dlen);
+  if (rc == MCIM_PEER_ERROR) {
+    /* osmo-hlr 1.5: "Subscriber doesn't exist." */
+    rc = strstr(reply, "doesn't exist") || strstr(reply, "No such subscriber")
+             ? MCIM_UNKNOWN_IDENTITY
+             : MCIM_PEER_ERROR;
+    say(detail, dlen, "osmo-hlr: subscriber.delete %s refused: %.100s", imsi, reply);
+  }
+  return rc;
+}
+
+static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                    const struct mcim_auc_sub *sub, char *detail, size_t dlen)
+{
+  struct ohlr *h = (struct ohlr *)b;
+  char var[64], value[128], reply[160], k[2 * MCIM_MILENAGE_K_LEN + 1],
+      opc[2 * MCIM_MILENAGE_OP_LEN + 1];
+  mcim_cause_t rc;
+
+  (void)st;
+  if (!imsi_ok(sub->imsi)) {
+    say(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  rc = ctrl_cmd(h, "SET", "subscriber.create", sub->imsi, reply, sizeof(reply), detail, dlen);
+  if (rc == MCIM_PEER_ERROR) {
+    /* osmo-hlr 1.5: "Subscriber already exists."; for another wording, ask */
+    char probe[MCIM_AUC_DETAIL_LEN], answer[160];
+    snprintf(var, sizeof(var), "subscriber.by-imsi-%s.info", sub->imsi);
+    rc = strstr(reply, "already exists") ||
+                 ctrl_cmd(h, "GET", var, NULL, answer, sizeof(answer), probe, sizeof(probe)) ==
+                     MCIM_OK
+             ? MCIM_CONFLICT
+             : MCIM_PEER_ERROR;
+    say(detail, dlen, "osmo-hlr: subscriber.create %s refused: %.60s%s", sub->imsi, reply,
+        rc == MCIM_CONFLICT ? " (the IMSI exists)" : "");
+    return rc;
+  }
+  if (rc != MCIM_OK)
+    return rc;
+  mcim_hex_encode(sub->k, sizeof(sub->k), k);
+  mcim_hex_encode(sub->opc, sizeof(sub->opc), opc);
+  snprintf(var, sizeof(var), "subscriber.by-imsi-%s.aud3g", sub->imsi);
+  snprintf(value, sizeof(value), "milenage,%s,OPC,%s,%u", k, opc,
+           (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
+  rc = ctrl_cmd(h, "SET", var, value, reply, sizeof(reply), detail, dlen);
+  if (rc == MCIM_PEER_ERROR)
+    say(detail, dlen, "osmo-hlr: setting the Milenage data of %s refused: %.80s", sub->imsi,
+        reply);
+  if (rc != MCIM_OK) {
+    /* no subscriber without its keys: undone (if this fails too, a retry of the create
+     * finds it and says CONFLICT) */
+    char undo[MCIM_AUC_DETAIL_LEN];
+    (void)ohlr_delete_sub(b, st, sub->imsi, undo, sizeof(undo));
+  }
+  mcim_wipe(k, sizeof(k));
+  mcim_wipe(opc, sizeof(opc));
+  mcim_wipe(value, sizeof(value));
+  return rc;
+}
+
 static void ohlr_free(struct mcim_auc_backend *b)
 {
   struct ohlr *h = (struct ohlr *)b;
@@ -472,6 +641,8 @@ static const struct mcim_auc_backend_ops ohlr_ops = {
     .name = "osmo-hlr",
     .gen_avs = ohlr_gen_avs,
     .resync = ohlr_resync,
+    .create_sub = ohlr_create_sub,
+    .delete_sub = ohlr_delete_sub,
     .free = ohlr_free,
 };
 
@@ -493,7 +664,11 @@ mcim_cause_t mcim_auc_osmo_hlr_new(const struct mcim_auc_osmo_hlr_cfg *cfg,
   h->base.ops = &ohlr_ops;
   h->addr.sin_family = AF_INET;
   h->addr.sin_port = htons(cfg->gsup_port ? cfg->gsup_port : OHLR_DEFAULT_PORT);
-  if (inet_pton(AF_INET, cfg->gsup_addr, &h->addr.sin_addr) != 1) {
+  h->ctrl.sin_family = AF_INET;
+  h->ctrl.sin_port = htons(cfg->ctrl_port ? cfg->ctrl_port : OHLR_DEFAULT_CTRL_PORT);
+  if (inet_pton(AF_INET, cfg->gsup_addr, &h->addr.sin_addr) != 1 ||
+      inet_pton(AF_INET, cfg->ctrl_addr ? cfg->ctrl_addr : cfg->gsup_addr, &h->ctrl.sin_addr) !=
+          1) {
     free(h);
     return MCIM_INVALID_ARGUMENT;
   }

@@ -171,11 +171,43 @@ static void test_resync_with_vectors_and_refusals(void **state)
   assert_true(mcim_auc_cause_is_remote(MCIM_PEER_BAD_ANSWER));
 }
 
+/* Create and delete through the interface: the built-in AuC's row, CONFLICT for a second
+ * create, terminated (no more vectors) after a delete, UNKNOWN_IDENTITY for a stranger. */
+static void test_create_delete(void **state)
+{
+  struct fx *f = *state;
+  struct mcim_auc_sub sub = {.imsi = "001010000000013", .device = "dev-c", .amf = {0x80, 0}};
+  struct mcim_aka_av av;
+  char detail[MCIM_AUC_DETAIL_LEN], st[16];
+
+  assert_int_equal(mcim_random(sub.k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(sub.opc, 16), MCIM_OK);
+  assert_int_equal(mcim_auc_backend_create_sub(f->b, f->st, &sub, detail, sizeof(detail)),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_backend_create_sub(f->b, f->st, &sub, detail, sizeof(detail)),
+                   MCIM_CONFLICT);
+  assert_int_equal(mcim_auc_backend_gen_avs(f->b, f->st, sub.imsi, 1, mcim_now(), &av, detail,
+                                            sizeof(detail)),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_backend_delete_sub(f->b, f->st, sub.imsi, detail, sizeof(detail)),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_state(f->st, sub.imsi, st, NULL), MCIM_OK);
+  assert_string_equal(st, "terminated");
+  assert_int_equal(mcim_auc_backend_gen_avs(f->b, f->st, sub.imsi, 1, mcim_now(), &av, detail,
+                                            sizeof(detail)),
+                   MCIM_SUBSCRIPTION_TERMINATED);
+  assert_int_equal(mcim_auc_backend_delete_sub(f->b, f->st, "001010000000098", detail,
+                                               sizeof(detail)),
+                   MCIM_UNKNOWN_IDENTITY);
+  assert_non_null(strstr(detail, "001010000000098"));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_same_as_direct),
       cmocka_unit_test(test_resync_with_vectors_and_refusals),
+      cmocka_unit_test(test_create_delete),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

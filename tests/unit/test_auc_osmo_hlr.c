@@ -119,14 +119,14 @@ static void ctrl_cmd(const struct hlr *h, const char *cmd, char *reply, size_t c
   snprintf(reply, cap, "%.*s", (int)(blen - 1), (const char *)buf + 1);
 }
 
-static void ctrl_set_ok(const struct hlr *h, const char *var, const char *value)
+/* The HLR's own view of a subscriber's 3G data ("" if it has none). */
+static void ctrl_aud3g(const struct hlr *h, const char *imsi, char *out, size_t cap)
 {
-  char cmd[300], reply[300], want[300];
-  snprintf(cmd, sizeof(cmd), "SET 1 %s %s", var, value);
+  char cmd[128], reply[300], want[128];
+  snprintf(cmd, sizeof(cmd), "GET 7 subscriber.by-imsi-%s.aud3g", imsi);
   ctrl_cmd(h, cmd, reply, sizeof(reply));
-  snprintf(want, sizeof(want), "SET_REPLY 1 %s ", var);
-  if (strncmp(reply, want, strlen(want)) != 0)
-    fail_msg("CTRL %s: %s", cmd, reply);
+  snprintf(want, sizeof(want), "GET_REPLY 7 subscriber.by-imsi-%s.aud3g ", imsi);
+  snprintf(out, cap, "%s", strncmp(reply, want, strlen(want)) == 0 ? reply + strlen(want) : "");
 }
 
 /* ---- the HLR's life ---- */
@@ -187,20 +187,23 @@ static int setup(void **state)
     nanosleep(&ts, NULL);
   }
 
-  /* the subscriber, over CTRL */
-  char var[128], val[160];
-  ctrl_set_ok(&h, "subscriber.create", IMSI);
-  snprintf(var, sizeof(var), "subscriber.by-imsi-%s.aud3g", IMSI);
-  snprintf(val, sizeof(val), "milenage,%s,OPC,%s,%u", K_HEX, OPC_HEX,
-           (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
-  ctrl_set_ok(&h, var, val);
-
   struct mcim_auc_osmo_hlr_cfg c = {.gsup_addr = h.ip, .unit_name = "mcim-test-sho"};
   assert_int_equal(mcim_auc_osmo_hlr_new(&c, &h.b), MCIM_OK);
   assert_string_equal(mcim_auc_backend_name(h.b), "osmo-hlr");
-
   assert_int_equal(mcim_hex_decode_str(K_HEX, h.k, 16), MCIM_OK);
   assert_int_equal(mcim_hex_decode_str(OPC_HEX, h.opc, 16), MCIM_OK);
+
+  /* the subscriber, through the backend (CTRL), then as the HLR itself shows it */
+  struct mcim_auc_sub sub = {.imsi = IMSI};
+  char detail[MCIM_AUC_DETAIL_LEN], aud3g[200], want[200];
+  memcpy(sub.k, h.k, 16);
+  memcpy(sub.opc, h.opc, 16);
+  assert_int_equal(mcim_auc_backend_create_sub(h.b, NULL, &sub, detail, sizeof(detail)),
+                   MCIM_OK);
+  ctrl_aud3g(&h, IMSI, aud3g, sizeof(aud3g));
+  snprintf(want, sizeof(want), "MILENAGE,%s,OPC,%s,%u", K_HEX, OPC_HEX,
+           (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
+  assert_string_equal(aud3g, want);
   assert_int_equal(mcim_milenage_new(&h.usim_m), MCIM_OK);
   assert_int_equal(mcim_milenage_set_opc(h.usim_m, h.k, h.opc), MCIM_OK);
   mcim_sqn_params_default(&h.p);
@@ -265,6 +268,13 @@ static uint64_t accept_one(struct hlr *h)
 static void test_vectors_accepted(void **state)
 {
   struct hlr *h = *state;
+  struct mcim_aka_av av0;
+  char d0[MCIM_AUC_DETAIL_LEN];
+  assert_int_equal(mcim_auc_backend_gen_avs(h->b, NULL, IMSI, 1, 0, &av0, d0, sizeof(d0)),
+                   MCIM_OK);
+  /* osmo-hlr 1.5 keeps no AMF per subscriber: its vectors carry 0000 */
+  assert_int_equal(av0.autn[6], 0x00);
+  assert_int_equal(av0.autn[7], 0x00);
   uint64_t first = accept_one(h), prev = first;
   for (int i = 0; i < 60; i++) {
     uint64_t sqn = accept_one(h);
@@ -422,6 +432,53 @@ static void test_threads(void **state)
     for (int j = i + 1; j < 40; j++)
       assert_true(all[i] != all[j]);
   /* the USIM takes the HLR's next vector: its SQN is above all of them */
+  (void)accept_one(h);
+}
+
+/* Create and delete through the backend: a second subscriber, its vectors accepted by a USIM
+ * of its own; created twice: CONFLICT; deleted: the HLR refuses it vectors, and its data is
+ * gone from the HLR; deleted twice: UNKNOWN_IDENTITY. */
+static void test_create_delete(void **state)
+{
+  struct hlr *h = *state;
+  static const char imsi2[] = "001010000000002";
+  struct mcim_auc_sub sub = {.imsi = imsi2};
+  struct mcim_aka_av av;
+  struct mcim_aka_usim_out out;
+  struct mcim_sqn_usim u, next;
+  mcim_milenage_t *m = NULL;
+  char detail[MCIM_AUC_DETAIL_LEN], aud3g[200];
+
+  assert_int_equal(mcim_random(sub.k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(sub.opc, 16), MCIM_OK);
+  assert_int_equal(mcim_auc_backend_create_sub(h->b, NULL, &sub, detail, sizeof(detail)),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_backend_create_sub(h->b, NULL, &sub, detail, sizeof(detail)),
+                   MCIM_CONFLICT);
+  assert_non_null(strstr(detail, "the IMSI exists"));
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, sub.k, sub.opc), MCIM_OK);
+  assert_int_equal(mcim_sqn_usim_init(&h->p, &u), MCIM_OK);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(mcim_auc_backend_gen_avs(h->b, NULL, imsi2, 1, 0, &av, detail,
+                                              sizeof(detail)),
+                     MCIM_OK);
+    assert_int_equal(mcim_aka_usim_check(m, &h->p, &u, av.rand, av.autn, &next, &out), MCIM_OK);
+    assert_int_equal(mcim_aka_check_res(av.xres, 8, out.res, 8), MCIM_OK);
+    u = next;
+  }
+  mcim_milenage_free(m);
+  assert_int_equal(mcim_auc_backend_delete_sub(h->b, NULL, imsi2, detail, sizeof(detail)),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_backend_gen_avs(h->b, NULL, imsi2, 1, 0, &av, detail,
+                                            sizeof(detail)),
+                   MCIM_UNKNOWN_IDENTITY);
+  ctrl_aud3g(h, imsi2, aud3g, sizeof(aud3g));
+  assert_string_equal(aud3g, "");
+  assert_int_equal(mcim_auc_backend_delete_sub(h->b, NULL, imsi2, detail, sizeof(detail)),
+                   MCIM_UNKNOWN_IDENTITY);
+  assert_non_null(strstr(detail, imsi2));
+  /* the first subscriber is untouched */
   (void)accept_one(h);
 }
 
@@ -635,6 +692,7 @@ int main(void)
       cmocka_unit_test(test_resync_usim_ahead),
       cmocka_unit_test(test_resync_forged_auts),
       cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_create_delete),
       cmocka_unit_test(test_unknown_imsi_and_down),
   };
   const struct CMUnitTest codec_tests[] = {
