@@ -397,9 +397,13 @@ static enum body_result read_chunked(struct local_req *r, size_t *pos, size_t ma
     if (!chunk_line(r, pos, line, sizeof(line)) || line[0])
       return BODY_BAD; /* the CRLF after the data */
   }
-  do { /* trailers, up to the blank line */
+  size_t trailers = 0;
+  do { /* trailers, up to the blank line: at most a head's worth, not read for ever */
     if (!chunk_line(r, pos, line, sizeof(line)))
       return BODY_CUT;
+    trailers += strlen(line) + 2;
+    if (trailers > HEAD_MAX)
+      return BODY_HUGE;
   } while (line[0]);
   return too_large ? BODY_TOO_LARGE : BODY_OK;
 }

@@ -280,6 +280,19 @@ static void test_limits(void **state)
            "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\nffffffffffffffff\r\n\"\r\n0\r\n\r\n");
   assert_non_null(strstr(a, "HTTP/1.1 413 "));
   free(a);
+  /* trailers that never end: counted like a head, not read for ever */
+  size_t tl = 20000;
+  req = malloc(tl + 256);
+  assert_non_null(req);
+  h = snprintf(req, 256, "POST /v1/echo HTTP/1.1\r\nContent-Type: application/json\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n");
+  for (size_t i = 0; i < tl / 100; i++)
+    h += snprintf(req + h, 101, "X-T: %093zu\r\n", i);
+  h += snprintf(req + h, 3, "\r\n");
+  a = raw(req, (size_t)h);
+  assert_non_null(strstr(a, "HTTP/1.1 413 "));
+  free(a);
+  free(req);
   /* a head that never ends */
   size_t big = 20000;
   req = malloc(big + 64);
