@@ -123,7 +123,9 @@ static mcim_cause_t read_file(const char *path, uint8_t **out, size_t *out_len)
   uint8_t *buf = NULL;
   size_t got = 0;
   mcim_cause_t rc = MCIM_IO_ERROR;
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  /* O_NONBLOCK: a FIFO put in a slot's place is refused below, not waited on (no effect on a
+   * regular file's reads) */
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
   if (fd < 0) {
     rc = errno == ENOENT ? MCIM_NOT_FOUND : MCIM_IO_ERROR;
@@ -418,7 +420,8 @@ static mcim_cause_t sync_dir(const char *dir)
  * link, never a file with another name linked to it, always 0600. */
 static int slot_open_write(const char *path, bool *created)
 {
-  const int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY;
+  /* O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of blocking the open */
+  const int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK;
   struct stat sb;
   int fd = open(path, flags);
   *created = false;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "mcim/aka.h"
@@ -1579,6 +1580,38 @@ static void test_log_has_no_secret(void **state)
 /* A write cut by a crash leaves the slot it was writing torn, next to the state before it:
  * the torn slot does not open, the previous state is used (with a warning), and the next
  * write goes over the torn slot. A left-over temporary file of the former format is ignored. */
+/* A FIFO in place of a slot (someone else's file in the folder): refused at once, never waited
+ * on. Reading and writing run in a child with an alarm: a blocking open would hang it. */
+static void test_fifo_slot(void **state)
+{
+  struct fx *f = *state;
+
+  provision(f, &sho_a, TXN_A);
+  int older = newest_slot(f, NULL) ^ 1;
+  const char *fifo = path_in(f, slot_name(older));
+  (void)unlink(fifo);
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    alarm(5);
+    json_t *st = NULL;
+    if (f->tre->ops->status(f->tre->ctx, &st) != MCIM_OK)
+      _exit(1);
+    json_decref(st);
+    /* the next write goes to the FIFO's slot: refused, not blocked */
+    if (f->tre->ops->discard(f->tre->ctx, "sho-a", NULL) == MCIM_OK)
+      _exit(2);
+    _exit(0);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status)); /* not killed by the alarm */
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_int_equal(unlink(fifo), 0);
+}
+
 static void test_crash_slot(void **state)
 {
   struct fx *f = *state;
@@ -1866,6 +1899,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_owner_handover, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_no_secret_out, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_slot, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_fifo_slot, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_format_1, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_tampered, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_threads, fx_setup, fx_teardown),
