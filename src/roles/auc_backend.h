@@ -102,7 +102,7 @@ struct mcim_auc_osmo_hlr_cfg {
   const char *ctrl_addr; /* IPv4 address of its CTRL interface (loopback!); NULL: gsup_addr */
   uint16_t ctrl_port;    /* 0: 4259 */
   const char *unit_name; /* IPA unit name, 1..63 bytes */
-  int timeout_ms;        /* the whole request, its turn included; 0: 3000 */
+  int timeout_ms;        /* the whole request, its turn included; 0: 3000; at most 600000 */
 };
 mcim_cause_t mcim_auc_osmo_hlr_new(const struct mcim_auc_osmo_hlr_cfg *cfg,
                                    struct mcim_auc_backend **out);

@@ -209,7 +209,10 @@ static mcim_cause_t ipa_send(int fd, uint8_t proto, int ext, const uint8_t *payl
   if (ext >= 0)
     buf[3] = (uint8_t)ext;
   memcpy(buf + hl, payload, len);
-  return send_all(fd, buf, hl + len, deadline);
+  mcim_cause_t rc = send_all(fd, buf, hl + len, deadline);
+  /* a CTRL frame may carry K and OPc (aud3g): no copy of them is left on the stack */
+  mcim_wipe(buf, hl + len);
+  return rc;
 }
 
 /* ID_RESP to an ID_GET: every tag asked for, the unit name for the names, "" for the rest
@@ -655,7 +658,8 @@ mcim_cause_t mcim_auc_osmo_hlr_new(const struct mcim_auc_osmo_hlr_cfg *cfg,
   if (!cfg || !out || !cfg->gsup_addr || !cfg->unit_name)
     return MCIM_INVALID_ARGUMENT;
   nl = strlen(cfg->unit_name);
-  if (nl < 1 || nl > 63 || cfg->timeout_ms < 0)
+  /* at most 10 minutes: a larger one would overflow the int poll() takes (ms_left) */
+  if (nl < 1 || nl > 63 || cfg->timeout_ms < 0 || cfg->timeout_ms > 600000)
     return MCIM_INVALID_ARGUMENT;
   pthread_once(&quiet_once, quiet_libosmocore);
   h = calloc(1, sizeof(*h));

@@ -498,7 +498,11 @@ static void test_unknown_imsi_and_down(void **state)
                    MCIM_INVALID_ARGUMENT);
   /* nothing listens on GSUP's port of another address of ours */
   struct mcim_auc_osmo_hlr_cfg c = {.gsup_addr = h->ip, .gsup_port = 4223, .unit_name = "x",
-                                    .timeout_ms = 2000};
+                                    .timeout_ms = 600001};
+  /* a timeout poll() could not take is refused at once */
+  assert_int_equal(mcim_auc_osmo_hlr_new(&c, &down), MCIM_INVALID_ARGUMENT);
+  assert_null(down);
+  c.timeout_ms = 2000;
   assert_int_equal(mcim_auc_osmo_hlr_new(&c, &down), MCIM_OK);
   assert_int_equal(mcim_auc_backend_gen_avs(down, NULL, IMSI, 1, 0, &av, detail,
                                             sizeof(detail)),
