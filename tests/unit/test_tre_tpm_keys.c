@@ -759,7 +759,16 @@ static void test_tre_end_to_end(void **state)
   for (int i = 0; i < 2; i++) {
     json_t *e = json_object_get(json_object_get(doc, "keys"), names[i]);
     assert_true(json_is_object(e));
-    assert_int_equal(json_object_size(e), 2); /* tpm_public and tpm_private, nothing else */
+    /* tpm_public, tpm_private and tpm_parent, nothing else */
+    assert_int_equal(json_object_size(e), 3);
+    /* tpm_parent: the name of the persistent storage key at its handle */
+    mcim_tpm_t *t = open_tpm(sw);
+    TPM2B_NAME name;
+    char name_b64[64];
+    assert_int_equal(mcim_tpm_primary_persist(t, &name), MCIM_OK);
+    mcim_b64url_encode(name.name, name.size, name_b64);
+    assert_string_equal(json_string_value(json_object_get(e, "tpm_parent")), name_b64);
+    mcim_tpm_free(t);
     struct mcim_tpm_blob blob;
     assert_int_equal(mcim_tpm_blob_decode(json_string_value(json_object_get(e, "tpm_public")),
                                           json_string_value(json_object_get(e, "tpm_private")),
@@ -892,9 +901,127 @@ static void test_tpm_gone_and_back(void **state)
   rm_tree(dir);
 }
 
+/* A key made persistent at the TRE's handle (MCIM_TPM_PRIMARY_HANDLE) under the template's
+ * name, with another unique field: another key. */
+static void impostor_at_handle(mcim_tpm_t *t)
+{
+  ESYS_CONTEXT *esys = mcim_tpm_esys(t);
+  const TPM2B_PUBLIC *pub = NULL;
+  TPM2B_PUBLIC other = {0};
+  ESYS_TR h = ESYS_TR_NONE, p = ESYS_TR_NONE, persistent = ESYS_TR_NONE;
+  const TPM2B_SENSITIVE_CREATE no_auth = {0};
+  const TPM2B_DATA no_outside = {0};
+  const TPML_PCR_SELECTION no_pcrs = {0};
+
+  assert_int_equal(mcim_tpm_primary(t, &h, &pub), MCIM_OK);
+  other = *pub;
+  other.publicArea.unique.ecc.x.size = 32;
+  other.publicArea.unique.ecc.y.size = 32;
+  memset(other.publicArea.unique.ecc.x.buffer, 'x', 32);
+  memset(other.publicArea.unique.ecc.y.buffer, 'y', 32);
+  assert_int_equal(Esys_CreatePrimary(esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                      ESYS_TR_NONE, &no_auth, &other, &no_outside, &no_pcrs, &p,
+                                      NULL, NULL, NULL, NULL),
+                   TSS2_RC_SUCCESS);
+  assert_int_equal(Esys_EvictControl(esys, ESYS_TR_RH_OWNER, p, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                     ESYS_TR_NONE, MCIM_TPM_PRIMARY_HANDLE, &persistent),
+                   TSS2_RC_SUCCESS);
+  assert_int_equal(Esys_FlushContext(esys, p), TSS2_RC_SUCCESS);
+  assert_int_equal(Esys_TR_Close(esys, &persistent), TSS2_RC_SUCCESS);
+}
+
+/* Remove whatever key is at the TRE's persistent handle. */
+static void evict_at_handle(mcim_tpm_t *t)
+{
+  ESYS_CONTEXT *esys = mcim_tpm_esys(t);
+  ESYS_TR tr = ESYS_TR_NONE, none = ESYS_TR_NONE;
+  assert_int_equal(Esys_TR_FromTPMPublic(esys, MCIM_TPM_PRIMARY_HANDLE, ESYS_TR_NONE,
+                                         ESYS_TR_NONE, ESYS_TR_NONE, &tr),
+                   TSS2_RC_SUCCESS);
+  assert_int_equal(Esys_EvictControl(esys, ESYS_TR_RH_OWNER, tr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                     ESYS_TR_NONE, MCIM_TPM_PRIMARY_HANDLE, &none),
+                   TSS2_RC_SUCCESS);
+}
+
+static bool log_has(const char *needle)
+{
+  char line[1024];
+  bool found = false;
+  fflush(log_fp);
+  rewind(log_fp);
+  while (!found && fgets(line, sizeof(line), log_fp))
+    found = strstr(line, needle) != NULL;
+  fseek(log_fp, 0, SEEK_END);
+  return found;
+}
+
+/* The storage primary is persistent, made so at manufacture, and its name recorded in the
+ * state: a TRE refuses the key found at the handle unless it is the recorded one (another
+ * key there, or none), and works again once the right one is back. Manufacture refuses a
+ * handle held by another key rather than replacing it. Own swtpm: the test changes what is
+ * at the handle. */
+static void test_primary_not_recorded(void **state)
+{
+  (void)state;
+  char dir[64], dir2[80], *jws = NULL;
+  mcim_tre_t *tre = NULL;
+  mcim_tpm_t *t = NULL;
+  TPM2B_NAME name;
+  snprintf(dir, sizeof(dir), "/tmp/mcim-tpmtest-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  mcim_swtpm_t *s = swtpm_on(dir);
+  struct fx f = {0};
+  snprintf(f.dir, sizeof(f.dir), "%.60s/tre", dir);
+  snprintf(dir2, sizeof(dir2), "%.60s/tre2", dir);
+  assert_int_equal(mcim_tre_tpm_create(f.dir, mcim_swtpm_tcti(s), DEVICE, MODEL, owner_jwk,
+                                       ops_ca_pem, m2mes_ca_pem),
+                   MCIM_OK);
+  assert_int_equal(mcim_tre_tpm_open(f.dir, mcim_swtpm_tcti(s), &tre), MCIM_OK);
+  assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
+                   MCIM_OK);
+  free(jws);
+  jws = NULL;
+
+  /* another key at the handle: refused, with the cause in the log */
+  t = open_tpm(s);
+  evict_at_handle(t);
+  impostor_at_handle(t);
+  mcim_tpm_free(t);
+  assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
+                   MCIM_TPM_ERROR);
+  assert_null(jws);
+  assert_true(log_has("is not the storage key recorded in the TRE's state"));
+  /* and manufacture does not replace it */
+  assert_int_equal(mcim_tre_tpm_create(dir2, mcim_swtpm_tcti(s), DEVICE, MODEL, owner_jwk,
+                                       ops_ca_pem, m2mes_ca_pem),
+                   MCIM_TPM_ERROR);
+  assert_true(log_has("holds another key"));
+
+  /* no key at the handle: refused */
+  t = open_tpm(s);
+  evict_at_handle(t);
+  mcim_tpm_free(t);
+  assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
+                   MCIM_TPM_ERROR);
+  assert_null(jws);
+  assert_true(log_has("no key at persistent handle"));
+
+  /* the recorded one back (the same template under the same seed): works again */
+  t = open_tpm(s);
+  assert_int_equal(mcim_tpm_primary_persist(t, &name), MCIM_OK);
+  mcim_tpm_free(t);
+  assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
+                   MCIM_OK);
+  free(jws);
+  mcim_tre_close(tre);
+  mcim_swtpm_free(s);
+  rm_tree(dir);
+}
+
 /* Objects a process left loaded when it died (swtpm has no resource manager, and 3 transient
- * slots): with two left, TPM2_Load finds no slot; with three, TPM2_CreatePrimary. Both times
- * the TRE flushes them and goes on. */
+ * slots): with two left, TPM2_Load finds no slot; with three, already the TPM2_ReadPublic of
+ * the persistent storage key (read through a transient slot). Both times the TRE flushes
+ * them and goes on. */
 static void test_stray_objects(void **state)
 {
   struct fx *f = *state;
@@ -955,6 +1082,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tre_end_to_end, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_wrong_backend, fx_setup, fx_teardown),
       cmocka_unit_test(test_tpm_gone_and_back),
+      cmocka_unit_test(test_primary_not_recorded),
       cmocka_unit_test_setup_teardown(test_stray_objects, fx_setup, fx_teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -3,7 +3,7 @@
  *
  *   tpm_conn.c     an ESAPI context on a TCTI ("swtpm:host=127.0.0.1,port=N", "device:...")
  *                  and the mapping of TSS2 return codes to causes, with a human detail
- *   tpm_primary.c  the storage primary key, re-created deterministically from its template
+ *   tpm_primary.c  the storage primary key, from its template; the TRE's persistent one
  *   tpm_dup.c      the host side (the SHO, OpenSSL only): a TPM2_Import duplication blob of
  *                  a raw AES-128 key, wrapped to the primary's public key
  *   tpm_aes.c      import, load and use of that key inside the TPM: AES-128-ECB with
@@ -69,6 +69,22 @@ mcim_cause_t mcim_tpm_cause(TSS2_RC rc);
  * key after any restart (TPM2_Clear changes the seed and so the key, on purpose). `handle`
  * and `pub` (both may be NULL) stay valid until mcim_tpm_free(). */
 mcim_cause_t mcim_tpm_primary(mcim_tpm_t *t, ESYS_TR *handle, const TPM2B_PUBLIC **pub);
+/* The persistent storage primary of the TPM TRE (docs/tre-tpm.md, "Connections and
+ * objects"): the key of mcim_tpm_primary's template, made persistent once, at manufacture,
+ * by TPM2_EvictControl in the owner hierarchy at this handle (the owner range's storage
+ * keys, 0x81000000-0x8100FFFF; not 0x81000001/2, which the TCG provisioning guidance gives
+ * its RSA and ECC SRKs with another unique field). */
+#define MCIM_TPM_PRIMARY_HANDLE UINT32_C(0x81004d43)
+/* Manufacture: make the storage primary persistent at MCIM_TPM_PRIMARY_HANDLE (or find it
+ * there already, made for another TRE of this TPM: the same template under the same seed is
+ * the same key) and use it on this connection; `name` is its name, to be recorded. A handle
+ * held by any other key is refused (MCIM_TPM_ERROR), never evicted. */
+mcim_cause_t mcim_tpm_primary_persist(mcim_tpm_t *t, TPM2B_NAME *name);
+/* Use the persistent storage primary on this connection, after checking that the key at
+ * MCIM_TPM_PRIMARY_HANDLE has exactly the `recorded` name (so exactly the recorded public
+ * area): none there, or another key, is MCIM_TPM_ERROR with the detail saying which. Cheap:
+ * one TPM2_ReadPublic per connection, no key generation. */
+mcim_cause_t mcim_tpm_primary_use(mcim_tpm_t *t, const TPM2B_NAME *recorded);
 /* The TPM2B_NAME of a public area (nameAlg || H(TPMT_PUBLIC)), computed on the host. */
 mcim_cause_t mcim_tpm_public_name(const TPM2B_PUBLIC *pub, TPM2B_NAME *name);
 /* Flush every transient object of the TPM but this connection's primary: objects a process

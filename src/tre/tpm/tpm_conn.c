@@ -124,7 +124,9 @@ void mcim_tpm_free(mcim_tpm_t *t)
 {
   if (!t)
     return;
-  if (t->esys && t->primary != ESYS_TR_NONE)
+  if (t->esys && t->primary != ESYS_TR_NONE && t->primary_persistent)
+    (void)Esys_TR_Close(t->esys, &t->primary); /* stays in the TPM: ESAPI forgets it */
+  else if (t->esys && t->primary != ESYS_TR_NONE)
     (void)Esys_FlushContext(t->esys, t->primary); /* a transient object: free the TPM's slot */
   Esys_Free(t->primary_pub);
   if (t->esys)

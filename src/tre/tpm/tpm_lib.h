@@ -31,6 +31,10 @@
   X(MCIM_TSS2_ESYS, Esys_GetCapability)                                                            \
   X(MCIM_TSS2_ESYS, Esys_TR_FromTPMPublic)                                                         \
   X(MCIM_TSS2_ESYS, Esys_TR_GetTpmHandle)                                                          \
+  X(MCIM_TSS2_ESYS, Esys_TR_Close)                                                               \
+  X(MCIM_TSS2_ESYS, Esys_TR_GetName)                                                             \
+  X(MCIM_TSS2_ESYS, Esys_ReadPublic)                                                             \
+  X(MCIM_TSS2_ESYS, Esys_EvictControl)                                                           \
   X(MCIM_TSS2_ESYS, Esys_CreatePrimary)                                                            \
   X(MCIM_TSS2_ESYS, Esys_Create)                                                                   \
   X(MCIM_TSS2_ESYS, Esys_Load)                                                                     \
@@ -66,6 +70,10 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Esys_GetCapability (mcim_tss2.Esys_GetCapability)
 #define Esys_TR_FromTPMPublic (mcim_tss2.Esys_TR_FromTPMPublic)
 #define Esys_TR_GetTpmHandle (mcim_tss2.Esys_TR_GetTpmHandle)
+#define Esys_TR_Close (mcim_tss2.Esys_TR_Close)
+#define Esys_TR_GetName (mcim_tss2.Esys_TR_GetName)
+#define Esys_ReadPublic (mcim_tss2.Esys_ReadPublic)
+#define Esys_EvictControl (mcim_tss2.Esys_EvictControl)
 #define Esys_CreatePrimary (mcim_tss2.Esys_CreatePrimary)
 #define Esys_Create (mcim_tss2.Esys_Create)
 #define Esys_Load (mcim_tss2.Esys_Load)

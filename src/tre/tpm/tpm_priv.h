@@ -10,6 +10,7 @@ struct mcim_tpm {
   TSS2_TCTI_CONTEXT *tcti;
   ESYS_CONTEXT *esys;
   ESYS_TR primary;           /* ESYS_TR_NONE until mcim_tpm_primary() */
+  bool primary_persistent;   /* primary is MCIM_TPM_PRIMARY_HANDLE: closed, never flushed */
   TPM2B_PUBLIC *primary_pub; /* ESAPI's allocation (Esys_Free) */
   bool lost;                 /* a TCTI failure happened: ESAPI's state is gone with it */
   char detail[256];          /* the last failure; never key material */

@@ -14,7 +14,27 @@
  * operation and flushed after it (swtpm has 3 transient slots). The connection is opened
  * by the first key operation of a transaction and closed at its end (tre_end): the TPM
  * serves one connection at a time, and the TRE's lock already orders the transactions of
- * every handle and process. */
+ * every handle and process.
+ *
+ * The storage primary is persistent (MCIM_TPM_PRIMARY_HANDLE, tpm_primary.c), not re-created per
+ * transaction. TPM2_CreatePrimary of the ECC key is a key generation the TPM did at every
+ * transaction (about 40% of swtpm's CPU per change of SHO: bench/tre_backends.sh, docs/tre-tpm.md
+ * "Measured"). The two ways to stop paying it per transaction were: keep the connection (and the
+ * loaded primary) open for the handle's life, or make the primary persistent. Keeping the
+ * connection would hold the TPM for as long as the agent runs wherever the TCTI keeps its
+ * connection (/dev/tpm0 without a resource manager takes one opener at a time; swtpm serves one
+ * client at a time): `m2me` commands and a second handle on the same TPM would then wait on a
+ * connection the agent never closes, while the agent may wait on the TRE's lock they hold (a
+ * deadlock). tpm2-tss 3.2.1's swtpm TCTI happens to connect per command (strace: 25 connections
+ * for 5 transactions), but the TRE does not depend on which TCTI it is given. So connections stay
+ * per transaction and the primary is made persistent once, at manufacture (TPM2_EvictControl in
+ * the owner hierarchy), and its name (nameAlg || SHA-256 of its public area) recorded beside each
+ * key in the sealed state as "tpm_parent". Each transaction then reads the persistent key's public
+ * area (one TPM2_ReadPublic) and refuses to use it unless its name is the recorded one: another
+ * key put at the handle is refused with a clear cause, before the TPM is given a blob under it
+ * (which it would refuse anyway: the blob's integrity is bound to the primary's seed). Nothing is
+ * weaker: the key is the same one (same template, same seed), and a document made before this
+ * change (no "tpm_parent") still re-creates its primary per transaction. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +45,7 @@
 
 #define MEMBER_PUBLIC "tpm_public"
 #define MEMBER_PRIVATE "tpm_private"
+#define MEMBER_PARENT "tpm_parent"
 
 static const char *key_member(enum mcim_tre_cert which)
 {
@@ -77,16 +98,49 @@ static mcim_cause_t blob_of(json_t *st, enum mcim_tre_cert which, struct mcim_tp
   return rc;
 }
 
-static mcim_cause_t blob_json(const struct mcim_tpm_blob *blob, json_t **out)
+/* The recorded name of the persistent primary a key was made under; *has is false for a
+ * document made before the primary was persistent (no member). */
+static mcim_cause_t parent_of(json_t *st, enum mcim_tre_cert which, TPM2B_NAME *out,
+                              bool *has)
 {
-  char *pub = NULL, *priv = NULL;
+  json_t *k = json_object_get(json_object_get(st, "keys"), key_member(which));
+  const char *b64 = tre_str(k, MEMBER_PARENT);
+  size_t len = 0;
+
+  memset(out, 0, sizeof(*out));
+  *has = b64 != NULL;
+  if (!b64)
+    return MCIM_OK;
+  if (mcim_b64url_decode(b64, strlen(b64), out->name, sizeof(out->name), &len) != MCIM_OK ||
+      len != 34) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_KEY_INVALID,
+                   "tre: %s key in the state: %s is not a TPM name", key_member(which),
+                   MEMBER_PARENT);
+    return MCIM_KEY_INVALID;
+  }
+  out->size = (UINT16)len;
+  return MCIM_OK;
+}
+
+static mcim_cause_t blob_json(const struct mcim_tpm_blob *blob, const TPM2B_NAME *parent,
+                              json_t **out)
+{
+  char *pub = NULL, *priv = NULL, *name = NULL;
   mcim_cause_t rc = mcim_tpm_blob_encode(blob, &pub, &priv);
   if (rc == MCIM_OK) {
-    *out = json_pack("{s:s, s:s}", MEMBER_PUBLIC, pub, MEMBER_PRIVATE, priv);
+    rc = MCIM_NO_MEMORY;
+    name = malloc(mcim_b64url_len(parent->size) + 1);
+    if (!name)
+      goto cleanup;
+    mcim_b64url_encode(parent->name, parent->size, name);
+    *out = json_pack("{s:s, s:s, s:s}", MEMBER_PUBLIC, pub, MEMBER_PRIVATE, priv, MEMBER_PARENT,
+                     name);
     rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
   }
+cleanup:
   free(pub);
   free(priv);
+  free(name);
   return rc;
 }
 
@@ -95,18 +149,23 @@ static mcim_cause_t blob_json(const struct mcim_tpm_blob *blob, json_t **out)
 static mcim_cause_t tpm_create(struct tre_soft *t, json_t **attestation, json_t **ka)
 {
   struct mcim_tpm_blob sign = {0}, ecdh = {0};
+  TPM2B_NAME parent = {0};
   mcim_tpm_t *tpm = NULL;
   mcim_cause_t rc = connection(t, &tpm);
 
   if (rc != MCIM_OK)
     goto cleanup;
+  if ((rc = mcim_tpm_primary_persist(tpm, &parent)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot make the storage key persistent");
+    goto cleanup;
+  }
   if ((rc = mcim_tpm_key_create(tpm, MCIM_TPM_KEY_SIGN, &sign)) != MCIM_OK ||
       (rc = mcim_tpm_key_create(tpm, MCIM_TPM_KEY_ECDH, &ecdh)) != MCIM_OK) {
     log_tpm(tpm, rc, "cannot create the TRE keys");
     goto cleanup;
   }
-  if ((rc = blob_json(&sign, attestation)) == MCIM_OK)
-    rc = blob_json(&ecdh, ka);
+  if ((rc = blob_json(&sign, &parent, attestation)) == MCIM_OK)
+    rc = blob_json(&ecdh, &parent, ka);
 cleanup:
   if (rc != MCIM_OK) {
     json_decref(*attestation);
@@ -131,6 +190,8 @@ struct key_ref {
   struct tre_soft *t;
   enum mcim_tre_cert which;
   struct mcim_tpm_blob blob;
+  TPM2B_NAME parent; /* the persistent primary's recorded name, if has_parent */
+  bool has_parent;
 };
 
 static mcim_cause_t ref_load(struct key_ref *r, mcim_tpm_t **tpm, mcim_tpm_key_t **key)
@@ -138,6 +199,10 @@ static mcim_cause_t ref_load(struct key_ref *r, mcim_tpm_t **tpm, mcim_tpm_key_t
   mcim_cause_t rc = connection(r->t, tpm);
   if (rc != MCIM_OK)
     return rc;
+  if (r->has_parent && (rc = mcim_tpm_primary_use(*tpm, &r->parent)) != MCIM_OK) {
+    log_tpm(*tpm, rc, "the TRE's storage key");
+    return rc;
+  }
   rc = mcim_tpm_key_load(*tpm, key_kind(r->which), &r->blob, key);
   if (rc != MCIM_OK)
     log_tpm(*tpm, rc, "cannot load the TRE key");
@@ -189,6 +254,7 @@ static mcim_cause_t tpm_jose(struct tre_soft *t, json_t *st, enum mcim_tre_cert 
   r->t = t;
   r->which = which;
   if ((rc = blob_of(st, which, &r->blob)) != MCIM_OK ||
+      (rc = parent_of(st, which, &r->parent, &r->has_parent)) != MCIM_OK ||
       (rc = mcim_tpm_key_public(&r->blob, key_kind(which), &pub)) != MCIM_OK)
     goto cleanup;
   /* each key does its one job only: the attestation key signs, the KA key agrees keys */
