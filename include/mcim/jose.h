@@ -38,6 +38,9 @@ mcim_cause_t mcim_jose_key_from_pkey(const EVP_PKEY *pkey, mcim_jose_key_t **out
 mcim_cause_t mcim_jose_key_from_jwk(const char *json, size_t len, mcim_jose_key_t **out);
 /* The public JWK as a NUL-terminated JSON string; free() it. Never contains "d". */
 mcim_cause_t mcim_jose_key_public_jwk(const mcim_jose_key_t *key, char **out);
+/* A P-256 public key from its raw coordinates (32 bytes each), the point checked to be on the
+ * curve (MCIM_KEY_INVALID otherwise); EVP_PKEY_free() it. */
+mcim_cause_t mcim_p256_public_pkey(const uint8_t x[32], const uint8_t y[32], EVP_PKEY **out);
 /* The public part as an OpenSSL key (e.g. to certify it); EVP_PKEY_free() it. */
 mcim_cause_t mcim_jose_key_public_pkey(const mcim_jose_key_t *key, EVP_PKEY **out);
 /* Key id written into the "kid" header of what this key signs (NULL clears it).

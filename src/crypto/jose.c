@@ -226,6 +226,13 @@ cleanup:
   return rc;
 }
 
+mcim_cause_t mcim_p256_public_pkey(const uint8_t x[32], const uint8_t y[32], EVP_PKEY **out)
+{
+  if (!x || !y || !out)
+    return MCIM_INVALID_ARGUMENT;
+  return p256_pkey(x, y, NULL, out);
+}
+
 /* ---- keys --------------------------------------------------------------------------- */
 
 /* Build from raw coordinates (and optionally d); both libraries get their own copy. */

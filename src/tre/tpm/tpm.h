@@ -93,6 +93,12 @@ mcim_cause_t mcim_tpm_public_name(const TPM2B_PUBLIC *pub, TPM2B_NAME *name);
  * TPM2_Load or TPM2_CreatePrimary finds no free slot). Through a resource manager
  * (/dev/tpmrm0) a connection sees its own objects only, and there is nothing to flush. */
 mcim_cause_t mcim_tpm_flush_strays(mcim_tpm_t *t);
+struct mcim_tpm_blob;
+/* TPM2_Load of a wrapped object under the storage primary, into *handle (ESYS_TR_NONE on
+ * failure, with `what` in the detail); when the TPM has no free slot, the strays are flushed
+ * and the load tried once more. */
+mcim_cause_t mcim_tpm_load(mcim_tpm_t *t, const struct mcim_tpm_blob *blob, const char *what,
+                           ESYS_TR *handle);
 
 /* ---- tpm_dup.c: host side, OpenSSL only (no TPM needed) ---- */
 /* The attributes of an imported AES key (docs/tre-tpm.md, "The AES key"): encrypt only

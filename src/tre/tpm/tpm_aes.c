@@ -52,31 +52,21 @@ mcim_cause_t mcim_tpm_aes_load(mcim_tpm_t *t, const struct mcim_tpm_blob *blob,
                                mcim_tpm_aes_t **out)
 {
   mcim_tpm_aes_t *k = NULL;
-  ESYS_TR parent = ESYS_TR_NONE;
   mcim_cause_t rc;
-  TSS2_RC r;
 
   if (!out)
     return MCIM_INVALID_ARGUMENT;
   *out = NULL;
   if (!t || !blob)
     return MCIM_INVALID_ARGUMENT;
-  rc = mcim_tpm_primary(t, &parent, NULL);
-  if (rc != MCIM_OK)
-    goto cleanup;
   rc = MCIM_NO_MEMORY;
   k = calloc(1, sizeof(*k));
   if (!k)
     goto cleanup;
   k->tpm = t;
-  k->handle = ESYS_TR_NONE;
-  r = Esys_Load(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv,
-                &blob->pub, &k->handle);
-  if (r != TSS2_RC_SUCCESS) {
-    k->handle = ESYS_TR_NONE;
-    rc = mcim_tpm_fail(t, "TPM2_Load (AES key)", r);
+  rc = mcim_tpm_load(t, blob, "TPM2_Load (AES key)", &k->handle);
+  if (rc != MCIM_OK)
     goto cleanup;
-  }
   *out = k;
   k = NULL;
   rc = MCIM_OK;

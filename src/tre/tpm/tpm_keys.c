@@ -4,15 +4,13 @@
  * (TPM2_ECDH_ZGen). What leaves the TPM is the public area and TPM2_Create's outPrivate: the
  * private part wrapped (AES-128-CFB and an HMAC) under keys derived from the primary's seed,
  * which only this TPM can load again. */
-#include <openssl/bn.h>
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/param_build.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "mcim/jose.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
 #include "tre/tpm/tpm_lib.h"
@@ -107,9 +105,7 @@ mcim_cause_t mcim_tpm_key_load(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
                                const struct mcim_tpm_blob *blob, mcim_tpm_key_t **out)
 {
   mcim_tpm_key_t *k = NULL;
-  ESYS_TR parent = ESYS_TR_NONE;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
-  TSS2_RC r;
 
   if (!out)
     return rc;
@@ -120,26 +116,15 @@ mcim_cause_t mcim_tpm_key_load(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
                       kind == MCIM_TPM_KEY_SIGN ? "signing" : "key-agreement");
   if (!template_matches(kind, &blob->pub))
     goto cleanup;
-  rc = mcim_tpm_primary(t, &parent, NULL);
-  if (rc != MCIM_OK)
-    goto cleanup;
   rc = MCIM_NO_MEMORY;
   k = calloc(1, sizeof(*k));
   if (!k)
     goto cleanup;
   k->tpm = t;
   k->kind = kind;
-  k->handle = ESYS_TR_NONE;
-  r = Esys_Load(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv,
-                &blob->pub, &k->handle);
-  if (r == TPM2_RC_OBJECT_MEMORY && mcim_tpm_flush_strays(t) == MCIM_OK)
-    r = Esys_Load(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv,
-                  &blob->pub, &k->handle);
-  if (r != TSS2_RC_SUCCESS) {
-    k->handle = ESYS_TR_NONE;
-    rc = mcim_tpm_fail(t, "TPM2_Load (TRE key)", r);
+  rc = mcim_tpm_load(t, blob, "TPM2_Load (TRE key)", &k->handle);
+  if (rc != MCIM_OK)
     goto cleanup;
-  }
   *out = k;
   k = NULL;
   rc = MCIM_OK;
@@ -242,47 +227,13 @@ cleanup:
 mcim_cause_t mcim_tpm_key_public(const struct mcim_tpm_blob *blob, enum mcim_tpm_key_kind kind,
                                  EVP_PKEY **out)
 {
-  uint8_t pt[1 + 2 * P256_LEN];
-  OSSL_PARAM_BLD *bld = NULL;
-  OSSL_PARAM *params = NULL;
-  EVP_PKEY_CTX *ctx = NULL, *check = NULL;
-  EVP_PKEY *pkey = NULL;
-  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
-
   if (!blob || !out)
-    goto cleanup;
+    return MCIM_INVALID_ARGUMENT;
   *out = NULL;
-  rc = MCIM_KEY_INVALID;
   if (!template_matches(kind, &blob->pub))
-    goto cleanup;
-  pt[0] = 0x04;
-  memcpy(pt + 1, blob->pub.publicArea.unique.ecc.x.buffer, P256_LEN);
-  memcpy(pt + 1 + P256_LEN, blob->pub.publicArea.unique.ecc.y.buffer, P256_LEN);
-  rc = MCIM_NO_MEMORY;
-  bld = OSSL_PARAM_BLD_new();
-  if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
-      !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt)) ||
-      !(params = OSSL_PARAM_BLD_to_param(bld)))
-    goto cleanup;
-  rc = MCIM_KEY_INVALID;
-  ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-  if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
-      EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) != 1)
-    goto cleanup;
-  check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
-  if (!check || EVP_PKEY_public_check_quick(check) != 1)
-    goto cleanup;
-  *out = pkey;
-  pkey = NULL;
-  rc = MCIM_OK;
-cleanup:
-  EVP_PKEY_CTX_free(check);
-  EVP_PKEY_free(pkey);
-  EVP_PKEY_CTX_free(ctx);
-  OSSL_PARAM_free(params);
-  OSSL_PARAM_BLD_free(bld);
-  ERR_clear_error();
-  return rc;
+    return MCIM_KEY_INVALID;
+  return mcim_p256_public_pkey(blob->pub.publicArea.unique.ecc.x.buffer,
+                               blob->pub.publicArea.unique.ecc.y.buffer, out);
 }
 
 mcim_cause_t mcim_tpm_blob_encode(const struct mcim_tpm_blob *blob, char **pub, char **priv)

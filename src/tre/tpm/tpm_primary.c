@@ -289,3 +289,25 @@ cleanup:
   Esys_Free(cap);
   return rc;
 }
+
+mcim_cause_t mcim_tpm_load(mcim_tpm_t *t, const struct mcim_tpm_blob *blob, const char *what,
+                           ESYS_TR *handle)
+{
+  ESYS_TR parent = ESYS_TR_NONE;
+  mcim_cause_t rc = mcim_tpm_primary(t, &parent, NULL);
+  TSS2_RC r;
+
+  *handle = ESYS_TR_NONE;
+  if (rc != MCIM_OK)
+    return rc;
+  r = Esys_Load(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv,
+                &blob->pub, handle);
+  if (r == TPM2_RC_OBJECT_MEMORY && mcim_tpm_flush_strays(t) == MCIM_OK)
+    r = Esys_Load(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv,
+                  &blob->pub, handle);
+  if (r != TSS2_RC_SUCCESS) {
+    *handle = ESYS_TR_NONE;
+    return mcim_tpm_fail(t, what, r);
+  }
+  return MCIM_OK;
+}
