@@ -31,6 +31,9 @@ mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size
 bool mcim_ct_equal(const void *a, const void *b, size_t len);
 /* Wipe key material so the compiler cannot elide it. */
 void mcim_wipe(void *p, size_t len);
+/* A refusal's human detail into a caller's buffer (nothing when detail is NULL or len 0). */
+void mcim_detailf(char *detail, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Fill with bytes from the CSPRNG (OpenSSL's DRBG). MCIM_CRYPTO_ERROR if it fails. */
 mcim_cause_t mcim_random(uint8_t *out, size_t len);

@@ -1,5 +1,6 @@
 #include "mcim/util.h"
 
+#include <stdarg.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <time.h>
@@ -226,4 +227,14 @@ double mcim_median(double *v, size_t n)
     return 0;
   mcim_sort_doubles(v, n);
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+void mcim_detailf(char *detail, size_t len, const char *fmt, ...)
+{
+  va_list ap;
+  if (!detail || len == 0)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(detail, len, fmt, ap);
+  va_end(ap);
 }

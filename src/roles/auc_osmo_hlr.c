@@ -75,18 +75,6 @@ struct ohlr {
   unsigned ctrl_id;     /* the last CTRL command's id (atomic) */
 };
 
-static void say(char *detail, size_t dlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void say(char *detail, size_t dlen, const char *fmt, ...)
-{
-  va_list ap;
-  if (!detail || !dlen)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(detail, dlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- the socket, with a deadline ---- */
 
 static int ms_left(uint64_t deadline)
@@ -123,7 +111,7 @@ static mcim_cause_t conn_open(const struct ohlr *h, const struct sockaddr_in *to
   fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     rc = MCIM_IO_ERROR;
-    say(detail, dlen, "osmo-hlr: socket: %s", strerror(errno));
+    mcim_detailf(detail, dlen, "osmo-hlr: socket: %s", strerror(errno));
     goto cleanup;
   }
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -132,18 +120,17 @@ static mcim_cause_t conn_open(const struct ohlr *h, const struct sockaddr_in *to
       err = errno;
     }
     else if ((rc = wait_fd(fd, POLLOUT, deadline)) != MCIM_OK) {
-      say(detail, dlen, "osmo-hlr: no connection to %s at %s:%u within %d ms", what, ip,
-          ntohs(to->sin_port), h->timeout_ms);
+      mcim_detailf(detail, dlen, "osmo-hlr: no connection to %s at %s:%u within %d ms", what, ip,
+                   ntohs(to->sin_port), h->timeout_ms);
       goto cleanup;
-    }
-    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
+    } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0) {
       err = errno;
     }
   }
   if (err) {
     rc = MCIM_PEER_UNREACHABLE;
-    say(detail, dlen, "osmo-hlr: cannot connect to %s at %s:%u: %s", what, ip,
-        ntohs(to->sin_port), strerror(err));
+    mcim_detailf(detail, dlen, "osmo-hlr: cannot connect to %s at %s:%u: %s", what, ip,
+                 ntohs(to->sin_port), strerror(err));
   }
 cleanup:
   if (rc != MCIM_OK && fd >= 0) {
@@ -276,38 +263,41 @@ mcim_cause_t mcim_auc_osmo_hlr_check_answer_(const uint8_t *msg, size_t len, con
   memset(&g, 0, sizeof(g));
   drc = osmo_gsup_decode(msg, len, &g);
   if (drc < 0) {
-    say(detail, dlen, "osmo-hlr: GSUP answer does not decode (%d bytes, libosmocore: %d)",
-        (int)len, drc);
+    mcim_detailf(detail, dlen, "osmo-hlr: GSUP answer does not decode (%d bytes, libosmocore: %d)",
+                 (int)len, drc);
     goto cleanup;
   }
   if (strcmp(g.imsi, imsi) != 0) {
-    say(detail, dlen, "osmo-hlr: GSUP answer for another IMSI (%.16s, asked %s)", g.imsi, imsi);
+    mcim_detailf(detail, dlen, "osmo-hlr: GSUP answer for another IMSI (%.16s, asked %s)", g.imsi,
+                 imsi);
     goto cleanup;
   }
   if (g.message_type == OSMO_GSUP_MSGT_SEND_AUTH_INFO_ERROR) {
     rc = gmm_cause(g.cause);
-    say(detail, dlen, "osmo-hlr: SendAuthInfo refused for IMSI %s, GMM cause %d (%s)", imsi,
-        (int)g.cause, get_value_string(gsm48_gmm_cause_names, g.cause));
+    mcim_detailf(detail, dlen, "osmo-hlr: SendAuthInfo refused for IMSI %s, GMM cause %d (%s)",
+                 imsi, (int)g.cause, get_value_string(gsm48_gmm_cause_names, g.cause));
     goto cleanup;
   }
   if (g.message_type != OSMO_GSUP_MSGT_SEND_AUTH_INFO_RESULT) {
-    say(detail, dlen, "osmo-hlr: GSUP answer of type 0x%02x, not a SendAuthInfo result",
-        (unsigned)g.message_type);
+    mcim_detailf(detail, dlen, "osmo-hlr: GSUP answer of type 0x%02x, not a SendAuthInfo result",
+                 (unsigned)g.message_type);
     goto cleanup;
   }
   if (g.num_auth_vectors != (size_t)n) {
-    say(detail, dlen, "osmo-hlr: %zu vectors in the answer, %d asked", g.num_auth_vectors, n);
+    mcim_detailf(detail, dlen, "osmo-hlr: %zu vectors in the answer, %d asked", g.num_auth_vectors,
+                 n);
     goto cleanup;
   }
   for (int i = 0; i < n; i++) {
     const struct osmo_auth_vector *v = &g.auth_vectors[i];
     if (!(v->auth_types & OSMO_AUTH_TYPE_UMTS)) {
-      say(detail, dlen, "osmo-hlr: vector %d is not a UMTS quintet (no AUTN, CK, IK)", i + 1);
+      mcim_detailf(detail, dlen, "osmo-hlr: vector %d is not a UMTS quintet (no AUTN, CK, IK)",
+                   i + 1);
       goto cleanup;
     }
     if (v->res_len != MILENAGE_RES_LEN) {
-      say(detail, dlen, "osmo-hlr: vector %d has a RES of %u bytes, Milenage's is %d", i + 1,
-          (unsigned)v->res_len, MILENAGE_RES_LEN);
+      mcim_detailf(detail, dlen, "osmo-hlr: vector %d has a RES of %u bytes, Milenage's is %d",
+                   i + 1, (unsigned)v->res_len, MILENAGE_RES_LEN);
       goto cleanup;
     }
   }
@@ -354,7 +344,7 @@ static mcim_cause_t encode_sai(const char *imsi, int n, const uint8_t *rand, con
     goto cleanup;
   }
   if (osmo_gsup_encode(m, &g) < 0) {
-    say(detail, dlen, "osmo-hlr: cannot encode a SendAuthInfo request for IMSI %s", imsi);
+    mcim_detailf(detail, dlen, "osmo-hlr: cannot encode a SendAuthInfo request for IMSI %s", imsi);
     goto cleanup;
   }
   if (msgb_length(m) > cap)
@@ -379,7 +369,7 @@ static mcim_cause_t sai(struct ohlr *h, const char *imsi, int n, const uint8_t *
   if (detail && dlen)
     detail[0] = '\0';
   if (!imsi_ok(imsi)) {
-    say(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
+    mcim_detailf(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
     return MCIM_INVALID_ARGUMENT;
   }
   rc = encode_sai(imsi, n, rand, auts, req, sizeof(req), &req_len, detail, dlen);
@@ -396,8 +386,8 @@ static mcim_cause_t sai(struct ohlr *h, const char *imsi, int n, const uint8_t *
     size_t blen = ((size_t)hdr[0] << 8) | hdr[1];
     if (rc == MCIM_OK && blen > IPA_MAX_PAYLOAD) {
       rc = MCIM_PEER_BAD_ANSWER;
-      say(detail, dlen, "osmo-hlr: IPA frame of %zu bytes (at most %d expected)", blen,
-          IPA_MAX_PAYLOAD);
+      mcim_detailf(detail, dlen, "osmo-hlr: IPA frame of %zu bytes (at most %d expected)", blen,
+                   IPA_MAX_PAYLOAD);
     }
     if (rc == MCIM_OK)
       rc = recv_all(fd, body, blen, deadline);
@@ -416,7 +406,8 @@ static mcim_cause_t sai(struct ohlr *h, const char *imsi, int n, const uint8_t *
       }
       else if (body[0] == IPAC_MSGT_ID_NACK) {
         rc = MCIM_PEER_ERROR;
-        say(detail, dlen, "osmo-hlr: refused our IPA identity (unit name \"%s\")", h->unit_name);
+        mcim_detailf(detail, dlen, "osmo-hlr: refused our IPA identity (unit name \"%s\")",
+                     h->unit_name);
       }
       continue; /* ID_ACK, PONG: nothing to do */
     }
@@ -425,16 +416,17 @@ static mcim_cause_t sai(struct ohlr *h, const char *imsi, int n, const uint8_t *
       break;
     }
     rc = MCIM_PEER_BAD_ANSWER;
-    say(detail, dlen, "osmo-hlr: unexpected IPA frame (protocol 0x%02x, %zu bytes)", hdr[2], blen);
+    mcim_detailf(detail, dlen, "osmo-hlr: unexpected IPA frame (protocol 0x%02x, %zu bytes)",
+                 hdr[2], blen);
   }
   if (rc == MCIM_TIMEOUT && (!detail || !detail[0]))
-    say(detail, dlen, "osmo-hlr: no SendAuthInfo answer for IMSI %s within %d ms", imsi,
-        h->timeout_ms);
+    mcim_detailf(detail, dlen, "osmo-hlr: no SendAuthInfo answer for IMSI %s within %d ms", imsi,
+                 h->timeout_ms);
   else if (rc == MCIM_PEER_UNREACHABLE && (!detail || !detail[0]))
-    say(detail, dlen, "osmo-hlr: the HLR closed the GSUP connection before answering");
+    mcim_detailf(detail, dlen, "osmo-hlr: the HLR closed the GSUP connection before answering");
   else if (rc != MCIM_OK && (!detail || !detail[0]))
-    say(detail, dlen, "osmo-hlr: SendAuthInfo for IMSI %s failed: %s", imsi,
-        mcim_cause_text(rc));
+    mcim_detailf(detail, dlen, "osmo-hlr: SendAuthInfo for IMSI %s failed: %s", imsi,
+                 mcim_cause_text(rc));
   if (fd >= 0)
     close(fd);
   pthread_mutex_unlock(&h->lock);
@@ -470,7 +462,8 @@ static mcim_cause_t ohlr_resync(struct mcim_auc_backend *b, mcim_store_t *st, co
     char probe[MCIM_AUC_DETAIL_LEN];
     if (sai((struct ohlr *)b, imsi, 1, NULL, NULL, &spare, probe, sizeof(probe)) == MCIM_OK) {
       rc = MCIM_AUTS_INVALID;
-      say(detail, dlen,
+      mcim_detailf(
+          detail, dlen,
           "osmo-hlr: AUTS for IMSI %s refused (MAC-S does not verify; osmo-hlr says \"IMSI "
           "unknown\" for that, and the IMSI is known)",
           imsi);
@@ -519,7 +512,7 @@ static mcim_cause_t ctrl_cmd(struct ohlr *h, const char *verb, const char *var,
     size_t blen = ((size_t)hdr[0] << 8) | hdr[1];
     if (rc == MCIM_OK && blen > IPA_MAX_PAYLOAD) {
       rc = MCIM_PEER_BAD_ANSWER;
-      say(detail, dlen, "osmo-hlr: CTRL frame of %zu bytes", blen);
+      mcim_detailf(detail, dlen, "osmo-hlr: CTRL frame of %zu bytes", blen);
     }
     if (rc == MCIM_OK)
       rc = recv_all(fd, (uint8_t *)body, blen, deadline);
@@ -535,13 +528,11 @@ static mcim_cause_t ctrl_cmd(struct ohlr *h, const char *verb, const char *var,
       continue; /* not CTRL: identity, pong */
     if (strlen(body + 1) != blen - 1) {
       rc = MCIM_PEER_BAD_ANSWER;
-      say(detail, dlen, "osmo-hlr: CTRL reply with a NUL byte");
-    }
-    else if (strncmp(body + 1, want, strlen(want)) == 0) {
+      mcim_detailf(detail, dlen, "osmo-hlr: CTRL reply with a NUL byte");
+    } else if (strncmp(body + 1, want, strlen(want)) == 0) {
       snprintf(reply, cap, "%s", body + 1 + strlen(want));
       break;
-    }
-    else if (strncmp(body + 1, err, strlen(err)) == 0) {
+    } else if (strncmp(body + 1, err, strlen(err)) == 0) {
       snprintf(reply, cap, "%s", body + 1 + strlen(err));
       rc = MCIM_PEER_ERROR;
       break;
@@ -549,9 +540,10 @@ static mcim_cause_t ctrl_cmd(struct ohlr *h, const char *verb, const char *var,
     /* a TRAP or another id's reply: not ours */
   }
   if (rc == MCIM_TIMEOUT && (!detail || !detail[0]))
-    say(detail, dlen, "osmo-hlr: no CTRL reply to %s %s within %d ms", verb, var, h->timeout_ms);
+    mcim_detailf(detail, dlen, "osmo-hlr: no CTRL reply to %s %s within %d ms", verb, var,
+                 h->timeout_ms);
   else if (rc == MCIM_PEER_UNREACHABLE && (!detail || !detail[0]))
-    say(detail, dlen, "osmo-hlr: the HLR closed the CTRL connection before answering");
+    mcim_detailf(detail, dlen, "osmo-hlr: the HLR closed the CTRL connection before answering");
   if (fd >= 0)
     close(fd);
   mcim_wipe(cmd, sizeof(cmd));
@@ -568,17 +560,17 @@ static mcim_cause_t ohlr_delete_sub(struct mcim_auc_backend *b, mcim_store_t *st
 
   (void)st;
   if (!imsi_ok(imsi)) {
-    say(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
+    mcim_detailf(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
     return MCIM_INVALID_ARGUMENT;
   }
-  rc = ctrl_cmd((struct ohlr *)b, "SET", "subscriber.delete", imsi, reply, sizeof(reply),
-                detail, dlen);
+  rc = ctrl_cmd((struct ohlr *)b, "SET", "subscriber.delete", imsi, reply, sizeof(reply), detail,
+                dlen);
   if (rc == MCIM_PEER_ERROR) {
     /* osmo-hlr 1.5: "Subscriber doesn't exist." */
     rc = strstr(reply, "doesn't exist") || strstr(reply, "No such subscriber")
              ? MCIM_UNKNOWN_IDENTITY
              : MCIM_PEER_ERROR;
-    say(detail, dlen, "osmo-hlr: subscriber.delete %s refused: %.100s", imsi, reply);
+    mcim_detailf(detail, dlen, "osmo-hlr: subscriber.delete %s refused: %.100s", imsi, reply);
   }
   return rc;
 }
@@ -593,7 +585,7 @@ static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st
 
   (void)st;
   if (!imsi_ok(sub->imsi)) {
-    say(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
+    mcim_detailf(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
     return MCIM_INVALID_ARGUMENT;
   }
   rc = ctrl_cmd(h, "SET", "subscriber.create", sub->imsi, reply, sizeof(reply), detail, dlen);
@@ -606,8 +598,8 @@ static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st
                      MCIM_OK
              ? MCIM_CONFLICT
              : MCIM_PEER_ERROR;
-    say(detail, dlen, "osmo-hlr: subscriber.create %s refused: %.60s%s", sub->imsi, reply,
-        rc == MCIM_CONFLICT ? " (the IMSI exists)" : "");
+    mcim_detailf(detail, dlen, "osmo-hlr: subscriber.create %s refused: %.60s%s", sub->imsi, reply,
+                 rc == MCIM_CONFLICT ? " (the IMSI exists)" : "");
     return rc;
   }
   if (rc != MCIM_OK)
@@ -619,8 +611,8 @@ static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st
            (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
   rc = ctrl_cmd(h, "SET", var, value, reply, sizeof(reply), detail, dlen);
   if (rc == MCIM_PEER_ERROR)
-    say(detail, dlen, "osmo-hlr: setting the Milenage data of %s refused: %.80s", sub->imsi,
-        reply);
+    mcim_detailf(detail, dlen, "osmo-hlr: setting the Milenage data of %s refused: %.80s",
+                 sub->imsi, reply);
   if (rc != MCIM_OK) {
     /* no subscriber without its keys: undone (if this fails too, a retry of the create
      * finds it and says CONFLICT) */

@@ -6,22 +6,10 @@
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
+#include "mcim/util.h"
 #include "tre/tpm/tpm.h"
 #include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
-
-static void set_detail(char *detail, size_t detail_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_detail(char *detail, size_t detail_len, const char *fmt, ...)
-{
-  va_list ap;
-  if (!detail || detail_len == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(detail, detail_len, fmt, ap);
-  va_end(ap);
-}
 
 mcim_cause_t mcim_tpm_cause(TSS2_RC rc)
 {
@@ -59,9 +47,9 @@ mcim_cause_t mcim_tpm_fail(mcim_tpm_t *t, const char *what, TSS2_RC rc)
    * own: the cause stays the lost TPM, not a refusal. */
   if (cause == MCIM_TPM_UNREACHABLE)
     t->lost = true;
-  set_detail(t->detail, sizeof(t->detail), "%s: %s (0x%08x)%s", what, Tss2_RC_Decode(rc),
-             (unsigned)rc,
-             t->lost && cause != MCIM_TPM_UNREACHABLE ? " (TPM connection lost)" : "");
+  mcim_detailf(t->detail, sizeof(t->detail), "%s: %s (0x%08x)%s", what, Tss2_RC_Decode(rc),
+               (unsigned)rc,
+               t->lost && cause != MCIM_TPM_UNREACHABLE ? " (TPM connection lost)" : "");
   return t->lost ? MCIM_TPM_UNREACHABLE : cause;
 }
 
@@ -82,9 +70,9 @@ mcim_cause_t mcim_tpm_open(const char *tcti, mcim_tpm_t **out, char *detail, siz
   mcim_tpm_t *t = NULL;
   TSS2_RC r;
 
-  set_detail(detail, detail_len, "%s", "");
+  mcim_detailf(detail, detail_len, "%s", "");
   if (!out || !tcti || !*tcti) {
-    set_detail(detail, detail_len, "no TCTI configuration");
+    mcim_detailf(detail, detail_len, "no TCTI configuration");
     return MCIM_INVALID_ARGUMENT;
   }
   *out = NULL;
@@ -94,22 +82,22 @@ mcim_cause_t mcim_tpm_open(const char *tcti, mcim_tpm_t **out, char *detail, siz
   rc = MCIM_NO_MEMORY;
   t = calloc(1, sizeof(*t));
   if (!t) {
-    set_detail(detail, detail_len, "out of memory");
+    mcim_detailf(detail, detail_len, "out of memory");
     goto cleanup;
   }
   t->primary = ESYS_TR_NONE;
   r = Tss2_TctiLdr_Initialize(tcti, &t->tcti);
   if (r != TSS2_RC_SUCCESS) {
     rc = mcim_tpm_cause(r);
-    set_detail(detail, detail_len, "TCTI \"%s\": %s (0x%08x)", tcti, Tss2_RC_Decode(r),
-               (unsigned)r);
+    mcim_detailf(detail, detail_len, "TCTI \"%s\": %s (0x%08x)", tcti, Tss2_RC_Decode(r),
+                 (unsigned)r);
     goto cleanup;
   }
   r = Esys_Initialize(&t->esys, t->tcti, NULL);
   if (r != TSS2_RC_SUCCESS) {
     rc = mcim_tpm_cause(r);
-    set_detail(detail, detail_len, "Esys_Initialize on \"%s\": %s (0x%08x)", tcti,
-               Tss2_RC_Decode(r), (unsigned)r);
+    mcim_detailf(detail, detail_len, "Esys_Initialize on \"%s\": %s (0x%08x)", tcti,
+                 Tss2_RC_Decode(r), (unsigned)r);
     goto cleanup;
   }
   *out = t;

@@ -40,19 +40,6 @@ struct mcim_swtpm {
   char tcti[64];
 };
 
-static void set_detail(char *detail, size_t detail_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_detail(char *detail, size_t detail_len, const char *fmt, ...)
-{
-  va_list ap;
-  if (!detail || detail_len == 0)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(detail, detail_len, fmt, ap);
-  va_end(ap);
-}
-
 static int64_t now_ms(void)
 {
   return (int64_t)(mcim_monotonic_ns() / 1000000u);
@@ -217,7 +204,7 @@ static mcim_cause_t start_once(const char *swtpm, const char *dir, unsigned flag
   int status = 0;
 
   if (port == 0) {
-    set_detail(detail, detail_len, "no free pair of loopback ports for swtpm");
+    mcim_detailf(detail, detail_len, "no free pair of loopback ports for swtpm");
     return MCIM_IO_ERROR;
   }
   snprintf(server, sizeof(server), "type=tcp,port=%u,bindaddr=127.0.0.1", (unsigned)port);
@@ -227,7 +214,7 @@ static mcim_cause_t start_once(const char *swtpm, const char *dir, unsigned flag
   if ((size_t)snprintf(state, sizeof(state), "dir=%s", dir) >= sizeof(state) ||
       (size_t)snprintf(log, sizeof(log), "file=%s/swtpm.log,level=1", dir) >= sizeof(log) ||
       (size_t)snprintf(err, sizeof(err), "%s/swtpm.err", dir) >= sizeof(err)) {
-    set_detail(detail, detail_len, "state directory path too long");
+    mcim_detailf(detail, detail_len, "state directory path too long");
     return MCIM_INVALID_ARGUMENT;
   }
   char *const argv[] = {(char *)swtpm,
@@ -247,7 +234,7 @@ static mcim_cause_t start_once(const char *swtpm, const char *dir, unsigned flag
 
   pid = fork();
   if (pid < 0) {
-    set_detail(detail, detail_len, "fork: %s", strerror(errno));
+    mcim_detailf(detail, detail_len, "fork: %s", strerror(errno));
     return MCIM_IO_ERROR;
   }
   if (pid == 0) { /* the child: async-signal-safe calls only, then exec */
@@ -270,9 +257,9 @@ static mcim_cause_t start_once(const char *swtpm, const char *dir, unsigned flag
     pid_t r = waitpid(pid, &status, WNOHANG);
     if (r == pid) {
       first_line(err, line, sizeof(line));
-      set_detail(detail, detail_len, "swtpm exited (status %d) before it was ready: %s",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
-                 line[0] ? line : "(no output)");
+      mcim_detailf(detail, detail_len, "swtpm exited (status %d) before it was ready: %s",
+                   WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+                   line[0] ? line : "(no output)");
       return MCIM_CONFLICT;
     }
     int64_t left = deadline - now_ms();
@@ -284,7 +271,7 @@ static mcim_cause_t start_once(const char *swtpm, const char *dir, unsigned flag
     }
     if (now_ms() >= deadline) {
       stop_pid(pid);
-      set_detail(detail, detail_len, "swtpm on port %u not ready in time", (unsigned)port);
+      mcim_detailf(detail, detail_len, "swtpm on port %u not ready in time", (unsigned)port);
       return MCIM_TIMEOUT;
     }
     sleep_ms(POLL_MS);
@@ -299,13 +286,13 @@ mcim_cause_t mcim_swtpm_start(const char *state_dir, unsigned flags, int timeout
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
 
-  set_detail(detail, detail_len, "%s", "");
+  mcim_detailf(detail, detail_len, "%s", "");
   if (!out || !state_dir || !*state_dir)
     return MCIM_INVALID_ARGUMENT;
   *out = NULL;
   if (!find_swtpm(swtpm, sizeof(swtpm))) {
-    set_detail(detail, detail_len,
-               "swtpm not found on PATH (Debian package swtpm; scripts/deps.sh installs it)");
+    mcim_detailf(detail, detail_len,
+                 "swtpm not found on PATH (Debian package swtpm; scripts/deps.sh installs it)");
     return MCIM_NOT_FOUND;
   }
   s = calloc(1, sizeof(*s));
