@@ -162,15 +162,13 @@ mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, co
 /* Secret hex of exactly `bytes` bytes (lower-cased copy into out, 2*bytes+1). */
 mcim_cause_t tre_hex_field(json_t *obj, const char *name, size_t bytes, char *out);
 bool tre_imsi_valid(const char *s);
-/* Private key of the TRE (PKCS#8 PEM in the document) as a JOSE key / an EVP_PKEY. Parsed
- * once per process (OpenSSL 3's PEM decoder costs millions of instructions a call, most of a
- * procedure's CPU on the device): the parsed keys are kept by the SHA-256 of their PEM while
- * a TRE handle is open (hold: soft_new; release: tre_soft_free; the last release frees them
- * all, zeroised by OpenSSL). A TRE's keys never change, so a cached key is always the
+/* The software TRE's private keys (PKCS#8 PEM in the document) are parsed once per process
+ * (OpenSSL 3's PEM decoder costs more than the signatures they make): kept as JOSE keys by the
+ * SHA-256 of their PEM while a TRE handle is open (hold: soft_new; release: tre_soft_free;
+ * the last release frees them all). A TRE's keys never change, so a kept key is always the
  * document's. */
 void tre_key_cache_hold(void);
 void tre_key_cache_release(void);
-mcim_cause_t tre_key_pkey(json_t *st, enum mcim_tre_cert which, EVP_PKEY **out);
 /* The TRE key `which` as a JOSE key (t->keys->jose) / its public key (t->keys->public_key),
  * whatever the backend. */
 mcim_cause_t tre_key_jose(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,
