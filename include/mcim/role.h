@@ -46,6 +46,9 @@ struct mcim_role_kind {
    * (NULL-terminated; may be NULL): each statement takes that cutoff (seconds) as its one
    * parameter; they run in order, in one transaction, with the common ones (the trace). */
   const char *const *purge;
+  /* The kind has an AuC (the SHO; the RO for its ICF): it takes the AuC backend's keys
+   * (src/roles/auc_config.h) and the runtime makes r->auc from them. */
+  bool auc;
 };
 
 /* The kinds this build knows (src/roles/kinds.c); NULL if none has that name. */

@@ -17,6 +17,7 @@
 #include "crypto/objcache.h"
 #include "crypto/verdicts.h"
 #include "roles/auc_backend.h"
+#include "roles/auc_config.h"
 #include "roles/role_priv.h"
 
 static const char *const log_formats[] = {"text", "json", NULL};
@@ -119,16 +120,20 @@ const struct mcim_role_kind *mcim_role_kind_find(const char *kind)
   return NULL;
 }
 
-/* Common keys followed by the kind's keys. */
+/* Common keys followed by the kind's keys (and the AuC backend's, for a kind with an AuC). */
 static mcim_config_spec_t *merged_spec(const struct mcim_role_kind *kind, size_t *n)
 {
-  *n = mcim_role_common_nspec + kind->nspec;
+  size_t nauc = kind->auc ? mcim_auc_config_nspec : 0;
+  *n = mcim_role_common_nspec + kind->nspec + nauc;
   mcim_config_spec_t *spec = calloc(*n, sizeof(*spec));
   if (!spec)
     return NULL;
   memcpy(spec, mcim_role_common_spec, sizeof(mcim_role_common_spec));
   if (kind->nspec)
     memcpy(spec + mcim_role_common_nspec, kind->spec, kind->nspec * sizeof(*spec));
+  if (nauc)
+    memcpy(spec + mcim_role_common_nspec + kind->nspec, mcim_auc_config_spec,
+           nauc * sizeof(*spec));
   return spec;
 }
 
@@ -148,6 +153,8 @@ mcim_cause_t mcim_role_check_config(const struct mcim_role_kind *kind, const cha
     snprintf(err, errlen, "%s: database: %s", config_path, why);
     rc = MCIM_UNSUPPORTED;
   }
+  if (rc == MCIM_OK && kind->auc) /* the checks start-up makes, without connecting */
+    rc = mcim_auc_config_backend(cfg, NULL, NULL, NULL, err, errlen);
   mcim_config_free(cfg);
   free(spec);
   return rc;
@@ -669,9 +676,17 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
                    mcim_config_path(r->cfg, "storage_key"));
     goto fail;
   }
-  rc = mcim_auc_builtin_new(r->storage_key, &r->auc);
-  if (rc != MCIM_OK)
-    goto fail;
+  if (kind->auc) {
+    rc = mcim_auc_config_backend(r->cfg, r->name, r->storage_key, &r->auc, err, sizeof(err));
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "%s", err);
+      goto fail;
+    }
+  } else {
+    rc = mcim_auc_builtin_new(r->storage_key, &r->auc);
+    if (rc != MCIM_OK)
+      goto fail;
+  }
   rc = open_store(r);
   if (rc != MCIM_OK)
     goto fail;

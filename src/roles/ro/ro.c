@@ -120,4 +120,5 @@ const struct mcim_role_kind mcim_role_ro = {
     .nroutes = sizeof(ro_routes) / sizeof(ro_routes[0]),
     .tick = mcim_drf_expire,
     .purge = ro_purge,
+    .auc = true,
 };

@@ -656,4 +656,5 @@ const struct mcim_role_kind mcim_role_sho = {
     .start = sho_start,
     .tick = mcim_sho_expire,
     .purge = sho_purge,
+    .auc = true,
 };
