@@ -548,10 +548,15 @@ mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
   unsigned per_address = srv->cfg.per_address_limit ? srv->cfg.per_address_limit
                                                     : DEFAULT_PER_ADDRESS;
   srv->timeout_s = srv->cfg.timeout_s ? srv->cfg.timeout_s : DEFAULT_TIMEOUT_S;
-  /* MHD_USE_AUTO: epoll on Linux. select() cannot watch a descriptor above FD_SETSIZE
-   * (1024), so under select a thousand idle sockets left no room for anyone else. */
+  /* MHD_USE_POLL, not epoll (MHD_USE_AUTO) nor select. select() cannot watch a descriptor
+   * above FD_SETSIZE (1024), so a thousand idle sockets left no room for anyone else. epoll
+   * busy-waits through every TLS handshake in libmicrohttpd 0.9.75: gnutls reads the socket
+   * itself, so MHD never sees the EAGAIN and keeps the connection "read-ready"; a worker
+   * called recv() and epoll_wait(0) about every 25 us until the client's Finished arrived,
+   * 2,200 recv() per procedure in the daemons (docs/performance.md). poll() asks gnutls which
+   * way the handshake waits and sleeps on that. */
   unsigned flags =
-      MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+      MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
   /* MHD_OPTION_CONNECTION_TIMEOUT is both timeouts: MHD closes a connection whose TLS
    * handshake is not done `timeout` after the accept (the handshake does not restart the
    * timer), and one that sends nothing for `timeout` afterwards (libmicrohttpd 0.9.75
