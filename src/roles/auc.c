@@ -129,6 +129,23 @@ static mcim_cause_t store_he(mcim_store_t *st, const char *imsi, const struct mc
   return mcim_store_exec(st, "UPDATE auc SET sqn_he = ? WHERE imsi = ?", p, 2, NULL, NULL);
 }
 
+mcim_cause_t mcim_auc_keys(mcim_store_t *st, const mcim_storage_key_t *skey, const char *imsi,
+                           struct mcim_auc_sub *sub, char state[16])
+{
+  struct sub_row s = {.skey = skey, .imsi = imsi};
+  mcim_cause_t rc = load_sub(st, &s);
+  if (rc == MCIM_OK) {
+    memcpy(sub->k, s.k, sizeof(sub->k));
+    memcpy(sub->opc, s.opc, sizeof(sub->opc));
+    memcpy(sub->amf, s.amf, sizeof(sub->amf));
+    sub->expires = s.expires;
+    if (state)
+      memcpy(state, s.state, sizeof(s.state));
+  }
+  sub_row_wipe(&s);
+  return rc;
+}
+
 mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, const char *imsi,
                               int n, int64_t now, struct mcim_aka_av *avs)
 {

@@ -32,6 +32,12 @@ struct mcim_auc_sub {
 mcim_cause_t mcim_auc_add(mcim_store_t *st, const mcim_storage_key_t *skey,
                           const struct mcim_auc_sub *sub);
 
+/* A subscriber's K, OPc, AMF and lifetime, unsealed into `sub` (its imsi and device are left
+ * as they are; the caller wipes the keys), and its state (16 bytes; may be NULL): what a remote
+ * AuC is given (src/roles/auc_sync.c). MCIM_NOT_FOUND if there is none. */
+mcim_cause_t mcim_auc_keys(mcim_store_t *st, const mcim_storage_key_t *skey, const char *imsi,
+                           struct mcim_auc_sub *sub, char state[16]);
+
 /* Up to `n` (1..5) vectors for `imsi`. MCIM_UNKNOWN_IDENTITY, MCIM_SUBSCRIPTION_TERMINATED,
  * MCIM_CREDENTIAL_EXPIRED (past its lifetime). Own transaction. */
 mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, const char *imsi,

@@ -56,6 +56,17 @@ mcim_cause_t mcim_auc_backend_delete_sub(struct mcim_auc_backend *b, mcim_store_
   return b->ops->delete_sub(b, st, imsi, detail, dlen);
 }
 
+mcim_cause_t mcim_auc_backend_same_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                       const struct mcim_auc_sub *sub, char *detail,
+                                       size_t dlen)
+{
+  if (detail && dlen)
+    detail[0] = '\0';
+  if (!b || !sub || !sub->imsi)
+    return MCIM_INVALID_ARGUMENT;
+  return b->ops->same_sub ? b->ops->same_sub(b, st, sub, detail, dlen) : MCIM_UNSUPPORTED;
+}
+
 const char *mcim_auc_backend_name(const struct mcim_auc_backend *b)
 {
   return b ? b->ops->name : "none";

@@ -63,6 +63,13 @@ struct mcim_auc_backend_ops {
    * MCIM_UNKNOWN_IDENTITY if there is none. */
   mcim_cause_t (*delete_sub)(struct mcim_auc_backend *b, mcim_store_t *st, const char *imsi,
                              char *detail, size_t dlen);
+  /* Optional (NULL: MCIM_UNSUPPORTED): whether the AuC holds `sub` with its K and OPc, so that
+   * a create repeated after a crash (CONFLICT) is known for ours. MCIM_OK: the same keys;
+   * MCIM_CONFLICT: other keys (someone else's subscriber: never touch it); MCIM_NOT_FOUND:
+   * the subscriber exists without Milenage data (nobody can authenticate with it);
+   * MCIM_UNKNOWN_IDENTITY: no such subscriber. */
+  mcim_cause_t (*same_sub)(struct mcim_auc_backend *b, mcim_store_t *st,
+                           const struct mcim_auc_sub *sub, char *detail, size_t dlen);
   void (*free)(struct mcim_auc_backend *b);
 };
 
@@ -83,6 +90,9 @@ mcim_cause_t mcim_auc_backend_create_sub(struct mcim_auc_backend *b, mcim_store_
                                          size_t dlen);
 mcim_cause_t mcim_auc_backend_delete_sub(struct mcim_auc_backend *b, mcim_store_t *st,
                                          const char *imsi, char *detail, size_t dlen);
+mcim_cause_t mcim_auc_backend_same_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                       const struct mcim_auc_sub *sub, char *detail,
+                                       size_t dlen);
 const char *mcim_auc_backend_name(const struct mcim_auc_backend *b);
 /* A cause that says the backend's peer failed (unreachable, too slow, an error or a malformed
  * answer), not the subscriber: worth a line in the log with the detail. */

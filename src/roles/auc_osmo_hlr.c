@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -625,6 +626,57 @@ static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st
   return rc;
 }
 
+/* The HLR's Milenage data of sub->imsi against sub's (GET ...aud3g answers "<var>
+ * MILENAGE,K,OPC,OPc,IND_BITLEN", "<var> none" for a subscriber without 3G data (osmo-hlr
+ * 1.5), an ERROR for an unknown IMSI). */
+static mcim_cause_t ohlr_same_sub(struct mcim_auc_backend *b, mcim_store_t *st,
+                                  const struct mcim_auc_sub *sub, char *detail, size_t dlen)
+{
+  struct ohlr *h = (struct ohlr *)b;
+  char var[64], reply[300], want[192], k[2 * MCIM_MILENAGE_K_LEN + 1],
+      opc[2 * MCIM_MILENAGE_OP_LEN + 1];
+  mcim_cause_t rc;
+
+  (void)st;
+  if (!imsi_ok(sub->imsi)) {
+    mcim_detailf(detail, dlen, "osmo-hlr: not an IMSI (6 to 15 digits)");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  snprintf(var, sizeof(var), "subscriber.by-imsi-%s.aud3g", sub->imsi);
+  rc = ctrl_cmd(h, "GET", var, NULL, reply, sizeof(reply), detail, dlen);
+  if (rc == MCIM_PEER_ERROR) {
+    char probe[MCIM_AUC_DETAIL_LEN], answer[160], info[64];
+    snprintf(info, sizeof(info), "subscriber.by-imsi-%s.info", sub->imsi);
+    rc = ctrl_cmd(h, "GET", info, NULL, answer, sizeof(answer), probe, sizeof(probe)) == MCIM_OK
+             ? MCIM_NOT_FOUND
+             : MCIM_UNKNOWN_IDENTITY;
+    mcim_detailf(detail, dlen, "osmo-hlr: %s %s", sub->imsi,
+                 rc == MCIM_NOT_FOUND ? "exists without Milenage data" : "is unknown");
+    mcim_wipe(reply, sizeof(reply));
+    return rc;
+  }
+  if (rc != MCIM_OK)
+    return rc;
+  snprintf(want, sizeof(want), "%s none", var); /* osmo-hlr 1.5: no 3G data */
+  if (strcmp(reply, want) == 0) {
+    mcim_detailf(detail, dlen, "osmo-hlr: %s exists without Milenage data", sub->imsi);
+    return MCIM_NOT_FOUND;
+  }
+  mcim_hex_encode(sub->k, sizeof(sub->k), k);
+  mcim_hex_encode(sub->opc, sizeof(sub->opc), opc);
+  snprintf(want, sizeof(want), "%s MILENAGE,%s,OPC,%s,%u", var, k, opc,
+           (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
+  rc = strcasecmp(reply, want) == 0 ? MCIM_OK : MCIM_CONFLICT;
+  if (rc == MCIM_CONFLICT) /* never the keys themselves */
+    mcim_detailf(detail, dlen, "osmo-hlr: %s exists with other Milenage data than ours",
+                 sub->imsi);
+  mcim_wipe(k, sizeof(k));
+  mcim_wipe(opc, sizeof(opc));
+  mcim_wipe(want, sizeof(want));
+  mcim_wipe(reply, sizeof(reply));
+  return rc;
+}
+
 static void ohlr_free(struct mcim_auc_backend *b)
 {
   struct ohlr *h = (struct ohlr *)b;
@@ -638,6 +690,7 @@ static const struct mcim_auc_backend_ops ohlr_ops = {
     .resync = ohlr_resync,
     .create_sub = ohlr_create_sub,
     .delete_sub = ohlr_delete_sub,
+    .same_sub = ohlr_same_sub,
     .free = ohlr_free,
 };
 

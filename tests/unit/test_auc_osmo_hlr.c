@@ -32,8 +32,11 @@
 #include <osmocom/gsm/gsup.h>
 
 #include "mcim/aka.h"
+#include "mcim/store.h"
 #include "mcim/util.h"
+#include "roles/auc.h"
 #include "roles/auc_backend.h"
+#include "roles/auc_sync.h"
 
 /* TS 35.208 test set 1 */
 static const char K_HEX[] = "465b5ce8b199b49faa5f0a2ee238a6bc";
@@ -688,6 +691,262 @@ static void test_fake_hlr(void **state)
   assert_non_null(strstr(detail, "within 500 ms"));
 }
 
+
+/* ---- a role's subscribers in the HLR (src/roles/auc_sync.c, issue 13 point 1) ---- */
+
+struct syncfx {
+  char db[96];
+  mcim_store_t *st;
+  mcim_storage_key_t *skey;
+};
+
+static void syncfx_open(struct syncfx *f, const struct hlr *h)
+{
+  static const mcim_migration_t steps[] = {{1, "AuC", mcim_auc_schema_sql},
+                                           {2, "HLR intents", mcim_auc_hlr_schema_sql}};
+  snprintf(f->db, sizeof(f->db), "%s/role.db", h->dir);
+  unlink(f->db);
+  assert_int_equal(mcim_store_open(f->db, NULL, &f->st), MCIM_OK);
+  assert_int_equal(mcim_store_migrate(f->st, "auc", steps, 2), MCIM_OK);
+  assert_int_equal(mcim_storage_key_generate(&f->skey), MCIM_OK);
+}
+
+static void syncfx_close(struct syncfx *f)
+{
+  mcim_store_close(f->st);
+  mcim_storage_key_free(f->skey);
+  unlink(f->db);
+}
+
+/* A subscriber of the role, with its intent, in one transaction (what the SHO's verdict
+ * does); its keys in `sub`. */
+static void role_add(struct syncfx *f, const struct hlr *h, const char *imsi, const char *state,
+                     struct mcim_auc_sub *sub)
+{
+  memset(sub, 0, sizeof(*sub));
+  sub->imsi = imsi;
+  sub->device = "dev1";
+  sub->state = state;
+  assert_int_equal(mcim_random(sub->k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(sub->opc, 16), MCIM_OK);
+  assert_int_equal(mcim_store_begin(f->st), MCIM_OK);
+  assert_int_equal(mcim_auc_add(f->st, f->skey, sub), MCIM_OK);
+  assert_int_equal(mcim_auc_sync_want_in(h->b, f->st, imsi, true), MCIM_OK);
+  assert_int_equal(mcim_store_commit(f->st), MCIM_OK);
+}
+
+static void hlr_keys_are(const struct hlr *h, const struct mcim_auc_sub *sub)
+{
+  char aud3g[200], want[200], k[33], opc[33];
+  mcim_hex_encode(sub->k, 16, k);
+  mcim_hex_encode(sub->opc, 16, opc);
+  for (char *c = k; *c; c++)
+    *c = (char)(*c >= 'a' ? *c - 32 : *c);
+  for (char *c = opc; *c; c++)
+    *c = (char)(*c >= 'a' ? *c - 32 : *c);
+  ctrl_aud3g(h, sub->imsi, aud3g, sizeof(aud3g));
+  snprintf(want, sizeof(want), "MILENAGE,%s,OPC,%s,5", k, opc);
+  assert_int_equal(strcasecmp(aud3g, want), 0);
+}
+
+static int64_t intent_int(struct syncfx *f, const char *imsi, const char *col)
+{
+  char sql[96];
+  int64_t v = -1;
+  mcim_val_t p[] = {MCIM_TEXT(imsi)};
+  snprintf(sql, sizeof(sql), "SELECT %s FROM auc_hlr WHERE imsi = ?", col);
+  assert_int_equal(mcim_store_query_int(f->st, sql, p, 1, &v), MCIM_OK);
+  return v;
+}
+
+/* The intent recorded with the subscriber, applied after the commit: in the HLR with our keys,
+ * once (a second run does nothing), its vectors accepted by the USIM; a crash before the apply
+ * (the intent alone) converges at the next run or at the first attach; a create whose answer
+ * was lost (the HLR has it, the intent is not done) is recognised as ours. */
+static void test_sync_create(void **state)
+{
+  struct hlr *h = *state;
+  struct syncfx f;
+  struct mcim_auc_sub a, c;
+  struct mcim_aka_av av;
+  struct mcim_aka_usim_out out;
+  struct mcim_sqn_usim u, next;
+  mcim_milenage_t *m = NULL;
+  char detail[MCIM_AUC_DETAIL_LEN], aud3g[200];
+
+  syncfx_open(&f, h);
+  role_add(&f, h, "001010000000101", NULL, &a);
+  ctrl_aud3g(h, a.imsi, aud3g, sizeof(aud3g));
+  assert_string_equal(aud3g, ""); /* only intended so far */
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 0);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
+  hlr_keys_are(h, &a);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, a.k, a.opc), MCIM_OK);
+  assert_int_equal(mcim_sqn_usim_init(&h->p, &u), MCIM_OK);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, a.imsi, 1, mcim_now(), &av,
+                                              detail, sizeof(detail)),
+                     MCIM_OK);
+    assert_int_equal(mcim_aka_usim_check(m, &h->p, &u, av.rand, av.autn, &next, &out), MCIM_OK);
+    u = next;
+  }
+  mcim_milenage_free(m);
+
+  /* the intent alone (a crash after the commit): the attach creates it */
+  role_add(&f, h, "001010000000102", NULL, &c);
+  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, c.imsi, 1, mcim_now(), &av,
+                                            detail, sizeof(detail)),
+                   MCIM_OK);
+  assert_int_equal(intent_int(&f, c.imsi, "done"), 1);
+  hlr_keys_are(h, &c);
+
+  /* created, but the role never learnt it (the intent still pending): ours, done */
+  struct mcim_auc_sub d;
+  role_add(&f, h, "001010000000103", NULL, &d);
+  assert_int_equal(mcim_auc_backend_create_sub(h->b, NULL, &d, detail, sizeof(detail)), MCIM_OK);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  assert_int_equal(intent_int(&f, d.imsi, "done"), 1);
+  hlr_keys_are(h, &d);
+
+  /* a pending or standby subscriber of the role gets no vector, whatever the HLR holds */
+  struct mcim_auc_sub e;
+  role_add(&f, h, "001010000000104", "pending", &e);
+  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, e.imsi, 1, mcim_now(), &av,
+                                            detail, sizeof(detail)),
+                   MCIM_SUBSCRIPTION_NOT_ACTIVE);
+  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, "001010000000199", 1,
+                                            mcim_now(), &av, detail, sizeof(detail)),
+                   MCIM_UNKNOWN_IDENTITY);
+  const char *all[] = {a.imsi, c.imsi, d.imsi, e.imsi}; /* the HLR as the other tests had it */
+  for (size_t k = 0; k < 4; k++)
+    (void)mcim_auc_backend_delete_sub(h->b, NULL, all[k], detail, sizeof(detail));
+  mcim_wipe(&a, sizeof(a));
+  syncfx_close(&f);
+}
+
+/* Someone else's subscriber under our IMSI (other keys): never taken for ours nor touched, the
+ * intent stays pending with CONFLICT and backs off; a subscriber without Milenage data (a
+ * create cut between its two CTRL commands) is made again with our keys. */
+static void test_sync_conflict(void **state)
+{
+  struct hlr *h = *state;
+  struct syncfx f;
+  struct mcim_auc_sub a, other, b;
+  char detail[MCIM_AUC_DETAIL_LEN], reply[300], cmd[128];
+
+  syncfx_open(&f, h);
+  role_add(&f, h, "001010000000111", NULL, &a);
+  other = a;
+  assert_int_equal(mcim_random(other.k, 16), MCIM_OK);
+  assert_int_equal(mcim_auc_backend_create_sub(h->b, NULL, &other, detail, sizeof(detail)),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_CONFLICT);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 0);
+  assert_int_equal(intent_int(&f, a.imsi, "attempts"), 1);
+  assert_true(intent_int(&f, a.imsi, "next_try") > mcim_now());
+  hlr_keys_are(h, &other);
+  /* the batch leaves it to its backoff */
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "attempts"), 1);
+  (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
+
+  role_add(&f, h, "001010000000112", NULL, &b);
+  snprintf(cmd, sizeof(cmd), "SET 9 subscriber.create %s", b.imsi);
+  ctrl_cmd(h, cmd, reply, sizeof(reply));
+  assert_int_equal(strncmp(reply, "SET_REPLY 9 ", 12), 0);
+  assert_int_equal(mcim_auc_backend_same_sub(h->b, NULL, &b, detail, sizeof(detail)),
+                   MCIM_NOT_FOUND);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, b.imsi), MCIM_OK);
+  hlr_keys_are(h, &b);
+  (void)mcim_auc_backend_delete_sub(h->b, NULL, b.imsi, detail, sizeof(detail));
+  assert_int_equal(mcim_auc_backend_same_sub(h->b, NULL, &b, detail, sizeof(detail)),
+                   MCIM_UNKNOWN_IDENTITY);
+  syncfx_close(&f);
+}
+
+/* Termination (step 10, a failed or expired order, a switch away): the subscriber terminated
+ * and its intent turned to absent in one transaction; after the run it is gone from the HLR,
+ * which itself refuses the old IMSI (GSUP SendAuthInfo: UNKNOWN_IDENTITY); a second run and a
+ * delete of what is already gone are done. A create that raced a newer intent is not marked
+ * done: the delete runs after it. */
+static void test_sync_delete(void **state)
+{
+  struct hlr *h = *state;
+  struct syncfx f;
+  struct mcim_auc_sub a;
+  struct mcim_aka_av av;
+  char detail[MCIM_AUC_DETAIL_LEN], aud3g[200];
+
+  syncfx_open(&f, h);
+  role_add(&f, h, "001010000000121", NULL, &a);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  hlr_keys_are(h, &a);
+  assert_int_equal(mcim_store_begin(f.st), MCIM_OK);
+  assert_int_equal(mcim_auc_terminate(f.st, a.imsi), MCIM_OK);
+  assert_int_equal(mcim_auc_sync_want_in(h->b, f.st, a.imsi, false), MCIM_OK);
+  assert_int_equal(mcim_store_commit(f.st), MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "gen"), 2);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
+  ctrl_aud3g(h, a.imsi, aud3g, sizeof(aud3g));
+  assert_string_equal(aud3g, "");
+  /* the HLR itself: no vector for the old IMSI */
+  assert_int_equal(mcim_auc_backend_gen_avs(h->b, NULL, a.imsi, 1, 0, &av, detail,
+                                            sizeof(detail)),
+                   MCIM_UNKNOWN_IDENTITY);
+  /* and the role's record refuses it before asking */
+  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, a.imsi, 1, mcim_now(), &av,
+                                            detail, sizeof(detail)),
+                   MCIM_SUBSCRIPTION_TERMINATED);
+  /* again: already gone is done */
+  assert_int_equal(mcim_store_exec(f.st, "UPDATE auc_hlr SET done = 0", NULL, 0, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
+
+  /* wanted, then unwanted before any run: the run deletes (nothing to create) */
+  struct mcim_auc_sub b;
+  role_add(&f, h, "001010000000122", NULL, &b);
+  assert_int_equal(mcim_auc_sync_want_in(h->b, f.st, b.imsi, false), MCIM_OK);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  ctrl_aud3g(h, b.imsi, aud3g, sizeof(aud3g));
+  assert_string_equal(aud3g, "");
+  syncfx_close(&f);
+}
+
+/* The HLR away: the intent stays pending with the cause and backs off; nothing lost. */
+static void test_sync_hlr_down(void **state)
+{
+  struct hlr *h = *state;
+  struct syncfx f;
+  struct mcim_auc_sub a;
+  struct mcim_auc_backend *down = NULL;
+  char ip[INET_ADDRSTRLEN];
+
+  syncfx_open(&f, h);
+  /* an address of the same /8 where nothing listens */
+  snprintf(ip, sizeof(ip), "127.65.%u.%u", (unsigned)getpid() % 250, 3);
+  struct mcim_auc_osmo_hlr_cfg c = {.gsup_addr = ip, .unit_name = "mcim-test-down",
+                                    .timeout_ms = 500};
+  assert_int_equal(mcim_auc_osmo_hlr_new(&c, &down), MCIM_OK);
+  role_add(&f, h, "001010000000131", NULL, &a);
+  assert_int_equal(mcim_auc_sync_run_in(down, f.skey, f.st, a.imsi), MCIM_PEER_UNREACHABLE);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 0);
+  assert_int_equal(intent_int(&f, a.imsi, "attempts"), 1);
+  /* the HLR back: the next run (its backoff passed) creates it */
+  assert_int_equal(mcim_store_exec(f.st, "UPDATE auc_hlr SET next_try = 0", NULL, 0, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  hlr_keys_are(h, &a);
+  char detail[MCIM_AUC_DETAIL_LEN];
+  (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
+  mcim_auc_backend_free(down);
+  syncfx_close(&f);
+}
+
 int main(void)
 {
   const struct CMUnitTest hlr_tests[] = {
@@ -698,6 +957,10 @@ int main(void)
       cmocka_unit_test(test_threads),
       cmocka_unit_test(test_create_delete),
       cmocka_unit_test(test_unknown_imsi_and_down),
+      cmocka_unit_test(test_sync_create),
+      cmocka_unit_test(test_sync_conflict),
+      cmocka_unit_test(test_sync_delete),
+      cmocka_unit_test(test_sync_hlr_down),
   };
   const struct CMUnitTest codec_tests[] = {
       cmocka_unit_test(test_malformed_answers),

@@ -7,6 +7,7 @@
 #include "mcim/log.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
+#include "roles/auc_sync.h"
 #include "roles/auc_backend.h"
 #include "roles/ro/ro.h"
 
@@ -87,12 +88,20 @@ void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_
   if (!st) {
     rc = MCIM_STORE_ERROR;
   } else {
-    rc = mcim_auc_add(st, r->storage_key, &sub);
+    /* with an HLR, the PCID is to be created there in the same unit of work */
+    rc = mcim_store_begin(st);
+    if (rc == MCIM_OK)
+      rc = mcim_auc_add(st, r->storage_key, &sub);
+    if (rc == MCIM_OK)
+      rc = mcim_auc_sync_want(r, st, sub.imsi, true);
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
     if (rc == MCIM_CONFLICT && device_of(st, sub.imsi, have) == MCIM_OK &&
         strcmp(have, sub.device) == 0)
       rc = MCIM_OK; /* the same registration again: idempotent */
   }
   mcim_wipe(&sub, sizeof(sub));
+  if (rc == MCIM_OK)
+    (void)mcim_auc_sync_run(r, json_string_value(json_object_get(req->json, "pcid")));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "PCID %s not registered",
                             json_string_value(json_object_get(req->json, "pcid")));
@@ -128,8 +137,8 @@ static void reply_avs(struct mcim_role *r, const struct mcim_http_request *req,
   struct mcim_aka_av avs[5];
   char device[64], detail[MCIM_AUC_DETAIL_LEN];
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = st ? mcim_auc_backend_gen_avs(r->auc, st, pcid, n, mcim_now(), avs, detail,
-                                                  sizeof(detail))
+  mcim_cause_t rc = st ? mcim_auc_sync_gen_avs(r, st, pcid, n, mcim_now(), avs, detail,
+                                               sizeof(detail))
                        : MCIM_STORE_ERROR;
   if (mcim_auc_cause_is_remote(rc))
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "%s", detail);
@@ -204,8 +213,8 @@ void mcim_icf_resync(void *ctx, const struct mcim_http_request *req,
   mcim_hex_decode_str(json_string_value(json_object_get(req->json, "rand")), rand, sizeof(rand));
   mcim_hex_decode_str(json_string_value(json_object_get(req->json, "auts")), auts, sizeof(auts));
   mcim_store_t *st = mcim_role_store(r);
-  rc = st ? mcim_auc_backend_resync(r->auc, st, pcid, rand, auts, 0, mcim_now(), NULL, detail,
-                                    sizeof(detail))
+  rc = st ? mcim_auc_sync_resync(r, st, pcid, rand, auts, 0, mcim_now(), NULL, detail,
+                                 sizeof(detail))
           : MCIM_STORE_ERROR;
   if (mcim_auc_cause_is_remote(rc))
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "%s", detail);

@@ -23,6 +23,7 @@
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
+#include "roles/auc_sync.h"
 #include "roles/pcid.h"
 #include "roles/ro/ro.h"
 
@@ -74,11 +75,14 @@ static mcim_cause_t check_claim(mcim_store_t *st, const char *device, const char
 
 /* After the new PCID is in the AuC: terminate the device's other PCIDs but the claimed one,
  * and clear its renewal flags. Caller's transaction. */
-static mcim_cause_t supersede(mcim_store_t *st, const char *device, const char *old,
-                              const char *fresh)
+static mcim_cause_t supersede(struct mcim_role *r, mcim_store_t *st, const char *device,
+                              const char *old, const char *fresh)
 {
   mcim_val_t u[] = {MCIM_TEXT(device), MCIM_TEXT(old), MCIM_TEXT(fresh)};
-  mcim_cause_t rc = mcim_store_exec(st,
+  /* with an HLR, they leave it too (and the new one goes in: the caller) */
+  mcim_cause_t rc = mcim_auc_sync_unwant_others(r, st, device, old, fresh);
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st,
                                     "UPDATE auc SET state = 'terminated' WHERE device = ? AND"
                                     " imsi <> ? AND imsi <> ? AND state = 'active'",
                                     u, 3, NULL, NULL);
@@ -165,8 +169,10 @@ void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request 
     rc = check_claim(st, sub.device, old, err, sizeof(err));
     if (rc == MCIM_OK && !again)
       rc = mcim_auc_add(st, r->storage_key, &sub);
+    if (rc == MCIM_OK && !again)
+      rc = mcim_auc_sync_want(r, st, sub.imsi, true);
     if (rc == MCIM_OK)
-      rc = supersede(st, sub.device, old, sub.imsi);
+      rc = supersede(r, st, sub.device, old, sub.imsi);
     if (rc != MCIM_OK && rc != MCIM_CLAIM_MISMATCH)
       snprintf(err, sizeof(err), "PCID %s not registered", sub.imsi);
   }
@@ -180,6 +186,7 @@ void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request 
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP, "%s", err);
     return;
   }
+  (void)mcim_auc_sync_run(r, NULL);
   mcim_log_event(MCIM_LOG_INFO, txn, MCIM_PCID_STEP, MCIM_OK,
                  "ICF: PCID %s registered for device %s, renewing %s (from %s)", pcid, device, old,
                  req->peer);
@@ -244,7 +251,9 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
     mcim_wipe(&sub, sizeof(sub));
   }
   if (rc == MCIM_OK)
-    rc = supersede(st, rq.device, rq.pcid, cred.pcid);
+    rc = mcim_auc_sync_want(r, st, cred.pcid, true);
+  if (rc == MCIM_OK)
+    rc = supersede(r, st, rq.device, rq.pcid, cred.pcid);
   if (rc == MCIM_OK)
     rc = mcim_pcid_answer(r, &rq, &cred, &answer);
   mcim_pcid_answer_what(rq.device, what);
@@ -259,6 +268,7 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP, "%s", why[0] ? why : "not renewed");
     goto out;
   }
+  (void)mcim_auc_sync_run(r, NULL); /* the new PCID into the HLR, the old ones out */
   mcim_log_event(MCIM_LOG_INFO, rq.txn, MCIM_PCID_STEP, MCIM_OK,
                  "DPF: PCID %s issued to %s (renews %s, expires %lld, via %s)", cred.pcid,
                  rq.device, rq.pcid, (long long)cred.expires, rq.network);

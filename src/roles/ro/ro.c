@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "roles/auc.h"
+#include "roles/auc_sync.h"
 #include "roles/kinds.h"
 #include "roles/ro/ro.h"
 
@@ -58,6 +59,8 @@ static const mcim_migration_t ro_migrations[] = {
      * microseconds) keeps the newest. */
     {6, "DRF registrations ordered by the SHO's sequence",
      "ALTER TABLE drf ADD COLUMN seq BIGINT NOT NULL DEFAULT 0"},
+    {7, "ICF: the PCIDs it wants in its HLR, or out of it (auc_sync.c, issue 13)",
+     mcim_auc_hlr_schema_sql},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
@@ -109,6 +112,13 @@ static const char *const ro_purge[] = {
     NULL,
 };
 
+/* The DRF's sweeps, then what the ICF's HLR should hold and does not yet. */
+static void ro_tick(struct mcim_role *r)
+{
+  mcim_drf_expire(r);
+  mcim_auc_sync_run(r, NULL);
+}
+
 const struct mcim_role_kind mcim_role_ro = {
     .kind = "ro",
     .summary = "registration operator: ICF (PCID AuC), DRF (discovery), DPF (MCIM relay)",
@@ -118,7 +128,7 @@ const struct mcim_role_kind mcim_role_ro = {
     .nmigrations = sizeof(ro_migrations) / sizeof(ro_migrations[0]),
     .routes = ro_routes,
     .nroutes = sizeof(ro_routes) / sizeof(ro_routes[0]),
-    .tick = mcim_drf_expire,
+    .tick = ro_tick,
     .purge = ro_purge,
     .auc = true,
 };

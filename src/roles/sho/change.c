@@ -14,6 +14,7 @@
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
+#include "roles/auc_sync.h"
 #include "roles/sho/sho.h"
 
 /* A device statement (TRE attestation key, certificate from the M2MES CA) addressed to us,
@@ -222,6 +223,8 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
     if (rc == MCIM_NOT_FOUND)
       rc = MCIM_OK;
   }
+  if (rc == MCIM_OK) /* step 10: out of the HLR too (after the commit, then the tick) */
+    rc = mcim_auc_sync_want(r, st, imsi, false);
   /* Its tokens are revoked here by the termination itself (token_live_at_issuer); the PVA,
    * which honours every network's tokens, is told in the same unit of work. */
   if (rc == MCIM_OK)
@@ -269,6 +272,7 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
+  (void)mcim_auc_sync_run(r, imsi);
   mcim_log_event(MCIM_LOG_NOTICE, txn, (int)step, MCIM_OK,
                  "%s discarded its MCIM: subscription %s terminated, no more AVs, its tokens"
                  " revoked%s", device, imsi, caller.relay ? " (told through the RO)" : "");
@@ -454,6 +458,10 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   bool changed = rc == MCIM_OK && strcmp(state, want) != 0;
   if (changed) {
     rc = mcim_auc_set_state(st, imsi, resume ? "standby" : "active", want);
+    /* a switch: the MCIM switched to goes into the HLR, the one switched away from leaves
+     * it (the HLR itself refuses it then; it comes back if the device switches back) */
+    if (rc == MCIM_OK)
+      rc = mcim_auc_sync_want(r, st, imsi, resume);
     if (rc == MCIM_OK && resume)
       rc = mcim_sho_register(r, st, txn, device, "subscribed", 0,
                              "DRF: M2ME switched to its MCIM of this SHO");
@@ -474,6 +482,8 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
+  if (changed)
+    (void)mcim_auc_sync_run(r, imsi);
   if (resume && changed) /* the switch's end at the SHO it switched to */
     mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS("switch"));
   mcim_role_trace(r, txn, 0, r->name, caller.relay ? mcim_config_str(r->cfg, "ro") : device,

@@ -13,6 +13,7 @@
 #include "mcim/util.h"
 #include "roles/access.h"
 #include "roles/auc.h"
+#include "roles/auc_sync.h"
 #include "roles/sho/sho.h"
 
 #define SWEEP_BATCH 64
@@ -41,13 +42,15 @@ static mcim_cause_t stale_row(const mcim_row_t *row, void *arg)
 }
 
 /* One order: failed (TIMEOUT) and, if its MCIM was made, the MCIM terminated; both or none. */
-static mcim_cause_t expire_order(mcim_store_t *st, const struct stale *s)
+static mcim_cause_t expire_order(struct mcim_role *r, mcim_store_t *st, const struct stale *s)
 {
   mcim_cause_t rc = mcim_store_begin(st);
   if (rc == MCIM_OK && strcmp(s->state, "provisioning") == 0) {
     rc = mcim_auc_terminate(st, s->imsi);
     if (rc == MCIM_NOT_FOUND)
       rc = MCIM_OK;
+    if (rc == MCIM_OK) /* and out of the HLR (the sync below, or a later tick) */
+      rc = mcim_auc_sync_want(r, st, s->imsi, false);
   }
   if (rc == MCIM_OK)
     rc = mcim_sho_order_set_state(st, s->txn, s->state, "failed", MCIM_TIMEOUT);
@@ -67,7 +70,7 @@ void mcim_sho_expire(struct mcim_role *r)
                       p, 1, stale_row, &b) != MCIM_OK)
     return;
   for (size_t i = 0; i < b.n; i++) {
-    mcim_cause_t rc = expire_order(st, &b.s[i]);
+    mcim_cause_t rc = expire_order(r, st, &b.s[i]);
     if (rc == MCIM_WRONG_STATE)
       continue; /* it moved on meanwhile */
     if (rc != MCIM_OK) {
@@ -83,4 +86,5 @@ void mcim_sho_expire(struct mcim_role *r)
                        : "");
   }
   mcim_access_purge(r);
+  mcim_auc_sync_run(r, NULL); /* what the HLR should hold and does not yet */
 }

@@ -15,6 +15,7 @@
 #include "roles/access.h"
 #include "roles/auc.h"
 #include "roles/auc_backend.h"
+#include "roles/auc_sync.h"
 #include "roles/kinds.h"
 #include "roles/sho/sho.h"
 
@@ -342,6 +343,11 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   rc = make_package(r, st, &o, &package);
+  /* Step 12 / 6 with an HLR: the subscriber is to be created there, recorded with the MCIM
+   * (a preloaded one waits in reserve, outside the HLR, until the device switches to it) */
+  bool preload = strcmp(o.procedure, "preload") == 0;
+  if (rc == MCIM_OK && !preload)
+    rc = mcim_auc_sync_want(r, st, o.imsi, true);
   if (rc == MCIM_OK)
     rc = mcim_sho_order_set_state(st, txn, "validating", "provisioning", MCIM_OK);
   if (rc == MCIM_OK) {
@@ -365,6 +371,8 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
+  if (!preload) /* in the HLR before the device can attach; else the tick or the attach */
+    (void)mcim_auc_sync_run(r, o.imsi);
   mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "provisioning"));
 out:
   if (package) {
@@ -469,6 +477,8 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
       fail_cause = (mcim_cause_t)cause;
     rc = mcim_auc_terminate(st, o->imsi);
     if (rc == MCIM_OK || rc == MCIM_NOT_FOUND)
+      rc = mcim_auc_sync_want(r, st, o->imsi, false); /* out of the HLR (the worker's tick) */
+    if (rc == MCIM_OK)
       rc = mcim_sho_order_set_state(st, o->txn, "provisioning", "failed",
                                     cause > 0 ? (mcim_cause_t)cause : MCIM_PROCEDURE_FAILED);
   } else if (rc == MCIM_OK && preload) {
@@ -519,7 +529,7 @@ static mcim_cause_t sho_get_av(struct mcim_role *r, const char *txn, const char 
   if (!st)
     return MCIM_STORE_ERROR;
   mcim_cause_t rc =
-      mcim_auc_backend_gen_avs(r->auc, st, imsi, 1, mcim_now(), av, detail, sizeof(detail));
+      mcim_auc_sync_gen_avs(r, st, imsi, 1, mcim_now(), av, detail, sizeof(detail));
   if (mcim_auc_cause_is_remote(rc))
     mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "%s", detail);
   if (rc == MCIM_OK) {
@@ -536,8 +546,8 @@ static mcim_cause_t sho_resync(struct mcim_role *r, const char *txn, const char 
   mcim_store_t *st = mcim_role_store(r);
   if (!st)
     return MCIM_STORE_ERROR;
-  mcim_cause_t rc = mcim_auc_backend_resync(r->auc, st, imsi, rand, auts, 0, mcim_now(), NULL,
-                                            detail, sizeof(detail));
+  mcim_cause_t rc = mcim_auc_sync_resync(r, st, imsi, rand, auts, 0, mcim_now(), NULL, detail,
+                                         sizeof(detail));
   if (mcim_auc_cause_is_remote(rc))
     mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "%s", detail);
   return rc;
@@ -585,6 +595,8 @@ static const mcim_migration_t sho_migrations[] = {
      "CREATE INDEX attach_created ON attach (created)"},
     {7, "the AuC by device: a discard asks for the device's other subscriptions (change.c)",
      "CREATE INDEX auc_device ON auc (device)"},
+    {8, "the subscribers this SHO wants in its HLR, or out of it (auc_sync.c, issue 13)",
+     mcim_auc_hlr_schema_sql},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
@@ -641,6 +653,8 @@ static const char *const sho_purge[] = {
     "DELETE FROM auc WHERE state = 'terminated' AND imsi IN"
     " (SELECT imsi FROM orders WHERE state IN ('failed', 'released') AND updated < ?)",
     "DELETE FROM orders WHERE state IN ('failed', 'released') AND updated < ?",
+    "DELETE FROM auc_hlr WHERE want = 'absent' AND done = 1 AND imsi NOT IN (SELECT imsi FROM"
+    " auc) AND updated < ?",
     NULL,
 };
 

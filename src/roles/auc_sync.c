@@ -1,0 +1,251 @@
+/* A role's subscribers in a remote AuC: intents written with the subscriber's change, applied
+ * after the commit until they hold (src/roles/auc_sync.h). */
+#include "roles/auc_sync.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "mcim/log.h"
+#include "mcim/util.h"
+#include "roles/auc.h"
+#include "roles/auc_config.h"
+
+#define SYNC_BATCH 16
+#define BACKOFF_MAX_S 300
+
+/* want: 'present' or 'absent'; gen: bumped by every new intent, so that an apply that raced a
+ * newer one does not mark it done; next_try: the backoff after a failure (seconds). */
+const char mcim_auc_hlr_schema_sql[] =
+    "CREATE TABLE auc_hlr (imsi TEXT PRIMARY KEY, want TEXT NOT NULL, gen BIGINT NOT NULL,"
+    " done BIGINT NOT NULL, attempts BIGINT NOT NULL, next_try BIGINT NOT NULL, cause TEXT,"
+    " updated BIGINT NOT NULL);"
+    "CREATE INDEX auc_hlr_due ON auc_hlr (done, next_try)";
+
+mcim_cause_t mcim_auc_sync_want_in(struct mcim_auc_backend *b, mcim_store_t *st,
+                                   const char *imsi, bool present)
+{
+  if (mcim_auc_is_builtin(b))
+    return MCIM_OK;
+  mcim_val_t p[] = {MCIM_TEXT(imsi), MCIM_TEXT(present ? "present" : "absent"),
+                    MCIM_INT(mcim_now())};
+  return mcim_store_exec(st,
+                         "INSERT INTO auc_hlr (imsi, want, gen, done, attempts, next_try, cause,"
+                         " updated) VALUES (?, ?, 1, 0, 0, 0, NULL, ?) ON CONFLICT (imsi) DO"
+                         " UPDATE SET want = excluded.want, gen = auc_hlr.gen + 1, done = 0,"
+                         " attempts = 0, next_try = 0, cause = NULL, updated = excluded.updated",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+}
+
+mcim_cause_t mcim_auc_sync_unwant_others(struct mcim_role *r, mcim_store_t *st,
+                                         const char *device, const char *keep1,
+                                         const char *keep2)
+{
+  if (mcim_auc_is_builtin(r->auc))
+    return MCIM_OK;
+  mcim_val_t p[] = {MCIM_INT(mcim_now()), MCIM_TEXT(device), MCIM_TEXT(keep1), MCIM_TEXT(keep2)};
+  return mcim_store_exec(st,
+                         "UPDATE auc_hlr SET want = 'absent', gen = gen + 1, done = 0,"
+                         " attempts = 0, next_try = 0, cause = NULL, updated = ? WHERE imsi IN"
+                         " (SELECT imsi FROM auc WHERE device = ? AND imsi <> ? AND imsi <> ?"
+                         " AND state = 'active')",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+}
+
+struct intent {
+  char imsi[24], want[16];
+  int64_t gen, done, attempts;
+};
+
+struct intents {
+  struct intent v[SYNC_BATCH];
+  size_t n;
+};
+
+static mcim_cause_t intent_row(const mcim_row_t *row, void *arg)
+{
+  struct intents *b = arg;
+  if (b->n == SYNC_BATCH)
+    return MCIM_OK;
+  struct intent *i = &b->v[b->n++];
+  snprintf(i->imsi, sizeof(i->imsi), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(i->want, sizeof(i->want), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  i->gen = mcim_row_int(row, 2);
+  i->done = mcim_row_int(row, 3);
+  i->attempts = mcim_row_int(row, 4);
+  return MCIM_OK;
+}
+
+/* Make the AuC hold `imsi` with the keys of our record (a create repeated after a crash finds
+ * it: ours if the keys are). */
+static mcim_cause_t apply_present(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
+                                  mcim_store_t *st, const char *imsi, char *detail, size_t dlen)
+{
+  struct mcim_auc_sub sub = {.imsi = imsi};
+  mcim_cause_t rc = mcim_auc_keys(st, skey, imsi, &sub, NULL);
+  if (rc != MCIM_OK) {
+    mcim_detailf(detail, dlen, "AuC: the record of %s is unreadable (%s)", imsi,
+                 mcim_cause_name(rc));
+    goto out;
+  }
+  rc = mcim_auc_backend_create_sub(b, st, &sub, detail, dlen);
+  if (rc == MCIM_CONFLICT) {
+    rc = mcim_auc_backend_same_sub(b, st, &sub, detail, dlen);
+    if (rc == MCIM_NOT_FOUND) {
+      /* a create cut between its two CTRL commands: keyless, so nobody used it */
+      rc = mcim_auc_backend_delete_sub(b, st, imsi, detail, dlen);
+      if (rc == MCIM_OK || rc == MCIM_UNKNOWN_IDENTITY)
+        rc = mcim_auc_backend_create_sub(b, st, &sub, detail, dlen);
+    } else if (rc == MCIM_UNKNOWN_IDENTITY) {
+      rc = mcim_auc_backend_create_sub(b, st, &sub, detail, dlen); /* deleted meanwhile */
+    }
+  }
+out:
+  mcim_wipe(&sub, sizeof(sub));
+  return rc;
+}
+
+/* One intent against the AuC, then its row: done (if no newer intent came meanwhile), or the
+ * next try backed off. */
+static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
+                          mcim_store_t *st, const struct intent *i)
+{
+  char detail[MCIM_AUC_DETAIL_LEN] = "";
+  bool present = strcmp(i->want, "present") == 0;
+  mcim_cause_t rc = present ? apply_present(b, skey, st, i->imsi, detail, sizeof(detail))
+                            : mcim_auc_backend_delete_sub(b, st, i->imsi, detail,
+                                                          sizeof(detail));
+  if (!present && rc == MCIM_UNKNOWN_IDENTITY)
+    rc = MCIM_OK; /* already gone: what was wanted */
+  int64_t now = mcim_now();
+  if (rc == MCIM_OK) {
+    mcim_val_t p[] = {MCIM_INT(i->gen), MCIM_INT(now), MCIM_TEXT(i->imsi)};
+    mcim_cause_t src = mcim_store_exec(st,
+                                       "UPDATE auc_hlr SET done = CASE WHEN gen = ? THEN 1 ELSE"
+                                       " 0 END, attempts = 0, cause = NULL, updated = ?"
+                                       " WHERE imsi = ?",
+                                       p, 3, NULL, NULL);
+    mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "AuC %s: subscriber %s %s",
+                   mcim_auc_backend_name(b), i->imsi, present ? "created" : "deleted");
+    return src;
+  }
+  int64_t wait = 1;
+  for (int64_t a = 0; a < i->attempts && wait < BACKOFF_MAX_S; a++)
+    wait *= 2;
+  if (wait > BACKOFF_MAX_S)
+    wait = BACKOFF_MAX_S;
+  mcim_val_t p[] = {MCIM_INT(now + wait), MCIM_TEXT(mcim_cause_name(rc)), MCIM_INT(now),
+                    MCIM_TEXT(i->imsi), MCIM_INT(i->gen)};
+  (void)mcim_store_exec(st,
+                        "UPDATE auc_hlr SET attempts = attempts + 1, next_try = ?, cause = ?,"
+                        " updated = ? WHERE imsi = ? AND gen = ?",
+                        p, MCIM_NPARAMS(p), NULL, NULL);
+  mcim_log_event(rc == MCIM_CONFLICT ? MCIM_LOG_ERROR : MCIM_LOG_WARN, NULL, 0, rc,
+                 "AuC %s: subscriber %s not %s yet (attempt %lld, next in %llds): %s",
+                 mcim_auc_backend_name(b), i->imsi, present ? "created" : "deleted",
+                 (long long)i->attempts + 1, (long long)wait,
+                 detail[0] ? detail : mcim_cause_text(rc));
+  return rc;
+}
+
+mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_storage_key_t *skey,
+                                  mcim_store_t *st, const char *imsi)
+{
+  struct intents b = {.n = 0};
+  mcim_cause_t rc;
+
+  if (mcim_auc_is_builtin(auc))
+    return MCIM_OK;
+  if (!st)
+    return MCIM_STORE_ERROR;
+  if (imsi) {
+    mcim_val_t p[] = {MCIM_TEXT(imsi)};
+    rc = mcim_store_exec(st,
+                         "SELECT imsi, want, gen, done, attempts FROM auc_hlr WHERE imsi = ?",
+                         p, 1, intent_row, &b);
+    if (rc != MCIM_OK || b.n == 0 || b.v[0].done)
+      return rc;
+    return apply(auc, skey, st, &b.v[0]);
+  }
+  mcim_val_t p[] = {MCIM_INT(mcim_now())};
+  rc = mcim_store_exec(st,
+                       "SELECT imsi, want, gen, done, attempts FROM auc_hlr WHERE done = 0"
+                       " AND next_try <= ? ORDER BY next_try LIMIT 16",
+                       p, 1, intent_row, &b);
+  for (size_t k = 0; rc == MCIM_OK && k < b.n; k++) {
+    mcim_cause_t one = apply(auc, skey, st, &b.v[k]);
+    if (mcim_auc_cause_is_remote(one))
+      break; /* the AuC is away: the rest wait for their own next try */
+  }
+  return rc;
+}
+
+/* The role's record decides (what the built-in AuC checks in mcim_auc_gen_avs). */
+static mcim_cause_t record_allows(mcim_store_t *st, const char *imsi, int64_t now, bool resync,
+                                  char *detail, size_t dlen)
+{
+  char state[16] = "";
+  int64_t expires = 0;
+  mcim_cause_t rc = mcim_auc_state(st, imsi, state, &expires);
+  if (rc == MCIM_NOT_FOUND)
+    rc = MCIM_UNKNOWN_IDENTITY;
+  else if (rc == MCIM_OK && strcmp(state, "active") != 0)
+    rc = !resync && (strcmp(state, "pending") == 0 || strcmp(state, "standby") == 0)
+             ? MCIM_SUBSCRIPTION_NOT_ACTIVE
+             : MCIM_SUBSCRIPTION_TERMINATED;
+  else if (rc == MCIM_OK && !resync && expires && now >= expires)
+    rc = MCIM_CREDENTIAL_EXPIRED;
+  if (rc != MCIM_OK)
+    mcim_detailf(detail, dlen, "AuC: %s for IMSI %s", mcim_cause_text(rc), imsi);
+  return rc;
+}
+
+mcim_cause_t mcim_auc_sync_gen_avs_in(struct mcim_auc_backend *b,
+                                      const mcim_storage_key_t *skey, mcim_store_t *st,
+                                      const char *imsi, int n, int64_t now,
+                                      struct mcim_aka_av *avs, char *detail, size_t dlen)
+{
+  if (!mcim_auc_is_builtin(b)) {
+    mcim_cause_t rc = record_allows(st, imsi, now, false, detail, dlen);
+    if (rc != MCIM_OK)
+      return rc;
+    /* a create still pending: now (its failure is logged) */
+    (void)mcim_auc_sync_run_in(b, skey, st, imsi);
+  }
+  return mcim_auc_backend_gen_avs(b, st, imsi, n, now, avs, detail, dlen);
+}
+
+mcim_cause_t mcim_auc_sync_resync(struct mcim_role *r, mcim_store_t *st, const char *imsi,
+                                  const uint8_t rand[MCIM_MILENAGE_RAND_LEN],
+                                  const uint8_t auts[MCIM_AKA_AUTS_LEN], int n, int64_t now,
+                                  struct mcim_aka_av *avs, char *detail, size_t dlen)
+{
+  if (!mcim_auc_is_builtin(r->auc)) {
+    mcim_cause_t rc = record_allows(st, imsi, now, true, detail, dlen);
+    if (rc != MCIM_OK)
+      return rc;
+    (void)mcim_auc_sync_run_in(r->auc, r->storage_key, st, imsi);
+  }
+  return mcim_auc_backend_resync(r->auc, st, imsi, rand, auts, n, now, avs, detail, dlen);
+}
+
+/* ---- the role's forms ---- */
+
+mcim_cause_t mcim_auc_sync_want(struct mcim_role *r, mcim_store_t *st, const char *imsi,
+                                bool present)
+{
+  return mcim_auc_sync_want_in(r->auc, st, imsi, present);
+}
+
+mcim_cause_t mcim_auc_sync_run(struct mcim_role *r, const char *imsi)
+{
+  if (mcim_auc_is_builtin(r->auc))
+    return MCIM_OK;
+  return mcim_auc_sync_run_in(r->auc, r->storage_key, mcim_role_store(r), imsi);
+}
+
+mcim_cause_t mcim_auc_sync_gen_avs(struct mcim_role *r, mcim_store_t *st, const char *imsi,
+                                   int n, int64_t now, struct mcim_aka_av *avs, char *detail,
+                                   size_t dlen)
+{
+  return mcim_auc_sync_gen_avs_in(r->auc, r->storage_key, st, imsi, n, now, avs, detail, dlen);
+}
