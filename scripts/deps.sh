@@ -14,6 +14,7 @@ PKGS=(
   libcmocka-dev
   libtss2-dev # the TPM 2.0 TRE (src/tre/tpm/, MCIM_TPM): tpm2-tss's ESAPI, TCTI loader (swtpm TCTI), marshalling
   swtpm swtpm-tools # the TPM 2.0 simulator standing in for the chip (tests/unit/test_tre_tpm.c fails without it)
+  gdb python3-cryptography # tests/integration/tre_tpm_memory.sh: the agent's memory (gcore), the SHO's sealed K
   libosmocore-dev # the osmo-hlr AuC backend (libosmogsm's GSUP codec), and bench/'s peer
   osmo-hlr # the real HLR of tests/unit/test_auc_osmo_hlr.c (which fails without it)
   mscgen

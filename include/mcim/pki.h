@@ -90,9 +90,23 @@ typedef struct mcim_cert_request {
   int64_t not_before;      /* 0: now minus 5 minutes (small clock differences in a lab) */
   int64_t not_after;       /* 0: not_before + days */
   int days;                /* used when not_after is 0; 0: 365 */
+  /* MCIM_CERT_TRE_KEY_AGREEMENT only, may be NULL: the public key of the TPM storage key
+   * (P-256) the device's TRE imports keys under, certified in the same certificate
+   * (MCIM_OID_TPM_STORAGE) so that an SHO can wrap K for that TPM (docs/tre-tpm.md). */
+  EVP_PKEY *tpm_storage;
 } mcim_cert_request_t;
 
+/* The extension of a TRE key-agreement certificate that carries the public key of the
+ * device's TPM storage key (the parent K is imported under): non-critical, its value the
+ * DER SubjectPublicKeyInfo of a P-256 key. The arc is IANA's enterprise number for
+ * documentation (32473, RFC 5612): a lab's private extension, not a registered one. */
+#define MCIM_OID_TPM_STORAGE "1.3.6.1.4.1.32473.11.1"
+
 mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *req, X509 **out);
+/* The TPM storage key a (verified) TRE key-agreement certificate certifies, from its
+ * MCIM_OID_TPM_STORAGE extension (EVP_PKEY_free() it). MCIM_NOT_FOUND without one (a device
+ * whose TRE has no TPM), MCIM_KEY_INVALID if it is not exactly one P-256 public key. */
+mcim_cause_t mcim_pki_cert_tpm_storage_key(X509 *cert, EVP_PKEY **out);
 
 /* ---- the lab PKI folder ------------------------------------------------------------- */
 

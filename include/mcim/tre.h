@@ -18,6 +18,7 @@
 #define MCIM_TRE_H
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -211,7 +212,19 @@ mcim_cause_t mcim_tre_tpm_open(const char *dir, const char *tcti, mcim_tre_t **o
 mcim_cause_t mcim_tre_open(const char *dir, const char *backend, const char *tcti,
                            mcim_tre_t **out);
 
+/* K in the TPM (docs/tre-tpm.md, "K in the TPM"). The SHO's side: K as a TPM 2.0
+ * duplication blob to the storage key `tpm_storage` (P-256 public key; the one the M2MES
+ * certified in the device's KA certificate, mcim_pki_cert_tpm_storage_key), for a package's
+ * content "k_tpm": {"public", "duplicate", "seed"} (base64url; no secret in clear: only that
+ * TPM can import it). OpenSSL and tpm2-tss's marshalling only, no TPM. MCIM_KEY_INVALID for a
+ * key not on P-256, MCIM_UNSUPPORTED in a build without the TPM TRE or tpm2-tss. */
+mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t **k_tpm);
+
 /* Factory-only calls on an open TRE of either backend (before the device ships). */
+/* The public JWK of the TPM storage key the TRE imports K under (the M2MES certifies it in
+ * the KA certificate, so that an SHO can wrap K for this TPM). free(). MCIM_NOT_FOUND for a
+ * TRE without a TPM (the software TRE). */
+mcim_cause_t mcim_tre_tpm_storage_jwk(mcim_tre_t *tre, char **jwk);
 /* Public JWKs of the TRE keys (to be certified by the M2MES). free(). */
 mcim_cause_t mcim_tre_soft_public_jwk(mcim_tre_t *tre, enum mcim_tre_cert which, char **jwk);
 /* Store the M2MES certificates of the TRE keys: each must verify against the pinned M2MES

@@ -623,13 +623,74 @@ mcim_cause_t mcim_pki_ca_write(const mcim_pki_ca_t *ca, const char *cert_path,
   return rc == MCIM_OK ? mcim_pki_cert_write(cert_path, ca->cert) : rc;
 }
 
+/* The TPM storage key as MCIM_OID_TPM_STORAGE (non-critical: a verifier that does not know
+ * it still accepts the certificate, it just cannot wrap keys for the TPM). */
+static bool add_tpm_storage(X509 *x, EVP_PKEY *key)
+{
+  ASN1_OBJECT *oid = OBJ_txt2obj(MCIM_OID_TPM_STORAGE, 1);
+  ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
+  X509_EXTENSION *ext = NULL;
+  unsigned char *der = NULL;
+  int len = i2d_PUBKEY(key, &der);
+  bool ok = oid && value && len > 0 && ASN1_OCTET_STRING_set(value, der, len) == 1 &&
+            (ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, value)) != NULL &&
+            X509_add_ext(x, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  OPENSSL_free(der);
+  ASN1_OCTET_STRING_free(value);
+  ASN1_OBJECT_free(oid);
+  return ok;
+}
+
+mcim_cause_t mcim_pki_cert_tpm_storage_key(X509 *cert, EVP_PKEY **out)
+{
+  ASN1_OBJECT *oid = NULL;
+  EVP_PKEY *key = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!cert || !out)
+    return rc;
+  *out = NULL;
+  rc = MCIM_NO_MEMORY;
+  oid = OBJ_txt2obj(MCIM_OID_TPM_STORAGE, 1);
+  if (!oid)
+    goto cleanup;
+  int i = X509_get_ext_by_OBJ(cert, oid, -1);
+  rc = MCIM_NOT_FOUND;
+  if (i < 0)
+    goto cleanup;
+  rc = MCIM_KEY_INVALID; /* one such extension, holding exactly one P-256 public key */
+  if (X509_get_ext_by_OBJ(cert, oid, i) >= 0)
+    goto cleanup;
+  X509_EXTENSION *ext = X509_get_ext(cert, i);
+  ASN1_OCTET_STRING *value = ext ? X509_EXTENSION_get_data(ext) : NULL;
+  const unsigned char *p = value ? ASN1_STRING_get0_data(value) : NULL;
+  long len = value ? ASN1_STRING_length(value) : 0;
+  if (!p || len <= 0)
+    goto cleanup;
+  const unsigned char *end = p + len;
+  key = d2i_PUBKEY(NULL, &p, len);
+  if (!key || p != end || !mcim_pki_key_is_p256(key))
+    goto cleanup;
+  *out = key;
+  key = NULL;
+  rc = MCIM_OK;
+cleanup:
+  EVP_PKEY_free(key);
+  ASN1_OBJECT_free(oid);
+  ERR_clear_error();
+  return rc;
+}
+
 mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *req, X509 **out)
 {
   X509 *x = NULL;
   char san[128];
 
   if (!ca || !ca->key || !ca->cert || !req || !out || !mcim_pki_name_valid(req->name) ||
-      !usage_valid(req->usage) || !mcim_pki_key_is_p256(req->key) || req->days < 0)
+      !usage_valid(req->usage) || !mcim_pki_key_is_p256(req->key) || req->days < 0 ||
+      (req->tpm_storage && (req->usage != MCIM_CERT_TRE_KEY_AGREEMENT ||
+                            !mcim_pki_key_is_p256(req->tpm_storage))))
     return MCIM_INVALID_ARGUMENT;
   int64_t nb = req->not_before ? req->not_before : mcim_now() - BACKDATE_SECONDS;
   int64_t na = req->not_after ? req->not_after
@@ -660,7 +721,8 @@ mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *
     ok = add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature");
     break;
   case MCIM_CERT_TRE_KEY_AGREEMENT:
-    ok = add_ext(x, ca->cert, NID_key_usage, "critical,keyAgreement");
+    ok = add_ext(x, ca->cert, NID_key_usage, "critical,keyAgreement") &&
+         (!req->tpm_storage || add_tpm_storage(x, req->tpm_storage));
     break;
   }
   if (!ok)

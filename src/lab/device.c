@@ -169,6 +169,7 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
 {
   char path[PATH_MAX], tre_dir[PATH_MAX];
   char *owner_jwk = NULL, *ops_ca = NULL, *m2mes_ca = NULL, *att_jwk = NULL, *ka_jwk = NULL;
+  char *storage_jwk = NULL;
   mcim_tre_t *tre = NULL;
   json_t *body = NULL;
   struct mcim_http_result res = {0};
@@ -192,6 +193,9 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
     rc = mcim_tre_soft_public_jwk(tre, MCIM_TRE_CERT_ATTESTATION, &att_jwk);
   if (rc == MCIM_OK)
     rc = mcim_tre_soft_public_jwk(tre, MCIM_TRE_CERT_KA, &ka_jwk);
+  /* a TPM's storage key, certified with the KA key: SHOs wrap K for it (docs/tre-tpm.md) */
+  if (rc == MCIM_OK && tcti)
+    rc = mcim_tre_tpm_storage_jwk(tre, &storage_jwk);
   if (rc != MCIM_OK) {
     fprintf(stderr, "mcim: cannot create the TRE of %s: %s\n", name, mcim_cause_text(rc));
     goto out;
@@ -212,6 +216,11 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
   /* the owner's public key goes with it: the M2MES registers it at the RO as the first owner */
   body = json_pack("{s:s,s:s,s:s,s:s,s:o}", "device", name, "model", LAB_MODEL, "attestation_jwk",
                    att_jwk, "ka_jwk", ka_jwk, "owner_jwk", json_loads(owner_jwk, 0, NULL));
+  if (body && storage_jwk &&
+      json_object_set_new(body, "tpm_storage_jwk", json_loads(storage_jwk, 0, NULL))) {
+    rc = MCIM_NO_MEMORY;
+    goto out;
+  }
   rc = mcim_http_request(cli, "POST", url, body, NULL, &res);
   if (rc != MCIM_OK) {
     fprintf(stderr, "mcim: the M2MES refused to manufacture %s: %s (%s)\n", name,
@@ -249,6 +258,7 @@ out:
   free(m2mes_ca);
   free(att_jwk);
   free(ka_jwk);
+  free(storage_jwk);
   return rc;
 }
 

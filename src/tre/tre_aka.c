@@ -48,9 +48,20 @@ mcim_cause_t tre_op_aka(void *ctx, const char *cred, const uint8_t rand[16],
                    (long long)c.expires);
     goto cleanup;
   }
-  if ((rc = mcim_milenage_new(&m)) != MCIM_OK ||
-      (rc = mcim_milenage_set_opc(m, c.k, c.opc)) != MCIM_OK)
+  if (c.k_tpm) {
+    /* K in the TPM: E_K is TPM2_EncryptDecrypt2 on the slot's key, loaded until tre_end() */
+    rc = t->keys->k_milenage ? t->keys->k_milenage(t, st, c.k_tpm, &m) : MCIM_UNSUPPORTED;
+    if (rc == MCIM_OK)
+      rc = mcim_milenage_use_opc(m, c.opc);
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: AKA with %s: its K in the TPM is"
+                     " unusable", cred);
+      goto cleanup;
+    }
+  } else if ((rc = mcim_milenage_new(&m)) != MCIM_OK ||
+             (rc = mcim_milenage_set_opc(m, c.k, c.opc)) != MCIM_OK) {
     goto cleanup;
+  }
   mcim_sqn_params_default(&params);
   mcim_op_count(MCIM_OP_AKA_USIM_CHECK);
   rc = mcim_aka_usim_check(m, &params, &c.sqn, rand, autn, &next, &out);

@@ -28,6 +28,7 @@
 #include <sys/types.h>
 
 #include "mcim/jose.h"
+#include "mcim/milenage.h"
 #include "mcim/seal.h"
 #include "mcim/sqn.h"
 #include "mcim/tre.h"
@@ -77,6 +78,18 @@ struct tre_keys_ops {
   /* End of a transaction (tre_end) and of the handle: release what the key operations held
    * (the TPM connection). May be NULL. */
   void (*end)(struct tre_soft *t);
+  /* K in the TPM (docs/tre-tpm.md, "K in the TPM"); NULL in a backend without one (the
+   * software TRE: a package's "k_tpm" is refused, MCIM_UNSUPPORTED). */
+  /* The public key of the storage key K is imported under (what the M2MES certifies). */
+  mcim_cause_t (*storage_public)(struct tre_soft *t, json_t *st, EVP_PKEY **out);
+  /* TPM2_Import of a package's "k_tpm" {"public", "duplicate", "seed"}: *out is what a slot
+   * keeps, {"tpm_public", "tpm_private"} (the key wrapped by the TPM under its storage key). A
+   * blob the TPM refuses (wrapped for another TPM, altered): MCIM_KEY_INVALID. */
+  mcim_cause_t (*k_import)(struct tre_soft *t, json_t *st, const json_t *dup, json_t **out);
+  /* A Milenage context whose E_K is the slot's K in the TPM (`blob` from k_import), loaded
+   * until tre_end(); OPc is the caller's to give (mcim_milenage_use_opc). */
+  mcim_cause_t (*k_milenage)(struct tre_soft *t, json_t *st, const json_t *blob,
+                             mcim_milenage_t **out);
 };
 extern const struct tre_keys_ops tre_keys_soft;
 #ifdef MCIM_HAVE_TPM
@@ -110,6 +123,8 @@ struct tre_soft {
 struct tre_cred {
   char id[24]; /* PCID or IMSI */
   uint8_t k[16], opc[16], amf[2];
+  /* A slot whose K is in the TPM: its "k_tpm" (borrowed from the document), k all zero. */
+  const json_t *k_tpm;
   int64_t expires; /* PCID only; 0 for an MCIM */
   struct mcim_sqn_usim sqn;
 };
@@ -156,7 +171,8 @@ mcim_cause_t tre_cred_read(json_t *obj, struct tre_cred *c);
 /* Write the SQN state into the credential object (hex of mcim_sqn_usim_encode). */
 mcim_cause_t tre_cred_set_sqn(json_t *obj, const struct mcim_sqn_usim *sqn);
 void tre_cred_wipe(struct tre_cred *c);
-/* A fresh credential object {id_name: id, k, opc, amf, sqn} from validated strings. */
+/* A fresh credential object {id_name: id, k, opc, amf, sqn} from validated strings; `k` may
+ * be NULL for a slot whose K is in the TPM (the caller adds "k_tpm"). */
 mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, const char *opc,
                           const char *amf, json_t **out);
 /* Secret hex of exactly `bytes` bytes (lower-cased copy into out, 2*bytes+1). */

@@ -43,13 +43,31 @@ struct stage_ctx {
   const char *why; /* what failed, for the log */
 };
 
-/* The MCIM inside the package: {"sho","imsi","k","opc","amf"}, complete and for `iss`. */
-static mcim_cause_t content_parse(struct stage_ctx *sc, const uint8_t *plain, size_t len,
-                                  const char *iss, const char *txn, const char *digest,
-                                  json_t **entry)
+/* K wrapped for this TRE's TPM ("k_tpm": the SHO's duplication blob, docs/tre-tpm.md "K in
+ * the TPM"), imported now, at stage: a blob the TPM refuses is a refused package at step 7,
+ * before the old MCIM is discarded, never a failed install at step 12 after it. The staged
+ * entry keeps the TPM's wrapping of K ({"tpm_public", "tpm_private"}), never K. */
+static mcim_cause_t k_tpm_import(struct tre_soft *t, struct stage_ctx *sc, json_t *st,
+                                 const json_t *dup, json_t **out)
 {
-  char k[33], opc[33], amf[5];
+  mcim_cause_t rc = MCIM_UNSUPPORTED;
+  sc->why = "content k_tpm: K wrapped for a TPM, and this TRE has none";
+  if (!t->keys->k_import)
+    return rc;
+  sc->why = "content k_tpm does not import into this TRE's TPM";
+  rc = t->keys->k_import(t, st, dup, out);
+  return rc;
+}
+
+/* The MCIM inside the package: {"sho","imsi","k" | "k_tpm","opc","amf"}, complete and for
+ * `iss`. */
+static mcim_cause_t content_parse(struct tre_soft *t, struct stage_ctx *sc, json_t *st,
+                                  const uint8_t *plain, size_t len, const char *iss,
+                                  const char *txn, const char *digest, json_t **entry)
+{
+  char k[33] = "", opc[33], amf[5];
   json_t *doc = json_loadb((const char *)plain, len, JSON_REJECT_DUPLICATES, NULL);
+  json_t *k_tpm = NULL;
   mcim_cause_t rc = MCIM_BAD_JSON;
 
   sc->why = "content is not a JSON object";
@@ -68,19 +86,32 @@ static mcim_cause_t content_parse(struct stage_ctx *sc, const uint8_t *plain, si
   sc->why = "content imsi is not an IMSI";
   if (!tre_imsi_valid(imsi))
     goto cleanup;
+  const json_t *dup = json_object_get(doc, "k_tpm");
+  rc = MCIM_INVALID_ARGUMENT;
+  sc->why = "content has both k and k_tpm";
+  if (dup && json_object_get(doc, "k"))
+    goto cleanup;
   sc->why = "content k, opc or amf missing or not hex of the right length";
-  if ((rc = tre_hex_field(doc, "k", 16, k)) != MCIM_OK ||
+  if ((!dup && (rc = tre_hex_field(doc, "k", 16, k)) != MCIM_OK) ||
       (rc = tre_hex_field(doc, "opc", 16, opc)) != MCIM_OK ||
       (rc = tre_hex_field(doc, "amf", 2, amf)) != MCIM_OK)
     goto cleanup;
+  if (dup && (rc = k_tpm_import(t, sc, st, dup, &k_tpm)) != MCIM_OK)
+    goto cleanup;
   rc = MCIM_NO_MEMORY;
   sc->why = "out of memory";
-  *entry = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "txn", txn, "sho", sho, "imsi",
-                     imsi, "k", k, "opc", opc, "amf", amf, "package_sha256", digest, "staged",
+  *entry = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "txn", txn, "sho", sho, "imsi",
+                     imsi, "opc", opc, "amf", amf, "package_sha256", digest, "staged",
                      (json_int_t)mcim_now());
+  if (*entry && (k_tpm ? json_object_set(*entry, "k_tpm", k_tpm)
+                       : json_object_set_new(*entry, "k", json_string(k)))) {
+    tre_json_wipe_free(*entry);
+    *entry = NULL;
+  }
   if (*entry)
     rc = MCIM_OK;
 cleanup:
+  json_decref(k_tpm);
   mcim_wipe(k, sizeof(k));
   mcim_wipe(opc, sizeof(opc));
   tre_json_wipe_free(doc);
@@ -137,7 +168,7 @@ static mcim_cause_t stage_verify(struct tre_soft *t, struct stage_ctx *sc, json_
   rc = mcim_package_open(package, len, issuer, &x, ka, &stmt, &plain, &plain_len);
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = content_parse(sc, plain, plain_len, cn, txn, digest, entry);
+  rc = content_parse(t, sc, st, plain, plain_len, cn, txn, digest, entry);
   if (rc != MCIM_OK)
     goto cleanup;
   /* A new SHO needs a free slot at install; refuse now rather than then. */
@@ -284,12 +315,15 @@ static void deactivate_all(json_t *slots)
 static mcim_cause_t slot_from_staged(json_t *e, json_t **out)
 {
   json_t *slot = NULL;
-  mcim_cause_t rc = tre_cred_new("imsi", tre_str(e, "imsi"), tre_str(e, "k"), tre_str(e, "opc"),
-                                 tre_str(e, "amf"), &slot);
+  json_t *k_tpm = json_object_get(e, "k_tpm"); /* K in the TPM: its wrapping moves along */
+  mcim_cause_t rc = tre_cred_new("imsi", tre_str(e, "imsi"), k_tpm ? NULL : tre_str(e, "k"),
+                                 tre_str(e, "opc"), tre_str(e, "amf"), &slot);
   if (rc != MCIM_OK)
     return rc;
   rc = MCIM_NO_MEMORY;
-  if (json_object_set_new(slot, "slot", json_string(tre_str(e, "sho"))) ||
+  /* a copy: the staged entry is wiped when it is removed */
+  if ((k_tpm && json_object_set_new(slot, "k_tpm", json_deep_copy(k_tpm))) ||
+      json_object_set_new(slot, "slot", json_string(tre_str(e, "sho"))) ||
       json_object_set_new(slot, "sho", json_string(tre_str(e, "sho"))) ||
       json_object_set_new(slot, "state", json_string("active")) ||
       json_object_set_new(slot, "txn", json_string(tre_str(e, "txn"))) ||

@@ -267,6 +267,15 @@ mcim_cause_t mcim_tre_tpm_open(const char *dir, const char *tcti, mcim_tre_t **o
     *out = NULL;
   return no_tpm(dir);
 }
+
+mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t **k_tpm)
+{
+  (void)tpm_storage;
+  (void)k;
+  if (k_tpm)
+    *k_tpm = NULL;
+  return no_tpm("wrapping K for a TPM");
+}
 #endif
 
 void mcim_tre_close(mcim_tre_t *tre)
@@ -438,6 +447,38 @@ mcim_cause_t mcim_tre_soft_public_jwk(mcim_tre_t *tre, enum mcim_tre_cert which,
     rc = mcim_jose_key_public_jwk(key, jwk); /* never carries "d" */
 cleanup:
   mcim_jose_key_free(key);
+  if (held)
+    tre_end(t, st);
+  return rc;
+}
+
+mcim_cause_t mcim_tre_tpm_storage_jwk(mcim_tre_t *tre, char **jwk)
+{
+  struct tre_soft *t = soft_of(tre);
+  EVP_PKEY *pub = NULL;
+  mcim_jose_key_t *key = NULL;
+  json_t *st = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !jwk)
+    goto cleanup;
+  *jwk = NULL;
+  rc = MCIM_NOT_FOUND;
+  if (!t->keys->storage_public)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  rc = t->keys->storage_public(t, st, &pub);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_pkey(pub, &key);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_public_jwk(key, jwk);
+cleanup:
+  mcim_jose_key_free(key);
+  EVP_PKEY_free(pub);
   if (held)
     tre_end(t, st);
   return rc;

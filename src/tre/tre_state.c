@@ -129,7 +129,10 @@ mcim_cause_t tre_cred_read(json_t *obj, struct tre_cred *c)
   if (!tre_imsi_valid(id) || !sqn_hex || sqn_len > sizeof(sqn))
     goto cleanup;
   snprintf(c->id, sizeof(c->id), "%s", id);
-  if (mcim_hex_decode_str(tre_str(obj, "k"), c->k, sizeof(c->k)) != MCIM_OK ||
+  /* an MCIM slot of a TPM TRE has K in the TPM (k_tpm) and no "k"; never both */
+  c->k_tpm = json_object_get(obj, "k_tpm");
+  if ((c->k_tpm && (!json_is_object(c->k_tpm) || json_object_get(obj, "k"))) ||
+      (!c->k_tpm && mcim_hex_decode_str(tre_str(obj, "k"), c->k, sizeof(c->k)) != MCIM_OK) ||
       mcim_hex_decode_str(tre_str(obj, "opc"), c->opc, sizeof(c->opc)) != MCIM_OK ||
       mcim_hex_decode_str(tre_str(obj, "amf"), c->amf, sizeof(c->amf)) != MCIM_OK ||
       mcim_hex_decode_str(sqn_hex, sqn, sqn_len) != MCIM_OK ||
@@ -180,7 +183,7 @@ mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, co
 
   mcim_sqn_params_default(&params);
   if (!c || json_object_set_new(c, id_name, json_string(id)) ||
-      json_object_set_new(c, "k", json_string(k)) ||
+      (k && json_object_set_new(c, "k", json_string(k))) ||
       json_object_set_new(c, "opc", json_string(opc)) ||
       json_object_set_new(c, "amf", json_string(amf)))
     goto cleanup;

@@ -372,19 +372,24 @@ static mcim_cause_t owner_register(struct mcim_role *r, const char *device, cons
 
 /* ---- POST /v1/devices ---- */
 
+/* `storage` (may be NULL): the TRE's TPM storage key, certified in the KA certificate. */
 static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *key,
-                               const char *device, mcim_cert_usage_t usage, char **pem)
+                               const mcim_jose_key_t *storage, const char *device,
+                               mcim_cert_usage_t usage, char **pem)
 {
-  EVP_PKEY *pub = NULL;
+  EVP_PKEY *pub = NULL, *spub = NULL;
   X509 *cert = NULL;
   mcim_cause_t rc = mcim_jose_key_public_pkey(key, &pub);
+  if (rc == MCIM_OK && storage)
+    rc = mcim_jose_key_public_pkey(storage, &spub);
   if (rc == MCIM_OK) {
-    mcim_cert_request_t req = {.name = device, .usage = usage, .key = pub};
+    mcim_cert_request_t req = {.name = device, .usage = usage, .key = pub, .tpm_storage = spub};
     rc = mcim_pki_issue(ms->ca, &req, &cert);
   }
   if (rc == MCIM_OK)
     rc = mcim_pki_cert_to_pem(cert, pem);
   X509_free(cert);
+  EVP_PKEY_free(spub);
   EVP_PKEY_free(pub);
   return rc;
 }
@@ -466,10 +471,10 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
       {"model", MCIM_JV_STRING, false, 63},
   };
   char err[200];
-  char att_id[200], ka_id[200];
+  char att_id[200], ka_id[200], storage_id[100];
   uint8_t k[MCIM_MILENAGE_K_LEN], opc[MCIM_MILENAGE_OP_LEN];
   struct drow d;
-  mcim_jose_key_t *att = NULL, *ka = NULL;
+  mcim_jose_key_t *att = NULL, *ka = NULL, *storage = NULL;
   json_t *rest = NULL, *answer = NULL;
   char *att_pem = NULL, *ka_pem = NULL, *jwe = NULL, *answer_text = NULL;
   mcim_store_t *st = NULL;
@@ -491,6 +496,8 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   const json_t *jatt = json_object_get(req->json, "attestation_jwk");
   const json_t *jka = json_object_get(req->json, "ka_jwk");
   const json_t *owner = json_object_get(req->json, "owner_jwk"); /* optional, an object */
+  /* optional: a TRE on a TPM names the storage key K is to be imported under */
+  const json_t *jstorage = json_object_get(req->json, "tpm_storage_jwk");
   if (owner && !json_is_object(owner)) {
     mcim_http_reply_problem(resp, MCIM_WRONG_TYPE, 0, "owner_jwk must be a JWK object");
     goto cleanup;
@@ -508,11 +515,14 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   json_object_del(rest, "attestation_jwk");
   json_object_del(rest, "ka_jwk");
   json_object_del(rest, "owner_jwk");
+  json_object_del(rest, "tpm_storage_jwk");
   rc = mcim_jsonv_check(rest, fields, 2, err, sizeof(err));
   if (rc == MCIM_OK)
     rc = request_key(jatt, "attestation_jwk", &att, err, sizeof(err));
   if (rc == MCIM_OK)
     rc = request_key(jka, "ka_jwk", &ka, err, sizeof(err));
+  if (rc == MCIM_OK && jstorage)
+    rc = request_key(jstorage, "tpm_storage_jwk", &storage, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
     goto cleanup;
@@ -527,14 +537,25 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
     goto cleanup;
   }
   if (key_identity(att, att_id, sizeof(att_id)) != MCIM_OK ||
-      key_identity(ka, ka_id, sizeof(ka_id)) != MCIM_OK) {
+      key_identity(ka, ka_id, sizeof(ka_id)) != MCIM_OK ||
+      (storage && key_identity(storage, storage_id, sizeof(storage_id)) != MCIM_OK)) {
     mcim_http_reply_problem(resp, MCIM_KEY_INVALID, 0, "cannot read the TRE public keys");
     goto cleanup;
   }
-  /* Key separation: a signing key must not also be the one packages are sealed to. */
-  if (strcmp(att_id, ka_id) == 0) {
+  /* Key separation: a signing key must not also be the one packages are sealed to, nor
+   * either of them the TPM's storage key. */
+  if (strcmp(att_id, ka_id) == 0 ||
+      (storage && (strcmp(storage_id, att_id) == 0 || strcmp(storage_id, ka_id) == 0))) {
     mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0,
-                            "attestation_jwk and ka_jwk must be two different keys");
+                            "attestation_jwk, ka_jwk and tpm_storage_jwk must be different keys");
+    goto cleanup;
+  }
+  /* The KA certificate certifies the storage key with it: the same KA key under another
+   * storage key is another certificate, so another manufacture (the row keeps both). */
+  size_t ka_len = strlen(ka_id);
+  if (storage && (size_t)snprintf(ka_id + ka_len, sizeof(ka_id) - ka_len, "+tpm:%s",
+                                  storage_id) >= sizeof(ka_id) - ka_len) {
+    mcim_http_reply_problem(resp, MCIM_KEY_INVALID, 0, "cannot read the TRE public keys");
     goto cleanup;
   }
   st = mcim_role_store(r);
@@ -583,9 +604,9 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 0, "the PCID credential of %s cannot be read back", device);
     goto cleanup;
   }
-  rc = issue_cert(ms, att, device, MCIM_CERT_TRE_ATTESTATION, &att_pem);
+  rc = issue_cert(ms, att, NULL, device, MCIM_CERT_TRE_ATTESTATION, &att_pem);
   if (rc == MCIM_OK)
-    rc = issue_cert(ms, ka, device, MCIM_CERT_TRE_KEY_AGREEMENT, &ka_pem);
+    rc = issue_cert(ms, ka, storage, device, MCIM_CERT_TRE_KEY_AGREEMENT, &ka_pem);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "cannot certify the TRE keys of %s", device);
     goto cleanup;
@@ -683,6 +704,7 @@ cleanup:
   free(ka_pem);
   mcim_jose_key_free(att);
   mcim_jose_key_free(ka);
+  mcim_jose_key_free(storage);
 }
 
 /* ---- kind ---- */

@@ -11,6 +11,7 @@
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "mcim/pki.h"
+#include "mcim/tre.h"
 #include "mcim/util.h"
 #include "roles/access.h"
 #include "roles/auc.h"
@@ -221,12 +222,29 @@ out:
   mcim_sho_order_clear(&o);
 }
 
-/* Make the MCIM for an order and seal it to the TRE (content: sho, imsi, k, opc, amf). */
+/* The device's TPM storage key, if its KA certificate (verified by the caller against the
+ * M2MES CA) certifies one: *out stays NULL for a TRE without a TPM. */
+static mcim_cause_t tpm_storage_of(const struct mcim_sho_order *o, EVP_PKEY **out)
+{
+  X509 *cert = NULL;
+  mcim_cause_t rc = mcim_pki_cert_from_pem(o->ka_cert, strlen(o->ka_cert), &cert);
+  if (rc == MCIM_OK)
+    rc = mcim_pki_cert_tpm_storage_key(cert, out);
+  X509_free(cert);
+  return rc == MCIM_NOT_FOUND ? MCIM_OK : rc;
+}
+
+/* Make the MCIM for an order and seal it to the TRE (step 12 / 6; content: sho, imsi, k,
+ * opc, amf). For a TRE whose KA certificate certifies a TPM storage key, K goes as a
+ * duplication blob to that key ("k_tpm", docs/tre-tpm.md "K in the TPM") instead of "k":
+ * only that TPM can import it, so neither the RO nor the device's agent ever sees K. */
 static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
                                  const struct mcim_sho_order *o, char **package)
 {
   struct mcim_auc_sub sub = {.imsi = o->imsi, .device = o->device, .state = "pending"};
   mcim_jose_key_t *tre = NULL;
+  EVP_PKEY *storage = NULL;
+  json_t *k_tpm = NULL;
   char k_hex[33], opc_hex[33], amf_hex[5];
   char *content = NULL;
   mcim_cause_t rc = mcim_random(sub.k, sizeof(sub.k));
@@ -238,14 +256,23 @@ static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
     rc = mcim_role_device_key_from_pem(r, o->ka_cert, o->device, MCIM_CERT_TRE_KEY_AGREEMENT,
                                        &tre);
   if (rc == MCIM_OK)
+    rc = tpm_storage_of(o, &storage);
+  if (rc == MCIM_OK && storage && (rc = mcim_tre_wrap_k(storage, sub.k, &k_tpm)) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, o->txn, 0, rc, "cannot wrap K for the TPM of %s", o->device);
+  if (rc == MCIM_OK)
     rc = mcim_auc_add(st, r->storage_key, &sub);
   if (rc == MCIM_OK) {
     mcim_hex_encode(sub.k, sizeof(sub.k), k_hex);
     mcim_hex_encode(sub.opc, sizeof(sub.opc), opc_hex);
     mcim_hex_encode(sub.amf, sizeof(sub.amf), amf_hex);
-    json_t *c = json_pack("{s:s,s:s,s:s,s:s,s:s}", "sho", r->name, "imsi", o->imsi, "k", k_hex,
-                          "opc", opc_hex, "amf", amf_hex);
-    content = json_dumps(c, JSON_COMPACT);
+    json_t *c = json_pack("{s:s,s:s,s:s,s:s}", "sho", r->name, "imsi", o->imsi, "opc", opc_hex,
+                          "amf", amf_hex);
+    if (c && (k_tpm ? json_object_set(c, "k_tpm", k_tpm)
+                    : json_object_set_new(c, "k", json_string(k_hex)))) {
+      json_decref(c);
+      c = NULL;
+    }
+    content = c ? json_dumps(c, JSON_COMPACT) : NULL;
     json_decref(c); /* jansson does not wipe; the strings lived briefly in its heap */
     mcim_wipe(k_hex, sizeof(k_hex));
     mcim_wipe(opc_hex, sizeof(opc_hex));
@@ -265,6 +292,8 @@ static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
     free(content);
   }
   mcim_wipe(&sub, sizeof(sub));
+  json_decref(k_tpm);
+  EVP_PKEY_free(storage);
   mcim_jose_key_free(tre);
   return rc;
 }

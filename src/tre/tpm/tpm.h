@@ -85,6 +85,10 @@ mcim_cause_t mcim_tpm_primary_persist(mcim_tpm_t *t, TPM2B_NAME *name);
  * area): none there, or another key, is MCIM_TPM_ERROR with the detail saying which. Cheap:
  * one TPM2_ReadPublic per connection, no key generation. */
 mcim_cause_t mcim_tpm_primary_use(mcim_tpm_t *t, const TPM2B_NAME *recorded);
+/* Host side (the SHO): the public area of a storage primary made from this template whose
+ * public point is (x, y), e.g. the key an M2MES certified for a device's TPM: what
+ * mcim_tpm_dup_aes128() wraps to. No TPM involved; the point is checked where it is used. */
+void mcim_tpm_primary_public_of(const uint8_t x[32], const uint8_t y[32], TPM2B_PUBLIC *out);
 /* The TPM2B_NAME of a public area (nameAlg || H(TPMT_PUBLIC)), computed on the host. */
 mcim_cause_t mcim_tpm_public_name(const TPM2B_PUBLIC *pub, TPM2B_NAME *name);
 /* Flush every transient object of the TPM but this connection's primary: objects a process

@@ -67,6 +67,15 @@ mcim_cause_t mcim_tpm_primary(mcim_tpm_t *t, ESYS_TR *handle, const TPM2B_PUBLIC
   return MCIM_OK;
 }
 
+void mcim_tpm_primary_public_of(const uint8_t x[32], const uint8_t y[32], TPM2B_PUBLIC *out)
+{
+  *out = primary_template;
+  out->publicArea.unique.ecc.x.size = 32;
+  memcpy(out->publicArea.unique.ecc.x.buffer, x, 32);
+  out->publicArea.unique.ecc.y.size = 32;
+  memcpy(out->publicArea.unique.ecc.y.buffer, y, 32);
+}
+
 static bool same_name(const TPM2B_NAME *a, const TPM2B_NAME *b)
 {
   return a->size == b->size && a->size <= sizeof(a->name) &&

@@ -35,6 +35,8 @@
  * (which it would refuse anyway: the blob's integrity is bound to the primary's seed). Nothing is
  * weaker: the key is the same one (same template, same seed), and a document made before this
  * change (no "tpm_parent") still re-creates its primary per transaction. */
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,26 +59,43 @@ static enum mcim_tpm_key_kind key_kind(enum mcim_tre_cert which)
   return which == MCIM_TRE_CERT_ATTESTATION ? MCIM_TPM_KEY_SIGN : MCIM_TPM_KEY_ECDH;
 }
 
-/* The transaction's connection, opened on first use. */
+/* What a transaction holds in the TPM (t->keys_ctx): the connection, opened on first use,
+ * and a slot's K while Milenage runs on it (k_milenage), flushed at the end. */
+struct tpm_txn {
+  mcim_tpm_t *tpm;
+  mcim_tpm_aes_t *k;
+};
+
 static mcim_cause_t connection(struct tre_soft *t, mcim_tpm_t **out)
 {
+  struct tpm_txn *x = t->keys_ctx;
   char detail[320];
   mcim_cause_t rc = MCIM_OK;
 
-  if (!t->keys_ctx) {
-    mcim_tpm_t *tpm = NULL;
-    rc = mcim_tpm_open(t->tcti, &tpm, detail, sizeof(detail));
+  *out = NULL;
+  if (!x) {
+    x = calloc(1, sizeof(*x));
+    if (!x)
+      return MCIM_NO_MEMORY;
+    t->keys_ctx = x;
+  }
+  if (!x->tpm) {
+    rc = mcim_tpm_open(t->tcti, &x->tpm, detail, sizeof(detail));
     if (rc != MCIM_OK)
       mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: TPM: %s", detail);
-    t->keys_ctx = tpm;
   }
-  *out = t->keys_ctx;
+  *out = x->tpm;
   return rc;
 }
 
 static void tpm_end(struct tre_soft *t)
 {
-  mcim_tpm_free(t->keys_ctx); /* flushes the primary */
+  struct tpm_txn *x = t->keys_ctx;
+  if (!x)
+    return;
+  mcim_tpm_aes_free(x->k); /* before the connection it was loaded through */
+  mcim_tpm_free(x->tpm);   /* flushes the primary */
+  free(x);
   t->keys_ctx = NULL;
 }
 
@@ -277,13 +296,184 @@ cleanup:
   return rc;
 }
 
+/* ---- K in the TPM (docs/tre-tpm.md, "K in the TPM") ---- */
+
+#define MEMBER_DUP_PUBLIC "public"
+#define MEMBER_DUP_DUPLICATE "duplicate"
+#define MEMBER_DUP_SEED "seed"
+
+/* The connection, with the persistent storage primary checked against the name recorded at
+ * manufacture (that of the KA key's parent: one primary for every key of the TRE). */
+static mcim_cause_t storage_use(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm)
+{
+  TPM2B_NAME parent;
+  bool has = false;
+  mcim_cause_t rc = parent_of(st, MCIM_TRE_CERT_KA, &parent, &has);
+  if (rc == MCIM_OK)
+    rc = connection(t, tpm);
+  if (rc == MCIM_OK && has && (rc = mcim_tpm_primary_use(*tpm, &parent)) != MCIM_OK)
+    log_tpm(*tpm, rc, "the TRE's storage key");
+  return rc;
+}
+
+static mcim_cause_t tpm_storage_public(struct tre_soft *t, json_t *st, EVP_PKEY **out)
+{
+  const TPM2B_PUBLIC *pub = NULL;
+  mcim_tpm_t *tpm = NULL;
+  mcim_cause_t rc = storage_use(t, st, &tpm);
+  if (rc == MCIM_OK && (rc = mcim_tpm_primary(tpm, NULL, &pub)) != MCIM_OK)
+    log_tpm(tpm, rc, "cannot read the storage key");
+  if (rc != MCIM_OK)
+    return rc;
+  const TPMS_ECC_POINT *p = &pub->publicArea.unique.ecc;
+  if (pub->publicArea.type != TPM2_ALG_ECC || p->x.size != 32 || p->y.size != 32)
+    return MCIM_KEY_INVALID;
+  return mcim_p256_public_pkey(p->x.buffer, p->y.buffer, out);
+}
+
+/* A package's "k_tpm" {"public", "duplicate", "seed"} (base64url of the marshalled
+ * TPM2B_PUBLIC, of the TPM2B_PRIVATE and of the seed's bytes): peer input, refused whole
+ * (MCIM_KEY_INVALID) unless exactly that, an AES-128 key of our attributes. */
+static mcim_cause_t dup_decode(const json_t *j, struct mcim_tpm_dup *out)
+{
+  struct mcim_tpm_blob b;
+  size_t len = 0;
+  const char *seed = json_string_value(json_object_get(j, MEMBER_DUP_SEED));
+  mcim_cause_t rc = MCIM_KEY_INVALID;
+
+  memset(out, 0, sizeof(*out));
+  if (!json_is_object(j) || json_object_size(j) != 3 || !seed)
+    return rc;
+  rc = mcim_tpm_blob_decode(json_string_value(json_object_get(j, MEMBER_DUP_PUBLIC)),
+                            json_string_value(json_object_get(j, MEMBER_DUP_DUPLICATE)), &b);
+  if (rc != MCIM_OK)
+    return rc == MCIM_UNSUPPORTED ? rc : MCIM_KEY_INVALID;
+  rc = MCIM_KEY_INVALID;
+  const TPMT_PUBLIC *p = &b.pub.publicArea;
+  if (p->type != TPM2_ALG_SYMCIPHER || p->nameAlg != TPM2_ALG_SHA256 ||
+      p->objectAttributes != MCIM_TPM_AES_ATTRS || p->authPolicy.size != 0 ||
+      p->parameters.symDetail.sym.algorithm != TPM2_ALG_AES ||
+      p->parameters.symDetail.sym.keyBits.aes != 128 ||
+      p->parameters.symDetail.sym.mode.aes != TPM2_ALG_ECB)
+    return rc;
+  if (mcim_b64url_decode(seed, strlen(seed), out->seed.secret, sizeof(out->seed.secret), &len) !=
+          MCIM_OK ||
+      len == 0)
+    return rc;
+  out->seed.size = (UINT16)len;
+  out->pub = b.pub;
+  out->dup = b.priv;
+  return MCIM_OK;
+}
+
+static mcim_cause_t tpm_k_import(struct tre_soft *t, json_t *st, const json_t *j, json_t **out)
+{
+  struct mcim_tpm_dup dup;
+  struct mcim_tpm_blob blob = {0};
+  mcim_tpm_t *tpm = NULL;
+  char *pub = NULL, *priv = NULL;
+  mcim_cause_t rc = dup_decode(j, &dup);
+
+  if (rc == MCIM_OK)
+    rc = storage_use(t, st, &tpm);
+  if (rc == MCIM_OK && (rc = mcim_tpm_aes_import(tpm, &dup, &blob)) != MCIM_OK) {
+    log_tpm(tpm, rc, "the package's K does not import");
+    /* the TPM refusing the blob (integrity: another TPM's, altered) is the package's fault */
+    if (rc == MCIM_TPM_ERROR)
+      rc = MCIM_KEY_INVALID;
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_tpm_blob_encode(&blob, &pub, &priv);
+  if (rc == MCIM_OK) {
+    *out = json_pack("{s:s, s:s}", MEMBER_PUBLIC, pub, MEMBER_PRIVATE, priv);
+    rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+  free(pub);
+  free(priv);
+  mcim_wipe(&blob, sizeof(blob));
+  mcim_wipe(&dup, sizeof(dup));
+  return rc;
+}
+
+static mcim_cause_t tpm_k_milenage(struct tre_soft *t, json_t *st, const json_t *j,
+                                   mcim_milenage_t **out)
+{
+  struct mcim_tpm_blob blob;
+  mcim_tpm_t *tpm = NULL;
+  struct tpm_txn *x = NULL;
+  mcim_cause_t rc = mcim_tpm_blob_decode(tre_str((json_t *)j, MEMBER_PUBLIC),
+                                         tre_str((json_t *)j, MEMBER_PRIVATE), &blob);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: a slot's K in the state is not a TPM blob");
+    return rc;
+  }
+  rc = storage_use(t, st, &tpm);
+  if (rc != MCIM_OK)
+    return rc;
+  x = t->keys_ctx;
+  mcim_tpm_aes_free(x->k); /* one slot key loaded at a time (swtpm: 3 transient slots) */
+  x->k = NULL;
+  if ((rc = mcim_tpm_aes_load(tpm, &blob, &x->k)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot load the slot's K");
+    return rc;
+  }
+  return mcim_milenage_new_cipher(mcim_tpm_aes_cipher(x->k), out);
+}
+
 const struct tre_keys_ops tre_keys_tpm = {
     .name = TRE_BACKEND_TPM,
     .create = tpm_create,
     .public_key = tpm_public_key,
     .jose = tpm_jose,
     .end = tpm_end,
+    .storage_public = tpm_storage_public,
+    .k_import = tpm_k_import,
+    .k_milenage = tpm_k_milenage,
 };
+
+mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t **out)
+{
+  uint8_t x[32], y[32];
+  BIGNUM *bx = NULL, *by = NULL;
+  TPM2B_PUBLIC parent;
+  struct mcim_tpm_dup dup;
+  struct mcim_tpm_blob b;
+  char *pub = NULL, *priv = NULL, *seed = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!tpm_storage || !k || !out)
+    return rc;
+  *out = NULL;
+  rc = MCIM_KEY_INVALID;
+  if (!EVP_PKEY_get_bn_param(tpm_storage, OSSL_PKEY_PARAM_EC_PUB_X, &bx) ||
+      !EVP_PKEY_get_bn_param(tpm_storage, OSSL_PKEY_PARAM_EC_PUB_Y, &by) ||
+      BN_bn2binpad(bx, x, 32) != 32 || BN_bn2binpad(by, y, 32) != 32)
+    goto cleanup;
+  mcim_tpm_primary_public_of(x, y, &parent);
+  rc = mcim_tpm_dup_aes128(&parent, k, MCIM_TPM_AES_ATTRS, &dup);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  b.pub = dup.pub;
+  b.priv = dup.dup;
+  rc = mcim_tpm_blob_encode(&b, &pub, &priv);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  seed = malloc(mcim_b64url_len(dup.seed.size) + 1);
+  if (!seed)
+    goto cleanup;
+  mcim_b64url_encode(dup.seed.secret, dup.seed.size, seed);
+  *out = json_pack("{s:s, s:s, s:s}", MEMBER_DUP_PUBLIC, pub, MEMBER_DUP_DUPLICATE, priv,
+                   MEMBER_DUP_SEED, seed);
+  rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+cleanup:
+  BN_free(bx);
+  BN_free(by);
+  free(pub);
+  free(priv);
+  free(seed);
+  return rc;
+}
 
 /* ---- manufacture and open ---- */
 

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# K never in the device's memory in clear (issue 11, point 3; docs/tre-tpm.md "K in the TPM"):
+# a device with the TPM TRE gets its MCIM's K from the SHO as a duplication blob to its TPM's
+# storage key, which only that TPM imports, and its AKA runs E_K inside the TPM. This test dumps
+# the m2me agent's memory (gdb's gcore) while an attach runs (stopped inside the TRE's AKA, at
+# mcim_aka_usim_check) and after it, and looks for K (the 16 bytes, and their hex in both
+# cases) in the dumps: none may hold it. K is read from the SHO's AuC (its sealed column opened
+# with the SHO's storage key: the test is the lab's operator).
+# That the search would find K if it were there is shown twice: the same dumps of a device
+# with the software TRE (K in the agent by design) hold its K, and a copy of the TPM device's
+# K planted into its agent's memory (gdb) is found in the next dump.
+# Registered with MCIM_TPM only (tests/CMakeLists.txt).
+. "$(dirname "$0")/lib/common.bash"
+need sqlite3 swtpm gdb gcore python3
+if ! python3 -c 'import cryptography.hazmat.primitives.ciphers.aead' 2>/dev/null; then
+  bad "missing: python3-cryptography (scripts/deps.sh installs it)"
+  finish || true
+  exit 1
+fi
+
+# sho_k DEVICE: the hex K of DEVICE's active subscription at sho-a (the AuC's sealed column,
+# src/core/seal.c: version | nonce | AES-256-GCM | tag, AAD version || "auc/k/IMSI")
+sho_k() {
+  python3 - "$lab/sho-a/sho-a.db" "$lab/sho-a/storage.key" "$1" <<'EOF'
+import sqlite3, sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+db, keyf, dev = sys.argv[1:4]
+key = open(keyf, "rb").read()
+rows = sqlite3.connect(db).execute(
+    "SELECT imsi, k FROM auc WHERE device = ? AND state = 'active'", (dev,)).fetchall()
+assert len(rows) == 1, rows
+imsi, blob = rows[0]
+blob = bytes(blob)
+print(AESGCM(key).decrypt(blob[1:13], blob[13:], b"\x01" + ("auc/k/%s" % imsi).encode()).hex())
+EOF
+}
+# k_count CORE KHEX: how often the core holds K: raw, lower-case hex, upper-case hex
+k_count() {
+  python3 - "$1" "$2" <<'EOF'
+import sys
+core = open(sys.argv[1], "rb").read()
+k = sys.argv[2]
+print(sum(core.count(f) for f in (bytes.fromhex(k), k.encode(), k.upper().encode())))
+EOF
+}
+# dump_after PID CORE: gcore of the agent now
+dump_after() { gcore -o "$tmp/gc" "$1" >"$tmp/gcore.out" 2>&1 && mv "$tmp/gc.$1" "$2"; }
+# dump_during DEV PID CORE: the agent stopped inside the TRE's AKA of an attach (a breakpoint
+# at mcim_aka_usim_check: K, or its handle in the TPM, in use), dumped there, then let go; the
+# attach must then succeed
+dump_during() {
+  local dev=$1 pid=$2 core=$3 gpid st=0
+  rm -f "$tmp/gdb.out"
+  gdb -p "$pid" -batch -nx -ex 'set pagination off' -ex 'set confirm off' \
+    -ex 'break mcim_aka_usim_check' -ex 'continue' -ex "gcore $core" -ex 'delete' \
+    -ex 'detach' >"$tmp/gdb.out" 2>&1 &
+  gpid=$!
+  bg="${bg:-} $gpid"
+  # the breakpoint set, the agent is stopped or about to continue: an attach sent now waits
+  # in its socket until the agent runs, and then stops it at the breakpoint
+  if ! wait_until 30 grep -q '^Breakpoint 1 at ' "$tmp/gdb.out"; then
+    bad "$dev: gdb did not attach to the agent: $(tail -c 400 "$tmp/gdb.out")"
+    kill "$gpid" 2>/dev/null || true
+    return 1
+  fi
+  "$mcim" device attach "$dev" --to sho-a --dir "$lab" >"$tmp/attach.out" 2>&1 || st=$?
+  wait "$gpid" || true
+  if [ "$st" -ne 0 ] || ! grep -q 'full access' "$tmp/attach.out"; then
+    bad "$dev: attach while dumped: $(head -c 300 "$tmp/attach.out")"
+    return 1
+  fi
+  if [ ! -s "$core" ] || ! grep -q 'Breakpoint 1, .*mcim_aka_usim_check' "$tmp/gdb.out"; then
+    bad "$dev: no dump inside the AKA: $(tail -c 400 "$tmp/gdb.out")"
+    return 1
+  fi
+}
+# plant PID KHEX: a copy of K (its 16 bytes) in the agent's heap, as if the TRE had kept one
+plant() {
+  local bytes
+  bytes=$(echo "$2" | sed 's/../0x&,/g; s/,$//')
+  gdb -p "$1" -batch -nx -ex 'set confirm off' \
+    -ex 'set $p = (unsigned char *) ((void *(*)(unsigned long)) malloc)(16)' \
+    -ex "set {unsigned char[16]} \$p = {$bytes}" -ex 'detach' >"$tmp/plant.out" 2>&1
+}
+
+check "lab up" "$mcim" lab up --dir "$lab"
+check "a device with the TPM TRE" "$mcim" lab device add tdev --tre tpm --dir "$lab"
+check "a device with the software TRE" "$mcim" lab device add sdev --dir "$lab"
+check "initial provisioning of the TPM device" "$mcim" run initial tdev --sho sho-a --dir "$lab"
+check "initial provisioning of the software device" "$mcim" run initial sdev --sho sho-a --dir "$lab"
+kt=$(sho_k tdev) && [ ${#kt} -eq 32 ] && ok "K of the TPM device read from sho-a's AuC" ||
+  bad "K of tdev: '$kt'"
+ks=$(sho_k sdev) && [ ${#ks} -eq 32 ] && ok "K of the software device read from sho-a's AuC" ||
+  bad "K of sdev: '$ks'"
+[ "$failed" -eq 0 ] || { finish; exit 1; }
+tpid=$(pid_of tdev)
+spid=$(pid_of sdev)
+
+for d in t s; do
+  dev=${d}dev
+  pid=$tpid k=$kt
+  [ "$d" = s ] && pid=$spid k=$ks
+  dump_during "$dev" "$pid" "$tmp/$dev.during" && ok "$dev: agent dumped inside the AKA of an attach"
+  dump_after "$pid" "$tmp/$dev.after" && ok "$dev: agent dumped after the attach" ||
+    bad "$dev: gcore: $(tail -c 300 "$tmp/gcore.out")"
+done
+for when in during after; do
+  [ -s "$tmp/tdev.$when" ] || continue
+  n=$(k_count "$tmp/tdev.$when" "$kt")
+  [ "$n" = 0 ] && ok "TPM device, $when the attach: K nowhere in the agent's memory ($(du -k "$tmp/tdev.$when" | cut -f1) KiB)" ||
+    bad "TPM device, $when the attach: K found $n times in the agent's memory"
+  [ -s "$tmp/sdev.$when" ] || continue
+  n=$(k_count "$tmp/sdev.$when" "$ks")
+  [ "$n" -gt 0 ] && ok "software device, $when the attach: the same search finds its K ($n times)" ||
+    bad "software device, $when the attach: K not found: the search would miss it"
+done
+# the TPM device's K, planted: the search finds it in the next dump of the same agent
+if plant "$tpid" "$kt"; then
+  dump_after "$tpid" "$tmp/tdev.planted" || bad "tdev: gcore: $(tail -c 300 "$tmp/gcore.out")"
+  n=$(k_count "$tmp/tdev.planted" "$kt")
+  [ "$n" -gt 0 ] && ok "TPM device: a copy of K planted in its agent is found ($n)" ||
+    bad "TPM device: a planted K is not found: the search would miss it"
+else
+  bad "cannot plant K into the agent: $(tail -c 300 "$tmp/plant.out")"
+fi
+# nor anywhere in the TPM device's folder (state, agent.db, logs, the swtpm's files)
+if grep -rqi -e "$kt" "$lab/devices/tdev" 2>/dev/null; then bad "K in clear under the TPM device's folder"
+else ok "K nowhere in the TPM device's folder (hex)"; fi
+check "the TPM device attaches again" "$mcim" device attach tdev --to sho-a --dir "$lab"
+check "lab down" "$mcim" lab down --dir "$lab"
+finish
