@@ -1071,6 +1071,224 @@ static void test_stray_objects(void **state)
   mcim_tpm_free(t);
 }
 
+/* ---- K in the TPM (docs/tre-tpm.md, "K in the TPM") --------------------------------------- */
+
+/* A package whose content is `text` (any JSON the SHO might write), sealed and signed. */
+static char *sho_package_text(mcim_jose_key_t *sho, const mcim_jose_key_t *ka_pub,
+                              const char *txn, const char *text)
+{
+  char *pkg = NULL;
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = "sho-a", .sub = DEVICE, .aud = DEVICE, .typ = "mcim-package+jwt",
+                     .txn = txn, .iat = now, .exp = now + 300};
+  assert_int_equal(mcim_package_seal(sho, &c, ka_pub, (const uint8_t *)text, strlen(text), &pkg),
+                   MCIM_OK);
+  return pkg;
+}
+
+/* The MCIM content with K wrapped for `storage` (mcim_tre_wrap_k, what the SHO sends). */
+static char *k_tpm_content(EVP_PKEY *storage, const uint8_t k[16], const uint8_t opc[16])
+{
+  char oh[33];
+  json_t *k_tpm = NULL;
+  mcim_hex_encode(opc, 16, oh);
+  assert_int_equal(mcim_tre_wrap_k(storage, k, &k_tpm), MCIM_OK);
+  json_t *c = json_pack("{s:s, s:s, s:o, s:s, s:s}", "sho", "sho-a", "imsi", "001020000000007",
+                        "k_tpm", k_tpm, "opc", oh, "amf", "8000");
+  char *text = json_dumps(c, JSON_COMPACT);
+  assert_non_null(text);
+  json_decref(c);
+  return text;
+}
+
+static void k_hex_absent(const char *what, const char *text, const uint8_t k[16])
+{
+  char kh[33], ku[33];
+  mcim_hex_encode(k, 16, kh);
+  for (int i = 0; i < 33; i++)
+    ku[i] = (char)((kh[i] >= 'a' && kh[i] <= 'f') ? kh[i] - 32 : kh[i]);
+  if (strstr(text, kh) || strstr(text, ku) || memmem(text, strlen(text), k, 16))
+    fail_msg("%s holds K", what);
+}
+
+/* The SHO's side (the storage key from the KA certificate's extension, K wrapped to it) and
+ * the TRE's (imported at stage, used for AKA through TPM2_EncryptDecrypt2): the MCIM
+ * authenticates, the state keeps the TPM's wrapping and never K; a blob for another TPM, an
+ * altered one, or K both ways is refused; the software TRE refuses K wrapped for a TPM. */
+static void test_k_in_tpm(void **state)
+{
+  struct fx *f = *state;
+  mcim_tre_t *tre = f->tre;
+  char *jwk = NULL, slot[64];
+  mcim_jose_key_t *storage_jose = NULL;
+  EVP_PKEY *storage = NULL, *from_cert = NULL, *ka = NULL, *sho_pkey = NULL, *other = NULL;
+  mcim_jose_key_t *sho = NULL;
+  X509 *x = NULL;
+  uint8_t k[16], opc[16];
+
+  /* the factory's storage key is the TPM's persistent primary, public only */
+  assert_int_equal(mcim_tre_tpm_storage_jwk(tre, &jwk), MCIM_OK);
+  assert_null(strstr(jwk, "\"d\""));
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &storage_jose), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(storage_jose, &storage), MCIM_OK);
+  mcim_tpm_t *t = open_tpm(sw);
+  TPM2B_NAME name;
+  const TPM2B_PUBLIC *ppub = NULL;
+  assert_int_equal(mcim_tpm_primary_persist(t, &name), MCIM_OK);
+  assert_int_equal(mcim_tpm_primary(t, NULL, &ppub), MCIM_OK);
+  uint8_t px[32], py[32];
+  point_of(storage, px, py);
+  assert_memory_equal(px, ppub->publicArea.unique.ecc.x.buffer, 32);
+  assert_memory_equal(py, ppub->publicArea.unique.ecc.y.buffer, 32);
+  mcim_tpm_free(t);
+
+  /* the M2MES certifies it in the KA certificate; the SHO reads it back from there */
+  assert_int_equal(mcim_jose_key_public_pkey(f->ka_pub, &ka), MCIM_OK);
+  mcim_cert_request_t req = {.name = DEVICE, .usage = MCIM_CERT_TRE_KEY_AGREEMENT, .key = ka,
+                             .days = 30, .tpm_storage = storage};
+  assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_verify(x, m2mes_ca->cert, MCIM_CERT_TRE_KEY_AGREEMENT, DEVICE, 0),
+                   MCIM_OK);
+  assert_int_equal(mcim_pki_cert_tpm_storage_key(x, &from_cert), MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(from_cert, storage), 1);
+  X509_free(x);
+  x = NULL;
+  /* none in a certificate without it; never on another usage */
+  X509 *plain = NULL;
+  assert_int_equal(mcim_pki_cert_from_pem(f->ka_pem, strlen(f->ka_pem), &plain), MCIM_OK);
+  EVP_PKEY *none = NULL;
+  assert_int_equal(mcim_pki_cert_tpm_storage_key(plain, &none), MCIM_NOT_FOUND);
+  assert_null(none);
+  X509_free(plain);
+  req.usage = MCIM_CERT_TRE_ATTESTATION;
+  assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_INVALID_ARGUMENT);
+
+  /* the package: staged (TPM2_Import), installed, and its MCIM authenticates with E_K in the
+   * TPM */
+  assert_int_equal(mcim_pki_key_generate(&sho_pkey), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(sho_pkey, &sho), MCIM_OK);
+  char *sho_cert = cert_issue(ops_ca, "sho-a", MCIM_CERT_TLS, sho_pkey);
+  assert_int_equal(mcim_random(k, 16), MCIM_OK);
+  assert_int_equal(mcim_random(opc, 16), MCIM_OK);
+  char *text = k_tpm_content(from_cert, k, opc);
+  k_hex_absent("the content the SHO seals", text, k);
+  char *pkg = sho_package_text(sho, f->ka_pub, TXN_A, text);
+  uint64_t t0 = mcim_monotonic_ns();
+  assert_int_equal(tre->ops->stage(tre->ctx, TXN_A, pkg, strlen(pkg), sho_cert), MCIM_OK);
+  print_message("stage with K wrapped (ECDH_ZGen, TPM2_Import): %.2f ms\n", ms_since(t0));
+  assert_int_equal(tre->ops->install(tre->ctx, TXN_A, slot), MCIM_OK);
+  t0 = mcim_monotonic_ns();
+  aka_once(tre, "sho-a", k, opc, 64);
+  print_message("AKA with K in the TPM (load, two TPM2_EncryptDecrypt2, commit): %.2f ms\n",
+                ms_since(t0));
+  aka_once(tre, "sho-a", k, opc, 96);
+  /* a second handle (another process's view) authenticates with it too */
+  mcim_tre_t *again = NULL;
+  assert_int_equal(mcim_tre_tpm_open(f->dir, mcim_swtpm_tcti(sw), &again), MCIM_OK);
+  aka_once(again, "sho-a", k, opc, 128);
+  mcim_tre_close(again);
+
+  /* the state: the slot keeps the TPM's wrapping of K, no "k", and K appears nowhere */
+  json_t *doc = state_read(f);
+  json_t *s0 = json_array_get(json_object_get(doc, "slots"), 0);
+  assert_string_equal(json_string_value(json_object_get(s0, "slot")), "sho-a");
+  assert_null(json_object_get(s0, "k"));
+  json_t *kt = json_object_get(s0, "k_tpm");
+  assert_int_equal(json_object_size(kt), 2);
+  struct mcim_tpm_blob blob;
+  assert_int_equal(mcim_tpm_blob_decode(json_string_value(json_object_get(kt, "tpm_public")),
+                                        json_string_value(json_object_get(kt, "tpm_private")),
+                                        &blob),
+                   MCIM_OK);
+  assert_int_equal(blob.pub.publicArea.type, TPM2_ALG_SYMCIPHER);
+  assert_int_equal(blob.pub.publicArea.objectAttributes, MCIM_TPM_AES_ATTRS);
+  assert_null(memmem(blob.priv.buffer, blob.priv.size, k, 16));
+  char *dump = json_dumps(doc, JSON_COMPACT);
+  k_hex_absent("the TRE's state", dump, k);
+  free(dump);
+  json_decref(doc);
+
+  /* refused, each PACKAGE_INVALID with the state unchanged: a blob for another TPM's storage
+   * key (TPM2_Import: integrity), one altered, K both in clear and wrapped, k_tpm not an
+   * object */
+  static const char *const txns[] = {"11111111111111111111111111111111",
+                                     "22222222222222222222222222222222",
+                                     "33333333333333333333333333333333",
+                                     "44444444444444444444444444444444"};
+  json_t *before = state_read(f);
+  assert_int_equal(mcim_pki_key_generate(&other), MCIM_OK);
+  char *texts[4];
+  texts[0] = k_tpm_content(other, k, opc);
+  json_t *c = json_loads(text, 0, NULL);
+  json_t *dupj = json_object_get(c, "k_tpm");
+  const char *d = json_string_value(json_object_get(dupj, "duplicate"));
+  char *altered = strdup(d);
+  altered[strlen(altered) / 2] = altered[strlen(altered) / 2] == 'A' ? 'B' : 'A';
+  json_object_set_new(dupj, "duplicate", json_string(altered));
+  free(altered);
+  texts[1] = json_dumps(c, JSON_COMPACT);
+  json_decref(c);
+  c = json_loads(text, 0, NULL);
+  json_object_set_new(c, "k", json_string("000102030405060708090a0b0c0d0e0f"));
+  texts[2] = json_dumps(c, JSON_COMPACT);
+  json_object_set_new(c, "k_tpm", json_string("AAAA"));
+  json_object_del(c, "k");
+  texts[3] = json_dumps(c, JSON_COMPACT);
+  json_decref(c);
+  static const char *const why[] = {"k_tpm does not import into this TRE's TPM",
+                                    "k_tpm does not import into this TRE's TPM",
+                                    "content has both k and k_tpm",
+                                    "k_tpm does not import into this TRE's TPM"};
+  for (int i = 0; i < 4; i++) {
+    char *p = sho_package_text(sho, f->ka_pub, txns[i], texts[i]);
+    assert_int_equal(tre->ops->stage(tre->ctx, txns[i], p, strlen(p), sho_cert),
+                     MCIM_PACKAGE_INVALID);
+    assert_true(log_has(txns[i]) && log_has(why[i]));
+    free(p);
+    free(texts[i]);
+  }
+  assert_true(log_has("TPM2_Import: tpm:parameter(3):integrity check failed"));
+  json_t *after = state_read(f);
+  assert_true(json_equal(before, after));
+  json_decref(before);
+  json_decref(after);
+
+  /* the software TRE has no TPM: K wrapped for one is refused */
+  char soft_dir[64], *soft_ka_jwk = NULL;
+  mcim_tre_t *soft = NULL;
+  mcim_jose_key_t *soft_ka = NULL;
+  snprintf(soft_dir, sizeof(soft_dir), "/tmp/mcim-tresoft-XXXXXX");
+  assert_non_null(mkdtemp(soft_dir));
+  assert_int_equal(mcim_tre_soft_create(soft_dir, DEVICE, MODEL, owner_jwk, ops_ca_pem,
+                                        m2mes_ca_pem),
+                   MCIM_OK);
+  assert_int_equal(mcim_tre_soft_open(soft_dir, &soft), MCIM_OK);
+  assert_int_equal(mcim_tre_tpm_storage_jwk(soft, &soft_ka_jwk), MCIM_NOT_FOUND);
+  assert_int_equal(mcim_tre_soft_public_jwk(soft, MCIM_TRE_CERT_KA, &soft_ka_jwk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(soft_ka_jwk, strlen(soft_ka_jwk), &soft_ka), MCIM_OK);
+  char *p = sho_package_text(sho, soft_ka, TXN_A, text);
+  assert_int_equal(soft->ops->stage(soft->ctx, TXN_A, p, strlen(p), sho_cert),
+                   MCIM_PACKAGE_INVALID);
+  assert_true(log_has("K wrapped for a TPM, and this TRE has none"));
+  free(p);
+  mcim_jose_key_free(soft_ka);
+  free(soft_ka_jwk);
+  mcim_tre_close(soft);
+  rm_tree(soft_dir);
+
+  free(text);
+  free(pkg);
+  free(sho_cert);
+  free(jwk);
+  mcim_jose_key_free(sho);
+  mcim_jose_key_free(storage_jose);
+  EVP_PKEY_free(other);
+  EVP_PKEY_free(sho_pkey);
+  EVP_PKEY_free(ka);
+  EVP_PKEY_free(from_cert);
+  EVP_PKEY_free(storage);
+}
+
 int main(void)
 {
   /* ESAPI prints each refusal this test provokes on purpose; each is printed with its cause
@@ -1081,6 +1299,7 @@ int main(void)
       cmocka_unit_test(test_keys_not_exportable),
       cmocka_unit_test_setup_teardown(test_tre_end_to_end, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_wrong_backend, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_k_in_tpm, fx_setup, fx_teardown),
       cmocka_unit_test(test_tpm_gone_and_back),
       cmocka_unit_test(test_primary_not_recorded),
       cmocka_unit_test_setup_teardown(test_stray_objects, fx_setup, fx_teardown),
