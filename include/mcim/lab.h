@@ -26,6 +26,8 @@ struct mcim_lab_up_opts {
   int wait_ms;                           /* how long to wait for every role (default 15000) */
   int instances;                         /* mcimd per network role (default 1); more than one
                                             needs "postgres" and HAProxy in front of them */
+  const char *auc;                       /* "builtin" (default) or "osmo-hlr": an osmo-hlr per
+                                            SHO and one for the RO's ICF (src/lab/hlr.c) */
 };
 
 /* The lab folder: --dir, else $MCIM_LAB, else ./mcim-lab. */

@@ -298,20 +298,26 @@ int mcim_cmd_demo(int argc, char **argv)
 {
   const char *out_dir = "./mcim-demo";
   bool keep = false;
+  const char *auc = NULL;
   const struct mcim_opt opts[] = {
       {.name = "out", .arg = "DIR", .help = "the folder of the charts and the lab (default\n"
                                              "./mcim-demo)",
        .value = &out_dir},
       {.name = "keep", .help = "leave the lab running in DIR/lab", .flag = &keep},
+      {.name = "auc", .arg = "KIND",
+       .help = "the SHOs' and the ICF's AuC: builtin (the default) or osmo-hlr (an osmo-hlr\n"
+               "each, in the lab)",
+       .value = &auc},
       {0},
   };
   const struct mcim_cmd cmd = {
       .name = "mcim demo",
-      .usage = "mcim demo [--out DIR] [--keep]",
+      .usage = "mcim demo [--out DIR] [--keep] [--auc builtin|osmo-hlr]",
       .description = demo_description,
       .opts = opts,
       .examples = "mcim demo\n"
                   "mcim demo --out /tmp/demo --keep\n"
+                  "mcim demo --auc osmo-hlr --out /tmp/demo-hlr\n"
                   "mcim demo --out=/tmp/demo",
   };
   struct mcim_args a;
@@ -320,6 +326,8 @@ int mcim_cmd_demo(int argc, char **argv)
     return ex;
   if (!out_dir[0])
     return mcim_opts_error(&cmd, "--out needs a folder");
+  if (auc && strcmp(auc, "builtin") != 0 && strcmp(auc, "osmo-hlr") != 0)
+    return mcim_opts_error(&cmd, "--auc is builtin or osmo-hlr, not '%s'", auc);
   char lab_dir[PATH_MAX];
   snprintf(lab_dir, sizeof(lab_dir), "%s/lab", out_dir);
   if (prepare_out(out_dir, lab_dir) != 0)
@@ -336,7 +344,7 @@ int mcim_cmd_demo(int argc, char **argv)
   sigaction(SIGHUP, &sa, NULL);
 
   mcim_lab_t *lab = NULL;
-  struct mcim_lab_up_opts up = {.store = "sqlite"};
+  struct mcim_lab_up_opts up = {.store = "sqlite", .auc = auc};
   mcim_cause_t rc = mcim_lab_up(lab_dir, &up, &lab);
   if (rc != MCIM_OK) {
     fprintf(stderr, "mcim demo: the lab did not come up: %s (logs: %s/*/*.log)\n",

@@ -16,9 +16,11 @@ static const char lab_description[] =
     "          the postgresql package; as root, the server runs as the postgres user);\n"
     "          --instances N (with --store postgres): N mcimd of every role on the one\n"
     "          database, behind HAProxy in TCP mode (TLS passes through to the\n"
-    "          instances), one address per role as with one instance\n"
+    "          instances), one address per role as with one instance; --auc osmo-hlr:\n"
+    "          an osmo-hlr per SHO and one for the RO's ICF (each its own database and\n"
+    "          loopback address, in the lab folder's hlr/), the roles' AuC backend\n"
     "  down    stops exactly the processes the lab recorded (devices first, the lab's\n"
-    "          PostgreSQL server last)\n"
+    "          HLRs and PostgreSQL server last)\n"
     "  status  which roles and devices run and answer\n"
     "  device add NAME\n"
     "          manufactures an M2ME (M2MES: TRE keys and certificates, PCID credential,\n"
@@ -211,6 +213,10 @@ int mcim_cmd_lab(int argc, char **argv)
        .help = "the lab folder (default $MCIM_LAB, else ./mcim-lab)", .value = &a.dir},
       {.name = "store", .arg = "KIND", .help = "up: the roles' stores: sqlite (a file each, the default) or postgres",
        .value = &a.up.store},
+      {.name = "auc", .arg = "KIND",
+       .help = "up: the AuC of the SHOs and the ICF: builtin (mcim's own, the default) or"
+               " osmo-hlr (an osmo-hlr each, started and stopped with the lab)",
+       .value = &a.up.auc},
       {.name = "instances", .arg = "N",
        .help = "up: mcimd per role, 1 to 4 (default 1; more than 1 needs --store postgres and"
                " haproxy)",
@@ -230,6 +236,7 @@ int mcim_cmd_lab(int argc, char **argv)
   const struct mcim_cmd cmd = {
       .name = "mcim lab",
       .usage = "mcim lab up [--dir D] [--store sqlite|postgres] [--instances N] [--sho NAME]...\n"
+               "            [--auc builtin|osmo-hlr]\n"
                "mcim lab down [--dir D]\n"
                "mcim lab status [--dir D] [--json]\n"
                "mcim lab device add NAME [--tamper] [--tre soft|tpm] [--dir D]\n"
@@ -239,6 +246,7 @@ int mcim_cmd_lab(int argc, char **argv)
       .examples = "mcim lab up --sho sho-a --sho sho-b --sho sho-c\n"
                   "mcim lab up --store postgres --dir /tmp/pglab\n"
                   "mcim lab up --store postgres --instances 2 --dir /tmp/pglab2\n"
+                  "mcim lab up --auc osmo-hlr --dir /tmp/hlrlab\n"
                   "mcim lab device add dev1\n"
                   "mcim lab device add dev2 --tre tpm\n"
                   "mcim lab status --json --dir=/tmp/lab\n"
@@ -256,6 +264,8 @@ int mcim_cmd_lab(int argc, char **argv)
     return mcim_opts_error(&cmd, "--tre is soft or tpm, not '%s'", a.tre);
   if (a.up.store && strcmp(a.up.store, "sqlite") != 0 && strcmp(a.up.store, "postgres") != 0)
     return mcim_opts_error(&cmd, "--store is sqlite or postgres, not '%s'", a.up.store);
+  if (a.up.auc && strcmp(a.up.auc, "builtin") != 0 && strcmp(a.up.auc, "osmo-hlr") != 0)
+    return mcim_opts_error(&cmd, "--auc is builtin or osmo-hlr, not '%s'", a.up.auc);
   if (a.instances) {
     char *end = NULL;
     long n = strtol(a.instances, &end, 10);

@@ -344,7 +344,11 @@ static json_t *role_config(mcim_lab_t *lab, const char *name, const char *kind, 
   }
   if (strcmp(kind, "m2mes") == 0)
     json_object_set_new(c, "m2mes_ca_key", json_string("../pki/" MCIM_PKI_M2MES_CA_KEY));
-  (void)lab;
+  const char *hlr = mcim_lab_hlr_addr(lab, name);
+  if (hlr) { /* --auc osmo-hlr: the role's own HLR (CTRL on the same loopback address) */
+    json_object_set_new(c, "auc", json_string("osmo-hlr"));
+    json_object_set_new(c, "hlr_gsup", json_string(hlr));
+  }
   return c;
 }
 
@@ -474,6 +478,7 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
   const char *shos[MCIM_LAB_MAX_SHOS];
   size_t nshos = opts && opts->nshos ? opts->nshos : 2;
   const char *store = opts && opts->store ? opts->store : "sqlite";
+  const char *auc = opts && opts->auc ? opts->auc : "builtin";
   int wait_ms = opts && opts->wait_ms ? opts->wait_ms : 15000;
   mcim_lab_t *lab = NULL;
   mcim_cause_t rc;
@@ -486,6 +491,10 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
     shos[i] = opts && opts->nshos ? opts->shos[i] : default_shos[i];
   if (strcmp(store, "sqlite") != 0 && strcmp(store, "postgres") != 0) {
     fprintf(stderr, "mcim: --store %s is not available (sqlite or postgres)\n", store);
+    return MCIM_UNSUPPORTED;
+  }
+  if (strcmp(auc, "builtin") != 0 && strcmp(auc, "osmo-hlr") != 0) {
+    fprintf(stderr, "mcim: --auc %s is not available (builtin or osmo-hlr)\n", auc);
     return MCIM_UNSUPPORTED;
   }
   bool pg = strcmp(store, "postgres") == 0;
@@ -552,13 +561,24 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
       goto fail;
   }
 
-  lab->json = json_pack("{s:s,s:s,s:I,s:[],s:[]}", "dir", lab->dir, "store", store, "created",
-                        (json_int_t)mcim_now(), "roles", "devices");
+  lab->json = json_pack("{s:s,s:s,s:s,s:I,s:[],s:[]}", "dir", lab->dir, "store", store, "auc",
+                        auc, "created", (json_int_t)mcim_now(), "roles", "devices");
   if (pg) {
     /* the server first: a lab whose store cannot start starts no role */
     rc = mcim_lab_pg_start(lab, names, nnames, &locators);
     if (rc == MCIM_OK)
       rc = mcim_lab_save(lab);
+    if (rc != MCIM_OK)
+      goto fail;
+  }
+  if (strcmp(auc, "osmo-hlr") == 0) {
+    /* the HLRs before the roles whose configurations name them: the RO (its ICF), the SHOs */
+    const char *with_auc[1 + MCIM_LAB_MAX_SHOS];
+    size_t nauc = 0;
+    for (size_t i = 0; i < nnames; i++)
+      if (i >= 4 || strcmp(base_roles[i][1], "ro") == 0)
+        with_auc[nauc++] = names[i];
+    rc = mcim_lab_hlr_start(lab, with_auc, nauc, wait_ms);
     if (rc != MCIM_OK)
       goto fail;
   }
@@ -676,6 +696,8 @@ mcim_cause_t mcim_lab_status(mcim_lab_t *lab, json_t **out)
   }
   json_array_foreach(json_object_get(lab->json, "devices"), i, r)
     json_array_append_new(json_object_get(st, "devices"), mcim_lab_device_status(r));
+  if (json_object_get(lab->json, "hlrs"))
+    json_object_set_new(st, "hlrs", mcim_lab_hlr_status(lab));
   *out = st;
   return MCIM_OK;
 }
@@ -693,7 +715,8 @@ mcim_cause_t mcim_lab_down(mcim_lab_t *lab)
     mcim_lab_stop_pid((long)json_integer_value(json_object_get(r, "pid")), "mcimd");
     json_object_set_new(r, "pid", json_integer(0));
   }
-  /* the store last: no role uses it any more */
+  /* the HLRs and the store last: no role uses them any more */
+  mcim_lab_hlr_stop(lab);
   mcim_lab_pg_stop(lab);
   return mcim_lab_save(lab);
 }

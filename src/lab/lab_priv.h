@@ -50,6 +50,15 @@ mcim_cause_t mcim_lab_pg_start(mcim_lab_t *lab, const char *const *roles, size_t
                                json_t **locators);
 /* Stopped (and deleted when its files are outside the lab folder). */
 void mcim_lab_pg_stop(mcim_lab_t *lab);
+
+/* The lab's osmo-hlr per role with an AuC (hlr.c; `--auc osmo-hlr`): started before the roles
+ * (their configurations name its address), stopped after them. */
+const char *mcim_lab_hlr_program(void);
+mcim_cause_t mcim_lab_hlr_start(mcim_lab_t *lab, const char *const *names, size_t n, int wait_ms);
+void mcim_lab_hlr_stop(mcim_lab_t *lab);
+/* The loopback address of `name`'s HLR (GSUP 4222, CTRL 4259), NULL if it has none. */
+const char *mcim_lab_hlr_addr(mcim_lab_t *lab, const char *name);
+json_t *mcim_lab_hlr_status(mcim_lab_t *lab); /* [{name, program, addr, pid, running}] */
 /* The database of role `role`: mcim_ and the name with every character outside [a-z0-9] as _. */
 void mcim_lab_pg_dbname(const char *role, char *out, size_t len);
 

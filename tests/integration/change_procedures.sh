@@ -10,16 +10,29 @@
 # MCIM_TRE=tpm (ctest: integration/change_procedures_tpm) runs all of it with devices whose
 # TRE keys are in a TPM of their own (`mcim lab device add --tre tpm`, a swtpm each; issue 11,
 # docs/tre-tpm.md), and restarts a device with its TPM in the middle: same keys, new ports.
+# MCIM_AUC=osmo-hlr (ctest: integration/change_procedures_hlr) runs all of it on a lab whose
+# SHOs and ICF are each on an osmo-hlr of their own (`mcim lab up --auc osmo-hlr`; issue 13),
+# and after every procedure reads each HLR's own subscriber list (its database): it holds
+# exactly the subscriptions the devices' TREs hold active there (the SHOs) and the devices'
+# PCIDs (the ICF's), nothing pending, suspended or ended.
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl
 tre=${MCIM_TRE:-soft}
+auc=${MCIM_AUC:-builtin}
+case "$auc" in
+builtin) ;;
+osmo-hlr) need osmo-hlr ;;
+*) bad "MCIM_AUC=$auc: builtin or osmo-hlr"; finish ;;
+esac
+devices=""
+pcids_kept=""
 case "$tre" in
 soft) ;;
 tpm) need swtpm ;;
 *) bad "MCIM_TRE=$tre: soft or tpm"; finish ;;
 esac
 # add_device NAME: manufacture NAME with the backend under test
-add_device() { "$mcim" lab device add "$1" --tre "$tre" --dir "$lab"; }
+add_device() { "$mcim" lab device add "$1" --tre "$tre" --dir "$lab" && devices="$devices $1"; }
 # tre_is DEV: the lab reports the device with the backend under test (and its swtpm running)
 tre_is() {
   "$mcim" lab status --json --dir "$lab" | tr -d ' \n' >"$tmp/lab.json"
@@ -29,8 +42,37 @@ tre_is() {
   [ "$tre" = soft ] || [[ $e == *'"swtpm":{"pid":'*',"running":true}'* ]]
 }
 
+# hlr_view LABEL (with --auc osmo-hlr): each HLR's subscribers, as its own database lists them,
+# are exactly what the network side should have (DESIGN.md section 4, invariant 1, read from
+# the real HLRs): at an SHO's HLR the IMSIs the devices' TREs hold active for that SHO, at the
+# ICF's the devices' PCIDs and those a renewal keeps live until their expiry or the next
+# renewal (src/roles/ro/pcid.c: the one renewed from, $pcids_kept). The HLR is told after the role's commit (the role's tick within
+# ~50 ms in the lab): waited for, bounded.
+hlr_list() { sqlite3 "$lab/hlr/$1/hlr.db" "SELECT imsi FROM subscriber ORDER BY imsi" | tr '\n' ' '; }
+hlr_expected() {
+  local d
+  { [ "$1" = ro ] && for d in $pcids_kept; do echo "$d"; done
+  for d in $devices; do
+    if [ "$1" = ro ]; then pcid_of "$d"
+    else
+      "$mcim" device status "$d" --json --dir "$lab" | tr -d ' \n' |
+        grep -o "\"sho\":\"$1\",\"imsi\":\"[0-9]*\",\"state\":\"active\"" | grep -o '[0-9]\{15\}'
+    fi
+  done; } | sort -u | tr '\n' ' '
+}
+hlr_agrees() { [ "$(hlr_list "$1")" = "$(hlr_expected "$1")" ]; }
+hlr_view() {
+  [ "$auc" = osmo-hlr ] || return 0
+  local h
+  for h in ro sho-a sho-b; do
+    if wait_until 10 hlr_agrees "$h"; then ok "$1: $h's HLR holds exactly [ $(hlr_list "$h")]"
+    else bad "$1: $h's HLR holds [ $(hlr_list "$h")], expected [ $(hlr_expected "$h")]"; fi
+  done
+}
+pcid_of() { "$mcim" device status "$1" --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}'; }
+
 # invariants DEVICE: network side one active subscription (AuC) and one DRF entry; device
-# side at most one active slot, the PCID credential kept.
+# side at most one active slot, the PCID credential kept; with osmo-hlr, the HLRs' view.
 invariants() {
   local dev=$1 label=$2 active=0 drf tre
   for s in sho-a sho-b; do
@@ -44,6 +86,7 @@ invariants() {
   tre=$(grep -c '"state": "active"' "$tmp/st.json" || true)
   [ "$tre" -le 1 ] && ok "$label: at most one active MCIM in the TRE" || bad "$label: $tre active slots"
   grep -q '"pcid": {' "$tmp/st.json" && ok "$label: PCID credential kept" || bad "$label: no PCID"
+  hlr_view "$label"
 }
 
 # steps_in_order FILE FIRST LAST [SWAP]: each of FIRST..LAST appears, first occurrences
@@ -71,7 +114,15 @@ sessions() {
     tr -d ' \n' | grep -o '"access":\[[^]]*\]' | grep -o '"network":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' '
 }
 
-check "lab up" "$mcim" lab up --dir "$lab"
+check "lab up (AuC: $auc)" "$mcim" lab up --auc "$auc" --dir "$lab"
+if [ "$auc" = osmo-hlr ]; then
+  "$mcim" lab status --json --dir "$lab" | tr -d ' \n' >"$tmp/lab.json"
+  for h in ro sho-a sho-b; do
+    grep -q "\"name\":\"$h\",\"program\":\"osmo-hlr\",\"addr\":\"127\.[0-9.]*\",\"pid\":[0-9]*,\"running\":true" "$tmp/lab.json" &&
+      grep -q '"auc": "osmo-hlr"' "$lab/$h/$h.json" && ok "$h runs on an osmo-hlr of its own" ||
+      bad "$h's HLR: $(cat "$tmp/lab.json") $(grep hlr "$lab/$h/$h.json")"
+  done
+fi
 check "manufacture dev1 (TRE: $tre)" add_device dev1
 tre_is dev1 && ok "dev1 runs with the $tre TRE" || bad "dev1 not with the $tre TRE: $(cat "$tmp/lab.json")"
 if [ "$tre" = tpm ]; then
@@ -129,7 +180,6 @@ case " $(sessions dev1) " in *" sho-a "*) bad "dev1 still lists a session of sho
 imsi_b=$(sqlite3 "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='dev1' AND state='active'")
 # A network-initiated renewal of the PCID credential first (seed: "an appropriate network
 # entity could initiate the replacement"): the pristine path below then runs on the new one.
-pcid_of() { "$mcim" device status "$1" --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}'; }
 pcid_old=$(pcid_of dev1)
 check "mcim pcid push dev1" "$mcim" pcid push dev1 --dir "$lab"
 check "attach to the VNO (the renewal is picked up)" "$mcim" device attach dev1 --to vno --json --dir "$lab"
@@ -137,6 +187,7 @@ check "attach to the VNO (the renewal is picked up)" "$mcim" device attach dev1 
 renewed() { pcid_new=$(pcid_of dev1) && [ -n "$pcid_new" ] && [ "$pcid_new" != "$pcid_old" ]; }
 pcid_new=""
 wait_until 10 renewed && ok "PCID renewed ($pcid_old -> $pcid_new)" || bad "PCID not renewed ($pcid_old -> $pcid_new)"
+pcids_kept="$pcid_old" # live at the ICF until its expiry or dev1's next renewal
 check "change dev1 back to sho-a via pristine" "$mcim" run change dev1 --to sho-a --via pristine --json --dir "$lab"
 cp "$tmp/out" "$tmp/c2.json"
 [ "$(jfield "$tmp/c2.json" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/c2.json")"
@@ -246,6 +297,11 @@ invariants dev2 "after pristine with two MCIMs"
 privacy "after pristine with two MCIMs"
 
 check "lab down" "$mcim" lab down --dir "$lab"
+if [ "$auc" = osmo-hlr ]; then
+  "$mcim" lab status --json --dir "$lab" | tr -d ' \n' >"$tmp/lab.json"
+  n=$(grep -o '"program":"osmo-hlr","addr":"[0-9.]*","pid":0,"running":false' "$tmp/lab.json" | wc -l)
+  [ "$n" = 3 ] && ok "lab down stopped the three HLRs" || bad "HLRs after lab down: $(cat "$tmp/lab.json")"
+fi
 if [ "$tre" = tpm ]; then
   # lab down stopped the devices' TPMs with their agents (exactly the recorded pids)
   for d in dev1 dev2; do

@@ -232,6 +232,8 @@ both "run --timeout" 2 "--timeout wants seconds, got 'soon'" mcim run initial de
 both "run: options before the arguments" 1 "no lab in $nolab" mcim run --dir="$nolab" --to=sho-b change dev1 --via=pristine
 both "lab status --dir" 1 "no lab in $nolab" mcim lab status --dir="$nolab"
 both "lab up --store" 2 "--store is sqlite or postgres, not 'mysql'" mcim lab up --store=mysql --dir="$nolab"
+both "lab up --auc" 2 "--auc is builtin or osmo-hlr, not 'hss'" mcim lab up --auc=hss --dir="$nolab"
+both "demo --auc" 2 "--auc is builtin or osmo-hlr, not 'hss'" mcim demo --auc=hss --out="$tmp/demo-auc"
 both "device attach --to --dir" 1 "no lab in $nolab" mcim device attach dev1 --to=sho-a --dir="$nolab"
 both "pcid push --txn" 2 "--txn takes 32 lower-case hex digits" mcim pcid push dev1 --txn=xyz
 both "pcid push --dir" 1 "no lab in $nolab" mcim pcid push dev1 --dir="$nolab"
