@@ -59,6 +59,21 @@ static mcim_cause_t k_tpm_import(struct tre_soft *t, struct stage_ctx *sc, json_
   return rc;
 }
 
+/* Whether the TRE's own KA certificate certifies a TPM storage key: then every SHO was told
+ * to wrap K for it, and K in clear is refused (an SHO that sends it anyway would put K in the
+ * device's memory, which a TPM device is certified not to let happen). */
+static bool k_in_tpm_certified(json_t *st)
+{
+  const char *pem = tre_str(json_object_get(st, "certs"), "ka");
+  X509 *cert = NULL;
+  EVP_PKEY *key = NULL;
+  bool yes = pem && mcim_pki_cert_from_pem(pem, strlen(pem), &cert) == MCIM_OK &&
+             mcim_pki_cert_tpm_storage_key(cert, &key) == MCIM_OK;
+  EVP_PKEY_free(key);
+  X509_free(cert);
+  return yes;
+}
+
 /* The MCIM inside the package: {"sho","imsi","k" | "k_tpm","opc","amf"}, complete and for
  * `iss`. */
 static mcim_cause_t content_parse(struct tre_soft *t, struct stage_ctx *sc, json_t *st,
@@ -90,6 +105,10 @@ static mcim_cause_t content_parse(struct tre_soft *t, struct stage_ctx *sc, json
   rc = MCIM_INVALID_ARGUMENT;
   sc->why = "content has both k and k_tpm";
   if (dup && json_object_get(doc, "k"))
+    goto cleanup;
+  rc = MCIM_FORBIDDEN;
+  sc->why = "content k: K in clear, and this TRE is certified to take K into its TPM only";
+  if (!dup && k_in_tpm_certified(st))
     goto cleanup;
   sc->why = "content k, opc or amf missing or not hex of the right length";
   if ((!dup && (rc = tre_hex_field(doc, "k", 16, k)) != MCIM_OK) ||

@@ -484,6 +484,26 @@ cleanup:
   return rc;
 }
 
+/* The TPM storage key a KA certificate certifies (MCIM_OID_TPM_STORAGE), if any, must be
+ * the one this TRE imports K under: else SHOs would wrap K for a key this TRE cannot use. */
+static mcim_cause_t storage_check(struct tre_soft *t, json_t *st, X509 *cert)
+{
+  EVP_PKEY *certified = NULL, *own = NULL;
+  mcim_cause_t rc = mcim_pki_cert_tpm_storage_key(cert, &certified);
+  if (rc == MCIM_NOT_FOUND)
+    return MCIM_OK;
+  if (rc == MCIM_OK)
+    rc = t->keys->storage_public ? t->keys->storage_public(t, st, &own) : MCIM_KEY_INVALID;
+  if (rc == MCIM_OK && EVP_PKEY_eq(certified, own) != 1)
+    rc = MCIM_KEY_INVALID;
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: the KA certificate certifies a TPM storage"
+                   " key that is not this TRE's");
+  EVP_PKEY_free(own);
+  EVP_PKEY_free(certified);
+  return rc;
+}
+
 /* One M2MES certificate: verifies against the pinned M2MES CA for this device and usage,
  * and certifies exactly the TRE's own key. */
 static mcim_cause_t cert_check(struct tre_soft *t, json_t *st, X509 *ca, enum mcim_tre_cert which,
@@ -506,6 +526,9 @@ static mcim_cause_t cert_check(struct tre_soft *t, json_t *st, X509 *ca, enum mc
     goto cleanup;
   rc = MCIM_KEY_INVALID;
   if (EVP_PKEY_eq(pub, priv) != 1)
+    goto cleanup;
+  /* a TPM storage key in it (K is wrapped for it) must be this TRE's; none without a TPM */
+  if (which == MCIM_TRE_CERT_KA && (rc = storage_check(t, st, cert)) != MCIM_OK)
     goto cleanup;
   rc = mcim_pki_cert_to_pem(cert, &text);
   if (rc != MCIM_OK)

@@ -1235,12 +1235,13 @@ static void test_k_in_tpm(void **state)
   json_object_del(c, "k");
   texts[3] = json_dumps(c, JSON_COMPACT);
   json_decref(c);
+  char *p = NULL;
   static const char *const why[] = {"k_tpm does not import into this TRE's TPM",
                                     "k_tpm does not import into this TRE's TPM",
                                     "content has both k and k_tpm",
                                     "k_tpm does not import into this TRE's TPM"};
   for (int i = 0; i < 4; i++) {
-    char *p = sho_package_text(sho, f->ka_pub, txns[i], texts[i]);
+    p = sho_package_text(sho, f->ka_pub, txns[i], texts[i]);
     assert_int_equal(tre->ops->stage(tre->ctx, txns[i], p, strlen(p), sho_cert),
                      MCIM_PACKAGE_INVALID);
     assert_true(log_has(txns[i]) && log_has(why[i]));
@@ -1252,6 +1253,36 @@ static void test_k_in_tpm(void **state)
   assert_true(json_equal(before, after));
   json_decref(before);
   json_decref(after);
+
+  /* its KA certificate may certify its own storage key only; once it does, K in clear is
+   * refused (every SHO was told to wrap it) and K wrapped still goes in */
+  char *ka_own = NULL, *ka_other = NULL;
+  req.usage = MCIM_CERT_TRE_KEY_AGREEMENT;
+  req.tpm_storage = other;
+  assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(x, &ka_other), MCIM_OK);
+  X509_free(x);
+  req.tpm_storage = storage;
+  assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(x, &ka_own), MCIM_OK);
+  X509_free(x);
+  x = NULL;
+  assert_int_equal(mcim_tre_soft_set_certs(tre, f->att_pem, ka_other), MCIM_KEY_INVALID);
+  assert_true(log_has("certifies a TPM storage key that is not this TRE's"));
+  assert_int_equal(mcim_tre_soft_set_certs(tre, f->att_pem, ka_own), MCIM_OK);
+  p = sho_package(sho, f->ka_pub, "55555555555555555555555555555555", k, opc);
+  assert_int_equal(tre->ops->stage(tre->ctx, "55555555555555555555555555555555", p, strlen(p),
+                                   sho_cert),
+                   MCIM_PACKAGE_INVALID);
+  assert_true(log_has("K in clear, and this TRE is certified to take K into its TPM only"));
+  free(p);
+  char *text2 = k_tpm_content(from_cert, k, opc);
+  p = sho_package_text(sho, f->ka_pub, "66666666666666666666666666666666", text2);
+  assert_int_equal(tre->ops->stage(tre->ctx, "66666666666666666666666666666666", p, strlen(p),
+                                   sho_cert),
+                   MCIM_OK);
+  free(p);
+  free(text2);
 
   /* the software TRE has no TPM: K wrapped for one is refused */
   char soft_dir[64], *soft_ka_jwk = NULL;
@@ -1266,16 +1297,41 @@ static void test_k_in_tpm(void **state)
   assert_int_equal(mcim_tre_tpm_storage_jwk(soft, &soft_ka_jwk), MCIM_NOT_FOUND);
   assert_int_equal(mcim_tre_soft_public_jwk(soft, MCIM_TRE_CERT_KA, &soft_ka_jwk), MCIM_OK);
   assert_int_equal(mcim_jose_key_from_jwk(soft_ka_jwk, strlen(soft_ka_jwk), &soft_ka), MCIM_OK);
-  char *p = sho_package_text(sho, soft_ka, TXN_A, text);
+  p = sho_package_text(sho, soft_ka, TXN_A, text);
   assert_int_equal(soft->ops->stage(soft->ctx, TXN_A, p, strlen(p), sho_cert),
                    MCIM_PACKAGE_INVALID);
   assert_true(log_has("K wrapped for a TPM, and this TRE has none"));
   free(p);
+  /* nor does it take a KA certificate that certifies a storage key */
+  EVP_PKEY *soft_ka_pkey = NULL;
+  assert_int_equal(mcim_jose_key_public_pkey(soft_ka, &soft_ka_pkey), MCIM_OK);
+  req.key = soft_ka_pkey;
+  assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_OK);
+  char *soft_ka_pem = NULL;
+  assert_int_equal(mcim_pki_cert_to_pem(x, &soft_ka_pem), MCIM_OK);
+  X509_free(x);
+  char *soft_att_jwk = NULL;
+  mcim_jose_key_t *soft_att = NULL;
+  EVP_PKEY *soft_att_pkey = NULL;
+  assert_int_equal(mcim_tre_soft_public_jwk(soft, MCIM_TRE_CERT_ATTESTATION, &soft_att_jwk),
+                   MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(soft_att_jwk, strlen(soft_att_jwk), &soft_att), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(soft_att, &soft_att_pkey), MCIM_OK);
+  char *soft_att_pem = cert_issue(m2mes_ca, DEVICE, MCIM_CERT_TRE_ATTESTATION, soft_att_pkey);
+  assert_int_equal(mcim_tre_soft_set_certs(soft, soft_att_pem, soft_ka_pem), MCIM_KEY_INVALID);
+  free(soft_att_pem);
+  free(soft_att_jwk);
+  free(soft_ka_pem);
+  EVP_PKEY_free(soft_att_pkey);
+  EVP_PKEY_free(soft_ka_pkey);
+  mcim_jose_key_free(soft_att);
   mcim_jose_key_free(soft_ka);
   free(soft_ka_jwk);
   mcim_tre_close(soft);
   rm_tree(soft_dir);
 
+  free(ka_own);
+  free(ka_other);
   free(text);
   free(pkg);
   free(sho_cert);
