@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "device/device_priv.h"
+#include "mcim/attest.h"
 #include "mcim/firmware.h"
 #include "mcim/log.h"
 
@@ -81,6 +82,13 @@ static mcim_cause_t measure(mcim_tre_t *tre, const char *fwdir)
     rc = mcim_tre_soft_set_measurements(tre, log);
     if (rc != MCIM_OK)
       mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: the TRE refused the log");
+  }
+  if (rc == MCIM_OK) {
+    /* A TPM TRE: the same measurements into PCR 23, with their log, which the PVA checks in
+     * the TPM's quote; nothing to do for the software TRE (MCIM_NOT_FOUND). */
+    rc = mcim_tre_tpm_measure(tre, log);
+    if (rc == MCIM_NOT_FOUND)
+      rc = MCIM_OK;
   }
   json_decref(log);
   return rc;

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "device/device_priv.h"
+#include "device/tpm_evidence.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
@@ -551,6 +552,12 @@ void dev_st_quote(struct dev_run *r)
       goto cleanup;
     }
     dev_data_set_str(p, "quote", jws);
+    /* a TPM TRE adds the TPM's quote over the same nonce and its measurement log */
+    rc = dev_tpm_evidence(d, p, nonce);
+    if (rc != MCIM_OK) {
+      dev_run_fail(r, rc, "the TPM cannot quote: %s", mcim_cause_text(rc));
+      goto cleanup;
+    }
     if (dev_run_save(r) != MCIM_OK) {
       dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the quote before sending it");
       goto cleanup;
@@ -563,6 +570,8 @@ void dev_st_quote(struct dev_run *r)
   }
   body = json_pack("{s:s,s:s,s:s,s:s}", "quote", dev_data_str(p, "quote"), "tre_cert", cert, "txn",
                    p->txn, "device", d->name);
+  if (body && dev_data_str(p, "tpm_quote"))
+    json_object_set_new(body, "tpm", json_loads(dev_data_str(p, "tpm_quote"), 0, NULL));
   snprintf(path, sizeof(path), "/v1/validations/%s/quote", id);
   int64_t sent = dev_now_us();
   rc = body ? dev_call(d, r->cli, "POST", pva, path, body, token, &res) : MCIM_NO_MEMORY;

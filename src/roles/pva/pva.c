@@ -536,6 +536,8 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
       /* optional echoes of what the quote and the token already say; checked if present */
       {"txn", MCIM_JV_HEX, false, 32},
       {"device", MCIM_JV_STRING, false, 63},
+      /* a TPM device's TPM2_Quote and measurement log (quote_tpm.c) */
+      {"tpm", MCIM_JV_OBJECT, false, 0},
   };
   const char *id = req->params[0];
   struct mcim_access acc;
@@ -546,7 +548,8 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
   mcim_jose_key_t *key = NULL;
   mcim_statement_t *q = NULL;
   json_t *rims = NULL, *mismatches = NULL, *extra = NULL, *answer = NULL, *obody = NULL;
-  json_t *tbody = NULL;
+  json_t *tbody = NULL, *tpm_log = NULL;
+  char tpm_digest[65];
   char *verdict = NULL;
   const char *model = NULL;
   const json_t *log = NULL;
@@ -560,7 +563,7 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
          "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
     goto cleanup;
   }
-  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  rc = mcim_jsonv_check(req->json, fields, sizeof(fields) / sizeof(fields[0]), err, sizeof(err));
   if (rc != MCIM_OK) {
     fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc, "%s", err);
     goto cleanup;
@@ -650,11 +653,27 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
     fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc, "%s", err);
     goto cleanup;
   }
+  /* A TPM device: the RIMs are matched against the log the TPM's quote vouches for, not the
+   * one in the JWS (which the agent wrote). Refusals keep the nonce, as above. */
+  const json_t *tpm = json_object_get(req->json, "tpm");
+  const char *quoted_digest = mcim_statement_string(q, "digest");
+  if (tpm) {
+    rc = pva_tpm_evidence(key, tpm, v.nonce, &tpm_log, tpm_digest, err, sizeof(err));
+    if (rc != MCIM_OK) {
+      mcim_store_rollback(st);
+      note_refusal(st, id, rc);
+      mcim_log_event(MCIM_LOG_WARN, v.txn, step, rc, "validation %s of %s: TPM quote refused: %s",
+                     id, v.device, err);
+      fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc, "TPM quote: %s", err);
+      goto cleanup;
+    }
+    log = tpm_log;
+    quoted_digest = tpm_digest;
+  }
   mcim_val_t mp[] = {MCIM_TEXT(model)};
   rc = mcim_store_exec(st, "SELECT component, digest FROM rims WHERE model = ? ORDER BY component",
                        mp, 1, rim_row, rims);
-  mismatches = rc == MCIM_OK ? pva_match(model, log, mcim_statement_string(q, "digest"), rims)
-                             : NULL;
+  mismatches = rc == MCIM_OK ? pva_match(model, log, quoted_digest, rims) : NULL;
   if (!mismatches) {
     mcim_store_rollback(st);
     mcim_http_reply_problem(resp, rc == MCIM_OK ? MCIM_NO_MEMORY : rc, step,
@@ -709,9 +728,9 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
     rc = answer ? mcim_role_answer_put(st, v.txn, step, "quote", status, answer) : MCIM_NO_MEMORY;
   }
   if (rc == MCIM_OK) { /* the trace row rides on the verdict's commit */
-    tbody = json_pack("{s:s,s:s,s:O,s:s,s:s,s:O}", "validation_id", id, "model", model, "log",
-                      log, "digest", mcim_statement_string(q, "digest"), "result", result,
-                      "mismatches", mismatches);
+    tbody = json_pack("{s:s,s:s,s:O,s:s,s:s,s:O,s:s}", "validation_id", id, "model", model, "log",
+                      log, "digest", quoted_digest, "result", result, "mismatches", mismatches,
+                      "evidence", tpm ? "tpm-quote" : "tre-jws");
     mcim_role_trace(r, v.txn, step, acc.device, r->name, "TRE quote", tbody, verdict_cause);
     rc = mcim_store_commit(st);
   }
@@ -730,6 +749,7 @@ cleanup:
   if (st && mcim_store_in_txn(st))
     mcim_store_rollback(st);
   json_decref(tbody);
+  json_decref(tpm_log);
   json_decref(answer);
   json_decref(obody);
   json_decref(extra);

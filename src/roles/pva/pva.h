@@ -26,6 +26,14 @@ mcim_cause_t pva_quote_evidence(const mcim_statement_t *quote, const char *nonce
 json_t *pva_match(const char *model, const json_t *log, const char *quoted_digest,
                   const json_t *rims);
 
+/* A TPM device's evidence, the request's "tpm" member (quote_tpm.c): its TPM2_Quote must be
+ * signed by `key` (the certified attestation key) over `nonce` (this validation's, hex), and
+ * its log replay to the quoted PCR; each refusal its own cause (mcim_attest_verify: ATTEST_*),
+ * the reason in `err`. On MCIM_OK, *log = the TPM's log as [{"component", "digest"}] and
+ * `digest` its chain, for pva_match(). */
+mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const json_t *tpm, const char *nonce,
+                              json_t **log, char digest[65], char *err, size_t errlen);
+
 /* One line for people (the device's problem detail): "os: digest 3f2a9c01... is not a RIM". */
 void pva_mismatch_summary(const json_t *mismatches, const char *model, char *out, size_t len);
 

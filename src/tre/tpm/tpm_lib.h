@@ -42,13 +42,17 @@
   X(MCIM_TSS2_ESYS, Esys_EncryptDecrypt2)                                                          \
   X(MCIM_TSS2_ESYS, Esys_Sign)                                                                     \
   X(MCIM_TSS2_ESYS, Esys_ECDH_ZGen)                                                                \
+  X(MCIM_TSS2_ESYS, Esys_PCR_Reset)                                                                \
+  X(MCIM_TSS2_ESYS, Esys_PCR_Extend)                                                               \
+  X(MCIM_TSS2_ESYS, Esys_Quote)                                                                    \
   X(MCIM_TSS2_MU, Tss2_MU_TPMT_PUBLIC_Marshal)                                                     \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Marshal)                                                    \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Unmarshal)                                                  \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PRIVATE_Marshal)                                                   \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PRIVATE_Unmarshal)                                                 \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_SENSITIVE_Marshal)                                                 \
-  X(MCIM_TSS2_MU, Tss2_MU_TPMS_ECC_POINT_Marshal)
+  X(MCIM_TSS2_MU, Tss2_MU_TPMS_ECC_POINT_Marshal)                                                  \
+  X(MCIM_TSS2_MU, Tss2_MU_TPMT_SIGNATURE_Marshal)
 
 enum { MCIM_TSS2_TCTILDR, MCIM_TSS2_RC, MCIM_TSS2_ESYS, MCIM_TSS2_MU, MCIM_TSS2_NLIBS };
 
@@ -81,6 +85,9 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Esys_EncryptDecrypt2 (mcim_tss2.Esys_EncryptDecrypt2)
 #define Esys_Sign (mcim_tss2.Esys_Sign)
 #define Esys_ECDH_ZGen (mcim_tss2.Esys_ECDH_ZGen)
+#define Esys_PCR_Reset (mcim_tss2.Esys_PCR_Reset)
+#define Esys_PCR_Extend (mcim_tss2.Esys_PCR_Extend)
+#define Esys_Quote (mcim_tss2.Esys_Quote)
 #define Tss2_MU_TPMT_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPMT_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Unmarshal)
@@ -88,6 +95,7 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Tss2_MU_TPM2B_PRIVATE_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PRIVATE_Unmarshal)
 #define Tss2_MU_TPM2B_SENSITIVE_Marshal (mcim_tss2.Tss2_MU_TPM2B_SENSITIVE_Marshal)
 #define Tss2_MU_TPMS_ECC_POINT_Marshal (mcim_tss2.Tss2_MU_TPMS_ECC_POINT_Marshal)
+#define Tss2_MU_TPMT_SIGNATURE_Marshal (mcim_tss2.Tss2_MU_TPMT_SIGNATURE_Marshal)
 #endif
 
 #endif

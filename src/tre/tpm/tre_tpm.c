@@ -43,6 +43,7 @@
 #include "mcim/log.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_quote.h"
 #include "tre/tre_priv.h"
 
 #define MEMBER_PUBLIC "tpm_public"
@@ -520,4 +521,23 @@ mcim_cause_t mcim_tre_tpm_open(const char *dir, const char *tcti, mcim_tre_t **o
     return rc;
   }
   return tre_open(&tre_keys_tpm, tcti, dir, out);
+}
+
+/* ---- for tre_quote.c (measured boot, TPM2_Quote) ---- */
+
+mcim_cause_t tre_tpm_connection(struct tre_soft *t, mcim_tpm_t **tpm)
+{
+  return connection(t, tpm);
+}
+
+mcim_cause_t tre_tpm_attestation_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
+                                     mcim_tpm_key_t **key)
+{
+  struct key_ref r = {.t = t, .which = MCIM_TRE_CERT_ATTESTATION};
+  mcim_cause_t rc = blob_of(st, r.which, &r.blob);
+  if (rc == MCIM_OK)
+    rc = parent_of(st, r.which, &r.parent, &r.has_parent);
+  if (rc == MCIM_OK)
+    rc = ref_load(&r, tpm, key);
+  return rc;
 }

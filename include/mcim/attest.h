@@ -1,0 +1,93 @@
+/* TPM attestation evidence (issue 11 point 4; docs/tre-tpm.md, "Attestation at the PVA"): the
+ * measurement log of a TPM device and the TPM2_Quote over it, as the device makes them and
+ * the PVA checks them. OpenSSL only, no TPM and no tpm2-tss: the verifier runs in the PVA of
+ * any build.
+ *
+ * The log is in the IMA "ima-ng" ASCII form with SHA-256 template hashes (the kernel's
+ * ascii_runtime_measurements_sha256), one line per measured image, in the order extended:
+ *
+ *   23 <template hash, 64 hex> ima-ng sha256:<image digest, 64 hex> <component>
+ *
+ * template hash = SHA-256 of the ima-ng template data: for each of its two fields, a 32-bit
+ * little-endian length and the field: d-ng = "sha256" ':' '\0' digest (40 bytes), n-ng = the
+ * name and its '\0'. Each line is one TPM2_PCR_Extend of PCR 23 (SHA-256 bank) with the
+ * template hash, from the reset value (32 zero bytes): PCR 23 is reset at the device's boot
+ * (m2me start) and then extended once per image, before the agent runs. */
+#ifndef MCIM_ATTEST_H
+#define MCIM_ATTEST_H
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mcim/cause.h"
+
+#define MCIM_ATTEST_PCR 23           /* resettable at locality 0; PC client's "application" PCR */
+#define MCIM_ATTEST_MAX_ENTRIES 64   /* lines of a log (MCIM_TRE_MAX_MEASUREMENTS) */
+#define MCIM_ATTEST_MAX_LOG 16384    /* bytes of a log */
+#define MCIM_ATTEST_MAX_ATTEST 1024  /* bytes of a TPMS_ATTEST (a P-256 quote is ~150) */
+#define MCIM_ATTEST_NAME_MAX 64      /* a component name, [a-z0-9._-] */
+
+/* The ima-ng template hash of one image measurement. MCIM_INVALID_ARGUMENT for a name that is
+ * not 1..MCIM_ATTEST_NAME_MAX of [a-z0-9._-]. */
+mcim_cause_t mcim_attest_template_hash(const uint8_t digest[32], const char *name,
+                                       uint8_t out[32]);
+/* One log line, '\n' included, into `out` (at least 256 bytes). */
+mcim_cause_t mcim_attest_log_line(const uint8_t digest[32], const char *name, char *out,
+                                  size_t len);
+
+/* What a TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE says. */
+struct mcim_attest_quote {
+  uint8_t extra[64]; /* extraData (the qualifying data: the PVA's nonce) */
+  size_t extra_len;
+  uint64_t clock, firmware;
+  uint32_t reset_count, restart_count;
+  uint32_t pcr_sha256; /* the SHA-256 bank's selection bitmap (bit n = PCR n) */
+  int other_banks;     /* selections of other banks (the verifier wants none) */
+  uint8_t pcr_digest[64];
+  size_t pcr_digest_len;
+};
+
+/* Parse a marshalled TPMS_ATTEST (peer input: every length bounds-checked, nothing trusted,
+ * no trailing byte): magic TPM_GENERATED_VALUE, type TPM_ST_ATTEST_QUOTE.
+ * MCIM_ATTEST_MALFORMED with the reason in `err`. */
+mcim_cause_t mcim_attest_parse(const uint8_t *buf, size_t len, struct mcim_attest_quote *out,
+                               char *err, size_t errlen);
+
+/* The PVA's whole check of a TPM device's evidence (its "tpm" member, {"attest",
+ * "signature": base64url of the marshalled TPMS_ATTEST and TPMT_SIGNATURE, "log": the ima-ng
+ * text}) against the device's certified attestation key `ak` and the nonce the PVA issued
+ * (its bytes: the quote's qualifying data). In order, each refusal its own cause, the reason
+ * in `err`:
+ *   MCIM_ATTEST_MALFORMED    not an object of those three strings, bad base64url, a
+ *                            TPMS_ATTEST or TPMT_SIGNATURE truncated, garbled or with trailing
+ *                            bytes, not a quote (magic, type), not ECDSA-SHA256, a PCR
+ *                            selection other than the SHA-256 bank's PCR 23 alone;
+ *   MCIM_ATTEST_SIGNATURE    the signature does not verify with `ak` (another TPM, altered);
+ *   MCIM_ATTEST_NONCE        extraData is not this nonce (a replayed or stale quote);
+ *   MCIM_ATTEST_LOG_MISMATCH a log line not in the form above, a template hash that is not
+ *                            that of its digest and name, or a log whose replay is not the
+ *                            quoted PCR digest.
+ * On MCIM_OK, *measurements = [{"component", "digest"}] in log order (for the RIMs). */
+mcim_cause_t mcim_attest_verify(EVP_PKEY *ak, const json_t *evidence, const uint8_t *nonce,
+                                size_t nonce_len, json_t **measurements, char *err,
+                                size_t errlen);
+
+/* ---- the device's side: the TPM TRE (src/tre/tpm/tre_quote.c) ---- */
+struct mcim_tre;
+#define MCIM_ATTEST_LOG_FILE "measurements.ima" /* in the TRE's folder, beside its state */
+
+/* Measured boot into the TPM, before the agent runs (src/device/boot.c): under the TRE's
+ * lock, PCR 23 reset, then extended with the template hash of each measurement of `log`
+ * ([{"component", "digest"}], boot order, at most MCIM_ATTEST_MAX_ENTRIES), and the ima-ng
+ * log written as DIR/measurements.ima (replacing the previous boot's). MCIM_NOT_FOUND for a
+ * TRE without a TPM (the software TRE, or a build without the TPM TRE): nothing to do. */
+mcim_cause_t mcim_tre_tpm_measure(struct mcim_tre *tre, const json_t *log);
+/* The evidence for the PVA's `nonce` (hex, at most 64 bytes: the quote's qualifying data):
+ * under the TRE's lock, TPM2_Quote of PCR 23 by the TRE's attestation key (in the TPM), and
+ * the log: *evidence = {"attest", "signature" (base64url of the marshalled TPMS_ATTEST and
+ * TPMT_SIGNATURE), "log" (the ima-ng text)}. MCIM_NOT_FOUND for a TRE without a TPM. */
+mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t **evidence);
+
+#endif

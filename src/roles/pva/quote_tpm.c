@@ -1,0 +1,49 @@
+/* A TPM device's evidence at the PVA (seed step 10, change step 4; docs/roles-pva-m2mes.md,
+ * "A TPM device's quote"): the TPM2_Quote over this validation's nonce, signed by the
+ * device's certified attestation key, and the measurement log that replays to the quoted PCR
+ * (include/mcim/attest.h checks both). What comes out is the log the RIMs are matched
+ * against, in the form pva_match() takes, and its chain. */
+#include <openssl/evp.h>
+#include <string.h>
+
+#include "mcim/attest.h"
+#include "mcim/firmware.h"
+#include "mcim/util.h"
+#include "roles/pva/pva.h"
+
+mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const json_t *tpm, const char *nonce,
+                              json_t **log, char digest[65], char *err, size_t errlen)
+{
+  uint8_t n[64];
+  size_t nlen = nonce ? strlen(nonce) / 2 : 0;
+  EVP_PKEY *ak = NULL;
+  json_t *list = NULL;
+  mcim_cause_t rc = MCIM_INTERNAL;
+
+  *log = NULL;
+  /* our own nonce: 32 random bytes in hex, as the validation stored it */
+  if (nlen == 0 || nlen > sizeof(n) || mcim_hex_decode(nonce, strlen(nonce), n, nlen) != MCIM_OK) {
+    mcim_detailf(err, errlen, "the validation's nonce is not hex");
+    goto cleanup;
+  }
+  rc = mcim_jose_key_public_pkey(key, &ak);
+  if (rc != MCIM_OK) {
+    mcim_detailf(err, errlen, "the certified attestation key is not usable");
+    goto cleanup;
+  }
+  rc = mcim_attest_verify(ak, tpm, n, nlen, &list, err, errlen);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  /* The chain pva_match() replays: the TPM's log, not the JWS's (which the agent wrote). */
+  rc = mcim_firmware_log_digest(list, digest, err, errlen);
+  if (rc != MCIM_OK) {
+    rc = MCIM_ATTEST_LOG_MISMATCH;
+    goto cleanup;
+  }
+  *log = list;
+  list = NULL;
+cleanup:
+  json_decref(list);
+  EVP_PKEY_free(ak);
+  return rc;
+}

@@ -1,0 +1,33 @@
+/* Measured boot and TPM2_Quote in the TPM TRE (issue 11 point 4; docs/tre-tpm.md,
+ * "Attestation at the PVA"): the TPM commands (tpm_quote.c) and what the TRE does with them
+ * under its lock (tre_quote.c). The log's form and the verifier: include/mcim/attest.h. */
+#ifndef MCIM_TRE_TPM_QUOTE_H
+#define MCIM_TRE_TPM_QUOTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tre/tpm/tpm.h"
+#include "tre/tre_priv.h"
+
+/* ---- tpm_quote.c ---- */
+/* TPM2_PCR_Reset of `pcr` (only the resettable ones: 16, 23 at locality 0). */
+mcim_cause_t mcim_tpm_pcr_reset(mcim_tpm_t *t, unsigned pcr);
+/* TPM2_PCR_Extend of `pcr`'s SHA-256 bank with `digest`. */
+mcim_cause_t mcim_tpm_pcr_extend(mcim_tpm_t *t, unsigned pcr, const uint8_t digest[32]);
+/* TPM2_Quote of `pcr` (SHA-256 bank) with the signing key `key` (its own scheme, ECDSA-SHA256)
+ * and `qual` (at most 64 bytes) as the qualifying data: the marshalled TPMS_ATTEST and
+ * TPMT_SIGNATURE, free() both. */
+mcim_cause_t mcim_tpm_quote(mcim_tpm_t *t, mcim_tpm_key_t *key, unsigned pcr, const uint8_t *qual,
+                            size_t qual_len, uint8_t **attest, size_t *attest_len, uint8_t **sig,
+                            size_t *sig_len);
+
+/* ---- tre_tpm.c, for tre_quote.c ---- */
+/* The transaction's TPM connection (opened on first use, closed by tre_end). */
+mcim_cause_t tre_tpm_connection(struct tre_soft *t, mcim_tpm_t **tpm);
+/* The TRE's attestation key loaded on that connection, its storage primary checked against
+ * the recorded name first; mcim_tpm_key_free() it before tre_end(). */
+mcim_cause_t tre_tpm_attestation_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
+                                     mcim_tpm_key_t **key);
+
+#endif

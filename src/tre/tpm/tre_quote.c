@@ -1,0 +1,256 @@
+/* Measured boot into PCR 23 and the TPM2_Quote the PVA checks (include/mcim/attest.h), in the
+ * TPM TRE. Both run under the TRE's lock: the log file and PCR 23 change together at boot,
+ * and a quote reads the log and quotes the PCR with nobody extending it in between. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mcim/attest.h"
+#include "mcim/firmware.h"
+#include "mcim/log.h"
+#include "mcim/util.h"
+#include "tre/tpm/tpm_quote.h"
+
+#define LINE_MAX_LEN 256
+
+/* The TRE of `tre` if its keys are in a TPM, else NULL. */
+static struct tre_soft *tpm_tre(struct mcim_tre *tre)
+{
+  if (!tre || !tre->ops || !tre->ops->name || strcmp(tre->ops->name, TRE_BACKEND_TPM) != 0)
+    return NULL;
+  struct tre_soft *t = tre->ctx;
+  return t && t->keys == &tre_keys_tpm ? t : NULL;
+}
+
+static char *path_of(const struct tre_soft *t, const char *suffix)
+{
+  size_t n = strlen(t->dir) + 1 + sizeof(MCIM_ATTEST_LOG_FILE) + strlen(suffix);
+  char *p = malloc(n);
+  if (p)
+    snprintf(p, n, "%s/%s%s", t->dir, MCIM_ATTEST_LOG_FILE, suffix);
+  return p;
+}
+
+/* The ima-ng text of `log`, checked: names and digests as the verifier wants them. */
+static mcim_cause_t log_text(const json_t *log, char **out)
+{
+  size_t n = json_array_size(log), i;
+  const json_t *e;
+  char *text = NULL;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  *out = NULL;
+  if (!json_is_array(log) || n == 0 || n > MCIM_ATTEST_MAX_ENTRIES)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  text = calloc(n, LINE_MAX_LEN);
+  if (!text)
+    goto cleanup;
+  size_t used = 0;
+  json_array_foreach(log, i, e) {
+    uint8_t d[32];
+    const char *hex = json_string_value(json_object_get(e, "digest"));
+    rc = MCIM_INVALID_ARGUMENT;
+    if (!hex || mcim_hex_decode_str(hex, d, sizeof(d)) != MCIM_OK)
+      goto cleanup;
+    rc = mcim_attest_log_line(d, json_string_value(json_object_get(e, "component")),
+                              text + used, LINE_MAX_LEN);
+    if (rc != MCIM_OK)
+      goto cleanup;
+    used += strlen(text + used);
+  }
+  *out = text;
+  text = NULL;
+  rc = MCIM_OK;
+cleanup:
+  free(text);
+  return rc;
+}
+
+static mcim_cause_t write_file(const char *path, const char *text)
+{
+  size_t len = strlen(text);
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  mcim_cause_t rc = MCIM_IO_ERROR;
+  if (fd < 0)
+    return rc;
+  if (write(fd, text, len) == (ssize_t)len && fsync(fd) == 0)
+    rc = MCIM_OK;
+  if (close(fd) != 0)
+    rc = MCIM_IO_ERROR;
+  return rc;
+}
+
+mcim_cause_t mcim_tre_tpm_measure(struct mcim_tre *tre, const json_t *log)
+{
+  struct tre_soft *t = tpm_tre(tre);
+  char *text = NULL, *path = NULL, *tmp = NULL;
+  json_t *st = NULL;
+  mcim_tpm_t *tpm = NULL;
+  bool held = false;
+  size_t i;
+  const json_t *e;
+  mcim_cause_t rc = MCIM_NOT_FOUND;
+
+  if (!t)
+    goto cleanup;
+  rc = log_text(log, &text);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  path = path_of(t, "");
+  tmp = path_of(t, ".new");
+  if (!path || !tmp)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  /* The new log first (beside the old one), then the PCR, then the log in place: a crash in
+   * between leaves a log that does not replay, which the PVA refuses until the next boot. */
+  rc = write_file(tmp, text);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: cannot write %s: %s", tmp,
+                   strerror(errno));
+    goto cleanup;
+  }
+  rc = tre_tpm_connection(t, &tpm);
+  if (rc == MCIM_OK)
+    rc = mcim_tpm_pcr_reset(tpm, MCIM_ATTEST_PCR);
+  json_array_foreach(log, i, e) {
+    uint8_t d[32], th[32];
+    if (rc != MCIM_OK)
+      break;
+    rc = mcim_hex_decode_str(json_string_value(json_object_get(e, "digest")), d, sizeof(d));
+    if (rc == MCIM_OK)
+      rc = mcim_attest_template_hash(d, json_string_value(json_object_get(e, "component")), th);
+    if (rc == MCIM_OK)
+      rc = mcim_tpm_pcr_extend(tpm, MCIM_ATTEST_PCR, th);
+  }
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: PCR %d: %s", MCIM_ATTEST_PCR,
+                   tpm ? mcim_tpm_detail(tpm) : "no TPM connection");
+    unlink(tmp);
+    goto cleanup;
+  }
+  if (rename(tmp, path) != 0) {
+    rc = MCIM_IO_ERROR;
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: cannot rename %s: %s", tmp,
+                   strerror(errno));
+    goto cleanup;
+  }
+  mcim_log_info("measured boot: PCR %d extended with %zu measurements (log %s)", MCIM_ATTEST_PCR,
+                json_array_size(log), path);
+cleanup:
+  if (held)
+    tre_end(t, st); /* closes the TPM connection */
+  free(text);
+  free(path);
+  free(tmp);
+  return rc;
+}
+
+/* The log as the last boot wrote it (a regular file, bounded). */
+static mcim_cause_t read_log(const char *path, char **out)
+{
+  struct stat sb;
+  char *buf = NULL;
+  mcim_cause_t rc = MCIM_IO_ERROR;
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+
+  *out = NULL;
+  if (fd < 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+    goto cleanup;
+  rc = MCIM_TOO_LARGE;
+  if (sb.st_size <= 0 || sb.st_size > MCIM_ATTEST_MAX_LOG)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  buf = malloc((size_t)sb.st_size + 1);
+  if (!buf)
+    goto cleanup;
+  rc = MCIM_IO_ERROR;
+  if (read(fd, buf, (size_t)sb.st_size) != (ssize_t)sb.st_size)
+    goto cleanup;
+  buf[sb.st_size] = '\0';
+  *out = buf;
+  buf = NULL;
+  rc = MCIM_OK;
+cleanup:
+  if (fd >= 0)
+    close(fd);
+  free(buf);
+  return rc;
+}
+
+static char *b64(const uint8_t *in, size_t len)
+{
+  char *s = malloc(mcim_b64url_len(len) + 1);
+  if (s)
+    mcim_b64url_encode(in, len, s);
+  return s;
+}
+
+mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t **evidence)
+{
+  struct tre_soft *t = tpm_tre(tre);
+  uint8_t qual[64], *attest = NULL, *sig = NULL;
+  size_t qlen = nonce ? strlen(nonce) / 2 : 0, alen = 0, slen = 0;
+  char *path = NULL, *log = NULL, *a64 = NULL, *s64 = NULL;
+  json_t *st = NULL;
+  mcim_tpm_t *tpm = NULL;
+  mcim_tpm_key_t *key = NULL;
+  bool held = false;
+  mcim_cause_t rc = MCIM_NOT_FOUND;
+
+  if (evidence)
+    *evidence = NULL;
+  if (!t)
+    goto cleanup;
+  rc = MCIM_INVALID_ARGUMENT;
+  if (!evidence || qlen == 0 || qlen > sizeof(qual) ||
+      mcim_hex_decode(nonce, strlen(nonce), qual, qlen) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  path = path_of(t, "");
+  if (!path)
+    goto cleanup;
+  rc = tre_begin(t, &st);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  held = true;
+  rc = read_log(path, &log);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: no measurement log %s to quote", path);
+    goto cleanup;
+  }
+  rc = tre_tpm_attestation_key(t, st, &tpm, &key);
+  if (rc == MCIM_OK)
+    rc = mcim_tpm_quote(tpm, key, MCIM_ATTEST_PCR, qual, qlen, &attest, &alen, &sig, &slen);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: TPM2_Quote: %s",
+                   tpm ? mcim_tpm_detail(tpm) : "no TPM connection");
+    goto cleanup;
+  }
+  rc = MCIM_NO_MEMORY;
+  a64 = b64(attest, alen);
+  s64 = b64(sig, slen);
+  if (a64 && s64)
+    *evidence = json_pack("{s:s,s:s,s:s}", "attest", a64, "signature", s64, "log", log);
+  if (*evidence)
+    rc = MCIM_OK;
+cleanup:
+  mcim_tpm_key_free(key); /* before tre_end closes its connection */
+  if (held)
+    tre_end(t, st);
+  free(attest);
+  free(sig);
+  free(a64);
+  free(s64);
+  free(log);
+  free(path);
+  return rc;
+}

@@ -1,0 +1,23 @@
+/* A build without the TPM TRE (MCIM_TPM=OFF): no TRE has a TPM to measure into or quote
+ * with (include/mcim/attest.h; the real ones are in src/tre/tpm/tre_quote.c). */
+#ifndef MCIM_HAVE_TPM
+#include "mcim/attest.h"
+
+mcim_cause_t mcim_tre_tpm_measure(struct mcim_tre *tre, const json_t *log)
+{
+  (void)tre;
+  (void)log;
+  return MCIM_NOT_FOUND;
+}
+
+mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t **evidence)
+{
+  (void)tre;
+  (void)nonce;
+  if (evidence)
+    *evidence = NULL;
+  return MCIM_NOT_FOUND;
+}
+#else
+typedef int mcim_tre_attest_none_unused; /* ISO C: a translation unit is never empty */
+#endif
