@@ -89,7 +89,9 @@ struct mcim_tre_ops {
    * the TRE (usage TLS) with CN = the package's iss; aud and sub must be this device, typ
    * mcim-package+jwt, txn the given one; jti not seen before (the TRE's own replay cache);
    * the content decrypts with the TRE's key-agreement key and is a valid MCIM
-   * {"sho","imsi","k","opc","amf"} with sho = iss. Role names (ro, vno, pva, m2mes, admin)
+   * {"sho","imsi","k","opc","amf"} with sho = iss; a TPM TRE takes "k_tpm" (K as a TPM
+   * duplication blob, imported into its TPM here: mcim_tre_wrap_k) instead of "k", and
+   * refuses "k" once its KA certificate certifies its storage key. Role names (ro, vno, pva, m2mes, admin)
    * and credential names (pcid, pcid-prev) are never slots. Nothing else changes; staging the
    * same package again for a txn already staged or installed is a no-op (MCIM_OK); another
    * package for such a txn is refused. MCIM_PACKAGE_INVALID with the precise cause logged. */

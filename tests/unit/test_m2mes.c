@@ -442,6 +442,88 @@ static void test_refusals(void **state)
   mcim_jose_key_free(ka);
 }
 
+/* A TRE on a TPM names its storage key (tpm_storage_jwk): the KA certificate certifies it
+ * (MCIM_OID_TPM_STORAGE: what an SHO wraps K for), the attestation certificate does not; the
+ * same request again is the same answer, the same KA key under another storage key is
+ * another manufacture (CONFLICT); a storage key equal to a TRE key, or not a public P-256
+ * JWK, is refused. */
+static void test_tpm_storage(void **state)
+{
+  struct mcim_http_result res;
+  mcim_jose_key_t *att = NULL, *ka = NULL, *stor = NULL, *other = NULL;
+  EVP_PKEY *want = NULL, *got = NULL;
+  X509 *cert = NULL;
+  (void)state;
+  assert_int_equal(mcim_jose_key_generate(&att), MCIM_OK);
+  assert_int_equal(mcim_jose_key_generate(&ka), MCIM_OK);
+  assert_int_equal(mcim_jose_key_generate(&stor), MCIM_OK);
+  assert_int_equal(mcim_jose_key_generate(&other), MCIM_OK);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o,s:o}", "device", "dev-tpm",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(ka),
+                                          "tpm_storage_jwk", jwk_of(stor)),
+                                &res),
+                   MCIM_OK);
+  const char *ka_pem = json_string_value(json_object_get(res.json, "ka_cert"));
+  check_cert(ka_pem, "dev-tpm", MCIM_CERT_TRE_KEY_AGREEMENT, ka);
+  assert_int_equal(mcim_pki_cert_from_pem(ka_pem, strlen(ka_pem), &cert), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_tpm_storage_key(cert, &got), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(stor, &want), MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(got, want), 1);
+  EVP_PKEY_free(got);
+  got = NULL;
+  X509_free(cert);
+  const char *att_pem = json_string_value(json_object_get(res.json, "attestation_cert"));
+  assert_int_equal(mcim_pki_cert_from_pem(att_pem, strlen(att_pem), &cert), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_tpm_storage_key(cert, &got), MCIM_NOT_FOUND);
+  X509_free(cert);
+  char *first = json_dumps(res.json, JSON_COMPACT);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o,s:o}", "device", "dev-tpm",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(ka),
+                                          "tpm_storage_jwk", jwk_of(stor)),
+                                &res),
+                   MCIM_OK);
+  char *again = json_dumps(res.json, JSON_COMPACT);
+  assert_string_equal(first, again);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o,s:o}", "device", "dev-tpm",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(ka),
+                                          "tpm_storage_jwk", jwk_of(other)),
+                                &res),
+                   MCIM_CONFLICT);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o}", "device", "dev-tpm",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(ka)),
+                                &res),
+                   MCIM_CONFLICT);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o,s:o}", "device", "dev-tpm2",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(other),
+                                          "tpm_storage_jwk", jwk_of(other)),
+                                &res),
+                   MCIM_INVALID_ARGUMENT);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o,s:i}", "device", "dev-tpm2",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(other),
+                                          "tpm_storage_jwk", 7),
+                                &res),
+                   MCIM_WRONG_TYPE);
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_devices(json_pack("{s:s,s:o,s:o,s:{s:s}}", "device", "dev-tpm2",
+                                          "attestation_jwk", jwk_of(att), "ka_jwk", jwk_of(other),
+                                          "tpm_storage_jwk", "kty", "RSA"),
+                                &res),
+                   MCIM_KEY_INVALID);
+  mcim_http_result_clear(&res);
+  free(first);
+  free(again);
+  EVP_PKEY_free(want);
+  mcim_jose_key_free(att);
+  mcim_jose_key_free(ka);
+  mcim_jose_key_free(stor);
+  mcim_jose_key_free(other);
+}
+
 /* No K or OPc that went to the ICF appears in the log or the M2MES store. */
 static void test_no_secret_leak(void **state)
 {
@@ -501,6 +583,7 @@ int main(void)
       cmocka_unit_test(test_conflict),
       cmocka_unit_test(test_second_device_icf_conflict),
       cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_tpm_storage),
       cmocka_unit_test(test_no_secret_leak),
       cmocka_unit_test(test_bad_config),
   };
