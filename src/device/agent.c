@@ -10,6 +10,7 @@
 
 #include "crypto/subset.h"
 #include "device/device_priv.h"
+#include "mcim/crashpoint.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "mcim/pki.h"
@@ -602,6 +603,20 @@ mcim_cause_t mcim_device_open_with(const char *dir, mcim_tre_t *tre, struct mcim
   return device_new(dir, tre, out);
 }
 
+/* A crash point's record (include/mcim/crashpoint.h): a trace row in agent.db, written at once
+ * (never held for the round: the kill would lose it). */
+static void crash_record(void *ctx, const char *txn, int step, const char *what)
+{
+  struct mcim_device *d = ctx;
+  mcim_store_t *st = dev_store_lock(d);
+  if (st && !mcim_store_in_txn(st))
+    dev_trace_put_at(st, dev_now_us(), txn, step, d->name, "crashpoint", what, NULL, MCIM_OK);
+  else
+    mcim_log_event(MCIM_LOG_ERROR, txn, step, MCIM_STORE_ERROR, "crash point not recorded: %s",
+                   what);
+  dev_store_unlock(d);
+}
+
 mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mcim_device **out)
 {
   struct mcim_device *d = NULL;
@@ -609,6 +624,7 @@ mcim_cause_t mcim_device_start_with(const char *dir, mcim_tre_t *tre, struct mci
   *out = NULL;
   if (rc != MCIM_OK)
     return rc;
+  mcim_crashpoint_init(d->name, crash_record, d); /* before its threads start */
   rc = dev_control_start(d);
   if (rc != MCIM_OK)
     goto fail;

@@ -233,6 +233,15 @@ struct dev_step {
   void (*run)(struct dev_run *r);
 };
 
+/* The stage the calling thread runs (set by the engine around a stage's round; name NULL
+ * outside one): what an agent's after-send crash point names (include/mcim/crashpoint.h). */
+struct dev_stage_now {
+  const char *name;
+  const char *txn;
+  int n;
+};
+extern _Thread_local struct dev_stage_now dev_stage_now;
+
 struct dev_procedure {
   const char *kind;
   const char *via; /* NULL: any */

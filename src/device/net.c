@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "device/device_priv.h"
+#include "mcim/crashpoint.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
@@ -90,6 +91,12 @@ mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const c
   }
   /* the server must be `peer` itself, not any role the operators' CA certified */
   rc = mcim_http_lite_request_to(cli, peer, method, url, body, bearer, res);
+  /* sent and answered, the answer not processed: a crash point (test only), at the stage's
+   * first exchange (a certificate fetch is not one) */
+  if (mcim_crashpoint_armed() && rc == MCIM_OK && dev_stage_now.name &&
+      strcmp(path, "/v1/certificate") != 0)
+    mcim_crashpoint_at(MCIM_CRASH_AFTER_SEND, dev_stage_now.name, dev_stage_now.txn,
+                       dev_stage_now.n);
   /* A success must come with a JSON object: everything the device reads is one. */
   if (rc == MCIM_OK && !json_is_object(res->json)) {
     res->cause = rc = MCIM_PEER_BAD_ANSWER;

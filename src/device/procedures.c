@@ -35,6 +35,8 @@
 #include "mcim/role.h" /* mcim_jws_peek_claim */
 #include "mcim/util.h"
 
+_Thread_local struct dev_stage_now dev_stage_now;
+
 /* ---- outcomes ---- */
 
 /* The detail is for people: a longer one is cut, never an error. */
@@ -1007,7 +1009,9 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_lite *cli)
   r.cli = cli;
   r.p = &p;
   r.out = OUT_WAIT;
+  dev_stage_now = (struct dev_stage_now){pr->steps[idx].name, p.txn, p.n};
   pr->steps[idx].run(&r);
+  dev_stage_now = (struct dev_stage_now){0};
 
   switch (r.out) {
   case OUT_NEXT:

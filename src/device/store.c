@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "device/device_priv.h"
+#include "mcim/crashpoint.h"
 #include "mcim/log.h"
 #include "mcim/trace.h"
 #include "mcim/trace_store.h"
@@ -184,6 +185,8 @@ void dev_trace_at(struct mcim_device *d, int64_t time_us, const char *txn, int n
                    "%s -> %s: %s", d->name, to, msg);
     return;
   }
+  if (mcim_crashpoint_armed())
+    mcim_crashpoint_note(txn, n);
   mcim_store_t *st = dev_store_lock(d);
   if (holding(d))
     hold_row(d, time_us, txn, n, to, msg, body, cause);

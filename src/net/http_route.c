@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mcim/crashpoint.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "net/http_priv.h"
@@ -123,6 +124,24 @@ static bool is_json_type(const char *ct)
   return strncasecmp(ct, "application/json", n) == 0 && (ct[n] == '\0' || ct[n] == ';');
 }
 
+/* The record names the route and the request's txn: its body's, else its answer's, else a path
+ * parameter of 32 hex digits, else what its handler traced. */
+static void crash_before_answer(const struct mcim_http_route *route,
+                                const struct mcim_http_request *req,
+                                const struct mcim_http_response *resp)
+{
+  char where[160];
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  if (!txn)
+    txn = json_string_value(json_object_get(resp->json, "txn"));
+  for (size_t i = 0; !txn && i < req->nparams; i++)
+    if (req->params[i] && strlen(req->params[i]) == 32 &&
+        strspn(req->params[i], "0123456789abcdef") == 32)
+      txn = req->params[i];
+  snprintf(where, sizeof(where), "%s %s", route->method, route->pattern);
+  mcim_crashpoint_at(MCIM_CRASH_BEFORE_ANSWER, where, txn, -1);
+}
+
 void mcim_http_dispatch_(const struct mcim_http_server_cfg *cfg, const struct mcim_http_wire *w,
                          struct mcim_http_response *resp)
 {
@@ -180,7 +199,13 @@ void mcim_http_dispatch_(const struct mcim_http_server_cfg *cfg, const struct mc
   }
 
   resp->status = 500;
+  if (mcim_crashpoint_armed())
+    mcim_crashpoint_begin();
   route->fn(cfg->ctx, &req, resp);
+  /* the handler's state committed (it leaves no transaction open), its answer not sent: a
+   * crash point (test only; before after_request, which the record's store write needs) */
+  if (mcim_crashpoint_armed() && resp->status >= 200 && resp->status < 300)
+    crash_before_answer(route, &req, resp);
   if (cfg->after_request)
     cfg->after_request(cfg->ctx);
   if (!resp->json && resp->status >= 400)

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mcim/crashpoint.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "mcim/trace.h"
@@ -72,6 +73,8 @@ void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, i
   mcim_store_t *st = mcim_role_store(r);
   if (!st || !txn)
     return;
+  if (mcim_crashpoint_armed())
+    mcim_crashpoint_note(txn, step);
   mcim_cause_t rc = mcim_trace_store_put(st, time_us, txn, step, from, to, msg, body, cause);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "trace event not recorded: %s",
@@ -344,6 +347,11 @@ static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct 
   } else {
     snprintf(url, sizeof(url), "%s%s", base, m->path);
     o->rc = mcim_http_request(cli, "POST", url, o->body, NULL, &res);
+    /* delivered, the answer not yet recorded: a crash point (test only) */
+    if (mcim_crashpoint_armed() && o->rc == MCIM_OK) {
+      snprintf(url, sizeof(url), "POST %s", m->path);
+      mcim_crashpoint_at(MCIM_CRASH_AFTER_SEND, url, m->txn, (int)m->step);
+    }
   }
   mcim_outbox_outcome_t outcome = mcim_outbox_outcome_for(res.status, o->rc);
   o->done = outcome == MCIM_OUTBOX_DELIVERED;

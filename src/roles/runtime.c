@@ -9,10 +9,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "mcim/crashpoint.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "mcim/pki.h"
 #include "mcim/role.h"
+#include "mcim/trace_store.h"
 #include "mcim/util.h"
 #include "crypto/objcache.h"
 #include "crypto/verdicts.h"
@@ -620,6 +622,19 @@ static mcim_cause_t open_store(struct mcim_role *r)
   return mcim_role_storage_key_check(r, st);
 }
 
+/* A crash point's record (include/mcim/crashpoint.h): a trace row in the role's store,
+ * committed on its own (the hooks are reached with no transaction open). */
+static void crash_record(void *ctx, const char *txn, int step, const char *what)
+{
+  struct mcim_role *r = ctx;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st || mcim_store_in_txn(st) ||
+      mcim_trace_store_put(st, mcim_now_us(), txn, step, r->name, "crashpoint", what, NULL,
+                           MCIM_OK) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, txn, step, MCIM_STORE_ERROR, "crash point not recorded: %s",
+                   what);
+}
+
 mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *config_path,
                              struct mcim_role **out)
 {
@@ -729,6 +744,7 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
       .after_request = release_after_request,
   };
   mcim_metric_set(&mcim_m_process_start_time, NULL, (double)mcim_now());
+  mcim_crashpoint_init(r->name, crash_record, r); /* before any thread can reach a hook */
   rc = mcim_http_server_start(&sc, &r->server);
   if (rc != MCIM_OK)
     goto fail;
