@@ -548,14 +548,26 @@ cleanup:
 
 /* After the full attach to the new SHO: every notice the TRE queued goes out now (the
  * pristine path's own, and any left by an earlier procedure). Best effort: what cannot be
- * delivered stays queued for the next full attach. */
+ * delivered stays queued for the next full attach. A delivery that failed for a passing
+ * reason (the RO restarting, a 5xx) is tried again for up to NOTIFY_RETRY_S (within the
+ * procedure's deadline): until the notice lands the old SHO keeps the subscription active
+ * and the DRF lists both SHOs, and a device that does not attach again soon would leave them
+ * so (found by tests/integration/crash_every_step.sh: the RO killed at step 15). */
+#define NOTIFY_RETRY_S 30
 static void st_notify(struct dev_run *r)
 {
   char net[64], *token = NULL;
   if (dev_session_full(r->d, net, &token) == MCIM_OK) {
-    dev_notify_pending(r->d, r->cli, net, token);
+    bool transient = false;
+    dev_notify_pending(r->d, r->cli, net, token, &transient);
     mcim_wipe(token, strlen(token));
     free(token);
+    int64_t now = mcim_now();
+    if (transient && now < r->p->since + NOTIFY_RETRY_S && now + 2 < r->p->deadline) {
+      dev_run_wait(r, MCIM_PEER_UNREACHABLE,
+                   "a queued notice was not accepted by the RO yet (retrying)");
+      return;
+    }
   } else {
     mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, MCIM_NO_ACCESS,
                    "no full access to deliver the queued notifications: they stay queued");

@@ -324,9 +324,10 @@ mcim_cause_t dev_tre_slots(struct mcim_device *d, char active[64], const char *s
  * the session of `network` (token `token`); each one the RO accepted is dropped from the
  * queue (pending_done). Traced as step 0 under the notification's txn. Best effort: returns
  * how many were delivered, or -1 if the TRE could not be read; a failed delivery stays
- * queued for the next full attach. */
+ * queued for the next full attach. `transient` (may be NULL): set when a delivery failed in a
+ * way worth trying again soon (the RO unreachable, a 5xx). */
 int dev_notify_pending(struct mcim_device *d, struct mcim_http_lite *cli, const char *network,
-                       const char *token);
+                       const char *token, bool *transient);
 /* Hand a TRE-signed statement addressed to SHO `to` (a discard receipt or a switch notice)
  * to the RO's DPF, which relays it (POST ro /v1/dpf/notices): how the device tells an SHO it
  * holds no live token of. `token`: any access that reaches the RO. Traced as step 0 `msg`. */

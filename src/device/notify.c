@@ -57,7 +57,7 @@ mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_lite *cli,
  * shows one SHO's token to another). The RO's acceptance is the delivery. */
 static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cli,
                                 const char *to, const char *txn, const char *statement,
-                                const char *cert, const char *token)
+                                const char *cert, const char *token, bool *transient)
 {
   struct mcim_http_result res = {0};
   mcim_cause_t rc = dev_notice_relay(d, cli, txn, to, statement, cert, token,
@@ -66,6 +66,8 @@ static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cl
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "deferred notice to %s not accepted by the RO: %s",
                    to, res.detail[0] ? res.detail : mcim_cause_text(rc));
+  if (rc != MCIM_OK && transient && mcim_cause_transient(rc, res.status))
+    *transient = true;
   if (rc == MCIM_OK) {
     mcim_cause_t done = d->tre->ops->pending_done(d->tre->ctx, to, txn);
     if (done != MCIM_OK && done != MCIM_NOT_FOUND)
@@ -76,7 +78,7 @@ static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cl
 }
 
 int dev_notify_pending(struct mcim_device *d, struct mcim_http_lite *cli, const char *network,
-                       const char *token)
+                       const char *token, bool *transient)
 {
   json_t *list = NULL, *e;
   char *cert = NULL;
@@ -111,7 +113,7 @@ int dev_notify_pending(struct mcim_device *d, struct mcim_http_lite *cli, const 
     mcim_log_event(MCIM_LOG_INFO, txn, 0, MCIM_OK,
                    "handing the queued discard notice for %s to the RO (over %s)", to,
                    network);
-    if (deliver_one(d, cli, to, txn, stmt, cert, token) == MCIM_OK)
+    if (deliver_one(d, cli, to, txn, stmt, cert, token, transient) == MCIM_OK)
       delivered++;
   }
 cleanup:
@@ -151,7 +153,7 @@ void dev_idle_round(struct mcim_device *d, struct mcim_http_lite *cli)
 
   if (dev_flag_take(d, &d->notify_due) && pending_count(d) > 0 &&
       dev_session_full(d, net, &token) == MCIM_OK) {
-    dev_notify_pending(d, cli, net, token);
+    dev_notify_pending(d, cli, net, token, NULL);
     mcim_wipe(token, strlen(token));
     free(token);
     token = NULL;
