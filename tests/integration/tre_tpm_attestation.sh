@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Real attestation at the PVA with the TPM TRE (issue 11 point 4; docs/tre-tpm.md, "Attestation
+# at the PVA"; docs/roles-pva-m2mes.md, "A TPM device's quote"): a TPM device measures its
+# firmware and agent images into PCR 23 at boot, with an ima-ng log beside its TRE state; at
+# the PVA's nonce its TPM quotes the PCR, and the PVA validates the procedure on that quote
+# (its trace says which evidence it used). A device manufactured with a modified image, and a
+# device whose agent image is modified after manufacture (then rebooted), are refused with
+# VALIDATION_FAILED naming the component; the image put back and the device rebooted (PCR 23
+# reset and measured again), it passes again. The refusals of forged evidence (another TPM, a
+# replayed quote, a log that does not replay, a garbled TPMS_ATTEST) are unit-tested
+# (tests/unit/test_tre_tpm_quote.c). Registered with MCIM_TPM only (tests/CMakeLists.txt).
+. "$(dirname "$0")/lib/common.bash"
+need sqlite3 swtpm
+
+# pva_quotes DEV RESULT: the PVA's traced validations of DEV decided on a TPM quote with RESULT
+pva_quotes() {
+  sqlite3 "$lab/pva/pva.db" "SELECT COUNT(*) FROM trace WHERE from_name='$1' AND msg='TRE quote'
+    AND body LIKE '%\"evidence\":\"tpm-quote\"%' AND body LIKE '%\"result\":\"$2\"%'"
+}
+# log_ok DEV: the ima-ng log beside DEV's TRE state, one line per image, in boot order
+log_ok() {
+  local f="$lab/devices/$1/tre/measurements.ima"
+  [ -f "$f" ] && [ "$(wc -l <"$f")" = 3 ] &&
+    [ "$(cut -d' ' -f1,3 "$f" | sort -u)" = "23 ima-ng" ] &&
+    [ "$(cut -d' ' -f5 "$f" | tr '\n' ' ')" = "boot os agent " ] &&
+    ! grep -vqE '^23 [0-9a-f]{64} ima-ng sha256:[0-9a-f]{64} [a-z]+$' "$f"
+}
+
+check "lab up" "$mcim" lab up --dir "$lab"
+check "manufacture dev1 (TRE: tpm)" "$mcim" lab device add dev1 --tre tpm --dir "$lab"
+check "manufacture dev2 (TRE: tpm, modified os image)" "$mcim" lab device add dev2 --tre tpm --tamper --dir "$lab"
+log_ok dev1 && ok "dev1's measurement log: PCR 23, ima-ng, boot os agent" ||
+  bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
+
+check "initial provisioning of dev1 with sho-a" "$mcim" run initial dev1 --sho sho-a --json --dir "$lab"
+[ "$(jfield "$tmp/out" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/out")"
+[ "$(pva_quotes dev1 success)" = 1 ] && ok "the PVA validated dev1 on its TPM quote" ||
+  bad "PVA trace: $(sqlite3 "$lab/pva/pva.db" "SELECT cause, body FROM trace WHERE msg='TRE quote'")"
+
+check_refused VALIDATION_FAILED "initial provisioning of dev2 (modified os image)" "$mcim" run initial dev2 --sho sho-b --json --dir "$lab"
+grep -q '"detail": ".*os digest' "$tmp/out" && ok "the detail names the os image" || bad "detail: $(grep detail "$tmp/out")"
+[ "$(pva_quotes dev2 failure)" = 1 ] && ok "the PVA refused dev2 on its TPM quote" ||
+  bad "PVA trace: $(sqlite3 "$lab/pva/pva.db" "SELECT cause, body FROM trace WHERE from_name='dev2'")"
+
+# dev1's agent image modified in place, the device rebooted: measured as it now is
+agent_img="$lab/devices/dev1/firmware/agent.img"
+cp "$agent_img" "$tmp/agent.img"
+echo "# patched" >>"$agent_img"
+check "restart dev1 (modified agent image)" "$mcim" lab restart dev1 --dir "$lab"
+log_ok dev1 && ok "dev1's log after the reboot: still three lines (PCR 23 reset at boot)" ||
+  bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
+check_refused VALIDATION_FAILED "change dev1 to sho-b via old-sho (modified agent image)" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
+grep -q '"detail": ".*agent digest' "$tmp/out" && ok "the detail names the agent image" || bad "detail: $(grep detail "$tmp/out")"
+
+# the image put back, the device rebooted: validated again
+cp "$tmp/agent.img" "$agent_img"
+check "restart dev1 (agent image restored)" "$mcim" lab restart dev1 --dir "$lab"
+check "change dev1 to sho-b via old-sho" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
+[ "$(jfield "$tmp/out" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/out")"
+[ "$(pva_quotes dev1 success)" = 2 ] && ok "the PVA validated the change on dev1's TPM quote" ||
+  bad "PVA trace: $(sqlite3 "$lab/pva/pva.db" "SELECT cause, body FROM trace WHERE from_name='dev1' AND msg='TRE quote'")"
+check "dev1 attaches to sho-b" "$mcim" device attach dev1 --to sho-b --json --dir "$lab"
+check "lab down" "$mcim" lab down --dir "$lab"
+finish
