@@ -78,7 +78,8 @@ static mcim_cause_t intent_row(const mcim_row_t *row, void *arg)
 /* Make the AuC hold `imsi` with the keys of our record (a create repeated after a crash finds
  * it: ours if the keys are). */
 static mcim_cause_t apply_present(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
-                                  mcim_store_t *st, const char *imsi, char *detail, size_t dlen)
+                                  mcim_store_t *st, const char *imsi, bool *found, char *detail,
+                                  size_t dlen)
 {
   struct mcim_auc_sub sub = {.imsi = imsi};
   mcim_cause_t rc = mcim_auc_keys(st, skey, imsi, &sub, NULL);
@@ -90,6 +91,7 @@ static mcim_cause_t apply_present(struct mcim_auc_backend *b, const mcim_storage
   rc = mcim_auc_backend_create_sub(b, st, &sub, detail, dlen);
   if (rc == MCIM_CONFLICT) {
     rc = mcim_auc_backend_same_sub(b, st, &sub, detail, dlen);
+    *found = rc == MCIM_OK;
     if (rc == MCIM_NOT_FOUND) {
       /* a create cut between its two CTRL commands: keyless, so nobody used it */
       rc = mcim_auc_backend_delete_sub(b, st, imsi, detail, dlen);
@@ -110,12 +112,15 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
                           mcim_store_t *st, const struct intent *i)
 {
   char detail[MCIM_AUC_DETAIL_LEN] = "";
-  bool present = strcmp(i->want, "present") == 0;
-  mcim_cause_t rc = present ? apply_present(b, skey, st, i->imsi, detail, sizeof(detail))
+  bool present = strcmp(i->want, "present") == 0, found = false;
+  mcim_cause_t rc = present ? apply_present(b, skey, st, i->imsi, &found, detail,
+                                            sizeof(detail))
                             : mcim_auc_backend_delete_sub(b, st, i->imsi, detail,
                                                           sizeof(detail));
-  if (!present && rc == MCIM_UNKNOWN_IDENTITY)
+  if (!present && rc == MCIM_UNKNOWN_IDENTITY) {
     rc = MCIM_OK; /* already gone: what was wanted */
+    found = true;
+  }
   int64_t now = mcim_now();
   if (rc == MCIM_OK) {
     mcim_val_t p[] = {MCIM_INT(i->gen), MCIM_INT(now), MCIM_TEXT(i->imsi)};
@@ -124,8 +129,11 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
                                        " 0 END, attempts = 0, cause = NULL, updated = ?"
                                        " WHERE imsi = ?",
                                        p, 3, NULL, NULL);
+    /* found: a concurrent apply (handler, tick, attach) or one before a crash did it */
     mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "AuC %s: subscriber %s %s",
-                   mcim_auc_backend_name(b), i->imsi, present ? "created" : "deleted");
+                   mcim_auc_backend_name(b), i->imsi,
+                   present ? (found ? "already created (ours)" : "created")
+                           : (found ? "already deleted" : "deleted"));
     return src;
   }
   int64_t wait = 1;
