@@ -94,6 +94,10 @@ typedef struct mcim_cert_request {
    * (P-256) the device's TRE imports keys under, certified in the same certificate
    * (MCIM_OID_TPM_STORAGE) so that an SHO can wrap K for that TPM (docs/tre-tpm.md). */
   EVP_PKEY *tpm_storage;
+  /* MCIM_CERT_TRE_ATTESTATION only: the key is in the device's TPM (the factory enrolled
+   * the device with a TPM storage key), so the PVA takes no validation of this device
+   * without a TPM quote (MCIM_OID_TPM_ATTESTATION; docs/roles-pva-m2mes.md). */
+  bool tpm_attestation;
 } mcim_cert_request_t;
 
 /* The extension of a TRE key-agreement certificate that carries the public key of the
@@ -102,7 +106,13 @@ typedef struct mcim_cert_request {
  * documentation (32473, RFC 5612): a lab's private extension, not a registered one. */
 #define MCIM_OID_TPM_STORAGE "1.3.6.1.4.1.32473.11.1"
 
+/* The marker of a TRE attestation certificate whose key is in a TPM: non-critical, its value
+ * an ASN.1 NULL (same arc as MCIM_OID_TPM_STORAGE). */
+#define MCIM_OID_TPM_ATTESTATION "1.3.6.1.4.1.32473.11.2"
+
 mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *req, X509 **out);
+/* Whether a (verified) certificate carries MCIM_OID_TPM_ATTESTATION. */
+bool mcim_pki_cert_tpm_attestation(X509 *cert);
 /* The TPM storage key a (verified) TRE key-agreement certificate certifies, from its
  * MCIM_OID_TPM_STORAGE extension (EVP_PKEY_free() it). MCIM_NOT_FOUND without one (a device
  * whose TRE has no TPM), MCIM_KEY_INVALID if it is not exactly one P-256 public key. */

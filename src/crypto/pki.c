@@ -642,6 +642,31 @@ static bool add_tpm_storage(X509 *x, EVP_PKEY *key)
   return ok;
 }
 
+/* MCIM_OID_TPM_ATTESTATION, its value an ASN.1 NULL (05 00). */
+static bool add_tpm_attestation(X509 *x)
+{
+  static const unsigned char null_der[] = {0x05, 0x00};
+  ASN1_OBJECT *oid = OBJ_txt2obj(MCIM_OID_TPM_ATTESTATION, 1);
+  ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
+  X509_EXTENSION *ext = NULL;
+  bool ok = oid && value && ASN1_OCTET_STRING_set(value, null_der, sizeof(null_der)) == 1 &&
+            (ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, value)) != NULL &&
+            X509_add_ext(x, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  ASN1_OCTET_STRING_free(value);
+  ASN1_OBJECT_free(oid);
+  return ok;
+}
+
+bool mcim_pki_cert_tpm_attestation(X509 *cert)
+{
+  ASN1_OBJECT *oid = cert ? OBJ_txt2obj(MCIM_OID_TPM_ATTESTATION, 1) : NULL;
+  bool found = oid && X509_get_ext_by_OBJ(cert, oid, -1) >= 0;
+  ASN1_OBJECT_free(oid);
+  ERR_clear_error();
+  return found;
+}
+
 mcim_cause_t mcim_pki_cert_tpm_storage_key(X509 *cert, EVP_PKEY **out)
 {
   ASN1_OBJECT *oid = NULL;
@@ -690,7 +715,8 @@ mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *
   if (!ca || !ca->key || !ca->cert || !req || !out || !mcim_pki_name_valid(req->name) ||
       !usage_valid(req->usage) || !mcim_pki_key_is_p256(req->key) || req->days < 0 ||
       (req->tpm_storage && (req->usage != MCIM_CERT_TRE_KEY_AGREEMENT ||
-                            !mcim_pki_key_is_p256(req->tpm_storage))))
+                            !mcim_pki_key_is_p256(req->tpm_storage))) ||
+      (req->tpm_attestation && req->usage != MCIM_CERT_TRE_ATTESTATION))
     return MCIM_INVALID_ARGUMENT;
   int64_t nb = req->not_before ? req->not_before : mcim_now() - BACKDATE_SECONDS;
   int64_t na = req->not_after ? req->not_after
@@ -718,7 +744,8 @@ mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *
          add_ext(x, ca->cert, NID_ext_key_usage, "clientAuth");
     break;
   case MCIM_CERT_TRE_ATTESTATION:
-    ok = add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature");
+    ok = add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature") &&
+         (!req->tpm_attestation || add_tpm_attestation(x));
     break;
   case MCIM_CERT_TRE_KEY_AGREEMENT:
     ok = add_ext(x, ca->cert, NID_key_usage, "critical,keyAgreement") &&

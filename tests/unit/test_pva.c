@@ -591,6 +591,53 @@ static void test_wrong_nonce(void **state)
   free(q);
 }
 
+/* A TPM device (issue 11 point 4): its attestation certificate is marked by the M2MES, so the
+ * JWS quote alone is refused (ATTEST_MISSING), and so is TPM evidence that is not a quote
+ * (ATTEST_MALFORMED); neither consumes the nonce. The quote and its refusals in a real TPM:
+ * test_tre_tpm_quote. */
+static void test_tpm_device_needs_tpm_quote(void **state)
+{
+  char txn[33], id[33], nonce[65], path[128];
+  struct mcim_http_result res;
+  mcim_pki_ca_t *ca = NULL;
+  EVP_PKEY *pk = NULL;
+  X509 *x = NULL;
+  char *cert = NULL;
+  (void)state;
+  assert_int_equal(mcim_pki_lab_load_ca(lab.pki, MCIM_PKI_CA_M2MES, &ca), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(dev1_key, &pk), MCIM_OK);
+  mcim_cert_request_t req = {.name = "dev1", .usage = MCIM_CERT_TRE_ATTESTATION, .key = pk,
+                             .tpm_attestation = true};
+  assert_int_equal(mcim_pki_issue(ca, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(x, &cert), MCIM_OK);
+  new_txn(txn);
+  create_validation(txn, "dev1", 0, id, nonce);
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, cert, &res), MCIM_ATTEST_MISSING);
+  assert_int_equal(res.status, 400);
+  mcim_http_result_clear(&res);
+  snprintf(path, sizeof(path), "/v1/validations/%s/quote", id);
+  json_t *tpm = json_pack("{s:s,s:s,s:s}", "attest", "AAAA", "signature", "AAAA", "log", "x\n");
+  assert_int_equal(call(dev_cli, "POST", path,
+                        json_pack("{s:s,s:s,s:o}", "quote", q, "tre_cert", cert, "tpm", tpm), tok1,
+                        &res),
+                   MCIM_ATTEST_MALFORMED);
+  mcim_http_result_clear(&res);
+  /* not conclusive: no verdict, and the expiry verdict would name the last refusal */
+  assert_int_equal(count("SELECT COUNT(*) FROM outbox WHERE txn = ?", txn), 0);
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'pending'"
+                         " AND last_cause = 'ATTEST_MALFORMED'", txn),
+                   1);
+  /* the same quote with the unmarked certificate of the same key: the software path */
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(q);
+  free(cert);
+  X509_free(x);
+  EVP_PKEY_free(pk);
+  mcim_pki_ca_free(ca);
+}
+
 static void test_other_device(void **state)
 {
   char txn[33], id[33], nonce[65];
@@ -886,6 +933,7 @@ int main(void)
       cmocka_unit_test(test_unknown_component_and_chain),
       cmocka_unit_test(test_wrong_nonce),
       cmocka_unit_test(test_other_device),
+      cmocka_unit_test(test_tpm_device_needs_tpm_quote),
       cmocka_unit_test(test_bad_cert),
       cmocka_unit_test(test_bad_requests),
       cmocka_unit_test(test_change_steps),

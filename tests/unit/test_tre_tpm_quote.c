@@ -8,7 +8,8 @@
  * refusal with its cause: a modified image (the PVA's RIMs: VALIDATION_FAILED), a quote of
  * another TPM (ATTEST_SIGNATURE), a replayed quote (ATTEST_NONCE), a log that does not replay
  * to the quoted digest (ATTEST_LOG_MISMATCH), a truncated or garbled TPMS_ATTEST or signature
- * (ATTEST_MALFORMED, and never a crash). */
+ * (ATTEST_MALFORMED, and never a crash); and the mark of a TPM device's attestation
+ * certificate, on which the PVA wants the TPM's evidence (ATTEST_MISSING without it). */
 #define _GNU_SOURCE /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -487,13 +488,44 @@ static void test_garbled_attest(void **state)
   dev_free(&d);
 }
 
+/* The M2MES marks the attestation certificate of a device enrolled with a TPM storage key;
+ * the PVA then refuses a quote without TPM evidence (pva.c: ATTEST_MISSING). */
+static void test_tpm_required(void **state)
+{
+  EVP_PKEY *key = NULL;
+  X509 *x = NULL;
+  char *pem = NULL;
+  mcim_jose_key_t *k = NULL;
+  (void)state;
+  assert_int_equal(mcim_jose_key_generate(&k), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(k, &key), MCIM_OK);
+  for (int tpm = 0; tpm < 2; tpm++) {
+    mcim_cert_request_t req = {.name = DEVICE, .usage = MCIM_CERT_TRE_ATTESTATION, .key = key,
+                               .days = 30, .tpm_attestation = tpm};
+    assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_OK);
+    assert_int_equal(mcim_pki_cert_to_pem(x, &pem), MCIM_OK);
+    assert_int_equal(mcim_pki_cert_tpm_attestation(x), tpm);
+    assert_int_equal(pva_tpm_required(pem), tpm);
+    X509_free(x);
+    free(pem);
+  }
+  /* only on an attestation certificate */
+  mcim_cert_request_t ka = {.name = DEVICE, .usage = MCIM_CERT_TRE_KEY_AGREEMENT, .key = key,
+                            .tpm_attestation = true};
+  assert_int_equal(mcim_pki_issue(m2mes_ca, &ka, &x), MCIM_INVALID_ARGUMENT);
+  assert_false(pva_tpm_required(NULL));
+  assert_false(pva_tpm_required("not a certificate"));
+  EVP_PKEY_free(key);
+  mcim_jose_key_free(k);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_quote_verifies),     cmocka_unit_test(test_soft_tre_has_no_quote),
       cmocka_unit_test(test_modified_image),     cmocka_unit_test(test_other_tpm),
       cmocka_unit_test(test_replayed_quote),     cmocka_unit_test(test_log_does_not_replay),
-      cmocka_unit_test(test_garbled_attest),
+      cmocka_unit_test(test_garbled_attest),     cmocka_unit_test(test_tpm_required),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -372,7 +372,9 @@ static mcim_cause_t owner_register(struct mcim_role *r, const char *device, cons
 
 /* ---- POST /v1/devices ---- */
 
-/* `storage` (may be NULL): the TRE's TPM storage key, certified in the KA certificate. */
+/* `storage` (may be NULL): the TRE's TPM storage key, certified in the KA certificate; a
+ * device enrolled with one has its attestation key in that TPM too, which its attestation
+ * certificate says (MCIM_OID_TPM_ATTESTATION: the PVA then wants a TPM quote). */
 static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *key,
                                const mcim_jose_key_t *storage, const char *device,
                                mcim_cert_usage_t usage, char **pem)
@@ -380,10 +382,12 @@ static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *ke
   EVP_PKEY *pub = NULL, *spub = NULL;
   X509 *cert = NULL;
   mcim_cause_t rc = mcim_jose_key_public_pkey(key, &pub);
-  if (rc == MCIM_OK && storage)
+  bool ka = usage == MCIM_CERT_TRE_KEY_AGREEMENT;
+  if (rc == MCIM_OK && storage && ka)
     rc = mcim_jose_key_public_pkey(storage, &spub);
   if (rc == MCIM_OK) {
-    mcim_cert_request_t req = {.name = device, .usage = usage, .key = pub, .tpm_storage = spub};
+    mcim_cert_request_t req = {.name = device, .usage = usage, .key = pub, .tpm_storage = spub,
+                               .tpm_attestation = storage && !ka};
     rc = mcim_pki_issue(ms->ca, &req, &cert);
   }
   if (rc == MCIM_OK)
@@ -604,7 +608,7 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 0, "the PCID credential of %s cannot be read back", device);
     goto cleanup;
   }
-  rc = issue_cert(ms, att, NULL, device, MCIM_CERT_TRE_ATTESTATION, &att_pem);
+  rc = issue_cert(ms, att, storage, device, MCIM_CERT_TRE_ATTESTATION, &att_pem);
   if (rc == MCIM_OK)
     rc = issue_cert(ms, ka, storage, device, MCIM_CERT_TRE_KEY_AGREEMENT, &ka_pem);
   if (rc != MCIM_OK) {

@@ -657,6 +657,17 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
    * one in the JWS (which the agent wrote). Refusals keep the nonce, as above. */
   const json_t *tpm = json_object_get(req->json, "tpm");
   const char *quoted_digest = mcim_statement_string(q, "digest");
+  if (!tpm && pva_tpm_required(json_string_value(json_object_get(req->json, "tre_cert")))) {
+    /* the M2MES certified this key as in a TPM: the JWS alone is the agent's word */
+    mcim_store_rollback(st);
+    note_refusal(st, id, MCIM_ATTEST_MISSING);
+    mcim_log_event(MCIM_LOG_WARN, v.txn, step, MCIM_ATTEST_MISSING,
+                   "validation %s of %s: no TPM quote from a TPM device", id, v.device);
+    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_ATTEST_MISSING,
+         "the attestation certificate of %s says its key is in a TPM: the quote must carry the "
+         "TPM's evidence (\"tpm\")", v.device);
+    goto cleanup;
+  }
   if (tpm) {
     rc = pva_tpm_evidence(key, tpm, v.nonce, &tpm_log, tpm_digest, err, sizeof(err));
     if (rc != MCIM_OK) {

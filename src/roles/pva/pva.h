@@ -33,6 +33,9 @@ json_t *pva_match(const char *model, const json_t *log, const char *quoted_diges
  * `digest` its chain, for pva_match(). */
 mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const json_t *tpm, const char *nonce,
                               json_t **log, char digest[65], char *err, size_t errlen);
+/* Whether the (already verified) attestation certificate says the key is in a TPM
+ * (MCIM_OID_TPM_ATTESTATION): then a quote without TPM evidence is MCIM_ATTEST_MISSING. */
+bool pva_tpm_required(const char *tre_cert_pem);
 
 /* One line for people (the device's problem detail): "os: digest 3f2a9c01... is not a RIM". */
 void pva_mismatch_summary(const json_t *mismatches, const char *model, char *out, size_t len);

@@ -8,8 +8,19 @@
 
 #include "mcim/attest.h"
 #include "mcim/firmware.h"
+#include "mcim/pki.h"
 #include "mcim/util.h"
 #include "roles/pva/pva.h"
+
+bool pva_tpm_required(const char *tre_cert_pem)
+{
+  X509 *cert = NULL;
+  bool required = tre_cert_pem &&
+                  mcim_pki_cert_from_pem(tre_cert_pem, strlen(tre_cert_pem), &cert) == MCIM_OK &&
+                  mcim_pki_cert_tpm_attestation(cert);
+  X509_free(cert);
+  return required;
+}
 
 mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const json_t *tpm, const char *nonce,
                               json_t **log, char digest[65], char *err, size_t errlen)
