@@ -3,19 +3,27 @@
 # at the PVA"; docs/roles-pva-m2mes.md, "A TPM device's quote"): a TPM device measures its
 # firmware and agent images into PCR 23 at boot, with an ima-ng log beside its TRE state; at
 # the PVA's nonce its TPM quotes the PCR, and the PVA validates the procedure on that quote
-# (its trace says which evidence it used). A device manufactured with a modified image, and a
+# (its trace says which evidence it used; its attestation certificate, marked by the M2MES,
+# makes the TPM quote required). A device manufactured with a modified image, and a
 # device whose agent image is modified after manufacture (then rebooted), are refused with
 # VALIDATION_FAILED naming the component; the image put back and the device rebooted (PCR 23
 # reset and measured again), it passes again. The refusals of forged evidence (another TPM, a
 # replayed quote, a log that does not replay, a garbled TPMS_ATTEST) are unit-tested
 # (tests/unit/test_tre_tpm_quote.c). Registered with MCIM_TPM only (tests/CMakeLists.txt).
 . "$(dirname "$0")/lib/common.bash"
-need sqlite3 swtpm
+need sqlite3 swtpm openssl python3
 
 # pva_quotes DEV RESULT: the PVA's traced validations of DEV decided on a TPM quote with RESULT
 pva_quotes() {
   sqlite3 "$lab/pva/pva.db" "SELECT COUNT(*) FROM trace WHERE from_name='$1' AND msg='TRE quote'
     AND body LIKE '%\"evidence\":\"tpm-quote\"%' AND body LIKE '%\"result\":\"$2\"%'"
+}
+# tpm_marked DEV: the attestation certificate the M2MES issued DEV says its key is in a TPM
+# (MCIM_OID_TPM_ATTESTATION), so the PVA takes no quote of DEV without the TPM's evidence
+tpm_marked() {
+  sqlite3 "$lab/m2mes/m2mes.db" "SELECT answer FROM devices WHERE device='$1'" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["attestation_cert"])' |
+    openssl x509 -noout -text | grep -q '1\.3\.6\.1\.4\.1\.32473\.11\.2'
 }
 # log_ok DEV: the ima-ng log beside DEV's TRE state, one line per image, in boot order
 log_ok() {
@@ -31,6 +39,8 @@ check "manufacture dev1 (TRE: tpm)" "$mcim" lab device add dev1 --tre tpm --dir 
 check "manufacture dev2 (TRE: tpm, modified os image)" "$mcim" lab device add dev2 --tre tpm --tamper --dir "$lab"
 log_ok dev1 && ok "dev1's measurement log: PCR 23, ima-ng, boot os agent" ||
   bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
+tpm_marked dev1 && ok "dev1's attestation certificate is marked TPM-resident by the M2MES" ||
+  bad "dev1's attestation certificate has no TPM mark"
 
 check "initial provisioning of dev1 with sho-a" "$mcim" run initial dev1 --sho sho-a --json --dir "$lab"
 [ "$(jfield "$tmp/out" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/out")"
