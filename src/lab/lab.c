@@ -103,33 +103,54 @@ mcim_cause_t mcim_lab_write_json(const char *path, const json_t *j, int mode)
   return rc;
 }
 
-/* Is `pid` one of ours still running? Checks the command name so that a pid reused by an
- * unrelated process after a reboot is never signalled. */
-bool mcim_lab_pid_alive(long pid, const char *prog)
+static const char *base_name(const char *path)
 {
-  char path[64], buf[512];
+  const char *slash = strrchr(path, '/');
+  return slash ? slash + 1 : path;
+}
+
+/* Does `pid` still run `prog`? 1: itself; 2: under valgrind (scripts/valgrind.sh starts the
+ * daemons and agents under memcheck: the command line is valgrind, its options, then the
+ * program); 0: gone, a zombie, or a pid reused by another program (after a reboot), which is
+ * never signalled. */
+static int pid_runs(long pid, const char *prog)
+{
+  char path[64], buf[4096];
   if (pid <= 0)
-    return false;
+    return 0;
   snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
   FILE *f = fopen(path, "r");
   if (!f)
-    return false;
+    return 0;
   size_t n = fread(buf, 1, sizeof(buf) - 1, f);
   fclose(f);
   buf[n] = '\0';
   const char *rp = strrchr(buf, ')');
   if (!rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X')
-    return false; /* gone, or a zombie waiting for its parent */
+    return 0; /* gone, or a zombie waiting for its parent */
   snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
   f = fopen(path, "r");
   if (!f)
-    return false;
+    return 0;
   n = fread(buf, 1, sizeof(buf) - 1, f);
   fclose(f);
   buf[n] = '\0';
-  const char *base = strrchr(buf, '/');
-  base = base ? base + 1 : buf;
-  return strcmp(base, prog) == 0;
+  const char *arg0 = base_name(buf);
+  if (strcmp(arg0, prog) == 0)
+    return 1;
+  if (strcmp(arg0, "valgrind") != 0 && strcmp(arg0, "valgrind.bin") != 0)
+    return 0;
+  for (const char *a = buf + strlen(buf) + 1; a < buf + n; a += strlen(a) + 1)
+    if (*a != '-') /* valgrind's options are one word each: the first other is the program */
+      return strcmp(base_name(a), prog) == 0 ? 2 : 0;
+  return 0;
+}
+
+/* Is `pid` one of ours still running? Checks the command name so that a pid reused by an
+ * unrelated process after a reboot is never signalled. */
+bool mcim_lab_pid_alive(long pid, const char *prog)
+{
+  return pid_runs(pid, prog) != 0;
 }
 
 long mcim_lab_spawn(char *const argv[], const char *log_path)
@@ -158,10 +179,13 @@ long mcim_lab_spawn(char *const argv[], const char *log_path)
 
 void mcim_lab_stop_pid(long pid, const char *prog)
 {
-  if (!mcim_lab_pid_alive(pid, prog))
+  int runs = pid_runs(pid, prog);
+  if (!runs)
     return;
   kill((pid_t)pid, SIGTERM);
-  for (int i = 0; i < 100; i++) {
+  /* 5 s; under valgrind 120 s: its leak check at the exit takes seconds, and a SIGKILL
+   * would lose the report scripts/valgrind.sh reads */
+  for (int i = 0; i < (runs == 2 ? 2400 : 100); i++) {
     waitpid((pid_t)pid, NULL, WNOHANG); /* reap if it is our child */
     if (!mcim_lab_pid_alive(pid, prog))
       return;
