@@ -50,5 +50,9 @@ mcim_cause_t mcim_trace_render(const struct mcim_trace *t, const char *txn,
 /* Event <-> JSON ({n, from, to, msg, time, body, cause?}); from_json validates. */
 json_t *mcim_trace_event_to_json(const struct mcim_trace_event *ev);
 mcim_cause_t mcim_trace_event_from_json(const json_t *j, struct mcim_trace_event *ev);
+/* Adds the events of one trace answer ({"events": [...]}, what a role's or an agent's
+ * GET /v1/admin/trace/{txn} answers) to `t`: each through mcim_trace_event_from_json, those
+ * it refuses skipped. Returns how many were added. */
+size_t mcim_trace_add_answer(struct mcim_trace *t, const json_t *answer);
 
 #endif

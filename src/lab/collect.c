@@ -6,19 +6,6 @@
 #include "lab/lab_priv.h"
 #include "mcim/trace.h"
 
-static void add_events(struct mcim_trace *t, const json_t *events)
-{
-  size_t i;
-  json_t *e;
-  json_array_foreach(events, i, e) {
-    struct mcim_trace_event ev;
-    if (mcim_trace_event_from_json(e, &ev) == MCIM_OK) {
-      mcim_trace_add(t, &ev);
-      json_decref(ev.body);
-    }
-  }
-}
-
 mcim_cause_t mcim_lab_trace_collect(mcim_lab_t *lab, const char *txn, struct mcim_trace *t)
 {
   char url[512];
@@ -33,7 +20,7 @@ mcim_cause_t mcim_lab_trace_collect(mcim_lab_t *lab, const char *txn, struct mci
     struct mcim_http_result res;
     snprintf(url, sizeof(url), "%s/v1/admin/trace/%s", mcim_lab_url(lab, *n), txn);
     if (mcim_http_request(admin, "GET", url, NULL, NULL, &res) == MCIM_OK)
-      add_events(t, json_object_get(res.json, "events"));
+      mcim_trace_add_answer(t, res.json);
     mcim_http_result_clear(&res);
   }
   json_array_foreach(json_object_get(lab->json, "devices"), i, r) {
@@ -44,7 +31,7 @@ mcim_cause_t mcim_lab_trace_collect(mcim_lab_t *lab, const char *txn, struct mci
       continue;
     snprintf(url, sizeof(url), "http://localhost/v1/admin/trace/%s", txn);
     if (mcim_http_request(cli, "GET", url, NULL, NULL, &res) == MCIM_OK)
-      add_events(t, json_object_get(res.json, "events"));
+      mcim_trace_add_answer(t, res.json);
     mcim_http_result_clear(&res);
     mcim_http_client_free(cli);
   }

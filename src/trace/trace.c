@@ -165,3 +165,18 @@ mcim_cause_t mcim_trace_event_from_json(const json_t *j, struct mcim_trace_event
   ev->body = (body && !json_is_null(body)) ? mcim_trace_redact(body) : NULL;
   return MCIM_OK;
 }
+
+size_t mcim_trace_add_answer(struct mcim_trace *t, const json_t *answer)
+{
+  size_t i, added = 0;
+  json_t *e;
+  json_array_foreach(json_object_get(answer, "events"), i, e) {
+    struct mcim_trace_event ev;
+    if (mcim_trace_event_from_json(e, &ev) != MCIM_OK)
+      continue;
+    if (mcim_trace_add(t, &ev) == MCIM_OK)
+      added++;
+    json_decref(ev.body);
+  }
+  return added;
+}
