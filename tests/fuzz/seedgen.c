@@ -536,6 +536,38 @@ static void seeds_http_answer(void)
   json_decref(pj);
 }
 
+/* A modeless target's seed: the bytes as they are. */
+static void seed_raw(const char *target, const char *name, const char *s, size_t len)
+{
+  seed(target, name, (uint8_t)s[0], s + 1, len - 1, NULL, 0);
+}
+
+/* Requests as the mcim CLI's client (libcurl) sends them to an agent's control socket. */
+static void seeds_http_local(void)
+{
+  static const char *const reqs[][2] = {
+      {"status", "GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n"},
+      {"by-length",
+       "POST /v1/procedures HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n"
+       "Content-Type: application/json\r\nContent-Length: 58\r\n\r\n"
+       "{\"instruction\":\"eyJhbGciOiJFUzI1NiJ9.e30.c2ln\",\"txn\":\"00\"}"},
+      {"chunked-expect",
+       "POST /v1/procedures HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer eyJ0\r\n"
+       "Content-Type: application/json; charset=utf-8\r\nTransfer-Encoding: chunked\r\n"
+       "Expect: 100-continue\r\n\r\nf;ext=1\r\n{\"instruction\":\r\n9\r\n\"abc\"}   \r\n0\r\n"
+       "X-Trailer: t\r\n\r\n"},
+      {"encoded-path",
+       "GET /v1/admin/dev%31/trace/0123456789abcdef%30123456789abcdef?x=%zz HTTP/1.1\r\n"
+       "Host: localhost\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n"},
+      {"http10-bare-lf", "\r\nGET /v1/status HTTP/1.0\nHost: localhost\n\n"},
+      {"too-large",
+       "POST /v1/procedures HTTP/1.1\r\nContent-Type: application/json\r\n"
+       "Content-Length: 20000\r\n\r\n{\"instruction\":\"0000\"}"},
+  };
+  for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++)
+    seed_raw("fuzz_http_local", reqs[i][0], reqs[i][1], strlen(reqs[i][1]));
+}
+
 static int make_corpus(const char *dir)
 {
   out_dir = dir;
@@ -550,6 +582,7 @@ static int make_corpus(const char *dir)
   seeds_aka();
   seeds_instruction();
   seeds_http_answer();
+  seeds_http_local();
   char *tre_dir = fuzz_tmpdir("seedgen");
   mcim_tre_t *tre = fuzz_tre_make(tre_dir);
   seeds_quote(tre);
