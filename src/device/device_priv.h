@@ -380,6 +380,10 @@ mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_lite **out);
 /* Base URL of a peer: agent.json "networks", else the peers file (re-read when the name is
  * unknown). MCIM_PEER_UNREACHABLE if neither has an https URL for it. */
 mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, size_t len);
+/* The check dev_peer_url makes of a URL from either (pure; fuzz_peers): an https URL shorter
+ * than 512 bytes and `len`, copied into `url` without its trailing slashes; else
+ * MCIM_PEER_UNREACHABLE (NULL too). */
+mcim_cause_t dev_peer_url_check(const char *u, char *url, size_t len);
 /* One call to `peer` at `path`. On failure `res->cause`/`res->detail` say why; an answer
  * that is not a JSON object where one is expected is MCIM_PEER_BAD_ANSWER. */
 mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const char *method,

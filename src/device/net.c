@@ -21,9 +21,22 @@ mcim_cause_t dev_client_new(struct mcim_device *d, struct mcim_http_lite **out)
   return mcim_http_lite_new(&cc, out);
 }
 
+mcim_cause_t dev_peer_url_check(const char *u, char *url, size_t len)
+{
+  /* Only https URLs of a sane length: the device never talks to the network in clear. */
+  if (!u || strncmp(u, "https://", 8) != 0 || strlen(u) >= len || strlen(u) >= 512)
+    return MCIM_PEER_UNREACHABLE;
+  snprintf(url, len, "%s", u);
+  /* no trailing slash: paths start with one */
+  size_t n = strlen(url);
+  while (n > 8 && url[n - 1] == '/')
+    url[--n] = '\0';
+  return MCIM_OK;
+}
+
 mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, size_t len)
 {
-  mcim_cause_t rc = MCIM_PEER_UNREACHABLE;
+  mcim_cause_t rc;
   json_t *fresh = NULL;
 
   if (!peer || !mcim_pki_name_valid(peer))
@@ -40,15 +53,7 @@ mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, si
       u = json_string_value(json_object_get(d->peers, peer));
     }
   }
-  /* Only https URLs of a sane length: the device never talks to the network in clear. */
-  if (u && strncmp(u, "https://", 8) == 0 && strlen(u) < len && strlen(u) < 512) {
-    snprintf(url, len, "%s", u);
-    /* no trailing slash: paths start with one */
-    size_t n = strlen(url);
-    while (n > 8 && url[n - 1] == '/')
-      url[--n] = '\0';
-    rc = MCIM_OK;
-  }
+  rc = dev_peer_url_check(u, url, len);
   pthread_mutex_unlock(&d->peers_lock);
   json_decref(fresh);
   return rc;

@@ -568,6 +568,23 @@ static void seeds_http_local(void)
     seed_raw("fuzz_http_local", reqs[i][0], reqs[i][1], strlen(reqs[i][1]));
 }
 
+/* Peers files as a lab writes them (src/lab/lab.c: peers.json), and the same after an SHO
+ * was added (the second file of the input: what a reload finds). */
+static void seeds_peers(void)
+{
+  static const char lab[] =
+      "{\n  \"vno\": \"https://127.0.0.1:56063\",\n  \"ro\": \"https://127.0.0.1:44123\",\n"
+      "  \"pva\": \"https://127.0.0.1:54283\",\n  \"m2mes\": \"https://127.0.0.1:46039\",\n"
+      "  \"sho-a\": \"https://127.0.0.1:39231\",\n  \"sho-b\": \"https://127.0.0.1:45715\"\n}";
+  static const char later[] = "{\"sho-c\": \"https://127.0.0.1:40001/\", \"ro\": "
+                              "\"http://127.0.0.1:44123\", \"pva\": 5}";
+  seed_raw("fuzz_peers", "lab", lab, strlen(lab));
+  char both[sizeof(lab) + sizeof(later)];
+  memcpy(both, lab, sizeof(lab)); /* with its NUL: the separator */
+  memcpy(both + sizeof(lab), later, sizeof(later) - 1);
+  seed_raw("fuzz_peers", "lab-then-sho-added", both, sizeof(lab) + sizeof(later) - 1);
+}
+
 static int make_corpus(const char *dir)
 {
   out_dir = dir;
@@ -583,6 +600,7 @@ static int make_corpus(const char *dir)
   seeds_instruction();
   seeds_http_answer();
   seeds_http_local();
+  seeds_peers();
   char *tre_dir = fuzz_tmpdir("seedgen");
   mcim_tre_t *tre = fuzz_tre_make(tre_dir);
   seeds_quote(tre);
