@@ -27,6 +27,9 @@
 #include "mcim/seal.h"
 #include "mcim/util.h"
 #include "tre/tre_priv.h"
+#ifdef MCIM_HAVE_TPM
+#include "tre/tpm/tpm.h"
+#endif
 
 #define CHECK(x)                                                                                   \
   do {                                                                                             \
@@ -585,6 +588,93 @@ static void seeds_peers(void)
   seed_raw("fuzz_peers", "lab-then-sho-added", both, sizeof(lab) + sizeof(later) - 1);
 }
 
+#ifdef MCIM_HAVE_TPM
+/* A TPM2B blob's two base64url strings as the target's raw mode takes them: two bytes of the
+ * public part's length, the public part, the private part. */
+static void tpm_raw_seed(const char *name, const char *pub, const char *priv)
+{
+  uint8_t a[sizeof(TPM2B_PUBLIC)], b[sizeof(TPM2B_PRIVATE)], buf[2 + sizeof(a) + sizeof(b)];
+  size_t alen = 0, blen = 0;
+  CHECK(mcim_b64url_decode(pub, strlen(pub), a, sizeof(a), &alen));
+  CHECK(mcim_b64url_decode(priv, strlen(priv), b, sizeof(b), &blen));
+  buf[0] = (uint8_t)(alen >> 8);
+  buf[1] = (uint8_t)alen;
+  memcpy(buf + 2, a, alen);
+  memcpy(buf + 2 + alen, b, blen);
+  seed("fuzz_tpm_blob", name, 0, buf, 2 + alen + blen, NULL, 0);
+}
+
+/* The TPM TRE's blobs from a swtpm: its two keys as the state document keeps them, a K
+ * wrapped for its storage primary as the SHO wraps it (mcim_tre_wrap_k), and that K after
+ * TPM2_Import as a slot keeps it. Without swtpm, no seeds (said on stderr). */
+static void seeds_tpm_blob(void)
+{
+  char detail[256], name[64];
+  char *state = fuzz_tmpdir("swtpm");
+  mcim_swtpm_t *sw = NULL;
+  mcim_tpm_t *t = NULL;
+  if (mcim_swtpm_start(state, MCIM_SWTPM_TIED, 10000, &sw, detail, sizeof(detail)) != MCIM_OK) {
+    fprintf(stderr, "seedgen: no swtpm (%s): no seeds for fuzz_tpm_blob\n", detail);
+    free(state);
+    return;
+  }
+  CHECK(mcim_tpm_open(mcim_swtpm_tcti(sw), &t, detail, sizeof(detail)));
+  for (int kind = MCIM_TPM_KEY_SIGN; kind <= MCIM_TPM_KEY_ECDH; kind++) {
+    struct mcim_tpm_blob kb;
+    char *pub = NULL, *priv = NULL;
+    CHECK(mcim_tpm_key_create(t, (enum mcim_tpm_key_kind)kind, &kb));
+    CHECK(mcim_tpm_blob_encode(&kb, &pub, &priv));
+    snprintf(name, sizeof(name), "%s-key-doc", kind == MCIM_TPM_KEY_SIGN ? "sign" : "ecdh");
+    seed("fuzz_tpm_blob", name, 1, pub, strlen(pub) + 1, priv, strlen(priv));
+    snprintf(name, sizeof(name), "%s-key-raw", kind == MCIM_TPM_KEY_SIGN ? "sign" : "ecdh");
+    tpm_raw_seed(name, pub, priv);
+    free(pub);
+    free(priv);
+  }
+  const TPM2B_PUBLIC *pp = NULL;
+  EVP_PKEY *storage = NULL;
+  json_t *k_tpm = NULL;
+  static const uint8_t k[16] = {0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f,
+                                0xaa, 0x5f, 0x0a, 0x2e, 0xe2, 0x38, 0xa6, 0xbc};
+  CHECK(mcim_tpm_primary(t, NULL, &pp));
+  CHECK(mcim_p256_public_pkey(pp->publicArea.unique.ecc.x.buffer,
+                              pp->publicArea.unique.ecc.y.buffer, &storage));
+  CHECK(mcim_tre_wrap_k(storage, k, &k_tpm));
+  char *text = json_dumps(k_tpm, JSON_COMPACT);
+  seed_str("fuzz_tpm_blob", "k-tpm-json", 2, text);
+  struct mcim_tpm_dup d;
+  CHECK(mcim_tpm_dup_decode(k_tpm, &d));
+  uint8_t raw[4 + sizeof(d.pub) + sizeof(d.dup) + sizeof(d.seed)];
+  size_t off = 4, n = 0;
+  const char *pub = json_string_value(json_object_get(k_tpm, "public"));
+  const char *dp = json_string_value(json_object_get(k_tpm, "duplicate"));
+  CHECK(mcim_b64url_decode(pub, strlen(pub), raw + off, sizeof(d.pub), &n));
+  raw[0] = (uint8_t)(n >> 8);
+  raw[1] = (uint8_t)n;
+  off += n;
+  CHECK(mcim_b64url_decode(dp, strlen(dp), raw + off, sizeof(d.dup), &n));
+  raw[2] = (uint8_t)(n >> 8);
+  raw[3] = (uint8_t)n;
+  off += n;
+  memcpy(raw + off, d.seed.secret, d.seed.size);
+  off += d.seed.size;
+  seed("fuzz_tpm_blob", "k-tpm-raw", 3, raw, off, NULL, 0);
+  struct mcim_tpm_blob kb;
+  char *kpub = NULL, *kpriv = NULL;
+  CHECK(mcim_tpm_aes_import(t, &d, &kb));
+  CHECK(mcim_tpm_blob_encode(&kb, &kpub, &kpriv));
+  seed("fuzz_tpm_blob", "slot-k-doc", 1, kpub, strlen(kpub) + 1, kpriv, strlen(kpriv));
+  free(kpub);
+  free(kpriv);
+  free(text);
+  json_decref(k_tpm);
+  EVP_PKEY_free(storage);
+  mcim_tpm_free(t);
+  mcim_swtpm_free(sw);
+  free(state);
+}
+#endif
+
 static int make_corpus(const char *dir)
 {
   out_dir = dir;
@@ -601,6 +691,9 @@ static int make_corpus(const char *dir)
   seeds_http_answer();
   seeds_http_local();
   seeds_peers();
+#ifdef MCIM_HAVE_TPM
+  seeds_tpm_blob();
+#endif
   char *tre_dir = fuzz_tmpdir("seedgen");
   mcim_tre_t *tre = fuzz_tre_make(tre_dir);
   seeds_quote(tre);

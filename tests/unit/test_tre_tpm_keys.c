@@ -240,6 +240,21 @@ static void test_keys_against_software(void **state)
   assert_int_equal(mcim_tpm_blob_decode(priv_b64, pub_b64, &again), MCIM_KEY_INVALID);
   assert_int_equal(mcim_tpm_blob_decode(pub_b64, "", &again), MCIM_KEY_INVALID);
   assert_int_equal(mcim_tpm_blob_decode(pub_b64, NULL, &again), MCIM_KEY_INVALID);
+  /* a TPM2B_PUBLIC whose size field is not its content's (tpm2-tss unmarshals it all the
+   * same; tests/fuzz/regressions/fuzz_tpm_blob/tpm2b-public-size-zero-accepted) */
+  uint8_t raw[sizeof(TPM2B_PUBLIC)];
+  size_t raw_len = 0;
+  assert_int_equal(mcim_b64url_decode(pub_b64, strlen(pub_b64), raw, sizeof(raw), &raw_len),
+                   MCIM_OK);
+  char *bad = malloc(mcim_b64url_len(raw_len) + 1);
+  assert_non_null(bad);
+  for (int i = 0; i < 2; i++) {
+    raw[0] = 0;
+    raw[1] = (uint8_t)(i ? raw_len - 3 : 0); /* 0, then one byte short */
+    mcim_b64url_encode(raw, raw_len, bad);
+    assert_int_equal(mcim_tpm_blob_decode(bad, priv_b64, &again), MCIM_KEY_INVALID);
+  }
+  free(bad);
   free(pub_b64);
   free(priv_b64);
   /* the public keys, on the host; a blob of the other kind is refused */

@@ -294,8 +294,12 @@ mcim_cause_t mcim_tpm_blob_decode(const char *pub, const char *priv, struct mcim
   if (mcim_tss2_load(NULL, 0) != MCIM_OK)
     goto cleanup;
   rc = MCIM_KEY_INVALID;
+  /* tpm2-tss takes a TPM2B_PUBLIC whose size field disagrees with the TPMT_PUBLIC after it
+   * (0, or any size up to the buffer's): it must be exactly what follows (found by
+   * fuzz_tpm_blob) */
   if (!b64_struct(pub, buf, sizeof(buf), &len) ||
-      Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, &out->pub) != TSS2_RC_SUCCESS || off != len)
+      Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, &out->pub) != TSS2_RC_SUCCESS ||
+      off != len || out->pub.size != len - 2)
     goto cleanup;
   off = 0;
   if (!b64_struct(priv, buf, sizeof(buf), &len) ||

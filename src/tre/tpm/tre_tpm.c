@@ -335,7 +335,7 @@ static mcim_cause_t tpm_storage_public(struct tre_soft *t, json_t *st, EVP_PKEY 
 /* A package's "k_tpm" {"public", "duplicate", "seed"} (base64url of the marshalled
  * TPM2B_PUBLIC, of the TPM2B_PRIVATE and of the seed's bytes): peer input, refused whole
  * (MCIM_KEY_INVALID) unless exactly that, an AES-128 key of our attributes. */
-static mcim_cause_t dup_decode(const json_t *j, struct mcim_tpm_dup *out)
+mcim_cause_t mcim_tpm_dup_decode(const json_t *j, struct mcim_tpm_dup *out)
 {
   struct mcim_tpm_blob b;
   size_t len = 0;
@@ -373,7 +373,7 @@ static mcim_cause_t tpm_k_import(struct tre_soft *t, json_t *st, const json_t *j
   struct mcim_tpm_blob blob = {0};
   mcim_tpm_t *tpm = NULL;
   char *pub = NULL, *priv = NULL;
-  mcim_cause_t rc = dup_decode(j, &dup);
+  mcim_cause_t rc = mcim_tpm_dup_decode(j, &dup);
 
   if (rc == MCIM_OK)
     rc = storage_use(t, st, &tpm);
