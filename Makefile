@@ -56,6 +56,7 @@ check: deps
 	$(MAKE) test WERROR=ON CMAKE_FLAGS="$(CMAKE_FLAGS) -DMCIM_TPM=ON"
 	$(MAKE) test-asan WERROR=ON CMAKE_FLAGS="$(CMAKE_FLAGS) -DMCIM_TPM=ON"
 	$(MAKE) fuzz WERROR=ON FUZZ_SECONDS=$(CHECK_FUZZ_SECONDS)
+	$(MAKE) model
 	$(MAKE) lint WERROR=ON
 	$(MAKE) matrix MATRIX_FULL="$(CHECK_MATRIX_FULL)"
 
@@ -73,6 +74,15 @@ fuzz: deps
 	  -DMCIM_FUZZ=ON -DMCIM_TESTS=OFF -DMCIM_BENCH=OFF -DMCIM_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target mcim_fuzz
 	bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# The Promela model of the procedures (tests/model/, docs/model.md): spin checks every
+# configuration against every property, exhaustively within the stated bound (MODEL_MAXF
+# faults, MODEL_HMOVES moves of the hostile SHO), and each deliberately broken variant must
+# fail its property; results in $(MODEL_OUT)/model.txt. About a minute of CPU.
+MODEL_OUT ?= $(BUILD)/model
+.PHONY: model
+model: deps
+	bash tests/model/run.sh $(MODEL_OUT)
 
 # The main job: `mcim demo` (see README).
 demo: deps build

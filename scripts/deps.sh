@@ -28,6 +28,7 @@ PKGS=(
   libclang-rt-14-dev # clang's sanitizer and libFuzzer runtimes (only recommended by clang-14): make test-asan, make fuzz
   clang-tidy # scripts/lint.sh BUILD --tidy
   cppcheck # scripts/lint.sh
+  spin # make model: the Promela model of the procedures (tests/model/, docs/model.md); gcc compiles its verifier
   dpkg-dev fakeroot file # dpkg-buildflags, CPack's .deb, its install test
   help2man groff-base man-db # man pages from the help text; rendering checked
   git # the build records the commit it was built from (mcim --version)

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# `make model` (docs/model.md): checks tests/model/mcim.pml with spin.
+#   - every configuration of the model (procedure x hostile SHO) against every property:
+#     p0 (no claim: assertions, invalid end states), p1-p4 (safety, never claims of the ltl
+#     formulas), p5 and p6 (liveness: acceptance cycles under weak fairness, -a -f); each must
+#     hold, searched exhaustively within the model's bound (MAXF faults, HMOVES hostile moves);
+#   - the findings (protocol problems the model found in the code as it is, docs/model.md):
+#     the code as modelled must FAIL the property, the modelled fix must pass it;
+#   - the mutants (deliberately broken variants, #define MUT_*): each must FAIL its property.
+# Fails if a property does not hold, if a search was not exhaustive (depth or memory), or if
+# a mutant or a finding passes. Usage: tests/model/run.sh [OUTDIR] (default build/model).
+# Environment: MODEL_MAXF (fault budget, default 6), MODEL_HMOVES (hostile moves, default 3).
+# A counterexample: tests/model/trail.sh OUTDIR/RUN PROP (the run's trail, step by step).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+model="$here/mcim.pml"
+out=${1:-build/model}
+maxf=${MODEL_MAXF:-6}
+hmoves=${MODEL_HMOVES:-3}
+bound="-DMAXF=$maxf -DHMOVES=$hmoves"
+depth=20000      # pan -m: far above the deepest path (reported as "depth")
+memlim=1024      # MB, pan's -DMEMLIM
+
+command -v spin >/dev/null || { echo "model: spin is not installed (scripts/deps.sh)" >&2; exit 1; }
+command -v gcc >/dev/null || { echo "model: gcc is not installed" >&2; exit 1; }
+rm -rf "$out"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+report="$out/model.txt"
+bad=0
+t0=$(date +%s.%N)
+
+printf '%-22s %-4s %-6s %-8s %10s %12s %7s %8s\n' run prop expect result states transitions depth seconds | tee "$report"
+
+# build NAME DEFS [NOCLAIM]: pan for one configuration, in $out/NAME
+build() {
+  local name=$1 defs=$2 extra=${3:-}
+  mkdir -p "$out/$name"
+  echo "$defs $bound" >"$out/$name/defs"
+  (cd "$out/$name" && cp "$model" mcim.pml && spin $defs $bound -a mcim.pml >spin.log 2>&1 &&
+     gcc -O0 -w -DMEMLIM=$memlim -DNFAIR=3 -DVECTORSZ=2048 $extra -o pan pan.c >>spin.log 2>&1) || {
+    echo "model: spin/gcc failed for $name (see $out/$name/spin.log)" >&2
+    exit 1
+  }
+}
+
+# drop what a run no longer needs (pan.c and the binary: ~2 MB a configuration)
+tidy() { rm -f "$out/$1"/pan "$out/$1"/pan.[bchmpt] "$out/$1"/_spin_nvr.tmp; }
+
+# one search; prints the row; returns 0 if the property held (exhaustively), 1 if violated,
+# 2 if the search was incomplete
+search() {
+  local name=$1 prop=$2 flags="" log
+  case $prop in p5|p6) flags="-a -f" ;; esac
+  log="$out/$name/$prop.out"
+  if [ "$prop" = p0 ]; then
+    (cd "$out/$name" && ./pan -m$depth >"$log" 2>&1) || true
+  else
+    (cd "$out/$name" && ./pan -m$depth $flags -N "$prop" >"$log" 2>&1) || true
+    [ -f "$out/$name/mcim.pml.trail" ] && mv "$out/$name/mcim.pml.trail" "$out/$name/$prop.trail"
+  fi
+  local errors states trans dep secs
+  errors=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' "$log" | head -1)
+  states=$(sed -n 's/^ *\([0-9.e+]*\) states, stored.*/\1/p' "$log" | head -1)
+  trans=$(sed -n 's/^ *\([0-9.e+]*\) transitions.*/\1/p' "$log" | head -1)
+  dep=$(sed -n 's/.*depth reached \([0-9]*\).*/\1/p' "$log" | head -1)
+  secs=$(sed -n 's/.*elapsed time \([0-9.e+-]*\) seconds.*/\1/p' "$log" | head -1)
+  ROW="$states $trans $dep $secs"
+  if [ -z "$errors" ]; then
+    return 2
+  elif [ "$errors" != 0 ]; then
+    return 1
+  elif grep -q -e "max search depth too small" -e "out of memory" -e "Search not completed" "$log"; then
+    return 2
+  fi
+  return 0
+}
+
+row() { # name prop expect result
+  set -- "$1" "$2" "$3" "$4" $ROW
+  printf '%-22s %-4s %-6s %-8s %10s %12s %7s %8s\n' "$1" "$2" "$3" "$4" "${5:-?}" "${6:-?}" "${7:-?}" "${8:-?}" | tee -a "$report"
+}
+
+# holds NAME DEFS PROPS...: every property must hold
+holds() {
+  local name=$1 defs=$2 p rc
+  shift 2
+  build "$name" "$defs"
+  for p in "$@"; do
+    [ "$p" = p0 ] && build "$name.p0" "$defs" -DNOCLAIM
+    rc=0
+    if [ "$p" = p0 ]; then search "$name.p0" p0 || rc=$?; else search "$name" "$p" || rc=$?; fi
+    case $rc in
+      0) row "$name" "$p" holds holds ;;
+      1) row "$name" "$p" holds VIOLATED; bad=1 ;;
+      *) row "$name" "$p" holds INCOMPLETE; bad=1 ;;
+    esac
+    [ "$p" = p0 ] && tidy "$name.p0"
+  done
+  tidy "$name"
+}
+
+# fails NAME DEFS PROP: the property must be violated (a mutant, or a finding as coded)
+fails() {
+  local name=$1 defs=$2 p=$3 rc=0
+  build "$name" "$defs"
+  search "$name" "$p" || rc=$?
+  case $rc in
+    1) row "$name" "$p" fails violated ;;
+    0) row "$name" "$p" fails HOLDS; bad=1 ;;
+    *) row "$name" "$p" fails INCOMPLETE; bad=1 ;;
+  esac
+  tidy "$name"
+}
+
+OLD="-DPROC=2"
+PRI="-DPROC=3 -DPCID_EXPIRY=1"
+INI="-DPROC=1"
+
+# ---- the model of the code as it is ----
+holds initial      "$INI -DHOSTILE=1" p0 p1 p2 p3 p4 p5 p6
+holds old-hostileA "$OLD -DHOSTILE=1" p0 p1 p2 p3 p4 p5
+holds old-hostileB "$OLD -DHOSTILE=2" p0 p1 p2 p3 p4 p5
+holds pri-hostileA "$PRI -DHOSTILE=1" p0 p1 p2 p3 p4 p5 p6
+holds pri-hostileB "$PRI -DHOSTILE=2" p0 p1 p2 p3 p4 p5 p6
+
+# ---- findings: as coded they fail; with the modelled fix every property holds ----
+# F1: change via the old SHO with an expired PCID whose renewal failed (src/device/change.c st_pcid)
+fails F1-old-pcid      "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1" p2
+holds F1-old-pcid-fix  "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1 -DFIX_OLD_PCID" p0 p1 p2 p3 p4 p5
+# F2: the receipt in place of a lost acknowledgement is refused once the old SHO released its
+# DRF entry (src/roles/ro/release.c verify_proof -> relay.c mcim_ro_device_statement)
+fails F2-old-veto      "$OLD -DHOSTILE=1" p6
+fails F2-old-lost-ack  "$OLD -DHOSTILE=0" p6
+holds F2-fix-hostileA  "$OLD -DHOSTILE=1 -DFIX_RELEASED_ENTRY" p0 p1 p2 p3 p4 p5 p6
+holds F2-fix-hostileB  "$OLD -DHOSTILE=2 -DFIX_RELEASED_ENTRY" p0 p1 p2 p3 p4 p5 p6
+
+# ---- mutants: each must be caught ----
+fails M1-late-pristine      "$PRI -DHOSTILE=1 -DMUT_LATE_PRISTINE" p1
+fails M2-no-pcid-check      "$PRI -DHOSTILE=1 -DMUT_NO_PCID_CHECK" p2
+fails M3-unfiltered-release "$OLD -DHOSTILE=2 -DMUT_UNFILTERED_RELEASE" p3
+fails M4-no-device-proof    "$OLD -DHOSTILE=1 -DMUT_NO_DEVICE_PROOF" p3
+fails M5-a-no-verify        "$OLD -DHOSTILE=2 -DMUT_A_NO_VERIFY" p4
+fails M6-no-ack-deadline    "$OLD -DHOSTILE=1 -DMUT_NO_ACK_DEADLINE -DFIX_RELEASED_ENTRY" p5
+fails M7-report-and-order   "$OLD -DHOSTILE=0 -DMUT_REPORT_ALONE -DMUT_INSTALL_FIRST" p1
+
+t1=$(date +%s.%N)
+printf 'bound: MAXF=%s faults, HMOVES=%s hostile moves; total %.1f s wall\n' "$maxf" "$hmoves" \
+  "$(awk -v a="$t0" -v b="$t1" "BEGIN{print b-a}")" | tee -a "$report"
+if [ "$bad" != 0 ]; then
+  echo "model: FAILED (a property does not hold, a search was incomplete, or a mutant or finding passed; $report)" >&2
+  exit 1
+fi
+echo "model: ok ($report)"
