@@ -52,19 +52,25 @@ static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey
                          p, MCIM_NPARAMS(p), NULL, NULL);
 }
 
-void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
-                        const struct mcim_http_request *req, struct mcim_http_response *resp)
+mcim_cause_t mcim_access_attach_body(const char *id_field, const json_t *body, char *err,
+                                     size_t err_len)
 {
   const struct mcim_jsonv_field fields[] = {
-      {net->id_field, MCIM_JV_STRING, true, 15}, /* IMSI-shaped: at most 15 digits */
+      {id_field, MCIM_JV_STRING, true, 15}, /* IMSI-shaped: at most 15 digits */
       {"txn", MCIM_JV_HEX, false, 32},
       {"device", MCIM_JV_STRING, false, 63},
   };
+  return mcim_jsonv_check(body, fields, 3, err, err_len);
+}
+
+void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
+                        const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
   char err[200], device[64] = "", id[33];
   uint8_t idb[16];
   struct mcim_aka_av av;
   mcim_metric_inc(&mcim_m_rm_reg_init_req, NULL);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  mcim_cause_t rc = mcim_access_attach_body(net->id_field, req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_attach, "%s", err);
@@ -178,25 +184,33 @@ static mcim_cause_t issue_token(struct mcim_role *r, const struct mcim_access_ne
   return rc;
 }
 
-void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
-                        const struct mcim_http_request *req, struct mcim_http_response *resp)
+mcim_cause_t mcim_access_answer_body(const json_t *body, char *err, size_t err_len)
 {
   static const struct mcim_jsonv_field fields[] = {
       {"res", MCIM_JV_HEX, false, 16},
       {"auts", MCIM_JV_HEX, false, 28},
       {"txn", MCIM_JV_HEX, false, 32},
   };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 3, err, err_len);
+  if (rc == MCIM_OK &&
+      !json_string_value(json_object_get(body, "res")) ==
+          !json_string_value(json_object_get(body, "auts"))) {
+    rc = MCIM_FIELD_MISSING;
+    snprintf(err, err_len, "send exactly one of \"res\" and \"auts\"");
+  }
+  return rc;
+}
+
+void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
+                        const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
   char err[200];
   struct session s = {.skey = r->storage_key, .id = req->params[0]};
   mcim_store_t *st = mcim_role_store(r);
   char *token = NULL;
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  mcim_cause_t rc = mcim_access_answer_body(req->json, err, sizeof(err));
   const char *res_hex = json_string_value(json_object_get(req->json, "res"));
   const char *auts_hex = json_string_value(json_object_get(req->json, "auts"));
-  if (rc == MCIM_OK && !res_hex == !auts_hex) {
-    rc = MCIM_FIELD_MISSING;
-    snprintf(err, sizeof(err), "send exactly one of \"res\" and \"auts\"");
-  }
   if (rc != MCIM_OK) {
     count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_auth, "%s", err);

@@ -36,6 +36,11 @@ struct mcim_access_net {
  * leave nothing that lasts. */
 void mcim_access_purge(struct mcim_role *r);
 
+/* The bodies of the attach and of the answer to its challenge as the two handlers check
+ * them first (pure; tests/fuzz/fuzz_role_request.c). `id_field`: the net's. */
+mcim_cause_t mcim_access_attach_body(const char *id_field, const json_t *body, char *err,
+                                     size_t err_len);
+mcim_cause_t mcim_access_answer_body(const json_t *body, char *err, size_t err_len);
 void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
                         const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,

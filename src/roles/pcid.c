@@ -36,14 +36,19 @@ static bool digits(const char *s, size_t min, size_t max)
   return true;
 }
 
-bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
-                             struct mcim_http_response *resp, struct mcim_pcid_request *out)
+mcim_cause_t mcim_pcid_request_body(const json_t *body, char *err, size_t err_len)
 {
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
       {"request", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
       {"ka_cert", MCIM_JV_STRING, true, 8192},
   };
+  return mcim_jsonv_check(body, fields, sizeof(fields) / sizeof(fields[0]), err, err_len);
+}
+
+bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp, struct mcim_pcid_request *out)
+{
   const int step = MCIM_PCID_STEP;
   char err[200], what[80];
   struct mcim_access acc;
@@ -61,7 +66,7 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
     mcim_http_reply_problem(resp, rc, step, "PCID renewal needs network access");
     return false;
   }
-  rc = mcim_jsonv_check(req->json, fields, sizeof(fields) / sizeof(fields[0]), err, sizeof(err));
+  rc = mcim_pcid_request_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, step, "%s", err);
     return false;

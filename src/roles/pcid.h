@@ -57,6 +57,8 @@ struct mcim_pcid_cred {
  * On false the response is complete (the stored answer or a problem). */
 bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
                              struct mcim_http_response *resp, struct mcim_pcid_request *out);
+/* The body as mcim_pcid_request_begin checks it after the token (pure; fuzz_role_request). */
+mcim_cause_t mcim_pcid_request_body(const json_t *body, char *err, size_t err_len);
 void mcim_pcid_request_clear(struct mcim_pcid_request *rq);
 
 /* Next PCID of this role's pool, inside the caller's open transaction. MCIM_CONFIG_INVALID

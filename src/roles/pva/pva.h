@@ -46,6 +46,8 @@ struct mcim_http_request;
 struct mcim_http_response;
 void pva_revocation(void *ctx, const struct mcim_http_request *req,
                     struct mcim_http_response *resp);
+/* Its body as it checks it after the caller (pure; tests/fuzz/fuzz_role_request.c). */
+mcim_cause_t pva_revocation_body(const json_t *body, char *err, size_t err_len);
 /* MCIM_TOKEN_REVOKED when `network` revoked its tokens for `imsi`, else MCIM_OK. */
 mcim_cause_t pva_token_live(struct mcim_role *r, const char *network, const char *imsi);
 

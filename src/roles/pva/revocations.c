@@ -10,6 +10,7 @@
  * An SHO can revoke only its own tokens (the issuer is the caller's certificate name), so
  * no SHO can cut off another's device here. A revocation lives as long as any token it
  * covers can: the longest token lifetime (1 day, runtime.c) after record_retention. */
+#include <stdio.h>
 #include <string.h>
 
 #include "mcim/jsonv.h"
@@ -19,16 +20,37 @@
 #include "roles/kinds.h"
 #include "roles/pva/pva.h"
 
-void pva_revocation(void *ctx, const struct mcim_http_request *req,
-                    struct mcim_http_response *resp)
+mcim_cause_t pva_revocation_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"imsi", MCIM_JV_STRING, true, 15},
       {"step", MCIM_JV_INTEGER, false, 0},
   };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 4, err, err_len);
+  if (rc != MCIM_OK)
+    return rc;
+  /* the step of the termination: 10, or 0 for the deferred notice of the pristine path */
+  json_int_t step = 10;
+  if (json_object_get(body, "step"))
+    step = json_integer_value(json_object_get(body, "step"));
+  const char *imsi = json_string_value(json_object_get(body, "imsi"));
+  if (step < 0 || step > 90) {
+    snprintf(err, err_len, "step must be 0..90");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  if (strlen(imsi) < 6 || strspn(imsi, "0123456789") != strlen(imsi)) {
+    snprintf(err, err_len, "imsi must be 6-15 digits");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  return MCIM_OK;
+}
+
+void pva_revocation(void *ctx, const struct mcim_http_request *req,
+                    struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[160];
   const char *sho = req->peer;
   if (!mcim_role_name_is_sho(sho)) {
@@ -36,7 +58,7 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
                             "only an SHO revokes tokens, its own (caller \"%s\")", sho ? sho : "");
     return;
   }
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  mcim_cause_t rc = pva_revocation_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 10, "%s", err);
     return;
@@ -48,14 +70,6 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
   json_int_t step = json_integer_value(json_object_get(req->json, "step"));
   if (!json_object_get(req->json, "step"))
     step = 10;
-  if (step < 0 || step > 90) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 10, "step must be 0..90");
-    return;
-  }
-  if (strlen(imsi) < 6 || strspn(imsi, "0123456789") != strlen(imsi)) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 10, "imsi must be 6-15 digits");
-    return;
-  }
   mcim_store_t *st = mcim_role_store(r);
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 10, "store unavailable");

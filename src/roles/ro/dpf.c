@@ -34,13 +34,7 @@ static mcim_cause_t pkg_cb(const mcim_row_t *row, void *arg)
   return p->package ? MCIM_OK : MCIM_NO_MEMORY;
 }
 
-/* The SHO's sealed MCIM for one procedure: pristine step 12 (through the DRF, which
- * authorises its DPF) or change step 6 (to the DPF). Either way the DPF takes a package only
- * for an (SHO, device, txn) the DRF holds as ordered by the device's owner (step 1) and
- * validated: the PVA's verdict for that very (SHO, device, txn) comes with it and is checked
- * here, so no SHO can park packages for devices it has no procedure with. */
-void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request *req,
-                             struct mcim_http_response *resp, bool via_drf)
+mcim_cause_t mcim_dpf_package_body(const json_t *body, char *err, size_t err_len)
 {
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
@@ -49,13 +43,24 @@ void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request
       {"procedure", MCIM_JV_STRING, false, 16},
       {"verdict", MCIM_JV_STRING, true, 32768},
   };
+  return mcim_jsonv_check(body, fields, 5, err, err_len);
+}
+
+/* The SHO's sealed MCIM for one procedure: pristine step 12 (through the DRF, which
+ * authorises its DPF) or change step 6 (to the DPF). Either way the DPF takes a package only
+ * for an (SHO, device, txn) the DRF holds as ordered by the device's owner (step 1) and
+ * validated: the PVA's verdict for that very (SHO, device, txn) comes with it and is checked
+ * here, so no SHO can park packages for devices it has no procedure with. */
+void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request *req,
+                             struct mcim_http_response *resp, bool via_drf)
+{
   char err[200];
   const mcim_jose_key_t *sho_key = NULL, *pva_key = NULL;
   mcim_statement_t *verdict = NULL;
   struct mcim_drf_order o = {0};
   int step = via_drf ? 12 : 6;
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  mcim_cause_t rc = mcim_dpf_package_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK && !mcim_ro_is_sho_name(req->peer)) {
     rc = MCIM_FORBIDDEN;
     snprintf(err, sizeof(err), "only an SHO sends MCIMs");
@@ -169,6 +174,15 @@ void mcim_dpf_package_put(void *ctx, const struct mcim_http_request *req,
   mcim_dpf_accept_package(ctx, req, resp, false);
 }
 
+mcim_cause_t mcim_dpf_fetch_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"proof", MCIM_JV_STRING, true, 16384},
+      {"tre_cert", MCIM_JV_STRING, true, 8192},
+  };
+  return mcim_jsonv_check(body, fields, 2, err, err_len);
+}
+
 /* POST /v1/dpf/packages/{device}/{txn} {proof, tre_cert} (the device, step 13 / 7): the
  * package of this procedure only, so no other procedure's package (or a flood of them)
  * reaches or hides it; and to the device itself only (its TRE's request): the package and
@@ -178,10 +192,6 @@ void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req,
                             struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"proof", MCIM_JV_STRING, true, 16384},
-      {"tre_cert", MCIM_JV_STRING, true, 8192},
-  };
   char err[200];
   struct mcim_access acc;
   struct pkg_row pr = {0};
@@ -197,7 +207,7 @@ void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 13, "a device downloads only its own MCIM");
     return;
   }
-  rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  rc = mcim_dpf_fetch_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 13, "%s", err);
     return;
@@ -248,17 +258,22 @@ out:
   free(cert);
 }
 
-/* POST /v1/dpf/status (the device, step 14 / 12): verify, record, report to the SHO. */
-void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
-                     struct mcim_http_response *resp)
+mcim_cause_t mcim_dpf_status_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"status", MCIM_JV_STRING, true, 16384},
       {"tre_cert", MCIM_JV_STRING, true, 8192},
   };
+  return mcim_jsonv_check(body, fields, 4, err, err_len);
+}
+
+/* POST /v1/dpf/status (the device, step 14 / 12): verify, record, report to the SHO. */
+void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[200];
   struct mcim_access acc;
   struct pkg_row pr = {0};
@@ -271,7 +286,7 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 14, "the status report needs network access");
     return;
   }
-  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  rc = mcim_dpf_status_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 14, "%s", err);
     return;

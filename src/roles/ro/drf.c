@@ -176,6 +176,22 @@ static mcim_cause_t reannounce(struct mcim_role *r, mcim_store_t *st,
   return rc;
 }
 
+mcim_cause_t mcim_drf_order_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"order", MCIM_JV_STRING, true, 32768},
+      {"endpoint", MCIM_JV_STRING, true, 255},
+  };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 3, err, err_len);
+  if (rc == MCIM_OK &&
+      strncmp(json_string_value(json_object_get(body, "endpoint")), "https://", 8) != 0) {
+    rc = MCIM_INVALID_ARGUMENT;
+    snprintf(err, err_len, "endpoint must be an https URL");
+  }
+  return rc;
+}
+
 /* POST /v1/drf/orders (the new SHO, step 1): the subscriber's order as the owner signed it.
  * Only an order the recorded owner signed, addressed to the calling SHO, is recorded; the
  * answer is the RO-signed order record, which the SHO shows the PVA (step 9 / 3) as proof
@@ -184,17 +200,12 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
                     struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},
-      {"order", MCIM_JV_STRING, true, 32768},
-      {"endpoint", MCIM_JV_STRING, true, 255},
-  };
   char err[200];
   char *owner_jwk = NULL, *record = NULL;
   mcim_statement_t *stmt = NULL;
   struct mcim_drf_order o = {0};
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  mcim_cause_t rc = mcim_drf_order_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK && !mcim_ro_is_sho_name(req->peer)) {
     rc = MCIM_FORBIDDEN;
     snprintf(err, sizeof(err), "only an SHO forwards orders (caller \"%s\")",
@@ -207,10 +218,6 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *order = json_string_value(json_object_get(req->json, "order"));
   const char *endpoint = json_string_value(json_object_get(req->json, "endpoint"));
-  if (strncmp(endpoint, "https://", 8) != 0) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 1, "endpoint must be an https URL");
-    return;
-  }
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 1, "store unavailable");
     return;
@@ -382,19 +389,38 @@ static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const
   return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_NOT_PARTY;
 }
 
-/* POST /v1/drf/registrations (an SHO, about itself). */
-void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
-                       struct mcim_http_response *resp)
+mcim_cause_t mcim_drf_register_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},         {"device", MCIM_JV_STRING, true, 63},
       {"sho", MCIM_JV_STRING, true, 63},      {"state", MCIM_JV_STRING, true, 16},
       {"endpoint", MCIM_JV_STRING, true, 255}, {"step", MCIM_JV_INTEGER, false, 0},
       {"seq", MCIM_JV_INTEGER, false, 0},
   };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 7, err, err_len);
+  if (rc != MCIM_OK)
+    return rc;
+  const char *state = json_string_value(json_object_get(body, "state"));
+  if (strcmp(state, "subscribed") != 0 && strcmp(state, "released") != 0 &&
+      strcmp(state, "preloaded") != 0) {
+    snprintf(err, err_len, "state must be subscribed, preloaded or released (orders reach the"
+             " DRF as the owner's order: POST /v1/drf/orders)");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  if (strncmp(json_string_value(json_object_get(body, "endpoint")), "https://", 8) != 0) {
+    snprintf(err, err_len, "endpoint must be an https URL");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  return MCIM_OK;
+}
+
+/* POST /v1/drf/registrations (an SHO, about itself). */
+void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
+                       struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[200];
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 7, err, sizeof(err));
+  mcim_cause_t rc = mcim_drf_register_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 14, "%s", err);
     return;
@@ -406,17 +432,6 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
   const char *endpoint = json_string_value(json_object_get(req->json, "endpoint"));
   if (!mcim_ro_is_sho_name(req->peer) || strcmp(req->peer, sho) != 0) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 14, "an SHO registers only itself");
-    return;
-  }
-  if (strcmp(state, "subscribed") != 0 && strcmp(state, "released") != 0 &&
-      strcmp(state, "preloaded") != 0) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 14,
-                            "state must be subscribed, preloaded or released (orders reach the"
-                            " DRF as the owner's order: POST /v1/drf/orders)");
-    return;
-  }
-  if (strncmp(endpoint, "https://", 8) != 0) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 14, "endpoint must be an https URL");
     return;
   }
   mcim_store_t *st = mcim_role_store(r);
@@ -495,17 +510,22 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
 
 /* ---- discovery (steps 7-8) ---- */
 
-/* POST /v1/drf/discover (the device, pristine steps 7-8): the SHO of this procedure. */
-void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
-                       struct mcim_http_response *resp)
+mcim_cause_t mcim_drf_discover_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"proof", MCIM_JV_STRING, true, 16384},
       {"tre_cert", MCIM_JV_STRING, true, 8192},
   };
+  return mcim_jsonv_check(body, fields, 4, err, err_len);
+}
+
+/* POST /v1/drf/discover (the device, pristine steps 7-8): the SHO of this procedure. */
+void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
+                       struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[200];
   struct mcim_access acc;
   struct mcim_drf_order o = {0};
@@ -517,7 +537,7 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 7, "discovery needs network access");
     return;
   }
-  rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  rc = mcim_drf_discover_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 7, "%s", err);
     return;

@@ -49,16 +49,26 @@ static mcim_cause_t device_of(mcim_store_t *st, const char *pcid, char device[64
   return mcim_store_query_one(st, "SELECT device FROM auc WHERE imsi = ?", p, 1, text_col0, device);
 }
 
-/* POST /v1/icf/pcids (M2MES, manufacture). */
-void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+mcim_cause_t mcim_icf_pcids_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"pcid", MCIM_JV_STRING, true, 15}, {"device", MCIM_JV_STRING, true, 63},
       {"k", MCIM_JV_HEX, true, 32},       {"opc", MCIM_JV_HEX, true, 32},
       {"amf", MCIM_JV_HEX, true, 4},      {"expires", MCIM_JV_INTEGER, true, 0},
       {"txn", MCIM_JV_HEX, false, 32},
   };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 7, err, err_len);
+  if (rc == MCIM_OK && !all_digits(json_string_value(json_object_get(body, "pcid")), 6, 15)) {
+    rc = MCIM_INVALID_ARGUMENT;
+    snprintf(err, err_len, "pcid must be 6 to 15 digits");
+  }
+  return rc;
+}
+
+/* POST /v1/icf/pcids (M2MES, manufacture). */
+void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[200], have[64];
   struct mcim_auc_sub sub = {0};
   mcim_store_t *st = mcim_role_store(r);
@@ -70,7 +80,7 @@ void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_
     mcim_icf_pcids_replace(r, req, resp);
     return;
   }
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 7, err, sizeof(err));
+  mcim_cause_t rc = mcim_icf_pcids_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
     return;
@@ -78,10 +88,6 @@ void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_
   sub.imsi = json_string_value(json_object_get(req->json, "pcid"));
   sub.device = json_string_value(json_object_get(req->json, "device"));
   sub.expires = json_integer_value(json_object_get(req->json, "expires"));
-  if (!all_digits(sub.imsi, 6, 15)) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0, "pcid must be 6 to 15 digits");
-    return;
-  }
   mcim_hex_decode_str(json_string_value(json_object_get(req->json, "k")), sub.k, sizeof(sub.k));
   mcim_hex_decode_str(json_string_value(json_object_get(req->json, "opc")), sub.opc, sizeof(sub.opc));
   mcim_hex_decode_str(json_string_value(json_object_get(req->json, "amf")), sub.amf, sizeof(sub.amf));
@@ -157,27 +163,34 @@ static void reply_avs(struct mcim_role *r, const struct mcim_http_request *req,
   mcim_http_reply_json(resp, 200, body);
 }
 
-/* POST /v1/icf/avs (an access network, pristine step 5). */
-void mcim_icf_avs(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+mcim_cause_t mcim_icf_avs_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"pcid", MCIM_JV_STRING, true, 15},
       {"n", MCIM_JV_INTEGER, false, 0},
       {"txn", MCIM_JV_HEX, false, 32},
   };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 3, err, err_len);
+  json_int_t n = json_object_get(body, "n") ? json_integer_value(json_object_get(body, "n")) : 1;
+  if (rc == MCIM_OK && (n < 1 || n > 5)) {
+    rc = MCIM_INVALID_ARGUMENT;
+    snprintf(err, err_len, "n must be 1..5");
+  }
+  return rc;
+}
+
+/* POST /v1/icf/avs (an access network, pristine step 5). */
+void mcim_icf_avs(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[200];
   if (!is_icf_client(r, req->peer)) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 5, "%s is not an access network of this ICF",
                             req->peer ? req->peer : "caller");
     return;
   }
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  mcim_cause_t rc = mcim_icf_avs_body(req->json, err, sizeof(err));
   json_int_t n = json_object_get(req->json, "n") ? json_integer_value(json_object_get(req->json, "n")) : 1;
-  if (rc == MCIM_OK && (n < 1 || n > 5)) {
-    rc = MCIM_INVALID_ARGUMENT;
-    snprintf(err, sizeof(err), "n must be 1..5");
-  }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 5, "%s", err);
     return;
@@ -186,24 +199,29 @@ void mcim_icf_avs(void *ctx, const struct mcim_http_request *req, struct mcim_ht
             json_string_value(json_object_get(req->json, "txn")));
 }
 
-/* POST /v1/icf/resync (an access network relays the device's AUTS). */
-void mcim_icf_resync(void *ctx, const struct mcim_http_request *req,
-                     struct mcim_http_response *resp)
+mcim_cause_t mcim_icf_resync_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"pcid", MCIM_JV_STRING, true, 15},
       {"rand", MCIM_JV_HEX, true, 32},
       {"auts", MCIM_JV_HEX, true, 28},
       {"txn", MCIM_JV_HEX, false, 32},
   };
+  return mcim_jsonv_check(body, fields, 4, err, err_len);
+}
+
+/* POST /v1/icf/resync (an access network relays the device's AUTS). */
+void mcim_icf_resync(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[200], detail[MCIM_AUC_DETAIL_LEN];
   uint8_t rand[16], auts[14];
   if (!is_icf_client(r, req->peer)) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 5, "not an access network of this ICF");
     return;
   }
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 4, err, sizeof(err));
+  mcim_cause_t rc = mcim_icf_resync_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 5, "%s", err);
     return;

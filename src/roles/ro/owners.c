@@ -64,19 +64,29 @@ mcim_cause_t mcim_ro_owner_key(mcim_store_t *st, const char *device, mcim_jose_k
   return rc;
 }
 
+mcim_cause_t mcim_drf_owner_register_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"device", MCIM_JV_STRING, true, 63},
+      {"owner_jwk", MCIM_JV_OBJECT, true, 0},
+  };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 2, err, err_len);
+  if (rc == MCIM_OK && !mcim_pki_name_valid(json_string_value(json_object_get(body, "device")))) {
+    rc = MCIM_INVALID_ARGUMENT;
+    snprintf(err, err_len, "device must be a device id");
+  }
+  return rc;
+}
+
 /* POST /v1/drf/owners (the M2MES, at manufacture): the device's first owner. The same key
  * again is a retry; another key is refused: owners change only by handover. */
 void mcim_drf_owner_register(void *ctx, const struct mcim_http_request *req,
                              struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"device", MCIM_JV_STRING, true, 63},
-      {"owner_jwk", MCIM_JV_OBJECT, true, 0},
-  };
   char err[200], *jwk = NULL, *have = NULL;
   mcim_jose_key_t *have_key = NULL;
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  mcim_cause_t rc = mcim_drf_owner_register_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, mcim_config_str(r->cfg, "m2mes")) != 0)) {
     rc = MCIM_FORBIDDEN;
     snprintf(err, sizeof(err), "only the M2MES registers a device's first owner (caller \"%s\")",
@@ -87,10 +97,6 @@ void mcim_drf_owner_register(void *ctx, const struct mcim_http_request *req,
     return;
   }
   const char *device = json_string_value(json_object_get(req->json, "device"));
-  if (!mcim_pki_name_valid(device)) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0, "device must be a device id");
-    return;
-  }
   rc = canonical_jwk(json_object_get(req->json, "owner_jwk"), &jwk);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "owner_jwk is not a public EC key");
@@ -128,6 +134,14 @@ out:
   free(jwk);
 }
 
+mcim_cause_t mcim_drf_owner_handover_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"handover", MCIM_JV_STRING, true, 16384},
+  };
+  return mcim_jsonv_check(body, fields, 1, err, err_len);
+}
+
 /* POST /v1/drf/owners/{device}/handover: the current owner hands the device to a new owner
  * (a statement it signs: typ mcim-handover+jwt, iss "subscriber", sub = device, aud = the
  * RO, claim new_owner_jwk). Nobody else can: the statement is checked against the recorded
@@ -136,15 +150,12 @@ void mcim_drf_owner_handover(void *ctx, const struct mcim_http_request *req,
                              struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"handover", MCIM_JV_STRING, true, 16384},
-  };
   char err[200], *jwk = NULL, *old_jwk = NULL;
   const char *device = req->params[0];
   mcim_jose_key_t *owner = NULL;
   mcim_statement_t *stmt = NULL;
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 1, err, sizeof(err));
+  mcim_cause_t rc = mcim_drf_owner_handover_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
     return;

@@ -108,8 +108,7 @@ void mcim_icf_renewal_note(mcim_store_t *st, const char *pcid, json_t *answer)
 
 /* ---- ICF: POST /v1/icf/pcids with "replaces" (the M2MES CCIF renewed a PCID) ---- */
 
-void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request *req,
-                            struct mcim_http_response *resp)
+mcim_cause_t mcim_icf_pcids_replace_body(const json_t *body, char *err, size_t err_len)
 {
   static const struct mcim_jsonv_field fields[] = {
       {"pcid", MCIM_JV_STRING, true, 15}, {"device", MCIM_JV_STRING, true, 63},
@@ -117,12 +116,26 @@ void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request 
       {"amf", MCIM_JV_HEX, true, 4},      {"expires", MCIM_JV_INTEGER, true, 0},
       {"txn", MCIM_JV_HEX, false, 32},    {"replaces", MCIM_JV_STRING, true, 15},
   };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, sizeof(fields) / sizeof(fields[0]), err,
+                                     err_len);
+  const char *pcid = json_string_value(json_object_get(body, "pcid"));
+  if (rc == MCIM_OK &&
+      (strlen(pcid) != MCIM_PCID_DIGITS || strspn(pcid, "0123456789") != MCIM_PCID_DIGITS ||
+       strcmp(pcid, json_string_value(json_object_get(body, "replaces"))) == 0)) {
+    rc = MCIM_INVALID_ARGUMENT;
+    snprintf(err, err_len, "pcid must be 15 digits and differ from the one it replaces");
+  }
+  return rc;
+}
+
+void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request *req,
+                            struct mcim_http_response *resp)
+{
   char err[200];
   struct mcim_auc_sub sub = {0};
   struct pcid_row have = {{0}, {0}};
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, sizeof(fields) / sizeof(fields[0]), err,
-                                     sizeof(err));
+  mcim_cause_t rc = mcim_icf_pcids_replace_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP, "%s", err);
     return;
@@ -132,12 +145,6 @@ void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request 
   sub.imsi = json_string_value(json_object_get(req->json, "pcid"));
   sub.device = json_string_value(json_object_get(req->json, "device"));
   sub.expires = json_integer_value(json_object_get(req->json, "expires"));
-  if (strlen(sub.imsi) != MCIM_PCID_DIGITS || strspn(sub.imsi, "0123456789") != MCIM_PCID_DIGITS ||
-      strcmp(sub.imsi, old) == 0) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, MCIM_PCID_STEP,
-                            "pcid must be 15 digits and differ from the one it replaces");
-    return;
-  }
   if (sub.expires <= mcim_now()) {
     mcim_http_reply_problem(resp, MCIM_CREDENTIAL_EXPIRED, MCIM_PCID_STEP,
                             "a renewed PCID must not be expired already");
@@ -290,11 +297,17 @@ static mcim_cause_t imsi_list_cb(const mcim_row_t *row, void *arg)
   return s && json_array_append_new(arg, json_string(s)) == 0 ? MCIM_OK : MCIM_NO_MEMORY;
 }
 
+mcim_cause_t mcim_ro_admin_pcid_renew_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {{"txn", MCIM_JV_HEX, false, 32}};
+  /* the body is optional: {} or {"txn"} (to find the push in the trace) */
+  return body ? mcim_jsonv_check(body, fields, 1, err, err_len) : MCIM_OK;
+}
+
 void mcim_ro_admin_pcid_renew(void *ctx, const struct mcim_http_request *req,
                               struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {{"txn", MCIM_JV_HEX, false, 32}};
   const char *device = req->params[0];
   char err[200];
   if (!req->peer || strcmp(req->peer, "admin") != 0) {
@@ -307,8 +320,7 @@ void mcim_ro_admin_pcid_renew(void *ctx, const struct mcim_http_request *req,
                             "device must be a name of 1-63 characters [A-Za-z0-9._-]");
     return;
   }
-  /* the body is optional: {} or {"txn"} (to find the push in the trace) */
-  mcim_cause_t rc = req->json ? mcim_jsonv_check(req->json, fields, 1, err, sizeof(err)) : MCIM_OK;
+  mcim_cause_t rc = mcim_ro_admin_pcid_renew_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP, "%s", err);
     return;

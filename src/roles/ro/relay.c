@@ -96,17 +96,22 @@ mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const ch
   return rc;
 }
 
+mcim_cause_t mcim_dpf_notice_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},           {"device", MCIM_JV_STRING, true, 63},
+      {"to", MCIM_JV_STRING, true, 63},         {"statement", MCIM_JV_STRING, true, 16384},
+      {"tre_cert", MCIM_JV_STRING, true, 8192},
+  };
+  return mcim_jsonv_check(body, fields, 5, err, err_len);
+}
+
 /* POST /v1/dpf/notices (the device; seed: change via the pristine state, step 3's deferred
  * notice, and the pre-provisioned variant's switch): {txn, device, to, statement, tre_cert}. */
 void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
                      struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},           {"device", MCIM_JV_STRING, true, 63},
-      {"to", MCIM_JV_STRING, true, 63},         {"statement", MCIM_JV_STRING, true, 16384},
-      {"tre_cert", MCIM_JV_STRING, true, 8192},
-  };
   char err[200], what[200], typ[32] = "";
   struct mcim_access acc;
   mcim_statement_t *stmt = NULL;
@@ -120,7 +125,7 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 0, "the notice needs network access");
     goto out;
   }
-  rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  rc = mcim_dpf_notice_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
     goto out;

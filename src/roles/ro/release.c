@@ -83,17 +83,30 @@ static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const cha
   return rc;
 }
 
+mcim_cause_t mcim_dpf_release_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
+      {"ack", MCIM_JV_STRING, false, 16384},   {"receipt", MCIM_JV_STRING, false, 16384},
+      {"tre_cert", MCIM_JV_STRING, false, 8192},
+  };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 5, err, err_len);
+  const char *ack = json_string_value(json_object_get(body, "ack"));
+  const char *receipt = json_string_value(json_object_get(body, "receipt"));
+  const char *cert = json_string_value(json_object_get(body, "tre_cert"));
+  if (rc == MCIM_OK && (!ack == !receipt || (receipt && !cert))) {
+    rc = MCIM_FIELD_MISSING;
+    snprintf(err, err_len, "send \"ack\", or \"receipt\" with \"tre_cert\"");
+  }
+  return rc;
+}
+
 /* POST /v1/dpf/releases (the device, change step 11): {txn, device, ack} or, past the
  * device's acknowledgement deadline, {txn, device, receipt, tre_cert}. */
 void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
-      {"ack", MCIM_JV_STRING, false, 16384},   {"receipt", MCIM_JV_STRING, false, 16384},
-      {"tre_cert", MCIM_JV_STRING, false, 8192},
-  };
   char err[200], old[64] = "";
   struct mcim_access acc;
   struct pkg_owner po = {0};
@@ -108,16 +121,12 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 11, "the release needs network access");
     goto out;
   }
-  rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  rc = mcim_dpf_release_body(req->json, err, sizeof(err));
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *ack = json_string_value(json_object_get(req->json, "ack"));
   const char *receipt = json_string_value(json_object_get(req->json, "receipt"));
   const char *cert = json_string_value(json_object_get(req->json, "tre_cert"));
-  if (rc == MCIM_OK && (!ack == !receipt || (receipt && !cert))) {
-    rc = MCIM_FIELD_MISSING;
-    snprintf(err, sizeof(err), "send \"ack\", or \"receipt\" with \"tre_cert\"");
-  }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 11, "%s", err);
     goto out;

@@ -8,6 +8,25 @@
 #include "mcim/http.h"
 #include "mcim/role.h"
 
+/* Each handler's body as it checks it before any store access (the fields of
+ * mcim_jsonv_check and what the body alone can refuse; not the caller, token or store): pure,
+ * the handler and tests/fuzz/fuzz_role_request.c call these. MCIM_OK, or the cause and `err`. */
+mcim_cause_t mcim_icf_pcids_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_icf_pcids_replace_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_icf_avs_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_icf_resync_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_drf_order_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_drf_register_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_drf_discover_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_drf_owner_register_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_drf_owner_handover_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_dpf_package_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_dpf_fetch_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_dpf_status_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_dpf_release_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_dpf_notice_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_ro_admin_pcid_renew_body(const json_t *body, char *err, size_t err_len);
+
 /* icf.c */
 void mcim_icf_pcids(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 void mcim_icf_avs(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);

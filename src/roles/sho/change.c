@@ -125,6 +125,16 @@ static mcim_cause_t check_imsi_owner(mcim_store_t *st, const char *imsi, const c
   return rc;
 }
 
+mcim_cause_t mcim_sho_discard_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
+      {"receipt", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
+      {"step", MCIM_JV_INTEGER, false, 0},      {"verified_at", MCIM_JV_INTEGER, false, 0},
+  };
+  return mcim_jsonv_check(body, fields, 6, err, err_len);
+}
+
 /* POST /v1/discards: the old SHO learns that the device discarded its MCIM (change step 9,
  * the pristine path's deferred notice relayed by the RO, or a receipt the RO accepted in
  * place of our acknowledgement while we were away); it terminates the subscription (which
@@ -134,11 +144,6 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
-      {"receipt", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
-      {"step", MCIM_JV_INTEGER, false, 0},      {"verified_at", MCIM_JV_INTEGER, false, 0},
-  };
   char err[200];
   struct stmt_caller caller;
   mcim_statement_t *stmt = NULL;
@@ -149,7 +154,7 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   mcim_store_t *st = NULL;
   const char *txn = NULL, *device = NULL;
   json_int_t step = 9;
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 6, err, sizeof(err));
+  mcim_cause_t rc = mcim_sho_discard_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK) {
     txn = json_string_value(json_object_get(req->json, "txn"));
     device = json_string_value(json_object_get(req->json, "device"));
@@ -285,22 +290,27 @@ out:
   mcim_statement_free(stmt);
 }
 
-/* POST /v1/releases (RO's DPF, step 11): the old subscription is released. */
-void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
-                      struct mcim_http_response *resp)
+mcim_cause_t mcim_sho_release_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"release", MCIM_JV_STRING, true, 16384},
   };
+  return mcim_jsonv_check(body, fields, 3, err, err_len);
+}
+
+/* POST /v1/releases (RO's DPF, step 11): the old subscription is released. */
+void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[200];
   struct mcim_sho_order o = {0};
   const mcim_jose_key_t *ro_key = NULL;
   mcim_statement_t *stmt = NULL;
   const char *ro = mcim_config_str(r->cfg, "ro");
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  mcim_cause_t rc = mcim_sho_release_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, ro) != 0)) {
     rc = MCIM_FORBIDDEN;
     snprintf(err, sizeof(err), "only the RO's DPF relays releases");
@@ -370,6 +380,16 @@ out:
   mcim_sho_order_clear(&o);
 }
 
+mcim_cause_t mcim_sho_notification_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
+      {"notice", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
+      {"verified_at", MCIM_JV_INTEGER, false, 0},
+  };
+  return mcim_jsonv_check(body, fields, 5, err, err_len);
+}
+
 /* POST /v1/notifications: switch between pre-provisioned MCIMs. `suspend` (the slot being
  * left): AuC active -> standby; `resume` (the slot being entered): standby -> active and
  * the DRF learns the device subscribes here. The device tells the SHO it leaves with that
@@ -380,11 +400,6 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
                            struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},          {"device", MCIM_JV_STRING, true, 63},
-      {"notice", MCIM_JV_STRING, true, 16384}, {"tre_cert", MCIM_JV_STRING, true, 8192},
-      {"verified_at", MCIM_JV_INTEGER, false, 0},
-  };
   char err[200], what[128];
   struct stmt_caller caller = {0};
   mcim_statement_t *stmt = NULL;
@@ -393,7 +408,7 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   int status = 0;
   bool in_txn = false;
   const char *txn = NULL, *device = NULL;
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  mcim_cause_t rc = mcim_sho_notification_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK) {
     txn = json_string_value(json_object_get(req->json, "txn"));
     device = json_string_value(json_object_get(req->json, "device"));

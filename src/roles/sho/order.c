@@ -131,15 +131,20 @@ static mcim_cause_t forward_to_drf(struct mcim_role *r, const char *txn, const c
   return rc;
 }
 
+mcim_cause_t mcim_sho_order_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"order", MCIM_JV_STRING, true, 32768},
+  };
+  return mcim_jsonv_check(body, fields, 2, err, err_len);
+}
+
 /* POST /v1/orders: the subscriber's order (step 1), signed by the owner key. */
 void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
                          struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},
-      {"order", MCIM_JV_STRING, true, 32768},
-  };
   char err[200], imsi[24] = "", device[64] = "";
   json_t *answer = NULL;
   mcim_statement_t *stmt = NULL;
@@ -149,7 +154,7 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
   int status = 0;
   mcim_store_t *st = mcim_role_store(r);
   int64_t received_us = mcim_now_us();
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  mcim_cause_t rc = mcim_sho_order_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 1, "%s", err);
     return;

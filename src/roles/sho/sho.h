@@ -70,5 +70,11 @@ void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp);
 void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
                            struct mcim_http_response *resp);
+/* The bodies of the four handlers above as each checks it first, before the caller and any
+ * store access (pure; tests/fuzz/fuzz_role_request.c). MCIM_OK, or the cause and `err`. */
+mcim_cause_t mcim_sho_order_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_sho_discard_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_sho_release_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_sho_notification_body(const json_t *body, char *err, size_t err_len);
 
 #endif
