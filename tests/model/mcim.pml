@@ -488,11 +488,18 @@ active proctype Device()
           d_acc = A; sesA = sesA || d_saved;
           fault(ok);
           if
-          :: ok && sesA -> a_on_discard(1, 0, ans);
+          :: ok && sesA ->
 #if HOSTILE == 1
-             /* a hostile A may answer anything: nothing, or an acknowledgement that does not
-              * verify (dev_ack_verify) */
-             if :: ans && hmoves > 0 -> hmoves--; ans = 0 :: true -> skip fi;
+             /* a hostile A may answer anything: a valid acknowledgement without terminating
+              * (its own books lie), or, after terminating, one that does not verify
+              * (dev_ack_verify) */
+             if
+             :: hmoves > 0 && !a_dead -> hmoves--; a_knows_txn = 1; ans = 1
+             :: true -> a_on_discard(1, 0, ans);
+                if :: ans && hmoves > 0 -> hmoves--; ans = 0 :: true -> skip fi
+             fi;
+#else
+             a_on_discard(1, 0, ans);
 #endif
              fault(ok); ans = ans && ok /* the answer lost */
           :: else -> ans = 0
