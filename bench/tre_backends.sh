@@ -9,8 +9,9 @@
 #              KEEP=DIR use DIR as the lab folder and leave the lab running
 #
 # Per device and round: ATTACHES times `mcim device attach DEV --to SHO` (AKA with the active
-# MCIM: in this slice Milenage still runs on K in the agent for both backends, and an attach
-# signs nothing, so the TPM is not used), then one `mcim run change DEV --via old-sho` to the
+# MCIM: Milenage on K in the agent for the software TRE; for the TPM TRE, E_K in the TPM since
+# slice 3, a TPM2_Load and two TPM2_EncryptDecrypt2 per attach; an attach signs nothing), then
+# one `mcim run change DEV --via old-sho` to the
 # other SHO (every statement the device signs is a TPM2_Sign, the package is opened with a
 # TPM2_ECDH_ZGen). Wall time from the command's start to its end; CPU of the agent process
 # and, for the TPM device, of its swtpm, from the nanoseconds of every thread's

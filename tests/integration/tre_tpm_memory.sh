@@ -5,7 +5,8 @@
 # the m2me agent's memory (gdb's gcore) while an attach runs (stopped inside the TRE's AKA, at
 # mcim_aka_usim_check) and after it, and looks for K (the 16 bytes, and their hex in both
 # cases) in the dumps: none may hold it. K is read from the SHO's AuC (its sealed column opened
-# with the SHO's storage key: the test is the lab's operator).
+# with the SHO's storage key: the test is the lab's operator). Then the same during a change
+# of subscription to sho-b (the agent stopped in the TRE's install) and after it.
 # That the search would find K if it were there is shown twice: the same dumps of a device
 # with the software TRE (K in the agent by design) hold its K, and a copy of the TPM device's
 # K planted into its agent's memory (gdb) is found in the next dump.
@@ -18,10 +19,12 @@ if ! python3 -c 'import cryptography.hazmat.primitives.ciphers.aead' 2>/dev/null
   exit 1
 fi
 
-# sho_k DEVICE: the hex K of DEVICE's active subscription at sho-a (the AuC's sealed column,
-# src/core/seal.c: version | nonce | AES-256-GCM | tag, AAD version || "auc/k/IMSI")
+# sho_k DEVICE [SHO]: the hex K of DEVICE's active subscription at SHO (sho-a) (the AuC's
+# sealed column, src/core/seal.c: version | nonce | AES-256-GCM | tag, AAD version ||
+# "auc/k/IMSI")
 sho_k() {
-  python3 - "$lab/sho-a/sho-a.db" "$lab/sho-a/storage.key" "$1" <<'EOF'
+  local s=${2:-sho-a}
+  python3 - "$lab/$s/$s.db" "$lab/$s/storage.key" "$1" <<'EOF'
 import sqlite3, sys
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 db, keyf, dev = sys.argv[1:4]
@@ -45,34 +48,40 @@ EOF
 }
 # dump_after PID CORE: gcore of the agent now
 dump_after() { gcore -o "$tmp/gc" "$1" >"$tmp/gcore.out" 2>&1 && mv "$tmp/gc.$1" "$2"; }
-# dump_during DEV PID CORE: the agent stopped inside the TRE's AKA of an attach (a breakpoint
-# at mcim_aka_usim_check: K, or its handle in the TPM, in use), dumped there, then let go; the
-# attach must then succeed
-dump_during() {
-  local dev=$1 pid=$2 core=$3 gpid st=0
+# dump_at FUNC PID CORE CMD...: the agent stopped at a breakpoint at FUNC while CMD (an mcim
+# command that makes it get there) runs, dumped there, then let go; CMD must then succeed
+dump_at() {
+  local fn=$1 pid=$2 core=$3 gpid st=0
+  shift 3
   rm -f "$tmp/gdb.out"
   gdb -p "$pid" -batch -nx -ex 'set pagination off' -ex 'set confirm off' \
-    -ex 'break mcim_aka_usim_check' -ex 'continue' -ex "gcore $core" -ex 'delete' \
+    -ex "break $fn" -ex 'continue' -ex "gcore $core" -ex 'delete' \
     -ex 'detach' >"$tmp/gdb.out" 2>&1 &
   gpid=$!
   bg="${bg:-} $gpid"
-  # the breakpoint set, the agent is stopped or about to continue: an attach sent now waits
+  # the breakpoint set, the agent is stopped or about to continue: a request sent now waits
   # in its socket until the agent runs, and then stops it at the breakpoint
   if ! wait_until 30 grep -q '^Breakpoint 1 at ' "$tmp/gdb.out"; then
-    bad "$dev: gdb did not attach to the agent: $(tail -c 400 "$tmp/gdb.out")"
+    bad "gdb did not attach to the agent $pid: $(tail -c 400 "$tmp/gdb.out")"
     kill "$gpid" 2>/dev/null || true
     return 1
   fi
-  "$mcim" device attach "$dev" --to sho-a --dir "$lab" >"$tmp/attach.out" 2>&1 || st=$?
+  "$@" >"$tmp/cmd.out" 2>&1 || st=$?
   wait "$gpid" || true
-  if [ "$st" -ne 0 ] || ! grep -q 'full access' "$tmp/attach.out"; then
-    bad "$dev: attach while dumped: $(head -c 300 "$tmp/attach.out")"
+  if [ "$st" -ne 0 ]; then
+    bad "$* while dumped: $(head -c 300 "$tmp/cmd.out")"
     return 1
   fi
-  if [ ! -s "$core" ] || ! grep -q 'Breakpoint 1, .*mcim_aka_usim_check' "$tmp/gdb.out"; then
-    bad "$dev: no dump inside the AKA: $(tail -c 400 "$tmp/gdb.out")"
+  if [ ! -s "$core" ] || ! grep -q "Breakpoint 1, .*$fn" "$tmp/gdb.out"; then
+    bad "no dump at $fn: $(tail -c 400 "$tmp/gdb.out")"
     return 1
   fi
+}
+# dump_during DEV PID CORE: inside the TRE's AKA of an attach (mcim_aka_usim_check: K, or its
+# handle in the TPM, in use)
+dump_during() {
+  dump_at mcim_aka_usim_check "$2" "$3" "$mcim" device attach "$1" --to sho-a --dir "$lab" &&
+    grep -q 'full access' "$tmp/cmd.out"
 }
 # plant PID KHEX: a copy of K (its 16 bytes) in the agent's heap, as if the TRE had kept one
 plant() {
@@ -114,6 +123,29 @@ for when in during after; do
   [ "$n" -gt 0 ] && ok "software device, $when the attach: the same search finds its K ($n times)" ||
     bad "software device, $when the attach: K not found: the search would miss it"
 done
+# Provisioning too: a change to sho-b via the old SHO, each agent stopped in the TRE's install
+# (step 12: the package opened and staged at step 7, the old MCIM discarded at step 8); the
+# new K, read from sho-b's AuC once the change is done, in neither the dump then nor one after
+# the change for the TPM device, in both for the software device.
+for dev in tdev sdev; do
+  pid=$tpid
+  [ "$dev" = sdev ] && pid=$spid
+  dump_at tre_op_install "$pid" "$tmp/$dev.install" "$mcim" run change "$dev" --to sho-b \
+    --via old-sho --dir "$lab" && ok "$dev: agent dumped in the TRE's install of a change to sho-b"
+  dump_after "$pid" "$tmp/$dev.changed" || bad "$dev: gcore: $(tail -c 300 "$tmp/gcore.out")"
+done
+kt_b=$(sho_k tdev sho-b) && [ ${#kt_b} -eq 32 ] || bad "K of tdev at sho-b: '$kt_b'"
+ks_b=$(sho_k sdev sho-b) && [ ${#ks_b} -eq 32 ] || bad "K of sdev at sho-b: '$ks_b'"
+for when in install changed; do
+  [ -s "$tmp/tdev.$when" ] && [ -s "$tmp/sdev.$when" ] || continue
+  n=$(k_count "$tmp/tdev.$when" "$kt_b")
+  [ "$n" = 0 ] && ok "TPM device, $when: sho-b's K nowhere in the agent's memory" ||
+    bad "TPM device, $when: sho-b's K found $n times in the agent's memory"
+  n=$(k_count "$tmp/sdev.$when" "$ks_b")
+  [ "$n" -gt 0 ] && ok "software device, $when: the same search finds sho-b's K ($n times)" ||
+    bad "software device, $when: sho-b's K not found: the search would miss it"
+done
+
 # the TPM device's K, planted: the search finds it in the next dump of the same agent
 if plant "$tpid" "$kt"; then
   dump_after "$tpid" "$tmp/tdev.planted" || bad "tdev: gcore: $(tail -c 300 "$tmp/gcore.out")"
@@ -124,8 +156,9 @@ else
   bad "cannot plant K into the agent: $(tail -c 300 "$tmp/plant.out")"
 fi
 # nor anywhere in the TPM device's folder (state, agent.db, logs, the swtpm's files)
-if grep -rqi -e "$kt" "$lab/devices/tdev" 2>/dev/null; then bad "K in clear under the TPM device's folder"
-else ok "K nowhere in the TPM device's folder (hex)"; fi
-check "the TPM device attaches again" "$mcim" device attach tdev --to sho-a --dir "$lab"
+if grep -rqi -e "$kt" -e "$kt_b" "$lab/devices/tdev" 2>/dev/null; then
+  bad "K in clear under the TPM device's folder"
+else ok "neither K anywhere in the TPM device's folder (hex)"; fi
+check "the TPM device attaches to sho-b" "$mcim" device attach tdev --to sho-b --dir "$lab"
 check "lab down" "$mcim" lab down --dir "$lab"
 finish
