@@ -78,7 +78,7 @@ fuzz: deps
 # The Promela model of the procedures (tests/model/, docs/model.md): spin checks every
 # configuration against every property, exhaustively within the stated bound (MODEL_MAXF
 # faults, MODEL_HMOVES moves of the hostile SHO), and each deliberately broken variant must
-# fail its property; results in $(MODEL_OUT)/model.txt. About a minute of CPU.
+# fail its property; results in $(MODEL_OUT)/model.txt. About 90 s of CPU.
 MODEL_OUT ?= $(BUILD)/model
 .PHONY: model
 model: deps

@@ -40,6 +40,9 @@
 #ifndef ACK_TRIES
 #define ACK_TRIES 2
 #endif
+#ifndef TOKEN_EXPIRY
+#define TOKEN_EXPIRY 0 /* 1: the old SHO's access token (live or saved) may expire during the run */
+#endif
 #ifndef PCID_EXPIRY
 #define PCID_EXPIRY 0 /* 1: the PCID may be expired at the start, and its renewal may fail */
 #endif
@@ -130,6 +133,7 @@ bool d_gave_up;       /* the device destroyed or removed an MCIM in this procedu
 byte d_tries;         /* failed rounds of the receipt stage (stands for ack_deadline) */
 /* ---- agent (volatile: lost by a crash) ---- */
 bool sesA, sesV;
+bool tok_exp;         /* the old SHO's token (in memory and saved) has expired (TOKEN_EXPIRY) */
 
 /* ---- SHOs ---- */
 byte auc[3];
@@ -290,7 +294,14 @@ inline fail() { dres = FAILED; stage = S_END }
 inline access(r) {
   r = 0;
   if
-  :: d_acc == A ->
+  :: d_acc == A && tok_exp -> /* the token expired: restore refuses it, A refuses it */
+     sesA = 0;
+     if
+     :: !a_dead && MCIM_WORKS(A) -> fault(r); if :: r -> sesA = 1; tok_exp = 0 :: else -> skip fi
+     :: a_dead -> r = 2
+     :: !a_dead && !MCIM_WORKS(A) -> r = 2 /* NOT_FOUND: the TRE holds no MCIM of A */
+     fi
+  :: d_acc == A && !tok_exp ->
      if
      :: sesA -> r = 1
      :: !sesA && d_saved -> sesA = 1; r = 1 /* dev_session_restore: from agent.db */
@@ -377,6 +388,10 @@ active proctype Device()
   do
   :: stage == S_END -> break
 
+#if TOKEN_EXPIRY
+  /* time passes: the old SHO's token expires (once) */
+  :: atomic { stage != S_END && !tok_exp && d_acc == A -> tok_exp = 1 }
+#endif
   /* a crash of the agent at rest: the volatile sessions go (agent.db and the TRE stay) */
   :: atomic { stage != S_END && faults > 0 -> faults--; crash() }
 
@@ -463,7 +478,12 @@ active proctype Device()
 
   /* 8: the old SHO's session saved, then TRE discard(A, txn): the MCIM destroyed and the
    * receipt queued in one write; a retry finds the receipt queued and converges */
+#ifdef FIX_DISCARD_FIRST
+  :: atomic { stage == S_DISCARD && tre_slot[A] == SL_NONE && tre_pend[A] -> next_stage() }
+  :: atomic { stage == S_DISCARD && !(tre_slot[A] == SL_NONE && tre_pend[A]) -> access(r);
+#else
   :: atomic { stage == S_DISCARD -> access(r);
+#endif
        if
        :: r == 1 -> d_saved = 1;
           if
@@ -484,7 +504,9 @@ active proctype Device()
   :: atomic { stage == S_RECEIPT ->
        if
        :: d_ack || d_by_receipt -> next_stage()
-       :: else ->
+       :: !d_ack && !d_by_receipt && tok_exp -> /* no session left: the receipt to the RO at once */
+          d_by_receipt = 1; sesA = 0; d_saved = 0; d_acc = V; next_stage()
+       :: !d_ack && !d_by_receipt && !tok_exp ->
           d_acc = A; sesA = sesA || d_saved;
           fault(ok);
           if

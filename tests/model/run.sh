@@ -136,6 +136,15 @@ fails F2-old-lost-ack  "$OLD -DHOSTILE=0" p6
 holds F2-fix-hostileA  "$OLD -DHOSTILE=1 -DFIX_RELEASED_ENTRY" p0 p1 p2 p3 p4 p5 p6
 holds F2-fix-hostileB  "$OLD -DHOSTILE=2 -DFIX_RELEASED_ENTRY" p0 p1 p2 p3 p4 p5 p6
 
+# F3: a crash between the TRE's discard (step 8) and the agent's save of it, and the saved
+# session of the old SHO expired by the restart: st_discard asks for a token before it looks
+# at the TRE, cannot attach (the MCIM is gone) and fails (src/device/change.c st_discard)
+fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DFIX_RELEASED_ENTRY" p6
+holds F3-fix           "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DFIX_RELEASED_ENTRY -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+# the three fixes together, with everything that may go wrong at once
+holds fixed-old-hostileA "$OLD -DHOSTILE=1 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_RELEASED_ENTRY -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_RELEASED_ENTRY -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+
 # ---- mutants: each must be caught ----
 fails M1-late-pristine      "$PRI -DHOSTILE=1 -DMUT_LATE_PRISTINE" p1
 fails M2-no-pcid-check      "$PRI -DHOSTILE=1 -DMUT_NO_PCID_CHECK" p2
