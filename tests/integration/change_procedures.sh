@@ -69,6 +69,17 @@ hlr_view() {
     else bad "$1: $h's HLR holds [ $(hlr_list "$h")], expected [ $(hlr_expected "$h")]"; fi
   done
 }
+# hlr_answers NAME IMSI WANT: NAME's HLR itself, asked for vectors as a VLR would (GSUP
+# SendAuthInfo, lib/gsup_sai.py, no mcim code in between), answers WANT ("vectors" or "error 2":
+# IMSI unknown)
+hlr_answers() {
+  [ "$auc" = osmo-hlr ] || return 0
+  local addr got
+  addr=$(grep -o "\"name\":\"$1\",\"program\":\"osmo-hlr\",\"addr\":\"[0-9.]*\"" "$tmp/hlrs.json" | grep -o '[0-9.]*"$' | tr -d '"')
+  got=$(python3 "$(dirname "$0")/lib/gsup_sai.py" "$addr" "$2")
+  case "$got" in "$3"*) ok "$1's HLR itself answers $2 with $got" ;;
+    *) bad "$1's HLR answers $2 with '$got', expected $3" ;; esac
+}
 pcid_of() { "$mcim" device status "$1" --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}'; }
 
 # invariants DEVICE: network side one active subscription (AuC) and one DRF entry; device
@@ -116,7 +127,9 @@ sessions() {
 
 check "lab up (AuC: $auc)" "$mcim" lab up --auc "$auc" --dir "$lab"
 if [ "$auc" = osmo-hlr ]; then
+  need python3
   "$mcim" lab status --json --dir "$lab" | tr -d ' \n' >"$tmp/lab.json"
+  cp "$tmp/lab.json" "$tmp/hlrs.json"
   for h in ro sho-a sho-b; do
     grep -q "\"name\":\"$h\",\"program\":\"osmo-hlr\",\"addr\":\"127\.[0-9.]*\",\"pid\":[0-9]*,\"running\":true" "$tmp/lab.json" &&
       grep -q '"auc": "osmo-hlr"' "$lab/$h/$h.json" && ok "$h runs on an osmo-hlr of its own" ||
@@ -133,6 +146,7 @@ fi
 check "initial provisioning with sho-a" "$mcim" run initial dev1 --sho sho-a --json --dir "$lab"
 imsi_a=$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='dev1'")
 invariants dev1 "after initial"
+hlr_answers sho-a "$imsi_a" vectors
 privacy "after initial"
 if [ "$tre" = tpm ]; then
   # the device and its TPM restarted: the TPM comes back with its state (the TRE's keys) on
@@ -164,6 +178,7 @@ grep -q '"scope": "full"' "$tmp/out" && ok "full access at sho-b" || bad "sho-b 
 check_refused NOT_FOUND "dev1 no longer attaches to sho-a (the TRE holds no MCIM of it)" "$mcim" device attach dev1 --to sho-a --json --dir "$lab"
 [ "$(sqlite3 "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")" = terminated ] &&
   ok "sho-a issues no more AVs for the old IMSI" || bad "old IMSI state at sho-a"
+hlr_answers sho-a "$imsi_a" "error 2" # a later attach with the old IMSI: refused by the HLR
 [ "$(sqlite3 "$lab/ro/ro.db" "SELECT sho FROM drf WHERE device='dev1' AND state='subscribed'")" = sho-b ] &&
   ok "DRF discovery now answers sho-b" || bad "DRF: $(sqlite3 "$lab/ro/ro.db" "SELECT * FROM drf")"
 # Privacy (step 11): nothing sho-b holds names sho-a or the old IMSI.
@@ -256,6 +271,7 @@ grep -q '"scope": "full"' "$tmp/out" && ok "switch: full access at sho-b" || bad
 check_refused WRONG_STATE "switch: dev2 no longer attaches to sho-a (its MCIM inactive)" "$mcim" device attach dev2 --to sho-a --json --dir "$lab"
 c=$(network_attach sho-a "$imsi2_a")
 [ "$c" = SUBSCRIPTION_NOT_ACTIVE ] && ok "switch: sho-a gives no AV for the standby IMSI ($c)" || bad "switch: sho-a attach answer '$c', expected SUBSCRIPTION_NOT_ACTIVE"
+hlr_answers sho-a "$imsi2_a" "error 2" # switched away from: out of sho-a's HLR too
 [ "$(sqlite3 "$lab/ro/ro.db" "SELECT sho FROM drf WHERE device='dev2' AND state='subscribed'")" = sho-b ] &&
   ok "switch: the DRF says sho-b" || bad "switch: DRF $(sqlite3 "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='dev2'")"
 invariants dev2 "after switch"
