@@ -15,13 +15,15 @@
  *     (src/roles/access.c); RO and M2MES: a PCID renewal request (/v1/dpf/pcid,
  *     /v1/ccif/pcid: src/roles/pcid.c).
  *   SHO: the subscriber's order, a discard receipt, the RO's release, a notification
- *     (src/roles/sho/order.c, change.c); PVA: a token revocation (revocations.c).
- * Not here (yet): the SHO's peer messages through peer_order_request (the DRF's ready, the
- * PVA's verdict, the DPF's report), the PVA's validation and nonce requests (its quote has
- * fuzz_pva_quote), the M2MES's manufacture request; the callers' access tokens are
- * fuzz_access_token's; the statements inside the bodies are fuzz_jws's and fuzz_package's.
+ *     (src/roles/sho/order.c, change.c), the peer messages about an order (the DRF's ready,
+ *     the PVA's verdict, the DPF's report: sho.c peer_order_request);
+ *   PVA: a token revocation (revocations.c), the M2MES's RIMs, an SHO's validation request,
+ *     the device's quote request (pva.c; the quote itself is fuzz_pva_quote's).
+ * Not here (yet): the M2MES's manufacture request (POST /v1/devices: its JWKs are checked
+ * before the rest of its body); the callers' access tokens are fuzz_access_token's; the
+ * statements inside the bodies are fuzz_jws's and fuzz_package's.
  *
- * Input: one mode byte (the check: modulo the number of checks, 24, in the order of `checks`
+ * Input: one mode byte (the check: modulo the number of checks, 30, in the order of `checks`
  * below), then the body.
  * Seeds: tests/fuzz/corpus/fuzz_role_request/ (the bodies of a lab run's requests, as the
  * roles' trace recorded them). */
@@ -77,6 +79,12 @@ static const struct {
     {"SHO: POST /v1/releases", mcim_sho_release_body},
     {"SHO: POST /v1/notifications", mcim_sho_notification_body},
     {"PVA: POST /v1/revocations", pva_revocation_body},
+    {"SHO: POST /v1/devices/ready", mcim_sho_ready_body},
+    {"SHO: POST /v1/verdicts", mcim_sho_verdict_body},
+    {"SHO: POST /v1/reports", mcim_sho_report_body},
+    {"PVA: POST /v1/rims", pva_rims_body},
+    {"PVA: POST /v1/validations", pva_validation_body},
+    {"PVA: POST /v1/validations/{id}/quote", pva_quote_body},
 };
 #define NCHECKS (sizeof(checks) / sizeof(checks[0]))
 

@@ -118,14 +118,19 @@ static void lower(char *s)
 
 /* ---- POST /v1/rims (manufacture, caller m2mes) ---- */
 
-static void h_rims(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+mcim_cause_t pva_rims_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"model", MCIM_JV_STRING, true, 63},
       {"component", MCIM_JV_STRING, true, 63},
       {"digest", MCIM_JV_HEX, true, 64},
   };
+  return mcim_jsonv_check(body, fields, 3, err, err_len);
+}
+
+static void h_rims(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   char err[160];
   char digest[65];
   mcim_cause_t rc;
@@ -136,7 +141,7 @@ static void h_rims(void *ctx, const struct mcim_http_request *req, struct mcim_h
          "only the M2MES registers RIMs (caller \"%s\")", req->peer ? req->peer : "");
     return;
   }
-  rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  rc = pva_rims_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     fail(r, resp, NULL, 0, req->peer, r->name, "RIM", rc, "%s", err);
     return;
@@ -262,11 +267,8 @@ static mcim_cause_t check_order_record(struct mcim_role *r, const char *record, 
   return rc;
 }
 
-static void h_validation_create(void *ctx, const struct mcim_http_request *req,
-                                struct mcim_http_response *resp)
+mcim_cause_t pva_validation_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
-  struct pva_state *ps = r->state;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
@@ -274,6 +276,14 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
       {"step", MCIM_JV_INTEGER, false, 0},
       {"order_record", MCIM_JV_STRING, true, 16384},
   };
+  return mcim_jsonv_check(body, fields, 5, err, err_len);
+}
+
+static void h_validation_create(void *ctx, const struct mcim_http_request *req,
+                                struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  struct pva_state *ps = r->state;
   char err[160];
   char txn[33];
   char id[33];
@@ -290,7 +300,7 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
          "only an SHO may ask for a validation (caller \"%s\")", sho ? sho : "");
     return;
   }
-  rc = mcim_jsonv_check(req->json, fields, 5, err, sizeof(err));
+  rc = pva_validation_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     fail(r, resp, NULL, step, sho, r->name, "validate M2ME", rc, "%s", err);
     return;
@@ -527,9 +537,8 @@ static void note_refusal(mcim_store_t *st, const char *id, mcim_cause_t cause)
                   p, 2, NULL, NULL);
 }
 
-static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+mcim_cause_t pva_quote_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"quote", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
       {"tre_cert", MCIM_JV_STRING, true, 16384},
@@ -539,6 +548,12 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
       /* a TPM device's TPM2_Quote and measurement log (quote_tpm.c) */
       {"tpm", MCIM_JV_OBJECT, false, 0},
   };
+  return mcim_jsonv_check(body, fields, sizeof(fields) / sizeof(fields[0]), err, err_len);
+}
+
+static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   const char *id = req->params[0];
   struct mcim_access acc;
   struct vrow v;
@@ -563,7 +578,7 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
          "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
     goto cleanup;
   }
-  rc = mcim_jsonv_check(req->json, fields, sizeof(fields) / sizeof(fields[0]), err, sizeof(err));
+  rc = pva_quote_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc, "%s", err);
     goto cleanup;

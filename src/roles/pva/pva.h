@@ -48,6 +48,11 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
                     struct mcim_http_response *resp);
 /* Its body as it checks it after the caller (pure; tests/fuzz/fuzz_role_request.c). */
 mcim_cause_t pva_revocation_body(const json_t *body, char *err, size_t err_len);
+/* pva.c: the bodies of POST /v1/rims, /v1/validations and /v1/validations/{id}/quote as
+ * their handlers check them first (pure; fuzz_role_request). */
+mcim_cause_t pva_rims_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t pva_validation_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t pva_quote_body(const json_t *body, char *err, size_t err_len);
 /* MCIM_TOKEN_REVOKED when `network` revoked its tokens for `imsi`, else MCIM_OK. */
 mcim_cause_t pva_token_live(struct mcim_role *r, const char *network, const char *imsi);
 

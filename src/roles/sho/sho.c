@@ -147,13 +147,13 @@ out:
  * `step`) and false returned; the caller clears `o` either way. */
 static bool peer_order_request(struct mcim_role *r, const struct mcim_http_request *req,
                                struct mcim_http_response *resp, const char *peer,
-                               const char *refusal, const struct mcim_jsonv_field *fields,
-                               size_t nfields, int step, struct mcim_sho_order *o,
-                               const struct mcim_sho_steps **steps)
+                               const char *refusal,
+                               mcim_cause_t (*body)(const json_t *, char *, size_t), int step,
+                               struct mcim_sho_order *o, const struct mcim_sho_steps **steps)
 {
   char err[200];
   mcim_store_t *st = mcim_role_store(r);
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, nfields, err, sizeof(err));
+  mcim_cause_t rc = body(req->json, err, sizeof(err));
   if (rc == MCIM_OK && (!req->peer || strcmp(req->peer, peer) != 0)) {
     rc = MCIM_FORBIDDEN;
     snprintf(err, sizeof(err), "%s", refusal);
@@ -183,21 +183,27 @@ static bool peer_order_request(struct mcim_role *r, const struct mcim_http_reque
   return true;
 }
 
+mcim_cause_t mcim_sho_ready_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+  };
+  return mcim_jsonv_check(body, fields, 2, err, err_len);
+}
+
 /* POST /v1/devices/ready (RO's DRF, step 8): the device found us; validate it (step 9). */
 static void h_device_ready(void *ctx, const struct mcim_http_request *req,
                            struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},
-      {"device", MCIM_JV_STRING, true, 63},
-  };
   struct mcim_sho_order o = {0};
   const struct mcim_sho_steps *steps = NULL;
   mcim_store_t *st = mcim_role_store(r);
   mcim_cause_t rc;
   if (!peer_order_request(r, req, resp, mcim_config_str(r->cfg, "ro"),
-                          "only the RO's DRF announces devices", fields, 2, 8, &o, &steps))
+                          "only the RO's DRF announces devices", mcim_sho_ready_body, 8, &o,
+                          &steps))
     goto out;
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   if (strcmp(o.state, "ordered") == 0 && steps) {
@@ -298,16 +304,21 @@ static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
   return rc;
 }
 
-/* POST /v1/verdicts (PVA, step 11 / 5). */
-static void h_verdict(void *ctx, const struct mcim_http_request *req,
-                      struct mcim_http_response *resp)
+mcim_cause_t mcim_sho_verdict_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"verdict", MCIM_JV_STRING, true, 32768},
   };
+  return mcim_jsonv_check(body, fields, 3, err, err_len);
+}
+
+/* POST /v1/verdicts (PVA, step 11 / 5). */
+static void h_verdict(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   struct mcim_sho_order o = {0};
   const struct mcim_sho_steps *steps = NULL;
   const mcim_jose_key_t *pva_key = NULL;
@@ -316,8 +327,8 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   const char *pva = mcim_config_str(r->cfg, "pva");
   mcim_store_t *st = mcim_role_store(r);
   mcim_cause_t rc;
-  if (!peer_order_request(r, req, resp, pva, "only the PVA delivers verdicts", fields, 3, 11, &o,
-                          &steps))
+  if (!peer_order_request(r, req, resp, pva, "only the PVA delivers verdicts",
+                          mcim_sho_verdict_body, 11, &o, &steps))
     goto out;
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *verdict = json_string_value(json_object_get(req->json, "verdict"));
@@ -412,22 +423,28 @@ out:
   mcim_sho_order_clear(&o);
 }
 
-/* POST /v1/reports (RO's DPF, step 15 / 13). */
-static void h_report(void *ctx, const struct mcim_http_request *req,
-                     struct mcim_http_response *resp)
+mcim_cause_t mcim_sho_report_body(const json_t *body, char *err, size_t err_len)
 {
-  struct mcim_role *r = ctx;
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
       {"result", MCIM_JV_STRING, true, 64},
   };
+  return mcim_jsonv_check(body, fields, 3, err, err_len);
+}
+
+/* POST /v1/reports (RO's DPF, step 15 / 13). */
+static void h_report(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
   struct mcim_sho_order o = {0};
   const struct mcim_sho_steps *steps = NULL;
   mcim_store_t *st = mcim_role_store(r);
   mcim_cause_t rc;
   if (!peer_order_request(r, req, resp, mcim_config_str(r->cfg, "ro"),
-                          "only the RO's DPF reports provisioning", fields, 3, 15, &o, &steps))
+                          "only the RO's DPF reports provisioning", mcim_sho_report_body, 15,
+                          &o, &steps))
     goto out;
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *result = json_string_value(json_object_get(req->json, "result"));

@@ -76,5 +76,10 @@ mcim_cause_t mcim_sho_order_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_discard_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_release_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_notification_body(const json_t *body, char *err, size_t err_len);
+/* sho.c: the peer messages about an order (the DRF's ready, the PVA's verdict, the DPF's
+ * report), as peer_order_request checks their bodies first (pure; fuzz_role_request). */
+mcim_cause_t mcim_sho_ready_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_sho_verdict_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_sho_report_body(const json_t *body, char *err, size_t err_len);
 
 #endif
