@@ -120,7 +120,6 @@ bool tre_staged;      /* B's package staged whole and verified */
 bool tre_pend[3];     /* a TRE-signed discard receipt/notice queued for that SHO */
 byte pcid = PC_OK;
 bool pcid_new;        /* renewed: a fresh PCID at the ICF (the previous one kept) */
-bool pcid_gone;       /* (mutant only) the PCID credential removed */
 
 /* ---- agent (durable: agent.db, the procedure's data, saved after each stage) ---- */
 byte stage;
@@ -165,7 +164,7 @@ bool ob_relayA;       /* RO  -> A    POST /v1/discards (relayed receipt or notic
 bool forged_term;     /* A terminated on a receipt the TRE did not sign */
 
 #define LIVE(x) (auc[x] == AUC_ACTIVE && tre_slot[x] != SL_NONE)
-#define PCID_WORKS (!pcid_gone && (pcid != PC_EXPIRED || pcid_new))
+#define PCID_WORKS (pcid != PC_EXPIRED || pcid_new)
 #define MCIM_WORKS(x) (tre_slot[x] == SL_ACTIVE && auc[x] == AUC_ACTIVE)
 #define A_REACHABLE (!a_dead)
 #define QUIET (!ob_validate && !ob_verdict && !ob_pkg && !ob_ready && !ob_report && \
@@ -438,7 +437,11 @@ active proctype Device()
   :: atomic { stage == S_DISCOVER -> access(r);
        if
        :: r == 1 -> fault(ok);
+#ifdef MUT_NO_READY
+          if :: ok -> drf_ready = 1; next_stage() /* step 8's notification never queued */
+#else
           if :: ok -> if :: !drf_ready -> drf_ready = 1; ob_ready = 1 :: else -> skip fi; next_stage()
+#endif
              :: else -> skip fi
        :: r == 2 -> fail()
        :: else -> skip
@@ -558,10 +561,14 @@ active proctype Device()
              know[B] = know[B] | K_A_NAME | K_A_IMSI;
 #endif
              fault(ok); if :: ok -> next_stage() :: else -> skip fi
+#ifdef MUT_DPF_NO_RECEIPT
+          :: ok && d_by_receipt -> fail() /* the DPF takes only an acknowledgement */
+#else
           :: ok && d_by_receipt && DRF_LINKS_A ->
              if :: !dpf_rel -> dpf_rel = 1; ob_release = 1; ob_relayA = 1 :: else -> skip fi;
              fault(ok); if :: ok -> tre_pend[A] = 0; next_stage() :: else -> skip fi
           :: ok && d_by_receipt && !DRF_LINKS_A -> fail() /* FORBIDDEN (verify_proof, before the stored answer) */
+#endif
           :: else -> skip
           fi
        :: r == 2 -> fail()

@@ -104,7 +104,7 @@ holds() {
 # fails NAME DEFS PROP: the property must be violated (a mutant, or a finding as coded)
 fails() {
   local name=$1 defs=$2 p=$3 rc=0
-  build "$name" "$defs"
+  if [ "$p" = p0 ]; then build "$name" "$defs" -DNOCLAIM; else build "$name" "$defs"; fi
   search "$name" "$p" || rc=$?
   case $rc in
     1) row "$name" "$p" fails violated ;;
@@ -153,6 +153,8 @@ fails M4-no-device-proof    "$OLD -DHOSTILE=1 -DMUT_NO_DEVICE_PROOF" p3
 fails M5-a-no-verify        "$OLD -DHOSTILE=2 -DMUT_A_NO_VERIFY" p4
 fails M6-no-ack-deadline    "$OLD -DHOSTILE=1 -DMUT_NO_ACK_DEADLINE -DFIX_RELEASED_ENTRY" p5
 fails M7-report-and-order   "$OLD -DHOSTILE=0 -DMUT_REPORT_ALONE -DMUT_INSTALL_FIRST" p1
+fails M8-dpf-no-receipt     "$OLD -DHOSTILE=1 -DMUT_DPF_NO_RECEIPT -DFIX_RELEASED_ENTRY" p6
+fails M9-no-ready           "$INI -DHOSTILE=1 -DMUT_NO_READY" p0
 
 t1=$(date +%s.%N)
 printf 'bound: MAXF=%s faults, HMOVES=%s hostile moves; total %.1f s wall\n' "$maxf" "$hmoves" \
