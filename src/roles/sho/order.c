@@ -19,6 +19,7 @@
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "mcim/pki.h"
+#include "mcim/tre.h"
 #include "mcim/util.h"
 #include "roles/sho/sho.h"
 
@@ -71,6 +72,28 @@ static mcim_cause_t verify_order(struct mcim_role *r, const char *order, const c
   return rc;
 }
 
+/* A device whose KA certificate certifies a TPM storage key gets K wrapped for it at step
+ * 12 / 6 (make_package, sho.c): refused now, at step 1, if this SHO cannot do that (a build
+ * without the TPM TRE, tpm2-tss not installed: UNSUPPORTED) or the key is not one
+ * (KEY_INVALID), rather than a procedure failing at its package. A trial wrap of a zero key
+ * (one ECDH; nothing of it leaves) answers both. */
+static mcim_cause_t tpm_wrap_possible(const char *ka_pem)
+{
+  static const uint8_t zero[16] = {0};
+  X509 *cert = NULL;
+  EVP_PKEY *storage = NULL;
+  json_t *trial = NULL;
+  mcim_cause_t rc = mcim_pki_cert_from_pem(ka_pem, strlen(ka_pem), &cert);
+  if (rc == MCIM_OK)
+    rc = mcim_pki_cert_tpm_storage_key(cert, &storage);
+  if (rc == MCIM_OK)
+    rc = mcim_tre_wrap_k(storage, zero, &trial);
+  json_decref(trial);
+  EVP_PKEY_free(storage);
+  X509_free(cert);
+  return rc == MCIM_NOT_FOUND ? MCIM_OK : rc;
+}
+
 /* The M2ME's parameters in an order (read before the owner is known, verified after): its
  * TRE certificates must be the M2MES's for the device the order is about. */
 static mcim_cause_t check_parameters(struct mcim_role *r, const char *order, char *device,
@@ -93,6 +116,8 @@ static mcim_cause_t check_parameters(struct mcim_role *r, const char *order, cha
   if (rc == MCIM_OK)
     rc = mcim_role_device_key_from_pem(r, json_string_value(ka), json_string_value(sub),
                                        MCIM_CERT_TRE_KEY_AGREEMENT, &k2);
+  if (rc == MCIM_OK)
+    rc = tpm_wrap_possible(json_string_value(ka));
   if (rc == MCIM_OK)
     snprintf(device, dlen, "%s", json_string_value(sub));
   mcim_jose_key_free(k1);
