@@ -18,12 +18,12 @@
  *     (src/roles/sho/order.c, change.c), the peer messages about an order (the DRF's ready,
  *     the PVA's verdict, the DPF's report: sho.c peer_order_request);
  *   PVA: a token revocation (revocations.c), the M2MES's RIMs, an SHO's validation request,
- *     the device's quote request (pva.c; the quote itself is fuzz_pva_quote's).
- * Not here (yet): the M2MES's manufacture request (POST /v1/devices: its JWKs are checked
- * before the rest of its body); the callers' access tokens are fuzz_access_token's; the
- * statements inside the bodies are fuzz_jws's and fuzz_package's.
+ *     the device's quote request (pva.c; the quote itself is fuzz_pva_quote's);
+ *   M2MES: the factory's manufacture request, its TRE JWKs parsed (m2mes.c).
+ * The callers' access tokens are fuzz_access_token's; the statements inside the bodies are
+ * fuzz_jws's and fuzz_package's.
  *
- * Input: one mode byte (the check: modulo the number of checks, 30, in the order of `checks`
+ * Input: one mode byte (the check: modulo the number of checks, 31, in the order of `checks`
  * below), then the body.
  * Seeds: tests/fuzz/corpus/fuzz_role_request/ (the bodies of a lab run's requests, as the
  * roles' trace recorded them). */
@@ -34,6 +34,7 @@
 #include "mcim/http.h"
 #include "net/http_priv.h"
 #include "roles/access.h"
+#include "roles/m2mes/ccif.h"
 #include "roles/pcid.h"
 #include "roles/pva/pva.h"
 #include "roles/ro/ro.h"
@@ -49,6 +50,18 @@ static mcim_cause_t attach_pcid(const json_t *body, char *err, size_t err_len)
 static mcim_cause_t attach_imsi(const json_t *body, char *err, size_t err_len)
 {
   return mcim_access_attach_body("imsi", body, err, err_len);
+}
+
+static mcim_cause_t m2mes_devices(const json_t *body, char *err, size_t err_len)
+{
+  mcim_jose_key_t *att, *ka, *storage;
+  mcim_cause_t rc = mcim_m2mes_devices_body(body, &att, &ka, &storage, err, err_len);
+  if (rc == MCIM_OK && (!att || !ka))
+    fuzz_die("the manufacture request accepted without its two keys");
+  mcim_jose_key_free(att);
+  mcim_jose_key_free(ka);
+  mcim_jose_key_free(storage);
+  return rc;
 }
 
 static const struct {
@@ -85,6 +98,7 @@ static const struct {
     {"PVA: POST /v1/rims", pva_rims_body},
     {"PVA: POST /v1/validations", pva_validation_body},
     {"PVA: POST /v1/validations/{id}/quote", pva_quote_body},
+    {"M2MES: POST /v1/devices", m2mes_devices},
 };
 #define NCHECKS (sizeof(checks) / sizeof(checks[0]))
 

@@ -3,6 +3,7 @@
 #define MCIM_ROLES_M2MES_CCIF_H
 
 #include "mcim/http.h"
+#include "mcim/jose.h"
 
 /* Schema step of the M2MES: renewals in progress (K and OPc sealed until answered). */
 extern const char mcim_ccif_schema_sql[];
@@ -10,5 +11,14 @@ extern const char mcim_ccif_schema_sql[];
 /* POST /v1/ccif/pcid (the device, with an access token). */
 void mcim_ccif_pcid(void *ctx, const struct mcim_http_request *req,
                     struct mcim_http_response *resp);
+
+/* m2mes.c: the body of POST /v1/devices (the factory's manufacture request) as its handler
+ * checks it after the caller: an object, owner_jwk an object if there, the TRE's JWKs
+ * parsed (public EC P-256 only; tpm_storage_jwk optional), device and model by the field
+ * table. On MCIM_OK the keys are the caller's (mcim_jose_key_free; *storage may be NULL);
+ * else none and `err` says why. Pure; tests/fuzz/fuzz_role_request.c. */
+mcim_cause_t mcim_m2mes_devices_body(const json_t *body, mcim_jose_key_t **att,
+                                     mcim_jose_key_t **ka, mcim_jose_key_t **storage, char *err,
+                                     size_t err_len);
 
 #endif

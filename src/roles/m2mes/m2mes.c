@@ -465,21 +465,77 @@ static bool reply_if_same(struct mcim_http_response *resp, const struct drow *d,
   return true;
 }
 
+mcim_cause_t mcim_m2mes_devices_body(const json_t *body, mcim_jose_key_t **att,
+                                     mcim_jose_key_t **ka, mcim_jose_key_t **storage, char *err,
+                                     size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"device", MCIM_JV_STRING, true, 63},
+      {"model", MCIM_JV_STRING, false, 63},
+  };
+  json_t *rest = NULL;
+  mcim_cause_t rc = MCIM_BAD_JSON;
+
+  *att = *ka = *storage = NULL;
+  if (!json_is_object(body)) {
+    snprintf(err, err_len, "body must be a JSON object");
+    goto cleanup;
+  }
+  /* The JWKs are checked by the key parser; the rest of the body by the field table. */
+  const json_t *jatt = json_object_get(body, "attestation_jwk");
+  const json_t *jka = json_object_get(body, "ka_jwk");
+  const json_t *owner = json_object_get(body, "owner_jwk"); /* optional, an object */
+  /* optional: a TRE on a TPM names the storage key K is to be imported under */
+  const json_t *jstorage = json_object_get(body, "tpm_storage_jwk");
+  rc = MCIM_WRONG_TYPE;
+  if (owner && !json_is_object(owner)) {
+    snprintf(err, err_len, "owner_jwk must be a JWK object");
+    goto cleanup;
+  }
+  rc = MCIM_FIELD_MISSING;
+  if (!jatt || !jka) {
+    snprintf(err, err_len, "missing field \"%s\"", jatt ? "ka_jwk" : "attestation_jwk");
+    goto cleanup;
+  }
+  rc = MCIM_NO_MEMORY;
+  rest = json_copy((json_t *)body);
+  if (!rest) {
+    snprintf(err, err_len, "out of memory");
+    goto cleanup;
+  }
+  json_object_del(rest, "attestation_jwk");
+  json_object_del(rest, "ka_jwk");
+  json_object_del(rest, "owner_jwk");
+  json_object_del(rest, "tpm_storage_jwk");
+  rc = mcim_jsonv_check(rest, fields, 2, err, err_len);
+  if (rc == MCIM_OK)
+    rc = request_key(jatt, "attestation_jwk", att, err, err_len);
+  if (rc == MCIM_OK)
+    rc = request_key(jka, "ka_jwk", ka, err, err_len);
+  if (rc == MCIM_OK && jstorage)
+    rc = request_key(jstorage, "tpm_storage_jwk", storage, err, err_len);
+cleanup:
+  json_decref(rest);
+  if (rc != MCIM_OK) {
+    mcim_jose_key_free(*att);
+    mcim_jose_key_free(*ka);
+    mcim_jose_key_free(*storage);
+    *att = *ka = *storage = NULL;
+  }
+  return rc;
+}
+
 static void h_devices(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
 {
   struct mcim_role *r = ctx;
   struct m2mes_state *ms = r->state;
-  static const struct mcim_jsonv_field fields[] = {
-      {"device", MCIM_JV_STRING, true, 63},
-      {"model", MCIM_JV_STRING, false, 63},
-  };
   char err[200];
   char att_id[200], ka_id[200], storage_id[100];
   uint8_t k[MCIM_MILENAGE_K_LEN], opc[MCIM_MILENAGE_OP_LEN];
   struct drow d;
   mcim_jose_key_t *att = NULL, *ka = NULL, *storage = NULL;
-  json_t *rest = NULL, *answer = NULL;
+  json_t *answer = NULL;
   char *att_pem = NULL, *ka_pem = NULL, *jwe = NULL, *answer_text = NULL;
   mcim_store_t *st = NULL;
   mcim_cause_t rc;
@@ -492,47 +548,14 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
                             req->peer ? req->peer : "");
     goto cleanup;
   }
-  if (!json_is_object(req->json)) {
-    mcim_http_reply_problem(resp, MCIM_BAD_JSON, 0, "body must be a JSON object");
-    goto cleanup;
-  }
-  /* The JWKs are checked by the key parser; the rest of the body by the field table. */
-  const json_t *jatt = json_object_get(req->json, "attestation_jwk");
-  const json_t *jka = json_object_get(req->json, "ka_jwk");
-  const json_t *owner = json_object_get(req->json, "owner_jwk"); /* optional, an object */
-  /* optional: a TRE on a TPM names the storage key K is to be imported under */
-  const json_t *jstorage = json_object_get(req->json, "tpm_storage_jwk");
-  if (owner && !json_is_object(owner)) {
-    mcim_http_reply_problem(resp, MCIM_WRONG_TYPE, 0, "owner_jwk must be a JWK object");
-    goto cleanup;
-  }
-  if (!jatt || !jka) {
-    mcim_http_reply_problem(resp, MCIM_FIELD_MISSING, 0, "missing field \"%s\"",
-                            jatt ? "ka_jwk" : "attestation_jwk");
-    goto cleanup;
-  }
-  rest = json_copy(req->json);
-  if (!rest) {
-    mcim_http_reply_problem(resp, MCIM_NO_MEMORY, 0, "out of memory");
-    goto cleanup;
-  }
-  json_object_del(rest, "attestation_jwk");
-  json_object_del(rest, "ka_jwk");
-  json_object_del(rest, "owner_jwk");
-  json_object_del(rest, "tpm_storage_jwk");
-  rc = mcim_jsonv_check(rest, fields, 2, err, sizeof(err));
-  if (rc == MCIM_OK)
-    rc = request_key(jatt, "attestation_jwk", &att, err, sizeof(err));
-  if (rc == MCIM_OK)
-    rc = request_key(jka, "ka_jwk", &ka, err, sizeof(err));
-  if (rc == MCIM_OK && jstorage)
-    rc = request_key(jstorage, "tpm_storage_jwk", &storage, err, sizeof(err));
+  rc = mcim_m2mes_devices_body(req->json, &att, &ka, &storage, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
     goto cleanup;
   }
-  const char *device = json_string_value(json_object_get(rest, "device"));
-  const char *model = json_string_value(json_object_get(rest, "model"));
+  const json_t *owner = json_object_get(req->json, "owner_jwk"); /* optional, an object */
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  const char *model = json_string_value(json_object_get(req->json, "model"));
   if (!model)
     model = mcim_config_str(r->cfg, "model");
   if (!mcim_pki_name_valid(device) || !mcim_pki_name_valid(model)) {
@@ -701,7 +724,6 @@ cleanup:
   mcim_wipe(opc, sizeof(opc));
   drow_clear(&d);
   json_decref(answer);
-  json_decref(rest);
   free(answer_text);
   free(jwe);
   free(att_pem);
