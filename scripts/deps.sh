@@ -29,6 +29,7 @@ PKGS=(
   clang-tidy # scripts/lint.sh BUILD --tidy
   cppcheck # scripts/lint.sh
   spin # make model: the Promela model of the procedures (tests/model/, docs/model.md); gcc compiles its verifier
+  valgrind # scripts/valgrind.sh: the daemons and agents of the integration tests under memcheck
   dpkg-dev fakeroot file # dpkg-buildflags, CPack's .deb, its install test
   help2man groff-base man-db # man pages from the help text; rendering checked
   git # the build records the commit it was built from (mcim --version)
