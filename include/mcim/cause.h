@@ -101,7 +101,8 @@
   X(ATTEST_MISSING,          730, 400, "the device's attestation key is certified as in a TPM: a TPM quote is required") \
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \
-  X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached")
+  X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached") \
+  X(TRE_ROLLBACK,            802, 500, "the TRE state is older than the TPM's monotonic counter says (an older state file was put back): refused")
 
 typedef enum mcim_cause {
 #define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = code,

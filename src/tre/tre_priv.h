@@ -90,6 +90,15 @@ struct tre_keys_ops {
    * until tre_end(); OPc is the caller's to give (mcim_milenage_use_opc). */
   mcim_cause_t (*k_milenage)(struct tre_soft *t, json_t *st, const json_t *blob,
                              mcim_milenage_t **out);
+  /* Rollback protection (src/tre/tpm/tre_tpm_nv.c has the rule); NULL in the software TRE,
+   * which cannot tell an older copy of its files from the current one (docs/tre.md). At
+   * manufacture: bind the new document `st` to a monotonic counter. */
+  mcim_cause_t (*fresh_create)(struct tre_soft *t, json_t *st);
+  /* tre_load: the newest slot that opens (generation `gen`) is refused, MCIM_TRE_ROLLBACK,
+   * when the counter says a later generation was written. */
+  mcim_cause_t (*fresh_check)(struct tre_soft *t, json_t *st, uint64_t gen);
+  /* tre_persist, once the new slot is durable: advance the counter. */
+  mcim_cause_t (*fresh_advance)(struct tre_soft *t, json_t *st);
 };
 extern const struct tre_keys_ops tre_keys_soft;
 #ifdef MCIM_HAVE_TPM
@@ -117,7 +126,15 @@ struct tre_soft {
    * handle's write, or an older copy put back, is different bytes and is read. */
   json_t *cache;
   uint8_t cache_id[32];
+  /* A write of this handle is durable but its fresh_advance failed: the next write rolls the
+   * counter forward (fresh_check) before it writes. */
+  bool fresh_lag;
 };
+
+/* Tests only (NULL otherwise): called by tre_persist at "before-write" (the new slot not
+ * written yet) and "after-write" (durable, the counter not advanced): a test's hook _exit()s
+ * there, a crash at that point. */
+extern void (*tre_crash_hook)(const char *where);
 
 /* Unpacked credential (PCID or MCIM slot). Holds secrets: tre_cred_wipe() it. */
 struct tre_cred {

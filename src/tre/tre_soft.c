@@ -409,6 +409,9 @@ mcim_cause_t tre_create(const struct tre_keys_ops *keys, const char *tcti, const
     goto cleanup;
   if (keys != &tre_keys_soft && json_object_set_new(st, "backend", json_string(keys->name)))
     goto cleanup;
+  /* the TPM TRE: the state bound to its monotonic counter from the first write on */
+  if (keys->fresh_create && (rc = keys->fresh_create(t, st)) != MCIM_OK)
+    goto cleanup;
   rc = tre_persist(t, st);
   if (rc == MCIM_OK)
     mcim_log_info("tre: created %s TRE of device %s (model %s) in %s",

@@ -18,6 +18,8 @@
 #include "mcim/util.h"
 #include "tre/tre_priv.h"
 
+void (*tre_crash_hook)(const char *where);
+
 /* Header line (magic, device id, generation, length), seal overhead and the largest
  * plaintext mcim_seal accepts. */
 #define TRE_HEADER_MAX (sizeof(TRE_MAGIC) + 64 + 1 + 20 + 1 + 20 + 1)
@@ -355,6 +357,14 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
         memcmp(id, t->cache_id, sizeof(id)) == 0) {
       *out = json_deep_copy(t->cache);
       rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+      /* the same bytes may be a copy put back after another handle's writes: checked too */
+      if (rc == MCIM_OK && t->keys->fresh_check &&
+          (rc = t->keys->fresh_check(t, *out, f[i].gen)) != MCIM_OK) {
+        tre_json_wipe_free(*out);
+        *out = NULL;
+      }
+      if (rc == MCIM_OK)
+        t->fresh_lag = false;
       goto cleanup;
     }
     rc = slot_open(t, i, &f[i], &st);
@@ -367,6 +377,11 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
                      "tre: the newest state does not open; using %s, generation %" PRIu64
                      " (the state before a write that did not complete)",
                      t->path_state[i], f[i].gen);
+    /* The newest state that opens is the one the TPM's counter must vouch for: refused as
+     * a whole when older (an older slot would be older still). */
+    if (t->keys->fresh_check && (rc = t->keys->fresh_check(t, st, f[i].gen)) != MCIM_OK)
+      goto cleanup;
+    t->fresh_lag = false;
     if (!t->device) {
       t->device = f[i].device;
       f[i].device = NULL;
@@ -509,6 +524,13 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
   if (rc != MCIM_OK)
     goto cleanup;
 
+  /* a write of this handle left the counter one behind: catch it up first, or write nothing */
+  if (t->fresh_lag && t->keys->fresh_check &&
+      (rc = t->keys->fresh_check(t, st, t->gen)) != MCIM_OK)
+    goto cleanup;
+  t->fresh_lag = false;
+  if (tre_crash_hook)
+    tre_crash_hook("before-write");
   rc = MCIM_IO_ERROR;
   fd = slot_open_write(t->path_state[slot], &created);
   if (fd < 0)
@@ -525,6 +547,17 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
     goto io_error;
   t->slot = slot;
   t->gen = gen;
+  if (tre_crash_hook)
+    tre_crash_hook("after-write");
+  /* The slot first, the counter after (tre_tpm_nv.c: why). The state is durable now: a
+   * failed increment is caught up by the next load or write, not a failed write. */
+  if (t->keys->fresh_advance && t->keys->fresh_advance(t, st) != MCIM_OK) {
+    t->fresh_lag = true;
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_TPM_ERROR,
+                   "tre: generation %" PRIu64 " written, the TPM counter not advanced: done"
+                   " at the next load or write",
+                   gen);
+  }
   uint8_t id[32];
   if (file_id(file, cap, id))
     cache_set(t, st, id);

@@ -295,16 +295,16 @@ mcim_cause_t mcim_tpm_blob_decode(const char *pub, const char *priv, struct mcim
     goto cleanup;
   rc = MCIM_KEY_INVALID;
   /* tpm2-tss takes a TPM2B_PUBLIC whose size field disagrees with the TPMT_PUBLIC after it
-   * (0, or any size up to the buffer's): it must be exactly what follows (found by
-   * fuzz_tpm_blob) */
+   * (0, or any size up to the buffer's): it must be exactly what follows, and not empty (an
+   * empty public area or private part is no key; both found by fuzz_tpm_blob) */
   if (!b64_struct(pub, buf, sizeof(buf), &len) ||
       Tss2_MU_TPM2B_PUBLIC_Unmarshal(buf, len, &off, &out->pub) != TSS2_RC_SUCCESS ||
-      off != len || out->pub.size != len - 2)
+      off != len || out->pub.size != len - 2 || out->pub.size == 0)
     goto cleanup;
   off = 0;
   if (!b64_struct(priv, buf, sizeof(buf), &len) ||
       Tss2_MU_TPM2B_PRIVATE_Unmarshal(buf, len, &off, &out->priv) != TSS2_RC_SUCCESS ||
-      off != len)
+      off != len || out->priv.size == 0)
     goto cleanup;
   rc = MCIM_OK;
 cleanup:

@@ -45,6 +45,10 @@
   X(MCIM_TSS2_ESYS, Esys_PCR_Reset)                                                                \
   X(MCIM_TSS2_ESYS, Esys_PCR_Extend)                                                               \
   X(MCIM_TSS2_ESYS, Esys_Quote)                                                                    \
+  X(MCIM_TSS2_ESYS, Esys_TR_SetAuth)                                                               \
+  X(MCIM_TSS2_ESYS, Esys_NV_DefineSpace)                                                           \
+  X(MCIM_TSS2_ESYS, Esys_NV_Increment)                                                             \
+  X(MCIM_TSS2_ESYS, Esys_NV_Read)                                                                  \
   X(MCIM_TSS2_MU, Tss2_MU_TPMT_PUBLIC_Marshal)                                                     \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Marshal)                                                    \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Unmarshal)                                                  \
@@ -88,6 +92,10 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Esys_PCR_Reset (mcim_tss2.Esys_PCR_Reset)
 #define Esys_PCR_Extend (mcim_tss2.Esys_PCR_Extend)
 #define Esys_Quote (mcim_tss2.Esys_Quote)
+#define Esys_TR_SetAuth (mcim_tss2.Esys_TR_SetAuth)
+#define Esys_NV_DefineSpace (mcim_tss2.Esys_NV_DefineSpace)
+#define Esys_NV_Increment (mcim_tss2.Esys_NV_Increment)
+#define Esys_NV_Read (mcim_tss2.Esys_NV_Read)
 #define Tss2_MU_TPMT_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPMT_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Unmarshal)

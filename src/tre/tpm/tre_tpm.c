@@ -43,6 +43,7 @@
 #include "mcim/log.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_nv.h"
 #include "tre/tpm/tpm_quote.h"
 #include "tre/tre_priv.h"
 
@@ -430,6 +431,9 @@ const struct tre_keys_ops tre_keys_tpm = {
     .storage_public = tpm_storage_public,
     .k_import = tpm_k_import,
     .k_milenage = tpm_k_milenage,
+    .fresh_create = tre_tpm_fresh_create, /* tre_tpm_nv.c */
+    .fresh_check = tre_tpm_fresh_check,
+    .fresh_advance = tre_tpm_fresh_advance,
 };
 
 mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t **out)
