@@ -256,8 +256,10 @@ inline ro_on_reg_a() { if :: drf_reg[A] == R_SUBSCRIBED -> drf_reg[A] = R_RELEAS
 inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> skip fi }
 
 /* RO: mcim_ro_device_statement (relay.c): the statement is TRE-signed and aud `to`, and the
- * DRF links `to` to the device now (an entry not `released`) */
-#ifdef FIX_RELEASED_ENTRY
+ * DRF links `to` to the device now (an entry not `released`); for the discard receipt of
+ * step 11 also an entry `to` released for this txn (mcim_ro_released_receipt: its ack was
+ * lost; finding F2, fixed). MUT_RELEASED_REFUSED: the code before the fix. */
+#ifndef MUT_RELEASED_REFUSED
 #define DRF_LINKS_A (drf_reg[A] != R_NONE)
 #else
 #define DRF_LINKS_A (drf_reg[A] == R_SUBSCRIBED)

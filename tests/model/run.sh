@@ -120,8 +120,8 @@ INI="-DPROC=1"
 
 # ---- the model of the code as it is ----
 holds initial      "$INI -DHOSTILE=1" p0 p1 p2 p3 p4 p5 p6
-holds old-hostileA "$OLD -DHOSTILE=1" p0 p1 p2 p3 p4 p5
-holds old-hostileB "$OLD -DHOSTILE=2" p0 p1 p2 p3 p4 p5
+holds old-hostileA "$OLD -DHOSTILE=1" p0 p1 p2 p3 p4 p5 p6
+holds old-hostileB "$OLD -DHOSTILE=2" p0 p1 p2 p3 p4 p5 p6
 holds pri-hostileA "$PRI -DHOSTILE=1" p0 p1 p2 p3 p4 p5 p6
 holds pri-hostileB "$PRI -DHOSTILE=2" p0 p1 p2 p3 p4 p5 p6
 
@@ -129,21 +129,20 @@ holds pri-hostileB "$PRI -DHOSTILE=2" p0 p1 p2 p3 p4 p5 p6
 # F1: change via the old SHO with an expired PCID whose renewal failed (src/device/change.c st_pcid)
 fails F1-old-pcid      "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1" p2
 holds F1-old-pcid-fix  "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1 -DFIX_OLD_PCID" p0 p1 p2 p3 p4 p5
-# F2: the receipt in place of a lost acknowledgement is refused once the old SHO released its
-# DRF entry (src/roles/ro/release.c verify_proof -> relay.c mcim_ro_device_statement)
-fails F2-old-veto      "$OLD -DHOSTILE=1" p6
-fails F2-old-lost-ack  "$OLD -DHOSTILE=0" p6
-holds F2-fix-hostileA  "$OLD -DHOSTILE=1 -DFIX_RELEASED_ENTRY" p0 p1 p2 p3 p4 p5 p6
-holds F2-fix-hostileB  "$OLD -DHOSTILE=2 -DFIX_RELEASED_ENTRY" p0 p1 p2 p3 p4 p5 p6
+# F2, fixed in the code (old-hostileA/B above check the fix): the receipt in place of a lost
+# acknowledgement was refused once the old SHO released its DRF entry (src/roles/ro/release.c
+# verify_proof -> relay.c); the code as it was (MUT_RELEASED_REFUSED) must fail
+fails F2-old-veto      "$OLD -DHOSTILE=1 -DMUT_RELEASED_REFUSED" p6
+fails F2-old-lost-ack  "$OLD -DHOSTILE=0 -DMUT_RELEASED_REFUSED" p6
 
 # F3: a crash between the TRE's discard (step 8) and the agent's save of it, and the saved
 # session of the old SHO expired by the restart: st_discard asks for a token before it looks
 # at the TRE, cannot attach (the MCIM is gone) and fails (src/device/change.c st_discard)
-fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DFIX_RELEASED_ENTRY" p6
-holds F3-fix           "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DFIX_RELEASED_ENTRY -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1" p6
+holds F3-fix           "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
 # the three fixes together, with everything that may go wrong at once
-holds fixed-old-hostileA "$OLD -DHOSTILE=1 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_RELEASED_ENTRY -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
-holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_RELEASED_ENTRY -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+holds fixed-old-hostileA "$OLD -DHOSTILE=1 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
 
 # ---- mutants: each must be caught ----
 fails M1-late-pristine      "$PRI -DHOSTILE=1 -DMUT_LATE_PRISTINE" p1
@@ -151,9 +150,9 @@ fails M2-no-pcid-check      "$PRI -DHOSTILE=1 -DMUT_NO_PCID_CHECK" p2
 fails M3-unfiltered-release "$OLD -DHOSTILE=2 -DMUT_UNFILTERED_RELEASE" p3
 fails M4-no-device-proof    "$OLD -DHOSTILE=1 -DMUT_NO_DEVICE_PROOF" p3
 fails M5-a-no-verify        "$OLD -DHOSTILE=2 -DMUT_A_NO_VERIFY" p4
-fails M6-no-ack-deadline    "$OLD -DHOSTILE=1 -DMUT_NO_ACK_DEADLINE -DFIX_RELEASED_ENTRY" p5
+fails M6-no-ack-deadline    "$OLD -DHOSTILE=1 -DMUT_NO_ACK_DEADLINE" p5
 fails M7-report-and-order   "$OLD -DHOSTILE=0 -DMUT_REPORT_ALONE -DMUT_INSTALL_FIRST" p1
-fails M8-dpf-no-receipt     "$OLD -DHOSTILE=1 -DMUT_DPF_NO_RECEIPT -DFIX_RELEASED_ENTRY" p6
+fails M8-dpf-no-receipt     "$OLD -DHOSTILE=1 -DMUT_DPF_NO_RECEIPT" p6
 fails M9-no-ready           "$INI -DHOSTILE=1 -DMUT_NO_READY" p0
 
 t1=$(date +%s.%N)

@@ -84,6 +84,31 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
   return rc;
 }
 
+mcim_cause_t mcim_ro_released_receipt(struct mcim_role *r, const char *device, const char *to,
+                                      const char *txn, const char *jws, const char *cert,
+                                      mcim_statement_t **out)
+{
+  int64_t n = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  *out = NULL;
+  if (!mcim_role_name_is_sho(to))
+    return MCIM_CLAIM_MISMATCH;
+  if (!st)
+    return MCIM_STORE_ERROR;
+  /* Change step 10: the old SHO released its entry for this very txn, which it does only on
+   * a discard receipt of this device it verified (mcim_sho_discard); its ack was lost. */
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_TEXT(txn)};
+  mcim_cause_t rc = mcim_store_exec(st,
+                                    "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                                    " AND state = 'released' AND txn = ?",
+                                    p, 3, count_cb, &n);
+  if (rc == MCIM_OK && n == 0)
+    rc = MCIM_FORBIDDEN;
+  if (rc == MCIM_OK)
+    rc = verify_statement(r, device, to, txn, "mcim-discard+jwt", jws, cert, out);
+  return rc;
+}
+
 mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const char *to,
                                  const char *typ, const char *txn, const char *device,
                                  const char *jws, const char *cert, const char *msg)

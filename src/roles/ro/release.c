@@ -76,6 +76,15 @@ static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const cha
       rc = MCIM_CLAIM_MISMATCH;
   } else if (rc == MCIM_OK) {
     rc = mcim_ro_device_statement(r, device, old, txn, "mcim-discard+jwt", receipt, cert, out);
+    /* The old SHO took this receipt at step 9 and released its entry, but its ack never
+     * reached the device (lost, or not answered by ack_deadline): that release is the old
+     * SHO's own proof, so the receipt still stands in for the ack (model finding F2, p6; the
+     * same as ed3a485 for the relay's notices). No such entry: the first answer stands. */
+    if (rc == MCIM_REGISTRATION_PENDING || rc == MCIM_FORBIDDEN) {
+      mcim_cause_t rel = mcim_ro_released_receipt(r, device, old, txn, receipt, cert, out);
+      if (rel != MCIM_FORBIDDEN)
+        rc = rel;
+    }
     const char *slot = rc == MCIM_OK ? mcim_statement_string(*out, "slot") : NULL;
     if (rc == MCIM_OK && (!slot || strcmp(slot, old) != 0))
       rc = MCIM_SLOT_FORBIDDEN;

@@ -87,6 +87,12 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req, struct mcim
 mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, const char *to,
                                       const char *txn, const char *typ, const char *jws,
                                       const char *cert, mcim_statement_t **out);
+/* A discard receipt of `device` addressed to `to`, whose DRF entry `to` released for this
+ * very `txn` (the receipt reached it, its ack did not reach the device): the statement's own
+ * checks; MCIM_FORBIDDEN without such an entry. */
+mcim_cause_t mcim_ro_released_receipt(struct mcim_role *r, const char *device, const char *to,
+                                      const char *txn, const char *jws, const char *cert,
+                                      mcim_statement_t **out);
 /* Queue its relay to `to` (caller's transaction; a long retry budget): a discard receipt to
  * POST /v1/discards, a notice to POST /v1/notifications. */
 mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const char *to,
