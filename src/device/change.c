@@ -294,6 +294,28 @@ cleanup:
   json_decref(removed);
 }
 
+/* The TRE did step 8 of this txn already: no slot of `old` left and its discard receipt for
+ * (old, txn) queued (what tre_op_discard converges on for a retry). */
+static bool tre_discarded(struct mcim_device *d, const char *old, const char *txn)
+{
+  json_t *view = NULL, *e;
+  size_t i;
+  bool slot = false, queued = false;
+  if (d->tre->ops->status(d->tre->ctx, &view) != MCIM_OK)
+    return false;
+  json_array_foreach(json_object_get(view, "slots"), i, e) {
+    const char *s = json_string_value(json_object_get(e, "slot"));
+    slot = slot || (s && strcmp(s, old) == 0);
+  }
+  json_array_foreach(json_object_get(view, "pending"), i, e) {
+    const char *to = json_string_value(json_object_get(e, "to"));
+    const char *x = json_string_value(json_object_get(e, "txn"));
+    queued = queued || (to && x && strcmp(to, old) == 0 && strcmp(x, txn) == 0);
+  }
+  json_decref(view);
+  return !slot && queued;
+}
+
 /* 8 (old SHO path): the TRE destroys the old MCIM (K, OPc, SQN array) and, in the same atomic
  * write, queues the signed discard receipt for the old SHO. */
 static void st_discard(struct dev_run *r)
@@ -313,6 +335,17 @@ static void st_discard(struct dev_run *r)
   }
   if (!old) {
     dev_run_fail(r, MCIM_INTERNAL, "the procedure does not know the old SHO");
+    return;
+  }
+  /* The agent died after the TRE's discard and before its own save (model finding F3): the
+   * TRE first. Asking for the old SHO's token first needs an attach with the MCIM just
+   * destroyed once the saved token expired (NOT_FOUND, the change failed after step 8); the
+   * receipt stage goes to the RO at once when no session is left. */
+  if (tre_discarded(d, old, p->txn)) {
+    dev_trace(d, p->txn, p->n, "tre", "the old SHO's MCIM was discarded already (restart)",
+              NULL, MCIM_OK);
+    dev_data_set_bool(p, "discarded", true);
+    r->out = OUT_NEXT;
     return;
   }
   /* steps 9-10 need the old SHO's session after its credential is gone: have a live one

@@ -483,7 +483,7 @@ active proctype Device()
 
   /* 8: the old SHO's session saved, then TRE discard(A, txn): the MCIM destroyed and the
    * receipt queued in one write; a retry finds the receipt queued and converges */
-#ifdef FIX_DISCARD_FIRST
+#ifndef MUT_TOKEN_BEFORE_TRE /* finding F3, fixed: the TRE first (tre_discarded) */
   :: atomic { stage == S_DISCARD && tre_slot[A] == SL_NONE && tre_pend[A] -> next_stage() }
   :: atomic { stage == S_DISCARD && !(tre_slot[A] == SL_NONE && tre_pend[A]) -> access(r);
 #else

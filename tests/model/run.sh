@@ -138,11 +138,12 @@ fails F2-old-lost-ack  "$OLD -DHOSTILE=0 -DMUT_RELEASED_REFUSED" p6
 # F3: a crash between the TRE's discard (step 8) and the agent's save of it, and the saved
 # session of the old SHO expired by the restart: st_discard asks for a token before it looks
 # at the TRE, cannot attach (the MCIM is gone) and fails (src/device/change.c st_discard)
-fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1" p6
-holds F3-fix           "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+# fixed in the code: the fix is the default, the code as it was (MUT_TOKEN_BEFORE_TRE) must fail
+fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DMUT_TOKEN_BEFORE_TRE" p6
+holds old-token        "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1" p0 p1 p2 p3 p4 p5 p6
 # the three fixes together, with everything that may go wrong at once
-holds fixed-old-hostileA "$OLD -DHOSTILE=1 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
-holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID -DFIX_DISCARD_FIRST" p0 p1 p2 p3 p4 p5 p6
+holds fixed-old-hostileA "$OLD -DHOSTILE=1 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID" p0 p1 p2 p3 p4 p5 p6
+holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID" p0 p1 p2 p3 p4 p5 p6
 
 # ---- mutants: each must be caught ----
 fails M1-late-pristine      "$PRI -DHOSTILE=1 -DMUT_LATE_PRISTINE" p1
