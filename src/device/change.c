@@ -166,8 +166,9 @@ static char *quiet_token(struct dev_run *r, const char *net, mcim_cause_t *rc, l
  * senses that its existing initial network access credential is about to expire, the M2ME
  * may request and receive a new initial network access credential". Nothing happens when
  * the PCID credential lives longer than `pcid_renew_margin`. A renewal that fails does not
- * stop the procedure, unless it is the pristine path and the PCID has expired already: then
- * step 4 could not work, and failing now keeps the old MCIM (step 3 has not run). */
+ * stop the procedure, unless it is a change and the PCID has expired already: then step 4
+ * (pristine) or step 11 (via the old SHO, over the VNO) could not work, and failing now keeps
+ * the old MCIM (step 3 / 8 has not run). */
 static void st_pcid(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
@@ -204,11 +205,22 @@ static void st_pcid(struct dev_run *r)
     dev_run_wait(r, rc, "PCID renewal: %s (retrying)", why[0] ? why : mcim_cause_text(rc));
     return;
   }
-  bool pristine = strcmp(p->kind, "change") == 0 && strcmp(p->via, "pristine") == 0;
+  bool change = strcmp(p->kind, "change") == 0;
+  bool pristine = change && strcmp(p->via, "pristine") == 0;
   if (pristine && expires <= mcim_now()) {
     dev_run_fail(r, MCIM_CREDENTIAL_EXPIRED,
                  "the PCID credential has expired and could not be renewed (%s): the pristine"
                  " path could not attach at step 4, the old MCIM is kept",
+                 why[0] ? why : mcim_cause_text(rc));
+    return;
+  }
+  /* The old-SHO path too (model finding F1): after step 10 the device reaches the DPF through
+   * the VNO with the PCID (step 11); going on would discard the MCIM at step 8 and then fail
+   * at step 11, leaving no working credential at all. */
+  if (change && strcmp(p->via, "old-sho") == 0 && expires <= mcim_now()) {
+    dev_run_fail(r, MCIM_CREDENTIAL_EXPIRED,
+                 "the PCID credential has expired and could not be renewed (%s): the change"
+                 " via the old SHO needs it at step 11, the old MCIM is kept",
                  why[0] ? why : mcim_cause_text(rc));
     return;
   }

@@ -23,7 +23,7 @@
  *   p5  every procedure ends, and the network quiesces (weak fairness, -a -f)
  *   p6  no veto: with B honest, the procedure ends in success unless it failed before the
  *       device gave anything up (weak fairness, -a -f)
- * Mutants (MUT_*) and the fixes of the findings (FIX_*): docs/model.md. */
+ * Mutants (MUT_*), among them the code as it was before each finding was fixed: docs/model.md. */
 
 #ifndef PROC
 #define PROC 2
@@ -414,7 +414,7 @@ active proctype Device()
 #ifndef MUT_NO_PCID_CHECK
              :: pcid == PC_EXPIRED && PROC == P_PRISTINE -> fail()
 #endif
-#ifdef FIX_OLD_PCID
+#ifndef MUT_OLD_PCID_GOES_ON /* finding F1, fixed: the old-SHO path refuses too */
              :: pcid == PC_EXPIRED && PROC == P_OLD -> fail()
 #endif
              :: else -> next_stage()

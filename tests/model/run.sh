@@ -4,8 +4,8 @@
 #     p0 (no claim: assertions, invalid end states), p1-p4 (safety, never claims of the ltl
 #     formulas), p5 and p6 (liveness: acceptance cycles under weak fairness, -a -f); each must
 #     hold, searched exhaustively within the model's bound (MAXF faults, HMOVES hostile moves);
-#   - the findings (protocol problems the model found in the code as it is, docs/model.md):
-#     the code as modelled must FAIL the property, the modelled fix must pass it;
+#   - the findings (protocol problems the model found in the code, docs/model.md), now fixed:
+#     the fix is the model's default, the code as it was is a mutant that must FAIL;
 #   - the mutants (deliberately broken variants, #define MUT_*): each must FAIL its property.
 # Fails if a property does not hold, if a search was not exhaustive (depth or memory), or if
 # a mutant or a finding passes. Usage: tests/model/run.sh [OUTDIR] (default build/model).
@@ -125,25 +125,25 @@ holds old-hostileB "$OLD -DHOSTILE=2" p0 p1 p2 p3 p4 p5 p6
 holds pri-hostileA "$PRI -DHOSTILE=1" p0 p1 p2 p3 p4 p5 p6
 holds pri-hostileB "$PRI -DHOSTILE=2" p0 p1 p2 p3 p4 p5 p6
 
-# ---- findings: as coded they fail; with the modelled fix every property holds ----
-# F1: change via the old SHO with an expired PCID whose renewal failed (src/device/change.c st_pcid)
-fails F1-old-pcid      "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1" p2
-holds F1-old-pcid-fix  "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1 -DFIX_OLD_PCID" p0 p1 p2 p3 p4 p5
-# F2, fixed in the code (old-hostileA/B above check the fix): the receipt in place of a lost
-# acknowledgement was refused once the old SHO released its DRF entry (src/roles/ro/release.c
-# verify_proof -> relay.c); the code as it was (MUT_RELEASED_REFUSED) must fail
+# ---- the code with the three findings fixed (docs/model.md section 6) ----
+holds old-pcid           "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1" p0 p1 p2 p3 p4 p5 p6
+holds old-token          "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1" p0 p1 p2 p3 p4 p5 p6
+# everything that may go wrong at once
+holds fixed-old-hostileA "$OLD -DHOSTILE=1 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1" p0 p1 p2 p3 p4 p5 p6
+holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1" p0 p1 p2 p3 p4 p5 p6
+
+# ---- the findings, fixed in the code: the code as it was is a mutant that must fail ----
+# F1: a change via the old SHO went on with an expired PCID whose renewal failed
+# (src/device/change.c st_pcid)
+fails F1-old-pcid      "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1 -DMUT_OLD_PCID_GOES_ON" p2
+# F2: the receipt in place of a lost acknowledgement was refused once the old SHO released its
+# DRF entry (src/roles/ro/release.c verify_proof -> relay.c mcim_ro_device_statement)
 fails F2-old-veto      "$OLD -DHOSTILE=1 -DMUT_RELEASED_REFUSED" p6
 fails F2-old-lost-ack  "$OLD -DHOSTILE=0 -DMUT_RELEASED_REFUSED" p6
-
 # F3: a crash between the TRE's discard (step 8) and the agent's save of it, and the saved
-# session of the old SHO expired by the restart: st_discard asks for a token before it looks
-# at the TRE, cannot attach (the MCIM is gone) and fails (src/device/change.c st_discard)
-# fixed in the code: the fix is the default, the code as it was (MUT_TOKEN_BEFORE_TRE) must fail
+# session of the old SHO expired by the restart: st_discard asked for a token before it looked
+# at the TRE, could not attach (the MCIM gone) and failed (src/device/change.c st_discard)
 fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DMUT_TOKEN_BEFORE_TRE" p6
-holds old-token        "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1" p0 p1 p2 p3 p4 p5 p6
-# the three fixes together, with everything that may go wrong at once
-holds fixed-old-hostileA "$OLD -DHOSTILE=1 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID" p0 p1 p2 p3 p4 p5 p6
-holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1 -DFIX_OLD_PCID" p0 p1 p2 p3 p4 p5 p6
 
 # ---- mutants: each must be caught ----
 fails M1-late-pristine      "$PRI -DHOSTILE=1 -DMUT_LATE_PRISTINE" p1

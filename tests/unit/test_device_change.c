@@ -429,6 +429,43 @@ static void discard_done_before_restart_goes_on(void **state)
   assert_false(has_slot(c, "sho-a"));
 }
 
+static int setup_short_pcid(void **state)
+{
+  fx_pcid_lifetime = 1;
+  int rc = setup(state);
+  fx_pcid_lifetime = 3600;
+  return rc;
+}
+
+/* Model finding F1: a change via the old SHO with an expired PCID it could not renew (the
+ * network unreachable) is refused before step 8, CREDENTIAL_EXPIRED, the old MCIM kept: past
+ * step 10 the device reaches the DPF through the VNO with the PCID (step 11), so going on
+ * would discard the MCIM and then fail with no working credential at all. */
+static void old_sho_expired_pcid_refused_before_discard(void **state)
+{
+  struct ctx *c = *state;
+  json_t *view = NULL;
+  assert_int_equal(fx_provision(&c->fx, c->tre, "sho-a", "001010000000009", TXN_A, FX_ACTIVE),
+                   MCIM_OK);
+  assert_int_equal(c->tre->ops->status(c->tre->ctx, &view), MCIM_OK);
+  int64_t expires = json_integer_value(json_object_get(json_object_get(view, "pcid"), "expires"));
+  json_decref(view);
+  for (int i = 0; i < 150 && mcim_now() <= expires; i++) /* the PCID expires (1 s) */
+    usleep(20000);
+  assert_true(mcim_now() > expires);
+  /* two renewal rounds failed already (the network unreachable): this is the last */
+  json_t *data = json_pack("{s:s,s:s,s:i}", "access", "sho-a", "old", "sho-a", "renew_tries", 2);
+  insert(c, "change", "old-sho", "sho-b", "pcid", 0, mcim_now() + 60, data);
+  start(c);
+  struct dev_proc p = wait_past(c, "pcid");
+  assert_string_equal(p.state, "failed");
+  assert_string_equal(p.cause, "CREDENTIAL_EXPIRED");
+  assert_string_equal(p.stage, "pcid");
+  assert_false(dev_data_bool(&p, "discarded"));
+  dev_proc_clear(&p);
+  assert_true(has_slot(c, "sho-a"));
+}
+
 int main(void)
 {
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_ERROR, stderr);
@@ -440,6 +477,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(receipt_timeout_keeps_package_staged, setup, teardown),
       cmocka_unit_test_setup_teardown(failure_before_discard_unstages, setup, teardown),
       cmocka_unit_test_setup_teardown(discard_done_before_restart_goes_on, setup, teardown),
+      cmocka_unit_test_setup_teardown(old_sho_expired_pcid_refused_before_discard,
+                                      setup_short_pcid, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,6 +73,10 @@ static __attribute__((unused)) char *fx_ca_pem(mcim_pki_ca_t *ca)
 }
 
 /* A PCID credential for the TRE, sealed to its key-agreement key as the M2MES does. */
+/* The lifetime of the PCID credential fx_setup installs (s): a test of an expired PCID sets
+ * it short before fx_setup (the TRE refuses to install an expired one). */
+static __attribute__((unused)) int64_t fx_pcid_lifetime = 3600;
+
 static __attribute__((unused)) mcim_cause_t fx_install_pcid(mcim_tre_t *tre, const char *pcid)
 {
   char *jwk = NULL, *jwe = NULL, doc[256];
@@ -83,7 +87,7 @@ static __attribute__((unused)) mcim_cause_t fx_install_pcid(mcim_tre_t *tre, con
   snprintf(doc, sizeof(doc),
            "{\"pcid\":\"%s\",\"k\":\"000102030405060708090a0b0c0d0e0f\","
            "\"opc\":\"101112131415161718191a1b1c1d1e1f\",\"amf\":\"8000\",\"expires\":%lld}",
-           pcid, (long long)(mcim_now() + 3600));
+           pcid, (long long)(mcim_now() + fx_pcid_lifetime));
   if (rc == MCIM_OK)
     rc = mcim_jwe_encrypt(ka, (const uint8_t *)doc, strlen(doc), &jwe);
   if (rc == MCIM_OK)
