@@ -551,9 +551,10 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
     tre_crash_hook("after-write");
   /* The slot first, the counter after (tre_tpm_nv.c: why). The state is durable now: a
    * failed increment is caught up by the next load or write, not a failed write. */
-  if (t->keys->fresh_advance && t->keys->fresh_advance(t, st) != MCIM_OK) {
+  mcim_cause_t advanced = t->keys->fresh_advance ? t->keys->fresh_advance(t, st) : MCIM_OK;
+  if (advanced != MCIM_OK) {
     t->fresh_lag = true;
-    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_TPM_ERROR,
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, advanced,
                    "tre: generation %" PRIu64 " written, the TPM counter not advanced: done"
                    " at the next load or write",
                    gen);

@@ -106,6 +106,10 @@ static int group_teardown(void **state)
 
 /* ---- a TRE with a PCID credential, and the AuC's side of it ---- */
 
+/* The swtpm the devices use: the group's, or a test's own (dev_sw). */
+static mcim_swtpm_t *dev_sw;
+static const char *dev_tcti(void) { return mcim_swtpm_tcti(dev_sw ? dev_sw : sw); }
+
 struct dev {
   char dir[64];
   bool tpm;
@@ -117,8 +121,8 @@ struct dev {
 static mcim_tre_t *dev_open(struct dev *d, mcim_cause_t want)
 {
   mcim_tre_t *tre = NULL;
-  mcim_cause_t rc = d->tpm ? mcim_tre_tpm_open(d->dir, mcim_swtpm_tcti(sw), &tre)
-                           : mcim_tre_soft_open(d->dir, &tre);
+  mcim_cause_t rc =
+      d->tpm ? mcim_tre_tpm_open(d->dir, dev_tcti(), &tre) : mcim_tre_soft_open(d->dir, &tre);
   assert_int_equal(rc, want);
   return tre;
 }
@@ -133,7 +137,7 @@ static struct dev *dev_new(bool tpm)
   snprintf(d->dir, sizeof(d->dir), "/tmp/mcim-trerb-XXXXXX");
   assert_non_null(mkdtemp(d->dir));
   assert_int_equal(
-      tpm ? mcim_tre_tpm_create(d->dir, mcim_swtpm_tcti(sw), DEVICE, MODEL, owner_jwk, ops_ca_pem,
+      tpm ? mcim_tre_tpm_create(d->dir, dev_tcti(), DEVICE, MODEL, owner_jwk, ops_ca_pem,
                                 m2mes_ca_pem)
           : mcim_tre_soft_create(d->dir, DEVICE, MODEL, owner_jwk, ops_ca_pem, m2mes_ca_pem),
       MCIM_OK);
@@ -278,8 +282,8 @@ static void child_crashes(struct dev *d, const char *where, const struct mcim_ak
   assert_true(pid >= 0);
   if (pid == 0) {
     mcim_tre_t *tre = NULL;
-    if ((d->tpm ? mcim_tre_tpm_open(d->dir, mcim_swtpm_tcti(sw), &tre)
-                : mcim_tre_soft_open(d->dir, &tre)) != MCIM_OK)
+    if ((d->tpm ? mcim_tre_tpm_open(d->dir, dev_tcti(), &tre) : mcim_tre_soft_open(d->dir, &tre)) !=
+        MCIM_OK)
       _exit(1);
     snprintf(crash_where, sizeof(crash_where), "%s", where);
     tre_crash_hook = crash_at;
@@ -333,6 +337,50 @@ static void test_tpm_crash_before_write(void **state)
   dev_free(d);
 }
 
+/* The TPM goes away after the slot is durable, before the increment (the same point, without
+ * a crash): the AKA is answered (its state is durable), the TPM comes back (same state, other
+ * ports), and the next open rolls the counter forward; the files from before are refused. */
+static mcim_swtpm_t *gone_sw;
+static void tpm_goes(const char *where)
+{
+  if (strcmp(where, "after-write") == 0 && gone_sw) {
+    mcim_swtpm_free(gone_sw);
+    gone_sw = NULL;
+  }
+}
+
+static void test_tpm_gone_between_write_and_increment(void **state)
+{
+  char dir[64], detail[512];
+  struct mcim_aka_av av;
+  (void)state;
+
+  snprintf(dir, sizeof(dir), "/tmp/mcim-tpmrb2-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  assert_int_equal(mcim_swtpm_start(dir, MCIM_SWTPM_TIED, 20000, &dev_sw, detail, sizeof(detail)),
+                   MCIM_OK);
+  struct dev *d = dev_new(true);
+  slots_copy(d, true);
+  next_av(d, &av);
+  gone_sw = dev_sw;
+  tre_crash_hook = tpm_goes;
+  assert_int_equal(aka(d->tre, &av), MCIM_OK);
+  tre_crash_hook = NULL;
+  assert_null(gone_sw); /* the hook ran: the swtpm was gone for the increment */
+  dev_sw = NULL;
+  mcim_tre_close(d->tre);
+  assert_int_equal(mcim_swtpm_start(dir, MCIM_SWTPM_TIED, 20000, &dev_sw, detail, sizeof(detail)),
+                   MCIM_OK);
+  d->tre = dev_open(d, MCIM_OK);
+  assert_int_equal(aka(d->tre, &av), MCIM_SYNC_FAILURE);
+  slots_copy(d, false);
+  assert_null(dev_open(d, MCIM_TRE_ROLLBACK));
+  dev_free(d);
+  mcim_swtpm_free(dev_sw);
+  dev_sw = NULL;
+  rm_tree(dir);
+}
+
 /* ---- the software TRE's limit (docs/tre.md): it cannot tell ---- */
 
 static void test_soft_older_state_opens(void **state)
@@ -372,7 +420,7 @@ static void test_cost(void **state)
   (void)state;
 
   assert_int_equal(mcim_random(auth, sizeof(auth)), MCIM_OK);
-  assert_int_equal(mcim_tpm_open(mcim_swtpm_tcti(sw), &tpm, detail, sizeof(detail)), MCIM_OK);
+  assert_int_equal(mcim_tpm_open(dev_tcti(), &tpm, detail, sizeof(detail)), MCIM_OK);
   assert_int_equal(mcim_tpm_nv_counter_define(tpm, auth, &index, &name, &v0), MCIM_OK);
   uint64_t t0 = mcim_monotonic_ns();
   for (int i = 0; i < N; i++)
@@ -429,6 +477,7 @@ int main(void)
       cmocka_unit_test(test_tpm_older_state_refused),
       cmocka_unit_test(test_tpm_crash_between_write_and_increment),
       cmocka_unit_test(test_tpm_crash_before_write),
+      cmocka_unit_test(test_tpm_gone_between_write_and_increment),
       cmocka_unit_test(test_soft_older_state_opens),
       cmocka_unit_test(test_cost),
   };

@@ -211,7 +211,8 @@ mcim_cause_t tre_tpm_fresh_check(struct tre_soft *t, json_t *st, uint64_t gen)
     else
       mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_OK,
                      "tre: %s: generation %" PRIu64 " was written but its counter increment"
-                     " was not (a crash between the two): counter incremented now",
+                     " was not (a crash, or the TPM away, between the two): counter"
+                     " incremented now",
                      t->dir, gen);
   } else if (gen < at) {
     rc = rollback(t,
