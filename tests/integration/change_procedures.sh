@@ -65,8 +65,14 @@ hlr_view() {
   [ "$auc" = osmo-hlr ] || return 0
   local h
   for h in ro sho-a sho-b; do
-    if wait_until 10 hlr_agrees "$h"; then ok "$1: $h's HLR holds exactly [ $(hlr_list "$h")]"
-    else bad "$1: $h's HLR holds [ $(hlr_list "$h")], expected [ $(hlr_expected "$h")]"; fi
+    # 30 s: a create or delete the HLR did not take at once is retried by the role's tick
+    # with a backoff of 1 s doubling (src/roles/auc_sync.c); 10 s was once too short at a
+    # load of 20
+    if wait_until 30 hlr_agrees "$h"; then ok "$1: $h's HLR holds exactly [ $(hlr_list "$h")]"
+    else
+      bad "$1: $h's HLR holds [ $(hlr_list "$h")], expected [ $(hlr_expected "$h")]"
+      grep -i "hlr" "$lab/$h/$h.log" | tail -n 15 # what the role's sync did
+    fi
   done
 }
 # hlr_answers NAME IMSI WANT: NAME's HLR itself, asked for vectors as a VLR would (GSUP
