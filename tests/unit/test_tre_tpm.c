@@ -29,6 +29,7 @@
 #include "mcim/milenage.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "swtpm_fixture.h"
 
 /* TS 35.208 section 4.3, test set 1, as published (and as the brief of issue 11 quotes it).
  * test_vectors_agree checks them against the repository's table (src/crypto/
@@ -52,36 +53,12 @@ static void hex(const char *s, uint8_t *out, size_t len)
   assert_int_equal(mcim_hex_decode_str(s, out, len), MCIM_OK);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-  if (dir[0])
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 static int group_setup(void **state)
 {
-  char detail[512];
   (void)state;
   snprintf(state_dir, sizeof(state_dir), "/tmp/mcim-tpmtest-XXXXXX");
-  if (!mkdtemp(state_dir)) {
-    print_error("mkdtemp failed\n");
+  if (swtpm_in_new_dir(state_dir, &sw) != MCIM_OK)
     return -1;
-  }
-  mcim_cause_t rc =
-      mcim_swtpm_start(state_dir, MCIM_SWTPM_TIED, 20000, &sw, detail, sizeof(detail));
-  if (rc != MCIM_OK) {
-    print_error("cannot start swtpm: %s: %s\n", mcim_cause_name(rc), detail);
-    rm_tree(state_dir);
-    return -1;
-  }
   print_message("swtpm pid %d on %s (state %s)\n", (int)mcim_swtpm_pid(sw), mcim_swtpm_tcti(sw),
                 state_dir);
   return 0;

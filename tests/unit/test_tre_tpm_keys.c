@@ -42,6 +42,7 @@
 #include "mcim/tre.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "swtpm_fixture.h"
 
 #define DEVICE "dev1"
 #define MODEL "model-x"
@@ -57,20 +58,6 @@ static FILE *log_fp;
 
 /* ---- fixtures ------------------------------------------------------------------------ */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-  if (dir[0])
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 static mcim_swtpm_t *swtpm_on(const char *dir)
 {
   char detail[512];
@@ -84,22 +71,14 @@ static mcim_swtpm_t *swtpm_on(const char *dir)
 
 static int group_setup(void **state)
 {
-  char detail[512];
   (void)state;
   log_fp = tmpfile();
   if (!log_fp)
     return -1;
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
   snprintf(state_dir, sizeof(state_dir), "/tmp/mcim-tpmtest-XXXXXX");
-  if (!mkdtemp(state_dir))
+  if (swtpm_in_new_dir(state_dir, &sw) != MCIM_OK)
     return -1;
-  mcim_cause_t rc =
-      mcim_swtpm_start(state_dir, MCIM_SWTPM_TIED, 20000, &sw, detail, sizeof(detail));
-  if (rc != MCIM_OK) {
-    print_error("cannot start swtpm: %s: %s\n", mcim_cause_name(rc), detail);
-    rm_tree(state_dir);
-    return -1;
-  }
   print_message("swtpm pid %d on %s\n", (int)mcim_swtpm_pid(sw), mcim_swtpm_tcti(sw));
   if (mcim_pki_ca_create("operators-ca", 30, &ops_ca) != MCIM_OK ||
       mcim_pki_ca_create("m2mes-ca", 30, &m2mes_ca) != MCIM_OK ||

@@ -34,6 +34,7 @@
 #include "mcim/util.h"
 #include "roles/pva/pva.h"
 #include "tre/tpm/tpm.h"
+#include "swtpm_fixture.h"
 
 #define DEVICE "dev1"
 #define MODEL "model-x"
@@ -48,23 +49,8 @@ static mcim_jose_key_t *owner;
 static FILE *log_fp;
 static bool quiet; /* the loops over every truncation print nothing */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-  (void)st;
-  (void)flag;
-  (void)ftw;
-  return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-  if (dir[0])
-    nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
-
 static int group_setup(void **state)
 {
-  char detail[512];
   (void)state;
   log_fp = tmpfile();
   if (!log_fp)
@@ -72,14 +58,8 @@ static int group_setup(void **state)
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
   for (int i = 0; i < 2; i++) {
     snprintf(state_dir[i], sizeof(state_dir[i]), "/tmp/mcim-tpmquote-XXXXXX");
-    if (!mkdtemp(state_dir[i]))
+    if (swtpm_in_new_dir(state_dir[i], &sw[i]) != MCIM_OK)
       return -1;
-    mcim_cause_t rc =
-        mcim_swtpm_start(state_dir[i], MCIM_SWTPM_TIED, 20000, &sw[i], detail, sizeof(detail));
-    if (rc != MCIM_OK) {
-      print_error("cannot start swtpm: %s: %s\n", mcim_cause_name(rc), detail);
-      return -1;
-    }
   }
   if (mcim_pki_ca_create("operators-ca", 30, &ops_ca) != MCIM_OK ||
       mcim_pki_ca_create("m2mes-ca", 30, &m2mes_ca) != MCIM_OK ||
