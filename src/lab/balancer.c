@@ -23,21 +23,8 @@
 const char *mcim_lab_balancer_program(void)
 {
   static char found[512];
-  static const char *const fixed[] = {"/usr/sbin", "/usr/local/sbin", "/sbin"};
-  const char *path = getenv("PATH");
-  char buf[4096];
-  snprintf(buf, sizeof(buf), "%s", path ? path : "");
-  for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-    snprintf(found, sizeof(found), "%s/haproxy", d);
-    if (d[0] == '/' && access(found, X_OK) == 0)
-      return found;
-  }
-  for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-    snprintf(found, sizeof(found), "%s/haproxy", fixed[i]);
-    if (access(found, X_OK) == 0)
-      return found;
-  }
-  return NULL;
+  static const char *const fixed[] = {"/usr/sbin", "/usr/local/sbin", "/sbin", NULL};
+  return mcim_lab_find_program("haproxy", fixed, found, sizeof(found));
 }
 
 /* One frontend and one backend per role, in lab.json's order. */

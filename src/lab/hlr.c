@@ -23,21 +23,8 @@ enum { HLR_GSUP_PORT = 4222, HLR_VTY_PORT = 4258, HLR_CTRL_PORT = 4259 };
 const char *mcim_lab_hlr_program(void)
 {
   static char found[512];
-  static const char *const fixed[] = {"/usr/bin", "/usr/local/bin"};
-  const char *path = getenv("PATH");
-  char buf[4096];
-  snprintf(buf, sizeof(buf), "%s", path ? path : "");
-  for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-    snprintf(found, sizeof(found), "%s/osmo-hlr", d);
-    if (d[0] == '/' && access(found, X_OK) == 0)
-      return found;
-  }
-  for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
-    snprintf(found, sizeof(found), "%s/osmo-hlr", fixed[i]);
-    if (access(found, X_OK) == 0)
-      return found;
-  }
-  return NULL;
+  static const char *const fixed[] = {"/usr/bin", "/usr/local/bin", NULL};
+  return mcim_lab_find_program("osmo-hlr", fixed, found, sizeof(found));
 }
 
 /* Whether something accepts connections at ip:port. */

@@ -43,6 +43,25 @@ const char *mcim_lab_bindir(void)
   return dir;
 }
 
+const char *mcim_lab_find_program(const char *name, const char *const *fixed, char *out,
+                                  size_t outlen)
+{
+  const char *path = getenv("PATH");
+  char buf[4096];
+  snprintf(buf, sizeof(buf), "%s", path ? path : "");
+  for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+    snprintf(out, outlen, "%s/%s", d, name);
+    if (d[0] == '/' && access(out, X_OK) == 0)
+      return out;
+  }
+  for (size_t i = 0; fixed && fixed[i]; i++) {
+    snprintf(out, outlen, "%s/%s", fixed[i], name);
+    if (access(out, X_OK) == 0)
+      return out;
+  }
+  return NULL;
+}
+
 mcim_cause_t mcim_lab_join(char *out, size_t n, const char *a, const char *b)
 {
   size_t la = strlen(a), lb = strlen(b);

@@ -20,6 +20,10 @@ struct mcim_lab {
 };
 
 const char *mcim_lab_bindir(void);
+/* The program `name` in PATH, else in `fixed` (NULL-terminated: the folders a user's PATH may
+ * lack), into `out`; NULL when none is executable. */
+const char *mcim_lab_find_program(const char *name, const char *const *fixed, char *out,
+                                  size_t outlen);
 /* out = a || b; MCIM_TOO_LARGE (and out empty) if it does not fit. */
 mcim_cause_t mcim_lab_join(char *out, size_t n, const char *a, const char *b);
 void mcim_lab_sleep_ms(int ms);
