@@ -37,7 +37,7 @@ mcim_cause_t mcim_tpm_quote(mcim_tpm_t *t, mcim_tpm_key_t *key, unsigned pcr, co
                             size_t *sig_len)
 {
   TPM2B_DATA q = {.size = (UINT16)qual_len};
-  const TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_NULL}; /* the key's: ECDSA-SHA256 */
+  const TPMT_SIG_SCHEME in_scheme = {.scheme = TPM2_ALG_NULL}; /* the key's: ECDSA-SHA256 */
   TPML_PCR_SELECTION sel = {.count = 1};
   TPM2B_ATTEST *quoted = NULL;
   TPMT_SIGNATURE *s = NULL;
@@ -58,7 +58,7 @@ mcim_cause_t mcim_tpm_quote(mcim_tpm_t *t, mcim_tpm_key_t *key, unsigned pcr, co
   sel.pcrSelections[0].sizeofSelect = 3;
   sel.pcrSelections[0].pcrSelect[pcr / 8] = (BYTE)(1u << (pcr % 8));
   r = Esys_Quote(t->esys, mcim_tpm_key_handle(key), ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
-                 &q, &scheme, &sel, &quoted, &s);
+                 &q, &in_scheme, &sel, &quoted, &s);
   if (r != TSS2_RC_SUCCESS) {
     rc = mcim_tpm_fail(t, "TPM2_Quote", r);
     goto cleanup;
