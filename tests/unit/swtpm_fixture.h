@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 
 #include "mcim/cause.h"
+#include "mcim/jose.h"
+#include "mcim/pki.h"
 #include "tre/tpm/tpm.h"
 
 static inline int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -41,6 +43,37 @@ static inline mcim_cause_t swtpm_in_new_dir(char *tmpl, mcim_swtpm_t **sw)
     rm_tree(tmpl);
   }
   return rc;
+}
+
+/* The CAs and the owner key a TPM device's manufacture takes in these tests: the operators'
+ * CA, the M2MES's CA (both with their PEM) and the owner's key (with its public JWK), made
+ * once per group by tre_pki_make and freed by tre_pki_free. Unused where a test makes no
+ * device (test_tre_tpm). */
+#define FIXTURE_UNUSED __attribute__((unused))
+static mcim_pki_ca_t *ops_ca FIXTURE_UNUSED, *m2mes_ca FIXTURE_UNUSED;
+static char *ops_ca_pem FIXTURE_UNUSED, *m2mes_ca_pem FIXTURE_UNUSED, *owner_jwk FIXTURE_UNUSED;
+static mcim_jose_key_t *owner FIXTURE_UNUSED;
+
+static inline int tre_pki_make(void)
+{
+  return mcim_pki_ca_create("operators-ca", 30, &ops_ca) == MCIM_OK &&
+                 mcim_pki_ca_create("m2mes-ca", 30, &m2mes_ca) == MCIM_OK &&
+                 mcim_pki_cert_to_pem(ops_ca->cert, &ops_ca_pem) == MCIM_OK &&
+                 mcim_pki_cert_to_pem(m2mes_ca->cert, &m2mes_ca_pem) == MCIM_OK &&
+                 mcim_jose_key_generate(&owner) == MCIM_OK &&
+                 mcim_jose_key_public_jwk(owner, &owner_jwk) == MCIM_OK
+             ? 0
+             : -1;
+}
+
+static inline void tre_pki_free(void)
+{
+  mcim_pki_ca_free(ops_ca);
+  mcim_pki_ca_free(m2mes_ca);
+  free(ops_ca_pem);
+  free(m2mes_ca_pem);
+  free(owner_jwk);
+  mcim_jose_key_free(owner);
 }
 
 #endif

@@ -43,9 +43,6 @@
 
 static char state_dir[2][64];
 static mcim_swtpm_t *sw[2]; /* the device's TPM, another TPM */
-static mcim_pki_ca_t *ops_ca, *m2mes_ca;
-static char *ops_ca_pem, *m2mes_ca_pem, *owner_jwk;
-static mcim_jose_key_t *owner;
 static FILE *log_fp;
 static bool quiet; /* the loops over every truncation print nothing */
 
@@ -61,14 +58,7 @@ static int group_setup(void **state)
     if (swtpm_in_new_dir(state_dir[i], &sw[i]) != MCIM_OK)
       return -1;
   }
-  if (mcim_pki_ca_create("operators-ca", 30, &ops_ca) != MCIM_OK ||
-      mcim_pki_ca_create("m2mes-ca", 30, &m2mes_ca) != MCIM_OK ||
-      mcim_pki_cert_to_pem(ops_ca->cert, &ops_ca_pem) != MCIM_OK ||
-      mcim_pki_cert_to_pem(m2mes_ca->cert, &m2mes_ca_pem) != MCIM_OK ||
-      mcim_jose_key_generate(&owner) != MCIM_OK ||
-      mcim_jose_key_public_jwk(owner, &owner_jwk) != MCIM_OK)
-    return -1;
-  return 0;
+  return tre_pki_make();
 }
 
 static int group_teardown(void **state)
@@ -78,12 +68,7 @@ static int group_teardown(void **state)
     mcim_swtpm_free(sw[i]);
     rm_tree(state_dir[i]);
   }
-  mcim_pki_ca_free(ops_ca);
-  mcim_pki_ca_free(m2mes_ca);
-  free(ops_ca_pem);
-  free(m2mes_ca_pem);
-  free(owner_jwk);
-  mcim_jose_key_free(owner);
+  tre_pki_free();
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
   fclose(log_fp);
   return 0;
