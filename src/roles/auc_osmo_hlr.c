@@ -576,12 +576,23 @@ static mcim_cause_t ohlr_delete_sub(struct mcim_auc_backend *b, mcim_store_t *st
   return rc;
 }
 
+/* The HLR's Milenage data of `sub` as CTRL's aud3g takes and answers it:
+ * "milenage,<K>,OPC,<OPc>,<IND bits>" in hex (K and OPc in clear: the caller wipes `out`). */
+static void aud3g_of(const struct mcim_auc_sub *sub, char *out, size_t n)
+{
+  char k[2 * MCIM_MILENAGE_K_LEN + 1], opc[2 * MCIM_MILENAGE_OP_LEN + 1];
+  mcim_hex_encode(sub->k, sizeof(sub->k), k);
+  mcim_hex_encode(sub->opc, sizeof(sub->opc), opc);
+  snprintf(out, n, "milenage,%s,OPC,%s,%u", k, opc, (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
+  mcim_wipe(k, sizeof(k));
+  mcim_wipe(opc, sizeof(opc));
+}
+
 static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st,
                                     const struct mcim_auc_sub *sub, char *detail, size_t dlen)
 {
   struct ohlr *h = (struct ohlr *)b;
-  char var[64], value[128], reply[160], k[2 * MCIM_MILENAGE_K_LEN + 1],
-      opc[2 * MCIM_MILENAGE_OP_LEN + 1];
+  char var[64], value[128], reply[160];
   mcim_cause_t rc;
 
   (void)st;
@@ -605,11 +616,8 @@ static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st
   }
   if (rc != MCIM_OK)
     return rc;
-  mcim_hex_encode(sub->k, sizeof(sub->k), k);
-  mcim_hex_encode(sub->opc, sizeof(sub->opc), opc);
   snprintf(var, sizeof(var), "subscriber.by-imsi-%s.aud3g", sub->imsi);
-  snprintf(value, sizeof(value), "milenage,%s,OPC,%s,%u", k, opc,
-           (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
+  aud3g_of(sub, value, sizeof(value));
   rc = ctrl_cmd(h, "SET", var, value, reply, sizeof(reply), detail, dlen);
   if (rc == MCIM_PEER_ERROR)
     mcim_detailf(detail, dlen, "osmo-hlr: setting the Milenage data of %s refused: %.80s",
@@ -620,8 +628,6 @@ static mcim_cause_t ohlr_create_sub(struct mcim_auc_backend *b, mcim_store_t *st
     char undo[MCIM_AUC_DETAIL_LEN];
     (void)ohlr_delete_sub(b, st, sub->imsi, undo, sizeof(undo));
   }
-  mcim_wipe(k, sizeof(k));
-  mcim_wipe(opc, sizeof(opc));
   mcim_wipe(value, sizeof(value));
   return rc;
 }
@@ -633,8 +639,7 @@ static mcim_cause_t ohlr_same_sub(struct mcim_auc_backend *b, mcim_store_t *st,
                                   const struct mcim_auc_sub *sub, char *detail, size_t dlen)
 {
   struct ohlr *h = (struct ohlr *)b;
-  char var[64], reply[300], want[192], k[2 * MCIM_MILENAGE_K_LEN + 1],
-      opc[2 * MCIM_MILENAGE_OP_LEN + 1];
+  char var[64], reply[300], want[200], ours[128];
   mcim_cause_t rc;
 
   (void)st;
@@ -662,16 +667,13 @@ static mcim_cause_t ohlr_same_sub(struct mcim_auc_backend *b, mcim_store_t *st,
     mcim_detailf(detail, dlen, "osmo-hlr: %s exists without Milenage data", sub->imsi);
     return MCIM_NOT_FOUND;
   }
-  mcim_hex_encode(sub->k, sizeof(sub->k), k);
-  mcim_hex_encode(sub->opc, sizeof(sub->opc), opc);
-  snprintf(want, sizeof(want), "%s MILENAGE,%s,OPC,%s,%u", var, k, opc,
-           (unsigned)MCIM_SQN_IND_BITS_DEFAULT);
+  aud3g_of(sub, ours, sizeof(ours));
+  snprintf(want, sizeof(want), "%s %s", var, ours); /* it answers MILENAGE: compared caseless */
   rc = strcasecmp(reply, want) == 0 ? MCIM_OK : MCIM_CONFLICT;
   if (rc == MCIM_CONFLICT) /* never the keys themselves */
     mcim_detailf(detail, dlen, "osmo-hlr: %s exists with other Milenage data than ours",
                  sub->imsi);
-  mcim_wipe(k, sizeof(k));
-  mcim_wipe(opc, sizeof(opc));
+  mcim_wipe(ours, sizeof(ours));
   mcim_wipe(want, sizeof(want));
   mcim_wipe(reply, sizeof(reply));
   return rc;
