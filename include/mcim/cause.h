@@ -102,7 +102,13 @@
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \
   X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached") \
-  X(TRE_ROLLBACK,            802, 500, "the TRE state is older than the TPM's monotonic counter says (an older state file was put back): refused")
+  X(TRE_ROLLBACK,            802, 500, "the TRE state is older than the TPM's monotonic counter says (an older state file was put back): refused") \
+  /* TPM enrolment at the M2MES (docs/tre-tpm.md, "Enrolment") */ \
+  X(TPM_EK_UNTRUSTED,        810, 403, "the TPM's endorsement key certificate does not chain to a trusted TPM vendor CA") \
+  X(TPM_ACTIVATION_FAILED,   811, 403, "the credential was not activated: the attestation key is not in the TPM of the certified endorsement key") \
+  X(TPM_KEY_ATTRIBUTES,      812, 400, "a TPM key's attributes are not those required (fixedTPM, fixedParent, made in the TPM; the attestation key a restricted signing key)") \
+  X(TPM_CERTIFY_INVALID,     813, 400, "a TPM2_Certify of a TRE key does not verify with the attestation key or certifies another key") \
+  X(TPM_ENROLMENT_REQUIRED,  814, 400, "TPM keys are certified only with the TPM's enrolment (endorsement key certificate, activated credential, certified keys)")
 
 typedef enum mcim_cause {
 #define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = code,

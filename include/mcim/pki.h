@@ -125,6 +125,10 @@ mcim_cause_t mcim_pki_cert_tpm_storage_key(X509 *cert, EVP_PKEY **out);
 #define MCIM_PKI_OPERATORS_CA_KEY "ca/operators-ca.key"
 #define MCIM_PKI_M2MES_CA_CERT "ca/m2mes-ca.crt"
 #define MCIM_PKI_M2MES_CA_KEY "ca/m2mes-ca.key"
+/* The lab's stand-in for a TPM vendor: the CA of its swtpms' endorsement key certificates,
+ * which the M2MES trusts (`tpm_vendor_ca`; docs/tre-tpm.md, "Enrolment"). */
+#define MCIM_PKI_TPM_VENDOR_CA_CERT "ca/tpm-vendor-ca.crt"
+#define MCIM_PKI_TPM_VENDOR_CA_KEY "ca/tpm-vendor-ca.key"
 /* <dir>/<role>/cert.pem and key.pem; `admin` is the lab's TLS client for admin paths. */
 #define MCIM_PKI_ADMIN "admin"
 

@@ -859,7 +859,7 @@ static mcim_cause_t write_ca(const mcim_pki_ca_t *ca, const char *dir, const cha
 mcim_cause_t mcim_pki_lab_init(const char *dir, const char *const *roles, size_t nroles,
                                bool force, int days)
 {
-  mcim_pki_ca_t *ops = NULL, *m2mes = NULL;
+  mcim_pki_ca_t *ops = NULL, *m2mes = NULL, *vendor = NULL;
   char ca_dir[PATH_MAX];
 
   if (!dir || !dir[0] || (nroles && !roles) || days < 0)
@@ -873,7 +873,8 @@ mcim_cause_t mcim_pki_lab_init(const char *dir, const char *const *roles, size_t
       (rc = path_join(ca_dir, sizeof(ca_dir), dir, "ca")) != MCIM_OK ||
       (rc = make_dirs(ca_dir, 0755)) != MCIM_OK ||
       (rc = mcim_pki_ca_create("mcim operators CA", days, &ops)) != MCIM_OK ||
-      (rc = mcim_pki_ca_create("mcim M2MES CA", days, &m2mes)) != MCIM_OK)
+      (rc = mcim_pki_ca_create("mcim M2MES CA", days, &m2mes)) != MCIM_OK ||
+      (rc = mcim_pki_ca_create("mcim lab TPM vendor CA", days, &vendor)) != MCIM_OK)
     goto cleanup;
   for (size_t i = 0; i < nroles; i++)
     if ((rc = issue_role(ops, dir, roles[i], MCIM_CERT_TLS, days)) != MCIM_OK)
@@ -882,10 +883,13 @@ mcim_cause_t mcim_pki_lab_init(const char *dir, const char *const *roles, size_t
     goto cleanup;
   /* The CAs go last: a run that fails half-way leaves no CA behind, so it cannot be
    * mistaken for a complete PKI and a plain re-run starts over. */
-  if ((rc = write_ca(m2mes, dir, MCIM_PKI_M2MES_CA_CERT, MCIM_PKI_M2MES_CA_KEY)) != MCIM_OK ||
+  if ((rc = write_ca(vendor, dir, MCIM_PKI_TPM_VENDOR_CA_CERT, MCIM_PKI_TPM_VENDOR_CA_KEY)) !=
+          MCIM_OK ||
+      (rc = write_ca(m2mes, dir, MCIM_PKI_M2MES_CA_CERT, MCIM_PKI_M2MES_CA_KEY)) != MCIM_OK ||
       (rc = write_ca(ops, dir, MCIM_PKI_OPERATORS_CA_CERT, MCIM_PKI_OPERATORS_CA_KEY)) != MCIM_OK)
     goto cleanup;
 cleanup:
+  mcim_pki_ca_free(vendor);
   mcim_pki_ca_free(m2mes);
   mcim_pki_ca_free(ops);
   return rc;

@@ -176,6 +176,10 @@ ESYS_TR mcim_tpm_aes_handle(const mcim_tpm_aes_t *k);
 enum mcim_tpm_key_kind {
   MCIM_TPM_KEY_SIGN = 1, /* ECC P-256, scheme ECDSA-SHA256: TPM2_Sign (ES256) */
   MCIM_TPM_KEY_ECDH = 2, /* ECC P-256, decrypt, scheme ECDH: TPM2_ECDH_ZGen (ECDH-ES) */
+  /* The attestation key proper (tpm_enrol.c): ECC P-256, ECDSA-SHA256, sign and RESTRICTED,
+   * so the TPM signs only structures it made itself (TPM2_Quote, TPM2_Certify), never a
+   * digest it is given: a forged TPMS_ATTEST cannot be signed with it. */
+  MCIM_TPM_KEY_AK = 3,
 };
 /* TPM2_Create of a new key of `kind` under the storage primary. `out` is what is kept: the
  * public area and the private part as the TPM wrapped it (loadable only in this TPM, under
@@ -233,5 +237,14 @@ pid_t mcim_swtpm_pid(const mcim_swtpm_t *s);
 void mcim_swtpm_free(mcim_swtpm_t *s);
 /* Free the handle and leave the swtpm running (MCIM_SWTPM_DETACHED): its pid, to stop it by. */
 pid_t mcim_swtpm_detach(mcim_swtpm_t *s);
+/* The TPM's manufacture, before its first start on `state_dir` (empty): swtpm_setup makes the
+ * endorsement keys (RSA 2048 at 0x81010001, ECC at 0x81010016, the TCG EK profile's default
+ * templates) and their certificates in NV (0x01c00002, 0x01c00016), signed by swtpm_localca
+ * with the TPM vendor's CA (`vendor_cert`, `vendor_key`; its serial counter in
+ * `vendor_state`, which must exist). The lab's and the tests' stand-in for a TPM maker's
+ * line (docs/tre-tpm.md, "Enrolment"). MCIM_NOT_FOUND without swtpm_setup or the CA. */
+mcim_cause_t mcim_swtpm_manufacture(const char *state_dir, const char *vendor_cert,
+                                    const char *vendor_key, const char *vendor_state, char *detail,
+                                    size_t detail_len);
 
 #endif

@@ -32,12 +32,15 @@ static void key_template(enum mcim_tpm_key_kind kind, TPM2B_PUBLIC *t)
   memset(t, 0, sizeof(*t));
   t->publicArea.type = TPM2_ALG_ECC;
   t->publicArea.nameAlg = TPM2_ALG_SHA256;
-  t->publicArea.objectAttributes = MCIM_TPM_KEY_ATTRS | (kind == MCIM_TPM_KEY_SIGN
-                                                             ? TPMA_OBJECT_SIGN_ENCRYPT
-                                                             : TPMA_OBJECT_DECRYPT);
+  t->publicArea.objectAttributes =
+      MCIM_TPM_KEY_ATTRS |
+      (kind == MCIM_TPM_KEY_ECDH ? TPMA_OBJECT_DECRYPT : TPMA_OBJECT_SIGN_ENCRYPT);
+  /* the quote key signs only what the TPM made (TPMS_ATTEST starting TPM_GENERATED_VALUE) */
+  if (kind == MCIM_TPM_KEY_AK)
+    t->publicArea.objectAttributes |= TPMA_OBJECT_RESTRICTED;
   TPMS_ECC_PARMS *e = &t->publicArea.parameters.eccDetail;
   e->symmetric.algorithm = TPM2_ALG_NULL;
-  e->scheme.scheme = kind == MCIM_TPM_KEY_SIGN ? TPM2_ALG_ECDSA : TPM2_ALG_ECDH;
+  e->scheme.scheme = kind == MCIM_TPM_KEY_ECDH ? TPM2_ALG_ECDH : TPM2_ALG_ECDSA;
   e->scheme.details.anySig.hashAlg = TPM2_ALG_SHA256; /* ecdsa and ecdh alike */
   e->curveID = TPM2_ECC_NIST_P256;
   e->kdf.scheme = TPM2_ALG_NULL;
@@ -72,7 +75,8 @@ mcim_cause_t mcim_tpm_key_create(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   TSS2_RC r;
 
-  if (!t || !out || (kind != MCIM_TPM_KEY_SIGN && kind != MCIM_TPM_KEY_ECDH))
+  if (!t || !out ||
+      (kind != MCIM_TPM_KEY_SIGN && kind != MCIM_TPM_KEY_ECDH && kind != MCIM_TPM_KEY_AK))
     goto cleanup;
   memset(out, 0, sizeof(*out));
   rc = mcim_tpm_primary(t, &parent, NULL);
@@ -82,8 +86,10 @@ mcim_cause_t mcim_tpm_key_create(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
   r = Esys_Create(t->esys, parent, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &no_auth, &tmpl,
                   &no_outside, &no_pcrs, &priv, &pub, NULL, NULL, NULL);
   if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, kind == MCIM_TPM_KEY_SIGN ? "TPM2_Create (signing key)"
-                                                    : "TPM2_Create (key-agreement key)",
+    rc = mcim_tpm_fail(t,
+                       kind == MCIM_TPM_KEY_SIGN ? "TPM2_Create (signing key)"
+                       : kind == MCIM_TPM_KEY_AK ? "TPM2_Create (attestation key)"
+                                                 : "TPM2_Create (key-agreement key)",
                        r);
     goto cleanup;
   }
@@ -113,7 +119,9 @@ mcim_cause_t mcim_tpm_key_load(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
   if (!t || !blob)
     goto cleanup;
   rc = mcim_tpm_failf(t, MCIM_KEY_INVALID, "TPM2_Load: the blob is not a %s key of the TRE",
-                      kind == MCIM_TPM_KEY_SIGN ? "signing" : "key-agreement");
+                      kind == MCIM_TPM_KEY_SIGN ? "signing"
+                      : kind == MCIM_TPM_KEY_AK ? "attestation"
+                                                : "key-agreement");
   if (!template_matches(kind, &blob->pub))
     goto cleanup;
   rc = MCIM_NO_MEMORY;

@@ -49,6 +49,11 @@
   X(MCIM_TSS2_ESYS, Esys_NV_DefineSpace)                                                           \
   X(MCIM_TSS2_ESYS, Esys_NV_Increment)                                                             \
   X(MCIM_TSS2_ESYS, Esys_NV_Read)                                                                  \
+  X(MCIM_TSS2_ESYS, Esys_NV_ReadPublic)                                                            \
+  X(MCIM_TSS2_ESYS, Esys_StartAuthSession)                                                         \
+  X(MCIM_TSS2_ESYS, Esys_PolicySecret)                                                             \
+  X(MCIM_TSS2_ESYS, Esys_ActivateCredential)                                                       \
+  X(MCIM_TSS2_ESYS, Esys_Certify)                                                                  \
   X(MCIM_TSS2_MU, Tss2_MU_TPMT_PUBLIC_Marshal)                                                     \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Marshal)                                                    \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Unmarshal)                                                  \
@@ -56,7 +61,9 @@
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PRIVATE_Unmarshal)                                                 \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_SENSITIVE_Marshal)                                                 \
   X(MCIM_TSS2_MU, Tss2_MU_TPMS_ECC_POINT_Marshal)                                                  \
-  X(MCIM_TSS2_MU, Tss2_MU_TPMT_SIGNATURE_Marshal)
+  X(MCIM_TSS2_MU, Tss2_MU_TPMT_SIGNATURE_Marshal)                                                  \
+  X(MCIM_TSS2_MU, Tss2_MU_TPMT_SIGNATURE_Unmarshal)                                                \
+  X(MCIM_TSS2_MU, Tss2_MU_TPMS_ATTEST_Unmarshal)
 
 enum { MCIM_TSS2_TCTILDR, MCIM_TSS2_RC, MCIM_TSS2_ESYS, MCIM_TSS2_MU, MCIM_TSS2_NLIBS };
 
@@ -96,6 +103,13 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Esys_NV_DefineSpace (mcim_tss2.Esys_NV_DefineSpace)
 #define Esys_NV_Increment (mcim_tss2.Esys_NV_Increment)
 #define Esys_NV_Read (mcim_tss2.Esys_NV_Read)
+#define Esys_NV_ReadPublic (mcim_tss2.Esys_NV_ReadPublic)
+#define Esys_StartAuthSession (mcim_tss2.Esys_StartAuthSession)
+#define Esys_PolicySecret (mcim_tss2.Esys_PolicySecret)
+#define Esys_ActivateCredential (mcim_tss2.Esys_ActivateCredential)
+#define Esys_Certify (mcim_tss2.Esys_Certify)
+#define Tss2_MU_TPMT_SIGNATURE_Unmarshal (mcim_tss2.Tss2_MU_TPMT_SIGNATURE_Unmarshal)
+#define Tss2_MU_TPMS_ATTEST_Unmarshal (mcim_tss2.Tss2_MU_TPMS_ATTEST_Unmarshal)
 #define Tss2_MU_TPMT_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPMT_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Unmarshal)

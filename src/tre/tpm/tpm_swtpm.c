@@ -52,8 +52,8 @@ static void sleep_ms(int ms)
     ;
 }
 
-/* The absolute path of `swtpm` on PATH, or false. */
-static bool find_swtpm(char *out, size_t len)
+/* The absolute path of `prog` on PATH, or false. */
+static bool find_prog(const char *prog, char *out, size_t len)
 {
   const char *path = getenv("PATH");
   char *copy = strdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
@@ -63,7 +63,7 @@ static bool find_swtpm(char *out, size_t len)
     return false;
   for (char *save = NULL, *dir = strtok_r(copy, ":", &save); dir && !found;
        dir = strtok_r(NULL, ":", &save)) {
-    if ((size_t)snprintf(out, len, "%s/swtpm", *dir ? dir : ".") < len && access(out, X_OK) == 0)
+    if ((size_t)snprintf(out, len, "%s/%s", *dir ? dir : ".", prog) < len && access(out, X_OK) == 0)
       found = true;
   }
   free(copy);
@@ -290,7 +290,7 @@ mcim_cause_t mcim_swtpm_start(const char *state_dir, unsigned flags, int timeout
   if (!out || !state_dir || !*state_dir)
     return MCIM_INVALID_ARGUMENT;
   *out = NULL;
-  if (!find_swtpm(swtpm, sizeof(swtpm))) {
+  if (!find_prog("swtpm", swtpm, sizeof(swtpm))) {
     mcim_detailf(detail, detail_len,
                  "swtpm not found on PATH (Debian package swtpm; scripts/deps.sh installs it)");
     return MCIM_NOT_FOUND;
@@ -342,4 +342,99 @@ pid_t mcim_swtpm_detach(mcim_swtpm_t *s)
   pid_t pid = s ? s->pid : -1;
   free(s);
   return pid;
+}
+
+/* ---- the TPM's manufacture: an endorsement key and its certificate ---- */
+
+static mcim_cause_t write_text(const char *path, const char *text)
+{
+  FILE *f = fopen(path, "w");
+  if (!f)
+    return MCIM_IO_ERROR;
+  bool ok = fputs(text, f) >= 0;
+  return fclose(f) == 0 && ok ? MCIM_OK : MCIM_IO_ERROR;
+}
+
+mcim_cause_t mcim_swtpm_manufacture(const char *state_dir, const char *vendor_cert,
+                                    const char *vendor_key, const char *vendor_state, char *detail,
+                                    size_t detail_len)
+{
+  char setup[4096], localca[4096], conf[4096 + 32], ca_conf[4096 + 32], opts[4096 + 32];
+  char log[4096 + 32], state[4096 + 16], text[4 * 4096 + 256], line[200];
+  pid_t pid;
+  int status = 0;
+
+  mcim_detailf(detail, detail_len, "%s", "");
+  if (!state_dir || !vendor_cert || !vendor_key || !vendor_state)
+    return MCIM_INVALID_ARGUMENT;
+  if (!find_prog("swtpm_setup", setup, sizeof(setup)) ||
+      !find_prog("swtpm_localca", localca, sizeof(localca))) {
+    mcim_detailf(detail, detail_len,
+                 "swtpm_setup or swtpm_localca not found on PATH (Debian "
+                 "package swtpm-tools; scripts/deps.sh installs it)");
+    return MCIM_NOT_FOUND;
+  }
+  if ((size_t)snprintf(conf, sizeof(conf), "%s/swtpm_setup.conf", state_dir) >= sizeof(conf) ||
+      (size_t)snprintf(ca_conf, sizeof(ca_conf), "%s/swtpm-localca.conf", state_dir) >=
+          sizeof(ca_conf) ||
+      (size_t)snprintf(opts, sizeof(opts), "%s/swtpm-localca.options", state_dir) >= sizeof(opts) ||
+      (size_t)snprintf(log, sizeof(log), "%s/swtpm_setup.log", state_dir) >= sizeof(log) ||
+      (size_t)snprintf(state, sizeof(state), "dir://%s", state_dir) >= sizeof(state)) {
+    mcim_detailf(detail, detail_len, "state directory path too long");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  /* swtpm_localca signs with the vendor's key (it makes a CA of its own only when that key
+   * is missing, which we never let happen: the M2MES trusts this one); its serial counter and
+   * lock are the vendor's, shared by every TPM of the lab. */
+  snprintf(text, sizeof(text),
+           "statedir = %s\nsigningkey = %s\nissuercert = %s\ncertserial = %s/certserial\n",
+           vendor_state, vendor_key, vendor_cert, vendor_state);
+  mcim_cause_t rc = access(vendor_key, R_OK) == 0 && access(vendor_cert, R_OK) == 0
+                        ? write_text(ca_conf, text)
+                        : MCIM_NOT_FOUND;
+  if (rc == MCIM_NOT_FOUND)
+    mcim_detailf(detail, detail_len, "no TPM vendor CA at %s", vendor_cert);
+  if (rc == MCIM_OK)
+    rc = write_text(opts, "--platform-manufacturer mcim-lab\n--platform-version 2.1\n"
+                          "--platform-model m2me\n");
+  snprintf(text, sizeof(text),
+           "create_certs_tool = %s\ncreate_certs_tool_config = %s\n"
+           "create_certs_tool_options = %s\nactive_pcr_banks = sha256\n",
+           localca, ca_conf, opts);
+  if (rc == MCIM_OK)
+    rc = write_text(conf, text);
+  if (rc != MCIM_OK) {
+    if (!detail || !detail[0])
+      mcim_detailf(detail, detail_len, "cannot write swtpm_setup's configuration in %s", state_dir);
+    return rc;
+  }
+  /* --create-ek-cert: the RSA 2048 and ECC EKs of the TCG EK profile's default templates,
+   * persistent (0x81010001, 0x81010016), and their certificates in NV (0x01c00002, 0x01c00016),
+   * locked (--lock-nvram: nobody rewrites them); only the SHA-256 PCR bank. */
+  char *const argv[] = {
+      setup, "--tpm2",    "--tpm-state", state, "--create-ek-cert", "--lock-nvram", "--config",
+      conf,  "--logfile", log,           NULL};
+  pid = fork();
+  if (pid < 0) {
+    mcim_detailf(detail, detail_len, "fork: %s", strerror(errno));
+    return MCIM_IO_ERROR;
+  }
+  if (pid == 0) {
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+      _exit(126);
+    execv(setup, argv);
+    _exit(127);
+  }
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    first_line(log, line, sizeof(line));
+    mcim_detailf(detail, detail_len, "swtpm_setup failed (status %d; %s): %s",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), log,
+                 line[0] ? line : "(no output)");
+    return MCIM_IO_ERROR;
+  }
+  return MCIM_OK;
 }

@@ -1,0 +1,375 @@
+/* Enrolment of a TPM (src/tre/tpm/tpm_enrol.c; docs/tre-tpm.md, "Enrolment") against real
+ * TPMs: two swtpms manufactured by swtpm_setup with EK certificates from a "vendor" CA made
+ * here (the lab's way, mcim_swtpm_manufacture). The M2MES's side (OpenSSL) is checked against
+ * the TPM's own commands: the credential made in software is activated by the TPM, and only
+ * for the right attestation key in the right TPM; what TPM2_Certify signs is what the host
+ * check takes. And the refusals, each with its cause: an EK certificate of another CA, a
+ * credential for another key or another TPM, a secret that is not the one sent, an
+ * attestation key that is not restricted or could leave its TPM, a certification of another
+ * key or of a key that could leave. */
+#define _GNU_SOURCE /* nftw */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "mcim/log.h"
+#include "mcim/pki.h"
+#include "mcim/util.h"
+#include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_enrol.h"
+#include "tre/tpm/tpm_lib.h"
+#include "swtpm_fixture.h"
+
+static char dir_a[64], dir_b[64], vendor_dir[64];
+static char vendor_cert[128], vendor_key[128], other_cert[128];
+static mcim_swtpm_t *sw_a, *sw_b;
+static FILE *log_fp;
+
+/* A TPM as its maker ships it: swtpm_setup's EK and EK certificate, then started. */
+static int manufactured(char *tmpl, mcim_swtpm_t **sw)
+{
+  char detail[512];
+  if (!mkdtemp(tmpl)) {
+    tmpl[0] = '\0';
+    return -1;
+  }
+  mcim_cause_t rc =
+      mcim_swtpm_manufacture(tmpl, vendor_cert, vendor_key, vendor_dir, detail, sizeof(detail));
+  if (rc == MCIM_OK)
+    rc = mcim_swtpm_start(tmpl, MCIM_SWTPM_TIED, 20000, sw, detail, sizeof(detail));
+  if (rc != MCIM_OK)
+    print_error("TPM manufacture in %s: %s: %s\n", tmpl, mcim_cause_name(rc), detail);
+  return rc == MCIM_OK ? 0 : -1;
+}
+
+static int group_setup(void **state)
+{
+  mcim_pki_ca_t *vendor = NULL, *other = NULL;
+  (void)state;
+  log_fp = tmpfile();
+  if (!log_fp)
+    return -1;
+  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
+  snprintf(vendor_dir, sizeof(vendor_dir), "/tmp/mcim-tpmvendor-XXXXXX");
+  if (!mkdtemp(vendor_dir))
+    return -1;
+  snprintf(vendor_cert, sizeof(vendor_cert), "%s/ca.crt", vendor_dir);
+  snprintf(vendor_key, sizeof(vendor_key), "%s/ca.key", vendor_dir);
+  snprintf(other_cert, sizeof(other_cert), "%s/other.crt", vendor_dir);
+  char other_key[128];
+  snprintf(other_key, sizeof(other_key), "%s/other.key", vendor_dir);
+  int ok = mcim_pki_ca_create("tpm-vendor-ca", 30, &vendor) == MCIM_OK &&
+           mcim_pki_ca_write(vendor, vendor_cert, vendor_key) == MCIM_OK &&
+           mcim_pki_ca_create("tpm-vendor-ca", 30, &other) == MCIM_OK &&
+           mcim_pki_ca_write(other, other_cert, other_key) == MCIM_OK;
+  mcim_pki_ca_free(vendor);
+  mcim_pki_ca_free(other);
+  if (!ok)
+    return -1;
+  snprintf(dir_a, sizeof(dir_a), "/tmp/mcim-tpmtest-XXXXXX");
+  snprintf(dir_b, sizeof(dir_b), "/tmp/mcim-tpmtest-XXXXXX");
+  return manufactured(dir_a, &sw_a) == 0 && manufactured(dir_b, &sw_b) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+  (void)state;
+  mcim_swtpm_free(sw_a);
+  mcim_swtpm_free(sw_b);
+  rm_tree(dir_a);
+  rm_tree(dir_b);
+  rm_tree(vendor_dir);
+  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
+  fclose(log_fp);
+  return 0;
+}
+
+static mcim_tpm_t *open_tpm(const mcim_swtpm_t *s)
+{
+  char detail[256];
+  mcim_tpm_t *t = NULL;
+  mcim_cause_t rc = mcim_tpm_open(mcim_swtpm_tcti(s), &t, detail, sizeof(detail));
+  if (rc != MCIM_OK)
+    print_error("mcim_tpm_open: %s: %s\n", mcim_cause_name(rc), detail);
+  assert_int_equal(rc, MCIM_OK);
+  assert_int_equal(mcim_tpm_primary_persist(t, &(TPM2B_NAME){0}), MCIM_OK);
+  return t;
+}
+
+/* The TPM's EK, verified against `ca` as the M2MES does. */
+static mcim_cause_t ek_of(mcim_tpm_t *t, const char *ca, EVP_PKEY **ek)
+{
+  uint8_t *der = NULL;
+  size_t len = 0;
+  char err[256] = "";
+  assert_int_equal(mcim_tpm_ek_cert(t, &der, &len), MCIM_OK);
+  mcim_cause_t rc = mcim_tpm_ek_verify(der, len, ca, ek, err, sizeof(err));
+  if (rc != MCIM_OK)
+    print_message("EK refused (expected in some tests): %s\n", err);
+  free(der);
+  return rc;
+}
+
+static void create(mcim_tpm_t *t, enum mcim_tpm_key_kind kind, struct mcim_tpm_blob *b)
+{
+  mcim_cause_t rc = mcim_tpm_key_create(t, kind, b);
+  if (rc != MCIM_OK)
+    print_error("create: %s\n", mcim_tpm_detail(t));
+  assert_int_equal(rc, MCIM_OK);
+}
+
+/* MakeCredential on the host for `name` and `ek`, ActivateCredential in `t` with `ak`. */
+static mcim_cause_t round_trip(mcim_tpm_t *t, EVP_PKEY *ek, const TPM2B_NAME *name,
+                               const struct mcim_tpm_blob *ak_blob, uint8_t sent[32],
+                               uint8_t back[64], size_t *back_len)
+{
+  TPM2B_ID_OBJECT blob;
+  TPM2B_ENCRYPTED_SECRET enc;
+  mcim_tpm_key_t *ak = NULL;
+  assert_int_equal(RAND_bytes(sent, 32), 1);
+  assert_int_equal(mcim_tpm_make_credential(ek, name, sent, 32, &blob, &enc), MCIM_OK);
+  assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, ak_blob, &ak), MCIM_OK);
+  *back_len = 64;
+  mcim_cause_t rc = mcim_tpm_activate_credential(t, ak, &blob, &enc, back, back_len);
+  if (rc != MCIM_OK)
+    print_message("ActivateCredential refused (expected in some tests): %s\n", mcim_tpm_detail(t));
+  mcim_tpm_key_free(ak);
+  return rc;
+}
+
+/* The host's TPM2_MakeCredential against the TPM's TPM2_ActivateCredential: the secret comes
+ * back exactly, for the attestation key it was made for, in the TPM of the EK it was made
+ * for; the AK passes the M2MES's attribute check, the unrestricted signing key does not. */
+static void test_make_activate_round_trip(void **state)
+{
+  (void)state;
+  mcim_tpm_t *t = open_tpm(sw_a);
+  struct mcim_tpm_blob ak = {0}, sign = {0};
+  EVP_PKEY *ek = NULL;
+  TPM2B_NAME name;
+  uint8_t sent[32], back[64];
+  size_t back_len = 0;
+  char err[256] = "";
+
+  create(t, MCIM_TPM_KEY_AK, &ak);
+  create(t, MCIM_TPM_KEY_SIGN, &sign);
+  assert_int_equal(ek_of(t, vendor_cert, &ek), MCIM_OK);
+  assert_int_equal(mcim_tpm_ak_check(&ak.pub, err, sizeof(err)), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_name(&ak.pub, &name), MCIM_OK);
+  for (int i = 0; i < 3; i++) { /* fresh seeds each time */
+    assert_int_equal(round_trip(t, ek, &name, &ak, sent, back, &back_len), MCIM_OK);
+    assert_int_equal(back_len, 32);
+    assert_memory_equal(back, sent, 32);
+  }
+  /* the same public area through its base64url form, as the M2MES receives it */
+  char *b64 = NULL;
+  TPM2B_PUBLIC again;
+  assert_int_equal(mcim_tpm_public_encode(&ak.pub, &b64), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_decode(b64, &again), MCIM_OK);
+  assert_memory_equal(&again, &ak.pub, sizeof(again));
+  free(b64);
+
+  /* an AK that is not restricted (the JWS signing key) is refused before any credential */
+  assert_int_equal(mcim_tpm_ak_check(&sign.pub, err, sizeof(err)), MCIM_TPM_KEY_ATTRIBUTES);
+  print_message("signing key as AK: %s\n", err);
+  /* ... and one that could leave its TPM (fixedTPM, fixedParent clear) */
+  TPM2B_PUBLIC loose = ak.pub;
+  loose.publicArea.objectAttributes &= ~(TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT);
+  assert_int_equal(mcim_tpm_ak_check(&loose, err, sizeof(err)), MCIM_TPM_KEY_ATTRIBUTES);
+  loose = ak.pub;
+  loose.publicArea.objectAttributes &= ~TPMA_OBJECT_SENSITIVEDATAORIGIN;
+  assert_int_equal(mcim_tpm_ak_check(&loose, err, sizeof(err)), MCIM_TPM_KEY_ATTRIBUTES);
+  loose = ak.pub;
+  loose.publicArea.objectAttributes |= TPMA_OBJECT_DECRYPT;
+  assert_int_equal(mcim_tpm_ak_check(&loose, err, sizeof(err)), MCIM_TPM_KEY_ATTRIBUTES);
+
+  EVP_PKEY_free(ek);
+  mcim_tpm_free(t);
+}
+
+/* A credential the TPM must not activate: made for another key's name (the device sent the
+ * public area of a software key, or of an unrestricted one, and loads its real AK), or
+ * encrypted to another TPM's EK (the device's software shows the EK certificate of a genuine
+ * TPM it does not run on). And a secret that differs from the one sent is what the M2MES
+ * refuses: the comparison, constant time, tells them apart. */
+static void test_activation_refused(void **state)
+{
+  (void)state;
+  mcim_tpm_t *ta = open_tpm(sw_a);
+  struct mcim_tpm_blob ak = {0}, ak2 = {0};
+  EVP_PKEY *ek_a = NULL, *ek_b = NULL;
+  TPM2B_NAME name, other_name;
+  uint8_t sent[32], back[64];
+  size_t back_len = 0;
+
+  create(ta, MCIM_TPM_KEY_AK, &ak);
+  create(ta, MCIM_TPM_KEY_AK, &ak2);
+  assert_int_equal(ek_of(ta, vendor_cert, &ek_a), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_name(&ak.pub, &name), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_name(&ak2.pub, &other_name), MCIM_OK);
+
+  /* made for ak2's name, activated with ak loaded: the TPM's integrity check fails */
+  assert_int_not_equal(round_trip(ta, ek_a, &other_name, &ak, sent, back, &back_len), MCIM_OK);
+  assert_non_null(strstr(mcim_tpm_detail(ta), "TPM2_ActivateCredential"));
+
+  /* encrypted to TPM B's EK, activated in TPM A */
+  mcim_tpm_t *tb = open_tpm(sw_b);
+  assert_int_equal(ek_of(tb, vendor_cert, &ek_b), MCIM_OK);
+  mcim_tpm_free(tb);
+  assert_int_not_equal(round_trip(ta, ek_b, &name, &ak, sent, back, &back_len), MCIM_OK);
+
+  /* a wrong secret: the right round trip, then one bit of the answer changed */
+  assert_int_equal(round_trip(ta, ek_a, &name, &ak, sent, back, &back_len), MCIM_OK);
+  assert_true(mcim_ct_equal(back, sent, 32));
+  back[7] ^= 0x10;
+  assert_false(mcim_ct_equal(back, sent, 32));
+
+  EVP_PKEY_free(ek_a);
+  EVP_PKEY_free(ek_b);
+  mcim_tpm_free(ta);
+}
+
+/* The EK certificate is checked against the vendor CAs the M2MES trusts: another CA of the
+ * same name, no CA file, or garbage are TPM_EK_UNTRUSTED. */
+static void test_ek_untrusted(void **state)
+{
+  (void)state;
+  mcim_tpm_t *t = open_tpm(sw_a);
+  EVP_PKEY *ek = NULL;
+  char err[256] = "";
+
+  assert_int_equal(ek_of(t, other_cert, &ek), MCIM_TPM_EK_UNTRUSTED);
+  assert_null(ek);
+  assert_int_equal(ek_of(t, "/nonexistent/ca.crt", &ek), MCIM_TPM_EK_UNTRUSTED);
+  assert_int_equal(ek_of(t, NULL, &ek), MCIM_TPM_EK_UNTRUSTED);
+  static const uint8_t junk[] = {0x30, 0x03, 0x02, 0x01, 0x01};
+  assert_int_equal(mcim_tpm_ek_verify(junk, sizeof(junk), vendor_cert, &ek, err, sizeof(err)),
+                   MCIM_TPM_EK_UNTRUSTED);
+  /* the certificate with one byte of its signature changed */
+  uint8_t *der = NULL;
+  size_t len = 0;
+  assert_int_equal(mcim_tpm_ek_cert(t, &der, &len), MCIM_OK);
+  der[len - 3] ^= 0x01;
+  assert_int_equal(mcim_tpm_ek_verify(der, len, vendor_cert, &ek, err, sizeof(err)),
+                   MCIM_TPM_EK_UNTRUSTED);
+  print_message("altered EK certificate: %s\n", err);
+  free(der);
+  mcim_tpm_free(t);
+}
+
+/* TPM2_Certify by the AK of the TRE's keys and of the storage primary, checked on the host;
+ * a certification presented for another key, altered, or with other qualifying data is
+ * TPM_CERTIFY_INVALID; a certified key that could leave the TPM (an imported AES key: not
+ * fixedTPM) is TPM_KEY_ATTRIBUTES. */
+static void test_certify(void **state)
+{
+  (void)state;
+  mcim_tpm_t *t = open_tpm(sw_a);
+  struct mcim_tpm_blob ak = {0}, sign = {0}, ecdh = {0};
+  mcim_tpm_key_t *akk = NULL, *k = NULL;
+  const TPM2B_PUBLIC *ppub = NULL;
+  ESYS_TR primary = ESYS_TR_NONE;
+  uint8_t *att = NULL, *sig = NULL, qual[32];
+  size_t alen = 0, slen = 0;
+  char err[256] = "";
+
+  assert_int_equal(RAND_bytes(qual, sizeof(qual)), 1);
+  create(t, MCIM_TPM_KEY_AK, &ak);
+  create(t, MCIM_TPM_KEY_SIGN, &sign);
+  create(t, MCIM_TPM_KEY_ECDH, &ecdh);
+  assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, &ak, &akk), MCIM_OK);
+
+  assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_SIGN, &sign, &k), MCIM_OK);
+  assert_int_equal(mcim_tpm_certify(t, akk, mcim_tpm_key_handle(k), qual, sizeof(qual), &att, &alen,
+                                    &sig, &slen),
+                   MCIM_OK);
+  mcim_tpm_key_free(k);
+  assert_int_equal(mcim_tpm_certify_check(&ak.pub, &sign.pub, qual, sizeof(qual), att, alen, sig,
+                                          slen, err, sizeof(err)),
+                   MCIM_OK);
+  /* the same certification for the KA key's public area: names another key */
+  assert_int_equal(mcim_tpm_certify_check(&ak.pub, &ecdh.pub, qual, sizeof(qual), att, alen, sig,
+                                          slen, err, sizeof(err)),
+                   MCIM_TPM_CERTIFY_INVALID);
+  /* other qualifying data (a replayed certification) */
+  assert_int_equal(
+      mcim_tpm_certify_check(&ak.pub, &sign.pub, qual, 16, att, alen, sig, slen, err, sizeof(err)),
+      MCIM_TPM_CERTIFY_INVALID);
+  /* verified with another key than the AK (a certification by the signing key's TPM2_Sign
+   * would be this) */
+  assert_int_equal(mcim_tpm_certify_check(&sign.pub, &sign.pub, qual, sizeof(qual), att, alen, sig,
+                                          slen, err, sizeof(err)),
+                   MCIM_TPM_CERTIFY_INVALID);
+  att[alen - 1] ^= 0x01;
+  assert_int_equal(mcim_tpm_certify_check(&ak.pub, &sign.pub, qual, sizeof(qual), att, alen, sig,
+                                          slen, err, sizeof(err)),
+                   MCIM_TPM_CERTIFY_INVALID);
+  free(att);
+  free(sig);
+
+  /* the storage primary (persistent) */
+  assert_int_equal(mcim_tpm_primary(t, &primary, &ppub), MCIM_OK);
+  assert_int_equal(mcim_tpm_certify(t, akk, primary, qual, sizeof(qual), &att, &alen, &sig, &slen),
+                   MCIM_OK);
+  assert_int_equal(mcim_tpm_certify_check(&ak.pub, ppub, qual, sizeof(qual), att, alen, sig, slen,
+                                          err, sizeof(err)),
+                   MCIM_OK);
+  free(att);
+  free(sig);
+
+  /* an imported AES key: the TPM certifies it, the host refuses it (not fixedTPM) */
+  uint8_t key[16];
+  struct mcim_tpm_dup dup;
+  struct mcim_tpm_blob aes = {0};
+  mcim_tpm_aes_t *ak_aes = NULL;
+  assert_int_equal(RAND_bytes(key, sizeof(key)), 1);
+  assert_int_equal(mcim_tpm_dup_aes128(ppub, key, MCIM_TPM_AES_ATTRS, &dup), MCIM_OK);
+  OPENSSL_cleanse(key, sizeof(key));
+  assert_int_equal(mcim_tpm_aes_import(t, &dup, &aes), MCIM_OK);
+  assert_int_equal(mcim_tpm_aes_load(t, &aes, &ak_aes), MCIM_OK);
+  assert_int_equal(mcim_tpm_certify(t, akk, mcim_tpm_aes_handle(ak_aes), qual, sizeof(qual), &att,
+                                    &alen, &sig, &slen),
+                   MCIM_OK);
+  mcim_tpm_aes_free(ak_aes);
+  assert_int_equal(mcim_tpm_certify_check(&ak.pub, &aes.pub, qual, sizeof(qual), att, alen, sig,
+                                          slen, err, sizeof(err)),
+                   MCIM_TPM_KEY_ATTRIBUTES);
+  print_message("imported key: %s\n", err);
+  free(att);
+  free(sig);
+
+  /* The TPM refuses to have the AK sign a digest it did not compute (a restricted key needs
+   * a TPM2_Hash ticket, which the TPM gives only for data not starting with
+   * TPM_GENERATED_VALUE): a forged TPMS_ATTEST cannot be signed. */
+  TPM2B_DIGEST d = {.size = 32};
+  const TPMT_SIG_SCHEME how = {.scheme = TPM2_ALG_ECDSA, .details.ecdsa.hashAlg = TPM2_ALG_SHA256};
+  const TPMT_TK_HASHCHECK no_ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
+  TPMT_SIGNATURE *forged = NULL;
+  TSS2_RC r = Esys_Sign(mcim_tpm_esys(t), mcim_tpm_key_handle(akk), ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                        ESYS_TR_NONE, &d, &how, &no_ticket, &forged);
+  assert_int_not_equal(r, TSS2_RC_SUCCESS);
+  assert_null(forged);
+  print_message("TPM2_Sign of a digest with the AK: %s\n", Tss2_RC_Decode(r));
+  mcim_tpm_key_free(akk);
+  mcim_tpm_free(t);
+}
+
+int main(void)
+{
+  setenv("TSS2_LOG", "all+none", 0);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_make_activate_round_trip),
+      cmocka_unit_test(test_activation_refused),
+      cmocka_unit_test(test_ek_untrusted),
+      cmocka_unit_test(test_certify),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
