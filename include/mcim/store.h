@@ -83,6 +83,13 @@ typedef struct mcim_store_opts {
   bool read_only;      /* open an existing database for reading only */
 } mcim_store_opts_t;
 
+/* A statement and its parameters, as a batch holds it (mcim_store_begin_batch). */
+typedef struct mcim_store_stmt {
+  const char *sql;
+  const mcim_val_t *params;
+  size_t nparams;
+} mcim_store_stmt_t;
+
 /* What a backend implements. `conn` is the backend's own connection object.
  * exec: one statement, `?` placeholders, typed parameters, rows to `cb` (may be NULL).
  * exec_script: several `;`-separated statements without parameters (migrations).
@@ -108,6 +115,11 @@ typedef struct mcim_store_ops {
    * brackets begin .. commit/rollback with set_durable (SQLite, which refuses to change
    * its safety level inside a transaction). */
   mcim_cause_t (*begin_relaxed)(void *conn);
+  /* Optional: one whole transaction of writes (mcim_store_begin_batch): begin (relaxed or
+   * not), the statements in order, commit; all or nothing. NULL: the front end runs it
+   * through begin, exec and commit. */
+  mcim_cause_t (*commit_batch)(void *conn, bool relaxed, const struct mcim_store_stmt *stmts,
+                               size_t n);
 } mcim_store_ops_t;
 
 extern const mcim_store_ops_t mcim_store_sqlite_ops;
@@ -154,6 +166,18 @@ bool mcim_store_in_txn(const mcim_store_t *st);
  * repair (say at the call who and how). The commits after it are durable again; on a
  * backend without the choice it is mcim_store_begin. */
 mcim_cause_t mcim_store_begin_relaxed(mcim_store_t *st);
+/* A transaction of writes only, sent to the database whole at its commit. Until then
+ * mcim_store_exec (and _exec_relaxed) keep each statement without rows (cb NULL) with a
+ * copy of its parameters and return MCIM_OK: the statement's outcome is the commit's. A
+ * statement with a callback (a read) is refused, MCIM_INVALID_ARGUMENT, and
+ * mcim_store_changes means nothing in it. The commit runs the statements in order in one
+ * transaction, relaxed as mcim_store_begin_relaxed if `relaxed`, and returns the first
+ * failure's cause (a unique key taken: MCIM_CONFLICT), leaving nothing of it: there is no
+ * statement-level atomicity inside a batch. Why: on PostgreSQL a transaction statement by
+ * statement is 2 + n round trips to the server, each waited for while holding the writers'
+ * lock; a batch is one (BEGIN, the lock, the statements and COMMIT in one pipeline). SQLite
+ * runs it statement by statement at the commit. A rollback drops what was kept. */
+mcim_cause_t mcim_store_begin_batch(mcim_store_t *st, bool relaxed);
 
 /* One statement; `cb` may be NULL when no rows are wanted. */
 mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t *params,

@@ -596,7 +596,7 @@ static void plan_free(struct plan *pl)
 }
 
 enum wrap { WRAP_NONE, WRAP_SAVEPOINT, WRAP_LOCK };
-enum cmd { CMD_WRAP, CMD_PREPARE, CMD_EXEC, CMD_RELEASE };
+enum cmd { CMD_WRAP, CMD_PREPARE, CMD_EXEC, CMD_RELEASE, CMD_COMMIT };
 
 /* One round trip: [SAVEPOINT | writers' lock] [Parse] Bind/Execute [RELEASE] Sync. The
  * statement's result goes to *out. Returns the first failure's cause; *undo tells whether
@@ -884,6 +884,54 @@ static bool stale_statement(const struct pg_conn *c)
   return strstr(c->errmsg, "(SQLSTATE 0A000)") || strstr(c->errmsg, "(SQLSTATE 26000)");
 }
 
+/* The parameters as libpq takes them: text, or binary for a blob; `sig` one letter each
+ * (the prepared statements' cache key). The arrays hold nparams entries (sig one more). */
+static mcim_cause_t bind_params(struct pg_conn *c, const mcim_val_t *params, size_t nparams,
+                                const char **values, int *lengths, int *formats, char (*ints)[24],
+                                char *sig)
+{
+  for (size_t i = 0; i < nparams; i++) {
+    const mcim_val_t *v = &params[i];
+    values[i] = NULL;
+    lengths[i] = 0;
+    formats[i] = 0;
+    switch (v->type) {
+    case MCIM_VAL_NULL:
+      sig[i] = 'n';
+      break;
+    case MCIM_VAL_INT:
+      sig[i] = 'i';
+      snprintf(ints[i], sizeof(ints[i]), "%lld", (long long)v->i);
+      values[i] = ints[i];
+      break;
+    case MCIM_VAL_TEXT:
+      sig[i] = v->s ? 't' : 'n';
+      values[i] = v->s;
+      break;
+    case MCIM_VAL_BLOB:
+      if (v->len && !v->p) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
+        return MCIM_INVALID_ARGUMENT;
+      }
+      if (v->len > INT_MAX) {
+        snprintf(c->errmsg, sizeof(c->errmsg), "parameter %zu is too large", i + 1);
+        return MCIM_TOO_LARGE;
+      }
+      sig[i] = 'b';
+      /* an empty blob is a zero-length value, not NULL: never a NULL pointer */
+      values[i] = v->len ? (const char *)v->p : (const char *)empty_blob;
+      lengths[i] = (int)v->len;
+      formats[i] = 1;
+      break;
+    default:
+      snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
+      return MCIM_INVALID_ARGUMENT;
+    }
+  }
+  sig[nparams] = '\0';
+  return MCIM_OK;
+}
+
 static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *params, size_t nparams,
                             mcim_row_cb cb, void *arg)
 {
@@ -914,48 +962,9 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
     if (!values || !lengths || !formats || !ints || !sig)
       goto cleanup;
   }
-  for (size_t i = 0; i < nparams; i++) {
-    const mcim_val_t *v = &params[i];
-    values[i] = NULL;
-    lengths[i] = 0;
-    formats[i] = 0;
-    switch (v->type) {
-    case MCIM_VAL_NULL:
-      sig[i] = 'n';
-      break;
-    case MCIM_VAL_INT:
-      sig[i] = 'i';
-      snprintf(ints[i], sizeof(ints[i]), "%lld", (long long)v->i);
-      values[i] = ints[i];
-      break;
-    case MCIM_VAL_TEXT:
-      sig[i] = v->s ? 't' : 'n';
-      values[i] = v->s;
-      break;
-    case MCIM_VAL_BLOB:
-      if (v->len && !v->p) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
-        rc = MCIM_INVALID_ARGUMENT;
-        goto cleanup;
-      }
-      if (v->len > INT_MAX) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "parameter %zu is too large", i + 1);
-        rc = MCIM_TOO_LARGE;
-        goto cleanup;
-      }
-      sig[i] = 'b';
-      /* an empty blob is a zero-length value, not NULL: never a NULL pointer */
-      values[i] = v->len ? (const char *)v->p : (const char *)empty_blob;
-      lengths[i] = (int)v->len;
-      formats[i] = 1;
-      break;
-    default:
-      snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
-      rc = MCIM_INVALID_ARGUMENT;
-      goto cleanup;
-    }
-  }
-  sig[nparams] = '\0';
+  rc = bind_params(c, params, nparams, values, lengths, formats, ints, sig);
+  if (rc != MCIM_OK)
+    goto cleanup;
 
   rc = ready(c);
   if (rc != MCIM_OK)
@@ -1030,6 +1039,184 @@ static const char *pg_errmsg(void *conn)
   return c ? c->errmsg : "";
 }
 
+/* ---- batches (mcim_store_begin_batch) ---- */
+
+struct batch_stmt {
+  struct plan pl;
+  const char **values;
+  int *lengths, *formats;
+  char (*ints)[24];
+  char *sig;
+  bool parsed; /* its Parse, if it had one, succeeded */
+};
+
+static void batch_stmt_clear(struct batch_stmt *b)
+{
+  plan_free(&b->pl);
+  free((void *)b->values);
+  free(b->lengths);
+  free(b->formats);
+  free(b->ints);
+  free(b->sig);
+}
+
+static mcim_cause_t batch_stmt_make(struct pg_conn *c, const mcim_store_stmt_t *s,
+                                    struct batch_stmt *b)
+{
+  size_t n = s->nparams;
+  if (n > 65535) {
+    set_err(c, "more than 65535 parameters");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  b->values = calloc(n + 1, sizeof(*b->values));
+  b->lengths = calloc(n + 1, sizeof(*b->lengths));
+  b->formats = calloc(n + 1, sizeof(*b->formats));
+  b->ints = calloc(n + 1, sizeof(*b->ints));
+  b->sig = calloc(n + 1, 1);
+  if (!b->values || !b->lengths || !b->formats || !b->ints || !b->sig)
+    return MCIM_NO_MEMORY;
+  mcim_cause_t rc = bind_params(c, s->params, n, b->values, b->lengths, b->formats, b->ints, b->sig);
+  return rc == MCIM_OK ? plan_stmt(c, s->sql, b->sig, n, &b->pl) : rc;
+}
+
+/* The whole transaction in one pipeline: BEGIN, [SET LOCAL synchronous_commit], the writers'
+ * lock, each statement ([Parse] Bind/Execute), COMMIT, Sync: one round trip, where
+ * begin/exec/commit take 2 + n, each waited for under the writers' lock. After a failure the
+ * server skips everything up to the Sync and the transaction stays open, aborted: rolled back
+ * here. The statements are planned (and a cache slot freed, DEALLOCATE) before the pipeline,
+ * outside any transaction. */
+static mcim_cause_t pg_commit_batch(void *conn, bool relaxed, const mcim_store_stmt_t *stmts,
+                                    size_t n)
+{
+  struct pg_conn *c = conn;
+  struct batch_stmt *b = NULL;
+  enum cmd *cmds = NULL;
+  size_t *of = NULL, ncmds = 0;
+  bool sent = true;
+
+  set_err(c, "");
+  if (c->txn || c->read_only) {
+    set_err(c, "a batch inside a transaction, or on a read-only handle");
+    return MCIM_INVALID_ARGUMENT;
+  }
+  mcim_cause_t rc = ensure_connected(c);
+  if (rc != MCIM_OK)
+    return rc;
+  rc = MCIM_NO_MEMORY;
+  b = calloc(n ? n : 1, sizeof(*b));
+  cmds = calloc(2 * n + 4, sizeof(*cmds));
+  of = calloc(2 * n + 4, sizeof(*of));
+  if (!b || !cmds || !of)
+    goto cleanup;
+  for (size_t i = 0; i < n; i++) {
+    rc = batch_stmt_make(c, &stmts[i], &b[i]);
+    if (rc != MCIM_OK)
+      goto cleanup;
+  }
+
+  if (PQenterPipelineMode(c->db) != 1) {
+    set_err_line(c, PQerrorMessage(c->db));
+    rc = MCIM_STORE_ERROR;
+    goto cleanup;
+  }
+  const char *head[] = {"BEGIN ISOLATION LEVEL READ COMMITTED",
+                        relaxed ? "SET LOCAL synchronous_commit TO off" : NULL, WRITER_LOCK_SQL};
+  for (size_t k = 0; k < 3; k++) {
+    if (!head[k])
+      continue;
+    sent = sent && PQsendQueryParams(c->db, head[k], 0, NULL, NULL, NULL, NULL, 0) == 1;
+    cmds[ncmds++] = CMD_WRAP;
+  }
+  for (size_t i = 0; i < n; i++) {
+    struct plan *pl = &b[i].pl;
+    if (pl->prepare) {
+      sent = sent && PQsendPrepare(c->db, pl->name, pl->dsql, (int)stmts[i].nparams, pl->types) == 1;
+      of[ncmds] = i;
+      cmds[ncmds++] = CMD_PREPARE;
+    }
+    sent = sent && PQsendQueryPrepared(c->db, pl->name, (int)stmts[i].nparams, b[i].values,
+                                       b[i].lengths, b[i].formats, 0) == 1;
+    of[ncmds] = i;
+    cmds[ncmds++] = CMD_EXEC;
+  }
+  sent = sent && PQsendQueryParams(c->db, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
+  cmds[ncmds++] = CMD_COMMIT;
+  sent = sent && PQpipelineSync(c->db) == 1;
+  rc = MCIM_OK;
+  if (!sent) {
+    set_err_line(c, PQerrorMessage(c->db));
+    rc = MCIM_STORE_ERROR;
+    ncmds = 0; /* nothing reliable to read: drained below */
+  }
+  for (size_t k = 0; k < ncmds; k++) {
+    PGresult *res = PQgetResult(c->db);
+    if (!res) {
+      if (rc == MCIM_OK) {
+        set_err_line(c, PQerrorMessage(c->db));
+        rc = MCIM_STORE_ERROR;
+      }
+      break;
+    }
+    for (PGresult *more; (more = PQgetResult(c->db)) != NULL;)
+      PQclear(more); /* each command's results end with a NULL */
+    ExecStatusType status = PQresultStatus(res);
+    if (status == PGRES_PIPELINE_ABORTED) {
+      PQclear(res); /* skipped after the failure, which is reported */
+      continue;
+    }
+    if (!result_ok(res)) {
+      if (rc == MCIM_OK) {
+        set_err_result(c, res);
+        rc = result_cause(res);
+      }
+    } else if (cmds[k] == CMD_PREPARE) {
+      b[of[k]].parsed = true;
+    } else if (cmds[k] == CMD_COMMIT && strcmp(PQcmdStatus(res), "COMMIT") != 0 &&
+               rc == MCIM_OK) {
+      set_err(c, "the transaction was rolled back: a statement in it failed");
+      rc = MCIM_STORE_ERROR;
+    }
+    PQclear(res);
+  }
+  for (int guard = 0; guard < 64 && PQexitPipelineMode(c->db) != 1; guard++) {
+    PGresult *res = PQgetResult(c->db); /* the Sync's result */
+    if (!res && PQstatus(c->db) != CONNECTION_OK)
+      break;
+    PQclear(res);
+  }
+  if (rc != MCIM_OK) {
+    char keep[sizeof(c->errmsg)];
+    memcpy(keep, c->errmsg, sizeof(keep));
+    if (in_txn(c))
+      (void)run_simple(c, "ROLLBACK");
+    /* a statement never prepared is not kept; a stale one is prepared afresh next time */
+    bool stale = stale_statement(c);
+    for (size_t i = 0; i < n; i++) {
+      struct plan *pl = &b[i].pl;
+      if (pl->slot && stale && !pl->prepare && !in_txn(c)) {
+        char dealloc[48]; /* as pg_exec does: names are never reused */
+        snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", pl->slot->name);
+        PQclear(PQexec(c->db, dealloc));
+      }
+      if (pl->slot && ((pl->prepare && !b[i].parsed) || stale))
+        cache_forget(pl->slot);
+      pl->slot = NULL;
+    }
+    memcpy(c->errmsg, keep, sizeof(keep));
+  }
+
+cleanup:
+  for (size_t i = 0; b && i < n; i++) {
+    if (rc != MCIM_OK && b[i].pl.slot && b[i].pl.prepare && !b[i].parsed)
+      cache_forget(b[i].pl.slot); /* planned, never sent */
+    batch_stmt_clear(&b[i]);
+  }
+  free(b);
+  free(cmds);
+  free(of);
+  return rc;
+}
+
 /* Relaxed commits (mcim_store_exec_relaxed): the server answers the COMMIT before its WAL
  * reaches the disk (synchronous_commit off, for this session until set back). A crash of the
  * server may lose the last such commits (the WAL writer flushes them within
@@ -1052,6 +1239,7 @@ const mcim_store_ops_t mcim_store_postgres_ops = {
     .exec_script = pg_exec_script,
     .set_durable = pg_set_durable,
     .begin_relaxed = pg_begin_relaxed,
+    .commit_batch = pg_commit_batch,
     .changes = pg_changes,
     .errmsg = pg_errmsg,
 };

@@ -17,6 +17,12 @@ struct mcim_store {
    * handle goes back to durable commits when it ends, or before the next begin if that
    * failed, so durability is never left off by accident. */
   bool relaxed;
+  /* A batch (mcim_store_begin_batch): in_txn is set, nothing is begun at the backend, and
+   * the statements wait here, each in one allocation of its own (SQL, parameters, their
+   * bytes), for the commit. */
+  bool batch, batch_relaxed;
+  mcim_store_stmt_t *kept;
+  size_t nkept, capkept;
 };
 
 mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *target,
@@ -88,6 +94,108 @@ static mcim_cause_t durable_again(mcim_store_t *st)
   return MCIM_OK;
 }
 
+static void batch_clear(mcim_store_t *st)
+{
+  for (size_t i = 0; i < st->nkept; i++)
+    free((void *)st->kept[i].sql); /* the statement's one allocation */
+  free(st->kept);
+  st->kept = NULL;
+  st->nkept = st->capkept = 0;
+  st->batch = false;
+}
+
+/* A copy of one statement for a batch: the SQL, the parameters and what they point to, in
+ * one block that starts with the SQL (so freeing the SQL frees all of it). */
+static mcim_cause_t batch_keep(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                               size_t nparams)
+{
+  size_t sql_len = strlen(sql) + 1, bytes = 0;
+  for (size_t i = 0; i < nparams; i++) {
+    if (params[i].type == MCIM_VAL_TEXT && params[i].s)
+      bytes += strlen(params[i].s) + 1;
+    else if (params[i].type == MCIM_VAL_BLOB)
+      bytes += params[i].len;
+  }
+  if (st->nkept == st->capkept) {
+    size_t cap = st->capkept ? st->capkept * 2 : 8;
+    mcim_store_stmt_t *more = realloc(st->kept, cap * sizeof(*more));
+    if (!more)
+      return MCIM_NO_MEMORY;
+    st->kept = more;
+    st->capkept = cap;
+  }
+  /* the SQL, padded to the parameters' alignment, the parameters, then their bytes */
+  size_t head = (sql_len + _Alignof(mcim_val_t) - 1) / _Alignof(mcim_val_t) * _Alignof(mcim_val_t);
+  char *block = malloc(head + nparams * sizeof(mcim_val_t) + bytes);
+  if (!block)
+    return MCIM_NO_MEMORY;
+  memcpy(block, sql, sql_len);
+  mcim_val_t *vals = (mcim_val_t *)(void *)(block + head);
+  uint8_t *data = (uint8_t *)(vals + nparams);
+  for (size_t i = 0; i < nparams; i++) {
+    vals[i] = params[i];
+    if (params[i].type == MCIM_VAL_TEXT && params[i].s) {
+      size_t n = strlen(params[i].s) + 1;
+      memcpy(data, params[i].s, n);
+      vals[i].s = (const char *)data;
+      data += n;
+    } else if (params[i].type == MCIM_VAL_BLOB && params[i].len) {
+      memcpy(data, params[i].p, params[i].len);
+      vals[i].p = data;
+      data += params[i].len;
+    }
+  }
+  st->kept[st->nkept++] = (mcim_store_stmt_t){.sql = block, .params = vals, .nparams = nparams};
+  return MCIM_OK;
+}
+
+static mcim_cause_t begin(mcim_store_t *st, bool relaxed);
+
+/* A batch's commit without the backend's own: begin, the statements, commit. */
+static mcim_cause_t batch_run(mcim_store_t *st, bool relaxed)
+{
+  mcim_cause_t rc = begin(st, relaxed);
+  for (size_t i = 0; rc == MCIM_OK && i < st->nkept; i++)
+    rc = mcim_store_exec(st, st->kept[i].sql, st->kept[i].params, st->kept[i].nparams, NULL, NULL);
+  if (rc == MCIM_OK)
+    return mcim_store_commit(st);
+  if (st->in_txn)
+    (void)mcim_store_rollback(st);
+  return rc;
+}
+
+static mcim_cause_t batch_commit(mcim_store_t *st)
+{
+  mcim_cause_t rc = MCIM_OK;
+  bool relaxed = st->batch_relaxed;
+  st->batch = false; /* from here on, exec runs statements */
+  st->in_txn = false;
+  if (st->nkept == 0)
+    goto done;
+  if (!st->ops->commit_batch) {
+    rc = batch_run(st, relaxed);
+    goto done;
+  }
+  rc = durable_again(st);
+  if (rc == MCIM_OK)
+    rc = st->ops->commit_batch(st->conn, relaxed, st->kept, st->nkept);
+  if (rc != MCIM_OK)
+    log_failure(st, st->nkept == 1 ? st->kept[0].sql : "a batch's commit", rc);
+done:
+  batch_clear(st);
+  return rc;
+}
+
+mcim_cause_t mcim_store_begin_batch(mcim_store_t *st, bool relaxed)
+{
+  if (!st || st->in_txn)
+    return MCIM_INVALID_ARGUMENT;
+  st->in_txn = true;
+  st->batch = true;
+  st->batch_relaxed = relaxed;
+  return MCIM_OK;
+}
+
 static mcim_cause_t begin(mcim_store_t *st, bool relaxed)
 {
   if (!st || st->in_txn)
@@ -125,6 +233,8 @@ mcim_cause_t mcim_store_commit(mcim_store_t *st)
 {
   if (!st || !st->in_txn)
     return MCIM_INVALID_ARGUMENT;
+  if (st->batch)
+    return batch_commit(st);
   mcim_cause_t rc = st->ops->commit(st->conn);
   if (rc != MCIM_OK) {
     log_failure(st, "COMMIT", rc);
@@ -141,6 +251,11 @@ mcim_cause_t mcim_store_rollback(mcim_store_t *st)
 {
   if (!st || !st->in_txn)
     return MCIM_INVALID_ARGUMENT;
+  if (st->batch) { /* nothing was sent */
+    batch_clear(st);
+    st->in_txn = false;
+    return MCIM_OK;
+  }
   mcim_cause_t rc = st->ops->rollback(st->conn);
   if (rc != MCIM_OK)
     log_failure(st, "ROLLBACK", rc);
@@ -159,6 +274,14 @@ mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t
 {
   if (!st || !sql || (nparams && !params))
     return MCIM_INVALID_ARGUMENT;
+  if (st->batch) {
+    if (cb) { /* a read in a batch: our own mistake, said loudly */
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_INVALID_ARGUMENT,
+                     "store %s: a read inside a batch: %.200s", st->ops->name, sql);
+      return MCIM_INVALID_ARGUMENT;
+    }
+    return batch_keep(st, sql, params, nparams);
+  }
   /* an autocommit write is durable, even right after a relaxed transaction */
   if (!st->in_txn && durable_again(st) != MCIM_OK)
     return MCIM_STORE_ERROR;

@@ -814,6 +814,103 @@ static void test_relaxed_txn(void **state)
   mcim_store_close(st);
 }
 
+/* mcim_store_begin_batch (the DRF's first discovery on PostgreSQL: one round trip): the
+ * statements are kept with copies of their parameters (the caller's buffers are overwritten
+ * before the commit here), nobody sees them before the commit, all of them after it; a read
+ * inside is refused; a failing statement fails the commit with its cause and leaves none of
+ * the batch; a rollback sends nothing; the handle is usable and durable after each. */
+static void test_batch(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db), *other = open_db(fx->db);
+  struct rows r = {0};
+  int64_t n = -1;
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  char id[16] = "b1", note[16] = "first";
+  uint8_t data[4] = {0, 1, 2, 0xff};
+  const char *ins = "INSERT INTO item (id, n, data, note) VALUES (?, ?, ?, ?)";
+  assert_int_equal(mcim_store_begin_batch(st, true), MCIM_OK);
+  assert_true(mcim_store_in_txn(st));
+  assert_int_equal(mcim_store_begin(st), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_begin_batch(st, false), MCIM_INVALID_ARGUMENT);
+  mcim_val_t p1[] = {MCIM_TEXT(id), MCIM_INT(7), MCIM_BLOB(data, sizeof(data)), MCIM_TEXT(note)};
+  assert_int_equal(mcim_store_exec(st, ins, p1, 4, NULL, NULL), MCIM_OK);
+  memcpy(id, "b2", 3); /* the same buffers, other values: the batch kept copies */
+  memcpy(note, "xx", 3);
+  data[0] = 9;
+  mcim_val_t p2[] = {MCIM_TEXT(id), MCIM_INT(8), MCIM_BLOB(data, 0), MCIM_NULL};
+  assert_int_equal(mcim_store_exec(st, ins, p2, 4, NULL, NULL), MCIM_OK); /* the same SQL twice */
+  assert_int_equal(mcim_store_exec_relaxed(st, "UPDATE item SET n = n + ? WHERE id = ?",
+                                           (mcim_val_t[]){MCIM_INT(100), MCIM_TEXT("b1")}, 2,
+                                           NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_query_int(st, "SELECT COUNT(*) FROM item", NULL, 0, &n),
+                   MCIM_INVALID_ARGUMENT);
+  assert_int_equal(count(other, "item"), 0);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  assert_false(mcim_store_in_txn(st));
+  assert_int_equal(commit_sync(st), SYNC_FULL);
+  assert_int_equal(mcim_store_exec(other, "SELECT id, n, data, note FROM item ORDER BY id", NULL,
+                                   0, collect, &r),
+                   MCIM_OK);
+  assert_int_equal(r.n, 2);
+  assert_string_equal(r.id[0], "b1");
+  assert_int_equal(r.num[0], 107);
+  assert_int_equal(r.data_len[0], 4);
+  assert_memory_equal(r.data[0], ((uint8_t[]){0, 1, 2, 0xff}), 4);
+  assert_string_equal(r.note[0], "first");
+  assert_string_equal(r.id[1], "b2");
+  assert_int_equal(r.num[1], 8);
+  assert_true(r.data_is_blob[1]);
+  assert_int_equal(r.data_len[1], 0);
+  assert_true(r.note_null[1]);
+
+  /* a taken key in the middle: the commit says so, and nothing of the batch stays */
+  mcim_val_t p3[] = {MCIM_TEXT("b3"), MCIM_INT(3), MCIM_NULL, MCIM_NULL};
+  mcim_val_t p4[] = {MCIM_TEXT("b4"), MCIM_INT(4), MCIM_NULL, MCIM_NULL};
+  assert_int_equal(mcim_store_begin_batch(st, false), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p3, 4, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p1, 4, NULL, NULL), MCIM_OK); /* "b2" again */
+  assert_int_equal(mcim_store_exec(st, ins, p4, 4, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_CONFLICT);
+  assert_false(mcim_store_in_txn(st));
+  assert_int_equal(count(other, "item"), 2);
+  assert_int_equal(count(st, "item"), 2); /* the handle works, outside any transaction */
+
+  /* a statement that cannot be prepared (no such table yet): the commit fails, nothing
+   * stays; once the table exists the same statement runs (no broken prepared statement kept) */
+  const char *later = "INSERT INTO later (x) VALUES (?)";
+  mcim_val_t one[] = {MCIM_INT(1)};
+  assert_int_equal(mcim_store_begin_batch(st, true), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p3, 4, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, later, one, 1, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_STORE_ERROR);
+  assert_int_equal(count(other, "item"), 2);
+  assert_int_equal(commit_sync(st), SYNC_FULL);
+  assert_int_equal(mcim_store_exec_script(st, "CREATE TABLE later (x BIGINT)"), MCIM_OK);
+  assert_int_equal(mcim_store_begin_batch(st, true), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p3, 4, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, later, one, 1, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  assert_int_equal(count(other, "item"), 3);
+  assert_int_equal(count(other, "later"), 1);
+
+  /* a rollback sends nothing; an empty batch commits nothing */
+  assert_int_equal(mcim_store_begin_batch(st, false), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p4, 4, NULL, NULL), MCIM_OK);
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  assert_false(mcim_store_in_txn(st));
+  assert_int_equal(mcim_store_begin_batch(st, false), MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  assert_int_equal(count(other, "item"), 3);
+  /* a batch left open is dropped at close */
+  assert_int_equal(mcim_store_begin_batch(st, false), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, ins, p4, 4, NULL, NULL), MCIM_OK);
+  mcim_store_close(st);
+  assert_int_equal(count(other, "item"), 3);
+  mcim_store_close(other);
+}
+
 /* ---- crash safety smoke ---- */
 
 static void test_crash_safety(void **state)
@@ -1508,6 +1605,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_pragmas, setup, teardown),
       cmocka_unit_test_setup_teardown(test_relaxed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_relaxed_txn, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_safety, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_upgrade, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_too_new, setup, teardown),
