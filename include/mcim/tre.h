@@ -41,6 +41,10 @@
 #define MCIM_TRE_MAX_MEASUREMENTS 64  /* measurement log entries */
 #define MCIM_TRE_MAX_LIFETIME (30 * 24 * 3600) /* longest lifetime of a statement the TRE signs */
 #define MCIM_TRE_SKEW 30              /* tolerated clock difference (s) on statements it reads */
+/* Per-procedure key-agreement keys (docs/tre.md, "Crypto-shredding"): at most this many kept,
+ * each at most this long (s) when its procedure never ends at this TRE. */
+#define MCIM_TRE_MAX_TXN_KEYS 8
+#define MCIM_TRE_TXN_KEY_LIFETIME (24 * 3600)
 
 enum mcim_tre_cert { MCIM_TRE_CERT_ATTESTATION = 0, MCIM_TRE_CERT_KA = 1 };
 

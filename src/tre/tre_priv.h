@@ -99,6 +99,11 @@ struct tre_keys_ops {
   mcim_cause_t (*fresh_check)(struct tre_soft *t, json_t *st, uint64_t gen);
   /* tre_persist, once the new slot is durable: advance the counter. */
   mcim_cause_t (*fresh_advance)(struct tre_soft *t, json_t *st);
+  /* A per-procedure key-agreement key (tre_txn.c): a new ECDH P-256 key as the document
+   * keeps it (software: PKCS#8 PEM; TPM: its TPM blobs under the storage key), and that key
+   * as a JOSE key that opens ECDH-ES JWEs, valid until tre_end(). */
+  mcim_cause_t (*txn_ka_create)(struct tre_soft *t, json_t *st, json_t **out);
+  mcim_cause_t (*txn_ka_jose)(struct tre_soft *t, json_t *st, json_t *key, mcim_jose_key_t **out);
 };
 extern const struct tre_keys_ops tre_keys_soft;
 #ifdef MCIM_HAVE_TPM
@@ -156,7 +161,14 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out);
 mcim_cause_t tre_persist(struct tre_soft *t, json_t *st);
 mcim_cause_t tre_lock_open(struct tre_soft *t);
 mcim_cause_t tre_begin(struct tre_soft *t, json_t **st);
+/* tre_persist, or tre_commit_shred when per-procedure keys expired in `st` (tre_txn.c). */
 mcim_cause_t tre_commit(struct tre_soft *t, json_t *st);
+/* Crypto-shredding (docs/tre.md, "Crypto-shredding"): a write that removes a secret (an MCIM,
+ * a per-procedure KA key) goes under a NEW storage key, to both slots, and the old key file
+ * is overwritten and replaced: neither the current key opens an older copy of the files nor
+ * does the old key open the current ones. Crash-safe: the new key is written to tre.key.new
+ * first, and tre_load() finishes a rotation cut after the slot was written. */
+mcim_cause_t tre_commit_shred(struct tre_soft *t, json_t *st);
 void tre_end(struct tre_soft *t, json_t *st);
 /* Wipe every string of a document (K, OPc, private keys are strings) and release it. Only
  * for documents nothing else references. */
@@ -223,6 +235,20 @@ mcim_cause_t tre_status_build(json_t *st, json_t **out);
 /* Sign a device statement (no typ check) with the attestation key. */
 mcim_cause_t tre_sign_statement(struct tre_soft *t, json_t *st, const char *typ, const char *aud,
                                 const char *txn, json_t *extra, int64_t lifetime, char **jws);
+
+/* ---- tre_txn.c: per-procedure key-agreement keys ---- */
+/* The public JWK (an object) of the KA key of `txn`, made now if there is none (*created:
+ * the caller commits before the key leaves the TRE). */
+mcim_cause_t tre_txn_key_jwk(struct tre_soft *t, json_t *st, const char *txn, json_t **jwk,
+                             bool *created);
+/* The KA key of `txn` as a JOSE key (until tre_end()). MCIM_NOT_FOUND if the TRE made none. */
+mcim_cause_t tre_txn_key_jose(struct tre_soft *t, json_t *st, const char *txn,
+                              mcim_jose_key_t **out);
+/* Remove the KA key of `txn` (wiped); whether there was one (the caller then commits with
+ * tre_commit_shred). */
+bool tre_txn_key_drop(json_t *st, const char *txn);
+/* Remove the expired keys and the oldest beyond MCIM_TRE_MAX_TXN_KEYS; how many. */
+size_t tre_txn_keys_prune(json_t *st, int64_t now);
 
 /* ---- operations, one file per concern ---- */
 /* tre_aka.c */

@@ -68,29 +68,38 @@ mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const cha
                           int64_t lifetime, char **jws)
 {
   struct tre_soft *t = ctx;
-  json_t *st = NULL, *extra = NULL;
+  json_t *st = NULL, *extra = NULL, *ka = NULL;
   char digest[65];
-  bool held = false;
+  bool held = false, created = false;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
 
-  if (!t || !nonce || !*nonce || !jws)
+  if (!t || !nonce || !*nonce || !txn || !*txn || !jws)
     goto cleanup;
   rc = tre_begin(t, &st);
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
+  /* The procedure's own KA key (tre_txn.c), which its package is to be sealed to: vouched
+   * for by this signature (the PVA checks it, the SHO too) and made durable before its
+   * public key leaves, so a restart never seals a package to a key that is gone. */
+  rc = tre_txn_key_jwk(t, st, txn, &ka, &created);
+  if (rc == MCIM_OK && created)
+    rc = tre_commit(t, st);
+  if (rc != MCIM_OK)
+    goto cleanup;
   json_t *log = json_object_get(st, "measurements");
   rc = tre_log_digest(log, digest);
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
   /* the PVA picks the RIMs of the device's model */
-  extra = json_pack("{s:s, s:s?, s:O, s:s}", "nonce", nonce, "model", tre_str(st, "model"), "log",
-                    log, "digest", digest);
+  extra = json_pack("{s:s, s:s?, s:O, s:s, s:O}", "nonce", nonce, "model", tre_str(st, "model"),
+                    "log", log, "digest", digest, "ka_jwk", ka);
   if (!extra)
     goto cleanup;
   rc = tre_sign_statement(t, st, TRE_TYP_QUOTE, aud, txn, extra, lifetime, jws);
 cleanup:
+  json_decref(ka);
   json_decref(extra);
   if (held)
     tre_end(t, st);

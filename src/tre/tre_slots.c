@@ -173,8 +173,16 @@ static mcim_cause_t stage_verify(struct tre_soft *t, struct stage_ctx *sc, json_
   if (!slot_name_allowed(cn))
     goto cleanup;
   sc->why = "issuer or TRE key unusable";
-  if ((rc = mcim_jose_key_from_pkey(pub, &issuer)) != MCIM_OK ||
-      (rc = tre_key_jose(t, st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK)
+  if ((rc = mcim_jose_key_from_pkey(pub, &issuer)) != MCIM_OK)
+    goto cleanup;
+  /* The procedure's own KA key when the TRE made one for this txn (its quote offered it):
+   * then only that key, never the static one (tre_txn.c). The static key for a txn without
+   * one: an SHO from before per-procedure keys, a package without a quote. */
+  rc = tre_txn_key_jose(t, st, txn, &ka);
+  bool per_txn = rc == MCIM_OK;
+  if (rc == MCIM_NOT_FOUND)
+    rc = tre_key_jose(t, st, MCIM_TRE_CERT_KA, &ka);
+  if (rc != MCIM_OK)
     goto cleanup;
   mcim_jws_expect_t x = {.iss = cn,
                          .aud = device,
@@ -183,7 +191,9 @@ static mcim_cause_t stage_verify(struct tre_soft *t, struct stage_ctx *sc, json_
                          .txn = txn,
                          .skew = MCIM_TRE_SKEW,
                          .replay = &cache};
-  sc->why = "package does not open (signature, claims, lifetime, replay or sealing)";
+  sc->why = per_txn ? "package does not open with this procedure's key-agreement key"
+                      " (signature, claims, lifetime, replay or sealing)"
+                    : "package does not open (signature, claims, lifetime, replay or sealing)";
   rc = mcim_package_open(package, len, issuer, &x, ka, &stmt, &plain, &plain_len);
   if (rc != MCIM_OK)
     goto cleanup;
@@ -276,7 +286,9 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
   rc = MCIM_NO_MEMORY;
   if (json_array_append(staged, entry))
     goto cleanup;
-  rc = tre_commit(t, st);
+  /* The package is open: its procedure's KA key has done its one job and goes in this same
+   * write, under a new storage key, so that no copy of the package opens again. */
+  rc = tre_txn_key_drop(st, txn) ? tre_commit_shred(t, st) : tre_commit(t, st);
   if (rc == MCIM_OK)
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: package of %s for IMSI %s staged",
                    tre_str(entry, "sho"), tre_str(entry, "imsi"));
@@ -304,13 +316,19 @@ mcim_cause_t tre_op_unstage(void *ctx, const char *txn)
   held = true;
   json_t *staged = json_object_get(st, "staged");
   ssize_t i = tre_find(staged, "txn", txn);
+  /* an abandoned procedure: its KA key goes too, whether or not a package came */
+  bool key = tre_txn_key_drop(st, txn);
   rc = MCIM_NOT_FOUND;
-  if (i < 0)
+  if (i < 0 && !key)
     goto cleanup;
-  tre_array_wipe_remove(staged, (size_t)i);
-  rc = tre_commit(t, st);
+  if (i >= 0)
+    tre_array_wipe_remove(staged, (size_t)i);
+  rc = tre_commit_shred(t, st);
   if (rc == MCIM_OK)
-    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: staged package dropped");
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: %s dropped",
+                   i >= 0 ? "staged package" : "the procedure's key-agreement key");
+  if (rc == MCIM_OK && i < 0)
+    rc = MCIM_NOT_FOUND; /* no staged package, as before */
 cleanup:
   if (held)
     tre_end(t, st);
@@ -405,6 +423,7 @@ static mcim_cause_t install_slot(void *ctx, const char *txn, char slot[64], bool
   rc = MCIM_WRONG_STATE;
   if (!active && old_state && strcmp(old_state, "active") == 0)
     goto cleanup;
+  bool shred = tre_txn_key_drop(st, txn) || old >= 0;
   if (old >= 0) {
     mcim_log_event(MCIM_LOG_NOTICE, txn, 0, MCIM_OK, "tre: slot %s replaced by a new MCIM", sho);
     tre_array_wipe_remove(slots, (size_t)old);
@@ -421,7 +440,8 @@ static mcim_cause_t install_slot(void *ctx, const char *txn, char slot[64], bool
     goto cleanup;
   slot_name_out(sho, slot); /* before the staged entry (and `sho`) goes */
   tre_array_wipe_remove(staged, (size_t)i);
-  rc = tre_commit(t, st);
+  /* the MCIM replaced is shredded (docs/tre.md, "Crypto-shredding") */
+  rc = shred ? tre_commit_shred(t, st) : tre_commit(t, st);
   if (rc == MCIM_OK)
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: MCIM installed in slot %s, %s", slot,
                    active ? "active" : "inactive");
@@ -524,8 +544,9 @@ mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn)
     goto cleanup;
   }
   rc = discard_slot(slots, pending, (size_t)i, txn);
+  /* a new storage key: no copy of the files opens to the discarded MCIM again */
   if (rc == MCIM_OK)
-    rc = tre_commit(t, st);
+    rc = tre_commit_shred(t, st);
   if (rc == MCIM_OK)
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: MCIM of slot %s discarded", sho);
 cleanup:
@@ -560,7 +581,7 @@ mcim_cause_t tre_op_pristine(void *ctx, const char *txn, json_t **removed)
       rc = discard_slot(slots, pending, 0, txn);
   }
   if (rc == MCIM_OK && json_array_size(names) > 0)
-    rc = tre_commit(t, st);
+    rc = tre_commit_shred(t, st);
   if (rc == MCIM_OK) {
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: back to the pristine state (%zu MCIMs removed)",
                    json_array_size(names));

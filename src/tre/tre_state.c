@@ -334,11 +334,47 @@ static mcim_cause_t soft_create(struct tre_soft *t, json_t **attestation, json_t
   return rc;
 }
 
+/* A per-procedure KA key (tre_txn.c): PEM in the document, like the static ones, but never
+ * kept parsed in the process cache: it is to be gone once its procedure ends. */
+static mcim_cause_t soft_txn_ka_create(struct tre_soft *t, json_t *st, json_t **out)
+{
+  (void)t;
+  (void)st;
+  return new_key_pem(out);
+}
+
+static mcim_cause_t soft_txn_ka_jose(struct tre_soft *t, json_t *st, json_t *key,
+                                     mcim_jose_key_t **out)
+{
+  EVP_PKEY *pkey = NULL;
+  BIO *bio = NULL;
+  mcim_cause_t rc = MCIM_INTERNAL;
+  (void)t;
+  (void)st;
+
+  if (!json_is_string(key) || json_string_length(key) > INT32_MAX)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  bio = BIO_new_mem_buf(json_string_value(key), (int)json_string_length(key));
+  if (!bio)
+    goto cleanup;
+  if ((rc = mcim_pki_key_read_bio(bio, &pkey)) == MCIM_OK)
+    rc = mcim_jose_key_from_pkey(pkey, out);
+cleanup:
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: a procedure's KA key is unusable");
+  BIO_free(bio);
+  EVP_PKEY_free(pkey);
+  return rc;
+}
+
 const struct tre_keys_ops tre_keys_soft = {
     .name = "soft",
     .create = soft_create,
     .public_key = soft_public_key,
     .jose = soft_jose,
+    .txn_ka_create = soft_txn_ka_create,
+    .txn_ka_jose = soft_txn_ka_jose,
 };
 
 mcim_cause_t tre_key_jose(struct tre_soft *t, json_t *st, enum mcim_tre_cert which,

@@ -328,6 +328,132 @@ cleanup:
   return rc;
 }
 
+/* ---- the storage key: rotation (crypto-shredding) ---- */
+
+static mcim_cause_t pwrite_all(int fd, const uint8_t *buf, size_t len);
+static mcim_cause_t sync_dir(const char *dir);
+
+static char *key_path(const struct tre_soft *t, const char *suffix)
+{
+  size_t n = strlen(t->dir) + sizeof("/" TRE_FILE_KEY) + strlen(suffix);
+  char *p = malloc(n);
+  if (p)
+    snprintf(p, n, "%s/%s%s", t->dir, TRE_FILE_KEY, suffix);
+  return p;
+}
+
+/* Does slot `f` open with the key of `path`? Then that key becomes the handle's. */
+static bool key_try(struct tre_soft *t, const struct slot_file *f, const char *path)
+{
+  mcim_storage_key_t *k = NULL;
+  uint8_t *plain = NULL;
+  size_t cap = f->len - f->blob, n = 0;
+  char *context = context_for(f->device, f->gen);
+  bool ok = false;
+
+  if (context && path && mcim_storage_key_load_file(path, &k) == MCIM_OK &&
+      (plain = malloc(cap + 1)) != NULL)
+    ok = mcim_unseal(k, context, f->buf + f->blob, cap, plain, cap, &n) == MCIM_OK;
+  if (plain) {
+    mcim_wipe(plain, cap + 1);
+    free(plain);
+  }
+  if (ok) {
+    mcim_storage_key_free(t->skey);
+    t->skey = k;
+    k = NULL;
+  }
+  mcim_storage_key_free(k);
+  free(context);
+  return ok;
+}
+
+/* The newest slot does not open with the key this handle holds: the key file may have
+ * changed under it (another handle rotated), or a rotation was cut after the slot was written
+ * under the new key and before tre.key.new was renamed into place; that rename is finished
+ * here (we hold the lock). Whether the handle now holds a key that opens `f`. */
+static bool key_refresh(struct tre_soft *t, const struct slot_file *f)
+{
+  char *cur = key_path(t, ""), *next = key_path(t, ".new");
+  bool ok = key_try(t, f, cur);
+  if (!ok && key_try(t, f, next)) {
+    ok = true;
+    if (rename(next, cur) == 0 && sync_dir(t->dir) == MCIM_OK)
+      mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_OK,
+                     "tre: a storage key rotation cut by a crash, finished");
+  }
+  free(cur);
+  free(next);
+  return ok;
+}
+
+/* Overwrite a key file's bytes in place and sync them, so the old key does not linger in
+ * the blocks a rename frees (on a file system that writes in place; see docs/tre.md). */
+static void key_file_scrub(const char *path)
+{
+  uint8_t zero[64] = {0};
+  struct stat sb;
+  int fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return;
+  if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
+      (size_t)sb.st_size <= sizeof(zero))
+    (void)(pwrite_all(fd, zero, (size_t)sb.st_size) == MCIM_OK && fdatasync(fd) == 0);
+  close(fd);
+}
+
+/* Why both slots, and in this order: (1) the new key reaches the disk as tre.key.new; (2) the
+ * state is written under it over the other slot (a crash here: the newest slot is torn, the
+ * older one still opens with tre.key: the state before this write); (3) the old key file is
+ * overwritten and tre.key.new renamed over it (a crash between (2) and (3): tre_load finds the
+ * newest slot opens with tre.key.new and finishes the rename); (4) the state is written once
+ * more, over the slot that still held the previous state under the old key, so that both
+ * slots open with the current key again (the crash fallback of tre_load needs it) and no copy
+ * of the secret just removed is left under any key. */
+mcim_cause_t tre_commit_shred(struct tre_soft *t, json_t *st)
+{
+  char *cur = key_path(t, ""), *next = key_path(t, ".new");
+  mcim_storage_key_t *fresh = NULL, *old = NULL;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+
+  if (!cur || !next)
+    goto cleanup;
+  (void)unlink(next); /* a rotation that never wrote its slot */
+  if ((rc = mcim_storage_key_create_file(next, &fresh)) != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: cannot make a new storage key");
+    goto cleanup;
+  }
+  old = t->skey;
+  t->skey = fresh;
+  fresh = NULL;
+  rc = tre_persist(t, st);
+  if (rc != MCIM_OK) {
+    /* nothing written: the old key stays the key */
+    mcim_storage_key_free(t->skey);
+    t->skey = old;
+    old = NULL;
+    (void)unlink(next);
+    goto cleanup;
+  }
+  key_file_scrub(cur);
+  if (rename(next, cur) != 0 || sync_dir(t->dir) != MCIM_OK) {
+    /* durable under the new key, which tre_load finds in tre.key.new */
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_IO_ERROR,
+                   "tre: new storage key not renamed into place: %s", strerror(errno));
+  }
+  if (tre_persist(t, st) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_IO_ERROR,
+                   "tre: the previous slot not rewritten under the new storage key (it does"
+                   " not open with it)");
+  rc = MCIM_OK;
+cleanup:
+  mcim_storage_key_free(old);
+  mcim_storage_key_free(fresh);
+  free(cur);
+  free(next);
+  return rc;
+}
+
 mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
 {
   struct slot_file f[2];
@@ -368,6 +494,10 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
       goto cleanup;
     }
     rc = slot_open(t, i, &f[i], &st);
+    /* The newest slot under another storage key: a rotation (tre_commit_shred) by another
+     * handle, or one a crash cut before its key file was renamed. */
+    if (rc == MCIM_UNSEAL_FAILED && k == 0 && key_refresh(t, &f[i]))
+      rc = slot_open(t, i, &f[i], &st);
     if (rc == MCIM_NO_MEMORY)
       goto cleanup;
     if (rc != MCIM_OK)
@@ -606,6 +736,9 @@ mcim_cause_t tre_begin(struct tre_soft *t, json_t **st)
 
 mcim_cause_t tre_commit(struct tre_soft *t, json_t *st)
 {
+  /* a procedure's KA key that expired in this write is shredded like any other secret */
+  if (tre_txn_keys_prune(st, mcim_now()) > 0)
+    return tre_commit_shred(t, st);
   return tre_persist(t, st);
 }
 

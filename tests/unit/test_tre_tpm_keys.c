@@ -688,6 +688,13 @@ static void test_tre_end_to_end(void **state)
   mcim_jws_expect_t qx = {.iss = DEVICE, .aud = "pva", .typ = "mcim-quote+jwt", .skew = 30};
   assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &qx, &st), MCIM_OK);
   assert_string_equal(mcim_statement_string(st, "nonce"), "nonce-1");
+  /* the procedure's own KA key, a TPM object (docs/tre.md, "Crypto-shredding") */
+  mcim_jose_key_t *txn_ka = NULL;
+  char *txn_jwk = json_dumps(json_object_get(st->payload, "ka_jwk"), JSON_COMPACT);
+  assert_non_null(txn_jwk);
+  assert_int_equal(mcim_jose_key_from_jwk(txn_jwk, strlen(txn_jwk), &txn_ka), MCIM_OK);
+  assert_false(mcim_jose_key_has_private(txn_ka));
+  free(txn_jwk);
   mcim_statement_free(st);
   st = NULL;
   free(jws);
@@ -702,10 +709,20 @@ static void test_tre_end_to_end(void **state)
   char *sho_cert = cert_issue(ops_ca, "sho-a", MCIM_CERT_TLS, sho_pkey);
   assert_int_equal(mcim_random(k, 16), MCIM_OK);
   assert_int_equal(mcim_random(opc, 16), MCIM_OK);
+  /* sealed to the static KA key for a procedure that offered its own: refused */
   char *pkg = sho_package(sho, f->ka_pub, TXN_A, k, opc);
+  assert_int_equal(tre->ops->stage(tre->ctx, TXN_A, pkg, strlen(pkg), sho_cert),
+                   MCIM_PACKAGE_INVALID);
+  free(pkg);
+  pkg = sho_package(sho, txn_ka, TXN_A, k, opc);
+  mcim_jose_key_free(txn_ka);
   t0 = mcim_monotonic_ns();
   assert_int_equal(tre->ops->stage(tre->ctx, TXN_A, pkg, strlen(pkg), sho_cert), MCIM_OK);
   print_message("stage (TPM2_ECDH_ZGen): %.2f ms\n", ms_since(t0));
+  /* the procedure's key went with the package's opening: its blobs are out of the state */
+  json_t *after_stage = state_read(f);
+  assert_int_equal(json_array_size(json_object_get(after_stage, "txn_keys")), 0);
+  json_decref(after_stage);
   char slot[64];
   assert_int_equal(tre->ops->install(tre->ctx, TXN_A, slot), MCIM_OK);
   assert_string_equal(slot, "sho-a");

@@ -710,10 +710,13 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
   mcim_cause_t verdict_cause = good ? MCIM_OK : MCIM_VALIDATION_FAILED;
   const char *result = good ? "success" : "failure";
 
-  /* Step 11 (change 5): the verdict, signed for the SHO that asked, via the outbox. */
-  extra = json_pack("{s:s,s:s,s:O,s:s,s:s}", "result", result, "cause",
+  /* Step 11 (change 5): the verdict, signed for the SHO that asked, via the outbox. It
+   * carries the device's quote it judged: the SHO seals the MCIM to the procedure's KA key
+   * that the TRE signed in it ("ka_jwk", docs/tre.md "Crypto-shredding"), and checks that
+   * signature itself. */
+  extra = json_pack("{s:s,s:s,s:O,s:s,s:s,s:s}", "result", result, "cause",
                     mcim_cause_name(verdict_cause), "mismatches", mismatches, "validation_id", id,
-                    "model", model);
+                    "model", model, "quote", quote);
   rc = extra ? mcim_role_sign(r, "mcim-verdict+jwt", v.device, v.sho, v.txn, extra, &verdict)
              : MCIM_NO_MEMORY;
   if (rc == MCIM_OK) {

@@ -240,12 +240,85 @@ static mcim_cause_t tpm_storage_of(const struct mcim_sho_order *o, EVP_PKEY **ou
   return rc == MCIM_NOT_FOUND ? MCIM_OK : rc;
 }
 
+static mcim_cause_t cert_row(const mcim_row_t *row, void *arg)
+{
+  char **out = arg;
+  *out = mcim_row_text(row, 0) ? strdup(mcim_row_text(row, 0)) : NULL;
+  return *out ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+/* The procedure's own key-agreement key (docs/tre.md, "Crypto-shredding"): the device's
+ * quote that the PVA judged travels in its verdict ("quote"); its "ka_jwk" is a key the TRE
+ * made for this txn alone and deletes once the package is open. Checked here, not taken on
+ * the PVA's word: the quote must verify with the device's certified attestation key, be the
+ * device's, for the PVA and this txn, at the time the PVA signed the verdict (the quote was
+ * live then; the verdict may come later, through the outbox). *out stays NULL only for a
+ * verdict without a quote or a quote without "ka_jwk" (a PVA or a device from before: the
+ * static KA key); a device that offered one never gets a package sealed to the static key. */
+static mcim_cause_t txn_ka_of(struct mcim_role *r, mcim_store_t *st, const struct mcim_sho_order *o,
+                              const mcim_statement_t *verdict, mcim_jose_key_t **out)
+{
+  const char *quote = mcim_statement_string(verdict, "quote");
+  mcim_jose_key_t *att = NULL, *ka = NULL;
+  mcim_statement_t *q = NULL;
+  char *cert = NULL, *jwk = NULL;
+  mcim_val_t p[] = {MCIM_TEXT(o->txn)};
+  mcim_cause_t rc = MCIM_OK;
+
+  *out = NULL;
+  if (!quote)
+    goto cleanup;
+  rc = mcim_store_query_one(st, "SELECT attestation_cert FROM orders WHERE txn = ?", p, 1, cert_row,
+                            &cert);
+  if (rc == MCIM_OK)
+    rc = mcim_role_device_key_from_pem(r, cert, o->device, MCIM_CERT_TRE_ATTESTATION, &att);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  mcim_jws_expect_t ex = {.iss = o->device,
+                          .aud = mcim_config_str(r->cfg, "pva"),
+                          .sub = o->device,
+                          .typ = "mcim-quote+jwt",
+                          .txn = o->txn,
+                          .now = verdict->claims.iat,
+                          .skew = mcim_config_duration(r->cfg, "clock_skew")};
+  if ((rc = mcim_jws_verify(quote, strlen(quote), att, &ex, &q)) != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, o->txn, 0, rc,
+                   "the device's quote in the verdict does not verify with its attestation key");
+    rc = MCIM_QUOTE_INVALID;
+    goto cleanup;
+  }
+  json_t *offer = json_object_get(q->payload, "ka_jwk");
+  if (!offer)
+    goto cleanup;
+  rc = MCIM_KEY_INVALID;
+  /* a public P-256 key and nothing else */
+  if (!json_is_object(offer) || json_object_get(offer, "d") ||
+      !(jwk = json_dumps(offer, JSON_COMPACT)) ||
+      mcim_jose_key_from_jwk(jwk, strlen(jwk), &ka) != MCIM_OK || mcim_jose_key_has_private(ka)) {
+    mcim_log_event(MCIM_LOG_WARN, o->txn, 0, rc, "the quote's ka_jwk is not a public EC key");
+    goto cleanup;
+  }
+  *out = ka;
+  ka = NULL;
+  rc = MCIM_OK;
+cleanup:
+  free(cert);
+  free(jwk);
+  mcim_statement_free(q);
+  mcim_jose_key_free(att);
+  mcim_jose_key_free(ka);
+  return rc;
+}
+
 /* Make the MCIM for an order and seal it to the TRE (step 12 / 6; content: sho, imsi, k,
- * opc, amf). For a TRE whose KA certificate certifies a TPM storage key, K goes as a
- * duplication blob to that key ("k_tpm", docs/tre-tpm.md "K in the TPM") instead of "k":
- * only that TPM can import it, so neither the RO nor the device's agent ever sees K. */
+ * opc, amf): to `txn_ka`, the procedure's own KA key (txn_ka_of), or to the KA key of the
+ * device's certificate when it offered none. For a TRE whose KA certificate certifies a TPM
+ * storage key, K goes as a duplication blob to that key ("k_tpm", docs/tre-tpm.md "K in the
+ * TPM") instead of "k": only that TPM can import it, so neither the RO nor the device's agent
+ * ever sees K. */
 static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
-                                 const struct mcim_sho_order *o, char **package)
+                                 const struct mcim_sho_order *o, const mcim_jose_key_t *txn_ka,
+                                 char **package)
 {
   struct mcim_auc_sub sub = {.imsi = o->imsi, .device = o->device, .state = "pending"};
   mcim_jose_key_t *tre = NULL;
@@ -290,8 +363,8 @@ static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
     mcim_claims_t c = {.iss = r->name, .sub = o->device, .aud = o->device,
                        .typ = "mcim-package+jwt", .txn = o->txn, .iat = now,
                        .exp = now + mcim_role_statement_lifetime(r)};
-    rc = mcim_package_seal(r->sign_key, &c, tre, (const uint8_t *)content, strlen(content),
-                           package);
+    rc = mcim_package_seal(r->sign_key, &c, txn_ka ? txn_ka : tre, (const uint8_t *)content,
+                           strlen(content), package);
   }
   if (content) {
     mcim_wipe(content, strlen(content));
@@ -322,6 +395,7 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   struct mcim_sho_order o = {0};
   const struct mcim_sho_steps *steps = NULL;
   const mcim_jose_key_t *pva_key = NULL;
+  mcim_jose_key_t *txn_ka = NULL;
   mcim_statement_t *stmt = NULL;
   char *package = NULL;
   const char *pva = mcim_config_str(r->cfg, "pva");
@@ -371,18 +445,26 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, steps->verdict, "order %s unavailable", txn);
     goto out;
   }
-  if (strcmp(result, "success") != 0) {
-    rc = mcim_sho_order_set_state(st, txn, "validating", "failed", MCIM_VALIDATION_FAILED);
+  /* a positive verdict whose quote does not vouch for the key it offers is no verdict to
+   * seal an MCIM on: the order fails with why */
+  mcim_cause_t fail =
+      strcmp(result, "success") != 0 ? MCIM_VALIDATION_FAILED : txn_ka_of(r, st, &o, stmt, &txn_ka);
+  if (fail == MCIM_NO_MEMORY || fail == MCIM_STORE_ERROR) {
+    mcim_store_rollback(st);
+    mcim_http_reply_problem(resp, fail, steps->verdict, "order %s unavailable", txn);
+    goto out;
+  }
+  if (fail != MCIM_OK) {
+    rc = mcim_sho_order_set_state(st, txn, "validating", "failed", fail);
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
     if (rc == MCIM_OK)
-      mcim_metric_inc(&mcim_m_procedures_failed,
-                      MCIM_LABELS(o.procedure, mcim_cause_name(MCIM_VALIDATION_FAILED)));
-    mcim_log_event(MCIM_LOG_WARN, txn, steps->verdict, MCIM_VALIDATION_FAILED,
+      mcim_metric_inc(&mcim_m_procedures_failed, MCIM_LABELS(o.procedure, mcim_cause_name(fail)));
+    mcim_log_event(MCIM_LOG_WARN, txn, steps->verdict, fail,
                    "%s failed validation: no MCIM will be issued", o.device);
     mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "failed"));
     goto out;
   }
-  rc = make_package(r, st, &o, &package);
+  rc = make_package(r, st, &o, txn_ka, &package);
   /* Step 12 / 6 with an HLR: the subscriber is to be created there, recorded with the MCIM
    * (a preloaded one waits in reserve, outside the HLR, until the device switches to it) */
   bool preload = strcmp(o.procedure, "preload") == 0;
@@ -419,6 +501,7 @@ out:
     mcim_wipe(package, strlen(package));
     free(package);
   }
+  mcim_jose_key_free(txn_ka);
   mcim_statement_free(stmt);
   mcim_sho_order_clear(&o);
 }

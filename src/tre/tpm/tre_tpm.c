@@ -422,6 +422,70 @@ static mcim_cause_t tpm_k_milenage(struct tre_soft *t, json_t *st, const json_t 
   return mcim_milenage_new_cipher(mcim_tpm_aes_cipher(x->k), out);
 }
 
+/* ---- per-procedure KA keys (tre_txn.c) ---- */
+
+/* A new ECDH key under the storage primary, as the KA key is, for one procedure: the
+ * document keeps its blobs and drops them when the procedure ends. */
+static mcim_cause_t tpm_txn_ka_create(struct tre_soft *t, json_t *st, json_t **out)
+{
+  struct mcim_tpm_blob blob = {0};
+  TPM2B_NAME parent;
+  bool has = false;
+  mcim_tpm_t *tpm = NULL;
+  mcim_cause_t rc = parent_of(st, MCIM_TRE_CERT_KA, &parent, &has);
+
+  if (rc == MCIM_OK)
+    rc = storage_use(t, st, &tpm);
+  if (rc == MCIM_OK && (rc = mcim_tpm_key_create(tpm, MCIM_TPM_KEY_ECDH, &blob)) != MCIM_OK)
+    log_tpm(tpm, rc, "cannot create a procedure's KA key");
+  if (rc == MCIM_OK && has)
+    rc = blob_json(&blob, &parent, out);
+  else if (rc == MCIM_OK) { /* a document from before the persistent primary */
+    char *pub = NULL, *priv = NULL;
+    if ((rc = mcim_tpm_blob_encode(&blob, &pub, &priv)) == MCIM_OK) {
+      *out = json_pack("{s:s, s:s}", MEMBER_PUBLIC, pub, MEMBER_PRIVATE, priv);
+      rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+    }
+    free(pub);
+    free(priv);
+  }
+  mcim_wipe(&blob, sizeof(blob));
+  return rc;
+}
+
+static mcim_cause_t tpm_txn_ka_jose(struct tre_soft *t, json_t *st, json_t *key,
+                                    mcim_jose_key_t **out)
+{
+  struct key_ref *r = calloc(1, sizeof(*r));
+  EVP_PKEY *pub = NULL;
+  const char *name = tre_str(key, MEMBER_PARENT);
+  size_t len = 0;
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  (void)st;
+
+  if (!r)
+    goto cleanup;
+  r->t = t;
+  r->which = MCIM_TRE_CERT_KA;
+  r->has_parent = name != NULL;
+  rc = MCIM_KEY_INVALID;
+  if (name && (mcim_b64url_decode(name, strlen(name), r->parent.name, sizeof(r->parent.name),
+                                  &len) != MCIM_OK ||
+               len != 34))
+    goto cleanup;
+  r->parent.size = (UINT16)len;
+  if ((rc = mcim_tpm_blob_decode(tre_str(key, MEMBER_PUBLIC), tre_str(key, MEMBER_PRIVATE),
+                                 &r->blob)) != MCIM_OK ||
+      (rc = mcim_tpm_key_public(&r->blob, MCIM_TPM_KEY_ECDH, &pub)) != MCIM_OK)
+    goto cleanup;
+  rc = mcim_jose_key_external(pub, &tpm_ecdh_ops, r, out);
+  r = NULL; /* the key's now, also on failure */
+cleanup:
+  EVP_PKEY_free(pub);
+  free(r);
+  return rc;
+}
+
 const struct tre_keys_ops tre_keys_tpm = {
     .name = TRE_BACKEND_TPM,
     .create = tpm_create,
@@ -434,6 +498,8 @@ const struct tre_keys_ops tre_keys_tpm = {
     .fresh_create = tre_tpm_fresh_create, /* tre_tpm_nv.c */
     .fresh_check = tre_tpm_fresh_check,
     .fresh_advance = tre_tpm_fresh_advance,
+    .txn_ka_create = tpm_txn_ka_create,
+    .txn_ka_jose = tpm_txn_ka_jose,
 };
 
 mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t **out)
