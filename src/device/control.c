@@ -44,19 +44,50 @@ cleanup:
   dev_proc_clear(&p);
 }
 
+/* The bodies of the control API's POSTs, checked before anything is done (the handlers
+ * below and tests/fuzz/fuzz_control.c call these). */
+mcim_cause_t dev_attach_body(const json_t *body, const char *vno, char *err, size_t errlen)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"network", MCIM_JV_STRING, true, 63},
+      {"txn", MCIM_JV_HEX, false, DEV_TXN_LEN},
+  };
+  mcim_cause_t rc = mcim_jsonv_check(body, fields, 2, err, errlen);
+  if (rc != MCIM_OK)
+    return rc;
+  const char *network = json_string_value(json_object_get(body, "network"));
+  if (strcmp(network, vno) != 0 && !dev_is_sho_name(network)) {
+    snprintf(err, errlen, "network must be \"%s\" or an SHO name", vno);
+    return MCIM_INVALID_ARGUMENT;
+  }
+  return MCIM_OK;
+}
+
+mcim_cause_t dev_instruction_body(const json_t *body, char *err, size_t errlen)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"instruction", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
+  };
+  return mcim_jsonv_check(body, fields, 1, err, errlen);
+}
+
+mcim_cause_t dev_handover_body(const json_t *body, char *err, size_t errlen)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"handover", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
+  };
+  return mcim_jsonv_check(body, fields, 1, err, errlen);
+}
+
 /* POST /v1/attach {network}: attach now, synchronously (seed steps 4-6 for the VNO). */
 static void h_attach(void *ctx, const struct mcim_http_request *req,
                      struct mcim_http_response *resp)
 {
   struct mcim_device *d = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"network", MCIM_JV_STRING, true, 63},
-      {"txn", MCIM_JV_HEX, false, DEV_TXN_LEN},
-  };
   char err[200];
   struct mcim_http_lite *cli = NULL;
   struct dev_attach_result ar;
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 2, err, sizeof(err));
+  mcim_cause_t rc = dev_attach_body(req->json, dev_cfg_str(d, "vno"), err, sizeof(err));
 
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
@@ -64,11 +95,6 @@ static void h_attach(void *ctx, const struct mcim_http_request *req,
   }
   const char *network = json_string_value(json_object_get(req->json, "network"));
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
-  if (strcmp(network, dev_cfg_str(d, "vno")) != 0 && !dev_is_sho_name(network)) {
-    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0,
-                            "network must be \"%s\" or an SHO name", dev_cfg_str(d, "vno"));
-    goto cleanup;
-  }
   /* a client of this request's own: a curl handle belongs to one thread */
   rc = dev_client_new(d, &cli);
   if (rc != MCIM_OK) {
@@ -101,12 +127,9 @@ static void h_procedure_start(void *ctx, const struct mcim_http_request *req,
                               struct mcim_http_response *resp)
 {
   struct mcim_device *d = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"instruction", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
-  };
   char err[300];
   json_t *answer = NULL;
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 1, err, sizeof(err));
+  mcim_cause_t rc = dev_instruction_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK)
     rc = dev_procedure_start(d, json_string_value(json_object_get(req->json, "instruction")),
                              &answer, err, sizeof(err));
@@ -168,11 +191,8 @@ static void h_owner_handover(void *ctx, const struct mcim_http_request *req,
                              struct mcim_http_response *resp)
 {
   struct mcim_device *d = ctx;
-  static const struct mcim_jsonv_field fields[] = {
-      {"handover", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
-  };
   char err[200];
-  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 1, err, sizeof(err));
+  mcim_cause_t rc = dev_handover_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
     return;

@@ -211,6 +211,15 @@ mcim_cause_t dev_instruction_peek(const char *device, const char *jws,
 /* True for a name an SHO may have (a certificate name that is not a fixed role name). */
 bool dev_is_sho_name(const char *name);
 
+/* ---- control.c: the control API's request bodies, checked before the handler acts ---- */
+/* POST /v1/attach {network, txn?}: network the VNO `vno` or an SHO name, txn hex.
+ * MCIM_OK or the refusal's cause, `err` saying why. */
+mcim_cause_t dev_attach_body(const json_t *body, const char *vno, char *err, size_t errlen);
+/* POST /v1/procedures {instruction}: one string (the JWS dev_procedure_start takes). */
+mcim_cause_t dev_instruction_body(const json_t *body, char *err, size_t errlen);
+/* POST /v1/owner {handover}: one string (the JWS the TRE's owner_handover takes). */
+mcim_cause_t dev_handover_body(const json_t *body, char *err, size_t errlen);
+
 /* ---- procedures.c: the engine ---- */
 enum dev_outcome { OUT_NEXT, OUT_WAIT, OUT_GOTO, OUT_DONE, OUT_FAIL };
 

@@ -24,6 +24,7 @@
 #include "mcim/http.h"
 #include "mcim/milenage.h"
 #include "mcim/pki.h"
+#include "mcim/role.h"
 #include "mcim/seal.h"
 #include "mcim/util.h"
 #include "tre/tre_priv.h"
@@ -515,6 +516,143 @@ static void seeds_instruction(void)
   mcim_jose_key_free(other);
 }
 
+/* The control API's bodies as `mcim device attach`, `mcim run` and `mcim device handover`
+ * send them (src/lab/device.c, run.c), the statements signed with the fixture's owner key. */
+static void seeds_control(void)
+{
+  mcim_jose_key_t *owner = fuzz_jose_key("owner"), *other = fuzz_jose_key(FUZZ_VNO);
+  char *jwk = NULL;
+  CHECK(mcim_jose_key_set_kid(other, NULL));
+  CHECK(mcim_jose_key_public_jwk(other, &jwk));
+  char *ins = sign(owner, "mcim-instruction+jwt", "owner", FUZZ_DEVICE,
+                   json_pack("{s:s,s:s}", "procedure", "initial", "sho", FUZZ_SHO));
+  char *chg =
+      sign(owner, "mcim-instruction+jwt", "owner", FUZZ_DEVICE,
+           json_pack("{s:s,s:s,s:s}", "procedure", "change", "via", "pristine", "sho", "sho-b"));
+  char *ho = sign(owner, "mcim-handover+jwt", "owner", FUZZ_DEVICE,
+                  json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
+  const struct {
+    const char *name;
+    uint8_t mode;
+    json_t *body;
+  } b[] = {
+      {"attach-vno", 0, json_pack("{s:s}", "network", FUZZ_VNO)},
+      {"attach-sho-txn", 0, json_pack("{s:s,s:s}", "network", FUZZ_SHO, "txn", FUZZ_TXN)},
+      {"procedure-initial", 1, json_pack("{s:s}", "instruction", ins)},
+      {"procedure-change", 1, json_pack("{s:s}", "instruction", chg)},
+      {"owner-handover", 2, json_pack("{s:s}", "handover", ho)},
+  };
+  for (size_t i = 0; i < sizeof(b) / sizeof(b[0]); i++) {
+    char *text = json_dumps(b[i].body, JSON_COMPACT);
+    seed_str("fuzz_control", b[i].name, b[i].mode, text);
+    free(text);
+    json_decref(b[i].body);
+  }
+  free(ins);
+  free(chg);
+  free(ho);
+  free(jwk);
+  mcim_jose_key_free(owner);
+  mcim_jose_key_free(other);
+}
+
+/* One statement of the fixture TRE (`real`, as its `sign` or `pending` made it) as the seeds
+ * of fuzz_device_proof: its payload with iat and exp moved to FUZZ_IAT and FUZZ_EXP (the
+ * TRE signs for at most 30 days; the seeds must stay valid), signed again with the TRE's
+ * attestation key under the same header. `ro`: the RO's forms (0-2), else the SHO's (3-5);
+ * `bits`: the mode byte's variant bits. */
+static void proof_seeds(const char *name, const char *real, bool ro, uint8_t bits)
+{
+  uint8_t *h, *p;
+  size_t hlen, plen;
+  char file[128];
+  jws_parts(real, &h, &hlen, &p, &plen);
+  json_t *claims = json_loadb((const char *)p, plen, 0, NULL);
+  CHECK(claims && json_object_set_new(claims, "iat", json_integer(FUZZ_IAT)) == 0 &&
+                json_object_set_new(claims, "exp", json_integer(FUZZ_EXP)) == 0
+            ? MCIM_OK
+            : MCIM_INTERNAL);
+  char *payload = json_dumps(claims, JSON_COMPACT);
+  EVP_PKEY *att = fuzz_pkey("tre-att");
+  char *jws = fuzz_sign_raw(att, h, hlen, (const uint8_t *)payload, strlen(payload));
+  char *pem = fuzz_data("tre-att.crt", NULL);
+  uint8_t base = ro ? 0 : 3;
+  if (ro) {
+    json_t *body = json_pack("{s:s,s:s}", "proof", jws, "tre_cert", pem);
+    char *text = json_dumps(body, JSON_COMPACT);
+    snprintf(file, sizeof(file), "%s-body", name);
+    seed_str("fuzz_device_proof", file, bits, text);
+    free(text);
+    json_decref(body);
+  } else {
+    snprintf(file, sizeof(file), "%s-compact", name);
+    seed_str("fuzz_device_proof", file, 3 | bits, jws);
+    snprintf(file, sizeof(file), "%s-compact-cert", name);
+    uint8_t nul = 0;
+    size_t jlen = strlen(jws), clen = strlen(pem);
+    uint8_t *both = malloc(jlen + 1 + clen);
+    memcpy(both, jws, jlen);
+    both[jlen] = nul;
+    memcpy(both + jlen + 1, pem, clen);
+    seed("fuzz_device_proof", file, 3 | bits, both, jlen + 1 + clen, NULL, 0);
+    free(both);
+  }
+  snprintf(file, sizeof(file), "%s-payload", name);
+  seed("fuzz_device_proof", file, (uint8_t)((base + 1) | bits), payload, strlen(payload), NULL, 0);
+  uint8_t *hp = malloc(hlen + 1 + strlen(payload));
+  memcpy(hp, h, hlen);
+  hp[hlen] = 0;
+  memcpy(hp + hlen + 1, payload, strlen(payload));
+  snprintf(file, sizeof(file), "%s-parts", name);
+  seed("fuzz_device_proof", file, (uint8_t)((base + 2) | bits), hp, hlen + 1 + strlen(payload),
+       NULL, 0);
+  free(hp);
+  free(pem);
+  free(jws);
+  EVP_PKEY_free(att);
+  free(payload);
+  json_decref(claims);
+  free(h);
+  free(p);
+}
+
+/* The device's statements as the agent has its TRE make them (the TRE's `sign`): the proof
+ * of its own request to the RO (src/device/net.c), a discard notice to the SHO it leaves
+ * (change.c), and the discard receipt the TRE queues when it discards a slot. */
+static void seeds_device_proof(mcim_tre_t *tre)
+{
+  const char *const whats[] = {"discovery", "package"};
+  for (int i = 0; i < 2; i++) {
+    char *jws = NULL, name[64];
+    json_t *extra = json_pack("{s:s}", "for", whats[i]);
+    CHECK(tre->ops->sign(tre->ctx, MCIM_DEVICE_REQUEST_TYP, "ro", FUZZ_TXN, extra,
+                         MCIM_TRE_MAX_LIFETIME, &jws));
+    json_decref(extra);
+    snprintf(name, sizeof(name), "request-%s", whats[i]);
+    proof_seeds(name, jws, true, i ? 8 : 0);
+    free(jws);
+  }
+  char *notice = NULL;
+  json_t *extra =
+      json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", FUZZ_SHO, "imsi", FUZZ_IMSI);
+  CHECK(tre->ops->sign(tre->ctx, "mcim-notify+jwt", FUZZ_SHO, FUZZ_TXN, extra,
+                       MCIM_TRE_MAX_LIFETIME, &notice));
+  json_decref(extra);
+  proof_seeds("notice", notice, false, 8);
+  proof_seeds("notice-relayed", notice, false, 8 | 16);
+  free(notice);
+  /* the receipt: what `pending` signs for a slot discarded for FUZZ_TXN (tre_slots.c:
+   * typ mcim-discard+jwt to the slot's SHO, claims "slot" and "imsi") */
+  char *receipt = NULL;
+  extra = json_pack("{s:s,s:s}", "slot", FUZZ_SHO, "imsi", FUZZ_IMSI);
+  CHECK(tre->ops->sign(tre->ctx, "mcim-discard+jwt", FUZZ_SHO, FUZZ_TXN, extra,
+                       MCIM_TRE_MAX_LIFETIME, &receipt));
+  json_decref(extra);
+  proof_seeds("receipt", receipt, false, 0);
+  proof_seeds("receipt-relayed", receipt, false, 16);
+  free(receipt);
+}
+
 static void seeds_http_answer(void)
 {
   json_t *pj = mcim_problem_new(MCIM_WRONG_STATE, 12, "the new MCIM is not pending");
@@ -688,6 +826,7 @@ static int make_corpus(const char *dir)
   seeds_config();
   seeds_aka();
   seeds_instruction();
+  seeds_control();
   seeds_http_answer();
   seeds_http_local();
   seeds_peers();
@@ -697,6 +836,7 @@ static int make_corpus(const char *dir)
   char *tre_dir = fuzz_tmpdir("seedgen");
   mcim_tre_t *tre = fuzz_tre_make(tre_dir);
   seeds_quote(tre);
+  seeds_device_proof(tre);
   seeds_tre_state(tre, tre_dir);
   mcim_tre_close(tre);
   free(tre_dir);

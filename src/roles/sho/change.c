@@ -17,14 +17,11 @@
 #include "roles/auc_sync.h"
 #include "roles/sho/sho.h"
 
-/* A device statement (TRE attestation key, certificate from the M2MES CA) addressed to us,
- * checked at time `now` (0: the wall clock; an RO relay: when the RO verified it). Its jti
- * is not spent here: record_jti() does that in the transaction that acts on it, after a
- * stored answer was looked up, so a retry gets the answer instead of REPLAY. */
-static mcim_cause_t verify_device_statement(struct mcim_role *r, const char *jws,
-                                            const char *cert, const char *device,
-                                            const char *typ, const char *txn, int64_t now,
-                                            mcim_statement_t **out)
+/* Its jti is not spent here: record_jti() does that in the transaction that acts on it,
+ * after a stored answer was looked up, so a retry gets the answer instead of REPLAY. */
+mcim_cause_t mcim_sho_device_statement(struct mcim_role *r, const char *jws, const char *cert,
+                                       const char *device, const char *typ, const char *txn,
+                                       int64_t now, mcim_statement_t **out)
 {
   mcim_jose_key_t *key = NULL;
   mcim_cause_t rc =
@@ -175,9 +172,9 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   /* The same checks as the first request, then (only then) its stored answer. */
-  rc = verify_device_statement(r, json_string_value(json_object_get(req->json, "receipt")),
-                               json_string_value(json_object_get(req->json, "tre_cert")), device,
-                               "mcim-discard+jwt", txn, caller.now, &stmt);
+  rc = mcim_sho_device_statement(r, json_string_value(json_object_get(req->json, "receipt")),
+                                 json_string_value(json_object_get(req->json, "tre_cert")), device,
+                                 "mcim-discard+jwt", txn, caller.now, &stmt);
   const char *imsi = stmt ? mcim_statement_string(stmt, "imsi") : NULL;
   const char *slot = stmt ? mcim_statement_string(stmt, "slot") : NULL;
   if (rc == MCIM_OK && (!imsi || !slot))
@@ -423,9 +420,9 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   st = mcim_role_store(r);
-  rc = st ? verify_device_statement(r, json_string_value(json_object_get(req->json, "notice")),
-                                    json_string_value(json_object_get(req->json, "tre_cert")),
-                                    device, "mcim-notify+jwt", txn, caller.now, &stmt)
+  rc = st ? mcim_sho_device_statement(r, json_string_value(json_object_get(req->json, "notice")),
+                                      json_string_value(json_object_get(req->json, "tre_cert")),
+                                      device, "mcim-notify+jwt", txn, caller.now, &stmt)
           : MCIM_STORE_ERROR;
   const char *event = stmt ? mcim_statement_string(stmt, "event") : NULL;
   const char *slot = stmt ? mcim_statement_string(stmt, "slot") : NULL;

@@ -70,6 +70,13 @@ void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp);
 void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
                            struct mcim_http_response *resp);
+/* A device statement (TRE attestation key, certificate `cert` from the M2MES CA, CN =
+ * `device`) addressed to this SHO (aud = its name, typ, txn), checked at time `now` (0: the
+ * wall clock; an RO relay: when the RO verified it): the discard receipt and the discard
+ * notice of the handlers above (and tests/fuzz/fuzz_device_proof.c). */
+mcim_cause_t mcim_sho_device_statement(struct mcim_role *r, const char *jws, const char *cert,
+                                       const char *device, const char *typ, const char *txn,
+                                       int64_t now, mcim_statement_t **out);
 /* The bodies of the four handlers above as each checks it first, before the caller and any
  * store access (pure; tests/fuzz/fuzz_role_request.c). MCIM_OK, or the cause and `err`. */
 mcim_cause_t mcim_sho_order_body(const json_t *body, char *err, size_t err_len);
