@@ -90,6 +90,9 @@ struct tre_keys_ops {
    * until tre_end(); OPc is the caller's to give (mcim_milenage_use_opc). */
   mcim_cause_t (*k_milenage)(struct tre_soft *t, json_t *st, const json_t *blob,
                              mcim_milenage_t **out);
+  /* A staged or installed MCIM whose K is in the TPM leaves the document (discard, unstage,
+   * replaced, dropped): destroy what makes `blob` usable (its slot key), before the write. */
+  mcim_cause_t (*k_destroy)(struct tre_soft *t, json_t *st, const json_t *blob);
   /* Rollback protection (src/tre/tpm/tre_tpm_nv.c has the rule); NULL in the software TRE,
    * which cannot tell an older copy of its files from the current one (docs/tre.md). At
    * manufacture: bind the new document `st` to a monotonic counter. */

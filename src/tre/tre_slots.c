@@ -36,6 +36,15 @@ static mcim_cause_t sha256_hex(const void *data, size_t len, char out[65])
   return MCIM_OK;
 }
 
+/* Crypto-shredding of K in the TPM (docs/tre-tpm.md, "Slots in the TPM"): before an entry
+ * whose K is in the TPM leaves the document, its slot key is destroyed, first, so that no
+ * state, written or not, can use that K again. A TPM that cannot do it fails the operation. */
+static mcim_cause_t k_destroy(struct tre_soft *t, json_t *st, const json_t *entry)
+{
+  const json_t *k = json_object_get(entry, "k_tpm");
+  return k && t->keys->k_destroy ? t->keys->k_destroy(t, st, k) : MCIM_OK;
+}
+
 /* ---- stage ---- */
 
 struct stage_ctx {
@@ -209,6 +218,7 @@ static mcim_cause_t stage_verify(struct tre_soft *t, struct stage_ctx *sc, json_
   rc = MCIM_OK;
 cleanup:
   if (rc != MCIM_OK && *entry) {
+    (void)k_destroy(t, st, *entry); /* imported, then refused: no slot key is left behind */
     tre_json_wipe_free(*entry);
     *entry = NULL;
   }
@@ -281,6 +291,8 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
   while (json_array_size(staged) >= MCIM_TRE_MAX_STAGED) {
     mcim_log_event(MCIM_LOG_WARN, tre_str(json_array_get(staged, 0), "txn"), 0, MCIM_OK,
                    "tre: dropping the oldest staged package to make room");
+    if ((rc = k_destroy(t, st, json_array_get(staged, 0))) != MCIM_OK)
+      goto cleanup;
     tre_array_wipe_remove(staged, 0);
   }
   rc = MCIM_NO_MEMORY;
@@ -320,6 +332,8 @@ mcim_cause_t tre_op_unstage(void *ctx, const char *txn)
   bool key = tre_txn_key_drop(st, txn);
   rc = MCIM_NOT_FOUND;
   if (i < 0 && !key)
+    goto cleanup;
+  if (i >= 0 && (rc = k_destroy(t, st, json_array_get(staged, (size_t)i))) != MCIM_OK)
     goto cleanup;
   if (i >= 0)
     tre_array_wipe_remove(staged, (size_t)i);
@@ -426,6 +440,8 @@ static mcim_cause_t install_slot(void *ctx, const char *txn, char slot[64], bool
   bool shred = tre_txn_key_drop(st, txn) || old >= 0;
   if (old >= 0) {
     mcim_log_event(MCIM_LOG_NOTICE, txn, 0, MCIM_OK, "tre: slot %s replaced by a new MCIM", sho);
+    if ((rc = k_destroy(t, st, json_array_get(slots, (size_t)old))) != MCIM_OK)
+      goto cleanup;
     tre_array_wipe_remove(slots, (size_t)old);
   }
   rc = MCIM_TOO_LARGE;
@@ -500,7 +516,8 @@ cleanup:
 /* Remove slot `i` and, with a `txn`, queue its discard notice (mcim-discard+jwt to the
  * slot's SHO, claims "slot", "imsi") in the same working copy: neither exists without the
  * other, whatever crashes in between. */
-static mcim_cause_t discard_slot(json_t *slots, json_t *pending, size_t i, const char *txn)
+static mcim_cause_t discard_slot(struct tre_soft *t, json_t *st, json_t *slots, json_t *pending,
+                                 size_t i, const char *txn)
 {
   json_t *s = json_array_get(slots, i);
   const char *sho = tre_str(s, "slot");
@@ -518,6 +535,9 @@ static mcim_cause_t discard_slot(json_t *slots, json_t *pending, size_t i, const
                                         tre_str(s, "imsi"), "created", (json_int_t)mcim_now())))
       return MCIM_NO_MEMORY;
   }
+  mcim_cause_t rc = k_destroy(t, st, s);
+  if (rc != MCIM_OK)
+    return rc;
   tre_array_wipe_remove(slots, i);
   return MCIM_OK;
 }
@@ -543,7 +563,7 @@ mcim_cause_t tre_op_discard(void *ctx, const char *sho, const char *txn)
     rc = queued ? MCIM_OK : MCIM_NOT_FOUND;
     goto cleanup;
   }
-  rc = discard_slot(slots, pending, (size_t)i, txn);
+  rc = discard_slot(t, st, slots, pending, (size_t)i, txn);
   /* a new storage key: no copy of the files opens to the discarded MCIM again */
   if (rc == MCIM_OK)
     rc = tre_commit_shred(t, st);
@@ -578,7 +598,7 @@ mcim_cause_t tre_op_pristine(void *ctx, const char *txn, json_t **removed)
     if (!sho || json_array_append_new(names, json_string(sho)))
       rc = MCIM_INTERNAL;
     if (rc == MCIM_OK)
-      rc = discard_slot(slots, pending, 0, txn);
+      rc = discard_slot(t, st, slots, pending, 0, txn);
   }
   if (rc == MCIM_OK && json_array_size(names) > 0)
     rc = tre_commit_shred(t, st);

@@ -10,6 +10,7 @@
 #include "tre/tpm/tpm.h"
 #include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
+#include "tre/tpm/tpm_slot.h"
 
 struct mcim_tpm_aes {
   mcim_tpm_t *tpm; /* borrowed */
@@ -73,6 +74,19 @@ mcim_cause_t mcim_tpm_aes_load(mcim_tpm_t *t, const struct mcim_tpm_blob *blob,
 cleanup:
   mcim_tpm_aes_free(k);
   return rc;
+}
+
+mcim_cause_t mcim_tpm_aes_adopt(mcim_tpm_t *t, ESYS_TR handle, mcim_tpm_aes_t **out)
+{
+  mcim_tpm_aes_t *k = calloc(1, sizeof(*k));
+  if (!k) {
+    (void)Esys_FlushContext(t->esys, handle);
+    return MCIM_NO_MEMORY;
+  }
+  k->tpm = t;
+  k->handle = handle;
+  *out = k;
+  return MCIM_OK;
 }
 
 void mcim_tpm_aes_free(mcim_tpm_aes_t *k)

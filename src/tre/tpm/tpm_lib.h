@@ -54,6 +54,10 @@
   X(MCIM_TSS2_ESYS, Esys_PolicySecret)                                                             \
   X(MCIM_TSS2_ESYS, Esys_ActivateCredential)                                                       \
   X(MCIM_TSS2_ESYS, Esys_Certify)                                                                  \
+  X(MCIM_TSS2_ESYS, Esys_Rewrap)                                                                   \
+  X(MCIM_TSS2_ESYS, Esys_PolicyAuthValue)                                                          \
+  X(MCIM_TSS2_ESYS, Esys_PolicyCommandCode)                                                        \
+  X(MCIM_TSS2_ESYS, Esys_PolicyOR)                                                                 \
   X(MCIM_TSS2_MU, Tss2_MU_TPMT_PUBLIC_Marshal)                                                     \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Marshal)                                                    \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Unmarshal)                                                  \
@@ -110,6 +114,10 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Esys_Certify (mcim_tss2.Esys_Certify)
 #define Tss2_MU_TPMT_SIGNATURE_Unmarshal (mcim_tss2.Tss2_MU_TPMT_SIGNATURE_Unmarshal)
 #define Tss2_MU_TPMS_ATTEST_Unmarshal (mcim_tss2.Tss2_MU_TPMS_ATTEST_Unmarshal)
+#define Esys_Rewrap (mcim_tss2.Esys_Rewrap)
+#define Esys_PolicyAuthValue (mcim_tss2.Esys_PolicyAuthValue)
+#define Esys_PolicyCommandCode (mcim_tss2.Esys_PolicyCommandCode)
+#define Esys_PolicyOR (mcim_tss2.Esys_PolicyOR)
 #define Tss2_MU_TPMT_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPMT_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Unmarshal)

@@ -45,6 +45,7 @@
 #include "tre/tpm/tpm.h"
 #include "tre/tpm/tpm_nv.h"
 #include "tre/tpm/tpm_quote.h"
+#include "tre/tpm/tpm_slot.h"
 #include "tre/tre_priv.h"
 
 #define MEMBER_PUBLIC "tpm_public"
@@ -368,30 +369,94 @@ mcim_cause_t mcim_tpm_dup_decode(const json_t *j, struct mcim_tpm_dup *out)
   return MCIM_OK;
 }
 
+/* ---- each slot under its own storage key (docs/tre-tpm.md, "Slots in the TPM") ---- */
+
+#define MEMBER_HANDLE "tpm_handle"
+#define MEMBER_AUTH "tpm_auth"
+
+/* The slot key a K blob of the document is under: *has false for a blob imported under the
+ * storage primary, before slot keys. */
+static mcim_cause_t slot_of(const json_t *j, struct mcim_tpm_slot *s, bool *has)
+{
+  const char *name = json_string_value(json_object_get(j, MEMBER_PARENT));
+  const char *auth = json_string_value(json_object_get(j, MEMBER_AUTH));
+  json_int_t handle = json_integer_value(json_object_get(j, MEMBER_HANDLE));
+  size_t nlen = 0, alen = 0;
+
+  memset(s, 0, sizeof(*s));
+  *has = json_object_get(j, MEMBER_HANDLE) != NULL;
+  if (!*has)
+    return MCIM_OK;
+  if (!name || !auth || handle < MCIM_TPM_SLOT_HANDLE_FIRST ||
+      handle >= MCIM_TPM_SLOT_HANDLE_FIRST + MCIM_TPM_SLOT_HANDLES ||
+      mcim_b64url_decode(name, strlen(name), s->name.name, sizeof(s->name.name), &nlen) !=
+          MCIM_OK ||
+      nlen != 34 ||
+      mcim_b64url_decode(auth, strlen(auth), s->auth, sizeof(s->auth), &alen) != MCIM_OK ||
+      alen != MCIM_TPM_SLOT_AUTH_LEN) {
+    mcim_wipe(s, sizeof(*s));
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_KEY_INVALID,
+                   "tre: a slot's K in the state: its slot key is not recorded right");
+    return MCIM_KEY_INVALID;
+  }
+  s->handle = (TPM2_HANDLE)handle;
+  s->name.size = (UINT16)nlen;
+  return MCIM_OK;
+}
+
+static mcim_cause_t slot_json(const struct mcim_tpm_blob *blob, const struct mcim_tpm_slot *s,
+                              json_t **out)
+{
+  char *pub = NULL, *priv = NULL, *name = NULL, *auth = NULL;
+  mcim_cause_t rc = mcim_tpm_blob_encode(blob, &pub, &priv);
+  if (rc != MCIM_OK)
+    return rc;
+  rc = MCIM_NO_MEMORY;
+  name = malloc(mcim_b64url_len(s->name.size) + 1);
+  auth = malloc(mcim_b64url_len(sizeof(s->auth)) + 1);
+  if (name && auth) {
+    mcim_b64url_encode(s->name.name, s->name.size, name);
+    mcim_b64url_encode(s->auth, sizeof(s->auth), auth);
+    *out = json_pack("{s:s, s:s, s:I, s:s, s:s}", MEMBER_PUBLIC, pub, MEMBER_PRIVATE, priv,
+                     MEMBER_HANDLE, (json_int_t)s->handle, MEMBER_PARENT, name, MEMBER_AUTH, auth);
+    rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+  free(pub);
+  free(priv);
+  free(name);
+  if (auth)
+    mcim_wipe(auth, strlen(auth));
+  free(auth);
+  return rc;
+}
+
+/* stage: a new storage key for this MCIM alone, and K moved under it from the SHO's blob
+ * (TPM2_Rewrap, TPM2_Import). A blob the TPM refuses destroys the new key again. */
 static mcim_cause_t tpm_k_import(struct tre_soft *t, json_t *st, const json_t *j, json_t **out)
 {
   struct mcim_tpm_dup dup;
   struct mcim_tpm_blob blob = {0};
+  struct mcim_tpm_slot slot = {0};
   mcim_tpm_t *tpm = NULL;
-  char *pub = NULL, *priv = NULL;
+  bool made = false;
   mcim_cause_t rc = mcim_tpm_dup_decode(j, &dup);
 
   if (rc == MCIM_OK)
     rc = storage_use(t, st, &tpm);
-  if (rc == MCIM_OK && (rc = mcim_tpm_aes_import(tpm, &dup, &blob)) != MCIM_OK) {
+  if (rc == MCIM_OK && (rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK)
+    log_tpm(tpm, rc, "cannot make the slot's storage key");
+  made = rc == MCIM_OK;
+  if (rc == MCIM_OK && (rc = mcim_tpm_slot_import(tpm, &slot, &dup, &blob)) != MCIM_OK) {
     log_tpm(tpm, rc, "the package's K does not import");
     /* the TPM refusing the blob (integrity: another TPM's, altered) is the package's fault */
     if (rc == MCIM_TPM_ERROR)
       rc = MCIM_KEY_INVALID;
   }
   if (rc == MCIM_OK)
-    rc = mcim_tpm_blob_encode(&blob, &pub, &priv);
-  if (rc == MCIM_OK) {
-    *out = json_pack("{s:s, s:s}", MEMBER_PUBLIC, pub, MEMBER_PRIVATE, priv);
-    rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
-  }
-  free(pub);
-  free(priv);
+    rc = slot_json(&blob, &slot, out);
+  if (rc != MCIM_OK && made && mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
+    log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
+  mcim_wipe(&slot, sizeof(slot));
   mcim_wipe(&blob, sizeof(blob));
   mcim_wipe(&dup, sizeof(dup));
   return rc;
@@ -401,6 +466,8 @@ static mcim_cause_t tpm_k_milenage(struct tre_soft *t, json_t *st, const json_t 
                                    mcim_milenage_t **out)
 {
   struct mcim_tpm_blob blob;
+  struct mcim_tpm_slot slot;
+  bool has_slot = false;
   mcim_tpm_t *tpm = NULL;
   struct tpm_txn *x = NULL;
   mcim_cause_t rc = mcim_tpm_blob_decode(tre_str((json_t *)j, MEMBER_PUBLIC),
@@ -409,17 +476,49 @@ static mcim_cause_t tpm_k_milenage(struct tre_soft *t, json_t *st, const json_t 
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: a slot's K in the state is not a TPM blob");
     return rc;
   }
+  if ((rc = slot_of(j, &slot, &has_slot)) != MCIM_OK)
+    return rc;
   rc = storage_use(t, st, &tpm);
   if (rc != MCIM_OK)
-    return rc;
+    goto cleanup;
   x = t->keys_ctx;
   mcim_tpm_aes_free(x->k); /* one slot key loaded at a time (swtpm: 3 transient slots) */
   x->k = NULL;
-  if ((rc = mcim_tpm_aes_load(tpm, &blob, &x->k)) != MCIM_OK) {
+  /* this slot's K only, under its own key and with its own authorisation: no other slot's
+   * object is loaded */
+  rc = has_slot ? mcim_tpm_slot_load(tpm, &slot, &blob, &x->k)
+                : mcim_tpm_aes_load(tpm, &blob, &x->k);
+  if (rc != MCIM_OK) {
     log_tpm(tpm, rc, "cannot load the slot's K");
-    return rc;
+    if (rc != MCIM_TPM_UNREACHABLE)
+      rc = MCIM_TPM_ERROR;
+    goto cleanup;
   }
-  return mcim_milenage_new_cipher(mcim_tpm_aes_cipher(x->k), out);
+  rc = mcim_milenage_new_cipher(mcim_tpm_aes_cipher(x->k), out);
+cleanup:
+  mcim_wipe(&slot, sizeof(slot));
+  return rc;
+}
+
+/* A staged or installed MCIM leaves the document (discard, unstage, replaced, dropped):
+ * its slot key is evicted first, so that no copy of its blob, in any state, loads again. */
+static mcim_cause_t tpm_k_destroy(struct tre_soft *t, json_t *st, const json_t *j)
+{
+  struct mcim_tpm_slot slot;
+  bool has_slot = false, gone = false;
+  mcim_tpm_t *tpm = NULL;
+  mcim_cause_t rc = slot_of(j, &slot, &has_slot);
+
+  if (rc != MCIM_OK || !has_slot)
+    return rc; /* under the primary (before slot keys): the blob's removal is all there is */
+  rc = storage_use(t, st, &tpm);
+  if (rc == MCIM_OK && (rc = mcim_tpm_slot_destroy(tpm, &slot, &gone)) != MCIM_OK)
+    log_tpm(tpm, rc, "cannot destroy a slot's storage key");
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, NULL, 0, rc, "tre: slot key 0x%08x %s", (unsigned)slot.handle,
+                   gone ? "destroyed (TPM2_EvictControl)" : "was gone already");
+  mcim_wipe(&slot, sizeof(slot));
+  return rc;
 }
 
 /* ---- per-procedure KA keys (tre_txn.c) ---- */
@@ -495,6 +594,7 @@ const struct tre_keys_ops tre_keys_tpm = {
     .storage_public = tpm_storage_public,
     .k_import = tpm_k_import,
     .k_milenage = tpm_k_milenage,
+    .k_destroy = tpm_k_destroy,
     .fresh_create = tre_tpm_fresh_create, /* tre_tpm_nv.c */
     .fresh_check = tre_tpm_fresh_check,
     .fresh_advance = tre_tpm_fresh_advance,
