@@ -41,7 +41,7 @@ mcim_cause_t mcim_dpf_package_body(const json_t *body, char *err, size_t err_len
       {"device", MCIM_JV_STRING, true, 63},
       {"package", MCIM_JV_STRING, true, 65536},
       {"procedure", MCIM_JV_STRING, false, 16},
-      {"verdict", MCIM_JV_STRING, true, 32768},
+      {"verdict", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN}, /* it carries the device's quote */
   };
   return mcim_jsonv_check(body, fields, 5, err, err_len);
 }

@@ -382,7 +382,7 @@ mcim_cause_t mcim_sho_verdict_body(const json_t *body, char *err, size_t err_len
   static const struct mcim_jsonv_field fields[] = {
       {"txn", MCIM_JV_HEX, true, 32},
       {"device", MCIM_JV_STRING, true, 63},
-      {"verdict", MCIM_JV_STRING, true, 32768},
+      {"verdict", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN}, /* it carries the device's quote */
   };
   return mcim_jsonv_check(body, fields, 3, err, err_len);
 }
