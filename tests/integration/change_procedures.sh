@@ -318,6 +318,20 @@ check "dev2 attaches to sho-b" "$mcim" device attach dev2 --to sho-b --dir "$lab
 invariants dev2 "after pristine with two MCIMs"
 privacy "after pristine with two MCIMs"
 
+if [ "$tre" = tpm ]; then
+  # each MCIM's K under a TPM slot key of its own, destroyed when the MCIM goes (discard at
+  # change step 8, install over, pristine: docs/tre-tpm.md, "Slots in the TPM"): the keys a
+  # device's TRE made minus those it evicted are exactly its MCIMs now
+  for d in dev1 dev2; do
+    made=$(grep -c 'K under its own slot key 0x' "$lab/devices/$d/agent.log")
+    gone=$(grep -c 'slot key 0x[0-9a-f]* destroyed (TPM2_EvictControl)' "$lab/devices/$d/agent.log")
+    n=$("$mcim" device status "$d" --json --dir "$lab" | tr -d ' \n' | grep -o '"slot":"' | wc -l)
+    [ "$made" -gt 1 ] && [ $((made - gone)) = "$n" ] &&
+      ok "$d: $made slot keys made in its TPM, $gone destroyed, $n MCIM(s) left" ||
+      bad "$d: $made slot keys made, $gone destroyed, $n MCIM(s) in the TRE"
+  done
+fi
+
 check "lab down" "$mcim" lab down --dir "$lab"
 if [ "$auc" = osmo-hlr ]; then
   "$mcim" lab status --json --dir "$lab" | tr -d ' \n' >"$tmp/lab.json"

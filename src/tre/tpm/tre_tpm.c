@@ -454,6 +454,9 @@ static mcim_cause_t tpm_k_import(struct tre_soft *t, json_t *st, const json_t *j
   }
   if (rc == MCIM_OK)
     rc = slot_json(&blob, &slot, out);
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, NULL, 0, rc, "tre: K under its own slot key 0x%08x",
+                   (unsigned)slot.handle);
   if (rc != MCIM_OK && made && mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
     log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
   mcim_wipe(&slot, sizeof(slot));
