@@ -200,11 +200,16 @@ void tre_array_wipe_remove(json_t *array, size_t i);
 /* The credential object for a name: the PCID ones or a slot (index in *slot_index, else -1). */
 json_t *tre_cred_obj(json_t *st, const char *cred, ssize_t *slot_index);
 mcim_cause_t tre_cred_read(json_t *obj, struct tre_cred *c);
+/* Per-slot keys (docs/tre.md, section 8): seal the "k" (if any) and "opc" of an MCIM entry
+ * (staged or slot, with its "txn") under a new key of its own, as "secrets" and "slot_key",
+ * and wipe them; tre_cred_read opens them. No-op for an entry sealed already. */
+mcim_cause_t tre_secrets_seal(json_t *obj);
 /* Write the SQN state into the credential object (hex of mcim_sqn_usim_encode). */
 mcim_cause_t tre_cred_set_sqn(json_t *obj, const struct mcim_sqn_usim *sqn);
 void tre_cred_wipe(struct tre_cred *c);
 /* A fresh credential object {id_name: id, k, opc, amf, sqn} from validated strings; `k` may
- * be NULL for a slot whose K is in the TPM (the caller adds "k_tpm"). */
+ * be NULL for a slot whose K is in the TPM (the caller adds "k_tpm"), `k` and `opc` for a slot
+ * whose secrets are sealed under its own key (the caller adds them, tre_secrets_seal). */
 mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, const char *opc,
                           const char *amf, json_t **out);
 /* Secret hex of exactly `bytes` bytes (lower-cased copy into out, 2*bytes+1). */

@@ -287,6 +287,9 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
       mcim_log_event(MCIM_LOG_ERROR, txn, 0, cause, "tre: package not opened: %s", sc.why);
     goto cleanup;
   }
+  /* the MCIM's K and OPc under a key of its own from here on (tre_secrets_seal) */
+  if ((rc = tre_secrets_seal(entry)) != MCIM_OK)
+    goto cleanup;
   /* A bounded list: a procedure abandoned without unstage must not fill it. */
   while (json_array_size(staged) >= MCIM_TRE_MAX_STAGED) {
     mcim_log_event(MCIM_LOG_WARN, tre_str(json_array_get(staged, 0), "txn"), 0, MCIM_OK,
@@ -367,6 +370,7 @@ static mcim_cause_t slot_from_staged(json_t *e, json_t **out)
 {
   json_t *slot = NULL;
   json_t *k_tpm = json_object_get(e, "k_tpm"); /* K in the TPM: its wrapping moves along */
+  json_t *sealed = json_object_get(e, "secrets"); /* K, OPc under the MCIM's own key */
   mcim_cause_t rc = tre_cred_new("imsi", tre_str(e, "imsi"), k_tpm ? NULL : tre_str(e, "k"),
                                  tre_str(e, "opc"), tre_str(e, "amf"), &slot);
   if (rc != MCIM_OK)
@@ -374,12 +378,20 @@ static mcim_cause_t slot_from_staged(json_t *e, json_t **out)
   rc = MCIM_NO_MEMORY;
   /* a copy: the staged entry is wiped when it is removed */
   if ((k_tpm && json_object_set_new(slot, "k_tpm", json_deep_copy(k_tpm))) ||
+      (sealed &&
+       (json_object_set_new(slot, "secrets", json_deep_copy(sealed)) ||
+        json_object_set_new(slot, "slot_key", json_deep_copy(json_object_get(e, "slot_key"))))) ||
       json_object_set_new(slot, "slot", json_string(tre_str(e, "sho"))) ||
       json_object_set_new(slot, "sho", json_string(tre_str(e, "sho"))) ||
       json_object_set_new(slot, "state", json_string("active")) ||
       json_object_set_new(slot, "txn", json_string(tre_str(e, "txn"))) ||
       json_object_set_new(slot, "package_sha256", json_string(tre_str(e, "package_sha256"))) ||
       json_object_set_new(slot, "installed", json_integer(mcim_now()))) {
+    tre_json_wipe_free(slot);
+    return rc;
+  }
+  /* a package staged before per-slot keys: sealed now */
+  if ((rc = tre_secrets_seal(slot)) != MCIM_OK) {
     tre_json_wipe_free(slot);
     return rc;
   }

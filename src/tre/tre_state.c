@@ -117,6 +117,107 @@ void tre_cred_wipe(struct tre_cred *c)
   mcim_wipe(c, sizeof(*c));
 }
 
+/* ---- per-slot keys (docs/tre.md, section 8) ----
+ * An MCIM's K and OPc (OPc only when K is in the TPM) are sealed under a key of their own,
+ * made when its package is staged: "secrets" = B64URL(mcim_seal(slot_key, "tre-slot/<txn>",
+ * {"k", "opc"})), "slot_key" = its hex. They are opened only by the operation that uses that
+ * MCIM (AKA), never with the document; discarding the MCIM wipes its key with it. The key is in
+ * the same sealed document: it adds no protection against whoever opens the document (the
+ * storage key's rotation is what shreds a discarded MCIM), it keeps a slot's secrets out of
+ * every operation but that slot's own. The SQN state stays in clear (no secret of the MCIM). */
+#define SLOT_SECRETS "secrets"
+#define SLOT_KEY "slot_key"
+#define SLOT_PLAIN_MAX 128
+
+static mcim_cause_t slot_context(json_t *obj, char *out, size_t n)
+{
+  const char *txn = tre_str(obj, "txn");
+  int w = txn ? snprintf(out, n, "tre-slot/%s", txn) : -1;
+  return w > 0 && (size_t)w < n ? MCIM_OK : MCIM_INTERNAL;
+}
+
+/* Wipe and remove a string member. */
+static void del_wiped(json_t *obj, const char *name)
+{
+  json_t *v = json_object_get(obj, name);
+  if (json_is_string(v))
+    mcim_wipe((void *)json_string_value(v), json_string_length(v));
+  json_object_del(obj, name);
+}
+
+mcim_cause_t tre_secrets_seal(json_t *obj)
+{
+  uint8_t raw[32], sealed[SLOT_PLAIN_MAX + MCIM_SEAL_OVERHEAD];
+  char plain[SLOT_PLAIN_MAX], key_hex[65], context[64];
+  char b64[2 * sizeof(sealed)];
+  mcim_storage_key_t *key = NULL;
+  size_t plain_len = 0, sealed_len = 0;
+  const char *k = tre_str(obj, "k"), *opc = tre_str(obj, "opc");
+  mcim_cause_t rc = MCIM_OK;
+
+  if (json_object_get(obj, SLOT_SECRETS))
+    goto cleanup; /* sealed already */
+  rc = MCIM_INTERNAL;
+  if (!opc || slot_context(obj, context, sizeof(context)) != MCIM_OK)
+    goto cleanup;
+  int w = k ? snprintf(plain, sizeof(plain), "{\"k\":\"%s\",\"opc\":\"%s\"}", k, opc)
+            : snprintf(plain, sizeof(plain), "{\"opc\":\"%s\"}", opc);
+  if (w <= 0 || (size_t)w >= sizeof(plain))
+    goto cleanup;
+  plain_len = (size_t)w;
+  if ((rc = mcim_random(raw, sizeof(raw))) != MCIM_OK ||
+      (rc = mcim_storage_key_from_bytes(raw, sizeof(raw), &key)) != MCIM_OK ||
+      (rc = mcim_seal(key, context, (const uint8_t *)plain, plain_len, sealed, sizeof(sealed),
+                      &sealed_len)) != MCIM_OK)
+    goto cleanup;
+  mcim_b64url_encode(sealed, sealed_len, b64);
+  mcim_hex_encode(raw, sizeof(raw), key_hex);
+  rc = MCIM_NO_MEMORY;
+  if (json_object_set_new(obj, SLOT_SECRETS, json_string(b64)) ||
+      json_object_set_new(obj, SLOT_KEY, json_string(key_hex)))
+    goto cleanup;
+  del_wiped(obj, "k");
+  del_wiped(obj, "opc");
+  rc = MCIM_OK;
+cleanup:
+  mcim_storage_key_free(key);
+  mcim_wipe(raw, sizeof(raw));
+  mcim_wipe(plain, sizeof(plain));
+  mcim_wipe(key_hex, sizeof(key_hex));
+  return rc;
+}
+
+/* K (unless `k` is NULL: K in the TPM) and OPc of a sealed slot. */
+static mcim_cause_t secrets_open(json_t *obj, uint8_t *k, uint8_t opc[16])
+{
+  uint8_t raw[32], sealed[SLOT_PLAIN_MAX + MCIM_SEAL_OVERHEAD], plain[SLOT_PLAIN_MAX];
+  char context[64];
+  const char *b64 = tre_str(obj, SLOT_SECRETS);
+  mcim_storage_key_t *key = NULL;
+  size_t sealed_len = 0, plain_len = 0;
+  json_t *doc = NULL;
+  mcim_cause_t rc = MCIM_INTERNAL;
+
+  if (!b64 || mcim_hex_decode_str(tre_str(obj, SLOT_KEY), raw, sizeof(raw)) != MCIM_OK ||
+      mcim_b64url_decode(b64, strlen(b64), sealed, sizeof(sealed), &sealed_len) != MCIM_OK ||
+      slot_context(obj, context, sizeof(context)) != MCIM_OK ||
+      mcim_storage_key_from_bytes(raw, sizeof(raw), &key) != MCIM_OK ||
+      mcim_unseal(key, context, sealed, sealed_len, plain, sizeof(plain), &plain_len) != MCIM_OK)
+    goto cleanup;
+  doc = json_loadb((const char *)plain, plain_len, JSON_REJECT_DUPLICATES, NULL);
+  if ((k && mcim_hex_decode_str(tre_str(doc, "k"), k, 16) != MCIM_OK) ||
+      (!k && json_object_get(doc, "k")) ||
+      mcim_hex_decode_str(tre_str(doc, "opc"), opc, 16) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_OK;
+cleanup:
+  tre_json_wipe_free(doc);
+  mcim_storage_key_free(key);
+  mcim_wipe(raw, sizeof(raw));
+  mcim_wipe(plain, sizeof(plain));
+  return rc;
+}
+
 mcim_cause_t tre_cred_read(json_t *obj, struct tre_cred *c)
 {
   uint8_t sqn[MCIM_SQN_USIM_ENCODED_MAX];
@@ -131,9 +232,12 @@ mcim_cause_t tre_cred_read(json_t *obj, struct tre_cred *c)
   snprintf(c->id, sizeof(c->id), "%s", id);
   /* an MCIM slot of a TPM TRE has K in the TPM (k_tpm) and no "k"; never both */
   c->k_tpm = json_object_get(obj, "k_tpm");
+  bool sealed = json_object_get(obj, SLOT_SECRETS) != NULL; /* an MCIM with its own key */
   if ((c->k_tpm && (!json_is_object(c->k_tpm) || json_object_get(obj, "k"))) ||
-      (!c->k_tpm && mcim_hex_decode_str(tre_str(obj, "k"), c->k, sizeof(c->k)) != MCIM_OK) ||
-      mcim_hex_decode_str(tre_str(obj, "opc"), c->opc, sizeof(c->opc)) != MCIM_OK ||
+      (sealed && secrets_open(obj, c->k_tpm ? NULL : c->k, c->opc) != MCIM_OK) ||
+      (!sealed && !c->k_tpm &&
+       mcim_hex_decode_str(tre_str(obj, "k"), c->k, sizeof(c->k)) != MCIM_OK) ||
+      (!sealed && mcim_hex_decode_str(tre_str(obj, "opc"), c->opc, sizeof(c->opc)) != MCIM_OK) ||
       mcim_hex_decode_str(tre_str(obj, "amf"), c->amf, sizeof(c->amf)) != MCIM_OK ||
       mcim_hex_decode_str(sqn_hex, sqn, sqn_len) != MCIM_OK ||
       mcim_sqn_usim_decode(sqn, sqn_len, &c->sqn) != MCIM_OK)
@@ -184,7 +288,7 @@ mcim_cause_t tre_cred_new(const char *id_name, const char *id, const char *k, co
   mcim_sqn_params_default(&params);
   if (!c || json_object_set_new(c, id_name, json_string(id)) ||
       (k && json_object_set_new(c, "k", json_string(k))) ||
-      json_object_set_new(c, "opc", json_string(opc)) ||
+      (opc && json_object_set_new(c, "opc", json_string(opc))) ||
       json_object_set_new(c, "amf", json_string(amf)))
     goto cleanup;
   /* A new K means a new USIM: its SQN array starts from zero (TS 33.102 C.2). */

@@ -521,6 +521,42 @@ static bool has_secret(const char *text, size_t len, const uint8_t b[16])
   return contains_ci(text, len, hex);
 }
 
+/* The document as text with every MCIM's secrets opened with its own key (per-slot keys,
+ * docs/tre.md section 8): what whoever holds the document can read. free(). */
+static char *doc_text_opened(json_t *doc)
+{
+  char *text = json_dumps(doc, 0);
+  const char *lists[] = {"slots", "staged"};
+  size_t i, n = strlen(text);
+  json_t *e;
+  for (size_t l = 0; l < 2; l++) {
+    json_array_foreach(json_object_get(doc, lists[l]), i, e) {
+      const char *b64 = json_string_value(json_object_get(e, "secrets"));
+      if (!b64)
+        continue;
+      uint8_t raw[32], sealed[256], plain[256];
+      size_t sl = 0, pl = 0;
+      char context[64];
+      mcim_storage_key_t *k = NULL;
+      snprintf(context, sizeof(context), "tre-slot/%s",
+               json_string_value(json_object_get(e, "txn")));
+      assert_int_equal(
+          mcim_hex_decode_str(json_string_value(json_object_get(e, "slot_key")), raw, sizeof(raw)),
+          MCIM_OK);
+      assert_int_equal(mcim_b64url_decode(b64, strlen(b64), sealed, sizeof(sealed), &sl), MCIM_OK);
+      assert_int_equal(mcim_storage_key_from_bytes(raw, sizeof(raw), &k), MCIM_OK);
+      assert_int_equal(mcim_unseal(k, context, sealed, sl, plain, sizeof(plain), &pl), MCIM_OK);
+      mcim_storage_key_free(k);
+      text = realloc(text, n + pl + 1);
+      assert_non_null(text);
+      memcpy(text + n, plain, pl);
+      n += pl;
+      text[n] = '\0';
+    }
+  }
+  return text;
+}
+
 /* ---- MCIM packages --------------------------------------------------------------------- */
 
 struct pkg {
@@ -1293,6 +1329,60 @@ static void test_isolation(void **state)
   auc_free(&auc_b);
 }
 
+/* Per-slot keys (docs/tre.md section 8): each MCIM's K and OPc sealed under a key of its own,
+ * which opens no other slot's; a slot written before them (K, OPc in clear) still works. */
+static void test_slot_keys(void **state)
+{
+  struct fx *f = *state;
+  struct auc auc;
+  struct mcim_aka_av av;
+  uint8_t res[8], auts[14], raw[32], sealed[256], plain[256];
+  size_t sl = 0, pl = 0;
+  char slot[64], k_hex[33], opc_hex[33];
+
+  provision(f, &sho_a, TXN_A);
+  struct pkg pb = pkg_default(f, &sho_b, TXN_B);
+  char *pkg_b = pkg_make(&pb);
+  assert_int_equal(stage(f, TXN_B, pkg_b, &sho_b), MCIM_OK);
+  assert_int_equal(f->tre->ops->install_inactive(f->tre->ctx, TXN_B, slot), MCIM_OK);
+  free(pkg_b);
+  json_t *doc = state_read(f);
+  json_t *slots = json_object_get(doc, "slots");
+  json_t *a = json_array_get(slots, 0), *b = json_array_get(slots, 1);
+  assert_string_equal(json_string_value(json_object_get(a, "slot")), "sho-a");
+  const char *ka = json_string_value(json_object_get(a, "slot_key"));
+  const char *kb = json_string_value(json_object_get(b, "slot_key"));
+  assert_non_null(ka);
+  assert_non_null(kb);
+  assert_string_not_equal(ka, kb);
+  assert_null(json_object_get(a, "k"));
+  assert_null(json_object_get(a, "opc"));
+  /* sho-a's secrets do not open with sho-b's key */
+  mcim_storage_key_t *key_b = NULL;
+  const char *b64 = json_string_value(json_object_get(a, "secrets"));
+  assert_int_equal(mcim_hex_decode_str(kb, raw, sizeof(raw)), MCIM_OK);
+  assert_int_equal(mcim_storage_key_from_bytes(raw, sizeof(raw), &key_b), MCIM_OK);
+  assert_int_equal(mcim_b64url_decode(b64, strlen(b64), sealed, sizeof(sealed), &sl), MCIM_OK);
+  assert_int_equal(mcim_unseal(key_b, "tre-slot/" TXN_A, sealed, sl, plain, sizeof(plain), &pl),
+                   MCIM_UNSEAL_FAILED);
+  mcim_storage_key_free(key_b);
+
+  /* a slot as written before per-slot keys: K and OPc in clear, still authenticates */
+  mcim_hex_encode(sho_a.k, 16, k_hex);
+  mcim_hex_encode(sho_a.opc, 16, opc_hex);
+  json_object_del(a, "secrets");
+  json_object_del(a, "slot_key");
+  json_object_set_new(a, "k", json_string(k_hex));
+  json_object_set_new(a, "opc", json_string(opc_hex));
+  state_write(f, doc);
+  json_decref(doc);
+  auc_init(&auc, sho_a.k, sho_a.opc);
+  auc_av(&auc, &av);
+  assert_int_equal(tre_aka(f, "sho-a", &av, res, auts), MCIM_OK);
+  assert_memory_equal(res, av.xres, 8);
+  auc_free(&auc);
+}
+
 static void test_discard(void **state)
 {
   struct fx *f = *state;
@@ -1302,14 +1392,20 @@ static void test_discard(void **state)
   provision(f, &sho_a, TXN_A);
   json_t *doc = state_read(f);
   char *text = json_dumps(doc, 0);
-  assert_true(has_secret(text, strlen(text), sho_a.k)); /* it is there before ... */
+  /* sealed under the MCIM's own key: not in the document in clear ... */
+  assert_false(has_secret(text, strlen(text), sho_a.k));
+  assert_false(has_secret(text, strlen(text), sho_a.opc));
+  free(text);
+  text = doc_text_opened(doc);
+  assert_true(has_secret(text, strlen(text), sho_a.k)); /* ... but there before ... */
+  assert_true(has_secret(text, strlen(text), sho_a.opc));
   free(text);
   json_decref(doc);
 
   assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", TXN_B), MCIM_OK);
   check_persisted(f);
   doc = state_read(f);
-  text = json_dumps(doc, 0);
+  text = doc_text_opened(doc);
   assert_false(has_secret(text, strlen(text), sho_a.k)); /* ... and gone after, with SQN */
   assert_false(has_secret(text, strlen(text), sho_a.opc));
   assert_int_equal(json_array_size(json_object_get(doc, "slots")), 0);
@@ -1790,7 +1886,7 @@ static void test_shred_files_left_behind(void **state)
   for (int i = 0; i < 2; i++) {
     /* both slots open with the current key (the crash fallback keeps working) ... */
     assert_int_equal(copy_open(&now[i], key_now, &doc), MCIM_OK);
-    char *text = json_dumps(doc, JSON_COMPACT);
+    char *text = doc_text_opened(doc);
     /* ... and hold neither sho-a's K nor any key that opens the old package */
     assert_null(strstr(text, k_hex));
     assert_int_equal(json_array_size(json_object_get(doc, "txn_keys")), 0);
@@ -1813,7 +1909,7 @@ static void test_shred_files_left_behind(void **state)
       json_decref(doc);
     }
     if (copy_open(&installed[i], key_installed, &doc) == MCIM_OK) {
-      char *text = json_dumps(doc, JSON_COMPACT);
+      char *text = doc_text_opened(doc); /* K under the MCIM's key, which the copy holds */
       with_k += strstr(text, k_hex) != NULL;
       free(text);
       json_decref(doc);
@@ -2195,6 +2291,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_owner_handover, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_no_secret_out, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_slot, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_slot_keys, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_shred_files_left_behind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_txn_key_lifecycle, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_fifo_slot, fx_setup, fx_teardown),
