@@ -90,4 +90,16 @@ mcim_cause_t mcim_tre_tpm_measure(struct mcim_tre *tre, const json_t *log);
  * TPMT_SIGNATURE), "log" (the ima-ng text)}. MCIM_NOT_FOUND for a TRE without a TPM. */
 mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t **evidence);
 
+/* Enrolment at the M2MES (docs/tre-tpm.md, "Enrolment"; src/tre/tpm/tre_enrol.c), run by the
+ * factory at manufacture. Step 1: the TRE's restricted attestation key for quotes (made in the
+ * TPM the first time, kept in the state) and the TPM's EK certificate: *out = {"ek_cert":
+ * base64url DER, "ak_public": base64url TPM2B_PUBLIC}. Step 2, with the M2MES's challenge
+ * {"credential", "seed" (TPM2_MakeCredential's two outputs, base64url), "nonce"}:
+ * TPM2_ActivateCredential with that key, and TPM2_Certify by it of the attestation, KA and
+ * storage keys over the nonce: *out = {"activation": base64url, "certify": {"attestation",
+ * "ka", "storage": {"public", "attest", "signature"}}}. MCIM_NOT_FOUND for a TRE without a
+ * TPM. */
+mcim_cause_t mcim_tre_tpm_enrol_begin(struct mcim_tre *tre, json_t **out);
+mcim_cause_t mcim_tre_tpm_enrol_answer(struct mcim_tre *tre, const json_t *challenge, json_t **out);
+
 #endif

@@ -98,6 +98,12 @@ typedef struct mcim_cert_request {
    * the device with a TPM storage key), so the PVA takes no validation of this device
    * without a TPM quote (MCIM_OID_TPM_ATTESTATION; docs/roles-pva-m2mes.md). */
   bool tpm_attestation;
+  /* MCIM_CERT_TRE_ATTESTATION only, may be NULL: the TPM's restricted attestation key that
+   * signs the device's quotes, enrolled by the M2MES (MCIM_OID_TPM_AK; docs/tre-tpm.md,
+   * "Enrolment"), and the device's model (MCIM_OID_DEVICE_MODEL), which the PVA then takes
+   * from the certificate rather than from the device's word. */
+  EVP_PKEY *tpm_ak;
+  const char *model;
 } mcim_cert_request_t;
 
 /* The extension of a TRE key-agreement certificate that carries the public key of the
@@ -111,6 +117,17 @@ typedef struct mcim_cert_request {
 #define MCIM_OID_TPM_ATTESTATION "1.3.6.1.4.1.32473.11.2"
 
 mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *req, X509 **out);
+/* The enrolled TPM attestation key (quotes): non-critical, its value a SubjectPublicKeyInfo
+ * (DER) as MCIM_OID_TPM_STORAGE's. */
+#define MCIM_OID_TPM_AK "1.3.6.1.4.1.32473.11.3"
+/* The device's model as the M2MES certified it: non-critical, a DER UTF8String. */
+#define MCIM_OID_DEVICE_MODEL "1.3.6.1.4.1.32473.11.4"
+/* The AK of a (verified) TRE attestation certificate (EVP_PKEY_free() it): MCIM_NOT_FOUND
+ * without one (not enrolled), MCIM_KEY_INVALID if it is not exactly one P-256 key. */
+mcim_cause_t mcim_pki_cert_tpm_ak(X509 *cert, EVP_PKEY **out);
+/* The certified model of a (verified) TRE attestation certificate into `out`: MCIM_NOT_FOUND
+ * without one, MCIM_KEY_INVALID if it is not one name (mcim_pki_name_valid) that fits. */
+mcim_cause_t mcim_pki_cert_model(X509 *cert, char *out, size_t out_len);
 /* Whether a (verified) certificate carries MCIM_OID_TPM_ATTESTATION. */
 bool mcim_pki_cert_tpm_attestation(X509 *cert);
 /* The TPM storage key a (verified) TRE key-agreement certificate certifies, from its

@@ -625,9 +625,9 @@ mcim_cause_t mcim_pki_ca_write(const mcim_pki_ca_t *ca, const char *cert_path,
 
 /* The TPM storage key as MCIM_OID_TPM_STORAGE (non-critical: a verifier that does not know
  * it still accepts the certificate, it just cannot wrap keys for the TPM). */
-static bool add_tpm_storage(X509 *x, EVP_PKEY *key)
+static bool add_key_ext(X509 *x, const char *oid_txt, EVP_PKEY *key)
 {
-  ASN1_OBJECT *oid = OBJ_txt2obj(MCIM_OID_TPM_STORAGE, 1);
+  ASN1_OBJECT *oid = OBJ_txt2obj(oid_txt, 1);
   ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
   X509_EXTENSION *ext = NULL;
   unsigned char *der = NULL;
@@ -640,6 +640,79 @@ static bool add_tpm_storage(X509 *x, EVP_PKEY *key)
   ASN1_OCTET_STRING_free(value);
   ASN1_OBJECT_free(oid);
   return ok;
+}
+
+/* MCIM_OID_DEVICE_MODEL, its value the model as a DER UTF8String. */
+static bool add_model(X509 *x, const char *model)
+{
+  ASN1_OBJECT *oid = OBJ_txt2obj(MCIM_OID_DEVICE_MODEL, 1);
+  ASN1_UTF8STRING *s = ASN1_UTF8STRING_new();
+  ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
+  X509_EXTENSION *ext = NULL;
+  unsigned char *der = NULL;
+  int len = s && ASN1_STRING_set(s, model, -1) == 1 ? i2d_ASN1_UTF8STRING(s, &der) : 0;
+  bool ok = oid && value && len > 0 && ASN1_OCTET_STRING_set(value, der, len) == 1 &&
+            (ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, value)) != NULL &&
+            X509_add_ext(x, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  OPENSSL_free(der);
+  ASN1_OCTET_STRING_free(value);
+  ASN1_UTF8STRING_free(s);
+  ASN1_OBJECT_free(oid);
+  return ok;
+}
+
+/* The data of the one extension `oid_txt` of `cert`: MCIM_NOT_FOUND without one,
+ * MCIM_KEY_INVALID with two or an empty one. */
+static mcim_cause_t ext_data(X509 *cert, const char *oid_txt, const unsigned char **p, long *len)
+{
+  ASN1_OBJECT *oid = OBJ_txt2obj(oid_txt, 1);
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  int i = oid ? X509_get_ext_by_OBJ(cert, oid, -1) : -1;
+  if (!oid)
+    goto cleanup;
+  rc = MCIM_NOT_FOUND;
+  if (i < 0)
+    goto cleanup;
+  rc = MCIM_KEY_INVALID;
+  if (X509_get_ext_by_OBJ(cert, oid, i) >= 0)
+    goto cleanup;
+  X509_EXTENSION *ext = X509_get_ext(cert, i);
+  ASN1_OCTET_STRING *value = ext ? X509_EXTENSION_get_data(ext) : NULL;
+  *p = value ? ASN1_STRING_get0_data(value) : NULL;
+  *len = value ? ASN1_STRING_length(value) : 0;
+  if (*p && *len > 0)
+    rc = MCIM_OK;
+cleanup:
+  ASN1_OBJECT_free(oid);
+  ERR_clear_error();
+  return rc;
+}
+
+mcim_cause_t mcim_pki_cert_model(X509 *cert, char *out, size_t out_len)
+{
+  const unsigned char *p = NULL;
+  long len = 0;
+  if (!cert || !out || out_len == 0)
+    return MCIM_INVALID_ARGUMENT;
+  out[0] = '\0';
+  mcim_cause_t rc = ext_data(cert, MCIM_OID_DEVICE_MODEL, &p, &len);
+  if (rc != MCIM_OK)
+    return rc;
+  const unsigned char *end = p + len;
+  ASN1_UTF8STRING *s = d2i_ASN1_UTF8STRING(NULL, &p, len);
+  int n = s ? ASN1_STRING_length(s) : 0;
+  rc = MCIM_KEY_INVALID;
+  if (s && p == end && n > 0 && (size_t)n < out_len) {
+    memcpy(out, ASN1_STRING_get0_data(s), (size_t)n);
+    out[n] = '\0';
+    rc = mcim_pki_name_valid(out) ? MCIM_OK : MCIM_KEY_INVALID;
+  }
+  if (rc != MCIM_OK)
+    out[0] = '\0';
+  ASN1_UTF8STRING_free(s);
+  ERR_clear_error();
+  return rc;
 }
 
 /* MCIM_OID_TPM_ATTESTATION, its value an ASN.1 NULL (05 00). */
@@ -667,32 +740,22 @@ bool mcim_pki_cert_tpm_attestation(X509 *cert)
   return found;
 }
 
-mcim_cause_t mcim_pki_cert_tpm_storage_key(X509 *cert, EVP_PKEY **out)
+/* The P-256 public key in the one extension `oid_txt` of `cert`. */
+static mcim_cause_t cert_key_ext(X509 *cert, const char *oid_txt, EVP_PKEY **out)
 {
-  ASN1_OBJECT *oid = NULL;
   EVP_PKEY *key = NULL;
+  const unsigned char *p = NULL;
+  long len = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
 
   if (!cert || !out)
     return rc;
   *out = NULL;
-  rc = MCIM_NO_MEMORY;
-  oid = OBJ_txt2obj(MCIM_OID_TPM_STORAGE, 1);
-  if (!oid)
+  /* one such extension, holding exactly one P-256 public key */
+  rc = ext_data(cert, oid_txt, &p, &len);
+  if (rc != MCIM_OK)
     goto cleanup;
-  int i = X509_get_ext_by_OBJ(cert, oid, -1);
-  rc = MCIM_NOT_FOUND;
-  if (i < 0)
-    goto cleanup;
-  rc = MCIM_KEY_INVALID; /* one such extension, holding exactly one P-256 public key */
-  if (X509_get_ext_by_OBJ(cert, oid, i) >= 0)
-    goto cleanup;
-  X509_EXTENSION *ext = X509_get_ext(cert, i);
-  ASN1_OCTET_STRING *value = ext ? X509_EXTENSION_get_data(ext) : NULL;
-  const unsigned char *p = value ? ASN1_STRING_get0_data(value) : NULL;
-  long len = value ? ASN1_STRING_length(value) : 0;
-  if (!p || len <= 0)
-    goto cleanup;
+  rc = MCIM_KEY_INVALID;
   const unsigned char *end = p + len;
   key = d2i_PUBKEY(NULL, &p, len);
   if (!key || p != end || !mcim_pki_key_is_p256(key))
@@ -702,9 +765,18 @@ mcim_cause_t mcim_pki_cert_tpm_storage_key(X509 *cert, EVP_PKEY **out)
   rc = MCIM_OK;
 cleanup:
   EVP_PKEY_free(key);
-  ASN1_OBJECT_free(oid);
   ERR_clear_error();
   return rc;
+}
+
+mcim_cause_t mcim_pki_cert_tpm_storage_key(X509 *cert, EVP_PKEY **out)
+{
+  return cert_key_ext(cert, MCIM_OID_TPM_STORAGE, out);
+}
+
+mcim_cause_t mcim_pki_cert_tpm_ak(X509 *cert, EVP_PKEY **out)
+{
+  return cert_key_ext(cert, MCIM_OID_TPM_AK, out);
 }
 
 mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *req, X509 **out)
@@ -714,9 +786,12 @@ mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *
 
   if (!ca || !ca->key || !ca->cert || !req || !out || !mcim_pki_name_valid(req->name) ||
       !usage_valid(req->usage) || !mcim_pki_key_is_p256(req->key) || req->days < 0 ||
-      (req->tpm_storage && (req->usage != MCIM_CERT_TRE_KEY_AGREEMENT ||
-                            !mcim_pki_key_is_p256(req->tpm_storage))) ||
-      (req->tpm_attestation && req->usage != MCIM_CERT_TRE_ATTESTATION))
+      (req->tpm_storage &&
+       (req->usage != MCIM_CERT_TRE_KEY_AGREEMENT || !mcim_pki_key_is_p256(req->tpm_storage))) ||
+      (req->tpm_attestation && req->usage != MCIM_CERT_TRE_ATTESTATION) ||
+      (req->tpm_ak &&
+       (req->usage != MCIM_CERT_TRE_ATTESTATION || !mcim_pki_key_is_p256(req->tpm_ak))) ||
+      (req->model && (req->usage != MCIM_CERT_TRE_ATTESTATION || !mcim_pki_name_valid(req->model))))
     return MCIM_INVALID_ARGUMENT;
   int64_t nb = req->not_before ? req->not_before : mcim_now() - BACKDATE_SECONDS;
   int64_t na = req->not_after ? req->not_after
@@ -745,11 +820,13 @@ mcim_cause_t mcim_pki_issue(const mcim_pki_ca_t *ca, const mcim_cert_request_t *
     break;
   case MCIM_CERT_TRE_ATTESTATION:
     ok = add_ext(x, ca->cert, NID_key_usage, "critical,digitalSignature") &&
-         (!req->tpm_attestation || add_tpm_attestation(x));
+         (!req->tpm_attestation || add_tpm_attestation(x)) &&
+         (!req->tpm_ak || add_key_ext(x, MCIM_OID_TPM_AK, req->tpm_ak)) &&
+         (!req->model || add_model(x, req->model));
     break;
   case MCIM_CERT_TRE_KEY_AGREEMENT:
     ok = add_ext(x, ca->cert, NID_key_usage, "critical,keyAgreement") &&
-         (!req->tpm_storage || add_tpm_storage(x, req->tpm_storage));
+         (!req->tpm_storage || add_key_ext(x, MCIM_OID_TPM_STORAGE, req->tpm_storage));
     break;
   }
   if (!ok)

@@ -25,6 +25,7 @@
 #ifdef MCIM_HAVE_TPM
 #include "tre/tpm/tpm.h"
 #endif
+#include "mcim/attest.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
@@ -164,6 +165,49 @@ static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const c
   return rc;
 }
 
+/* Enrolment of the device's TPM at the M2MES (src/roles/m2mes/enrol.c): *tpm is the "tpm"
+ * member of the manufacture request. */
+static mcim_cause_t enrol(mcim_tre_t *tre, const char *name, const char *base,
+                          struct mcim_http_client *cli, json_t **tpm)
+{
+  struct mcim_http_result res = {0};
+  json_t *begin = NULL, *answer = NULL, *req = NULL;
+  char url[512];
+  mcim_cause_t rc = mcim_tre_tpm_enrol_begin(tre, &begin);
+  if (rc != MCIM_OK) {
+    fprintf(stderr, "mcim: %s: the TPM gives no EK certificate or attestation key: %s\n", name,
+            mcim_cause_text(rc));
+    goto out;
+  }
+  snprintf(url, sizeof(url), "%s/v1/devices/enrolment", base);
+  req = json_pack("{s:s,s:O,s:O}", "device", name, "ek_cert", json_object_get(begin, "ek_cert"),
+                  "ak_public", json_object_get(begin, "ak_public"));
+  rc = req ? mcim_http_request(cli, "POST", url, req, NULL, &res) : MCIM_NO_MEMORY;
+  if (rc != MCIM_OK) {
+    fprintf(stderr, "mcim: the M2MES refused to enrol the TPM of %s: %s (%s)\n", name,
+            res.detail[0] ? res.detail : mcim_cause_text(rc), mcim_cause_name(rc));
+    goto out;
+  }
+  rc = mcim_tre_tpm_enrol_answer(tre, res.json, &answer);
+  if (rc != MCIM_OK) {
+    fprintf(stderr, "mcim: the TPM of %s did not activate the M2MES's credential: %s\n", name,
+            mcim_cause_text(rc));
+    goto out;
+  }
+  *tpm =
+      json_pack("{s:O,s:O,s:O,s:O,s:O}", "ek_cert", json_object_get(begin, "ek_cert"), "ak_public",
+                json_object_get(begin, "ak_public"), "token", json_object_get(res.json, "token"),
+                "activation", json_object_get(answer, "activation"), "certify",
+                json_object_get(answer, "certify"));
+  rc = *tpm ? MCIM_OK : MCIM_PEER_BAD_ANSWER;
+out:
+  mcim_http_result_clear(&res);
+  json_decref(begin);
+  json_decref(answer);
+  json_decref(req);
+  return rc;
+}
+
 mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char *dir, bool tamper,
                                   const char *tcti)
 {
@@ -171,7 +215,7 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
   char *owner_jwk = NULL, *ops_ca = NULL, *m2mes_ca = NULL, *att_jwk = NULL, *ka_jwk = NULL;
   char *storage_jwk = NULL;
   mcim_tre_t *tre = NULL;
-  json_t *body = NULL;
+  json_t *body = NULL, *tpm = NULL;
   struct mcim_http_result res = {0};
   mcim_cause_t rc = write_firmware(dir, tamper);
   if (rc == MCIM_OK)
@@ -201,10 +245,10 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
     goto out;
   }
 
-  /* The M2MES certifies the TRE keys and issues the PCID credential (sealed to the TRE): the
-   * public keys of a TPM TRE as those of a software one (no TPM enrolment yet: the
-   * endorsement key and TPM2_MakeCredential/ActivateCredential are the next slice of issue
-   * 11, docs/tre-tpm.md). */
+  /* The M2MES certifies the TRE keys and issues the PCID credential (sealed to the TRE). A
+   * TPM is enrolled first (docs/tre-tpm.md, "Enrolment"): its EK certificate and attestation
+   * key to the M2MES, whose credential the TPM activates, and the TRE's keys certified by
+   * that key over the M2MES's nonce go with the manufacture request. */
   const char *base = mcim_lab_url(lab, "m2mes");
   struct mcim_http_client *cli = mcim_lab_admin_client(lab);
   char url[512];
@@ -212,12 +256,18 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
     rc = MCIM_PEER_UNREACHABLE;
     goto out;
   }
+  if (tcti) {
+    rc = enrol(tre, name, base, cli, &tpm);
+    if (rc != MCIM_OK)
+      goto out;
+  }
   snprintf(url, sizeof(url), "%s/v1/devices", base);
   /* the owner's public key goes with it: the M2MES registers it at the RO as the first owner */
   body = json_pack("{s:s,s:s,s:s,s:s,s:o}", "device", name, "model", LAB_MODEL, "attestation_jwk",
                    att_jwk, "ka_jwk", ka_jwk, "owner_jwk", json_loads(owner_jwk, 0, NULL));
-  if (body && storage_jwk &&
-      json_object_set_new(body, "tpm_storage_jwk", json_loads(storage_jwk, 0, NULL))) {
+  if (body && ((storage_jwk &&
+                json_object_set_new(body, "tpm_storage_jwk", json_loads(storage_jwk, 0, NULL))) ||
+               (tpm && json_object_set(body, "tpm", tpm)))) {
     rc = MCIM_NO_MEMORY;
     goto out;
   }
@@ -252,6 +302,7 @@ mcim_cause_t mcim_lab_manufacture(mcim_lab_t *lab, const char *name, const char 
 out:
   mcim_http_result_clear(&res);
   json_decref(body);
+  json_decref(tpm);
   mcim_tre_close(tre);
   free(owner_jwk);
   free(ops_ca);
@@ -270,19 +321,37 @@ static bool device_tpm(const json_t *d)
   return tre && strcmp(tre, "tpm") == 0;
 }
 
-/* Start the device's swtpm on its state (DIR/tpm, made 0700 the first time): `tcti` gets how
- * to reach it, *pid its pid (it outlives this program; stopped by pid). */
-static mcim_cause_t swtpm_start(const char *dir, const char *name, long *pid, char *tcti,
-                                size_t tcti_len)
+/* Start the device's swtpm on its state (DIR/tpm, made 0700 the first time, and then
+ * manufactured: an EK and its certificate from the lab's TPM vendor CA): `tcti` gets how to
+ * reach it, *pid its pid (it outlives this program; stopped by pid). */
+static mcim_cause_t swtpm_start(mcim_lab_t *lab, const char *dir, const char *name, long *pid,
+                                char *tcti, size_t tcti_len)
 {
 #ifdef MCIM_HAVE_TPM
-  char state[PATH_MAX], detail[512] = "";
+  char state[PATH_MAX], detail[512] = "", permall[PATH_MAX];
+  char vcert[PATH_MAX], vkey[PATH_MAX], vstate[PATH_MAX];
   mcim_swtpm_t *s = NULL;
   mcim_cause_t rc = mcim_lab_join(state, sizeof(state), dir, "/tpm");
   if (rc == MCIM_OK)
     rc = mcim_lab_mkdir(state);
   if (rc == MCIM_OK && chmod(state, 0700) != 0)
     rc = MCIM_IO_ERROR;
+  if (rc == MCIM_OK)
+    rc = mcim_lab_join(permall, sizeof(permall), state, "/tpm2-00.permall");
+  snprintf(vcert, sizeof(vcert), "%s/pki/%s", lab->dir, MCIM_PKI_TPM_VENDOR_CA_CERT);
+  snprintf(vkey, sizeof(vkey), "%s/pki/%s", lab->dir, MCIM_PKI_TPM_VENDOR_CA_KEY);
+  snprintf(vstate, sizeof(vstate), "%s/pki/ca/tpm-vendor", lab->dir);
+  /* a new TPM: its maker's line first (swtpm_setup), once */
+  if (rc == MCIM_OK && access(permall, F_OK) != 0) {
+    rc = mcim_lab_mkdir(vstate);
+    if (rc == MCIM_OK)
+      rc = mcim_swtpm_manufacture(state, vcert, vkey, vstate, detail, sizeof(detail));
+    if (rc != MCIM_OK) {
+      fprintf(stderr, "mcim: cannot manufacture the TPM of %s in %s: %s\n", name, state,
+              detail[0] ? detail : mcim_cause_text(rc));
+      return rc;
+    }
+  }
   if (rc == MCIM_OK)
     rc = mcim_swtpm_start(state, MCIM_SWTPM_DETACHED, 20000, &s, detail, sizeof(detail));
   if (rc != MCIM_OK) {
@@ -294,6 +363,7 @@ static mcim_cause_t swtpm_start(const char *dir, const char *name, long *pid, ch
   *pid = (long)mcim_swtpm_detach(s);
   return MCIM_OK;
 #else
+  (void)lab;
   (void)dir;
   (void)pid;
   (void)tcti;
@@ -330,7 +400,7 @@ static mcim_cause_t device_swtpm_up(mcim_lab_t *lab, json_t *d, bool *started)
   *started = false;
   if (!device_tpm(d) || mcim_lab_pid_alive(pid, "swtpm"))
     return MCIM_OK;
-  rc = swtpm_start(dir, name, &pid, tcti, sizeof(tcti));
+  rc = swtpm_start(lab, dir, name, &pid, tcti, sizeof(tcti));
   if (rc != MCIM_OK)
     return rc;
   *started = true;
@@ -479,7 +549,7 @@ mcim_cause_t mcim_lab_device_add_with(mcim_lab_t *lab, const char *name,
   mcim_cause_t rc = mcim_lab_mkdir(dir);
   /* the device's TPM first: the TRE's keys are made in it */
   if (rc == MCIM_OK && tpm)
-    rc = swtpm_start(dir, name, &swtpm, tcti, sizeof(tcti));
+    rc = swtpm_start(lab, dir, name, &swtpm, tcti, sizeof(tcti));
   if (rc == MCIM_OK)
     rc = mcim_lab_manufacture(lab, name, dir, tamper, tpm ? tcti : NULL);
   if (rc != MCIM_OK) {

@@ -385,8 +385,11 @@ static json_t *role_config(mcim_lab_t *lab, const char *name, const char *kind, 
     snprintf(plmn, sizeof(plmn), "001%02zu", sho_index + 2);
     json_object_set_new(c, "plmn", json_string(plmn));
   }
-  if (strcmp(kind, "m2mes") == 0)
+  if (strcmp(kind, "m2mes") == 0) {
     json_object_set_new(c, "m2mes_ca_key", json_string("../pki/" MCIM_PKI_M2MES_CA_KEY));
+    /* the lab's TPMs: EK certificates from its stand-in TPM vendor (docs/tre-tpm.md) */
+    json_object_set_new(c, "tpm_vendor_ca", json_string("../pki/" MCIM_PKI_TPM_VENDOR_CA_CERT));
+  }
   const char *hlr = mcim_lab_hlr_addr(lab, name);
   if (hlr) { /* --auc osmo-hlr: the role's own HLR (CTRL on the same loopback address) */
     json_object_set_new(c, "auc", json_string("osmo-hlr"));

@@ -18,6 +18,23 @@ mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t 
     *evidence = NULL;
   return MCIM_NOT_FOUND;
 }
+
+mcim_cause_t mcim_tre_tpm_enrol_begin(struct mcim_tre *tre, json_t **out)
+{
+  (void)tre;
+  if (out)
+    *out = NULL;
+  return MCIM_NOT_FOUND;
+}
+
+mcim_cause_t mcim_tre_tpm_enrol_answer(struct mcim_tre *tre, const json_t *challenge, json_t **out)
+{
+  (void)tre;
+  (void)challenge;
+  if (out)
+    *out = NULL;
+  return MCIM_NOT_FOUND;
+}
 #else
 typedef int mcim_tre_attest_none_unused; /* ISO C: a translation unit is never empty */
 #endif

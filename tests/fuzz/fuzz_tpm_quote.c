@@ -112,9 +112,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                              "log", log)
                                  : NULL;
   if (ev) {
-    char err[256], digest[65], detail[512];
+    char err[256], digest[65], detail[512], model[64];
     json_t *tpm_log = NULL;
-    if (pva_tpm_evidence(att, ev, FUZZ_NONCE, &tpm_log, digest, err, sizeof(err)) == MCIM_OK) {
+    /* no certificate: the key itself (a device certified before enrolment) */
+    if (pva_tpm_evidence(att, NULL, ev, FUZZ_NONCE, &tpm_log, digest, model, err, sizeof(err)) ==
+        MCIM_OK) {
       json_t *mismatches = pva_match(FUZZ_MODEL, tpm_log, digest, rims);
       if (mismatches && json_array_size(mismatches))
         pva_mismatch_summary(mismatches, FUZZ_MODEL, detail, sizeof(detail));

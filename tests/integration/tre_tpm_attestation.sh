@@ -25,6 +25,17 @@ tpm_marked() {
     python3 -c 'import json, sys; print(json.load(sys.stdin)["attestation_cert"])' |
     openssl x509 -noout -text | grep -q '1\.3\.6\.1\.4\.1\.32473\.11\.2'
 }
+# enrolled DEV: the M2MES enrolled DEV's TPM (docs/tre-tpm.md, "Enrolment"): the attestation
+# certificate names the TPM's restricted attestation key (1.3.6.1.4.1.32473.11.3, what the PVA
+# verifies quotes with) and the model (1.3.6.1.4.1.32473.11.4)
+enrolled() {
+  local text
+  text=$(sqlite3 "$lab/m2mes/m2mes.db" "SELECT answer FROM devices WHERE device='$1'" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["attestation_cert"])' |
+    openssl x509 -noout -text)
+  grep -q '1\.3\.6\.1\.4\.1\.32473\.11\.3' <<<"$text" &&
+    grep -A2 '1\.3\.6\.1\.4\.1\.32473\.11\.4' <<<"$text" | grep -q 'm2me-lab-1'
+}
 # log_ok DEV: the ima-ng log beside DEV's TRE state, one line per image, in boot order
 log_ok() {
   local f="$lab/devices/$1/tre/measurements.ima"
@@ -41,6 +52,10 @@ log_ok dev1 && ok "dev1's measurement log: PCR 23, ima-ng, boot os agent" ||
   bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
 tpm_marked dev1 && ok "dev1's attestation certificate is marked TPM-resident by the M2MES" ||
   bad "dev1's attestation certificate has no TPM mark"
+enrolled dev1 && ok "dev1's TPM was enrolled: its certificate names the attestation key and the model" ||
+  bad "dev1's attestation certificate names no enrolled attestation key or model"
+[ -s "$lab/devices/dev1/tpm/swtpm_setup.log" ] && grep -q "EK certificate" "$lab/devices/dev1/tpm/swtpm_setup.log" &&
+  ok "dev1's TPM was manufactured with an EK certificate (swtpm_setup)" || bad "no EK certificate made for dev1's TPM"
 
 check "initial provisioning of dev1 with sho-a" "$mcim" run initial dev1 --sho sho-a --json --dir "$lab"
 [ "$(jfield "$tmp/out" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/out")"

@@ -42,6 +42,7 @@
 #define NONCE2 "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
 
 static char state_dir[2][64];
+static char cert_model[64]; /* the model an attestation certificate names (none here) */
 static mcim_swtpm_t *sw[2]; /* the device's TPM, another TPM */
 static FILE *log_fp;
 static bool quiet; /* the loops over every truncation print nothing */
@@ -154,7 +155,8 @@ static mcim_cause_t pva_check(const struct dev *d, const json_t *ev, const char 
 {
   char err[256] = "", digest[65];
   json_t *l = NULL;
-  mcim_cause_t rc = pva_tpm_evidence(d->ak, ev, nonce, &l, digest, err, sizeof(err));
+  mcim_cause_t rc =
+      pva_tpm_evidence(d->ak, NULL, ev, nonce, &l, digest, cert_model, err, sizeof(err));
   if (rc != MCIM_OK && !quiet)
     print_message("  refused: %s: %s\n", mcim_cause_name(rc), err);
   if (log)
@@ -169,7 +171,8 @@ static mcim_cause_t pva_verdict(const struct dev *d, const json_t *ev, const cha
 {
   char digest[65], err[256];
   json_t *log = NULL, *rims = rims_of_model();
-  mcim_cause_t rc = pva_tpm_evidence(d->ak, ev, nonce, &log, digest, err, sizeof(err));
+  mcim_cause_t rc =
+      pva_tpm_evidence(d->ak, NULL, ev, nonce, &log, digest, cert_model, err, sizeof(err));
   if (rc == MCIM_OK) {
     json_t *mm = pva_match(MODEL, log, digest, rims);
     assert_non_null(mm);
@@ -428,7 +431,8 @@ static void test_garbled_attest(void **state)
     c = with_b64(ev, "attest", a, alen);
     char err[256], digest[65];
     json_t *l = NULL;
-    mcim_cause_t rc = pva_tpm_evidence(d.ak, c, NONCE1, &l, digest, err, sizeof(err));
+    mcim_cause_t rc =
+        pva_tpm_evidence(d.ak, NULL, c, NONCE1, &l, digest, cert_model, err, sizeof(err));
     assert_true(rc == MCIM_ATTEST_MALFORMED || rc == MCIM_ATTEST_SIGNATURE);
     assert_null(l);
     json_decref(c);
@@ -439,7 +443,8 @@ static void test_garbled_attest(void **state)
     c = with_b64(ev, "signature", s, slen);
     char err[256], digest[65];
     json_t *l = NULL;
-    mcim_cause_t rc = pva_tpm_evidence(d.ak, c, NONCE1, &l, digest, err, sizeof(err));
+    mcim_cause_t rc =
+        pva_tpm_evidence(d.ak, NULL, c, NONCE1, &l, digest, cert_model, err, sizeof(err));
     assert_true(rc == MCIM_ATTEST_MALFORMED || rc == MCIM_ATTEST_SIGNATURE);
     json_decref(c);
     s[i / 8] ^= (uint8_t)(1u << (i % 8));

@@ -21,4 +21,19 @@ mcim_cause_t mcim_m2mes_devices_body(const json_t *body, mcim_jose_key_t **att,
                                      mcim_jose_key_t **ka, mcim_jose_key_t **storage, char *err,
                                      size_t err_len);
 
+/* enrol.c: enrolment of a device's TPM (docs/tre-tpm.md, "Enrolment"). POST
+ * /v1/devices/enrolment (the factory): the challenge. */
+void mcim_m2mes_enrolment(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp);
+/* The "tpm" member of POST /v1/devices checked for `device` and the keys the request names
+ * (`storage` may be NULL): EK certificate, AK, the enrolment token, the activated secret, the
+ * certifications. *ak is the enrolled AK for the attestation certificate. Causes
+ * TPM_ENROLMENT_REQUIRED, TPM_EK_UNTRUSTED, TPM_KEY_ATTRIBUTES, TPM_ACTIVATION_FAILED,
+ * TPM_CERTIFY_INVALID, with `err`. */
+struct mcim_role;
+mcim_cause_t mcim_m2mes_tpm_check(struct mcim_role *r, const char *device, const json_t *tpm,
+                                  const mcim_jose_key_t *att, const mcim_jose_key_t *ka,
+                                  const mcim_jose_key_t *storage, EVP_PKEY **ak, char *err,
+                                  size_t errlen);
+
 #endif

@@ -41,14 +41,33 @@ struct m2mes_state {
 };
 
 static const mcim_config_spec_t m2mes_spec[] = {
-    {.name = "m2mes_ca_key", .type = MCIM_CFG_PATH, .required = true,
+    {.name = "m2mes_ca_key",
+     .type = MCIM_CFG_PATH,
+     .required = true,
      .help = "PEM private key of the M2MES CA (its certificate is m2mes_ca)"},
-    {.name = "pcid_lifetime", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
-     .max = 3650LL * 86400, .help = "lifetime of an issued PCID credential"},
-    {.name = "pcid_prefix", .type = MCIM_CFG_STRING, .def = "00101", .min = 5, .max = 6,
+    {.name = "pcid_lifetime",
+     .type = MCIM_CFG_DURATION,
+     .def = "30d",
+     .min = 1,
+     .max = 3650LL * 86400,
+     .help = "lifetime of an issued PCID credential"},
+    {.name = "pcid_prefix",
+     .type = MCIM_CFG_STRING,
+     .def = "00101",
+     .min = 5,
+     .max = 6,
      .help = "MCC + MNC of the PCID pool (the test PLMN 001/01); PCIDs are 15 digits"},
-    {.name = "model", .type = MCIM_CFG_STRING, .def = "m2me-lab-1", .min = 1, .max = 63,
+    {.name = "model",
+     .type = MCIM_CFG_STRING,
+     .def = "m2me-lab-1",
+     .min = 1,
+     .max = 63,
      .help = "device model when a request names none"},
+    {.name = "tpm_vendor_ca",
+     .type = MCIM_CFG_PATH,
+     .help = "PEM certificates of the TPM vendors whose endorsement keys this M2MES enrols "
+             "(docs/tre-tpm.md, \"Enrolment\"); read at each enrolment. Without it no TPM "
+             "device is manufactured (TPM_EK_UNTRUSTED)"},
 };
 
 static const mcim_migration_t m2mes_migrations[] = {
@@ -376,8 +395,8 @@ static mcim_cause_t owner_register(struct mcim_role *r, const char *device, cons
  * device enrolled with one has its attestation key in that TPM too, which its attestation
  * certificate says (MCIM_OID_TPM_ATTESTATION: the PVA then wants a TPM quote). */
 static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *key,
-                               const mcim_jose_key_t *storage, const char *device,
-                               mcim_cert_usage_t usage, char **pem)
+                               const mcim_jose_key_t *storage, EVP_PKEY *ak, const char *device,
+                               const char *model, mcim_cert_usage_t usage, char **pem)
 {
   EVP_PKEY *pub = NULL, *spub = NULL;
   X509 *cert = NULL;
@@ -386,8 +405,14 @@ static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *ke
   if (rc == MCIM_OK && storage && ka)
     rc = mcim_jose_key_public_pkey(storage, &spub);
   if (rc == MCIM_OK) {
-    mcim_cert_request_t req = {.name = device, .usage = usage, .key = pub, .tpm_storage = spub,
-                               .tpm_attestation = storage && !ka};
+    /* an enrolled TPM's attestation certificate names its AK and the model */
+    mcim_cert_request_t req = {.name = device,
+                               .usage = usage,
+                               .key = pub,
+                               .tpm_storage = spub,
+                               .tpm_attestation = storage && !ka,
+                               .tpm_ak = ka ? NULL : ak,
+                               .model = ka || !ak ? NULL : model};
     rc = mcim_pki_issue(ms->ca, &req, &cert);
   }
   if (rc == MCIM_OK)
@@ -507,6 +532,7 @@ mcim_cause_t mcim_m2mes_devices_body(const json_t *body, mcim_jose_key_t **att,
   json_object_del(rest, "ka_jwk");
   json_object_del(rest, "owner_jwk");
   json_object_del(rest, "tpm_storage_jwk");
+  json_object_del(rest, "tpm"); /* checked by mcim_m2mes_tpm_check (enrol.c) */
   rc = mcim_jsonv_check(rest, fields, 2, err, err_len);
   if (rc == MCIM_OK)
     rc = request_key(jatt, "attestation_jwk", att, err, err_len);
@@ -535,6 +561,7 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   uint8_t k[MCIM_MILENAGE_K_LEN], opc[MCIM_MILENAGE_OP_LEN];
   struct drow d;
   mcim_jose_key_t *att = NULL, *ka = NULL, *storage = NULL;
+  EVP_PKEY *ak = NULL;
   json_t *answer = NULL;
   char *att_pem = NULL, *ka_pem = NULL, *jwe = NULL, *answer_text = NULL;
   mcim_store_t *st = NULL;
@@ -585,6 +612,17 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_KEY_INVALID, 0, "cannot read the TRE public keys");
     goto cleanup;
   }
+  /* A TPM's keys are certified as such only once its TPM is enrolled (enrol.c): the EK
+   * certificate trusted, the credential activated by the AK, every key certified by it. */
+  const json_t *tpm = json_object_get(req->json, "tpm");
+  if (tpm || storage) {
+    rc = mcim_m2mes_tpm_check(r, device, tpm, att, ka, storage, &ak, err, sizeof(err));
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "manufacture of %s refused: %s", device, err);
+      mcim_http_reply_problem(resp, rc, 0, "%s", err);
+      goto cleanup;
+    }
+  }
   st = mcim_role_store(r);
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 0, "store unavailable");
@@ -631,9 +669,9 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 0, "the PCID credential of %s cannot be read back", device);
     goto cleanup;
   }
-  rc = issue_cert(ms, att, storage, device, MCIM_CERT_TRE_ATTESTATION, &att_pem);
+  rc = issue_cert(ms, att, storage, ak, device, d.model, MCIM_CERT_TRE_ATTESTATION, &att_pem);
   if (rc == MCIM_OK)
-    rc = issue_cert(ms, ka, storage, device, MCIM_CERT_TRE_KEY_AGREEMENT, &ka_pem);
+    rc = issue_cert(ms, ka, storage, NULL, device, d.model, MCIM_CERT_TRE_KEY_AGREEMENT, &ka_pem);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "cannot certify the TRE keys of %s", device);
     goto cleanup;
@@ -731,6 +769,7 @@ cleanup:
   mcim_jose_key_free(att);
   mcim_jose_key_free(ka);
   mcim_jose_key_free(storage);
+  EVP_PKEY_free(ak);
 }
 
 /* ---- kind ---- */
@@ -778,6 +817,7 @@ static void m2mes_stop(struct mcim_role *r)
 
 static const struct mcim_http_route m2mes_routes[] = {
     {"POST", "/v1/devices", h_devices, MCIM_ROUTE_PEER_CERT},
+    {"POST", "/v1/devices/enrolment", mcim_m2mes_enrolment, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/ccif/pcid", mcim_ccif_pcid, 0},
 };
 

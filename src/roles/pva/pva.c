@@ -564,7 +564,7 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
   mcim_statement_t *q = NULL;
   json_t *rims = NULL, *mismatches = NULL, *extra = NULL, *answer = NULL, *obody = NULL;
   json_t *tbody = NULL, *tpm_log = NULL;
-  char tpm_digest[65];
+  char tpm_digest[65], cert_model[64] = "";
   char *verdict = NULL;
   const char *model = NULL;
   const json_t *log = NULL;
@@ -684,7 +684,8 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
     goto cleanup;
   }
   if (tpm) {
-    rc = pva_tpm_evidence(key, tpm, v.nonce, &tpm_log, tpm_digest, err, sizeof(err));
+    rc = pva_tpm_evidence(key, json_string_value(json_object_get(req->json, "tre_cert")), tpm,
+                          v.nonce, &tpm_log, tpm_digest, cert_model, err, sizeof(err));
     if (rc != MCIM_OK) {
       mcim_store_rollback(st);
       note_refusal(st, id, rc);
@@ -695,6 +696,8 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
     }
     log = tpm_log;
     quoted_digest = tpm_digest;
+    if (cert_model[0]) /* the M2MES certified it: the quote's "model" is the device's word */
+      model = cert_model;
   }
   mcim_val_t mp[] = {MCIM_TEXT(model)};
   rc = mcim_store_exec(st, "SELECT component, digest FROM rims WHERE model = ? ORDER BY component",

@@ -22,22 +22,39 @@ bool pva_tpm_required(const char *tre_cert_pem)
   return required;
 }
 
-mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const json_t *tpm, const char *nonce,
-                              json_t **log, char digest[65], char *err, size_t errlen)
+mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const char *tre_cert_pem,
+                              const json_t *tpm, const char *nonce, json_t **log, char digest[65],
+                              char model[64], char *err, size_t errlen)
 {
   uint8_t n[64];
   size_t nlen = nonce ? strlen(nonce) / 2 : 0;
   EVP_PKEY *ak = NULL;
+  X509 *cert = NULL;
   json_t *list = NULL;
   mcim_cause_t rc = MCIM_INTERNAL;
 
   *log = NULL;
+  model[0] = '\0';
   /* our own nonce: 32 random bytes in hex, as the validation stored it */
   if (nlen == 0 || nlen > sizeof(n) || mcim_hex_decode(nonce, strlen(nonce), n, nlen) != MCIM_OK) {
     mcim_detailf(err, errlen, "the validation's nonce is not hex");
     goto cleanup;
   }
-  rc = mcim_jose_key_public_pkey(key, &ak);
+  /* The certificate was verified by the caller (its key is `key`). An enrolled TPM quotes with
+   * its restricted AK, which the certificate names; one certified before enrolment, with the
+   * certified key. */
+  if (tre_cert_pem &&
+      mcim_pki_cert_from_pem(tre_cert_pem, strlen(tre_cert_pem), &cert) == MCIM_OK) {
+    rc = mcim_pki_cert_tpm_ak(cert, &ak);
+    if (rc != MCIM_OK && rc != MCIM_NOT_FOUND) {
+      mcim_detailf(err, errlen, "the attestation certificate's TPM attestation key is malformed");
+      rc = MCIM_ATTEST_SIGNATURE;
+      goto cleanup;
+    }
+    if (mcim_pki_cert_model(cert, model, 64) != MCIM_OK)
+      model[0] = '\0';
+  }
+  rc = ak ? MCIM_OK : mcim_jose_key_public_pkey(key, &ak);
   if (rc != MCIM_OK) {
     mcim_detailf(err, errlen, "the certified attestation key is not usable");
     goto cleanup;
@@ -55,6 +72,7 @@ mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const json_t *tpm, con
   list = NULL;
 cleanup:
   json_decref(list);
+  X509_free(cert);
   EVP_PKEY_free(ak);
   return rc;
 }

@@ -29,5 +29,10 @@ mcim_cause_t tre_tpm_connection(struct tre_soft *t, mcim_tpm_t **tpm);
  * the recorded name first; mcim_tpm_key_free() it before tre_end(). */
 mcim_cause_t tre_tpm_attestation_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
                                      mcim_tpm_key_t **key);
+/* tre_enrol.c: the key quotes are signed with, loaded on that connection: the restricted
+ * attestation key enrolment made ("keys": {"quote"}), or, in a TRE made before enrolment,
+ * the attestation key (tre_tpm_attestation_key). */
+mcim_cause_t tre_tpm_quote_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
+                               mcim_tpm_key_t **key);
 
 #endif

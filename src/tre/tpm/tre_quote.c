@@ -227,7 +227,7 @@ mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t 
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: no measurement log %s to quote", path);
     goto cleanup;
   }
-  rc = tre_tpm_attestation_key(t, st, &tpm, &key);
+  rc = tre_tpm_quote_key(t, st, &tpm, &key);
   if (rc == MCIM_OK)
     rc = mcim_tpm_quote(tpm, key, MCIM_ATTEST_PCR, qual, qlen, &attest, &alen, &sig, &slen);
   if (rc != MCIM_OK) {
