@@ -19,11 +19,19 @@
  * the RO's (outside the timing), the same statement again on a repeat; 503 ORDER_PENDING for
  * an unknown txn. Nothing timed is asserted.
  *
+ * Pacing: with RATE=R in the environment (requests per second, > 0) each phase sends on a
+ * fixed schedule, request k at start + k/R, instead of back to back, and a request's latency
+ * counts from its scheduled time, so one sent late (the one before it slow) is charged its
+ * wait too (no coordinated omission). Back to back, every discovery runs while the work the
+ * previous one set off (step 8 to the SHO, the SHO's and the PVA's commits) shares the same
+ * cores; paced below the lab's rate, it measures the DRF at an arrival rate it sustains.
+ *
  * Usage: drf_discover LAB_DIR ORDERS REPEATS DEVICE:SHO [DEVICE:SHO ...]
  * Output: a line per phase, "sample txn=... device=...", then one JSON line (the last). Exit 1
  * if any answer was wrong. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -337,6 +345,11 @@ int main(int argc, char **argv)
     if (attach(&devs[i]) != MCIM_OK)
       return 1;
 
+  double rate = getenv("RATE") ? atof(getenv("RATE")) : 0;
+  if (rate < 0 || rate > 100000) {
+    fprintf(stderr, "drf_discover: RATE must be between 0 (back to back) and 100000/s\n");
+    return 2;
+  }
   struct phase ph[3] = {{.name = "first"}, {.name = "repeat"}, {.name = "pending"}};
   size_t sizes[3] = {norders, norders * (size_t)repeats, norders};
   json_t *out = json_object();
@@ -346,7 +359,18 @@ int main(int argc, char **argv)
     ph[p].ms = calloc(sizes[p] ? sizes[p] : 1, sizeof(double));
     ph[p].causes = json_object();
     hist_read(lab, &h0);
+    double start = now_ms();
     for (size_t k = 0; k < sizes[p]; k++) {
+      double late = 0;
+      if (rate > 0) { /* open loop: wait for this request's slot; if past it, charge the lag */
+        double due = start + (double)k * 1000.0 / rate, wait = due - now_ms();
+        if (wait > 0) {
+          struct timespec ts = {(time_t)(wait / 1000), (long)(fmod(wait, 1000.0) * 1e6)};
+          nanosleep(&ts, NULL);
+        } else {
+          late = -wait;
+        }
+      }
       struct order *o = &ord[k % norders];
       struct dev *v = o->dev;
       struct mcim_http_result res;
@@ -371,7 +395,7 @@ int main(int argc, char **argv)
           return 1;
         rc = discover(v, txn, kept, &res, &ms);
       }
-      ph[p].ms[ph[p].n++] = ms;
+      ph[p].ms[ph[p].n++] = ms + late;
       if (p == 2) {
         if (rc != MCIM_ORDER_PENDING || res.status != 503) {
           ph[p].wrong++;
@@ -400,6 +424,7 @@ int main(int argc, char **argv)
     bad = bad || ph[p].errors || ph[p].wrong;
   }
   printf("sample txn=%s device=%s\n", ord[0].txn, ord[0].dev->name);
+  json_object_set_new(out, "rate", json_real(rate));
   json_object_set_new(out, "orders", json_integer((json_int_t)norders));
   json_object_set_new(out, "order_seconds", json_real(order_s));
   json_object_set_new(out, "devices", json_integer((json_int_t)ndev));

@@ -9,6 +9,8 @@
 #              REPEATS=4     further rounds of discovery over the same orders ("repeat")
 #              AGE_DAYS=365  the registered devices were ordered evenly over that many days
 #              CHANGED_PCT=20  share of them that changed SHO once since (a second order)
+#              RATE=R        discoveries per second on a fixed schedule (open loop, latency
+#                            from each request's slot); unset or 0: back to back
 #              KEEP=DIR      use DIR as the lab folder and leave the lab running (default: a
 #                            temporary folder, stopped and removed at the end)
 #
