@@ -3,10 +3,11 @@
  * destroyed. Against a real TPM 2.0: a throw-away swtpm (none installed is a failure).
  *
  * In the TPM: each slot's K is under a storage key of its own with its own authValue and a
- * policy that admits TPM2_Import and TPM2_Load only; slot A's authorisation does not load slot
- * B's K (the TPM's policy error), B's K does not load under A's key or the primary
- * (integrity), using A leaves exactly A's K loaded; the key's policy refuses a password and
- * other commands; an evicted slot key makes its blob unloadable anywhere.
+ * policy that admits TPM2_Import, TPM2_Load and TPM2_Certify only; slot A's authorisation does
+ * not load slot B's K (the TPM's policy error), B's K does not load under A's key or the
+ * primary (integrity), using A leaves exactly A's K loaded; the key's policy refuses a
+ * password and other commands; an evicted slot key makes its blob unloadable anywhere; and
+ * K wrapped by an SHO to a certified slot key imports there with no way back out.
  *
  * In the TRE, with two pre-provisioned MCIMs from two SHOs (K wrapped by each for the TPM):
  * the packages of one SHO cannot reach the other's slot (each refusal with its cause, the
@@ -27,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <tss2/tss2_mu.h>
 #include <unistd.h>
 
 #include "mcim/aka.h"
@@ -39,6 +41,7 @@
 #include "mcim/tre.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_enrol.h"
 #include "tre/tpm/tpm_slot.h"
 #include "swtpm_fixture.h"
 
@@ -254,7 +257,7 @@ static void test_slot_keys(void **state)
   assert_null(key);
 
   /* the policy is the only way in: a password session with A's own authValue is refused
-   * (userWithAuth clear: TPM_RC_AUTH_UNAVAILABLE), and so is any command but Import and Load
+   * (userWithAuth clear: TPM_RC_AUTH_UNAVAILABLE), and so is any command but Import, Load and Certify
    * (TPM2_ObjectChangeAuth needs the ADMIN role, by policy, and a session for it is in
    * neither branch of the policy: TPM_RC_POLICY_FAIL) */
   ESYS_CONTEXT *esys = mcim_tpm_esys(t);
@@ -358,6 +361,101 @@ static void test_rewrap_to_null(void **state)
   assert_true(clear);
   Esys_Free(out);
   Esys_Free(seed);
+  mcim_tpm_free(t);
+}
+
+/* The TPM side of the next step (docs/tre-tpm.md, "Slots in the TPM", "Next"): an SHO wraps K
+ * to a slot key itself, its public area certified by the restricted attestation key; the TRE
+ * imports it there with no Rewrap. The certification verifies as the M2MES checks one; K
+ * imports and E_K is right; and that blob cannot be rewrapped to no parent: not with a
+ * password (userWithAuth clear), not with a session for another command (the policy), not
+ * from the storage primary (its seed is the slot key's). */
+static void test_wrapped_to_slot_key(void **state)
+{
+  (void)state;
+  mcim_tpm_t *t = open_tpm();
+  ESYS_CONTEXT *esys = mcim_tpm_esys(t);
+  TPM2B_NAME primary_name, k_name;
+  struct mcim_tpm_slot s;
+  struct mcim_tpm_blob ak_blob, kb;
+  struct mcim_tpm_dup dup;
+  TPM2B_PUBLIC pub;
+  TPM2B_DIGEST policy;
+  mcim_tpm_key_t *ak = NULL;
+  mcim_tpm_aes_t *key = NULL;
+  ESYS_TR tr = ESYS_TR_NONE, session = ESYS_TR_NONE, primary = ESYS_TR_NONE;
+  TPM2B_PRIVATE *out = NULL;
+  TPM2B_ENCRYPTED_SECRET *seed = NULL;
+  uint8_t k[16], block[16] = {9, 8, 7}, want[16], got[16], sigbuf[sizeof(TPMT_SIGNATURE)];
+  size_t sig_len = 0;
+  char err[256];
+
+  assert_int_equal(mcim_tpm_primary_persist(t, &primary_name), MCIM_OK);
+  slot_new(t, &s);
+  assert_int_equal(mcim_tpm_slot_public(t, &s, &pub, &tr), MCIM_OK);
+  mcim_tpm_slot_policy(&policy);
+  assert_int_equal(pub.publicArea.authPolicy.size, 32);
+  assert_memory_equal(pub.publicArea.authPolicy.buffer, policy.buffer, 32);
+
+  /* certified by the attestation key through the policy's third branch, checked as the M2MES
+   * checks a certification (mcim_tpm_certify_check: signature, TPM-made, name, extraData) */
+  assert_int_equal(mcim_tpm_key_create(t, MCIM_TPM_KEY_AK, &ak_blob), MCIM_OK);
+  assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, &ak_blob, &ak), MCIM_OK);
+  assert_int_equal(mcim_tpm_slot_session(t, TPM2_CC_Certify, &session), MCIM_OK);
+  TPM2B_DATA qual = {.size = 16, .buffer = "txn-0123456789a"};
+  const TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_NULL};
+  TPM2B_ATTEST *attest = NULL;
+  TPMT_SIGNATURE *sig = NULL;
+  TSS2_RC r = Esys_Certify(esys, tr, mcim_tpm_key_handle(ak), session, ESYS_TR_PASSWORD,
+                           ESYS_TR_NONE, &qual, &scheme, &attest, &sig);
+  (void)Esys_FlushContext(esys, session);
+  session = ESYS_TR_NONE;
+  assert_int_equal(r, TSS2_RC_SUCCESS);
+  assert_int_equal(Tss2_MU_TPMT_SIGNATURE_Marshal(sig, sigbuf, sizeof(sigbuf), &sig_len),
+                   TSS2_RC_SUCCESS);
+  mcim_cause_t rc =
+      mcim_tpm_certify_check(&ak_blob.pub, &pub, qual.buffer, qual.size, attest->attestationData,
+                             attest->size, sigbuf, sig_len, err, sizeof(err));
+  if (rc != MCIM_OK)
+    fail_msg("certification of the slot key: %s: %s", mcim_cause_name(rc), err);
+  Esys_Free(attest);
+  Esys_Free(sig);
+  mcim_tpm_key_free(ak);
+
+  /* the SHO's side: K wrapped to the certified slot key; the TRE's: imported there */
+  assert_int_equal(mcim_random(k, 16), MCIM_OK);
+  assert_int_equal(mcim_tpm_dup_aes128(&pub, k, MCIM_TPM_AES_ATTRS, &dup), MCIM_OK);
+  assert_int_equal(mcim_tpm_slot_import_own(t, &s, &dup, &kb), MCIM_OK);
+  assert_int_equal(mcim_tpm_slot_load(t, &s, &kb, &key), MCIM_OK);
+  assert_int_equal(mcim_tpm_aes_encrypt(key, block, got, 16), MCIM_OK);
+  aes_block(k, block, want);
+  assert_memory_equal(got, want, 16);
+  mcim_tpm_aes_free(key);
+
+  /* no way to K from that blob: TPM2_Rewrap to no parent from the slot key with a password,
+   * or with a session made for TPM2_Import (TPM_RC_POLICY_CC), and from the primary. (The
+   * key opened again: ESAPI gives one ESYS_TR per TPM handle, which the calls above closed.) */
+  assert_int_equal(mcim_tpm_slot_public(t, &s, &pub, &tr), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_name(&dup.pub, &k_name), MCIM_OK);
+  r = Esys_Rewrap(esys, tr, ESYS_TR_RH_NULL, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &dup.dup,
+                  &k_name, &dup.seed, &out, &seed);
+  print_message("  Rewrap from the slot key, password: 0x%08x\n", (unsigned)r);
+  assert_int_equal(r & 0xbfu, TPM2_RC_AUTH_UNAVAILABLE & 0xbfu);
+  assert_int_equal(mcim_tpm_slot_session(t, TPM2_CC_Import, &session), MCIM_OK);
+  r = Esys_Rewrap(esys, tr, ESYS_TR_RH_NULL, session, ESYS_TR_NONE, ESYS_TR_NONE, &dup.dup, &k_name,
+                  &dup.seed, &out, &seed);
+  (void)Esys_FlushContext(esys, session);
+  print_message("  Rewrap from the slot key, a session for TPM2_Import: 0x%08x\n", (unsigned)r);
+  assert_int_equal(r & 0xbfu, TPM2_RC_POLICY_CC & 0xbfu);
+  assert_int_equal(mcim_tpm_primary(t, &primary, NULL), MCIM_OK);
+  r = Esys_Rewrap(esys, primary, ESYS_TR_RH_NULL, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                  &dup.dup, &k_name, &dup.seed, &out, &seed);
+  print_message("  Rewrap from the storage primary: 0x%08x\n", (unsigned)r);
+  assert_int_not_equal(r, TSS2_RC_SUCCESS);
+  assert_null(out);
+
+  (void)Esys_TR_Close(esys, &tr);
+  assert_int_equal(mcim_tpm_slot_destroy(t, &s, NULL), MCIM_OK);
   mcim_tpm_free(t);
 }
 
@@ -804,6 +902,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slot_keys),
       cmocka_unit_test(test_rewrap_to_null),
+      cmocka_unit_test(test_wrapped_to_slot_key),
       cmocka_unit_test_setup_teardown(test_two_shos, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_discard_destroys, fx_setup, fx_teardown),
   };

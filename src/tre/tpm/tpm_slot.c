@@ -50,23 +50,30 @@ static void branch(TPM2_CC cc, uint8_t out[32])
   extend(out, b, 8);
 }
 
+/* The commands a slot key serves: TPM2_Import (K under it), TPM2_Load (K for AKA), and
+ * TPM2_Certify (its public area signed by the attestation key, so that an SHO can wrap K to
+ * it: tpm_slot.h, mcim_tpm_slot_import_own), which reveals nothing secret. */
+static const TPM2_CC slot_commands[] = {TPM2_CC_Import, TPM2_CC_Load, TPM2_CC_Certify};
+#define SLOT_COMMANDS (sizeof(slot_commands) / sizeof(slot_commands[0]))
+
 static void branches(TPML_DIGEST *list)
 {
   memset(list, 0, sizeof(*list));
-  list->count = 2;
-  list->digests[0].size = list->digests[1].size = 32;
-  branch(TPM2_CC_Import, list->digests[0].buffer);
-  branch(TPM2_CC_Load, list->digests[1].buffer);
+  list->count = SLOT_COMMANDS;
+  for (size_t i = 0; i < SLOT_COMMANDS; i++) {
+    list->digests[i].size = 32;
+    branch(slot_commands[i], list->digests[i].buffer);
+  }
 }
 
 void mcim_tpm_slot_policy(TPM2B_DIGEST *policy)
 {
   TPML_DIGEST list;
-  uint8_t buf[4 + 2 * 32];
+  uint8_t buf[4 + SLOT_COMMANDS * 32];
   branches(&list);
   be32(buf, TPM2_CC_PolicyOR);
-  memcpy(buf + 4, list.digests[0].buffer, 32);
-  memcpy(buf + 36, list.digests[1].buffer, 32);
+  for (size_t i = 0; i < SLOT_COMMANDS; i++)
+    memcpy(buf + 4 + 32 * i, list.digests[i].buffer, 32);
   /* PolicyOR resets the digest to zero before its update */
   memset(policy, 0, sizeof(*policy));
   policy->size = 32;
@@ -75,7 +82,7 @@ void mcim_tpm_slot_policy(TPM2B_DIGEST *policy)
 
 /* A policy session that satisfies the slot key's policy for `cc`, for the one command that
  * follows (flushed by the caller). */
-static mcim_cause_t policy_session(mcim_tpm_t *t, TPM2_CC cc, ESYS_TR *session)
+mcim_cause_t mcim_tpm_slot_session(mcim_tpm_t *t, TPM2_CC cc, ESYS_TR *session)
 {
   const TPMT_SYM_DEF none = {.algorithm = TPM2_ALG_NULL};
   TPML_DIGEST list;
@@ -264,15 +271,42 @@ cleanup:
   return rc;
 }
 
-mcim_cause_t mcim_tpm_slot_import(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
-                                  const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out)
+/* TPM2_Import of `pub` (duplicate and seed wrapped to the slot key) under the open slot key. */
+static mcim_cause_t import_under(mcim_tpm_t *t, ESYS_TR slot, const TPM2B_PUBLIC *pub,
+                                 const TPM2B_PRIVATE *duplicate, const TPM2B_ENCRYPTED_SECRET *seed,
+                                 struct mcim_tpm_blob *out)
 {
   const TPM2B_DATA no_inner_key = {0};
   const TPMT_SYM_DEF_OBJECT no_inner = {.algorithm = TPM2_ALG_NULL};
-  TPM2B_PRIVATE *moved = NULL, *priv = NULL;
+  TPM2B_PRIVATE *priv = NULL;
+  ESYS_TR session = ESYS_TR_NONE;
+  mcim_cause_t rc = mcim_tpm_slot_session(t, TPM2_CC_Import, &session);
+  TSS2_RC r;
+
+  if (rc != MCIM_OK)
+    return rc;
+  r = Esys_Import(t->esys, slot, session, ESYS_TR_NONE, ESYS_TR_NONE, &no_inner_key, pub, duplicate,
+                  seed, &no_inner, &priv);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(t, "TPM2_Import (under the slot key)", r);
+  } else {
+    out->pub = *pub;
+    out->priv = *priv;
+  }
+  session_end(t, &session);
+  if (priv)
+    OPENSSL_cleanse(priv, sizeof(*priv));
+  Esys_Free(priv);
+  return rc;
+}
+
+mcim_cause_t mcim_tpm_slot_import(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
+                                  const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out)
+{
+  TPM2B_PRIVATE *moved = NULL;
   TPM2B_ENCRYPTED_SECRET *seed = NULL;
   TPM2B_NAME name;
-  ESYS_TR primary = ESYS_TR_NONE, slot = ESYS_TR_NONE, session = ESYS_TR_NONE;
+  ESYS_TR primary = ESYS_TR_NONE, slot = ESYS_TR_NONE;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   TSS2_RC r;
 
@@ -291,28 +325,59 @@ mcim_cause_t mcim_tpm_slot_import(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
     rc = mcim_tpm_fail(t, "TPM2_Rewrap (K to the slot key)", r);
     goto cleanup;
   }
-  if ((rc = policy_session(t, TPM2_CC_Import, &session)) != MCIM_OK)
-    goto cleanup;
-  r = Esys_Import(t->esys, slot, session, ESYS_TR_NONE, ESYS_TR_NONE, &no_inner_key, &dup->pub,
-                  moved, seed, &no_inner, &priv);
-  if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "TPM2_Import (under the slot key)", r);
-    goto cleanup;
-  }
-  out->pub = dup->pub;
-  out->priv = *priv;
-  rc = MCIM_OK;
+  rc = import_under(t, slot, &dup->pub, moved, seed, out);
 cleanup:
-  session_end(t, &session);
   if (slot != ESYS_TR_NONE)
     (void)Esys_TR_Close(t->esys, &slot);
   if (moved)
     OPENSSL_cleanse(moved, sizeof(*moved));
-  if (priv)
-    OPENSSL_cleanse(priv, sizeof(*priv));
   Esys_Free(moved);
   Esys_Free(seed);
-  Esys_Free(priv);
+  return rc;
+}
+
+mcim_cause_t mcim_tpm_slot_import_own(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
+                                      const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out)
+{
+  ESYS_TR slot = ESYS_TR_NONE;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !s || !dup || !out)
+    return rc;
+  memset(out, 0, sizeof(*out));
+  if ((rc = slot_open(t, s, true, &slot)) == MCIM_OK)
+    rc = import_under(t, slot, &dup->pub, &dup->dup, &dup->seed, out);
+  if (slot != ESYS_TR_NONE)
+    (void)Esys_TR_Close(t->esys, &slot);
+  return rc;
+}
+
+mcim_cause_t mcim_tpm_slot_public(mcim_tpm_t *t, const struct mcim_tpm_slot *s, TPM2B_PUBLIC *out,
+                                  ESYS_TR *tr)
+{
+  TPM2B_PUBLIC *pub = NULL;
+  ESYS_TR slot = ESYS_TR_NONE;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  TSS2_RC r;
+
+  if (tr)
+    *tr = ESYS_TR_NONE;
+  if (!t || !s || !out)
+    return rc;
+  if ((rc = slot_open(t, s, tr != NULL, &slot)) != MCIM_OK)
+    return rc;
+  r = Esys_ReadPublic(t->esys, slot, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(t, "TPM2_ReadPublic (slot key)", r);
+  } else {
+    *out = *pub;
+    rc = MCIM_OK;
+  }
+  Esys_Free(pub);
+  if (rc == MCIM_OK && tr)
+    *tr = slot;
+  else
+    (void)Esys_TR_Close(t->esys, &slot);
   return rc;
 }
 
@@ -336,7 +401,7 @@ mcim_cause_t mcim_tpm_slot_load(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
     if (tries && mcim_tpm_flush_strays(t) != MCIM_OK)
       break;
     session_end(t, &session);
-    if ((rc = policy_session(t, TPM2_CC_Load, &session)) != MCIM_OK)
+    if ((rc = mcim_tpm_slot_session(t, TPM2_CC_Load, &session)) != MCIM_OK)
       goto cleanup;
     r = Esys_Load(t->esys, slot, session, ESYS_TR_NONE, ESYS_TR_NONE, &blob->priv, &blob->pub, &k);
   }

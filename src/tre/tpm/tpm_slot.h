@@ -7,18 +7,25 @@
  * object (TPM2_EvictControl; its private blob is wiped, never stored), with:
  *
  *   - an authValue of 32 random bytes, the slot's own secret (kept in the slot's entry);
- *   - userWithAuth and adminWithPolicy clear: every use needs a policy session, and the
- *     policy admits exactly two commands, each only with the authValue:
+ *   - userWithAuth clear and adminWithPolicy set: every use needs a policy session, and the
+ *     policy admits exactly three commands, each only with the authValue:
  *       PolicyOR{ PolicyAuthValue + PolicyCommandCode(TPM2_Import),
- *                 PolicyAuthValue + PolicyCommandCode(TPM2_Load) }
- *     so the key cannot be re-wrapped (TPM2_Rewrap), have its authValue changed
- *     (TPM2_ObjectChangeAuth), certified or anything else; and fixedTPM, fixedParent.
+ *                 PolicyAuthValue + PolicyCommandCode(TPM2_Load),
+ *                 PolicyAuthValue + PolicyCommandCode(TPM2_Certify) }
+ *     so the key cannot re-wrap what is wrapped to it (TPM2_Rewrap), have its authValue
+ *     changed (TPM2_ObjectChangeAuth) or anything else; and fixedTPM, fixedParent.
  *
  * The SHO's blob is wrapped to the storage primary (the key the M2MES certified), so the TRE
  * moves it under the slot's key inside the TPM: TPM2_Rewrap (primary -> slot key), then
  * TPM2_Import under the slot key. K's private part is then wrapped with the slot key's seed:
  * it loads under that key only, with that slot's authorisation only, and once the slot key is
- * evicted it loads nowhere, from any copy of the state. */
+ * evicted it loads nowhere, from any copy of the state.
+ *
+ * An SHO may also wrap K to a slot key itself (its public area certified by the attestation
+ * key: TPM2_Certify through the third branch), and the TRE import it there directly
+ * (mcim_tpm_slot_import_own): then the SHO's blob is wrapped to a key that cannot re-wrap it,
+ * which closes TPM2_Rewrap to no parent of a blob wrapped to the storage primary
+ * (docs/tre-tpm.md, "Slots in the TPM", "Next"). The protocol does not carry it yet. */
 #ifndef MCIM_TRE_TPM_SLOT_H
 #define MCIM_TRE_TPM_SLOT_H
 
@@ -50,6 +57,20 @@ mcim_cause_t mcim_tpm_slot_create(mcim_tpm_t *t, struct mcim_tpm_slot *out);
  * the TPM refuses (another TPM's, altered): MCIM_TPM_ERROR, the detail names the command. */
 mcim_cause_t mcim_tpm_slot_import(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
                                   const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out);
+/* K wrapped by the SHO to the slot key itself (mcim_tpm_dup_aes128 with the slot key's public
+ * area, mcim_tpm_slot_public): TPM2_Import under it with the slot's policy, no Rewrap. */
+mcim_cause_t mcim_tpm_slot_import_own(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
+                                      const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out);
+/* The slot key's public area (after the name check): what an SHO wraps K to. With `tr`, the
+ * key stays open with its authValue set (*tr, Esys_TR_Close it), e.g. for TPM2_Certify with
+ * a session from mcim_tpm_slot_session(TPM2_CC_Certify), until the next call of this file on
+ * that slot (ESAPI keeps one ESYS_TR per TPM handle, and each call closes it after use). */
+mcim_cause_t mcim_tpm_slot_public(mcim_tpm_t *t, const struct mcim_tpm_slot *s, TPM2B_PUBLIC *out,
+                                  ESYS_TR *tr);
+/* A policy session satisfying the slot keys' policy for `cc` (TPM2_CC_Import, _Load or
+ * _Certify), for the one command that follows; the key's authValue must be set on its ESYS_TR.
+ * Flush it after. */
+mcim_cause_t mcim_tpm_slot_session(mcim_tpm_t *t, TPM2_CC cc, ESYS_TR *session);
 /* TPM2_Load of a slot's K under its slot key, with a policy session for TPM2_Load and the
  * slot's authValue. A key at the handle that is not the recorded one, or none: MCIM_TPM_ERROR
  * before the TPM is given the blob; another slot's authValue: MCIM_TPM_ERROR
