@@ -257,9 +257,9 @@ static void test_slot_keys(void **state)
   assert_null(key);
 
   /* the policy is the only way in: a password session with A's own authValue is refused
-   * (userWithAuth clear: TPM_RC_AUTH_UNAVAILABLE), and so is any command but Import, Load and Certify
-   * (TPM2_ObjectChangeAuth needs the ADMIN role, by policy, and a session for it is in
-   * neither branch of the policy: TPM_RC_POLICY_FAIL) */
+   * (userWithAuth clear: TPM_RC_AUTH_UNAVAILABLE), and so is any command but Import, Load
+   * and Certify (TPM2_ObjectChangeAuth needs the ADMIN role, by policy, and a session for it
+   * is in no branch of the policy: TPM_RC_POLICY_FAIL) */
   ESYS_CONTEXT *esys = mcim_tpm_esys(t);
   ESYS_TR ta = ESYS_TR_NONE, k_tr = ESYS_TR_NONE;
   TPM2B_AUTH auth = {.size = sizeof(a.auth)};
