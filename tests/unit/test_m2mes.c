@@ -270,6 +270,18 @@ static void test_tpm_enrolment(void **state)
                    MCIM_TPM_KEY_ATTRIBUTES);
   json_decref(req);
   mcim_http_result_clear(&res2);
+  /* the body's form: a member too many, a missing one */
+  req = json_pack("{s:s,s:O,s:O,s:b}", "device", "dev-enrol", "ek_cert",
+                  json_object_get(begin, "ek_cert"), "ak_public",
+                  json_object_get(begin, "ak_public"), "trusted", 1);
+  assert_int_equal(mcim_http_request(admin_cli, "POST", url, req, NULL, &res2), MCIM_UNKNOWN_FIELD);
+  json_decref(req);
+  mcim_http_result_clear(&res2);
+  req = json_pack("{s:s,s:O}", "device", "dev-enrol", "ak_public",
+                  json_object_get(begin, "ak_public"));
+  assert_int_equal(mcim_http_request(admin_cli, "POST", url, req, NULL, &res2), MCIM_FIELD_MISSING);
+  json_decref(req);
+  mcim_http_result_clear(&res2);
 
   /* the manufacture request as the factory makes it, and its variants */
 #define TPM_BODY(dev, tok, act, certify)                                                           \

@@ -135,10 +135,17 @@ static mcim_cause_t round_trip(mcim_tpm_t *t, EVP_PKEY *ek, const TPM2B_NAME *na
   TPM2B_ENCRYPTED_SECRET enc;
   mcim_tpm_key_t *ak = NULL;
   assert_int_equal(RAND_bytes(sent, 32), 1);
+  uint64_t t0 = mcim_monotonic_ns();
   assert_int_equal(mcim_tpm_make_credential(ek, name, sent, 32, &blob, &enc), MCIM_OK);
+  uint64_t t1 = mcim_monotonic_ns();
   assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, ak_blob, &ak), MCIM_OK);
   *back_len = 64;
+  uint64_t t2 = mcim_monotonic_ns();
   mcim_cause_t rc = mcim_tpm_activate_credential(t, ak, &blob, &enc, back, back_len);
+  uint64_t t3 = mcim_monotonic_ns();
+  if (rc == MCIM_OK)
+    print_message("MakeCredential (host, OpenSSL) %.2f ms, ActivateCredential (TPM) %.2f ms\n",
+                  (double)(t1 - t0) / 1e6, (double)(t3 - t2) / 1e6);
   if (rc != MCIM_OK)
     print_message("ActivateCredential refused (expected in some tests): %s\n", mcim_tpm_detail(t));
   mcim_tpm_key_free(ak);

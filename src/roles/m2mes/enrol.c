@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mcim/jsonv.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
 #include "mcim/role.h"
@@ -104,19 +105,30 @@ void mcim_m2mes_enrolment(void *ctx, const struct mcim_http_request *req,
   char *c64 = NULL, *s64 = NULL, *n64 = NULL, *t64 = NULL;
   json_t *answer = NULL;
 
+  /* an EK certificate is about 1 KB (its NV index at most 4 KB), a TPM2B_PUBLIC < 1 KB */
+  static const struct mcim_jsonv_field fields[] = {
+      {"device", MCIM_JV_STRING, true, 63},
+      {"ek_cert", MCIM_JV_STRING, true, 6000},
+      {"ak_public", MCIM_JV_STRING, true, 1500},
+  };
   if (!req->peer || strcmp(req->peer, "admin") != 0) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "only the factory enrols devices");
+    goto cleanup;
+  }
+  mcim_cause_t rc = mcim_jsonv_check(req->json, fields, 3, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "%s", err);
     goto cleanup;
   }
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *ek64 = json_string_value(json_object_get(req->json, "ek_cert"));
   const char *ak64 = json_string_value(json_object_get(req->json, "ak_public"));
-  if (!mcim_pki_name_valid(device) || !ek64 || !ak64) {
-    mcim_http_reply_problem(resp, MCIM_BAD_JSON, 0,
-                            "expected {\"device\", \"ek_cert\", \"ak_public\"} (strings)");
+  if (!mcim_pki_name_valid(device)) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0,
+                            "device must be a name of 1-63 characters [A-Za-z0-9._-]");
     goto cleanup;
   }
-  mcim_cause_t rc = ek_and_ak(r, ek64, ak64, &ek, &ak, err, sizeof(err));
+  rc = ek_and_ak(r, ek64, ak64, &ek, &ak, err, sizeof(err));
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "enrolment of %s refused: %s", device, err);
     mcim_http_reply_problem(resp, rc, 0, "%s", err);

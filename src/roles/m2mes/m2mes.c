@@ -410,7 +410,7 @@ static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *ke
                                .usage = usage,
                                .key = pub,
                                .tpm_storage = spub,
-                               .tpm_attestation = storage && !ka,
+                               .tpm_attestation = (storage || ak) && !ka,
                                .tpm_ak = ka ? NULL : ak,
                                .model = ka || !ak ? NULL : model};
     rc = mcim_pki_issue(ms->ca, &req, &cert);
