@@ -294,13 +294,17 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
   while (json_array_size(staged) >= MCIM_TRE_MAX_STAGED) {
     mcim_log_event(MCIM_LOG_WARN, tre_str(json_array_get(staged, 0), "txn"), 0, MCIM_OK,
                    "tre: dropping the oldest staged package to make room");
-    if ((rc = k_destroy(t, st, json_array_get(staged, 0))) != MCIM_OK)
+    if ((rc = k_destroy(t, st, json_array_get(staged, 0))) != MCIM_OK) {
+      (void)k_destroy(t, st, entry); /* the new package's slot key, made for nothing */
       goto cleanup;
+    }
     tre_array_wipe_remove(staged, 0);
   }
   rc = MCIM_NO_MEMORY;
-  if (json_array_append(staged, entry))
+  if (json_array_append(staged, entry)) {
+    (void)k_destroy(t, st, entry);
     goto cleanup;
+  }
   /* The package is open: its procedure's KA key has done its one job and goes in this same
    * write, under a new storage key, so that no copy of the package opens again. */
   rc = tre_txn_key_drop(st, txn) ? tre_commit_shred(t, st) : tre_commit(t, st);

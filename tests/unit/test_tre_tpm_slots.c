@@ -873,6 +873,19 @@ static void test_discard_destroys(void **state)
   assert_int_equal(slot_keys_in_tpm(t, NULL), 2);
   assert_int_equal(tre->ops->unstage(tre->ctx, txn_c), MCIM_OK);
   assert_int_equal(slot_keys_in_tpm(t, NULL), 1);
+  /* a staged package dropped to make room (MCIM_TRE_MAX_STAGED) takes its slot key along */
+  char txns[MCIM_TRE_MAX_STAGED + 1][33];
+  for (int i = 0; i <= MCIM_TRE_MAX_STAGED; i++) {
+    snprintf(txns[i], sizeof(txns[i]), "c%031d", i);
+    assert_int_equal(
+        stage(f, txns[i], package(f, &c, "sho-c", "sho-c", IMSI_A, txns[i], k_c, opc_c), c.cert),
+        MCIM_OK);
+  }
+  assert_int_equal(slot_keys_in_tpm(t, NULL), 1 + MCIM_TRE_MAX_STAGED);
+  assert_int_equal(tre->ops->unstage(tre->ctx, txns[0]), MCIM_NOT_FOUND); /* the one dropped */
+  for (int i = 1; i <= MCIM_TRE_MAX_STAGED; i++)
+    assert_int_equal(tre->ops->unstage(tre->ctx, txns[i]), MCIM_OK);
+  assert_int_equal(slot_keys_in_tpm(t, NULL), 1);
   mcim_jose_key_free(c.key);
   free(c.cert);
 
