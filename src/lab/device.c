@@ -149,8 +149,15 @@ static mcim_cause_t write_agent_config(mcim_lab_t *lab, const char *dir, const c
   for (const char *const *n = mcim_lab_roles(lab); n && *n; n++)
     json_object_set_new(peers, *n, json_string(mcim_lab_url(lab, *n)));
   snprintf(path, sizeof(path), "%s/pki/%s", lab->dir, MCIM_PKI_OPERATORS_CA_CERT);
-  json_t *cfg = json_pack("{s:s,s:s,s:o,s:i,s:i}", "device", name, "operators_ca", path,
-                          "networks", peers, "poll_ms", 50, "procedure_timeout", 60);
+  int scale = mcim_lab_time_scale();
+  json_t *cfg = json_pack("{s:s,s:s,s:o,s:i,s:i}", "device", name, "operators_ca", path, "networks",
+                          peers, "poll_ms", 50, "procedure_timeout", 60 * scale);
+  /* the agent's default (5 s) unless the lab runs slowed down (MCIM_TIME_SCALE) */
+  if (cfg && scale > 1 &&
+      json_object_set_new(cfg, "request_timeout_ms", json_integer(5000 * scale)) != 0) {
+    json_decref(cfg);
+    cfg = NULL;
+  }
   if (cfg && tcti &&
       (json_object_set_new(cfg, "tre_backend", json_string("tpm")) ||
        json_object_set_new(cfg, "tpm_tcti", json_string(tcti)))) {
@@ -453,7 +460,7 @@ mcim_cause_t mcim_lab_device_client(mcim_lab_t *lab, const char *name,
   if (!dir)
     return MCIM_NOT_FOUND;
   mcim_lab_join(sock, sizeof(sock), dir, "/control.sock");
-  struct mcim_http_client_cfg cc = {.unix_path = sock, .timeout_ms = 10000};
+  struct mcim_http_client_cfg cc = {.unix_path = sock, .timeout_ms = 10000 * mcim_lab_time_scale()};
   return mcim_http_client_new(&cc, out);
 }
 
@@ -486,7 +493,8 @@ mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
   /* Up when its control channel answers. */
   struct mcim_http_client *cli = NULL;
   mcim_cause_t rc = mcim_lab_device_client(lab, name, &cli);
-  for (int waited = 0; rc == MCIM_OK && waited < 15000; waited += 50) {
+  int wait_ms = 15000 * mcim_lab_time_scale();
+  for (int waited = 0; rc == MCIM_OK && waited < wait_ms; waited += 50) {
     struct mcim_http_result res;
     mcim_cause_t st = mcim_http_request(cli, "GET", "http://localhost/v1/status", NULL, NULL, &res);
     mcim_http_result_clear(&res);

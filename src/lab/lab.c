@@ -43,6 +43,13 @@ const char *mcim_lab_bindir(void)
   return dir;
 }
 
+int mcim_lab_time_scale(void)
+{
+  const char *env = getenv("MCIM_TIME_SCALE");
+  int n = env ? atoi(env) : 1;
+  return n >= 1 && n <= 100 ? n : 1;
+}
+
 const char *mcim_lab_find_program(const char *name, const char *const *fixed, char *out,
                                   size_t outlen)
 {
@@ -335,7 +342,7 @@ static mcim_cause_t lab_client(mcim_lab_t *lab, bool admin, struct mcim_http_cli
   snprintf(ca, sizeof(ca), "%s/pki/%s", lab->dir, MCIM_PKI_OPERATORS_CA_CERT);
   snprintf(cert, sizeof(cert), "%s/pki/%s/cert.pem", lab->dir, MCIM_PKI_ADMIN);
   snprintf(key, sizeof(key), "%s/pki/%s/key.pem", lab->dir, MCIM_PKI_ADMIN);
-  struct mcim_http_client_cfg cc = {.ca_file = ca, .timeout_ms = 10000};
+  struct mcim_http_client_cfg cc = {.ca_file = ca, .timeout_ms = 10000 * mcim_lab_time_scale()};
   if (admin) {
     cc.cert_file = cert;
     cc.key_file = key;
@@ -525,7 +532,7 @@ mcim_cause_t mcim_lab_up(const char *dir, const struct mcim_lab_up_opts *opts, m
   size_t nshos = opts && opts->nshos ? opts->nshos : 2;
   const char *store = opts && opts->store ? opts->store : "sqlite";
   const char *auc = opts && opts->auc ? opts->auc : "builtin";
-  int wait_ms = opts && opts->wait_ms ? opts->wait_ms : 15000;
+  int wait_ms = (opts && opts->wait_ms ? opts->wait_ms : 15000) * mcim_lab_time_scale();
   mcim_lab_t *lab = NULL;
   mcim_cause_t rc;
   char path[PATH_MAX];
@@ -777,7 +784,7 @@ mcim_cause_t mcim_lab_role_restart(mcim_lab_t *lab, const char *name)
     if (strcmp(json_string_value(json_object_get(role, "name")), name) != 0)
       continue;
     mcim_lab_stop_pid((long)json_integer_value(json_object_get(role, "pid")), "mcimd");
-    rc = mcim_lab_start_role(lab, role, 15000);
+    rc = mcim_lab_start_role(lab, role, 15000 * mcim_lab_time_scale());
     mcim_lab_save(lab);
     if (rc != MCIM_OK)
       break;

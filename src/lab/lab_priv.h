@@ -20,6 +20,10 @@ struct mcim_lab {
 };
 
 const char *mcim_lab_bindir(void);
+/* MCIM_TIME_SCALE (an integer 1..100, default 1): what the lab waits for and the deadlines it
+ * gives agents (procedure_timeout, request_timeout_ms) are that many times longer, for
+ * programs slowed down as a whole (valgrind's memcheck: scripts/valgrind.sh). */
+int mcim_lab_time_scale(void);
 /* The program `name` in PATH, else in `fixed` (NULL-terminated: the folders a user's PATH may
  * lack), into `out`; NULL when none is executable. */
 const char *mcim_lab_find_program(const char *name, const char *const *fixed, char *out,

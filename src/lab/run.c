@@ -316,7 +316,7 @@ mcim_cause_t mcim_lab_run(mcim_lab_t *lab, const struct mcim_lab_run *run,
   /* Watch the procedure at the device until it ends. */
   char url[128];
   snprintf(url, sizeof(url), "http://localhost/v1/procedures/%s", res->txn);
-  int timeout_ms = (run->timeout_s > 0 ? run->timeout_s : 120) * 1000;
+  int timeout_ms = (run->timeout_s > 0 ? run->timeout_s : 120 * mcim_lab_time_scale()) * 1000;
   rc = MCIM_TIMEOUT;
   for (int waited = 0; waited < timeout_ms; waited += 100) {
     struct mcim_http_result r = {0};

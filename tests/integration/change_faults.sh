@@ -39,7 +39,7 @@ resume() {
   stopped=$(echo "$stopped" | tr ' ' '\n' | grep -vx "$p" | tr '\n' ' ' || true)
 }
 ctl() { # ctl DEV PATH: GET on the agent's control socket
-  curl -s --max-time 5 --unix-socket "$lab/devices/$1/control.sock" "http://localhost$2"
+  curl -s --max-time "$(scaled 5)" --unix-socket "$lab/devices/$1/control.sock" "http://localhost$2"
 }
 proc_view() { ctl "$1" /v1/status | tr -d '\n' | grep -o '"procedure":{[^}]*}' || true; }
 running_at() { # running_at DEV STAGE-REGEX: the current procedure runs at that stage
@@ -126,7 +126,7 @@ done
 # ---------------------------------------------------------------------------------------
 if want a; then
 echo "# a. old SHO unreachable at step 9"
-sed -i 's/"procedure_timeout": *[0-9]*/"procedure_timeout": 60/' "$lab/devices/fa/agent.json"
+sed -i "s/\"procedure_timeout\": *[0-9]*/\"procedure_timeout\": $(scaled 60)/" "$lab/devices/fa/agent.json"
 grep -q '"ack_deadline"' "$lab/devices/fa/agent.json" ||
   sed -i 's/"procedure_timeout"/"ack_deadline": 3, "procedure_timeout"/' "$lab/devices/fa/agent.json"
 check "fa: acknowledgement deadline 3 s, agent restarted" "$mcim" lab restart fa --dir "$lab"

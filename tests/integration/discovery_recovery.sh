@@ -88,7 +88,9 @@ new_id=$(ro "SELECT id FROM outbox WHERE txn='$txn' AND step=8")
   bad "b: announcement id '$new_id' (first $first_id)"
 [ "$(answers)" = 1 ] && [ "$(ro_traced)" -ge 1 ] && ok "b: the DRF stored and traced its new answer" ||
   bad "b: answers $(answers), trace rows $(ro_traced)"
-[ "$(asked_again)" = 1 ] && ok "b: dr1 traced the re-ask that got a new answer (once)" ||
+# (the agent traces the answer after the DRF stored it: seen under valgrind, read too early)
+asked_once() { [ "$(asked_again)" = 1 ]; }
+wait_until 10 asked_once && ok "b: dr1 traced the re-ask that got a new answer (once)" ||
   bad "b: dr1 traced $(asked_again) re-asks"
 grep -q "a new answer for sho-a (the DRF had lost its first" "$lab/devices/dr1/agent.log" &&
   ok "b: dr1 logged it" || bad "b: not in dr1's log"

@@ -68,12 +68,19 @@ refusal_status() { # refusal_status NAME STATUS EXPECTED: STATUS is a refusal's 
   else bad "$1: exit status $2, expected 1, a refusal ($3): $(head -c 300 "$tmp/err")"; fi
   return 1
 }
+# MCIM_TIME_SCALE (an integer, default 1; scripts/valgrind.sh sets it): every daemon and agent
+# runs that many times slower (valgrind's memcheck), so every deadline of the tests is that many
+# times longer: wait_until's, those written with `scaled`, and the lab's own (src/lab: the
+# agents' procedure_timeout and request_timeout_ms, its waits for a daemon). What a test
+# proves does not change: a deadline is how long it waits for what must happen.
+time_scale=${MCIM_TIME_SCALE:-1}
+scaled() { echo $(($1 * time_scale)); } # scaled SECONDS: a deadline of a test, scaled
 # wait_until DEADLINE_S CMD...: run CMD every 0.05 s until it succeeds (status 0) or
-# DEADLINE_S seconds (a decimal number) have passed (status 1). The synchronisation of every
-# test: never a fixed sleep.
+# DEADLINE_S seconds (a decimal number) times MCIM_TIME_SCALE have passed (status 1). The
+# synchronisation of every test: never a fixed sleep.
 wait_until() {
   local end
-  end=$(($(now_us) + $(awk -v s="$1" 'BEGIN { printf "%d", s * 1000000 }')))
+  end=$(($(now_us) + $(awk -v s="$1" -v k="$time_scale" 'BEGIN { printf "%d", s * k * 1000000 }')))
   shift
   while :; do
     "$@" && return 0
