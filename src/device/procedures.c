@@ -921,6 +921,12 @@ static void roll_back(struct mcim_device *d, struct dev_proc *p)
     mcim_log_event(MCIM_LOG_WARN, p->txn, p->n, MCIM_OK,
                    "the new MCIM stays staged (not installed); the discard receipt for %s stays"
                    " queued in the TRE", dev_data_str(p, "old") ? dev_data_str(p, "old") : "?");
+  } else if (!dev_data_bool(p, "staged") && !dev_data_bool(p, "installed")) {
+    /* No package came: the key-agreement key the quote offered for this procedure goes now,
+     * not at its expiry (docs/tre.md, section 8). NOT_FOUND: there is nothing else to drop. */
+    mcim_cause_t rc = d->tre->ops->unstage(d->tre->ctx, p->txn);
+    if (rc != MCIM_OK && rc != MCIM_NOT_FOUND)
+      mcim_log_event(MCIM_LOG_WARN, p->txn, p->n, rc, "roll back: the procedure's key not dropped");
   }
 }
 

@@ -494,9 +494,10 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
       goto cleanup;
     }
     rc = slot_open(t, i, &f[i], &st);
-    /* The newest slot under another storage key: a rotation (tre_commit_shred) by another
-     * handle, or one a crash cut before its key file was renamed. */
-    if (rc == MCIM_UNSEAL_FAILED && k == 0 && key_refresh(t, &f[i]))
+    /* A slot under another storage key: a rotation (tre_commit_shred) by another handle, or
+     * one a crash cut before its key file was renamed (or, for the older slot, while the
+     * newest was being written again under the new key). */
+    if (rc == MCIM_UNSEAL_FAILED && key_refresh(t, &f[i]))
       rc = slot_open(t, i, &f[i], &st);
     if (rc == MCIM_NO_MEMORY)
       goto cleanup;

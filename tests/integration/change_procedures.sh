@@ -209,8 +209,14 @@ renewed() { pcid_new=$(pcid_of dev1) && [ -n "$pcid_new" ] && [ "$pcid_new" != "
 pcid_new=""
 wait_until 10 renewed && ok "PCID renewed ($pcid_old -> $pcid_new)" || bad "PCID not renewed ($pcid_old -> $pcid_new)"
 pcids_kept="$pcid_old" # live at the ICF until its expiry or dev1's next renewal
+mkdir -p "$tmp/tre-before" && cp -p "$lab/devices/dev1/tre/"tre.key "$lab/devices/dev1/tre/"tre.sealed* "$tmp/tre-before/"
 check "change dev1 back to sho-a via pristine" "$mcim" run change dev1 --to sho-a --via pristine --json --dir "$lab"
 cp "$tmp/out" "$tmp/c2.json"
+# crypto-shredding (issue 11 point 6, docs/tre.md section 8): the pristine step discarded
+# sho-b's MCIM under a new storage key; no rotation is left half done
+! cmp -s "$tmp/tre-before/tre.key" "$lab/devices/dev1/tre/tre.key" && [ ! -e "$lab/devices/dev1/tre/tre.key.new" ] &&
+  ok "dev1's TRE storage key replaced by the discard (the files copied before are under the old one)" ||
+  bad "dev1's tre.key unchanged by the discard, or tre.key.new left: $(ls "$lab/devices/dev1/tre")"
 [ "$(jfield "$tmp/c2.json" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/c2.json")"
 steps_in_order "$tmp/c2.json" 3 15
 tr -d '\n ' <"$tmp/c2.json" | grep -q '"n":3,"from":"dev1","to":"tre"' && ok "3) dev1 -> tre (back to pristine)" || bad "no step 3"
@@ -331,6 +337,13 @@ if [ "$tre" = tpm ]; then
       bad "$d: $made slot keys made, $gone destroyed, $n MCIM(s) in the TRE"
   done
 fi
+
+# every package of every procedure sealed to its procedure's own key-agreement key, none to
+# the static one (the TRE would have refused it: docs/tre.md section 8)
+own=$(cat "$lab"/sho-*/sho-*.log | grep -c "sealed to the procedure's own key-agreement key" || true)
+static=$(cat "$lab"/sho-*/sho-*.log | grep -c "sealed to the key-agreement key of its certificate" || true)
+[ "$own" -gt 0 ] && [ "$static" = 0 ] && ok "$own MCIM packages sealed to their procedure's own key, none to the static one" ||
+  bad "packages: $own to the procedure's key, $static to the static key"
 
 check "lab down" "$mcim" lab down --dir "$lab"
 if [ "$auc" = osmo-hlr ]; then

@@ -7,9 +7,11 @@
 # cases) in the dumps: none may hold it. K is read from the SHO's AuC (its sealed column opened
 # with the SHO's storage key: the test is the lab's operator). Then the same during a change
 # of subscription to sho-b (the agent stopped in the TRE's install) and after it.
-# That the search would find K if it were there is shown twice: the same dumps of a device
-# with the software TRE (K in the agent by design) hold its K, and a copy of the TPM device's
-# K planted into its agent's memory (gdb) is found in the next dump.
+# That the search would find K if it were there is shown twice: the dump of a device with the
+# software TRE taken inside its AKA holds its K (in clear there by design; outside its AKA the
+# software TRE keeps K sealed under the MCIM's own key, docs/tre.md section 8, so its other
+# dumps are only reported), and a copy of the TPM device's K planted into its agent's memory
+# (gdb) is found in the next dump.
 # Registered with MCIM_TPM only (tests/CMakeLists.txt).
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 swtpm gdb gcore python3
@@ -120,8 +122,14 @@ for when in during after; do
     bad "TPM device, $when the attach: K found $n times in the agent's memory"
   [ -s "$tmp/sdev.$when" ] || continue
   n=$(k_count "$tmp/sdev.$when" "$ks")
-  [ "$n" -gt 0 ] && ok "software device, $when the attach: the same search finds its K ($n times)" ||
-    bad "software device, $when the attach: K not found: the search would miss it"
+  # the software TRE keeps an MCIM's K sealed under the MCIM's own key (docs/tre.md section
+  # 8) and has it in clear only inside its AKA: the control is the dump during the attach
+  if [ "$when" = during ]; then
+    [ "$n" -gt 0 ] && ok "software device, $when the attach: the same search finds its K ($n times)" ||
+      bad "software device, $when the attach: K not found: the search would miss it"
+  else
+    echo "note  software device, $when the attach: its K found $n times (sealed under the slot's key, which its memory holds)"
+  fi
 done
 # Provisioning too: a change to sho-b via the old SHO, each agent stopped in the TRE's install
 # (step 12: the package opened and staged at step 7, the old MCIM discarded at step 8); the
@@ -142,8 +150,7 @@ for when in install changed; do
   [ "$n" = 0 ] && ok "TPM device, $when: sho-b's K nowhere in the agent's memory" ||
     bad "TPM device, $when: sho-b's K found $n times in the agent's memory"
   n=$(k_count "$tmp/sdev.$when" "$ks_b")
-  [ "$n" -gt 0 ] && ok "software device, $when: the same search finds sho-b's K ($n times)" ||
-    bad "software device, $when: sho-b's K not found: the search would miss it"
+  echo "note  software device, $when: sho-b's K found $n times (in clear only while staged and used; the control is the planted K below)"
 done
 
 # the TPM device's K, planted: the search finds it in the next dump of the same agent

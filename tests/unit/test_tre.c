@@ -1992,6 +1992,28 @@ static void test_txn_key_lifecycle(void **state)
   json_decref(reopened);
   free(cur);
   mcim_jose_key_free(ka);
+
+  /* a handle still holding the key of before a rotation, and the rotation's second write cut
+   * (the newest slot torn): the other slot, already under the new key, opens for it */
+  mcim_tre_t *stale = NULL;
+  assert_int_equal(mcim_tre_soft_open(f->dir, &stale), MCIM_OK);
+  ka = quoted_ka(f, TXN_C);
+  assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_C), MCIM_NOT_FOUND);
+  size_t len = 0, blob = 0, blob_len = 0;
+  uint64_t gen = 0;
+  const char *newest = path_in(f, slot_name(newest_slot(f, NULL)));
+  uint8_t *buf = file_read(newest, &len);
+  assert_true(slot_header(buf, len, &gen, &blob, &blob_len));
+  memset(buf + blob + blob_len / 2, 0xa5, 16);
+  file_write(newest, buf, len);
+  free(buf);
+  json_t *seen = status_of(stale);
+  json_t *now = status_of(f->tre);
+  assert_true(json_equal(seen, now));
+  json_decref(seen);
+  json_decref(now);
+  mcim_tre_close(stale);
+  mcim_jose_key_free(ka);
   mcim_storage_key_free(k0);
   mcim_storage_key_free(k1);
   mcim_storage_key_free(k2);

@@ -366,6 +366,10 @@ static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
     rc = mcim_package_seal(r->sign_key, &c, txn_ka ? txn_ka : tre, (const uint8_t *)content,
                            strlen(content), package);
   }
+  if (rc == MCIM_OK)
+    mcim_log_event(MCIM_LOG_INFO, o->txn, 0, rc, "MCIM for %s sealed to %s", o->device,
+                   txn_ka ? "the procedure's own key-agreement key (its quote's ka_jwk)"
+                          : "the key-agreement key of its certificate (its quote offered none)");
   if (content) {
     mcim_wipe(content, strlen(content));
     free(content);
