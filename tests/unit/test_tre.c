@@ -547,8 +547,9 @@ static char *doc_text_opened(json_t *doc)
       assert_int_equal(mcim_storage_key_from_bytes(raw, sizeof(raw), &k), MCIM_OK);
       assert_int_equal(mcim_unseal(k, context, sealed, sl, plain, sizeof(plain), &pl), MCIM_OK);
       mcim_storage_key_free(k);
-      text = realloc(text, n + pl + 1);
-      assert_non_null(text);
+      char *more = realloc(text, n + pl + 1);
+      assert_non_null(more);
+      text = more;
       memcpy(text + n, plain, pl);
       n += pl;
       text[n] = '\0';
