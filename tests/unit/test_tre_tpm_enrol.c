@@ -207,6 +207,63 @@ static void test_make_activate_round_trip(void **state)
   mcim_tpm_free(t);
 }
 
+/* The same against the TPM's ECC EK (NIST P-384, swtpm_setup's, high-range template: SHA-384,
+ * AES-256-CFB, userWithAuth): MakeCredential by ECDH with an ephemeral key and KDFe, the EK
+ * certificate from its own NV index verified as the RSA one; a credential for the RSA EK
+ * does not activate with the ECC one. */
+static void test_ecc_ek_round_trip(void **state)
+{
+  (void)state;
+  mcim_tpm_t *t = open_tpm(sw_a);
+  struct mcim_tpm_blob ak = {0};
+  mcim_tpm_key_t *akk = NULL;
+  EVP_PKEY *ek = NULL, *rsa_ek = NULL;
+  TPM2B_NAME name;
+  TPM2B_ID_OBJECT blob;
+  TPM2B_ENCRYPTED_SECRET enc;
+  uint8_t *der = NULL, sent[48], back[64];
+  size_t len = 0, back_len = sizeof(back);
+  char err[256] = "";
+
+  create(t, MCIM_TPM_KEY_AK, &ak);
+  assert_int_equal(mcim_tpm_public_name(&ak.pub, &name), MCIM_OK);
+  assert_int_equal(mcim_tpm_ek_cert_at(t, MCIM_TPM_EK_P384_CERT_NV, &der, &len), MCIM_OK);
+  assert_int_equal(mcim_tpm_ek_verify(der, len, vendor_cert, &ek, err, sizeof(err)), MCIM_OK);
+  free(der);
+  assert_int_equal(EVP_PKEY_get_base_id(ek), EVP_PKEY_EC);
+  assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, &ak, &akk), MCIM_OK);
+  for (size_t n = 32; n <= 48; n += 16) { /* up to the size of SHA-384 */
+    assert_int_equal(RAND_bytes(sent, (int)n), 1);
+    uint64_t t0 = mcim_monotonic_ns();
+    assert_int_equal(mcim_tpm_make_credential(ek, &name, sent, n, &blob, &enc), MCIM_OK);
+    uint64_t t1 = mcim_monotonic_ns();
+    back_len = sizeof(back);
+    mcim_cause_t rc = mcim_tpm_activate_credential_ek(t, MCIM_TPM_EK_P384_HANDLE, akk, &blob, &enc,
+                                                      back, &back_len);
+    if (rc != MCIM_OK)
+      print_error("ECC EK: %s\n", mcim_tpm_detail(t));
+    assert_int_equal(rc, MCIM_OK);
+    print_message("ECC P-384 EK: MakeCredential %.2f ms, ActivateCredential %.2f ms\n",
+                  (double)(t1 - t0) / 1e6, (double)(mcim_monotonic_ns() - t1) / 1e6);
+    assert_int_equal(back_len, n);
+    assert_memory_equal(back, sent, n);
+  }
+  /* more than SHA-384's size is not a credential */
+  assert_int_equal(mcim_tpm_make_credential(ek, &name, sent, 49, &blob, &enc),
+                   MCIM_INVALID_ARGUMENT);
+  /* made for the RSA EK, given to the ECC one */
+  assert_int_equal(ek_of(t, vendor_cert, &rsa_ek), MCIM_OK);
+  assert_int_equal(mcim_tpm_make_credential(rsa_ek, &name, sent, 32, &blob, &enc), MCIM_OK);
+  back_len = sizeof(back);
+  assert_int_not_equal(mcim_tpm_activate_credential_ek(t, MCIM_TPM_EK_P384_HANDLE, akk, &blob, &enc,
+                                                       back, &back_len),
+                       MCIM_OK);
+  mcim_tpm_key_free(akk);
+  EVP_PKEY_free(ek);
+  EVP_PKEY_free(rsa_ek);
+  mcim_tpm_free(t);
+}
+
 /* A credential the TPM must not activate: made for another key's name (the device sent the
  * public area of a software key, or of an unrestricted one, and loads its real AK), or
  * encrypted to another TPM's EK (the device's software shows the EK certificate of a genuine
@@ -489,6 +546,7 @@ int main(void)
   setenv("TSS2_LOG", "all+none", 0);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_make_activate_round_trip),
+      cmocka_unit_test(test_ecc_ek_round_trip),
       cmocka_unit_test(test_activation_refused),
       cmocka_unit_test(test_ek_untrusted),
       cmocka_unit_test(test_certify),

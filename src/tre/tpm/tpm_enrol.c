@@ -7,6 +7,7 @@
  * secret back only when the EK's private key decrypts the seed (so the TPM is the certified
  * one) and an object of exactly the name the credential was made for is loaded in that same
  * TPM (the name hashes the public area, attributes included, so the TPM enforces them). */
+#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
@@ -25,7 +26,7 @@
 #include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
 
-enum { DLEN = 32, SYMLEN = 16, NV_CHUNK = 512, EK_CERT_MAX = 4096 };
+enum { NV_CHUNK = 512, EK_CERT_MAX = 4096 };
 
 /* The attributes an attestation key must have, exactly: what mcim_tpm_key_create makes for
  * MCIM_TPM_KEY_AK. */
@@ -38,6 +39,11 @@ enum { DLEN = 32, SYMLEN = 16, NV_CHUNK = 512, EK_CERT_MAX = 4096 };
 
 mcim_cause_t mcim_tpm_ek_cert(mcim_tpm_t *t, uint8_t **der, size_t *len)
 {
+  return mcim_tpm_ek_cert_at(t, MCIM_TPM_EK_CERT_NV, der, len);
+}
+
+mcim_cause_t mcim_tpm_ek_cert_at(mcim_tpm_t *t, uint32_t nv_index, uint8_t **der, size_t *len)
+{
   ESYS_TR nv = ESYS_TR_NONE;
   TPM2B_NV_PUBLIC *nvpub = NULL;
   TPM2B_MAX_NV_BUFFER *chunk = NULL;
@@ -49,10 +55,9 @@ mcim_cause_t mcim_tpm_ek_cert(mcim_tpm_t *t, uint8_t **der, size_t *len)
     goto cleanup;
   *der = NULL;
   *len = 0;
-  r = Esys_TR_FromTPMPublic(t->esys, MCIM_TPM_EK_CERT_NV, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                            &nv);
+  r = Esys_TR_FromTPMPublic(t->esys, nv_index, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nv);
   if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "no EK certificate (NV index 0x01c00002)", r);
+    rc = mcim_tpm_fail(t, "no EK certificate at that NV index", r);
     goto cleanup;
   }
   r = Esys_NV_ReadPublic(t->esys, nv, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &nvpub, NULL);
@@ -103,35 +108,51 @@ mcim_cause_t mcim_tpm_activate_credential(mcim_tpm_t *t, mcim_tpm_key_t *ak,
                                           const TPM2B_ENCRYPTED_SECRET *enc, uint8_t *secret,
                                           size_t *secret_len)
 {
+  return mcim_tpm_activate_credential_ek(t, MCIM_TPM_EK_HANDLE, ak, blob, enc, secret, secret_len);
+}
+
+mcim_cause_t mcim_tpm_activate_credential_ek(mcim_tpm_t *t, uint32_t ek_handle, mcim_tpm_key_t *ak,
+                                             const TPM2B_ID_OBJECT *blob,
+                                             const TPM2B_ENCRYPTED_SECRET *enc, uint8_t *secret,
+                                             size_t *secret_len)
+{
   const TPMT_SYM_DEF no_sym = {.algorithm = TPM2_ALG_NULL};
-  ESYS_TR ek = ESYS_TR_NONE, session = ESYS_TR_NONE;
+  ESYS_TR ek = ESYS_TR_NONE, session = ESYS_TR_NONE, auth = ESYS_TR_PASSWORD;
+  TPM2B_PUBLIC *pub = NULL;
   TPM2B_DIGEST *out = NULL;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   TSS2_RC r;
 
   if (!t || !ak || !blob || !enc || !secret || !secret_len)
     goto cleanup;
-  r = Esys_TR_FromTPMPublic(t->esys, MCIM_TPM_EK_HANDLE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                            &ek);
+  r = Esys_TR_FromTPMPublic(t->esys, ek_handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &ek);
+  if (r == TSS2_RC_SUCCESS)
+    r = Esys_ReadPublic(t->esys, ek, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &pub, NULL, NULL);
   if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "no endorsement key at 0x81010001", r);
+    rc = mcim_tpm_fail(t, "no endorsement key at its persistent handle", r);
     goto cleanup;
   }
-  /* The EK's authPolicy is PolicySecret(TPM_RH_ENDORSEMENT) (default template): a policy
-   * session that proves knowledge of the endorsement hierarchy's authorisation (empty). */
-  r = Esys_StartAuthSession(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
-                            ESYS_TR_NONE, NULL, TPM2_SE_POLICY, &no_sym, TPM2_ALG_SHA256, &session);
-  if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "TPM2_StartAuthSession (EK policy)", r);
-    goto cleanup;
+  /* The default templates' USER role: the low range's (RSA 2048, ECC P-256) only through
+   * their authPolicy, PolicySecret(TPM_RH_ENDORSEMENT), a policy session that proves
+   * knowledge of the endorsement hierarchy's authorisation (empty); the high range's (swtpm's
+   * ECC P-384) also with its authValue (userWithAuth, empty). */
+  if (!(pub->publicArea.objectAttributes & TPMA_OBJECT_USERWITHAUTH)) {
+    r = Esys_StartAuthSession(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                              ESYS_TR_NONE, NULL, TPM2_SE_POLICY, &no_sym, TPM2_ALG_SHA256,
+                              &session);
+    if (r != TSS2_RC_SUCCESS) {
+      rc = mcim_tpm_fail(t, "TPM2_StartAuthSession (EK policy)", r);
+      goto cleanup;
+    }
+    r = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                          ESYS_TR_NONE, NULL, NULL, NULL, 0, NULL, NULL);
+    if (r != TSS2_RC_SUCCESS) {
+      rc = mcim_tpm_fail(t, "TPM2_PolicySecret (endorsement)", r);
+      goto cleanup;
+    }
+    auth = session;
   }
-  r = Esys_PolicySecret(t->esys, ESYS_TR_RH_ENDORSEMENT, session, ESYS_TR_PASSWORD, ESYS_TR_NONE,
-                        ESYS_TR_NONE, NULL, NULL, NULL, 0, NULL, NULL);
-  if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "TPM2_PolicySecret (endorsement)", r);
-    goto cleanup;
-  }
-  r = Esys_ActivateCredential(t->esys, mcim_tpm_key_handle(ak), ek, ESYS_TR_PASSWORD, session,
+  r = Esys_ActivateCredential(t->esys, mcim_tpm_key_handle(ak), ek, ESYS_TR_PASSWORD, auth,
                               ESYS_TR_NONE, blob, enc, &out);
   if (r != TSS2_RC_SUCCESS) {
     rc = mcim_tpm_fail(t, "TPM2_ActivateCredential", r);
@@ -147,6 +168,7 @@ cleanup:
   if (out)
     OPENSSL_cleanse(out, sizeof(*out));
   Esys_Free(out);
+  Esys_Free(pub);
   if (session != ESYS_TR_NONE)
     (void)Esys_FlushContext(t->esys, session);
   if (ek != ESYS_TR_NONE)
@@ -211,6 +233,31 @@ cleanup:
 
 /* ---- the M2MES's side ---- */
 
+/* The parameters of an EK's default template (TCG EK Credential Profile), from its
+ * certificate's key: nameAlg (the hash of KDFa, KDFe and the HMAC, and the seed's size) and
+ * the symmetric key that protects its credentials. RSA 2048 (L-1) and ECC P-256 (L-2):
+ * SHA-256, AES-128-CFB; ECC P-384 (the high range's, as swtpm makes it): SHA-384,
+ * AES-256-CFB. */
+struct ek_kind {
+  const char *md;            /* OpenSSL's name */
+  size_t dlen, symlen, plen; /* digest, AES key, ECC coordinate (0: RSA) */
+};
+static const struct ek_kind EK_RSA = {"SHA256", 32, 16, 0}, EK_P256 = {"SHA256", 32, 16, 32},
+                            EK_P384 = {"SHA384", 48, 32, 48};
+
+static const struct ek_kind *ek_kind_of(EVP_PKEY *ek)
+{
+  char group[32] = "";
+  if (EVP_PKEY_get_base_id(ek) == EVP_PKEY_RSA)
+    return EVP_PKEY_get_bits(ek) == 2048 ? &EK_RSA : NULL;
+  if (EVP_PKEY_get_base_id(ek) != EVP_PKEY_EC ||
+      !EVP_PKEY_get_utf8_string_param(ek, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL))
+    return NULL;
+  return strcmp(group, "prime256v1") == 0  ? &EK_P256
+         : strcmp(group, "secp384r1") == 0 ? &EK_P384
+                                           : NULL;
+}
+
 static bool add_anchors(X509_STORE *store, const char *path)
 {
   FILE *f = fopen(path, "r");
@@ -267,8 +314,10 @@ mcim_cause_t mcim_tpm_ek_verify(const uint8_t *der, size_t len, const char *vend
     goto cleanup;
   }
   key = X509_get_pubkey(cert);
-  if (!key || EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA || EVP_PKEY_get_bits(key) != 2048) {
-    mcim_detailf(err, errlen, "the EK is not an RSA 2048 key (the only EK this M2MES enrols)");
+  if (!key || !ek_kind_of(key)) {
+    mcim_detailf(err, errlen,
+                 "the EK is not an RSA 2048, ECC P-256 or ECC P-384 key (the EKs "
+                 "this M2MES enrols)");
     goto cleanup;
   }
   *ek = key;
@@ -321,16 +370,16 @@ static void be32(uint8_t *p, uint32_t v)
   p[3] = (uint8_t)v;
 }
 
-/* KDFa (TPM 2.0 Part 1, 11.4.10.2: SP 800-108 counter mode, HMAC-SHA-256) for one block,
- * `bits` <= 256, contextV empty. */
-static bool kdfa(const uint8_t seed[DLEN], const char *label, const uint8_t *ctx_u,
-                 size_t ctx_u_len, uint32_t bits, uint8_t *out)
+/* KDFa (TPM 2.0 Part 1, 11.4.10.2: SP 800-108 counter mode, HMAC with the EK's nameAlg) for
+ * one block, `bits` <= the digest's, contextV empty. */
+static bool kdfa(const struct ek_kind *k, const uint8_t *seed, const char *label,
+                 const uint8_t *ctx_u, size_t ctx_u_len, uint32_t bits, uint8_t *out)
 {
-  uint8_t in[4 + 16 + sizeof(TPMU_NAME) + 4], mac[DLEN];
+  uint8_t in[4 + 16 + sizeof(TPMU_NAME) + 4], mac[EVP_MAX_MD_SIZE];
   size_t llen = strlen(label) + 1, n = 0, maclen = 0;
   bool ok = false;
 
-  if (bits == 0 || bits > 8 * DLEN || llen > 16 || ctx_u_len > sizeof(TPMU_NAME))
+  if (bits == 0 || bits > 8 * k->dlen || llen > 16 || ctx_u_len > sizeof(TPMU_NAME))
     return false;
   be32(in, 1);
   n = 4;
@@ -341,13 +390,76 @@ static bool kdfa(const uint8_t seed[DLEN], const char *label, const uint8_t *ctx
   n += ctx_u_len;
   be32(in + n, bits);
   n += 4;
-  if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, seed, DLEN, in, n, mac, sizeof(mac), &maclen) &&
-      maclen == DLEN) {
+  if (EVP_Q_mac(NULL, "HMAC", NULL, k->md, NULL, seed, k->dlen, in, n, mac, sizeof(mac), &maclen) &&
+      maclen == k->dlen) {
     memcpy(out, mac, bits / 8);
     ok = true;
   }
   OPENSSL_cleanse(mac, sizeof(mac));
   OPENSSL_cleanse(in, sizeof(in));
+  return ok;
+}
+
+/* A coordinate of an EC key, left-padded to `plen` bytes. */
+static bool coordinate(EVP_PKEY *key, const char *which, size_t plen, uint8_t *out)
+{
+  BIGNUM *bn = NULL;
+  bool ok =
+      EVP_PKEY_get_bn_param(key, which, &bn) == 1 && BN_bn2binpad(bn, out, (int)plen) == (int)plen;
+  BN_free(bn);
+  return ok;
+}
+
+/* The seed for an ECC EK (Part 1, C.6.4, "ECC Secret Sharing for Credentials"): an ephemeral
+ * key on the EK's curve, Z = x(e * EK), seed = KDFe(nameAlg, Z, "IDENTITY", x(E), x(EK));
+ * what the TPM gets is the ephemeral point E (a TPMS_ECC_POINT). */
+static bool ecdh_seed(EVP_PKEY *ek, const struct ek_kind *k, uint8_t *seed,
+                      TPM2B_ENCRYPTED_SECRET *out)
+{
+  static const char use[] = "IDENTITY"; /* with its NUL, hashed */
+  char group[32] = "";
+  uint8_t z[48], ex[48], ey[48], kx[48], in[4 + 48 + sizeof(use) + 2 * 48];
+  size_t zlen = sizeof(z), n = 0;
+  unsigned int dlen = 0;
+  EVP_PKEY *eph = NULL;
+  EVP_PKEY_CTX *ctx = NULL;
+  bool ok = false;
+
+  if (!EVP_PKEY_get_utf8_string_param(ek, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group), NULL) ||
+      !(eph = EVP_PKEY_Q_keygen(NULL, NULL, "EC", group)) || !(ctx = EVP_PKEY_CTX_new(eph, NULL)) ||
+      EVP_PKEY_derive_init(ctx) != 1 || EVP_PKEY_derive_set_peer(ctx, ek) != 1 ||
+      EVP_PKEY_derive(ctx, z, &zlen) != 1 || zlen != k->plen ||
+      !coordinate(eph, OSSL_PKEY_PARAM_EC_PUB_X, k->plen, ex) ||
+      !coordinate(eph, OSSL_PKEY_PARAM_EC_PUB_Y, k->plen, ey) ||
+      !coordinate(ek, OSSL_PKEY_PARAM_EC_PUB_X, k->plen, kx))
+    goto cleanup;
+  be32(in, 1);
+  n = 4;
+  memcpy(in + n, z, zlen);
+  n += zlen;
+  memcpy(in + n, use, sizeof(use));
+  n += sizeof(use);
+  memcpy(in + n, ex, k->plen);
+  n += k->plen;
+  memcpy(in + n, kx, k->plen);
+  n += k->plen;
+  if (EVP_Digest(in, n, seed, &dlen, EVP_get_digestbyname(k->md), NULL) != 1 || dlen != k->dlen)
+    goto cleanup;
+  /* TPM2B_ENCRYPTED_SECRET.secret = the marshalled TPMS_ECC_POINT {TPM2B x, TPM2B y} */
+  uint8_t *p = out->secret;
+  p[0] = 0;
+  p[1] = (uint8_t)k->plen;
+  memcpy(p + 2, ex, k->plen);
+  p[2 + k->plen] = 0;
+  p[3 + k->plen] = (uint8_t)k->plen;
+  memcpy(p + 4 + k->plen, ey, k->plen);
+  out->size = (UINT16)(4 + 2 * k->plen);
+  ok = true;
+cleanup:
+  OPENSSL_cleanse(z, sizeof(z));
+  OPENSSL_cleanse(in, sizeof(in));
+  EVP_PKEY_CTX_free(ctx);
+  EVP_PKEY_free(eph); /* OpenSSL clears the ephemeral private key */
   return ok;
 }
 
@@ -373,12 +485,15 @@ static bool oaep_encrypt(EVP_PKEY *ek, const uint8_t *in, size_t len, TPM2B_ENCR
   return ok;
 }
 
-static bool aes128_cfb(const uint8_t key[SYMLEN], const uint8_t *in, size_t len, uint8_t *out)
+static bool aes_cfb(const struct ek_kind *k, const uint8_t *key, const uint8_t *in, size_t len,
+                    uint8_t *out)
 {
   const uint8_t iv[16] = {0};
   EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
   int n = 0, m = 0;
-  bool ok = c && EVP_EncryptInit_ex(c, EVP_aes_128_cfb(), NULL, key, iv) == 1 &&
+  bool ok = c &&
+            EVP_EncryptInit_ex(c, k->symlen == 32 ? EVP_aes_256_cfb() : EVP_aes_128_cfb(), NULL,
+                               key, iv) == 1 &&
             EVP_EncryptUpdate(c, out, &n, in, (int)len) == 1 &&
             EVP_EncryptFinal_ex(c, out + n, &m) == 1 && (size_t)(n + m) == len;
   EVP_CIPHER_CTX_free(c);
@@ -391,40 +506,48 @@ mcim_cause_t mcim_tpm_make_credential(EVP_PKEY *ek, const TPM2B_NAME *ak_name,
 {
   /* every intermediate secret in one area, cleansed at the end */
   struct {
-    uint8_t seed[DLEN], sym[SYMLEN], hmac_key[DLEN];
-    uint8_t plain[2 + DLEN]; /* TPM2B_DIGEST of the secret */
+    uint8_t seed[48], sym[32], hmac_key[48];
+    uint8_t plain[2 + 48]; /* TPM2B_DIGEST of the secret */
   } s;
+  const struct ek_kind *k = ek ? ek_kind_of(ek) : NULL;
   uint8_t *p = blob ? blob->credential : NULL;
   size_t plen = 2 + secret_len, maclen = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
 
   memset(&s, 0, sizeof(s));
-  if (!ek || !ak_name || ak_name->size == 0 || !secret || secret_len == 0 || secret_len > DLEN ||
-      !blob || !enc)
+  /* the secret is a TPM2B_DIGEST no longer than the EK's nameAlg (TPM_RC_SIZE otherwise) */
+  if (!ek || !ak_name || ak_name->size == 0 || !secret || secret_len == 0 || !blob || !enc)
     goto cleanup;
   memset(blob, 0, sizeof(*blob));
   memset(enc, 0, sizeof(*enc));
+  rc = MCIM_UNSUPPORTED;
+  if (!k)
+    goto cleanup;
+  rc = MCIM_INVALID_ARGUMENT;
+  if (secret_len > k->dlen)
+    goto cleanup;
   rc = MCIM_CRYPTO_ERROR;
-  if (RAND_bytes(s.seed, sizeof(s.seed)) != 1 || !oaep_encrypt(ek, s.seed, DLEN, enc))
+  if (k->plen ? !ecdh_seed(ek, k, s.seed, enc)
+              : RAND_bytes(s.seed, (int)k->dlen) != 1 || !oaep_encrypt(ek, s.seed, k->dlen, enc))
     goto cleanup;
   s.plain[0] = (uint8_t)(secret_len >> 8);
   s.plain[1] = (uint8_t)secret_len;
   memcpy(s.plain + 2, secret, secret_len);
   /* credentialBlob = TPM2B(outerHMAC) || encIdentity (Part 1, 24.4 and 24.5) */
-  if (!kdfa(s.seed, "STORAGE", ak_name->name, ak_name->size, 8 * SYMLEN, s.sym) ||
-      !kdfa(s.seed, "INTEGRITY", NULL, 0, 8 * DLEN, s.hmac_key) ||
-      !aes128_cfb(s.sym, s.plain, plen, p + 2 + DLEN))
+  if (!kdfa(k, s.seed, "STORAGE", ak_name->name, ak_name->size, 8 * (uint32_t)k->symlen, s.sym) ||
+      !kdfa(k, s.seed, "INTEGRITY", NULL, 0, 8 * (uint32_t)k->dlen, s.hmac_key) ||
+      !aes_cfb(k, s.sym, s.plain, plen, p + 2 + k->dlen))
     goto cleanup;
-  uint8_t macin[2 + DLEN + sizeof(TPMU_NAME)];
-  memcpy(macin, p + 2 + DLEN, plen);
+  uint8_t macin[2 + 48 + sizeof(TPMU_NAME)];
+  memcpy(macin, p + 2 + k->dlen, plen);
   memcpy(macin + plen, ak_name->name, ak_name->size);
   p[0] = 0;
-  p[1] = DLEN;
-  if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, s.hmac_key, DLEN, macin, plen + ak_name->size,
-                 p + 2, DLEN, &maclen) ||
-      maclen != DLEN)
+  p[1] = (uint8_t)k->dlen;
+  if (!EVP_Q_mac(NULL, "HMAC", NULL, k->md, NULL, s.hmac_key, k->dlen, macin, plen + ak_name->size,
+                 p + 2, k->dlen, &maclen) ||
+      maclen != k->dlen)
     goto cleanup;
-  blob->size = (UINT16)(2 + DLEN + plen);
+  blob->size = (UINT16)(2 + k->dlen + plen);
   rc = MCIM_OK;
 cleanup:
   OPENSSL_cleanse(&s, sizeof(s));

@@ -16,11 +16,15 @@
  * persistent handle, and its certificate's NV index. */
 #define MCIM_TPM_EK_HANDLE UINT32_C(0x81010001)
 #define MCIM_TPM_EK_CERT_NV UINT32_C(0x01c00002)
+/* The ECC NIST P-384 EK of the high range (what swtpm_setup 0.7.1 makes beside the RSA one). */
+#define MCIM_TPM_EK_P384_HANDLE UINT32_C(0x81010016)
+#define MCIM_TPM_EK_P384_CERT_NV UINT32_C(0x01c00016)
 #define MCIM_TPM_CREDENTIAL_LEN 32 /* the secret the M2MES sends through MakeCredential */
 
 /* ---- the device's side (a TPM) ---- */
-/* The RSA EK certificate (DER) from NV 0x01c00002: free() *der. */
+/* The RSA EK certificate (DER) from NV 0x01c00002 (or the one at `nv_index`): free() *der. */
 mcim_cause_t mcim_tpm_ek_cert(mcim_tpm_t *t, uint8_t **der, size_t *len);
+mcim_cause_t mcim_tpm_ek_cert_at(mcim_tpm_t *t, uint32_t nv_index, uint8_t **der, size_t *len);
 /* TPM2_ActivateCredential: the EK at MCIM_TPM_EK_HANDLE (its USER role through a policy
  * session of PolicySecret(TPM_RH_ENDORSEMENT), as its template's authPolicy says) decrypts the
  * seed, and the TPM releases the secret only if `ak`, loaded, has the name the credential was
@@ -29,6 +33,12 @@ mcim_cause_t mcim_tpm_activate_credential(mcim_tpm_t *t, mcim_tpm_key_t *ak,
                                           const TPM2B_ID_OBJECT *blob,
                                           const TPM2B_ENCRYPTED_SECRET *enc, uint8_t *secret,
                                           size_t *secret_len);
+/* The same with the EK at `ek_handle` (an ECC EK: MCIM_TPM_EK_P384_HANDLE); its USER role by
+ * the policy above, or by its empty authValue where its template has userWithAuth. */
+mcim_cause_t mcim_tpm_activate_credential_ek(mcim_tpm_t *t, uint32_t ek_handle, mcim_tpm_key_t *ak,
+                                             const TPM2B_ID_OBJECT *blob,
+                                             const TPM2B_ENCRYPTED_SECRET *enc, uint8_t *secret,
+                                             size_t *secret_len);
 /* TPM2_Certify of the loaded object `obj` by the attestation key `ak`, with `qual` (at most
  * 64 bytes) as qualifying data: the marshalled TPMS_ATTEST and TPMT_SIGNATURE, free() both. */
 mcim_cause_t mcim_tpm_certify(mcim_tpm_t *t, mcim_tpm_key_t *ak, ESYS_TR obj, const uint8_t *qual,
@@ -38,7 +48,8 @@ mcim_cause_t mcim_tpm_certify(mcim_tpm_t *t, mcim_tpm_key_t *ak, ESYS_TR obj, co
 /* ---- the M2MES's side (host, OpenSSL; tpm2-tss's marshalling only) ---- */
 /* The EK certificate (DER) verified against the PEM bundle at `vendor_ca` (the TPM vendors'
  * root and intermediate certificates: every self-signed one is an anchor): its chain, its
- * dates, and its key an RSA 2048 key (the only EK this M2MES enrols). *ek is that key.
+ * dates, and its key an RSA 2048, ECC P-256 or ECC P-384 key (the EKs of the TCG default
+ * templates this M2MES enrols). *ek is that key.
  * MCIM_TPM_EK_UNTRUSTED (with `err`) for anything else. */
 mcim_cause_t mcim_tpm_ek_verify(const uint8_t *der, size_t len, const char *vendor_ca,
                                 EVP_PKEY **ek, char *err, size_t errlen);
@@ -47,9 +58,11 @@ mcim_cause_t mcim_tpm_ek_verify(const uint8_t *der, size_t len, const char *vend
  * sensitiveDataOrigin, not decrypt; MCIM_TPM_KEY_ATTRIBUTES (with `err`) otherwise. */
 mcim_cause_t mcim_tpm_ak_check(const TPM2B_PUBLIC *ak, char *err, size_t errlen);
 /* TPM2_MakeCredential in software (TPM 2.0 Part 1, "Credential Protection"; Part 3,
- * TPM2_MakeCredential) for the RSA EK `ek` (default template: nameAlg SHA-256, AES-128-CFB):
- * a fresh seed RSA-OAEP(SHA-256, label "IDENTITY") encrypted to the EK, and `secret` wrapped
- * under keys derived from the seed and `ak_name` (KDFa "STORAGE" and "INTEGRITY"). */
+ * TPM2_MakeCredential) for the EK `ek` of a default template (RSA 2048 and ECC P-256: nameAlg
+ * SHA-256, AES-128-CFB; ECC P-384: SHA-384, AES-256-CFB): the seed RSA-OAEP(label "IDENTITY")
+ * encrypted to an RSA EK, or KDFe("IDENTITY") of an ECDH with an ephemeral key for an ECC EK,
+ * and `secret` (at most the nameAlg's size) wrapped under keys derived from the seed and
+ * `ak_name` (KDFa "STORAGE" and "INTEGRITY"). MCIM_UNSUPPORTED for another EK. */
 mcim_cause_t mcim_tpm_make_credential(EVP_PKEY *ek, const TPM2B_NAME *ak_name,
                                       const uint8_t *secret, size_t secret_len,
                                       TPM2B_ID_OBJECT *blob, TPM2B_ENCRYPTED_SECRET *enc);
