@@ -598,6 +598,34 @@ static void plan_free(struct plan *pl)
 enum wrap { WRAP_NONE, WRAP_SAVEPOINT, WRAP_LOCK };
 enum cmd { CMD_WRAP, CMD_PREPARE, CMD_EXEC, CMD_RELEASE, CMD_COMMIT };
 
+/* The next command's result in a pipeline (each command's results end with a NULL, read
+ * here); NULL when there is none, the connection's failure then in *rc (if none yet). */
+static PGresult *pipeline_next(struct pg_conn *c, mcim_cause_t *rc)
+{
+  PGresult *res = PQgetResult(c->db);
+  if (!res) {
+    if (*rc == MCIM_OK) {
+      set_err_line(c, PQerrorMessage(c->db));
+      *rc = MCIM_STORE_ERROR;
+    }
+    return NULL;
+  }
+  for (PGresult *more; (more = PQgetResult(c->db)) != NULL;)
+    PQclear(more);
+  return res;
+}
+
+/* The Sync's result, then out of pipeline mode. */
+static void pipeline_end(struct pg_conn *c)
+{
+  for (int guard = 0; guard < 64 && PQexitPipelineMode(c->db) != 1; guard++) {
+    PGresult *res = PQgetResult(c->db);
+    if (!res && PQstatus(c->db) != CONNECTION_OK)
+      break;
+    PQclear(res);
+  }
+}
+
 /* One round trip: [SAVEPOINT | writers' lock] [Parse] Bind/Execute [RELEASE] Sync. The
  * statement's result goes to *out. Returns the first failure's cause; *undo tells whether
  * a savepoint was taken and the statement failed (the caller rolls back to it). */
@@ -639,17 +667,9 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
   }
 
   for (size_t k = 0; k < ncmds; k++) {
-    PGresult *res = PQgetResult(c->db);
-    if (!res) {
-      if (rc == MCIM_OK) {
-        set_err_line(c, PQerrorMessage(c->db));
-        rc = MCIM_STORE_ERROR;
-      }
+    PGresult *res = pipeline_next(c, &rc);
+    if (!res)
       break;
-    }
-    /* each command's results end with a NULL */
-    for (PGresult *more; (more = PQgetResult(c->db)) != NULL;)
-      PQclear(more);
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_PIPELINE_ABORTED) {
       PQclear(res); /* skipped after an earlier failure, reported already */
@@ -676,13 +696,7 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
     else
       PQclear(res);
   }
-  /* the Sync's result, then out of pipeline mode */
-  for (int guard = 0; guard < 64 && PQexitPipelineMode(c->db) != 1; guard++) {
-    PGresult *res = PQgetResult(c->db);
-    if (!res && PQstatus(c->db) != CONNECTION_OK)
-      break;
-    PQclear(res);
-  }
+  pipeline_end(c);
   if (rc != MCIM_OK && *out) {
     PQclear(*out);
     *out = NULL;
@@ -1149,16 +1163,9 @@ static mcim_cause_t pg_commit_batch(void *conn, bool relaxed, const mcim_store_s
     ncmds = 0; /* nothing reliable to read: drained below */
   }
   for (size_t k = 0; k < ncmds; k++) {
-    PGresult *res = PQgetResult(c->db);
-    if (!res) {
-      if (rc == MCIM_OK) {
-        set_err_line(c, PQerrorMessage(c->db));
-        rc = MCIM_STORE_ERROR;
-      }
+    PGresult *res = pipeline_next(c, &rc);
+    if (!res)
       break;
-    }
-    for (PGresult *more; (more = PQgetResult(c->db)) != NULL;)
-      PQclear(more); /* each command's results end with a NULL */
     ExecStatusType status = PQresultStatus(res);
     if (status == PGRES_PIPELINE_ABORTED) {
       PQclear(res); /* skipped after the failure, which is reported */
@@ -1178,12 +1185,7 @@ static mcim_cause_t pg_commit_batch(void *conn, bool relaxed, const mcim_store_s
     }
     PQclear(res);
   }
-  for (int guard = 0; guard < 64 && PQexitPipelineMode(c->db) != 1; guard++) {
-    PGresult *res = PQgetResult(c->db); /* the Sync's result */
-    if (!res && PQstatus(c->db) != CONNECTION_OK)
-      break;
-    PQclear(res);
-  }
+  pipeline_end(c);
   if (rc != MCIM_OK) {
     char keep[sizeof(c->errmsg)];
     memcpy(keep, c->errmsg, sizeof(keep));
