@@ -26,9 +26,12 @@ static const struct {
     {OSSL_OP_MAC, {"HMAC"}},
     {OSSL_OP_KDF, {"HKDF", "TLS13-KDF", "TLS1-PRF", "SSKDF"}},
     {OSSL_OP_RAND, {"CTR-DRBG", "HASH-DRBG", "HMAC-DRBG", "SEED-SRC"}},
-    {OSSL_OP_KEYMGMT, {"EC", "X25519"}},
+    /* HMAC as a key and a signature too: ESAPI's session HMACs (EVP_PKEY_new_raw_private_key,
+     * EVP_DigestSign) where the agent and tpm2-tss share one libcrypto (a dynamically linked
+     * agent: the sanitizer builds), as a slot key's policy session needs */
+    {OSSL_OP_KEYMGMT, {"EC", "X25519", "HMAC"}},
     {OSSL_OP_KEYEXCH, {"ECDH", "X25519"}},
-    {OSSL_OP_SIGNATURE, {"ECDSA"}},
+    {OSSL_OP_SIGNATURE, {"ECDSA", "HMAC"}},
     /* keys and certificates in and out: PEM <-> DER <-> EC key */
     {OSSL_OP_ENCODER, {"EC"}},
     {OSSL_OP_DECODER, {"EC", "DER"}},
