@@ -10,15 +10,19 @@
  *   the SHO (FUZZ_SHO): a discard receipt (mcim-discard+jwt) and a discard notice
  *     (mcim-notify+jwt) as its discard and notification handlers check them
  *     (mcim_sho_device_statement, src/roles/sho/change.c), at the wall clock and at a relay's
- *     verification time.
+ *     verification time;
+ *   the RO relaying such a statement to the SHO (mcim_ro_verify_statement, src/roles/ro/relay.c:
+ *     the same checks with aud = the SHO, which its relay and the stand-in receipt make after
+ *     their DRF look-up).
  * What follows a valid statement in those handlers reads the store (the stored answer, the
  * order, the jti spent in the transaction) and is not reached. The caches of verified
  * signatures and certificate chains are emptied before every input; the RO's ring of proofs
  * that verified is not (a proof taken from it is one that verified, byte for byte).
  *
- * Input: one mode byte: its low 3 bits modulo 6 the form, bit 3 the variant (RO: "package" instead of
- * "discovery"; SHO: the notice instead of the receipt), bit 4 (SHO) checked at FUZZ_NOW as a
- * relay's verification time instead of the wall clock; then
+ * Input: one mode byte: its low 3 bits modulo 6 the form, bit 3 the variant (RO: "package"
+ * instead of "discovery"; SHO: the notice instead of the receipt), bit 4 (SHO) checked at
+ * FUZZ_NOW as a relay's verification time instead of the wall clock, bit 5 (3-5): the RO
+ * relay's check instead of the SHO's; then
  *   0  the RO's request body (JSON: proof, tre_cert);
  *   1  a proof's payload, signed here with the TRE's attestation key under
  *      {"alg":"ES256","typ":"mcim-request+jwt"}, sent with the fixture's tre_cert;
@@ -27,14 +31,15 @@
  *      fixture's);
  *   4  a statement's payload, signed here under the typ of the variant;
  *   5  header bytes, a NUL, payload bytes, signed here.
- * Seeds: tests/fuzz/corpus/fuzz_device_proof/ (made by the fixture TRE's own `sign` and
- * `pending`, as the agent makes them). */
+ * Seeds: tests/fuzz/corpus/fuzz_device_proof/ (made by the fixture TRE's own `sign`, as the
+ * agent has them made; tests/fuzz/seedgen.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_common.h"
 #include "mcim/config.h"
 #include "mcim/role.h"
+#include "roles/ro/ro.h"
 #include "roles/sho/sho.h"
 
 static struct mcim_role ro, sho;
@@ -99,7 +104,8 @@ static void at_ro(uint8_t mode, bool package, const uint8_t *data, size_t size)
   json_decref(body);
 }
 
-static void at_sho(uint8_t mode, bool notice, bool relayed, const uint8_t *data, size_t size)
+static void at_sho(uint8_t mode, bool notice, bool relayed, bool at_ro_relay, const uint8_t *data,
+                   size_t size)
 {
   char *jws = NULL, *cert = NULL;
   if (mode == 3) {
@@ -112,9 +118,12 @@ static void at_sho(uint8_t mode, bool notice, bool relayed, const uint8_t *data,
     jws = signed_input(mode == 5, notice ? header_notify : header_discard, data, size);
   }
   mcim_statement_t *st = NULL;
-  if (jws)
-    (void)mcim_sho_device_statement(&sho, jws, cert ? cert : att_pem, FUZZ_DEVICE,
-                                    notice ? "mcim-notify+jwt" : "mcim-discard+jwt", FUZZ_TXN,
+  const char *typ = notice ? "mcim-notify+jwt" : "mcim-discard+jwt";
+  if (jws && at_ro_relay)
+    (void)mcim_ro_verify_statement(&ro, FUZZ_DEVICE, FUZZ_SHO, FUZZ_TXN, typ, jws,
+                                   cert ? cert : att_pem, &st);
+  else if (jws)
+    (void)mcim_sho_device_statement(&sho, jws, cert ? cert : att_pem, FUZZ_DEVICE, typ, FUZZ_TXN,
                                     relayed ? FUZZ_NOW : 0, &st);
   mcim_statement_free(st);
   free(jws);
@@ -126,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (size < 1)
     return 0;
   uint8_t mode = (data[0] & 7) % 6;
-  bool variant = data[0] & 8, relayed = data[0] & 16;
+  bool variant = data[0] & 8, relayed = data[0] & 16, at_ro_relay = data[0] & 32;
   data++;
   size--;
   mcim_jws_verdicts_clear();
@@ -134,6 +143,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (mode <= 2)
     at_ro(mode, variant, data, size);
   else
-    at_sho(mode, variant, relayed, data, size);
+    at_sho(mode, variant, relayed, at_ro_relay, data, size);
   return 0;
 }

@@ -560,7 +560,7 @@ static void seeds_control(void)
  * of fuzz_device_proof: its payload with iat and exp moved to FUZZ_IAT and FUZZ_EXP (the
  * TRE signs for at most 30 days; the seeds must stay valid), signed again with the TRE's
  * attestation key under the same header. `ro`: the RO's forms (0-2), else the SHO's (3-5);
- * `bits`: the mode byte's variant bits. */
+ * `bits`: the mode byte's variant bits (32: the RO relay's check of the SHO's statement). */
 static void proof_seeds(const char *name, const char *real, bool ro, uint8_t bits)
 {
   uint8_t *h, *p;
@@ -640,6 +640,7 @@ static void seeds_device_proof(mcim_tre_t *tre)
   json_decref(extra);
   proof_seeds("notice", notice, false, 8);
   proof_seeds("notice-relayed", notice, false, 8 | 16);
+  proof_seeds("notice-at-ro", notice, false, 8 | 32);
   free(notice);
   /* the receipt: what `pending` signs for a slot discarded for FUZZ_TXN (tre_slots.c:
    * typ mcim-discard+jwt to the slot's SHO, claims "slot" and "imsi") */
@@ -650,6 +651,7 @@ static void seeds_device_proof(mcim_tre_t *tre)
   json_decref(extra);
   proof_seeds("receipt", receipt, false, 0);
   proof_seeds("receipt-relayed", receipt, false, 16);
+  proof_seeds("receipt-at-ro", receipt, false, 32);
   free(receipt);
 }
 

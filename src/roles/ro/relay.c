@@ -31,10 +31,9 @@ static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
-/* The statement's own checks: the TRE's signature (M2MES CA, CN = device), aud = to, typ, txn. */
-static mcim_cause_t verify_statement(struct mcim_role *r, const char *device, const char *to,
-                                     const char *txn, const char *typ, const char *jws,
-                                     const char *cert, mcim_statement_t **out)
+mcim_cause_t mcim_ro_verify_statement(struct mcim_role *r, const char *device, const char *to,
+                                      const char *txn, const char *typ, const char *jws,
+                                      const char *cert, mcim_statement_t **out)
 {
   mcim_jose_key_t *key = NULL;
   mcim_cause_t rc = mcim_role_device_key_from_pem(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
@@ -80,7 +79,7 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
       rc = n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_FORBIDDEN;
   }
   if (rc == MCIM_OK)
-    rc = verify_statement(r, device, to, txn, typ, jws, cert, out);
+    rc = mcim_ro_verify_statement(r, device, to, txn, typ, jws, cert, out);
   return rc;
 }
 
@@ -105,7 +104,7 @@ mcim_cause_t mcim_ro_released_receipt(struct mcim_role *r, const char *device, c
   if (rc == MCIM_OK && n == 0)
     rc = MCIM_FORBIDDEN;
   if (rc == MCIM_OK)
-    rc = verify_statement(r, device, to, txn, "mcim-discard+jwt", jws, cert, out);
+    rc = mcim_ro_verify_statement(r, device, to, txn, "mcim-discard+jwt", jws, cert, out);
   return rc;
 }
 
@@ -156,7 +155,7 @@ static bool stored_notice_answer(struct mcim_role *r, const char *device, const 
   char what[200];
   bool answered = false;
   mcim_store_t *st = mcim_role_store(r);
-  if (!st || verify_statement(r, device, to, txn, typ, jws, cert, &stmt) != MCIM_OK)
+  if (!st || mcim_ro_verify_statement(r, device, to, txn, typ, jws, cert, &stmt) != MCIM_OK)
     goto out;
   const char *event = strcmp(typ, "mcim-discard+jwt") == 0 ? "discard"
                                                            : mcim_statement_string(stmt, "event");

@@ -81,6 +81,12 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req, struct mcim
 void mcim_dpf_release(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 /* relay.c: device notices for an SHO the device holds no live token of (DESIGN.md 10) */
 void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
+/* The own checks of a TRE-signed statement of `device` addressed to SHO `to`, no store: the
+ * TRE's signature (certificate `cert` from the M2MES CA, CN = `device`), aud = `to`, typ, txn
+ * (the functions below, after their DRF look-up; tests/fuzz/fuzz_device_proof.c). */
+mcim_cause_t mcim_ro_verify_statement(struct mcim_role *r, const char *device, const char *to,
+                                      const char *txn, const char *typ, const char *jws,
+                                      const char *cert, mcim_statement_t **out);
 /* Verify a TRE-signed statement of `device` (certificate `cert`, M2MES CA) addressed to SHO
  * `to` (typ, txn), `to` being an SHO the DRF holds an entry of for that device
  * (MCIM_NOT_PARTY otherwise). */
