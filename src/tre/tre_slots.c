@@ -288,8 +288,10 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
     goto cleanup;
   }
   /* the MCIM's K and OPc under a key of its own from here on (tre_secrets_seal) */
-  if ((rc = tre_secrets_seal(entry)) != MCIM_OK)
+  if ((rc = tre_secrets_seal(entry)) != MCIM_OK) {
+    (void)k_destroy(t, st, entry); /* the new package's slot key, made for nothing */
     goto cleanup;
+  }
   /* A bounded list: a procedure abandoned without unstage must not fill it. */
   while (json_array_size(staged) >= MCIM_TRE_MAX_STAGED) {
     mcim_log_event(MCIM_LOG_WARN, tre_str(json_array_get(staged, 0), "txn"), 0, MCIM_OK,
