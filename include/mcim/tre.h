@@ -225,6 +225,18 @@ mcim_cause_t mcim_tre_open(const char *dir, const char *backend, const char *tct
  * TPM can import it). OpenSSL and tpm2-tss's marshalling only, no TPM. MCIM_KEY_INVALID for a
  * key not on P-256, MCIM_UNSUPPORTED in a build without the TPM TRE or tpm2-tss. */
 mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t **k_tpm);
+/* The procedure's slot key (docs/tre-tpm.md, "Slots in the TPM"): an enrolled TPM TRE's quote
+ * offers "tpm_slot" {"public", "attest", "signature"}, a storage key made for that procedure
+ * and certified (TPM2_Certify) by its restricted attestation key over the txn. The SHO checks
+ * it with the AK of the device's attestation certificate (mcim_pki_cert_tpm_ak):
+ * MCIM_TPM_SLOT_KEY_MISSING (no offer), MCIM_TPM_CERTIFY_INVALID (malformed, not signed by that
+ * AK, or for another key), MCIM_TPM_SLOT_KEY_STALE (certified for another txn),
+ * MCIM_TPM_KEY_ATTRIBUTES (not a slot key: its policy would let K be rewrapped out), `err` says
+ * which. Then K is wrapped to it (mcim_tre_wrap_k_slot: "k_tpm", as mcim_tre_wrap_k), never to
+ * the storage key. MCIM_UNSUPPORTED in a build without the TPM TRE or tpm2-tss. */
+mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                 size_t errlen);
+mcim_cause_t mcim_tre_wrap_k_slot(const json_t *offer, const uint8_t k[16], json_t **k_tpm);
 
 /* Factory-only calls on an open TRE of either backend (before the device ships). */
 /* The public JWK of the TPM storage key the TRE imports K under (the M2MES certifies it in

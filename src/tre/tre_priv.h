@@ -86,6 +86,10 @@ struct tre_keys_ops {
    * keeps, {"tpm_public", "tpm_private"} (the key wrapped by the TPM under its storage key). A
    * blob the TPM refuses (wrapped for another TPM, altered): MCIM_KEY_INVALID. */
   mcim_cause_t (*k_import)(struct tre_soft *t, json_t *st, const json_t *dup, json_t **out);
+  /* The same for procedure `txn`: K imported under the slot key its quote offered
+   * (txn_slot_create), with no TPM2_Rewrap; a TRE that offers slot keys takes K no other way. */
+  mcim_cause_t (*k_import_txn)(struct tre_soft *t, json_t *st, const char *txn, const json_t *dup,
+                               json_t **out);
   /* A Milenage context whose E_K is the slot's K in the TPM (`blob` from k_import), loaded
    * until tre_end(); OPc is the caller's to give (mcim_milenage_use_opc). */
   mcim_cause_t (*k_milenage)(struct tre_soft *t, json_t *st, const json_t *blob,
@@ -107,6 +111,14 @@ struct tre_keys_ops {
    * as a JOSE key that opens ECDH-ES JWEs, valid until tre_end(). */
   mcim_cause_t (*txn_ka_create)(struct tre_soft *t, json_t *st, json_t **out);
   mcim_cause_t (*txn_ka_jose)(struct tre_soft *t, json_t *st, json_t *key, mcim_jose_key_t **out);
+  /* A slot key for one procedure, made at its quote and certified by the restricted
+   * attestation key over the txn (docs/tre-tpm.md, "Slots in the TPM"): *out is what the txn's
+   * entry keeps, {"tpm_handle", "tpm_parent", "tpm_auth", "public", "attest", "signature"}, the
+   * last three the quote's "tpm_slot". MCIM_NOT_FOUND: this TRE offers none (no attestation
+   * key: made before enrolment). NULL in the software TRE. */
+  mcim_cause_t (*txn_slot_create)(struct tre_soft *t, json_t *st, const char *txn, json_t **out);
+  /* Destroy a procedure's slot key that received no K (the procedure ended without it). */
+  mcim_cause_t (*txn_slot_destroy)(struct tre_soft *t, json_t *st, const json_t *slot);
 };
 extern const struct tre_keys_ops tre_keys_soft;
 #ifdef MCIM_HAVE_TPM
@@ -252,11 +264,20 @@ mcim_cause_t tre_txn_key_jwk(struct tre_soft *t, json_t *st, const char *txn, js
 /* The KA key of `txn` as a JOSE key (until tre_end()). MCIM_NOT_FOUND if the TRE made none. */
 mcim_cause_t tre_txn_key_jose(struct tre_soft *t, json_t *st, const char *txn,
                               mcim_jose_key_t **out);
-/* Remove the KA key of `txn` (wiped); whether there was one (the caller then commits with
- * tre_commit_shred). */
-bool tre_txn_key_drop(json_t *st, const char *txn);
+/* Remove the KA key of `txn` (wiped), and destroy its slot key if no K went under it;
+ * whether there was one (the caller then commits with tre_commit_shred). */
+bool tre_txn_key_drop(struct tre_soft *t, json_t *st, const char *txn);
 /* Remove the expired keys and the oldest beyond MCIM_TRE_MAX_TXN_KEYS; how many. */
-size_t tre_txn_keys_prune(json_t *st, int64_t now);
+size_t tre_txn_keys_prune(struct tre_soft *t, json_t *st, int64_t now);
+/* The slot key offered for `txn` (made now, once, by a backend that offers them, after its KA
+ * key: tre_txn_key_jwk): *offer is the quote's "tpm_slot" {"public", "attest", "signature"},
+ * or NULL (none offered). *created: the caller commits before the offer leaves the TRE. */
+mcim_cause_t tre_txn_slot_offer(struct tre_soft *t, json_t *st, const char *txn, json_t **offer,
+                                bool *created);
+/* The slot key of `txn` as its entry keeps it (borrowed), NULL if none; taken: K went under
+ * it, so it is the staged MCIM's from now on and the txn's drop leaves it alone. */
+json_t *tre_txn_slot(json_t *st, const char *txn);
+void tre_txn_slot_taken(json_t *st, const char *txn);
 
 /* ---- operations, one file per concern ---- */
 /* tre_aka.c */

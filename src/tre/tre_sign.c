@@ -68,7 +68,7 @@ mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const cha
                           int64_t lifetime, char **jws)
 {
   struct tre_soft *t = ctx;
-  json_t *st = NULL, *extra = NULL, *ka = NULL;
+  json_t *st = NULL, *extra = NULL, *ka = NULL, *slot = NULL;
   char digest[65];
   bool held = false, created = false;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
@@ -83,7 +83,12 @@ mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const cha
    * for by this signature (the PVA checks it, the SHO too) and made durable before its
    * public key leaves, so a restart never seals a package to a key that is gone. */
   rc = tre_txn_key_jwk(t, st, txn, &ka, &created);
-  if (rc == MCIM_OK && created)
+  /* and, in a TPM TRE with an attestation key, the slot key the SHO is to wrap K to, certified
+   * by that key over the txn (tre_txn.c); durable before it leaves, as the KA key */
+  bool slot_made = false;
+  if (rc == MCIM_OK)
+    rc = tre_txn_slot_offer(t, st, txn, &slot, &slot_made);
+  if (rc == MCIM_OK && (created || slot_made))
     rc = tre_commit(t, st);
   if (rc != MCIM_OK)
     goto cleanup;
@@ -95,11 +100,12 @@ mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const cha
   /* the PVA picks the RIMs of the device's model */
   extra = json_pack("{s:s, s:s?, s:O, s:s, s:O}", "nonce", nonce, "model", tre_str(st, "model"),
                     "log", log, "digest", digest, "ka_jwk", ka);
-  if (!extra)
+  if (!extra || (slot && json_object_set(extra, "tpm_slot", slot)))
     goto cleanup;
   rc = tre_sign_statement(t, st, TRE_TYP_QUOTE, aud, txn, extra, lifetime, jws);
 cleanup:
   json_decref(ka);
+  json_decref(slot);
   json_decref(extra);
   if (held)
     tre_end(t, st);

@@ -64,7 +64,9 @@ static mcim_cause_t k_tpm_import(struct tre_soft *t, struct stage_ctx *sc, json_
   if (!t->keys->k_import)
     return rc;
   sc->why = "content k_tpm does not import into this TRE's TPM";
-  rc = t->keys->k_import(t, st, dup, out);
+  /* under the slot key this procedure's quote offered, when the backend offers them */
+  rc = t->keys->k_import_txn ? t->keys->k_import_txn(t, st, sc->txn, dup, out)
+                             : t->keys->k_import(t, st, dup, out);
   return rc;
 }
 
@@ -309,7 +311,7 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
   }
   /* The package is open: its procedure's KA key has done its one job and goes in this same
    * write, under a new storage key, so that no copy of the package opens again. */
-  rc = tre_txn_key_drop(st, txn) ? tre_commit_shred(t, st) : tre_commit(t, st);
+  rc = tre_txn_key_drop(t, st, txn) ? tre_commit_shred(t, st) : tre_commit(t, st);
   if (rc == MCIM_OK)
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc, "tre: package of %s for IMSI %s staged",
                    tre_str(entry, "sho"), tre_str(entry, "imsi"));
@@ -338,7 +340,7 @@ mcim_cause_t tre_op_unstage(void *ctx, const char *txn)
   json_t *staged = json_object_get(st, "staged");
   ssize_t i = tre_find(staged, "txn", txn);
   /* an abandoned procedure: its KA key goes too, whether or not a package came */
-  bool key = tre_txn_key_drop(st, txn);
+  bool key = tre_txn_key_drop(t, st, txn);
   rc = MCIM_NOT_FOUND;
   if (i < 0 && !key)
     goto cleanup;
@@ -455,7 +457,7 @@ static mcim_cause_t install_slot(void *ctx, const char *txn, char slot[64], bool
   rc = MCIM_WRONG_STATE;
   if (!active && old_state && strcmp(old_state, "active") == 0)
     goto cleanup;
-  bool shred = tre_txn_key_drop(st, txn) || old >= 0;
+  bool shred = tre_txn_key_drop(t, st, txn) || old >= 0;
   if (old >= 0) {
     mcim_log_event(MCIM_LOG_NOTICE, txn, 0, MCIM_OK, "tre: slot %s replaced by a new MCIM", sho);
     if ((rc = k_destroy(t, st, json_array_get(slots, (size_t)old))) != MCIM_OK)

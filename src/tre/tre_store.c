@@ -738,7 +738,7 @@ mcim_cause_t tre_begin(struct tre_soft *t, json_t **st)
 mcim_cause_t tre_commit(struct tre_soft *t, json_t *st)
 {
   /* a procedure's KA key that expired in this write is shredded like any other secret */
-  if (tre_txn_keys_prune(st, mcim_now()) > 0)
+  if (tre_txn_keys_prune(t, st, mcim_now()) > 0)
     return tre_commit_shred(t, st);
   return tre_persist(t, st);
 }

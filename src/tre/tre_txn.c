@@ -6,7 +6,12 @@
  * opened by the device's state after its procedure, whatever leaks later. The static KA key
  * stays for what the M2MES and the RO send outside a procedure (the PCID credential).
  *
- *   "txn_keys": [{"txn", "key": (backend: PEM, or TPM blobs), "created"}] */
+ * A TPM TRE with an attestation key also makes, at the same quote, the storage key the SHO is
+ * to wrap K to (a slot key certified by that key over the txn: docs/tre-tpm.md, "Slots in the
+ * TPM"); it lives in the same entry until K goes under it (stage) or the procedure ends
+ * without it, when it is destroyed with the KA key.
+ *
+ *   "txn_keys": [{"txn", "key": (backend: PEM, or TPM blobs), "created", "slot"?}] */
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,17 +86,87 @@ cleanup:
   return rc;
 }
 
-bool tre_txn_key_drop(json_t *st, const char *txn)
+/* A slot key no K went under opens nothing (nothing is wrapped to it, and its authValue
+ * leaves with the entry), so one that cannot be destroyed now only costs a persistent handle:
+ * logged, and the entry goes anyway. */
+static void slot_destroy(struct tre_soft *t, json_t *st, json_t *entry)
+{
+  json_t *slot = json_object_get(entry, "slot");
+  if (!slot || !t->keys->txn_slot_destroy)
+    return;
+  mcim_cause_t rc = t->keys->txn_slot_destroy(t, st, slot);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, tre_str(entry, "txn"), 0, rc,
+                   "tre: the procedure's unused slot key could not be destroyed");
+}
+
+bool tre_txn_key_drop(struct tre_soft *t, json_t *st, const char *txn)
 {
   json_t *a = txn_keys(st, false);
   ssize_t i = txn ? tre_find(a, "txn", txn) : -1;
   if (i < 0)
     return false;
+  slot_destroy(t, st, json_array_get(a, (size_t)i));
   tre_array_wipe_remove(a, (size_t)i);
   return true;
 }
 
-size_t tre_txn_keys_prune(json_t *st, int64_t now)
+json_t *tre_txn_slot(json_t *st, const char *txn)
+{
+  json_t *a = txn_keys(st, false);
+  ssize_t i = txn ? tre_find(a, "txn", txn) : -1;
+  return i < 0 ? NULL : json_object_get(json_array_get(a, (size_t)i), "slot");
+}
+
+void tre_txn_slot_taken(json_t *st, const char *txn)
+{
+  json_t *a = txn_keys(st, false);
+  ssize_t i = txn ? tre_find(a, "txn", txn) : -1;
+  json_t *entry = i >= 0 ? json_array_get(a, (size_t)i) : NULL;
+  json_t *slot = json_incref(json_object_get(entry, "slot"));
+  if (slot && json_object_del(entry, "slot") == 0)
+    tre_json_wipe_free(slot); /* its authValue stays with the staged MCIM's copy only */
+  else
+    json_decref(slot);
+}
+
+mcim_cause_t tre_txn_slot_offer(struct tre_soft *t, json_t *st, const char *txn, json_t **offer,
+                                bool *created)
+{
+  json_t *a = txn_keys(st, false), *slot = NULL;
+  ssize_t i = txn ? tre_find(a, "txn", txn) : -1;
+  mcim_cause_t rc = MCIM_OK;
+
+  *offer = NULL;
+  *created = false;
+  if (!t->keys->txn_slot_create)
+    return MCIM_OK;
+  if (i < 0)
+    return MCIM_NOT_FOUND; /* made after the txn's KA key, in its entry */
+  json_t *entry = json_array_get(a, (size_t)i);
+  slot = json_object_get(entry, "slot");
+  if (!slot) {
+    /* once per txn: a repeated quote offers the same key and certification */
+    json_t *made = NULL;
+    rc = t->keys->txn_slot_create(t, st, txn, &made);
+    if (rc == MCIM_NOT_FOUND)
+      return MCIM_OK;
+    if (rc != MCIM_OK)
+      return rc;
+    if (json_object_set_new(entry, "slot", made)) {
+      (void)t->keys->txn_slot_destroy(t, st, made);
+      return MCIM_NO_MEMORY;
+    }
+    slot = made;
+    *created = true;
+  }
+  *offer =
+      json_pack("{s:O, s:O, s:O}", "public", json_object_get(slot, "public"), "attest",
+                json_object_get(slot, "attest"), "signature", json_object_get(slot, "signature"));
+  return *offer ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+size_t tre_txn_keys_prune(struct tre_soft *t, json_t *st, int64_t now)
 {
   json_t *a = txn_keys(st, false);
   size_t dropped = 0, i = 0;
@@ -100,6 +175,7 @@ size_t tre_txn_keys_prune(json_t *st, int64_t now)
     if (created + MCIM_TRE_TXN_KEY_LIFETIME < now) {
       mcim_log_event(MCIM_LOG_INFO, tre_str(json_array_get(a, i), "txn"), 0, MCIM_OK,
                      "tre: the procedure's key-agreement key expired unused: deleted");
+      slot_destroy(t, st, json_array_get(a, i));
       tre_array_wipe_remove(a, i);
       dropped++;
     } else {
@@ -110,6 +186,7 @@ size_t tre_txn_keys_prune(json_t *st, int64_t now)
   while (a && json_array_size(a) > MCIM_TRE_MAX_TXN_KEYS) {
     mcim_log_event(MCIM_LOG_WARN, tre_str(json_array_get(a, 0), "txn"), 0, MCIM_OK,
                    "tre: too many open procedures: the oldest one's key-agreement key deleted");
+    slot_destroy(t, st, json_array_get(a, 0));
     tre_array_wipe_remove(a, 0);
     dropped++;
   }

@@ -327,15 +327,23 @@ privacy "after pristine with two MCIMs"
 if [ "$tre" = tpm ]; then
   # each MCIM's K under a TPM slot key of its own, destroyed when the MCIM goes (discard at
   # change step 8, install over, pristine: docs/tre-tpm.md, "Slots in the TPM"): the keys a
-  # device's TRE made minus those it evicted are exactly its MCIMs now
+  # device's TRE made minus those it evicted are exactly its MCIMs now. The lab's devices are
+  # enrolled: each slot key is made at a procedure's quote, certified by the AK, and K is
+  # wrapped by the SHO straight to it (no TPM2_Rewrap from the storage key, none moved)
   for d in dev1 dev2; do
-    made=$(grep -c 'K under its own slot key 0x' "$lab/devices/$d/agent.log")
-    gone=$(grep -c 'slot key 0x[0-9a-f]* destroyed (TPM2_EvictControl)' "$lab/devices/$d/agent.log")
+    made=$(grep -c 'made for this procedure, certified by the attestation key' "$lab/devices/$d/agent.log" || true)
+    into=$(grep -c "K under the procedure's certified slot key 0x" "$lab/devices/$d/agent.log" || true)
+    moved=$(grep -c 'K under its own slot key 0x' "$lab/devices/$d/agent.log" || true)
+    gone=$(grep -c 'slot key 0x[0-9a-f]* destroyed (TPM2_EvictControl)' "$lab/devices/$d/agent.log" || true)
     n=$("$mcim" device status "$d" --json --dir "$lab" | tr -d ' \n' | grep -o '"slot":"' | wc -l)
-    [ "$made" -gt 1 ] && [ $((made - gone)) = "$n" ] &&
-      ok "$d: $made slot keys made in its TPM, $gone destroyed, $n MCIM(s) left" ||
-      bad "$d: $made slot keys made, $gone destroyed, $n MCIM(s) in the TRE"
+    [ "$into" -gt 1 ] && [ "$moved" = 0 ] && [ $((made - gone)) = "$n" ] &&
+      ok "$d: $made slot keys made in its TPM and certified, $into with K, $gone destroyed, $n MCIM(s) left" ||
+      bad "$d: $made slot keys made, $into with K, $moved K moved by Rewrap, $gone destroyed, $n MCIM(s) in the TRE"
   done
+  # every K wrapped by an SHO to a certified slot key, none to the storage key
+  to_slot=$(cat "$lab"/sho-*/sho-*.log | grep -c "K wrapped to the procedure's certified slot key" || true)
+  [ "$to_slot" -gt 0 ] && ok "$to_slot MCIMs' K wrapped by their SHO to the procedure's certified slot key" ||
+    bad "no K wrapped to a certified slot key"
 fi
 
 # every package of every procedure sealed to its procedure's own key-agreement key, none to

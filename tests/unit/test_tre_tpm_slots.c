@@ -329,38 +329,185 @@ static void test_slot_keys(void **state)
   mcim_tpm_free(t);
 }
 
-/* A limit this design does not close, asserted so that docs/tre-tpm.md stays true: whoever
- * holds an SHO's duplication blob (the agent, once it opened the package) and can use the
- * storage primary (its authValue is empty, userWithAuth) gets K in clear from the TPM with
- * TPM2_Rewrap to TPM_RH_NULL: a rewrap to no parent strips the outer wrapper (TPM 2.0 Part 3,
- * TPM2_Rewrap). Only a primary whose policy excludes TPM2_Rewrap would stop it, and the
- * primary's public area is what every TRE certified so far has. */
+/* The hole TPM2_Rewrap to no parent was, and that it is closed (docs/tre-tpm.md, "Slots in the
+ * TPM"). A blob wrapped to the storage primary, as SHOs wrapped K before, still gives K in
+ * clear through TPM2_Rewrap to TPM_RH_NULL (the control: the primary's USER role is free).
+ * K wrapped the way an SHO now wraps it, to the procedure's slot key that the restricted AK
+ * certified over the txn (the TRE's mcim_tpm_slot_certify, the SHO's mcim_tre_slot_check and
+ * mcim_tre_wrap_k_slot), is refused by the TPM whichever way it is asked: from the slot key
+ * with a password, TPM_RC_AUTH_UNAVAILABLE (userWithAuth clear); with a session for a command
+ * the policy admits, TPM_RC_POLICY_CC; from the storage primary, TPM_RC_INTEGRITY (the seed is
+ * the slot key's). The same blob imports under the slot key (mcim_tpm_slot_import_own). The
+ * SHO's check refuses each bad offer with its cause: none, forged (a bit of the signature or of
+ * TPMS_ATTEST), certified by another AK, for another txn, a certified key that is not a slot
+ * key. */
 static void test_rewrap_to_null(void **state)
 {
   (void)state;
   mcim_tpm_t *t = open_tpm();
+  ESYS_CONTEXT *esys = mcim_tpm_esys(t);
   TPM2B_NAME primary_name, k_name;
   const TPM2B_PUBLIC *primary_pub = NULL;
-  ESYS_TR primary = ESYS_TR_NONE;
+  ESYS_TR primary = ESYS_TR_NONE, tr = ESYS_TR_NONE, session = ESYS_TR_NONE;
   struct mcim_tpm_dup dup;
+  struct mcim_tpm_slot s;
+  struct mcim_tpm_blob ak_blob, ak2_blob, kb;
+  mcim_tpm_key_t *ak = NULL;
   TPM2B_PRIVATE *out = NULL;
   TPM2B_ENCRYPTED_SECRET *seed = NULL;
-  uint8_t k[16];
+  TPM2B_PUBLIC pub;
+  EVP_PKEY *ak_pkey = NULL, *ak2_pkey = NULL;
+  uint8_t k[16], qual[MCIM_TPM_SLOT_QUAL_LEN], *att = NULL, *sig = NULL;
+  size_t alen = 0, slen = 0;
+  char *p64 = NULL, err[256];
+  json_t *k_tpm = NULL;
 
   assert_int_equal(mcim_tpm_primary_persist(t, &primary_name), MCIM_OK);
   assert_int_equal(mcim_tpm_primary(t, &primary, &primary_pub), MCIM_OK);
   assert_int_equal(mcim_random(k, 16), MCIM_OK);
+
+  /* the control: K wrapped to the storage primary comes out in clear */
   assert_int_equal(mcim_tpm_dup_aes128(primary_pub, k, MCIM_TPM_AES_ATTRS, &dup), MCIM_OK);
   assert_int_equal(mcim_tpm_public_name(&dup.pub, &k_name), MCIM_OK);
-  TSS2_RC r = Esys_Rewrap(mcim_tpm_esys(t), primary, ESYS_TR_RH_NULL, ESYS_TR_PASSWORD,
-                          ESYS_TR_NONE, ESYS_TR_NONE, &dup.dup, &k_name, &dup.seed, &out, &seed);
-  print_message("TPM2_Rewrap of an SHO's blob to TPM_RH_NULL: 0x%08x\n", (unsigned)r);
+  TSS2_RC r = Esys_Rewrap(esys, primary, ESYS_TR_RH_NULL, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                          ESYS_TR_NONE, &dup.dup, &k_name, &dup.seed, &out, &seed);
+  print_message("control: TPM2_Rewrap to TPM_RH_NULL of a blob to the primary: 0x%08x\n",
+                (unsigned)r);
   assert_int_equal(r, TSS2_RC_SUCCESS);
-  bool clear = memmem(out->buffer, out->size, k, 16) != NULL;
-  print_message("K in clear in its output: %s\n", clear ? "yes (the limit holds)" : "no");
-  assert_true(clear);
+  assert_non_null(memmem(out->buffer, out->size, k, 16));
   Esys_Free(out);
   Esys_Free(seed);
+  out = NULL;
+  seed = NULL;
+
+  /* the TRE's side at the quote: the procedure's slot key, certified by the AK over the txn */
+  slot_new(t, &s);
+  assert_int_equal(mcim_tpm_key_create(t, MCIM_TPM_KEY_AK, &ak_blob), MCIM_OK);
+  assert_int_equal(mcim_tpm_key_create(t, MCIM_TPM_KEY_AK, &ak2_blob), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_pkey(&ak_blob.pub, &ak_pkey), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_pkey(&ak2_blob.pub, &ak2_pkey), MCIM_OK);
+  assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, &ak_blob, &ak), MCIM_OK);
+  assert_int_equal(mcim_tpm_slot_qual(TXN_A, qual), MCIM_OK);
+  mcim_cause_t rc = mcim_tpm_slot_certify(t, &s, ak, qual, sizeof(qual), &att, &alen, &sig, &slen);
+  if (rc != MCIM_OK)
+    fail_msg("slot certify: %s: %s", mcim_cause_name(rc), mcim_tpm_detail(t));
+  assert_int_equal(mcim_tpm_slot_public(t, &s, &pub, NULL), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_encode(&pub, &p64), MCIM_OK);
+  char *a64 = malloc(mcim_b64url_len(alen) + 1), *s64 = malloc(mcim_b64url_len(slen) + 1);
+  assert_non_null(a64);
+  assert_non_null(s64);
+  mcim_b64url_encode(att, alen, a64);
+  mcim_b64url_encode(sig, slen, s64);
+  json_t *offer = json_pack("{s:s, s:s, s:s}", "public", p64, "attest", a64, "signature", s64);
+  assert_non_null(offer);
+
+  /* the SHO's check: accepted for this txn with this AK, and each bad offer with its cause */
+  rc = mcim_tre_slot_check(ak_pkey, offer, TXN_A, err, sizeof(err));
+  if (rc != MCIM_OK)
+    fail_msg("the SHO's check of a good offer: %s: %s", mcim_cause_name(rc), err);
+  assert_int_equal(mcim_tre_slot_check(ak_pkey, NULL, TXN_A, err, sizeof(err)),
+                   MCIM_TPM_SLOT_KEY_MISSING);
+  assert_int_equal(mcim_tre_slot_check(ak_pkey, offer, TXN_B, err, sizeof(err)),
+                   MCIM_TPM_SLOT_KEY_STALE);
+  print_message("  another txn: %s\n", err);
+  assert_int_equal(mcim_tre_slot_check(ak2_pkey, offer, TXN_A, err, sizeof(err)),
+                   MCIM_TPM_CERTIFY_INVALID);
+  print_message("  another AK: %s\n", err);
+  for (int which = 0; which < 2; which++) {
+    uint8_t *b = which ? sig : att;
+    size_t n = which ? slen : alen;
+    char *b64 = malloc(mcim_b64url_len(n) + 1);
+    assert_non_null(b64);
+    b[n - 1] ^= 0x01; /* the last byte: of TPMS_ATTEST's certified name, of the signature's S */
+    mcim_b64url_encode(b, n, b64);
+    json_t *forged = json_deep_copy(offer);
+    json_object_set_new(forged, which ? "signature" : "attest", json_string(b64));
+    assert_int_equal(mcim_tre_slot_check(ak_pkey, forged, TXN_A, err, sizeof(err)),
+                     MCIM_TPM_CERTIFY_INVALID);
+    print_message("  %s forged: %s\n", which ? "signature" : "TPMS_ATTEST", err);
+    b[n - 1] ^= 0x01;
+    json_decref(forged);
+    free(b64);
+  }
+  json_t *extra = json_deep_copy(offer);
+  json_object_set_new(extra, "k", json_string("00"));
+  assert_int_equal(mcim_tre_slot_check(ak_pkey, extra, TXN_A, err, sizeof(err)),
+                   MCIM_TPM_CERTIFY_INVALID);
+  json_decref(extra);
+  /* a genuine certification of a key that is not a slot key: the storage primary */
+  {
+    uint8_t *patt = NULL, *psig = NULL;
+    size_t palen = 0, pslen = 0;
+    char *pp64 = NULL;
+    assert_int_equal(
+        mcim_tpm_certify(t, ak, primary, qual, sizeof(qual), &patt, &palen, &psig, &pslen),
+        MCIM_OK);
+    assert_int_equal(mcim_tpm_public_encode(primary_pub, &pp64), MCIM_OK);
+    char *pa = malloc(mcim_b64url_len(palen) + 1), *ps = malloc(mcim_b64url_len(pslen) + 1);
+    assert_non_null(pa);
+    assert_non_null(ps);
+    mcim_b64url_encode(patt, palen, pa);
+    mcim_b64url_encode(psig, pslen, ps);
+    json_t *prim = json_pack("{s:s, s:s, s:s}", "public", pp64, "attest", pa, "signature", ps);
+    assert_int_equal(mcim_tre_slot_check(ak_pkey, prim, TXN_A, err, sizeof(err)),
+                     MCIM_TPM_KEY_ATTRIBUTES);
+    print_message("  the storage primary offered: %s\n", err);
+    /* and the SHO wraps to nothing but a slot key */
+    assert_int_equal(mcim_tre_wrap_k_slot(prim, k, &k_tpm), MCIM_KEY_INVALID);
+    json_decref(prim);
+    free(pa);
+    free(ps);
+    free(pp64);
+    free(patt);
+    free(psig);
+  }
+  mcim_tpm_key_free(ak);
+
+  /* the SHO's wrap, and what the agent then holds: the package's "k_tpm" */
+  assert_int_equal(mcim_tre_wrap_k_slot(offer, k, &k_tpm), MCIM_OK);
+  assert_int_equal(mcim_tpm_dup_decode(k_tpm, &dup), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_name(&dup.pub, &k_name), MCIM_OK);
+  assert_int_equal(mcim_tpm_slot_public(t, &s, &pub, &tr), MCIM_OK);
+  r = Esys_Rewrap(esys, tr, ESYS_TR_RH_NULL, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &dup.dup,
+                  &k_name, &dup.seed, &out, &seed);
+  print_message("closed: Rewrap to TPM_RH_NULL from the slot key, password: 0x%08x\n", (unsigned)r);
+  assert_int_equal(r & 0xbfu, TPM2_RC_AUTH_UNAVAILABLE & 0xbfu);
+  assert_null(out);
+  assert_int_equal(mcim_tpm_slot_session(t, TPM2_CC_Import, &session), MCIM_OK);
+  r = Esys_Rewrap(esys, tr, ESYS_TR_RH_NULL, session, ESYS_TR_NONE, ESYS_TR_NONE, &dup.dup, &k_name,
+                  &dup.seed, &out, &seed);
+  (void)Esys_FlushContext(esys, session);
+  print_message("closed: Rewrap from the slot key, a session for TPM2_Import: 0x%08x\n",
+                (unsigned)r);
+  assert_int_equal(r & 0xbfu, TPM2_RC_POLICY_CC & 0xbfu);
+  assert_null(out);
+  (void)Esys_TR_Close(esys, &tr);
+  r = Esys_Rewrap(esys, primary, ESYS_TR_RH_NULL, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                  &dup.dup, &k_name, &dup.seed, &out, &seed);
+  print_message("closed: Rewrap from the storage primary: 0x%08x\n", (unsigned)r);
+  assert_int_equal(r & 0xbfu, TPM2_RC_INTEGRITY & 0xbfu);
+  assert_null(out);
+
+  /* and it is K, usable under the slot key */
+  assert_int_equal(mcim_tpm_slot_import_own(t, &s, &dup, &kb), MCIM_OK);
+  mcim_tpm_aes_t *key = NULL;
+  uint8_t block[16] = {1, 2, 3}, got[16], want[16];
+  assert_int_equal(mcim_tpm_slot_load(t, &s, &kb, &key), MCIM_OK);
+  assert_int_equal(mcim_tpm_aes_encrypt(key, block, got, 16), MCIM_OK);
+  aes_block(k, block, want);
+  assert_memory_equal(got, want, 16);
+  mcim_tpm_aes_free(key);
+
+  assert_int_equal(mcim_tpm_slot_destroy(t, &s, NULL), MCIM_OK);
+  json_decref(k_tpm);
+  json_decref(offer);
+  free(a64);
+  free(s64);
+  free(p64);
+  free(att);
+  free(sig);
+  EVP_PKEY_free(ak_pkey);
+  EVP_PKEY_free(ak2_pkey);
   mcim_tpm_free(t);
 }
 

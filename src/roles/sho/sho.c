@@ -254,26 +254,49 @@ static mcim_cause_t cert_row(const mcim_row_t *row, void *arg)
  * device's, for the PVA and this txn, at the time the PVA signed the verdict (the quote was
  * live then; the verdict may come later, through the outbox). *out stays NULL only for a
  * verdict without a quote or a quote without "ka_jwk" (a PVA or a device from before: the
- * static KA key); a device that offered one never gets a package sealed to the static key. */
+ * static KA key); a device that offered one never gets a package sealed to the static key.
+ *
+ * A TPM-enrolled device that takes K in its TPM (its attestation certificate names an AK, its
+ * KA certificate a storage key) must offer in the same quote the slot key K is to be wrapped to
+ * ("tpm_slot", docs/tre-tpm.md "Slots in the TPM"), certified by that AK over this txn:
+ * *slot is that offer, checked. No offer, or one that does not check, fails the order with
+ * its cause: never K wrapped to the storage key, which TPM2_Rewrap would give out in clear. */
 static mcim_cause_t txn_ka_of(struct mcim_role *r, mcim_store_t *st, const struct mcim_sho_order *o,
-                              const mcim_statement_t *verdict, mcim_jose_key_t **out)
+                              const mcim_statement_t *verdict, mcim_jose_key_t **out, json_t **slot)
 {
   const char *quote = mcim_statement_string(verdict, "quote");
   mcim_jose_key_t *att = NULL, *ka = NULL;
   mcim_statement_t *q = NULL;
-  char *cert = NULL, *jwk = NULL;
+  X509 *x = NULL;
+  EVP_PKEY *ak = NULL, *storage = NULL;
+  char *cert = NULL, *jwk = NULL, why[256] = "";
   mcim_val_t p[] = {MCIM_TEXT(o->txn)};
   mcim_cause_t rc = MCIM_OK;
 
   *out = NULL;
-  if (!quote)
+  *slot = NULL;
+  rc = tpm_storage_of(o, &storage);
+  if (rc != MCIM_OK || (!quote && !storage))
     goto cleanup;
   rc = mcim_store_query_one(st, "SELECT attestation_cert FROM orders WHERE txn = ?", p, 1, cert_row,
                             &cert);
   if (rc == MCIM_OK)
     rc = mcim_role_device_key_from_pem(r, cert, o->device, MCIM_CERT_TRE_ATTESTATION, &att);
+  if (rc == MCIM_OK && storage)
+    rc = mcim_pki_cert_from_pem(cert, strlen(cert), &x);
+  if (rc == MCIM_OK && x && (rc = mcim_pki_cert_tpm_ak(x, &ak)) == MCIM_NOT_FOUND)
+    rc = MCIM_OK;
   if (rc != MCIM_OK)
     goto cleanup;
+  bool need_slot = ak && storage; /* enrolled, and K goes into its TPM */
+  if (!quote) {
+    if (need_slot) {
+      rc = MCIM_TPM_SLOT_KEY_MISSING;
+      mcim_log_event(MCIM_LOG_WARN, o->txn, 0, rc,
+                     "the verdict carries no quote: no slot key for %s's TPM", o->device);
+    }
+    goto cleanup;
+  }
   mcim_jws_expect_t ex = {.iss = o->device,
                           .aud = mcim_config_str(r->cfg, "pva"),
                           .sub = o->device,
@@ -286,6 +309,15 @@ static mcim_cause_t txn_ka_of(struct mcim_role *r, mcim_store_t *st, const struc
                    "the device's quote in the verdict does not verify with its attestation key");
     rc = MCIM_QUOTE_INVALID;
     goto cleanup;
+  }
+  if (need_slot) {
+    json_t *offered = json_object_get(q->payload, "tpm_slot");
+    rc = mcim_tre_slot_check(ak, offered, o->txn, why, sizeof(why));
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_WARN, o->txn, 0, rc, "the quote's slot key is refused: %s", why);
+      goto cleanup;
+    }
+    *slot = json_incref(offered);
   }
   json_t *offer = json_object_get(q->payload, "ka_jwk");
   if (!offer)
@@ -302,6 +334,13 @@ static mcim_cause_t txn_ka_of(struct mcim_role *r, mcim_store_t *st, const struc
   ka = NULL;
   rc = MCIM_OK;
 cleanup:
+  if (rc != MCIM_OK) {
+    json_decref(*slot);
+    *slot = NULL;
+  }
+  EVP_PKEY_free(ak);
+  EVP_PKEY_free(storage);
+  X509_free(x);
   free(cert);
   free(jwk);
   mcim_statement_free(q);
@@ -313,12 +352,13 @@ cleanup:
 /* Make the MCIM for an order and seal it to the TRE (step 12 / 6; content: sho, imsi, k,
  * opc, amf): to `txn_ka`, the procedure's own KA key (txn_ka_of), or to the KA key of the
  * device's certificate when it offered none. For a TRE whose KA certificate certifies a TPM
- * storage key, K goes as a duplication blob to that key ("k_tpm", docs/tre-tpm.md "K in the
- * TPM") instead of "k": only that TPM can import it, so neither the RO nor the device's agent
- * ever sees K. */
+ * storage key, K goes as a duplication blob ("k_tpm", docs/tre-tpm.md "K in the TPM") instead
+ * of "k": to `slot`, the procedure's certified slot key (txn_ka_of), for an enrolled TPM; to
+ * the storage key only for a TPM certified before enrolment. Only that TPM can import it, so
+ * neither the RO nor the device's agent ever sees K. */
 static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
                                  const struct mcim_sho_order *o, const mcim_jose_key_t *txn_ka,
-                                 char **package)
+                                 const json_t *slot, char **package)
 {
   struct mcim_auc_sub sub = {.imsi = o->imsi, .device = o->device, .state = "pending"};
   mcim_jose_key_t *tre = NULL;
@@ -334,8 +374,14 @@ static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
   if (rc == MCIM_OK)
     rc = mcim_role_device_key_from_pem(r, o->ka_cert, o->device, MCIM_CERT_TRE_KEY_AGREEMENT,
                                        &tre);
-  if (rc == MCIM_OK)
+  if (rc == MCIM_OK && !slot)
     rc = tpm_storage_of(o, &storage);
+  if (rc == MCIM_OK && slot) {
+    rc = mcim_tre_wrap_k_slot(slot, sub.k, &k_tpm);
+    mcim_log_event(rc == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_ERROR, o->txn, 0, rc,
+                   "K %swrapped to the procedure's certified slot key of %s",
+                   rc == MCIM_OK ? "" : "cannot be ", o->device);
+  }
   if (rc == MCIM_OK && storage && (rc = mcim_tre_wrap_k(storage, sub.k, &k_tpm)) != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, o->txn, 0, rc, "cannot wrap K for the TPM of %s", o->device);
   if (rc == MCIM_OK)
@@ -400,6 +446,7 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   const struct mcim_sho_steps *steps = NULL;
   const mcim_jose_key_t *pva_key = NULL;
   mcim_jose_key_t *txn_ka = NULL;
+  json_t *slot = NULL;
   mcim_statement_t *stmt = NULL;
   char *package = NULL;
   const char *pva = mcim_config_str(r->cfg, "pva");
@@ -451,8 +498,8 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   }
   /* a positive verdict whose quote does not vouch for the key it offers is no verdict to
    * seal an MCIM on: the order fails with why */
-  mcim_cause_t fail =
-      strcmp(result, "success") != 0 ? MCIM_VALIDATION_FAILED : txn_ka_of(r, st, &o, stmt, &txn_ka);
+  mcim_cause_t fail = strcmp(result, "success") != 0 ? MCIM_VALIDATION_FAILED
+                                                     : txn_ka_of(r, st, &o, stmt, &txn_ka, &slot);
   if (fail == MCIM_NO_MEMORY || fail == MCIM_STORE_ERROR) {
     mcim_store_rollback(st);
     mcim_http_reply_problem(resp, fail, steps->verdict, "order %s unavailable", txn);
@@ -468,7 +515,7 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "txn", txn, "state", "failed"));
     goto out;
   }
-  rc = make_package(r, st, &o, txn_ka, &package);
+  rc = make_package(r, st, &o, txn_ka, slot, &package);
   /* Step 12 / 6 with an HLR: the subscriber is to be created there, recorded with the MCIM
    * (a preloaded one waits in reserve, outside the HLR, until the device switches to it) */
   bool preload = strcmp(o.procedure, "preload") == 0;
@@ -506,6 +553,7 @@ out:
     free(package);
   }
   mcim_jose_key_free(txn_ka);
+  json_decref(slot);
   mcim_statement_free(stmt);
   mcim_sho_order_clear(&o);
 }

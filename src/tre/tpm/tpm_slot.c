@@ -445,3 +445,106 @@ mcim_cause_t mcim_tpm_slot_destroy(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
     *gone = true;
   return MCIM_OK;
 }
+
+/* ---- K wrapped by the SHO straight to a slot key ---- */
+
+mcim_cause_t mcim_tpm_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_LEN])
+{
+  static const char label[] = "mcim-slot-key"; /* with its NUL: the txn follows */
+  EVP_MD_CTX *c = NULL;
+  unsigned int n = 0;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!txn || !*txn || !out)
+    return rc;
+  rc = MCIM_CRYPTO_ERROR;
+  c = EVP_MD_CTX_new();
+  if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+      EVP_DigestUpdate(c, label, sizeof(label)) == 1 &&
+      EVP_DigestUpdate(c, txn, strlen(txn)) == 1 && EVP_DigestFinal_ex(c, out, &n) == 1 &&
+      n == MCIM_TPM_SLOT_QUAL_LEN)
+    rc = MCIM_OK;
+  EVP_MD_CTX_free(c);
+  return rc;
+}
+
+mcim_cause_t mcim_tpm_slot_certify(mcim_tpm_t *t, const struct mcim_tpm_slot *s, mcim_tpm_key_t *ak,
+                                   const uint8_t *qual, size_t qual_len, uint8_t **attest,
+                                   size_t *attest_len, uint8_t **sig, size_t *sig_len)
+{
+  TPMT_SIG_SCHEME scheme;
+  TPM2B_DATA q = {0};
+  TPM2B_PUBLIC pub;
+  TPM2B_ATTEST *a = NULL;
+  TPMT_SIGNATURE *sg = NULL;
+  ESYS_TR slot = ESYS_TR_NONE, session = ESYS_TR_NONE;
+  uint8_t buf[sizeof(TPMT_SIGNATURE)];
+  size_t off = 0;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+  TSS2_RC r;
+
+  if (attest)
+    *attest = NULL;
+  if (sig)
+    *sig = NULL;
+  if (!t || !s || !ak || !attest || !attest_len || !sig || !sig_len || qual_len > sizeof(q.buffer))
+    return rc;
+  memset(&scheme, 0, sizeof(scheme));
+  scheme.scheme = TPM2_ALG_NULL; /* the AK's own: ECDSA-SHA256 */
+  q.size = (UINT16)qual_len;
+  if (qual_len)
+    memcpy(q.buffer, qual, qual_len);
+  /* the key opened with its authValue set: the policy's Certify branch needs it */
+  if ((rc = mcim_tpm_slot_public(t, s, &pub, &slot)) != MCIM_OK ||
+      (rc = mcim_tpm_slot_session(t, TPM2_CC_Certify, &session)) != MCIM_OK)
+    goto cleanup;
+  r = Esys_Certify(t->esys, slot, mcim_tpm_key_handle(ak), session, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                   &q, &scheme, &a, &sg);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(t, "TPM2_Certify (slot key)", r);
+    goto cleanup;
+  }
+  rc = MCIM_INTERNAL;
+  if (Tss2_MU_TPMT_SIGNATURE_Marshal(sg, buf, sizeof(buf), &off) != TSS2_RC_SUCCESS)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  *attest = malloc(a->size);
+  *sig = malloc(off);
+  if (!*attest || !*sig)
+    goto cleanup;
+  memcpy(*attest, a->attestationData, a->size);
+  *attest_len = a->size;
+  memcpy(*sig, buf, off);
+  *sig_len = off;
+  rc = MCIM_OK;
+cleanup:
+  session_end(t, &session);
+  if (slot != ESYS_TR_NONE)
+    (void)Esys_TR_Close(t->esys, &slot);
+  if (rc != MCIM_OK) {
+    free(*attest);
+    free(*sig);
+    *attest = NULL;
+    *sig = NULL;
+  }
+  Esys_Free(a);
+  Esys_Free(sg);
+  return rc;
+}
+
+bool mcim_tpm_slot_public_check(const TPM2B_PUBLIC *pub)
+{
+  TPM2B_DIGEST policy;
+  if (!pub)
+    return false;
+  const TPMT_PUBLIC *p = &pub->publicArea;
+  const TPMS_ECC_PARMS *e = &p->parameters.eccDetail;
+  mcim_tpm_slot_policy(&policy);
+  return p->type == TPM2_ALG_ECC && p->nameAlg == TPM2_ALG_SHA256 &&
+         p->objectAttributes == SLOT_ATTRS && p->authPolicy.size == policy.size &&
+         memcmp(p->authPolicy.buffer, policy.buffer, policy.size) == 0 &&
+         e->symmetric.algorithm == TPM2_ALG_AES && e->symmetric.keyBits.aes == 128 &&
+         e->symmetric.mode.aes == TPM2_ALG_CFB && e->scheme.scheme == TPM2_ALG_NULL &&
+         e->curveID == TPM2_ECC_NIST_P256 && e->kdf.scheme == TPM2_ALG_NULL &&
+         p->unique.ecc.x.size == 32 && p->unique.ecc.y.size == 32;
+}

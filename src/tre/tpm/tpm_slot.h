@@ -25,7 +25,8 @@
  * key: TPM2_Certify through the third branch), and the TRE import it there directly
  * (mcim_tpm_slot_import_own): then the SHO's blob is wrapped to a key that cannot re-wrap it,
  * which closes TPM2_Rewrap to no parent of a blob wrapped to the storage primary
- * (docs/tre-tpm.md, "Slots in the TPM", "Next"). The protocol does not carry it yet. */
+ * (docs/tre-tpm.md, "Slots in the TPM"). An enrolled TRE makes that key at the quote of a
+ * procedure (tre_tpm.c, txn_slot_create) and the SHO wraps K to nothing else. */
 #ifndef MCIM_TRE_TPM_SLOT_H
 #define MCIM_TRE_TPM_SLOT_H
 
@@ -81,6 +82,23 @@ mcim_cause_t mcim_tpm_slot_load(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
  * Nothing at the handle, or another key there (the slot key was destroyed before and the
  * handle reused): MCIM_OK, nothing done, *gone (may be NULL) false. */
 mcim_cause_t mcim_tpm_slot_destroy(mcim_tpm_t *t, const struct mcim_tpm_slot *s, bool *gone);
+
+/* ---- K wrapped by the SHO straight to a slot key (docs/tre-tpm.md, "Slots in the TPM") ---- */
+/* The qualifying data of a slot key's certification for procedure `txn`:
+ * SHA-256("mcim-slot-key" || 0x00 || txn). The SHO computes it from its order's txn, so a
+ * certification made for another procedure is refused. */
+#define MCIM_TPM_SLOT_QUAL_LEN 32
+mcim_cause_t mcim_tpm_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_LEN]);
+/* TPM2_Certify of the slot key `s` (through its policy's TPM2_Certify branch) by the loaded
+ * attestation key `ak` over `qual`: the marshalled TPMS_ATTEST and TPMT_SIGNATURE, free() both.
+ * mcim_tpm_certify_check verifies them. */
+mcim_cause_t mcim_tpm_slot_certify(mcim_tpm_t *t, const struct mcim_tpm_slot *s, mcim_tpm_key_t *ak,
+                                   const uint8_t *qual, size_t qual_len, uint8_t **attest,
+                                   size_t *attest_len, uint8_t **sig, size_t *sig_len);
+/* Whether `pub` is exactly a slot key's public area (the attributes, parameters and policy
+ * digest mcim_tpm_slot_create gives): userWithAuth clear, so K wrapped to it cannot be
+ * rewrapped out of the TPM. Host only. */
+bool mcim_tpm_slot_public_check(const TPM2B_PUBLIC *pub);
 
 /* tpm_aes.c: an AES key loaded by other means (the slot's load) as an mcim_tpm_aes_t. */
 mcim_cause_t mcim_tpm_aes_adopt(mcim_tpm_t *t, ESYS_TR handle, mcim_tpm_aes_t **out);

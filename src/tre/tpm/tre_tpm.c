@@ -43,6 +43,8 @@
 #include "mcim/log.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_enrol.h"
+#include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_nv.h"
 #include "tre/tpm/tpm_quote.h"
 #include "tre/tpm/tpm_slot.h"
@@ -524,6 +526,142 @@ static mcim_cause_t tpm_k_destroy(struct tre_soft *t, json_t *st, const json_t *
   return rc;
 }
 
+/* ---- the procedure's slot key, offered in its quote (docs/tre-tpm.md, "Slots in the TPM") ----
+ *
+ * The SHO's blob used to be wrapped to the storage primary, whose USER role is free: whoever
+ * held the blob (the agent at stage, a kept package) could TPM2_Rewrap it to no parent and
+ * read K. An enrolled TRE therefore makes the MCIM's slot key at the procedure's quote and has
+ * the restricted attestation key certify it over the txn; the SHO checks that certification
+ * and wraps K to that key, whose policy admits no TPM2_Rewrap; the TRE imports it there. */
+
+static bool enrolled(json_t *st)
+{
+  return json_object_get(json_object_get(st, "keys"), "quote") != NULL;
+}
+
+static char *b64_of(const uint8_t *in, size_t len)
+{
+  char *out = malloc(mcim_b64url_len(len) + 1);
+  if (out)
+    mcim_b64url_encode(in, len, out);
+  return out;
+}
+
+static mcim_cause_t tpm_txn_slot_create(struct tre_soft *t, json_t *st, const char *txn,
+                                        json_t **out)
+{
+  struct mcim_tpm_slot slot = {0};
+  uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN], *att = NULL, *sig = NULL;
+  size_t alen = 0, slen = 0;
+  TPM2B_PUBLIC pub;
+  mcim_tpm_t *tpm = NULL;
+  mcim_tpm_key_t *ak = NULL;
+  char *p64 = NULL, *a64 = NULL, *s64 = NULL, *n64 = NULL, *auth64 = NULL;
+  bool made = false;
+  mcim_cause_t rc = MCIM_NOT_FOUND;
+
+  *out = NULL;
+  if (!enrolled(st))
+    return rc; /* no restricted key to certify with: a TRE made before enrolment */
+  if ((rc = mcim_tpm_slot_qual(txn, qual)) != MCIM_OK || (rc = storage_use(t, st, &tpm)) != MCIM_OK)
+    goto cleanup;
+  if ((rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot make the procedure's slot key");
+    goto cleanup;
+  }
+  made = true;
+  if ((rc = tre_tpm_quote_key(t, st, &tpm, &ak)) != MCIM_OK)
+    goto cleanup;
+  if ((rc = mcim_tpm_slot_certify(tpm, &slot, ak, qual, sizeof(qual), &att, &alen, &sig, &slen)) !=
+          MCIM_OK ||
+      (rc = mcim_tpm_slot_public(tpm, &slot, &pub, NULL)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot certify the procedure's slot key");
+    goto cleanup;
+  }
+  if ((rc = mcim_tpm_public_encode(&pub, &p64)) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  a64 = b64_of(att, alen);
+  s64 = b64_of(sig, slen);
+  n64 = b64_of(slot.name.name, slot.name.size);
+  auth64 = b64_of(slot.auth, sizeof(slot.auth));
+  if (a64 && s64 && n64 && auth64)
+    *out = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", MEMBER_HANDLE, (json_int_t)slot.handle,
+                     MEMBER_PARENT, n64, MEMBER_AUTH, auth64, "public", p64, "attest", a64,
+                     "signature", s64);
+  if (*out) {
+    rc = MCIM_OK;
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc,
+                   "tre: slot key 0x%08x made for this procedure, certified by the attestation key",
+                   (unsigned)slot.handle);
+  }
+cleanup:
+  mcim_tpm_key_free(ak);
+  if (rc != MCIM_OK && made && mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
+    log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
+  if (auth64)
+    mcim_wipe(auth64, strlen(auth64));
+  free(auth64);
+  free(n64);
+  free(p64);
+  free(a64);
+  free(s64);
+  free(att);
+  free(sig);
+  mcim_wipe(&slot, sizeof(slot));
+  return rc;
+}
+
+/* stage: K under the slot key this procedure's quote offered, as the SHO wrapped it: TPM2_Import
+ * under it, no TPM2_Rewrap. An enrolled TRE takes K no other way: a blob wrapped to the storage
+ * primary (an SHO from before, or one that ignored the offer) is refused, since such a blob
+ * gives K to anyone who can TPM2_Rewrap it to no parent. */
+static mcim_cause_t tpm_k_import_txn(struct tre_soft *t, json_t *st, const char *txn,
+                                     const json_t *j, json_t **out)
+{
+  struct mcim_tpm_dup dup;
+  struct mcim_tpm_blob blob = {0};
+  struct mcim_tpm_slot slot = {0};
+  bool has = false;
+  mcim_tpm_t *tpm = NULL;
+  const json_t *offered = tre_txn_slot(st, txn);
+  mcim_cause_t rc;
+
+  if (!offered && !enrolled(st))
+    return tpm_k_import(t, st, j, out); /* a TRE made before enrolment: TPM2_Rewrap */
+  if (!offered) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_FORBIDDEN,
+                   "tre: k_tpm for a procedure whose quote offered no slot key: an enrolled TRE "
+                   "takes K only under its procedure's certified slot key");
+    return MCIM_FORBIDDEN;
+  }
+  rc = mcim_tpm_dup_decode(j, &dup);
+  if (rc == MCIM_OK)
+    rc = slot_of(offered, &slot, &has);
+  if (rc == MCIM_OK && !has)
+    rc = MCIM_KEY_INVALID;
+  if (rc == MCIM_OK)
+    rc = storage_use(t, st, &tpm);
+  if (rc == MCIM_OK && (rc = mcim_tpm_slot_import_own(tpm, &slot, &dup, &blob)) != MCIM_OK) {
+    log_tpm(tpm, rc, "the package's K does not import under the procedure's slot key");
+    /* wrapped to another key (the storage primary, another TPM's), or altered */
+    if (rc == MCIM_TPM_ERROR)
+      rc = MCIM_KEY_INVALID;
+  }
+  if (rc == MCIM_OK)
+    rc = slot_json(&blob, &slot, out);
+  if (rc == MCIM_OK) {
+    tre_txn_slot_taken(st, txn); /* the staged MCIM's key now, not the txn's */
+    mcim_log_event(MCIM_LOG_INFO, txn, 0, rc,
+                   "tre: K under the procedure's certified slot key 0x%08x (no TPM2_Rewrap)",
+                   (unsigned)slot.handle);
+  }
+  mcim_wipe(&slot, sizeof(slot));
+  mcim_wipe(&blob, sizeof(blob));
+  mcim_wipe(&dup, sizeof(dup));
+  return rc;
+}
+
 /* ---- per-procedure KA keys (tre_txn.c) ---- */
 
 /* A new ECDH key under the storage primary, as the KA key is, for one procedure: the
@@ -603,16 +741,18 @@ const struct tre_keys_ops tre_keys_tpm = {
     .fresh_advance = tre_tpm_fresh_advance,
     .txn_ka_create = tpm_txn_ka_create,
     .txn_ka_jose = tpm_txn_ka_jose,
+    .k_import_txn = tpm_k_import_txn,
+    .txn_slot_create = tpm_txn_slot_create,
+    .txn_slot_destroy = tpm_k_destroy, /* the same members: handle, name, authValue */
 };
+
+static mcim_cause_t wrap_to(const TPM2B_PUBLIC *parent, const uint8_t k[16], json_t **out);
 
 mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t **out)
 {
   uint8_t x[32], y[32];
   BIGNUM *bx = NULL, *by = NULL;
   TPM2B_PUBLIC parent;
-  struct mcim_tpm_dup dup;
-  struct mcim_tpm_blob b;
-  char *pub = NULL, *priv = NULL, *seed = NULL;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
 
   if (!tpm_storage || !k || !out)
@@ -624,7 +764,20 @@ mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t 
       BN_bn2binpad(bx, x, 32) != 32 || BN_bn2binpad(by, y, 32) != 32)
     goto cleanup;
   mcim_tpm_primary_public_of(x, y, &parent);
-  rc = mcim_tpm_dup_aes128(&parent, k, MCIM_TPM_AES_ATTRS, &dup);
+  rc = wrap_to(&parent, k, out);
+cleanup:
+  BN_free(bx);
+  BN_free(by);
+  return rc;
+}
+
+/* K as a duplication blob to the storage key `parent`, as a package's "k_tpm". */
+static mcim_cause_t wrap_to(const TPM2B_PUBLIC *parent, const uint8_t k[16], json_t **out)
+{
+  struct mcim_tpm_dup dup;
+  struct mcim_tpm_blob b;
+  char *pub = NULL, *priv = NULL, *seed = NULL;
+  mcim_cause_t rc = mcim_tpm_dup_aes128(parent, k, MCIM_TPM_AES_ATTRS, &dup);
   if (rc != MCIM_OK)
     goto cleanup;
   b.pub = dup.pub;
@@ -641,12 +794,101 @@ mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t 
                    MEMBER_DUP_SEED, seed);
   rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
 cleanup:
-  BN_free(bx);
-  BN_free(by);
   free(pub);
   free(priv);
   free(seed);
   return rc;
+}
+
+/* The SHO's side of the procedure's slot key (include/mcim/tre.h). */
+
+/* A base64url member of the offer, at most `cap` bytes. */
+static bool offer_member(const json_t *offer, const char *name, uint8_t *buf, size_t cap,
+                         size_t *len)
+{
+  const char *v = json_string_value(json_object_get(offer, name));
+  return v && mcim_b64url_decode(v, strlen(v), buf, cap, len) == MCIM_OK && *len > 0;
+}
+
+mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                 size_t errlen)
+{
+  uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN], att[1024], sig[sizeof(TPMT_SIGNATURE)];
+  size_t alen = 0, slen = 0, off = 0;
+  uint8_t x[32], y[32];
+  BIGNUM *bx = NULL, *by = NULL;
+  TPM2B_PUBLIC pub, ak_pub;
+  TPMS_ATTEST a;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!ak || !txn)
+    goto cleanup;
+  rc = MCIM_TPM_SLOT_KEY_MISSING;
+  if (!offer) {
+    mcim_detailf(err, errlen, "the quote offers no slot key");
+    goto cleanup;
+  }
+  rc = MCIM_TPM_CERTIFY_INVALID;
+  if (!json_is_object(offer) || json_object_size(offer) != 3 ||
+      mcim_tpm_public_decode(json_string_value(json_object_get(offer, "public")), &pub) !=
+          MCIM_OK ||
+      !offer_member(offer, "attest", att, sizeof(att), &alen) ||
+      !offer_member(offer, "signature", sig, sizeof(sig), &slen)) {
+    mcim_detailf(err, errlen, "the slot key offer is not {public, attest, signature}");
+    goto cleanup;
+  }
+  /* the AK as the M2MES certified it (its point; the rest of its public area does not enter
+   * the signature's check) */
+  rc = MCIM_KEY_INVALID;
+  if (!EVP_PKEY_get_bn_param(ak, OSSL_PKEY_PARAM_EC_PUB_X, &bx) ||
+      !EVP_PKEY_get_bn_param(ak, OSSL_PKEY_PARAM_EC_PUB_Y, &by) || BN_bn2binpad(bx, x, 32) != 32 ||
+      BN_bn2binpad(by, y, 32) != 32)
+    goto cleanup;
+  memset(&ak_pub, 0, sizeof(ak_pub));
+  ak_pub.publicArea.type = TPM2_ALG_ECC;
+  ak_pub.publicArea.nameAlg = TPM2_ALG_SHA256;
+  ak_pub.publicArea.parameters.eccDetail.curveID = TPM2_ECC_NIST_P256;
+  ak_pub.publicArea.unique.ecc.x.size = 32;
+  memcpy(ak_pub.publicArea.unique.ecc.x.buffer, x, 32);
+  ak_pub.publicArea.unique.ecc.y.size = 32;
+  memcpy(ak_pub.publicArea.unique.ecc.y.buffer, y, 32);
+  if ((rc = mcim_tpm_slot_qual(txn, qual)) != MCIM_OK)
+    goto cleanup;
+  rc = mcim_tpm_certify_check(&ak_pub, &pub, qual, sizeof(qual), att, alen, sig, slen, err, errlen);
+  if (rc == MCIM_TPM_CERTIFY_INVALID) {
+    /* a genuine certification over another qualifying data: another procedure's key */
+    memset(&a, 0, sizeof(a));
+    if (Tss2_MU_TPMS_ATTEST_Unmarshal(att, alen, &off, &a) == TSS2_RC_SUCCESS &&
+        mcim_tpm_certify_check(&ak_pub, &pub, a.extraData.buffer, a.extraData.size, att, alen, sig,
+                               slen, NULL, 0) == MCIM_OK) {
+      rc = MCIM_TPM_SLOT_KEY_STALE;
+      mcim_detailf(err, errlen, "the slot key was certified for another procedure");
+    }
+  }
+  if (rc == MCIM_OK && !mcim_tpm_slot_public_check(&pub)) {
+    rc = MCIM_TPM_KEY_ATTRIBUTES;
+    mcim_detailf(err, errlen,
+                 "the certified key is not a slot key (attributes 0x%08x, or its policy, "
+                 "parameters): K wrapped to it might be rewrapped out of the TPM",
+                 (unsigned)pub.publicArea.objectAttributes);
+  }
+cleanup:
+  BN_free(bx);
+  BN_free(by);
+  return rc;
+}
+
+mcim_cause_t mcim_tre_wrap_k_slot(const json_t *offer, const uint8_t k[16], json_t **out)
+{
+  TPM2B_PUBLIC pub;
+  if (!offer || !k || !out)
+    return MCIM_INVALID_ARGUMENT;
+  *out = NULL;
+  if (mcim_tpm_public_decode(json_string_value(json_object_get(offer, "public")), &pub) !=
+          MCIM_OK ||
+      !mcim_tpm_slot_public_check(&pub))
+    return MCIM_KEY_INVALID;
+  return wrap_to(&pub, k, out);
 }
 
 /* ---- manufacture and open ---- */
