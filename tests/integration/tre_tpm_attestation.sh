@@ -66,6 +66,12 @@ check_refused VALIDATION_FAILED "initial provisioning of dev2 (modified os image
 grep -q '"detail": ".*os digest' "$tmp/out" && ok "the detail names the os image" || bad "detail: $(grep detail "$tmp/out")"
 [ "$(pva_quotes dev2 failure)" = 1 ] && ok "the PVA refused dev2 on its TPM quote" ||
   bad "PVA trace: $(sqlite3 "$lab/pva/pva.db" "SELECT cause, body FROM trace WHERE from_name='dev2'")"
+# the slot key dev2's TRE made and certified at that quote (for K, docs/tre-tpm.md "The
+# procedure's slot key") went with the failed procedure
+made=$(grep -c 'made for this procedure, certified by the attestation key' "$lab/devices/dev2/agent.log" || true)
+gone=$(grep -c 'slot key 0x[0-9a-f]* destroyed (TPM2_EvictControl)' "$lab/devices/dev2/agent.log" || true)
+[ "$made" -ge 1 ] && [ "$gone" = "$made" ] && ok "dev2's unused slot key ($made) destroyed with its failed procedure" ||
+  bad "dev2: $made slot keys made at its quotes, $gone destroyed"
 
 # dev1's agent image modified in place, the device rebooted: measured as it now is
 agent_img="$lab/devices/dev1/firmware/agent.img"
@@ -85,5 +91,59 @@ check "change dev1 to sho-b via old-sho" "$mcim" run change dev1 --to sho-b --vi
 [ "$(pva_quotes dev1 success)" = 2 ] && ok "the PVA validated the change on dev1's TPM quote" ||
   bad "PVA trace: $(sqlite3 "$lab/pva/pva.db" "SELECT cause, body FROM trace WHERE from_name='dev1' AND msg='TRE quote'")"
 check "dev1 attaches to sho-b" "$mcim" device attach dev1 --to sho-b --json --dir "$lab"
+
+# The SHO wraps K for an enrolled TPM device only to the slot key its quote offered, certified
+# by its AK over the txn (docs/tre-tpm.md, "The procedure's slot key"): its order of the change
+# put back to "validating", a verdict signed by the PVA (its lab key) without the quote fails
+# it with TPM_SLOT_KEY_MISSING (never K wrapped to the storage key instead), and one whose
+# quote had its tpm_slot taken out fails it with QUOTE_INVALID (the TRE's signature covers the
+# offer). The other refusals (forged, another AK, another txn, not a slot key) need the TRE's
+# signing key: unit-tested on the SHO's check (test_tre_tpm_slots test_rewrap_to_null).
+pki="$lab/pki"
+txn=$(sql "$lab/sho-b/sho-b.db" "SELECT txn FROM orders WHERE device='dev1' ORDER BY created DESC LIMIT 1")
+pva_verdict=$(sql "$lab/pva/pva.db" "SELECT verdict FROM validations WHERE txn='$txn' AND verdict IS NOT NULL")
+# verdict_to_sho MODE: a verdict for $txn signed with the PVA's key, POSTed to sho-b as the PVA
+verdict_to_sho() {
+  python3 - "$pki/pva/key.pem" "$txn" "$1" "$pva_verdict" >"$tmp/verdict.json" <<'PY'
+import base64, json, os, sys, time
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+key = serialization.load_pem_private_key(open(sys.argv[1], "rb").read(), None)
+txn, mode, old = sys.argv[2], sys.argv[3], sys.argv[4]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+unb64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+now = int(time.time())
+claims = {"iss": "pva", "aud": "sho-b", "sub": "dev1", "typ": "mcim-verdict+jwt", "txn": txn,
+          "iat": now, "exp": now + 300, "jti": b64(os.urandom(16)), "result": "success",
+          "cause": "OK", "mismatches": [], "validation_id": b64(os.urandom(8)),
+          "model": "m2me-lab-1"}
+if mode == "stripped":
+    quote = json.loads(unb64(old.split(".")[1]))["quote"]
+    h, p, s = quote.split(".")
+    body = json.loads(unb64(p))
+    assert "tpm_slot" in body
+    del body["tpm_slot"]
+    claims["quote"] = ".".join([h, b64(json.dumps(body).encode()), s])
+head = b64(json.dumps({"alg": "ES256", "typ": "mcim-verdict+jwt"}).encode())
+pay = b64(json.dumps(claims).encode())
+der = key.sign((head + "." + pay).encode(), ec.ECDSA(hashes.SHA256()))
+r, s = utils.decode_dss_signature(der)
+sig = b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+print(json.dumps({"txn": txn, "device": "dev1", "verdict": head + "." + pay + "." + sig}))
+PY
+  curl -s -o "$tmp/answer" --cacert "$pki/ca/operators-ca.crt" --cert "$pki/pva/cert.pem" \
+    --key "$pki/pva/key.pem" -H 'Content-Type: application/json' -d @"$tmp/verdict.json" \
+    "$(role_url sho-b)/v1/verdicts"
+}
+for case in "none:TPM_SLOT_KEY_MISSING" "stripped:QUOTE_INVALID"; do
+  sql "$lab/sho-b/sho-b.db" "UPDATE orders SET state='validating', cause=NULL WHERE txn='$txn'"
+  verdict_to_sho "${case%%:*}"
+  grep -q '"state":"failed"' "$tmp/answer" &&
+    db_is "$lab/sho-b/sho-b.db" "SELECT state || ' ' || cause FROM orders WHERE txn='$txn'" "failed ${case#*:}" &&
+    ok "sho-b refuses dev1's verdict (${case%%:*}): the order fails, ${case#*:}" ||
+    bad "verdict (${case%%:*}): $(cat "$tmp/answer"); order: $(sql "$lab/sho-b/sho-b.db" "SELECT state, cause FROM orders WHERE txn='$txn'")"
+done
+grep -q "the verdict carries no quote: no slot key for dev1's TPM" "$lab/sho-b/sho-b.log" &&
+  ok "sho-b's log says why" || bad "sho-b's log does not name the missing slot key"
 check "lab down" "$mcim" lab down --dir "$lab"
 finish
