@@ -90,8 +90,13 @@ mcim_cause_t tre_op_quote(void *ctx, const char *aud, const char *txn, const cha
     rc = tre_txn_slot_offer(t, st, txn, &slot, &slot_made);
   if (rc == MCIM_OK && (created || slot_made))
     rc = tre_commit(t, st);
-  if (rc != MCIM_OK)
+  if (rc != MCIM_OK) {
+    /* a slot key the state does not record would hold a persistent handle for ever */
+    json_t *made = slot_made ? tre_txn_slot(st, txn) : NULL;
+    if (made && t->keys->txn_slot_destroy)
+      (void)t->keys->txn_slot_destroy(t, st, made);
     goto cleanup;
+  }
   json_t *log = json_object_get(st, "measurements");
   rc = tre_log_digest(log, digest);
   if (rc != MCIM_OK)
