@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "mcim/aka.h"
+#include "mcim/attest.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/milenage.h"
@@ -1056,6 +1057,147 @@ static void test_discard_destroys(void **state)
   assert_null(f->tre);
 }
 
+/* The JSON payload of a compact JWS (not verified: the SHO's check is tested above). */
+static json_t *jws_payload(const char *jws)
+{
+  const char *a = strchr(jws, '.'), *b = a ? strchr(a + 1, '.') : NULL;
+  uint8_t buf[16384];
+  size_t n = 0;
+  assert_non_null(b);
+  assert_int_equal(mcim_b64url_decode(a + 1, (size_t)(b - a - 1), buf, sizeof(buf), &n), MCIM_OK);
+  json_t *j = json_loadb((const char *)buf, n, 0, NULL);
+  assert_non_null(j);
+  return j;
+}
+
+/* A package of sho-a for `txn` with K already wrapped (`k_tpm`), sealed to `ka`. */
+static char *package_to(struct fx *f, const char *txn, const char *imsi, json_t *k_tpm,
+                        const mcim_jose_key_t *ka)
+{
+  char oh[33], *pkg = NULL;
+  mcim_hex_encode(f->opc_a, 16, oh);
+  json_t *c = json_pack("{s:s, s:s, s:O, s:s, s:s}", "sho", "sho-a", "imsi", imsi, "k_tpm", k_tpm,
+                        "opc", oh, "amf", "8000");
+  char *text = json_dumps(c, JSON_COMPACT);
+  assert_non_null(text);
+  int64_t now = mcim_now();
+  mcim_claims_t cl = {.iss = "sho-a",
+                      .sub = DEVICE,
+                      .aud = DEVICE,
+                      .typ = "mcim-package+jwt",
+                      .txn = txn,
+                      .iat = now,
+                      .exp = now + 300};
+  assert_int_equal(mcim_package_seal(f->a.key, &cl, ka, (const uint8_t *)text, strlen(text), &pkg),
+                   MCIM_OK);
+  free(text);
+  json_decref(c);
+  return pkg;
+}
+
+/* The TRE's side of the procedure's slot key (docs/tre-tpm.md, "The procedure's slot key"),
+ * once it has its restricted attestation key: its quote offers a slot key certified by that
+ * key over the txn, the same at a second quote, and the SHO's check accepts it for that txn
+ * only; K wrapped to the storage primary is refused (for that txn: TPM_RC_INTEGRITY under its
+ * slot key; for a txn whose quote offered none: before the TPM), K wrapped to the offered key
+ * imports under it (no Rewrap) and authenticates; a procedure that ends without its package
+ * (unstage) destroys its slot key. */
+static void test_enrolled_tre_slot_offer(void **state)
+{
+  struct fx *f = *state;
+  mcim_tpm_t *t = NULL;
+  json_t *out = NULL, *doc = NULL, *q = NULL, *k_tpm = NULL;
+  TPM2B_PUBLIC ak_pub;
+  EVP_PKEY *ak = NULL;
+  mcim_jose_key_t *ka = NULL;
+  char *jws = NULL, *jws2 = NULL, *jwk = NULL, err[256], slot[64];
+  const char *txn_c = "cccccccccccccccccccccccccccccccc",
+             *txn_d = "dddddddddddddddddddddddddddddddd",
+             *txn_e = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", *imsi_c = "001020000000009";
+
+  /* the AK made as enrolment makes it (the EK certificate is not needed for that part) */
+  (void)mcim_tre_tpm_enrol_begin(f->tre, &out);
+  json_decref(out);
+  doc = state_read(f->dir);
+  const char *akp = json_string_value(
+      json_object_get(json_object_get(json_object_get(doc, "keys"), "quote"), "tpm_public"));
+  assert_non_null(akp);
+  assert_int_equal(mcim_tpm_public_decode(akp, &ak_pub), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_pkey(&ak_pub, &ak), MCIM_OK);
+  json_decref(doc);
+
+  t = open_tpm();
+  UINT32 before = slot_keys_in_tpm(t, NULL);
+  mcim_tpm_free(t);
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", txn_c, "n1", 300, &jws), MCIM_OK);
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", txn_c, "n2", 300, &jws2), MCIM_OK);
+  q = jws_payload(jws);
+  json_t *q2 = jws_payload(jws2);
+  json_t *offer = json_object_get(q, "tpm_slot");
+  assert_non_null(offer);
+  assert_true(json_equal(offer, json_object_get(q2, "tpm_slot")));
+  json_decref(q2);
+  mcim_cause_t rc = mcim_tre_slot_check(ak, offer, txn_c, err, sizeof(err));
+  if (rc != MCIM_OK)
+    fail_msg("the SHO's check of the TRE's offer: %s: %s", mcim_cause_name(rc), err);
+  assert_int_equal(mcim_tre_slot_check(ak, offer, txn_d, err, sizeof(err)),
+                   MCIM_TPM_SLOT_KEY_STALE);
+  t = open_tpm();
+  assert_int_equal(slot_keys_in_tpm(t, NULL), before + 1);
+  mcim_tpm_free(t);
+  jwk = json_dumps(json_object_get(q, "ka_jwk"), JSON_COMPACT);
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &ka), MCIM_OK);
+
+  /* K wrapped to the storage primary, as SHOs did: refused, for this txn by the TPM under
+   * the offered slot key, for a txn without an offer before the TPM */
+  log_reset();
+  assert_int_equal(mcim_tre_wrap_k(f->storage, f->k_a, &k_tpm), MCIM_OK);
+  assert_int_equal(stage(f, txn_c, package_to(f, txn_c, imsi_c, k_tpm, ka), f->a.cert),
+                   MCIM_PACKAGE_INVALID);
+  assert_true(log_has("does not import under the procedure's slot key", "integrity check failed"));
+  assert_int_equal(stage(f, txn_d, package_to(f, txn_d, imsi_c, k_tpm, f->ka_pub), f->a.cert),
+                   MCIM_PACKAGE_INVALID);
+  assert_true(log_has("offered no slot key", "FORBIDDEN"));
+  json_decref(k_tpm);
+  k_tpm = NULL;
+
+  /* K wrapped as the SHO now wraps it: imported under the offered key, which is the MCIM's */
+  assert_int_equal(mcim_tre_wrap_k_slot(offer, f->k_a, &k_tpm), MCIM_OK);
+  log_reset();
+  assert_int_equal(stage(f, txn_c, package_to(f, txn_c, imsi_c, k_tpm, ka), f->a.cert), MCIM_OK);
+  assert_true(log_has("K under the procedure's certified slot key", "no TPM2_Rewrap"));
+  assert_false(log_has("TPM2_Rewrap (K to the slot key)", ""));
+  assert_int_equal(f->tre->ops->install(f->tre->ctx, txn_c, slot), MCIM_OK);
+  aka_once(f->tre, "sho-a", f->k_a, f->opc_a, 64);
+  doc = state_read(f->dir);
+  assert_null(json_object_get(doc, "txn_keys") ? json_array_get(json_object_get(doc, "txn_keys"), 0)
+                                               : NULL);
+  json_decref(doc);
+
+  /* a procedure that ends without its package takes its slot key along */
+  t = open_tpm();
+  UINT32 installed = slot_keys_in_tpm(t, NULL);
+  mcim_tpm_free(t);
+  free(jws);
+  jws = NULL;
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", txn_e, "n3", 300, &jws), MCIM_OK);
+  t = open_tpm();
+  assert_int_equal(slot_keys_in_tpm(t, NULL), installed + 1);
+  mcim_tpm_free(t);
+  assert_int_equal(f->tre->ops->unstage(f->tre->ctx, txn_e), MCIM_NOT_FOUND);
+  t = open_tpm();
+  assert_int_equal(slot_keys_in_tpm(t, NULL), installed);
+  mcim_tpm_free(t);
+
+  json_decref(k_tpm);
+  json_decref(q);
+  mcim_jose_key_free(ka);
+  EVP_PKEY_free(ak);
+  free(jwk);
+  free(jws);
+  free(jws2);
+}
+
 int main(void)
 {
   setenv("TSS2_LOG", "all+none", 0);
@@ -1065,6 +1207,7 @@ int main(void)
       cmocka_unit_test(test_wrapped_to_slot_key),
       cmocka_unit_test_setup_teardown(test_two_shos, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_discard_destroys, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_enrolled_tre_slot_offer, fx_setup, fx_teardown),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
