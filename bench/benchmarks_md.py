@@ -255,4 +255,31 @@ else:
     w(f"| idle CPU over {fp.get('idle_seconds')} s | {fp.get('idle_cpu_ms_per_s')} ms/s |")
     w(f"| idle wake-ups (context switches of all threads) | {fp.get('idle_wakeups_per_s')} /s |")
 w("")
+# ---- the TRE's backends ----
+w("## The TRE's backends side by side")
+w("")
+tre = last_json(read("tre"))
+s = skipped("tre")
+if s or not tre:
+    w(s or "Skipped: bench/tre_backends.sh printed no result.")
+else:
+    w(f"One lab, a device with the software TRE and one whose keys are in its own TPM (swtpm), "
+      f"driven alternately (`bench/tre_backends.sh`, docs/tre-tpm.md \"Measured\"); medians of "
+      f"{tre.get('rounds')} rounds of {tre.get('attaches')} attaches and one change of SHO via "
+      f"the old SHO each.")
+    w("")
+    w("| | software TRE | TPM TRE | TPM / software |")
+    w("|---|---|---|---|")
+    for f, label in [("attach_ms", "attach, wall time (ms)"),
+                     ("attach_agent_cpu_ms", "attach, agent CPU (ms)"),
+                     ("attach_tpm_cpu_ms", "attach, swtpm CPU (ms)"),
+                     ("change_ms", "change via the old SHO, wall time (ms)"),
+                     ("change_agent_cpu_ms", "change, agent CPU (ms)"),
+                     ("change_tpm_cpu_ms", "change, swtpm CPU (ms)"),
+                     ("vmhwm_kb", "agent peak resident memory (KiB)"),
+                     ("libraries", "agent shared libraries mapped")]:
+        a, b = tre.get("soft_" + f), tre.get("tpm_" + f)
+        ratio = b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else None
+        w(f"| {label} | {num(a)} | {num(b)} | {num(ratio, '{:.1f}')} |")
+w("")
 sys.stdout.write("\n".join(out))

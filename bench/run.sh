@@ -8,6 +8,8 @@
 #     and with two (behind HAProxy): procedures/s, p50/p99, CPU per procedure, each as a
 #     multiple of that run's floor and as a fraction of the floor's rate;
 #   - the agent's footprint (bench/agent_footprint.sh): binary size, peak memory, idle CPU.
+#   - the TRE's backends side by side (bench/tre_backends.sh): attach and change with the
+#     software TRE and with the TPM TRE (swtpm), wall time, agent and TPM CPU, peak memory.
 #
 # Usage: bench/run.sh [BIN_DIR] [-o FILE]
 #   BIN_DIR  holds mcim, m2me and the bench_* programs (default build/bin)
@@ -20,6 +22,7 @@
 #   FLOOR_ARGS         extra arguments of bench_floor (default "--rounds 7 --round-ms 200")
 #   IDLE_S             idle seconds of the agent footprint (default 10)
 #   BENCH_STORES       which loadgen labs: any of sqlite pg1 pg2 (default all three)
+#   BENCH_TRE=0        leave out the TRE backends (a build without the TPM TRE)
 #   SMALL=1            tiny sizes everywhere (CI's smoke test: that it works, not its figures)
 # A benchmark, not a test: nothing here judges a figure. A part that cannot run (a program not
 # built, PostgreSQL or HAProxy missing) is reported as skipped, with its reason, in its section.
@@ -162,6 +165,23 @@ echo "== m2me agent footprint (resident memory, idle CPU and wake-ups; IDLE_S=$I
 cmd "IDLE_S=$IDLE_S bash bench/agent_footprint.sh $bin"
 if bash "$here/agent_footprint.sh" "$bin" | tee "$r/footprint"; then :; else
   skip footprint "bench/agent_footprint.sh failed"
+fi
+
+# ---- the TRE's two backends (issue 11 point 8) ----
+if [ "${SMALL:-0}" = 1 ]; then tre_rounds=${TRE_ROUNDS:-1}; tre_attaches=${TRE_ATTACHES:-2}
+else tre_rounds=${TRE_ROUNDS:-5}; tre_attaches=${TRE_ATTACHES:-10}; fi
+echo "== the TRE's backends side by side (software, TPM on swtpm)"
+if [ "${BENCH_TRE:-1}" = 0 ]; then
+  skip tre "BENCH_TRE=0 (a build without the TPM TRE, MCIM_TPM=OFF)"
+elif ! command -v swtpm >/dev/null; then
+  skip tre "swtpm is not installed (scripts/deps.sh installs it)"
+elif [ ! -x "$bin/m2me" ]; then
+  skip tre "m2me is not built"
+else
+  cmd "ROUNDS=$tre_rounds ATTACHES=$tre_attaches bash bench/tre_backends.sh $bin"
+  if ROUNDS=$tre_rounds ATTACHES=$tre_attaches bash "$here/tre_backends.sh" "$bin" | tee "$r/tre"; then :; else
+    skip tre "bench/tre_backends.sh failed"
+  fi
 fi
 
 echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$r/machine"
