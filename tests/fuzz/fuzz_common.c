@@ -254,6 +254,27 @@ static void tre_put_key(struct tre_soft *t, const char *member, const char *name
   EVP_PKEY_free(key);
 }
 
+/* The per-procedure key-agreement key of FUZZ_TXN (src/tre/tre_txn.c: made at the quote, the
+ * one a package of that procedure is sealed to) is the fixture's tre-ka too, so that the
+ * seeds' packages, sealed to tre-ka, open at stage as the SHO's would. */
+static void tre_put_txn_key(struct tre_soft *t, const char *txn, const char *name)
+{
+  json_t *st = NULL, *pem = NULL, *keys;
+  EVP_PKEY *key = fuzz_pkey(name);
+  if (tre_begin(t, &st) != MCIM_OK)
+    fuzz_die("the fixture TRE does not open");
+  if (!json_is_array(json_object_get(st, "txn_keys")))
+    json_object_set_new(st, "txn_keys", json_array());
+  keys = json_object_get(st, "txn_keys");
+  if (tre_key_pem_json(key, &pem) != MCIM_OK || !keys ||
+      json_array_append_new(keys, json_pack("{s:s,s:o,s:I}", "txn", txn, "key", pem, "created",
+                                            (json_int_t)mcim_now())) != 0 ||
+      tre_commit(t, st) != MCIM_OK)
+    fuzz_die("cannot put a fixed procedure key into the fixture TRE");
+  tre_end(t, st);
+  EVP_PKEY_free(key);
+}
+
 mcim_tre_t *fuzz_tre_make(const char *dir)
 {
   mcim_tre_t *tre = NULL;
@@ -283,6 +304,7 @@ mcim_tre_t *fuzz_tre_make(const char *dir)
    * the folder), so that what the seeds sealed to tre-ka opens here. */
   tre_put_key(tre->ctx, "attestation", "tre-att");
   tre_put_key(tre->ctx, "ka", "tre-ka");
+  tre_put_txn_key(tre->ctx, FUZZ_TXN, "tre-ka");
   if (mcim_tre_soft_set_certs(tre, att_pem, ka_pem) != MCIM_OK)
     fuzz_die("the fixture's TRE certificates are refused");
   snprintf(cred, sizeof(cred),
