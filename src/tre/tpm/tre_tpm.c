@@ -823,6 +823,9 @@ mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *
 
   if (!ak || !txn)
     goto cleanup;
+  rc = MCIM_UNSUPPORTED; /* tpm2-tss's marshalling, loaded at run time: not the device's fault */
+  if (mcim_tss2_load(err, errlen) != MCIM_OK)
+    goto cleanup;
   rc = MCIM_TPM_SLOT_KEY_MISSING;
   if (!offer) {
     mcim_detailf(err, errlen, "the quote offers no slot key");
