@@ -153,10 +153,12 @@ mcim_cause_t tre_txn_slot_offer(struct tre_soft *t, json_t *st, const char *txn,
       return MCIM_OK;
     if (rc != MCIM_OK)
       return rc;
-    if (json_object_set_new(entry, "slot", made)) {
+    if (json_object_set(entry, "slot", made)) {
       (void)t->keys->txn_slot_destroy(t, st, made);
+      tre_json_wipe_free(made);
       return MCIM_NO_MEMORY;
     }
+    json_decref(made); /* the entry's now */
     slot = made;
     *created = true;
   }
