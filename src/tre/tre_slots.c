@@ -309,6 +309,9 @@ mcim_cause_t tre_op_stage(void *ctx, const char *txn, const char *package, size_
     (void)k_destroy(t, st, entry);
     goto cleanup;
   }
+  /* K is under the slot key its quote offered (a TPM TRE with an attestation key): that key
+   * is the staged MCIM's from this write on, not destroyed with the txn's KA key below */
+  tre_txn_slot_taken(st, txn);
   /* The package is open: its procedure's KA key has done its one job and goes in this same
    * write, under a new storage key, so that no copy of the package opens again. */
   rc = tre_txn_key_drop(t, st, txn) ? tre_commit_shred(t, st) : tre_commit(t, st);

@@ -1070,26 +1070,29 @@ static json_t *jws_payload(const char *jws)
   return j;
 }
 
-/* A package of sho-a for `txn` with K already wrapped (`k_tpm`), sealed to `ka`. */
-static char *package_to(struct fx *f, const char *txn, const char *imsi, json_t *k_tpm,
-                        const mcim_jose_key_t *ka)
+/* A package of `signer` (sho-a if NULL) for `txn` with K already wrapped (`k_tpm`), sealed to
+ * `ka`. */
+static char *package_by(struct fx *f, const struct sho *signer, const char *txn, const char *imsi,
+                        json_t *k_tpm, const mcim_jose_key_t *ka)
 {
   char oh[33], *pkg = NULL;
+  if (!signer)
+    signer = &f->a;
   mcim_hex_encode(f->opc_a, 16, oh);
-  json_t *c = json_pack("{s:s, s:s, s:O, s:s, s:s}", "sho", "sho-a", "imsi", imsi, "k_tpm", k_tpm,
-                        "opc", oh, "amf", "8000");
+  json_t *c = json_pack("{s:s, s:s, s:O, s:s, s:s}", "sho", signer->name, "imsi", imsi, "k_tpm",
+                        k_tpm, "opc", oh, "amf", "8000");
   char *text = json_dumps(c, JSON_COMPACT);
   assert_non_null(text);
   int64_t now = mcim_now();
-  mcim_claims_t cl = {.iss = "sho-a",
+  mcim_claims_t cl = {.iss = signer->name,
                       .sub = DEVICE,
                       .aud = DEVICE,
                       .typ = "mcim-package+jwt",
                       .txn = txn,
                       .iat = now,
                       .exp = now + 300};
-  assert_int_equal(mcim_package_seal(f->a.key, &cl, ka, (const uint8_t *)text, strlen(text), &pkg),
-                   MCIM_OK);
+  assert_int_equal(
+      mcim_package_seal(signer->key, &cl, ka, (const uint8_t *)text, strlen(text), &pkg), MCIM_OK);
   free(text);
   json_decref(c);
   return pkg;
@@ -1157,10 +1160,10 @@ static void test_enrolled_tre_slot_offer(void **state)
    * the offered slot key, for a txn without an offer before the TPM */
   log_reset();
   assert_int_equal(mcim_tre_wrap_k(f->storage, f->k_a, &k_tpm), MCIM_OK);
-  assert_int_equal(stage(f, txn_c, package_to(f, txn_c, imsi_c, k_tpm, ka), f->a.cert),
+  assert_int_equal(stage(f, txn_c, package_by(f, NULL, txn_c, imsi_c, k_tpm, ka), f->a.cert),
                    MCIM_PACKAGE_INVALID);
   assert_true(log_has("does not import under the procedure's slot key", "integrity check failed"));
-  assert_int_equal(stage(f, txn_d, package_to(f, txn_d, imsi_c, k_tpm, f->ka_pub), f->a.cert),
+  assert_int_equal(stage(f, txn_d, package_by(f, NULL, txn_d, imsi_c, k_tpm, f->ka_pub), f->a.cert),
                    MCIM_PACKAGE_INVALID);
   assert_true(log_has("offered no slot key", "FORBIDDEN"));
   json_decref(k_tpm);
@@ -1170,7 +1173,8 @@ static void test_enrolled_tre_slot_offer(void **state)
   assert_int_equal(mcim_tre_wrap_k_slot(offer, f->k_a, &k_tpm), MCIM_OK);
   log_reset();
   t0 = mcim_monotonic_ns();
-  assert_int_equal(stage(f, txn_c, package_to(f, txn_c, imsi_c, k_tpm, ka), f->a.cert), MCIM_OK);
+  assert_int_equal(stage(f, txn_c, package_by(f, NULL, txn_c, imsi_c, k_tpm, ka), f->a.cert),
+                   MCIM_OK);
   print_message("stage, K imported under the offered slot key (no Rewrap): %.1f ms\n",
                 (double)(mcim_monotonic_ns() - t0) / 1e6);
   assert_true(log_has("K under the procedure's certified slot key", "no TPM2_Rewrap"));
@@ -1196,6 +1200,73 @@ static void test_enrolled_tre_slot_offer(void **state)
   t = open_tpm();
   assert_int_equal(slot_keys_in_tpm(t, NULL), installed);
   mcim_tpm_free(t);
+
+  /* a package refused after its K went under the offered key (no free slot for a new SHO)
+   * leaves that key with its procedure: the same package, staged again once a slot is free,
+   * imports under it */
+  struct sho extra[6], z;
+  char name[8], txn_x[33], imsi_x[16], *pkg_z = NULL;
+  const char *txn_f = "ffffffffffffffffffffffffffff0001";
+  for (int i = 0; i < 6; i++) {
+    snprintf(name, sizeof(name), "sho-%c", 'c' + i);
+    extra[i].name = NULL;
+    sho_make(&extra[i], strdup(name));
+    snprintf(txn_x, sizeof(txn_x), "0123456789abcdef0123456789abcd%02d", i);
+    snprintf(imsi_x, sizeof(imsi_x), "0010400000000%02d", i);
+    free(jws);
+    jws = NULL;
+    assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", txn_x, "nx", 300, &jws), MCIM_OK);
+    json_t *qx = jws_payload(jws), *kx = NULL;
+    char *kaj = json_dumps(json_object_get(qx, "ka_jwk"), JSON_COMPACT);
+    mcim_jose_key_t *kax = NULL;
+    assert_int_equal(mcim_jose_key_from_jwk(kaj, strlen(kaj), &kax), MCIM_OK);
+    assert_int_equal(mcim_tre_wrap_k_slot(json_object_get(qx, "tpm_slot"), f->k_b, &kx), MCIM_OK);
+    assert_int_equal(
+        stage(f, txn_x, package_by(f, &extra[i], txn_x, imsi_x, kx, kax), extra[i].cert), MCIM_OK);
+    assert_int_equal(f->tre->ops->install_inactive(f->tre->ctx, txn_x, slot), MCIM_OK);
+    json_decref(kx);
+    json_decref(qx);
+    free(kaj);
+    mcim_jose_key_free(kax);
+  }
+  sho_make(&z, "sho-z");
+  free(jws);
+  jws = NULL;
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", txn_f, "nf", 300, &jws), MCIM_OK);
+  json_decref(q);
+  q = jws_payload(jws);
+  free(jwk);
+  jwk = json_dumps(json_object_get(q, "ka_jwk"), JSON_COMPACT);
+  mcim_jose_key_free(ka);
+  ka = NULL;
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &ka), MCIM_OK);
+  json_decref(k_tpm);
+  k_tpm = NULL;
+  assert_int_equal(mcim_tre_wrap_k_slot(json_object_get(q, "tpm_slot"), f->k_b, &k_tpm), MCIM_OK);
+  pkg_z = package_by(f, &z, txn_f, "001050000000001", k_tpm, ka);
+  t = open_tpm();
+  UINT32 offered = slot_keys_in_tpm(t, NULL);
+  mcim_tpm_free(t);
+  log_reset();
+  assert_int_equal(stage(f, txn_f, strdup(pkg_z), z.cert), MCIM_PACKAGE_INVALID);
+  assert_true(log_has("no free slot for a new SHO", "TOO_LARGE"));
+  t = open_tpm();
+  assert_int_equal(slot_keys_in_tpm(t, NULL), offered);
+  mcim_tpm_free(t);
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-c", "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0"),
+                   MCIM_OK);
+  assert_int_equal(stage(f, txn_f, pkg_z, z.cert), MCIM_OK);
+  assert_int_equal(f->tre->ops->unstage(f->tre->ctx, txn_f), MCIM_OK);
+  t = open_tpm();
+  assert_int_equal(slot_keys_in_tpm(t, NULL), offered - 2); /* sho-c's and sho-z's */
+  mcim_tpm_free(t);
+  for (int i = 0; i < 6; i++) {
+    free((char *)extra[i].name);
+    mcim_jose_key_free(extra[i].key);
+    free(extra[i].cert);
+  }
+  mcim_jose_key_free(z.key);
+  free(z.cert);
 
   json_decref(k_tpm);
   json_decref(q);

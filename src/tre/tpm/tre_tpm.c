@@ -505,9 +505,8 @@ cleanup:
   return rc;
 }
 
-/* A staged or installed MCIM leaves the document (discard, unstage, replaced, dropped):
- * its slot key is evicted first, so that no copy of its blob, in any state, loads again. */
-static mcim_cause_t tpm_k_destroy(struct tre_soft *t, json_t *st, const json_t *j)
+/* Evict the slot key a K blob (or a procedure's offer) of the document records. */
+static mcim_cause_t slot_evict(struct tre_soft *t, json_t *st, const json_t *j)
 {
   struct mcim_tpm_slot slot;
   bool has_slot = false, gone = false;
@@ -524,6 +523,35 @@ static mcim_cause_t tpm_k_destroy(struct tre_soft *t, json_t *st, const json_t *
                    gone ? "destroyed (TPM2_EvictControl)" : "was gone already");
   mcim_wipe(&slot, sizeof(slot));
   return rc;
+}
+
+/* Whether `j` is under the slot key a procedure's quote offered and still holds (a package
+ * refused after its K was imported under it): that key is the procedure's, destroyed when the
+ * procedure ends (txn_slot_destroy), and a retried stage imports under it again. */
+static bool offered_slot(json_t *st, const json_t *j)
+{
+  const json_t *k, *e, *s;
+  size_t i;
+  json_int_t handle = json_integer_value(json_object_get(j, MEMBER_HANDLE));
+  const char *name = json_string_value(json_object_get(j, MEMBER_PARENT));
+  json_array_foreach (json_object_get(st, "txn_keys"), i, e) {
+    s = json_object_get(e, "slot");
+    k = s ? json_object_get(s, MEMBER_PARENT) : NULL;
+    if (name && json_is_string(k) &&
+        json_integer_value(json_object_get(s, MEMBER_HANDLE)) == handle &&
+        strcmp(json_string_value(k), name) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* A staged or installed MCIM leaves the document (discard, unstage, replaced, dropped):
+ * its slot key is evicted first, so that no copy of its blob, in any state, loads again. */
+static mcim_cause_t tpm_k_destroy(struct tre_soft *t, json_t *st, const json_t *j)
+{
+  if (offered_slot(st, j))
+    return MCIM_OK;
+  return slot_evict(t, st, j);
 }
 
 /* ---- the procedure's slot key, offered in its quote (docs/tre-tpm.md, "Slots in the TPM") ----
@@ -651,7 +679,7 @@ static mcim_cause_t tpm_k_import_txn(struct tre_soft *t, json_t *st, const char 
   if (rc == MCIM_OK)
     rc = slot_json(&blob, &slot, out);
   if (rc == MCIM_OK) {
-    tre_txn_slot_taken(st, txn); /* the staged MCIM's key now, not the txn's */
+    /* the staged MCIM's key once stage writes it (tre_txn_slot_taken), the txn's until then */
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc,
                    "tre: K under the procedure's certified slot key 0x%08x (no TPM2_Rewrap)",
                    (unsigned)slot.handle);
@@ -743,7 +771,7 @@ const struct tre_keys_ops tre_keys_tpm = {
     .txn_ka_jose = tpm_txn_ka_jose,
     .k_import_txn = tpm_k_import_txn,
     .txn_slot_create = tpm_txn_slot_create,
-    .txn_slot_destroy = tpm_k_destroy, /* the same members: handle, name, authValue */
+    .txn_slot_destroy = slot_evict, /* the same members: handle, name, authValue */
 };
 
 static mcim_cause_t wrap_to(const TPM2B_PUBLIC *parent, const uint8_t k[16], json_t **out);
