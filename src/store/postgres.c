@@ -43,7 +43,7 @@
  * found it lost is run again at once; a write is not, it may have been committed); inside
  * one, every further statement and the commit fail (never run outside it on a new
  * session), and the next begin reconnects. */
-#include "mcim/store.h"
+#include "store/postgres_priv.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -56,58 +56,22 @@
 
 #include "mcim/log.h"
 
-#define STMT_CACHE_SIZE 64
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define ROW_STACK_COLS 16
 #define PARAM_STACK 16
-/* The writers' lock: one advisory lock key ("mcim" in ASCII), scoped to the database. */
-#define WRITER_LOCK_SQL "SELECT pg_advisory_xact_lock(1835231597)"
 #define SAVEPOINT_SQL "SAVEPOINT mcim_stmt"
 #define RELEASE_SQL "RELEASE SAVEPOINT mcim_stmt"
 #define UNDO_SQL "ROLLBACK TO SAVEPOINT mcim_stmt; RELEASE SAVEPOINT mcim_stmt"
 #define MIN_SERVER_VERSION 120000
 
-/* Type OIDs (catalog/pg_type_d.h, not shipped with libpq-dev); stable since 7.x. */
-enum {
-  OID_BOOL = 16,
-  OID_BYTEA = 17,
-  OID_INT8 = 20,
-  OID_INT2 = 21,
-  OID_INT4 = 23,
-  OID_TEXT = 25,
-  OID_OID = 26,
-  OID_NUMERIC = 1700,
-};
-
-struct pg_stmt {
-  char *sql;        /* the caller's SQL (the key, with sig) */
-  char *sig;        /* one letter per parameter: n(ull, unknown type), i, t, b */
-  size_t nparams;
-  char name[24];
-  uint64_t used; /* LRU tick */
-};
-
-struct pg_conn {
-  PGconn *db;
-  int busy_timeout_ms;
-  bool read_only;
-  bool txn; /* a transaction begun here is open (the session must stay the same) */
-  struct pg_stmt cache[STMT_CACHE_SIZE];
-  uint64_t tick;
-  uint64_t next_id;
-  int64_t changes;
-  char errmsg[256];
-};
-
 /* ---- errors ---- */
 
-static void set_err(struct pg_conn *c, const char *msg)
+void mcim_pg_set_err(struct pg_conn *c, const char *msg)
 {
   snprintf(c->errmsg, sizeof(c->errmsg), "%s", msg ? msg : "");
 }
 
 /* The first line of a libpq message (connection failures), tabs and newlines gone. */
-static void set_err_line(struct pg_conn *c, const char *msg)
+void mcim_pg_set_err_line(struct pg_conn *c, const char *msg)
 {
   size_t o = 0;
   for (const char *p = msg ? msg : ""; *p && o + 1 < sizeof(c->errmsg); p++) {
@@ -121,7 +85,7 @@ static void set_err_line(struct pg_conn *c, const char *msg)
   }
   c->errmsg[o] = '\0';
   if (o == 0)
-    set_err(c, "connection to the server lost");
+    mcim_pg_set_err(c, "connection to the server lost");
 }
 
 /* Class 22 messages quote the offending input (`invalid input syntax for type bigint:
@@ -148,13 +112,13 @@ static void redact_data_exception(const char *msg, char *out, size_t len)
   out[o] = '\0';
 }
 
-static void set_err_result(struct pg_conn *c, const PGresult *res)
+void mcim_pg_set_err_result(struct pg_conn *c, const PGresult *res)
 {
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   if (!primary) {
     /* made by libpq itself (connection lost, protocol): no values in it */
-    set_err_line(c, res ? PQresultErrorMessage(res) : PQerrorMessage(c->db));
+    mcim_pg_set_err_line(c, res ? PQresultErrorMessage(res) : PQerrorMessage(c->db));
     return;
   }
   char clean[200];
@@ -176,25 +140,25 @@ static mcim_cause_t map_state(const char *state)
   return MCIM_STORE_ERROR;
 }
 
-static mcim_cause_t result_cause(const PGresult *res)
+mcim_cause_t mcim_pg_result_cause(const PGresult *res)
 {
   return map_state(res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL);
 }
 
-static bool result_ok(const PGresult *res)
+bool mcim_pg_result_ok(const PGresult *res)
 {
   ExecStatusType s = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
   return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
 }
 
 /* One simple query; its error becomes the connection's message. */
-static mcim_cause_t run_simple(struct pg_conn *c, const char *sql)
+mcim_cause_t mcim_pg_run_simple(struct pg_conn *c, const char *sql)
 {
   PGresult *res = PQexec(c->db, sql);
   mcim_cause_t rc = MCIM_OK;
-  if (!result_ok(res)) {
-    set_err_result(c, res);
-    rc = result_cause(res);
+  if (!mcim_pg_result_ok(res)) {
+    mcim_pg_set_err_result(c, res);
+    rc = mcim_pg_result_cause(res);
   }
   PQclear(res);
   return rc;
@@ -209,7 +173,7 @@ static void on_notice(void *arg, const PGresult *res)
   mcim_log_debug("store postgres: server notice: %s", msg ? msg : "");
 }
 
-static void cache_forget(struct pg_stmt *e)
+void mcim_pg_cache_forget(struct pg_stmt *e)
 {
   free(e->sql);
   free(e->sig);
@@ -226,7 +190,7 @@ static mcim_cause_t configure(struct pg_conn *c)
     return MCIM_UNSUPPORTED;
   }
   if (PQsetClientEncoding(c->db, "UTF8") != 0) {
-    set_err_line(c, PQerrorMessage(c->db));
+    mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     return MCIM_STORE_ERROR;
   }
   PQsetNoticeReceiver(c->db, on_notice, NULL);
@@ -236,7 +200,7 @@ static mcim_cause_t configure(struct pg_conn *c)
            " SET default_transaction_isolation = 'read committed';"
            " SET default_transaction_read_only = %s",
            c->busy_timeout_ms, c->read_only ? "on" : "off");
-  return run_simple(c, sql);
+  return mcim_pg_run_simple(c, sql);
 }
 
 static void pg_close(void *conn)
@@ -245,7 +209,7 @@ static void pg_close(void *conn)
   if (!c)
     return;
   for (size_t i = 0; i < STMT_CACHE_SIZE; i++)
-    cache_forget(&c->cache[i]);
+    mcim_pg_cache_forget(&c->cache[i]);
   PQfinish(c->db); /* an open transaction is rolled back by the server */
   free(c);
 }
@@ -277,7 +241,7 @@ static mcim_cause_t pg_open(const char *target, const mcim_store_opts_t *opts, v
   if (!c->db)
     goto cleanup;
   if (PQstatus(c->db) != CONNECTION_OK) {
-    set_err_line(c, PQerrorMessage(c->db));
+    mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     rc = MCIM_STORE_ERROR;
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "store postgres: cannot connect to %s: %s", shown,
                    c->errmsg);
@@ -299,15 +263,15 @@ cleanup:
 
 /* A connection the server or the network dropped is re-established when no transaction
  * is open (a transaction's state is gone with its session: that one fails). */
-static mcim_cause_t ensure_connected(struct pg_conn *c)
+mcim_cause_t mcim_pg_ensure_connected(struct pg_conn *c)
 {
   if (PQstatus(c->db) == CONNECTION_OK)
     return MCIM_OK;
   PQreset(c->db);
   for (size_t i = 0; i < STMT_CACHE_SIZE; i++)
-    cache_forget(&c->cache[i]); /* the server forgot them */
+    mcim_pg_cache_forget(&c->cache[i]); /* the server forgot them */
   if (PQstatus(c->db) != CONNECTION_OK) {
-    set_err_line(c, PQerrorMessage(c->db));
+    mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     return MCIM_STORE_ERROR;
   }
   mcim_cause_t rc = configure(c);
@@ -316,7 +280,7 @@ static mcim_cause_t ensure_connected(struct pg_conn *c)
   return rc;
 }
 
-static bool in_txn(const struct pg_conn *c)
+bool mcim_pg_in_txn(const struct pg_conn *c)
 {
   PGTransactionStatusType t = PQtransactionStatus(c->db);
   return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
@@ -328,9 +292,9 @@ static bool in_txn(const struct pg_conn *c)
 static mcim_cause_t ready(struct pg_conn *c)
 {
   if (!c->txn)
-    return ensure_connected(c);
-  if (PQstatus(c->db) != CONNECTION_OK || !in_txn(c)) {
-    set_err(c, "the connection to the server was lost: the transaction is gone");
+    return mcim_pg_ensure_connected(c);
+  if (PQstatus(c->db) != CONNECTION_OK || !mcim_pg_in_txn(c)) {
+    mcim_pg_set_err(c, "the connection to the server was lost: the transaction is gone");
     return MCIM_STORE_ERROR;
   }
   return MCIM_OK;
@@ -341,25 +305,25 @@ static mcim_cause_t ready(struct pg_conn *c)
 static mcim_cause_t begin_txn(void *conn, bool relaxed)
 {
   struct pg_conn *c = conn;
-  set_err(c, "");
-  mcim_cause_t rc = ensure_connected(c);
+  mcim_pg_set_err(c, "");
+  mcim_cause_t rc = mcim_pg_ensure_connected(c);
   if (rc != MCIM_OK)
     return rc;
   if (c->read_only) {
-    rc = run_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    rc = mcim_pg_run_simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     c->txn = rc == MCIM_OK;
     return rc;
   }
   /* The writers' lock, waited for up to lock_timeout (55P03: MCIM_STORE_BUSY). */
   /* A relaxed transaction (mcim_store_begin_relaxed): SET LOCAL lasts until this
    * transaction ends, so nothing is set back after it; the same round trip as BEGIN. */
-  rc = run_simple(c, relaxed ? "BEGIN ISOLATION LEVEL READ COMMITTED;"
+  rc = mcim_pg_run_simple(c, relaxed ? "BEGIN ISOLATION LEVEL READ COMMITTED;"
                                " SET LOCAL synchronous_commit TO off; " WRITER_LOCK_SQL
                              : "BEGIN ISOLATION LEVEL READ COMMITTED; " WRITER_LOCK_SQL);
-  if (rc != MCIM_OK && in_txn(c)) {
+  if (rc != MCIM_OK && mcim_pg_in_txn(c)) {
     char keep[sizeof(c->errmsg)];
     memcpy(keep, c->errmsg, sizeof(keep));
-    (void)run_simple(c, "ROLLBACK");
+    (void)mcim_pg_run_simple(c, "ROLLBACK");
     memcpy(c->errmsg, keep, sizeof(keep));
   }
   c->txn = rc == MCIM_OK;
@@ -379,18 +343,18 @@ static mcim_cause_t pg_begin_relaxed(void *conn)
 static mcim_cause_t pg_commit(void *conn)
 {
   struct pg_conn *c = conn;
-  set_err(c, "");
+  mcim_pg_set_err(c, "");
   mcim_cause_t rc = ready(c);
   c->txn = false;
   if (rc != MCIM_OK)
     return rc; /* the server rolled it back when the session ended */
   PGresult *res = PQexec(c->db, "COMMIT");
-  if (!result_ok(res)) {
-    set_err_result(c, res);
-    rc = result_cause(res);
+  if (!mcim_pg_result_ok(res)) {
+    mcim_pg_set_err_result(c, res);
+    rc = mcim_pg_result_cause(res);
   } else if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
     /* COMMIT of a transaction an error aborted answers ROLLBACK */
-    set_err(c, "the transaction was rolled back: a statement in it failed");
+    mcim_pg_set_err(c, "the transaction was rolled back: a statement in it failed");
     rc = MCIM_STORE_ERROR;
   }
   PQclear(res);
@@ -401,9 +365,9 @@ static mcim_cause_t pg_rollback(void *conn)
 {
   struct pg_conn *c = conn;
   c->txn = false;
-  if (!in_txn(c))
+  if (!mcim_pg_in_txn(c))
     return MCIM_OK; /* ended by a failed commit or a lost connection */
-  return run_simple(c, "ROLLBACK");
+  return mcim_pg_run_simple(c, "ROLLBACK");
 }
 
 /* ---- scripts (migrations): the simple query protocol ---- */
@@ -415,13 +379,13 @@ static mcim_cause_t pg_exec_script(void *conn, const char *sql)
   char *full = NULL;
   bool txn;
 
-  set_err(c, "");
+  mcim_pg_set_err(c, "");
   rc = ready(c);
   if (rc != MCIM_OK)
     return rc;
   txn = c->txn;
   if (c->read_only)
-    return run_simple(c, sql);
+    return mcim_pg_run_simple(c, sql);
   /* Inside a transaction: under a savepoint, so a failed script leaves the transaction
    * usable. Outside: one implicit transaction holding the writers' lock. */
   const char *prefix = txn ? SAVEPOINT_SQL ";\n" : WRITER_LOCK_SQL ";\n";
@@ -430,12 +394,12 @@ static mcim_cause_t pg_exec_script(void *conn, const char *sql)
   if (!full)
     return MCIM_NO_MEMORY;
   snprintf(full, n, "%s%s", prefix, sql);
-  rc = run_simple(c, full);
+  rc = mcim_pg_run_simple(c, full);
   free(full);
   if (txn) {
     char keep[sizeof(c->errmsg)];
     memcpy(keep, c->errmsg, sizeof(keep));
-    mcim_cause_t undo = run_simple(c, rc == MCIM_OK ? RELEASE_SQL : UNDO_SQL);
+    mcim_cause_t undo = mcim_pg_run_simple(c, rc == MCIM_OK ? RELEASE_SQL : UNDO_SQL);
     if (rc == MCIM_OK)
       rc = undo;
     else
@@ -517,17 +481,7 @@ static Oid sig_oid(char t)
   return t == 'i' ? OID_INT8 : t == 't' ? OID_TEXT : t == 'b' ? OID_BYTEA : 0;
 }
 
-/* What to run: a cached statement, or one to prepare (into a cache slot, or unnamed when
- * the cache is full inside a transaction, where evicting one is not done). */
-struct plan {
-  struct pg_stmt *slot; /* cached, or to be cached once prepared */
-  bool prepare;
-  char *dsql; /* the $n form, when preparing */
-  Oid *types;
-  const char *name;
-};
-
-static mcim_cause_t plan_stmt(struct pg_conn *c, const char *sql, const char *sig, size_t n,
+mcim_cause_t mcim_pg_plan_stmt(struct pg_conn *c, const char *sql, const char *sig, size_t n,
                               struct plan *pl)
 {
   struct pg_stmt *victim = NULL;
@@ -553,7 +507,7 @@ static mcim_cause_t plan_stmt(struct pg_conn *c, const char *sql, const char *si
     return MCIM_INVALID_ARGUMENT;
   }
   if (several_statements(sql)) {
-    set_err(c, "exactly one SQL statement expected");
+    mcim_pg_set_err(c, "exactly one SQL statement expected");
     return MCIM_INVALID_ARGUMENT;
   }
   if (n) {
@@ -572,12 +526,12 @@ static mcim_cause_t plan_stmt(struct pg_conn *c, const char *sql, const char *si
     char dealloc[48];
     snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", victim->name);
     PQclear(PQexec(c->db, dealloc));
-    cache_forget(victim);
+    mcim_pg_cache_forget(victim);
   }
   victim->sql = strdup(sql);
   victim->sig = malloc(n + 1);
   if (!victim->sql || !victim->sig) {
-    cache_forget(victim);
+    mcim_pg_cache_forget(victim);
     return MCIM_OK; /* run unnamed */
   }
   memcpy(victim->sig, sig, n + 1);
@@ -589,23 +543,22 @@ static mcim_cause_t plan_stmt(struct pg_conn *c, const char *sql, const char *si
   return MCIM_OK;
 }
 
-static void plan_free(struct plan *pl)
+void mcim_pg_plan_free(struct plan *pl)
 {
   free(pl->dsql);
   free(pl->types);
 }
 
 enum wrap { WRAP_NONE, WRAP_SAVEPOINT, WRAP_LOCK };
-enum cmd { CMD_WRAP, CMD_PREPARE, CMD_EXEC, CMD_RELEASE, CMD_COMMIT };
 
 /* The next command's result in a pipeline (each command's results end with a NULL, read
  * here); NULL when there is none, the connection's failure then in *rc (if none yet). */
-static PGresult *pipeline_next(struct pg_conn *c, mcim_cause_t *rc)
+PGresult *mcim_pg_pipeline_next(struct pg_conn *c, mcim_cause_t *rc)
 {
   PGresult *res = PQgetResult(c->db);
   if (!res) {
     if (*rc == MCIM_OK) {
-      set_err_line(c, PQerrorMessage(c->db));
+      mcim_pg_set_err_line(c, PQerrorMessage(c->db));
       *rc = MCIM_STORE_ERROR;
     }
     return NULL;
@@ -616,7 +569,7 @@ static PGresult *pipeline_next(struct pg_conn *c, mcim_cause_t *rc)
 }
 
 /* The Sync's result, then out of pipeline mode. */
-static void pipeline_end(struct pg_conn *c)
+void mcim_pg_pipeline_end(struct pg_conn *c)
 {
   for (int guard = 0; guard < 64 && PQexitPipelineMode(c->db) != 1; guard++) {
     PGresult *res = PQgetResult(c->db);
@@ -641,7 +594,7 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
   *out = NULL;
   *undo = false;
   if (PQenterPipelineMode(c->db) != 1) {
-    set_err_line(c, PQerrorMessage(c->db));
+    mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     return MCIM_STORE_ERROR;
   }
   if (wrap != WRAP_NONE) {
@@ -661,13 +614,13 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
   }
   sent = sent && PQpipelineSync(c->db) == 1;
   if (!sent) {
-    set_err_line(c, PQerrorMessage(c->db));
+    mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     rc = MCIM_STORE_ERROR;
     ncmds = 0; /* nothing reliable to read: drain below */
   }
 
   for (size_t k = 0; k < ncmds; k++) {
-    PGresult *res = pipeline_next(c, &rc);
+    PGresult *res = mcim_pg_pipeline_next(c, &rc);
     if (!res)
       break;
     ExecStatusType st = PQresultStatus(res);
@@ -675,12 +628,12 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
       PQclear(res); /* skipped after an earlier failure, reported already */
       continue;
     }
-    if (!result_ok(res)) {
+    if (!mcim_pg_result_ok(res)) {
       if (rc == MCIM_OK) {
-        set_err_result(c, res);
-        rc = result_cause(res);
+        mcim_pg_set_err_result(c, res);
+        rc = mcim_pg_result_cause(res);
         if (cmds[k] == CMD_PREPARE && pl->slot) {
-          cache_forget(pl->slot);
+          mcim_pg_cache_forget(pl->slot);
           pl->slot = NULL;
         }
       }
@@ -696,189 +649,17 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
     else
       PQclear(res);
   }
-  pipeline_end(c);
+  mcim_pg_pipeline_end(c);
   if (rc != MCIM_OK && *out) {
     PQclear(*out);
     *out = NULL;
   }
   if (rc != MCIM_OK && pl->prepare && !prepared && pl->slot) {
     /* never prepared (it, or a command before it, failed): do not keep the slot */
-    cache_forget(pl->slot);
+    mcim_pg_cache_forget(pl->slot);
     pl->slot = NULL;
   }
   *undo = rc != MCIM_OK && savepoint_ok;
-  return rc;
-}
-
-/* ---- results ---- */
-
-enum col_kind { COL_TEXT, COL_INT, COL_BOOL, COL_NUMERIC, COL_BYTEA };
-
-static enum col_kind kind_of(Oid t)
-{
-  switch (t) {
-  case OID_INT2:
-  case OID_INT4:
-  case OID_INT8:
-  case OID_OID:
-    return COL_INT;
-  case OID_BOOL:
-    return COL_BOOL;
-  case OID_NUMERIC:
-    return COL_NUMERIC;
-  case OID_BYTEA:
-    return COL_BYTEA;
-  default:
-    return COL_TEXT;
-  }
-}
-
-static bool parse_int(const char *s, int64_t *v)
-{
-  char *end = NULL;
-  if (!*s)
-    return false;
-  errno = 0;
-  long long x = strtoll(s, &end, 10);
-  if (errno || !end || *end)
-    return false;
-  *v = (int64_t)x;
-  return true;
-}
-
-static int hexval(char ch)
-{
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
-  return -1;
-}
-
-static const uint8_t empty_blob[1];
-
-/* bytea in hex output ("\x0aff..."), decoded into `buf` (room for len/2 bytes). */
-static bool decode_bytea(const char *s, size_t len, uint8_t *buf, size_t *out)
-{
-  if (len < 2 || s[0] != '\\' || s[1] != 'x' || (len - 2) % 2)
-    return false;
-  size_t n = (len - 2) / 2;
-  if (n && !buf)
-    return false;
-  for (size_t i = 0; i < n; i++) {
-    int hi = hexval(s[2 + 2 * i]), lo = hexval(s[3 + 2 * i]);
-    if (hi < 0 || lo < 0)
-      return false;
-    buf[i] = (uint8_t)(hi << 4 | lo);
-  }
-  *out = n;
-  return true;
-}
-
-static mcim_cause_t deliver_rows(struct pg_conn *c, const PGresult *res, mcim_row_cb cb, void *arg)
-{
-  mcim_cause_t rc = MCIM_NO_MEMORY;
-  mcim_val_t stack_vals[ROW_STACK_COLS];
-  const char *stack_names[ROW_STACK_COLS];
-  enum col_kind stack_kinds[ROW_STACK_COLS];
-  mcim_val_t *vals = stack_vals;
-  const char **names = stack_names;
-  enum col_kind *kinds = stack_kinds;
-  uint8_t *blobs = NULL;
-  size_t blobs_cap = 0;
-  int nrows = PQntuples(res);
-  size_t ncols = (size_t)PQnfields(res);
-
-  if (!cb || nrows == 0)
-    return MCIM_OK;
-  if (ncols > ROW_STACK_COLS) {
-    vals = calloc(ncols, sizeof(*vals));
-    names = calloc(ncols, sizeof(*names));
-    kinds = calloc(ncols, sizeof(*kinds));
-    if (!vals || !names || !kinds)
-      goto cleanup;
-  }
-  for (size_t i = 0; i < ncols; i++) {
-    names[i] = PQfname(res, (int)i);
-    kinds[i] = kind_of(PQftype(res, (int)i));
-  }
-  rc = MCIM_OK;
-  for (int r = 0; r < nrows && rc == MCIM_OK; r++) {
-    /* room for this row's blobs */
-    size_t need = 0;
-    for (size_t i = 0; i < ncols; i++)
-      if (kinds[i] == COL_BYTEA && !PQgetisnull(res, r, (int)i))
-        need += (size_t)PQgetlength(res, r, (int)i) / 2;
-    if (need > blobs_cap) {
-      uint8_t *bigger = realloc(blobs, need);
-      if (!bigger) {
-        rc = MCIM_NO_MEMORY;
-        break;
-      }
-      blobs = bigger;
-      blobs_cap = need;
-    }
-    size_t used = 0;
-    for (size_t i = 0; i < ncols && rc == MCIM_OK; i++) {
-      int col = (int)i;
-      mcim_val_t *v = &vals[i];
-      memset(v, 0, sizeof(*v));
-      if (PQgetisnull(res, r, col))
-        continue; /* MCIM_VAL_NULL */
-      const char *s = PQgetvalue(res, r, col);
-      size_t len = (size_t)PQgetlength(res, r, col);
-      switch (kinds[i]) {
-      case COL_INT:
-      case COL_NUMERIC:
-        if (parse_int(s, &v->i)) {
-          v->type = MCIM_VAL_INT;
-          break;
-        }
-        /* a fraction or out of range: its decimal text */
-        v->type = MCIM_VAL_TEXT;
-        v->s = s;
-        v->len = len;
-        break;
-      case COL_BOOL:
-        v->type = MCIM_VAL_INT;
-        v->i = s[0] == 't';
-        break;
-      case COL_BYTEA: {
-        size_t n = 0;
-        if (!decode_bytea(s, len, blobs ? blobs + used : NULL, &n)) {
-          set_err(c, "bytea value not in hex output format");
-          rc = MCIM_STORE_ERROR;
-          break;
-        }
-        v->type = MCIM_VAL_BLOB;
-        v->p = n ? blobs + used : empty_blob;
-        v->len = n;
-        used += n;
-        break;
-      }
-      default:
-        v->type = MCIM_VAL_TEXT;
-        v->s = s;
-        v->len = len;
-        break;
-      }
-    }
-    if (rc != MCIM_OK)
-      break;
-    mcim_row_t row = {ncols, vals, names};
-    rc = cb(&row, arg);
-  }
-
-cleanup:
-  free(blobs);
-  if (vals != stack_vals)
-    free(vals);
-  if (names != stack_names)
-    free((void *)names);
-  if (kinds != stack_kinds)
-    free(kinds);
   return rc;
 }
 
@@ -893,57 +674,9 @@ static bool changes_rows(const char *status)
 
 /* A cached statement the server can no longer run as prepared (a table's columns changed
  * under `SELECT *`, or the statement is gone): forget it, so it is prepared again. */
-static bool stale_statement(const struct pg_conn *c)
+bool mcim_pg_stale_statement(const struct pg_conn *c)
 {
   return strstr(c->errmsg, "(SQLSTATE 0A000)") || strstr(c->errmsg, "(SQLSTATE 26000)");
-}
-
-/* The parameters as libpq takes them: text, or binary for a blob; `sig` one letter each
- * (the prepared statements' cache key). The arrays hold nparams entries (sig one more). */
-static mcim_cause_t bind_params(struct pg_conn *c, const mcim_val_t *params, size_t nparams,
-                                const char **values, int *lengths, int *formats, char (*ints)[24],
-                                char *sig)
-{
-  for (size_t i = 0; i < nparams; i++) {
-    const mcim_val_t *v = &params[i];
-    values[i] = NULL;
-    lengths[i] = 0;
-    formats[i] = 0;
-    switch (v->type) {
-    case MCIM_VAL_NULL:
-      sig[i] = 'n';
-      break;
-    case MCIM_VAL_INT:
-      sig[i] = 'i';
-      snprintf(ints[i], sizeof(ints[i]), "%lld", (long long)v->i);
-      values[i] = ints[i];
-      break;
-    case MCIM_VAL_TEXT:
-      sig[i] = v->s ? 't' : 'n';
-      values[i] = v->s;
-      break;
-    case MCIM_VAL_BLOB:
-      if (v->len && !v->p) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
-        return MCIM_INVALID_ARGUMENT;
-      }
-      if (v->len > INT_MAX) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "parameter %zu is too large", i + 1);
-        return MCIM_TOO_LARGE;
-      }
-      sig[i] = 'b';
-      /* an empty blob is a zero-length value, not NULL: never a NULL pointer */
-      values[i] = v->len ? (const char *)v->p : (const char *)empty_blob;
-      lengths[i] = (int)v->len;
-      formats[i] = 1;
-      break;
-    default:
-      snprintf(c->errmsg, sizeof(c->errmsg), "cannot bind parameter %zu", i + 1);
-      return MCIM_INVALID_ARGUMENT;
-    }
-  }
-  sig[nparams] = '\0';
-  return MCIM_OK;
 }
 
 static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *params, size_t nparams,
@@ -962,10 +695,10 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
   PGresult *res = NULL;
   struct plan pl = {0};
 
-  set_err(c, "");
+  mcim_pg_set_err(c, "");
   if (nparams > PARAM_STACK) {
     if (nparams > 65535) {
-      set_err(c, "more than 65535 parameters");
+      mcim_pg_set_err(c, "more than 65535 parameters");
       return MCIM_INVALID_ARGUMENT;
     }
     values = calloc(nparams, sizeof(*values));
@@ -976,7 +709,7 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
     if (!values || !lengths || !formats || !ints || !sig)
       goto cleanup;
   }
-  rc = bind_params(c, params, nparams, values, lengths, formats, ints, sig);
+  rc = mcim_pg_bind_params(c, params, nparams, values, lengths, formats, ints, sig);
   if (rc != MCIM_OK)
     goto cleanup;
 
@@ -986,25 +719,25 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
   for (int attempt = 0; attempt < 2; attempt++) {
     bool txn = c->txn, undo = false, reads = c->read_only || is_read(sql);
     enum wrap wrap = txn ? WRAP_SAVEPOINT : reads ? WRAP_NONE : WRAP_LOCK;
-    rc = plan_stmt(c, sql, sig, nparams, &pl);
+    rc = mcim_pg_plan_stmt(c, sql, sig, nparams, &pl);
     if (rc == MCIM_OK)
       rc = run_pipeline(c, wrap, &pl, nparams, values, lengths, formats, &res, &undo);
     if (undo) {
       char keep[sizeof(c->errmsg)];
       memcpy(keep, c->errmsg, sizeof(keep));
-      (void)run_simple(c, UNDO_SQL);
+      (void)mcim_pg_run_simple(c, UNDO_SQL);
       memcpy(c->errmsg, keep, sizeof(keep));
     }
-    bool retry = rc == MCIM_STORE_ERROR && !pl.prepare && pl.slot && stale_statement(c);
+    bool retry = rc == MCIM_STORE_ERROR && !pl.prepare && pl.slot && mcim_pg_stale_statement(c);
     if (retry) {
-      if (!in_txn(c)) {
+      if (!mcim_pg_in_txn(c)) {
         char dealloc[48];
         snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", pl.slot->name);
         PQclear(PQexec(c->db, dealloc));
       }
-      cache_forget(pl.slot);
+      mcim_pg_cache_forget(pl.slot);
     }
-    plan_free(&pl);
+    mcim_pg_plan_free(&pl);
     memset(&pl, 0, sizeof(pl));
     /* A read outside a transaction that found the connection gone (a server restart) is
      * run again on a new one; a write is not: it may have been committed before the
@@ -1012,7 +745,7 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
     if (rc == MCIM_STORE_ERROR && !txn && reads && PQstatus(c->db) != CONNECTION_OK) {
       char keep[sizeof(c->errmsg)];
       memcpy(keep, c->errmsg, sizeof(keep));
-      if (ensure_connected(c) != MCIM_OK) {
+      if (mcim_pg_ensure_connected(c) != MCIM_OK) {
         memcpy(c->errmsg, keep, sizeof(keep));
         break;
       }
@@ -1026,10 +759,10 @@ static mcim_cause_t pg_exec(void *conn, const char *sql, const mcim_val_t *param
     goto cleanup;
   if (changes_rows(PQcmdStatus(res)))
     c->changes = strtoll(PQcmdTuples(res), NULL, 10);
-  rc = deliver_rows(c, res, cb, arg);
+  rc = mcim_pg_deliver_rows(c, res, cb, arg);
 
 cleanup:
-  plan_free(&pl);
+  mcim_pg_plan_free(&pl);
   PQclear(res);
   if (values != stack_values) {
     free((void *)values);
@@ -1053,172 +786,6 @@ static const char *pg_errmsg(void *conn)
   return c ? c->errmsg : "";
 }
 
-/* ---- batches (mcim_store_begin_batch) ---- */
-
-struct batch_stmt {
-  struct plan pl;
-  const char **values;
-  int *lengths, *formats;
-  char (*ints)[24];
-  char *sig;
-  bool parsed; /* its Parse, if it had one, succeeded */
-};
-
-static void batch_stmt_clear(struct batch_stmt *b)
-{
-  plan_free(&b->pl);
-  free((void *)b->values);
-  free(b->lengths);
-  free(b->formats);
-  free(b->ints);
-  free(b->sig);
-}
-
-static mcim_cause_t batch_stmt_make(struct pg_conn *c, const mcim_store_stmt_t *s,
-                                    struct batch_stmt *b)
-{
-  size_t n = s->nparams;
-  if (n > 65535) {
-    set_err(c, "more than 65535 parameters");
-    return MCIM_INVALID_ARGUMENT;
-  }
-  b->values = calloc(n + 1, sizeof(*b->values));
-  b->lengths = calloc(n + 1, sizeof(*b->lengths));
-  b->formats = calloc(n + 1, sizeof(*b->formats));
-  b->ints = calloc(n + 1, sizeof(*b->ints));
-  b->sig = calloc(n + 1, 1);
-  if (!b->values || !b->lengths || !b->formats || !b->ints || !b->sig)
-    return MCIM_NO_MEMORY;
-  mcim_cause_t rc = bind_params(c, s->params, n, b->values, b->lengths, b->formats, b->ints, b->sig);
-  return rc == MCIM_OK ? plan_stmt(c, s->sql, b->sig, n, &b->pl) : rc;
-}
-
-/* The whole transaction in one pipeline: BEGIN, [SET LOCAL synchronous_commit], the writers'
- * lock, each statement ([Parse] Bind/Execute), COMMIT, Sync: one round trip, where
- * begin/exec/commit take 2 + n, each waited for under the writers' lock. After a failure the
- * server skips everything up to the Sync and the transaction stays open, aborted: rolled back
- * here. The statements are planned (and a cache slot freed, DEALLOCATE) before the pipeline,
- * outside any transaction. */
-static mcim_cause_t pg_commit_batch(void *conn, bool relaxed, const mcim_store_stmt_t *stmts,
-                                    size_t n)
-{
-  struct pg_conn *c = conn;
-  struct batch_stmt *b = NULL;
-  enum cmd *cmds = NULL;
-  size_t *of = NULL, ncmds = 0;
-  bool sent = true;
-
-  set_err(c, "");
-  if (c->txn || c->read_only) {
-    set_err(c, "a batch inside a transaction, or on a read-only handle");
-    return MCIM_INVALID_ARGUMENT;
-  }
-  mcim_cause_t rc = ensure_connected(c);
-  if (rc != MCIM_OK)
-    return rc;
-  rc = MCIM_NO_MEMORY;
-  b = calloc(n ? n : 1, sizeof(*b));
-  cmds = calloc(2 * n + 4, sizeof(*cmds));
-  of = calloc(2 * n + 4, sizeof(*of));
-  if (!b || !cmds || !of)
-    goto cleanup;
-  for (size_t i = 0; i < n; i++) {
-    rc = batch_stmt_make(c, &stmts[i], &b[i]);
-    if (rc != MCIM_OK)
-      goto cleanup;
-  }
-
-  if (PQenterPipelineMode(c->db) != 1) {
-    set_err_line(c, PQerrorMessage(c->db));
-    rc = MCIM_STORE_ERROR;
-    goto cleanup;
-  }
-  const char *head[] = {"BEGIN ISOLATION LEVEL READ COMMITTED",
-                        relaxed ? "SET LOCAL synchronous_commit TO off" : NULL, WRITER_LOCK_SQL};
-  for (size_t k = 0; k < 3; k++) {
-    if (!head[k])
-      continue;
-    sent = sent && PQsendQueryParams(c->db, head[k], 0, NULL, NULL, NULL, NULL, 0) == 1;
-    cmds[ncmds++] = CMD_WRAP;
-  }
-  for (size_t i = 0; i < n; i++) {
-    struct plan *pl = &b[i].pl;
-    if (pl->prepare) {
-      sent = sent && PQsendPrepare(c->db, pl->name, pl->dsql, (int)stmts[i].nparams, pl->types) == 1;
-      of[ncmds] = i;
-      cmds[ncmds++] = CMD_PREPARE;
-    }
-    sent = sent && PQsendQueryPrepared(c->db, pl->name, (int)stmts[i].nparams, b[i].values,
-                                       b[i].lengths, b[i].formats, 0) == 1;
-    of[ncmds] = i;
-    cmds[ncmds++] = CMD_EXEC;
-  }
-  sent = sent && PQsendQueryParams(c->db, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
-  cmds[ncmds++] = CMD_COMMIT;
-  sent = sent && PQpipelineSync(c->db) == 1;
-  rc = MCIM_OK;
-  if (!sent) {
-    set_err_line(c, PQerrorMessage(c->db));
-    rc = MCIM_STORE_ERROR;
-    ncmds = 0; /* nothing reliable to read: drained below */
-  }
-  for (size_t k = 0; k < ncmds; k++) {
-    PGresult *res = pipeline_next(c, &rc);
-    if (!res)
-      break;
-    ExecStatusType status = PQresultStatus(res);
-    if (status == PGRES_PIPELINE_ABORTED) {
-      PQclear(res); /* skipped after the failure, which is reported */
-      continue;
-    }
-    if (!result_ok(res)) {
-      if (rc == MCIM_OK) {
-        set_err_result(c, res);
-        rc = result_cause(res);
-      }
-    } else if (cmds[k] == CMD_PREPARE) {
-      b[of[k]].parsed = true;
-    } else if (cmds[k] == CMD_COMMIT && strcmp(PQcmdStatus(res), "COMMIT") != 0 &&
-               rc == MCIM_OK) {
-      set_err(c, "the transaction was rolled back: a statement in it failed");
-      rc = MCIM_STORE_ERROR;
-    }
-    PQclear(res);
-  }
-  pipeline_end(c);
-  if (rc != MCIM_OK) {
-    char keep[sizeof(c->errmsg)];
-    memcpy(keep, c->errmsg, sizeof(keep));
-    if (in_txn(c))
-      (void)run_simple(c, "ROLLBACK");
-    /* a statement never prepared is not kept; a stale one is prepared afresh next time */
-    bool stale = stale_statement(c);
-    for (size_t i = 0; i < n; i++) {
-      struct plan *pl = &b[i].pl;
-      if (pl->slot && stale && !pl->prepare && !in_txn(c)) {
-        char dealloc[48]; /* as pg_exec does: names are never reused */
-        snprintf(dealloc, sizeof(dealloc), "DEALLOCATE %s", pl->slot->name);
-        PQclear(PQexec(c->db, dealloc));
-      }
-      if (pl->slot && ((pl->prepare && !b[i].parsed) || stale))
-        cache_forget(pl->slot);
-      pl->slot = NULL;
-    }
-    memcpy(c->errmsg, keep, sizeof(keep));
-  }
-
-cleanup:
-  for (size_t i = 0; b && i < n; i++) {
-    if (rc != MCIM_OK && b[i].pl.slot && b[i].pl.prepare && !b[i].parsed)
-      cache_forget(b[i].pl.slot); /* planned, never sent */
-    batch_stmt_clear(&b[i]);
-  }
-  free(b);
-  free(cmds);
-  free(of);
-  return rc;
-}
-
 /* Relaxed commits (mcim_store_exec_relaxed): the server answers the COMMIT before its WAL
  * reaches the disk (synchronous_commit off, for this session until set back). A crash of the
  * server may lose the last such commits (the WAL writer flushes them within
@@ -1227,7 +794,8 @@ cleanup:
 static mcim_cause_t pg_set_durable(void *conn, bool durable)
 {
   struct pg_conn *c = conn;
-  return run_simple(c, durable ? "SET synchronous_commit TO on" : "SET synchronous_commit TO off");
+  return mcim_pg_run_simple(c, durable ? "SET synchronous_commit TO on"
+                                       : "SET synchronous_commit TO off");
 }
 
 const mcim_store_ops_t mcim_store_postgres_ops = {
@@ -1241,7 +809,7 @@ const mcim_store_ops_t mcim_store_postgres_ops = {
     .exec_script = pg_exec_script,
     .set_durable = pg_set_durable,
     .begin_relaxed = pg_begin_relaxed,
-    .commit_batch = pg_commit_batch,
+    .commit_batch = mcim_pg_commit_batch,
     .changes = pg_changes,
     .errmsg = pg_errmsg,
 };
