@@ -94,7 +94,7 @@
   X(REGISTRATION_PENDING,    723, 503, "the SHO's registration of this device has not reached the DRF yet; ask again after Retry-After") \
   X(ORDER_NOT_STORED_YET,    724, 503, "the SHO is still storing the order of this procedure; ask again after Retry-After") \
   X(REPORT_PENDING,          725, 503, "the SHO has not yet heard that this MCIM was installed; ask again after Retry-After") \
-  X(ATTEST_MALFORMED,        726, 400, "TPM quote evidence is malformed: TPMS_ATTEST or signature truncated or garbled, not a quote, or not of PCR 23") \
+  X(ATTEST_MALFORMED,        726, 400, "TPM quote evidence is malformed: TPMS_ATTEST or signature truncated or garbled, not a quote, or not of PCR 10") \
   X(ATTEST_SIGNATURE,        727, 401, "TPM quote does not verify with the device's certified attestation key (another TPM, or altered)") \
   X(ATTEST_NONCE,            728, 401, "TPM quote is not over this validation's nonce (a replayed or stale quote)") \
   X(ATTEST_LOG_MISMATCH,     729, 400, "measurement log does not replay to the PCR digest the TPM quoted") \

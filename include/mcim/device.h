@@ -29,10 +29,22 @@ struct mcim_device;
  * not for a process that runs other things (tests running agents next to roles do without). */
 void mcim_device_process_init(void);
 
-/* Start the agent of DEVICE_DIR with its software TRE (DEVICE_DIR/tre or agent.json "tre"):
- * measured boot (SHA-256 of firmware/boot.img, os.img, agent.img recorded in the TRE), then
+/* Start the agent of DEVICE_DIR with its TRE (DEVICE_DIR/tre or agent.json "tre"): for the
+ * software TRE, measured boot (SHA-256 of firmware/boot.img, os.img, agent.img recorded in
+ * the TRE; a TPM TRE was measured by the launcher, mcim_device_measured_launch), then
  * the store, the control server and the worker. Errors are logged with their cause. */
 mcim_cause_t mcim_device_start(const char *dir, struct mcim_device **out);
+
+/* The measured launch of a TPM device (apps/m2me-boot.c; docs/tre-tpm.md, "Attestation at
+ * the PVA"), run before its agent by the launcher, never by the agent: SHA-256 of
+ * firmware/boot.img, firmware/os.img and of the executable `agent` (read from the descriptor
+ * *agent_fd gets, which the launcher then fexecve()s: what runs is what was measured),
+ * extended into the TPM's PCR 10 (agent.json "tpm_tcti") with their ima-ng lines appended to
+ * TRE_DIR/measurements.ima (mcim_tpm_launch_measure). MCIM_UNSUPPORTED for a device whose
+ * agent.json names no TPM; `detail` says why on failure, and may carry a warning on success
+ * (a log lost: its quotes will be refused until the TPM restarts). */
+mcim_cause_t mcim_device_measured_launch(const char *dir, const char *agent, int *agent_fd,
+                                         char *detail, size_t detail_len);
 
 /* Same with a TRE the caller opened (any implementation of the interface; no measured
  * boot: the TRE's platform did it). Takes ownership of `tre`, also on failure. */

@@ -29,6 +29,13 @@ mcim_cause_t mcim_firmware_image(const char *model, const char *component, char 
 /* SHA-256 of any image bytes (what measured boot records), as 64 lower-case hex digits + NUL. */
 mcim_cause_t mcim_firmware_measure(const uint8_t *image, size_t len,
                                    char hex[MCIM_FIRMWARE_HEX_LEN + 1]);
+/* SHA-256 of the regular file open on `fd`, read from its start (at most 256 MiB: an
+ * executable or an image, not a disk), as hex: what the measured launch extends for a file
+ * and what the M2MES publishes as the RIM of the agent's executable. MCIM_IO_ERROR for
+ * something not a regular file, MCIM_TOO_LARGE beyond the bound. */
+mcim_cause_t mcim_firmware_measure_fd(int fd, char hex[MCIM_FIRMWARE_HEX_LEN + 1]);
+/* The same of the file at `path`. */
+mcim_cause_t mcim_firmware_measure_file(const char *path, char hex[MCIM_FIRMWARE_HEX_LEN + 1]);
 /* The RIM of `component` of `model`: mcim_firmware_measure(mcim_firmware_image(...)). */
 mcim_cause_t mcim_firmware_rim(const char *model, const char *component,
                                char hex[MCIM_FIRMWARE_HEX_LEN + 1]);

@@ -1,10 +1,14 @@
 /* Lab firmware images, RIMs and the measurement chain (include/mcim/firmware.h). */
 #include "mcim/firmware.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "mcim/pki.h"
 #include "mcim/util.h"
@@ -41,6 +45,61 @@ mcim_cause_t mcim_firmware_measure(const uint8_t *image, size_t len,
     return MCIM_CRYPTO_ERROR;
   mcim_hex_encode(md, sizeof(md), hex);
   return MCIM_OK;
+}
+
+#define FILE_MAX (256u * 1024u * 1024u) /* an agent's executable or an image, not a disk */
+
+mcim_cause_t mcim_firmware_measure_fd(int fd, char hex[MCIM_FIRMWARE_HEX_LEN + 1])
+{
+  struct stat sb;
+  uint8_t buf[65536], md[32];
+  unsigned mdlen = 0;
+  size_t total = 0;
+  EVP_MD_CTX *ctx = NULL;
+  mcim_cause_t rc = MCIM_IO_ERROR;
+
+  if (fd < 0 || !hex)
+    return MCIM_INVALID_ARGUMENT;
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || lseek(fd, 0, SEEK_SET) != 0)
+    goto cleanup;
+  rc = MCIM_CRYPTO_ERROR;
+  ctx = EVP_MD_CTX_new();
+  if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+    goto cleanup;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      rc = MCIM_IO_ERROR;
+      goto cleanup;
+    }
+    if (n == 0)
+      break;
+    total += (size_t)n;
+    if (total > FILE_MAX) {
+      rc = MCIM_TOO_LARGE;
+      goto cleanup;
+    }
+    if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
+      goto cleanup;
+  }
+  if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != sizeof(md))
+    goto cleanup;
+  mcim_hex_encode(md, sizeof(md), hex);
+  rc = MCIM_OK;
+cleanup:
+  EVP_MD_CTX_free(ctx);
+  return rc;
+}
+
+mcim_cause_t mcim_firmware_measure_file(const char *path, char hex[MCIM_FIRMWARE_HEX_LEN + 1])
+{
+  int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) : -1;
+  mcim_cause_t rc = fd < 0 ? MCIM_IO_ERROR : mcim_firmware_measure_fd(fd, hex);
+  if (fd >= 0)
+    close(fd);
+  return rc;
 }
 
 mcim_cause_t mcim_firmware_rim(const char *model, const char *component,

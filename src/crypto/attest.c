@@ -269,11 +269,11 @@ static bool hex32(const char *s, size_t n, uint8_t out[32])
   return mcim_hex_decode_str(tmp, out, 32) == MCIM_OK;
 }
 
-/* One line (without its '\n'): "23 TH ima-ng sha256:D NAME"; its template hash recomputed. */
+/* One line (without its '\n'): "10 TH ima-ng sha256:D NAME"; its template hash recomputed. */
 static mcim_cause_t log_entry(const char *line, size_t n, size_t idx, uint8_t th[32],
                               json_t *list, char *err, size_t errlen)
 {
-  static const char pcr[] = "23 ";
+  static const char pcr[] = MCIM_ATTEST_PCR_TEXT " ";
   static const char mid[] = " ima-ng sha256:";
   uint8_t want[32], digest[32];
   char name[MCIM_ATTEST_NAME_MAX + 1], dx[DIGEST_HEX + 1];
@@ -307,14 +307,15 @@ static mcim_cause_t log_entry(const char *line, size_t n, size_t idx, uint8_t th
   return MCIM_OK;
 form:
   mcim_detailf(err, errlen,
-               "measurement log line %zu is not \"23 <template hash> ima-ng sha256:<digest> "
-               "<name>\" (lower-case hex, name of [a-z0-9._-])", idx + 1);
+               "measurement log line %zu is not \"" MCIM_ATTEST_PCR_TEXT
+               " <template hash> ima-ng sha256:<digest> "
+               "<name>\" (lower-case hex, name of [a-z0-9._-])",
+               idx + 1);
   return MCIM_ATTEST_LOG_MISMATCH;
 }
 
-/* Replay the log into PCR 23 from its reset value; *pcr_digest = SHA-256(PCR 23), what a
- * quote of that one PCR signs. */
-static mcim_cause_t log_replay(const char *log, json_t *list, uint8_t pcr_digest[32], char *err,
+/* Replay the log into the PCR from its reset value: *pcr_value the PCR it extends to. */
+static mcim_cause_t log_replay(const char *log, json_t *list, uint8_t pcr_value[32], char *err,
                                size_t errlen)
 {
   uint8_t pcr[64] = {0}; /* PCR || template hash */
@@ -340,7 +341,26 @@ static mcim_cause_t log_replay(const char *log, json_t *list, uint8_t pcr_digest
     p = nl + 1;
     idx++;
   }
-  return sha256(pcr, 32, pcr_digest) ? MCIM_OK : MCIM_CRYPTO_ERROR;
+  memcpy(pcr_value, pcr, 32);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_attest_log_replay(const char *log, uint8_t pcr[32], size_t *lines, char *err,
+                                    size_t errlen)
+{
+  json_t *list = json_array();
+  mcim_cause_t rc = MCIM_NO_MEMORY;
+  if (!log || !pcr) {
+    rc = MCIM_INVALID_ARGUMENT;
+    goto cleanup;
+  }
+  if (list)
+    rc = log_replay(log, list, pcr, err, errlen);
+  if (rc == MCIM_OK && lines)
+    *lines = json_array_size(list);
+cleanup:
+  json_decref(list);
+  return rc;
 }
 
 static mcim_cause_t b64_member(const json_t *ev, const char *key, uint8_t *buf, size_t cap,
@@ -405,6 +425,8 @@ mcim_cause_t mcim_attest_verify(EVP_PKEY *ak, const json_t *evidence, const uint
   if (!list)
     goto cleanup;
   rc = log_replay(log, list, replayed, err, errlen);
+  if (rc == MCIM_OK && !sha256(replayed, 32, replayed)) /* a quote of one PCR signs H(PCR) */
+    rc = MCIM_CRYPTO_ERROR;
   if (rc != MCIM_OK)
     goto cleanup;
   if (memcmp(replayed, q.pcr_digest, 32) != 0) {

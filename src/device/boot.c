@@ -1,7 +1,9 @@
 /* The platform part of the agent: open the TRE of the device folder (the backend agent.json
- * names: software, or TPM-resident keys) and do the measured boot (SHA-256 of each firmware
- * image, recorded in the TRE in boot order, which the TRE then quotes for the PVA). A
- * hardware TRE measures in its own platform and is started with mcim_device_start_with().
+ * names: software, or TPM-resident keys) and, for the software TRE, the measured boot (SHA-256
+ * of each firmware image, recorded in the TRE in boot order, which the TRE then quotes for the
+ * PVA: the agent's own word). A TPM TRE was measured before the agent ran, by the launcher
+ * (launch.c, apps/m2me-boot.c). A hardware TRE measures in its own platform and is started
+ * with mcim_device_start_with().
  * Kept apart from agent.c so that code driving another TRE (tests, a hardware TRE) does not
  * link the software one. */
 #include <stdio.h>
@@ -10,7 +12,6 @@
 #include <sys/stat.h>
 
 #include "device/device_priv.h"
-#include "mcim/attest.h"
 #include "mcim/firmware.h"
 #include "mcim/log.h"
 
@@ -83,13 +84,9 @@ static mcim_cause_t measure(mcim_tre_t *tre, const char *fwdir)
     if (rc != MCIM_OK)
       mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: the TRE refused the log");
   }
-  if (rc == MCIM_OK) {
-    /* A TPM TRE: the same measurements into PCR 23, with their log, which the PVA checks in
-     * the TPM's quote; nothing to do for the software TRE (MCIM_NOT_FOUND). */
-    rc = mcim_tre_tpm_measure(tre, log);
-    if (rc == MCIM_NOT_FOUND)
-      rc = MCIM_OK;
-  }
+  /* A TPM TRE extends nothing here: the launcher (m2me-boot, launch.c) measured the images
+   * and this very executable into PCR 10 before it ran, and the quote reads its log. The list
+   * above goes only into the JWS quote, which the PVA does not match for a TPM device. */
   json_decref(log);
   return rc;
 }

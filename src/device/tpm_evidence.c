@@ -1,5 +1,5 @@
 /* The TPM's evidence for the PVA (seed step 10, change step 4): TPM2_Quote over the PVA's
- * nonce and the measurement log of PCR 23 (include/mcim/attest.h). */
+ * nonce and the measurement log of PCR 10, which the launcher wrote (include/mcim/attest.h). */
 #include <stdlib.h>
 
 #include "device/tpm_evidence.h"

@@ -10,7 +10,8 @@
  * with its state in DEVICE_DIR/tpm, started before the TRE is made (the TRE's keys are made
  * in it), recorded in lab.json ("swtpm_pid"), stopped and started with the agent, and
  * stopped by `mcim lab down`. Its ports are picked when it starts; agent.json's "tpm_tcti"
- * follows them. */
+ * follows them. Its agent is started by the launcher, m2me-boot, which measures the boot and
+ * os images and the m2me executable into the TPM's PCR 10 before it execs it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -466,7 +467,7 @@ mcim_cause_t mcim_lab_device_client(mcim_lab_t *lab, const char *name,
 
 mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
 {
-  char m2me[PATH_MAX], log[PATH_MAX];
+  char m2me[PATH_MAX], boot[PATH_MAX], log[PATH_MAX];
   json_t *d = device_entry(lab, name);
   const char *dir = mcim_lab_device_dir(lab, name);
   bool tpm_started = false;
@@ -483,9 +484,13 @@ mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
     mcim_lab_stop_pid(apid, "m2me"); /* it was given the TPM's old address */
   }
   snprintf(m2me, sizeof(m2me), "%s/m2me", mcim_lab_bindir());
+  snprintf(boot, sizeof(boot), "%s/m2me-boot", mcim_lab_bindir());
   mcim_lab_join(log, sizeof(log), dir, "/agent.log");
+  /* A TPM device starts as a platform would: its launcher measures the images and this m2me
+   * into PCR 10, then becomes the agent (docs/tre-tpm.md, "Attestation at the PVA"). */
   char *argv[] = {m2me, "--dir", (char *)dir, NULL};
-  long pid = mcim_lab_spawn(argv, log);
+  char *tpm_argv[] = {boot, "--dir", (char *)dir, "--agent", m2me, NULL};
+  long pid = mcim_lab_spawn(device_tpm(d) ? tpm_argv : argv, log);
   if (pid <= 0)
     return MCIM_IO_ERROR;
   json_object_set_new(d, "pid", json_integer(pid));

@@ -7,9 +7,11 @@
  *   mode 1: the rest the log text, and the TPMS_ATTEST signed here with tre-att (ECDSA,
  *           SHA-256, as a TPMT_SIGNATURE), so that the nonce, PCR selection and log replay
  *           checks behind the signature are reached too.
- * Seeds: tests/fuzz/corpus/fuzz_tpm_quote/: a quote of PCR 23 over FUZZ_NONCE whose ima-ng log
+ * Seeds: tests/fuzz/corpus/fuzz_tpm_quote/: a quote of PCR 10 over FUZZ_NONCE whose ima-ng log
  * of the model's three RIMs replays to it, signed here (mode 1, accepted) and with a
- * signature that does not verify (mode 0); made by hand as attest.h describes the forms. */
+ * signature that does not verify (mode 0); made by hand as attest.h describes the forms (PCR
+ * 23 until the measured launch moved to PCR 10: its selection byte and the lines' "23 " were
+ * changed, the replay is the same). */
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <stdlib.h>

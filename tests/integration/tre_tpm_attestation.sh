@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
 # Real attestation at the PVA with the TPM TRE (issue 11 point 4; docs/tre-tpm.md, "Attestation
-# at the PVA"; docs/roles-pva-m2mes.md, "A TPM device's quote"): a TPM device measures its
-# firmware and agent images into PCR 23 at boot, with an ima-ng log beside its TRE state; at
-# the PVA's nonce its TPM quotes the PCR, and the PVA validates the procedure on that quote
-# (its trace says which evidence it used; its attestation certificate, marked by the M2MES,
-# makes the TPM quote required). A device manufactured with a modified image, and a
-# device whose agent image is modified after manufacture (then rebooted), are refused with
-# VALIDATION_FAILED naming the component; the image put back and the device rebooted (PCR 23
-# reset and measured again), it passes again. The refusals of forged evidence (another TPM, a
-# replayed quote, a log that does not replay, a garbled TPMS_ATTEST) are unit-tested
-# (tests/unit/test_tre_tpm_quote.c). Registered with MCIM_TPM only (tests/CMakeLists.txt).
+# at the PVA"; docs/roles-pva-m2mes.md, "A TPM device's quote"): a TPM device's launcher
+# (m2me-boot) measures its boot and os images and the m2me executable it is about to run into
+# PCR 10 (static: no TPM2_PCR_Reset clears it) with an ima-ng log beside its TRE state, then
+# execs the agent, which measures nothing; at the PVA's nonce its TPM quotes the PCR, and the
+# PVA validates the procedure on that quote against the RIMs the M2MES published (the agent's:
+# the digest of the m2me the lab runs) (its trace says which evidence it used; its attestation
+# certificate, marked by the M2MES, makes the TPM quote required). A device manufactured with
+# a modified os image, and a device whose m2me executable is replaced by a modified copy (a
+# byte appended) and rebooted, are refused with VALIDATION_FAILED naming the component; the
+# executable put back and the device rebooted (its TPM restarted: PCR 10 cleared, a new log),
+# it passes again; its agent restarted without a TPM restart (the launcher appends to the log
+# of PCR 10), its quote still verifies. The refusals of forged evidence (another TPM, a
+# replayed quote, a log that does not replay, a garbled TPMS_ATTEST) and the TPM's refusal of
+# TPM2_PCR_Reset of PCR 10 are unit-tested (tests/unit/test_tre_tpm_quote.c). Registered with
+# MCIM_TPM only (tests/CMakeLists.txt).
 . "$(dirname "$0")/lib/common.bash"
-need sqlite3 swtpm openssl python3
+need sqlite3 swtpm openssl python3 sha256sum
+
+# The lab runs the programs of a folder of its own (links to the build's), so that this test
+# can put a modified m2me where the launcher takes it from (MCIM_BIN), as an attacker with
+# write access to the device's disk would.
+real_bin=$MCIM_BIN
+mkdir -p "$tmp/bin"
+for p in "$real_bin"/*; do ln -s "$p" "$tmp/bin/$(basename "$p")"; done
+export MCIM_BIN="$tmp/bin"
+mcim="$MCIM_BIN/mcim"
+m2me_sha=$(sha256sum "$real_bin/m2me" | cut -d' ' -f1)
 
 # pva_quotes DEV RESULT: the PVA's traced validations of DEV decided on a TPM quote with RESULT
 pva_quotes() {
@@ -36,20 +51,34 @@ enrolled() {
   grep -q '1\.3\.6\.1\.4\.1\.32473\.11\.3' <<<"$text" &&
     grep -A2 '1\.3\.6\.1\.4\.1\.32473\.11\.4' <<<"$text" | grep -q 'm2me-lab-1'
 }
-# log_ok DEV: the ima-ng log beside DEV's TRE state, one line per image, in boot order
+# log_ok DEV LINES: the ima-ng log beside DEV's TRE state, of PCR 10: LINES lines, boot os agent
+# once per launch since the TPM started
 log_ok() {
-  local f="$lab/devices/$1/tre/measurements.ima"
-  [ -f "$f" ] && [ "$(wc -l <"$f")" = 3 ] &&
-    [ "$(cut -d' ' -f1,3 "$f" | sort -u)" = "23 ima-ng" ] &&
-    [ "$(cut -d' ' -f5 "$f" | tr '\n' ' ')" = "boot os agent " ] &&
-    ! grep -vqE '^23 [0-9a-f]{64} ima-ng sha256:[0-9a-f]{64} [a-z]+$' "$f"
+  local f="$lab/devices/$1/tre/measurements.ima" want="" i
+  for ((i = 0; i < $2 / 3; i++)); do want+="boot os agent "; done
+  [ -f "$f" ] && [ "$(wc -l <"$f")" = "$2" ] &&
+    [ "$(cut -d' ' -f1,3 "$f" | sort -u)" = "10 ima-ng" ] &&
+    [ "$(cut -d' ' -f5 "$f" | tr '\n' ' ')" = "$want" ] &&
+    ! grep -vqE '^10 [0-9a-f]{64} ima-ng sha256:[0-9a-f]{64} [a-z]+$' "$f"
+}
+# agent_measured DEV SHA: the last launch of DEV measured an agent executable of SHA-256 SHA
+agent_measured() {
+  [ "$(grep ' agent$' "$lab/devices/$1/tre/measurements.ima" | tail -n1 | cut -d' ' -f4)" = "sha256:$2" ]
+}
+# agent_up DEV: DEV's agent answers on its control socket
+agent_up() {
+  curl -sf --unix-socket "$lab/devices/$1/control.sock" http://localhost/v1/status >/dev/null
 }
 
 check "lab up" "$mcim" lab up --dir "$lab"
 check "manufacture dev1 (TRE: tpm)" "$mcim" lab device add dev1 --tre tpm --dir "$lab"
 check "manufacture dev2 (TRE: tpm, modified os image)" "$mcim" lab device add dev2 --tre tpm --tamper --dir "$lab"
-log_ok dev1 && ok "dev1's measurement log: PCR 23, ima-ng, boot os agent" ||
+log_ok dev1 3 && ok "dev1's measurement log: PCR 10, ima-ng, boot os agent" ||
   bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
+agent_measured dev1 "$m2me_sha" && ok "dev1's launcher measured the m2me executable it runs" ||
+  bad "dev1's agent measurement is not SHA-256 of $real_bin/m2me ($m2me_sha)"
+grep -q "measured into PCR 10; starting the agent" "$lab/devices/dev1/agent.log" &&
+  ok "dev1's agent was started by its launcher (m2me-boot)" || bad "no launch in dev1's agent.log"
 tpm_marked dev1 && ok "dev1's attestation certificate is marked TPM-resident by the M2MES" ||
   bad "dev1's attestation certificate has no TPM mark"
 enrolled dev1 && ok "dev1's TPM was enrolled: its certificate names the attestation key and the model" ||
@@ -73,20 +102,49 @@ gone=$(grep -c 'slot key 0x[0-9a-f]* destroyed (TPM2_EvictControl)' "$lab/device
 [ "$made" -ge 1 ] && [ "$gone" = "$made" ] && ok "dev2's unused slot key ($made) destroyed with its failed procedure" ||
   bad "dev2: $made slot keys made at its quotes, $gone destroyed"
 
-# dev1's agent image modified in place, the device rebooted: measured as it now is
-agent_img="$lab/devices/dev1/firmware/agent.img"
-cp "$agent_img" "$tmp/agent.img"
-echo "# patched" >>"$agent_img"
-check "restart dev1 (modified agent image)" "$mcim" lab restart dev1 --dir "$lab"
-log_ok dev1 && ok "dev1's log after the reboot: still three lines (PCR 23 reset at boot)" ||
+# dev1's m2me replaced by a modified copy (a byte appended: it still runs), the device
+# rebooted (its TPM too): the launcher measures what it runs, the PVA refuses it
+rm "$MCIM_BIN/m2me"
+cp "$real_bin/m2me" "$MCIM_BIN/m2me"
+printf '\0' >>"$MCIM_BIN/m2me"
+bad_sha=$(sha256sum "$MCIM_BIN/m2me" | cut -d' ' -f1)
+check "restart dev1 (modified m2me executable)" "$mcim" lab restart dev1 --dir "$lab"
+log_ok dev1 3 && ok "dev1's log after the reboot: a new log of three lines (PCR 10 cleared by the TPM's restart)" ||
   bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
-check_refused VALIDATION_FAILED "change dev1 to sho-b via old-sho (modified agent image)" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
-grep -q '"detail": ".*agent digest' "$tmp/out" && ok "the detail names the agent image" || bad "detail: $(grep detail "$tmp/out")"
+agent_measured dev1 "$bad_sha" && ok "the launcher measured the modified m2me" ||
+  bad "dev1's agent measurement is not SHA-256 of the modified m2me ($bad_sha)"
+check_refused VALIDATION_FAILED "change dev1 to sho-b via old-sho (modified m2me)" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
+grep -q '"detail": ".*agent digest' "$tmp/out" && ok "the detail names the agent" || bad "detail: $(grep detail "$tmp/out")"
 
-# the image put back, the device rebooted: validated again
-cp "$tmp/agent.img" "$agent_img"
-check "restart dev1 (agent image restored)" "$mcim" lab restart dev1 --dir "$lab"
-check "change dev1 to sho-b via old-sho" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
+# the executable put back, the device rebooted: validated again
+ln -sf "$real_bin/m2me" "$MCIM_BIN/m2me"
+check "restart dev1 (m2me restored)" "$mcim" lab restart dev1 --dir "$lab"
+agent_measured dev1 "$m2me_sha" && ok "the launcher measured the restored m2me" || bad "dev1's agent measurement after the restore"
+
+# dev1's agent stopped and started again by its launcher, its TPM still running (as init
+# restarts a service): PCR 10 keeps its value, the launcher appends to its log
+tpm_pid=$(tr -d ' \n' <"$lab/lab.json" | grep -o '"name":"dev1",[^}]*"swtpm_pid":[0-9]*' | grep -o '[0-9]*$')
+agent_pid=$(pid_of dev1)
+kill -TERM "$agent_pid"
+wait_until 20 sh -c "! kill -0 $agent_pid 2>/dev/null" || bad "dev1's agent did not stop"
+setsid "$MCIM_BIN/m2me-boot" --dir "$lab/devices/dev1" --agent "$MCIM_BIN/m2me" \
+  >>"$lab/devices/dev1/agent.log" 2>&1 </dev/null &
+new_pid=$!
+# lab.json follows, so that `lab down` stops it
+python3 - "$lab/lab.json" "$new_pid" <<'PY'
+import json, sys
+p, pid = sys.argv[1], int(sys.argv[2])
+lab = json.load(open(p))
+for d in lab["devices"]:
+    if d["name"] == "dev1":
+        d["pid"] = pid
+json.dump(lab, open(p, "w"), indent=2)
+PY
+wait_until 20 agent_up dev1 && ok "dev1's agent is up again (its launcher ran)" || bad "dev1's agent did not come back"
+kill -0 "$tpm_pid" && ok "dev1's TPM kept running (pid $tpm_pid)" || bad "dev1's swtpm is gone"
+log_ok dev1 6 && ok "dev1's log: the launcher appended its three lines (six, PCR 10 not reset)" ||
+  bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
+check "change dev1 to sho-b via old-sho (agent restarted, log appended)" "$mcim" run change dev1 --to sho-b --via old-sho --json --dir "$lab"
 [ "$(jfield "$tmp/out" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/out")"
 [ "$(pva_quotes dev1 success)" = 2 ] && ok "the PVA validated the change on dev1's TPM quote" ||
   bad "PVA trace: $(sqlite3 "$lab/pva/pva.db" "SELECT cause, body FROM trace WHERE from_name='dev1' AND msg='TRE quote'")"

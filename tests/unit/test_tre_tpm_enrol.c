@@ -463,7 +463,10 @@ static void test_pva_takes_the_ak(void **state)
   memset(d, 0x5a, sizeof(d));
   assert_int_equal(mcim_attest_template_hash(d, "boot", th), MCIM_OK);
   assert_int_equal(mcim_attest_log_line(d, "boot", line, sizeof(line)), MCIM_OK);
-  assert_int_equal(mcim_tpm_pcr_reset(t, MCIM_ATTEST_PCR), MCIM_OK);
+  /* PCR 10 cannot be reset: its one line replays only from the value this TPM started with */
+  uint8_t pcr[32], zero[32] = {0};
+  assert_int_equal(mcim_tpm_pcr_read(t, MCIM_ATTEST_PCR, pcr), MCIM_OK);
+  assert_memory_equal(pcr, zero, 32);
   assert_int_equal(mcim_tpm_pcr_extend(t, MCIM_ATTEST_PCR, th), MCIM_OK);
   assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, &ak, &akk), MCIM_OK);
   assert_int_equal(mcim_tpm_quote(t, akk, MCIM_ATTEST_PCR, q, sizeof(q), &att, &alen, &sig, &slen),

@@ -3,8 +3,10 @@
  * device's and another one), started by the group setup as test_tre_tpm_keys does (no swtpm
  * installed is a failure, not a skip).
  *
- * The device measures its images into PCR 23 with an ima-ng log, the TPM quotes the PCR over
- * the PVA's nonce with the TRE's attestation key, and the PVA's check accepts it; then each
+ * The launcher measures the device's images into PCR 10 with an ima-ng log (appended at an
+ * agent's restart without a TPM restart), which no TPM2_PCR_Reset can clear (the TPM refuses
+ * it: TPM_RC_LOCALITY), the TPM quotes the PCR over the PVA's nonce with the TRE's
+ * attestation key, and the PVA's check accepts it; then each
  * refusal with its cause: a modified image (the PVA's RIMs: VALIDATION_FAILED), a quote of
  * another TPM (ATTEST_SIGNATURE), a replayed quote (ATTEST_NONCE), a log that does not replay
  * to the quoted digest (ATTEST_LOG_MISMATCH), a truncated or garbled TPMS_ATTEST or signature
@@ -34,6 +36,7 @@
 #include "mcim/util.h"
 #include "roles/pva/pva.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_quote.h"
 #include "swtpm_fixture.h"
 
 #define DEVICE "dev1"
@@ -41,9 +44,9 @@
 #define NONCE1 "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 #define NONCE2 "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
 
-static char state_dir[2][64];
+static char state_dir[3][64];
 static char cert_model[64]; /* the model an attestation certificate names (none here) */
-static mcim_swtpm_t *sw[2]; /* the device's TPM, another TPM */
+static mcim_swtpm_t *sw[3]; /* the device's TPM, another TPM, one just started (one test) */
 static FILE *log_fp;
 static bool quiet; /* the loops over every truncation print nothing */
 
@@ -65,9 +68,10 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
   (void)state;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < 3; i++) {
     mcim_swtpm_free(sw[i]);
-    rm_tree(state_dir[i]);
+    if (state_dir[i][0])
+      rm_tree(state_dir[i]);
   }
   tre_pki_free();
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
@@ -79,6 +83,7 @@ static int group_teardown(void **state)
  * has it (from the certificate the M2MES issued for it). */
 struct dev {
   char dir[64];
+  int which; /* its TPM */
   mcim_tre_t *tre;
   mcim_jose_key_t *ak;
 };
@@ -88,6 +93,7 @@ static void dev_make(struct dev *d, int which)
   char *jwk = NULL;
   snprintf(d->dir, sizeof(d->dir), "/tmp/mcim-quotedev-XXXXXX");
   assert_non_null(mkdtemp(d->dir));
+  d->which = which;
   assert_int_equal(mcim_tre_tpm_create(d->dir, mcim_swtpm_tcti(sw[which]), DEVICE, MODEL,
                                        owner_jwk, ops_ca_pem, m2mes_ca_pem),
                    MCIM_OK);
@@ -134,11 +140,36 @@ static json_t *rims_of_model(void)
   return rims;
 }
 
+/* The launcher's measurements (mcim_tpm_launch_measure). PCR 10 lives as long as the TPM,
+ * which the tests share: its log is the TPM's (beside its state), and each device's TRE
+ * folder gets a copy of it, as a device's launcher would have written it there. */
 static void boot(struct dev *d, const char *altered)
 {
+  char tpm_log[128], dev_log[128], detail[256];
   json_t *log = boot_log(altered);
-  assert_int_equal(mcim_tre_tpm_measure(d->tre, log), MCIM_OK);
+  snprintf(tpm_log, sizeof(tpm_log), "%s/%s", state_dir[d->which], MCIM_ATTEST_LOG_FILE);
+  snprintf(dev_log, sizeof(dev_log), "%s/%s", d->dir, MCIM_ATTEST_LOG_FILE);
+  assert_int_equal(
+      mcim_tpm_launch_measure(mcim_swtpm_tcti(sw[d->which]), tpm_log, log, detail, sizeof(detail)),
+      MCIM_OK);
+  FILE *in = fopen(tpm_log, "rb"), *out = fopen(dev_log, "wb");
+  char buf[MCIM_ATTEST_MAX_LOG];
+  assert_non_null(in);
+  assert_non_null(out);
+  size_t n = fread(buf, 1, sizeof(buf), in);
+  assert_int_equal(fwrite(buf, 1, n, out), n);
+  fclose(in);
+  fclose(out);
   json_decref(log);
+}
+
+/* Lines of a log text. */
+static size_t lines_of(const char *text)
+{
+  size_t n = 0;
+  for (; text && *text; text++)
+    n += *text == '\n';
+  return n;
 }
 
 static json_t *quote(struct dev *d, const char *nonce)
@@ -220,14 +251,17 @@ static void test_quote_verifies(void **state)
   assert_int_equal(access(path, R_OK), 0);
   const char *text = json_string_value(json_object_get(ev, "log"));
   assert_non_null(strstr(text, " ima-ng sha256:"));
-  assert_int_equal(strncmp(text, "23 ", 3), 0);
-  /* A second boot resets PCR 23 and replaces the log: still three lines that replay. */
+  assert_int_equal(strncmp(text, "10 ", 3), 0);
+  /* The agent started again without a TPM restart: PCR 10 kept its value, the launcher
+   * appended its three lines to the log, which still replays to the quoted PCR. */
+  size_t before = lines_of(text);
   boot(&d, NULL);
   json_decref(ev);
   json_decref(log);
   ev = quote(&d, NONCE2);
+  assert_int_equal(lines_of(json_string_value(json_object_get(ev, "log"))), before + 3);
   assert_int_equal(pva_check(&d, ev, NONCE2, &log), MCIM_OK);
-  assert_int_equal(json_array_size(log), 3);
+  assert_int_equal(pva_verdict(&d, ev, NONCE2), MCIM_OK);
   /* the software TRE has no TPM: nothing to measure into, nothing to quote */
   json_t *none = NULL;
   assert_int_equal(mcim_tre_tpm_quote(NULL, NONCE1, &none), MCIM_NOT_FOUND);
@@ -248,7 +282,6 @@ static void test_soft_tre_has_no_quote(void **state)
   assert_int_equal(mcim_tre_soft_create(dir, DEVICE, MODEL, owner_jwk, ops_ca_pem, m2mes_ca_pem),
                    MCIM_OK);
   assert_int_equal(mcim_tre_soft_open(dir, &tre), MCIM_OK);
-  assert_int_equal(mcim_tre_tpm_measure(tre, log), MCIM_NOT_FOUND);
   assert_int_equal(mcim_tre_tpm_quote(tre, NONCE1, &ev), MCIM_NOT_FOUND);
   assert_null(ev);
   mcim_tre_close(tre);
@@ -503,13 +536,67 @@ static void test_tpm_required(void **state)
   mcim_jose_key_free(k);
 }
 
+/* PCR 10 cannot be reset: the TPM refuses TPM2_PCR_Reset of a static PCR at locality 0 with
+ * TPM_RC_LOCALITY (0x907), so whatever talks to the TPM (a compromised agent) cannot zero it
+ * and replay good values; PCR 23, the resettable one, it resets. The quote still verifies. */
+static void test_pcr_reset_refused(void **state)
+{
+  struct dev d;
+  mcim_tpm_t *t = NULL;
+  uint8_t before[32], after[32];
+  char detail[256];
+  (void)state;
+  dev_make(&d, 0);
+  boot(&d, NULL);
+  assert_int_equal(mcim_tpm_open(mcim_swtpm_tcti(sw[0]), &t, detail, sizeof(detail)), MCIM_OK);
+  assert_int_equal(mcim_tpm_pcr_read(t, MCIM_ATTEST_PCR, before), MCIM_OK);
+  assert_int_equal(mcim_tpm_pcr_reset(t, MCIM_ATTEST_PCR), MCIM_TPM_ERROR);
+  print_message("  PCR %d reset: %s\n", MCIM_ATTEST_PCR, mcim_tpm_detail(t));
+  assert_non_null(strstr(mcim_tpm_detail(t), "(0x00000907)")); /* TPM_RC_LOCALITY */
+  assert_int_equal(mcim_tpm_pcr_read(t, MCIM_ATTEST_PCR, after), MCIM_OK);
+  assert_memory_equal(before, after, 32);
+  assert_int_equal(mcim_tpm_pcr_reset(t, 23), MCIM_OK);
+  mcim_tpm_free(t);
+  json_t *ev = quote(&d, NONCE1); /* the earlier tests' modified images are in its log */
+  assert_int_equal(pva_check(&d, ev, NONCE1, NULL), MCIM_OK);
+  json_decref(ev);
+  dev_free(&d);
+}
+
+/* A TPM restart clears PCR 10: the launcher starts a new log then, the old one (of the last
+ * power cycle) no longer replaying. Here: a TPM just started, its PCR 10 at zero, and a log
+ * left from before that does not replay to it. */
+static void test_new_log_after_tpm_restart(void **state)
+{
+  struct dev d;
+  char path[128];
+  (void)state;
+  snprintf(state_dir[2], sizeof(state_dir[2]), "/tmp/mcim-tpmquote-XXXXXX");
+  assert_int_equal(swtpm_in_new_dir(state_dir[2], &sw[2]), MCIM_OK);
+  dev_make(&d, 2);
+  snprintf(path, sizeof(path), "%s/%s", state_dir[2], MCIM_ATTEST_LOG_FILE);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs("10 0000000000000000000000000000000000000000000000000000000000000000 ima-ng sha256:"
+        "0000000000000000000000000000000000000000000000000000000000000000 boot\n",
+        f);
+  fclose(f);
+  boot(&d, NULL);
+  json_t *ev = quote(&d, NONCE1);
+  assert_int_equal(lines_of(json_string_value(json_object_get(ev, "log"))), 3);
+  assert_int_equal(pva_verdict(&d, ev, NONCE1), MCIM_OK);
+  json_decref(ev);
+  dev_free(&d);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_quote_verifies),     cmocka_unit_test(test_soft_tre_has_no_quote),
-      cmocka_unit_test(test_modified_image),     cmocka_unit_test(test_other_tpm),
-      cmocka_unit_test(test_replayed_quote),     cmocka_unit_test(test_log_does_not_replay),
-      cmocka_unit_test(test_garbled_attest),     cmocka_unit_test(test_tpm_required),
+      cmocka_unit_test(test_quote_verifies),    cmocka_unit_test(test_soft_tre_has_no_quote),
+      cmocka_unit_test(test_modified_image),    cmocka_unit_test(test_other_tpm),
+      cmocka_unit_test(test_replayed_quote),    cmocka_unit_test(test_log_does_not_replay),
+      cmocka_unit_test(test_garbled_attest),    cmocka_unit_test(test_tpm_required),
+      cmocka_unit_test(test_pcr_reset_refused), cmocka_unit_test(test_new_log_after_tpm_restart),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

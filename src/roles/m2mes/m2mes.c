@@ -38,6 +38,7 @@ struct m2mes_state {
   int64_t pcid_lifetime;
   const char *prefix; /* MCC + MNC of the PCID pool, from the configuration */
   int64_t pcid_space; /* 10^(15 - len(prefix)) */
+  char agent_rim[MCIM_FIRMWARE_HEX_LEN + 1]; /* of "agent_executable", "" without it */
 };
 
 static const mcim_config_spec_t m2mes_spec[] = {
@@ -68,6 +69,12 @@ static const mcim_config_spec_t m2mes_spec[] = {
      .help = "PEM certificates of the TPM vendors whose endorsement keys this M2MES enrols "
              "(docs/tre-tpm.md, \"Enrolment\"); read at each enrolment. Without it no TPM "
              "device is manufactured (TPM_EK_UNTRUSTED)"},
+    {.name = "agent_executable",
+     .type = MCIM_CFG_PATH,
+     .help = "the device agent's executable (m2me) the devices this M2MES makes run: its "
+             "SHA-256, read at the start, is published to the PVA as a RIM of the \"agent\" "
+             "component, what a TPM device's launcher measures (docs/tre-tpm.md, \"Attestation "
+             "at the PVA\"). Without it a TPM device's agent matches no RIM"},
 };
 
 static const mcim_migration_t m2mes_migrations[] = {
@@ -368,6 +375,16 @@ static mcim_cause_t pva_register(struct mcim_role *r, const char *model, const c
     }
     json_t *body = json_pack("{s:s,s:s,s:s}", "model", model, "component",
                              mcim_firmware_components[i], "digest", rim);
+    rc = body ? peer_post(r, "pva", "RIM registration at the PVA", "/v1/rims", body, resp, device)
+              : MCIM_NO_MEMORY;
+    json_decref(body);
+  }
+  /* The agent's executable as built: what a TPM device's launcher measures (its "agent"),
+   * beside the lab image the software TRE's agent measures of itself. */
+  struct m2mes_state *ms = r->state;
+  if (rc == MCIM_OK && ms->agent_rim[0]) {
+    json_t *body =
+        json_pack("{s:s,s:s,s:s}", "model", model, "component", "agent", "digest", ms->agent_rim);
     rc = body ? peer_post(r, "pva", "RIM registration at the PVA", "/v1/rims", body, resp, device)
               : MCIM_NO_MEMORY;
     json_decref(body);
@@ -793,6 +810,17 @@ static mcim_cause_t m2mes_start(struct mcim_role *r)
   ms->pcid_space = 1;
   for (size_t i = strlen(ms->prefix); i < PCID_MAX_DIGITS; i++)
     ms->pcid_space *= 10;
+  const char *agent = mcim_config_path(r->cfg, "agent_executable");
+  if (agent) {
+    rc = mcim_firmware_measure_file(agent, ms->agent_rim);
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "%s: \"agent_executable\": cannot read %s",
+                     mcim_config_file(r->cfg), agent);
+      free(ms);
+      return rc;
+    }
+    mcim_log_info("the agent's RIM: SHA-256 of %s, %s", agent, ms->agent_rim);
+  }
   rc = mcim_pki_ca_load(mcim_config_path(r->cfg, "m2mes_ca"),
                         mcim_config_path(r->cfg, "m2mes_ca_key"), &ms->ca);
   if (rc != MCIM_OK) {

@@ -44,6 +44,7 @@
   X(MCIM_TSS2_ESYS, Esys_ECDH_ZGen)                                                                \
   X(MCIM_TSS2_ESYS, Esys_PCR_Reset)                                                                \
   X(MCIM_TSS2_ESYS, Esys_PCR_Extend)                                                               \
+  X(MCIM_TSS2_ESYS, Esys_PCR_Read)                                                                 \
   X(MCIM_TSS2_ESYS, Esys_Quote)                                                                    \
   X(MCIM_TSS2_ESYS, Esys_TR_SetAuth)                                                               \
   X(MCIM_TSS2_ESYS, Esys_NV_DefineSpace)                                                           \
@@ -102,6 +103,7 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Esys_ECDH_ZGen (mcim_tss2.Esys_ECDH_ZGen)
 #define Esys_PCR_Reset (mcim_tss2.Esys_PCR_Reset)
 #define Esys_PCR_Extend (mcim_tss2.Esys_PCR_Extend)
+#define Esys_PCR_Read (mcim_tss2.Esys_PCR_Read)
 #define Esys_Quote (mcim_tss2.Esys_Quote)
 #define Esys_TR_SetAuth (mcim_tss2.Esys_TR_SetAuth)
 #define Esys_NV_DefineSpace (mcim_tss2.Esys_NV_DefineSpace)

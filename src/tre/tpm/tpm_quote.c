@@ -1,4 +1,4 @@
-/* PCR 23 and TPM2_Quote (tpm_quote.h): the TPM commands of the measured boot and of the
+/* PCRs and TPM2_Quote (tpm_quote.h): the TPM commands of the measured launch and of the
  * evidence the PVA checks. */
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +16,36 @@ mcim_cause_t mcim_tpm_pcr_reset(mcim_tpm_t *t, unsigned pcr)
   TSS2_RC r = Esys_PCR_Reset(t->esys, ESYS_TR_PCR0 + pcr, ESYS_TR_PASSWORD, ESYS_TR_NONE,
                              ESYS_TR_NONE);
   return r == TSS2_RC_SUCCESS ? MCIM_OK : mcim_tpm_fail(t, "TPM2_PCR_Reset", r);
+}
+
+mcim_cause_t mcim_tpm_pcr_read(mcim_tpm_t *t, unsigned pcr, uint8_t out[32])
+{
+  TPML_PCR_SELECTION sel = {.count = 1};
+  TPML_PCR_SELECTION *sel_out = NULL;
+  TPML_DIGEST *values = NULL;
+  UINT32 counter = 0;
+  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
+
+  if (!t || !out || pcr > PCR_MAX)
+    goto cleanup;
+  sel.pcrSelections[0].hash = TPM2_ALG_SHA256;
+  sel.pcrSelections[0].sizeofSelect = 3;
+  sel.pcrSelections[0].pcrSelect[pcr / 8] = (BYTE)(1u << (pcr % 8));
+  TSS2_RC r = Esys_PCR_Read(t->esys, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, &counter,
+                            &sel_out, &values);
+  if (r != TSS2_RC_SUCCESS) {
+    rc = mcim_tpm_fail(t, "TPM2_PCR_Read", r);
+    goto cleanup;
+  }
+  rc = MCIM_TPM_ERROR;
+  if (!values || values->count != 1 || values->digests[0].size != 32)
+    goto cleanup;
+  memcpy(out, values->digests[0].buffer, 32);
+  rc = MCIM_OK;
+cleanup:
+  Esys_Free(sel_out);
+  Esys_Free(values);
+  return rc;
 }
 
 mcim_cause_t mcim_tpm_pcr_extend(mcim_tpm_t *t, unsigned pcr, const uint8_t digest[32])

@@ -1,6 +1,6 @@
-/* Measured boot and TPM2_Quote in the TPM TRE (issue 11 point 4; docs/tre-tpm.md,
- * "Attestation at the PVA"): the TPM commands (tpm_quote.c) and what the TRE does with them
- * under its lock (tre_quote.c). The log's form and the verifier: include/mcim/attest.h. */
+/* Measured launch and TPM2_Quote (issue 11 point 4; docs/tre-tpm.md, "Attestation at the
+ * PVA"): the TPM commands (tpm_quote.c), the launcher's measurements (tpm_launch.c) and the
+ * TRE's quote under its lock (tre_quote.c). The log's form and the verifier: include/mcim/attest.h. */
 #ifndef MCIM_TRE_TPM_QUOTE_H
 #define MCIM_TRE_TPM_QUOTE_H
 
@@ -11,8 +11,12 @@
 #include "tre/tre_priv.h"
 
 /* ---- tpm_quote.c ---- */
-/* TPM2_PCR_Reset of `pcr` (only the resettable ones: 16, 23 at locality 0). */
+/* TPM2_PCR_Reset of `pcr`: the TPM allows it for the resettable ones only (16, 23 at
+ * locality 0); PCR 10, the measured launch's, it refuses (TPM_RC_LOCALITY). Kept for the test
+ * that shows that refusal. */
 mcim_cause_t mcim_tpm_pcr_reset(mcim_tpm_t *t, unsigned pcr);
+/* TPM2_PCR_Read of `pcr`'s SHA-256 bank: its value in `out`. */
+mcim_cause_t mcim_tpm_pcr_read(mcim_tpm_t *t, unsigned pcr, uint8_t out[32]);
 /* TPM2_PCR_Extend of `pcr`'s SHA-256 bank with `digest`. */
 mcim_cause_t mcim_tpm_pcr_extend(mcim_tpm_t *t, unsigned pcr, const uint8_t digest[32]);
 /* TPM2_Quote of `pcr` (SHA-256 bank) with the signing key `key` (its own scheme, ECDSA-SHA256)

@@ -1,7 +1,7 @@
-/* Measured boot into PCR 23 and the TPM2_Quote the PVA checks (include/mcim/attest.h), in the
- * TPM TRE. Both run under the TRE's lock: the log file and PCR 23 change together at boot,
- * and a quote reads the log and quotes the PCR with nobody extending it in between. */
-#include <errno.h>
+/* The TPM2_Quote the PVA checks (include/mcim/attest.h), in the TPM TRE: PCR 10 and its log,
+ * which the launcher (m2me-boot, tpm_launch.c) extended and wrote before the agent ran; the
+ * agent measures nothing itself. Under the TRE's lock, so that two quotes of one agent do
+ * not interleave on the TPM connection. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,12 +10,9 @@
 #include <unistd.h>
 
 #include "mcim/attest.h"
-#include "mcim/firmware.h"
 #include "mcim/log.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm_quote.h"
-
-#define LINE_MAX_LEN 256
 
 /* The TRE of `tre` if its keys are in a TPM, else NULL. */
 static struct tre_soft *tpm_tre(struct mcim_tre *tre)
@@ -35,126 +32,7 @@ static char *path_of(const struct tre_soft *t, const char *suffix)
   return p;
 }
 
-/* The ima-ng text of `log`, checked: names and digests as the verifier wants them. */
-static mcim_cause_t log_text(const json_t *log, char **out)
-{
-  size_t n = json_array_size(log), i;
-  const json_t *e;
-  char *text = NULL;
-  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
-
-  *out = NULL;
-  if (!json_is_array(log) || n == 0 || n > MCIM_ATTEST_MAX_ENTRIES)
-    goto cleanup;
-  rc = MCIM_NO_MEMORY;
-  text = calloc(n, LINE_MAX_LEN);
-  if (!text)
-    goto cleanup;
-  size_t used = 0;
-  json_array_foreach(log, i, e) {
-    uint8_t d[32];
-    const char *hex = json_string_value(json_object_get(e, "digest"));
-    rc = MCIM_INVALID_ARGUMENT;
-    if (!hex || mcim_hex_decode_str(hex, d, sizeof(d)) != MCIM_OK)
-      goto cleanup;
-    rc = mcim_attest_log_line(d, json_string_value(json_object_get(e, "component")),
-                              text + used, LINE_MAX_LEN);
-    if (rc != MCIM_OK)
-      goto cleanup;
-    used += strlen(text + used);
-  }
-  *out = text;
-  text = NULL;
-  rc = MCIM_OK;
-cleanup:
-  free(text);
-  return rc;
-}
-
-static mcim_cause_t write_file(const char *path, const char *text)
-{
-  size_t len = strlen(text);
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  mcim_cause_t rc = MCIM_IO_ERROR;
-  if (fd < 0)
-    return rc;
-  if (write(fd, text, len) == (ssize_t)len && fsync(fd) == 0)
-    rc = MCIM_OK;
-  if (close(fd) != 0)
-    rc = MCIM_IO_ERROR;
-  return rc;
-}
-
-mcim_cause_t mcim_tre_tpm_measure(struct mcim_tre *tre, const json_t *log)
-{
-  struct tre_soft *t = tpm_tre(tre);
-  char *text = NULL, *path = NULL, *tmp = NULL;
-  json_t *st = NULL;
-  mcim_tpm_t *tpm = NULL;
-  bool held = false;
-  size_t i;
-  const json_t *e;
-  mcim_cause_t rc = MCIM_NOT_FOUND;
-
-  if (!t)
-    goto cleanup;
-  rc = log_text(log, &text);
-  if (rc != MCIM_OK)
-    goto cleanup;
-  rc = MCIM_NO_MEMORY;
-  path = path_of(t, "");
-  tmp = path_of(t, ".new");
-  if (!path || !tmp)
-    goto cleanup;
-  rc = tre_begin(t, &st);
-  if (rc != MCIM_OK)
-    goto cleanup;
-  held = true;
-  /* The new log first (beside the old one), then the PCR, then the log in place: a crash in
-   * between leaves a log that does not replay, which the PVA refuses until the next boot. */
-  rc = write_file(tmp, text);
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: cannot write %s: %s", tmp,
-                   strerror(errno));
-    goto cleanup;
-  }
-  rc = tre_tpm_connection(t, &tpm);
-  if (rc == MCIM_OK)
-    rc = mcim_tpm_pcr_reset(tpm, MCIM_ATTEST_PCR);
-  json_array_foreach(log, i, e) {
-    uint8_t d[32], th[32];
-    if (rc != MCIM_OK)
-      break;
-    rc = mcim_hex_decode_str(json_string_value(json_object_get(e, "digest")), d, sizeof(d));
-    if (rc == MCIM_OK)
-      rc = mcim_attest_template_hash(d, json_string_value(json_object_get(e, "component")), th);
-    if (rc == MCIM_OK)
-      rc = mcim_tpm_pcr_extend(tpm, MCIM_ATTEST_PCR, th);
-  }
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: PCR %d: %s", MCIM_ATTEST_PCR,
-                   tpm ? mcim_tpm_detail(tpm) : "no TPM connection");
-    unlink(tmp);
-    goto cleanup;
-  }
-  if (rename(tmp, path) != 0) {
-    rc = MCIM_IO_ERROR;
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "measured boot: cannot rename %s: %s", tmp,
-                   strerror(errno));
-    goto cleanup;
-  }
-  mcim_log_info("measured boot: PCR %d extended with %zu measurements (log %s)", MCIM_ATTEST_PCR,
-                json_array_size(log), path);
-cleanup:
-  if (held)
-    tre_end(t, st); /* closes the TPM connection */
-  free(text);
-  free(path);
-  free(tmp);
-  return rc;
-}
-
-/* The log as the last boot wrote it (a regular file, bounded). */
+/* The log as the launcher wrote it (a regular file, bounded). */
 static mcim_cause_t read_log(const char *path, char **out)
 {
   struct stat sb;
