@@ -530,6 +530,27 @@ static void test_pva_takes_the_ak(void **state)
       pva_tpm_evidence(jws_key, NULL, ev, nonce, &log, digest, model, err, sizeof(err)),
       MCIM_OK); /* a device certified before enrolment: the hole stays */
   json_decref(log);
+  log = NULL;
+  json_decref(ev);
+  free(a64);
+  free(s64);
+  free(att);
+  free(sig);
+
+  /* A genuine quote by the AK of PCR 23, the resettable PCR an agent could reset and extend
+   * itself, over a log that replays to it: refused, the PVA takes PCR 10 alone. */
+  assert_int_equal(mcim_tpm_pcr_reset(t, 23), MCIM_OK);
+  assert_int_equal(mcim_tpm_pcr_extend(t, 23, th), MCIM_OK);
+  assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_AK, &ak, &akk), MCIM_OK);
+  assert_int_equal(mcim_tpm_quote(t, akk, 23, q, sizeof(q), &att, &alen, &sig, &slen), MCIM_OK);
+  mcim_tpm_key_free(akk);
+  a64 = b64(att, alen);
+  s64 = b64(sig, slen);
+  ev = json_pack("{s:s,s:s,s:s}", "attest", a64, "signature", s64, "log", line);
+  assert_int_equal(pva_tpm_evidence(jws_key, pem, ev, nonce, &log, digest, model, err, sizeof(err)),
+                   MCIM_ATTEST_MALFORMED);
+  print_message("quote of PCR 23: %s\n", err);
+  assert_null(log);
   json_decref(ev);
   free(a64);
   free(s64);
