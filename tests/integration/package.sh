@@ -165,13 +165,15 @@ expect_mcimd="/usr/bin/mcimd
 /usr/share/man/man8/mcimd.8.gz
 $(cd "$SRC/docs/api" && ls *.yaml README.md | sed 's#^#/usr/share/mcim/api/#')"
 expect_m2me="/usr/bin/m2me
+/usr/bin/m2me-boot
 /usr/lib/systemd/system/m2me@.service
 /usr/lib/sysusers.d/m2me.conf
 /usr/share/doc/m2me/changelog.gz
 /usr/share/doc/m2me/copyright
 /usr/share/doc/m2me/device.md
 /usr/share/doc/m2me/examples/agent.json
-/usr/share/man/man8/m2me.8.gz"
+/usr/share/man/man8/m2me.8.gz
+/usr/share/man/man8/m2me-boot.8.gz"
 expect_cli="/usr/bin/mcim
 /usr/share/doc/mcim-cli/README.md
 /usr/share/doc/mcim-cli/changelog.gz
@@ -184,7 +186,7 @@ for p in $pkgs; do
   d=$(diff <(echo "$want" | sort) <(echo "$got") || true)
   [ -z "$d" ] && ok "$p: files at their FHS places ($(echo "$got" | wc -l) files)" || bad "$p: files differ from the expected layout: $d"
 done
-for p in mcim mcimd m2me; do
+for p in mcim mcimd m2me m2me-boot; do
   f="$root/usr/bin/$p"
   if [ -x "$f" ] && file -b "$f" | grep -q 'ELF.*executable.*stripped' && ! file -b "$f" | grep -q 'not stripped'; then
     ok "/usr/bin/$p: a stripped ELF executable"
@@ -219,7 +221,7 @@ fi
 help_options() { # the options a help text names: --long, and -x short forms
   grep -oE -- '(^|[^A-Za-z0-9_./-])--?[A-Za-z][A-Za-z0-9-]*' | sed -E 's/^[^-]*//' | sed -E 's/-+$//' | sort -u
 }
-for pg in man1/mcim.1 man8/mcimd.8 man8/m2me.8; do
+for pg in man1/mcim.1 man8/mcimd.8 man8/m2me.8 man8/m2me-boot.8; do
   page="$root/usr/share/man/$pg.gz"
   prog=$(basename "$pg" | cut -d. -f1)
   # lintian's check: man --warnings renders the page to nothing on stderr
