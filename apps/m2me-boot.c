@@ -8,6 +8,7 @@
 
 #include "mcim/cli.h"
 #include "mcim/device.h"
+#include "mcim/log.h"
 #include "mcim/opts.h"
 
 extern char **environ;
@@ -64,6 +65,8 @@ int main(int argc, char **argv)
       return mcim_opts_error(&cmd, "the path of m2me is too long: give --agent PATH");
     agent = beside;
   }
+  /* what the configuration loader logs goes to stderr, as the agent's own log will */
+  mcim_log_init("m2me-boot", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
   int fd = -1;
   mcim_cause_t rc = mcim_device_measured_launch(dir, agent, &fd, detail, sizeof(detail));
   if (rc != MCIM_OK) {
