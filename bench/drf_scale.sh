@@ -189,8 +189,7 @@ device=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["sample_devi
 # Writes run inside a transaction that is rolled back.
 queries=(
   "token_live_at_ro (SHO-issued tokens only)|SELECT COUNT(*) FROM drf WHERE device = \$1 AND sho = \$2 AND state = 'released' AND updated >= \$3|text,text,int8|'$device','sho-a',$now"
-  "stored answer|SELECT status, answer FROM answers WHERE txn = \$1 AND step = \$2 AND what = \$3|text,int8,text|'$txn',8,'$device'"
-  "order by txn|SELECT txn, device, sho, endpoint, procedure, via, state, record, expires FROM drf_orders WHERE txn = \$1|text|'$txn'"
+  "discovery's read: stored answer and order by txn|SELECT a.status, a.answer, o.txn, o.device, o.sho, o.endpoint, o.procedure, o.via, o.state, o.record, o.expires FROM (SELECT 1 AS one) k LEFT JOIN answers a ON a.txn = \$1 AND a.step = 8 AND a.what = \$2 LEFT JOIN drf_orders o ON o.txn = \$3|text,text,text|'$txn','$device','$txn'"
   "answer stored|INSERT INTO answers (txn, step, what, status, answer, created) VALUES (\$1, \$2, \$3, \$4, \$5, \$6)|text,int8,text,int8,text,int8|'$txn',8,md5(random()::text),200,'{}',$now"
   "outbox message|INSERT INTO outbox (id, peer, path, body, txn, step, msg, state, attempts, next_at, created, max_attempts) VALUES (\$1, \$2, \$3, \$4, \$5, \$6, \$7, 'pending', 0, \$8, \$9, \$10)|text,text,text,text,text,int8,text,int8,int8,int8|md5(random()::text),'sho-a','/v1/devices/ready','{}','$txn',8,'m',${now}000,${now}000,NULL"
   "trace row|INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause, body) VALUES (\$1, \$2, \$3, \$4, \$5, \$6, \$7, \$8, \$9)|text,text,int8,text,text,text,int8,text,text|md5(random()::text),'$txn',8,'ro','$device','m',${now}000000,NULL,'{}'"

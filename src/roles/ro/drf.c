@@ -28,27 +28,33 @@
 
 /* ---- orders (step 1) ---- */
 
-static mcim_cause_t order_cb(const mcim_row_t *row, void *arg)
+/* The order's nine columns (ORDER_COLUMNS) from column `at` of a row. */
+#define ORDER_COLUMNS "txn, device, sho, endpoint, procedure, via, state, record, expires"
+static mcim_cause_t order_from_row(const mcim_row_t *row, size_t at, struct mcim_drf_order *o)
 {
-  struct mcim_drf_order *o = arg;
   char *cols[] = {o->txn, o->device, o->sho, o->endpoint, o->procedure, o->via, o->state};
   size_t lens[] = {sizeof(o->txn),       sizeof(o->device), sizeof(o->sho), sizeof(o->endpoint),
                    sizeof(o->procedure), sizeof(o->via),    sizeof(o->state)};
   for (size_t i = 0; i < 7; i++)
-    snprintf(cols[i], lens[i], "%s", mcim_row_text(row, i) ? mcim_row_text(row, i) : "");
+    snprintf(cols[i], lens[i], "%s",
+             mcim_row_text(row, at + i) ? mcim_row_text(row, at + i) : "");
   free(o->record);
-  o->record = strdup(mcim_row_text(row, 7) ? mcim_row_text(row, 7) : "");
-  o->expires = mcim_row_int(row, 8);
+  o->record = strdup(mcim_row_text(row, at + 7) ? mcim_row_text(row, at + 7) : "");
+  o->expires = mcim_row_int(row, at + 8);
   return o->record ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
+static mcim_cause_t order_cb(const mcim_row_t *row, void *arg)
+{
+  return order_from_row(row, 0, arg);
 }
 
 mcim_cause_t mcim_drf_order_load(mcim_store_t *st, const char *txn, struct mcim_drf_order *o)
 {
   mcim_val_t p[] = {MCIM_TEXT(txn)};
   return mcim_store_query_one(st,
-                              "SELECT txn, device, sho, endpoint, procedure, via, state, record,"
-                              " expires FROM drf_orders WHERE txn = ?",
-                              p, 1, order_cb, o);
+                              "SELECT " ORDER_COLUMNS " FROM drf_orders WHERE txn = ?", p, 1,
+                              order_cb, o);
 }
 
 void mcim_drf_order_clear(struct mcim_drf_order *o)
@@ -57,10 +63,10 @@ void mcim_drf_order_clear(struct mcim_drf_order *o)
   o->record = NULL;
 }
 
-mcim_cause_t mcim_drf_order_of_party(mcim_store_t *st, const char *txn, const char *device,
-                                     const char *sho, struct mcim_drf_order *o)
+/* Whether a loaded order (rc: its load's outcome) is live and names this device (and SHO). */
+static mcim_cause_t order_party(mcim_cause_t rc, const struct mcim_drf_order *o,
+                                const char *device, const char *sho)
 {
-  mcim_cause_t rc = mcim_drf_order_load(st, txn, o);
   if (rc == MCIM_NOT_FOUND)
     return MCIM_NOT_PARTY;
   if (rc == MCIM_OK && (strcmp(o->device, device) != 0 || (sho && strcmp(o->sho, sho) != 0)))
@@ -68,6 +74,12 @@ mcim_cause_t mcim_drf_order_of_party(mcim_store_t *st, const char *txn, const ch
   if (rc == MCIM_OK && (strcmp(o->state, "expired") == 0 || o->expires <= mcim_now()))
     return MCIM_NOT_ORDERED;
   return rc;
+}
+
+mcim_cause_t mcim_drf_order_of_party(mcim_store_t *st, const char *txn, const char *device,
+                                     const char *sho, struct mcim_drf_order *o)
+{
+  return order_party(mcim_drf_order_load(st, txn, o), o, device, sho);
 }
 
 /* The procedures an order may name, and how the DPF numbers them ("change": the old-SHO
@@ -521,6 +533,43 @@ mcim_cause_t mcim_drf_discover_body(const json_t *body, char *err, size_t err_le
   return mcim_jsonv_check(body, fields, 4, err, err_len);
 }
 
+/* What a discovery reads, in one statement (one round trip on PostgreSQL, where the two
+ * look-ups were two): the stored step-8 answer for this txn and device, and the order by txn;
+ * always one row, each half NULL when there is none. Both are primary-key look-ups. */
+struct discover_read {
+  int status;
+  json_t *answer; /* the stored answer, if any */
+  mcim_cause_t order; /* MCIM_OK: `o` loaded; MCIM_NOT_FOUND: no order */
+  struct mcim_drf_order *o;
+};
+
+static mcim_cause_t discover_row(const mcim_row_t *row, void *arg)
+{
+  struct discover_read *d = arg;
+  if (!mcim_row_is_null(row, 0)) {
+    d->status = (int)mcim_row_int(row, 0);
+    d->answer = json_loads(mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "null",
+                           JSON_DECODE_ANY, NULL);
+    if (!d->answer)
+      return MCIM_STORE_ERROR;
+  }
+  d->order = mcim_row_is_null(row, 2) ? MCIM_NOT_FOUND : order_from_row(row, 2, d->o);
+  return d->order == MCIM_NOT_FOUND ? MCIM_OK : d->order;
+}
+
+static mcim_cause_t discover_load(mcim_store_t *st, const char *txn, const char *device,
+                                  struct discover_read *d)
+{
+  mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(txn)};
+  return mcim_store_query_one(
+      st,
+      "SELECT a.status, a.answer, o.txn, o.device, o.sho, o.endpoint, o.procedure, o.via,"
+      " o.state, o.record, o.expires FROM (SELECT 1 AS one) k"
+      " LEFT JOIN answers a ON a.txn = ? AND a.step = 8 AND a.what = ?"
+      " LEFT JOIN drf_orders o ON o.txn = ?",
+      p, MCIM_NPARAMS(p), discover_row, d);
+}
+
 /* POST /v1/drf/discover (the device, pristine steps 7-8): the SHO of this procedure. */
 void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
                        struct mcim_http_response *resp)
@@ -560,11 +609,18 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   }
   /* A retry of this discovery gets the same answer and queues nothing twice; the key holds
    * the device, so only the device that asked (its access token checked above) gets it. */
-  if (mcim_role_answer_get(st, txn, 8, device, &status, &answer) == MCIM_OK) {
-    mcim_http_reply_json(resp, status, answer);
-    return;
+  struct discover_read dr = {.order = MCIM_NOT_FOUND, .o = &o};
+  rc = discover_load(st, txn, device, &dr);
+  if (rc != MCIM_OK) {
+    json_decref(dr.answer);
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 8, "store unavailable (retry)");
+    goto out;
   }
-  rc = mcim_drf_order_of_party(st, txn, device, NULL, &o);
+  if (dr.answer) {
+    mcim_http_reply_json(resp, dr.status, dr.answer);
+    goto out;
+  }
+  rc = order_party(dr.order, &o, device, NULL);
   if (rc == MCIM_NOT_PARTY) {
     /* The owner's order travels through the SHO (step 1) while the owner instructs the
      * device (step 2): "not yet", the device asks again until its own deadline. */
