@@ -280,6 +280,7 @@ else:
                      ("libraries", "agent shared libraries mapped")]:
         a, b = tre.get("soft_" + f), tre.get("tpm_" + f)
         ratio = b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else None
-        w(f"| {label} | {num(a)} | {num(b)} | {num(ratio, '{:.1f}')} |")
+        fmt = "{:,.0f}" if f in ("vmhwm_kb", "libraries") else "{:.1f}"
+        w(f"| {label} | {num(a, fmt)} | {num(b, fmt)} | {num(ratio, '{:.1f}')} |")
 w("")
 sys.stdout.write("\n".join(out))
