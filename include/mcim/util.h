@@ -23,6 +23,8 @@ void mcim_hex_encode(const uint8_t *in, size_t len, char *out);
  * encode: `out` holds mcim_b64url_len(len)+1 characters; returns the length written. */
 size_t mcim_b64url_len(size_t len);
 size_t mcim_b64url_encode(const uint8_t *in, size_t len, char *out);
+/* The encoding of `len` bytes in a malloc'd string (free() it); NULL if out of memory. */
+char *mcim_b64url_dup(const uint8_t *in, size_t len);
 /* decode: writes at most `outcap` bytes, the decoded length in *outlen. */
 mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap,
                                 size_t *outlen);

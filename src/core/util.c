@@ -1,6 +1,7 @@
 #include "mcim/util.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <time.h>
@@ -60,6 +61,14 @@ static const char b64url_alphabet[] =
 size_t mcim_b64url_len(size_t len)
 {
   return (len / 3) * 4 + ((len % 3) ? (len % 3) + 1 : 0);
+}
+
+char *mcim_b64url_dup(const uint8_t *in, size_t len)
+{
+  char *s = malloc(mcim_b64url_len(len) + 1);
+  if (s)
+    mcim_b64url_encode(in, len, s);
+  return s;
 }
 
 size_t mcim_b64url_encode(const uint8_t *in, size_t len, char *out)

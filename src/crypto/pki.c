@@ -623,42 +623,42 @@ mcim_cause_t mcim_pki_ca_write(const mcim_pki_ca_t *ca, const char *cert_path,
   return rc == MCIM_OK ? mcim_pki_cert_write(cert_path, ca->cert) : rc;
 }
 
-/* The TPM storage key as MCIM_OID_TPM_STORAGE (non-critical: a verifier that does not know
- * it still accepts the certificate, it just cannot wrap keys for the TPM). */
-static bool add_key_ext(X509 *x, const char *oid_txt, EVP_PKEY *key)
+/* A non-critical extension `oid_txt` whose value is the DER `der` (`len` bytes; none if `len`
+ * is not positive). */
+static bool add_der_ext(X509 *x, const char *oid_txt, const unsigned char *der, int len)
 {
   ASN1_OBJECT *oid = OBJ_txt2obj(oid_txt, 1);
   ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
   X509_EXTENSION *ext = NULL;
-  unsigned char *der = NULL;
-  int len = i2d_PUBKEY(key, &der);
   bool ok = oid && value && len > 0 && ASN1_OCTET_STRING_set(value, der, len) == 1 &&
             (ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, value)) != NULL &&
             X509_add_ext(x, ext, -1) == 1;
   X509_EXTENSION_free(ext);
-  OPENSSL_free(der);
   ASN1_OCTET_STRING_free(value);
   ASN1_OBJECT_free(oid);
+  return ok;
+}
+
+/* The TPM storage key as MCIM_OID_TPM_STORAGE (non-critical: a verifier that does not know
+ * it still accepts the certificate, it just cannot wrap keys for the TPM). */
+static bool add_key_ext(X509 *x, const char *oid_txt, EVP_PKEY *key)
+{
+  unsigned char *der = NULL;
+  int len = i2d_PUBKEY(key, &der);
+  bool ok = add_der_ext(x, oid_txt, der, len);
+  OPENSSL_free(der);
   return ok;
 }
 
 /* MCIM_OID_DEVICE_MODEL, its value the model as a DER UTF8String. */
 static bool add_model(X509 *x, const char *model)
 {
-  ASN1_OBJECT *oid = OBJ_txt2obj(MCIM_OID_DEVICE_MODEL, 1);
   ASN1_UTF8STRING *s = ASN1_UTF8STRING_new();
-  ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
-  X509_EXTENSION *ext = NULL;
   unsigned char *der = NULL;
   int len = s && ASN1_STRING_set(s, model, -1) == 1 ? i2d_ASN1_UTF8STRING(s, &der) : 0;
-  bool ok = oid && value && len > 0 && ASN1_OCTET_STRING_set(value, der, len) == 1 &&
-            (ext = X509_EXTENSION_create_by_OBJ(NULL, oid, 0, value)) != NULL &&
-            X509_add_ext(x, ext, -1) == 1;
-  X509_EXTENSION_free(ext);
+  bool ok = add_der_ext(x, MCIM_OID_DEVICE_MODEL, der, len);
   OPENSSL_free(der);
-  ASN1_OCTET_STRING_free(value);
   ASN1_UTF8STRING_free(s);
-  ASN1_OBJECT_free(oid);
   return ok;
 }
 

@@ -82,14 +82,6 @@ static mcim_cause_t ek_and_ak(struct mcim_role *r, const char *ek64, const char 
   return rc;
 }
 
-static char *b64(const uint8_t *in, size_t len)
-{
-  char *s = malloc(mcim_b64url_len(len) + 1);
-  if (s)
-    mcim_b64url_encode(in, len, s);
-  return s;
-}
-
 void mcim_m2mes_enrolment(void *ctx, const struct mcim_http_request *req,
                           struct mcim_http_response *resp)
 {
@@ -150,10 +142,10 @@ void mcim_m2mes_enrolment(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 0, "cannot make the credential for %s", device);
     goto cleanup;
   }
-  c64 = b64(cred.credential, cred.size);
-  s64 = b64(enc.secret, enc.size);
-  n64 = b64(plain + SECRET_LEN, NONCE_LEN);
-  t64 = b64(sealed, sealed_len);
+  c64 = mcim_b64url_dup(cred.credential, cred.size);
+  s64 = mcim_b64url_dup(enc.secret, enc.size);
+  n64 = mcim_b64url_dup(plain + SECRET_LEN, NONCE_LEN);
+  t64 = mcim_b64url_dup(sealed, sealed_len);
   answer = c64 && s64 && n64 && t64 ? json_pack("{s:s,s:s,s:s,s:s}", "credential", c64, "seed", s64,
                                                 "nonce", n64, "token", t64)
                                     : NULL;

@@ -25,6 +25,7 @@
 #include "tre/tpm/tpm_enrol.h"
 #include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
+#include "tre/tpm/tpm_quote.h"
 
 enum { NV_CHUNK = 512, EK_CERT_MAX = 4096 };
 
@@ -184,8 +185,6 @@ mcim_cause_t mcim_tpm_certify(mcim_tpm_t *t, mcim_tpm_key_t *ak, ESYS_TR obj, co
   const TPMT_SIG_SCHEME in_scheme = {.scheme = TPM2_ALG_NULL}; /* the AK's: ECDSA-SHA256 */
   TPM2B_ATTEST *certified = NULL;
   TPMT_SIGNATURE *s = NULL;
-  uint8_t buf[sizeof(TPMT_SIGNATURE)];
-  size_t off = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   TSS2_RC r;
 
@@ -205,21 +204,8 @@ mcim_cause_t mcim_tpm_certify(mcim_tpm_t *t, mcim_tpm_key_t *ak, ESYS_TR obj, co
     rc = mcim_tpm_fail(t, "TPM2_Certify", r);
     goto cleanup;
   }
-  r = Tss2_MU_TPMT_SIGNATURE_Marshal(s, buf, sizeof(buf), &off);
-  if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "marshalling the certification's signature", r);
-    goto cleanup;
-  }
-  rc = MCIM_NO_MEMORY;
-  *attest = malloc(certified->size ? certified->size : 1);
-  *sig = malloc(off);
-  if (!*attest || !*sig)
-    goto cleanup;
-  memcpy(*attest, certified->attestationData, certified->size);
-  *attest_len = certified->size;
-  memcpy(*sig, buf, off);
-  *sig_len = off;
-  rc = MCIM_OK;
+  rc = mcim_tpm_attest_out(t, certified, s, "marshalling the certification's signature", attest,
+                           attest_len, sig, sig_len);
 cleanup:
   if (rc != MCIM_OK && attest && sig) {
     free(*attest);

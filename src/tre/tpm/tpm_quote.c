@@ -62,6 +62,32 @@ mcim_cause_t mcim_tpm_pcr_extend(mcim_tpm_t *t, unsigned pcr, const uint8_t dige
   return r == TSS2_RC_SUCCESS ? MCIM_OK : mcim_tpm_fail(t, "TPM2_PCR_Extend", r);
 }
 
+mcim_cause_t mcim_tpm_attest_out(mcim_tpm_t *t, const TPM2B_ATTEST *a, const TPMT_SIGNATURE *s,
+                                 const char *what, uint8_t **attest, size_t *attest_len,
+                                 uint8_t **sig, size_t *sig_len)
+{
+  uint8_t buf[sizeof(TPMT_SIGNATURE)];
+  size_t off = 0;
+  TSS2_RC r = Tss2_MU_TPMT_SIGNATURE_Marshal(s, buf, sizeof(buf), &off);
+
+  *attest = *sig = NULL;
+  if (r != TSS2_RC_SUCCESS)
+    return what ? mcim_tpm_fail(t, what, r) : MCIM_INTERNAL;
+  *attest = malloc(a->size ? a->size : 1);
+  *sig = malloc(off);
+  if (!*attest || !*sig) {
+    free(*attest);
+    free(*sig);
+    *attest = *sig = NULL;
+    return MCIM_NO_MEMORY;
+  }
+  memcpy(*attest, a->attestationData, a->size);
+  *attest_len = a->size;
+  memcpy(*sig, buf, off);
+  *sig_len = off;
+  return MCIM_OK;
+}
+
 mcim_cause_t mcim_tpm_quote(mcim_tpm_t *t, mcim_tpm_key_t *key, unsigned pcr, const uint8_t *qual,
                             size_t qual_len, uint8_t **attest, size_t *attest_len, uint8_t **sig,
                             size_t *sig_len)
@@ -71,8 +97,6 @@ mcim_cause_t mcim_tpm_quote(mcim_tpm_t *t, mcim_tpm_key_t *key, unsigned pcr, co
   TPML_PCR_SELECTION sel = {.count = 1};
   TPM2B_ATTEST *quoted = NULL;
   TPMT_SIGNATURE *s = NULL;
-  uint8_t buf[sizeof(TPMT_SIGNATURE)];
-  size_t off = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   TSS2_RC r;
 
@@ -93,21 +117,8 @@ mcim_cause_t mcim_tpm_quote(mcim_tpm_t *t, mcim_tpm_key_t *key, unsigned pcr, co
     rc = mcim_tpm_fail(t, "TPM2_Quote", r);
     goto cleanup;
   }
-  r = Tss2_MU_TPMT_SIGNATURE_Marshal(s, buf, sizeof(buf), &off);
-  if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "marshalling the quote's signature", r);
-    goto cleanup;
-  }
-  rc = MCIM_NO_MEMORY;
-  *attest = malloc(quoted->size ? quoted->size : 1);
-  *sig = malloc(off);
-  if (!*attest || !*sig)
-    goto cleanup;
-  memcpy(*attest, quoted->attestationData, quoted->size);
-  *attest_len = quoted->size;
-  memcpy(*sig, buf, off);
-  *sig_len = off;
-  rc = MCIM_OK;
+  rc = mcim_tpm_attest_out(t, quoted, s, "marshalling the quote's signature", attest, attest_len,
+                           sig, sig_len);
 cleanup:
   if (rc != MCIM_OK && attest && sig) {
     free(*attest);

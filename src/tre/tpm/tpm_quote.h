@@ -25,6 +25,13 @@ mcim_cause_t mcim_tpm_pcr_extend(mcim_tpm_t *t, unsigned pcr, const uint8_t dige
 mcim_cause_t mcim_tpm_quote(mcim_tpm_t *t, mcim_tpm_key_t *key, unsigned pcr, const uint8_t *qual,
                             size_t qual_len, uint8_t **attest, size_t *attest_len, uint8_t **sig,
                             size_t *sig_len);
+/* The output of a TPM2_Certify or TPM2_Quote copied out, for mcim_tpm_certify,
+ * mcim_tpm_slot_certify and mcim_tpm_quote: the marshalled TPMS_ATTEST `a` and the TPMT_SIGNATURE
+ * `s` marshalled, in malloc'd buffers (free() both; NULL both on failure). A failure to marshal
+ * the signature is mcim_tpm_fail's with `what`, or MCIM_INTERNAL with `what` NULL. */
+mcim_cause_t mcim_tpm_attest_out(mcim_tpm_t *t, const TPM2B_ATTEST *a, const TPMT_SIGNATURE *s,
+                                 const char *what, uint8_t **attest, size_t *attest_len,
+                                 uint8_t **sig, size_t *sig_len);
 
 /* ---- tre_tpm.c, for tre_quote.c ---- */
 /* The transaction's TPM connection (opened on first use, closed by tre_end). */

@@ -7,6 +7,7 @@
 #include "mcim/util.h"
 #include "tre/tpm/tpm_lib.h"
 #include "tre/tpm/tpm_priv.h"
+#include "tre/tpm/tpm_quote.h"
 #include "tre/tpm/tpm_slot.h"
 
 #define SLOT_ATTRS                                                                                 \
@@ -478,8 +479,6 @@ mcim_cause_t mcim_tpm_slot_certify(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
   TPM2B_ATTEST *a = NULL;
   TPMT_SIGNATURE *sg = NULL;
   ESYS_TR slot = ESYS_TR_NONE, session = ESYS_TR_NONE;
-  uint8_t buf[sizeof(TPMT_SIGNATURE)];
-  size_t off = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
   TSS2_RC r;
 
@@ -504,19 +503,7 @@ mcim_cause_t mcim_tpm_slot_certify(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
     rc = mcim_tpm_fail(t, "TPM2_Certify (slot key)", r);
     goto cleanup;
   }
-  rc = MCIM_INTERNAL;
-  if (Tss2_MU_TPMT_SIGNATURE_Marshal(sg, buf, sizeof(buf), &off) != TSS2_RC_SUCCESS)
-    goto cleanup;
-  rc = MCIM_NO_MEMORY;
-  *attest = malloc(a->size);
-  *sig = malloc(off);
-  if (!*attest || !*sig)
-    goto cleanup;
-  memcpy(*attest, a->attestationData, a->size);
-  *attest_len = a->size;
-  memcpy(*sig, buf, off);
-  *sig_len = off;
-  rc = MCIM_OK;
+  rc = mcim_tpm_attest_out(t, a, sg, NULL, attest, attest_len, sig, sig_len);
 cleanup:
   session_end(t, &session);
   if (slot != ESYS_TR_NONE)

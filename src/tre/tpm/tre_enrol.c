@@ -26,14 +26,6 @@ static struct tre_soft *tpm_tre(struct mcim_tre *tre)
   return t && t->keys == &tre_keys_tpm ? t : NULL;
 }
 
-static char *b64(const uint8_t *in, size_t len)
-{
-  char *s = malloc(mcim_b64url_len(len) + 1);
-  if (s)
-    mcim_b64url_encode(in, len, s);
-  return s;
-}
-
 /* The member `which` of "keys" ("attestation", "ka", "quote") as a blob; MCIM_NOT_FOUND if
  * absent. */
 static mcim_cause_t key_blob(json_t *st, const char *which, struct mcim_tpm_blob *out)
@@ -162,7 +154,7 @@ mcim_cause_t mcim_tre_tpm_enrol_begin(struct mcim_tre *tre, json_t **out)
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
-  ek64 = b64(der, der_len);
+  ek64 = mcim_b64url_dup(der, der_len);
   if (ek64)
     *out = json_pack("{s:s,s:s}", "ek_cert", ek64, "ak_public", ak64);
   if (*out)
@@ -201,8 +193,8 @@ static mcim_cause_t certify_json(mcim_tpm_t *tpm, mcim_tpm_key_t *ak, ESYS_TR ob
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
-  a64 = b64(att, alen);
-  s64 = b64(sig, slen);
+  a64 = mcim_b64url_dup(att, alen);
+  s64 = mcim_b64url_dup(sig, slen);
   if (a64 && s64 &&
       json_object_set_new(
           into, name, json_pack("{s:s,s:s,s:s}", "public", p64, "attest", a64, "signature", s64)) ==
@@ -286,7 +278,7 @@ mcim_cause_t mcim_tre_tpm_enrol_answer(struct mcim_tre *tre, const json_t *chall
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
-  act = b64(secret, secret_len);
+  act = mcim_b64url_dup(secret, secret_len);
   if (act)
     *out = json_pack("{s:s,s:O}", "activation", act, "certify", certs);
   if (*out)

@@ -64,14 +64,6 @@ cleanup:
   return rc;
 }
 
-static char *b64(const uint8_t *in, size_t len)
-{
-  char *s = malloc(mcim_b64url_len(len) + 1);
-  if (s)
-    mcim_b64url_encode(in, len, s);
-  return s;
-}
-
 mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t **evidence)
 {
   struct tre_soft *t = tpm_tre(tre);
@@ -114,8 +106,8 @@ mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t 
     goto cleanup;
   }
   rc = MCIM_NO_MEMORY;
-  a64 = b64(attest, alen);
-  s64 = b64(sig, slen);
+  a64 = mcim_b64url_dup(attest, alen);
+  s64 = mcim_b64url_dup(sig, slen);
   if (a64 && s64)
     *evidence = json_pack("{s:s,s:s,s:s}", "attest", a64, "signature", s64, "log", log);
   if (*evidence)

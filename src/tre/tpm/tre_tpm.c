@@ -567,14 +567,6 @@ static bool enrolled(json_t *st)
   return json_object_get(json_object_get(st, "keys"), "quote") != NULL;
 }
 
-static char *b64_of(const uint8_t *in, size_t len)
-{
-  char *out = malloc(mcim_b64url_len(len) + 1);
-  if (out)
-    mcim_b64url_encode(in, len, out);
-  return out;
-}
-
 static mcim_cause_t tpm_txn_slot_create(struct tre_soft *t, json_t *st, const char *txn,
                                         json_t **out)
 {
@@ -609,10 +601,10 @@ static mcim_cause_t tpm_txn_slot_create(struct tre_soft *t, json_t *st, const ch
   if ((rc = mcim_tpm_public_encode(&pub, &p64)) != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
-  a64 = b64_of(att, alen);
-  s64 = b64_of(sig, slen);
-  n64 = b64_of(slot.name.name, slot.name.size);
-  auth64 = b64_of(slot.auth, sizeof(slot.auth));
+  a64 = mcim_b64url_dup(att, alen);
+  s64 = mcim_b64url_dup(sig, slen);
+  n64 = mcim_b64url_dup(slot.name.name, slot.name.size);
+  auth64 = mcim_b64url_dup(slot.auth, sizeof(slot.auth));
   if (a64 && s64 && n64 && auth64)
     *out = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", MEMBER_HANDLE, (json_int_t)slot.handle,
                      MEMBER_PARENT, n64, MEMBER_AUTH, auth64, "public", p64, "attest", a64,
