@@ -73,16 +73,7 @@ static int group_teardown(void **state)
   return 0;
 }
 
-static mcim_tpm_t *open_tpm(void)
-{
-  char detail[256];
-  mcim_tpm_t *t = NULL;
-  mcim_cause_t rc = mcim_tpm_open(mcim_swtpm_tcti(sw), &t, detail, sizeof(detail));
-  if (rc != MCIM_OK)
-    print_error("mcim_tpm_open: %s: %s\n", mcim_cause_name(rc), detail);
-  assert_int_equal(rc, MCIM_OK);
-  return t;
-}
+static mcim_tpm_t *open_tpm(void) { return swtpm_open(sw); }
 
 /* The SHO's side then the device's: wrap `k` to the primary, import, load. */
 static mcim_tpm_aes_t *import_key(mcim_tpm_t *t, const uint8_t k[16], struct mcim_tpm_blob *keep)

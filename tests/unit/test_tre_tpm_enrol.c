@@ -36,7 +36,6 @@
 static char dir_a[64], dir_b[64], vendor_dir[64];
 static char vendor_cert[128], vendor_key[128], other_cert[128];
 static mcim_swtpm_t *sw_a, *sw_b;
-static FILE *log_fp;
 
 /* A TPM as its maker ships it: swtpm_setup's EK and EK certificate, then started. */
 static int manufactured(char *tmpl, mcim_swtpm_t **sw)
@@ -59,10 +58,8 @@ static int group_setup(void **state)
 {
   mcim_pki_ca_t *vendor = NULL, *other = NULL;
   (void)state;
-  log_fp = tmpfile();
-  if (!log_fp)
+  if (test_log_open(false) != 0)
     return -1;
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
   snprintf(vendor_dir, sizeof(vendor_dir), "/tmp/mcim-tpmvendor-XXXXXX");
   if (!mkdtemp(vendor_dir))
     return -1;
@@ -92,19 +89,13 @@ static int group_teardown(void **state)
   rm_tree(dir_a);
   rm_tree(dir_b);
   rm_tree(vendor_dir);
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
-  fclose(log_fp);
+  test_log_close();
   return 0;
 }
 
 static mcim_tpm_t *open_tpm(const mcim_swtpm_t *s)
 {
-  char detail[256];
-  mcim_tpm_t *t = NULL;
-  mcim_cause_t rc = mcim_tpm_open(mcim_swtpm_tcti(s), &t, detail, sizeof(detail));
-  if (rc != MCIM_OK)
-    print_error("mcim_tpm_open: %s: %s\n", mcim_cause_name(rc), detail);
-  assert_int_equal(rc, MCIM_OK);
+  mcim_tpm_t *t = swtpm_open(s);
   assert_int_equal(mcim_tpm_primary_persist(t, &(TPM2B_NAME){0}), MCIM_OK);
   return t;
 }

@@ -51,7 +51,6 @@
 
 static char state_dir[64];
 static mcim_swtpm_t *sw;
-static FILE *log_fp;
 
 /* ---- fixtures ------------------------------------------------------------------------ */
 
@@ -69,37 +68,16 @@ static mcim_swtpm_t *swtpm_on(const char *dir)
 static int group_setup(void **state)
 {
   (void)state;
-  log_fp = tmpfile();
-  if (!log_fp)
-    return -1;
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
-  snprintf(state_dir, sizeof(state_dir), "/tmp/mcim-tpmtest-XXXXXX");
-  if (swtpm_in_new_dir(state_dir, &sw) != MCIM_OK)
+  if (tpm_group_setup(false, "/tmp/mcim-tpmtest-XXXXXX", state_dir, sizeof(state_dir), &sw) != 0)
     return -1;
   print_message("swtpm pid %d on %s\n", (int)mcim_swtpm_pid(sw), mcim_swtpm_tcti(sw));
-  return tre_pki_make();
+  return 0;
 }
 
 static int group_teardown(void **state)
 {
   (void)state;
-  mcim_swtpm_free(sw);
-  rm_tree(state_dir);
-  tre_pki_free();
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
-  fclose(log_fp);
-  return 0;
-}
-
-static mcim_tpm_t *open_tpm(const mcim_swtpm_t *s)
-{
-  char detail[256];
-  mcim_tpm_t *t = NULL;
-  mcim_cause_t rc = mcim_tpm_open(mcim_swtpm_tcti(s), &t, detail, sizeof(detail));
-  if (rc != MCIM_OK)
-    print_error("mcim_tpm_open: %s: %s\n", mcim_cause_name(rc), detail);
-  assert_int_equal(rc, MCIM_OK);
-  return t;
+  return tpm_group_teardown(state_dir, sw);
 }
 
 static mcim_tpm_key_t *load_key(mcim_tpm_t *t, enum mcim_tpm_key_kind kind,
@@ -125,11 +103,6 @@ static void create_key(mcim_tpm_t *t, enum mcim_tpm_key_kind kind, struct mcim_t
 static TSS2_RC fmt1(TSS2_RC r)
 {
   return (r & TPM2_RC_FMT1) ? (r & 0xbfu) : r;
-}
-
-static double ms_since(uint64_t t0)
-{
-  return (double)(mcim_monotonic_ns() - t0) / 1e6;
 }
 
 /* ---- the keys, against the software path ------------------------------------------- */
@@ -177,7 +150,7 @@ static void test_keys_against_software(void **state)
   char *pub_b64 = NULL, *priv_b64 = NULL;
   EVP_PKEY *sign_pub = NULL, *ecdh_pub = NULL;
 
-  mcim_tpm_t *t = open_tpm(sw);
+  mcim_tpm_t *t = swtpm_open(sw);
   uint64_t t0 = mcim_monotonic_ns();
   create_key(t, MCIM_TPM_KEY_SIGN, &sign);
   print_message("TPM2_Create (signing key): %.2f ms\n", ms_since(t0));
@@ -232,7 +205,7 @@ static void test_keys_against_software(void **state)
   assert_null(wrong);
 
   /* a new connection: the blobs load under the primary made again */
-  t = open_tpm(sw);
+  t = swtpm_open(sw);
   mcim_tpm_key_t *k = NULL;
   assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_ECDH, &sign, &k), MCIM_KEY_INVALID);
   assert_null(k);
@@ -321,7 +294,7 @@ static void test_keys_not_exportable(void **state)
   TPM2B_ENCRYPTED_SECRET *seed = NULL;
   ESYS_TR primary = ESYS_TR_NONE;
 
-  mcim_tpm_t *t = open_tpm(sw);
+  mcim_tpm_t *t = swtpm_open(sw);
   ESYS_CONTEXT *esys = mcim_tpm_esys(t);
   create_key(t, MCIM_TPM_KEY_SIGN, &sign);
   create_key(t, MCIM_TPM_KEY_ECDH, &ecdh);
@@ -419,7 +392,7 @@ static void test_keys_not_exportable(void **state)
   snprintf(dir, sizeof(dir), "/tmp/mcim-tpmtest-XXXXXX");
   assert_non_null(mkdtemp(dir));
   mcim_swtpm_t *other = swtpm_on(dir);
-  t = open_tpm(other);
+  t = swtpm_open(other);
   mcim_tpm_key_t *k = NULL;
   assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_SIGN, &sign, &k), MCIM_TPM_ERROR);
   assert_null(k);
@@ -430,7 +403,7 @@ static void test_keys_not_exportable(void **state)
   mcim_tpm_free(t);
   mcim_swtpm_free(other);
   rm_tree(dir);
-  t = open_tpm(sw);
+  t = swtpm_open(sw);
   struct mcim_tpm_blob bad = sign;
   bad.priv.buffer[bad.priv.size - 1] ^= 1;
   assert_int_equal(mcim_tpm_key_load(t, MCIM_TPM_KEY_SIGN, &bad, &k), MCIM_TPM_ERROR);
@@ -551,56 +524,8 @@ static int fx_teardown(void **state)
   return 0;
 }
 
-static uint8_t *file_read(const char *path, size_t *len)
-{
-  FILE *fp = fopen(path, "rb");
-  assert_non_null(fp);
-  uint8_t *buf = malloc(1 << 20);
-  assert_non_null(buf);
-  *len = fread(buf, 1, 1 << 20, fp);
-  fclose(fp);
-  return buf;
-}
-
 /* The state document in clear: the newest slot, opened with the TRE's storage key. */
-static json_t *state_read(const struct fx *f)
-{
-  mcim_storage_key_t *key = NULL;
-  json_t *best = NULL;
-  unsigned long long best_gen = 0;
-  assert_int_equal(mcim_storage_key_load_file(path_in(f, "tre.key"), &key), MCIM_OK);
-  for (int i = 0; i < 2; i++) {
-    const char *p = path_in(f, i ? "tre.sealed.1" : "tre.sealed");
-    size_t len = 0, n = 0, plain_len = 0;
-    unsigned long long gen = 0;
-    int used = 0;
-    char context[96], head[128];
-    if (access(p, F_OK) != 0)
-      continue;
-    uint8_t *buf = file_read(p, &len);
-    memcpy(head, buf, sizeof(head) - 1);
-    head[sizeof(head) - 1] = '\0';
-    assert_int_equal(sscanf(head, "mcim-tre 2 " DEVICE " %llu %zu\n%n", &gen, &n, &used), 2);
-    snprintf(context, sizeof(context), "tre/%s/%llu", DEVICE, gen);
-    uint8_t *plain = malloc(len);
-    assert_non_null(plain);
-    assert_int_equal(mcim_unseal(key, context, buf + used, n, plain, len, &plain_len), MCIM_OK);
-    json_t *st = json_loadb((const char *)plain, plain_len, 0, NULL);
-    assert_non_null(st);
-    if (!best || gen > best_gen) {
-      json_decref(best);
-      best = st;
-      best_gen = gen;
-    } else {
-      json_decref(st);
-    }
-    free(plain);
-    free(buf);
-  }
-  mcim_storage_key_free(key);
-  assert_non_null(best);
-  return best;
-}
+static json_t *state_read(const struct fx *f) { return tre_state_read(f->dir, DEVICE, true); }
 
 static json_t *status_of(mcim_tre_t *tre)
 {
@@ -621,29 +546,8 @@ static char *sho_package(mcim_jose_key_t *sho, const mcim_jose_key_t *ka_pub, co
            "{\"sho\":\"sho-a\",\"imsi\":\"001020000000007\",\"k\":\"%s\",\"opc\":\"%s\","
            "\"amf\":\"8000\"}",
            kh, oh);
-  int64_t now = mcim_now();
-  mcim_claims_t c = {.iss = "sho-a", .sub = DEVICE, .aud = DEVICE, .typ = "mcim-package+jwt",
-                     .txn = txn, .iat = now, .exp = now + 300};
-  assert_int_equal(mcim_package_seal(sho, &c, ka_pub, (const uint8_t *)text, strlen(text), &pkg),
-                   MCIM_OK);
+  pkg = package_seal_text(sho, "sho-a", DEVICE, txn, ka_pub, text);
   return pkg;
-}
-
-/* One AKA of credential `cred` against an AuC of (k, opc): RES = XRES. */
-static void aka_once(mcim_tre_t *tre, const char *cred, const uint8_t k[16], const uint8_t opc[16],
-                     uint64_t sqn)
-{
-  static const uint8_t amf[2] = {0x80, 0x00};
-  mcim_milenage_t *m = NULL;
-  struct mcim_aka_av av;
-  uint8_t sqnb[MCIM_SQN_LEN], res[8], auts[14];
-  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
-  assert_int_equal(mcim_milenage_set_opc(m, k, opc), MCIM_OK);
-  mcim_sqn_to_bytes(sqn, sqnb);
-  assert_int_equal(mcim_aka_gen_av(m, NULL, sqnb, amf, &av), MCIM_OK);
-  assert_int_equal(tre->ops->aka(tre->ctx, cred, av.rand, av.autn, res, auts), MCIM_OK);
-  assert_memory_equal(res, av.xres, 8);
-  mcim_milenage_free(m);
 }
 
 /* Every operation of a TPM TRE that uses a key, its output checked with the existing
@@ -761,7 +665,7 @@ static void test_tre_end_to_end(void **state)
     /* tpm_public, tpm_private and tpm_parent, nothing else */
     assert_int_equal(json_object_size(e), 3);
     /* tpm_parent: the name of the persistent storage key at its handle */
-    mcim_tpm_t *t = open_tpm(sw);
+    mcim_tpm_t *t = swtpm_open(sw);
     TPM2B_NAME name;
     char name_b64[64];
     assert_int_equal(mcim_tpm_primary_persist(t, &name), MCIM_OK);
@@ -946,18 +850,6 @@ static void evict_at_handle(mcim_tpm_t *t)
                    TSS2_RC_SUCCESS);
 }
 
-static bool log_has(const char *needle)
-{
-  char line[1024];
-  bool found = false;
-  fflush(log_fp);
-  rewind(log_fp);
-  while (!found && fgets(line, sizeof(line), log_fp))
-    found = strstr(line, needle) != NULL;
-  fseek(log_fp, 0, SEEK_END);
-  return found;
-}
-
 /* The storage primary is persistent, made so at manufacture, and its name recorded in the
  * state: a TRE refuses the key found at the handle unless it is the recorded one (another
  * key there, or none), and works again once the right one is back. Manufacture refuses a
@@ -986,31 +878,31 @@ static void test_primary_not_recorded(void **state)
   jws = NULL;
 
   /* another key at the handle: refused, with the cause in the log */
-  t = open_tpm(s);
+  t = swtpm_open(s);
   evict_at_handle(t);
   impostor_at_handle(t);
   mcim_tpm_free(t);
   assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
                    MCIM_TPM_ERROR);
   assert_null(jws);
-  assert_true(log_has("is not the storage key recorded in the TRE's state"));
+  assert_true(log_has("is not the storage key recorded in the TRE's state", NULL));
   /* and manufacture does not replace it */
   assert_int_equal(mcim_tre_tpm_create(dir2, mcim_swtpm_tcti(s), DEVICE, MODEL, owner_jwk,
                                        ops_ca_pem, m2mes_ca_pem),
                    MCIM_TPM_ERROR);
-  assert_true(log_has("holds another key"));
+  assert_true(log_has("holds another key", NULL));
 
   /* no key at the handle: refused */
-  t = open_tpm(s);
+  t = swtpm_open(s);
   evict_at_handle(t);
   mcim_tpm_free(t);
   assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
                    MCIM_TPM_ERROR);
   assert_null(jws);
-  assert_true(log_has("no key at persistent handle"));
+  assert_true(log_has("no key at persistent handle", NULL));
 
   /* the recorded one back (the same template under the same seed): works again */
-  t = open_tpm(s);
+  t = swtpm_open(s);
   assert_int_equal(mcim_tpm_primary_persist(t, &name), MCIM_OK);
   mcim_tpm_free(t);
   assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
@@ -1043,7 +935,7 @@ static void test_stray_objects(void **state)
   for (int strays = 2; strays <= 3; strays++) {
     /* load two keys and "die": close without flushing them; mcim_tpm_free flushes its
      * primary, unless ESAPI forgot it first (the third stray) */
-    t = open_tpm(sw);
+    t = swtpm_open(sw);
     ESYS_TR primary = ESYS_TR_NONE, h = ESYS_TR_NONE;
     assert_int_equal(mcim_tpm_primary(t, &primary, NULL), MCIM_OK);
     for (int i = 0; i < 2; i++)
@@ -1062,7 +954,7 @@ static void test_stray_objects(void **state)
     print_message("%d objects left loaded: flushed, signed\n", strays);
   }
   /* and nothing is left behind by the TRE itself */
-  t = open_tpm(sw);
+  t = swtpm_open(sw);
   TPMS_CAPABILITY_DATA *cap = NULL;
   TPMI_YES_NO more = TPM2_NO;
   assert_int_equal(Esys_GetCapability(mcim_tpm_esys(t), ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
@@ -1081,11 +973,7 @@ static char *sho_package_text(mcim_jose_key_t *sho, const mcim_jose_key_t *ka_pu
                               const char *txn, const char *text)
 {
   char *pkg = NULL;
-  int64_t now = mcim_now();
-  mcim_claims_t c = {.iss = "sho-a", .sub = DEVICE, .aud = DEVICE, .typ = "mcim-package+jwt",
-                     .txn = txn, .iat = now, .exp = now + 300};
-  assert_int_equal(mcim_package_seal(sho, &c, ka_pub, (const uint8_t *)text, strlen(text), &pkg),
-                   MCIM_OK);
+  pkg = package_seal_text(sho, "sho-a", DEVICE, txn, ka_pub, text);
   return pkg;
 }
 
@@ -1134,7 +1022,7 @@ static void test_k_in_tpm(void **state)
   assert_null(strstr(jwk, "\"d\""));
   assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &storage_jose), MCIM_OK);
   assert_int_equal(mcim_jose_key_public_pkey(storage_jose, &storage), MCIM_OK);
-  mcim_tpm_t *t = open_tpm(sw);
+  mcim_tpm_t *t = swtpm_open(sw);
   TPM2B_NAME name;
   const TPM2B_PUBLIC *ppub = NULL;
   assert_int_equal(mcim_tpm_primary_persist(t, &name), MCIM_OK);
@@ -1250,12 +1138,13 @@ static void test_k_in_tpm(void **state)
     p = sho_package_text(sho, f->ka_pub, txns[i], texts[i]);
     assert_int_equal(tre->ops->stage(tre->ctx, txns[i], p, strlen(p), sho_cert),
                      MCIM_PACKAGE_INVALID);
-    assert_true(log_has(txns[i]) && log_has(why[i]));
+    assert_true(log_has(txns[i], NULL) && log_has(why[i], NULL));
     free(p);
     free(texts[i]);
   }
   /* the TPM opens the SHO's outer wrapper when it moves K under the slot's own key */
-  assert_true(log_has("TPM2_Rewrap (K to the slot key): tpm:parameter(1):integrity check failed"));
+  assert_true(
+      log_has("TPM2_Rewrap (K to the slot key): tpm:parameter(1):integrity check failed", NULL));
   json_t *after = state_read(f);
   assert_true(json_equal(before, after));
   json_decref(before);
@@ -1275,13 +1164,13 @@ static void test_k_in_tpm(void **state)
   X509_free(x);
   x = NULL;
   assert_int_equal(mcim_tre_soft_set_certs(tre, f->att_pem, ka_other), MCIM_KEY_INVALID);
-  assert_true(log_has("certifies a TPM storage key that is not this TRE's"));
+  assert_true(log_has("certifies a TPM storage key that is not this TRE's", NULL));
   assert_int_equal(mcim_tre_soft_set_certs(tre, f->att_pem, ka_own), MCIM_OK);
   p = sho_package(sho, f->ka_pub, "55555555555555555555555555555555", k, opc);
   assert_int_equal(tre->ops->stage(tre->ctx, "55555555555555555555555555555555", p, strlen(p),
                                    sho_cert),
                    MCIM_PACKAGE_INVALID);
-  assert_true(log_has("K in clear, and this TRE is certified to take K into its TPM only"));
+  assert_true(log_has("K in clear, and this TRE is certified to take K into its TPM only", NULL));
   free(p);
   char *text2 = k_tpm_content(from_cert, k, opc);
   p = sho_package_text(sho, f->ka_pub, "66666666666666666666666666666666", text2);
@@ -1307,7 +1196,7 @@ static void test_k_in_tpm(void **state)
   p = sho_package_text(sho, soft_ka, TXN_A, text);
   assert_int_equal(soft->ops->stage(soft->ctx, TXN_A, p, strlen(p), sho_cert),
                    MCIM_PACKAGE_INVALID);
-  assert_true(log_has("K wrapped for a TPM, and this TRE has none"));
+  assert_true(log_has("K wrapped for a TPM, and this TRE has none", NULL));
   free(p);
   /* nor does it take a KA certificate that certifies a storage key */
   EVP_PKEY *soft_ka_pkey = NULL;

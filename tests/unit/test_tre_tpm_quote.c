@@ -47,16 +47,13 @@
 static char state_dir[3][64];
 static char cert_model[64]; /* the model an attestation certificate names (none here) */
 static mcim_swtpm_t *sw[3]; /* the device's TPM, another TPM, one just started (one test) */
-static FILE *log_fp;
 static bool quiet; /* the loops over every truncation print nothing */
 
 static int group_setup(void **state)
 {
   (void)state;
-  log_fp = tmpfile();
-  if (!log_fp)
+  if (test_log_open(false) != 0)
     return -1;
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
   for (int i = 0; i < 2; i++) {
     snprintf(state_dir[i], sizeof(state_dir[i]), "/tmp/mcim-tpmquote-XXXXXX");
     if (swtpm_in_new_dir(state_dir[i], &sw[i]) != MCIM_OK)
@@ -74,8 +71,7 @@ static int group_teardown(void **state)
       rm_tree(state_dir[i]);
   }
   tre_pki_free();
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
-  fclose(log_fp);
+  test_log_close();
   return 0;
 }
 
@@ -218,11 +214,6 @@ static mcim_cause_t pva_verdict(const struct dev *d, const json_t *ev, const cha
   json_decref(log);
   json_decref(rims);
   return rc;
-}
-
-static double ms_since(uint64_t t0)
-{
-  return (double)(mcim_monotonic_ns() - t0) / 1e6;
 }
 
 static void test_quote_verifies(void **state)

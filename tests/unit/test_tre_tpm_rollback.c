@@ -39,34 +39,7 @@
 #define PCID1 "001010000000001"
 #define CRASHED 42
 
-static char state_dir[64];
-static mcim_swtpm_t *sw;
-static FILE *log_fp;
-
-static int group_setup(void **state)
-{
-  (void)state;
-  log_fp = getenv("MCIM_TEST_LOG") ? stderr : tmpfile();
-  if (!log_fp)
-    return -1;
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
-  snprintf(state_dir, sizeof(state_dir), "/tmp/mcim-tpmrb-XXXXXX");
-  if (swtpm_in_new_dir(state_dir, &sw) != MCIM_OK)
-    return -1;
-  return tre_pki_make();
-}
-
-static int group_teardown(void **state)
-{
-  (void)state;
-  mcim_swtpm_free(sw);
-  rm_tree(state_dir);
-  tre_pki_free();
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
-  if (log_fp != stderr)
-    fclose(log_fp);
-  return 0;
-}
+SWTPM_GROUP(true, "/tmp/mcim-tpmrb-XXXXXX")
 
 /* ---- a TRE with a PCID credential, and the AuC's side of it ---- */
 
@@ -366,8 +339,6 @@ static void test_soft_older_state_opens(void **state)
 }
 
 /* ---- the cost ---- */
-
-static double ms_since(uint64_t t0) { return (double)(mcim_monotonic_ns() - t0) / 1e6; }
 
 /* What the counter adds, against swtpm: per write one mcim_tpm_nv_counter_increment
  * (TPM2_NV_ReadPublic + TPM2_NV_Increment), per load one mcim_tpm_nv_counter_read

@@ -36,34 +36,7 @@
 #define TXN_A "0123456789abcdef0123456789abcdef"
 #define TXN_B "fedcba9876543210fedcba9876543210"
 
-static char state_dir[64];
-static mcim_swtpm_t *sw;
-static FILE *log_fp;
-
-static int group_setup(void **state)
-{
-  (void)state;
-  log_fp = getenv("MCIM_TEST_LOG") ? stderr : tmpfile();
-  if (!log_fp)
-    return -1;
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
-  snprintf(state_dir, sizeof(state_dir), "/tmp/mcim-tpmsh-XXXXXX");
-  if (swtpm_in_new_dir(state_dir, &sw) != MCIM_OK)
-    return -1;
-  return tre_pki_make();
-}
-
-static int group_teardown(void **state)
-{
-  (void)state;
-  mcim_swtpm_free(sw);
-  rm_tree(state_dir);
-  tre_pki_free();
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
-  if (log_fp != stderr)
-    fclose(log_fp);
-  return 0;
-}
+SWTPM_GROUP(true, "/tmp/mcim-tpmsh-XXXXXX")
 
 static char dir[64];
 
@@ -156,16 +129,7 @@ static char *package(mcim_jose_key_t *sho, const mcim_jose_key_t *to, const char
            "{\"sho\":\"sho-a\",\"imsi\":\"001020000000007\",\"k\":\"%s\","
            "\"opc\":\"000102030405060708090a0b0c0d0e0f\",\"amf\":\"8000\"}",
            k_hex);
-  int64_t now = mcim_now();
-  mcim_claims_t c = {.iss = "sho-a",
-                     .sub = DEVICE,
-                     .aud = DEVICE,
-                     .typ = "mcim-package+jwt",
-                     .txn = txn,
-                     .iat = now,
-                     .exp = now + 300};
-  assert_int_equal(mcim_package_seal(sho, &c, to, (const uint8_t *)text, strlen(text), &pkg),
-                   MCIM_OK);
+  pkg = package_seal_text(sho, "sho-a", DEVICE, txn, to, text);
   return pkg;
 }
 

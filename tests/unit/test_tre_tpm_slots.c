@@ -54,44 +54,9 @@
 #define TXN_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define TXN_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 
-static char state_dir[64];
-static mcim_swtpm_t *sw;
-static FILE *log_fp;
+SWTPM_GROUP(false, "/tmp/mcim-tpmslots-XXXXXX")
 
-static int group_setup(void **state)
-{
-  (void)state;
-  log_fp = tmpfile();
-  if (!log_fp)
-    return -1;
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_DEBUG, log_fp);
-  snprintf(state_dir, sizeof(state_dir), "/tmp/mcim-tpmslots-XXXXXX");
-  if (swtpm_in_new_dir(state_dir, &sw) != MCIM_OK)
-    return -1;
-  return tre_pki_make();
-}
-
-static int group_teardown(void **state)
-{
-  (void)state;
-  mcim_swtpm_free(sw);
-  rm_tree(state_dir);
-  tre_pki_free();
-  mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL);
-  fclose(log_fp);
-  return 0;
-}
-
-static mcim_tpm_t *open_tpm(void)
-{
-  char detail[256];
-  mcim_tpm_t *t = NULL;
-  mcim_cause_t rc = mcim_tpm_open(mcim_swtpm_tcti(sw), &t, detail, sizeof(detail));
-  if (rc != MCIM_OK)
-    print_error("mcim_tpm_open: %s: %s\n", mcim_cause_name(rc), detail);
-  assert_int_equal(rc, MCIM_OK);
-  return t;
-}
+static mcim_tpm_t *open_tpm(void) { return swtpm_open(sw); }
 
 /* The connection's last failure names the TPM's response code `code` (e.g. "0x000009a2"). */
 static void detail_has(mcim_tpm_t *t, const char *what)
@@ -99,19 +64,6 @@ static void detail_has(mcim_tpm_t *t, const char *what)
   if (!strstr(mcim_tpm_detail(t), what))
     fail_msg("detail \"%s\" does not say \"%s\"", mcim_tpm_detail(t), what);
   print_message("  refused as expected: %s\n", mcim_tpm_detail(t));
-}
-
-/* A line of the log since the last log_reset() with both strings. */
-static bool log_has(const char *a, const char *b)
-{
-  char line[2048];
-  bool found = false;
-  fflush(log_fp);
-  rewind(log_fp);
-  while (!found && fgets(line, sizeof(line), log_fp))
-    found = strstr(line, a) && (!b || strstr(line, b));
-  fseek(log_fp, 0, SEEK_END);
-  return found;
 }
 
 static void log_reset(void)
@@ -653,17 +605,7 @@ static char *package(struct fx *f, const struct sho *signer, const char *iss,
                         k_tpm, "opc", oh, "amf", "8000");
   char *text = json_dumps(c, JSON_COMPACT);
   assert_non_null(text);
-  int64_t now = mcim_now();
-  mcim_claims_t cl = {.iss = iss,
-                      .sub = DEVICE,
-                      .aud = DEVICE,
-                      .typ = "mcim-package+jwt",
-                      .txn = txn,
-                      .iat = now,
-                      .exp = now + 300};
-  assert_int_equal(
-      mcim_package_seal(signer->key, &cl, f->ka_pub, (const uint8_t *)text, strlen(text), &pkg),
-      MCIM_OK);
+  pkg = package_seal_text(signer->key, iss, DEVICE, txn, f->ka_pub, text);
   free(text);
   json_decref(c);
   return pkg;
@@ -674,22 +616,6 @@ static mcim_cause_t stage(struct fx *f, const char *txn, char *pkg, const char *
   mcim_cause_t rc = f->tre->ops->stage(f->tre->ctx, txn, pkg, strlen(pkg), cert);
   free(pkg);
   return rc;
-}
-
-static void aka_once(mcim_tre_t *tre, const char *cred, const uint8_t k[16], const uint8_t opc[16],
-                     uint64_t sqn)
-{
-  static const uint8_t amf[2] = {0x80, 0x00};
-  mcim_milenage_t *m = NULL;
-  struct mcim_aka_av av;
-  uint8_t sqnb[MCIM_SQN_LEN], res[8], auts[14];
-  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
-  assert_int_equal(mcim_milenage_set_opc(m, k, opc), MCIM_OK);
-  mcim_sqn_to_bytes(sqn, sqnb);
-  assert_int_equal(mcim_aka_gen_av(m, NULL, sqnb, amf, &av), MCIM_OK);
-  assert_int_equal(tre->ops->aka(tre->ctx, cred, av.rand, av.autn, res, auts), MCIM_OK);
-  assert_memory_equal(res, av.xres, 8);
-  mcim_milenage_free(m);
 }
 
 /* A TPM device with two MCIMs: sho-a's installed (active), sho-b's pre-provisioned
@@ -754,17 +680,6 @@ static int fx_teardown(void **state)
   return 0;
 }
 
-static uint8_t *file_read(const char *path, size_t *len)
-{
-  FILE *fp = fopen(path, "rb");
-  assert_non_null(fp);
-  uint8_t *buf = malloc(1 << 20);
-  assert_non_null(buf);
-  *len = fread(buf, 1, 1 << 20, fp);
-  fclose(fp);
-  return buf;
-}
-
 static void file_copy(const char *from, const char *to)
 {
   size_t len = 0;
@@ -778,47 +693,7 @@ static void file_copy(const char *from, const char *to)
 }
 
 /* The state document in clear (the newest slot file of `dir`, opened with its tre.key). */
-static json_t *state_read(const char *dir)
-{
-  char p[256];
-  mcim_storage_key_t *key = NULL;
-  json_t *best = NULL;
-  unsigned long long best_gen = 0;
-  snprintf(p, sizeof(p), "%s/tre.key", dir);
-  assert_int_equal(mcim_storage_key_load_file(p, &key), MCIM_OK);
-  for (int i = 0; i < 2; i++) {
-    size_t len = 0, n = 0, plain_len = 0;
-    unsigned long long gen = 0;
-    int used = 0;
-    char context[96], head[128];
-    snprintf(p, sizeof(p), "%s/%s", dir, i ? "tre.sealed.1" : "tre.sealed");
-    if (access(p, F_OK) != 0)
-      continue;
-    uint8_t *buf = file_read(p, &len);
-    memcpy(head, buf, sizeof(head) - 1);
-    head[sizeof(head) - 1] = '\0';
-    assert_int_equal(sscanf(head, "mcim-tre 2 " DEVICE " %llu %zu\n%n", &gen, &n, &used), 2);
-    snprintf(context, sizeof(context), "tre/%s/%llu", DEVICE, gen);
-    uint8_t *plain = malloc(len);
-    assert_non_null(plain);
-    if (mcim_unseal(key, context, buf + used, n, plain, len, &plain_len) == MCIM_OK) {
-      json_t *st = json_loadb((const char *)plain, plain_len, 0, NULL);
-      assert_non_null(st);
-      if (!best || gen > best_gen) {
-        json_decref(best);
-        best = st;
-        best_gen = gen;
-      } else {
-        json_decref(st);
-      }
-    }
-    free(plain);
-    free(buf);
-  }
-  mcim_storage_key_free(key);
-  assert_non_null(best);
-  return best;
-}
+static json_t *state_read(const char *dir) { return tre_state_read(dir, DEVICE, false); }
 
 /* A slot's "k_tpm" in a document: its blob and its slot key's record. */
 static void slot_record(json_t *doc, const char *slot, struct mcim_tpm_blob *blob,
@@ -1083,16 +958,7 @@ static char *package_by(struct fx *f, const struct sho *signer, const char *txn,
                         k_tpm, "opc", oh, "amf", "8000");
   char *text = json_dumps(c, JSON_COMPACT);
   assert_non_null(text);
-  int64_t now = mcim_now();
-  mcim_claims_t cl = {.iss = signer->name,
-                      .sub = DEVICE,
-                      .aud = DEVICE,
-                      .typ = "mcim-package+jwt",
-                      .txn = txn,
-                      .iat = now,
-                      .exp = now + 300};
-  assert_int_equal(
-      mcim_package_seal(signer->key, &cl, ka, (const uint8_t *)text, strlen(text), &pkg), MCIM_OK);
+  pkg = package_seal_text(signer->key, signer->name, DEVICE, txn, ka, text);
   free(text);
   json_decref(c);
   return pkg;
