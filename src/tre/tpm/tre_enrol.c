@@ -112,15 +112,29 @@ cleanup:
   return rc;
 }
 
+/* `*out` (NULL on entry) = {`name`: the base64url of `bin`, `other`: `val`}, the base64url
+ * wiped once copied in; MCIM_NO_MEMORY without `val`. */
+static mcim_cause_t b64_object(json_t **out, const char *name, const uint8_t *bin, size_t len,
+                               const char *other, json_t *val)
+{
+  char *s = mcim_b64url_dup(bin, len);
+  if (s && val)
+    *out = json_pack("{s:s,s:O}", name, s, other, val);
+  if (s)
+    mcim_wipe(s, strlen(s));
+  free(s);
+  return *out ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
 mcim_cause_t mcim_tre_tpm_enrol_begin(struct mcim_tre *tre, json_t **out)
 {
   struct tre_soft *t = tpm_tre(tre);
   struct mcim_tpm_blob ak;
   mcim_tpm_t *tpm = NULL;
-  json_t *st = NULL;
+  json_t *st = NULL, *ak_json = NULL;
   uint8_t *der = NULL;
   size_t der_len = 0;
-  char *ek64 = NULL, *ak64 = NULL;
+  char *ak64 = NULL;
   bool held = false;
   mcim_cause_t rc = MCIM_NOT_FOUND;
 
@@ -153,17 +167,13 @@ mcim_cause_t mcim_tre_tpm_enrol_begin(struct mcim_tre *tre, json_t **out)
     rc = mcim_tpm_public_encode(&ak.pub, &ak64);
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = MCIM_NO_MEMORY;
-  ek64 = mcim_b64url_dup(der, der_len);
-  if (ek64)
-    *out = json_pack("{s:s,s:s}", "ek_cert", ek64, "ak_public", ak64);
-  if (*out)
-    rc = MCIM_OK;
+  ak_json = json_string(ak64);
+  rc = b64_object(out, "ek_cert", der, der_len, "ak_public", ak_json);
 cleanup:
   if (held)
     tre_end(t, st);
+  json_decref(ak_json);
   free(der);
-  free(ek64);
   free(ak64);
   return rc;
 }
@@ -220,7 +230,6 @@ mcim_cause_t mcim_tre_tpm_enrol_answer(struct mcim_tre *tre, const json_t *chall
   mcim_tpm_t *tpm = NULL;
   mcim_tpm_key_t *ak = NULL, *k = NULL;
   json_t *st = NULL, *certs = NULL;
-  char *act = NULL;
   bool held = false;
   mcim_cause_t rc = MCIM_NOT_FOUND;
 
@@ -277,17 +286,9 @@ mcim_cause_t mcim_tre_tpm_enrol_answer(struct mcim_tre *tre, const json_t *chall
     rc = certify_json(tpm, ak, primary, ppub, qual, qual_len, certs, "storage");
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = MCIM_NO_MEMORY;
-  act = mcim_b64url_dup(secret, secret_len);
-  if (act)
-    *out = json_pack("{s:s,s:O}", "activation", act, "certify", certs);
-  if (*out)
-    rc = MCIM_OK;
+  rc = b64_object(out, "activation", secret, secret_len, "certify", certs);
 cleanup:
   mcim_wipe(secret, sizeof(secret));
-  if (act)
-    mcim_wipe(act, strlen(act));
-  free(act);
   mcim_tpm_key_free(k);
   mcim_tpm_key_free(ak); /* before tre_end closes the connection */
   if (held)
