@@ -15,7 +15,7 @@ extern char **environ;
 
 int main(int argc, char **argv)
 {
-  const char *dir = NULL, *agent = NULL;
+  const char *dir = NULL, *agent = NULL, *log_format = NULL;
   char self[PATH_MAX], beside[PATH_MAX], detail[512] = "";
   const struct mcim_opt opts[] = {
       {.name = "dir",
@@ -26,11 +26,15 @@ int main(int argc, char **argv)
        .arg = "PATH",
        .help = "the agent's executable (default: the m2me beside this program)",
        .value = &agent},
+      {.name = "log-format",
+       .arg = "F",
+       .help = "the agent's log format, text or json (passed to it as --log-format F)",
+       .value = &log_format},
       {0},
   };
   const struct mcim_cmd cmd = {
       .name = "m2me-boot",
-      .usage = "m2me-boot --dir DEVICE_DIR [--agent PATH]",
+      .usage = "m2me-boot --dir DEVICE_DIR [--agent PATH] [--log-format text|json]",
       .description =
           "The launcher of a TPM device's agent, as a platform's boot loader and IMA: SHA-256\n"
           "of DEVICE_DIR's firmware/boot.img and firmware/os.img and of the agent's\n"
@@ -43,8 +47,9 @@ int main(int argc, char **argv)
           "Exit status (when the agent did not run): 1 when the measurement failed (the agent\n"
           "must not run unmeasured), 2 for a usage error.",
       .opts = opts,
-      .examples = "m2me-boot --dir mcim-lab/devices/dev1\n"
-                  "m2me-boot --dir /var/lib/mcim/dev1 --agent /usr/bin/m2me",
+      .examples =
+          "m2me-boot --dir mcim-lab/devices/dev1\n"
+          "m2me-boot --dir /var/lib/mcim/devices/dev1 --agent /usr/bin/m2me --log-format json",
       .version = "m2me-boot",
   };
   struct mcim_args a;
@@ -53,6 +58,8 @@ int main(int argc, char **argv)
     return ex;
   if (!dir)
     return mcim_opts_error(&cmd, "--dir DEVICE_DIR is required");
+  if (log_format && strcmp(log_format, "text") != 0 && strcmp(log_format, "json") != 0)
+    return mcim_opts_error(&cmd, "--log-format is text or json, not '%s'", log_format);
   if (!agent) {
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     if (n <= 0)
@@ -78,7 +85,9 @@ int main(int argc, char **argv)
     fprintf(stderr, "m2me-boot: %s: warning: %s\n", dir, detail);
   fprintf(stderr, "m2me-boot: %s: boot, os and %s measured into PCR 10; starting the agent\n", dir,
           agent);
-  char *const args[] = {(char *)agent, "--dir", (char *)dir, NULL};
+  char *const args[] = {(char *)agent,      "--dir",
+                        (char *)dir,        log_format ? "--log-format" : NULL,
+                        (char *)log_format, NULL};
   fexecve(fd, args, environ);
   perror("m2me-boot: fexecve");
   close(fd);

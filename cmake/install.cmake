@@ -50,7 +50,7 @@ install(TARGETS mcim RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 # whatever the build was configured with): ExecStartPre/ExecStart name the bin folder under
 # it and Documentation= the doc folder. The copy is written into place and recorded in the
 # install manifest, as install(FILES) does.
-foreach(pair "mcimd@.service|mcimd" "m2me@.service|m2me")
+foreach(pair "mcimd@.service|mcimd" "m2me@.service|m2me" "m2me-tpm@.service|m2me")
   string(REPLACE "|" ";" pair "${pair}")
   list(GET pair 0 unit)
   list(GET pair 1 comp)

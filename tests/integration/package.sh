@@ -166,6 +166,7 @@ expect_mcimd="/usr/bin/mcimd
 $(cd "$SRC/docs/api" && ls *.yaml README.md | sed 's#^#/usr/share/mcim/api/#')"
 expect_m2me="/usr/bin/m2me
 /usr/bin/m2me-boot
+/usr/lib/systemd/system/m2me-tpm@.service
 /usr/lib/systemd/system/m2me@.service
 /usr/lib/sysusers.d/m2me.conf
 /usr/share/doc/m2me/changelog.gz
@@ -277,6 +278,14 @@ grep -qx 'ExecStart=/usr/bin/mcimd --role ${MCIM_KIND} --config /etc/mcim/%i.jso
   ok "mcimd@.service runs /usr/bin/mcimd on /etc/mcim/%i.json" || bad "mcimd@.service Exec lines: $(grep Exec "$units/mcimd@.service")"
 grep -qx 'ExecStart=/usr/bin/m2me --dir /var/lib/mcim/devices/%i --log-format json' "$units/m2me@.service" &&
   ok "m2me@.service runs /usr/bin/m2me on /var/lib/mcim/devices/%i" || bad "m2me@.service Exec lines: $(grep Exec "$units/m2me@.service")"
+# a TPM device's unit: the measured launch, then the same agent (docs/tre-tpm.md)
+grep -qx 'ExecStart=/usr/bin/m2me-boot --dir /var/lib/mcim/devices/%i --agent /usr/bin/m2me --log-format json' "$units/m2me-tpm@.service" &&
+  grep -qx 'DeviceAllow=/dev/tpmrm0 rw' "$units/m2me-tpm@.service" &&
+  ok "m2me-tpm@.service runs m2me-boot, which measures and runs /usr/bin/m2me, with /dev/tpmrm0 only" ||
+  bad "m2me-tpm@.service: $(grep -E 'Exec|Device' "$units/m2me-tpm@.service")"
+for x in m2me-boot m2me; do
+  [ -x "$root/usr/bin/$x" ] || bad "m2me-tpm@.service runs /usr/bin/$x: not installed"
+done
 for u in mcimd m2me; do
   grep -qx 'User=mcim' "$units/$u@.service" && grep -q "^StateDirectory=mcim/" "$units/$u@.service" &&
     grep -q "^Documentation=man:$u(8) file:/usr/share/doc/$u/" "$units/$u@.service" &&
@@ -293,8 +302,9 @@ done
 mkdir -p "$tmp/units"
 sed "s#=/usr/bin/#=$root/usr/bin/#g" "$units/mcimd@.service" >"$tmp/units/mcimd@vno.service"
 sed "s#=/usr/bin/#=$root/usr/bin/#g" "$units/m2me@.service" >"$tmp/units/m2me@dev1.service"
-if MANPATH="$root/usr/share/man" systemd-analyze verify "$tmp/units/mcimd@vno.service" "$tmp/units/m2me@dev1.service" >"$tmp/out" 2>&1; then
-  ok "systemd-analyze verify: the installed mcimd@.service and m2me@.service"
+sed "s#=/usr/bin/#=$root/usr/bin/#g; s# /usr/bin/m2me # $root/usr/bin/m2me #" "$units/m2me-tpm@.service" >"$tmp/units/m2me-tpm@dev2.service"
+if MANPATH="$root/usr/share/man" systemd-analyze verify "$tmp/units/mcimd@vno.service" "$tmp/units/m2me@dev1.service" "$tmp/units/m2me-tpm@dev2.service" >"$tmp/out" 2>&1; then
+  ok "systemd-analyze verify: the installed mcimd@.service, m2me@.service and m2me-tpm@.service"
 else
   bad "systemd-analyze verify: $(cat "$tmp/out")"
 fi

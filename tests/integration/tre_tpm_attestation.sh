@@ -127,7 +127,9 @@ tpm_pid=$(tr -d ' \n' <"$lab/lab.json" | grep -o '"name":"dev1",[^}]*"swtpm_pid"
 agent_pid=$(pid_of dev1)
 kill -TERM "$agent_pid"
 wait_until 20 sh -c "! kill -0 $agent_pid 2>/dev/null" || bad "dev1's agent did not stop"
-setsid "$MCIM_BIN/m2me-boot" --dir "$lab/devices/dev1" --agent "$MCIM_BIN/m2me" \
+# (with --log-format json, as m2me-tpm@.service starts it: passed on to the agent)
+lines_before=$(wc -l <"$lab/devices/dev1/agent.log")
+setsid "$MCIM_BIN/m2me-boot" --dir "$lab/devices/dev1" --agent "$MCIM_BIN/m2me" --log-format json \
   >>"$lab/devices/dev1/agent.log" 2>&1 </dev/null &
 new_pid=$!
 # lab.json follows, so that `lab down` stops it
@@ -141,6 +143,9 @@ for d in lab["devices"]:
 json.dump(lab, open(p, "w"), indent=2)
 PY
 wait_until 20 agent_up dev1 && ok "dev1's agent is up again (its launcher ran)" || bad "dev1's agent did not come back"
+tail -n +"$((lines_before + 1))" "$lab/devices/dev1/agent.log" | grep -q '^{.*"role": *"dev1"' &&
+  ok "the agent logs JSON lines: --log-format reached it through the launcher" ||
+  bad "no JSON log line from the restarted agent: $(tail -n 3 "$lab/devices/dev1/agent.log")"
 kill -0 "$tpm_pid" && ok "dev1's TPM kept running (pid $tpm_pid)" || bad "dev1's swtpm is gone"
 log_ok dev1 6 && ok "dev1's log: the launcher appended its three lines (six, PCR 10 not reset)" ||
   bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
