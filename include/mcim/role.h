@@ -201,6 +201,7 @@ struct mcim_access {
   char scope[16];   /* "restricted" or "full" */
   char imsi[24];    /* the identity that attached (PCID or IMSI) */
   int64_t iat;      /* when it was issued */
+  int64_t iat_us;   /* the same in microseconds (iat_us claim; iat * 10^6 without it) */
 };
 /* Check the request's bearer token (DESIGN.md section 10): signed by an access network of
  * the operators' CA, typ mcim-access+jwt, aud = its issuer, not expired; honoured only at

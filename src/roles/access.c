@@ -172,8 +172,12 @@ static mcim_cause_t session_close(mcim_store_t *st, const char *id, const char *
 static mcim_cause_t issue_token(struct mcim_role *r, const struct mcim_access_net *net,
                                 const struct session *s, char **token)
 {
-  int64_t now = mcim_now();
-  json_t *extra = json_pack("{s:s,s:s}", "scope", net->scope, "imsi", s->identity);
+  /* iat_us: the issue time to the microsecond, on the clock the SHO stamps its DRF
+   * registrations with (their seq): the RO tells a token of an ended subscription from one
+   * of the next subscription of the same device at the same SHO, even within one second. */
+  int64_t now_us = mcim_now_us(), now = now_us / 1000000;
+  json_t *extra = json_pack("{s:s,s:s,s:I}", "scope", net->scope, "imsi", s->identity, "iat_us",
+                            (json_int_t)now_us);
   /* aud = the issuer: a token is honoured only by the network that issued it (and by the
    * RO and the PVA, which it reaches): mcim_role_check_access. */
   mcim_claims_t c = {.iss = r->name, .sub = s->device, .aud = r->name, .typ = "mcim-access+jwt",

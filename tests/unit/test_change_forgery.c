@@ -778,6 +778,72 @@ static void test_token_binding(void **state)
   free(tok1);
 }
 
+/* An SHO's access token issued at `iat_us`, saying so in its iat_us claim (`claim_us`: that
+ * claim's value, -1 to leave it out). */
+static char *token_at(const mcim_jose_key_t *net_key, const char *net, const char *device,
+                      const char *identity, int64_t iat_us, int64_t claim_us)
+{
+  char *jws = NULL;
+  int64_t iat = iat_us / 1000000;
+  json_t *extra = json_pack("{s:s,s:s}", "scope", "full", "imsi", identity);
+  if (claim_us >= 0)
+    json_object_set_new(extra, "iat_us", json_integer(claim_us));
+  mcim_claims_t c = {.iss = net, .sub = device, .aud = net, .typ = "mcim-access+jwt",
+                     .txn = ZERO_TXN, .iat = iat, .exp = iat + 300, .extra = extra};
+  assert_int_equal(mcim_jws_sign(net_key, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+static mcim_cause_t ro_discover_as(const char *tok)
+{
+  return post("ro", "/v1/drf/discover", tok,
+              json_pack("{s:s,s:s}", "txn", TXN_F1, "device", "rdev"));
+}
+
+/* The RO revokes an SHO's tokens issued before the SHO released the device there, on the
+ * SHO's clock to the microsecond (the release's seq against the token's iat_us): a token of
+ * the next subscription at the same SHO, issued within the same second as the release, is
+ * honoured (it was refused TOKEN_REVOKED in whole seconds: the pristine path's deferred
+ * notice failed so in a demo); one issued before it, or without iat_us in that second, is
+ * not; a release without seq (an older SHO) counts from its arrival. */
+static void test_token_release_order(void **state)
+{
+  (void)state;
+  char q[320];
+  /* mid-second, so that both sides of the release fall in the same second */
+  int64_t rel = (mcim_now() - 2) * 1000000 + 500000;
+  snprintf(q, sizeof(q),
+           "INSERT INTO drf (device, sho, state, endpoint, txn, updated, seq) VALUES"
+           " ('rdev', 'sho-a', 'released', 'https://sho-a.invalid', '%s', %lld, %lld)",
+           TXN_F1, (long long)(rel / 1000000), (long long)rel);
+  db_exec("ro", q);
+
+  char *before = token_at(key_sho_a, "sho-a", "rdev", imsi1, rel - 1, rel - 1);
+  char *after = token_at(key_sho_a, "sho-a", "rdev", imsi1, rel + 1, rel + 1);
+  char *no_us = token_at(key_sho_a, "sho-a", "rdev", imsi1, rel + 1, -1);
+  assert_int_equal(ro_discover_as(before), MCIM_TOKEN_REVOKED);
+  assert_int_equal(ro_discover_as(no_us), MCIM_TOKEN_REVOKED);
+  mcim_cause_t rc = ro_discover_as(after);
+  assert_true(rc != MCIM_TOKEN_REVOKED && rc != MCIM_OK);
+  /* an iat_us outside its iat's second is not believed: counted from the start of iat's */
+  char *lying = token_at(key_sho_a, "sho-a", "rdev", imsi1, rel + 1, rel + 3000000);
+  assert_int_equal(ro_discover_as(lying), MCIM_TOKEN_REVOKED);
+  free(lying);
+
+  /* the same release recorded by an older SHO (no seq): from its arrival, in whole seconds */
+  db_exec("ro", "UPDATE drf SET seq = 0 WHERE device = 'rdev' AND sho = 'sho-a'");
+  assert_int_equal(ro_discover_as(after), MCIM_TOKEN_REVOKED);
+  char *next = token_at(key_sho_a, "sho-a", "rdev", imsi1, rel + 1000000, rel + 1000000);
+  rc = ro_discover_as(next);
+  assert_true(rc != MCIM_TOKEN_REVOKED && rc != MCIM_OK);
+  db_exec("ro", "DELETE FROM drf WHERE device = 'rdev'");
+  free(before);
+  free(after);
+  free(no_us);
+  free(next);
+}
+
 /* ---- step 11: forged acknowledgements while a real change waits at step 9 ---- */
 
 struct bg_run {
@@ -1195,6 +1261,7 @@ int main(void)
       cmocka_unit_test(test_registration_pending),
       cmocka_unit_test(test_report_pending),
       cmocka_unit_test(test_token_binding),
+      cmocka_unit_test(test_token_release_order),
       cmocka_unit_test(test_forged_acknowledgements),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
