@@ -257,6 +257,20 @@ static void test_tpm_enrolment(void **state)
   json_t *req = json_pack("{s:s,s:O,s:O}", "device", "dev-enrol", "ek_cert",
                           json_object_get(begin, "ek_cert"), "ak_public",
                           json_object_get(begin, "ak_public"));
+  /* only the factory enrols: an SHO's certificate is refused (403, no challenge given), a
+   * caller without one is not authenticated */
+  struct mcim_http_client *sho = lab_client(&lab, "sho-a");
+  struct mcim_http_client *anon = lab_client(&lab, NULL);
+  assert_int_equal(mcim_http_request(sho, "POST", url, req, NULL, &res2), MCIM_FORBIDDEN);
+  assert_int_equal(res2.status, 403);
+  assert_null(json_object_get(res2.json, "token"));
+  assert_null(json_object_get(res2.json, "credential"));
+  mcim_http_result_clear(&res2);
+  assert_int_equal(mcim_http_request(anon, "POST", url, req, NULL, &res2),
+                   MCIM_PEER_NOT_AUTHENTICATED);
+  mcim_http_result_clear(&res2);
+  mcim_http_client_free(sho);
+  mcim_http_client_free(anon);
   assert_int_equal(mcim_http_request(admin_cli, "POST", url, req, NULL, &res), MCIM_OK);
   json_decref(req);
   /* an AK that is not restricted: the signing key's public area, from the certification the
