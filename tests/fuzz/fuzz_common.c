@@ -16,6 +16,7 @@
 
 #include "mcim/log.h"
 #include "mcim/util.h"
+#include "net/http_priv.h"
 #include "tre/tre_priv.h"
 
 #ifndef MCIM_FUZZ_DATA
@@ -345,4 +346,19 @@ void fuzz_tre_restore(const char *dir, const struct fuzz_tre_files *f)
     else
       unlink(path);
   }
+}
+
+void fuzz_post_json(const struct mcim_http_server_cfg *cfg, const char *path,
+                    const uint8_t *body, size_t len)
+{
+  const struct mcim_http_wire w = {
+      .method = "POST",
+      .path = path,
+      .content_type = "application/json",
+      .body = body,
+      .body_len = len,
+  };
+  struct mcim_http_response resp = {0};
+  mcim_http_dispatch_(cfg, &w, &resp);
+  mcim_http_response_clear(&resp);
 }

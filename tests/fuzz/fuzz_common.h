@@ -45,6 +45,12 @@
 /* The PVA's nonce of the quote target. */
 #define FUZZ_NONCE "6e6f6e63656e6f6e63656e6f6e63656e6f6e63656e6f6e63656e6f6e63656e6f"
 
+struct mcim_http_server_cfg;
+/* `body` POSTed to `path` (application/json) through the server's own dispatch (routing,
+ * body limit, JSON parsing, then the route's handler), as a request off the wire would be. */
+void fuzz_post_json(const struct mcim_http_server_cfg *cfg, const char *path,
+                    const uint8_t *body, size_t len);
+
 /* Logs off (a refusal logs a line: millions of them), once per process. */
 void fuzz_quiet(void);
 /* Abort with a message: the fixture is broken (not a finding). */

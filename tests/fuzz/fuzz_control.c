@@ -96,15 +96,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   current = data[0] % 3;
   mcim_jws_verdicts_clear();
   fuzz_tre_restore(dir, &files);
-  const struct mcim_http_wire w = {
-      .method = "POST",
-      .path = "/v1/check",
-      .content_type = "application/json",
-      .body = data + 1,
-      .body_len = size - 1,
-  };
-  struct mcim_http_response resp = {0};
-  mcim_http_dispatch_(&cfg, &w, &resp);
-  mcim_http_response_clear(&resp);
+  fuzz_post_json(&cfg, "/v1/check", data + 1, size - 1);
   return 0;
 }
