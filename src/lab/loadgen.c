@@ -3,9 +3,11 @@
  * Three phases, each timed on its own:
  *   1. manufacture: the M2MES makes every device (TRE keys, certificates, PCID credential,
  *      first owner at the RO) exactly as `mcim lab device add`, minus the agent process;
- *      the devices live in LAB/loadgen/RUN/ and are not listed in lab.json;
- *   2. procedures: `concurrency` threads each take the next device, open its agent in this
- *      process (mcim_device_open: measured boot, the software TRE, agent.db) and play its
+ *      the devices live in LAB/loadgen/RUN/ and are not listed in lab.json; each agent is
+ *      started once in this process (mcim_device_open: measured boot, the software TRE,
+ *      agent.db made) and, up to keep_bound(), kept open for phase 2;
+ *   2. procedures: `concurrency` threads each take the next device, its agent kept open (or
+ *      opened again, past the bound) and play its
  *      owner: the order at the SHO (step 1), the instruction to the device (step 2), then the
  *      agent's rounds (mcim_device_round, what m2me's worker thread runs) until the procedure
  *      ends; every step's time is taken as the agent moves from one stage to the next;
@@ -129,6 +131,12 @@ struct lg_seq {
 struct lg_device {
   char expect[64]; /* the SHO its last procedure left it at ("": it failed) */
   char tre_problem[160];
+  /* Kept open from its first start (phase 1) through its procedures, as an agent keeps its
+   * store and TRE open across procedures; NULL past the bound (lg.keep_max): then opened
+   * around its sequence, as before. */
+  struct mcim_device *d;
+  mcim_jose_key_t *owner;
+  json_t *params;
 };
 
 struct lg {
@@ -141,6 +149,8 @@ struct lg {
   struct lg_device *dev;
   atomic_long next;
   atomic_long made, done, failed;
+  long keep_max;        /* devices kept open from phase 1 to the end of phase 2, at most */
+  atomic_long kept;     /* handed out so far (may pass keep_max: those are not kept) */
   pthread_mutex_t lock; /* samples and errors */
   struct samples procs, steps, all;
   json_t *errors;
@@ -333,11 +343,18 @@ static void run_device(struct lg *g, mcim_lab_t *lab, struct mcim_http_lite **cl
   const char *sho[2] = {g->shos[(size_t)i % g->nshos], g->shos[(size_t)(i + 1) % g->nshos]};
   dev_name(g, i, name, sizeof(name));
   dev_dir(g, i, dir, sizeof(dir));
-  mcim_cause_t rc = mcim_device_open(dir, &d);
+  mcim_cause_t rc = MCIM_OK;
+  if (ld->d) { /* kept open since its first start: closed after the run */
+    d = ld->d;
+    owner = ld->owner;
+    params = ld->params;
+  } else {
+    rc = mcim_device_open(dir, &d);
+    if (rc == MCIM_OK)
+      rc = mcim_lab_owner_load_dir(dir, &owner, &params);
+  }
   if (rc == MCIM_OK && !*cli)
     rc = mcim_device_client_new(d, cli);
-  if (rc == MCIM_OK)
-    rc = mcim_lab_owner_load_dir(dir, &owner, &params);
   if (rc != MCIM_OK) {
     atomic_fetch_add(&g->failed, 1);
     error_count(g, mcim_cause_name(rc), name, "start", "cannot open the device or its owner key");
@@ -354,9 +371,64 @@ static void run_device(struct lg *g, mcim_lab_t *lab, struct mcim_http_lite **cl
   }
   tre_check(d, ld);
 out:
+  if (ld->d)
+    return;
   json_decref(params);
   mcim_jose_key_free(owner);
   mcim_device_free(d);
+}
+
+/* Phase 1, after the M2MES made device i: its agent's first start (agent.db created, the
+ * boot measured), which a real device does once in its life and `mcim lab device add` does
+ * when it starts the agent, so that phase 2 measures procedures, not first starts. Kept open
+ * up to keep_max devices (their procedures then open nothing); past it, closed again. */
+static mcim_cause_t first_start(struct lg *g, long i, const char *dir)
+{
+  struct lg_device *ld = &g->dev[i];
+  struct mcim_device *d = NULL;
+  mcim_cause_t rc = mcim_device_open(dir, &d);
+  if (rc != MCIM_OK)
+    return rc;
+  if (atomic_fetch_add(&g->kept, 1) >= g->keep_max ||
+      mcim_lab_owner_load_dir(dir, &ld->owner, &ld->params) != MCIM_OK) {
+    mcim_jose_key_free(ld->owner);
+    json_decref(ld->params);
+    ld->owner = NULL;
+    ld->params = NULL;
+    mcim_device_free(d);
+    return MCIM_OK;
+  }
+  ld->d = d;
+  return MCIM_OK;
+}
+
+static void kept_free(struct lg *g)
+{
+  for (long i = 0; g->dev && i < g->o->devices; i++) {
+    struct lg_device *ld = &g->dev[i];
+    json_decref(ld->params);
+    mcim_jose_key_free(ld->owner);
+    mcim_device_free(ld->d);
+    ld->d = NULL;
+    ld->owner = NULL;
+    ld->params = NULL;
+  }
+}
+
+/* Open files of one kept device: agent.db, its WAL and shared memory, the TRE's lock, and a
+ * margin. keep_max leaves half of RLIMIT_NOFILE to the rest (the threads' connections, the
+ * lab's stores, the log). */
+#define LG_KEEP_FDS 8
+#define LG_KEEP_MAX 1024 /* and memory: about 0.2 MiB a kept device (VmHWM) */
+
+static long keep_bound(long devices)
+{
+  struct rlimit rl;
+  long n = LG_KEEP_MAX;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      (long)(rl.rlim_cur / 2 / LG_KEEP_FDS) < n)
+    n = (long)(rl.rlim_cur / 2 / LG_KEEP_FDS);
+  return devices < n ? devices : n;
 }
 
 struct lg_thread {
@@ -386,6 +458,9 @@ static void *lg_thread_main(void *arg)
         rc = mcim_lab_manufacture(lab, name, dir, false, NULL);
       if (rc != MCIM_OK) {
         error_count(g, mcim_cause_name(rc), name, "manufacture", "the M2MES did not make it");
+        g->dev[i].expect[0] = '\0';
+      } else if ((rc = first_start(g, i, dir)) != MCIM_OK) {
+        error_count(g, mcim_cause_name(rc), name, "manufacture", "its agent does not start");
         g->dev[i].expect[0] = '\0';
       }
       atomic_fetch_add(&g->made, 1);
@@ -836,6 +911,7 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   g.dev = rc == MCIM_OK ? calloc((size_t)o->devices, sizeof(*g.dev)) : NULL;
   if (rc == MCIM_OK && !g.dev)
     rc = MCIM_NO_MEMORY;
+  g.keep_max = keep_bound(o->devices);
   if (rc == MCIM_OK)
     rc = run_phase(&g, 1, &made_s);
   size_t ninst = g.lab_json ? json_array_size(json_object_get(g.lab_json, "roles")) : 0;
@@ -852,6 +928,8 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   if (rc == MCIM_OK && json_object_size(g.errors) == 0)
     rc = run_phase(&g, 2, &run_s);
   double cpu_self = self_cpu() - cpu_self0, cpu_d = g.lab_json ? daemons_cpu(g.lab_json) - cpu_d0 : 0;
+  long kept = atomic_load(&g.kept) < g.keep_max ? atomic_load(&g.kept) : g.keep_max;
+  kept_free(&g); /* an agent's close, once in its life: not a procedure's */
   json_t *inv = rc == MCIM_OK ? invariants(&g) : json_string("not checked");
   if (d1 && scrape_tls) {
     self_ops(&self1);
@@ -861,15 +939,15 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   struct series *all = series_get(&g.all, "all", 0);
   json_t *per_proc = series_report(&g.procs), *per_step = series_report(&g.steps);
   *report = json_pack(
-      "{s:s,s:s,s:I,s:i,s:I,s:O,s:f,s:f,s:o,s:o,s:o,s:{s:f,s:f,s:f},s:{s:I,s:f},s:o,s:O}",
+      "{s:s,s:s,s:I,s:i,s:I,s:O,s:f,s:f,s:o,s:o,s:o,s:{s:f,s:f,s:f},s:{s:I,s:f,s:I},s:o,s:O}",
       "run", g.run, "procedure", o->procedure, "devices", (json_int_t)o->devices, "concurrency",
       o->concurrency, "procedures", (json_int_t)done, "errors", g.errors, "per_s",
       round2(run_s > 0 ? (double)done / run_s : 0), "seconds", round2(run_s), "latency_ms",
       all ? latency_json(all) : json_object(), "per_procedure", per_proc, "per_step", per_step,
       "cpu", "loadgen_s", round2(cpu_self), "daemons_s", round2(cpu_d), "per_procedure_ms",
       round2(done ? (cpu_self + cpu_d) * 1000.0 / (double)done : 0), "manufacture", "devices",
-      (json_int_t)atomic_load(&g.made), "seconds", round2(made_s), "invariants", inv,
-      "error_samples", g.error_samples);
+      (json_int_t)atomic_load(&g.made), "seconds", round2(made_s), "kept_open", (json_int_t)kept,
+      "invariants", inv, "error_samples", g.error_samples);
   if (*report && d0 && d1 && scrape_tls)
     ops_report(g.lab_json, &self0, &self1, d0, d1, scrape_tls, ninst, done, *report);
   free(d0);
