@@ -179,10 +179,11 @@ mcim_cause_t tre_begin(struct tre_soft *t, json_t **st);
 /* tre_persist, or tre_commit_shred when per-procedure keys expired in `st` (tre_txn.c). */
 mcim_cause_t tre_commit(struct tre_soft *t, json_t *st);
 /* Crypto-shredding (docs/tre.md, "Crypto-shredding"): a write that removes a secret (an MCIM,
- * a per-procedure KA key) goes under a NEW storage key, to both slots, and the old key file
- * is overwritten and replaced: neither the current key opens an older copy of the files nor
- * does the old key open the current ones. Crash-safe: the new key is written to tre.key.new
- * first, and tre_load() finishes a rotation cut after the slot was written. */
+ * a per-procedure KA key) goes under a NEW storage key, to both slots, and the old key is
+ * overwritten in tre.key: neither the current key opens an older copy of the files nor does
+ * the old key open the current ones. Crash-safe: the new key is written to tre.key.new first,
+ * and tre_load() finishes a rotation cut after the slot was written. Every file in place, one
+ * fdatasync each (tre_store.c says why in that order). */
 mcim_cause_t tre_commit_shred(struct tre_soft *t, json_t *st);
 void tre_end(struct tre_soft *t, json_t *st);
 /* Wipe every string of a document (K, OPc, private keys are strings) and release it. Only

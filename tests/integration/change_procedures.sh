@@ -213,8 +213,10 @@ mkdir -p "$tmp/tre-before" && cp -p "$lab/devices/dev1/tre/"tre.key "$lab/device
 check "change dev1 back to sho-a via pristine" "$mcim" run change dev1 --to sho-a --via pristine --json --dir "$lab"
 cp "$tmp/out" "$tmp/c2.json"
 # crypto-shredding (issue 11 point 6, docs/tre.md section 8): the pristine step discarded
-# sho-b's MCIM under a new storage key; no rotation is left half done
-! cmp -s "$tmp/tre-before/tre.key" "$lab/devices/dev1/tre/tre.key" && [ ! -e "$lab/devices/dev1/tre/tre.key.new" ] &&
+# sho-b's MCIM under a new storage key; no rotation is left half done (tre.key.new holds no
+# key between rotations: absent or 32 zero bytes)
+no_spare_key() { local n="$lab/devices/dev1/tre/tre.key.new"; [ ! -e "$n" ] || cmp -s "$n" <(head -c 32 /dev/zero); }
+! cmp -s "$tmp/tre-before/tre.key" "$lab/devices/dev1/tre/tre.key" && no_spare_key &&
   ok "dev1's TRE storage key replaced by the discard (the files copied before are under the old one)" ||
   bad "dev1's tre.key unchanged by the discard, or tre.key.new left: $(ls "$lab/devices/dev1/tre")"
 [ "$(jfield "$tmp/c2.json" result)" = success ] && ok "result success" || bad "result: $(head -c 600 "$tmp/c2.json")"

@@ -34,6 +34,7 @@
 #include "mcim/sqn.h"
 #include "mcim/tre.h"
 #include "mcim/util.h"
+#include "tre/tre_priv.h"
 
 #define DEVICE "dev1"
 #define MODEL "model-x"
@@ -44,6 +45,7 @@
 #define TXN_A "0123456789abcdef0123456789abcdef"
 #define TXN_B "fedcba9876543210fedcba9876543210"
 #define TXN_C "00000000000000000000000000000001"
+#define TXN_D "00000000000000000000000000000002"
 
 /* ---- group fixtures: PKI, SHOs, owner, log capture ---------------------------------- */
 
@@ -1939,6 +1941,20 @@ static void test_shred_files_left_behind(void **state)
   free(pkg_b);
 }
 
+/* Between rotations tre.key.new holds no key: absent (a TRE that never rotated) or zeros, so
+ * the only key on disk is tre.key. */
+static void assert_no_spare_key(const struct fx *f)
+{
+  static const uint8_t zero[MCIM_STORAGE_KEY_LEN] = {0};
+  size_t n = 0;
+  if (access(path_in(f, "tre.key.new"), F_OK) != 0)
+    return;
+  uint8_t *k = file_read(path_in(f, "tre.key.new"), &n);
+  assert_int_equal(n, MCIM_STORAGE_KEY_LEN);
+  assert_memory_equal(k, zero, n);
+  free(k);
+}
+
 /* A procedure abandoned before its package: unstage deletes its key (under a new storage key),
  * and a package for it then can only be one sealed to the static key, which is refused no more
  * than before per-procedure keys (the SHO never seals to it for a device that offered one). */
@@ -1966,8 +1982,8 @@ static void test_txn_key_lifecycle(void **state)
   assert_int_equal(mcim_unseal(k2, "probe", sealed, n, probe, 1, &m), MCIM_UNSEAL_FAILED);
   assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_C), MCIM_NOT_FOUND);
   check_persisted(f);
-  /* no tre.key.new is left behind */
-  assert_int_not_equal(access(path_in(f, "tre.key.new"), F_OK), 0);
+  /* no second copy of a key is left behind: tre.key.new holds zeros between rotations */
+  assert_no_spare_key(f);
 
   /* a crash between the slot written under the new key and the key file's rename: the
    * next open finishes the rotation */
@@ -1987,7 +2003,7 @@ static void test_txn_key_lifecycle(void **state)
   assert_int_equal(mcim_tre_soft_open(f->dir, &f->tre), MCIM_OK);
   json_t *reopened = status_of(f->tre);
   assert_true(json_equal(after, reopened));
-  assert_int_not_equal(access(path_in(f, "tre.key.new"), F_OK), 0);
+  assert_no_spare_key(f);
   check_persisted(f);
   json_decref(after);
   json_decref(reopened);
@@ -2084,6 +2100,139 @@ static void test_crash_slot(void **state)
   json_decref(after);
   free(prev);
   free(fresh);
+}
+
+/* ---- a rotation cut by a crash at each of its steps (tre_commit_shred) ---- */
+
+#define ROTATE_CRASHED 42
+static char rotate_where[32];
+
+static void rotate_crash_at(const char *where)
+{
+  if (strcmp(where, rotate_where) == 0)
+    _exit(ROTATE_CRASHED);
+}
+
+/* In a child: a handle of its own, the hook armed at `where`, then the unstage of `txn` (its
+ * procedure's key dropped: a rotation); the child dies there. */
+static void rotate_child_crashes(struct fx *f, const char *where, const char *txn)
+{
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    mcim_tre_t *t = NULL;
+    if (mcim_tre_soft_open(f->dir, &t) != MCIM_OK)
+      _exit(1);
+    snprintf(rotate_where, sizeof(rotate_where), "%s", where);
+    tre_crash_hook = rotate_crash_at;
+    (void)t->ops->unstage(t->ctx, txn);
+    _exit(2); /* the hook was not reached */
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), ROTATE_CRASHED);
+}
+
+/* Does `key` open the slot file i? */
+static bool slot_opens(const struct fx *f, int i, const mcim_storage_key_t *key)
+{
+  struct file_copy c = {0};
+  copy_take(path_in(f, slot_name(i)), &c);
+  bool ok = copy_open(&c, key, NULL) == MCIM_OK;
+  free(c.buf);
+  return ok;
+}
+
+/* The rotation writes each file in place with one fdatasync: tre.key.new (the new key), the
+ * other slot under it, the new key over the old in tre.key, the previous slot again, zeros over
+ * tre.key.new. A process killed after each step (the files as it left them) always opens: on
+ * the state before the unstage until the slot under the new key is written, on the state after
+ * from then on, the rotation finished by the next load when tre.key did not get the new key
+ * yet (also with tre.key's block torn in that write). Once a write follows, both slots open
+ * with the current key, the key of before opens neither, and no second key is on disk. */
+static void test_crash_rotation(void **state)
+{
+  struct fx *f = *state;
+  static const struct {
+    const char *where;
+    bool after;    /* the state after the unstage is the one that opens */
+    bool tear_key; /* tre.key's block torn too (a crash inside the write over it) */
+  } cuts[] = {
+      {"rotate-key-written", false, false},  {"before-write", false, false},
+      {"rotate-slot-written", true, false},  {"rotate-slot-written", true, true},
+      {"rotate-key-installed", true, false}, {"rotate-both-written", true, false},
+  };
+
+  /* uncut: right after it, both slots under the new key alone, and tre.key.new zeros */
+  mcim_jose_key_free(quoted_ka(f, TXN_C));
+  mcim_storage_key_t *k0 = key_copy(f);
+  assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_C), MCIM_NOT_FOUND);
+  mcim_storage_key_t *k1 = key_copy(f);
+  for (int i = 0; i < 2; i++) {
+    assert_true(slot_opens(f, i, k1));
+    assert_false(slot_opens(f, i, k0));
+  }
+  assert_no_spare_key(f);
+  mcim_storage_key_free(k0);
+  mcim_storage_key_free(k1);
+
+  for (size_t c = 0; c < sizeof(cuts) / sizeof(cuts[0]); c++) {
+    mcim_jose_key_free(quoted_ka(f, TXN_C)); /* the txn's key: the unstage drops it */
+    json_t *doc = state_read(f);
+    assert_int_equal(json_array_size(json_object_get(doc, "txn_keys")), 1);
+    json_decref(doc);
+    mcim_storage_key_t *k_before = key_copy(f);
+    mcim_tre_close(f->tre);
+    f->tre = NULL;
+
+    rotate_child_crashes(f, cuts[c].where, TXN_C);
+    if (cuts[c].tear_key) {
+      uint8_t junk[MCIM_STORAGE_KEY_LEN];
+      memset(junk, 0x5a, sizeof(junk));
+      file_write(path_in(f, "tre.key"), junk, sizeof(junk));
+      assert_int_equal(chmod(path_in(f, "tre.key"), 0600), 0);
+    }
+    long mark = ftell(log_fp);
+    assert_int_equal(mcim_tre_soft_open(f->dir, &f->tre), MCIM_OK);
+    doc = state_read(f); /* with tre.key as the load left it */
+    assert_int_equal(json_array_size(json_object_get(doc, "txn_keys")), cuts[c].after ? 0 : 1);
+    json_decref(doc);
+    char *log = log_since(mark);
+    bool finished = strstr(log, "rotation cut by a crash, finished") != NULL;
+    free(log);
+    assert_true(finished == (strcmp(cuts[c].where, "rotate-slot-written") == 0));
+    if (strcmp(cuts[c].where, "rotate-both-written") == 0) { /* all but the zeros */
+      mcim_storage_key_t *k = key_copy(f);
+      for (int i = 0; i < 2; i++) {
+        assert_true(slot_opens(f, i, k));
+        assert_false(slot_opens(f, i, k_before));
+      }
+      mcim_storage_key_free(k);
+    }
+    check_persisted(f);
+
+    /* the next write (an ordinary one): both slots under the current key, nothing else */
+    mcim_jose_key_free(quoted_ka(f, TXN_D));
+    assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_D), MCIM_NOT_FOUND);
+    mcim_jose_key_free(quoted_ka(f, TXN_D));
+    mcim_storage_key_t *k_now = key_copy(f);
+    for (int i = 0; i < 2; i++) {
+      assert_true(slot_opens(f, i, k_now));
+      assert_false(slot_opens(f, i, k_before));
+    }
+    assert_no_spare_key(f);
+    assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_D), MCIM_NOT_FOUND);
+    if (!cuts[c].after) /* the cut unstage never happened: done now */
+      assert_int_equal(f->tre->ops->unstage(f->tre->ctx, TXN_C), MCIM_NOT_FOUND);
+    doc = state_read(f);
+    assert_int_equal(json_array_size(json_object_get(doc, "txn_keys")), 0);
+    json_decref(doc);
+    check_persisted(f);
+    mcim_storage_key_free(k_before);
+    mcim_storage_key_free(k_now);
+  }
 }
 
 /* A TRE written before the slots (format 1: tre.sealed alone, no generation) opens, and its
@@ -2317,6 +2466,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_slot_keys, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_shred_files_left_behind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_txn_key_lifecycle, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_crash_rotation, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_fifo_slot, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_format_1, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_tampered, fx_setup, fx_teardown),
