@@ -6,6 +6,8 @@
 # Usage: bench/agent_footprint.sh [BIN_DIR]      (BIN_DIR holds mcim and m2me; default build/bin)
 # Environment: IDLE_S   seconds of the idle measurement (default 10)
 #              MAPS=1   also print where the resident memory is, per mapping (smaps), at the end
+#              TRE=tpm  the agent of a device whose TRE is in a TPM (a swtpm: `lab device add
+#                       --tre tpm`; docs/tre-tpm.md "Memory") instead of the software TRE
 #              KEEP=DIR use DIR as the lab folder and leave the lab running (default: a
 #                       temporary folder, stopped and removed at the end)
 #
@@ -20,6 +22,8 @@
 set -euo pipefail
 bin=${1:-build/bin}
 idle_s=${IDLE_S:-10}
+tre=${TRE:-soft}
+case "$tre" in soft | tpm) ;; *) echo "agent_footprint.sh: TRE is soft or tpm, not $tre" >&2; exit 1 ;; esac
 for p in mcim m2me; do
   [ -x "$bin/$p" ] || { echo "agent_footprint.sh: $bin/$p not built" >&2; exit 1; }
 done
@@ -31,7 +35,7 @@ else
 fi
 
 "$bin/mcim" lab up --dir "$lab" >/dev/null
-"$bin/mcim" lab device add dev1 --dir "$lab" >/dev/null
+"$bin/mcim" lab device add dev1 --tre "$tre" --dir "$lab" >/dev/null
 pid=$("$bin/mcim" lab status --json --dir "$lab" | tr -d ' \n' |
   grep -o '"devices":\[.*' | grep -o '"name":"dev1","pid":[0-9]*' | grep -o '[0-9]*$')
 [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || { echo "agent_footprint.sh: no agent pid" >&2; exit 1; }
@@ -78,6 +82,7 @@ text=$(size "$bin/m2me" 2>/dev/null | awk 'NR == 2 { print $1 }' || true)
 libs=$(awk '$6 ~ /\.so/ { print $6 }' "/proc/$pid/maps" | sort -u | wc -l)
 
 printf '%-44s %s\n' \
+  "TRE" "$tre" \
   "m2me binary (bytes, text)" "$binary, ${text:-?}" \
   "shared libraries mapped" "$libs" \
   "after start: VmRSS / VmHWM (KiB)" "$start_rss / $start_hwm (anon $start_anon, file $start_file)" \
@@ -96,8 +101,8 @@ if [ -n "${MAPS:-}" ]; then
        END { for (n in rss) if (rss[n] > 0) printf "%8d %8d  %s\n", rss[n], pd[n], n }' \
     "/proc/$pid/smaps" | sort -rn
 fi
-printf '{"binary_bytes":%s,"libraries":%s,"start_vmrss_kb":%s,"start_vmhwm_kb":%s,"start_threads":%s,' \
-  "$binary" "$libs" "$start_rss" "$start_hwm" "$start_threads"
+printf '{"tre":"%s","binary_bytes":%s,"libraries":%s,"start_vmrss_kb":%s,"start_vmhwm_kb":%s,"start_threads":%s,' \
+  "$tre" "$binary" "$libs" "$start_rss" "$start_hwm" "$start_threads"
 printf '"idle_seconds":%s,"idle_cpu_ms_per_s":%s,"idle_cpu_ticks":%s,"idle_wakeups_per_s":%s,' \
   "$wall_s" "$idle_ms_per_s" "$idle_ticks" "$idle_wakeups_per_s"
 printf '"initial_vmhwm_kb":%s,"peak_vmhwm_kb":%s,"end_vmrss_kb":%s,"end_anon_kb":%s,"end_file_kb":%s,"end_pss_kb":%s,"end_private_dirty_kb":%s,"end_threads":%s}\n' \

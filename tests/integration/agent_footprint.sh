@@ -12,6 +12,9 @@
 #     under the ceiling below (plain build only: ASan's shadow memory and quarantine make a
 #     sanitized agent several times larger; the build says which it is, MCIM_SANITIZE from
 #     CMake, ON or OFF);
+#   - in MCIM_TPM builds, the agent of a device whose TRE is in a TPM (a swtpm) maps only
+#     tpm2-tss's libraries and ESAPI's libcrypto besides, and its peak over the same two
+#     procedures is under its own ceiling (below; plain static build only);
 #   - an idle agent's worker does not wake up: the wake-ups it counts
 #     (mcim_m2me_worker_wakeups_total) of an agent that never ran a procedure, over its whole
 #     life (at least IDLE_MIN_S seconds: the test's own steps, padded by a poll when they were
@@ -89,6 +92,46 @@ elif [ -n "$hwm" ] && [ "$hwm" -le "$CEILING_KB" ]; then
   ok "peak resident memory of the agent over the procedures ($how): $hwm KiB <= $CEILING_KB KiB"
 else
   bad "peak resident memory of the agent over the procedures ($how): ${hwm:-?} KiB > $CEILING_KB KiB"
+fi
+
+# A device whose TRE is in a TPM (MCIM_TPM builds; a swtpm of its own): its agent loads
+# tpm2-tss when it opens its TRE, ESAPI with a shared libcrypto of its own, so the 8 MiB
+# target is out of its reach (docs/tre-tpm.md, "Memory": 11 564-11 788 KiB at its peak in
+# three runs, 12 516-12 544 before the dynamic linker's tables of those libraries were let
+# go). Held: the libraries it maps are tpm2-tss's and that libcrypto besides the software
+# agent's, and in a plain static build its peak is under TPM_CEILING_KB, 12 MiB: 0.5 MiB
+# above, less than those tables (0.7 MiB) coming back (the agent before failed it: 12 520).
+TPM_CEILING_KB=12288
+if [ "$(yes_no "${MCIM_TPM:-OFF}")" = yes ]; then
+  need swtpm
+  check "manufacture tdev (TPM TRE)" "$mcim" lab device add tdev --tre tpm --dir "$lab"
+  check "run initial tdev --sho sho-a" "$mcim" run initial tdev --sho sho-a --dir "$lab"
+  check "run change tdev --to sho-b --via old-sho" "$mcim" run change tdev --to sho-b --via old-sho --dir "$lab"
+  pt=$(agent_pid tdev)
+  tlibs=$(awk '$6 ~ /\.so/ { n = $6; sub(/.*\//, "", n); sub(/\.so.*/, "", n); print n }' \
+    "/proc/$pt/maps" | sort -u | tr '\n' ' ')
+  extra=""
+  for l in $tlibs; do
+    case "$l" in
+    ld-linux* | libc | libm | libcrypto | libtss2-esys | libtss2-sys | libtss2-mu | libtss2-tctildr | libtss2-rc | libtss2-tcti-*) ;;
+    libssl | libsqlite3 | libjansson | libcjose)
+      [ "$static" = no ] || extra="$extra $l (linked in: MCIM_STATIC_AGENT=ON)" ;;
+    libasan | libubsan | libgcc_s | libstdc++ | libclang_rt* | libdl | libpthread | librt)
+      [ "$sanitized" = yes ] || extra="$extra $l" ;;
+    *) extra="$extra $l" ;;
+    esac
+  done
+  [ -z "$extra" ] && ok "the TPM agent maps tpm2-tss and ESAPI's libcrypto besides: $tlibs" ||
+    bad "the TPM agent maps libraries it does not need:$extra (all: $tlibs)"
+  thwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pt/status")
+  echo "      tdev's agent after both procedures: VmHWM $thwm KiB, $(awk '$1 == "VmRSS:" || $1 == "RssAnon:" || $1 == "RssFile:" { printf "%s %s ", $1, $2 }' "/proc/$pt/status")"
+  if [ "$sanitized" = yes ] || [ "$static" = no ]; then
+    ok "TPM agent ($how, MCIM_SANITIZE=$( [ "$sanitized" = yes ] && echo ON || echo OFF)): VmHWM $thwm KiB, held to a ceiling in a plain static build only"
+  elif [ -n "$thwm" ] && [ "$thwm" -le "$TPM_CEILING_KB" ]; then
+    ok "peak resident memory of the TPM agent over the procedures: $thwm KiB <= $TPM_CEILING_KB KiB"
+  else
+    bad "peak resident memory of the TPM agent over the procedures: ${thwm:-?} KiB > $TPM_CEILING_KB KiB"
+  fi
 fi
 
 # the worker of an agent that is done is not woken by its control API
