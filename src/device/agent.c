@@ -658,7 +658,7 @@ mcim_cause_t mcim_device_procedure(struct mcim_device *d, const char *txn, json_
 {
   struct dev_proc p = {0};
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = dev_proc_load(st, txn, &p);
+  mcim_cause_t rc = dev_proc_view(st, txn, &p);
   dev_store_unlock(d);
   *out = rc == MCIM_OK ? dev_proc_json(&p) : NULL;
   if (rc == MCIM_OK && !*out)

@@ -147,7 +147,7 @@ static void h_procedure_get(void *ctx, const struct mcim_http_request *req,
   struct mcim_device *d = ctx;
   struct dev_proc p = {0};
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = dev_proc_load(st, req->params[0], &p);
+  mcim_cause_t rc = dev_proc_view(st, req->params[0], &p);
   dev_store_unlock(d);
 
   if (rc != MCIM_OK) {

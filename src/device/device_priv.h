@@ -149,6 +149,8 @@ mcim_cause_t dev_proc_insert(mcim_store_t *st, const struct dev_proc *p);
 /* Write the mutable columns (state, stage, n, result, cause, detail, data, since, updated). */
 mcim_cause_t dev_proc_save(mcim_store_t *st, const struct dev_proc *p);
 mcim_cause_t dev_proc_load(mcim_store_t *st, const char *txn, struct dev_proc *p);
+/* The same without the data (an empty object): what dev_proc_json shows. */
+mcim_cause_t dev_proc_view(mcim_store_t *st, const char *txn, struct dev_proc *p);
 /* The running procedure (MCIM_NOT_FOUND if none). */
 mcim_cause_t dev_proc_running(mcim_store_t *st, struct dev_proc *p);
 /* The most recently updated procedure (MCIM_NOT_FOUND if none). */

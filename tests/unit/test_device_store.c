@@ -107,6 +107,15 @@ static void procedure_survives_reopen(void **state)
   assert_int_equal(json_integer_value(json_object_get(j, "step")), 10);
   assert_true(json_is_null(json_object_get(j, "cause")));
   assert_null(json_object_get(j, "data")); /* statements and certificates stay inside */
+  /* the view (no data parsed) shows exactly the same */
+  struct dev_proc view = {0};
+  assert_int_equal(dev_proc_view(st, FX_TXN, &view), MCIM_OK);
+  assert_int_equal(json_object_size(view.data), 0);
+  json_t *jv = dev_proc_json(&view);
+  assert_true(json_equal(j, jv));
+  json_decref(jv);
+  dev_proc_clear(&view);
+  assert_int_equal(dev_proc_view(st, FX_TXN2, &view), MCIM_NOT_FOUND);
   json_decref(j);
 
   assert_int_equal(dev_proc_load(st, FX_TXN2, &got), MCIM_NOT_FOUND);
