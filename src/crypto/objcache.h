@@ -22,6 +22,7 @@ struct mcim_objcache {
   struct {
     uint8_t id[32];
     void *obj;
+    int64_t not_before, not_after; /* mcim_objcache_put_until's window */
   } e[MCIM_OBJCACHE_MAX];
 };
 
@@ -35,6 +36,12 @@ bool mcim_objcache_id(const void *text, size_t len, uint8_t id[32]);
 void *mcim_objcache_get(struct mcim_objcache *c, const uint8_t id[32]);
 /* Keep a reference to `obj` under `id`. */
 void mcim_objcache_put(struct mcim_objcache *c, const uint8_t id[32], void *obj);
+/* For objects that stand for a verdict holding for a time (a key of a certificate that
+ * verified): kept with the window [not_before, not_after) in which it holds, and found only by
+ * mcim_objcache_get_at inside it. The id is compared in constant time. */
+void mcim_objcache_put_until(struct mcim_objcache *c, const uint8_t id[32], void *obj,
+                             int64_t not_before, int64_t not_after);
+void *mcim_objcache_get_at(struct mcim_objcache *c, const uint8_t id[32], int64_t now);
 /* Drop every entry (their references are freed). */
 void mcim_objcache_clear(struct mcim_objcache *c);
 

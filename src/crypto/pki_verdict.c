@@ -27,7 +27,7 @@ static struct mcim_verdicts verdicts = MCIM_VERDICTS_INIT;
 static bool der_digest(X509 *x, uint8_t md[32])
 {
   unsigned int n = 0;
-  return X509_digest(x, EVP_sha256(), md, &n) == 1 && n == 32;
+  return X509_digest(x, mcim_sha256(), md, &n) == 1 && n == 32;
 }
 
 bool mcim_pki_verdict_id(X509 *cert, X509 *ca, mcim_cert_usage_t usage, const char *name,

@@ -4,11 +4,25 @@
 #include <openssl/evp.h>
 #include <string.h>
 
+static EVP_MD *sha256_fetched;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+  sha256_fetched = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+const EVP_MD *mcim_sha256(void)
+{
+  pthread_once(&sha256_once, sha256_fetch);
+  return sha256_fetched ? sha256_fetched : EVP_sha256();
+}
+
 bool mcim_verdict_id(uint8_t id[32], size_t n, const void *const *parts, const size_t *lens)
 {
   unsigned int got = 0;
   EVP_MD_CTX *md = EVP_MD_CTX_new();
-  bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  bool ok = md && EVP_DigestInit_ex(md, mcim_sha256(), NULL) == 1;
   for (size_t i = 0; ok && i < n; i++) {
     uint64_t len = parts[i] ? (uint64_t)lens[i] : UINT64_MAX;
     ok = EVP_DigestUpdate(md, &len, sizeof(len)) == 1 &&

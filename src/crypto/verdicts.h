@@ -5,6 +5,7 @@
 #ifndef MCIM_CRYPTO_VERDICTS_H
 #define MCIM_CRYPTO_VERDICTS_H
 
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -23,6 +24,10 @@ struct mcim_verdicts {
 
 #define MCIM_VERDICTS_INIT {.mu = PTHREAD_MUTEX_INITIALIZER}
 
+/* SHA-256, fetched once: EVP_sha256() given to a digest fetches the implementation again at
+ * every call (OpenSSL 3), which cost more than hashing a token (perf of the DRF's discovery).
+ * EVP_sha256() if the fetch failed. */
+const EVP_MD *mcim_sha256(void);
 /* The id of a verdict: the SHA-256 of `n` parts, each preceded by its length (so that no
  * two different lists of parts give the same bytes); a NULL part counts as absent, apart from
  * an empty one. false if it cannot be computed (then there is no verdict to keep or find). */

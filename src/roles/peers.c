@@ -11,8 +11,10 @@
 #include "mcim/log.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
+#include "crypto/verdicts.h"
 #include "roles/pva/pva.h"
 #include "roles/role_priv.h"
+#include "roles/verified.h"
 
 #define PEER_CACHE_MAX 64
 
@@ -213,18 +215,21 @@ static mcim_cause_t token_live_at_ro(struct mcim_role *r, const struct mcim_acce
   return rc == MCIM_OK && n > 0 ? MCIM_TOKEN_REVOKED : rc;
 }
 
-/* The one answer to "whose token is honoured here, for what" (DESIGN.md section 10). */
-mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
-                                    bool need_full, struct mcim_access *out)
+static bool access_net_here(const struct mcim_role *r)
+{
+  return strcmp(r->kind->kind, "sho") == 0 || strcmp(r->kind->kind, "vno") == 0;
+}
+
+/* The token's own checks, which hold for its bytes at this role whenever its claims accept the
+ * time (everything but its revocation): `out` filled, and that span in [*nb, *na). */
+static mcim_cause_t access_verify(struct mcim_role *r, const char *bearer, int64_t now,
+                                  struct mcim_access *out, int64_t *nb, int64_t *na)
 {
   char iss[64];
   const mcim_jose_key_t *key = NULL;
   mcim_statement_t *st = NULL;
-  memset(out, 0, sizeof(*out));
-  if (!req->bearer || !*req->bearer)
-    return MCIM_NO_ACCESS;
-  size_t len = strlen(req->bearer);
-  mcim_cause_t rc = mcim_jws_peek_iss(req->bearer, iss, sizeof(iss));
+  int64_t skew = mcim_config_duration(r->cfg, "clock_skew");
+  mcim_cause_t rc = mcim_jws_peek_iss(bearer, iss, sizeof(iss));
   /* Only access networks grant access: a token signed by the RO, the PVA or the M2MES,
    * valid as its signature may be, is not an access token. */
   if (rc == MCIM_OK && !mcim_role_name_is_access_network(iss))
@@ -232,16 +237,15 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
   /* An access network honours only its own tokens: an SHO never acts on (nor reveals
    * anything to) a token another SHO or the VNO minted. The RO, the PVA and the M2MES are
    * what a token is for reaching, whoever issued it. */
-  bool here_access_net = strcmp(r->kind->kind, "sho") == 0 || strcmp(r->kind->kind, "vno") == 0;
-  if (rc == MCIM_OK && here_access_net && strcmp(iss, r->name) != 0)
+  if (rc == MCIM_OK && access_net_here(r) && strcmp(iss, r->name) != 0)
     rc = MCIM_TOKEN_WRONG_ISSUER;
   if (rc == MCIM_OK)
     rc = mcim_role_peer_key(r, iss, &key);
   if (rc != MCIM_OK)
     return rc == MCIM_PEER_UNREACHABLE ? MCIM_NO_ACCESS : rc;
-  mcim_jws_expect_t ex = {.iss = iss, .aud = iss, .typ = "mcim-access+jwt",
-                          .skew = mcim_config_duration(r->cfg, "clock_skew")};
-  rc = mcim_jws_verify(req->bearer, len, key, &ex, &st);
+  mcim_jws_expect_t ex = {
+      .iss = iss, .aud = iss, .typ = "mcim-access+jwt", .skew = skew, .now = now};
+  rc = mcim_jws_verify(bearer, strlen(bearer), key, &ex, &st);
   if (rc != MCIM_OK)
     return rc;
   const char *scope = mcim_statement_string(st, "scope");
@@ -264,16 +268,47 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
   out->iat_us = json_is_integer(us) && json_integer_value(us) / 1000000 == out->iat
                     ? (int64_t)json_integer_value(us)
                     : out->iat * 1000000;
-  if (here_access_net && strcmp(r->kind->kind, "sho") == 0)
-    rc = token_live_at_issuer(r, out);
-  else if (strcmp(r->kind->kind, "ro") == 0 && mcim_role_name_is_sho(iss))
-    rc = token_live_at_ro(r, out);
-  else if (strcmp(r->kind->kind, "pva") == 0 && mcim_role_name_is_sho(iss))
-    rc = pva_token_live(r, iss, out->imsi);
-  if (rc == MCIM_OK && need_full && strcmp(scope, "full") != 0)
-    rc = MCIM_SCOPE_RESTRICTED;
+  /* check_claims (src/crypto/jose.c) accepts iat and nbf up to `skew` ahead, exp until
+   * `skew` after */
+  json_t *nbf = json_object_get(st->payload, "nbf");
+  int64_t from = json_is_integer(nbf) && json_integer_value(nbf) > out->iat
+                     ? (int64_t)json_integer_value(nbf)
+                     : out->iat;
+  *nb = from - skew;
+  *na = st->claims.exp + skew;
 out:
   mcim_statement_free(st);
+  return rc;
+}
+
+/* The one answer to "whose token is honoured here, for what" (DESIGN.md section 10). A token
+ * that verified here before, byte for byte and within the times its claims accept, is not
+ * verified again (src/roles/verified.c); whether it was revoked since is asked every time. */
+mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
+                                    bool need_full, struct mcim_access *out)
+{
+  uint8_t id[32];
+  int64_t nb = 0, na = 0, now = mcim_now();
+  memset(out, 0, sizeof(*out));
+  if (!req->bearer || !*req->bearer)
+    return MCIM_NO_ACCESS;
+  bool have_id = mcim_role_access_id(r, req->bearer, id);
+  mcim_cause_t rc = MCIM_OK;
+  if (!have_id || !mcim_role_access_known(id, now, out)) {
+    rc = access_verify(r, req->bearer, now, out, &nb, &na);
+    if (rc != MCIM_OK)
+      return rc;
+    if (have_id)
+      mcim_role_access_keep(id, out, nb, na);
+  }
+  if (strcmp(r->kind->kind, "sho") == 0)
+    rc = token_live_at_issuer(r, out);
+  else if (strcmp(r->kind->kind, "ro") == 0 && mcim_role_name_is_sho(out->network))
+    rc = token_live_at_ro(r, out);
+  else if (strcmp(r->kind->kind, "pva") == 0 && mcim_role_name_is_sho(out->network))
+    rc = pva_token_live(r, out->network, out->imsi);
+  if (rc == MCIM_OK && need_full && strcmp(out->scope, "full") != 0)
+    rc = MCIM_SCOPE_RESTRICTED;
   return rc;
 }
 
@@ -302,7 +337,7 @@ static bool proof_id(const char *const parts[5], uint8_t id[32])
 {
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   unsigned len = 0;
-  bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+  bool ok = md && EVP_DigestInit_ex(md, mcim_sha256(), NULL) == 1;
   for (int i = 0; ok && i < 5; i++) /* each with its NUL: no two splits hash alike */
     ok = EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1) == 1;
   ok = ok && EVP_DigestFinal_ex(md, id, &len) == 1 && len == 32;
@@ -344,8 +379,7 @@ mcim_cause_t mcim_role_check_device_request(struct mcim_role *r, const json_t *b
   bool have_id = proof_id(parts, id);
   if (have_id && proof_known(id, mcim_now()))
     return MCIM_OK;
-  mcim_cause_t rc =
-      mcim_role_device_key_from_pem(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
+  mcim_cause_t rc = mcim_role_device_key_verified(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
                             .typ = MCIM_DEVICE_REQUEST_TYP, .txn = txn,

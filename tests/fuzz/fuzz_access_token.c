@@ -19,6 +19,7 @@
 #include "mcim/config.h"
 #include "mcim/http.h"
 #include "mcim/role.h"
+#include "roles/verified.h"
 
 static struct mcim_role role;
 static EVP_PKEY *vno_pkey;
@@ -66,6 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   if (!token)
     return 0;
   mcim_jws_verdicts_clear();
+  mcim_role_verified_clear();
   struct mcim_http_request req = {.method = "POST", .path = "/v1/attach", .bearer = token};
   struct mcim_access acc;
   (void)mcim_role_check_access(&role, &req, need_full, &acc);

@@ -16,8 +16,9 @@
  *     their DRF look-up).
  * What follows a valid statement in those handlers reads the store (the stored answer, the
  * order, the jti spent in the transaction) and is not reached. The caches of verified
- * signatures and certificate chains are emptied before every input; the RO's ring of proofs
- * that verified is not (a proof taken from it is one that verified, byte for byte).
+ * signatures, certificate chains and TRE certificates' keys are emptied before every input;
+ * the RO's ring of proofs that verified is not (a proof taken from it is one that verified,
+ * byte for byte).
  *
  * Input: one mode byte: its low 3 bits modulo 6 the form, bit 3 the variant (RO: "package"
  * instead of "discovery"; SHO: the notice instead of the receipt), bit 4 (SHO) checked at
@@ -41,6 +42,7 @@
 #include "mcim/role.h"
 #include "roles/ro/ro.h"
 #include "roles/sho/sho.h"
+#include "roles/verified.h"
 
 static struct mcim_role ro, sho;
 static EVP_PKEY *att;
@@ -140,6 +142,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   size--;
   mcim_jws_verdicts_clear();
   mcim_pki_verdicts_clear();
+  mcim_role_verified_clear();
   if (mode <= 2)
     at_ro(mode, variant, data, size);
   else

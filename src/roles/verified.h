@@ -1,0 +1,29 @@
+/* Verdicts a role keeps about what devices show it with every request (src/roles/verified.c):
+ * the key of a TRE certificate that verified, and an access token that verified. */
+#ifndef MCIM_ROLES_VERIFIED_H
+#define MCIM_ROLES_VERIFIED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mcim/role.h"
+
+/* mcim_role_device_key_from_pem, answered from a verdict kept for the very same certificate
+ * bytes, M2MES CA, usage and device while the certificate and the CA are both valid. */
+mcim_cause_t mcim_role_device_key_verified(struct mcim_role *r, const char *cert_pem,
+                                           const char *device, int usage, mcim_jose_key_t **out);
+
+/* Access token verdicts: the id of a bearer token at this role (its bytes, the role's name,
+ * kind, clock skew and operators' CA); false if it cannot be computed (then none is kept). */
+bool mcim_role_access_id(struct mcim_role *r, const char *bearer, uint8_t id[32]);
+/* true, and `out` filled as the full check filled it, if a verdict with this id is kept and
+ * `now` is inside its window. */
+bool mcim_role_access_known(const uint8_t id[32], int64_t now, struct mcim_access *out);
+/* Keep the token's verdict for [not_before, not_after): the times its claims accept. */
+void mcim_role_access_keep(const uint8_t id[32], const struct mcim_access *a, int64_t not_before,
+                           int64_t not_after);
+
+/* Forget every verdict of both kinds (tests, fuzzers). */
+void mcim_role_verified_clear(void);
+
+#endif
