@@ -2,6 +2,7 @@
  * after the commit until they hold (src/roles/auc_sync.h). */
 #include "roles/auc_sync.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -155,6 +156,17 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
   return rc;
 }
 
+/* One apply at a time in this process, the intents read under the same lock. Concurrent
+ * applies of one intent (the handler after its commit, the worker's tick it woke, an attach
+ * that finds the create pending) raced at the remote AuC: one saw the other's create between
+ * its two commands (keyless), took it for a create cut by a crash and deleted it, and the
+ * attach in between was answered UNKNOWN_IDENTITY (change_procedures_hlr, a switch back,
+ * under ASan). Serialised, the later ones read the intent done and do nothing. Intents are
+ * rare (a subscription's changes), so one lock costs nothing worth a finer one; two instances
+ * of a role still apply independently (the apply tolerates what the other did, except this
+ * window). */
+static pthread_mutex_t apply_lock = PTHREAD_MUTEX_INITIALIZER;
+
 mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_storage_key_t *skey,
                                   mcim_store_t *st, const char *imsi)
 {
@@ -165,14 +177,15 @@ mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_stora
     return MCIM_OK;
   if (!st)
     return MCIM_STORE_ERROR;
+  pthread_mutex_lock(&apply_lock);
   if (imsi) {
     mcim_val_t p[] = {MCIM_TEXT(imsi)};
     rc = mcim_store_exec(st,
                          "SELECT imsi, want, gen, done, attempts FROM auc_hlr WHERE imsi = ?",
                          p, 1, intent_row, &b);
-    if (rc != MCIM_OK || b.n == 0 || b.v[0].done)
-      return rc;
-    return apply(auc, skey, st, &b.v[0]);
+    if (rc == MCIM_OK && b.n > 0 && !b.v[0].done)
+      rc = apply(auc, skey, st, &b.v[0]);
+    goto out;
   }
   mcim_val_t p[] = {MCIM_INT(mcim_now())};
   rc = mcim_store_exec(st,
@@ -184,6 +197,8 @@ mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_stora
     if (mcim_auc_cause_is_remote(one))
       break; /* the AuC is away: the rest wait for their own next try */
   }
+out:
+  pthread_mutex_unlock(&apply_lock);
   return rc;
 }
 
