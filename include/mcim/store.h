@@ -155,6 +155,13 @@ mcim_cause_t mcim_store_begin(mcim_store_t *st);
 mcim_cause_t mcim_store_commit(mcim_store_t *st);
 mcim_cause_t mcim_store_rollback(mcim_store_t *st);
 bool mcim_store_in_txn(const mcim_store_t *st);
+/* Have `fn(arg, committed)` called once when the open transaction ends: committed true after
+ * its commit succeeded, false after a rollback or a failed commit (or at the close of the
+ * handle). One hook per transaction: set again with the same fn and arg it is kept once;
+ * another is MCIM_INVALID_ARGUMENT, as is a handle with no open transaction. What runs in
+ * `fn` must not use the handle. (The outbox hands a message its writer's transaction queued
+ * and claimed to the worker only once it is committed: src/roles/common.c.) */
+mcim_cause_t mcim_store_on_end(mcim_store_t *st, void (*fn)(void *arg, bool committed), void *arg);
 /* mcim_store_begin for a transaction whose commit need not be on disk when it returns: the
  * commit is answered once the database has it (another process sees it, an mcimd crash
  * loses nothing), and a crash of the database server or of the OS within a moment after it

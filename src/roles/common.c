@@ -179,26 +179,137 @@ mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const c
   return mcim_role_outbox_put_budget(r, st, peer, path, body, txn, step, msg, 0);
 }
 
+struct outbox_msg {
+  char id[33];
+  char *peer, *path, *body, *txn, *msg;
+  int64_t step, attempts, next_at, created;
+  int64_t max_attempts; /* 0: the configured one; MCIM_OUTBOX_UNTIL_RETENTION */
+};
+
+static void outbox_msg_free(struct outbox_msg *m)
+{
+  free(m->peer);
+  free(m->path);
+  free(m->body);
+  free(m->txn);
+  free(m->msg);
+}
+
+/* A message claimed by the transaction that wrote it: staged on the writer's thread until
+ * that transaction ends, then handed to the worker (committed) or dropped (rolled back). */
+struct outbox_handed {
+  struct outbox_handed *next;
+  struct mcim_role *r;
+  const mcim_store_t *st; /* the writer's handle, while staged: which transaction */
+  struct outbox_msg m;    /* next_at: when it is due if released (its created) */
+  int64_t lease;          /* next_at as written: the claim */
+};
+
+static __thread struct outbox_handed *staged;
+
+static void handed_free(struct outbox_handed *h)
+{
+  outbox_msg_free(&h->m);
+  free(h);
+}
+
+static void hand_to_worker(struct mcim_role *r, struct outbox_handed *h)
+{
+  struct mcim_role_priv *p = r->priv;
+  h->next = NULL;
+  pthread_mutex_lock(&p->lock);
+  if (!p->handed_tail)
+    p->handed_tail = &p->handed;
+  *p->handed_tail = h;
+  p->handed_tail = &h->next;
+  p->wake = true;
+  pthread_cond_signal(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+}
+
+/* The writer's transaction ended (mcim_store_on_end): its staged messages go to the worker
+ * if it committed, in the order they were written. */
+static void staged_end(void *arg, bool committed)
+{
+  struct outbox_handed **pp = &staged, *mine = NULL, **tail = &mine;
+  while (*pp) {
+    struct outbox_handed *h = *pp;
+    if (h->st != arg) {
+      pp = &h->next;
+      continue;
+    }
+    *pp = h->next;
+    h->next = NULL;
+    *tail = h;
+    tail = &h->next;
+  }
+  while (mine) {
+    struct outbox_handed *h = mine;
+    mine = h->next;
+    if (committed)
+      hand_to_worker(h->r, h);
+    else
+      handed_free(h);
+  }
+}
+
+/* The message is written claimed by this instance, leased as a worker's round claims (two
+ * peer timeouts, mcim_role_outbox_run), and handed to this instance's worker once the
+ * transaction commits: no claim transaction of its own (it was one of every five commits of
+ * a role under load, docs/performance.md). If this process dies first, its lease runs out
+ * and any instance's worker delivers it then, as a message claimed by a round that died. */
 mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, const char *peer,
                                          const char *path, const json_t *body, const char *txn,
                                          int step, const char *msg, int64_t max_attempts)
 {
-  (void)r;
   char id[33];
   random_id(id);
   char *text = json_dumps(body, JSON_COMPACT);
   if (!text)
     return MCIM_NO_MEMORY;
   int64_t now = mcim_now_us() / 1000;
+  struct outbox_handed *h = r && r->priv ? calloc(1, sizeof(*h)) : NULL;
+  if (h) {
+    h->r = r;
+    h->st = st;
+    snprintf(h->m.id, sizeof(h->m.id), "%s", id);
+    h->m.peer = strdup(peer ? peer : "");
+    h->m.path = strdup(path ? path : "");
+    h->m.body = strdup(text);
+    h->m.txn = strdup(txn ? txn : "");
+    h->m.msg = strdup(msg ? msg : "");
+    h->m.step = step;
+    h->m.next_at = h->m.created = now;
+    h->m.max_attempts = max_attempts;
+    h->lease = now + mcim_config_int(r->cfg, "peer_timeout_ms") * 2;
+    /* handed on the transaction's end, or at once when the insert is its own transaction */
+    if (!h->m.peer || !h->m.path || !h->m.body || !h->m.txn || !h->m.msg ||
+        (mcim_store_in_txn(st) && mcim_store_on_end(st, staged_end, st) != MCIM_OK)) {
+      handed_free(h);
+      h = NULL; /* pending and unclaimed: the worker's next round finds it */
+    }
+  }
+  int64_t next_at = h ? h->lease : now;
+  mcim_val_t budget = max_attempts != 0 ? MCIM_INT(max_attempts) : MCIM_NULL;
   mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path), MCIM_TEXT(text),
-                    MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),  MCIM_INT(now),
-                    MCIM_INT(now),  max_attempts != 0 ? MCIM_INT(max_attempts) : MCIM_NULL};
+                    MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),  MCIM_INT(next_at),
+                    MCIM_INT(now),  budget};
   mcim_cause_t rc = mcim_store_exec(
       st,
       "INSERT INTO outbox (id, peer, path, body, txn, step, msg, state, attempts, next_at,"
       " created, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
       p, MCIM_NPARAMS(p), NULL, NULL);
   free(text);
+  if (!h)
+    return rc;
+  if (rc != MCIM_OK) {
+    handed_free(h);
+  } else if (!mcim_store_in_txn(st)) {
+    hand_to_worker(r, h);
+  } else {
+    h->next = staged;
+    staged = h;
+  }
   return rc;
 }
 
@@ -210,13 +321,6 @@ mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count)
   return mcim_store_query_int(st, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'", NULL, 0,
                               count);
 }
-
-struct outbox_msg {
-  char id[33];
-  char *peer, *path, *body, *txn, *msg;
-  int64_t step, attempts, next_at, created;
-  int64_t max_attempts; /* 0: the configured one; MCIM_OUTBOX_UNTIL_RETENTION */
-};
 
 struct outbox_batch {
   struct outbox_msg m[16];
@@ -242,15 +346,6 @@ static mcim_cause_t outbox_row(const mcim_row_t *row, void *arg)
   m->created = mcim_row_int(row, 10);
   b->n++;
   return MCIM_OK;
-}
-
-static void outbox_msg_free(struct outbox_msg *m)
-{
-  free(m->peer);
-  free(m->path);
-  free(m->body);
-  free(m->txn);
-  free(m->msg);
 }
 
 bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t configured,
@@ -281,14 +376,14 @@ struct outbox_outcome {
  * and a crash holds nothing longer than before. Not durable: lost in a crash, the messages
  * are pending again and delivered again, which the receiver deduplicates (txn and step); the
  * same for the outcomes (outbox_record). Returns when the leases were taken (ms). */
-static int64_t outbox_claim(struct mcim_role *r, mcim_store_t *st, struct outbox_batch *b,
-                            struct outbox_outcome *out)
+static void outbox_claim(struct mcim_role *r, mcim_store_t *st, struct outbox_batch *b, size_t from,
+                         struct outbox_outcome *out)
 {
   int64_t now = mcim_now_us() / 1000;
   int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");
   if (mcim_store_begin_relaxed(st) != MCIM_OK)
-    return now;
-  for (size_t i = 0; i < b->n; i++) {
+    goto unclaimed;
+  for (size_t i = from; i < b->n; i++) {
     out[i].lease = now + timeout * 2;
     mcim_val_t c[] = {MCIM_INT(out[i].lease), MCIM_TEXT(b->m[i].id), MCIM_INT(b->m[i].next_at)};
     if (mcim_store_exec(st,
@@ -301,11 +396,10 @@ static int64_t outbox_claim(struct mcim_role *r, mcim_store_t *st, struct outbox
     out[i].claimed = mcim_store_changes(st) == 1;
   }
   if (mcim_store_commit(st) == MCIM_OK)
-    return now;
-unclaimed: /* nothing of the round is ours: the next round tries again */
-  for (size_t i = 0; i < b->n; i++)
+    return;
+unclaimed: /* nothing of what it found is ours: the next round tries again */
+  for (size_t i = from; i < b->n; i++)
     out[i].claimed = false;
-  return now;
 }
 
 /* What an answer makes of a delivery. The receivers deduplicate by (txn, step), so done is
@@ -442,8 +536,33 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
   }
 }
 
-/* One round of the outbox: up to 16 messages due, claimed together, sent one after the
- * other while the lease allows, their outcomes recorded together. */
+/* Up to `max` of the messages handed to the worker, claimed already (their leases), oldest
+ * first; more left: the worker runs another round at once. */
+static size_t take_handed(struct mcim_role *r, struct outbox_batch *b, struct outbox_outcome *out,
+                          size_t max)
+{
+  struct mcim_role_priv *p = r->priv;
+  pthread_mutex_lock(&p->lock);
+  while (p->handed && b->n < max) {
+    struct outbox_handed *h = p->handed;
+    p->handed = h->next;
+    b->m[b->n] = h->m;
+    out[b->n].claimed = true;
+    out[b->n].lease = h->lease;
+    b->n++;
+    free(h);
+  }
+  if (!p->handed)
+    p->handed_tail = &p->handed;
+  else
+    p->wake = true;
+  pthread_mutex_unlock(&p->lock);
+  return b->n;
+}
+
+/* One round of the outbox: the messages handed by their writers (claimed as they were
+ * written), then up to 16 in all with those found due in the store (claimed together), sent
+ * one after the other while each one's lease allows, their outcomes recorded together. */
 void mcim_role_outbox_run(struct mcim_role *r)
 {
   mcim_store_t *st = mcim_role_store(r);
@@ -452,23 +571,34 @@ void mcim_role_outbox_run(struct mcim_role *r)
   struct outbox_batch b = {0};
   struct outbox_outcome out[sizeof(b.m) / sizeof(b.m[0])];
   memset(out, 0, sizeof(out));
+  size_t handed = take_handed(r, &b, out, sizeof(b.m) / sizeof(b.m[0]));
   int64_t now = mcim_now_us() / 1000;
   mcim_val_t p[] = {MCIM_INT(now)};
-  if (mcim_store_exec(st,
+  /* Retries come due, and messages of an instance that died or not claimed as written: found
+   * in the store, at every round without handed messages and at least once per tick_ms (under
+   * load the worker is woken with messages after nearly every commit). */
+  uint64_t mono_ms = mcim_monotonic_ns() / 1000000u;
+  bool scan = handed == 0 ||
+              mono_ms - r->priv->outbox_scanned_ms >= (uint64_t)mcim_config_int(r->cfg, "tick_ms");
+  if (scan)
+    r->priv->outbox_scanned_ms = mono_ms;
+  if (scan && handed < sizeof(b.m) / sizeof(b.m[0]) &&
+      mcim_store_exec(st,
                       "SELECT id, peer, path, body, txn, step, msg, attempts, next_at,"
                       " max_attempts, created FROM outbox"
                       " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
-                      p, 1, outbox_row, &b) != MCIM_OK ||
-      b.n == 0) /* the worker runs a round at every wake-up: most find nothing */
+                      p, 1, outbox_row, &b) == MCIM_OK &&
+      b.n > handed)
+    outbox_claim(r, st, &b, handed, out);
+  if (b.n == 0)
     goto cleanup;
-  int64_t claimed_at = outbox_claim(r, st, &b, out);
   int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");
   for (size_t i = 0; i < b.n; i++) {
     if (!out[i].claimed)
       continue;
     /* A delivery takes one peer timeout at most, plus its own set-up: started in the
      * lease's first quarter, it ends well inside it (two timeouts). */
-    if (mcim_now_us() / 1000 - claimed_at >= timeout / 2)
+    if (mcim_now_us() / 1000 - (out[i].lease - 2 * timeout) >= timeout / 2)
       out[i].unsent = true;
     else
       outbox_send(r, &b.m[i], &out[i]);
@@ -479,6 +609,34 @@ cleanup:
     json_decref(out[i].body);
     outbox_msg_free(&b.m[i]);
   }
+}
+
+void mcim_role_outbox_stop(struct mcim_role *r)
+{
+  struct mcim_role_priv *p = r->priv;
+  pthread_mutex_lock(&p->lock);
+  struct outbox_handed *list = p->handed;
+  p->handed = NULL;
+  p->handed_tail = &p->handed;
+  pthread_mutex_unlock(&p->lock);
+  mcim_store_t *st = list ? mcim_role_store(r) : NULL;
+  bool in_txn = st && mcim_store_begin_relaxed(st) == MCIM_OK;
+  while (list) {
+    struct outbox_handed *h = list;
+    list = h->next;
+    /* due at once, unless another instance has claimed it since (its lease ran out) */
+    mcim_val_t rel[] = {MCIM_INT(h->m.created), MCIM_TEXT(h->m.id), MCIM_INT(h->lease)};
+    if (in_txn)
+      mcim_store_exec(st,
+                      "UPDATE outbox SET next_at = ? WHERE id = ? AND next_at = ?"
+                      " AND state = 'pending'",
+                      rel, 3, NULL, NULL);
+    handed_free(h);
+  }
+  if (in_txn && mcim_store_commit(st) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_STORE_ERROR,
+                   "outbox messages not released at stop (sent once their leases end): %s",
+                   mcim_store_errmsg(st));
 }
 
 /* ---- housekeeping ---- */

@@ -32,6 +32,10 @@ struct mcim_role_priv {
   mcim_replay_cache_t replay;
   int64_t housekeeping_at; /* when the worker last swept (seconds) */
   int64_t purged_at;       /* when it last deleted records past record_retention */
+  /* Messages their writers' transactions queued and claimed, committed, for the worker
+   * (mcim_role_outbox_put, src/roles/common.c); under `lock`, oldest first. */
+  struct outbox_handed *handed, **handed_tail;
+  uint64_t outbox_scanned_ms; /* when the worker last looked for messages due (monotonic) */
 };
 
 /* Schema every role has: trace, answers, replay, outbox (component "common"). */
@@ -50,5 +54,8 @@ void mcim_role_replay_fini(struct mcim_role *r);
 void mcim_role_housekeeping(struct mcim_role *r);
 /* Deliver what is due in the outbox (worker thread). */
 void mcim_role_outbox_run(struct mcim_role *r);
+/* The worker stops: the messages handed to it and not sent are released (due at once, for
+ * another instance or the next start) and forgotten. */
+void mcim_role_outbox_stop(struct mcim_role *r);
 
 #endif

@@ -492,6 +492,8 @@ static void *worker_main(void *arg)
     p->wake = false;
   }
   pthread_mutex_unlock(&p->lock);
+  mcim_role_outbox_stop(r); /* the server has stopped: nothing is handed any more */
+  mcim_role_store_release(r);
   /* per-thread store and client are closed by their key destructors */
   return NULL;
 }

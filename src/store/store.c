@@ -23,7 +23,28 @@ struct mcim_store {
   bool batch, batch_relaxed;
   mcim_store_stmt_t *kept;
   size_t nkept, capkept;
+  /* mcim_store_on_end: called once when the open transaction ends */
+  void (*end_fn)(void *arg, bool committed);
+  void *end_arg;
 };
+
+/* The transaction ended: its hook, once, then none. */
+static void end_hook(mcim_store_t *st, bool committed)
+{
+  void (*fn)(void *, bool) = st->end_fn;
+  st->end_fn = NULL;
+  if (fn)
+    fn(st->end_arg, committed);
+}
+
+mcim_cause_t mcim_store_on_end(mcim_store_t *st, void (*fn)(void *arg, bool committed), void *arg)
+{
+  if (!st || !st->in_txn || !fn || (st->end_fn && (st->end_fn != fn || st->end_arg != arg)))
+    return MCIM_INVALID_ARGUMENT;
+  st->end_fn = fn;
+  st->end_arg = arg;
+  return MCIM_OK;
+}
 
 mcim_cause_t mcim_store_open_with(const mcim_store_ops_t *ops, const char *target,
                                   const mcim_store_opts_t *opts, mcim_store_t **out)
@@ -183,6 +204,7 @@ static mcim_cause_t batch_commit(mcim_store_t *st)
     log_failure(st, st->nkept == 1 ? st->kept[0].sql : "a batch's commit", rc);
 done:
   batch_clear(st);
+  end_hook(st, rc == MCIM_OK);
   return rc;
 }
 
@@ -244,6 +266,7 @@ mcim_cause_t mcim_store_commit(mcim_store_t *st)
   st->in_txn = false;
   /* the transaction's outcome stands; a failure here is retried by the next begin */
   (void)durable_again(st);
+  end_hook(st, rc == MCIM_OK);
   return rc;
 }
 
@@ -254,6 +277,7 @@ mcim_cause_t mcim_store_rollback(mcim_store_t *st)
   if (st->batch) { /* nothing was sent */
     batch_clear(st);
     st->in_txn = false;
+    end_hook(st, false);
     return MCIM_OK;
   }
   mcim_cause_t rc = st->ops->rollback(st->conn);
@@ -261,6 +285,7 @@ mcim_cause_t mcim_store_rollback(mcim_store_t *st)
     log_failure(st, "ROLLBACK", rc);
   st->in_txn = false;
   (void)durable_again(st);
+  end_hook(st, false);
   return rc;
 }
 

@@ -12,7 +12,11 @@
  * Then against a stand-in of the peer that answers each message with the answer the message
  * names (mcim_outbox_outcome_for): a 409 CONFLICT or REPLAY is delivered at once; a 409
  * WRONG_STATE, DEVICE_BUSY or without a cause is retried, pending at every attempt, until the
- * outbox gives up (failed, with that cause, and no trace row saying OK); a 403 is final. */
+ * outbox gives up (failed, with that cause, and no trace row saying OK); a 403 is final.
+ * Last, a message queued in a transaction is claimed by its writer's instance in that same
+ * transaction (no claim of its own) and handed to its worker: an instance killed with SIGKILL
+ * right after such a commit, its delivery under way, has it delivered by another instance on
+ * the same database once its lease ends, exactly once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,7 +27,9 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -361,6 +367,142 @@ static void test_409_by_cause(void **state)
   mcim_store_close(rd);
 }
 
+/* ---- claimed at writing, its instance killed ---- */
+
+#define KILL_TIMEOUT_MS 1000 /* the first instance's peer timeout: its lease is twice that */
+
+static struct {
+  pthread_mutex_t mu;
+  int calls;
+  int64_t first_ms;
+} taker = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void h_take(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  (void)ctx;
+  (void)req;
+  pthread_mutex_lock(&taker.mu);
+  if (taker.calls++ == 0)
+    taker.first_ms = mcim_now_us() / 1000;
+  pthread_mutex_unlock(&taker.mu);
+  mcim_http_reply_json(resp, 200, json_pack("{s:s}", "state", "validated"));
+}
+
+struct krow {
+  char state[16];
+  int64_t attempts, next_at, created;
+  bool found;
+};
+
+static mcim_cause_t krow_cb(const mcim_row_t *row, void *arg)
+{
+  struct krow *k = arg;
+  snprintf(k->state, sizeof(k->state), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  k->attempts = mcim_row_int(row, 1);
+  k->next_at = mcim_row_int(row, 2);
+  k->created = mcim_row_int(row, 3);
+  k->found = true;
+  return MCIM_OK;
+}
+
+static struct krow krow_of(mcim_store_t *st, const char *txn)
+{
+  struct krow k = {.found = false};
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  mcim_store_exec(st, "SELECT state, attempts, next_at, created FROM outbox WHERE txn = ?", p, 1,
+                  krow_cb, &k);
+  return k;
+}
+
+static void test_claimed_at_writing_survives_sigkill(void **state)
+{
+  static const char *const roles[] = {"pva", "sho-a"};
+  static const struct mcim_http_route routes[] = {{"POST", "/v1/verdicts", h_take, 0}};
+  const char *txn = "0000000000000000000000000000dead";
+  char cfg[256];
+  uint16_t hang_port = 0;
+  (void)state;
+  assert_int_equal(lab_init(&lab, roles, 2), 0);
+  assert_true((hang_fd = hanging_listener(&hang_port)) >= 0);
+  uint16_t pva_port = lab_free_port();
+  lab_write_peers(&lab, "pva", (int)pva_port, "sho-a", (int)hang_port, (const char *)NULL);
+  json_t *extra = json_pack("{s:i,s:i,s:s}", "peer_timeout_ms", KILL_TIMEOUT_MS, "tick_ms", 20,
+                            "log_level", "error");
+  lab_write_config(&lab, "pva", pva_port, extra, cfg, sizeof(cfg));
+  json_decref(extra);
+
+  /* The first instance, in a process of its own: the message queued in a transaction, whose
+   * commit hands it to the worker (which starts sending it to a peer that never answers);
+   * the process killed at once. */
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0) {
+    struct mcim_role *first = NULL;
+    if (mcim_role_start(&mcim_role_pva, cfg, &first) != MCIM_OK)
+      _exit(3);
+    mcim_store_t *st = mcim_role_store(first);
+    json_t *body = json_pack("{s:s}", "txn", txn);
+    if (!st || !body || mcim_store_begin(st) != MCIM_OK ||
+        mcim_role_outbox_put(first, st, "sho-a", "/v1/verdicts", body, txn, 11, "PVA: verdict") !=
+            MCIM_OK ||
+        mcim_store_commit(st) != MCIM_OK)
+      _exit(4);
+    raise(SIGKILL);
+    _exit(5);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(child, &status, 0), child);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+  /* what the dead instance left: the message pending, never tried, claimed as it was
+   * written (leased for two of its peer timeouts) */
+  mcim_store_t *rd = lab_open_db(&lab, "pva");
+  assert_non_null(rd);
+  struct krow k = krow_of(rd, txn);
+  assert_true(k.found);
+  assert_string_equal(k.state, "pending");
+  assert_int_equal(k.attempts, 0);
+  assert_int_equal(k.next_at - k.created, 2 * KILL_TIMEOUT_MS);
+
+  /* another instance on the same database, the peer answering now */
+  uint16_t peer_port = lab_free_port();
+  struct mcim_http_server *srv = lab_standin(&lab, "sho-a", peer_port, routes, 1, NULL);
+  assert_non_null(srv);
+  lab_write_peers(&lab, "pva", (int)lab_free_port(), "sho-a", (int)peer_port, (const char *)NULL);
+  extra = json_pack("{s:i,s:s}", "tick_ms", 20, "log_level", "error");
+  lab_write_config(&lab, "pva", lab_free_port(), extra, cfg, sizeof(cfg));
+  json_decref(extra);
+  struct mcim_role *second = NULL;
+  assert_int_equal(mcim_role_start(&mcim_role_pva, cfg, &second), MCIM_OK);
+  int64_t deadline = mcim_now_us() / 1000 + 20000;
+  while (mcim_now_us() / 1000 < deadline) {
+    k = krow_of(rd, txn);
+    if (strcmp(k.state, "pending") != 0)
+      break;
+    struct timespec ts = {0, 20 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  mcim_role_free(second);
+  mcim_http_server_free(srv);
+  print_message("claimed at writing: delivered %lld ms after it was queued, its lease %d ms\n",
+                (long long)(taker.first_ms - k.created), 2 * KILL_TIMEOUT_MS);
+  assert_string_equal(k.state, "delivered");
+  assert_int_equal(k.attempts, 1);
+  assert_int_equal(taker.calls, 1);
+  /* not before the dead instance's lease ended: nobody else takes a claimed message */
+  assert_true(taker.first_ms >= k.created + 2 * KILL_TIMEOUT_MS);
+  int64_t traced = -1;
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  assert_int_equal(mcim_store_exec(rd, "SELECT COUNT(*) FROM trace WHERE txn = ? AND cause IS NULL",
+                                   p, 1, count_cb, &traced),
+                   MCIM_OK);
+  assert_int_equal(traced, 1);
+  mcim_store_close(rd);
+  close(hang_fd);
+  hang_fd = -1;
+  lab_remove(&lab);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -369,6 +511,10 @@ int main(void)
   const struct CMUnitTest answer_tests[] = {
       cmocka_unit_test(test_409_by_cause),
   };
+  const struct CMUnitTest kill_tests[] = {
+      cmocka_unit_test(test_claimed_at_writing_survives_sigkill),
+  };
   int failed = cmocka_run_group_tests(tests, setup, teardown);
-  return failed + cmocka_run_group_tests(answer_tests, setup_answers, teardown_answers);
+  failed += cmocka_run_group_tests(answer_tests, setup_answers, teardown_answers);
+  return failed + cmocka_run_group_tests(kill_tests, NULL, NULL);
 }

@@ -913,6 +913,64 @@ static void test_batch(void **state)
 
 /* ---- crash safety smoke ---- */
 
+/* mcim_store_on_end: called once as the transaction ends, with whether it committed; a batch
+ * and a failed commit (a unique key taken) alike. */
+struct ends {
+  int calls, committed;
+};
+
+static void on_end(void *arg, bool committed)
+{
+  struct ends *e = arg;
+  e->calls++;
+  e->committed += committed;
+}
+
+static void test_on_end(void **state)
+{
+  struct fx *fx = *state;
+  mcim_store_t *st = open_db(fx->db);
+  struct ends e = {0}, other = {0};
+  const char *ins = "INSERT INTO item (id, n) VALUES (?, 1)";
+  assert_int_equal(mcim_store_exec_script(st, item_sql), MCIM_OK);
+  assert_int_equal(mcim_store_on_end(st, on_end, &e), MCIM_INVALID_ARGUMENT); /* no txn */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_on_end(st, on_end, &e), MCIM_OK);
+  assert_int_equal(mcim_store_on_end(st, on_end, &e), MCIM_OK); /* the same: kept once */
+  assert_int_equal(mcim_store_on_end(st, on_end, &other), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_store_exec(st, ins, (mcim_val_t[]){MCIM_TEXT("e1")}, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(e.calls, 0);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  assert_int_equal(e.calls, 1);
+  assert_int_equal(e.committed, 1);
+  /* the next transaction has no hook of its own */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  assert_int_equal(e.calls, 1);
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_on_end(st, on_end, &e), MCIM_OK);
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  assert_int_equal(e.calls, 2);
+  assert_int_equal(e.committed, 1);
+  /* a batch: committed, then one whose commit fails (e1 exists) */
+  for (int ok = 1; ok >= 0; ok--) {
+    assert_int_equal(mcim_store_begin_batch(st, true), MCIM_OK);
+    assert_int_equal(mcim_store_on_end(st, on_end, &e), MCIM_OK);
+    mcim_val_t p[] = {MCIM_TEXT(ok ? "e2" : "e1")};
+    assert_int_equal(mcim_store_exec(st, ins, p, 1, NULL, NULL), MCIM_OK);
+    assert_int_equal(mcim_store_commit(st), ok ? MCIM_OK : MCIM_CONFLICT);
+  }
+  assert_int_equal(e.calls, 4);
+  assert_int_equal(e.committed, 2);
+  /* closed with the transaction open: rolled back */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  assert_int_equal(mcim_store_on_end(st, on_end, &e), MCIM_OK);
+  mcim_store_close(st);
+  assert_int_equal(e.calls, 5);
+  assert_int_equal(e.committed, 2);
+}
+
 static void test_crash_safety(void **state)
 {
   struct fx *fx = *state;
@@ -1606,6 +1664,7 @@ int main(int argc, char **argv)
       cmocka_unit_test_setup_teardown(test_relaxed, setup, teardown),
       cmocka_unit_test_setup_teardown(test_relaxed_txn, setup, teardown),
       cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_on_end, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_safety, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_upgrade, setup, teardown),
       cmocka_unit_test_setup_teardown(test_migrate_too_new, setup, teardown),
