@@ -176,6 +176,11 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out);
 mcim_cause_t tre_persist(struct tre_soft *t, json_t *st);
 mcim_cause_t tre_lock_open(struct tre_soft *t);
 mcim_cause_t tre_begin(struct tre_soft *t, json_t **st);
+/* For operations that only read the document (status, cert, identity): locked and loaded as
+ * by tre_begin, but *st may be the handle's kept document itself, not a working copy: never
+ * modified, never kept past tre_end_read, which ends the transaction (nothing is written). */
+mcim_cause_t tre_begin_read(struct tre_soft *t, json_t **st);
+void tre_end_read(struct tre_soft *t, json_t *st);
 /* tre_persist, or tre_commit_shred when per-procedure keys expired in `st` (tre_txn.c). */
 mcim_cause_t tre_commit(struct tre_soft *t, json_t *st);
 /* Crypto-shredding (docs/tre.md, "Crypto-shredding"): a write that removes a secret (an MCIM,

@@ -28,14 +28,14 @@ static mcim_cause_t tre_op_status(void *ctx, json_t **out)
 
   if (!t || !out)
     goto cleanup;
-  rc = tre_begin(t, &st);
+  rc = tre_begin_read(t, &st);
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
   rc = tre_status_build(st, out);
 cleanup:
   if (held)
-    tre_end(t, st);
+    tre_end_read(t, st);
   return rc;
 }
 
@@ -53,7 +53,7 @@ static mcim_cause_t tre_op_cert(void *ctx, enum mcim_tre_cert which, char **pem)
 
   if (!t || !pem || (which != MCIM_TRE_CERT_ATTESTATION && which != MCIM_TRE_CERT_KA))
     goto cleanup;
-  rc = tre_begin(t, &st);
+  rc = tre_begin_read(t, &st);
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
@@ -67,7 +67,7 @@ static mcim_cause_t tre_op_cert(void *ctx, enum mcim_tre_cert which, char **pem)
     rc = MCIM_OK;
 cleanup:
   if (held)
-    tre_end(t, st);
+    tre_end_read(t, st);
   return rc;
 }
 
@@ -81,7 +81,7 @@ static mcim_cause_t tre_op_identity(void *ctx, const char *cred, char imsi[24])
 
   if (!t || !cred || !imsi)
     goto cleanup;
-  rc = tre_begin(t, &st);
+  rc = tre_begin_read(t, &st);
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
@@ -94,7 +94,7 @@ static mcim_cause_t tre_op_identity(void *ctx, const char *cred, char imsi[24])
   rc = MCIM_OK;
 cleanup:
   if (held)
-    tre_end(t, st);
+    tre_end_read(t, st);
   return rc;
 }
 

@@ -560,7 +560,8 @@ cleanup:
   return rc;
 }
 
-mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
+/* borrow: on a hit, *out is the handle's kept document itself (tre_begin_read), not a copy. */
+static mcim_cause_t load_doc(struct tre_soft *t, json_t **out, bool borrow)
 {
   struct slot_file f[2];
   json_t *st = NULL;
@@ -587,12 +588,13 @@ mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
     bool have_id = file_id(f[i].buf, f[i].len, id);
     if (have_id && t->cache && t->device && t->slot == i &&
         memcmp(id, t->cache_id, sizeof(id)) == 0) {
-      *out = json_deep_copy(t->cache);
+      *out = borrow ? t->cache : json_deep_copy(t->cache);
       rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
       /* the same bytes may be a copy put back after another handle's writes: checked too */
       if (rc == MCIM_OK && t->keys->fresh_check &&
           (rc = t->keys->fresh_check(t, *out, f[i].gen)) != MCIM_OK) {
-        tre_json_wipe_free(*out);
+        if (!borrow)
+          tre_json_wipe_free(*out);
         *out = NULL;
       }
       if (rc == MCIM_OK)
@@ -637,6 +639,11 @@ cleanup:
   slot_file_clear(&f[0]);
   slot_file_clear(&f[1]);
   return rc;
+}
+
+mcim_cause_t tre_load(struct tre_soft *t, json_t **out)
+{
+  return load_doc(t, out, false);
 }
 
 /* ---- writing ---- */
@@ -847,6 +854,44 @@ mcim_cause_t tre_commit(struct tre_soft *t, json_t *st)
   if (tre_txn_keys_prune(t, st, mcim_now()) > 0)
     return tre_commit_shred(t, st);
   return tre_persist(t, st);
+}
+
+/* The read-only transaction of tre_priv.h: tre_begin's lock and load, without the working
+ * copy when the handle keeps the document (every call but the first after another handle's
+ * write): a copy of a 5 kB document per status, cert or identity, at every round of the
+ * agent (docs/performance.md). */
+mcim_cause_t tre_begin_read(struct tre_soft *t, json_t **st)
+{
+  json_t *doc = NULL;
+  mcim_cause_t rc;
+
+  *st = NULL;
+  if (pthread_mutex_lock(&t->mu) != 0)
+    return MCIM_INTERNAL;
+  rc = flock_retry(t->lock_fd, LOCK_EX);
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: cannot lock %s", t->path_lock);
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+  }
+  rc = load_doc(t, &doc, true);
+  if (rc != MCIM_OK) {
+    flock_retry(t->lock_fd, LOCK_UN);
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+  }
+  *st = doc;
+  return MCIM_OK;
+}
+
+void tre_end_read(struct tre_soft *t, json_t *st)
+{
+  if (t->keys && t->keys->end)
+    t->keys->end(t);
+  if (st != t->cache) /* a document just parsed (the handle keeps a copy of it) */
+    tre_json_wipe_free(st);
+  flock_retry(t->lock_fd, LOCK_UN);
+  pthread_mutex_unlock(&t->mu);
 }
 
 void tre_end(struct tre_soft *t, json_t *st)
