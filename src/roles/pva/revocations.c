@@ -75,20 +75,25 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 10, "store unavailable");
     return;
   }
-  /* Idempotent: a retried delivery finds the row and changes nothing. */
+  /* Idempotent: a retried delivery finds the row and changes nothing. The trace row rides on
+   * the same commit (one batch: a commit less than the row's own relaxed one after it). */
   mcim_val_t p[] = {MCIM_TEXT(sho), MCIM_TEXT(imsi), MCIM_TEXT(device), MCIM_INT(mcim_now())};
-  rc = mcim_store_exec(st,
-                       "INSERT INTO revocations (network, imsi, device, created)"
-                       " VALUES (?, ?, ?, ?) ON CONFLICT (network, imsi) DO NOTHING",
-                       p, MCIM_NPARAMS(p), NULL, NULL);
+  rc = mcim_store_begin_batch(st, false);
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st,
+                         "INSERT INTO revocations (network, imsi, device, created)"
+                         " VALUES (?, ?, ?, ?) ON CONFLICT (network, imsi) DO NOTHING",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc == MCIM_OK)
+    mcim_role_trace(r, txn, (int)step, sho, r->name, "tokens of the ended subscription revoked",
+                    NULL, MCIM_OK);
+  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 10, "revocation not recorded");
     return;
   }
   mcim_log_event(MCIM_LOG_INFO, txn, (int)step, MCIM_OK,
                  "%s revoked the tokens of its ended subscription of %s", sho, device);
-  mcim_role_trace(r, txn, (int)step, sho, r->name, "tokens of the ended subscription revoked",
-                  NULL, MCIM_OK);
   mcim_http_reply_json(resp, 200, json_pack("{s:s,s:b}", "txn", txn, "revoked", 1));
 }
 
