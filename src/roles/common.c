@@ -560,6 +560,27 @@ static size_t take_handed(struct mcim_role *r, struct outbox_batch *b, struct ou
   return b->n;
 }
 
+/* A handed message goes out only while its row is still as its writer left it: pending,
+ * under the lease it was written with. Whatever changed it after that commit is obeyed, not
+ * overridden from memory: a hold (tests/integration/discovery_recovery.sh keeps an
+ * announcement back with a trigger that marks it `held`), a delete, an instance that claimed
+ * it after the lease ran out. One primary-key read each, no transaction; a store that cannot
+ * answer leaves the message to be sent, as the commit that wrote it stands. */
+static void handed_check(mcim_store_t *st, const struct outbox_batch *b,
+                         struct outbox_outcome *out, size_t handed)
+{
+  for (size_t i = 0; i < handed; i++) {
+    int64_t n = 1;
+    mcim_val_t p[] = {MCIM_TEXT(b->m[i].id), MCIM_INT(out[i].lease)};
+    if (mcim_store_query_int(st,
+                             "SELECT COUNT(*) FROM outbox WHERE id = ? AND state = 'pending'"
+                             " AND next_at = ?",
+                             p, 2, &n) == MCIM_OK &&
+        n == 0)
+      out[i].claimed = false;
+  }
+}
+
 /* One round of the outbox: the messages handed by their writers (claimed as they were
  * written), then up to 16 in all with those found due in the store (claimed together), sent
  * one after the other while each one's lease allows, their outcomes recorded together. */
@@ -572,6 +593,7 @@ void mcim_role_outbox_run(struct mcim_role *r)
   struct outbox_outcome out[sizeof(b.m) / sizeof(b.m[0])];
   memset(out, 0, sizeof(out));
   size_t handed = take_handed(r, &b, out, sizeof(b.m) / sizeof(b.m[0]));
+  handed_check(st, &b, out, handed);
   int64_t now = mcim_now_us() / 1000;
   mcim_val_t p[] = {MCIM_INT(now)};
   /* Retries come due, and messages of an instance that died or not claimed as written: found
