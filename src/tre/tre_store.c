@@ -827,24 +827,35 @@ cleanup:
 
 /* ---- transactions ---- */
 
-mcim_cause_t tre_begin(struct tre_soft *t, json_t **st)
+/* The handle's lock, then the file's (other handles and processes): every transaction's
+ * first step; tre_unlock the last. */
+static mcim_cause_t tre_lock(struct tre_soft *t)
 {
-  mcim_cause_t rc;
-
-  *st = NULL;
   if (pthread_mutex_lock(&t->mu) != 0)
     return MCIM_INTERNAL;
-  rc = flock_retry(t->lock_fd, LOCK_EX);
+  mcim_cause_t rc = flock_retry(t->lock_fd, LOCK_EX);
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: cannot lock %s", t->path_lock);
     pthread_mutex_unlock(&t->mu);
+  }
+  return rc;
+}
+
+static void tre_unlock(struct tre_soft *t)
+{
+  flock_retry(t->lock_fd, LOCK_UN);
+  pthread_mutex_unlock(&t->mu);
+}
+
+mcim_cause_t tre_begin(struct tre_soft *t, json_t **st)
+{
+  *st = NULL;
+  mcim_cause_t rc = tre_lock(t);
+  if (rc != MCIM_OK)
     return rc;
-  }
   rc = tre_load(t, st);
-  if (rc != MCIM_OK) {
-    flock_retry(t->lock_fd, LOCK_UN);
-    pthread_mutex_unlock(&t->mu);
-  }
+  if (rc != MCIM_OK)
+    tre_unlock(t);
   return rc;
 }
 
@@ -863,21 +874,14 @@ mcim_cause_t tre_commit(struct tre_soft *t, json_t *st)
 mcim_cause_t tre_begin_read(struct tre_soft *t, json_t **st)
 {
   json_t *doc = NULL;
-  mcim_cause_t rc;
 
   *st = NULL;
-  if (pthread_mutex_lock(&t->mu) != 0)
-    return MCIM_INTERNAL;
-  rc = flock_retry(t->lock_fd, LOCK_EX);
-  if (rc != MCIM_OK) {
-    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: cannot lock %s", t->path_lock);
-    pthread_mutex_unlock(&t->mu);
+  mcim_cause_t rc = tre_lock(t);
+  if (rc != MCIM_OK)
     return rc;
-  }
   rc = load_doc(t, &doc, true);
   if (rc != MCIM_OK) {
-    flock_retry(t->lock_fd, LOCK_UN);
-    pthread_mutex_unlock(&t->mu);
+    tre_unlock(t);
     return rc;
   }
   *st = doc;
@@ -890,8 +894,7 @@ void tre_end_read(struct tre_soft *t, json_t *st)
     t->keys->end(t);
   if (st != t->cache) /* a document just parsed (the handle keeps a copy of it) */
     tre_json_wipe_free(st);
-  flock_retry(t->lock_fd, LOCK_UN);
-  pthread_mutex_unlock(&t->mu);
+  tre_unlock(t);
 }
 
 void tre_end(struct tre_soft *t, json_t *st)
@@ -901,6 +904,5 @@ void tre_end(struct tre_soft *t, json_t *st)
   if (t->keys && t->keys->end)
     t->keys->end(t);
   tre_json_wipe_free(st);
-  flock_retry(t->lock_fd, LOCK_UN);
-  pthread_mutex_unlock(&t->mu);
+  tre_unlock(t);
 }
