@@ -1,5 +1,5 @@
 /* Crash points (issue 12, point 3): a process armed at start with
- *   MCIM_CRASHPOINT=<name>:<where>:<before-answer|after-send>
+ *   MCIM_CRASHPOINT=<name>:<where>:<before-answer|after-send|before-tre|after-tre>
  * kills itself with SIGKILL the first time it reaches that point, after writing a row that
  * says so into its own store's trace (to_name "crashpoint"), so that a test proves from the
  * store, not from timing, where the kill landed (tests/integration/crash_every_step.sh,
@@ -12,7 +12,14 @@
  *                  transaction committed, and is about to send a 2xx answer;
  *   after-send     a client has sent its request and has a 2xx answer it has not processed
  *                  yet: a role's outbox delivery "POST PATH" (e.g. "POST /v1/reports"), or the
- *                  agent's first network call of the procedure stage WHERE (e.g. "receipt").
+ *                  agent's first network call of the procedure stage WHERE (e.g. "receipt");
+ *   before-tre     the agent's procedure stage WHERE (e.g. "install") is about to call the TRE
+ *                  operation that writes the stage's change into the TRE state file;
+ *   after-tre      that operation succeeded (its write is durable) and the agent has not yet
+ *                  saved its own progress in agent.db (the stage's results, the next stage).
+ *                  Neither TRE point is a message: nothing is answered and nothing goes over
+ *                  the network, and the stage's after-send (download: the DPF's answer, before
+ *                  the package is staged) is another moment of the same stage.
  * MCIM_CRASHPOINT=list arms every process to record each point it passes ("candidate: ..."
  * rows, no kill): how the test finds the points of a procedure.
  *
@@ -27,6 +34,8 @@
 typedef enum {
   MCIM_CRASH_BEFORE_ANSWER,
   MCIM_CRASH_AFTER_SEND,
+  MCIM_CRASH_BEFORE_TRE,
+  MCIM_CRASH_AFTER_TRE,
 } mcim_crash_at_t;
 
 /* Writes the durable record of a point reached: `txn` (never NULL), the seed step (0 if none

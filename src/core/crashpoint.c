@@ -22,10 +22,15 @@ static void *recorder_ctx;
 static _Thread_local char noted_txn[72];
 static _Thread_local int noted_step;
 
-static const char *at_name(mcim_crash_at_t at)
-{
-  return at == MCIM_CRASH_BEFORE_ANSWER ? "before-answer" : "after-send";
-}
+static const char *const at_names[] = {
+    [MCIM_CRASH_BEFORE_ANSWER] = "before-answer",
+    [MCIM_CRASH_AFTER_SEND] = "after-send",
+    [MCIM_CRASH_BEFORE_TRE] = "before-tre",
+    [MCIM_CRASH_AFTER_TRE] = "after-tre",
+};
+#define N_AT (sizeof(at_names) / sizeof(at_names[0]))
+
+static const char *at_name(mcim_crash_at_t at) { return (size_t)at < N_AT ? at_names[at] : "?"; }
 
 void mcim_crashpoint_init(const char *self, mcim_crash_record_fn record, void *ctx)
 {
@@ -47,12 +52,12 @@ void mcim_crashpoint_init(const char *self, mcim_crash_record_fn record, void *c
   size_t wl = (size_t)(c2 - c1 - 1);
   if (wl == 0 || wl >= sizeof(want_where))
     goto malformed;
-  if (strcmp(c2 + 1, "before-answer") == 0)
-    want_at = MCIM_CRASH_BEFORE_ANSWER;
-  else if (strcmp(c2 + 1, "after-send") == 0)
-    want_at = MCIM_CRASH_AFTER_SEND;
-  else
+  size_t a = 0;
+  while (a < N_AT && strcmp(c2 + 1, at_names[a]) != 0)
+    a++;
+  if (a == N_AT)
     goto malformed;
+  want_at = (mcim_crash_at_t)a;
   memcpy(want_where, c1 + 1, wl);
   want_where[wl] = '\0';
 armed:
@@ -63,7 +68,9 @@ armed:
   return;
 malformed:
   mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_INVALID_ARGUMENT,
-                 "MCIM_CRASHPOINT=%s: expected NAME:WHERE:before-answer|after-send; ignored", env);
+                 "MCIM_CRASHPOINT=%s: expected"
+                 " NAME:WHERE:before-answer|after-send|before-tre|after-tre; ignored",
+                 env);
 }
 
 void mcim_crashpoint_begin(void)

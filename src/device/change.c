@@ -273,6 +273,7 @@ static void pristine_discard(struct dev_run *r)
   size_t i;
   mcim_cause_t rc = MCIM_OK;
 
+  dev_tre_point(MCIM_CRASH_BEFORE_TRE);
   if (d->tre->ops->pristine) {
     rc = d->tre->ops->pristine(d->tre->ctx, p->txn, &removed);
   } else {
@@ -287,6 +288,8 @@ static void pristine_discard(struct dev_run *r)
     }
     json_decref(view);
   }
+  if (rc == MCIM_OK)
+    dev_tre_point(MCIM_CRASH_AFTER_TRE);
   json_t *tb = json_pack("{s:O?}", "removed", removed);
   dev_trace(d, p->txn, p->n, "tre",
             json_array_size(removed) || rc != MCIM_OK
@@ -369,7 +372,10 @@ static void st_discard(struct dev_run *r)
     dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the old SHO's session before step 8");
     goto cleanup;
   }
+  dev_tre_point(MCIM_CRASH_BEFORE_TRE);
   mcim_cause_t rc = d->tre->ops->discard(d->tre->ctx, old, p->txn);
+  if (rc == MCIM_OK)
+    dev_tre_point(MCIM_CRASH_AFTER_TRE);
   dev_trace(d, p->txn, p->n, "tre", "discard the old SHO's MCIM and AVs", NULL, rc);
   if (rc != MCIM_OK) {
     dev_run_fail(r, rc, "the TRE could not discard the MCIM of %s: %s", old, mcim_cause_text(rc));
@@ -438,6 +444,22 @@ static void receipt_problem(struct dev_run *r, const char *old, mcim_cause_t rc,
                       " to the RO)", why);
 }
 
+/* The old SHO acknowledged the receipt (the ack is saved in agent.db): it leaves the TRE's
+ * queue. Idempotent (NOT_FOUND: gone already), so the receipt stage runs it again when it finds
+ * the ack saved: an agent killed between that save and this drop would otherwise leave the
+ * receipt queued for ever, offered to the RO's relay at every full attach and refused there
+ * (the old SHO released the device; the relay never had the notice), and filling the TRE's
+ * bounded queue (found by tests/integration/crash_every_step.sh: `receipt before-tre`). */
+static void receipt_acked(struct dev_run *r, const char *old)
+{
+  dev_tre_point(MCIM_CRASH_BEFORE_TRE);
+  mcim_cause_t rc = r->d->tre->ops->pending_done(r->d->tre->ctx, old, r->p->txn);
+  if (rc == MCIM_OK)
+    dev_tre_point(MCIM_CRASH_AFTER_TRE);
+  if (rc != MCIM_OK && rc != MCIM_NOT_FOUND)
+    mcim_log_event(MCIM_LOG_WARN, r->p->txn, 10, rc, "the acknowledged receipt is still queued");
+}
+
 /* 9-10: the discard receipt to the old SHO, over the session the device still holds from it
  * (its own token: the subscription is not ended until it takes the receipt); the old SHO's
  * acknowledgement comes back in the answer, verified here (relayed at step 11). Then the
@@ -455,6 +477,10 @@ static void st_receipt(struct dev_run *r)
   mcim_cause_t rc;
 
   if (dev_data_str(p, "ack") || dev_data_bool(p, "release_by_receipt")) {
+    /* a restart after the ack's save: its receipt may still be queued (without an ack the
+     * receipt stays queued: the release stage hands it to the RO) */
+    if (dev_data_str(p, "ack") && old)
+      receipt_acked(r, old);
     r->out = OUT_NEXT;
     return;
   }
@@ -506,9 +532,7 @@ static void st_receipt(struct dev_run *r)
     dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the acknowledgement");
     goto cleanup;
   }
-  rc = d->tre->ops->pending_done(d->tre->ctx, old, p->txn);
-  if (rc != MCIM_OK && rc != MCIM_NOT_FOUND)
-    mcim_log_event(MCIM_LOG_WARN, p->txn, 10, rc, "the acknowledged receipt is still queued");
+  receipt_acked(r, old);
   r->out = OUT_NEXT;
 cleanup:
   json_decref(body);
@@ -572,7 +596,10 @@ static void st_release(struct dev_run *r)
   }
   if (by_receipt) {
     /* the RO has it, and tells the old SHO: nothing left queued for it here */
+    dev_tre_point(MCIM_CRASH_BEFORE_TRE);
     mcim_cause_t done = d->tre->ops->pending_done(d->tre->ctx, old, p->txn);
+    if (done == MCIM_OK)
+      dev_tre_point(MCIM_CRASH_AFTER_TRE);
     if (done != MCIM_OK && done != MCIM_NOT_FOUND)
       mcim_log_event(MCIM_LOG_WARN, p->txn, 11, done, "the relayed receipt is still queued");
   }
@@ -747,7 +774,10 @@ static void st_resume(struct dev_run *r)
 static void st_activate(struct dev_run *r)
 {
   struct mcim_device *d = r->d;
+  dev_tre_point(MCIM_CRASH_BEFORE_TRE);
   mcim_cause_t rc = d->tre->ops->activate(d->tre->ctx, r->p->sho);
+  if (rc == MCIM_OK)
+    dev_tre_point(MCIM_CRASH_AFTER_TRE);
   json_t *tb = json_pack("{s:s}", "slot", r->p->sho);
   dev_trace(d, r->p->txn, 0, "tre", "activate the pre-provisioned MCIM", tb, rc);
   json_decref(tb);

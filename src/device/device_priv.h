@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "mcim/config.h"
+#include "mcim/crashpoint.h"
 #include "mcim/device.h"
 #include "mcim/http.h"
 #include "mcim/store.h"
@@ -252,6 +253,16 @@ struct dev_stage_now {
   int n;
 };
 extern _Thread_local struct dev_stage_now dev_stage_now;
+
+/* A crash point (test only) at the TRE operation that writes the current stage's change into
+ * the TRE state file: MCIM_CRASH_BEFORE_TRE just before the call, MCIM_CRASH_AFTER_TRE once it
+ * succeeded (durable) and before the agent saved its progress. Named by the stage; nothing
+ * outside a stage's round (dev_stage_now.name NULL). Unarmed: a load and a branch. */
+static inline void dev_tre_point(mcim_crash_at_t at)
+{
+  if (mcim_crashpoint_armed() && dev_stage_now.name)
+    mcim_crashpoint_at(at, dev_stage_now.name, dev_stage_now.txn, dev_stage_now.n);
+}
 
 struct dev_procedure {
   const char *kind;

@@ -69,7 +69,10 @@ static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cl
   if (rc != MCIM_OK && transient && mcim_cause_transient(rc, res.status))
     *transient = true;
   if (rc == MCIM_OK) {
+    dev_tre_point(MCIM_CRASH_BEFORE_TRE); /* in a procedure's `notify` stage only */
     mcim_cause_t done = d->tre->ops->pending_done(d->tre->ctx, to, txn);
+    if (done == MCIM_OK)
+      dev_tre_point(MCIM_CRASH_AFTER_TRE);
     if (done != MCIM_OK && done != MCIM_NOT_FOUND)
       mcim_log_event(MCIM_LOG_WARN, txn, 0, done, "the relayed notice is still queued");
   }

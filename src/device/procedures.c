@@ -680,7 +680,10 @@ void dev_st_download(struct dev_run *r)
                  p->sho, mcim_cause_text(rc));
     }
     if (rc == MCIM_OK) {
+      dev_tre_point(MCIM_CRASH_BEFORE_TRE);
       rc = d->tre->ops->stage(d->tre->ctx, p->txn, pkg, strlen(pkg), cert);
+      if (rc == MCIM_OK)
+        dev_tre_point(MCIM_CRASH_AFTER_TRE);
       snprintf(r->detail, sizeof(r->detail), "the TRE refused the package: %s",
                mcim_cause_text(rc));
     }
@@ -712,10 +715,13 @@ void dev_st_install(struct dev_run *r)
   struct dev_proc *p = r->p;
   char slot[64] = "";
   bool inactive = strcmp(p->kind, "preload") == 0;
+  dev_tre_point(MCIM_CRASH_BEFORE_TRE);
   mcim_cause_t rc = !inactive                    ? d->tre->ops->install(d->tre->ctx, p->txn, slot)
                     : d->tre->ops->install_inactive ? d->tre->ops->install_inactive(d->tre->ctx,
                                                                                  p->txn, slot)
                                                  : MCIM_UNSUPPORTED;
+  if (rc == MCIM_OK)
+    dev_tre_point(MCIM_CRASH_AFTER_TRE);
   json_t *tb = rc == MCIM_OK ? json_pack("{s:s,s:s}", "slot", slot, "state",
                                          inactive ? "inactive" : "active")
                              : NULL;

@@ -43,7 +43,7 @@ static char *records(void)
 }
 
 /* Runs the hooks of a request in a child armed with `env` as process `self`; returns its wait
- * status. The child notes txn t1 at step 9, then reaches three points. */
+ * status. The child notes txn t1 at step 9, then reaches five points. */
 static int child_run(const char *env, const char *self)
 {
   snprintf(record_path, sizeof(record_path), "/tmp/test_crashpoint.%d", (int)getpid());
@@ -62,6 +62,8 @@ static int child_run(const char *env, const char *self)
     mcim_crashpoint_at(MCIM_CRASH_BEFORE_ANSWER, "POST /v1/reports", NULL, -1);
     mcim_crashpoint_at(MCIM_CRASH_AFTER_SEND, "POST /v1/reports", "t2", 13);
     mcim_crashpoint_at(MCIM_CRASH_AFTER_SEND, "receipt", "t3", 9);
+    mcim_crashpoint_at(MCIM_CRASH_BEFORE_TRE, "install", "t4", 14);
+    mcim_crashpoint_at(MCIM_CRASH_AFTER_TRE, "install", "t4", 14);
     _exit(mcim_crashpoint_armed() ? 3 : 0);
   }
   int st = 0;
@@ -78,10 +80,18 @@ static void test_unarmed(void **state)
 {
   (void)state;
   /* unset, another process's name, a malformed point: never armed, nothing recorded */
-  const char *envs[] = {NULL, "", "sho-b:POST /v1/reports:after-send",
-                        "sho:POST /v1/reports:after-send", "sho-a-x:receipt:after-send",
-                        "sho-a:POST /v1/reports:before-send", "sho-a:POST /v1/reports",
-                        "sho-a::after-send", "sho-a"};
+  const char *envs[] = {NULL,
+                        "",
+                        "sho-b:POST /v1/reports:after-send",
+                        "sho:POST /v1/reports:after-send",
+                        "sho-a-x:receipt:after-send",
+                        "sho-a:POST /v1/reports:before-send",
+                        "sho-a:POST /v1/reports",
+                        "sho-a::after-send",
+                        "sho-a",
+                        "sho-a:install:during-tre",
+                        "sho-a:install:after-tre:",
+                        "sho-a:install:"};
   for (size_t i = 0; i < sizeof(envs) / sizeof(envs[0]); i++) {
     int st = child_run(envs[i], "sho-a");
     assert_true(WIFEXITED(st));
@@ -106,6 +116,21 @@ static void test_fires_where_named(void **state)
   st = child_run("dev1:receipt:after-send", "dev1");
   assert_true(killed(st));
   assert_string_equal(records(), "t3|9|receipt after-send: SIGKILL\n");
+  /* an agent's TRE operation: before it, and (another run) after it, each where named */
+  st = child_run("dev1:install:before-tre", "dev1");
+  assert_true(killed(st));
+  assert_string_equal(records(), "t4|14|install before-tre: SIGKILL\n");
+  st = child_run("dev1:install:after-tre", "dev1");
+  assert_true(killed(st));
+  assert_string_equal(records(), "t4|14|install after-tre: SIGKILL\n");
+  /* the TRE points of another stage, and the after-send of this one, are other points */
+  st = child_run("dev1:discard:after-tre", "dev1");
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 3);
+  st = child_run("dev1:install:after-send", "dev1");
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 3);
+  assert_string_equal(records(), "");
   /* armed for a point never reached: lives */
   st = child_run("dev1:release:after-send", "dev1");
   assert_true(WIFEXITED(st));
@@ -122,7 +147,9 @@ static void test_list(void **state)
   assert_int_equal(WEXITSTATUS(st), 3);
   assert_string_equal(records(), "t1|9|candidate: POST /v1/reports before-answer\n"
                                  "t2|13|candidate: POST /v1/reports after-send\n"
-                                 "t3|9|candidate: receipt after-send\n");
+                                 "t3|9|candidate: receipt after-send\n"
+                                 "t4|14|candidate: install before-tre\n"
+                                 "t4|14|candidate: install after-tre\n");
   unlink(record_path);
 }
 
