@@ -73,9 +73,12 @@ struct mcim_auc_backend_ops {
   void (*free)(struct mcim_auc_backend *b);
 };
 
-/* Implementations start with this member. */
+/* Implementations start with this member. request_timeout_ms: the longest one request to
+ * the backend's peer may take (0: no peer); an intent's apply is bounded by a few of them
+ * (auc_sync.c's claim). */
 struct mcim_auc_backend {
   const struct mcim_auc_backend_ops *ops;
+  int request_timeout_ms;
 };
 
 mcim_cause_t mcim_auc_backend_gen_avs(struct mcim_auc_backend *b, mcim_store_t *st,

@@ -725,6 +725,7 @@ mcim_cause_t mcim_auc_osmo_hlr_new(const struct mcim_auc_osmo_hlr_cfg *cfg,
   }
   memcpy(h->unit_name, cfg->unit_name, nl + 1);
   h->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : OHLR_DEFAULT_TIMEOUT_MS;
+  h->base.request_timeout_ms = h->timeout_ms;
   pthread_mutex_init(&h->lock, NULL);
   *out = &h->base;
   return MCIM_OK;

@@ -22,6 +22,9 @@ const char mcim_auc_hlr_schema_sql[] =
     " updated BIGINT NOT NULL);"
     "CREATE INDEX auc_hlr_due ON auc_hlr (done, next_try)";
 
+const char mcim_auc_hlr_lease_sql[] = "ALTER TABLE auc_hlr ADD COLUMN lease BIGINT NOT NULL"
+                                      " DEFAULT 0";
+
 mcim_cause_t mcim_auc_sync_want_in(struct mcim_auc_backend *b, mcim_store_t *st,
                                    const char *imsi, bool present)
 {
@@ -54,7 +57,7 @@ mcim_cause_t mcim_auc_sync_unwant_others(struct mcim_role *r, mcim_store_t *st,
 
 struct intent {
   char imsi[24], want[16];
-  int64_t gen, done, attempts;
+  int64_t gen, done, attempts, lease;
 };
 
 struct intents {
@@ -73,14 +76,30 @@ static mcim_cause_t intent_row(const mcim_row_t *row, void *arg)
   i->gen = mcim_row_int(row, 2);
   i->done = mcim_row_int(row, 3);
   i->attempts = mcim_row_int(row, 4);
+  i->lease = mcim_row_int(row, 5);
   return MCIM_OK;
+}
+
+/* How long an apply may hold its intent: the most requests one makes (a create of two CTRL
+ * commands, the check of a subscriber found, its delete, the create again) each at the
+ * backend's timeout, and a second's margin (mcim_now() is in whole seconds). */
+#define APPLY_REQUESTS 6
+static int64_t lease_s(const struct mcim_auc_backend *b)
+{
+  return ((int64_t)APPLY_REQUESTS * b->request_timeout_ms + 999) / 1000 + 1;
+}
+
+/* Whether a claim taken until `lease` still covers one more request with its margin. */
+static bool lease_holds(const struct mcim_auc_backend *b, int64_t lease)
+{
+  return mcim_now() + (b->request_timeout_ms + 999) / 1000 + 1 < lease;
 }
 
 /* Make the AuC hold `imsi` with the keys of our record (a create repeated after a crash finds
  * it: ours if the keys are). */
 static mcim_cause_t apply_present(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
-                                  mcim_store_t *st, const char *imsi, bool *found, char *detail,
-                                  size_t dlen)
+                                  mcim_store_t *st, const char *imsi, int64_t lease, bool *found,
+                                  char *detail, size_t dlen)
 {
   struct mcim_auc_sub sub = {.imsi = imsi};
   mcim_cause_t rc = mcim_auc_keys(st, skey, imsi, &sub, NULL);
@@ -93,8 +112,14 @@ static mcim_cause_t apply_present(struct mcim_auc_backend *b, const mcim_storage
   if (rc == MCIM_CONFLICT) {
     rc = mcim_auc_backend_same_sub(b, st, &sub, detail, dlen);
     *found = rc == MCIM_OK;
-    if (rc == MCIM_NOT_FOUND) {
-      /* a create cut between its two CTRL commands: keyless, so nobody used it */
+    if (rc == MCIM_NOT_FOUND && !lease_holds(b, lease)) {
+      /* keyless, but our claim may end before the delete and the create: another instance
+       * could be making it now; the next try (after the lease) looks again */
+      mcim_detailf(detail, dlen, "AuC: the claim on %s ran out before its repair", imsi);
+      rc = MCIM_TIMEOUT;
+    } else if (rc == MCIM_NOT_FOUND) {
+      /* a create cut between its two CTRL commands (a crash, or an apply whose claim ran
+       * out): keyless, so nobody used it */
       rc = mcim_auc_backend_delete_sub(b, st, imsi, detail, dlen);
       if (rc == MCIM_OK || rc == MCIM_UNKNOWN_IDENTITY)
         rc = mcim_auc_backend_create_sub(b, st, &sub, detail, dlen);
@@ -107,17 +132,50 @@ out:
   return rc;
 }
 
+/* Claim the intent for this apply: one instance at a time applies an intent, whichever
+ * process it runs in (several instances of a role on one database). Concurrent applies of
+ * one create raced at the remote AuC: one saw the other's subscriber between its two CTRL
+ * commands (keyless), took it for a create cut by a crash, deleted it, and an attach in
+ * between was answered UNKNOWN_IDENTITY (change_procedures_hlr, under ASan). The claim is a
+ * compare-and-set on the row's lease, so the database decides, not this process's memory; a
+ * claimant that dies leaves the lease to run out (lease_s), and the next run takes it. The
+ * outcome's update gives the lease back (release). *claimed false: someone else holds it. */
+static mcim_cause_t claim(struct mcim_auc_backend *b, mcim_store_t *st, const struct intent *i,
+                          int64_t *lease, bool *claimed)
+{
+  int64_t now = mcim_now();
+  *lease = now + lease_s(b);
+  mcim_val_t p[] = {MCIM_INT(*lease), MCIM_TEXT(i->imsi), MCIM_INT(i->gen), MCIM_INT(now)};
+  mcim_cause_t rc = mcim_store_exec(st,
+                                    "UPDATE auc_hlr SET lease = ? WHERE imsi = ? AND gen = ?"
+                                    " AND done = 0 AND lease <= ?",
+                                    p, MCIM_NPARAMS(p), NULL, NULL);
+  *claimed = rc == MCIM_OK && mcim_store_changes(st) == 1;
+  return rc;
+}
+
+/* The claim given back once the outcome is written, whatever intent came meanwhile (a newer
+ * one is then due at once), unless it ran out and another apply holds the row now. */
+static void release(mcim_store_t *st, const char *imsi, int64_t lease)
+{
+  mcim_val_t p[] = {MCIM_TEXT(imsi), MCIM_INT(lease)};
+  (void)mcim_store_exec(st, "UPDATE auc_hlr SET lease = 0 WHERE imsi = ? AND lease = ?", p,
+                        MCIM_NPARAMS(p), NULL, NULL);
+}
+
 /* One intent against the AuC, then its row: done (if no newer intent came meanwhile), or the
  * next try backed off. */
 static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
                           mcim_store_t *st, const struct intent *i)
 {
   char detail[MCIM_AUC_DETAIL_LEN] = "";
-  bool present = strcmp(i->want, "present") == 0, found = false;
-  mcim_cause_t rc = present ? apply_present(b, skey, st, i->imsi, &found, detail,
-                                            sizeof(detail))
-                            : mcim_auc_backend_delete_sub(b, st, i->imsi, detail,
-                                                          sizeof(detail));
+  bool present = strcmp(i->want, "present") == 0, found = false, claimed = false;
+  int64_t lease = 0;
+  mcim_cause_t rc = claim(b, st, i, &lease, &claimed);
+  if (rc != MCIM_OK || !claimed)
+    return rc; /* another instance is applying it: its outcome, or its lease's end, decides */
+  rc = present ? apply_present(b, skey, st, i->imsi, lease, &found, detail, sizeof(detail))
+               : mcim_auc_backend_delete_sub(b, st, i->imsi, detail, sizeof(detail));
   if (!present && rc == MCIM_UNKNOWN_IDENTITY) {
     rc = MCIM_OK; /* already gone: what was wanted */
     found = true;
@@ -130,6 +188,7 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
                                        " 0 END, attempts = 0, cause = NULL, updated = ?"
                                        " WHERE imsi = ?",
                                        p, 3, NULL, NULL);
+    release(st, i->imsi, lease);
     /* found: a concurrent apply (handler, tick, attach) or one before a crash did it */
     mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "AuC %s: subscriber %s %s",
                    mcim_auc_backend_name(b), i->imsi,
@@ -148,6 +207,7 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
                         "UPDATE auc_hlr SET attempts = attempts + 1, next_try = ?, cause = ?,"
                         " updated = ? WHERE imsi = ? AND gen = ?",
                         p, MCIM_NPARAMS(p), NULL, NULL);
+  release(st, i->imsi, lease);
   mcim_log_event(rc == MCIM_CONFLICT ? MCIM_LOG_ERROR : MCIM_LOG_WARN, NULL, 0, rc,
                  "AuC %s: subscriber %s not %s yet (attempt %lld, next in %llds): %s",
                  mcim_auc_backend_name(b), i->imsi, present ? "created" : "deleted",
@@ -156,15 +216,12 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
   return rc;
 }
 
-/* One apply at a time in this process, the intents read under the same lock. Concurrent
- * applies of one intent (the handler after its commit, the worker's tick it woke, an attach
- * that finds the create pending) raced at the remote AuC: one saw the other's create between
- * its two commands (keyless), took it for a create cut by a crash and deleted it, and the
- * attach in between was answered UNKNOWN_IDENTITY (change_procedures_hlr, a switch back,
- * under ASan). Serialised, the later ones read the intent done and do nothing. Intents are
- * rare (a subscription's changes), so one lock costs nothing worth a finer one; two instances
- * of a role still apply independently (the apply tolerates what the other did, except this
- * window). */
+/* One apply at a time in this process, the intents read under the same lock: the handler
+ * after its commit, the worker's tick it woke and an attach that finds the create pending wait
+ * for each other here and the later ones read the intent done (an attach then gets its
+ * vectors), where the claim alone would send them on without the subscriber. Between
+ * instances the claim (above) keeps it to one apply. Intents are rare (a subscription's
+ * changes), so one lock costs nothing worth a finer one. */
 static pthread_mutex_t apply_lock = PTHREAD_MUTEX_INITIALIZER;
 
 mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_storage_key_t *skey,
@@ -180,18 +237,18 @@ mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_stora
   pthread_mutex_lock(&apply_lock);
   if (imsi) {
     mcim_val_t p[] = {MCIM_TEXT(imsi)};
-    rc = mcim_store_exec(st,
-                         "SELECT imsi, want, gen, done, attempts FROM auc_hlr WHERE imsi = ?",
-                         p, 1, intent_row, &b);
+    rc = mcim_store_exec(
+        st, "SELECT imsi, want, gen, done, attempts, lease FROM auc_hlr WHERE imsi = ?", p, 1,
+        intent_row, &b);
     if (rc == MCIM_OK && b.n > 0 && !b.v[0].done)
       rc = apply(auc, skey, st, &b.v[0]);
     goto out;
   }
-  mcim_val_t p[] = {MCIM_INT(mcim_now())};
+  mcim_val_t p[] = {MCIM_INT(mcim_now()), MCIM_INT(mcim_now())};
   rc = mcim_store_exec(st,
-                       "SELECT imsi, want, gen, done, attempts FROM auc_hlr WHERE done = 0"
-                       " AND next_try <= ? ORDER BY next_try LIMIT 16",
-                       p, 1, intent_row, &b);
+                       "SELECT imsi, want, gen, done, attempts, lease FROM auc_hlr WHERE done = 0"
+                       " AND next_try <= ? AND lease <= ? ORDER BY next_try LIMIT 16",
+                       p, 2, intent_row, &b);
   for (size_t k = 0; rc == MCIM_OK && k < b.n; k++) {
     mcim_cause_t one = apply(auc, skey, st, &b.v[k]);
     if (mcim_auc_cause_is_remote(one))

@@ -21,6 +21,8 @@
 
 /* Schema step (append to the role's migrations). */
 extern const char mcim_auc_hlr_schema_sql[];
+/* The migration after it: each intent's claim (`lease`, until when one apply holds it). */
+extern const char mcim_auc_hlr_lease_sql[];
 
 /* Record, in the caller's transaction, that `imsi` (an `auc` row) should be in the remote AuC
  * (`present`) or gone from it; nothing with the built-in AuC. */

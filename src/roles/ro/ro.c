@@ -61,6 +61,8 @@ static const mcim_migration_t ro_migrations[] = {
      "ALTER TABLE drf ADD COLUMN seq BIGINT NOT NULL DEFAULT 0"},
     {7, "ICF: the PCIDs it wants in its HLR, or out of it (auc_sync.c, issue 13)",
      mcim_auc_hlr_schema_sql},
+    /* Two instances applied one intent at once (auc_sync.c, claim) */
+    {8, "ICF: an HLR intent applied by one instance at a time", mcim_auc_hlr_lease_sql},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};

@@ -778,6 +778,8 @@ static const mcim_migration_t sho_migrations[] = {
      "CREATE INDEX auc_device ON auc (device)"},
     {8, "the subscribers this SHO wants in its HLR, or out of it (auc_sync.c, issue 13)",
      mcim_auc_hlr_schema_sql},
+    /* Two instances applied one intent at once (auc_sync.c, claim) */
+    {9, "an HLR intent applied by one instance at a time", mcim_auc_hlr_lease_sql},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
