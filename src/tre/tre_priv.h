@@ -166,7 +166,7 @@ struct tre_cred {
   struct mcim_sqn_usim sqn;
 };
 
-/* ---- tre_store.c: file, lock, seal ---- */
+/* ---- tre_store.c: file, lock, seal (the storage key's rotation: tre_store_key.c) ---- */
 mcim_cause_t tre_paths(struct tre_soft *t, const char *dir);
 /* Read the slots and unseal the newest that opens; sets t->device when it is still NULL,
  * and t->slot, t->gen. A newest slot that does not open is a write cut by a crash (or an
@@ -188,7 +188,7 @@ mcim_cause_t tre_commit(struct tre_soft *t, json_t *st);
  * overwritten in tre.key: neither the current key opens an older copy of the files nor does
  * the old key open the current ones. Crash-safe: the new key is written to tre.key.new first,
  * and tre_load() finishes a rotation cut after the slot was written. Every file in place, one
- * fdatasync each (tre_store.c says why in that order). */
+ * fdatasync each (tre_store_key.c says why in that order). */
 mcim_cause_t tre_commit_shred(struct tre_soft *t, json_t *st);
 void tre_end(struct tre_soft *t, json_t *st);
 /* Wipe every string of a document (K, OPc, private keys are strings) and release it. Only
