@@ -547,8 +547,12 @@ void dev_st_quote(struct dev_run *r)
   if (!token)
     goto cleanup;
   if (!dev_data_str(p, "quote")) {
+    /* the TRE makes (durable) the procedure's key-agreement key the quote carries */
+    dev_tre_point(MCIM_CRASH_BEFORE_TRE);
     rc = d->tre->ops->quote(d->tre->ctx, pva, p->txn, nonce, dev_cfg_int(d, "statement_lifetime"),
                             &jws);
+    if (rc == MCIM_OK)
+      dev_tre_point(MCIM_CRASH_AFTER_TRE);
     if (rc != MCIM_OK) {
       dev_run_fail(r, rc, "the TRE cannot quote: %s", mcim_cause_text(rc));
       goto cleanup;

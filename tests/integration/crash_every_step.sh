@@ -9,9 +9,13 @@
 # The points: every role's HTTPS server and the agent's control API just before a 2xx answer
 # (the handler's transaction committed: "before-answer"), every role's outbox delivery and
 # every stage of the agent just after its request was answered, before the answer is used
-# ("after-send"). They are found, not listed by hand: a first lab runs each procedure with
-# every process armed with MCIM_CRASHPOINT=list, which records each point it passes as a
-# trace row in its own store; every point seen with the procedure's txn is then tried.
+# ("after-send"), and the steps with no message, the agent's TRE operations (the quote's
+# key-agreement key, staging, installing, discarding, back to the pristine state, activating,
+# dropping a delivered notice): the agent just before the operation ("before-tre") and just
+# after its durable write, before agent.db has the stage's progress ("after-tre"). They are
+# found, not listed by hand: a first lab runs each procedure with every process armed with
+# MCIM_CRASHPOINT=list, which records each point it passes as a trace row in its own store;
+# every point seen with the procedure's txn is then tried.
 # A kill is armed by restarting one process with MCIM_CRASHPOINT=NAME:WHERE:POINT
 # (include/mcim/crashpoint.h); the process writes a trace row naming the point (to_name
 # "crashpoint") before it raises SIGKILL, and the test reads that row back (with the
