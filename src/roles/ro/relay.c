@@ -94,13 +94,18 @@ mcim_cause_t mcim_ro_released_receipt(struct mcim_role *r, const char *device, c
     return MCIM_CLAIM_MISMATCH;
   if (!st)
     return MCIM_STORE_ERROR;
-  /* Change step 10: the old SHO released its entry for this very txn, which it does only on
-   * a discard receipt of this device it verified (mcim_sho_discard); its ack was lost. */
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_TEXT(txn)};
+  /* Change step 10: the old SHO released its entry, which an honest one does for this txn on
+   * a discard receipt of this device it verified (mcim_sho_discard) when its ack was lost.
+   * Any txn: an SHO registers its own entry `released` whenever it likes, with whatever txn
+   * it likes (registration_proven asks only that it hold one), so an old SHO that released
+   * it with another txn before step 9 and then did not answer must not veto the change
+   * (model finding F4, p6): the entry is the DRF's link to that SHO, and the receipt, which
+   * the TRE signs only once the MCIM is destroyed, is the proof. */
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to)};
   mcim_cause_t rc = mcim_store_exec(st,
                                     "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                                    " AND state = 'released' AND txn = ?",
-                                    p, 3, count_cb, &n);
+                                    " AND state = 'released'",
+                                    p, 2, count_cb, &n);
   if (rc == MCIM_OK && n == 0)
     rc = MCIM_FORBIDDEN;
   if (rc == MCIM_OK)

@@ -79,7 +79,8 @@ static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const cha
     /* The old SHO took this receipt at step 9 and released its entry, but its ack never
      * reached the device (lost, or not answered by ack_deadline): that release is the old
      * SHO's own proof, so the receipt still stands in for the ack (model finding F2, p6; the
-     * same as ed3a485 for the relay's notices). No such entry: the first answer stands. */
+     * same as ed3a485 for the relay's notices), whatever txn it released it with (F4: it may
+     * release it on its own, before step 9). No such entry: the first answer stands. */
     if (rc == MCIM_REGISTRATION_PENDING || rc == MCIM_FORBIDDEN) {
       mcim_cause_t rel = mcim_ro_released_receipt(r, device, old, txn, receipt, cert, out);
       if (rel != MCIM_FORBIDDEN)

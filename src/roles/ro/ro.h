@@ -93,9 +93,9 @@ mcim_cause_t mcim_ro_verify_statement(struct mcim_role *r, const char *device, c
 mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, const char *to,
                                       const char *txn, const char *typ, const char *jws,
                                       const char *cert, mcim_statement_t **out);
-/* A discard receipt of `device` addressed to `to`, whose DRF entry `to` released for this
- * very `txn` (the receipt reached it, its ack did not reach the device): the statement's own
- * checks; MCIM_FORBIDDEN without such an entry. */
+/* A discard receipt of `device` for `txn` addressed to `to`, whose DRF entry `to` released
+ * (with any txn: the receipt reached it and its ack did not reach the device, or it released
+ * the entry on its own): the statement's own checks; MCIM_FORBIDDEN without such an entry. */
 mcim_cause_t mcim_ro_released_receipt(struct mcim_role *r, const char *device, const char *to,
                                       const char *txn, const char *jws, const char *cert,
                                       mcim_statement_t **out);
