@@ -108,7 +108,7 @@
   X(TPM_ACTIVATION_FAILED,   811, 403, "the credential was not activated: the attestation key is not in the TPM of the certified endorsement key") \
   X(TPM_KEY_ATTRIBUTES,      812, 400, "a TPM key's attributes are not those required (fixedTPM, fixedParent, made in the TPM; the attestation key a restricted signing key)") \
   X(TPM_CERTIFY_INVALID,     813, 400, "a TPM2_Certify of a TRE key does not verify with the attestation key or certifies another key") \
-  X(TPM_ENROLMENT_REQUIRED,  814, 400, "TPM keys are certified only with the TPM's enrolment (endorsement key certificate, activated credential, certified keys)") \
+  X(TPM_ENROLMENT_REQUIRED,  814, 400, "a TPM device is certified, validated and provisioned only once the M2MES enrolled its TPM (endorsement key certificate, activated credential, certified keys)") \
   /* K wrapped to a slot key the TRE's attestation key certified (docs/tre-tpm.md, "Slots in the TPM") */ \
   X(TPM_SLOT_KEY_MISSING,    815, 400, "a TPM-enrolled device's quote offers no slot key certified by its attestation key: K is wrapped to no other key") \
   X(TPM_SLOT_KEY_STALE,      816, 400, "the slot key's certification is for another procedure (its qualifying data is not this txn's)")

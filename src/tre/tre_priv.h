@@ -82,15 +82,15 @@ struct tre_keys_ops {
    * software TRE: a package's "k_tpm" is refused, MCIM_UNSUPPORTED). */
   /* The public key of the storage key K is imported under (what the M2MES certifies). */
   mcim_cause_t (*storage_public)(struct tre_soft *t, json_t *st, EVP_PKEY **out);
-  /* TPM2_Import of a package's "k_tpm" {"public", "duplicate", "seed"}: *out is what a slot
-   * keeps, {"tpm_public", "tpm_private"} (the key wrapped by the TPM under its storage key). A
-   * blob the TPM refuses (wrapped for another TPM, altered): MCIM_KEY_INVALID. */
-  mcim_cause_t (*k_import)(struct tre_soft *t, json_t *st, const json_t *dup, json_t **out);
-  /* The same for procedure `txn`: K imported under the slot key its quote offered
-   * (txn_slot_create), with no TPM2_Rewrap; a TRE that offers slot keys takes K no other way. */
+  /* TPM2_Import of a package's "k_tpm" {"public", "duplicate", "seed"} for procedure `txn`,
+   * under the slot key its quote offered (txn_slot_create), with no TPM2_Rewrap: *out is what
+   * a slot keeps, {"tpm_public", "tpm_private", "tpm_handle", "tpm_parent", "tpm_auth"} (K
+   * wrapped by the TPM under that slot key, and the key's record). K is taken no other way: a
+   * txn whose quote offered no slot key is MCIM_FORBIDDEN, a blob the TPM refuses (wrapped to
+   * another key, the storage primary included, another TPM's, altered) MCIM_KEY_INVALID. */
   mcim_cause_t (*k_import_txn)(struct tre_soft *t, json_t *st, const char *txn, const json_t *dup,
                                json_t **out);
-  /* A Milenage context whose E_K is the slot's K in the TPM (`blob` from k_import), loaded
+  /* A Milenage context whose E_K is the slot's K in the TPM (`blob` from k_import_txn), loaded
    * until tre_end(); OPc is the caller's to give (mcim_milenage_use_opc). */
   mcim_cause_t (*k_milenage)(struct tre_soft *t, json_t *st, const json_t *blob,
                              mcim_milenage_t **out);
@@ -114,8 +114,8 @@ struct tre_keys_ops {
   /* A slot key for one procedure, made at its quote and certified by the restricted
    * attestation key over the txn (docs/tre-tpm.md, "Slots in the TPM"): *out is what the txn's
    * entry keeps, {"tpm_handle", "tpm_parent", "tpm_auth", "public", "attest", "signature"}, the
-   * last three the quote's "tpm_slot". MCIM_NOT_FOUND: this TRE offers none (no attestation
-   * key: made before enrolment). NULL in the software TRE. */
+   * last three the quote's "tpm_slot". MCIM_TPM_ENROLMENT_REQUIRED without the restricted
+   * attestation key (a TPM TRE never enrolled: it cannot quote). NULL in the software TRE. */
   mcim_cause_t (*txn_slot_create)(struct tre_soft *t, json_t *st, const char *txn, json_t **out);
   /* Destroy a procedure's slot key that received no K (the procedure ended without it). */
   mcim_cause_t (*txn_slot_destroy)(struct tre_soft *t, json_t *st, const json_t *slot);

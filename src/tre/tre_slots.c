@@ -59,30 +59,12 @@ struct stage_ctx {
 static mcim_cause_t k_tpm_import(struct tre_soft *t, struct stage_ctx *sc, json_t *st,
                                  const json_t *dup, json_t **out)
 {
-  mcim_cause_t rc = MCIM_UNSUPPORTED;
   sc->why = "content k_tpm: K wrapped for a TPM, and this TRE has none";
-  if (!t->keys->k_import)
-    return rc;
-  sc->why = "content k_tpm does not import into this TRE's TPM";
-  /* under the slot key this procedure's quote offered, when the backend offers them */
-  rc = t->keys->k_import_txn ? t->keys->k_import_txn(t, st, sc->txn, dup, out)
-                             : t->keys->k_import(t, st, dup, out);
-  return rc;
-}
-
-/* Whether the TRE's own KA certificate certifies a TPM storage key: then every SHO was told
- * to wrap K for it, and K in clear is refused (an SHO that sends it anyway would put K in the
- * device's memory, which a TPM device is certified not to let happen). */
-static bool k_in_tpm_certified(json_t *st)
-{
-  const char *pem = tre_str(json_object_get(st, "certs"), "ka");
-  X509 *cert = NULL;
-  EVP_PKEY *key = NULL;
-  bool yes = pem && mcim_pki_cert_from_pem(pem, strlen(pem), &cert) == MCIM_OK &&
-             mcim_pki_cert_tpm_storage_key(cert, &key) == MCIM_OK;
-  EVP_PKEY_free(key);
-  X509_free(cert);
-  return yes;
+  if (!t->keys->k_import_txn)
+    return MCIM_UNSUPPORTED;
+  /* under the slot key this procedure's quote offered, and no other */
+  sc->why = "content k_tpm does not import under this procedure's slot key";
+  return t->keys->k_import_txn(t, st, sc->txn, dup, out);
 }
 
 /* The MCIM inside the package: {"sho","imsi","k" | "k_tpm","opc","amf"}, complete and for
@@ -117,9 +99,10 @@ static mcim_cause_t content_parse(struct tre_soft *t, struct stage_ctx *sc, json
   sc->why = "content has both k and k_tpm";
   if (dup && json_object_get(doc, "k"))
     goto cleanup;
+  /* a TPM TRE takes K into its TPM only: K in clear would be in the agent's memory */
   rc = MCIM_FORBIDDEN;
-  sc->why = "content k: K in clear, and this TRE is certified to take K into its TPM only";
-  if (!dup && k_in_tpm_certified(st))
+  sc->why = "content k: K in clear, and this TRE takes K into its TPM only";
+  if (!dup && t->keys->k_import_txn)
     goto cleanup;
   sc->why = "content k, opc or amf missing or not hex of the right length";
   if ((!dup && (rc = tre_hex_field(doc, "k", 16, k)) != MCIM_OK) ||

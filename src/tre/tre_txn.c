@@ -149,8 +149,6 @@ mcim_cause_t tre_txn_slot_offer(struct tre_soft *t, json_t *st, const char *txn,
     /* once per txn: a repeated quote offers the same key and certification */
     json_t *made = NULL;
     rc = t->keys->txn_slot_create(t, st, txn, &made);
-    if (rc == MCIM_NOT_FOUND)
-      return MCIM_OK;
     if (rc != MCIM_OK)
       return rc;
     if (json_object_set(entry, "slot", made)) {

@@ -595,21 +595,33 @@ static void test_wrong_nonce(void **state)
  * JWS quote alone is refused (ATTEST_MISSING), and so is TPM evidence that is not a quote
  * (ATTEST_MALFORMED); neither consumes the nonce. The quote and its refusals in a real TPM:
  * test_tre_tpm_quote. */
+/* A TPM device (its attestation certificate marked by the M2MES, with the AK and model of its
+ * enrolment) is judged on its TPM quote alone; a TPM device the M2MES certified without
+ * enrolment (marked, no AK), or a software certificate sent with TPM evidence, is refused
+ * with TPM_ENROLMENT_REQUIRED whatever it sends. */
 static void test_tpm_device_needs_tpm_quote(void **state)
 {
   char txn[33], id[33], nonce[65], path[128];
   struct mcim_http_result res;
   mcim_pki_ca_t *ca = NULL;
   EVP_PKEY *pk = NULL;
-  X509 *x = NULL;
-  char *cert = NULL;
+  X509 *x = NULL, *xu = NULL;
+  char *cert = NULL, *unenrolled = NULL;
   (void)state;
   assert_int_equal(mcim_pki_lab_load_ca(lab.pki, MCIM_PKI_CA_M2MES, &ca), MCIM_OK);
   assert_int_equal(mcim_jose_key_public_pkey(dev1_key, &pk), MCIM_OK);
-  mcim_cert_request_t req = {.name = "dev1", .usage = MCIM_CERT_TRE_ATTESTATION, .key = pk,
-                             .tpm_attestation = true};
+  mcim_cert_request_t req = {.name = "dev1",
+                             .usage = MCIM_CERT_TRE_ATTESTATION,
+                             .key = pk,
+                             .tpm_attestation = true,
+                             .tpm_ak = pk,
+                             .model = MODEL};
   assert_int_equal(mcim_pki_issue(ca, &req, &x), MCIM_OK);
   assert_int_equal(mcim_pki_cert_to_pem(x, &cert), MCIM_OK);
+  req.tpm_ak = NULL; /* marked, never enrolled */
+  req.model = NULL;
+  assert_int_equal(mcim_pki_issue(ca, &req, &xu), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(xu, &unenrolled), MCIM_OK);
   new_txn(txn);
   create_validation(txn, "dev1", 0, id, nonce);
   char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
@@ -619,7 +631,7 @@ static void test_tpm_device_needs_tpm_quote(void **state)
   snprintf(path, sizeof(path), "/v1/validations/%s/quote", id);
   json_t *tpm = json_pack("{s:s,s:s,s:s}", "attest", "AAAA", "signature", "AAAA", "log", "x\n");
   assert_int_equal(call(dev_cli, "POST", path,
-                        json_pack("{s:s,s:s,s:o}", "quote", q, "tre_cert", cert, "tpm", tpm), tok1,
+                        json_pack("{s:s,s:s,s:O}", "quote", q, "tre_cert", cert, "tpm", tpm), tok1,
                         &res),
                    MCIM_ATTEST_MALFORMED);
   mcim_http_result_clear(&res);
@@ -628,12 +640,35 @@ static void test_tpm_device_needs_tpm_quote(void **state)
   assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'pending'"
                          " AND last_cause = 'ATTEST_MALFORMED'", txn),
                    1);
+  /* certified without enrolment: refused with or without TPM evidence */
+  assert_int_equal(post_quote(id, tok1, q, unenrolled, &res), MCIM_TPM_ENROLMENT_REQUIRED);
+  assert_int_equal(res.status, 400);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(dev_cli, "POST", path,
+                        json_pack("{s:s,s:s,s:O}", "quote", q, "tre_cert", unenrolled, "tpm", tpm),
+                        tok1, &res),
+                   MCIM_TPM_ENROLMENT_REQUIRED);
+  mcim_http_result_clear(&res);
+  /* TPM evidence with a software certificate: no enrolled AK to check it with */
+  assert_int_equal(call(dev_cli, "POST", path,
+                        json_pack("{s:s,s:s,s:O}", "quote", q, "tre_cert", dev1_cert, "tpm", tpm),
+                        tok1, &res),
+                   MCIM_TPM_ENROLMENT_REQUIRED);
+  mcim_http_result_clear(&res);
+  assert_int_equal(count("SELECT COUNT(*) FROM outbox WHERE txn = ?", txn), 0);
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'pending'"
+                         " AND last_cause = 'TPM_ENROLMENT_REQUIRED'",
+                         txn),
+                   1);
+  json_decref(tpm);
   /* the same quote with the unmarked certificate of the same key: the software path */
   assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
   mcim_http_result_clear(&res);
   free(q);
   free(cert);
+  free(unenrolled);
   X509_free(x);
+  X509_free(xu);
   EVP_PKEY_free(pk);
   mcim_pki_ca_free(ca);
 }

@@ -434,8 +434,9 @@ static char *b64(const uint8_t *in, size_t len)
  * (what the M2MES issues after enrolment) makes the PVA verify quotes with the AK and take
  * the certificate's model. The attack the restricted key closes: the agent hashes a
  * TPMS_ATTEST of its choosing and has the TPM sign it with the unrestricted JWS key
- * (TPM2_Sign): with the AK in the certificate, ATTEST_SIGNATURE; with a certificate from before
- * enrolment (no AK), the PVA still takes it, the limit docs/tre-tpm.md states. */
+ * (TPM2_Sign): with the AK in the certificate, ATTEST_SIGNATURE; a certificate from before
+ * enrolment (no AK, no model), or without the TPM mark, is TPM_ENROLMENT_REQUIRED whatever
+ * the quote, the forgery included. */
 static void test_pva_takes_the_ak(void **state)
 {
   (void)state;
@@ -490,10 +491,32 @@ static void test_pva_takes_the_ak(void **state)
   assert_string_equal(model, "model-x");
   json_decref(log);
   log = NULL;
-  /* the AK's quote checked with the certificate's own key (the PVA before enrolment) fails */
+  /* a certificate of the same JWS key from before enrolment (marked, no AK, no model), and
+   * one without the mark: refused, whatever the quote (the PVA before enrolment checked the
+   * quote with the certificate's own key, which signs any digest) */
+  X509 *old_cert = NULL;
+  char *old_pem = NULL, *soft_pem = NULL;
+  req.tpm_ak = NULL;
+  req.model = NULL;
+  assert_int_equal(mcim_pki_issue(ca, &req, &old_cert), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(old_cert, &old_pem), MCIM_OK);
+  X509_free(old_cert);
+  req.tpm_attestation = false;
+  assert_int_equal(mcim_pki_issue(ca, &req, &old_cert), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(old_cert, &soft_pem), MCIM_OK);
+  X509_free(old_cert);
   assert_int_equal(
-      pva_tpm_evidence(jws_key, NULL, ev, nonce, &log, digest, model, err, sizeof(err)),
-      MCIM_ATTEST_SIGNATURE);
+      pva_tpm_evidence(jws_key, old_pem, ev, nonce, &log, digest, model, err, sizeof(err)),
+      MCIM_TPM_ENROLMENT_REQUIRED);
+  print_message("certificate from before enrolment: %s\n", err);
+  assert_null(log);
+  assert_int_equal(
+      pva_tpm_evidence(jws_key, soft_pem, ev, nonce, &log, digest, model, err, sizeof(err)),
+      MCIM_TPM_ENROLMENT_REQUIRED);
+  /* no evidence from an enrolled device: ATTEST_MISSING */
+  assert_int_equal(
+      pva_tpm_evidence(jws_key, pem, NULL, nonce, &log, digest, model, err, sizeof(err)),
+      MCIM_ATTEST_MISSING);
   json_decref(ev);
   free(s64);
 
@@ -517,11 +540,14 @@ static void test_pva_takes_the_ak(void **state)
   assert_int_equal(pva_tpm_evidence(jws_key, pem, ev, nonce, &log, digest, model, err, sizeof(err)),
                    MCIM_ATTEST_SIGNATURE);
   print_message("forged quote, enrolled device: %s\n", err);
+  /* the forgery the unrestricted key allows, with the certificate from before enrolment
+   * whose key signed it: refused before any signature is checked */
   assert_int_equal(
-      pva_tpm_evidence(jws_key, NULL, ev, nonce, &log, digest, model, err, sizeof(err)),
-      MCIM_OK); /* a device certified before enrolment: the hole stays */
-  json_decref(log);
-  log = NULL;
+      pva_tpm_evidence(jws_key, old_pem, ev, nonce, &log, digest, model, err, sizeof(err)),
+      MCIM_TPM_ENROLMENT_REQUIRED);
+  assert_null(log);
+  free(old_pem);
+  free(soft_pem);
   json_decref(ev);
   free(a64);
   free(s64);

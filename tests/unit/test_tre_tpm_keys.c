@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "mcim/aka.h"
+#include "mcim/attest.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/milenage.h"
@@ -483,6 +484,12 @@ static int fx_setup(void **state)
                    MCIM_CONFLICT);
   assert_int_equal(mcim_tre_open(f->dir, "tpm", mcim_swtpm_tcti(sw), &f->tre), MCIM_OK);
   assert_string_equal(f->tre->ops->name, "tpm");
+  /* the restricted attestation key made as enrolment makes it (this swtpm has no EK
+   * certificate: the M2MES's side is test_tre_tpm_enrol's): without it a TPM TRE does not
+   * quote */
+  json_t *enrol = NULL;
+  (void)mcim_tre_tpm_enrol_begin(f->tre, &enrol);
+  json_decref(enrol);
   assert_int_equal(mcim_tre_soft_public_jwk(f->tre, MCIM_TRE_CERT_ATTESTATION, &att_jwk), MCIM_OK);
   assert_int_equal(mcim_tre_soft_public_jwk(f->tre, MCIM_TRE_CERT_KA, &ka_jwk), MCIM_OK);
   assert_null(strstr(att_jwk, "\"d\""));
@@ -550,6 +557,11 @@ static char *sho_package(mcim_jose_key_t *sho, const mcim_jose_key_t *ka_pub, co
   return pkg;
 }
 
+static char *sho_package_text(mcim_jose_key_t *sho, const mcim_jose_key_t *ka_pub, const char *txn,
+                              const char *text);
+static char *k_tpm_content(const json_t *slot, EVP_PKEY *storage, const uint8_t k[16],
+                           const uint8_t opc[16]);
+
 /* Every operation of a TPM TRE that uses a key, its output checked with the existing
  * software verifiers, then the document and the files: TPM blobs, no private key. */
 static void test_tre_end_to_end(void **state)
@@ -592,8 +604,11 @@ static void test_tre_end_to_end(void **state)
   mcim_jws_expect_t qx = {.iss = DEVICE, .aud = "pva", .typ = "mcim-quote+jwt", .skew = 30};
   assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &qx, &st), MCIM_OK);
   assert_string_equal(mcim_statement_string(st, "nonce"), "nonce-1");
-  /* the procedure's own KA key, a TPM object (docs/tre.md, "Crypto-shredding") */
+  /* the procedure's own KA key, a TPM object (docs/tre.md, "Crypto-shredding"), and the
+   * slot key its MCIM's K is to be wrapped to, certified by the AK */
   mcim_jose_key_t *txn_ka = NULL;
+  json_t *slot_offer = json_incref(json_object_get(st->payload, "tpm_slot"));
+  assert_non_null(slot_offer);
   char *txn_jwk = json_dumps(json_object_get(st->payload, "ka_jwk"), JSON_COMPACT);
   assert_non_null(txn_jwk);
   assert_int_equal(mcim_jose_key_from_jwk(txn_jwk, strlen(txn_jwk), &txn_ka), MCIM_OK);
@@ -614,11 +629,14 @@ static void test_tre_end_to_end(void **state)
   assert_int_equal(mcim_random(k, 16), MCIM_OK);
   assert_int_equal(mcim_random(opc, 16), MCIM_OK);
   /* sealed to the static KA key for a procedure that offered its own: refused */
-  char *pkg = sho_package(sho, f->ka_pub, TXN_A, k, opc);
+  char *content = k_tpm_content(slot_offer, NULL, k, opc);
+  json_decref(slot_offer);
+  char *pkg = sho_package_text(sho, f->ka_pub, TXN_A, content);
   assert_int_equal(tre->ops->stage(tre->ctx, TXN_A, pkg, strlen(pkg), sho_cert),
                    MCIM_PACKAGE_INVALID);
   free(pkg);
-  pkg = sho_package(sho, txn_ka, TXN_A, k, opc);
+  pkg = sho_package_text(sho, txn_ka, TXN_A, content);
+  free(content);
   mcim_jose_key_free(txn_ka);
   t0 = mcim_monotonic_ns();
   assert_int_equal(tre->ops->stage(tre->ctx, TXN_A, pkg, strlen(pkg), sho_cert), MCIM_OK);
@@ -977,19 +995,41 @@ static char *sho_package_text(mcim_jose_key_t *sho, const mcim_jose_key_t *ka_pu
   return pkg;
 }
 
-/* The MCIM content with K wrapped for `storage` (mcim_tre_wrap_k, what the SHO sends). */
-static char *k_tpm_content(EVP_PKEY *storage, const uint8_t k[16], const uint8_t opc[16])
+/* The MCIM content with K wrapped for the slot key `slot` a procedure's quote offered
+ * (mcim_tre_wrap_k_slot, what the SHO sends), or, with `storage`, for that key as the primary's
+ * template (mcim_tre_wrap_k: what SHOs sent before every TPM device was enrolled). */
+static char *k_tpm_content(const json_t *slot, EVP_PKEY *storage, const uint8_t k[16],
+                           const uint8_t opc[16])
 {
   char oh[33];
   json_t *k_tpm = NULL;
   mcim_hex_encode(opc, 16, oh);
-  assert_int_equal(mcim_tre_wrap_k(storage, k, &k_tpm), MCIM_OK);
+  assert_int_equal(storage ? mcim_tre_wrap_k(storage, k, &k_tpm)
+                           : mcim_tre_wrap_k_slot(slot, k, &k_tpm),
+                   MCIM_OK);
   json_t *c = json_pack("{s:s, s:s, s:o, s:s, s:s}", "sho", "sho-a", "imsi", "001020000000007",
                         "k_tpm", k_tpm, "opc", oh, "amf", "8000");
   char *text = json_dumps(c, JSON_COMPACT);
   assert_non_null(text);
   json_decref(c);
   return text;
+}
+
+/* The TRE's quote of `txn`: *ka the procedure's key-agreement key (what the SHO seals to),
+ * *slot (json_decref) the slot key certified by the AK (what the SHO wraps K to). */
+static void quote_offer(mcim_tre_t *tre, const char *txn, mcim_jose_key_t **ka, json_t **slot)
+{
+  char *jws = NULL, *jwk = NULL;
+  json_t *offer = NULL;
+  assert_int_equal(tre->ops->quote(tre->ctx, "pva", txn, "n0nce", 300, &jws), MCIM_OK);
+  assert_int_equal(mcim_jws_peek_claim(jws, "ka_jwk", &offer), MCIM_OK);
+  assert_int_equal(mcim_jws_peek_claim(jws, "tpm_slot", slot), MCIM_OK);
+  jwk = json_dumps(offer, JSON_COMPACT);
+  assert_non_null(jwk);
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), ka), MCIM_OK);
+  json_decref(offer);
+  free(jwk);
+  free(jws);
 }
 
 static void k_hex_absent(const char *what, const char *text, const uint8_t k[16])
@@ -1061,9 +1101,12 @@ static void test_k_in_tpm(void **state)
   char *sho_cert = cert_issue(ops_ca, "sho-a", MCIM_CERT_TLS, sho_pkey);
   assert_int_equal(mcim_random(k, 16), MCIM_OK);
   assert_int_equal(mcim_random(opc, 16), MCIM_OK);
-  char *text = k_tpm_content(from_cert, k, opc);
+  mcim_jose_key_t *txn_ka = NULL;
+  json_t *slot_offer = NULL;
+  quote_offer(tre, TXN_A, &txn_ka, &slot_offer);
+  char *text = k_tpm_content(slot_offer, NULL, k, opc);
   k_hex_absent("the content the SHO seals", text, k);
-  char *pkg = sho_package_text(sho, f->ka_pub, TXN_A, text);
+  char *pkg = sho_package_text(sho, txn_ka, TXN_A, text);
   uint64_t t0 = mcim_monotonic_ns();
   assert_int_equal(tre->ops->stage(tre->ctx, TXN_A, pkg, strlen(pkg), sho_cert), MCIM_OK);
   print_message("stage with K wrapped (ECDH_ZGen, TPM2_Import): %.2f ms\n", ms_since(t0));
@@ -1102,56 +1145,83 @@ static void test_k_in_tpm(void **state)
   free(dump);
   json_decref(doc);
 
-  /* refused, each PACKAGE_INVALID with the state unchanged: a blob for another TPM's storage
-   * key (TPM2_Import: integrity), one altered, K both in clear and wrapped, k_tpm not an
-   * object */
-  static const char *const txns[] = {"11111111111111111111111111111111",
-                                     "22222222222222222222222222222222",
-                                     "33333333333333333333333333333333",
-                                     "44444444444444444444444444444444"};
-  json_t *before = state_read(f);
+  /* refused, each PACKAGE_INVALID with the state unchanged (its procedure's offer left to
+   * the procedure): K wrapped to this TPM's storage primary (what SHOs sent a TPM device
+   * certified before enrolment, which TPM2_Rewrap to no parent would open: the TPM refuses it
+   * under the procedure's slot key), K wrapped to another key, a blob altered, K both in clear
+   * and wrapped, k_tpm not an object, and K in clear (a TPM TRE takes K into its TPM only,
+   * whatever its certificate says) */
+  static const char *const txns[] = {
+      "11111111111111111111111111111111", "22222222222222222222222222222222",
+      "33333333333333333333333333333333", "44444444444444444444444444444444",
+      "55555555555555555555555555555555", "77777777777777777777777777777777"};
+  enum { NEG = sizeof(txns) / sizeof(txns[0]) };
   assert_int_equal(mcim_pki_key_generate(&other), MCIM_OK);
-  char *texts[4];
-  texts[0] = k_tpm_content(other, k, opc);
-  json_t *c = json_loads(text, 0, NULL);
-  json_t *dupj = json_object_get(c, "k_tpm");
-  const char *d = json_string_value(json_object_get(dupj, "duplicate"));
-  char *altered = strdup(d);
-  altered[strlen(altered) / 2] = altered[strlen(altered) / 2] == 'A' ? 'B' : 'A';
-  json_object_set_new(dupj, "duplicate", json_string(altered));
-  free(altered);
-  texts[1] = json_dumps(c, JSON_COMPACT);
-  json_decref(c);
-  c = json_loads(text, 0, NULL);
-  json_object_set_new(c, "k", json_string("000102030405060708090a0b0c0d0e0f"));
-  texts[2] = json_dumps(c, JSON_COMPACT);
-  json_object_set_new(c, "k_tpm", json_string("AAAA"));
-  json_object_del(c, "k");
-  texts[3] = json_dumps(c, JSON_COMPACT);
-  json_decref(c);
+  char *texts[NEG];
+  mcim_jose_key_t *kas[NEG];
+  for (int i = 0; i < NEG; i++) {
+    json_t *offer = NULL;
+    quote_offer(tre, txns[i], &kas[i], &offer);
+    if (i == 2) { /* K wrapped to the procedure's slot key, one byte of it altered */
+      char *good = k_tpm_content(offer, NULL, k, opc);
+      json_t *c = json_loads(good, 0, NULL);
+      json_t *dupj = json_object_get(c, "k_tpm");
+      char *altered = strdup(json_string_value(json_object_get(dupj, "duplicate")));
+      altered[strlen(altered) / 2] = altered[strlen(altered) / 2] == 'A' ? 'B' : 'A';
+      json_object_set_new(dupj, "duplicate", json_string(altered));
+      free(altered);
+      texts[i] = json_dumps(c, JSON_COMPACT);
+      json_decref(c);
+      free(good);
+    } else if (i == 3 || i == 4) {
+      json_t *c = json_loads(text, 0, NULL);
+      json_object_set_new(c, "k", json_string("000102030405060708090a0b0c0d0e0f"));
+      if (i == 4)
+        json_object_set_new(c, "k_tpm", json_string("AAAA"));
+      texts[i] = json_dumps(c, JSON_COMPACT);
+      if (i == 4) {
+        free(texts[i]);
+        json_object_del(c, "k");
+        texts[i] = json_dumps(c, JSON_COMPACT);
+      }
+      json_decref(c);
+    } else if (i == 5) {
+      texts[i] = NULL; /* K in clear: sho_package below */
+    } else {
+      texts[i] = k_tpm_content(NULL, i == 0 ? from_cert : other, k, opc);
+    }
+    json_decref(offer);
+  }
+  json_t *before = state_read(f);
   char *p = NULL;
-  static const char *const why[] = {"k_tpm does not import into this TRE's TPM",
-                                    "k_tpm does not import into this TRE's TPM",
+  static const char *const why[] = {"k_tpm does not import under this procedure's slot key",
+                                    "k_tpm does not import under this procedure's slot key",
+                                    "k_tpm does not import under this procedure's slot key",
                                     "content has both k and k_tpm",
-                                    "k_tpm does not import into this TRE's TPM"};
-  for (int i = 0; i < 4; i++) {
-    p = sho_package_text(sho, f->ka_pub, txns[i], texts[i]);
+                                    "k_tpm does not import under this procedure's slot key",
+                                    "K in clear, and this TRE takes K into its TPM only"};
+  for (int i = 0; i < NEG; i++) {
+    p = texts[i] ? sho_package_text(sho, kas[i], txns[i], texts[i])
+                 : sho_package(sho, kas[i], txns[i], k, opc);
     assert_int_equal(tre->ops->stage(tre->ctx, txns[i], p, strlen(p), sho_cert),
                      MCIM_PACKAGE_INVALID);
-    assert_true(log_has(txns[i], NULL) && log_has(why[i], NULL));
+    if (!log_has(txns[i], NULL) || !log_has(why[i], NULL))
+      fail_msg("%s: no log line \"%s\"", txns[i], why[i]);
     free(p);
     free(texts[i]);
   }
-  /* the TPM opens the SHO's outer wrapper when it moves K under the slot's own key */
-  assert_true(
-      log_has("TPM2_Rewrap (K to the slot key): tpm:parameter(1):integrity check failed", NULL));
+  /* the TPM itself refuses K wrapped to the storage primary under the slot key */
+  assert_true(log_has("does not import under the procedure's slot key", "integrity check failed"));
   json_t *after = state_read(f);
   assert_true(json_equal(before, after));
   json_decref(before);
   json_decref(after);
+  for (int i = 0; i < NEG; i++) { /* abandoned: their offered slot keys go */
+    assert_int_equal(tre->ops->unstage(tre->ctx, txns[i]), MCIM_NOT_FOUND);
+    mcim_jose_key_free(kas[i]);
+  }
 
-  /* its KA certificate may certify its own storage key only; once it does, K in clear is
-   * refused (every SHO was told to wrap it) and K wrapped still goes in */
+  /* its KA certificate may certify its own storage key only; K wrapped still goes in */
   char *ka_own = NULL, *ka_other = NULL;
   req.usage = MCIM_CERT_TRE_KEY_AGREEMENT;
   req.tpm_storage = other;
@@ -1166,19 +1236,18 @@ static void test_k_in_tpm(void **state)
   assert_int_equal(mcim_tre_soft_set_certs(tre, f->att_pem, ka_other), MCIM_KEY_INVALID);
   assert_true(log_has("certifies a TPM storage key that is not this TRE's", NULL));
   assert_int_equal(mcim_tre_soft_set_certs(tre, f->att_pem, ka_own), MCIM_OK);
-  p = sho_package(sho, f->ka_pub, "55555555555555555555555555555555", k, opc);
-  assert_int_equal(tre->ops->stage(tre->ctx, "55555555555555555555555555555555", p, strlen(p),
-                                   sho_cert),
-                   MCIM_PACKAGE_INVALID);
-  assert_true(log_has("K in clear, and this TRE is certified to take K into its TPM only", NULL));
-  free(p);
-  char *text2 = k_tpm_content(from_cert, k, opc);
-  p = sho_package_text(sho, f->ka_pub, "66666666666666666666666666666666", text2);
+  mcim_jose_key_t *ka6 = NULL;
+  json_t *offer6 = NULL;
+  quote_offer(tre, "66666666666666666666666666666666", &ka6, &offer6);
+  char *text2 = k_tpm_content(offer6, NULL, k, opc);
+  p = sho_package_text(sho, ka6, "66666666666666666666666666666666", text2);
   assert_int_equal(tre->ops->stage(tre->ctx, "66666666666666666666666666666666", p, strlen(p),
                                    sho_cert),
                    MCIM_OK);
   free(p);
   free(text2);
+  json_decref(offer6);
+  mcim_jose_key_free(ka6);
 
   /* the software TRE has no TPM: K wrapped for one is refused */
   char soft_dir[64], *soft_ka_jwk = NULL;
@@ -1230,6 +1299,8 @@ static void test_k_in_tpm(void **state)
   free(ka_other);
   free(text);
   free(pkg);
+  json_decref(slot_offer);
+  mcim_jose_key_free(txn_ka);
   free(sho_cert);
   free(jwk);
   mcim_jose_key_free(sho);

@@ -36,6 +36,7 @@
 #include "mcim/util.h"
 #include "roles/pva/pva.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_enrol.h"
 #include "tre/tpm/tpm_quote.h"
 #include "swtpm_fixture.h"
 
@@ -84,9 +85,14 @@ struct dev {
   mcim_jose_key_t *ak;
 };
 
+/* A TPM TRE with its restricted attestation key (AK), made as enrolment makes it (these
+ * swtpms have no EK certificate: the M2MES's side is test_tre_tpm_enrol's); d->ak is its
+ * public key, what the M2MES certifies and the PVA verifies quotes with. */
 static void dev_make(struct dev *d, int which)
 {
-  char *jwk = NULL;
+  json_t *enrol = NULL;
+  TPM2B_PUBLIC ak_pub;
+  EVP_PKEY *pk = NULL;
   snprintf(d->dir, sizeof(d->dir), "/tmp/mcim-quotedev-XXXXXX");
   assert_non_null(mkdtemp(d->dir));
   d->which = which;
@@ -94,9 +100,17 @@ static void dev_make(struct dev *d, int which)
                                        owner_jwk, ops_ca_pem, m2mes_ca_pem),
                    MCIM_OK);
   assert_int_equal(mcim_tre_open(d->dir, "tpm", mcim_swtpm_tcti(sw[which]), &d->tre), MCIM_OK);
-  assert_int_equal(mcim_tre_soft_public_jwk(d->tre, MCIM_TRE_CERT_ATTESTATION, &jwk), MCIM_OK);
-  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &d->ak), MCIM_OK);
-  free(jwk);
+  (void)mcim_tre_tpm_enrol_begin(d->tre, &enrol);
+  json_decref(enrol);
+  json_t *doc = tre_state_read(d->dir, DEVICE, false);
+  const char *akp = json_string_value(
+      json_object_get(json_object_get(json_object_get(doc, "keys"), "quote"), "tpm_public"));
+  assert_non_null(akp);
+  assert_int_equal(mcim_tpm_public_decode(akp, &ak_pub), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_pkey(&ak_pub, &pk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(pk, &d->ak), MCIM_OK);
+  EVP_PKEY_free(pk);
+  json_decref(doc);
 }
 
 static void dev_free(struct dev *d)
@@ -277,6 +291,31 @@ static void test_soft_tre_has_no_quote(void **state)
   assert_null(ev);
   mcim_tre_close(tre);
   json_decref(log);
+  rm_tree(dir);
+}
+
+/* A TPM TRE that was never enrolled has only its unrestricted JWS key, which would sign any
+ * digest (a forged TPMS_ATTEST included): it makes no TPM quote, and no JWS quote either (the
+ * quote of a procedure offers a slot key certified by the AK it does not have). */
+static void test_unenrolled_tre_does_not_quote(void **state)
+{
+  char dir[64], *jws = NULL;
+  mcim_tre_t *tre = NULL;
+  json_t *ev = NULL;
+  (void)state;
+  snprintf(dir, sizeof(dir), "/tmp/mcim-quotenoak-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  assert_int_equal(mcim_tre_tpm_create(dir, mcim_swtpm_tcti(sw[0]), DEVICE, MODEL, owner_jwk,
+                                       ops_ca_pem, m2mes_ca_pem),
+                   MCIM_OK);
+  assert_int_equal(mcim_tre_open(dir, "tpm", mcim_swtpm_tcti(sw[0]), &tre), MCIM_OK);
+  assert_int_equal(mcim_tre_tpm_quote(tre, NONCE1, &ev), MCIM_TPM_ENROLMENT_REQUIRED);
+  assert_null(ev);
+  assert_int_equal(
+      tre->ops->quote(tre->ctx, "pva", "0123456789abcdef0123456789abcdef", NONCE1, 300, &jws),
+      MCIM_TPM_ENROLMENT_REQUIRED);
+  assert_null(jws);
+  mcim_tre_close(tre);
   rm_tree(dir);
 }
 
@@ -583,11 +622,17 @@ static void test_new_log_after_tpm_restart(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_quote_verifies),    cmocka_unit_test(test_soft_tre_has_no_quote),
-      cmocka_unit_test(test_modified_image),    cmocka_unit_test(test_other_tpm),
-      cmocka_unit_test(test_replayed_quote),    cmocka_unit_test(test_log_does_not_replay),
-      cmocka_unit_test(test_garbled_attest),    cmocka_unit_test(test_tpm_required),
-      cmocka_unit_test(test_pcr_reset_refused), cmocka_unit_test(test_new_log_after_tpm_restart),
+      cmocka_unit_test(test_quote_verifies),
+      cmocka_unit_test(test_soft_tre_has_no_quote),
+      cmocka_unit_test(test_modified_image),
+      cmocka_unit_test(test_other_tpm),
+      cmocka_unit_test(test_replayed_quote),
+      cmocka_unit_test(test_log_does_not_replay),
+      cmocka_unit_test(test_garbled_attest),
+      cmocka_unit_test(test_tpm_required),
+      cmocka_unit_test(test_pcr_reset_refused),
+      cmocka_unit_test(test_new_log_after_tpm_restart),
+      cmocka_unit_test(test_unenrolled_tre_does_not_quote),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -200,6 +200,28 @@ static void test_tpm_older_state_refused(void **state)
   dev_free(d);
 }
 
+/* A state without its counter: what whoever holds tre.key could write (the document opened,
+ * "tpm_counter" taken out, sealed again as the next generation) to have an older state opened
+ * unchecked. Every TPM TRE is bound to its counter from its first write: refused. */
+static void test_tpm_state_without_counter(void **state)
+{
+  struct dev *d = dev_new(true);
+  struct tre_soft *t = d->tre->ctx;
+  json_t *st = NULL;
+  (void)state;
+  assert_int_equal(tre_begin(t, &st), MCIM_OK);
+  assert_non_null(json_object_get(st, "tpm_counter"));
+  assert_int_equal(json_object_del(st, "tpm_counter"), 0);
+  /* written (the slot is durable), its increment refused: no counter to advance */
+  assert_int_equal(tre_persist(t, st), MCIM_OK);
+  tre_end(t, st);
+  assert_true(log_has("bound to no TPM counter", NULL));
+  st = NULL;
+  assert_int_equal(d->tre->ops->status(d->tre->ctx, &st), MCIM_TRE_ROLLBACK);
+  assert_null(dev_open(d, MCIM_TRE_ROLLBACK));
+  dev_free(d);
+}
+
 /* ---- crashes in a write ---- */
 
 static void crash_at(const char *where)
@@ -410,6 +432,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_tpm_older_state_refused),
+      cmocka_unit_test(test_tpm_state_without_counter),
       cmocka_unit_test(test_tpm_crash_between_write_and_increment),
       cmocka_unit_test(test_tpm_crash_before_write),
       cmocka_unit_test(test_tpm_gone_between_write_and_increment),

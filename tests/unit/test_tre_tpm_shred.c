@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mcim/attest.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
@@ -103,8 +104,9 @@ static char *cert_issue(const char *name, EVP_PKEY *key)
   return pem;
 }
 
-/* The procedure's key the quote of `txn` offers (a public JWK, signed by the attestation key). */
-static mcim_jose_key_t *quoted_ka(mcim_tre_t *tre, const char *txn)
+/* The procedure's keys the quote of `txn` offers (signed by the attestation key): its
+ * key-agreement key (a public JWK) and *slot, the slot key certified by the AK. */
+static mcim_jose_key_t *quoted_ka(mcim_tre_t *tre, const char *txn, json_t **slot)
 {
   char *jws = NULL, *jwk = NULL;
   mcim_jose_key_t *k = NULL;
@@ -112,6 +114,7 @@ static mcim_jose_key_t *quoted_ka(mcim_tre_t *tre, const char *txn)
   assert_int_equal(tre->ops->quote(tre->ctx, "pva", txn, "n0nce", 60, &jws), MCIM_OK);
   assert_int_equal(mcim_jws_peek_claim(jws, "ka_jwk", &offer), MCIM_OK);
   assert_true(json_is_object(offer));
+  assert_int_equal(mcim_jws_peek_claim(jws, "tpm_slot", slot), MCIM_OK);
   jwk = json_dumps(offer, JSON_COMPACT);
   assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &k), MCIM_OK);
   assert_false(mcim_jose_key_has_private(k));
@@ -121,15 +124,20 @@ static mcim_jose_key_t *quoted_ka(mcim_tre_t *tre, const char *txn)
   return k;
 }
 
+/* The MCIM as the SHO sends it to a TPM: K wrapped to the procedure's slot key. */
 static char *package(mcim_jose_key_t *sho, const mcim_jose_key_t *to, const char *txn,
-                     const char *k_hex)
+                     const json_t *slot, const uint8_t k[16])
 {
-  char text[256], *pkg = NULL;
-  snprintf(text, sizeof(text),
-           "{\"sho\":\"sho-a\",\"imsi\":\"001020000000007\",\"k\":\"%s\","
-           "\"opc\":\"000102030405060708090a0b0c0d0e0f\",\"amf\":\"8000\"}",
-           k_hex);
+  json_t *k_tpm = NULL;
+  char *text = NULL, *pkg = NULL;
+  assert_int_equal(mcim_tre_wrap_k_slot(slot, k, &k_tpm), MCIM_OK);
+  json_t *c = json_pack("{s:s, s:s, s:o, s:s, s:s}", "sho", "sho-a", "imsi", "001020000000007",
+                        "k_tpm", k_tpm, "opc", "000102030405060708090a0b0c0d0e0f", "amf", "8000");
+  text = json_dumps(c, JSON_COMPACT);
+  assert_non_null(text);
   pkg = package_seal_text(sho, "sho-a", DEVICE, txn, to, text);
+  free(text);
+  json_decref(c);
   return pkg;
 }
 
@@ -170,6 +178,10 @@ static void test_tpm_files_left_behind(void **state)
                                        ops_ca_pem, m2mes_ca_pem),
                    MCIM_OK);
   assert_int_equal(mcim_tre_tpm_open(dir, mcim_swtpm_tcti(sw), &tre), MCIM_OK);
+  /* the AK made as enrolment makes it (this swtpm has no EK certificate) */
+  json_t *enrol = NULL, *slot_offer = NULL;
+  (void)mcim_tre_tpm_enrol_begin(tre, &enrol);
+  json_decref(enrol);
   assert_int_equal(mcim_pki_key_generate(&sho_pkey), MCIM_OK);
   assert_int_equal(mcim_jose_key_from_pkey(sho_pkey, &sho), MCIM_OK);
   char *sho_cert = cert_issue("sho-a", sho_pkey);
@@ -177,8 +189,8 @@ static void test_tpm_files_left_behind(void **state)
   mcim_hex_encode(k, 16, k_hex);
 
   /* the procedure's key: a TPM object, its blobs in the state */
-  mcim_jose_key_t *ka = quoted_ka(tre, TXN_A);
-  char *pkg = package(sho, ka, TXN_A, k_hex);
+  mcim_jose_key_t *ka = quoted_ka(tre, TXN_A, &slot_offer);
+  char *pkg = package(sho, ka, TXN_A, slot_offer, k);
   assert_int_equal(mcim_jws_peek_claim(pkg, "jwe", &jwe_claim), MCIM_OK);
   const char *jwe = json_string_value(jwe_claim);
   copy_take("tre.sealed", &before[0]);
@@ -239,6 +251,7 @@ static void test_tpm_files_left_behind(void **state)
     free(now[i].buf);
   }
   json_decref(txn_key);
+  json_decref(slot_offer);
   json_decref(jwe_claim);
   mcim_storage_key_free(key_before);
   mcim_storage_key_free(key_now);

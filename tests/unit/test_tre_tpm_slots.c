@@ -41,6 +41,7 @@
 #include "mcim/sqn.h"
 #include "mcim/tre.h"
 #include "mcim/util.h"
+#include "roles/sho/sho.h"
 #include "tre/tpm/tpm.h"
 #include "tre/tpm/tpm_enrol.h"
 #include "tre/tpm/tpm_slot.h"
@@ -126,17 +127,84 @@ static void slot_new(mcim_tpm_t *t, struct mcim_tpm_slot *s)
   assert_int_equal(rc, MCIM_OK);
 }
 
+/* K wrapped to the slot key itself (as the SHO wraps it to a procedure's certified slot key)
+ * and imported under it. */
 static void k_import(mcim_tpm_t *t, const struct mcim_tpm_slot *s, const uint8_t k[16],
                      struct mcim_tpm_blob *out)
 {
-  const TPM2B_PUBLIC *primary = NULL;
+  TPM2B_PUBLIC pub;
   struct mcim_tpm_dup dup;
-  assert_int_equal(mcim_tpm_primary(t, NULL, &primary), MCIM_OK);
-  assert_int_equal(mcim_tpm_dup_aes128(primary, k, MCIM_TPM_AES_ATTRS, &dup), MCIM_OK);
-  mcim_cause_t rc = mcim_tpm_slot_import(t, s, &dup, out);
+  assert_int_equal(mcim_tpm_slot_public(t, s, &pub, NULL), MCIM_OK);
+  assert_int_equal(mcim_tpm_dup_aes128(&pub, k, MCIM_TPM_AES_ATTRS, &dup), MCIM_OK);
+  mcim_cause_t rc = mcim_tpm_slot_import_own(t, s, &dup, out);
   if (rc != MCIM_OK)
     print_error("slot import: %s: %s\n", mcim_cause_name(rc), mcim_tpm_detail(t));
   assert_int_equal(rc, MCIM_OK);
+}
+
+/* The SHO takes a TPM device only once the M2MES enrolled it (mcim_sho_tpm_device, order.c:
+ * step 1, and again at the verdict): its KA certificate's storage key, its attestation
+ * certificate's TPM mark and AK, all three; a software TRE has none. Any other mix is a TPM
+ * device certified without enrolment, whose K could only go to the storage key (TPM2_Rewrap
+ * to no parent gives it out in clear): TPM_ENROLMENT_REQUIRED. */
+static void test_sho_refuses_unenrolled(void **state)
+{
+  EVP_PKEY *att = NULL, *ka = NULL, *storage = NULL, *ak = NULL, *s_out = NULL, *a_out = NULL;
+  (void)state;
+  assert_int_equal(mcim_pki_key_generate(&att), MCIM_OK);
+  assert_int_equal(mcim_pki_key_generate(&ka), MCIM_OK);
+  assert_int_equal(mcim_pki_key_generate(&storage), MCIM_OK);
+  assert_int_equal(mcim_pki_key_generate(&ak), MCIM_OK);
+  static const struct {
+    bool storage, mark, ak;
+    mcim_cause_t want;
+  } cases[] = {
+      {false, false, false, MCIM_OK},                    /* a software TRE */
+      {true, true, true, MCIM_OK},                       /* enrolled */
+      {true, true, false, MCIM_TPM_ENROLMENT_REQUIRED},  /* certified before enrolment */
+      {true, false, false, MCIM_TPM_ENROLMENT_REQUIRED}, /* before the TPM mark */
+      {false, true, true, MCIM_TPM_ENROLMENT_REQUIRED},  /* no storage key */
+      {true, false, true, MCIM_TPM_ENROLMENT_REQUIRED},  /* no mark */
+      {false, true, false, MCIM_TPM_ENROLMENT_REQUIRED}, /* the mark alone */
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    X509 *xa = NULL, *xk = NULL;
+    char *pa = NULL, *pk = NULL;
+    mcim_cert_request_t ra = {.name = DEVICE,
+                              .usage = MCIM_CERT_TRE_ATTESTATION,
+                              .key = att,
+                              .tpm_attestation = cases[i].mark,
+                              .tpm_ak = cases[i].ak ? ak : NULL,
+                              .model = cases[i].ak ? MODEL : NULL};
+    mcim_cert_request_t rk = {.name = DEVICE,
+                              .usage = MCIM_CERT_TRE_KEY_AGREEMENT,
+                              .key = ka,
+                              .tpm_storage = cases[i].storage ? storage : NULL};
+    assert_int_equal(mcim_pki_issue(m2mes_ca, &ra, &xa), MCIM_OK);
+    assert_int_equal(mcim_pki_issue(m2mes_ca, &rk, &xk), MCIM_OK);
+    assert_int_equal(mcim_pki_cert_to_pem(xa, &pa), MCIM_OK);
+    assert_int_equal(mcim_pki_cert_to_pem(xk, &pk), MCIM_OK);
+    mcim_cause_t rc = mcim_sho_tpm_device(pa, pk, &s_out, &a_out);
+    if (rc != cases[i].want)
+      fail_msg("case %zu: %s, expected %s", i, mcim_cause_name(rc), mcim_cause_name(cases[i].want));
+    assert_int_equal(s_out != NULL, rc == MCIM_OK && cases[i].storage);
+    assert_int_equal(a_out != NULL, rc == MCIM_OK && cases[i].ak);
+    if (s_out)
+      assert_int_equal(EVP_PKEY_eq(s_out, storage), 1);
+    if (a_out)
+      assert_int_equal(EVP_PKEY_eq(a_out, ak), 1);
+    EVP_PKEY_free(s_out);
+    EVP_PKEY_free(a_out);
+    s_out = a_out = NULL;
+    free(pa);
+    free(pk);
+    X509_free(xa);
+    X509_free(xk);
+  }
+  EVP_PKEY_free(att);
+  EVP_PKEY_free(ka);
+  EVP_PKEY_free(storage);
+  EVP_PKEY_free(ak);
 }
 
 /* ---- in the TPM ------------------------------------------------------------------------ */
@@ -163,7 +231,7 @@ static void test_slot_keys(void **state)
   assert_memory_not_equal(a.auth, b.auth, sizeof(a.auth));
   t0 = mcim_monotonic_ns();
   k_import(t, &a, k_a, &ka);
-  print_message("K moved under its slot key (TPM2_Rewrap, policy, TPM2_Import): %.1f ms\n",
+  print_message("K imported under its slot key (policy, TPM2_Import): %.1f ms\n",
                 (double)(mcim_monotonic_ns() - t0) / 1e6);
   k_import(t, &b, k_b, &kb);
 
@@ -590,24 +658,38 @@ static void sho_make(struct sho *s, const char *name)
   EVP_PKEY_free(pkey);
 }
 
-/* A package as an SHO makes it (K wrapped for the device's storage key, mcim_tre_wrap_k),
- * signed by `signer` with iss `iss`, its content naming `content_sho`. */
+static json_t *jws_payload(const char *jws);
+
+/* A package as an SHO makes it for procedure `txn`: the TRE's quote of that txn offers its
+ * key-agreement key and its slot key; K is wrapped to that slot key (mcim_tre_wrap_k_slot) and
+ * the content sealed to that key-agreement key; signed by `signer` with iss `iss`, its content
+ * naming `content_sho`. The quote of a txn offers the same keys each time. */
 static char *package(struct fx *f, const struct sho *signer, const char *iss,
                      const char *content_sho, const char *imsi, const char *txn,
                      const uint8_t k[16], const uint8_t opc[16])
 {
-  char oh[33];
+  char oh[33], *jws = NULL, *jwk = NULL;
   json_t *k_tpm = NULL;
+  mcim_jose_key_t *ka = NULL;
   char *pkg = NULL;
   mcim_hex_encode(opc, 16, oh);
-  assert_int_equal(mcim_tre_wrap_k(f->storage, k, &k_tpm), MCIM_OK);
+  assert_int_equal(f->tre->ops->quote(f->tre->ctx, "pva", txn, "nonce", 300, &jws), MCIM_OK);
+  json_t *q = jws_payload(jws);
+  jwk = json_dumps(json_object_get(q, "ka_jwk"), JSON_COMPACT);
+  assert_non_null(jwk);
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &ka), MCIM_OK);
+  assert_int_equal(mcim_tre_wrap_k_slot(json_object_get(q, "tpm_slot"), k, &k_tpm), MCIM_OK);
   json_t *c = json_pack("{s:s, s:s, s:o, s:s, s:s}", "sho", content_sho, "imsi", imsi, "k_tpm",
                         k_tpm, "opc", oh, "amf", "8000");
   char *text = json_dumps(c, JSON_COMPACT);
   assert_non_null(text);
-  pkg = package_seal_text(signer->key, iss, DEVICE, txn, f->ka_pub, text);
+  pkg = package_seal_text(signer->key, iss, DEVICE, txn, ka, text);
   free(text);
   json_decref(c);
+  json_decref(q);
+  free(jwk);
+  free(jws);
+  mcim_jose_key_free(ka);
   return pkg;
 }
 
@@ -632,6 +714,11 @@ static int fx_setup(void **state)
                                        ops_ca_pem, m2mes_ca_pem),
                    MCIM_OK);
   assert_int_equal(mcim_tre_tpm_open(f->dir, mcim_swtpm_tcti(sw), &f->tre), MCIM_OK);
+  /* the AK made as enrolment makes it (this swtpm has no EK certificate: the rest of the
+   * enrolment, at the M2MES, is test_tre_tpm_enrol's): the TRE quotes and offers slot keys */
+  json_t *enrol = NULL;
+  (void)mcim_tre_tpm_enrol_begin(f->tre, &enrol);
+  json_decref(enrol);
   assert_int_equal(mcim_tre_soft_public_jwk(f->tre, MCIM_TRE_CERT_KA, &jwk), MCIM_OK);
   assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &f->ka_pub), MCIM_OK);
   free(jwk);
@@ -786,6 +873,8 @@ static void test_two_shos(void **state)
     if (!log_has(cases[i].cause, cases[i].why))
       fail_msg("%s: no log line with %s and \"%s\"", cases[i].what, cases[i].cause, cases[i].why);
     print_message("  refused: %s (%s)\n", cases[i].what, cases[i].cause);
+    /* the procedure abandoned: the slot key its quote offered goes with its KA key */
+    assert_int_equal(tre->ops->unstage(tre->ctx, cases[i].txn), MCIM_NOT_FOUND);
   }
   /* nothing moved: the slots are byte for byte as before, and only their two slot keys are
    * in the TPM (nothing imported for a refused package) */
@@ -1149,6 +1238,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slot_keys),
       cmocka_unit_test(test_rewrap_to_null),
+      cmocka_unit_test(test_sho_refuses_unenrolled),
       cmocka_unit_test(test_wrapped_to_slot_key),
       cmocka_unit_test_setup_teardown(test_two_shos, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_discard_destroys, fx_setup, fx_teardown),

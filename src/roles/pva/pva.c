@@ -672,18 +672,9 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
    * one in the JWS (which the agent wrote). Refusals keep the nonce, as above. */
   const json_t *tpm = json_object_get(req->json, "tpm");
   const char *quoted_digest = mcim_statement_string(q, "digest");
-  if (!tpm && pva_tpm_required(json_string_value(json_object_get(req->json, "tre_cert")))) {
-    /* the M2MES certified this key as in a TPM: the JWS alone is the agent's word */
-    mcim_store_rollback(st);
-    note_refusal(st, id, MCIM_ATTEST_MISSING);
-    mcim_log_event(MCIM_LOG_WARN, v.txn, step, MCIM_ATTEST_MISSING,
-                   "validation %s of %s: no TPM quote from a TPM device", id, v.device);
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_ATTEST_MISSING,
-         "the attestation certificate of %s says its key is in a TPM: the quote must carry the "
-         "TPM's evidence (\"tpm\")", v.device);
-    goto cleanup;
-  }
-  if (tpm) {
+  if (tpm || pva_tpm_required(json_string_value(json_object_get(req->json, "tre_cert")))) {
+    /* the M2MES certified this key as in a TPM (or the device sends TPM evidence): only the
+     * TPM's quote by its enrolled AK counts, never the JWS alone (the agent's word) */
     rc = pva_tpm_evidence(key, json_string_value(json_object_get(req->json, "tre_cert")), tpm,
                           v.nonce, &tpm_log, tpm_digest, cert_model, err, sizeof(err));
     if (rc != MCIM_OK) {
@@ -696,8 +687,7 @@ static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_
     }
     log = tpm_log;
     quoted_digest = tpm_digest;
-    if (cert_model[0]) /* the M2MES certified it: the quote's "model" is the device's word */
-      model = cert_model;
+    model = cert_model; /* the M2MES certified it: the quote's "model" is the device's word */
   }
   mcim_val_t mp[] = {MCIM_TEXT(model)};
   rc = mcim_store_exec(st, "SELECT component, digest FROM rims WHERE model = ? ORDER BY component",

@@ -28,17 +28,18 @@ json_t *pva_match(const char *model, const json_t *log, const char *quoted_diges
 
 /* A TPM device's evidence, the request's "tpm" member (quote_tpm.c): its TPM2_Quote must be
  * signed by the restricted attestation key the M2MES enrolled (MCIM_OID_TPM_AK in the
- * verified attestation certificate `tre_cert_pem`; for a device certified before enrolment,
- * `key`, the certified key itself) over `nonce` (this validation's, hex), and its log replay
- * to the quoted PCR; each refusal its own cause (mcim_attest_verify: ATTEST_*), the reason in
- * `err`. On MCIM_OK, *log = the TPM's log as [{"component", "digest"}] and `digest` its
- * chain, for pva_match(), and `model` the model the certificate names ("" if none: then the
- * quote's). */
+ * verified attestation certificate `tre_cert_pem`, beside the TPM mark and the model; a
+ * certificate without all three is MCIM_TPM_ENROLMENT_REQUIRED) over `nonce` (this
+ * validation's, hex), and its log replay to the quoted PCR; each refusal its own cause
+ * (MCIM_ATTEST_MISSING without `tpm`; mcim_attest_verify: ATTEST_*), the reason in `err`.
+ * `key` is the AK only when `tre_cert_pem` is NULL (tests, the fuzz target). On MCIM_OK,
+ * *log = the TPM's log as [{"component", "digest"}] and `digest` its chain, for pva_match(),
+ * and `model` the model the certificate names (empty without a certificate). */
 mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const char *tre_cert_pem,
                               const json_t *tpm, const char *nonce, json_t **log, char digest[65],
                               char model[64], char *err, size_t errlen);
 /* Whether the (already verified) attestation certificate says the key is in a TPM
- * (MCIM_OID_TPM_ATTESTATION): then a quote without TPM evidence is MCIM_ATTEST_MISSING. */
+ * (MCIM_OID_TPM_ATTESTATION): then the quote is judged by pva_tpm_evidence() alone. */
 bool pva_tpm_required(const char *tre_cert_pem);
 
 /* One line for people (the device's problem detail): "os: digest 3f2a9c01... is not a RIM". */

@@ -40,23 +40,38 @@ mcim_cause_t pva_tpm_evidence(const mcim_jose_key_t *key, const char *tre_cert_p
     mcim_detailf(err, errlen, "the validation's nonce is not hex");
     goto cleanup;
   }
-  /* The certificate was verified by the caller (its key is `key`). An enrolled TPM quotes with
-   * its restricted AK, which the certificate names; one certified before enrolment, with the
-   * certified key. */
-  if (tre_cert_pem &&
-      mcim_pki_cert_from_pem(tre_cert_pem, strlen(tre_cert_pem), &cert) == MCIM_OK) {
-    rc = mcim_pki_cert_tpm_ak(cert, &ak);
-    if (rc != MCIM_OK && rc != MCIM_NOT_FOUND) {
+  /* The certificate was verified by the caller. A TPM device quotes with its restricted AK,
+   * which the M2MES names in the certificate with the device's model and the TPM mark once
+   * it enrolled the TPM; a certificate without them is a device that was never enrolled (or
+   * a software TRE sending TPM evidence): refused. Without a certificate (tests, the fuzz
+   * target), `key` is the AK. */
+  if (tre_cert_pem) {
+    rc = mcim_pki_cert_from_pem(tre_cert_pem, strlen(tre_cert_pem), &cert);
+    if (rc == MCIM_OK && (rc = mcim_pki_cert_tpm_ak(cert, &ak)) != MCIM_OK &&
+        rc != MCIM_NOT_FOUND) {
       mcim_detailf(err, errlen, "the attestation certificate's TPM attestation key is malformed");
       rc = MCIM_ATTEST_SIGNATURE;
       goto cleanup;
     }
-    if (mcim_pki_cert_model(cert, model, 64) != MCIM_OK)
+    if (rc == MCIM_OK && mcim_pki_cert_model(cert, model, 64) != MCIM_OK)
       model[0] = '\0';
+    if (rc != MCIM_OK || !ak || !model[0] || !mcim_pki_cert_tpm_attestation(cert)) {
+      mcim_detailf(err, errlen,
+                   "the attestation certificate names no enrolled TPM (its attestation key, "
+                   "model and TPM mark): a TPM device is validated only once the M2MES enrolled "
+                   "its TPM");
+      rc = MCIM_TPM_ENROLMENT_REQUIRED;
+      goto cleanup;
+    }
+  } else if ((rc = mcim_jose_key_public_pkey(key, &ak)) != MCIM_OK) {
+    mcim_detailf(err, errlen, "the attestation key is not usable");
+    goto cleanup;
   }
-  rc = ak ? MCIM_OK : mcim_jose_key_public_pkey(key, &ak);
-  if (rc != MCIM_OK) {
-    mcim_detailf(err, errlen, "the certified attestation key is not usable");
+  if (!tpm) {
+    mcim_detailf(err, errlen,
+                 "the attestation certificate says its key is in a TPM: the quote must carry the "
+                 "TPM's evidence (\"tpm\")");
+    rc = MCIM_ATTEST_MISSING;
     goto cleanup;
   }
   rc = mcim_attest_verify(ak, tpm, n, nlen, &list, err, errlen);

@@ -72,26 +72,54 @@ static mcim_cause_t verify_order(struct mcim_role *r, const char *order, const c
   return rc;
 }
 
-/* A device whose KA certificate certifies a TPM storage key gets K wrapped for it at step
- * 12 / 6 (make_package, sho.c): refused now, at step 1, if this SHO cannot do that (a build
- * without the TPM TRE, tpm2-tss not installed: UNSUPPORTED) or the key is not one
- * (KEY_INVALID), rather than a procedure failing at its package. A trial wrap of a zero key
- * (one ECDH; nothing of it leaves) answers both. */
-static mcim_cause_t tpm_wrap_possible(const char *ka_pem)
+mcim_cause_t mcim_sho_tpm_device(const char *att_pem, const char *ka_pem, EVP_PKEY **storage,
+                                 EVP_PKEY **ak)
+{
+  X509 *att = NULL, *ka = NULL;
+  EVP_PKEY *s = NULL, *a = NULL;
+  mcim_cause_t rc = mcim_pki_cert_from_pem(att_pem, strlen(att_pem), &att);
+  if (rc == MCIM_OK)
+    rc = mcim_pki_cert_from_pem(ka_pem, strlen(ka_pem), &ka);
+  if (rc == MCIM_OK && (rc = mcim_pki_cert_tpm_storage_key(ka, &s)) == MCIM_NOT_FOUND)
+    rc = MCIM_OK;
+  if (rc == MCIM_OK && (rc = mcim_pki_cert_tpm_ak(att, &a)) == MCIM_NOT_FOUND)
+    rc = MCIM_OK;
+  bool mark = rc == MCIM_OK && mcim_pki_cert_tpm_attestation(att);
+  /* all three (enrolled) or none (a software TRE); any other mix is a TPM device the M2MES
+   * certified without enrolment, whose K the SHO would have to wrap to the storage key */
+  if (rc == MCIM_OK && (s || a || mark) && !(s && a && mark))
+    rc = MCIM_TPM_ENROLMENT_REQUIRED;
+  if (rc == MCIM_OK && storage) {
+    *storage = s;
+    s = NULL;
+  }
+  if (rc == MCIM_OK && ak) {
+    *ak = a;
+    a = NULL;
+  }
+  EVP_PKEY_free(s);
+  EVP_PKEY_free(a);
+  X509_free(att);
+  X509_free(ka);
+  return rc;
+}
+
+/* A TPM device gets K wrapped for its TPM at step 12 / 6 (make_package, sho.c): refused now,
+ * at step 1, if it was not enrolled (TPM_ENROLMENT_REQUIRED: mcim_sho_tpm_device), if this SHO
+ * cannot wrap K (a build without the TPM TRE, tpm2-tss not installed: UNSUPPORTED) or the
+ * certified storage key is not one (KEY_INVALID), rather than a procedure failing at its
+ * package. A trial wrap of a zero key (one ECDH; nothing of it leaves) answers the last two. */
+static mcim_cause_t tpm_wrap_possible(const char *att_pem, const char *ka_pem)
 {
   static const uint8_t zero[16] = {0};
-  X509 *cert = NULL;
   EVP_PKEY *storage = NULL;
   json_t *trial = NULL;
-  mcim_cause_t rc = mcim_pki_cert_from_pem(ka_pem, strlen(ka_pem), &cert);
-  if (rc == MCIM_OK)
-    rc = mcim_pki_cert_tpm_storage_key(cert, &storage);
-  if (rc == MCIM_OK)
+  mcim_cause_t rc = mcim_sho_tpm_device(att_pem, ka_pem, &storage, NULL);
+  if (rc == MCIM_OK && storage)
     rc = mcim_tre_wrap_k(storage, zero, &trial);
   json_decref(trial);
   EVP_PKEY_free(storage);
-  X509_free(cert);
-  return rc == MCIM_NOT_FOUND ? MCIM_OK : rc;
+  return rc;
 }
 
 /* The M2ME's parameters in an order (read before the owner is known, verified after): its
@@ -117,7 +145,7 @@ static mcim_cause_t check_parameters(struct mcim_role *r, const char *order, cha
     rc = mcim_role_device_key_from_pem(r, json_string_value(ka), json_string_value(sub),
                                        MCIM_CERT_TRE_KEY_AGREEMENT, &k2);
   if (rc == MCIM_OK)
-    rc = tpm_wrap_possible(json_string_value(ka));
+    rc = tpm_wrap_possible(json_string_value(att), json_string_value(ka));
   if (rc == MCIM_OK)
     snprintf(device, dlen, "%s", json_string_value(sub));
   mcim_jose_key_free(k1);

@@ -260,14 +260,14 @@ static mcim_cause_t cert_row(const mcim_row_t *row, void *arg)
  * KA certificate a storage key) must offer in the same quote the slot key K is to be wrapped to
  * ("tpm_slot", docs/tre-tpm.md "Slots in the TPM"), certified by that AK over this txn:
  * *slot is that offer, checked. No offer, or one that does not check, fails the order with
- * its cause: never K wrapped to the storage key, which TPM2_Rewrap would give out in clear. */
+ * its cause: never K wrapped to the storage key, which TPM2_Rewrap would give out in clear. A
+ * TPM device that was not enrolled (mcim_sho_tpm_device) fails with TPM_ENROLMENT_REQUIRED. */
 static mcim_cause_t txn_ka_of(struct mcim_role *r, mcim_store_t *st, const struct mcim_sho_order *o,
                               const mcim_statement_t *verdict, mcim_jose_key_t **out, json_t **slot)
 {
   const char *quote = mcim_statement_string(verdict, "quote");
   mcim_jose_key_t *att = NULL, *ka = NULL;
   mcim_statement_t *q = NULL;
-  X509 *x = NULL;
   EVP_PKEY *ak = NULL, *storage = NULL;
   char *cert = NULL, *jwk = NULL, why[256] = "";
   mcim_val_t p[] = {MCIM_TEXT(o->txn)};
@@ -275,20 +275,17 @@ static mcim_cause_t txn_ka_of(struct mcim_role *r, mcim_store_t *st, const struc
 
   *out = NULL;
   *slot = NULL;
-  rc = tpm_storage_of(o, &storage);
-  if (rc != MCIM_OK || (!quote && !storage))
-    goto cleanup;
   rc = mcim_store_query_one(st, "SELECT attestation_cert FROM orders WHERE txn = ?", p, 1, cert_row,
                             &cert);
   if (rc == MCIM_OK)
     rc = mcim_role_device_key_from_pem(r, cert, o->device, MCIM_CERT_TRE_ATTESTATION, &att);
-  if (rc == MCIM_OK && storage)
-    rc = mcim_pki_cert_from_pem(cert, strlen(cert), &x);
-  if (rc == MCIM_OK && x && (rc = mcim_pki_cert_tpm_ak(x, &ak)) == MCIM_NOT_FOUND)
-    rc = MCIM_OK;
+  /* a TPM device certified without enrolment was refused at step 1; again here */
+  if (rc == MCIM_OK && (rc = mcim_sho_tpm_device(cert, o->ka_cert, &storage, &ak)) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, o->txn, 0, rc,
+                   "%s's TRE certificates name a TPM that was not enrolled", o->device);
   if (rc != MCIM_OK)
     goto cleanup;
-  bool need_slot = ak && storage; /* enrolled, and K goes into its TPM */
+  bool need_slot = ak != NULL; /* enrolled: K goes into its TPM, under this slot key only */
   if (!quote) {
     if (need_slot) {
       rc = MCIM_TPM_SLOT_KEY_MISSING;
@@ -340,7 +337,6 @@ cleanup:
   }
   EVP_PKEY_free(ak);
   EVP_PKEY_free(storage);
-  X509_free(x);
   free(cert);
   free(jwk);
   mcim_statement_free(q);
@@ -353,9 +349,9 @@ cleanup:
  * opc, amf): to `txn_ka`, the procedure's own KA key (txn_ka_of), or to the KA key of the
  * device's certificate when it offered none. For a TRE whose KA certificate certifies a TPM
  * storage key, K goes as a duplication blob ("k_tpm", docs/tre-tpm.md "K in the TPM") instead
- * of "k": to `slot`, the procedure's certified slot key (txn_ka_of), for an enrolled TPM; to
- * the storage key only for a TPM certified before enrolment. Only that TPM can import it, so
- * neither the RO nor the device's agent ever sees K. */
+ * of "k": to `slot`, the procedure's certified slot key (txn_ka_of; a TPM device is always
+ * enrolled, and K never goes to its storage key). Only that TPM can import it, so neither the
+ * RO nor the device's agent ever sees K. */
 static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
                                  const struct mcim_sho_order *o, const mcim_jose_key_t *txn_ka,
                                  const json_t *slot, char **package)
@@ -374,16 +370,16 @@ static mcim_cause_t make_package(struct mcim_role *r, mcim_store_t *st,
   if (rc == MCIM_OK)
     rc = mcim_role_device_key_from_pem(r, o->ka_cert, o->device, MCIM_CERT_TRE_KEY_AGREEMENT,
                                        &tre);
-  if (rc == MCIM_OK && !slot)
-    rc = tpm_storage_of(o, &storage);
+  if (rc == MCIM_OK && !slot && (rc = tpm_storage_of(o, &storage)) == MCIM_OK && storage) {
+    rc = MCIM_TPM_SLOT_KEY_MISSING; /* txn_ka_of gives every TPM device its slot key */
+    mcim_log_event(MCIM_LOG_ERROR, o->txn, 0, rc, "no slot key to wrap K to for %s", o->device);
+  }
   if (rc == MCIM_OK && slot) {
     rc = mcim_tre_wrap_k_slot(slot, sub.k, &k_tpm);
     mcim_log_event(rc == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_ERROR, o->txn, 0, rc,
                    "K %swrapped to the procedure's certified slot key of %s",
                    rc == MCIM_OK ? "" : "cannot be ", o->device);
   }
-  if (rc == MCIM_OK && storage && (rc = mcim_tre_wrap_k(storage, sub.k, &k_tpm)) != MCIM_OK)
-    mcim_log_event(MCIM_LOG_ERROR, o->txn, 0, rc, "cannot wrap K for the TPM of %s", o->device);
   if (rc == MCIM_OK)
     rc = mcim_auc_add(st, r->storage_key, &sub);
   if (rc == MCIM_OK) {

@@ -2,6 +2,7 @@
 #ifndef MCIM_ROLES_SHO_H
 #define MCIM_ROLES_SHO_H
 
+#include <openssl/evp.h>
 #include <stdbool.h>
 
 #include "mcim/role.h"
@@ -53,6 +54,14 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
                          struct mcim_http_response *resp);
 void mcim_sho_order_get(void *ctx, const struct mcim_http_request *req,
                         struct mcim_http_response *resp);
+/* What a device's two verified TRE certificates say of its TPM (docs/tre-tpm.md, "Enrolment"):
+ * MCIM_OK with *storage and *ak NULL for a software TRE (no TPM extension), with both set
+ * (EVP_PKEY_free) for an enrolled TPM (the KA certificate's storage key, the attestation
+ * certificate's TPM mark and AK); MCIM_TPM_ENROLMENT_REQUIRED for any other mix: a TPM device
+ * certified without enrolment, refused (its K could only be wrapped to the storage key, which
+ * TPM2_Rewrap gives out in clear). Either out may be NULL. */
+mcim_cause_t mcim_sho_tpm_device(const char *att_pem, const char *ka_pem, EVP_PKEY **storage,
+                                 EVP_PKEY **ak);
 /* Queue the validation request to the PVA (step 9 / 3), with the order record, in the
  * caller's transaction. */
 mcim_cause_t mcim_sho_queue_validation(struct mcim_role *r, mcim_store_t *st,

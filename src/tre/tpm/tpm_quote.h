@@ -36,13 +36,11 @@ mcim_cause_t mcim_tpm_attest_out(mcim_tpm_t *t, const TPM2B_ATTEST *a, const TPM
 /* ---- tre_tpm.c, for tre_quote.c ---- */
 /* The transaction's TPM connection (opened on first use, closed by tre_end). */
 mcim_cause_t tre_tpm_connection(struct tre_soft *t, mcim_tpm_t **tpm);
-/* The TRE's attestation key loaded on that connection, its storage primary checked against
- * the recorded name first; mcim_tpm_key_free() it before tre_end(). */
-mcim_cause_t tre_tpm_attestation_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
-                                     mcim_tpm_key_t **key);
-/* tre_enrol.c: the key quotes are signed with, loaded on that connection: the restricted
- * attestation key enrolment made ("keys": {"quote"}), or, in a TRE made before enrolment,
- * the attestation key (tre_tpm_attestation_key). */
+/* tre_enrol.c: the key quotes are signed with, loaded on that connection, its storage primary
+ * checked against the recorded name first: the restricted attestation key enrolment made
+ * ("keys": {"quote"}); MCIM_TPM_ENROLMENT_REQUIRED in a TRE never enrolled (its unrestricted
+ * JWS key would sign any digest, a forged TPMS_ATTEST included). mcim_tpm_key_free() it
+ * before tre_end(). */
 mcim_cause_t tre_tpm_quote_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
                                mcim_tpm_key_t **key);
 

@@ -217,8 +217,8 @@ mcim_cause_t mcim_tpm_slot_create(mcim_tpm_t *t, struct mcim_tpm_slot *out)
     goto cleanup;
   sens.sensitive.userAuth.size = MCIM_TPM_SLOT_AUTH_LEN;
   memcpy(sens.sensitive.userAuth.buffer, out->auth, MCIM_TPM_SLOT_AUTH_LEN);
-  /* the storage primary's parameters (AES-128-CFB for the children, ECC P-256: what
-   * TPM2_Rewrap's seed is made for), with the slot's policy */
+  /* the storage primary's parameters (AES-128-CFB for the children, ECC P-256: what the
+   * SHO's duplication seed is made for), with the slot's policy */
   TPMT_PUBLIC *p = &tmpl.publicArea;
   p->type = TPM2_ALG_ECC;
   p->nameAlg = TPM2_ALG_SHA256;
@@ -298,42 +298,6 @@ static mcim_cause_t import_under(mcim_tpm_t *t, ESYS_TR slot, const TPM2B_PUBLIC
   if (priv)
     OPENSSL_cleanse(priv, sizeof(*priv));
   Esys_Free(priv);
-  return rc;
-}
-
-mcim_cause_t mcim_tpm_slot_import(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
-                                  const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out)
-{
-  TPM2B_PRIVATE *moved = NULL;
-  TPM2B_ENCRYPTED_SECRET *seed = NULL;
-  TPM2B_NAME name;
-  ESYS_TR primary = ESYS_TR_NONE, slot = ESYS_TR_NONE;
-  mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
-  TSS2_RC r;
-
-  if (!t || !s || !dup || !out)
-    return rc;
-  memset(out, 0, sizeof(*out));
-  if ((rc = mcim_tpm_public_name(&dup->pub, &name)) != MCIM_OK ||
-      (rc = mcim_tpm_primary(t, &primary, NULL)) != MCIM_OK ||
-      (rc = slot_open(t, s, true, &slot)) != MCIM_OK)
-    goto cleanup;
-  /* the outer wrapper checked and opened by the TPM under the primary, made again for the
-   * slot key with a seed the TPM makes: nothing of it outside the TPM in clear */
-  r = Esys_Rewrap(t->esys, primary, slot, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &dup->dup,
-                  &name, &dup->seed, &moved, &seed);
-  if (r != TSS2_RC_SUCCESS) {
-    rc = mcim_tpm_fail(t, "TPM2_Rewrap (K to the slot key)", r);
-    goto cleanup;
-  }
-  rc = import_under(t, slot, &dup->pub, moved, seed, out);
-cleanup:
-  if (slot != ESYS_TR_NONE)
-    (void)Esys_TR_Close(t->esys, &slot);
-  if (moved)
-    OPENSSL_cleanse(moved, sizeof(*moved));
-  Esys_Free(moved);
-  Esys_Free(seed);
   return rc;
 }
 

@@ -15,18 +15,14 @@
  *     so the key cannot re-wrap what is wrapped to it (TPM2_Rewrap), have its authValue
  *     changed (TPM2_ObjectChangeAuth) or anything else; and fixedTPM, fixedParent.
  *
- * The SHO's blob is wrapped to the storage primary (the key the M2MES certified), so the TRE
- * moves it under the slot's key inside the TPM: TPM2_Rewrap (primary -> slot key), then
- * TPM2_Import under the slot key. K's private part is then wrapped with the slot key's seed:
- * it loads under that key only, with that slot's authorisation only, and once the slot key is
- * evicted it loads nowhere, from any copy of the state.
- *
- * An SHO may also wrap K to a slot key itself (its public area certified by the attestation
- * key: TPM2_Certify through the third branch), and the TRE import it there directly
- * (mcim_tpm_slot_import_own): then the SHO's blob is wrapped to a key that cannot re-wrap it,
- * which closes TPM2_Rewrap to no parent of a blob wrapped to the storage primary
- * (docs/tre-tpm.md, "Slots in the TPM"). An enrolled TRE makes that key at the quote of a
- * procedure (tre_tpm.c, txn_slot_create) and the SHO wraps K to nothing else. */
+ * The TRE makes the slot key at the quote of a procedure (tre_tpm.c, txn_slot_create) and has
+ * the restricted attestation key certify it (TPM2_Certify through the third branch); the SHO
+ * checks that certification and wraps K to that key alone, and the TRE imports it there
+ * (mcim_tpm_slot_import_own): the SHO's blob is wrapped to a key that cannot re-wrap it, so
+ * there is no TPM2_Rewrap to no parent (docs/tre-tpm.md, "Slots in the TPM"). K's private
+ * part is then wrapped with the slot key's seed: it loads under that key only, with that
+ * slot's authorisation only, and once the slot key is evicted it loads nowhere, from any
+ * copy of the state. */
 #ifndef MCIM_TRE_TPM_SLOT_H
 #define MCIM_TRE_TPM_SLOT_H
 
@@ -53,13 +49,10 @@ void mcim_tpm_slot_policy(TPM2B_DIGEST *policy);
 /* A new slot key under the storage primary of this connection (mcim_tpm_primary_use first),
  * made persistent at the first free handle of the range (none free: MCIM_TOO_LARGE). */
 mcim_cause_t mcim_tpm_slot_create(mcim_tpm_t *t, struct mcim_tpm_slot *out);
-/* The SHO's duplication blob of K (wrapped to the storage primary) moved under the slot key:
- * TPM2_Rewrap, then TPM2_Import with the slot's policy. `out` is what the slot keeps. A blob
- * the TPM refuses (another TPM's, altered): MCIM_TPM_ERROR, the detail names the command. */
-mcim_cause_t mcim_tpm_slot_import(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
-                                  const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out);
 /* K wrapped by the SHO to the slot key itself (mcim_tpm_dup_aes128 with the slot key's public
- * area, mcim_tpm_slot_public): TPM2_Import under it with the slot's policy, no Rewrap. */
+ * area, mcim_tpm_slot_public): TPM2_Import under it with the slot's policy, no Rewrap. `out`
+ * is what the slot keeps. A blob the TPM refuses (wrapped to another key, another TPM's,
+ * altered): MCIM_TPM_ERROR, the detail names the command. */
 mcim_cause_t mcim_tpm_slot_import_own(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
                                       const struct mcim_tpm_dup *dup, struct mcim_tpm_blob *out);
 /* The slot key's public area (after the name check): what an SHO wraps K to. With `tr`, the

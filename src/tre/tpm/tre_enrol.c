@@ -5,8 +5,8 @@
  * kept in the state as "keys": {"quote": {"tpm_public", "tpm_private", "tpm_parent"}}, made
  * at the first enrolment step. It signs TPM2_Quote and TPM2_Certify only; the unrestricted
  * "attestation" key keeps signing the JWS statements (their signing input is not a
- * TPM-generated structure, which a restricted key would refuse). A TRE made before this has
- * no "quote" key and quotes with the "attestation" key, as it did. */
+ * TPM-generated structure, which a restricted key would refuse). A TRE without it (never
+ * enrolled) does not quote: TPM_ENROLMENT_REQUIRED. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,8 +74,12 @@ static mcim_cause_t load(struct tre_soft *t, json_t *st, const char *which,
 mcim_cause_t tre_tpm_quote_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
                                mcim_tpm_key_t **key)
 {
-  if (!json_object_get(json_object_get(st, "keys"), MEMBER_QUOTE))
-    return tre_tpm_attestation_key(t, st, tpm, key); /* a TRE made before enrolment */
+  if (!json_object_get(json_object_get(st, "keys"), MEMBER_QUOTE)) {
+    /* never enrolled: the unrestricted JWS key would sign a forged TPMS_ATTEST */
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_TPM_ENROLMENT_REQUIRED,
+                   "tre: no attestation key (the TPM was never enrolled): no TPM quote");
+    return MCIM_TPM_ENROLMENT_REQUIRED;
+  }
   return load(t, st, MEMBER_QUOTE, MCIM_TPM_KEY_AK, tpm, key);
 }
 

@@ -92,12 +92,14 @@ mcim_cause_t mcim_tre_tpm_quote(struct mcim_tre *tre, const char *nonce, json_t 
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
-  rc = read_log(path, &log);
-  if (rc != MCIM_OK) {
+  /* the AK first: a TRE never enrolled has none (TPM_ENROLMENT_REQUIRED), log or not */
+  rc = tre_tpm_quote_key(t, st, &tpm, &key);
+  if (rc == MCIM_TPM_ENROLMENT_REQUIRED)
+    goto cleanup;
+  if (rc == MCIM_OK && (rc = read_log(path, &log)) != MCIM_OK) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: no measurement log %s to quote", path);
     goto cleanup;
   }
-  rc = tre_tpm_quote_key(t, st, &tpm, &key);
   if (rc == MCIM_OK)
     rc = mcim_tpm_quote(tpm, key, MCIM_ATTEST_PCR, qual, qlen, &attest, &alen, &sig, &slen);
   if (rc != MCIM_OK) {

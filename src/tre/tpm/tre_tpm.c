@@ -432,41 +432,6 @@ static mcim_cause_t slot_json(const struct mcim_tpm_blob *blob, const struct mci
   return rc;
 }
 
-/* stage: a new storage key for this MCIM alone, and K moved under it from the SHO's blob
- * (TPM2_Rewrap, TPM2_Import). A blob the TPM refuses destroys the new key again. */
-static mcim_cause_t tpm_k_import(struct tre_soft *t, json_t *st, const json_t *j, json_t **out)
-{
-  struct mcim_tpm_dup dup;
-  struct mcim_tpm_blob blob = {0};
-  struct mcim_tpm_slot slot = {0};
-  mcim_tpm_t *tpm = NULL;
-  bool made = false;
-  mcim_cause_t rc = mcim_tpm_dup_decode(j, &dup);
-
-  if (rc == MCIM_OK)
-    rc = storage_use(t, st, &tpm);
-  if (rc == MCIM_OK && (rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK)
-    log_tpm(tpm, rc, "cannot make the slot's storage key");
-  made = rc == MCIM_OK;
-  if (rc == MCIM_OK && (rc = mcim_tpm_slot_import(tpm, &slot, &dup, &blob)) != MCIM_OK) {
-    log_tpm(tpm, rc, "the package's K does not import");
-    /* the TPM refusing the blob (integrity: another TPM's, altered) is the package's fault */
-    if (rc == MCIM_TPM_ERROR)
-      rc = MCIM_KEY_INVALID;
-  }
-  if (rc == MCIM_OK)
-    rc = slot_json(&blob, &slot, out);
-  if (rc == MCIM_OK)
-    mcim_log_event(MCIM_LOG_INFO, NULL, 0, rc, "tre: K under its own slot key 0x%08x",
-                   (unsigned)slot.handle);
-  if (rc != MCIM_OK && made && mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
-    log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
-  mcim_wipe(&slot, sizeof(slot));
-  mcim_wipe(&blob, sizeof(blob));
-  mcim_wipe(&dup, sizeof(dup));
-  return rc;
-}
-
 static mcim_cause_t tpm_k_milenage(struct tre_soft *t, json_t *st, const json_t *j,
                                    mcim_milenage_t **out)
 {
@@ -483,6 +448,11 @@ static mcim_cause_t tpm_k_milenage(struct tre_soft *t, json_t *st, const json_t 
   }
   if ((rc = slot_of(j, &slot, &has_slot)) != MCIM_OK)
     return rc;
+  if (!has_slot) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_KEY_INVALID,
+                   "tre: a slot's K in the state has no slot key of its own");
+    return MCIM_KEY_INVALID;
+  }
   rc = storage_use(t, st, &tpm);
   if (rc != MCIM_OK)
     goto cleanup;
@@ -491,8 +461,7 @@ static mcim_cause_t tpm_k_milenage(struct tre_soft *t, json_t *st, const json_t 
   x->k = NULL;
   /* this slot's K only, under its own key and with its own authorisation: no other slot's
    * object is loaded */
-  rc = has_slot ? mcim_tpm_slot_load(tpm, &slot, &blob, &x->k)
-                : mcim_tpm_aes_load(tpm, &blob, &x->k);
+  rc = mcim_tpm_slot_load(tpm, &slot, &blob, &x->k);
   if (rc != MCIM_OK) {
     log_tpm(tpm, rc, "cannot load the slot's K");
     if (rc != MCIM_TPM_UNREACHABLE)
@@ -514,7 +483,7 @@ static mcim_cause_t slot_evict(struct tre_soft *t, json_t *st, const json_t *j)
   mcim_cause_t rc = slot_of(j, &slot, &has_slot);
 
   if (rc != MCIM_OK || !has_slot)
-    return rc; /* under the primary (before slot keys): the blob's removal is all there is */
+    return rc; /* no slot key recorded (a malformed entry): nothing in the TPM to destroy */
   rc = storage_use(t, st, &tpm);
   if (rc == MCIM_OK && (rc = mcim_tpm_slot_destroy(tpm, &slot, &gone)) != MCIM_OK)
     log_tpm(tpm, rc, "cannot destroy a slot's storage key");
@@ -581,8 +550,13 @@ static mcim_cause_t tpm_txn_slot_create(struct tre_soft *t, json_t *st, const ch
   mcim_cause_t rc = MCIM_NOT_FOUND;
 
   *out = NULL;
-  if (!enrolled(st))
-    return rc; /* no restricted key to certify with: a TRE made before enrolment */
+  if (!enrolled(st)) {
+    /* no restricted key to certify with: a TPM TRE that was never enrolled does not quote */
+    rc = MCIM_TPM_ENROLMENT_REQUIRED;
+    mcim_log_event(MCIM_LOG_ERROR, txn, 0, rc,
+                   "tre: no attestation key (the TPM was never enrolled): no quote, no slot key");
+    return rc;
+  }
   if ((rc = mcim_tpm_slot_qual(txn, qual)) != MCIM_OK || (rc = storage_use(t, st, &tpm)) != MCIM_OK)
     goto cleanup;
   if ((rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK) {
@@ -633,9 +607,9 @@ cleanup:
 }
 
 /* stage: K under the slot key this procedure's quote offered, as the SHO wrapped it: TPM2_Import
- * under it, no TPM2_Rewrap. An enrolled TRE takes K no other way: a blob wrapped to the storage
- * primary (an SHO from before, or one that ignored the offer) is refused, since such a blob
- * gives K to anyone who can TPM2_Rewrap it to no parent. */
+ * under it, no TPM2_Rewrap. The TRE takes K no other way: a blob wrapped to the storage primary
+ * (an SHO that ignored the offer) is refused, since such a blob gives K to anyone who can
+ * TPM2_Rewrap it to no parent. */
 static mcim_cause_t tpm_k_import_txn(struct tre_soft *t, json_t *st, const char *txn,
                                      const json_t *j, json_t **out)
 {
@@ -647,12 +621,10 @@ static mcim_cause_t tpm_k_import_txn(struct tre_soft *t, json_t *st, const char 
   const json_t *offered = tre_txn_slot(st, txn);
   mcim_cause_t rc;
 
-  if (!offered && !enrolled(st))
-    return tpm_k_import(t, st, j, out); /* a TRE made before enrolment: TPM2_Rewrap */
   if (!offered) {
     mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_FORBIDDEN,
-                   "tre: k_tpm for a procedure whose quote offered no slot key: an enrolled TRE "
-                   "takes K only under its procedure's certified slot key");
+                   "tre: k_tpm for a procedure whose quote offered no slot key: the TRE takes K "
+                   "only under its procedure's certified slot key");
     return MCIM_FORBIDDEN;
   }
   rc = mcim_tpm_dup_decode(j, &dup);
@@ -753,7 +725,6 @@ const struct tre_keys_ops tre_keys_tpm = {
     .jose = tpm_jose,
     .end = tpm_end,
     .storage_public = tpm_storage_public,
-    .k_import = tpm_k_import,
     .k_milenage = tpm_k_milenage,
     .k_destroy = tpm_k_destroy,
     .fresh_create = tre_tpm_fresh_create, /* tre_tpm_nv.c */
@@ -966,16 +937,4 @@ mcim_cause_t mcim_tre_tpm_open(const char *dir, const char *tcti, mcim_tre_t **o
 mcim_cause_t tre_tpm_connection(struct tre_soft *t, mcim_tpm_t **tpm)
 {
   return connection(t, tpm);
-}
-
-mcim_cause_t tre_tpm_attestation_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
-                                     mcim_tpm_key_t **key)
-{
-  struct key_ref r = {.t = t, .which = MCIM_TRE_CERT_ATTESTATION};
-  mcim_cause_t rc = blob_of(st, r.which, &r.blob);
-  if (rc == MCIM_OK)
-    rc = parent_of(st, r.which, &r.parent, &r.has_parent);
-  if (rc == MCIM_OK)
-    rc = ref_load(&r, tpm, key);
-  return rc;
 }

@@ -53,7 +53,8 @@
  * highest value of any counter undefined before (TPM 2.0 Part 1, NV counters; libtpms keeps it
  * at TPM2_NV_UndefineSpace), so the files stay behind it and are refused, and the recorded name
  * (which hashes the index's type and attributes) refuses any other kind of index at the
- * handle. A TPM TRE made before this change has no "tpm_counter" and is not checked. */
+ * handle. A TPM TRE's state without "tpm_counter" (every TPM TRE binds its first write to one)
+ * cannot be vouched for: refused, MCIM_TRE_ROLLBACK. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -85,8 +86,9 @@ static mcim_cause_t b64_member(json_t *c, const char *m, uint8_t *out, size_t ca
   return MCIM_OK;
 }
 
-/* The document's counter; *has false for a TRE made before rollback protection. */
-static mcim_cause_t counter_of(json_t *st, struct counter *c, bool *has)
+/* The document's counter. A TPM TRE's state has one from its first write on (fresh_create):
+ * a state without one is not vouched for by the TPM, MCIM_TRE_ROLLBACK. */
+static mcim_cause_t counter_of(struct tre_soft *t, json_t *st, struct counter *c)
 {
   json_t *j = json_object_get(st, MEMBER_COUNTER);
   const char *base = NULL;
@@ -95,9 +97,21 @@ static mcim_cause_t counter_of(json_t *st, struct counter *c, bool *has)
   json_int_t index = 0;
 
   memset(c, 0, sizeof(*c));
-  *has = j != NULL;
-  if (!j)
-    return MCIM_OK;
+  const char *backend = tre_str(st, "backend");
+  if (!backend || strcmp(backend, TRE_BACKEND_TPM) != 0) {
+    /* another backend's state (tre_open says so too): not ours to vouch for */
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID,
+                   "tre: %s is a %s TRE, not a tpm one (agent.json: \"tre_backend\")", t->dir,
+                   backend ? backend : "soft");
+    return MCIM_CONFIG_INVALID;
+  }
+  if (!j) {
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_TRE_ROLLBACK,
+                   "tre: %s: the state is bound to no TPM counter: its freshness cannot be"
+                   " proven; refused",
+                   t->dir);
+    return MCIM_TRE_ROLLBACK;
+  }
   index = json_integer_value(json_object_get(j, "index"));
   base = tre_str(j, "base");
   if (!json_is_integer(json_object_get(j, "index")) ||
@@ -177,10 +191,9 @@ mcim_cause_t tre_tpm_fresh_check(struct tre_soft *t, json_t *st, uint64_t gen)
   struct counter c;
   mcim_tpm_t *tpm = NULL;
   uint64_t now = 0;
-  bool has = false;
-  mcim_cause_t rc = counter_of(st, &c, &has);
+  mcim_cause_t rc = counter_of(t, st, &c);
 
-  if (rc != MCIM_OK || !has)
+  if (rc != MCIM_OK)
     goto cleanup;
   if ((rc = tre_tpm_connection(t, &tpm)) != MCIM_OK)
     goto cleanup;
@@ -235,10 +248,9 @@ mcim_cause_t tre_tpm_fresh_advance(struct tre_soft *t, json_t *st)
 {
   struct counter c;
   mcim_tpm_t *tpm = NULL;
-  bool has = false;
-  mcim_cause_t rc = counter_of(st, &c, &has);
+  mcim_cause_t rc = counter_of(t, st, &c);
 
-  if (rc == MCIM_OK && has && (rc = tre_tpm_connection(t, &tpm)) == MCIM_OK &&
+  if (rc == MCIM_OK && (rc = tre_tpm_connection(t, &tpm)) == MCIM_OK &&
       (rc = mcim_tpm_nv_counter_increment(tpm, c.index, &c.name, c.auth)) != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "tre: TPM: %s", mcim_tpm_detail(tpm));
   mcim_wipe(&c, sizeof(c));
