@@ -5,8 +5,9 @@
  * it) and copies of the TRE's files, then the MCIM discarded; the device's current state
  * (files, key, TPM) opens neither the package nor the copies. The control shows what the
  * rotation destroyed: the copy of before with the key of before still holds the procedure's
- * key blob, which this TPM loads (the limit docs/tre-tpm.md states). Against a throw-away
- * swtpm (no swtpm is a failure, not a skip). */
+ * key blob, which this TPM loads (the limit docs/tre-tpm.md states), and what that opens is
+ * the IMSI and OPc and K wrapped to the procedure's slot key, which the discard evicted: K
+ * imports nowhere. Against a throw-away swtpm (no swtpm is a failure, not a skip). */
 #define _GNU_SOURCE /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,6 +30,7 @@
 #include "mcim/tre.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_slot.h"
 #include "swtpm_fixture.h"
 #include "tre/tre_priv.h"
 
@@ -143,7 +145,8 @@ static char *package(mcim_jose_key_t *sho, const mcim_jose_key_t *to, const char
 
 /* The JWE decrypted through the TPM with the TRE's static KA key, or with the procedure's key
  * whose document entry is `txn_key` (the TRE's own key operations, white-box). */
-static mcim_cause_t tpm_decrypt(mcim_tre_t *tre, json_t *txn_key, const char *jwe)
+static mcim_cause_t tpm_decrypt_to(mcim_tre_t *tre, json_t *txn_key, const char *jwe,
+                                   json_t **content)
 {
   struct tre_soft *t = tre->ctx;
   json_t *st = NULL;
@@ -155,10 +158,17 @@ static mcim_cause_t tpm_decrypt(mcim_tre_t *tre, json_t *txn_key, const char *jw
                             : tre_key_jose(t, st, MCIM_TRE_CERT_KA, &k);
   if (rc == MCIM_OK)
     rc = mcim_jwe_decrypt(k, jwe, strlen(jwe), &plain, &n);
+  if (rc == MCIM_OK && content)
+    *content = json_loadb((const char *)plain, n, 0, NULL);
   mcim_jose_secret_free(plain, n);
   mcim_jose_key_free(k);
   tre_end(t, st);
   return rc;
+}
+
+static mcim_cause_t tpm_decrypt(mcim_tre_t *tre, json_t *txn_key, const char *jwe)
+{
+  return tpm_decrypt_to(tre, txn_key, jwe, NULL);
 }
 
 static void test_tpm_files_left_behind(void **state)
@@ -196,7 +206,7 @@ static void test_tpm_files_left_behind(void **state)
   copy_take("tre.sealed", &before[0]);
   copy_take("tre.sealed.1", &before[1]);
   mcim_storage_key_t *key_before = key_copy();
-  json_t *txn_key = NULL;
+  json_t *txn_key = NULL, *txn_slot = NULL;
   for (int i = 0; i < 2 && !txn_key; i++) {
     if (copy_open(&before[i], key_before, &doc) != MCIM_OK)
       continue;
@@ -204,6 +214,7 @@ static void test_tpm_files_left_behind(void **state)
     if (e) {
       assert_string_equal(json_string_value(json_object_get(e, "txn")), TXN_A);
       txn_key = json_incref(json_object_get(e, "key"));
+      txn_slot = json_incref(json_object_get(e, "slot"));
       /* TPM blobs, no private key in clear */
       assert_non_null(json_object_get(txn_key, "tpm_private"));
       char *blob = json_dumps(txn_key, 0);
@@ -244,7 +255,38 @@ static void test_tpm_files_left_behind(void **state)
 
   /* the control, and the TPM backend's limit: the blob from a copy opened with the old key
    * still loads in this TPM (it is wrapped under the storage primary, which stays) */
-  assert_int_equal(tpm_decrypt(tre, txn_key, jwe), MCIM_OK);
+  json_t *content = NULL;
+  assert_int_equal(tpm_decrypt_to(tre, txn_key, jwe, &content), MCIM_OK);
+  /* what that opens: IMSI and OPc, and K only as the SHO wrapped it, to the procedure's slot
+   * key, which the discard evicted: it imports nowhere, so the discarded MCIM's K stays gone */
+  assert_non_null(content);
+  assert_null(json_object_get(content, "k"));
+  char *ctext = json_dumps(content, JSON_COMPACT);
+  assert_null(strstr(ctext, k_hex));
+  free(ctext);
+  struct mcim_tpm_dup dup;
+  struct mcim_tpm_blob imported;
+  struct mcim_tpm_slot old_slot = {0};
+  size_t len = 0;
+  assert_int_equal(mcim_tpm_dup_decode(json_object_get(content, "k_tpm"), &dup), MCIM_OK);
+  assert_non_null(txn_slot);
+  const char *sn = json_string_value(json_object_get(txn_slot, "tpm_parent"));
+  const char *sa = json_string_value(json_object_get(txn_slot, "tpm_auth"));
+  assert_non_null(sn);
+  assert_non_null(sa);
+  old_slot.handle = (TPM2_HANDLE)json_integer_value(json_object_get(txn_slot, "tpm_handle"));
+  assert_int_equal(
+      mcim_b64url_decode(sn, strlen(sn), old_slot.name.name, sizeof(old_slot.name.name), &len),
+      MCIM_OK);
+  old_slot.name.size = (UINT16)len;
+  assert_int_equal(mcim_b64url_decode(sa, strlen(sa), old_slot.auth, sizeof(old_slot.auth), &len),
+                   MCIM_OK);
+  mcim_tpm_t *tpm = swtpm_open(sw);
+  assert_int_equal(mcim_tpm_slot_import_own(tpm, &old_slot, &dup, &imported), MCIM_NOT_FOUND);
+  print_message("the old package's K, to the evicted slot key: %s\n", mcim_tpm_detail(tpm));
+  mcim_tpm_free(tpm);
+  json_decref(content);
+  json_decref(txn_slot);
 
   for (int i = 0; i < 2; i++) {
     free(before[i].buf);
