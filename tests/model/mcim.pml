@@ -12,8 +12,10 @@
  * a crash of the agent between a durable effect and the agent's save of it. A role's crash
  * is one of these (each handler is one store transaction: before its commit it is a lost
  * request, after it a lost answer; its outbox is durable and redelivered). HOSTILE names a
- * hostile SHO (1 = A, 2 = B) that makes up to HMOVES moves its certificate allows; A
- * hostile may also stop answering for good (dead) or answer the receipt with anything.
+ * hostile SHO (1 = A, 2 = B) that makes up to HMOVES moves: any request its certificate or a
+ * token it mints lets it send, on every route of every role, with any txn and statement it
+ * holds (proctype Hostile, each handler with the code's checks); A hostile may also stop
+ * answering for good (dead) or answer the receipt with anything.
  *
  * Properties (ltl below, one per spin run, -N NAME):
  *   p1  at most one live subscription per device network-side
@@ -78,6 +80,13 @@
 #define R_NONE 0
 #define R_SUBSCRIBED 1
 #define R_RELEASED 2
+#define R_PRELOADED 3
+/* the txn values a hostile SHO can put in a request: the old SHO's own earlier install (the
+ * one its DRF entry came from), this procedure's (known to B from its order, to A from step
+ * 9 on), and any other (matches no record of this device) */
+#define T_OLD 0
+#define T_CUR 1
+#define T_OTHER 2
 /* what each SHO knows (bits) */
 #define K_A_NAME 1
 #define K_A_IMSI 2
@@ -147,6 +156,17 @@ byte pva;             /* 0 none, 1 validation (nonce) pending, 2 verdict */
 byte dpf_pkg;         /* 0 none, 1 ready, 2 installed (status recorded) */
 bool dpf_rel;         /* step 11's release recorded */
 byte drf_reg[3];
+bool drf_relcur;      /* A's entry is `released` for this procedure's txn (another txn: 0); kept
+                       * only where a check reads it (MUT_RELEASED_THIS_TXN), 0 elsewhere */
+bool drf_pinA;        /* A's entry carries a `seq` above anything A's outbox sends (newer wins) */
+bool ro_noticeA;      /* the RO accepted a receipt/notice to A (its stored answer, relay.c) */
+#ifdef MUT_RELEASED_THIS_TXN
+#define SET_RELCUR(v) drf_relcur = (v)
+#define SAME_RELCUR(v) (drf_relcur == (v))
+#else
+#define SET_RELCUR(v) skip
+#define SAME_RELCUR(v) 1
+#endif
 bool drf_ready;       /* step 8's notification queued (discovery) */
 
 /* ---- outboxes (durable; retried until delivered) ---- */
@@ -250,20 +270,40 @@ inline a_on_discard(genuine, relayed, answered) {
 
 /* RO DRF: POST /v1/drf/registrations */
 inline ro_on_reg_b() { if :: dpf_pkg == 2 -> drf_reg[B] = R_SUBSCRIBED :: else -> skip fi }
-inline ro_on_reg_a() { if :: drf_reg[A] == R_SUBSCRIBED -> drf_reg[A] = R_RELEASED :: else -> skip fi }
+/* A's `released` (txn this one, seq its clock): registration_proven needs an entry of A; an
+ * entry with a newer seq stands (answered `superseded`) */
+inline ro_on_reg_a() {
+  if
+  :: drf_reg[A] != R_NONE && !drf_pinA -> drf_reg[A] = R_RELEASED; SET_RELCUR(1)
+  :: else -> skip
+  fi
+}
 
 /* RO DPF: POST /v1/dpf/packages (6) or DRF authorisations (12): the order, the verdict */
 inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> skip fi }
 
 /* RO: mcim_ro_device_statement (relay.c): the statement is TRE-signed and aud `to`, and the
- * DRF links `to` to the device now (an entry not `released`); for the discard receipt of
- * step 11 also an entry `to` released for this txn (mcim_ro_released_receipt: its ack was
- * lost; finding F2, fixed). MUT_RELEASED_REFUSED: the code before the fix. */
-#ifndef MUT_RELEASED_REFUSED
-#define DRF_LINKS_A (drf_reg[A] != R_NONE)
+ * DRF links `to` to the device now (an entry not `released`: subscribed or preloaded); for
+ * the discard receipt of step 11 also an entry `to` released (mcim_ro_released_receipt: the
+ * old SHO's own word that it is done; finding F2, then F4: whatever txn its `released`
+ * carries, since an SHO registers its own entry with any txn it likes). MUT_RELEASED_REFUSED:
+ * the code before F2's fix; MUT_RELEASED_THIS_TXN: the code before F4's fix (only an entry
+ * released for this very txn). */
+#define A_ENTRY_LIVE (drf_reg[A] == R_SUBSCRIBED) /* or preloaded: read alike everywhere */
+#if defined(MUT_RELEASED_REFUSED)
+#define DRF_LINKS_A A_ENTRY_LIVE
+#elif defined(MUT_RELEASED_THIS_TXN)
+#define DRF_LINKS_A (A_ENTRY_LIVE || (drf_reg[A] == R_RELEASED && drf_relcur))
 #else
-#define DRF_LINKS_A (drf_reg[A] == R_SUBSCRIBED)
+#define DRF_LINKS_A (drf_reg[A] != R_NONE)
 #endif
+/* the relay of a notice (mcim_dpf_notice): a live entry, or the stored answer of the same
+ * notice accepted before (stored_notice_answer) */
+#define NOTICE_LINKS_A (A_ENTRY_LIVE || ro_noticeA)
+/* the RO refuses A's tokens minted before A's `released` if its seq is above their iat_us
+ * (token_live_at_ro): with an entry `released`, a call of the device at the RO with A's token
+ * may be refused (TOKEN_REVOKED, the procedure fails before step 8) or taken */
+#define RO_REVOKED_A (drf_reg[A] == R_RELEASED)
 
 /* ---- the network: every outbox's worker (at-least-once, deduplicated by the receiver) ---- */
 active proctype Network()
@@ -407,6 +447,7 @@ active proctype Device()
        :: pcid == PC_OK || pcid_new -> next_stage()
        :: else -> access(r);
           if
+          :: r == 1 && CARRIED && d_acc == A && RO_REVOKED_A -> fail() /* TOKEN_REVOKED at the RO */
           :: r == 1 && CARRIED -> pcid_new = 1; next_stage() /* DPF: new PCID in the ICF, then the answer */
 #if PCID_EXPIRY
           :: r == 1 -> /* renewal failed for RENEW_TRIES rounds, or refused */
@@ -473,6 +514,7 @@ active proctype Device()
   /* 7 / 13: the package from the DPF (the TRE's own request), staged whole and verified */
   :: atomic { stage == S_DOWNLOAD && (dpf_pkg >= 1 || !CARRIED) -> access(r);
        if
+       :: r == 1 && CARRIED && d_acc == A && RO_REVOKED_A -> fail() /* TOKEN_REVOKED at the RO */
        :: r == 1 && CARRIED -> fault(ok);
           if :: ok -> if :: tre_slot[B] == SL_NONE -> tre_staged = 1 :: else -> skip fi; next_stage()
              :: else -> skip fi
@@ -522,6 +564,7 @@ active proctype Device()
               * (dev_ack_verify) */
              if
              :: hmoves > 0 && !a_dead -> hmoves--; a_knows_txn = 1; ans = 1
+             :: hmoves > 0 && !a_dead -> hmoves--; a_knows_txn = 1; ans = 0 /* nothing that verifies, no termination */
              :: true -> a_on_discard(1, 0, ans);
                 if :: ans && hmoves > 0 -> hmoves--; ans = 0 :: true -> skip fi
              fi;
@@ -609,8 +652,9 @@ active proctype Device()
        if
        :: tre_pend[A] -> fault(ok);
           if
-          :: ok && DRF_LINKS_A -> ob_relayA = 1; fault(ok); if :: ok -> tre_pend[A] = 0 :: else -> skip fi
-          :: ok && !DRF_LINKS_A -> next_stage() /* refused: stays queued for a later attach */
+          :: ok && NOTICE_LINKS_A -> if :: !ro_noticeA -> ro_noticeA = 1; ob_relayA = 1 :: else -> skip fi;
+             fault(ok); if :: ok -> tre_pend[A] = 0 :: else -> skip fi
+          :: ok && !NOTICE_LINKS_A -> next_stage() /* refused: stays queued for a later attach */
           :: else -> skip
           fi
        :: else -> next_stage()
@@ -618,40 +662,195 @@ active proctype Device()
   od
 }
 
-/* ---- a hostile SHO: what its certificate allows ---- */
-#if HOSTILE == 1
-active proctype HostileA()
-{
-end_h:
-  do
-  /* stop answering for good (and never come back) */
-  :: atomic { !a_dead && hmoves > 0 -> hmoves--; a_dead = 1 }
-  /* with a token it mints for the device: the package (or discovery) of the txn it learnt
-   * at step 9, at the RO -- refused without the TRE's own request (proof, tre_cert) */
-  :: atomic { a_knows_txn && hmoves > 0 && dpf_pkg >= 1 -> hmoves--;
-#ifdef MUT_NO_DEVICE_PROOF
-       know[A] = know[A] | K_B_NAME
-#else
-       skip
-#endif
-     }
-  /* its own acknowledgement to the DPF before the device discarded: a valid ack of an SHO
-   * other than B, accepted (it only says what A says of itself) */
-  :: atomic { a_knows_txn && hmoves > 0 && !dpf_rel && dpf_pkg >= 1 -> hmoves--;
-       dpf_rel = 1; ob_release = 1 }
-  od
+/* ---- a hostile SHO (HOSTILE: 1 = A, 2 = B): every request its certificate lets it make ----
+ * Up to HMOVES requests, at any time, on every route of every role that an SHO's certificate
+ * (mTLS) or an access token it mints for the device (it is an access network: the RO and the
+ * PVA honour any access network's token) reaches, with any txn of the model's domain (T_*),
+ * for the device (a body naming another device than the token's is refused by the same
+ * `acc.device` test on every device-facing route, and touches no record of this device), and
+ * with any statement it can sign or has seen. Each receiving handler applies the code's
+ * checks (docs/model.md section 3 names the function of each); a refused request changes
+ * nothing but the move budget. Routes no SHO certificate passes (the ICF's, the owners',
+ * admin, the M2MES's; the RO-only and PVA-only routes of the other SHO) and statements it
+ * cannot sign (the TRE's, the owner's, the PVA's, the RO's, the other SHO's) are the
+ * refusals of h_refused. */
+#if HOSTILE != 0
+#define H HOSTILE
+#define O (3 - HOSTILE)
+
+/* a txn it can name: any value (matching nothing), its own earlier install with the device
+ * (A, in a change: its DRF entry's), this procedure's once known (B: its order; A: step 9) */
+inline pick_txn(t) {
+  if
+  :: t = T_OTHER
+  :: H == A && PROC != P_INITIAL -> t = T_OLD
+  :: H == B || a_knows_txn -> t = T_CUR
+  fi
 }
+
+/* RO DRF: POST /v1/drf/registrations {txn t, device, sho s, state st, seq} (mcim_drf_register):
+ * the caller registers only itself; registration_proven: `released` needs an entry of its
+ * own; `subscribed`/`preloaded` the DPF's record of an install of its MCIM for (t, device),
+ * or the same state again, or subscribed -> preloaded; an entry with a newer seq stands */
+inline h_register(s, st, t) {
+  if
+  :: s != H -> skip /* FORBIDDEN: an SHO registers only itself */
+  :: s == H && H == A ->
+     if
+     :: st == R_RELEASED && drf_reg[A] != R_NONE &&
+        !(drf_reg[A] == R_RELEASED && SAME_RELCUR(t == T_CUR)) ->
+        hmoves--; drf_reg[A] = R_RELEASED; SET_RELCUR(t == T_CUR); drf_pinA = 1
+     :: st != R_RELEASED && drf_reg[A] != R_SUBSCRIBED && t == T_OLD ->
+        hmoves--; drf_reg[A] = R_SUBSCRIBED; SET_RELCUR(0); drf_pinA = 1
+     :: else -> skip /* REGISTRATION_PENDING / NOT_PARTY: no proof, or nothing changes */
+     fi
+  :: s == H && H == B -> skip
+     /* the same checks on B's own entry (released: an entry; subscribed: the DPF's install
+      * record of (t, device, B), dpf_pkg == 2 for T_CUR); accepted or not, nothing in the
+      * model reads B's entry (no token of B's reaches the RO, no statement to B is relayed) */
+  fi
+}
+
+/* RO DPF: POST /v1/dpf/releases {txn t, device, ack | receipt} (mcim_dpf_release): a
+ * `change` package of (t, device); verify_proof: an ack signed by an SHO other than the
+ * package's (only its own: A's is taken, B's is CLAIM_MISMATCH), or a TRE receipt addressed
+ * to the old SHO (the only one there is: step 9's, which A holds once it was sent to it) with
+ * DRF_LINKS_A; after the checks, the stored answer; else the release relayed to B (and the
+ * receipt to A) */
+inline h_dpf_release(t, receipt) {
+  if
+  :: PROC != P_OLD || t != T_CUR || dpf_pkg == 0 -> skip /* NOT_FOUND */
+  :: else -> skip;
+     if
+     :: !receipt && H == B -> skip /* CLAIM_MISMATCH: the new SHO's own ack */
+     :: !receipt && H == A -> if :: !dpf_rel -> hmoves--; dpf_rel = 1; ob_release = 1 :: else -> skip fi
+     :: receipt && !(H == A && a_knows_txn) -> skip /* a receipt it signed: not the TRE's */
+     :: receipt && H == A && a_knows_txn && DRF_LINKS_A ->
+        if :: !dpf_rel -> hmoves--; dpf_rel = 1; ob_release = 1; ob_relayA = 1 :: else -> skip fi
+     :: receipt && H == A && a_knows_txn && !DRF_LINKS_A -> skip /* FORBIDDEN */
+     fi
+  fi
+}
+
+/* RO DPF: POST /v1/dpf/notices {txn, device, to, statement} (mcim_dpf_notice): the statement
+ * TRE-signed, aud `to`, and NOTICE_LINKS_A; only A holds one (the receipt of step 9, aud A) */
+inline h_dpf_notice(to) {
+  if
+  :: H == A && a_knows_txn && to == A && NOTICE_LINKS_A ->
+     if :: !ro_noticeA -> hmoves--; ro_noticeA = 1; ob_relayA = 1 :: else -> skip fi
+  :: else -> skip /* aud is not `to`, not the TRE's signature, or no entry: refused */
+  fi
+}
+
+/* A move is explored where some choice of its fields passes the handler's checks (a request
+ * refused whatever its fields changes nothing: a step to the same state, which would only hide
+ * deadlocks); within it every choice of fields is run through the checks, and only a request
+ * that changes something spends a move. */
+#define MAY_REGISTER (H == A && PROC != P_INITIAL)
+#define MAY_RELEASE (H == A && PROC == P_OLD && a_knows_txn && dpf_pkg >= 1 && !dpf_rel)
+#define MAY_NOTICE (H == A && a_knows_txn && !ro_noticeA && !ackA && NOTICE_LINKS_A)
+#ifdef MUT_NO_DEVICE_PROOF
+#define MAY_PROOFLESS (H == A && a_knows_txn && dpf_pkg >= 1 && (know[A] & K_B_NAME) == 0)
+#else
+#define MAY_PROOFLESS 0
+#endif
+#define MAY_PACKAGE (H == B && ordB >= O_PROV && dpf_pkg == 0 && pva == 2)
+#define MAY_VALIDATE (H == B && pva == 0)
+#if defined(MUT_TOKEN_ANY_ISSUER) || defined(MUT_ORDER_READ_ANY)
+#define MAY_READ_OTHER ((know[H] & (H == A -> K_B_ALL : K_A_ALL)) == 0)
+#else
+#define MAY_READ_OTHER 0
 #endif
 
-#if HOSTILE == 2
-active proctype HostileB()
+active proctype Hostile()
 {
-  bool ans;
+  byte s, st, t;
+  bool x, ans;
 end_h:
   do
-  /* a discard receipt for A that it signs itself, straight to A (no token of A's: refused
-   * by the caller and signature checks) */
+#if HOSTILE == 1
+  /* stop answering for good (and never come back): its outbox, what it carries, and every
+   * request of its own stop */
+  :: atomic { !a_dead && hmoves > 0 -> hmoves--; a_dead = 1 }
+#endif
+  /* RO: POST /v1/drf/registrations for either SHO, any state, any txn */
+  :: atomic { hmoves > 0 && !a_dead && MAY_REGISTER ->
+       if :: s = A :: s = B fi;
+       if :: st = R_SUBSCRIBED :: st = R_PRELOADED :: st = R_RELEASED fi;
+       pick_txn(t);
+       h_register(s, st, t); s = 0; st = 0; t = 0 }
+  /* RO: POST /v1/dpf/releases with a token it mints: its own ack, or a receipt it holds */
+  :: atomic { hmoves > 0 && !a_dead && MAY_RELEASE ->
+       pick_txn(t);
+       if :: x = 0 :: x = 1 fi;
+       h_dpf_release(t, x); t = 0; x = 0 }
+  /* RO: POST /v1/dpf/notices, to either SHO, with a token it mints */
+  :: atomic { hmoves > 0 && !a_dead && MAY_NOTICE ->
+       if :: s = A :: s = B fi;
+       h_dpf_notice(s); s = 0 }
+  /* RO: POST /v1/drf/discover (any txn) or /v1/dpf/packages/{device}/{txn} with a token it
+   * mints: both name the new SHO, so both need the TRE's own request
+   * (mcim_role_check_device_request), which it cannot sign: refused (MUT_NO_DEVICE_PROOF:
+   * answered on the token alone) */
+  :: atomic { hmoves > 0 && !a_dead && MAY_PROOFLESS ->
+       pick_txn(t);
+       if :: t == T_CUR -> hmoves--; know[A] = know[A] | K_B_NAME :: else -> skip fi;
+       t = 0 }
+  /* RO: POST /v1/dpf/packages or (pristine step 12) /v1/drf/authorisations for any txn:
+   * mcim_drf_order_of_party (an order of the caller at the DRF for (device, txn)) and the
+   * PVA's verdict, which B holds once it got it; A has no order */
+  :: atomic { hmoves > 0 && !a_dead && MAY_PACKAGE ->
+       pick_txn(t);
+       if :: t == T_CUR -> hmoves--; ro_on_pkg() :: else -> skip fi;
+       t = 0 }
+  /* PVA: POST /v1/validations for any txn: check_order_record (the RO's order record for the
+   * caller); B holds its own, A none; B's books as when its outbox sends it (a B that stalls
+   * its own order only holds the device until procedure_timeout, before it gave anything up).
+   * (GET .../pending/{device}/{txn} with a minted token is answered: validation id, txn,
+   * nonce, nothing of any SHO; nothing changes.) */
+  :: atomic { hmoves > 0 && !a_dead && MAY_VALIDATE ->
+       pick_txn(t);
+       if :: t == T_CUR -> hmoves--; pva = 1; ordB = (ordB == O_ORDERED -> O_VALIDATING : ordB)
+          :: else -> skip fi;
+       t = 0 }
+  /* the other SHO: GET /v1/devices/{device}/subscription with a token it mints (honoured only
+   * by its issuer: TOKEN_WRONG_ISSUER, access_verify in peers.c; MUT_TOKEN_ANY_ISSUER: any
+   * access network's); GET /v1/orders/{txn} (the RO, the PVA, admin or the owner's signed
+   * query: may_read_order; MUT_ORDER_READ_ANY: any peer) */
+  :: atomic { hmoves > 0 && !a_dead && MAY_READ_OTHER ->
+       pick_txn(t);
+       if
+       :: true -> /* the subscription */
+#ifdef MUT_TOKEN_ANY_ISSUER
+          if
+          :: O == B -> hmoves--; know[A] = know[A] | K_B_NAME | K_B_IMSI /* B's order: from step 1 */
+          :: O == A && PROC != P_INITIAL -> hmoves--; know[B] = know[B] | K_A_NAME | K_A_IMSI
+          :: else -> skip
+          fi
+#else
+          skip
+#endif
+       :: true -> /* the order of txn t */
+#ifdef MUT_ORDER_READ_ANY
+          if :: O == B && t == T_CUR -> hmoves--; know[A] = know[A] | K_B_NAME | K_B_IMSI :: else -> skip fi
+#else
+          skip
+#endif
+       fi;
+       t = 0 }
+#if HOSTILE == 2
+  /* A: POST /v1/discards with a receipt it signs itself (no token of A's and not the RO:
+   * stmt_caller_check; not the TRE's signature: verify_device_statement); spends a move
+   * whether or not it is taken, as before */
   :: atomic { hmoves > 0 -> hmoves--; a_on_discard(0, 0, ans) }
+#endif
+  /* h_refused, every other route: the other SHO's /v1/discards and /v1/notifications with its
+   * own token (TOKEN_WRONG_ISSUER) or a statement not the TRE's; its /v1/releases,
+   * /v1/reports, /v1/devices/ready (caller must be the RO: peer_order_request), /v1/verdicts
+   * (the PVA), /v1/orders (the owner's signature), attach (AKA with a key it lacks); the RO's
+   * /v1/dpf/status, /v1/dpf/pcid (the TRE's signature), /v1/icf/* and /v1/drf/owners (the
+   * M2MES, access networks of the ICF), handovers (the owner's key), /v1/admin/*; the PVA's
+   * quote (the TRE's signature), /v1/rims (the M2MES): each refused, nothing changes */
   od
 }
 #endif

@@ -144,6 +144,11 @@ fails F2-old-lost-ack  "$OLD -DHOSTILE=0 -DMUT_RELEASED_REFUSED" p6
 # session of the old SHO expired by the restart: st_discard asked for a token before it looked
 # at the TRE, could not attach (the MCIM gone) and failed (src/device/change.c st_discard)
 fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DMUT_TOKEN_BEFORE_TRE" p6
+# F4: the receipt in place of the acknowledgement was taken on an entry the old SHO released
+# only if it released it for this txn; a hostile old SHO registers its entry `released` with
+# another txn before step 9 and stops answering: the change fails after step 8 (a veto;
+# src/roles/ro/relay.c mcim_ro_released_receipt). Only the general hostile SHO makes that move.
+fails F4-old-early-release "$OLD -DHOSTILE=1 -DMUT_RELEASED_THIS_TXN" p6
 
 # ---- mutants: each must be caught ----
 fails M1-late-pristine      "$PRI -DHOSTILE=1 -DMUT_LATE_PRISTINE" p1
@@ -155,6 +160,9 @@ fails M6-no-ack-deadline    "$OLD -DHOSTILE=1 -DMUT_NO_ACK_DEADLINE" p5
 fails M7-report-and-order   "$OLD -DHOSTILE=0 -DMUT_REPORT_ALONE -DMUT_INSTALL_FIRST" p1
 fails M8-dpf-no-receipt     "$OLD -DHOSTILE=1 -DMUT_DPF_NO_RECEIPT" p6
 fails M9-no-ready           "$INI -DHOSTILE=1 -DMUT_NO_READY" p0
+# caught only by the general hostile SHO (requests outside the old menu of moves):
+fails M10-token-any-issuer  "$OLD -DHOSTILE=1 -DMUT_TOKEN_ANY_ISSUER" p3
+fails M11-order-read-any    "$OLD -DHOSTILE=1 -DMUT_ORDER_READ_ANY" p3
 
 t1=$(date +%s.%N)
 printf 'bound: MAXF=%s faults, HMOVES=%s hostile moves; total %.1f s wall\n' "$maxf" "$hmoves" \

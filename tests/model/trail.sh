@@ -10,5 +10,5 @@ cd "$dir"
 # shellcheck disable=SC2046
 spin $(cat defs) -t -p -k "$prop.trail" mcim.pml 2>&1 |
   grep -E '^ *[0-9]+:[[:space:]]+proc|CYCLE' |
-  grep -vE '\[(faults|ok|r|ans|sesA|sesV|d_acc) = |\[\(|\[else\]|\[skip\]|\[break\]|_spin_nvr' |
+  grep -vE '\[(faults|ok|r|ans|sesA|sesV|d_acc|s|st|t|x) = |\[\(|\[else\]|\[skip\]|\[break\]|_spin_nvr' |
   sed -E 's/^ *[0-9]+:[[:space:]]+proc +[0-9]+ \(([A-Za-z:]+):1\) mcim.pml:([0-9]+) \(state [0-9]+\)[[:space:]]+/\1 line \2: /'
