@@ -116,10 +116,10 @@ typedef struct mcim_store_ops {
    * its safety level inside a transaction). */
   mcim_cause_t (*begin_relaxed)(void *conn);
   /* Optional: one whole transaction of writes (mcim_store_begin_batch): begin (relaxed or
-   * not), the statements in order, commit; all or nothing. NULL: the front end runs it
-   * through begin, exec and commit. */
+   * not), the statements in order, commit; all or nothing; changes[i] gets the rows the i-th
+   * statement changed. NULL: the front end runs it through begin, exec and commit. */
   mcim_cause_t (*commit_batch)(void *conn, bool relaxed, const struct mcim_store_stmt *stmts,
-                               size_t n);
+                               size_t n, int64_t *changes);
 } mcim_store_ops_t;
 
 extern const mcim_store_ops_t mcim_store_sqlite_ops;
@@ -185,6 +185,10 @@ mcim_cause_t mcim_store_begin_relaxed(mcim_store_t *st);
  * lock; a batch is one (BEGIN, the lock, the statements and COMMIT in one pipeline). SQLite
  * runs it statement by statement at the commit. A rollback drops what was kept. */
 mcim_cause_t mcim_store_begin_batch(mcim_store_t *st, bool relaxed);
+/* After a batch's commit: the rows the i-th statement it kept (from 0, in the order they were
+ * kept) inserted, updated or deleted; -1 when the commit failed or there was no such
+ * statement. What the last batch's commit left, until the next batch begins. */
+int64_t mcim_store_batch_changes(const mcim_store_t *st, size_t i);
 
 /* One statement; `cb` may be NULL when no rows are wanted. */
 mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t *params,

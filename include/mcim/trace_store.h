@@ -15,6 +15,15 @@
 mcim_cause_t mcim_trace_store_put(mcim_store_t *st, int64_t time_us, const char *txn, int step,
                                   const char *from, const char *to, const char *msg,
                                   const json_t *body, mcim_cause_t cause);
+/* The same, only where `exists_sql` (a subquery of ours, never outside input, with `ncond`
+ * parameters `cond`, at most 8) finds a row: "INSERT ... SELECT ... WHERE EXISTS (exists_sql)".
+ * For a batch (mcim_store_begin_batch), whose statements cannot be made to depend on each
+ * other's outcomes any other way: the outbox records a delivery's trace row only while the
+ * message is still its round's (src/roles/common.c, outbox_record). */
+mcim_cause_t mcim_trace_store_put_if(mcim_store_t *st, int64_t time_us, const char *txn, int step,
+                                     const char *from, const char *to, const char *msg,
+                                     const json_t *body, mcim_cause_t cause, const char *exists_sql,
+                                     const mcim_val_t *cond, size_t ncond);
 /* The events of `txn` in time order, as a JSON array of {txid, n, from, to, msg, time, cause?,
  * body} (the form mcim_trace_event_from_json reads). */
 mcim_cause_t mcim_trace_store_load(mcim_store_t *st, const char *txn, json_t **events);

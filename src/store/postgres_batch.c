@@ -47,12 +47,13 @@ static mcim_cause_t batch_stmt_make(struct pg_conn *c, const mcim_store_stmt_t *
 
 /* The whole transaction in one pipeline: BEGIN, [SET LOCAL synchronous_commit], the writers'
  * lock, each statement ([Parse] Bind/Execute), COMMIT, Sync: one round trip, where
- * begin/exec/commit take 2 + n, each waited for under the writers' lock. After a failure the
+ * begin/exec/commit take 2 + n, each waited for under the writers' lock; changes[i] gets the
+ * rows the i-th statement changed (PQcmdTuples). After a failure the
  * server skips everything up to the Sync and the transaction stays open, aborted: rolled back
  * here. The statements are planned (and a cache slot freed, DEALLOCATE) before the pipeline,
  * outside any transaction. */
 mcim_cause_t mcim_pg_commit_batch(void *conn, bool relaxed, const mcim_store_stmt_t *stmts,
-                                  size_t n)
+                                  size_t n, int64_t *changes)
 {
   struct pg_conn *c = conn;
   struct batch_stmt *b = NULL;
@@ -131,6 +132,8 @@ mcim_cause_t mcim_pg_commit_batch(void *conn, bool relaxed, const mcim_store_stm
       }
     } else if (cmds[k] == CMD_PREPARE) {
       b[of[k]].parsed = true;
+    } else if (cmds[k] == CMD_EXEC) {
+      changes[of[k]] = strtoll(PQcmdTuples(res), NULL, 10); /* "" (0) for other commands */
     } else if (cmds[k] == CMD_COMMIT && strcmp(PQcmdStatus(res), "COMMIT") != 0 && rc == MCIM_OK) {
       mcim_pg_set_err(c, "the transaction was rolled back: a statement in it failed");
       rc = MCIM_STORE_ERROR;

@@ -86,6 +86,6 @@ mcim_cause_t mcim_pg_deliver_rows(struct pg_conn *c, const PGresult *res, mcim_r
                                   void *arg);
 /* batches (postgres_batch.c) */
 mcim_cause_t mcim_pg_commit_batch(void *conn, bool relaxed, const mcim_store_stmt_t *stmts,
-                                  size_t n);
+                                  size_t n, int64_t *changes);
 
 #endif

@@ -23,6 +23,9 @@ struct mcim_store {
   bool batch, batch_relaxed;
   mcim_store_stmt_t *kept;
   size_t nkept, capkept;
+  /* the rows each statement of the last batch changed (mcim_store_batch_changes) */
+  int64_t *batch_rows;
+  size_t nbatch_rows;
   /* mcim_store_on_end: called once when the open transaction ends */
   void (*end_fn)(void *arg, bool committed);
   void *end_arg;
@@ -78,6 +81,7 @@ void mcim_store_close(mcim_store_t *st)
   if (st->in_txn)
     (void)mcim_store_rollback(st);
   st->ops->close(st->conn);
+  free(st->batch_rows);
   free(st);
 }
 
@@ -173,11 +177,14 @@ static mcim_cause_t batch_keep(mcim_store_t *st, const char *sql, const mcim_val
 static mcim_cause_t begin(mcim_store_t *st, bool relaxed);
 
 /* A batch's commit without the backend's own: begin, the statements, commit. */
-static mcim_cause_t batch_run(mcim_store_t *st, bool relaxed)
+static mcim_cause_t batch_run(mcim_store_t *st, bool relaxed, int64_t *changes)
 {
   mcim_cause_t rc = begin(st, relaxed);
-  for (size_t i = 0; rc == MCIM_OK && i < st->nkept; i++)
+  for (size_t i = 0; rc == MCIM_OK && i < st->nkept; i++) {
     rc = mcim_store_exec(st, st->kept[i].sql, st->kept[i].params, st->kept[i].nparams, NULL, NULL);
+    if (rc == MCIM_OK)
+      changes[i] = mcim_store_changes(st);
+  }
   if (rc == MCIM_OK)
     return mcim_store_commit(st);
   if (st->in_txn)
@@ -189,20 +196,32 @@ static mcim_cause_t batch_commit(mcim_store_t *st)
 {
   mcim_cause_t rc = MCIM_OK;
   bool relaxed = st->batch_relaxed;
+  int64_t *changes = NULL;
   st->batch = false; /* from here on, exec runs statements */
   st->in_txn = false;
   if (st->nkept == 0)
     goto done;
+  changes = calloc(st->nkept, sizeof(*changes));
+  if (!changes) {
+    rc = MCIM_NO_MEMORY;
+    goto done;
+  }
   if (!st->ops->commit_batch) {
-    rc = batch_run(st, relaxed);
+    rc = batch_run(st, relaxed, changes);
     goto done;
   }
   rc = durable_again(st);
   if (rc == MCIM_OK)
-    rc = st->ops->commit_batch(st->conn, relaxed, st->kept, st->nkept);
+    rc = st->ops->commit_batch(st->conn, relaxed, st->kept, st->nkept, changes);
   if (rc != MCIM_OK)
     log_failure(st, st->nkept == 1 ? st->kept[0].sql : "a batch's commit", rc);
 done:
+  if (rc == MCIM_OK) {
+    st->batch_rows = changes;
+    st->nbatch_rows = changes ? st->nkept : 0;
+  } else {
+    free(changes);
+  }
   batch_clear(st);
   end_hook(st, rc == MCIM_OK);
   return rc;
@@ -212,6 +231,9 @@ mcim_cause_t mcim_store_begin_batch(mcim_store_t *st, bool relaxed)
 {
   if (!st || st->in_txn)
     return MCIM_INVALID_ARGUMENT;
+  free(st->batch_rows);
+  st->batch_rows = NULL;
+  st->nbatch_rows = 0;
   st->in_txn = true;
   st->batch = true;
   st->batch_relaxed = relaxed;
@@ -339,6 +361,11 @@ mcim_cause_t mcim_store_exec_script(mcim_store_t *st, const char *sql)
   if (rc != MCIM_OK)
     log_failure(st, "script", rc);
   return rc;
+}
+
+int64_t mcim_store_batch_changes(const mcim_store_t *st, size_t i)
+{
+  return st && i < st->nbatch_rows ? st->batch_rows[i] : -1;
 }
 
 int64_t mcim_store_changes(mcim_store_t *st)

@@ -6,15 +6,26 @@
 #include "mcim/trace.h"
 #include "mcim/util.h"
 
-mcim_cause_t mcim_trace_store_put(mcim_store_t *st, int64_t time_us, const char *txn, int step,
-                                  const char *from, const char *to, const char *msg,
-                                  const json_t *body, mcim_cause_t cause)
+/* The insert, of the event alone or (exists_sql set) only where that subquery finds a row. */
+static mcim_cause_t put(mcim_store_t *st, int64_t time_us, const char *txn, int step,
+                        const char *from, const char *to, const char *msg, const json_t *body,
+                        mcim_cause_t cause, const char *exists_sql, const mcim_val_t *cond,
+                        size_t ncond)
 {
   char id[33];
   uint8_t b[16];
   char *text = NULL;
-  if (!st || !txn || !from || !to || !msg)
+  char sql[512];
+  if (!st || !txn || !from || !to || !msg || ncond > 8 || (ncond && !cond))
     return MCIM_INVALID_ARGUMENT;
+  if (exists_sql) {
+    int n = snprintf(sql, sizeof(sql),
+                     "INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause,"
+                     " body) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (%s)",
+                     exists_sql);
+    if (n < 0 || (size_t)n >= sizeof(sql))
+      return MCIM_INVALID_ARGUMENT;
+  }
   mcim_cause_t rc = mcim_random(b, sizeof(b));
   if (rc != MCIM_OK)
     return rc;
@@ -24,18 +35,40 @@ mcim_cause_t mcim_trace_store_put(mcim_store_t *st, int64_t time_us, const char 
     text = red ? json_dumps(red, JSON_COMPACT) : NULL;
     json_decref(red);
   }
-  mcim_val_t p[] = {MCIM_TEXT(id),     MCIM_TEXT(txn), MCIM_INT(step),
-                    MCIM_TEXT(from),   MCIM_TEXT(to),  MCIM_TEXT(msg),
-                    MCIM_INT(time_us),
-                    MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
-                    MCIM_TEXT(text)};
+  mcim_val_t p[9 + 8] = {
+      MCIM_TEXT(id),     MCIM_TEXT(txn),
+      MCIM_INT(step),    MCIM_TEXT(from),
+      MCIM_TEXT(to),     MCIM_TEXT(msg),
+      MCIM_INT(time_us), MCIM_TEXT(cause == MCIM_OK ? NULL : mcim_cause_name(cause)),
+      MCIM_TEXT(text)};
+  for (size_t i = 0; i < ncond; i++)
+    p[9 + i] = cond[i];
   /* the trace is what happened, for people: not worth an fsync of its own */
   rc = mcim_store_exec_relaxed(st,
-                       "INSERT INTO trace (id, txn, step, from_name, to_name, msg, time_us, cause,"
-                       " body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       p, MCIM_NPARAMS(p), NULL, NULL);
+                               exists_sql ? sql
+                                          : "INSERT INTO trace (id, txn, step, from_name, to_name,"
+                                            " msg, time_us, cause, body) VALUES (?, ?, ?, ?, ?, ?,"
+                                            " ?, ?, ?)",
+                               p, 9 + ncond, NULL, NULL);
   free(text);
   return rc;
+}
+
+mcim_cause_t mcim_trace_store_put(mcim_store_t *st, int64_t time_us, const char *txn, int step,
+                                  const char *from, const char *to, const char *msg,
+                                  const json_t *body, mcim_cause_t cause)
+{
+  return put(st, time_us, txn, step, from, to, msg, body, cause, NULL, NULL, 0);
+}
+
+mcim_cause_t mcim_trace_store_put_if(mcim_store_t *st, int64_t time_us, const char *txn, int step,
+                                     const char *from, const char *to, const char *msg,
+                                     const json_t *body, mcim_cause_t cause, const char *exists_sql,
+                                     const mcim_val_t *cond, size_t ncond)
+{
+  if (!exists_sql)
+    return MCIM_INVALID_ARGUMENT;
+  return put(st, time_us, txn, step, from, to, msg, body, cause, exists_sql, cond, ncond);
 }
 
 static const char *or_empty(const char *s)
