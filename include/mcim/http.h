@@ -18,6 +18,7 @@
 #include "mcim/cause.h"
 
 #define MCIM_HTTP_MAX_PARAMS 4
+#define MCIM_HTTP_WAIT_KEY_LEN 96
 
 struct mcim_http_request {
   const char *method;
@@ -41,6 +42,10 @@ struct mcim_http_response {
                                with mcim_http_reply_text, sent instead of `json` */
   const char *content_type; /* of `text` (a static string) */
   int retry_after;          /* > 0: a Retry-After header, seconds (the answer is "not yet") */
+  /* A "not yet" answer the server may hold for a client that asked to wait (RFC 7240 Prefer:
+   * wait): the event that may change it, woken by mcim_http_wake (mcim_http_reply_wait_on);
+   * empty: sent at once. */
+  char wait_key[MCIM_HTTP_WAIT_KEY_LEN];
 };
 
 typedef void (*mcim_http_handler_fn)(void *ctx, const struct mcim_http_request *req,
@@ -76,6 +81,12 @@ struct mcim_http_server_cfg {
                                  clamped to what the open-file limit allows */
   unsigned timeout_s;         /* TLS handshake not done this long after the accept, or no byte
                                  for this long: the connection is closed; default 10 */
+  /* Long polls (src/net/http_wait.c): a "not yet" answer with a wait key is held up to the
+   * client's Prefer: wait, at most long_poll_max_s (0: never held; TLS server only), and
+   * dispatched again when woken, at its end, and every long_poll_recheck_ms when not 0
+   * (another instance on the same database may do what it waits for). */
+  unsigned long_poll_max_s;
+  unsigned long_poll_recheck_ms;
   const struct mcim_http_route *routes;
   size_t nroutes;
   void *ctx; /* passed to every handler */
@@ -107,6 +118,14 @@ void mcim_http_reply_json(struct mcim_http_response *resp, int status, json_t *b
 /* A text body (`text` malloc'd, stolen; NULL answers 503 NO_MEMORY) of `content_type`. */
 void mcim_http_reply_text(struct mcim_http_response *resp, int status, const char *content_type,
                           char *text);
+/* After a "not yet" answer: the server may hold it, for a client that asked to wait, until
+ * mcim_http_wake() with the same key (at most MCIM_HTTP_WAIT_KEY_LEN - 1 bytes: a longer one
+ * is not set, and the answer goes out at once). */
+void mcim_http_reply_wait_on(struct mcim_http_response *resp, const char *key_fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* What `key` names may have happened (call it after the commit that made it true): the held
+ * requests waiting on it are dispatched again now. Cheap when none waits. */
+void mcim_http_wake(const char *key_fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Free what a response owns (the server does it after sending; for handler tests). */
 void mcim_http_response_clear(struct mcim_http_response *resp);
 void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause, int step,
@@ -143,6 +162,9 @@ struct mcim_http_lite;
 mcim_cause_t mcim_http_lite_new(const struct mcim_http_client_cfg *cfg,
                                 struct mcim_http_lite **out);
 void mcim_http_lite_free(struct mcim_http_lite *cli);
+/* The next request asks the server to hold a "not yet" answer up to `seconds` (RFC 7240
+ * "Prefer: wait"), and allows itself that much longer; 0: asks nothing. One request only. */
+void mcim_http_lite_prefer_wait(struct mcim_http_lite *cli, int seconds);
 /* Close the kept connections (the next call connects again: a full TLS handshake, sessions
  * are not resumed); bench/bench_floor.c times handshakes with it. */
 void mcim_http_lite_close_connections(struct mcim_http_lite *cli);

@@ -406,6 +406,9 @@ mcim_cause_t dev_peer_url(struct mcim_device *d, const char *peer, char *url, si
  * than 512 bytes and `len`, copied into `url` without its trailing slashes; else
  * MCIM_PEER_UNREACHABLE (NULL too). */
 mcim_cause_t dev_peer_url_check(const char *u, char *url, size_t len);
+/* The next dev_call of this round may be held by the server until what it asks for exists
+ * (RFC 7240 Prefer: wait, the agent's `long_poll`, never past the procedure's deadline). */
+void dev_prefer_wait(struct dev_run *r);
 /* One call to `peer` at `path`. On failure `res->cause`/`res->detail` say why; an answer
  * that is not a JSON object where one is expected is MCIM_PEER_BAD_ANSWER. */
 mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const char *method,

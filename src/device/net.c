@@ -74,6 +74,14 @@ mcim_cause_t dev_network_learn(struct mcim_device *d, const char *name, const ch
   return rc;
 }
 
+/* The next call may be held by the server until what it asks for exists (a long poll):
+ * `long_poll`, never past the procedure's deadline. */
+void dev_prefer_wait(struct dev_run *r)
+{
+  int64_t w = dev_cfg_int(r->d, "long_poll"), left = r->p->deadline - mcim_now();
+  mcim_http_lite_prefer_wait(r->cli, (int)(w < left ? w : left));
+}
+
 mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const char *method,
                       const char *peer, const char *path, const json_t *body, const char *bearer,
                       struct mcim_http_result *res)

@@ -474,6 +474,7 @@ void dev_st_nonce(struct dev_run *r)
     goto cleanup;
   snprintf(path, sizeof(path), "/v1/validations/pending/%s/%s", d->name, p->txn);
   int64_t sent = dev_now_us();
+  dev_prefer_wait(r);
   rc = dev_call(d, r->cli, "GET", pva, path, NULL, token, &res);
   if (rc == MCIM_NOT_FOUND) {
     dev_run_wait(r, MCIM_OK, "waiting for the SHO's validation request at the PVA");
@@ -642,8 +643,11 @@ void dev_st_download(struct dev_run *r)
                  mcim_cause_text(rc));
     goto cleanup;
   }
-  int64_t sent = dev_now_us();
+  dev_prefer_wait(r);
   rc = dev_call(d, r->cli, "POST", ro, path, body, token, &res);
+  /* traced when answered: a request held until the package came (a long poll) was sent
+   * before the SHO's steps that made it, and the trace orders steps by time */
+  int64_t sent = dev_now_us();
   if (rc == MCIM_NOT_FOUND) {
     dev_run_wait(r, MCIM_OK, "waiting for the SHO's MCIM package at the DPF");
     goto cleanup;

@@ -73,6 +73,7 @@ struct mcim_http_lite {
   SSL_CTX *ctx; /* made at the first https call */
   struct lite_conn conns[LITE_CONNS];
   uint64_t tick;
+  int prefer_wait_s; /* the next request's Prefer: wait (mcim_http_lite_prefer_wait) */
 };
 
 /* One call in progress. */
@@ -933,6 +934,12 @@ static bool exchange(struct call *k, const char *req, size_t reqlen, const char 
   return true;
 }
 
+void mcim_http_lite_prefer_wait(struct mcim_http_lite *cli, int seconds)
+{
+  if (cli)
+    cli->prefer_wait_s = seconds > 0 && seconds <= 3600 ? seconds : 0;
+}
+
 mcim_cause_t mcim_http_lite_request(struct mcim_http_lite *cli, const char *method,
                                     const char *url, const json_t *body, const char *bearer,
                                     struct mcim_http_result *result)
@@ -950,9 +957,11 @@ mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *p
   char *text = NULL, *req = NULL;
   size_t reqlen = 0;
 
+  int wait_s = cli->prefer_wait_s; /* one request only */
+  cli->prefer_wait_s = 0;
   memset(result, 0, sizeof(*result));
   result->cause = MCIM_INTERNAL;
-  k.deadline_ms = now_ms() + (uint64_t)cli->cfg.timeout_ms;
+  k.deadline_ms = now_ms() + (uint64_t)cli->cfg.timeout_ms + (uint64_t)wait_s * 1000u;
   if (!parse_url(cli, url, host, sizeof(host), port, sizeof(port), &path)) {
     fail(&k, MCIM_INVALID_ARGUMENT, "not a URL this client takes");
     goto out;
@@ -981,6 +990,8 @@ mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *p
                    default_port ? "" : ":", default_port ? "" : port);
   if (bearer)
     n += snprintf(req + n, cap - (size_t)n, "Authorization: Bearer %s\r\n", bearer);
+  if (wait_s > 0) /* RFC 7240: the server may hold a "not yet" answer that long */
+    n += snprintf(req + n, cap - (size_t)n, "Prefer: wait=%d\r\n", wait_s);
   if (text)
     n += snprintf(req + n, cap - (size_t)n,
                   "Content-Type: application/json\r\nContent-Length: %zu\r\n", tlen);

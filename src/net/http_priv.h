@@ -47,4 +47,16 @@ char *mcim_http_body_(const struct mcim_http_response *resp, const char **conten
 void mcim_http_result_from_answer_(struct mcim_http_result *result, long status,
                                    const char *body, size_t len, const char *url);
 
+/* Long polls (http_wait.c, the HTTPS server only). Hold the request on `conn` (suspended,
+ * from its access handler) until mcim_http_wake(key), `until_ns`, or every `recheck_ms` (0:
+ * never); MHD then calls the access handler again. 1: held; -1: not held, woken since
+ * `since_ns` (when its dispatch began): dispatch it again now; 0: not held (too many held, no
+ * thread): answer now. */
+struct MHD_Connection;
+int mcim_http_hold_(const void *srv, struct MHD_Connection *conn, const char *key,
+                     uint64_t since_ns, uint64_t until_ns, unsigned recheck_ms);
+/* Server `srv` stops: every request it holds is dispatched again now (and must not be held
+ * again). How many were held. */
+size_t mcim_http_release_(const void *srv);
+
 #endif

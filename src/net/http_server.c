@@ -5,6 +5,8 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +65,8 @@ struct mcim_http_server {
   uint16_t port;
   unsigned timeout_s; /* in force (TLS server), for the timeout metric */
   time_t trust_until; /* the earliest expiry among the client CAs; 0: verify every request */
+  atomic_uint held;   /* requests held (long polls) not yet dispatched again */
+  atomic_bool stopping; /* mcim_http_server_free began: nothing is held any more */
 };
 
 /* Per-request state, kept across the access handler's calls while the body arrives. */
@@ -73,6 +77,8 @@ struct req_state {
   bool too_large;
   bool huge;
   struct timespec start; /* arrival of the request (CLOCK_MONOTONIC), for the latency metric */
+  uint64_t wait_until_ns; /* the client's Prefer: wait, bounded (CLOCK_MONOTONIC); 0: none */
+  bool held;              /* held by http_wait.c: this call is its dispatch again */
 };
 
 static char *read_text_file(const char *path)
@@ -279,10 +285,35 @@ static enum MHD_Result problem_now(const struct mcim_http_server *srv,
   return ret;
 }
 
+/* RFC 7240 "Prefer: wait=N" (N seconds), among other preferences (',' or ';' between them):
+ * N bounded by the server's long_poll_max_s; 0 when absent, malformed or not allowed. */
+static unsigned prefer_wait_s(const char *v, unsigned max)
+{
+  if (!v || !max)
+    return 0;
+  for (const char *p = v; (p = strstr(p, "wait=")) != NULL; p += 5) {
+    if (p != v && p[-1] != ' ' && p[-1] != ',' && p[-1] != ';' && p[-1] != '\t')
+      continue;
+    unsigned n = 0;
+    const char *d = p + 5;
+    if (*d < '0' || *d > '9')
+      return 0;
+    for (; *d >= '0' && *d <= '9'; d++)
+      n = n > max ? n : n * 10 + (unsigned)(*d - '0');
+    return n < max ? n : max;
+  }
+  return 0;
+}
+
 static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connection *conn,
                                 const char *url, const char *method, struct req_state *st)
 {
   struct mcim_http_response resp = {0};
+  if (st->held) { /* dispatched again after its hold (woken, ended or recheck) */
+    st->held = false;
+    atomic_fetch_sub(&srv->held, 1);
+  }
+  uint64_t began = mcim_monotonic_ns();
   const struct mcim_http_wire w = {
       .method = method,
       .path = url,
@@ -294,6 +325,26 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
       .conn = conn,
   };
   mcim_http_dispatch_(&srv->cfg, &w, &resp);
+  /* "not yet", and the client asked to wait: held until what it waits for happens (a long
+   * poll, http_wait.c), never past its wait nor while the server stops */
+  if (resp.wait_key[0] && st->wait_until_ns && !atomic_load(&srv->stopping) &&
+      mcim_monotonic_ns() + 1000000u < st->wait_until_ns) {
+    atomic_fetch_add(&srv->held, 1);
+    int held = mcim_http_hold_(srv, conn, resp.wait_key, began, st->wait_until_ns,
+                               srv->cfg.long_poll_recheck_ms);
+    if (held > 0) {
+      st->held = true;
+      mcim_http_response_clear(&resp);
+      return MHD_YES;
+    }
+    atomic_fetch_sub(&srv->held, 1);
+    /* woken between the read and now: once more at once (else too many held: answer) */
+    if (held < 0) {
+      mcim_http_response_clear(&resp);
+      memset(&resp, 0, sizeof(resp));
+      mcim_http_dispatch_(&srv->cfg, &w, &resp);
+    }
+  }
   enum MHD_Result ret = send_response(srv, conn, method, url, &resp, st);
   mcim_http_response_clear(&resp);
   return ret;
@@ -331,6 +382,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       return MHD_NO;
     *con_cls = st;
     clock_gettime(CLOCK_MONOTONIC, &st->start);
+    unsigned wait_s = prefer_wait_s(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Prefer"),
+                                    srv->cfg.long_poll_max_s);
+    if (wait_s)
+      st->wait_until_ns = mcim_monotonic_ns() + (uint64_t)wait_s * 1000000000u;
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
       char *end = NULL;
@@ -557,6 +612,8 @@ mcim_cause_t mcim_http_server_start(const struct mcim_http_server_cfg *cfg,
    * way the handshake waits and sleeps on that. */
   unsigned flags =
       MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
+  if (srv->cfg.long_poll_max_s)
+    flags |= MHD_ALLOW_SUSPEND_RESUME; /* long polls: held requests are suspended */
   /* MHD_OPTION_CONNECTION_TIMEOUT is both timeouts: MHD closes a connection whose TLS
    * handshake is not done `timeout` after the accept (the handshake does not restart the
    * timer), and one that sends nothing for `timeout` afterwards (libmicrohttpd 0.9.75
@@ -599,8 +656,19 @@ void mcim_http_server_free(struct mcim_http_server *srv)
 {
   if (!srv)
     return;
-  if (srv->daemon)
+  if (srv->daemon) {
+    /* no suspended connection may be left when MHD stops (its API's rule): every held one is
+     * resumed and answered (nothing is held again once stopping is set) before it stops */
+    atomic_store(&srv->stopping, true);
+    mcim_http_release_(srv);
+    for (int i = 0; i < 5000 && atomic_load(&srv->held) > 0; i++) {
+      struct timespec ms = {0, 1000000};
+      nanosleep(&ms, NULL);
+      if (i % 100 == 99)
+        mcim_http_release_(srv); /* one held again just before stopping was seen */
+    }
     MHD_stop_daemon(srv->daemon);
+  }
   mcim_http_local_free(srv->local);
   if (srv->key_pem) {
     mcim_wipe(srv->key_pem, strlen(srv->key_pem));

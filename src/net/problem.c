@@ -34,6 +34,16 @@ void mcim_http_response_clear(struct mcim_http_response *resp)
   resp->content_type = NULL;
 }
 
+void mcim_http_reply_wait_on(struct mcim_http_response *resp, const char *key_fmt, ...)
+{
+  va_list ap;
+  va_start(ap, key_fmt);
+  int n = vsnprintf(resp->wait_key, sizeof(resp->wait_key), key_fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof(resp->wait_key))
+    resp->wait_key[0] = '\0';
+}
+
 void mcim_http_reply_text(struct mcim_http_response *resp, int status, const char *content_type,
                           char *text)
 {

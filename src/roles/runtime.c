@@ -63,6 +63,13 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
      .max = 3600,
      .help = "a connection is closed when its TLS handshake is not done this long after it "
              "opened, or when nothing arrives for this long"},
+    {.name = "long_poll", .type = MCIM_CFG_DURATION, .def = "30s", .min = 0, .max = 300,
+     .help = "longest a \"not yet\" answer (a package, a nonce) is held for a client that asks"
+             " to wait (RFC 7240 Prefer: wait), answered when it comes; 0: never held"},
+    {.name = "long_poll_recheck_ms", .type = MCIM_CFG_INT, .def = "250", .min = 10,
+     .max = 60000,
+     .help = "on PostgreSQL, a held request is asked again this often: another instance of the"
+             " role may store what it waits for (this instance's own commits wake it at once)"},
     {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
      .max = 86400, .help = "validity of the statements this role signs"},
     {.name = "token_lifetime", .type = MCIM_CFG_DURATION, .def = "10m", .min = 1, .max = 86400,
@@ -740,6 +747,11 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
       .per_address_limit = (unsigned)mcim_config_int(r->cfg, "max_connections_per_ip"),
       .connection_limit = (unsigned)mcim_config_int(r->cfg, "max_connections"),
       .timeout_s = (unsigned)mcim_config_duration(r->cfg, "connection_timeout"),
+      .long_poll_max_s = (unsigned)mcim_config_duration(r->cfg, "long_poll"),
+      /* SQLite: one instance writes the file, and its commits wake what they concern */
+      .long_poll_recheck_ms = strncmp(r->priv->db_locator, "postgres", 8) == 0
+                                  ? (unsigned)mcim_config_int(r->cfg, "long_poll_recheck_ms")
+                                  : 0,
       .routes = r->priv->routes,
       .nroutes = nroutes,
       .ctx = r,

@@ -5,14 +5,19 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
-#include <cmocka.h>
 
 #include "mcim/http.h"
 #include "mcim/jsonv.h"
+#include "mcim/util.h"
 
 static char dir[] = "/tmp/mcim-http-XXXXXX";
 static char path_buf[8][256];
@@ -238,6 +243,181 @@ static void test_route_match(void **state)
   assert_false(mcim_http_route_match("/v1/a", "/v1/ab", params, &n, scratch, sizeof(scratch)));
 }
 
+/* ---- long polls (src/net/http_wait.c) ---- */
+
+/* GET /v1/wait/{slot}: 200 once the slot is ready, else 404 NOT_FOUND that may be held
+ * ("test:<slot>"); slot 3 makes itself ready and wakes at its first run, before answering
+ * "not yet": a wake between a handler's read and the hold. */
+enum { SLOTS = 8 };
+static atomic_int wait_ready[SLOTS], wait_runs[SLOTS];
+
+static void h_wait(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
+{
+  (void)ctx;
+  int i = req->params[0][0] - '0';
+  if (i < 0 || i >= SLOTS || req->params[0][1]) {
+    mcim_http_reply_problem(resp, MCIM_INVALID_ARGUMENT, 0, "no such slot");
+    return;
+  }
+  int run = atomic_fetch_add(&wait_runs[i], 1);
+  if (atomic_load(&wait_ready[i])) {
+    mcim_http_reply_json(resp, 200, json_pack("{s:i}", "slot", i));
+    return;
+  }
+  if (i == 3 && run == 0) {
+    atomic_store(&wait_ready[i], 1);
+    mcim_http_wake("test:%d", i);
+  }
+  mcim_http_reply_problem(resp, MCIM_NOT_FOUND, 0, "slot %d not ready", i);
+  mcim_http_reply_wait_on(resp, "test:%d", i);
+}
+
+static const struct mcim_http_route wait_routes[] = {{"GET", "/v1/wait/{slot}", h_wait, 0}};
+
+static struct mcim_http_server *wait_server(unsigned recheck_ms, char *url, size_t len)
+{
+  struct mcim_http_server_cfg cfg = {
+      .role = "test", .cert_file = p(0, "server.crt"), .key_file = p(1, "server.key"),
+      .client_ca_file = p(2, "ca.crt"), .threads = 2, .max_body = 1024,
+      .long_poll_max_s = 30, .long_poll_recheck_ms = recheck_ms,
+      .routes = wait_routes, .nroutes = 1,
+  };
+  struct mcim_http_server *s = NULL;
+  assert_int_equal(mcim_http_server_start(&cfg, &s), MCIM_OK);
+  snprintf(url, len, "https://localhost:%u/v1/wait/", mcim_http_server_port(s));
+  return s;
+}
+
+/* One GET of `slot` asking to wait `wait_s`: its cause, and its time in ms. */
+static mcim_cause_t wait_get(const char *url, int slot, int wait_s, int64_t *ms)
+{
+  struct mcim_http_client_cfg cc = {.ca_file = p(3, "ca.crt"), .cert_file = p(4, "client.crt"),
+                                    .key_file = p(5, "client.key"), .timeout_ms = 5000};
+  struct mcim_http_lite *c = NULL;
+  struct mcim_http_result r;
+  char u[160];
+  if (mcim_http_lite_new(&cc, &c) != MCIM_OK)
+    return MCIM_INTERNAL;
+  snprintf(u, sizeof(u), "%s%d", url, slot);
+  uint64_t t0 = mcim_monotonic_ns();
+  mcim_http_lite_prefer_wait(c, wait_s);
+  mcim_cause_t rc = mcim_http_lite_request(c, "GET", u, NULL, NULL, &r);
+  *ms = (int64_t)((mcim_monotonic_ns() - t0) / 1000000u);
+  mcim_http_result_clear(&r);
+  mcim_http_lite_free(c);
+  return rc;
+}
+
+/* Until the handler of `slot` ran `n` times (the request is then held), at most 20 s. */
+static bool runs_reach(int slot, int n)
+{
+  for (int i = 0; i < 20000 && atomic_load(&wait_runs[slot]) < n; i++) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  return atomic_load(&wait_runs[slot]) >= n;
+}
+
+struct waker {
+  int slot;
+  bool wake; /* mcim_http_wake after making it ready (else only ready: a recheck finds it) */
+  bool ok;
+};
+
+static void *waker_main(void *arg)
+{
+  struct waker *w = arg;
+  w->ok = runs_reach(w->slot, 1);
+  atomic_store(&wait_ready[w->slot], 1);
+  if (w->wake)
+    mcim_http_wake("test:%d", w->slot);
+  return NULL;
+}
+
+/* Held, then answered at the wake (well before the 30 s asked), dispatched twice in all;
+ * without a wake, "not yet" at the end of the wait asked (1 s), not before; without
+ * Prefer: wait, at once; a wake between the handler's read and the hold is not lost (the
+ * request dispatched again at once). */
+static void test_long_poll(void **state)
+{
+  (void)state;
+  char url[96];
+  int64_t ms;
+  pthread_t th;
+  struct mcim_http_server *s = wait_server(0, url, sizeof(url));
+
+  struct waker w = {.slot = 1, .wake = true};
+  assert_int_equal(pthread_create(&th, NULL, waker_main, &w), 0);
+  assert_int_equal(wait_get(url, 1, 30, &ms), MCIM_OK);
+  pthread_join(th, NULL);
+  assert_true(w.ok);
+  assert_true(ms < 15000);
+  assert_int_equal(atomic_load(&wait_runs[1]), 2);
+
+  assert_int_equal(wait_get(url, 2, 1, &ms), MCIM_NOT_FOUND);
+  assert_true(ms >= 900);
+  assert_int_equal(atomic_load(&wait_runs[2]), 2); /* at the hold, then at its end */
+
+  atomic_store(&wait_runs[2], 0);
+  assert_int_equal(wait_get(url, 2, 0, &ms), MCIM_NOT_FOUND);
+  assert_int_equal(atomic_load(&wait_runs[2]), 1);
+
+  assert_int_equal(wait_get(url, 3, 30, &ms), MCIM_OK);
+  assert_true(ms < 15000);
+  assert_int_equal(atomic_load(&wait_runs[3]), 2);
+  mcim_http_server_free(s);
+}
+
+/* On a shared database (recheck_ms set), a held request is dispatched again every recheck:
+ * what another instance stored (no wake here) is found within the wait. */
+static void test_long_poll_recheck(void **state)
+{
+  (void)state;
+  char url[96];
+  int64_t ms;
+  pthread_t th;
+  struct mcim_http_server *s = wait_server(50, url, sizeof(url));
+  struct waker w = {.slot = 4, .wake = false};
+  assert_int_equal(pthread_create(&th, NULL, waker_main, &w), 0);
+  assert_int_equal(wait_get(url, 4, 30, &ms), MCIM_OK);
+  pthread_join(th, NULL);
+  assert_true(w.ok);
+  assert_true(ms < 15000);
+  assert_true(atomic_load(&wait_runs[4]) >= 2);
+  mcim_http_server_free(s);
+}
+
+struct getter {
+  const char *url;
+  mcim_cause_t rc;
+  int64_t ms;
+};
+
+static void *getter_main(void *arg)
+{
+  struct getter *g = arg;
+  g->rc = wait_get(g->url, 5, 30, &g->ms);
+  return NULL;
+}
+
+/* A server that stops while it holds a request answers it ("not yet") before it stops,
+ * and does not hold it again. */
+static void test_long_poll_stop(void **state)
+{
+  (void)state;
+  char url[96];
+  pthread_t th;
+  struct mcim_http_server *s = wait_server(0, url, sizeof(url));
+  struct getter g = {.url = url};
+  assert_int_equal(pthread_create(&th, NULL, getter_main, &g), 0);
+  assert_true(runs_reach(5, 1));
+  mcim_http_server_free(s);
+  pthread_join(th, NULL);
+  assert_int_equal(g.rc, MCIM_NOT_FOUND);
+  assert_true(g.ms < 15000);
+  assert_int_equal(atomic_load(&wait_runs[5]), 2);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -247,6 +427,9 @@ int main(void)
       cmocka_unit_test(test_wrong_content_type_and_syntax),
       cmocka_unit_test(test_rogue_client_cert),
       cmocka_unit_test(test_untrusted_server),
+      cmocka_unit_test(test_long_poll),
+      cmocka_unit_test(test_long_poll_recheck),
+      cmocka_unit_test(test_long_poll_stop),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

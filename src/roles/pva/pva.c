@@ -408,6 +408,7 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
          txn, step);
     return;
   }
+  mcim_http_wake("pva-pending:%s/%s", device, txn); /* a device's nonce request held for it */
   mcim_http_reply_json(resp, 201, answer);
 }
 
@@ -450,6 +451,7 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_NOT_FOUND) {
     mcim_http_reply_problem(resp, MCIM_NOT_FOUND, STEP_VALIDATE + 1,
                             "no pending validation of procedure %s for device %s", txn, device);
+    mcim_http_reply_wait_on(resp, "pva-pending:%s/%s", device, txn);
     return;
   }
   if (rc != MCIM_OK) {

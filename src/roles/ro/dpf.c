@@ -161,6 +161,7 @@ void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request
   mcim_log_event(MCIM_LOG_INFO, txn, step, MCIM_OK,
                  "%ssealed MCIM for %s from %s held for download",
                  via_drf ? "DRF authorised its DPF: " : "DPF: ", device, req->peer);
+  mcim_http_wake("dpf-package:%s/%s", device, txn); /* a device's download held for it */
   mcim_http_reply_json(resp, 202, json_pack("{s:s,s:s}", "txn", txn, "state", "ready"));
 out:
   mcim_statement_free(verdict);
@@ -225,6 +226,7 @@ void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && !pr.found) {
     mcim_http_reply_problem(resp, MCIM_NOT_FOUND, 13, "no MCIM package of procedure %s waiting"
                             " for %s", txn, device);
+    mcim_http_reply_wait_on(resp, "dpf-package:%s/%s", device, txn);
     goto out;
   }
   const struct mcim_dpf_steps *steps = mcim_dpf_steps_for(pr.procedure);

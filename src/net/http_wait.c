@@ -1,0 +1,211 @@
+/* Long polls (RFC 7240 "Prefer: wait=N"): a handler's "not yet" answer (a package not stored
+ * yet, a validation not asked yet, a subscription not active yet) is held instead of sent when
+ * the client asked to wait, and the request is dispatched again when what it waits for may
+ * have happened: a handler of this process made it true (mcim_http_wake, after its commit),
+ * the request's wait ended, or, where another instance of the role on the same database may
+ * make it true, every recheck interval. A device then asks once instead of polling every
+ * poll_ms, and gets its answer at the commit, not up to a poll later.
+ *
+ * libmicrohttpd serves many connections on each of its few threads, so a handler must never
+ * block: the connection is suspended (MHD_suspend_connection, from the access handler, the
+ * only place it may be) and resumed later from this file's thread or the waking handler;
+ * MHD then calls the access handler again, which dispatches the request anew (the same
+ * checks, the store read again). A wake that came between the dispatch's read and the
+ * suspension is not lost: recent wakes are kept (a ring of keys and times), and a request
+ * woken since its dispatch began is dispatched again at once instead of held.
+ *
+ * Bounds: at most MAX_HELD requests held by the process (more are answered "not yet" at once,
+ * as without the header), each at most the server's long_poll_max_s, and a held connection
+ * still counts against the connection limits. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <microhttpd.h>
+
+#include "mcim/util.h"
+#include "net/http_priv.h"
+
+#define MAX_HELD 4096
+#define RECENT 256
+
+struct held {
+  struct held *next;
+  const void *srv;
+  struct MHD_Connection *conn;
+  char key[MCIM_HTTP_WAIT_KEY_LEN];
+  uint64_t until_ns;   /* the wait's end: answered "not yet" then */
+  uint64_t recheck_ns; /* 0: none; else dispatched again at this time */
+  unsigned recheck_ms;
+  bool woken;
+};
+
+struct recent_wake {
+  char key[MCIM_HTTP_WAIT_KEY_LEN];
+  uint64_t at_ns;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv;
+static pthread_once_t cv_once = PTHREAD_ONCE_INIT;
+static struct held *held_list;
+static size_t held_n;
+static bool thread_started;
+static struct recent_wake recent[RECENT];
+static unsigned recent_pos;
+
+static void cv_init(void)
+{
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(&cv, &a);
+  pthread_condattr_destroy(&a);
+}
+
+static bool woken_since(const char *key, uint64_t since_ns)
+{
+  for (unsigned i = 0; i < RECENT; i++)
+    if (recent[i].at_ns >= since_ns && recent[i].key[0] && strcmp(recent[i].key, key) == 0)
+      return true;
+  return false;
+}
+
+/* Take the due ones out of the list (under mu): woken, at their end, or at their recheck. */
+static size_t take_due(uint64_t now, struct MHD_Connection **out, size_t max, uint64_t *next)
+{
+  size_t n = 0;
+  *next = UINT64_MAX;
+  for (struct held **pp = &held_list; *pp;) {
+    struct held *h = *pp;
+    bool due = h->woken || now >= h->until_ns || (h->recheck_ns && now >= h->recheck_ns);
+    if (due && n < max) {
+      out[n++] = h->conn;
+      *pp = h->next;
+      held_n--;
+      free(h);
+      continue;
+    }
+    uint64_t at = h->recheck_ns && h->recheck_ns < h->until_ns ? h->recheck_ns : h->until_ns;
+    if (due) /* more due than one round takes: the next round at once */
+      at = now;
+    if (at < *next)
+      *next = at;
+    pp = &h->next;
+  }
+  return n;
+}
+
+/* The one thread that resumes held requests at their end or recheck (a wake resumes at once
+ * from the waking thread). It sleeps while nothing is held. Resumed outside the lock: a
+ * connection taken from the list is this thread's to resume, and stays suspended (so alive)
+ * until it is. */
+static void *resumer_main(void *arg)
+{
+  struct MHD_Connection *due[64];
+  (void)arg;
+  pthread_mutex_lock(&mu);
+  for (;;) {
+    uint64_t next;
+    size_t n = take_due(mcim_monotonic_ns(), due, 64, &next);
+    if (n) {
+      pthread_mutex_unlock(&mu);
+      for (size_t i = 0; i < n; i++)
+        MHD_resume_connection(due[i]);
+      pthread_mutex_lock(&mu);
+      continue;
+    }
+    if (next == UINT64_MAX) {
+      pthread_cond_wait(&cv, &mu);
+      continue;
+    }
+    struct timespec ts = {.tv_sec = (time_t)(next / 1000000000u),
+                          .tv_nsec = (long)(next % 1000000000u)};
+    pthread_cond_timedwait(&cv, &mu, &ts);
+  }
+  return NULL;
+}
+
+int mcim_http_hold_(const void *srv, struct MHD_Connection *conn, const char *key,
+                    uint64_t since_ns, uint64_t until_ns, unsigned recheck_ms)
+{
+  int held = 0;
+  pthread_once(&cv_once, cv_init);
+  pthread_mutex_lock(&mu);
+  if (woken_since(key, since_ns)) {
+    held = -1;
+    goto out;
+  }
+  if (held_n >= MAX_HELD)
+    goto out;
+  if (!thread_started) {
+    pthread_t th;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    thread_started = pthread_create(&th, &a, resumer_main, NULL) == 0;
+    pthread_attr_destroy(&a);
+    if (!thread_started)
+      goto out;
+  }
+  struct held *h = calloc(1, sizeof(*h));
+  if (!h)
+    goto out;
+  h->srv = srv;
+  h->conn = conn;
+  snprintf(h->key, sizeof(h->key), "%s", key);
+  h->until_ns = until_ns;
+  h->recheck_ms = recheck_ms;
+  h->recheck_ns = recheck_ms ? mcim_monotonic_ns() + (uint64_t)recheck_ms * 1000000u : 0;
+  /* suspended before anyone can find it in the list, so no resume comes first */
+  MHD_suspend_connection(conn);
+  h->next = held_list;
+  held_list = h;
+  held_n++;
+  held = 1;
+  pthread_cond_signal(&cv);
+out:
+  pthread_mutex_unlock(&mu);
+  return held;
+}
+
+void mcim_http_wake(const char *fmt, ...)
+{
+  char key[MCIM_HTTP_WAIT_KEY_LEN];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(key, sizeof(key), fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= sizeof(key))
+    return; /* no request waits on a key that long (mcim_http_reply_wait_on refuses it) */
+  pthread_once(&cv_once, cv_init);
+  pthread_mutex_lock(&mu);
+  recent[recent_pos].at_ns = mcim_monotonic_ns();
+  memcpy(recent[recent_pos].key, key, (size_t)n + 1);
+  recent_pos = (recent_pos + 1) % RECENT;
+  bool any = false;
+  for (struct held *h = held_list; h; h = h->next)
+    if (strcmp(h->key, key) == 0)
+      any = h->woken = true;
+  if (any)
+    pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+}
+
+size_t mcim_http_release_(const void *srv)
+{
+  size_t n = 0;
+  pthread_once(&cv_once, cv_init);
+  pthread_mutex_lock(&mu);
+  for (struct held *h = held_list; h; h = h->next)
+    if (h->srv == srv) {
+      h->woken = true;
+      n++;
+    }
+  if (n)
+    pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+  return n;
+}
