@@ -53,9 +53,9 @@ static const mcim_config_spec_t agent_spec[] = {
      .help = "pause between two polls of the network (pending validation, package, order)"},
     /* short: the worker waits in the call, so the agent's stop may wait that long too */
     {.name = "long_poll", .type = MCIM_CFG_DURATION, .def = "2s", .min = 0, .max = 60,
-     .help = "ask the PVA for the nonce and the DPF for the package to hold a \"not yet\" answer"
-             " up to this long (RFC 7240 Prefer: wait) and answer when it comes, instead of"
-             " polling every poll_ms; 0: poll only"},
+     .help = "ask the PVA for the nonce, the DPF for the package and the new SHO's attach to"
+             " hold a \"not yet\" answer up to this long (RFC 7240 Prefer: wait) and answer when"
+             " it comes, instead of polling every poll_ms; 0: poll only"},
     {.name = "procedure_timeout", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
      .max = 7 * 86400, .help = "a procedure not finished by then fails with TIMEOUT"},
     {.name = "discovery_grace", .type = MCIM_CFG_DURATION, .def = "10s", .min = 0, .max = 3600,

@@ -845,6 +845,7 @@ void dev_st_attach_sho(struct dev_run *r)
   const char *endpoint = dev_data_str(r->p, "endpoint");
   if (endpoint)
     dev_network_learn(r->d, r->p->sho, endpoint);
+  dev_prefer_wait(r); /* the attach's first request: held until the SHO activates it */
   mcim_cause_t rc = dev_attach(r->d, r->cli, r->p->sho, r->p->txn, &ar);
 
   if (rc == MCIM_OK && strcmp(ar.scope, "full") == 0) {

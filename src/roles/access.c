@@ -88,6 +88,10 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
     count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_attach, "no authentication vector for %s",
                             identity);
+    /* not active yet (the install report or the old SHO's release still to come): a device
+     * that asks to wait is answered when the SHO activates it (mcim_sho_activate's callers) */
+    if (rc == MCIM_SUBSCRIPTION_NOT_ACTIVE)
+      mcim_http_reply_wait_on(resp, "auc-active:%s", identity);
     return;
   }
   mcim_store_t *st = mcim_role_store(r);

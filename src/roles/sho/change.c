@@ -367,8 +367,10 @@ void mcim_sho_release(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
-  if (strcmp(o.state, "installed") == 0) /* went live just now */
+  if (strcmp(o.state, "installed") == 0) { /* went live just now */
     mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS(o.procedure));
+    mcim_http_wake("auc-active:%s", o.imsi); /* the device's attach held for it */
+  }
   mcim_log_event(MCIM_LOG_INFO, txn, 11, MCIM_OK,
                  "the previous subscription of %s is released (verified by the RO)", device);
   mcim_http_reply_json(resp, 200, json_pack("{s:s,s:b}", "txn", txn, "released", 1));
@@ -496,6 +498,8 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   mcim_role_wake(r);
   if (changed)
     (void)mcim_auc_sync_run(r, imsi);
+  if (resume && changed)
+    mcim_http_wake("auc-active:%s", imsi); /* the device's attach held for it */
   if (resume && changed) /* the switch's end at the SHO it switched to */
     mcim_metric_inc(&mcim_m_procedures_succeeded, MCIM_LABELS("switch"));
   mcim_role_trace(r, txn, 0, r->name, caller.relay ? mcim_config_str(r->cfg, "ro") : device,

@@ -687,6 +687,8 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
   if (rc == MCIM_OK)
     mcim_log_event(ok ? MCIM_LOG_INFO : MCIM_LOG_WARN, o->txn, steps->report, MCIM_OK,
                    "subscription %s of %s: %s", o->imsi, o->device, outcome);
+  if (rc == MCIM_OK && ok && done && !preload)
+    mcim_http_wake("auc-active:%s", o->imsi); /* the device's attach held for it */
   return rc;
 }
 
