@@ -39,6 +39,13 @@ void mcim_detailf(char *detail, size_t len, const char *fmt, ...)
 
 /* Fill with bytes from the CSPRNG (OpenSSL's DRBG). MCIM_CRYPTO_ERROR if it fails. */
 mcim_cause_t mcim_random(uint8_t *out, size_t len);
+/* Random bytes for identifiers that are public once used (a JWS's jti, the ids of trace rows
+ * and outbox messages), at most 64 at a time, never for a key, a nonce or anything secret:
+ * taken from a buffer of this thread's, refilled from mcim_random 512 bytes at a time (each
+ * RAND_bytes call costs more in OpenSSL 3's provider and DRBG machinery than 512 bytes of its
+ * output; docs/performance.md). Bytes handed out are wiped from the buffer; a forked child
+ * never hands out its parent's (the buffer is dropped when the process id changes). */
+mcim_cause_t mcim_random_id(uint8_t *out, size_t len);
 
 /* Seconds since the epoch (wall clock) and a monotonic clock in nanoseconds. */
 int64_t mcim_now(void);

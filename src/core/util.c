@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static int hex_nibble(char c)
 {
@@ -158,6 +160,37 @@ mcim_cause_t mcim_random(uint8_t *out, size_t len)
   if (len > (size_t)INT32_MAX)
     return MCIM_INVALID_ARGUMENT;
   return RAND_bytes(out, (int)len) == 1 ? MCIM_OK : MCIM_CRYPTO_ERROR;
+}
+
+#define ID_POOL 512
+
+static __thread struct {
+  uint8_t buf[ID_POOL];
+  size_t pos; /* bytes before it were handed out (wiped); ID_POOL: empty */
+  pid_t pid;  /* the process that filled it */
+  bool filled;
+} id_pool;
+
+mcim_cause_t mcim_random_id(uint8_t *out, size_t len)
+{
+  if (!out || len > 64)
+    return MCIM_INVALID_ARGUMENT;
+  pid_t pid = getpid();
+  if (!id_pool.filled || id_pool.pid != pid || id_pool.pos + len > ID_POOL) {
+    mcim_cause_t rc = mcim_random(id_pool.buf, ID_POOL);
+    if (rc != MCIM_OK) {
+      mcim_wipe(id_pool.buf, ID_POOL);
+      id_pool.filled = false;
+      return rc;
+    }
+    id_pool.pos = 0;
+    id_pool.pid = pid;
+    id_pool.filled = true;
+  }
+  memcpy(out, id_pool.buf + id_pool.pos, len);
+  mcim_wipe(id_pool.buf + id_pool.pos, len);
+  id_pool.pos += len;
+  return MCIM_OK;
 }
 
 int64_t mcim_now(void)

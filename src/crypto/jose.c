@@ -496,7 +496,7 @@ cleanup:
 mcim_cause_t mcim_jose_new_jti(char out[MCIM_JTI_LEN + 1])
 {
   uint8_t raw[16];
-  mcim_cause_t rc = mcim_random(raw, sizeof(raw));
+  mcim_cause_t rc = mcim_random_id(raw, sizeof(raw)); /* an identifier, not a secret */
   if (rc == MCIM_OK)
     mcim_b64url_encode(raw, sizeof(raw), out);
   return rc;

@@ -52,7 +52,7 @@ mcim_cause_t mcim_role_common_migrate(mcim_store_t *st)
 static void random_id(char out[33])
 {
   uint8_t b[16];
-  if (mcim_random(b, sizeof(b)) != MCIM_OK)
+  if (mcim_random_id(b, sizeof(b)) != MCIM_OK)
     memset(b, 0, sizeof(b));
   mcim_hex_encode(b, sizeof(b), out);
 }

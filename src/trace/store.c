@@ -26,7 +26,7 @@ static mcim_cause_t put(mcim_store_t *st, int64_t time_us, const char *txn, int 
     if (n < 0 || (size_t)n >= sizeof(sql))
       return MCIM_INVALID_ARGUMENT;
   }
-  mcim_cause_t rc = mcim_random(b, sizeof(b));
+  mcim_cause_t rc = mcim_random_id(b, sizeof(b));
   if (rc != MCIM_OK)
     return rc;
   mcim_hex_encode(b, sizeof(b), id);

@@ -8,6 +8,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mcim/cause.h"
 #include "mcim/log.h"
@@ -146,6 +148,47 @@ static void test_log_lines(void **state)
   fclose(f);
 }
 
+/* mcim_random_id: ids from a buffer of the thread's, refilled past its 512 bytes; no two
+ * alike (over several refills), the bytes handed out wiped; too long a request refused; a
+ * forked child does not hand out what its parent will (the buffer is the parent's). */
+static void test_random_id(void **state)
+{
+  (void)state;
+  enum { N = 200 }; /* 200 x 16 bytes: six refills */
+  static uint8_t ids[N][16];
+  uint8_t big[65];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(mcim_random_id(ids[i], sizeof(ids[i])), MCIM_OK);
+  for (int i = 0; i < N; i++)
+    for (int j = i + 1; j < N; j++)
+      assert_memory_not_equal(ids[i], ids[j], sizeof(ids[i]));
+  assert_int_equal(mcim_random_id(big, sizeof(big)), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_random_id(NULL, 16), MCIM_INVALID_ARGUMENT);
+  assert_int_equal(mcim_random_id(big, 64), MCIM_OK);
+
+  /* the parent's buffer holds its next ids: a child must not hand them out */
+  int fds[2];
+  uint8_t mine[16], childs[16] = {0};
+  assert_int_equal(pipe(fds), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    uint8_t b[16];
+    close(fds[0]);
+    _exit(mcim_random_id(b, sizeof(b)) == MCIM_OK && write(fds[1], b, sizeof(b)) == sizeof(b) ? 0
+                                                                                              : 1);
+  }
+  close(fds[1]);
+  assert_int_equal(read(fds[0], childs, sizeof(childs)), (ssize_t)sizeof(childs));
+  close(fds[0]);
+  int status = -1;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  assert_int_equal(mcim_random_id(mine, sizeof(mine)), MCIM_OK);
+  assert_memory_not_equal(mine, childs, sizeof(mine));
+}
+
 static void test_outbox_budget(void **state)
 {
   (void)state;
@@ -191,6 +234,7 @@ int main(void)
       cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
       cmocka_unit_test(test_percentiles),    cmocka_unit_test(test_outbox_budget),
       cmocka_unit_test(test_log_lines),      cmocka_unit_test(test_outbox_outcome),
+      cmocka_unit_test(test_random_id),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
