@@ -21,11 +21,12 @@
 # "crashpoint") before it raises SIGKILL, and the test reads that row back (with the
 # procedure's txn) and sees the process gone: the proof the kill landed where it says.
 #
-# What runs: MCIM_CRASH_SET=all every point of the five procedures (151 points, about 6
-# minutes on 2 busy cores); the default, MCIM_CRASH_SET=ci (make check), every point of the
-# two changes of SHO, the seed's own procedures (75 points: the pristine change runs initial
-# provisioning's steps 4-15 with the same stages and messages), and of the change via the old
-# SHO only in a sanitized build (MCIM_SANITIZE=ON, several times slower). MCIM_CRASH_PROCS
+# What runs: MCIM_CRASH_SET=all every point of the five procedures (185 points, 34 of them at
+# the TRE, about 5-6 minutes on 2 busy cores); the default, MCIM_CRASH_SET=ci (make check),
+# every point of the two changes of SHO, the seed's own procedures (95 points: the pristine
+# change runs initial provisioning's steps 4-15 with the same stages and messages), and of the
+# change via the old SHO only in a sanitized build (MCIM_SANITIZE=ON, several times slower:
+# 46 points). MCIM_CRASH_PROCS
 # names the procedures instead, MCIM_CRASH_NAMES="ro dev" keeps the points of those processes
 # only ("dev": the device's agent). MCIM_CRASH_JOBS=N (default 2) labs run the points in
 # parallel. The roles' peer_timeout_ms is 2000 in these labs (default 5000): an outbox message
