@@ -80,11 +80,12 @@ mcim_cause_t tre_op_aka(void *ctx, const char *cred, const uint8_t rand[16],
   rc = tre_cred_set_sqn(obj, &next);
   if (rc != MCIM_OK)
     goto cleanup;
-  /* The renewed PCID credential works: the one it replaced is no longer needed. */
-  if (strcmp(cred, MCIM_TRE_PCID) == 0 && json_object_get(st, "pcid_prev")) {
-    tre_json_wipe(json_object_get(st, "pcid_prev"));
-    json_object_del(st, "pcid_prev");
-  }
+  /* The renewed PCID credential works: the one it replaced is no longer needed (its slot key
+   * evicted first; one that cannot be is kept, with its credential, for the next AKA). */
+  if (strcmp(cred, MCIM_TRE_PCID) == 0 && json_object_get(st, "pcid_prev") &&
+      tre_pcid_prev_drop(t, st) != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_TPM_ERROR,
+                   "tre: the previous PCID credential is kept: its slot key was not evicted");
   rc = tre_commit(t, st);
   if (rc != MCIM_OK)
     goto cleanup;
@@ -101,12 +102,13 @@ cleanup:
 
 /* ---- PCID credential ---- */
 
-/* {"pcid", "k", "opc", "amf", "expires"} from the JWE, validated into a new credential
- * object with a fresh SQN state. */
-mcim_cause_t tre_pcid_parse(const uint8_t *plain, size_t len, json_t **out)
+/* {"pcid", "k" | "k_tpm", "opc", "amf", "expires"} from the JWE, validated into a new
+ * credential object with a fresh SQN state (tre_priv.h). */
+mcim_cause_t tre_pcid_parse(struct tre_soft *t, json_t *st, const uint8_t *plain, size_t len,
+                            bool clear_ok, json_t **out)
 {
-  char k[33], opc[33], amf[5];
-  json_t *doc = NULL, *c = NULL;
+  char k[33] = "", opc[33], amf[5];
+  json_t *doc = NULL, *c = NULL, *k_tpm = NULL;
   mcim_cause_t rc = MCIM_BAD_JSON;
 
   doc = json_loadb((const char *)plain, len, JSON_REJECT_DUPLICATES, NULL);
@@ -114,31 +116,61 @@ mcim_cause_t tre_pcid_parse(const uint8_t *plain, size_t len, json_t **out)
     goto cleanup;
   const char *pcid = tre_str(doc, "pcid");
   json_t *exp = json_object_get(doc, "expires");
+  const json_t *dup = json_object_get(doc, "k_tpm");
   rc = MCIM_FIELD_MISSING;
   if (!pcid || !exp)
     goto cleanup;
   rc = MCIM_WRONG_TYPE;
   if (!tre_imsi_valid(pcid) || !json_is_integer(exp) || json_integer_value(exp) <= 0)
     goto cleanup;
-  if ((rc = tre_hex_field(doc, "k", 16, k)) != MCIM_OK ||
+  rc = MCIM_INVALID_ARGUMENT;
+  if (dup && json_object_get(doc, "k")) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: PCID credential with both k and k_tpm");
+    goto cleanup;
+  }
+  rc = MCIM_UNSUPPORTED;
+  if (dup && !t->keys->k_import_pcid) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc,
+                   "tre: PCID credential k_tpm: K wrapped for a TPM, and this TRE has none");
+    goto cleanup;
+  }
+  /* a TPM TRE takes the PCID's K into its TPM only: K in clear would be in the agent's memory */
+  rc = MCIM_FORBIDDEN;
+  if (!dup && t->keys->k_import_pcid && !clear_ok) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc,
+                   "tre: PCID credential k: K in clear, and this TRE takes K into its TPM only");
+    goto cleanup;
+  }
+  if ((!dup && (rc = tre_hex_field(doc, "k", 16, k)) != MCIM_OK) ||
       (rc = tre_hex_field(doc, "opc", 16, opc)) != MCIM_OK ||
       (rc = tre_hex_field(doc, "amf", 2, amf)) != MCIM_OK)
     goto cleanup;
   rc = MCIM_CREDENTIAL_EXPIRED;
   if (json_integer_value(exp) <= mcim_now())
     goto cleanup;
-  rc = tre_cred_new("pcid", pcid, k, opc, amf, &c);
+  /* last: the TPM2_Import under the PCID's slot key, the TPM refusing a blob wrapped to any
+   * other key (the storage primary included) */
+  if (dup && (rc = t->keys->k_import_pcid(t, st, dup, &k_tpm)) != MCIM_OK)
+    goto cleanup;
+  rc = tre_cred_new("pcid", pcid, dup ? NULL : k, opc, amf, &c);
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
   if (json_object_set_new(c, "expires", json_integer(json_integer_value(exp))))
     goto cleanup;
+  if (k_tpm) {
+    json_t *kt = k_tpm;
+    k_tpm = NULL; /* c's from here, also on failure (json_object_set_new) */
+    if (json_object_set_new(c, "k_tpm", kt))
+      goto cleanup;
+  }
   *out = c;
   c = NULL;
   rc = MCIM_OK;
 cleanup:
   mcim_wipe(k, sizeof(k));
   mcim_wipe(opc, sizeof(opc));
+  tre_json_wipe_free(k_tpm);
   tre_json_wipe_free(c);
   tre_json_wipe_free(doc);
   return rc;
@@ -150,10 +182,55 @@ static bool same_secret(json_t *a, json_t *b, const char *name)
   return x && y && strlen(x) == strlen(y) && mcim_ct_equal(x, y, strlen(x));
 }
 
-mcim_cause_t tre_pcid_put(json_t *st, json_t *fresh)
+/* The same K: the same hex, or (K in the TPM) the same imported object, whose public area's
+ * unique field is a digest of the SHO's random seed value and K, so one blob imported again. */
+static bool same_k(json_t *a, json_t *b)
+{
+  json_t *x = json_object_get(a, "k_tpm"), *y = json_object_get(b, "k_tpm");
+  if (x || y)
+    return x && y && same_secret(x, y, "tpm_public");
+  return same_secret(a, b, "k");
+}
+
+/* Whether the slot key `rec` records is also that of `other` (its "k_tpm", or itself). */
+static bool same_slot_key(const json_t *rec, const json_t *other)
+{
+  const char *a = tre_str((json_t *)rec, "tpm_parent"), *b = tre_str((json_t *)other, "tpm_parent");
+  return a && b && strcmp(a, b) == 0 &&
+         json_integer_value(json_object_get(rec, "tpm_handle")) ==
+             json_integer_value(json_object_get(other, "tpm_handle"));
+}
+
+mcim_cause_t tre_pcid_prev_drop(struct tre_soft *t, json_t *st)
+{
+  json_t *prev = json_object_get(st, "pcid_prev");
+  json_t *k = json_object_get(prev, "k_tpm");
+  json_t *cur = json_object_get(json_object_get(st, MCIM_TRE_PCID), "k_tpm");
+  json_t *rec = json_object_get(st, TRE_PCID_SLOT);
+  mcim_cause_t rc = MCIM_OK;
+
+  if (!prev)
+    return MCIM_OK;
+  /* K in the TPM: the slot key goes first, so no copy of the state loads that K again; a key
+   * the current credential still uses (the same one delivered again) stays */
+  if (k && !(cur && same_slot_key(k, cur)) && t->keys->k_destroy) {
+    rc = t->keys->k_destroy(t, st, k);
+    if (rc != MCIM_OK)
+      return rc;
+    mcim_log_info("tre: the previous PCID credential's slot key evicted");
+    if (rec && same_slot_key(k, rec))
+      json_object_del(st, TRE_PCID_SLOT);
+  }
+  tre_json_wipe(prev);
+  json_object_del(st, "pcid_prev");
+  return rc;
+}
+
+mcim_cause_t tre_pcid_put(struct tre_soft *t, json_t *st, json_t *fresh)
 {
   json_t *cur = json_object_get(st, "pcid");
-  if (json_is_object(cur) && same_secret(cur, fresh, "pcid") && same_secret(cur, fresh, "k") &&
+  mcim_cause_t rc;
+  if (json_is_object(cur) && same_secret(cur, fresh, "pcid") && same_k(cur, fresh) &&
       same_secret(cur, fresh, "opc")) {
     /* Delivered again (a retry): the same USIM, so its SQN state stays; only the
      * lifetime and AMF may have moved. */
@@ -163,11 +240,10 @@ mcim_cause_t tre_pcid_put(json_t *st, json_t *fresh)
     return MCIM_OK;
   }
   /* One write replaces both: the old credential becomes pcid_prev (a still older one is
-   * wiped), the new one pcid. A crash leaves either the old document or this one. */
-  if (json_object_get(st, "pcid_prev")) {
-    tre_json_wipe(json_object_get(st, "pcid_prev"));
-    json_object_del(st, "pcid_prev");
-  }
+   * wiped, its slot key evicted), the new one pcid. A crash leaves either the old document or
+   * this one. */
+  if ((rc = tre_pcid_prev_drop(t, st)) != MCIM_OK)
+    return rc;
   if (json_is_object(cur) && json_object_set(st, "pcid_prev", cur))
     return MCIM_NO_MEMORY;
   if (json_object_set(st, "pcid", fresh))
@@ -193,11 +269,11 @@ mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len)
   held = true;
   if ((rc = tre_key_jose(t, st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK ||
       (rc = mcim_jwe_decrypt(ka, jwe, len, &plain, &plain_len)) != MCIM_OK ||
-      (rc = tre_pcid_parse(plain, plain_len, &fresh)) != MCIM_OK) {
+      (rc = tre_pcid_parse(t, st, plain, plain_len, false, &fresh)) != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: PCID credential refused");
     goto cleanup;
   }
-  if ((rc = tre_pcid_put(st, fresh)) != MCIM_OK)
+  if ((rc = tre_pcid_put(t, st, fresh)) != MCIM_OK)
     goto cleanup;
   rc = tre_commit(t, st);
   if (rc == MCIM_OK)

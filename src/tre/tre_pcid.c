@@ -87,7 +87,8 @@ static mcim_cause_t renew_verify(struct tre_soft *t, json_t *st, const char *pac
   if (rc != MCIM_OK)
     goto cleanup;
   *why = "content is not a valid, unexpired PCID credential";
-  rc = tre_pcid_parse(plain, plain_len, fresh);
+  /* K in clear still taken by a TPM TRE here (docs/tre-tpm.md: the renewal is what is left) */
+  rc = tre_pcid_parse(t, st, plain, plain_len, true, fresh);
   if (rc != MCIM_OK)
     goto cleanup;
   *issuer = cn;
@@ -148,7 +149,7 @@ mcim_cause_t tre_op_pcid_renew(void *ctx, const char *package, size_t len,
   if (json_object_set_new(fresh, "issuer", json_string(issuer)) ||
       json_object_set_new(fresh, "package_sha256", json_string(digest)))
     goto cleanup;
-  rc = tre_pcid_put(st, fresh);
+  rc = tre_pcid_put(t, st, fresh);
   if (rc != MCIM_OK)
     goto cleanup;
   /* the same credential delivered again keeps its object: record the package there too */

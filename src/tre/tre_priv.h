@@ -90,6 +90,12 @@ struct tre_keys_ops {
    * another key, the storage primary included, another TPM's, altered) MCIM_KEY_INVALID. */
   mcim_cause_t (*k_import_txn)(struct tre_soft *t, json_t *st, const char *txn, const json_t *dup,
                                json_t **out);
+  /* The PCID credential's "k_tpm" (the M2MES's blob, docs/tre-tpm.md "The PCID credential's
+   * K"): TPM2_Import under the PCID's slot key (TRE_PCID_SLOT, made and certified at
+   * enrolment), no TPM2_Rewrap; *out as k_import_txn's. No such key (never enrolled):
+   * MCIM_TPM_SLOT_KEY_MISSING; a blob the TPM refuses: MCIM_KEY_INVALID. NULL in the software
+   * TRE (a credential's "k_tpm" refused, MCIM_UNSUPPORTED); not NULL: K in clear refused. */
+  mcim_cause_t (*k_import_pcid)(struct tre_soft *t, json_t *st, const json_t *dup, json_t **out);
   /* A Milenage context whose E_K is the slot's K in the TPM (`blob` from k_import_txn), loaded
    * until tre_end(); OPc is the caller's to give (mcim_milenage_use_opc). */
   mcim_cause_t (*k_milenage)(struct tre_soft *t, json_t *st, const json_t *blob,
@@ -290,12 +296,24 @@ void tre_txn_slot_taken(json_t *st, const char *txn);
 mcim_cause_t tre_op_aka(void *ctx, const char *cred, const uint8_t rand[16],
                         const uint8_t autn[16], uint8_t res[8], uint8_t auts[14]);
 mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len);
-/* The PCID credential {"pcid","k","opc","amf","expires"} (plaintext of the JWE) validated into
- * a new credential object with a fresh SQN state; MCIM_CREDENTIAL_EXPIRED if already expired. */
-mcim_cause_t tre_pcid_parse(const uint8_t *plain, size_t len, json_t **out);
+/* The PCID credential {"pcid","k" | "k_tpm","opc","amf","expires"} (plaintext of the JWE)
+ * validated into a new credential object with a fresh SQN state; MCIM_CREDENTIAL_EXPIRED if
+ * already expired. A TPM TRE (keys->k_import_pcid) takes "k_tpm" only, imported under the
+ * PCID's slot key (the object keeps the TPM's wrapping, never K), and refuses "k", K in clear
+ * (MCIM_FORBIDDEN), unless `clear_ok` (a renewal: docs/tre-tpm.md, what is left); the software
+ * TRE refuses "k_tpm" (MCIM_UNSUPPORTED); both together: MCIM_INVALID_ARGUMENT. */
+mcim_cause_t tre_pcid_parse(struct tre_soft *t, json_t *st, const uint8_t *plain, size_t len,
+                            bool clear_ok, json_t **out);
 /* Install `fresh` (from tre_pcid_parse) into the working copy: the current credential becomes
- * "pcid_prev" (an older one is wiped); the same credential again only updates amf/expires. */
-mcim_cause_t tre_pcid_put(json_t *st, json_t *fresh);
+ * "pcid_prev" (an older one is wiped, its slot key evicted first); the same credential again
+ * only updates amf/expires. */
+mcim_cause_t tre_pcid_put(struct tre_soft *t, json_t *st, json_t *fresh);
+/* Drop "pcid_prev" from the working copy: its K's slot key evicted first, unless the current
+ * credential or TRE_PCID_SLOT still uses it. A key that cannot be evicted: its cause, and
+ * "pcid_prev" stays. */
+mcim_cause_t tre_pcid_prev_drop(struct tre_soft *t, json_t *st);
+/* The PCID's slot key (the TPM TRE): {"tpm_handle", "tpm_parent", "tpm_auth", "public"} */
+#define TRE_PCID_SLOT "pcid_slot"
 /* tre_pcid.c */
 mcim_cause_t tre_op_pcid_renew(void *ctx, const char *package, size_t len,
                                const char *issuer_cert_pem);

@@ -339,9 +339,13 @@ if [ "$tre" = tpm ]; then
     into=$(grep -c "K under the procedure's certified slot key 0x" "$lab/devices/$d/agent.log" || true)
     moved=$(grep -c 'K under its own slot key 0x' "$lab/devices/$d/agent.log" || true)
     gone=$(grep -c 'slot key 0x[0-9a-f]* destroyed (TPM2_EvictControl)' "$lab/devices/$d/agent.log" || true)
+    # the PCID credential's slot key (made at enrolment) evicted once a renewed credential
+    # passed an AKA: not an MCIM's
+    pgone=$(grep -c "previous PCID credential's slot key evicted" "$lab/devices/$d/agent.log" || true)
+    gone=$((gone - pgone))
     n=$("$mcim" device status "$d" --json --dir "$lab" | tr -d ' \n' | grep -o '"slot":"' | wc -l)
     [ "$into" -gt 1 ] && [ "$moved" = 0 ] && [ $((made - gone)) = "$n" ] &&
-      ok "$d: $made slot keys made in its TPM and certified, $into with K, $gone destroyed, $n MCIM(s) left" ||
+      ok "$d: $made slot keys made in its TPM and certified, $into with K, $gone destroyed, $n MCIM(s) left ($pgone PCID slot key evicted)" ||
       bad "$d: $made slot keys made, $into with K, $moved K moved by Rewrap, $gone destroyed, $n MCIM(s) in the TRE"
   done
   # every K wrapped by an SHO to a certified slot key, none to the storage key

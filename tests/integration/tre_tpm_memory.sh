@@ -12,6 +12,11 @@
 # software TRE keeps K sealed under the MCIM's own key, docs/tre.md section 8, so its other
 # dumps are only reported), and a copy of the TPM device's K planted into its agent's memory
 # (gdb) is found in the next dump.
+# The PCID credential's K too (docs/tre-tpm.md, "The PCID credential's K"): the M2MES wraps it
+# to the PCID's slot key that the TPM device's AK certified at enrolment; it is read from the
+# RO ICF's AuC and looked for in a dump taken inside the pristine attach with the PCID (the
+# first AKA of the initial provisioning) and after it, and in every later dump of the TPM
+# device: never found there, while the software device's dump inside its PCID AKA holds it.
 # Registered with MCIM_TPM only (tests/CMakeLists.txt).
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 swtpm gdb gcore python3
@@ -23,7 +28,7 @@ fi
 
 # sho_k DEVICE [SHO]: the hex K of DEVICE's active subscription at SHO (sho-a) (the AuC's
 # sealed column, src/core/seal.c: version | nonce | AES-256-GCM | tag, AAD version ||
-# "auc/k/IMSI")
+# "auc/k/IMSI"); sho_k DEVICE ro: the K of its PCID credential at the RO's ICF
 sho_k() {
   local s=${2:-sho-a}
   python3 - "$lab/$s/$s.db" "$lab/$s/storage.key" "$1" <<'EOF'
@@ -97,15 +102,39 @@ plant() {
 check "lab up" "$mcim" lab up --dir "$lab"
 check "a device with the TPM TRE" "$mcim" lab device add tdev --tre tpm --dir "$lab"
 check "a device with the software TRE" "$mcim" lab device add sdev --dir "$lab"
-check "initial provisioning of the TPM device" "$mcim" run initial tdev --sho sho-a --dir "$lab"
-check "initial provisioning of the software device" "$mcim" run initial sdev --sho sho-a --dir "$lab"
+tpid=$(pid_of tdev)
+spid=$(pid_of sdev)
+# the initial provisioning, each agent stopped in its first AKA: the pristine attach with the
+# PCID credential
+for dev in tdev sdev; do
+  pid=$tpid
+  [ "$dev" = sdev ] && pid=$spid
+  dump_at mcim_aka_usim_check "$pid" "$tmp/$dev.pcid" "$mcim" run initial "$dev" --sho sho-a \
+    --dir "$lab" && ok "initial provisioning of $dev, its agent dumped inside the PCID's AKA"
+  dump_after "$pid" "$tmp/$dev.pcid_after" || bad "$dev: gcore: $(tail -c 300 "$tmp/gcore.out")"
+done
 kt=$(sho_k tdev) && [ ${#kt} -eq 32 ] && ok "K of the TPM device read from sho-a's AuC" ||
   bad "K of tdev: '$kt'"
 ks=$(sho_k sdev) && [ ${#ks} -eq 32 ] && ok "K of the software device read from sho-a's AuC" ||
   bad "K of sdev: '$ks'"
+pt=$(sho_k tdev ro) && [ ${#pt} -eq 32 ] && ok "the PCID credential's K of the TPM device read from the RO ICF's AuC" ||
+  bad "PCID K of tdev: '$pt'"
+ps=$(sho_k sdev ro) && [ ${#ps} -eq 32 ] && ok "the PCID credential's K of the software device read from the RO ICF's AuC" ||
+  bad "PCID K of sdev: '$ps'"
 [ "$failed" -eq 0 ] || { finish; exit 1; }
-tpid=$(pid_of tdev)
-spid=$(pid_of sdev)
+for when in pcid pcid_after; do
+  [ -s "$tmp/tdev.$when" ] && [ -s "$tmp/sdev.$when" ] || continue
+  n=$(k_count "$tmp/tdev.$when" "$pt")
+  [ "$n" = 0 ] && ok "TPM device, $when: the PCID credential's K nowhere in the agent's memory" ||
+    bad "TPM device, $when: the PCID credential's K found $n times in the agent's memory"
+  n=$(k_count "$tmp/sdev.$when" "$ps")
+  if [ "$when" = pcid ]; then
+    [ "$n" -gt 0 ] && ok "software device, inside the PCID's AKA: the same search finds its PCID K ($n times)" ||
+      bad "software device, inside the PCID's AKA: its PCID K not found: the search would miss it"
+  else
+    echo "note  software device, after the PCID's AKA: its PCID K found $n times"
+  fi
+done
 
 for d in t s; do
   dev=${d}dev
@@ -153,6 +182,14 @@ for when in install changed; do
   echo "note  software device, $when: sho-b's K found $n times (in clear only while staged and used; the control is the planted K below)"
 done
 
+# the PCID credential's K in none of the TPM device's later dumps either
+for when in during after install changed; do
+  [ -s "$tmp/tdev.$when" ] || continue
+  n=$(k_count "$tmp/tdev.$when" "$pt")
+  [ "$n" = 0 ] && ok "TPM device, $when: the PCID credential's K nowhere in the agent's memory" ||
+    bad "TPM device, $when: the PCID credential's K found $n times in the agent's memory"
+done
+
 # the TPM device's K, planted: the search finds it in the next dump of the same agent
 if plant "$tpid" "$kt"; then
   dump_after "$tpid" "$tmp/tdev.planted" || bad "tdev: gcore: $(tail -c 300 "$tmp/gcore.out")"
@@ -163,9 +200,9 @@ else
   bad "cannot plant K into the agent: $(tail -c 300 "$tmp/plant.out")"
 fi
 # nor anywhere in the TPM device's folder (state, agent.db, logs, the swtpm's files)
-if grep -rqi -e "$kt" -e "$kt_b" "$lab/devices/tdev" 2>/dev/null; then
+if grep -rqi -e "$kt" -e "$kt_b" -e "$pt" "$lab/devices/tdev" 2>/dev/null; then
   bad "K in clear under the TPM device's folder"
-else ok "neither K anywhere in the TPM device's folder (hex)"; fi
+else ok "no K (sho-a's, sho-b's, the PCID's) anywhere in the TPM device's folder (hex)"; fi
 check "the TPM device attaches to sho-b" "$mcim" device attach tdev --to sho-b --dir "$lab"
 check "lab down" "$mcim" lab down --dir "$lab"
 finish

@@ -238,6 +238,30 @@ static inline json_t *tre_state_read(const char *dir, const char *device, bool e
   return best;
 }
 
+/* The first PCID credential as the M2MES seals it for a TPM device (docs/tre-tpm.md, "The PCID
+ * credential's K"): K wrapped to the PCID's slot key that the TRE in `dir` made at enrolment
+ * (mcim_tre_tpm_enrol_begin), as "k_tpm", never "k", in a JWE to the TRE's KA key `ka`. */
+static inline char *tre_pcid_jwe_tpm(const char *dir, const char *device, const char *pcid,
+                                     const mcim_jose_key_t *ka, const uint8_t k[16],
+                                     const uint8_t opc[16], int64_t expires)
+{
+  json_t *doc = tre_state_read(dir, device, false), *k_tpm = NULL;
+  char oh[33], *text = NULL, *jwe = NULL;
+  assert_non_null(json_object_get(doc, "pcid_slot"));
+  assert_int_equal(mcim_tre_wrap_k_slot(json_object_get(doc, "pcid_slot"), k, &k_tpm), MCIM_OK);
+  mcim_hex_encode(opc, 16, oh);
+  json_t *cred = json_pack("{s:s,s:o,s:s,s:s,s:I}", "pcid", pcid, "k_tpm", k_tpm, "opc", oh, "amf",
+                           "8000", "expires", (json_int_t)expires);
+  assert_non_null(cred);
+  text = json_dumps(cred, JSON_COMPACT);
+  assert_non_null(text);
+  assert_int_equal(mcim_jwe_encrypt(ka, (const uint8_t *)text, strlen(text), &jwe), MCIM_OK);
+  free(text);
+  json_decref(cred);
+  json_decref(doc);
+  return jwe;
+}
+
 /* A package for `device` and `txn` whose content is `text`, sealed to `to` and signed by `signer`
  * with iss `iss`, as an SHO makes it. */
 static inline char *package_seal_text(const mcim_jose_key_t *signer, const char *iss,

@@ -20,8 +20,12 @@
 #ifdef MCIM_HAVE_TPM
 #include <sys/stat.h>
 
+#include "mcim/aka.h"
 #include "mcim/attest.h"
+#include "mcim/milenage.h"
+#include "mcim/sqn.h"
 #include "mcim/tre.h"
+#include "mcim/util.h"
 #include "tre/tpm/tpm.h"
 #include "tre/tpm/tpm_enrol.h"
 #endif
@@ -324,11 +328,58 @@ static void test_tpm_enrolment(void **state)
   assert_int_equal(post_devices(TPM_BODY("dev-enrol", token, act, swapped), &res2),
                    MCIM_TPM_CERTIFY_INVALID);
   mcim_http_result_clear(&res2);
+  /* the PCID's slot key (docs/tre-tpm.md, "The PCID credential's K"): not offered, the storage
+   * primary's certification in its place (a genuine one, but not a slot key: K wrapped to it
+   * could be rewrapped out of the TPM), another key's certification under its public area */
+  json_t *no_pcid = json_deep_copy(certify);
+  json_object_del(no_pcid, "pcid");
+  assert_int_equal(post_devices(TPM_BODY("dev-enrol", token, act, no_pcid), &res2),
+                   MCIM_TPM_SLOT_KEY_MISSING);
+  mcim_http_result_clear(&res2);
+  json_t *pcid_storage = json_deep_copy(certify);
+  json_object_set(pcid_storage, "pcid", json_object_get(certify, "storage"));
+  assert_int_equal(post_devices(TPM_BODY("dev-enrol", token, act, pcid_storage), &res2),
+                   MCIM_TPM_KEY_ATTRIBUTES);
+  mcim_http_result_clear(&res2);
+  json_t *pcid_other = json_deep_copy(certify);
+  json_t *po = json_object_get(pcid_other, "pcid");
+  json_object_set(po, "attest", json_object_get(json_object_get(certify, "ka"), "attest"));
+  json_object_set(po, "signature", json_object_get(json_object_get(certify, "ka"), "signature"));
+  assert_int_equal(post_devices(TPM_BODY("dev-enrol", token, act, pcid_other), &res2),
+                   MCIM_TPM_CERTIFY_INVALID);
+  mcim_http_result_clear(&res2);
+  json_decref(no_pcid);
+  json_decref(pcid_storage);
+  json_decref(pcid_other);
   assert_int_equal(db_int("m2mes", "SELECT COUNT(*) FROM devices WHERE device = ?", "dev-enrol"),
                    0);
 
   /* the right one: certificates with the AK, the model and the storage key */
   assert_int_equal(post_devices(TPM_BODY("dev-enrol", token, act, certify), &res2), MCIM_OK);
+  /* the PCID credential's K wrapped to the certified slot key ("k_tpm", no "k"): the TRE
+   * imports it under that key and runs the PCID's AKA in the TPM */
+  const char *cred_jwe = json_string_value(json_object_get(res2.json, "pcid_credential"));
+  assert_non_null(cred_jwe);
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, cred_jwe, strlen(cred_jwe)), MCIM_OK);
+  pthread_mutex_lock(&icf.lock);
+  json_t *reg = json_array_get(icf.bodies, json_array_size(icf.bodies) - 1);
+  uint8_t pk[16], popc[16], res_b[8], auts[14], sqnb[MCIM_SQN_LEN];
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(reg, "k")), pk, 16),
+                   MCIM_OK);
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(reg, "opc")), popc, 16),
+                   MCIM_OK);
+  pthread_mutex_unlock(&icf.lock);
+  static const uint8_t amf[2] = {0x80, 0x00};
+  mcim_milenage_t *m = NULL;
+  struct mcim_aka_av av;
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, pk, popc), MCIM_OK);
+  mcim_sqn_to_bytes(32, sqnb);
+  assert_int_equal(mcim_aka_gen_av(m, NULL, sqnb, amf, &av), MCIM_OK);
+  assert_int_equal(tre->ops->aka(tre->ctx, MCIM_TRE_PCID, av.rand, av.autn, res_b, auts), MCIM_OK);
+  assert_memory_equal(res_b, av.xres, 8);
+  mcim_milenage_free(m);
+  mcim_wipe(pk, sizeof(pk));
   X509 *cert = NULL;
   EVP_PKEY *ak = NULL, *signing = NULL, *storage = NULL;
   char model[64];

@@ -43,6 +43,8 @@
 #include "mcim/tre.h"
 #include "mcim/util.h"
 #include "tre/tpm/tpm.h"
+#include "tre/tpm/tpm_enrol.h"
+#include "tre/tpm/tpm_slot.h"
 #include "swtpm_fixture.h"
 
 #define DEVICE "dev1"
@@ -507,7 +509,10 @@ static int fx_setup(void **state)
   assert_int_equal(mcim_tre_soft_set_certs(f->tre, f->att_pem, f->ka_pem), MCIM_OK);
   assert_int_equal(mcim_random(f->pcid_k, 16), MCIM_OK);
   assert_int_equal(mcim_random(f->pcid_opc, 16), MCIM_OK);
-  char *jwe = pcid_jwe(f->ka_pub, f->pcid_k, f->pcid_opc);
+  /* the PCID credential's K wrapped to the PCID's slot key enrolment made: K in clear is
+   * refused (test_pcid_k_in_tpm) */
+  char *jwe =
+      tre_pcid_jwe_tpm(f->dir, DEVICE, PCID1, f->ka_pub, f->pcid_k, f->pcid_opc, mcim_now() + 3600);
   assert_int_equal(f->tre->ops->pcid_install(f->tre->ctx, jwe, strlen(jwe)), MCIM_OK);
   free(jwe);
   EVP_PKEY_free(att);
@@ -811,6 +816,13 @@ static void test_tpm_gone_and_back(void **state)
   after = status_of(tre); /* the refused operations changed nothing */
   assert_true(json_equal(before, after));
   json_decref(after);
+  /* a TPM TRE takes the PCID's K into its TPM only: enrolled, K wrapped to its PCID slot key */
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_FORBIDDEN);
+  free(jwe);
+  json_t *enrol = NULL;
+  (void)mcim_tre_tpm_enrol_begin(tre, &enrol);
+  json_decref(enrol);
+  jwe = tre_pcid_jwe_tpm(f.dir, DEVICE, PCID1, ka, k, opc, mcim_now() + 3600);
   assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_OK);
   assert_int_equal(tre->ops->sign(tre->ctx, "mcim-status+jwt", "ro", TXN_A, NULL, 300, &jws),
                    MCIM_OK);
@@ -1046,6 +1058,165 @@ static void k_hex_absent(const char *what, const char *text, const uint8_t k[16]
  * the TRE's (imported at stage, used for AKA through TPM2_EncryptDecrypt2): the MCIM
  * authenticates, the state keeps the TPM's wrapping and never K; a blob for another TPM, an
  * altered one, or K both ways is refused; the software TRE refuses K wrapped for a TPM. */
+/* The PCID credential's K in the TPM (docs/tre-tpm.md, "The PCID credential's K"): the
+ * fixture's credential came as k_tpm, wrapped to the PCID's slot key enrolment made; the TRE
+ * keeps the TPM's wrapping only and runs the PCID's AKA through the TPM. K in clear, K wrapped
+ * to the storage primary, k and k_tpm together, k_tpm to a software TRE or to a TPM TRE never
+ * enrolled: each refused, with its cause. */
+static void test_pcid_k_in_tpm(void **state)
+{
+  struct fx *f = *state;
+  mcim_tre_t *tre = f->tre;
+  char kh[33], oh[33], text[1024], *jwe = NULL, *jwk = NULL, *kt = NULL;
+  json_t *doc = state_read(f), *k_tpm = NULL;
+  mcim_jose_key_t *storage_jose = NULL;
+  EVP_PKEY *storage = NULL;
+  int64_t exp = mcim_now() + 3600;
+
+  /* the document: the TPM's wrapping under the PCID's slot key, no K */
+  json_t *pcid = json_object_get(doc, "pcid"), *rec = json_object_get(doc, "pcid_slot");
+  assert_non_null(rec);
+  assert_null(json_object_get(pcid, "k"));
+  json_t *kt_doc = json_object_get(pcid, "k_tpm");
+  assert_non_null(kt_doc);
+  assert_non_null(json_object_get(kt_doc, "tpm_private"));
+  assert_int_equal(json_integer_value(json_object_get(kt_doc, "tpm_handle")),
+                   json_integer_value(json_object_get(rec, "tpm_handle")));
+  mcim_hex_encode(f->pcid_k, 16, kh);
+  mcim_hex_encode(f->pcid_opc, 16, oh);
+  char *dump = json_dumps(doc, JSON_COMPACT);
+  assert_null(strstr(dump, kh)); /* K in no form the agent could read */
+  free(dump);
+  json_decref(doc);
+  /* E_K in the TPM: the network's vector verifies */
+  aka_once(tre, MCIM_TRE_PCID, f->pcid_k, f->pcid_opc, 32);
+  /* the same credential delivered again (a retried manufacture): its SQN state stays */
+  jwe = tre_pcid_jwe_tpm(f->dir, DEVICE, PCID1, f->ka_pub, f->pcid_k, f->pcid_opc, exp);
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_OK);
+  free(jwe);
+  aka_once(tre, MCIM_TRE_PCID, f->pcid_k, f->pcid_opc, 64);
+
+  /* K in clear: refused, whatever else */
+  jwe = pcid_jwe(f->ka_pub, f->pcid_k, f->pcid_opc);
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_FORBIDDEN);
+  assert_true(
+      log_has("PCID credential k: K in clear, and this TRE takes K into its TPM only", NULL));
+  free(jwe);
+  /* K wrapped to the storage primary (which TPM2_Rewrap to no parent would open): the TPM
+   * refuses it under the PCID's slot key */
+  assert_int_equal(mcim_tre_tpm_storage_jwk(tre, &jwk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &storage_jose), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(storage_jose, &storage), MCIM_OK);
+  assert_int_equal(mcim_tre_wrap_k(storage, f->pcid_k, &k_tpm), MCIM_OK);
+  kt = json_dumps(k_tpm, JSON_COMPACT);
+  snprintf(text, sizeof(text),
+           "{\"pcid\":\"%s\",\"k_tpm\":%s,\"opc\":\"%s\",\"amf\":\"8000\",\"expires\":%lld}", PCID1,
+           kt, oh, (long long)exp);
+  assert_int_equal(mcim_jwe_encrypt(f->ka_pub, (const uint8_t *)text, strlen(text), &jwe), MCIM_OK);
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_KEY_INVALID);
+  assert_true(log_has("does not import under the PCID's slot key", "integrity check failed"));
+  free(jwe);
+  /* k and k_tpm together */
+  snprintf(text, sizeof(text),
+           "{\"pcid\":\"%s\",\"k\":\"%s\",\"k_tpm\":%s,\"opc\":\"%s\",\"amf\":\"8000\","
+           "\"expires\":%lld}",
+           PCID1, kh, kt, oh, (long long)exp);
+  assert_int_equal(mcim_jwe_encrypt(f->ka_pub, (const uint8_t *)text, strlen(text), &jwe), MCIM_OK);
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_INVALID_ARGUMENT);
+  free(jwe);
+  /* none of these changed the credential */
+  aka_once(tre, MCIM_TRE_PCID, f->pcid_k, f->pcid_opc, 96);
+
+  /* a software TRE has no TPM: the credential's k_tpm is refused */
+  char soft_dir[64];
+  mcim_tre_t *soft = NULL;
+  mcim_jose_key_t *soft_ka = NULL;
+  char *soft_jwk = NULL;
+  snprintf(soft_dir, sizeof(soft_dir), "/tmp/mcim-tresoft-XXXXXX");
+  assert_non_null(mkdtemp(soft_dir));
+  assert_int_equal(
+      mcim_tre_soft_create(soft_dir, DEVICE, MODEL, owner_jwk, ops_ca_pem, m2mes_ca_pem), MCIM_OK);
+  assert_int_equal(mcim_tre_soft_open(soft_dir, &soft), MCIM_OK);
+  assert_int_equal(mcim_tre_soft_public_jwk(soft, MCIM_TRE_CERT_KA, &soft_jwk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(soft_jwk, strlen(soft_jwk), &soft_ka), MCIM_OK);
+  jwe = tre_pcid_jwe_tpm(f->dir, DEVICE, PCID1, soft_ka, f->pcid_k, f->pcid_opc, exp);
+  assert_int_equal(soft->ops->pcid_install(soft->ctx, jwe, strlen(jwe)), MCIM_UNSUPPORTED);
+  assert_true(log_has("PCID credential k_tpm: K wrapped for a TPM, and this TRE has none", NULL));
+  free(jwe);
+  /* ... and still takes K in clear, as before */
+  jwe = pcid_jwe(soft_ka, f->pcid_k, f->pcid_opc);
+  assert_int_equal(soft->ops->pcid_install(soft->ctx, jwe, strlen(jwe)), MCIM_OK);
+  free(jwe);
+  aka_once(soft, MCIM_TRE_PCID, f->pcid_k, f->pcid_opc, 32);
+  mcim_tre_close(soft);
+  mcim_jose_key_free(soft_ka);
+  free(soft_jwk);
+  rm_tree(soft_dir);
+
+  json_decref(k_tpm);
+  free(kt);
+  free(jwk);
+  EVP_PKEY_free(storage);
+  mcim_jose_key_free(storage_jose);
+}
+
+/* A TPM TRE never enrolled has no PCID slot key: no PCID credential, in clear or wrapped. */
+static void test_pcid_unenrolled(void **state)
+{
+  (void)state;
+  char dir[64], *jwk = NULL, *jwe = NULL;
+  mcim_tre_t *tre = NULL;
+  mcim_jose_key_t *ka = NULL;
+  json_t *k_tpm = NULL;
+  uint8_t k[16] = {3}, opc[16] = {4};
+  char oh[33], text[1024];
+  snprintf(dir, sizeof(dir), "/tmp/mcim-tretpm-XXXXXX");
+  assert_non_null(mkdtemp(dir));
+  assert_int_equal(mcim_tre_tpm_create(dir, mcim_swtpm_tcti(sw), DEVICE, MODEL, owner_jwk,
+                                       ops_ca_pem, m2mes_ca_pem),
+                   MCIM_OK);
+  assert_int_equal(mcim_tre_tpm_open(dir, mcim_swtpm_tcti(sw), &tre), MCIM_OK);
+  assert_int_equal(mcim_tre_soft_public_jwk(tre, MCIM_TRE_CERT_KA, &jwk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &ka), MCIM_OK);
+  jwe = pcid_jwe(ka, k, opc);
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_FORBIDDEN);
+  free(jwe);
+  /* a blob to some slot key (another TRE's, say): nothing here to import it under */
+  json_t *rec = tre_state_read(dir, DEVICE, false);
+  assert_null(json_object_get(rec, "pcid_slot"));
+  json_decref(rec);
+  mcim_tpm_t *t = swtpm_open(sw);
+  struct mcim_tpm_slot other;
+  TPM2B_PUBLIC pub;
+  char *p64 = NULL;
+  TPM2B_NAME pname;
+  assert_int_equal(mcim_tpm_primary_persist(t, &pname), MCIM_OK);
+  assert_int_equal(mcim_tpm_slot_create(t, &other), MCIM_OK);
+  assert_int_equal(mcim_tpm_slot_public(t, &other, &pub, NULL), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_encode(&pub, &p64), MCIM_OK);
+  json_t *offer = json_pack("{s:s}", "public", p64);
+  assert_int_equal(mcim_tre_wrap_k_slot(offer, k, &k_tpm), MCIM_OK);
+  char *kt = json_dumps(k_tpm, JSON_COMPACT);
+  mcim_hex_encode(opc, 16, oh);
+  snprintf(text, sizeof(text),
+           "{\"pcid\":\"%s\",\"k_tpm\":%s,\"opc\":\"%s\",\"amf\":\"8000\",\"expires\":%lld}", PCID1,
+           kt, oh, (long long)(mcim_now() + 3600));
+  assert_int_equal(mcim_jwe_encrypt(ka, (const uint8_t *)text, strlen(text), &jwe), MCIM_OK);
+  assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_TPM_SLOT_KEY_MISSING);
+  assert_true(log_has("no PCID slot key", NULL));
+  assert_int_equal(mcim_tpm_slot_destroy(t, &other, NULL), MCIM_OK);
+  mcim_tpm_free(t);
+  free(jwe);
+  free(kt);
+  free(p64);
+  json_decref(offer);
+  json_decref(k_tpm);
+  mcim_tre_close(tre);
+  mcim_jose_key_free(ka);
+  free(jwk);
+  rm_tree(dir);
+}
+
 static void test_k_in_tpm(void **state)
 {
   struct fx *f = *state;
@@ -1323,6 +1494,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_tre_end_to_end, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_wrong_backend, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_k_in_tpm, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_pcid_k_in_tpm, fx_setup, fx_teardown),
+      cmocka_unit_test(test_pcid_unenrolled),
       cmocka_unit_test(test_tpm_gone_and_back),
       cmocka_unit_test(test_primary_not_recorded),
       cmocka_unit_test_setup_teardown(test_stray_objects, fx_setup, fx_teardown),

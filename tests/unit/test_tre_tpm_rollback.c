@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "mcim/aka.h"
+#include "mcim/attest.h"
 #include "mcim/jose.h"
 #include "mcim/log.h"
 #include "mcim/milenage.h"
@@ -89,6 +90,16 @@ static struct dev *dev_new(bool tpm)
            "{\"pcid\":\"%s\",\"k\":\"%s\",\"opc\":\"%s\",\"amf\":\"8000\",\"expires\":%lld}", PCID1,
            kh, oh, (long long)(mcim_now() + 3600));
   assert_int_equal(mcim_jwe_encrypt(ka, (const uint8_t *)text, strlen(text), &jwe), MCIM_OK);
+  if (tpm) {
+    /* a TPM TRE takes the PCID's K into its TPM only: wrapped to the PCID's slot key that
+     * enrolment makes (this swtpm has no EK certificate: the rest is test_tre_tpm_enrol's) */
+    json_t *enrol = NULL;
+    assert_int_equal(d->tre->ops->pcid_install(d->tre->ctx, jwe, strlen(jwe)), MCIM_FORBIDDEN);
+    free(jwe);
+    (void)mcim_tre_tpm_enrol_begin(d->tre, &enrol);
+    json_decref(enrol);
+    jwe = tre_pcid_jwe_tpm(d->dir, DEVICE, PCID1, ka, d->k, d->opc, mcim_now() + 3600);
+  }
   assert_int_equal(d->tre->ops->pcid_install(d->tre->ctx, jwe, strlen(jwe)), MCIM_OK);
   d->sqn = 32;
   free(jwe);

@@ -75,6 +75,10 @@ static void log_reset(void)
 }
 
 /* The persistent handles of the slot keys' range the TPM holds now. */
+/* The PCID's slot key of the fixture's TRE (made at enrolment, docs/tre-tpm.md "The PCID
+ * credential's K"): not an MCIM's, so not counted below. */
+static TPM2_HANDLE pcid_handle;
+
 static UINT32 slot_keys_in_tpm(mcim_tpm_t *t, TPM2_HANDLE *first)
 {
   TPMS_CAPABILITY_DATA *cap = NULL;
@@ -85,7 +89,8 @@ static UINT32 slot_keys_in_tpm(mcim_tpm_t *t, TPM2_HANDLE *first)
                    TSS2_RC_SUCCESS);
   UINT32 n = 0;
   for (UINT32 i = 0; i < cap->data.handles.count; i++)
-    if (cap->data.handles.handle[i] < MCIM_TPM_SLOT_HANDLE_FIRST + MCIM_TPM_SLOT_HANDLES) {
+    if (cap->data.handles.handle[i] < MCIM_TPM_SLOT_HANDLE_FIRST + MCIM_TPM_SLOT_HANDLES &&
+        (!pcid_handle || cap->data.handles.handle[i] != pcid_handle)) {
       if (first && n == 0)
         *first = cap->data.handles.handle[i];
       n++;
@@ -700,6 +705,32 @@ static mcim_cause_t stage(struct fx *f, const char *txn, char *pkg, const char *
   return rc;
 }
 
+/* The PCID's slot key the TRE in `dir` made at enrolment: its handle, and (destroy) evicted. */
+static TPM2_HANDLE pcid_slot_key(const char *dir, bool destroy)
+{
+  json_t *doc = tre_state_read(dir, DEVICE, false);
+  json_t *rec = json_object_get(doc, "pcid_slot");
+  struct mcim_tpm_slot s;
+  size_t len = 0;
+  bool gone = false;
+  assert_non_null(rec);
+  memset(&s, 0, sizeof(s));
+  s.handle = (TPM2_HANDLE)json_integer_value(json_object_get(rec, "tpm_handle"));
+  const char *name = json_string_value(json_object_get(rec, "tpm_parent"));
+  assert_non_null(name);
+  assert_int_equal(mcim_b64url_decode(name, strlen(name), s.name.name, sizeof(s.name.name), &len),
+                   MCIM_OK);
+  s.name.size = (UINT16)len;
+  if (destroy) {
+    mcim_tpm_t *t = open_tpm();
+    assert_int_equal(mcim_tpm_slot_destroy(t, &s, &gone), MCIM_OK);
+    assert_true(gone);
+    mcim_tpm_free(t);
+  }
+  json_decref(doc);
+  return s.handle;
+}
+
 /* A TPM device with two MCIMs: sho-a's installed (active), sho-b's pre-provisioned
  * (installed inactive), each K wrapped by its SHO for the TPM. */
 static int fx_setup(void **state)
@@ -719,6 +750,7 @@ static int fx_setup(void **state)
   json_t *enrol = NULL;
   (void)mcim_tre_tpm_enrol_begin(f->tre, &enrol);
   json_decref(enrol);
+  pcid_handle = pcid_slot_key(f->dir, false);
   assert_int_equal(mcim_tre_soft_public_jwk(f->tre, MCIM_TRE_CERT_KA, &jwk), MCIM_OK);
   assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &f->ka_pub), MCIM_OK);
   free(jwk);
@@ -756,6 +788,9 @@ static int fx_teardown(void **state)
     (void)f->tre->ops->pristine(f->tre->ctx, "ffffffffffffffffffffffffffffffff", &removed);
   json_decref(removed);
   mcim_tre_close(f->tre);
+  if (pcid_handle)
+    (void)pcid_slot_key(f->dir, true); /* and the PCID's */
+  pcid_handle = 0;
   mcim_jose_key_free(f->ka_pub);
   EVP_PKEY_free(f->storage);
   mcim_jose_key_free(f->a.key);

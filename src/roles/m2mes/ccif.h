@@ -27,13 +27,15 @@ void mcim_m2mes_enrolment(void *ctx, const struct mcim_http_request *req,
                           struct mcim_http_response *resp);
 /* The "tpm" member of POST /v1/devices checked for `device` and the keys the request names
  * (`storage` may be NULL): EK certificate, AK, the enrolment token, the activated secret, the
- * certifications. *ak is the enrolled AK for the attestation certificate. Causes
- * TPM_ENROLMENT_REQUIRED, TPM_EK_UNTRUSTED, TPM_KEY_ATTRIBUTES, TPM_ACTIVATION_FAILED,
- * TPM_CERTIFY_INVALID, with `err`. */
+ * certifications. *ak is the enrolled AK for the attestation certificate, *pcid_slot the
+ * PCID's slot key as certify.pcid offers it ({"public", ...}: mcim_tre_wrap_k_slot wraps the
+ * PCID credential's K to it; json_decref). Causes TPM_ENROLMENT_REQUIRED, TPM_EK_UNTRUSTED,
+ * TPM_KEY_ATTRIBUTES, TPM_ACTIVATION_FAILED, TPM_CERTIFY_INVALID, TPM_SLOT_KEY_MISSING, with
+ * `err`. */
 struct mcim_role;
 mcim_cause_t mcim_m2mes_tpm_check(struct mcim_role *r, const char *device, const json_t *tpm,
                                   const mcim_jose_key_t *att, const mcim_jose_key_t *ka,
-                                  const mcim_jose_key_t *storage, EVP_PKEY **ak, char *err,
-                                  size_t errlen);
+                                  const mcim_jose_key_t *storage, EVP_PKEY **ak, json_t **pcid_slot,
+                                  char *err, size_t errlen);
 
 #endif

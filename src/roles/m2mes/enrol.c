@@ -27,6 +27,7 @@
 #include "roles/m2mes/ccif.h"
 #ifdef MCIM_HAVE_TPM
 #include "tre/tpm/tpm_enrol.h"
+#include "tre/tpm/tpm_slot.h"
 #endif
 
 #define ENROL_LIFETIME 600 /* seconds between the challenge and the manufacture */
@@ -204,10 +205,51 @@ cleanup:
   return rc;
 }
 
+/* certify.pcid: the PCID's slot key, certified by the AK over the nonce, and exactly a slot
+ * key (its policy admits no TPM2_Rewrap: K wrapped to it does not leave the TPM). */
+static mcim_cause_t certified_slot(const json_t *certify, const TPM2B_PUBLIC *ak,
+                                   const uint8_t *nonce, json_t **out, char *err, size_t errlen)
+{
+  const json_t *c = json_object_get(certify, "pcid");
+  const char *p64 = json_string_value(json_object_get(c, "public"));
+  const char *a64 = json_string_value(json_object_get(c, "attest"));
+  const char *s64 = json_string_value(json_object_get(c, "signature"));
+  uint8_t attest[1024], sig[512];
+  size_t alen = 0, slen = 0;
+  TPM2B_PUBLIC pub;
+  mcim_cause_t rc = MCIM_TPM_SLOT_KEY_MISSING;
+
+  if (!c) {
+    mcim_detailf(err, errlen,
+                 "certify.pcid is missing: the TRE offers no slot key for the PCID credential's "
+                 "K, and a TPM device takes K into its TPM only");
+    return rc;
+  }
+  rc = MCIM_TPM_CERTIFY_INVALID;
+  if (!p64 || !a64 || !s64 || mcim_tpm_public_decode(p64, &pub) != MCIM_OK ||
+      mcim_b64url_decode(a64, strlen(a64), attest, sizeof(attest), &alen) != MCIM_OK ||
+      mcim_b64url_decode(s64, strlen(s64), sig, sizeof(sig), &slen) != MCIM_OK) {
+    mcim_detailf(err, errlen, "certify.pcid must be {\"public\", \"attest\", \"signature\"}");
+    return rc;
+  }
+  rc = mcim_tpm_certify_check(ak, &pub, nonce, NONCE_LEN, attest, alen, sig, slen, err, errlen);
+  if (rc != MCIM_OK)
+    return rc;
+  if (!mcim_tpm_slot_public_check(&pub)) {
+    mcim_detailf(err, errlen,
+                 "the key certified as pcid is not a slot key (attributes 0x%08x, or its "
+                 "policy, parameters): K wrapped to it might be rewrapped out of the TPM",
+                 (unsigned)pub.publicArea.objectAttributes);
+    return MCIM_TPM_KEY_ATTRIBUTES;
+  }
+  *out = json_pack("{s:s}", "public", p64);
+  return *out ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
 mcim_cause_t mcim_m2mes_tpm_check(struct mcim_role *r, const char *device, const json_t *tpm,
                                   const mcim_jose_key_t *att, const mcim_jose_key_t *ka,
-                                  const mcim_jose_key_t *storage, EVP_PKEY **ak_out, char *err,
-                                  size_t errlen)
+                                  const mcim_jose_key_t *storage, EVP_PKEY **ak_out,
+                                  json_t **pcid_slot, char *err, size_t errlen)
 {
   uint8_t plain[TOKEN_PLAIN], sealed[TOKEN_PLAIN + MCIM_SEAL_OVERHEAD], act[64];
   size_t sealed_len = 0, plain_len = 0, act_len = 0;
@@ -222,6 +264,7 @@ mcim_cause_t mcim_m2mes_tpm_check(struct mcim_role *r, const char *device, const
   mcim_cause_t rc = MCIM_TPM_ENROLMENT_REQUIRED;
 
   *ak_out = NULL;
+  *pcid_slot = NULL;
   memset(plain, 0, sizeof(plain));
   if (!json_is_object(tpm) || !ek64 || !ak64 || !tok || !a64 || !json_is_object(certify)) {
     mcim_detailf(err, errlen,
@@ -263,9 +306,14 @@ mcim_cause_t mcim_m2mes_tpm_check(struct mcim_role *r, const char *device, const
           MCIM_OK ||
       (rc = certified(certify, "ka", &ak, plain + SECRET_LEN, ka, err, errlen)) != MCIM_OK ||
       (storage && (rc = certified(certify, "storage", &ak, plain + SECRET_LEN, storage, err,
-                                  errlen)) != MCIM_OK))
+                                  errlen)) != MCIM_OK) ||
+      (rc = certified_slot(certify, &ak, plain + SECRET_LEN, pcid_slot, err, errlen)) != MCIM_OK)
     goto cleanup;
   rc = mcim_tpm_public_pkey(&ak, ak_out);
+  if (rc != MCIM_OK) {
+    json_decref(*pcid_slot);
+    *pcid_slot = NULL;
+  }
 cleanup:
   mcim_wipe(plain, sizeof(plain));
   mcim_wipe(act, sizeof(act));
@@ -287,8 +335,8 @@ void mcim_m2mes_enrolment(void *ctx, const struct mcim_http_request *req,
 
 mcim_cause_t mcim_m2mes_tpm_check(struct mcim_role *r, const char *device, const json_t *tpm,
                                   const mcim_jose_key_t *att, const mcim_jose_key_t *ka,
-                                  const mcim_jose_key_t *storage, EVP_PKEY **ak_out, char *err,
-                                  size_t errlen)
+                                  const mcim_jose_key_t *storage, EVP_PKEY **ak_out,
+                                  json_t **pcid_slot, char *err, size_t errlen)
 {
   (void)r;
   (void)device;
@@ -297,6 +345,7 @@ mcim_cause_t mcim_m2mes_tpm_check(struct mcim_role *r, const char *device, const
   (void)ka;
   (void)storage;
   *ak_out = NULL;
+  *pcid_slot = NULL;
   mcim_detailf(err, errlen, "this M2MES was built without the TPM code (MCIM_TPM=OFF)");
   return MCIM_UNSUPPORTED;
 }

@@ -26,6 +26,7 @@
 #include "mcim/milenage.h"
 #include "mcim/pki.h"
 #include "mcim/role.h"
+#include "mcim/tre.h"
 #include "mcim/util.h"
 #include "roles/kinds.h"
 #include "roles/m2mes/ccif.h"
@@ -441,14 +442,28 @@ static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *ke
 }
 
 /* The PCID credential sealed to the TRE key-agreement key; the plaintext is wiped. */
+/* The PCID credential sealed to the TRE's KA key. For a TPM device (`pcid_slot`, the slot key
+ * certify.pcid offered and enrol.c checked) K goes as "k_tpm", a duplication blob to that key
+ * (docs/tre-tpm.md, "The PCID credential's K"), never as "k". */
 static mcim_cause_t seal_credential(const struct drow *d, const uint8_t *k, const uint8_t *opc,
-                                    const mcim_jose_key_t *ka, char **jwe)
+                                    const mcim_jose_key_t *ka, const json_t *pcid_slot, char **jwe)
 {
   char khex[2 * MCIM_MILENAGE_K_LEN + 1], ohex[2 * MCIM_MILENAGE_OP_LEN + 1];
+  json_t *k_tpm = NULL;
   mcim_hex_encode(k, MCIM_MILENAGE_K_LEN, khex);
   mcim_hex_encode(opc, MCIM_MILENAGE_OP_LEN, ohex);
-  json_t *cred = json_pack("{s:s,s:s,s:s,s:s,s:I}", "pcid", d->pcid, "k", khex, "opc", ohex,
-                           "amf", "8000", "expires", (json_int_t)d->expires);
+  if (pcid_slot) {
+    mcim_cause_t wrc = mcim_tre_wrap_k_slot(pcid_slot, k, &k_tpm);
+    if (wrc != MCIM_OK) {
+      mcim_wipe(khex, sizeof(khex));
+      mcim_wipe(ohex, sizeof(ohex));
+      return wrc;
+    }
+  }
+  json_t *cred = k_tpm ? json_pack("{s:s,s:o,s:s,s:s,s:I}", "pcid", d->pcid, "k_tpm", k_tpm, "opc",
+                                   ohex, "amf", "8000", "expires", (json_int_t)d->expires)
+                       : json_pack("{s:s,s:s,s:s,s:s,s:I}", "pcid", d->pcid, "k", khex, "opc", ohex,
+                                   "amf", "8000", "expires", (json_int_t)d->expires);
   char *text = cred ? json_dumps(cred, JSON_COMPACT) : NULL;
   mcim_cause_t rc = text ? mcim_jwe_encrypt(ka, (const uint8_t *)text, strlen(text), jwe)
                          : MCIM_NO_MEMORY;
@@ -579,6 +594,7 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   struct drow d;
   mcim_jose_key_t *att = NULL, *ka = NULL, *storage = NULL;
   EVP_PKEY *ak = NULL;
+  json_t *pcid_slot = NULL; /* a TPM device: the slot key the PCID credential's K goes to */
   json_t *answer = NULL;
   char *att_pem = NULL, *ka_pem = NULL, *jwe = NULL, *answer_text = NULL;
   mcim_store_t *st = NULL;
@@ -633,7 +649,7 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
    * certificate trusted, the credential activated by the AK, every key certified by it. */
   const json_t *tpm = json_object_get(req->json, "tpm");
   if (tpm || storage) {
-    rc = mcim_m2mes_tpm_check(r, device, tpm, att, ka, storage, &ak, err, sizeof(err));
+    rc = mcim_m2mes_tpm_check(r, device, tpm, att, ka, storage, &ak, &pcid_slot, err, sizeof(err));
     if (rc != MCIM_OK) {
       mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "manufacture of %s refused: %s", device, err);
       mcim_http_reply_problem(resp, rc, 0, "%s", err);
@@ -734,7 +750,7 @@ static void h_devices(void *ctx, const struct mcim_http_request *req,
   if (rc != MCIM_OK)
     goto cleanup;
 
-  rc = seal_credential(&d, k, opc, ka, &jwe);
+  rc = seal_credential(&d, k, opc, ka, pcid_slot, &jwe);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "cannot seal the PCID credential to the TRE");
     goto cleanup;
@@ -787,6 +803,7 @@ cleanup:
   mcim_jose_key_free(ka);
   mcim_jose_key_free(storage);
   EVP_PKEY_free(ak);
+  json_decref(pcid_slot);
 }
 
 /* ---- kind ---- */

@@ -130,6 +130,15 @@ static mcim_cause_t b64_object(json_t **out, const char *name, const uint8_t *bi
   return *out ? MCIM_OK : MCIM_NO_MEMORY;
 }
 
+/* The PCID's slot key (docs/tre-tpm.md, "The PCID credential's K"), made once with the AK;
+ * the caller commits. */
+static mcim_cause_t pcid_slot(struct tre_soft *t, json_t *st)
+{
+  if (json_object_get(st, TRE_PCID_SLOT))
+    return MCIM_OK;
+  return tre_tpm_pcid_slot_create(t, st);
+}
+
 mcim_cause_t mcim_tre_tpm_enrol_begin(struct mcim_tre *tre, json_t **out)
 {
   struct tre_soft *t = tpm_tre(tre);
@@ -153,9 +162,12 @@ mcim_cause_t mcim_tre_tpm_enrol_begin(struct mcim_tre *tre, json_t **out)
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
-  /* made once: a repeated enrolment (a retried manufacture) enrols the same AK */
+  /* made once: a repeated enrolment (a retried manufacture) enrols the same AK, and the same
+   * slot key for the PCID credential's K */
   if (!json_object_get(json_object_get(st, "keys"), MEMBER_QUOTE)) {
     rc = ak_create(t, st);
+    if (rc == MCIM_OK)
+      rc = pcid_slot(t, st);
     if (rc == MCIM_OK)
       rc = tre_commit(t, st);
     if (rc != MCIM_OK)
@@ -288,6 +300,15 @@ mcim_cause_t mcim_tre_tpm_enrol_answer(struct mcim_tre *tre, const json_t *chall
     rc = mcim_tpm_primary(tpm, &primary, &ppub);
   if (rc == MCIM_OK)
     rc = certify_json(tpm, ak, primary, ppub, qual, qual_len, certs, "storage");
+  /* the fourth: the slot key the M2MES wraps the PCID credential's K to (a TRE whose
+   * enrolment began before there was one makes it now) */
+  json_t *pc = NULL;
+  if (rc == MCIM_OK && !json_object_get(st, TRE_PCID_SLOT) && (rc = pcid_slot(t, st)) == MCIM_OK)
+    rc = tre_commit(t, st);
+  if (rc == MCIM_OK)
+    rc = tre_tpm_pcid_slot_certify(t, st, ak, qual, qual_len, &pc);
+  if (rc == MCIM_OK && json_object_set_new(certs, "pcid", pc))
+    rc = MCIM_NO_MEMORY;
   if (rc != MCIM_OK)
     goto cleanup;
   rc = b64_object(out, "activation", secret, secret_len, "certify", certs);

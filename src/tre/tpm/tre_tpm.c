@@ -606,28 +606,17 @@ cleanup:
   return rc;
 }
 
-/* stage: K under the slot key this procedure's quote offered, as the SHO wrapped it: TPM2_Import
- * under it, no TPM2_Rewrap. The TRE takes K no other way: a blob wrapped to the storage primary
- * (an SHO that ignored the offer) is refused, since such a blob gives K to anyone who can
- * TPM2_Rewrap it to no parent. */
-static mcim_cause_t tpm_k_import_txn(struct tre_soft *t, json_t *st, const char *txn,
-                                     const json_t *j, json_t **out)
+/* K wrapped to the slot key `offered` records ({"tpm_handle", "tpm_parent", "tpm_auth"}):
+ * TPM2_Import under it, no TPM2_Rewrap; *out is what a slot (or the PCID credential) keeps. */
+static mcim_cause_t k_import_under(struct tre_soft *t, json_t *st, const char *txn,
+                                   const json_t *offered, const json_t *j, json_t **out)
 {
   struct mcim_tpm_dup dup;
   struct mcim_tpm_blob blob = {0};
   struct mcim_tpm_slot slot = {0};
   bool has = false;
   mcim_tpm_t *tpm = NULL;
-  const json_t *offered = tre_txn_slot(st, txn);
-  mcim_cause_t rc;
-
-  if (!offered) {
-    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_FORBIDDEN,
-                   "tre: k_tpm for a procedure whose quote offered no slot key: the TRE takes K "
-                   "only under its procedure's certified slot key");
-    return MCIM_FORBIDDEN;
-  }
-  rc = mcim_tpm_dup_decode(j, &dup);
+  mcim_cause_t rc = mcim_tpm_dup_decode(j, &dup);
   if (rc == MCIM_OK)
     rc = slot_of(offered, &slot, &has);
   if (rc == MCIM_OK && !has)
@@ -635,22 +624,138 @@ static mcim_cause_t tpm_k_import_txn(struct tre_soft *t, json_t *st, const char 
   if (rc == MCIM_OK)
     rc = storage_use(t, st, &tpm);
   if (rc == MCIM_OK && (rc = mcim_tpm_slot_import_own(tpm, &slot, &dup, &blob)) != MCIM_OK) {
-    log_tpm(tpm, rc, "the package's K does not import under the procedure's slot key");
+    log_tpm(tpm, rc,
+            txn ? "the package's K does not import under the procedure's slot key"
+                : "the PCID credential's K does not import under the PCID's slot key");
     /* wrapped to another key (the storage primary, another TPM's), or altered */
     if (rc == MCIM_TPM_ERROR)
       rc = MCIM_KEY_INVALID;
   }
   if (rc == MCIM_OK)
     rc = slot_json(&blob, &slot, out);
-  if (rc == MCIM_OK) {
-    /* the staged MCIM's key once stage writes it (tre_txn_slot_taken), the txn's until then */
+  if (rc == MCIM_OK)
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc,
-                   "tre: K under the procedure's certified slot key 0x%08x (no TPM2_Rewrap)",
-                   (unsigned)slot.handle);
-  }
+                   "tre: K under the %s certified slot key 0x%08x (no TPM2_Rewrap)",
+                   txn ? "procedure's" : "PCID's", (unsigned)slot.handle);
   mcim_wipe(&slot, sizeof(slot));
   mcim_wipe(&blob, sizeof(blob));
   mcim_wipe(&dup, sizeof(dup));
+  return rc;
+}
+
+/* stage: K under the slot key this procedure's quote offered, as the SHO wrapped it: TPM2_Import
+ * under it, no TPM2_Rewrap. The TRE takes K no other way: a blob wrapped to the storage primary
+ * (an SHO that ignored the offer) is refused, since such a blob gives K to anyone who can
+ * TPM2_Rewrap it to no parent. The key is the staged MCIM's once stage writes it
+ * (tre_txn_slot_taken), the txn's until then. */
+static mcim_cause_t tpm_k_import_txn(struct tre_soft *t, json_t *st, const char *txn,
+                                     const json_t *j, json_t **out)
+{
+  const json_t *offered = tre_txn_slot(st, txn);
+  if (!offered) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_FORBIDDEN,
+                   "tre: k_tpm for a procedure whose quote offered no slot key: the TRE takes K "
+                   "only under its procedure's certified slot key");
+    return MCIM_FORBIDDEN;
+  }
+  return k_import_under(t, st, txn, offered, j, out);
+}
+
+/* The PCID credential's K (docs/tre-tpm.md, "The PCID credential's K"): under the PCID's slot
+ * key, made at enrolment and certified by the AK (tre_tpm_pcid_slot_*), which the M2MES wrapped
+ * K to. A TRE without one (never enrolled) takes no PCID credential: it has nothing the M2MES
+ * could have wrapped K to. */
+static mcim_cause_t tpm_k_import_pcid(struct tre_soft *t, json_t *st, const json_t *j, json_t **out)
+{
+  const json_t *rec = json_object_get(st, TRE_PCID_SLOT);
+  if (!rec) {
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_TPM_SLOT_KEY_MISSING,
+                   "tre: the PCID credential's k_tpm, and this TRE has no PCID slot key (never "
+                   "enrolled)");
+    return MCIM_TPM_SLOT_KEY_MISSING;
+  }
+  return k_import_under(t, st, NULL, rec, j, out);
+}
+
+/* ---- the PCID's slot key, made at enrolment ---- */
+
+mcim_cause_t tre_tpm_pcid_slot_create(struct tre_soft *t, json_t *st)
+{
+  struct mcim_tpm_slot slot = {0};
+  TPM2B_PUBLIC pub;
+  mcim_tpm_t *tpm = NULL;
+  char *p64 = NULL, *n64 = NULL, *auth64 = NULL;
+  bool made = false;
+  mcim_cause_t rc = storage_use(t, st, &tpm);
+
+  if (rc == MCIM_OK && (rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK)
+    log_tpm(tpm, rc, "cannot make the PCID's slot key");
+  made = rc == MCIM_OK;
+  if (rc == MCIM_OK && (rc = mcim_tpm_slot_public(tpm, &slot, &pub, NULL)) != MCIM_OK)
+    log_tpm(tpm, rc, "cannot read the PCID's slot key");
+  if (rc == MCIM_OK)
+    rc = mcim_tpm_public_encode(&pub, &p64);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  n64 = mcim_b64url_dup(slot.name.name, slot.name.size);
+  auth64 = mcim_b64url_dup(slot.auth, sizeof(slot.auth));
+  if (n64 && auth64 &&
+      json_object_set_new(st, TRE_PCID_SLOT,
+                          json_pack("{s:I, s:s, s:s, s:s}", MEMBER_HANDLE, (json_int_t)slot.handle,
+                                    MEMBER_PARENT, n64, MEMBER_AUTH, auth64, "public", p64)) == 0)
+    rc = MCIM_OK;
+  if (rc == MCIM_OK)
+    mcim_log_info("tre: slot key 0x%08x made for the PCID credential's K", (unsigned)slot.handle);
+cleanup:
+  if (rc != MCIM_OK && made && mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
+    log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
+  if (auth64)
+    mcim_wipe(auth64, strlen(auth64));
+  free(auth64);
+  free(n64);
+  free(p64);
+  mcim_wipe(&slot, sizeof(slot));
+  return rc;
+}
+
+mcim_cause_t tre_tpm_pcid_slot_certify(struct tre_soft *t, json_t *st, mcim_tpm_key_t *ak,
+                                       const uint8_t *qual, size_t qual_len, json_t **out)
+{
+  struct mcim_tpm_slot slot;
+  uint8_t *att = NULL, *sig = NULL;
+  size_t alen = 0, slen = 0;
+  bool has = false;
+  mcim_tpm_t *tpm = NULL;
+  char *a64 = NULL, *s64 = NULL;
+  const json_t *rec = json_object_get(st, TRE_PCID_SLOT);
+  mcim_cause_t rc = slot_of(rec, &slot, &has);
+
+  *out = NULL;
+  if (rc == MCIM_OK && !has)
+    rc = MCIM_TPM_SLOT_KEY_MISSING;
+  if (rc == MCIM_OK)
+    rc = storage_use(t, st, &tpm);
+  if (rc == MCIM_OK && (rc = mcim_tpm_slot_certify(tpm, &slot, ak, qual, qual_len, &att, &alen,
+                                                   &sig, &slen)) != MCIM_OK)
+    log_tpm(tpm, rc, "cannot certify the PCID's slot key");
+  if (rc != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  a64 = mcim_b64url_dup(att, alen);
+  s64 = mcim_b64url_dup(sig, slen);
+  /* a copy of the public area: tre_end() wipes every string of the document */
+  if (a64 && s64 && tre_str((json_t *)rec, "public"))
+    *out = json_pack("{s:s, s:s, s:s}", "public", tre_str((json_t *)rec, "public"), "attest", a64,
+                     "signature", s64);
+  if (*out)
+    rc = MCIM_OK;
+cleanup:
+  free(att);
+  free(sig);
+  free(a64);
+  free(s64);
+  mcim_wipe(&slot, sizeof(slot));
   return rc;
 }
 
@@ -733,6 +838,7 @@ const struct tre_keys_ops tre_keys_tpm = {
     .txn_ka_create = tpm_txn_ka_create,
     .txn_ka_jose = tpm_txn_ka_jose,
     .k_import_txn = tpm_k_import_txn,
+    .k_import_pcid = tpm_k_import_pcid,
     .txn_slot_create = tpm_txn_slot_create,
     .txn_slot_destroy = slot_evict, /* the same members: handle, name, authValue */
 };
