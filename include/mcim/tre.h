@@ -236,6 +236,12 @@ mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t 
  * the storage key. MCIM_UNSUPPORTED in a build without the TPM TRE or tpm2-tss. */
 mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
                                  size_t errlen);
+/* The same for the slot key a TPM TRE's PCID renewal request offers ("tpm_slot" of its
+ * mcim-renew+jwt), certified over SHA-256("mcim-pcid-slot" || 0x00 || txn): the issuer (the
+ * RO's DPF, the M2MES CCIF) checks it with the AK of the request's attestation certificate and
+ * wraps the renewed K to it (docs/tre-tpm.md, "The PCID credential's K"). */
+mcim_cause_t mcim_tre_pcid_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                      size_t errlen);
 mcim_cause_t mcim_tre_wrap_k_slot(const json_t *offer, const uint8_t k[16], json_t **k_tpm);
 
 /* Factory-only calls on an open TRE of either backend (before the device ships). */

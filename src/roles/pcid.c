@@ -8,6 +8,7 @@
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
+#include "mcim/tre.h"
 #include "mcim/util.h"
 
 const char mcim_pcid_counter_sql[] =
@@ -22,6 +23,7 @@ void mcim_pcid_answer_what(const char *device, char out[80])
 void mcim_pcid_request_clear(struct mcim_pcid_request *rq)
 {
   mcim_jose_key_free(rq->ka);
+  json_decref(rq->tpm_slot);
   memset(rq, 0, sizeof(*rq));
 }
 
@@ -44,6 +46,42 @@ mcim_cause_t mcim_pcid_request_body(const json_t *body, char *err, size_t err_le
       {"ka_cert", MCIM_JV_STRING, true, 8192},
   };
   return mcim_jsonv_check(body, fields, sizeof(fields) / sizeof(fields[0]), err, err_len);
+}
+
+/* The request's "tpm_slot" checked for a TPM device (tre_cert names an AK): *out the offer
+ * (json_decref), NULL for a device without a TPM. */
+static mcim_cause_t tpm_slot(struct mcim_role *r, const char *txn, const char *device,
+                             const char *tre_pem, const mcim_statement_t *stmt, json_t **out,
+                             char *err, size_t errlen)
+{
+  X509 *cert = NULL;
+  EVP_PKEY *ak = NULL;
+  const json_t *offer = json_object_get(stmt->payload, "tpm_slot");
+  mcim_cause_t rc = mcim_pki_cert_from_pem(tre_pem, strlen(tre_pem), &cert);
+  (void)r;
+  (void)device;
+
+  *out = NULL;
+  if (rc == MCIM_OK)
+    rc = mcim_pki_cert_tpm_ak(cert, &ak);
+  if (rc == MCIM_NOT_FOUND) { /* no TPM: K as before */
+    rc = MCIM_OK;
+    goto cleanup;
+  }
+  if (rc != MCIM_OK) {
+    rc = MCIM_TPM_CERTIFY_INVALID;
+    mcim_detailf(err, errlen, "the attestation certificate's attestation key is unreadable");
+    goto cleanup;
+  }
+  rc = mcim_tre_pcid_slot_check(ak, offer, txn, err, errlen);
+  if (rc == MCIM_OK) {
+    *out = json_deep_copy(offer);
+    rc = *out ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+cleanup:
+  EVP_PKEY_free(ak);
+  X509_free(cert);
+  return rc;
 }
 
 bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
@@ -131,6 +169,16 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
                             device, r->name);
     goto out;
   }
+  /* A TPM device (its attestation certificate names the AK enrolment certified): the new K
+   * goes to the slot key its request offers, certified by that AK over this txn, or nowhere. */
+  rc = tpm_slot(r, txn, device, json_string_value(json_object_get(req->json, "tre_cert")), stmt,
+                &out->tpm_slot, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "PCID renewal of %s refused: %s", device, err);
+    mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, step, "%s", err);
+    goto out;
+  }
   snprintf(out->txn, sizeof(out->txn), "%s", txn);
   snprintf(out->device, sizeof(out->device), "%s", device);
   snprintf(out->pcid, sizeof(out->pcid), "%s", claim);
@@ -214,8 +262,18 @@ mcim_cause_t mcim_pcid_answer(struct mcim_role *r, const struct mcim_pcid_reques
   mcim_hex_encode(c->k, sizeof(c->k), khex);
   mcim_hex_encode(c->opc, sizeof(c->opc), ohex);
   mcim_hex_encode(c->amf, sizeof(c->amf), amf);
-  json_t *content = json_pack("{s:s,s:s,s:s,s:s,s:I}", "pcid", c->pcid, "k", khex, "opc", ohex,
+  json_t *k_tpm = NULL, *content = NULL;
+  /* a TPM device: K wrapped to the slot key its request offered, never in clear */
+  if (rq->tpm_slot && (rc = mcim_tre_wrap_k_slot(rq->tpm_slot, c->k, &k_tpm)) != MCIM_OK) {
+    mcim_wipe(khex, sizeof(khex));
+    mcim_wipe(ohex, sizeof(ohex));
+    return rc;
+  }
+  content = k_tpm ? json_pack("{s:s,s:o,s:s,s:s,s:I}", "pcid", c->pcid, "k_tpm", k_tpm, "opc", ohex,
+                              "amf", amf, "expires", (json_int_t)c->expires)
+                  : json_pack("{s:s,s:s,s:s,s:s,s:I}", "pcid", c->pcid, "k", khex, "opc", ohex,
                               "amf", amf, "expires", (json_int_t)c->expires);
+  rc = MCIM_NO_MEMORY;
   mcim_wipe(khex, sizeof(khex));
   mcim_wipe(ohex, sizeof(ohex));
   text = content ? json_dumps(content, JSON_COMPACT) : NULL;

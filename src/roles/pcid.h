@@ -40,6 +40,8 @@ struct mcim_pcid_request {
   char pcid[24];         /* the claim: the device's current PCID, as the device sees it */
   char network[64];      /* who granted the access token */
   mcim_jose_key_t *ka;   /* the TRE key-agreement key (M2MES CA, CN = device) */
+  json_t *tpm_slot;      /* a TPM device: the slot key its request offered, checked; K goes
+                          * to it as "k_tpm" (docs/tre-tpm.md, "The PCID credential's K") */
 };
 
 /* A new PCID credential. Holds secrets: mcim_pcid_cred_wipe() it. */

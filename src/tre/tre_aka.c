@@ -105,7 +105,7 @@ cleanup:
 /* {"pcid", "k" | "k_tpm", "opc", "amf", "expires"} from the JWE, validated into a new
  * credential object with a fresh SQN state (tre_priv.h). */
 mcim_cause_t tre_pcid_parse(struct tre_soft *t, json_t *st, const uint8_t *plain, size_t len,
-                            bool clear_ok, json_t **out)
+                            const char *renewal_txn, json_t **out)
 {
   char k[33] = "", opc[33], amf[5];
   json_t *doc = NULL, *c = NULL, *k_tpm = NULL;
@@ -136,7 +136,7 @@ mcim_cause_t tre_pcid_parse(struct tre_soft *t, json_t *st, const uint8_t *plain
   }
   /* a TPM TRE takes the PCID's K into its TPM only: K in clear would be in the agent's memory */
   rc = MCIM_FORBIDDEN;
-  if (!dup && t->keys->k_import_pcid && !clear_ok) {
+  if (!dup && t->keys->k_import_pcid) {
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc,
                    "tre: PCID credential k: K in clear, and this TRE takes K into its TPM only");
     goto cleanup;
@@ -150,7 +150,8 @@ mcim_cause_t tre_pcid_parse(struct tre_soft *t, json_t *st, const uint8_t *plain
     goto cleanup;
   /* last: the TPM2_Import under the PCID's slot key, the TPM refusing a blob wrapped to any
    * other key (the storage primary included) */
-  if (dup && (rc = t->keys->k_import_pcid(t, st, dup, &k_tpm)) != MCIM_OK)
+  if (dup && (rc = renewal_txn ? t->keys->k_import_pcid_renewal(t, st, renewal_txn, dup, &k_tpm)
+                               : t->keys->k_import_pcid(t, st, dup, &k_tpm)) != MCIM_OK)
     goto cleanup;
   rc = tre_cred_new("pcid", pcid, dup ? NULL : k, opc, amf, &c);
   if (rc != MCIM_OK)
@@ -269,7 +270,7 @@ mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len)
   held = true;
   if ((rc = tre_key_jose(t, st, MCIM_TRE_CERT_KA, &ka)) != MCIM_OK ||
       (rc = mcim_jwe_decrypt(ka, jwe, len, &plain, &plain_len)) != MCIM_OK ||
-      (rc = tre_pcid_parse(t, st, plain, plain_len, false, &fresh)) != MCIM_OK) {
+      (rc = tre_pcid_parse(t, st, plain, plain_len, NULL, &fresh)) != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "tre: PCID credential refused");
     goto cleanup;
   }

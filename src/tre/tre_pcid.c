@@ -86,9 +86,9 @@ static mcim_cause_t renew_verify(struct tre_soft *t, json_t *st, const char *pac
   rc = mcim_package_open(package, len, ikey, &x, ka, &stmt, &plain, &plain_len);
   if (rc != MCIM_OK)
     goto cleanup;
-  *why = "content is not a valid, unexpired PCID credential";
-  /* K in clear still taken by a TPM TRE here (docs/tre-tpm.md: the renewal is what is left) */
-  rc = tre_pcid_parse(t, st, plain, plain_len, true, fresh);
+  /* a TPM TRE: K under the slot key this renewal's request offered, never in clear */
+  *why = "content is not a valid, unexpired PCID credential (or its K not for this TRE)";
+  rc = tre_pcid_parse(t, st, plain, plain_len, stmt->claims.txn, fresh);
   if (rc != MCIM_OK)
     goto cleanup;
   *issuer = cn;
@@ -152,6 +152,9 @@ mcim_cause_t tre_op_pcid_renew(void *ctx, const char *package, size_t len,
   rc = tre_pcid_put(t, st, fresh);
   if (rc != MCIM_OK)
     goto cleanup;
+  /* the offered slot key is the new credential's now */
+  if (json_object_get(fresh, "k_tpm"))
+    json_object_del(st, TRE_PCID_OFFER);
   /* the same credential delivered again keeps its object: record the package there too */
   json_t *cur = json_object_get(st, "pcid");
   if (cur != fresh && (json_object_set_new(cur, "issuer", json_string(issuer)) ||

@@ -96,6 +96,17 @@ struct tre_keys_ops {
    * MCIM_TPM_SLOT_KEY_MISSING; a blob the TPM refuses: MCIM_KEY_INVALID. NULL in the software
    * TRE (a credential's "k_tpm" refused, MCIM_UNSUPPORTED); not NULL: K in clear refused. */
   mcim_cause_t (*k_import_pcid)(struct tre_soft *t, json_t *st, const json_t *dup, json_t **out);
+  /* A renewed PCID credential's "k_tpm" (renewal `txn`): under the slot key that renewal's
+   * request offered (TRE_PCID_OFFER, pcid_slot_offer); none for that txn:
+   * MCIM_TPM_SLOT_KEY_MISSING. */
+  mcim_cause_t (*k_import_pcid_renewal)(struct tre_soft *t, json_t *st, const char *txn,
+                                        const json_t *dup, json_t **out);
+  /* The slot key a PCID renewal request offers ("tpm_slot" of the TRE-signed mcim-renew+jwt):
+   * made once per renewal txn and certified by the AK over that txn (the same one at a repeated
+   * request); *offer = {"public", "attest", "signature"}, *made when `st` changed (commit it).
+   * MCIM_TPM_ENROLMENT_REQUIRED without the AK. NULL in the software TRE (no offer). */
+  mcim_cause_t (*pcid_slot_offer)(struct tre_soft *t, json_t *st, const char *txn, json_t **offer,
+                                  bool *made);
   /* A Milenage context whose E_K is the slot's K in the TPM (`blob` from k_import_txn), loaded
    * until tre_end(); OPc is the caller's to give (mcim_milenage_use_opc). */
   mcim_cause_t (*k_milenage)(struct tre_soft *t, json_t *st, const json_t *blob,
@@ -300,10 +311,10 @@ mcim_cause_t tre_op_pcid_install(void *ctx, const char *jwe, size_t len);
  * validated into a new credential object with a fresh SQN state; MCIM_CREDENTIAL_EXPIRED if
  * already expired. A TPM TRE (keys->k_import_pcid) takes "k_tpm" only, imported under the
  * PCID's slot key (the object keeps the TPM's wrapping, never K), and refuses "k", K in clear
- * (MCIM_FORBIDDEN), unless `clear_ok` (a renewal: docs/tre-tpm.md, what is left); the software
+ * (MCIM_FORBIDDEN); a renewal's (`renewal_txn`) under the slot key its request offered; the software
  * TRE refuses "k_tpm" (MCIM_UNSUPPORTED); both together: MCIM_INVALID_ARGUMENT. */
 mcim_cause_t tre_pcid_parse(struct tre_soft *t, json_t *st, const uint8_t *plain, size_t len,
-                            bool clear_ok, json_t **out);
+                            const char *renewal_txn, json_t **out);
 /* Install `fresh` (from tre_pcid_parse) into the working copy: the current credential becomes
  * "pcid_prev" (an older one is wiped, its slot key evicted first); the same credential again
  * only updates amf/expires. */
@@ -314,6 +325,9 @@ mcim_cause_t tre_pcid_put(struct tre_soft *t, json_t *st, json_t *fresh);
 mcim_cause_t tre_pcid_prev_drop(struct tre_soft *t, json_t *st);
 /* The PCID's slot key (the TPM TRE): {"tpm_handle", "tpm_parent", "tpm_auth", "public"} */
 #define TRE_PCID_SLOT "pcid_slot"
+/* The slot key a PCID renewal's request offered, until its package imports under it:
+ * {"txn", "tpm_handle", "tpm_parent", "tpm_auth", "public", "attest", "signature"} */
+#define TRE_PCID_OFFER "pcid_offer"
 /* tre_pcid.c */
 mcim_cause_t tre_op_pcid_renew(void *ctx, const char *package, size_t len,
                                const char *issuer_cert_pem);

@@ -19,7 +19,7 @@ mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char
                          json_t *extra, int64_t lifetime, char **jws)
 {
   struct tre_soft *t = ctx;
-  json_t *st = NULL;
+  json_t *st = NULL, *mine = NULL;
   bool held = false, allowed = false;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
 
@@ -36,10 +36,29 @@ mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
+  /* A PCID renewal request of a TPM TRE offers the slot key the issuer is to wrap the new K
+   * to, certified by the AK over the txn (docs/tre-tpm.md, "The PCID credential's K"). */
+  if (strcmp(typ, "mcim-renew+jwt") == 0 && t->keys->pcid_slot_offer && txn) {
+    json_t *offer = NULL;
+    bool made = false;
+    rc = t->keys->pcid_slot_offer(t, st, txn, &offer, &made);
+    if (rc == MCIM_OK && made)
+      rc = tre_commit(t, st); /* before the offer leaves */
+    if (rc == MCIM_OK) {
+      mine = extra ? json_copy(extra) : json_object();
+      if (!mine || json_object_set(mine, "tpm_slot", offer))
+        rc = MCIM_NO_MEMORY;
+    }
+    json_decref(offer);
+    if (rc != MCIM_OK)
+      goto cleanup;
+    extra = mine;
+  }
   rc = tre_sign_statement(t, st, typ, aud, txn, extra, lifetime, jws);
 cleanup:
   if (held)
     tre_end(t, st);
+  json_decref(mine);
   return rc;
 }
 

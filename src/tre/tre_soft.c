@@ -287,6 +287,16 @@ mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *
   return no_tpm("checking a TPM slot key");
 }
 
+mcim_cause_t mcim_tre_pcid_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                      size_t errlen)
+{
+  (void)ak;
+  (void)offer;
+  (void)txn;
+  mcim_detailf(err, errlen, "this build has no TPM TRE");
+  return no_tpm("checking a TPM slot key");
+}
+
 mcim_cause_t mcim_tre_wrap_k_slot(const json_t *offer, const uint8_t k[16], json_t **k_tpm)
 {
   (void)offer;

@@ -208,6 +208,14 @@ check "attach to the VNO (the renewal is picked up)" "$mcim" device attach dev1 
 renewed() { pcid_new=$(pcid_of dev1) && [ -n "$pcid_new" ] && [ "$pcid_new" != "$pcid_old" ]; }
 pcid_new=""
 wait_until 10 renewed && ok "PCID renewed ($pcid_old -> $pcid_new)" || bad "PCID not renewed ($pcid_old -> $pcid_new)"
+if [ "$tre" = tpm ]; then
+  # the renewed PCID credential's K too in the TPM: the request offered a slot key certified
+  # by the AK, the RO wrapped K to it, the TRE imported it there (docs/tre-tpm.md)
+  grep -q 'made for the renewed PCID credential, certified by the attestation key' "$lab/devices/dev1/agent.log" &&
+    grep -q "K under the PCID's certified slot key 0x" "$lab/devices/dev1/agent.log" &&
+    ok "dev1: the renewed PCID credential's K wrapped to the slot key its request offered" ||
+    bad "dev1: the renewed PCID credential's K not imported under an offered slot key"
+fi
 pcids_kept="$pcid_old" # live at the ICF until its expiry or dev1's next renewal
 mkdir -p "$tmp/tre-before" && cp -p "$lab/devices/dev1/tre/"tre.key "$lab/devices/dev1/tre/"tre.sealed* "$tmp/tre-before/"
 check "change dev1 back to sho-a via pristine" "$mcim" run change dev1 --to sho-a --via pristine --json --dir "$lab"

@@ -204,5 +204,37 @@ if grep -rqi -e "$kt" -e "$kt_b" -e "$pt" "$lab/devices/tdev" 2>/dev/null; then
   bad "K in clear under the TPM device's folder"
 else ok "no K (sho-a's, sho-b's, the PCID's) anywhere in the TPM device's folder (hex)"; fi
 check "the TPM device attaches to sho-b" "$mcim" device attach tdev --to sho-b --dir "$lab"
+
+# A renewal of the TPM device's PCID credential (the RO's DPF): the new K wrapped to the slot
+# key the renewal request offered; the agent dumped after the renewal, and inside the first
+# AKA of a change via the pristine state (the attach with the renewed PCID credential)
+pcid_of() { "$mcim" device status "$1" --json --dir "$lab" | tr -d ' \n' | grep -o '"pcid":{"id":"[0-9]*"' | grep -o '[0-9]\{6,\}'; }
+pcid_old=$(pcid_of tdev)
+check "mcim pcid push tdev" "$mcim" pcid push tdev --dir "$lab"
+check "tdev attaches to the VNO (the renewal is picked up)" "$mcim" device attach tdev --to vno --dir "$lab"
+renewed() { pcid_new=$(pcid_of tdev) && [ -n "$pcid_new" ] && [ "$pcid_new" != "$pcid_old" ]; }
+pcid_new=""
+wait_until 10 renewed && ok "tdev's PCID renewed ($pcid_old -> $pcid_new)" || bad "tdev's PCID not renewed"
+pr=$(python3 - "$lab/ro/ro.db" "$lab/ro/storage.key" "$pcid_new" <<'EOF'
+import sqlite3, sys
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+db, keyf, imsi = sys.argv[1:4]
+key = open(keyf, "rb").read()
+blob = bytes(sqlite3.connect(db).execute("SELECT k FROM auc WHERE imsi = ?", (imsi,)).fetchone()[0])
+print(AESGCM(key).decrypt(blob[1:13], blob[13:], b"\x01" + ("auc/k/%s" % imsi).encode()).hex())
+EOF
+) && [ ${#pr} -eq 32 ] && ok "the renewed PCID credential's K read from the RO ICF's AuC" || bad "renewed PCID K: '$pr'"
+dump_after "$tpid" "$tmp/tdev.renewed" || bad "tdev: gcore: $(tail -c 300 "$tmp/gcore.out")"
+dump_at mcim_aka_usim_check "$tpid" "$tmp/tdev.renewed_aka" "$mcim" run change tdev --to sho-a \
+  --via pristine --dir "$lab" && ok "tdev: agent dumped inside the AKA with the renewed PCID credential"
+for when in renewed renewed_aka; do
+  [ -s "$tmp/tdev.$when" ] || continue
+  n=$(k_count "$tmp/tdev.$when" "$pr")
+  [ "$n" = 0 ] && ok "TPM device, $when: the renewed PCID credential's K nowhere in the agent's memory" ||
+    bad "TPM device, $when: the renewed PCID credential's K found $n times in the agent's memory"
+done
+if grep -rqi -e "$pr" "$lab/devices/tdev" 2>/dev/null; then
+  bad "the renewed PCID credential's K in clear under the TPM device's folder"
+else ok "the renewed PCID credential's K nowhere in the TPM device's folder (hex)"; fi
 check "lab down" "$mcim" lab down --dir "$lab"
 finish

@@ -1217,6 +1217,161 @@ static void test_pcid_unenrolled(void **state)
   rm_tree(dir);
 }
 
+/* A renewed PCID credential's K in the TPM (docs/tre-tpm.md, "The PCID credential's K"): the
+ * TRE-signed renewal request offers a slot key certified by the AK over its txn; the issuer's
+ * check of it; the renewal's K wrapped to it imported there, the previous credential's slot key
+ * evicted once the new one passed an AKA; K in clear, K wrapped to another key, a renewal whose
+ * request offered nothing: refused. */
+static char *pcid_package(const mcim_jose_key_t *ro, const mcim_jose_key_t *ka, const char *txn,
+                          const char *k_member)
+{
+  char text[2048], *pkg = NULL;
+  int64_t now = mcim_now();
+  snprintf(text, sizeof(text),
+           "{\"pcid\":\"001010000000002\",%s,\"opc\":\"000102030405060708090a0b0c0d0e0f\","
+           "\"amf\":\"8000\",\"expires\":%lld}",
+           k_member, (long long)(now + 7200));
+  mcim_claims_t c = {.iss = "ro",
+                     .sub = DEVICE,
+                     .aud = DEVICE,
+                     .typ = "mcim-pcid+jwt",
+                     .txn = txn,
+                     .iat = now,
+                     .exp = now + 300};
+  assert_int_equal(mcim_package_seal(ro, &c, ka, (const uint8_t *)text, strlen(text), &pkg),
+                   MCIM_OK);
+  return pkg;
+}
+
+static void test_pcid_renewal_tpm(void **state)
+{
+  struct fx *f = *state;
+  mcim_tre_t *tre = f->tre;
+  static const char r1[] = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1",
+                    r2[] = "a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2";
+  static const uint8_t opc[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  mcim_statement_t *stmt = NULL;
+  char *jws = NULL, *jws2 = NULL, *jwk = NULL, member[1600], err[256], *kt = NULL, *pkg = NULL;
+  json_t *k_tpm = NULL;
+  uint8_t k[16];
+  TPM2B_PUBLIC ak_pub;
+  EVP_PKEY *ak = NULL, *ro_pkey = NULL, *storage = NULL;
+  mcim_jose_key_t *ro = NULL, *storage_jose = NULL;
+  assert_int_equal(mcim_random(k, 16), MCIM_OK);
+
+  /* the request offers a slot key, the same at a repeated request of that renewal */
+  json_t *extra = json_pack("{s:s}", "pcid", PCID1);
+  assert_int_equal(tre->ops->sign(tre->ctx, "mcim-renew+jwt", "ro", r1, extra, 300, &jws), MCIM_OK);
+  assert_int_equal(tre->ops->sign(tre->ctx, "mcim-renew+jwt", "ro", r1, extra, 300, &jws2),
+                   MCIM_OK);
+  json_decref(extra);
+  mcim_jws_expect_t x = {.iss = DEVICE, .aud = "ro", .typ = "mcim-renew+jwt", .skew = 30};
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), f->att_pub, &x, &stmt), MCIM_OK);
+  json_t *offer = json_incref(json_object_get(stmt->payload, "tpm_slot"));
+  assert_non_null(offer);
+  mcim_statement_free(stmt);
+  assert_int_equal(mcim_jws_verify(jws2, strlen(jws2), f->att_pub, &x, &stmt), MCIM_OK);
+  assert_true(json_equal(offer, json_object_get(stmt->payload, "tpm_slot")));
+  mcim_statement_free(stmt);
+
+  /* the issuer's check, with the AK enrolment made */
+  json_t *doc = state_read(f);
+  const char *akp = json_string_value(
+      json_object_get(json_object_get(json_object_get(doc, "keys"), "quote"), "tpm_public"));
+  assert_int_equal(mcim_tpm_public_decode(akp, &ak_pub), MCIM_OK);
+  assert_int_equal(mcim_tpm_public_pkey(&ak_pub, &ak), MCIM_OK);
+  assert_non_null(json_object_get(doc, "pcid_offer"));
+  json_decref(doc);
+  assert_int_equal(mcim_tre_pcid_slot_check(ak, offer, r1, err, sizeof(err)), MCIM_OK);
+  assert_int_equal(mcim_tre_pcid_slot_check(ak, NULL, r1, err, sizeof(err)),
+                   MCIM_TPM_SLOT_KEY_MISSING);
+  assert_int_equal(mcim_tre_pcid_slot_check(ak, offer, r2, err, sizeof(err)),
+                   MCIM_TPM_SLOT_KEY_STALE);
+  /* a renewal's offer is no procedure's, and a procedure's no renewal's */
+  assert_int_equal(mcim_tre_slot_check(ak, offer, r1, err, sizeof(err)), MCIM_TPM_SLOT_KEY_STALE);
+  json_t *forged = json_deep_copy(offer);
+  char *a = strdup(json_string_value(json_object_get(forged, "attest")));
+  a[10] = a[10] == 'A' ? 'B' : 'A';
+  json_object_set_new(forged, "attest", json_string(a));
+  assert_int_equal(mcim_tre_pcid_slot_check(ak, forged, r1, err, sizeof(err)),
+                   MCIM_TPM_CERTIFY_INVALID);
+  free(a);
+  json_decref(forged);
+
+  /* the RO's packages */
+  assert_int_equal(mcim_pki_key_generate(&ro_pkey), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_pkey(ro_pkey, &ro), MCIM_OK);
+  char *ro_cert = cert_issue(ops_ca, "ro", MCIM_CERT_TLS, ro_pkey);
+  char kh[33];
+  mcim_hex_encode(k, 16, kh);
+  /* K in clear: refused */
+  snprintf(member, sizeof(member), "\"k\":\"%s\"", kh);
+  pkg = pcid_package(ro, f->ka_pub, r1, member);
+  assert_int_equal(tre->ops->pcid_renew(tre->ctx, pkg, strlen(pkg), ro_cert), MCIM_PACKAGE_INVALID);
+  assert_true(log_has("PCID credential k: K in clear", NULL));
+  free(pkg);
+  /* K wrapped to the storage primary: refused by the TPM under the offered key */
+  assert_int_equal(mcim_tre_tpm_storage_jwk(tre, &jwk), MCIM_OK);
+  assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &storage_jose), MCIM_OK);
+  assert_int_equal(mcim_jose_key_public_pkey(storage_jose, &storage), MCIM_OK);
+  assert_int_equal(mcim_tre_wrap_k(storage, k, &k_tpm), MCIM_OK);
+  kt = json_dumps(k_tpm, JSON_COMPACT);
+  json_decref(k_tpm);
+  snprintf(member, sizeof(member), "\"k_tpm\":%s", kt);
+  free(kt);
+  pkg = pcid_package(ro, f->ka_pub, r1, member);
+  assert_int_equal(tre->ops->pcid_renew(tre->ctx, pkg, strlen(pkg), ro_cert), MCIM_PACKAGE_INVALID);
+  assert_true(log_has("does not import under the PCID's slot key", "integrity check failed"));
+  free(pkg);
+  /* K wrapped to the offer, in the package of another renewal, whose request offered nothing */
+  assert_int_equal(mcim_tre_wrap_k_slot(offer, k, &k_tpm), MCIM_OK);
+  kt = json_dumps(k_tpm, JSON_COMPACT);
+  json_decref(k_tpm);
+  snprintf(member, sizeof(member), "\"k_tpm\":%s", kt);
+  free(kt);
+  pkg = pcid_package(ro, f->ka_pub, r2, member);
+  assert_int_equal(tre->ops->pcid_renew(tre->ctx, pkg, strlen(pkg), ro_cert), MCIM_PACKAGE_INVALID);
+  assert_true(log_has("this renewal's request offered no slot key", NULL));
+  free(pkg);
+  /* the old credential still works, its slot key in place */
+  aka_once(tre, MCIM_TRE_PCID, f->pcid_k, f->pcid_opc, 32);
+
+  /* the renewal as the issuer makes it: installed under the offered key */
+  pkg = pcid_package(ro, f->ka_pub, r1, member);
+  assert_int_equal(tre->ops->pcid_renew(tre->ctx, pkg, strlen(pkg), ro_cert), MCIM_OK);
+  free(pkg);
+  doc = state_read(f);
+  json_t *cur = json_object_get(json_object_get(doc, "pcid"), "k_tpm");
+  assert_non_null(cur);
+  assert_null(json_object_get(json_object_get(doc, "pcid"), "k"));
+  assert_null(json_object_get(doc, "pcid_offer"));
+  assert_non_null(json_object_get(json_object_get(doc, "pcid_prev"), "k_tpm"));
+  char *dump = json_dumps(doc, JSON_COMPACT);
+  assert_null(strstr(dump, kh));
+  free(dump);
+  json_decref(doc);
+  /* the previous credential works until the new one passes an AKA; then its key is evicted */
+  aka_once(tre, MCIM_TRE_PCID_PREV, f->pcid_k, f->pcid_opc, 64);
+  aka_once(tre, MCIM_TRE_PCID, k, opc, 32);
+  assert_true(log_has("previous PCID credential's slot key evicted", NULL));
+  doc = state_read(f);
+  assert_null(json_object_get(doc, "pcid_prev"));
+  assert_null(json_object_get(doc, "pcid_slot")); /* enrolment's key: gone with it */
+  json_decref(doc);
+  aka_once(tre, MCIM_TRE_PCID, k, opc, 64);
+
+  json_decref(offer);
+  free(ro_cert);
+  free(jws);
+  free(jws2);
+  free(jwk);
+  EVP_PKEY_free(ak);
+  EVP_PKEY_free(ro_pkey);
+  EVP_PKEY_free(storage);
+  mcim_jose_key_free(ro);
+  mcim_jose_key_free(storage_jose);
+}
+
 static void test_k_in_tpm(void **state)
 {
   struct fx *f = *state;
@@ -1496,6 +1651,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_k_in_tpm, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_pcid_k_in_tpm, fx_setup, fx_teardown),
       cmocka_unit_test(test_pcid_unenrolled),
+      cmocka_unit_test_setup_teardown(test_pcid_renewal_tpm, fx_setup, fx_teardown),
       cmocka_unit_test(test_tpm_gone_and_back),
       cmocka_unit_test(test_primary_not_recorded),
       cmocka_unit_test_setup_teardown(test_stray_objects, fx_setup, fx_teardown),

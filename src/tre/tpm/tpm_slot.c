@@ -413,9 +413,9 @@ mcim_cause_t mcim_tpm_slot_destroy(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
 
 /* ---- K wrapped by the SHO straight to a slot key ---- */
 
-mcim_cause_t mcim_tpm_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_LEN])
+static mcim_cause_t slot_qual(const char *label, size_t label_len, const char *txn,
+                              uint8_t out[MCIM_TPM_SLOT_QUAL_LEN])
 {
-  static const char label[] = "mcim-slot-key"; /* with its NUL: the txn follows */
   EVP_MD_CTX *c = NULL;
   unsigned int n = 0;
   mcim_cause_t rc = MCIM_INVALID_ARGUMENT;
@@ -425,12 +425,23 @@ mcim_cause_t mcim_tpm_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_
   rc = MCIM_CRYPTO_ERROR;
   c = EVP_MD_CTX_new();
   if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
-      EVP_DigestUpdate(c, label, sizeof(label)) == 1 &&
-      EVP_DigestUpdate(c, txn, strlen(txn)) == 1 && EVP_DigestFinal_ex(c, out, &n) == 1 &&
-      n == MCIM_TPM_SLOT_QUAL_LEN)
+      EVP_DigestUpdate(c, label, label_len) == 1 && EVP_DigestUpdate(c, txn, strlen(txn)) == 1 &&
+      EVP_DigestFinal_ex(c, out, &n) == 1 && n == MCIM_TPM_SLOT_QUAL_LEN)
     rc = MCIM_OK;
   EVP_MD_CTX_free(c);
   return rc;
+}
+
+mcim_cause_t mcim_tpm_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_LEN])
+{
+  static const char label[] = "mcim-slot-key"; /* with its NUL: the txn follows */
+  return slot_qual(label, sizeof(label), txn, out);
+}
+
+mcim_cause_t mcim_tpm_pcid_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_LEN])
+{
+  static const char label[] = "mcim-pcid-slot"; /* with its NUL: the txn follows */
+  return slot_qual(label, sizeof(label), txn, out);
 }
 
 mcim_cause_t mcim_tpm_slot_certify(mcim_tpm_t *t, const struct mcim_tpm_slot *s, mcim_tpm_key_t *ak,

@@ -82,6 +82,10 @@ mcim_cause_t mcim_tpm_slot_destroy(mcim_tpm_t *t, const struct mcim_tpm_slot *s,
  * certification made for another procedure is refused. */
 #define MCIM_TPM_SLOT_QUAL_LEN 32
 mcim_cause_t mcim_tpm_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_LEN]);
+/* The same for the slot key a PCID renewal `txn` offers (docs/tre-tpm.md, "The PCID
+ * credential's K"): SHA-256("mcim-pcid-slot" || 0x00 || txn), so neither certification passes
+ * for the other. */
+mcim_cause_t mcim_tpm_pcid_slot_qual(const char *txn, uint8_t out[MCIM_TPM_SLOT_QUAL_LEN]);
 /* TPM2_Certify of the slot key `s` (through its policy's TPM2_Certify branch) by the loaded
  * attestation key `ak` over `qual`: the marshalled TPMS_ATTEST and TPMT_SIGNATURE, free() both.
  * mcim_tpm_certify_check verifies them. */

@@ -677,6 +677,120 @@ static mcim_cause_t tpm_k_import_pcid(struct tre_soft *t, json_t *st, const json
   return k_import_under(t, st, NULL, rec, j, out);
 }
 
+/* A renewal's k_tpm: under the slot key the renewal request of `txn` offered (TRE_PCID_OFFER),
+ * which the issuer checked and wrapped K to; *out as tpm_k_import_pcid's. */
+static mcim_cause_t tpm_k_import_pcid_renewal(struct tre_soft *t, json_t *st, const char *txn,
+                                              const json_t *j, json_t **out)
+{
+  const json_t *rec = json_object_get(st, TRE_PCID_OFFER);
+  const char *for_txn = tre_str((json_t *)rec, "txn");
+  if (!rec || !txn || !for_txn || strcmp(for_txn, txn) != 0) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_TPM_SLOT_KEY_MISSING,
+                   "tre: a renewed PCID credential's k_tpm, and this renewal's request offered "
+                   "no slot key");
+    return MCIM_TPM_SLOT_KEY_MISSING;
+  }
+  return k_import_under(t, st, NULL, rec, j, out);
+}
+
+/* The renewal request's slot key (tre_op_sign of an mcim-renew+jwt): made once per renewal txn
+ * and certified by the AK over SHA-256("mcim-pcid-slot" || 0x00 || txn); an offer of another
+ * renewal that received nothing is destroyed first. *offer = {"public", "attest",
+ * "signature"}; *made when the document changed. */
+static mcim_cause_t tpm_pcid_slot_offer(struct tre_soft *t, json_t *st, const char *txn,
+                                        json_t **offer, bool *made)
+{
+  struct mcim_tpm_slot slot = {0};
+  uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN], *att = NULL, *sig = NULL;
+  size_t alen = 0, slen = 0;
+  TPM2B_PUBLIC pub;
+  mcim_tpm_t *tpm = NULL;
+  mcim_tpm_key_t *ak = NULL;
+  char *p64 = NULL, *a64 = NULL, *s64 = NULL, *n64 = NULL, *auth64 = NULL;
+  json_t *cur = json_object_get(st, TRE_PCID_OFFER);
+  bool created = false;
+  mcim_cause_t rc;
+
+  *offer = NULL;
+  *made = false;
+  if (!txn || !*txn)
+    return MCIM_INVALID_ARGUMENT;
+  if (cur && tre_str(cur, "txn") && strcmp(tre_str(cur, "txn"), txn) == 0) {
+    *offer = json_pack("{s:s, s:s, s:s}", "public", tre_str(cur, "public"), "attest",
+                       tre_str(cur, "attest"), "signature", tre_str(cur, "signature"));
+    return *offer ? MCIM_OK : MCIM_NO_MEMORY;
+  }
+  if (!enrolled(st)) {
+    mcim_log_event(MCIM_LOG_ERROR, txn, 0, MCIM_TPM_ENROLMENT_REQUIRED,
+                   "tre: no attestation key (the TPM was never enrolled): no slot key for a "
+                   "renewed PCID credential");
+    return MCIM_TPM_ENROLMENT_REQUIRED;
+  }
+  if (cur) { /* another renewal's, which never got its package */
+    if ((rc = slot_evict(t, st, cur)) != MCIM_OK)
+      return rc;
+    json_object_del(st, TRE_PCID_OFFER);
+    *made = true;
+  }
+  if ((rc = mcim_tpm_pcid_slot_qual(txn, qual)) != MCIM_OK ||
+      (rc = storage_use(t, st, &tpm)) != MCIM_OK)
+    goto cleanup;
+  if ((rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot make the renewed PCID credential's slot key");
+    goto cleanup;
+  }
+  created = true;
+  if ((rc = tre_tpm_quote_key(t, st, &tpm, &ak)) != MCIM_OK)
+    goto cleanup;
+  if ((rc = mcim_tpm_slot_certify(tpm, &slot, ak, qual, sizeof(qual), &att, &alen, &sig, &slen)) !=
+          MCIM_OK ||
+      (rc = mcim_tpm_slot_public(tpm, &slot, &pub, NULL)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot certify the renewed PCID credential's slot key");
+    goto cleanup;
+  }
+  if ((rc = mcim_tpm_public_encode(&pub, &p64)) != MCIM_OK)
+    goto cleanup;
+  rc = MCIM_NO_MEMORY;
+  a64 = mcim_b64url_dup(att, alen);
+  s64 = mcim_b64url_dup(sig, slen);
+  n64 = mcim_b64url_dup(slot.name.name, slot.name.size);
+  auth64 = mcim_b64url_dup(slot.auth, sizeof(slot.auth));
+  if (!a64 || !s64 || !n64 || !auth64 ||
+      json_object_set_new(st, TRE_PCID_OFFER,
+                          json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:s}", "txn", txn,
+                                    MEMBER_HANDLE, (json_int_t)slot.handle, MEMBER_PARENT, n64,
+                                    MEMBER_AUTH, auth64, "public", p64, "attest", a64, "signature",
+                                    s64)) != 0)
+    goto cleanup;
+  *offer = json_pack("{s:s, s:s, s:s}", "public", p64, "attest", a64, "signature", s64);
+  if (!*offer)
+    goto cleanup;
+  *made = true;
+  rc = MCIM_OK;
+  mcim_log_event(MCIM_LOG_INFO, txn, 0, rc,
+                 "tre: slot key 0x%08x made for the renewed PCID credential, certified by the "
+                 "attestation key",
+                 (unsigned)slot.handle);
+cleanup:
+  mcim_tpm_key_free(ak);
+  if (rc != MCIM_OK && created) {
+    json_object_del(st, TRE_PCID_OFFER);
+    if (mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
+      log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
+  }
+  if (auth64)
+    mcim_wipe(auth64, strlen(auth64));
+  free(auth64);
+  free(n64);
+  free(p64);
+  free(a64);
+  free(s64);
+  free(att);
+  free(sig);
+  mcim_wipe(&slot, sizeof(slot));
+  return rc;
+}
+
 /* ---- the PCID's slot key, made at enrolment ---- */
 
 mcim_cause_t tre_tpm_pcid_slot_create(struct tre_soft *t, json_t *st)
@@ -839,6 +953,8 @@ const struct tre_keys_ops tre_keys_tpm = {
     .txn_ka_jose = tpm_txn_ka_jose,
     .k_import_txn = tpm_k_import_txn,
     .k_import_pcid = tpm_k_import_pcid,
+    .k_import_pcid_renewal = tpm_k_import_pcid_renewal,
+    .pcid_slot_offer = tpm_pcid_slot_offer,
     .txn_slot_create = tpm_txn_slot_create,
     .txn_slot_destroy = slot_evict, /* the same members: handle, name, authValue */
 };
@@ -907,8 +1023,8 @@ static bool offer_member(const json_t *offer, const char *name, uint8_t *buf, si
   return v && mcim_b64url_decode(v, strlen(v), buf, cap, len) == MCIM_OK && *len > 0;
 }
 
-mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
-                                 size_t errlen)
+static mcim_cause_t slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, bool pcid,
+                               char *err, size_t errlen)
 {
   uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN], att[1024], sig[sizeof(TPMT_SIGNATURE)];
   size_t alen = 0, slen = 0, off = 0;
@@ -925,7 +1041,8 @@ mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *
     goto cleanup;
   rc = MCIM_TPM_SLOT_KEY_MISSING;
   if (!offer) {
-    mcim_detailf(err, errlen, "the quote offers no slot key");
+    mcim_detailf(err, errlen,
+                 pcid ? "the renewal request offers no slot key" : "the quote offers no slot key");
     goto cleanup;
   }
   rc = MCIM_TPM_CERTIFY_INVALID;
@@ -952,7 +1069,7 @@ mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *
   memcpy(ak_pub.publicArea.unique.ecc.x.buffer, x, 32);
   ak_pub.publicArea.unique.ecc.y.size = 32;
   memcpy(ak_pub.publicArea.unique.ecc.y.buffer, y, 32);
-  if ((rc = mcim_tpm_slot_qual(txn, qual)) != MCIM_OK)
+  if ((rc = (pcid ? mcim_tpm_pcid_slot_qual : mcim_tpm_slot_qual)(txn, qual)) != MCIM_OK)
     goto cleanup;
   rc = mcim_tpm_certify_check(&ak_pub, &pub, qual, sizeof(qual), att, alen, sig, slen, err, errlen);
   if (rc == MCIM_TPM_CERTIFY_INVALID) {
@@ -976,6 +1093,18 @@ cleanup:
   BN_free(bx);
   BN_free(by);
   return rc;
+}
+
+mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                 size_t errlen)
+{
+  return slot_check(ak, offer, txn, false, err, errlen);
+}
+
+mcim_cause_t mcim_tre_pcid_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                      size_t errlen)
+{
+  return slot_check(ak, offer, txn, true, err, errlen);
 }
 
 mcim_cause_t mcim_tre_wrap_k_slot(const json_t *offer, const uint8_t k[16], json_t **out)
