@@ -536,40 +536,38 @@ static bool enrolled(json_t *st)
   return json_object_get(json_object_get(st, "keys"), "quote") != NULL;
 }
 
-static mcim_cause_t tpm_txn_slot_create(struct tre_soft *t, json_t *st, const char *txn,
-                                        json_t **out)
+/* A new slot key, certified by the restricted attestation key over `qual`: *rec is its record
+ * with the certification {"tpm_handle", "tpm_parent", "tpm_auth", "public", "attest",
+ * "signature"} and *slot the key (destroyed again by the caller if it cannot keep it). On a
+ * failure nothing is left in the TPM. `what` names the key in the logs. */
+static mcim_cause_t certified_slot_make(struct tre_soft *t, json_t *st, const uint8_t *qual,
+                                        size_t qlen, const char *txn, const char *what,
+                                        struct mcim_tpm_slot *slot, mcim_tpm_t **tpm_out,
+                                        json_t **rec)
 {
-  struct mcim_tpm_slot slot = {0};
-  uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN], *att = NULL, *sig = NULL;
+  uint8_t *att = NULL, *sig = NULL;
   size_t alen = 0, slen = 0;
   TPM2B_PUBLIC pub;
   mcim_tpm_t *tpm = NULL;
   mcim_tpm_key_t *ak = NULL;
   char *p64 = NULL, *a64 = NULL, *s64 = NULL, *n64 = NULL, *auth64 = NULL;
   bool made = false;
-  mcim_cause_t rc = MCIM_NOT_FOUND;
+  mcim_cause_t rc;
 
-  *out = NULL;
-  if (!enrolled(st)) {
-    /* no restricted key to certify with: a TPM TRE that was never enrolled does not quote */
-    rc = MCIM_TPM_ENROLMENT_REQUIRED;
-    mcim_log_event(MCIM_LOG_ERROR, txn, 0, rc,
-                   "tre: no attestation key (the TPM was never enrolled): no quote, no slot key");
-    return rc;
-  }
-  if ((rc = mcim_tpm_slot_qual(txn, qual)) != MCIM_OK || (rc = storage_use(t, st, &tpm)) != MCIM_OK)
+  *rec = NULL;
+  if ((rc = storage_use(t, st, &tpm)) != MCIM_OK)
     goto cleanup;
-  if ((rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK) {
-    log_tpm(tpm, rc, "cannot make the procedure's slot key");
+  if ((rc = mcim_tpm_slot_create(tpm, slot)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot make a slot key");
     goto cleanup;
   }
   made = true;
   if ((rc = tre_tpm_quote_key(t, st, &tpm, &ak)) != MCIM_OK)
     goto cleanup;
-  if ((rc = mcim_tpm_slot_certify(tpm, &slot, ak, qual, sizeof(qual), &att, &alen, &sig, &slen)) !=
+  if ((rc = mcim_tpm_slot_certify(tpm, slot, ak, qual, qlen, &att, &alen, &sig, &slen)) !=
           MCIM_OK ||
-      (rc = mcim_tpm_slot_public(tpm, &slot, &pub, NULL)) != MCIM_OK) {
-    log_tpm(tpm, rc, "cannot certify the procedure's slot key");
+      (rc = mcim_tpm_slot_public(tpm, slot, &pub, NULL)) != MCIM_OK) {
+    log_tpm(tpm, rc, "cannot certify a new slot key");
     goto cleanup;
   }
   if ((rc = mcim_tpm_public_encode(&pub, &p64)) != MCIM_OK)
@@ -577,21 +575,21 @@ static mcim_cause_t tpm_txn_slot_create(struct tre_soft *t, json_t *st, const ch
   rc = MCIM_NO_MEMORY;
   a64 = mcim_b64url_dup(att, alen);
   s64 = mcim_b64url_dup(sig, slen);
-  n64 = mcim_b64url_dup(slot.name.name, slot.name.size);
-  auth64 = mcim_b64url_dup(slot.auth, sizeof(slot.auth));
+  n64 = mcim_b64url_dup(slot->name.name, slot->name.size);
+  auth64 = mcim_b64url_dup(slot->auth, sizeof(slot->auth));
   if (a64 && s64 && n64 && auth64)
-    *out = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", MEMBER_HANDLE, (json_int_t)slot.handle,
+    *rec = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", MEMBER_HANDLE, (json_int_t)slot->handle,
                      MEMBER_PARENT, n64, MEMBER_AUTH, auth64, "public", p64, "attest", a64,
                      "signature", s64);
-  if (*out) {
+  if (*rec) {
     rc = MCIM_OK;
     mcim_log_event(MCIM_LOG_INFO, txn, 0, rc,
-                   "tre: slot key 0x%08x made for this procedure, certified by the attestation key",
-                   (unsigned)slot.handle);
+                   "tre: slot key 0x%08x made for %s, certified by the attestation key",
+                   (unsigned)slot->handle, what);
   }
 cleanup:
   mcim_tpm_key_free(ak);
-  if (rc != MCIM_OK && made && mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
+  if (rc != MCIM_OK && made && mcim_tpm_slot_destroy(tpm, slot, NULL) != MCIM_OK)
     log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
   if (auth64)
     mcim_wipe(auth64, strlen(auth64));
@@ -602,6 +600,29 @@ cleanup:
   free(s64);
   free(att);
   free(sig);
+  *tpm_out = tpm;
+  return rc;
+}
+
+static mcim_cause_t tpm_txn_slot_create(struct tre_soft *t, json_t *st, const char *txn,
+                                        json_t **out)
+{
+  struct mcim_tpm_slot slot = {0};
+  uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN];
+  mcim_tpm_t *tpm = NULL;
+  mcim_cause_t rc;
+
+  *out = NULL;
+  if (!enrolled(st)) {
+    /* no restricted key to certify with: a TPM TRE that was never enrolled does not quote */
+    rc = MCIM_TPM_ENROLMENT_REQUIRED;
+    mcim_log_event(MCIM_LOG_ERROR, txn, 0, rc,
+                   "tre: no attestation key (the TPM was never enrolled): no quote, no slot key");
+    return rc;
+  }
+  rc = mcim_tpm_slot_qual(txn, qual);
+  if (rc == MCIM_OK)
+    rc = certified_slot_make(t, st, qual, sizeof(qual), txn, "this procedure", &slot, &tpm, out);
   mcim_wipe(&slot, sizeof(slot));
   return rc;
 }
@@ -701,14 +722,9 @@ static mcim_cause_t tpm_pcid_slot_offer(struct tre_soft *t, json_t *st, const ch
                                         json_t **offer, bool *made)
 {
   struct mcim_tpm_slot slot = {0};
-  uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN], *att = NULL, *sig = NULL;
-  size_t alen = 0, slen = 0;
-  TPM2B_PUBLIC pub;
+  uint8_t qual[MCIM_TPM_SLOT_QUAL_LEN];
   mcim_tpm_t *tpm = NULL;
-  mcim_tpm_key_t *ak = NULL;
-  char *p64 = NULL, *a64 = NULL, *s64 = NULL, *n64 = NULL, *auth64 = NULL;
-  json_t *cur = json_object_get(st, TRE_PCID_OFFER);
-  bool created = false;
+  json_t *cur = json_object_get(st, TRE_PCID_OFFER), *rec = NULL;
   mcim_cause_t rc;
 
   *offer = NULL;
@@ -733,60 +749,29 @@ static mcim_cause_t tpm_pcid_slot_offer(struct tre_soft *t, json_t *st, const ch
     *made = true;
   }
   if ((rc = mcim_tpm_pcid_slot_qual(txn, qual)) != MCIM_OK ||
-      (rc = storage_use(t, st, &tpm)) != MCIM_OK)
-    goto cleanup;
-  if ((rc = mcim_tpm_slot_create(tpm, &slot)) != MCIM_OK) {
-    log_tpm(tpm, rc, "cannot make the renewed PCID credential's slot key");
-    goto cleanup;
-  }
-  created = true;
-  if ((rc = tre_tpm_quote_key(t, st, &tpm, &ak)) != MCIM_OK)
-    goto cleanup;
-  if ((rc = mcim_tpm_slot_certify(tpm, &slot, ak, qual, sizeof(qual), &att, &alen, &sig, &slen)) !=
-          MCIM_OK ||
-      (rc = mcim_tpm_slot_public(tpm, &slot, &pub, NULL)) != MCIM_OK) {
-    log_tpm(tpm, rc, "cannot certify the renewed PCID credential's slot key");
-    goto cleanup;
-  }
-  if ((rc = mcim_tpm_public_encode(&pub, &p64)) != MCIM_OK)
+      (rc = certified_slot_make(t, st, qual, sizeof(qual), txn, "the renewed PCID credential",
+                                &slot, &tpm, &rec)) != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
-  a64 = mcim_b64url_dup(att, alen);
-  s64 = mcim_b64url_dup(sig, slen);
-  n64 = mcim_b64url_dup(slot.name.name, slot.name.size);
-  auth64 = mcim_b64url_dup(slot.auth, sizeof(slot.auth));
-  if (!a64 || !s64 || !n64 || !auth64 ||
-      json_object_set_new(st, TRE_PCID_OFFER,
-                          json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:s}", "txn", txn,
-                                    MEMBER_HANDLE, (json_int_t)slot.handle, MEMBER_PARENT, n64,
-                                    MEMBER_AUTH, auth64, "public", p64, "attest", a64, "signature",
-                                    s64)) != 0)
-    goto cleanup;
-  *offer = json_pack("{s:s, s:s, s:s}", "public", p64, "attest", a64, "signature", s64);
-  if (!*offer)
-    goto cleanup;
-  *made = true;
-  rc = MCIM_OK;
-  mcim_log_event(MCIM_LOG_INFO, txn, 0, rc,
-                 "tre: slot key 0x%08x made for the renewed PCID credential, certified by the "
-                 "attestation key",
-                 (unsigned)slot.handle);
-cleanup:
-  mcim_tpm_key_free(ak);
-  if (rc != MCIM_OK && created) {
+  *offer = json_pack("{s:O, s:O, s:O}", "public", json_object_get(rec, "public"), "attest",
+                     json_object_get(rec, "attest"), "signature",
+                     json_object_get(rec, "signature"));
+  if (!*offer || json_object_set_new(rec, "txn", json_string(txn)) != 0 ||
+      json_object_set(st, TRE_PCID_OFFER, rec) != 0) {
+    json_decref(*offer);
+    *offer = NULL;
     json_object_del(st, TRE_PCID_OFFER);
     if (mcim_tpm_slot_destroy(tpm, &slot, NULL) != MCIM_OK)
       log_tpm(tpm, MCIM_TPM_ERROR, "cannot destroy the new slot key again");
+    goto cleanup;
   }
-  if (auth64)
-    mcim_wipe(auth64, strlen(auth64));
-  free(auth64);
-  free(n64);
-  free(p64);
-  free(a64);
-  free(s64);
-  free(att);
-  free(sig);
+  *made = true;
+  rc = MCIM_OK;
+cleanup:
+  if (rc == MCIM_OK)
+    json_decref(rec); /* the document holds it */
+  else
+    tre_json_wipe_free(rec); /* its tpm_auth, kept nowhere */
   mcim_wipe(&slot, sizeof(slot));
   return rc;
 }
