@@ -441,8 +441,7 @@ static mcim_cause_t issue_cert(struct m2mes_state *ms, const mcim_jose_key_t *ke
   return rc;
 }
 
-/* The PCID credential sealed to the TRE key-agreement key; the plaintext is wiped. */
-/* The PCID credential sealed to the TRE's KA key. For a TPM device (`pcid_slot`, the slot key
+/* The PCID credential sealed to the TRE's KA key (the plaintext is wiped). For a TPM device (`pcid_slot`, the slot key
  * certify.pcid offered and enrol.c checked) K goes as "k_tpm", a duplication blob to that key
  * (docs/tre-tpm.md, "The PCID credential's K"), never as "k". */
 static mcim_cause_t seal_credential(const struct drow *d, const uint8_t *k, const uint8_t *opc,
