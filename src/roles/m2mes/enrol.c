@@ -167,31 +167,42 @@ cleanup:
   EVP_PKEY_free(ek);
 }
 
+/* certify.<which> = {"public", "attest", "signature"}: the public area (*pub, as sent *p64)
+ * certified by the AK over the nonce. Not in that form: TPM_CERTIFY_INVALID; otherwise
+ * mcim_tpm_certify_check's cause. */
+static mcim_cause_t certify_entry(const json_t *certify, const char *which, const TPM2B_PUBLIC *ak,
+                                  const uint8_t *nonce, TPM2B_PUBLIC *pub, const char **p64,
+                                  char *err, size_t errlen)
+{
+  const json_t *c = json_object_get(certify, which);
+  const char *a64 = json_string_value(json_object_get(c, "attest"));
+  const char *s64 = json_string_value(json_object_get(c, "signature"));
+  uint8_t attest[1024], sig[512];
+  size_t alen = 0, slen = 0;
+
+  *p64 = json_string_value(json_object_get(c, "public"));
+  if (!*p64 || !a64 || !s64 || mcim_tpm_public_decode(*p64, pub) != MCIM_OK ||
+      mcim_b64url_decode(a64, strlen(a64), attest, sizeof(attest), &alen) != MCIM_OK ||
+      mcim_b64url_decode(s64, strlen(s64), sig, sizeof(sig), &slen) != MCIM_OK) {
+    mcim_detailf(err, errlen, "certify.%s must be {\"public\", \"attest\", \"signature\"}", which);
+    return MCIM_TPM_CERTIFY_INVALID;
+  }
+  return mcim_tpm_certify_check(ak, pub, nonce, NONCE_LEN, attest, alen, sig, slen, err, errlen);
+}
+
 /* One certified key: its public area certified by the AK over the nonce, and the key the
  * request names. */
 static mcim_cause_t certified(const json_t *certify, const char *which, const TPM2B_PUBLIC *ak,
                               const uint8_t *nonce, const mcim_jose_key_t *want, char *err,
                               size_t errlen)
 {
-  const json_t *c = json_object_get(certify, which);
-  const char *p64 = json_string_value(json_object_get(c, "public"));
-  const char *a64 = json_string_value(json_object_get(c, "attest"));
-  const char *s64 = json_string_value(json_object_get(c, "signature"));
-  uint8_t attest[1024], sig[512];
-  size_t alen = 0, slen = 0;
+  const char *p64 = NULL;
   TPM2B_PUBLIC pub;
   EVP_PKEY *have = NULL, *named = NULL;
-  mcim_cause_t rc = MCIM_TPM_CERTIFY_INVALID;
+  mcim_cause_t rc = certify_entry(certify, which, ak, nonce, &pub, &p64, err, errlen);
 
-  if (!p64 || !a64 || !s64 || mcim_tpm_public_decode(p64, &pub) != MCIM_OK ||
-      mcim_b64url_decode(a64, strlen(a64), attest, sizeof(attest), &alen) != MCIM_OK ||
-      mcim_b64url_decode(s64, strlen(s64), sig, sizeof(sig), &slen) != MCIM_OK) {
-    mcim_detailf(err, errlen, "certify.%s must be {\"public\", \"attest\", \"signature\"}", which);
-    goto cleanup;
-  }
-  rc = mcim_tpm_certify_check(ak, &pub, nonce, NONCE_LEN, attest, alen, sig, slen, err, errlen);
   if (rc != MCIM_OK)
-    goto cleanup;
+    return rc;
   rc = MCIM_TPM_CERTIFY_INVALID;
   if (mcim_tpm_public_pkey(&pub, &have) != MCIM_OK ||
       mcim_jose_key_public_pkey(want, &named) != MCIM_OK || EVP_PKEY_eq(have, named) != 1) {
@@ -210,29 +221,17 @@ cleanup:
 static mcim_cause_t certified_slot(const json_t *certify, const TPM2B_PUBLIC *ak,
                                    const uint8_t *nonce, json_t **out, char *err, size_t errlen)
 {
-  const json_t *c = json_object_get(certify, "pcid");
-  const char *p64 = json_string_value(json_object_get(c, "public"));
-  const char *a64 = json_string_value(json_object_get(c, "attest"));
-  const char *s64 = json_string_value(json_object_get(c, "signature"));
-  uint8_t attest[1024], sig[512];
-  size_t alen = 0, slen = 0;
+  const char *p64 = NULL;
   TPM2B_PUBLIC pub;
-  mcim_cause_t rc = MCIM_TPM_SLOT_KEY_MISSING;
+  mcim_cause_t rc;
 
-  if (!c) {
+  if (!json_object_get(certify, "pcid")) {
     mcim_detailf(err, errlen,
                  "certify.pcid is missing: the TRE offers no slot key for the PCID credential's "
                  "K, and a TPM device takes K into its TPM only");
-    return rc;
+    return MCIM_TPM_SLOT_KEY_MISSING;
   }
-  rc = MCIM_TPM_CERTIFY_INVALID;
-  if (!p64 || !a64 || !s64 || mcim_tpm_public_decode(p64, &pub) != MCIM_OK ||
-      mcim_b64url_decode(a64, strlen(a64), attest, sizeof(attest), &alen) != MCIM_OK ||
-      mcim_b64url_decode(s64, strlen(s64), sig, sizeof(sig), &slen) != MCIM_OK) {
-    mcim_detailf(err, errlen, "certify.pcid must be {\"public\", \"attest\", \"signature\"}");
-    return rc;
-  }
-  rc = mcim_tpm_certify_check(ak, &pub, nonce, NONCE_LEN, attest, alen, sig, slen, err, errlen);
+  rc = certify_entry(certify, "pcid", ak, nonce, &pub, &p64, err, errlen);
   if (rc != MCIM_OK)
     return rc;
   if (!mcim_tpm_slot_public_check(&pub)) {
