@@ -277,8 +277,9 @@ mcim_cause_t mcim_tre_wrap_k(EVP_PKEY *tpm_storage, const uint8_t k[16], json_t 
   return no_tpm("wrapping K for a TPM");
 }
 
-mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
-                                 size_t errlen)
+/* mcim_tre_slot_check and mcim_tre_pcid_slot_check: no slot key is checked without a TPM */
+static mcim_cause_t no_tpm_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                      size_t errlen)
 {
   (void)ak;
   (void)offer;
@@ -287,14 +288,16 @@ mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *
   return no_tpm("checking a TPM slot key");
 }
 
+mcim_cause_t mcim_tre_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
+                                 size_t errlen)
+{
+  return no_tpm_slot_check(ak, offer, txn, err, errlen);
+}
+
 mcim_cause_t mcim_tre_pcid_slot_check(EVP_PKEY *ak, const json_t *offer, const char *txn, char *err,
                                       size_t errlen)
 {
-  (void)ak;
-  (void)offer;
-  (void)txn;
-  mcim_detailf(err, errlen, "this build has no TPM TRE");
-  return no_tpm("checking a TPM slot key");
+  return no_tpm_slot_check(ak, offer, txn, err, errlen);
 }
 
 mcim_cause_t mcim_tre_wrap_k_slot(const json_t *offer, const uint8_t k[16], json_t **k_tpm)
