@@ -129,6 +129,11 @@ run_wait() {
   bg=$(echo "$bg" | tr ' ' '\n' | grep -vx "$runpid" | tr '\n' ' ' || true)
   return $rc
 }
+cleanup_bg() { # an EXIT trap: the background `mcim run`s of run_bg ($bg) killed, then cleanup
+  local p
+  for p in ${bg:-}; do kill "$p" 2>/dev/null || true; done
+  cleanup
+}
 pid_of() { # pid_of NAME: the pid lab.json records for a role or a device agent
   tr -d ' \n' <"$lab/lab.json" | grep -o "\"name\":\"$1\",[^}]*\"pid\":[0-9]*" | grep -o '[0-9]*$'
 }
@@ -162,4 +167,68 @@ PY
     [ -z "$found" ] && ok "$1: $s keeps nothing of $o (name, $(wc -l <"$tmp/priv-imsis") IMSIs)" ||
       bad "$1: $s knows of $o: $found ($(grep -F -m2 -e "$o" "$f" | head -c 300))"
   done
+}
+
+# A device agent and its procedures. agent_get DEV PATH: GET on DEV's agent control socket;
+# agent_proc_field DEV TXN FIELD: FIELD of the agent's procedure TXN (a string, number or
+# bool); agent_proc_ended DEV TXN: that procedure no longer runs; process_gone PID: not
+# running (a zombie counts); crash_kills DEV "STAGE WHEN": how many times DEV's agent was
+# killed at that crash point (its trace).
+agent_get() { curl -s --max-time 5 --unix-socket "$lab/devices/$1/control.sock" "http://localhost$2"; }
+agent_proc_field() {
+  agent_get "$1" "/v1/procedures/$2" | tr -d '\n' | grep -o "\"$3\": *[^,}]*" | head -n1 |
+    sed 's/^[^:]*: *//; s/^"//; s/"$//'
+}
+agent_proc_ended() { local s; s=$(agent_proc_field "$1" "$2" state); [ -n "$s" ] && [ "$s" != running ]; }
+process_gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+crash_kills() {
+  sql "$lab/devices/$1/agent.db" "SELECT COUNT(*) FROM trace WHERE to_name='crashpoint' AND msg='$2: SIGKILL'"
+}
+
+# The tests of a change via the old SHO in which la's agent is killed at a crash point and the
+# change completes past the device's ack_deadline without sho-a (change_lost_ack,
+# change_early_release).
+# old_sho_change_killed STAGE:WHEN WHAT: the EXIT trap set to cleanup_bg; the lab up, la
+# manufactured and provisioned with sho-a ($imsi_a its IMSI there), la's ack_deadline 2 s and
+# procedure_timeout 40 s, its agent restarted armed at the crash point STAGE:WHEN; `mcim run
+# change la --to sho-b --via old-sho` in the background, and the agent killed at that point
+# (WHAT: when that is, for the output). That `mcim run` lost its agent: left running, killed on
+# exit; the procedure, $txn, is followed on the agent itself.
+old_sho_change_killed() {
+  local point="${1%%:*} ${1#*:}" where=$2 pid
+  bg=""
+  trap cleanup_bg EXIT
+  check "lab up" "$mcim" lab up --dir "$lab"
+  check "manufacture la" "$mcim" lab device add la --dir "$lab"
+  check "initial provisioning of la with sho-a" "$mcim" run initial la --sho sho-a --json --dir "$lab"
+  # shellcheck disable=SC2034 # for the caller
+  imsi_a=$(sql "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='la' AND state='active'")
+  sed -i 's/"procedure_timeout": *[0-9]*/"procedure_timeout": 40/' "$lab/devices/la/agent.json"
+  grep -q '"ack_deadline"' "$lab/devices/la/agent.json" ||
+    sed -i 's/"procedure_timeout"/"ack_deadline": 2, "procedure_timeout"/' "$lab/devices/la/agent.json"
+  MCIM_CRASHPOINT="la:$1" "$mcim" lab restart la --dir "$lab" >/dev/null &&
+    ok "la: ack deadline 2 s, agent armed at $point" || bad "la: restart"
+  pid=$(pid_of la)
+  run_bg "$tmp/run.json" change la --to sho-b --via old-sho
+  if wait_until 60 process_gone "$pid" && [ "$(crash_kills la "$point")" = 1 ]; then
+    ok "la killed $where, recorded by the crash point"
+  else bad "la not killed at $point (kills $(crash_kills la "$point"))"; fi
+  txn=$(sql "$lab/devices/la/agent.db" "SELECT txn FROM trace WHERE to_name='crashpoint' LIMIT 1")
+  [ -n "$txn" ] && ok "txn $txn" || bad "no txn"
+}
+# old_sho_change_completes WHAT: sho-a killed, la's agent restarted (not armed): the change
+# $txn completes (WHAT: how, for the output) with the TRE-signed discard receipt at step 11,
+# and sho-b's order is active.
+old_sho_change_completes() {
+  local res
+  kill -KILL "$(pid_of sho-a)"
+  check "la restarted (not armed)" "$mcim" lab restart la --dir "$lab"
+  if wait_until 60 agent_proc_ended la "$txn"; then ok "the procedure ended"; else bad "the procedure still runs"; fi
+  res=$(agent_proc_field la "$txn" result)
+  [ "$res" = success ] && ok "the change completed $1" ||
+    bad "the change ended '$res' at step $(agent_proc_field la "$txn" step): $(agent_proc_field la "$txn" cause) $(agent_proc_field la "$txn" detail)"
+  sql "$lab/devices/la/agent.db" "SELECT msg FROM trace WHERE txn='$txn' AND step=11" | grep -q 'TRE-signed discard receipt' &&
+    ok "step 11 with the TRE-signed receipt" || bad "no receipt at step 11: $(sql "$lab/devices/la/agent.db" "SELECT step, msg FROM trace WHERE txn='$txn'" | tail -n 5 | tr '\n' ';')"
+  wait_until 20 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn'" active &&
+    ok "sho-b's order active" || bad "sho-b order $(sql "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn'")"
 }
