@@ -219,7 +219,7 @@ static void test_rfc7515_a3(void **state)
 /* RFC 7518 Appendix C: our ECDH-ES derivation (used to open packages) reproduces the
  * published derived key from either side. cjose's derivation (used to seal packages) agrees
  * with ours: test_jwe opens cjose-made JWEs, with and without apu/apv. (cjose's own ECDH-ES
- * decryption is not called: it leaks, see src/crypto/jose.c.) */
+ * decryption is not called: it leaks, see src/crypto/jose.c and jose_jwe.c.) */
 static void test_rfc7518_c(void **state)
 {
   (void)state;
