@@ -1243,6 +1243,16 @@ static char *pcid_package(const mcim_jose_key_t *ro, const mcim_jose_key_t *ka, 
   return pkg;
 }
 
+/* member = "k_tpm":<k_tpm>, a package's K member for pcid_package; k_tpm released */
+static void k_tpm_member(char *member, size_t len, json_t *k_tpm)
+{
+  char *kt = json_dumps(k_tpm, JSON_COMPACT);
+  assert_non_null(kt);
+  snprintf(member, len, "\"k_tpm\":%s", kt);
+  free(kt);
+  json_decref(k_tpm);
+}
+
 static void test_pcid_renewal_tpm(void **state)
 {
   struct fx *f = *state;
@@ -1251,7 +1261,7 @@ static void test_pcid_renewal_tpm(void **state)
                     r2[] = "a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2";
   static const uint8_t opc[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   mcim_statement_t *stmt = NULL;
-  char *jws = NULL, *jws2 = NULL, *jwk = NULL, member[1600], err[256], *kt = NULL, *pkg = NULL;
+  char *jws = NULL, *jws2 = NULL, *jwk = NULL, member[1600], err[256], *pkg = NULL;
   json_t *k_tpm = NULL;
   uint8_t k[16];
   TPM2B_PUBLIC ak_pub;
@@ -1315,20 +1325,14 @@ static void test_pcid_renewal_tpm(void **state)
   assert_int_equal(mcim_jose_key_from_jwk(jwk, strlen(jwk), &storage_jose), MCIM_OK);
   assert_int_equal(mcim_jose_key_public_pkey(storage_jose, &storage), MCIM_OK);
   assert_int_equal(mcim_tre_wrap_k(storage, k, &k_tpm), MCIM_OK);
-  kt = json_dumps(k_tpm, JSON_COMPACT);
-  json_decref(k_tpm);
-  snprintf(member, sizeof(member), "\"k_tpm\":%s", kt);
-  free(kt);
+  k_tpm_member(member, sizeof(member), k_tpm);
   pkg = pcid_package(ro, f->ka_pub, r1, member);
   assert_int_equal(tre->ops->pcid_renew(tre->ctx, pkg, strlen(pkg), ro_cert), MCIM_PACKAGE_INVALID);
   assert_true(log_has("does not import under the PCID's slot key", "integrity check failed"));
   free(pkg);
   /* K wrapped to the offer, in the package of another renewal, whose request offered nothing */
   assert_int_equal(mcim_tre_wrap_k_slot(offer, k, &k_tpm), MCIM_OK);
-  kt = json_dumps(k_tpm, JSON_COMPACT);
-  json_decref(k_tpm);
-  snprintf(member, sizeof(member), "\"k_tpm\":%s", kt);
-  free(kt);
+  k_tpm_member(member, sizeof(member), k_tpm);
   pkg = pcid_package(ro, f->ka_pub, r2, member);
   assert_int_equal(tre->ops->pcid_renew(tre->ctx, pkg, strlen(pkg), ro_cert), MCIM_PACKAGE_INVALID);
   assert_true(log_has("this renewal's request offered no slot key", NULL));
