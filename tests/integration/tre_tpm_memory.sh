@@ -53,6 +53,13 @@ k = sys.argv[2]
 print(sum(core.count(f) for f in (bytes.fromhex(k), k.encode(), k.upper().encode())))
 EOF
 }
+# k_nowhere WHEN KHEX WHAT: the TPM device's dump WHEN ($tmp/tdev.WHEN) holds K (WHAT) nowhere
+k_nowhere() {
+  local n
+  n=$(k_count "$tmp/tdev.$1" "$2")
+  [ "$n" = 0 ] && ok "TPM device, $1: $3 nowhere in the agent's memory ($(du -k "$tmp/tdev.$1" | cut -f1) KiB)" ||
+    bad "TPM device, $1: $3 found $n times in the agent's memory"
+}
 # dump_after PID CORE: gcore of the agent now
 dump_after() { gcore -o "$tmp/gc" "$1" >"$tmp/gcore.out" 2>&1 && mv "$tmp/gc.$1" "$2"; }
 # dump_at FUNC PID CORE CMD...: the agent stopped at a breakpoint at FUNC while CMD (an mcim
@@ -124,9 +131,7 @@ ps=$(sho_k sdev ro) && [ ${#ps} -eq 32 ] && ok "the PCID credential's K of the s
 [ "$failed" -eq 0 ] || { finish; exit 1; }
 for when in pcid pcid_after; do
   [ -s "$tmp/tdev.$when" ] && [ -s "$tmp/sdev.$when" ] || continue
-  n=$(k_count "$tmp/tdev.$when" "$pt")
-  [ "$n" = 0 ] && ok "TPM device, $when: the PCID credential's K nowhere in the agent's memory" ||
-    bad "TPM device, $when: the PCID credential's K found $n times in the agent's memory"
+  k_nowhere "$when" "$pt" "the PCID credential's K"
   n=$(k_count "$tmp/sdev.$when" "$ps")
   if [ "$when" = pcid ]; then
     [ "$n" -gt 0 ] && ok "software device, inside the PCID's AKA: the same search finds its PCID K ($n times)" ||
@@ -146,9 +151,7 @@ for d in t s; do
 done
 for when in during after; do
   [ -s "$tmp/tdev.$when" ] || continue
-  n=$(k_count "$tmp/tdev.$when" "$kt")
-  [ "$n" = 0 ] && ok "TPM device, $when the attach: K nowhere in the agent's memory ($(du -k "$tmp/tdev.$when" | cut -f1) KiB)" ||
-    bad "TPM device, $when the attach: K found $n times in the agent's memory"
+  k_nowhere "$when" "$kt" "sho-a's K"
   [ -s "$tmp/sdev.$when" ] || continue
   n=$(k_count "$tmp/sdev.$when" "$ks")
   # the software TRE keeps an MCIM's K sealed under the MCIM's own key (docs/tre.md section
@@ -175,9 +178,7 @@ kt_b=$(sho_k tdev sho-b) && [ ${#kt_b} -eq 32 ] || bad "K of tdev at sho-b: '$kt
 ks_b=$(sho_k sdev sho-b) && [ ${#ks_b} -eq 32 ] || bad "K of sdev at sho-b: '$ks_b'"
 for when in install changed; do
   [ -s "$tmp/tdev.$when" ] && [ -s "$tmp/sdev.$when" ] || continue
-  n=$(k_count "$tmp/tdev.$when" "$kt_b")
-  [ "$n" = 0 ] && ok "TPM device, $when: sho-b's K nowhere in the agent's memory" ||
-    bad "TPM device, $when: sho-b's K found $n times in the agent's memory"
+  k_nowhere "$when" "$kt_b" "sho-b's K"
   n=$(k_count "$tmp/sdev.$when" "$ks_b")
   echo "note  software device, $when: sho-b's K found $n times (in clear only while staged and used; the control is the planted K below)"
 done
@@ -185,9 +186,7 @@ done
 # the PCID credential's K in none of the TPM device's later dumps either
 for when in during after install changed; do
   [ -s "$tmp/tdev.$when" ] || continue
-  n=$(k_count "$tmp/tdev.$when" "$pt")
-  [ "$n" = 0 ] && ok "TPM device, $when: the PCID credential's K nowhere in the agent's memory" ||
-    bad "TPM device, $when: the PCID credential's K found $n times in the agent's memory"
+  k_nowhere "$when" "$pt" "the PCID credential's K"
 done
 
 # the TPM device's K, planted: the search finds it in the next dump of the same agent
@@ -229,9 +228,7 @@ dump_at mcim_aka_usim_check "$tpid" "$tmp/tdev.renewed_aka" "$mcim" run change t
   --via pristine --dir "$lab" && ok "tdev: agent dumped inside the AKA with the renewed PCID credential"
 for when in renewed renewed_aka; do
   [ -s "$tmp/tdev.$when" ] || continue
-  n=$(k_count "$tmp/tdev.$when" "$pr")
-  [ "$n" = 0 ] && ok "TPM device, $when: the renewed PCID credential's K nowhere in the agent's memory" ||
-    bad "TPM device, $when: the renewed PCID credential's K found $n times in the agent's memory"
+  k_nowhere "$when" "$pr" "the renewed PCID credential's K"
 done
 if grep -rqi -e "$pr" "$lab/devices/tdev" 2>/dev/null; then
   bad "the renewed PCID credential's K in clear under the TPM device's folder"
