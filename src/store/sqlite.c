@@ -12,7 +12,10 @@
  *
  * Statements are prepared once per connection and cached by SQL text; values are
  * always bound (SQLITE_STATIC: no copies of bound data), and the bindings are
- * cleared after every run. */
+ * cleared after every run. The transaction control statements (BEGIN IMMEDIATE, COMMIT,
+ * ROLLBACK, the two synchronous levels) are prepared once per connection too, apart from
+ * that cache: sqlite3_exec parsed them again at every transaction (2% of the daemons'
+ * samples, docs/performance.md). */
 #include "mcim/store.h"
 
 #include <fcntl.h>
@@ -37,8 +40,22 @@ struct cached_stmt {
   bool busy;     /* running now (an exec from inside a row callback) */
 };
 
+/* The transaction control statements, prepared at their first use (ctl_sql). */
+enum ctl { CTL_BEGIN, CTL_COMMIT, CTL_ROLLBACK, CTL_DURABLE, CTL_RELAXED, CTL_COUNT };
+
+static const char *const ctl_sql[CTL_COUNT] = {
+    /* IMMEDIATE takes the write lock now: writers queue here (busy_timeout), not at their
+     * first write, where a deferred transaction could only fail. */
+    [CTL_BEGIN] = "BEGIN IMMEDIATE",
+    [CTL_COMMIT] = "COMMIT",
+    [CTL_ROLLBACK] = "ROLLBACK",
+    [CTL_DURABLE] = "PRAGMA synchronous = FULL",
+    [CTL_RELAXED] = "PRAGMA synchronous = NORMAL",
+};
+
 struct sqlite_conn {
   sqlite3 *db;
+  sqlite3_stmt *ctl[CTL_COUNT];
   struct cached_stmt cache[STMT_CACHE_SIZE];
   uint64_t tick;
   char errmsg[256];
@@ -155,6 +172,8 @@ static void sqlite_close(void *conn)
     sqlite3_finalize(c->cache[i].stmt);
     free(c->cache[i].sql);
   }
+  for (size_t i = 0; i < CTL_COUNT; i++)
+    sqlite3_finalize(c->ctl[i]);
   /* The last connection to close checkpoints the WAL into the database file. */
   sqlite3_close_v2(c->db);
   free(c);
@@ -213,17 +232,30 @@ static mcim_cause_t run_simple(struct sqlite_conn *c, const char *sql)
   return map_rc(src);
 }
 
-static mcim_cause_t sqlite_begin(void *conn)
+/* One transaction control statement, as sqlite3_exec would run it (the same result codes
+ * and message), from its prepared statement. */
+static mcim_cause_t run_ctl(struct sqlite_conn *c, enum ctl which)
 {
-  /* IMMEDIATE takes the write lock now: writers queue here (busy_timeout), not at
-   * their first write, where a deferred transaction could only fail. */
-  return run_simple(conn, "BEGIN IMMEDIATE");
+  sqlite3_stmt **stmt = &c->ctl[which];
+  int src = SQLITE_OK;
+  if (!*stmt)
+    src = sqlite3_prepare_v3(c->db, ctl_sql[which], -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
+  if (src == SQLITE_OK) {
+    src = sqlite3_step(*stmt);
+    if (src == SQLITE_DONE || src == SQLITE_ROW)
+      src = SQLITE_OK;
+    else
+      set_db_err(c); /* before the reset: the step's message */
+    sqlite3_reset(*stmt);
+  } else {
+    set_db_err(c);
+  }
+  return map_rc(src);
 }
 
-static mcim_cause_t sqlite_commit(void *conn)
-{
-  return run_simple(conn, "COMMIT");
-}
+static mcim_cause_t sqlite_begin(void *conn) { return run_ctl(conn, CTL_BEGIN); }
+
+static mcim_cause_t sqlite_commit(void *conn) { return run_ctl(conn, CTL_COMMIT); }
 
 static mcim_cause_t sqlite_rollback(void *conn)
 {
@@ -231,7 +263,7 @@ static mcim_cause_t sqlite_rollback(void *conn)
   /* Some errors (I/O, disk full) end the transaction by themselves. */
   if (sqlite3_get_autocommit(c->db))
     return MCIM_OK;
-  return run_simple(c, "ROLLBACK");
+  return run_ctl(c, CTL_ROLLBACK);
 }
 
 static mcim_cause_t sqlite_exec_script(void *conn, const char *sql)
@@ -490,11 +522,7 @@ void mcim_store_sqlite_small(void)
  * the next FULL commit's fsync of the WAL makes them durable too. */
 static mcim_cause_t sqlite_set_durable(void *conn, bool durable)
 {
-  struct sqlite_conn *c = conn;
-  return sqlite3_exec(c->db, durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-                      NULL, NULL, NULL) == SQLITE_OK
-             ? MCIM_OK
-             : MCIM_STORE_ERROR;
+  return run_ctl(conn, durable ? CTL_DURABLE : CTL_RELAXED) == MCIM_OK ? MCIM_OK : MCIM_STORE_ERROR;
 }
 
 const mcim_store_ops_t mcim_store_sqlite_ops = {
