@@ -224,8 +224,8 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
  * changes), so one lock costs nothing worth a finer one. */
 static pthread_mutex_t apply_lock = PTHREAD_MUTEX_INITIALIZER;
 
-mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_storage_key_t *skey,
-                                  mcim_store_t *st, const char *imsi)
+static mcim_cause_t run_in(struct mcim_auc_backend *auc, const mcim_storage_key_t *skey,
+                           mcim_store_t *st, const char *imsi, size_t *found)
 {
   struct intents b = {.n = 0};
   mcim_cause_t rc;
@@ -249,6 +249,8 @@ mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_stora
                        "SELECT imsi, want, gen, done, attempts, lease FROM auc_hlr WHERE done = 0"
                        " AND next_try <= ? AND lease <= ? ORDER BY next_try LIMIT 16",
                        p, 2, intent_row, &b);
+  if (found)
+    *found = b.n;
   for (size_t k = 0; rc == MCIM_OK && k < b.n; k++) {
     mcim_cause_t one = apply(auc, skey, st, &b.v[k]);
     if (mcim_auc_cause_is_remote(one))
@@ -257,6 +259,12 @@ mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_stora
 out:
   pthread_mutex_unlock(&apply_lock);
   return rc;
+}
+
+mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_storage_key_t *skey,
+                                  mcim_store_t *st, const char *imsi)
+{
+  return run_in(auc, skey, st, imsi, NULL);
 }
 
 /* The role's record decides (what the built-in AuC checks in mcim_auc_gen_avs). */
@@ -321,6 +329,15 @@ mcim_cause_t mcim_auc_sync_run(struct mcim_role *r, const char *imsi)
   if (mcim_auc_is_builtin(r->auc))
     return MCIM_OK;
   return mcim_auc_sync_run_in(r->auc, r->storage_key, mcim_role_store(r), imsi);
+}
+
+bool mcim_auc_sync_tick(struct mcim_role *r)
+{
+  size_t found = 0;
+  if (mcim_auc_is_builtin(r->auc))
+    return false;
+  (void)run_in(r->auc, r->storage_key, mcim_role_store(r), NULL, &found);
+  return found > 0;
 }
 
 mcim_cause_t mcim_auc_sync_gen_avs(struct mcim_role *r, mcim_store_t *st, const char *imsi,

@@ -39,6 +39,9 @@ mcim_cause_t mcim_auc_sync_unwant_others(struct mcim_role *r, mcim_store_t *st,
  * NULL a batch of those due (the worker's tick; it stops at the first AuC that does not
  * answer and backs off). MCIM_OK when `imsi`'s intent holds (or there is none). */
 mcim_cause_t mcim_auc_sync_run(struct mcim_role *r, const char *imsi);
+/* The worker's tick: mcim_auc_sync_run(r, NULL); true when it found intents due (the worker
+ * then polls again after tick_ms rather than backing off). */
+bool mcim_auc_sync_tick(struct mcim_role *r);
 
 /* Vectors and resynchronisation for the role's subscriber `imsi`: the role's own record
  * decides whether it gets any (state active, within its lifetime: the causes of

@@ -289,6 +289,12 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
       h = NULL; /* pending and unclaimed: the worker's next round finds it */
     }
   }
+  if (!h && r && r->priv) { /* found only by a poll: the worker's backoff ends */
+    pthread_mutex_lock(&r->priv->lock);
+    r->priv->poll_soon = true;
+    pthread_cond_signal(&r->priv->cond);
+    pthread_mutex_unlock(&r->priv->lock);
+  }
   int64_t next_at = h ? h->lease : now;
   mcim_val_t budget = max_attempts != 0 ? MCIM_INT(max_attempts) : MCIM_NULL;
   mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path), MCIM_TEXT(text),
@@ -464,6 +470,17 @@ static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct 
   mcim_http_result_clear(&res);
 }
 
+/* A message this round leaves pending comes due at `at_ms` (wall clock): the worker polls the
+ * store then, whatever its backoff (worker_main, src/roles/runtime.c). */
+static void note_due(struct mcim_role *r, int64_t at_ms)
+{
+  struct mcim_role_priv *p = r->priv;
+  pthread_mutex_lock(&p->lock);
+  if (p->outbox_due_ms == 0 || at_ms < p->outbox_due_ms)
+    p->outbox_due_ms = at_ms;
+  pthread_mutex_unlock(&p->lock);
+}
+
 /* The round's outcomes and the trace rows of what was sent, in one relaxed transaction (a
  * transaction each cost more than the deliveries' own store work: docs/performance.md), and
  * that one a batch: on PostgreSQL one round trip, where statement by statement it was 2 + 2n
@@ -531,14 +548,25 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc,
                    "outbox outcomes not recorded (the messages are delivered again): %s",
                    mcim_store_errmsg(st));
+    int64_t lease = 0; /* due again once their leases end */
+    for (size_t i = 0; i < b->n; i++)
+      if (out[i].claimed && out[i].lease > lease)
+        lease = out[i].lease;
+    note_due(r, lease);
     return;
   }
   for (size_t i = 0; i < b->n; i++) {
     const struct outbox_msg *m = &b->m[i];
     struct outbox_outcome *o = &out[i];
-    if (!o->claimed || o->unsent)
+    if (!o->claimed)
       continue;
+    if (o->unsent) { /* released: due again at once */
+      note_due(r, m->next_at);
+      continue;
+    }
     o->recorded = mcim_store_batch_changes(st, at[i]) == 1;
+    if (o->recorded && !o->done && strcmp(o->state, "pending") == 0)
+      note_due(r, o->next_at); /* a retry */
     if (!o->recorded) {
       mcim_log_event(MCIM_LOG_INFO, m->txn, (int)m->step, MCIM_OK,
                      "delivery to %s outlived its claim: another round records it", m->peer);
@@ -616,13 +644,15 @@ static void handed_check(mcim_store_t *st, const struct outbox_batch *b,
 }
 
 /* One round of the outbox: the messages handed by their writers (claimed as they were
- * written), then up to 16 in all with those found due in the store (claimed together), sent
- * one after the other while each one's lease allows, their outcomes recorded together. */
-void mcim_role_outbox_run(struct mcim_role *r)
+ * written), then, when the worker polls, up to 16 in all with those found due in the store
+ * (claimed together), sent one after the other while each one's lease allows, their outcomes
+ * recorded together. */
+size_t mcim_role_outbox_run(struct mcim_role *r, bool poll)
 {
   mcim_store_t *st = mcim_role_store(r);
+  size_t found = 0;
   if (!st)
-    return;
+    return 0;
   struct outbox_batch b = {0};
   struct outbox_outcome out[sizeof(b.m) / sizeof(b.m[0])];
   memset(out, 0, sizeof(out));
@@ -631,21 +661,21 @@ void mcim_role_outbox_run(struct mcim_role *r)
   int64_t now = mcim_now_us() / 1000;
   mcim_val_t p[] = {MCIM_INT(now)};
   /* Retries come due, and messages of an instance that died or not claimed as written: found
-   * in the store, at every round without handed messages and at least once per tick_ms (under
-   * load the worker is woken with messages after nearly every commit). */
-  uint64_t mono_ms = mcim_monotonic_ns() / 1000000u;
-  bool scan = handed == 0 ||
-              mono_ms - r->priv->outbox_scanned_ms >= (uint64_t)mcim_config_int(r->cfg, "tick_ms");
-  if (scan)
-    r->priv->outbox_scanned_ms = mono_ms;
-  if (scan && handed < sizeof(b.m) / sizeof(b.m[0]) &&
-      mcim_store_exec(st,
-                      "SELECT id, peer, path, body, txn, step, msg, attempts, next_at,"
-                      " max_attempts, created FROM outbox"
-                      " WHERE state = 'pending' AND next_at <= ? ORDER BY created LIMIT 16",
-                      p, 1, outbox_row, &b) == MCIM_OK &&
-      b.n > handed)
+   * in the store, only when the worker polls (its own retries when due, the rest within
+   * idle_tick_max_ms: worker_main); what is handed goes without a look. */
+  if (poll && handed == sizeof(b.m) / sizeof(b.m[0]))
+    found = 1; /* no room to look: soon again */
+  else if (poll &&
+           mcim_store_exec(st,
+                           "SELECT id, peer, path, body, txn, step, msg, attempts,"
+                           " next_at, max_attempts, created FROM outbox"
+                           " WHERE state = 'pending' AND next_at <= ? ORDER BY created"
+                           " LIMIT 16",
+                           p, 1, outbox_row, &b) == MCIM_OK &&
+           b.n > handed) {
+    found = b.n - handed;
     outbox_claim(r, st, &b, handed, out);
+  }
   if (b.n == 0)
     goto cleanup;
   int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");
@@ -665,6 +695,7 @@ cleanup:
     json_decref(out[i].body);
     outbox_msg_free(&b.m[i]);
   }
+  return found;
 }
 
 void mcim_role_outbox_stop(struct mcim_role *r)

@@ -4,6 +4,8 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "mcim/role.h"
 
@@ -35,7 +37,15 @@ struct mcim_role_priv {
   /* Messages their writers' transactions queued and claimed, committed, for the worker
    * (mcim_role_outbox_put, src/roles/common.c); under `lock`, oldest first. */
   struct outbox_handed *handed, **handed_tail;
-  uint64_t outbox_scanned_ms; /* when the worker last looked for messages due (monotonic) */
+  /* The worker's polls of the store (src/roles/runtime.c, worker_main), under `lock`:
+   * outbox_due_ms, when the earliest retry this instance recorded comes due (wall clock ms,
+   * 0: none), polled then whatever the backoff; poll_soon, the backoff ends (a message
+   * written but not handed, found only by a poll); polls and poll_period_ms, how many polls
+   * so far and the interval to the next one (mcim_role_worker_polls). */
+  int64_t outbox_due_ms;
+  bool poll_soon;
+  uint64_t polls;
+  int64_t poll_period_ms;
 };
 
 /* Schema every role has: trace, answers, replay, outbox (component "common"). */
@@ -52,8 +62,12 @@ void mcim_role_replay_fini(struct mcim_role *r);
  * entries past their expiry, stored answers and finished outbox messages past
  * answer_retention. */
 void mcim_role_housekeeping(struct mcim_role *r);
-/* Deliver what is due in the outbox (worker thread). */
-void mcim_role_outbox_run(struct mcim_role *r);
+/* Deliver the messages handed to the worker and, with `poll`, those due in the store (worker
+ * thread). Returns how many it found due in the store (a full batch of handed messages, which
+ * leaves no room to look, counts as one): 0 when it did not look or found none. */
+size_t mcim_role_outbox_run(struct mcim_role *r, bool poll);
+/* The worker's polls so far and the interval to its next one (ms): for tests. */
+void mcim_role_worker_polls(struct mcim_role *r, uint64_t *polls, int64_t *period_ms);
 /* The worker stops: the messages handed to it and not sent are released (due at once, for
  * another instance or the next start) and forgotten. */
 void mcim_role_outbox_stop(struct mcim_role *r);

@@ -93,7 +93,15 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
     {.name = "outbox_backoff_ms", .type = MCIM_CFG_INT, .def = "200", .min = 10,
      .max = 600000, .help = "first retry delay; doubles with each attempt"},
     {.name = "tick_ms", .type = MCIM_CFG_INT, .def = "200", .min = 10, .max = 60000,
-     .help = "period of the worker thread (outbox, timers)"},
+     .help = "period of the worker's polls of the store (outbox retries, expiries, timers)"
+             " while they find something; see idle_tick_max_ms"},
+    {.name = "idle_tick_max_ms", .type = MCIM_CFG_INT, .def = "2000", .min = 10,
+     .max = 600000,
+     .help = "while the worker's polls of the store find nothing due, their period doubles from"
+             " tick_ms up to this (not below tick_ms); what a poll finds (another instance's"
+             " retry, a dead instance's message, an expiry, housekeeping) is handled at most"
+             " this long after it is due; messages handed by their writers go at once, this"
+             " instance's own retries when due"},
     {.name = "peer_timeout_ms", .type = MCIM_CFG_INT, .def = "5000", .min = 100,
      .max = 600000, .help = "timeout of one call to a peer"},
     {.name = "log_format", .type = MCIM_CFG_ENUM, .def = "text", .allowed = log_formats,
@@ -463,38 +471,80 @@ static const struct mcim_http_route common_routes[] = {
 
 /* ---- worker ---- */
 
+/* The worker. Each round sends the messages its role's handlers handed it (at once: their
+ * commits wake it) and, when it polls, looks in the store for what only a look finds: the
+ * outbox's messages due (retries, messages of an instance that died once their leases end,
+ * or not handed as written), the kind's sweeps (expiries) and the housekeeping. A poll comes
+ * tick_ms after the last one while polls find something; each that finds nothing doubles the
+ * interval, up to idle_tick_max_ms, so an idle role does not keep its database busy (the lab's
+ * six roles at tick_ms 50 cost its PostgreSQL about 5% of a core doing nothing,
+ * docs/performance.md). Bounds: a handed message at once; a retry this instance recorded
+ * when it is due (outbox_due_ms); a message written but not handed ends the backoff
+ * (poll_soon); anything else a poll finds at most idle_tick_max_ms after it is due. Handed
+ * messages do not end the backoff: under load the worker runs a round after nearly every
+ * commit, and the polls need not come with them. */
 static void *worker_main(void *arg)
 {
   struct mcim_role *r = arg;
   struct mcim_role_priv *p = r->priv;
   int64_t tick = mcim_config_int(r->cfg, "tick_ms");
-  uint64_t ticked_ms = 0;
+  int64_t idle_max = mcim_config_int(r->cfg, "idle_tick_max_ms");
+  int64_t period = tick;
+  uint64_t polled_ms = 0;
+  bool polled = false;
+  if (idle_max < tick)
+    idle_max = tick;
   pthread_mutex_lock(&p->lock);
+  p->poll_period_ms = period;
   while (!p->stopping) {
-    pthread_mutex_unlock(&p->lock);
-    mcim_role_outbox_run(r);
-    /* The outbox on every wake-up (a handler queued a message: it goes at once), the kind's
-     * sweeps (expiries: scans of its tables) once per tick_ms only: under load the worker is
-     * woken after nearly every commit, and sweeping each time was a tenth of a busy SHO's
-     * CPU (perf, mcim loadgen). */
     uint64_t now_ms = mcim_monotonic_ns() / 1000000u;
-    if (ticked_ms == 0 || now_ms - ticked_ms >= (uint64_t)tick) {
-      ticked_ms = now_ms;
-      mcim_role_housekeeping(r);
-      if (r->kind->tick)
-        r->kind->tick(r);
+    if (p->poll_soon) {
+      p->poll_soon = false;
+      period = tick;
     }
+    bool poll = !polled || now_ms - polled_ms >= (uint64_t)period;
+    bool due = p->outbox_due_ms != 0 && mcim_now_us() / 1000 >= p->outbox_due_ms;
+    if (poll || due)
+      p->outbox_due_ms = 0; /* what it finds is recorded again if still to be retried */
+    pthread_mutex_unlock(&p->lock);
+    size_t found = mcim_role_outbox_run(r, poll || due);
+    if (poll) {
+      polled = true;
+      polled_ms = now_ms;
+      mcim_role_housekeeping(r); /* at most once a second (its own check) */
+      if (r->kind->tick && r->kind->tick(r))
+        found++;
+    }
+    if (found > 0)
+      period = tick;
+    else if (poll)
+      period = period * 2 < idle_max ? period * 2 : idle_max;
     mcim_role_store_release(r); /* its cache goes on to the next request */
     pthread_mutex_lock(&p->lock);
+    if (poll) {
+      p->polls++;
+      p->poll_period_ms = period;
+    }
     if (p->stopping)
       break;
     if (!p->wake) {
-      struct timespec ts;
-      clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += (long)(tick % 1000) * 1000000L;
-      ts.tv_sec += tick / 1000 + ts.tv_nsec / 1000000000L;
-      ts.tv_nsec %= 1000000000L;
-      pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+      if (p->poll_soon)
+        period = tick;
+      int64_t wait_ms =
+          (int64_t)(polled_ms + (uint64_t)period) - (int64_t)(mcim_monotonic_ns() / 1000000u);
+      if (p->outbox_due_ms != 0) {
+        int64_t due_in = p->outbox_due_ms - mcim_now_us() / 1000;
+        if (due_in < wait_ms)
+          wait_ms = due_in;
+      }
+      if (wait_ms > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        ts.tv_sec += (time_t)(wait_ms / 1000) + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+      }
     }
     p->wake = false;
   }
@@ -503,6 +553,14 @@ static void *worker_main(void *arg)
   mcim_role_store_release(r);
   /* per-thread store and client are closed by their key destructors */
   return NULL;
+}
+
+void mcim_role_worker_polls(struct mcim_role *r, uint64_t *polls, int64_t *period_ms)
+{
+  pthread_mutex_lock(&r->priv->lock);
+  *polls = r->priv->polls;
+  *period_ms = r->priv->poll_period_ms;
+  pthread_mutex_unlock(&r->priv->lock);
 }
 
 /* The peers' statement keys, fetched in the background from the start. Why: handler threads

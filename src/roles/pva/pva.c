@@ -847,20 +847,21 @@ cleanup:
   free(verdict);
 }
 
-static void pva_tick(struct mcim_role *r)
+static bool pva_tick(struct mcim_role *r)
 {
   mcim_store_t *st = mcim_role_store(r);
   struct due d = {.n = 0};
   if (!st)
-    return;
+    return false;
   mcim_val_t p[] = {MCIM_INT(mcim_now())};
   if (mcim_store_exec(st,
                       "SELECT " VROW_COLS " FROM validations WHERE state = 'pending' AND"
                       " expires <= ? ORDER BY expires LIMIT 16",
                       p, 1, due_row, &d) != MCIM_OK)
-    return;
+    return false;
   for (size_t i = 0; i < d.n; i++)
     expire_one(r, st, &d.v[i]);
+  return d.n > 0;
 }
 
 /* ---- kind ---- */

@@ -115,10 +115,10 @@ static const char *const ro_purge[] = {
 };
 
 /* The DRF's sweeps, then what the ICF's HLR should hold and does not yet. */
-static void ro_tick(struct mcim_role *r)
+static bool ro_tick(struct mcim_role *r)
 {
-  mcim_drf_expire(r);
-  mcim_auc_sync_run(r, NULL);
+  mcim_drf_expire(r); /* every expired order at once: nothing left for the next poll */
+  return mcim_auc_sync_tick(r);
 }
 
 const struct mcim_role_kind mcim_role_ro = {

@@ -57,18 +57,18 @@ static mcim_cause_t expire_order(struct mcim_role *r, mcim_store_t *st, const st
   return rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
 }
 
-void mcim_sho_expire(struct mcim_role *r)
+bool mcim_sho_expire(struct mcim_role *r)
 {
   mcim_store_t *st = mcim_role_store(r);
   struct stale_batch b = {.n = 0};
   if (!st)
-    return;
+    return false;
   mcim_val_t p[] = {MCIM_INT(mcim_now() - mcim_config_duration(r->cfg, "order_lifetime"))};
   if (mcim_store_exec(st,
                       "SELECT txn, imsi, state, procedure FROM orders WHERE state IN"
                       " ('ordered', 'validating', 'provisioning') AND created <= ? LIMIT 64",
                       p, 1, stale_row, &b) != MCIM_OK)
-    return;
+    return false;
   for (size_t i = 0; i < b.n; i++) {
     mcim_cause_t rc = expire_order(r, st, &b.s[i]);
     if (rc == MCIM_WRONG_STATE)
@@ -86,5 +86,6 @@ void mcim_sho_expire(struct mcim_role *r)
                        : "");
   }
   mcim_access_purge(r);
-  mcim_auc_sync_run(r, NULL); /* what the HLR should hold and does not yet */
+  bool synced = mcim_auc_sync_tick(r); /* what the HLR should hold and does not yet */
+  return b.n > 0 || synced;
 }

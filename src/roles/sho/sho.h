@@ -69,8 +69,8 @@ mcim_cause_t mcim_sho_queue_validation(struct mcim_role *r, mcim_store_t *st,
                                        const struct mcim_sho_steps *steps);
 
 /* expiry.c: abandoned orders fail (TIMEOUT) after `order_lifetime`, their MCIMs terminated;
- * stale attach sessions go (worker tick). */
-void mcim_sho_expire(struct mcim_role *r);
+ * stale attach sessions go (worker tick; true when it found something due). */
+bool mcim_sho_expire(struct mcim_role *r);
 
 /* change.c: the old SHO's side of a change and the pre-provisioned variant. */
 void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,

@@ -148,6 +148,14 @@ static const mcim_migration_t vno_migrations[] = {
      "CREATE INDEX attach_created ON attach (created)"},
 };
 
+/* Unanswered attach attempts leave nothing that lasts; one delete takes every stale one, so
+ * nothing is left for the next poll. */
+static bool vno_tick(struct mcim_role *r)
+{
+  mcim_access_purge(r);
+  return false;
+}
+
 static const struct mcim_http_route vno_routes[] = {
     {"POST", "/v1/attach", h_attach, 0},
     {"POST", "/v1/attach/{id}", h_attach_answer, 0},
@@ -156,7 +164,7 @@ static const struct mcim_http_route vno_routes[] = {
 const struct mcim_role_kind mcim_role_vno = {
     .kind = "vno",
     .summary = "visited network: PCID attach with AVs from the RO's ICF, restricted access",
-    .tick = mcim_access_purge, /* unanswered attach attempts leave nothing that lasts */
+    .tick = vno_tick,
     .migrations = vno_migrations,
     .nmigrations = sizeof(vno_migrations) / sizeof(vno_migrations[0]),
     .routes = vno_routes,
