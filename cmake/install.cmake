@@ -5,8 +5,9 @@
 # Components (one .deb each, cmake/package.cmake):
 #   mcimd  the network role daemon: program, unit, sysusers file, sample configurations,
 #          OpenAPI documents, operations guide, mcimd(8)
-#   m2me   the device agent: program, its launcher for TPM devices (m2me-boot), unit, sysusers
-#          file, sample agent.json, m2me(8), m2me-boot(8)
+#   m2me   the device agent: program (and m2me-tpm, a TPM device's, where built), its launcher
+#          for TPM devices (m2me-boot), unit, sysusers file, sample agent.json, m2me(8),
+#          m2me-boot(8)
 #   cli    the command line mcim: program, user guide, mcim(1)
 include(GNUInstallDirs)
 
@@ -42,6 +43,9 @@ file(MAKE_DIRECTORY ${MCIM_INSTALL_GEN})
 # ---- programs ----
 install(TARGETS mcimd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT mcimd)
 install(TARGETS m2me m2me-boot RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT m2me)
+if(TARGET m2me-tpm) # a TPM device's agent, OpenSSL shared with tpm2-tss (CMakeLists.txt)
+  install(TARGETS m2me-tpm RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT m2me)
+endif()
 install(TARGETS mcim RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 
 # ---- systemd units ----

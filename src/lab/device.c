@@ -329,6 +329,14 @@ static bool device_tpm(const json_t *d)
   return tre && strcmp(tre, "tpm") == 0;
 }
 
+/* The program name the device's agent runs under (its argv[0]): what it was started as, "m2me"
+ * for a lab from before m2me-tpm (mcim_lab_tpm_agent). */
+static const char *device_agent(const json_t *d)
+{
+  const char *a = json_string_value(json_object_get(d, "agent"));
+  return a && strcmp(a, "m2me-tpm") == 0 ? "m2me-tpm" : "m2me";
+}
+
 /* Start the device's swtpm on its state (DIR/tpm, made 0700 the first time, and then
  * manufactured: an EK and its certificate from the lab's TPM vendor CA): `tcti` gets how to
  * reach it, *pid its pid (it outlives this program; stopped by pid). */
@@ -432,7 +440,7 @@ void mcim_lab_devices_stop(mcim_lab_t *lab)
   size_t i;
   json_t *d;
   json_array_foreach(json_object_get(lab->json, "devices"), i, d) {
-    mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "pid")), "m2me");
+    mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "pid")), device_agent(d));
     json_object_set_new(d, "pid", json_integer(0));
     device_swtpm_stop(d); /* after its agent: nothing uses it any more */
   }
@@ -442,7 +450,7 @@ json_t *mcim_lab_device_status(const json_t *d)
 {
   long pid = (long)json_integer_value(json_object_get(d, "pid"));
   json_t *e = json_pack("{s:O,s:I,s:b,s:s}", "name", json_object_get(d, "name"), "pid",
-                        (json_int_t)pid, "running", mcim_lab_pid_alive(pid, "m2me"), "tre",
+                        (json_int_t)pid, "running", mcim_lab_pid_alive(pid, device_agent(d)), "tre",
                         device_tpm(d) ? "tpm" : "soft");
   if (e && device_tpm(d)) {
     long tpid = (long)json_integer_value(json_object_get(d, "swtpm_pid"));
@@ -478,12 +486,17 @@ mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
   if (up != MCIM_OK)
     return up;
   long apid = (long)json_integer_value(json_object_get(d, "pid"));
-  if (mcim_lab_pid_alive(apid, "m2me")) {
+  if (mcim_lab_pid_alive(apid, device_agent(d))) {
     if (!tpm_started)
       return MCIM_OK;
-    mcim_lab_stop_pid(apid, "m2me"); /* it was given the TPM's old address */
+    mcim_lab_stop_pid(apid, device_agent(d)); /* it was given the TPM's old address */
   }
-  snprintf(m2me, sizeof(m2me), "%s/m2me", mcim_lab_bindir());
+  /* a TPM device's agent: m2me-tpm where built (one OpenSSL with tpm2-tss's, less memory) */
+  const char *agent = "m2me";
+  if (device_tpm(d))
+    agent = mcim_lab_tpm_agent(m2me, sizeof(m2me));
+  else
+    snprintf(m2me, sizeof(m2me), "%s/m2me", mcim_lab_bindir());
   snprintf(boot, sizeof(boot), "%s/m2me-boot", mcim_lab_bindir());
   mcim_lab_join(log, sizeof(log), dir, "/agent.log");
   /* A TPM device starts as a platform would: its launcher measures the images and this m2me
@@ -494,6 +507,7 @@ mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
   if (pid <= 0)
     return MCIM_IO_ERROR;
   json_object_set_new(d, "pid", json_integer(pid));
+  json_object_set_new(d, "agent", json_string(agent));
   mcim_lab_save(lab);
   /* Up when its control channel answers. */
   struct mcim_http_client *cli = NULL;
@@ -524,7 +538,7 @@ mcim_cause_t mcim_lab_device_stop(mcim_lab_t *lab, const char *name)
   json_t *d = device_entry(lab, name);
   if (!d)
     return MCIM_NOT_FOUND;
-  mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "pid")), "m2me");
+  mcim_lab_stop_pid((long)json_integer_value(json_object_get(d, "pid")), device_agent(d));
   json_object_set_new(d, "pid", json_integer(0));
   device_swtpm_stop(d); /* its state stays in DEVICE_DIR/tpm for the next start */
   return mcim_lab_save(lab);

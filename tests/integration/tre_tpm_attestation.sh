@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Real attestation at the PVA with the TPM TRE (issue 11 point 4; docs/tre-tpm.md, "Attestation
-# at the PVA"; docs/roles-pva-m2mes.md, "A TPM device's quote"): a TPM device's launcher
-# (m2me-boot) measures its boot and os images and the m2me executable it is about to run into
-# PCR 10 (static: no TPM2_PCR_Reset clears it) with an ima-ng log beside its TRE state, then
-# execs the agent, which measures nothing; at the PVA's nonce its TPM quotes the PCR, and the
-# PVA validates the procedure on that quote against the RIMs the M2MES published (the agent's:
-# the digest of the m2me the lab runs) (its trace says which evidence it used; its attestation
-# certificate, marked by the M2MES, makes the TPM quote required). A device manufactured with
-# a modified os image, and a device whose m2me executable is replaced by a modified copy (a
-# byte appended) and rebooted, are refused with VALIDATION_FAILED naming the component; the
-# executable put back and the device rebooted (its TPM restarted: PCR 10 cleared, a new log),
-# it passes again; its agent restarted without a TPM restart (the launcher appends to the log
-# of PCR 10), its quote still verifies. The refusals of forged evidence (another TPM, a
+# Real attestation at the PVA with the TPM TRE (issue 11 point 4; docs/tre-tpm.md, "Attestation at
+# the PVA"; docs/roles-pva-m2mes.md, "A TPM device's quote"): a TPM device's launcher (m2me-boot)
+# measures its boot and os images and the agent executable it is about to run (m2me-tpm where
+# built, else m2me) into PCR 10 (static: no TPM2_PCR_Reset clears it) with an ima-ng log beside its
+# TRE state, then execs the agent, which measures nothing; at the PVA's nonce its TPM quotes the
+# PCR, and the PVA validates the procedure on that quote against the RIMs the M2MES published (the
+# agent's: the digest of the m2me the lab runs) (its trace says which evidence it used; its
+# attestation certificate, marked by the M2MES, makes the TPM quote required). A device
+# manufactured with a modified os image, and a device whose m2me executable is replaced by a
+# modified copy (a byte appended) and rebooted, are refused with VALIDATION_FAILED naming the
+# component; the executable put back and the device rebooted (its TPM restarted: PCR 10 cleared, a
+# new log), it passes again; its agent restarted without a TPM restart (the launcher appends to the
+# log of PCR 10), its quote still verifies. The refusals of forged evidence (another TPM, a
 # replayed quote, a log that does not replay, a garbled TPMS_ATTEST) and the TPM's refusal of
 # TPM2_PCR_Reset of PCR 10 are unit-tested (tests/unit/test_tre_tpm_quote.c). Registered with
 # MCIM_TPM only (tests/CMakeLists.txt).
@@ -26,7 +26,11 @@ mkdir -p "$tmp/bin"
 for p in "$real_bin"/*; do ln -s "$p" "$tmp/bin/$(basename "$p")"; done
 export MCIM_BIN="$tmp/bin"
 mcim="$MCIM_BIN/mcim"
-m2me_sha=$(sha256sum "$real_bin/m2me" | cut -d' ' -f1)
+# the agent a TPM device runs: m2me-tpm where the build made it (OpenSSL shared with tpm2-tss:
+# CMakeLists.txt, docs/tre-tpm.md "Memory"), else m2me
+agent=m2me
+[ -x "$real_bin/m2me-tpm" ] && agent=m2me-tpm
+m2me_sha=$(sha256sum "$real_bin/$agent" | cut -d' ' -f1)
 
 # pva_quotes DEV RESULT: the PVA's traced validations of DEV decided on a TPM quote with RESULT
 pva_quotes() {
@@ -75,8 +79,8 @@ check "manufacture dev1 (TRE: tpm)" "$mcim" lab device add dev1 --tre tpm --dir 
 check "manufacture dev2 (TRE: tpm, modified os image)" "$mcim" lab device add dev2 --tre tpm --tamper --dir "$lab"
 log_ok dev1 3 && ok "dev1's measurement log: PCR 10, ima-ng, boot os agent" ||
   bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
-agent_measured dev1 "$m2me_sha" && ok "dev1's launcher measured the m2me executable it runs" ||
-  bad "dev1's agent measurement is not SHA-256 of $real_bin/m2me ($m2me_sha)"
+agent_measured dev1 "$m2me_sha" && ok "dev1's launcher measured the agent executable it runs ($agent)" ||
+  bad "dev1's agent measurement is not SHA-256 of $real_bin/$agent ($m2me_sha)"
 grep -q "measured into PCR 10; starting the agent" "$lab/devices/dev1/agent.log" &&
   ok "dev1's agent was started by its launcher (m2me-boot)" || bad "no launch in dev1's agent.log"
 tpm_marked dev1 && ok "dev1's attestation certificate is marked TPM-resident by the M2MES" ||
@@ -104,10 +108,10 @@ gone=$(grep -c 'slot key 0x[0-9a-f]* destroyed (TPM2_EvictControl)' "$lab/device
 
 # dev1's m2me replaced by a modified copy (a byte appended: it still runs), the device
 # rebooted (its TPM too): the launcher measures what it runs, the PVA refuses it
-rm "$MCIM_BIN/m2me"
-cp "$real_bin/m2me" "$MCIM_BIN/m2me"
-printf '\0' >>"$MCIM_BIN/m2me"
-bad_sha=$(sha256sum "$MCIM_BIN/m2me" | cut -d' ' -f1)
+rm "$MCIM_BIN/$agent"
+cp "$real_bin/$agent" "$MCIM_BIN/$agent"
+printf '\0' >>"$MCIM_BIN/$agent"
+bad_sha=$(sha256sum "$MCIM_BIN/$agent" | cut -d' ' -f1)
 check "restart dev1 (modified m2me executable)" "$mcim" lab restart dev1 --dir "$lab"
 log_ok dev1 3 && ok "dev1's log after the reboot: a new log of three lines (PCR 10 cleared by the TPM's restart)" ||
   bad "dev1's log: $(cat "$lab/devices/dev1/tre/measurements.ima" 2>&1)"
@@ -117,7 +121,7 @@ check_refused VALIDATION_FAILED "change dev1 to sho-b via old-sho (modified m2me
 grep -q '"detail": ".*agent digest' "$tmp/out" && ok "the detail names the agent" || bad "detail: $(grep detail "$tmp/out")"
 
 # the executable put back, the device rebooted: validated again
-ln -sf "$real_bin/m2me" "$MCIM_BIN/m2me"
+ln -sf "$real_bin/$agent" "$MCIM_BIN/$agent"
 check "restart dev1 (m2me restored)" "$mcim" lab restart dev1 --dir "$lab"
 agent_measured dev1 "$m2me_sha" && ok "the launcher measured the restored m2me" || bad "dev1's agent measurement after the restore"
 
@@ -129,7 +133,7 @@ kill -TERM "$agent_pid"
 wait_until 20 sh -c "! kill -0 $agent_pid 2>/dev/null" || bad "dev1's agent did not stop"
 # (with --log-format json, as m2me-tpm@.service starts it: passed on to the agent)
 lines_before=$(wc -l <"$lab/devices/dev1/agent.log")
-setsid "$MCIM_BIN/m2me-boot" --dir "$lab/devices/dev1" --agent "$MCIM_BIN/m2me" --log-format json \
+setsid "$MCIM_BIN/m2me-boot" --dir "$lab/devices/dev1" --agent "$MCIM_BIN/$agent" --log-format json \
   >>"$lab/devices/dev1/agent.log" 2>&1 </dev/null &
 new_pid=$!
 # lab.json follows, so that `lab down` stops it

@@ -41,29 +41,40 @@ static char load_detail[256];
  * builds every cipher of the default provider). tpm2-tss 3.2.1 has no crypto callbacks
  * (Esys_SetCryptoCallbacks is 4.0's), but RAND_bytes_ex() of OpenSSL 3 hands any library
  * context's request to a RAND_METHOD set for the process (the legacy hook, deprecated but
- * built in Debian's libcrypto3), and in a static agent only ESAPI uses the shared libcrypto:
- * its nonces then come from the agent's own OpenSSL, the DRBG (Hash_DRBG, SHA-256, seeded
- * from the kernel, src/crypto/subset.c) that already makes every key and nonce of the agent.
- * About 0.6 ms of CPU less per nonce and 80-130 KiB less heap (docs/tre-tpm.md, "Memory");
- * the code of libcrypto that the first nonce ran stays touched anyway: ESAPI's HMACs, in
- * their own library contexts too, run the same. Only where that is another copy of OpenSSL:
- * a program linked to the shared libcrypto (the tests, an agent built with
- * MCIM_STATIC_AGENT=OFF) had it loaded before tpm2-tss, and is left as it is (the method
- * would call itself). */
+ * built in Debian's libcrypto3): its nonces then come from the agent's own DRBG (Hash_DRBG,
+ * SHA-256, seeded from the kernel, src/crypto/subset.c), the private one of the default
+ * context, which already makes every key of the agent. About 0.6 ms of CPU less per nonce
+ * and 80-130 KiB less heap (docs/tre-tpm.md, "Memory"); the code of libcrypto that the first
+ * nonce ran stays touched anyway: ESAPI's HMACs, in their own library contexts too, run the
+ * same. In the static m2me the method is set on ESAPI's shared libcrypto and draws from the
+ * agent's static OpenSSL. Where the agent uses that shared libcrypto itself (m2me-tpm, the
+ * tests, MCIM_STATIC_AGENT=OFF) the method is set on its own OpenSSL: every request of every
+ * library context then comes from that one DRBG, asked directly, not through RAND_bytes(). */
 static __thread bool in_rand; /* never re-entered; if it were, fail rather than recurse */
 
 static int rand_bytes(unsigned char *buf, int num)
 {
-  int ok;
+  int ok = 1;
   if (in_rand || num < 0)
     return 0;
   in_rand = true;
-  ok = RAND_bytes(buf, num);
+  /* the DRBG itself, not RAND_bytes(): where ESAPI's libcrypto is the agent's own (m2me-tpm)
+   * the method is set on this very OpenSSL, and RAND_bytes() would come back here */
+  EVP_RAND_CTX *drbg = RAND_get0_private(NULL);
+  for (int off = 0; ok == 1 && off < num; off += 4096) {
+    size_t n = (size_t)(num - off < 4096 ? num - off : 4096);
+    ok = drbg ? EVP_RAND_generate(drbg, buf + off, n, 0, 0, NULL, 0) : 0;
+  }
   in_rand = false;
   return ok == 1;
 }
 
-static int rand_status(void) { return RAND_status() == 1; }
+/* ready when the DRBG is (RAND_status() would come back here too) */
+static int rand_status(void)
+{
+  EVP_RAND_CTX *drbg = RAND_get0_private(NULL);
+  return drbg && EVP_RAND_get_state(drbg) == EVP_RAND_STATE_READY;
+}
 
 static const RAND_METHOD rand_method = {
     .bytes = rand_bytes,
@@ -73,14 +84,6 @@ static const RAND_METHOD rand_method = {
 
 /* The name ESAPI's libcrypto has (tpm2-tss 3 on OpenSSL 3). */
 #define MCIM_TSS2_LIBCRYPTO "libcrypto.so.3"
-
-static bool libcrypto_loaded(void)
-{
-  void *h = dlopen(MCIM_TSS2_LIBCRYPTO, RTLD_NOW | RTLD_NOLOAD);
-  if (h)
-    dlclose(h);
-  return h != NULL;
-}
 
 /* The dynamic linker's tables of ESAPI's libraries, let go once they are loaded.
  *
@@ -165,7 +168,6 @@ static void load(void)
    * an object that is gone). TSS2_LOG, when set, is left as it is. Set before any thread of
    * ours calls into tpm2-tss, which reads it once. */
   setenv("TSS2_LOG", "all+none", 0);
-  bool own_openssl = !libcrypto_loaded();
   for (int i = 0; i < MCIM_TSS2_NLIBS; i++) {
     /* never closed: the pointers stay valid for the life of the process */
     lib[i] = dlopen(sonames[i], RTLD_NOW | RTLD_LOCAL);
@@ -188,8 +190,7 @@ static void load(void)
   }
   MCIM_TSS2_FUNCTIONS(MCIM_TSS2_RESOLVE)
 #undef MCIM_TSS2_RESOLVE
-  if (own_openssl)
-    route_rand();
+  route_rand();
   dl_iterate_phdr(drop_tables, NULL); /* after the last dlsym() */
   mcim_tss2 = f;
   load_rc = MCIM_OK;
