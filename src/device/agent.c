@@ -703,6 +703,7 @@ void mcim_device_free(struct mcim_device *d)
   mcim_tre_close(d->tre);
   X509_free(d->operators_ca);
   json_decref(d->peers);
+  json_decref(d->peer_certs);
   json_decref(d->networks);
   mcim_config_free(d->cfg);
   if (d->locks_ready) {

@@ -56,6 +56,9 @@ struct mcim_device {
    * optional peers file (re-read when a name is unknown: an SHO added later). */
   json_t *networks;
   json_t *peers; /* NULL without a peers file */
+  /* Network roles' certificates (PEM) the device verified, by name (dev_peer_key_kept):
+   * fetched from GET /v1/certificate or named by the RO in a discovery; in memory only. */
+  json_t *peer_certs;
   pthread_mutex_t peers_lock;
 
   /* Access sessions, by network; guarded by `lock`. */
@@ -424,8 +427,23 @@ const char *dev_json_hex(const json_t *obj, const char *name, size_t digits);
  * the public key as a JOSE key (kid = name). */
 mcim_cause_t dev_peer_key_from_pem(struct mcim_device *d, const char *pem, const char *name,
                                    mcim_jose_key_t **out);
-/* GET {peer}/v1/certificate, verified as above. `pem` (may be NULL) gets a copy; free(). */
+/* GET {peer}/v1/certificate, verified as above. `pem` (may be NULL) gets a copy; free().
+ * The certificate is kept for dev_peer_key_kept. */
 mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,
                           mcim_jose_key_t **key, char **pem);
+/* The key of the certificate kept for `peer` (verified again now, as above), else as
+ * dev_peer_key. `*kept`: it came from the kept certificate; a statement that then does not
+ * verify under it (MCIM_JWS_BAD_SIGNATURE: the peer's key may have changed) is checked
+ * again with dev_peer_key's fresh one (dev_peer_verify does both). */
+mcim_cause_t dev_peer_key_kept(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,
+                               mcim_jose_key_t **key, bool *kept);
+/* Keep `pem` as the certificate of `peer` (call once it verified as dev_peer_key_from_pem). */
+void dev_peer_cert_keep(struct mcim_device *d, const char *peer, const char *pem);
+/* Verify the statement `jws` of `peer` (dev_peer_key_kept's key, then a fresh one if it
+ * does not verify under a kept certificate). `*key_rc`: the key's own outcome (MCIM_OK when
+ * the statement's check failed, not the key's). */
+mcim_cause_t dev_peer_verify(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,
+                             const char *jws, const mcim_jws_expect_t *ex, mcim_statement_t **out,
+                             mcim_cause_t *key_rc);
 
 #endif

@@ -215,6 +215,7 @@ mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_lite *cli, con
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "%s", res.detail);
     goto cleanup;
   }
+  dev_peer_cert_keep(d, peer, cert);
   if (pem) {
     *pem = strdup(cert);
     if (!*pem) {
@@ -227,6 +228,89 @@ cleanup:
   if (rc != MCIM_OK && res.detail[0])
     mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, rc, "certificate of %s: %s", peer, res.detail);
   mcim_http_result_clear(&res);
+  return rc;
+}
+
+/* Network roles' certificates, kept (d->peer_certs, under peers_lock). A device checked
+ * every statement of the RO or of an SHO with a certificate it fetched again for that one
+ * statement (GET /v1/certificate: about one request a procedure); the certificate does not
+ * change between procedures. A kept one is verified again at every use, as a fetched one
+ * (the pinned CA, CN = the peer, usage, validity: dev_peer_key_from_pem), so an expired or
+ * foreign one is never used; a peer whose key changed is fetched again when a statement does
+ * not verify under the kept one (dev_peer_verify). */
+void dev_peer_cert_keep(struct mcim_device *d, const char *peer, const char *pem)
+{
+  if (!peer || !pem)
+    return;
+  pthread_mutex_lock(&d->peers_lock);
+  if (!d->peer_certs)
+    d->peer_certs = json_object();
+  /* a name per network role: bounded by the peers the device talks to */
+  if (d->peer_certs &&
+      (json_object_size(d->peer_certs) < 64 || json_object_get(d->peer_certs, peer)))
+    json_object_set_new(d->peer_certs, peer, json_string(pem));
+  pthread_mutex_unlock(&d->peers_lock);
+}
+
+static char *peer_cert_kept(struct mcim_device *d, const char *peer)
+{
+  pthread_mutex_lock(&d->peers_lock);
+  const char *pem = json_string_value(json_object_get(d->peer_certs, peer));
+  char *copy = pem ? strdup(pem) : NULL;
+  pthread_mutex_unlock(&d->peers_lock);
+  return copy;
+}
+
+static void peer_cert_forget(struct mcim_device *d, const char *peer)
+{
+  pthread_mutex_lock(&d->peers_lock);
+  json_object_del(d->peer_certs, peer);
+  pthread_mutex_unlock(&d->peers_lock);
+}
+
+mcim_cause_t dev_peer_key_kept(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,
+                               mcim_jose_key_t **key, bool *kept)
+{
+  char *pem = peer ? peer_cert_kept(d, peer) : NULL;
+  *kept = false;
+  if (pem) {
+    mcim_cause_t rc = dev_peer_key_from_pem(d, pem, peer, key);
+    free(pem);
+    if (rc == MCIM_OK) {
+      *kept = true;
+      return MCIM_OK;
+    }
+    peer_cert_forget(d, peer); /* expired, say: fetched again */
+  }
+  return dev_peer_key(d, cli, peer, key, NULL);
+}
+
+mcim_cause_t dev_peer_verify(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,
+                             const char *jws, const mcim_jws_expect_t *ex, mcim_statement_t **out,
+                             mcim_cause_t *key_rc)
+{
+  mcim_jose_key_t *key = NULL;
+  bool kept = false;
+  mcim_cause_t rc;
+
+  *out = NULL;
+  *key_rc = dev_peer_key_kept(d, cli, peer, &key, &kept);
+  if (*key_rc != MCIM_OK)
+    return *key_rc;
+  rc = mcim_jws_verify(jws, strlen(jws), key, ex, out);
+  if (rc == MCIM_JWS_BAD_SIGNATURE && kept) {
+    /* the peer may have a new key since its certificate was kept */
+    mcim_jose_key_free(key);
+    key = NULL;
+    mcim_statement_free(*out);
+    *out = NULL;
+    peer_cert_forget(d, peer);
+    *key_rc = dev_peer_key(d, cli, peer, &key, NULL);
+    if (*key_rc != MCIM_OK)
+      return *key_rc;
+    rc = mcim_jws_verify(jws, strlen(jws), key, ex, out);
+  }
+  mcim_jose_key_free(key);
   return rc;
 }
 

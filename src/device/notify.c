@@ -18,19 +18,18 @@
 mcim_cause_t dev_ack_verify(struct mcim_device *d, struct mcim_http_lite *cli, const char *sho,
                             const char *txn, const char *ack)
 {
-  mcim_jose_key_t *key = NULL;
   mcim_statement_t *st = NULL;
-  mcim_cause_t rc = dev_peer_key(d, cli, sho, &key, NULL);
-  if (rc == MCIM_OK) {
-    mcim_jws_expect_t ex = {.iss = sho, .aud = dev_cfg_str(d, "ro"), .sub = d->name,
-                            .typ = "mcim-discard-ack+jwt", .txn = txn,
-                            .skew = dev_cfg_int(d, "clock_skew")};
-    rc = mcim_jws_verify(ack, strlen(ack), key, &ex, &st);
-  }
+  mcim_jws_expect_t ex = {.iss = sho,
+                          .aud = dev_cfg_str(d, "ro"),
+                          .sub = d->name,
+                          .typ = "mcim-discard-ack+jwt",
+                          .txn = txn,
+                          .skew = dev_cfg_int(d, "clock_skew")};
+  mcim_cause_t key_rc = MCIM_OK;
+  mcim_cause_t rc = dev_peer_verify(d, cli, sho, ack, &ex, &st, &key_rc);
   if (rc == MCIM_OK && !json_is_true(json_object_get(st->payload, "released")))
     rc = MCIM_CLAIM_MISMATCH;
   mcim_statement_free(st);
-  mcim_jose_key_free(key);
   return rc;
 }
 

@@ -263,7 +263,6 @@ static mcim_cause_t discovery_ask(struct dev_run *r, const char *token, int64_t 
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
   const char *ro = dev_cfg_str(d, "ro");
-  mcim_jose_key_t *ro_key = NULL;
   json_t *body = json_pack("{s:s,s:s}", "txn", p->txn, "device", d->name);
   mcim_cause_t rc;
 
@@ -284,15 +283,15 @@ static mcim_cause_t discovery_ask(struct dev_run *r, const char *token, int64_t 
     snprintf(why, whylen, "DRF: the answer has no \"discovery\" statement");
     goto cleanup;
   }
-  rc = dev_peer_key(d, r->cli, ro, &ro_key, NULL);
-  if (rc != MCIM_OK) {
-    snprintf(why, whylen, "RO certificate: %s", mcim_cause_text(rc));
-    goto cleanup;
-  }
   mcim_jws_expect_t ex = {.iss = ro, .aud = d->name, .sub = d->name,
                           .typ = "mcim-discovery+jwt", .txn = p->txn,
                           .skew = dev_cfg_int(d, "clock_skew")};
-  rc = mcim_jws_verify(jws, strlen(jws), ro_key, &ex, stmt);
+  mcim_cause_t key_rc = MCIM_OK;
+  rc = dev_peer_verify(d, r->cli, ro, jws, &ex, stmt, &key_rc);
+  if (key_rc != MCIM_OK) {
+    snprintf(why, whylen, "RO certificate: %s", mcim_cause_text(rc));
+    goto cleanup;
+  }
   if (rc != MCIM_OK) {
     snprintf(why, whylen, "DRF: the discovery statement does not verify as the RO's: %s",
              mcim_cause_text(rc));
@@ -313,7 +312,6 @@ cleanup:
     mcim_statement_free(*stmt);
     *stmt = NULL;
   }
-  mcim_jose_key_free(ro_key);
   json_decref(body);
   return rc;
 }
@@ -374,6 +372,9 @@ void dev_st_discover(struct dev_run *r)
     goto cleanup;
   }
   r->fail_step = 0;
+  /* the RO's word for the SHO's certificate, verified: the SHO's statements later (its
+   * discard acknowledgement, dev_ack_verify) need no fetch of it */
+  dev_peer_cert_keep(d, p->sho, sho_cert);
   dev_data_set_str(p, "sho_cert", sho_cert);
   dev_data_set_str(p, "endpoint", endpoint);
   dev_data_set_str(p, "discovery_jti", stmt->claims.jti);
