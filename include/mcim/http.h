@@ -195,5 +195,9 @@ mcim_cause_t mcim_http_lite_request(struct mcim_http_lite *cli, const char *meth
 mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *peer,
                                        const char *method, const char *url, const json_t *body,
                                        const char *bearer, struct mcim_http_result *result);
+/* The certificate (PEM, free()) the server showed on the most recent kept https connection
+ * to `peer` (mcim_http_lite_request_to: chained to the CA, CN = peer, host matched at the
+ * handshake). MCIM_NOT_FOUND without one. */
+mcim_cause_t mcim_http_lite_peer_cert(struct mcim_http_lite *cli, const char *peer, char **pem);
 
 #endif

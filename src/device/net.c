@@ -234,10 +234,13 @@ cleanup:
 /* Network roles' certificates, kept (d->peer_certs, under peers_lock). A device checked
  * every statement of the RO or of an SHO with a certificate it fetched again for that one
  * statement (GET /v1/certificate: about one request a procedure); the certificate does not
- * change between procedures. A kept one is verified again at every use, as a fetched one
- * (the pinned CA, CN = the peer, usage, validity: dev_peer_key_from_pem), so an expired or
- * foreign one is never used; a peer whose key changed is fetched again when a statement does
- * not verify under the kept one (dev_peer_verify). */
+ * change between procedures. Kept: the fetched ones, the SHO's certificate of a discovery,
+ * and the certificate a peer's TLS server showed on the connection (the same certificate:
+ * a role's statement key is its TLS key). A kept one is verified again at every use, as a
+ * fetched one (the pinned CA, CN = the peer, usage, validity: dev_peer_key_from_pem), so an
+ * expired or foreign one is never used; a peer whose key changed (or whose TLS certificate
+ * is not its statement certificate) is fetched when a statement does not verify under the
+ * kept one (dev_peer_verify). */
 void dev_peer_cert_keep(struct mcim_device *d, const char *peer, const char *pem)
 {
   if (!peer || !pem)
@@ -272,15 +275,24 @@ mcim_cause_t dev_peer_key_kept(struct mcim_device *d, struct mcim_http_lite *cli
                                mcim_jose_key_t **key, bool *kept)
 {
   char *pem = peer ? peer_cert_kept(d, peer) : NULL;
+  bool from_tls = false;
   *kept = false;
+  /* None kept: the certificate the peer's TLS server showed, if the device has a connection
+   * to it (the statement to check usually came over it): a role's statement key is its TLS
+   * key (GET /v1/certificate answers that certificate). */
+  if (!pem && peer && mcim_http_lite_peer_cert(cli, peer, &pem) == MCIM_OK)
+    from_tls = true;
   if (pem) {
     mcim_cause_t rc = dev_peer_key_from_pem(d, pem, peer, key);
+    if (rc == MCIM_OK && from_tls)
+      dev_peer_cert_keep(d, peer, pem);
     free(pem);
     if (rc == MCIM_OK) {
       *kept = true;
       return MCIM_OK;
     }
-    peer_cert_forget(d, peer); /* expired, say: fetched again */
+    if (!from_tls)
+      peer_cert_forget(d, peer); /* expired, say: fetched again */
   }
   return dev_peer_key(d, cli, peer, key, NULL);
 }

@@ -940,6 +940,25 @@ void mcim_http_lite_prefer_wait(struct mcim_http_lite *cli, int seconds)
     cli->prefer_wait_s = seconds > 0 && seconds <= 3600 ? seconds : 0;
 }
 
+mcim_cause_t mcim_http_lite_peer_cert(struct mcim_http_lite *cli, const char *peer, char **pem)
+{
+  struct lite_conn *best = NULL;
+  size_t n = peer ? strlen(peer) : 0;
+  if (!cli || !peer || !pem || n == 0)
+    return MCIM_INVALID_ARGUMENT;
+  *pem = NULL;
+  /* a connection made for `peer` has the key "peer@host:port" (conn_get) and was kept only
+   * once its handshake verified the server as `peer` (peer_is) */
+  for (size_t i = 0; i < LITE_CONNS; i++) {
+    struct lite_conn *c = &cli->conns[i];
+    if (c->key[0] && c->ssl && strncmp(c->key, peer, n) == 0 && c->key[n] == '@' &&
+        (!best || c->used > best->used))
+      best = c;
+  }
+  X509 *cert = best ? SSL_get0_peer_certificate(best->ssl) : NULL;
+  return cert ? mcim_pki_cert_to_pem(cert, pem) : MCIM_NOT_FOUND;
+}
+
 mcim_cause_t mcim_http_lite_request(struct mcim_http_lite *cli, const char *method,
                                     const char *url, const json_t *body, const char *bearer,
                                     struct mcim_http_result *result)

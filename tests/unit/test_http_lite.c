@@ -23,6 +23,7 @@
 
 #include "mcim/http.h"
 #include "mcim/jsonv.h"
+#include "mcim/pki.h"
 
 static char dir[] = "/tmp/mcim-http-lite-XXXXXX";
 static char path_buf[10][256];
@@ -205,13 +206,30 @@ static void test_client_certs(void **state)
    * would let any role of the same CA answer for another), and a connection verified for one
    * name is not reused for another */
   c = client(p(4, "client.crt"), p(5, "client.key"), 5000);
+  char *pem = NULL;
+  /* the server's certificate of a connection to a named peer (none yet) */
+  assert_int_equal(mcim_http_lite_peer_cert(c, "server", &pem), MCIM_NOT_FOUND);
   assert_int_equal(mcim_http_lite_request_to(c, "server", "POST", url(base, "/v1/echo"), body,
                                              NULL, &r),
                    MCIM_OK);
   mcim_http_result_clear(&r);
+  assert_int_equal(mcim_http_lite_peer_cert(c, "server", &pem), MCIM_OK);
+  X509 *shown = NULL;
+  char *cn = NULL;
+  assert_int_equal(mcim_pki_cert_from_pem(pem, strlen(pem), &shown), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_name(shown, &cn), MCIM_OK);
+  assert_string_equal(cn, "server");
+  free(cn);
+  X509_free(shown);
+  free(pem);
+  pem = NULL;
+  assert_int_equal(mcim_http_lite_peer_cert(c, "serve", &pem), MCIM_NOT_FOUND);
   assert_int_equal(mcim_http_lite_request_to(c, "sho-a", "POST", url(base, "/v1/echo"), body,
                                              NULL, &r),
                    MCIM_PEER_NOT_AUTHENTICATED);
+  /* a connection that did not verify as sho-a shows nothing as sho-a's */
+  assert_int_equal(mcim_http_lite_peer_cert(c, "sho-a", &pem), MCIM_NOT_FOUND);
+  assert_null(pem);
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.detail, "it is server's, not sho-a's"));
   mcim_http_result_clear(&r);
