@@ -126,6 +126,16 @@ void mcim_http_reply_wait_on(struct mcim_http_response *resp, const char *key_fm
 /* What `key` names may have happened (call it after the commit that made it true): the held
  * requests waiting on it are dispatched again now. Cheap when none waits. */
 void mcim_http_wake(const char *key_fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Other instances of the role (one database, several processes): `fn(key, arg)` is called by
+ * every mcim_http_wake of this process after its local wake, to tell them (src/roles/
+ * wake_relay.c: a PostgreSQL NOTIFY). Set once, before serving; NULL unsets. */
+void mcim_http_wake_relay(void (*fn)(const char *key, void *arg), void *arg);
+/* A wake another instance sent: this process's held requests on `key` only, not relayed. */
+void mcim_http_wake_local(const char *key);
+/* Whether the relay delivers the other instances' wakes now. While it does, held requests are
+ * not dispatched again every recheck interval (a wake reaches them); when it becomes live
+ * (again), every held request is dispatched once, for the wakes it may have missed. */
+void mcim_http_wake_live(bool live);
 /* Free what a response owns (the server does it after sending; for handler tests). */
 void mcim_http_response_clear(struct mcim_http_response *resp);
 void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause, int step,

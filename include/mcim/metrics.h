@@ -94,6 +94,7 @@ extern mcim_metric_t mcim_m_http_connections_refused;   /* at the per-address or
 extern mcim_metric_t mcim_m_http_connections_timed_out; /* handshake or request stalled */
 extern mcim_metric_t mcim_m_http_connections_open;      /* gauge: open now */
 extern mcim_metric_t mcim_m_http_tls_handshake_failures;
+extern mcim_metric_t mcim_m_http_long_poll_wakes;
 
 /* outbox (src/roles/common.c) */
 extern mcim_metric_t mcim_m_store_connections;      /* gauge: the role's store pool */

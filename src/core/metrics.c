@@ -167,6 +167,12 @@ mcim_metric_t mcim_m_m2me_worker_wakeups = {
     " waits without a timeout",
     MCIM_METRIC_COUNTER, MCIM_MF_AGENT, {NULL}, NULL, 0, NULL};
 
+mcim_metric_t mcim_m_http_long_poll_wakes = {
+    "mcim_http_long_poll_wakes_total",
+    "Held requests (long polls) dispatched again before their wait ended, by source: commit"
+    " (this process's), instance (another instance's, through the database), relisten (all"
+    " held requests, when the listening connection is back)",
+    MCIM_METRIC_COUNTER, MCIM_MF_HTTP, {"source", NULL}, NULL, 0, NULL};
 mcim_metric_t mcim_m_crypto_operations = {
     "mcim_crypto_operations_total",
     "Cryptographic operations done by the process, by op: es256_sign, es256_verify,"
@@ -184,6 +190,7 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_http_connections_timed_out,
     &mcim_m_http_connections_open,
     &mcim_m_http_tls_handshake_failures,
+    &mcim_m_http_long_poll_wakes,
     &mcim_m_store_connections,
     &mcim_m_outbox_pending,
     &mcim_m_outbox_delivered,

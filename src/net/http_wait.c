@@ -14,6 +14,11 @@
  * suspension is not lost: recent wakes are kept (a ring of keys and times), and a request
  * woken since its dispatch began is dispatched again at once instead of held.
  *
+ * Several instances on one database: a wake is also handed to the relay (mcim_http_wake_relay:
+ * src/roles/wake_relay.c, a PostgreSQL NOTIFY), whose receiving side wakes the others' held
+ * requests (mcim_http_wake_local). While the relay is live the rechecks stop; when it becomes
+ * live every held request is dispatched once, for the wakes it may have missed.
+ *
  * Bounds: at most MAX_HELD requests held by the process (more are answered "not yet" at once,
  * as without the header), each at most the server's long_poll_max_s, and a held connection
  * still counts against the connection limits. */
@@ -25,6 +30,7 @@
 
 #include <microhttpd.h>
 
+#include "mcim/metrics.h"
 #include "mcim/util.h"
 #include "net/http_priv.h"
 
@@ -55,6 +61,10 @@ static size_t held_n;
 static bool thread_started;
 static struct recent_wake recent[RECENT];
 static unsigned recent_pos;
+/* the other instances: told by relay_fn, their wakes delivered (relay_live) or not */
+static void (*relay_fn)(const char *key, void *arg);
+static void *relay_arg;
+static bool relay_live;
 
 static void cv_init(void)
 {
@@ -80,7 +90,9 @@ static size_t take_due(uint64_t now, struct MHD_Connection **out, size_t max, ui
   *next = UINT64_MAX;
   for (struct held **pp = &held_list; *pp;) {
     struct held *h = *pp;
-    bool due = h->woken || now >= h->until_ns || (h->recheck_ns && now >= h->recheck_ns);
+    /* while the relay delivers every instance's wakes, no recheck: a wake comes */
+    uint64_t recheck_ns = relay_live ? 0 : h->recheck_ns;
+    bool due = h->woken || now >= h->until_ns || (recheck_ns && now >= recheck_ns);
     if (due && n < max) {
       out[n++] = h->conn;
       *pp = h->next;
@@ -88,7 +100,7 @@ static size_t take_due(uint64_t now, struct MHD_Connection **out, size_t max, ui
       free(h);
       continue;
     }
-    uint64_t at = h->recheck_ns && h->recheck_ns < h->until_ns ? h->recheck_ns : h->until_ns;
+    uint64_t at = recheck_ns && recheck_ns < h->until_ns ? recheck_ns : h->until_ns;
     if (due) /* more due than one round takes: the next round at once */
       at = now;
     if (at < *next)
@@ -171,6 +183,35 @@ out:
   return held;
 }
 
+/* The held requests on `key` dispatched again; `source` counts them (the metric's label). */
+static void wake_key(const char *key, const char *source)
+{
+  size_t n = key ? strlen(key) : 0;
+  if (n == 0 || n >= MCIM_HTTP_WAIT_KEY_LEN)
+    return;
+  pthread_once(&cv_once, cv_init);
+  pthread_mutex_lock(&mu);
+  recent[recent_pos].at_ns = mcim_monotonic_ns();
+  memcpy(recent[recent_pos].key, key, n + 1);
+  recent_pos = (recent_pos + 1) % RECENT;
+  unsigned woken = 0;
+  for (struct held *h = held_list; h; h = h->next)
+    if (strcmp(h->key, key) == 0 && !h->woken) {
+      h->woken = true;
+      woken++;
+    }
+  if (woken)
+    pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&mu);
+  if (woken)
+    mcim_metric_add(&mcim_m_http_long_poll_wakes, MCIM_LABELS(source), woken);
+}
+
+void mcim_http_wake_local(const char *key)
+{
+  wake_key(key, "instance");
+}
+
 void mcim_http_wake(const char *fmt, ...)
 {
   char key[MCIM_HTTP_WAIT_KEY_LEN];
@@ -178,20 +219,45 @@ void mcim_http_wake(const char *fmt, ...)
   va_start(ap, fmt);
   int n = vsnprintf(key, sizeof(key), fmt, ap);
   va_end(ap);
-  if (n < 0 || (size_t)n >= sizeof(key))
+  if (n <= 0 || (size_t)n >= sizeof(key))
     return; /* no request waits on a key that long (mcim_http_reply_wait_on refuses it) */
+  wake_key(key, "commit");
+  pthread_mutex_lock(&mu);
+  void (*fn)(const char *, void *) = relay_fn;
+  void *arg = relay_arg;
+  pthread_mutex_unlock(&mu);
+  if (fn)
+    fn(key, arg);
+}
+
+void mcim_http_wake_relay(void (*fn)(const char *key, void *arg), void *arg)
+{
   pthread_once(&cv_once, cv_init);
   pthread_mutex_lock(&mu);
-  recent[recent_pos].at_ns = mcim_monotonic_ns();
-  memcpy(recent[recent_pos].key, key, (size_t)n + 1);
-  recent_pos = (recent_pos + 1) % RECENT;
-  bool any = false;
-  for (struct held *h = held_list; h; h = h->next)
-    if (strcmp(h->key, key) == 0)
-      any = h->woken = true;
-  if (any)
-    pthread_cond_signal(&cv);
+  relay_fn = fn;
+  relay_arg = arg;
+  if (!fn)
+    relay_live = false;
   pthread_mutex_unlock(&mu);
+}
+
+void mcim_http_wake_live(bool live)
+{
+  pthread_once(&cv_once, cv_init);
+  pthread_mutex_lock(&mu);
+  bool was = relay_live;
+  unsigned woken = 0;
+  relay_live = live && relay_fn;
+  if (relay_live && !was) /* wakes sent while it was not live were lost to us */
+    for (struct held *h = held_list; h; h = h->next)
+      if (!h->woken) {
+        h->woken = true;
+        woken++;
+      }
+  pthread_cond_signal(&cv); /* the resumer's next time changes either way */
+  pthread_mutex_unlock(&mu);
+  if (woken)
+    mcim_metric_add(&mcim_m_http_long_poll_wakes, MCIM_LABELS("relisten"), woken);
 }
 
 size_t mcim_http_release_(const void *srv)

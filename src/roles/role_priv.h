@@ -46,6 +46,8 @@ struct mcim_role_priv {
   bool poll_soon;
   uint64_t polls;
   int64_t poll_period_ms;
+  /* PostgreSQL: the long polls' wakes to and from the other instances (wake_relay.c) */
+  struct wake_relay *wake_relay;
 };
 
 /* Schema every role has: trace, answers, replay, outbox (component "common"). */
@@ -68,6 +70,10 @@ void mcim_role_housekeeping(struct mcim_role *r);
 size_t mcim_role_outbox_run(struct mcim_role *r, bool poll);
 /* The worker's polls so far and the interval to its next one (ms): for tests. */
 void mcim_role_worker_polls(struct mcim_role *r, uint64_t *polls, int64_t *period_ms);
+/* The long polls' wakes between instances on PostgreSQL (src/roles/wake_relay.c): started
+ * before the server serves (nothing on SQLite), stopped once no handler or worker runs. */
+mcim_cause_t mcim_role_wake_relay_start(struct mcim_role *r);
+void mcim_role_wake_relay_stop(struct mcim_role *r);
 /* The worker stops: the messages handed to it and not sent are released (due at once, for
  * another instance or the next start) and forgotten. */
 void mcim_role_outbox_stop(struct mcim_role *r);

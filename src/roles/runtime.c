@@ -68,8 +68,9 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
              " to wait (RFC 7240 Prefer: wait), answered when it comes; 0: never held"},
     {.name = "long_poll_recheck_ms", .type = MCIM_CFG_INT, .def = "250", .min = 10,
      .max = 60000,
-     .help = "on PostgreSQL, a held request is asked again this often: another instance of the"
-             " role may store what it waits for (this instance's own commits wake it at once)"},
+     .help = "on PostgreSQL, while the role's LISTEN connection is down, a held request is asked"
+             " again this often (another instance may store what it waits for); with it up, every"
+             " instance's commits wake it at once (NOTIFY mcim_wake)"},
     {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
      .max = 86400, .help = "validity of the statements this role signs"},
     {.name = "token_lifetime", .type = MCIM_CFG_DURATION, .def = "10m", .min = 1, .max = 86400,
@@ -817,6 +818,8 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
   };
   mcim_metric_set(&mcim_m_process_start_time, NULL, (double)mcim_now());
   mcim_crashpoint_init(r->name, crash_record, r); /* before any thread can reach a hook */
+  if (sc.long_poll_max_s > 0 && (rc = mcim_role_wake_relay_start(r)) != MCIM_OK)
+    goto fail;
   rc = mcim_http_server_start(&sc, &r->server);
   if (rc != MCIM_OK)
     goto fail;
@@ -857,6 +860,8 @@ void mcim_role_free(struct mcim_role *r)
     if (r->priv->prefetch_running)
       pthread_join(r->priv->prefetch, NULL);
   }
+  if (r->priv)
+    mcim_role_wake_relay_stop(r); /* no handler and no worker runs: none wakes */
   if (r->priv && r->priv->started && r->kind->stop)
     r->kind->stop(r);
   if (r->priv && r->priv->keys_created) {

@@ -59,6 +59,10 @@ served() { # served ROLE K: procedure requests (all but health and metrics) the 
   curl -sS --max-time 5 --cacert "$lab/pki/ca/operators-ca.crt" "$(instance "$1" "$2" url)/metrics" |
     awk '/^mcim_http_requests_total/ && !/route="\/v1\/health"/ && !/route="\/metrics"/ { n += $2 } END { print n + 0 }'
 }
+wakes() { # wakes ROLE K SOURCE: held requests the instance dispatched again, woken by SOURCE
+  curl -sS --max-time 5 --cacert "$lab/pki/ca/operators-ca.crt" "$(instance "$1" "$2" url)/metrics" |
+    awk -v s="source=\"$3\"" '/^mcim_http_long_poll_wakes_total/ && index($0, s) { n += $2 } END { print n + 0 }'
+}
 in_flight() { # orders of this run's devices not yet at an end, at both SHOs
   echo $(($(q sho-a "SELECT COUNT(*) FROM orders WHERE device LIKE 'lg%' AND state IN ('ordered', 'validating', 'provisioning')") + \
     $(q sho-b "SELECT COUNT(*) FROM orders WHERE device LIKE 'lg%' AND state IN ('ordered', 'validating', 'provisioning')")))
@@ -101,6 +105,18 @@ for role in vno ro pva m2mes sho-a sho-b; do
     [ "${n:-0}" -gt 0 ] && ok "$role#$k served $n requests" || bad "$role#$k served none ($n)"
   done
 done
+# Long polls across instances: a device's held request (its nonce, its package, its attach)
+# answered at the commit of the other instance of the role, through PostgreSQL's NOTIFY on
+# mcim_wake (src/roles/wake_relay.c), not found by a recheck
+cross=0
+for role in ro pva sho-a sho-b; do
+  for k in 1 2; do
+    if [ "$role/$k" = ro/1 ] || [ "$role/$k" = sho-a/1 ]; then continue; fi
+    cross=$((cross + $(wakes "$role" "$k" instance)))
+  done
+done
+[ "$cross" -gt 0 ] && ok "$cross held requests woken by the other instance's commit (NOTIFY mcim_wake)" ||
+  bad "no held request woken by another instance (mcim_http_long_poll_wakes_total{source=\"instance\"} 0 everywhere)"
 # None lost or duplicated: one order per ordering procedure, one package per txn at the DPF;
 # none stuck: no order in flight, nothing pending in any outbox.
 [ "$(orders)" = 120 ] && ok "120 orders for 120 ordering procedures" || bad "orders: $(orders)"

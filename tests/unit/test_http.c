@@ -389,6 +389,7 @@ static void test_long_poll_recheck(void **state)
 
 struct getter {
   const char *url;
+  int slot;
   mcim_cause_t rc;
   int64_t ms;
 };
@@ -396,7 +397,7 @@ struct getter {
 static void *getter_main(void *arg)
 {
   struct getter *g = arg;
-  g->rc = wait_get(g->url, 5, 30, &g->ms);
+  g->rc = wait_get(g->url, g->slot, 30, &g->ms);
   return NULL;
 }
 
@@ -408,7 +409,7 @@ static void test_long_poll_stop(void **state)
   char url[96];
   pthread_t th;
   struct mcim_http_server *s = wait_server(0, url, sizeof(url));
-  struct getter g = {.url = url};
+  struct getter g = {.url = url, .slot = 5};
   assert_int_equal(pthread_create(&th, NULL, getter_main, &g), 0);
   assert_true(runs_reach(5, 1));
   mcim_http_server_free(s);
@@ -416,6 +417,78 @@ static void test_long_poll_stop(void **state)
   assert_int_equal(g.rc, MCIM_NOT_FOUND);
   assert_true(g.ms < 15000);
   assert_int_equal(atomic_load(&wait_runs[5]), 2);
+}
+
+/* The relay to the other instances (src/roles/wake_relay.c): what mcim_http_wake hands it. */
+static char relayed[4][MCIM_HTTP_WAIT_KEY_LEN];
+static atomic_int nrelayed;
+
+static void relay_record(const char *key, void *arg)
+{
+  (void)arg;
+  int i = atomic_fetch_add(&nrelayed, 1);
+  if (i < 4)
+    snprintf(relayed[i], sizeof(relayed[i]), "%s", key);
+}
+
+/* With a relay (several instances on one database): every wake of this process is handed to it,
+ * another instance's (mcim_http_wake_local) is not. While the relay is live a held request is
+ * not rechecked: with a recheck of 50 ms it would be dispatched about 8 times in the 400 ms
+ * watched, and stays at its first dispatch; another instance's wake answers it. When the relay
+ * stops being live the rechecks come back; when it becomes live again every held request is
+ * dispatched once (wakes may have been lost meanwhile). */
+static void test_long_poll_relay(void **state)
+{
+  (void)state;
+  char url[96];
+  pthread_t th;
+  struct mcim_http_server *s = wait_server(50, url, sizeof(url));
+  mcim_http_wake_relay(relay_record, NULL);
+  mcim_http_wake("test:%d", 9);
+  mcim_http_wake_local("test:8");
+  assert_int_equal(atomic_load(&nrelayed), 1);
+  assert_string_equal(relayed[0], "test:9");
+
+  /* live: held, not rechecked, answered at another instance's wake */
+  mcim_http_wake_live(true);
+  struct getter g = {.url = url, .slot = 6};
+  assert_int_equal(pthread_create(&th, NULL, getter_main, &g), 0);
+  assert_true(runs_reach(6, 1));
+  struct timespec watch = {0, 400000000}; /* a window to see what must not happen */
+  nanosleep(&watch, NULL);
+  assert_int_equal(atomic_load(&wait_runs[6]), 1);
+  atomic_store(&wait_ready[6], 1);
+  mcim_http_wake_local("test:6");
+  pthread_join(th, NULL);
+  assert_int_equal(g.rc, MCIM_OK);
+  assert_int_equal(atomic_load(&wait_runs[6]), 2);
+
+  /* not live: rechecked (the hold, then at least two rechecks), found by a recheck */
+  mcim_http_wake_live(false);
+  struct getter g7 = {.url = url, .slot = 7};
+  assert_int_equal(pthread_create(&th, NULL, getter_main, &g7), 0);
+  assert_true(runs_reach(7, 3));
+  atomic_store(&wait_ready[7], 1);
+  pthread_join(th, NULL);
+  assert_int_equal(g7.rc, MCIM_OK);
+  mcim_http_server_free(s);
+
+  /* a server without rechecks (recheck 0): held until the relay becomes live, then
+   * dispatched once and answered */
+  s = wait_server(0, url, sizeof(url));
+  struct getter g0 = {.url = url, .slot = 0};
+  assert_int_equal(pthread_create(&th, NULL, getter_main, &g0), 0);
+  assert_true(runs_reach(0, 1));
+  atomic_store(&wait_ready[0], 1);
+  mcim_http_wake_live(true);
+  pthread_join(th, NULL);
+  assert_int_equal(g0.rc, MCIM_OK);
+  assert_int_equal(atomic_load(&wait_runs[0]), 2);
+  assert_true(g0.ms < 15000);
+  assert_int_equal(atomic_load(&nrelayed), 1); /* the local wakes relayed nothing */
+
+  mcim_http_wake_relay(NULL, NULL);
+  mcim_http_server_free(s);
 }
 
 int main(void)
@@ -430,6 +503,7 @@ int main(void)
       cmocka_unit_test(test_long_poll),
       cmocka_unit_test(test_long_poll_recheck),
       cmocka_unit_test(test_long_poll_stop),
+      cmocka_unit_test(test_long_poll_relay),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
