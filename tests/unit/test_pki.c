@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <openssl/core_names.h>
 #include <openssl/encoder.h>
 #include <openssl/pem.h>
 #include <sys/stat.h>
@@ -348,6 +349,70 @@ static void test_files(void **state)
   X509_free(lc);
 }
 
+/* Our keys' own form (unencrypted PKCS#8 with the public point) is read without OpenSSL's
+ * decoders (mcim_pki_key_read_bio's fast path); the same key without its public point still
+ * loads (the decoders compute it), and a public point that is not on the curve is refused. */
+static EVP_PKEY *read_pem(const char *pem, long len, mcim_cause_t want)
+{
+  EVP_PKEY *k = NULL;
+  BIO *bio = BIO_new_mem_buf(pem, (int)len);
+  assert_int_equal(mcim_pki_key_read_bio(bio, &k), want);
+  BIO_free(bio);
+  return k;
+}
+
+static void test_key_forms(void **state)
+{
+  (void)state;
+  EVP_PKEY *key = NULL, *k = NULL;
+  X509 *cert = issue(ops, "ro", MCIM_CERT_TLS, &key);
+  BIO *out = BIO_new(BIO_s_mem());
+  char *pem = NULL, *name = NULL, *header = NULL;
+  unsigned char *der = NULL;
+  long len = 0, dlen = 0;
+
+  /* ours */
+  assert_int_equal(PEM_write_bio_PrivateKey(out, key, NULL, NULL, 0, NULL, NULL), 1);
+  len = BIO_get_mem_data(out, &pem);
+  k = read_pem(pem, len, MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(key, k), 1);
+  EVP_PKEY_free(k);
+
+  /* a point off the curve (the last byte of y, the DER's last) */
+  BIO *in = BIO_new_mem_buf(pem, (int)len);
+  assert_int_equal(PEM_read_bio_ex(in, &name, &header, &der, &dlen, 0), 1);
+  BIO_free(in);
+  der[dlen - 1] ^= 0x01;
+  BIO *bad = BIO_new(BIO_s_mem());
+  assert_true(PEM_write_bio(bad, "PRIVATE KEY", "", der, dlen) > 0);
+  char *bad_pem = NULL;
+  long bad_len = BIO_get_mem_data(bad, &bad_pem);
+  assert_null(read_pem(bad_pem, bad_len, MCIM_KEY_INVALID));
+  BIO_free(bad);
+
+  /* PKCS#8 without the public point */
+  EVP_PKEY *nopub = EVP_PKEY_dup(key);
+  assert_non_null(nopub);
+  assert_int_equal(EVP_PKEY_set_int_param(nopub, OSSL_PKEY_PARAM_EC_INCLUDE_PUBLIC, 0), 1);
+  BIO *np = BIO_new(BIO_s_mem());
+  assert_int_equal(PEM_write_bio_PrivateKey(np, nopub, NULL, NULL, 0, NULL, NULL), 1);
+  char *np_pem = NULL;
+  long np_len = BIO_get_mem_data(np, &np_pem);
+  assert_true(np_len < len); /* the point is not in it */
+  k = read_pem(np_pem, np_len, MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(key, k), 1);
+  EVP_PKEY_free(k);
+  BIO_free(np);
+  EVP_PKEY_free(nopub);
+
+  OPENSSL_free(name);
+  OPENSSL_free(header);
+  OPENSSL_free(der);
+  BIO_free(out);
+  EVP_PKEY_free(key);
+  X509_free(cert);
+}
+
 static void test_pem_memory(void **state)
 {
   (void)state;
@@ -460,12 +525,18 @@ static void test_lab_init(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_names),         cmocka_unit_test(test_tls_role),
-      cmocka_unit_test(test_admin_client),  cmocka_unit_test(test_device),
+      cmocka_unit_test(test_names),
+      cmocka_unit_test(test_tls_role),
+      cmocka_unit_test(test_admin_client),
+      cmocka_unit_test(test_device),
       cmocka_unit_test(test_validity),
-      cmocka_unit_test(test_verdict_kept),      cmocka_unit_test(test_impostor_ca),
-      cmocka_unit_test(test_files),         cmocka_unit_test(test_pem_memory),
-      cmocka_unit_test(test_cert_key_for_jws), cmocka_unit_test(test_lab_init),
+      cmocka_unit_test(test_verdict_kept),
+      cmocka_unit_test(test_impostor_ca),
+      cmocka_unit_test(test_files),
+      cmocka_unit_test(test_pem_memory),
+      cmocka_unit_test(test_key_forms),
+      cmocka_unit_test(test_cert_key_for_jws),
+      cmocka_unit_test(test_lab_init),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
