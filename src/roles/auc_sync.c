@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "mcim/log.h"
 #include "mcim/util.h"
@@ -267,6 +268,38 @@ mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_stora
   return run_in(auc, skey, st, imsi, NULL);
 }
 
+/* Before vectors are asked of the AuC: a create still pending is applied now, and one that
+ * another instance of the role is applying (its claim holds: two instances, one HLR) is waited
+ * for, at most AWAIT_MS, checked every AWAIT_STEP_MS. Without the wait the AuC, which does not
+ * hold the subscriber yet, refuses it (UNKNOWN_IDENTITY) and the device's attach fails, where
+ * one instance's apply_lock would have made it wait for its own apply (found by
+ * tests/integration/hlr_scale_out.sh: a switch's attach at the other instance). A claim is
+ * given back when its apply ends, so the wait is that apply's few requests; past AWAIT_MS the
+ * AuC's own answer goes back. */
+#define AWAIT_MS 3000
+#define AWAIT_STEP_MS 10
+static void ensure_applied(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
+                           mcim_store_t *st, const char *imsi)
+{
+  for (int waited = 0;; waited += AWAIT_STEP_MS) {
+    (void)run_in(b, skey, st, imsi, NULL);
+    struct intents x = {.n = 0};
+    mcim_val_t p[] = {MCIM_TEXT(imsi)};
+    mcim_cause_t rc = mcim_store_exec(
+        st, "SELECT imsi, want, gen, done, attempts, lease FROM auc_hlr WHERE imsi = ?", p, 1,
+        intent_row, &x);
+    if (rc != MCIM_OK || x.n == 0 || x.v[0].done || strcmp(x.v[0].want, "present") != 0 ||
+        x.v[0].lease <= mcim_now() || waited >= AWAIT_MS)
+      return;
+    if (waited == 0)
+      mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK,
+                     "AuC %s: subscriber %s being created by another instance: waiting",
+                     mcim_auc_backend_name(b), imsi);
+    struct timespec ts = {0, AWAIT_STEP_MS * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
 /* The role's record decides (what the built-in AuC checks in mcim_auc_gen_avs). */
 static mcim_cause_t record_allows(mcim_store_t *st, const char *imsi, int64_t now, bool resync,
                                   char *detail, size_t dlen)
@@ -296,8 +329,8 @@ mcim_cause_t mcim_auc_sync_gen_avs_in(struct mcim_auc_backend *b,
     mcim_cause_t rc = record_allows(st, imsi, now, false, detail, dlen);
     if (rc != MCIM_OK)
       return rc;
-    /* a create still pending: now (its failure is logged) */
-    (void)mcim_auc_sync_run_in(b, skey, st, imsi);
+    /* a create still pending: now (its failure is logged), or another instance's awaited */
+    ensure_applied(b, skey, st, imsi);
   }
   return mcim_auc_backend_gen_avs(b, st, imsi, n, now, avs, detail, dlen);
 }
@@ -311,7 +344,7 @@ mcim_cause_t mcim_auc_sync_resync(struct mcim_role *r, mcim_store_t *st, const c
     mcim_cause_t rc = record_allows(st, imsi, now, true, detail, dlen);
     if (rc != MCIM_OK)
       return rc;
-    (void)mcim_auc_sync_run_in(r->auc, r->storage_key, st, imsi);
+    ensure_applied(r->auc, r->storage_key, st, imsi);
   }
   return mcim_auc_backend_resync(r->auc, st, imsi, rand, auts, n, now, avs, detail, dlen);
 }

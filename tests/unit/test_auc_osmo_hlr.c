@@ -993,6 +993,77 @@ static void test_sync_two_instances(void **state)
   syncfx_close(&f);
 }
 
+/* The other instance of test_avs_await_other: its apply "ends" (its claim given back, not done)
+ * after a while; the waiting instance then applies the create itself. */
+struct releaser {
+  const char *db;
+  const char *imsi;
+  bool ok;
+};
+
+static void *releaser_main(void *arg)
+{
+  struct releaser *rl = arg;
+  mcim_store_t *other = NULL;
+  struct timespec work = {0, 200000000}; /* the other instance's apply at work */
+  nanosleep(&work, NULL);
+  mcim_val_t p[] = {MCIM_TEXT(rl->imsi)};
+  rl->ok = mcim_store_open(rl->db, NULL, &other) == MCIM_OK &&
+           mcim_store_exec(other, "UPDATE auc_hlr SET lease = 0 WHERE imsi = ?", p, 1, NULL,
+                           NULL) == MCIM_OK;
+  mcim_store_close(other);
+  return NULL;
+}
+
+/* Vectors asked while another instance holds the claim on the subscriber's pending create (two
+ * instances, one HLR): they are waited for, not refused with the HLR's UNKNOWN_IDENTITY; once
+ * the claim is given back this instance applies the create and gets its vectors. A claim that
+ * never ends is waited for at most 3 s, then the AuC's own answer goes back. */
+static void test_avs_await_other(void **state)
+{
+  struct hlr *h = *state;
+  struct syncfx f;
+  struct mcim_auc_sub a;
+  struct mcim_aka_av av;
+  char detail[MCIM_AUC_DETAIL_LEN];
+  mcim_store_t *other = NULL;
+  pthread_t th;
+
+  syncfx_open(&f, h);
+  assert_int_equal(mcim_store_open(f.db, NULL, &other), MCIM_OK);
+  role_add(&f, h, "001010000000151", NULL, &a);
+  mcim_val_t p[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(a.imsi)};
+  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", p, 2,
+                                   NULL, NULL),
+                   MCIM_OK);
+  struct releaser rl = {.db = f.db, .imsi = a.imsi};
+  assert_int_equal(pthread_create(&th, NULL, releaser_main, &rl), 0);
+  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, a.imsi, 1, mcim_now(), &av,
+                                            detail, sizeof(detail)),
+                   MCIM_OK);
+  pthread_join(th, NULL);
+  assert_true(rl.ok);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
+  hlr_keys_are(h, &a);
+
+  /* a claim that does not end: waited for, bounded, then the HLR's answer */
+  struct mcim_auc_sub b;
+  role_add(&f, h, "001010000000152", NULL, &b);
+  mcim_val_t q[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(b.imsi)};
+  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", q, 2,
+                                   NULL, NULL),
+                   MCIM_OK);
+  uint64_t t0 = mcim_monotonic_ns();
+  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, b.imsi, 1, mcim_now(), &av,
+                                            detail, sizeof(detail)),
+                   MCIM_UNKNOWN_IDENTITY);
+  assert_true(mcim_monotonic_ns() - t0 >= 2900000000u);
+  assert_int_equal(intent_int(&f, b.imsi, "done"), 0);
+  mcim_store_close(other);
+  (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
+  syncfx_close(&f);
+}
+
 /* The HLR away: the intent stays pending with the cause and backs off; nothing lost. */
 static void test_sync_hlr_down(void **state)
 {
@@ -1038,6 +1109,7 @@ int main(void)
       cmocka_unit_test(test_sync_delete),
       cmocka_unit_test(test_sync_hlr_down),
       cmocka_unit_test(test_sync_two_instances),
+      cmocka_unit_test(test_avs_await_other),
   };
   const struct CMUnitTest codec_tests[] = {
       cmocka_unit_test(test_malformed_answers),
