@@ -25,8 +25,8 @@
 
 static const char demo_description[] =
     "Starts a lab on loopback (SQLite; vno, ro, pva, m2mes, sho-a, sho-b), manufactures\n"
-    "one device (dev1), runs the seed's procedures one after the other and prints every\n"
-    "step as it happens:\n"
+    "one device (dev1; --tre tpm: its TRE in a TPM of its own, a swtpm), runs the seed's\n"
+    "procedures one after the other and prints every step as it happens:\n"
     "  1. initial provisioning with sho-a (pristine steps 4-15)\n"
     "  2. change to sho-b via the old SHO's connectivity (steps 1-14)\n"
     "  3. change back to sho-a via the pristine state (steps 1-15)\n"
@@ -298,7 +298,7 @@ int mcim_cmd_demo(int argc, char **argv)
 {
   const char *out_dir = "./mcim-demo";
   bool keep = false;
-  const char *auc = NULL;
+  const char *auc = NULL, *tre = NULL;
   const struct mcim_opt opts[] = {
       {.name = "out", .arg = "DIR", .help = "the folder of the charts and the lab (default\n"
                                              "./mcim-demo)",
@@ -308,16 +308,21 @@ int mcim_cmd_demo(int argc, char **argv)
        .help = "the SHOs' and the ICF's AuC: builtin (the default) or osmo-hlr (an osmo-hlr\n"
                "each, in the lab)",
        .value = &auc},
+      {.name = "tre", .arg = "KIND",
+       .help = "the device's TRE: soft (the default) or tpm (its keys, K and measured boot in\n"
+               "a TPM of its own: a swtpm, docs/tre-tpm.md)",
+       .value = &tre},
       {0},
   };
   const struct mcim_cmd cmd = {
       .name = "mcim demo",
-      .usage = "mcim demo [--out DIR] [--keep] [--auc builtin|osmo-hlr]",
+      .usage = "mcim demo [--out DIR] [--keep] [--auc builtin|osmo-hlr] [--tre soft|tpm]",
       .description = demo_description,
       .opts = opts,
       .examples = "mcim demo\n"
                   "mcim demo --out /tmp/demo --keep\n"
                   "mcim demo --auc osmo-hlr --out /tmp/demo-hlr\n"
+                  "mcim demo --tre tpm --out /tmp/demo-tpm\n"
                   "mcim demo --out=/tmp/demo",
   };
   struct mcim_args a;
@@ -328,6 +333,9 @@ int mcim_cmd_demo(int argc, char **argv)
     return mcim_opts_error(&cmd, "--out needs a folder");
   if (auc && strcmp(auc, "builtin") != 0 && strcmp(auc, "osmo-hlr") != 0)
     return mcim_opts_error(&cmd, "--auc is builtin or osmo-hlr, not '%s'", auc);
+  if (tre && strcmp(tre, "soft") != 0 && strcmp(tre, "tpm") != 0)
+    return mcim_opts_error(&cmd, "--tre is soft or tpm, not '%s'", tre);
+  bool tpm = tre && strcmp(tre, "tpm") == 0;
   char lab_dir[PATH_MAX];
   snprintf(lab_dir, sizeof(lab_dir), "%s/lab", out_dir);
   if (prepare_out(out_dir, lab_dir) != 0)
@@ -361,10 +369,15 @@ int mcim_cmd_demo(int argc, char **argv)
   for (const char *const *n = mcim_lab_roles(lab); n && *n; n++)
     printf(" %s", *n);
   printf("\n");
-  rc = mcim_lab_device_add(lab, DEMO_DEVICE, false);
+  const struct mcim_lab_device_opts dopts = {.tre = tpm ? "tpm" : NULL};
+  rc = mcim_lab_device_add_with(lab, DEMO_DEVICE, &dopts);
   record_pids(lab);
   if (rc != MCIM_OK) {
-    fprintf(stderr, "mcim demo: manufacturing %s failed: %s\n", DEMO_DEVICE, mcim_cause_text(rc));
+    fprintf(stderr, "mcim demo: manufacturing %s failed: %s%s\n", DEMO_DEVICE,
+            mcim_cause_text(rc),
+            tpm && (rc == MCIM_UNSUPPORTED || rc == MCIM_NOT_FOUND)
+                ? " (--tre tpm needs a build with the TPM TRE and swtpm: scripts/deps.sh)"
+                : "");
     mcim_lab_down(lab);
     forget_pids();
     mcim_lab_free(lab);
@@ -373,6 +386,11 @@ int mcim_cmd_demo(int argc, char **argv)
   printf("%s manufactured by the M2MES: TRE keys certified, PCID credential in the TRE, owner "
          "key pinned\n",
          DEMO_DEVICE);
+  if (tpm)
+    printf("%s's TRE is in a TPM of its own (swtpm): its TPM enrolled at the M2MES (EK "
+           "certificate, attestation key), its keys and every K made or imported in the TPM, "
+           "its boot measured into PCR 10 by its launcher (m2me-boot)\n",
+           DEMO_DEVICE);
 
   const struct {
     const char *title, *chart, *procedure, *sho, *via;

@@ -16,12 +16,13 @@ cwd="$tmp/cwd"
 mkdir -p "$cwd"
 out="$cwd/mcim-demo"
 
-# Processes of one demo's lab: every daemon has its config, every agent its folder, under it.
+# Processes of one demo's lab: every daemon has its config, every agent (and a TPM device's
+# swtpm) its folder, under it.
 lab_procs() { # lab_procs LAB_DIR: pids (not ours: pgrep never lists itself)
   pgrep -f -- "$1/" 2>/dev/null | while read -r p; do
-    # only mcimd and m2me, alive (a zombie has no command line)
+    # only mcimd, m2me (m2me-tpm) and swtpm, alive (a zombie has no command line)
     case "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" in
-      *mcimd\ *|*m2me\ *) echo "$p" ;;
+      *mcimd\ *|*m2me\ *|*m2me-tpm\ *|*swtpm\ *) echo "$p" ;;
     esac
   done
 }
@@ -146,5 +147,23 @@ st=0
 "$mcim" demo --out "$tmp/int" >"$tmp/int2.log" 2>&1 || st=$?
 [ "$st" -eq 0 ] && ok "a demo after an interrupted one succeeds" || bad "after SIGINT: $(tail -n 5 "$tmp/int2.log")"
 [ -z "$(lab_procs "$tmp/int/lab")" ] || bad "after the second demo in $tmp/int, processes left"
+
+# --tre: the device's TRE in a TPM of its own (builds with the TPM TRE; MCIM_TPM from ctest)
+st=0
+"$mcim" demo --tre hsm --out "$tmp/hsm" >/dev/null 2>"$tmp/err" || st=$?
+[ "$st" -eq 2 ] && grep -qF -- "--tre is soft or tpm, not 'hsm'" "$tmp/err" && ok "--tre hsm: usage error (2), says why" ||
+  bad "--tre hsm: status $st, $(head -c 300 "$tmp/err")"
+if [ "${MCIM_TPM:-OFF}" = ON ]; then
+  need swtpm
+  st=0
+  "$mcim" demo --tre tpm --out "$tmp/tpm" >"$tmp/tpm.log" 2>&1 || st=$?
+  [ "$st" -eq 0 ] && grep -q '^== 3 of 3 procedures succeeded' "$tmp/tpm.log" &&
+    ok "demo --tre tpm: the three procedures succeed with dev1's TRE in its TPM" ||
+    bad "demo --tre tpm: status $st, $(tail -n 5 "$tmp/tpm.log")"
+  grep -q "dev1's TRE is in a TPM of its own (swtpm)" "$tmp/tpm.log" && ok "demo --tre tpm says so" ||
+    bad "demo --tre tpm: no line about the TPM"
+  [ -z "$(lab_procs "$tmp/tpm/lab")" ] && ok "demo --tre tpm leaves nothing running (its swtpm included)" ||
+    bad "demo --tre tpm left running: $(lab_procs "$tmp/tpm/lab")"
+fi
 
 finish
