@@ -14,17 +14,6 @@
 need psql python3 curl haproxy osmo-hlr sqlite3
 
 check "lab up --store postgres --instances 2 --auc osmo-hlr" "$mcim" lab up --store postgres --instances 2 --auc osmo-hlr --dir "$lab"
-port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["postgres"]["port"])' "$lab/lab.json")
-q() { # q ROLE SQL: the values from the role's database, one row a line
-  PGPASSFILE="$lab/pgpass" psql -X -qAt -h 127.0.0.1 -p "$port" -U mcim -d "mcim_${1//-/_}" -c "$2" 2>&1
-}
-instance() { # instance ROLE K FIELD: lab.json's FIELD (pid, url) of the K-th instance of ROLE
-  python3 -c 'import json,sys; print(next(r[sys.argv[4]] for r in json.load(open(sys.argv[1]))["roles"] if r["name"] == sys.argv[2] and r["instance"] == int(sys.argv[3])))' "$lab/lab.json" "$1" "$2" "$3"
-}
-served() { # served ROLE K: procedure requests (all but health and metrics) the instance answered
-  curl -sS --max-time 5 --cacert "$lab/pki/ca/operators-ca.crt" "$(instance "$1" "$2" url)/metrics" |
-    awk '/^mcim_http_requests_total/ && !/route="\/v1\/health"/ && !/route="\/metrics"/ { n += $2 } END { print n + 0 }'
-}
 [ -f "$lab/hlr/sho-a/hlr.db" ] && [ -f "$lab/hlr/sho-b/hlr.db" ] && [ -f "$lab/hlr/ro/hlr.db" ] &&
   ok "one osmo-hlr each for the RO and both SHOs, shared by their two instances" || bad "HLR databases: $(ls "$lab/hlr" 2>&1)"
 

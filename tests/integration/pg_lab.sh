@@ -13,9 +13,6 @@ pgdir=$(tr -d '\n ' <"$lab/lab.json" | grep -o '"postgres":{[^}]*}' | grep -o '"
 port=$(tr -d '\n ' <"$lab/lab.json" | grep -o '"postgres":{[^}]*}' | grep -o '"port":[0-9]*' | cut -d: -f2)
 [ -n "$pgdir" ] && [ -f "$pgdir/data/PG_VERSION" ] && [ "${port:-0}" -gt 0 ] &&
   ok "the lab's server: $pgdir, port $port" || bad "lab.json: no postgres server ($pgdir, $port)"
-q() { # q ROLE SQL: one value from the role's database
-  PGPASSFILE="$lab/pgpass" psql -X -qAt -h 127.0.0.1 -p "$port" -U mcim -d "mcim_${1//-/_}" -c "$2" 2>&1
-}
 
 for r in vno ro pva m2mes sho-a sho-b; do
   db=$(jfield "$lab/$r/$r.json" database)

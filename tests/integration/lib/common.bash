@@ -232,3 +232,17 @@ old_sho_change_completes() {
   wait_until 20 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn'" active &&
     ok "sho-b's order active" || bad "sho-b order $(sql "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn'")"
 }
+
+# ---- a lab on PostgreSQL (lab up --store postgres [--instances N]) ----
+pg_port=""
+q() { # q ROLE SQL: the values from the role's database (its lab server), one row a line
+  [ -n "$pg_port" ] || pg_port=$(tr -d '\n ' <"$lab/lab.json" | grep -o '"postgres":{[^}]*}' | grep -o '"port":[0-9]*' | cut -d: -f2)
+  PGPASSFILE="$lab/pgpass" psql -X -qAt -h 127.0.0.1 -p "$pg_port" -U mcim -d "mcim_${1//-/_}" -c "$2" 2>&1
+}
+instance() { # instance ROLE K FIELD: lab.json's FIELD (pid, url) of the K-th instance of ROLE
+  python3 -c 'import json,sys; print(next(r[sys.argv[4]] for r in json.load(open(sys.argv[1]))["roles"] if r["name"] == sys.argv[2] and r["instance"] == int(sys.argv[3])))' "$lab/lab.json" "$1" "$2" "$3"
+}
+served() { # served ROLE K: procedure requests (all but health and metrics) the instance answered
+  curl -sS --max-time 5 --cacert "$lab/pki/ca/operators-ca.crt" "$(instance "$1" "$2" url)/metrics" |
+    awk '/^mcim_http_requests_total/ && !/route="\/v1\/health"/ && !/route="\/metrics"/ { n += $2 } END { print n + 0 }'
+}
