@@ -132,6 +132,10 @@ mcim_cause_t mcim_tpm_dup_aes128(const TPM2B_PUBLIC *parent, const uint8_t key[1
  * seed; MCIM_KEY_INVALID otherwise (MCIM_UNSUPPORTED without tpm2-tss). Pure: no TPM. */
 struct json_t;
 mcim_cause_t mcim_tpm_dup_decode(const struct json_t *j, struct mcim_tpm_dup *out);
+/* That object's members (made by tre_tpm_wrap.c, read by mcim_tpm_dup_decode). */
+#define MCIM_TPM_DUP_PUBLIC "public"
+#define MCIM_TPM_DUP_DUPLICATE "duplicate"
+#define MCIM_TPM_DUP_SEED "seed"
 
 /* ---- tpm_aes.c ---- */
 /* What the device keeps: the key's public area and its private part as the TPM wrapped it
