@@ -175,6 +175,10 @@ void mcim_http_lite_free(struct mcim_http_lite *cli);
 /* The next request asks the server to hold a "not yet" answer up to `seconds` (RFC 7240
  * "Prefer: wait"), and allows itself that much longer; 0: asks nothing. One request only. */
 void mcim_http_lite_prefer_wait(struct mcim_http_lite *cli, int seconds);
+/* From another thread: the call in progress (waiting on its socket, a held long poll included)
+ * and every later one end at once, MCIM_TIMEOUT "interrupted: the client stops". For a stop:
+ * the client is then only fit to be freed. */
+void mcim_http_lite_interrupt(struct mcim_http_lite *cli);
 /* Close the kept connections (the next call connects again: a full TLS handshake, sessions
  * are not resumed); bench/bench_floor.c times handshakes with it. */
 void mcim_http_lite_close_connections(struct mcim_http_lite *cli);

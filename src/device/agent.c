@@ -51,7 +51,7 @@ static const mcim_config_spec_t agent_spec[] = {
      .help = "name of the PVA among the networks (and the audience of quotes)"},
     {.name = "poll_ms", .type = MCIM_CFG_INT, .def = "500", .min = 10, .max = 600000,
      .help = "pause between two polls of the network (pending validation, package, order)"},
-    /* short: the worker waits in the call, so the agent's stop may wait that long too */
+    /* the worker waits in the call; the agent's stop interrupts it (mcim_http_lite_interrupt) */
     {.name = "long_poll", .type = MCIM_CFG_DURATION, .def = "2s", .min = 0, .max = 60,
      .help = "ask the PVA for the nonce, the DPF for the package and the new SHO's attach to"
              " hold a \"not yet\" answer up to this long (RFC 7240 Prefer: wait) and answer when"
@@ -460,6 +460,11 @@ static void *worker_main(void *arg)
       dev_sleep(d, 1000);
       continue;
     }
+    pthread_mutex_lock(&d->lock);
+    d->worker_cli = cli;
+    if (d->stopping) /* the stop came before the client: it interrupts nothing */
+      mcim_http_lite_interrupt(cli);
+    pthread_mutex_unlock(&d->lock);
     int64_t delay = dev_procedure_round(d, cli);
     /* between procedures: deferred notifications, a PCID renewal the network asked for */
     dev_idle_round(d, cli);
@@ -468,6 +473,9 @@ static void *worker_main(void *arg)
     if (delay != 0)
       dev_sleep(d, delay);
   }
+  pthread_mutex_lock(&d->lock);
+  d->worker_cli = NULL;
+  pthread_mutex_unlock(&d->lock);
   mcim_http_lite_free(cli);
   return NULL;
 }
@@ -692,6 +700,9 @@ void mcim_device_free(struct mcim_device *d)
     pthread_mutex_lock(&d->lock);
     d->stopping = true;
     pthread_cond_signal(&d->cond);
+    /* a call in progress ends now (TIMEOUT, retried at the next start like any), not at the
+     * end of a held long poll */
+    mcim_http_lite_interrupt(d->worker_cli);
     pthread_mutex_unlock(&d->lock);
     pthread_join(d->worker, NULL);
     d->worker_running = false;

@@ -71,6 +71,9 @@ struct mcim_device {
   struct mcim_http_local *control; /* the control API: the local server, no MHD (http.h) */
   pthread_t worker;
   bool worker_running;
+  /* the worker's HTTP client, under `lock`: the stop interrupts its call in progress (a held
+   * long poll would otherwise keep the stop waiting up to long_poll) */
+  struct mcim_http_lite *worker_cli;
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool stopping;

@@ -34,10 +34,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -74,6 +76,8 @@ struct mcim_http_lite {
   struct lite_conn conns[LITE_CONNS];
   uint64_t tick;
   int prefer_wait_s; /* the next request's Prefer: wait (mcim_http_lite_prefer_wait) */
+  int stop_fd;        /* eventfd, readable once mcim_http_lite_interrupt was called */
+  atomic_bool interrupted;
 };
 
 /* One call in progress. */
@@ -184,12 +188,18 @@ mcim_cause_t mcim_http_lite_new(const struct mcim_http_client_cfg *cfg,
   if (!cli)
     return MCIM_NO_MEMORY;
   cli->cfg = *cfg;
+  cli->stop_fd = -1;
   cli->unix_path = dup_or_null(cfg->unix_path);
   cli->ca_file = dup_or_null(cfg->ca_file);
   cli->cert_file = dup_or_null(cfg->cert_file);
   cli->key_file = dup_or_null(cfg->key_file);
   for (size_t i = 0; i < LITE_CONNS; i++)
     cli->conns[i].fd = -1;
+  cli->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (cli->stop_fd < 0) {
+    mcim_http_lite_free(cli);
+    return MCIM_IO_ERROR;
+  }
   if ((cfg->ca_file && !cli->ca_file) || (cfg->unix_path && !cli->unix_path) ||
       (cfg->cert_file && !cli->cert_file) || (cfg->key_file && !cli->key_file)) {
     mcim_http_lite_free(cli);
@@ -228,6 +238,8 @@ void mcim_http_lite_free(struct mcim_http_lite *cli)
   for (size_t i = 0; i < LITE_CONNS; i++)
     conn_close(&cli->conns[i]);
   SSL_CTX_free(cli->ctx);
+  if (cli->stop_fd >= 0)
+    close(cli->stop_fd);
   free(cli->unix_path);
   free(cli->ca_file);
   free(cli->cert_file);
@@ -291,16 +303,21 @@ static const char *ssl_reason(char *buf, size_t len)
   return buf;
 }
 
-/* Wait until `fd` is ready for `events` or the deadline: 1 ready, 0 timed out. */
+/* Wait until `fd` is ready for `events`, the deadline, or the client's interruption: 1 ready,
+ * 0 timed out or interrupted (the call's deadline is then now). */
 static int wait_fd(struct call *k, int fd, short events)
 {
   for (;;) {
     uint64_t now = now_ms();
     if (now >= k->deadline_ms)
       return 0;
-    struct pollfd p = {.fd = fd, .events = events};
+    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = k->cli->stop_fd, .events = POLLIN}};
     uint64_t left = k->deadline_ms - now;
-    int r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
+    int r = poll(p, 2, left > 60000 ? 60000 : (int)left);
+    if (r > 0 && (p[1].revents & POLLIN)) {
+      k->deadline_ms = 0;
+      return 0;
+    }
     if (r > 0)
       return 1;
     if (r < 0 && errno != EINTR)
@@ -312,8 +329,21 @@ static bool timed_out(struct call *k)
 {
   if (now_ms() < k->deadline_ms)
     return false;
-  fail(k, MCIM_TIMEOUT, "timed out after %ld ms", k->cli->cfg.timeout_ms);
+  if (atomic_load(&k->cli->interrupted))
+    fail(k, MCIM_TIMEOUT, "interrupted: the client stops");
+  else
+    fail(k, MCIM_TIMEOUT, "timed out after %ld ms", k->cli->cfg.timeout_ms);
   return true;
+}
+
+void mcim_http_lite_interrupt(struct mcim_http_lite *cli)
+{
+  if (!cli)
+    return;
+  atomic_store(&cli->interrupted, true);
+  uint64_t one = 1;
+  ssize_t w = write(cli->stop_fd, &one, sizeof(one)); /* stays readable: never read back */
+  (void)w;
 }
 
 static SSL_CTX *make_ctx(struct mcim_http_lite *cli, struct call *k)

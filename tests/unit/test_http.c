@@ -248,7 +248,7 @@ static void test_route_match(void **state)
 /* GET /v1/wait/{slot}: 200 once the slot is ready, else 404 NOT_FOUND that may be held
  * ("test:<slot>"); slot 3 makes itself ready and wakes at its first run, before answering
  * "not yet": a wake between a handler's read and the hold. */
-enum { SLOTS = 8 };
+enum { SLOTS = 10 };
 static atomic_int wait_ready[SLOTS], wait_runs[SLOTS];
 
 static void h_wait(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
@@ -491,6 +491,56 @@ static void test_long_poll_relay(void **state)
   mcim_http_server_free(s);
 }
 
+struct interrupted_get {
+  struct mcim_http_lite *c;
+  const char *url;
+  mcim_cause_t rc;
+  char why[256];
+};
+
+static void *interrupted_get_main(void *arg)
+{
+  struct interrupted_get *g = arg;
+  struct mcim_http_result r;
+  char u[160];
+  snprintf(u, sizeof(u), "%s8", g->url);
+  mcim_http_lite_prefer_wait(g->c, 30);
+  g->rc = mcim_http_lite_request(g->c, "GET", u, NULL, NULL, &r);
+  snprintf(g->why, sizeof(g->why), "%s", r.detail);
+  mcim_http_result_clear(&r);
+  return NULL;
+}
+
+/* A client interrupted from another thread (the agent's stop): its held long poll ends at once
+ * with TIMEOUT "interrupted" (not after the 30 s it asked for, nor the client's 5 s timeout),
+ * and a later call on it fails at once too. */
+static void test_lite_interrupt(void **state)
+{
+  (void)state;
+  char url[96];
+  pthread_t th;
+  struct mcim_http_server *s = wait_server(0, url, sizeof(url));
+  struct mcim_http_client_cfg cc = {.ca_file = p(3, "ca.crt"), .cert_file = p(4, "client.crt"),
+                                    .key_file = p(5, "client.key"), .timeout_ms = 60000};
+  struct interrupted_get g = {.url = url};
+  assert_int_equal(mcim_http_lite_new(&cc, &g.c), MCIM_OK);
+  assert_int_equal(pthread_create(&th, NULL, interrupted_get_main, &g), 0);
+  assert_true(runs_reach(8, 1)); /* held at the server */
+  uint64_t t0 = mcim_monotonic_ns();
+  mcim_http_lite_interrupt(g.c);
+  pthread_join(th, NULL);
+  assert_true(mcim_monotonic_ns() - t0 < 2000000000u);
+  assert_int_equal(g.rc, MCIM_TIMEOUT);
+  assert_non_null(strstr(g.why, "interrupted"));
+  struct mcim_http_result r;
+  char u[160];
+  snprintf(u, sizeof(u), "%s9", url);
+  assert_int_equal(mcim_http_lite_request(g.c, "GET", u, NULL, NULL, &r), MCIM_TIMEOUT);
+  mcim_http_result_clear(&r);
+  mcim_http_lite_free(g.c);
+  mcim_http_server_free(s);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -504,6 +554,7 @@ int main(void)
       cmocka_unit_test(test_long_poll_recheck),
       cmocka_unit_test(test_long_poll_stop),
       cmocka_unit_test(test_long_poll_relay),
+      cmocka_unit_test(test_lite_interrupt),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
