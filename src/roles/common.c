@@ -695,6 +695,16 @@ cleanup:
     json_decref(out[i].body);
     outbox_msg_free(&b.m[i]);
   }
+  if (poll) { /* when the next message in the store comes due: a retry, a lease that ends */
+    int64_t next = 0;
+    mcim_val_t q[] = {MCIM_INT(mcim_now_us() / 1000)};
+    if (mcim_store_query_int(st,
+                             "SELECT COALESCE(MIN(next_at), 0) FROM outbox WHERE state = 'pending'"
+                             " AND next_at > ?",
+                             q, 1, &next) == MCIM_OK &&
+        next > 0)
+      note_due(r, next);
+  }
   return found;
 }
 

@@ -38,8 +38,9 @@ struct mcim_role_priv {
    * (mcim_role_outbox_put, src/roles/common.c); under `lock`, oldest first. */
   struct outbox_handed *handed, **handed_tail;
   /* The worker's polls of the store (src/roles/runtime.c, worker_main), under `lock`:
-   * outbox_due_ms, when the earliest retry this instance recorded comes due (wall clock ms,
-   * 0: none), polled then whatever the backoff; poll_soon, the backoff ends (a message
+   * outbox_due_ms, when the earliest retry this instance recorded or the next message the
+   * last poll saw in the store comes due (wall clock ms, 0: none: a lease that ends, another
+   * instance's retry), polled then whatever the backoff; poll_soon, the backoff ends (a message
    * written but not handed, found only by a poll); polls and poll_period_ms, how many polls
    * so far and the interval to the next one (mcim_role_worker_polls). */
   int64_t outbox_due_ms;

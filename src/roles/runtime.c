@@ -479,9 +479,10 @@ static const struct mcim_http_route common_routes[] = {
  * tick_ms after the last one while polls find something; each that finds nothing doubles the
  * interval, up to idle_tick_max_ms, so an idle role does not keep its database busy (the lab's
  * six roles at tick_ms 50 cost its PostgreSQL about 5% of a core doing nothing,
- * docs/performance.md). Bounds: a handed message at once; a retry this instance recorded
- * when it is due (outbox_due_ms); a message written but not handed ends the backoff
- * (poll_soon); anything else a poll finds at most idle_tick_max_ms after it is due. Handed
+ * docs/performance.md). Bounds: a handed message at once; a retry this instance recorded,
+ * and a message the last poll saw in the store not due yet (a lease that ends), when it is
+ * due (outbox_due_ms); a message written but not handed ends the backoff (poll_soon);
+ * anything else a poll finds at most idle_tick_max_ms after it is due. Handed
  * messages do not end the backoff: under load the worker runs a round after nearly every
  * commit, and the polls need not come with them. */
 static void *worker_main(void *arg)

@@ -7,6 +7,8 @@
  *   - a message handed by its writer's commit is sent at once, not at the next poll;
  *   - a delivery that fails is retried when its backoff says (outbox_backoff_ms), not at the
  *     next poll;
+ *   - a message a dead instance left claimed is sent when its lease ends, not at the next
+ *     poll after that (each poll reads when the next message in the store comes due);
  *   - a message found only by a look in the store (written by another instance, as a dead
  *     instance's message is once its lease ends) is sent by the first poll after it was
  *     written: at most idle_tick_max_ms later.
@@ -41,7 +43,8 @@ static struct {
   char txn[16][33];
   int64_t at_ms[16];
   uint64_t polls[16];
-  int refused; /* "retry" messages answered 503 so far */
+  int refused; /* "retry" messages answered 500 so far (the first attempt of each) */
+  char refused_txn[16][33];
 } seen = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static void h_verdict(void *ctx, const struct mcim_http_request *req,
@@ -54,7 +57,9 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
   int64_t period = 0;
   mcim_role_worker_polls(pva, &polls, &period);
   pthread_mutex_lock(&seen.mu);
-  bool refuse = mode && strcmp(mode, "retry") == 0 && seen.refused == 0;
+  bool refuse = mode && strcmp(mode, "retry") == 0 && txn && seen.refused < 16;
+  for (int i = 0; refuse && i < seen.refused; i++)
+    refuse = strcmp(seen.refused_txn[i], txn) != 0;
   if (seen.n < 16) {
     snprintf(seen.txn[seen.n], sizeof(seen.txn[0]), "%s", txn ? txn : "");
     seen.at_ms[seen.n] = mcim_now_us() / 1000;
@@ -62,7 +67,7 @@ static void h_verdict(void *ctx, const struct mcim_http_request *req,
     seen.n++;
   }
   if (refuse)
-    seen.refused++;
+    snprintf(seen.refused_txn[seen.refused++], sizeof(seen.refused_txn[0]), "%s", txn);
   pthread_mutex_unlock(&seen.mu);
   if (refuse)
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 11, "not now (test)");
@@ -205,8 +210,40 @@ static void test_retry_when_due(void **state)
   assert_string_equal(seen.txn[1], "000000000000000000000000000retry");
   assert_string_equal(seen.txn[2], "000000000000000000000000000retry");
   assert_int_equal(seen.refused, 1);
-  assert_true(gap >= BACKOFF_MS);     /* when due, not before */
-  assert_true(gap < IDLE_MAX_MS / 2); /* and not at the next poll either */
+  /* when due, not before (times of arrival at the stand-in: each delivery's own few ms on
+   * either side), and not at the next poll either */
+  assert_true(gap >= BACKOFF_MS * 3 / 4);
+  assert_true(gap < IDLE_MAX_MS / 2);
+}
+
+/* A message another instance claimed and then died with (pending, leased): sent when the lease
+ * ends, not at the first poll after that (up to IDLE_MAX_MS later). The poll before the end
+ * reads when the next message in the store comes due. */
+static void test_lease_end_when_due(void **state)
+{
+  (void)state;
+  const char *txn = "000000000000000000000000000lease";
+  wait_backed_off();
+  mcim_store_t *rd = lab_open_db(&lab, "pva");
+  assert_non_null(rd);
+  int64_t now = mcim_now_us() / 1000, lease = now + IDLE_MAX_MS + 1000; /* a poll comes first */
+  mcim_val_t v[] = {MCIM_TEXT(txn),
+                    MCIM_TEXT("{\"txn\":\"000000000000000000000000000lease\",\"mode\":\"ok\"}"),
+                    MCIM_TEXT(txn), MCIM_INT(lease), MCIM_INT(now)};
+  assert_int_equal(mcim_store_exec(rd,
+                                   "INSERT INTO outbox (id, peer, path, body, txn, step, msg,"
+                                   " state, attempts, next_at, created) VALUES (?, 'sho-a',"
+                                   " '/v1/verdicts', ?, ?, 11, 'PVA: verdict', 'pending', 0, ?,"
+                                   " ?)",
+                                   v, MCIM_NPARAMS(v), NULL, NULL),
+                   MCIM_OK);
+  mcim_store_close(rd);
+  wait_seen(4);
+  print_message("a dead instance's lease: sent %lld ms after it ended (poll period %d ms)\n",
+                (long long)(seen.at_ms[3] - lease), IDLE_MAX_MS);
+  assert_string_equal(seen.txn[3], txn);
+  assert_true(seen.at_ms[3] >= lease); /* nobody takes a claimed message */
+  assert_true(seen.at_ms[3] - lease < IDLE_MAX_MS / 4);
 }
 
 static void test_found_by_the_next_poll(void **state)
@@ -233,23 +270,22 @@ static void test_found_by_the_next_poll(void **state)
                                    v, MCIM_NPARAMS(v), NULL, NULL),
                    MCIM_OK);
   mcim_store_close(rd);
-  wait_seen(4);
-  int64_t took = seen.at_ms[3] - t0;
+  wait_seen(5);
+  int64_t took = seen.at_ms[4] - t0;
   print_message("written by another: sent %lld ms after it was written, at poll %llu (%llu "
                 "when written)\n",
-                (long long)took, (unsigned long long)seen.polls[3], (unsigned long long)p0);
-  assert_string_equal(seen.txn[3], txn);
+                (long long)took, (unsigned long long)seen.polls[4], (unsigned long long)p0);
+  assert_string_equal(seen.txn[4], txn);
   /* by the first poll after it was written (one may have been under way then: + 1) */
-  assert_true(seen.polls[3] <= p0 + 1);
+  assert_true(seen.polls[4] <= p0 + 1);
   assert_true(took <= IDLE_MAX_MS + IDLE_MAX_MS / 2);
 }
 
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_idle_polls_back_off),
-      cmocka_unit_test(test_handed_message_at_once),
-      cmocka_unit_test(test_retry_when_due),
+      cmocka_unit_test(test_idle_polls_back_off),    cmocka_unit_test(test_handed_message_at_once),
+      cmocka_unit_test(test_retry_when_due),         cmocka_unit_test(test_lease_end_when_due),
       cmocka_unit_test(test_found_by_the_next_poll),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
