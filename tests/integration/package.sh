@@ -25,8 +25,8 @@ SRC="${MCIM_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
 BUILD=$(cd "$BIN/.." && pwd)
 # m2me-tpm, a TPM device's agent with OpenSSL shared (static TPM builds: CMakeLists.txt), goes
 # into the m2me package where the build made it
-tpm_agent=no
-[ -x "$BIN/m2me-tpm" ] && tpm_agent=yes
+tpm_agent=no tpm_agent_prog=""
+if [ -x "$BIN/m2me-tpm" ]; then tpm_agent=yes tpm_agent_prog=m2me-tpm; fi
 
 # Every tool this test or the packaging uses (scripts/deps.sh installs them all).
 tools="cpack dpkg dpkg-deb dpkg-query dpkg-shlibdeps file gzip help2man groff man col systemd-analyze python3"
@@ -174,8 +174,8 @@ expect_mcimd="/usr/bin/mcimd
 $(cd "$SRC/docs/api" && ls *.yaml README.md | sed 's#^#/usr/share/mcim/api/#')"
 expect_m2me="/usr/bin/m2me
 /usr/bin/m2me-boot
-$([ "$tpm_agent" = yes ] && echo /usr/bin/m2me-tpm)
-/usr/lib/systemd/system/m2me-tpm@.service
+${tpm_agent_prog:+/usr/bin/$tpm_agent_prog
+}/usr/lib/systemd/system/m2me-tpm@.service
 /usr/lib/systemd/system/m2me@.service
 /usr/lib/sysusers.d/m2me.conf
 /usr/share/doc/m2me/changelog.gz
@@ -196,7 +196,7 @@ for p in $pkgs; do
   d=$(diff <(echo "$want" | sort) <(echo "$got") || true)
   [ -z "$d" ] && ok "$p: files at their FHS places ($(echo "$got" | wc -l) files)" || bad "$p: files differ from the expected layout: $d"
 done
-for p in mcim mcimd m2me m2me-boot $([ "$tpm_agent" = yes ] && echo m2me-tpm); do
+for p in mcim mcimd m2me m2me-boot $tpm_agent_prog; do
   f="$root/usr/bin/$p"
   if [ -x "$f" ] && file -b "$f" | grep -q 'ELF.*executable.*stripped' && ! file -b "$f" | grep -q 'not stripped'; then
     ok "/usr/bin/$p: a stripped ELF executable"
@@ -293,7 +293,7 @@ grep -qx 'ExecStart=/usr/bin/m2me-boot --dir /var/lib/mcim/devices/%i --log-form
   grep -qx 'DeviceAllow=/dev/tpmrm0 rw' "$units/m2me-tpm@.service" &&
   ok "m2me-tpm@.service runs m2me-boot, which measures and runs the agent beside it, with /dev/tpmrm0 only" ||
   bad "m2me-tpm@.service: $(grep -E 'Exec|Device' "$units/m2me-tpm@.service")"
-for x in m2me-boot m2me $([ "$tpm_agent" = yes ] && echo m2me-tpm); do
+for x in m2me-boot m2me $tpm_agent_prog; do
   [ -x "$root/usr/bin/$x" ] || bad "m2me-tpm@.service runs /usr/bin/$x: not installed"
 done
 for u in mcimd m2me; do
