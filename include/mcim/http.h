@@ -136,6 +136,13 @@ void mcim_http_wake_local(const char *key);
  * not dispatched again every recheck interval (a wake reaches them); when it becomes live
  * (again), every held request is dispatched once, for the wakes it may have missed. */
 void mcim_http_wake_live(bool live);
+/* Run fn(arg) once the answer to the request this thread is handling has been sent (or the
+ * request ended without one); outside a request handler of the HTTPS server, at once. For
+ * work a handler sets off that need not compete with its own answer for a core (the outbox
+ * worker's delivery of what the handler's commit queued). The same (fn, arg) runs once per
+ * request; past MCIM_HTTP_AFTER_REPLY_MAX distinct ones, at once. */
+#define MCIM_HTTP_AFTER_REPLY_MAX 4
+void mcim_http_after_reply(void (*fn)(void *arg), void *arg);
 /* Free what a response owns (the server does it after sending; for handler tests). */
 void mcim_http_response_clear(struct mcim_http_response *resp);
 void mcim_http_reply_problem(struct mcim_http_response *resp, mcim_cause_t cause, int step,

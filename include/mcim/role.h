@@ -168,7 +168,8 @@ typedef enum mcim_outbox_outcome {
 mcim_outbox_outcome_t mcim_outbox_outcome_for(long status, mcim_cause_t cause);
 /* Messages not yet delivered (for tests and metrics). */
 mcim_cause_t mcim_role_outbox_pending(struct mcim_role *r, int64_t *count);
-/* Wake the worker now (after queueing). */
+/* Wake the worker (after queueing): now, or from a request handler once its answer is sent
+ * (mcim_http_after_reply). */
 void mcim_role_wake(struct mcim_role *r);
 
 /* Signing helper: a statement by this role (iss = r->name, kid = r->name) about `sub`,

@@ -305,6 +305,45 @@ static unsigned prefer_wait_s(const char *v, unsigned max)
   return 0;
 }
 
+/* mcim_http_after_reply: what this thread's request handler left to run once its answer is
+ * sent (on_completed), or at once where there is no answer to wait for (a held request). A
+ * connection stays on the pool thread that accepted it, so the request's end comes on the
+ * thread that ran its handler. */
+static __thread bool in_handler;
+static __thread struct {
+  void (*fn)(void *arg);
+  void *arg;
+} after_reply[MCIM_HTTP_AFTER_REPLY_MAX];
+static __thread unsigned n_after_reply;
+
+static void run_after_reply(void)
+{
+  while (n_after_reply > 0) {
+    unsigned i = --n_after_reply;
+    after_reply[i].fn(after_reply[i].arg);
+  }
+}
+
+void mcim_http_after_reply(void (*fn)(void *arg), void *arg)
+{
+  if (!fn)
+    return;
+  if (!in_handler) {
+    fn(arg);
+    return;
+  }
+  for (unsigned i = 0; i < n_after_reply; i++)
+    if (after_reply[i].fn == fn && after_reply[i].arg == arg)
+      return;
+  if (n_after_reply == MCIM_HTTP_AFTER_REPLY_MAX) {
+    fn(arg);
+    return;
+  }
+  after_reply[n_after_reply].fn = fn;
+  after_reply[n_after_reply].arg = arg;
+  n_after_reply++;
+}
+
 static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connection *conn,
                                 const char *url, const char *method, struct req_state *st)
 {
@@ -324,7 +363,10 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
       .peer_cn = peer_common_name,
       .conn = conn,
   };
+  run_after_reply(); /* left by a request that ended without on_completed: not lost */
+  in_handler = true;
   mcim_http_dispatch_(&srv->cfg, &w, &resp);
+  in_handler = false;
   /* "not yet", and the client asked to wait: held until what it waits for happens (a long
    * poll, http_wait.c), never past its wait nor while the server stops */
   if (resp.wait_key[0] && st->wait_until_ns && !atomic_load(&srv->stopping) &&
@@ -335,6 +377,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
     if (held > 0) {
       st->held = true;
       mcim_http_response_clear(&resp);
+      run_after_reply(); /* no answer now to wait for */
       return MHD_YES;
     }
     atomic_fetch_sub(&srv->held, 1);
@@ -342,11 +385,15 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
     if (held < 0) {
       mcim_http_response_clear(&resp);
       memset(&resp, 0, sizeof(resp));
+      in_handler = true;
       mcim_http_dispatch_(&srv->cfg, &w, &resp);
+      in_handler = false;
     }
   }
   enum MHD_Result ret = send_response(srv, conn, method, url, &resp, st);
   mcim_http_response_clear(&resp);
+  if (ret != MHD_YES)
+    run_after_reply(); /* no answer will be sent */
   return ret;
 }
 
@@ -439,6 +486,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
   (void)cls;
   (void)conn;
+  run_after_reply(); /* the answer is sent (or the request ended): what it set off */
   if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
     mcim_metric_inc(&mcim_m_http_connections_timed_out, NULL); /* a request that stalled */
   struct req_state *st = *con_cls;

@@ -222,9 +222,8 @@ static void hand_to_worker(struct mcim_role *r, struct outbox_handed *h)
     p->handed_tail = &p->handed;
   *p->handed_tail = h;
   p->handed_tail = &h->next;
-  p->wake = true;
-  pthread_cond_signal(&p->cond);
   pthread_mutex_unlock(&p->lock);
+  mcim_role_wake(r); /* from a request handler: once its answer is sent */
 }
 
 /* The writer's transaction ended (mcim_store_on_end): its staged messages go to the worker

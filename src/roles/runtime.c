@@ -609,12 +609,22 @@ static void *peer_prefetch_main(void *arg)
   return NULL;
 }
 
-void mcim_role_wake(struct mcim_role *r)
+static void wake_now(void *arg)
 {
+  struct mcim_role *r = arg;
   pthread_mutex_lock(&r->priv->lock);
   r->priv->wake = true;
   pthread_cond_signal(&r->priv->cond);
   pthread_mutex_unlock(&r->priv->lock);
+}
+
+/* From a request handler, once its answer is sent: what the handler's commit handed the
+ * worker (a DRF discovery's step-8 announcement: a request to the SHO, which sets off the
+ * SHO's and the PVA's work) then does not compete with the answer for the 2 cores it was
+ * measured on (docs/performance.md, "The DRF at operator scale"). */
+void mcim_role_wake(struct mcim_role *r)
+{
+  mcim_http_after_reply(wake_now, r);
 }
 
 /* ---- start / stop ---- */
