@@ -113,19 +113,24 @@ static int teardown(void **state)
   return 0;
 }
 
+/* A channel on `name` whose callbacks record into `s` (initialised here), listening (live)
+ * before it returns. */
+static mcim_pg_channel_t *listening(const struct ctx *c, const char *name, struct seen *s)
+{
+  mcim_pg_channel_t *ch = NULL;
+  seen_init(s);
+  const struct mcim_pg_channel_cbs cbs = {on_message, on_live, s};
+  assert_int_equal(mcim_pg_channel_open(c->locator, name, &cbs, &ch), MCIM_OK);
+  assert_true(wait_for(s, lives_reach, 1));
+  return ch;
+}
+
 static void test_send_receive(void **state)
 {
   struct ctx *c = *state;
   struct seen a, b;
-  seen_init(&a);
-  seen_init(&b);
-  mcim_pg_channel_t *ca = NULL, *cb = NULL;
-  const struct mcim_pg_channel_cbs cbs_a = {on_message, on_live, &a};
-  const struct mcim_pg_channel_cbs cbs_b = {on_message, on_live, &b};
-  assert_int_equal(mcim_pg_channel_open(c->locator, "mcim_test", &cbs_a, &ca), MCIM_OK);
-  assert_int_equal(mcim_pg_channel_open(c->locator, "mcim_test", &cbs_b, &cb), MCIM_OK);
-  assert_true(wait_for(&a, lives_reach, 1));
-  assert_true(wait_for(&b, lives_reach, 1));
+  mcim_pg_channel_t *ca = listening(c, "mcim_test", &a);
+  mcim_pg_channel_t *cb = listening(c, "mcim_test", &b);
 
   assert_true(mcim_pg_channel_send(ca, "one"));
   assert_true(mcim_pg_channel_send(ca, "two"));
@@ -155,15 +160,8 @@ static void test_connection_lost(void **state)
 {
   struct ctx *c = *state;
   struct seen a, b;
-  seen_init(&a);
-  seen_init(&b);
-  mcim_pg_channel_t *ca = NULL, *cb = NULL;
-  const struct mcim_pg_channel_cbs cbs_a = {on_message, on_live, &a};
-  const struct mcim_pg_channel_cbs cbs_b = {on_message, on_live, &b};
-  assert_int_equal(mcim_pg_channel_open(c->locator, "mcim_lost", &cbs_a, &ca), MCIM_OK);
-  assert_true(wait_for(&a, lives_reach, 1));
-  assert_int_equal(mcim_pg_channel_open(c->locator, "mcim_lost", &cbs_b, &cb), MCIM_OK);
-  assert_true(wait_for(&b, lives_reach, 1));
+  mcim_pg_channel_t *ca = listening(c, "mcim_lost", &a);
+  mcim_pg_channel_t *cb = listening(c, "mcim_lost", &b);
 
   /* every listening session of this database: A's and B's */
   char sql[256];
