@@ -19,7 +19,7 @@
  *   tls_*_full       a full mutual-TLS handshake between the stacks mcim uses: GnuTLS as the
  *                    roles' server (libmicrohttpd's TLS) with their policy and credentials,
  *                    the client's certificate required and its chain verified; OpenSSL as the
- *                    agent's client (http_lite.c's policy, the server verified against the
+ *                    agent's client (http_lite_conn.c's policy, the server verified against the
  *                    CA), presenting a client certificate as between roles. Both ends are
  *                    stepped in this thread over a socket pair, each side's CPU apart: the
  *                    handshake's own cost, no scheduling, no waiting. Also shown, not used
@@ -294,7 +294,7 @@ static int64_t op_tls(struct fctx *f, int n)
   return client;
 }
 
-/* The roles' server policy (src/net/http_server.c) and the agent's client's (http_lite.c). */
+/* The roles' server policy (src/net/http_server.c) and the agent's client's (http_lite_conn.c). */
 #define TLS_PRIORITIES                                                                     \
   "SECURE128:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-CIPHER-ALL:+AES-256-GCM:+AES-128-GCM:"   \
   "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:-SIGN-RSA-SHA1:"      \

@@ -21,7 +21,7 @@
  *   tls_server_full     a TLS handshake completed by an HTTPS server (the first request of a
  *   tls_server_resumed  connection; resumed: a session ticket or id was accepted)
  *   tls_client_full     a TLS handshake completed by an HTTPS client (http_client.c, curl;
- *   tls_client_resumed  http_lite.c, the agent's)
+ *   tls_client_resumed  http_lite_conn.c, the agent's)
  * Not counted: AES-GCM of sealed files and JWE contents, SHA-256, key generation outside a
  * JWE, TLS record encryption. */
 #ifndef MCIM_OPCOUNT_H

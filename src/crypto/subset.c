@@ -11,7 +11,7 @@
 #include <string.h>
 
 /* What the agent uses, per operation: names as the default provider spells one of them.
- * TLS (src/net/http_lite.c: ECDHE with ECDSA certificates, AES-GCM and ChaCha20-Poly1305,
+ * TLS (src/net/http_lite_conn.c: ECDHE with ECDSA certificates, AES-GCM and ChaCha20-Poly1305,
  * TLS 1.2's PRF and TLS 1.3's HKDF, SHA-1 for certificates' fingerprints), the seal
  * (AES-256-GCM), Milenage (AES-128-ECB), JOSE (ES256, ECDH-ES with the Concat KDF and
  * A256GCM), P-256 keys in PEM, and the random generators. An operation not listed offers

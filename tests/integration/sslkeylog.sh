@@ -3,7 +3,7 @@
 # agent write their TLS session keys in the NSS key log format Wireshark reads.
 # mcimd has no code for it: GnuTLS (the daemons' server side) and libcurl on OpenSSL (the
 # daemons' outbox, the mcim command) honour the variable themselves; the agent's client, on
-# OpenSSL without libcurl, writes OpenSSL's key log lines itself (src/net/http_lite.c). This
+# OpenSSL without libcurl, writes OpenSSL's key log lines itself (src/net/http_lite_conn.c). This
 # test proves each side separately:
 #   - the server side: `openssl s_client -keylogfile` (which ignores SSLKEYLOGFILE) talks to a
 #     daemon; the secrets it logged must be in the daemons' file, written by GnuTLS;
