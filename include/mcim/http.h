@@ -136,6 +136,14 @@ void mcim_http_wake_local(const char *key);
  * not dispatched again every recheck interval (a wake reaches them); when it becomes live
  * (again), every held request is dispatched once, for the wakes it may have missed. */
 void mcim_http_wake_live(bool live);
+/* The calling thread waits for a wake of `key` (mcim_http_wake here, or another instance's
+ * through the relay) that came at or after `since_ns` (mcim_monotonic_ns, taken before the
+ * caller read the state it waits to change): at most `max_ms`, and while the relay is not live
+ * at most `recheck_ms` (0: no recheck), as a held request. True when woken; false when the time
+ * ran out (the caller reads the state again either way). For a handler that must wait within
+ * its own call; it holds its thread meanwhile, so keep `max_ms` short. */
+bool mcim_http_await_wake(const char *key, uint64_t since_ns, unsigned max_ms,
+                          unsigned recheck_ms);
 /* Run fn(arg) once the answer to the request this thread is handling has been sent (or the
  * request ended without one); outside a request handler of the HTTPS server, at once. For
  * work a handler sets off that need not compete with its own answer for a core (the outbox

@@ -19,6 +19,11 @@
  * requests (mcim_http_wake_local). While the relay is live the rechecks stop; when it becomes
  * live every held request is dispatched once, for the wakes it may have missed.
  *
+ * A thread may also wait for a key within its own call (mcim_http_await_wake): a handler that
+ * must see another instance's work finish before it answers (the AuC's create of a
+ * subscriber, src/roles/auc_sync.c). It is woken by the same wakes, local or relayed, and
+ * while the relay is not live it is also let go every recheck interval, as a held request is.
+ *
  * Bounds: at most MAX_HELD requests held by the process (more are answered "not yet" at once,
  * as without the header), each at most the server's long_poll_max_s, and a held connection
  * still counts against the connection limits. */
@@ -65,6 +70,14 @@ static unsigned recent_pos;
 static void (*relay_fn)(const char *key, void *arg);
 static void *relay_arg;
 static bool relay_live;
+/* threads in mcim_http_await_wake: each on the stack of its caller, in the list while it waits */
+struct key_waiter {
+  struct key_waiter *next;
+  const char *key;
+  bool woken;
+};
+static struct key_waiter *key_waiters;
+static pthread_cond_t key_cv;
 
 static void cv_init(void)
 {
@@ -72,6 +85,7 @@ static void cv_init(void)
   pthread_condattr_init(&a);
   pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
   pthread_cond_init(&cv, &a);
+  pthread_cond_init(&key_cv, &a);
   pthread_condattr_destroy(&a);
 }
 
@@ -202,6 +216,12 @@ static void wake_key(const char *key, const char *source)
     }
   if (woken)
     pthread_cond_signal(&cv);
+  bool threads = false;
+  for (struct key_waiter *w = key_waiters; w; w = w->next)
+    if (!w->woken && strcmp(w->key, key) == 0)
+      threads = w->woken = true;
+  if (threads)
+    pthread_cond_broadcast(&key_cv);
   pthread_mutex_unlock(&mu);
   if (woken)
     mcim_metric_add(&mcim_m_http_long_poll_wakes, MCIM_LABELS(source), woken);
@@ -255,6 +275,10 @@ void mcim_http_wake_live(bool live)
         woken++;
       }
   pthread_cond_signal(&cv); /* the resumer's next time changes either way */
+  for (struct key_waiter *w = key_waiters; w; w = w->next)
+    if (relay_live && !was)
+      w->woken = true;             /* as the held requests: a wake may have been missed */
+  pthread_cond_broadcast(&key_cv); /* and the waiting threads' rechecks change */
   pthread_mutex_unlock(&mu);
   if (woken)
     mcim_metric_add(&mcim_m_http_long_poll_wakes, MCIM_LABELS("relisten"), woken);
@@ -274,4 +298,36 @@ size_t mcim_http_release_(const void *srv)
     pthread_cond_signal(&cv);
   pthread_mutex_unlock(&mu);
   return n;
+}
+
+bool mcim_http_await_wake(const char *key, uint64_t since_ns, unsigned max_ms, unsigned recheck_ms)
+{
+  size_t n = key ? strlen(key) : 0;
+  if (n == 0 || n >= MCIM_HTTP_WAIT_KEY_LEN)
+    return false;
+  pthread_once(&cv_once, cv_init);
+  uint64_t start = mcim_monotonic_ns();
+  uint64_t end = start + (uint64_t)max_ms * 1000000u;
+  uint64_t recheck = start + (uint64_t)recheck_ms * 1000000u;
+  struct key_waiter w = {.key = key};
+  pthread_mutex_lock(&mu);
+  w.woken = woken_since(key, since_ns); /* woken between the caller's read and now */
+  w.next = key_waiters;
+  key_waiters = &w;
+  while (!w.woken) {
+    /* the relay's state may change while waiting: its rechecks with it */
+    uint64_t until = !relay_live && recheck_ms && recheck < end ? recheck : end;
+    if (mcim_monotonic_ns() >= until)
+      break;
+    struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                          .tv_nsec = (long)(until % 1000000000u)};
+    pthread_cond_timedwait(&key_cv, &mu, &ts);
+  }
+  for (struct key_waiter **pp = &key_waiters; *pp; pp = &(*pp)->next)
+    if (*pp == &w) {
+      *pp = w.next;
+      break;
+    }
+  pthread_mutex_unlock(&mu);
+  return w.woken;
 }

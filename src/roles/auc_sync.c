@@ -5,8 +5,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "mcim/http.h"
 #include "mcim/log.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
@@ -26,8 +26,8 @@ const char mcim_auc_hlr_schema_sql[] =
 const char mcim_auc_hlr_lease_sql[] = "ALTER TABLE auc_hlr ADD COLUMN lease BIGINT NOT NULL"
                                       " DEFAULT 0";
 
-mcim_cause_t mcim_auc_sync_want_in(struct mcim_auc_backend *b, mcim_store_t *st,
-                                   const char *imsi, bool present)
+mcim_cause_t mcim_auc_sync_want_in(struct mcim_auc_backend *b, mcim_store_t *st, const char *imsi,
+                                   bool present)
 {
   if (mcim_auc_is_builtin(b))
     return MCIM_OK;
@@ -41,9 +41,8 @@ mcim_cause_t mcim_auc_sync_want_in(struct mcim_auc_backend *b, mcim_store_t *st,
                          p, MCIM_NPARAMS(p), NULL, NULL);
 }
 
-mcim_cause_t mcim_auc_sync_unwant_others(struct mcim_role *r, mcim_store_t *st,
-                                         const char *device, const char *keep1,
-                                         const char *keep2)
+mcim_cause_t mcim_auc_sync_unwant_others(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                         const char *keep1, const char *keep2)
 {
   if (mcim_auc_is_builtin(r->auc))
     return MCIM_OK;
@@ -160,8 +159,10 @@ static mcim_cause_t claim(struct mcim_auc_backend *b, mcim_store_t *st, const st
 static void release(mcim_store_t *st, const char *imsi, int64_t lease)
 {
   mcim_val_t p[] = {MCIM_TEXT(imsi), MCIM_INT(lease)};
-  (void)mcim_store_exec(st, "UPDATE auc_hlr SET lease = 0 WHERE imsi = ? AND lease = ?", p,
-                        MCIM_NPARAMS(p), NULL, NULL);
+  if (mcim_store_exec(st, "UPDATE auc_hlr SET lease = 0 WHERE imsi = ? AND lease = ?", p,
+                      MCIM_NPARAMS(p), NULL, NULL) == MCIM_OK &&
+      mcim_store_changes(st) == 1)
+    mcim_http_wake("auc:%s", imsi); /* a vector request of any instance waits for it */
 }
 
 /* One intent against the AuC, then its row: done (if no newer intent came meanwhile), or the
@@ -270,33 +271,46 @@ mcim_cause_t mcim_auc_sync_run_in(struct mcim_auc_backend *auc, const mcim_stora
 
 /* Before vectors are asked of the AuC: a create still pending is applied now, and one that
  * another instance of the role is applying (its claim holds: two instances, one HLR) is waited
- * for, at most AWAIT_MS, checked every AWAIT_STEP_MS. Without the wait the AuC, which does not
- * hold the subscriber yet, refuses it (UNKNOWN_IDENTITY) and the device's attach fails, where
- * one instance's apply_lock would have made it wait for its own apply (found by
- * tests/integration/hlr_scale_out.sh: a switch's attach at the other instance). A claim is
- * given back when its apply ends, so the wait is that apply's few requests; past AWAIT_MS the
- * AuC's own answer goes back. */
+ * for, at most AWAIT_MS. Without the wait the AuC, which does not hold the subscriber yet,
+ * refuses it (UNKNOWN_IDENTITY) and the device's attach fails, where one instance's apply_lock
+ * would have made it wait for its own apply (found by tests/integration/hlr_scale_out.sh: a
+ * switch's attach at the other instance). A claim is given back when its apply ends, so the
+ * wait is that apply's few requests; past AWAIT_MS the AuC's own answer goes back.
+ *
+ * What ends the wait: the release's wake (release(): "auc:IMSI"), which reaches this process
+ * through the wake relay when the other instance released it (a PostgreSQL NOTIFY after its
+ * UPDATE, src/roles/wake_relay.c), the lease's end (an instance killed while it applied), or,
+ * while the relay is not live (its connection lost, or SQLite: one instance, so only a claim
+ * left by a process that died), a read of the row every AWAIT_RECHECK_MS. */
 #define AWAIT_MS 3000
-#define AWAIT_STEP_MS 10
+#define AWAIT_RECHECK_MS 10
 static void ensure_applied(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
                            mcim_store_t *st, const char *imsi)
 {
-  for (int waited = 0;; waited += AWAIT_STEP_MS) {
+  char key[MCIM_HTTP_WAIT_KEY_LEN];
+  snprintf(key, sizeof(key), "auc:%s", imsi);
+  const uint64_t end = mcim_monotonic_ns() + (uint64_t)AWAIT_MS * 1000000u;
+  for (bool told = false;;) {
+    const uint64_t since = mcim_monotonic_ns(); /* a release from here on ends the wait */
     (void)run_in(b, skey, st, imsi, NULL);
     struct intents x = {.n = 0};
     mcim_val_t p[] = {MCIM_TEXT(imsi)};
     mcim_cause_t rc = mcim_store_exec(
         st, "SELECT imsi, want, gen, done, attempts, lease FROM auc_hlr WHERE imsi = ?", p, 1,
         intent_row, &x);
+    int64_t now = mcim_now();
     if (rc != MCIM_OK || x.n == 0 || x.v[0].done || strcmp(x.v[0].want, "present") != 0 ||
-        x.v[0].lease <= mcim_now() || waited >= AWAIT_MS)
+        x.v[0].lease <= now || since >= end)
       return;
-    if (waited == 0)
+    if (!told)
       mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK,
                      "AuC %s: subscriber %s being created by another instance: waiting",
                      mcim_auc_backend_name(b), imsi);
-    struct timespec ts = {0, AWAIT_STEP_MS * 1000000L};
-    nanosleep(&ts, NULL);
+    told = true;
+    uint64_t left_ms = (end - since) / 1000000u;
+    uint64_t lease_ms = (uint64_t)(x.v[0].lease - now) * 1000u; /* whole seconds: at most */
+    (void)mcim_http_await_wake(key, since, (unsigned)(lease_ms < left_ms ? lease_ms : left_ms),
+                               AWAIT_RECHECK_MS);
   }
 }
 
@@ -320,9 +334,8 @@ static mcim_cause_t record_allows(mcim_store_t *st, const char *imsi, int64_t no
   return rc;
 }
 
-mcim_cause_t mcim_auc_sync_gen_avs_in(struct mcim_auc_backend *b,
-                                      const mcim_storage_key_t *skey, mcim_store_t *st,
-                                      const char *imsi, int n, int64_t now,
+mcim_cause_t mcim_auc_sync_gen_avs_in(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
+                                      mcim_store_t *st, const char *imsi, int n, int64_t now,
                                       struct mcim_aka_av *avs, char *detail, size_t dlen)
 {
   if (!mcim_auc_is_builtin(b)) {
@@ -373,9 +386,8 @@ bool mcim_auc_sync_tick(struct mcim_role *r)
   return found > 0;
 }
 
-mcim_cause_t mcim_auc_sync_gen_avs(struct mcim_role *r, mcim_store_t *st, const char *imsi,
-                                   int n, int64_t now, struct mcim_aka_av *avs, char *detail,
-                                   size_t dlen)
+mcim_cause_t mcim_auc_sync_gen_avs(struct mcim_role *r, mcim_store_t *st, const char *imsi, int n,
+                                   int64_t now, struct mcim_aka_av *avs, char *detail, size_t dlen)
 {
   return mcim_auc_sync_gen_avs_in(r->auc, r->storage_key, st, imsi, n, now, avs, detail, dlen);
 }

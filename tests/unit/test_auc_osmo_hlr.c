@@ -32,6 +32,7 @@
 #include <osmocom/gsm/gsup.h>
 
 #include "mcim/aka.h"
+#include "mcim/http.h"
 #include "mcim/store.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
@@ -994,10 +995,12 @@ static void test_sync_two_instances(void **state)
 }
 
 /* The other instance of test_avs_await_other: its apply "ends" (its claim given back, not done)
- * after a while; the waiting instance then applies the create itself. */
+ * after a while; the waiting instance then applies the create itself. With `wake`, the release
+ * also reaches this process as the wake relay delivers another instance's (its NOTIFY). */
 struct releaser {
   const char *db;
   const char *imsi;
+  bool wake;
   bool ok;
 };
 
@@ -1012,7 +1015,18 @@ static void *releaser_main(void *arg)
            mcim_store_exec(other, "UPDATE auc_hlr SET lease = 0 WHERE imsi = ?", p, 1, NULL,
                            NULL) == MCIM_OK;
   mcim_store_close(other);
+  if (rl->wake) {
+    char key[MCIM_HTTP_WAIT_KEY_LEN];
+    snprintf(key, sizeof(key), "auc:%s", rl->imsi);
+    mcim_http_wake_local(key);
+  }
   return NULL;
+}
+
+static void relay_none(const char *key, void *arg)
+{
+  (void)key;
+  (void)arg;
 }
 
 /* Vectors asked while another instance holds the claim on the subscriber's pending create (two
@@ -1059,6 +1073,31 @@ static void test_avs_await_other(void **state)
                    MCIM_UNKNOWN_IDENTITY);
   assert_true(mcim_monotonic_ns() - t0 >= 2900000000u);
   assert_int_equal(intent_int(&f, b.imsi, "done"), 0);
+
+  /* the relay live (two instances on PostgreSQL): no rechecks of the row, the other instance's
+   * release ends the wait through its wake; without that wake it would last the whole 3 s */
+  struct mcim_auc_sub c;
+  role_add(&f, h, "001010000000153", NULL, &c);
+  mcim_val_t r[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(c.imsi)};
+  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", r, 2,
+                                   NULL, NULL),
+                   MCIM_OK);
+  mcim_http_wake_relay(relay_none, NULL);
+  mcim_http_wake_live(true);
+  struct releaser rw = {.db = f.db, .imsi = c.imsi, .wake = true};
+  t0 = mcim_monotonic_ns();
+  assert_int_equal(pthread_create(&th, NULL, releaser_main, &rw), 0);
+  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, c.imsi, 1, mcim_now(), &av,
+                                            detail, sizeof(detail)),
+                   MCIM_OK);
+  uint64_t took = mcim_monotonic_ns() - t0;
+  pthread_join(th, NULL);
+  mcim_http_wake_relay(NULL, NULL);
+  assert_true(rw.ok);
+  assert_true(took < 2000000000u);
+  assert_int_equal(intent_int(&f, c.imsi, "done"), 1);
+  hlr_keys_are(h, &c);
+  (void)mcim_auc_backend_delete_sub(h->b, NULL, c.imsi, detail, sizeof(detail));
   mcim_store_close(other);
   (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
   syncfx_close(&f);
