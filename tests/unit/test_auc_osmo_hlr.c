@@ -1023,6 +1023,17 @@ static void *releaser_main(void *arg)
   return NULL;
 }
 
+/* A subscriber added and its pending create claimed by "the other instance" for a minute. */
+static void add_claimed(struct syncfx *f, const struct hlr *h, mcim_store_t *other, const char *imsi,
+                        struct mcim_auc_sub *sub)
+{
+  role_add(f, h, imsi, NULL, sub);
+  mcim_val_t p[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(sub->imsi)};
+  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", p, 2,
+                                   NULL, NULL),
+                   MCIM_OK);
+}
+
 static void relay_none(const char *key, void *arg)
 {
   (void)key;
@@ -1045,11 +1056,7 @@ static void test_avs_await_other(void **state)
 
   syncfx_open(&f, h);
   assert_int_equal(mcim_store_open(f.db, NULL, &other), MCIM_OK);
-  role_add(&f, h, "001010000000151", NULL, &a);
-  mcim_val_t p[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(a.imsi)};
-  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", p, 2,
-                                   NULL, NULL),
-                   MCIM_OK);
+  add_claimed(&f, h, other, "001010000000151", &a);
   struct releaser rl = {.db = f.db, .imsi = a.imsi};
   assert_int_equal(pthread_create(&th, NULL, releaser_main, &rl), 0);
   assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, a.imsi, 1, mcim_now(), &av,
@@ -1062,11 +1069,7 @@ static void test_avs_await_other(void **state)
 
   /* a claim that does not end: waited for, bounded, then the HLR's answer */
   struct mcim_auc_sub b;
-  role_add(&f, h, "001010000000152", NULL, &b);
-  mcim_val_t q[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(b.imsi)};
-  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", q, 2,
-                                   NULL, NULL),
-                   MCIM_OK);
+  add_claimed(&f, h, other, "001010000000152", &b);
   uint64_t t0 = mcim_monotonic_ns();
   assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, b.imsi, 1, mcim_now(), &av,
                                             detail, sizeof(detail)),
@@ -1077,11 +1080,7 @@ static void test_avs_await_other(void **state)
   /* the relay live (two instances on PostgreSQL): no rechecks of the row, the other instance's
    * release ends the wait through its wake; without that wake it would last the whole 3 s */
   struct mcim_auc_sub c;
-  role_add(&f, h, "001010000000153", NULL, &c);
-  mcim_val_t r[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(c.imsi)};
-  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", r, 2,
-                                   NULL, NULL),
-                   MCIM_OK);
+  add_claimed(&f, h, other, "001010000000153", &c);
   mcim_http_wake_relay(relay_none, NULL);
   mcim_http_wake_live(true);
   struct releaser rw = {.db = f.db, .imsi = c.imsi, .wake = true};
