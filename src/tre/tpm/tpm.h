@@ -127,7 +127,7 @@ struct mcim_tpm_dup {
  * intermediate secret is wiped; `out` holds no secret in clear. */
 mcim_cause_t mcim_tpm_dup_aes128(const TPM2B_PUBLIC *parent, const uint8_t key[16],
                                  TPMA_OBJECT attrs, struct mcim_tpm_dup *out);
-/* A package's "k_tpm" {"public", "duplicate", "seed"} as the TRE reads it (tre_tpm.c; peer
+/* A package's "k_tpm" {"public", "duplicate", "seed"} as the TRE reads it (tre_tpm_slots.c; peer
  * input): exactly those three base64url strings, an AES-128-ECB key of MCIM_TPM_AES_ATTRS, a
  * seed; MCIM_KEY_INVALID otherwise (MCIM_UNSUPPORTED without tpm2-tss). Pure: no TPM. */
 struct json_t;

@@ -44,7 +44,7 @@ mcim_cause_t tre_tpm_connection(struct tre_soft *t, mcim_tpm_t **tpm);
 mcim_cause_t tre_tpm_quote_key(struct tre_soft *t, json_t *st, mcim_tpm_t **tpm,
                                mcim_tpm_key_t **key);
 
-/* tre_tpm.c: the PCID's slot key (docs/tre-tpm.md, "The PCID credential's K"), made under the
+/* tre_tpm_slots.c: the PCID's slot key (docs/tre-tpm.md, "The PCID credential's K"), made under the
  * storage primary with the slot keys' policy and recorded as TRE_PCID_SLOT in `st` (the caller
  * commits; the key is destroyed again on failure); and its TPM2_Certify by the loaded AK `ak`
  * over `qual`: *out = {"public", "attest", "signature"} (MCIM_TPM_SLOT_KEY_MISSING without

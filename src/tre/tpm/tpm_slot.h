@@ -15,7 +15,7 @@
  *     so the key cannot re-wrap what is wrapped to it (TPM2_Rewrap), have its authValue
  *     changed (TPM2_ObjectChangeAuth) or anything else; and fixedTPM, fixedParent.
  *
- * The TRE makes the slot key at the quote of a procedure (tre_tpm.c, txn_slot_create) and has
+ * The TRE makes the slot key at the quote of a procedure (tre_tpm_slots.c, txn_slot_create) and has
  * the restricted attestation key certify it (TPM2_Certify through the third branch); the SHO
  * checks that certification and wraps K to that key alone, and the TRE imports it there
  * (mcim_tpm_slot_import_own): the SHO's blob is wrapped to a key that cannot re-wrap it, so

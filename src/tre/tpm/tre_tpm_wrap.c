@@ -3,7 +3,7 @@
  * blob to a TPM device's key (its storage key, or the slot key of a procedure or of the PCID),
  * after the slot key's offer is checked: certified by the device's attestation key over the
  * txn, a restricted-use key of the expected attributes (include/mcim/tre.h). The device's side
- * (import, AKA in the TPM) is tre_tpm.c. */
+ * (import, AKA in the TPM) is tre_tpm_slots.c. */
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <stdlib.h>
