@@ -15,7 +15,12 @@
  *      the network side one active subscription, at the SHO it should be at, and one DRF
  *      entry `subscribed` there; on the device side (read when its sequence ended) at most
  *      one active MCIM, at that SHO, and the PCID credential kept.
- * CPU: this process's (devices and owners) and the daemons' (/proc), over phase 2. */
+ * CPU: this process's (devices and owners) and the daemons' (/proc), over phase 2.
+ *
+ * This file: the run (the procedures, the devices, the threads and phases) and its report.
+ * What the report measures besides (latencies, CPU, cryptographic operations) is
+ * loadgen_report.c's, the invariants' check loadgen_check.c's; what they share is in
+ * loadgen_priv.h. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -27,6 +32,7 @@
 #include <unistd.h>
 
 #include "lab/lab_priv.h"
+#include "lab/loadgen_priv.h"
 #include "mcim/device.h"
 #include "mcim/http.h"
 #include "mcim/lab_run.h"
@@ -36,86 +42,7 @@
 #include "mcim/store.h"
 #include "mcim/util.h"
 
-#define LG_MAX_SHOS 16
-#define LG_SEQ_MAX 3
-
-/* ---- samples: latencies in milliseconds, by name ---- */
-
-struct series {
-  char name[64];
-  int rank; /* the report's order: procedure, then seed step */
-  double *v;
-  size_t n, cap;
-};
-
-struct samples {
-  struct series *s;
-  size_t n, cap;
-};
-
-static struct series *series_get(struct samples *sm, const char *name, int rank)
-{
-  for (size_t i = 0; i < sm->n; i++)
-    if (strcmp(sm->s[i].name, name) == 0)
-      return &sm->s[i];
-  if (sm->n == sm->cap) {
-    size_t cap = sm->cap ? sm->cap * 2 : 16;
-    struct series *s = realloc(sm->s, cap * sizeof(*s));
-    if (!s)
-      return NULL;
-    sm->s = s;
-    sm->cap = cap;
-  }
-  struct series *s = &sm->s[sm->n++];
-  memset(s, 0, sizeof(*s));
-  snprintf(s->name, sizeof(s->name), "%s", name);
-  s->rank = rank;
-  return s;
-}
-
-static void series_add(struct series *s, double ms)
-{
-  if (!s)
-    return;
-  if (s->n == s->cap) {
-    size_t cap = s->cap ? s->cap * 2 : 64;
-    double *v = realloc(s->v, cap * sizeof(*v));
-    if (!v)
-      return;
-    s->v = v;
-    s->cap = cap;
-  }
-  s->v[s->n++] = ms;
-}
-
-static double round2(double x)
-{
-  return (double)(long long)(x * 100.0 + 0.5) / 100.0;
-}
-
-static json_t *latency_json(struct series *s)
-{
-  mcim_sort_doubles(s->v, s->n);
-  return json_pack("{s:f,s:f,s:f,s:f}", "p50", round2(mcim_percentile(s->v, s->n, 50)), "p95",
-                   round2(mcim_percentile(s->v, s->n, 95)), "p99", round2(mcim_percentile(s->v, s->n, 99)), "max",
-                   round2(s->n ? s->v[s->n - 1] : 0));
-}
-
-static void samples_free(struct samples *sm)
-{
-  for (size_t i = 0; i < sm->n; i++)
-    free(sm->s[i].v);
-  free(sm->s);
-}
-
 /* ---- the run ---- */
-
-struct lg_proc {
-  const char *label; /* initial, change-old-sho, change-pristine, preload, switch */
-  const char *kind, *via;
-  int target;        /* 0: the device's first SHO, 1: its second */
-  int rank;          /* its place in the report */
-};
 
 static const struct lg_proc p_initial = {"initial", "initial", NULL, 0, 0};
 static const struct lg_proc p_old_sho = {"change-old-sho", "change", "old-sho", 1, 1};
@@ -123,41 +50,7 @@ static const struct lg_proc p_pristine = {"change-pristine", "change", "pristine
 static const struct lg_proc p_preload = {"preload", "preload", NULL, 1, 3};
 static const struct lg_proc p_switch = {"switch", "switch", NULL, 1, 4};
 
-struct lg_seq {
-  const struct lg_proc *p[LG_SEQ_MAX];
-  int n;
-};
-
-struct lg_device {
-  char expect[64]; /* the SHO its last procedure left it at ("": it failed) */
-  char tre_problem[160];
-  /* Kept open from its first start (phase 1) through its procedures, as an agent keeps its
-   * store and TRE open across procedures; NULL past the bound (lg.keep_max): then opened
-   * around its sequence, as before. */
-  struct mcim_device *d;
-  mcim_jose_key_t *owner;
-  json_t *params;
-};
-
-struct lg {
-  const struct mcim_loadgen_opts *o;
-  char run[9];
-  char base[MCIM_LAB_DIR_MAX + 32]; /* LAB/loadgen/RUN */
-  const char *shos[LG_MAX_SHOS];
-  size_t nshos;
-  json_t *lab_json; /* keeps the SHO names alive */
-  struct lg_device *dev;
-  atomic_long next;
-  atomic_long made, done, failed;
-  long keep_max;        /* devices kept open from phase 1 to the end of phase 2, at most */
-  atomic_long kept;     /* handed out so far (may pass keep_max: those are not kept) */
-  pthread_mutex_t lock; /* samples and errors */
-  struct samples procs, steps, all;
-  json_t *errors;
-  json_t *error_samples; /* a few details, for people */
-};
-
-static void dev_name(const struct lg *g, long i, char *out, size_t len)
+void lg_dev_name(const struct lg *g, long i, char *out, size_t len)
 {
   snprintf(out, len, "lg%s-%ld", g->run, i);
 }
@@ -165,16 +58,13 @@ static void dev_name(const struct lg *g, long i, char *out, size_t len)
 static void dev_dir(const struct lg *g, long i, char *out, size_t len)
 {
   char name[64];
-  dev_name(g, i, name, sizeof(name));
+  lg_dev_name(g, i, name, sizeof(name));
   snprintf(out, len, "%s/%s", g->base, name);
 }
 
-static int64_t mono_ms(void)
-{
-  return (int64_t)(mcim_monotonic_ns() / 1000000u);
-}
+static int64_t mono_ms(void) { return (int64_t)(mcim_monotonic_ns() / 1000000u); }
 
-static void sleep_ms(int64_t ms)
+void lg_sleep_ms(int64_t ms)
 {
   struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
@@ -197,7 +87,7 @@ static void error_count(struct lg *g, const char *cause, const char *device, con
 static void sample(struct lg *g, struct samples *sm, const char *name, int rank, int64_t ms)
 {
   pthread_mutex_lock(&g->lock);
-  series_add(series_get(sm, name, rank), (double)ms);
+  lg_series_add(lg_series_get(sm, name, rank), (double)ms);
   pthread_mutex_unlock(&g->lock);
 }
 
@@ -271,7 +161,7 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
       break;
     }
     if (delay > 0)
-      sleep_ms(delay > 1000 ? 1000 : delay);
+      lg_sleep_ms(delay > 1000 ? 1000 : delay);
   }
   if (rc == MCIM_OK) {
     result = json_string_value(json_object_get(pj, "result"));
@@ -315,7 +205,7 @@ static void tre_check(struct mcim_device *d, struct lg_device *ld)
     snprintf(ld->tre_problem, sizeof(ld->tre_problem), "the TRE does not answer");
     return;
   }
-  json_array_foreach(json_object_get(st, "slots"), i, slot) {
+  json_array_foreach (json_object_get(st, "slots"), i, slot) {
     const char *s = json_string_value(json_object_get(slot, "state"));
     if (s && strcmp(s, "active") == 0) {
       active++;
@@ -341,7 +231,7 @@ static void run_device(struct lg *g, mcim_lab_t *lab, struct mcim_http_lite **cl
   struct lg_device *ld = &g->dev[i];
   struct lg_seq seq = sequence(g, i);
   const char *sho[2] = {g->shos[(size_t)i % g->nshos], g->shos[(size_t)(i + 1) % g->nshos]};
-  dev_name(g, i, name, sizeof(name));
+  lg_dev_name(g, i, name, sizeof(name));
   dev_dir(g, i, dir, sizeof(dir));
   mcim_cause_t rc = MCIM_OK;
   if (ld->d) { /* kept open since its first start: closed after the run */
@@ -451,7 +341,7 @@ static void *lg_thread_main(void *arg)
       break;
     if (t->phase == 1) {
       char name[64], dir[PATH_MAX];
-      dev_name(g, i, name, sizeof(name));
+      lg_dev_name(g, i, name, sizeof(name));
       dev_dir(g, i, dir, sizeof(dir));
       mcim_cause_t rc = mcim_lab_mkdir(dir);
       if (rc == MCIM_OK)
@@ -491,8 +381,8 @@ static void progress(struct lg *g, int phase, int64_t t0, bool last)
     fprintf(f, "\rmanufacture [%s] %ld/%ld devices, %.1f/s   ", bar, n, total, s > 0 ? n / s : 0);
   else {
     long done = atomic_load(&g->done), failed = atomic_load(&g->failed);
-    fprintf(f, "\rprocedures  [%s] %ld/%ld devices started, %ld done (%.1f/s), %ld errors   ",
-            bar, n, total, done, s > 0 ? done / s : 0, failed);
+    fprintf(f, "\rprocedures  [%s] %ld/%ld devices started, %ld done (%.1f/s), %ld errors   ", bar,
+            n, total, done, s > 0 ? done / s : 0, failed);
   }
   if (last)
     fputc('\n', f);
@@ -518,7 +408,7 @@ static mcim_cause_t run_phase(struct lg *g, int phase, double *seconds)
   /* the progress line, until every thread took its last device */
   while (atomic_load(&g->next) < g->o->devices && started > 0) {
     progress(g, phase, t0, false);
-    sleep_ms(500);
+    lg_sleep_ms(500);
   }
   for (int i = 0; i < started; i++)
     pthread_join(t[i].id, NULL);
@@ -528,333 +418,10 @@ static mcim_cause_t run_phase(struct lg *g, int phase, double *seconds)
   return started > 0 ? MCIM_OK : MCIM_INTERNAL;
 }
 
-/* CPU seconds (user + system) of the lab's daemons, from /proc. */
-static double daemons_cpu(const json_t *lab_json)
-{
-  double total = 0;
-  long hz = sysconf(_SC_CLK_TCK);
-  size_t i;
-  json_t *r;
-  json_array_foreach(json_object_get(lab_json, "roles"), i, r) {
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%lld/stat",
-             (long long)json_integer_value(json_object_get(r, "pid")));
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    unsigned long long ut = 0, stime = 0;
-    /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
-     * cmajflt utime stime */
-    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                    &stime) == 2)
-      total += (double)(ut + stime) / (double)hz;
-  }
-  return total;
-}
-
-static double self_cpu(void)
-{
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-/* ---- cryptographic operations per procedure (include/mcim/opcount.h) ----
- * This process's counts are read directly; every daemon instance's (lab.json "roles": one
- * entry per process, with its own url) from its /metrics, before and after the procedures
- * (after: once the outboxes are drained, so the deliveries that follow a procedure's end
- * count too). Taken out of the daemons' figures: the scrapes' own TLS handshakes, and one
- * full handshake per GET /v1/health (HAProxy's health checks when a role runs several
- * instances: a new connection each). */
-
-struct opsnap {
-  double v[MCIM_OP_COUNT_];
-  double health; /* GET /v1/health answered */
-  bool ok;
-};
-
-static void self_ops(struct opsnap *s)
-{
-  for (int op = 0; op < MCIM_OP_COUNT_; op++)
-    s->v[op] = (double)mcim_op_read((mcim_op_t)op);
-  s->ok = true;
-}
-
-static double tls_client_ops(void)
-{
-  return (double)(mcim_op_read(MCIM_OP_TLS_CLIENT_FULL) + mcim_op_read(MCIM_OP_TLS_CLIENT_RESUMED));
-}
-
-/* One instance's /metrics into *s (s->ok false if it did not answer). */
-static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
-{
-  static const char op_key[] = "mcim_crypto_operations_total{op=\"";
-  static const char health_key[] =
-      "mcim_http_requests_total{method=\"GET\",route=\"/v1/health\",cause=\"OK\"} ";
-  char url[512], *text = NULL;
-  struct mcim_http_result res;
-  struct mcim_http_client *cli = mcim_lab_public_client(lab);
-  const char *base = json_string_value(json_object_get(role, "url"));
-  memset(s, 0, sizeof(*s));
-  if (!cli || !base)
-    return;
-  snprintf(url, sizeof(url), "%s/metrics", base);
-  mcim_http_get_text(cli, url, &res, &text);
-  mcim_http_result_clear(&res);
-  if (res.status != 200 || !text) {
-    free(text);
-    return;
-  }
-  int seen = 0;
-  for (char *line = text; line && *line;) {
-    char *next = strchr(line, '\n');
-    if (next)
-      *next++ = '\0';
-    if (strncmp(line, op_key, sizeof(op_key) - 1) == 0) {
-      char *name = line + sizeof(op_key) - 1, *q = strchr(name, '"');
-      if (q && q[1] == '}' && q[2] == ' ') {
-        *q = '\0';
-        for (int op = 0; op < MCIM_OP_COUNT_; op++)
-          if (strcmp(name, mcim_op_name((mcim_op_t)op)) == 0) {
-            s->v[op] = strtod(q + 3, NULL);
-            seen++;
-          }
-      }
-    } else if (strncmp(line, health_key, sizeof(health_key) - 1) == 0) {
-      s->health = strtod(line + sizeof(health_key) - 1, NULL);
-    }
-    line = next;
-  }
-  s->ok = seen == MCIM_OP_COUNT_;
-  free(text);
-}
-
-/* Every instance's /metrics; `scrape_tls[i]`: the TLS handshakes this process made to scrape
- * instance i (0 on a kept-alive connection). */
-static void scrape_all(mcim_lab_t *lab, const json_t *lab_json, struct opsnap *snaps,
-                       double *scrape_tls, size_t n)
-{
-  size_t i;
-  json_t *r;
-  json_array_foreach(json_object_get(lab_json, "roles"), i, r) {
-    if (i >= n)
-      break;
-    double t0 = tls_client_ops();
-    scrape_ops(lab, r, &snaps[i]);
-    scrape_tls[i] = tls_client_ops() - t0;
-  }
-}
-
-/* The report's "crypto_ops" and "crypto_ops_per_procedure". */
-static void ops_report(const json_t *lab_json, const struct opsnap *self0,
-                       const struct opsnap *self1, const struct opsnap *d0,
-                       const struct opsnap *d1, const double *scrape_tls, size_t n, long done,
-                       json_t *report)
-{
-  double self[MCIM_OP_COUNT_], daemons[MCIM_OP_COUNT_] = {0}, health = 0, scrapes = 0;
-  size_t scraped = 0;
-  json_t *missing = json_array();
-  for (size_t i = 0; i < n; i++) {
-    const json_t *r = json_array_get(json_object_get(lab_json, "roles"), i);
-    if (!d0[i].ok || !d1[i].ok) {
-      const char *name = json_string_value(json_object_get(r, "name"));
-      json_int_t k = json_integer_value(json_object_get(r, "instance"));
-      char what[96];
-      int w = snprintf(what, sizeof(what), "%s", name ? name : "?");
-      if (k > 0 && w > 0 && (size_t)w < sizeof(what))
-        snprintf(what + w, sizeof(what) - (size_t)w, "#%lld", (long long)k);
-      json_array_append_new(missing, json_string(what));
-      continue;
-    }
-    scraped++;
-    for (int op = 0; op < MCIM_OP_COUNT_; op++)
-      daemons[op] += d1[i].v[op] - d0[i].v[op];
-    double h = d1[i].health - d0[i].health;
-    health += h;
-    scrapes += scrape_tls[i];
-    daemons[MCIM_OP_TLS_SERVER_FULL] -= scrape_tls[i] + h;
-  }
-  if (daemons[MCIM_OP_TLS_SERVER_FULL] < 0) { /* health checks on resumed sessions */
-    daemons[MCIM_OP_TLS_SERVER_RESUMED] += daemons[MCIM_OP_TLS_SERVER_FULL];
-    daemons[MCIM_OP_TLS_SERVER_FULL] = 0;
-  }
-  json_t *jl = json_object(), *jd = json_object(), *per = json_object();
-  for (int op = 0; op < MCIM_OP_COUNT_; op++) {
-    const char *name = mcim_op_name((mcim_op_t)op);
-    self[op] = self1->v[op] - self0->v[op];
-    json_object_set_new(jl, name, json_integer((json_int_t)self[op]));
-    json_object_set_new(jd, name, json_integer((json_int_t)daemons[op]));
-    json_object_set_new(per, name,
-                        json_real(done ? round2((self[op] + daemons[op]) / (double)done) : 0));
-  }
-  json_object_set_new(report, "crypto_ops_per_procedure", per);
-  json_object_set_new(
-      report, "crypto_ops",
-      json_pack("{s:o,s:o,s:I,s:o,s:{s:I,s:I}}", "loadgen", jl, "daemons", jd,
-                "instances_scraped", (json_int_t)scraped, "instances_missing", missing,
-                "excluded", "scrape_handshakes", (json_int_t)scrapes, "health_checks",
-                (json_int_t)health));
-}
-
-/* A role's store, as its configuration names it (a relative SQLite file: in its folder). */
-static mcim_cause_t role_store(const struct lg *g, const char *role, mcim_store_t **out)
-{
-  char path[PATH_MAX], loc[PATH_MAX];
-  snprintf(path, sizeof(path), "%s/%s/%s.json", g->o->lab_dir, role, role);
-  json_t *cfg = json_load_file(path, 0, NULL);
-  const char *db = json_string_value(json_object_get(cfg, "database"));
-  if (!db) {
-    json_decref(cfg);
-    return MCIM_CONFIG_MISSING;
-  }
-  if (strstr(db, "://") || db[0] == '/')
-    snprintf(loc, sizeof(loc), "%s", db);
-  else
-    snprintf(loc, sizeof(loc), "%s/%s/%s", g->o->lab_dir, role, db);
-  json_decref(cfg);
-  return mcim_store_open(loc, NULL, out);
-}
-
-struct owner_rows {
-  json_t *map; /* device -> [sho, ...] */
-  const char *sho;
-};
-
-static mcim_cause_t owner_row(const mcim_row_t *row, void *arg)
-{
-  struct owner_rows *o = arg;
-  const char *dev = mcim_row_text(row, 0);
-  const char *sho = o->sho ? o->sho : mcim_row_text(row, 1);
-  if (!dev || !sho)
-    return MCIM_OK;
-  json_t *list = json_object_get(o->map, dev);
-  if (!list) {
-    list = json_array();
-    json_object_set_new(o->map, dev, list);
-  }
-  json_array_append_new(list, json_string(sho));
-  return MCIM_OK;
-}
-
-static bool outboxes_drained(const struct lg *g)
-{
-  size_t i;
-  json_t *r;
-  json_array_foreach(json_object_get(g->lab_json, "roles"), i, r) {
-    mcim_store_t *st = NULL;
-    int64_t n = 0;
-    const char *name = json_string_value(json_object_get(r, "name"));
-    /* a role's instances share its store: its first answers for all */
-    if (!name || json_integer_value(json_object_get(r, "instance")) > 1 ||
-        role_store(g, name, &st) != MCIM_OK)
-      continue;
-    mcim_cause_t rc = mcim_store_query_int(
-        st, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'", NULL, 0, &n);
-    mcim_store_close(st);
-    if (rc == MCIM_OK && n > 0)
-      return false;
-  }
-  return true;
-}
-
-static void problem(json_t *list, size_t *count, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void problem(json_t *list, size_t *count, const char *fmt, ...)
-{
-  char buf[300];
-  va_list ap;
-  (*count)++;
-  if (json_array_size(list) >= 50)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  json_array_append_new(list, json_string(buf));
-}
-
-/* DESIGN.md section 4, for every device of this run. */
-static json_t *invariants(struct lg *g)
-{
-  json_t *list = json_array(), *active = json_object(), *subscribed = json_object();
-  size_t count = 0;
-  char like[32];
-  snprintf(like, sizeof(like), "lg%s-%%", g->run);
-  for (int waited = 0; waited < 60000 && !outboxes_drained(g); waited += 200)
-    sleep_ms(200);
-  if (!outboxes_drained(g))
-    problem(list, &count, "the roles' outboxes were not drained within 60 s");
-  for (size_t k = 0; k < g->nshos; k++) {
-    mcim_store_t *st = NULL;
-    struct owner_rows o = {.map = active, .sho = g->shos[k]};
-    mcim_val_t p[] = {MCIM_TEXT(like)};
-    if (role_store(g, g->shos[k], &st) != MCIM_OK ||
-        mcim_store_exec(st, "SELECT device FROM auc WHERE state = 'active' AND device LIKE ?", p,
-                         1, owner_row, &o) != MCIM_OK)
-      problem(list, &count, "cannot read %s's AuC", g->shos[k]);
-    mcim_store_close(st);
-  }
-  mcim_store_t *ro = NULL;
-  struct owner_rows o = {.map = subscribed, .sho = NULL};
-  mcim_val_t p[] = {MCIM_TEXT(like)};
-  if (role_store(g, "ro", &ro) != MCIM_OK ||
-      mcim_store_exec(ro, "SELECT device, sho FROM drf WHERE state = 'subscribed' AND device LIKE ?",
-                       p, 1, owner_row, &o) != MCIM_OK)
-    problem(list, &count, "cannot read the DRF");
-  mcim_store_close(ro);
-  for (long i = 0; i < g->o->devices; i++) {
-    char name[64];
-    const struct lg_device *ld = &g->dev[i];
-    dev_name(g, i, name, sizeof(name));
-    json_t *a = json_object_get(active, name), *s = json_object_get(subscribed, name);
-    if (json_array_size(a) > 1)
-      problem(list, &count, "%s: %zu active subscriptions on the network side", name,
-              json_array_size(a));
-    if (ld->expect[0]) {
-      if (json_array_size(a) != 1 || strcmp(json_string_value(json_array_get(a, 0)), ld->expect))
-        problem(list, &count, "%s: not active at %s on the network side", name, ld->expect);
-      if (json_array_size(s) != 1 || strcmp(json_string_value(json_array_get(s, 0)), ld->expect))
-        problem(list, &count, "%s: the DRF does not hold it subscribed at %s (%zu entries)", name,
-                ld->expect, json_array_size(s));
-    }
-    if (ld->tre_problem[0])
-      problem(list, &count, "%s: %s", name, ld->tre_problem);
-  }
-  json_decref(active);
-  json_decref(subscribed);
-  if (count == 0) {
-    json_decref(list);
-    return json_string("ok");
-  }
-  return list;
-}
-
-static int cmp_rank(const void *a, const void *b)
-{
-  const struct series *x = a, *y = b;
-  return x->rank < y->rank ? -1 : x->rank > y->rank;
-}
-
-static json_t *series_report(struct samples *sm)
-{
-  json_t *o = json_object();
-  if (sm->n > 1)
-    qsort(sm->s, sm->n, sizeof(*sm->s), cmp_rank);
-  for (size_t i = 0; o && i < sm->n; i++)
-    json_object_set_new(o, sm->s[i].name,
-                        json_pack("{s:I,s:o}", "count", (json_int_t)sm->s[i].n, "latency_ms",
-                                  latency_json(&sm->s[i])));
-  return o;
-}
-
 bool mcim_loadgen_procedure_valid(const char *p)
 {
-  static const char *const known[] = {"initial", "change-old-sho", "change-pristine", "switch",
-                                      "mix", NULL};
+  static const char *const known[] = {
+      "initial", "change-old-sho", "change-pristine", "switch", "mix", NULL};
   for (size_t i = 0; p && known[i]; i++)
     if (strcmp(p, known[i]) == 0)
       return true;
@@ -873,9 +440,10 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   pthread_mutex_init(&g.lock, NULL);
   g.errors = json_object();
   g.error_samples = json_array();
-  mcim_cause_t rc = o->devices > 0 && o->concurrency > 0 && mcim_loadgen_procedure_valid(o->procedure)
-                        ? MCIM_OK
-                        : MCIM_INVALID_ARGUMENT;
+  mcim_cause_t rc =
+      o->devices > 0 && o->concurrency > 0 && mcim_loadgen_procedure_valid(o->procedure)
+          ? MCIM_OK
+          : MCIM_INVALID_ARGUMENT;
   if (rc == MCIM_OK)
     rc = mcim_lab_open(o->lab_dir, &lab);
   if (rc == MCIM_OK) {
@@ -921,35 +489,36 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   if (rc == MCIM_OK && (!d0 || !d1 || !scrape_tls))
     rc = MCIM_NO_MEMORY;
   if (rc == MCIM_OK) {
-    scrape_all(lab, g.lab_json, d0, scrape_tls, ninst);
-    self_ops(&self0);
+    lg_scrape_all(lab, g.lab_json, d0, scrape_tls, ninst);
+    lg_self_ops(&self0);
   }
-  double cpu_self0 = self_cpu(), cpu_d0 = g.lab_json ? daemons_cpu(g.lab_json) : 0;
+  double cpu_self0 = lg_self_cpu(), cpu_d0 = g.lab_json ? lg_daemons_cpu(g.lab_json) : 0;
   if (rc == MCIM_OK && json_object_size(g.errors) == 0)
     rc = run_phase(&g, 2, &run_s);
-  double cpu_self = self_cpu() - cpu_self0, cpu_d = g.lab_json ? daemons_cpu(g.lab_json) - cpu_d0 : 0;
+  double cpu_self = lg_self_cpu() - cpu_self0,
+         cpu_d = g.lab_json ? lg_daemons_cpu(g.lab_json) - cpu_d0 : 0;
   long kept = atomic_load(&g.kept) < g.keep_max ? atomic_load(&g.kept) : g.keep_max;
   kept_free(&g); /* an agent's close, once in its life: not a procedure's */
-  json_t *inv = rc == MCIM_OK ? invariants(&g) : json_string("not checked");
+  json_t *inv = rc == MCIM_OK ? lg_invariants(&g) : json_string("not checked");
   if (d1 && scrape_tls) {
-    self_ops(&self1);
-    scrape_all(lab, g.lab_json, d1, scrape_tls, ninst);
+    lg_self_ops(&self1);
+    lg_scrape_all(lab, g.lab_json, d1, scrape_tls, ninst);
   }
   long done = atomic_load(&g.done);
-  struct series *all = series_get(&g.all, "all", 0);
-  json_t *per_proc = series_report(&g.procs), *per_step = series_report(&g.steps);
+  struct series *all = lg_series_get(&g.all, "all", 0);
+  json_t *per_proc = lg_series_report(&g.procs), *per_step = lg_series_report(&g.steps);
   *report = json_pack(
       "{s:s,s:s,s:I,s:i,s:I,s:O,s:f,s:f,s:o,s:o,s:o,s:{s:f,s:f,s:f},s:{s:I,s:f,s:I},s:o,s:O}",
       "run", g.run, "procedure", o->procedure, "devices", (json_int_t)o->devices, "concurrency",
       o->concurrency, "procedures", (json_int_t)done, "errors", g.errors, "per_s",
-      round2(run_s > 0 ? (double)done / run_s : 0), "seconds", round2(run_s), "latency_ms",
-      all ? latency_json(all) : json_object(), "per_procedure", per_proc, "per_step", per_step,
-      "cpu", "loadgen_s", round2(cpu_self), "daemons_s", round2(cpu_d), "per_procedure_ms",
-      round2(done ? (cpu_self + cpu_d) * 1000.0 / (double)done : 0), "manufacture", "devices",
-      (json_int_t)atomic_load(&g.made), "seconds", round2(made_s), "kept_open", (json_int_t)kept,
+      lg_round2(run_s > 0 ? (double)done / run_s : 0), "seconds", lg_round2(run_s), "latency_ms",
+      all ? lg_latency_json(all) : json_object(), "per_procedure", per_proc, "per_step", per_step,
+      "cpu", "loadgen_s", lg_round2(cpu_self), "daemons_s", lg_round2(cpu_d), "per_procedure_ms",
+      lg_round2(done ? (cpu_self + cpu_d) * 1000.0 / (double)done : 0), "manufacture", "devices",
+      (json_int_t)atomic_load(&g.made), "seconds", lg_round2(made_s), "kept_open", (json_int_t)kept,
       "invariants", inv, "error_samples", g.error_samples);
   if (*report && d0 && d1 && scrape_tls)
-    ops_report(g.lab_json, &self0, &self1, d0, d1, scrape_tls, ninst, done, *report);
+    lg_ops_report(g.lab_json, &self0, &self1, d0, d1, scrape_tls, ninst, done, *report);
   free(d0);
   free(d1);
   free(scrape_tls);
@@ -959,9 +528,9 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   json_decref(g.errors);
   json_decref(g.error_samples);
   json_decref(g.lab_json);
-  samples_free(&g.procs);
-  samples_free(&g.steps);
-  samples_free(&g.all);
+  lg_samples_free(&g.procs);
+  lg_samples_free(&g.steps);
+  lg_samples_free(&g.all);
   free(g.dev);
   mcim_lab_free(lab);
   pthread_mutex_destroy(&g.lock);

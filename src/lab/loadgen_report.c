@@ -1,0 +1,254 @@
+/* What `mcim loadgen`'s report measures besides the run itself (loadgen.c): latencies by name
+ * (samples and their percentiles, per procedure and per step), the CPU of this process and of
+ * the lab's daemons (/proc), and the cryptographic operations per procedure (this process's
+ * counters and every daemon instance's /metrics). Apart from loadgen.c: measuring, not
+ * driving devices. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "lab/lab_priv.h"
+#include "lab/loadgen_priv.h"
+#include "mcim/http.h"
+#include "mcim/opcount.h"
+#include "mcim/util.h"
+
+/* ---- samples: latencies in milliseconds, by name ---- */
+
+struct series *lg_series_get(struct samples *sm, const char *name, int rank)
+{
+  for (size_t i = 0; i < sm->n; i++)
+    if (strcmp(sm->s[i].name, name) == 0)
+      return &sm->s[i];
+  if (sm->n == sm->cap) {
+    size_t cap = sm->cap ? sm->cap * 2 : 16;
+    struct series *s = realloc(sm->s, cap * sizeof(*s));
+    if (!s)
+      return NULL;
+    sm->s = s;
+    sm->cap = cap;
+  }
+  struct series *s = &sm->s[sm->n++];
+  memset(s, 0, sizeof(*s));
+  snprintf(s->name, sizeof(s->name), "%s", name);
+  s->rank = rank;
+  return s;
+}
+
+void lg_series_add(struct series *s, double ms)
+{
+  if (!s)
+    return;
+  if (s->n == s->cap) {
+    size_t cap = s->cap ? s->cap * 2 : 64;
+    double *v = realloc(s->v, cap * sizeof(*v));
+    if (!v)
+      return;
+    s->v = v;
+    s->cap = cap;
+  }
+  s->v[s->n++] = ms;
+}
+
+double lg_round2(double x) { return (double)(long long)(x * 100.0 + 0.5) / 100.0; }
+
+json_t *lg_latency_json(struct series *s)
+{
+  mcim_sort_doubles(s->v, s->n);
+  return json_pack("{s:f,s:f,s:f,s:f}", "p50", lg_round2(mcim_percentile(s->v, s->n, 50)), "p95",
+                   lg_round2(mcim_percentile(s->v, s->n, 95)), "p99",
+                   lg_round2(mcim_percentile(s->v, s->n, 99)), "max",
+                   lg_round2(s->n ? s->v[s->n - 1] : 0));
+}
+
+void lg_samples_free(struct samples *sm)
+{
+  for (size_t i = 0; i < sm->n; i++)
+    free(sm->s[i].v);
+  free(sm->s);
+}
+
+static int cmp_rank(const void *a, const void *b)
+{
+  const struct series *x = a, *y = b;
+  return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+json_t *lg_series_report(struct samples *sm)
+{
+  json_t *o = json_object();
+  if (sm->n > 1)
+    qsort(sm->s, sm->n, sizeof(*sm->s), cmp_rank);
+  for (size_t i = 0; o && i < sm->n; i++)
+    json_object_set_new(o, sm->s[i].name,
+                        json_pack("{s:I,s:o}", "count", (json_int_t)sm->s[i].n, "latency_ms",
+                                  lg_latency_json(&sm->s[i])));
+  return o;
+}
+
+/* CPU seconds (user + system) of the lab's daemons, from /proc. */
+double lg_daemons_cpu(const json_t *lab_json)
+{
+  double total = 0;
+  long hz = sysconf(_SC_CLK_TCK);
+  size_t i;
+  json_t *r;
+  json_array_foreach (json_object_get(lab_json, "roles"), i, r) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%lld/stat",
+             (long long)json_integer_value(json_object_get(r, "pid")));
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, stime = 0;
+    /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime */
+    if (p &&
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stime) == 2)
+      total += (double)(ut + stime) / (double)hz;
+  }
+  return total;
+}
+
+double lg_self_cpu(void)
+{
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* ---- cryptographic operations per procedure (include/mcim/opcount.h) ----
+ * This process's counts are read directly; every daemon instance's (lab.json "roles": one
+ * entry per process, with its own url) from its /metrics, before and after the procedures
+ * (after: once the outboxes are drained, so the deliveries that follow a procedure's end
+ * count too). Taken out of the daemons' figures: the scrapes' own TLS handshakes, and one
+ * full handshake per GET /v1/health (HAProxy's health checks when a role runs several
+ * instances: a new connection each). */
+
+void lg_self_ops(struct opsnap *s)
+{
+  for (int op = 0; op < MCIM_OP_COUNT_; op++)
+    s->v[op] = (double)mcim_op_read((mcim_op_t)op);
+  s->ok = true;
+}
+
+static double tls_client_ops(void)
+{
+  return (double)(mcim_op_read(MCIM_OP_TLS_CLIENT_FULL) + mcim_op_read(MCIM_OP_TLS_CLIENT_RESUMED));
+}
+
+/* One instance's /metrics into *s (s->ok false if it did not answer). */
+static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
+{
+  static const char op_key[] = "mcim_crypto_operations_total{op=\"";
+  static const char health_key[] =
+      "mcim_http_requests_total{method=\"GET\",route=\"/v1/health\",cause=\"OK\"} ";
+  char url[512], *text = NULL;
+  struct mcim_http_result res;
+  struct mcim_http_client *cli = mcim_lab_public_client(lab);
+  const char *base = json_string_value(json_object_get(role, "url"));
+  memset(s, 0, sizeof(*s));
+  if (!cli || !base)
+    return;
+  snprintf(url, sizeof(url), "%s/metrics", base);
+  mcim_http_get_text(cli, url, &res, &text);
+  mcim_http_result_clear(&res);
+  if (res.status != 200 || !text) {
+    free(text);
+    return;
+  }
+  int seen = 0;
+  for (char *line = text; line && *line;) {
+    char *next = strchr(line, '\n');
+    if (next)
+      *next++ = '\0';
+    if (strncmp(line, op_key, sizeof(op_key) - 1) == 0) {
+      char *name = line + sizeof(op_key) - 1, *q = strchr(name, '"');
+      if (q && q[1] == '}' && q[2] == ' ') {
+        *q = '\0';
+        for (int op = 0; op < MCIM_OP_COUNT_; op++)
+          if (strcmp(name, mcim_op_name((mcim_op_t)op)) == 0) {
+            s->v[op] = strtod(q + 3, NULL);
+            seen++;
+          }
+      }
+    } else if (strncmp(line, health_key, sizeof(health_key) - 1) == 0) {
+      s->health = strtod(line + sizeof(health_key) - 1, NULL);
+    }
+    line = next;
+  }
+  s->ok = seen == MCIM_OP_COUNT_;
+  free(text);
+}
+
+/* Every instance's /metrics; `scrape_tls[i]`: the TLS handshakes this process made to scrape
+ * instance i (0 on a kept-alive connection). */
+void lg_scrape_all(mcim_lab_t *lab, const json_t *lab_json, struct opsnap *snaps,
+                   double *scrape_tls, size_t n)
+{
+  size_t i;
+  json_t *r;
+  json_array_foreach (json_object_get(lab_json, "roles"), i, r) {
+    if (i >= n)
+      break;
+    double t0 = tls_client_ops();
+    scrape_ops(lab, r, &snaps[i]);
+    scrape_tls[i] = tls_client_ops() - t0;
+  }
+}
+
+/* The report's "crypto_ops" and "crypto_ops_per_procedure". */
+void lg_ops_report(const json_t *lab_json, const struct opsnap *self0, const struct opsnap *self1,
+                   const struct opsnap *d0, const struct opsnap *d1, const double *scrape_tls,
+                   size_t n, long done, json_t *report)
+{
+  double self[MCIM_OP_COUNT_], daemons[MCIM_OP_COUNT_] = {0}, health = 0, scrapes = 0;
+  size_t scraped = 0;
+  json_t *missing = json_array();
+  for (size_t i = 0; i < n; i++) {
+    const json_t *r = json_array_get(json_object_get(lab_json, "roles"), i);
+    if (!d0[i].ok || !d1[i].ok) {
+      const char *name = json_string_value(json_object_get(r, "name"));
+      json_int_t k = json_integer_value(json_object_get(r, "instance"));
+      char what[96];
+      int w = snprintf(what, sizeof(what), "%s", name ? name : "?");
+      if (k > 0 && w > 0 && (size_t)w < sizeof(what))
+        snprintf(what + w, sizeof(what) - (size_t)w, "#%lld", (long long)k);
+      json_array_append_new(missing, json_string(what));
+      continue;
+    }
+    scraped++;
+    for (int op = 0; op < MCIM_OP_COUNT_; op++)
+      daemons[op] += d1[i].v[op] - d0[i].v[op];
+    double h = d1[i].health - d0[i].health;
+    health += h;
+    scrapes += scrape_tls[i];
+    daemons[MCIM_OP_TLS_SERVER_FULL] -= scrape_tls[i] + h;
+  }
+  if (daemons[MCIM_OP_TLS_SERVER_FULL] < 0) { /* health checks on resumed sessions */
+    daemons[MCIM_OP_TLS_SERVER_RESUMED] += daemons[MCIM_OP_TLS_SERVER_FULL];
+    daemons[MCIM_OP_TLS_SERVER_FULL] = 0;
+  }
+  json_t *jl = json_object(), *jd = json_object(), *per = json_object();
+  for (int op = 0; op < MCIM_OP_COUNT_; op++) {
+    const char *name = mcim_op_name((mcim_op_t)op);
+    self[op] = self1->v[op] - self0->v[op];
+    json_object_set_new(jl, name, json_integer((json_int_t)self[op]));
+    json_object_set_new(jd, name, json_integer((json_int_t)daemons[op]));
+    json_object_set_new(per, name,
+                        json_real(done ? lg_round2((self[op] + daemons[op]) / (double)done) : 0));
+  }
+  json_object_set_new(report, "crypto_ops_per_procedure", per);
+  json_object_set_new(report, "crypto_ops",
+                      json_pack("{s:o,s:o,s:I,s:o,s:{s:I,s:I}}", "loadgen", jl, "daemons", jd,
+                                "instances_scraped", (json_int_t)scraped, "instances_missing",
+                                missing, "excluded", "scrape_handshakes", (json_int_t)scrapes,
+                                "health_checks", (json_int_t)health));
+}
