@@ -1,5 +1,5 @@
 /* A role's request body through the validation its handler uses: the TRE quote a device
- * sends the PVA (POST /v1/validations/{id}/quote, h_quote in src/roles/pva/pva.c). After the
+ * sends the PVA (POST /v1/validations/{id}/quote, pva_quote in src/roles/pva/quote.c). After the
  * token and the field table, the handler verifies the quote with mcim_jws_verify (iss = sub =
  * the device, aud = the PVA, typ mcim-quote+jwt, txn) under the certified attestation key,
  * then hands it to the evidence checks it keeps apart for this (src/roles/pva/validate.c,

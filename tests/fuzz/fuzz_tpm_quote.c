@@ -1,6 +1,6 @@
 /* A TPM device's evidence at the PVA (the quote request's "tpm" member; src/roles/pva/
  * quote_tpm.c, src/crypto/attest.c): pva_tpm_evidence under the fixture's tre-att key and
- * the nonce FUZZ_NONCE, then pva_match against the RIMs of FUZZ_MODEL, as h_quote does.
+ * the nonce FUZZ_NONCE, then pva_match against the RIMs of FUZZ_MODEL, as pva_quote does.
  *
  * Input: one mode byte, a 2-byte big-endian length L, L bytes of TPMS_ATTEST, then
  *   mode 0: a 2-byte length M, M bytes of TPMT_SIGNATURE, the rest the log text;

@@ -13,7 +13,11 @@
  * `success` or `failure`, once) or its nonce expires (`expired`, a failure verdict is sent so
  * the SHO never waits forever). A quote that cannot be attributed to the device's TRE (bad
  * certificate, signature, claims, nonce) is refused without consuming the nonce: the device
- * may try again while the nonce lives; the last refusal is kept as the cause of the expiry. */
+ * may try again while the nonce lives; the last refusal is kept as the cause of the expiry.
+ *
+ * This file: the kind (configuration, schema, routes, expiry), POST /v1/rims and the
+ * validations (opened by the SHO, their nonce fetched by the device). The quote that
+ * settles a validation is quote.c's, its evidence checks validate.c's and quote_tpm.c's. */
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,7 +33,6 @@
 #include "roles/kinds.h"
 #include "roles/pva/pva.h"
 
-#define STEP_VALIDATE 9 /* default step of POST /v1/validations */
 #define NONCE_BYTES 32
 
 struct pva_state {
@@ -69,12 +72,9 @@ static bool is_sho(const char *peer)
 }
 
 /* Answer with a problem and, when the procedure is known, record the failed message. */
-static void fail(struct mcim_role *r, struct mcim_http_response *resp, const char *txn, int step,
-                 const char *from, const char *to, const char *msg, mcim_cause_t cause,
-                 const char *fmt, ...) __attribute__((format(printf, 9, 10)));
-static void fail(struct mcim_role *r, struct mcim_http_response *resp, const char *txn, int step,
-                 const char *from, const char *to, const char *msg, mcim_cause_t cause,
-                 const char *fmt, ...)
+void pva_fail(struct mcim_role *r, struct mcim_http_response *resp, const char *txn, int step,
+              const char *from, const char *to, const char *msg, mcim_cause_t cause,
+              const char *fmt, ...)
 {
   char detail[512];
   va_list ap;
@@ -90,7 +90,7 @@ static void fail(struct mcim_role *r, struct mcim_http_response *resp, const cha
 }
 
 /* A stored answer (idempotent retry): a problem when its status says so. */
-static void reply_stored(struct mcim_http_response *resp, int status, json_t *answer)
+void pva_reply_stored(struct mcim_http_response *resp, int status, json_t *answer)
 {
   mcim_http_reply_json(resp, status, answer);
   if (status >= 400) {
@@ -137,20 +137,20 @@ static void h_rims(void *ctx, const struct mcim_http_request *req, struct mcim_h
   mcim_store_t *st;
 
   if (!req->peer || strcmp(req->peer, "m2mes") != 0) {
-    fail(r, resp, NULL, 0, req->peer, r->name, "RIM", MCIM_FORBIDDEN,
-         "only the M2MES registers RIMs (caller \"%s\")", req->peer ? req->peer : "");
+    pva_fail(r, resp, NULL, 0, req->peer, r->name, "RIM", MCIM_FORBIDDEN,
+             "only the M2MES registers RIMs (caller \"%s\")", req->peer ? req->peer : "");
     return;
   }
   rc = pva_rims_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
-    fail(r, resp, NULL, 0, req->peer, r->name, "RIM", rc, "%s", err);
+    pva_fail(r, resp, NULL, 0, req->peer, r->name, "RIM", rc, "%s", err);
     return;
   }
   const char *model = json_string_value(json_object_get(req->json, "model"));
   const char *component = json_string_value(json_object_get(req->json, "component"));
   if (!mcim_pki_name_valid(model) || !mcim_pki_name_valid(component)) {
-    fail(r, resp, NULL, 0, req->peer, r->name, "RIM", MCIM_INVALID_ARGUMENT,
-         "model and component must be names of 1-63 characters [A-Za-z0-9._-]");
+    pva_fail(r, resp, NULL, 0, req->peer, r->name, "RIM", MCIM_INVALID_ARGUMENT,
+             "model and component must be names of 1-63 characters [A-Za-z0-9._-]");
     return;
   }
   snprintf(digest, sizeof(digest), "%s", json_string_value(json_object_get(req->json, "digest")));
@@ -178,21 +178,6 @@ static void h_rims(void *ctx, const struct mcim_http_request *req, struct mcim_h
 }
 
 /* ---- validations: rows ---- */
-
-struct vrow {
-  char id[33];
-  char txn[33];
-  int step;
-  char device[64];
-  char sho[64];
-  char nonce[65];
-  char state[16];
-  int64_t expires;
-  int64_t fetched;
-  char quote_sha[65];
-  char last_cause[40];
-};
-
 #define VROW_COLS                                                                              \
   "id, txn, step, device, sho, nonce, state, expires, fetched, quote_sha, last_cause"
 
@@ -219,7 +204,7 @@ static mcim_cause_t vrow_cb(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
-static mcim_cause_t vrow_load(mcim_store_t *st, const char *id, struct vrow *v)
+mcim_cause_t pva_vrow_load(mcim_store_t *st, const char *id, struct vrow *v)
 {
   memset(v, 0, sizeof(*v));
   mcim_val_t p[] = {MCIM_TEXT(id)};
@@ -237,15 +222,15 @@ static void answer_again(struct mcim_role *r, mcim_store_t *st, struct mcim_http
 {
   struct vrow v;
   const char *id = json_string_value(json_object_get(answer, "validation_id"));
-  if (!id || vrow_load(st, id, &v) != MCIM_OK || strcmp(v.device, device) != 0 ||
+  if (!id || pva_vrow_load(st, id, &v) != MCIM_OK || strcmp(v.device, device) != 0 ||
       strcmp(v.sho, sho) != 0) {
     json_decref(answer);
-    fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_CONFLICT,
-         "procedure %s already has a validation at step %d for another device or SHO", txn,
-         step);
+    pva_fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_CONFLICT,
+             "procedure %s already has a validation at step %d for another device or SHO", txn,
+             step);
     return;
   }
-  reply_stored(resp, status, answer);
+  pva_reply_stored(resp, status, answer);
 }
 
 /* The RO-signed order record (mcim-order-record+jwt): iss the RO, aud the SHO asking, sub the
@@ -296,13 +281,13 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   int step = STEP_VALIDATE;
 
   if (!is_sho(sho)) {
-    fail(r, resp, NULL, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
-         "only an SHO may ask for a validation (caller \"%s\")", sho ? sho : "");
+    pva_fail(r, resp, NULL, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
+             "only an SHO may ask for a validation (caller \"%s\")", sho ? sho : "");
     return;
   }
   rc = pva_validation_body(req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
-    fail(r, resp, NULL, step, sho, r->name, "validate M2ME", rc, "%s", err);
+    pva_fail(r, resp, NULL, step, sho, r->name, "validate M2ME", rc, "%s", err);
     return;
   }
   snprintf(txn, sizeof(txn), "%s", json_string_value(json_object_get(req->json, "txn")));
@@ -312,8 +297,8 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
     /* Steps 9 (initial) and 3 (change) are the seed's; step+2 must stay a step number. */
     json_int_t s = json_integer_value(jstep);
     if (s < 1 || s > 90) {
-      fail(r, resp, txn, STEP_VALIDATE, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
-           "step must be 1..90 (9: initial provisioning, 3: change of SHO)");
+      pva_fail(r, resp, txn, STEP_VALIDATE, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
+               "step must be 1..90 (9: initial provisioning, 3: change of SHO)");
       return;
     }
     step = (int)s;
@@ -321,14 +306,14 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *aud = json_string_value(json_object_get(req->json, "aud"));
   if (!mcim_pki_name_valid(device)) {
-    fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
-         "device must be a device id (1-63 characters [A-Za-z0-9._-])");
+    pva_fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
+             "device must be a device id (1-63 characters [A-Za-z0-9._-])");
     return;
   }
   /* The verdict always goes to the caller: an SHO cannot direct it to another one. */
   if (aud && strcmp(aud, sho) != 0 && strcmp(aud, r->name) != 0) {
-    fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
-         "aud \"%s\": the verdict can only be addressed to the caller \"%s\"", aud, sho);
+    pva_fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
+             "aud \"%s\": the verdict can only be addressed to the caller \"%s\"", aud, sho);
     return;
   }
   /* Only for a real procedure of the caller: the RO's record of the owner's order for this
@@ -402,10 +387,10 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
       answer_again(r, st, resp, txn, step, device, sho, status, answer);
       return;
     }
-    fail(r, resp, txn, step, sho, r->name, "validate M2ME", rc,
-         rc == MCIM_CONFLICT ? "procedure %s already has a validation at step %d"
-                             : "cannot record the validation of procedure %s (step %d)",
-         txn, step);
+    pva_fail(r, resp, txn, step, sho, r->name, "validate M2ME", rc,
+             rc == MCIM_CONFLICT ? "procedure %s already has a validation at step %d"
+                                 : "cannot record the validation of procedure %s (step %d)",
+             txn, step);
     return;
   }
   mcim_http_wake("pva-pending:%s/%s", device, txn); /* a device's nonce request held for it */
@@ -427,13 +412,13 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
 
   if (rc != MCIM_OK) {
-    fail(r, resp, NULL, STEP_VALIDATE + 1, device, r->name, "nonce", rc,
-         "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
+    pva_fail(r, resp, NULL, STEP_VALIDATE + 1, device, r->name, "nonce", rc,
+             "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
     return;
   }
   if (strcmp(acc.device, device) != 0) {
-    fail(r, resp, NULL, STEP_VALIDATE + 1, acc.device, r->name, "nonce", MCIM_FORBIDDEN,
-         "the access token is for device \"%s\", not \"%s\"", acc.device, device);
+    pva_fail(r, resp, NULL, STEP_VALIDATE + 1, acc.device, r->name, "nonce", MCIM_FORBIDDEN,
+             "the access token is for device \"%s\", not \"%s\"", acc.device, device);
     return;
   }
   st = mcim_role_store(r);
@@ -474,314 +459,6 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
                      "the nonce's first fetch not recorded: %s", mcim_store_errmsg(st));
   }
   mcim_http_reply_json(resp, 200, body);
-}
-
-/* ---- POST /v1/validations/{id}/quote (step 10, the device) ---- */
-
-static mcim_cause_t rim_row(const mcim_row_t *row, void *arg)
-{
-  json_t *rims = arg;
-  const char *comp = mcim_row_text(row, 0);
-  const char *dig = mcim_row_text(row, 1);
-  if (!comp || !dig)
-    return MCIM_OK;
-  json_t *list = json_object_get(rims, comp);
-  if (!list) {
-    list = json_array();
-    json_object_set_new(rims, comp, list);
-  }
-  json_array_append_new(list, json_string(dig));
-  return MCIM_OK;
-}
-
-static void sha256_hex(const char *s, char out[65])
-{
-  uint8_t md[32];
-  unsigned n = 0;
-  out[0] = '\0';
-  if (EVP_Digest(s, strlen(s), md, &n, EVP_sha256(), NULL) == 1 && n == sizeof(md))
-    mcim_hex_encode(md, sizeof(md), out);
-}
-
-/* The validation left `pending` under us (or the quote's jti is already recorded): the same
- * quote again gets the stored answer; anything else is a second use of the nonce. */
-static void already_used(struct mcim_role *r, mcim_store_t *st, struct mcim_http_response *resp,
-                         const char *id, const char *sha, const char *device)
-{
-  struct vrow v;
-  int status = 0;
-  json_t *answer = NULL;
-  if (vrow_load(st, id, &v) != MCIM_OK) {
-    mcim_http_reply_problem(resp, MCIM_NOT_FOUND, 0, "no validation %s", id);
-    return;
-  }
-  int step = v.step + 1;
-  if (strcmp(v.state, "pending") != 0 && sha[0] && strcmp(v.quote_sha, sha) == 0 &&
-      mcim_role_answer_get(st, v.txn, step, "quote", &status, &answer) == MCIM_OK) {
-    reply_stored(resp, status, answer);
-    return;
-  }
-  if (strcmp(v.state, "expired") == 0) {
-    fail(r, resp, v.txn, step, device, r->name, "TRE quote", MCIM_NONCE_UNKNOWN,
-         "the nonce of validation %s expired; the SHO must ask for a new validation", id);
-    return;
-  }
-  fail(r, resp, v.txn, step, device, r->name, "TRE quote", MCIM_REPLAY,
-       "the nonce of validation %s was already used (%s)", id, v.state);
-}
-
-/* Remember why a quote was refused: if no good quote follows before the nonce expires, the
- * SHO's failure verdict says why. */
-static void note_refusal(mcim_store_t *st, const char *id, mcim_cause_t cause)
-{
-  mcim_val_t p[] = {MCIM_TEXT(mcim_cause_name(cause)), MCIM_TEXT(id)};
-  mcim_store_exec(st, "UPDATE validations SET last_cause = ? WHERE id = ? AND state = 'pending'",
-                  p, 2, NULL, NULL);
-}
-
-mcim_cause_t pva_quote_body(const json_t *body, char *err, size_t err_len)
-{
-  static const struct mcim_jsonv_field fields[] = {
-      {"quote", MCIM_JV_STRING, true, MCIM_JOSE_MAX_LEN},
-      {"tre_cert", MCIM_JV_STRING, true, 16384},
-      /* optional echoes of what the quote and the token already say; checked if present */
-      {"txn", MCIM_JV_HEX, false, 32},
-      {"device", MCIM_JV_STRING, false, 63},
-      /* a TPM device's TPM2_Quote and measurement log (quote_tpm.c) */
-      {"tpm", MCIM_JV_OBJECT, false, 0},
-  };
-  return mcim_jsonv_check(body, fields, sizeof(fields) / sizeof(fields[0]), err, err_len);
-}
-
-static void h_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp)
-{
-  struct mcim_role *r = ctx;
-  const char *id = req->params[0];
-  struct mcim_access acc;
-  struct vrow v;
-  char err[200];
-  char sha[65];
-  char detail[512];
-  mcim_jose_key_t *key = NULL;
-  mcim_statement_t *q = NULL;
-  json_t *rims = NULL, *mismatches = NULL, *extra = NULL, *answer = NULL, *obody = NULL;
-  json_t *tbody = NULL, *tpm_log = NULL;
-  char tpm_digest[65], cert_model[64] = "";
-  char *verdict = NULL;
-  const char *model = NULL;
-  const json_t *log = NULL;
-  int status = 200;
-  int step = STEP_VALIDATE + 1;
-  mcim_store_t *st = NULL;
-  mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
-
-  if (rc != MCIM_OK) {
-    fail(r, resp, NULL, step, NULL, r->name, "TRE quote", rc,
-         "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
-    goto cleanup;
-  }
-  rc = pva_quote_body(req->json, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc, "%s", err);
-    goto cleanup;
-  }
-  st = mcim_role_store(r);
-  if (!st) {
-    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, step, "store unavailable");
-    goto cleanup;
-  }
-  rc = strlen(id) == 32 ? vrow_load(st, id, &v) : MCIM_NOT_FOUND;
-  if (rc != MCIM_OK) {
-    fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc,
-         rc == MCIM_NOT_FOUND ? "no validation %s" : "cannot read validation %s", id);
-    goto cleanup;
-  }
-  step = v.step + 1;
-  const char *btxn = json_string_value(json_object_get(req->json, "txn"));
-  const char *bdev = json_string_value(json_object_get(req->json, "device"));
-  if (strcmp(acc.device, v.device) != 0 || (bdev && strcmp(bdev, v.device) != 0)) {
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_FORBIDDEN,
-         "validation %s is for device \"%s\", the caller is \"%s\"", id, v.device,
-         bdev && strcmp(bdev, v.device) != 0 ? bdev : acc.device);
-    goto cleanup;
-  }
-  if (btxn && strcasecmp(btxn, v.txn) != 0) {
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_CLAIM_MISMATCH,
-         "validation %s belongs to procedure %s, not %s", id, v.txn, btxn);
-    goto cleanup;
-  }
-  const char *quote = json_string_value(json_object_get(req->json, "quote"));
-  sha256_hex(quote, sha);
-  if (strcmp(v.state, "pending") != 0) {
-    already_used(r, st, resp, id, sha, acc.device);
-    goto cleanup;
-  }
-  if (v.expires <= mcim_now()) {
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_NONCE_UNKNOWN,
-         "the nonce of validation %s expired; the SHO must ask for a new validation", id);
-    goto cleanup;
-  }
-
-  /* Authenticity: the TRE attestation key, certified by the M2MES CA for this device. */
-  rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
-                                     v.device, MCIM_CERT_TRE_ATTESTATION, &key);
-  if (rc != MCIM_OK) {
-    note_refusal(st, id, rc);
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc,
-         "tre_cert is not a TRE attestation certificate of the M2MES CA for device %s: %s",
-         v.device, mcim_cause_text(rc));
-    goto cleanup;
-  }
-  rims = json_object();
-  if (!rims) {
-    mcim_http_reply_problem(resp, MCIM_NO_MEMORY, step, "out of memory");
-    goto cleanup;
-  }
-  /* From here on one transaction: the quote's jti (replay cache), the state change, the
-   * verdict in the outbox and the stored answer exist together or not at all. */
-  rc = mcim_store_begin(st);
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, step, "store busy, retry");
-    goto cleanup;
-  }
-  mcim_jws_expect_t ex = {.iss = v.device, .sub = v.device, .aud = r->name,
-                          .typ = "mcim-quote+jwt", .txn = v.txn,
-                          .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                          .replay = mcim_role_replay(r)};
-  rc = mcim_jws_verify(quote, strlen(quote), key, &ex, &q);
-  if (rc == MCIM_REPLAY) {
-    mcim_store_rollback(st);
-    already_used(r, st, resp, id, sha, acc.device);
-    goto cleanup;
-  }
-  if (rc != MCIM_OK) {
-    mcim_store_rollback(st);
-    note_refusal(st, id, MCIM_QUOTE_INVALID);
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", MCIM_QUOTE_INVALID,
-         "the quote does not verify with the certified attestation key (expected iss = sub = %s,"
-         " aud %s, typ mcim-quote+jwt, txn %s): %s: %s", v.device, r->name, v.txn,
-         mcim_cause_name(rc), mcim_cause_text(rc));
-    goto cleanup;
-  }
-  rc = pva_quote_evidence(q, v.nonce, &model, &log, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    mcim_store_rollback(st);
-    note_refusal(st, id, rc);
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc, "%s", err);
-    goto cleanup;
-  }
-  /* A TPM device: the RIMs are matched against the log the TPM's quote vouches for, not the
-   * one in the JWS (which the agent wrote). Refusals keep the nonce, as above. */
-  const json_t *tpm = json_object_get(req->json, "tpm");
-  const char *quoted_digest = mcim_statement_string(q, "digest");
-  if (tpm || pva_tpm_required(json_string_value(json_object_get(req->json, "tre_cert")))) {
-    /* the M2MES certified this key as in a TPM (or the device sends TPM evidence): only the
-     * TPM's quote by its enrolled AK counts, never the JWS alone (the agent's word) */
-    rc = pva_tpm_evidence(key, json_string_value(json_object_get(req->json, "tre_cert")), tpm,
-                          v.nonce, &tpm_log, tpm_digest, cert_model, err, sizeof(err));
-    if (rc != MCIM_OK) {
-      mcim_store_rollback(st);
-      note_refusal(st, id, rc);
-      mcim_log_event(MCIM_LOG_WARN, v.txn, step, rc, "validation %s of %s: TPM quote refused: %s",
-                     id, v.device, err);
-      fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc, "TPM quote: %s", err);
-      goto cleanup;
-    }
-    log = tpm_log;
-    quoted_digest = tpm_digest;
-    model = cert_model; /* the M2MES certified it: the quote's "model" is the device's word */
-  }
-  mcim_val_t mp[] = {MCIM_TEXT(model)};
-  rc = mcim_store_exec(st, "SELECT component, digest FROM rims WHERE model = ? ORDER BY component",
-                       mp, 1, rim_row, rims);
-  mismatches = rc == MCIM_OK ? pva_match(model, log, quoted_digest, rims) : NULL;
-  if (!mismatches) {
-    mcim_store_rollback(st);
-    mcim_http_reply_problem(resp, rc == MCIM_OK ? MCIM_NO_MEMORY : rc, step,
-                            "cannot match the measurements");
-    goto cleanup;
-  }
-  bool good = json_array_size(mismatches) == 0;
-  mcim_cause_t verdict_cause = good ? MCIM_OK : MCIM_VALIDATION_FAILED;
-  const char *result = good ? "success" : "failure";
-
-  /* Step 11 (change 5): the verdict, signed for the SHO that asked, via the outbox. It
-   * carries the device's quote it judged: the SHO seals the MCIM to the procedure's KA key
-   * that the TRE signed in it ("ka_jwk", docs/tre.md "Crypto-shredding"), and checks that
-   * signature itself. */
-  extra = json_pack("{s:s,s:s,s:O,s:s,s:s,s:s}", "result", result, "cause",
-                    mcim_cause_name(verdict_cause), "mismatches", mismatches, "validation_id", id,
-                    "model", model, "quote", quote);
-  rc = extra ? mcim_role_sign(r, "mcim-verdict+jwt", v.device, v.sho, v.txn, extra, &verdict)
-             : MCIM_NO_MEMORY;
-  if (rc == MCIM_OK) {
-    obody = json_pack("{s:s,s:s,s:s}", "txn", v.txn, "device", v.device, "verdict", verdict);
-    rc = obody ? mcim_role_outbox_put(r, st, v.sho, "/v1/verdicts", obody, v.txn, v.step + 2,
-                                      "verdict")
-               : MCIM_NO_MEMORY;
-  }
-  if (rc == MCIM_OK) {
-    mcim_val_t u[] = {MCIM_TEXT(result), MCIM_TEXT(verdict), MCIM_TEXT(sha),
-                      MCIM_TEXT(mcim_cause_name(verdict_cause)), MCIM_TEXT(id)};
-    rc = mcim_store_exec(st,
-                         "UPDATE validations SET state = ?, verdict = ?, quote_sha = ?, cause = ?"
-                         " WHERE id = ? AND state = 'pending'",
-                         u, MCIM_NPARAMS(u), NULL, NULL);
-    if (rc == MCIM_OK && mcim_store_changes(st) != 1) {
-      /* another quote was accepted between our read and our transaction */
-      mcim_store_rollback(st);
-      already_used(r, st, resp, id, sha, acc.device);
-      goto cleanup;
-    }
-  }
-  if (rc == MCIM_OK) {
-    if (good) {
-      answer = json_pack("{s:s,s:s,s:s}", "result", result, "validation_id", id, "txn", v.txn);
-      status = 200;
-    } else {
-      /* The device must learn why: the detail for people, the full list for programs. */
-      pva_mismatch_summary(mismatches, model, detail, sizeof(detail));
-      answer = mcim_problem_new(MCIM_VALIDATION_FAILED, step, detail);
-      if (answer) {
-        json_object_set_new(answer, "result", json_string(result));
-        json_object_set(answer, "mismatches", mismatches);
-        json_object_set_new(answer, "validation_id", json_string(id));
-      }
-      status = mcim_cause_http_status(MCIM_VALIDATION_FAILED);
-    }
-    rc = answer ? mcim_role_answer_put(st, v.txn, step, "quote", status, answer) : MCIM_NO_MEMORY;
-  }
-  if (rc == MCIM_OK) { /* the trace row rides on the verdict's commit */
-    tbody = json_pack("{s:s,s:s,s:O,s:s,s:s,s:O,s:s}", "validation_id", id, "model", model, "log",
-                      log, "digest", quoted_digest, "result", result, "mismatches", mismatches,
-                      "evidence", tpm ? "tpm-quote" : "tre-jws");
-    mcim_role_trace(r, v.txn, step, acc.device, r->name, "TRE quote", tbody, verdict_cause);
-    rc = mcim_store_commit(st);
-  }
-  if (rc != MCIM_OK) {
-    if (mcim_store_in_txn(st))
-      mcim_store_rollback(st);
-    fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc,
-         "cannot record the verdict of validation %s, retry the same quote", id);
-    goto cleanup;
-  }
-  mcim_role_wake(r);
-  reply_stored(resp, status, answer);
-  answer = NULL;
-
-cleanup:
-  if (st && mcim_store_in_txn(st))
-    mcim_store_rollback(st);
-  json_decref(tbody);
-  json_decref(tpm_log);
-  json_decref(answer);
-  json_decref(obody);
-  json_decref(extra);
-  json_decref(mismatches);
-  json_decref(rims);
-  free(verdict);
-  mcim_statement_free(q);
-  mcim_jose_key_free(key);
 }
 
 /* ---- expiry (worker tick) ---- */
@@ -886,7 +563,7 @@ static const struct mcim_http_route pva_routes[] = {
     {"POST", "/v1/rims", h_rims, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/validations", h_validation_create, MCIM_ROUTE_PEER_CERT},
     {"GET", "/v1/validations/pending/{device}/{txn}", h_pending, 0},
-    {"POST", "/v1/validations/{id}/quote", h_quote, 0},
+    {"POST", "/v1/validations/{id}/quote", pva_quote, 0},
     {"POST", "/v1/revocations", pva_revocation, MCIM_ROUTE_PEER_CERT},
 };
 

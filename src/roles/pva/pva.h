@@ -1,13 +1,15 @@
-/* PVA internals shared by pva.c (routes, store, outbox) and validate.c (the evidence
- * check, pure: no I/O, so it can be tested without sockets). */
+/* PVA internals shared by pva.c (routes, store, outbox), quote.c (the quote handler) and
+ * validate.c (the evidence check, pure: no I/O, so it can be tested without sockets). */
 #ifndef MCIM_ROLES_PVA_H
 #define MCIM_ROLES_PVA_H
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "mcim/cause.h"
 #include "mcim/jose.h"
+#include "mcim/store.h"
 
 /* Claims of a verified quote (mcim-quote+jwt) that carry the evidence:
  *   nonce  the PVA's nonce (64 hex), model (name), log [{"component", "digest"}], digest (64 hex).
@@ -53,12 +55,42 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
                     struct mcim_http_response *resp);
 /* Its body as it checks it after the caller (pure; tests/fuzz/fuzz_role_request.c). */
 mcim_cause_t pva_revocation_body(const json_t *body, char *err, size_t err_len);
-/* pva.c: the bodies of POST /v1/rims, /v1/validations and /v1/validations/{id}/quote as
- * their handlers check them first (pure; fuzz_role_request). */
+/* pva.c, quote.c: the bodies of POST /v1/rims, /v1/validations and
+ * /v1/validations/{id}/quote as their handlers check them first (pure; fuzz_role_request). */
 mcim_cause_t pva_rims_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t pva_validation_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t pva_quote_body(const json_t *body, char *err, size_t err_len);
 /* MCIM_TOKEN_REVOKED when `network` revoked its tokens for `imsi`, else MCIM_OK. */
 mcim_cause_t pva_token_live(struct mcim_role *r, const char *network, const char *imsi);
+
+/* ---- pva.c, for quote.c ---- */
+#define STEP_VALIDATE 9 /* default step of POST /v1/validations */
+
+/* A validation's row. */
+struct vrow {
+  char id[33];
+  char txn[33];
+  int step;
+  char device[64];
+  char sho[64];
+  char nonce[65];
+  char state[16];
+  int64_t expires;
+  int64_t fetched;
+  char quote_sha[65];
+  char last_cause[40];
+};
+
+/* Validation `id` into *v. */
+mcim_cause_t pva_vrow_load(mcim_store_t *st, const char *id, struct vrow *v);
+/* Answer with a problem and, when the procedure is known, record the failed message. */
+void pva_fail(struct mcim_role *r, struct mcim_http_response *resp, const char *txn, int step,
+              const char *from, const char *to, const char *msg, mcim_cause_t cause,
+              const char *fmt, ...) __attribute__((format(printf, 9, 10)));
+/* A stored answer (idempotent retry): a problem when its status says so. */
+void pva_reply_stored(struct mcim_http_response *resp, int status, json_t *answer);
+
+/* POST /v1/validations/{id}/quote (quote.c): the TRE's quote, the verdict. */
+void pva_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
 
 #endif
