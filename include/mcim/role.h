@@ -42,7 +42,7 @@ struct mcim_role_kind {
   void (*stop)(struct mcim_role *r);
   /* Called by the worker thread at each of its polls of the store (after the outbox): every
    * `tick_ms`, less often while the polls find nothing (doubling up to `idle_tick_max_ms`,
-   * src/roles/runtime.c). Returns true when it found something due (work done, or a full
+   * src/roles/runtime_worker.c). Returns true when it found something due (work done, or a full
    * batch that may have left more): the next poll then comes `tick_ms` later. */
   bool (*tick)(struct mcim_role *r);
   /* Records of finished procedures this kind deletes once they are `record_retention` old

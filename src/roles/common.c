@@ -470,7 +470,7 @@ static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct 
 }
 
 /* A message this round leaves pending comes due at `at_ms` (wall clock): the worker polls the
- * store then, whatever its backoff (worker_main, src/roles/runtime.c). */
+ * store then, whatever its backoff (mcim_role_worker_main, src/roles/runtime_worker.c). */
 static void note_due(struct mcim_role *r, int64_t at_ms)
 {
   struct mcim_role_priv *p = r->priv;
@@ -661,7 +661,7 @@ size_t mcim_role_outbox_run(struct mcim_role *r, bool poll)
   mcim_val_t p[] = {MCIM_INT(now)};
   /* Retries come due, and messages of an instance that died or not claimed as written: found
    * in the store, only when the worker polls (its own retries when due, the rest within
-   * idle_tick_max_ms: worker_main); what is handed goes without a look. */
+   * idle_tick_max_ms: mcim_role_worker_main); what is handed goes without a look. */
   if (poll && handed == sizeof(b.m) / sizeof(b.m[0]))
     found = 1; /* no room to look: soon again */
   else if (poll &&

@@ -1,4 +1,5 @@
-/* Runtime internals shared by src/roles/runtime.c, common.c and outbox.c. */
+/* Runtime internals shared by src/roles/runtime.c (and its runtime_config.c and
+ * runtime_worker.c), common.c and outbox.c. */
 #ifndef MCIM_ROLE_PRIV_H
 #define MCIM_ROLE_PRIV_H
 
@@ -25,7 +26,7 @@ struct mcim_role_priv {
   pthread_cond_t cond;
   pthread_t worker;
   bool worker_running;
-  pthread_t prefetch; /* peer_prefetch_main: the peers' keys before the load */
+  pthread_t prefetch; /* mcim_role_peer_prefetch_main: the peers' keys before the load */
   pthread_cond_t prefetch_cond;
   bool prefetch_running;
   bool stopping;
@@ -37,7 +38,7 @@ struct mcim_role_priv {
   /* Messages their writers' transactions queued and claimed, committed, for the worker
    * (mcim_role_outbox_put, src/roles/common.c); under `lock`, oldest first. */
   struct outbox_handed *handed, **handed_tail;
-  /* The worker's polls of the store (src/roles/runtime.c, worker_main), under `lock`:
+  /* The worker's polls of the store (runtime_worker.c, mcim_role_worker_main), under `lock`:
    * outbox_due_ms, when the earliest retry this instance recorded or the next message the
    * last poll saw in the store comes due (wall clock ms, 0: none: a lease that ends, another
    * instance's retry), polled then whatever the backoff; poll_soon, the backoff ends (a message
@@ -78,5 +79,12 @@ void mcim_role_wake_relay_stop(struct mcim_role *r);
 /* The worker stops: the messages handed to it and not sent are released (due at once, for
  * another instance or the next start) and forgotten. */
 void mcim_role_outbox_stop(struct mcim_role *r);
+
+/* runtime_config.c: the common keys followed by the kind's keys (and the AuC backend's, for a
+ * kind with an AuC); *n of them; the caller frees it */
+mcim_config_spec_t *mcim_role_merged_spec(const struct mcim_role_kind *kind, size_t *n);
+/* runtime_worker.c: the worker thread's and the peers' keys prefetch thread's functions */
+void *mcim_role_worker_main(void *arg);
+void *mcim_role_peer_prefetch_main(void *arg);
 
 #endif

@@ -1,5 +1,7 @@
 /* The role runtime (include/mcim/role.h): start-up, per-thread resources, the
- * worker thread, common routes (health, admin trace). */
+ * signing and peer keys, common routes (health, admin trace). The configuration every role
+ * shares is runtime_config.c's, the worker thread and the peers' keys fetched in the
+ * background runtime_worker.c's; what they share is in role_priv.h. */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -21,173 +23,6 @@
 #include "roles/auc_backend.h"
 #include "roles/auc_config.h"
 #include "roles/role_priv.h"
-
-static const char *const log_formats[] = {"text", "json", NULL};
-static const char *const log_levels[] = {"debug", "info", "notice", "warn", "error", NULL};
-
-const mcim_config_spec_t mcim_role_common_spec[] = {
-    {.name = "name", .type = MCIM_CFG_STRING, .required = true, .min = 1, .max = 63,
-     .help = "instance name (certificate CN, trace lifeline): ro, vno, pva, m2mes, sho-a, ..."},
-    {.name = "listen_addr", .type = MCIM_CFG_STRING, .def = "127.0.0.1", .min = 7, .max = 15,
-     .help = "IPv4 address the HTTPS server binds"},
-    {.name = "listen_port", .type = MCIM_CFG_INT, .required = true, .min = 1, .max = 65535,
-     .help = "TCP port of the HTTPS server"},
-    {.name = "tls_cert", .type = MCIM_CFG_PATH, .required = true,
-     .help = "PEM certificate of this instance (operators' CA)"},
-    {.name = "tls_key", .type = MCIM_CFG_PATH, .required = true,
-     .help = "PEM private key of this instance (TLS and statement signing)"},
-    {.name = "operators_ca", .type = MCIM_CFG_PATH, .required = true,
-     .help = "PEM certificate of the operators' CA (peers' certificates chain to it)"},
-    {.name = "m2mes_ca", .type = MCIM_CFG_PATH, .required = true,
-     .help = "PEM certificate of the M2MES CA (device TRE certificates chain to it)"},
-    /* secret: a PostgreSQL locator may carry a password, so a refused value is not echoed */
-    {.name = "database", .type = MCIM_CFG_STRING, .required = true, .min = 1, .max = 1024,
-     .secret = true, .help = "store locator: a SQLite file path (relative to the config folder), sqlite:PATH, or "
-             "a PostgreSQL database postgres://USER@HOST[:PORT]/DB (libpq URI)"},
-    {.name = "storage_key", .type = MCIM_CFG_PATH, .required = true,
-     .help = "file with the 256-bit key that seals secrets at rest (created 0600 if missing)"},
-    {.name = "peers", .type = MCIM_CFG_PATH, .required = true,
-     .help = "JSON file {\"name\": \"https://host:port\", ...} of the other role instances"},
-    {.name = "threads", .type = MCIM_CFG_INT, .def = "4", .min = 1, .max = 256,
-     .help = "HTTPS server thread pool size"},
-    {.name = "max_body", .type = MCIM_CFG_INT, .def = "262144", .min = 1024, .max = 16777216,
-     .help = "largest request body accepted, bytes"},
-    /* generous: many devices share one address behind a NAT, and a lab runs on one */
-    {.name = "max_connections_per_ip", .type = MCIM_CFG_INT, .def = "256", .min = 1,
-     .max = 65535,
-     .help = "connections one client IP address may hold open; more are closed at once"},
-    {.name = "max_connections", .type = MCIM_CFG_INT, .def = "0", .min = 0, .max = 1000000,
-     .help = "connections held open in all; 0: 4096, or fewer if the open-file limit leaves "
-             "less room"},
-    {.name = "connection_timeout", .type = MCIM_CFG_DURATION, .def = "10s", .min = 1,
-     .max = 3600,
-     .help = "a connection is closed when its TLS handshake is not done this long after it "
-             "opened, or when nothing arrives for this long"},
-    {.name = "long_poll", .type = MCIM_CFG_DURATION, .def = "30s", .min = 0, .max = 300,
-     .help = "longest a \"not yet\" answer (a package, a nonce) is held for a client that asks"
-             " to wait (RFC 7240 Prefer: wait), answered when it comes; 0: never held"},
-    {.name = "long_poll_recheck_ms", .type = MCIM_CFG_INT, .def = "250", .min = 10,
-     .max = 60000,
-     .help = "on PostgreSQL, while the role's LISTEN connection is down, a held request is asked"
-             " again this often (another instance may store what it waits for); with it up, every"
-             " instance's commits wake it at once (NOTIFY mcim_wake)"},
-    {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
-     .max = 86400, .help = "validity of the statements this role signs"},
-    {.name = "token_lifetime", .type = MCIM_CFG_DURATION, .def = "10m", .min = 1, .max = 86400,
-     .help = "validity of access tokens (VNO, SHO)"},
-    {.name = "attach_lifetime", .type = MCIM_CFG_DURATION, .def = "2m", .min = 1, .max = 3600,
-     .help = "access networks (vno, sho): how long an attach challenge may be answered;"
-             " unanswered and finished attach sessions are deleted after it"},
-    {.name = "answer_retention", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,
-     .max = 365LL * 86400,
-     .help = "how long answers kept for retries (idempotency) and delivered outbox messages"
-             " are kept"},
-    {.name = "record_retention", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
-     .max = 3650LL * 86400,
-     .help = "how long records of finished and abandoned procedures (orders, validations,"
-             " packages, never-activated AuC entries, the orders and AuC entries of terminated"
-             " subscriptions, the trace) are kept before they are deleted"},
-    {.name = "clock_skew", .type = MCIM_CFG_DURATION, .def = "30s", .min = 0, .max = 3600,
-     .help = "clock difference tolerated when checking statements"},
-    {.name = "outbox_max_attempts", .type = MCIM_CFG_INT, .def = "8", .min = 1, .max = 1000,
-     .help = "deliveries tried before an outbox message is given up (cause logged)"},
-    {.name = "outbox_backoff_ms", .type = MCIM_CFG_INT, .def = "200", .min = 10,
-     .max = 600000, .help = "first retry delay; doubles with each attempt"},
-    {.name = "tick_ms", .type = MCIM_CFG_INT, .def = "200", .min = 10, .max = 60000,
-     .help = "period of the worker's polls of the store (outbox retries, expiries, timers)"
-             " while they find something; see idle_tick_max_ms"},
-    {.name = "idle_tick_max_ms", .type = MCIM_CFG_INT, .def = "2000", .min = 10,
-     .max = 600000,
-     .help = "while the worker's polls of the store find nothing due, their period doubles from"
-             " tick_ms up to this (not below tick_ms); what a poll finds (another instance's"
-             " retry, a dead instance's message, an expiry, housekeeping) is handled at most"
-             " this long after it is due; messages handed by their writers go at once, this"
-             " instance's own retries when due"},
-    {.name = "peer_timeout_ms", .type = MCIM_CFG_INT, .def = "5000", .min = 100,
-     .max = 600000, .help = "timeout of one call to a peer"},
-    {.name = "log_format", .type = MCIM_CFG_ENUM, .def = "text", .allowed = log_formats,
-     .help = "text for people, json for machines"},
-    {.name = "log_level", .type = MCIM_CFG_ENUM, .def = "info", .allowed = log_levels,
-     .help = "least severe level written"},
-    {.name = "log_file", .type = MCIM_CFG_PATH, .help = "append logs here instead of stderr"},
-};
-const size_t mcim_role_common_nspec = sizeof(mcim_role_common_spec) / sizeof(mcim_role_common_spec[0]);
-
-bool mcim_role_name_is_sho(const char *name)
-{
-  static const char *const not_sho[] = {"ro",    "vno",        "pva",  "m2mes",
-                                         "admin", "subscriber", "pcid", "pcid-prev"};
-  if (!name || !mcim_pki_name_valid(name))
-    return false;
-  for (size_t i = 0; i < sizeof(not_sho) / sizeof(not_sho[0]); i++)
-    if (strcmp(name, not_sho[i]) == 0)
-      return false;
-  return true;
-}
-
-bool mcim_role_name_is_access_network(const char *name)
-{
-  return name && (strcmp(name, "vno") == 0 || mcim_role_name_is_sho(name));
-}
-
-const struct mcim_role_kind *mcim_role_kind_find(const char *kind)
-{
-  for (size_t i = 0; kind && mcim_role_kinds[i]; i++)
-    if (strcmp(mcim_role_kinds[i]->kind, kind) == 0)
-      return mcim_role_kinds[i];
-  return NULL;
-}
-
-/* Common keys followed by the kind's keys (and the AuC backend's, for a kind with an AuC). */
-static mcim_config_spec_t *merged_spec(const struct mcim_role_kind *kind, size_t *n)
-{
-  size_t nauc = kind->auc ? mcim_auc_config_nspec : 0;
-  *n = mcim_role_common_nspec + kind->nspec + nauc;
-  mcim_config_spec_t *spec = calloc(*n, sizeof(*spec));
-  if (!spec)
-    return NULL;
-  memcpy(spec, mcim_role_common_spec, sizeof(mcim_role_common_spec));
-  if (kind->nspec)
-    memcpy(spec + mcim_role_common_nspec, kind->spec, kind->nspec * sizeof(*spec));
-  if (nauc)
-    memcpy(spec + mcim_role_common_nspec + kind->nspec, mcim_auc_config_spec,
-           nauc * sizeof(*spec));
-  return spec;
-}
-
-mcim_cause_t mcim_role_check_config(const struct mcim_role_kind *kind, const char *config_path,
-                                    char *err, size_t errlen)
-{
-  size_t n;
-  mcim_config_t *cfg = NULL;
-  mcim_config_spec_t *spec = merged_spec(kind, &n);
-  if (!spec)
-    return MCIM_NO_MEMORY;
-  mcim_cause_t rc = mcim_config_load(config_path, spec, n, &cfg, err, errlen);
-  /* Refuse up front what this binary cannot do, not at the first request. */
-  if (rc == MCIM_OK && !mcim_store_locator_supported(mcim_config_str(cfg, "database"), NULL, 0)) {
-    char why[160];
-    mcim_store_locator_supported(mcim_config_str(cfg, "database"), why, sizeof(why));
-    snprintf(err, errlen, "%s: database: %s", config_path, why);
-    rc = MCIM_UNSUPPORTED;
-  }
-  if (rc == MCIM_OK && kind->auc) /* the checks start-up makes, without connecting */
-    rc = mcim_auc_config_backend(cfg, NULL, NULL, NULL, err, errlen);
-  mcim_config_free(cfg);
-  free(spec);
-  return rc;
-}
-
-void mcim_role_describe_config(const struct mcim_role_kind *kind, FILE *out)
-{
-  size_t n;
-  mcim_config_spec_t *spec = merged_spec(kind, &n);
-  if (!spec)
-    return;
-  mcim_config_describe(spec, n, out);
-  free(spec);
-}
-
 /* ---- per-thread resources ---- */
 
 static void close_thread_store(void *p)
@@ -469,164 +304,6 @@ static const struct mcim_http_route common_routes[] = {
     {"GET", "/v1/certificate", h_certificate, 0},
     {"GET", "/v1/admin/trace/{txn}", h_admin_trace, MCIM_ROUTE_PEER_CERT},
 };
-
-/* ---- worker ---- */
-
-/* The worker. Each round sends the messages its role's handlers handed it (at once: their
- * commits wake it) and, when it polls, looks in the store for what only a look finds: the
- * outbox's messages due (retries, messages of an instance that died once their leases end,
- * or not handed as written), the kind's sweeps (expiries) and the housekeeping. A poll comes
- * tick_ms after the last one while polls find something; each that finds nothing doubles the
- * interval, up to idle_tick_max_ms, so an idle role does not keep its database busy (the lab's
- * six roles at tick_ms 50 cost its PostgreSQL about 5% of a core doing nothing,
- * docs/performance.md). Bounds: a handed message at once; a retry this instance recorded,
- * and a message the last poll saw in the store not due yet (a lease that ends), when it is
- * due (outbox_due_ms); a message written but not handed ends the backoff (poll_soon);
- * anything else a poll finds at most idle_tick_max_ms after it is due. Handed
- * messages do not end the backoff: under load the worker runs a round after nearly every
- * commit, and the polls need not come with them. */
-static void *worker_main(void *arg)
-{
-  struct mcim_role *r = arg;
-  struct mcim_role_priv *p = r->priv;
-  int64_t tick = mcim_config_int(r->cfg, "tick_ms");
-  int64_t idle_max = mcim_config_int(r->cfg, "idle_tick_max_ms");
-  int64_t period = tick;
-  uint64_t polled_ms = 0;
-  bool polled = false;
-  if (idle_max < tick)
-    idle_max = tick;
-  pthread_mutex_lock(&p->lock);
-  p->poll_period_ms = period;
-  while (!p->stopping) {
-    uint64_t now_ms = mcim_monotonic_ns() / 1000000u;
-    if (p->poll_soon) {
-      p->poll_soon = false;
-      period = tick;
-    }
-    bool poll = !polled || now_ms - polled_ms >= (uint64_t)period;
-    bool due = p->outbox_due_ms != 0 && mcim_now_us() / 1000 >= p->outbox_due_ms;
-    if (poll || due)
-      p->outbox_due_ms = 0; /* what it finds is recorded again if still to be retried */
-    pthread_mutex_unlock(&p->lock);
-    size_t found = mcim_role_outbox_run(r, poll || due);
-    if (poll) {
-      polled = true;
-      polled_ms = now_ms;
-      mcim_role_housekeeping(r); /* at most once a second (its own check) */
-      if (r->kind->tick && r->kind->tick(r))
-        found++;
-    }
-    if (found > 0)
-      period = tick;
-    else if (poll)
-      period = period * 2 < idle_max ? period * 2 : idle_max;
-    mcim_role_store_release(r); /* its cache goes on to the next request */
-    pthread_mutex_lock(&p->lock);
-    if (poll) {
-      p->polls++;
-      p->poll_period_ms = period;
-    }
-    if (p->stopping)
-      break;
-    if (!p->wake) {
-      if (p->poll_soon)
-        period = tick;
-      int64_t wait_ms =
-          (int64_t)(polled_ms + (uint64_t)period) - (int64_t)(mcim_monotonic_ns() / 1000000u);
-      if (p->outbox_due_ms != 0) {
-        int64_t due_in = p->outbox_due_ms - mcim_now_us() / 1000;
-        if (due_in < wait_ms)
-          wait_ms = due_in;
-      }
-      if (wait_ms > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        ts.tv_sec += (time_t)(wait_ms / 1000) + ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
-      }
-    }
-    p->wake = false;
-  }
-  pthread_mutex_unlock(&p->lock);
-  mcim_role_outbox_stop(r); /* the server has stopped: nothing is handed any more */
-  mcim_role_store_release(r);
-  /* per-thread store and client are closed by their key destructors */
-  return NULL;
-}
-
-void mcim_role_worker_polls(struct mcim_role *r, uint64_t *polls, int64_t *period_ms)
-{
-  pthread_mutex_lock(&r->priv->lock);
-  *polls = r->priv->polls;
-  *period_ms = r->priv->poll_period_ms;
-  pthread_mutex_unlock(&r->priv->lock);
-}
-
-/* The peers' statement keys, fetched in the background from the start. Why: handler threads
- * call peers synchronously (the VNO asks the ICF at the RO for vectors; the RO checks a VNO
- * token with the VNO's key, fetched the first time it is needed). With the caches empty and
- * every thread of both pools in such a call, each side waited for the other until
- * peer_timeout_ms: the first discoveries of a fresh lab under loadgen answered 504 after
- * 5.0 s ("no verified key for peer vno"). Fetched before the load, the key is there. A peer
- * not reachable yet is asked again, 1 s later, then ever less often (up to a minute), until
- * every peer's key is known or the role stops. */
-static void *peer_prefetch_main(void *arg)
-{
-  struct mcim_role *r = arg;
-  struct mcim_role_priv *p = r->priv;
-  int64_t wait_s = 1;
-  for (;;) {
-    json_t *names = json_array();
-    const char *name;
-    json_t *url;
-    pthread_mutex_lock(&p->peers_lock);
-    json_object_foreach(r->peers, name, url)
-    {
-      if (names && strcmp(name, r->name) != 0)
-        json_array_append_new(names, json_string(name));
-    }
-    pthread_mutex_unlock(&p->peers_lock);
-    size_t missing = names ? mcim_role_peer_keys_prefetch(r, names) : 1;
-    json_decref(names);
-    pthread_mutex_lock(&p->lock);
-    if (missing == 0 || p->stopping) {
-      pthread_mutex_unlock(&p->lock);
-      break;
-    }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += wait_s;
-    pthread_cond_timedwait(&p->prefetch_cond, &p->lock, &ts);
-    bool stop = p->stopping;
-    pthread_mutex_unlock(&p->lock);
-    if (stop)
-      break;
-    wait_s = wait_s < 32 ? wait_s * 2 : 60;
-  }
-  return NULL;
-}
-
-static void wake_now(void *arg)
-{
-  struct mcim_role *r = arg;
-  pthread_mutex_lock(&r->priv->lock);
-  r->priv->wake = true;
-  pthread_cond_signal(&r->priv->cond);
-  pthread_mutex_unlock(&r->priv->lock);
-}
-
-/* From a request handler, once its answer is sent: what the handler's commit handed the
- * worker (a DRF discovery's step-8 announcement: a request to the SHO, which sets off the
- * SHO's and the PVA's work) then does not compete with the answer for the 2 cores it was
- * measured on (docs/performance.md, "The DRF at operator scale"). */
-void mcim_role_wake(struct mcim_role *r)
-{
-  mcim_http_after_reply(wake_now, r);
-}
-
 /* ---- start / stop ---- */
 
 static mcim_cause_t load_identity(struct mcim_role *r)
@@ -737,7 +414,7 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
   pthread_key_create(&r->priv->client_key, free_thread_client);
   r->priv->keys_created = true;
 
-  r->priv->spec = merged_spec(kind, &nspec);
+  r->priv->spec = mcim_role_merged_spec(kind, &nspec);
   if (!r->priv->spec)
     goto fail;
   rc = mcim_config_load(config_path, r->priv->spec, nspec, &r->cfg, err, sizeof(err));
@@ -834,14 +511,14 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
   rc = mcim_http_server_start(&sc, &r->server);
   if (rc != MCIM_OK)
     goto fail;
-  if (pthread_create(&r->priv->worker, NULL, worker_main, r) != 0) {
+  if (pthread_create(&r->priv->worker, NULL, mcim_role_worker_main, r) != 0) {
     rc = MCIM_INTERNAL;
     goto fail;
   }
   r->priv->worker_running = true;
   /* without it the role still works: keys are then fetched when first needed */
   r->priv->prefetch_running =
-      pthread_create(&r->priv->prefetch, NULL, peer_prefetch_main, r) == 0;
+      pthread_create(&r->priv->prefetch, NULL, mcim_role_peer_prefetch_main, r) == 0;
   mcim_log_info("%s \"%s\" serving on https://%s:%u", kind->kind, r->name,
                 mcim_config_str(r->cfg, "listen_addr"), mcim_http_server_port(r->server));
   *out = r;

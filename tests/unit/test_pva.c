@@ -297,8 +297,8 @@ static int teardown(void **state)
 
 /* ---- tests ---- */
 
-/* Before any request, the PVA has fetched its peers' certificates by itself (runtime.c,
- * peer_prefetch_main): a device's first request does not have to wait for one while the
+/* Before any request, the PVA has fetched its peers' certificates by itself (runtime_worker.c,
+ * mcim_role_peer_prefetch_main): a device's first request does not have to wait for one while the
  * peer's threads wait for us (a cold start under load waited a peer timeout). Runs first:
  * no test before it made the PVA need a peer's key. */
 static void test_peer_keys_fetched_first(void **state)

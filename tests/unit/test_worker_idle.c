@@ -1,7 +1,7 @@
-/* The worker's polls of the store back off while they find nothing (src/roles/runtime.c,
- * worker_main; `idle_tick_max_ms`), and what must not wait still does not. Shown on a real PVA
- * (its worker, its SQLite store) delivering to a stand-in SHO that records when each message
- * arrives:
+/* The worker's polls of the store back off while they find nothing
+ * (src/roles/runtime_worker.c, mcim_role_worker_main; `idle_tick_max_ms`), and what must not
+ * wait still does not. Shown on a real PVA (its worker, its SQLite store) delivering to a
+ * stand-in SHO that records when each message arrives:
  *   - idle, the interval between polls doubles from tick_ms up to idle_tick_max_ms, and no
  *     two polls then come closer than that: the worker asks its store nothing in between;
  *   - a message handed by its writer's commit is sent at once, not at the next poll;
