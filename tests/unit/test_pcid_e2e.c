@@ -10,7 +10,10 @@
  *    `renewal: "due"`, a renewal clears it;
  *  - the M2MES CCIF: POST /v1/ccif/pcid, a package signed by `m2mes`, the PCID registered
  *    at the ICF (from the M2MES's pool), a wrong claim refused by the ICF;
- *  - an expired PCID is refused at the ICF. */
+ *  - an expired PCID is refused at the ICF;
+ *  - a device whose attestation certificate names a TPM AK: the DPF and the CCIF refuse its
+ *    renewal request without a slot key offer, or with a malformed one, each with its cause,
+ *    and store nothing for it (docs/tre-tpm.md "Slots in the TPM", renewal step 5). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +28,7 @@
 #include "mcim/jose.h"
 #include "mcim/lab.h"
 #include "mcim/pki.h"
+#include "mcim/store.h"
 #include "mcim/util.h"
 
 #define TXN1 "0000000000000000000000000000aa01"
@@ -66,18 +70,26 @@ struct dev {
   char token[4096];
 };
 
-static char *cert_for(const mcim_jose_key_t *key, const char *name, mcim_cert_usage_t usage)
+/* `tpm_ak`: the AK an attestation certificate names (as the M2MES's TPM enrolment), or NULL. */
+static char *cert_for_ak(const mcim_jose_key_t *key, const char *name, mcim_cert_usage_t usage,
+                         EVP_PKEY *tpm_ak)
 {
   EVP_PKEY *pub = NULL;
   X509 *x = NULL;
   char *pem = NULL;
   assert_int_equal(mcim_jose_key_public_pkey(key, &pub), MCIM_OK);
-  mcim_cert_request_t req = {.name = name, .usage = usage, .key = pub, .days = 30};
+  mcim_cert_request_t req = {
+      .name = name, .usage = usage, .key = pub, .days = 30, .tpm_ak = tpm_ak};
   assert_int_equal(mcim_pki_issue(m2mes_ca, &req, &x), MCIM_OK);
   assert_int_equal(mcim_pki_cert_to_pem(x, &pem), MCIM_OK);
   X509_free(x);
   EVP_PKEY_free(pub);
   return pem;
+}
+
+static char *cert_for(const mcim_jose_key_t *key, const char *name, mcim_cert_usage_t usage)
+{
+  return cert_for_ak(key, name, usage, NULL);
 }
 
 static void cred_set(struct cred *c, const char *pcid, const uint8_t k[16], const uint8_t opc[16])
@@ -137,10 +149,13 @@ static mcim_cause_t attach(struct dev *d, struct cred *c, json_t **accept)
     return rc;
   }
   uint8_t rand[16], autn[16];
-  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(r.json, "rand")), rand, 16), MCIM_OK);
-  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(r.json, "autn")), autn, 16), MCIM_OK);
+  assert_int_equal(
+      mcim_hex_decode_str(json_string_value(json_object_get(r.json, "rand")), rand, 16), MCIM_OK);
+  assert_int_equal(
+      mcim_hex_decode_str(json_string_value(json_object_get(r.json, "autn")), autn, 16), MCIM_OK);
   char path[128];
-  snprintf(path, sizeof(path), "/v1/attach/%s", json_string_value(json_object_get(r.json, "attach_id")));
+  snprintf(path, sizeof(path), "/v1/attach/%s",
+           json_string_value(json_object_get(r.json, "attach_id")));
   mcim_http_result_clear(&r);
   mcim_milenage_t *m = NULL;
   struct mcim_sqn_usim next;
@@ -166,17 +181,32 @@ static mcim_cause_t attach(struct dev *d, struct cred *c, json_t **accept)
   return rc;
 }
 
-/* The renewal request statement (mcim-renew+jwt by the TRE attestation key). */
-static char *renew_request(const struct dev *d, const char *aud, const char *txn, const char *pcid)
+/* The renewal request statement (mcim-renew+jwt by the TRE attestation key); `tpm_slot`, when
+ * not NULL, its "tpm_slot" member (a TPM TRE's slot key offer). */
+static char *renew_request_slot(const struct dev *d, const char *aud, const char *txn,
+                                const char *pcid, json_t *tpm_slot)
 {
   char *jws = NULL;
   int64_t now = mcim_now();
   json_t *extra = json_pack("{s:s}", "pcid", pcid);
-  mcim_claims_t c = {.iss = d->name, .sub = d->name, .aud = aud, .typ = "mcim-renew+jwt",
-                     .txn = txn, .iat = now, .exp = now + 300, .extra = extra};
+  if (tpm_slot)
+    assert_int_equal(json_object_set(extra, "tpm_slot", tpm_slot), 0);
+  mcim_claims_t c = {.iss = d->name,
+                     .sub = d->name,
+                     .aud = aud,
+                     .typ = "mcim-renew+jwt",
+                     .txn = txn,
+                     .iat = now,
+                     .exp = now + 300,
+                     .extra = extra};
   assert_int_equal(mcim_jws_sign(d->att, &c, &jws), MCIM_OK);
   json_decref(extra);
   return jws;
+}
+
+static char *renew_request(const struct dev *d, const char *aud, const char *txn, const char *pcid)
+{
+  return renew_request_slot(d, aud, txn, pcid, NULL);
 }
 
 static json_t *renew_body(const struct dev *d, const char *txn, const char *request)
@@ -186,8 +216,8 @@ static json_t *renew_body(const struct dev *d, const char *txn, const char *requ
 }
 
 /* POST {role}{path}: the cause; the package (free it) in *pkg on success. */
-static mcim_cause_t renew_call(const char *role, const char *path, const char *token,
-                               json_t *body, char **pkg)
+static mcim_cause_t renew_call(const char *role, const char *path, const char *token, json_t *body,
+                               char **pkg)
 {
   struct mcim_http_result r;
   mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(role, path), body, token, &r);
@@ -209,8 +239,8 @@ static mcim_jose_key_t *issuer_key(const char *role)
   X509 *cert = NULL, *cax = NULL;
   EVP_PKEY *pub = NULL;
   mcim_jose_key_t *key = NULL;
-  assert_int_equal(mcim_http_request(plain_cli, "GET", url(role, "/v1/certificate"), NULL, NULL, &r),
-                   MCIM_OK);
+  assert_int_equal(
+      mcim_http_request(plain_cli, "GET", url(role, "/v1/certificate"), NULL, NULL, &r), MCIM_OK);
   const char *pem = json_string_value(json_object_get(r.json, "cert"));
   snprintf(ca, sizeof(ca), "%s/pki/%s", mcim_lab_path(lab), MCIM_PKI_OPERATORS_CA_CERT);
   assert_int_equal(mcim_pki_cert_load(ca, &cax), MCIM_OK);
@@ -233,8 +263,12 @@ static void open_package(const struct dev *d, const char *issuer, const char *tx
   mcim_statement_t *st = NULL;
   uint8_t *plain = NULL, k[16], opc[16];
   size_t len = 0;
-  mcim_jws_expect_t ex = {.iss = issuer, .aud = d->name, .sub = d->name,
-                          .typ = "mcim-pcid+jwt", .txn = txn, .skew = 30};
+  mcim_jws_expect_t ex = {.iss = issuer,
+                          .aud = d->name,
+                          .sub = d->name,
+                          .typ = "mcim-pcid+jwt",
+                          .txn = txn,
+                          .skew = 30};
   assert_int_equal(mcim_package_open(pkg, strlen(pkg), ikey, &ex, d->ka, &st, &plain, &len),
                    MCIM_OK);
   json_t *c = json_loadb((const char *)plain, len, 0, NULL);
@@ -244,7 +278,8 @@ static void open_package(const struct dev *d, const char *issuer, const char *tx
   assert_int_equal(strlen(pcid), 15);
   assert_string_equal(json_string_value(json_object_get(c, "amf")), "8000");
   assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(c, "k")), k, 16), MCIM_OK);
-  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(c, "opc")), opc, 16), MCIM_OK);
+  assert_int_equal(mcim_hex_decode_str(json_string_value(json_object_get(c, "opc")), opc, 16),
+                   MCIM_OK);
   *expires = json_integer_value(json_object_get(c, "expires"));
   cred_set(out, pcid, k, opc);
   json_decref(c);
@@ -446,9 +481,9 @@ static void test_network_initiated(void **state)
                    MCIM_FORBIDDEN);
   mcim_http_result_clear(&r);
   struct mcim_http_client *admin = mcim_lab_admin_client(lab);
-  assert_int_equal(mcim_http_request(admin, "POST", url("ro", "/v1/admin/pcid/nobody/renew"),
-                                     NULL, NULL, &r),
-                   MCIM_NOT_FOUND);
+  assert_int_equal(
+      mcim_http_request(admin, "POST", url("ro", "/v1/admin/pcid/nobody/renew"), NULL, NULL, &r),
+      MCIM_NOT_FOUND);
   mcim_http_result_clear(&r);
 
   /* the CLI: mcim pcid push */
@@ -459,9 +494,9 @@ static void test_network_initiated(void **state)
   assert_int_not_equal(system(cmd), 0);
   /* pushing twice is harmless */
   json_t *txn = json_pack("{s:s}", "txn", TXN6);
-  assert_int_equal(mcim_http_request(admin, "POST", url("ro", "/v1/admin/pcid/pcid-d5/renew"),
-                                     txn, NULL, &r),
-                   MCIM_OK);
+  assert_int_equal(
+      mcim_http_request(admin, "POST", url("ro", "/v1/admin/pcid/pcid-d5/renew"), txn, NULL, &r),
+      MCIM_OK);
   assert_int_equal(r.status, 202);
   assert_string_equal(json_string_value(json_array_get(json_object_get(r.json, "pcids"), 0)),
                       d.cur.pcid);
@@ -533,8 +568,8 @@ static void test_ccif_renewal(void **state)
   /* a package of the RO does not pass for one of the M2MES: the TRE checks the issuer
    * (unit tests), here: it is signed by m2mes, not ro */
   mcim_jose_key_t *ro_key = issuer_key("ro");
-  mcim_jws_expect_t ex = {.iss = "ro", .aud = d.name, .sub = d.name, .typ = "mcim-pcid+jwt",
-                          .skew = 30};
+  mcim_jws_expect_t ex = {
+      .iss = "ro", .aud = d.name, .sub = d.name, .typ = "mcim-pcid+jwt", .skew = 30};
   assert_int_not_equal(mcim_package_verify(pkg, strlen(pkg), ro_key, &ex, NULL), MCIM_OK);
   mcim_jose_key_free(ro_key);
   json_decref(body);
@@ -553,12 +588,144 @@ static void test_expired_pcid(void **state)
   dev_free(&d);
 }
 
+/* A count read from the store of the lab's role `role` (its SQLite file, read only): `sql`
+ * with `arg` as its one parameter, or none. */
+static int64_t store_count(const char *role, const char *sql, const char *arg)
+{
+  char db[512];
+  mcim_store_t *st = NULL;
+  mcim_store_opts_t ro = {.read_only = true};
+  int64_t n = -1;
+  mcim_val_t q[] = {MCIM_TEXT(arg)};
+  snprintf(db, sizeof(db), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(mcim_store_open(db, &ro, &st), MCIM_OK);
+  assert_int_equal(mcim_store_query_int(st, sql, arg ? q : NULL, arg ? 1 : 0, &n), MCIM_OK);
+  mcim_store_close(st);
+  return n;
+}
+
+/* What a renewal stores at `role`: the PCIDs allocated from its pool, the answers to `txn`,
+ * and the rows of the device (the ICF's AuC at the RO, the CCIF's renewals at the M2MES). */
+struct stored {
+  int64_t allocated, answers, device_rows;
+};
+
+static struct stored stored_at(const char *role, const char *txn, const char *device)
+{
+  struct stored s;
+  s.allocated = store_count(role, "SELECT next FROM pcid_counter WHERE id = 1", NULL);
+  s.answers = store_count(role, "SELECT COUNT(*) FROM answers WHERE txn = ?", txn);
+  s.device_rows =
+      store_count(role,
+                  strcmp(role, "ro") == 0 ? "SELECT COUNT(*) FROM auc WHERE device = ?"
+                                          : "SELECT COUNT(*) FROM ccif_renewals WHERE device = ?",
+                  device);
+  return s;
+}
+
+/* A TPM device (its attestation certificate names an AK, as the M2MES's TPM enrolment writes
+ * it) renews at the DPF and at the CCIF over HTTPS with a request (signed by its attestation
+ * key, every other check passing) whose "tpm_slot" is missing, of the wrong type, or
+ * malformed: 400 with the cause of docs/tre-tpm.md (renewal step 5), and nothing allocated,
+ * answered or recorded for it. The control: the same device, its certificate without the AK,
+ * renews at each (so the store's counts do see a renewal). The AK is a software key: no offer
+ * here could be certified by it, so no TPM is needed. Without the TPM TRE in the build
+ * (MCIM_TPM=OFF) the issuers check no offer and refuse each request UNSUPPORTED. */
+static void test_tpm_slot_refusals(void **state)
+{
+  (void)state;
+  static const struct {
+    const char *role, *path;
+  } issuers[] = {{"ro", "/v1/dpf/pcid"}, {"m2mes", "/v1/ccif/pcid"}};
+  struct dev d;
+  EVP_PKEY *ak = NULL;
+  char big[2200];
+  memset(big, 'A', sizeof(big) - 1); /* 1,649 bytes decoded: beyond any TPMS_ATTEST */
+  big[sizeof(big) - 1] = '\0';
+  json_t *offers[] = {
+      NULL, /* none */
+      json_integer(42),
+      json_null(),
+      json_string("a-slot-key"),
+      json_pack("{s:s,s:s}", "public", "AAAA", "attest", "AAAA"), /* a member missing */
+      json_pack("{s:s,s:s,s:s}", "public", "not base64url!", "attest", "AAAA", "signature", "AAAA"),
+      json_pack("{s:i,s:s,s:s}", "public", 7, "attest", "AAAA", "signature", "AAAA"),
+      json_pack("{s:s,s:s,s:s}", "public", "AAAA", "attest", big, "signature", "AAAA"),
+  };
+  const size_t n_offers = sizeof(offers) / sizeof(offers[0]);
+#ifdef MCIM_HAVE_TPM
+  const mcim_cause_t missing = MCIM_TPM_SLOT_KEY_MISSING, bad = MCIM_TPM_CERTIFY_INVALID;
+#else
+  const mcim_cause_t missing = MCIM_UNSUPPORTED, bad = MCIM_UNSUPPORTED;
+#endif
+
+  dev_make(&d, "pcid-t1", "001017000000011", mcim_now() + 600);
+  char *plain_att = d.att_pem;
+  assert_int_equal(mcim_pki_key_generate(&ak), MCIM_OK);
+  d.att_pem = cert_for_ak(d.att, d.name, MCIM_CERT_TRE_ATTESTATION, ak);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+
+  for (size_t i = 0; i < sizeof(issuers) / sizeof(issuers[0]); i++) {
+    const char *role = issuers[i].role;
+    for (size_t j = 0; j < n_offers; j++) {
+      char txn[33];
+      struct mcim_http_result r;
+      snprintf(txn, sizeof(txn), "0000000000000000000000000000b%zu%02zx", i, j);
+      struct stored before = stored_at(role, txn, d.name);
+      char *req = renew_request_slot(&d, role, txn, d.cur.pcid, offers[j]);
+      json_t *body = renew_body(&d, txn, req);
+      mcim_cause_t want = offers[j] ? bad : missing;
+      assert_int_equal(
+          mcim_http_request(plain_cli, "POST", url(role, issuers[i].path), body, d.token, &r),
+          want);
+      assert_int_equal(r.status, 400);
+      assert_int_equal(mcim_cause_http_status(want), 400);
+      assert_non_null(r.json); /* problem+json: its cause by name, the step */
+      assert_string_equal(json_string_value(json_object_get(r.json, "cause")),
+                          mcim_cause_name(want));
+      struct stored after = stored_at(role, txn, d.name);
+      assert_int_equal(after.allocated, before.allocated);
+      assert_int_equal(after.answers, 0);
+      assert_int_equal(after.device_rows, before.device_rows);
+      mcim_http_result_clear(&r);
+      json_decref(body);
+      free(req);
+    }
+  }
+  /* the old credential was not superseded */
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+
+  /* the control: without the AK in its certificate, the device renews, and the counts move */
+  free(d.att_pem);
+  d.att_pem = plain_att;
+  for (size_t i = 0; i < sizeof(issuers) / sizeof(issuers[0]); i++) {
+    const char *role = issuers[i].role;
+    char txn[33], *pkg = NULL;
+    snprintf(txn, sizeof(txn), "0000000000000000000000000000c%zu00", i);
+    struct stored before = stored_at(role, txn, d.name);
+    char *req = renew_request(&d, role, txn, d.cur.pcid);
+    json_t *body = renew_body(&d, txn, req);
+    assert_int_equal(renew_call(role, issuers[i].path, d.token, body, &pkg), MCIM_OK);
+    struct stored after = stored_at(role, txn, d.name);
+    assert_int_equal(after.allocated, before.allocated + 1);
+    assert_int_equal(after.answers, 1);
+    assert_int_equal(after.device_rows, before.device_rows + 1);
+    free(pkg);
+    json_decref(body);
+    free(req);
+  }
+  for (size_t j = 0; j < n_offers; j++)
+    json_decref(offers[j]);
+  EVP_PKEY_free(ak);
+  dev_free(&d);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dpf_renewal),       cmocka_unit_test(test_dpf_refusals),
       cmocka_unit_test(test_network_initiated), cmocka_unit_test(test_ccif_renewal),
-      cmocka_unit_test(test_expired_pcid),
+      cmocka_unit_test(test_expired_pcid),      cmocka_unit_test(test_tpm_slot_refusals),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
