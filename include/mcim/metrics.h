@@ -95,6 +95,7 @@ extern mcim_metric_t mcim_m_http_connections_timed_out; /* handshake or request 
 extern mcim_metric_t mcim_m_http_connections_open;      /* gauge: open now */
 extern mcim_metric_t mcim_m_http_tls_handshake_failures;
 extern mcim_metric_t mcim_m_http_long_poll_wakes;
+extern mcim_metric_t mcim_m_http_long_polls_held; /* gauge: requests held now */
 
 /* outbox (src/roles/common.c) */
 extern mcim_metric_t mcim_m_store_connections;      /* gauge: the role's store pool */

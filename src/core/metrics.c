@@ -173,6 +173,11 @@ mcim_metric_t mcim_m_http_long_poll_wakes = {
     " (this process's), instance (another instance's, through the database), relisten (all"
     " held requests, when the listening connection is back)",
     MCIM_METRIC_COUNTER, MCIM_MF_HTTP, {"source", NULL}, NULL, 0, NULL};
+mcim_metric_t mcim_m_http_long_polls_held = {
+    "mcim_http_long_polls_held",
+    "Requests held now (long polls: Prefer: wait), from the \"not yet\" until they are"
+    " dispatched again (woken, their wait ended, or rechecked)",
+    MCIM_METRIC_GAUGE, MCIM_MF_HTTP, {NULL}, NULL, 0, NULL};
 mcim_metric_t mcim_m_crypto_operations = {
     "mcim_crypto_operations_total",
     "Cryptographic operations done by the process, by op: es256_sign, es256_verify,"
@@ -191,6 +196,7 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_http_connections_open,
     &mcim_m_http_tls_handshake_failures,
     &mcim_m_http_long_poll_wakes,
+    &mcim_m_http_long_polls_held,
     &mcim_m_store_connections,
     &mcim_m_outbox_pending,
     &mcim_m_outbox_delivered,

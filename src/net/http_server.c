@@ -351,6 +351,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
   if (st->held) { /* dispatched again after its hold (woken, ended or recheck) */
     st->held = false;
     atomic_fetch_sub(&srv->held, 1);
+    mcim_metric_add(&mcim_m_http_long_polls_held, NULL, -1);
   }
   uint64_t began = mcim_monotonic_ns();
   const struct mcim_http_wire w = {
@@ -372,6 +373,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
   if (resp.wait_key[0] && st->wait_until_ns && !atomic_load(&srv->stopping) &&
       mcim_monotonic_ns() + 1000000u < st->wait_until_ns) {
     atomic_fetch_add(&srv->held, 1);
+    mcim_metric_add(&mcim_m_http_long_polls_held, NULL, 1); /* before: the resume may be first */
     int held = mcim_http_hold_(srv, conn, resp.wait_key, began, st->wait_until_ns,
                                srv->cfg.long_poll_recheck_ms);
     if (held > 0) {
@@ -381,6 +383,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
       return MHD_YES;
     }
     atomic_fetch_sub(&srv->held, 1);
+    mcim_metric_add(&mcim_m_http_long_polls_held, NULL, -1);
     /* woken between the read and now: once more at once (else too many held: answer) */
     if (held < 0) {
       mcim_http_response_clear(&resp);

@@ -17,6 +17,7 @@
 
 #include "mcim/http.h"
 #include "mcim/jsonv.h"
+#include "mcim/metrics.h"
 #include "mcim/util.h"
 
 static char dir[] = "/tmp/mcim-http-XXXXXX";
@@ -401,22 +402,36 @@ static void *getter_main(void *arg)
   return NULL;
 }
 
+/* Until mcim_http_long_polls_held is `n`, at most 20 s. */
+static bool held_reach(double n)
+{
+  for (int i = 0; i < 20000 && mcim_metric_value(&mcim_m_http_long_polls_held, NULL) != n; i++) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  return mcim_metric_value(&mcim_m_http_long_polls_held, NULL) == n;
+}
+
 /* A server that stops while it holds a request answers it ("not yet") before it stops,
- * and does not hold it again. */
+ * and does not hold it again; mcim_http_long_polls_held counts the request while it is held
+ * and not after. */
 static void test_long_poll_stop(void **state)
 {
   (void)state;
   char url[96];
   pthread_t th;
+  double before = mcim_metric_value(&mcim_m_http_long_polls_held, NULL);
   struct mcim_http_server *s = wait_server(0, url, sizeof(url));
   struct getter g = {.url = url, .slot = 5};
   assert_int_equal(pthread_create(&th, NULL, getter_main, &g), 0);
   assert_true(runs_reach(5, 1));
+  assert_true(held_reach(before + 1));
   mcim_http_server_free(s);
   pthread_join(th, NULL);
   assert_int_equal(g.rc, MCIM_NOT_FOUND);
   assert_true(g.ms < 15000);
   assert_int_equal(atomic_load(&wait_runs[5]), 2);
+  assert_true(held_reach(before));
 }
 
 /* The relay to the other instances (src/roles/wake_relay.c): what mcim_http_wake hands it. */
