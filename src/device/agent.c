@@ -711,6 +711,7 @@ void mcim_device_free(struct mcim_device *d)
     session_wipe(&d->sessions[i]);
   mcim_store_close(d->store);
   json_decref(d->trace_held); /* released at the end of every round: empty */
+  dev_data_memo_clear(&d->data_memo);
   mcim_tre_close(d->tre);
   X509_free(d->operators_ca);
   json_decref(d->peers);

@@ -41,6 +41,17 @@ struct dev_session {
   int64_t expires;  /* the token's exp (epoch seconds) */
 };
 
+/* The procedure's data as text and parsed, one pair (src/device/store.c): what the worker's
+ * rounds read back is the text they last wrote or read, so the parse is kept, keyed by the
+ * exact bytes of the `data` column (never by a row, a version or a transaction). Whatever
+ * wrote the row (another handle, the `mcim` CLI, a rolled-back save), the tree used is the
+ * parse of the bytes read now; `tree` is never handed out, only copies of it. */
+struct dev_data_memo {
+  char *text; /* the exact column text (NUL-terminated), NULL when empty */
+  size_t len;
+  json_t *tree; /* json_loads(text), or a tree whose dump `text` is (the same object) */
+};
+
 struct mcim_device {
   char *dir;
   mcim_config_t *cfg;
@@ -90,6 +101,8 @@ struct mcim_device {
   json_t *trace_held;
   pthread_t trace_holder;
   bool trace_holding;
+  /* The running procedure's data the worker last read or saved (under store_lock). */
+  struct dev_data_memo data_memo;
 };
 
 /* ---- agent.c ---- */
@@ -160,6 +173,16 @@ mcim_cause_t dev_proc_load(mcim_store_t *st, const char *txn, struct dev_proc *p
 mcim_cause_t dev_proc_view(mcim_store_t *st, const char *txn, struct dev_proc *p);
 /* The running procedure (MCIM_NOT_FOUND if none). */
 mcim_cause_t dev_proc_running(mcim_store_t *st, struct dev_proc *p);
+/* dev_proc_running and dev_proc_save with a memo of the data's parse (may be NULL: as
+ * without). A row whose data column is byte for byte the memo's text gets a copy of the
+ * memo's tree instead of a parse; a save of data equal (json_equal) to the memo's tree writes
+ * the memo's text instead of a new dump. The memo then holds the text just read or written;
+ * a procedure saved as ended empties it. */
+mcim_cause_t dev_proc_running_memo(mcim_store_t *st, struct dev_data_memo *m,
+                                   struct dev_proc *p);
+mcim_cause_t dev_proc_save_memo(mcim_store_t *st, struct dev_data_memo *m,
+                                const struct dev_proc *p);
+void dev_data_memo_clear(struct dev_data_memo *m);
 /* The most recently updated procedure (MCIM_NOT_FOUND if none). */
 mcim_cause_t dev_proc_latest(mcim_store_t *st, struct dev_proc *p);
 /* {txn, kind, via, sho, state, result, cause, step, stage, detail, created, updated} */

@@ -1001,7 +1001,7 @@ int64_t dev_procedure_round(struct mcim_device *d, struct mcim_http_lite *cli)
   char detail[256];
 
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = dev_proc_running(st, &p);
+  mcim_cause_t rc = dev_proc_running_memo(st, &d->data_memo, &p);
   dev_store_unlock(d);
   dev_trace_hold(d);
   if (rc == MCIM_NOT_FOUND) {

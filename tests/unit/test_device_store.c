@@ -130,6 +130,104 @@ static void procedure_survives_reopen(void **state)
   fx_teardown(&fx);
 }
 
+/* The worker's memo of the data's parse (dev_proc_running_memo, dev_proc_save_memo) serves
+ * only what the row holds now: a row another handle rewrote (even to text of the same length)
+ * and a save whose transaction rolled back are read as they are on disk; a copy handed out
+ * is the caller's; a save of unchanged data writes text that reads back as that data. */
+static json_t *row_data(mcim_store_t *st, const char *txn)
+{
+  struct dev_proc got = {0};
+  assert_int_equal(dev_proc_load(st, txn, &got), MCIM_OK);
+  json_t *d = json_incref(got.data);
+  dev_proc_clear(&got);
+  return d;
+}
+
+static void memo_never_stale(void **state)
+{
+  (void)state;
+  struct fx fx;
+  struct dev_proc a, got = {0}, other = {0};
+  struct dev_data_memo memo = {0};
+  assert_int_equal(fx_setup(&fx, ""), 0);
+  mcim_store_t *st = open_db(fx.dir);
+  mcim_store_t *st2 = open_db(fx.dir); /* another writer: the `mcim` CLI, another process */
+  proc_init(&a, FX_TXN, "attach", 4);
+  assert_int_equal(dev_proc_insert(st, &a), MCIM_OK);
+  json_object_set_new(a.data, "quote", json_string("eyJ.aaaa.bbbb"));
+  assert_int_equal(dev_proc_save_memo(st, &memo, &a), MCIM_OK);
+  assert_non_null(memo.tree);
+  assert_true(json_equal(memo.tree, a.data));
+
+  /* a hit: the memo's parse, as a copy the caller may change */
+  assert_int_equal(dev_proc_running_memo(st, &memo, &got), MCIM_OK);
+  assert_true(json_equal(got.data, a.data));
+  assert_ptr_not_equal(got.data, memo.tree);
+  json_object_set_new(got.data, "quote", json_string("changed in memory only"));
+  dev_proc_clear(&got);
+  assert_int_equal(dev_proc_running_memo(st, &memo, &got), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(got.data, "quote")), "eyJ.aaaa.bbbb");
+  dev_proc_clear(&got);
+
+  /* another handle rewrites the row, the data's text keeping its length */
+  assert_int_equal(dev_proc_load(st2, FX_TXN, &other), MCIM_OK);
+  json_object_set_new(other.data, "quote", json_string("eyJ.cccc.dddd"));
+  assert_int_equal(dev_proc_save(st2, &other), MCIM_OK);
+  assert_int_equal(dev_proc_running_memo(st, &memo, &got), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(got.data, "quote")), "eyJ.cccc.dddd");
+  dev_proc_clear(&got);
+
+  /* a save through the memo whose transaction rolls back: the row keeps the other's data */
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  json_object_set_new(a.data, "quote", json_string("eyJ.eeee.ffff"));
+  assert_int_equal(dev_proc_save_memo(st, &memo, &a), MCIM_OK);
+  assert_true(json_equal(memo.tree, a.data)); /* kept before the commit was known */
+  assert_int_equal(mcim_store_rollback(st), MCIM_OK);
+  assert_int_equal(dev_proc_running_memo(st, &memo, &got), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(got.data, "quote")), "eyJ.cccc.dddd");
+  json_t *disk = row_data(st2, FX_TXN);
+  assert_true(json_equal(got.data, disk));
+  json_decref(disk);
+  dev_proc_clear(&got);
+
+  /* unchanged data saved again (the memo's text, no dump) after another writer changed the
+   * row: the row then holds exactly that data */
+  assert_int_equal(dev_proc_running_memo(st, &memo, &got), MCIM_OK);
+  assert_int_equal(dev_proc_save(st2, &a), MCIM_OK); /* "eeee" from the other handle */
+  assert_int_equal(dev_proc_save_memo(st, &memo, &got), MCIM_OK);
+  disk = row_data(st2, FX_TXN);
+  assert_true(json_equal(disk, got.data));
+  assert_string_equal(json_string_value(json_object_get(disk, "quote")), "eyJ.cccc.dddd");
+  json_decref(disk);
+  dev_proc_clear(&got);
+
+  /* data that does not read back as an object (a string holding NUL) is not kept: the round
+   * reads what a plain read reads */
+  json_object_set_new(a.data, "odd", json_stringn("a\0b", 3));
+  assert_int_equal(dev_proc_save_memo(st, &memo, &a), MCIM_OK);
+  assert_int_equal(dev_proc_running_memo(st, &memo, &got), MCIM_OK);
+  disk = row_data(st2, FX_TXN);
+  assert_true(json_equal(got.data, disk));
+  assert_false(json_equal(got.data, a.data));
+  json_decref(disk);
+  dev_proc_clear(&got);
+
+  /* an ended procedure empties the memo */
+  json_object_del(a.data, "odd");
+  snprintf(a.state, sizeof(a.state), "done");
+  assert_int_equal(dev_proc_save_memo(st, &memo, &a), MCIM_OK);
+  assert_null(memo.tree);
+  assert_null(memo.text);
+  assert_int_equal(dev_proc_running_memo(st, &memo, &got), MCIM_NOT_FOUND);
+
+  dev_data_memo_clear(&memo);
+  dev_proc_clear(&other);
+  dev_proc_clear(&a);
+  mcim_store_close(st2);
+  mcim_store_close(st);
+  fx_teardown(&fx);
+}
+
 static void trace_roles_json_redacted(void **state)
 {
   (void)state;
@@ -256,6 +354,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(one_running_procedure),
       cmocka_unit_test(procedure_survives_reopen),
+      cmocka_unit_test(memo_never_stale),
       cmocka_unit_test(trace_roles_json_redacted),
       cmocka_unit_test(restart_resumes_at_persisted_step),
       cmocka_unit_test(unknown_stage_fails_cleanly),
