@@ -34,7 +34,7 @@
   "+CHACHA20-POLY1305:-MAC-ALL:+AEAD:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:-SIGN-RSA-SHA1:"      \
   "-SIGN-ECDSA-SHA1:-SIGN-DSA-SHA1:%SERVER_PRECEDENCE"
 
-#define DEFAULT_PER_ADDRESS 256 /* as the config default (src/roles/runtime.c) */
+#define DEFAULT_PER_ADDRESS 256 /* as the config default (src/roles/runtime_config.c) */
 #define DEFAULT_TIMEOUT_S 10
 #define DEFAULT_CONNECTION_CAP 4096 /* a connection costs ~50 KiB (MHD pool, TLS session) */
 #define FD_RESERVE 256 /* descriptors left for stores, peer connections, logs, epoll */
