@@ -19,7 +19,7 @@
  *     the PVA's verdict, the DPF's report: sho.c peer_order_request);
  *   PVA: a token revocation (revocations.c), the M2MES's RIMs, an SHO's validation request,
  *     the device's quote request (pva.c; the quote itself is fuzz_pva_quote's);
- *   M2MES: the factory's manufacture request, its TRE JWKs parsed (m2mes.c).
+ *   M2MES: the factory's manufacture request, its TRE JWKs parsed (manufacture.c).
  * The callers' access tokens are fuzz_access_token's; the statements inside the bodies are
  * fuzz_jws's and fuzz_package's.
  *

@@ -12,7 +12,7 @@ extern const char mcim_ccif_schema_sql[];
 void mcim_ccif_pcid(void *ctx, const struct mcim_http_request *req,
                     struct mcim_http_response *resp);
 
-/* m2mes.c: the body of POST /v1/devices (the factory's manufacture request) as its handler
+/* manufacture.c: the body of POST /v1/devices (the factory's manufacture request) as its handler
  * checks it after the caller: an object, owner_jwk an object if there, the TRE's JWKs
  * parsed (public EC P-256 only; tpm_storage_jwk optional), device and model by the field
  * table. On MCIM_OK the keys are the caller's (mcim_jose_key_free; *storage may be NULL);

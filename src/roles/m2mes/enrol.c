@@ -12,7 +12,7 @@
  *     constant time (only the TPM holding that EK, with that AK loaded, could recover it),
  *     and each TRE key's TPM2_Certify by the AK over the nonce checked (the key is the one the
  *     request names and is fixedTPM, fixedParent). Only then are the certificates issued
- *     (m2mes.c), the attestation certificate with the AK and the model. */
+ *     (manufacture.c), the attestation certificate with the AK and the model. */
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
