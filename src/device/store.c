@@ -9,6 +9,7 @@
 
 #include "device/device_priv.h"
 #include "mcim/crashpoint.h"
+#include "mcim/json_dump.h"
 #include "mcim/log.h"
 #include "mcim/trace.h"
 #include "mcim/trace_store.h"
@@ -361,7 +362,7 @@ mcim_cause_t dev_proc_latest(mcim_store_t *st, struct dev_proc *p)
 
 static char *data_text(const struct dev_proc *p)
 {
-  return p->data ? json_dumps(p->data, JSON_COMPACT) : strdup("{}");
+  return p->data ? mcim_json_dumps(p->data) : strdup("{}");
 }
 
 mcim_cause_t dev_proc_insert(mcim_store_t *st, const struct dev_proc *p)
