@@ -47,7 +47,8 @@ void mcim_crashpoint_init(const char *self, mcim_crash_record_fn record, void *c
   /* <name>:<where>:<point>; <where> may hold spaces and slashes, never a colon */
   const char *c1 = strchr(env, ':');
   const char *c2 = strrchr(env, ':');
-  if (!c1 || c2 == c1 || (size_t)(c1 - env) != strlen(self) || strncmp(env, self, strlen(self)))
+  if (!c1 || c2 == c1 || (size_t)(c1 - env) != strlen(self) ||
+      strncmp(env, self, strlen(self)) != 0)
     return; /* not ours (or malformed): stay unarmed */
   size_t wl = (size_t)(c2 - c1 - 1);
   if (wl == 0 || wl >= sizeof(want_where))

@@ -125,9 +125,11 @@ json_t *lg_invariants(struct lg *g)
       problem(list, &count, "%s: %zu active subscriptions on the network side", name,
               json_array_size(a));
     if (ld->expect[0]) {
-      if (json_array_size(a) != 1 || strcmp(json_string_value(json_array_get(a, 0)), ld->expect))
+      if (json_array_size(a) != 1 ||
+          strcmp(json_string_value(json_array_get(a, 0)), ld->expect) != 0)
         problem(list, &count, "%s: not active at %s on the network side", name, ld->expect);
-      if (json_array_size(s) != 1 || strcmp(json_string_value(json_array_get(s, 0)), ld->expect))
+      if (json_array_size(s) != 1 ||
+          strcmp(json_string_value(json_array_get(s, 0)), ld->expect) != 0)
         problem(list, &count, "%s: the DRF does not hold it subscribed at %s (%zu entries)", name,
                 ld->expect, json_array_size(s));
     }

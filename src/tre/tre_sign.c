@@ -338,7 +338,7 @@ mcim_cause_t tre_op_owner_handover(void *ctx, const char *jws, size_t len)
     goto cleanup;
   held = true;
   rc = verify_owner_held(st, jws, len, "mcim-handover+jwt", &stmt);
-  if (rc == MCIM_OK && (!stmt->claims.sub || strcmp(stmt->claims.sub, tre_str(st, "device"))))
+  if (rc == MCIM_OK && (!stmt->claims.sub || strcmp(stmt->claims.sub, tre_str(st, "device")) != 0))
     rc = MCIM_CLAIM_MISMATCH;
   const json_t *new_owner = rc == MCIM_OK ? json_object_get(stmt->payload, "new_owner_jwk") : NULL;
   if (rc == MCIM_OK && !json_is_object(new_owner))
