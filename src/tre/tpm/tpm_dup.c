@@ -168,7 +168,7 @@ static mcim_cause_t aes128_cfb(const uint8_t key[SYMLEN], const uint8_t *in, siz
     goto cleanup;
   if (EVP_EncryptInit_ex2(ctx, EVP_aes_128_cfb128(), key, iv, NULL) != 1 ||
       EVP_EncryptUpdate(ctx, out, &n1, in, (int)len) != 1 ||
-      EVP_EncryptFinal_ex(ctx, out + n1, &n2) != 1 || (size_t)(n1 + n2) != len)
+      EVP_EncryptFinal_ex(ctx, out + n1, &n2) != 1 || (size_t)n1 + (size_t)n2 != len)
     goto cleanup;
   rc = MCIM_OK;
 cleanup:

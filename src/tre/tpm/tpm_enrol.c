@@ -481,7 +481,7 @@ static bool aes_cfb(const struct ek_kind *k, const uint8_t *key, const uint8_t *
             EVP_EncryptInit_ex(c, k->symlen == 32 ? EVP_aes_256_cfb() : EVP_aes_128_cfb(), NULL,
                                key, iv) == 1 &&
             EVP_EncryptUpdate(c, out, &n, in, (int)len) == 1 &&
-            EVP_EncryptFinal_ex(c, out + n, &m) == 1 && (size_t)(n + m) == len;
+            EVP_EncryptFinal_ex(c, out + n, &m) == 1 && (size_t)n + (size_t)m == len;
   EVP_CIPHER_CTX_free(c);
   return ok;
 }
