@@ -114,7 +114,7 @@
   X(TPM_SLOT_KEY_STALE,      816, 400, "the slot key's certification is for another procedure (its qualifying data is not this txn's)")
 
 typedef enum mcim_cause {
-#define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = code,
+#define MCIM_CAUSE_ENUM(name, code, http, text) MCIM_##name = (code),
   MCIM_CAUSE_TABLE(MCIM_CAUSE_ENUM)
 #undef MCIM_CAUSE_ENUM
 } mcim_cause_t;

@@ -102,7 +102,7 @@ cleanup:
  * keys are differs), so their tables differ only by name. */
 #define TRE_OPS(backend)                                                                           \
   {                                                                                                \
-    .name = backend, .close = tre_op_close, .status = tre_op_status, .cert = tre_op_cert,        \
+    .name = (backend), .close = tre_op_close, .status = tre_op_status, .cert = tre_op_cert,      \
     .aka = tre_op_aka, .identity = tre_op_identity, .sign = tre_op_sign,                         \
     .quote = tre_op_quote, .stage = tre_op_stage, .unstage = tre_op_unstage,                     \
     .discard = tre_op_discard, .pristine = tre_op_pristine, .install = tre_op_install,           \

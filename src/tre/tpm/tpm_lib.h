@@ -72,6 +72,8 @@
 
 enum { MCIM_TSS2_TCTILDR, MCIM_TSS2_RC, MCIM_TSS2_ESYS, MCIM_TSS2_MU, MCIM_TSS2_NLIBS };
 
+/* fn is also the member's name, a declarator: no parentheses possible */
+// NOLINTNEXTLINE(bugprone-macro-parentheses)
 #define MCIM_TSS2_MEMBER(lib, fn) __typeof__(fn) *fn;
 struct mcim_tss2_functions {
   MCIM_TSS2_FUNCTIONS(MCIM_TSS2_MEMBER)
