@@ -208,8 +208,7 @@ static bool parse_duration(const char *str, int64_t *out)
     v = v * 10 + (str[i] - '0');
   }
   switch (str[i]) {
-  case '\0':
-    break;
+  case '\0': /* seconds */
   case 's':
     break;
   case 'm':

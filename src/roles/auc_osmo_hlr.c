@@ -117,6 +117,7 @@ static mcim_cause_t conn_open(const struct ohlr *h, const struct sockaddr_in *to
   }
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (connect(fd, (const struct sockaddr *)to, sizeof(*to)) != 0) {
+    // NOLINTNEXTLINE(bugprone-branch-clone): each branch keeps its own call's errno
     if (errno != EINPROGRESS) {
       err = errno;
     }
