@@ -1,5 +1,6 @@
 /* `mcim run initial|change ...`: a procedure run by the M2ME subscriber in the lab. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mcim/cli.h"
@@ -60,8 +61,14 @@ int mcim_cmd_run(int argc, char **argv)
     return mcim_opts_error(&cmd, "missing the procedure: initial, change, preload or switch");
   if (a.n < 2)
     return mcim_opts_error(&cmd, "missing NAME, the device");
-  if (timeout && (sscanf(timeout, "%d", &run.timeout_s) != 1 || run.timeout_s < 1))
-    return mcim_opts_error(&cmd, "--timeout wants seconds, got '%s'", timeout);
+  if (timeout) {
+    /* strtol, not sscanf: "12abc" is refused, and the milliseconds (lab/run.c) stay an int */
+    char *end = NULL;
+    long t = strtol(timeout, &end, 10);
+    if (end == timeout || *end || t < 1 || t > 86400)
+      return mcim_opts_error(&cmd, "--timeout wants seconds, got '%s'", timeout);
+    run.timeout_s = (int)t;
+  }
   run.procedure = a.arg[0];
   run.device = a.arg[1];
   bool change = strcmp(run.procedure, "change") == 0;

@@ -229,6 +229,9 @@ both() {
 }
 both "run --dir" 1 "no lab in $nolab" mcim run initial dev1 --sho=sho-a --dir="$nolab"
 both "run --timeout" 2 "--timeout wants seconds, got 'soon'" mcim run initial dev1 --sho=sho-a --timeout=soon
+# trailing junk and a value whose milliseconds overflow an int: refused, not read as 12 / UB
+both "run --timeout junk" 2 "--timeout wants seconds, got '12abc'" mcim run initial dev1 --sho=sho-a --timeout=12abc
+both "run --timeout large" 2 "--timeout wants seconds, got '3000000'" mcim run initial dev1 --sho=sho-a --timeout=3000000
 both "run: options before the arguments" 1 "no lab in $nolab" mcim run --dir="$nolab" --to=sho-b change dev1 --via=pristine
 both "lab status --dir" 1 "no lab in $nolab" mcim lab status --dir="$nolab"
 both "lab up --store" 2 "--store is sqlite or postgres, not 'mysql'" mcim lab up --store=mysql --dir="$nolab"
