@@ -26,6 +26,10 @@
  * previous one set off (step 8 to the SHO, the SHO's and the PVA's commits) shares the same
  * cores; paced below the lab's rate, it measures the DRF at an arrival rate it sustains.
  *
+ * Hook: with PHASE_HOOK=CMD in the environment, `CMD before PHASE` runs (through the shell)
+ * before each phase is timed and `CMD after PHASE` once it is done, outside the timing: how
+ * bench/drf_pgstat.py counts what PostgreSQL does for one phase (a failing hook ends the run).
+ *
  * Usage: drf_discover LAB_DIR ORDERS REPEATS DEVICE:SHO [DEVICE:SHO ...]
  * Output: a line per phase, "sample txn=... device=...", then one JSON line (the last). Exit 1
  * if any answer was wrong. */
@@ -70,6 +74,24 @@ struct phase {
   double srv_count, srv_sum, srv_le1, srv_le25, srv_le5; /* server-side histogram deltas */
   char srv_p50[16], srv_p99[16];
 };
+
+/* PHASE_HOOK's command with `when` and the phase's name; 0 without a hook. */
+static int phase_hook(const char *when, const char *phase)
+{
+  const char *hook = getenv("PHASE_HOOK");
+  if (!hook || !*hook)
+    return 0;
+  char cmd[1024];
+  if ((size_t)snprintf(cmd, sizeof(cmd), "%s %s %s", hook, when, phase) >= sizeof(cmd)) {
+    fprintf(stderr, "drf_discover: PHASE_HOOK too long\n");
+    return -1;
+  }
+  fflush(stdout);
+  int st = system(cmd);
+  if (st != 0)
+    fprintf(stderr, "drf_discover: PHASE_HOOK %s %s failed (status %d)\n", when, phase, st);
+  return st;
+}
 
 static double now_ms(void)
 {
@@ -358,6 +380,8 @@ int main(int argc, char **argv)
     struct hist h0, h1;
     ph[p].ms = calloc(sizes[p] ? sizes[p] : 1, sizeof(double));
     ph[p].causes = json_object();
+    if (phase_hook("before", ph[p].name) != 0)
+      return 1;
     hist_read(lab, &h0);
     double start = now_ms();
     for (size_t k = 0; k < sizes[p]; k++) {
@@ -419,6 +443,8 @@ int main(int argc, char **argv)
       mcim_http_result_clear(&res);
     }
     hist_read(lab, &h1);
+    if (phase_hook("after", ph[p].name) != 0)
+      return 1;
     hist_delta(&h0, &h1, &ph[p]);
     report(&ph[p], out);
     bad = bad || ph[p].errors || ph[p].wrong;
