@@ -378,11 +378,12 @@ static void progress(struct lg *g, int phase, int64_t t0, bool last)
     bar[i] = i < fill ? '#' : '.';
   bar[width] = '\0';
   if (phase == 1)
-    fprintf(f, "\rmanufacture [%s] %ld/%ld devices, %.1f/s   ", bar, n, total, s > 0 ? n / s : 0);
+    fprintf(f, "\rmanufacture [%s] %ld/%ld devices, %.1f/s   ", bar, n, total,
+            s > 0 ? (double)n / s : 0);
   else {
     long done = atomic_load(&g->done), failed = atomic_load(&g->failed);
     fprintf(f, "\rprocedures  [%s] %ld/%ld devices started, %ld done (%.1f/s), %ld errors   ", bar,
-            n, total, done, s > 0 ? done / s : 0, failed);
+            n, total, done, s > 0 ? (double)done / s : 0, failed);
   }
   if (last)
     fputc('\n', f);

@@ -337,7 +337,7 @@ void mcim_lab_pg_dbname(const char *role, char *out, size_t len)
 {
   size_t o = snprintf(out, len, "mcim_");
   for (const char *p = role; *p && o + 1 < len; p++)
-    out[o++] = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ? *p : '_';
+    out[o++] = (char)((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ? *p : '_');
   out[o < len ? o : len - 1] = '\0';
 }
 
