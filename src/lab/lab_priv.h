@@ -1,4 +1,5 @@
-/* Lab internals shared by lab.c (roles) and device.c (devices). */
+/* Lab internals shared by lab.c (lab.json, status, down), up.c (`lab up`), process.c (programs
+ * and processes), device.c (devices) and the lab's other parts. */
 #ifndef MCIM_LAB_PRIV_H
 #define MCIM_LAB_PRIV_H
 
@@ -39,6 +40,8 @@ mcim_cause_t mcim_lab_mkdir(const char *path);
 bool mcim_lab_pid_alive(long pid, const char *prog);
 long mcim_lab_spawn(char *const argv[], const char *log_path);
 void mcim_lab_stop_pid(long pid, const char *prog);
+/* lab.c: `dir` resolved into `out`; false if it does not exist or its path is too long. */
+bool mcim_lab_realpath(const char *dir, char out[MCIM_LAB_DIR_MAX]);
 mcim_cause_t mcim_lab_save(mcim_lab_t *lab);
 json_t *mcim_lab_role(mcim_lab_t *lab, const char *name);
 /* Start one role instance (an entry of lab.json's "roles") and wait until it answers. */

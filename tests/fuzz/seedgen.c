@@ -711,7 +711,7 @@ static void seeds_http_local(void)
     seed_raw("fuzz_http_local", reqs[i][0], reqs[i][1], strlen(reqs[i][1]));
 }
 
-/* Peers files as a lab writes them (src/lab/lab.c: peers.json), and the same after an SHO
+/* Peers files as a lab writes them (src/lab/up.c: peers.json), and the same after an SHO
  * was added (the second file of the input: what a reload finds). */
 static void seeds_peers(void)
 {
