@@ -521,9 +521,9 @@ void mcim_device_process_init(void)
   mcim_store_sqlite_small();
   /* OpenSSL without its error strings (thousands of them, put in a hash table at the first
    * TLS context: about 0.3 MiB resident): the agent's one use of them, the detail of a
-   * failed TLS handshake, has words of its own for the usual reasons (src/net/http_lite.c)
-   * and the code for the others. Without the system's openssl.cnf either: the agent's TLS
-   * settings are its own (http_lite.c), and a configuration that activated a provider would
+   * failed TLS handshake, has words of its own for the usual reasons
+   * (src/net/http_lite_conn.c) and the code for the others. Without the system's openssl.cnf
+   * either: the agent's TLS settings are its own (http_lite_conn.c), and a configuration that activated a provider would
    * undo the subset below. Before anything initialises OpenSSL. */
   const uint64_t lean = OPENSSL_INIT_NO_LOAD_CRYPTO_STRINGS | OPENSSL_INIT_NO_LOAD_CONFIG;
   OPENSSL_init_crypto(lean, NULL);
