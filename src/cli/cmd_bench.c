@@ -68,7 +68,7 @@ static int run_bench(double seconds)
   }
 
   uint64_t budget = (uint64_t)(seconds * 1e9);
-  uint64_t t0 = mcim_monotonic_ns(), t1 = t0;
+  uint64_t t0 = mcim_monotonic_ns(), t1;
   for (;;) {
     for (int j = 0; j < CLOCK_EVERY; j++, n++) {
       unsigned s = (unsigned)(n % SUBSCRIBERS);

@@ -258,7 +258,6 @@ static int open_socket(struct call *k, const char *host, const char *port)
     if (errno == EINPROGRESS) {
       if (!lite_wait_fd(k, fd, POLLOUT)) {
         close(fd);
-        fd = -1;
         freeaddrinfo(res);
         lite_timed_out(k);
         if (!k->cause)
