@@ -81,6 +81,7 @@ void mcim_role_store_release(struct mcim_role *r)
   pthread_mutex_lock(&r->priv->pool_lock);
   if (r->priv->npool == r->priv->pool_cap) {
     size_t cap = r->priv->pool_cap ? r->priv->pool_cap * 2 : 8;
+    // NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized as such
     mcim_store_t **grown = realloc(r->priv->pool, cap * sizeof(*grown));
     if (grown) {
       r->priv->pool = grown;
