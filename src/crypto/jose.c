@@ -36,6 +36,7 @@
 
 #include "crypto/jose_priv.h"
 #include "crypto/verdicts.h"
+#include "mcim/json_dump.h"
 #include "mcim/log.h"
 #include "mcim/opcount.h"
 #include "mcim/util.h"
@@ -327,7 +328,7 @@ static mcim_cause_t jws_sign_external(const mcim_jose_key_t *key, const char *ty
   hdr = json_pack("{s:s, s:s}", "alg", "ES256", "typ", typ);
   if (!hdr || (key->kid && json_object_set_new(hdr, "kid", json_string(key->kid))))
     goto cleanup;
-  htext = json_dumps(hdr, JSON_COMPACT);
+  htext = mcim_json_dumps(hdr);
   if (!htext)
     goto cleanup;
   hlen = strlen(htext);
@@ -375,7 +376,7 @@ mcim_cause_t mcim_jws_sign(const mcim_jose_key_t *key, const mcim_claims_t *clai
   if (rc != MCIM_OK)
     goto cleanup;
   rc = MCIM_NO_MEMORY;
-  text = json_dumps(payload, JSON_COMPACT);
+  text = mcim_json_dumps(payload);
   if (text && key->ext) {
     rc = jws_sign_external(key, claims->typ, text, out);
     goto cleanup;

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "mcim/http.h"
+#include "mcim/json_dump.h"
 #include "mcim/log.h"
 #include "mcim/opcount.h"
 #include "net/http_priv.h"
@@ -215,7 +216,7 @@ static mcim_cause_t request(struct mcim_http_client *cli, const char *method, co
 
   hdrs = curl_slist_append(hdrs, "Accept: application/json, application/problem+json");
   if (body) {
-    text = json_dumps(body, JSON_COMPACT);
+    text = mcim_json_dumps(body);
     if (!text) {
       result->cause = MCIM_NO_MEMORY;
       goto out;

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "mcim/crashpoint.h"
+#include "mcim/json_dump.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
 #include "net/http_priv.h"
@@ -111,7 +112,7 @@ char *mcim_http_body_(const struct mcim_http_response *resp, const char **conten
   }
   if (resp->json) {
     *content_type = resp->problem ? "application/problem+json" : "application/json";
-    return json_dumps(resp->json, JSON_COMPACT);
+    return mcim_json_dumps(resp->json);
   }
   return NULL;
 }

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "mcim/json_dump.h"
 #include "mcim/trace.h"
 #include "mcim/util.h"
 
@@ -32,7 +33,7 @@ static mcim_cause_t put(mcim_store_t *st, int64_t time_us, const char *txn, int 
   mcim_hex_encode(b, sizeof(b), id);
   if (body) {
     json_t *red = mcim_trace_redact(body);
-    text = red ? json_dumps(red, JSON_COMPACT) : NULL;
+    text = red ? mcim_json_dumps(red) : NULL;
     json_decref(red);
   }
   mcim_val_t p[9 + 8] = {
