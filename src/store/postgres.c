@@ -164,6 +164,61 @@ mcim_cause_t mcim_pg_run_simple(struct pg_conn *c, const char *sql)
   return rc;
 }
 
+/* ---- the fixed statements ---- */
+
+static const char *const fixed_sql[FIX_N] = {
+    [FIX_BEGIN] = "BEGIN ISOLATION LEVEL READ COMMITTED",
+    [FIX_RELAX] = "SET LOCAL synchronous_commit TO off",
+    [FIX_LOCK] = WRITER_LOCK_SQL,
+    [FIX_COMMIT] = "COMMIT",
+    [FIX_SAVEPOINT] = SAVEPOINT_SQL,
+    [FIX_RELEASE] = RELEASE_SQL,
+};
+static const char *const fixed_name[FIX_N] = {
+    [FIX_BEGIN] = "mcimx_begin",         [FIX_RELAX] = "mcimx_relax",
+    [FIX_LOCK] = "mcimx_lock",           [FIX_COMMIT] = "mcimx_commit",
+    [FIX_SAVEPOINT] = "mcimx_savepoint", [FIX_RELEASE] = "mcimx_release",
+};
+
+/* Prepares the fixed statements on this session, once (one round trip), outside a
+ * transaction and outside pipeline mode. Sent by text they were parsed, analysed and (the
+ * writers' lock, a SELECT) planned at every use: five or more times a DRF discovery's
+ * cascade (bench/drf_pgstat.py). A failure is not one: they go by text then. */
+mcim_cause_t mcim_pg_fixed_prepare(struct pg_conn *c)
+{
+  if (c->fixed || mcim_pg_in_txn(c) || PQstatus(c->db) != CONNECTION_OK)
+    return MCIM_OK;
+  if (PQenterPipelineMode(c->db) != 1)
+    return MCIM_OK;
+  bool sent = true, ok = true;
+  size_t k = 0;
+  for (; k < FIX_N && sent; k++)
+    sent = PQsendPrepare(c->db, fixed_name[k], fixed_sql[k], 0, NULL) == 1;
+  sent = sent && PQpipelineSync(c->db) == 1;
+  mcim_cause_t rc = MCIM_OK;
+  for (size_t i = 0; sent && i < FIX_N; i++) {
+    PGresult *res = mcim_pg_pipeline_next(c, &rc);
+    if (!res) {
+      ok = false;
+      break;
+    }
+    ok = ok && mcim_pg_result_ok(res);
+    PQclear(res);
+  }
+  mcim_pg_pipeline_end(c);
+  c->fixed = sent && ok;
+  mcim_pg_set_err(c, "");
+  return MCIM_OK;
+}
+
+/* In pipeline mode: the fixed statement `f`, prepared if the session holds it, else by text. */
+int mcim_pg_send_fixed(struct pg_conn *c, enum pg_fixed f)
+{
+  if (c->fixed)
+    return PQsendQueryPrepared(c->db, fixed_name[f], 0, NULL, NULL, NULL, 0);
+  return PQsendQueryParams(c->db, fixed_sql[f], 0, NULL, NULL, NULL, NULL, 0);
+}
+
 /* ---- connection ---- */
 
 static void on_notice(void *arg, const PGresult *res)
@@ -270,6 +325,7 @@ mcim_cause_t mcim_pg_ensure_connected(struct pg_conn *c)
   PQreset(c->db);
   for (size_t i = 0; i < STMT_CACHE_SIZE; i++)
     mcim_pg_cache_forget(&c->cache[i]); /* the server forgot them */
+  c->fixed = false;
   if (PQstatus(c->db) != CONNECTION_OK) {
     mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     return MCIM_STORE_ERROR;
@@ -302,6 +358,46 @@ static mcim_cause_t ready(struct pg_conn *c)
 
 /* ---- transactions ---- */
 
+/* The fixed statements in `f` in one round trip (`skip_relax`: FIX_RELAX left out); the first
+ * failure's cause. */
+static mcim_cause_t run_fixed(struct pg_conn *c, const enum pg_fixed *f, size_t n, bool skip_relax)
+{
+  (void)mcim_pg_fixed_prepare(c);
+  if (PQenterPipelineMode(c->db) != 1) {
+    mcim_pg_set_err_line(c, PQerrorMessage(c->db));
+    return MCIM_STORE_ERROR;
+  }
+  bool sent = true;
+  size_t ncmds = 0;
+  for (size_t k = 0; k < n; k++) {
+    if (skip_relax && f[k] == FIX_RELAX)
+      continue;
+    sent = sent && mcim_pg_send_fixed(c, f[k]) == 1;
+    ncmds++;
+  }
+  sent = sent && PQpipelineSync(c->db) == 1;
+  mcim_cause_t rc = MCIM_OK;
+  if (!sent) {
+    mcim_pg_set_err_line(c, PQerrorMessage(c->db));
+    rc = MCIM_STORE_ERROR;
+    ncmds = 0;
+  }
+  for (size_t k = 0; k < ncmds; k++) {
+    PGresult *res = mcim_pg_pipeline_next(c, &rc);
+    if (!res)
+      break;
+    if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED && !mcim_pg_result_ok(res) && rc == MCIM_OK) {
+      mcim_pg_set_err_result(c, res);
+      rc = mcim_pg_result_cause(res);
+    }
+    PQclear(res);
+  }
+  mcim_pg_pipeline_end(c);
+  if (rc != MCIM_OK && mcim_pg_stale_statement(c))
+    c->fixed = false; /* gone from the session (26000): by text, prepared again later */
+  return rc;
+}
+
 static mcim_cause_t begin_txn(void *conn, bool relaxed)
 {
   struct pg_conn *c = conn;
@@ -317,9 +413,8 @@ static mcim_cause_t begin_txn(void *conn, bool relaxed)
   /* The writers' lock, waited for up to lock_timeout (55P03: MCIM_STORE_BUSY). */
   /* A relaxed transaction (mcim_store_begin_relaxed): SET LOCAL lasts until this
    * transaction ends, so nothing is set back after it; the same round trip as BEGIN. */
-  rc = mcim_pg_run_simple(c, relaxed ? "BEGIN ISOLATION LEVEL READ COMMITTED;"
-                               " SET LOCAL synchronous_commit TO off; " WRITER_LOCK_SQL
-                             : "BEGIN ISOLATION LEVEL READ COMMITTED; " WRITER_LOCK_SQL);
+  const enum pg_fixed head[] = {FIX_BEGIN, FIX_RELAX, FIX_LOCK};
+  rc = run_fixed(c, head, 3, !relaxed);
   if (rc != MCIM_OK && mcim_pg_in_txn(c)) {
     char keep[sizeof(c->errmsg)];
     memcpy(keep, c->errmsg, sizeof(keep));
@@ -348,7 +443,8 @@ static mcim_cause_t pg_commit(void *conn)
   c->txn = false;
   if (rc != MCIM_OK)
     return rc; /* the server rolled it back when the session ended */
-  PGresult *res = PQexec(c->db, "COMMIT");
+  PGresult *res = c->fixed ? PQexecPrepared(c->db, "mcimx_commit", 0, NULL, NULL, NULL, 0)
+                           : PQexec(c->db, "COMMIT");
   if (!mcim_pg_result_ok(res)) {
     mcim_pg_set_err_result(c, res);
     rc = mcim_pg_result_cause(res);
@@ -358,6 +454,8 @@ static mcim_cause_t pg_commit(void *conn)
     rc = MCIM_STORE_ERROR;
   }
   PQclear(res);
+  if (rc != MCIM_OK && mcim_pg_stale_statement(c))
+    c->fixed = false;
   return rc;
 }
 
@@ -593,13 +691,14 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
 
   *out = NULL;
   *undo = false;
+  if (wrap == WRAP_LOCK)
+    (void)mcim_pg_fixed_prepare(c);
   if (PQenterPipelineMode(c->db) != 1) {
     mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     return MCIM_STORE_ERROR;
   }
   if (wrap != WRAP_NONE) {
-    sent = sent && PQsendQueryParams(c->db, wrap == WRAP_LOCK ? WRITER_LOCK_SQL : SAVEPOINT_SQL,
-                                     0, NULL, NULL, NULL, NULL, 0) == 1;
+    sent = sent && mcim_pg_send_fixed(c, wrap == WRAP_LOCK ? FIX_LOCK : FIX_SAVEPOINT) == 1;
     cmds[ncmds++] = CMD_WRAP;
   }
   if (pl->prepare) {
@@ -609,7 +708,7 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
   sent = sent && PQsendQueryPrepared(c->db, pl->name, (int)n, values, lengths, formats, 0) == 1;
   cmds[ncmds++] = CMD_EXEC;
   if (wrap == WRAP_SAVEPOINT) {
-    sent = sent && PQsendQueryParams(c->db, RELEASE_SQL, 0, NULL, NULL, NULL, NULL, 0) == 1;
+    sent = sent && mcim_pg_send_fixed(c, FIX_RELEASE) == 1;
     cmds[ncmds++] = CMD_RELEASE;
   }
   sent = sent && PQpipelineSync(c->db) == 1;
@@ -650,6 +749,8 @@ static mcim_cause_t run_pipeline(struct pg_conn *c, enum wrap wrap, struct plan 
       PQclear(res);
   }
   mcim_pg_pipeline_end(c);
+  if (rc != MCIM_OK && wrap != WRAP_NONE && mcim_pg_stale_statement(c))
+    c->fixed = false; /* the wrap may be what is gone: by text, prepared again later */
   if (rc != MCIM_OK && *out) {
     PQclear(*out);
     *out = NULL;

@@ -81,17 +81,17 @@ mcim_cause_t mcim_pg_commit_batch(void *conn, bool relaxed, const mcim_store_stm
       goto cleanup;
   }
 
+  (void)mcim_pg_fixed_prepare(c);
   if (PQenterPipelineMode(c->db) != 1) {
     mcim_pg_set_err_line(c, PQerrorMessage(c->db));
     rc = MCIM_STORE_ERROR;
     goto cleanup;
   }
-  const char *head[] = {"BEGIN ISOLATION LEVEL READ COMMITTED",
-                        relaxed ? "SET LOCAL synchronous_commit TO off" : NULL, WRITER_LOCK_SQL};
+  const enum pg_fixed head[] = {FIX_BEGIN, FIX_RELAX, FIX_LOCK};
   for (size_t k = 0; k < 3; k++) {
-    if (!head[k])
+    if (head[k] == FIX_RELAX && !relaxed)
       continue;
-    sent = sent && PQsendQueryParams(c->db, head[k], 0, NULL, NULL, NULL, NULL, 0) == 1;
+    sent = sent && mcim_pg_send_fixed(c, head[k]) == 1;
     cmds[ncmds++] = CMD_WRAP;
   }
   for (size_t i = 0; i < n; i++) {
@@ -107,7 +107,7 @@ mcim_cause_t mcim_pg_commit_batch(void *conn, bool relaxed, const mcim_store_stm
     of[ncmds] = i;
     cmds[ncmds++] = CMD_EXEC;
   }
-  sent = sent && PQsendQueryParams(c->db, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
+  sent = sent && mcim_pg_send_fixed(c, FIX_COMMIT) == 1;
   cmds[ncmds++] = CMD_COMMIT;
   sent = sent && PQpipelineSync(c->db) == 1;
   rc = MCIM_OK;
@@ -148,6 +148,8 @@ mcim_cause_t mcim_pg_commit_batch(void *conn, bool relaxed, const mcim_store_stm
       (void)mcim_pg_run_simple(c, "ROLLBACK");
     /* a statement never prepared is not kept; a stale one is prepared afresh next time */
     bool stale = mcim_pg_stale_statement(c);
+    if (stale)
+      c->fixed = false; /* the fixed ones too, if it was one of them */
     for (size_t i = 0; i < n; i++) {
       struct plan *pl = &b[i].pl;
       if (pl->slot && stale && !pl->prepare && !mcim_pg_in_txn(c)) {

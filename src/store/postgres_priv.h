@@ -16,6 +16,11 @@
 /* The writers' lock: one advisory lock key ("mcim" in ASCII), scoped to the database. */
 #define WRITER_LOCK_SQL "SELECT pg_advisory_xact_lock(1835231597)"
 
+/* The statements every transaction runs, prepared once a session (mcim_pg_fixed_prepare)
+ * instead of parsed, analysed and planned at each use: named "mcimx_*", apart from the
+ * cache's "mcim_N". */
+enum pg_fixed { FIX_BEGIN, FIX_RELAX, FIX_LOCK, FIX_COMMIT, FIX_SAVEPOINT, FIX_RELEASE, FIX_N };
+
 /* Type OIDs (catalog/pg_type_d.h, not shipped with libpq-dev); stable since 7.x. */
 enum {
   OID_BOOL = 16,
@@ -45,6 +50,7 @@ struct pg_conn {
   uint64_t tick;
   uint64_t next_id;
   int64_t changes;
+  bool fixed; /* the session holds the fixed statements (enum pg_fixed) */
   char errmsg[256];
 };
 
@@ -68,6 +74,8 @@ mcim_cause_t mcim_pg_result_cause(const PGresult *res);
 bool mcim_pg_result_ok(const PGresult *res);
 mcim_cause_t mcim_pg_run_simple(struct pg_conn *c, const char *sql);
 bool mcim_pg_stale_statement(const struct pg_conn *c);
+mcim_cause_t mcim_pg_fixed_prepare(struct pg_conn *c);
+int mcim_pg_send_fixed(struct pg_conn *c, enum pg_fixed f);
 /* the connection */
 mcim_cause_t mcim_pg_ensure_connected(struct pg_conn *c);
 bool mcim_pg_in_txn(const struct pg_conn *c);

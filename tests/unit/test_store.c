@@ -544,6 +544,19 @@ static mcim_cause_t outer_row(const mcim_row_t *row, void *arg)
   return mcim_store_exec(n->st, "SELECT n FROM item WHERE n >= ? ORDER BY n", p, 1, inner_row, n);
 }
 
+/* How many times the session ran its prepared statement `name` (-1: it holds none). */
+static int64_t fixed_runs(mcim_store_t *st, const char *name)
+{
+  int64_t n = -1;
+  mcim_val_t p[] = {MCIM_TEXT(name)};
+  if (mcim_store_query_int(st,
+                           "SELECT COALESCE(SUM(generic_plans + custom_plans), -1) FROM"
+                           " pg_prepared_statements WHERE name = ?",
+                           p, 1, &n) != MCIM_OK)
+    return -2;
+  return n;
+}
+
 static void test_stmt_cache(void **state)
 {
   struct fx *fx = *state;
@@ -601,8 +614,10 @@ static void test_stmt_cache(void **state)
   mcim_store_close(st);
 
   if (pg) {
-    /* The server holds one prepared statement per SQL text (and types), at most 64. */
-    static const char prepared[] = "SELECT COUNT(*) FROM pg_prepared_statements";
+    /* The server holds one prepared statement per SQL text (and types), at most 64, beside
+     * the fixed ones (mcimx_*, below). */
+    static const char prepared[] =
+        "SELECT COUNT(*) FROM pg_prepared_statements WHERE name NOT LIKE 'mcimx%'";
     st = open_db(fx->db);
     for (int i = 0; i < 5; i++)
       assert_int_equal(mcim_store_query_int(st, "SELECT COUNT(*) FROM item WHERE n >= ?", zero, 1,
@@ -633,6 +648,40 @@ static void test_stmt_cache(void **state)
     }
     assert_int_equal(mcim_store_query_int(st, prepared, NULL, 0, &got), MCIM_OK);
     assert_int_equal(got, 64);
+
+    /* What every transaction runs (BEGIN, SET LOCAL, the writers' lock, COMMIT, the
+     * savepoints) is prepared once a session and run as prepared: begun, batched (relaxed or
+     * not), and the lock of a write outside a transaction. */
+    static const char *const names[] = {"mcimx_begin",  "mcimx_relax",     "mcimx_lock",
+                                        "mcimx_commit", "mcimx_savepoint", "mcimx_release"};
+    static const int64_t runs[] = {4, 2, 5, 4, 2, 2};
+    int64_t before[6], after[6];
+    for (int k = 0; k < 6; k++)
+      before[k] = fixed_runs(st, names[k]);
+    for (int i = 0; i < 4; i++) {
+      char key[16];
+      snprintf(key, sizeof(key), "fx-%d", i);
+      mcim_val_t row[] = {MCIM_TEXT(key), MCIM_INT(i)};
+      if (i == 0)
+        assert_int_equal(mcim_store_begin(st), MCIM_OK);
+      else if (i == 1)
+        assert_int_equal(mcim_store_begin_relaxed(st), MCIM_OK);
+      else
+        assert_int_equal(mcim_store_begin_batch(st, i == 3), MCIM_OK);
+      assert_int_equal(mcim_store_exec(st, "INSERT INTO item (id, n) VALUES (?, ?)", row, 2, NULL,
+                                       NULL),
+                       MCIM_OK);
+      assert_int_equal(mcim_store_commit(st), MCIM_OK);
+    }
+    mcim_val_t gone[] = {MCIM_TEXT("fx-0")};
+    assert_int_equal(mcim_store_exec(st, "DELETE FROM item WHERE id = ?", gone, 1, NULL, NULL),
+                     MCIM_OK);
+    for (int k = 0; k < 6; k++) {
+      after[k] = fixed_runs(st, names[k]);
+      assert_true(before[k] >= 0);
+      assert_int_equal(after[k] - before[k], runs[k]);
+    }
+    assert_int_equal(count(st, "item"), 3 + 3);
     mcim_store_close(st);
   }
 }
