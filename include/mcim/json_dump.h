@@ -1,9 +1,10 @@
 /* Compact JSON text of a jansson document, the same bytes as jansson's own
  * json_dumpb/json_dumps(..., JSON_COMPACT), made several times faster (src/core/json_dump.c):
  * jansson looks up every container in a hash table of its parents (circular references) and
- * decodes each string one code point at a time through a callback. Used where the device
- * dumps whole documents many times a procedure (the TRE state at each write, the procedure's
- * data at each save). */
+ * decodes each string one code point at a time through a callback. Used where documents are
+ * dumped many times a procedure: the TRE state at each write, the procedure's data at each
+ * save, the HTTPS answers and request bodies, JWS headers and payloads, trace rows
+ * (tests/fuzz/fuzz_json_dump.c holds it to jansson's bytes). */
 #ifndef MCIM_JSON_DUMP_H
 #define MCIM_JSON_DUMP_H
 
