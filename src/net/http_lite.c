@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "mcim/http.h"
+#include "mcim/json_dump.h"
 #include "mcim/log.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
@@ -257,7 +258,7 @@ mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *p
     lite_fail(&k, MCIM_TOO_LARGE, "bearer token too long");
     goto out;
   }
-  if (body && !(text = json_dumps(body, JSON_COMPACT))) {
+  if (body && !(text = mcim_json_dumps(body))) {
     lite_fail(&k, MCIM_NO_MEMORY, "out of memory");
     goto out;
   }
