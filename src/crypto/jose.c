@@ -8,7 +8,8 @@
  * SSKDF, AES-256-GCM by EVP): cjose's ECDH-ES decryption leaks the buffer of the empty
  * encrypted-key part on every call (_cjose_jwe_decrypt_ek_ecdh_es overwrites it with NULL),
  * which would make every ASan-built program that opens a package fail. Interoperability of
- * the two directions is what test_jose checks (cjose encrypts, we decrypt; RFC 7518 App. C).
+ * the two directions is what test_jose_jwe checks (cjose encrypts, we decrypt; RFC 7518
+ * App. C).
  *
  * A key whose private part is elsewhere (mcim_jose_key_external: the TPM TRE's keys) signs
  * and opens JWEs through the same entry points: the compact JWS is assembled here and only
