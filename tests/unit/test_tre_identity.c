@@ -395,6 +395,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_pcid_expiry_and_renewal, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_quote, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_sign, fx_setup, fx_teardown),
+      cmocka_unit_test(test_log_no_secret), /* last: the whole group's log */
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

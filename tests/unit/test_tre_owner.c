@@ -137,6 +137,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_owner, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_owner_handover, fx_setup, fx_teardown),
+      cmocka_unit_test(test_log_no_secret), /* last: the whole group's log */
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -520,13 +520,9 @@ static void test_no_secret_out(void **state)
 static void test_log_has_no_secret(void **state)
 {
   (void)state;
-  char *log = log_since(0);
-  size_t n = strlen(log);
-  assert_true(n > 0);
-  for (size_t i = 0; i < nsecrets; i++)
-    assert_false(contains_ci(log, n, secrets[i]));
-  assert_false(contains_ci(log, n, "PRIVATE KEY"));
+  log_holds_no_secret();
   /* The refusals named their precise causes. */
+  char *log = log_since(0);
   assert_non_null(strstr(log, "package refused"));
   free(log);
 }

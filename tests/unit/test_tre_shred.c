@@ -476,6 +476,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_shred_files_left_behind, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_txn_key_lifecycle, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_crash_rotation, fx_setup, fx_teardown),
+      cmocka_unit_test(test_log_no_secret), /* last: the whole group's log */
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

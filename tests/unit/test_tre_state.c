@@ -333,6 +333,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_format_1, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_tampered, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_threads, fx_setup, fx_teardown),
+      cmocka_unit_test(test_log_no_secret), /* last: the whole group's log */
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

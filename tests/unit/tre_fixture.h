@@ -171,6 +171,38 @@ TRE_SHARED char *log_since(long from)
   return buf;
 }
 
+TRE_SHARED bool contains_ci(const char *hay, size_t len, const char *needle)
+{
+  size_t n = strlen(needle);
+  for (size_t i = 0; i + n <= len; i++) {
+    size_t j = 0;
+    while (j < n && tolower((unsigned char)hay[i + j]) == tolower((unsigned char)needle[j]))
+      j++;
+    if (j == n)
+      return true;
+  }
+  return false;
+}
+
+/* The whole group's log (each test_tre_* program's last test, test_log_no_secret): none of
+ * the secrets any of its tests handed the TRE (remember_secret), no private key. */
+TRE_SHARED void log_holds_no_secret(void)
+{
+  char *log = log_since(0);
+  size_t n = strlen(log);
+  assert_true(n > 0);
+  for (size_t i = 0; i < nsecrets; i++)
+    assert_false(contains_ci(log, n, secrets[i]));
+  assert_false(contains_ci(log, n, "PRIVATE KEY"));
+  free(log);
+}
+
+TRE_SHARED void test_log_no_secret(void **state)
+{
+  (void)state;
+  log_holds_no_secret();
+}
+
 /* ---- per-test fixture: a manufactured TRE with a PCID credential --------------------- */
 
 struct auc {

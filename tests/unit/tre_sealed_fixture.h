@@ -154,19 +154,6 @@ TRE_SHARED void state_write(const struct fx *f, json_t *st)
   free(text);
 }
 
-TRE_SHARED bool contains_ci(const char *hay, size_t len, const char *needle)
-{
-  size_t n = strlen(needle);
-  for (size_t i = 0; i + n <= len; i++) {
-    size_t j = 0;
-    while (j < n && tolower((unsigned char)hay[i + j]) == tolower((unsigned char)needle[j]))
-      j++;
-    if (j == n)
-      return true;
-  }
-  return false;
-}
-
 TRE_SHARED bool has_secret(const char *text, size_t len, const uint8_t b[16])
 {
   char hex[33];
