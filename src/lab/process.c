@@ -58,8 +58,11 @@ const char *mcim_lab_tpm_agent(char *path, size_t len)
 int mcim_lab_time_scale(void)
 {
   const char *env = getenv("MCIM_TIME_SCALE");
-  int n = env ? atoi(env) : 1;
-  return n >= 1 && n <= 100 ? n : 1;
+  char *end = NULL;
+  long n = env ? strtol(env, &end, 10) : 1;
+  if (env && (end == env || *end != '\0'))
+    return 1; /* not a number: as unset */
+  return n >= 1 && n <= 100 ? (int)n : 1;
 }
 
 const char *mcim_lab_find_program(const char *name, const char *const *fixed, char *out,

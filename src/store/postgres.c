@@ -81,7 +81,7 @@ void mcim_pg_set_err_line(struct pg_conn *c, const char *msg)
         break;
       continue;
     }
-    c->errmsg[o++] = *p == '\t' ? ' ' : *p;
+    c->errmsg[o++] = (char)(*p == '\t' ? ' ' : *p);
   }
   c->errmsg[o] = '\0';
   if (o == 0)

@@ -238,7 +238,7 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
   rc = mcim_drf_order_load(st, txn, &o);
   if (rc == MCIM_OK) {
     rc = verify_order(r, st, order, req->peer, txn, &stmt, &owner_jwk);
-    if (rc == MCIM_OK && (strcmp(o.sho, req->peer) != 0 || strcmp(o.device, stmt->claims.sub)))
+    if (rc == MCIM_OK && (strcmp(o.sho, req->peer) != 0 || strcmp(o.device, stmt->claims.sub) != 0))
       rc = MCIM_CONFLICT;
     if (rc != MCIM_OK) {
       mcim_http_reply_problem(resp, rc, 1, "procedure %s is already ordered otherwise", txn);

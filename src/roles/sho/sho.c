@@ -167,7 +167,7 @@ static bool peer_order_request(struct mcim_role *r, const struct mcim_http_reque
   *steps = mcim_sho_steps_for(o->procedure, o->via);
   if (rc == MCIM_OK && !*steps)
     rc = MCIM_INTERNAL;
-  if (rc == MCIM_OK && strcmp(o->device, json_string_value(json_object_get(req->json, "device"))))
+  if (rc == MCIM_OK && strcmp(o->device, json_string_value(json_object_get(req->json, "device"))) != 0)
     rc = MCIM_CONFLICT;
   if (rc == MCIM_NOT_FOUND && step == 8) {
     /* The DRF holds the order only because we registered it (step 1), and we store it
