@@ -15,7 +15,8 @@ Usage: bench/drf_pgstat.py LAB BIN_DIR [ORDERS]
   ORDERS   per device (default 250: 1,000 first discoveries).
 
 Runs `RATE=50 drf_discover LAB ORDERS 0 rdev1:sho-a rdev2:sho-b rdev3:sho-a rdev4:sho-b`
-with itself as drf_discover's PHASE_HOOK. Before the first phase: 11 s for the orders' work
+with itself as drf_discover's PHASE_HOOK. Before the first phase: a CHECKPOINT (each run then
+writes as many full-page images), 11 s for the orders' work
 and the backends' statistics to settle (an idle backend reports its transactions within
 10 s), pg_stat_database read, pg_stat_statements reset, each server process's CPU read
 (/proc/PID/stat utime + stime). After it: 1 s for the step-8 cascade to end, the CPU and
@@ -126,6 +127,8 @@ def hook(lab, when, phase):
             time.sleep(1)
         else:
             sys.exit("drf_pgstat: the PVA's pending validations never expired")
+        # every run starts right after a checkpoint: as many full-page images in each
+        sql(lab, "CHECKPOINT")
         time.sleep(11)
         snap = {"db": db_snapshot(lab), "wal": wal_snapshot(lab), "time": time.time()}
         sql(lab, "SELECT pg_stat_statements_reset()")
