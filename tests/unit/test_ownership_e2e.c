@@ -606,6 +606,29 @@ static void test_device_waits_for_order(void **state)
   /* the order, now: the device finds it and the procedure completes */
   assert_int_equal(order_for(wowner, "wdev1", wparams, "sho-a", txn, "initial", NULL), MCIM_OK);
   wait_success(dev, txn, "after the order");
+  /* A repeated step-8 announcement (the RO's outbox retrying) changes nothing at the SHO and
+   * is answered with the order's state as stored: past "validating", which only the
+   * announcement that moves the order there answers without reading it again. */
+  {
+    struct mcim_http_client *ro2 = role_client("ro");
+    struct mcim_http_result r;
+    char stored[256];
+    json_t *ready = json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1");
+    assert_int_equal(
+        mcim_http_request(ro2, "POST", url("sho-a", "/v1/devices/ready"), ready, NULL, &r),
+        MCIM_OK);
+    json_decref(ready);
+    assert_int_equal(r.status, 200);
+    const char *at = json_string_value(json_object_get(r.json, "state"));
+    assert_non_null(at);
+    assert_string_not_equal(at, "validating");
+    assert_string_not_equal(at, "ordered");
+    snprintf(stored, sizeof(stored),
+             "SELECT COUNT(*) FROM orders WHERE txn = '%s' AND state = '%s'", txn, at);
+    assert_int_equal(count_rows("sho-a", stored), 1);
+    mcim_http_result_clear(&r);
+    mcim_http_client_free(ro2);
+  }
   /* The SHO orders again after the device discovered (it could not store what the DRF
    * answered: a crash, its store busy) and the step-8 announcement was given up meanwhile:
    * the DRF announces again, once, so the procedure is not stranded at the nonce. */
