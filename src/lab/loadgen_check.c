@@ -86,6 +86,13 @@ static void problem(json_t *list, size_t *count, const char *fmt, ...)
   json_array_append_new(list, json_string(buf));
 }
 
+/* `arr` holds exactly one name, `want` (a row's name that is not a string counts as another). */
+static bool only(const json_t *arr, const char *want)
+{
+  const char *v = json_string_value(json_array_get(arr, 0));
+  return json_array_size(arr) == 1 && v && strcmp(v, want) == 0;
+}
+
 /* DESIGN.md section 4, for every device of this run. */
 json_t *lg_invariants(struct lg *g)
 {
@@ -125,11 +132,9 @@ json_t *lg_invariants(struct lg *g)
       problem(list, &count, "%s: %zu active subscriptions on the network side", name,
               json_array_size(a));
     if (ld->expect[0]) {
-      if (json_array_size(a) != 1 ||
-          strcmp(json_string_value(json_array_get(a, 0)), ld->expect) != 0)
+      if (!only(a, ld->expect))
         problem(list, &count, "%s: not active at %s on the network side", name, ld->expect);
-      if (json_array_size(s) != 1 ||
-          strcmp(json_string_value(json_array_get(s, 0)), ld->expect) != 0)
+      if (!only(s, ld->expect))
         problem(list, &count, "%s: the DRF does not hold it subscribed at %s (%zu entries)", name,
                 ld->expect, json_array_size(s));
     }
