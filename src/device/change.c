@@ -1,7 +1,8 @@
 /* Change of subscription (seed 5.1.3.8.4.2 and 5.1.3.8.4.3) and the variant with
  * pre-provisioned MCIMs, device side (docs/protocol.md, "Change of subscription,
- * pre-provisioned MCIMs and PCID renewal"). The engine and the shared steps are in
- * procedures.c; the tables here say which steps, in which order, with which seed numbers.
+ * pre-provisioned MCIMs and PCID renewal"). The engine is in procedures.c, the shared steps
+ * in initial.c and package.c; the tables here say which steps, in which order, with which
+ * seed numbers.
  *
  * Change via the old SHO (steps 1-14; 1 and 3, 5, 6, 13, 14 are the network's):
  *   attach-old  2   attach to the old SHO (the active slot): full connectivity

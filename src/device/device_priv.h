@@ -5,7 +5,9 @@
  *   control.c     the local control API on the Unix socket
  *   start.c       the owner's instruction starts a procedure (control API, embedded use)
  *   instruction.c the owner's instruction (verification and claims)
- *   procedures.c  the procedure engine and the initial provisioning steps
+ *   procedures.c  the procedure engine: outcomes, data, access, the worker round
+ *   initial.c     initial provisioning: its table, the steps attach, discover, nonce, quote
+ *   package.c     the package's steps: download, install, report, attach-sho
  *   change.c      the change of subscription (via the old SHO, via the pristine state) and
  *                 the pre-provisioned variant (preload, switch): their steps and tables
  *   notify.c      notifications the TRE queued (deferred discard receipts)
@@ -346,9 +348,10 @@ void dev_session_restore(struct mcim_device *d, const struct dev_proc *p, const 
 /* The TRE-signed `proof` (and `tre_cert`) that the device itself asks the RO for `what`
  * ("discovery", "package") of r's procedure, added to `body` (net.c). */
 mcim_cause_t dev_request_proof(struct dev_run *r, const char *what, json_t *body);
-/* Whether a statement the agent persisted has expired (it must then be made again). */
+/* Whether a statement the agent persisted has expired (it must then be made again; initial.c). */
 bool dev_statement_expired(const char *jws);
-/* Shared steps (the same for every procedure; the step number is the table's). */
+/* Shared steps (the same for every procedure; the step number is the table's): initial.c
+ * (attach, discover, nonce, quote) and package.c (download, install, report, attach-sho). */
 void dev_st_attach(struct dev_run *r);
 void dev_st_discover(struct dev_run *r);
 void dev_st_nonce(struct dev_run *r);
@@ -357,6 +360,9 @@ void dev_st_download(struct dev_run *r);
 void dev_st_install(struct dev_run *r);
 void dev_st_report(struct dev_run *r);
 void dev_st_attach_sho(struct dev_run *r);
+
+/* ---- initial.c ---- */
+extern const struct dev_procedure dev_proc_initial;
 
 /* ---- change.c ---- */
 extern const struct dev_procedure dev_proc_change_old_sho, dev_proc_change_pristine,

@@ -3,7 +3,7 @@
 # of the RO's database server or OS right after it may lose the stored answer, the step-8
 # announcement to the SHO (the outbox message) and the trace row, together. The device repairs
 # that: while it waits for its nonce after discovering it asks the DRF again every 10 s
-# (src/device/procedures.c, rediscover). This test makes the loss happen and shows where the
+# (src/device/initial.c, rediscover). This test makes the loss happen and shows where the
 # repair lands, from the stores:
 #  a. nothing lost: the device's re-asks get the stored answer, and nothing is queued twice;
 #  b. exactly what a lost commit loses is deleted from the RO's database: the device's next

@@ -101,7 +101,7 @@
 #define SUCCEEDED 1
 #define FAILED 2
 
-/* device stages (src/device/change.c, procedures.c tables) */
+/* device stages (src/device/change.c, initial.c tables) */
 #define S_ATTACH_OLD 1
 #define S_PCID 2
 #define S_PRISTINE 3

@@ -390,7 +390,7 @@ static void test_procedure_counters(void **state)
   assert_null(strstr(t, "mcim_procedures_failed_total{"));
   /* The device's attach with its new MCIM, AV from sho-a's own AuC. The device may attach
    * before the RO's report (step 15) has reached sho-a: that attach is refused with
-   * SUBSCRIPTION_NOT_ACTIVE and repeated (procedures.c, dev_st_attach_sho), a race the
+   * SUBSCRIPTION_NOT_ACTIVE and repeated (package.c, dev_st_attach_sho), a race the
    * protocol allows. Each such refusal is one more request, counted by its cause; nothing
    * else fails, and exactly one attach succeeds with one challenge. */
   double early = count(t, "mcim_rm_reg_init_fail_total{cause=\"SUBSCRIPTION_NOT_ACTIVE\"}");

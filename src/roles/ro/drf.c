@@ -660,7 +660,7 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
    * is lost is the announcement, which nobody at the RO would queue again, so the SHO would
    * never ask the PVA (step 9) and the device would wait for its nonce until its deadline.
    * The device repairs it: while it waits for the nonce after discovering, it asks the DRF
-   * again for the same txn every DEV_REDISCOVER_S seconds (src/device/procedures.c,
+   * again for the same txn every DEV_REDISCOVER_S seconds (src/device/initial.c,
    * rediscover). Had this commit survived, the stored answer is returned (the
    * mcim_role_answer_get above: nothing queued twice); had it been lost, this is a first
    * discovery again and queues the announcement again, from the same durable order, so to the
