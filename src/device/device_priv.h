@@ -8,8 +8,9 @@
  *   procedures.c  the procedure engine: outcomes, data, access, the worker round
  *   initial.c     initial provisioning: its table, the steps attach, discover, nonce, quote
  *   package.c     the package's steps: download, install, report, attach-sho
- *   change.c      the change of subscription (via the old SHO, via the pristine state) and
- *                 the pre-provisioned variant (preload, switch): their steps and tables
+ *   change.c      the change of subscription (via the old SHO, via the pristine state): its
+ *                 steps and tables, and the PCID step of a change or a preload
+ *   preprovisioned.c the pre-provisioned variant (preload, switch): its steps and tables
  *   notify.c      notifications the TRE queued (deferred discard receipts)
  *   pcid.c        renewal of the PCID credential (device- and network-initiated)
  *   attach.c      attach and AKA with the VNO or an SHO (client side of roles/access.c)
@@ -365,16 +366,22 @@ void dev_st_attach_sho(struct dev_run *r);
 extern const struct dev_procedure dev_proc_initial;
 
 /* ---- change.c ---- */
-extern const struct dev_procedure dev_proc_change_old_sho, dev_proc_change_pristine,
-    dev_proc_preload, dev_proc_switch;
-/* What a procedure that ends without success undoes on the network (switch: a suspended
- * subscription is resumed). Best effort, with the worker's client. */
-void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
-                           struct dev_proc *p);
+extern const struct dev_procedure dev_proc_change_old_sho, dev_proc_change_pristine;
+/* The PCID credential renewed first if near expiry (a change's and a preload's step). */
+void dev_st_pcid(struct dev_run *r);
+/* Keep the session of `net` in the procedure's data ("saved_token") for a restart: the old
+ * SHO's in a change via the old SHO (from step 8), the current SHO's in a switch. */
+mcim_cause_t dev_session_save(struct dev_run *r, const char *net);
 /* The TRE's public view: the active slot's name (64 bytes, "" if none), and the state of
  * slot `slot` ("" if no such slot; may be NULL). */
 mcim_cause_t dev_tre_slots(struct mcim_device *d, char active[64], const char *slot,
                            char state[16]);
+
+/* ---- preprovisioned.c ---- */
+extern const struct dev_procedure dev_proc_preload, dev_proc_switch;
+/* What a procedure that ends without success undoes on the network (switch: a suspended
+ * subscription is resumed). Best effort, with the worker's client. */
+void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli, struct dev_proc *p);
 
 /* ---- notify.c ---- */
 /* Deliver every notification the TRE queued (discard receipts) through the RO's relay with

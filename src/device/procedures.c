@@ -10,8 +10,8 @@
  * the old SHO). This file holds the engine: a round's outcomes, the procedure's data and
  * access, the table of procedures and the worker round. initial.c holds initial provisioning
  * (its step table; the steps attach, discover, nonce, quote), package.c the package's steps
- * (download, install, report, attach-sho), change.c the change of subscription and the
- * pre-provisioned variant. */
+ * (download, install, report, attach-sho), change.c the change of subscription,
+ * preprovisioned.c the pre-provisioned variant. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

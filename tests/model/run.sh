@@ -134,7 +134,7 @@ holds fixed-old-hostileB "$OLD -DHOSTILE=2 -DTOKEN_EXPIRY=1 -DPCID_EXPIRY=1" p0 
 
 # ---- the findings, fixed in the code: the code as it was is a mutant that must fail ----
 # F1: a change via the old SHO went on with an expired PCID whose renewal failed
-# (src/device/change.c st_pcid)
+# (src/device/change.c dev_st_pcid)
 fails F1-old-pcid      "$OLD -DHOSTILE=0 -DPCID_EXPIRY=1 -DMUT_OLD_PCID_GOES_ON" p2
 # F2: the receipt in place of a lost acknowledgement was refused once the old SHO released its
 # DRF entry (src/roles/ro/release.c verify_proof -> relay.c mcim_ro_device_statement)

@@ -1,9 +1,9 @@
 /* The change of subscription and the pre-provisioned variant in the agent, what can be
- * tested without a network (src/device/change.c, procedures.c): the step tables and their
- * seed numbers, what each procedure needs from the TRE's slots, the TRE's inactive install,
- * and the persistence of a change across a restart (resume at the persisted step; a change
- * via the old SHO that times out at step 9 keeps the new MCIM staged). The network is
- * unreachable (port 1) throughout. */
+ * tested without a network (src/device/change.c, preprovisioned.c, procedures.c): the step
+ * tables and their seed numbers, what each procedure needs from the TRE's slots, the TRE's
+ * inactive install, and the persistence of a change across a restart (resume at the persisted
+ * step; a change via the old SHO that times out at step 9 keeps the new MCIM staged). The
+ * network is unreachable (port 1) throughout. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
