@@ -44,6 +44,7 @@
 #include "roles/sho/sho.h"
 #include "tre/tpm/tpm.h"
 #include "tre/tpm/tpm_enrol.h"
+#include "tre/tpm/tpm_lib.h" /* tpm2-tss's marshalling, loaded with dlopen() */
 #include "tre/tpm/tpm_slot.h"
 #include "swtpm_fixture.h"
 
