@@ -295,7 +295,9 @@ static bool sha256(const uint8_t *const *part, const size_t *len, size_t n, uint
 
 /* HMAC-SHA-256 (RFC 2104) over the pieces, with the key the session uses: its session key
  * (empty: unbound and unsalted) then the entity's authValue without its trailing zero
- * octets (Part 1, 19.6.5), which may be empty too. */
+ * octets (Part 1, 19.6.5), which may be empty too. (With an empty session key and an
+ * authValue of at most 64 octets, HMAC's own zero padding makes the stripping change nothing;
+ * it is done as the specification says, for whoever adds bound or salted sessions.) */
 static bool session_hmac(const TPM2B_AUTH *auth, const uint8_t *const *part, const size_t *len,
                          size_t n, uint8_t *out)
 {
