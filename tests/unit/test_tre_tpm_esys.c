@@ -170,7 +170,7 @@ static TSS2_RC sign_with_policy(struct conn *c, ESYS_TR key, bool tamper_nonce,
 {
   ESYS_TR session = ESYS_TR_NONE;
   TPM2B_DIGEST digest = {.size = 32};
-  TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_NULL};
+  TPMT_SIG_SCHEME how = {.scheme = TPM2_ALG_NULL};
   TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
   TSS2_RC r;
 
@@ -178,7 +178,7 @@ static TSS2_RC sign_with_policy(struct conn *c, ESYS_TR key, bool tamper_nonce,
   start_policy(c, TPM2_SE_POLICY, &session);
   if (tamper_nonce)
     mcim_esys_res(c->esys, session)->nonce_tpm.buffer[0] ^= 0x80;
-  r = Esys_Sign(c->esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &scheme, &ticket,
+  r = Esys_Sign(c->esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &how, &ticket,
                 sig);
   (void)Esys_FlushContext(c->esys, session);
   return r;
@@ -275,12 +275,12 @@ static void test_response_hmac_checked(void **state)
   {
     ESYS_TR session = ESYS_TR_NONE;
     TPM2B_DIGEST digest = {.size = 32};
-    TPMT_SIG_SCHEME scheme = {.scheme = TPM2_ALG_NULL};
+    TPMT_SIG_SCHEME how = {.scheme = TPM2_ALG_NULL};
     TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
     start_policy(&c, TPM2_SE_POLICY, &session);
     c.mitm.flip = true; /* the Sign's answer: one session, its HMAC last */
     assert_int_equal(Esys_Sign(c.esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &digest,
-                               &scheme, &ticket, &sig),
+                               &how, &ticket, &sig),
                      TSS2_ESYS_RC_RSP_AUTH_FAILED);
     assert_false(c.mitm.flip); /* the flip did land on this answer */
     assert_null(sig);          /* and nothing of it was handed out */

@@ -161,9 +161,11 @@ TSS2_RC Esys_StartAuthSession(ESYS_CONTEXT *esysContext, ESYS_TR tpmKey, ESYS_TR
   if (r == TSS2_RC_SUCCESS)
     r = SYS(StartAuthSession_Complete)(esysContext->sys, &h, &tpm);
   if (r == TSS2_RC_SUCCESS) {
-    TPM2B_NAME name = {.size = 4, .name = {(uint8_t)(h >> 24), (uint8_t)(h >> 16),
-                                           (uint8_t)(h >> 8), (uint8_t)h}};
-    r = mcim_esys_new(esysContext, h, &name, sessionHandle);
+    /* a session's name is its handle (Part 1, 16) */
+    TPM2B_NAME handle_name = {.size = 4,
+                              .name = {(uint8_t)(h >> 24), (uint8_t)(h >> 16), (uint8_t)(h >> 8),
+                                       (uint8_t)h}};
+    r = mcim_esys_new(esysContext, h, &handle_name, sessionHandle);
   }
   if (r != TSS2_RC_SUCCESS)
     return r;
