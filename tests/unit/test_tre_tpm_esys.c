@@ -10,8 +10,9 @@
  * our sessions' empty session key the HMAC's zero padding makes both keys one anyway, so this
  * shows the two forms work, not the stripping itself). A response whose HMAC was changed
  * between the TPM and us (a TCTI of the test's, in the middle) is refused with
- * TSS2_ESYS_RC_RSP_AUTH_FAILED, and the signature is not handed out. The sessions and TRs we
- * do not support are refused before anything is sent. No swtpm is a failure. */
+ * TSS2_ESYS_RC_RSP_AUTH_FAILED, and the signature is not handed out; a public area changed on
+ * its way is refused (TSS2_ESYS_RC_MALFORMED_RESPONSE: its name is not its hash). The sessions
+ * and TRs we do not support are refused before anything is sent. No swtpm is a failure. */
 #define _GNU_SOURCE /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,12 +32,15 @@
 static char state_dir[64];
 static mcim_swtpm_t *sw;
 
-/* A TCTI in the middle: passes every byte through, and when `flip` is set changes the last
- * octet of the next response (with one session, its HMAC's last octet). */
+/* A TCTI in the middle: passes every byte through, and when `flip` is set changes the next
+ * response's octet at `at` (by `mask`), or its last octet (with one session, its HMAC's last
+ * octet) when `at` is 0. */
 struct mitm {
   TSS2_TCTI_CONTEXT_COMMON_V2 common;
   TSS2_TCTI_CONTEXT *inner;
   bool flip;
+  size_t at;
+  uint8_t mask;
 };
 
 static TSS2_RC mitm_transmit(TSS2_TCTI_CONTEXT *ctx, size_t size, const uint8_t *command)
@@ -50,8 +54,8 @@ static TSS2_RC mitm_receive(TSS2_TCTI_CONTEXT *ctx, size_t *size, uint8_t *respo
 {
   struct mitm *m = (struct mitm *)ctx;
   TSS2_RC r = Tss2_Tcti_Receive(m->inner, size, response, timeout);
-  if (r == TSS2_RC_SUCCESS && response && m->flip && *size > 10) {
-    response[*size - 1] ^= 0x01;
+  if (r == TSS2_RC_SUCCESS && response && m->flip && *size > 10 && m->at < *size) {
+    response[m->at ? m->at : *size - 1] ^= m->mask ? m->mask : 0x01;
     m->flip = false;
   }
   return r;
@@ -293,6 +297,47 @@ static void test_response_hmac_checked(void **state)
   conn_close(&c);
 }
 
+static void test_public_area_checked(void **state)
+{
+  struct conn c;
+  TPM2B_PUBLIC *pub = NULL;
+  TPM2B_NAME *name = NULL;
+  TPM2_HANDLE h = 0;
+  ESYS_TR again = ESYS_TR_NONE;
+  (void)state;
+
+  conn_open(&c);
+  assert_int_equal(Esys_TR_GetTpmHandle(c.esys, c.primary, &h), TSS2_RC_SUCCESS);
+  /* TPM2_ReadPublic's answer: a 10-octet header, the TPM2B_PUBLIC's size, type, nameAlg,
+   * then objectAttributes (octets 16-19): userWithAuth (0x40 of the last) turned over, as a
+   * TPM (or someone on its bus) lying about what the key allows would; the name no longer
+   * is the hash of that area */
+  c.mitm.at = 19;
+  c.mitm.mask = 0x40;
+  c.mitm.flip = true;
+  assert_int_equal(Esys_ReadPublic(c.esys, c.primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   &pub, &name, NULL),
+                   TSS2_ESYS_RC_MALFORMED_RESPONSE);
+  assert_false(c.mitm.flip);
+  assert_null(pub);
+  c.mitm.flip = true;
+  assert_int_equal(Esys_TR_FromTPMPublic(c.esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                         &again),
+                   TSS2_ESYS_RC_MALFORMED_RESPONSE);
+  assert_int_equal(again, ESYS_TR_NONE);
+  /* unaltered, both check */
+  assert_int_equal(Esys_ReadPublic(c.esys, c.primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                   &pub, &name, NULL),
+                   TSS2_RC_SUCCESS);
+  assert_int_equal(Esys_TR_FromTPMPublic(c.esys, h, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                         &again),
+                   TSS2_RC_SUCCESS);
+  assert_int_equal(Esys_TR_Close(c.esys, &again), TSS2_RC_SUCCESS);
+  Esys_Free(pub);
+  Esys_Free(name);
+  conn_close(&c);
+}
+
 static void test_refusals(void **state)
 {
   struct conn c;
@@ -370,6 +415,7 @@ int main(void)
       cmocka_unit_test(test_policy_auth_value),
       cmocka_unit_test(test_auth_trailing_zeros),
       cmocka_unit_test(test_response_hmac_checked),
+      cmocka_unit_test(test_public_area_checked),
       cmocka_unit_test(test_refusals),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

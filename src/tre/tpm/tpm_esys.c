@@ -238,6 +238,44 @@ TSS2_RC Esys_TR_Close(ESYS_CONTEXT *esys_context, ESYS_TR *rsrc_handle)
   return TSS2_RC_SUCCESS;
 }
 
+/* ---- names ---- */
+
+static TSS2_RC check_name(TPMI_ALG_HASH alg, const uint8_t *area, size_t len,
+                          const TPM2B_NAME *name)
+{
+  uint8_t h[EVP_MAX_MD_SIZE];
+  unsigned int hlen = 0;
+  const EVP_MD *md = alg == TPM2_ALG_SHA256   ? mcim_sha256()
+                     : alg == TPM2_ALG_SHA384 ? EVP_sha384() /* an ECC EK's (P-384) */
+                     : alg == TPM2_ALG_SHA512 ? EVP_sha512()
+                     : alg == TPM2_ALG_SHA1   ? EVP_sha1()
+                                              : NULL;
+  if (!md)
+    return TSS2_ESYS_RC_MALFORMED_RESPONSE;
+  if (EVP_Digest(area, len, h, &hlen, md, NULL) != 1)
+    return TSS2_ESYS_RC_GENERAL_FAILURE;
+  if (name->size != 2 + hlen || name->name[0] != (uint8_t)(alg >> 8) ||
+      name->name[1] != (uint8_t)alg || memcmp(h, name->name + 2, hlen) != 0)
+    return TSS2_ESYS_RC_MALFORMED_RESPONSE;
+  return TSS2_RC_SUCCESS;
+}
+
+TSS2_RC mcim_esys_check_name(const TPMT_PUBLIC *pub, const TPM2B_NAME *name)
+{
+  uint8_t area[sizeof(TPMT_PUBLIC)];
+  size_t len = 0;
+  TSS2_RC r = Tss2_MU_TPMT_PUBLIC_Marshal(pub, area, sizeof(area), &len);
+  return r == TSS2_RC_SUCCESS ? check_name(pub->nameAlg, area, len, name) : r;
+}
+
+TSS2_RC mcim_esys_check_nv_name(const TPMS_NV_PUBLIC *pub, const TPM2B_NAME *name)
+{
+  uint8_t area[sizeof(TPMS_NV_PUBLIC)];
+  size_t len = 0;
+  TSS2_RC r = Tss2_MU_TPMS_NV_PUBLIC_Marshal(pub, area, sizeof(area), &len);
+  return r == TSS2_RC_SUCCESS ? check_name(pub->nameAlg, area, len, name) : r;
+}
+
 /* ---- one command ---- */
 
 TSS2_RC mcim_esys_begin(ESYS_CONTEXT *e, struct mcim_esys_cmd *c)

@@ -49,7 +49,9 @@ static TSS2_RC read_public(ESYS_CONTEXT *e, TPM2_HANDLE h, TPM2B_PUBLIC *pub, TP
   struct mcim_esys_cmd c = {.s = {ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE}};
   TSS2_RC r;
   MCIM_ESYS_RUN(r, e, &c, SYS(ReadPublic_Prepare)(e->sys, h));
-  return r == TSS2_RC_SUCCESS ? SYS(ReadPublic_Complete)(e->sys, pub, name, qualified) : r;
+  if (r == TSS2_RC_SUCCESS)
+    r = SYS(ReadPublic_Complete)(e->sys, pub, name, qualified);
+  return r == TSS2_RC_SUCCESS ? mcim_esys_check_name(&pub->publicArea, name) : r;
 }
 
 static TSS2_RC nv_read_public(ESYS_CONTEXT *e, TPM2_HANDLE h, TPM2B_NV_PUBLIC *pub,
@@ -58,7 +60,9 @@ static TSS2_RC nv_read_public(ESYS_CONTEXT *e, TPM2_HANDLE h, TPM2B_NV_PUBLIC *p
   struct mcim_esys_cmd c = {.s = {ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE}};
   TSS2_RC r;
   MCIM_ESYS_RUN(r, e, &c, SYS(NV_ReadPublic_Prepare)(e->sys, h));
-  return r == TSS2_RC_SUCCESS ? SYS(NV_ReadPublic_Complete)(e->sys, pub, name) : r;
+  if (r == TSS2_RC_SUCCESS)
+    r = SYS(NV_ReadPublic_Complete)(e->sys, pub, name);
+  return r == TSS2_RC_SUCCESS ? mcim_esys_check_nv_name(&pub->nvPublic, name) : r;
 }
 
 static bool is_nv(TPM2_HANDLE h)
@@ -277,6 +281,8 @@ TSS2_RC Esys_CreatePrimary(ESYS_CONTEXT *esysContext, ESYS_TR primaryHandle, ESY
     r = SYS(CreatePrimary_Complete)(esysContext->sys, &h, &pub, &data, &hash, &ticket, &name);
   if (r == TSS2_RC_SUCCESS)
     r = mcim_esys_new(esysContext, h, &name, &tr);
+  if (r == TSS2_RC_SUCCESS)
+    r = mcim_esys_check_name(&pub.publicArea, &name); /* else flushed below */
   if (r == TSS2_RC_SUCCESS && inSensitive)
     mcim_esys_res(esysContext, tr)->auth = inSensitive->sensitive.userAuth;
   if (r == TSS2_RC_SUCCESS)
@@ -334,6 +340,13 @@ TSS2_RC Esys_Load(ESYS_CONTEXT *esysContext, ESYS_TR parentHandle, ESYS_TR shand
     r = SYS(Load_Complete)(esysContext->sys, &h, &name);
   if (r == TSS2_RC_SUCCESS)
     r = mcim_esys_new(esysContext, h, &name, objectHandle);
+  /* the name is that of what we loaded, not only what the TPM says it is */
+  if (r == TSS2_RC_SUCCESS && inPublic &&
+      mcim_esys_check_name(&inPublic->publicArea, &name) != TSS2_RC_SUCCESS) {
+    (void)Esys_FlushContext(esysContext, *objectHandle);
+    *objectHandle = ESYS_TR_NONE;
+    r = TSS2_ESYS_RC_MALFORMED_RESPONSE;
+  }
   return r;
 }
 
@@ -348,6 +361,8 @@ TSS2_RC Esys_ReadPublic(ESYS_CONTEXT *esysContext, ESYS_TR objectHandle, ESYS_TR
   MCIM_ESYS_RUN(r, esysContext, &c, SYS(ReadPublic_Prepare)(esysContext->sys, c.h[0]));
   if (r == TSS2_RC_SUCCESS)
     r = SYS(ReadPublic_Complete)(esysContext->sys, &pub, &n, &q);
+  if (r == TSS2_RC_SUCCESS)
+    r = mcim_esys_check_name(&pub.publicArea, &n);
   return r == TSS2_RC_SUCCESS ? OUTPUTS(OUT(outPublic, pub), OUT(name, n), OUT(qualifiedName, q))
                               : r;
 }
@@ -712,6 +727,8 @@ TSS2_RC Esys_NV_ReadPublic(ESYS_CONTEXT *esysContext, ESYS_TR nvIndex, ESYS_TR s
   MCIM_ESYS_RUN(r, esysContext, &c, SYS(NV_ReadPublic_Prepare)(esysContext->sys, c.h[0]));
   if (r == TSS2_RC_SUCCESS)
     r = SYS(NV_ReadPublic_Complete)(esysContext->sys, &pub, &name);
+  if (r == TSS2_RC_SUCCESS)
+    r = mcim_esys_check_nv_name(&pub.nvPublic, &name);
   if (r == TSS2_RC_SUCCESS && (res = mcim_esys_res(esysContext, nvIndex)) != NULL)
     res->name = name;
   return r == TSS2_RC_SUCCESS ? OUTPUTS(OUT(nvPublic, pub), OUT(nvName, name)) : r;

@@ -59,6 +59,11 @@ bool mcim_esys_again(TSS2_RC r, int *tries);
 TSS2_RC mcim_esys_out(void *out, const void *v, size_t n);
 /* A new TR for a handle in the TPM, with its name. */
 TSS2_RC mcim_esys_new(ESYS_CONTEXT *e, TPM2_HANDLE h, const TPM2B_NAME *name, ESYS_TR *tr);
+/* Whether `name` is the name of that public area: nameAlg || H(nameAlg, the marshalled area)
+ * (Part 1, 16). What the TPM says an object or NV index is, and the name our HMACs bind, are
+ * then one: TSS2_ESYS_RC_MALFORMED_RESPONSE if not (or if its hash is not SHA-1 or -2). */
+TSS2_RC mcim_esys_check_name(const TPMT_PUBLIC *pub, const TPM2B_NAME *name);
+TSS2_RC mcim_esys_check_nv_name(const TPMS_NV_PUBLIC *pub, const TPM2B_NAME *name);
 /* The resource of a TR of ours (NULL for a constant or an unknown one). */
 struct mcim_esys_res *mcim_esys_res(ESYS_CONTEXT *e, ESYS_TR tr);
 /* Forget a TR of ours (the TPM is not asked). */

@@ -100,6 +100,7 @@
   X(MCIM_TSS2_SYS, Tss2_Sys_ObjectChangeAuth_Complete)                                             \
   X(MCIM_TSS2_SYS, Tss2_Sys_PolicyGetDigest_Prepare)                                               \
   X(MCIM_TSS2_SYS, Tss2_Sys_PolicyGetDigest_Complete)                                              \
+  X(MCIM_TSS2_MU, Tss2_MU_TPMS_NV_PUBLIC_Marshal)                                                  \
   X(MCIM_TSS2_MU, Tss2_MU_TPMT_PUBLIC_Marshal)                                                     \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Marshal)                                                    \
   X(MCIM_TSS2_MU, Tss2_MU_TPM2B_PUBLIC_Unmarshal)                                                  \
@@ -128,6 +129,7 @@ extern struct mcim_tss2_functions mcim_tss2;
 #define Tss2_RC_Decode (mcim_tss2.Tss2_RC_Decode)
 #define Tss2_MU_TPMT_SIGNATURE_Unmarshal (mcim_tss2.Tss2_MU_TPMT_SIGNATURE_Unmarshal)
 #define Tss2_MU_TPMS_ATTEST_Unmarshal (mcim_tss2.Tss2_MU_TPMS_ATTEST_Unmarshal)
+#define Tss2_MU_TPMS_NV_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPMS_NV_PUBLIC_Marshal)
 #define Tss2_MU_TPMT_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPMT_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Marshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Marshal)
 #define Tss2_MU_TPM2B_PUBLIC_Unmarshal (mcim_tss2.Tss2_MU_TPM2B_PUBLIC_Unmarshal)
