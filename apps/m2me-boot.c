@@ -24,8 +24,7 @@ int main(int argc, char **argv)
        .value = &dir},
       {.name = "agent",
        .arg = "PATH",
-       .help = "the agent's executable (default: the m2me-tpm beside this program, else the "
-               "m2me beside it)",
+       .help = "the agent's executable (default: the m2me beside this program)",
        .value = &agent},
       {.name = "log-format",
        .arg = "F",
@@ -44,15 +43,14 @@ int main(int argc, char **argv)
           "DEVICE_DIR`, from the very file that was hashed) in this process. The agent\n"
           "measures nothing: its TPM quotes PCR 10 with this log, which the PVA replays and\n"
           "matches with the RIMs the M2MES published. A device with the software TRE has\n"
-          "no TPM: its m2me is started directly. The default agent is m2me-tpm, the agent\n"
-          "built with OpenSSL shared with tpm2-tss (less memory with a TPM), where it was\n"
-          "built, else m2me.\n"
+          "no TPM: its m2me is started directly. The default agent is the m2me beside this\n"
+          "program.\n"
           "Exit status (when the agent did not run): 1 when the measurement failed (the agent\n"
           "must not run unmeasured), 2 for a usage error.",
       .opts = opts,
       .examples =
           "m2me-boot --dir mcim-lab/devices/dev1\n"
-          "m2me-boot --dir /var/lib/mcim/devices/dev1 --agent /usr/bin/m2me-tpm --log-format json",
+          "m2me-boot --dir /var/lib/mcim/devices/dev1 --agent /usr/bin/m2me --log-format json",
       .version = "m2me-boot",
   };
   struct mcim_args a;
@@ -71,11 +69,7 @@ int main(int argc, char **argv)
     char *slash = strrchr(self, '/');
     if (slash)
       *slash = '\0';
-    /* m2me-tpm where this build has it (CMakeLists.txt: one OpenSSL with tpm2-tss's) */
-    if ((size_t)snprintf(beside, sizeof(beside), "%s/m2me-tpm", self) >= sizeof(beside))
-      return mcim_opts_error(&cmd, "the path of m2me is too long: give --agent PATH");
-    if (access(beside, X_OK) != 0 &&
-        (size_t)snprintf(beside, sizeof(beside), "%s/m2me", self) >= sizeof(beside))
+    if ((size_t)snprintf(beside, sizeof(beside), "%s/m2me", self) >= sizeof(beside))
       return mcim_opts_error(&cmd, "the path of m2me is too long: give --agent PATH");
     agent = beside;
   }

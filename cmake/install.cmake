@@ -5,9 +5,9 @@
 # Components (one .deb each, cmake/package.cmake):
 #   mcimd  the network role daemon: program, unit, sysusers file, sample configurations,
 #          OpenAPI documents, operations guide, mcimd(8)
-#   m2me   the device agent: program (and m2me-tpm, a TPM device's, where built), its launcher
-#          for TPM devices (m2me-boot), unit, sysusers file, sample agent.json, m2me(8),
-#          m2me-boot(8)
+#   m2me   the device agent: program (one for both TREs), its launcher for TPM devices
+#          (m2me-boot), units (m2me@.service; m2me-tpm@.service, a TPM device's, through
+#          m2me-boot), sysusers file, sample agent.json, m2me(8), m2me-boot(8)
 #   cli    the command line mcim: program, user guide, mcim(1)
 include(GNUInstallDirs)
 
@@ -43,9 +43,6 @@ file(MAKE_DIRECTORY ${MCIM_INSTALL_GEN})
 # ---- programs ----
 install(TARGETS mcimd RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT mcimd)
 install(TARGETS m2me m2me-boot RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT m2me)
-if(TARGET m2me-tpm) # a TPM device's agent, OpenSSL shared with tpm2-tss (CMakeLists.txt)
-  install(TARGETS m2me-tpm RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT m2me)
-endif()
 install(TARGETS mcim RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 
 # ---- systemd units ----
@@ -131,7 +128,7 @@ if(MCIM_MAN AND MCIM_HELP2MAN AND MCIM_GZIP)
   set(pages
     "mcim|1|cli|command line of the mcim system: lab, procedures, traces, PKI"
     "mcimd|8|mcimd|network role daemon of the mcim system (RO, VNO, SHO, PVA, M2MES)"
-    "m2me|8|m2me|device agent of an M2ME with a software TRE (mcim system)"
+    "m2me|8|m2me|device agent of an M2ME, software or TPM TRE (mcim system)"
     "m2me-boot|8|m2me|measured launch of the agent of an M2ME with a TPM TRE (mcim system)")
   set(outs "")
   foreach(p IN LISTS pages)

@@ -4,9 +4,8 @@
 #
 #   mcimd     the network role daemon (RO, VNO, SHO, PVA, M2MES): mcimd, mcimd@.service,
 #             sample configurations, OpenAPI documents, mcimd(8)
-#   m2me      the device agent: m2me, m2me-tpm (a TPM device's: OpenSSL shared with tpm2-tss,
-#             in static TPM builds; it brings libssl3 into Depends), m2me-boot,
-#             m2me@.service, m2me-tpm@.service, sample agent.json, m2me(8), m2me-boot(8)
+#   m2me      the device agent: m2me (one program for both TREs), m2me-boot, m2me@.service,
+#             m2me-tpm@.service (a TPM device's), sample agent.json, m2me(8), m2me-boot(8)
 #   mcim-cli  the command line mcim (lab, procedures, traces, PKI), mcim(1)
 #
 # Depends: from dpkg-shlibdeps on the programs (the libraries they link), plus what the
@@ -73,12 +72,11 @@ mcim downloads M2M subscription credentials (MCIMs) over the network into the tr
 environment of a device, as 3GPP TR 33.812 describes (alternative 1).
 .
 This package holds m2me, the agent of one M2M device (M2ME): measured boot into its
-software trusted environment (TRE), network attach with UMTS AKA, and the provisioning
-and change-of-subscription procedures its owner instructs over a local control socket;
-m2me-boot, the launcher that measures a TPM device's images and agent into its TPM before
-the agent runs (m2me-tpm where built: the same agent with OpenSSL shared with tpm2-tss);
-and the systemd units m2me@.service and m2me-tpm@.service (a TPM
-device, started through m2me-boot).")
+trusted environment (TRE), in software or in a TPM 2.0, network attach with UMTS AKA, and
+the provisioning and change-of-subscription procedures its owner instructs over a local
+control socket; m2me-boot, the launcher that measures a TPM device's images and agent into
+its TPM before the agent runs; and the systemd units m2me@.service (a device with the
+software TRE) and m2me-tpm@.service (a TPM device, started through m2me-boot).")
 
 set(CPACK_DEBIAN_CLI_PACKAGE_NAME mcim-cli)
 set(CPACK_DEBIAN_CLI_PACKAGE_RECOMMENDS

@@ -54,7 +54,7 @@ done
 # below.
 vg_opts="--tool=memcheck --leak-check=full --show-leak-kinds=definite,indirect"
 vg_opts+=" --errors-for-leak-kinds=definite,indirect --num-callers=30 --error-limit=no"
-for p in mcimd m2me m2me-tpm; do # m2me-tpm: a TPM device's agent, where the build has it
+for p in mcimd m2me; do
   [ -e "$build/bin/$p" ] || continue
   rm -f "$root/bin/$p"
   printf '#!/bin/sh\nexec valgrind %s --log-file="%s" "%s" "$@"\n' "$vg_opts" \
@@ -119,7 +119,7 @@ done
 
 # Every process's report.
 reports=0 checked=0 dirty_n=0
-for log in "$root"/logs/mcimd.*.log "$root"/logs/m2me.*.log "$root"/logs/m2me-tpm.*.log; do
+for log in "$root"/logs/mcimd.*.log "$root"/logs/m2me.*.log; do
   [ -e "$log" ] || continue
   reports=$((reports + 1))
   grep -q 'HEAP SUMMARY' "$log" && checked=$((checked + 1))

@@ -329,8 +329,11 @@ static bool device_tpm(const json_t *d)
   return tre && strcmp(tre, "tpm") == 0;
 }
 
-/* The program name the device's agent runs under (its argv[0]): what it was started as, "m2me"
- * for a lab from before m2me-tpm (mcim_lab_tpm_agent). */
+/* The program name the device's agent runs under (its argv[0]), to find and stop it: what it
+ * was started as. Every device is now started as m2me (device_up); a lab folder made by an
+ * older build may have recorded "m2me-tpm", the TPM device's agent before tpm2-tss's SAPI
+ * (CMakeLists.txt), whose process may still be running: it is stopped under that name, and
+ * the device runs m2me when it is next started. */
 static const char *device_agent(const json_t *d)
 {
   const char *a = json_string_value(json_object_get(d, "agent"));
@@ -491,12 +494,8 @@ mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
       return MCIM_OK;
     mcim_lab_stop_pid(apid, device_agent(d)); /* it was given the TPM's old address */
   }
-  /* a TPM device's agent: m2me-tpm where built (one OpenSSL with tpm2-tss's, less memory) */
-  const char *agent = "m2me";
-  if (device_tpm(d))
-    agent = mcim_lab_tpm_agent(m2me, sizeof(m2me));
-  else
-    snprintf(m2me, sizeof(m2me), "%s/m2me", mcim_lab_bindir());
+  /* m2me for both TREs, whatever agent an older build recorded (device_agent) */
+  snprintf(m2me, sizeof(m2me), "%s/m2me", mcim_lab_bindir());
   snprintf(boot, sizeof(boot), "%s/m2me-boot", mcim_lab_bindir());
   mcim_lab_join(log, sizeof(log), dir, "/agent.log");
   /* A TPM device starts as a platform would: its launcher measures the images and this m2me
@@ -507,7 +506,7 @@ mcim_cause_t mcim_lab_device_start(mcim_lab_t *lab, const char *name)
   if (pid <= 0)
     return MCIM_IO_ERROR;
   json_object_set_new(d, "pid", json_integer(pid));
-  json_object_set_new(d, "agent", json_string(agent));
+  json_object_set_new(d, "agent", json_string("m2me"));
   mcim_lab_save(lab);
   /* Up when its control channel answers. */
   struct mcim_http_client *cli = NULL;

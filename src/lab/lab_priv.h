@@ -21,9 +21,6 @@ struct mcim_lab {
 };
 
 const char *mcim_lab_bindir(void);
-/* The agent a TPM device runs: "m2me-tpm" where the build made it (OpenSSL shared with
- * tpm2-tss: CMakeLists.txt), else "m2me"; its path in the bin folder into `path` if given. */
-const char *mcim_lab_tpm_agent(char *path, size_t len);
 /* MCIM_TIME_SCALE (an integer 1..100, default 1): what the lab waits for and the deadlines it
  * gives agents (procedure_timeout, request_timeout_ms) are that many times longer, for
  * programs slowed down as a whole (valgrind's memcheck: scripts/valgrind.sh). */

@@ -43,18 +43,6 @@ const char *mcim_lab_bindir(void)
   return dir;
 }
 
-const char *mcim_lab_tpm_agent(char *path, size_t len)
-{
-  char buf[PATH_MAX];
-  const char *name = "m2me-tpm";
-  if (mcim_lab_join(buf, sizeof(buf), mcim_lab_bindir(), "/m2me-tpm") != MCIM_OK ||
-      access(buf, X_OK) != 0)
-    name = "m2me";
-  if (path)
-    snprintf(path, len, "%s/%s", mcim_lab_bindir(), name);
-  return name;
-}
-
 int mcim_lab_time_scale(void)
 {
   const char *env = getenv("MCIM_TIME_SCALE");

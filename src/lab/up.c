@@ -49,14 +49,12 @@ static json_t *role_config(mcim_lab_t *lab, const char *name, const char *kind, 
     json_object_set_new(c, "m2mes_ca_key", json_string("../pki/" MCIM_PKI_M2MES_CA_KEY));
     /* the lab's TPMs: EK certificates from its stand-in TPM vendor (docs/tre-tpm.md) */
     json_object_set_new(c, "tpm_vendor_ca", json_string("../pki/" MCIM_PKI_TPM_VENDOR_CA_CERT));
-    /* the agent the lab's TPM devices run (m2me-tpm where built): its digest is the RIM a TPM
-     * device's launcher is matched with */
+    /* the agent the lab's TPM devices run, m2me: its digest is the RIM a TPM device's
+     * launcher is matched with */
     char bin[PATH_MAX];
     if (!realpath(mcim_lab_bindir(), bin))
       snprintf(bin, sizeof(bin), "%s", mcim_lab_bindir());
-    char agent[16];
-    snprintf(agent, sizeof(agent), "/%s", mcim_lab_tpm_agent(NULL, 0));
-    if (mcim_lab_join(rel, sizeof(rel), bin, agent) == MCIM_OK)
+    if (mcim_lab_join(rel, sizeof(rel), bin, "/m2me") == MCIM_OK)
       json_object_set_new(c, "agent_executable", json_string(rel));
   }
   const char *hlr = mcim_lab_hlr_addr(lab, name);

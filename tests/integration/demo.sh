@@ -20,9 +20,9 @@ out="$cwd/mcim-demo"
 # swtpm) its folder, under it.
 lab_procs() { # lab_procs LAB_DIR: pids (not ours: pgrep never lists itself)
   pgrep -f -- "$1/" 2>/dev/null | while read -r p; do
-    # only mcimd, m2me (m2me-tpm) and swtpm, alive (a zombie has no command line)
+    # only mcimd, m2me (either TRE's device) and swtpm, alive (a zombie has no command line)
     case "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" in
-      *mcimd\ *|*m2me\ *|*m2me-tpm\ *|*swtpm\ *) echo "$p" ;;
+      *mcimd\ *|*m2me\ *|*swtpm\ *) echo "$p" ;;
     esac
   done
 }

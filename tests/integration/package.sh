@@ -23,10 +23,6 @@
 BIN="${MCIM_BIN:?}"
 SRC="${MCIM_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
 BUILD=$(cd "$BIN/.." && pwd)
-# m2me-tpm, a TPM device's agent with OpenSSL shared (static TPM builds: CMakeLists.txt), goes
-# into the m2me package where the build made it
-tpm_agent=no tpm_agent_prog=""
-if [ -x "$BIN/m2me-tpm" ]; then tpm_agent=yes tpm_agent_prog=m2me-tpm; fi
 
 # Every tool this test or the packaging uses (scripts/deps.sh installs them all).
 tools="cpack dpkg dpkg-deb dpkg-query dpkg-shlibdeps file gzip help2man groff man col systemd-analyze python3"
@@ -74,21 +70,18 @@ for p in $pkgs; do
   # dpkg-shlibdeps: the C library and the libraries the program links, with versions; the
   # device agent links neither libcurl nor libmicrohttpd (docs/device.md, "Footprint"), and
   # where OpenSSL, SQLite, jansson and cjose are linked into it (MCIM_STATIC_AGENT=ON, from
-  # CMake) it depends on none of their packages either
+  # CMake) it depends on none of their packages either, whatever its TRE (a TPM device runs
+  # the same m2me: tpm2-tss's SAPI, loaded when a TPM is opened, needs no libcrypto)
   if [ "$p" = m2me ]; then
     case "${MCIM_STATIC_AGENT:-OFF}" in
     ON | on | 1 | TRUE | true | YES | yes) shared_libs=(libssl3 libjansson4 libsqlite3-0 libcjose0) static=ON ;;
     *) shared_libs=() static=OFF ;;
     esac
-    # m2me-tpm (static TPM builds) links OpenSSL shared, one with tpm2-tss's: libssl3 comes
-    # back, the three others stay out
-    [ "$static" = ON ] && [ "$tpm_agent" = yes ] && shared_libs=(libjansson4 libsqlite3-0 libcjose0)
     agent_dep=1
     [[ $dep == *"libc6 (>= "* ]] || agent_dep=0
     for l in libssl3 libjansson4 libsqlite3-0; do
       if [ "$static" = OFF ] && [[ $dep != *"$l"* ]]; then agent_dep=0; fi
     done
-    if [ "$tpm_agent" = yes ] && [[ $dep != *libssl3* ]]; then agent_dep=0; fi
     for l in libcurl libmicrohttpd libgnutls libpq ${shared_libs[@]+"${shared_libs[@]}"}; do
       [[ $dep != *"$l"* ]] || agent_dep=0
     done
@@ -174,8 +167,7 @@ expect_mcimd="/usr/bin/mcimd
 $(cd "$SRC/docs/api" && ls *.yaml README.md | sed 's#^#/usr/share/mcim/api/#')"
 expect_m2me="/usr/bin/m2me
 /usr/bin/m2me-boot
-${tpm_agent_prog:+/usr/bin/$tpm_agent_prog
-}/usr/lib/systemd/system/m2me-tpm@.service
+/usr/lib/systemd/system/m2me-tpm@.service
 /usr/lib/systemd/system/m2me@.service
 /usr/lib/sysusers.d/m2me.conf
 /usr/share/doc/m2me/changelog.gz
@@ -196,7 +188,7 @@ for p in $pkgs; do
   d=$(diff <(echo "$want" | sort) <(echo "$got") || true)
   [ -z "$d" ] && ok "$p: files at their FHS places ($(echo "$got" | wc -l) files)" || bad "$p: files differ from the expected layout: $d"
 done
-for p in mcim mcimd m2me m2me-boot $tpm_agent_prog; do
+for p in mcim mcimd m2me m2me-boot; do
   f="$root/usr/bin/$p"
   if [ -x "$f" ] && file -b "$f" | grep -q 'ELF.*executable.*stripped' && ! file -b "$f" | grep -q 'not stripped'; then
     ok "/usr/bin/$p: a stripped ELF executable"
@@ -287,13 +279,13 @@ grep -qx 'ExecStart=/usr/bin/mcimd --role ${MCIM_KIND} --config /etc/mcim/%i.jso
   ok "mcimd@.service runs /usr/bin/mcimd on /etc/mcim/%i.json" || bad "mcimd@.service Exec lines: $(grep Exec "$units/mcimd@.service")"
 grep -qx 'ExecStart=/usr/bin/m2me --dir /var/lib/mcim/devices/%i --log-format json' "$units/m2me@.service" &&
   ok "m2me@.service runs /usr/bin/m2me on /var/lib/mcim/devices/%i" || bad "m2me@.service Exec lines: $(grep Exec "$units/m2me@.service")"
-# a TPM device's unit: the measured launch, then the same agent (docs/tre-tpm.md)
-# (m2me-boot's default agent: m2me-tpm beside it where the package has it, else m2me)
+# a TPM device's unit: the measured launch, then the same agent, the m2me beside m2me-boot
+# (docs/tre-tpm.md)
 grep -qx 'ExecStart=/usr/bin/m2me-boot --dir /var/lib/mcim/devices/%i --log-format json' "$units/m2me-tpm@.service" &&
   grep -qx 'DeviceAllow=/dev/tpmrm0 rw' "$units/m2me-tpm@.service" &&
   ok "m2me-tpm@.service runs m2me-boot, which measures and runs the agent beside it, with /dev/tpmrm0 only" ||
   bad "m2me-tpm@.service: $(grep -E 'Exec|Device' "$units/m2me-tpm@.service")"
-for x in m2me-boot m2me $tpm_agent_prog; do
+for x in m2me-boot m2me; do
   [ -x "$root/usr/bin/$x" ] || bad "m2me-tpm@.service runs /usr/bin/$x: not installed"
 done
 for u in mcimd m2me; do

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real attestation at the PVA with the TPM TRE (issue 11 point 4; docs/tre-tpm.md, "Attestation at
 # the PVA"; docs/roles-pva-m2mes.md, "A TPM device's quote"): a TPM device's launcher (m2me-boot)
-# measures its boot and os images and the agent executable it is about to run (m2me-tpm where
-# built, else m2me) into PCR 10 (static: no TPM2_PCR_Reset clears it) with an ima-ng log beside its
+# measures its boot and os images and the agent executable it is about to run (m2me, as every
+# device's) into PCR 10 (static: no TPM2_PCR_Reset clears it) with an ima-ng log beside its
 # TRE state, then execs the agent, which measures nothing; at the PVA's nonce its TPM quotes the
 # PCR, and the PVA validates the procedure on that quote against the RIMs the M2MES published (the
 # agent's: the digest of the m2me the lab runs) (its trace says which evidence it used; its
@@ -26,10 +26,8 @@ mkdir -p "$tmp/bin"
 for p in "$real_bin"/*; do ln -s "$p" "$tmp/bin/$(basename "$p")"; done
 export MCIM_BIN="$tmp/bin"
 mcim="$MCIM_BIN/mcim"
-# the agent a TPM device runs: m2me-tpm where the build made it (OpenSSL shared with tpm2-tss:
-# CMakeLists.txt, docs/tre-tpm.md "Memory"), else m2me
+# the agent a TPM device runs: m2me, the one agent program (docs/tre-tpm.md, "Memory")
 agent=m2me
-[ -x "$real_bin/m2me-tpm" ] && agent=m2me-tpm
 m2me_sha=$(sha256sum "$real_bin/$agent" | cut -d' ' -f1)
 
 # pva_quotes DEV RESULT: the PVA's traced validations of DEV decided on a TPM quote with RESULT
