@@ -128,7 +128,8 @@ extern const mcim_store_ops_t mcim_store_sqlite_ops;
  * cache allocated ahead (20 pages per connection): pages come as they are needed.
  * Process-wide, before the first store is opened (afterwards it changes nothing). */
 void mcim_store_sqlite_small(void);
-/* PostgreSQL (libpq): `target` is the whole locator, passed to libpq (src/store/postgres.c). */
+/* PostgreSQL (libpq): `target` is the whole locator, passed to libpq
+ * (src/store/postgres_conn.c). */
 extern const mcim_store_ops_t mcim_store_postgres_ops;
 
 /* ---- the handle roles use ---- */

@@ -1,6 +1,7 @@
-/* The PostgreSQL backend's parts (src/store/postgres.c: connections, transactions, statements;
- * postgres_values.c: parameters in, rows out; postgres_batch.c: a transaction in one round
- * trip). Private to the backend: nothing outside src/store includes it. */
+/* The PostgreSQL backend's parts (src/store/postgres.c: transactions, scripts, statements;
+ * postgres_conn.c: the connection, the fixed statements, errors; postgres_values.c: parameters
+ * in, rows out; postgres_batch.c: a transaction in one round trip). Private to the backend:
+ * nothing outside src/store includes it. */
 #ifndef MCIM_STORE_POSTGRES_PRIV_H
 #define MCIM_STORE_POSTGRES_PRIV_H
 
@@ -15,6 +16,10 @@
 #define ROW_STACK_COLS 16
 /* The writers' lock: one advisory lock key ("mcim" in ASCII), scoped to the database. */
 #define WRITER_LOCK_SQL "SELECT pg_advisory_xact_lock(1835231597)"
+/* Each statement of a transaction runs under this savepoint (a fixed statement, and a
+ * script's prefix). */
+#define SAVEPOINT_SQL "SAVEPOINT mcim_stmt"
+#define RELEASE_SQL "RELEASE SAVEPOINT mcim_stmt"
 
 /* The statements every transaction runs, prepared once a session (mcim_pg_fixed_prepare)
  * instead of parsed, analysed and planned at each use: named "mcimx_*", apart from the
@@ -66,6 +71,7 @@ struct plan {
 
 enum cmd { CMD_WRAP, CMD_PREPARE, CMD_EXEC, CMD_RELEASE, CMD_COMMIT };
 
+/* postgres_conn.c */
 /* errors: the connection's message (never values) and the cause of a result */
 void mcim_pg_set_err(struct pg_conn *c, const char *msg);
 void mcim_pg_set_err_line(struct pg_conn *c, const char *msg);
@@ -73,14 +79,16 @@ void mcim_pg_set_err_result(struct pg_conn *c, const PGresult *res);
 mcim_cause_t mcim_pg_result_cause(const PGresult *res);
 bool mcim_pg_result_ok(const PGresult *res);
 mcim_cause_t mcim_pg_run_simple(struct pg_conn *c, const char *sql);
-bool mcim_pg_stale_statement(const struct pg_conn *c);
 mcim_cause_t mcim_pg_fixed_prepare(struct pg_conn *c);
 int mcim_pg_send_fixed(struct pg_conn *c, enum pg_fixed f);
-/* the connection */
+/* the connection (the ops table's open and close) */
+mcim_cause_t mcim_pg_open(const char *target, const mcim_store_opts_t *opts, void **conn);
+void mcim_pg_close(void *conn);
 mcim_cause_t mcim_pg_ensure_connected(struct pg_conn *c);
 bool mcim_pg_in_txn(const struct pg_conn *c);
-/* prepared statements */
 void mcim_pg_cache_forget(struct pg_stmt *e);
+/* prepared statements (postgres.c) */
+bool mcim_pg_stale_statement(const struct pg_conn *c);
 mcim_cause_t mcim_pg_plan_stmt(struct pg_conn *c, const char *sql, const char *sig, size_t n,
                                struct plan *pl);
 void mcim_pg_plan_free(struct plan *pl);
