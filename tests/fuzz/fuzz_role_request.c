@@ -16,7 +16,7 @@
  *     /v1/ccif/pcid: src/roles/pcid.c).
  *   SHO: the subscriber's order, a discard receipt, the RO's release, a notification
  *     (src/roles/sho/order.c, change.c), the peer messages about an order (the DRF's ready,
- *     the PVA's verdict, the DPF's report: sho.c peer_order_request);
+ *     the PVA's verdict, the DPF's report: provision.c peer_order_request);
  *   PVA: a token revocation (revocations.c), the M2MES's RIMs, an SHO's validation request,
  *     the device's quote request (pva.c; the quote itself is fuzz_pva_quote's);
  *   M2MES: the factory's manufacture request, its TRE JWKs parsed (manufacture.c).

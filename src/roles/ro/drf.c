@@ -666,7 +666,7 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
    * discovery again and queues the announcement again, from the same durable order, so to the
    * same SHO (the device checks that). An announcement delivered before the loss and again
    * after it is one more repeat for the SHO, which answers a repeated announcement without
-   * change (h_device_ready). */
+   * change (mcim_sho_device_ready). */
   /* One batch: on PostgreSQL the transaction (BEGIN, the writers' lock, the three inserts,
    * COMMIT) is one round trip instead of six, each waited for under the writers' lock
    * (bench/drf_scale.sh). The trace row rides on it: written after it, it was a second

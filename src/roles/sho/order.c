@@ -104,7 +104,7 @@ mcim_cause_t mcim_sho_tpm_device(const char *att_pem, const char *ka_pem, EVP_PK
   return rc;
 }
 
-/* A TPM device gets K wrapped for its TPM at step 12 / 6 (make_package, sho.c): refused now,
+/* A TPM device gets K wrapped for its TPM at step 12 / 6 (make_package, provision.c): refused now,
  * at step 1, if it was not enrolled (TPM_ENROLMENT_REQUIRED: mcim_sho_tpm_device), if this SHO
  * cannot wrap K (a build without the TPM TRE, tpm2-tss not installed: UNSUPPORTED) or the
  * certified storage key is not one (KEY_INVALID), rather than a procedure failing at its

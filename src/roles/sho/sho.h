@@ -7,7 +7,7 @@
 
 #include "mcim/role.h"
 
-/* The seed's step numbers of the SHO's messages, by procedure. */
+/* The seed's step numbers of the SHO's messages, by procedure (the table heads provision.c). */
 struct mcim_sho_steps {
   const char *procedure; /* "initial" (pristine 4-15) or "change" (old SHO 1-14) */
   int order, validate, verdict, package, report, reg;
@@ -31,12 +31,13 @@ struct mcim_sho_order {
 /* "change" (the old-SHO numbering) or "initial" (steps 4-15), for the DPF. */
 const char *mcim_sho_dpf_procedure(const struct mcim_sho_order *o);
 
+/* sho.c: the order's record. */
 mcim_cause_t mcim_sho_order_load(mcim_store_t *st, const char *txn, struct mcim_sho_order *o);
 void mcim_sho_order_clear(struct mcim_sho_order *o);
 /* Compare-and-set of the order state, in the caller's transaction (MCIM_WRONG_STATE). */
 mcim_cause_t mcim_sho_order_set_state(mcim_store_t *st, const char *txn, const char *from,
                                       const char *to, mcim_cause_t cause);
-/* Apply the DPF's report (own transaction). */
+/* provision.c: apply the DPF's report (own transaction). */
 mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
                                 const struct mcim_sho_order *o,
                                 const struct mcim_sho_steps *steps, const char *result);
@@ -92,8 +93,15 @@ mcim_cause_t mcim_sho_order_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_discard_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_release_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_notification_body(const json_t *body, char *err, size_t err_len);
-/* sho.c: the peer messages about an order (the DRF's ready, the PVA's verdict, the DPF's
- * report), as peer_order_request checks their bodies first (pure; fuzz_role_request). */
+/* provision.c: the peer messages about an order: the DRF's ready (step 8), the PVA's verdict
+ * (step 11 / 5), the DPF's report (step 15 / 13). */
+void mcim_sho_device_ready(void *ctx, const struct mcim_http_request *req,
+                           struct mcim_http_response *resp);
+void mcim_sho_verdict(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp);
+void mcim_sho_report(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp);
+/* Their bodies, as peer_order_request checks them first (pure; fuzz_role_request). */
 mcim_cause_t mcim_sho_ready_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_verdict_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_sho_report_body(const json_t *body, char *err, size_t err_len);
