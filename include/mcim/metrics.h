@@ -97,7 +97,7 @@ extern mcim_metric_t mcim_m_http_tls_handshake_failures;
 extern mcim_metric_t mcim_m_http_long_poll_wakes;
 extern mcim_metric_t mcim_m_http_long_polls_held; /* gauge: requests held now */
 
-/* outbox (src/roles/common.c) */
+/* outbox (src/roles/outbox.c) */
 extern mcim_metric_t mcim_m_store_connections;      /* gauge: the role's store pool */
 extern mcim_metric_t mcim_m_outbox_pending;         /* gauge, read from the store at scrape */
 extern mcim_metric_t mcim_m_outbox_delivered;       /* {peer} */

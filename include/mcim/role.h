@@ -159,7 +159,7 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
 bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t configured,
                           int64_t age_ms, int64_t retention_ms);
 /* What one delivery came to, from the answer's HTTP status (0: none came) and its cause
- * (pure; the rule and why: src/roles/common.c). */
+ * (pure; the rule and why: src/roles/outbox.c). */
 typedef enum mcim_outbox_outcome {
   MCIM_OUTBOX_DELIVERED, /* 2xx, or 409 CONFLICT or REPLAY: the receiver has it */
   MCIM_OUTBOX_RETRY,     /* no answer, 5xx, any other 409 (WRONG_STATE, DEVICE_BUSY, unread) */

@@ -161,7 +161,7 @@ bool mcim_store_in_txn(const mcim_store_t *st);
  * handle). One hook per transaction: set again with the same fn and arg it is kept once;
  * another is MCIM_INVALID_ARGUMENT, as is a handle with no open transaction. What runs in
  * `fn` must not use the handle. (The outbox hands a message its writer's transaction queued
- * and claimed to the worker only once it is committed: src/roles/common.c.) */
+ * and claimed to the worker only once it is committed: src/roles/outbox.c.) */
 mcim_cause_t mcim_store_on_end(mcim_store_t *st, void (*fn)(void *arg, bool committed), void *arg);
 /* mcim_store_begin for a transaction whose commit need not be on disk when it returns: the
  * commit is answered once the database has it (another process sees it, an mcimd crash

@@ -19,7 +19,7 @@ mcim_cause_t mcim_trace_store_put(mcim_store_t *st, int64_t time_us, const char 
  * parameters `cond`, at most 8) finds a row: "INSERT ... SELECT ... WHERE EXISTS (exists_sql)".
  * For a batch (mcim_store_begin_batch), whose statements cannot be made to depend on each
  * other's outcomes any other way: the outbox records a delivery's trace row only while the
- * message is still its round's (src/roles/common.c, outbox_record). */
+ * message is still its round's (src/roles/outbox.c, outbox_record). */
 mcim_cause_t mcim_trace_store_put_if(mcim_store_t *st, int64_t time_us, const char *txn, int step,
                                      const char *from, const char *to, const char *msg,
                                      const json_t *body, mcim_cause_t cause, const char *exists_sql,

@@ -36,7 +36,7 @@ struct mcim_role_priv {
   int64_t housekeeping_at; /* when the worker last swept (seconds) */
   int64_t purged_at;       /* when it last deleted records past record_retention */
   /* Messages their writers' transactions queued and claimed, committed, for the worker
-   * (mcim_role_outbox_put, src/roles/common.c); under `lock`, oldest first. */
+   * (mcim_role_outbox_put, src/roles/outbox.c); under `lock`, oldest first. */
   struct outbox_handed *handed, **handed_tail;
   /* The worker's polls of the store (runtime_worker.c, mcim_role_worker_main), under `lock`:
    * outbox_due_ms, when the earliest retry this instance recorded or the next message the
@@ -66,9 +66,10 @@ void mcim_role_replay_fini(struct mcim_role *r);
  * entries past their expiry, stored answers and finished outbox messages past
  * answer_retention. */
 void mcim_role_housekeeping(struct mcim_role *r);
-/* Deliver the messages handed to the worker and, with `poll`, those due in the store (worker
- * thread). Returns how many it found due in the store (a full batch of handed messages, which
- * leaves no room to look, counts as one): 0 when it did not look or found none. */
+/* outbox.c: deliver the messages handed to the worker and, with `poll`, those due in the
+ * store (worker thread). Returns how many it found due in the store (a full batch of handed
+ * messages, which leaves no room to look, counts as one): 0 when it did not look or found
+ * none. */
 size_t mcim_role_outbox_run(struct mcim_role *r, bool poll);
 /* The worker's polls so far and the interval to its next one (ms): for tests. */
 void mcim_role_worker_polls(struct mcim_role *r, uint64_t *polls, int64_t *period_ms);
@@ -76,8 +77,8 @@ void mcim_role_worker_polls(struct mcim_role *r, uint64_t *polls, int64_t *perio
  * before the server serves (nothing on SQLite), stopped once no handler or worker runs. */
 mcim_cause_t mcim_role_wake_relay_start(struct mcim_role *r);
 void mcim_role_wake_relay_stop(struct mcim_role *r);
-/* The worker stops: the messages handed to it and not sent are released (due at once, for
- * another instance or the next start) and forgotten. */
+/* outbox.c: the worker stops, the messages handed to it and not sent are released (due at
+ * once, for another instance or the next start) and forgotten. */
 void mcim_role_outbox_stop(struct mcim_role *r);
 
 /* runtime_config.c: the common keys followed by the kind's keys (and the AuC backend's, for a

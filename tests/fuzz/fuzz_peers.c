@@ -6,7 +6,7 @@
  * asks (src/device/net.c dev_peer_url: agent.json's "networks" first, then the peers file,
  * then dev_peer_url_check: https only, under 512 bytes and the caller's buffer, trailing
  * slashes dropped) and as a role asks (mcim_role_peer_url: the string, used in
- * "%s/v1/certificate" and "%s%s" by peers.c and common.c with bounded snprintf; the role's
+ * "%s/v1/certificate" and "%s%s" by peers.c and outbox.c with bounded snprintf; the role's
  * client takes https alone). A URL the check passed must start with https://, fit, and not
  * end with a slash after the host's first character: the fuzz target aborts otherwise.
  *

@@ -206,7 +206,7 @@ static void test_outbox_budget(void **state)
   assert_true(mcim_outbox_gives_up(1, MCIM_OUTBOX_UNTIL_RETENTION, 8, retention, retention));
 }
 
-/* A 409 is done only when its cause says the receiver has the message (common.c). */
+/* A 409 is done only when its cause says the receiver has the message (outbox.c). */
 static void test_outbox_outcome(void **state)
 {
   (void)state;

@@ -1,4 +1,4 @@
-/* The outbox worker's rounds (src/roles/common.c, mcim_role_outbox_run) against a peer that
+/* The outbox worker's rounds (src/roles/outbox.c, mcim_role_outbox_run) against a peer that
  * takes connections and never answers, so that every delivery lasts one peer timeout: a
  * round claims its messages together, sends while a delivery started then still ends inside
  * their lease, and releases the rest. Shown on a real PVA (its worker, its store), the

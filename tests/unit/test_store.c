@@ -953,7 +953,7 @@ static void test_batch(void **state)
   assert_int_equal(count(other, "later"), 1);
 
   /* an update or a conditional insert that matches no row changed 0 rows; one that matched
-   * two, 2 (the outbox records an outcome only where its update held: src/roles/common.c) */
+   * two, 2 (the outbox records an outcome only where its update held: src/roles/outbox.c) */
   assert_int_equal(mcim_store_begin_batch(st, true), MCIM_OK);
   assert_int_equal(mcim_store_exec(st, "UPDATE item SET n = n + 1 WHERE id = ?",
                                    (mcim_val_t[]){MCIM_TEXT("nobody")}, 1, NULL, NULL),
