@@ -3,6 +3,9 @@
  *
  *   tpm_conn.c     an ESAPI context on a TCTI ("swtpm:host=127.0.0.1,port=N", "device:...")
  *                  and the mapping of TSS2 return codes to causes, with a human detail
+ *   tpm_esys.c     that ESAPI: ours, the part of it the TRE uses, on tpm2-tss's SAPI and
+ *                  our OpenSSL (TRs, authorisations, policy sessions' HMACs, names);
+ *                  tpm_esys_cmd.c its TPM commands
  *   tpm_primary.c  the storage primary key, from its template; the TRE's persistent one
  *   tpm_dup.c      the host side (the SHO, OpenSSL only): a TPM2_Import duplication blob of
  *                  a raw AES-128 key, wrapped to the primary's public key

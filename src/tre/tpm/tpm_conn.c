@@ -1,4 +1,4 @@
-/* An ESAPI context on a TCTI, and TSS2 return codes as causes (tpm.h). */
+/* An ESAPI context (ours: tpm_esys.c) on a TCTI, and TSS2 return codes as causes (tpm.h). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

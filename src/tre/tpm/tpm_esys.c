@@ -2,8 +2,9 @@
  * tpm2-tss's SAPI (libtss2-sys, libtss2-mu), with the agent's own OpenSSL.
  *
  * Why: tpm2-tss's ESAPI (libtss2-esys) needs the shared libcrypto.so.3. A TPM device's agent
- * then either maps two OpenSSLs (its static one and ESAPI's: 11.7 MiB at its peak) or takes
- * OpenSSL shared (m2me-tpm, 9.5 MiB), where issue 10 asks for under 8 MiB. SAPI has no
+ * then either mapped two OpenSSLs (its static one and ESAPI's: 11.7 MiB at its peak) or took
+ * OpenSSL shared (m2me-tpm, now retired: 9.5 MiB), where issue 10 asks for under 8 MiB; with
+ * this, the one static m2me runs a TPM device (docs/tre-tpm.md, "Memory"). SAPI has no
  * cryptography and no libcrypto: it marshals a command, sends it over the TCTI and unmarshals
  * the answer. What ESAPI added for us is small and is here: TRs that remember an object's
  * TPM handle, name and authValue; password authorisations; unbound, unsalted policy sessions
