@@ -170,7 +170,7 @@ static mcim_cause_t ecdh_es_derive(const mcim_jose_key_t *priv, EVP_PKEY *peer,
 {
   uint8_t z[P256_LEN];
   size_t z_len = sizeof(z);
-  EVP_PKEY_CTX *dh = NULL;
+  EVP_PKEY_CTX *dh = NULL, *check = NULL;
   mcim_cause_t rc = MCIM_JWE_DECRYPT_FAILED;
 
   mcim_op_count(MCIM_OP_ECDH_ES_DECRYPT);
@@ -179,14 +179,26 @@ static mcim_cause_t ecdh_es_derive(const mcim_jose_key_t *priv, EVP_PKEY *peer,
     if (rc != MCIM_OK)
       goto cleanup;
   } else {
+    /* The peer's point is checked here, by the partial validation of SP 800-56A rev 3
+     * 5.6.2.3.4 (Q not infinity, coordinates in [0, p-1], Q on the curve:
+     * EVP_PKEY_public_check_quick), and EVP_PKEY_derive_set_peer's own check is turned off:
+     * OpenSSL 3 runs the full validation of 5.6.2.3.3 there, whose one further step, n*Q == O,
+     * is a scalar multiplication as dear as the ECDH. P-256's cofactor is 1: the group of its
+     * points has prime order n, so every point on the curve but infinity has order n and that
+     * step cannot fail once the partial validation passed. Every peer key is built by
+     * jose_p256_pkey or pkey_checked, which ran the same check; it runs again here so that
+     * the ECDH does not depend on how its peer was made. */
     dh = EVP_PKEY_CTX_new_from_pkey(NULL, priv->pkey, NULL);
-    if (!dh || EVP_PKEY_derive_init(dh) != 1 || EVP_PKEY_derive_set_peer(dh, peer) != 1 ||
+    check = EVP_PKEY_CTX_new_from_pkey(NULL, peer, NULL);
+    if (!dh || !check || EVP_PKEY_public_check_quick(check) != 1 ||
+        EVP_PKEY_derive_init(dh) != 1 || EVP_PKEY_derive_set_peer_ex(dh, peer, 0) != 1 ||
         EVP_PKEY_derive(dh, z, &z_len) != 1 || z_len != sizeof(z))
       goto cleanup;
   }
   rc = concat_kdf(z, sizeof(z), alg_id, apu, apu_len, apv, apv_len, out, out_len);
 cleanup:
   mcim_wipe(z, sizeof(z));
+  EVP_PKEY_CTX_free(check);
   EVP_PKEY_CTX_free(dh);
   ERR_clear_error();
   return rc;

@@ -171,6 +171,11 @@ static void test_jwe(void **state)
        "\"x\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\","
        "\"y\":\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"}}",
        MCIM_JOSE_MALFORMED},
+      /* x = p (the field's prime: out of range), y = the generator's */
+      {"{\"alg\":\"ECDH-ES\",\"enc\":\"A256GCM\",\"epk\":{\"kty\":\"EC\",\"crv\":\"P-256\","
+       "\"x\":\"_____wAAAAEAAAAAAAAAAAAAAAD_______________8\","
+       "\"y\":\"T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU\"}}",
+       MCIM_JOSE_MALFORMED},
       {"{\"alg\":\"ECDH-ES\",\"enc\":\"A256GCM\",\"crit\":[\"x\"]}", MCIM_JOSE_MALFORMED},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -192,6 +197,63 @@ static void test_jwe(void **state)
   assert_int_equal(mcim_jwe_decrypt(recipient.key, trunc, strlen(trunc), &pt, &ptlen),
                    MCIM_JOSE_MALFORMED);
   free(jwe);
+}
+
+/* A peer point that is not a point of P-256 other than infinity never reaches an ECDH (whose
+ * own check of the peer is the partial validation since P-256's cofactor is 1: jose_jwe.c's
+ * ecdh_es_derive): a JWE's epk off the curve, at (0, 0) or out of range is refused as
+ * MCIM_JOSE_MALFORMED (test_jwe), and the point at infinity, which OpenSSL imports (an
+ * encoded point of one zero byte), cannot become a JOSE key to derive with
+ * (MCIM_KEY_INVALID); nor can a point off the curve given by its coordinates. */
+static void test_ecdh_peer_invalid(void **state)
+{
+  (void)state;
+  static const uint8_t infinity[1] = {0x00};
+  OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+  assert_non_null(bld);
+  assert_int_equal(
+      OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0), 1);
+  assert_int_equal(OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, infinity,
+                                                    sizeof(infinity)),
+                   1);
+  OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+  EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+  EVP_PKEY *at_infinity = NULL;
+  assert_non_null(params);
+  assert_non_null(ctx);
+  assert_int_equal(EVP_PKEY_fromdata_init(ctx), 1);
+  assert_int_equal(EVP_PKEY_fromdata(ctx, &at_infinity, EVP_PKEY_PUBLIC_KEY, params), 1);
+  mcim_jose_key_t *peer = NULL;
+  assert_int_equal(mcim_jose_key_from_pkey(at_infinity, &peer), MCIM_KEY_INVALID);
+  assert_null(peer);
+
+  /* coordinates: (0, 0), and the generator with y changed */
+  uint8_t x[32] = {0}, y[32] = {0};
+  EVP_PKEY *off = NULL;
+  assert_int_equal(mcim_p256_public_pkey(x, y, &off), MCIM_KEY_INVALID);
+  static const uint8_t gx[32] = {
+      0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5,
+      0x63, 0xa4, 0x40, 0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0,
+      0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98, 0xc2, 0x96,
+  };
+  static const uint8_t gy[32] = {
+      0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a,
+      0x7c, 0x0f, 0x9e, 0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce,
+      0xcb, 0xb6, 0x40, 0x68, 0x37, 0xbf, 0x51, 0xf5,
+  };
+  memcpy(x, gx, sizeof(x));
+  memcpy(y, gy, sizeof(y));
+  assert_int_equal(mcim_p256_public_pkey(x, y, &off), MCIM_OK); /* G itself */
+  EVP_PKEY_free(off);
+  off = NULL;
+  y[31] ^= 1;
+  assert_int_equal(mcim_p256_public_pkey(x, y, &off), MCIM_KEY_INVALID);
+  assert_null(off);
+
+  EVP_PKEY_free(at_infinity);
+  EVP_PKEY_CTX_free(ctx);
+  OSSL_PARAM_free(params);
+  OSSL_PARAM_BLD_free(bld);
 }
 
 /* ---- sealed packages ---------------------------------------------------------------- */
@@ -340,6 +402,7 @@ int main(void)
       cmocka_unit_test(test_rfc7518_c),
       cmocka_unit_test(test_rfc7516_a1),
       cmocka_unit_test(test_jwe),
+      cmocka_unit_test(test_ecdh_peer_invalid),
       cmocka_unit_test(test_package),
       cmocka_unit_test(test_package_tamper),
   };
