@@ -466,6 +466,12 @@ const char *dev_json_hex(const json_t *obj, const char *name, size_t digits);
  * the public key as a JOSE key (kid = name). */
 mcim_cause_t dev_peer_key_from_pem(struct mcim_device *d, const char *pem, const char *name,
                                    mcim_jose_key_t **out);
+/* The same at the time `now` (seconds). A key that verified is kept for the span in which
+ * the certificate and the CA are both valid, under the PEM, the CA, the usage and the name
+ * (net.c says why it is safe); dev_peer_keys_clear drops every kept key (tests). */
+mcim_cause_t dev_peer_key_from_pem_at(struct mcim_device *d, const char *pem, const char *name,
+                                      int64_t now, mcim_jose_key_t **out);
+void dev_peer_keys_clear(void);
 /* GET {peer}/v1/certificate, verified as above. `pem` (may be NULL) gets a copy; free().
  * The certificate is kept for dev_peer_key_kept. */
 mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,

@@ -1,10 +1,14 @@
 /* Calls from the device to the network: the peer directory, the pinned TLS client, the
  * checks every answer goes through before anything in it is used, and network roles'
  * certificates (verified against the operators' CA the device pins). */
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "crypto/objcache.h"
+#include "crypto/verdicts.h"
 #include "device/device_priv.h"
 #include "mcim/crashpoint.h"
 #include "mcim/jose.h"
@@ -165,20 +169,76 @@ const char *dev_json_hex(const json_t *obj, const char *name, size_t digits)
   return s;
 }
 
-mcim_cause_t dev_peer_key_from_pem(struct mcim_device *d, const char *pem, const char *name,
-                                   mcim_jose_key_t **out)
+/* Keys of network roles' certificates that verified, kept (dev_peer_key_from_pem_at).
+ *
+ * Why: a kept certificate is checked again at every use (dev_peer_key_kept, a package's and
+ * a discovery's SHO certificate), and each check parsed the PEM again (OpenSSL 3's decoders),
+ * hashed it and its CA for the chain verdict (src/crypto/pki_verdict.c) and built the JOSE
+ * key again (a P-256 group a key): a tenth of the device's instructions in a change of SHO
+ * (docs/performance.md).
+ *
+ * Why it is safe: what the check reads is the PEM, the pinned CA, the usage (TLS), the name
+ * and the time; a key is kept under the SHA-256 of the first four (the CA by its DER's
+ * SHA-256) and given only inside the span in which both the certificate and the CA are
+ * valid, the one time-dependent part of the check (no CRL, no store). Another byte, CA or
+ * name, or a time outside the span, runs the full check with its cause; refusals are never
+ * kept. The key is shared by reference (mcim_jose_key_set_kid refuses a shared key); the
+ * table is bounded, the oldest key goes first. */
+static int peer_key_up_ref(void *key)
+{
+  mcim_jose_key_t *ref = NULL;
+  return mcim_jose_key_dup(key, &ref) == MCIM_OK;
+}
+
+static void peer_key_release(void *key) { mcim_jose_key_free(key); }
+
+static struct mcim_objcache peer_keys =
+    MCIM_OBJCACHE_INIT(peer_key_up_ref, peer_key_release, 64);
+
+void dev_peer_keys_clear(void) { mcim_objcache_clear(&peer_keys); }
+
+static bool asn1_seconds(const ASN1_TIME *t, int64_t *out)
+{
+  struct tm tm;
+  if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+    return false;
+  *out = (int64_t)timegm(&tm);
+  return true;
+}
+
+/* The id of the check of `pem` for `name` against `ca`; false if it cannot be computed. */
+static bool peer_key_id(X509 *ca, const char *pem, const char *name, uint8_t id[32])
+{
+  uint8_t ca_md[32];
+  unsigned int n = 0;
+  int32_t usage = MCIM_CERT_TLS;
+  if (!ca || X509_digest(ca, mcim_sha256(), ca_md, &n) != 1 || n != 32)
+    return false;
+  const void *parts[] = {"peer-key", pem, ca_md, &usage, name};
+  const size_t lens[] = {8, strlen(pem), sizeof(ca_md), sizeof(usage), strlen(name)};
+  return mcim_verdict_id(id, 5, parts, lens);
+}
+
+mcim_cause_t dev_peer_key_from_pem_at(struct mcim_device *d, const char *pem, const char *name,
+                                      int64_t now, mcim_jose_key_t **out)
 {
   X509 *cert = NULL;
   EVP_PKEY *pub = NULL;
+  uint8_t id[32];
+  int64_t nb1, na1, nb2, na2;
+  bool have_id = false;
   mcim_cause_t rc = MCIM_CERT_INVALID;
 
   *out = NULL;
   if (!pem || !name)
     goto cleanup;
+  have_id = peer_key_id(d->operators_ca, pem, name, id);
+  if (have_id && (*out = mcim_objcache_get_at(&peer_keys, id, now)) != NULL)
+    return MCIM_OK;
   rc = mcim_pki_cert_from_pem(pem, strlen(pem), &cert);
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = mcim_pki_cert_public_key(cert, d->operators_ca, MCIM_CERT_TLS, name, 0, &pub);
+  rc = mcim_pki_cert_public_key(cert, d->operators_ca, MCIM_CERT_TLS, name, now, &pub);
   if (rc != MCIM_OK)
     goto cleanup;
   rc = mcim_jose_key_from_pkey(pub, out);
@@ -187,11 +247,23 @@ mcim_cause_t dev_peer_key_from_pem(struct mcim_device *d, const char *pem, const
   if (rc != MCIM_OK) {
     mcim_jose_key_free(*out);
     *out = NULL;
+    goto cleanup;
   }
+  if (have_id && asn1_seconds(X509_get0_notBefore(cert), &nb1) &&
+      asn1_seconds(X509_get0_notAfter(cert), &na1) &&
+      asn1_seconds(X509_get0_notBefore(d->operators_ca), &nb2) &&
+      asn1_seconds(X509_get0_notAfter(d->operators_ca), &na2))
+    mcim_objcache_put_until(&peer_keys, id, *out, nb1 > nb2 ? nb1 : nb2, na1 < na2 ? na1 : na2);
 cleanup:
   EVP_PKEY_free(pub);
   X509_free(cert);
   return rc;
+}
+
+mcim_cause_t dev_peer_key_from_pem(struct mcim_device *d, const char *pem, const char *name,
+                                   mcim_jose_key_t **out)
+{
+  return dev_peer_key_from_pem_at(d, pem, name, mcim_now(), out);
 }
 
 mcim_cause_t dev_peer_key(struct mcim_device *d, struct mcim_http_lite *cli, const char *peer,

@@ -5,7 +5,9 @@
  * kept key makes the agent fetch the certificate again (the peer's key may have changed),
  * while a statement refused for its claims does not. The network is unreachable (port 1)
  * throughout: a fetch shows as MCIM_PEER_UNREACHABLE, and a verified statement proves that
- * no fetch was needed. */
+ * no fetch was needed. The key of a certificate that verified is kept for its exact bytes,
+ * CA and name (dev_peer_key_from_pem_at): any other certificate, name or time is refused as
+ * before. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,14 +46,21 @@ static int teardown(void **state)
   return 0;
 }
 
-/* A role's statement key and its certificate (PEM, free()) by `ca`, CN = `name`. */
-static mcim_jose_key_t *role_key(mcim_pki_ca_t *ca, const char *name, char **pem)
+/* A role's statement key and its certificate (PEM, free()) by `ca`, CN = `name`, valid in
+ * [not_before, not_after) (0, 0: from now, for 30 days). */
+static mcim_jose_key_t *role_key_valid(mcim_pki_ca_t *ca, const char *name, int64_t not_before,
+                                       int64_t not_after, char **pem)
 {
   EVP_PKEY *pk = NULL;
   X509 *cert = NULL;
   mcim_jose_key_t *key = NULL;
   assert_int_equal(mcim_pki_key_generate(&pk), MCIM_OK);
-  mcim_cert_request_t req = {.name = name, .usage = MCIM_CERT_TLS, .key = pk, .days = 30};
+  mcim_cert_request_t req = {.name = name,
+                             .usage = MCIM_CERT_TLS,
+                             .key = pk,
+                             .not_before = not_before,
+                             .not_after = not_after,
+                             .days = 30};
   assert_int_equal(mcim_pki_issue(ca, &req, &cert), MCIM_OK);
   assert_int_equal(mcim_pki_cert_to_pem(cert, pem), MCIM_OK);
   assert_int_equal(mcim_jose_key_from_pkey(pk, &key), MCIM_OK);
@@ -59,6 +68,11 @@ static mcim_jose_key_t *role_key(mcim_pki_ca_t *ca, const char *name, char **pem
   X509_free(cert);
   EVP_PKEY_free(pk);
   return key;
+}
+
+static mcim_jose_key_t *role_key(mcim_pki_ca_t *ca, const char *name, char **pem)
+{
+  return role_key_valid(ca, name, 0, 0, pem);
 }
 
 static char *statement(const mcim_jose_key_t *key, const char *iss, const char *typ)
@@ -198,6 +212,77 @@ static void other_key_fetches_again(void **state)
   mcim_jose_key_free(new_key);
 }
 
+/* The key of a certificate that verified is kept (the same key object comes back, no parse)
+ * for that PEM, CA and name, inside both validities; everything else is checked in full and
+ * refused with its cause: the same PEM for another name, or at a time it is expired or not
+ * yet valid; a certificate of another key by another CA; an expired one; and another
+ * certificate for the same name gives its own key, not the kept one. */
+static void verified_key_kept_others_refused(void **state)
+{
+  struct ctx *c = *state;
+  mcim_pki_ca_t *other = NULL;
+  char *pem = NULL, *pem_x = NULL, *pem_old = NULL, *pem_new = NULL;
+  int64_t now = mcim_now();
+  mcim_jose_key_t *got = NULL, *again = NULL;
+  mcim_jose_key_t *key = role_key(c->fx.ops, "sho-a", &pem);
+  assert_int_equal(mcim_pki_ca_create("another CA", 30, &other), MCIM_OK);
+  mcim_jose_key_t *key_x = role_key(other, "sho-a", &pem_x);
+  mcim_jose_key_t *key_old = role_key_valid(c->fx.ops, "sho-a", now - 7200, now - 3600, &pem_old);
+  mcim_jose_key_t *key_new = role_key(c->fx.ops, "sho-a", &pem_new);
+
+  dev_peer_keys_clear();
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem, "sho-a", now, &got), MCIM_OK);
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem, "sho-a", now + 60, &again), MCIM_OK);
+  assert_ptr_equal(again, got); /* kept */
+  mcim_jose_key_free(again);
+  again = NULL;
+  char *jws = statement(key, "sho-a", "mcim-discard-ack+jwt");
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), got, &expect, NULL), MCIM_OK);
+  free(jws);
+
+  /* the kept bytes, for another name or outside their validity */
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem, "sho-b", now, &again),
+                   MCIM_CERT_INVALID);
+  assert_null(again);
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem, "sho-a", now + 31 * 86400, &again),
+                   MCIM_CERT_EXPIRED);
+  assert_null(again);
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem, "sho-a", now - 3600, &again),
+                   MCIM_CERT_INVALID);
+  assert_null(again);
+  /* other certificates for the same name: another key by another CA, an expired one */
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem_x, "sho-a", now, &again),
+                   MCIM_CERT_INVALID);
+  assert_null(again);
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem_old, "sho-a", now, &again),
+                   MCIM_CERT_EXPIRED);
+  assert_null(again);
+  /* another key certified for the name: that key, and the statements of the first refused */
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem_new, "sho-a", now, &again), MCIM_OK);
+  assert_ptr_not_equal(again, got);
+  jws = statement(key, "sho-a", "mcim-discard-ack+jwt");
+  assert_int_equal(mcim_jws_verify(jws, strlen(jws), again, &expect, NULL),
+                   MCIM_JWS_BAD_SIGNATURE);
+  free(jws);
+  /* and the kept one still answers for its own bytes */
+  mcim_jose_key_free(again);
+  assert_int_equal(dev_peer_key_from_pem_at(c->d, pem, "sho-a", now, &again), MCIM_OK);
+  assert_ptr_equal(again, got);
+
+  mcim_jose_key_free(again);
+  mcim_jose_key_free(got);
+  dev_peer_keys_clear();
+  mcim_pki_ca_free(other);
+  free(pem);
+  free(pem_x);
+  free(pem_old);
+  free(pem_new);
+  mcim_jose_key_free(key);
+  mcim_jose_key_free(key_x);
+  mcim_jose_key_free(key_old);
+  mcim_jose_key_free(key_new);
+}
+
 int main(void)
 {
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_ERROR, stderr);
@@ -205,6 +290,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(kept_used_without_request, setup, teardown),
       cmocka_unit_test_setup_teardown(kept_not_verifying_not_used, setup, teardown),
       cmocka_unit_test_setup_teardown(other_key_fetches_again, setup, teardown),
+      cmocka_unit_test_setup_teardown(verified_key_kept_others_refused, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
