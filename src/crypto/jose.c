@@ -153,6 +153,77 @@ char *jose_dup_cjose_string(char *s)
   return copy;
 }
 
+/* A public key is made as a copy of this one, the generator G as a public P-256 key, with
+ * its point replaced (OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, which checks the point is on the
+ * curve as the import does): EVP_PKEY_fromdata builds the curve's group again for every key
+ * (its Montgomery context: a modular inversion), where a copy copies the template's; a
+ * received key costs less than half as much (callgrind, docs/performance.md). Made once, never
+ * changed nor given out; NULL if it could not be made (then every key is imported). A key
+ * pair is imported: the EC provider takes no private key as a parameter of a key it holds. */
+static EVP_PKEY *p256_public_template;
+static pthread_once_t p256_public_once = PTHREAD_ONCE_INIT;
+
+static const uint8_t p256_g[1 + 2 * P256_LEN] = {
+    0x04, /* uncompressed */
+    0x6b, 0x17, 0xd1, 0xf2, 0xe1, 0x2c, 0x42, 0x47, 0xf8, 0xbc, 0xe6, 0xe5, 0x63, 0xa4, 0x40,
+    0xf2, 0x77, 0x03, 0x7d, 0x81, 0x2d, 0xeb, 0x33, 0xa0, 0xf4, 0xa1, 0x39, 0x45, 0xd8, 0x98,
+    0xc2, 0x96, 0x4f, 0xe3, 0x42, 0xe2, 0xfe, 0x1a, 0x7f, 0x9b, 0x8e, 0xe7, 0xeb, 0x4a, 0x7c,
+    0x0f, 0x9e, 0x16, 0x2b, 0xce, 0x33, 0x57, 0x6b, 0x31, 0x5e, 0xce, 0xcb, 0xb6, 0x40, 0x68,
+    0x37, 0xbf, 0x51, 0xf5,
+};
+
+/* EVP_PKEY_fromdata of the point `pt` (and d): a fresh group. */
+static EVP_PKEY *p256_import(const uint8_t pt[1 + 2 * P256_LEN], const uint8_t *d)
+{
+  OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+  OSSL_PARAM *params = NULL;
+  BIGNUM *priv = NULL;
+  EVP_PKEY_CTX *ctx = NULL;
+  EVP_PKEY *pkey = NULL;
+
+  if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
+      !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, 1 + 2 * P256_LEN))
+    goto cleanup;
+  if (d && (!(priv = BN_secure_new()) || !BN_bin2bn(d, P256_LEN, priv) ||
+            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv)))
+    goto cleanup;
+  if (!(params = OSSL_PARAM_BLD_to_param(bld)))
+    goto cleanup;
+  ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+  if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
+      EVP_PKEY_fromdata(ctx, &pkey, d ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) != 1) {
+    EVP_PKEY_free(pkey);
+    pkey = NULL;
+  }
+cleanup:
+  EVP_PKEY_CTX_free(ctx);
+  OSSL_PARAM_free(params); /* d came from a secure BIGNUM: that part is cleared on free */
+  BN_clear_free(priv);
+  OSSL_PARAM_BLD_free(bld);
+  return pkey;
+}
+
+static void p256_public_template_make(void)
+{
+  p256_public_template = p256_import(p256_g, NULL);
+  ERR_clear_error();
+}
+
+/* A public key of the point `pt`: a copy of the template with that point, else imported. */
+static EVP_PKEY *p256_public(const uint8_t pt[1 + 2 * P256_LEN])
+{
+  pthread_once(&p256_public_once, p256_public_template_make);
+  if (!p256_public_template)
+    return p256_import(pt, NULL);
+  EVP_PKEY *pkey = EVP_PKEY_dup(p256_public_template);
+  if (pkey && EVP_PKEY_set_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, pt,
+                                              1 + 2 * P256_LEN) != 1) {
+    EVP_PKEY_free(pkey); /* not a point of the curve */
+    pkey = NULL;
+  }
+  return pkey;
+}
+
 /* An OpenSSL P-256 key from raw coordinates (and d for a key pair), checked: the point is
  * on the curve and not at infinity, and d is in [1, n-1]. Every received ephemeral key goes
  * through here before any ECDH (invalid-curve attacks on ECDH-ES).
@@ -168,28 +239,14 @@ mcim_cause_t jose_p256_pkey(const uint8_t x[P256_LEN], const uint8_t y[P256_LEN]
                             EVP_PKEY **out)
 {
   uint8_t pt[1 + 2 * P256_LEN];
-  OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-  OSSL_PARAM *params = NULL;
-  BIGNUM *priv = NULL;
-  EVP_PKEY_CTX *ctx = NULL, *check = NULL;
-  EVP_PKEY *pkey = NULL;
-  mcim_cause_t rc = MCIM_NO_MEMORY;
+  EVP_PKEY_CTX *check = NULL;
+  mcim_cause_t rc = MCIM_KEY_INVALID;
 
   pt[0] = 0x04; /* uncompressed point */
   memcpy(pt + 1, x, P256_LEN);
   memcpy(pt + 1 + P256_LEN, y, P256_LEN);
-  if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) ||
-      !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof(pt)))
-    goto cleanup;
-  if (d && (!(priv = BN_secure_new()) || !BN_bin2bn(d, P256_LEN, priv) ||
-            !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, priv)))
-    goto cleanup;
-  if (!(params = OSSL_PARAM_BLD_to_param(bld)))
-    goto cleanup;
-  rc = MCIM_KEY_INVALID;
-  ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-  if (!ctx || EVP_PKEY_fromdata_init(ctx) != 1 ||
-      EVP_PKEY_fromdata(ctx, &pkey, d ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY, params) != 1)
+  EVP_PKEY *pkey = d ? p256_import(pt, d) : p256_public(pt);
+  if (!pkey)
     goto cleanup;
   check = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);
   if (!check || EVP_PKEY_public_check_quick(check) != 1 ||
@@ -201,10 +258,6 @@ mcim_cause_t jose_p256_pkey(const uint8_t x[P256_LEN], const uint8_t y[P256_LEN]
 cleanup:
   EVP_PKEY_CTX_free(check);
   EVP_PKEY_free(pkey);
-  EVP_PKEY_CTX_free(ctx);
-  OSSL_PARAM_free(params); /* d came from a secure BIGNUM: that part is cleared on free */
-  BN_clear_free(priv);
-  OSSL_PARAM_BLD_free(bld);
   ERR_clear_error();
   return rc;
 }

@@ -1,6 +1,7 @@
 /* JOSE keys (src/crypto/jose_key.c): from JWKs and OpenSSL keys (a point off the curve, other
  * curves and RSA refused), shared references, the public half; a key whose private part is
- * elsewhere (mcim_jose_key_external, the TPM TRE's seam). Fixture: jose_fixture.h. */
+ * elsewhere (mcim_jose_key_external, the TPM TRE's seam); public keys from coordinates.
+ * Fixture: jose_fixture.h. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <openssl/bn.h>
 
 #include "jose_fixture.h"
 
@@ -332,11 +334,74 @@ static void test_external_key(void **state)
   EVP_PKEY_free(h.key);
 }
 
+/* ---- public keys from coordinates ---------------------------------------------------- */
+
+static void point_of(const EVP_PKEY *k, uint8_t x[32], uint8_t y[32])
+{
+  BIGNUM *bx = NULL, *by = NULL;
+  assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_EC_PUB_X, &bx), 1);
+  assert_int_equal(EVP_PKEY_get_bn_param(k, OSSL_PKEY_PARAM_EC_PUB_Y, &by), 1);
+  assert_int_equal(BN_bn2binpad(bx, x, 32), 32);
+  assert_int_equal(BN_bn2binpad(by, y, 32), 32);
+  BN_free(bx);
+  BN_free(by);
+}
+
+static void shared_secret(EVP_PKEY *priv, EVP_PKEY *peer, uint8_t z[32])
+{
+  size_t z_len = 32;
+  EVP_PKEY_CTX *dh = EVP_PKEY_CTX_new_from_pkey(NULL, priv, NULL);
+  assert_non_null(dh);
+  assert_int_equal(EVP_PKEY_derive_init(dh), 1);
+  assert_int_equal(EVP_PKEY_derive_set_peer(dh, peer), 1); /* the full check, here */
+  assert_int_equal(EVP_PKEY_derive(dh, z, &z_len), 1);
+  assert_int_equal(z_len, 32);
+  EVP_PKEY_CTX_free(dh);
+}
+
+/* A public key from coordinates is a copy of one template key with its point set (jose.c,
+ * p256_public): each key is its own point and stands alone, a point off the curve in between
+ * is refused and changes nothing for the next, and the keys pass OpenSSL's full check and
+ * agree on an ECDH secret. */
+static void test_public_from_coordinates(void **state)
+{
+  (void)state;
+  EVP_PKEY *a = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  EVP_PKEY *b = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  uint8_t xa[32], ya[32], xb[32], yb[32], z1[32], z2[32];
+  EVP_PKEY *pa = NULL, *pb = NULL, *off = NULL, *again = NULL;
+  assert_non_null(a);
+  assert_non_null(b);
+  point_of(a, xa, ya);
+  point_of(b, xb, yb);
+  assert_int_equal(mcim_p256_public_pkey(xa, ya, &pa), MCIM_OK);
+  assert_int_equal(mcim_p256_public_pkey(xb, yb, &pb), MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(pa, a), 1);
+  assert_int_equal(EVP_PKEY_eq(pb, b), 1);
+  assert_int_not_equal(EVP_PKEY_eq(pa, pb), 1);
+  ya[31] ^= 1;
+  assert_int_equal(mcim_p256_public_pkey(xa, ya, &off), MCIM_KEY_INVALID);
+  assert_null(off);
+  ya[31] ^= 1;
+  EVP_PKEY_free(pa);
+  assert_int_equal(mcim_p256_public_pkey(xa, ya, &again), MCIM_OK);
+  assert_int_equal(EVP_PKEY_eq(again, a), 1);
+  assert_int_equal(EVP_PKEY_eq(pb, b), 1);
+  shared_secret(a, pb, z1);
+  shared_secret(b, again, z2);
+  assert_memory_equal(z1, z2, 32);
+  EVP_PKEY_free(again);
+  EVP_PKEY_free(pb);
+  EVP_PKEY_free(a);
+  EVP_PKEY_free(b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_keys),
       cmocka_unit_test(test_external_key),
+      cmocka_unit_test(test_public_from_coordinates),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
