@@ -1,5 +1,5 @@
 /* HTTP server and client over real TLS on loopback: routes, captures, mTLS,
- * problem+json for every kind of bad request, connection reuse. Certificates
+ * problem+json for every kind of bad request, connection reuse, the key exchange agreed. Certificates
  * come from the openssl command line so this test does not depend on pki.c. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -7,8 +7,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,6 +232,66 @@ static void test_untrusted_server(void **state)
   assert_int_equal(mcim_http_request(c, "GET", url, NULL, NULL, &r), MCIM_PEER_NOT_AUTHENTICATED);
   mcim_http_result_clear(&r);
   mcim_http_client_free(c);
+}
+
+/* One TLS 1.3 handshake with the server by an OpenSSL client offering `groups` (NULL:
+ * OpenSSL's default, X25519's key share first, as the agent's and libcurl's clients):
+ * the group agreed, and how many ServerHellos came (2: a HelloRetryRequest first). */
+static int server_hellos;
+
+static void count_hellos(int write_p, int version, int content_type, const void *buf,
+                         size_t len, SSL *ssl, void *arg)
+{
+  (void)version;
+  (void)ssl;
+  (void)arg;
+  if (!write_p && content_type == SSL3_RT_HANDSHAKE && len > 0 &&
+      ((const unsigned char *)buf)[0] == SSL3_MT_SERVER_HELLO)
+    server_hellos++;
+}
+
+static int handshake_group(const char *groups, int *hellos)
+{
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(mcim_http_server_port(srv))};
+  int fd = socket(AF_INET, SOCK_STREAM, 0), group = 0;
+  SSL *ssl = NULL;
+
+  assert_non_null(ctx);
+  assert_true(fd >= 0);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION), 1);
+  if (groups)
+    assert_int_equal(SSL_CTX_set1_groups_list(ctx, groups), 1);
+  SSL_CTX_set_msg_callback(ctx, count_hellos);
+  ssl = SSL_new(ctx);
+  assert_non_null(ssl);
+  SSL_set_fd(ssl, fd);
+  server_hellos = 0;
+  assert_int_equal(SSL_connect(ssl), 1); /* the server's certificate is not checked here */
+  group = SSL_get_negotiated_group(ssl);
+  *hellos = server_hellos;
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  close(fd);
+  return group;
+}
+
+/* The key exchange the servers prefer is the one OpenSSL's clients offer first: no
+ * HelloRetryRequest (a round trip and a key pair more for every connection of the agent and
+ * of the roles' own clients); a client that offers P-256 only still gets it. */
+static void test_tls_key_exchange(void **state)
+{
+  int hellos = 0;
+  (void)state;
+  assert_int_equal(handshake_group(NULL, &hellos), NID_X25519);
+  assert_int_equal(hellos, 1);
+  assert_int_equal(handshake_group("P-256", &hellos), NID_X9_62_prime256v1);
+  assert_int_equal(hellos, 1);
+  /* offered in this order, the server's preference decides: X25519, with a retry */
+  assert_int_equal(handshake_group("P-256:X25519", &hellos), NID_X25519);
+  assert_int_equal(hellos, 2);
 }
 
 static void test_route_match(void **state)
@@ -560,6 +624,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_route_match),
+      cmocka_unit_test(test_tls_key_exchange),
       cmocka_unit_test(test_roundtrip_and_reuse),
       cmocka_unit_test(test_bad_requests),
       cmocka_unit_test(test_wrong_content_type_and_syntax),
