@@ -292,10 +292,14 @@ TSS2_RC mcim_esys_begin(ESYS_CONTEXT *e, struct mcim_esys_cmd *c)
   }
   for (size_t i = 0; i < 3; i++) {
     struct mcim_esys_res *s = mcim_esys_res(e, c->s[i]);
-    if (i >= c->nauth ? c->s[i] != ESYS_TR_NONE
-                      : c->s[i] != ESYS_TR_PASSWORD && (!s || !s->session))
-      return i >= c->nauth || c->s[i] == ESYS_TR_NONE ? TSS2_ESYS_RC_BAD_VALUE
-                                                        : TSS2_ESYS_RC_BAD_TR;
+    if (i >= c->nauth) {
+      if (c->s[i] != ESYS_TR_NONE) /* an audit or encryption session: not done here */
+        return TSS2_ESYS_RC_BAD_VALUE;
+    } else if (c->s[i] == ESYS_TR_NONE) { /* an authorisation the command needs */
+      return TSS2_ESYS_RC_BAD_VALUE;
+    } else if (c->s[i] != ESYS_TR_PASSWORD && (!s || !s->session)) {
+      return TSS2_ESYS_RC_BAD_TR;
+    }
   }
   return TSS2_RC_SUCCESS;
 }
