@@ -168,8 +168,10 @@ static ESYS_TR make_key(struct conn *c, const TPM2B_AUTH *auth)
   return key;
 }
 
-/* TPM2_Sign of a fixed digest with `key` through a new policy session; the TPM's answer. */
-static TSS2_RC sign_with_policy(struct conn *c, ESYS_TR key, bool tamper_nonce,
+/* TPM2_Sign of a fixed digest with `key` through a new policy session; the TPM's answer.
+ * tamper_nonce: the TPM's last nonce altered on our side before the command; flip: the
+ * Sign's answer altered in the middle (one session: its HMAC's last octet). */
+static TSS2_RC sign_with_policy(struct conn *c, ESYS_TR key, bool tamper_nonce, bool flip,
                                 TPMT_SIGNATURE **sig)
 {
   ESYS_TR session = ESYS_TR_NONE;
@@ -182,6 +184,7 @@ static TSS2_RC sign_with_policy(struct conn *c, ESYS_TR key, bool tamper_nonce,
   start_policy(c, TPM2_SE_POLICY, &session);
   if (tamper_nonce)
     mcim_esys_res(c->esys, session)->nonce_tpm.buffer[0] ^= 0x80;
+  c->mitm.flip = flip;
   r = Esys_Sign(c->esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &digest, &how, &ticket,
                 sig);
   (void)Esys_FlushContext(c->esys, session);
@@ -218,26 +221,26 @@ static void test_policy_auth_value(void **state)
 
   /* the right authValue: our HMAC is the one the TPM computes, and its answer checks */
   assert_int_equal(Esys_TR_SetAuth(c.esys, key, &auth), TSS2_RC_SUCCESS);
-  assert_int_equal(sign_with_policy(&c, key, false, &sig), TSS2_RC_SUCCESS);
+  assert_int_equal(sign_with_policy(&c, key, false, false, &sig), TSS2_RC_SUCCESS);
   assert_non_null(sig);
   assert_int_equal(sig->sigAlg, TPM2_ALG_ECDSA);
   Esys_Free(sig);
   sig = NULL;
 
   /* the nonces are in the HMAC: one altered, the TPM refuses */
-  assert_int_equal(sign_with_policy(&c, key, true, &sig), BAD_AUTH_SESSION_1);
+  assert_int_equal(sign_with_policy(&c, key, true, false, &sig), BAD_AUTH_SESSION_1);
   assert_null(sig);
 
   /* a wrong authValue: refused by the TPM, not by us */
   wrong = auth;
   wrong.buffer[15] ^= 0x01;
   assert_int_equal(Esys_TR_SetAuth(c.esys, key, &wrong), TSS2_RC_SUCCESS);
-  assert_int_equal(sign_with_policy(&c, key, false, &sig), BAD_AUTH_SESSION_1);
+  assert_int_equal(sign_with_policy(&c, key, false, false, &sig), BAD_AUTH_SESSION_1);
   assert_null(sig);
 
   /* no authValue at all (ESAPI's default for a loaded key): refused alike */
   assert_int_equal(Esys_TR_SetAuth(c.esys, key, NULL), TSS2_RC_SUCCESS);
-  assert_int_equal(sign_with_policy(&c, key, false, &sig), BAD_AUTH_SESSION_1);
+  assert_int_equal(sign_with_policy(&c, key, false, false, &sig), BAD_AUTH_SESSION_1);
 
   (void)Esys_FlushContext(c.esys, key);
   conn_close(&c);
@@ -255,11 +258,11 @@ static void test_auth_trailing_zeros(void **state)
   conn_open(&c);
   key = make_key(&c, &with_zeros); /* the TPM keeps 0xabcd */
   assert_int_equal(Esys_TR_SetAuth(c.esys, key, &with_zeros), TSS2_RC_SUCCESS);
-  assert_int_equal(sign_with_policy(&c, key, false, &sig), TSS2_RC_SUCCESS);
+  assert_int_equal(sign_with_policy(&c, key, false, false, &sig), TSS2_RC_SUCCESS);
   Esys_Free(sig);
   sig = NULL;
   assert_int_equal(Esys_TR_SetAuth(c.esys, key, &without), TSS2_RC_SUCCESS);
-  assert_int_equal(sign_with_policy(&c, key, false, &sig), TSS2_RC_SUCCESS);
+  assert_int_equal(sign_with_policy(&c, key, false, false, &sig), TSS2_RC_SUCCESS);
   Esys_Free(sig);
   (void)Esys_FlushContext(c.esys, key);
   conn_close(&c);
@@ -276,22 +279,11 @@ static void test_response_hmac_checked(void **state)
   conn_open(&c);
   key = make_key(&c, &auth);
   assert_int_equal(Esys_TR_SetAuth(c.esys, key, &auth), TSS2_RC_SUCCESS);
-  {
-    ESYS_TR session = ESYS_TR_NONE;
-    TPM2B_DIGEST digest = {.size = 32};
-    TPMT_SIG_SCHEME how = {.scheme = TPM2_ALG_NULL};
-    TPMT_TK_HASHCHECK ticket = {.tag = TPM2_ST_HASHCHECK, .hierarchy = TPM2_RH_NULL};
-    start_policy(&c, TPM2_SE_POLICY, &session);
-    c.mitm.flip = true; /* the Sign's answer: one session, its HMAC last */
-    assert_int_equal(Esys_Sign(c.esys, key, session, ESYS_TR_NONE, ESYS_TR_NONE, &digest,
-                               &how, &ticket, &sig),
-                     TSS2_ESYS_RC_RSP_AUTH_FAILED);
-    assert_false(c.mitm.flip); /* the flip did land on this answer */
-    assert_null(sig);          /* and nothing of it was handed out */
-    (void)Esys_FlushContext(c.esys, session);
-  }
+  assert_int_equal(sign_with_policy(&c, key, false, true, &sig), TSS2_ESYS_RC_RSP_AUTH_FAILED);
+  assert_false(c.mitm.flip); /* the flip did land on the Sign's answer */
+  assert_null(sig);          /* and nothing of it was handed out */
   /* the connection goes on: the next signature, unaltered, checks */
-  assert_int_equal(sign_with_policy(&c, key, false, &sig), TSS2_RC_SUCCESS);
+  assert_int_equal(sign_with_policy(&c, key, false, false, &sig), TSS2_RC_SUCCESS);
   Esys_Free(sig);
   (void)Esys_FlushContext(c.esys, key);
   conn_close(&c);
