@@ -510,16 +510,30 @@ static void relay_record(const char *key, void *arg)
     snprintf(relayed[i], sizeof(relayed[i]), "%s", key);
 }
 
+/* mcim_http_long_poll_wakes_total{source}: held requests a wake dispatched again */
+static double wakes(const char *source)
+{
+  return mcim_metric_value(&mcim_m_http_long_poll_wakes, MCIM_LABELS(source));
+}
+
+static double wakes_all(void)
+{
+  return wakes("commit") + wakes("instance") + wakes("relisten");
+}
+
 /* With a relay (several instances on one database): every wake of this process is handed to it,
  * another instance's (mcim_http_wake_local) is not. While the relay is live a held request is
- * not rechecked: with a recheck of 50 ms it would be dispatched about 8 times in the 400 ms
- * watched, and stays at its first dispatch; another instance's wake answers it. When the relay
- * stops being live the rechecks come back; when it becomes live again every held request is
- * dispatched once (wakes may have been lost meanwhile). */
+ * not rechecked: held across a whole 1 s long poll of slot 2, whose end the server's resumer
+ * takes in a pass where, with a recheck of 50 ms, it would be due about 20 times over, it stays
+ * at its first dispatch (and slot 2 at its hold and end), then another instance's wake answers
+ * it (counted source="instance"). When the relay stops being live the rechecks come back (found
+ * by a recheck: no wake counted); when it becomes live again every held request is dispatched
+ * once (counted source="relisten": wakes may have been lost meanwhile). */
 static void test_long_poll_relay(void **state)
 {
   (void)state;
   char url[96];
+  int64_t ms;
   pthread_t th;
   struct mcim_http_server *s = wait_server(50, url, sizeof(url));
   mcim_http_wake_relay(relay_record, NULL);
@@ -530,40 +544,58 @@ static void test_long_poll_relay(void **state)
 
   /* live: held, not rechecked, answered at another instance's wake */
   mcim_http_wake_live(true);
+  double held0 = mcim_metric_value(&mcim_m_http_long_polls_held, NULL);
+  double instance0 = wakes("instance");
   struct getter g = {.url = url, .slot = 6};
   assert_int_equal(pthread_create(&th, NULL, getter_main, &g), 0);
   assert_true(runs_reach(6, 1));
-  struct timespec watch = {0, 400000000}; /* a window to see what must not happen */
-  nanosleep(&watch, NULL);
-  assert_int_equal(atomic_load(&wait_runs[6]), 1);
+  assert_true(held_reach(held0 + 1));
+  /* not a window of our own: the server's resumer ends slot 2's wait, in the same pass that
+   * would take slot 6 at a recheck due since (held before slot 2 was asked) */
+  atomic_store(&wait_runs[2], 0);
+  assert_int_equal(wait_get(url, 2, 1, &ms), MCIM_NOT_FOUND);
+  if (atomic_load(&wait_runs[2]) != 2 || atomic_load(&wait_runs[6]) != 1)
+    fail_msg("rechecked while the relay is live: slot 2 dispatched %d times (2: hold, end),"
+             " slot 6 %d (1: hold)", atomic_load(&wait_runs[2]), atomic_load(&wait_runs[6]));
   atomic_store(&wait_ready[6], 1);
   mcim_http_wake_local("test:6");
   pthread_join(th, NULL);
   assert_int_equal(g.rc, MCIM_OK);
   assert_int_equal(atomic_load(&wait_runs[6]), 2);
+  if (wakes("instance") != instance0 + 1) /* by that wake, not a recheck */
+    fail_msg("not answered by the other instance's wake: instance wakes %.0f -> %.0f",
+             instance0, wakes("instance"));
 
   /* not live: rechecked (the hold, then at least two rechecks), found by a recheck */
   mcim_http_wake_live(false);
+  double woken7 = wakes_all();
   struct getter g7 = {.url = url, .slot = 7};
   assert_int_equal(pthread_create(&th, NULL, getter_main, &g7), 0);
   assert_true(runs_reach(7, 3));
   atomic_store(&wait_ready[7], 1);
   pthread_join(th, NULL);
   assert_int_equal(g7.rc, MCIM_OK);
+  if (wakes_all() != woken7)
+    fail_msg("found by a wake, not a recheck: wakes %.0f -> %.0f", woken7, wakes_all());
   mcim_http_server_free(s);
 
   /* a server without rechecks (recheck 0): held until the relay becomes live, then
-   * dispatched once and answered */
+   * dispatched once, by that (source="relisten"), and answered */
   s = wait_server(0, url, sizeof(url));
+  double relisten0 = wakes("relisten");
+  held0 = mcim_metric_value(&mcim_m_http_long_polls_held, NULL);
   struct getter g0 = {.url = url, .slot = 0};
   assert_int_equal(pthread_create(&th, NULL, getter_main, &g0), 0);
   assert_true(runs_reach(0, 1));
+  assert_true(held_reach(held0 + 1));
   atomic_store(&wait_ready[0], 1);
   mcim_http_wake_live(true);
   pthread_join(th, NULL);
   assert_int_equal(g0.rc, MCIM_OK);
   assert_int_equal(atomic_load(&wait_runs[0]), 2);
-  assert_true(g0.ms < 15000);
+  if (wakes("relisten") != relisten0 + 1)
+    fail_msg("not dispatched by the relay's return: relisten wakes %.0f -> %.0f", relisten0,
+             wakes("relisten"));
   assert_int_equal(atomic_load(&nrelayed), 1); /* the local wakes relayed nothing */
 
   mcim_http_wake_relay(NULL, NULL);
@@ -590,9 +622,10 @@ static void *interrupted_get_main(void *arg)
   return NULL;
 }
 
-/* A client interrupted from another thread (the agent's stop): its held long poll ends at once
- * with TIMEOUT "interrupted" (not after the 30 s it asked for, nor the client's 5 s timeout),
- * and a later call on it fails at once too. */
+/* A client interrupted from another thread (the agent's stop): its held long poll ends with
+ * TIMEOUT "interrupted" while the server still holds it (dispatched once: an answer, at the
+ * 30 s wait's end, would dispatch it again first; the client's own timeout is 60 s), and a
+ * later call on it fails too, without a request reaching the server. */
 static void test_lite_interrupt(void **state)
 {
   (void)state;
@@ -605,17 +638,20 @@ static void test_lite_interrupt(void **state)
   assert_int_equal(mcim_http_lite_new(&cc, &g.c), MCIM_OK);
   assert_int_equal(pthread_create(&th, NULL, interrupted_get_main, &g), 0);
   assert_true(runs_reach(8, 1)); /* held at the server */
-  uint64_t t0 = mcim_monotonic_ns();
   mcim_http_lite_interrupt(g.c);
   pthread_join(th, NULL);
-  assert_true(mcim_monotonic_ns() - t0 < 2000000000u);
+  if (atomic_load(&wait_runs[8]) != 1)
+    fail_msg("the call ended at the server's answer (slot 8 dispatched %d times), not at the"
+             " interruption", atomic_load(&wait_runs[8]));
   assert_int_equal(g.rc, MCIM_TIMEOUT);
   assert_non_null(strstr(g.why, "interrupted"));
   struct mcim_http_result r;
   char u[160];
   snprintf(u, sizeof(u), "%s9", url);
   assert_int_equal(mcim_http_lite_request(g.c, "GET", u, NULL, NULL, &r), MCIM_TIMEOUT);
+  assert_non_null(strstr(r.detail, "interrupted"));
   mcim_http_result_clear(&r);
+  assert_int_equal(atomic_load(&wait_runs[9]), 0);
   mcim_http_lite_free(g.c);
   mcim_http_server_free(s);
 }
