@@ -8,6 +8,7 @@
  * then the SQN of TS 33.102 Annex C with MCIM_SQN_IND_BITS_DEFAULT = 5) and must be accepted,
  * with RES = XRES, across many attaches and resynchronisations. The answers' checks are also
  * fed malformed GSUP. */
+#define _GNU_SOURCE /* fopencookie, memmem: the role's log watched (test_avs_await_other) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +34,7 @@
 
 #include "mcim/aka.h"
 #include "mcim/http.h"
+#include "mcim/log.h"
 #include "mcim/store.h"
 #include "mcim/util.h"
 #include "roles/auc.h"
@@ -994,32 +996,128 @@ static void test_sync_two_instances(void **state)
   syncfx_close(&f);
 }
 
-/* The other instance of test_avs_await_other: its apply "ends" (its claim given back, not done)
- * after a while; the waiting instance then applies the create itself. With `wake`, the release
- * also reaches this process as the wake relay delivers another instance's (its NOTIFY). */
+/* ---- a vector request waiting for another instance's create (test_avs_await_other) ---- */
+
+#define AWAIT_NS 3000000000u /* ensure_applied's AWAIT_MS, src/roles/auc_sync.c */
+#define GUARD_NS 30000000000u /* a hang guard only: no correct run comes near it */
+/* A wait that runs to its bound takes the create up 3 s after the request began, a ms early
+ * at most (its time left is counted in whole ms); taken up before this, 2.5 s after, it was by
+ * a recheck or a wake (in about 10 ms when nothing is broken). */
+#define TAKEN_UP_NS 2500000000u
+
+/* The role's log as this test sees it: every line still goes to stderr, and the lines that
+ * say a vector request found the create claimed by another instance and waits for it
+ * ("subscriber IMSI being created by another instance: waiting") are counted, for the IMSI
+ * watched: that instance's release can then come while the request waits, not before. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t log_cv = PTHREAD_COND_INITIALIZER;
+static char log_watched[96];
+static int log_waits;
+
+static ssize_t log_write(void *cookie, const char *buf, size_t n)
+{
+  (void)cookie;
+  fwrite(buf, 1, n, stderr);
+  pthread_mutex_lock(&log_mu);
+  if (log_watched[0] && memmem(buf, n, log_watched, strlen(log_watched))) {
+    log_waits++;
+    pthread_cond_broadcast(&log_cv);
+  }
+  pthread_mutex_unlock(&log_mu);
+  return (ssize_t)n;
+}
+
+static FILE *log_watch_start(void)
+{
+  FILE *f = fopencookie(NULL, "w", (cookie_io_functions_t){.write = log_write});
+  assert_non_null(f);
+  mcim_log_init("mcim", MCIM_LOG_TEXT, MCIM_LOG_INFO, f);
+  return f;
+}
+
+static void log_watch_end(FILE *f)
+{
+  mcim_log_init("mcim", MCIM_LOG_TEXT, MCIM_LOG_INFO, NULL); /* the defaults again */
+  fclose(f);
+}
+
+static void log_watch(const char *imsi)
+{
+  pthread_mutex_lock(&log_mu);
+  snprintf(log_watched, sizeof(log_watched), "subscriber %s being created by another instance",
+           imsi);
+  log_waits = 0;
+  pthread_mutex_unlock(&log_mu);
+}
+
+static int log_waits_now(void)
+{
+  pthread_mutex_lock(&log_mu);
+  int n = log_waits;
+  pthread_mutex_unlock(&log_mu);
+  return n;
+}
+
+/* Until the request watched says it waits, at most GUARD_NS: true if it did. */
+static bool log_wait_seen(void)
+{
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)(GUARD_NS / 1000000000u);
+  pthread_mutex_lock(&log_mu);
+  int rc = 0;
+  while (log_waits == 0 && rc == 0)
+    rc = pthread_cond_timedwait(&log_cv, &log_mu, &until);
+  bool seen = log_waits > 0;
+  pthread_mutex_unlock(&log_mu);
+  return seen;
+}
+
+/* The other instance of test_avs_await_other: once the vector request says it waits for the
+ * create this instance claimed, its apply "ends" (the claim given back, not done); with `wake`
+ * the release also reaches the request as the wake relay delivers another instance's (its
+ * NOTIFY). Then it watches the row for the waiting instance taking the create up (its own
+ * claim, or the create done): `reacted_ns` is when it saw that. */
 struct releaser {
   const char *db;
   const char *imsi;
   bool wake;
   bool ok;
+  uint64_t reacted_ns;
 };
 
 static void *releaser_main(void *arg)
 {
   struct releaser *rl = arg;
   mcim_store_t *other = NULL;
-  struct timespec work = {0, 200000000}; /* the other instance's apply at work */
-  nanosleep(&work, NULL);
   mcim_val_t p[] = {MCIM_TEXT(rl->imsi)};
-  rl->ok = mcim_store_open(rl->db, NULL, &other) == MCIM_OK &&
-           mcim_store_exec(other, "UPDATE auc_hlr SET lease = 0 WHERE imsi = ?", p, 1, NULL,
-                           NULL) == MCIM_OK;
-  mcim_store_close(other);
+  if (mcim_store_open(rl->db, NULL, &other) != MCIM_OK || !log_wait_seen())
+    goto out;
+  if (mcim_store_exec(other, "UPDATE auc_hlr SET lease = 0 WHERE imsi = ?", p, 1, NULL, NULL) !=
+      MCIM_OK)
+    goto out;
   if (rl->wake) {
     char key[MCIM_HTTP_WAIT_KEY_LEN];
     snprintf(key, sizeof(key), "auc:%s", rl->imsi);
     mcim_http_wake_local(key);
   }
+  const uint64_t guard = mcim_monotonic_ns() + GUARD_NS;
+  while (mcim_monotonic_ns() < guard) {
+    int64_t taken = 0;
+    if (mcim_store_query_int(other,
+                             "SELECT lease != 0 OR done = 1 FROM auc_hlr WHERE imsi = ?", p, 1,
+                             &taken) != MCIM_OK)
+      goto out;
+    if (taken) {
+      rl->reacted_ns = mcim_monotonic_ns();
+      rl->ok = true;
+      break;
+    }
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+out:
+  mcim_store_close(other);
   return NULL;
 }
 
@@ -1041,9 +1139,12 @@ static void relay_none(const char *key, void *arg)
 }
 
 /* Vectors asked while another instance holds the claim on the subscriber's pending create (two
- * instances, one HLR): they are waited for, not refused with the HLR's UNKNOWN_IDENTITY; once
- * the claim is given back this instance applies the create and gets its vectors. A claim that
- * never ends is waited for at most 3 s, then the AuC's own answer goes back. */
+ * instances, one HLR): they are waited for (the request says so), not refused with the HLR's
+ * UNKNOWN_IDENTITY; once the claim is given back this instance takes the create up before its
+ * wait's 3 s bound (found by a recheck of the row, or, with the relay live, by the release's
+ * wake: nothing else could end the wait before that bound, the claim being for a minute), and
+ * gets its vectors. A claim that never ends is waited for 3 s, not until the claim's end, then
+ * the AuC's own answer goes back. */
 static void test_avs_await_other(void **state)
 {
   struct hlr *h = *state;
@@ -1053,34 +1154,49 @@ static void test_avs_await_other(void **state)
   char detail[MCIM_AUC_DETAIL_LEN];
   mcim_store_t *other = NULL;
   pthread_t th;
+  FILE *log = log_watch_start();
 
   syncfx_open(&f, h);
   assert_int_equal(mcim_store_open(f.db, NULL, &other), MCIM_OK);
   add_claimed(&f, h, other, "001010000000151", &a);
+  log_watch(a.imsi);
   struct releaser rl = {.db = f.db, .imsi = a.imsi};
+  uint64_t t0 = mcim_monotonic_ns();
   assert_int_equal(pthread_create(&th, NULL, releaser_main, &rl), 0);
   assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, a.imsi, 1, mcim_now(), &av,
                                             detail, sizeof(detail)),
                    MCIM_OK);
   pthread_join(th, NULL);
+  assert_int_equal(log_waits_now(), 1); /* waited for the other instance */
   assert_true(rl.ok);
+  if (rl.reacted_ns - t0 >= TAKEN_UP_NS)
+    fail_msg("the released create taken up after %llu ms: at the wait's bound, not by a"
+             " recheck", (unsigned long long)((rl.reacted_ns - t0) / 1000000u));
   assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
   hlr_keys_are(h, &a);
 
-  /* a claim that does not end: waited for, bounded, then the HLR's answer */
+  /* a claim that does not end: waited for, bounded, then the HLR's answer. The bound is
+   * measured by the clock the wait reads (at least 3 s, whatever the load); the claim runs a
+   * minute, so a wait not bounded would last about 60 s, far past the guard. */
   struct mcim_auc_sub b;
   add_claimed(&f, h, other, "001010000000152", &b);
-  uint64_t t0 = mcim_monotonic_ns();
-  assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, b.imsi, 1, mcim_now(), &av,
-                                            detail, sizeof(detail)),
-                   MCIM_UNKNOWN_IDENTITY);
-  assert_true(mcim_monotonic_ns() - t0 >= 2900000000u);
+  log_watch(b.imsi);
+  t0 = mcim_monotonic_ns();
+  mcim_cause_t rc = mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, b.imsi, 1, mcim_now(), &av,
+                                             detail, sizeof(detail));
+  uint64_t took = mcim_monotonic_ns() - t0;
+  assert_int_equal(log_waits_now(), 1);
+  if (took < AWAIT_NS || took >= GUARD_NS)
+    fail_msg("a claim that does not end waited %llu ms, not its 3 s bound",
+             (unsigned long long)(took / 1000000u));
+  assert_int_equal(rc, MCIM_UNKNOWN_IDENTITY);
   assert_int_equal(intent_int(&f, b.imsi, "done"), 0);
 
   /* the relay live (two instances on PostgreSQL): no rechecks of the row, the other instance's
    * release ends the wait through its wake; without that wake it would last the whole 3 s */
   struct mcim_auc_sub c;
   add_claimed(&f, h, other, "001010000000153", &c);
+  log_watch(c.imsi);
   mcim_http_wake_relay(relay_none, NULL);
   mcim_http_wake_live(true);
   struct releaser rw = {.db = f.db, .imsi = c.imsi, .wake = true};
@@ -1089,17 +1205,20 @@ static void test_avs_await_other(void **state)
   assert_int_equal(mcim_auc_sync_gen_avs_in(h->b, f.skey, f.st, c.imsi, 1, mcim_now(), &av,
                                             detail, sizeof(detail)),
                    MCIM_OK);
-  uint64_t took = mcim_monotonic_ns() - t0;
   pthread_join(th, NULL);
   mcim_http_wake_relay(NULL, NULL);
+  assert_int_equal(log_waits_now(), 1);
   assert_true(rw.ok);
-  assert_true(took < 2000000000u);
+  if (rw.reacted_ns - t0 >= TAKEN_UP_NS)
+    fail_msg("the released create taken up after %llu ms: at the wait's bound, not by the"
+             " release's wake", (unsigned long long)((rw.reacted_ns - t0) / 1000000u));
   assert_int_equal(intent_int(&f, c.imsi, "done"), 1);
   hlr_keys_are(h, &c);
   (void)mcim_auc_backend_delete_sub(h->b, NULL, c.imsi, detail, sizeof(detail));
   mcim_store_close(other);
   (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
   syncfx_close(&f);
+  log_watch_end(log);
 }
 
 /* The HLR away: the intent stays pending with the cause and backs off; nothing lost. */
