@@ -71,7 +71,7 @@ struct phase {
   double *ms;
   size_t n, errors, wrong;
   json_t *causes; /* cause name -> count, for the unexpected ones */
-  double srv_count, srv_sum, srv_le1, srv_le25, srv_le5; /* server-side histogram deltas */
+  double srv_count, srv_sum, srv_le1, srv_le2, srv_le25, srv_le5; /* server-side histogram deltas */
   char srv_p50[16], srv_p99[16];
 };
 
@@ -170,6 +170,8 @@ static void hist_delta(const struct hist *a, const struct hist *b, struct phase 
     double c = b->count[i] - before;
     if (b->le[i] == 0.001)
       ph->srv_le1 = c;
+    if (b->le[i] == 0.002)
+      ph->srv_le2 = c;
     if (b->le[i] == 0.0025)
       ph->srv_le25 = c;
     if (b->le[i] == 0.005)
@@ -274,20 +276,23 @@ static void report(struct phase *ph, json_t *out)
   double mean = ph->n ? sum / (double)ph->n : 0;
   double srv_mean = ph->srv_count > 0 ? ph->srv_sum * 1000 / ph->srv_count : 0;
   printf("%-8s n=%zu errors=%zu wrong=%zu  client ms: p50 %.3f p95 %.3f p99 %.3f max %.3f mean %.3f"
-         "  server: n=%.0f mean %.3f ms, <=1ms %.1f%%, <=2.5ms %.1f%%, p50 <= %s ms, p99 <= %s ms\n",
+         "  server: n=%.0f mean %.3f ms, <=1ms %.1f%%, <=2ms %.1f%%, <=2.5ms %.1f%%, p50 <= %s ms, "
+         "p99 <= %s ms\n",
          ph->name, ph->n, ph->errors, ph->wrong, mcim_percentile(ph->ms, ph->n, 50), mcim_percentile(ph->ms, ph->n, 95),
          mcim_percentile(ph->ms, ph->n, 99), ph->n ? ph->ms[ph->n - 1] : 0, mean, ph->srv_count, srv_mean,
          ph->srv_count > 0 ? 100 * ph->srv_le1 / ph->srv_count : 0,
+         ph->srv_count > 0 ? 100 * ph->srv_le2 / ph->srv_count : 0,
          ph->srv_count > 0 ? 100 * ph->srv_le25 / ph->srv_count : 0, ph->srv_p50, ph->srv_p99);
   json_object_set_new(
       out, ph->name,
-      json_pack("{s:I,s:I,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f},s:{s:I,s:f,s:f,s:f,s:s,s:s}}", "n",
+      json_pack("{s:I,s:I,s:I,s:o,s:{s:f,s:f,s:f,s:f,s:f},s:{s:I,s:f,s:f,s:f,s:f,s:s,s:s}}", "n",
                 (json_int_t)ph->n, "errors", (json_int_t)ph->errors, "wrong",
                 (json_int_t)ph->wrong, "causes", json_deep_copy(ph->causes), "client_ms", "p50",
                 mcim_percentile(ph->ms, ph->n, 50), "p95", mcim_percentile(ph->ms, ph->n, 95), "p99",
                 mcim_percentile(ph->ms, ph->n, 99), "max", ph->n ? ph->ms[ph->n - 1] : 0, "mean", mean,
                 "server", "n", (json_int_t)ph->srv_count, "mean_ms", srv_mean, "le_1ms",
-                ph->srv_count > 0 ? ph->srv_le1 / ph->srv_count : 0, "le_2_5ms",
+                ph->srv_count > 0 ? ph->srv_le1 / ph->srv_count : 0, "le_2ms",
+                ph->srv_count > 0 ? ph->srv_le2 / ph->srv_count : 0, "le_2_5ms",
                 ph->srv_count > 0 ? ph->srv_le25 / ph->srv_count : 0, "p50_le_ms", ph->srv_p50,
                 "p99_le_ms", ph->srv_p99));
 }
