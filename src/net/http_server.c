@@ -70,6 +70,9 @@ struct mcim_http_server {
   unsigned timeout_s; /* in force (TLS server), for the timeout metric */
   time_t trust_until; /* the earliest expiry among the client CAs; 0: verify every request */
   atomic_uint held;   /* requests held (long polls) not yet dispatched again */
+  /* held requests dispatched again whose answer is not sent yet (on_completed): a stop
+   * waits for them too, or MHD_stop_daemon would close their connections unanswered */
+  atomic_uint answering;
   atomic_bool stopping; /* mcim_http_server_free began: nothing is held any more */
 };
 
@@ -83,6 +86,8 @@ struct req_state {
   struct timespec start; /* arrival of the request (CLOCK_MONOTONIC), for the latency metric */
   uint64_t wait_until_ns; /* the client's Prefer: wait, bounded (CLOCK_MONOTONIC); 0: none */
   bool held;              /* held by http_wait.c: this call is its dispatch again */
+  bool answering;         /* dispatched again after a hold: counted in srv->answering */
+  struct mcim_http_server *srv;
 };
 
 static char *read_text_file(const char *path)
@@ -354,6 +359,11 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
   struct mcim_http_response resp = {0};
   if (st->held) { /* dispatched again after its hold (woken, ended or recheck) */
     st->held = false;
+    if (!st->answering) { /* until on_completed (a request may be held more than once) */
+      st->answering = true;
+      st->srv = srv;
+      atomic_fetch_add(&srv->answering, 1);
+    }
     atomic_fetch_sub(&srv->held, 1);
     mcim_metric_add(&mcim_m_http_long_polls_held, NULL, -1);
   }
@@ -498,6 +508,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     mcim_metric_inc(&mcim_m_http_connections_timed_out, NULL); /* a request that stalled */
   struct req_state *st = *con_cls;
   if (st) {
+    if (st->answering)
+      atomic_fetch_sub(&st->srv->answering, 1);
     free(st->body);
     free(st);
     *con_cls = NULL;
@@ -716,7 +728,8 @@ void mcim_http_server_free(struct mcim_http_server *srv)
      * resumed and answered (nothing is held again once stopping is set) before it stops */
     atomic_store(&srv->stopping, true);
     mcim_http_release_(srv);
-    for (int i = 0; i < 5000 && atomic_load(&srv->held) > 0; i++) {
+    for (int i = 0; i < 5000 && atomic_load(&srv->held) + atomic_load(&srv->answering) > 0;
+         i++) {
       struct timespec ms = {0, 1000000};
       nanosleep(&ms, NULL);
       if (i % 100 == 99)
