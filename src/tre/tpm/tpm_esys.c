@@ -53,6 +53,7 @@ TSS2_RC Esys_Initialize(ESYS_CONTEXT **esys_context, TSS2_TCTI_CONTEXT *tcti,
   e->sys = calloc(1, size);
   if (!e->sys)
     goto cleanup;
+  e->sys_size = size;
   r = SYS(Initialize)(e->sys, size, tcti, abiVersion ? abiVersion : &abi);
   if (r != TSS2_RC_SUCCESS) {
     free(e->sys);
@@ -72,8 +73,10 @@ void Esys_Finalize(ESYS_CONTEXT **context)
   ESYS_CONTEXT *e = context ? *context : NULL;
   if (!e)
     return;
-  if (e->sys)
+  if (e->sys) {
     SYS(Finalize)(e->sys);
+    OPENSSL_cleanse(e->sys, e->sys_size); /* the last answer: an ECDH Z, E_K's output */
+  }
   free(e->sys);
   if (e->res)
     OPENSSL_cleanse(e->res, e->nres * sizeof(*e->res)); /* authValues */

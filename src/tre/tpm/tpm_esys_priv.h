@@ -30,6 +30,7 @@ struct mcim_esys_res {
 
 struct ESYS_CONTEXT {
   TSS2_SYS_CONTEXT *sys;
+  size_t sys_size; /* ours to wipe: it holds the last command and answer (Z, E_K's output) */
   struct mcim_esys_res *res; /* TR i is MCIM_ESYS_TR_FIRST + i */
   size_t nres;
   TPM2B_AUTH owner, endorsement, lockout, platform; /* Esys_TR_SetAuth on the hierarchies */
