@@ -1,0 +1,257 @@
+/* Forged notifications against the switch between pre-provisioned MCIMs, on a real lab.
+ * Two devices are manufactured and provisioned with the CLI's library calls (fdev1 at sho-a,
+ * fdev2 at sho-b) on a real lab (mcimd processes on loopback, real TLS, real device agents
+ * with their software TREs; tests/unit/change_forgery_fixture.h); the test plays an attacker
+ * who holds valid network access and, for some cases, a TRE key certified by the M2MES CA for
+ * a device of its own ("mallory"). Access: restricted tokens from a real attach at the VNO (a
+ * PCID credential of the test's own, registered at the ICF as the M2MES does, and a software
+ * USIM, as test_access_e2e.c); full tokens signed with the SHO's key from the lab PKI, as the
+ * SHO issues them after an attach ("the device holds a full token"). It sends
+ * notifications (POST /v1/notifications) for another SHO's slot or another device's IMSI:
+ * each refused with its cause, the subscriptions as they were. And the switch the RO relays
+ * before the new SHO can take it: to an SHO the device has no registration at yet
+ * (REGISTRATION_PENDING, nothing queued; another device's token or an SHO it has nothing at
+ * FORBIDDEN), and to an SHO that has not heard the MCIM's install report (REPORT_PENDING: the
+ * RO keeps the message and asks again, the SHO changes nothing). */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "mcim/aka.h"
+#include "mcim/jose.h"
+#include "mcim/lab.h"
+#include "mcim/lab_run.h"
+#include "mcim/pki.h"
+#include "mcim/tre.h"
+#include "mcim/util.h"
+#include "change_forgery_fixture.h"
+
+/* ---- notifications (switch between pre-provisioned MCIMs) ---- */
+
+static mcim_cause_t notify(const char *sho, const char *bearer, const char *device,
+                           const mcim_jose_key_t *key, const char *cert, const char *event,
+                           const char *slot, const char *imsi)
+{
+  char *n = sign(key, "mcim-notify+jwt", device, device, sho, TXN_F3,
+                 json_pack("{s:s,s:s,s:s}", "event", event, "slot", slot, "imsi", imsi));
+  mcim_cause_t rc = post(sho, "/v1/notifications", bearer,
+                         json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F3, "device", device, "notice",
+                                   n, "tre_cert", cert));
+  free(n);
+  return rc;
+}
+
+/* A relayed notice to an SHO (POST ro /v1/dpf/notices): while the DRF holds mallory's
+ * installed order at sho-b but not yet sho-b's registration (step 15, on sho-b's outbox: here
+ * its entry is moved aside for the test), the RO answers "not yet" (503 REGISTRATION_PENDING,
+ * Retry-After) and relays nothing. fdev2, whose orders are only at sho-b, relaying to sho-a
+ * (no order, no entry) is FORBIDDEN, as is fdev2's notice sent with mallory's token. */
+static mcim_cause_t relay_notice(const char *device, const char *token, const char *to,
+                                 const char *txn, long *status)
+{
+  char *cert = NULL;
+  char *jws = device_sign(device, "mcim-notify+jwt", to, txn,
+                          json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", to, "imsi",
+                                    strcmp(device, "mallory") == 0 ? imsim_b : imsi2),
+                          &cert);
+  json_t *ans = NULL;
+  mcim_cause_t rc = post_keep("ro", "/v1/dpf/notices", token,
+                              json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "to",
+                                        to, "statement", jws, "tre_cert", cert),
+                              &ans, status);
+  json_decref(ans);
+  free(jws);
+  free(cert);
+  return rc;
+}
+
+static void test_registration_pending(void **state)
+{
+  (void)state;
+  long status = 0;
+  char q[256];
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  char *tok2 = token(key_sho_b, "sho-b", "fdev2", "full", imsi2);
+  assert_true(db_int("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = 'mallory' AND sho = 'sho-b'"
+                           " AND state = 'installed'") >= 1);
+  db_exec("ro", "UPDATE drf SET device = 'mallory-aside' WHERE device = 'mallory' AND sho = 'sho-b'");
+  long long queued = db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'");
+  assert_int_equal(relay_notice("mallory", tokm, "sho-b", TXN_F4, &status),
+                   MCIM_REGISTRATION_PENDING);
+  assert_int_equal(status, 503);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
+  db_exec("ro", "UPDATE drf SET device = 'mallory' WHERE device = 'mallory-aside'");
+  /* a device with neither an order nor an entry at that SHO, another device's token */
+  assert_int_equal(relay_notice("fdev2", tok2, "sho-a", TXN_F4, &status), MCIM_FORBIDDEN);
+  assert_int_equal(status, 403);
+  assert_int_equal(relay_notice("fdev2", tokm, "sho-b", TXN_F4, &status), MCIM_FORBIDDEN);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM drf WHERE device = 'mallory' AND sho = 'sho-b'");
+  assert_int_equal(db_int("ro", q), 1);
+  /* An entry `released` by an earlier subscription at sho-b is no link: still "not yet". */
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM drf WHERE device = 'mallory' AND"
+                                " sho = 'sho-b' AND state = 'preloaded'"),
+                   1);
+  db_exec("ro", "UPDATE drf SET state = 'released' WHERE device = 'mallory' AND sho = 'sho-b'");
+  assert_int_equal(relay_notice("mallory", tokm, "sho-b", TXN_F4, &status),
+                   MCIM_REGISTRATION_PENDING);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
+  db_exec("ro", "UPDATE drf SET state = 'preloaded' WHERE device = 'mallory' AND sho = 'sho-b'");
+  free(tokm);
+  free(tok2);
+}
+
+static void test_forged_notifications(void **state)
+{
+  (void)state;
+  char *rogue_pem = NULL, *mallory_pem = NULL;
+  mcim_jose_key_t *rogue = tre_key(rogue_ca, "fdev1", &rogue_pem);
+  mcim_jose_key_t *mallory = tre_key(m2mes_ca, "mallory", &mallory_pem);
+  char *tok1 = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+
+  /* a notice for the other SHO's slot */
+  assert_int_equal(notify("sho-a", tokm, "mallory", mallory, mallory_pem, "suspend", "sho-b", imsi2),
+                   MCIM_SLOT_FORBIDDEN);
+  assert_int_equal(notify("sho-a", tokm, "mallory", mallory, mallory_pem, "resume", "sho-b", imsi1),
+                   MCIM_SLOT_FORBIDDEN);
+  /* our slot, but another device's IMSI */
+  assert_int_equal(notify("sho-a", tokm, "mallory", mallory, mallory_pem, "suspend", "sho-a", imsi1),
+                   MCIM_SLOT_FORBIDDEN);
+  /* fdev1's own IMSI, signed by a key of another CA */
+  assert_int_equal(notify("sho-a", tok1, "fdev1", rogue, rogue_pem, "suspend", "sho-a", imsi1),
+                   MCIM_CERT_INVALID);
+  /* sho-b's slot sent to sho-b about fdev2's IMSI by mallory */
+  char *tokm_b = token(key_sho_b, "sho-b", "mallory", "full", imsim_b);
+  assert_int_equal(notify("sho-b", tokm_b, "mallory", mallory, mallory_pem, "suspend", "sho-b", imsi2),
+                   MCIM_SLOT_FORBIDDEN);
+
+  /* Stored answers are per (txn, device, event): fdev1 suspends its sho-a subscription under
+   * TXN_F4 (a genuine notice of its TRE), then mallory, with a notice of ITS OWN for the same
+   * txn, gets its own answer, never fdev1's (its IMSI); a forged one gets a refusal. Both
+   * resume after (a standby subscription's token is still honoured). */
+  json_t *ans = NULL;
+  char *cert1 = NULL, *certm = NULL, *n;
+  n = device_sign("fdev1", "mcim-notify+jwt", "sho-a", TXN_F4,
+                  json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsi1),
+                  &cert1);
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tok1,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "fdev1",
+                                       "notice", n, "tre_cert", cert1),
+                             &ans, NULL),
+                   MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(ans, "imsi")), imsi1);
+  json_decref(ans);
+  free(n);
+  n = sign(rogue, "mcim-notify+jwt", "mallory", "mallory", "sho-a", TXN_F4,
+           json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsim_a));
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "mallory",
+                                       "notice", n, "tre_cert", rogue_pem),
+                             &ans, NULL),
+                   MCIM_CERT_INVALID);
+  assert_null(json_object_get(ans, "imsi"));
+  json_decref(ans);
+  free(n);
+  n = device_sign("mallory", "mcim-notify+jwt", "sho-a", TXN_F4,
+                  json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsim_a),
+                  &certm);
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "mallory",
+                                       "notice", n, "tre_cert", certm),
+                             &ans, NULL),
+                   MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(ans, "imsi")), imsim_a);
+  json_decref(ans);
+  free(n);
+  for (int i = 0; i < 2; i++) {
+    const char *dev = i ? "mallory" : "fdev1", *im = i ? imsim_a : imsi1;
+    n = device_sign(dev, "mcim-notify+jwt", "sho-a", TXN_F4,
+                    json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", "sho-a", "imsi", im),
+                    NULL);
+    assert_int_equal(post_keep("sho-a", "/v1/notifications", i ? tokm : tok1,
+                               json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", dev,
+                                         "notice", n, "tre_cert", i ? certm : cert1),
+                               &ans, NULL),
+                     MCIM_OK);
+    assert_string_equal(json_string_value(json_object_get(ans, "state")), "active");
+    json_decref(ans);
+    free(n);
+  }
+  free(cert1);
+  free(certm);
+
+  /* still active (not in standby): full access */
+  char q[256];
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'active'", imsi1);
+  assert_int_equal(db_int("sho-a", q), 1);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'active'", imsi2);
+  assert_int_equal(db_int("sho-b", q), 1);
+  assert_full_access("fdev1", "sho-a");
+  assert_full_access("fdev2", "sho-b");
+
+  free(tok1);
+  free(tokm);
+  free(tokm_b);
+  free(rogue_pem);
+  free(mallory_pem);
+  mcim_jose_key_free(rogue);
+  mcim_jose_key_free(mallory);
+}
+
+static bool relay_retried(void *arg)
+{
+  return db_int("ro", (const char *)arg) > 0;
+}
+
+/* The RO relays mallory's switch (resume) to sho-b while sho-b has not heard the MCIM's
+ * install report yet (its AuC entry still `pending`; set here): sho-b answers "not yet"
+ * (503 REPORT_PENDING; a 409 the RO's outbox would take as delivered, and the device would
+ * wait for an activation that never comes), the RO keeps the message pending and asks
+ * again, and sho-b changed nothing. The message is then dropped (the test's lab stays as it
+ * was). */
+static void test_report_pending(void **state)
+{
+  (void)state;
+  long status = 0;
+  char q[256], seen[256];
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  snprintf(q, sizeof(q), "UPDATE auc SET state = 'pending' WHERE imsi = '%s' AND state = 'standby'",
+           imsim_b);
+  db_exec("sho-b", q);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'pending'",
+           imsim_b);
+  assert_int_equal(db_int("sho-b", q), 1);
+  assert_int_equal(relay_notice("mallory", tokm, "sho-b", TXN_F5, &status), MCIM_OK);
+  snprintf(seen, sizeof(seen),
+           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s' AND state = 'pending'"
+           " AND attempts >= 2 AND last_cause = 'REPORT_PENDING'",
+           TXN_F5);
+  assert_true(wait_until(30, relay_retried, seen));
+  assert_int_equal(db_int("sho-b", q), 1);
+  snprintf(q, sizeof(q), "DELETE FROM outbox WHERE peer = 'sho-b' AND txn = '%s'", TXN_F5);
+  db_exec("ro", q);
+  snprintf(q, sizeof(q), "UPDATE auc SET state = 'standby' WHERE imsi = '%s' AND state = 'pending'",
+           imsim_b);
+  db_exec("sho-b", q);
+  free(tokm);
+}
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_forged_notifications),
+      cmocka_unit_test(test_registration_pending),
+      cmocka_unit_test(test_report_pending),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
