@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "mcim/cause.h"
 #include "mcim/http.h"
@@ -40,6 +41,14 @@ mcim_cause_t mcim_lab_open(const char *dir, mcim_lab_t **out);
 /* Stop every process of the lab (devices first), then forget their pids. */
 mcim_cause_t mcim_lab_down(mcim_lab_t *lab);
 void mcim_lab_free(mcim_lab_t *lab);
+/* Stop processes of a lab as `lab down` does: SIGTERM to each of pids[0..n) (those > 0), up
+ * to wait_ms for all of them to end, then SIGKILL to those left (a child of ours killed so
+ * is reaped only if already dead: waitpid(pid, NULL, 0) to wait for it). Ended: with `prog`,
+ * once the pid no longer runs it, a zombie included (mcim_lab_stop_pid); with NULL, once
+ * reaped here or no longer there (a zombie that is not our child has not). Async-signal-safe
+ * (kill, waitpid, nanosleep, open, read, close; no stdio, no malloc, no log): `mcim demo`'s
+ * Ctrl-C handler calls it. */
+void mcim_lab_stop_pids(const pid_t *pids, size_t n, const char *prog, int wait_ms);
 
 /* {"dir", "roles": [{"name", "kind", "url", "pid", "running", "healthy"}], "devices": [...]} */
 mcim_cause_t mcim_lab_status(mcim_lab_t *lab, json_t **out);

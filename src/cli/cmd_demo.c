@@ -150,37 +150,19 @@ static int prepare_out(const char *dir, const char *lab_dir)
 static volatile sig_atomic_t npids;
 static pid_t pids[MAX_PIDS];
 
-/* Whether a process of the lab has ended (reaped here if it is our child: a zombie still
- * answers kill(0)). Async-signal-safe. */
-static int pid_gone(pid_t p)
-{
-  return waitpid(p, NULL, WNOHANG) == p || (kill(p, 0) != 0 && errno == ESRCH);
-}
-
 /* The daemons and agents get SIGTERM and up to 5 s to stop, as `lab down` gives them (a
  * role's stop waits for its handlers and its worker's delivery under way); what is left
- * then gets SIGKILL. Only then "lab stopped" is said, and true. Async-signal-safe: kill,
- * waitpid, nanosleep, write. */
+ * then gets SIGKILL, and is waited for (a child of ours: gone at once; else ECHILD). Only
+ * then "lab stopped" is said, and true. Async-signal-safe: mcim_lab_stop_pids, waitpid,
+ * write. */
 static void on_signal(int sig)
 {
   int saved = errno;
-  for (sig_atomic_t i = 0; i < npids; i++)
+  sig_atomic_t n = npids;
+  mcim_lab_stop_pids(pids, (size_t)n, NULL, 5000);
+  for (sig_atomic_t i = 0; i < n; i++)
     if (pids[i] > 0)
-      kill(pids[i], SIGTERM);
-  for (int round = 0; round < 100; round++) {
-    int left = 0;
-    for (sig_atomic_t i = 0; i < npids; i++)
-      if (pids[i] > 0 && !pid_gone(pids[i]))
-        left++;
-    if (!left)
-      break;
-    nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
-  }
-  for (sig_atomic_t i = 0; i < npids; i++)
-    if (pids[i] > 0 && !pid_gone(pids[i])) {
-      kill(pids[i], SIGKILL);
-      (void)waitpid(pids[i], NULL, 0 /* a child of ours: gone at once; else ECHILD */);
-    }
+      (void)waitpid(pids[i], NULL, 0);
   errno = saved;
   static const char msg[] = "\nmcim demo: interrupted, lab stopped\n";
   ssize_t w = write(STDERR_FILENO, msg, sizeof(msg) - 1);

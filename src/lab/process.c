@@ -138,32 +138,53 @@ static const char *base_name(const char *path)
   return slash ? slash + 1 : path;
 }
 
+/* The whole of /proc/PID/NAME (at most len - 1 bytes) into buf, NUL-terminated: its length,
+ * or -1 if it cannot be opened. Async-signal-safe (open, read, close; no stdio). */
+static ssize_t read_proc(long pid, const char *name, char *buf, size_t len)
+{
+  char path[64] = "/proc/", digits[24];
+  size_t nd = 0, at = strlen(path);
+  for (unsigned long v = (unsigned long)pid; nd == 0 || v; v /= 10)
+    digits[nd++] = (char)('0' + v % 10);
+  while (nd)
+    path[at++] = digits[--nd];
+  path[at++] = '/';
+  memcpy(path + at, name, strlen(name) + 1); /* "stat" or "cmdline": it fits */
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -1;
+  size_t n = 0;
+  while (n < len - 1) {
+    ssize_t r = read(fd, buf + n, len - 1 - n);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    n += (size_t)r;
+  }
+  close(fd);
+  buf[n] = '\0';
+  return (ssize_t)n;
+}
+
 /* Does `pid` still run `prog`? 1: itself; 2: under valgrind (scripts/valgrind.sh starts the
  * daemons and agents under memcheck: the command line is valgrind, its options, then the
  * program); 0: gone, a zombie, or a pid reused by another program (after a reboot), which is
- * never signalled. */
+ * never signalled. Async-signal-safe, for mcim_lab_stop_pids. */
 static int pid_runs(long pid, const char *prog)
 {
-  char path[64], buf[4096];
+  char buf[4096];
   if (pid <= 0)
     return 0;
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f)
+  if (read_proc(pid, "stat", buf, sizeof(buf)) < 0)
     return 0;
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
   const char *rp = strrchr(buf, ')');
   if (!rp || rp[1] != ' ' || rp[2] == 'Z' || rp[2] == 'X')
     return 0; /* gone, or a zombie waiting for its parent */
-  snprintf(path, sizeof(path), "/proc/%ld/cmdline", pid);
-  f = fopen(path, "r");
-  if (!f)
+  ssize_t got = read_proc(pid, "cmdline", buf, sizeof(buf));
+  if (got < 0)
     return 0;
-  n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
+  size_t n = (size_t)got;
   const char *arg0 = base_name(buf);
   if (strcmp(arg0, prog) == 0)
     return 1;
@@ -206,20 +227,43 @@ long mcim_lab_spawn(char *const argv[], const char *log_path)
   return pid;
 }
 
+/* Whether `pid` has ended for mcim_lab_stop_pids (reaped first if it is our child). */
+static bool stop_gone(pid_t pid, const char *prog)
+{
+  if (!prog) /* a zombie that is not our child still answers kill(0): not gone */
+    return waitpid(pid, NULL, WNOHANG) == pid || (kill(pid, 0) != 0 && errno == ESRCH);
+  (void)waitpid(pid, NULL, WNOHANG);
+  return pid_runs(pid, prog) == 0; /* a zombie is gone here */
+}
+
+void mcim_lab_stop_pids(const pid_t *pids, size_t n, const char *prog, int wait_ms)
+{
+  for (size_t i = 0; i < n; i++)
+    if (pids[i] > 0)
+      kill(pids[i], SIGTERM);
+  for (int round = 0; round < wait_ms / 50; round++) {
+    size_t left = 0;
+    for (size_t i = 0; i < n; i++)
+      if (pids[i] > 0 && !stop_gone(pids[i], prog))
+        left++;
+    if (!left)
+      break;
+    mcim_lab_sleep_ms(50);
+  }
+  for (size_t i = 0; i < n; i++)
+    if (pids[i] > 0 && !stop_gone(pids[i], prog)) {
+      kill(pids[i], SIGKILL);
+      (void)waitpid(pids[i], NULL, WNOHANG); /* reap if it is our child and already gone */
+    }
+}
+
 void mcim_lab_stop_pid(long pid, const char *prog)
 {
   int runs = pid_runs(pid, prog);
   if (!runs)
     return;
-  kill((pid_t)pid, SIGTERM);
   /* 5 s; under valgrind 120 s: its leak check at the exit takes seconds, and a SIGKILL
    * would lose the report scripts/valgrind.sh reads */
-  for (int i = 0; i < (runs == 2 ? 2400 : 100); i++) {
-    waitpid((pid_t)pid, NULL, WNOHANG); /* reap if it is our child */
-    if (!mcim_lab_pid_alive(pid, prog))
-      return;
-    mcim_lab_sleep_ms(50);
-  }
-  kill((pid_t)pid, SIGKILL);
-  waitpid((pid_t)pid, NULL, WNOHANG);
+  const pid_t one = (pid_t)pid;
+  mcim_lab_stop_pids(&one, 1, prog, runs == 2 ? 120000 : 5000);
 }
