@@ -606,14 +606,16 @@ TSS2_RC Esys_PCR_Reset(ESYS_CONTEXT *esysContext, ESYS_TR pcrHandle, ESYS_TR sha
 TSS2_RC Esys_FlushContext(ESYS_CONTEXT *esysContext, ESYS_TR flushHandle)
 {
   struct mcim_esys_cmd c = {.s = {ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE}};
+  const struct mcim_esys_res *res;
   TPM2_HANDLE h = 0;
   TSS2_RC r;
 
   if (!esysContext)
     return TSS2_ESYS_RC_BAD_REFERENCE;
-  if (!mcim_esys_res(esysContext, flushHandle))
+  res = mcim_esys_res(esysContext, flushHandle);
+  if (!res)
     return TSS2_ESYS_RC_BAD_TR;
-  h = mcim_esys_res(esysContext, flushHandle)->handle;
+  h = res->handle;
   MCIM_ESYS_RUN(r, esysContext, &c, SYS(FlushContext_Prepare)(esysContext->sys, h));
   if (r == TSS2_RC_SUCCESS)
     r = SYS(FlushContext_Complete)(esysContext->sys);
