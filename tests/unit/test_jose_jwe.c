@@ -142,11 +142,11 @@ static void test_jwe(void **state)
   /* Every character flipped, every truncation: refused, no crash. */
   for (size_t i = 0; i < len; i++) {
     for (int mask = 1; mask <= 0x20; mask <<= 5) {
-      jwe[i] ^= (char)mask;
+      jwe[i] = (char)(jwe[i] ^ mask);
       pt = NULL;
       assert_int_not_equal(mcim_jwe_decrypt(recipient.key, jwe, len, &pt, &ptlen), MCIM_OK);
       assert_null(pt);
-      jwe[i] ^= (char)mask;
+      jwe[i] = (char)(jwe[i] ^ mask);
     }
     assert_int_not_equal(mcim_jwe_decrypt(recipient.key, jwe, i, &pt, &ptlen), MCIM_OK);
   }
@@ -350,7 +350,7 @@ static void test_package_tamper(void **state)
   static const int masks[] = {0x01, 0x02, 0x20};
   for (size_t i = 0; i < len; i++) {
     for (size_t m = 0; m < sizeof(masks) / sizeof(masks[0]); m++) {
-      pkg[i] ^= (char)masks[m];
+      pkg[i] = (char)(pkg[i] ^ masks[m]);
       uint8_t *content = NULL;
       size_t clen = 0;
       mcim_statement_t *st = NULL;
@@ -360,7 +360,7 @@ static void test_package_tamper(void **state)
         fail_msg("byte %zu ^ 0x%02x accepted", i, masks[m]);
       assert_null(content);
       assert_null(st);
-      pkg[i] ^= (char)masks[m];
+      pkg[i] = (char)(pkg[i] ^ masks[m]);
     }
   }
   for (size_t i = 0; i < len; i++) {
