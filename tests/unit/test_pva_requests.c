@@ -1,0 +1,261 @@
+/* The PVA role over real TLS on loopback (tests/unit/pva_fixture.h), its requests and
+ * procedures: bad validation requests and who may make them, the change procedure (the
+ * verdict at step 5), a validation without the RO's order, one nonce per procedure, the
+ * handler threads sharing one store connection, the expiry of a nonce (its verdict with the
+ * last refusal) and garbage on the wire. The SHO is not running: verdicts stay in the outbox,
+ * which the test reads. The quotes' verification is test_pva.c's. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdatomic.h>
+#include <time.h>
+#include "pva_fixture.h"
+
+/* The model's RIMs, registered by the M2MES as test_pva.c's test_rims does (which tests the
+ * registration itself): the quotes here verify against them. */
+static int setup_with_rims(void **state)
+{
+  if (setup(state) != 0)
+    return -1;
+  for (size_t i = 0; mcim_firmware_components[i]; i++) {
+    struct mcim_http_result res;
+    char rim[65];
+    memset(&res, 0, sizeof(res));
+    if (mcim_firmware_rim(MODEL, mcim_firmware_components[i], rim) != MCIM_OK)
+      return -1;
+    json_t *b = json_pack("{s:s,s:s,s:s}", "model", MODEL, "component",
+                          mcim_firmware_components[i], "digest", rim);
+    mcim_cause_t rc = call(m2mes_cli, "POST", "/v1/rims", b, NULL, &res);
+    long status = res.status;
+    mcim_http_result_clear(&res);
+    if (rc != MCIM_OK || status != 201)
+      return -1;
+  }
+  return 0;
+}
+
+static void test_bad_requests(void **state)
+{
+  struct mcim_http_result res;
+  char txn[33];
+  (void)state;
+  new_txn(txn);
+  /* only SHOs ask for validations */
+  assert_int_equal(call(m2mes_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s}", "txn", txn, "device", "dev1"), NULL, &res),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s}", "txn", "xyz", "device", "dev1"), NULL, &res),
+                   MCIM_BAD_HEX);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", json_pack("{s:s}", "txn", txn), NULL,
+                        &res),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&res);
+  json_t *b = vbody(txn, "dev1");
+  json_object_set_new(b, "aud", json_string("sho-b"));
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", b, NULL, &res), MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+  b = vbody(txn, "dev1");
+  json_object_set_new(b, "step", json_integer(0));
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", b, NULL, &res),
+                   MCIM_INVALID_ARGUMENT);
+  mcim_http_result_clear(&res);
+  /* quote bodies */
+  assert_int_equal(call(dev_cli, "POST", "/v1/validations/0123456789abcdef0123456789abcdef/quote",
+                        json_pack("{s:s}", "quote", "x"), tok1, &res),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(dev_cli, "POST", "/v1/validations/0123456789abcdef0123456789abcdef/quote",
+                        json_pack("{s:i,s:s}", "quote", 3, "tre_cert", "x"), tok1, &res),
+                   MCIM_WRONG_TYPE);
+  mcim_http_result_clear(&res);
+  /* a token not signed by an access network */
+  char *forged = lab_access_token(dev1_key, "dev1", "full");
+  assert_int_not_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, forged, &res),
+                       MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(forged);
+}
+
+/* Issue 8: the PVA validates only for an ordered (SHO, device, txn), proven by the RO's order
+ * record; anything else is NOT_PARTY and leaves no validation behind. */
+static void test_not_ordered(void **state)
+{
+  char txn[33], other[33];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  new_txn(other);
+  struct {
+    const char *what;
+    char *record;
+  } bad[] = {
+      {"a record for another SHO", order_record(txn, "dev1", "sho-b")},
+      {"a record for another device", order_record(txn, "dev2", "sho-a")},
+      {"a record of another procedure", order_record(other, "dev1", "sho-a")},
+      {"garbage", strdup("not.a.jws")},
+  };
+  /* a record signed by anyone but the RO (here sho-a's own key) */
+  mcim_jose_key_t *not_ro = lab_role_key(&lab, "sho-a");
+  int64_t now = mcim_now();
+  mcim_claims_t c = {.iss = "ro", .sub = "dev1", .aud = "sho-a", .typ = "mcim-order-record+jwt",
+                     .txn = txn, .iat = now, .exp = now + 300};
+  char *forged = NULL;
+  assert_int_equal(mcim_jws_sign(not_ro, &c, &forged), MCIM_OK);
+  mcim_jose_key_free(not_ro);
+  for (size_t i = 0; i <= sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *rec = i < sizeof(bad) / sizeof(bad[0]) ? bad[i].record : forged;
+    json_t *b = json_pack("{s:s,s:s,s:s}", "txn", txn, "device", "dev1", "order_record", rec);
+    mcim_cause_t rc = call(sho_cli, "POST", "/v1/validations", b, NULL, &res);
+    if (rc != MCIM_NOT_PARTY)
+      fail_msg("%s: %s", i < sizeof(bad) / sizeof(bad[0]) ? bad[i].what : "a forged record",
+               mcim_cause_name(rc));
+    assert_int_equal(res.status, 403);
+    mcim_http_result_clear(&res);
+  }
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    free(bad[i].record);
+  free(forged);
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations",
+                        json_pack("{s:s,s:s}", "txn", txn, "device", "dev1"), NULL, &res),
+                   MCIM_FIELD_MISSING);
+  mcim_http_result_clear(&res);
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ?", txn), 0);
+  assert_int_equal(count("SELECT COUNT(*) FROM answers WHERE txn = ?", txn), 0);
+}
+
+/* Two procedures of one device at once: each nonce reaches only its own procedure. */
+static void test_nonce_per_procedure(void **state)
+{
+  char a[33], b[33], ida[33], idb[33], na[65], nb[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(a);
+  new_txn(b);
+  create_validation(a, "dev1", 0, ida, na);
+  create_validation(b, "dev1", 0, idb, nb);
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", a), NULL, tok1, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), na);
+  mcim_http_result_clear(&res);
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", b), NULL, tok1, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nb);
+  mcim_http_result_clear(&res);
+}
+
+/* Store connections come from a pool, the last given back first (mcim_role_store): requests
+ * one after the other, over fresh client connections that the server's four threads share
+ * out, all take the same store connection. Counted by mcim_store_connections: the start-up
+ * connection of the main thread, one for the requests, one for the worker when it runs
+ * alongside. Each handler thread kept a connection of its own before (up to 4 + 2). */
+static void test_store_pool(void **state)
+{
+  char txn[33];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  char id[33], nonce[65];
+  create_validation(txn, "dev1", 0, id, nonce);
+  for (int i = 0; i < 12; i++) {
+    struct mcim_http_client *cli = lab_client(&lab, NULL);
+    assert_non_null(cli);
+    assert_int_equal(call(cli, "GET", pending_path("dev1", txn), NULL, tok1, &res), MCIM_OK);
+    assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
+    mcim_http_result_clear(&res);
+    mcim_http_client_free(cli);
+  }
+  double open = mcim_metric_value(&mcim_m_store_connections, NULL);
+  assert_true(open >= 1);
+  assert_true(open <= 3);
+}
+
+/* The change procedure: the SHO asks at step 3, the quote is step 4, the verdict step 5. */
+static void test_change_steps(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev1", 3, id, nonce);
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+                   MCIM_OK);
+  assert_int_equal(json_integer_value(json_object_get(res.json, "step")), 4);
+  mcim_http_result_clear(&res);
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(q);
+  mcim_statement_free(queued_verdict(txn, 5, "dev1"));
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ? AND step = 3", txn), 1);
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ? AND step = 4", txn), 2);
+}
+
+/* A nonce that expires without a good quote ends the validation with a failure verdict. */
+static void test_expiry(void **state)
+{
+  char txn[33], id[33], nonce[65];
+  (void)state;
+  new_txn(txn);
+  create_validation(txn, "dev2", 0, id, nonce);
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(txn)};
+  assert_int_equal(mcim_store_exec(st,
+                                   "UPDATE validations SET expires = 0, last_cause ="
+                                   " 'QUOTE_INVALID' WHERE txn = ?",
+                                   p, 1, NULL, NULL),
+                   MCIM_OK);
+  mcim_store_close(st);
+  /* the worker ticks every 50 ms */
+  for (int i = 0; i < 100 && count("SELECT COUNT(*) FROM outbox WHERE txn = ?", txn) == 0; i++)
+    usleep(20000);
+  mcim_statement_t *v = queued_verdict(txn, 11, "dev2");
+  assert_string_equal(mcim_statement_string(v, "result"), "failure");
+  assert_string_equal(mcim_statement_string(v, "cause"), "QUOTE_INVALID");
+  mcim_statement_free(v);
+  /* a late quote */
+  struct mcim_http_result res;
+  char *q = make_quote(dev2_key, "dev2", txn, nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(id, tok2, q, dev2_cert, &res), MCIM_NONCE_UNKNOWN);
+  mcim_http_result_clear(&res);
+  free(q);
+}
+
+/* Whatever a peer sends, the PVA goes on serving. */
+static void test_garbage(void **state)
+{
+  struct mcim_http_result res;
+  (void)state;
+  const char *junk[] = {"", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "....", "x"};
+  for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+    char txn[33], id[33], nonce[65];
+    new_txn(txn);
+    create_validation(txn, "dev1", 0, id, nonce);
+    assert_int_not_equal(post_quote(id, tok1, junk[i], dev1_cert, &res), MCIM_OK);
+    mcim_http_result_clear(&res);
+    assert_int_not_equal(post_quote(id, junk[i][0] ? junk[i] : "x", junk[i], junk[i], &res),
+                         MCIM_OK);
+    mcim_http_result_clear(&res);
+  }
+  assert_int_equal(call(dev_cli, "GET", "/v1/health", NULL, NULL, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_bad_requests),
+      cmocka_unit_test(test_change_steps),
+      cmocka_unit_test(test_not_ordered),
+      cmocka_unit_test(test_nonce_per_procedure),
+      cmocka_unit_test(test_store_pool),
+      cmocka_unit_test(test_expiry),
+      cmocka_unit_test(test_garbage),
+  };
+  mcim_log_init("test-pva", MCIM_LOG_TEXT, MCIM_LOG_WARN, NULL);
+  return cmocka_run_group_tests(tests, setup_with_rims, teardown);
+}
