@@ -1,8 +1,9 @@
-/* A small lab for the role tests of test_pva.c and test_m2mes.c: a temporary folder with the
- * lab PKI, role configurations on free loopback ports, a peers file, stand-in HTTPS peers
- * (test doubles for roles not under test), clients with the lab's certificates, and device
- * credentials (TRE keys certified by the M2MES CA, access tokens signed by the vno key).
- * Header-only (static functions): each test program includes it once. */
+/* A small lab for the role tests of test_pva.c and test_pva_requests.c (through
+ * pva_fixture.h), test_m2mes.c, test_outbox.c, test_worker_idle.c and test_http_after_reply.c:
+ * a temporary folder with the lab PKI, role configurations on free loopback ports, a peers
+ * file, stand-in HTTPS peers (test doubles for roles not under test), clients with the lab's
+ * certificates, and device credentials (TRE keys certified by the M2MES CA, access tokens
+ * signed by the vno key). Header-only (static functions): each test program includes it once. */
 #ifndef MCIM_TEST_PVA_M2MES_FIXTURE_H
 #define MCIM_TEST_PVA_M2MES_FIXTURE_H
 
