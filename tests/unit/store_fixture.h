@@ -1,8 +1,8 @@
-/* The store tests' fixture (test_store.c, test_store_durability.c, test_store_sealed.c).
- * Each of those programs runs its cases on SQLite, or with the argument "postgres" on the
- * PostgreSQL server of the ctest fixture "pg" (pg_fixture.h; each case gets a database of its
- * own, and every case a private temporary folder). Header-only (static functions), included
- * after cmocka.h by each program once. */
+/* The store tests' fixture (test_store.c, test_store_cache.c, test_store_durability.c,
+ * test_store_sealed.c). Each of those programs runs its cases on SQLite, or with the argument
+ * "postgres" on the PostgreSQL server of the ctest fixture "pg" (pg_fixture.h; each case gets
+ * a database of its own, and every case a private temporary folder). Header-only (static
+ * functions), included after cmocka.h by each program once. */
 #ifndef MCIM_TEST_STORE_FIXTURE_H
 #define MCIM_TEST_STORE_FIXTURE_H
 
