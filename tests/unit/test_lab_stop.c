@@ -1,0 +1,346 @@
+/* The lab's stop (src/lab/process.c): mcim_lab_stop_pids, which `lab down` (through
+ * mcim_lab_stop_pid) and `mcim demo`'s Ctrl-C handler share: SIGTERM to each pid, up to wait_ms
+ * for them to end, then SIGKILL to those left. Children of this program that end on SIGTERM
+ * and that ignore it, alone and several at once, and entries <= 0; through mcim_lab_stop_pid,
+ * /bin/sleep under the right and a wrong program name, and ignoring SIGTERM (the 5 s bound).
+ *
+ * kill is wrapped (-Wl,--wrap=kill, tests/CMakeLists.txt): every signal the stop sends is
+ * recorded, and one to a pid <= 0 is never forwarded: run as root, kill(-1) would reach every
+ * process of the machine, and kill(0) would reach this program's group. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lab/lab_priv.h"
+#include "mcim/lab.h"
+
+/* ---- kill, recorded ---- */
+
+struct sent {
+  pid_t pid;
+  int sig;
+};
+
+static struct sent sent_log[64];
+static size_t nsent;            /* signals other than 0 (kill(pid, 0) is a probe) */
+static size_t sent_nonpositive; /* calls of any signal to a pid <= 0: never forwarded */
+
+int __real_kill(pid_t pid, int sig);
+int __wrap_kill(pid_t pid, int sig);
+
+int __wrap_kill(pid_t pid, int sig)
+{
+  if (pid <= 0) {
+    sent_nonpositive++;
+    errno = EPERM;
+    return -1;
+  }
+  if (sig != 0 && nsent < sizeof(sent_log) / sizeof(sent_log[0]))
+    sent_log[nsent++] = (struct sent){pid, sig};
+  return __real_kill(pid, sig);
+}
+
+static void sent_reset(void)
+{
+  nsent = 0;
+  sent_nonpositive = 0;
+}
+
+/* How many times `sig` was sent to `pid` since sent_reset. */
+static int sent_count(pid_t pid, int sig)
+{
+  int n = 0;
+  for (size_t i = 0; i < nsent; i++)
+    if (sent_log[i].pid == pid && sent_log[i].sig == sig)
+      n++;
+  return n;
+}
+
+/* ---- children ---- */
+
+static pid_t children[16];
+static size_t nchildren;
+
+static int64_t now_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_term(int sig)
+{
+  (void)sig;
+  _exit(0);
+}
+
+/* The child's signals as a fresh program's (what cmocka or the parent set is not inherited),
+ * and its end with this program's (a failed assertion leaves nothing running). */
+static void child_signals(void)
+{
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGTERM, SIG_DFL);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+/* A child of ours that ends on SIGTERM (its handler: _exit(0)) or ignores it (SIG_IGN), and
+ * otherwise waits for signals; returned once it has set that up (it says so on a pipe). */
+static pid_t spawn_waiter(bool ignore_term)
+{
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    child_signals();
+    struct sigaction sa = {.sa_handler = ignore_term ? SIG_IGN : on_term};
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || write(fds[1], "r", 1) != 1)
+      _exit(127);
+    for (;;)
+      pause();
+  }
+  close(fds[1]);
+  children[nchildren++] = pid;
+  char c = 0;
+  assert_int_equal(read(fds[0], &c, 1), 1);
+  close(fds[0]);
+  return pid;
+}
+
+/* /bin/sleep 60 (program name "sleep"), ignoring SIGTERM or not; returned once it runs sleep:
+ * the write end of the pipe is close-on-exec, so the read sees its end at the execve (an
+ * execve that fails writes its errno first). */
+static pid_t spawn_sleep(bool ignore_term)
+{
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  assert_int_equal(fcntl(fds[1], F_SETFD, FD_CLOEXEC), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    child_signals();
+    if (ignore_term)
+      signal(SIGTERM, SIG_IGN); /* kept across execve */
+    execl("/bin/sleep", "/bin/sleep", "60", (char *)NULL);
+    int err = errno;
+    ssize_t w = write(fds[1], &err, sizeof(err));
+    (void)w;
+    _exit(127);
+  }
+  close(fds[1]);
+  children[nchildren++] = pid;
+  int err = 0;
+  ssize_t got;
+  while ((got = read(fds[0], &err, sizeof(err))) < 0 && errno == EINTR)
+    ;
+  close(fds[0]);
+  assert_int_equal(got, 0); /* EOF: the execve happened */
+  return pid;
+}
+
+/* The child has ended and been reaped by the stop: not our child any more. */
+static void assert_reaped(pid_t pid)
+{
+  errno = 0;
+  assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+  assert_int_equal(errno, ECHILD);
+}
+
+/* The child has ended by `sig`: a zombie left to us (its status says which signal), or reaped
+ * by the stop. */
+static void assert_ended_by(pid_t pid, int sig)
+{
+  int status = 0;
+  pid_t got = waitpid(pid, &status, 0);
+  if (got == -1) {
+    assert_int_equal(errno, ECHILD);
+    return;
+  }
+  assert_int_equal(got, pid);
+  assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), sig);
+}
+
+/* Still running: not ended (waitpid: our child, no status) and answering kill(pid, 0). */
+static void assert_running(pid_t pid)
+{
+  assert_int_equal(waitpid(pid, NULL, WNOHANG), 0);
+  assert_int_equal(kill(pid, 0), 0);
+}
+
+/* Whatever a case left running is killed and reaped. Only a pid that waitpid says is still
+ * an unreaped child of ours is signalled (one the stop reaped may have been reused). */
+static int teardown(void **state)
+{
+  (void)state;
+  for (size_t i = 0; i < nchildren; i++) {
+    if (waitpid(children[i], NULL, WNOHANG) == 0) {
+      kill(children[i], SIGKILL);
+      waitpid(children[i], NULL, 0);
+    }
+  }
+  nchildren = 0;
+  return 0;
+}
+
+/* ---- mcim_lab_stop_pids (prog NULL: as `mcim demo`'s Ctrl-C handler) ---- */
+
+/* A child ending on SIGTERM: stopped by it, reaped, well before the bound. */
+static void test_term_child_stopped(void **state)
+{
+  (void)state;
+  pid_t pid = spawn_waiter(false);
+  sent_reset();
+  int64_t t0 = now_ms();
+  mcim_lab_stop_pids(&pid, 1, NULL, 2000);
+  int64_t took = now_ms() - t0;
+  assert_reaped(pid);
+  assert_int_equal(sent_count(pid, SIGTERM), 1);
+  assert_int_equal(sent_count(pid, SIGKILL), 0);
+  assert_true(took < 1000);
+}
+
+/* A child ignoring SIGTERM: SIGKILL once wait_ms has passed, and it ends by it. */
+static void test_ignoring_child_killed(void **state)
+{
+  (void)state;
+  pid_t pid = spawn_waiter(true);
+  sent_reset();
+  int64_t t0 = now_ms();
+  mcim_lab_stop_pids(&pid, 1, NULL, 300);
+  int64_t took = now_ms() - t0;
+  assert_int_equal(sent_count(pid, SIGTERM), 1);
+  assert_int_equal(sent_count(pid, SIGKILL), 1);
+  assert_true(took >= 300);
+  assert_true(took < 300 + 1000);
+  assert_ended_by(pid, SIGKILL);
+}
+
+/* Three ignoring and two ending children at once: all ended within about one bound (the
+ * three ignoring ones waited for together, not one bound each). */
+static void test_several_at_once(void **state)
+{
+  (void)state;
+  pid_t pids[5];
+  for (int i = 0; i < 5; i++)
+    pids[i] = spawn_waiter(i % 2 == 0);
+  sent_reset();
+  int64_t t0 = now_ms();
+  mcim_lab_stop_pids(pids, 5, NULL, 300);
+  int64_t took = now_ms() - t0;
+  assert_true(took >= 300);
+  assert_true(took < 3 * 300);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(sent_count(pids[i], SIGTERM), 1);
+    if (i % 2 == 0) {
+      assert_int_equal(sent_count(pids[i], SIGKILL), 1);
+      assert_ended_by(pids[i], SIGKILL);
+    } else {
+      assert_int_equal(sent_count(pids[i], SIGKILL), 0);
+      assert_reaped(pids[i]);
+    }
+  }
+}
+
+/* Entries <= 0 (this process's group: 0; every process: -1; a group: -pgid) get no signal,
+ * not even a probe, and are not waited for; a real pid among them is stopped. */
+static void test_nonpositive_ignored(void **state)
+{
+  (void)state;
+  pid_t only[] = {0, -1, -getpgrp()};
+  sent_reset();
+  int64_t t0 = now_ms();
+  mcim_lab_stop_pids(only, 3, NULL, 2000);
+  assert_true(now_ms() - t0 < 1000);
+  assert_int_equal(sent_nonpositive, 0);
+  assert_int_equal(nsent, 0);
+
+  pid_t pid = spawn_waiter(false);
+  pid_t mixed[] = {0, pid, -1, -getpgrp()};
+  sent_reset();
+  mcim_lab_stop_pids(mixed, 4, NULL, 2000);
+  assert_int_equal(sent_nonpositive, 0);
+  assert_int_equal(nsent, 1);
+  assert_int_equal(sent_count(pid, SIGTERM), 1);
+  assert_reaped(pid);
+
+  /* mcim_lab_stop_pid too, with this program's own name */
+  sent_reset();
+  mcim_lab_stop_pid(0, "test_lab_stop");
+  mcim_lab_stop_pid(-1, "test_lab_stop");
+  assert_int_equal(sent_nonpositive, 0);
+  assert_int_equal(nsent, 0);
+}
+
+/* ---- mcim_lab_stop_pid (`lab down`: a pid and its program's name) ---- */
+
+/* A name that is not the program's (/proc/PID/cmdline's first word, its base name): nothing
+ * is sent, the process runs on. The name it runs under: stopped by SIGTERM. */
+static void test_stop_pid_by_name(void **state)
+{
+  (void)state;
+  pid_t pid = spawn_sleep(false);
+  sent_reset();
+  mcim_lab_stop_pid(pid, "sleepy");
+  mcim_lab_stop_pid(pid, "slee");
+  mcim_lab_stop_pid(pid, "/bin/sleep");
+  mcim_lab_stop_pid(pid, "test_lab_stop");
+  assert_int_equal(nsent, 0);
+  assert_running(pid);
+
+  int64_t t0 = now_ms();
+  mcim_lab_stop_pid(pid, "sleep");
+  int64_t took = now_ms() - t0;
+  assert_int_equal(sent_count(pid, SIGTERM), 1);
+  assert_int_equal(sent_count(pid, SIGKILL), 0);
+  assert_true(took < 2500); /* the bound is 5 s */
+  assert_ended_by(pid, SIGTERM);
+}
+
+/* The program ignores SIGTERM: SIGKILL after mcim_lab_stop_pid's 5 s. */
+static void test_stop_pid_kills_after_bound(void **state)
+{
+  (void)state;
+  pid_t pid = spawn_sleep(true);
+  sent_reset();
+  int64_t t0 = now_ms();
+  mcim_lab_stop_pid(pid, "sleep");
+  int64_t took = now_ms() - t0;
+  assert_int_equal(sent_count(pid, SIGTERM), 1);
+  assert_int_equal(sent_count(pid, SIGKILL), 1);
+  assert_true(took >= 5000);
+  assert_true(took < 5000 + 2000);
+  assert_ended_by(pid, SIGKILL);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_teardown(test_term_child_stopped, teardown),
+      cmocka_unit_test_teardown(test_ignoring_child_killed, teardown),
+      cmocka_unit_test_teardown(test_several_at_once, teardown),
+      cmocka_unit_test_teardown(test_nonpositive_ignored, teardown),
+      cmocka_unit_test_teardown(test_stop_pid_by_name, teardown),
+      cmocka_unit_test_teardown(test_stop_pid_kills_after_bound, teardown),
+  };
+  return cmocka_run_group_tests_name("lab stop", tests, NULL, NULL);
+}
