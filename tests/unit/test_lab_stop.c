@@ -211,12 +211,12 @@ static void test_term_child_stopped(void **state)
   pid_t pid = spawn_waiter(false);
   sent_reset();
   int64_t t0 = now_ms();
-  mcim_lab_stop_pids(&pid, 1, NULL, 2000);
+  mcim_lab_stop_pids(&pid, 1, NULL, 5000);
   int64_t took = now_ms() - t0;
   assert_reaped(pid);
   assert_int_equal(sent_count(pid, SIGTERM), 1);
   assert_int_equal(sent_count(pid, SIGKILL), 0);
-  assert_true(took < 1000);
+  assert_true(took < 4000); /* not the whole bound: the slack is for a loaded machine */
 }
 
 /* A child ignoring SIGTERM: SIGKILL once wait_ms has passed, and it ends by it. */
@@ -231,7 +231,7 @@ static void test_ignoring_child_killed(void **state)
   assert_int_equal(sent_count(pid, SIGTERM), 1);
   assert_int_equal(sent_count(pid, SIGKILL), 1);
   assert_true(took >= 300);
-  assert_true(took < 300 + 1000);
+  assert_true(took < 300 + 3000);
   assert_ended_by(pid, SIGKILL);
 }
 
@@ -245,10 +245,10 @@ static void test_several_at_once(void **state)
     pids[i] = spawn_waiter(i % 2 == 0);
   sent_reset();
   int64_t t0 = now_ms();
-  mcim_lab_stop_pids(pids, 5, NULL, 300);
+  mcim_lab_stop_pids(pids, 5, NULL, 1000);
   int64_t took = now_ms() - t0;
-  assert_true(took >= 300);
-  assert_true(took < 3 * 300);
+  assert_true(took >= 1000);
+  assert_true(took < 3 * 1000); /* one bound each would be 3 s at least */
   for (int i = 0; i < 5; i++) {
     assert_int_equal(sent_count(pids[i], SIGTERM), 1);
     if (i % 2 == 0) {
@@ -269,8 +269,8 @@ static void test_nonpositive_ignored(void **state)
   pid_t only[] = {0, -1, -getpgrp()};
   sent_reset();
   int64_t t0 = now_ms();
-  mcim_lab_stop_pids(only, 3, NULL, 2000);
-  assert_true(now_ms() - t0 < 1000);
+  mcim_lab_stop_pids(only, 3, NULL, 5000);
+  assert_true(now_ms() - t0 < 4000); /* not waited for: the bound is 5 s */
   assert_int_equal(sent_nonpositive, 0);
   assert_int_equal(nsent, 0);
 
