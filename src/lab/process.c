@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,22 +237,40 @@ static bool stop_gone(pid_t pid, const char *prog)
   return pid_runs(pid, prog) == 0; /* a zombie is gone here */
 }
 
+/* The first STOP_TRACKED pids seen gone are not looked at again: once reaped here, a pid may
+ * be given to another process within the bound, which would then count as "not gone" and get
+ * the SIGKILL (without `prog` nothing else tells them apart). Kept on the stack: no malloc in
+ * a signal handler; more pids than that are looked at each round, as before. */
+#define STOP_TRACKED 256
+
+static bool stop_gone_once(const pid_t *pids, size_t i, const char *prog, uint64_t *gone)
+{
+  if (i < STOP_TRACKED && (gone[i / 64] >> (i % 64)) & 1)
+    return true;
+  if (!stop_gone(pids[i], prog))
+    return false;
+  if (i < STOP_TRACKED)
+    gone[i / 64] |= (uint64_t)1 << (i % 64);
+  return true;
+}
+
 void mcim_lab_stop_pids(const pid_t *pids, size_t n, const char *prog, int wait_ms)
 {
+  uint64_t gone[STOP_TRACKED / 64] = {0};
   for (size_t i = 0; i < n; i++)
     if (pids[i] > 0)
       kill(pids[i], SIGTERM);
   for (int round = 0; round < wait_ms / 50; round++) {
     size_t left = 0;
     for (size_t i = 0; i < n; i++)
-      if (pids[i] > 0 && !stop_gone(pids[i], prog))
+      if (pids[i] > 0 && !stop_gone_once(pids, i, prog, gone))
         left++;
     if (!left)
       break;
     mcim_lab_sleep_ms(50);
   }
   for (size_t i = 0; i < n; i++)
-    if (pids[i] > 0 && !stop_gone(pids[i], prog)) {
+    if (pids[i] > 0 && !stop_gone_once(pids, i, prog, gone)) {
       kill(pids[i], SIGKILL);
       (void)waitpid(pids[i], NULL, WNOHANG); /* reap if it is our child and already gone */
     }
