@@ -6,7 +6,8 @@
  *
  * kill is wrapped (-Wl,--wrap=kill, tests/CMakeLists.txt): every signal the stop sends is
  * recorded, and one to a pid <= 0 is never forwarded: run as root, kill(-1) would reach every
- * process of the machine, and kill(0) would reach this program's group. */
+ * process of the machine, and kill(0) would reach this program's group. waitpid is wrapped
+ * too: a pid the stop reaped must not be signalled or probed again (it may be reused). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
