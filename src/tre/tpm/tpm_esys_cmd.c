@@ -108,11 +108,14 @@ TSS2_RC Esys_TR_GetName(ESYS_CONTEXT *esysContext, ESYS_TR handle, TPM2B_NAME **
   if (!esysContext || !name)
     return TSS2_ESYS_RC_BAD_REFERENCE;
   if (res && is_nv(res->handle)) {
-    /* an NV index's name changes with its attributes (TPMA_NV_WRITTEN): asked afresh */
+    /* an NV index's name changes with its attributes (TPMA_NV_WRITTEN): asked afresh, and
+     * kept only once checked (a refused one must not become what later HMACs bind) */
     TPM2B_NV_PUBLIC nv = {0};
-    TSS2_RC r = nv_read_public(esysContext, res->handle, &nv, &res->name);
+    TPM2B_NAME fresh = {0};
+    TSS2_RC r = nv_read_public(esysContext, res->handle, &nv, &fresh);
     if (r != TSS2_RC_SUCCESS)
       return r;
+    res->name = fresh;
   }
   if (res) {
     n = res->name;
