@@ -813,6 +813,64 @@ static void seeds_tpm_blob(void)
   mcim_swtpm_free(sw);
   free(state);
 }
+
+/* fuzz_tpm_response: the answers of a throw-away swtpm to the target's own operations, through
+ * its recording TCTI (the target's file is included for it: the operations and the TCTI are
+ * the target's, so a seed replays as it was recorded). The operation bytes are the target's
+ * (its OP_* table; 0x20 the second-newest object, 0x40 the newest policy session authorises,
+ * 0x80 the target fixes the response HMAC). Without swtpm, no seeds (said on stderr). */
+#define FUZZ_TPM_RESPONSE_RECORDER
+#include "fuzz_tpm_response.c"
+
+static void seeds_tpm_response(void)
+{
+  static const struct {
+    const char *name;
+    uint8_t ops[MAX_OPS];
+    size_t n;
+  } runs[] = {
+      /* CreatePrimary, Create (sign), Load, Sign, ReadPublic, FlushContext x2 */
+      {"sign-password", {0, 1, 4, 7, 6, 15, 15}, 7},
+      /* ... Sign through a policy session: StartAuthSession, PolicyAuthValue,
+       * PolicyCommandCode(Sign), PolicyOR, Sign (response HMAC), flushes */
+      {"sign-policy", {0, 1, 4, 10, 11, 12, 13, 7 | 0xc0, 15 | 0x40, 15, 15}, 11},
+      {"ecdh-policy", {0, 2, 4, 8, 10, 11, 12 | 0x20, 13, 8 | 0xc0, 15 | 0x40, 15, 15}, 12},
+      {"aes-policy", {0, 3, 4, 9, 10, 11, 12 | 0x40, 13, 9 | 0xc0, 15 | 0x40, 15, 15}, 12},
+      /* a trial session's digest */
+      {"trial-digest", {10 | 0x20, 11, 12, 13, 14, 15 | 0x40}, 6},
+      /* an NV counter: define, increment, read, its public area, TR closed and made again
+       * from the index (its name asked afresh), undefined */
+      {"nv-counter", {16, 18, 19, 20, 31, 17, 21}, 7},
+      /* capabilities, PCRs, a quote and a certification by a signing key */
+      {"pcr-quote-certify", {22, 22 | 0x20, 23, 24, 25, 0, 1, 4, 26, 27 | 0x20, 15, 15}, 12},
+      /* a persistent key: EvictControl, a TR from its handle, ReadPublic, evicted again */
+      {"persistent", {0, 29, 5, 6, 29, 31, 31, 15}, 8},
+      {"policy-secret", {10, 30, 14, 15 | 0x40}, 4},
+      /* an Import the TPM refuses (an error response), and nothing at the handles */
+      {"errors", {0, 3, 28, 15, 5, 17}, 6},
+  };
+  char detail[256];
+  char *state = fuzz_tmpdir("swtpm-rsp");
+  mcim_swtpm_t *sw = NULL;
+  if (mcim_swtpm_start(state, MCIM_SWTPM_TIED, 10000, &sw, detail, sizeof(detail)) != MCIM_OK) {
+    fprintf(stderr, "seedgen: no swtpm (%s): no seeds for fuzz_tpm_response\n", detail);
+    free(state);
+    return;
+  }
+  CHECK(mcim_tss2_load(detail, sizeof(detail)));
+  for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+    TSS2_TCTI_CONTEXT *tcti = NULL;
+    size_t len = 0;
+    if (Tss2_TctiLdr_Initialize(mcim_swtpm_tcti(sw), &tcti) != TSS2_RC_SUCCESS)
+      fuzz_die("swtpm's TCTI");
+    uint8_t *rec = tpm_response_record(tcti, runs[i].ops, runs[i].n, &len);
+    seed("fuzz_tpm_response", runs[i].name, rec[0], rec + 1, len - 1, NULL, 0);
+    free(rec);
+    Tss2_TctiLdr_Finalize(&tcti);
+  }
+  mcim_swtpm_free(sw);
+  free(state);
+}
 #endif
 
 static int make_corpus(const char *dir)
@@ -834,6 +892,7 @@ static int make_corpus(const char *dir)
   seeds_peers();
 #ifdef MCIM_HAVE_TPM
   seeds_tpm_blob();
+  seeds_tpm_response();
 #endif
   char *tre_dir = fuzz_tmpdir("seedgen");
   mcim_tre_t *tre = fuzz_tre_make(tre_dir);
