@@ -12,7 +12,8 @@
  * between the TPM and us (a TCTI of the test's, in the middle) is refused with
  * TSS2_ESYS_RC_RSP_AUTH_FAILED, and the signature is not handed out; a public area changed on
  * its way is refused (TSS2_ESYS_RC_MALFORMED_RESPONSE: its name is not its hash). The sessions
- * and TRs we do not support are refused before anything is sent. No swtpm is a failure. */
+ * and TRs we do not support are refused before anything is sent. An NV index's name asked
+ * again and refused leaves the TR's name as it was. No swtpm is a failure. */
 #define _GNU_SOURCE /* nftw */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -401,6 +402,51 @@ static void test_refusals(void **state)
   conn_close(&c);
 }
 
+/* An NV index's name is asked afresh at each Esys_TR_GetName (it changes once the index is
+ * written); an answer whose name is not the hash of the public area sent with it is refused,
+ * and the refused name must not become the TR's: it is what the cpHash of every later command
+ * on the index binds (found by fuzz_tpm_response, regression nv-getname-took-a-refused-name). */
+static void test_nv_name_kept_only_checked(void **state)
+{
+  struct conn c;
+  TPM2B_NAME *name = NULL;
+  ESYS_TR nv = ESYS_TR_NONE;
+  (void)state;
+
+  conn_open(&c);
+  TPM2B_AUTH no_auth = {0};
+  TPM2B_NV_PUBLIC pub = {
+      .nvPublic = {.nvIndex = 0x01500042,
+                   .nameAlg = TPM2_ALG_SHA256,
+                   .attributes = TPMA_NV_OWNERWRITE | TPMA_NV_OWNERREAD | TPMA_NV_AUTHWRITE |
+                                 TPMA_NV_AUTHREAD | TPMA_NV_NO_DA,
+                   .dataSize = 8}};
+  assert_int_equal(Esys_NV_DefineSpace(c.esys, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE,
+                                       ESYS_TR_NONE, &no_auth, &pub, &nv),
+                   TSS2_RC_SUCCESS);
+  assert_int_equal(Esys_TR_GetName(c.esys, nv, &name), TSS2_RC_SUCCESS);
+  TPM2B_NAME before = *name;
+  Esys_Free(name);
+  name = NULL;
+
+  /* TPM2_NV_ReadPublic's answer carries no session: its last octet is the name's */
+  c.mitm.at = 0;
+  c.mitm.mask = 0x01;
+  c.mitm.flip = true;
+  assert_int_equal(Esys_TR_GetName(c.esys, nv, &name), TSS2_ESYS_RC_MALFORMED_RESPONSE);
+  assert_false(c.mitm.flip); /* the alteration landed on this answer */
+  assert_null(name);
+  const struct mcim_esys_res *res = mcim_esys_res(c.esys, nv);
+  assert_non_null(res);
+  assert_int_equal(res->name.size, before.size);
+  assert_memory_equal(res->name.name, before.name, before.size);
+
+  assert_int_equal(Esys_NV_UndefineSpace(c.esys, ESYS_TR_RH_OWNER, nv, ESYS_TR_PASSWORD,
+                                         ESYS_TR_NONE, ESYS_TR_NONE),
+                   TSS2_RC_SUCCESS);
+  conn_close(&c);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -409,6 +455,7 @@ int main(void)
       cmocka_unit_test(test_response_hmac_checked),
       cmocka_unit_test(test_public_area_checked),
       cmocka_unit_test(test_refusals),
+      cmocka_unit_test(test_nv_name_kept_only_checked),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
