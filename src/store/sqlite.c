@@ -125,8 +125,20 @@ static mcim_cause_t configure(struct sqlite_conn *c, const mcim_store_opts_t *op
     goto cleanup;
   }
   src = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
-  if (src == SQLITE_OK)
+  /* The switch to WAL needs the file's exclusive lock, and SQLite answers SQLITE_BUSY at once,
+   * without its busy handler, when another connection is opening the same fresh file (a
+   * handler there could deadlock): processes that open a new database together (instances
+   * of a role starting at once; test_store_durability's test_migrate_concurrent, 2 opens in
+   * 800) failed with "database is locked". Asked again for up to the busy timeout: the mode
+   * is the file's, so once one of them switched, the others find WAL. */
+  for (int waited = 0; src == SQLITE_OK; waited += 10) {
     src = sqlite3_step(stmt);
+    if ((src & 0xff) != SQLITE_BUSY || waited >= timeout)
+      break;
+    sqlite3_reset(stmt);
+    sqlite3_sleep(10);
+    src = SQLITE_OK;
+  }
   if (src != SQLITE_ROW) {
     rc = map_rc(src);
     goto cleanup;
