@@ -119,6 +119,9 @@ static void test_pcid_k_in_tpm(void **state)
   assert_int_equal(tre->ops->pcid_install(tre->ctx, jwe, strlen(jwe)), MCIM_FORBIDDEN);
   assert_true(
       log_has("PCID credential k: K in clear, and this TRE takes K into its TPM only", NULL));
+  char pcid_kh[33];
+  mcim_hex_encode(f->pcid_k, 16, pcid_kh);
+  assert_false(log_has(pcid_kh, NULL)); /* the refusal names K, never its value */
   free(jwe);
   /* K wrapped to the storage primary (which TPM2_Rewrap to no parent would open): the TPM
    * refuses it under the PCID's slot key */
@@ -337,6 +340,7 @@ static void test_pcid_renewal_tpm(void **state)
   pkg = pcid_package(ro, f->ka_pub, r1, member);
   assert_int_equal(tre->ops->pcid_renew(tre->ctx, pkg, strlen(pkg), ro_cert), MCIM_PACKAGE_INVALID);
   assert_true(log_has("PCID credential k: K in clear", NULL));
+  assert_false(log_has(kh, NULL)); /* the refusal names K, never its value */
   free(pkg);
   /* K wrapped to the storage primary: refused by the TPM under the offered key */
   assert_int_equal(mcim_tre_tpm_storage_jwk(tre, &jwk), MCIM_OK);
