@@ -58,6 +58,8 @@
 #include "mcim/sqn.h"
 #include "mcim/util.h"
 
+#include "floor_work.h"
+
 enum { MAX_ROUNDS = 51, BATCH = 16 };
 
 struct fctx {
@@ -75,6 +77,7 @@ struct fctx {
   struct mcim_http_client_cfg ccfg;
   struct mcim_http_lite *kept;  /* one connection kept alive */
   struct mcim_http_lite *fresh; /* a new connection per call (its TLS context kept) */
+  struct floor_work work;       /* the design floor's units (floor_work.c) */
   double tls_server_ns; /* the server side of the last tls round, per handshake */
   /* the handshake alone, both ends in this thread over a socket pair */
   gnutls_certificate_credentials_t xcred;
@@ -407,7 +410,8 @@ static void h_ping(void *ctx, const struct mcim_http_request *req,
   mcim_http_reply_json(resp, 200, json_pack("{s:b}", "ok", 1));
 }
 
-static const struct mcim_http_route routes[] = {{"GET", "/v1/ping", h_ping, 0}};
+static const struct mcim_http_route routes[] = {{"GET", "/v1/ping", h_ping, 0},
+                                                {"POST", "/v1/echo", floor_work_echo, 0}};
 
 static char pki_dir[64];
 
@@ -464,7 +468,7 @@ static mcim_cause_t setup(struct fctx *f)
   /* the TLS server, as every role runs it, and the agent's client */
   struct mcim_http_server_cfg scfg = {.role = "bench", .bind_addr = "127.0.0.1",
                                       .cert_file = cert, .key_file = key, .client_ca_file = ca,
-                                      .threads = 2, .routes = routes, .nroutes = 1};
+                                      .threads = 2, .routes = routes, .nroutes = 2};
   if (rc == MCIM_OK)
     rc = mcim_http_server_start(&scfg, &f->srv);
   if (rc == MCIM_OK) {
@@ -484,11 +488,17 @@ static mcim_cause_t setup(struct fctx *f)
     rc = get(f->kept, f->url);
   if (rc == MCIM_OK)
     rc = pair_setup(f, ca, cert, key, acert, akey);
+  if (rc == MCIM_OK) {
+    char base[64];
+    snprintf(base, sizeof(base), "https://127.0.0.1:%u", (unsigned)mcim_http_server_port(f->srv));
+    rc = floor_work_setup(&f->work, pki_dir, base, f->kept);
+  }
   return rc;
 }
 
 static void teardown(struct fctx *f)
 {
+  floor_work_teardown(&f->work);
   mcim_http_lite_free(f->kept);
   mcim_http_lite_free(f->fresh);
   SSL_CTX_free(f->cctx);
@@ -512,11 +522,45 @@ static void teardown(struct fctx *f)
 }
 
 
-/* What is timed: the ops, then the two helpers of the TLS figure. */
-enum { T_SIGN, T_VERIFY, T_ENC, T_DEC, T_CERT, T_AV, T_RESYNC, T_USIM, T_PAIR, T_TLS, T_KEPT, NT };
-static const op_fn fns[NT] = {op_sign,   op_verify, op_encrypt, op_decrypt,
-                              op_cert,   op_av,     op_resync,  op_usim,
-                              op_tls_pair, op_tls,  op_kept_server};
+/* The design floor's units (floor_work.c), as op_fn. */
+static double exchange_server_ns;
+
+static int64_t op_exchange(struct fctx *f, int n)
+{
+  int64_t client = floor_op_exchange(&f->work, n);
+  exchange_server_ns = f->work.server_ns;
+  return client;
+}
+
+static int64_t op_statement(struct fctx *f, int n)
+{
+  return floor_op_statement(&f->work, n);
+}
+
+static int64_t op_txn_durable(struct fctx *f, int n)
+{
+  return floor_op_txn_durable(&f->work, n);
+}
+
+static int64_t op_txn_relaxed(struct fctx *f, int n)
+{
+  return floor_op_txn_relaxed(&f->work, n);
+}
+
+static int64_t op_synced_write(struct fctx *f, int n)
+{
+  return floor_op_synced_write(&f->work, n);
+}
+
+/* What is timed: the ops, the two helpers of the TLS figure, then the design floor's units. */
+enum {
+  T_SIGN, T_VERIFY, T_ENC, T_DEC, T_CERT, T_AV, T_RESYNC, T_USIM, T_PAIR, T_TLS, T_KEPT,
+  T_EXCH, T_STMT, T_TXD, T_TXR, T_FSYNC, NT
+};
+static const op_fn fns[NT] = {op_sign,     op_verify,      op_encrypt,     op_decrypt,
+                              op_cert,     op_av,          op_resync,      op_usim,
+                              op_tls_pair, op_tls,         op_kept_server, op_exchange,
+                              op_statement, op_txn_durable, op_txn_relaxed, op_synced_write};
 
 /* Run fn for about `ms` of CPU: ns per operation. */
 static double timed(op_fn fn, struct fctx *f, unsigned ms)
@@ -533,6 +577,80 @@ static double timed(op_fn fn, struct fctx *f, unsigned ms)
       step *= 2;
   }
   return (double)spent / (double)n;
+}
+
+/* ---- the design floor: the crypto floor plus the work a procedure does besides, each unit
+ * priced alone (floor_work.c) and counted by loadgen in the same run (work_per_procedure).
+ * It is what this design costs if its messages, commits and statements had no code of their
+ * own: no JSON of a role's, no trace row, no log line, no thread hand-off. */
+enum { W_HTTP, W_STMT, W_DURABLE, W_RELAXED, W_FSYNC, NWORK };
+static const char *const work_names[NWORK] = {"http_requests", "store_statements",
+                                              "store_commits_durable", "store_commits_relaxed",
+                                              "tre_synced_writes"};
+
+/* ns per unit: an exchange both ends; a commit without its one statement (counted apart). */
+static void work_prices(const double *med, double exch_server_ns, double *price)
+{
+  price[W_HTTP] = med[T_EXCH] + exch_server_ns;
+  price[W_STMT] = med[T_STMT];
+  price[W_DURABLE] = med[T_TXD] > med[T_STMT] ? med[T_TXD] - med[T_STMT] : 0;
+  price[W_RELAXED] = med[T_TXR] > med[T_STMT] ? med[T_TXR] - med[T_STMT] : 0;
+  price[W_FSYNC] = med[T_FSYNC];
+  printf("design floor's units (mcim's own calls, one thread, CPU):\n");
+  printf("  %-22s %8.1f us  (POST of a ~1 KiB JSON statement on a kept TLS connection to the "
+         "roles' server, the agent's client; client %.1f + server %.1f)\n",
+         work_names[W_HTTP], price[W_HTTP] / 1e3, med[T_EXCH] / 1e3, exch_server_ns / 1e3);
+  printf("  %-22s %8.1f us  (a SELECT by key, SQLite, prepared)\n", work_names[W_STMT],
+         price[W_STMT] / 1e3);
+  printf("  %-22s %8.1f us  (BEGIN, INSERT of 300 bytes, COMMIT with its fdatasync, minus one "
+         "statement)\n",
+         work_names[W_DURABLE], price[W_DURABLE] / 1e3);
+  printf("  %-22s %8.1f us  (the same, synchronous = NORMAL)\n", work_names[W_RELAXED],
+         price[W_RELAXED] / 1e3);
+  printf("  %-22s %8.1f us  (pwrite of 4 KiB in place, fdatasync)\n", work_names[W_FSYNC],
+         price[W_FSYNC] / 1e3);
+}
+
+static json_t *work_report(const double *price)
+{
+  json_t *j = json_object();
+  for (int i = 0; i < NWORK; i++)
+    json_object_set_new(j, work_names[i], json_real(price[i] / 1e3));
+  return j;
+}
+
+static void design_floor(const json_t *doc, const double *price, double crypto_ms, long cores,
+                         json_t *out)
+{
+  const json_t *work = json_object_get(doc, "work_per_procedure");
+  double work_ns = 0;
+  if (!json_is_object(work)) {
+    printf("(no work_per_procedure in the counts: no design floor)\n");
+    return;
+  }
+  printf("design floor: the crypto floor and, per procedure,\n");
+  json_t *jc = json_object();
+  for (int i = 0; i < NWORK; i++) {
+    double n = json_number_value(json_object_get(work, work_names[i]));
+    work_ns += n * price[i];
+    printf("  %-22s %8.2f x %7.1f us = %7.1f us\n", work_names[i], n, price[i] / 1e3,
+           n * price[i] / 1e3);
+    json_object_set_new(jc, work_names[i], json_real(n));
+  }
+  double ms = crypto_ms + work_ns / 1e6, rate = ms > 0 ? (double)cores * 1000.0 / ms : 0;
+  printf("design floor: %.2f ms of CPU per procedure (crypto %.2f, the rest %.2f); %.0f "
+         "procedures/s on %ld cores\n",
+         ms, crypto_ms, work_ns / 1e6, rate, cores);
+  double cpu_ms = json_number_value(json_object_get(json_object_get(doc, "cpu"),
+                                                    "per_procedure_ms"));
+  if (cpu_ms > 0 && ms > 0)
+    printf("that loadgen run: %.1f ms CPU per procedure = %.2f x the design floor\n", cpu_ms,
+           cpu_ms / ms);
+  json_object_set_new(out, "work_counts", jc);
+  json_object_set_new(out, "design_floor_ms_per_procedure", json_real(ms));
+  json_object_set_new(out, "design_floor_per_s", json_real(rate));
+  if (cpu_ms > 0 && ms > 0)
+    json_object_set_new(out, "run_cpu_x_design_floor", json_real(cpu_ms / ms));
 }
 
 static json_t *load_counts(const char *path)
@@ -568,19 +686,20 @@ int main(int argc, char **argv)
   bool only_tls = false;
   struct fctx f;
   double per[NT][MAX_ROUNDS], server[MAX_ROUNDS], kept_srv[MAX_ROUNDS], pair_srv[MAX_ROUNDS],
-      med[NT];
+      exch_srv[MAX_ROUNDS], med[NT];
   int rc = 1;
 
   memset(&f, 0, sizeof(f));
+  f.work.fd = -1;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--round-ms") == 0 && i + 1 < argc)
       round_ms = (unsigned)strtoul(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
-      rounds = atoi(argv[++i]);
+      rounds = (int)strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--counts") == 0 && i + 1 < argc)
       counts_path = argv[++i];
     else if (strcmp(argv[i], "--cores") == 0 && i + 1 < argc)
-      cores = atol(argv[++i]);
+      cores = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--only-tls") == 0) /* for a profiler */
       only_tls = true;
     else {
@@ -635,6 +754,8 @@ int main(int argc, char **argv)
         kept_srv[r] = kept_server_ns;
       if (k == T_PAIR)
         pair_srv[r] = f.pair_server_ns;
+      if (k == T_EXCH)
+        exch_srv[r] = exchange_server_ns;
     }
   for (int j = 0; j < NT; j++)
     med[j] = mcim_median(per[j], (size_t)rounds);
@@ -675,6 +796,9 @@ int main(int argc, char **argv)
   json_t *out = json_pack("{s:o,s:i,s:{s:f,s:f}}", "us_per_op", jops, "cores", (int)cores,
                           "mhd_loopback_us", "client", mhd_cli_ns / 1e3, "server",
                           mhd_srv_ns / 1e3);
+  double work_price[NWORK];
+  work_prices(med, mcim_median(exch_srv, (size_t)rounds), work_price);
+  json_object_set_new(out, "work_us_per_op", work_report(work_price));
   if (counts) {
     double floor_ns = 0, dev_ns = 0, net_ns = 0;
     const json_t *split = json_object_get(counts_doc, "crypto_ops");
@@ -712,6 +836,7 @@ int main(int argc, char **argv)
              "the floor's rate\n",
              cpu_ms, cpu_ms / floor_ms, per_s, rate > 0 ? per_s / rate : 0);
     json_object_set_new(out, "counts", jc);
+    design_floor(counts_doc, work_price, floor_ms, cores, out);
     json_object_set_new(out, "floor_ms_per_procedure", json_real(floor_ms));
     json_object_set_new(out, "floor_devices_ms", json_real(dev_ns / 1e6));
     json_object_set_new(out, "floor_daemons_ms", json_real(net_ns / 1e6));

@@ -134,6 +134,19 @@ def floor_of(counts):
     return sum(counts.get(op, 0) * prices.get(op, 0) for op in OPS) / 1000.0
 
 
+WORK = ["http_requests", "store_statements", "store_commits_durable", "store_commits_relaxed",
+        "tre_synced_writes"]
+work_prices = (floor or {}).get("work_us_per_op", {})
+
+
+def design_floor_of(counts, work):
+    """The crypto floor plus the run's other work, each unit priced alone (bench_floor)."""
+    fl = floor_of(counts)
+    if fl is None or not work_prices or not work:
+        return None
+    return fl + sum(work.get(k, 0) * work_prices.get(k, 0) for k in WORK) / 1000.0
+
+
 w("## The crypto floor of a procedure")
 w("")
 s = skipped("floor")
@@ -172,6 +185,36 @@ else:
           f"owners {floor.get('floor_devices_ms', 0):.2f} ms, daemons "
           f"{floor.get('floor_daemons_ms', 0):.2f} ms), **{floor['floor_per_s']:.0f} procedures/s** "
           f"on {cores} cores.")
+    if work_prices:
+        w("")
+        w("### The design floor")
+        w("")
+        w("A procedure also exchanges messages, runs statements and commits them durably. Each of")
+        w("those units, priced alone with mcim's own calls (`bench/floor_work.c`), times how often")
+        w("the loadgen run did it (`work_per_procedure`: this process's counters and every")
+        w("daemon's `/metrics`), added to the crypto floor, is what this design costs with no code")
+        w("of its own around its messages, commits and statements (no role's JSON, no trace row,")
+        w("no log line, no thread hand-off): the least any implementation of these messages and")
+        w("commits pays here.")
+        w("")
+        wc = floor.get("work_counts") or {}
+        w(f"| unit | µs per unit | per procedure ({src}) | µs per procedure |")
+        w("|---|---|---|---|")
+        unit_text = {
+            "http_requests": "an exchange on a kept TLS connection, both ends",
+            "store_statements": "a statement (SQLite, prepared)",
+            "store_commits_durable": "a durable commit (its fdatasync), besides its statement",
+            "store_commits_relaxed": "a relaxed commit, besides its statement",
+            "tre_synced_writes": "a TRE file written in place and synced"}
+        for k in WORK:
+            c = wc.get(k)
+            w(f"| {k}: {unit_text[k]} | {num(work_prices.get(k))} | {num(c, '{:.2f}')} | "
+              f"{num(c * work_prices.get(k, 0) if c is not None else None)} |")
+        if "design_floor_ms_per_procedure" in floor:
+            w("")
+            w(f"**Design floor: {floor['design_floor_ms_per_procedure']:.2f} ms of CPU per "
+              f"procedure**, {floor.get('design_floor_per_s', 0):.0f} procedures/s on {cores} "
+              "cores.")
 w("")
 
 # ---- loadgen ----
@@ -181,22 +224,24 @@ w("Each lab fresh; `change-old-sho`: per device an initial provisioning, then a 
 w("via the old SHO (2 procedures); `mix`: change-old-sho, change-pristine and switch in turn.")
 w("CPU: loadgen's own (the simulated devices and owners) and every daemon's, per completed")
 w("procedure. Floor: that run's operation counts priced as above. `x floor`: CPU per procedure")
-w("over the floor; `of floor rate`: procedures/s over the floor's rate.")
+w("over the floor; `of floor rate`: procedures/s over the floor's rate. Design floor: the")
+w("crypto floor and that run's exchanges, statements, commits and synced writes, priced as")
+w("above; `x design`: CPU per procedure over it.")
 w("")
-w("| lab | procedure | procedures | errors | invariants | per s | p50 ms | p99 ms | CPU ms per procedure | floor ms | x floor | of floor rate |")
-w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+w("| lab | procedure | procedures | errors | invariants | per s | p50 ms | p99 ms | CPU ms per procedure | floor ms | x floor | of floor rate | design floor ms | x design |")
+w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 notes = []
 count_cols = []
 for key, label in RUNS:
     s = skipped(key)
     if s:
-        w(f"| {label} | | | | | | | | | | | |")
+        w(f"| {label} | | | | | | | | | | | | | |")
         notes.append(f"{label}: {s}")
         continue
     for proc in PROCS:
         r = last_json(read(f"lg-{key}-{proc}.json"))
         if not r:
-            w(f"| {label} | {proc} | no report | | | | | | | | | |")
+            w(f"| {label} | {proc} | no report | | | | | | | | | | | |")
             notes.append(f"{label}, {proc}: loadgen printed no report "
                          f"(exit status {(read(f'lg-{key}-{proc}.status') or '?').strip()})")
             continue
@@ -208,11 +253,14 @@ for key, label in RUNS:
         cnt = r.get("crypto_ops_per_procedure") or {}
         fl = floor_of(cnt)
         rate = cores * 1000.0 / fl if fl else None
+        work = r.get("work_per_procedure") or {}
+        dfl = design_floor_of(cnt, work)
         w(f"| {label} | {proc} | {r.get('procedures', 0)} | {errs} | {inv} | "
           f"{num(r.get('per_s'))} | {num(lat.get('p50'), '{:.0f}')} | {num(lat.get('p99'), '{:.0f}')} | "
           f"{num(cpu)} | {num(fl, '{:.2f}')} | "
           f"{num(cpu / fl if cpu and fl else None, '{:.1f}')} | "
-          f"{num(r.get('per_s') / rate if rate and r.get('per_s') is not None else None, '{:.3f}')} |")
+          f"{num(r.get('per_s') / rate if rate and r.get('per_s') is not None else None, '{:.3f}')} | "
+          f"{num(dfl, '{:.2f}')} | {num(cpu / dfl if cpu and dfl else None, '{:.1f}')} |")
         missing = (r.get("crypto_ops") or {}).get("instances_missing") or []
         if missing:
             notes.append(f"{label}, {proc}: not counted (no /metrics): {', '.join(missing)}")
@@ -220,7 +268,7 @@ for key, label in RUNS:
         if ex.get("health_checks"):
             notes.append(f"{label}, {proc}: {ex['health_checks']} server handshakes of HAProxy's "
                          "health checks taken out of the counts")
-        count_cols.append((f"{key} {proc}", cnt))
+        count_cols.append((f"{key} {proc}", cnt, work))
 for n in notes:
     w("")
     w("- " + n)
@@ -232,6 +280,8 @@ if count_cols:
     w("|---|" + "---|" * len(count_cols))
     for op in OPS:
         w(f"| {op} | " + " | ".join(num(c[1].get(op), "{:.2f}") for c in count_cols) + " |")
+    for k in WORK:
+        w(f"| {k} | " + " | ".join(num(c[2].get(k), "{:.2f}") for c in count_cols) + " |")
 else:
     w("Skipped: no loadgen run reported counts.")
 w("")

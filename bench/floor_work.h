@@ -1,0 +1,39 @@
+/* The price of the work a procedure does besides its cryptography (bench_floor's "design
+ * floor"): an HTTP exchange on a kept connection, a store statement, a commit, a synced file
+ * write. Counted per procedure by `mcim loadgen` (its report's work_per_procedure,
+ * include/mcim/opcount.h), priced here with mcim's own code, one thread, CPU time. */
+#ifndef MCIM_BENCH_FLOOR_WORK_H
+#define MCIM_BENCH_FLOOR_WORK_H
+
+#include <stdint.h>
+
+#include "mcim/http.h"
+#include "mcim/store.h"
+
+struct floor_work {
+  struct mcim_http_lite *cli; /* a kept-alive connection to the bench's server */
+  char url[160];              /* its POST /v1/echo */
+  mcim_store_t *st;           /* SQLite, the roles' settings (WAL, synchronous = FULL) */
+  int fd;                     /* a TRE-like file written in place and synced */
+  double server_ns;           /* the server's CPU per exchange in the last op_exchange */
+  int64_t next_id;
+};
+
+/* The bench server's POST /v1/echo: what every handler does at the least (the body parsed by
+ * the server, an answer of a few fields built and sent). */
+void floor_work_echo(void *ctx, const struct mcim_http_request *req,
+                     struct mcim_http_response *resp);
+
+/* `dir`: a private folder for the database and the file; `url_base`: https://host:port. */
+mcim_cause_t floor_work_setup(struct floor_work *w, const char *dir, const char *url_base,
+                              struct mcim_http_lite *cli);
+void floor_work_teardown(struct floor_work *w);
+
+/* Each: n operations, the client thread's CPU ns (-1 on failure). */
+int64_t floor_op_exchange(struct floor_work *w, int n);        /* + w->server_ns */
+int64_t floor_op_statement(struct floor_work *w, int n);       /* SELECT by key */
+int64_t floor_op_txn_durable(struct floor_work *w, int n);     /* BEGIN, INSERT, COMMIT */
+int64_t floor_op_txn_relaxed(struct floor_work *w, int n);     /* the same, relaxed */
+int64_t floor_op_synced_write(struct floor_work *w, int n);    /* pwrite 4 KiB, fdatasync */
+
+#endif
