@@ -39,7 +39,7 @@ enum {
   MCIM_MF_AUC = 1u << 4,       /* authentication centre (RO's ICF, SHO) */
   MCIM_MF_PROCEDURE = 1u << 5, /* procedures started / succeeded / failed (SHO, agent) */
   MCIM_MF_AGENT = 1u << 6,     /* device agent: attach and AKA seen by the device */
-  MCIM_MF_CRYPTO = 1u << 7,    /* cryptographic operations done (include/mcim/opcount.h) */
+  MCIM_MF_CRYPTO = 1u << 7,    /* crypto operations and work counts (mcim/opcount.h) */
 };
 
 struct mcim_metric_priv;
@@ -135,5 +135,8 @@ extern mcim_metric_t mcim_m_m2me_worker_wakeups;
 /* cryptographic operations {op}: the atomic counts of include/mcim/opcount.h, copied into the
  * series by mcim_metrics_render (every op shown, 0 included) */
 extern mcim_metric_t mcim_m_crypto_operations;
+/* work {op}: the non-cryptographic counts of include/mcim/opcount.h (HTTP requests, store
+ * commits and statements, TRE synced writes), shown with the crypto ones (same family) */
+extern mcim_metric_t mcim_m_work_operations;
 
 #endif

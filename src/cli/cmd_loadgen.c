@@ -24,7 +24,8 @@ static const char loadgen_description[] =
     "invariants of DESIGN.md section 4 for every device. With --json the last line is one\n"
     "object: devices, procedures, errors, per_s, latency_ms, invariants, crypto_ops_per_procedure\n"
     "(signatures, verifications, key agreements, AKA runs, TLS handshakes: counted in this\n"
-    "process and scraped from every daemon's /metrics), and the rest.\n"
+    "process and scraped from every daemon's /metrics), work_per_procedure (HTTP requests,\n"
+    "store commits and statements, TRE synced writes: the same way), and the rest.\n"
     "Exit status 0 only without errors and with every invariant holding.";
 
 static void print_latency(const char *name, const json_t *o)
@@ -73,6 +74,12 @@ static void print_report(const json_t *r)
     json_array_foreach(json_object_get(json_object_get(r, "crypto_ops"), "instances_missing"),
                        mi, mv) printf("  (not counted: %s did not answer /metrics)\n",
                                       json_string_value(mv));
+  }
+  const json_t *work = json_object_get(r, "work_per_procedure");
+  if (json_object_size(work) > 0) {
+    printf("work per procedure (devices, owners and daemons):");
+    json_object_foreach((json_t *)work, k, v) printf(" %s %.2f", k, json_number_value(v));
+    printf("\n");
   }
   const json_t *errors = json_object_get(r, "errors");
   if (json_object_size(errors) == 0)

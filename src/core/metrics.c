@@ -186,6 +186,12 @@ mcim_metric_t mcim_m_crypto_operations = {
     " aka_resync (AuC), aka_usim_check (TRE), tls_server_full, tls_server_resumed,"
     " tls_client_full, tls_client_resumed (completed handshakes)",
     MCIM_METRIC_COUNTER, MCIM_MF_CRYPTO, {"op", NULL}, NULL, 0, NULL};
+mcim_metric_t mcim_m_work_operations = {
+    "mcim_work_operations_total",
+    "Non-cryptographic work done by the process, by op: http_requests (answered by its HTTP"
+    " server), store_commits_durable, store_commits_relaxed (transactions committed),"
+    " store_statements (executed), tre_synced_writes (software TRE files written and synced)",
+    MCIM_METRIC_COUNTER, MCIM_MF_CRYPTO, {"op", NULL}, NULL, 0, NULL};
 
 mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_process_start_time,
@@ -223,6 +229,7 @@ mcim_metric_t *const mcim_metrics_catalogue[] = {
     &mcim_m_m2me_aka_failures,
     &mcim_m_m2me_worker_wakeups,
     &mcim_m_crypto_operations,
+    &mcim_m_work_operations,
     NULL,
 };
 
@@ -507,6 +514,13 @@ char *mcim_metrics_render(unsigned families)
       struct series *s = series_get(&mcim_m_crypto_operations, &name, 1, true);
       if (s)
         s->value = (double)mcim_op_read((mcim_op_t)op);
+    }
+  if (families & MCIM_MF_CRYPTO)
+    for (int w = 0; w < MCIM_WORK_COUNT_; w++) {
+      const char *name = mcim_work_name((mcim_work_t)w);
+      struct series *s = series_get(&mcim_m_work_operations, &name, 1, true);
+      if (s)
+        s->value = (double)mcim_work_read((mcim_work_t)w);
     }
   for (size_t i = 0; mcim_metrics_catalogue[i]; i++)
     if (mcim_metrics_catalogue[i]->family & families)

@@ -484,8 +484,8 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
   if (rc == MCIM_OK)
     rc = run_phase(&g, 1, &made_s);
   size_t ninst = g.lab_json ? json_array_size(json_object_get(g.lab_json, "roles")) : 0;
-  struct opsnap self0 = {0}, self1 = {0}, *d0 = calloc(ninst + 1, sizeof(*d0)),
-                *d1 = calloc(ninst + 1, sizeof(*d1));
+  struct opsnap self0 = {0}, self1 = {0}, self1_work = {0},
+                *d0 = calloc(ninst + 1, sizeof(*d0)), *d1 = calloc(ninst + 1, sizeof(*d1));
   double *scrape_tls = calloc(ninst + 1, sizeof(*scrape_tls));
   if (rc == MCIM_OK && (!d0 || !d1 || !scrape_tls))
     rc = MCIM_NO_MEMORY;
@@ -498,6 +498,9 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
     rc = run_phase(&g, 2, &run_s);
   double cpu_self = lg_self_cpu() - cpu_self0,
          cpu_d = g.lab_json ? lg_daemons_cpu(g.lab_json) - cpu_d0 : 0;
+  /* this process's work, in the CPU's window: the agents' close and the invariants' reads of
+   * the stores below are not a procedure's */
+  lg_self_ops(&self1_work);
   long kept = atomic_load(&g.kept) < g.keep_max ? atomic_load(&g.kept) : g.keep_max;
   kept_free(&g); /* an agent's close, once in its life: not a procedure's */
   json_t *inv = rc == MCIM_OK ? lg_invariants(&g) : json_string("not checked");
@@ -520,6 +523,8 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
       "invariants", inv, "error_samples", g.error_samples);
   if (*report && d0 && d1 && scrape_tls)
     lg_ops_report(g.lab_json, &self0, &self1, d0, d1, scrape_tls, ninst, done, *report);
+  if (*report && d0 && d1)
+    lg_work_report(&self0, &self1_work, d0, d1, ninst, done, *report);
   free(d0);
   free(d1);
   free(scrape_tls);

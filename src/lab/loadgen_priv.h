@@ -69,9 +69,10 @@ struct lg {
   json_t *errors;
   json_t *error_samples; /* a few details, for people */
 };
-/* Cryptographic operations counted (one process: loadgen_report.c) */
+/* Cryptographic operations and work counted (one process: loadgen_report.c) */
 struct opsnap {
   double v[MCIM_OP_COUNT_];
+  double w[MCIM_WORK_COUNT_];
   double health; /* GET /v1/health answered */
   bool ok;
 };
@@ -100,6 +101,12 @@ void lg_scrape_all(mcim_lab_t *lab, const json_t *lab_json, struct opsnap *snaps
 void lg_ops_report(const json_t *lab_json, const struct opsnap *self0, const struct opsnap *self1,
                    const struct opsnap *d0, const struct opsnap *d1, const double *scrape_tls,
                    size_t n, long done, json_t *report);
+/* loadgen_report.c: the work counts (HTTP requests, store commits and statements, TRE synced
+ * writes): the report's "work" and "work_per_procedure"; `self0`, `self1`: this process's
+ * around the procedures alone, `d0`, `d1`: the instances' (as for lg_ops_report) */
+void lg_work_report(const struct opsnap *self0, const struct opsnap *self1,
+                    const struct opsnap *d0, const struct opsnap *d1, size_t n, long done,
+                    json_t *report);
 
 /* loadgen_check.c: DESIGN.md section 4, for every device of this run ("ok" or the problems) */
 json_t *lg_invariants(struct lg *g);

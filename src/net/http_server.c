@@ -279,6 +279,8 @@ static enum MHD_Result send_response(const struct mcim_http_server *srv,
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
   MHD_destroy_response(r);
   mcim_http_count_(&srv->cfg, method, url, resp, st ? &st->start : NULL);
+  /* where mcim_http_requests_total counts it: loadgen takes its scrapes and health checks out */
+  mcim_work_count(MCIM_WORK_HTTP_REQUEST);
   return ret;
 }
 

@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 
 struct mcim_store {
   const mcim_store_ops_t *ops;
@@ -17,6 +19,11 @@ struct mcim_store {
    * handle goes back to durable commits when it ends, or before the next begin if that
    * failed, so durability is never left off by accident. */
   bool relaxed;
+  /* The open transaction commits relaxed (the backend's begin_relaxed, or set_durable(false)
+   * took): which work count its commit adds to (include/mcim/opcount.h). */
+  bool txn_relaxed;
+  /* mcim_store_exec_relaxed's statement runs: its autocommit, if a write, is relaxed */
+  bool autocommit_relaxed;
   /* A batch (mcim_store_begin_batch): in_txn is set, nothing is begun at the backend, and
    * the statements wait here, each in one allocation of its own (SQL, parameters, their
    * bytes), for the commit. */
@@ -217,6 +224,9 @@ static mcim_cause_t batch_commit(mcim_store_t *st)
     rc = st->ops->commit_batch(st->conn, relaxed, st->kept, st->nkept, changes);
   if (rc != MCIM_OK)
     log_failure(st, st->nkept == 1 ? st->kept[0].sql : "a batch's commit", rc);
+  mcim_work_add(MCIM_WORK_STORE_STATEMENT, st->nkept); /* sent, whatever the outcome */
+  if (rc == MCIM_OK)
+    mcim_work_count(relaxed ? MCIM_WORK_STORE_COMMIT_RELAXED : MCIM_WORK_STORE_COMMIT_DURABLE);
 done:
   if (rc == MCIM_OK) {
     st->batch_rows = changes;
@@ -262,6 +272,7 @@ static mcim_cause_t begin(mcim_store_t *st, bool relaxed)
     return rc;
   }
   st->in_txn = true;
+  st->txn_relaxed = relaxed && (st->ops->begin_relaxed || st->relaxed);
   return MCIM_OK;
 }
 
@@ -286,6 +297,9 @@ mcim_cause_t mcim_store_commit(mcim_store_t *st)
     log_failure(st, "COMMIT", rc);
     /* Leave no half-open transaction behind: the caller retries from the start. */
     (void)st->ops->rollback(st->conn);
+  } else {
+    mcim_work_count(st->txn_relaxed ? MCIM_WORK_STORE_COMMIT_RELAXED
+                                    : MCIM_WORK_STORE_COMMIT_DURABLE);
   }
   st->in_txn = false;
   /* the transaction's outcome stands; a failure here is retried by the next begin */
@@ -318,6 +332,23 @@ bool mcim_store_in_txn(const mcim_store_t *st)
   return st && st->in_txn;
 }
 
+/* The backend's failures (logged); any other cause is one the caller's callback returned. */
+static bool store_failure(mcim_cause_t rc)
+{
+  return rc == MCIM_STORE_ERROR || rc == MCIM_CONFLICT || rc == MCIM_STORE_BUSY ||
+         rc == MCIM_INVALID_ARGUMENT || rc == MCIM_NO_MEMORY;
+}
+
+/* A statement that writes, told by its first word (cheap; a write inside a WITH is missed):
+ * outside a transaction, its success is a commit of its own. */
+static bool writes(const char *sql)
+{
+  while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')
+    sql++;
+  return strncasecmp(sql, "INSERT", 6) == 0 || strncasecmp(sql, "UPDATE", 6) == 0 ||
+         strncasecmp(sql, "DELETE", 6) == 0 || strncasecmp(sql, "REPLACE", 7) == 0;
+}
+
 mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t *params,
                              size_t nparams, mcim_row_cb cb, void *arg)
 {
@@ -334,11 +365,14 @@ mcim_cause_t mcim_store_exec(mcim_store_t *st, const char *sql, const mcim_val_t
   /* an autocommit write is durable, even right after a relaxed transaction */
   if (!st->in_txn && durable_again(st) != MCIM_OK)
     return MCIM_STORE_ERROR;
+  mcim_work_count(MCIM_WORK_STORE_STATEMENT);
   mcim_cause_t rc = st->ops->exec(st->conn, sql, params, nparams, cb, arg);
   /* A cause returned by the caller's callback is the caller's business. */
-  if (rc != MCIM_OK && (rc == MCIM_STORE_ERROR || rc == MCIM_CONFLICT || rc == MCIM_STORE_BUSY ||
-                        rc == MCIM_INVALID_ARGUMENT || rc == MCIM_NO_MEMORY))
+  if (store_failure(rc))
     log_failure(st, sql, rc);
+  else if (!st->in_txn && writes(sql))
+    mcim_work_count(st->autocommit_relaxed ? MCIM_WORK_STORE_COMMIT_RELAXED
+                                           : MCIM_WORK_STORE_COMMIT_DURABLE);
   return rc;
 }
 
@@ -348,7 +382,9 @@ mcim_cause_t mcim_store_exec_relaxed(mcim_store_t *st, const char *sql, const mc
   if (!st || mcim_store_in_txn(st) || !st->ops->set_durable ||
       st->ops->set_durable(st->conn, false) != MCIM_OK)
     return mcim_store_exec(st, sql, params, nparams, cb, arg);
+  st->autocommit_relaxed = true;
   mcim_cause_t rc = mcim_store_exec(st, sql, params, nparams, cb, arg);
+  st->autocommit_relaxed = false;
   /* back to durable commits, whatever happened: if that fails the handle is unusable */
   if (st->ops->set_durable(st->conn, true) != MCIM_OK)
     rc = MCIM_STORE_ERROR;
@@ -359,6 +395,7 @@ mcim_cause_t mcim_store_exec_script(mcim_store_t *st, const char *sql)
 {
   if (!st || !sql)
     return MCIM_INVALID_ARGUMENT;
+  mcim_work_count(MCIM_WORK_STORE_STATEMENT); /* one, however many it holds */
   mcim_cause_t rc = st->ops->exec_script(st->conn, sql);
   if (rc != MCIM_OK)
     log_failure(st, "script", rc);

@@ -15,6 +15,7 @@
 
 #include "mcim/json_dump.h"
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "tre/tre_priv.h"
@@ -540,6 +541,7 @@ mcim_cause_t tre_persist(struct tre_soft *t, json_t *st)
     goto io_error;
   if (tre_pwrite_all(fd, file, cap) != MCIM_OK || fdatasync(fd) != 0)
     goto io_error;
+  mcim_work_count(MCIM_WORK_TRE_SYNCED_WRITE);
   if (close(fd) != 0) {
     fd = -1;
     goto io_error;

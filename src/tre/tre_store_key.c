@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mcim/log.h"
+#include "mcim/opcount.h"
 #include "mcim/util.h"
 #include "tre/tre_priv.h"
 #include "tre/tre_store.h"
@@ -83,6 +84,8 @@ static mcim_cause_t key_file_put(const struct tre_soft *t, const char *path, con
     rc = tre_pwrite_all(fd, k, MCIM_STORAGE_KEY_LEN);
   if (rc == MCIM_OK && (made ? fsync(fd) : sync ? fdatasync(fd) : 0) != 0)
     rc = MCIM_IO_ERROR;
+  else if (rc == MCIM_OK && (made || sync))
+    mcim_work_count(MCIM_WORK_TRE_SYNCED_WRITE);
   if (close(fd) != 0)
     rc = MCIM_IO_ERROR;
   if (rc == MCIM_OK && made)
@@ -124,8 +127,9 @@ static void key_file_scrub(const char *path)
   if (fd < 0)
     return;
   if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0 &&
-      (size_t)sb.st_size <= sizeof(zero))
-    (void)(tre_pwrite_all(fd, zero, (size_t)sb.st_size) == MCIM_OK && fdatasync(fd) == 0);
+      (size_t)sb.st_size <= sizeof(zero) &&
+      tre_pwrite_all(fd, zero, (size_t)sb.st_size) == MCIM_OK && fdatasync(fd) == 0)
+    mcim_work_count(MCIM_WORK_TRE_SYNCED_WRITE);
   close(fd);
 }
 

@@ -5,8 +5,10 @@
 # via the old SHO; initial then a change via the pristine state; initial, preload, switch).
 # The --json report's last line: every device's procedures completed (45 initial + 15 + 15 +
 # 30 = 105), no error, the invariants of DESIGN.md section 4 hold for every device, and the
-# latency and CPU figures are there. Then its refusals: a usage error, and a loadgen whose
-# SHO is stopped reports each failure by its cause and exits 1.
+# latency and CPU figures are there. A change-old-sho run (8 devices) reports the work it
+# counted: HTTP requests, durable store commits, statements and TRE synced writes, each more
+# than one per procedure, commits no more than statements. Then its refusals: a usage error,
+# and a loadgen whose SHO is stopped reports each failure by its cause and exits 1.
 . "$(dirname "$0")/lib/common.bash"
 
 need python3
@@ -33,6 +35,25 @@ assert any(k.startswith("change-old-sho ") and k.endswith(" receipt") for k in r
 assert r["cpu"]["per_procedure_ms"] > 0 and r["cpu"]["daemons_s"] > 0, r["cpu"]
 assert r["manufacture"]["devices"] == 45
 assert r["manufacture"]["kept_open"] == 16, r["manufacture"]
+PY
+
+# change-old-sho: the work counts per procedure (what bench/bench_floor.c prices), real counts
+rc=0
+"$mcim" loadgen --devices 8 --concurrency 4 --procedure change-old-sho --json --dir "$lab" >"$tmp/work.json" 2>"$tmp/work.err" || rc=$?
+[ "$rc" = 0 ] && ok "loadgen change-old-sho: exit status 0" || bad "loadgen change-old-sho: exit status $rc: $(tail -c 600 "$tmp/work.json") $(tail -5 "$tmp/work.err")"
+python3 - "$tmp/work.json" <<'PY' && ok "loadgen change-old-sho: work_per_procedure and work reported, HTTP requests, durable commits, statements and TRE synced writes > 1 per procedure, commits <= statements" || bad "loadgen change-old-sho work: $(tail -c 800 "$tmp/work.json")"
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+keys = {"http_requests", "store_commits_durable", "store_commits_relaxed", "store_statements",
+        "tre_synced_writes"}
+w = r["work_per_procedure"]
+assert set(w) == keys, w
+assert set(r["work"]["loadgen"]) == keys and set(r["work"]["daemons"]) == keys, r["work"]
+assert r["procedures"] == 16 and r["crypto_ops"]["instances_missing"] == [], r
+for k in ("http_requests", "store_commits_durable", "store_statements", "tre_synced_writes"):
+    assert w[k] > 1, (k, w)
+assert w["store_commits_relaxed"] + w["store_commits_durable"] <= w["store_statements"], w
+assert r["work"]["daemons"]["tre_synced_writes"] == 0, r["work"]  # the TRE is the device's
 PY
 
 usage() { # usage NAME TEXT ARGS...: a usage error (exit 2) that says TEXT

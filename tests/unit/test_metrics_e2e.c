@@ -11,7 +11,9 @@
  *  - an initial provisioning through mcim_lab_run (include/mcim/lab_run.h) and one with
  *    tampered firmware: the SHO's procedure counters, its access and AuC counters, its outbox,
  *    and the agents' counters (procedures, attaches, AKA at the device);
- *  - mcim_build_info (version and commit, value 1) on every role and on an agent. */
+ *  - mcim_build_info (version and commit, value 1) on every role and on an agent;
+ *  - the work counts (include/mcim/opcount.h): their names, a scrape's own request and
+ *    statement, the SHO's commits, the agent's TRE synced writes. */
 #include <curl/curl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -27,6 +29,7 @@
 #include "mcim/lab.h"
 #include "mcim/lab_run.h"
 #include "mcim/metrics.h"
+#include "mcim/opcount.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "mcim/version.h"
@@ -462,6 +465,55 @@ static void test_build_info(void **state)
   free(t);
 }
 
+/* The work counts: named as loadgen's report and bench_floor know them, every one shown (0
+ * included) with the crypto family. At a role, a scrape's request is counted once answered,
+ * after its figures were read, and its read of the outbox before: the next scrape shows one
+ * more of each (what loadgen takes out per instance; background work may add statements).
+ * The procedures above committed at the SHO and synced the agent's TRE. Last: it scrapes. */
+static void test_work_counts(void **state)
+{
+  (void)state;
+  static const char *const names[] = {"http_requests", "store_commits_durable",
+                                       "store_commits_relaxed", "store_statements",
+                                       "tre_synced_writes"};
+  assert_int_equal(MCIM_WORK_COUNT_, sizeof(names) / sizeof(names[0]));
+  char *t = mcim_metrics_render(MCIM_MF_CRYPTO), name[96];
+  assert_non_null(t);
+  assert_non_null(strstr(t, "# TYPE mcim_work_operations_total counter\n"));
+  for (int w = 0; w < MCIM_WORK_COUNT_; w++) {
+    assert_string_equal(mcim_work_name((mcim_work_t)w), names[w]);
+    snprintf(name, sizeof(name), "mcim_work_operations_total{op=\"%s\"}", names[w]);
+    assert_true(series(t, name) >= 0);
+  }
+  assert_null(mcim_work_name(MCIM_WORK_COUNT_));
+  free(t);
+  t = mcim_metrics_render(MCIM_MF_PROCESS);
+  assert_non_null(t);
+  assert_null(strstr(t, "mcim_work_operations_total")); /* not a family asked for */
+  free(t);
+
+  const char *req = "mcim_work_operations_total{op=\"http_requests\"}",
+             *stmt = "mcim_work_operations_total{op=\"store_statements\"}",
+             *durable = "mcim_work_operations_total{op=\"store_commits_durable\"}",
+             *relaxed = "mcim_work_operations_total{op=\"store_commits_relaxed\"}",
+             *tre = "mcim_work_operations_total{op=\"tre_synced_writes\"}";
+  char *a = scrape("vno", NULL), *b = scrape("vno", NULL);
+  assert_true(series(a, req) >= 1);
+  assert_true(series(b, req) - series(a, req) == 1);
+  assert_true(series(b, stmt) - series(a, stmt) >= 1);
+  assert_true(series(b, tre) == 0); /* no TRE in a role */
+  free(a);
+  free(b);
+  t = scrape("sho-a", NULL);
+  assert_true(series(t, durable) > 0);
+  assert_true(series(t, durable) + series(t, relaxed) <= series(t, stmt));
+  free(t);
+  t = scrape(NULL, "mdev1");
+  assert_true(series(t, tre) > 0);
+  assert_true(series(t, durable) > 0);
+  free(t);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -469,6 +521,7 @@ int main(void)
       cmocka_unit_test(test_vno_attach_counters),
       cmocka_unit_test(test_procedure_counters),
       cmocka_unit_test(test_build_info),
+      cmocka_unit_test(test_work_counts),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
