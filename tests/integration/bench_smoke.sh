@@ -53,20 +53,28 @@ if not re.search(r"\*\*Floor: [0-9.]+ ms of CPU per procedure\*\*", fl):
     problems.append("no floor")
 else:
     print("floor")
+if not re.search(r"\*\*Design floor: [0-9.]+ ms of CPU per procedure\*\*", fl) or \
+        not re.search(r"^\| http_requests: .* \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$", fl, re.M):
+    problems.append("no design floor")
+else:
+    print("design floor")
 lg = section("Procedures under load (mcim loadgen)")
 for lab in ["SQLite, 1 instance per role", "PostgreSQL, 1 instance per role",
             "PostgreSQL, 2 instances per role (HAProxy)"]:
     for proc in ["change-old-sho", "mix"]:
         row = [l for l in lg.splitlines() if l.startswith(f"| {lab} | {proc} | ")]
         cells = row[0].split("|")[3:-1] if row else []
-        # procedures, errors, invariants, per s, p50, p99, CPU, floor, x floor, of floor rate
-        if len(cells) != 10 or not cells[0].strip().isdigit() or int(cells[0]) == 0 \
+        # procedures, errors, invariants, per s, p50, p99, CPU, floor, x floor, of floor rate,
+        # design floor, x design
+        if len(cells) != 12 or not cells[0].strip().isdigit() or int(cells[0]) == 0 \
                 or cells[2].strip() != "ok" or "-" in [c.strip() for c in cells[3:]]:
             problems.append(f"loadgen row {lab} {proc}: {row[0] if row else 'missing'}")
     print("loadgen " + lab.split(",")[0] + ("" if "2 inst" not in lab else " x2"))
 ops = section("Procedures under load (mcim loadgen)").split("### Operations per completed procedure")[-1]
 if not re.search(r"^\| es256_sign \| [0-9.]+ ", ops, re.M):
     problems.append("no operation counts")
+if not re.search(r"^\| store_commits_durable \| [0-9.]+ ", ops, re.M):
+    problems.append("no work counts")
 fp = section("The device agent's footprint")
 if not re.search(r"\| binary size \| [0-9,]+ bytes \|", fp) or "peak VmHWM" not in fp:
     problems.append("no footprint")
