@@ -293,6 +293,8 @@ static void h_metrics(void *ctx, const struct mcim_http_request *req,
   struct mcim_role *r = ctx;
   int64_t pending = 0;
   (void)req;
+  /* One statement (store_statements): `mcim loadgen` takes one per scrape out of the daemons'
+   * work counts (src/lab/loadgen_report.c); keep the two in step. */
   if (mcim_role_outbox_pending(r, &pending) == MCIM_OK)
     mcim_metric_set(&mcim_m_outbox_pending, NULL, (double)pending);
   mcim_http_reply_text(resp, 200, MCIM_METRICS_CONTENT_TYPE,
