@@ -86,19 +86,6 @@ struct fctx {
   double pair_server_ns; /* the server side of the last pair round, per handshake */
 };
 
-static int64_t thread_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t process_ns(void)
-{
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static mcim_claims_t claims(void)
 {
@@ -113,14 +100,14 @@ typedef int64_t (*op_fn)(struct fctx *f, int n);
 static int64_t op_sign(struct fctx *f, int n)
 {
   mcim_claims_t c = claims();
-  int64_t t0 = thread_ns();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++) {
     char *out = NULL;
     if (mcim_jws_sign(f->key, &c, &out) != MCIM_OK)
       return -1;
     free(out);
   }
-  return thread_ns() - t0;
+  return bench_thread_ns() - t0;
 }
 
 static int64_t op_verify(struct fctx *f, int n)
@@ -131,10 +118,10 @@ static int64_t op_verify(struct fctx *f, int n)
   for (int i = 0; i < n; i++) {
     /* the same JWS again would be a remembered signature, not a verification */
     mcim_jws_verdicts_clear();
-    int64_t t0 = thread_ns();
+    int64_t t0 = bench_thread_ns();
     if (mcim_jws_verify(f->jws, len, f->pub, &x, NULL) != MCIM_OK)
       return -1;
-    spent += thread_ns() - t0;
+    spent += bench_thread_ns() - t0;
   }
   return spent;
 }
@@ -143,20 +130,20 @@ static const uint8_t content[200] = {'{', '"', 'k', '"'};
 
 static int64_t op_encrypt(struct fctx *f, int n)
 {
-  int64_t t0 = thread_ns();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++) {
     char *out = NULL;
     if (mcim_jwe_encrypt(f->pub, content, sizeof(content), &out) != MCIM_OK)
       return -1;
     free(out);
   }
-  return thread_ns() - t0;
+  return bench_thread_ns() - t0;
 }
 
 static int64_t op_decrypt(struct fctx *f, int n)
 {
   size_t len = strlen(f->jwe);
-  int64_t t0 = thread_ns();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++) {
     uint8_t *pt = NULL;
     size_t ptlen = 0;
@@ -164,7 +151,7 @@ static int64_t op_decrypt(struct fctx *f, int n)
       return -1;
     mcim_jose_secret_free(pt, ptlen);
   }
-  return thread_ns() - t0;
+  return bench_thread_ns() - t0;
 }
 
 static int64_t op_cert(struct fctx *f, int n)
@@ -172,10 +159,10 @@ static int64_t op_cert(struct fctx *f, int n)
   int64_t spent = 0;
   for (int i = 0; i < n; i++) {
     mcim_pki_verdicts_clear(); /* a kept verdict is not a chain verification */
-    int64_t t0 = thread_ns();
+    int64_t t0 = bench_thread_ns();
     if (mcim_pki_cert_verify(f->leaf, f->ca, MCIM_CERT_TLS, "ro", 0) != MCIM_OK)
       return -1;
-    spent += thread_ns() - t0;
+    spent += bench_thread_ns() - t0;
   }
   return spent;
 }
@@ -191,7 +178,7 @@ static int64_t op_av(struct fctx *f, int n)
   static const uint8_t amf[2] = {0x80, 0x00};
   struct mcim_aka_av av;
   uint8_t sqn[MCIM_SQN_LEN];
-  int64_t t0 = thread_ns();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++) {
     mcim_milenage_t *m = NULL;
     mcim_sqn_to_bytes(++f->he_sqn << 5, sqn);
@@ -202,7 +189,7 @@ static int64_t op_av(struct fctx *f, int n)
     if (rc != MCIM_OK)
       return -1;
   }
-  int64_t t = thread_ns() - t0;
+  int64_t t = bench_thread_ns() - t0;
   mcim_wipe(&av, sizeof(av));
   return t;
 }
@@ -210,7 +197,7 @@ static int64_t op_av(struct fctx *f, int n)
 static int64_t op_resync(struct fctx *f, int n)
 {
   uint8_t sqn_ms[MCIM_SQN_LEN];
-  int64_t t0 = thread_ns();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++) {
     mcim_milenage_t *m = NULL;
     mcim_cause_t rc = keyed(f, &m);
@@ -220,7 +207,7 @@ static int64_t op_resync(struct fctx *f, int n)
     if (rc != MCIM_OK)
       return -1;
   }
-  return thread_ns() - t0;
+  return bench_thread_ns() - t0;
 }
 
 static int64_t op_usim(struct fctx *f, int n)
@@ -240,7 +227,7 @@ static int64_t op_usim(struct fctx *f, int n)
         return -1;
     }
     mcim_milenage_free(m);
-    int64_t t0 = thread_ns();
+    int64_t t0 = bench_thread_ns();
     for (int i = 0; i < b; i++) {
       struct mcim_sqn_usim next;
       struct mcim_aka_usim_out out;
@@ -253,7 +240,7 @@ static int64_t op_usim(struct fctx *f, int n)
         return -1;
       f->usim = next;
     }
-    total += thread_ns() - t0;
+    total += bench_thread_ns() - t0;
   }
   mcim_wipe(av, sizeof(av));
   return total;
@@ -273,27 +260,27 @@ static double kept_server_ns;
 
 static int64_t op_kept_server(struct fctx *f, int n)
 {
-  int64_t p0 = process_ns(), t0 = thread_ns();
+  int64_t p0 = bench_process_ns(), t0 = bench_thread_ns();
   for (int i = 0; i < n; i++)
     if (get(f->kept, f->url) != MCIM_OK)
       return -1;
-  int64_t client = thread_ns() - t0;
-  kept_server_ns = (double)(process_ns() - p0 - client) / n;
+  int64_t client = bench_thread_ns() - t0;
+  kept_server_ns = (double)(bench_process_ns() - p0 - client) / n;
   return client;
 }
 
 static int64_t op_tls(struct fctx *f, int n)
 {
-  int64_t client = 0, p0 = process_ns();
+  int64_t client = 0, p0 = bench_process_ns();
   for (int i = 0; i < n; i++) {
-    int64_t t0 = thread_ns();
+    int64_t t0 = bench_thread_ns();
     mcim_http_lite_close_connections(f->fresh);
     mcim_cause_t rc = get(f->fresh, f->url);
-    client += thread_ns() - t0;
+    client += bench_thread_ns() - t0;
     if (rc != MCIM_OK)
       return -1;
   }
-  f->tls_server_ns = (double)(process_ns() - p0 - client) / n;
+  f->tls_server_ns = (double)(bench_process_ns() - p0 - client) / n;
   return client;
 }
 
@@ -346,26 +333,26 @@ static int64_t op_tls_pair(struct fctx *f, int n)
     gnutls_session_t s = NULL;
     SSL *c = NULL;
     bool ok = false, cdone = false, sdone = false;
-    int64_t t0 = thread_ns();
+    int64_t t0 = bench_thread_ns();
     if (gnutls_init(&s, GNUTLS_SERVER | GNUTLS_NONBLOCK) == 0 &&
         gnutls_priority_set(s, f->prio) == 0 &&
         gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, f->xcred) == 0) {
       gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
       gnutls_transport_set_int(s, sv[0]);
     }
-    server += thread_ns() - t0;
-    t0 = thread_ns();
+    server += bench_thread_ns() - t0;
+    t0 = bench_thread_ns();
     c = SSL_new(f->cctx);
     if (c) {
       SSL_set_fd(c, sv[1]);
       SSL_set_connect_state(c);
     }
-    client += thread_ns() - t0;
+    client += bench_thread_ns() - t0;
     for (int step = 0; s && c && step < 40 && !(cdone && sdone); step++) {
       if (!cdone) {
-        t0 = thread_ns();
+        t0 = bench_thread_ns();
         int r = SSL_do_handshake(c);
-        client += thread_ns() - t0;
+        client += bench_thread_ns() - t0;
         if (r == 1)
           cdone = true;
         else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ &&
@@ -373,7 +360,7 @@ static int64_t op_tls_pair(struct fctx *f, int n)
           break;
       }
       if (!sdone) {
-        t0 = thread_ns();
+        t0 = bench_thread_ns();
         int g = gnutls_handshake(s);
         if (g == 0) {
           unsigned status = 1;
@@ -383,16 +370,16 @@ static int64_t op_tls_pair(struct fctx *f, int n)
         } else if (gnutls_error_is_fatal(g)) {
           step = 40;
         }
-        server += thread_ns() - t0;
+        server += bench_thread_ns() - t0;
       }
     }
     ok = cdone && sdone;
-    t0 = thread_ns();
+    t0 = bench_thread_ns();
     gnutls_deinit(s);
-    server += thread_ns() - t0;
-    t0 = thread_ns();
+    server += bench_thread_ns() - t0;
+    t0 = bench_thread_ns();
     SSL_free(c);
-    client += thread_ns() - t0;
+    client += bench_thread_ns() - t0;
     close(sv[0]);
     close(sv[1]);
     if (!ok)

@@ -12,14 +12,14 @@
 
 #include "mcim/util.h"
 
-static int64_t thread_now(void)
+int64_t bench_thread_ns(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int64_t process_now(void)
+int64_t bench_process_ns(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -58,7 +58,7 @@ static json_t *request_body(void)
 int64_t floor_op_exchange(struct floor_work *w, int n)
 {
   json_t *body = request_body();
-  int64_t p0 = process_now(), t0 = thread_now();
+  int64_t p0 = bench_process_ns(), t0 = bench_thread_ns();
   int64_t client = -1;
   if (!body)
     return -1;
@@ -71,8 +71,8 @@ int64_t floor_op_exchange(struct floor_work *w, int n)
     if (!ok)
       goto done;
   }
-  client = thread_now() - t0;
-  w->server_ns = (double)(process_now() - p0 - client) / n;
+  client = bench_thread_ns() - t0;
+  w->server_ns = (double)(bench_process_ns() - p0 - client) / n;
 done:
   json_decref(body);
   return client;
@@ -82,7 +82,7 @@ static const char insert_sql[] = "INSERT INTO floor_rows (id, txn, body) VALUES 
 
 int64_t floor_op_statement(struct floor_work *w, int n)
 {
-  int64_t t0 = thread_now();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++) {
     int64_t len = 0;
     mcim_val_t k[] = {MCIM_INT(1)};
@@ -91,7 +91,7 @@ int64_t floor_op_statement(struct floor_work *w, int n)
         len <= 0)
       return -1;
   }
-  return thread_now() - t0;
+  return bench_thread_ns() - t0;
 }
 
 /* BEGIN, one INSERT of a row of the usual size (a procedure's state, ~300 bytes), COMMIT. */
@@ -113,11 +113,11 @@ static mcim_cause_t one_txn(struct floor_work *w, bool relaxed)
 
 static int64_t txns(struct floor_work *w, int n, bool relaxed)
 {
-  int64_t t0 = thread_now();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++)
     if (one_txn(w, relaxed) != MCIM_OK)
       return -1;
-  return thread_now() - t0;
+  return bench_thread_ns() - t0;
 }
 
 int64_t floor_op_txn_durable(struct floor_work *w, int n)
@@ -135,14 +135,14 @@ int64_t floor_op_synced_write(struct floor_work *w, int n)
 {
   uint8_t block[4096];
   memset(block, 0x5a, sizeof(block));
-  int64_t t0 = thread_now();
+  int64_t t0 = bench_thread_ns();
   for (int i = 0; i < n; i++) {
     block[0] = (uint8_t)i;
     if (pwrite(w->fd, block, sizeof(block), 0) != (ssize_t)sizeof(block) ||
         fdatasync(w->fd) != 0)
       return -1;
   }
-  return thread_now() - t0;
+  return bench_thread_ns() - t0;
 }
 
 mcim_cause_t floor_work_setup(struct floor_work *w, const char *dir, const char *url_base,

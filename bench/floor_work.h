@@ -19,6 +19,10 @@ struct floor_work {
   int64_t next_id;
 };
 
+/* CPU time of this thread and of the process, ns (what every op of bench_floor counts). */
+int64_t bench_thread_ns(void);
+int64_t bench_process_ns(void);
+
 /* The bench server's POST /v1/echo: what every handler does at the least (the body parsed by
  * the server, an answer of a few fields built and sent). */
 void floor_work_echo(void *ctx, const struct mcim_http_request *req,
