@@ -45,10 +45,14 @@ void mcim_lab_free(mcim_lab_t *lab);
  * to wait_ms for all of them to end, then SIGKILL to those left (a child of ours killed so
  * is reaped only if already dead: waitpid(pid, NULL, 0) to wait for it). Ended: with `prog`,
  * once the pid no longer runs it, a zombie included (mcim_lab_stop_pid); with NULL, once
- * reaped here or no longer there (a zombie that is not our child has not). Async-signal-safe
+ * reaped here or no longer there (a zombie that is not our child has not). gone[0..n) is the
+ * caller's (no malloc here), overwritten: gone[i] once pids[i] is seen ended, after which
+ * that pid is neither probed nor signalled again (it may have been given to another
+ * process); on return, true for those that ended before the SIGKILL. Async-signal-safe
  * (kill, waitpid, nanosleep, open, read, close; no stdio, no malloc, no log): `mcim demo`'s
  * Ctrl-C handler calls it. */
-void mcim_lab_stop_pids(const pid_t *pids, size_t n, const char *prog, int wait_ms);
+void mcim_lab_stop_pids(const pid_t *pids, bool *gone, size_t n, const char *prog,
+                        int wait_ms);
 
 /* {"dir", "roles": [{"name", "kind", "url", "pid", "running", "healthy"}], "devices": [...]} */
 mcim_cause_t mcim_lab_status(mcim_lab_t *lab, json_t **out);

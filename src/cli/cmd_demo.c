@@ -149,6 +149,7 @@ static int prepare_out(const char *dir, const char *lab_dir)
 #define MAX_PIDS 32
 static volatile sig_atomic_t npids;
 static pid_t pids[MAX_PIDS];
+static bool pids_gone[MAX_PIDS]; /* mcim_lab_stop_pids's memory: no malloc in the handler */
 
 /* The daemons and agents get SIGTERM and up to 5 s to stop, as `lab down` gives them (a
  * role's stop waits for its handlers and its worker's delivery under way); what is left
@@ -159,7 +160,7 @@ static void on_signal(int sig)
 {
   int saved = errno;
   sig_atomic_t n = npids;
-  mcim_lab_stop_pids(pids, (size_t)n, NULL, 5000);
+  mcim_lab_stop_pids(pids, pids_gone, (size_t)n, NULL, 5000);
   for (sig_atomic_t i = 0; i < n; i++)
     if (pids[i] > 0)
       (void)waitpid(pids[i], NULL, 0);

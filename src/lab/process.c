@@ -7,7 +7,6 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,40 +236,34 @@ static bool stop_gone(pid_t pid, const char *prog)
   return pid_runs(pid, prog) == 0; /* a zombie is gone here */
 }
 
-/* The first STOP_TRACKED pids seen gone are not looked at again: once reaped here, a pid may
- * be given to another process within the bound, which would then count as "not gone" and get
- * the SIGKILL (without `prog` nothing else tells them apart). Kept on the stack: no malloc in
- * a signal handler; more pids than that are looked at each round, as before. */
-#define STOP_TRACKED 256
-
-static bool stop_gone_once(const pid_t *pids, size_t i, const char *prog, uint64_t *gone)
+/* Has pids[i] ended? One seen gone is not looked at again (gone[i]): once reaped here, its
+ * pid may be given to another process within the bound, which would then count as "not
+ * gone" and get the SIGKILL (without `prog` nothing else tells them apart). */
+static bool stop_gone_once(const pid_t *pids, bool *gone, size_t i, const char *prog)
 {
-  if (i < STOP_TRACKED && (gone[i / 64] >> (i % 64)) & 1)
-    return true;
-  if (!stop_gone(pids[i], prog))
-    return false;
-  if (i < STOP_TRACKED)
-    gone[i / 64] |= (uint64_t)1 << (i % 64);
-  return true;
+  if (!gone[i])
+    gone[i] = stop_gone(pids[i], prog);
+  return gone[i];
 }
 
-void mcim_lab_stop_pids(const pid_t *pids, size_t n, const char *prog, int wait_ms)
+void mcim_lab_stop_pids(const pid_t *pids, bool *gone, size_t n, const char *prog, int wait_ms)
 {
-  uint64_t gone[STOP_TRACKED / 64] = {0};
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
+    gone[i] = false;
     if (pids[i] > 0)
       kill(pids[i], SIGTERM);
+  }
   for (int round = 0; round < wait_ms / 50; round++) {
     size_t left = 0;
     for (size_t i = 0; i < n; i++)
-      if (pids[i] > 0 && !stop_gone_once(pids, i, prog, gone))
+      if (pids[i] > 0 && !stop_gone_once(pids, gone, i, prog))
         left++;
     if (!left)
       break;
     mcim_lab_sleep_ms(50);
   }
   for (size_t i = 0; i < n; i++)
-    if (pids[i] > 0 && !stop_gone_once(pids, i, prog, gone)) {
+    if (pids[i] > 0 && !stop_gone_once(pids, gone, i, prog)) {
       kill(pids[i], SIGKILL);
       (void)waitpid(pids[i], NULL, WNOHANG); /* reap if it is our child and already gone */
     }
@@ -284,5 +277,6 @@ void mcim_lab_stop_pid(long pid, const char *prog)
   /* 5 s; under valgrind 120 s: its leak check at the exit takes seconds, and a SIGKILL
    * would lose the report scripts/valgrind.sh reads */
   const pid_t one = (pid_t)pid;
-  mcim_lab_stop_pids(&one, 1, prog, runs == 2 ? 120000 : 5000);
+  bool gone;
+  mcim_lab_stop_pids(&one, &gone, 1, prog, runs == 2 ? 120000 : 5000);
 }

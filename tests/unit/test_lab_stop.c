@@ -7,7 +7,9 @@
  * kill is wrapped (-Wl,--wrap=kill, tests/CMakeLists.txt): every signal the stop sends is
  * recorded, and one to a pid <= 0 is never forwarded: run as root, kill(-1) would reach every
  * process of the machine, and kill(0) would reach this program's group. waitpid is wrapped
- * too: a pid the stop reaped must not be signalled or probed again (it may be reused). */
+ * too: a pid the stop reaped must not be signalled or probed again (it may be reused). Both
+ * also simulate pids that no process can have (from FAKE_BASE): 300 at once, past the 256
+ * that the stop once remembered as gone (in a fixed bitmap). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,10 +48,74 @@ static size_t after_reap;
 static pid_t reaped_log[64];
 static size_t nreaped;
 
+/* ---- simulated processes: pids FAKE_BASE.. (above PID_MAX_LIMIT, 2^22: never a real one),
+ * never passed to the real kill or waitpid ---- */
+
+#define FAKE_BASE ((pid_t)0x40000000)
+#define NFAKE 300
+
+enum fake_state {
+  FAKE_RUNNING,
+  FAKE_ZOMBIE, /* our child, ended, not reaped: still answers kill(pid, 0) */
+  FAKE_ENDED,  /* not our child, ended: kill(pid, 0) says ESRCH once */
+  FAKE_REUSED, /* seen gone by the stop, and at once given to an unrelated process */
+};
+
+struct fake {
+  bool child;        /* waitpid reaps it; else ECHILD */
+  bool ends_on_term; /* else it ignores SIGTERM */
+  enum fake_state state;
+  int nterm, nkill;
+  int touched_after_gone; /* any kill (a probe included) once the stop saw it gone */
+};
+
+static struct fake fakes[NFAKE];
+
+static struct fake *fake_of(pid_t pid)
+{
+  return pid >= FAKE_BASE && pid < FAKE_BASE + NFAKE ? &fakes[pid - FAKE_BASE] : NULL;
+}
+
+static int fake_kill(struct fake *f, int sig)
+{
+  if (f->state == FAKE_REUSED) {
+    f->touched_after_gone++;
+    return 0; /* the unrelated process is there */
+  }
+  if (sig == SIGTERM)
+    f->nterm++;
+  if (sig == SIGKILL)
+    f->nkill++;
+  if (f->state == FAKE_ENDED && sig == 0) {
+    f->state = FAKE_REUSED;
+    errno = ESRCH;
+    return -1;
+  }
+  if (f->state == FAKE_RUNNING && (sig == SIGKILL || (sig == SIGTERM && f->ends_on_term)))
+    f->state = f->child ? FAKE_ZOMBIE : FAKE_ENDED;
+  return 0;
+}
+
+static pid_t fake_waitpid(pid_t pid, struct fake *f, int options)
+{
+  if (!f->child || f->state == FAKE_REUSED) {
+    errno = ECHILD;
+    return -1;
+  }
+  assert_true(options & WNOHANG); /* a blocking wait for a fake would never end */
+  if (f->state != FAKE_ZOMBIE)
+    return 0;
+  f->state = FAKE_REUSED;
+  return pid;
+}
+
+/* The names ld's --wrap gives: reserved, but not ours to choose. */
+/* NOLINTBEGIN(bugprone-reserved-identifier) */
 int __real_kill(pid_t pid, int sig);
 int __wrap_kill(pid_t pid, int sig);
 pid_t __real_waitpid(pid_t pid, int *status, int options);
 pid_t __wrap_waitpid(pid_t pid, int *status, int options);
+/* NOLINTEND(bugprone-reserved-identifier) */
 
 int __wrap_kill(pid_t pid, int sig)
 {
@@ -58,6 +124,9 @@ int __wrap_kill(pid_t pid, int sig)
     errno = EPERM;
     return -1;
   }
+  struct fake *f = fake_of(pid);
+  if (f)
+    return fake_kill(f, sig);
   for (size_t i = 0; i < nreaped; i++)
     if (reaped_log[i] == pid)
       after_reap++;
@@ -68,6 +137,9 @@ int __wrap_kill(pid_t pid, int sig)
 
 pid_t __wrap_waitpid(pid_t pid, int *status, int options)
 {
+  struct fake *f = fake_of(pid);
+  if (f)
+    return fake_waitpid(pid, f, options);
   pid_t r = __real_waitpid(pid, status, options);
   if (r > 0 && nreaped < sizeof(reaped_log) / sizeof(reaped_log[0]))
     reaped_log[nreaped++] = r;
@@ -232,8 +304,9 @@ static void test_term_child_stopped(void **state)
   (void)state;
   pid_t pid = spawn_waiter(false);
   sent_reset();
+  bool gone;
   int64_t t0 = now_ms();
-  mcim_lab_stop_pids(&pid, 1, NULL, 5000);
+  mcim_lab_stop_pids(&pid, &gone, 1, NULL, 5000);
   int64_t took = now_ms() - t0;
   assert_reaped(pid);
   assert_int_equal(sent_count(pid, SIGTERM), 1);
@@ -247,8 +320,9 @@ static void test_ignoring_child_killed(void **state)
   (void)state;
   pid_t pid = spawn_waiter(true);
   sent_reset();
+  bool gone;
   int64_t t0 = now_ms();
-  mcim_lab_stop_pids(&pid, 1, NULL, 300);
+  mcim_lab_stop_pids(&pid, &gone, 1, NULL, 300);
   int64_t took = now_ms() - t0;
   assert_int_equal(sent_count(pid, SIGTERM), 1);
   assert_int_equal(sent_count(pid, SIGKILL), 1);
@@ -266,8 +340,9 @@ static void test_several_at_once(void **state)
   for (int i = 0; i < 5; i++)
     pids[i] = spawn_waiter(i % 2 == 0);
   sent_reset();
+  bool gone[5];
   int64_t t0 = now_ms();
-  mcim_lab_stop_pids(pids, 5, NULL, 1000);
+  mcim_lab_stop_pids(pids, gone, 5, NULL, 1000);
   int64_t took = now_ms() - t0;
   assert_true(took >= 1000);
   assert_true(took < 3 * 1000); /* one bound each would be 3 s at least */
@@ -276,6 +351,7 @@ static void test_several_at_once(void **state)
   assert_int_equal(after_reap, 0);
   for (int i = 0; i < 5; i++) {
     assert_int_equal(sent_count(pids[i], SIGTERM), 1);
+    assert_int_equal(gone[i], i % 2 != 0);
     if (i % 2 == 0) {
       assert_int_equal(sent_count(pids[i], SIGKILL), 1);
       assert_ended_by(pids[i], SIGKILL);
@@ -293,8 +369,9 @@ static void test_nonpositive_ignored(void **state)
   (void)state;
   pid_t only[] = {0, -1, -getpgrp()};
   sent_reset();
+  bool gone[4];
   int64_t t0 = now_ms();
-  mcim_lab_stop_pids(only, 3, NULL, 5000);
+  mcim_lab_stop_pids(only, gone, 3, NULL, 5000);
   assert_true(now_ms() - t0 < 4000); /* not waited for: the bound is 5 s */
   assert_int_equal(sent_nonpositive, 0);
   assert_int_equal(nsent, 0);
@@ -302,7 +379,7 @@ static void test_nonpositive_ignored(void **state)
   pid_t pid = spawn_waiter(false);
   pid_t mixed[] = {0, pid, -1, -getpgrp()};
   sent_reset();
-  mcim_lab_stop_pids(mixed, 4, NULL, 2000);
+  mcim_lab_stop_pids(mixed, gone, 4, NULL, 2000);
   assert_int_equal(sent_nonpositive, 0);
   assert_int_equal(nsent, 1);
   assert_int_equal(sent_count(pid, SIGTERM), 1);
@@ -314,6 +391,42 @@ static void test_nonpositive_ignored(void **state)
   mcim_lab_stop_pid(-1, "test_lab_stop");
   assert_int_equal(sent_nonpositive, 0);
   assert_int_equal(nsent, 0);
+}
+
+/* 300 pids at once: each seen gone (reaped, or ESRCH) is at once given to an unrelated
+ * process, the worst case of pid reuse. Those that ended on SIGTERM, at entries before and
+ * past the 256th, are never probed nor signalled again, so not SIGKILLed; the others get
+ * SIGKILL after one bound for all of them. */
+static void test_many_pids_gone_not_signalled(void **state)
+{
+  (void)state;
+  static pid_t pids[NFAKE];
+  static bool gone[NFAKE];
+  static const size_t ending[] = {10, 20, 280, 290, 299}; /* 10, 280, 299: children */
+  memset(fakes, 0, sizeof(fakes));
+  for (size_t i = 0; i < NFAKE; i++) {
+    pids[i] = FAKE_BASE + (pid_t)i;
+    fakes[i].child = true;
+  }
+  for (size_t k = 0; k < sizeof(ending) / sizeof(ending[0]); k++)
+    fakes[ending[k]].ends_on_term = true;
+  fakes[20].child = false;
+  fakes[290].child = false;
+  sent_reset();
+  int64_t t0 = now_ms();
+  mcim_lab_stop_pids(pids, gone, NFAKE, NULL, 200);
+  int64_t took = now_ms() - t0;
+  assert_true(took >= 200);
+  assert_true(took < 200 + 3000);
+  assert_int_equal(sent_nonpositive, 0);
+  for (size_t i = 0; i < NFAKE; i++) {
+    if (fakes[i].touched_after_gone)
+      fail_msg("entry %zu: %d kill(s) after it was seen gone", i, fakes[i].touched_after_gone);
+    assert_int_equal(fakes[i].nterm, 1);
+    assert_int_equal(fakes[i].nkill, fakes[i].ends_on_term ? 0 : 1);
+    assert_int_equal(gone[i], fakes[i].ends_on_term);
+    assert_int_equal(fakes[i].state, FAKE_REUSED); /* the SIGKILLed ones reaped after it */
+  }
 }
 
 /* ---- mcim_lab_stop_pid (`lab down`: a pid and its program's name) ---- */
@@ -364,6 +477,7 @@ int main(void)
       cmocka_unit_test_teardown(test_ignoring_child_killed, teardown),
       cmocka_unit_test_teardown(test_several_at_once, teardown),
       cmocka_unit_test_teardown(test_nonpositive_ignored, teardown),
+      cmocka_unit_test_teardown(test_many_pids_gone_not_signalled, teardown),
       cmocka_unit_test_teardown(test_stop_pid_by_name, teardown),
       cmocka_unit_test_teardown(test_stop_pid_kills_after_bound, teardown),
   };
