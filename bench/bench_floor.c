@@ -401,6 +401,7 @@ static const struct mcim_http_route routes[] = {{"GET", "/v1/ping", h_ping, 0},
                                                 {"POST", "/v1/echo", floor_work_echo, 0}};
 
 static char pki_dir[64];
+static const char *store_locator; /* --store: the design floor's store units elsewhere */
 
 static mcim_cause_t setup(struct fctx *f)
 {
@@ -478,7 +479,7 @@ static mcim_cause_t setup(struct fctx *f)
   if (rc == MCIM_OK) {
     char base[64];
     snprintf(base, sizeof(base), "https://127.0.0.1:%u", (unsigned)mcim_http_server_port(f->srv));
-    rc = floor_work_setup(&f->work, pki_dir, base, f->kept);
+    rc = floor_work_setup(&f->work, pki_dir, store_locator, base, f->kept);
   }
   return rc;
 }
@@ -670,7 +671,7 @@ int main(int argc, char **argv)
   int rounds = 5;
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   const char *counts_path = NULL;
-  bool only_tls = false;
+  bool only_tls = false, work_only = false;
   struct fctx f;
   double per[NT][MAX_ROUNDS], server[MAX_ROUNDS], kept_srv[MAX_ROUNDS], pair_srv[MAX_ROUNDS],
       exch_srv[MAX_ROUNDS], med[NT];
@@ -689,10 +690,17 @@ int main(int argc, char **argv)
       cores = strtol(argv[++i], NULL, 10);
     else if (strcmp(argv[i], "--only-tls") == 0) /* for a profiler */
       only_tls = true;
+    else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+      store_locator = argv[++i];
+    else if (strcmp(argv[i], "--work-only") == 0)
+      work_only = true;
     else {
       fprintf(stderr,
               "usage: bench_floor [--counts LOADGEN_JSON] [--round-ms MS] [--rounds N] "
-              "[--cores N]\n");
+              "[--cores N]\n"
+              "       bench_floor --work-only [--store LOCATOR] [--round-ms MS] [--rounds N]\n"
+              "  --work-only: only the design floor's units; --store: their store (default a\n"
+              "  SQLite file of its own), e.g. a PostgreSQL locator\n");
       return 2;
     }
   }
@@ -726,12 +734,14 @@ int main(int argc, char **argv)
     rc = ns < 0;
     goto cleanup;
   }
-  for (int j = 0; j < NT; j++) /* warm-up */
+  /* --work-only: the design floor's units alone (T_EXCH..), e.g. on another store */
+  int lo = work_only ? T_EXCH : 0, nt = NT - lo;
+  for (int j = lo; j < NT; j++) /* warm-up */
     if (timed(fns[j], &f, 20) < 0)
       goto failed;
   for (int r = 0; r < rounds; r++)
-    for (int j = 0; j < NT; j++) {
-      int k = (j + r) % NT;
+    for (int j = 0; j < nt; j++) {
+      int k = lo + (j + r) % nt;
       per[k][r] = timed(fns[k], &f, round_ms);
       if (per[k][r] < 0)
         goto failed;
@@ -744,8 +754,20 @@ int main(int argc, char **argv)
       if (k == T_EXCH)
         exch_srv[r] = exchange_server_ns;
     }
-  for (int j = 0; j < NT; j++)
+  for (int j = lo; j < NT; j++)
     med[j] = mcim_median(per[j], (size_t)rounds);
+  if (work_only) {
+    double work_price[NWORK];
+    work_prices(med, mcim_median(exch_srv, (size_t)rounds), work_price);
+    json_t *wout = json_pack("{s:s,s:o}", "store", store_locator ? "given" : "sqlite",
+                             "work_us_per_op", work_report(work_price));
+    char *text = wout ? json_dumps(wout, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
+    printf("%s\n", text ? text : "{}");
+    free(text);
+    json_decref(wout);
+    rc = 0;
+    goto cleanup;
+  }
   double srv_hs = mcim_median(server, (size_t)rounds);
   double srv_kept = mcim_median(kept_srv, (size_t)rounds);
   /* through the daemons' own server: a new connection's GET minus a kept-alive GET */

@@ -137,14 +137,22 @@ def floor_of(counts):
 WORK = ["http_requests", "store_statements", "store_commits_durable", "store_commits_relaxed",
         "tre_synced_writes"]
 work_prices = (floor or {}).get("work_us_per_op", {})
+# the store's units on PostgreSQL (bench_floor --work-only --store), for the PostgreSQL rows
+pg_work_prices = (last_json(read("floor-pg")) or {}).get("work_us_per_op", {})
+STORE_UNITS = ["store_statements", "store_commits_durable", "store_commits_relaxed"]
 
 
-def design_floor_of(counts, work):
+def design_floor_of(counts, work, pg=False):
     """The crypto floor plus the run's other work, each unit priced alone (bench_floor)."""
     fl = floor_of(counts)
     if fl is None or not work_prices or not work:
         return None
-    return fl + sum(work.get(k, 0) * work_prices.get(k, 0) for k in WORK) / 1000.0
+    if pg and not pg_work_prices:
+        return None
+    price = dict(work_prices)
+    if pg:
+        price.update({k: pg_work_prices.get(k, 0) for k in STORE_UNITS})
+    return fl + sum(work.get(k, 0) * price.get(k, 0) for k in WORK) / 1000.0
 
 
 w("## The crypto floor of a procedure")
@@ -198,8 +206,8 @@ else:
         w("commits pays here.")
         w("")
         wc = floor.get("work_counts") or {}
-        w(f"| unit | µs per unit | per procedure ({src}) | µs per procedure |")
-        w("|---|---|---|---|")
+        w(f"| unit | µs per unit | per procedure ({src}) | µs per procedure | µs per unit on PostgreSQL |")
+        w("|---|---|---|---|---|")
         unit_text = {
             "http_requests": "an exchange on a kept TLS connection, both ends",
             "store_statements": "a statement (SQLite, prepared)",
@@ -208,8 +216,15 @@ else:
             "tre_synced_writes": "a TRE file written in place and synced"}
         for k in WORK:
             c = wc.get(k)
+            pgp = num(pg_work_prices.get(k)) if k in STORE_UNITS else "as SQLite's"
             w(f"| {k}: {unit_text[k]} | {num(work_prices.get(k))} | {num(c, '{:.2f}')} | "
-              f"{num(c * work_prices.get(k, 0) if c is not None else None)} |")
+              f"{num(c * work_prices.get(k, 0) if c is not None else None)} | {pgp} |")
+        s_pg = skipped("floor-pg")
+        w("")
+        w("On PostgreSQL the store's units are timed against a server of their own "
+          "(`scripts/pg.sh`), the client's CPU only, as loadgen's figures count the daemons "
+          "and not the server; the PostgreSQL rows below are priced with them."
+          + (f" {s_pg}" if s_pg else ""))
         if "design_floor_ms_per_procedure" in floor:
             w("")
             w(f"**Design floor: {floor['design_floor_ms_per_procedure']:.2f} ms of CPU per "
@@ -226,9 +241,8 @@ w("CPU: loadgen's own (the simulated devices and owners) and every daemon's, per
 w("procedure. Floor: that run's operation counts priced as above. `x floor`: CPU per procedure")
 w("over the floor; `of floor rate`: procedures/s over the floor's rate. Design floor: the")
 w("crypto floor and that run's exchanges, statements, commits and synced writes, priced as")
-w("above; `x design`: CPU per procedure over it. The store's units are priced on SQLite; the")
-w("PostgreSQL rows' design floor prices their counts with them (the server's own CPU is not in")
-w("any figure of this table).")
+w("above (the PostgreSQL rows with the store's units timed on PostgreSQL); `x design`: CPU")
+w("per procedure over it. The PostgreSQL server's own CPU is in no figure of this table.")
 w("")
 w("| lab | procedure | procedures | errors | invariants | per s | p50 ms | p99 ms | CPU ms per procedure | floor ms | x floor | of floor rate | design floor ms | x design |")
 w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -256,7 +270,7 @@ for key, label in RUNS:
         fl = floor_of(cnt)
         rate = cores * 1000.0 / fl if fl else None
         work = r.get("work_per_procedure") or {}
-        dfl = design_floor_of(cnt, work)
+        dfl = design_floor_of(cnt, work, pg=key.startswith("pg"))
         w(f"| {label} | {proc} | {r.get('procedures', 0)} | {errs} | {inv} | "
           f"{num(r.get('per_s'))} | {num(lat.get('p50'), '{:.0f}')} | {num(lat.get('p99'), '{:.0f}')} | "
           f"{num(cpu)} | {num(fl, '{:.2f}')} | "

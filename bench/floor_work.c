@@ -145,8 +145,8 @@ int64_t floor_op_synced_write(struct floor_work *w, int n)
   return bench_thread_ns() - t0;
 }
 
-mcim_cause_t floor_work_setup(struct floor_work *w, const char *dir, const char *url_base,
-                              struct mcim_http_lite *cli)
+mcim_cause_t floor_work_setup(struct floor_work *w, const char *dir, const char *locator,
+                              const char *url_base, struct mcim_http_lite *cli)
 {
   char path[256];
   mcim_cause_t rc;
@@ -156,10 +156,12 @@ mcim_cause_t floor_work_setup(struct floor_work *w, const char *dir, const char 
   if (snprintf(w->url, sizeof(w->url), "%s/v1/echo", url_base) >= (int)sizeof(w->url))
     return MCIM_INVALID_ARGUMENT;
   snprintf(path, sizeof(path), "%s/floor.db", dir);
-  rc = mcim_store_open(path, NULL, &w->st);
+  rc = mcim_store_open(locator ? locator : path, NULL, &w->st);
+  /* the types the roles' migrations use, which both backends take */
   if (rc == MCIM_OK)
-    rc = mcim_store_exec_script(w->st, "CREATE TABLE IF NOT EXISTS floor_rows (id INTEGER "
-                                       "PRIMARY KEY, txn TEXT NOT NULL, body BLOB NOT NULL)");
+    rc = mcim_store_exec_script(w->st, "CREATE TABLE IF NOT EXISTS floor_rows (id BIGINT PRIMARY"
+                                       " KEY, txn TEXT NOT NULL, body BYTEA NOT NULL);"
+                                       "DELETE FROM floor_rows");
   if (rc == MCIM_OK)
     rc = one_txn(w, false); /* row 1, what floor_op_statement reads */
   snprintf(path, sizeof(path), "%s/tre-slot", dir);

@@ -13,7 +13,7 @@
 struct floor_work {
   struct mcim_http_lite *cli; /* a kept-alive connection to the bench's server */
   char url[160];              /* its POST /v1/echo */
-  mcim_store_t *st;           /* SQLite, the roles' settings (WAL, synchronous = FULL) */
+  mcim_store_t *st;           /* the roles' settings (SQLite: WAL, synchronous = FULL) */
   int fd;                     /* a TRE-like file written in place and synced */
   double server_ns;           /* the server's CPU per exchange in the last op_exchange */
   int64_t next_id;
@@ -28,9 +28,11 @@ int64_t bench_process_ns(void);
 void floor_work_echo(void *ctx, const struct mcim_http_request *req,
                      struct mcim_http_response *resp);
 
-/* `dir`: a private folder for the database and the file; `url_base`: https://host:port. */
-mcim_cause_t floor_work_setup(struct floor_work *w, const char *dir, const char *url_base,
-                              struct mcim_http_lite *cli);
+/* `dir`: a private folder for the file (and the database when `locator` is NULL: SQLite,
+ * dir/floor.db); `locator`: another store (mcim_store_open's), its table floor_rows made
+ * and emptied; `url_base`: https://host:port. */
+mcim_cause_t floor_work_setup(struct floor_work *w, const char *dir, const char *locator,
+                              const char *url_base, struct mcim_http_lite *cli);
 void floor_work_teardown(struct floor_work *w);
 
 /* Each: n operations, the client thread's CPU ns (-1 on failure). */

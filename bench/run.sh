@@ -58,6 +58,7 @@ work=$(mktemp -d /tmp/mcim-bench-XXXXXX)
 labs=()
 cleanup() {
   for l in "${labs[@]}"; do "$bin/mcim" lab down --dir "$l" >/dev/null 2>&1 || true; done
+  [ ! -d "$work/pgfloor" ] || bash "$root/scripts/pg.sh" stop "$work/pgfloor" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -158,6 +159,19 @@ if [ -x "$bin/bench_floor" ]; then
   fi
 else
   skip floor "bench_floor is not built (configure with -DMCIM_BENCH=ON)"
+fi
+# the design floor's store units on PostgreSQL too, for the PostgreSQL rows: a server of its
+# own (scripts/pg.sh), the client's CPU only, as loadgen counts the daemons and not the server
+if [ -x "$bin/bench_floor" ] && [[ " $stores " == *" pg"* ]]; then
+  echo "== the design floor's units on PostgreSQL (bench_floor --work-only)"
+  if pg_loc=$(bash "$root/scripts/pg.sh" start "$work/pgfloor" 2>"$work/pgfloor.log"); then
+    cmd "$bin/bench_floor ${fextra[*]} --work-only --store POSTGRES_LOCATOR   # scripts/pg.sh start DIR"
+    "$bin/bench_floor" "${fextra[@]}" --work-only --store "$pg_loc" | tee "$r/floor-pg" || true
+    bash "$root/scripts/pg.sh" stop "$work/pgfloor" >/dev/null 2>&1 || true
+    grep -q work_us_per_op "$r/floor-pg" || skip floor-pg "bench_floor --work-only on PostgreSQL printed no result"
+  else
+    skip floor-pg "scripts/pg.sh start failed: $(tail -n 3 "$work/pgfloor.log" | tr '\n' ' ')"
+  fi
 fi
 
 # ---- the agent's footprint ----

@@ -54,7 +54,10 @@ if not re.search(r"\*\*Floor: [0-9.]+ ms of CPU per procedure\*\*", fl):
 else:
     print("floor")
 if not re.search(r"\*\*Design floor: [0-9.]+ ms of CPU per procedure\*\*", fl) or \
-        not re.search(r"^\| http_requests: .* \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$", fl, re.M):
+        not re.search(r"^\| http_requests: .* \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| as SQLite's \|$",
+                      fl, re.M) or \
+        not re.search(r"^\| store_commits_durable: .* \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$",
+                      fl, re.M):
     problems.append("no design floor")
 else:
     print("design floor")
