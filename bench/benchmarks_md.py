@@ -142,17 +142,24 @@ pg_work_prices = (last_json(read("floor-pg")) or {}).get("work_us_per_op", {})
 STORE_UNITS = ["store_statements", "store_commits_durable", "store_commits_relaxed"]
 
 
-def design_floor_of(counts, work, pg=False):
-    """The crypto floor plus the run's other work, each unit priced alone (bench_floor)."""
+def design_floor_of(counts, work, report=None, pg=False):
+    """The crypto floor plus the run's other work, each unit priced alone (bench_floor). On a
+    PostgreSQL lab only the daemons' store is PostgreSQL: the devices' (loadgen's) statements
+    and commits are SQLite's, priced as such."""
     fl = floor_of(counts)
     if fl is None or not work_prices or not work:
         return None
-    if pg and not pg_work_prices:
+    if not pg:
+        return fl + sum(work.get(k, 0) * work_prices.get(k, 0) for k in WORK) / 1000.0
+    sides = (report or {}).get("work") or {}
+    done = (report or {}).get("procedures") or 0
+    if not pg_work_prices or not done or "daemons" not in sides or "loadgen" not in sides:
         return None
-    price = dict(work_prices)
-    if pg:
-        price.update({k: pg_work_prices.get(k, 0) for k in STORE_UNITS})
-    return fl + sum(work.get(k, 0) * price.get(k, 0) for k in WORK) / 1000.0
+    pg_price = dict(work_prices)
+    pg_price.update({k: pg_work_prices.get(k, 0) for k in STORE_UNITS})
+    us = sum(sides["loadgen"].get(k, 0) * work_prices.get(k, 0) +
+             sides["daemons"].get(k, 0) * pg_price.get(k, 0) for k in WORK) / done
+    return fl + us / 1000.0
 
 
 w("## The crypto floor of a procedure")
@@ -223,7 +230,8 @@ else:
         w("")
         w("On PostgreSQL the store's units are timed against a server of their own "
           "(`scripts/pg.sh`), the client's CPU only, as loadgen's figures count the daemons "
-          "and not the server; the PostgreSQL rows below are priced with them."
+          "and not the server; the PostgreSQL rows below price the daemons' statements and "
+          "commits with them (the devices' stores are SQLite's on every lab)."
           + (f" {s_pg}" if s_pg else ""))
         if "design_floor_ms_per_procedure" in floor:
             w("")
@@ -241,8 +249,9 @@ w("CPU: loadgen's own (the simulated devices and owners) and every daemon's, per
 w("procedure. Floor: that run's operation counts priced as above. `x floor`: CPU per procedure")
 w("over the floor; `of floor rate`: procedures/s over the floor's rate. Design floor: the")
 w("crypto floor and that run's exchanges, statements, commits and synced writes, priced as")
-w("above (the PostgreSQL rows with the store's units timed on PostgreSQL); `x design`: CPU")
-w("per procedure over it. The PostgreSQL server's own CPU is in no figure of this table.")
+w("above (on the PostgreSQL rows, the daemons' statements and commits with the units timed on")
+w("PostgreSQL, the devices' with SQLite's); `x design`: CPU per procedure over it. The")
+w("PostgreSQL server's own CPU is in no figure of this table.")
 w("")
 w("| lab | procedure | procedures | errors | invariants | per s | p50 ms | p99 ms | CPU ms per procedure | floor ms | x floor | of floor rate | design floor ms | x design |")
 w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -270,7 +279,7 @@ for key, label in RUNS:
         fl = floor_of(cnt)
         rate = cores * 1000.0 / fl if fl else None
         work = r.get("work_per_procedure") or {}
-        dfl = design_floor_of(cnt, work, pg=key.startswith("pg"))
+        dfl = design_floor_of(cnt, work, r, pg=key.startswith("pg"))
         w(f"| {label} | {proc} | {r.get('procedures', 0)} | {errs} | {inv} | "
           f"{num(r.get('per_s'))} | {num(lat.get('p50'), '{:.0f}')} | {num(lat.get('p99'), '{:.0f}')} | "
           f"{num(cpu)} | {num(fl, '{:.2f}')} | "
