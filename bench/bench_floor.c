@@ -567,78 +567,12 @@ static double timed(op_fn fn, struct fctx *f, unsigned ms)
   return (double)spent / (double)n;
 }
 
-/* ---- the design floor: the crypto floor plus the work a procedure does besides, each unit
- * priced alone (floor_work.c) and counted by loadgen in the same run (work_per_procedure).
- * It is what this design costs if its messages, commits and statements had no code of their
- * own: no JSON of a role's, no trace row, no log line, no thread hand-off. */
-enum { W_HTTP, W_STMT, W_DURABLE, W_RELAXED, W_FSYNC, NWORK };
-static const char *const work_names[NWORK] = {"http_requests", "store_statements",
-                                              "store_commits_durable", "store_commits_relaxed",
-                                              "tre_synced_writes"};
-
-/* ns per unit: an exchange both ends; a commit without its one statement (counted apart). */
-static void work_prices(const double *med, double exch_server_ns, double *price)
+/* The medians floor_work_prices needs, from this file's op table. */
+static struct floor_medians work_medians(const double *med, double exch_server_ns)
 {
-  price[W_HTTP] = med[T_EXCH] + exch_server_ns;
-  price[W_STMT] = med[T_STMT];
-  price[W_DURABLE] = med[T_TXD] > med[T_STMT] ? med[T_TXD] - med[T_STMT] : 0;
-  price[W_RELAXED] = med[T_TXR] > med[T_STMT] ? med[T_TXR] - med[T_STMT] : 0;
-  price[W_FSYNC] = med[T_FSYNC];
-  printf("design floor's units (mcim's own calls, one thread, CPU):\n");
-  printf("  %-22s %8.1f us  (POST of a ~1 KiB JSON statement on a kept TLS connection to the "
-         "roles' server, the agent's client; client %.1f + server %.1f)\n",
-         work_names[W_HTTP], price[W_HTTP] / 1e3, med[T_EXCH] / 1e3, exch_server_ns / 1e3);
-  printf("  %-22s %8.1f us  (a SELECT by key, SQLite, prepared)\n", work_names[W_STMT],
-         price[W_STMT] / 1e3);
-  printf("  %-22s %8.1f us  (BEGIN, INSERT of 300 bytes, COMMIT with its fdatasync, minus one "
-         "statement)\n",
-         work_names[W_DURABLE], price[W_DURABLE] / 1e3);
-  printf("  %-22s %8.1f us  (the same, synchronous = NORMAL)\n", work_names[W_RELAXED],
-         price[W_RELAXED] / 1e3);
-  printf("  %-22s %8.1f us  (pwrite of 4 KiB in place, fdatasync)\n", work_names[W_FSYNC],
-         price[W_FSYNC] / 1e3);
-}
-
-static json_t *work_report(const double *price)
-{
-  json_t *j = json_object();
-  for (int i = 0; i < NWORK; i++)
-    json_object_set_new(j, work_names[i], json_real(price[i] / 1e3));
-  return j;
-}
-
-static void design_floor(const json_t *doc, const double *price, double crypto_ms, long cores,
-                         json_t *out)
-{
-  const json_t *work = json_object_get(doc, "work_per_procedure");
-  double work_ns = 0;
-  if (!json_is_object(work)) {
-    printf("(no work_per_procedure in the counts: no design floor)\n");
-    return;
-  }
-  printf("design floor: the crypto floor and, per procedure,\n");
-  json_t *jc = json_object();
-  for (int i = 0; i < NWORK; i++) {
-    double n = json_number_value(json_object_get(work, work_names[i]));
-    work_ns += n * price[i];
-    printf("  %-22s %8.2f x %7.1f us = %7.1f us\n", work_names[i], n, price[i] / 1e3,
-           n * price[i] / 1e3);
-    json_object_set_new(jc, work_names[i], json_real(n));
-  }
-  double ms = crypto_ms + work_ns / 1e6, rate = ms > 0 ? (double)cores * 1000.0 / ms : 0;
-  printf("design floor: %.2f ms of CPU per procedure (crypto %.2f, the rest %.2f); %.0f "
-         "procedures/s on %ld cores\n",
-         ms, crypto_ms, work_ns / 1e6, rate, cores);
-  double cpu_ms = json_number_value(json_object_get(json_object_get(doc, "cpu"),
-                                                    "per_procedure_ms"));
-  if (cpu_ms > 0 && ms > 0)
-    printf("that loadgen run: %.1f ms CPU per procedure = %.2f x the design floor\n", cpu_ms,
-           cpu_ms / ms);
-  json_object_set_new(out, "work_counts", jc);
-  json_object_set_new(out, "design_floor_ms_per_procedure", json_real(ms));
-  json_object_set_new(out, "design_floor_per_s", json_real(rate));
-  if (cpu_ms > 0 && ms > 0)
-    json_object_set_new(out, "run_cpu_x_design_floor", json_real(cpu_ms / ms));
+  return (struct floor_medians){.exch_client = med[T_EXCH], .exch_server = exch_server_ns,
+                                .statement = med[T_STMT], .txn_durable = med[T_TXD],
+                                .txn_relaxed = med[T_TXR], .synced_write = med[T_FSYNC]};
 }
 
 static json_t *load_counts(const char *path)
@@ -757,10 +691,10 @@ int main(int argc, char **argv)
   for (int j = lo; j < NT; j++)
     med[j] = mcim_median(per[j], (size_t)rounds);
   if (work_only) {
-    double work_price[NWORK];
-    work_prices(med, mcim_median(exch_srv, (size_t)rounds), work_price);
+    double work_price[FLOOR_NWORK];
+    floor_work_prices(work_medians(med, mcim_median(exch_srv, (size_t)rounds)), work_price);
     json_t *wout = json_pack("{s:s,s:o}", "store", store_locator ? "given" : "sqlite",
-                             "work_us_per_op", work_report(work_price));
+                             "work_us_per_op", floor_work_report(work_price));
     char *text = wout ? json_dumps(wout, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
     printf("%s\n", text ? text : "{}");
     free(text);
@@ -805,9 +739,9 @@ int main(int argc, char **argv)
   json_t *out = json_pack("{s:o,s:i,s:{s:f,s:f}}", "us_per_op", jops, "cores", (int)cores,
                           "mhd_loopback_us", "client", mhd_cli_ns / 1e3, "server",
                           mhd_srv_ns / 1e3);
-  double work_price[NWORK];
-  work_prices(med, mcim_median(exch_srv, (size_t)rounds), work_price);
-  json_object_set_new(out, "work_us_per_op", work_report(work_price));
+  double work_price[FLOOR_NWORK];
+  floor_work_prices(work_medians(med, mcim_median(exch_srv, (size_t)rounds)), work_price);
+  json_object_set_new(out, "work_us_per_op", floor_work_report(work_price));
   if (counts) {
     double floor_ns = 0, dev_ns = 0, net_ns = 0;
     const json_t *split = json_object_get(counts_doc, "crypto_ops");
@@ -845,7 +779,7 @@ int main(int argc, char **argv)
              "the floor's rate\n",
              cpu_ms, cpu_ms / floor_ms, per_s, rate > 0 ? per_s / rate : 0);
     json_object_set_new(out, "counts", jc);
-    design_floor(counts_doc, work_price, floor_ms, cores, out);
+    floor_design(counts_doc, work_price, floor_ms, cores, out);
     json_object_set_new(out, "floor_ms_per_procedure", json_real(floor_ms));
     json_object_set_new(out, "floor_devices_ms", json_real(dev_ns / 1e6));
     json_object_set_new(out, "floor_daemons_ms", json_real(net_ns / 1e6));

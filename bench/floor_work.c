@@ -178,3 +178,76 @@ void floor_work_teardown(struct floor_work *w)
     close(w->fd);
   w->fd = -1;
 }
+
+/* ---- the design floor: the crypto floor plus the work a procedure does besides, each unit
+ * priced alone (floor_work.c) and counted by loadgen in the same run (work_per_procedure).
+ * It is what this design costs if its messages, commits and statements had no code of their
+ * own: no JSON of a role's, no trace row, no log line, no thread hand-off. */
+static const char *const work_names[FLOOR_NWORK] = {
+    "http_requests", "store_statements", "store_commits_durable", "store_commits_relaxed",
+    "tre_synced_writes"};
+
+/* ns per unit: an exchange both ends; a commit without its one statement (counted apart). */
+void floor_work_prices(struct floor_medians m, double *price)
+{
+  price[W_HTTP] = m.exch_client + m.exch_server;
+  price[W_STMT] = m.statement;
+  price[W_DURABLE] = m.txn_durable > m.statement ? m.txn_durable - m.statement : 0;
+  price[W_RELAXED] = m.txn_relaxed > m.statement ? m.txn_relaxed - m.statement : 0;
+  price[W_FSYNC] = m.synced_write;
+  printf("design floor's units (mcim's own calls, one thread, CPU):\n");
+  printf("  %-22s %8.1f us  (POST of a ~1 KiB JSON statement on a kept TLS connection to the "
+         "roles' server, the agent's client; client %.1f + server %.1f)\n",
+         work_names[W_HTTP], price[W_HTTP] / 1e3, m.exch_client / 1e3, m.exch_server / 1e3);
+  printf("  %-22s %8.1f us  (a SELECT by key, SQLite, prepared)\n", work_names[W_STMT],
+         price[W_STMT] / 1e3);
+  printf("  %-22s %8.1f us  (BEGIN, INSERT of 300 bytes, COMMIT with its fdatasync, minus one "
+         "statement)\n",
+         work_names[W_DURABLE], price[W_DURABLE] / 1e3);
+  printf("  %-22s %8.1f us  (the same, synchronous = NORMAL)\n", work_names[W_RELAXED],
+         price[W_RELAXED] / 1e3);
+  printf("  %-22s %8.1f us  (pwrite of 4 KiB in place, fdatasync)\n", work_names[W_FSYNC],
+         price[W_FSYNC] / 1e3);
+}
+
+json_t *floor_work_report(const double *price)
+{
+  json_t *j = json_object();
+  for (int i = 0; i < FLOOR_NWORK; i++)
+    json_object_set_new(j, work_names[i], json_real(price[i] / 1e3));
+  return j;
+}
+
+void floor_design(const json_t *doc, const double *price, double crypto_ms, long cores,
+                  json_t *out)
+{
+  const json_t *work = json_object_get(doc, "work_per_procedure");
+  double work_ns = 0;
+  if (!json_is_object(work)) {
+    printf("(no work_per_procedure in the counts: no design floor)\n");
+    return;
+  }
+  printf("design floor: the crypto floor and, per procedure,\n");
+  json_t *jc = json_object();
+  for (int i = 0; i < FLOOR_NWORK; i++) {
+    double n = json_number_value(json_object_get(work, work_names[i]));
+    work_ns += n * price[i];
+    printf("  %-22s %8.2f x %7.1f us = %7.1f us\n", work_names[i], n, price[i] / 1e3,
+           n * price[i] / 1e3);
+    json_object_set_new(jc, work_names[i], json_real(n));
+  }
+  double ms = crypto_ms + work_ns / 1e6, rate = ms > 0 ? (double)cores * 1000.0 / ms : 0;
+  printf("design floor: %.2f ms of CPU per procedure (crypto %.2f, the rest %.2f); %.0f "
+         "procedures/s on %ld cores\n",
+         ms, crypto_ms, work_ns / 1e6, rate, cores);
+  double cpu_ms = json_number_value(json_object_get(json_object_get(doc, "cpu"),
+                                                    "per_procedure_ms"));
+  if (cpu_ms > 0 && ms > 0)
+    printf("that loadgen run: %.1f ms CPU per procedure = %.2f x the design floor\n", cpu_ms,
+           cpu_ms / ms);
+  json_object_set_new(out, "work_counts", jc);
+  json_object_set_new(out, "design_floor_ms_per_procedure", json_real(ms));
+  json_object_set_new(out, "design_floor_per_s", json_real(rate));
+  if (cpu_ms > 0 && ms > 0)
+    json_object_set_new(out, "run_cpu_x_design_floor", json_real(cpu_ms / ms));
+}

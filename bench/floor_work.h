@@ -5,6 +5,7 @@
 #ifndef MCIM_BENCH_FLOOR_WORK_H
 #define MCIM_BENCH_FLOOR_WORK_H
 
+#include <jansson.h>
 #include <stdint.h>
 
 #include "mcim/http.h"
@@ -41,5 +42,24 @@ int64_t floor_op_statement(struct floor_work *w, int n);       /* SELECT by key 
 int64_t floor_op_txn_durable(struct floor_work *w, int n);     /* BEGIN, INSERT, COMMIT */
 int64_t floor_op_txn_relaxed(struct floor_work *w, int n);     /* the same, relaxed */
 int64_t floor_op_synced_write(struct floor_work *w, int n);    /* pwrite 4 KiB, fdatasync */
+
+/* ---- the design floor (bench_floor --counts): the crypto floor plus the work a procedure
+ * does besides, each unit priced alone and counted by loadgen in the same run ---- */
+enum { W_HTTP, W_STMT, W_DURABLE, W_RELAXED, W_FSYNC, FLOOR_NWORK };
+
+/* The medians of the ops above, ns: what the units' prices are made of. */
+struct floor_medians {
+  double exch_client, exch_server, statement, txn_durable, txn_relaxed, synced_write;
+};
+
+/* ns per unit into price[FLOOR_NWORK], printed: an exchange both ends; a commit without its
+ * one statement (counted apart). */
+void floor_work_prices(struct floor_medians m, double *price);
+/* {unit: us} */
+json_t *floor_work_report(const double *price);
+/* With a loadgen report `doc` (its work_per_procedure): the design floor printed, and its
+ * figures added to `out`. `crypto_ms`: the crypto floor of the same counts. */
+void floor_design(const json_t *doc, const double *price, double crypto_ms, long cores,
+                  json_t *out);
 
 #endif
