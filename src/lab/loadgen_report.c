@@ -148,6 +148,36 @@ static double tls_client_ops(void)
   return (double)(mcim_op_read(MCIM_OP_TLS_CLIENT_FULL) + mcim_op_read(MCIM_OP_TLS_CLIENT_RESUMED));
 }
 
+static const char *crypto_name(int i)
+{
+  return mcim_op_name((mcim_op_t)i);
+}
+
+static const char *work_name(int i)
+{
+  return mcim_work_name((mcim_work_t)i);
+}
+
+/* A line of the family whose text up to its op's name is `prefix` (`NAME{op="`): -1 if the
+ * line is not of it; else its value put in out[i] for the i that name(i) calls it, and 1, or
+ * 0 for a line of another form or an op we do not know. */
+static int op_line(char *line, const char *prefix, const char *(*name)(int), int n, double *out)
+{
+  size_t plen = strlen(prefix);
+  if (strncmp(line, prefix, plen) != 0)
+    return -1;
+  char *op = line + plen, *q = strchr(op, '"');
+  if (!q || q[1] != '}' || q[2] != ' ')
+    return 0;
+  *q = '\0';
+  for (int i = 0; i < n; i++)
+    if (strcmp(op, name(i)) == 0) {
+      out[i] = strtod(q + 3, NULL);
+      return 1;
+    }
+  return 0;
+}
+
 /* One instance's /metrics into *s (s->ok false if it did not answer). */
 static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
 {
@@ -174,27 +204,12 @@ static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
     char *next = strchr(line, '\n');
     if (next)
       *next++ = '\0';
-    if (strncmp(line, op_key, sizeof(op_key) - 1) == 0) {
-      char *name = line + sizeof(op_key) - 1, *q = strchr(name, '"');
-      if (q && q[1] == '}' && q[2] == ' ') {
-        *q = '\0';
-        for (int op = 0; op < MCIM_OP_COUNT_; op++)
-          if (strcmp(name, mcim_op_name((mcim_op_t)op)) == 0) {
-            s->v[op] = strtod(q + 3, NULL);
-            seen++;
-          }
-      }
-    } else if (strncmp(line, work_key, sizeof(work_key) - 1) == 0) {
-      char *name = line + sizeof(work_key) - 1, *q = strchr(name, '"');
-      if (q && q[1] == '}' && q[2] == ' ') {
-        *q = '\0';
-        for (int w = 0; w < MCIM_WORK_COUNT_; w++)
-          if (strcmp(name, mcim_work_name((mcim_work_t)w)) == 0) {
-            s->w[w] = strtod(q + 3, NULL);
-            seen_work++;
-          }
-      }
-    } else if (strncmp(line, health_key, sizeof(health_key) - 1) == 0) {
+    int k;
+    if ((k = op_line(line, op_key, crypto_name, MCIM_OP_COUNT_, s->v)) >= 0)
+      seen += k;
+    else if ((k = op_line(line, work_key, work_name, MCIM_WORK_COUNT_, s->w)) >= 0)
+      seen_work += k;
+    else if (strncmp(line, health_key, sizeof(health_key) - 1) == 0) {
       s->health = strtod(line + sizeof(health_key) - 1, NULL);
     }
     line = next;
