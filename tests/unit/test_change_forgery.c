@@ -13,7 +13,8 @@
  *  - acknowledgements at step 11 (POST ro /v1/dpf/releases) while a real change of fdev1
  *    from sho-a to sho-b waits at step 9: signed by the new SHO itself, by a role that is
  *    not an SHO (pva), by an unknown key, with released=false, for another txn, about
- *    another device, for another audience, of another type.
+ *    another device, for another audience, of another type; and a genuine one of an SHO the
+ *    RO's records do not link to the device.
  * Every one is refused with its cause; afterwards the subscriptions are as they were (the
  * devices still attach with full access), nothing was relayed to the new SHO, and the real
  * change, let go, completes with the invariants of DESIGN.md section 4. Forged notifications
@@ -41,6 +42,29 @@
 #include "mcim/tre.h"
 #include "mcim/util.h"
 #include "change_forgery_fixture.h"
+#include "tre/tre_priv.h"
+
+/* A receipt of a lab device's own TRE, as its pending op signs the one its discard queued
+ * (tre_slots.c): the sign op the agent uses refuses this type, and the queued one is gone
+ * once the SHO acknowledged it, so the test signs it from inside the TRE. */
+static char *tre_receipt(const char *device, const char *sho, const char *txn, const char *imsi,
+                         char **cert)
+{
+  mcim_tre_t *tre = NULL;
+  json_t *st = NULL, *extra = json_pack("{s:s,s:s}", "slot", sho, "imsi", imsi);
+  char *jws = NULL, path[512];
+  snprintf(path, sizeof(path), "%s/devices/%s/tre", mcim_lab_path(lab), device);
+  assert_int_equal(mcim_tre_soft_open(path, &tre), MCIM_OK);
+  assert_int_equal(tre_begin(tre->ctx, &st), MCIM_OK);
+  assert_int_equal(tre_sign_statement(tre->ctx, st, "mcim-discard+jwt", sho, txn, extra, 300,
+                                      &jws),
+                   MCIM_OK);
+  tre_end(tre->ctx, st);
+  assert_int_equal(tre->ops->cert(tre->ctx, MCIM_TRE_CERT_ATTESTATION, cert), MCIM_OK);
+  mcim_tre_close(tre);
+  json_decref(extra);
+  return jws;
+}
 
 
 /* ---- step 9: forged discard receipts to the old SHO ---- */
@@ -303,6 +327,18 @@ static void test_forged_acknowledgements(void **state)
   a = ack(key_sho_a, "sho-a", "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
   assert_int_equal(release(mallory_tok, txn, "fdev1", a), MCIM_FORBIDDEN);
   free(a);
+  /* A genuine acknowledgement, for this txn, of an SHO that the RO's records do not link to
+   * fdev1 (no registry entry of it, no install of its package there): it releases nothing.
+   * sho-a's links are renamed away for the moment, standing for a third SHO that never served
+   * fdev1 and learned the txn (before the check, any SHO but the new one could). */
+  db_exec("ro", "UPDATE drf SET sho = 'sho-unlinked' WHERE device = 'fdev1' AND sho = 'sho-a';"
+                "UPDATE drf_orders SET sho = 'sho-unlinked' WHERE device = 'fdev1'"
+                " AND sho = 'sho-a';");
+  a = ack(key_sho_a, "sho-a", "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
+  assert_int_equal(release(tok, txn, "fdev1", a), MCIM_NOT_PARTY);
+  free(a);
+  db_exec("ro", "UPDATE drf SET sho = 'sho-a' WHERE sho = 'sho-unlinked';"
+                "UPDATE drf_orders SET sho = 'sho-a' WHERE sho = 'sho-unlinked';");
 
   /* The old SHO (sho-a knows this txn from step 9, and the RO honours a token it mints for
    * fdev1, still its subscriber) asks the RO who takes fdev1 over. The DRF's discovery and
@@ -460,8 +496,7 @@ static void test_forged_acknowledgements(void **state)
   /* ... while the device itself, retrying with a receipt of its TRE, gets it back (the
    * very request that revoked its token) */
   char *cert = NULL;
-  char *real = device_sign("fdev1", "mcim-discard+jwt", "sho-a", txn,
-                           json_pack("{s:s,s:s}", "slot", "sho-a", "imsi", imsi1), &cert);
+  char *real = tre_receipt("fdev1", "sho-a", txn, imsi1, &cert);
   assert_int_equal(post_keep("sho-a", "/v1/discards", revoked,
                              json_pack("{s:s,s:s,s:s,s:s,s:i}", "txn", txn, "device", "fdev1",
                                        "receipt", real, "tre_cert", cert, "step", 9),

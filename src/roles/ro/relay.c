@@ -83,33 +83,29 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
   return rc;
 }
 
-mcim_cause_t mcim_ro_released_receipt(struct mcim_role *r, const char *device, const char *to,
-                                      const char *txn, const char *jws, const char *cert,
-                                      mcim_statement_t **out)
+mcim_cause_t mcim_ro_sho_linked(struct mcim_role *r, const char *device, const char *sho)
 {
   int64_t n = 0;
   mcim_store_t *st = mcim_role_store(r);
-  *out = NULL;
-  if (!mcim_role_name_is_sho(to))
+  if (!mcim_role_name_is_sho(sho))
     return MCIM_CLAIM_MISMATCH;
   if (!st)
     return MCIM_STORE_ERROR;
-  /* Change step 10: the old SHO released its entry, which an honest one does for this txn on
-   * a discard receipt of this device it verified (mcim_sho_discard) when its ack was lost.
-   * Any txn: an SHO registers its own entry `released` whenever it likes, with whatever txn
-   * it likes (registration_proven asks only that it hold one), so an old SHO that released
-   * it with another txn before step 9 and then did not answer must not veto the change
-   * (model finding F4, p6): the entry is the DRF's link to that SHO, and the receipt, which
-   * the TRE signs only once the MCIM is destroyed, is the proof. */
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to)};
+  /* Change step 11: the RO's own records, never the old SHO's registration alone. An entry
+   * in any state (F2, F4: an SHO registers its own entry `released` whenever it likes, with
+   * any txn, so an entry released with another txn still links it), or an install of that
+   * SHO's package the device's TRE reported to the DPF (dpf.c: drf_orders `installed`). The
+   * install counts on its own because step 15's registration is the SHO's to send: an old
+   * SHO that never sent it, then does not answer step 9, must not veto the change either
+   * (review of 2026-12-06). */
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(device), MCIM_TEXT(sho)};
   mcim_cause_t rc = mcim_store_exec(st,
-                                    "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                                    " AND state = 'released'",
-                                    p, 2, count_cb, &n);
+                                    "SELECT (SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?)"
+                                    " + (SELECT COUNT(*) FROM drf_orders WHERE device = ?"
+                                    " AND sho = ? AND state = 'installed')",
+                                    p, 4, count_cb, &n);
   if (rc == MCIM_OK && n == 0)
-    rc = MCIM_FORBIDDEN;
-  if (rc == MCIM_OK)
-    rc = mcim_ro_verify_statement(r, device, to, txn, "mcim-discard+jwt", jws, cert, out);
+    rc = MCIM_NOT_PARTY;
   return rc;
 }
 

@@ -40,9 +40,11 @@ static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt
  *  - `ack`: the old SHO's acknowledgement (step 10), signed by an SHO other than the new one;
  *  - `receipt` + `tre_cert`: the TRE-signed discard receipt addressed to the old SHO, when
  *    the device gave up waiting for that SHO's acknowledgement (its `ack_deadline`): the TRE,
- *    which everyone trusts for receipts, attests that the old MCIM is destroyed. The old SHO
- *    must be one the DRF holds for this device; it is told by the outbox when it answers.
- * `old` (64 bytes) gets the old SHO. */
+ *    which everyone trusts for receipts, attests that the old MCIM is destroyed. It is told
+ *    by the outbox when it answers.
+ * Either way the old SHO must be one the RO's own records link to this device
+ * (mcim_ro_sho_linked): an SHO's acknowledgement about a device it never served releases
+ * nothing. `old` (64 bytes) gets the old SHO. */
 static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const char *device,
                                  const char *new_sho, const char *ack, const char *receipt,
                                  const char *cert, char old[64], mcim_statement_t **out)
@@ -65,6 +67,8 @@ static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const cha
   /* an SHO, not the new one itself */
   if (rc == MCIM_OK && (!mcim_role_name_is_sho(old) || strcmp(old, new_sho) == 0))
     rc = MCIM_CLAIM_MISMATCH;
+  if (rc == MCIM_OK)
+    rc = mcim_ro_sho_linked(r, device, old);
   if (rc == MCIM_OK && ack) {
     rc = mcim_role_peer_key(r, old, &old_key);
     mcim_jws_expect_t ex = {.iss = old, .aud = r->name, .sub = device,
@@ -75,17 +79,11 @@ static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const cha
     if (rc == MCIM_OK && !json_is_true(json_object_get((*out)->payload, "released")))
       rc = MCIM_CLAIM_MISMATCH;
   } else if (rc == MCIM_OK) {
-    rc = mcim_ro_device_statement(r, device, old, txn, "mcim-discard+jwt", receipt, cert, out);
-    /* The old SHO took this receipt at step 9 and released its entry, but its ack never
-     * reached the device (lost, or not answered by ack_deadline): that release is the old
-     * SHO's own proof, so the receipt still stands in for the ack (model finding F2, p6; the
-     * same as ed3a485 for the relay's notices), whatever txn it released it with (F4: it may
-     * release it on its own, before step 9). No such entry: the first answer stands. */
-    if (rc == MCIM_REGISTRATION_PENDING || rc == MCIM_FORBIDDEN) {
-      mcim_cause_t rel = mcim_ro_released_receipt(r, device, old, txn, receipt, cert, out);
-      if (rel != MCIM_FORBIDDEN)
-        rc = rel;
-    }
+    /* Whatever the old SHO registered or did not: its entry live, released with any txn (its
+     * ack lost, or released on its own before step 9: model findings F2, F4), or never
+     * registered at all; the receipt, which the TRE signs only once the MCIM is destroyed,
+     * is the proof. */
+    rc = mcim_ro_verify_statement(r, device, old, txn, "mcim-discard+jwt", receipt, cert, out);
     const char *slot = rc == MCIM_OK ? mcim_statement_string(*out, "slot") : NULL;
     if (rc == MCIM_OK && (!slot || strcmp(slot, old) != 0))
       rc = MCIM_SLOT_FORBIDDEN;

@@ -93,12 +93,10 @@ mcim_cause_t mcim_ro_verify_statement(struct mcim_role *r, const char *device, c
 mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, const char *to,
                                       const char *txn, const char *typ, const char *jws,
                                       const char *cert, mcim_statement_t **out);
-/* A discard receipt of `device` for `txn` addressed to `to`, whose DRF entry `to` released
- * (with any txn: the receipt reached it and its ack did not reach the device, or it released
- * the entry on its own): the statement's own checks; MCIM_FORBIDDEN without such an entry. */
-mcim_cause_t mcim_ro_released_receipt(struct mcim_role *r, const char *device, const char *to,
-                                      const char *txn, const char *jws, const char *cert,
-                                      mcim_statement_t **out);
+/* Whether the RO's own records link SHO `sho` to `device`, as an old SHO of a change must be
+ * (release.c): a DRF entry of `sho` in any state, or an install of its package the device's
+ * TRE reported. MCIM_NOT_PARTY if not. */
+mcim_cause_t mcim_ro_sho_linked(struct mcim_role *r, const char *device, const char *sho);
 /* Queue its relay to `to` (caller's transaction; a long retry budget): a discard receipt to
  * POST /v1/discards, a notice to POST /v1/notifications. */
 mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const char *to,
