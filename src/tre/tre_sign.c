@@ -10,10 +10,10 @@
 
 /* What the agent may have signed. The quote has its own op (its claims come from inside the
  * TRE), and nothing of another issuer's types: a compromised agent cannot make the TRE vouch
- * for an order, a package or a token. */
-static const char *const device_types[] = {"mcim-status+jwt", "mcim-discard+jwt",
-                                           "mcim-notify+jwt", "mcim-renew+jwt",
-                                           "mcim-request+jwt", NULL};
+ * for an order, a package or a token. Nor a discard receipt: it is the TRE's word that the
+ * MCIM is destroyed, so only the discard and pristine ops queue one (tre_slots.c). */
+static const char *const device_types[] = {"mcim-status+jwt", "mcim-notify+jwt",
+                                           "mcim-renew+jwt", "mcim-request+jwt", NULL};
 
 mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char *txn,
                          json_t *extra, int64_t lifetime, char **jws)

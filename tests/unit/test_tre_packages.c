@@ -382,6 +382,20 @@ static void test_discard(void **state)
   free(text);
   json_decref(doc);
 
+  /* A receipt says the MCIM is destroyed: the agent cannot have one signed through the
+   * generic sign op (the slot still there), only the discard below queues it. */
+  char *forged = NULL;
+  json_t *claims = json_pack("{s:s,s:s}", "slot", "sho-a", "imsi", sho_a.imsi);
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-discard+jwt", "sho-a", TXN_B, claims,
+                                     120, &forged),
+                   MCIM_FORBIDDEN);
+  json_decref(claims);
+  assert_null(forged);
+  assert_string_equal(slot_state(f, "sho-a"), "active");
+  assert_int_equal(f->tre->ops->pending(f->tre->ctx, 120, &list), MCIM_OK);
+  assert_int_equal(json_array_size(list), 0);
+  json_decref(list);
+
   assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", TXN_B), MCIM_OK);
   check_persisted(f);
   doc = state_read(f);
