@@ -1,6 +1,7 @@
 /* PCID credential renewal, shared by the RO's DPF and the M2MES CCIF (see pcid.h). */
 #include "roles/pcid.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,19 +123,6 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, step, "store unavailable");
     return false;
   }
-  /* A retry: the answer given before (its request's jti is spent, so this comes first). */
-  mcim_pcid_answer_what(device, what);
-  rc = mcim_role_answer_get(st, txn, step, what, &status, &answer);
-  if (rc == MCIM_OK) {
-    mcim_log_event(MCIM_LOG_INFO, txn, step, MCIM_OK, "PCID renewal of %s answered again",
-                   device);
-    mcim_http_reply_json(resp, status, answer);
-    return false;
-  }
-  if (rc != MCIM_NOT_FOUND) {
-    mcim_http_reply_problem(resp, rc, step, "cannot read earlier answers");
-    return false;
-  }
   /* The TRE: its attestation key signs the request, its key-agreement key gets the JWE. */
   rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
                                      device, MCIM_CERT_TRE_ATTESTATION, &att);
@@ -143,7 +131,6 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
                             "tre_cert is not an attestation certificate of %s (M2MES CA)", device);
     goto out;
   }
-  /* Both certificates before the statement: a refusal must not spend its jti. */
   rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "ka_cert")),
                                      device, MCIM_CERT_TRE_KEY_AGREEMENT, &out->ka);
   if (rc != MCIM_OK) {
@@ -151,10 +138,12 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
                             "ka_cert is not a key-agreement certificate of %s (M2MES CA)", device);
     goto out;
   }
+  /* The request before any stored answer (DESIGN.md section 10): the answer goes only to a
+   * request of this device's TRE for this txn. Its jti is spent after the lookup (a refusal
+   * spends none, a retry of a request already answered finds the answer). */
+  int64_t skew = mcim_config_duration(r->cfg, "clock_skew");
   mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
-                          .typ = MCIM_PCID_TYP_REQUEST, .txn = txn,
-                          .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                          .replay = mcim_role_replay(r)};
+                          .typ = MCIM_PCID_TYP_REQUEST, .txn = txn, .skew = skew};
   rc = mcim_jws_verify(request, strlen(request), att, &ex, &stmt);
   const char *claim = rc == MCIM_OK ? mcim_statement_string(stmt, "pcid") : NULL;
   if (rc == MCIM_OK && !claim)
@@ -177,6 +166,30 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
     mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "PCID renewal of %s refused: %s", device, err);
     mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
     mcim_http_reply_problem(resp, rc, step, "%s", err);
+    goto out;
+  }
+  /* A retry: the answer given before. */
+  mcim_pcid_answer_what(device, what);
+  rc = mcim_role_answer_get(st, txn, step, what, &status, &answer);
+  if (rc == MCIM_OK) {
+    mcim_log_event(MCIM_LOG_INFO, txn, step, MCIM_OK, "PCID renewal of %s answered again",
+                   device);
+    mcim_http_reply_json(resp, status, answer);
+    goto out;
+  }
+  if (rc != MCIM_NOT_FOUND) {
+    mcim_http_reply_problem(resp, rc, step, "cannot read earlier answers");
+    goto out;
+  }
+  /* a new request acts once: its jti kept while it verifies (exp + skew, saturated) */
+  const mcim_replay_cache_t *rep = mcim_role_replay(r);
+  int64_t pad = skew > 0 ? skew : 0, exp = stmt->claims.exp;
+  rc = rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti,
+                             exp > INT64_MAX - pad ? INT64_MAX : exp + pad, mcim_now());
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, step, "the renewal request of %s %s", device,
+                            rc == MCIM_REPLAY ? "was used already" : "cannot be recorded");
     goto out;
   }
   snprintf(out->txn, sizeof(out->txn), "%s", txn);

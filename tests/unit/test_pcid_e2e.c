@@ -4,7 +4,8 @@
  * checks (docs/protocol.md "PCID credential lifetime and renewal"):
  *  - device-initiated at the RO: POST /v1/dpf/pcid with a restricted token gives a package
  *    signed by `ro`, sealed to the KA key, whose new PCID attaches at once; a retry of the
- *    txn gives the same answer; bad requests are refused with their causes;
+ *    txn gives the same answer, only to a request of the device's TRE; bad requests are
+ *    refused with their causes;
  *  - the ICF keeps the claimed PCID and the new one, and terminates older ones;
  *  - network-initiated: `mcim pcid push` (admin) marks the PCID, the VNO's attach accept says
  *    `renewal: "due"`, a renewal clears it;
@@ -360,6 +361,21 @@ static void test_dpf_renewal(void **state)
   assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &again), MCIM_OK);
   assert_string_equal(pkg, again);
   free(again);
+  json_decref(body);
+  free(req);
+  /* ... but only to a request of d's TRE for the txn (DESIGN.md section 10), d's token or
+   * not: one signed by another key with d's certificates, another device's certificates */
+  struct dev forger = d;
+  forger.att = other.att;
+  req = renew_request(&forger, "ro", TXN1, d.cur.pcid);
+  body = renew_body(&d, TXN1, req);
+  again = NULL;
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &again),
+                   MCIM_JWS_BAD_SIGNATURE);
+  assert_null(again);
+  json_object_set_new(body, "tre_cert", json_string(other.att_pem));
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &again), MCIM_CERT_INVALID);
+  assert_null(again);
   json_decref(body);
   free(req);
 

@@ -3,6 +3,7 @@
  * (step 14 / 12) and reports it to the SHO (step 15 / 13). The DPF checks the package's
  * origin (the SHO's signature) but cannot open the JWE inside: the RO never holds an
  * MCIM in clear (invariant 4). */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -305,50 +306,61 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable");
     return;
   }
-  if (mcim_role_answer_get(st, txn, 14, device, &status_code, &answer) == MCIM_OK) {
-    mcim_http_reply_json(resp, status_code, answer);
-    return;
-  }
-  mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device)};
-  rc = mcim_store_exec(st,
-                       "SELECT txn, sho, procedure, package, state FROM dpf_packages"
-                       " WHERE txn = ? AND device = ?",
-                       p, 2, pkg_cb, &pr);
-  const struct mcim_dpf_steps *steps = mcim_dpf_steps_for(pr.procedure);
-  if (rc == MCIM_OK && (!pr.found || !steps))
-    rc = MCIM_NOT_FOUND;
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 14, "no package %s for %s", txn, device);
-    goto out;
-  }
   rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
                                      device, MCIM_CERT_TRE_ATTESTATION, &dev_key);
-  /* One transaction from here: the status's jti is recorded with the stored answer, so a
-   * duplicate that raced this one finds the answer rather than a replay. */
-  bool in_txn = false;
-  if (rc == MCIM_OK) {
-    rc = mcim_store_begin(st);
-    in_txn = rc == MCIM_OK;
-  }
-  if (in_txn && mcim_role_answer_get(st, txn, 14, device, &status_code, &answer) == MCIM_OK) {
-    mcim_store_rollback(st);
-    mcim_http_reply_json(resp, status_code, answer);
-    answer = NULL;
-    goto out;
-  }
+  /* The TRE's status before anything is read (DESIGN.md section 10): the stored answer goes
+   * only to a status of this device's TRE for this txn. Its jti is spent after the answer
+   * is looked up: the device resends the status it saved, and that retry gets the answer. */
+  int64_t skew = mcim_config_duration(r->cfg, "clock_skew");
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
-                            .typ = "mcim-status+jwt", .txn = txn,
-                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                            .replay = mcim_role_replay(r)};
+                            .typ = "mcim-status+jwt", .txn = txn, .skew = skew};
     rc = mcim_jws_verify(status, strlen(status), dev_key, &ex, &stmt);
   }
   const char *result = stmt ? mcim_statement_string(stmt, "result") : NULL;
   if (rc == MCIM_OK && !result)
     rc = MCIM_CLAIM_MISSING;
+  /* The package row: what the status is about, and a refusal's step (traced if it exists) */
+  mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device)};
+  mcim_cause_t found = mcim_store_exec(st,
+                                       "SELECT txn, sho, procedure, package, state FROM"
+                                       " dpf_packages WHERE txn = ? AND device = ?",
+                                       p, 2, pkg_cb, &pr);
+  const struct mcim_dpf_steps *steps = mcim_dpf_steps_for(pr.procedure);
+  if (found == MCIM_OK && (!pr.found || !steps))
+    found = MCIM_NOT_FOUND;
   if (rc != MCIM_OK) {
-    if (in_txn)
-      mcim_store_rollback(st);
+    if (found == MCIM_OK)
+      mcim_role_trace(r, txn, steps->status, r->name, device, "DPF: status refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, found == MCIM_OK ? steps->status : 14,
+                            "status of %s does not verify", device);
+    goto out;
+  }
+  /* One transaction from here: the status's jti is recorded with the stored answer, so a
+   * duplicate that raced this one finds the answer rather than a replay. */
+  rc = mcim_store_begin(st);
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 14, "status not recorded");
+    goto out;
+  }
+  if (mcim_role_answer_get(st, txn, 14, device, &status_code, &answer) == MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, status_code, answer);
+    answer = NULL;
+    goto out;
+  }
+  if (found != MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_problem(resp, found, 14, "no package %s for %s", txn, device);
+    goto out;
+  }
+  /* a new status acts once: its jti kept while it verifies (exp + skew, saturated) */
+  const mcim_replay_cache_t *rep = mcim_role_replay(r);
+  int64_t pad = skew > 0 ? skew : 0, exp = stmt->claims.exp;
+  int64_t keep = exp > INT64_MAX - pad ? INT64_MAX : exp + pad;
+  rc = rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti, keep, mcim_now());
+  if (rc != MCIM_OK) {
+    mcim_store_rollback(st);
     mcim_role_trace(r, txn, steps->status, r->name, device, "DPF: status refused", NULL, rc);
     mcim_http_reply_problem(resp, rc, steps->status, "status of %s does not verify", device);
     goto out;
