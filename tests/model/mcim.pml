@@ -286,16 +286,24 @@ inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> sk
  * DRF links `to` to the device now (an entry not `released`: subscribed or preloaded); for
  * the discard receipt of step 11 also an entry `to` released (mcim_ro_released_receipt: the
  * old SHO's own word that it is done; finding F2, then F4: whatever txn its `released`
- * carries, since an SHO registers its own entry with any txn it likes). MUT_RELEASED_REFUSED:
- * the code before F2's fix; MUT_RELEASED_THIS_TXN: the code before F4's fix (only an entry
- * released for this very txn). */
+ * carries, since an SHO registers its own entry with any txn it likes), and since F5 the
+ * DPF's record of A's install alone (an A that never registered: mcim_ro_sho_linked, which
+ * release.c asks of an acknowledgement too; in the model that always holds for A's, and a
+ * third SHO is not modelled). MUT_RELEASED_REFUSED: the code before F2's fix;
+ * MUT_RELEASED_THIS_TXN: the code before F4's fix (only an entry released for this very
+ * txn); MUT_LINK_NEEDS_ENTRY: the code before F5's fix (an entry in any state). */
 #define A_ENTRY_LIVE (drf_reg[A] == R_SUBSCRIBED) /* or preloaded: read alike everywhere */
+/* the DPF's record of A's install (drf_orders `installed`, from the device's TRE-signed
+ * status): A's MCIM is in the TRE when a change starts, so always there in a change */
+#define A_INSTALL_ON_RECORD (PROC != P_INITIAL)
 #if defined(MUT_RELEASED_REFUSED)
 #define DRF_LINKS_A A_ENTRY_LIVE
 #elif defined(MUT_RELEASED_THIS_TXN)
 #define DRF_LINKS_A (A_ENTRY_LIVE || (drf_reg[A] == R_RELEASED && drf_relcur))
-#else
+#elif defined(MUT_LINK_NEEDS_ENTRY)
 #define DRF_LINKS_A (drf_reg[A] != R_NONE)
+#else
+#define DRF_LINKS_A (drf_reg[A] != R_NONE || A_INSTALL_ON_RECORD)
 #endif
 /* the relay of a notice (mcim_dpf_notice): a live entry, or the stored answer of the same
  * notice accepted before (stored_notice_answer) */
@@ -868,6 +876,12 @@ init
        stage = S_ATTACH_OLD; ob_validate = 1 /* step 1: the new SHO asks at once (3) */
     :: PROC == P_PRISTINE -> tre_slot[A] = SL_ACTIVE; auc[A] = AUC_ACTIVE; drf_reg[A] = R_SUBSCRIBED;
        stage = S_PCID; d_acc = A
+    fi;
+    /* A hostile A may never have sent its registration of the install (step 15 is its own
+     * to send): no entry, only the DPF's record of the install (finding F5) */
+    if
+    :: HOSTILE == 1 && PROC != P_INITIAL -> drf_reg[A] = R_NONE
+    :: true -> skip
     fi
   }
 }

@@ -149,6 +149,11 @@ fails F3-old-token     "$OLD -DHOSTILE=0 -DTOKEN_EXPIRY=1 -DMUT_TOKEN_BEFORE_TRE
 # another txn before step 9 and stops answering: the change fails after step 8 (a veto;
 # src/roles/ro/relay.c mcim_ro_released_receipt). Only the general hostile SHO makes that move.
 fails F4-old-early-release "$OLD -DHOSTILE=1 -DMUT_RELEASED_THIS_TXN" p6
+# F5: an old SHO that never sent its DRF registration (step 15 is its own to send) and does not
+# answer step 9: the receipt was refused for want of an entry, though the DPF holds the record
+# of its install (src/roles/ro/relay.c mcim_ro_sho_linked; found by a review of the code, not
+# by the model, whose hostile SHO started registered)
+fails F5-old-unregistered "$OLD -DHOSTILE=1 -DMUT_LINK_NEEDS_ENTRY" p6
 
 # ---- mutants: each must be caught ----
 fails M1-late-pristine      "$PRI -DHOSTILE=1 -DMUT_LATE_PRISTINE" p1
