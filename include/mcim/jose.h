@@ -108,6 +108,11 @@ typedef struct mcim_replay_cache {
   void *ctx;
 } mcim_replay_cache_t;
 
+/* Until when the jti of a statement verified with `skew` must be kept (the `expires` to give
+ * check_and_insert): verification accepts it until exp + skew. Saturates at INT64_MAX (exp is
+ * peer input, any positive int64); a skew <= 0 keeps it until exp. */
+int64_t mcim_replay_expires(int64_t exp, int64_t skew);
+
 /* In-memory implementation for tests and small daemons: at most `capacity` live entries,
  * expired ones are reused; when full of live entries, MCIM_REPLAY_CACHE_FULL (fail closed).
  * Thread-safe. The store-backed implementation lives with the stores. */

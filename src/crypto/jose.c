@@ -696,7 +696,7 @@ mcim_cause_t jose_replay_check(const mcim_jws_expect_t *x, const mcim_statement_
   int64_t now = x->now ? x->now : mcim_now();
   /* Kept until the statement could no longer be accepted anyway. */
   return x->replay->check_and_insert(x->replay->ctx, st->claims.iss, st->claims.jti,
-                                     st->claims.exp + x->skew, now);
+                                     mcim_replay_expires(st->claims.exp, x->skew), now);
 }
 
 mcim_cause_t mcim_jws_verify(const char *compact, size_t len, const mcim_jose_key_t *key,

@@ -12,6 +12,7 @@
 #include <openssl/param_build.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,13 @@
 #include "mcim/log.h"
 #include "mcim/opcount.h"
 #include "mcim/util.h"
+
+int64_t mcim_replay_expires(int64_t exp, int64_t skew)
+{
+  if (skew <= 0)
+    return exp;
+  return exp > INT64_MAX - skew ? INT64_MAX : exp + skew;
+}
 
 /* ---- in-memory replay cache --------------------------------------------------------- */
 

@@ -275,7 +275,7 @@ static mcim_cause_t access_verify(struct mcim_role *r, const char *bearer, int64
                      ? (int64_t)json_integer_value(nbf)
                      : out->iat;
   *nb = from - skew;
-  *na = st->claims.exp > INT64_MAX - skew ? INT64_MAX : st->claims.exp + skew; /* no overflow */
+  *na = mcim_replay_expires(st->claims.exp, skew);
 out:
   mcim_statement_free(st);
   return rc;

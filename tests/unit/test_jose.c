@@ -351,6 +351,48 @@ static void test_replay(void **state)
   assert_null(mcim_replay_mem_new(0));
 }
 
+/* exp is the signer's (any positive int64): a statement that expires at the end of int64 time
+ * is a replay the second time. exp + skew once overflowed there (UBSan aborted; a release build
+ * wrapped it into the past, so the cache forgot the jti at once and the statement replayed). */
+static void test_replay_exp_max(void **state)
+{
+  (void)state;
+  static const int64_t exps[] = {INT64_MAX, INT64_MAX - 10};
+  for (size_t i = 0; i < sizeof(exps) / sizeof(exps[0]); i++) {
+    mcim_replay_mem_t *mem = mcim_replay_mem_new(4);
+    assert_non_null(mem);
+    mcim_replay_cache_t cache = mcim_replay_mem_cache(mem);
+    mcim_claims_t c = claims_default();
+    c.exp = exps[i];
+    char *jws = NULL;
+    assert_int_equal(mcim_jws_sign(issuer.key, &c, &jws), MCIM_OK);
+    mcim_jws_expect_t x = expect_default(); /* skew 30 */
+    x.replay = &cache;
+    assert_int_equal(verify_str(jws, &x), MCIM_OK);
+    assert_int_equal(verify_str(jws, &x), MCIM_REPLAY);
+    assert_int_equal(mcim_replay_mem_count(mem, INT64_MAX - 1), 1); /* kept to the end */
+    free(jws);
+    mcim_replay_mem_free(mem);
+  }
+}
+
+/* Until when a jti is kept: exp + skew, saturated at INT64_MAX; a skew <= 0 adds nothing. */
+static void test_replay_expires(void **state)
+{
+  (void)state;
+  assert_int_equal(mcim_replay_expires(NOW + 300, 30), NOW + 330);
+  assert_int_equal(mcim_replay_expires(NOW + 300, 0), NOW + 300);
+  assert_int_equal(mcim_replay_expires(NOW + 300, -30), NOW + 300);
+  assert_int_equal(mcim_replay_expires(NOW + 300, INT64_MIN), NOW + 300);
+  assert_int_equal(mcim_replay_expires(INT64_MAX - 31, 30), INT64_MAX - 1);
+  assert_int_equal(mcim_replay_expires(INT64_MAX - 30, 30), INT64_MAX);
+  assert_int_equal(mcim_replay_expires(INT64_MAX - 10, 30), INT64_MAX);
+  assert_int_equal(mcim_replay_expires(INT64_MAX, 30), INT64_MAX);
+  assert_int_equal(mcim_replay_expires(INT64_MAX, 0), INT64_MAX);
+  assert_int_equal(mcim_replay_expires(1, INT64_MAX), INT64_MAX);
+  assert_int_equal(mcim_replay_expires(-10, 30), 20);
+}
+
 /* Algorithm confusion: "none", HS256 keyed with the public key, other signature algorithms. */
 static void test_bad_alg(void **state)
 {
@@ -456,6 +498,8 @@ int main(void)
       cmocka_unit_test(test_claim_mismatch),
       cmocka_unit_test(test_times),
       cmocka_unit_test(test_replay),
+      cmocka_unit_test(test_replay_exp_max),
+      cmocka_unit_test(test_replay_expires),
       cmocka_unit_test(test_bad_alg),
       cmocka_unit_test(test_malformed),
       cmocka_unit_test(test_op_counts),

@@ -294,8 +294,10 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
   }
   if (rc == MCIM_OK && !raced) {
     const mcim_replay_cache_t *replay = mcim_role_replay(r);
-    rc = replay->check_and_insert(replay->ctx, "subscriber", stmt->claims.jti, stmt->claims.exp,
-                                  now);
+    /* kept as long as verify_order() would accept it: exp plus clock_skew */
+    int64_t jti_until =
+        mcim_replay_expires(stmt->claims.exp, mcim_config_duration(r->cfg, "clock_skew"));
+    rc = replay->check_and_insert(replay->ctx, "subscriber", stmt->claims.jti, jti_until, now);
   }
   if (rc == MCIM_OK && !raced) {
     mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device), MCIM_TEXT(req->peer),

@@ -51,11 +51,14 @@ static mcim_cause_t revoke_at_pva(struct mcim_role *r, mcim_store_t *st, const c
   return rc;
 }
 
-/* Spend the statement's jti (caller's transaction): a statement acts once. */
+/* Spend the statement's jti (caller's transaction): a statement acts once. Kept as long as
+ * mcim_sho_device_statement() would accept it (its exp plus clock_skew). */
 static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt, int64_t now)
 {
   const mcim_replay_cache_t *rep = mcim_role_replay(r);
-  return rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti, stmt->claims.exp,
+  int64_t jti_until =
+      mcim_replay_expires(stmt->claims.exp, mcim_config_duration(r->cfg, "clock_skew"));
+  return rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti, jti_until,
                                now ? now : mcim_now());
 }
 

@@ -272,7 +272,10 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
   }
   if (rc == MCIM_OK) {
     const mcim_replay_cache_t *replay = mcim_role_replay(r);
-    rc = replay->check_and_insert(replay->ctx, "subscriber", stmt->claims.jti, stmt->claims.exp,
+    /* kept as long as verify_order() would accept it: exp plus clock_skew */
+    int64_t jti_until =
+        mcim_replay_expires(stmt->claims.exp, mcim_config_duration(r->cfg, "clock_skew"));
+    rc = replay->check_and_insert(replay->ctx, "subscriber", stmt->claims.jti, jti_until,
                                   mcim_now());
   }
   if (rc == MCIM_OK)
