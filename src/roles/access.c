@@ -79,12 +79,19 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   const char *identity = json_string_value(json_object_get(req->json, net->id_field));
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   rc = net->get_av(r, txn, identity, &av, device);
-  if (rc != MCIM_OK) {
+  if (rc == MCIM_UNKNOWN_IDENTITY) {
+    /* a stranger (an identity this network does not know): logged, never traced, so that a
+     * flood of made-up identities and txns leaves the store as it was */
+    mcim_log_event(MCIM_LOG_WARN, txn, net->step_attach, rc, "attach refused: unknown %s",
+                   net->id_field);
+  } else if (rc != MCIM_OK) {
     mcim_role_trace(r, txn, net->step_attach, r->name,
                     json_string_value(json_object_get(req->json, "device"))
                         ? json_string_value(json_object_get(req->json, "device"))
                         : identity,
                     "attach refused", NULL, rc);
+  }
+  if (rc != MCIM_OK) {
     count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_attach, "no authentication vector for %s",
                             identity);

@@ -8,7 +8,10 @@
  *    wrong RES is refused by the VNO;
  *  - a USIM ahead of the ICF (SQN out of window): SYNC_FAILURE, AUTS, resynchronisation at
  *    the ICF, then success;
- *  - an expired PCID is refused at the ICF with CREDENTIAL_EXPIRED. */
+ *  - an expired PCID is refused at the ICF with CREDENTIAL_EXPIRED;
+ *  - a stranger's attach (an identity no network knows, naming a txn) at the VNO and at an
+ *    SHO is refused with UNKNOWN_IDENTITY and leaves no trace row at the VNO, the ICF or the
+ *    SHO (docs/architecture.md: refusals of strangers are logged, never traced or stored). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "mcim/aka.h"
 #include "mcim/lab.h"
@@ -177,6 +181,48 @@ static void test_expired_pcid(void **state)
   assert_null(attach_start("001019999999999", MCIM_UNKNOWN_IDENTITY));
 }
 
+/* Trace rows of `txn` in a role's database, read next to the running daemon. */
+static long long trace_rows(const char *role, const char *txn)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *s = NULL;
+  char path[512];
+  long long n = -1;
+  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  assert_int_equal(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM trace WHERE txn = ?", -1, &s, NULL),
+                   SQLITE_OK);
+  sqlite3_bind_text(s, 1, txn, -1, SQLITE_STATIC);
+  if (sqlite3_step(s) == SQLITE_ROW)
+    n = sqlite3_column_int64(s, 0);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return n;
+}
+
+static void test_stranger_leaves_no_rows(void **state)
+{
+  (void)state;
+  static const char txn[] = "0000000000000000000000000000dead";
+  static const struct {
+    const char *role, *field, *identity;
+  } asks[] = {{"vno", "pcid", "001019999999998"}, {"sho-a", "imsi", "001019999999997"}};
+  for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+    struct mcim_http_result r;
+    json_t *body = json_pack("{s:s,s:s}", asks[i].field, asks[i].identity, "txn", txn);
+    assert_int_equal(
+        mcim_http_request(plain_cli, "POST", url(asks[i].role, "/v1/attach"), body, NULL, &r),
+        MCIM_UNKNOWN_IDENTITY);
+    json_decref(body);
+    mcim_http_result_clear(&r);
+  }
+  /* the refusals are answered after the handlers' last write: nothing left to wait for */
+  assert_int_equal(trace_rows("vno", txn), 0);
+  assert_int_equal(trace_rows("ro", txn), 0);
+  assert_int_equal(trace_rows("sho-a", txn), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -184,6 +230,7 @@ int main(void)
       cmocka_unit_test(test_wrong_key),
       cmocka_unit_test(test_resync),
       cmocka_unit_test(test_expired_pcid),
+      cmocka_unit_test(test_stranger_leaves_no_rows),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -150,8 +150,12 @@ static void reply_avs(struct mcim_role *r, const struct mcim_http_request *req,
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "%s", detail);
   if (rc == MCIM_OK)
     rc = device_of(st, pcid, device);
-  if (rc != MCIM_OK) {
+  if (rc == MCIM_UNKNOWN_IDENTITY) /* a stranger's PCID: logged, never traced */
+    mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "ICF: no AVs: unknown PCID (asked by %s)",
+                   req->peer ? req->peer : "?");
+  else if (rc != MCIM_OK)
     mcim_role_trace(r, txn, 5, r->name, req->peer, "ICF: no AVs for PCID", NULL, rc);
+  if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 5, "no AVs for PCID %s", pcid);
     mcim_wipe(avs, sizeof(avs));
     return;

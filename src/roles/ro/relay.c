@@ -223,7 +223,14 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
       (!event || (strcmp(event, "suspend") != 0 && strcmp(event, "resume") != 0)))
     rc = MCIM_UNSUPPORTED;
   if (rc != MCIM_OK) {
-    mcim_role_trace(r, txn, 0, r->name, device, "DPF: notice refused", NULL, rc);
+    /* A notice's txn is the device's, unknown here: traced only once its TRE's statement
+     * verified for it; before that (an unlinked SHO, a bad signature, a registration still
+     * on its way), logged, so that refusals leave the store as it was. */
+    if (stmt)
+      mcim_role_trace(r, txn, 0, r->name, device, "DPF: notice refused", NULL, rc);
+    else
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "DPF: notice of %s for %s refused", device,
+                     to);
     if (rc == MCIM_REGISTRATION_PENDING)
       resp->retry_after = 1;
     mcim_http_reply_problem(resp, rc, 0, "notice of %s for %s refused", device, to);

@@ -28,12 +28,14 @@ static mcim_cause_t owner_cb(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
-/* Spend a statement's jti (caller's transaction). */
+/* Spend a statement's jti (caller's transaction), for as long as it would verify. */
 static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt)
 {
   const mcim_replay_cache_t *rep = mcim_role_replay(r);
-  return rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti, stmt->claims.exp,
-                               mcim_now());
+  return rep->check_and_insert(
+      rep->ctx, stmt->claims.iss, stmt->claims.jti,
+      mcim_replay_expires(stmt->claims.exp, mcim_config_duration(r->cfg, "clock_skew")),
+      mcim_now());
 }
 
 /* The proof that the old subscription is released, one of:
@@ -157,8 +159,15 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK)
     rc = verify_proof(r, txn, device, po.sho, ack, receipt, cert, old, &stmt);
   if (rc != MCIM_OK) {
-    mcim_role_trace(r, txn, 11, r->name, device,
-                    ack ? "DPF: acknowledgement refused" : "DPF: discard receipt refused", NULL, rc);
+    /* traced in the change's own trace only: a txn with no change of this device here is
+     * anyone's guess, logged (a flood of them leaves the store as it was) */
+    if (po.found)
+      mcim_role_trace(r, txn, 11, r->name, device,
+                      ack ? "DPF: acknowledgement refused" : "DPF: discard receipt refused",
+                      NULL, rc);
+    else
+      mcim_log_event(MCIM_LOG_WARN, txn, 11, rc, "DPF: release refused: no change of %s here",
+                     device);
     mcim_http_reply_problem(resp, rc, 11, "%s for %s does not verify",
                             ack ? "acknowledgement" : "discard receipt", txn);
     goto out;

@@ -53,10 +53,15 @@ static mcim_cause_t icf_call(struct mcim_role *r, const char *path, json_t *body
     return MCIM_PEER_UNREACHABLE;
   }
   snprintf(url, sizeof(url), "%s%s", base, path);
-  mcim_role_trace(r, txn, 5, r->name, "ro",
-                  strstr(path, "resync") ? "ICF: resynchronise PCID (AUTS)" : "ICF: AVs for PCID",
-                  body, MCIM_OK);
+  int64_t asked_us = mcim_now_us();
   rc = mcim_http_request(cli, "POST", url, body, NULL, &res);
+  /* traced once answered, at the time it was asked: a PCID the ICF does not know is a
+   * stranger's, logged (below) and never traced */
+  if (rc != MCIM_UNKNOWN_IDENTITY)
+    mcim_role_trace_at(r, asked_us, txn, 5, r->name, "ro",
+                       strstr(path, "resync") ? "ICF: resynchronise PCID (AUTS)"
+                                              : "ICF: AVs for PCID",
+                       body, MCIM_OK);
   json_decref(body);
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "ICF: %s", res.detail);
