@@ -76,9 +76,10 @@ struct mcim_tre_ops {
 
   /* Sign a device statement with the attestation key: iss = sub = device id, lifetime
    * `lifetime` seconds (1..MCIM_TRE_MAX_LIFETIME). Only device statement types are signed
-   * (mcim-status+jwt, mcim-discard+jwt, mcim-notify+jwt, mcim-renew+jwt, and
-   * mcim-request+jwt: the device itself asks the RO for its discovery or package); anything else
-   * MCIM_FORBIDDEN. `extra` (may be NULL) must not redefine a mandatory claim. */
+   * (mcim-status+jwt, mcim-notify+jwt, mcim-renew+jwt, and mcim-request+jwt: the device
+   * itself asks the RO for its discovery or package); anything else MCIM_FORBIDDEN, a discard
+   * receipt (mcim-discard+jwt) too: only discard() and pristine() queue one, once the MCIM is
+   * gone. `extra` (may be NULL) must not redefine a mandatory claim. */
   mcim_cause_t (*sign)(void *ctx, const char *typ, const char *aud, const char *txn,
                        json_t *extra, int64_t lifetime, char **jws);
   /* Remote validation evidence (typ mcim-quote+jwt): the PVA's nonce, the measurement log

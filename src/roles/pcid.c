@@ -183,9 +183,8 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
   }
   /* a new request acts once: its jti kept while it verifies (exp + skew, saturated) */
   const mcim_replay_cache_t *rep = mcim_role_replay(r);
-  int64_t pad = skew > 0 ? skew : 0, exp = stmt->claims.exp;
   rc = rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti,
-                             exp > INT64_MAX - pad ? INT64_MAX : exp + pad, mcim_now());
+                             mcim_replay_expires(stmt->claims.exp, skew), mcim_now());
   if (rc != MCIM_OK) {
     mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
     mcim_http_reply_problem(resp, rc, step, "the renewal request of %s %s", device,

@@ -11,7 +11,7 @@
  *
  * Idempotent per (txn, device): the answer is stored (mcim_role_answer_put, step 0, what
  * "pcid/<device>") in the transaction that registers the new PCID, and a retry gets it back
- * before anything else is checked (the request's jti is then already spent). The stored
+ * once its certificates and TRE-signed request verified, before its jti is spent. The stored
  * answer holds K and OPc only inside the JWE to the TRE: nothing secret in clear.
  *
  * The pool: configuration keys `pcid_prefix` (digits, MCC + MNC and any pool share; PCIDs

@@ -356,9 +356,8 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
   }
   /* a new status acts once: its jti kept while it verifies (exp + skew, saturated) */
   const mcim_replay_cache_t *rep = mcim_role_replay(r);
-  int64_t pad = skew > 0 ? skew : 0, exp = stmt->claims.exp;
-  int64_t keep = exp > INT64_MAX - pad ? INT64_MAX : exp + pad;
-  rc = rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti, keep, mcim_now());
+  rc = rep->check_and_insert(rep->ctx, stmt->claims.iss, stmt->claims.jti,
+                             mcim_replay_expires(stmt->claims.exp, skew), mcim_now());
   if (rc != MCIM_OK) {
     mcim_store_rollback(st);
     mcim_role_trace(r, txn, steps->status, r->name, device, "DPF: status refused", NULL, rc);
