@@ -151,7 +151,11 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
   else if (rc == MCIM_OK && !digits(claim, 6, MCIM_PCID_DIGITS))
     rc = MCIM_CLAIM_MISMATCH;
   if (rc != MCIM_OK) {
-    mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
+    /* traced only once the device's TRE signed it for this txn; else anyone's, logged */
+    if (stmt)
+      mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
+    else
+      mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "PCID renewal request of %s refused", device);
     mcim_http_reply_problem(resp, rc, step,
                             "the renewal request of %s does not verify (mcim-renew+jwt by its"
                             " TRE, aud %s, txn, claim pcid)",

@@ -1,9 +1,9 @@
 /* The PVA role over real TLS on loopback (tests/unit/pva_fixture.h), its requests and
- * procedures: bad validation requests and who may make them, the change procedure (the
- * verdict at step 5), a validation without the RO's order, one nonce per procedure, the
- * handler threads sharing one store connection, the expiry of a nonce (its verdict with the
- * last refusal) and garbage on the wire. The SHO is not running: verdicts stay in the outbox,
- * which the test reads. The quotes' verification is test_pva.c's. */
+ * procedures: bad validation requests and who may make them (leaving no trace row), the
+ * change procedure (the verdict at step 5), a validation without the RO's order, one nonce
+ * per procedure, the handler threads sharing one store connection, the expiry of a nonce (its
+ * verdict with the last refusal) and garbage on the wire. The SHO is not running: verdicts
+ * stay in the outbox, which the test reads. The quotes' verification is test_pva.c's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -65,6 +65,13 @@ static void test_bad_requests(void **state)
   assert_int_equal(call(sho_cli, "POST", "/v1/validations", b, NULL, &res),
                    MCIM_INVALID_ARGUMENT);
   mcim_http_result_clear(&res);
+  b = vbody(txn, "not a device id");
+  assert_int_equal(call(sho_cli, "POST", "/v1/validations", b, NULL, &res),
+                   MCIM_INVALID_ARGUMENT);
+  mcim_http_result_clear(&res);
+  /* refused before the caller is shown a party of txn: logged, never traced under the txn
+   * it named (it could be a rival's procedure) */
+  assert_int_equal(count("SELECT COUNT(*) FROM trace WHERE txn = ?", txn), 0);
   /* quote bodies */
   assert_int_equal(call(dev_cli, "POST", "/v1/validations/0123456789abcdef0123456789abcdef/quote",
                         json_pack("{s:s}", "quote", "x"), tok1, &res),

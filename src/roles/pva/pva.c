@@ -297,7 +297,7 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
     /* Steps 9 (initial) and 3 (change) are the seed's; step+2 must stay a step number. */
     json_int_t s = json_integer_value(jstep);
     if (s < 1 || s > 90) {
-      pva_fail(r, resp, txn, STEP_VALIDATE, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
+      pva_fail(r, resp, NULL, STEP_VALIDATE, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
                "step must be 1..90 (9: initial provisioning, 3: change of SHO)");
       return;
     }
@@ -306,13 +306,13 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *aud = json_string_value(json_object_get(req->json, "aud"));
   if (!mcim_pki_name_valid(device)) {
-    pva_fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
+    pva_fail(r, resp, NULL, step, sho, r->name, "validate M2ME", MCIM_INVALID_ARGUMENT,
              "device must be a device id (1-63 characters [A-Za-z0-9._-])");
     return;
   }
   /* The verdict always goes to the caller: an SHO cannot direct it to another one. */
   if (aud && strcmp(aud, sho) != 0 && strcmp(aud, r->name) != 0) {
-    pva_fail(r, resp, txn, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
+    pva_fail(r, resp, NULL, step, sho, r->name, "validate M2ME", MCIM_FORBIDDEN,
              "aud \"%s\": the verdict can only be addressed to the caller \"%s\"", aud, sho);
     return;
   }

@@ -187,7 +187,11 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK)
     rc = check_imsi_owner(st, imsi, device);
   if (rc != MCIM_OK) {
-    mcim_role_trace(r, txn, ack_step, r->name, device, "discard receipt refused", NULL, rc);
+    /* traced once the device's TRE signed it for this txn; before, anyone's: logged */
+    if (stmt)
+      mcim_role_trace(r, txn, ack_step, r->name, device, "discard receipt refused", NULL, rc);
+    else
+      mcim_log_event(MCIM_LOG_WARN, txn, ack_step, rc, "discard receipt of %s refused", device);
     mcim_http_reply_problem(resp, rc, (int)step, "discard receipt of %s refused", device);
     goto out;
   }
