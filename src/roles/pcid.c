@@ -16,6 +16,69 @@ const char mcim_pcid_counter_sql[] =
     "CREATE TABLE pcid_counter (id BIGINT PRIMARY KEY, next BIGINT NOT NULL);"
     "INSERT INTO pcid_counter (id, next) VALUES (1, 1)";
 
+const char mcim_pcid_grants_sql[] =
+    "CREATE TABLE pcid_grants (device TEXT PRIMARY KEY, txn TEXT NOT NULL,"
+    " granted BIGINT NOT NULL)";
+
+struct grant {
+  char txn[33];
+  int64_t granted;
+};
+
+static mcim_cause_t grant_cb(const mcim_row_t *row, void *arg)
+{
+  struct grant *g = arg;
+  snprintf(g->txn, sizeof(g->txn), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  g->granted = mcim_row_int(row, 1);
+  return MCIM_OK;
+}
+
+/* MCIM_OK when `device` may be granted a renewal under `txn` now, MCIM_RENEWAL_TOO_EARLY
+ * (*wait: seconds left) when another txn of it was granted less than the interval ago. */
+static mcim_cause_t grant_check(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                const char *txn, int *wait)
+{
+  struct grant g = {{0}, 0};
+  int64_t interval = mcim_config_duration(r->cfg, "pcid_renewal_interval");
+  int64_t now = mcim_now();
+  mcim_val_t p[] = {MCIM_TEXT(device)};
+  mcim_cause_t rc = mcim_store_query_one(
+      st, "SELECT txn, granted FROM pcid_grants WHERE device = ?", p, 1, grant_cb, &g);
+  *wait = 0;
+  if (rc == MCIM_NOT_FOUND)
+    return MCIM_OK;
+  if (rc != MCIM_OK)
+    return rc;
+  if (strcmp(g.txn, txn) == 0 || g.granted + interval <= now)
+    return MCIM_OK;
+  int64_t left = g.granted + interval - now;
+  *wait = left > 86400 * 31 ? 86400 * 31 : (int)left;
+  return MCIM_RENEWAL_TOO_EARLY;
+}
+
+mcim_cause_t mcim_pcid_grant_take(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                  const char *txn, bool due, int *wait)
+{
+  int64_t now = mcim_now();
+  int64_t cutoff = now - mcim_config_duration(r->cfg, "pcid_renewal_interval");
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(txn), MCIM_INT(now), MCIM_INT(cutoff),
+                    MCIM_INT(due ? 1 : 0)};
+  /* one statement: of two concurrent new txns of a device, one is granted */
+  mcim_cause_t rc = mcim_store_exec(
+      st,
+      "INSERT INTO pcid_grants (device, txn, granted) VALUES (?, ?, ?)"
+      " ON CONFLICT (device) DO UPDATE SET txn = excluded.txn, granted = excluded.granted"
+      " WHERE pcid_grants.txn = excluded.txn OR pcid_grants.granted <= ? OR ? > 0",
+      p, MCIM_NPARAMS(p), NULL, NULL);
+  *wait = 0;
+  if (rc == MCIM_OK && mcim_store_changes(st) == 0) {
+    rc = grant_check(r, st, device, txn, wait);
+    if (rc == MCIM_OK) /* cannot be: the row was not ours, yet is now */
+      rc = MCIM_RENEWAL_TOO_EARLY;
+  }
+  return rc;
+}
+
 void mcim_pcid_answer_what(const char *device, char out[80])
 {
   snprintf(out, 80, "pcid/%s", device);
@@ -86,7 +149,8 @@ cleanup:
 }
 
 bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
-                             struct mcim_http_response *resp, struct mcim_pcid_request *out)
+                             struct mcim_http_response *resp, mcim_pcid_due_fn due,
+                             struct mcim_pcid_request *out)
 {
   const int step = MCIM_PCID_STEP;
   char err[200], what[80];
@@ -183,6 +247,23 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
   }
   if (rc != MCIM_NOT_FOUND) {
     mcim_http_reply_problem(resp, rc, step, "cannot read earlier answers");
+    goto out;
+  }
+  /* A new txn: at most one renewal per device per pcid_renewal_interval, each one a PCID of
+   * the pool and rows kept (DESIGN.md section 10), unless the network asked for it. Before
+   * the jti: a refused request spends none. */
+  int wait = 0;
+  rc = due && due(st, device) ? MCIM_OK : grant_check(r, st, device, txn, &wait);
+  if (rc != MCIM_OK) {
+    mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
+    if (rc == MCIM_RENEWAL_TOO_EARLY)
+      mcim_http_reply_problem(resp, rc, step,
+                              "%s renewed its PCID credential less than pcid_renewal_interval"
+                              " ago (another txn); renew in %d s",
+                              device, wait);
+    else
+      mcim_http_reply_problem(resp, rc, step, "cannot read earlier renewals");
+    resp->retry_after = wait;
     goto out;
   }
   /* a new request acts once: its jti kept while it verifies (exp + skew, saturated) */

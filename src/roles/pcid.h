@@ -32,6 +32,9 @@
 
 /* Schema of the counter (one migration step of a role that allocates PCIDs). */
 extern const char mcim_pcid_counter_sql[];
+/* Schema of the per-device renewal limit (table pcid_grants: one row per device, the txn
+ * and time of its last renewal granted here; docs/pcid-renewal.md section 2). */
+extern const char mcim_pcid_grants_sql[];
 
 /* A verified renewal request. */
 struct mcim_pcid_request {
@@ -53,12 +56,27 @@ struct mcim_pcid_cred {
   int64_t expires;
 };
 
+/* Whether the network asked `device` to renew (the RO: the ICF's renewal-due flags): such a
+ * renewal is not held back by pcid_renewal_interval. */
+typedef bool (*mcim_pcid_due_fn)(mcim_store_t *st, const char *device);
+
 /* The first half of the handler: the access token (any scope, device = its sub), the body,
  * then either the answer given before for this (txn, device) -- sent, returns false -- or the
- * TRE certificates and the request statement (replay-checked) -- `out` filled, returns true.
- * On false the response is complete (the stored answer or a problem). */
+ * TRE certificates, the request statement, the per-device limit (RENEWAL_TOO_EARLY with
+ * Retry-After while another txn of the device was granted less than pcid_renewal_interval
+ * ago, unless `due` says the network asked for it) and the request's jti (replay-checked) --
+ * `out` filled, returns true. On false the response is complete (the stored answer or a
+ * problem). `due` may be NULL. */
 bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request *req,
-                             struct mcim_http_response *resp, struct mcim_pcid_request *out);
+                             struct mcim_http_response *resp, mcim_pcid_due_fn due,
+                             struct mcim_pcid_request *out);
+
+/* The limit, in the caller's open transaction that grants the renewal: records (device, txn,
+ * now) unless another txn of the device was granted less than pcid_renewal_interval ago and
+ * `due` is false; then MCIM_RENEWAL_TOO_EARLY and *wait the seconds left (concurrent
+ * requests of two txns that both passed mcim_pcid_request_begin: one is granted). */
+mcim_cause_t mcim_pcid_grant_take(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                  const char *txn, bool due, int *wait);
 /* The body as mcim_pcid_request_begin checks it after the token (pure; fuzz_role_request). */
 mcim_cause_t mcim_pcid_request_body(const json_t *body, char *err, size_t err_len);
 void mcim_pcid_request_clear(struct mcim_pcid_request *rq);

@@ -216,12 +216,15 @@ static json_t *renew_body(const struct dev *d, const char *txn, const char *requ
                    "tre_cert", d->att_pem, "ka_cert", d->ka_pem);
 }
 
+static long last_retry_after; /* the Retry-After of renew_call's last answer, 0 if none */
+
 /* POST {role}{path}: the cause; the package (free it) in *pkg on success. */
 static mcim_cause_t renew_call(const char *role, const char *path, const char *token, json_t *body,
                                char **pkg)
 {
   struct mcim_http_result r;
   mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(role, path), body, token, &r);
+  last_retry_after = r.retry_after;
   if (pkg)
     *pkg = rc == MCIM_OK && json_string_value(json_object_get(r.json, "package"))
                ? strdup(json_string_value(json_object_get(r.json, "package")))
@@ -333,6 +336,60 @@ static int teardown(void **state)
 
 /* ---- tests ---- */
 
+/* A count read from the store of the lab's role `role` (its SQLite file, read only): `sql`
+ * with `arg` as its one parameter, or none. */
+static int64_t store_count(const char *role, const char *sql, const char *arg)
+{
+  char db[512];
+  mcim_store_t *st = NULL;
+  mcim_store_opts_t ro = {.read_only = true};
+  int64_t n = -1;
+  mcim_val_t q[] = {MCIM_TEXT(arg)};
+  snprintf(db, sizeof(db), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(mcim_store_open(db, &ro, &st), MCIM_OK);
+  assert_int_equal(mcim_store_query_int(st, sql, arg ? q : NULL, arg ? 1 : 0, &n), MCIM_OK);
+  mcim_store_close(st);
+  return n;
+}
+
+/* What a renewal stores at `role`: the PCIDs allocated from its pool, the answers to `txn`,
+ * and the rows of the device (the ICF's AuC at the RO, the CCIF's renewals at the M2MES). */
+struct stored {
+  int64_t allocated, answers, device_rows;
+};
+
+static struct stored stored_at(const char *role, const char *txn, const char *device)
+{
+  struct stored s;
+  s.allocated = store_count(role, "SELECT next FROM pcid_counter WHERE id = 1", NULL);
+  s.answers = store_count(role, "SELECT COUNT(*) FROM answers WHERE txn = ?", txn);
+  s.device_rows =
+      store_count(role,
+                  strcmp(role, "ro") == 0 ? "SELECT COUNT(*) FROM auc WHERE device = ?"
+                                          : "SELECT COUNT(*) FROM ccif_renewals WHERE device = ?",
+                  device);
+  return s;
+}
+
+/* The lab's role `role` granted `device` its last renewal pcid_renewal_interval (and more)
+ * ago: the row of its limit moved back in time (its SQLite file; the clock is not moved and
+ * nothing sleeps). */
+static void interval_passed(const char *role, const char *device)
+{
+  char db[512];
+  mcim_store_t *st = NULL;
+  mcim_store_opts_t rw = {.read_only = false};
+  mcim_val_t q[] = {MCIM_TEXT(device)};
+  snprintf(db, sizeof(db), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
+  assert_int_equal(mcim_store_open(db, &rw, &st), MCIM_OK);
+  assert_int_equal(mcim_store_exec(st, "UPDATE pcid_grants SET granted = granted - 31 * 86400"
+                                       " WHERE device = ?",
+                                   q, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_store_changes(st), 1);
+  mcim_store_close(st);
+}
+
 static void test_dpf_renewal(void **state)
 {
   (void)state;
@@ -388,12 +445,33 @@ static void test_dpf_renewal(void **state)
   json_decref(accept);
   assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
 
-  /* renewing again from the old one (the device never installed the first renewal): the
-   * unused renewal is terminated, the claimed one stays */
+  /* renewing again from the old one (the device never installed the first renewal), a new
+   * txn: not within pcid_renewal_interval of the first (DESIGN.md section 10: each renewal
+   * is a PCID of the pool and rows at the ICF), nothing allocated or stored for it; a retry
+   * of the first txn still gets its answer */
   req = renew_request(&d, "ro", TXN2, d.cur.pcid);
   body = renew_body(&d, TXN2, req);
   struct cred second = {0};
   char *pkg2 = NULL;
+  struct stored before = stored_at("ro", TXN2, d.name);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg2),
+                   MCIM_RENEWAL_TOO_EARLY);
+  assert_true(last_retry_after > 86400 - 600 && last_retry_after <= 86400);
+  assert_null(pkg2);
+  struct stored after = stored_at("ro", TXN2, d.name);
+  assert_int_equal(after.allocated, before.allocated);
+  assert_int_equal(after.answers, 0);
+  assert_int_equal(after.device_rows, before.device_rows);
+  char *req1 = renew_request(&d, "ro", TXN1, d.cur.pcid);
+  json_t *body1 = renew_body(&d, TXN1, req1);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body1, &again), MCIM_OK);
+  assert_string_equal(pkg, again);
+  free(again);
+  json_decref(body1);
+  free(req1);
+  /* once the interval has passed, the same request (its jti not spent by the refusal): the
+   * unused renewal is terminated, the claimed one stays */
+  interval_passed("ro", d.name);
   assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg2), MCIM_OK);
   open_package(&d, "ro", TXN2, pkg2, &second, &expires);
   assert_string_not_equal(second.pcid, fresh.pcid);
@@ -405,15 +483,17 @@ static void test_dpf_renewal(void **state)
   free(pkg2);
 
   /* renewing from the second: now the first PCID goes */
+  interval_passed("ro", d.name);
   req = renew_request(&d, "ro", TXN3, second.pcid);
   body = renew_body(&d, TXN3, req);
   char *pkg3 = NULL;
   assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg3), MCIM_OK);
   assert_int_equal(attach(&d, &d.cur, NULL), MCIM_SUBSCRIPTION_TERMINATED);
   assert_int_equal(attach(&d, &second, NULL), MCIM_OK);
-  /* a claim of a superseded PCID is refused */
+  /* a claim of a superseded PCID is refused (after the limit: the interval passed) */
   free(req);
   json_decref(body);
+  interval_passed("ro", d.name);
   req = renew_request(&d, "ro", TXN4, d.cur.pcid);
   body = renew_body(&d, TXN4, req);
   assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CLAIM_MISMATCH);
@@ -541,6 +621,22 @@ static void test_network_initiated(void **state)
   json_decref(body);
   free(req);
   free(pkg);
+
+  /* within pcid_renewal_interval of that renewal: a device-initiated one is refused, one the
+   * network asks for (pushed again) is not */
+  req = renew_request(&d, "ro", TXN2, fresh.pcid);
+  body = renew_body(&d, TXN2, req);
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_RENEWAL_TOO_EARLY);
+  snprintf(cmd, sizeof(cmd), "%s/mcim pcid push pcid-d5 --dir %s >/dev/null", MCIM_BIN_DIR, labdir);
+  assert_int_equal(system(cmd), 0);
+  char *pkg2 = NULL;
+  assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, &pkg2), MCIM_OK);
+  struct cred second = {0};
+  open_package(&d, "ro", TXN2, pkg2, &second, &expires);
+  assert_string_not_equal(second.pcid, fresh.pcid);
+  free(pkg2);
+  json_decref(body);
+  free(req);
   dev_free(&d);
 }
 
@@ -571,6 +667,8 @@ static void test_ccif_renewal(void **state)
   assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, wbody, NULL), MCIM_CLAIM_MISMATCH);
   json_decref(wbody);
   free(wrong);
+  /* that one took a PCID of the pool before the ICF refused it: it counts for the limit */
+  interval_passed("m2mes", d.name);
 
   assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, body, &pkg), MCIM_OK);
   open_package(&d, "m2mes", TXN2, pkg, &fresh, &expires);
@@ -581,6 +679,36 @@ static void test_ccif_renewal(void **state)
   /* the ICF has it: it attaches */
   assert_int_equal(attach(&d, &fresh, NULL), MCIM_OK);
   assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+  /* a new txn within pcid_renewal_interval: refused, no PCID allocated, no row; then a retry
+   * of the answered txn still gets its answer */
+  wrong = renew_request(&d, "m2mes", TXN4, d.cur.pcid);
+  wbody = renew_body(&d, TXN4, wrong);
+  struct stored before = stored_at("m2mes", TXN4, d.name);
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, wbody, NULL),
+                   MCIM_RENEWAL_TOO_EARLY);
+  assert_true(last_retry_after > 86400 - 600 && last_retry_after <= 86400);
+  struct stored after = stored_at("m2mes", TXN4, d.name);
+  assert_int_equal(after.allocated, before.allocated);
+  assert_int_equal(after.answers, 0);
+  assert_int_equal(after.device_rows, before.device_rows);
+  json_decref(body);
+  free(req);
+  req = renew_request(&d, "m2mes", TXN2, d.cur.pcid);
+  body = renew_body(&d, TXN2, req);
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, body, &again), MCIM_OK);
+  assert_string_equal(pkg, again);
+  free(again);
+  /* once the interval has passed: the same request (its jti not spent by the refusal) */
+  interval_passed("m2mes", d.name);
+  char *pkg4 = NULL;
+  assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, wbody, &pkg4), MCIM_OK);
+  struct cred fourth = {0};
+  open_package(&d, "m2mes", TXN4, pkg4, &fourth, &expires);
+  assert_string_not_equal(fourth.pcid, fresh.pcid);
+  assert_int_equal(stored_at("m2mes", TXN4, d.name).device_rows, before.device_rows + 1);
+  free(pkg4);
+  json_decref(wbody);
+  free(wrong);
   /* a package of the RO does not pass for one of the M2MES: the TRE checks the issuer
    * (unit tests), here: it is signed by m2mes, not ro */
   mcim_jose_key_t *ro_key = issuer_key("ro");
@@ -602,41 +730,6 @@ static void test_expired_pcid(void **state)
   dev_make(&d, "pcid-d8", "001017000000008", mcim_now() - 1);
   assert_int_equal(attach(&d, &d.cur, NULL), MCIM_CREDENTIAL_EXPIRED);
   dev_free(&d);
-}
-
-/* A count read from the store of the lab's role `role` (its SQLite file, read only): `sql`
- * with `arg` as its one parameter, or none. */
-static int64_t store_count(const char *role, const char *sql, const char *arg)
-{
-  char db[512];
-  mcim_store_t *st = NULL;
-  mcim_store_opts_t ro = {.read_only = true};
-  int64_t n = -1;
-  mcim_val_t q[] = {MCIM_TEXT(arg)};
-  snprintf(db, sizeof(db), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
-  assert_int_equal(mcim_store_open(db, &ro, &st), MCIM_OK);
-  assert_int_equal(mcim_store_query_int(st, sql, arg ? q : NULL, arg ? 1 : 0, &n), MCIM_OK);
-  mcim_store_close(st);
-  return n;
-}
-
-/* What a renewal stores at `role`: the PCIDs allocated from its pool, the answers to `txn`,
- * and the rows of the device (the ICF's AuC at the RO, the CCIF's renewals at the M2MES). */
-struct stored {
-  int64_t allocated, answers, device_rows;
-};
-
-static struct stored stored_at(const char *role, const char *txn, const char *device)
-{
-  struct stored s;
-  s.allocated = store_count(role, "SELECT next FROM pcid_counter WHERE id = 1", NULL);
-  s.answers = store_count(role, "SELECT COUNT(*) FROM answers WHERE txn = ?", txn);
-  s.device_rows =
-      store_count(role,
-                  strcmp(role, "ro") == 0 ? "SELECT COUNT(*) FROM auc WHERE device = ?"
-                                          : "SELECT COUNT(*) FROM ccif_renewals WHERE device = ?",
-                  device);
-  return s;
 }
 
 /* A TPM device (its attestation certificate names an AK, as the M2MES's TPM enrolment writes

@@ -78,9 +78,10 @@ static void seal_context(char *out, size_t len, const char *what, const char *tx
   snprintf(out, len, "m2mes/ccif/%s/%s/%s", what, txn, device);
 }
 
-/* A new row: PCID from the pool, fresh K and OPc sealed. Own transaction. */
+/* A new row: PCID from the pool, fresh K and OPc sealed, the device's renewal granted (the
+ * limit, MCIM_RENEWAL_TOO_EARLY and *wait). Own transaction. */
 static mcim_cause_t crow_create(struct mcim_role *r, mcim_store_t *st,
-                                const struct mcim_pcid_request *rq)
+                                const struct mcim_pcid_request *rq, int *wait)
 {
   struct mcim_pcid_cred c;
   uint8_t ks[MCIM_MILENAGE_K_LEN + MCIM_SEAL_OVERHEAD], os[MCIM_MILENAGE_OP_LEN + MCIM_SEAL_OVERHEAD];
@@ -99,7 +100,10 @@ static mcim_cause_t crow_create(struct mcim_role *r, mcim_store_t *st,
   if (rc == MCIM_OK)
     rc = mcim_store_begin(st);
   if (rc == MCIM_OK) {
-    rc = mcim_pcid_allocate(r, st, c.pcid);
+    /* the limit again, in this transaction: another txn may have been granted meanwhile */
+    rc = mcim_pcid_grant_take(r, st, rq->device, rq->txn, false, wait);
+    if (rc == MCIM_OK)
+      rc = mcim_pcid_allocate(r, st, c.pcid);
     mcim_val_t p[] = {MCIM_TEXT(rq->txn),  MCIM_TEXT(rq->device), MCIM_TEXT(c.pcid),
                       MCIM_BLOB(ks, klen), MCIM_BLOB(os, olen),   MCIM_INT(c.expires),
                       MCIM_INT(now),       MCIM_INT(now)};
@@ -234,19 +238,30 @@ void mcim_ccif_pcid(void *ctx, const struct mcim_http_request *req,
   struct crow row;
   json_t *answer = NULL;
   char what[80];
-  int status = 0;
+  int status = 0, wait = 0;
   mcim_store_t *st = mcim_role_store(r);
 
   memset(&cred, 0, sizeof(cred));
   memset(&row, 0, sizeof(row));
-  if (!mcim_pcid_request_begin(r, req, resp, &rq))
+  /* no exemption for a renewal the network asked for: the ICF's flags are not seen here */
+  if (!mcim_pcid_request_begin(r, req, resp, NULL, &rq))
     return;
   mcim_pcid_answer_what(rq.device, what);
   mcim_cause_t rc = st ? crow_load(st, rq.txn, rq.device, &row) : MCIM_STORE_ERROR;
   if (rc == MCIM_NOT_FOUND) {
-    rc = crow_create(r, st, &rq);
+    rc = crow_create(r, st, &rq, &wait);
     if (rc == MCIM_OK || rc == MCIM_CONFLICT) /* CONFLICT: the same txn raced in */
       rc = crow_load(st, rq.txn, rq.device, &row);
+  }
+  if (rc == MCIM_RENEWAL_TOO_EARLY) {
+    mcim_role_trace(r, rq.txn, MCIM_PCID_STEP, r->name, rq.device,
+                    "PCID renewal request refused", NULL, rc);
+    mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP,
+                            "%s renewed its PCID credential less than pcid_renewal_interval"
+                            " ago (another txn); renew in %d s",
+                            rq.device, wait);
+    resp->retry_after = wait;
+    goto out;
   }
   if (rc == MCIM_OK && strcmp(row.state, "new") != 0)
     rc = MCIM_WRONG_STATE; /* issued, yet no answer stored: cannot happen (one transaction) */

@@ -35,6 +35,7 @@
 #include "roles/kinds.h"
 #include "roles/m2mes/ccif.h"
 #include "roles/m2mes/m2mes_priv.h"
+#include "roles/pcid.h"
 
 static const mcim_config_spec_t m2mes_spec[] = {
     {.name = "m2mes_ca_key",
@@ -53,6 +54,13 @@ static const mcim_config_spec_t m2mes_spec[] = {
      .min = 5,
      .max = 6,
      .help = "MCC + MNC of the PCID pool (the test PLMN 001/01); PCIDs are 15 digits"},
+    {.name = "pcid_renewal_interval",
+     .type = MCIM_CFG_DURATION,
+     .def = "1d",
+     .min = 1,
+     .max = 30LL * 86400,
+     .help = "a device renews its PCID credential at the CCIF at most once in this time (a new"
+             " txn; a retry gets its answer)"},
     {.name = "model",
      .type = MCIM_CFG_STRING,
      .def = "m2me-lab-1",
@@ -81,6 +89,8 @@ static const mcim_migration_t m2mes_migrations[] = {
      "CREATE TABLE pcid_counter (id BIGINT PRIMARY KEY, next BIGINT NOT NULL);"
      "INSERT INTO pcid_counter (id, next) VALUES (1, 1)"},
     {2, "CCIF: PCID renewals", mcim_ccif_schema_sql},
+    /* One renewal per device per pcid_renewal_interval (docs/pcid-renewal.md section 2) */
+    {3, "CCIF: the last PCID renewal granted to each device", mcim_pcid_grants_sql},
 };
 
 /* ---- helpers ---- */
@@ -391,6 +401,16 @@ static void m2mes_stop(struct mcim_role *r)
   r->state = NULL;
 }
 
+/* CCIF renewals answered (K and OPc already deleted) record_retention after they were, and
+ * those never answered (K and OPc sealed: the ICF could not be reached and the device gave
+ * up) record_retention after their credential expired (common.c). A retry of an answered txn
+ * gets the stored answer (answer_retention); once both are gone it is a new renewal. */
+static const char *const m2mes_purge[] = {
+    "DELETE FROM ccif_renewals WHERE state = 'issued' AND updated < ?",
+    "DELETE FROM ccif_renewals WHERE state = 'new' AND expires < ?",
+    NULL,
+};
+
 static const struct mcim_http_route m2mes_routes[] = {
     {"POST", "/v1/devices", m2mes_devices, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/devices/enrolment", mcim_m2mes_enrolment, MCIM_ROUTE_PEER_CERT},
@@ -408,4 +428,5 @@ const struct mcim_role_kind mcim_role_m2mes = {
     .nroutes = sizeof(m2mes_routes) / sizeof(m2mes_routes[0]),
     .start = m2mes_start,
     .stop = m2mes_stop,
+    .purge = m2mes_purge,
 };

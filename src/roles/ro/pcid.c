@@ -206,6 +206,17 @@ void mcim_icf_pcids_replace(struct mcim_role *r, const struct mcim_http_request 
 
 /* ---- DPF: POST /v1/dpf/pcid ---- */
 
+/* The network asked the device to renew (an admin push marked a PCID of it): such a renewal
+ * is not held back by pcid_renewal_interval. */
+static bool renewal_due(mcim_store_t *st, const char *device)
+{
+  int64_t n = 0;
+  mcim_val_t d[] = {MCIM_TEXT(device)};
+  return mcim_store_query_int(st, "SELECT COUNT(*) FROM icf_renewal WHERE device = ?", d, 1,
+                              &n) == MCIM_OK &&
+         n > 0;
+}
+
 void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
                    struct mcim_http_response *resp)
 {
@@ -215,10 +226,11 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
   struct mcim_auc_sub sub = {0};
   json_t *answer = NULL;
   char what[80], why[200] = "";
+  int wait = 0;
   mcim_store_t *st = mcim_role_store(r);
 
   memset(&cred, 0, sizeof(cred));
-  if (!mcim_pcid_request_begin(r, req, resp, &rq))
+  if (!mcim_pcid_request_begin(r, req, resp, renewal_due, &rq))
     return;
   mcim_cause_t rc = st ? mcim_store_begin(st) : MCIM_STORE_ERROR;
   if (rc != MCIM_OK) {
@@ -226,6 +238,12 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   rc = check_claim(st, rq.device, rq.pcid, why, sizeof(why));
+  /* the limit again, in this transaction: another txn may have been granted meanwhile */
+  if (rc == MCIM_OK)
+    rc = mcim_pcid_grant_take(r, st, rq.device, rq.txn, renewal_due(st, rq.device), &wait);
+  if (rc == MCIM_RENEWAL_TOO_EARLY)
+    snprintf(why, sizeof(why), "%s renewed its PCID credential less than pcid_renewal_interval"
+             " ago (another txn); renew in %d s", rq.device, wait);
   /* A PCID of the pool the ICF already holds (registered by someone else): the next one. */
   for (int i = 0; rc == MCIM_OK; i++) {
     int64_t n = 0;
@@ -273,6 +291,7 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
     mcim_role_trace(r, rq.txn, MCIM_PCID_STEP, r->name, rq.device,
                     "DPF: PCID renewal refused", NULL, rc);
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP, "%s", why[0] ? why : "not renewed");
+    resp->retry_after = rc == MCIM_RENEWAL_TOO_EARLY ? wait : 0;
     goto out;
   }
   (void)mcim_auc_sync_run(r, NULL); /* the new PCID into the HLR, the old ones out */

@@ -4,6 +4,7 @@
 #include "roles/auc.h"
 #include "roles/auc_sync.h"
 #include "roles/kinds.h"
+#include "roles/pcid.h"
 #include "roles/ro/ro.h"
 
 bool mcim_ro_is_sho_name(const char *name)
@@ -63,6 +64,8 @@ static const mcim_migration_t ro_migrations[] = {
      mcim_auc_hlr_schema_sql},
     /* Two instances applied one intent at once (auc_sync.c, claim) */
     {8, "ICF: an HLR intent applied by one instance at a time", mcim_auc_hlr_lease_sql},
+    /* One renewal per device per pcid_renewal_interval (docs/pcid-renewal.md section 2) */
+    {9, "DPF: the last PCID renewal granted to each device", mcim_pcid_grants_sql},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
@@ -84,6 +87,10 @@ static const mcim_config_spec_t ro_spec[] = {
      .help = "how long an order (step 1) may take to be provisioned before the DRF drops it"},
     {.name = "pcid_lifetime", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
      .max = 3650LL * 86400, .help = "lifetime of a PCID credential the DPF issues (renewal)"},
+    {.name = "pcid_renewal_interval", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,
+     .max = 30LL * 86400,
+     .help = "a device renews its PCID credential at the DPF at most once in this time (a new"
+             " txn; a retry gets its answer, a renewal the network asked for is not held back)"},
 };
 
 static const struct mcim_http_route ro_routes[] = {
@@ -107,10 +114,17 @@ static const struct mcim_http_route ro_routes[] = {
 
 /* DRF orders past their lifetime (the order record they vouched for has expired too) and DPF
  * packages whose install was reported or whose procedure was abandoned (already emptied),
- * once record_retention old (common.c). The registry (drf) and the owners stay. */
+ * once record_retention old (common.c); the ICF's PCIDs a renewal terminated, K and OPc with
+ * them, record_retention after their expiry (no claim, AV or re-registration can use an
+ * expired PCID: the ICF refuses a renewed one already expired), once the HLR has let them go,
+ * and then their done HLR intents. The registry (drf), the owners and the live PCIDs stay. */
 static const char *const ro_purge[] = {
     "DELETE FROM drf_orders WHERE state IN ('expired', 'authorised') AND expires < ?",
     "DELETE FROM dpf_packages WHERE state IN ('installed', 'abandoned') AND updated < ?",
+    "DELETE FROM auc WHERE state = 'terminated' AND expires < ? AND imsi NOT IN"
+    " (SELECT imsi FROM auc_hlr WHERE done = 0)",
+    "DELETE FROM auc_hlr WHERE want = 'absent' AND done = 1 AND imsi NOT IN (SELECT imsi FROM"
+    " auc) AND updated < ?",
     NULL,
 };
 
