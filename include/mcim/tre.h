@@ -39,7 +39,12 @@
 #define MCIM_TRE_MAX_PENDING 32       /* queued notifications */
 #define MCIM_TRE_MAX_SEEN 512         /* replay cache (jti of accepted packages and instructions) */
 #define MCIM_TRE_MAX_MEASUREMENTS 64  /* measurement log entries */
-#define MCIM_TRE_MAX_LIFETIME (30 * 24 * 3600) /* longest lifetime of a statement the TRE signs */
+#define MCIM_TRE_MAX_LIFETIME (30 * 24 * 3600) /* longest lifetime of a statement the TRE signs,
+                                                * and of one it reads (docs/tre.md) */
+/* A queued notification is dropped this long after it was queued (s): the network keeps
+ * nothing about the procedure longer (record_retention, 30 days by default), and one its SHO
+ * never takes must not hold a place of MCIM_TRE_MAX_PENDING for good. */
+#define MCIM_TRE_PENDING_LIFETIME (30 * 24 * 3600)
 #define MCIM_TRE_SKEW 30              /* tolerated clock difference (s) on statements it reads */
 /* Per-procedure key-agreement keys (docs/tre.md, "Crypto-shredding"): at most this many kept,
  * each at most this long (s) when its procedure never ends at this TRE. */

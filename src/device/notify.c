@@ -53,7 +53,11 @@ mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_lite *cli,
 
 /* One queued notification, a discard receipt: handed to the RO's DPF, which relays it to the
  * SHO it is addressed to (the device holds no live token of that SHO any more, and never
- * shows one SHO's token to another). The RO's acceptance is the delivery. */
+ * shows one SHO's token to another). The RO's acceptance is the delivery. Its FORBIDDEN
+ * (403) is final too: no DRF entry links the device to that SHO any more (the SHO released
+ * it, or never had it), and none will, so the notice leaves the queue instead of being
+ * signed and posted again at every full attach. REGISTRATION_PENDING (the SHO's entry on
+ * its way) and everything else stay queued, up to the TRE's MCIM_TRE_PENDING_LIFETIME. */
 static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cli,
                                 const char *to, const char *txn, const char *statement,
                                 const char *cert, const char *token, bool *transient)
@@ -67,13 +71,19 @@ static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cl
                    to, res.detail[0] ? res.detail : mcim_cause_text(rc));
   if (rc != MCIM_OK && transient && mcim_cause_transient(rc, res.status))
     *transient = true;
-  if (rc == MCIM_OK) {
+  bool refused = rc == MCIM_FORBIDDEN && res.status == 403;
+  if (refused)
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, rc,
+                   "deferred notice to %s dropped: %s is not linked to this device any more", to,
+                   to);
+  if (rc == MCIM_OK || refused) {
     dev_tre_point(MCIM_CRASH_BEFORE_TRE); /* in a procedure's `notify` stage only */
     mcim_cause_t done = d->tre->ops->pending_done(d->tre->ctx, to, txn);
     if (done == MCIM_OK)
       dev_tre_point(MCIM_CRASH_AFTER_TRE);
     if (done != MCIM_OK && done != MCIM_NOT_FOUND)
-      mcim_log_event(MCIM_LOG_WARN, txn, 0, done, "the relayed notice is still queued");
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, done, "the %s notice is still queued",
+                     refused ? "refused" : "relayed");
   }
   mcim_http_result_clear(&res);
   return rc;

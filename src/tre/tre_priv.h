@@ -229,6 +229,12 @@ int64_t tre_int(json_t *obj, const char *name);
 ssize_t tre_find(json_t *array, const char *name, const char *value);
 /* Index of the element matching two members, or -1. */
 ssize_t tre_find2(json_t *array, const char *n1, const char *v1, const char *n2, const char *v2);
+/* A queued notification (an element of the document's "pending") past
+ * MCIM_TRE_PENDING_LIFETIME at `now`, counted from its "created" (one without it, or queued
+ * that long ahead of `now` by a clock set back since, counts as expired). */
+bool tre_pending_expired(json_t *item, int64_t now);
+/* Drop the expired notifications from `pending`: how many. */
+size_t tre_pending_prune(json_t *pending, int64_t now);
 /* Remove element `i` of `array`, wiping its strings first (a discarded MCIM leaves no copy
  * in the document; the freed memory holds zeros). */
 void tre_array_wipe_remove(json_t *array, size_t i);

@@ -530,6 +530,8 @@ static mcim_cause_t discard_slot(struct tre_soft *t, json_t *st, json_t *slots, 
   if (!sho)
     return MCIM_INTERNAL;
   if (txn && tre_find2(pending, "to", sho, "txn", txn) < 0) {
+    /* expired notices make room first: only live ones can refuse a discard */
+    tre_pending_prune(pending, mcim_now());
     if (json_array_size(pending) >= MCIM_TRE_MAX_PENDING) {
       mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_TOO_LARGE,
                      "tre: notification queue full, discard refused");

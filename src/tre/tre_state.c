@@ -528,7 +528,12 @@ cleanup:
 /* Entries {"iss", "jti", "exp"}; expired ones are dropped on every insert, so the list is
  * bounded by the statements still valid. Full of live entries: fail closed. The insert lands
  * in the working copy, so it becomes durable with the operation that accepted the statement
- * and vanishes with an operation that fails later. */
+ * and vanishes with an operation that fails later. Every statement the TRE reads (packages,
+ * owner instructions, PCID renewal answers) passes here with `expires` = exp + MCIM_TRE_SKEW
+ * and iat <= now + MCIM_TRE_SKEW: one whose jti would be kept past now + MCIM_TRE_MAX_LIFETIME
+ * + 2 skews has exp - iat > MCIM_TRE_MAX_LIFETIME and is refused, so no entry stays longer
+ * (an issuer signing exp near INT64_MAX would otherwise add one for good per procedure).
+ * Refused, not kept shorter: a jti forgotten while its statement still verifies replays. */
 static mcim_cause_t replay_check_and_insert(void *ctx, const char *iss, const char *jti,
                                             int64_t expires, int64_t now)
 {
@@ -541,6 +546,9 @@ static mcim_cause_t replay_check_and_insert(void *ctx, const char *iss, const ch
   for (size_t i = json_array_size(r->seen); i-- > 0;)
     if (tre_int(json_array_get(r->seen, i), "exp") <= now)
       json_array_remove(r->seen, i);
+  rc = MCIM_CLAIM_MISMATCH;
+  if (expires > now + MCIM_TRE_MAX_LIFETIME + 2 * MCIM_TRE_SKEW)
+    goto cleanup;
   rc = MCIM_REPLAY;
   if (tre_find2(r->seen, "iss", iss, "jti", jti) >= 0)
     goto cleanup;
@@ -560,6 +568,26 @@ mcim_replay_cache_t tre_replay_cache(struct tre_replay *r)
 {
   mcim_replay_cache_t c = {.check_and_insert = replay_check_and_insert, .ctx = r};
   return c;
+}
+
+/* ---- queued notifications ---- */
+
+bool tre_pending_expired(json_t *item, int64_t now)
+{
+  json_t *c = json_object_get(item, "created");
+  if (!json_is_integer(c))
+    return true;
+  int64_t created = (int64_t)json_integer_value(c);
+  return created <= now - MCIM_TRE_PENDING_LIFETIME || created > now + MCIM_TRE_PENDING_LIFETIME;
+}
+
+size_t tre_pending_prune(json_t *pending, int64_t now)
+{
+  size_t n = 0;
+  for (size_t i = json_array_size(pending); i-- > 0;)
+    if (tre_pending_expired(json_array_get(pending, i), now) && json_array_remove(pending, i) == 0)
+      n++;
+  return n;
 }
 
 /* ---- public view ---- */
@@ -600,7 +628,10 @@ mcim_cause_t tre_status_build(json_t *st, json_t **out)
                                                 tre_str(item, "imsi"))))
       goto cleanup;
   }
+  int64_t now = mcim_now();
   json_array_foreach(json_object_get(st, "pending"), i, item) {
+    if (tre_pending_expired(item, now)) /* a read-only view: dropped at the next write */
+      continue;
     if (json_array_append_new(pending, json_pack("{s:s?, s:s?, s:s?}", "to", tre_str(item, "to"),
                                                  "txn", tre_str(item, "txn"), "typ",
                                                  tre_str(item, "typ"))))

@@ -617,6 +617,8 @@ mcim_cause_t tre_begin(struct tre_soft *t, json_t **st)
   rc = tre_load(t, st);
   if (rc != MCIM_OK)
     tre_unlock(t);
+  else /* no working copy holds an expired queued notice: never handed out, gone at the write */
+    tre_pending_prune(json_object_get(*st, "pending"), mcim_now());
   return rc;
 }
 

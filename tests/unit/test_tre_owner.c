@@ -89,6 +89,22 @@ static void test_owner_handover(void **state)
   free(jws);
 }
 
+/* An owner instruction meant to live 10 years is refused for its claims, its jti not kept
+ * (the replay list would hold it until then); the longest the TRE reads is taken. */
+static void test_owner_lifetime_cap(void **state)
+{
+  struct fx *f = *state;
+  int64_t now = mcim_now();
+  char *jws = instruction(owner, DEVICE, TYP_INSTR, now, now + 10LL * 365 * 86400);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_CLAIM_MISMATCH);
+  free(jws);
+  jws = instruction(owner, DEVICE, TYP_INSTR, now, now + MCIM_TRE_MAX_LIFETIME);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+}
+
 static void test_owner(void **state)
 {
   struct fx *f = *state;
@@ -137,6 +153,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_owner, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_owner_handover, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_owner_lifetime_cap, fx_setup, fx_teardown),
       cmocka_unit_test(test_log_no_secret), /* last: the whole group's log */
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

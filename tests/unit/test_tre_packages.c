@@ -499,6 +499,130 @@ static void test_pristine(void **state)
   json_decref(list);
 }
 
+/* A queued notice lives MCIM_TRE_PENDING_LIFETIME from its queuing (30 days, the network's
+ * record_retention): one the RO never accepts (its SHO released the device) does not stay for
+ * good. 31 such notices and a live one fill the queue: a discard still runs, evicting the
+ * expired ones, and the live one stays. Before: MCIM_TOO_LARGE, no change of SHO again. */
+static void test_pending_lifetime(void **state)
+{
+  struct fx *f = *state;
+  json_t *list = NULL;
+  char txn[40];
+  int64_t now = mcim_now();
+
+  provision(f, &sho_a, TXN_A);
+  json_t *doc = state_read(f);
+  json_t *pending = json_object_get(doc, "pending");
+  assert_true(json_is_array(pending));
+  for (int i = 0; i < MCIM_TRE_MAX_PENDING; i++) {
+    snprintf(txn, sizeof(txn), "%032x", 0x1000 + i);
+    /* the last one queued 29 days ago: alive */
+    int64_t age = i == MCIM_TRE_MAX_PENDING - 1 ? 29 * 86400 : 31 * 86400;
+    assert_int_equal(json_array_append_new(pending,
+                                           json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:I}", "to",
+                                                     "sho-b", "txn", txn, "typ",
+                                                     "mcim-discard+jwt", "extra", "slot", "sho-b",
+                                                     "imsi", sho_b.imsi, "created",
+                                                     (json_int_t)(now - age))),
+                     0);
+  }
+  state_write(f, doc);
+  json_decref(doc);
+
+  assert_int_equal(f->tre->ops->discard(f->tre->ctx, "sho-a", TXN_B), MCIM_OK);
+  check_persisted(f);
+  doc = state_read(f);
+  pending = json_object_get(doc, "pending");
+  assert_int_equal(json_array_size(pending), 2); /* the live one and the new one */
+  snprintf(txn, sizeof(txn), "%032x", 0x1000 + MCIM_TRE_MAX_PENDING - 1);
+  assert_true(tre_find2(pending, "to", "sho-b", "txn", txn) >= 0);
+  assert_true(tre_find2(pending, "to", "sho-a", "txn", TXN_B) >= 0);
+  json_decref(doc);
+  assert_int_equal(f->tre->ops->pending(f->tre->ctx, 120, &list), MCIM_OK);
+  assert_int_equal(json_array_size(list), 2);
+  json_decref(list);
+}
+
+/* An expired notice is gone when the queue is read (pending, status), before any write: it
+ * is never signed and handed out again, and pending_done finds nothing. */
+static void test_pending_expired_read(void **state)
+{
+  struct fx *f = *state;
+  json_t *list = NULL;
+  int64_t now = mcim_now();
+
+  json_t *doc = state_read(f);
+  json_t *pending = json_object_get(doc, "pending");
+  assert_true(json_is_array(pending));
+  assert_int_equal(json_array_append_new(pending,
+                                         json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:I}", "to",
+                                                   "sho-a", "txn", TXN_C, "typ",
+                                                   "mcim-discard+jwt", "extra", "slot", "sho-a",
+                                                   "imsi", sho_a.imsi, "created",
+                                                   (json_int_t)(now - 31 * 86400))),
+                   0);
+  assert_int_equal(json_array_append_new(pending,
+                                         json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:I}", "to",
+                                                   "sho-b", "txn", TXN_D, "typ",
+                                                   "mcim-discard+jwt", "extra", "slot", "sho-b",
+                                                   "imsi", sho_b.imsi, "created",
+                                                   (json_int_t)(now - 3600))),
+                   0);
+  state_write(f, doc);
+  json_decref(doc);
+
+  json_t *st = status_of(f->tre);
+  assert_int_equal(json_array_size(json_object_get(st, "pending")), 1);
+  json_decref(st);
+  assert_int_equal(f->tre->ops->pending(f->tre->ctx, 120, &list), MCIM_OK);
+  assert_int_equal(json_array_size(list), 1);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "to")), "sho-b");
+  json_decref(list);
+  assert_int_equal(f->tre->ops->pending_done(f->tre->ctx, "sho-a", TXN_C), MCIM_NOT_FOUND);
+  assert_int_equal(f->tre->ops->pending_done(f->tre->ctx, "sho-b", TXN_D), MCIM_OK);
+  doc = state_read(f);
+  assert_int_equal(json_array_size(json_object_get(doc, "pending")), 0);
+  json_decref(doc);
+}
+
+/* The replay list cannot be filled for good: a package valid for 10 years would keep its jti
+ * until then (512 procedures, and the list fails closed). The TRE reads nothing meant to
+ * live longer than MCIM_TRE_MAX_LIFETIME: refused for its claims, its jti not kept. The
+ * longest legitimate package (exp = iat + MCIM_TRE_MAX_LIFETIME, iat up to the skew ahead)
+ * is taken. */
+static void test_package_lifetime_cap(void **state)
+{
+  struct fx *f = *state;
+  int64_t now = mcim_now();
+  size_t i;
+  json_t *e;
+
+  struct pkg p = pkg_default(f, &sho_a, TXN_A);
+  p.iat = now;
+  p.exp = now + 10LL * 365 * 86400;
+  p.jti = "jti-ten-years";
+  char *pkg = pkg_make(&p);
+  expect_refused(f, TXN_A, pkg, &sho_a, "CLAIM_MISMATCH");
+  free(pkg);
+  json_t *doc = state_read(f);
+  json_array_foreach(json_object_get(doc, "seen"), i, e) {
+    assert_string_not_equal(json_string_value(json_object_get(e, "jti")), "jti-ten-years");
+    assert_true(json_integer_value(json_object_get(e, "exp")) <=
+                now + 5 + MCIM_TRE_MAX_LIFETIME + 2 * MCIM_TRE_SKEW);
+  }
+  json_decref(doc);
+  json_t *st = status_of(f->tre);
+  assert_int_equal(json_array_size(json_object_get(st, "staged")), 0);
+  json_decref(st);
+
+  p = pkg_default(f, &sho_a, TXN_A);
+  p.iat = now + MCIM_TRE_SKEW - 2;
+  p.exp = p.iat + MCIM_TRE_MAX_LIFETIME;
+  pkg = pkg_make(&p);
+  assert_int_equal(stage(f, TXN_A, pkg, &sho_a), MCIM_OK);
+  free(pkg);
+}
+
 /* ---- tests: secrets --------------------------------------------------------------------- */
 
 static void test_no_secret_out(void **state)
@@ -549,6 +673,9 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_isolation, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_discard, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_pristine, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_pending_lifetime, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_pending_expired_read, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_package_lifetime_cap, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_no_secret_out, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_slot_keys, fx_setup, fx_teardown),
       cmocka_unit_test(test_log_has_no_secret),
