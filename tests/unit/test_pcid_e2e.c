@@ -371,10 +371,9 @@ static struct stored stored_at(const char *role, const char *txn, const char *de
   return s;
 }
 
-/* The lab's role `role` granted `device` its last renewal pcid_renewal_interval (and more)
- * ago: the row of its limit moved back in time (its SQLite file; the clock is not moved and
- * nothing sleeps). */
-static void interval_passed(const char *role, const char *device)
+/* `sql` with `device` as its one parameter written to the store of the lab's role `role` (its
+ * SQLite file): the rows it changed. */
+static int64_t store_write(const char *role, const char *sql, const char *device)
 {
   char db[512];
   mcim_store_t *st = NULL;
@@ -382,12 +381,21 @@ static void interval_passed(const char *role, const char *device)
   mcim_val_t q[] = {MCIM_TEXT(device)};
   snprintf(db, sizeof(db), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
   assert_int_equal(mcim_store_open(db, &rw, &st), MCIM_OK);
-  assert_int_equal(mcim_store_exec(st, "UPDATE pcid_grants SET granted = granted - 31 * 86400"
-                                       " WHERE device = ?",
-                                   q, 1, NULL, NULL),
-                   MCIM_OK);
-  assert_int_equal(mcim_store_changes(st), 1);
+  assert_int_equal(mcim_store_exec(st, sql, q, 1, NULL, NULL), MCIM_OK);
+  int64_t n = mcim_store_changes(st);
   mcim_store_close(st);
+  return n;
+}
+
+/* The lab's role `role` granted `device` its last renewal pcid_renewal_interval (and more)
+ * ago: the row of its limit moved back in time (the clock is not moved and nothing sleeps). */
+static void interval_passed(const char *role, const char *device)
+{
+  assert_int_equal(store_write(role,
+                               "UPDATE pcid_grants SET granted = granted - 31 * 86400"
+                               " WHERE device = ?",
+                               device),
+                   1);
 }
 
 static void test_dpf_renewal(void **state)
@@ -829,12 +837,51 @@ static void test_tpm_slot_refusals(void **state)
   dev_free(&d);
 }
 
+/* Lifetimes (DESIGN.md section 10): the PCIDs a renewal terminated leave the ICF
+ * record_retention after their expiry, the CCIF's answered renewals record_retention after
+ * the answer; the live PCIDs, and terminated ones not that old, stay. The rows are moved back
+ * in time and the role restarted (its first housekeeping purges: no minute to wait). Runs
+ * after the renewals above (pcid-d1 at the DPF, pcid-d5 pushed, pcid-d6 at the CCIF). */
+static void test_purge_renewals(void **state)
+{
+  (void)state;
+  const char *terminated = "SELECT COUNT(*) FROM auc WHERE device = ? AND state = 'terminated'";
+  const char *active = "SELECT COUNT(*) FROM auc WHERE device = ? AND state = 'active'";
+  const char *issued = "SELECT COUNT(*) FROM ccif_renewals WHERE device = ? AND state = 'issued'";
+  int64_t live = store_count("ro", active, "pcid-d1");
+  int64_t other_terminated = store_count("ro", terminated, "pcid-d5");
+  assert_true(store_count("ro", terminated, "pcid-d1") >= 2);
+  assert_true(other_terminated >= 1);
+  assert_true(store_count("m2mes", issued, "pcid-d6") >= 2);
+  assert_true(store_write("ro",
+                          "UPDATE auc SET expires = expires - 400 * 86400 WHERE device = ? AND"
+                          " state = 'terminated'",
+                          "pcid-d1") >= 2);
+  assert_true(store_write("m2mes",
+                          "UPDATE ccif_renewals SET updated = updated - 400 * 86400 WHERE"
+                          " device = ? AND state = 'issued'",
+                          "pcid-d6") >= 2);
+  assert_int_equal(mcim_lab_role_restart(lab, "ro"), MCIM_OK);
+  assert_int_equal(mcim_lab_role_restart(lab, "m2mes"), MCIM_OK);
+  /* polled, each role's housekeeping runs within a worker tick of its start */
+  int64_t deadline = mcim_now() + 20;
+  while ((store_count("ro", terminated, "pcid-d1") > 0 ||
+          store_count("m2mes", issued, "pcid-d6") > 0) &&
+         mcim_now() < deadline)
+    usleep(100 * 1000);
+  assert_int_equal(store_count("ro", terminated, "pcid-d1"), 0);
+  assert_int_equal(store_count("m2mes", issued, "pcid-d6"), 0);
+  assert_int_equal(store_count("ro", active, "pcid-d1"), live);
+  assert_int_equal(store_count("ro", terminated, "pcid-d5"), other_terminated);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dpf_renewal),       cmocka_unit_test(test_dpf_refusals),
       cmocka_unit_test(test_network_initiated), cmocka_unit_test(test_ccif_renewal),
       cmocka_unit_test(test_expired_pcid),      cmocka_unit_test(test_tpm_slot_refusals),
+      cmocka_unit_test(test_purge_renewals),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
