@@ -255,7 +255,9 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
   int wait = 0;
   rc = due && due(st, device) ? MCIM_OK : grant_check(r, st, device, txn, &wait);
   if (rc != MCIM_OK) {
-    mcim_role_trace(r, txn, step, r->name, device, "PCID renewal request refused", NULL, rc);
+    /* logged, not traced: a flood of them must not add a row each */
+    mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "PCID renewal of %s refused: %s", device,
+                   rc == MCIM_RENEWAL_TOO_EARLY ? "within pcid_renewal_interval" : "store");
     if (rc == MCIM_RENEWAL_TOO_EARLY)
       mcim_http_reply_problem(resp, rc, step,
                               "%s renewed its PCID credential less than pcid_renewal_interval"

@@ -470,6 +470,8 @@ static void test_dpf_renewal(void **state)
   assert_int_equal(after.allocated, before.allocated);
   assert_int_equal(after.answers, 0);
   assert_int_equal(after.device_rows, before.device_rows);
+  /* logged, not traced: a flood of refusals adds no row */
+  assert_int_equal(store_count("ro", "SELECT COUNT(*) FROM trace WHERE txn = ?", TXN2), 0);
   char *req1 = renew_request(&d, "ro", TXN1, d.cur.pcid);
   json_t *body1 = renew_body(&d, TXN1, req1);
   assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body1, &again), MCIM_OK);
@@ -699,6 +701,7 @@ static void test_ccif_renewal(void **state)
   assert_int_equal(after.allocated, before.allocated);
   assert_int_equal(after.answers, 0);
   assert_int_equal(after.device_rows, before.device_rows);
+  assert_int_equal(store_count("m2mes", "SELECT COUNT(*) FROM trace WHERE txn = ?", TXN4), 0);
   json_decref(body);
   free(req);
   req = renew_request(&d, "m2mes", TXN2, d.cur.pcid);

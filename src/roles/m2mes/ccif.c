@@ -253,9 +253,9 @@ void mcim_ccif_pcid(void *ctx, const struct mcim_http_request *req,
     if (rc == MCIM_OK || rc == MCIM_CONFLICT) /* CONFLICT: the same txn raced in */
       rc = crow_load(st, rq.txn, rq.device, &row);
   }
-  if (rc == MCIM_RENEWAL_TOO_EARLY) {
-    mcim_role_trace(r, rq.txn, MCIM_PCID_STEP, r->name, rq.device,
-                    "PCID renewal request refused", NULL, rc);
+  if (rc == MCIM_RENEWAL_TOO_EARLY) { /* another txn was granted since the check */
+    mcim_log_event(MCIM_LOG_WARN, rq.txn, MCIM_PCID_STEP, rc,
+                   "CCIF: PCID renewal of %s refused: within pcid_renewal_interval", rq.device);
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP,
                             "%s renewed its PCID credential less than pcid_renewal_interval"
                             " ago (another txn); renew in %d s",

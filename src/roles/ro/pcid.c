@@ -14,7 +14,10 @@
  * device has at most two live PCIDs at the ICF -- the one it uses and the new one -- the same
  * two its TRE keeps (pcid and pcid-prev). The claimed one stays until its own expiry or the
  * next renewal: the TRE keeps it until the new one has passed an AKA. The device's renewal
- * flags are cleared in the same transaction. */
+ * flags are cleared in the same transaction.
+ *
+ * The DPF grants a device one renewal (a new txn) per pcid_renewal_interval (roles/pcid.c,
+ * table pcid_grants), but a renewal the network asked for (the device's renewal flags). */
 #include <stdio.h>
 #include <string.h>
 
@@ -287,9 +290,12 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
   if (rc != MCIM_OK && !why[0])
     snprintf(why, sizeof(why), "the new PCID of %s could not be registered", rq.device);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
-  if (rc != MCIM_OK) {
+  if (rc == MCIM_RENEWAL_TOO_EARLY) /* another txn was granted since the check: logged */
+    mcim_log_event(MCIM_LOG_WARN, rq.txn, MCIM_PCID_STEP, rc, "DPF: %s", why);
+  else if (rc != MCIM_OK)
     mcim_role_trace(r, rq.txn, MCIM_PCID_STEP, r->name, rq.device,
                     "DPF: PCID renewal refused", NULL, rc);
+  if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP, "%s", why[0] ? why : "not renewed");
     resp->retry_after = rc == MCIM_RENEWAL_TOO_EARLY ? wait : 0;
     goto out;
