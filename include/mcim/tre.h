@@ -84,7 +84,15 @@ struct mcim_tre_ops {
    * (mcim-status+jwt, mcim-notify+jwt, mcim-renew+jwt, and mcim-request+jwt: the device
    * itself asks the RO for its discovery or package); anything else MCIM_FORBIDDEN, a discard
    * receipt (mcim-discard+jwt) too: only discard() and pristine() queue one, once the MCIM is
-   * gone. `extra` (may be NULL) must not redefine a mandatory claim. */
+   * gone. A status with "result": "success" only for a txn whose MCIM a slot holds installed
+   * (install or install_inactive of that txn; "slot", if given, that slot), else
+   * MCIM_FORBIDDEN (MCIM_CLAIM_MISMATCH for another slot); a failure result for any txn.
+   * A notice {"event": "suspend" | "resume", "slot", "imsi"} only in a txn whose owner's
+   * instruction to switch verify_owner() verified, about the slot active then or the target,
+   * before the switch is activated, and a resume only while the TRE vouches the other one
+   * suspended: else MCIM_FORBIDDEN, MCIM_WRONG_STATE, MCIM_CLAIM_MISMATCH (the slot's IMSI)
+   * or MCIM_NOT_FOUND (no such slot). `extra` (may be NULL) must not redefine a mandatory
+   * claim. */
   mcim_cause_t (*sign)(void *ctx, const char *typ, const char *aud, const char *txn,
                        json_t *extra, int64_t lifetime, char **jws);
   /* Remote validation evidence (typ mcim-quote+jwt): the PVA's nonce, the measurement log

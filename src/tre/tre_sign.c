@@ -15,6 +15,129 @@
 static const char *const device_types[] = {"mcim-status+jwt", "mcim-notify+jwt",
                                            "mcim-renew+jwt", "mcim-request+jwt", NULL};
 
+/* The owner's switch instructions the TRE verified (verify_owner): the only authority for a
+ * suspend or resume notice. "switches": [{"txn", "to", "from"?, "from_net", "to_net",
+ * "created"}], the oldest dropped beyond TRE_MAX_SWITCHES. "from" is the slot active when the
+ * instruction was verified; "from_net" and "to_net" what the TRE last vouched for that slot's
+ * subscription ("active" or "standby"). */
+#define TRE_SWITCHES "switches"
+#define TRE_MAX_SWITCHES 8
+
+static bool slot_in_state(json_t *slots, const char *name, const char *state)
+{
+  ssize_t i = name ? tre_find(slots, "slot", name) : -1;
+  const char *is = i >= 0 ? tre_str(json_array_get(slots, (size_t)i), "state") : NULL;
+  return is && strcmp(is, state) == 0;
+}
+
+/* A status says "success" only for a txn whose MCIM this TRE holds installed: install and
+ * install_inactive record the txn in its slot (tre_slots.c), and only they make one. The DPF
+ * takes "success" as the install and the SHO activates the subscription on it. A failure, of
+ * any cause, the device may report for any txn. */
+static mcim_cause_t status_check(json_t *st, const char *txn, json_t *extra)
+{
+  json_t *result = json_object_get(extra, "result");
+  if (!result)
+    return MCIM_OK; /* claims nothing: the DPF refuses a status without a result */
+  if (!json_is_string(result))
+    return MCIM_INVALID_ARGUMENT;
+  if (strcmp(json_string_value(result), "success") != 0)
+    return MCIM_OK;
+  json_t *slots = json_object_get(st, "slots"), *claimed = json_object_get(extra, "slot");
+  ssize_t i = txn ? tre_find(slots, "txn", txn) : -1;
+  json_t *s = i >= 0 ? json_array_get(slots, (size_t)i) : NULL;
+  const char *name = tre_str(s, "slot"), *state = tre_str(s, "state");
+  if (!name || !state || (strcmp(state, "active") != 0 && strcmp(state, "inactive") != 0)) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_FORBIDDEN,
+                   "tre: refusing a success status: no MCIM installed for this txn");
+    return MCIM_FORBIDDEN;
+  }
+  if (claimed && (!json_is_string(claimed) || strcmp(json_string_value(claimed), name) != 0)) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_CLAIM_MISMATCH,
+                   "tre: refusing a success status for another slot than %s", name);
+    return MCIM_CLAIM_MISMATCH;
+  }
+  return MCIM_OK;
+}
+
+/* A suspend or resume notice only within a switch the owner instructed (its txn recorded at
+ * verify_owner), about its two slots, while the TRE holds them as the switch found them (the
+ * one switched from active, the target inactive: after activate, nothing more), and never a
+ * resume while the TRE vouches the other slot's subscription active (two live subscriptions).
+ * That covers the switch (suspend from, resume to) and its undo (suspend to, resume from).
+ * *changed: the record moved, the caller commits before the notice leaves. */
+static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, bool *changed)
+{
+  const char *event = tre_str(extra, "event"), *slot = tre_str(extra, "slot");
+  const char *imsi = tre_str(extra, "imsi");
+  if (!event || !slot || !imsi)
+    return MCIM_INVALID_ARGUMENT;
+  bool resume = strcmp(event, "resume") == 0;
+  if (!resume && strcmp(event, "suspend") != 0)
+    return MCIM_INVALID_ARGUMENT;
+  json_t *slots = json_object_get(st, "slots"), *list = json_object_get(st, TRE_SWITCHES);
+  ssize_t i = tre_find(slots, "slot", slot);
+  if (i < 0)
+    return MCIM_NOT_FOUND;
+  const char *held = tre_str(json_array_get(slots, (size_t)i), "imsi");
+  if (!held || strcmp(held, imsi) != 0)
+    return MCIM_CLAIM_MISMATCH;
+  ssize_t k = txn ? tre_find(list, "txn", txn) : -1;
+  json_t *sw = k >= 0 ? json_array_get(list, (size_t)k) : NULL;
+  const char *to = tre_str(sw, "to"), *from = tre_str(sw, "from");
+  bool is_to = to && strcmp(slot, to) == 0, is_from = from && strcmp(slot, from) == 0;
+  if (!is_to && !is_from) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_FORBIDDEN,
+                   "tre: refusing a %s notice for %s: no switch of the owner's in this txn "
+                   "names it", event, slot);
+    return MCIM_FORBIDDEN;
+  }
+  const char *mine = is_to ? "to_net" : "from_net", *other = is_to ? "from_net" : "to_net";
+  const char *other_net = tre_str(sw, other);
+  if (!slot_in_state(slots, from, "active") || !slot_in_state(slots, to, "inactive") ||
+      (resume && (!other_net || strcmp(other_net, "standby") != 0))) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_WRONG_STATE,
+                   "tre: refusing a %s notice for %s: not in the state of the switch", event,
+                   slot);
+    return MCIM_WRONG_STATE;
+  }
+  const char *want = resume ? "active" : "standby", *was = tre_str(sw, mine);
+  if (was && strcmp(was, want) == 0)
+    return MCIM_OK;
+  *changed = true;
+  return json_object_set_new(sw, mine, json_string(want)) ? MCIM_NO_MEMORY : MCIM_OK;
+}
+
+/* verify_owner: an instruction to switch, about this device, is recorded with the slot then
+ * active, in the same write as its jti. The first instruction of a txn stays. */
+static mcim_cause_t switch_record(json_t *st, const mcim_statement_t *stmt)
+{
+  const char *procedure = mcim_statement_string(stmt, "procedure");
+  const char *sho = mcim_statement_string(stmt, "sho"), *txn = stmt->claims.txn;
+  const char *sub = stmt->claims.sub, *device = tre_str(st, "device");
+  if (!procedure || strcmp(procedure, "switch") != 0 || !sho || !txn || !*txn || !sub ||
+      !device || strcmp(sub, device) != 0)
+    return MCIM_OK;
+  json_t *list = json_object_get(st, TRE_SWITCHES);
+  if (!list && json_object_set_new(st, TRE_SWITCHES, list = json_array()))
+    return MCIM_NO_MEMORY;
+  if (tre_find(list, "txn", txn) >= 0)
+    return MCIM_OK;
+  while (json_array_size(list) >= TRE_MAX_SWITCHES)
+    json_array_remove(list, 0);
+  const char *from = NULL;
+  size_t i;
+  json_t *s;
+  json_array_foreach(json_object_get(st, "slots"), i, s) {
+    if (tre_str(s, "state") && strcmp(tre_str(s, "state"), "active") == 0)
+      from = tre_str(s, "slot");
+  }
+  json_t *e = json_pack("{s:s, s:s, s:s?, s:s, s:s, s:I}", "txn", txn, "to", sho, "from", from,
+                        "from_net", "active", "to_net", "standby", "created",
+                        (json_int_t)mcim_now());
+  return e && json_array_append_new(list, e) == 0 ? MCIM_OK : MCIM_NO_MEMORY;
+}
+
 mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char *txn,
                          json_t *extra, int64_t lifetime, char **jws)
 {
@@ -36,6 +159,15 @@ mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char
   if (rc != MCIM_OK)
     goto cleanup;
   held = true;
+  bool moved = false;
+  if (strcmp(typ, "mcim-status+jwt") == 0)
+    rc = status_check(st, txn, extra);
+  else if (strcmp(typ, "mcim-notify+jwt") == 0)
+    rc = notify_check(st, txn, extra, &moved);
+  if (rc == MCIM_OK && moved)
+    rc = tre_commit(t, st); /* what the TRE vouched for is durable before the notice leaves */
+  if (rc != MCIM_OK)
+    goto cleanup;
   /* A PCID renewal request of a TPM TRE offers the slot key the issuer is to wrap the new K
    * to, certified by the AK over the txn (docs/tre-tpm.md, "The PCID credential's K"). */
   if (strcmp(typ, "mcim-renew+jwt") == 0 && t->keys->pcid_slot_offer && txn) {
@@ -301,9 +433,11 @@ mcim_cause_t tre_op_verify_owner(void *ctx, const char *jws, size_t len, const c
     goto cleanup;
   held = true;
   rc = verify_owner_held(st, jws, len, typ, &stmt);
+  if (rc == MCIM_OK && strcmp(typ, "mcim-instruction+jwt") == 0)
+    rc = switch_record(st, stmt);
   if (rc != MCIM_OK)
     goto cleanup;
-  /* The jti is durable before the instruction is acted on: a replay after a restart is
+  /* The jti (and a switch's record) is durable before the instruction is acted on: a replay after a restart is
    * still a replay. */
   rc = tre_commit(t, st);
   if (rc != MCIM_OK)

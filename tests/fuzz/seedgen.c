@@ -633,10 +633,15 @@ static void seeds_device_proof(mcim_tre_t *tre)
     free(jws);
   }
   char *notice = NULL;
+  json_t *st = NULL;
   json_t *extra =
       json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", FUZZ_SHO, "imsi", FUZZ_IMSI);
-  CHECK(tre->ops->sign(tre->ctx, "mcim-notify+jwt", FUZZ_SHO, FUZZ_TXN, extra,
-                       MCIM_TRE_MAX_LIFETIME, &notice));
+  /* from inside the TRE: its sign op signs a notice only in a switch the owner instructed,
+   * about a slot it holds (tre_sign.c), and this TRE holds none */
+  CHECK(tre_begin(tre->ctx, &st));
+  CHECK(tre_sign_statement(tre->ctx, st, "mcim-notify+jwt", FUZZ_SHO, FUZZ_TXN, extra,
+                           MCIM_TRE_MAX_LIFETIME, &notice));
+  tre_end(tre->ctx, st);
   json_decref(extra);
   proof_seeds("notice", notice, false, 8);
   proof_seeds("notice-relayed", notice, false, 8 | 16);
@@ -645,7 +650,7 @@ static void seeds_device_proof(mcim_tre_t *tre)
   /* the receipt: what `pending` signs for a slot discarded for FUZZ_TXN (tre_slots.c:
    * typ mcim-discard+jwt to the slot's SHO, claims "slot" and "imsi") */
   char *receipt = NULL;
-  json_t *st = NULL;
+  st = NULL;
   extra = json_pack("{s:s,s:s}", "slot", FUZZ_SHO, "imsi", FUZZ_IMSI);
   /* from inside the TRE: its sign op refuses a discard receipt (tre_sign.c) */
   CHECK(tre_begin(tre->ctx, &st));

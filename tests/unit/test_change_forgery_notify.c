@@ -35,6 +35,28 @@
 #include "mcim/tre.h"
 #include "mcim/util.h"
 #include "change_forgery_fixture.h"
+#include "tre/tre_priv.h"
+
+/* A notice signed by a lab device's own TRE from inside it (tre_sign_statement): the sign op
+ * signs one only within a switch the owner instructed (tre_sign.c), and these cases test
+ * what the network checks of a notice its TRE did sign. */
+static char *device_notice(const char *device, const char *typ, const char *aud,
+                           const char *txn, json_t *extra, char **cert)
+{
+  mcim_tre_t *tre = NULL;
+  json_t *st = NULL;
+  char *jws = NULL, path[512];
+  snprintf(path, sizeof(path), "%s/devices/%s/tre", mcim_lab_path(lab), device);
+  assert_int_equal(mcim_tre_soft_open(path, &tre), MCIM_OK);
+  assert_int_equal(tre_begin(tre->ctx, &st), MCIM_OK);
+  assert_int_equal(tre_sign_statement(tre->ctx, st, typ, aud, txn, extra, 300, &jws), MCIM_OK);
+  tre_end(tre->ctx, st);
+  if (cert)
+    assert_int_equal(tre->ops->cert(tre->ctx, MCIM_TRE_CERT_ATTESTATION, cert), MCIM_OK);
+  mcim_tre_close(tre);
+  json_decref(extra);
+  return jws;
+}
 
 /* ---- notifications (switch between pre-provisioned MCIMs) ---- */
 
@@ -60,7 +82,7 @@ static mcim_cause_t relay_notice(const char *device, const char *token, const ch
                                  const char *txn, long *status)
 {
   char *cert = NULL;
-  char *jws = device_sign(device, "mcim-notify+jwt", to, txn,
+  char *jws = device_notice(device, "mcim-notify+jwt", to, txn,
                           json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", to, "imsi",
                                     strcmp(device, "mallory") == 0 ? imsim_b : imsi2),
                           &cert);
@@ -142,7 +164,7 @@ static void test_forged_notifications(void **state)
    * resume after (a standby subscription's token is still honoured). */
   json_t *ans = NULL;
   char *cert1 = NULL, *certm = NULL, *n;
-  n = device_sign("fdev1", "mcim-notify+jwt", "sho-a", TXN_F4,
+  n = device_notice("fdev1", "mcim-notify+jwt", "sho-a", TXN_F4,
                   json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsi1),
                   &cert1);
   assert_int_equal(post_keep("sho-a", "/v1/notifications", tok1,
@@ -163,7 +185,7 @@ static void test_forged_notifications(void **state)
   assert_null(json_object_get(ans, "imsi"));
   json_decref(ans);
   free(n);
-  n = device_sign("mallory", "mcim-notify+jwt", "sho-a", TXN_F4,
+  n = device_notice("mallory", "mcim-notify+jwt", "sho-a", TXN_F4,
                   json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsim_a),
                   &certm);
   assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
@@ -176,7 +198,7 @@ static void test_forged_notifications(void **state)
   free(n);
   for (int i = 0; i < 2; i++) {
     const char *dev = i ? "mallory" : "fdev1", *im = i ? imsim_a : imsi1;
-    n = device_sign(dev, "mcim-notify+jwt", "sho-a", TXN_F4,
+    n = device_notice(dev, "mcim-notify+jwt", "sho-a", TXN_F4,
                     json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", "sho-a", "imsi", im),
                     NULL);
     assert_int_equal(post_keep("sho-a", "/v1/notifications", i ? tokm : tok1,

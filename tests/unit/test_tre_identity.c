@@ -359,6 +359,20 @@ static void test_sign(void **state)
   mcim_statement_t *stmt = NULL;
   json_t *extra = json_pack("{s:s, s:s}", "result", "success", "slot", "sho-a");
 
+  /* Nothing installed for the txn: the TRE does not say it was (the DPF would take it as
+   * the install, and the SHO activate a subscription the device does not hold). */
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, extra, 60, &jws),
+                   MCIM_FORBIDDEN);
+  assert_null(jws);
+  /* a failure the device reports for any txn */
+  json_t *failed = json_pack("{s:s, s:s}", "result", "PACKAGE_INVALID", "slot", "sho-a");
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, failed, 60,
+                                     &jws),
+                   MCIM_OK);
+  free(jws);
+  jws = NULL;
+  json_decref(failed);
+  provision(f, &sho_a, TXN_A);
   assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, extra, 60, &jws),
                    MCIM_OK);
   mcim_jws_expect_t x = {.iss = DEVICE, .aud = "ro", .typ = "mcim-status+jwt", .sub = DEVICE,
@@ -368,6 +382,26 @@ static void test_sign(void **state)
   mcim_statement_free(stmt);
   free(jws);
   jws = NULL;
+  /* another txn, or another slot than the txn's, is not that install */
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_B, extra, 60, &jws),
+                   MCIM_FORBIDDEN);
+  json_t *other = json_pack("{s:s, s:s}", "result", "success", "slot", "sho-b");
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_A, other, 60, &jws),
+                   MCIM_CLAIM_MISMATCH);
+  assert_null(jws);
+  /* an MCIM pre-provisioned (install_inactive) is installed too */
+  struct pkg p = pkg_default(f, &sho_b, TXN_B);
+  char *pkg = pkg_make(&p), slot[64] = "";
+  assert_int_equal(stage(f, TXN_B, pkg, &sho_b), MCIM_OK);
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_B, other, 60, &jws),
+                   MCIM_FORBIDDEN); /* staged is not installed */
+  assert_int_equal(f->tre->ops->install_inactive(f->tre->ctx, TXN_B, slot), MCIM_OK);
+  assert_int_equal(f->tre->ops->sign(f->tre->ctx, "mcim-status+jwt", "ro", TXN_B, other, 60, &jws),
+                   MCIM_OK);
+  free(jws);
+  jws = NULL;
+  free(pkg);
+  json_decref(other);
   /* Not a device statement: the agent cannot make the TRE vouch for it. */
   assert_int_equal(f->tre->ops->sign(f->tre->ctx, TYP_PKG, "ro", TXN_A, NULL, 60, &jws),
                    MCIM_FORBIDDEN);
@@ -386,6 +420,92 @@ static void test_sign(void **state)
   json_decref(extra);
 }
 
+/* An instruction of `by` for this device: procedure `procedure` to `sho` in `txn`. */
+static char *owner_instruction(const mcim_jose_key_t *by, const char *procedure, const char *sho,
+                               const char *txn)
+{
+  char *jws = NULL;
+  int64_t now = mcim_now();
+  json_t *extra = json_pack("{s:s, s:s}", "procedure", procedure, "sho", sho);
+  mcim_claims_t c = {.iss = "subscriber", .sub = DEVICE, .aud = DEVICE, .typ = TYP_INSTR,
+                     .txn = txn, .iat = now, .exp = now + 300, .extra = extra};
+  assert_int_equal(mcim_jws_sign(by, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  return jws;
+}
+
+static mcim_cause_t notice(mcim_tre_t *tre, const char *txn, const char *event,
+                           const struct sho *s, const char *imsi)
+{
+  char *jws = NULL;
+  json_t *extra = json_pack("{s:s, s:s, s:s}", "event", event, "slot", s->name, "imsi",
+                            imsi ? imsi : s->imsi);
+  mcim_cause_t rc = tre->ops->sign(tre->ctx, "mcim-notify+jwt", s->name, txn, extra, 60, &jws);
+  assert_true(rc == MCIM_OK ? jws != NULL : jws == NULL);
+  free(jws);
+  json_decref(extra);
+  return rc;
+}
+
+/* Suspend and resume notices: only in a switch the owner instructed (verified by the TRE),
+ * about its two slots, while the TRE holds them as the switch found them, never a resume
+ * that would leave both subscriptions live; the switch and its undo pass. */
+static void test_sign_notify(void **state)
+{
+  struct fx *f = *state;
+  char slot[64] = "";
+  mcim_tre_t *b = NULL;
+
+  provision(f, &sho_a, TXN_A); /* active */
+  struct pkg p = pkg_default(f, &sho_b, TXN_B);
+  char *pkg = pkg_make(&p);
+  assert_int_equal(stage(f, TXN_B, pkg, &sho_b), MCIM_OK);
+  assert_int_equal(f->tre->ops->install_inactive(f->tre->ctx, TXN_B, slot), MCIM_OK);
+  free(pkg);
+
+  /* no owner's instruction: the agent alone cannot suspend or resume anything */
+  assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_FORBIDDEN);
+  assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_FORBIDDEN);
+  /* an instruction of the owner's that is no switch, or a stranger's switch: neither */
+  char *jws = owner_instruction(owner, "preload", "sho-b", TXN_D);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+  assert_int_equal(notice(f->tre, TXN_D, "resume", &sho_b, NULL), MCIM_FORBIDDEN);
+  jws = owner_instruction(stranger, "switch", "sho-b", TXN_C);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_NOT_OWNER);
+  free(jws);
+  assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_FORBIDDEN);
+
+  jws = owner_instruction(owner, "switch", "sho-b", TXN_C);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+  /* the target before the current one is suspended: two live subscriptions */
+  assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_WRONG_STATE);
+  assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, "001020000000008"),
+                   MCIM_CLAIM_MISMATCH);
+  assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_a, NULL), MCIM_FORBIDDEN);
+  assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
+  /* what the TRE vouched is in its state: another handle (a restart) goes on from it */
+  assert_int_equal(mcim_tre_soft_open(f->dir, &b), MCIM_OK);
+  assert_int_equal(notice(b, TXN_C, "resume", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(notice(b, TXN_C, "resume", &sho_b, NULL), MCIM_OK); /* a retry */
+  /* the undo: the current one back only once the target is suspended again */
+  assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_a, NULL), MCIM_WRONG_STATE);
+  assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_a, NULL), MCIM_OK);
+  /* the switch again: suspend, resume, activate; then nothing more in that txn */
+  assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(f->tre->ops->activate(f->tre->ctx, "sho-b"), MCIM_OK);
+  assert_int_equal(notice(b, TXN_C, "suspend", &sho_b, NULL), MCIM_WRONG_STATE);
+  assert_int_equal(notice(b, TXN_C, "resume", &sho_a, NULL), MCIM_WRONG_STATE);
+  assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_WRONG_STATE);
+  mcim_tre_close(b);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -395,6 +515,7 @@ int main(void)
       cmocka_unit_test_setup_teardown(test_pcid_expiry_and_renewal, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_quote, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_sign, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_sign_notify, fx_setup, fx_teardown),
       cmocka_unit_test(test_log_no_secret), /* last: the whole group's log */
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
