@@ -24,11 +24,5 @@ db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM drf_orders WHERE device='la' AND sho
   bad "orders: $(sql "$lab/ro/ro.db" "SELECT sho, state FROM drf_orders WHERE device='la'")"
 old_sho_change_completes "with no veto by an old SHO that never registered"
 # sho-a back: the RO relays the receipt, sho-a terminates the old subscription
-check "sho-a restarted" "$mcim" lab restart sho-a --dir "$lab"
-wait_until 60 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" terminated &&
-  ok "sho-a terminated $imsi_a on the relayed receipt" ||
-  bad "sho-a: $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"
-wait_until 60 db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM outbox WHERE state='pending'" 0 &&
-  ok "the RO's outbox drained" ||
-  bad "RO outbox: $(sql "$lab/ro/ro.db" "SELECT peer, path, state, attempts FROM outbox WHERE state='pending'")"
+old_sho_back_terminates
 finish

@@ -233,6 +233,18 @@ old_sho_change_completes() {
     ok "sho-b's order active" || bad "sho-b order $(sql "$lab/sho-b/sho-b.db" "SELECT state FROM orders WHERE txn='$txn'")"
 }
 
+# old_sho_back_terminates: after old_sho_change_completes, sho-a restarted: the RO relays the
+# TRE-signed receipt it took at step 11, sho-a terminates $imsi_a, and the RO's outbox drains.
+old_sho_back_terminates() {
+  check "sho-a restarted" "$mcim" lab restart sho-a --dir "$lab"
+  wait_until 60 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" terminated &&
+    ok "sho-a terminated $imsi_a on the relayed receipt" ||
+    bad "sho-a: $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"
+  wait_until 60 db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM outbox WHERE state='pending'" 0 &&
+    ok "the RO's outbox drained" ||
+    bad "RO outbox: $(sql "$lab/ro/ro.db" "SELECT peer, path, state, attempts FROM outbox WHERE state='pending'")"
+}
+
 # ---- a lab on PostgreSQL (lab up --store postgres [--instances N]) ----
 pg_port=""
 q() { # q ROLE SQL: the values from the role's database (its lab server), one row a line
