@@ -33,6 +33,11 @@ mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size
 bool mcim_ct_equal(const void *a, const void *b, size_t len);
 /* Wipe key material so the compiler cannot elide it. */
 void mcim_wipe(void *p, size_t len);
+/* A buffer `p` whose first `used` bytes matter, grown to `size` (>= used) without leaving a
+ * copy behind: a new block, those bytes copied, the old block wiped and freed (realloc would
+ * free the old copy as it is). NULL (and `p` untouched) when out of memory. For buffers that
+ * may carry secrets (request and answer bodies: K and OPc at registration, AVs). */
+void *mcim_grow_wiped(void *p, size_t used, size_t size);
 /* A refusal's human detail into a caller's buffer (nothing when detail is NULL or len 0). */
 void mcim_detailf(char *detail, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

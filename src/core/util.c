@@ -157,6 +157,21 @@ void mcim_wipe(void *p, size_t len)
     OPENSSL_cleanse(p, len);
 }
 
+void *mcim_grow_wiped(void *p, size_t used, size_t size)
+{
+  if (size < used)
+    return NULL;
+  unsigned char *nb = malloc(size ? size : 1);
+  if (!nb)
+    return NULL;
+  if (p && used) {
+    memcpy(nb, p, used);
+    mcim_wipe(p, used);
+  }
+  free(p);
+  return nb;
+}
+
 mcim_cause_t mcim_random(uint8_t *out, size_t len)
 {
   if (len > (size_t)INT32_MAX)

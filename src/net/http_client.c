@@ -14,6 +14,7 @@
 #include "mcim/json_dump.h"
 #include "mcim/log.h"
 #include "mcim/opcount.h"
+#include "mcim/util.h"
 #include "net/http_priv.h"
 
 #define MAX_ANSWER (1u << 20)
@@ -106,7 +107,7 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
     a->overflow = true;
     return 0; /* aborts the transfer */
   }
-  char *nb = realloc(a->buf, a->len + n + 1);
+  char *nb = mcim_grow_wiped(a->buf, a->len, a->len + n + 1); /* may carry secrets (AVs) */
   if (!nb)
     return 0;
   a->buf = nb;
@@ -257,11 +258,17 @@ out:
   mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, result->cause, "%s %s -> %ld", method, url,
                  result->status);
   curl_slist_free_all(hdrs);
+  /* the body and the answer may carry secrets (K and OPc at registration, AVs), the
+   * header a bearer token: wiped, not only freed */
+  if (text)
+    mcim_wipe(text, strlen(text));
   free(text);
+  mcim_wipe(authz, sizeof(authz));
   if (raw && result->status > 0) {
     *raw = ans.buf;
     ans.buf = NULL;
   }
+  mcim_wipe(ans.buf, ans.len);
   free(ans.buf);
   return result->cause;
 }

@@ -482,7 +482,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
       size_t cap = st->cap ? st->cap : 4096;
       while (cap < st->len + n)
         cap *= 2;
-      uint8_t *nb = realloc(st->body, cap);
+      uint8_t *nb = mcim_grow_wiped(st->body, st->len, cap); /* may carry secrets */
       if (!nb)
         return MHD_NO;
       st->body = nb;
@@ -512,6 +512,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   if (st) {
     if (st->answering)
       atomic_fetch_sub(&st->srv->answering, 1);
+    mcim_wipe(st->body, st->len); /* K and OPc at registration, AVs: not left in the heap */
     free(st->body);
     free(st);
     *con_cls = NULL;

@@ -86,6 +86,23 @@ static void test_ct_equal(void **state)
   assert_false(mcim_ct_equal("abcd", "abce", 4));
 }
 
+/* A growing buffer keeps its bytes (the HTTP bodies grow with it); a size below what is
+ * used is refused with the buffer left as it was. */
+static void test_grow_wiped(void **state)
+{
+  (void)state;
+  char *b = mcim_grow_wiped(NULL, 0, 4);
+  assert_non_null(b);
+  memcpy(b, "K=01", 4);
+  char *g = mcim_grow_wiped(b, 4, 4096);
+  assert_non_null(g);
+  assert_memory_equal(g, "K=01", 4);
+  assert_null(mcim_grow_wiped(g, 4, 3));
+  assert_memory_equal(g, "K=01", 4);
+  mcim_wipe(g, 4);
+  free(g);
+}
+
 /* Nearest-rank percentiles and the median, as loadgen and the benches report them. */
 static void test_percentiles(void **state)
 {
@@ -234,7 +251,7 @@ int main(void)
       cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
       cmocka_unit_test(test_percentiles),    cmocka_unit_test(test_outbox_budget),
       cmocka_unit_test(test_log_lines),      cmocka_unit_test(test_outbox_outcome),
-      cmocka_unit_test(test_random_id),
+      cmocka_unit_test(test_random_id),      cmocka_unit_test(test_grow_wiped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
