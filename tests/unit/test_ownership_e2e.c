@@ -472,6 +472,63 @@ static void test_preloaded_promotion(void **state)
                    1);
 }
 
+/* A step back to preloaded that overtook the registration it steps back from (the install's
+ * `subscribed`, still in the SHO's outbox; a switch's suspend reaches the SHO straight from
+ * the device, so nothing orders the two): "not yet", retried, never final. Refused as final,
+ * the older `subscribed` arrived after it and stood for good (the device then held two
+ * subscribed entries: integration/hlr_scale_out under load, 2026-12-06). The entry is taken
+ * out of the RO's store to stand for "not arrived yet": the outbox cannot be held back from
+ * outside. */
+static void test_preloaded_overtaken(void **state)
+{
+  char txn[33], sql[256];
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "pdev2", false), MCIM_OK);
+  run_ok("pdev2", "initial", "sho-a");
+  char *installed = text_row("ro", "SELECT txn FROM dpf_packages WHERE device = 'pdev2' AND"
+                                   " sho = 'sho-a' AND state = 'installed'");
+  /* the install's registration is delivered by sho-a's outbox after the procedure's end */
+  for (int waited = 0;
+       waited < 30000 && count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev2'") == 0;
+       waited += 50)
+    usleep(50 * 1000);
+  exec_sql("ro", "DELETE FROM drf WHERE device = 'pdev2'");
+  json_int_t decided = (json_int_t)mcim_now_us();
+  new_txn(txn);
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev2", "sho",
+                        "sho-a", "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-a"),
+                        "seq", decided);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", json_incref(b), NULL,
+                       &status),
+                   MCIM_REGISTRATION_PENDING);
+  assert_int_equal(status, 503);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev2'"), 0);
+  /* the older registration arrives, then the retry of the newer one: the newer stands */
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", installed, "device",
+                                 "pdev2", "sho", "sho-a", "state", "subscribed", "endpoint",
+                                 mcim_lab_url(lab, "sho-a"), "seq", decided - 1000000),
+                       NULL, &status),
+                   MCIM_OK);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_OK);
+  snprintf(sql, sizeof(sql),
+           "SELECT COUNT(*) FROM drf WHERE device = 'pdev2' AND sho = 'sho-a' AND"
+           " state = 'preloaded' AND seq = %lld",
+           (long long)decided);
+  assert_int_equal(count_rows("ro", sql), 1);
+  /* an SHO with no install on this device is still refused for good */
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev2", "sho",
+                                 "sho-b", "state", "preloaded", "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  free(installed);
+}
+
 /* ---- discovery is bound to the procedure ---- */
 
 /* The device's procedure at `dev` (its control API): its stage, cause (the detail when it
@@ -798,6 +855,7 @@ int main(void)
       cmocka_unit_test(test_registrations),
       cmocka_unit_test(test_discovery_pending),
       cmocka_unit_test(test_preloaded_promotion),
+      cmocka_unit_test(test_preloaded_overtaken),
       cmocka_unit_test(test_device_waits_for_order),
       cmocka_unit_test(test_provision_then_handover),
   };

@@ -362,7 +362,8 @@ static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size
  * when this RO relayed the device's TRE-signed `resume` notice of this txn to that SHO (the
  * device chose it; an SHO holding a pre-provisioned MCIM cannot make itself the device's
  * SHO on its own word). released: the SHO's own entry, ended by its own termination (it
- * alone calls this for itself). */
+ * alone calls this for itself). A release, or a step back to preloaded, of an entry not there
+ * yet while its registration may still be on its way: REGISTRATION_PENDING (retried). */
 static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const char *device,
                                         const char *sho, const char *state)
 {
@@ -387,6 +388,19 @@ static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const
                  same, 3);
   if (n != 0) /* a retry, or subscribed -> preloaded */
     return n < 0 ? MCIM_STORE_ERROR : MCIM_OK;
+  if (strcmp(state, "preloaded") == 0) {
+    /* No entry yet, but an install of this SHO's MCIM on this device is on record: the
+     * registration it steps back from (the install's `subscribed`, decided earlier) may still
+     * be on its way, overtaken by this one; "not yet", as for `released`. A switch away from
+     * it reaches this SHO straight from the device, not through the registry, so nothing
+     * else orders the two (seen with two instances under load: taken as final, the refusal
+     * left the older `subscribed` standing for good). */
+    n = count_rows(st,
+                   "SELECT COUNT(*) FROM dpf_packages WHERE device = ? AND sho = ?"
+                   " AND state = 'installed'",
+                   own, 2);
+    return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_NOT_PARTY;
+  }
   if (strcmp(state, "subscribed") != 0)
     return MCIM_NOT_PARTY;
   n = count_rows(st,
@@ -463,7 +477,8 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     mcim_store_rollback(st);
     resp->retry_after = 1;
     mcim_http_reply_problem(resp, rc, 14,
-                            "%s holds no entry for this device yet: its release waits for it", sho);
+                            "%s holds no entry for this device yet: its %s waits for it", sho,
+                            state);
     return;
   }
   if (rc != MCIM_OK) {
