@@ -305,9 +305,12 @@ inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> sk
 #else
 #define DRF_LINKS_A (drf_reg[A] != R_NONE || A_INSTALL_ON_RECORD)
 #endif
-/* the relay of a notice (mcim_dpf_notice): a live entry, or the stored answer of the same
- * notice accepted before (stored_notice_answer) */
-#define NOTICE_LINKS_A (A_ENTRY_LIVE || ro_noticeA)
+/* the relay of a discard notice (mcim_dpf_notice): an entry in any state (a switch notice,
+ * not modelled here, needs a live one), or the stored answer of the same notice accepted
+ * before (stored_notice_answer). Before 2026-12-06 a live entry: an A that released its
+ * entry first held the notice back until the TRE's 30 days (no property here is about that
+ * wait, so it is no mutant) */
+#define NOTICE_LINKS_A (drf_reg[A] != R_NONE || ro_noticeA)
 /* the RO refuses A's tokens minted before A's `released` if its seq is above their iat_us
  * (token_live_at_ro): with an entry `released`, a call of the device at the RO with A's token
  * may be refused (TOKEN_REVOKED, the procedure fails before step 8) or taken */

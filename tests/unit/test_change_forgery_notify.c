@@ -268,12 +268,56 @@ static void test_report_pending(void **state)
   db_exec("sho-b", q);
   free(tokm);
 }
+
+/* A deferred discard notice to an SHO that released its entry before the notice came (its own
+ * termination; or a hostile SHO pinning the device's notices): the RO relays it (202), since
+ * an entry in any state links that SHO to the device, and sho-b takes it (its subscription
+ * ends on the receipt). Held back as "not yet" (REGISTRATION_PENDING, before 2026-12-06), the
+ * notice waited in the TRE for its 30 days. A switch notice to that entry stays "not yet"
+ * (test_registration_pending). Last: it ends mallory's MCIM at sho-b. */
+static bool relayed_to_sho_b(void *arg)
+{
+  return db_int("ro", (const char *)arg) == 0;
+}
+
+static void test_discard_to_released_entry(void **state)
+{
+  (void)state;
+  long status = 0;
+  char q[256], *cert = NULL;
+  const char *txn = "0000000000000000000000000000f006";
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  db_exec("ro", "UPDATE drf SET state = 'released' WHERE device = 'mallory' AND sho = 'sho-b'");
+  char *jws = device_notice("mallory", "mcim-discard+jwt", "sho-b", txn,
+                            json_pack("{s:s,s:s}", "slot", "sho-b", "imsi", imsim_b), &cert);
+  json_t *ans = NULL;
+  assert_int_equal(post_keep("ro", "/v1/dpf/notices", tokm,
+                             json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "mallory",
+                                       "to", "sho-b", "statement", jws, "tre_cert", cert),
+                             &ans, &status),
+                   MCIM_OK);
+  assert_int_equal(status, 202);
+  assert_string_equal(json_string_value(json_object_get(ans, "state")), "relayed");
+  json_decref(ans);
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s' AND state <> 'delivered'",
+           txn);
+  assert_true(wait_until(30, relayed_to_sho_b, q));
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'terminated'",
+           imsim_b);
+  assert_int_equal(db_int("sho-b", q), 1);
+  free(jws);
+  free(cert);
+  free(tokm);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forged_notifications),
       cmocka_unit_test(test_registration_pending),
       cmocka_unit_test(test_report_pending),
+      cmocka_unit_test(test_discard_to_released_entry),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

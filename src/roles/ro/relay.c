@@ -57,15 +57,23 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
     return MCIM_CLAIM_MISMATCH;
   if (!st)
     return MCIM_STORE_ERROR;
-  /* Only an SHO the registry links to this device now (subscribed, preloaded): what is
-   * relayed is that device's business with that SHO, nothing else. An entry `released` by
-   * an earlier subscription there does not count: a switch right after a new preload at
-   * that SHO must wait for the new registration below, not reach the SHO before its MCIM
-   * is in reserve. */
+  /* Only an SHO the registry links to this device: what is relayed is that device's
+   * business with that SHO, nothing else.
+   *  - A switch notice: an entry live now (subscribed, preloaded). An entry `released` by an
+   *    earlier subscription there does not count: a switch right after a new preload at that
+   *    SHO must wait for the new registration below, not reach the SHO before its MCIM is in
+   *    reserve.
+   *  - A discard receipt: an entry in any state. An SHO that released its entry before the
+   *    device's deferred notice came (its own termination, or a hostile SHO pinning the
+   *    device's notices) is still the one the receipt is about; the receipt, which the TRE
+   *    signs only once it destroyed that SHO's MCIM, ends nothing it did not hold. Held back,
+   *    the notice waited out the TRE's 30 days. */
+  bool discard = strcmp(typ, "mcim-discard+jwt") == 0;
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to)};
   mcim_cause_t rc = mcim_store_exec(st,
-                                    "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                                    " AND state <> 'released'",
+                                    discard ? "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                                            : "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                                              " AND state <> 'released'",
                                     p, 2, count_cb, &n);
   /* Not yet: the device's install at that SHO is on record, and the SHO's registration
    * (step 15, sent by its outbox once it heard of the install) is on its way. A device that
