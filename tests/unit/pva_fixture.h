@@ -30,8 +30,10 @@ static char *ro_cert;
 static const char *ro_nc[2];
 static mcim_jose_key_t *ro_key;
 static mcim_jose_key_t *vno_key, *pva_pub;
-static struct mcim_http_client *sho_cli, *m2mes_cli, *dev_cli;
+static struct mcim_http_client *sho_cli, *sho_b_cli, *m2mes_cli, *dev_cli;
 static char base[64];
+static char pva_cfg[256]; /* to start the PVA again (test_revocations: its first tick) */
+#define REVOCATIONS_PER_MINUTE 3
 /* dev1: the device under test; dev2: another device of the same M2MES */
 static mcim_jose_key_t *dev1_key, *dev2_key;
 static char *dev1_cert, *dev2_cert, *tok1, *tok2;
@@ -214,19 +216,20 @@ static inline void counted_certificate(void *ctx, const struct mcim_http_request
 
 static inline int setup(void **state)
 {
-  static const char *const roles[] = {"ro", "pva", "m2mes", "sho-a", "vno"};
-  char cfg[256], path[256];
+  static const char *const roles[] = {"ro", "pva", "m2mes", "sho-a", "vno", "sho-b"};
+  char path[256];
   (void)state;
-  if (lab_init(&lab, roles, 5) != 0)
+  if (lab_init(&lab, roles, 6) != 0)
     return -1;
   uint16_t pva_port = lab_free_port(), vno_port = lab_free_port(), sho_port = lab_free_port();
   uint16_t ro_port = lab_free_port();
   /* sho-a is listed but not running: verdicts wait in the outbox */
   lab_write_peers(&lab, "pva", (int)pva_port, "vno", (int)vno_port, "sho-a", (int)sho_port, "ro",
                   (int)ro_port, (const char *)NULL);
-  json_t *extra = json_pack("{s:s,s:i,s:i,s:s}", "nonce_lifetime", "1m", "outbox_backoff_ms",
-                            600000, "outbox_max_attempts", 1000, "log_level", "warn");
-  lab_write_config(&lab, "pva", pva_port, extra, cfg, sizeof(cfg));
+  json_t *extra = json_pack("{s:s,s:i,s:i,s:s,s:i}", "nonce_lifetime", "1m", "outbox_backoff_ms",
+                            600000, "outbox_max_attempts", 1000, "log_level", "warn",
+                            "revocations_per_minute", REVOCATIONS_PER_MINUTE);
+  lab_write_config(&lab, "pva", pva_port, extra, pva_cfg, sizeof(pva_cfg));
   json_decref(extra);
 
   snprintf(path, sizeof(path), "%s/vno/cert.pem", lab.pki);
@@ -247,11 +250,12 @@ static inline int setup(void **state)
   ro_key = lab_role_key(&lab, "ro");
   if (!ro_srv || !ro_cert || !ro_key)
     return -1;
-  if (mcim_role_start(&mcim_role_pva, cfg, &pva) != MCIM_OK)
+  if (mcim_role_start(&mcim_role_pva, pva_cfg, &pva) != MCIM_OK)
     return -1;
   snprintf(base, sizeof(base), "https://localhost:%u", pva_port);
 
   sho_cli = lab_client(&lab, "sho-a");
+  sho_b_cli = lab_client(&lab, "sho-b");
   m2mes_cli = lab_client(&lab, "m2mes");
   dev_cli = lab_client(&lab, NULL);
   vno_key = lab_role_key(&lab, "vno");
@@ -267,7 +271,7 @@ static inline int setup(void **state)
     return -1;
   tok1 = lab_access_token(vno_key, "dev1", "restricted");
   tok2 = lab_access_token(vno_key, "dev2", "restricted");
-  return sho_cli && m2mes_cli && dev_cli && tok1 && tok2 ? 0 : -1;
+  return sho_cli && sho_b_cli && m2mes_cli && dev_cli && tok1 && tok2 ? 0 : -1;
 }
 
 static inline int teardown(void **state)
@@ -279,6 +283,7 @@ static inline int teardown(void **state)
   mcim_jose_key_free(ro_key);
   free(ro_cert);
   mcim_http_client_free(sho_cli);
+  mcim_http_client_free(sho_b_cli);
   mcim_http_client_free(m2mes_cli);
   mcim_http_client_free(dev_cli);
   mcim_jose_key_free(vno_key);

@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 #include <time.h>
 #include "pva_fixture.h"
+#include "roles/pva/pva.h"
 
 /* The model's RIMs, registered by the M2MES as test_pva.c's test_rims does (which tests the
  * registration itself): the quotes here verify against them. */
@@ -252,6 +253,112 @@ static void test_garbage(void **state)
   mcim_http_result_clear(&res);
 }
 
+/* ---- revocations: bounded per peer, and for a day ---- */
+
+/* The limit itself, at chosen times: `max` a minute per peer, the next minute afresh, each
+ * peer its own count, and a full table of this minute's counts gives way at the smallest. */
+static void test_peer_limit(void **state)
+{
+  struct pva_peer_limit l;
+  int64_t wait = -1, t = 6000000; /* on a minute's start */
+  char peer[16];
+  (void)state;
+  pva_peer_limit_init(&l);
+  for (int i = 0; i < 3; i++)
+    assert_true(pva_peer_limit_admit(&l, "sho-a", t + 10, 3, &wait));
+  assert_false(pva_peer_limit_admit(&l, "sho-a", t + 10, 3, &wait));
+  assert_int_equal(wait, 50);
+  assert_false(pva_peer_limit_admit(&l, "sho-a", t + 59, 3, &wait));
+  assert_int_equal(wait, 1);
+  assert_true(pva_peer_limit_admit(&l, "sho-b", t + 59, 3, &wait));
+  assert_true(pva_peer_limit_admit(&l, "sho-a", t + 60, 3, &wait));
+  /* PVA_LIMIT_PEERS counts this minute: sho-a's 1 and sho-x0.. with 2 each; one more peer
+   * takes the smallest (sho-a's), which starts again */
+  for (int i = 0; i < PVA_LIMIT_PEERS - 1; i++) {
+    snprintf(peer, sizeof(peer), "sho-x%d", i);
+    assert_true(pva_peer_limit_admit(&l, peer, t + 61, 3, &wait));
+    assert_true(pva_peer_limit_admit(&l, peer, t + 61, 3, &wait));
+  }
+  assert_true(pva_peer_limit_admit(&l, "sho-new", t + 62, 3, &wait));
+  for (int i = 0; i < 3; i++)
+    assert_true(pva_peer_limit_admit(&l, "sho-x0", t + 62, 3, &wait) == (i == 0));
+  pva_peer_limit_destroy(&l);
+}
+
+static mcim_cause_t post_revocation(struct mcim_http_client *cli, const char *imsi, long *status,
+                           long *retry_after)
+{
+  char txn[33];
+  struct mcim_http_result res;
+  new_txn(txn);
+  mcim_cause_t rc = call(cli, "POST", "/v1/revocations",
+                         json_pack("{s:s,s:s,s:s}", "txn", txn, "device", "dev1", "imsi", imsi),
+                         NULL, &res);
+  *status = res.status;
+  *retry_after = res.retry_after;
+  mcim_http_result_clear(&res);
+  return rc;
+}
+
+static bool stale_gone(void)
+{
+  return count("SELECT COUNT(*) FROM revocations WHERE imsi = ?", "001019999999999") == 0;
+}
+
+/* An SHO sends at most revocations_per_minute (3 here) a minute: the next is 503
+ * REVOCATIONS_TOO_FAST with a Retry-After (its outbox asks again), recorded nowhere; another
+ * SHO has its own count. A revocation goes a day (and the skew) after it came: the first tick
+ * of a PVA purges one older, and keeps the new. */
+static void test_revocations(void **state)
+{
+  long status = 0, retry = 0;
+  char imsi[16];
+  (void)state;
+  int64_t base_rows = count("SELECT COUNT(*) FROM revocations", NULL);
+  for (int attempt = 0; attempt < 2; attempt++) {
+    int64_t minute = mcim_now() / 60;
+    int ok = 0;
+    for (int i = 0; i < REVOCATIONS_PER_MINUTE; i++) {
+      snprintf(imsi, sizeof(imsi), "00101%d%09d", attempt, i);
+      ok += post_revocation(sho_cli, imsi, &status, &retry) == MCIM_OK && status == 200;
+    }
+    snprintf(imsi, sizeof(imsi), "00101%d%09d", attempt, 99);
+    mcim_cause_t over = post_revocation(sho_cli, imsi, &status, &retry);
+    if (mcim_now() / 60 != minute)
+      continue; /* the minute turned meanwhile: once more, within one */
+    assert_int_equal(ok, REVOCATIONS_PER_MINUTE);
+    assert_int_equal(over, MCIM_REVOCATIONS_TOO_FAST);
+    assert_int_equal(status, 503);
+    assert_true(retry >= 1 && retry <= 60);
+    assert_int_equal(count("SELECT COUNT(*) FROM revocations WHERE imsi = ?", imsi), 0);
+    break;
+  }
+  assert_int_equal(post_revocation(sho_b_cli, "001010000000077", &status, &retry), MCIM_OK);
+  assert_int_equal(status, 200);
+  int64_t rows = count("SELECT COUNT(*) FROM revocations", NULL);
+  assert_true(rows >= base_rows + REVOCATIONS_PER_MINUTE + 1);
+
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_INT(mcim_now() - 86400 - 31)}; /* past a day and the 30 s skew */
+  assert_int_equal(mcim_store_exec(st,
+                                   "INSERT INTO revocations (network, imsi, device, created)"
+                                   " VALUES ('sho-a', '001019999999999', 'dev1', ?)",
+                                   p, 1, NULL, NULL),
+                   MCIM_OK);
+  mcim_store_close(st);
+  assert_false(stale_gone());
+  mcim_role_free(pva);
+  pva = NULL;
+  assert_int_equal(mcim_role_start(&mcim_role_pva, pva_cfg, &pva), MCIM_OK);
+  for (int waited = 0; waited < 10000 && !stale_gone(); waited += 50) {
+    struct timespec ms = {0, 50 * 1000000};
+    nanosleep(&ms, NULL);
+  }
+  assert_true(stale_gone());
+  assert_int_equal(count("SELECT COUNT(*) FROM revocations", NULL), rows);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -262,6 +369,8 @@ int main(void)
       cmocka_unit_test(test_store_pool),
       cmocka_unit_test(test_expiry),
       cmocka_unit_test(test_garbage),
+      cmocka_unit_test(test_peer_limit),
+      cmocka_unit_test(test_revocations),
   };
   mcim_log_init("test-pva", MCIM_LOG_TEXT, MCIM_LOG_WARN, NULL);
   return cmocka_run_group_tests(tests, setup_with_rims, teardown);

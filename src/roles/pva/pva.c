@@ -37,13 +37,25 @@
 
 struct pva_state {
   int64_t nonce_lifetime;
+  int64_t revocations_purged; /* when the tick last purged expired revocations */
+  struct pva_peer_limit revocations;
 };
+
+struct pva_peer_limit *pva_revocation_limit(struct mcim_role *r)
+{
+  struct pva_state *ps = r->state;
+  return ps ? &ps->revocations : NULL;
+}
 
 static const mcim_config_spec_t pva_spec[] = {
     {.name = "nonce_lifetime", .type = MCIM_CFG_DURATION, .def = "2m", .min = 1, .max = 86400,
      .help = "how long a validation nonce waits for the device's quote"},
     {.name = "ro", .type = MCIM_CFG_STRING, .def = "ro", .min = 1, .max = 63,
      .help = "name of the RO instance whose order records prove an SHO's procedure"},
+    {.name = "revocations_per_minute", .type = MCIM_CFG_INT, .def = "6000", .min = 1,
+     .max = 10000000,
+     .help = "revocations one SHO may send this instance in a minute (POST /v1/revocations);"
+             " more are answered 503 with Retry-After, and the SHO's outbox asks again"},
 };
 
 static const mcim_migration_t pva_migrations[] = {
@@ -531,12 +543,26 @@ cleanup:
   free(verdict);
 }
 
+/* A revocation is needed while a token it covers can be alive: such a token was issued before
+ * the subscription ended, so before the revocation reached us, and lives at most the longest
+ * token_lifetime (1 day) and the clock skew. Purged once a minute. */
+static void purge_revocations(struct mcim_role *r, mcim_store_t *st, int64_t now)
+{
+  struct pva_state *ps = r->state;
+  if (!ps || now - ps->revocations_purged < 60)
+    return;
+  ps->revocations_purged = now;
+  mcim_val_t p[] = {MCIM_INT(now - 86400 - mcim_config_duration(r->cfg, "clock_skew"))};
+  (void)mcim_store_exec(st, "DELETE FROM revocations WHERE created < ?", p, 1, NULL, NULL);
+}
+
 static bool pva_tick(struct mcim_role *r)
 {
   mcim_store_t *st = mcim_role_store(r);
   struct due d = {.n = 0};
   if (!st)
     return false;
+  purge_revocations(r, st, mcim_now());
   mcim_val_t p[] = {MCIM_INT(mcim_now())};
   if (mcim_store_exec(st,
                       "SELECT " VROW_COLS " FROM validations WHERE state = 'pending' AND"
@@ -556,13 +582,17 @@ static mcim_cause_t pva_start(struct mcim_role *r)
   if (!ps)
     return MCIM_NO_MEMORY;
   ps->nonce_lifetime = mcim_config_duration(r->cfg, "nonce_lifetime");
+  pva_peer_limit_init(&ps->revocations);
   r->state = ps;
   return MCIM_OK;
 }
 
 static void pva_stop(struct mcim_role *r)
 {
-  free(r->state);
+  struct pva_state *ps = r->state;
+  if (ps)
+    pva_peer_limit_destroy(&ps->revocations);
+  free(ps);
   r->state = NULL;
 }
 
@@ -574,11 +604,10 @@ static const struct mcim_http_route pva_routes[] = {
     {"POST", "/v1/revocations", pva_revocation, MCIM_ROUTE_PEER_CERT},
 };
 
-/* Validations with a verdict (or expired), record_retention after they were opened;
- * revocations once no token they cover can be alive (token_lifetime is at most 1 day). */
+/* Validations with a verdict (or expired), record_retention after they were opened
+ * (revocations: pva_tick, a day after they came). */
 static const char *const pva_purge[] = {
     "DELETE FROM validations WHERE state <> 'pending' AND created_us < ? * 1000000",
-    "DELETE FROM revocations WHERE created < ? - 86400",
     NULL,
 };
 

@@ -9,7 +9,10 @@
  *
  * An SHO can revoke only its own tokens (the issuer is the caller's certificate name), so
  * no SHO can cut off another's device here. A revocation lives as long as any token it
- * covers can: the longest token lifetime (1 day, runtime.c) after record_retention. */
+ * covers can: the longest token lifetime (1 day, runtime.c) and the clock skew after it came
+ * (pva.c, pva_tick). What one SHO can add is bounded: revocations_per_minute per instance
+ * (beyond it 503 REVOCATIONS_TOO_FAST, which its outbox retries: a burst of genuine ones is
+ * delayed, never lost), so at most a day of that. */
 #include <stdio.h>
 #include <string.h>
 
@@ -19,6 +22,48 @@
 #include "mcim/util.h"
 #include "roles/kinds.h"
 #include "roles/pva/pva.h"
+
+void pva_peer_limit_init(struct pva_peer_limit *l)
+{
+  memset(l, 0, sizeof(*l));
+  pthread_mutex_init(&l->lock, NULL);
+}
+
+void pva_peer_limit_destroy(struct pva_peer_limit *l)
+{
+  pthread_mutex_destroy(&l->lock);
+}
+
+bool pva_peer_limit_admit(struct pva_peer_limit *l, const char *peer, int64_t now, int64_t max,
+                          int64_t *retry_after)
+{
+  int64_t minute = now / 60;
+  struct pva_peer_count *c = NULL, *free_slot = NULL, *least = NULL;
+  bool ok;
+  pthread_mutex_lock(&l->lock);
+  for (size_t i = 0; i < PVA_LIMIT_PEERS && !c; i++) {
+    struct pva_peer_count *s = &l->slot[i];
+    if (s->minute == minute && strcmp(s->peer, peer) == 0)
+      c = s;
+    else if (s->minute != minute && !free_slot)
+      free_slot = s;
+    else if (s->minute == minute && (!least || s->n < least->n))
+      least = s;
+  }
+  if (!c) { /* a new count this minute: a free slot, else the smallest count gives way */
+    c = free_slot ? free_slot : least;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->minute = minute;
+    c->n = 0;
+  }
+  ok = c->n < max;
+  if (ok)
+    c->n++;
+  else
+    *retry_after = (minute + 1) * 60 - now;
+  pthread_mutex_unlock(&l->lock);
+  return ok;
+}
 
 mcim_cause_t pva_revocation_body(const json_t *body, char *err, size_t err_len)
 {
@@ -66,6 +111,19 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *imsi = json_string_value(json_object_get(req->json, "imsi"));
+  struct pva_peer_limit *limit = pva_revocation_limit(r);
+  int64_t wait = 0;
+  if (limit && !pva_peer_limit_admit(limit, sho, mcim_now(),
+                                     mcim_config_int(r->cfg, "revocations_per_minute"), &wait)) {
+    /* logged, not traced: a flood must not add a row per request */
+    mcim_log_event(MCIM_LOG_WARN, txn, 10, MCIM_REVOCATIONS_TOO_FAST,
+                   "%s sent more than revocations_per_minute revocations: asked to retry in %lld s",
+                   sho, (long long)wait);
+    resp->retry_after = (int)wait;
+    mcim_http_reply_problem(resp, MCIM_REVOCATIONS_TOO_FAST, 10,
+                            "more than revocations_per_minute from %s this minute", sho);
+    return;
+  }
   /* the step of the termination: 10, or 0 for the deferred notice of the pristine path */
   json_int_t step = json_integer_value(json_object_get(req->json, "step"));
   if (!json_object_get(req->json, "step"))
