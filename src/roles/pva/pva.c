@@ -52,7 +52,7 @@ static const mcim_config_spec_t pva_spec[] = {
      .help = "how long a validation nonce waits for the device's quote"},
     {.name = "ro", .type = MCIM_CFG_STRING, .def = "ro", .min = 1, .max = 63,
      .help = "name of the RO instance whose order records prove an SHO's procedure"},
-    {.name = "revocations_per_minute", .type = MCIM_CFG_INT, .def = "6000", .min = 1,
+    {.name = "revocations_per_minute", .type = MCIM_CFG_INT, .def = "12000", .min = 1,
      .max = 10000000,
      .help = "revocations one SHO may send this instance in a minute (POST /v1/revocations);"
              " more are answered 503 with Retry-After, and the SHO's outbox asks again"},
