@@ -77,6 +77,7 @@ static const struct {
     {"POST /v1/drf/discover", mcim_drf_discover_body},
     {"POST /v1/drf/owners", mcim_drf_owner_register_body},
     {"POST /v1/drf/owners/{device}/handover", mcim_drf_owner_handover_body},
+    {"POST /v1/drf/owner-queries", mcim_drf_owner_query_body},
     {"POST /v1/dpf/packages, /v1/drf/authorisations", mcim_dpf_package_body},
     {"POST /v1/dpf/packages/{device}/{txn}", mcim_dpf_fetch_body},
     {"POST /v1/dpf/status", mcim_dpf_status_body},

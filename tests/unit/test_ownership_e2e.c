@@ -757,7 +757,13 @@ static void test_provision_then_handover(void **state)
   long status = 0;
   (void)state;
   assert_int_equal(mcim_lab_run(lab, &run, &res), MCIM_OK);
+  char installed[33], order_path[128];
+  snprintf(installed, sizeof(installed), "%s", res.txn);
+  snprintf(order_path, sizeof(order_path), "/v1/orders/%s", installed);
   mcim_lab_run_result_clear(&res);
+  /* the owner reads its order (the RO confirms it is the device's owner now) */
+  char *oq = sign(owner, "mcim-order-query+jwt", "subscriber", DEV, "sho-a", installed, NULL);
+  assert_int_equal(req(plain_cli, "GET", "sho-a", order_path, NULL, oq, &status), MCIM_OK);
   /* the DRF now has the install on record: sho-a's registration was accepted */
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = '" DEV
                                     "' AND sho = 'sho-a' AND state = 'subscribed'"),
@@ -785,6 +791,32 @@ static void test_provision_then_handover(void **state)
                        &status),
                    MCIM_NOT_OWNER);
   free(h);
+  /* The old owner reads nothing more of the device: its query of its own order, signed by
+   * the key sho-a keeps with that order, is refused once the RO says it is not the owner
+   * now (before 2026-12-06 sho-a answered it, and would have told it when the new owner
+   * moved the device away). The RO's check answers only the SHO of that order, about a
+   * query addressed to it. */
+  assert_int_equal(req(plain_cli, "GET", "sho-a", order_path, NULL, oq, &status), MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  json_t *oqb = json_pack("{s:s,s:s,s:s}", "txn", installed, "device", DEV, "query", oq);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/owner-queries", json_incref(oqb), NULL,
+                       &status),
+                   MCIM_NOT_OWNER);
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/owner-queries", json_incref(oqb), NULL,
+                       &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(req(plain_cli, "POST", "ro", "/v1/drf/owner-queries", oqb, NULL, &status),
+                   MCIM_PEER_NOT_AUTHENTICATED);
+  free(oq);
+  /* the new owner's query of that order: the RO says yes, sho-a still no (the order is not
+   * its: placed with the old owner's key) */
+  oq = sign(stranger, "mcim-order-query+jwt", "subscriber", DEV, "sho-a", installed, NULL);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/owner-queries",
+                       json_pack("{s:s,s:s,s:s}", "txn", installed, "device", DEV, "query", oq),
+                       NULL, &status),
+                   MCIM_OK);
+  assert_int_equal(req(plain_cli, "GET", "sho-a", order_path, NULL, oq, &status), MCIM_NOT_PARTY);
+  free(oq);
   free(jwk);
   mcim_jose_key_free(third);
   new_txn(txn);

@@ -7,7 +7,11 @@
  * signed it. A later owner takes over by a handover statement signed by the current one.
  *
  *   POST /v1/drf/owners                      M2MES (mTLS)    first owner of a device
- *   POST /v1/drf/owners/{device}/handover    anyone          signed by the current owner */
+ *   POST /v1/drf/owners/{device}/handover    anyone          signed by the current owner
+ *   POST /v1/drf/owner-queries               SHO (mTLS)      is the owner's query of one of
+ *                                                            its orders signed by the owner
+ *                                                            now (not an owner since handed
+ *                                                            over)? */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +136,75 @@ out:
   mcim_jose_key_free(have_key);
   free(have);
   free(jwk);
+}
+
+mcim_cause_t mcim_drf_owner_query_body(const json_t *body, char *err, size_t err_len)
+{
+  static const struct mcim_jsonv_field fields[] = {
+      {"txn", MCIM_JV_HEX, true, 32},
+      {"device", MCIM_JV_STRING, true, 63},
+      {"query", MCIM_JV_STRING, true, 16384},
+  };
+  return mcim_jsonv_check(body, fields, 3, err, err_len);
+}
+
+/* POST /v1/drf/owner-queries {txn, device, query} (an SHO, mTLS): an owner reads its order at
+ * the SHO with a query it signs (mcim-order-query+jwt, aud = that SHO, txn); the SHO keeps the
+ * key the order was placed with, which a handover does not change there. Here the query is
+ * checked against the owner the RO records now: an old owner reads nothing more of the
+ * device's business after it handed the device over (DESIGN.md section 10). Who may ask: the
+ * SHO of that order (the DRF's record of it, in any state), about a query addressed to it.
+ * The answer is yes (200) or NOT_OWNER: nothing of who the owner is now. */
+void mcim_drf_owner_query(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp)
+{
+  struct mcim_role *r = ctx;
+  char err[200];
+  struct mcim_drf_order o = {0};
+  mcim_jose_key_t *owner = NULL;
+  mcim_statement_t *stmt = NULL;
+  mcim_store_t *st = mcim_role_store(r);
+  mcim_cause_t rc = mcim_drf_owner_query_body(req->json, err, sizeof(err));
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "%s", err);
+    return;
+  }
+  const char *txn = json_string_value(json_object_get(req->json, "txn"));
+  const char *device = json_string_value(json_object_get(req->json, "device"));
+  const char *query = json_string_value(json_object_get(req->json, "query"));
+  if (!mcim_ro_is_sho_name(req->peer)) {
+    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "only an SHO asks about its orders");
+    return;
+  }
+  rc = st ? mcim_drf_order_load(st, txn, &o) : MCIM_STORE_ERROR;
+  if (rc == MCIM_NOT_FOUND ||
+      (rc == MCIM_OK && (strcmp(o.device, device) != 0 || strcmp(o.sho, req->peer) != 0))) {
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_NOT_PARTY,
+                   "DRF: %s asked about an order of %s it does not hold", req->peer, device);
+    mcim_http_reply_problem(resp, MCIM_NOT_PARTY, 0, "no order of %s for %s with this txn",
+                            req->peer, device);
+    goto out;
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_ro_owner_key(st, device, &owner, NULL);
+  if (rc == MCIM_OK) {
+    mcim_jws_expect_t ex = {.iss = "subscriber", .aud = req->peer, .sub = device,
+                            .typ = "mcim-order-query+jwt", .txn = txn,
+                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+    rc = mcim_jws_verify(query, strlen(query), owner, &ex, &stmt);
+    if (rc == MCIM_JWS_BAD_SIGNATURE)
+      rc = MCIM_NOT_OWNER;
+  }
+  if (rc != MCIM_OK) {
+    mcim_http_reply_problem(resp, rc, 0, "the query is not the owner's of %s now", device);
+    goto out;
+  }
+  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s,s:s}", "txn", txn, "device", device,
+                                            "owner", "current"));
+out:
+  mcim_drf_order_clear(&o);
+  mcim_statement_free(stmt);
+  mcim_jose_key_free(owner);
 }
 
 mcim_cause_t mcim_drf_owner_handover_body(const json_t *body, char *err, size_t err_len)

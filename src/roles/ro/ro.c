@@ -99,6 +99,7 @@ static const struct mcim_http_route ro_routes[] = {
     {"POST", "/v1/icf/resync", mcim_icf_resync, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/drf/owners", mcim_drf_owner_register, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/drf/owners/{device}/handover", mcim_drf_owner_handover, 0},
+    {"POST", "/v1/drf/owner-queries", mcim_drf_owner_query, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/drf/orders", mcim_drf_order, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/drf/registrations", mcim_drf_register, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/drf/discover", mcim_drf_discover, 0},

@@ -20,6 +20,7 @@ mcim_cause_t mcim_drf_register_body(const json_t *body, char *err, size_t err_le
 mcim_cause_t mcim_drf_discover_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_drf_owner_register_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_drf_owner_handover_body(const json_t *body, char *err, size_t err_len);
+mcim_cause_t mcim_drf_owner_query_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_dpf_package_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_dpf_fetch_body(const json_t *body, char *err, size_t err_len);
 mcim_cause_t mcim_dpf_status_body(const json_t *body, char *err, size_t err_len);
@@ -41,6 +42,8 @@ void mcim_drf_owner_register(void *ctx, const struct mcim_http_request *req,
                              struct mcim_http_response *resp);
 void mcim_drf_owner_handover(void *ctx, const struct mcim_http_request *req,
                              struct mcim_http_response *resp);
+void mcim_drf_owner_query(void *ctx, const struct mcim_http_request *req,
+                          struct mcim_http_response *resp);
 /* The recorded owner key of `device` (MCIM_OWNER_UNKNOWN if none); `jwk` (may be NULL) gets
  * its public JWK text, free() it. */
 mcim_cause_t mcim_ro_owner_key(mcim_store_t *st, const char *device, mcim_jose_key_t **key,

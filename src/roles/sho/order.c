@@ -339,9 +339,41 @@ out:
   free(jwk);
 }
 
+/* The RO's word that the owner who signed `query` owns the device now (POST
+ * /v1/drf/owner-queries): the key kept with the order is the owner's when it was placed, and
+ * a handover since then is recorded only at the RO. A synchronous call, as forward_to_drf. */
+static mcim_cause_t owner_now(struct mcim_role *r, const struct mcim_sho_order *o,
+                              const char *query)
+{
+  const char *base = mcim_role_peer_url(r, mcim_config_str(r->cfg, "ro"));
+  struct mcim_http_client *cli = mcim_role_client(r);
+  struct mcim_http_result res;
+  char url[600];
+  memset(&res, 0, sizeof(res));
+  if (!base || !cli)
+    return MCIM_PEER_UNREACHABLE;
+  snprintf(url, sizeof(url), "%s/v1/drf/owner-queries", base);
+  json_t *body = json_pack("{s:s,s:s,s:s}", "txn", o->txn, "device", o->device, "query", query);
+  mcim_cause_t rc = body ? mcim_http_request(cli, "POST", url, body, NULL, &res) : MCIM_NO_MEMORY;
+  json_decref(body);
+  if (rc != MCIM_OK && res.status >= 400 && res.status < 500) { /* the RO's "no" */
+    mcim_log_event(MCIM_LOG_NOTICE, o->txn, 0, rc,
+                   "order of %s: read refused, its owner is no longer the device's (the RO: %s)",
+                   o->device, res.detail);
+    rc = MCIM_NOT_PARTY;
+  } else if (rc != MCIM_OK) {
+    rc = MCIM_PEER_UNREACHABLE;
+  }
+  mcim_http_result_clear(&res);
+  return rc;
+}
+
 /* Who may read an order: the procedure's other parties on their certificates (RO, PVA, the
  * lab's admin), or the owner with a query it signed (typ mcim-order-query+jwt, aud = this
- * SHO, sub = the device, txn), checked against the owner key the RO vouched for. */
+ * SHO, sub = the device, txn), checked against the owner key the RO vouched for, then (the
+ * RO's word) against the device's owner now: an owner that handed the device over reads
+ * nothing more of it here. MCIM_NOT_PARTY, or MCIM_PEER_UNREACHABLE when the RO could not say
+ * (answered 502 with Retry-After: not a refusal). */
 static mcim_cause_t may_read_order(struct mcim_role *r, const struct mcim_http_request *req,
                                    const struct mcim_sho_order *o)
 {
@@ -362,7 +394,9 @@ static mcim_cause_t may_read_order(struct mcim_role *r, const struct mcim_http_r
   }
   mcim_statement_free(stmt);
   mcim_jose_key_free(owner);
-  return rc == MCIM_OK ? MCIM_OK : MCIM_NOT_PARTY;
+  if (rc != MCIM_OK)
+    return MCIM_NOT_PARTY;
+  return owner_now(r, o, req->bearer);
 }
 
 /* GET /v1/orders/{txn} */
@@ -373,8 +407,14 @@ void mcim_sho_order_get(void *ctx, const struct mcim_http_request *req,
   struct mcim_sho_order o = {0};
   mcim_store_t *st = mcim_role_store(r);
   mcim_cause_t rc = st ? mcim_sho_order_load(st, req->params[0], &o) : MCIM_STORE_ERROR;
+  mcim_cause_t may = rc == MCIM_OK ? may_read_order(r, req, &o) : MCIM_NOT_PARTY;
+  if (may == MCIM_PEER_UNREACHABLE) { /* only an owner of that order gets this far */
+    resp->retry_after = 5;
+    mcim_http_reply_problem(resp, may, 0, "the RO cannot confirm the device's owner now");
+    goto out;
+  }
   /* an unknown txn and a refused reader look the same: nobody learns which txns exist */
-  if (rc == MCIM_NOT_FOUND || (rc == MCIM_OK && may_read_order(r, req, &o) != MCIM_OK)) {
+  if (rc == MCIM_NOT_FOUND || (rc == MCIM_OK && may != MCIM_OK)) {
     mcim_http_reply_problem(resp, MCIM_NOT_PARTY, 0,
                             "order %s is readable only by its owner and the procedure's parties",
                             req->params[0]);
