@@ -879,6 +879,57 @@ static void test_provision_then_handover(void **state)
   mcim_http_client_free(dev);
 }
 
+/* Nothing an owner's orders leave at the RO lives for good (DESIGN.md section 10): orders
+ * that failed (the TRE signs a failure status for any txn) and their packages go
+ * record_retention after they ended, and of the installed orders of one device at one SHO all
+ * but the newest (which links that SHO to the device, relay.c). Before 2026-12-06 failed and
+ * installed orders, and failed packages, stayed for ever. Rows of a device of the test's own,
+ * aged by the test; the RO's first sweep after its start purges them. */
+static void test_orders_purged(void **state)
+{
+  char sql[900];
+  int64_t now = mcim_now(), old = now - 400 * 86400;
+  (void)state;
+  const struct {
+    const char *txn, *sho, *state;
+    int64_t created, expires;
+  } rows[] = {
+      {"0000000000000000000000000000a001", "sho-a", "installed", old, old + 3600},
+      {"0000000000000000000000000000a002", "sho-a", "installed", old + 10, old + 3610},
+      {"0000000000000000000000000000a003", "sho-b", "installed", old, old + 3600},
+      {"0000000000000000000000000000a004", "sho-a", "failed", old, old + 3600},
+      {"0000000000000000000000000000a005", "sho-a", "failed", now, now + 3600},
+  };
+  for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state, record,"
+             " created, updated, expires) VALUES ('%s', 'purge-dev', '%s', 'https://x', 'initial',"
+             " '', '%s', 'r', %lld, %lld, %lld);"
+             "INSERT INTO dpf_packages (txn, device, sho, procedure, package, state, created,"
+             " updated) VALUES ('%s', 'purge-dev', '%s', 'initial', '', '%s', %lld, %lld)",
+             rows[i].txn, rows[i].sho, rows[i].state, (long long)rows[i].created,
+             (long long)rows[i].created, (long long)rows[i].expires, rows[i].txn, rows[i].sho,
+             rows[i].state, (long long)rows[i].created, (long long)rows[i].created);
+    exec_sql("ro", sql);
+  }
+  assert_int_equal(mcim_lab_role_restart(lab, "ro"), MCIM_OK);
+  const char *gone = "SELECT COUNT(*) FROM drf_orders WHERE txn = '0000000000000000000000000000a004'";
+  for (int waited = 0; waited < 20000 && count_rows("ro", gone) != 0; waited += 100)
+    usleep(100 * 1000);
+  assert_int_equal(count_rows("ro", gone), 0);
+  /* kept: the newest installed order of each (device, SHO), and the recent failure */
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = 'purge-dev'"
+                                    " AND txn IN ('0000000000000000000000000000a002',"
+                                    " '0000000000000000000000000000a003',"
+                                    " '0000000000000000000000000000a005')"),
+                   3);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = 'purge-dev'"),
+                   3);
+  /* the old packages, failed ones included, are gone; the recent one stays */
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM dpf_packages WHERE device = 'purge-dev'"),
+                   1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -890,6 +941,7 @@ int main(void)
       cmocka_unit_test(test_preloaded_overtaken),
       cmocka_unit_test(test_device_waits_for_order),
       cmocka_unit_test(test_provision_then_handover),
+      cmocka_unit_test(test_orders_purged),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

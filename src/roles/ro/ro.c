@@ -114,14 +114,21 @@ static const struct mcim_http_route ro_routes[] = {
 };
 
 /* DRF orders past their lifetime (the order record they vouched for has expired too) and DPF
- * packages whose install was reported or whose procedure was abandoned (already emptied),
- * once record_retention old (common.c); the ICF's PCIDs a renewal terminated, K and OPc with
- * them, record_retention after their expiry (no claim, AV or re-registration can use an
- * expired PCID: the ICF refuses a renewed one already expired), once the HLR has let them go,
- * and then their done HLR intents. The registry (drf), the owners and the live PCIDs stay. */
+ * packages whose install was reported (installed or failed) or whose procedure was abandoned
+ * (already emptied), once record_retention old (common.c); of the installed orders, all but
+ * the newest of each (device, SHO): that one links the SHO to the device (relay.c) for as
+ * long as the registry does, the older ones nothing (an owner's orders with new txns, one
+ * failure each, added rows for good before 2026-12-06). The ICF's PCIDs a renewal terminated,
+ * K and OPc with them, record_retention after their expiry (no claim, AV or re-registration
+ * can use an expired PCID: the ICF refuses a renewed one already expired), once the HLR has
+ * let them go, and then their done HLR intents. The registry (drf), the owners and the live
+ * PCIDs stay. */
 static const char *const ro_purge[] = {
-    "DELETE FROM drf_orders WHERE state IN ('expired', 'authorised') AND expires < ?",
-    "DELETE FROM dpf_packages WHERE state IN ('installed', 'abandoned') AND updated < ?",
+    "DELETE FROM drf_orders WHERE state IN ('expired', 'authorised', 'failed') AND expires < ?",
+    "DELETE FROM drf_orders WHERE state = 'installed' AND expires < ? AND EXISTS (SELECT 1 FROM"
+    " drf_orders n WHERE n.device = drf_orders.device AND n.sho = drf_orders.sho AND"
+    " n.state = 'installed' AND n.created > drf_orders.created)",
+    "DELETE FROM dpf_packages WHERE state IN ('installed', 'failed', 'abandoned') AND updated < ?",
     "DELETE FROM auc WHERE state = 'terminated' AND expires < ? AND imsi NOT IN"
     " (SELECT imsi FROM auc_hlr WHERE done = 0)",
     "DELETE FROM auc_hlr WHERE want = 'absent' AND done = 1 AND imsi NOT IN (SELECT imsi FROM"
