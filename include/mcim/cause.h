@@ -47,6 +47,7 @@
   X(CERT_EXPIRED,            410, 401, "certificate has expired") \
   X(KEY_INVALID,             411, 400, "key is malformed or of the wrong type") \
   X(REPLAY_CACHE_FULL,       412, 503, "replay cache is full of unexpired entries, retry later") \
+  X(LIFETIME_TOO_LONG,       413, 401, "statement is valid for longer than its verifier accepts (exp too far ahead)") \
   /* storage: 5xx */ \
   X(STORE_ERROR,             500, 500, "storage failure") \
   X(STORE_SCHEMA_TOO_NEW,    501, 500, "database schema is newer than this program") \

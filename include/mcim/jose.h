@@ -138,6 +138,9 @@ typedef struct mcim_jws_expect {
   int64_t now;                 /* 0: wall clock */
   int64_t skew;                /* tolerated clock difference, seconds (>= 0) */
   const mcim_replay_cache_t *replay; /* optional; NULL: jti not checked against replays */
+  int64_t max_lifetime;        /* > 0: exp at most this many seconds (and skew) after now, else
+                                  MCIM_LIFETIME_TOO_LONG: a jti is kept until exp, and the
+                                  issuer must not choose how long */
 } mcim_jws_expect_t;
 
 /* A verified statement: its claims point into `payload`, which it owns. */

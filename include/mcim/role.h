@@ -153,6 +153,11 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
  * retried at the longest backoff (a minute) until record_retention after it was queued, as
  * long as the procedure's other records are kept; a refusal (4xx) still ends it. */
 #define MCIM_OUTBOX_UNTIL_RETENTION (-1)
+
+/* The longest an owner's statement (order, order query, handover) may be valid: the roles
+ * keep its jti until it expires (DESIGN.md section 10: no pending thing lives as long as a
+ * party likes). The owner's tools sign them for minutes. */
+#define MCIM_OWNER_STATEMENT_MAX_LIFETIME (24 * 3600)
 /* Whether the outbox gives up on a message after a failed delivery (pure): `attempts`
  * deliveries tried so far, the message's `max_attempts` (0: `configured`, or
  * MCIM_OUTBOX_UNTIL_RETENTION: `age_ms` since it was queued reached `retention_ms`). */

@@ -629,12 +629,16 @@ static mcim_cause_t check_claims(json_t *p, const mcim_jws_expect_t *x, mcim_cla
     return MCIM_TOKEN_NOT_YET_VALID;
   if (now - x->skew >= c->exp)
     return MCIM_TOKEN_EXPIRED;
+  /* exp > now - skew here, so exp - now cannot overflow */
+  if (x->max_lifetime > 0 && c->exp - now > x->max_lifetime + x->skew)
+    return MCIM_LIFETIME_TOO_LONG;
   return MCIM_OK;
 }
 
 static mcim_cause_t expect_valid(const mcim_jws_expect_t *x)
 {
-  if (!x || (!x->iss && !x->iss_any) || !x->aud || !x->typ || x->skew < 0)
+  if (!x || (!x->iss && !x->iss_any) || !x->aud || !x->typ || x->skew < 0 ||
+      x->max_lifetime < 0)
     return MCIM_INVALID_ARGUMENT;
   return MCIM_OK;
 }

@@ -393,6 +393,41 @@ static void test_replay_expires(void **state)
   assert_int_equal(mcim_replay_expires(-10, 30), 20);
 }
 
+/* A verifier's longest lifetime: exp at most max_lifetime and the skew after now; beyond it
+ * LIFETIME_TOO_LONG (the issuer would choose how long its jti is kept), before the replay
+ * cache sees it. 0: no limit. A negative limit is the caller's mistake. */
+static void test_max_lifetime(void **state)
+{
+  (void)state;
+  static const struct {
+    int64_t exp, max;
+    mcim_cause_t want;
+  } cases[] = {
+      {NOW + 86400, 86400, MCIM_OK},
+      {NOW + 86400 + 30, 86400, MCIM_OK}, /* the skew */
+      {NOW + 86400 + 31, 86400, MCIM_LIFETIME_TOO_LONG},
+      {INT64_MAX, 86400, MCIM_LIFETIME_TOO_LONG},
+      {INT64_MAX, 0, MCIM_OK},
+      {NOW + 300, -1, MCIM_INVALID_ARGUMENT},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    mcim_replay_mem_t *mem = mcim_replay_mem_new(4);
+    assert_non_null(mem);
+    mcim_replay_cache_t cache = mcim_replay_mem_cache(mem);
+    mcim_claims_t c = claims_default();
+    c.exp = cases[i].exp;
+    char *jws = NULL;
+    assert_int_equal(mcim_jws_sign(issuer.key, &c, &jws), MCIM_OK);
+    mcim_jws_expect_t x = expect_default(); /* skew 30 */
+    x.replay = &cache;
+    x.max_lifetime = cases[i].max;
+    assert_int_equal(verify_str(jws, &x), cases[i].want);
+    assert_int_equal(mcim_replay_mem_count(mem, NOW), cases[i].want == MCIM_OK ? 1 : 0);
+    free(jws);
+    mcim_replay_mem_free(mem);
+  }
+}
+
 /* Algorithm confusion: "none", HS256 keyed with the public key, other signature algorithms. */
 static void test_bad_alg(void **state)
 {
@@ -500,6 +535,7 @@ int main(void)
       cmocka_unit_test(test_replay),
       cmocka_unit_test(test_replay_exp_max),
       cmocka_unit_test(test_replay_expires),
+      cmocka_unit_test(test_max_lifetime),
       cmocka_unit_test(test_bad_alg),
       cmocka_unit_test(test_malformed),
       cmocka_unit_test(test_op_counts),

@@ -70,16 +70,23 @@ static void new_txn(char txn[33])
   mcim_hex_encode(b, sizeof(b), txn);
 }
 
-static char *sign(const mcim_jose_key_t *key, const char *typ, const char *iss, const char *sub,
-                  const char *aud, const char *txn, json_t *extra)
+static char *sign_lived(const mcim_jose_key_t *key, const char *typ, const char *iss,
+                        const char *sub, const char *aud, const char *txn, json_t *extra,
+                        int64_t lifetime)
 {
   char *jws = NULL;
   int64_t now = mcim_now();
   mcim_claims_t c = {.iss = iss, .sub = sub, .aud = aud, .typ = typ, .txn = txn, .iat = now,
-                     .exp = now + 300, .extra = extra};
+                     .exp = now + lifetime, .extra = extra};
   assert_int_equal(mcim_jws_sign(key, &c, &jws), MCIM_OK);
   json_decref(extra);
   return jws;
+}
+
+static char *sign(const mcim_jose_key_t *key, const char *typ, const char *iss, const char *sub,
+                  const char *aud, const char *txn, json_t *extra)
+{
+  return sign_lived(key, typ, iss, sub, aud, txn, extra, 300);
 }
 
 /* An order as the subscriber makes it (src/lab/run.c), signed by `key`. */
@@ -367,6 +374,42 @@ static void test_order_read(void **state)
   free(verdict);
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM dpf_packages WHERE device = '" DEV "'"),
                    0);
+}
+
+/* The owner's statements are valid at most a day (MCIM_OWNER_STATEMENT_MAX_LIFETIME): the
+ * roles keep each jti until it expires, and an owner must not choose for how long (before
+ * 2026-12-06 an order or a handover valid for years kept its replay row for years). Refused
+ * LIFETIME_TOO_LONG, nothing stored, the jti not spent. */
+static void test_owner_statement_lifetime(void **state)
+{
+  int64_t before[NCOUNTED + 1];
+  char txn[33], path[128];
+  long status = 0;
+  (void)state;
+  snapshot(before);
+  new_txn(txn);
+  char *o = sign_lived(owner, "mcim-order+jwt", "subscriber", DEV, "sho-a", txn,
+                       json_pack("{s:O,s:O,s:s}", "attestation_cert",
+                                 json_object_get(params, "attestation_cert"), "ka_cert",
+                                 json_object_get(params, "ka_cert"), "procedure", "initial"),
+                       10 * 86400);
+  assert_int_equal(req(plain_cli, "POST", "sho-a", "/v1/orders",
+                       json_pack("{s:s,s:s}", "txn", txn, "order", o), NULL, &status),
+                   MCIM_LIFETIME_TOO_LONG);
+  assert_int_equal(status, 401);
+  free(o);
+  char *jwk = NULL;
+  assert_int_equal(mcim_jose_key_public_jwk(stranger, &jwk), MCIM_OK);
+  char *h = sign_lived(owner, "mcim-handover+jwt", "subscriber", DEV, "ro", txn,
+                       json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)),
+                       10 * 86400);
+  snprintf(path, sizeof(path), "/v1/drf/owners/%s/handover", DEV);
+  assert_int_equal(req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL,
+                       &status),
+                   MCIM_LIFETIME_TOO_LONG);
+  free(h);
+  free(jwk);
+  assert_unchanged(before, "owner statements valid for ten days");
 }
 
 /* ---- the DRF registry changes only on proof ---- */
@@ -935,6 +978,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forged_orders),
       cmocka_unit_test(test_order_read),
+      cmocka_unit_test(test_owner_statement_lifetime),
       cmocka_unit_test(test_registrations),
       cmocka_unit_test(test_discovery_pending),
       cmocka_unit_test(test_preloaded_promotion),

@@ -118,7 +118,8 @@ static mcim_cause_t verify_order(struct mcim_role *r, mcim_store_t *st, const ch
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = "subscriber", .aud = sho, .sub = device,
                             .typ = "mcim-order+jwt", .txn = txn,
-                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .max_lifetime = MCIM_OWNER_STATEMENT_MAX_LIFETIME};
     rc = mcim_jws_verify(order, strlen(order), owner, &ex, stmt);
     if (rc == MCIM_JWS_BAD_SIGNATURE)
       rc = MCIM_NOT_OWNER;

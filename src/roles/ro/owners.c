@@ -190,7 +190,8 @@ void mcim_drf_owner_query(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = "subscriber", .aud = req->peer, .sub = device,
                             .typ = "mcim-order-query+jwt", .txn = txn,
-                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .max_lifetime = MCIM_OWNER_STATEMENT_MAX_LIFETIME};
     rc = mcim_jws_verify(query, strlen(query), owner, &ex, &stmt);
     if (rc == MCIM_JWS_BAD_SIGNATURE)
       rc = MCIM_NOT_OWNER;
@@ -239,7 +240,8 @@ void mcim_drf_owner_handover(void *ctx, const struct mcim_http_request *req,
     mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .sub = device,
                             .typ = "mcim-handover+jwt",
                             .skew = mcim_config_duration(r->cfg, "clock_skew"),
-                            .replay = mcim_role_replay(r)};
+                            .replay = mcim_role_replay(r),
+                            .max_lifetime = MCIM_OWNER_STATEMENT_MAX_LIFETIME};
     rc = mcim_jws_verify(jws, strlen(jws), owner, &ex, &stmt);
     if (rc == MCIM_JWS_BAD_SIGNATURE)
       rc = MCIM_NOT_OWNER;

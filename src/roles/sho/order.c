@@ -63,7 +63,8 @@ static mcim_cause_t verify_order(struct mcim_role *r, const char *order, const c
   mcim_cause_t rc = jwk ? mcim_jose_key_from_jwk(jwk, strlen(jwk), &owner) : MCIM_NOT_OWNER;
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .typ = "mcim-order+jwt",
-                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew")};
+                            .txn = txn, .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .max_lifetime = MCIM_OWNER_STATEMENT_MAX_LIFETIME};
     rc = mcim_jws_verify(order, strlen(order), owner, &ex, stmt);
     if (rc == MCIM_JWS_BAD_SIGNATURE)
       rc = MCIM_NOT_OWNER;
@@ -389,7 +390,8 @@ static mcim_cause_t may_read_order(struct mcim_role *r, const struct mcim_http_r
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = "subscriber", .aud = r->name, .sub = o->device,
                             .typ = "mcim-order-query+jwt", .txn = o->txn,
-                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
+                            .skew = mcim_config_duration(r->cfg, "clock_skew"),
+                            .max_lifetime = MCIM_OWNER_STATEMENT_MAX_LIFETIME};
     rc = mcim_jws_verify(req->bearer, strlen(req->bearer), owner, &ex, &stmt);
   }
   mcim_statement_free(stmt);
