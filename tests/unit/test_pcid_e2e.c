@@ -842,7 +842,9 @@ static void test_tpm_slot_refusals(void **state)
 
 /* Lifetimes (DESIGN.md section 10): the PCIDs a renewal terminated leave the ICF
  * record_retention after their expiry, the CCIF's answered renewals record_retention after
- * the answer; the live PCIDs, and terminated ones not that old, stay. The rows are moved back
+ * the answer, the VNO's renewal flags record_retention after they were set (a flag of a
+ * PCID that never attached again stayed for good before 2026-12-06); the live PCIDs, and
+ * terminated ones not that old, stay. The rows are moved back
  * in time and the role restarted (its first housekeeping purges: no minute to wait). Runs
  * after the renewals above (pcid-d1 at the DPF, pcid-d5 pushed, pcid-d6 at the CCIF). */
 static void test_purge_renewals(void **state)
@@ -864,14 +866,22 @@ static void test_purge_renewals(void **state)
                           "UPDATE ccif_renewals SET updated = updated - 400 * 86400 WHERE"
                           " device = ? AND state = 'issued'",
                           "pcid-d6") >= 2);
+  const char *flag = "SELECT COUNT(*) FROM pcid_renewal WHERE pcid = ?";
+  assert_int_equal(store_write("vno", "INSERT INTO pcid_renewal (pcid, since) VALUES (?, 1000)",
+                               "001019999999990"),
+                   1);
+  assert_int_equal(store_count("vno", flag, "001019999999990"), 1);
   assert_int_equal(mcim_lab_role_restart(lab, "ro"), MCIM_OK);
   assert_int_equal(mcim_lab_role_restart(lab, "m2mes"), MCIM_OK);
+  assert_int_equal(mcim_lab_role_restart(lab, "vno"), MCIM_OK);
   /* polled, each role's housekeeping runs within a worker tick of its start */
   int64_t deadline = mcim_now() + 20;
   while ((store_count("ro", terminated, "pcid-d1") > 0 ||
-          store_count("m2mes", issued, "pcid-d6") > 0) &&
+          store_count("m2mes", issued, "pcid-d6") > 0 ||
+          store_count("vno", flag, "001019999999990") > 0) &&
          mcim_now() < deadline)
     usleep(100 * 1000);
+  assert_int_equal(store_count("vno", flag, "001019999999990"), 0);
   assert_int_equal(store_count("ro", terminated, "pcid-d1"), 0);
   assert_int_equal(store_count("m2mes", issued, "pcid-d6"), 0);
   assert_int_equal(store_count("ro", active, "pcid-d1"), live);

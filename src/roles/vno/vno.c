@@ -161,6 +161,15 @@ static bool vno_tick(struct mcim_role *r)
   return false;
 }
 
+/* A renewal flag whose PCID never attached again (renewed, then terminated: no later answer
+ * says "not due") went nowhere before 2026-12-06. Purged record_retention after it was set:
+ * the ICF's answer to the next attach of that PCID sets it again before its accept reads it
+ * (renewal_record, then vno_accept_extra, in one attach), so nothing is lost. */
+static const char *const vno_purge[] = {
+    "DELETE FROM pcid_renewal WHERE since < ?",
+    NULL,
+};
+
 static const struct mcim_http_route vno_routes[] = {
     {"POST", "/v1/attach", h_attach, 0},
     {"POST", "/v1/attach/{id}", h_attach_answer, 0},
@@ -170,6 +179,7 @@ const struct mcim_role_kind mcim_role_vno = {
     .kind = "vno",
     .summary = "visited network: PCID attach with AVs from the RO's ICF, restricted access",
     .tick = vno_tick,
+    .purge = vno_purge,
     .migrations = vno_migrations,
     .nmigrations = sizeof(vno_migrations) / sizeof(vno_migrations[0]),
     .routes = vno_routes,
