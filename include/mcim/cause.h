@@ -102,6 +102,7 @@
   X(ATTEST_MISSING,          730, 400, "the device's attestation key is certified as in a TPM: a TPM quote is required") \
   X(RENEWAL_TOO_EARLY,       731, 429, "the device's PCID credential was renewed less than pcid_renewal_interval ago; renew after Retry-After") \
   X(REVOCATIONS_TOO_FAST,    732, 503, "this SHO sent the PVA more than revocations_per_minute revocations this minute; retry after Retry-After") \
+  X(ATTACH_BUSY,             733, 503, "too many unanswered attach challenges of this identity are open; retry after Retry-After") \
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \
   X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached") \

@@ -52,6 +52,37 @@ static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey
                          p, MCIM_NPARAMS(p), NULL, NULL);
 }
 
+/* At most attach_open_max unanswered challenges of one identity open at once (DESIGN.md
+ * section 10: nothing a party can flood is unbounded). Anyone may send an attach naming an
+ * identity heard on the air, and each costs an AV (a durable SQN step at the AuC or the ICF)
+ * and the rows that trace it; a device answers its challenge within seconds, and one that
+ * lost an answer or restarted opens a few. Over the limit: MCIM_ATTACH_BUSY, *wait the
+ * seconds until the oldest open one lapses (attach_lifetime). */
+static mcim_cause_t open_challenges_below_max(struct mcim_role *r, const char *identity,
+                                              int64_t *wait)
+{
+  int64_t n = 0, oldest = 0, now = mcim_now();
+  int64_t lifetime = mcim_config_duration(r->cfg, "attach_lifetime");
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_val_t p[] = {MCIM_TEXT(identity), MCIM_INT(now - lifetime)};
+  mcim_cause_t rc = mcim_store_query_int(st,
+                                         "SELECT COUNT(*) FROM attach WHERE identity = ? AND"
+                                         " state = 'challenged' AND created >= ?",
+                                         p, 2, &n);
+  if (rc != MCIM_OK || n < mcim_config_int(r->cfg, "attach_open_max"))
+    return rc;
+  rc = mcim_store_query_int(st,
+                            "SELECT MIN(created) FROM attach WHERE identity = ? AND"
+                            " state = 'challenged' AND created >= ?",
+                            p, 2, &oldest);
+  *wait = rc == MCIM_OK ? oldest + lifetime - now + 1 : lifetime;
+  if (*wait < 1)
+    *wait = 1;
+  return MCIM_ATTACH_BUSY;
+}
+
 mcim_cause_t mcim_access_attach_body(const char *id_field, const json_t *body, char *err,
                                      size_t err_len)
 {
@@ -78,7 +109,22 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   }
   const char *identity = json_string_value(json_object_get(req->json, net->id_field));
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
-  rc = net->get_av(r, txn, identity, &av, device);
+  int64_t wait = 0;
+  rc = open_challenges_below_max(r, identity, &wait);
+  if (rc == MCIM_ATTACH_BUSY) {
+    /* logged, never traced, and no AV asked for: the flood stops here */
+    mcim_log_event(MCIM_LOG_WARN, txn, net->step_attach, rc,
+                   "attach refused: attach_open_max challenges of this %s open",
+                   net->id_field);
+    count_refusal(rc);
+    resp->retry_after = (int)wait;
+    mcim_http_reply_problem(resp, rc, net->step_attach,
+                            "too many unanswered challenges of this %s: retry in %lld s",
+                            net->id_field, (long long)wait);
+    return;
+  }
+  if (rc == MCIM_OK)
+    rc = net->get_av(r, txn, identity, &av, device);
   if (rc == MCIM_UNKNOWN_IDENTITY) {
     /* a stranger (an identity this network does not know): logged, never traced, so that a
      * flood of made-up identities and txns leaves the store as it was */

@@ -69,6 +69,10 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
     {.name = "attach_lifetime", .type = MCIM_CFG_DURATION, .def = "2m", .min = 1, .max = 3600,
      .help = "access networks (vno, sho): how long an attach challenge may be answered;"
              " unanswered and finished attach sessions are deleted after it"},
+    {.name = "attach_open_max", .type = MCIM_CFG_INT, .def = "8", .min = 1, .max = 1000,
+     .help = "access networks (vno, sho): unanswered challenges one identity may have open at"
+             " once; one more attach is answered 503 ATTACH_BUSY with Retry-After, without an"
+             " AV"},
     {.name = "answer_retention", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,
      .max = 365LL * 86400,
      .help = "how long answers kept for retries (idempotency) and delivered outbox messages"

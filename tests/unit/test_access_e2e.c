@@ -11,7 +11,10 @@
  *  - an expired PCID is refused at the ICF with CREDENTIAL_EXPIRED;
  *  - a stranger's attach (an identity no network knows, naming a txn) at the VNO and at an
  *    SHO is refused with UNKNOWN_IDENTITY and leaves no trace row at the VNO, the ICF or the
- *    SHO (docs/architecture.md: refusals of strangers are logged, never traced or stored). */
+ *    SHO (docs/architecture.md: refusals of strangers are logged, never traced or stored);
+ *  - one identity has at most attach_open_max (8) unanswered challenges open: one more
+ *    attach is 503 ATTACH_BUSY with a Retry-After, costs no AV and leaves no row; answering
+ *    one frees its place. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -223,6 +226,48 @@ static void test_stranger_leaves_no_rows(void **state)
   assert_int_equal(trace_rows("sho-a", txn), 0);
 }
 
+/* Anyone may send an attach naming a PCID heard on the air; each costs an AV (a durable SQN
+ * step at the ICF) and trace rows. One identity may have attach_open_max (8 by default)
+ * challenges open: the next is 503 ATTACH_BUSY with a Retry-After, asks the ICF for nothing
+ * and leaves no row anywhere; an answered challenge frees its place. Before 2026-12-06 every
+ * attach got an AV. */
+static void test_open_challenges_bounded(void **state)
+{
+  (void)state;
+  static const char txn[] = "0000000000000000000000000000a77a";
+  struct usim u;
+  struct mcim_http_result r;
+  char token[4096] = "";
+  mcim_cause_t net = MCIM_OK;
+  json_t *first = NULL;
+  usim_init(&u, K);
+  register_pcid("001019000000009", "soft9", mcim_now() + 3600);
+  for (int i = 0; i < 8; i++) {
+    json_t *c = attach_start("001019000000009", MCIM_OK);
+    if (i == 0)
+      first = c;
+    else
+      json_decref(c);
+  }
+  long long vno_rows = trace_rows("vno", txn), ro_rows = trace_rows("ro", txn);
+  json_t *body = json_pack("{s:s,s:s}", "pcid", "001019000000009", "txn", txn);
+  assert_int_equal(
+      mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), json_incref(body), NULL, &r),
+      MCIM_ATTACH_BUSY);
+  assert_int_equal(r.status, 503);
+  assert_true(r.retry_after >= 1 && r.retry_after <= 121);
+  mcim_http_result_clear(&r);
+  assert_int_equal(trace_rows("vno", txn), vno_rows);
+  assert_int_equal(trace_rows("ro", txn), ro_rows);
+  /* the device answers its first challenge: one place free again */
+  assert_int_equal(usim_answer(&u, first, &net, token, sizeof(token), NULL), MCIM_OK);
+  assert_int_equal(net, MCIM_OK);
+  json_decref(first);
+  assert_int_equal(
+      mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r), MCIM_OK);
+  mcim_http_result_clear(&r);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -231,6 +276,7 @@ int main(void)
       cmocka_unit_test(test_resync),
       cmocka_unit_test(test_expired_pcid),
       cmocka_unit_test(test_stranger_leaves_no_rows),
+      cmocka_unit_test(test_open_challenges_bounded),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

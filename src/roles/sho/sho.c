@@ -200,6 +200,8 @@ static const mcim_migration_t sho_migrations[] = {
      mcim_auc_hlr_schema_sql},
     /* Two instances applied one intent at once (auc_sync.c, claim) */
     {9, "an HLR intent applied by one instance at a time", mcim_auc_hlr_lease_sql},
+    {10, "open challenges counted by identity (access.c, attach_open_max)",
+     "CREATE INDEX attach_identity ON attach (identity, state)"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {

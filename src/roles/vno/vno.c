@@ -151,6 +151,8 @@ static const mcim_migration_t vno_migrations[] = {
      "CREATE TABLE pcid_renewal (pcid TEXT PRIMARY KEY, since BIGINT NOT NULL)"},
     {3, "stale attach sessions found by index (access.c)",
      "CREATE INDEX attach_created ON attach (created)"},
+    {4, "open challenges counted by identity (access.c, attach_open_max)",
+     "CREATE INDEX attach_identity ON attach (identity, state)"},
 };
 
 /* Unanswered attach attempts leave nothing that lasts; one delete takes every stale one, so
