@@ -475,6 +475,17 @@ static void test_preloaded_promotion(void **state)
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
                                     " sho = 'sho-b' AND state = 'preloaded'"),
                    1);
+  /* nor with the preload's own txn: its install proves `preloaded`, not `subscribed` (before
+   * 2026-12-06 it did) */
+  char *preload_txn = text_row("ro", "SELECT txn FROM dpf_packages WHERE device = 'pdev1' AND"
+                                     " sho = 'sho-b' AND state = 'installed'");
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", preload_txn, "device", "pdev1",
+                                 "sho", "sho-b", "state", "subscribed", "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_NOT_PARTY);
+  free(preload_txn);
   new_txn(txn);
   json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev1", "sho", "sho-b",
                         "state", "subscribed", "endpoint", mcim_lab_url(lab, "sho-b"));

@@ -375,11 +375,15 @@ static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const
     n = count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?", own, 2);
     return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_REGISTRATION_PENDING;
   }
-  mcim_val_t inst[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(sho)};
+  /* A preload's install proves `preloaded` only: its MCIM went into reserve, and only the
+   * device's switch (below) makes that SHO the device's (before 2026-12-06 the preload's own
+   * txn made it `subscribed` on its word) */
+  mcim_val_t inst[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(state)};
   n = count_rows(st,
-                 "SELECT COUNT(*) FROM dpf_packages WHERE txn = ? AND device = ? AND sho = ?"
-                 " AND state = 'installed'",
-                 inst, 3);
+                 "SELECT COUNT(*) FROM dpf_packages p JOIN drf_orders o ON o.txn = p.txn"
+                 " WHERE p.txn = ? AND p.device = ? AND p.sho = ? AND p.state = 'installed'"
+                 " AND (o.procedure <> 'preload' OR ? = 'preloaded')",
+                 inst, 4);
   if (n != 0)
     return n < 0 ? MCIM_STORE_ERROR : MCIM_OK;
   mcim_val_t same[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(state)};
