@@ -1,0 +1,342 @@
+/* Issue 8 on a real lab (mcimd processes on loopback, real TLS, real device agents): the
+ * DRF's registry changes only on proof, and discovery is bound to the procedure. The hostile
+ * parties are real clients holding a valid certificate of their role (sho-b registering for a
+ * device it never installed on, or for sho-a; sho-b announcing step 8 to sho-a as the RO
+ * does); every refusal is asserted by its cause.
+ *   - step 14 / 15: a registration without proof (subscribed or preloaded with no install
+ *     the DPF recorded, released of an entry not held, ordered, or for another SHO) is
+ *     refused and leaves every store as it was;
+ *   - a preload's install proves preloaded only: preloaded -> subscribed only after the
+ *     device's switch; a retry of its own state is taken; registrations that overtook each
+ *     other keep the newest (seq);
+ *   - a step back to preloaded that overtook its registration is "not yet", never final;
+ *   - step 7-8: the DRF answers ORDER_PENDING (503, Retry-After) to a device's discovery for
+ *     a txn it holds no order of, while it holds another device's;
+ *   - a device instructed before its order reached the DRF waits and completes once it is
+ *     there; step 8's announcement is heard only from the RO, a repeat changes nothing, and
+ *     an order again after a given-up announcement announces again, once.
+ * The lab and the helpers are ownership_fixture.h's (shared with test_ownership_e2e.c). */
+#define OWNERSHIP_LAB_DIR "/tmp/mcim-registry-XXXXXX"
+#include "ownership_fixture.h"
+
+/* ---- the DRF registry changes only on proof ---- */
+
+static void test_registrations(void **state)
+{
+  int64_t before[NCOUNTED + 1];
+  char txn[33];
+  long status = 0;
+  (void)state;
+  snapshot(before);
+  new_txn(txn);
+  const char *states[] = {"subscribed", "preloaded", "released"};
+  for (size_t i = 0; i < 3; i++) {
+    json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho", "sho-b",
+                          "state", states[i], "endpoint", mcim_lab_url(lab, "sho-b"));
+    /* a release of an entry it does not hold (yet: its registration may have been
+     * overtaken on the way) is "not yet", and changes nothing either */
+    bool release = strcmp(states[i], "released") == 0;
+    assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                     release ? MCIM_REGISTRATION_PENDING : MCIM_NOT_PARTY);
+    assert_int_equal(status, release ? 503 : 403);
+  }
+  /* "ordered" comes only as the owner's order */
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho",
+                                 "sho-b", "state", "ordered", "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_INVALID_ARGUMENT);
+  /* and nobody registers for another SHO */
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho",
+                                 "sho-a", "state", "released", "endpoint",
+                                 mcim_lab_url(lab, "sho-a")),
+                       NULL, &status),
+                   MCIM_FORBIDDEN);
+  assert_unchanged(before, "registrations without proof");
+}
+
+/* An SHO holding a pre-provisioned MCIM cannot make itself the device's SHO on its own
+ * word: preloaded -> subscribed needs the device's switch (its TRE-signed resume notice,
+ * relayed by the RO for that txn). A retry of its own state and stepping back stay allowed. */
+static void test_preloaded_promotion(void **state)
+{
+  char txn[33];
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "pdev1", false), MCIM_OK);
+  run_ok("pdev1", "initial", "sho-a");
+  run_ok("pdev1", "preload", "sho-b");
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
+                                    " sho = 'sho-b' AND state = 'preloaded'"),
+                   1);
+  /* nor with the preload's own txn: its install proves `preloaded`, not `subscribed` (before
+   * 2026-12-06 it did) */
+  char *preload_txn = text_row("ro", "SELECT txn FROM dpf_packages WHERE device = 'pdev1' AND"
+                                     " sho = 'sho-b' AND state = 'installed'");
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", preload_txn, "device", "pdev1",
+                                 "sho", "sho-b", "state", "subscribed", "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_NOT_PARTY);
+  free(preload_txn);
+  new_txn(txn);
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev1", "sho", "sho-b",
+                        "state", "subscribed", "endpoint", mcim_lab_url(lab, "sho-b"));
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
+                                    " sho = 'sho-b' AND state = 'preloaded'"),
+                   1);
+  /* its own state again is a retry */
+  b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev1", "sho", "sho-b",
+                "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-b"));
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_OK);
+  /* Registrations that overtook each other: the entry keeps the newest `seq` (the SHO's
+   * time of deciding); an older one is answered as done ("superseded") and changes
+   * nothing. */
+  json_int_t newest = (json_int_t)mcim_now_us();
+  b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev1", "sho", "sho-b",
+                "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-b"), "seq", newest);
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_OK);
+  b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev1", "sho", "sho-b",
+                "state", "released", "endpoint", mcim_lab_url(lab, "sho-b"), "seq",
+                newest - 1000000);
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_OK);
+  char q[200];
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND sho = 'sho-b' AND"
+           " state = 'preloaded' AND seq = %lld",
+           (long long)newest);
+  assert_int_equal(count_rows("ro", q), 1);
+  /* the device's switch is the proof: sho-b is subscribed after it */
+  run_ok("pdev1", "switch", "sho-b");
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
+                                    " sho = 'sho-b' AND state = 'subscribed'"),
+                   1);
+}
+
+/* A step back to preloaded that overtook the registration it steps back from (the install's
+ * `subscribed`, still in the SHO's outbox; a switch's suspend reaches the SHO straight from
+ * the device, so nothing orders the two): "not yet", retried, never final. Refused as final,
+ * the older `subscribed` arrived after it and stood for good (the device then held two
+ * subscribed entries: integration/hlr_scale_out under load, 2026-12-06). The entry is taken
+ * out of the RO's store to stand for "not arrived yet": the outbox cannot be held back from
+ * outside. */
+static void test_preloaded_overtaken(void **state)
+{
+  char txn[33], sql[256];
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "pdev2", false), MCIM_OK);
+  run_ok("pdev2", "initial", "sho-a");
+  char *installed = text_row("ro", "SELECT txn FROM dpf_packages WHERE device = 'pdev2' AND"
+                                   " sho = 'sho-a' AND state = 'installed'");
+  /* the install's registration is delivered by sho-a's outbox after the procedure's end */
+  for (int waited = 0;
+       waited < 30000 && count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev2'") == 0;
+       waited += 50)
+    usleep(50 * 1000);
+  exec_sql("ro", "DELETE FROM drf WHERE device = 'pdev2'");
+  json_int_t decided = (json_int_t)mcim_now_us();
+  new_txn(txn);
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev2", "sho",
+                        "sho-a", "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-a"),
+                        "seq", decided);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", json_incref(b), NULL,
+                       &status),
+                   MCIM_REGISTRATION_PENDING);
+  assert_int_equal(status, 503);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev2'"), 0);
+  /* the older registration arrives, then the retry of the newer one: the newer stands */
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", installed, "device",
+                                 "pdev2", "sho", "sho-a", "state", "subscribed", "endpoint",
+                                 mcim_lab_url(lab, "sho-a"), "seq", decided - 1000000),
+                       NULL, &status),
+                   MCIM_OK);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_OK);
+  snprintf(sql, sizeof(sql),
+           "SELECT COUNT(*) FROM drf WHERE device = 'pdev2' AND sho = 'sho-a' AND"
+           " state = 'preloaded' AND seq = %lld",
+           (long long)decided);
+  assert_int_equal(count_rows("ro", sql), 1);
+  /* an SHO with no install on this device is still refused for good */
+  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev2", "sho",
+                                 "sho-b", "state", "preloaded", "endpoint",
+                                 mcim_lab_url(lab, "sho-b")),
+                       NULL, &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  free(installed);
+}
+
+/* ---- discovery is bound to the procedure ---- */
+
+/* The owner instructs the device before ordering (seed step 2 before step 1 reached the
+ * DRF): the DRF answers "not yet" (ORDER_PENDING, Retry-After) and the device keeps asking
+ * until the order is there, then completes the procedure. */
+static void test_device_waits_for_order(void **state)
+{
+  struct mcim_http_client *dev = NULL;
+  char txn[33], path[512], stage[32], cause[128], result[48];
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "wdev1", false), MCIM_OK);
+  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "wdev1"));
+  mcim_jose_key_t *wowner = load_key(path);
+  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, "wdev1"));
+  json_t *wparams = json_load_file(path, 0, NULL);
+  assert_non_null(wowner);
+  assert_non_null(wparams);
+  assert_int_equal(mcim_lab_device_client(lab, "wdev1", &dev), MCIM_OK);
+  new_txn(txn);
+  assert_int_equal(instruct(dev, wowner, "wdev1", txn,
+                            json_pack("{s:s,s:s}", "procedure", "initial", "sho", "sho-a")),
+                   MCIM_OK);
+  /* it reaches discovery and is told "not yet" (ORDER_PENDING: it waits, cause-free, saying
+   * so in its detail) */
+  int waited = 0;
+  for (; waited < 30000; waited += 100) {
+    device_proc(dev, txn, stage, cause, result);
+    if (strcmp(stage, "discover") == 0 && strstr(cause, "has not reached the RO yet"))
+      break;
+    assert_true(result[0] == '\0');
+    usleep(100 * 1000);
+  }
+  if (waited >= 30000)
+    fail_msg("the device never waited for its order: stage %s, cause %s", stage, cause);
+  /* The DRF's step-8 announcement can beat the SHO's own commit of an order the DRF has
+   * just answered (step 1): the SHO says "not yet" (503, a retry for the DRF's outbox),
+   * not 404 (which would end the delivery and strand the device at its nonce). */
+  struct mcim_http_client *ro_cli = role_client("ro");
+  long status = 0;
+  assert_int_equal(req(ro_cli, "POST", "sho-a", "/v1/devices/ready",
+                       json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1"), NULL, &status),
+                   MCIM_ORDER_NOT_STORED_YET);
+  assert_int_equal(status, 503);
+  mcim_http_client_free(ro_cli);
+  /* only the RO announces: another SHO is FORBIDDEN, no certificate is not heard, and
+   * neither leaves anything at the SHO */
+  assert_int_equal(req(sho_b_cli, "POST", "sho-a", "/v1/devices/ready",
+                       json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1"), NULL, &status),
+                   MCIM_FORBIDDEN);
+  assert_int_equal(status, 403);
+  assert_int_equal(req(plain_cli, "POST", "sho-a", "/v1/devices/ready",
+                       json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1"), NULL, &status),
+                   MCIM_PEER_NOT_AUTHENTICATED);
+  assert_int_equal(status, 401);
+  char none[160];
+  snprintf(none, sizeof(none), "SELECT COUNT(*) FROM orders WHERE txn = '%s'", txn);
+  assert_int_equal(count_rows("sho-a", none), 0);
+  /* the order, now: the device finds it and the procedure completes */
+  assert_int_equal(order_for(wowner, "wdev1", wparams, "sho-a", txn, "initial", NULL), MCIM_OK);
+  wait_success(dev, txn, "after the order");
+  /* A repeated step-8 announcement (the RO's outbox retrying) changes nothing at the SHO and
+   * is answered with the order's state as stored: past "validating", which only the
+   * announcement that moves the order there answers without reading it again. */
+  {
+    struct mcim_http_client *ro2 = role_client("ro");
+    struct mcim_http_result r;
+    char stored[256];
+    json_t *ready = json_pack("{s:s,s:s}", "txn", txn, "device", "wdev1");
+    assert_int_equal(
+        mcim_http_request(ro2, "POST", url("sho-a", "/v1/devices/ready"), ready, NULL, &r),
+        MCIM_OK);
+    json_decref(ready);
+    assert_int_equal(r.status, 200);
+    const char *at = json_string_value(json_object_get(r.json, "state"));
+    assert_non_null(at);
+    assert_string_not_equal(at, "validating");
+    assert_string_not_equal(at, "ordered");
+    snprintf(stored, sizeof(stored),
+             "SELECT COUNT(*) FROM orders WHERE txn = '%s' AND state = '%s'", txn, at);
+    assert_int_equal(count_rows("sho-a", stored), 1);
+    mcim_http_result_clear(&r);
+    mcim_http_client_free(ro2);
+  }
+  /* The SHO orders again after the device discovered (it could not store what the DRF
+   * answered: a crash, its store busy) and the step-8 announcement was given up meanwhile:
+   * the DRF announces again, once, so the procedure is not stranded at the nonce. */
+  char q[256], *o = sign(wowner, "mcim-order+jwt", "subscriber", "wdev1", "sho-a", txn,
+                         json_pack("{s:O,s:O,s:s}", "attestation_cert",
+                                   json_object_get(wparams, "attestation_cert"), "ka_cert",
+                                   json_object_get(wparams, "ka_cert"), "procedure", "initial"));
+  snprintf(q, sizeof(q), "UPDATE outbox SET state = 'failed' WHERE txn = '%s' AND step = 8", txn);
+  exec_sql("ro", q);
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE txn = '%s' AND step = 8 AND"
+           " state IN ('pending', 'delivered')",
+           txn);
+  assert_int_equal(count_rows("ro", q), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/orders",
+                         json_pack("{s:s,s:s,s:s}", "txn", txn, "order", o, "endpoint",
+                                   mcim_lab_url(lab, "sho-a")),
+                         NULL, &status),
+                     MCIM_OK);
+    assert_int_equal(count_rows("ro", q), 1); /* the second order queues nothing more */
+  }
+  free(o);
+  mcim_http_client_free(dev);
+  mcim_jose_key_free(wowner);
+  json_decref(wparams);
+}
+
+static void test_discovery_pending(void **state)
+{
+  struct usim u;
+  char token[4096] = "", txn[33];
+  mcim_cause_t net = MCIM_INTERNAL;
+  (void)state;
+  /* Another device's order at the DRF (DEV's, at sho-a), placed here: when this test was in
+   * test_ownership_e2e.c it counted on test_order_read's, which ran before it. */
+  char other[33];
+  long status = 0;
+  new_txn(other);
+  assert_int_equal(post_order(owner, "sho-a", "sho-a", other, &status), MCIM_OK);
+  assert_int_equal(status, 201);
+  /* a device of the test's own with a PCID at the ICF, attached at the VNO */
+  register_pcid("001019000000777", "sdev1", mcim_now() + 3600);
+  usim_init(&u, K);
+  json_t *c = attach_start("001019000000777", MCIM_OK);
+  assert_int_equal(usim_answer(&u, c, &net, token, sizeof(token), NULL), MCIM_OK);
+  json_decref(c);
+  assert_int_equal(net, MCIM_OK);
+  new_txn(txn);
+  json_t *ask = json_pack("{s:s,s:s}", "txn", txn, "device", "sdev1");
+  assert_int_equal(soft_device_proof("sdev1", txn, "discovery", ask, NULL), 0);
+  struct mcim_http_result r;
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("ro", "/v1/drf/discover"), ask, token,
+                                     &r),
+                   MCIM_ORDER_PENDING);
+  /* "not yet", and when to ask again */
+  assert_int_equal(r.status, 503);
+  assert_int_equal(r.retry_after, 1);
+  mcim_http_result_clear(&r);
+  json_decref(ask);
+  /* a txn of another device's order is "not yet" too: nothing about it is told */
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = '" DEV "'") >
+                       0,
+                   1);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM answers WHERE what = 'sdev1'"), 0);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_registrations),
+      cmocka_unit_test(test_discovery_pending),
+      cmocka_unit_test(test_preloaded_promotion),
+      cmocka_unit_test(test_preloaded_overtaken),
+      cmocka_unit_test(test_device_waits_for_order),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
