@@ -20,7 +20,6 @@
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
-#include <sqlite3.h>
 
 #include "mcim/aka.h"
 #include "mcim/jose.h"
@@ -29,6 +28,7 @@
 #include "mcim/pki.h"
 #include "mcim/tre.h"
 #include "mcim/util.h"
+#include "lab_db.h"
 
 #define ZERO_TXN "00000000000000000000000000000000"
 #define TXN_F1 "0000000000000000000000000000f001"
@@ -290,30 +290,12 @@ static inline void running_stage(const char *device, char stage[32], char txn[40
 /* One integer from a role's database (read-only, next to the running daemon). */
 static inline long long db_int(const char *role, const char *sql)
 {
-  sqlite3 *db = NULL;
-  sqlite3_stmt *s = NULL;
-  char path[512];
-  long long v = -1;
-  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
-  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  sqlite3_busy_timeout(db, 10000);
-  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-  if (sqlite3_step(s) == SQLITE_ROW)
-    v = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  return v;
+  return lab_db_int(lab, role, sql, NULL);
 }
 
 static inline void db_exec(const char *role, const char *sql)
 {
-  sqlite3 *db = NULL;
-  char path[512];
-  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
-  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 10000);
-  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-  sqlite3_close(db);
+  lab_db_exec(lab, role, sql);
 }
 
 static inline pid_t role_pid(const char *name)

@@ -14,10 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include "soft_device_fixture.h"
+#include "lab_db.h"
 #include "mcim/jose.h"
 #include "mcim/lab_run.h"
 #include "mcim/role.h"
@@ -143,50 +143,19 @@ static const struct {
 
 OWN_FN int64_t count_rows(const char *role, const char *sql)
 {
-  sqlite3 *db = NULL;
-  sqlite3_stmt *s = NULL;
-  char path[512];
-  int64_t n = -1;
-  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
-  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
-    n = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  assert_true(n >= 0);
-  return n;
+  return lab_db_int(lab, role, sql, NULL);
 }
 
 /* The first column of the first row of `sql` on a role's store, as text (malloc'd). */
 OWN_FN char *text_row(const char *role, const char *sql)
 {
-  sqlite3 *db = NULL;
-  sqlite3_stmt *s = NULL;
-  char path[512];
-  char *out = NULL;
-  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
-  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW &&
-      sqlite3_column_text(s, 0))
-    out = strdup((const char *)sqlite3_column_text(s, 0));
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  assert_non_null(out);
-  return out;
+  return lab_db_text(lab, role, sql);
 }
 
 /* `sql` run on a role's store (the test reaching in: a fault it cannot cause otherwise). */
 OWN_FN void exec_sql(const char *role, const char *sql)
 {
-  sqlite3 *db = NULL;
-  char path[512];
-  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
-  assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-  sqlite3_close(db);
+  lab_db_exec(lab, role, sql);
 }
 
 OWN_FN void snapshot(int64_t out[NCOUNTED + 1])

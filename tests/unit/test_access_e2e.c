@@ -24,7 +24,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "mcim/aka.h"
 #include "mcim/lab.h"
@@ -32,6 +31,7 @@
 #include "mcim/util.h"
 
 #include "soft_device_fixture.h"
+#include "lab_db.h"
 
 static char dir[] = "/tmp/mcim-access-XXXXXX";
 
@@ -187,21 +187,7 @@ static void test_expired_pcid(void **state)
 /* Trace rows of `txn` in a role's database, read next to the running daemon. */
 static long long trace_rows(const char *role, const char *txn)
 {
-  sqlite3 *db = NULL;
-  sqlite3_stmt *s = NULL;
-  char path[512];
-  long long n = -1;
-  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), role, role);
-  assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  sqlite3_busy_timeout(db, 10000);
-  assert_int_equal(sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM trace WHERE txn = ?", -1, &s, NULL),
-                   SQLITE_OK);
-  sqlite3_bind_text(s, 1, txn, -1, SQLITE_STATIC);
-  if (sqlite3_step(s) == SQLITE_ROW)
-    n = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  return n;
+  return lab_db_int(lab, role, "SELECT COUNT(*) FROM trace WHERE txn = ?", txn);
 }
 
 static void test_stranger_leaves_no_rows(void **state)
