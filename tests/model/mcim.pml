@@ -268,13 +268,19 @@ inline a_on_discard(genuine, relayed, answered) {
   fi
 }
 
+/* the DPF's record of A's install (drf_orders `installed`, from the device's TRE-signed
+ * status): A's MCIM is in the TRE when a change starts, so always there in a change */
+#define A_INSTALL_ON_RECORD (PROC != P_INITIAL)
+
 /* RO DRF: POST /v1/drf/registrations */
 inline ro_on_reg_b() { if :: dpf_pkg == 2 -> drf_reg[B] = R_SUBSCRIBED :: else -> skip fi }
-/* A's `released` (txn this one, seq its clock): registration_proven needs an entry of A; an
- * entry with a newer seq stands (answered `superseded`) */
+/* A's `released` (txn this one, seq its clock): registration_proven needs an entry of A or,
+ * since 2026-12-06, the DPF's record of an install of A's MCIM on the device; an entry with a
+ * newer seq stands (answered `superseded`) */
 inline ro_on_reg_a() {
   if
-  :: drf_reg[A] != R_NONE && !drf_pinA -> drf_reg[A] = R_RELEASED; SET_RELCUR(1)
+  :: (drf_reg[A] != R_NONE || A_INSTALL_ON_RECORD) && !drf_pinA ->
+     drf_reg[A] = R_RELEASED; SET_RELCUR(1)
   :: else -> skip
   fi
 }
@@ -293,9 +299,6 @@ inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> sk
  * MUT_RELEASED_THIS_TXN: the code before F4's fix (only an entry released for this very
  * txn); MUT_LINK_NEEDS_ENTRY: the code before F5's fix (an entry in any state). */
 #define A_ENTRY_LIVE (drf_reg[A] == R_SUBSCRIBED) /* or preloaded: read alike everywhere */
-/* the DPF's record of A's install (drf_orders `installed`, from the device's TRE-signed
- * status): A's MCIM is in the TRE when a change starts, so always there in a change */
-#define A_INSTALL_ON_RECORD (PROC != P_INITIAL)
 #if defined(MUT_RELEASED_REFUSED)
 #define DRF_LINKS_A A_ENTRY_LIVE
 #elif defined(MUT_RELEASED_THIS_TXN)
@@ -701,14 +704,16 @@ inline pick_txn(t) {
 
 /* RO DRF: POST /v1/drf/registrations {txn t, device, sho s, state st, seq} (mcim_drf_register):
  * the caller registers only itself; registration_proven: `released` needs an entry of its
- * own; `subscribed`/`preloaded` the DPF's record of an install of its MCIM for (t, device),
- * or the same state again, or subscribed -> preloaded; an entry with a newer seq stands */
+ * own or an install of its MCIM on record; `subscribed`/`preloaded` the DPF's record of an
+ * install of its MCIM for (t, device), or the same state again, or subscribed -> preloaded;
+ * an entry with a newer seq stands. The code refuses `subscribed` on an install overtaken by
+ * B's (overtaken(), registry.c); the model lets A have it at any time: a superset */
 inline h_register(s, st, t) {
   if
   :: s != H -> skip /* FORBIDDEN: an SHO registers only itself */
   :: s == H && H == A ->
      if
-     :: st == R_RELEASED && drf_reg[A] != R_NONE &&
+     :: st == R_RELEASED && (drf_reg[A] != R_NONE || A_INSTALL_ON_RECORD) &&
         !(drf_reg[A] == R_RELEASED && SAME_RELCUR(t == T_CUR)) ->
         hmoves--; drf_reg[A] = R_RELEASED; SET_RELCUR(t == T_CUR); drf_pinA = 1
      :: st != R_RELEASED && drf_reg[A] != R_SUBSCRIBED && t == T_OLD ->

@@ -238,7 +238,7 @@ static void test_open_challenges_bounded(void **state)
   long long vno_rows = trace_rows("vno", txn), ro_rows = trace_rows("ro", txn);
   json_t *body = json_pack("{s:s,s:s}", "pcid", "001019000000009", "txn", txn);
   assert_int_equal(
-      mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), json_incref(body), NULL, &r),
+      mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r),
       MCIM_ATTACH_BUSY);
   assert_int_equal(r.status, 503);
   assert_true(r.retry_after >= 1 && r.retry_after <= 121);
@@ -252,6 +252,7 @@ static void test_open_challenges_bounded(void **state)
   assert_int_equal(
       mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r), MCIM_OK);
   mcim_http_result_clear(&r);
+  json_decref(body);
 }
 
 int main(void)

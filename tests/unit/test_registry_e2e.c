@@ -120,15 +120,36 @@ static void test_preloaded_promotion(void **state)
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
                                     " sho = 'sho-b' AND state = 'subscribed'"),
                    1);
+  /* sho-a, switched away from, cannot make itself subscribed again with its initial's txn:
+   * the RO relayed the device's resume to sho-b after that install (set back a few seconds:
+   * "after" is to the second) */
+  char *initial = text_row("ro", "SELECT txn FROM dpf_packages WHERE device = 'pdev1' AND"
+                                 " sho = 'sho-a' AND state = 'installed'");
+  char sql[200];
+  snprintf(sql, sizeof(sql), "UPDATE dpf_packages SET updated = updated - 10 WHERE txn = '%s'",
+           initial);
+  exec_sql("ro", sql);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", initial, "device", "pdev1",
+                                 "sho", "sho-a", "state", "subscribed", "endpoint",
+                                 mcim_lab_url(lab, "sho-a"), "seq",
+                                 (json_int_t)mcim_now_us()),
+                       NULL, &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
+                                    " state = 'subscribed'"),
+                   1);
+  free(initial);
 }
 
 /* A step back to preloaded that overtook the registration it steps back from (the install's
  * `subscribed`, still in the SHO's outbox; a switch's suspend reaches the SHO straight from
- * the device, so nothing orders the two): "not yet", retried, never final. Refused as final,
- * the older `subscribed` arrived after it and stood for good (the device then held two
- * subscribed entries: integration/hlr_scale_out under load, 2026-12-06). The entry is taken
- * out of the RO's store to stand for "not arrived yet": the outbox cannot be held back from
- * outside. */
+ * the device, so nothing orders the two): taken, since an install of that SHO's MCIM on the
+ * device is on record, and the older `subscribed` that lands after it is superseded by
+ * `seq`. Refused as final (before 2026-12-06), the older `subscribed` arrived after it and
+ * stood for good (the device then held two subscribed entries: integration/hlr_scale_out
+ * under load). The entry is taken out of the RO's store to stand for "not arrived yet": the
+ * outbox cannot be held back from outside. */
 static void test_preloaded_overtaken(void **state)
 {
   char txn[33], sql[256];
@@ -146,22 +167,18 @@ static void test_preloaded_overtaken(void **state)
   exec_sql("ro", "DELETE FROM drf WHERE device = 'pdev2'");
   json_int_t decided = (json_int_t)mcim_now_us();
   new_txn(txn);
-  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev2", "sho",
-                        "sho-a", "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-a"),
-                        "seq", decided);
-  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", json_incref(b), NULL,
-                       &status),
-                   MCIM_REGISTRATION_PENDING);
-  assert_int_equal(status, 503);
-  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev2'"), 0);
-  /* the older registration arrives, then the retry of the newer one: the newer stands */
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
+                       json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev2",
+                                 "sho", "sho-a", "state", "preloaded", "endpoint",
+                                 mcim_lab_url(lab, "sho-a"), "seq", decided),
+                       NULL, &status),
+                   MCIM_OK);
+  /* the older registration arrives: answered as done, the newer stands */
   assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
                        json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", installed, "device",
                                  "pdev2", "sho", "sho-a", "state", "subscribed", "endpoint",
                                  mcim_lab_url(lab, "sho-a"), "seq", decided - 1000000),
                        NULL, &status),
-                   MCIM_OK);
-  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
                    MCIM_OK);
   snprintf(sql, sizeof(sql),
            "SELECT COUNT(*) FROM drf WHERE device = 'pdev2' AND sho = 'sho-a' AND"
@@ -177,6 +194,56 @@ static void test_preloaded_overtaken(void **state)
                    MCIM_NOT_PARTY);
   assert_int_equal(status, 403);
   free(installed);
+}
+
+/* An SHO the device moved away from cannot make itself `subscribed` again with its old
+ * install's txn: the RO recorded another SHO's install after it (the change), which the SHO
+ * cannot forge. Before 2026-12-06 it could, and the device had two subscribed entries. Its
+ * release, and a release of an entry it never got (its `subscribed` refused as overtaken, an
+ * install of it on record), are taken. The first install is set a few seconds back: "later"
+ * is to the second, and a lab runs both procedures within one. */
+static void test_stale_install_proof(void **state)
+{
+  char sql[300];
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "sdev1", false), MCIM_OK);
+  run_ok("sdev1", "initial", "sho-a");
+  char *first = text_row("ro", "SELECT txn FROM dpf_packages WHERE device = 'sdev1' AND"
+                               " sho = 'sho-a' AND state = 'installed'");
+  snprintf(sql, sizeof(sql), "UPDATE dpf_packages SET updated = updated - 10 WHERE txn = '%s'",
+           first);
+  exec_sql("ro", sql);
+  struct mcim_lab_run run = {.device = "sdev1", .procedure = "change", .sho = "sho-b",
+                             .via = "old-sho", .timeout_s = 60};
+  struct mcim_lab_run_result res;
+  if (mcim_lab_run(lab, &run, &res) != MCIM_OK)
+    fail_msg("change sdev1 to sho-b: %s (%s)", res.result, res.detail);
+  mcim_lab_run_result_clear(&res);
+  const char *a_released = "SELECT COUNT(*) FROM drf WHERE device = 'sdev1' AND sho = 'sho-a'"
+                           " AND state = 'released'";
+  for (int waited = 0; waited < 30000 && count_rows("ro", a_released) == 0; waited += 50)
+    usleep(50 * 1000);
+  assert_int_equal(count_rows("ro", a_released), 1);
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", first, "device", "sdev1", "sho",
+                        "sho-a", "state", "subscribed", "endpoint", mcim_lab_url(lab, "sho-a"),
+                        "seq", (json_int_t)mcim_now_us());
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", json_incref(b), NULL,
+                       &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  assert_int_equal(count_rows("ro", a_released), 1);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'sdev1' AND"
+                                    " state = 'subscribed'"),
+                   1);
+  /* without its entry (its own `subscribed` refused so), sho-a's release is taken */
+  exec_sql("ro", "DELETE FROM drf WHERE device = 'sdev1' AND sho = 'sho-a'");
+  json_object_set_new(b, "state", json_string("released"));
+  json_object_set_new(b, "seq", json_integer((json_int_t)mcim_now_us()));
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+                   MCIM_OK);
+  assert_int_equal(count_rows("ro", a_released), 1);
+  free(first);
 }
 
 /* ---- discovery is bound to the procedure ---- */
@@ -336,6 +403,7 @@ int main(void)
       cmocka_unit_test(test_discovery_pending),
       cmocka_unit_test(test_preloaded_promotion),
       cmocka_unit_test(test_preloaded_overtaken),
+      cmocka_unit_test(test_stale_install_proof),
       cmocka_unit_test(test_device_waits_for_order),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

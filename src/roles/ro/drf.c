@@ -8,8 +8,7 @@
  *         and its TRE's request)                                      to the device itself only
  *   12    new SHO (mTLS)         POST /v1/drf/authorisations          positive verdict: the DRF
  *                                                                     authorises its DPF (dpf.c)
- *   14/15 SHO (mTLS)             POST /v1/drf/registrations           subscribed / preloaded /
- *                                                                     released, each on proof
+ *   14/15 SHO (mTLS)             POST /v1/drf/registrations           registry.c
  *
  * Orders are keyed by txn (issue 8): the DRF records one only from the owner-signed order the
  * SHO forwards, answers discovery only for the txn the device asks about (never "the newest
@@ -337,211 +336,6 @@ out:
   free(record);
 }
 
-/* ---- registrations (change step 14, pristine step 15, the switch) ---- */
-
-static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
-{
-  *(int64_t *)arg = mcim_row_int(row, 0);
-  return MCIM_OK;
-}
-
-/* The count, or -1 when the store failed (the caller answers a store error, never a
- * refusal: a busy store must not turn a proven request into a permanent 403). */
-static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size_t n)
-{
-  int64_t v = 0;
-  if (mcim_store_exec(st, sql, p, n, count_cb, &v) != MCIM_OK)
-    return -1;
-  return v;
-}
-
-/* The proof a registration needs (DESIGN.md section 10: a registry entry changes only on proof
- * from the party that holds it). subscribed / preloaded: the DPF recorded a successful install
- * of this SHO's MCIM on this device for this txn. Without one, only what a switch between
- * pre-provisioned MCIMs does to an entry the SHO already holds: the same state again (a
- * retry), preloaded (an SHO stepping back is its own business), or preloaded -> subscribed
- * when this RO relayed the device's TRE-signed `resume` notice of this txn to that SHO (the
- * device chose it; an SHO holding a pre-provisioned MCIM cannot make itself the device's
- * SHO on its own word). released: the SHO's own entry, ended by its own termination (it
- * alone calls this for itself). A release, or a step back to preloaded, of an entry not there
- * yet while its registration may still be on its way: REGISTRATION_PENDING (retried). */
-static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const char *device,
-                                        const char *sho, const char *state)
-{
-  mcim_val_t own[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
-  int64_t n;
-  if (strcmp(state, "released") == 0) {
-    /* none yet: the registration it ends may still be on its way (overtaken) */
-    n = count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?", own, 2);
-    return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_REGISTRATION_PENDING;
-  }
-  /* A preload's install proves `preloaded` only: its MCIM went into reserve, and only the
-   * device's switch (below) makes that SHO the device's (before 2026-12-06 the preload's own
-   * txn made it `subscribed` on its word) */
-  mcim_val_t inst[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(state)};
-  n = count_rows(st,
-                 "SELECT COUNT(*) FROM dpf_packages p JOIN drf_orders o ON o.txn = p.txn"
-                 " WHERE p.txn = ? AND p.device = ? AND p.sho = ? AND p.state = 'installed'"
-                 " AND (o.procedure <> 'preload' OR ? = 'preloaded')",
-                 inst, 4);
-  if (n != 0)
-    return n < 0 ? MCIM_STORE_ERROR : MCIM_OK;
-  mcim_val_t same[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(state)};
-  n = count_rows(st,
-                 "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND (state = ? OR"
-                 " state = 'subscribed')",
-                 same, 3);
-  if (n != 0) /* a retry, or subscribed -> preloaded */
-    return n < 0 ? MCIM_STORE_ERROR : MCIM_OK;
-  if (strcmp(state, "preloaded") == 0) {
-    /* No entry yet, but an install of this SHO's MCIM on this device is on record: the
-     * registration it steps back from (the install's `subscribed`, decided earlier) may still
-     * be on its way, overtaken by this one; "not yet", as for `released`. A switch away from
-     * it reaches this SHO straight from the device, not through the registry, so nothing
-     * else orders the two (seen with two instances under load: taken as final, the refusal
-     * left the older `subscribed` standing for good). */
-    n = count_rows(st,
-                   "SELECT COUNT(*) FROM dpf_packages WHERE device = ? AND sho = ?"
-                   " AND state = 'installed'",
-                   own, 2);
-    return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_NOT_PARTY;
-  }
-  if (strcmp(state, "subscribed") != 0)
-    return MCIM_NOT_PARTY;
-  n = count_rows(st,
-                 "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ? AND state = 'preloaded'",
-                 own, 2);
-  if (n <= 0)
-    return n < 0 ? MCIM_STORE_ERROR : MCIM_NOT_PARTY;
-  /* the relay's record (relay.c, mcim_dpf_notice): kept for answer_retention */
-  char what[200];
-  snprintf(what, sizeof(what), "notice/%s/%s/resume", device, sho);
-  mcim_val_t resumed[] = {MCIM_TEXT(txn), MCIM_TEXT(what)};
-  n = count_rows(st, "SELECT COUNT(*) FROM answers WHERE txn = ? AND step = 0 AND what = ?",
-                 resumed, 2);
-  return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_NOT_PARTY;
-}
-
-mcim_cause_t mcim_drf_register_body(const json_t *body, char *err, size_t err_len)
-{
-  static const struct mcim_jsonv_field fields[] = {
-      {"txn", MCIM_JV_HEX, true, 32},         {"device", MCIM_JV_STRING, true, 63},
-      {"sho", MCIM_JV_STRING, true, 63},      {"state", MCIM_JV_STRING, true, 16},
-      {"endpoint", MCIM_JV_STRING, true, 255}, {"step", MCIM_JV_INTEGER, false, 0},
-      {"seq", MCIM_JV_INTEGER, false, 0},
-  };
-  mcim_cause_t rc = mcim_jsonv_check(body, fields, 7, err, err_len);
-  if (rc != MCIM_OK)
-    return rc;
-  const char *state = json_string_value(json_object_get(body, "state"));
-  if (strcmp(state, "subscribed") != 0 && strcmp(state, "released") != 0 &&
-      strcmp(state, "preloaded") != 0) {
-    snprintf(err, err_len, "state must be subscribed, preloaded or released (orders reach the"
-             " DRF as the owner's order: POST /v1/drf/orders)");
-    return MCIM_INVALID_ARGUMENT;
-  }
-  if (strncmp(json_string_value(json_object_get(body, "endpoint")), "https://", 8) != 0) {
-    snprintf(err, err_len, "endpoint must be an https URL");
-    return MCIM_INVALID_ARGUMENT;
-  }
-  return MCIM_OK;
-}
-
-/* POST /v1/drf/registrations (an SHO, about itself). */
-void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
-                       struct mcim_http_response *resp)
-{
-  struct mcim_role *r = ctx;
-  char err[200];
-  mcim_cause_t rc = mcim_drf_register_body(req->json, err, sizeof(err));
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 14, "%s", err);
-    return;
-  }
-  const char *txn = json_string_value(json_object_get(req->json, "txn"));
-  const char *device = json_string_value(json_object_get(req->json, "device"));
-  const char *sho = json_string_value(json_object_get(req->json, "sho"));
-  const char *state = json_string_value(json_object_get(req->json, "state"));
-  const char *endpoint = json_string_value(json_object_get(req->json, "endpoint"));
-  if (!mcim_ro_is_sho_name(req->peer) || strcmp(req->peer, sho) != 0) {
-    mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 14, "an SHO registers only itself");
-    return;
-  }
-  mcim_store_t *st = mcim_role_store(r);
-  if (!st || mcim_store_begin(st) != MCIM_OK) {
-    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable");
-    return;
-  }
-  rc = registration_proven(st, txn, device, sho, state);
-  if (rc == MCIM_STORE_ERROR) {
-    mcim_store_rollback(st);
-    mcim_http_reply_problem(resp, rc, 14, "store unavailable (retry)");
-    return;
-  }
-  if (rc == MCIM_REGISTRATION_PENDING) {
-    mcim_store_rollback(st);
-    resp->retry_after = 1;
-    mcim_http_reply_problem(resp, rc, 14,
-                            "%s holds no entry for this device yet: its %s waits for it", sho,
-                            state);
-    return;
-  }
-  if (rc != MCIM_OK) {
-    mcim_store_rollback(st);
-    mcim_log_event(MCIM_LOG_WARN, txn, 14, MCIM_NOT_PARTY,
-                   "DRF: %s may not register %s as %s (no proof)", sho, device, state);
-    mcim_http_reply_problem(resp, MCIM_NOT_PARTY, 14,
-                            strcmp(state, "released") == 0
-                                ? "%s holds no entry for this device to release"
-                                : "no successful install of %s's MCIM on this device recorded"
-                                  " by the DPF for this procedure",
-                            sho);
-    return;
-  }
-  int64_t now = mcim_now();
-  json_t *jseq = json_object_get(req->json, "seq");
-  int64_t seq = jseq ? (int64_t)json_integer_value(jseq) : 0;
-  mcim_val_t d[] = {MCIM_TEXT(device), MCIM_TEXT(sho)};
-  /* An older registration than the entry's (overtaken on the way): the newer one stands;
-   * answered as done, so the SHO's outbox stops. Without `seq` (an older SHO) the last
-   * delivered wins, as before. */
-  mcim_val_t newer[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_INT(seq)};
-  int64_t n = seq > 0 ? count_rows(st, "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                                       " AND seq > ?",
-                                   newer, 3)
-                      : 0;
-  if (n != 0) {
-    mcim_store_rollback(st);
-    if (n < 0) {
-      mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 14, "store unavailable (retry)");
-      return;
-    }
-    mcim_log_event(MCIM_LOG_NOTICE, txn, 0, MCIM_OK,
-                   "DRF: %s's registration of %s as %s overtaken by a newer one: kept the newer",
-                   sho, device, state);
-    mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s,s:s,s:b}", "device", device, "sho", sho,
-                                              "state", state, "superseded", 1));
-    return;
-  }
-  rc = mcim_store_exec(st, "DELETE FROM drf WHERE device = ? AND sho = ?", d, 2, NULL, NULL);
-  if (rc == MCIM_OK) {
-    mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(sho),  MCIM_TEXT(state), MCIM_TEXT(endpoint),
-                      MCIM_TEXT(txn),    MCIM_INT(now),   MCIM_INT(seq)};
-    rc = mcim_store_exec(st,
-                         "INSERT INTO drf (device, sho, state, endpoint, txn, updated, seq)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         p, MCIM_NPARAMS(p), NULL, NULL);
-  }
-  rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
-  if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 14, "registration not stored");
-    return;
-  }
-  mcim_log_event(MCIM_LOG_INFO, txn, 0, MCIM_OK, "DRF: %s is %s at %s", device, state, sho);
-  mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s,s:s}", "device", device, "sho", sho,
-                                            "state", state));
-}
-
 /* ---- discovery (steps 7-8) ---- */
 
 mcim_cause_t mcim_drf_discover_body(const json_t *body, char *err, size_t err_len)
@@ -748,10 +542,12 @@ void mcim_drf_expire(struct mcim_role *r)
   if (!st)
     return;
   mcim_val_t due[] = {MCIM_INT(now)};
-  if (count_rows(st,
-                 "SELECT COUNT(*) FROM drf_orders WHERE state IN ('ordered', 'authorised') AND"
-                 " expires <= ?",
-                 due, 1) <= 0)
+  int64_t n = 0;
+  if (mcim_store_query_int(st,
+                           "SELECT COUNT(*) FROM drf_orders WHERE state IN ('ordered',"
+                           " 'authorised') AND expires <= ?",
+                           due, 1, &n) != MCIM_OK ||
+      n <= 0)
     return;
   mcim_cause_t rc = mcim_store_begin(st);
   if (rc == MCIM_OK) {
