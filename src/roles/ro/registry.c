@@ -17,20 +17,12 @@
 #include "mcim/util.h"
 #include "roles/ro/ro.h"
 
-static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
-{
-  *(int64_t *)arg = mcim_row_int(row, 0);
-  return MCIM_OK;
-}
-
 /* The count, or -1 when the store failed (the caller answers a store error, never a
  * refusal: a busy store must not turn a proven request into a permanent 403). */
 static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size_t n)
 {
   int64_t v = 0;
-  if (mcim_store_exec(st, sql, p, n, count_cb, &v) != MCIM_OK)
-    return -1;
-  return v;
+  return mcim_store_query_int(st, sql, p, n, &v) == MCIM_OK ? v : -1;
 }
 
 /* Whether the install of `txn` (this SHO's) was overtaken on this device by what the RO

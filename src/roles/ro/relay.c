@@ -25,12 +25,6 @@
 /* About a day of attempts at the outbox's longest backoff (60 s): an SHO that comes back
  * within that is told. */
 
-static mcim_cause_t count_cb(const mcim_row_t *row, void *arg)
-{
-  *(int64_t *)arg = mcim_row_int(row, 0);
-  return MCIM_OK;
-}
-
 mcim_cause_t mcim_ro_verify_statement(struct mcim_role *r, const char *device, const char *to,
                                       const char *txn, const char *typ, const char *jws,
                                       const char *cert, mcim_statement_t **out)
@@ -68,21 +62,19 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
    *    device's notices) is still the one the receipt is about; the receipt, which the TRE
    *    signs only once it destroyed that SHO's MCIM, ends nothing it did not hold. Held back,
    *    the notice waited out the TRE's 30 days. */
-  bool discard = strcmp(typ, "mcim-discard+jwt") == 0;
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to)};
-  mcim_cause_t rc = mcim_store_exec(st,
-                                    discard ? "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                                            : "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                                              " AND state <> 'released'",
-                                    p, 2, count_cb, &n);
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_TEXT(typ)};
+  mcim_cause_t rc = mcim_store_query_int(st,
+                                         "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                                         " AND (state <> 'released' OR ? = 'mcim-discard+jwt')",
+                                         p, 3, &n);
   /* Not yet: the device's install at that SHO is on record, and the SHO's registration
    * (step 15, sent by its outbox once it heard of the install) is on its way. A device that
    * switches right after a preload gets here first; it asks again. */
   if (rc == MCIM_OK && n == 0) {
-    rc = mcim_store_exec(st,
-                         "SELECT COUNT(*) FROM drf_orders WHERE device = ? AND sho = ?"
-                         " AND state = 'installed'",
-                         p, 2, count_cb, &n);
+    rc = mcim_store_query_int(st,
+                              "SELECT COUNT(*) FROM drf_orders WHERE device = ? AND sho = ?"
+                              " AND state = 'installed'",
+                              p, 2, &n);
     if (rc == MCIM_OK)
       rc = n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_FORBIDDEN;
   }
@@ -107,11 +99,11 @@ mcim_cause_t mcim_ro_sho_linked(struct mcim_role *r, const char *device, const c
    * SHO that never sent it, then does not answer step 9, must not veto the change either
    * (review of 2026-12-06). */
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(device), MCIM_TEXT(sho)};
-  mcim_cause_t rc = mcim_store_exec(st,
-                                    "SELECT (SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?)"
-                                    " + (SELECT COUNT(*) FROM drf_orders WHERE device = ?"
-                                    " AND sho = ? AND state = 'installed')",
-                                    p, 4, count_cb, &n);
+  mcim_cause_t rc = mcim_store_query_int(st,
+                                         "SELECT (SELECT COUNT(*) FROM drf WHERE device = ?"
+                                         " AND sho = ?) + (SELECT COUNT(*) FROM drf_orders"
+                                         " WHERE device = ? AND sho = ? AND state = 'installed')",
+                                         p, 4, &n);
   if (rc == MCIM_OK && n == 0)
     rc = MCIM_NOT_PARTY;
   return rc;
