@@ -252,6 +252,12 @@ static void test_provision_then_handover(void **state)
   assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/owner-queries", json_incref(oqb), NULL,
                        &status),
                    MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  /* a certificate of no SHO (the lab's admin), no certificate at all */
+  assert_int_equal(req(mcim_lab_admin_client(lab), "POST", "ro", "/v1/drf/owner-queries",
+                       json_incref(oqb), NULL, &status),
+                   MCIM_FORBIDDEN);
+  assert_int_equal(status, 403);
   assert_int_equal(req(plain_cli, "POST", "ro", "/v1/drf/owner-queries", oqb, NULL, &status),
                    MCIM_PEER_NOT_AUTHENTICATED);
   free(oq);

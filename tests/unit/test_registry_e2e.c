@@ -21,6 +21,20 @@
 
 /* ---- the DRF registry changes only on proof ---- */
 
+/* An SHO's registration as `cli` sends it (POST ro /v1/drf/registrations): `sho` registers
+ * `device` as `state` under `txn`, with `seq` (0: none) and `sho`'s lab endpoint. Its cause,
+ * the HTTP status in *status. */
+static mcim_cause_t register_at_drf(struct mcim_http_client *cli, const char *txn,
+                                    const char *device, const char *sho, const char *state,
+                                    json_int_t seq, long *status)
+{
+  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", device, "sho", sho,
+                        "state", state, "endpoint", mcim_lab_url(lab, sho));
+  if (seq)
+    json_object_set_new(b, "seq", json_integer(seq));
+  return req(cli, "POST", "ro", "/v1/drf/registrations", b, NULL, status);
+}
+
 static void test_registrations(void **state)
 {
   int64_t before[NCOUNTED + 1];
@@ -31,28 +45,18 @@ static void test_registrations(void **state)
   new_txn(txn);
   const char *states[] = {"subscribed", "preloaded", "released"};
   for (size_t i = 0; i < 3; i++) {
-    json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho", "sho-b",
-                          "state", states[i], "endpoint", mcim_lab_url(lab, "sho-b"));
     /* a release of an entry it does not hold (yet: its registration may have been
      * overtaken on the way) is "not yet", and changes nothing either */
     bool release = strcmp(states[i], "released") == 0;
-    assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+    assert_int_equal(register_at_drf(sho_b_cli, txn, DEV, "sho-b", states[i], 0, &status),
                      release ? MCIM_REGISTRATION_PENDING : MCIM_NOT_PARTY);
     assert_int_equal(status, release ? 503 : 403);
   }
   /* "ordered" comes only as the owner's order */
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
-                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho",
-                                 "sho-b", "state", "ordered", "endpoint",
-                                 mcim_lab_url(lab, "sho-b")),
-                       NULL, &status),
+  assert_int_equal(register_at_drf(sho_b_cli, txn, DEV, "sho-b", "ordered", 0, &status),
                    MCIM_INVALID_ARGUMENT);
   /* and nobody registers for another SHO */
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
-                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", DEV, "sho",
-                                 "sho-a", "state", "released", "endpoint",
-                                 mcim_lab_url(lab, "sho-a")),
-                       NULL, &status),
+  assert_int_equal(register_at_drf(sho_b_cli, txn, DEV, "sho-a", "released", 0, &status),
                    MCIM_FORBIDDEN);
   assert_unchanged(before, "registrations without proof");
 }
@@ -75,39 +79,28 @@ static void test_preloaded_promotion(void **state)
    * 2026-12-06 it did) */
   char *preload_txn = text_row("ro", "SELECT txn FROM dpf_packages WHERE device = 'pdev1' AND"
                                      " sho = 'sho-b' AND state = 'installed'");
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
-                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", preload_txn, "device", "pdev1",
-                                 "sho", "sho-b", "state", "subscribed", "endpoint",
-                                 mcim_lab_url(lab, "sho-b")),
-                       NULL, &status),
+  assert_int_equal(register_at_drf(sho_b_cli, preload_txn, "pdev1", "sho-b", "subscribed", 0,
+                                   &status),
                    MCIM_NOT_PARTY);
   free(preload_txn);
   new_txn(txn);
-  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev1", "sho", "sho-b",
-                        "state", "subscribed", "endpoint", mcim_lab_url(lab, "sho-b"));
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+  assert_int_equal(register_at_drf(sho_b_cli, txn, "pdev1", "sho-b", "subscribed", 0, &status),
                    MCIM_NOT_PARTY);
   assert_int_equal(status, 403);
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
                                     " sho = 'sho-b' AND state = 'preloaded'"),
                    1);
   /* its own state again is a retry */
-  b = json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev1", "sho", "sho-b",
-                "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-b"));
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+  assert_int_equal(register_at_drf(sho_b_cli, txn, "pdev1", "sho-b", "preloaded", 0, &status),
                    MCIM_OK);
   /* Registrations that overtook each other: the entry keeps the newest `seq` (the SHO's
    * time of deciding); an older one is answered as done ("superseded") and changes
    * nothing. */
   json_int_t newest = (json_int_t)mcim_now_us();
-  b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev1", "sho", "sho-b",
-                "state", "preloaded", "endpoint", mcim_lab_url(lab, "sho-b"), "seq", newest);
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
-                   MCIM_OK);
-  b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev1", "sho", "sho-b",
-                "state", "released", "endpoint", mcim_lab_url(lab, "sho-b"), "seq",
-                newest - 1000000);
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+  assert_int_equal(
+      register_at_drf(sho_b_cli, txn, "pdev1", "sho-b", "preloaded", newest, &status), MCIM_OK);
+  assert_int_equal(register_at_drf(sho_b_cli, txn, "pdev1", "sho-b", "released",
+                                   newest - 1000000, &status),
                    MCIM_OK);
   char q[200];
   snprintf(q, sizeof(q),
@@ -129,12 +122,8 @@ static void test_preloaded_promotion(void **state)
   snprintf(sql, sizeof(sql), "UPDATE dpf_packages SET updated = updated - 10 WHERE txn = '%s'",
            initial);
   exec_sql("ro", sql);
-  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
-                       json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", initial, "device", "pdev1",
-                                 "sho", "sho-a", "state", "subscribed", "endpoint",
-                                 mcim_lab_url(lab, "sho-a"), "seq",
-                                 (json_int_t)mcim_now_us()),
-                       NULL, &status),
+  assert_int_equal(register_at_drf(sho_a_cli, initial, "pdev1", "sho-a", "subscribed",
+                                   (json_int_t)mcim_now_us(), &status),
                    MCIM_NOT_PARTY);
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
                                     " state = 'subscribed'"),
@@ -167,18 +156,11 @@ static void test_preloaded_overtaken(void **state)
   exec_sql("ro", "DELETE FROM drf WHERE device = 'pdev2'");
   json_int_t decided = (json_int_t)mcim_now_us();
   new_txn(txn);
-  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
-                       json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", "pdev2",
-                                 "sho", "sho-a", "state", "preloaded", "endpoint",
-                                 mcim_lab_url(lab, "sho-a"), "seq", decided),
-                       NULL, &status),
-                   MCIM_OK);
+  assert_int_equal(
+      register_at_drf(sho_a_cli, txn, "pdev2", "sho-a", "preloaded", decided, &status), MCIM_OK);
   /* the older registration arrives: answered as done, the newer stands */
-  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations",
-                       json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", installed, "device",
-                                 "pdev2", "sho", "sho-a", "state", "subscribed", "endpoint",
-                                 mcim_lab_url(lab, "sho-a"), "seq", decided - 1000000),
-                       NULL, &status),
+  assert_int_equal(register_at_drf(sho_a_cli, installed, "pdev2", "sho-a", "subscribed",
+                                   decided - 1000000, &status),
                    MCIM_OK);
   snprintf(sql, sizeof(sql),
            "SELECT COUNT(*) FROM drf WHERE device = 'pdev2' AND sho = 'sho-a' AND"
@@ -186,11 +168,7 @@ static void test_preloaded_overtaken(void **state)
            (long long)decided);
   assert_int_equal(count_rows("ro", sql), 1);
   /* an SHO with no install on this device is still refused for good */
-  assert_int_equal(req(sho_b_cli, "POST", "ro", "/v1/drf/registrations",
-                       json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "pdev2", "sho",
-                                 "sho-b", "state", "preloaded", "endpoint",
-                                 mcim_lab_url(lab, "sho-b")),
-                       NULL, &status),
+  assert_int_equal(register_at_drf(sho_b_cli, txn, "pdev2", "sho-b", "preloaded", 0, &status),
                    MCIM_NOT_PARTY);
   assert_int_equal(status, 403);
   free(installed);
@@ -225,11 +203,8 @@ static void test_stale_install_proof(void **state)
   for (int waited = 0; waited < 30000 && count_rows("ro", a_released) == 0; waited += 50)
     usleep(50 * 1000);
   assert_int_equal(count_rows("ro", a_released), 1);
-  json_t *b = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", first, "device", "sdev1", "sho",
-                        "sho-a", "state", "subscribed", "endpoint", mcim_lab_url(lab, "sho-a"),
-                        "seq", (json_int_t)mcim_now_us());
-  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", json_incref(b), NULL,
-                       &status),
+  assert_int_equal(register_at_drf(sho_a_cli, first, "sdev1", "sho-a", "subscribed",
+                                   (json_int_t)mcim_now_us(), &status),
                    MCIM_NOT_PARTY);
   assert_int_equal(status, 403);
   assert_int_equal(count_rows("ro", a_released), 1);
@@ -238,9 +213,8 @@ static void test_stale_install_proof(void **state)
                    1);
   /* without its entry (its own `subscribed` refused so), sho-a's release is taken */
   exec_sql("ro", "DELETE FROM drf WHERE device = 'sdev1' AND sho = 'sho-a'");
-  json_object_set_new(b, "state", json_string("released"));
-  json_object_set_new(b, "seq", json_integer((json_int_t)mcim_now_us()));
-  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/registrations", b, NULL, &status),
+  assert_int_equal(register_at_drf(sho_a_cli, first, "sdev1", "sho-a", "released",
+                                   (json_int_t)mcim_now_us(), &status),
                    MCIM_OK);
   assert_int_equal(count_rows("ro", a_released), 1);
   free(first);
