@@ -11,6 +11,9 @@
  *   - step 12 / 6: the DRF and the DPF take a package only from the SHO of the order, with
  *     the PVA's verdict;
  *   - the owner's statements (order, handover) are taken only while valid for at most a day;
+ *   - an owner has at most orders_open_max (4) live orders of a device at an SHO: one more is
+ *     429 ORDERS_BUSY with Retry-After, the RO not asked; a retry is answered as before, and
+ *     an order that ended frees its place;
  *   - the owner hands the device over: the old owner's orders, queries and instructions are
  *     refused from then on, the new owner changes the device's SHO end to end;
  *   - the RO purges what an owner's orders leave (failed orders and packages, all but the
@@ -191,6 +194,127 @@ static void test_owner_statement_lifetime(void **state)
   free(h);
   free(jwk);
   assert_unchanged(before, "owner statements valid for ten days");
+}
+
+/* ---- at most orders_open_max live orders of a device at an SHO ---- */
+
+#define LIVE_DEV "SELECT COUNT(*) FROM orders WHERE device = '" DEV "' AND state IN"         \
+                 " ('ordered', 'validating', 'provisioning')"
+
+/* POST sho-a /v1/orders of `jws`: its cause, the answer's status and Retry-After. */
+static mcim_cause_t order_answer(const char *txn, const char *jws, long *status, long *retry)
+{
+  struct mcim_http_result r;
+  json_t *b = json_pack("{s:s,s:s}", "txn", txn, "order", jws);
+  mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url("sho-a", "/v1/orders"), b, NULL, &r);
+  *status = r.status;
+  *retry = r.retry_after;
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  return rc;
+}
+
+/* Polls sho-a's store until `sql` counts `want` (20 s at most); fails otherwise. */
+static void wait_count(const char *sql, int64_t want, const char *what)
+{
+  for (int waited = 0; waited < 20000 && count_rows("sho-a", sql) != want; waited += 100)
+    usleep(100 * 1000);
+  if (count_rows("sho-a", sql) != want)
+    fail_msg("%s: %lld, not %lld", what, (long long)count_rows("sho-a", sql), (long long)want);
+}
+
+/* Each order reserves an IMSI at the SHO and is recorded at the DRF for order_lifetime: an
+ * owner may have orders_open_max (4 by default) of one device live at an SHO. The next is
+ * 429 ORDERS_BUSY with Retry-After (until the oldest expires), stored nowhere and, when its
+ * signature is the owner's of the live orders, not even forwarded to the DRF; one the SHO
+ * cannot check itself is refused where it would be stored. A retry of an accepted order still
+ * gets its answer, another device's order is taken, and an order that ended (expired: aged
+ * by the test, failed by the SHO's sweep) frees its place. Before 2026-12-06 every order was
+ * taken. DEV's orders here all end at the end, for the tests that follow. */
+static void test_orders_bounded(void **state)
+{
+  char txn[33], first[33] = "", *first_jws = NULL, *o, sql[200];
+  long status = 0, retry = 0;
+  int64_t before[NCOUNTED + 1];
+  (void)state;
+  /* test_order_read left one live order of DEV at sho-a: up to 4 */
+  for (int64_t n = count_rows("sho-a", LIVE_DEV); n < 4; n++) {
+    new_txn(txn);
+    o = order_jws(owner, "sho-a", txn);
+    assert_int_equal(order_answer(txn, o, &status, &retry), MCIM_OK);
+    assert_int_equal(status, 201);
+    if (!first[0]) {
+      snprintf(first, sizeof(first), "%s", txn);
+      first_jws = o;
+    } else {
+      free(o);
+    }
+  }
+  assert_non_null(first_jws);
+  assert_int_equal(count_rows("sho-a", LIVE_DEV), 4);
+  snapshot(before);
+  new_txn(txn);
+  o = order_jws(owner, "sho-a", txn);
+  assert_int_equal(order_answer(txn, o, &status, &retry), MCIM_ORDERS_BUSY);
+  assert_int_equal(status, 429);
+  assert_true(retry > 3600 - 300 && retry <= 3600);
+  /* the same again: the same refusal, and its jti was not spent */
+  assert_int_equal(order_answer(txn, o, &status, &retry), MCIM_ORDERS_BUSY);
+  /* a retry of an accepted order: its answer, as before */
+  assert_int_equal(order_answer(first, first_jws, &status, &retry), MCIM_OK);
+  assert_int_equal(status, 201);
+  /* nothing stored, the DRF not asked (its drf_orders, replay, trace unchanged) */
+  assert_unchanged(before, "orders over the bound");
+
+  /* another device's order at sho-a is taken */
+  char path[512], otxn[33];
+  assert_int_equal(mcim_lab_device_add(lab, "odev2", false), MCIM_OK);
+  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "odev2"));
+  mcim_jose_key_t *owner2 = load_key(path);
+  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, "odev2"));
+  json_t *params2 = json_load_file(path, 0, NULL);
+  assert_non_null(params2);
+  new_txn(otxn);
+  assert_int_equal(order_for(owner2, "odev2", params2, "sho-a", otxn, "initial", NULL), MCIM_OK);
+  json_decref(params2);
+  mcim_jose_key_free(owner2);
+
+  /* An order the SHO cannot check against the live orders' owner key (here: the key hidden
+   * from it; in life: a new owner's after a handover) goes to the DRF, and is refused where
+   * it would be stored: no order, no IMSI reserved at sho-a. */
+  exec_sql("sho-a", "UPDATE orders SET owner_jwk = NULL WHERE device = '" DEV "' AND state IN"
+                    " ('ordered', 'validating', 'provisioning')");
+  int64_t msin = count_rows("sho-a", "SELECT value FROM counters WHERE name = 'msin'");
+  int64_t orders = count_rows("sho-a", "SELECT COUNT(*) FROM orders");
+  assert_int_equal(order_answer(txn, o, &status, &retry), MCIM_ORDERS_BUSY);
+  assert_int_equal(status, 429);
+  assert_true(retry > 3600 - 300 && retry <= 3600);
+  snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM drf_orders WHERE txn = '%s'", txn);
+  assert_int_equal(count_rows("ro", sql), 1);
+  assert_int_equal(count_rows("sho-a", "SELECT COUNT(*) FROM orders"), orders);
+  assert_int_equal(count_rows("sho-a", "SELECT value FROM counters WHERE name = 'msin'"), msin);
+
+  /* one order ends (past order_lifetime, the sweep fails it): that very order is taken now,
+   * the DRF answering it as a retry */
+  snprintf(sql, sizeof(sql), "UPDATE orders SET created = created - 7200 WHERE txn = '%s'",
+           first);
+  exec_sql("sho-a", sql);
+  snprintf(sql, sizeof(sql),
+           "SELECT COUNT(*) FROM orders WHERE txn = '%s' AND state = 'failed' AND"
+           " cause = 'TIMEOUT'",
+           first);
+  wait_count(sql, 1, "the aged order failed");
+  assert_int_equal(order_answer(txn, o, &status, &retry), MCIM_OK);
+  assert_int_equal(status, 201);
+  free(o);
+  free(first_jws);
+  new_txn(txn);
+  assert_int_equal(post_order(owner, "sho-a", "sho-a", txn, &status), MCIM_ORDERS_BUSY);
+
+  /* DEV's orders here end, as abandoned ones do */
+  exec_sql("sho-a", "UPDATE orders SET created = created - 7200 WHERE device = '" DEV "' AND"
+                    " state IN ('ordered', 'validating', 'provisioning')");
+  wait_count(LIVE_DEV, 0, "DEV's live orders at sho-a");
 }
 
 /* ---- the whole procedure, then a handover ---- */
@@ -390,6 +514,7 @@ int main(void)
       cmocka_unit_test(test_forged_orders),
       cmocka_unit_test(test_order_read),
       cmocka_unit_test(test_owner_statement_lifetime),
+      cmocka_unit_test(test_orders_bounded),
       cmocka_unit_test(test_provision_then_handover),
       cmocka_unit_test(test_orders_purged),
   };

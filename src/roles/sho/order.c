@@ -185,6 +185,89 @@ static mcim_cause_t forward_to_drf(struct mcim_role *r, const char *txn, const c
   return rc;
 }
 
+/* At most orders_open_max live orders of one device here at once (DESIGN.md section 10:
+ * nothing a party can flood is unbounded). Each order reserves an IMSI, is recorded at the
+ * DRF and lives until it is provisioned, fails or expires (order_lifetime, expiry.c); only
+ * the device's owner can place one, and it needs a few at most (a retry is the same txn, not
+ * a new order). Live: ordered, validating, provisioning (what expiry.c fails), counted only
+ * within order_lifetime, as one past it is failed by the next sweep. Over the bound:
+ * MCIM_ORDERS_BUSY, *wait the seconds until the oldest live one expires. */
+#define LIVE_ORDER                                                                          \
+  "device = ? AND state IN ('ordered', 'validating', 'provisioning') AND created > ?"
+
+struct live_orders {
+  int64_t n, oldest;
+};
+
+static mcim_cause_t live_orders_row(const mcim_row_t *row, void *arg)
+{
+  struct live_orders *l = arg;
+  l->n = mcim_row_int(row, 0);
+  l->oldest = mcim_row_int(row, 1);
+  return MCIM_OK;
+}
+
+static mcim_cause_t orders_below_max(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                     int64_t *wait)
+{
+  struct live_orders l = {0, 0};
+  int64_t now = mcim_now(), lifetime = mcim_config_duration(r->cfg, "order_lifetime");
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now - lifetime)};
+  mcim_cause_t rc = mcim_store_query_one(
+      st, "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER, p, 2, live_orders_row, &l);
+  if (rc != MCIM_OK || l.n < mcim_config_int(r->cfg, "orders_open_max"))
+    return rc;
+  *wait = l.oldest + lifetime - now;
+  if (*wait < 1)
+    *wait = 1;
+  return MCIM_ORDERS_BUSY;
+}
+
+static mcim_cause_t text_row(const mcim_row_t *row, void *arg)
+{
+  char **out = arg;
+  *out = mcim_row_text(row, 0) ? strdup(mcim_row_text(row, 0)) : NULL;
+  return MCIM_OK;
+}
+
+/* Before the RO is asked: a device at its bound whose order verifies with the owner key the
+ * RO vouched for with its newest live order is refused here, and the DRF records nothing (a
+ * burst of them costs the RO nothing). Any other order (a stranger's, refused NOT_OWNER by
+ * the DRF as before, so nobody else learns that the device has orders here; a new owner's
+ * after a handover) goes on, and meets the bound where the order would be stored. */
+static mcim_cause_t owner_at_max(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                 const char *order, const char *txn, int64_t *wait)
+{
+  char *jwk = NULL;
+  mcim_statement_t *stmt = NULL;
+  mcim_cause_t rc = orders_below_max(r, st, device, wait);
+  if (rc != MCIM_ORDERS_BUSY)
+    return rc;
+  mcim_val_t p[] = {MCIM_TEXT(device),
+                    MCIM_INT(mcim_now() - mcim_config_duration(r->cfg, "order_lifetime"))};
+  if (mcim_store_query_one(st,
+                           "SELECT owner_jwk FROM orders WHERE " LIVE_ORDER
+                           " ORDER BY created DESC LIMIT 1",
+                           p, 2, text_row, &jwk) != MCIM_OK ||
+      !jwk || verify_order(r, order, jwk, txn, &stmt) != MCIM_OK)
+    rc = MCIM_OK;
+  mcim_statement_free(stmt);
+  free(jwk);
+  return rc;
+}
+
+/* The refusal at the bound: logged, never traced, nothing stored. */
+static void reply_orders_busy(struct mcim_http_response *resp, const char *txn,
+                              const char *device, int64_t wait, const char *where)
+{
+  mcim_log_event(MCIM_LOG_WARN, txn, 1, MCIM_ORDERS_BUSY,
+                 "order refused (%s): %s has orders_open_max live orders here", where, device);
+  resp->retry_after = (int)wait;
+  mcim_http_reply_problem(resp, MCIM_ORDERS_BUSY, 1,
+                          "too many live orders of this device: order again in %lld s",
+                          (long long)wait);
+}
+
 mcim_cause_t mcim_sho_order_body(const json_t *body, char *err, size_t err_len)
 {
   static const struct mcim_jsonv_field fields[] = {
@@ -234,8 +317,12 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     answer = NULL;
     goto out;
   }
-  int64_t sent_us = mcim_now_us();
+  int64_t sent_us = mcim_now_us(), wait = 0;
   rc = check_parameters(r, order, device, sizeof(device));
+  if (rc == MCIM_OK && owner_at_max(r, st, device, order, txn, &wait) == MCIM_ORDERS_BUSY) {
+    reply_orders_busy(resp, txn, device, wait, "the RO not asked");
+    goto out;
+  }
   if (rc == MCIM_OK)
     rc = forward_to_drf(r, txn, order, &res);
   if (rc == MCIM_OK) {
@@ -269,6 +356,17 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     mcim_store_rollback(st);
     mcim_http_reply_json(resp, status, answer);
     answer = NULL;
+    goto out;
+  }
+  /* The bound, counted in the transaction that stores the order: two orders at once cannot
+   * both pass it. A begun transaction holds the writers' lock (SQLite BEGIN IMMEDIATE; on
+   * PostgreSQL the advisory lock taken at begin, READ COMMITTED: this count sees every order
+   * committed before, on any instance), so count and insert are one step. Refused before the
+   * jti is spent: the same order may come again after Retry-After (the DRF, which recorded
+   * it just now, answers it as a retry). */
+  if (rc == MCIM_OK && (rc = orders_below_max(r, st, device, &wait)) == MCIM_ORDERS_BUSY) {
+    mcim_store_rollback(st);
+    reply_orders_busy(resp, txn, device, wait, "at the store");
     goto out;
   }
   if (rc == MCIM_OK) {

@@ -217,6 +217,10 @@ static const mcim_config_spec_t sho_spec[] = {
      .max = 30LL * 86400,
      .help = "an order not provisioned within this time fails (TIMEOUT) and the MCIM made for it"
              " is terminated"},
+    {.name = "orders_open_max", .type = MCIM_CFG_INT, .def = "4", .min = 1, .max = 1000,
+     .help = "orders of one device that may be live here at once (ordered, validating,"
+             " provisioning, within order_lifetime); one more is answered 429 ORDERS_BUSY with"
+             " Retry-After, nothing stored"},
 };
 
 static mcim_cause_t sho_start(struct mcim_role *r)
