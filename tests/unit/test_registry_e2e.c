@@ -125,10 +125,64 @@ static void test_preloaded_promotion(void **state)
   assert_int_equal(register_at_drf(sho_a_cli, initial, "pdev1", "sho-a", "subscribed",
                                    (json_int_t)mcim_now_us(), &status),
                    MCIM_NOT_PARTY);
+  /* nor once the relay's stored answer is gone (answer_retention, a day): the RO keeps the
+   * switch itself as long as the install it overtakes (before 2026-12-07 it was taken) */
+  exec_sql("ro", "DELETE FROM answers WHERE what LIKE 'notice/pdev1/%'");
+  assert_int_equal(register_at_drf(sho_a_cli, initial, "pdev1", "sho-a", "subscribed",
+                                   (json_int_t)mcim_now_us(), &status),
+                   MCIM_NOT_PARTY);
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
                                     " state = 'subscribed'"),
                    1);
   free(initial);
+}
+
+/* Waits until the RO's registry holds `device` at `sho` in `state` (the SHO's registration
+ * travels through its outbox after the procedure's end). */
+static void await_entry(const char *device, const char *sho, const char *state)
+{
+  char q[256];
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM drf WHERE device = '%s' AND sho = '%s' AND state = '%s'",
+           device, sho, state);
+  for (int waited = 0; waited < 30000 && count_rows("ro", q) == 0; waited += 50)
+    usleep(50 * 1000);
+  if (count_rows("ro", q) != 1)
+    fail_msg("%s never became %s at %s", device, state, sho);
+}
+
+/* A switch's proof is overtaken too: sho-b, which the device switched to and then away from
+ * (back to sho-a), cannot make itself `subscribed` again with its first switch's txn (before
+ * 2026-12-07 it could while the relay's stored answer lived, and the device had two
+ * subscribed entries). The first switch is set a few seconds back: "later" is to the
+ * second. */
+static void test_stale_switch_proof(void **state)
+{
+  long status = 0;
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "pdev4", false), MCIM_OK);
+  run_ok("pdev4", "initial", "sho-a");
+  run_ok("pdev4", "preload", "sho-b");
+  run_ok("pdev4", "switch", "sho-b");
+  await_entry("pdev4", "sho-b", "subscribed");
+  char *first = text_row("ro", "SELECT txn FROM drf_switches WHERE device = 'pdev4' AND"
+                               " sho = 'sho-b'");
+  exec_sql("ro", "UPDATE drf_switches SET relayed = relayed - 10 WHERE device = 'pdev4'");
+  exec_sql("ro", "UPDATE dpf_packages SET updated = updated - 20 WHERE device = 'pdev4'");
+  run_ok("pdev4", "switch", "sho-a");
+  await_entry("pdev4", "sho-a", "subscribed");
+  await_entry("pdev4", "sho-b", "preloaded");
+  assert_int_equal(register_at_drf(sho_b_cli, first, "pdev4", "sho-b", "subscribed",
+                                   (json_int_t)mcim_now_us(), &status),
+                   MCIM_NOT_PARTY);
+  assert_int_equal(status, 403);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev4' AND"
+                                    " state = 'subscribed'"),
+                   1);
+  /* one record per (device, SHO): the switch back to sho-a is sho-a's */
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf_switches WHERE device = 'pdev4'"),
+                   2);
+  free(first);
 }
 
 /* A step back to preloaded that overtook the registration it steps back from (the install's
@@ -378,6 +432,7 @@ int main(void)
       cmocka_unit_test(test_preloaded_promotion),
       cmocka_unit_test(test_preloaded_overtaken),
       cmocka_unit_test(test_stale_install_proof),
+      cmocka_unit_test(test_stale_switch_proof),
       cmocka_unit_test(test_device_waits_for_order),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

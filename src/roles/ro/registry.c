@@ -6,7 +6,7 @@
  *   (switch)                   {txn, device, sho, state, seq}   released, each on proof
  *
  * The proofs are the RO's own records: the DPF's install reports (dpf.c), the orders
- * (drf.c), the relayed resume notices (relay.c). An SHO registers only itself; `seq` (its
+ * (drf.c), the switches it relayed (drf_switches, relay.c). An SHO registers only itself; `seq` (its
  * time of deciding) keeps the newest of its registrations of a device, whatever order its
  * outbox delivers them in. */
 #include <stdio.h>
@@ -25,31 +25,48 @@ static int64_t count_rows(mcim_store_t *st, const char *sql, mcim_val_t *p, size
   return mcim_store_query_int(st, sql, p, n, &v) == MCIM_OK ? v : -1;
 }
 
-/* Whether the install of `txn` (this SHO's) was overtaken on this device by what the RO
- * itself recorded later, which an SHO cannot forge:
+/* Whether a proof of `sho` on `device` dated `since` (an install's, a switch's) was overtaken
+ * by what the RO itself recorded later, which an SHO cannot forge:
  *  - another SHO's install by an order that was no preload (a change, or the pristine path:
  *    this SHO's MCIM is gone);
  *  - another SHO subscribed by the device's `resume` the RO relayed to it (a switch away:
- *    this SHO's MCIM in reserve). The relay's record lives answer_retention, so a switch
- *    older than that no longer counts.
+ *    this SHO's MCIM in reserve), as drf_switches records it (relay.c). Kept
+ *    record_retention, as long as the installs it overtakes; before 2026-12-07 it was the
+ *    relay's stored answer, kept answer_retention (a day), after which a switched-away SHO
+ *    could claim `subscribed` again with its old install.
  * Not the registry's times: an SHO rewrites its own entry at will. "Later" is to the second
  * (the RO's clock); the same second counts as not later. 1, 0, or -1 when the store failed. */
-static int64_t overtaken(mcim_store_t *st, const char *txn, const char *sho)
+static int64_t overtaken(mcim_store_t *st, const char *device, const char *sho, int64_t since)
 {
-  mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(sho), MCIM_TEXT(sho)};
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_INT(since),
+                    MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_INT(since)};
   int64_t n = count_rows(st,
-                         "SELECT COUNT(*) FROM dpf_packages p WHERE p.txn = ? AND ("
-                         "EXISTS (SELECT 1 FROM dpf_packages q JOIN drf_orders o ON"
-                         " o.txn = q.txn WHERE q.device = p.device AND q.sho <> ? AND"
-                         " q.state = 'installed' AND o.procedure <> 'preload' AND"
-                         " q.updated > p.updated)"
-                         " OR EXISTS (SELECT 1 FROM drf d JOIN answers a ON a.txn = d.txn"
-                         " WHERE d.device = p.device AND d.sho <> ? AND"
-                         " d.state = 'subscribed' AND a.step = 0 AND"
-                         " a.what = 'notice/' || d.device || '/' || d.sho || '/resume' AND"
-                         " a.created > p.updated))",
-                         p, 3);
+                         "SELECT CASE WHEN EXISTS (SELECT 1 FROM dpf_packages q JOIN drf_orders o"
+                         " ON o.txn = q.txn WHERE q.device = ? AND q.sho <> ? AND"
+                         " q.state = 'installed' AND o.procedure <> 'preload' AND q.updated > ?)"
+                         " OR EXISTS (SELECT 1 FROM drf d JOIN drf_switches s ON"
+                         " s.device = d.device AND s.sho = d.sho AND s.txn = d.txn"
+                         " WHERE d.device = ? AND d.sho <> ? AND d.state = 'subscribed' AND"
+                         " s.relayed > ?) THEN 1 ELSE 0 END",
+                         p, 6);
   return n < 0 ? -1 : n > 0 ? 1 : 0;
+}
+
+/* The time of the proof `sql` selects (one value, NULL or no row: none), 0 when there is
+ * none, -1 when the store failed. */
+static int64_t proof_time(mcim_store_t *st, const char *sql, mcim_val_t *p, size_t n)
+{
+  int64_t v = 0;
+  mcim_cause_t rc = mcim_store_query_int(st, sql, p, n, &v);
+  return rc == MCIM_OK ? (v > 0 ? v : 1) : rc == MCIM_NOT_FOUND ? 0 : -1;
+}
+
+/* MCIM_OK when the proof dated `since` stands, MCIM_NOT_PARTY when it was overtaken. */
+static mcim_cause_t not_overtaken(mcim_store_t *st, const char *device, const char *sho,
+                                  int64_t since)
+{
+  int64_t o = overtaken(st, device, sho, since);
+  return o < 0 ? MCIM_STORE_ERROR : o > 0 ? MCIM_NOT_PARTY : MCIM_OK;
 }
 
 /* The proof a registration needs (DESIGN.md section 10: a registry entry changes only on proof
@@ -63,7 +80,10 @@ static int64_t overtaken(mcim_store_t *st, const char *txn, const char *sho)
  *    entry the SHO already holds: the same state again (a retry), preloaded (an SHO stepping
  *    back is its own business), or preloaded -> subscribed when this RO relayed the device's
  *    TRE-signed `resume` notice of this txn to that SHO (the device chose it; an SHO holding a
- *    pre-provisioned MCIM cannot make itself the device's SHO on its own word).
+ *    pre-provisioned MCIM cannot make itself the device's SHO on its own word), not undone
+ *    by the device's relayed `suspend` of the same txn, and not overtaken since (a switch
+ *    back, or a change, after it: before 2026-12-07 an SHO switched away from could claim
+ *    `subscribed` again with its old switch's txn).
  *  - released: the SHO's own entry, ended by its own termination (it alone calls this).
  *  - A release or a step back to preloaded with no entry yet: taken when an install of this
  *    SHO's MCIM on the device is on record (it served the device; the `subscribed` it ends may
@@ -77,20 +97,15 @@ static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const
   bool released = strcmp(state, "released") == 0;
   if (!released) {
     mcim_val_t inst[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(state)};
-    n = count_rows(st,
-                   "SELECT COUNT(*) FROM dpf_packages p JOIN drf_orders o ON o.txn = p.txn"
+    n = proof_time(st,
+                   "SELECT MAX(p.updated) FROM dpf_packages p JOIN drf_orders o ON o.txn = p.txn"
                    " WHERE p.txn = ? AND p.device = ? AND p.sho = ? AND p.state = 'installed'"
                    " AND (o.procedure <> 'preload' OR ? = 'preloaded')",
                    inst, 4);
     if (n < 0)
       return MCIM_STORE_ERROR;
-    if (n > 0 && strcmp(state, "subscribed") == 0) {
-      int64_t o = overtaken(st, txn, sho);
-      if (o != 0)
-        return o < 0 ? MCIM_STORE_ERROR : MCIM_NOT_PARTY;
-    }
     if (n > 0)
-      return MCIM_OK;
+      return strcmp(state, "subscribed") == 0 ? not_overtaken(st, device, sho, n) : MCIM_OK;
   }
   mcim_val_t same[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(state)};
   n = count_rows(st,
@@ -120,13 +135,11 @@ static mcim_cause_t registration_proven(mcim_store_t *st, const char *txn, const
                  own, 2);
   if (n <= 0)
     return n < 0 ? MCIM_STORE_ERROR : MCIM_NOT_PARTY;
-  /* the relay's record (relay.c, mcim_dpf_notice): kept for answer_retention */
-  char what[200];
-  snprintf(what, sizeof(what), "notice/%s/%s/resume", device, sho);
-  mcim_val_t resumed[] = {MCIM_TEXT(txn), MCIM_TEXT(what)};
-  n = count_rows(st, "SELECT COUNT(*) FROM answers WHERE txn = ? AND step = 0 AND what = ?",
-                 resumed, 2);
-  return n < 0 ? MCIM_STORE_ERROR : n > 0 ? MCIM_OK : MCIM_NOT_PARTY;
+  /* the relay's record (relay.c, mcim_dpf_notice): the newest switch to each SHO */
+  mcim_val_t resumed[] = {MCIM_TEXT(device), MCIM_TEXT(sho), MCIM_TEXT(txn)};
+  n = proof_time(st, "SELECT relayed FROM drf_switches WHERE device = ? AND sho = ? AND txn = ?",
+                 resumed, 3);
+  return n < 0 ? MCIM_STORE_ERROR : n > 0 ? not_overtaken(st, device, sho, n) : MCIM_NOT_PARTY;
 }
 
 mcim_cause_t mcim_drf_register_body(const json_t *body, char *err, size_t err_len)

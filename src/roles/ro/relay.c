@@ -174,6 +174,27 @@ out:
   return answered;
 }
 
+/* The registry's record of a switch (registry.c): a relayed `resume` makes `to` the device's
+ * newest switch there, the proof of its `subscribed` and what overtakes the proofs other
+ * SHOs held before it; a relayed `suspend` of the same txn (the device undoing a switch that
+ * failed half way) takes it back. One row per (device, SHO), purged record_retention after
+ * it was relayed (ro.c), as the installs it overtakes are. */
+static mcim_cause_t record_switch(mcim_store_t *st, const char *device, const char *to,
+                                  const char *txn, const char *event)
+{
+  if (strcmp(event, "resume") == 0) {
+    mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_TEXT(txn), MCIM_INT(mcim_now())};
+    return mcim_store_exec(st,
+                           "INSERT INTO drf_switches (device, sho, txn, relayed)"
+                           " VALUES (?, ?, ?, ?) ON CONFLICT (device, sho) DO UPDATE SET"
+                           " txn = excluded.txn, relayed = excluded.relayed",
+                           p, 4, NULL, NULL);
+  }
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_TEXT(txn)};
+  return mcim_store_exec(st, "DELETE FROM drf_switches WHERE device = ? AND sho = ? AND txn = ?",
+                         p, 3, NULL, NULL);
+}
+
 /* POST /v1/dpf/notices (the device; seed: change via the pristine state, step 3's deferred
  * notice, and the pre-provisioned variant's switch): {txn, device, to, statement, tre_cert}. */
 void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
@@ -256,6 +277,8 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
                                           ? "DPF: the device's deferred discard notice (relayed)"
                                           : "DPF: the device's switch notice (relayed)")
                 : MCIM_NO_MEMORY;
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0)
+    rc = record_switch(st, device, to, txn, event);
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 0, what, 202, answer);
   if (in_txn)

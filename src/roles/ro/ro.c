@@ -66,6 +66,12 @@ static const mcim_migration_t ro_migrations[] = {
     {8, "ICF: an HLR intent applied by one instance at a time", mcim_auc_hlr_lease_sql},
     /* One renewal per device per pcid_renewal_interval (docs/pcid-renewal.md section 2) */
     {9, "DPF: the last PCID renewal granted to each device", mcim_pcid_grants_sql},
+    /* The proof of a switch and what overtakes older proofs (registry.c), for as long as the
+     * installs it overtakes are kept: the relay's stored answer lived a day. */
+    {10, "DRF: the newest switch the RO relayed to each SHO of a device",
+     "CREATE TABLE drf_switches (device TEXT NOT NULL, sho TEXT NOT NULL, txn TEXT NOT NULL,"
+     " relayed BIGINT NOT NULL, PRIMARY KEY (device, sho));"
+     "CREATE INDEX drf_switches_relayed ON drf_switches (relayed)"},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
@@ -121,14 +127,15 @@ static const struct mcim_http_route ro_routes[] = {
  * failure each, added rows for good before 2026-12-06). The ICF's PCIDs a renewal terminated,
  * K and OPc with them, record_retention after their expiry (no claim, AV or re-registration
  * can use an expired PCID: the ICF refuses a renewed one already expired), once the HLR has
- * let them go, and then their done HLR intents. The registry (drf), the owners and the live
- * PCIDs stay. */
+ * let them go, and then their done HLR intents. The switches relayed (drf_switches) as old
+ * as the installs they overtake. The registry (drf), the owners and the live PCIDs stay. */
 static const char *const ro_purge[] = {
     "DELETE FROM drf_orders WHERE state IN ('expired', 'authorised', 'failed') AND expires < ?",
     "DELETE FROM drf_orders WHERE state = 'installed' AND expires < ? AND EXISTS (SELECT 1 FROM"
     " drf_orders n WHERE n.device = drf_orders.device AND n.sho = drf_orders.sho AND"
     " n.state = 'installed' AND n.created > drf_orders.created)",
     "DELETE FROM dpf_packages WHERE state IN ('installed', 'failed', 'abandoned') AND updated < ?",
+    "DELETE FROM drf_switches WHERE relayed < ?",
     "DELETE FROM auc WHERE state = 'terminated' AND expires < ? AND imsi NOT IN"
     " (SELECT imsi FROM auc_hlr WHERE done = 0)",
     "DELETE FROM auc_hlr WHERE want = 'absent' AND done = 1 AND imsi NOT IN (SELECT imsi FROM"
