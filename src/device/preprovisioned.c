@@ -188,13 +188,28 @@ void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
                    old);
     return;
   }
-  if (dev_data_bool(p, "resumed")) {
-    rc = notify_sho(d, cli, p->txn, p->sho, "suspend", p->sho, token, true, &res, why,
-                    sizeof(why));
-    mcim_http_result_clear(&res);
-    if (rc != MCIM_OK)
-      mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
-  }
+  /* The target's suspend first, even when the RO never took its resume: the TRE signed one
+   * for each attempt, any of which may have reached the target, so it signs no resume of the
+   * current SHO before it signed that suspend (never two live subscriptions, tre_sign.c).
+   * Before 2026-12-07 it went only after an accepted resume, and the TRE refused the undo of
+   * a switch whose resume step had failed: the device was left with its current SHO's
+   * subscription suspended. An SHO already in standby answers a suspend as done. */
+  rc = notify_sho(d, cli, p->txn, p->sho, "suspend", p->sho, token, true, &res, why,
+                  sizeof(why));
+  mcim_http_result_clear(&res);
+  if (rc != MCIM_OK)
+    mcim_log_event(dev_data_bool(p, "resumed") ? MCIM_LOG_ERROR : MCIM_LOG_WARN, p->txn, 0, rc,
+                   "undoing the switch: %s", why);
+  /* The DRF takes the current SHO's `subscribed` again only on the RO's record of the
+   * device's resume for it (a switch relayed to it, registry.c): so the resume goes through
+   * the RO first, and straight to the SHO after, which does not wait for the RO's outbox (nor
+   * for the RO at all: unreachable, the network side is still undone, the DRF is not). The
+   * SHO answers the second as the first (per txn, device and event). Before 2026-12-07 only
+   * the straight one went, and the DRF kept the SHO `preloaded`: no SHO subscribed. */
+  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
+  mcim_http_result_clear(&res);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, p->txn, 0, rc, "undoing the switch, the DRF's part: %s", why);
   rc = notify_sho(d, cli, p->txn, old, "resume", old, token, false, &res, why, sizeof(why));
   mcim_http_result_clear(&res);
   if (rc != MCIM_OK)
