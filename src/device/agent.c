@@ -84,6 +84,14 @@ static const mcim_config_spec_t agent_spec[] = {
              " renews it first"},
     {.name = "pcid_renew_from", .type = MCIM_CFG_ENUM, .def = "dpf", .allowed = renew_from,
      .help = "who renews the PCID credential: the RO's DPF or the M2MES CCIF"},
+    /* agent.db on a device's flash: bounded by age and by count (dev_store_purge) */
+    {.name = "record_retention", .type = MCIM_CFG_DURATION, .def = "30d", .min = 60,
+     .max = 3660 * 86400,
+     .help = "an ended procedure last updated longer ago than this goes from agent.db with its"
+             " trace, as do trace rows of no procedure (at a procedure's end and at start)"},
+    {.name = "records_max", .type = MCIM_CFG_INT, .def = "200", .min = 1, .max = 10000,
+     .help = "ended procedures agent.db keeps at most: beyond, the least recently updated go"
+             " with their trace"},
 };
 #define AGENT_NSPEC (sizeof(agent_spec) / sizeof(agent_spec[0]))
 
@@ -542,11 +550,17 @@ static mcim_cause_t open_store(struct mcim_device *d)
   if (rc == MCIM_OK)
     rc = dev_store_migrate(d->store);
   /* A page cache of 128 KiB (SQLite's default: 2 MiB): a procedure touches a few pages of
-   * agent.db (its row, its trace rows, their indexes); the trace table, which only grows,
-   * would otherwise fill the default over the device's life. Pages not cached are read from
-   * the file (the kernel's cache), only the agent's memory is bounded. */
+   * agent.db (its row, its trace rows, their indexes); the trace table, bounded only by
+   * records_max procedures, would otherwise fill the default over the device's life. Pages
+   * not cached are read from the file (the kernel's cache), only the agent's memory is
+   * bounded. */
   if (rc == MCIM_OK)
     rc = mcim_store_exec(d->store, "PRAGMA cache_size = -128", NULL, 0, NULL, NULL);
+  /* What ended while the agent was stopped, or a lowered bound: the purge otherwise runs only
+   * when a procedure ends, and an agent that starts and idles would keep it all. A failure
+   * is logged and harms nothing (the next end purges). No thread runs yet. */
+  if (rc == MCIM_OK)
+    dev_records_purge(d, d->store, NULL);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "store %s: %s", db,
                    d->store ? mcim_store_errmsg(d->store) : "cannot open");

@@ -190,6 +190,19 @@ void dev_data_memo_clear(struct dev_data_memo *m);
 mcim_cause_t dev_proc_latest(mcim_store_t *st, struct dev_proc *p);
 /* {txn, kind, via, sho, state, result, cause, step, stage, detail, created, updated} */
 json_t *dev_proc_json(const struct dev_proc *p);
+/* agent.db's bound (docs/device.md, section 7): the ended procedures whose `updated` is
+ * before now - retention (seconds), and those beyond the `max` most recent (by updated, then
+ * txn), go with their trace rows; trace rows of no procedure go once older than retention.
+ * The running procedure stays, and so does `keep` (the procedure that just ended, counted as
+ * the most recent; NULL: none). One relaxed transaction: a purge lost in a power cut is
+ * redone by the next one. Not inside a transaction. `procs` and `rows` (may be NULL) get how
+ * many procedures and trace rows went. */
+mcim_cause_t dev_store_purge(mcim_store_t *st, int64_t now, int64_t retention, int64_t max,
+                             const char *keep, int64_t *procs, int64_t *rows);
+/* The same with the agent's record_retention and records_max, logged (INFO when something
+ * went, WARN on failure); the store is locked by the caller. Run when a procedure ends and
+ * at start-up: an idle agent has no timer (section 9 of docs/device.md). */
+void dev_records_purge(struct mcim_device *d, mcim_store_t *st, const char *keep);
 
 /* Trace: same table and JSON as the roles' (src/roles/common.c) so `mcim trace` merges the
  * agent's events with theirs. The body is redacted before it is stored. Never fails the

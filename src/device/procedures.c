@@ -281,6 +281,11 @@ static void finish(struct mcim_device *d, struct mcim_http_lite *cli, struct dev
   p->updated = now;
   mcim_store_t *st = dev_store_lock(d);
   mcim_cause_t rc = dev_proc_save_held(d, st, p);
+  /* agent.db's bound (section 7 of docs/device.md), here and at start-up only: an idle agent
+   * wakes for nothing. Not after a failed save: the procedure would still count as running,
+   * and a store that failed is left alone until the next end. */
+  if (rc == MCIM_OK)
+    dev_records_purge(d, st, p->txn);
   dev_store_unlock(d);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, p->txn, p->n, rc, "final state of the procedure not saved");

@@ -28,6 +28,14 @@ static const mcim_migration_t device_migrations[] = {
      /* One procedure at a time (the agent checks it too; this makes it a database fact). */
      "CREATE UNIQUE INDEX procedures_one_running ON procedures (state) WHERE state = 'running';"
      "CREATE INDEX procedures_updated ON procedures (updated)"},
+    /* The purge (dev_store_purge) at every procedure's end: the ended procedures in the
+     * order it cuts them (with `state`, which SQLite 3.40 otherwise reads from the row for
+     * the index's own condition: the index alone answers), and the trace by time for the
+     * rows of no procedure (without it, a scan of the whole trace at each end). */
+    {2, "agent: indexes of the purge of ended procedures and old trace rows",
+     "CREATE INDEX procedures_ended ON procedures (updated, txn, state)"
+     " WHERE state <> 'running';"
+     "CREATE INDEX trace_time ON trace (time_us)"},
 };
 
 mcim_cause_t dev_store_migrate(mcim_store_t *st)
@@ -467,4 +475,99 @@ json_t *dev_proc_json(const struct dev_proc *p)
   if (p->detail[0])
     json_object_set_new(j, "detail", json_string(p->detail));
   return j;
+}
+
+/* ---- bounds: what agent.db keeps ---- */
+
+/* The ended procedures that go, bound as (keep, upto, below, upto_txn): never `keep`; of the
+ * others, those updated before `below` and those updated at `upto` with a txn up to upto_txn.
+ * The count's cut, (updated, txn) at most (u, t): upto = below = u, upto_txn = t. The age
+ * alone: upto = below - 1, upto_txn NULL (which no txn compares with). */
+#define PROC_GONE                                                                              \
+  "state <> 'running' AND txn <> ? AND updated <= ? AND (updated < ? OR txn <= ?)"
+
+struct purge_cut {
+  int64_t updated;
+  char txn[DEV_TXN_LEN + 1];
+};
+
+static mcim_cause_t cut_row(const mcim_row_t *row, void *arg)
+{
+  struct purge_cut *c = arg;
+  c->updated = mcim_row_int(row, 0);
+  copy_col(row, 1, c->txn, sizeof(c->txn));
+  return MCIM_OK;
+}
+
+mcim_cause_t dev_store_purge(mcim_store_t *st, int64_t now, int64_t retention, int64_t max,
+                             const char *keep, int64_t *procs, int64_t *rows)
+{
+  struct purge_cut cut = {0};
+  int64_t below = now - retention, gone = 0, traced = 0;
+  const char *upto_txn = NULL;
+  const char *other = keep ? keep : ""; /* "" is no txn (32 hex digits) */
+  mcim_cause_t rc = mcim_store_begin_relaxed(st);
+
+  if (rc != MCIM_OK)
+    goto cleanup;
+  /* the newest ended procedure beyond the `max` most recent (`keep` the most recent of all,
+   * whatever its second: one that ended in the same second as another stays) */
+  mcim_val_t cv[] = {MCIM_TEXT(other), MCIM_INT(max < 1 ? 0 : keep ? max - 1 : max)};
+  rc = mcim_store_query_one(st,
+                            "SELECT updated, txn FROM procedures WHERE state <> 'running'"
+                            " AND txn <> ? ORDER BY updated DESC, txn DESC LIMIT 1 OFFSET ?",
+                            cv, MCIM_NPARAMS(cv), cut_row, &cut);
+  if (rc == MCIM_OK && cut.updated >= below) {
+    below = cut.updated; /* the count cuts later than the age */
+    upto_txn = cut.txn;
+  }
+  if (rc != MCIM_OK && rc != MCIM_NOT_FOUND)
+    goto cleanup;
+  mcim_val_t gv[] = {MCIM_TEXT(other), MCIM_INT(upto_txn ? below : below - 1), MCIM_INT(below),
+                     MCIM_TEXT(upto_txn)};
+  rc = mcim_store_exec(st,
+                       "DELETE FROM trace WHERE txn IN (SELECT txn FROM procedures WHERE "
+                       PROC_GONE ")", gv, MCIM_NPARAMS(gv), NULL, NULL);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  traced = mcim_store_changes(st);
+  rc = mcim_store_exec(st, "DELETE FROM procedures WHERE " PROC_GONE, gv, MCIM_NPARAMS(gv), NULL,
+                       NULL);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  gone = mcim_store_changes(st);
+  /* rows of no procedure (an attach of the control API, a PCID renewal or a deferred notice
+   * between procedures, the notice of a procedure purged already): by their age alone */
+  mcim_val_t ov[] = {MCIM_INT((now - retention) * 1000000)};
+  rc = mcim_store_exec(st,
+                       "DELETE FROM trace WHERE time_us < ? AND NOT EXISTS"
+                       " (SELECT 1 FROM procedures p WHERE p.txn = trace.txn)",
+                       ov, MCIM_NPARAMS(ov), NULL, NULL);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  traced += mcim_store_changes(st);
+  rc = mcim_store_commit(st);
+cleanup:
+  if (mcim_store_in_txn(st))
+    mcim_store_rollback(st);
+  if (procs)
+    *procs = rc == MCIM_OK ? gone : 0;
+  if (rows)
+    *rows = rc == MCIM_OK ? traced : 0;
+  return rc;
+}
+
+void dev_records_purge(struct mcim_device *d, mcim_store_t *st, const char *keep)
+{
+  int64_t procs = 0, rows = 0;
+  mcim_cause_t rc = dev_store_purge(st, mcim_now(), dev_cfg_int(d, "record_retention"),
+                                    dev_cfg_int(d, "records_max"), keep, &procs, &rows);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "agent.db: ended procedures not purged: %s",
+                   mcim_store_errmsg(st));
+  else if (procs > 0 || rows > 0)
+    mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK,
+                   "agent.db: %lld ended procedures and %lld trace rows purged"
+                   " (record_retention, records_max)",
+                   (long long)procs, (long long)rows);
 }

@@ -1,7 +1,8 @@
 /* agent.db (src/device/store.c) and the resumption of a persisted procedure by a restarted
  * agent (src/device/procedures.c): one running procedure at a time, rows survive, the trace
  * has the roles' JSON with secrets redacted, and a restarted agent picks the procedure up at
- * its persisted step and fails it with a clear cause when the network never answers. */
+ * its persisted step and fails it with a clear cause when the network never answers. And the
+ * bound of agent.db (dev_store_purge): by age, by count, at start and at a procedure's end. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -348,6 +349,257 @@ static void unknown_stage_fails_cleanly(void **state)
   fx_teardown(&fx);
 }
 
+/* ---- agent.db's bound (dev_store_purge) ---- */
+
+#define DAY 86400
+
+/* txn number i: 32 hex digits, in the order of i */
+static void txn_of(int i, char txn[DEV_TXN_LEN + 1])
+{
+  snprintf(txn, DEV_TXN_LEN + 1, "%032x", (unsigned)i);
+}
+
+/* A procedure that ended (done) last updated at `updated`, with `rows` trace rows from
+ * `rows` seconds before then. */
+static void put_ended(mcim_store_t *st, const char *txn, int64_t updated, int rows)
+{
+  struct dev_proc p;
+  proc_init(&p, txn, "report", 15);
+  p.created = p.since = updated - 60;
+  assert_int_equal(dev_proc_insert(st, &p), MCIM_OK);
+  snprintf(p.state, sizeof(p.state), "done");
+  snprintf(p.result, sizeof(p.result), "success");
+  p.updated = updated;
+  assert_int_equal(dev_proc_save(st, &p), MCIM_OK);
+  for (int i = 0; i < rows; i++)
+    dev_trace_put_at(st, (updated - rows + i) * 1000000, txn, 4 + i, FX_DEVICE, "vno", "attach",
+                     NULL, MCIM_OK);
+  dev_proc_clear(&p);
+}
+
+/* The running procedure, created and last updated at `at`, with two trace rows then. */
+static void put_running(mcim_store_t *st, const char *txn, int64_t at)
+{
+  struct dev_proc p;
+  proc_init(&p, txn, "attach", 4);
+  p.created = p.since = p.updated = at;
+  assert_int_equal(dev_proc_insert(st, &p), MCIM_OK);
+  dev_trace_put_at(st, at * 1000000, txn, 2, "subscriber", FX_DEVICE, "instruction", NULL,
+                   MCIM_OK);
+  dev_trace_put_at(st, at * 1000000 + 1, txn, 4, FX_DEVICE, "vno", "attach", NULL, MCIM_OK);
+  dev_proc_clear(&p);
+}
+
+static int64_t count_of(mcim_store_t *st, const char *sql, const char *txn)
+{
+  int64_t n = -1;
+  mcim_val_t v[] = {MCIM_TEXT(txn)};
+  assert_int_equal(mcim_store_query_int(st, sql, v, txn ? 1 : 0, &n), MCIM_OK);
+  return n;
+}
+
+static int64_t procs_of(mcim_store_t *st, const char *txn)
+{
+  return count_of(st, "SELECT COUNT(*) FROM procedures WHERE txn = ?", txn);
+}
+
+static int64_t rows_of(mcim_store_t *st, const char *txn)
+{
+  return count_of(st, "SELECT COUNT(*) FROM trace WHERE txn = ?", txn);
+}
+
+/* record_retention: an ended procedure last updated before now - retention goes with its
+ * trace, one updated since stays whole (an old trace row of its included); the running one
+ * stays whatever its age; trace rows of no procedure go once older than the retention. */
+static void purge_by_age(void **state)
+{
+  (void)state;
+  struct fx fx;
+  char old[DEV_TXN_LEN + 1], recent[DEV_TXN_LEN + 1], edge[DEV_TXN_LEN + 1];
+  char running[DEV_TXN_LEN + 1], lone_old[DEV_TXN_LEN + 1], lone_new[DEV_TXN_LEN + 1];
+  int64_t now = mcim_now(), procs = -1, rows = -1;
+  assert_int_equal(fx_setup(&fx, ""), 0);
+  mcim_store_t *st = open_db(fx.dir);
+  txn_of(1, old);
+  txn_of(2, recent);
+  txn_of(3, edge);
+  txn_of(4, running);
+  txn_of(5, lone_old);
+  txn_of(6, lone_new);
+  put_ended(st, old, now - 40 * DAY, 3);
+  put_ended(st, recent, now - 10 * DAY, 2);
+  dev_trace_put_at(st, (now - 35 * DAY) * 1000000, recent, 0, FX_DEVICE, "ro", "notice", NULL,
+                   MCIM_OK);
+  put_ended(st, edge, now - 30 * DAY, 2); /* exactly the retention: not older, stays */
+  put_running(st, running, now - 40 * DAY);
+  /* a PCID renewal between procedures, an attach of the control API: under txns of their own */
+  dev_trace_put_at(st, (now - 31 * DAY) * 1000000, lone_old, 0, FX_DEVICE, "ro", "PCID", NULL,
+                   MCIM_OK);
+  dev_trace_put_at(st, (now - 29 * DAY) * 1000000, lone_new, 0, FX_DEVICE, "vno", "attach",
+                   NULL, MCIM_OK);
+
+  assert_int_equal(dev_store_purge(st, now, 30 * DAY, 200, NULL, &procs, &rows), MCIM_OK);
+  assert_int_equal(procs, 1);
+  assert_int_equal(rows, 3 + 1);
+  assert_int_equal(procs_of(st, old), 0);
+  assert_int_equal(rows_of(st, old), 0);
+  assert_int_equal(procs_of(st, recent), 1);
+  assert_int_equal(rows_of(st, recent), 3);
+  assert_int_equal(procs_of(st, edge), 1);
+  assert_int_equal(rows_of(st, edge), 2);
+  assert_int_equal(procs_of(st, running), 1);
+  assert_int_equal(rows_of(st, running), 2);
+  assert_int_equal(rows_of(st, lone_old), 0);
+  assert_int_equal(rows_of(st, lone_new), 1);
+  struct dev_proc got = {0};
+  assert_int_equal(dev_proc_running(st, &got), MCIM_OK);
+  assert_string_equal(got.txn, running);
+  dev_proc_clear(&got);
+
+  /* again: nothing more goes */
+  assert_int_equal(dev_store_purge(st, now, 30 * DAY, 200, NULL, &procs, &rows), MCIM_OK);
+  assert_int_equal(procs, 0);
+  assert_int_equal(rows, 0);
+  assert_int_equal(count_of(st, "SELECT COUNT(*) FROM procedures", NULL), 3);
+  assert_int_equal(count_of(st, "SELECT COUNT(*) FROM trace", NULL), 3 + 2 + 2 + 1);
+  mcim_store_close(st);
+  fx_teardown(&fx);
+}
+
+/* records_max: the `max` most recently updated ended procedures stay (a tie on `updated`
+ * decided by txn), the rest go with their trace; the running one is not counted and stays;
+ * `keep` (the procedure that just ended) counts as the most recent whatever its `updated` (a
+ * clock stepped back) and is never cut. */
+static void purge_by_count(void **state)
+{
+  (void)state;
+  struct fx fx;
+  char t[8][DEV_TXN_LEN + 1], running[DEV_TXN_LEN + 1];
+  int64_t now = mcim_now(), procs = -1, rows = -1;
+  assert_int_equal(fx_setup(&fx, ""), 0);
+  mcim_store_t *st = open_db(fx.dir);
+  for (int i = 0; i < 8; i++)
+    txn_of(10 + i, t[i]);
+  txn_of(99, running);
+  /* t[0] oldest ... t[5] newest; t[5] and t[6] end in the same second (t[6] the greater
+   * txn: the more recent); t[7], the greatest txn, ended before all of them */
+  for (int i = 0; i < 6; i++)
+    put_ended(st, t[i], now - 100 + 10 * i, 2);
+  put_ended(st, t[6], now - 50, 2);
+  put_ended(st, t[7], now - 1000, 1);
+  put_running(st, running, now - 5000);
+
+  /* four: t[6], t[5], t[4], t[3]; t[7], t[0..2] go */
+  assert_int_equal(dev_store_purge(st, now, 30 * DAY, 4, NULL, &procs, &rows), MCIM_OK);
+  assert_int_equal(procs, 4);
+  assert_int_equal(rows, 1 + 3 * 2);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(procs_of(st, t[i]), 0);
+    assert_int_equal(rows_of(st, t[i]), 0);
+  }
+  assert_int_equal(procs_of(st, t[7]), 0);
+  assert_int_equal(rows_of(st, t[7]), 0);
+  for (int i = 3; i < 7; i++) {
+    assert_int_equal(procs_of(st, t[i]), 1);
+    assert_int_equal(rows_of(st, t[i]), 2);
+  }
+  assert_int_equal(procs_of(st, running), 1);
+  assert_int_equal(rows_of(st, running), 2);
+
+  /* two, with t[3] (the oldest left) the one that just ended: t[3] and the most recent other,
+   * t[6] (over t[5], the same second) */
+  assert_int_equal(dev_store_purge(st, now, 30 * DAY, 2, t[3], &procs, &rows), MCIM_OK);
+  assert_int_equal(procs, 2);
+  assert_int_equal(rows, 2 * 2);
+  assert_int_equal(procs_of(st, t[3]), 1);
+  assert_int_equal(rows_of(st, t[3]), 2);
+  assert_int_equal(procs_of(st, t[6]), 1);
+  assert_int_equal(rows_of(st, t[6]), 2);
+  assert_int_equal(procs_of(st, t[4]) + procs_of(st, t[5]), 0);
+  assert_int_equal(rows_of(st, t[4]) + rows_of(st, t[5]), 0);
+
+  /* one, the one that just ended: everything else ended goes; the running one stays */
+  assert_int_equal(dev_store_purge(st, now, 30 * DAY, 1, t[3], &procs, &rows), MCIM_OK);
+  assert_int_equal(procs, 1);
+  assert_int_equal(procs_of(st, t[6]), 0);
+  assert_int_equal(rows_of(st, t[6]), 0);
+  assert_int_equal(count_of(st, "SELECT COUNT(*) FROM procedures", NULL), 2);
+  assert_int_equal(count_of(st, "SELECT COUNT(*) FROM trace", NULL), 2 + 2);
+  assert_int_equal(procs_of(st, running), 1);
+  assert_int_equal(rows_of(st, running), 2);
+  mcim_store_close(st);
+  fx_teardown(&fx);
+}
+
+/* The agent purges at its start (records_max from agent.json): what ended while it was
+ * stopped beyond the bound goes before anything runs; the running procedure stays. */
+static void agent_purges_at_start(void **state)
+{
+  (void)state;
+  struct fx fx;
+  char a[DEV_TXN_LEN + 1], b[DEV_TXN_LEN + 1];
+  struct mcim_device *d = NULL;
+  int64_t now = mcim_now();
+  assert_int_equal(fx_setup(&fx, ", \"records_max\": 1"), 0);
+  mcim_store_t *st = open_db(fx.dir);
+  txn_of(1, a);
+  txn_of(2, b);
+  put_ended(st, a, now - 100, 2);
+  put_ended(st, b, now - 50, 2);
+  put_running(st, FX_TXN, now - 10);
+  mcim_store_close(st);
+
+  assert_int_equal(mcim_device_open(fx.dir, &d), MCIM_OK);
+  mcim_device_free(d);
+  st = open_db(fx.dir);
+  assert_int_equal(procs_of(st, a), 0);
+  assert_int_equal(rows_of(st, a), 0);
+  assert_int_equal(procs_of(st, b), 1);
+  assert_int_equal(rows_of(st, b), 2);
+  assert_int_equal(procs_of(st, FX_TXN), 1);
+  assert_int_equal(rows_of(st, FX_TXN), 2);
+  mcim_store_close(st);
+  fx_teardown(&fx);
+
+  /* out of range: refused with the key named */
+  char err[1024] = "";
+  assert_int_equal(fx_setup(&fx, ", \"records_max\": 0, \"record_retention\": \"10s\""), 0);
+  assert_int_equal(mcim_device_check_config(fx.dir, err, sizeof(err)), MCIM_CONFIG_INVALID);
+  assert_non_null(strstr(err, "records_max"));
+  assert_non_null(strstr(err, "record_retention"));
+  fx_teardown(&fx);
+}
+
+/* The agent purges when a procedure ends, and the one that ended stays even when another
+ * ended record looks more recent (a clock set back): with records_max 1, only it is left. */
+static void agent_purges_at_end(void **state)
+{
+  (void)state;
+  struct fx fx;
+  struct dev_proc a, got = {0};
+  struct mcim_device *d = NULL;
+  assert_int_equal(fx_setup(&fx, ", \"records_max\": 1"), 0);
+  mcim_store_t *st = open_db(fx.dir);
+  put_ended(st, FX_TXN2, mcim_now() + 3600, 2);
+  proc_init(&a, FX_TXN, "no-such-step", 9);
+  assert_int_equal(dev_proc_insert(st, &a), MCIM_OK);
+  mcim_store_close(st);
+
+  assert_int_equal(mcim_device_start(fx.dir, &d), MCIM_OK);
+  wait_done(fx.dir, FX_TXN, &got);
+  mcim_device_free(d);
+  assert_string_equal(got.state, "failed");
+  st = open_db(fx.dir);
+  assert_int_equal(procs_of(st, FX_TXN2), 0);
+  assert_int_equal(rows_of(st, FX_TXN2), 0);
+  assert_int_equal(count_of(st, "SELECT COUNT(*) FROM procedures", NULL), 1);
+  assert_int_equal(procs_of(st, FX_TXN), 1);
+  mcim_store_close(st);
+  dev_proc_clear(&got);
+  dev_proc_clear(&a);
+  fx_teardown(&fx);
+}
+
 int main(void)
 {
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_ERROR, stderr);
@@ -358,6 +610,10 @@ int main(void)
       cmocka_unit_test(trace_roles_json_redacted),
       cmocka_unit_test(restart_resumes_at_persisted_step),
       cmocka_unit_test(unknown_stage_fails_cleanly),
+      cmocka_unit_test(purge_by_age),
+      cmocka_unit_test(purge_by_count),
+      cmocka_unit_test(agent_purges_at_start),
+      cmocka_unit_test(agent_purges_at_end),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
