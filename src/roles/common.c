@@ -66,6 +66,19 @@ void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, i
     return;
   if (mcim_crashpoint_armed())
     mcim_crashpoint_note(txn, step);
+  /* A refusal is traced at most traced_refusals_per_hour times per counterpart (DESIGN.md
+   * section 10): a device whose TRE signs a statement for any txn its agent names could
+   * otherwise add a row per request, each in a txn of its own, kept record_retention. Beyond
+   * it the refusal is logged (below), which is where a flood shows. */
+  const char *other = from && r->name && strcmp(from, r->name) != 0 ? from : to;
+  if (cause != MCIM_OK &&
+      !mcim_peer_limit_admit(&r->priv->traced_refusals, other, time_us / 1000000,
+                             mcim_config_int(r->cfg, "traced_refusals_per_hour"), NULL)) {
+    mcim_log_event(MCIM_LOG_WARN, txn, step, cause,
+                   "%s -> %s: %s (not traced: traced_refusals_per_hour of %s this hour)", from,
+                   to, msg, other ? other : "?");
+    return;
+  }
   mcim_cause_t rc = mcim_trace_store_put(st, time_us, txn, step, from, to, msg, body, cause);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, txn, step, rc, "trace event not recorded: %s",

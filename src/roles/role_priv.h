@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "mcim/role.h"
+#include "roles/peer_limit.h"
 
 struct mcim_role_priv {
   mcim_config_spec_t *spec;
@@ -35,6 +36,8 @@ struct mcim_role_priv {
   mcim_replay_cache_t replay;
   int64_t housekeeping_at; /* when the worker last swept (seconds) */
   int64_t purged_at;       /* when it last deleted records past record_retention */
+  /* refusals traced per counterpart and hour (common.c, traced_refusals_per_hour) */
+  struct mcim_peer_limit traced_refusals;
   /* Messages their writers' transactions queued and claimed, committed, for the worker
    * (mcim_role_outbox_put, src/roles/outbox.c); under `lock`, oldest first. */
   struct outbox_handed *handed, **handed_tail;

@@ -411,6 +411,7 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
   pthread_mutex_init(&r->priv->lock, NULL);
   pthread_mutex_init(&r->priv->peers_lock, NULL);
   pthread_mutex_init(&r->priv->pool_lock, NULL);
+  mcim_peer_limit_init(&r->priv->traced_refusals, 3600);
   pthread_cond_init(&r->priv->cond, NULL);
   pthread_cond_init(&r->priv->prefetch_cond, NULL);
   pthread_key_create(&r->priv->store_key, close_thread_store);

@@ -570,6 +570,39 @@ static void test_dpf_refusals(void **state)
   dev_free(&other);
 }
 
+/* A device whose TRE signs a statement for any txn its agent names gets a refusal traced
+ * at most traced_refusals_per_hour times an hour at a role (120 by default), each in a txn
+ * of its own; beyond it the refusal is logged only, answered the same (DESIGN.md section 10:
+ * before 2026-12-07 each added a row for record_retention). The count is per hour: a test
+ * that straddles one may see up to twice the limit. */
+static void test_traced_refusals_bounded(void **state)
+{
+  (void)state;
+  const int max = 120;
+  struct dev d, other;
+  char txn[33];
+  dev_make(&d, "pcid-d9", "001017000000009", mcim_now() + 600);
+  dev_make(&other, "pcid-d10", "001017000000010", mcim_now() + 600);
+  assert_int_equal(attach(&d, &d.cur, NULL), MCIM_OK);
+  int64_t hour = mcim_now() / 3600;
+  for (int i = 0; i < max + 5; i++) {
+    snprintf(txn, sizeof(txn), "%032x", 0xf2000000u + (unsigned)i);
+    char *req = renew_request(&d, "ro", txn, other.cur.pcid); /* another device's PCID */
+    json_t *body = renew_body(&d, txn, req);
+    assert_int_equal(renew_call("ro", "/v1/dpf/pcid", d.token, body, NULL), MCIM_CLAIM_MISMATCH);
+    json_decref(body);
+    free(req);
+  }
+  int64_t rows = store_count("ro", "SELECT COUNT(*) FROM trace WHERE to_name = ? AND"
+                                   " cause = 'CLAIM_MISMATCH'", d.name);
+  if (mcim_now() / 3600 == hour)
+    assert_int_equal(rows, max);
+  else
+    assert_true(rows >= max && rows <= 2 * max);
+  dev_free(&d);
+  dev_free(&other);
+}
+
 static void test_network_initiated(void **state)
 {
   (void)state;
@@ -894,7 +927,7 @@ int main(void)
       cmocka_unit_test(test_dpf_renewal),       cmocka_unit_test(test_dpf_refusals),
       cmocka_unit_test(test_network_initiated), cmocka_unit_test(test_ccif_renewal),
       cmocka_unit_test(test_expired_pcid),      cmocka_unit_test(test_tpm_slot_refusals),
-      cmocka_unit_test(test_purge_renewals),
+      cmocka_unit_test(test_purge_renewals),    cmocka_unit_test(test_traced_refusals_bounded),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -259,30 +259,30 @@ static void test_garbage(void **state)
  * peer its own count, and a full table of this minute's counts gives way at the smallest. */
 static void test_peer_limit(void **state)
 {
-  struct pva_peer_limit l;
+  struct mcim_peer_limit l;
   int64_t wait = -1, t = 6000000; /* on a minute's start */
   char peer[16];
   (void)state;
-  pva_peer_limit_init(&l);
+  mcim_peer_limit_init(&l, 60);
   for (int i = 0; i < 3; i++)
-    assert_true(pva_peer_limit_admit(&l, "sho-a", t + 10, 3, &wait));
-  assert_false(pva_peer_limit_admit(&l, "sho-a", t + 10, 3, &wait));
+    assert_true(mcim_peer_limit_admit(&l, "sho-a", t + 10, 3, &wait));
+  assert_false(mcim_peer_limit_admit(&l, "sho-a", t + 10, 3, &wait));
   assert_int_equal(wait, 50);
-  assert_false(pva_peer_limit_admit(&l, "sho-a", t + 59, 3, &wait));
+  assert_false(mcim_peer_limit_admit(&l, "sho-a", t + 59, 3, &wait));
   assert_int_equal(wait, 1);
-  assert_true(pva_peer_limit_admit(&l, "sho-b", t + 59, 3, &wait));
-  assert_true(pva_peer_limit_admit(&l, "sho-a", t + 60, 3, &wait));
-  /* PVA_LIMIT_PEERS counts this minute: sho-a's 1 and sho-x0.. with 2 each; one more peer
+  assert_true(mcim_peer_limit_admit(&l, "sho-b", t + 59, 3, &wait));
+  assert_true(mcim_peer_limit_admit(&l, "sho-a", t + 60, 3, &wait));
+  /* MCIM_PEER_LIMIT_SLOTS counts this minute: sho-a's 1 and sho-x0.. with 2 each; one more peer
    * takes the smallest (sho-a's), which starts again */
-  for (int i = 0; i < PVA_LIMIT_PEERS - 1; i++) {
+  for (int i = 0; i < MCIM_PEER_LIMIT_SLOTS - 1; i++) {
     snprintf(peer, sizeof(peer), "sho-x%d", i);
-    assert_true(pva_peer_limit_admit(&l, peer, t + 61, 3, &wait));
-    assert_true(pva_peer_limit_admit(&l, peer, t + 61, 3, &wait));
+    assert_true(mcim_peer_limit_admit(&l, peer, t + 61, 3, &wait));
+    assert_true(mcim_peer_limit_admit(&l, peer, t + 61, 3, &wait));
   }
-  assert_true(pva_peer_limit_admit(&l, "sho-new", t + 62, 3, &wait));
+  assert_true(mcim_peer_limit_admit(&l, "sho-new", t + 62, 3, &wait));
   for (int i = 0; i < 3; i++)
-    assert_true(pva_peer_limit_admit(&l, "sho-x0", t + 62, 3, &wait) == (i == 0));
-  pva_peer_limit_destroy(&l);
+    assert_true(mcim_peer_limit_admit(&l, "sho-x0", t + 62, 3, &wait) == (i == 0));
+  mcim_peer_limit_destroy(&l);
 }
 
 static mcim_cause_t post_revocation(struct mcim_http_client *cli, const char *imsi, long *status,

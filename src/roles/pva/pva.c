@@ -38,10 +38,10 @@
 struct pva_state {
   int64_t nonce_lifetime;
   int64_t revocations_purged; /* when the tick last purged expired revocations */
-  struct pva_peer_limit revocations;
+  struct mcim_peer_limit revocations; /* revocations_per_minute, per SHO */
 };
 
-struct pva_peer_limit *pva_revocation_limit(struct mcim_role *r)
+struct mcim_peer_limit *pva_revocation_limit(struct mcim_role *r)
 {
   struct pva_state *ps = r->state;
   return ps ? &ps->revocations : NULL;
@@ -582,7 +582,7 @@ static mcim_cause_t pva_start(struct mcim_role *r)
   if (!ps)
     return MCIM_NO_MEMORY;
   ps->nonce_lifetime = mcim_config_duration(r->cfg, "nonce_lifetime");
-  pva_peer_limit_init(&ps->revocations);
+  mcim_peer_limit_init(&ps->revocations, 60);
   r->state = ps;
   return MCIM_OK;
 }
@@ -591,7 +591,7 @@ static void pva_stop(struct mcim_role *r)
 {
   struct pva_state *ps = r->state;
   if (ps)
-    pva_peer_limit_destroy(&ps->revocations);
+    mcim_peer_limit_destroy(&ps->revocations);
   free(ps);
   r->state = NULL;
 }

@@ -4,7 +4,6 @@
 #define MCIM_ROLES_PVA_H
 
 #include <jansson.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -12,6 +11,7 @@
 #include "mcim/cause.h"
 #include "mcim/jose.h"
 #include "mcim/store.h"
+#include "roles/peer_limit.h"
 
 /* Claims of a verified quote (mcim-quote+jwt) that carry the evidence:
  *   nonce  the PVA's nonce (64 hex), model (name), log [{"component", "digest"}], digest (64 hex).
@@ -65,29 +65,8 @@ mcim_cause_t pva_quote_body(const json_t *body, char *err, size_t err_len);
 /* MCIM_TOKEN_REVOKED when `network` revoked its tokens for `imsi`, else MCIM_OK. */
 mcim_cause_t pva_token_live(struct mcim_role *r, const char *network, const char *imsi);
 
-/* A per-peer limit over whole minutes (revocations.c; DESIGN.md section 10: nothing a party
- * can flood is unbounded). One per PVA process: with several instances the limit is each
- * one's. A peer's count lives in one of PVA_LIMIT_PEERS slots; a slot of an earlier minute is
- * free, and when every slot is in use this minute the smallest count gives way (it takes
- * that many distinct SHO certificates to reset a count). */
-#define PVA_LIMIT_PEERS 64
-struct pva_peer_count {
-  char peer[64];
-  int64_t minute; /* now / 60 of its count */
-  int64_t n;
-};
-struct pva_peer_limit {
-  pthread_mutex_t lock;
-  struct pva_peer_count slot[PVA_LIMIT_PEERS];
-};
-void pva_peer_limit_init(struct pva_peer_limit *l);
-void pva_peer_limit_destroy(struct pva_peer_limit *l);
-/* Counts one request of `peer` at `now` (seconds) and says whether it is within `max` for
- * that minute; if not, *retry_after gets the seconds to the next minute (counted nothing). */
-bool pva_peer_limit_admit(struct pva_peer_limit *l, const char *peer, int64_t now, int64_t max,
-                          int64_t *retry_after);
 /* pva.c: the PVA's limit of revocations (NULL before pva_start). */
-struct pva_peer_limit *pva_revocation_limit(struct mcim_role *r);
+struct mcim_peer_limit *pva_revocation_limit(struct mcim_role *r);
 
 /* ---- pva.c, for quote.c ---- */
 #define STEP_VALIDATE 9 /* default step of POST /v1/validations */

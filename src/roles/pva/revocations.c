@@ -23,48 +23,6 @@
 #include "roles/kinds.h"
 #include "roles/pva/pva.h"
 
-void pva_peer_limit_init(struct pva_peer_limit *l)
-{
-  memset(l, 0, sizeof(*l));
-  pthread_mutex_init(&l->lock, NULL);
-}
-
-void pva_peer_limit_destroy(struct pva_peer_limit *l)
-{
-  pthread_mutex_destroy(&l->lock);
-}
-
-bool pva_peer_limit_admit(struct pva_peer_limit *l, const char *peer, int64_t now, int64_t max,
-                          int64_t *retry_after)
-{
-  int64_t minute = now / 60;
-  struct pva_peer_count *c = NULL, *free_slot = NULL, *least = NULL;
-  bool ok;
-  pthread_mutex_lock(&l->lock);
-  for (size_t i = 0; i < PVA_LIMIT_PEERS && !c; i++) {
-    struct pva_peer_count *s = &l->slot[i];
-    if (s->minute == minute && strcmp(s->peer, peer) == 0)
-      c = s;
-    else if (s->minute != minute && !free_slot)
-      free_slot = s;
-    else if (s->minute == minute && (!least || s->n < least->n))
-      least = s;
-  }
-  if (!c) { /* a new count this minute: a free slot, else the smallest count gives way */
-    c = free_slot ? free_slot : least;
-    snprintf(c->peer, sizeof(c->peer), "%s", peer);
-    c->minute = minute;
-    c->n = 0;
-  }
-  ok = c->n < max;
-  if (ok)
-    c->n++;
-  else
-    *retry_after = (minute + 1) * 60 - now;
-  pthread_mutex_unlock(&l->lock);
-  return ok;
-}
-
 mcim_cause_t pva_revocation_body(const json_t *body, char *err, size_t err_len)
 {
   static const struct mcim_jsonv_field fields[] = {
@@ -111,10 +69,10 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *imsi = json_string_value(json_object_get(req->json, "imsi"));
-  struct pva_peer_limit *limit = pva_revocation_limit(r);
+  struct mcim_peer_limit *limit = pva_revocation_limit(r);
   int64_t wait = 0;
-  if (limit && !pva_peer_limit_admit(limit, sho, mcim_now(),
-                                     mcim_config_int(r->cfg, "revocations_per_minute"), &wait)) {
+  if (limit && !mcim_peer_limit_admit(limit, sho, mcim_now(),
+                                      mcim_config_int(r->cfg, "revocations_per_minute"), &wait)) {
     /* logged, not traced: a flood must not add a row per request */
     mcim_log_event(MCIM_LOG_WARN, txn, 10, MCIM_REVOCATIONS_TOO_FAST,
                    "%s sent more than revocations_per_minute revocations: asked to retry in %lld s",
