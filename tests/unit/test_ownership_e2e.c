@@ -14,6 +14,8 @@
  *   - an owner has at most orders_open_max (4) live orders of a device at an SHO: one more is
  *     429 ORDERS_BUSY with Retry-After, the RO not asked; a retry is answered as before, and
  *     an order that ended frees its place;
+ *   - and at most drf_orders_open_max (16) at the DRF, across SHOs: one more, whichever SHO
+ *     forwards it, is 429 ORDERS_BUSY with Retry-After at the owner, stored nowhere;
  *   - the owner hands the device over: the old owner's orders, queries and instructions are
  *     refused from then on, the new owner changes the device's SHO end to end;
  *   - the RO purges what an owner's orders leave (failed orders and packages, all but the
@@ -214,13 +216,18 @@ static mcim_cause_t order_answer(const char *txn, const char *jws, long *status,
   return rc;
 }
 
-/* Polls sho-a's store until `sql` counts `want` (20 s at most); fails otherwise. */
+/* Polls `role`'s store until `sql` counts `want` (20 s at most); fails otherwise. */
+static void wait_count_at(const char *role, const char *sql, int64_t want, const char *what)
+{
+  for (int waited = 0; waited < 20000 && count_rows(role, sql) != want; waited += 100)
+    usleep(100 * 1000);
+  if (count_rows(role, sql) != want)
+    fail_msg("%s: %lld, not %lld", what, (long long)count_rows(role, sql), (long long)want);
+}
+
 static void wait_count(const char *sql, int64_t want, const char *what)
 {
-  for (int waited = 0; waited < 20000 && count_rows("sho-a", sql) != want; waited += 100)
-    usleep(100 * 1000);
-  if (count_rows("sho-a", sql) != want)
-    fail_msg("%s: %lld, not %lld", what, (long long)count_rows("sho-a", sql), (long long)want);
+  wait_count_at("sho-a", sql, want, what);
 }
 
 /* Each order reserves an IMSI at the SHO and is recorded at the DRF for order_lifetime: an
@@ -315,6 +322,141 @@ static void test_orders_bounded(void **state)
   exec_sql("sho-a", "UPDATE orders SET created = created - 7200 WHERE device = '" DEV "' AND"
                     " state IN ('ordered', 'validating', 'provisioning')");
   wait_count(LIVE_DEV, 0, "DEV's live orders at sho-a");
+}
+
+/* ---- at most drf_orders_open_max live orders of a device at the DRF ---- */
+
+#define DRF_LIVE_DEV                                                                        \
+  "SELECT COUNT(*) FROM drf_orders WHERE device = '" DEV "' AND state IN ('ordered',"      \
+  " 'authorised') AND expires > CAST(strftime('%s', 'now') AS INTEGER)"
+#define SHO_C_TXN "00000000000000000000000000c0%04d"
+
+/* POST `sho` /v1/orders: the owner's order `jws` for it; its cause, status and Retry-After. */
+static mcim_cause_t order_answer_at(const char *sho, const char *txn, const char *jws,
+                                    long *status, long *retry)
+{
+  struct mcim_http_result r;
+  json_t *b = json_pack("{s:s,s:s}", "txn", txn, "order", jws);
+  mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(sho, "/v1/orders"), b, NULL, &r);
+  *status = r.status;
+  *retry = r.retry_after;
+  mcim_http_result_clear(&r);
+  json_decref(b);
+  return rc;
+}
+
+/* The DRF records each order an SHO forwards for order_lifetime, and orders reach it beside
+ * an SHO's own bound (orders_open_max, 4 per SHO): several SHOs, an order an SHO cannot
+ * check yet, a new owner's. At most drf_orders_open_max (16 by default) live orders
+ * (ordered, authorised, not expired) of a device at the DRF, across SHOs; the next, whichever
+ * SHO forwards it, is 429 ORDERS_BUSY at the owner with Retry-After (until the oldest live
+ * one expires), stored nowhere. A retry of an accepted order is answered as before (by the
+ * SHO, and by the DRF to the SHO), another device's order is taken, and when a live order
+ * ends the refused order itself is taken (its jti was not spent).
+ * Real orders through sho-a and sho-b (2 each: below their own bound of 4, so each SHO
+ * forwards the next) and the live ones the earlier tests left; the rest up to 16 are rows
+ * set in the RO's store for orders of a third SHO, "sho-c": the lab has two SHOs, which
+ * together forward at most 8 live orders of a device, and the bound is the RO's default.
+ * Rows of ended orders (installed, failed, expired, and ordered but past `expires`, not yet
+ * swept) are set beside them and must not count. Before 2026-12-06 every order was taken. */
+static void test_drf_orders_bounded(void **state)
+{
+  char txn[33], sql[600], accepted[33] = "", *accepted_jws = NULL, *o;
+  long status = 0, retry = 0;
+  int64_t before[NCOUNTED + 1], now = mcim_now();
+  (void)state;
+  /* the earlier test left DEV's orders at sho-a ended there (still live at the DRF) */
+  assert_int_equal(count_rows("sho-a", LIVE_DEV), 0);
+  const char *shos[] = {"sho-a", "sho-a", "sho-b", "sho-b"};
+  for (size_t i = 0; i < 4; i++) {
+    new_txn(txn);
+    o = order_jws(owner, shos[i], txn);
+    assert_int_equal(order_answer_at(shos[i], txn, o, &status, &retry), MCIM_OK);
+    assert_int_equal(status, 201);
+    if (!accepted[0]) {
+      snprintf(accepted, sizeof(accepted), "%s", txn);
+      accepted_jws = o;
+    } else {
+      free(o);
+    }
+  }
+  int64_t live = count_rows("ro", DRF_LIVE_DEV);
+  assert_true(live >= 4 && live < 16);
+  /* sho-c's live orders up to 16, the oldest expiring in 1800 s; its ended ones */
+  for (int64_t i = 0; i < 16 - live + 4; i++) {
+    static const char *const ended[] = {"installed", "failed", "expired", "ordered"};
+    bool is_live = i < 16 - live;
+    const char *st = is_live ? (i % 2 ? "authorised" : "ordered") : ended[i - (16 - live)];
+    int64_t expires = is_live ? now + 1800 + 60 * i : now - 1;
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state, record,"
+             " created, updated, expires) VALUES ('" SHO_C_TXN "', '" DEV "', 'sho-c',"
+             " 'https://sho-c', 'initial', '', '%s', 'r', %lld, %lld, %lld)",
+             (int)i, st, (long long)now, (long long)now, (long long)expires);
+    exec_sql("ro", sql);
+  }
+  assert_int_equal(count_rows("ro", DRF_LIVE_DEV), 16);
+  assert_int_equal(count_rows("sho-a", LIVE_DEV), 2);
+
+  /* one more, through sho-a (below its own bound: it asks the DRF) and through sho-b */
+  snapshot(before);
+  new_txn(txn);
+  o = order_jws(owner, "sho-a", txn);
+  assert_int_equal(order_answer_at("sho-a", txn, o, &status, &retry), MCIM_ORDERS_BUSY);
+  assert_int_equal(status, 429);
+  assert_true(retry > 1800 - 120 && retry <= 1800);
+  char btxn[33];
+  new_txn(btxn);
+  char *ob = order_jws(owner, "sho-b", btxn);
+  assert_int_equal(order_answer_at("sho-b", btxn, ob, &status, &retry), MCIM_ORDERS_BUSY);
+  assert_int_equal(status, 429);
+  assert_true(retry > 1800 - 120 && retry <= 1800);
+  free(ob);
+  /* a retry of an accepted order: the owner's at sho-a, and sho-a's own at the DRF */
+  assert_int_equal(order_answer_at("sho-a", accepted, accepted_jws, &status, &retry), MCIM_OK);
+  assert_int_equal(status, 201);
+  assert_int_equal(req(sho_a_cli, "POST", "ro", "/v1/drf/orders",
+                       json_pack("{s:s,s:s,s:s}", "txn", accepted, "order", accepted_jws,
+                                 "endpoint", mcim_lab_url(lab, "sho-a")),
+                       NULL, &status),
+                   MCIM_OK);
+  assert_int_equal(status, 200);
+  free(accepted_jws);
+  /* nothing stored at the RO (drf_orders, replay, trace) nor at the SHOs */
+  assert_unchanged(before, "orders over the DRF's bound");
+
+  /* another device's order is taken */
+  char path[512], otxn[33];
+  assert_int_equal(mcim_lab_device_add(lab, "odev3", false), MCIM_OK);
+  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "odev3"));
+  mcim_jose_key_t *owner3 = load_key(path);
+  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, "odev3"));
+  json_t *params3 = json_load_file(path, 0, NULL);
+  assert_non_null(params3);
+  new_txn(otxn);
+  assert_int_equal(order_for(owner3, "odev3", params3, "sho-a", otxn, "initial", NULL), MCIM_OK);
+  json_decref(params3);
+  mcim_jose_key_free(owner3);
+
+  /* one live order ends (sho-c's oldest is installed): the refused order itself is taken */
+  snprintf(sql, sizeof(sql), "UPDATE drf_orders SET state = 'installed' WHERE txn = '" SHO_C_TXN
+                             "'", 0);
+  exec_sql("ro", sql);
+  assert_int_equal(order_answer_at("sho-a", txn, o, &status, &retry), MCIM_OK);
+  assert_int_equal(status, 201);
+  free(o);
+  assert_int_equal(count_rows("ro", DRF_LIVE_DEV), 16);
+
+  /* DEV's orders end, at the SHOs as abandoned ones do, at the DRF expired; sho-c's go */
+  for (size_t i = 0; i < 2; i++) {
+    exec_sql(shos[2 * i], "UPDATE orders SET created = created - 7200 WHERE device = '" DEV
+                          "' AND state IN ('ordered', 'validating', 'provisioning')");
+    wait_count_at(shos[2 * i], LIVE_DEV, 0, "DEV's live orders at the SHO");
+  }
+  exec_sql("ro", "DELETE FROM drf_orders WHERE device = '" DEV "' AND sho = 'sho-c'");
+  exec_sql("ro", "UPDATE drf_orders SET expires = strftime('%s', 'now') - 1 WHERE device = '"
+                 DEV "' AND state IN ('ordered', 'authorised')");
+  wait_count_at("ro", DRF_LIVE_DEV, 0, "DEV's live orders at the DRF");
 }
 
 /* ---- the whole procedure, then a handover ---- */
@@ -515,6 +657,7 @@ int main(void)
       cmocka_unit_test(test_order_read),
       cmocka_unit_test(test_owner_statement_lifetime),
       cmocka_unit_test(test_orders_bounded),
+      cmocka_unit_test(test_drf_orders_bounded),
       cmocka_unit_test(test_provision_then_handover),
       cmocka_unit_test(test_orders_purged),
   };

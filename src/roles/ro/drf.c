@@ -204,6 +204,45 @@ mcim_cause_t mcim_drf_order_body(const json_t *body, char *err, size_t err_len)
   return rc;
 }
 
+/* At most drf_orders_open_max live orders of one device at the DRF, across all SHOs
+ * (DESIGN.md section 10: nothing a party can flood is unbounded). An SHO bounds a device's
+ * orders at itself (orders_open_max), but orders reach the DRF before or beside that check:
+ * one the SHO cannot verify yet comes here to be checked against the owner record, a new
+ * owner's after a handover, an owner's at several SHOs. Each is kept for order_lifetime.
+ * Live: ordered or authorised (what mcim_drf_expire expires) and not yet expired; installed,
+ * failed and expired orders are ended. Over the bound: MCIM_ORDERS_BUSY, *wait the seconds
+ * until the oldest live one expires. The count is a covering search of drf_orders_device_live
+ * (device, state, expires; migration 11): that device's live orders only. */
+struct live_orders {
+  int64_t n, oldest;
+};
+
+static mcim_cause_t live_orders_row(const mcim_row_t *row, void *arg)
+{
+  struct live_orders *l = arg;
+  l->n = mcim_row_int(row, 0);
+  l->oldest = mcim_row_int(row, 1);
+  return MCIM_OK;
+}
+
+static mcim_cause_t drf_orders_below_max(struct mcim_role *r, mcim_store_t *st,
+                                         const char *device, int64_t now, int64_t *wait)
+{
+  struct live_orders l = {0, 0};
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now)};
+  mcim_cause_t rc = mcim_store_query_one(st,
+                                         "SELECT COUNT(*), MIN(expires) FROM drf_orders WHERE"
+                                         " device = ? AND state IN ('ordered', 'authorised')"
+                                         " AND expires > ?",
+                                         p, 2, live_orders_row, &l);
+  if (rc != MCIM_OK || l.n < mcim_config_int(r->cfg, "drf_orders_open_max"))
+    return rc;
+  *wait = l.oldest - now;
+  if (*wait < 1)
+    *wait = 1;
+  return MCIM_ORDERS_BUSY;
+}
+
 /* POST /v1/drf/orders (the new SHO, step 1): the subscriber's order as the owner signed it.
  * Only an order the recorded owner signed, addressed to the calling SHO, is recorded; the
  * answer is the RO-signed order record, which the SHO shows the PVA (step 9 / 3) as proof
@@ -292,6 +331,15 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
     if (strcmp(o.sho, req->peer) != 0 || strcmp(o.device, device) != 0)
       rc = MCIM_CONFLICT;
   }
+  /* The bound, counted in the transaction that inserts the order, after a copy's record
+   * (raced) is answered: two orders at once cannot both pass it. A begun transaction holds
+   * the writers' lock (SQLite BEGIN IMMEDIATE; on PostgreSQL the advisory lock taken at
+   * begin, READ COMMITTED: this count sees every order committed before, by any RO
+   * instance), so count and insert are one step. Refused before the jti is spent: the SHO
+   * may forward the same order again after Retry-After. */
+  int64_t wait = 0;
+  if (rc == MCIM_OK && !raced)
+    rc = drf_orders_below_max(r, st, device, now, &wait);
   if (rc == MCIM_OK && !raced) {
     const mcim_replay_cache_t *replay = mcim_role_replay(r);
     /* kept as long as verify_order() would accept it: exp plus clock_skew */
@@ -312,6 +360,18 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
   }
   if (in_tx)
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  if (rc == MCIM_ORDERS_BUSY) {
+    /* Logged, not traced: nothing of a refused order is stored. */
+    mcim_log_event(MCIM_LOG_WARN, txn, 1, rc,
+                   "DRF: order forwarded by %s refused: %s has drf_orders_open_max live orders",
+                   req->peer, device);
+    resp->retry_after = (int)wait;
+    mcim_http_reply_problem(resp, rc, 1,
+                            "too many live orders of this device at the DRF: order again in"
+                            " %lld s",
+                            (long long)wait);
+    goto out;
+  }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 1, "order %s not recorded", txn);
     goto out;

@@ -72,6 +72,14 @@ static const mcim_migration_t ro_migrations[] = {
      "CREATE TABLE drf_switches (device TEXT NOT NULL, sho TEXT NOT NULL, txn TEXT NOT NULL,"
      " relayed BIGINT NOT NULL, PRIMARY KEY (device, sho));"
      "CREATE INDEX drf_switches_relayed ON drf_switches (relayed)"},
+    /* The DRF counts a device's live orders (drf.c, drf_orders_open_max) under the writers'
+     * lock for every new order. Without statistics SQLite chose drf_orders_expires (state,
+     * expires) for it: every live order of every device. With expires in the device index
+     * the count is a covering search of that device's live orders; the old index is its
+     * prefix, so every query that used it uses this one as well. */
+    {11, "DRF: a device's live orders counted by one index",
+     "DROP INDEX drf_orders_device;"
+     "CREATE INDEX drf_orders_device_live ON drf_orders (device, state, expires)"},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
@@ -91,6 +99,10 @@ static const mcim_config_spec_t ro_spec[] = {
     {.name = "order_lifetime", .type = MCIM_CFG_DURATION, .def = "1h", .min = 1,
      .max = 30LL * 86400,
      .help = "how long an order (step 1) may take to be provisioned before the DRF drops it"},
+    {.name = "drf_orders_open_max", .type = MCIM_CFG_INT, .def = "16", .min = 1, .max = 10000,
+     .help = "orders of one device that may be live at the DRF at once, across all SHOs"
+             " (ordered, authorised, within order_lifetime); one more is answered 429"
+             " ORDERS_BUSY with Retry-After, nothing stored"},
     {.name = "pcid_lifetime", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
      .max = 3650LL * 86400, .help = "lifetime of a PCID credential the DPF issues (renewal)"},
     {.name = "pcid_renewal_interval", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,

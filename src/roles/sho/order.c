@@ -344,6 +344,11 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     /* Logged, not traced or stored: a stranger's order leaves nothing behind. */
     mcim_log_event(MCIM_LOG_WARN, NULL, 1, rc, "order refused: %s",
                    res.detail[0] ? res.detail : mcim_cause_text(rc));
+    /* The DRF's bound on the device's live orders (drf_orders_open_max): its Retry-After
+     * (at most order_lifetime's maximum, 30 d) goes on to the owner. */
+    if (rc == MCIM_ORDERS_BUSY)
+      resp->retry_after =
+          res.retry_after > 0 && res.retry_after <= 30L * 86400 ? (int)res.retry_after : 1;
     mcim_http_reply_problem(resp, rc, 1, "order refused: %s",
                             res.detail[0] ? res.detail : mcim_cause_text(rc));
     goto out;
