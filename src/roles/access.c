@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mcim/json_dump.h"
 #include "mcim/jsonv.h"
 #include "mcim/log.h"
 #include "mcim/metrics.h"
+#include "mcim/trace.h"
 #include "mcim/util.h"
 
 const char mcim_access_schema_sql[] =
@@ -14,6 +16,63 @@ const char mcim_access_schema_sql[] =
     " device TEXT NOT NULL, rand BYTEA NOT NULL, xres BYTEA NOT NULL, state TEXT NOT NULL,"
     " created BIGINT NOT NULL)";
 
+/* The attach's trace rows until the device answers (mcim_access_trace_at): a JSON array,
+ * bodies redacted. Added to the table by the VNO's and the SHO's migrations after 2026-12-06. */
+const char mcim_access_rows_sql[] = "ALTER TABLE attach ADD COLUMN trace TEXT";
+
+void mcim_access_trace_at(struct mcim_role *r, json_t *rows, int64_t time_us, const char *txn,
+                          int step, const char *from, const char *to, const char *msg,
+                          const json_t *body, mcim_cause_t cause)
+{
+  if (!rows) {
+    mcim_role_trace_at(r, time_us, txn, step, from, to, msg, body, cause);
+    return;
+  }
+  json_t *row = json_pack("{s:I,s:i,s:s,s:s,s:s,s:i}", "time_us", (json_int_t)time_us, "step",
+                          step, "from", from ? from : "", "to", to ? to : "", "msg", msg,
+                          "cause", (int)cause);
+  if (row && body)
+    json_object_set_new(row, "body", mcim_trace_redact(body));
+  if (!row || json_array_append_new(rows, row) != 0)
+    mcim_log_event(MCIM_LOG_WARN, txn, step, MCIM_NO_MEMORY, "%s -> %s: %s: not kept to trace",
+                   from, to, msg);
+}
+
+/* Trace the rows kept by mcim_access_trace_at, each at its own time (trace_rows_text: from
+ * the text the session stored). */
+static void trace_rows(struct mcim_role *r, const char *txn, const json_t *rows)
+{
+  size_t i;
+  const json_t *row;
+  json_array_foreach(rows, i, row) {
+    const char *msg = json_string_value(json_object_get(row, "msg"));
+    if (msg)
+      mcim_role_trace_at(r, json_integer_value(json_object_get(row, "time_us")), txn,
+                         (int)json_integer_value(json_object_get(row, "step")),
+                         json_string_value(json_object_get(row, "from")),
+                         json_string_value(json_object_get(row, "to")), msg,
+                         json_object_get(row, "body"),
+                         (mcim_cause_t)json_integer_value(json_object_get(row, "cause")));
+  }
+}
+
+static void trace_rows_text(struct mcim_role *r, const char *txn, const char *text)
+{
+  json_t *rows = text ? json_loads(text, 0, NULL) : NULL;
+  if (text && !json_is_array(rows))
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_STORE_ERROR, "attach trace rows unreadable");
+  trace_rows(r, txn, rows);
+  json_decref(rows);
+}
+
+static mcim_cause_t get_av(struct mcim_role *r, const struct mcim_access_net *net,
+                           const char *txn, const char *identity, struct mcim_aka_av *av,
+                           char *device, json_t *rows)
+{
+  if (net->get_av_rows)
+    return net->get_av_rows(r, txn, identity, av, device, rows);
+  return net->get_av(r, txn, identity, av, device);
+}
 
 /* Metrics (docs/operations.md): an attach is an initial registration at this network
  * (TS 28.552 RM.RegInit*), its challenge an authentication request (AMF.Auth*). */
@@ -30,10 +89,11 @@ static void seal_ctx(char *out, size_t len, const char *id)
   snprintf(out, len, "attach/xres/%s", id);
 }
 
-/* A new session: the AV's XRES sealed, RAND kept to resynchronise with. */
+/* A new session: the AV's XRES sealed, RAND kept to resynchronise with; `rows` (may be NULL):
+ * its trace rows until the device answers. */
 static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey, const char *id,
                                 const char *txn, const char *identity, const char *device,
-                                const struct mcim_aka_av *av)
+                                const struct mcim_aka_av *av, const char *rows)
 {
   uint8_t sealed[sizeof(av->xres) + MCIM_SEAL_OVERHEAD];
   size_t slen = 0;
@@ -45,10 +105,10 @@ static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey
   mcim_val_t p[] = {MCIM_TEXT(id),       MCIM_TEXT(txn),
                     MCIM_TEXT(identity), MCIM_TEXT(device),
                     MCIM_BLOB(av->rand, sizeof(av->rand)), MCIM_BLOB(sealed, slen),
-                    MCIM_INT(mcim_now())};
+                    MCIM_INT(mcim_now()), MCIM_TEXT(rows)};
   return mcim_store_exec(st,
-                         "INSERT INTO attach (id, txn, identity, device, rand, xres, state, created)"
-                         " VALUES (?, ?, ?, ?, ?, ?, 'challenged', ?)",
+                         "INSERT INTO attach (id, txn, identity, device, rand, xres, state,"
+                         " created, trace) VALUES (?, ?, ?, ?, ?, ?, 'challenged', ?, ?)",
                          p, MCIM_NPARAMS(p), NULL, NULL);
 }
 
@@ -100,6 +160,7 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   char err[200], device[64] = "", id[33];
   uint8_t idb[16];
   struct mcim_aka_av av;
+  json_t *rows = NULL;
   mcim_metric_inc(&mcim_m_rm_reg_init_req, NULL);
   mcim_cause_t rc = mcim_access_attach_body(net->id_field, req->json, err, sizeof(err));
   if (rc != MCIM_OK) {
@@ -123,14 +184,19 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
                             net->id_field, (long long)wait);
     return;
   }
+  /* the AV source's rows (the VNO's call to the ICF) wait with the session for the answer */
+  rows = json_array();
   if (rc == MCIM_OK)
-    rc = net->get_av(r, txn, identity, &av, device);
+    rc = rows ? get_av(r, net, txn, identity, &av, device, rows) : MCIM_NO_MEMORY;
   if (rc == MCIM_UNKNOWN_IDENTITY) {
     /* a stranger (an identity this network does not know): logged, never traced, so that a
      * flood of made-up identities and txns leaves the store as it was */
     mcim_log_event(MCIM_LOG_WARN, txn, net->step_attach, rc, "attach refused: unknown %s",
                    net->id_field);
   } else if (rc != MCIM_OK) {
+    /* a refusal of an identity this network knows: traced as before, the AV source's rows
+     * first (no session will keep them) */
+    trace_rows(r, txn, rows);
     mcim_role_trace(r, txn, net->step_attach, r->name,
                     json_string_value(json_object_get(req->json, "device"))
                         ? json_string_value(json_object_get(req->json, "device"))
@@ -145,6 +211,7 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
      * that asks to wait is answered when the SHO activates it (mcim_sho_activate's callers) */
     if (rc == MCIM_SUBSCRIPTION_NOT_ACTIVE)
       mcim_http_reply_wait_on(resp, "auc-active:%s", identity);
+    json_decref(rows);
     return;
   }
   mcim_store_t *st = mcim_role_store(r);
@@ -157,15 +224,19 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   mcim_hex_encode(av.rand, sizeof(av.rand), rand_hex);
   mcim_hex_encode(av.autn, sizeof(av.autn), autn_hex);
   json_t *body = json_pack("{s:s,s:s,s:s}", "attach_id", id, "rand", rand_hex, "autn", autn_hex);
-  /* the session and its trace row in one transaction: the row costs no commit of its own */
-  rc = body ? mcim_store_begin(st) : MCIM_NO_MEMORY;
-  if (rc == MCIM_OK)
-    rc = session_put(st, r->storage_key, id, txn, identity, device, &av);
-  if (rc == MCIM_OK)
-    mcim_role_trace(r, txn, net->step_auth, r->name, device,
-                    "authentication request (RAND, AUTN)", body, MCIM_OK);
-  if (mcim_store_in_txn(st))
-    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  /* The challenge is traced with the attach's other rows when it is answered (DESIGN.md
+   * section 10: anyone may attach naming an identity heard on the air; whoever cannot answer
+   * leaves no trace row). Without a txn nothing is traced: nothing to keep. */
+  char *rows_text = NULL;
+  if (body && txn) {
+    mcim_access_trace_at(r, rows, mcim_now_us(), txn, net->step_auth, r->name, device,
+                         "authentication request (RAND, AUTN)", body, MCIM_OK);
+    rows_text = mcim_json_dumps(rows);
+  }
+  rc = !body || (txn && !rows_text) ? MCIM_NO_MEMORY
+                                    : session_put(st, r->storage_key, id, txn, identity, device,
+                                                  &av, rows_text);
+  free(rows_text);
   if (rc != MCIM_OK) {
     json_decref(body);
     goto out;
@@ -174,6 +245,7 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   mcim_http_reply_json(resp, 200, body);
 out:
   mcim_wipe(&av, sizeof(av));
+  json_decref(rows);
   if (rc != MCIM_OK) {
     count_refusal(rc);
     mcim_http_reply_problem(resp, rc, net->step_attach, "cannot open an attach session");
@@ -190,6 +262,7 @@ struct session {
   uint8_t xres[8];
   char state[16];
   int64_t created;
+  char *rows; /* the attach's trace rows to come (NULL: none): free() */
   mcim_cause_t rc;
 };
 
@@ -212,7 +285,9 @@ static mcim_cause_t session_row(const mcim_row_t *row, void *arg)
     return MCIM_UNSEAL_FAILED;
   snprintf(s->state, sizeof(s->state), "%s", mcim_row_text(row, 5) ? mcim_row_text(row, 5) : "");
   s->created = mcim_row_int(row, 6);
-  return MCIM_OK;
+  free(s->rows);
+  s->rows = mcim_row_text(row, 7) ? strdup(mcim_row_text(row, 7)) : NULL;
+  return mcim_row_text(row, 7) && !s->rows ? MCIM_NO_MEMORY : MCIM_OK;
 }
 
 static mcim_cause_t session_close(mcim_store_t *st, const char *id, const char *state)
@@ -284,8 +359,8 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   }
   mcim_val_t p[] = {MCIM_TEXT(s.id)};
   rc = mcim_store_query_one(st,
-                            "SELECT txn, identity, device, rand, xres, state, created FROM attach"
-                            " WHERE id = ?",
+                            "SELECT txn, identity, device, rand, xres, state, created, trace"
+                            " FROM attach WHERE id = ?",
                             p, 1, session_row, &s);
   int64_t lifetime = mcim_config_duration(r->cfg, "attach_lifetime");
   if (rc == MCIM_NOT_FOUND || (rc == MCIM_OK && (strcmp(s.state, "challenged") != 0 ||
@@ -305,15 +380,33 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     uint8_t auts[14];
     struct mcim_aka_av av;
     char device[64] = "";
+    int64_t auts_us = mcim_now_us();
+    json_t *rows = json_array();
     mcim_hex_decode_str(auts_hex, auts, sizeof(auts));
-    mcim_role_trace(r, txn, net->step_auth, s.device, r->name,
-                    "synchronisation failure (AUTS)", req->json, MCIM_SYNC_FAILURE);
     mcim_metric_inc(&mcim_m_amf_auth_fail, MCIM_LABELS(mcim_cause_name(MCIM_SYNC_FAILURE)));
     rc = session_close(st, s.id, "resync");
+    if (rc == MCIM_OK && !rows)
+      rc = MCIM_NO_MEMORY;
     if (rc == MCIM_OK)
-      rc = net->resync(r, txn, s.identity, s.rand, auts);
+      rc = net->resync_rows ? net->resync_rows(r, txn, s.identity, s.rand, auts, rows)
+                            : net->resync(r, txn, s.identity, s.rand, auts);
+    /* An AUTS whose MAC-S is not the USIM's (AUTS_INVALID) is what anyone who cannot answer
+     * sends: logged, never traced, and the attach's rows go with its session. Any other
+     * outcome is traced as before, the attach's rows first, at the times they happened. */
+    if (rc == MCIM_AUTS_INVALID) {
+      mcim_log_event(MCIM_LOG_WARN, txn, net->step_auth, rc,
+                     "%s -> %s: synchronisation failure (AUTS) refused, not traced", s.device,
+                     r->name);
+    } else if (rc != MCIM_WRONG_STATE) {
+      trace_rows_text(r, txn, s.rows);
+      mcim_role_trace_at(r, auts_us, txn, net->step_auth, s.device, r->name,
+                         "synchronisation failure (AUTS)", req->json, MCIM_SYNC_FAILURE);
+      trace_rows(r, txn, rows);
+    }
+    json_decref(rows);
+    /* the device proved itself: the new challenge's rows are traced at once */
     if (rc == MCIM_OK)
-      rc = net->get_av(r, txn, s.identity, &av, device);
+      rc = get_av(r, net, txn, s.identity, &av, device, NULL);
     if (rc != MCIM_OK) {
       count_refusal(rc);
       mcim_http_reply_problem(resp, rc, net->step_auth, "resynchronisation failed");
@@ -324,7 +417,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     rc = mcim_random(idb, sizeof(idb));
     mcim_hex_encode(idb, sizeof(idb), id);
     if (rc == MCIM_OK)
-      rc = session_put(st, r->storage_key, id, txn, s.identity, device, &av);
+      rc = session_put(st, r->storage_key, id, txn, s.identity, device, &av, NULL);
     if (rc != MCIM_OK) {
       mcim_wipe(&av, sizeof(av));
       count_refusal(rc);
@@ -349,10 +442,14 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   /* The answer, the session's end and the accept's trace rows in one transaction: the rows
    * cost no commit of their own. Without a transaction (store busy) each is its own, as
    * before. */
+  int64_t res_us = mcim_now_us();
   bool in_txn = mcim_store_begin(st) == MCIM_OK;
-  mcim_role_trace(r, txn, net->step_auth, s.device, r->name, "authentication response (RES)",
-                  NULL, rc);
   if (rc != MCIM_OK) {
+    /* A wrong RES is what anyone who cannot answer sends (the attach_id is the attacher's,
+     * whoever that is): logged, never traced, and the attach's rows go with its session. */
+    mcim_log_event(MCIM_LOG_WARN, txn, net->step_auth, rc,
+                   "%s -> %s: authentication response (RES) refused, not traced", s.device,
+                   r->name);
     session_close(st, s.id, "failed");
     if (in_txn)
       mcim_store_commit(st);
@@ -361,6 +458,13 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     goto out;
   }
   rc = session_close(st, s.id, "attached");
+  /* The device proved it holds the identity: the attach's rows, at the times they happened,
+   * then the answer's (only by the answer that closed the session: one copy of each). */
+  if (rc == MCIM_OK) {
+    trace_rows_text(r, txn, s.rows);
+    mcim_role_trace_at(r, res_us, txn, net->step_auth, s.device, r->name,
+                       "authentication response (RES)", NULL, MCIM_OK);
+  }
   if (rc == MCIM_OK)
     rc = issue_token(r, net, &s, &token);
   if (rc == MCIM_OK)
@@ -384,6 +488,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   mcim_http_reply_json(resp, 200, body);
 out:
   free(token);
+  free(s.rows);
   mcim_wipe(s.xres, sizeof(s.xres));
 }
 

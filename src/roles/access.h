@@ -7,7 +7,10 @@
  *   POST /v1/attach/{attach_id} {auts}     -> resynchronise, then a new challenge
  *
  * XRES is kept sealed in the store between the two calls, compared in constant time,
- * and an attach session can be answered once. */
+ * and an attach session can be answered once. The attach's trace rows (the challenge, the
+ * VNO's call to the ICF) are kept with its session and traced, at the times they happened,
+ * once the challenge is answered (a right RES, or an AUTS the AuC verified): whoever cannot
+ * answer leaves no trace row. */
 #ifndef MCIM_ROLES_ACCESS_H
 #define MCIM_ROLES_ACCESS_H
 
@@ -15,6 +18,8 @@
 #include "mcim/role.h"
 
 extern const char mcim_access_schema_sql[];
+/* The attach's trace rows until the device answers (a migration after the schema's). */
+extern const char mcim_access_rows_sql[];
 
 struct mcim_access_net {
   const char *scope;    /* scope of the token: "restricted" (VNO) or "full" (SHO) */
@@ -25,12 +30,27 @@ struct mcim_access_net {
   /* Resynchronise `identity` from AUTS for RAND. */
   mcim_cause_t (*resync)(struct mcim_role *r, const char *txn, const char *identity,
                          const uint8_t rand[16], const uint8_t auts[14]);
+  /* Instead of the two above, for an AV source whose calls are traced (the VNO's to the
+   * ICF): the same, its trace rows given to mcim_access_trace_at with `rows`, which the
+   * attach keeps until the device proves it holds the identity (NULL: traced at once). */
+  mcim_cause_t (*get_av_rows)(struct mcim_role *r, const char *txn, const char *identity,
+                              struct mcim_aka_av *av, char *device, json_t *rows);
+  mcim_cause_t (*resync_rows)(struct mcim_role *r, const char *txn, const char *identity,
+                              const uint8_t rand[16], const uint8_t auts[14], json_t *rows);
   /* Step numbers for the trace: attach request, authentication, connectivity (0: none). */
   int step_attach, step_auth, step_connect;
   /* Optional (NULL: nothing): what the AV source said about `identity` besides the AV, added
    * to the attach accept answer (the VNO: "renewal": "due" when the ICF flagged the PCID). */
   void (*accept_extra)(struct mcim_role *r, const char *identity, json_t *answer);
 };
+
+/* A trace row of an attach: kept in `rows` (a JSON array, its body redacted) to be traced
+ * once the device answers its challenge, at `time_us` (DESIGN.md section 10: whoever cannot
+ * answer, a stranger who heard the identity on the air for all the network knows, leaves no
+ * trace row); with `rows` NULL, traced at once (mcim_role_trace_at). */
+void mcim_access_trace_at(struct mcim_role *r, json_t *rows, int64_t time_us, const char *txn,
+                          int step, const char *from, const char *to, const char *msg,
+                          const json_t *body, mcim_cause_t cause);
 
 /* Delete attach sessions older than attach_lifetime (a worker tick): unauthenticated attempts
  * leave nothing that lasts. */

@@ -14,7 +14,11 @@
  *    SHO (docs/architecture.md: refusals of strangers are logged, never traced or stored);
  *  - one identity has at most attach_open_max (8) unanswered challenges open: one more
  *    attach is 503 ATTACH_BUSY with a Retry-After, costs no AV and leaves no row; answering
- *    one frees its place. */
+ *    one frees its place;
+ *  - an attach with a real identity that nobody answers, or answers with a wrong RES or a
+ *    made-up AUTS, leaves the trace tables of the VNO, the ICF and the SHO as they were;
+ *    an answered one has its rows (the ICF call, the challenge) at the times they happened,
+ *    before the answer's. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,7 +32,10 @@
 #include "mcim/aka.h"
 #include "mcim/lab.h"
 #include "mcim/pki.h"
+#include "mcim/seal.h"
+#include "mcim/store.h"
 #include "mcim/util.h"
+#include "roles/auc.h"
 
 #include "soft_device_fixture.h"
 #include "lab_db.h"
@@ -255,6 +262,169 @@ static void test_open_challenges_bounded(void **state)
   json_decref(body);
 }
 
+/* A subscriber of sho-a with the test's K, as the SHO's AuC holds one once it made the MCIM:
+ * added to its database with its storage key (an order and a provisioning would do the same
+ * the long way). */
+static void sho_subscriber(const char *sho, const char *imsi, const char *device)
+{
+  char path[512];
+  mcim_storage_key_t *skey = NULL;
+  mcim_store_t *st = NULL;
+  struct mcim_auc_sub sub = {.imsi = imsi, .device = device, .amf = {0x80, 0x00}};
+  memcpy(sub.k, K, 16);
+  memcpy(sub.opc, OPC, 16);
+  snprintf(path, sizeof(path), "%s/%s/storage.key", mcim_lab_path(lab), sho);
+  assert_int_equal(mcim_storage_key_load_file(path, &skey), MCIM_OK);
+  snprintf(path, sizeof(path), "%s/%s/%s.db", mcim_lab_path(lab), sho, sho);
+  assert_int_equal(mcim_store_open(path, NULL, &st), MCIM_OK);
+  assert_int_equal(mcim_auc_add(st, skey, &sub), MCIM_OK);
+  mcim_store_close(st);
+  mcim_storage_key_free(skey);
+}
+
+/* POST {role} /v1/attach naming `identity` in `field` with `txn`: the challenge (caller
+ * decrefs). */
+static json_t *attach_txn(const char *role, const char *field, const char *identity,
+                          const char *txn)
+{
+  struct mcim_http_result r;
+  json_t *body = json_pack("{s:s,s:s}", field, identity, "txn", txn);
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url(role, "/v1/attach"), body, NULL, &r),
+                   MCIM_OK);
+  json_decref(body);
+  json_t *c = json_incref(r.json);
+  mcim_http_result_clear(&r);
+  assert_non_null(c);
+  return c;
+}
+
+/* Answer a challenge at `role` with `field` (res or auts) = `hex`: the network's cause. */
+static mcim_cause_t answer(const char *role, const json_t *challenge, const char *field,
+                           const char *hex)
+{
+  char path[128];
+  struct mcim_http_result r;
+  snprintf(path, sizeof(path), "/v1/attach/%s",
+           json_string_value(json_object_get(challenge, "attach_id")));
+  json_t *body = json_pack("{s:s}", field, hex);
+  mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(role, path), body, NULL, &r);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  return rc;
+}
+
+/* The USIM's RES to a challenge it accepts (hex, 17 bytes). */
+static void usim_res(struct usim *u, const json_t *challenge, char hex[17])
+{
+  uint8_t rand[16], autn[16];
+  struct mcim_sqn_usim nsqn;
+  struct mcim_aka_usim_out out;
+  mcim_milenage_t *m = NULL;
+  const char *rand_hex = json_string_value(json_object_get(challenge, "rand"));
+  const char *autn_hex = json_string_value(json_object_get(challenge, "autn"));
+  assert_int_equal(mcim_hex_decode_str(rand_hex, rand, 16), MCIM_OK);
+  assert_int_equal(mcim_hex_decode_str(autn_hex, autn, 16), MCIM_OK);
+  assert_int_equal(mcim_milenage_new(&m), MCIM_OK);
+  assert_int_equal(mcim_milenage_set_opc(m, u->k, u->opc), MCIM_OK);
+  assert_int_equal(mcim_aka_usim_check(m, &u->params, &u->sqn, rand, autn, &nsqn, &out), MCIM_OK);
+  mcim_milenage_free(m);
+  u->sqn = nsqn;
+  mcim_hex_encode(out.res, 8, hex);
+}
+
+/* The messages of `txn` in a role's trace, by time, one a line ("from > to: msg"). */
+static char *trace_msgs(const char *role, const char *txn)
+{
+  char sql[400];
+  snprintf(sql, sizeof(sql),
+           "SELECT COALESCE(group_concat(line, char(10)), '') FROM (SELECT from_name || ' > ' ||"
+           " to_name || ': ' || msg AS line FROM trace WHERE txn = '%s' ORDER BY time_us, id)",
+           txn);
+  return lab_db_text(lab, role, sql);
+}
+
+/* Someone who heard a real identity on the air attaches with it (naming a txn) and cannot
+ * answer the challenge: not at all, with a wrong RES or with a made-up AUTS. Each attach costs
+ * an AV (bounded by attach_open_max), but no trace row at the VNO, the ICF or the SHO:
+ * refusals of strangers are logged, never traced (DESIGN.md section 10). Before 2026-12-06 the
+ * SHO kept 1 row and the VNO 2 (the challenge, its call to the ICF), the ICF 1, for
+ * record_retention. The device's own attach still has its rows, at the times they happened. */
+static void test_unanswered_attach_leaves_no_rows(void **state)
+{
+  (void)state;
+  static const char stranger[] = "000000000000000000000000000bad01";
+  static const char device[] = "000000000000000000000000000900d1";
+  static const char device_sho[] = "000000000000000000000000000900d2";
+  static const struct {
+    const char *role, *field, *identity;
+  } nets[] = {{"vno", "pcid", "001019000000010"}, {"sho-a", "imsi", "001020000000010"}};
+  struct usim u;
+  char res[17];
+  register_pcid(nets[0].identity, "soft10", mcim_now() + 3600);
+  sho_subscriber(nets[1].role, nets[1].identity, "soft10");
+  const char *const roles[] = {"vno", "ro", "sho-a"};
+  long long before[3];
+  for (size_t i = 0; i < 3; i++)
+    before[i] = lab_db_int(lab, roles[i], "SELECT COUNT(*) FROM trace", NULL);
+  for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++) {
+    /* not answered */
+    json_decref(attach_txn(nets[i].role, nets[i].field, nets[i].identity, stranger));
+    /* a wrong RES */
+    json_t *c = attach_txn(nets[i].role, nets[i].field, nets[i].identity, stranger);
+    assert_int_equal(answer(nets[i].role, c, "res", "0011223344556677"), MCIM_RES_MISMATCH);
+    json_decref(c);
+    /* a made-up AUTS: its MAC-S is not the USIM's */
+    c = attach_txn(nets[i].role, nets[i].field, nets[i].identity, stranger);
+    assert_int_equal(answer(nets[i].role, c, "auts", "00112233445566778899aabbccdd"),
+                     MCIM_AUTS_INVALID);
+    json_decref(c);
+  }
+  /* the answers are given after the handlers' last write: nothing left to wait for */
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(trace_rows(roles[i], stranger), 0);
+    assert_int_equal(lab_db_int(lab, roles[i], "SELECT COUNT(*) FROM trace", NULL), before[i]);
+  }
+
+  /* The device itself: its rows, at the times they happened (the ICF call and the challenge
+   * before the challenge reached it, the answer after), in the order of the charts. */
+  static const char *const want[] = {
+      "vno > ro: ICF: AVs for PCID\n"
+      "ro > vno: ICF: AVs for PCID\n"
+      "vno > soft10: authentication request (RAND, AUTN)\n"
+      "soft10 > vno: authentication response (RES)\n"
+      "vno > soft10: attach accept: restricted connectivity (RO, PVA)",
+      "sho-a > soft10: authentication request (RAND, AUTN)\n"
+      "soft10 > sho-a: authentication response (RES)\n"
+      "sho-a > soft10: attach accept: full connectivity",
+  };
+  const char *txns[] = {device, device_sho};
+  for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++) {
+    usim_init(&u, K); /* a USIM of each network's SQNs */
+    int64_t t0 = mcim_now_us();
+    json_t *c = attach_txn(nets[i].role, nets[i].field, nets[i].identity, txns[i]);
+    int64_t t1 = mcim_now_us();
+    assert_int_equal(trace_rows(nets[i].role, txns[i]), 0); /* not yet: nobody answered */
+    usim_res(&u, c, res);
+    int64_t t2 = mcim_now_us();
+    assert_int_equal(answer(nets[i].role, c, "res", res), MCIM_OK);
+    json_decref(c);
+    char *msgs = trace_msgs(nets[i].role, txns[i]);
+    assert_string_equal(msgs, want[i]);
+    free(msgs);
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM trace WHERE txn = ? AND msg NOT LIKE '%%response (RES)'"
+             " AND msg NOT LIKE 'attach accept%%' AND time_us BETWEEN %lld AND %lld",
+             (long long)t0, (long long)t1);
+    assert_int_equal(lab_db_int(lab, nets[i].role, sql, txns[i]), i == 0 ? 3 : 1);
+    snprintf(sql, sizeof(sql),
+             "SELECT COUNT(*) FROM trace WHERE txn = ? AND time_us >= %lld", (long long)t2);
+    assert_int_equal(lab_db_int(lab, nets[i].role, sql, txns[i]), 2);
+  }
+  /* the ICF's answer is in the VNO's copy (ro > vno above), not in a row of its own */
+  assert_int_equal(trace_rows("ro", device), 0);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -264,6 +434,7 @@ int main(void)
       cmocka_unit_test(test_expired_pcid),
       cmocka_unit_test(test_stranger_leaves_no_rows),
       cmocka_unit_test(test_open_challenges_bounded),
+      cmocka_unit_test(test_unanswered_attach_leaves_no_rows),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

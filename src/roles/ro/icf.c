@@ -163,7 +163,9 @@ static void reply_avs(struct mcim_role *r, const struct mcim_http_request *req,
   json_t *body = json_pack("{s:s,s:o}", "device", device, "avs", avs_json(avs, n));
   mcim_wipe(avs, sizeof(avs));
   mcim_icf_renewal_note(st, pcid, body);
-  mcim_role_trace(r, txn, 5, r->name, req->peer, "ICF: AVs for PCID", body, MCIM_OK);
+  /* Not traced here: anyone may attach at the VNO naming a PCID heard on the air, and the ICF
+   * cannot know whether the device will answer. The VNO traces this answer as it received it
+   * once the device has (vno.c, access.c); refusals above are traced here. */
   mcim_http_reply_json(resp, 200, body);
 }
 
@@ -240,8 +242,12 @@ void mcim_icf_resync(void *ctx, const struct mcim_http_request *req,
           : MCIM_STORE_ERROR;
   if (mcim_auc_cause_is_remote(rc))
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "%s", detail);
-  if (rc != MCIM_OK) {
+  if (rc == MCIM_AUTS_INVALID) /* not the USIM's MAC-S: a stranger's, logged, never traced */
+    mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "ICF: resynchronisation refused (asked by %s)",
+                   req->peer ? req->peer : "?");
+  else if (rc != MCIM_OK)
     mcim_role_trace(r, txn, 5, r->name, req->peer, "ICF: resynchronisation refused", NULL, rc);
+  if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 5, "resynchronisation of %s failed", pcid);
     return;
   }

@@ -202,6 +202,8 @@ static const mcim_migration_t sho_migrations[] = {
     {9, "an HLR intent applied by one instance at a time", mcim_auc_hlr_lease_sql},
     {10, "open challenges counted by identity (access.c, attach_open_max)",
      "CREATE INDEX attach_identity ON attach (identity, state)"},
+    {11, "an attach's trace rows kept until the device answers (access.c)",
+     mcim_access_rows_sql},
 };
 
 static const mcim_config_spec_t sho_spec[] = {

@@ -39,9 +39,11 @@ static void vno_accept_extra(struct mcim_role *r, const char *pcid, json_t *answ
     json_object_set_new(answer, "renewal", json_string("due"));
 }
 
-/* One call to the ICF (step 5), AV in the answer parsed and checked. */
+/* One call to the ICF (step 5), AV in the answer parsed and checked. Its trace rows go to
+ * `rows` (mcim_access_trace_at: NULL, traced at once). */
 static mcim_cause_t icf_call(struct mcim_role *r, const char *path, json_t *body, const char *txn,
-                             struct mcim_aka_av *av, char *device, bool *renewal_due)
+                             struct mcim_aka_av *av, char *device, bool *renewal_due,
+                             json_t *rows)
 {
   const char *base = mcim_role_peer_url(r, "ro");
   struct mcim_http_client *cli = mcim_role_client(r);
@@ -55,13 +57,20 @@ static mcim_cause_t icf_call(struct mcim_role *r, const char *path, json_t *body
   snprintf(url, sizeof(url), "%s%s", base, path);
   int64_t asked_us = mcim_now_us();
   rc = mcim_http_request(cli, "POST", url, body, NULL, &res);
+  int64_t answered_us = mcim_now_us();
   /* traced once answered, at the time it was asked: a PCID the ICF does not know is a
-   * stranger's, logged (below) and never traced */
+   * stranger's, logged (below) and never traced; nor is an AUTS the ICF found not the
+   * USIM's (access.c drops the rows) */
   if (rc != MCIM_UNKNOWN_IDENTITY)
-    mcim_role_trace_at(r, asked_us, txn, 5, r->name, "ro",
-                       strstr(path, "resync") ? "ICF: resynchronise PCID (AUTS)"
-                                              : "ICF: AVs for PCID",
-                       body, MCIM_OK);
+    mcim_access_trace_at(r, rows, asked_us, txn, 5, r->name, "ro",
+                         strstr(path, "resync") ? "ICF: resynchronise PCID (AUTS)"
+                                                : "ICF: AVs for PCID",
+                         body, MCIM_OK);
+  /* The ICF's answer, as received: the ICF does not trace the vectors it gives (it cannot
+   * know whether the device will answer), so the chart's copy of its answer is this one. */
+  if (rc == MCIM_OK)
+    mcim_access_trace_at(r, rows, answered_us, txn, 5, "ro", r->name, "ICF: AVs for PCID",
+                         res.json, MCIM_OK);
   json_decref(body);
   if (rc != MCIM_OK) {
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "ICF: %s", res.detail);
@@ -94,20 +103,20 @@ out:
 }
 
 static mcim_cause_t vno_get_av(struct mcim_role *r, const char *txn, const char *pcid,
-                               struct mcim_aka_av *av, char *device)
+                               struct mcim_aka_av *av, char *device, json_t *rows)
 {
   json_t *body = json_pack("{s:s,s:i}", "pcid", pcid, "n", 1);
   if (txn)
     json_object_set_new(body, "txn", json_string(txn));
   bool due = false;
-  mcim_cause_t rc = icf_call(r, "/v1/icf/avs", body, txn, av, device, &due);
+  mcim_cause_t rc = icf_call(r, "/v1/icf/avs", body, txn, av, device, &due, rows);
   if (rc == MCIM_OK)
     renewal_record(r, pcid, due);
   return rc;
 }
 
 static mcim_cause_t vno_resync(struct mcim_role *r, const char *txn, const char *pcid,
-                               const uint8_t rand[16], const uint8_t auts[14])
+                               const uint8_t rand[16], const uint8_t auts[14], json_t *rows)
 {
   char rand_hex[33], auts_hex[29], device[64];
   struct mcim_aka_av av;
@@ -117,7 +126,7 @@ static mcim_cause_t vno_resync(struct mcim_role *r, const char *txn, const char 
   if (txn)
     json_object_set_new(body, "txn", json_string(txn));
   /* The ICF answers a resync with a fresh AV; the caller asks again for the one it uses. */
-  mcim_cause_t rc = icf_call(r, "/v1/icf/resync", body, txn, &av, device, NULL);
+  mcim_cause_t rc = icf_call(r, "/v1/icf/resync", body, txn, &av, device, NULL, rows);
   mcim_wipe(&av, sizeof(av));
   return rc;
 }
@@ -125,8 +134,8 @@ static mcim_cause_t vno_resync(struct mcim_role *r, const char *txn, const char 
 static const struct mcim_access_net vno_net = {
     .scope = "restricted",
     .id_field = "pcid",
-    .get_av = vno_get_av,
-    .resync = vno_resync,
+    .get_av_rows = vno_get_av,
+    .resync_rows = vno_resync,
     .step_attach = 4,
     .step_auth = 5,
     .step_connect = 6,
@@ -153,6 +162,7 @@ static const mcim_migration_t vno_migrations[] = {
      "CREATE INDEX attach_created ON attach (created)"},
     {4, "open challenges counted by identity (access.c, attach_open_max)",
      "CREATE INDEX attach_identity ON attach (identity, state)"},
+    {5, "an attach's trace rows kept until the device answers (access.c)", mcim_access_rows_sql},
 };
 
 /* Unanswered attach attempts leave nothing that lasts; one delete takes every stale one, so
