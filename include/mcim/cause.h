@@ -103,7 +103,7 @@
   X(RENEWAL_TOO_EARLY,       731, 429, "the device's PCID credential was renewed less than pcid_renewal_interval ago; renew after Retry-After") \
   X(REVOCATIONS_TOO_FAST,    732, 503, "this SHO sent the PVA more than revocations_per_minute revocations this minute; retry after Retry-After") \
   X(ATTACH_BUSY,             733, 503, "too many unanswered attach challenges of this identity are open; retry after Retry-After") \
-  X(ORDERS_BUSY,             734, 429, "this device has orders_open_max orders at this SHO not yet provisioned, failed or expired; order again after Retry-After") \
+  X(ORDERS_BUSY,             734, 429, "this device has as many live orders as allowed (orders_open_max at the SHO, drf_orders_open_max at the DRF), none yet provisioned, failed or expired; order again after Retry-After") \
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \
   X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached") \
