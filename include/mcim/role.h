@@ -127,6 +127,13 @@ void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char 
 void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, int step,
                         const char *from, const char *to, const char *msg, const json_t *body,
                         mcim_cause_t cause);
+/* A refusal (cause not MCIM_OK), counted against traced_refusals_per_hour under `key` rather
+ * than the message's other end: where that end is a name the caller chose (an attach's
+ * `device`) or a peer asking for many devices (the VNO at the ICF), the identity it was
+ * about, so that a flood naming it uses up no one else's count. */
+void mcim_role_trace_refusal(struct mcim_role *r, const char *key, const char *txn, int step,
+                             const char *from, const char *to, const char *msg,
+                             mcim_cause_t cause);
 
 /* Idempotent answers, per (txn, step, what): a handler that changes state first looks up
  * the answer it gave before; after success it stores the answer in the same transaction as

@@ -197,11 +197,12 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
     /* a refusal of an identity this network knows: traced as before, the AV source's rows
      * first (no session will keep them) */
     trace_rows(r, txn, rows);
-    mcim_role_trace(r, txn, net->step_attach, r->name,
-                    json_string_value(json_object_get(req->json, "device"))
-                        ? json_string_value(json_object_get(req->json, "device"))
-                        : identity,
-                    "attach refused", NULL, rc);
+    /* counted under the identity, not the body's `device`, which anyone names as they like */
+    mcim_role_trace_refusal(r, identity, txn, net->step_attach, r->name,
+                            json_string_value(json_object_get(req->json, "device"))
+                                ? json_string_value(json_object_get(req->json, "device"))
+                                : identity,
+                            "attach refused", rc);
   }
   if (rc != MCIM_OK) {
     count_refusal(rc);

@@ -57,26 +57,25 @@ void mcim_role_trace(struct mcim_role *r, const char *txn, int step, const char 
   mcim_role_trace_at(r, mcim_now_us(), txn, step, from, to, msg, body, cause);
 }
 
-void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, int step,
-                        const char *from, const char *to, const char *msg, const json_t *body,
-                        mcim_cause_t cause)
+/* A refusal is traced at most traced_refusals_per_hour times per counterpart `key` (DESIGN.md
+ * section 10): a device whose TRE signs a statement for any txn its agent names could
+ * otherwise add a row per request, each in a txn of its own, kept record_retention. Beyond it
+ * the refusal is logged, which is where a flood shows. */
+static void trace_keyed(struct mcim_role *r, const char *key, int64_t time_us, const char *txn,
+                        int step, const char *from, const char *to, const char *msg,
+                        const json_t *body, mcim_cause_t cause)
 {
   mcim_store_t *st = mcim_role_store(r);
   if (!st || !txn)
     return;
   if (mcim_crashpoint_armed())
     mcim_crashpoint_note(txn, step);
-  /* A refusal is traced at most traced_refusals_per_hour times per counterpart (DESIGN.md
-   * section 10): a device whose TRE signs a statement for any txn its agent names could
-   * otherwise add a row per request, each in a txn of its own, kept record_retention. Beyond
-   * it the refusal is logged (below), which is where a flood shows. */
-  const char *other = from && r->name && strcmp(from, r->name) != 0 ? from : to;
   if (cause != MCIM_OK &&
-      !mcim_peer_limit_admit(&r->priv->traced_refusals, other, time_us / 1000000,
+      !mcim_peer_limit_admit(&r->priv->traced_refusals, key, time_us / 1000000,
                              mcim_config_int(r->cfg, "traced_refusals_per_hour"), NULL)) {
     mcim_log_event(MCIM_LOG_WARN, txn, step, cause,
                    "%s -> %s: %s (not traced: traced_refusals_per_hour of %s this hour)", from,
-                   to, msg, other ? other : "?");
+                   to, msg, key ? key : "?");
     return;
   }
   mcim_cause_t rc = mcim_trace_store_put(st, time_us, txn, step, from, to, msg, body, cause);
@@ -85,6 +84,22 @@ void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, i
                    mcim_store_errmsg(st));
   mcim_log_event(cause == MCIM_OK ? MCIM_LOG_INFO : MCIM_LOG_WARN, txn, step, cause,
                  "%s -> %s: %s", from, to, msg);
+}
+
+void mcim_role_trace_at(struct mcim_role *r, int64_t time_us, const char *txn, int step,
+                        const char *from, const char *to, const char *msg, const json_t *body,
+                        mcim_cause_t cause)
+{
+  /* the counterpart: the end of the message that is not this role */
+  const char *other = from && r->name && strcmp(from, r->name) != 0 ? from : to;
+  trace_keyed(r, other, time_us, txn, step, from, to, msg, body, cause);
+}
+
+void mcim_role_trace_refusal(struct mcim_role *r, const char *key, const char *txn, int step,
+                             const char *from, const char *to, const char *msg,
+                             mcim_cause_t cause)
+{
+  trace_keyed(r, key, mcim_now_us(), txn, step, from, to, msg, NULL, cause);
 }
 
 mcim_cause_t mcim_role_trace_load(struct mcim_role *r, const char *txn, json_t **events)

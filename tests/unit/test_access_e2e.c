@@ -219,6 +219,43 @@ static void test_stranger_leaves_no_rows(void **state)
   assert_int_equal(trace_rows("sho-a", txn), 0);
 }
 
+/* An attach refused for an identity the network knows (here an expired PCID) is traced, at
+ * most traced_refusals_per_hour (120) an hour, counted under that identity at the VNO and at
+ * the ICF: not under the attach's `device`, which anyone names as they like, nor under the
+ * VNO, which asks the ICF for every device. A flood naming a victim device, or one PCID,
+ * leaves another identity's refusals traced. Before 2026-12-07 the flood below (121 attaches
+ * naming "victim") used up victim's count at the VNO and the VNO's at the ICF. */
+static void test_refusals_counted_by_identity(void **state)
+{
+  (void)state;
+  char txn[33];
+  struct mcim_http_result r;
+  register_pcid("001019000000041", "soft41", mcim_now() - 1);
+  register_pcid("001019000000042", "soft42", mcim_now() - 1);
+  for (int i = 0; i < 121; i++) {
+    snprintf(txn, sizeof(txn), "%032x", 0xa1000000u + (unsigned)i);
+    json_t *body = json_pack("{s:s,s:s,s:s}", "pcid", "001019000000041", "txn", txn, "device",
+                             "victim");
+    assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL,
+                                       &r),
+                     MCIM_CREDENTIAL_EXPIRED);
+    json_decref(body);
+    mcim_http_result_clear(&r);
+  }
+  snprintf(txn, sizeof(txn), "%032x", 0xa1000000u + 1000u);
+  json_t *body = json_pack("{s:s,s:s,s:s}", "pcid", "001019000000042", "txn", txn, "device",
+                           "victim");
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r),
+                   MCIM_CREDENTIAL_EXPIRED);
+  json_decref(body);
+  mcim_http_result_clear(&r);
+  /* the other identity's refusal: traced at the VNO and at the ICF */
+  static const char refused[] = "SELECT COUNT(*) FROM trace WHERE txn = ? AND"
+                                " cause = 'CREDENTIAL_EXPIRED'";
+  assert_int_equal(lab_db_int(lab, "vno", refused, txn), 1);
+  assert_int_equal(lab_db_int(lab, "ro", refused, txn), 1);
+}
+
 /* Anyone may send an attach naming a PCID heard on the air; each costs an AV (a durable SQN
  * step at the ICF) and trace rows. One identity may have attach_open_max (8 by default)
  * challenges open: the next is 503 ATTACH_BUSY with a Retry-After, asks the ICF for nothing
@@ -433,6 +470,7 @@ int main(void)
       cmocka_unit_test(test_resync),
       cmocka_unit_test(test_expired_pcid),
       cmocka_unit_test(test_stranger_leaves_no_rows),
+      cmocka_unit_test(test_refusals_counted_by_identity),
       cmocka_unit_test(test_open_challenges_bounded),
       cmocka_unit_test(test_unanswered_attach_leaves_no_rows),
   };

@@ -153,8 +153,8 @@ static void reply_avs(struct mcim_role *r, const struct mcim_http_request *req,
   if (rc == MCIM_UNKNOWN_IDENTITY) /* a stranger's PCID: logged, never traced */
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "ICF: no AVs: unknown PCID (asked by %s)",
                    req->peer ? req->peer : "?");
-  else if (rc != MCIM_OK)
-    mcim_role_trace(r, txn, 5, r->name, req->peer, "ICF: no AVs for PCID", NULL, rc);
+  else if (rc != MCIM_OK) /* counted under the PCID: the VNO asks for every device */
+    mcim_role_trace_refusal(r, pcid, txn, 5, r->name, req->peer, "ICF: no AVs for PCID", rc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 5, "no AVs for PCID %s", pcid);
     mcim_wipe(avs, sizeof(avs));
@@ -246,7 +246,8 @@ void mcim_icf_resync(void *ctx, const struct mcim_http_request *req,
     mcim_log_event(MCIM_LOG_WARN, txn, 5, rc, "ICF: resynchronisation refused (asked by %s)",
                    req->peer ? req->peer : "?");
   else if (rc != MCIM_OK)
-    mcim_role_trace(r, txn, 5, r->name, req->peer, "ICF: resynchronisation refused", NULL, rc);
+    mcim_role_trace_refusal(r, pcid, txn, 5, r->name, req->peer,
+                            "ICF: resynchronisation refused", rc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 5, "resynchronisation of %s failed", pcid);
     return;

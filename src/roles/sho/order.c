@@ -207,14 +207,18 @@ static mcim_cause_t live_orders_row(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
+/* Counted per owner (`owner_jwk`, the key the DRF vouched for): after a handover the old
+ * owner's live orders neither block the new owner's nor show to it (a 429 told it they
+ * exist); they end on their own. */
 static mcim_cause_t orders_below_max(struct mcim_role *r, mcim_store_t *st, const char *device,
-                                     int64_t *wait)
+                                     const char *owner_jwk, int64_t *wait)
 {
   struct live_orders l = {0, 0};
   int64_t now = mcim_now(), lifetime = mcim_config_duration(r->cfg, "order_lifetime");
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now - lifetime)};
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now - lifetime), MCIM_TEXT(owner_jwk)};
   mcim_cause_t rc = mcim_store_query_one(
-      st, "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER, p, 2, live_orders_row, &l);
+      st, "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER " AND owner_jwk = ?", p,
+      3, live_orders_row, &l);
   if (rc != MCIM_OK || l.n < mcim_config_int(r->cfg, "orders_open_max"))
     return rc;
   *wait = l.oldest + lifetime - now;
@@ -240,17 +244,16 @@ static mcim_cause_t owner_at_max(struct mcim_role *r, mcim_store_t *st, const ch
 {
   char *jwk = NULL;
   mcim_statement_t *stmt = NULL;
-  mcim_cause_t rc = orders_below_max(r, st, device, wait);
-  if (rc != MCIM_ORDERS_BUSY)
-    return rc;
+  mcim_cause_t rc = MCIM_OK;
   mcim_val_t p[] = {MCIM_TEXT(device),
                     MCIM_INT(mcim_now() - mcim_config_duration(r->cfg, "order_lifetime"))};
   if (mcim_store_query_one(st,
                            "SELECT owner_jwk FROM orders WHERE " LIVE_ORDER
                            " ORDER BY created DESC LIMIT 1",
-                           p, 2, text_row, &jwk) != MCIM_OK ||
-      !jwk || verify_order(r, order, jwk, txn, &stmt) != MCIM_OK)
-    rc = MCIM_OK;
+                           p, 2, text_row, &jwk) == MCIM_OK &&
+      jwk && verify_order(r, order, jwk, txn, &stmt) == MCIM_OK)
+    rc = orders_below_max(r, st, device, jwk, wait) == MCIM_ORDERS_BUSY ? MCIM_ORDERS_BUSY
+                                                                         : MCIM_OK;
   mcim_statement_free(stmt);
   free(jwk);
   return rc;
@@ -369,7 +372,7 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
    * committed before, on any instance), so count and insert are one step. Refused before the
    * jti is spent: the same order may come again after Retry-After (the DRF, which recorded
    * it just now, answers it as a retry). */
-  if (rc == MCIM_OK && (rc = orders_below_max(r, st, device, &wait)) == MCIM_ORDERS_BUSY) {
+  if (rc == MCIM_OK && (rc = orders_below_max(r, st, device, jwk, &wait)) == MCIM_ORDERS_BUSY) {
     mcim_store_rollback(st);
     reply_orders_busy(resp, txn, device, wait, "at the store");
     goto out;
