@@ -135,6 +135,14 @@ void mcim_role_trace_refusal(struct mcim_role *r, const char *key, const char *t
                              const char *from, const char *to, const char *msg,
                              mcim_cause_t cause);
 
+/* A per-party bound on rows in the store (DESIGN.md section 10): `sql` selects COUNT(*) and
+ * the MIN of a time (seconds) over the party's live rows. Below `max`: MCIM_OK. At it: `busy`,
+ * *wait the seconds until that earliest time plus `lapse` (when the oldest stops counting),
+ * at least 1. A store failure is its cause, never `busy`. */
+mcim_cause_t mcim_role_count_below(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                   size_t nparams, int64_t max, int64_t lapse, mcim_cause_t busy,
+                                   int64_t *wait);
+
 /* Idempotent answers, per (txn, step, what): a handler that changes state first looks up
  * the answer it gave before; after success it stores the answer in the same transaction as
  * the state change. get: MCIM_OK with *status and *answer (caller decrefs), or MCIM_NOT_FOUND. */

@@ -121,26 +121,17 @@ static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey
 static mcim_cause_t open_challenges_below_max(struct mcim_role *r, const char *identity,
                                               int64_t *wait)
 {
-  int64_t n = 0, oldest = 0, now = mcim_now();
   int64_t lifetime = mcim_config_duration(r->cfg, "attach_lifetime");
   mcim_store_t *st = mcim_role_store(r);
   if (!st)
     return MCIM_STORE_ERROR;
-  mcim_val_t p[] = {MCIM_TEXT(identity), MCIM_INT(now - lifetime)};
-  mcim_cause_t rc = mcim_store_query_int(st,
-                                         "SELECT COUNT(*) FROM attach WHERE identity = ? AND"
-                                         " state = 'challenged' AND created >= ?",
-                                         p, 2, &n);
-  if (rc != MCIM_OK || n < mcim_config_int(r->cfg, "attach_open_max"))
-    return rc;
-  rc = mcim_store_query_int(st,
-                            "SELECT MIN(created) FROM attach WHERE identity = ? AND"
-                            " state = 'challenged' AND created >= ?",
-                            p, 2, &oldest);
-  *wait = rc == MCIM_OK ? oldest + lifetime - now + 1 : lifetime;
-  if (*wait < 1)
-    *wait = 1;
-  return MCIM_ATTACH_BUSY;
+  mcim_val_t p[] = {MCIM_TEXT(identity), MCIM_INT(mcim_now() - lifetime)};
+  /* the oldest lapses once older than attach_lifetime: a second after created + lifetime */
+  return mcim_role_count_below(st,
+                               "SELECT COUNT(*), MIN(created) FROM attach WHERE identity = ?"
+                               " AND state = 'challenged' AND created >= ?",
+                               p, 2, mcim_config_int(r->cfg, "attach_open_max"), lifetime + 1,
+                               MCIM_ATTACH_BUSY, wait);
 }
 
 mcim_cause_t mcim_access_attach_body(const char *id_field, const json_t *body, char *err,

@@ -108,6 +108,34 @@ mcim_cause_t mcim_role_trace_load(struct mcim_role *r, const char *txn, json_t *
   return st ? mcim_trace_store_load(st, txn, events) : MCIM_STORE_ERROR;
 }
 
+/* ---- per-party bounds ---- */
+
+struct count_min {
+  int64_t n, earliest;
+};
+
+static mcim_cause_t count_min_row(const mcim_row_t *row, void *arg)
+{
+  struct count_min *c = arg;
+  c->n = mcim_row_int(row, 0);
+  c->earliest = mcim_row_int(row, 1);
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_role_count_below(mcim_store_t *st, const char *sql, const mcim_val_t *params,
+                                   size_t nparams, int64_t max, int64_t lapse, mcim_cause_t busy,
+                                   int64_t *wait)
+{
+  struct count_min c = {0, 0};
+  mcim_cause_t rc = mcim_store_query_one(st, sql, params, nparams, count_min_row, &c);
+  if (rc != MCIM_OK || c.n < max)
+    return rc;
+  *wait = c.earliest + lapse - mcim_now();
+  if (*wait < 1)
+    *wait = 1;
+  return busy;
+}
+
 /* ---- answers (idempotency) ---- */
 
 struct answer_out {

@@ -289,6 +289,34 @@ OWN_FN mcim_cause_t order_for(const mcim_jose_key_t *key, const char *device, co
   return rc;
 }
 
+/* A new lab device `name`: its owner's key and its parameters, as the M2MES made them (the
+ * caller frees both). */
+OWN_FN void device_and_owner(const char *name, mcim_jose_key_t **key, json_t **dparams)
+{
+  char path[512];
+  assert_int_equal(mcim_lab_device_add(lab, name, false), MCIM_OK);
+  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, name));
+  *key = load_key(path);
+  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, name));
+  *dparams = json_load_file(path, 0, NULL);
+  assert_non_null(*key);
+  assert_non_null(*dparams);
+}
+
+/* A new lab device `name`, whose owner's initial order at sho-a is taken (another device
+ * than one a bound holds back). */
+OWN_FN void new_device_ordered(const char *name)
+{
+  char txn[33];
+  mcim_jose_key_t *key = NULL;
+  json_t *dparams = NULL;
+  device_and_owner(name, &key, &dparams);
+  new_txn(txn);
+  assert_int_equal(order_for(key, name, dparams, "sho-a", txn, "initial", NULL), MCIM_OK);
+  json_decref(dparams);
+  mcim_jose_key_free(key);
+}
+
 /* Polls the device until the procedure `txn` has a result; fails unless it is success. */
 OWN_FN void wait_success(struct mcim_http_client *dev, const char *txn, const char *what)
 {

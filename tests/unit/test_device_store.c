@@ -327,25 +327,32 @@ static void restart_resumes_at_persisted_step(void **state)
   fx_teardown(&fx);
 }
 
+/* A procedure FX_TXN at a stage no table has, run by a real agent in `st`'s folder until it
+ * ends (it fails at once): *got is its final row. `st` is closed. */
+static void run_unknown_stage(struct fx *fx, mcim_store_t *st, struct dev_proc *got)
+{
+  struct dev_proc a;
+  struct mcim_device *d = NULL;
+  proc_init(&a, FX_TXN, "no-such-step", 9);
+  assert_int_equal(dev_proc_insert(st, &a), MCIM_OK);
+  mcim_store_close(st);
+  assert_int_equal(mcim_device_start(fx->dir, &d), MCIM_OK);
+  wait_done(fx->dir, FX_TXN, got);
+  mcim_device_free(d);
+  dev_proc_clear(&a);
+}
+
 static void unknown_stage_fails_cleanly(void **state)
 {
   (void)state;
   struct fx fx;
-  struct dev_proc a, got = {0};
-  struct mcim_device *d = NULL;
+  struct dev_proc got = {0};
   assert_int_equal(fx_setup(&fx, ""), 0);
-  mcim_store_t *st = open_db(fx.dir);
-  proc_init(&a, FX_TXN, "no-such-step", 9);
-  assert_int_equal(dev_proc_insert(st, &a), MCIM_OK);
-  mcim_store_close(st);
-  assert_int_equal(mcim_device_start(fx.dir, &d), MCIM_OK);
-  wait_done(fx.dir, FX_TXN, &got);
-  mcim_device_free(d);
+  run_unknown_stage(&fx, open_db(fx.dir), &got);
   assert_string_equal(got.state, "failed");
   assert_string_equal(got.cause, "INTERNAL");
   assert_non_null(strstr(got.detail, "no-such-step"));
   dev_proc_clear(&got);
-  dev_proc_clear(&a);
   fx_teardown(&fx);
 }
 
@@ -576,18 +583,11 @@ static void agent_purges_at_end(void **state)
 {
   (void)state;
   struct fx fx;
-  struct dev_proc a, got = {0};
-  struct mcim_device *d = NULL;
+  struct dev_proc got = {0};
   assert_int_equal(fx_setup(&fx, ", \"records_max\": 1"), 0);
   mcim_store_t *st = open_db(fx.dir);
   put_ended(st, FX_TXN2, mcim_now() + 3600, 2);
-  proc_init(&a, FX_TXN, "no-such-step", 9);
-  assert_int_equal(dev_proc_insert(st, &a), MCIM_OK);
-  mcim_store_close(st);
-
-  assert_int_equal(mcim_device_start(fx.dir, &d), MCIM_OK);
-  wait_done(fx.dir, FX_TXN, &got);
-  mcim_device_free(d);
+  run_unknown_stage(&fx, st, &got);
   assert_string_equal(got.state, "failed");
   st = open_db(fx.dir);
   assert_int_equal(procs_of(st, FX_TXN2), 0);
@@ -596,7 +596,6 @@ static void agent_purges_at_end(void **state)
   assert_int_equal(procs_of(st, FX_TXN), 1);
   mcim_store_close(st);
   dev_proc_clear(&got);
-  dev_proc_clear(&a);
   fx_teardown(&fx);
 }
 

@@ -274,17 +274,7 @@ static void test_orders_bounded(void **state)
   assert_unchanged(before, "orders over the bound");
 
   /* another device's order at sho-a is taken */
-  char path[512], otxn[33];
-  assert_int_equal(mcim_lab_device_add(lab, "odev2", false), MCIM_OK);
-  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "odev2"));
-  mcim_jose_key_t *owner2 = load_key(path);
-  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, "odev2"));
-  json_t *params2 = json_load_file(path, 0, NULL);
-  assert_non_null(params2);
-  new_txn(otxn);
-  assert_int_equal(order_for(owner2, "odev2", params2, "sho-a", otxn, "initial", NULL), MCIM_OK);
-  json_decref(params2);
-  mcim_jose_key_free(owner2);
+  new_device_ordered("odev2");
 
   /* one order ends (past order_lifetime, the sweep fails it): the refused order is taken
    * now (its jti was not spent), the DRF answering it as a retry */
@@ -421,17 +411,7 @@ static void test_drf_orders_bounded(void **state)
   assert_unchanged(before, "orders over the DRF's bound");
 
   /* another device's order is taken */
-  char path[512], otxn[33];
-  assert_int_equal(mcim_lab_device_add(lab, "odev3", false), MCIM_OK);
-  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "odev3"));
-  mcim_jose_key_t *owner3 = load_key(path);
-  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, "odev3"));
-  json_t *params3 = json_load_file(path, 0, NULL);
-  assert_non_null(params3);
-  new_txn(otxn);
-  assert_int_equal(order_for(owner3, "odev3", params3, "sho-a", otxn, "initial", NULL), MCIM_OK);
-  json_decref(params3);
-  mcim_jose_key_free(owner3);
+  new_device_ordered("odev3");
 
   /* one live order ends (sho-c's oldest is installed): the refused order itself is taken */
   snprintf(sql, sizeof(sql), "UPDATE drf_orders SET state = 'installed' WHERE txn = '" SHO_C_TXN

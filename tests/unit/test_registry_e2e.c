@@ -282,15 +282,11 @@ static void test_stale_install_proof(void **state)
 static void test_device_waits_for_order(void **state)
 {
   struct mcim_http_client *dev = NULL;
-  char txn[33], path[512], stage[32], cause[128], result[48];
+  char txn[33], stage[32], cause[128], result[48];
+  mcim_jose_key_t *wowner = NULL;
+  json_t *wparams = NULL;
   (void)state;
-  assert_int_equal(mcim_lab_device_add(lab, "wdev1", false), MCIM_OK);
-  snprintf(path, sizeof(path), "%s/owner/owner.key", mcim_lab_device_dir(lab, "wdev1"));
-  mcim_jose_key_t *wowner = load_key(path);
-  snprintf(path, sizeof(path), "%s/params.json", mcim_lab_device_dir(lab, "wdev1"));
-  json_t *wparams = json_load_file(path, 0, NULL);
-  assert_non_null(wowner);
-  assert_non_null(wparams);
+  device_and_owner("wdev1", &wowner, &wparams);
   assert_int_equal(mcim_lab_device_client(lab, "wdev1", &dev), MCIM_OK);
   new_txn(txn);
   assert_int_equal(instruct(dev, wowner, "wdev1", txn,

@@ -213,34 +213,16 @@ mcim_cause_t mcim_drf_order_body(const json_t *body, char *err, size_t err_len)
  * failed and expired orders are ended. Over the bound: MCIM_ORDERS_BUSY, *wait the seconds
  * until the oldest live one expires. The count is a covering search of drf_orders_device_live
  * (device, state, expires; migration 11): that device's live orders only. */
-struct live_orders {
-  int64_t n, oldest;
-};
-
-static mcim_cause_t live_orders_row(const mcim_row_t *row, void *arg)
-{
-  struct live_orders *l = arg;
-  l->n = mcim_row_int(row, 0);
-  l->oldest = mcim_row_int(row, 1);
-  return MCIM_OK;
-}
-
 static mcim_cause_t drf_orders_below_max(struct mcim_role *r, mcim_store_t *st,
                                          const char *device, int64_t now, int64_t *wait)
 {
-  struct live_orders l = {0, 0};
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now)};
-  mcim_cause_t rc = mcim_store_query_one(st,
-                                         "SELECT COUNT(*), MIN(expires) FROM drf_orders WHERE"
-                                         " device = ? AND state IN ('ordered', 'authorised')"
-                                         " AND expires > ?",
-                                         p, 2, live_orders_row, &l);
-  if (rc != MCIM_OK || l.n < mcim_config_int(r->cfg, "drf_orders_open_max"))
-    return rc;
-  *wait = l.oldest - now;
-  if (*wait < 1)
-    *wait = 1;
-  return MCIM_ORDERS_BUSY;
+  return mcim_role_count_below(st,
+                               "SELECT COUNT(*), MIN(expires) FROM drf_orders WHERE"
+                               " device = ? AND state IN ('ordered', 'authorised')"
+                               " AND expires > ?",
+                               p, 2, mcim_config_int(r->cfg, "drf_orders_open_max"), 0,
+                               MCIM_ORDERS_BUSY, wait);
 }
 
 /* POST /v1/drf/orders (the new SHO, step 1): the subscriber's order as the owner signed it.

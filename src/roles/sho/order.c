@@ -195,36 +195,19 @@ static mcim_cause_t forward_to_drf(struct mcim_role *r, const char *txn, const c
 #define LIVE_ORDER                                                                          \
   "device = ? AND state IN ('ordered', 'validating', 'provisioning') AND created > ?"
 
-struct live_orders {
-  int64_t n, oldest;
-};
-
-static mcim_cause_t live_orders_row(const mcim_row_t *row, void *arg)
-{
-  struct live_orders *l = arg;
-  l->n = mcim_row_int(row, 0);
-  l->oldest = mcim_row_int(row, 1);
-  return MCIM_OK;
-}
-
 /* Counted per owner (`owner_jwk`, the key the DRF vouched for): after a handover the old
  * owner's live orders neither block the new owner's nor show to it (a 429 told it they
  * exist); they end on their own. */
 static mcim_cause_t orders_below_max(struct mcim_role *r, mcim_store_t *st, const char *device,
                                      const char *owner_jwk, int64_t *wait)
 {
-  struct live_orders l = {0, 0};
-  int64_t now = mcim_now(), lifetime = mcim_config_duration(r->cfg, "order_lifetime");
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now - lifetime), MCIM_TEXT(owner_jwk)};
-  mcim_cause_t rc = mcim_store_query_one(
-      st, "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER " AND owner_jwk = ?", p,
-      3, live_orders_row, &l);
-  if (rc != MCIM_OK || l.n < mcim_config_int(r->cfg, "orders_open_max"))
-    return rc;
-  *wait = l.oldest + lifetime - now;
-  if (*wait < 1)
-    *wait = 1;
-  return MCIM_ORDERS_BUSY;
+  int64_t lifetime = mcim_config_duration(r->cfg, "order_lifetime");
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(mcim_now() - lifetime), MCIM_TEXT(owner_jwk)};
+  return mcim_role_count_below(st,
+                               "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER
+                               " AND owner_jwk = ?",
+                               p, 3, mcim_config_int(r->cfg, "orders_open_max"), lifetime,
+                               MCIM_ORDERS_BUSY, wait);
 }
 
 static mcim_cause_t text_row(const mcim_row_t *row, void *arg)
