@@ -22,6 +22,8 @@ static const char *const device_types[] = {"mcim-status+jwt", "mcim-notify+jwt",
  * subscription ("active" or "standby"). */
 #define TRE_SWITCHES "switches"
 #define TRE_MAX_SWITCHES 8
+/* The device's count of suspend and resume notices signed (notify_check). */
+#define TRE_NOTICE_SEQ "notice_seq"
 
 static bool slot_in_state(json_t *slots, const char *name, const char *state)
 {
@@ -65,8 +67,17 @@ static mcim_cause_t status_check(json_t *st, const char *txn, json_t *extra)
  * one switched from active, the target inactive: after activate, nothing more), and never a
  * resume while the TRE vouches the other slot's subscription active (two live subscriptions).
  * That covers the switch (suspend from, resume to) and its undo (suspend to, resume from).
- * *changed: the record moved, the caller commits before the notice leaves. */
-static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, bool *changed)
+ *
+ * *seq: the notice's place in this device's order of notices, which the SHO applies only
+ * upward (change.c). The notices of a switch and of its undo reach an SHO by different roads
+ * (straight, or through the RO's outbox, which keeps no order per peer), so the target's
+ * resume can land after the undo's suspend: without the order, two live subscriptions. Each
+ * move of a slot's record takes the next value of the device's counter (TRE_NOTICE_SEQ,
+ * never reset, not even by pristine); a notice re-signed for the record as it is keeps the
+ * value it had, so a retry is the same notice to the SHO. *changed: the record moved, the
+ * caller commits before the notice leaves. */
+static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, bool *changed,
+                                 json_int_t *seq)
 {
   const char *event = tre_str(extra, "event"), *slot = tre_str(extra, "slot");
   const char *imsi = tre_str(extra, "imsi");
@@ -102,10 +113,20 @@ static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, boo
     return MCIM_WRONG_STATE;
   }
   const char *want = resume ? "active" : "standby", *was = tre_str(sw, mine);
-  if (was && strcmp(was, want) == 0)
+  const char *mine_seq = is_to ? "to_seq" : "from_seq";
+  *seq = json_integer_value(json_object_get(sw, mine_seq));
+  if (was && strcmp(was, want) == 0 && *seq > 0)
     return MCIM_OK;
+  json_int_t last = json_integer_value(json_object_get(st, TRE_NOTICE_SEQ));
+  if (last < 0 || last >= ((json_int_t)1 << 53))
+    return MCIM_INTERNAL; /* our own state, never a peer's input */
+  *seq = last + 1;
   *changed = true;
-  return json_object_set_new(sw, mine, json_string(want)) ? MCIM_NO_MEMORY : MCIM_OK;
+  if (json_object_set_new(st, TRE_NOTICE_SEQ, json_integer(*seq)) ||
+      json_object_set_new(sw, mine_seq, json_integer(*seq)) ||
+      json_object_set_new(sw, mine, json_string(want)))
+    return MCIM_NO_MEMORY;
+  return MCIM_OK;
 }
 
 /* verify_owner: an instruction to switch, about this device, is recorded with the slot then
@@ -160,14 +181,23 @@ mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char
     goto cleanup;
   held = true;
   bool moved = false;
+  json_int_t seq = 0;
   if (strcmp(typ, "mcim-status+jwt") == 0)
     rc = status_check(st, txn, extra);
   else if (strcmp(typ, "mcim-notify+jwt") == 0)
-    rc = notify_check(st, txn, extra, &moved);
+    rc = notify_check(st, txn, extra, &moved, &seq);
   if (rc == MCIM_OK && moved)
     rc = tre_commit(t, st); /* what the TRE vouched for is durable before the notice leaves */
   if (rc != MCIM_OK)
     goto cleanup;
+  if (seq > 0) { /* the TRE's order, whatever the agent put there */
+    mine = json_copy(extra);
+    if (!mine || json_object_set_new(mine, "seq", json_integer(seq))) {
+      rc = MCIM_NO_MEMORY;
+      goto cleanup;
+    }
+    extra = mine;
+  }
   /* A PCID renewal request of a TPM TRE offers the slot key the issuer is to wrap the new K
    * to, certified by the AK over the txn (docs/tre-tpm.md, "The PCID credential's K"). */
   if (strcmp(typ, "mcim-renew+jwt") == 0 && t->keys->pcid_slot_offer && txn) {

@@ -78,13 +78,13 @@ static mcim_cause_t notify(const char *sho, const char *bearer, const char *devi
  * its entry is moved aside for the test), the RO answers "not yet" (503 REGISTRATION_PENDING,
  * Retry-After) and relays nothing. fdev2, whose orders are only at sho-b, relaying to sho-a
  * (no order, no entry) is FORBIDDEN, as is fdev2's notice sent with mallory's token. */
-static mcim_cause_t relay_notice(const char *device, const char *token, const char *to,
-                                 const char *txn, long *status)
+static mcim_cause_t relay_event(const char *device, const char *token, const char *to,
+                                const char *txn, const char *event, int seq, long *status)
 {
   char *cert = NULL;
   char *jws = device_notice(device, "mcim-notify+jwt", to, txn,
-                          json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", to, "imsi",
-                                    strcmp(device, "mallory") == 0 ? imsim_b : imsi2),
+                          json_pack("{s:s,s:s,s:s,s:i}", "event", event, "slot", to, "imsi",
+                                    strcmp(device, "mallory") == 0 ? imsim_b : imsi2, "seq", seq),
                           &cert);
   json_t *ans = NULL;
   mcim_cause_t rc = post_keep("ro", "/v1/dpf/notices", token,
@@ -95,6 +95,12 @@ static mcim_cause_t relay_notice(const char *device, const char *token, const ch
   free(jws);
   free(cert);
   return rc;
+}
+
+static mcim_cause_t relay_notice(const char *device, const char *token, const char *to,
+                                 const char *txn, long *status)
+{
+  return relay_event(device, token, to, txn, "resume", 1, status);
 }
 
 static void test_registration_pending(void **state)
@@ -164,8 +170,21 @@ static void test_forged_notifications(void **state)
    * resume after (a standby subscription's token is still honoured). */
   json_t *ans = NULL;
   char *cert1 = NULL, *certm = NULL, *n;
+  /* a notice without its place in the device's order (tre_sign.c signs one in each) */
   n = device_notice("fdev1", "mcim-notify+jwt", "sho-a", TXN_F4,
                   json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsi1),
+                  &cert1);
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tok1,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "fdev1",
+                                       "notice", n, "tre_cert", cert1),
+                             &ans, NULL),
+                   MCIM_CLAIM_MISSING);
+  json_decref(ans);
+  free(n);
+  free(cert1);
+  n = device_notice("fdev1", "mcim-notify+jwt", "sho-a", TXN_F4,
+                  json_pack("{s:s,s:s,s:s,s:i}", "event", "suspend", "slot", "sho-a", "imsi", imsi1,
+                            "seq", 1),
                   &cert1);
   assert_int_equal(post_keep("sho-a", "/v1/notifications", tok1,
                              json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "fdev1",
@@ -186,7 +205,8 @@ static void test_forged_notifications(void **state)
   json_decref(ans);
   free(n);
   n = device_notice("mallory", "mcim-notify+jwt", "sho-a", TXN_F4,
-                  json_pack("{s:s,s:s,s:s}", "event", "suspend", "slot", "sho-a", "imsi", imsim_a),
+                  json_pack("{s:s,s:s,s:s,s:i}", "event", "suspend", "slot", "sho-a", "imsi",
+                            imsim_a, "seq", 1),
                   &certm);
   assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
                              json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "mallory",
@@ -199,7 +219,8 @@ static void test_forged_notifications(void **state)
   for (int i = 0; i < 2; i++) {
     const char *dev = i ? "mallory" : "fdev1", *im = i ? imsim_a : imsi1;
     n = device_notice(dev, "mcim-notify+jwt", "sho-a", TXN_F4,
-                    json_pack("{s:s,s:s,s:s}", "event", "resume", "slot", "sho-a", "imsi", im),
+                    json_pack("{s:s,s:s,s:s,s:i}", "event", "resume", "slot", "sho-a", "imsi", im,
+                              "seq", 2),
                     NULL);
     assert_int_equal(post_keep("sho-a", "/v1/notifications", i ? tokm : tok1,
                                json_pack("{s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", dev,
@@ -269,6 +290,77 @@ static void test_report_pending(void **state)
   free(tokm);
 }
 
+/* The crossing of a switch's notices and its undo's (tre_sign.c, notify_check): the device
+ * had the RO relay the target's resume (its TRE's order: 20), then undid the switch with the
+ * target's suspend (21). The RO's outbox keeps no order, so sho-b may get the suspend first;
+ * here it does, sent straight with mallory's sho-b token. The resume that comes after it is
+ * older: sho-b answers 409 NOTICE_OVERTAKEN and changes nothing, the RO's outbox takes that as
+ * delivered (no retries for a day) and its trace row names the cause. Before the order, the
+ * resume made sho-b's subscription active beside the one the undo resumed. A retry of the
+ * suspend, the same notice, gets its answer. */
+static bool relay_settled(void *arg)
+{
+  return db_int("ro", (const char *)arg) > 0;
+}
+
+static void test_notices_in_order(void **state)
+{
+  (void)state;
+  long status = 0;
+  char q[320], *cert = NULL;
+  json_t *ans = NULL;
+  const char *txn = "0000000000000000000000000000f007";
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  char *tokm_b = token(key_sho_b, "sho-b", "mallory", "full", imsim_b);
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'standby'",
+           imsim_b);
+  assert_int_equal(db_int("sho-b", q), 1);
+  for (int i = 0; i < 2; i++) { /* the suspend, then its retry */
+    char *n = device_notice("mallory", "mcim-notify+jwt", "sho-b", txn,
+                            json_pack("{s:s,s:s,s:s,s:i}", "event", "suspend", "slot", "sho-b",
+                                      "imsi", imsim_b, "seq", 21),
+                            &cert);
+    assert_int_equal(post_keep("sho-b", "/v1/notifications", tokm_b,
+                               json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", "mallory",
+                                         "notice", n, "tre_cert", cert),
+                               &ans, NULL),
+                     MCIM_OK);
+    assert_string_equal(json_string_value(json_object_get(ans, "state")), "standby");
+    json_decref(ans);
+    ans = NULL;
+    free(n);
+    free(cert);
+    cert = NULL;
+  }
+  snprintf(q, sizeof(q), "SELECT notice_seq FROM auc WHERE imsi = '%s'", imsim_b);
+  assert_int_equal(db_int("sho-b", q), 21);
+
+  assert_int_equal(relay_event("mallory", tokm, "sho-b", txn, "resume", 20, &status), MCIM_OK);
+  assert_int_equal(status, 202);
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'"
+           " AND state = 'delivered' AND attempts = 1",
+           txn);
+  assert_true(wait_until(30, relay_settled, q));
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM trace WHERE txn = '%s' AND from_name = 'ro'"
+           " AND to_name = 'sho-b' AND cause = 'NOTICE_OVERTAKEN'",
+           txn);
+  assert_int_equal(db_int("ro", q), 1);
+  /* sho-b as the suspend left it: in reserve, no second live subscription, not registered */
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'standby'"
+                         " AND notice_seq = 21",
+           imsim_b);
+  assert_int_equal(db_int("sho-b", q), 1);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM drf WHERE device = 'mallory'"
+                                " AND sho = 'sho-b' AND state = 'preloaded'"),
+                   1);
+  /* the RO's record of the relayed resume: not the device's order, which the test reversed */
+  db_exec("ro", "DELETE FROM drf_switches WHERE device = 'mallory' AND sho = 'sho-b'");
+  free(tokm);
+  free(tokm_b);
+}
+
 /* A deferred discard notice to an SHO that released its entry before the notice came (its own
  * termination; or a hostile SHO pinning the device's notices): the RO relays it (202), since
  * an entry in any state links that SHO to the device, and sho-b takes it (its subscription
@@ -317,6 +409,7 @@ int main(void)
       cmocka_unit_test(test_forged_notifications),
       cmocka_unit_test(test_registration_pending),
       cmocka_unit_test(test_report_pending),
+      cmocka_unit_test(test_notices_in_order),
       cmocka_unit_test(test_discard_to_released_entry),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -434,14 +434,31 @@ static char *owner_instruction(const mcim_jose_key_t *by, const char *procedure,
   return jws;
 }
 
+/* The "seq" claim of the last notice notice() had signed: its place in the device's order. */
+static json_int_t last_seq;
+
 static mcim_cause_t notice(mcim_tre_t *tre, const char *txn, const char *event,
                            const struct sho *s, const char *imsi)
 {
   char *jws = NULL;
-  json_t *extra = json_pack("{s:s, s:s, s:s}", "event", event, "slot", s->name, "imsi",
-                            imsi ? imsi : s->imsi);
+  /* the agent's "seq" is never the one signed: the TRE's order */
+  json_t *extra = json_pack("{s:s, s:s, s:s, s:i}", "event", event, "slot", s->name, "imsi",
+                            imsi ? imsi : s->imsi, "seq", 999999);
   mcim_cause_t rc = tre->ops->sign(tre->ctx, "mcim-notify+jwt", s->name, txn, extra, 60, &jws);
   assert_true(rc == MCIM_OK ? jws != NULL : jws == NULL);
+  last_seq = 0;
+  if (jws) {
+    const char *p = strchr(jws, '.'), *e = p ? strchr(p + 1, '.') : NULL;
+    uint8_t buf[4096];
+    size_t n = 0;
+    assert_non_null(e);
+    assert_int_equal(mcim_b64url_decode(p + 1, (size_t)(e - p - 1), buf, sizeof(buf), &n),
+                     MCIM_OK);
+    json_t *claims = json_loadb((const char *)buf, n, 0, NULL);
+    assert_non_null(claims);
+    last_seq = json_integer_value(json_object_get(claims, "seq"));
+    json_decref(claims);
+  }
   free(jws);
   json_decref(extra);
   return rc;
@@ -488,17 +505,30 @@ static void test_sign_notify(void **state)
                    MCIM_CLAIM_MISMATCH);
   assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_a, NULL), MCIM_FORBIDDEN);
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
+  /* Each notice that moves a slot's record takes the device's next number (the SHO applies
+   * them only upward, whatever road they took); a retry keeps its number. */
+  assert_int_equal(last_seq, 1);
+  assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 1);
   /* what the TRE vouched is in its state: another handle (a restart) goes on from it */
   assert_int_equal(mcim_tre_soft_open(f->dir, &b), MCIM_OK);
   assert_int_equal(notice(b, TXN_C, "resume", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 2);
   assert_int_equal(notice(b, TXN_C, "resume", &sho_b, NULL), MCIM_OK); /* a retry */
-  /* the undo: the current one back only once the target is suspended again */
+  assert_int_equal(last_seq, 2);
+  /* the undo: the current one back only once the target is suspended again; the target's
+   * suspend comes after its resume in the order, wherever the resume still is */
   assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_a, NULL), MCIM_WRONG_STATE);
+  assert_int_equal(last_seq, 0);
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 3);
   assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 4);
   /* the switch again: suspend, resume, activate; then nothing more in that txn */
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 5);
   assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 6);
   assert_int_equal(f->tre->ops->activate(f->tre->ctx, "sho-b"), MCIM_OK);
   assert_int_equal(notice(b, TXN_C, "suspend", &sho_b, NULL), MCIM_WRONG_STATE);
   assert_int_equal(notice(b, TXN_C, "resume", &sho_a, NULL), MCIM_WRONG_STATE);

@@ -140,6 +140,20 @@ mcim_cause_t mcim_dpf_notice_body(const json_t *body, char *err, size_t err_len)
   return mcim_jsonv_check(body, fields, 5, err, err_len);
 }
 
+/* Once per (txn, device, SHO, what), and for a switch notice its place in the device's
+ * order (tre_sign.c): a notice the TRE signed again after the slot's record moved (the switch
+ * again after its undo, in the same txn) is a new one to relay, its retries the same. */
+static void notice_what(char *what, size_t len, const char *device, const char *to,
+                        const char *event, const mcim_statement_t *stmt)
+{
+  json_t *seq = stmt ? json_object_get(stmt->payload, "seq") : NULL;
+  if (strcmp(event, "discard") == 0 || !json_is_integer(seq))
+    snprintf(what, len, "notice/%s/%s/%s", device, to, event);
+  else
+    snprintf(what, len, "notice/%s/%s/%s/%lld", device, to, event,
+             (long long)json_integer_value(seq));
+}
+
 /* The registry no longer links `to` to the device: perhaps because this very notice was
  * relayed and the SHO released its entry, and the device asks again because the first answer
  * was lost (the RO killed before answering; tests/integration/crash_every_step.sh). A notice
@@ -162,7 +176,7 @@ static bool stored_notice_answer(struct mcim_role *r, const char *device, const 
                                                            : mcim_statement_string(stmt, "event");
   if (!event)
     goto out;
-  snprintf(what, sizeof(what), "notice/%s/%s/%s", device, to, event);
+  notice_what(what, sizeof(what), device, to, event, stmt);
   if (mcim_role_answer_get(st, txn, 0, what, &status, &answer) != MCIM_OK)
     goto out;
   mcim_http_reply_json(resp, status, answer);
@@ -259,8 +273,8 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
   }
   /* Once per (txn, device, SHO, what): the device's retries (signed afresh) get the same
    * answer, after the same checks. */
-  snprintf(what, sizeof(what), "notice/%s/%s/%s", device, to,
-           strcmp(typ, "mcim-discard+jwt") == 0 ? "discard" : event);
+  notice_what(what, sizeof(what), device, to,
+              strcmp(typ, "mcim-discard+jwt") == 0 ? "discard" : event, stmt);
   st = mcim_role_store(r);
   rc = st ? mcim_store_begin(st) : MCIM_STORE_ERROR;
   in_txn = rc == MCIM_OK;

@@ -396,6 +396,30 @@ mcim_cause_t mcim_sho_notification_body(const json_t *body, char *err, size_t er
   return mcim_jsonv_check(body, fields, 5, err, err_len);
 }
 
+/* A notice is applied only in the order its device's TRE signed it (tre_sign.c,
+ * notify_check): a switch's notices and its undo's reach us by two roads, straight from the
+ * device and through the RO's outbox, which keeps no order, and the state they leave must be
+ * the last one the device asked for. A notice below the newest one applied to this
+ * subscription is MCIM_NOTICE_OVERTAKEN, which the RO's outbox takes as delivered; the same
+ * one again (a retry) passes. The conditional UPDATE is the check and the record at once: on
+ * PostgreSQL its row lock orders two instances' notices for one subscription. */
+static mcim_cause_t notice_in_order(mcim_store_t *st, const char *txn, const char *imsi,
+                                    json_int_t seq, char *err, size_t err_len)
+{
+  mcim_val_t p[] = {MCIM_INT(seq), MCIM_TEXT(imsi), MCIM_INT(seq)};
+  mcim_cause_t rc = mcim_store_exec(st,
+                                    "UPDATE auc SET notice_seq = ? WHERE imsi = ?"
+                                    " AND notice_seq <= ?",
+                                    p, 3, NULL, NULL);
+  if (rc != MCIM_OK || mcim_store_changes(st) > 0)
+    return rc;
+  snprintf(err, err_len,
+           "subscription %s: the device's TRE signed a later notice (beyond its order %lld),"
+           " already applied here; this one changes nothing", imsi, (long long)seq);
+  mcim_log_event(MCIM_LOG_INFO, txn, 0, MCIM_NOTICE_OVERTAKEN, "%s", err);
+  return MCIM_NOTICE_OVERTAKEN;
+}
+
 /* POST /v1/notifications: switch between pre-provisioned MCIMs. `suspend` (the slot being
  * left): AuC active -> standby; `resume` (the slot being entered): standby -> active and
  * the DRF learns the device subscribes here. The device tells the SHO it leaves with that
@@ -445,11 +469,16 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   bool resume = event && strcmp(event, "resume") == 0;
   if (rc == MCIM_OK && !resume && strcmp(event, "suspend") != 0)
     rc = MCIM_UNSUPPORTED;
+  json_t *seq_claim = stmt ? json_object_get(stmt->payload, "seq") : NULL;
+  json_int_t seq = json_is_integer(seq_claim) ? json_integer_value(seq_claim) : 0;
+  if (rc == MCIM_OK && seq <= 0)
+    rc = MCIM_CLAIM_MISSING; /* the TRE's order of notices (tre_sign.c, notify_check) */
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "notification refused");
     goto out;
   }
-  snprintf(what, sizeof(what), "notice/%s/%s", device, resume ? "resume" : "suspend");
+  snprintf(what, sizeof(what), "notice/%s/%s/%lld", device, resume ? "resume" : "suspend",
+           (long long)seq);
   /* a retried notice (the same checks passed): the same answer */
   if (mcim_role_answer_get(st, txn, 0, what, &status, &answer) == MCIM_OK) {
     mcim_http_reply_json(resp, status, answer);
@@ -468,6 +497,8 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   }
   if (rc == MCIM_OK)
     rc = record_jti(r, stmt, caller.now);
+  if (rc == MCIM_OK)
+    rc = notice_in_order(st, txn, imsi, seq, err, sizeof(err));
   char state[16] = "";
   if (rc == MCIM_OK)
     rc = mcim_auc_state(st, imsi, state, NULL);
@@ -498,8 +529,11 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   if (rc != MCIM_OK) {
     if (rc == MCIM_REPORT_PENDING)
       resp->retry_after = 1; /* rolled back, its jti with it: the retry is no replay */
-    mcim_http_reply_problem(resp, rc, 0, "subscription %s cannot be %s", imsi,
-                            resume ? "resumed" : "suspended");
+    if (rc == MCIM_NOTICE_OVERTAKEN)
+      mcim_http_reply_problem(resp, rc, 0, "%s", err);
+    else
+      mcim_http_reply_problem(resp, rc, 0, "subscription %s cannot be %s", imsi,
+                              resume ? "resumed" : "suspended");
     goto out;
   }
   mcim_role_wake(r);

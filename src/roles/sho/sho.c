@@ -204,6 +204,8 @@ static const mcim_migration_t sho_migrations[] = {
      "CREATE INDEX attach_identity ON attach (identity, state)"},
     {11, "an attach's trace rows kept until the device answers (access.c)",
      mcim_access_rows_sql},
+    {12, "a subscription's newest suspend or resume notice applied (change.c, notice_in_order)",
+     "ALTER TABLE auc ADD COLUMN notice_seq BIGINT NOT NULL DEFAULT 0"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
