@@ -422,6 +422,25 @@ static void test_drf_orders_bounded(void **state)
   free(o);
   assert_int_equal(count_rows("ro", DRF_LIVE_DEV), 16);
 
+  /* The bound is per owner key (the sho-c rows above, recorded without one as before RO
+   * migration 12, counted for every owner): 16 live orders under another key, in life the
+   * old owner's after a handover, neither block this owner's order nor show to it. Before
+   * 2026-12-06 it was refused ORDERS_BUSY, which told the new owner they were there. */
+  exec_sql("ro", "UPDATE drf_orders SET owner_jwk = '{\"kty\":\"EC\",\"old\":1}' WHERE"
+                 " device = '" DEV "' AND state IN ('ordered', 'authorised')");
+  new_txn(txn);
+  o = order_jws(owner, "sho-b", txn);
+  assert_int_equal(order_answer_at("sho-b", txn, o, &status, &retry), MCIM_OK);
+  assert_int_equal(status, 201);
+  free(o);
+  assert_int_equal(count_rows("ro", DRF_LIVE_DEV), 17);
+  /* the order just taken carries the owner's key: the next one meets only it */
+  snprintf(sql, sizeof(sql),
+           "SELECT COUNT(*) FROM drf_orders WHERE txn = '%s' AND owner_jwk LIKE '{%%'"
+           " AND owner_jwk NOT LIKE '%%old%%'",
+           txn);
+  assert_int_equal(count_rows("ro", sql), 1);
+
   /* DEV's orders end, at the SHOs as abandoned ones do, at the DRF expired; sho-c's go */
   for (size_t i = 0; i < 2; i++) {
     exec_sql(shos[2 * i], "UPDATE orders SET created = created - 7200 WHERE device = '" DEV

@@ -211,17 +211,22 @@ mcim_cause_t mcim_drf_order_body(const json_t *body, char *err, size_t err_len)
  * owner's after a handover, an owner's at several SHOs. Each is kept for order_lifetime.
  * Live: ordered or authorised (what mcim_drf_expire expires) and not yet expired; installed,
  * failed and expired orders are ended. Over the bound: MCIM_ORDERS_BUSY, *wait the seconds
- * until the oldest live one expires. The count is a covering search of drf_orders_device_live
- * (device, state, expires; migration 11): that device's live orders only. */
+ * until the oldest live one expires. Counted per owner key, as at the SHO (order.c): after a
+ * handover the old owner's live orders neither block the new owner's nor show to it (a 429
+ * told it they exist), and the old owner, whose key no longer verifies, places no more. An
+ * order recorded before the key was (RO migration 12) counts for every owner. The search is
+ * drf_orders_device_live (device, state, expires; migration 11): that device's live orders
+ * only. */
 static mcim_cause_t drf_orders_below_max(struct mcim_role *r, mcim_store_t *st,
-                                         const char *device, int64_t now, int64_t *wait)
+                                         const char *device, const char *owner_jwk, int64_t now,
+                                         int64_t *wait)
 {
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now)};
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now), MCIM_TEXT(owner_jwk)};
   return mcim_role_count_below(st,
                                "SELECT COUNT(*), MIN(expires) FROM drf_orders WHERE"
                                " device = ? AND state IN ('ordered', 'authorised')"
-                               " AND expires > ?",
-                               p, 2, mcim_config_int(r->cfg, "drf_orders_open_max"), 0,
+                               " AND expires > ? AND (owner_jwk = ? OR owner_jwk IS NULL)",
+                               p, 3, mcim_config_int(r->cfg, "drf_orders_open_max"), 0,
                                MCIM_ORDERS_BUSY, wait);
 }
 
@@ -321,7 +326,7 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
    * may forward the same order again after Retry-After. */
   int64_t wait = 0;
   if (rc == MCIM_OK && !raced)
-    rc = drf_orders_below_max(r, st, device, now, &wait);
+    rc = drf_orders_below_max(r, st, device, owner_jwk, now, &wait);
   if (rc == MCIM_OK && !raced) {
     const mcim_replay_cache_t *replay = mcim_role_replay(r);
     /* kept as long as verify_order() would accept it: exp plus clock_skew */
@@ -333,11 +338,11 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
     mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device), MCIM_TEXT(req->peer),
                       MCIM_TEXT(endpoint),  MCIM_TEXT(procedure), MCIM_TEXT(via ? via : ""),
                       MCIM_TEXT(record),    MCIM_INT(now),     MCIM_INT(now),
-                      MCIM_INT(expires)};
+                      MCIM_INT(expires),    MCIM_TEXT(owner_jwk)};
     rc = mcim_store_exec(st,
                          "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state,"
-                         " record, created, updated, expires)"
-                         " VALUES (?, ?, ?, ?, ?, ?, 'ordered', ?, ?, ?, ?)",
+                         " record, created, updated, expires, owner_jwk)"
+                         " VALUES (?, ?, ?, ?, ?, ?, 'ordered', ?, ?, ?, ?, ?)",
                          p, MCIM_NPARAMS(p), NULL, NULL);
   }
   if (in_tx)

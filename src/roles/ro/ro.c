@@ -80,6 +80,9 @@ static const mcim_migration_t ro_migrations[] = {
     {11, "DRF: a device's live orders counted by one index",
      "DROP INDEX drf_orders_device;"
      "CREATE INDEX drf_orders_device_live ON drf_orders (device, state, expires)"},
+    /* An old owner's live orders after a handover do not count against the new one (drf.c) */
+    {12, "DRF: the owner key each order was verified with",
+     "ALTER TABLE drf_orders ADD COLUMN owner_jwk TEXT"},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
