@@ -204,7 +204,8 @@ void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
    * device's resume for it (a switch relayed to it, registry.c): so the resume goes through
    * the RO first, and straight to the SHO after, which does not wait for the RO's outbox (nor
    * for the RO at all: unreachable, the network side is still undone, the DRF is not). The
-   * SHO answers the second as the first (per txn, device and event). Before 2026-12-07 only
+   * SHO answers the second as the first (per txn, device, event and the TRE's seq, which a
+   * notice signed again for the same move keeps: tre_sign.c). Before 2026-12-07 only
    * the straight one went, and the DRF kept the SHO `preloaded`: no SHO subscribed. */
   rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
   mcim_http_result_clear(&res);
