@@ -24,6 +24,11 @@ static const char *const device_types[] = {"mcim-status+jwt", "mcim-notify+jwt",
 #define TRE_MAX_SWITCHES 8
 /* The device's count of suspend and resume notices signed (notify_check). */
 #define TRE_NOTICE_SEQ "notice_seq"
+/* Moves of one switch's slot records: the switch (suspend from, resume to), its undo, the
+ * switch again and its undo. Each move is a notice the SHO applies and the RO may relay and
+ * keep: without a bound, one instruction of the owner's let an agent flip a subscription for
+ * ever (review of 2026-12-06). */
+#define TRE_MAX_SWITCH_MOVES 8
 
 static bool slot_in_state(json_t *slots, const char *name, const char *state)
 {
@@ -117,6 +122,14 @@ static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, boo
   *seq = json_integer_value(json_object_get(sw, mine_seq));
   if (was && strcmp(was, want) == 0 && *seq > 0)
     return MCIM_OK;
+  json_int_t moves = json_integer_value(json_object_get(sw, "moves"));
+  if (moves >= TRE_MAX_SWITCH_MOVES) {
+    *seq = 0;
+    mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_WRONG_STATE,
+                   "tre: refusing a %s notice for %s: this switch's slots moved %d times",
+                   event, slot, TRE_MAX_SWITCH_MOVES);
+    return MCIM_WRONG_STATE;
+  }
   json_int_t last = json_integer_value(json_object_get(st, TRE_NOTICE_SEQ));
   if (last < 0 || last >= ((json_int_t)1 << 53))
     return MCIM_INTERNAL; /* our own state, never a peer's input */
@@ -124,6 +137,7 @@ static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, boo
   *changed = true;
   if (json_object_set_new(st, TRE_NOTICE_SEQ, json_integer(*seq)) ||
       json_object_set_new(sw, mine_seq, json_integer(*seq)) ||
+      json_object_set_new(sw, "moves", json_integer(moves + 1)) ||
       json_object_set_new(sw, mine, json_string(want)))
     return MCIM_NO_MEMORY;
   return MCIM_OK;

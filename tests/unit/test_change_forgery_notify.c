@@ -303,6 +303,11 @@ static bool relay_settled(void *arg)
   return db_int("ro", (const char *)arg) > 0;
 }
 
+static bool two_overtaken(void *arg)
+{
+  return db_int("ro", (const char *)arg) == 2;
+}
+
 static void test_notices_in_order(void **state)
 {
   (void)state;
@@ -315,6 +320,13 @@ static void test_notices_in_order(void **state)
   snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'standby'",
            imsim_b);
   assert_int_equal(db_int("sho-b", q), 1);
+  /* a notice without its place in the order: refused by the RO before it is queued (the SHO
+   * would refuse it for good, and the device would have been told it is on its way) */
+  long long queued = db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'");
+  assert_int_equal(relay_event("mallory", tokm, "sho-b", txn, "resume", 0, &status),
+                   MCIM_CLAIM_MISSING);
+  assert_int_equal(status, 401);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
   for (int i = 0; i < 2; i++) { /* the suspend, then its retry */
     char *n = device_notice("mallory", "mcim-notify+jwt", "sho-b", txn,
                             json_pack("{s:s,s:s,s:s,s:i}", "event", "suspend", "slot", "sho-b",
@@ -355,6 +367,24 @@ static void test_notices_in_order(void **state)
   assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM drf WHERE device = 'mallory'"
                                 " AND sho = 'sho-b' AND state = 'preloaded'"),
                    1);
+  /* The RO keeps one answer per notice, its place in the order included: the same resume
+   * again is answered as before, nothing more queued; another (19, as a TRE signs one when
+   * the slot's record moved again in the txn) is relayed, and overtaken too. */
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'", txn);
+  assert_int_equal(relay_event("mallory", tokm, "sho-b", txn, "resume", 20, &status), MCIM_OK);
+  assert_int_equal(status, 202);
+  assert_int_equal(db_int("ro", q), 1);
+  assert_int_equal(relay_event("mallory", tokm, "sho-b", txn, "resume", 19, &status), MCIM_OK);
+  assert_int_equal(db_int("ro", q), 2);
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM trace WHERE txn = '%s' AND from_name = 'ro'"
+           " AND to_name = 'sho-b' AND cause = 'NOTICE_OVERTAKEN'",
+           txn);
+  assert_true(wait_until(30, two_overtaken, q));
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = 'standby'"
+                         " AND notice_seq = 21",
+           imsim_b);
+  assert_int_equal(db_int("sho-b", q), 1);
   /* the RO's record of the relayed resume: not the device's order, which the test reversed */
   db_exec("ro", "DELETE FROM drf_switches WHERE device = 'mallory' AND sho = 'sho-b'");
   free(tokm);

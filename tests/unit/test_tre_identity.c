@@ -533,6 +533,25 @@ static void test_sign_notify(void **state)
   assert_int_equal(notice(b, TXN_C, "suspend", &sho_b, NULL), MCIM_WRONG_STATE);
   assert_int_equal(notice(b, TXN_C, "resume", &sho_a, NULL), MCIM_WRONG_STATE);
   assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_WRONG_STATE);
+
+  /* One instruction, a bounded number of moves: the switch back to sho-a, undone, done
+   * again, undone again (8 moves); a ninth is refused, as is every later one, and its
+   * retries keep their number. Before the bound an agent flipped a subscription for ever. */
+  jws = owner_instruction(owner, "switch", "sho-a", TXN_D);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+  for (int round = 0; round < 2; round++) {
+    assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_b, NULL), MCIM_OK);
+    assert_int_equal(notice(f->tre, TXN_D, "resume", &sho_a, NULL), MCIM_OK);
+    assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_a, NULL), MCIM_OK);
+    assert_int_equal(notice(f->tre, TXN_D, "resume", &sho_b, NULL), MCIM_OK);
+  }
+  assert_int_equal(last_seq, 14);
+  assert_int_equal(notice(f->tre, TXN_D, "resume", &sho_b, NULL), MCIM_OK); /* a retry */
+  assert_int_equal(last_seq, 14);
+  assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_b, NULL), MCIM_WRONG_STATE);
+  assert_int_equal(notice(b, TXN_D, "suspend", &sho_b, NULL), MCIM_WRONG_STATE);
   mcim_tre_close(b);
 }
 

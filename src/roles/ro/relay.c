@@ -80,6 +80,17 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
   }
   if (rc == MCIM_OK)
     rc = mcim_ro_verify_statement(r, device, to, txn, typ, jws, cert, out);
+  /* A switch notice carries its place in the device's order (tre_sign.c): the SHO refuses one
+   * without for good, so it is refused here, before the device is told it is on its way. */
+  json_t *seq = rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0
+                    ? json_object_get((*out)->payload, "seq")
+                    : NULL;
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 &&
+      (!json_is_integer(seq) || json_integer_value(seq) <= 0)) {
+    mcim_statement_free(*out);
+    *out = NULL;
+    rc = MCIM_CLAIM_MISSING;
+  }
   return rc;
 }
 

@@ -413,6 +413,16 @@ static mcim_cause_t notice_in_order(mcim_store_t *st, const char *txn, const cha
                                     p, 3, NULL, NULL);
   if (rc != MCIM_OK || mcim_store_changes(st) > 0)
     return rc;
+  /* or the row is gone since check_imsi_owner (purged once terminated): nothing to order */
+  int64_t n = 0;
+  mcim_val_t q[] = {MCIM_TEXT(imsi)};
+  rc = mcim_store_query_int(st, "SELECT COUNT(*) FROM auc WHERE imsi = ?", q, 1, &n);
+  if (rc != MCIM_OK)
+    return rc;
+  if (n == 0) {
+    snprintf(err, err_len, "subscription %s is no longer known here", imsi);
+    return MCIM_UNKNOWN_IDENTITY;
+  }
   snprintf(err, err_len,
            "subscription %s: the device's TRE signed a later notice (beyond its order %lld),"
            " already applied here; this one changes nothing", imsi, (long long)seq);
@@ -529,7 +539,7 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   if (rc != MCIM_OK) {
     if (rc == MCIM_REPORT_PENDING)
       resp->retry_after = 1; /* rolled back, its jti with it: the retry is no replay */
-    if (rc == MCIM_NOTICE_OVERTAKEN)
+    if (rc == MCIM_NOTICE_OVERTAKEN || rc == MCIM_UNKNOWN_IDENTITY)
       mcim_http_reply_problem(resp, rc, 0, "%s", err);
     else
       mcim_http_reply_problem(resp, rc, 0, "subscription %s cannot be %s", imsi,
