@@ -302,6 +302,19 @@ static void test_orders_bounded(void **state)
   new_txn(txn);
   assert_int_equal(post_order(owner, "sho-a", "sho-a", txn, &status), MCIM_OK);
   assert_int_equal(status, 201);
+  /* All owners' together at most twice the bound: an owner handing the device to keys of
+   * its own gets no more (review of 2026-12-06). Three more of this owner's (8 live in all),
+   * then their keys hidden too: this owner has none live, and the next is refused. */
+  for (int i = 0; i < 3; i++) {
+    new_txn(txn);
+    assert_int_equal(post_order(owner, "sho-a", "sho-a", txn, &status), MCIM_OK);
+  }
+  assert_int_equal(count_rows("sho-a", LIVE_DEV), 8);
+  exec_sql("sho-a", "UPDATE orders SET owner_jwk = NULL WHERE device = '" DEV "' AND state IN"
+                    " ('ordered', 'validating', 'provisioning')");
+  new_txn(txn);
+  assert_int_equal(post_order(owner, "sho-a", "sho-a", txn, &status), MCIM_ORDERS_BUSY);
+  assert_int_equal(status, 429);
 
   /* DEV's orders here end, as abandoned ones do */
   exec_sql("sho-a", "UPDATE orders SET created = created - 7200 WHERE device = '" DEV "' AND"
@@ -440,6 +453,27 @@ static void test_drf_orders_bounded(void **state)
            " AND owner_jwk NOT LIKE '%%old%%'",
            txn);
   assert_int_equal(count_rows("ro", sql), 1);
+  /* All owners' together at most twice the bound (32): 15 more of an old key's, and the
+   * next order of this owner's, its first but one, is refused, stored nowhere. */
+  for (int i = 100; i < 115; i++) {
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state, record,"
+             " created, updated, expires, owner_jwk) VALUES ('" SHO_C_TXN "', '" DEV "',"
+             " 'sho-c', 'https://sho-c', 'initial', '', 'ordered', 'r', %lld, %lld, %lld,"
+             " '{\"old\":2}')",
+             i, (long long)now, (long long)now, (long long)now + 1800);
+    exec_sql("ro", sql);
+  }
+  assert_int_equal(count_rows("ro", DRF_LIVE_DEV), 32);
+  snapshot(before);
+  new_txn(txn);
+  o = order_jws(owner, "sho-b", txn);
+  assert_int_equal(order_answer_at("sho-b", txn, o, &status, &retry), MCIM_ORDERS_BUSY);
+  assert_int_equal(status, 429);
+  free(o);
+  assert_unchanged(before, "an order over the DRF's bound of all owners");
+  exec_sql("ro", "DELETE FROM drf_orders WHERE device = '" DEV "' AND txn LIKE"
+                 " '00000000000000000000000000c00%'");
 
   /* DEV's orders end, at the SHOs as abandoned ones do, at the DRF expired; sho-c's go */
   for (size_t i = 0; i < 2; i++) {

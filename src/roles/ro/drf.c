@@ -214,20 +214,31 @@ mcim_cause_t mcim_drf_order_body(const json_t *body, char *err, size_t err_len)
  * until the oldest live one expires. Counted per owner key, as at the SHO (order.c): after a
  * handover the old owner's live orders neither block the new owner's nor show to it (a 429
  * told it they exist), and the old owner, whose key no longer verifies, places no more. An
- * order recorded before the key was (RO migration 12) counts for every owner. The search is
+ * order recorded before the key was (RO migration 12) counts for every owner. All owners'
+ * together at most twice the bound: a handover is one statement of the current owner's, and
+ * an owner handing the device to keys of its own would otherwise place the bound again after
+ * each (review of 2026-12-06); one handover never meets it. The search is
  * drf_orders_device_live (device, state, expires; migration 11): that device's live orders
  * only. */
 static mcim_cause_t drf_orders_below_max(struct mcim_role *r, mcim_store_t *st,
                                          const char *device, const char *owner_jwk, int64_t now,
                                          int64_t *wait)
 {
+  int64_t max = mcim_config_int(r->cfg, "drf_orders_open_max");
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(now), MCIM_TEXT(owner_jwk)};
-  return mcim_role_count_below(st,
+  mcim_cause_t rc = mcim_role_count_below(st,
+                                          "SELECT COUNT(*), MIN(expires) FROM drf_orders WHERE"
+                                          " device = ? AND state IN ('ordered', 'authorised')"
+                                          " AND expires > ? AND (owner_jwk = ? OR owner_jwk IS"
+                                          " NULL)",
+                                          p, 3, max, 0, MCIM_ORDERS_BUSY, wait);
+  if (rc == MCIM_OK)
+    rc = mcim_role_count_below(st,
                                "SELECT COUNT(*), MIN(expires) FROM drf_orders WHERE"
                                " device = ? AND state IN ('ordered', 'authorised')"
-                               " AND expires > ? AND (owner_jwk = ? OR owner_jwk IS NULL)",
-                               p, 3, mcim_config_int(r->cfg, "drf_orders_open_max"), 0,
-                               MCIM_ORDERS_BUSY, wait);
+                               " AND expires > ?",
+                               p, 2, 2 * max, 0, MCIM_ORDERS_BUSY, wait);
+  return rc;
 }
 
 /* POST /v1/drf/orders (the new SHO, step 1): the subscriber's order as the owner signed it.

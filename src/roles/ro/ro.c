@@ -103,9 +103,9 @@ static const mcim_config_spec_t ro_spec[] = {
      .max = 30LL * 86400,
      .help = "how long an order (step 1) may take to be provisioned before the DRF drops it"},
     {.name = "drf_orders_open_max", .type = MCIM_CFG_INT, .def = "16", .min = 1, .max = 10000,
-     .help = "orders of one device that may be live at the DRF at once, across all SHOs"
-             " (ordered, authorised, within order_lifetime); one more is answered 429"
-             " ORDERS_BUSY with Retry-After, nothing stored"},
+     .help = "orders of one device and owner key that may be live at the DRF at once, across"
+             " all SHOs (ordered, authorised, within order_lifetime), and twice that of all"
+             " owners; one more is answered 429 ORDERS_BUSY with Retry-After, nothing stored"},
     {.name = "pcid_lifetime", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
      .max = 3650LL * 86400, .help = "lifetime of a PCID credential the DPF issues (renewal)"},
     {.name = "pcid_renewal_interval", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,

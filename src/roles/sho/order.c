@@ -197,17 +197,24 @@ static mcim_cause_t forward_to_drf(struct mcim_role *r, const char *txn, const c
 
 /* Counted per owner (`owner_jwk`, the key the DRF vouched for): after a handover the old
  * owner's live orders neither block the new owner's nor show to it (a 429 told it they
- * exist); they end on their own. */
+ * exist); they end on their own. And all owners' together at most twice that: a handover is
+ * one statement of the current owner's, so an owner handing the device to keys of its own
+ * would otherwise place orders_open_max more after each (review of 2026-12-06). One
+ * handover never meets the second bound. */
 static mcim_cause_t orders_below_max(struct mcim_role *r, mcim_store_t *st, const char *device,
                                      const char *owner_jwk, int64_t *wait)
 {
   int64_t lifetime = mcim_config_duration(r->cfg, "order_lifetime");
+  int64_t max = mcim_config_int(r->cfg, "orders_open_max");
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(mcim_now() - lifetime), MCIM_TEXT(owner_jwk)};
-  return mcim_role_count_below(st,
-                               "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER
-                               " AND owner_jwk = ?",
-                               p, 3, mcim_config_int(r->cfg, "orders_open_max"), lifetime,
-                               MCIM_ORDERS_BUSY, wait);
+  mcim_cause_t rc = mcim_role_count_below(st,
+                                          "SELECT COUNT(*), MIN(created) FROM orders WHERE "
+                                          LIVE_ORDER " AND owner_jwk = ?",
+                                          p, 3, max, lifetime, MCIM_ORDERS_BUSY, wait);
+  if (rc == MCIM_OK)
+    rc = mcim_role_count_below(st, "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER,
+                               p, 2, 2 * max, lifetime, MCIM_ORDERS_BUSY, wait);
+  return rc;
 }
 
 static mcim_cause_t text_row(const mcim_row_t *row, void *arg)

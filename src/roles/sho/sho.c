@@ -222,9 +222,9 @@ static const mcim_config_spec_t sho_spec[] = {
      .help = "an order not provisioned within this time fails (TIMEOUT) and the MCIM made for it"
              " is terminated"},
     {.name = "orders_open_max", .type = MCIM_CFG_INT, .def = "4", .min = 1, .max = 1000,
-     .help = "orders of one device that may be live here at once (ordered, validating,"
-             " provisioning, within order_lifetime); one more is answered 429 ORDERS_BUSY with"
-             " Retry-After, nothing stored"},
+     .help = "orders of one device and owner key that may be live here at once (ordered,"
+             " validating, provisioning, within order_lifetime), and twice that of all owners;"
+             " one more is answered 429 ORDERS_BUSY with Retry-After, nothing stored"},
 };
 
 static mcim_cause_t sho_start(struct mcim_role *r)
