@@ -143,6 +143,11 @@ mcim_cause_t mcim_role_count_below(mcim_store_t *st, const char *sql, const mcim
                                    size_t nparams, int64_t max, int64_t lapse, mcim_cause_t busy,
                                    int64_t *wait);
 
+/* The `seq` claim of a device's suspend or resume notice: its place in the order its TRE
+ * signed them (notify_check, src/tre/tre_sign.c), which the SHO applies only upward. 0 when
+ * absent or not a positive integer: refused CLAIM_MISSING by the RO's relay and the SHO. */
+json_int_t mcim_notice_seq(const mcim_statement_t *stmt);
+
 /* Idempotent answers, per (txn, step, what): a handler that changes state first looks up
  * the answer it gave before; after success it stores the answer in the same transaction as
  * the state change. get: MCIM_OK with *status and *answer (caller decrefs), or MCIM_NOT_FOUND. */

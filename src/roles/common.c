@@ -122,6 +122,13 @@ static mcim_cause_t count_min_row(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
+json_int_t mcim_notice_seq(const mcim_statement_t *stmt)
+{
+  json_t *seq = stmt ? json_object_get(stmt->payload, "seq") : NULL;
+  json_int_t v = json_is_integer(seq) ? json_integer_value(seq) : 0;
+  return v > 0 ? v : 0;
+}
+
 mcim_cause_t mcim_role_count_below(mcim_store_t *st, const char *sql, const mcim_val_t *params,
                                    size_t nparams, int64_t max, int64_t lapse, mcim_cause_t busy,
                                    int64_t *wait)

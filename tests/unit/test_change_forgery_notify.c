@@ -298,11 +298,6 @@ static void test_report_pending(void **state)
  * delivered (no retries for a day) and its trace row names the cause. Before the order, the
  * resume made sho-b's subscription active beside the one the undo resumed. A retry of the
  * suspend, the same notice, gets its answer. */
-static bool relay_settled(void *arg)
-{
-  return db_int("ro", (const char *)arg) > 0;
-}
-
 static bool two_overtaken(void *arg)
 {
   return db_int("ro", (const char *)arg) == 2;
@@ -353,7 +348,7 @@ static void test_notices_in_order(void **state)
            "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'"
            " AND state = 'delivered' AND attempts = 1",
            txn);
-  assert_true(wait_until(30, relay_settled, q));
+  assert_true(wait_until(30, relay_retried, q));
   snprintf(q, sizeof(q),
            "SELECT COUNT(*) FROM trace WHERE txn = '%s' AND from_name = 'ro'"
            " AND to_name = 'sho-b' AND cause = 'NOTICE_OVERTAKEN'",

@@ -343,6 +343,22 @@ static mcim_cause_t order_answer_at(const char *sho, const char *txn, const char
   return rc;
 }
 
+/* An order of DEV's at the DRF from "sho-c", a third SHO the lab does not run, set in the RO's
+ * store: its txn SHO_C_TXN with `i`, recorded with `owner_jwk` (NULL: before RO migration 12). */
+static void put_sho_c_order(int i, const char *state, int64_t now, int64_t expires,
+                            const char *owner_jwk)
+{
+  char sql[600], owner_sql[64] = "NULL";
+  if (owner_jwk)
+    snprintf(owner_sql, sizeof(owner_sql), "'%s'", owner_jwk);
+  snprintf(sql, sizeof(sql),
+           "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state, record,"
+           " created, updated, expires, owner_jwk) VALUES ('" SHO_C_TXN "', '" DEV "', 'sho-c',"
+           " 'https://sho-c', 'initial', '', '%s', 'r', %lld, %lld, %lld, %s)",
+           i, state, (long long)now, (long long)now, (long long)expires, owner_sql);
+  exec_sql("ro", sql);
+}
+
 /* The DRF records each order an SHO forwards for order_lifetime, and orders reach it beside
  * an SHO's own bound (orders_open_max, 4 per SHO): several SHOs, an order an SHO cannot
  * check yet, a new owner's. At most drf_orders_open_max (16 by default) live orders
@@ -386,12 +402,7 @@ static void test_drf_orders_bounded(void **state)
     bool is_live = i < 16 - live;
     const char *st = is_live ? (i % 2 ? "authorised" : "ordered") : ended[i - (16 - live)];
     int64_t expires = is_live ? now + 1800 + 60 * i : now - 1;
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state, record,"
-             " created, updated, expires) VALUES ('" SHO_C_TXN "', '" DEV "', 'sho-c',"
-             " 'https://sho-c', 'initial', '', '%s', 'r', %lld, %lld, %lld)",
-             (int)i, st, (long long)now, (long long)now, (long long)expires);
-    exec_sql("ro", sql);
+    put_sho_c_order((int)i, st, now, expires, NULL);
   }
   assert_int_equal(count_rows("ro", DRF_LIVE_DEV), 16);
   assert_int_equal(count_rows("sho-a", LIVE_DEV), 2);
@@ -455,15 +466,8 @@ static void test_drf_orders_bounded(void **state)
   assert_int_equal(count_rows("ro", sql), 1);
   /* All owners' together at most twice the bound (32): 15 more of an old key's, and the
    * next order of this owner's, its first but one, is refused, stored nowhere. */
-  for (int i = 100; i < 115; i++) {
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO drf_orders (txn, device, sho, endpoint, procedure, via, state, record,"
-             " created, updated, expires, owner_jwk) VALUES ('" SHO_C_TXN "', '" DEV "',"
-             " 'sho-c', 'https://sho-c', 'initial', '', 'ordered', 'r', %lld, %lld, %lld,"
-             " '{\"old\":2}')",
-             i, (long long)now, (long long)now, (long long)now + 1800);
-    exec_sql("ro", sql);
-  }
+  for (int i = 100; i < 115; i++)
+    put_sho_c_order(i, "ordered", now, now + 1800, "{\"old\":2}");
   assert_int_equal(count_rows("ro", DRF_LIVE_DEV), 32);
   snapshot(before);
   new_txn(txn);

@@ -82,11 +82,7 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
     rc = mcim_ro_verify_statement(r, device, to, txn, typ, jws, cert, out);
   /* A switch notice carries its place in the device's order (tre_sign.c): the SHO refuses one
    * without for good, so it is refused here, before the device is told it is on its way. */
-  json_t *seq = rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0
-                    ? json_object_get((*out)->payload, "seq")
-                    : NULL;
-  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 &&
-      (!json_is_integer(seq) || json_integer_value(seq) <= 0)) {
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && mcim_notice_seq(*out) == 0) {
     mcim_statement_free(*out);
     *out = NULL;
     rc = MCIM_CLAIM_MISSING;
@@ -157,12 +153,11 @@ mcim_cause_t mcim_dpf_notice_body(const json_t *body, char *err, size_t err_len)
 static void notice_what(char *what, size_t len, const char *device, const char *to,
                         const char *event, const mcim_statement_t *stmt)
 {
-  json_t *seq = stmt ? json_object_get(stmt->payload, "seq") : NULL;
-  if (strcmp(event, "discard") == 0 || !json_is_integer(seq))
+  json_int_t seq = strcmp(event, "discard") == 0 ? 0 : mcim_notice_seq(stmt);
+  if (seq == 0)
     snprintf(what, len, "notice/%s/%s/%s", device, to, event);
   else
-    snprintf(what, len, "notice/%s/%s/%s/%lld", device, to, event,
-             (long long)json_integer_value(seq));
+    snprintf(what, len, "notice/%s/%s/%s/%lld", device, to, event, (long long)seq);
 }
 
 /* The registry no longer links `to` to the device: perhaps because this very notice was

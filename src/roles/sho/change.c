@@ -401,8 +401,10 @@ mcim_cause_t mcim_sho_notification_body(const json_t *body, char *err, size_t er
  * device and through the RO's outbox, which keeps no order, and the state they leave must be
  * the last one the device asked for. A notice below the newest one applied to this
  * subscription is MCIM_NOTICE_OVERTAKEN, which the RO's outbox takes as delivered; the same
- * one again (a retry) passes. The conditional UPDATE is the check and the record at once: on
- * PostgreSQL its row lock orders two instances' notices for one subscription. */
+ * one again (a retry) passes. The conditional UPDATE is the check and the record at once, in
+ * the handler's transaction, which holds the writers' lock (SQLite BEGIN IMMEDIATE; on
+ * PostgreSQL the advisory lock taken at begin): two instances' notices for one subscription
+ * are applied one after the other. */
 static mcim_cause_t notice_in_order(mcim_store_t *st, const char *txn, const char *imsi,
                                     json_int_t seq, char *err, size_t err_len)
 {
@@ -479,9 +481,8 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   bool resume = event && strcmp(event, "resume") == 0;
   if (rc == MCIM_OK && !resume && strcmp(event, "suspend") != 0)
     rc = MCIM_UNSUPPORTED;
-  json_t *seq_claim = stmt ? json_object_get(stmt->payload, "seq") : NULL;
-  json_int_t seq = json_is_integer(seq_claim) ? json_integer_value(seq_claim) : 0;
-  if (rc == MCIM_OK && seq <= 0)
+  json_int_t seq = mcim_notice_seq(stmt);
+  if (rc == MCIM_OK && seq == 0)
     rc = MCIM_CLAIM_MISSING; /* the TRE's order of notices (tre_sign.c, notify_check) */
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "notification refused");
