@@ -173,6 +173,17 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
  * retried at the longest backoff (a minute) until record_retention after it was queued, as
  * long as the procedure's other records are kept; a refusal (4xx) still ends it. */
 #define MCIM_OUTBOX_UNTIL_RETENTION (-1)
+/* The same in a chain: messages written with one `chain` key are sent in the order they were
+ * written. Each waits while the one written before it in its chain is pending (until it is
+ * delivered, given up or purged): the worker holds it, without counting an attempt, with
+ * `last_cause` EARLIER_UNDELIVERED, in whichever instance has it. The RO chains a device's
+ * relayed switch notices of one txn (relay.c: the undo's resume of the current SHO after
+ * the target's suspend). NULL `chain`: as the one above. */
+mcim_cause_t mcim_role_outbox_put_chained(struct mcim_role *r, mcim_store_t *st,
+                                          const char *peer, const char *path,
+                                          const json_t *body, const char *txn, int step,
+                                          const char *msg, int64_t max_attempts,
+                                          const char *chain);
 
 /* The longest an owner's statement (order, order query, handover) may be valid: the roles
  * keep its jti until it expires (DESIGN.md section 10: no pending thing lives as long as a

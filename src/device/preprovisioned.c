@@ -196,28 +196,37 @@ void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
    * subscription suspended. An SHO already in standby answers a suspend as done. */
   rc = notify_sho(d, cli, p->txn, p->sho, "suspend", p->sho, token, true, &res, why,
                   sizeof(why));
+  /* The RO answered, and refused: the target holds no live entry at the DRF (released, or
+   * its registration not there yet), so no resume of it can be waiting either, and the
+   * current SHO's resume may go. No answer (or a failure of the RO): it may not. */
+  bool ro_refused = rc != MCIM_OK && res.status != 0 &&
+                    (res.status < 500 || rc == MCIM_REGISTRATION_PENDING);
   mcim_http_result_clear(&res);
   if (rc != MCIM_OK)
     mcim_log_event(dev_data_bool(p, "resumed") ? MCIM_LOG_ERROR : MCIM_LOG_WARN, p->txn, 0, rc,
                    "undoing the switch: %s", why);
-  /* The DRF takes the current SHO's `subscribed` again only on the RO's record of the
-   * device's resume for it (a switch relayed to it, registry.c): so the resume goes through
-   * the RO first, and straight to the SHO after, which does not wait for the RO's outbox (nor
-   * for the RO at all: unreachable, the network side is still undone, the DRF is not). The
-   * SHO answers the second as the first (per txn, device, event and the TRE's seq, which a
-   * notice signed again for the same move keeps: tre_sign.c). Before 2026-12-07 only
-   * the straight one went, and the DRF kept the SHO `preloaded`: no SHO subscribed. */
-  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
+  if (ro_refused)
+    rc = MCIM_OK;
+  /* The current SHO's resume goes through the RO only, after the target's suspend: the RO
+   * delivers a device's switch notices of one txn in the order it took them (relay.c), so the
+   * current SHO is active again only once the target heard its suspend, even when the target
+   * is down (never two live subscriptions, DESIGN.md section 4). The RO's record of it is
+   * also the proof the DRF needs to take the current SHO's `subscribed` again (registry.c).
+   * Before the RO's chains the resume also went straight to the current SHO, which could make it
+   * active while the target's suspend still waited in the RO's outbox, or was never relayed
+   * (the RO unreachable): two live subscriptions. Now, with the RO unreachable, the current
+   * subscription stays suspended until the RO takes the undo (the owner switches again). */
+  if (rc == MCIM_OK)
+    rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
   mcim_http_result_clear(&res);
   if (rc != MCIM_OK)
-    mcim_log_event(MCIM_LOG_WARN, p->txn, 0, rc, "undoing the switch, the DRF's part: %s", why);
-  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, false, &res, why, sizeof(why));
-  mcim_http_result_clear(&res);
-  if (rc != MCIM_OK)
-    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
+    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc,
+                   "undoing the switch: %s; %s stays suspended on the network", why, old);
   else
     mcim_log_event(MCIM_LOG_NOTICE, p->txn, 0, MCIM_OK,
-                   "switch undone: %s is the active subscription again", old);
+                   "switch undone: %s is the active subscription again once the RO relayed its"
+                   " resume, after the suspend of %s",
+                   old, p->sho);
   mcim_wipe(token, strlen(token));
   free(token);
 }

@@ -34,6 +34,7 @@ mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const c
 
 struct outbox_msg {
   char id[33];
+  char after[33]; /* "" or the message this one waits for (mcim_role_outbox_put_after) */
   char *peer, *path, *body, *txn, *msg;
   int64_t step, attempts, next_at, created;
   int64_t max_attempts; /* 0: the configured one; MCIM_OUTBOX_UNTIL_RETENTION */
@@ -114,8 +115,43 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
                                          const char *path, const json_t *body, const char *txn,
                                          int step, const char *msg, int64_t max_attempts)
 {
-  char id[33];
+  return mcim_role_outbox_put_chained(r, st, peer, path, body, txn, step, msg, max_attempts,
+                                      NULL);
+}
+
+static mcim_cause_t after_row(const mcim_row_t *row, void *arg)
+{
+  const char *id = mcim_row_text(row, 0);
+  snprintf((char *)arg, 33, "%s", id ? id : "");
+  return MCIM_OK;
+}
+
+/* The chain's newest message still pending, in the writer's transaction: what a new one waits
+ * for. Two writers of one chain at once (two instances) could each miss the other's; the RO's
+ * chains are one device's requests, which it sends one after the other. */
+static mcim_cause_t chain_last(mcim_store_t *st, const char *chain, char after[33])
+{
+  after[0] = '\0';
+  if (!chain)
+    return MCIM_OK;
+  mcim_val_t p[] = {MCIM_TEXT(chain)};
+  return mcim_store_exec(st,
+                         "SELECT id FROM outbox WHERE chain = ? AND state = 'pending'"
+                         " ORDER BY created DESC LIMIT 1",
+                         p, 1, after_row, after);
+}
+
+mcim_cause_t mcim_role_outbox_put_chained(struct mcim_role *r, mcim_store_t *st,
+                                          const char *peer, const char *path,
+                                          const json_t *body, const char *txn, int step,
+                                          const char *msg, int64_t max_attempts,
+                                          const char *chain)
+{
+  char id[33], after[33];
   random_id(id);
+  mcim_cause_t crc = chain_last(st, chain, after);
+  if (crc != MCIM_OK)
+    return crc;
   char *text = json_dumps(body, JSON_COMPACT);
   if (!text)
     return MCIM_NO_MEMORY;
@@ -133,6 +169,7 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
     h->m.step = step;
     h->m.next_at = h->m.created = now;
     h->m.max_attempts = max_attempts;
+    snprintf(h->m.after, sizeof(h->m.after), "%s", after);
     h->lease = now + mcim_config_int(r->cfg, "peer_timeout_ms") * 2;
     /* handed on the transaction's end, or at once when the insert is its own transaction */
     if (!h->m.peer || !h->m.path || !h->m.body || !h->m.txn || !h->m.msg ||
@@ -149,13 +186,14 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
   }
   int64_t next_at = h ? h->lease : now;
   mcim_val_t budget = max_attempts != 0 ? MCIM_INT(max_attempts) : MCIM_NULL;
-  mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path), MCIM_TEXT(text),
-                    MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),  MCIM_INT(next_at),
-                    MCIM_INT(now),  budget};
+  mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path),  MCIM_TEXT(text),
+                    MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),   MCIM_INT(next_at),
+                    MCIM_INT(now),  budget,          MCIM_TEXT(chain), MCIM_TEXT(after[0] ? after : NULL)};
   mcim_cause_t rc = mcim_store_exec(
       st,
       "INSERT INTO outbox (id, peer, path, body, txn, step, msg, state, attempts, next_at,"
-      " created, max_attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+      " created, max_attempts, chain, after_id)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)",
       p, MCIM_NPARAMS(p), NULL, NULL);
   free(text);
   if (!h)
@@ -202,6 +240,7 @@ static mcim_cause_t outbox_row(const mcim_row_t *row, void *arg)
   m->next_at = mcim_row_int(row, 8);
   m->max_attempts = mcim_row_int(row, 9);
   m->created = mcim_row_int(row, 10);
+  snprintf(m->after, sizeof(m->after), "%s", mcim_row_text(row, 11) ? mcim_row_text(row, 11) : "");
   b->n++;
   return MCIM_OK;
 }
@@ -218,6 +257,7 @@ bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t config
 struct outbox_outcome {
   bool claimed, done;
   bool unsent;   /* claimed, but the round ran out of its lease first: released */
+  int64_t held;  /* not sent: the message it waits for is pending; due again then (ms) */
   bool recorded; /* the outcome written while the lease was still this round's */
   int64_t lease; /* next_at as claimed: the round's rows are updated only while it holds */
   const char *state; /* delivered, pending (again, after a backoff) or failed */
@@ -373,6 +413,16 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
       kept++;
       continue;
     }
+    if (o->held) { /* no attempt: due again when its predecessor is next tried */
+      mcim_val_t h[] = {MCIM_INT(o->held), MCIM_TEXT(mcim_cause_name(MCIM_EARLIER_UNDELIVERED)),
+                        MCIM_TEXT(m->id), MCIM_INT(o->lease)};
+      rc = mcim_store_exec(st,
+                           "UPDATE outbox SET next_at = ?, last_cause = ? WHERE id = ?"
+                           " AND next_at = ? AND state = 'pending'",
+                           h, 4, NULL, NULL);
+      kept++;
+      continue;
+    }
     bool failed = strcmp(o->state, "failed") == 0;
     if (o->done || failed) {
       /* stamped when sent, so it sorts before what the receiver did with it */
@@ -418,6 +468,13 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
       continue;
     if (o->unsent) { /* released: due again at once */
       note_due(r, m->next_at);
+      continue;
+    }
+    if (o->held) {
+      mcim_log_event(MCIM_LOG_INFO, m->txn, (int)m->step, MCIM_EARLIER_UNDELIVERED,
+                     "%s -> %s held: %s waits for message %s", r->name, m->peer, m->msg,
+                     m->after);
+      note_due(r, o->held);
       continue;
     }
     o->recorded = mcim_store_batch_changes(st, at[i]) == 1;
@@ -499,6 +556,38 @@ static void handed_check(mcim_store_t *st, const struct outbox_batch *b,
   }
 }
 
+/* Whether message i of the round waits for its `after`, still pending (the RO's undo of a
+ * switch: the current SHO's resume after the target's suspend, relay.c): 0 if not, else when
+ * to look again (ms). That is when the predecessor is next tried (a retry's time, or the end
+ * of the lease of a round sending it now), but at least one backoff and at most
+ * idle_tick_max_ms away: soon after a delivery in any instance, and a held message costs at
+ * most a write per idle tick. An `after` sent in this very round counts as its outcome says;
+ * one the store cannot be asked about holds (the message waits, never out of order). */
+static int64_t held_until(struct mcim_role *r, mcim_store_t *st, const struct outbox_batch *b,
+                          const struct outbox_outcome *out, size_t i)
+{
+  const struct outbox_msg *m = &b->m[i];
+  int64_t now = mcim_now_us() / 1000, next = 0;
+  int64_t soonest = now + mcim_config_int(r->cfg, "outbox_backoff_ms");
+  int64_t latest = now + mcim_config_int(r->cfg, "idle_tick_max_ms");
+  if (!m->after[0])
+    return 0;
+  for (size_t j = 0; j < i; j++)
+    if (out[j].claimed && !out[j].unsent && !out[j].held && strcmp(b->m[j].id, m->after) == 0)
+      return out[j].done || strcmp(out[j].state, "failed") == 0 ? 0 : soonest;
+  mcim_val_t p[] = {MCIM_TEXT(m->after)};
+  if (mcim_store_query_int(st,
+                           "SELECT COALESCE(MAX(next_at), -1) FROM outbox WHERE id = ?"
+                           " AND state = 'pending'",
+                           p, 1, &next) != MCIM_OK)
+    return soonest;
+  if (next < 0)
+    return 0;
+  if (next > latest)
+    next = latest;
+  return next > soonest ? next : soonest;
+}
+
 /* One round of the outbox: the messages handed by their writers (claimed as they were
  * written), then, when the worker polls, up to 16 in all with those found due in the store
  * (claimed together), sent one after the other while each one's lease allows, their outcomes
@@ -524,7 +613,7 @@ size_t mcim_role_outbox_run(struct mcim_role *r, bool poll)
   else if (poll &&
            mcim_store_exec(st,
                            "SELECT id, peer, path, body, txn, step, msg, attempts,"
-                           " next_at, max_attempts, created FROM outbox"
+                           " next_at, max_attempts, created, after_id FROM outbox"
                            " WHERE state = 'pending' AND next_at <= ? ORDER BY created"
                            " LIMIT 16",
                            p, 1, outbox_row, &b) == MCIM_OK &&
@@ -542,7 +631,7 @@ size_t mcim_role_outbox_run(struct mcim_role *r, bool poll)
      * lease's first quarter, it ends well inside it (two timeouts). */
     if (mcim_now_us() / 1000 - (out[i].lease - 2 * timeout) >= timeout / 2)
       out[i].unsent = true;
-    else
+    else if ((out[i].held = held_until(r, st, &b, out, i)) == 0)
       outbox_send(r, &b.m[i], &out[i]);
   }
   outbox_record(r, st, &b, out);

@@ -78,13 +78,14 @@ static mcim_cause_t notify(const char *sho, const char *bearer, const char *devi
  * its entry is moved aside for the test), the RO answers "not yet" (503 REGISTRATION_PENDING,
  * Retry-After) and relays nothing. fdev2, whose orders are only at sho-b, relaying to sho-a
  * (no order, no entry) is FORBIDDEN, as is fdev2's notice sent with mallory's token. */
-static mcim_cause_t relay_event(const char *device, const char *token, const char *to,
-                                const char *txn, const char *event, int seq, long *status)
+static mcim_cause_t relay_imsi(const char *device, const char *token, const char *to,
+                               const char *imsi, const char *txn, const char *event, int seq,
+                               long *status)
 {
   char *cert = NULL;
   char *jws = device_notice(device, "mcim-notify+jwt", to, txn,
                           json_pack("{s:s,s:s,s:s,s:i}", "event", event, "slot", to, "imsi",
-                                    strcmp(device, "mallory") == 0 ? imsim_b : imsi2, "seq", seq),
+                                    imsi, "seq", seq),
                           &cert);
   json_t *ans = NULL;
   mcim_cause_t rc = post_keep("ro", "/v1/dpf/notices", token,
@@ -95,6 +96,13 @@ static mcim_cause_t relay_event(const char *device, const char *token, const cha
   free(jws);
   free(cert);
   return rc;
+}
+
+static mcim_cause_t relay_event(const char *device, const char *token, const char *to,
+                                const char *txn, const char *event, int seq, long *status)
+{
+  return relay_imsi(device, token, to, strcmp(device, "mallory") == 0 ? imsim_b : imsi2, txn,
+                    event, seq, status);
 }
 
 static mcim_cause_t relay_notice(const char *device, const char *token, const char *to,
@@ -386,6 +394,115 @@ static void test_notices_in_order(void **state)
   free(tokm_b);
 }
 
+/* The undo of a switch as the RO orders it (relay.c: a device's switch notices of one txn go
+ * out in the order the RO took them). mallory suspended sho-a (31, straight) and had the RO
+ * relay sho-b's resume (32): sho-b active. The switch then failed before the TRE's activate,
+ * and the device undid it through the RO: sho-b's suspend (33), then sho-a's resume (34),
+ * while sho-b is down (SIGSTOP). The RO holds sho-a's resume (no attempt, last_cause
+ * EARLIER_UNDELIVERED, waiting for the suspend's message) and sho-a stays in standby: before
+ * the chains the device's straight resume made it active beside sho-b, and the RO's outbox
+ * could deliver the relayed one first too. Once sho-b is back, the suspend lands first, then
+ * the resume: one live subscription at every point. */
+static bool resume_held(void *arg)
+{
+  return db_int("ro", (const char *)arg) == 1;
+}
+
+static bool sho_state_is(const char *sho, const char *imsi, const char *state)
+{
+  char q[200];
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM auc WHERE imsi = '%s' AND state = '%s'", imsi,
+           state);
+  return db_int(sho, q) == 1;
+}
+
+static bool sho_a_active(void *arg)
+{
+  (void)arg;
+  return sho_state_is("sho-a", imsim_a, "active");
+}
+
+static void test_undo_waits_for_suspend(void **state)
+{
+  (void)state;
+  long status = 0;
+  char q[512], *cert = NULL;
+  json_t *ans = NULL;
+  const char *txn = "0000000000000000000000000000f008";
+  char *tokm = token(key_sho_a, "sho-a", "mallory", "full", imsim_a);
+  assert_true(sho_state_is("sho-a", imsim_a, "active"));
+  assert_true(sho_state_is("sho-b", imsim_b, "standby"));
+  /* the switch: sho-a's suspend, straight */
+  char *n = device_notice("mallory", "mcim-notify+jwt", "sho-a", txn,
+                          json_pack("{s:s,s:s,s:s,s:i}", "event", "suspend", "slot", "sho-a",
+                                    "imsi", imsim_a, "seq", 31),
+                          &cert);
+  assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
+                             json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", "mallory",
+                                       "notice", n, "tre_cert", cert),
+                             &ans, NULL),
+                   MCIM_OK);
+  json_decref(ans);
+  free(n);
+  free(cert);
+  assert_true(sho_state_is("sho-a", imsim_a, "standby"));
+  /* sho-b's resume, relayed and delivered */
+  assert_int_equal(relay_imsi("mallory", tokm, "sho-b", imsim_b, txn, "resume", 32, &status),
+                   MCIM_OK);
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'"
+           " AND state = 'delivered'",
+           txn);
+  assert_true(wait_until(30, resume_held, q));
+  assert_true(sho_state_is("sho-b", imsim_b, "active"));
+  /* the undo while sho-b is down: its suspend, then sho-a's resume, both taken by the RO */
+  paused = role_pid("sho-b");
+  assert_int_equal(kill(paused, SIGSTOP), 0);
+  assert_int_equal(relay_imsi("mallory", tokm, "sho-b", imsim_b, txn, "suspend", 33, &status),
+                   MCIM_OK);
+  assert_int_equal(status, 202);
+  assert_int_equal(relay_imsi("mallory", tokm, "sho-a", imsim_a, txn, "resume", 34, &status),
+                   MCIM_OK);
+  assert_int_equal(status, 202);
+  /* held: never tried, waiting for the suspend's message, which was tried and failed */
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox r JOIN outbox s ON r.after_id = s.id"
+           " WHERE r.peer = 'sho-a' AND r.txn = '%s' AND r.state = 'pending' AND r.attempts = 0"
+           " AND r.last_cause = 'EARLIER_UNDELIVERED' AND s.peer = 'sho-b' AND s.txn = '%s'"
+           " AND s.state = 'pending' AND s.attempts >= 1",
+           txn, txn);
+  assert_true(wait_until(60, resume_held, q));
+  /* and still held after the suspend's next attempt failed too */
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'"
+           " AND state = 'pending' AND attempts >= 2",
+           txn);
+  assert_true(wait_until(60, resume_held, q));
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-a' AND txn = '%s' AND attempts = 0"
+           " AND state = 'pending'",
+           txn);
+  assert_int_equal(db_int("ro", q), 1);
+  assert_true(sho_state_is("sho-a", imsim_a, "standby"));
+  resume_paused();
+  /* sho-b back: the suspend lands, then the resume */
+  assert_true(wait_until(60, sho_a_active, NULL));
+  assert_true(sho_state_is("sho-b", imsim_b, "standby"));
+  /* the RO's trace: its last delivery to sho-b (the suspend) before the one to sho-a */
+  snprintf(q, sizeof(q),
+           "SELECT (SELECT MAX(time_us) FROM trace WHERE txn = '%s' AND from_name = 'ro'"
+           " AND to_name = 'sho-b' AND cause IS NULL) < (SELECT MIN(time_us) FROM trace"
+           " WHERE txn = '%s' AND from_name = 'ro' AND to_name = 'sho-a' AND cause IS NULL)",
+           txn, txn);
+  assert_int_equal(db_int("ro", q), 1);
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE txn = '%s' AND state = 'delivered'", txn);
+  assert_int_equal(db_int("ro", q), 3);
+  /* the RO's record of the switch (undone) and of the resume: as the undo left them */
+  db_exec("ro", "DELETE FROM drf_switches WHERE device = 'mallory'");
+  free(tokm);
+}
+
 /* A deferred discard notice to an SHO that released its entry before the notice came (its own
  * termination; or a hostile SHO pinning the device's notices): the RO relays it (202), since
  * an entry in any state links that SHO to the device, and sho-b takes it (its subscription
@@ -435,6 +552,7 @@ int main(void)
       cmocka_unit_test(test_registration_pending),
       cmocka_unit_test(test_report_pending),
       cmocka_unit_test(test_notices_in_order),
+      cmocka_unit_test(test_undo_waits_for_suspend),
       cmocka_unit_test(test_discard_to_released_entry),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

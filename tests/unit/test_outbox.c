@@ -222,6 +222,7 @@ static struct standin {
   pthread_mutex_t mu;
   int calls[NANSWERS];
   int not_pending; /* deliveries whose outbox row was not pending, at attempts = calls so far */
+  int out_of_order; /* deliveries of a chained message while the one before it was pending */
 } peer = {.mu = PTHREAD_MUTEX_INITIALIZER};
 static struct mcim_http_server *peer_srv;
 
@@ -267,6 +268,8 @@ static void h_answer(void *ctx, const struct mcim_http_request *req,
   }
   mcim_store_t *rd = lab_open_db(&lab, "pva");
   struct orow o = rd ? outbox_row_of(rd, txn) : (struct orow){.found = false};
+  const char *after = json_string_value(json_object_get(req->json, "after_txn"));
+  struct orow before = rd && after ? outbox_row_of(rd, after) : (struct orow){.found = false};
   bool stolen = false;
   if (rd && answers[i].taken) { /* leased for an hour by "another instance" */
     mcim_val_t p[] = {MCIM_INT(mcim_now_us() / 1000 + 3600 * 1000), MCIM_TEXT(txn)};
@@ -279,6 +282,8 @@ static void h_answer(void *ctx, const struct mcim_http_request *req,
   if (!o.found || strcmp(o.state, "pending") != 0 || o.attempts != peer.calls[i] ||
       (answers[i].taken && !stolen))
     peer.not_pending++;
+  if (after && (!before.found || strcmp(before.state, "pending") == 0))
+    peer.out_of_order++;
   peer.calls[i]++;
   pthread_mutex_unlock(&peer.mu);
   if (answers[i].taken)
@@ -386,6 +391,78 @@ static void test_409_by_cause(void **state)
   }
   /* every delivery, the retried ones' last included, found its message pending */
   assert_int_equal(peer.not_pending, 0);
+  mcim_store_close(rd);
+}
+
+/* Chains (mcim_role_outbox_put_chained; the RO's undo of a switch, relay.c): a message goes
+ * only once the one written before it in its chain is no longer pending. "a2" waits while
+ * "a1" is retried (WRONG_STATE) until the outbox gives up on it, then goes; "b2" goes once
+ * "b1" is delivered. All four are written in one transaction, so their first round has them
+ * all (the one before counts as its outcome in that round says), and the stand-in checks,
+ * at every delivery of a chained message, that the one before it is no longer pending. A
+ * held message counts no attempt and says why (EARLIER_UNDELIVERED) while it waits. */
+static bool chain_row_is(mcim_store_t *rd, const char *txn, const char *state, int64_t attempts)
+{
+  struct orow o = outbox_row_of(rd, txn);
+  return o.found && strcmp(o.state, state) == 0 && o.attempts == attempts;
+}
+
+static void test_chain_in_order(void **state)
+{
+  (void)state;
+  static const struct {
+    const char *txn, *answer, *after, *chain;
+  } m[] = {
+      {"000000000000000000000000000c0a01", "WRONG_STATE", NULL, "chain-a"},
+      {"000000000000000000000000000c0a02", "CONFLICT", "000000000000000000000000000c0a01",
+       "chain-a"},
+      {"000000000000000000000000000c0b01", "REPLAY", NULL, "chain-b"},
+      {"000000000000000000000000000c0b02", "CONFLICT", "000000000000000000000000000c0b01",
+       "chain-b"},
+  };
+  mcim_store_t *st = mcim_role_store(pva);
+  assert_non_null(st);
+  assert_int_equal(mcim_store_begin(st), MCIM_OK);
+  for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+    json_t *body = json_pack("{s:s,s:s,s:s?}", "txn", m[i].txn, "answer", m[i].answer,
+                             "after_txn", m[i].after);
+    assert_int_equal(mcim_role_outbox_put_chained(pva, st, "sho-a", "/v1/verdicts", body,
+                                                  m[i].txn, 11, "PVA: verdict", 0, m[i].chain),
+                     MCIM_OK);
+    json_decref(body);
+  }
+  assert_int_equal(mcim_store_commit(st), MCIM_OK);
+  mcim_role_wake(pva);
+
+  mcim_store_t *rd = lab_open_db(&lab, "pva");
+  assert_non_null(rd);
+  /* each second of a chain names the first as the one it waits for */
+  int64_t linked = -1;
+  assert_int_equal(mcim_store_exec(rd,
+                                   "SELECT COUNT(*) FROM outbox s JOIN outbox f"
+                                   " ON s.after_id = f.id AND s.chain = f.chain"
+                                   " WHERE s.txn IN ('000000000000000000000000000c0a02',"
+                                   " '000000000000000000000000000c0b02') AND f.after_id IS NULL",
+                                   NULL, 0, count_cb, &linked),
+                   MCIM_OK);
+  assert_int_equal(linked, 2);
+  int64_t deadline = mcim_now_us() / 1000 + 30000;
+  bool done = false;
+  while (!done && mcim_now_us() / 1000 < deadline) {
+    done = chain_row_is(rd, m[0].txn, "failed", TRIES) &&
+           chain_row_is(rd, m[1].txn, "delivered", 1) &&
+           chain_row_is(rd, m[2].txn, "delivered", 1) &&
+           chain_row_is(rd, m[3].txn, "delivered", 1);
+    struct timespec ts = {0, 10 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+    struct orow o = outbox_row_of(rd, m[i].txn);
+    print_message("chain test: %s %s -> %s after %lld attempt(s), last_cause %s\n", m[i].chain,
+                  m[i].txn + 28, o.state, (long long)o.attempts, o.cause[0] ? o.cause : "-");
+  }
+  assert_true(done);
+  assert_int_equal(peer.out_of_order, 0);
   mcim_store_close(rd);
 }
 
@@ -532,6 +609,7 @@ int main(void)
   };
   const struct CMUnitTest answer_tests[] = {
       cmocka_unit_test(test_409_by_cause),
+      cmocka_unit_test(test_chain_in_order),
   };
   const struct CMUnitTest kill_tests[] = {
       cmocka_unit_test(test_claimed_at_writing_survives_sigkill),

@@ -130,9 +130,18 @@ mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const ch
     return MCIM_NO_MEMORY;
   if (discard)
     json_object_set_new(body, "step", json_integer(0));
-  mcim_cause_t rc = mcim_role_outbox_put_budget(r, st, to, discard ? "/v1/discards"
-                                                                   : "/v1/notifications",
-                                                body, txn, 0, msg, MCIM_OUTBOX_UNTIL_RETENTION);
+  /* A device's switch notices of one txn go out in the order the RO took them, whatever SHO
+   * each is for: the undo of a switch (the target's suspend, then the current SHO's resume)
+   * never resumes the current SHO before the target heard its suspend, even with the target
+   * down (never two live subscriptions, DESIGN.md section 4). Per device and txn, so that no
+   * other party's notices can hold a device's back. The order among notices to one SHO is
+   * also the TRE's (seq, tre_sign.c). */
+  char chain[160];
+  snprintf(chain, sizeof(chain), "switch/%s/%s", device, txn);
+  mcim_cause_t rc = mcim_role_outbox_put_chained(r, st, to,
+                                                 discard ? "/v1/discards" : "/v1/notifications",
+                                                 body, txn, 0, msg, MCIM_OUTBOX_UNTIL_RETENTION,
+                                                 discard ? NULL : chain);
   json_decref(body);
   return rc;
 }
