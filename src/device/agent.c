@@ -64,6 +64,10 @@ static const mcim_config_spec_t agent_spec[] = {
     {.name = "ack_deadline", .type = MCIM_CFG_DURATION, .def = "60s", .min = 0, .max = 86400,
      .help = "change via the old SHO: how long step 9 waits for the old SHO's acknowledgement"
              " before the RO is given the TRE-signed discard receipt in its place (step 11)"},
+    {.name = "undo_retry", .type = MCIM_CFG_DURATION, .def = "30s", .min = 1, .max = 3600,
+     .help = "a switch undone while the RO did not answer: first wait before its undo is sent"
+             " again (doubled at each attempt, up to an hour); the current subscription stays"
+             " suspended till the RO takes it"},
     {.name = "request_timeout_ms", .type = MCIM_CFG_INT, .def = "5000", .min = 100,
      .max = 600000, .help = "timeout of one HTTP call to the network"},
     {.name = "statement_lifetime", .type = MCIM_CFG_DURATION, .def = "5m", .min = 1,
@@ -474,8 +478,13 @@ static void *worker_main(void *arg)
       mcim_http_lite_interrupt(cli);
     pthread_mutex_unlock(&d->lock);
     int64_t delay = dev_procedure_round(d, cli);
-    /* between procedures: deferred notifications, a PCID renewal the network asked for */
+    /* between procedures: deferred notifications, a PCID renewal the network asked for, the
+     * undo of a switch the RO has not taken yet (then the sleep ends when the next is due) */
     dev_idle_round(d, cli);
+    if (delay < 0) {
+      dev_undo_round(d, cli);
+      delay = dev_undo_wait_ms(d);
+    }
     /* delay < 0: no procedure is running; nothing is due until the control API (a new
      * procedure, an attach that made something deliverable) or the stop signals */
     if (delay != 0)
@@ -618,6 +627,7 @@ static mcim_cause_t device_new(const char *dir, mcim_tre_t *tre, struct mcim_dev
   rc = open_store(d);
   if (rc != MCIM_OK)
     goto fail;
+  dev_undo_load(d); /* an undo still due when the agent stopped: the worker asks again */
   *out = d;
   return MCIM_OK;
 fail:

@@ -99,6 +99,9 @@ struct mcim_device {
    * acts on them between procedures; the procedures act on them in their own steps. */
   bool notify_due;
   bool pcid_renew_due;
+  /* When the next undo of a switch is due (ms, wall clock; 0: none), under `lock`
+   * (preprovisioned.c). */
+  int64_t undo_next_ms;
   /* Trace rows of the worker's current round, held (under store_lock) until the round's
    * save or its end writes them in one transaction (dev_trace_hold). */
   json_t *trace_held;
@@ -395,6 +398,12 @@ extern const struct dev_procedure dev_proc_preload, dev_proc_switch;
 /* What a procedure that ends without success undoes on the network (switch: a suspended
  * subscription is resumed). Best effort, with the worker's client. */
 void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli, struct dev_proc *p);
+/* The undos the RO has not taken yet (agent.db undo_due): load when the next is due (at
+ * start), how long until then (ms; 0: now; -1: none), and run the one due (between
+ * procedures, the worker). */
+void dev_undo_load(struct mcim_device *d);
+int64_t dev_undo_wait_ms(struct mcim_device *d);
+void dev_undo_round(struct mcim_device *d, struct mcim_http_lite *cli);
 
 /* ---- notify.c ---- */
 /* Deliver every notification the TRE queued (discard receipts) through the RO's relay with

@@ -165,70 +165,230 @@ static void st_activate(struct dev_run *r)
   r->out = OUT_NEXT;
 }
 
-/* A switch that stops half way leaves the network as the TRE is: the current SHO active.
- * Best effort (the procedure has failed already); what cannot be undone is logged. */
-void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
-                           struct dev_proc *p)
-{
-  const char *old = dev_data_str(p, "old");
-  struct mcim_http_result res = {0};
-  struct dev_attach_result ar;
-  char why[300] = "", scope[16], *token = NULL;
-  mcim_cause_t rc;
+/* ---- the undo of a switch that stops half way ---- */
 
-  if (strcmp(p->kind, "switch") != 0 || !old || !cli || !dev_data_bool(p, "suspended") ||
-      dev_data_bool(p, "activated"))
-    return;
-  dev_session_restore(d, p, old);
-  if (dev_session_get(d, old, &token, scope) != MCIM_OK &&
-      (dev_attach(d, cli, old, p->txn, &ar) != MCIM_OK ||
-       dev_session_get(d, old, &token, scope) != MCIM_OK)) {
-    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, MCIM_NO_ACCESS,
-                   "switch failed after suspending %s, which cannot be reached to resume it",
-                   old);
-    return;
-  }
+/* A switch that stops half way leaves the network as the TRE is: the current SHO active.
+ * Its undo is two notices through the RO (below); until the RO took them the device asks
+ * again (dev_undo_round), since without them the current SHO's subscription stays suspended
+ * and the device has no access with the MCIM its TRE holds active. */
+enum undo_outcome {
+  UNDO_TAKEN, /* the RO took both notices (or refused the suspend: nothing to wait for) */
+  UNDO_AGAIN, /* no access, or the RO did not answer or cannot yet: ask again later */
+  UNDO_FINAL, /* the TRE or the RO refused for good: nothing more to do, logged */
+};
+
+/* Access for the undo's notices: the current SHO's session (a standby subscription's token
+ * is honoured while it lives), a new attach to it, else the PCID's at the VNO (the RO takes a
+ * device's notices with any token of the device's: relay.c). NULL if none. */
+static char *undo_access(struct mcim_device *d, struct mcim_http_lite *cli,
+                         const struct dev_proc *p, const char *old)
+{
+  const char *nets[] = {old, dev_cfg_str(d, "vno")};
+  struct dev_attach_result ar;
+  char *token = NULL, scope[16];
+  for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++)
+    if (dev_session_get(d, nets[i], &token, scope) == MCIM_OK ||
+        (dev_attach(d, cli, nets[i], p->txn, &ar) == MCIM_OK &&
+         dev_session_get(d, nets[i], &token, scope) == MCIM_OK))
+      return token;
+  return NULL;
+}
+
+static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite *cli,
+                                    const struct dev_proc *p, const char *old, const char *token)
+{
+  struct mcim_http_result res = {0};
+  char why[300] = "";
   /* The target's suspend first, even when the RO never took its resume: the TRE signed one
    * for each attempt, any of which may have reached the target, so it signs no resume of the
    * current SHO before it signed that suspend (never two live subscriptions, tre_sign.c).
    * Before 2026-12-07 it went only after an accepted resume, and the TRE refused the undo of
    * a switch whose resume step had failed: the device was left with its current SHO's
    * subscription suspended. An SHO already in standby answers a suspend as done. */
-  rc = notify_sho(d, cli, p->txn, p->sho, "suspend", p->sho, token, true, &res, why,
-                  sizeof(why));
-  /* The RO answered, and refused: the target holds no live entry at the DRF (released, or
-   * its registration not there yet), so no resume of it can be waiting either, and the
-   * current SHO's resume may go. No answer (or a failure of the RO): it may not. */
-  bool ro_refused = rc != MCIM_OK && res.status != 0 &&
-                    (res.status < 500 || rc == MCIM_REGISTRATION_PENDING);
+  mcim_cause_t rc = notify_sho(d, cli, p->txn, p->sho, "suspend",
+                               p->sho, token, true, &res, why, sizeof(why));
+  long status = res.status;
   mcim_http_result_clear(&res);
+  if (rc != MCIM_OK && status == 0 && !mcim_cause_transient(rc, 0) && !dev_cause_token(rc)) {
+    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
+    return UNDO_FINAL; /* the TRE refused: the slots moved since (another procedure) */
+  }
+  /* The RO refused it because the target holds no live entry at the DRF (FORBIDDEN:
+   * released; REGISTRATION_PENDING: its registration not there yet): the RO relays no switch
+   * notice to it then, so no resume of it can be waiting either, and the current SHO's
+   * resume may go (as deliver_one, notify.c, reads the same answers). No answer, a failure
+   * of the RO or an access problem: asked again. Any other refusal: for good. */
+  bool no_entry = (rc == MCIM_FORBIDDEN && status == 403) || rc == MCIM_REGISTRATION_PENDING;
+  bool again = !no_entry && (mcim_cause_transient(rc, status) || dev_cause_token(rc));
   if (rc != MCIM_OK)
-    mcim_log_event(dev_data_bool(p, "resumed") ? MCIM_LOG_ERROR : MCIM_LOG_WARN, p->txn, 0, rc,
-                   "undoing the switch: %s", why);
-  if (ro_refused)
-    rc = MCIM_OK;
+    mcim_log_event(no_entry ? MCIM_LOG_WARN : MCIM_LOG_ERROR, p->txn, 0, rc,
+                   "undoing the switch: %s%s", why,
+                   again ? "; asked again later, the current subscription suspended till then"
+                   : no_entry ? "" : "; refused for good, the current subscription stays suspended");
+  if (rc != MCIM_OK && !no_entry)
+    return again ? UNDO_AGAIN : UNDO_FINAL;
   /* The current SHO's resume goes through the RO only, after the target's suspend: the RO
    * delivers a device's switch notices of one txn in the order it took them (relay.c), so the
    * current SHO is active again only once the target heard its suspend, even when the target
    * is down (never two live subscriptions, DESIGN.md section 4). The RO's record of it is
    * also the proof the DRF needs to take the current SHO's `subscribed` again (registry.c).
-   * Before the RO's chains the resume also went straight to the current SHO, which could make it
-   * active while the target's suspend still waited in the RO's outbox, or was never relayed
-   * (the RO unreachable): two live subscriptions. Now, with the RO unreachable, the current
-   * subscription stays suspended until the RO takes the undo (the owner switches again). */
-  if (rc == MCIM_OK)
-    rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
+   * Before the RO's chains the resume also went straight to the current SHO, which could
+   * make it active while the target's suspend still waited in the RO's outbox, or was never
+   * relayed (the RO unreachable): two live subscriptions. */
+  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
+  status = res.status;
   mcim_http_result_clear(&res);
-  if (rc != MCIM_OK)
-    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc,
-                   "undoing the switch: %s; %s stays suspended on the network", why, old);
-  else
+  if (rc == MCIM_OK) {
     mcim_log_event(MCIM_LOG_NOTICE, p->txn, 0, MCIM_OK,
                    "switch undone: %s is the active subscription again once the RO relayed its"
                    " resume, after the suspend of %s",
                    old, p->sho);
+    return UNDO_TAKEN;
+  }
+  again = mcim_cause_transient(rc, status) || dev_cause_token(rc) ||
+          rc == MCIM_REGISTRATION_PENDING;
+  mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s; %s stays suspended%s",
+                 why, old, again ? " until the RO takes it (asked again later)" : "");
+  return again ? UNDO_AGAIN : UNDO_FINAL;
+}
+
+static bool undo_needed(const struct dev_proc *p)
+{
+  return strcmp(p->kind, "switch") == 0 && dev_data_str(p, "old") &&
+         dev_data_bool(p, "suspended") && !dev_data_bool(p, "activated");
+}
+
+static enum undo_outcome undo_run(struct mcim_device *d, struct mcim_http_lite *cli,
+                                  const struct dev_proc *p)
+{
+  const char *old = dev_data_str(p, "old");
+  char *token = undo_access(d, cli, p, old);
+  if (!token) {
+    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, MCIM_NO_ACCESS,
+                   "undoing the switch: no access to the network (%s, %s); asked again later",
+                   old, dev_cfg_str(d, "vno"));
+    return UNDO_AGAIN;
+  }
+  enum undo_outcome o = undo_relay(d, cli, p, old, token);
   mcim_wipe(token, strlen(token));
   free(token);
+  return o;
+}
+
+/* The undo's retries, in agent.db (table undo_due, store.c): one row per switch whose undo
+ * the RO has not taken, asked again after undo_retry, doubled at each attempt up to an hour.
+ * `d->undo_next_ms` (under `lock`) is the earliest, 0 for none: the worker's idle sleep ends
+ * then (dev_undo_wait_ms). */
+static void undo_schedule(struct mcim_device *d, mcim_store_t *st)
+{
+  int64_t next = 0;
+  if (mcim_store_query_int(st, "SELECT COALESCE(MIN(next_at), 0) FROM undo_due", NULL, 0,
+                           &next) != MCIM_OK)
+    next = mcim_now_us() / 1000 + dev_cfg_int(d, "undo_retry") * 1000; /* look again then */
+  pthread_mutex_lock(&d->lock);
+  d->undo_next_ms = next;
+  pthread_mutex_unlock(&d->lock);
+}
+
+static void undo_record(struct mcim_device *d, const char *txn, enum undo_outcome o,
+                        int64_t attempts)
+{
+  int64_t wait = dev_cfg_int(d, "undo_retry");
+  for (int64_t i = 0; i < attempts && wait < 3600; i++)
+    wait *= 2;
+  if (wait > 3600)
+    wait = 3600;
+  mcim_val_t up[] = {MCIM_TEXT(txn), MCIM_INT(mcim_now_us() / 1000 + wait * 1000),
+                     MCIM_INT(attempts + 1)};
+  mcim_val_t del[] = {MCIM_TEXT(txn)};
+  mcim_store_t *st = dev_store_lock(d);
+  mcim_cause_t rc =
+      o == UNDO_AGAIN
+          ? mcim_store_exec(st,
+                            "INSERT INTO undo_due (txn, next_at, attempts) VALUES (?, ?, ?)"
+                            " ON CONFLICT (txn) DO UPDATE SET next_at = excluded.next_at,"
+                            " attempts = excluded.attempts",
+                            up, 3, NULL, NULL)
+          : mcim_store_exec(st, "DELETE FROM undo_due WHERE txn = ?", del, 1, NULL, NULL);
+  if (rc != MCIM_OK)
+    mcim_log_event(MCIM_LOG_ERROR, txn, 0, rc, "the undo's retry not recorded: %s",
+                   mcim_store_errmsg(st));
+  undo_schedule(d, st);
+  dev_store_unlock(d);
+}
+
+/* Best effort at the procedure's end (finish, procedures.c); asked again until the RO takes
+ * it when it did not answer. */
+void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
+                           struct dev_proc *p)
+{
+  if (!cli || !undo_needed(p))
+    return;
+  dev_session_restore(d, p, dev_data_str(p, "old"));
+  if (undo_run(d, cli, p) == UNDO_AGAIN)
+    undo_record(d, p->txn, UNDO_AGAIN, 0);
+}
+
+void dev_undo_load(struct mcim_device *d)
+{
+  mcim_store_t *st = dev_store_lock(d);
+  undo_schedule(d, st);
+  dev_store_unlock(d);
+}
+
+int64_t dev_undo_wait_ms(struct mcim_device *d)
+{
+  pthread_mutex_lock(&d->lock);
+  int64_t next = d->undo_next_ms;
+  pthread_mutex_unlock(&d->lock);
+  if (next == 0)
+    return -1;
+  int64_t now = mcim_now_us() / 1000;
+  return next > now ? next - now : 0;
+}
+
+struct undo_row {
+  char txn[DEV_TXN_LEN + 1];
+  int64_t attempts;
+};
+
+static mcim_cause_t undo_row_cb(const mcim_row_t *row, void *arg)
+{
+  struct undo_row *u = arg;
+  snprintf(u->txn, sizeof(u->txn), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  u->attempts = mcim_row_int(row, 1);
+  return MCIM_OK;
+}
+
+/* Between procedures: the undo whose turn it is, again (one a round). Its procedure gone (purged
+ * by records_max) or no longer in need of it: the row goes. */
+void dev_undo_round(struct mcim_device *d, struct mcim_http_lite *cli)
+{
+  if (dev_undo_wait_ms(d) != 0)
+    return;
+  struct undo_row u = {{0}, 0};
+  struct dev_proc p;
+  memset(&p, 0, sizeof(p));
+  mcim_val_t now[] = {MCIM_INT(mcim_now_us() / 1000)};
+  mcim_store_t *st = dev_store_lock(d);
+  mcim_cause_t rc = mcim_store_query_one(st,
+                                         "SELECT txn, attempts FROM undo_due WHERE next_at <= ?"
+                                         " ORDER BY next_at LIMIT 1",
+                                         now, 1, undo_row_cb, &u);
+  if (rc == MCIM_OK)
+    rc = dev_proc_load(st, u.txn, &p);
+  if (rc != MCIM_OK)
+    undo_schedule(d, st);
+  dev_store_unlock(d);
+  if (rc == MCIM_NOT_FOUND && u.txn[0])
+    undo_record(d, u.txn, UNDO_FINAL, 0);
+  if (rc != MCIM_OK)
+    goto cleanup;
+  enum undo_outcome o = strcmp(p.state, "failed") == 0 && undo_needed(&p) ? undo_run(d, cli, &p)
+                                                                         : UNDO_FINAL;
+  undo_record(d, u.txn, o, u.attempts);
+cleanup:
+  dev_proc_clear(&p);
 }
 
 /* ---- the tables ---- */

@@ -36,6 +36,11 @@ static const mcim_migration_t device_migrations[] = {
      "CREATE INDEX procedures_ended ON procedures (updated, txn, state)"
      " WHERE state <> 'running';"
      "CREATE INDEX trace_time ON trace (time_us)"},
+    /* The undo of a switch the RO has not taken yet, asked again (preprovisioned.c,
+     * dev_undo_round): its procedure is kept by the purge until then. */
+    {3, "agent: the undo of a switch, until the RO takes it",
+     "CREATE TABLE undo_due (txn TEXT PRIMARY KEY, next_at BIGINT NOT NULL,"
+     " attempts BIGINT NOT NULL)"},
 };
 
 mcim_cause_t dev_store_migrate(mcim_store_t *st)
@@ -484,7 +489,8 @@ json_t *dev_proc_json(const struct dev_proc *p)
  * The count's cut, (updated, txn) at most (u, t): upto = below = u, upto_txn = t. The age
  * alone: upto = below - 1, upto_txn NULL (which no txn compares with). */
 #define PROC_GONE                                                                              \
-  "state <> 'running' AND txn <> ? AND updated <= ? AND (updated < ? OR txn <= ?)"
+  "state <> 'running' AND txn <> ? AND updated <= ? AND (updated < ? OR txn <= ?)"           \
+  " AND txn NOT IN (SELECT txn FROM undo_due)"
 
 struct purge_cut {
   int64_t updated;

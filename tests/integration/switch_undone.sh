@@ -10,8 +10,20 @@
 #  - sho-a's resume went straight to sho-a only, and the DRF, which takes sho-a's
 #    `subscribed` only on the RO's record of that resume (registry.c), kept it `preloaded`:
 #    no SHO subscribed. The agent now sends it through the relay too.
+#
+# Then the undo while the RO does not answer (SIGSTOP): the agent sends no resume of sho-a at
+# all (it could land before sho-b heard its suspend; before the RO's chains it went straight
+# to sho-a, and both could be active), keeps the undo due in agent.db and asks again, with
+# undo_retry's backoff, until the RO takes it; then sho-a is active again and the DRF follows.
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl
+
+stopped="" # pids we sent SIGSTOP: always resumed on exit
+on_exit() {
+  for p in $stopped; do kill -CONT "$p" 2>/dev/null || true; done
+  cleanup
+}
+trap on_exit EXIT
 
 check "lab up" "$mcim" lab up --dir "$lab"
 check "manufacture su" "$mcim" lab device add su --dir "$lab"
@@ -51,4 +63,45 @@ grep -q '"slot":"sho-a","sho":"sho-a","imsi":"[0-9]*","state":"active"' "$tmp/st
   ok "the TRE's active MCIM is sho-a's" || bad "TRE: $(head -c 400 "$tmp/st.json")"
 check "su attaches to sho-a" "$mcim" device attach su --to sho-a --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "full access at sho-a" || bad "attach: $(cat "$tmp/out")"
+
+# --- the undo while the RO does not answer ---
+adb="$lab/devices/su/agent.db"
+sed -i -e "s/\"procedure_timeout\": *[0-9]*/\"procedure_timeout\": $(scaled 8)/" \
+  -e 's/^{/{"undo_retry": 1, "request_timeout_ms": 1000,/' "$lab/devices/su/agent.json"
+check "su: undo_retry 1 s, request timeout 1 s, agent restarted" "$mcim" lab restart su --dir "$lab"
+"$mcim" run switch su --to sho-b --json --dir "$lab" >"$tmp/sw2.json" 2>&1 &
+runpid=$!
+wait_until 30 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" standby &&
+  ok "second switch: sho-a suspended" || bad "sho-a: not suspended"
+ro_pid=$(pid_of ro)
+kill -STOP "$ro_pid"
+stopped="$ro_pid"
+if wait "$runpid"; then bad "the second switch succeeded: $(head -c 400 "$tmp/sw2.json")"; else
+  grep -q '"TIMEOUT"' "$tmp/sw2.json" && ok "the second switch failed at its deadline (TIMEOUT)" ||
+    bad "switch: $(head -c 400 "$tmp/sw2.json")"
+fi
+txn2=$(sql "$adb" "SELECT txn FROM procedures WHERE kind = 'switch' ORDER BY created DESC LIMIT 1")
+wait_until 30 db_is "$adb" "SELECT attempts >= 2 FROM undo_due WHERE txn = '$txn2'" 1 &&
+  ok "the undo is due in agent.db and was asked again ($(sql "$adb" "SELECT attempts FROM undo_due"))" ||
+  bad "undo_due: '$(sql "$adb" "SELECT txn, attempts, next_at FROM undo_due")'"
+db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" standby &&
+  ok "sho-a still suspended while the RO does not answer (no resume sent around the RO)" ||
+  bad "sho-a: $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"
+grep -q "asked again later" "$lab/devices/su/agent.log" &&
+  ok "the agent logged the undo as asked again" || bad "agent.log: no retry logged"
+kill -CONT "$ro_pid"
+stopped=""
+wait_until 60 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" active &&
+  ok "the RO back: sho-a's subscription active again" ||
+  bad "sho-a AuC: $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"
+wait_until 20 db_is "$adb" "SELECT COUNT(*) FROM undo_due" 0 &&
+  ok "the undo is no longer due" || bad "undo_due: '$(sql "$adb" "SELECT * FROM undo_due")'"
+wait_until 20 db_is "$lab/ro/ro.db" "SELECT txn FROM drf_switches WHERE device='su' AND sho='sho-a'" "$txn2" &&
+  ok "the RO recorded the device's resume of sho-a (txn $txn2)" ||
+  bad "drf_switches: $(sql "$lab/ro/ro.db" "SELECT sho, txn FROM drf_switches WHERE device='su'")"
+wait_until 20 db_is "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='su' AND sho='sho-a'" subscribed &&
+  ok "the DRF holds sho-a subscribed again" || bad "DRF sho-a: '$(entry sho-a)'"
+db_is "$lab/sho-b/sho-b.db" "SELECT COUNT(*) FROM auc WHERE device='su' AND state='active'" 0 &&
+  ok "sho-b never active" || bad "sho-b: $(sql "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE device='su'")"
+check "su attaches to sho-a again" "$mcim" device attach su --to sho-a --json --dir "$lab"
 finish
