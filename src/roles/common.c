@@ -43,10 +43,12 @@ static const mcim_migration_t common_migrations[] = {
      "CREATE INDEX trace_time ON trace (time_us)"},
     /* Messages sent in the order they were written (mcim_role_outbox_put_chained): the undo
      * of a switch resumes the current SHO only after the target's suspend is delivered. */
-    {4, "outbox: chains of messages sent in order (chain, after_id)",
+    {4, "outbox: chains of messages sent in order (chain, chain_pos, after_id, ready_at)",
      "ALTER TABLE outbox ADD COLUMN chain TEXT;"
+     "ALTER TABLE outbox ADD COLUMN chain_pos BIGINT;"
      "ALTER TABLE outbox ADD COLUMN after_id TEXT;"
-     "CREATE INDEX outbox_chain ON outbox (chain, created)"},
+     "ALTER TABLE outbox ADD COLUMN ready_at BIGINT;"
+     "CREATE INDEX outbox_chain ON outbox (chain, chain_pos)"},
 };
 
 mcim_cause_t mcim_role_common_migrate(mcim_store_t *st)

@@ -34,9 +34,11 @@ mcim_cause_t mcim_role_outbox_put(struct mcim_role *r, mcim_store_t *st, const c
 
 struct outbox_msg {
   char id[33];
-  char after[33]; /* "" or the message this one waits for (mcim_role_outbox_put_after) */
+  char after[33]; /* "" or the message this one waits for (mcim_role_outbox_put_chained) */
   char *peer, *path, *body, *txn, *msg;
   int64_t step, attempts, next_at, created;
+  int64_t ready_at; /* 0, or when it was last held: its retry budget's age counts from then */
+  bool was_held;    /* held by an earlier round (its last_cause): the hold is logged once */
   int64_t max_attempts; /* 0: the configured one; MCIM_OUTBOX_UNTIL_RETENTION */
 };
 
@@ -119,26 +121,38 @@ mcim_cause_t mcim_role_outbox_put_budget(struct mcim_role *r, mcim_store_t *st, 
                                       NULL);
 }
 
-static mcim_cause_t after_row(const mcim_row_t *row, void *arg)
+struct chain_tail {
+  char id[33];
+  int64_t pos;
+  bool open; /* not delivered nor given up: the new message waits for it */
+};
+
+static mcim_cause_t tail_row(const mcim_row_t *row, void *arg)
 {
-  const char *id = mcim_row_text(row, 0);
-  snprintf((char *)arg, 33, "%s", id ? id : "");
+  struct chain_tail *t = arg;
+  snprintf(t->id, sizeof(t->id), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  t->pos = mcim_row_int(row, 1);
+  t->open = mcim_row_int(row, 2) != 0;
   return MCIM_OK;
 }
 
-/* The chain's newest message still pending, in the writer's transaction: what a new one waits
- * for. Two writers of one chain at once (two instances) could each miss the other's; the RO's
- * chains are one device's requests, which it sends one after the other. */
-static mcim_cause_t chain_last(mcim_store_t *st, const char *chain, char after[33])
+/* The chain's last message, in the writer's transaction: the new one takes the next position
+ * and waits for it while it is open. Positions, not `created`: the clocks of two instances
+ * (or one stepped back) may disagree by more than the time between two messages, and two
+ * messages may share a millisecond. Writers take turns (the store's writers' lock, on
+ * PostgreSQL across instances), so no two messages of a chain get one position. A last
+ * message that ended leaves nothing to wait for: the chain's earlier messages ended before it
+ * (each waited for the one before). */
+static mcim_cause_t chain_last(mcim_store_t *st, const char *chain, struct chain_tail *t)
 {
-  after[0] = '\0';
+  memset(t, 0, sizeof(*t));
   if (!chain)
     return MCIM_OK;
   mcim_val_t p[] = {MCIM_TEXT(chain)};
   return mcim_store_exec(st,
-                         "SELECT id FROM outbox WHERE chain = ? AND state = 'pending'"
-                         " ORDER BY created DESC LIMIT 1",
-                         p, 1, after_row, after);
+                         "SELECT id, chain_pos, state NOT IN ('delivered', 'failed') FROM outbox"
+                         " WHERE chain = ? ORDER BY chain_pos DESC LIMIT 1",
+                         p, 1, tail_row, t);
 }
 
 mcim_cause_t mcim_role_outbox_put_chained(struct mcim_role *r, mcim_store_t *st,
@@ -147,11 +161,13 @@ mcim_cause_t mcim_role_outbox_put_chained(struct mcim_role *r, mcim_store_t *st,
                                           const char *msg, int64_t max_attempts,
                                           const char *chain)
 {
-  char id[33], after[33];
+  char id[33];
+  struct chain_tail tail;
   random_id(id);
-  mcim_cause_t crc = chain_last(st, chain, after);
+  mcim_cause_t crc = chain_last(st, chain, &tail);
   if (crc != MCIM_OK)
     return crc;
+  const char *after = tail.open ? tail.id : "";
   char *text = json_dumps(body, JSON_COMPACT);
   if (!text)
     return MCIM_NO_MEMORY;
@@ -188,12 +204,14 @@ mcim_cause_t mcim_role_outbox_put_chained(struct mcim_role *r, mcim_store_t *st,
   mcim_val_t budget = max_attempts != 0 ? MCIM_INT(max_attempts) : MCIM_NULL;
   mcim_val_t p[] = {MCIM_TEXT(id),  MCIM_TEXT(peer), MCIM_TEXT(path),  MCIM_TEXT(text),
                     MCIM_TEXT(txn), MCIM_INT(step),  MCIM_TEXT(msg),   MCIM_INT(next_at),
-                    MCIM_INT(now),  budget,          MCIM_TEXT(chain), MCIM_TEXT(after[0] ? after : NULL)};
+                    MCIM_INT(now),  budget,          MCIM_TEXT(chain),
+                    chain ? MCIM_INT(tail.pos + 1) : MCIM_NULL,
+                    MCIM_TEXT(after[0] ? after : NULL)};
   mcim_cause_t rc = mcim_store_exec(
       st,
       "INSERT INTO outbox (id, peer, path, body, txn, step, msg, state, attempts, next_at,"
-      " created, max_attempts, chain, after_id)"
-      " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)",
+      " created, max_attempts, chain, chain_pos, after_id)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?, ?)",
       p, MCIM_NPARAMS(p), NULL, NULL);
   free(text);
   if (!h)
@@ -202,9 +220,12 @@ mcim_cause_t mcim_role_outbox_put_chained(struct mcim_role *r, mcim_store_t *st,
     handed_free(h);
   } else if (!mcim_store_in_txn(st)) {
     hand_to_worker(r, h);
-  } else {
-    h->next = staged;
-    staged = h;
+  } else { /* at the end: handed in the order they were written (staged_end) */
+    struct outbox_handed **tail_p = &staged;
+    while (*tail_p)
+      tail_p = &(*tail_p)->next;
+    h->next = NULL;
+    *tail_p = h;
   }
   return rc;
 }
@@ -241,6 +262,9 @@ static mcim_cause_t outbox_row(const mcim_row_t *row, void *arg)
   m->max_attempts = mcim_row_int(row, 9);
   m->created = mcim_row_int(row, 10);
   snprintf(m->after, sizeof(m->after), "%s", mcim_row_text(row, 11) ? mcim_row_text(row, 11) : "");
+  m->ready_at = mcim_row_int(row, 12);
+  m->was_held = mcim_row_text(row, 13) &&
+                strcmp(mcim_row_text(row, 13), mcim_cause_name(MCIM_EARLIER_UNDELIVERED)) == 0;
   b->n++;
   return MCIM_OK;
 }
@@ -351,9 +375,12 @@ static void outbox_send(struct mcim_role *r, const struct outbox_msg *m, struct 
   o->done = outcome == MCIM_OUTBOX_DELIVERED;
   o->attempts = m->attempts + 1;
   o->state = o->done ? "delivered" : "pending";
+  /* a message held for its chain (held_until) counts its age from its last hold: waiting
+   * for the message before it spends none of its own budget */
+  int64_t since = m->ready_at > m->created ? m->ready_at : m->created;
   if (!o->done && (outcome == MCIM_OUTBOX_REFUSED || mcim_outbox_gives_up(
                                 o->attempts, m->max_attempts,
-                                mcim_config_int(r->cfg, "outbox_max_attempts"), now - m->created,
+                                mcim_config_int(r->cfg, "outbox_max_attempts"), now - since,
                                 mcim_config_duration(r->cfg, "record_retention") * 1000)))
     o->state = "failed";
   int64_t backoff = mcim_config_int(r->cfg, "outbox_backoff_ms");
@@ -415,11 +442,11 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
     }
     if (o->held) { /* no attempt: due again when its predecessor is next tried */
       mcim_val_t h[] = {MCIM_INT(o->held), MCIM_TEXT(mcim_cause_name(MCIM_EARLIER_UNDELIVERED)),
-                        MCIM_TEXT(m->id), MCIM_INT(o->lease)};
+                        MCIM_INT(mcim_now_us() / 1000), MCIM_TEXT(m->id), MCIM_INT(o->lease)};
       rc = mcim_store_exec(st,
-                           "UPDATE outbox SET next_at = ?, last_cause = ? WHERE id = ?"
-                           " AND next_at = ? AND state = 'pending'",
-                           h, 4, NULL, NULL);
+                           "UPDATE outbox SET next_at = ?, last_cause = ?, ready_at = ?"
+                           " WHERE id = ? AND next_at = ? AND state = 'pending'",
+                           h, MCIM_NPARAMS(h), NULL, NULL);
       kept++;
       continue;
     }
@@ -470,10 +497,11 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
       note_due(r, m->next_at);
       continue;
     }
-    if (o->held) {
-      mcim_log_event(MCIM_LOG_INFO, m->txn, (int)m->step, MCIM_EARLIER_UNDELIVERED,
-                     "%s -> %s held: %s waits for message %s", r->name, m->peer, m->msg,
-                     m->after);
+    if (o->held) { /* logged at its first hold only */
+      if (!m->was_held)
+        mcim_log_event(MCIM_LOG_INFO, m->txn, (int)m->step, MCIM_EARLIER_UNDELIVERED,
+                       "%s -> %s held: %s waits for message %s", r->name, m->peer, m->msg,
+                       m->after);
       note_due(r, o->held);
       continue;
     }
@@ -556,30 +584,35 @@ static void handed_check(mcim_store_t *st, const struct outbox_batch *b,
   }
 }
 
-/* Whether message i of the round waits for its `after`, still pending (the RO's undo of a
- * switch: the current SHO's resume after the target's suspend, relay.c): 0 if not, else when
- * to look again (ms). That is when the predecessor is next tried (a retry's time, or the end
- * of the lease of a round sending it now), but at least one backoff and at most
- * idle_tick_max_ms away: soon after a delivery in any instance, and a held message costs at
- * most a write per idle tick. An `after` sent in this very round counts as its outcome says;
- * one the store cannot be asked about holds (the message waits, never out of order). */
+/* Whether message i of the round waits for its `after`, not yet delivered nor given up (the
+ * RO's undo of a switch: the current SHO's resume after the target's suspend, relay.c): 0 if
+ * not, else when to look again (ms). That is when the predecessor is next tried (a retry's
+ * time, or the end of the lease of a round sending it now, in another instance), at least one
+ * backoff and at most one lease (two peer timeouts) away: a held message costs a write per
+ * retry of its predecessor, at most one per lease, and goes at most a lease after its
+ * predecessor was delivered elsewhere. An `after` sent in this very round counts as its
+ * outcome says; one the store cannot be asked about holds (never out of order). */
 static int64_t held_until(struct mcim_role *r, mcim_store_t *st, const struct outbox_batch *b,
                           const struct outbox_outcome *out, size_t i)
 {
   const struct outbox_msg *m = &b->m[i];
-  int64_t now = mcim_now_us() / 1000, next = 0;
+  int64_t now = mcim_now_us() / 1000, next = -1;
   int64_t soonest = now + mcim_config_int(r->cfg, "outbox_backoff_ms");
-  int64_t latest = now + mcim_config_int(r->cfg, "idle_tick_max_ms");
+  int64_t latest = now + 2 * mcim_config_int(r->cfg, "peer_timeout_ms");
+  bool in_round = false;
   if (!m->after[0])
     return 0;
-  for (size_t j = 0; j < i; j++)
-    if (out[j].claimed && !out[j].unsent && !out[j].held && strcmp(b->m[j].id, m->after) == 0)
-      return out[j].done || strcmp(out[j].state, "failed") == 0 ? 0 : soonest;
+  for (size_t j = 0; j < i && !in_round; j++)
+    if (out[j].claimed && !out[j].unsent && !out[j].held && strcmp(b->m[j].id, m->after) == 0) {
+      in_round = true;
+      if (!out[j].done && strcmp(out[j].state, "failed") != 0)
+        next = out[j].next_at;
+    }
   mcim_val_t p[] = {MCIM_TEXT(m->after)};
-  if (mcim_store_query_int(st,
-                           "SELECT COALESCE(MAX(next_at), -1) FROM outbox WHERE id = ?"
-                           " AND state = 'pending'",
-                           p, 1, &next) != MCIM_OK)
+  if (!in_round && mcim_store_query_int(st,
+                                        "SELECT COALESCE(MAX(next_at), -1) FROM outbox"
+                                        " WHERE id = ? AND state NOT IN ('delivered', 'failed')",
+                                        p, 1, &next) != MCIM_OK)
     return soonest;
   if (next < 0)
     return 0;
@@ -613,7 +646,8 @@ size_t mcim_role_outbox_run(struct mcim_role *r, bool poll)
   else if (poll &&
            mcim_store_exec(st,
                            "SELECT id, peer, path, body, txn, step, msg, attempts,"
-                           " next_at, max_attempts, created, after_id FROM outbox"
+                           " next_at, max_attempts, created, after_id, ready_at, last_cause"
+                           " FROM outbox"
                            " WHERE state = 'pending' AND next_at <= ? ORDER BY created"
                            " LIMIT 16",
                            p, 1, outbox_row, &b) == MCIM_OK &&

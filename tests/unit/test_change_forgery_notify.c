@@ -443,9 +443,22 @@ static void test_undo_waits_for_suspend(void **state)
                              &ans, NULL),
                    MCIM_OK);
   json_decref(ans);
+  ans = NULL;
+  assert_true(sho_state_is("sho-a", imsim_a, "standby"));
+  /* sho-a, which got that suspend straight and can mint mallory a token, brings it to the
+   * RO's relay to head mallory's chain and hold back what follows (sho-b's resume) while it
+   * refuses it: refused, nothing queued (review of 2026-12-06) */
+  snprintf(q, sizeof(q), "SELECT COUNT(*) FROM outbox WHERE txn = '%s'", txn);
+  assert_int_equal(post_keep("ro", "/v1/dpf/notices", tokm,
+                             json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "mallory",
+                                       "to", "sho-a", "statement", n, "tre_cert", cert),
+                             &ans, &status),
+                   MCIM_FORBIDDEN);
+  assert_int_equal(status, 403);
+  assert_int_equal(db_int("ro", q), 0);
+  json_decref(ans);
   free(n);
   free(cert);
-  assert_true(sho_state_is("sho-a", imsim_a, "standby"));
   /* sho-b's resume, relayed and delivered */
   assert_int_equal(relay_imsi("mallory", tokm, "sho-b", imsim_b, txn, "resume", 32, &status),
                    MCIM_OK);

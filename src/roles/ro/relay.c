@@ -272,6 +272,15 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 &&
       (!event || (strcmp(event, "suspend") != 0 && strcmp(event, "resume") != 0)))
     rc = MCIM_UNSUPPORTED;
+  /* A suspend of the very SHO whose token the request carries: a device sends that one
+   * straight (the switch's suspend step), so the one party that can bring it here is that
+   * SHO, which received it so and can mint the device a token, to put it at the head of the
+   * device's chain and hold back what follows it (the target's resume) while it refuses it
+   * (review of 2026-12-06). The undo's suspend is of the target, sent with the current SHO's
+   * token or the VNO's. */
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && strcmp(event, "suspend") == 0 &&
+      strcmp(to, acc.network) == 0)
+    rc = MCIM_FORBIDDEN;
   if (rc != MCIM_OK) {
     /* A notice's txn is the device's, unknown here: traced only once its TRE's statement
      * verified for it; before that (an unlinked SHO, a bad signature, a registration still
