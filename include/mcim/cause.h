@@ -105,6 +105,7 @@
   X(ATTACH_BUSY,             733, 503, "too many unanswered attach challenges of this identity are open; retry after Retry-After") \
   X(ORDERS_BUSY,             734, 429, "this device has as many live orders as allowed (orders_open_max at the SHO, drf_orders_open_max at the DRF), none yet provisioned, failed or expired; order again after Retry-After") \
   X(NOTICE_OVERTAKEN,        735, 409, "the device's TRE signed a later suspend or resume notice for this subscription, already applied: this one is older and changes nothing") \
+  X(NOTICE_NOT_RELAYED,      737, 403, "the RO relays no suspend of the subscription a switch leaves (the notice's leg is not \"to\", or the token is that SHO's own): the device sends that one straight to its SHO") \
   X(EARLIER_UNDELIVERED,     736, 409, "an earlier message of this procedure to another party is not delivered yet: this one waits for it (a resume never overtakes the suspend of another subscription)") \
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \

@@ -194,6 +194,8 @@ static char *undo_access(struct mcim_device *d, struct mcim_http_lite *cli,
   return NULL;
 }
 
+static bool tre_refused(mcim_cause_t rc);
+
 static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite *cli,
                                     const struct dev_proc *p, const char *old, const char *token)
 {
@@ -209,7 +211,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
                                p->sho, token, true, &res, why, sizeof(why));
   long status = res.status;
   mcim_http_result_clear(&res);
-  if (rc != MCIM_OK && status == 0 && !mcim_cause_transient(rc, 0) && !dev_cause_token(rc)) {
+  if (rc != MCIM_OK && status == 0 && tre_refused(rc)) {
     mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
     return UNDO_FINAL; /* the TRE refused: the slots moved since (another procedure) */
   }
@@ -219,7 +221,8 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * resume may go (as deliver_one, notify.c, reads the same answers). No answer, a failure
    * of the RO or an access problem: asked again. Any other refusal: for good. */
   bool no_entry = (rc == MCIM_FORBIDDEN && status == 403) || rc == MCIM_REGISTRATION_PENDING;
-  bool again = !no_entry && (mcim_cause_transient(rc, status) || dev_cause_token(rc));
+  bool again = !no_entry && (mcim_cause_transient(rc, status) || dev_cause_token(rc) ||
+                             status == 0);
   if (rc != MCIM_OK)
     mcim_log_event(no_entry ? MCIM_LOG_WARN : MCIM_LOG_ERROR, p->txn, 0, rc,
                    "undoing the switch: %s%s", why,
@@ -246,10 +249,19 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
     return UNDO_TAKEN;
   }
   again = mcim_cause_transient(rc, status) || dev_cause_token(rc) ||
-          rc == MCIM_REGISTRATION_PENDING;
+          rc == MCIM_REGISTRATION_PENDING || (status == 0 && !tre_refused(rc));
   mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s; %s stays suspended%s",
                  why, old, again ? " until the RO takes it (asked again later)" : "");
   return again ? UNDO_AGAIN : UNDO_FINAL;
+}
+
+/* The TRE's refusals of an undo's notice that are for good: the slots moved since (another
+ * procedure; a later switch, tre_sign.c), the instruction gone. Any other failure of the TRE
+ * (its store, a TPM) may pass: asked again. */
+static bool tre_refused(mcim_cause_t rc)
+{
+  return rc == MCIM_WRONG_STATE || rc == MCIM_FORBIDDEN || rc == MCIM_NOT_FOUND ||
+         rc == MCIM_CLAIM_MISMATCH || rc == MCIM_INVALID_ARGUMENT;
 }
 
 static bool undo_needed(const struct dev_proc *p)
@@ -279,12 +291,16 @@ static enum undo_outcome undo_run(struct mcim_device *d, struct mcim_http_lite *
  * the RO has not taken, asked again after undo_retry, doubled at each attempt up to an hour.
  * `d->undo_next_ms` (under `lock`) is the earliest, 0 for none: the worker's idle sleep ends
  * then (dev_undo_wait_ms). */
-static void undo_schedule(struct mcim_device *d, mcim_store_t *st)
+static void undo_schedule(struct mcim_device *d, mcim_store_t *st, int64_t not_before)
 {
   int64_t next = 0;
   if (mcim_store_query_int(st, "SELECT COALESCE(MIN(next_at), 0) FROM undo_due", NULL, 0,
                            &next) != MCIM_OK)
     next = mcim_now_us() / 1000 + dev_cfg_int(d, "undo_retry") * 1000; /* look again then */
+  /* a round that could not record its outcome (the store full, busy or read-only) leaves the
+   * row as it was, due already: not again before its backoff, or the worker would spin */
+  if (next != 0 && next < not_before)
+    next = not_before;
   pthread_mutex_lock(&d->lock);
   d->undo_next_ms = next;
   pthread_mutex_unlock(&d->lock);
@@ -298,8 +314,8 @@ static void undo_record(struct mcim_device *d, const char *txn, enum undo_outcom
     wait *= 2;
   if (wait > 3600)
     wait = 3600;
-  mcim_val_t up[] = {MCIM_TEXT(txn), MCIM_INT(mcim_now_us() / 1000 + wait * 1000),
-                     MCIM_INT(attempts + 1)};
+  int64_t due = mcim_now_us() / 1000 + wait * 1000;
+  mcim_val_t up[] = {MCIM_TEXT(txn), MCIM_INT(due), MCIM_INT(attempts + 1)};
   mcim_val_t del[] = {MCIM_TEXT(txn)};
   mcim_store_t *st = dev_store_lock(d);
   mcim_cause_t rc =
@@ -313,7 +329,7 @@ static void undo_record(struct mcim_device *d, const char *txn, enum undo_outcom
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_ERROR, txn, 0, rc, "the undo's retry not recorded: %s",
                    mcim_store_errmsg(st));
-  undo_schedule(d, st);
+  undo_schedule(d, st, rc == MCIM_OK ? 0 : due);
   dev_store_unlock(d);
 }
 
@@ -332,7 +348,7 @@ void dev_change_compensate(struct mcim_device *d, struct mcim_http_lite *cli,
 void dev_undo_load(struct mcim_device *d)
 {
   mcim_store_t *st = dev_store_lock(d);
-  undo_schedule(d, st);
+  undo_schedule(d, st, 0);
   dev_store_unlock(d);
 }
 
@@ -361,24 +377,34 @@ static mcim_cause_t undo_row_cb(const mcim_row_t *row, void *arg)
 }
 
 /* Between procedures: the undo whose turn it is, again (one a round). Its procedure gone (purged
- * by records_max) or no longer in need of it: the row goes. */
+ * by records_max) or no longer in need of it: the row goes. Not while a procedure runs (one
+ * the control API started since the worker's round): the undo waits for its end. */
 void dev_undo_round(struct mcim_device *d, struct mcim_http_lite *cli)
 {
   if (dev_undo_wait_ms(d) != 0)
     return;
   struct undo_row u = {{0}, 0};
   struct dev_proc p;
+  int64_t running = 0, now_ms = mcim_now_us() / 1000;
   memset(&p, 0, sizeof(p));
-  mcim_val_t now[] = {MCIM_INT(mcim_now_us() / 1000)};
+  mcim_val_t now[] = {MCIM_INT(now_ms)};
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = mcim_store_query_one(st,
-                                         "SELECT txn, attempts FROM undo_due WHERE next_at <= ?"
-                                         " ORDER BY next_at LIMIT 1",
-                                         now, 1, undo_row_cb, &u);
+  mcim_cause_t rc = mcim_store_query_int(
+      st, "SELECT COUNT(*) FROM procedures WHERE state = 'running'", NULL, 0, &running);
+  if (rc == MCIM_OK && running > 0) { /* its end wakes the worker again */
+    dev_store_unlock(d);
+    return;
+  }
+  if (rc == MCIM_OK)
+    rc = mcim_store_query_one(st,
+                              "SELECT txn, attempts FROM undo_due WHERE next_at <= ?"
+                              " ORDER BY next_at LIMIT 1",
+                              now, 1, undo_row_cb, &u);
   if (rc == MCIM_OK)
     rc = dev_proc_load(st, u.txn, &p);
+  /* nothing due after all, or a store that cannot answer: looked at again later, not at once */
   if (rc != MCIM_OK)
-    undo_schedule(d, st);
+    undo_schedule(d, st, now_ms + dev_cfg_int(d, "undo_retry") * 1000);
   dev_store_unlock(d);
   if (rc == MCIM_NOT_FOUND && u.txn[0])
     undo_record(d, u.txn, UNDO_FINAL, 0);

@@ -641,20 +641,24 @@ size_t mcim_role_outbox_run(struct mcim_role *r, bool poll)
   /* Retries come due, and messages of an instance that died or not claimed as written: found
    * in the store, only when the worker polls (its own retries when due, the rest within
    * idle_tick_max_ms: mcim_role_worker_main); what is handed goes without a look. */
+  mcim_cause_t prc = MCIM_OK;
   if (poll && handed == sizeof(b.m) / sizeof(b.m[0]))
     found = 1; /* no room to look: soon again */
   else if (poll &&
-           mcim_store_exec(st,
-                           "SELECT id, peer, path, body, txn, step, msg, attempts,"
-                           " next_at, max_attempts, created, after_id, ready_at, last_cause"
-                           " FROM outbox"
-                           " WHERE state = 'pending' AND next_at <= ? ORDER BY created"
-                           " LIMIT 16",
-                           p, 1, outbox_row, &b) == MCIM_OK &&
+           (prc = mcim_store_exec(st,
+                                  "SELECT id, peer, path, body, txn, step, msg, attempts,"
+                                  " next_at, max_attempts, created, after_id, ready_at,"
+                                  " last_cause FROM outbox"
+                                  " WHERE state = 'pending' AND next_at <= ? ORDER BY created"
+                                  " LIMIT 16",
+                                  p, 1, outbox_row, &b)) == MCIM_OK &&
            b.n > handed) {
     found = b.n - handed;
     outbox_claim(r, st, &b, handed, out);
   }
+  if (prc != MCIM_OK) /* retries and orphans wait for the next poll */
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, prc, "outbox: the store's due messages not read: %s",
+                   mcim_store_errmsg(st));
   if (b.n == 0)
     goto cleanup;
   int64_t timeout = mcim_config_int(r->cfg, "peer_timeout_ms");

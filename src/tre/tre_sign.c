@@ -82,7 +82,7 @@ static mcim_cause_t status_check(json_t *st, const char *txn, json_t *extra)
  * value it had, so a retry is the same notice to the SHO. *changed: the record moved, the
  * caller commits before the notice leaves. */
 static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, bool *changed,
-                                 json_int_t *seq)
+                                 json_int_t *seq, const char **leg)
 {
   const char *event = tre_str(extra, "event"), *slot = tre_str(extra, "slot");
   const char *imsi = tre_str(extra, "imsi");
@@ -108,6 +108,20 @@ static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, boo
                    "names it", event, slot);
     return MCIM_FORBIDDEN;
   }
+  /* A later switch that moved a slot's record: this one's notices are over, its retries
+   * included (an undo the agent asks again for, preprovisioned.c, must not resume a
+   * subscription a newer switch suspended). Records are kept in the order instructed. */
+  for (size_t j = (size_t)k + 1; j < json_array_size(list); j++)
+    if (json_integer_value(json_object_get(json_array_get(list, j), "moves")) > 0) {
+      mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_WRONG_STATE,
+                     "tre: refusing a %s notice for %s: a later switch moved the slots", event,
+                     slot);
+      return MCIM_WRONG_STATE;
+    }
+  /* Which way the notice goes: the slot the switch leaves ("from": its suspend is sent
+   * straight, to the SHO whose token the device holds) or enters ("to": relayed by the RO).
+   * The RO relays no suspend of the "from" leg (relay.c): only that SHO could bring it. */
+  *leg = is_to ? "to" : "from";
   const char *mine = is_to ? "to_net" : "from_net", *other = is_to ? "from_net" : "to_net";
   const char *other_net = tre_str(sw, other);
   if (!slot_in_state(slots, from, "active") || !slot_in_state(slots, to, "inactive") ||
@@ -196,17 +210,19 @@ mcim_cause_t tre_op_sign(void *ctx, const char *typ, const char *aud, const char
   held = true;
   bool moved = false;
   json_int_t seq = 0;
+  const char *leg = NULL;
   if (strcmp(typ, "mcim-status+jwt") == 0)
     rc = status_check(st, txn, extra);
   else if (strcmp(typ, "mcim-notify+jwt") == 0)
-    rc = notify_check(st, txn, extra, &moved, &seq);
+    rc = notify_check(st, txn, extra, &moved, &seq, &leg);
   if (rc == MCIM_OK && moved)
     rc = tre_commit(t, st); /* what the TRE vouched for is durable before the notice leaves */
   if (rc != MCIM_OK)
     goto cleanup;
-  if (seq > 0) { /* the TRE's order, whatever the agent put there */
+  if (seq > 0) { /* the TRE's order and the notice's leg, whatever the agent put there */
     mine = json_copy(extra);
-    if (!mine || json_object_set_new(mine, "seq", json_integer(seq))) {
+    if (!mine || json_object_set_new(mine, "seq", json_integer(seq)) ||
+        json_object_set_new(mine, "leg", json_string(leg))) {
       rc = MCIM_NO_MEMORY;
       goto cleanup;
     }

@@ -16,7 +16,7 @@
 # to sho-a, and both could be active), keeps the undo due in agent.db and asks again, with
 # undo_retry's backoff, until the RO takes it; then sho-a is active again and the DRF follows.
 . "$(dirname "$0")/lib/common.bash"
-need sqlite3 curl
+need sqlite3 curl python3
 
 stopped="" # pids we sent SIGSTOP: always resumed on exit
 on_exit() {
@@ -66,9 +66,14 @@ grep -q '"scope": "full"' "$tmp/out" && ok "full access at sho-a" || bad "attach
 
 # --- the undo while the RO does not answer ---
 adb="$lab/devices/su/agent.db"
-sed -i -e "s/\"procedure_timeout\": *[0-9]*/\"procedure_timeout\": $(scaled 8)/" \
-  -e 's/^{/{"undo_retry": 1, "request_timeout_ms": 1000,/' "$lab/devices/su/agent.json"
-check "su: undo_retry 1 s, request timeout 1 s, agent restarted" "$mcim" lab restart su --dir "$lab"
+python3 - "$lab/devices/su/agent.json" "$(scaled 8)" "$(scaled 1000)" <<'PY'
+import json, sys
+path, deadline, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cfg = json.load(open(path))
+cfg.update(procedure_timeout=deadline, undo_retry=1, request_timeout_ms=timeout)
+json.dump(cfg, open(path, "w"), indent=2)
+PY
+check "su: undo_retry 1 s, request timeout $(scaled 1000) ms, agent restarted" "$mcim" lab restart su --dir "$lab"
 "$mcim" run switch su --to sho-b --json --dir "$lab" >"$tmp/sw2.json" 2>&1 &
 runpid=$!
 wait_until 30 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" standby &&

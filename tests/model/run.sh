@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make model` (docs/model.md): checks tests/model/mcim.pml with spin.
+# `make model` (docs/model.md): checks tests/model/mcim.pml and tests/model/switch.pml with spin.
 #   - every configuration of the model (procedure x hostile SHO) against every property:
 #     p0 (no claim: assertions, invalid end states), p1-p4 (safety, never claims of the ltl
 #     formulas), p5 and p6 (liveness: acceptance cycles under weak fairness, -a -f); each must
@@ -38,7 +38,7 @@ build() {
   local name=$1 defs=$2 extra=${3:-}
   mkdir -p "$out/$name"
   echo "$defs $bound" >"$out/$name/defs"
-  (cd "$out/$name" && cp "$model" mcim.pml && spin $defs $bound -a mcim.pml >spin.log 2>&1 &&
+  (cd "$out/$name" && cp "${PML:-$model}" mcim.pml && spin $defs $bound -a mcim.pml >spin.log 2>&1 &&
      gcc -O0 -w -DMEMLIM=$memlim -DNFAIR=3 -DVECTORSZ=2048 $extra -o pan pan.c >>spin.log 2>&1) || {
     echo "model: spin/gcc failed for $name (see $out/$name/spin.log)" >&2
     exit 1
@@ -168,6 +168,15 @@ fails M9-no-ready           "$INI -DHOSTILE=1 -DMUT_NO_READY" p0
 # caught only by the general hostile SHO (requests outside the old menu of moves):
 fails M10-token-any-issuer  "$OLD -DHOSTILE=1 -DMUT_TOKEN_ANY_ISSUER" p3
 fails M11-order-read-any    "$OLD -DHOSTILE=1 -DMUT_ORDER_READ_ANY" p3
+
+# ---- the switch between pre-provisioned MCIMs and its undo (tests/model/switch.pml) ----
+# PML: the model file a run checks (the default: mcim.pml)
+PML="$here/switch.pml" holds switch "" p0 p1
+# F6: the undo as it was: the relays tried once each, then the current SHO's resume straight;
+# the RO's outbox in any order (src/device/preprovisioned.c, src/roles/outbox.c)
+PML="$here/switch.pml" fails F6-switch-old-undo "-DMUT_OLD_UNDO" p1
+PML="$here/switch.pml" fails M12-switch-no-chain "-DMUT_NO_CHAIN" p1
+PML="$here/switch.pml" fails M13-switch-no-retry "-DMUT_NO_RETRY" p0
 
 t1=$(date +%s.%N)
 printf 'bound: MAXF=%s faults, HMOVES=%s hostile moves; total %.1f s wall\n' "$maxf" "$hmoves" \

@@ -83,9 +83,10 @@ static mcim_cause_t relay_imsi(const char *device, const char *token, const char
                                long *status)
 {
   char *cert = NULL;
+  /* the leg of the slot the switch enters, as the TRE signs it (tre_sign.c) */
   char *jws = device_notice(device, "mcim-notify+jwt", to, txn,
-                          json_pack("{s:s,s:s,s:s,s:i}", "event", event, "slot", to, "imsi",
-                                    imsi, "seq", seq),
+                          json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", event, "slot", to, "imsi",
+                                    imsi, "seq", seq, "leg", "to"),
                           &cert);
   json_t *ans = NULL;
   mcim_cause_t rc = post_keep("ro", "/v1/dpf/notices", token,
@@ -434,8 +435,8 @@ static void test_undo_waits_for_suspend(void **state)
   assert_true(sho_state_is("sho-b", imsim_b, "standby"));
   /* the switch: sho-a's suspend, straight */
   char *n = device_notice("mallory", "mcim-notify+jwt", "sho-a", txn,
-                          json_pack("{s:s,s:s,s:s,s:i}", "event", "suspend", "slot", "sho-a",
-                                    "imsi", imsim_a, "seq", 31),
+                          json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "suspend", "slot", "sho-a",
+                                    "imsi", imsim_a, "seq", 31, "leg", "from"),
                           &cert);
   assert_int_equal(post_keep("sho-a", "/v1/notifications", tokm,
                              json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", "mallory",
@@ -445,18 +446,25 @@ static void test_undo_waits_for_suspend(void **state)
   json_decref(ans);
   ans = NULL;
   assert_true(sho_state_is("sho-a", imsim_a, "standby"));
-  /* sho-a, which got that suspend straight and can mint mallory a token, brings it to the
-   * RO's relay to head mallory's chain and hold back what follows (sho-b's resume) while it
-   * refuses it: refused, nothing queued (review of 2026-12-06) */
+  /* sho-a, which got that suspend straight and can mint mallory a token (or have a VNO it
+   * runs mint one), brings it to the RO's relay to head mallory's chain and hold back what
+   * follows (sho-b's resume) while it refuses it: refused, nothing queued (reviews of
+   * 2026-12-06; the TRE signs the suspend of the slot a switch leaves with leg "from") */
   snprintf(q, sizeof(q), "SELECT COUNT(*) FROM outbox WHERE txn = '%s'", txn);
-  assert_int_equal(post_keep("ro", "/v1/dpf/notices", tokm,
-                             json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device", "mallory",
-                                       "to", "sho-a", "statement", n, "tre_cert", cert),
-                             &ans, &status),
-                   MCIM_FORBIDDEN);
-  assert_int_equal(status, 403);
-  assert_int_equal(db_int("ro", q), 0);
-  json_decref(ans);
+  char *tokv = token(key_vno, "vno", "mallory", "restricted", imsim_a);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(post_keep("ro", "/v1/dpf/notices", i ? tokv : tokm,
+                               json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", txn, "device",
+                                         "mallory", "to", "sho-a", "statement", n, "tre_cert",
+                                         cert),
+                               &ans, &status),
+                     MCIM_NOTICE_NOT_RELAYED);
+    assert_int_equal(status, 403);
+    assert_int_equal(db_int("ro", q), 0);
+    json_decref(ans);
+    ans = NULL;
+  }
+  free(tokv);
   free(n);
   free(cert);
   /* sho-b's resume, relayed and delivered */

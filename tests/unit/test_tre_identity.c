@@ -436,6 +436,7 @@ static char *owner_instruction(const mcim_jose_key_t *by, const char *procedure,
 
 /* The "seq" claim of the last notice notice() had signed: its place in the device's order. */
 static json_int_t last_seq;
+static char last_leg[8]; /* the notice's leg: "from" (sent straight) or "to" (relayed) */
 
 static mcim_cause_t notice(mcim_tre_t *tre, const char *txn, const char *event,
                            const struct sho *s, const char *imsi)
@@ -447,6 +448,7 @@ static mcim_cause_t notice(mcim_tre_t *tre, const char *txn, const char *event,
   mcim_cause_t rc = tre->ops->sign(tre->ctx, "mcim-notify+jwt", s->name, txn, extra, 60, &jws);
   assert_true(rc == MCIM_OK ? jws != NULL : jws == NULL);
   last_seq = 0;
+  last_leg[0] = '\0';
   if (jws) {
     const char *p = strchr(jws, '.'), *e = p ? strchr(p + 1, '.') : NULL;
     uint8_t buf[4096];
@@ -457,6 +459,9 @@ static mcim_cause_t notice(mcim_tre_t *tre, const char *txn, const char *event,
     json_t *claims = json_loadb((const char *)buf, n, 0, NULL);
     assert_non_null(claims);
     last_seq = json_integer_value(json_object_get(claims, "seq"));
+    snprintf(last_leg, sizeof(last_leg), "%s",
+             json_string_value(json_object_get(claims, "leg")) ? json_string_value(json_object_get(claims, "leg"))
+                                                                 : "");
     json_decref(claims);
   }
   free(jws);
@@ -506,14 +511,17 @@ static void test_sign_notify(void **state)
   assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_a, NULL), MCIM_FORBIDDEN);
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
   /* Each notice that moves a slot's record takes the device's next number (the SHO applies
-   * them only upward, whatever road they took); a retry keeps its number. */
+   * them only upward, whatever road they took); a retry keeps its number. The current SHO's
+   * leg is "from": the RO relays no suspend of it (relay.c). */
   assert_int_equal(last_seq, 1);
+  assert_string_equal(last_leg, "from");
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
   assert_int_equal(last_seq, 1);
   /* what the TRE vouched is in its state: another handle (a restart) goes on from it */
   assert_int_equal(mcim_tre_soft_open(f->dir, &b), MCIM_OK);
   assert_int_equal(notice(b, TXN_C, "resume", &sho_b, NULL), MCIM_OK);
   assert_int_equal(last_seq, 2);
+  assert_string_equal(last_leg, "to");
   assert_int_equal(notice(b, TXN_C, "resume", &sho_b, NULL), MCIM_OK); /* a retry */
   assert_int_equal(last_seq, 2);
   /* the undo: the current one back only once the target is suspended again; the target's
@@ -552,6 +560,32 @@ static void test_sign_notify(void **state)
   assert_int_equal(last_seq, 14);
   assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_b, NULL), MCIM_WRONG_STATE);
   assert_int_equal(notice(b, TXN_D, "suspend", &sho_b, NULL), MCIM_WRONG_STATE);
+
+  /* A switch whose undo is still owed (E: the target's suspend signed, the current SHO's
+   * resume not yet), then a later switch that moved the slots (F: its suspend): E's notices
+   * are over, retries included, so an undo the agent asks again for never resumes a
+   * subscription F suspended. */
+  static const char txn_e[] = "00000000000000000000000000000005";
+  static const char txn_f[] = "00000000000000000000000000000006";
+  jws = owner_instruction(owner, "switch", "sho-a", txn_e);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+  assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(notice(f->tre, txn_e, "resume", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 17);
+  jws = owner_instruction(owner, "switch", "sho-a", txn_f);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+  /* F instructed but not moved yet: E's undo goes on */
+  assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 17);
+  assert_int_equal(notice(f->tre, txn_f, "suspend", &sho_b, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 18);
+  assert_int_equal(notice(f->tre, txn_e, "resume", &sho_b, NULL), MCIM_WRONG_STATE);
+  assert_int_equal(notice(b, txn_e, "suspend", &sho_a, NULL), MCIM_WRONG_STATE);
   mcim_tre_close(b);
 }
 

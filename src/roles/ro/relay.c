@@ -272,15 +272,17 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 &&
       (!event || (strcmp(event, "suspend") != 0 && strcmp(event, "resume") != 0)))
     rc = MCIM_UNSUPPORTED;
-  /* A suspend of the very SHO whose token the request carries: a device sends that one
-   * straight (the switch's suspend step), so the one party that can bring it here is that
-   * SHO, which received it so and can mint the device a token, to put it at the head of the
-   * device's chain and hold back what follows it (the target's resume) while it refuses it
-   * (review of 2026-12-06). The undo's suspend is of the target, sent with the current SHO's
-   * token or the VNO's. */
-  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && strcmp(event, "suspend") == 0 &&
-      strcmp(to, acc.network) == 0)
-    rc = MCIM_FORBIDDEN;
+  /* A suspend of the subscription a switch leaves (its leg "from", signed by the TRE,
+   * tre_sign.c): the device sends that one straight, so the party that can bring it here is
+   * that SHO, which received it so, with a token of its own or of a VNO it runs or colludes
+   * with, to head the device's chain and hold back what follows it (the target's resume)
+   * while it refuses it (reviews of 2026-12-06). The undo's suspend is of the target (leg
+   * "to"). A suspend for the token's own network is refused too, whatever its leg. */
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && strcmp(event, "suspend") == 0) {
+    const char *leg = mcim_statement_string(stmt, "leg");
+    if (!leg || strcmp(leg, "to") != 0 || strcmp(to, acc.network) == 0)
+      rc = MCIM_NOTICE_NOT_RELAYED;
+  }
   if (rc != MCIM_OK) {
     /* A notice's txn is the device's, unknown here: traced only once its TRE's statement
      * verified for it; before that (an unlinked SHO, a bad signature, a registration still
