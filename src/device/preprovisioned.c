@@ -125,6 +125,11 @@ static void st_suspend(struct dev_run *r)
       return;
     mcim_wipe(token, strlen(token));
     free(token);
+    /* From here the TRE signs the suspend and the current SHO may apply it whatever the
+     * device hears back (an answer lost until the deadline): the procedure's end undoes the
+     * switch from then on (undo_needed), not only once an answer came. Undoing a suspend that
+     * never landed costs nothing: the target is in standby already, the current SHO active. */
+    dev_data_set_bool(r->p, "suspend_sent", true);
     if (dev_session_save(r, old) != MCIM_OK || dev_run_save(r) != MCIM_OK) {
       dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the current SHO's session");
       return;
@@ -267,7 +272,8 @@ static bool tre_refused(mcim_cause_t rc)
 static bool undo_needed(const struct dev_proc *p)
 {
   return strcmp(p->kind, "switch") == 0 && dev_data_str(p, "old") &&
-         dev_data_bool(p, "suspended") && !dev_data_bool(p, "activated");
+         (dev_data_bool(p, "suspended") || dev_data_bool(p, "suspend_sent")) &&
+         !dev_data_bool(p, "activated");
 }
 
 static enum undo_outcome undo_run(struct mcim_device *d, struct mcim_http_lite *cli,

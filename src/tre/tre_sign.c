@@ -172,8 +172,19 @@ static mcim_cause_t switch_record(json_t *st, const mcim_statement_t *stmt)
     return MCIM_NO_MEMORY;
   if (tre_find(list, "txn", txn) >= 0)
     return MCIM_OK;
-  while (json_array_size(list) >= TRE_MAX_SWITCHES)
-    json_array_remove(list, 0);
+  /* Room for the new one: the oldest record that never moved a slot goes first (an
+   * instruction the agent could not act on: an owner retrying a switch while the device's
+   * undo of an earlier one is still owed, preprovisioned.c), then the oldest. A record that
+   * moved is what an undo's notices are signed against: dropped, the undo is refused. */
+  while (json_array_size(list) >= TRE_MAX_SWITCHES) {
+    size_t drop = 0;
+    for (size_t j = 0; j < json_array_size(list); j++)
+      if (json_integer_value(json_object_get(json_array_get(list, j), "moves")) == 0) {
+        drop = j;
+        break;
+      }
+    json_array_remove(list, drop);
+  }
   const char *from = NULL;
   size_t i;
   json_t *s;

@@ -177,6 +177,9 @@ PML="$here/switch.pml" holds switch "" p0 p1
 PML="$here/switch.pml" fails F6-switch-old-undo "-DMUT_OLD_UNDO" p1
 PML="$here/switch.pml" fails M12-switch-no-chain "-DMUT_NO_CHAIN" p1
 PML="$here/switch.pml" fails M13-switch-no-retry "-DMUT_NO_RETRY" p0
+# F7: no undo of a suspend whose answer was lost (src/device/preprovisioned.c undo_needed;
+# found by a review of the code and the model, 2026-12-06)
+PML="$here/switch.pml" fails F7-switch-lost-answer "-DMUT_UNDO_NEEDS_ANSWER" p0
 
 t1=$(date +%s.%N)
 printf 'bound: MAXF=%s faults, HMOVES=%s hostile moves; total %.1f s wall\n' "$maxf" "$hmoves" \

@@ -9,8 +9,8 @@
  *
  * Faults, at most MAXF in a run: the RO does not answer a request of the device (it took it or
  * not: both), the TRE fails to activate the target's MCIM, a delivery of the outbox fails (the
- * peer down: retried). A request the device makes straight to X (the switch's suspend) is
- * answered: the step is retried until it is, and nothing follows it before.
+ * peer down: retried), X does not answer the switch's suspend (sent straight) until the
+ * procedure's deadline, having applied it or not (both).
  *
  * Properties:
  *   p0  assertions and end states: when the device is done and the outbox empty, the network
@@ -22,7 +22,10 @@
  *   MUT_NO_CHAIN     the outbox sends a device's notices in any order;
  *   MUT_OLD_UNDO     the undo as it was: each relay tried once, then X's resume straight
  *                    (with the outbox in any order, as it was);
- *   MUT_NO_RETRY     the undo not sent again when the RO does not answer. */
+ *   MUT_NO_RETRY     the undo not sent again when the RO does not answer;
+ *   MUT_UNDO_NEEDS_ANSWER  no undo unless X answered the suspend (the agent before
+ *                    `suspend_sent`: a suspend X applied but whose answer was lost left both
+ *                    subscriptions in standby). */
 
 #ifndef MAXF
 #define MAXF 4
@@ -107,7 +110,19 @@ active proctype device() {
   st[X] = ACTIVE;
   st[Y] = STANDBY;
   seq++;
-  atomic { apply(X, SUSPEND, seq) }        /* suspend: straight, answered */
+  if
+  :: atomic { apply(X, SUSPEND, seq) }     /* suspend: straight, answered */
+  :: faults < MAXF -> faults++;            /* no answer until the deadline: applied or not */
+     if
+     :: atomic { apply(X, SUSPEND, seq) }
+     :: skip
+     fi;
+#ifdef MUT_UNDO_NEEDS_ANSWER
+     goto done
+#else
+     goto undo
+#endif
+  fi;
   seq++;
   if
   :: atomic { ro_queue(Y, RESUME, seq) } ->

@@ -575,6 +575,18 @@ static void test_sign_notify(void **state)
   assert_int_equal(notice(f->tre, txn_e, "resume", &sho_a, NULL), MCIM_OK);
   assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_a, NULL), MCIM_OK);
   assert_int_equal(last_seq, 17);
+  /* Eight more instructions the agent could not act on (the owner retrying while E's undo is
+   * owed): they make room among themselves, never by dropping E, which moved */
+  for (int n = 0; n < 8; n++) {
+    char txn_n[33];
+    snprintf(txn_n, sizeof(txn_n), "000000000000000000000000000000%02x", 0x10 + n);
+    jws = owner_instruction(owner, "switch", "sho-a", txn_n);
+    assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                     MCIM_OK);
+    free(jws);
+  }
+  assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_a, NULL), MCIM_OK);
+  assert_int_equal(last_seq, 17);
   jws = owner_instruction(owner, "switch", "sho-a", txn_f);
   assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
                    MCIM_OK);
