@@ -90,7 +90,12 @@ static void seal_ctx(char *out, size_t len, const char *id)
 }
 
 /* A new session: the AV's XRES sealed, RAND kept to resynchronise with; `rows` (may be NULL):
- * its trace rows until the device answers. */
+ * its trace rows until the device answers. Written relaxed (no fsync of its own; the next
+ * durable commit carries it): a session a crash loses costs the device one attach again (its
+ * answer finds no open session, WRONG_STATE, and the agent asks for a fresh challenge:
+ * src/device/attach.c), while the AV's SQN step, the one thing that must never be lost, was
+ * committed durably by the AuC (or the ICF) before. One fsync less an attach, at the SHO and
+ * at the VNO (docs/performance.md). */
 static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey, const char *id,
                                 const char *txn, const char *identity, const char *device,
                                 const struct mcim_aka_av *av, const char *rows)
@@ -106,10 +111,11 @@ static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey
                     MCIM_TEXT(identity), MCIM_TEXT(device),
                     MCIM_BLOB(av->rand, sizeof(av->rand)), MCIM_BLOB(sealed, slen),
                     MCIM_INT(mcim_now()), MCIM_TEXT(rows)};
-  return mcim_store_exec(st,
-                         "INSERT INTO attach (id, txn, identity, device, rand, xres, state,"
-                         " created, trace) VALUES (?, ?, ?, ?, ?, ?, 'challenged', ?, ?)",
-                         p, MCIM_NPARAMS(p), NULL, NULL);
+  return mcim_store_exec_relaxed(st,
+                                 "INSERT INTO attach (id, txn, identity, device, rand, xres,"
+                                 " state, created, trace)"
+                                 " VALUES (?, ?, ?, ?, ?, ?, 'challenged', ?, ?)",
+                                 p, MCIM_NPARAMS(p), NULL, NULL);
 }
 
 /* At most attach_open_max unanswered challenges of one identity open at once (DESIGN.md
