@@ -94,6 +94,12 @@ db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" standby
   bad "sho-a: $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"
 grep -q "asked again later" "$lab/devices/su/agent.log" &&
   ok "the agent logged the undo as asked again" || bad "agent.log: no retry logged"
+# the undo outlives a restart of the agent: the new one finds it due in agent.db and goes on
+n0=$(sql "$adb" "SELECT attempts FROM undo_due WHERE txn = '$txn2'")
+check "su's agent restarted with the undo due" "$mcim" lab restart su --dir "$lab"
+wait_until 60 db_is "$adb" "SELECT attempts > ${n0:-0} FROM undo_due WHERE txn = '$txn2'" 1 &&
+  ok "the restarted agent asked again ($n0 -> $(sql "$adb" "SELECT attempts FROM undo_due"))" ||
+  bad "undo_due after the restart: '$(sql "$adb" "SELECT txn, attempts, next_at FROM undo_due")'"
 kill -CONT "$ro_pid"
 stopped=""
 wait_until 60 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" active &&
