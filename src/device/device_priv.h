@@ -179,6 +179,8 @@ mcim_cause_t dev_proc_load(mcim_store_t *st, const char *txn, struct dev_proc *p
 mcim_cause_t dev_proc_view(mcim_store_t *st, const char *txn, struct dev_proc *p);
 /* The running procedure (MCIM_NOT_FOUND if none). */
 mcim_cause_t dev_proc_running(mcim_store_t *st, struct dev_proc *p);
+/* How many procedures run (0 or 1), without reading a row: the idle rounds' question. */
+mcim_cause_t dev_procs_running(mcim_store_t *st, int64_t *n);
 /* dev_proc_running and dev_proc_save with a memo of the data's parse (may be NULL: as
  * without). A row whose data column is byte for byte the memo's text gets a copy of the
  * memo's tree instead of a parse; a save of data equal (json_equal) to the memo's tree writes

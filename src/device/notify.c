@@ -159,8 +159,7 @@ void dev_idle_round(struct mcim_device *d, struct mcim_http_lite *cli)
    * where an attach of every procedure sets notify_due; callgrind, docs/performance.md) */
   int64_t running = 0;
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = mcim_store_query_int(
-      st, "SELECT COUNT(*) FROM procedures WHERE state = 'running'", NULL, 0, &running);
+  mcim_cause_t rc = dev_procs_running(st, &running);
   dev_store_unlock(d);
   if (rc != MCIM_OK || running > 0)
     return;

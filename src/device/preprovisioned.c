@@ -395,8 +395,7 @@ void dev_undo_round(struct mcim_device *d, struct mcim_http_lite *cli)
   memset(&p, 0, sizeof(p));
   mcim_val_t now[] = {MCIM_INT(now_ms)};
   mcim_store_t *st = dev_store_lock(d);
-  mcim_cause_t rc = mcim_store_query_int(
-      st, "SELECT COUNT(*) FROM procedures WHERE state = 'running'", NULL, 0, &running);
+  mcim_cause_t rc = dev_procs_running(st, &running);
   if (rc == MCIM_OK && running > 0) { /* its end wakes the worker again */
     dev_store_unlock(d);
     return;

@@ -378,6 +378,13 @@ static char *data_text(const struct dev_proc *p)
   return p->data ? mcim_json_dumps(p->data) : strdup("{}");
 }
 
+mcim_cause_t dev_procs_running(mcim_store_t *st, int64_t *n)
+{
+  *n = 0;
+  return mcim_store_query_int(st, "SELECT COUNT(*) FROM procedures WHERE state = 'running'",
+                              NULL, 0, n);
+}
+
 mcim_cause_t dev_proc_insert(mcim_store_t *st, const struct dev_proc *p)
 {
   char *data = NULL;
@@ -386,8 +393,7 @@ mcim_cause_t dev_proc_insert(mcim_store_t *st, const struct dev_proc *p)
 
   if (rc != MCIM_OK)
     goto cleanup;
-  rc = mcim_store_query_int(st, "SELECT COUNT(*) FROM procedures WHERE state = 'running'", NULL,
-                            0, &running);
+  rc = dev_procs_running(st, &running);
   if (rc == MCIM_OK && running > 0)
     rc = MCIM_DEVICE_BUSY;
   if (rc != MCIM_OK)

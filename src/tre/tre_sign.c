@@ -81,6 +81,12 @@ static mcim_cause_t status_check(json_t *st, const char *txn, json_t *extra)
  * never reset, not even by pristine); a notice re-signed for the record as it is keeps the
  * value it had, so a retry is the same notice to the SHO. *changed: the record moved, the
  * caller commits before the notice leaves. */
+/* How many times switch record j moved a slot's record (notify_check). */
+static json_int_t switch_moves(const json_t *list, size_t j)
+{
+  return json_integer_value(json_object_get(json_array_get(list, j), "moves"));
+}
+
 static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, bool *changed,
                                  json_int_t *seq, const char **leg)
 {
@@ -112,7 +118,7 @@ static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, boo
    * included (an undo the agent asks again for, preprovisioned.c, must not resume a
    * subscription a newer switch suspended). Records are kept in the order instructed. */
   for (size_t j = (size_t)k + 1; j < json_array_size(list); j++)
-    if (json_integer_value(json_object_get(json_array_get(list, j), "moves")) > 0) {
+    if (switch_moves(list, j) > 0) {
       mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_WRONG_STATE,
                      "tre: refusing a %s notice for %s: a later switch moved the slots", event,
                      slot);
@@ -136,7 +142,7 @@ static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, boo
   *seq = json_integer_value(json_object_get(sw, mine_seq));
   if (was && strcmp(was, want) == 0 && *seq > 0)
     return MCIM_OK;
-  json_int_t moves = json_integer_value(json_object_get(sw, "moves"));
+  json_int_t moves = switch_moves(list, (size_t)k);
   if (moves >= TRE_MAX_SWITCH_MOVES) {
     *seq = 0;
     mcim_log_event(MCIM_LOG_WARN, txn, 0, MCIM_WRONG_STATE,
@@ -179,7 +185,7 @@ static mcim_cause_t switch_record(json_t *st, const mcim_statement_t *stmt)
   while (json_array_size(list) >= TRE_MAX_SWITCHES) {
     size_t drop = 0;
     for (size_t j = 0; j < json_array_size(list); j++)
-      if (json_integer_value(json_object_get(json_array_get(list, j), "moves")) == 0) {
+      if (switch_moves(list, j) == 0) {
         drop = j;
         break;
       }

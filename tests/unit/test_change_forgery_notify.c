@@ -404,11 +404,6 @@ static void test_notices_in_order(void **state)
  * the chains the device's straight resume made it active beside sho-b, and the RO's outbox
  * could deliver the relayed one first too. Once sho-b is back, the suspend lands first, then
  * the resume: one live subscription at every point. */
-static bool resume_held(void *arg)
-{
-  return db_int("ro", (const char *)arg) == 1;
-}
-
 static bool sho_state_is(const char *sho, const char *imsi, const char *state)
 {
   char q[200];
@@ -474,7 +469,7 @@ static void test_undo_waits_for_suspend(void **state)
            "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'"
            " AND state = 'delivered'",
            txn);
-  assert_true(wait_until(30, resume_held, q));
+  assert_true(wait_until(30, relay_retried, q));
   assert_true(sho_state_is("sho-b", imsim_b, "active"));
   /* the undo while sho-b is down: its suspend, then sho-a's resume, both taken by the RO */
   paused = role_pid("sho-b");
@@ -492,13 +487,13 @@ static void test_undo_waits_for_suspend(void **state)
            " AND r.last_cause = 'EARLIER_UNDELIVERED' AND s.peer = 'sho-b' AND s.txn = '%s'"
            " AND s.state = 'pending' AND s.attempts >= 1",
            txn, txn);
-  assert_true(wait_until(60, resume_held, q));
+  assert_true(wait_until(60, relay_retried, q));
   /* and still held after the suspend's next attempt failed too */
   snprintf(q, sizeof(q),
            "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'"
            " AND state = 'pending' AND attempts >= 2",
            txn);
-  assert_true(wait_until(60, resume_held, q));
+  assert_true(wait_until(60, relay_retried, q));
   snprintf(q, sizeof(q),
            "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-a' AND txn = '%s' AND attempts = 0"
            " AND state = 'pending'",

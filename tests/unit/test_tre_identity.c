@@ -469,6 +469,15 @@ static mcim_cause_t notice(mcim_tre_t *tre, const char *txn, const char *event,
   return rc;
 }
 
+/* The owner instructs a switch to `sho` in `txn`, which the TRE takes (switch_record). */
+static void instruct_switch(struct fx *f, const char *sho, const char *txn)
+{
+  char *jws = owner_instruction(owner, "switch", sho, txn);
+  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
+                   MCIM_OK);
+  free(jws);
+}
+
 /* Suspend and resume notices: only in a switch the owner instructed (verified by the TRE),
  * about its two slots, while the TRE holds them as the switch found them, never a resume
  * that would leave both subscriptions live; the switch and its undo pass. */
@@ -500,10 +509,7 @@ static void test_sign_notify(void **state)
   free(jws);
   assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_FORBIDDEN);
 
-  jws = owner_instruction(owner, "switch", "sho-b", TXN_C);
-  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
-                   MCIM_OK);
-  free(jws);
+  instruct_switch(f, "sho-b", TXN_C);
   /* the target before the current one is suspended: two live subscriptions */
   assert_int_equal(notice(f->tre, TXN_C, "resume", &sho_b, NULL), MCIM_WRONG_STATE);
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, "001020000000008"),
@@ -545,10 +551,7 @@ static void test_sign_notify(void **state)
   /* One instruction, a bounded number of moves: the switch back to sho-a, undone, done
    * again, undone again (8 moves); a ninth is refused, as is every later one, and its
    * retries keep their number. Before the bound an agent flipped a subscription for ever. */
-  jws = owner_instruction(owner, "switch", "sho-a", TXN_D);
-  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
-                   MCIM_OK);
-  free(jws);
+  instruct_switch(f, "sho-a", TXN_D);
   for (int round = 0; round < 2; round++) {
     assert_int_equal(notice(f->tre, TXN_D, "suspend", &sho_b, NULL), MCIM_OK);
     assert_int_equal(notice(f->tre, TXN_D, "resume", &sho_a, NULL), MCIM_OK);
@@ -567,10 +570,7 @@ static void test_sign_notify(void **state)
    * subscription F suspended. */
   static const char txn_e[] = "00000000000000000000000000000005";
   static const char txn_f[] = "00000000000000000000000000000006";
-  jws = owner_instruction(owner, "switch", "sho-a", txn_e);
-  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
-                   MCIM_OK);
-  free(jws);
+  instruct_switch(f, "sho-a", txn_e);
   assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_b, NULL), MCIM_OK);
   assert_int_equal(notice(f->tre, txn_e, "resume", &sho_a, NULL), MCIM_OK);
   assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_a, NULL), MCIM_OK);
@@ -580,17 +580,11 @@ static void test_sign_notify(void **state)
   for (int n = 0; n < 8; n++) {
     char txn_n[33];
     snprintf(txn_n, sizeof(txn_n), "000000000000000000000000000000%02x", 0x10 + n);
-    jws = owner_instruction(owner, "switch", "sho-a", txn_n);
-    assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
-                     MCIM_OK);
-    free(jws);
+    instruct_switch(f, "sho-a", txn_n);
   }
   assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_a, NULL), MCIM_OK);
   assert_int_equal(last_seq, 17);
-  jws = owner_instruction(owner, "switch", "sho-a", txn_f);
-  assert_int_equal(f->tre->ops->verify_owner(f->tre->ctx, jws, strlen(jws), TYP_INSTR, NULL),
-                   MCIM_OK);
-  free(jws);
+  instruct_switch(f, "sho-a", txn_f);
   /* F instructed but not moved yet: E's undo goes on */
   assert_int_equal(notice(f->tre, txn_e, "suspend", &sho_a, NULL), MCIM_OK);
   assert_int_equal(last_seq, 17);
