@@ -56,14 +56,23 @@ static bool asn1_seconds(const ASN1_TIME *t, int64_t *out)
   return true;
 }
 
-void mcim_pki_verdict_keep(const uint8_t id[32], X509 *cert, X509 *ca)
+bool mcim_pki_both_valid(X509 *cert, X509 *ca, int64_t *not_before, int64_t *not_after)
 {
   int64_t nb1, na1, nb2, na2;
   if (!asn1_seconds(X509_get0_notBefore(cert), &nb1) ||
       !asn1_seconds(X509_get0_notAfter(cert), &na1) ||
       !asn1_seconds(X509_get0_notBefore(ca), &nb2) || !asn1_seconds(X509_get0_notAfter(ca), &na2))
-    return; /* not kept: checked in full next time */
-  mcim_verdict_keep(&verdicts, id, nb1 > nb2 ? nb1 : nb2, na1 < na2 ? na1 : na2);
+    return false;
+  *not_before = nb1 > nb2 ? nb1 : nb2;
+  *not_after = na1 < na2 ? na1 : na2;
+  return true;
+}
+
+void mcim_pki_verdict_keep(const uint8_t id[32], X509 *cert, X509 *ca)
+{
+  int64_t nb, na;
+  if (mcim_pki_both_valid(cert, ca, &nb, &na)) /* else not kept: checked in full next time */
+    mcim_verdict_keep(&verdicts, id, nb, na);
 }
 
 void mcim_pki_verdicts_clear(void)

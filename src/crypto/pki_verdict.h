@@ -16,6 +16,9 @@ bool mcim_pki_verdict_id(X509 *cert, X509 *ca, mcim_cert_usage_t usage, const ch
                          uint8_t id[32]);
 /* true if a verdict with this id was kept and `now` is inside the time it holds for. */
 bool mcim_pki_verdict_known(const uint8_t id[32], int64_t now);
+/* [not_before, not_after) in which both `cert` and `ca` are valid: the time a positive verdict
+ * about them holds for. false if a time does not read. */
+bool mcim_pki_both_valid(X509 *cert, X509 *ca, int64_t *not_before, int64_t *not_after);
 /* Keep a positive verdict, for the time both certificates are valid. */
 void mcim_pki_verdict_keep(const uint8_t id[32], X509 *cert, X509 *ca);
 

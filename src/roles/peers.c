@@ -379,7 +379,7 @@ mcim_cause_t mcim_role_check_device_request(struct mcim_role *r, const json_t *b
   bool have_id = proof_id(parts, id);
   if (have_id && proof_known(id, mcim_now()))
     return MCIM_OK;
-  mcim_cause_t rc = mcim_role_device_key_verified(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
+  mcim_cause_t rc = mcim_role_device_key_from_pem(r, cert, device, MCIM_CERT_TRE_ATTESTATION, &key);
   if (rc == MCIM_OK) {
     mcim_jws_expect_t ex = {.iss = device, .sub = device, .aud = r->name,
                             .typ = MCIM_DEVICE_REQUEST_TYP, .txn = txn,

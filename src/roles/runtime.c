@@ -18,11 +18,10 @@
 #include "mcim/role.h"
 #include "mcim/trace_store.h"
 #include "mcim/util.h"
-#include "crypto/objcache.h"
-#include "crypto/verdicts.h"
 #include "roles/auc_backend.h"
 #include "roles/auc_config.h"
 #include "roles/role_priv.h"
+#include "roles/verified.h"
 /* ---- per-thread resources ---- */
 
 static void close_thread_store(void *p)
@@ -159,70 +158,10 @@ mcim_cause_t mcim_role_sign(struct mcim_role *r, const char *typ, const char *su
   return mcim_jws_sign(r->sign_key, &c, jws);
 }
 
-/* JOSE keys made from certificates, by the SHA-256 of the PEM and the name (the kid): making
- * one (cjose's JWK from the EVP key, the curve's group built anew) cost as much as the
- * signature check it is for, for the same device certificates all through a procedure. Only
- * handed out after the certificate was verified again (mcim_pki_cert_public_key: the chain's
- * verdict kept, its validity checked at every use). */
-static int jose_key_up_ref(void *key)
-{
-  mcim_jose_key_t *ref = NULL;
-  return mcim_jose_key_dup(key, &ref) == MCIM_OK;
-}
-
-static void jose_key_release(void *key)
-{
-  mcim_jose_key_free(key);
-}
-
-static struct mcim_objcache cert_keys =
-    MCIM_OBJCACHE_INIT(jose_key_up_ref, jose_key_release, 64);
-
-static bool cert_key_id(const char *cert_pem, const char *name, uint8_t id[32])
-{
-  const void *parts[] = {name, cert_pem};
-  const size_t lens[] = {name ? strlen(name) : 0, strlen(cert_pem)};
-  return mcim_verdict_id(id, 2, parts, lens);
-}
-
-static mcim_cause_t key_from_cert_pem(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
-                                      const char *name, mcim_jose_key_t **out)
-{
-  X509 *cert = NULL;
-  EVP_PKEY *pub = NULL;
-  mcim_cause_t rc;
-  uint8_t id[32];
-  *out = NULL;
-  if (!cert_pem)
-    return MCIM_CERT_INVALID;
-  rc = mcim_pki_cert_from_pem(cert_pem, strlen(cert_pem), &cert);
-  if (rc != MCIM_OK)
-    goto out;
-  rc = mcim_pki_cert_public_key(cert, ca, usage, name, 0, &pub);
-  if (rc != MCIM_OK)
-    goto out;
-  bool have_id = cert_key_id(cert_pem, name, id);
-  if (have_id && (*out = mcim_objcache_get(&cert_keys, id)) != NULL)
-    goto out;
-  rc = mcim_jose_key_from_pkey(pub, out);
-  if (rc == MCIM_OK && name)
-    rc = mcim_jose_key_set_kid(*out, name);
-  if (rc == MCIM_OK && have_id)
-    mcim_objcache_put(&cert_keys, id, *out);
-out:
-  if (rc != MCIM_OK) {
-    mcim_jose_key_free(*out);
-    *out = NULL;
-  }
-  EVP_PKEY_free(pub);
-  X509_free(cert);
-  return rc;
-}
-
 mcim_cause_t mcim_role_peer_key_from_pem(struct mcim_role *r, const char *cert_pem,
                                          const char *name, mcim_jose_key_t **out)
 {
-  return key_from_cert_pem(cert_pem, r->operators_ca, MCIM_CERT_TLS, name, out);
+  return mcim_role_cert_key(cert_pem, r->operators_ca, MCIM_CERT_TLS, name, out);
 }
 
 mcim_cause_t mcim_role_device_key_from_pem(struct mcim_role *r, const char *cert_pem,
@@ -230,7 +169,7 @@ mcim_cause_t mcim_role_device_key_from_pem(struct mcim_role *r, const char *cert
 {
   if (usage != MCIM_CERT_TRE_ATTESTATION && usage != MCIM_CERT_TRE_KEY_AGREEMENT)
     return MCIM_INVALID_ARGUMENT;
-  return key_from_cert_pem(cert_pem, r->m2mes_ca, (mcim_cert_usage_t)usage, device, out);
+  return mcim_role_cert_key(cert_pem, r->m2mes_ca, (mcim_cert_usage_t)usage, device, out);
 }
 
 /* ---- common routes ---- */

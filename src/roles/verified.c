@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "crypto/objcache.h"
+#include "crypto/pki_verdict.h"
 #include "crypto/verdicts.h"
 #include "mcim/pki.h"
 #include "mcim/util.h"
@@ -79,7 +80,7 @@ static bool ca_fingerprint(X509 *ca, uint8_t fp[32])
   return true;
 }
 
-/* ---- TRE certificates' keys ---- */
+/* ---- certificates' keys ---- */
 
 static int key_up_ref(void *key)
 {
@@ -89,50 +90,43 @@ static int key_up_ref(void *key)
 
 static void key_release(void *key) { mcim_jose_key_free(key); }
 
-static struct mcim_objcache device_keys = MCIM_OBJCACHE_INIT(key_up_ref, key_release, 128);
+/* Looked up before the PEM is parsed: OpenSSL 3.0 decodes a certificate's public key through
+ * its provider decoders as it parses it (OSSL_DECODER_CTX_new_for_pkey, about 90 us), which
+ * was half of what a known certificate still cost (perf of the daemons, docs/performance.md). */
+static struct mcim_objcache cert_keys = MCIM_OBJCACHE_INIT(key_up_ref, key_release, 128);
 
-static bool seconds(const ASN1_TIME *t, int64_t *out)
-{
-  struct tm tm;
-  if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
-    return false;
-  *out = (int64_t)timegm(&tm);
-  return true;
-}
-
-/* [not_before, not_after) in which both the certificate and the CA are valid. */
-static bool both_valid(const char *cert_pem, X509 *ca, int64_t *nb, int64_t *na)
+mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
+                                const char *name, mcim_jose_key_t **out)
 {
   X509 *cert = NULL;
-  int64_t nb1, na1, nb2, na2;
-  bool ok = mcim_pki_cert_from_pem(cert_pem, strlen(cert_pem), &cert) == MCIM_OK &&
-            seconds(X509_get0_notBefore(cert), &nb1) && seconds(X509_get0_notAfter(cert), &na1) &&
-            seconds(X509_get0_notBefore(ca), &nb2) && seconds(X509_get0_notAfter(ca), &na2);
-  X509_free(cert);
-  if (ok) {
-    *nb = nb1 > nb2 ? nb1 : nb2;
-    *na = na1 < na2 ? na1 : na2;
-  }
-  return ok;
-}
-
-mcim_cause_t mcim_role_device_key_verified(struct mcim_role *r, const char *cert_pem,
-                                           const char *device, int usage, mcim_jose_key_t **out)
-{
+  EVP_PKEY *pub = NULL;
   uint8_t fp[32], id[32];
   int32_t u = (int32_t)usage;
   int64_t nb, na;
   *out = NULL;
-  if (!cert_pem || !device)
-    return mcim_role_device_key_from_pem(r, cert_pem, device, usage, out);
-  const void *parts[] = {"tre-key", cert_pem, fp, &u, device};
-  const size_t lens[] = {7, strlen(cert_pem), sizeof(fp), sizeof(u), strlen(device)};
-  bool have_id = ca_fingerprint(r->m2mes_ca, fp) && mcim_verdict_id(id, 5, parts, lens);
-  if (have_id && (*out = mcim_objcache_get_at(&device_keys, id, mcim_now())) != NULL)
+  if (!cert_pem)
+    return MCIM_CERT_INVALID;
+  const void *parts[] = {"cert-key", cert_pem, fp, &u, name};
+  const size_t lens[] = {8, strlen(cert_pem), sizeof(fp), sizeof(u), name ? strlen(name) : 0};
+  bool have_id = ca_fingerprint(ca, fp) && mcim_verdict_id(id, 5, parts, lens);
+  if (have_id && (*out = mcim_objcache_get_at(&cert_keys, id, mcim_now())) != NULL)
     return MCIM_OK;
-  mcim_cause_t rc = mcim_role_device_key_from_pem(r, cert_pem, device, usage, out);
-  if (rc == MCIM_OK && have_id && both_valid(cert_pem, r->m2mes_ca, &nb, &na))
-    mcim_objcache_put_until(&device_keys, id, *out, nb, na);
+  /* the full check: the chain, the usage, the name and the time (src/crypto/pki.c) */
+  mcim_cause_t rc = mcim_pki_cert_from_pem(cert_pem, strlen(cert_pem), &cert);
+  if (rc == MCIM_OK)
+    rc = mcim_pki_cert_public_key(cert, ca, usage, name, 0, &pub);
+  if (rc == MCIM_OK)
+    rc = mcim_jose_key_from_pkey(pub, out);
+  if (rc == MCIM_OK && name)
+    rc = mcim_jose_key_set_kid(*out, name);
+  if (rc == MCIM_OK && have_id && mcim_pki_both_valid(cert, ca, &nb, &na))
+    mcim_objcache_put_until(&cert_keys, id, *out, nb, na);
+  if (rc != MCIM_OK) {
+    mcim_jose_key_free(*out);
+    *out = NULL;
+  }
+  EVP_PKEY_free(pub);
+  X509_free(cert);
   return rc;
 }
 
@@ -192,7 +186,7 @@ void mcim_role_access_keep(const uint8_t id[32], const struct mcim_access *a, in
 
 void mcim_role_verified_clear(void)
 {
-  mcim_objcache_clear(&device_keys);
+  mcim_objcache_clear(&cert_keys);
   pthread_mutex_lock(&accesses.mu);
   memset(accesses.e, 0, sizeof(accesses.e));
   accesses.next = 0;

@@ -1,17 +1,22 @@
-/* Verdicts a role keeps about what devices show it with every request (src/roles/verified.c):
- * the key of a TRE certificate that verified, and an access token that verified. */
+/* Verdicts a role keeps about what peers and devices show it again and again
+ * (src/roles/verified.c): the key of a certificate that verified, and an access token that
+ * verified. */
 #ifndef MCIM_ROLES_VERIFIED_H
 #define MCIM_ROLES_VERIFIED_H
 
 #include <stdbool.h>
+#include <openssl/x509.h>
 #include <stdint.h>
 
+#include "mcim/pki.h"
 #include "mcim/role.h"
 
-/* mcim_role_device_key_from_pem, answered from a verdict kept for the very same certificate
- * bytes, M2MES CA, usage and device while the certificate and the CA are both valid. */
-mcim_cause_t mcim_role_device_key_verified(struct mcim_role *r, const char *cert_pem,
-                                           const char *device, int usage, mcim_jose_key_t **out);
+/* The public key of the certificate `cert_pem` (its kid: `name`) once it verified against
+ * `ca` for `usage` and `name` (mcim_pki_cert_public_key), answered from a verdict kept for
+ * the very same certificate bytes, CA, usage and name while the certificate and the CA are
+ * both valid. What mcim_role_peer_key_from_pem and mcim_role_device_key_from_pem answer. */
+mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
+                                const char *name, mcim_jose_key_t **out);
 
 /* Access token verdicts: the id of a bearer token at this role (its bytes, the role's name,
  * kind, clock skew and operators' CA); false if it cannot be computed (then none is kept). */

@@ -101,7 +101,7 @@ static void forget_lower(void)
 static mcim_cause_t key_of(struct mcim_role *r, const char *pem, const char *device)
 {
   mcim_jose_key_t *k = NULL;
-  mcim_cause_t rc = mcim_role_device_key_verified(r, pem, device, MCIM_CERT_TRE_ATTESTATION, &k);
+  mcim_cause_t rc = mcim_role_device_key_from_pem(r, pem, device, MCIM_CERT_TRE_ATTESTATION, &k);
   assert_true(rc == MCIM_OK ? k != NULL : k == NULL);
   mcim_jose_key_free(k);
   return rc;
@@ -142,6 +142,60 @@ static void test_cert_key_trust_change(void **state)
   assert_int_equal(key_of(&ro, att_pem, DEVICE), MCIM_CERT_INVALID);
   ro.m2mes_ca = m2mes->cert;
   assert_int_equal(key_of(&ro, att_pem, DEVICE), MCIM_OK);
+}
+
+/* The verdict is for one usage and one CA: the attestation certificate asked for as a
+ * key-agreement certificate, or as an operator's certificate against the operators' CA, is
+ * checked in full and refused, with the kept verdict there. */
+static void test_cert_key_usage_and_anchor(void **state)
+{
+  (void)state;
+  mcim_jose_key_t *k = NULL;
+  mcim_role_verified_clear();
+  assert_int_equal(key_of(&ro, att_pem, DEVICE), MCIM_OK);
+  forget_lower();
+  uint64_t v0 = mcim_op_read(MCIM_OP_CERT_VERIFY);
+  assert_int_equal(
+      mcim_role_device_key_from_pem(&ro, att_pem, DEVICE, MCIM_CERT_TRE_KEY_AGREEMENT, &k),
+      MCIM_CERT_INVALID);
+  assert_null(k);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), v0 + 1);
+  assert_int_equal(mcim_role_peer_key_from_pem(&ro, att_pem, DEVICE, &k), MCIM_CERT_INVALID);
+  assert_null(k);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), v0 + 2);
+  /* and the kept one still answers, without a check */
+  assert_int_equal(key_of(&ro, att_pem, DEVICE), MCIM_OK);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), v0 + 2);
+}
+
+/* An operator's certificate: its key kept the same way (mcim_role_peer_key_from_pem). */
+static void test_peer_key_kept(void **state)
+{
+  (void)state;
+  EVP_PKEY *pk = NULL;
+  X509 *x = NULL;
+  char *pem = NULL;
+  mcim_jose_key_t *k = NULL;
+  assert_int_equal(mcim_pki_key_generate(&pk), MCIM_OK);
+  mcim_cert_request_t req = {.name = "sho-a", .usage = MCIM_CERT_TLS, .key = pk};
+  assert_int_equal(mcim_pki_issue(ops, &req, &x), MCIM_OK);
+  assert_int_equal(mcim_pki_cert_to_pem(x, &pem), MCIM_OK);
+  mcim_role_verified_clear();
+  forget_lower();
+  uint64_t v0 = mcim_op_read(MCIM_OP_CERT_VERIFY);
+  assert_int_equal(mcim_role_peer_key_from_pem(&ro, pem, "sho-a", &k), MCIM_OK);
+  mcim_jose_key_free(k);
+  forget_lower();
+  assert_int_equal(mcim_role_peer_key_from_pem(&ro, pem, "sho-a", &k), MCIM_OK);
+  mcim_jose_key_free(k);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), v0 + 1);
+  /* another name: checked, refused */
+  assert_int_equal(mcim_role_peer_key_from_pem(&ro, pem, "sho-b", &k), MCIM_CERT_INVALID);
+  assert_null(k);
+  assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), v0 + 2);
+  free(pem);
+  X509_free(x);
+  EVP_PKEY_free(pk);
 }
 
 static void test_cert_key_expiry(void **state)
@@ -326,6 +380,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cert_key_hit_and_miss), cmocka_unit_test(test_cert_key_trust_change),
       cmocka_unit_test(test_cert_key_expiry),       cmocka_unit_test(test_cert_key_bounded),
+      cmocka_unit_test(test_cert_key_usage_and_anchor), cmocka_unit_test(test_peer_key_kept),
       cmocka_unit_test(test_bad_proof_after_good),  cmocka_unit_test(test_token_hit_miss_expiry),
       cmocka_unit_test(test_token_id_and_bounds),
   };
