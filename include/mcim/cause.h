@@ -107,6 +107,7 @@
   X(NOTICE_OVERTAKEN,        735, 409, "the device's TRE signed a later suspend or resume notice for this subscription, already applied: this one is older and changes nothing") \
   X(NOTICE_NOT_RELAYED,      737, 403, "the RO relays no suspend of the subscription a switch leaves (the notice's leg is not \"to\", or the token is that SHO's own): the device sends that one straight to its SHO") \
   X(EARLIER_UNDELIVERED,     736, 409, "an earlier message of this procedure to another party is not delivered yet: this one waits for it (a resume never overtakes the suspend of another subscription)") \
+  X(NONCE_EXPIRED,           738, 410, "the nonce of this procedure's platform validation expired before a quote over it came: the PVA told the SHO (a failure verdict); start the procedure again") \
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \
   X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached") \

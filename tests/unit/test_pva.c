@@ -217,6 +217,60 @@ static void test_replayed_nonce(void **state)
   mcim_statement_free(v);
 }
 
+/* A validation whose nonce expired before the device fetched it: the device is told why
+ * (410 NONCE_EXPIRED, at once), both before the PVA's tick marked it and after, and the SHO
+ * gets its failure verdict; another procedure of the device is still only not there yet. */
+static void test_nonce_expired(void **state)
+{
+  char txn[33], other[33], id[33], nonce[65];
+  struct mcim_http_result res;
+  (void)state;
+  new_txn(txn);
+  new_txn(other);
+  create_validation(txn, "dev1", 0, id, nonce);
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_INT(mcim_now() - 1), MCIM_TEXT(id)};
+  assert_int_equal(
+      mcim_store_exec(st, "UPDATE validations SET expires = ? WHERE id = ?", p, 2, NULL, NULL),
+      MCIM_OK);
+  mcim_store_close(st);
+  /* expired, maybe not marked yet: refused with its cause */
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+                   MCIM_NONCE_EXPIRED);
+  assert_int_equal(res.status, 410);
+  mcim_http_result_clear(&res);
+  /* the tick marks it and queues the failure verdict (waited for, bounded) */
+  for (int i = 0; i < 200 && count("SELECT COUNT(*) FROM validations WHERE txn = ? AND"
+                                   " state = 'expired'",
+                                   txn) != 1;
+       i++)
+    usleep(50 * 1000);
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'expired'",
+                         txn),
+                   1);
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+                   MCIM_NONCE_EXPIRED);
+  assert_int_equal(res.status, 410);
+  mcim_http_result_clear(&res);
+  mcim_statement_t *v = queued_verdict(txn, 11, "dev1");
+  assert_string_equal(mcim_statement_string(v, "result"), "failure");
+  mcim_statement_free(v);
+  /* the quote the device would have sent now: the nonce is gone */
+  char *q = make_quote(dev1_key, "dev1", txn, nonce, good_log(MODEL), NULL);
+  assert_int_not_equal(post_quote(id, tok1, q, dev1_cert, &res), MCIM_OK);
+  mcim_http_result_clear(&res);
+  free(q);
+  /* a procedure with no validation yet: not found, as before */
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", other), NULL, tok1, &res),
+                   MCIM_NOT_FOUND);
+  mcim_http_result_clear(&res);
+  /* another device's token: refused before anything is said about dev1's procedure */
+  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok2, &res),
+                   MCIM_FORBIDDEN);
+  mcim_http_result_clear(&res);
+}
+
 static void test_tampered(void **state)
 {
   char txn[33], id[33], nonce[65];
@@ -476,6 +530,7 @@ int main(void)
       cmocka_unit_test(test_rims),
       cmocka_unit_test(test_good_quote),
       cmocka_unit_test(test_replayed_nonce),
+      cmocka_unit_test(test_nonce_expired),
       cmocka_unit_test(test_tampered),
       cmocka_unit_test(test_unknown_component_and_chain),
       cmocka_unit_test(test_wrong_nonce),

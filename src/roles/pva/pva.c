@@ -418,6 +418,21 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
 
 /* ---- GET /v1/validations/pending/{device}/{txn} (step 10, the device) ---- */
 
+/* The newest validation of this procedure for this device ended unquoted: its nonce expired
+ * (the tick marked it, or is about to: still `pending`, past `expires`). */
+static bool nonce_expired(mcim_store_t *st, const char *device, const char *txn, int64_t now)
+{
+  int64_t n = 0;
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(txn), MCIM_INT(now)};
+  return mcim_store_query_int(st,
+                              "SELECT COUNT(*) FROM (SELECT state, expires FROM validations"
+                              " WHERE device = ? AND txn = ?"
+                              " ORDER BY created_us DESC, id LIMIT 1) AS newest"
+                              " WHERE state = 'expired' OR (state = 'pending' AND expires <= ?)",
+                              p, 3, &n) == MCIM_OK &&
+         n > 0;
+}
+
 static void h_pending(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
 {
@@ -452,6 +467,15 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
                             "SELECT " VROW_COLS " FROM validations WHERE device = ? AND txn = ?"
                             " AND state = 'pending' AND expires > ? ORDER BY created_us DESC, id",
                             p, 3, vrow_cb, &v);
+  if (rc == MCIM_NOT_FOUND && nonce_expired(st, device, txn, now)) {
+    /* No quote can settle this procedure's validation any more, and the SHO asks for none
+     * again (its request is answered once per txn): the device ends the procedure now, with
+     * why, instead of polling until its own deadline. */
+    mcim_http_reply_problem(resp, MCIM_NONCE_EXPIRED, STEP_VALIDATE + 1,
+                            "the nonce of procedure %s expired before device %s fetched it", txn,
+                            device);
+    return;
+  }
   if (rc == MCIM_NOT_FOUND) {
     mcim_http_reply_problem(resp, MCIM_NOT_FOUND, STEP_VALIDATE + 1,
                             "no pending validation of procedure %s for device %s", txn, device);
