@@ -64,7 +64,10 @@ struct lg {
   atomic_long made, done, failed;
   long keep_max;        /* devices kept open from phase 1 to the end of phase 2, at most */
   atomic_long kept;     /* handed out so far (may pass keep_max: those are not kept) */
-  pthread_mutex_t lock; /* samples and errors */
+  pthread_mutex_t lock; /* samples and errors; and the phase's threads: */
+  pthread_cond_t phase_cv; /* signalled (under lock) as a thread of the phase ends */
+  int phase_running;       /* threads of the phase not yet ended */
+  int64_t phase_end_ms;    /* when the last one ended (mono_ms) */
   struct samples procs, steps, all;
   json_t *errors;
   json_t *error_samples; /* a few details, for people */
