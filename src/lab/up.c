@@ -48,7 +48,8 @@ static json_t *role_config(mcim_lab_t *lab, const char *name, const char *kind, 
   /* Slowed down as a whole (valgrind, MCIM_TIME_SCALE), a device's change held by a test
    * across a restart of the PVA could outlive the nonce it waits for (2 minutes): the nonce
    * gone, the device waited for its procedure's deadline (change_faults, "d/pva at step 4",
-   * once under memcheck). The nonce lives as much longer as every other deadline. */
+   * once under memcheck). The nonce lives as much longer as every other deadline: its default
+   * (the PVA's `nonce_lifetime`, 2 minutes) times the scale. */
   if (strcmp(kind, "pva") == 0 && mcim_lab_time_scale() > 1)
     json_object_set_new(c, "nonce_lifetime", json_integer(120 * mcim_lab_time_scale()));
   if (strcmp(kind, "m2mes") == 0) {

@@ -1,19 +1,23 @@
-/* Verdicts a role keeps about what devices show it with every request (src/roles/verified.h).
+/* Verdicts a role keeps about what peers and devices show it again and again
+ * (src/roles/verified.h).
  *
  * Why: a device's first discovery at the DRF (pristine steps 7-8) checked its access token
  * (the payload decoded twice, a SHA-256 over the token, the claims parsed) and its TRE's
  * certificate (the PEM hashed, both certificates' DER hashed, the key's curve asked of the
  * provider) before the one check that is new for it, its proof's signature: a fifth of the
  * RO's CPU per discovery (perf, docs/performance.md "The DRF at operator scale"), for the
- * same token and certificate the device shows with every request of a procedure.
+ * same token and certificate the device shows with every request of a procedure. A
+ * certificate's key is kept before its PEM is even parsed (OpenSSL 3.0 decodes the public key
+ * as it parses), for a device's TRE certificates and the operators' certificates alike.
  *
  * Why it is safe: each verdict is a positive answer of the full check, kept under the SHA-256
  * of everything that answer depends on, and given only inside the time span in which the
  * full check would answer the same:
  *   - a certificate's key: the certificate's PEM byte for byte, the trust anchor (the SHA-256
- *     of the M2MES CA's DER), the usage and the device name; the span is the one in which
- *     both the certificate and the CA are valid (the only time-dependent part of the check:
- *     no CRL, no external store);
+ *     of the CA's DER: the M2MES CA's, or the operators'), the usage and the name (a device's
+ *     or a role's, the certificate's CN); the span is the one in which both the certificate
+ *     and the CA are valid (the only time-dependent part of the check: no CRL, no external
+ *     store);
  *   - an access token: its bytes, the role's name and kind (which issuers it honours), its
  *     clock skew and operators' CA (the issuers' keys are verified against it and kept for
  *     the process's life, src/roles/peers.c); the span is the one its claims accept (iat and
@@ -104,10 +108,12 @@ mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_
   int32_t u = (int32_t)usage;
   int64_t nb, na;
   *out = NULL;
+  if (!name) /* a key without the CN check is never what a role asks for */
+    return MCIM_INVALID_ARGUMENT;
   if (!cert_pem)
     return MCIM_CERT_INVALID;
   const void *parts[] = {"cert-key", cert_pem, fp, &u, name};
-  const size_t lens[] = {8, strlen(cert_pem), sizeof(fp), sizeof(u), name ? strlen(name) : 0};
+  const size_t lens[] = {8, strlen(cert_pem), sizeof(fp), sizeof(u), strlen(name)};
   bool have_id = ca_fingerprint(ca, fp) && mcim_verdict_id(id, 5, parts, lens);
   if (have_id && (*out = mcim_objcache_get_at(&cert_keys, id, mcim_now())) != NULL)
     return MCIM_OK;
@@ -117,7 +123,7 @@ mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_
     rc = mcim_pki_cert_public_key(cert, ca, usage, name, 0, &pub);
   if (rc == MCIM_OK)
     rc = mcim_jose_key_from_pkey(pub, out);
-  if (rc == MCIM_OK && name)
+  if (rc == MCIM_OK)
     rc = mcim_jose_key_set_kid(*out, name);
   if (rc == MCIM_OK && have_id && mcim_pki_both_valid(cert, ca, &nb, &na))
     mcim_objcache_put_until(&cert_keys, id, *out, nb, na);

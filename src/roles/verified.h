@@ -14,7 +14,8 @@
 /* The public key of the certificate `cert_pem` (its kid: `name`) once it verified against
  * `ca` for `usage` and `name` (mcim_pki_cert_public_key), answered from a verdict kept for
  * the very same certificate bytes, CA, usage and name while the certificate and the CA are
- * both valid. What mcim_role_peer_key_from_pem and mcim_role_device_key_from_pem answer. */
+ * both valid. What mcim_role_peer_key_from_pem and mcim_role_device_key_from_pem answer.
+ * `name` is required (MCIM_INVALID_ARGUMENT without). */
 mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
                                 const char *name, mcim_jose_key_t **out);
 

@@ -192,6 +192,13 @@ static void test_peer_key_kept(void **state)
   /* another name: checked, refused */
   assert_int_equal(mcim_role_peer_key_from_pem(&ro, pem, "sho-b", &k), MCIM_CERT_INVALID);
   assert_null(k);
+  /* no name: no key without the CN check, kept or not */
+  assert_int_equal(mcim_role_peer_key_from_pem(&ro, pem, NULL, &k), MCIM_INVALID_ARGUMENT);
+  assert_null(k);
+  assert_int_equal(
+      mcim_role_device_key_from_pem(&ro, att_pem, NULL, MCIM_CERT_TRE_ATTESTATION, &k),
+      MCIM_INVALID_ARGUMENT);
+  assert_null(k);
   assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), v0 + 2);
   free(pem);
   X509_free(x);
