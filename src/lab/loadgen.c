@@ -346,8 +346,10 @@ static void *lg_thread_main(void *arg)
   struct lg *g = t->g;
   mcim_lab_t *lab = NULL;
   struct mcim_http_lite *cli = NULL;
-  if (mcim_lab_open(g->o->lab_dir, &lab) != MCIM_OK)
+  if (mcim_lab_open(g->o->lab_dir, &lab) != MCIM_OK) {
+    phase_thread_ended(g); /* or the phase would wait for this thread for ever */
     return NULL;
+  }
   for (;;) {
     long i = atomic_fetch_add(&g->next, 1);
     if (i >= g->o->devices)
