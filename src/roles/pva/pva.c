@@ -418,21 +418,6 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
 
 /* ---- GET /v1/validations/pending/{device}/{txn} (step 10, the device) ---- */
 
-/* The newest validation of this procedure for this device ended unquoted: its nonce expired
- * (the tick marked it, or is about to: still `pending`, past `expires`). */
-static bool nonce_expired(mcim_store_t *st, const char *device, const char *txn, int64_t now)
-{
-  int64_t n = 0;
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(txn), MCIM_INT(now)};
-  return mcim_store_query_int(st,
-                              "SELECT COUNT(*) FROM (SELECT state, expires FROM validations"
-                              " WHERE device = ? AND txn = ?"
-                              " ORDER BY created_us DESC, id LIMIT 1) AS newest"
-                              " WHERE state = 'expired' OR (state = 'pending' AND expires <= ?)",
-                              p, 3, &n) == MCIM_OK &&
-         n > 0;
-}
-
 static void h_pending(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
 {
@@ -460,14 +445,22 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, STEP_VALIDATE + 1, "store unavailable");
     return;
   }
-  /* The nonce of this procedure only: another procedure's validation never reaches it. */
+  /* The nonce of this procedure only: another procedure's validation never reaches it. The
+   * newest pending, unexpired one; else the newest of any state, to tell why there is none. */
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(txn), MCIM_INT(now)};
   memset(&v, 0, sizeof(v));
   rc = mcim_store_query_one(st,
                             "SELECT " VROW_COLS " FROM validations WHERE device = ? AND txn = ?"
-                            " AND state = 'pending' AND expires > ? ORDER BY created_us DESC, id",
+                            " ORDER BY (state = 'pending' AND expires > ?) DESC, created_us DESC,"
+                            " id LIMIT 1",
                             p, 3, vrow_cb, &v);
-  if (rc == MCIM_NOT_FOUND && nonce_expired(st, device, txn, now)) {
+  bool serving = rc == MCIM_OK && strcmp(v.state, "pending") == 0 && v.expires > now;
+  /* expired unquoted: the tick marked it, or is about to (still pending, past its expiry) */
+  bool expired = rc == MCIM_OK && !serving &&
+                 (strcmp(v.state, "expired") == 0 || strcmp(v.state, "pending") == 0);
+  if (rc == MCIM_OK && !serving && !expired)
+    rc = MCIM_NOT_FOUND; /* quoted already, or held: nothing for the device now */
+  if (expired) {
     /* No quote can settle this procedure's validation any more, and the SHO asks for none
      * again (its request is answered once per txn): the device ends the procedure now, with
      * why, instead of polling until its own deadline. */
