@@ -436,13 +436,9 @@ static mcim_cause_t run_phase(struct lg *g, int phase, double *seconds)
   /* the progress line every half second, until every thread ended */
   pthread_mutex_lock(&g->lock);
   while (g->phase_running > 0) {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += 500 * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-      until.tv_sec++;
-      until.tv_nsec -= 1000000000L;
-    }
+    uint64_t ns = mcim_monotonic_ns() + 500 * 1000000u;
+    struct timespec until = {.tv_sec = (time_t)(ns / 1000000000u),
+                             .tv_nsec = (long)(ns % 1000000000u)};
     if (pthread_cond_timedwait(&g->phase_cv, &g->lock, &until) == ETIMEDOUT) {
       pthread_mutex_unlock(&g->lock);
       progress(g, phase, t0, false);

@@ -34,16 +34,22 @@ static const mcim_config_spec_t spec[] = {
     {.name = "clock_skew", .type = MCIM_CFG_DURATION, .def = "0", .min = 0, .max = 3600},
 };
 
-static char *issue(const mcim_pki_ca_t *ca, const char *name, EVP_PKEY *key, int64_t not_after)
+static char *issue_for(const mcim_pki_ca_t *ca, const char *name, mcim_cert_usage_t usage,
+                       EVP_PKEY *key, int64_t not_after)
 {
   X509 *x = NULL;
   char *pem = NULL;
-  mcim_cert_request_t req = {
-      .name = name, .usage = MCIM_CERT_TRE_ATTESTATION, .key = key, .not_after = not_after};
+  mcim_cert_request_t req = {.name = name, .usage = usage, .key = key, .not_after = not_after};
   assert_int_equal(mcim_pki_issue(ca, &req, &x), MCIM_OK);
   assert_int_equal(mcim_pki_cert_to_pem(x, &pem), MCIM_OK);
   X509_free(x);
   return pem;
+}
+
+/* A TRE attestation certificate. */
+static char *issue(const mcim_pki_ca_t *ca, const char *name, EVP_PKEY *key, int64_t not_after)
+{
+  return issue_for(ca, name, MCIM_CERT_TRE_ATTESTATION, key, not_after);
 }
 
 static void role_make(struct mcim_role *r, const char *kind, const char *name)
@@ -173,13 +179,9 @@ static void test_peer_key_kept(void **state)
 {
   (void)state;
   EVP_PKEY *pk = NULL;
-  X509 *x = NULL;
-  char *pem = NULL;
   mcim_jose_key_t *k = NULL;
   assert_int_equal(mcim_pki_key_generate(&pk), MCIM_OK);
-  mcim_cert_request_t req = {.name = "sho-a", .usage = MCIM_CERT_TLS, .key = pk};
-  assert_int_equal(mcim_pki_issue(ops, &req, &x), MCIM_OK);
-  assert_int_equal(mcim_pki_cert_to_pem(x, &pem), MCIM_OK);
+  char *pem = issue_for(ops, "sho-a", MCIM_CERT_TLS, pk, 0);
   mcim_role_verified_clear();
   forget_lower();
   uint64_t v0 = mcim_op_read(MCIM_OP_CERT_VERIFY);
@@ -201,7 +203,6 @@ static void test_peer_key_kept(void **state)
   assert_null(k);
   assert_int_equal(mcim_op_read(MCIM_OP_CERT_VERIFY), v0 + 2);
   free(pem);
-  X509_free(x);
   EVP_PKEY_free(pk);
 }
 
