@@ -29,7 +29,6 @@ PY
 stage_of() { sqlite3 -cmd ".timeout 5000" "$lab/devices/$1/agent.db" \
   "SELECT stage || ' ' || txn || ' ' || state FROM procedures ORDER BY created DESC LIMIT 1" 2>/dev/null || true; }
 at_download() { case "$(stage_of "$dev")" in "download "*" running") return 0 ;; *) return 1 ;; esac; }
-package_held() { db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM dpf_packages WHERE device='$dev' AND state='held'" 1; }
 # held_at ROLE: the role's mcim_http_long_polls_held (its /metrics)
 held_at() {
   curl -sS --max-time 5 --cacert "$lab/pki/ca/operators-ca.crt" "$(role_url "$1")/metrics" |
@@ -47,12 +46,11 @@ check "$dev: long_poll ${hold}s" "$mcim" lab restart "$dev" --dir "$lab"
 [ "$(held_at ro)" = 0 ] && ok "the DPF holds no request yet" || bad "the DPF holds $(held_at ro) requests before the procedure"
 
 # the package kept from the device at the DPF: every package of $dev stored 'held'
-sql "$lab/ro/ro.db" "CREATE TRIGGER hold_$dev AFTER INSERT ON dpf_packages WHEN NEW.device = '$dev'
-  BEGIN UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;"
+hold_packages "$dev"
 run_bg "$tmp/run.json" initial "$dev" --sho sho-a
 if wait_until 60 at_download; then ok "$dev at the download: $(stage_of "$dev")"
 else bad "$dev never at the download (agent store: '$(stage_of "$dev")')"; finish; exit 1; fi
-wait_until 20 package_held && ok "sho-a's package for $dev at the DPF, kept from it" ||
+wait_until 20 package_held "$dev" && ok "sho-a's package for $dev at the DPF, kept from it" ||
   bad "sho-a's package for $dev never reached the DPF"
 # the proof that the agent's call is held: the DPF counts it (no other client long-polls it)
 if wait_until 10 dpf_holds; then ok "the DPF holds $dev's request ($(held_at ro) held)"

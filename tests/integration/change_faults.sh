@@ -47,25 +47,7 @@ running_at() { # running_at DEV STAGE-REGEX: the current procedure runs at that 
   echo "$v" | grep -q '"state":"running"' && echo "$v" | grep -Eq "\"stage\":\"($2)\""
 }
 
-# Holds: what the SHO stored at the DPF (or asked of the PVA) stays invisible to the device.
-hold_packages() {
-  sql "$lab/ro/ro.db" "CREATE TRIGGER hold_$1 AFTER INSERT ON dpf_packages WHEN NEW.device = '$1'
-    BEGIN UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;"
-}
-release_packages() {
-  sql "$lab/ro/ro.db" "DROP TRIGGER IF EXISTS hold_$1;
-    UPDATE dpf_packages SET state = 'ready' WHERE device = '$1' AND state = 'held';"
-}
-package_held() { db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM dpf_packages WHERE device='$1' AND state='held'" 1; }
-hold_validations() {
-  sql "$lab/pva/pva.db" "CREATE TRIGGER hold_$1 AFTER INSERT ON validations WHEN NEW.device = '$1'
-    BEGIN UPDATE validations SET state = 'held' WHERE id = NEW.id; END;"
-}
-release_validations() {
-  sql "$lab/pva/pva.db" "DROP TRIGGER IF EXISTS hold_$1;
-    UPDATE validations SET state = 'pending' WHERE device = '$1' AND state = 'held';"
-}
-validation_held() { db_is "$lab/pva/pva.db" "SELECT COUNT(*) FROM validations WHERE device='$1' AND state='held'" 1; }
+# Holds (hold_packages, hold_validations and their release: lib/common.bash).
 
 # proc_field DEV TXN FIELD: a field of GET /v1/procedures/{txn} (numbers and strings)
 proc_field() {

@@ -57,8 +57,7 @@ check "manufacture $dev" "$mcim" lab device add "$dev" --dir "$lab"
 # back this part is about.
 sed -i 's/"procedure_timeout"/"long_poll": 0, "procedure_timeout"/' "$lab/devices/$dev/agent.json"
 check "$dev polls (long_poll 0)" "$mcim" lab restart "$dev" --dir "$lab"
-sql "$lab/ro/ro.db" "CREATE TRIGGER hold_$dev AFTER INSERT ON dpf_packages WHEN NEW.device = '$dev'
-  BEGIN UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;"
+hold_packages "$dev"
 "$mcim" run initial "$dev" --sho sho-a --json --dir "$lab" >"$tmp/run-$dev.json" 2>&1 &
 runpid=$!
 st=""
@@ -66,16 +65,15 @@ at_download_or_past() {
   st=$(stage_of "$dev")
   case "$st" in download*|install*|report*|attach-sho*|*done|*failed) return 0 ;; *) return 1 ;; esac
 }
-held() { [ "$(sql "$lab/ro/ro.db" "SELECT COUNT(*) FROM dpf_packages WHERE device='$dev' AND state='held'")" = 1 ]; }
 wait_until 30 at_download_or_past || true # where it got to decides, below
 case "$st" in
   "download "*" running") ;;
   *) bad "$dev did not wait at the download (agent store: '$st')"; finish; exit 1 ;;
 esac
 txn=$(echo "$st" | cut -d' ' -f2)
-wait_until 10 held || bad "sho-a's package for $dev never reached the DPF"
+wait_until 10 package_held "$dev" || bad "sho-a's package for $dev never reached the DPF"
 kill -STOP "$(agent_pid "$dev")"
-sql "$lab/ro/ro.db" "DROP TRIGGER hold_$dev; UPDATE dpf_packages SET state = 'ready' WHERE device = '$dev' AND state = 'held';"
+release_packages "$dev"
 [ "$(stage_of "$dev")" = "download $txn running" ] && ok "$dev stopped at the download (txn $txn)" ||
   bad "$dev not stopped at the download: $(stage_of "$dev")"
 abandoned=$dev

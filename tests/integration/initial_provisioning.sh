@@ -125,17 +125,15 @@ if wait $runpid; then ok "dev3 provisioned despite the PVA restart"; else bad "d
 # device, an SHO slow to send its MCIM) so the procedure cannot finish before the crash; the
 # agent is killed only once its store says it is at step 13, and the store still says so
 # after the kill.
-sql "$lab/ro/ro.db" "CREATE TRIGGER hold_dev4 AFTER INSERT ON dpf_packages WHEN NEW.device = 'dev4'
-  BEGIN UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;"
+hold_packages dev4
 "$mcim" run initial dev4 --sho sho-a --json --dir "$lab" >"$tmp/run4.json" 2>&1 &
 runpid=$!
 pid4=$(tr -d ' \n' <"$lab/lab.json" | grep -o '"name":"dev4","dir":"[^"]*","model":"[^"]*","tamper":false,"pid":[0-9]*' | grep -o '[0-9]*$')
-held4() { [ "$(sql "$lab/ro/ro.db" "SELECT COUNT(*) FROM dpf_packages WHERE device='dev4' AND state='held'")" = 1 ]; }
-held4_or_gone() { held4 || ! at_stage dev4 "download 13"; }
+held4_or_gone() { package_held dev4 || ! at_stage dev4 "download 13"; }
 wait_until 30 at_or_past dev4 download || true
 if ! at_stage dev4 "download 13"; then
   bad "dev4 not at step 13 when its agent was to be killed (finished first?): $(agent_at dev4)"
-elif ! { wait_until 30 held4_or_gone && held4; }; then
+elif ! { wait_until 30 held4_or_gone && package_held dev4; }; then
   bad "dev4's package never reached the DPF: $(agent_at dev4)"
 else
   # the package is there (held): the agent polls for it, at step 13, and cannot go past it
@@ -145,7 +143,7 @@ else
   else bad "dev4's agent not killed at step 13: store $(agent_at dev4)"; fi
 fi
 check "restart the agent of dev4" "$mcim" lab restart dev4 --dir "$lab"
-sql "$lab/ro/ro.db" "DROP TRIGGER IF EXISTS hold_dev4; UPDATE dpf_packages SET state = 'ready' WHERE device = 'dev4' AND state = 'held';"
+release_packages dev4
 if wait $runpid; then ok "dev4 provisioned despite the agent crash"; else bad "dev4: $(head -c 600 "$tmp/run4.json")"; fi
 [ "$(jfield "$tmp/run4.json" result)" = success ] && ok "dev4: result success" || bad "dev4: $(head -c 400 "$tmp/run4.json")"
 [ "$(sql "$lab/devices/dev4/agent.db" "SELECT COUNT(*) FROM trace WHERE step = 10 AND to_name = 'pva'")" = 1 ] &&

@@ -16,16 +16,14 @@ check "lab up" "$mcim" lab up --dir "$lab"
 check "manufacture ne" "$mcim" lab device add ne --dir "$lab"
 check "initial ne with sho-a" "$mcim" run initial ne --sho sho-a --json --dir "$lab"
 
-sql "$lab/pva/pva.db" "CREATE TRIGGER hold_ne AFTER INSERT ON validations WHEN NEW.device = 'ne'
-  BEGIN UPDATE validations SET state = 'held' WHERE id = NEW.id; END;"
+hold_validations ne
 run_bg "$tmp/change.json" change ne --to sho-b --via old-sho
-held() { db_is "$lab/pva/pva.db" "SELECT COUNT(*) FROM validations WHERE device='ne' AND state='held'" 1; }
-wait_until 60 held && ok "sho-b's validation request held at the PVA" || bad "no validation held"
+wait_until 60 validation_held ne && ok "sho-b's validation request held at the PVA" || bad "no validation held"
 # let go, its nonce expired a second ago (the PVA's clock is this machine's)
 started=$(date +%s)
-sql "$lab/pva/pva.db" "DROP TRIGGER hold_ne;
-  UPDATE validations SET state = 'pending', expires = strftime('%s', 'now') - 1
+sql "$lab/pva/pva.db" "UPDATE validations SET expires = strftime('%s', 'now') - 1
   WHERE device = 'ne' AND state = 'held';"
+release_validations ne
 rc=0
 run_wait || rc=$?
 took=$(($(date +%s) - started))

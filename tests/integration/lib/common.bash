@@ -258,3 +258,25 @@ served() { # served ROLE K: procedure requests (all but health and metrics) the 
   curl -sS --max-time 5 --cacert "$lab/pki/ca/operators-ca.crt" "$(instance "$1" "$2" url)/metrics" |
     awk '/^mcim_http_requests_total/ && !/route="\/v1\/health"/ && !/route="\/metrics"/ { n += $2 } END { print n + 0 }'
 }
+
+# Holds: what the SHO stored at the DPF (or asked of the PVA) stays invisible to device DEV
+# until released (hold_packages DEV, release_packages DEV, package_held DEV; the same for
+# validations), by a trigger in the role's database.
+hold_packages() {
+  sql "$lab/ro/ro.db" "CREATE TRIGGER hold_$1 AFTER INSERT ON dpf_packages WHEN NEW.device = '$1'
+    BEGIN UPDATE dpf_packages SET state = 'held' WHERE txn = NEW.txn; END;"
+}
+release_packages() {
+  sql "$lab/ro/ro.db" "DROP TRIGGER IF EXISTS hold_$1;
+    UPDATE dpf_packages SET state = 'ready' WHERE device = '$1' AND state = 'held';"
+}
+package_held() { db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM dpf_packages WHERE device='$1' AND state='held'" 1; }
+hold_validations() {
+  sql "$lab/pva/pva.db" "CREATE TRIGGER hold_$1 AFTER INSERT ON validations WHEN NEW.device = '$1'
+    BEGIN UPDATE validations SET state = 'held' WHERE id = NEW.id; END;"
+}
+release_validations() {
+  sql "$lab/pva/pva.db" "DROP TRIGGER IF EXISTS hold_$1;
+    UPDATE validations SET state = 'pending' WHERE device = '$1' AND state = 'held';"
+}
+validation_held() { db_is "$lab/pva/pva.db" "SELECT COUNT(*) FROM validations WHERE device='$1' AND state='held'" 1; }
