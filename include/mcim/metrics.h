@@ -88,8 +88,10 @@ extern mcim_metric_t mcim_m_process_start_time;
 extern mcim_metric_t mcim_m_build_info; /* {version, commit}, always 1; set by mcim_metrics_render */
 
 /* HTTP server (src/net/http_server.c) */
+extern mcim_metric_t mcim_m_thread_cpu; /* {thread} CPU seconds of threads alive now */
 extern mcim_metric_t mcim_m_http_requests;         /* {method, route, cause} */
 extern mcim_metric_t mcim_m_http_request_duration; /* {method, route, code} histogram */
+extern mcim_metric_t mcim_m_http_request_cpu;      /* {method, route} CPU seconds handling */
 extern mcim_metric_t mcim_m_http_connections_refused;   /* at the per-address or global limit */
 extern mcim_metric_t mcim_m_http_connections_timed_out; /* handshake or request stalled */
 extern mcim_metric_t mcim_m_http_connections_open;      /* gauge: open now */

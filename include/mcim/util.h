@@ -74,5 +74,10 @@ double mcim_median(double *v, size_t n);
 /* pthread_create with a stack of `stack` bytes (0: the default), except in a sanitizer
  * build (its instrumentation needs far more stack): there, the default. */
 int mcim_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg);
+/* Names the calling thread (at most 15 bytes kept): what `top -H`, `perf` and the metric
+ * mcim_thread_cpu_seconds_total show it as. */
+void mcim_thread_name(const char *name);
+/* The calling thread's CPU time so far, in nanoseconds (CLOCK_THREAD_CPUTIME_ID). */
+uint64_t mcim_thread_cpu_ns(void);
 
 #endif

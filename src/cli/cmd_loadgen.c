@@ -25,7 +25,8 @@ static const char loadgen_description[] =
     "object: devices, procedures, errors, per_s, latency_ms, invariants, crypto_ops_per_procedure\n"
     "(signatures, verifications, key agreements, AKA runs, TLS handshakes: counted in this\n"
     "process and scraped from every daemon's /metrics), work_per_procedure (HTTP requests,\n"
-    "store commits and statements, TRE synced writes: the same way), and the rest.\n"
+    "store commits and statements, TRE synced writes: the same way), daemons_cpu (the\n"
+    "daemons' CPU per procedure by role and route, and by role and thread), and the rest.\n"
     "Exit status 0 only without errors and with every invariant holding.";
 
 static void print_latency(const char *name, const json_t *o)
@@ -80,6 +81,20 @@ static void print_report(const json_t *r)
     printf("work per procedure (devices, owners and daemons):");
     json_object_foreach((json_t *)work, k, v) printf(" %s %.2f", k, json_number_value(v));
     printf("\n");
+  }
+  const json_t *dcpu = json_object_get(r, "daemons_cpu");
+  const json_t *threads = json_object_get(dcpu, "by_thread_ms");
+  if (json_object_size(threads) > 0) {
+    printf("daemons' CPU per procedure, by thread (ms):");
+    json_object_foreach((json_t *)threads, k, v) printf(" %s %.2f;", k, json_number_value(v));
+    printf("\n");
+  }
+  const json_t *routes = json_object_get(dcpu, "by_route_ms");
+  if (json_object_size(routes) > 0) {
+    int shown = 0;
+    printf("daemons' handlers' CPU per procedure, the largest (ms):\n");
+    json_object_foreach((json_t *)routes, k, v) if (shown++ < 10)
+        printf("  %-48s %6.2f\n", k, json_number_value(v));
   }
   const json_t *errors = json_object_get(r, "errors");
   if (json_object_size(errors) == 0)

@@ -1,10 +1,12 @@
 #include "mcim/util.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -282,6 +284,21 @@ int mcim_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg
     rc = pthread_create(t, &attr, fn, arg);
   pthread_attr_destroy(&attr);
   return rc;
+}
+
+void mcim_thread_name(const char *name)
+{
+  char n[16];
+  snprintf(n, sizeof(n), "%s", name); /* the kernel keeps 15 bytes and the NUL */
+  (void)prctl(PR_SET_NAME, n, 0, 0, 0);
+}
+
+uint64_t mcim_thread_cpu_ns(void)
+{
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -461,6 +461,7 @@ void dev_sleep(struct mcim_device *d, int64_t ms)
 
 static void *worker_main(void *arg)
 {
+  mcim_thread_name("m2me-worker");
   struct mcim_device *d = arg;
   struct mcim_http_lite *cli = NULL;
 

@@ -566,6 +566,10 @@ mcim_cause_t mcim_loadgen_run(const struct mcim_loadgen_opts *o, json_t **report
     lg_ops_report(g.lab_json, &self0, &self1, d0, d1, scrape_tls, ninst, done, *report);
   if (*report && d0 && d1)
     lg_work_report(&self0, &self1_work, d0, d1, ninst, done, *report);
+  if (*report && d0 && d1)
+    lg_cpu_report(g.lab_json, d0, d1, ninst, done, *report);
+  lg_opsnap_clear(d0, ninst);
+  lg_opsnap_clear(d1, ninst);
   free(d0);
   free(d1);
   free(scrape_tls);

@@ -77,6 +77,7 @@ struct opsnap {
   double v[MCIM_OP_COUNT_];
   double w[MCIM_WORK_COUNT_];
   double health; /* GET /v1/health answered */
+  json_t *cpu;   /* CPU seconds by "METHOD ROUTE" (requests) and "thread NAME" (threads) */
   bool ok;
 };
 
@@ -110,6 +111,13 @@ void lg_ops_report(const json_t *lab_json, const struct opsnap *self0, const str
 void lg_work_report(const struct opsnap *self0, const struct opsnap *self1,
                     const struct opsnap *d0, const struct opsnap *d1, size_t n, long done,
                     json_t *report);
+
+/* loadgen_report.c: the daemons' CPU by route and by thread, per procedure, summed over the
+ * instances of each role (`d0`, `d1` as for lg_ops_report): the report's "daemons_cpu";
+ * lg_opsnap_clear frees what a scrape kept */
+void lg_cpu_report(const json_t *lab_json, const struct opsnap *d0, const struct opsnap *d1,
+                   size_t n, long done, json_t *report);
+void lg_opsnap_clear(struct opsnap *s, size_t n);
 
 /* loadgen_check.c: DESIGN.md section 4, for every device of this run ("ok" or the problems) */
 json_t *lg_invariants(struct lg *g);

@@ -178,6 +178,52 @@ static int op_line(char *line, const char *prefix, const char *(*name)(int), int
   return 0;
 }
 
+/* A line `NAME{a="x",b="y"} V` of the family `prefix` (`NAME{`): its label values joined by
+ * spaces as a key of s->cpu, V added to it; false if the line is not of the family. */
+static bool cpu_line(const char *line, const char *prefix, const char *tag, struct opsnap *s)
+{
+  size_t plen = strlen(prefix);
+  if (strncmp(line, prefix, plen) != 0)
+    return false;
+  char key[256];
+  size_t k = 0;
+  if (tag)
+    k = (size_t)snprintf(key, sizeof(key), "%s ", tag);
+  const char *p = line + plen;
+  while (*p && *p != '}') {
+    const char *q = strchr(p, '"'); /* name="value" */
+    if (!q)
+      return true;
+    const char *e = strchr(q + 1, '"');
+    if (!e)
+      return true;
+    if (k && key[k - 1] != ' ' && k + 1 < sizeof(key))
+      key[k++] = ' ';
+    for (q++; q < e && k + 1 < sizeof(key); q++)
+      key[k++] = *q;
+    p = e + 1;
+    if (*p == ',')
+      p++;
+  }
+  key[k] = '\0';
+  if (*p != '}' || p[1] != ' ')
+    return true;
+  double v = strtod(p + 2, NULL);
+  if (!s->cpu)
+    s->cpu = json_object();
+  json_t *old = json_object_get(s->cpu, key);
+  json_object_set_new(s->cpu, key, json_real(v + (old ? json_real_value(old) : 0)));
+  return true;
+}
+
+void lg_opsnap_clear(struct opsnap *s, size_t n)
+{
+  for (size_t i = 0; s && i < n; i++) {
+    json_decref(s[i].cpu);
+    s[i].cpu = NULL;
+  }
+}
+
 /* One instance's /metrics into *s (s->ok false if it did not answer). */
 static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
 {
@@ -189,6 +235,7 @@ static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
   struct mcim_http_result res;
   struct mcim_http_client *cli = mcim_lab_public_client(lab);
   const char *base = json_string_value(json_object_get(role, "url"));
+  json_decref(s->cpu);
   memset(s, 0, sizeof(*s));
   if (!cli || !base)
     return;
@@ -211,7 +258,8 @@ static void scrape_ops(mcim_lab_t *lab, const json_t *role, struct opsnap *s)
       seen_work += k;
     else if (strncmp(line, health_key, sizeof(health_key) - 1) == 0) {
       s->health = strtod(line + sizeof(health_key) - 1, NULL);
-    }
+    } else if (!cpu_line(line, "mcim_http_request_cpu_seconds_total{", NULL, s))
+      cpu_line(line, "mcim_thread_cpu_seconds_total{", "thread", s);
     line = next;
   }
   s->ok = seen == MCIM_OP_COUNT_ && seen_work == MCIM_WORK_COUNT_;
@@ -322,4 +370,62 @@ void lg_work_report(const struct opsnap *self0, const struct opsnap *self1,
                       json_pack("{s:o,s:o,s:{s:I,s:I}}", "loadgen", jl, "daemons", jd,
                                 "excluded", "metrics_scrapes", (json_int_t)scrapes,
                                 "health_checks", (json_int_t)health));
+}
+
+/* The report's "daemons_cpu": {"by_route": {"ROLE METHOD ROUTE": ms per procedure},
+ * "by_thread": {"ROLE thread NAME": ms per procedure}}, the largest first, each summed over
+ * the role's instances that answered both scrapes. A route's figure is its handlers' CPU
+ * (mcim_http_request_cpu_seconds_total); what a thread's figure has beyond its routes' is the
+ * TLS and HTTP around them. */
+void lg_cpu_report(const json_t *lab_json, const struct opsnap *d0, const struct opsnap *d1,
+                   size_t n, long done, json_t *report)
+{
+  json_t *sum = json_object();
+  for (size_t i = 0; i < n && done > 0; i++) {
+    if (!d0[i].ok || !d1[i].ok || !d1[i].cpu)
+      continue;
+    const json_t *r = json_array_get(json_object_get(lab_json, "roles"), i);
+    const char *role = json_string_value(json_object_get(r, "name"));
+    const char *k;
+    json_t *v;
+    json_object_foreach (d1[i].cpu, k, v) {
+      json_t *before = d0[i].cpu ? json_object_get(d0[i].cpu, k) : NULL;
+      double ms = (json_real_value(v) - (before ? json_real_value(before) : 0)) * 1000.0 /
+                  (double)done;
+      if (ms < 0.005) /* nothing in the window, or a thread that ended */
+        continue;
+      char key[320];
+      snprintf(key, sizeof(key), "%s %s", role ? role : "?", k);
+      json_t *old = json_object_get(sum, key);
+      json_object_set_new(sum, key, json_real(ms + (old ? json_real_value(old) : 0)));
+    }
+  }
+  /* sorted by CPU, largest first: a JSON object keeps its keys in insertion order */
+  size_t m = json_object_size(sum), j = 0;
+  struct kv {
+    const char *k;
+    double v;
+  } *all = calloc(m ? m : 1, sizeof(*all));
+  json_t *routes = json_object(), *threads = json_object();
+  const char *k;
+  json_t *v;
+  if (all) {
+    json_object_foreach (sum, k, v) {
+      all[j].k = k;
+      all[j++].v = json_real_value(v);
+    }
+    for (size_t a = 1; a < j; a++) /* insertion sort: a few dozen keys */
+      for (size_t b = a; b > 0 && all[b].v > all[b - 1].v; b--) {
+        struct kv t = all[b];
+        all[b] = all[b - 1];
+        all[b - 1] = t;
+      }
+    for (size_t a = 0; a < j; a++)
+      json_object_set_new(strstr(all[a].k, " thread ") ? threads : routes, all[a].k,
+                          json_real(lg_round2(all[a].v)));
+  }
+  free(all);
+  json_decref(sum);
+  json_object_set_new(report, "daemons_cpu",
+                      json_pack("{s:o,s:o}", "by_route_ms", routes, "by_thread_ms", threads));
 }

@@ -139,7 +139,7 @@ static void send_answer(struct mcim_http_local *srv, struct local_req *r, const 
   if (write_all(r->fd, head, (size_t)n) && body && strcmp(method, "HEAD") != 0)
     write_all(r->fd, body, len);
   free(body);
-  mcim_http_count_(&srv->cfg, method, path, resp, start);
+  mcim_http_count_(&srv->cfg, method, path, resp, start, 0);
 }
 
 static void refuse(struct mcim_http_local *srv, struct local_req *r, const char *method,
@@ -507,6 +507,7 @@ out:
 
 static void *serve(void *arg)
 {
+  mcim_thread_name("mcim-control");
   struct local_thread *t = arg;
   struct mcim_http_local *srv = t->srv;
 

@@ -33,10 +33,11 @@ void mcim_http_dispatch_(const struct mcim_http_server_cfg *cfg, const struct mc
                          struct mcim_http_response *resp);
 
 /* After the answer went out: the request metrics (route pattern, method, cause; latency
- * since `start` (CLOCK_MONOTONIC) when not NULL) and the log line. */
+ * since `start` (CLOCK_MONOTONIC) when not NULL; the CPU its handling took, `cpu_ns`, when
+ * measured, else 0) and the log line. */
 void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method,
                       const char *url, const struct mcim_http_response *resp,
-                      const struct timespec *start);
+                      const struct timespec *start, uint64_t cpu_ns);
 
 /* The body of an answer (a JSON dump or the text, malloc'd; NULL: no body) and its type. */
 char *mcim_http_body_(const struct mcim_http_response *resp, const char **content_type);

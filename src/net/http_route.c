@@ -79,7 +79,7 @@ static const char *method_label(const char *method)
 
 void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method,
                       const char *url, const struct mcim_http_response *resp,
-                      const struct timespec *start)
+                      const struct timespec *start, uint64_t cpu_ns)
 {
   static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
   const char *route = route_label(cfg, url, method);
@@ -88,6 +88,8 @@ void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method
   const char *code = c >= 1 && c <= 5 ? classes[c - 1] : "other";
   double secs = 0;
   mcim_metric_inc(&mcim_m_http_requests, MCIM_LABELS(m, route, mcim_cause_name(resp->cause)));
+  if (cpu_ns)
+    mcim_metric_add(&mcim_m_http_request_cpu, MCIM_LABELS(m, route), (double)cpu_ns / 1e9);
   if (start) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);

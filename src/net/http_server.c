@@ -87,6 +87,7 @@ struct req_state {
   uint64_t wait_until_ns; /* the client's Prefer: wait, bounded (CLOCK_MONOTONIC); 0: none */
   bool held;              /* held by http_wait.c: this call is its dispatch again */
   bool answering;         /* dispatched again after a hold: counted in srv->answering */
+  uint64_t cpu_ns;        /* this thread's CPU in its dispatches so far (held ones added) */
   struct mcim_http_server *srv;
 };
 
@@ -261,6 +262,7 @@ static enum MHD_Result send_response(const struct mcim_http_server *srv,
                                      const char *url, struct mcim_http_response *resp,
                                      const struct req_state *st)
 {
+  uint64_t cpu0 = st ? mcim_thread_cpu_ns() : 0; /* the answer's dump and queueing too */
   const char *type = NULL;
   char *body = mcim_http_body_(resp, &type);
   size_t len = body ? strlen(body) : 0;
@@ -278,7 +280,8 @@ static enum MHD_Result send_response(const struct mcim_http_server *srv,
   }
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
   MHD_destroy_response(r);
-  mcim_http_count_(&srv->cfg, method, url, resp, st ? &st->start : NULL);
+  mcim_http_count_(&srv->cfg, method, url, resp, st ? &st->start : NULL,
+                   st ? st->cpu_ns + (mcim_thread_cpu_ns() - cpu0) : 0);
   /* where mcim_http_requests_total counts it: loadgen takes its scrapes and health checks out */
   mcim_work_count(MCIM_WORK_HTTP_REQUEST);
   return ret;
@@ -370,6 +373,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
     mcim_metric_add(&mcim_m_http_long_polls_held, NULL, -1);
   }
   uint64_t began = mcim_monotonic_ns();
+  uint64_t cpu0 = mcim_thread_cpu_ns();
   const struct mcim_http_wire w = {
       .method = method,
       .path = url,
@@ -396,6 +400,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
       st->held = true;
       mcim_http_response_clear(&resp);
       run_after_reply(); /* no answer now to wait for */
+      st->cpu_ns += mcim_thread_cpu_ns() - cpu0;
       return MHD_YES;
     }
     atomic_fetch_sub(&srv->held, 1);
@@ -409,6 +414,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
       in_handler = false;
     }
   }
+  st->cpu_ns += mcim_thread_cpu_ns() - cpu0;
   enum MHD_Result ret = send_response(srv, conn, method, url, &resp, st);
   mcim_http_response_clear(&resp);
   if (ret != MHD_YES)

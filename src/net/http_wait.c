@@ -130,6 +130,7 @@ static size_t take_due(uint64_t now, struct MHD_Connection **out, size_t max, ui
  * until it is. */
 static void *resumer_main(void *arg)
 {
+  mcim_thread_name("mcim-resumer");
   struct MHD_Connection *due[64];
   (void)arg;
   pthread_mutex_lock(&mu);

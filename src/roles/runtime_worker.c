@@ -29,6 +29,7 @@
  * commit, and the polls need not come with them. */
 void *mcim_role_worker_main(void *arg)
 {
+  mcim_thread_name("mcim-worker");
   struct mcim_role *r = arg;
   struct mcim_role_priv *p = r->priv;
   int64_t tick = mcim_config_int(r->cfg, "tick_ms");
@@ -117,6 +118,7 @@ void mcim_role_worker_polls(struct mcim_role *r, uint64_t *polls, int64_t *perio
  * every peer's key is known or the role stops. */
 void *mcim_role_peer_prefetch_main(void *arg)
 {
+  mcim_thread_name("mcim-peerkeys");
   struct mcim_role *r = arg;
   struct mcim_role_priv *p = r->priv;
   int64_t wait_s = 1;

@@ -26,6 +26,7 @@
 
 #include "mcim/log.h"
 #include "mcim/store.h"
+#include "mcim/util.h"
 
 #define QUEUE_MAX 1024
 #define PAYLOAD_MAX 7999  /* PostgreSQL's limit is 8000 bytes, terminator included */
@@ -156,6 +157,7 @@ static void deliver(mcim_pg_channel_t *ch, PGconn *db)
 
 static void *channel_main(void *arg)
 {
+  mcim_thread_name("mcim-pglisten");
   mcim_pg_channel_t *ch = arg;
   while (!stopping(ch)) {
     PGconn *db = connect_listen(ch);

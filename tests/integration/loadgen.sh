@@ -7,7 +7,8 @@
 # 30 = 105), no error, the invariants of DESIGN.md section 4 hold for every device, and the
 # latency and CPU figures are there. A change-old-sho run (8 devices) reports the work it
 # counted: HTTP requests, durable store commits, statements and TRE synced writes, each more
-# than one per procedure, commits no more than statements. Then its refusals: a usage error,
+# than one per procedure, commits no more than statements, and the daemons' CPU by route and
+# by thread (each role's handlers within its HTTP threads). Then its refusals: a usage error,
 # and a loadgen whose SHO is stopped reports each failure by its cause and exits 1.
 . "$(dirname "$0")/lib/common.bash"
 
@@ -54,6 +55,20 @@ for k in ("http_requests", "store_commits_durable", "store_statements", "tre_syn
     assert w[k] > 1, (k, w)
 assert w["store_commits_relaxed"] + w["store_commits_durable"] <= w["store_statements"], w
 assert r["work"]["daemons"]["tre_synced_writes"] == 0, r["work"]  # the TRE is the device's
+PY
+python3 - "$tmp/work.json" <<'PY' && ok "loadgen change-old-sho: daemons_cpu by route (the DRF's orders, an SHO's orders, the PVA's quotes) and by thread, each role's routes within its HTTP threads, largest first" || bad "loadgen change-old-sho daemons_cpu: $(tail -c 800 "$tmp/work.json")"
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+routes, threads = r["daemons_cpu"]["by_route_ms"], r["daemons_cpu"]["by_thread_ms"]
+assert routes["ro POST /v1/drf/orders"] > 0, routes
+assert routes["pva POST /v1/validations/{id}/quote"] > 0, routes
+assert routes.get("sho-a POST /v1/orders", 0) + routes.get("sho-b POST /v1/orders", 0) > 0, routes
+assert list(routes.values()) == sorted(routes.values(), reverse=True), routes
+for role in ("ro", "pva", "sho-a", "sho-b", "vno"):
+    mine = sum(v for k, v in routes.items() if k.startswith(role + " "))
+    # each figure rounded to 0.01 ms
+    assert 0 < mine <= threads[role + " thread MHD-worker"] + 0.01 * (len(routes) + 1), (role, mine, threads)
+assert threads["ro thread mcim-worker"] > 0, threads
 PY
 
 usage() { # usage NAME TEXT ARGS...: a usage error (exit 2) that says TEXT

@@ -514,6 +514,58 @@ static void test_work_counts(void **state)
   free(t);
 }
 
+/* The sum of every series of the family `prefix` (ending in '{') whose labels contain
+ * `label` (NULL: all). */
+static double family_sum(const char *text, const char *prefix, const char *label)
+{
+  double sum = 0;
+  size_t n = strlen(prefix);
+  for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+    const char *end = strchr(p, '}');
+    if (strncmp(p, prefix, n) != 0 || !end)
+      continue;
+    if (label) {
+      const char *hit = strstr(p, label);
+      if (!hit || hit > end)
+        continue;
+    }
+    sum += strtod(end + 2, NULL);
+  }
+  return sum;
+}
+
+/* CPU by route and by thread: a request's handling is counted to its route once answered (a
+ * scrape's own in the next scrape, and more than nothing), the role's threads by their names,
+ * and what the routes took is part of what the HTTP server's threads took (the routes are
+ * timed on those threads' clocks; 1 ms for threads whose time the kernel shows as of their
+ * last tick). */
+static void test_cpu_by_route_and_thread(void **state)
+{
+  (void)state;
+  const char *metrics_cpu = "mcim_http_request_cpu_seconds_total{method=\"GET\",route=\"/metrics\"}";
+  static const char *const roles[] = {"vno", "ro", "sho-a"};
+  for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
+    char *a = scrape(roles[i], NULL), *b = scrape(roles[i], NULL);
+    assert_non_null(strstr(b, "# TYPE mcim_http_request_cpu_seconds_total counter\n"));
+    assert_non_null(strstr(b, "# TYPE mcim_thread_cpu_seconds_total counter\n"));
+    assert_true(series(b, metrics_cpu) > 0);
+    assert_true(series(b, metrics_cpu) > count(a, metrics_cpu));
+    assert_true(series(b, "mcim_thread_cpu_seconds_total{thread=\"mcim-worker\"}") > 0);
+    assert_true(series(b, "mcim_thread_cpu_seconds_total{thread=\"mcim-peerkeys\"}") >= 0);
+    double routes = family_sum(b, "mcim_http_request_cpu_seconds_total{", NULL);
+    double http = series(b, "mcim_thread_cpu_seconds_total{thread=\"MHD-worker\"}");
+    if (!(routes > 0 && routes <= http + 0.001))
+      fail_msg("%s: routes' CPU %.6f s, the HTTP threads' %.6f s", roles[i], routes, http);
+    free(a);
+    free(b);
+  }
+  /* the VNO's attach, earlier in this run, was timed */
+  char *t = scrape("vno", NULL);
+  assert_true(series(t, "mcim_http_request_cpu_seconds_total{method=\"POST\",route=\"/v1/attach\"}") >
+              0);
+  free(t);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -522,6 +574,7 @@ int main(void)
       cmocka_unit_test(test_procedure_counters),
       cmocka_unit_test(test_build_info),
       cmocka_unit_test(test_work_counts),
+      cmocka_unit_test(test_cpu_by_route_and_thread),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
