@@ -32,10 +32,16 @@ static const char loadgen_description[] =
 static void print_latency(const char *name, const json_t *o)
 {
   const json_t *l = json_object_get(o, "latency_ms");
-  printf("  %-40s %6lld  p50 %8.1f  p95 %8.1f  p99 %8.1f  max %8.1f ms\n", name,
+  printf("  %-40s %6lld  p50 %8.1f  p95 %8.1f  p99 %8.1f  max %8.1f ms", name,
          (long long)json_integer_value(json_object_get(o, "count")),
          json_real_value(json_object_get(l, "p50")), json_real_value(json_object_get(l, "p95")),
          json_real_value(json_object_get(l, "p99")), json_real_value(json_object_get(l, "max")));
+  const json_t *cpu = json_object_get(o, "device_cpu_ms"), *own = json_object_get(o, "owner_cpu_ms");
+  if (cpu)
+    printf("  device CPU %6.2f ms", json_real_value(cpu));
+  if (own)
+    printf("  owner %5.2f ms", json_real_value(own));
+  printf("\n");
 }
 
 static void print_report(const json_t *r)

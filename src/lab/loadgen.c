@@ -85,11 +85,22 @@ static void error_count(struct lg *g, const char *cause, const char *device, con
   pthread_mutex_unlock(&g->lock);
 }
 
-static void sample(struct lg *g, struct samples *sm, const char *name, int rank, int64_t ms)
+/* A latency sample, with the CPU this thread spent on it (ms): in the device's rounds, and
+ * as its owner (0 where none) */
+static void sample(struct lg *g, struct samples *sm, const char *name, int rank, int64_t ms,
+                   double cpu_ms, double owner_ms)
 {
   pthread_mutex_lock(&g->lock);
-  lg_series_add(lg_series_get(sm, name, rank), (double)ms);
+  lg_series_add_cpu(lg_series_get(sm, name, rank), (double)ms, cpu_ms, owner_ms);
   pthread_mutex_unlock(&g->lock);
+}
+
+/* The CPU this thread spent since `*from` (ns of its clock), in ms; *from moves to now. */
+static double cpu_since(uint64_t *from)
+{
+  uint64_t now = mcim_thread_cpu_ns(), d = now - *from;
+  *from = now;
+  return (double)d / 1e6;
 }
 
 static struct lg_seq sequence(const struct lg *g, long i)
@@ -122,6 +133,10 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
   char *jws = NULL;
   json_t *ans = NULL, *pj = NULL;
   int64_t t0 = mono_ms(), since = t0, deadline = t0 + (int64_t)g->o->timeout_s * 1000;
+  /* CPU: the owner's order and instruction, the device's rounds in all and in this step (a
+   * round is its step's when the step shows before it, the first round its first step's) */
+  uint64_t clock = mcim_thread_cpu_ns();
+  double owner_ms = 0, device_ms = 0, step_ms = 0;
   mcim_cause_t rc = mcim_random(rnd, sizeof(rnd));
   if (rc == MCIM_OK)
     mcim_hex_encode(rnd, sizeof(rnd), txn);
@@ -130,13 +145,18 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
     rc = mcim_lab_order(lab, &run, owner, params, txn, detail, sizeof(detail));
   if (rc == MCIM_OK)
     rc = mcim_lab_instruction(owner, &run, txn, &jws);
+  owner_ms = cpu_since(&clock);
   if (rc == MCIM_OK)
     rc = mcim_device_instruct(d, jws, &ans, detail, sizeof(detail));
+  step_ms = device_ms = cpu_since(&clock);
   json_decref(ans);
   free(jws);
   const char *state = "failed", *result = NULL;
   while (rc == MCIM_OK) {
     int64_t delay = mcim_device_round(d, cli);
+    double round_ms = cpu_since(&clock);
+    device_ms += round_ms;
+    step_ms += round_ms;
     json_decref(pj);
     pj = NULL;
     rc = mcim_device_procedure(d, txn, &pj);
@@ -148,7 +168,8 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
     if (st && strcmp(st, stage) != 0) {
       if (stage[0]) {
         snprintf(step_name, sizeof(step_name), "%s %d %s", lp->label, stage_n, stage);
-        sample(g, &g->steps, step_name, lp->rank * 1000 + stage_n, now - since);
+        sample(g, &g->steps, step_name, lp->rank * 1000 + stage_n, now - since, step_ms, 0);
+        step_ms = 0;
       }
       snprintf(stage, sizeof(stage), "%s", st);
       stage_n = (int)json_integer_value(json_object_get(pj, "step"));
@@ -163,6 +184,7 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
     }
     if (delay > 0)
       lg_sleep_ms(delay > 1000 ? 1000 : delay);
+    (void)cpu_since(&clock); /* following the procedure's view is loadgen's, not the device's */
   }
   if (rc == MCIM_OK) {
     result = json_string_value(json_object_get(pj, "result"));
@@ -180,14 +202,17 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
   int64_t end = mono_ms();
   if (stage[0]) {
     snprintf(step_name, sizeof(step_name), "%s %d %s", lp->label, stage_n, stage);
-    sample(g, &g->steps, step_name, lp->rank * 1000 + stage_n, end - since);
+    sample(g, &g->steps, step_name, lp->rank * 1000 + stage_n, end - since, step_ms, 0);
   }
   if (rc == MCIM_OK) {
-    sample(g, &g->procs, lp->label, lp->rank, end - t0);
-    sample(g, &g->all, "all", 0, end - t0);
-    atomic_fetch_add(&g->done, 1);
-    /* what is due between procedures (a deferred discard notice after the new full attach) */
+    /* what is due between procedures (a deferred discard notice after the new full attach):
+     * the procedure's CPU, not its latency's */
+    (void)cpu_since(&clock);
     mcim_device_round(d, cli);
+    device_ms += cpu_since(&clock);
+    sample(g, &g->procs, lp->label, lp->rank, end - t0, device_ms, owner_ms);
+    sample(g, &g->all, "all", 0, end - t0, device_ms, owner_ms);
+    atomic_fetch_add(&g->done, 1);
   } else {
     atomic_fetch_add(&g->failed, 1);
     error_count(g, mcim_cause_name(rc), name, lp->label, detail);

@@ -24,6 +24,8 @@ struct series {
   int rank; /* the report's order: procedure, then seed step */
   double *v;
   size_t n, cap;
+  double cpu_ms;   /* the device's CPU in its rounds (procedures and steps), summed */
+  double owner_ms; /* the owner's (order and instruction: procedures), summed */
 };
 
 struct samples {
@@ -88,6 +90,8 @@ void lg_sleep_ms(int64_t ms);
 /* loadgen_report.c: samples */
 struct series *lg_series_get(struct samples *sm, const char *name, int rank);
 void lg_series_add(struct series *s, double ms);
+/* lg_series_add with the CPU the sample took: the device's rounds and the owner's part */
+void lg_series_add_cpu(struct series *s, double ms, double cpu_ms, double owner_ms);
 double lg_round2(double x);
 json_t *lg_latency_json(struct series *s);
 void lg_samples_free(struct samples *sm);

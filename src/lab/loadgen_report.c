@@ -52,6 +52,15 @@ void lg_series_add(struct series *s, double ms)
   s->v[s->n++] = ms;
 }
 
+void lg_series_add_cpu(struct series *s, double ms, double cpu_ms, double owner_ms)
+{
+  if (!s)
+    return;
+  lg_series_add(s, ms);
+  s->cpu_ms += cpu_ms;
+  s->owner_ms += owner_ms;
+}
+
 double lg_round2(double x) { return (double)(long long)(x * 100.0 + 0.5) / 100.0; }
 
 json_t *lg_latency_json(struct series *s)
@@ -81,10 +90,17 @@ json_t *lg_series_report(struct samples *sm)
   json_t *o = json_object();
   if (sm->n > 1)
     qsort(sm->s, sm->n, sizeof(*sm->s), cmp_rank);
-  for (size_t i = 0; o && i < sm->n; i++)
-    json_object_set_new(o, sm->s[i].name,
-                        json_pack("{s:I,s:o}", "count", (json_int_t)sm->s[i].n, "latency_ms",
-                                  lg_latency_json(&sm->s[i])));
+  for (size_t i = 0; o && i < sm->n; i++) {
+    const struct series *s = &sm->s[i];
+    double n = s->n ? (double)s->n : 1;
+    json_t *e = json_pack("{s:I,s:o}", "count", (json_int_t)s->n, "latency_ms",
+                          lg_latency_json(&sm->s[i]));
+    if (e && s->cpu_ms > 0) /* the mean: a sum of CPU has no percentiles */
+      json_object_set_new(e, "device_cpu_ms", json_real(lg_round2(s->cpu_ms / n)));
+    if (e && s->owner_ms > 0)
+      json_object_set_new(e, "owner_cpu_ms", json_real(lg_round2(s->owner_ms / n)));
+    json_object_set_new(o, s->name, e);
+  }
   return o;
 }
 

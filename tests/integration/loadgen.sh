@@ -8,7 +8,8 @@
 # latency and CPU figures are there. A change-old-sho run (8 devices) reports the work it
 # counted: HTTP requests, durable store commits, statements and TRE synced writes, each more
 # than one per procedure, commits no more than statements, and the daemons' CPU by route and
-# by thread (each role's handlers within its HTTP threads). Then its refusals: a usage error,
+# by thread (each role's handlers within its HTTP threads), and the device's CPU per step and
+# per procedure. Then its refusals: a usage error,
 # and a loadgen whose SHO is stopped reports each failure by its cause and exits 1.
 . "$(dirname "$0")/lib/common.bash"
 
@@ -69,6 +70,22 @@ for role in ("ro", "pva", "sho-a", "sho-b", "vno"):
     # each figure rounded to 0.01 ms
     assert 0 < mine <= threads[role + " thread MHD-worker"] + 0.01 * (len(routes) + 1), (role, mine, threads)
 assert threads["ro thread mcim-worker"] > 0, threads
+PY
+python3 - "$tmp/work.json" <<'PY' && ok "loadgen change-old-sho: the device's CPU per step and per procedure, the owner's per procedure; the steps' within the procedures', both within loadgen's CPU" || bad "loadgen change-old-sho device CPU: $(tail -c 800 "$tmp/work.json")"
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+procs, steps = r["per_procedure"], r["per_step"]
+assert set(procs) == {"initial", "change-old-sho"}, procs
+for k, v in list(procs.items()) + list(steps.items()):
+    assert v["device_cpu_ms"] > 0, (k, v)
+for v in procs.values():
+    assert v["owner_cpu_ms"] > 0, v
+# each mean rounded to 0.01 ms
+in_steps = sum(v["device_cpu_ms"] * v["count"] for v in steps.values())
+in_procs = sum(v["device_cpu_ms"] * v["count"] for v in procs.values())
+assert in_steps <= in_procs + 0.01 * sum(v["count"] for v in steps.values()), (in_steps, in_procs)
+owners = sum(v["owner_cpu_ms"] * v["count"] for v in procs.values())
+assert in_procs + owners <= r["cpu"]["loadgen_s"] * 1000 + 1, (in_procs, owners, r["cpu"])
 PY
 
 usage() { # usage NAME TEXT ARGS...: a usage error (exit 2) that says TEXT
