@@ -551,7 +551,6 @@ static void test_cpu_by_route_and_thread(void **state)
     assert_true(series(b, metrics_cpu) > 0);
     assert_true(series(b, metrics_cpu) > count(a, metrics_cpu));
     assert_true(series(b, "mcim_thread_cpu_seconds_total{thread=\"mcim-worker\"}") > 0);
-    assert_true(series(b, "mcim_thread_cpu_seconds_total{thread=\"mcim-peerkeys\"}") >= 0);
     double routes = family_sum(b, "mcim_http_request_cpu_seconds_total{", NULL);
     double http = series(b, "mcim_thread_cpu_seconds_total{thread=\"MHD-worker\"}");
     if (!(routes > 0 && routes <= http + 0.001))
