@@ -257,6 +257,7 @@ w("| lab | procedure | procedures | errors | invariants | per s | p50 ms | p99 m
 w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 notes = []
 count_cols = []
+cpu_cols = []
 for key, label in RUNS:
     s = skipped(key)
     if s:
@@ -294,6 +295,7 @@ for key, label in RUNS:
             notes.append(f"{label}, {proc}: {ex['health_checks']} server handshakes of HAProxy's "
                          "health checks taken out of the counts")
         count_cols.append((f"{key} {proc}", cnt, work))
+        cpu_cols.append((f"{key} {proc}", r))
 for n in notes:
     w("")
     w("- " + n)
@@ -309,6 +311,59 @@ if count_cols:
         w(f"| {k} | " + " | ".join(num(c[2].get(k), "{:.2f}") for c in count_cols) + " |")
 else:
     w("Skipped: no loadgen run reported counts.")
+w("")
+
+
+def device_split(r):
+    """the device's rounds and the owner's part, ms per completed procedure (per_procedure)"""
+    pp = r.get("per_procedure") or {}
+    n = sum(v.get("count", 0) for v in pp.values())
+    if not n:
+        return None, None
+    dev = sum(v.get("device_cpu_ms", 0) * v.get("count", 0) for v in pp.values()) / n
+    own = sum(v.get("owner_cpu_ms", 0) * v.get("count", 0) for v in pp.values()) / n
+    return dev, own
+
+
+w("### Where the CPU goes, per completed procedure")
+w("")
+w("From the same runs: the device's agent in its rounds and loadgen as the owner")
+w("(`device_cpu_ms`, `owner_cpu_ms`), the daemons' threads by name and their handlers by route")
+w("(`daemons_cpu`: `mcim_thread_cpu_seconds_total`, `mcim_http_request_cpu_seconds_total`),")
+w("ms of CPU per completed procedure. The HTTP threads less the handlers are TLS and HTTP")
+w("around them. The daemons' background work in the run counts too, per procedure more in a")
+w("short run.")
+w("")
+if cpu_cols:
+    rows = []
+    for name, r in cpu_cols:
+        dc = r.get("daemons_cpu") or {}
+        th, ro = dc.get("by_thread_ms") or {}, dc.get("by_route_ms") or {}
+        dev, own = device_split(r)
+        http = sum(v for k, v in th.items() if k.endswith(" thread MHD-worker"))
+        workers = sum(v for k, v in th.items() if k.endswith(" thread mcim-worker"))
+        rows.append({
+            "the device (agent's rounds)": dev, "the owner": own,
+            "daemons' HTTP threads": http if th else None,
+            "of which handlers": sum(ro.values()) if ro else None,
+            "daemons' workers (outbox, sweeps)": workers if th else None,
+            "daemons' other threads": sum(th.values()) - http - workers if th else None})
+    w("| | " + " | ".join(c[0] for c in cpu_cols) + " |")
+    w("|---|" + "---|" * len(cpu_cols))
+    for k in rows[0]:
+        w(f"| {k} | " + " | ".join(num(rw[k], "{:.2f}") for rw in rows) + " |")
+    first = cpu_cols[0]
+    routes = (first[1].get("daemons_cpu") or {}).get("by_route_ms") or {}
+    if routes:
+        w("")
+        w(f"The ten largest handlers of {first[0]}, ms per procedure:")
+        w("")
+        w("| role and route | ms |")
+        w("|---|---|")
+        for k, v in list(routes.items())[:10]:
+            w(f"| {k} | {num(v, '{:.2f}')} |")
+else:
+    w("Skipped: no loadgen run reported its CPU.")
 w("")
 
 # ---- footprint ----

@@ -25,7 +25,8 @@ fi
 [ -s "$md" ] && ok "BENCHMARKS.md written to the test's folder" || bad "no $md"
 for section in "## Machine" "## Commands" "## Milenage: mcim vs libosmocore" \
   "## The crypto floor of a procedure" "## Procedures under load (mcim loadgen)" \
-  "### Operations per completed procedure" "## The device agent's footprint" \
+  "### Operations per completed procedure" "### Where the CPU goes, per completed procedure" \
+  "## The device agent's footprint" \
   "## The TRE's backends side by side"; do
   grep -qxF -- "$section" "$md" && ok "section: $section" || bad "section missing: $section"
 done
@@ -78,6 +79,16 @@ if not re.search(r"^\| es256_sign \| [0-9.]+ ", ops, re.M):
     problems.append("no operation counts")
 if not re.search(r"^\| store_commits_durable \| [0-9.]+ ", ops, re.M):
     problems.append("no work counts")
+where = ops.split("### Where the CPU goes, per completed procedure")[-1]
+for k in ["the device (agent's rounds)", "the owner", "daemons' HTTP threads",
+          "of which handlers", "daemons' workers (outbox, sweeps)"]:
+    if not re.search(r"^\| " + re.escape(k) + r" \|( [0-9.]+ \|){6}$", where, re.M):
+        problems.append("no CPU split: " + k)
+if not re.search(r"^\| (ro|sho-a|sho-b|pva|vno) (GET|POST) /v1/\S+ \| [0-9.]+ \|$", where,
+                 re.M):
+    problems.append("no CPU by handler")
+else:
+    print("CPU split")
 fp = section("The device agent's footprint")
 if not re.search(r"\| binary size \| [0-9,]+ bytes \|", fp) or "peak VmHWM" not in fp:
     problems.append("no footprint")
