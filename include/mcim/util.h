@@ -77,7 +77,19 @@ int mcim_thread_start(pthread_t *t, size_t stack, void *(*fn)(void *), void *arg
 /* Names the calling thread (at most 15 bytes kept): what `top -H`, `perf` and the metric
  * mcim_thread_cpu_seconds_total show it as. */
 void mcim_thread_name(const char *name);
-/* The calling thread's CPU time so far, in nanoseconds (CLOCK_THREAD_CPUTIME_ID). */
+/* The calling thread's CPU time so far, in nanoseconds (CLOCK_THREAD_CPUTIME_ID); 0 if the
+ * clock cannot be read (a difference of two readings is then taken as 0: mcim_cpu_delta_ns). */
 uint64_t mcim_thread_cpu_ns(void);
+/* now - before, or 0 when a reading failed (either is 0) or the clock went back */
+uint64_t mcim_cpu_delta_ns(uint64_t before, uint64_t now);
+/* The CPU time of this process's threads by name (src/core/thread_cpu.c): one entry per name,
+ * its live threads' time and that of the threads of that name that ended since the first
+ * call (as last read). Fills at most `max` entries; returns how many. */
+#define MCIM_THREAD_NAMES_MAX 32
+struct mcim_thread_cpu {
+  char name[16];
+  double seconds;
+};
+size_t mcim_thread_cpu_by_name(struct mcim_thread_cpu *out, size_t max);
 
 #endif

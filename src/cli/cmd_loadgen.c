@@ -36,7 +36,8 @@ static void print_latency(const char *name, const json_t *o)
          (long long)json_integer_value(json_object_get(o, "count")),
          json_real_value(json_object_get(l, "p50")), json_real_value(json_object_get(l, "p95")),
          json_real_value(json_object_get(l, "p99")), json_real_value(json_object_get(l, "max")));
-  const json_t *cpu = json_object_get(o, "device_cpu_ms"), *own = json_object_get(o, "owner_cpu_ms");
+  const json_t *cpu = json_object_get(o, "device_cpu_ms");
+  const json_t *own = json_object_get(o, "owner_cpu_ms");
   if (cpu)
     printf("  device CPU %6.2f ms", json_real_value(cpu));
   if (own)

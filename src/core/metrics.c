@@ -2,7 +2,6 @@
  * first use, one mutex, Prometheus text exposition 0.0.4. */
 #include "mcim/metrics.h"
 
-#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -10,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "mcim/log.h"
 #include "mcim/opcount.h"
@@ -36,8 +33,9 @@ mcim_metric_t mcim_m_build_info = {
 
 mcim_metric_t mcim_m_thread_cpu = {
     "mcim_thread_cpu_seconds_total",
-    "CPU time of this process's threads alive now, by thread name (mcim-worker: the role's"
-    " outbox deliveries, sweeps and housekeeping; MHD-worker: the HTTP server's threads)",
+    "CPU time of this process's threads by thread name, ended threads' included"
+    " (mcim-worker: the role's outbox deliveries, sweeps and housekeeping; MHD-worker: the"
+    " HTTP server's threads)",
     MCIM_METRIC_COUNTER, MCIM_MF_PROCESS, {"thread", NULL}, NULL, 0, NULL};
 
 mcim_metric_t mcim_m_http_requests = {
@@ -513,51 +511,6 @@ static void render_metric(FILE *f, const mcim_metric_t *m)
   }
 }
 
-/* mcim_m_thread_cpu from /proc/self/task: each thread's time on a CPU (schedstat, in ns),
- * summed by its name. The calling thread's own from its CPU clock: schedstat shows a running
- * thread's time as of its last tick, which would leave out what the requests it answered
- * (mcim_m_http_request_cpu, from the same clock) took since. Called with the lock held. */
-static void threads_cpu_read(void)
-{
-  char self[24];
-  snprintf(self, sizeof(self), "%ld", (long)syscall(SYS_gettid));
-  struct mcim_metric_priv *p = mcim_m_thread_cpu.priv;
-  for (size_t i = 0; p && i < p->n; i++)
-    p->s[i].value = 0; /* a thread that ended takes its time with it */
-  DIR *d = opendir("/proc/self/task");
-  if (!d)
-    return;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9')
-      continue;
-    char path[64], name[32] = "", line[96] = "";
-    snprintf(path, sizeof(path), "/proc/self/task/%.16s/comm", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue;
-    if (!fgets(name, sizeof(name), f))
-      name[0] = '\0';
-    fclose(f);
-    name[strcspn(name, "\n")] = '\0';
-    snprintf(path, sizeof(path), "/proc/self/task/%.16s/schedstat", e->d_name);
-    f = fopen(path, "r");
-    if (!f)
-      continue;
-    if (!fgets(line, sizeof(line), f))
-      line[0] = '\0';
-    fclose(f);
-    unsigned long long ns = strtoull(line, NULL, 10);
-    if (strcmp(e->d_name, self) == 0)
-      ns = mcim_thread_cpu_ns();
-    const char *v = name;
-    struct series *s = series_get(&mcim_m_thread_cpu, &v, 1, true);
-    if (s)
-      s->value += (double)ns / 1e9;
-  }
-  closedir(d);
-}
-
 char *mcim_metrics_render(unsigned families)
 {
   char *buf = NULL;
@@ -567,12 +520,20 @@ char *mcim_metrics_render(unsigned families)
   if (families & MCIM_MF_PROCESS)
     mcim_metric_set(&mcim_m_build_info, MCIM_LABELS(mcim_version_text(), mcim_version_commit()),
                     1);
+  /* read before the lock: /proc and a clock per thread, while other threads count */
+  struct mcim_thread_cpu threads[MCIM_THREAD_NAMES_MAX];
+  size_t nthreads =
+      families & MCIM_MF_PROCESS ? mcim_thread_cpu_by_name(threads, MCIM_THREAD_NAMES_MAX) : 0;
   FILE *f = open_memstream(&buf, &len);
   if (!f)
     return NULL;
   pthread_mutex_lock(&metrics_lock);
-  if (families & MCIM_MF_PROCESS)
-    threads_cpu_read();
+  for (size_t i = 0; i < nthreads; i++) {
+    const char *name = threads[i].name;
+    struct series *s = series_get(&mcim_m_thread_cpu, &name, 1, true);
+    if (s)
+      s->value = threads[i].seconds;
+  }
   if (families & MCIM_MF_CRYPTO) /* the atomic counts, as they are now */
     for (int op = 0; op < MCIM_OP_COUNT_; op++) {
       const char *name = mcim_op_name((mcim_op_t)op);

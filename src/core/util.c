@@ -301,6 +301,11 @@ uint64_t mcim_thread_cpu_ns(void)
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+uint64_t mcim_cpu_delta_ns(uint64_t before, uint64_t now)
+{
+  return before && now > before ? now - before : 0;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
   double x = *(const double *)a, y = *(const double *)b;

@@ -98,7 +98,7 @@ static void sample(struct lg *g, struct samples *sm, const char *name, int rank,
 /* The CPU this thread spent since `*from` (ns of its clock), in ms; *from moves to now. */
 static double cpu_since(uint64_t *from)
 {
-  uint64_t now = mcim_thread_cpu_ns(), d = now - *from;
+  uint64_t now = mcim_thread_cpu_ns(), d = mcim_cpu_delta_ns(*from, now);
   *from = now;
   return (double)d / 1e6;
 }
@@ -132,9 +132,10 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
   uint8_t rnd[16];
   char *jws = NULL;
   json_t *ans = NULL, *pj = NULL;
-  int64_t t0 = mono_ms(), since = t0, deadline = t0 + (int64_t)g->o->timeout_s * 1000;
-  /* CPU: the owner's order and instruction, the device's rounds in all and in this step (a
-   * round is its step's when the step shows before it, the first round its first step's) */
+  int64_t t0 = mono_ms(), since = 0, deadline = t0 + (int64_t)g->o->timeout_s * 1000;
+  /* CPU: the owner's order and instruction, the device's rounds in all and in this step. A
+   * step's latency and CPU are the rounds that began at it (it showed before them); the
+   * first step shown has the instruction's check and the first round as well. */
   uint64_t clock = mcim_thread_cpu_ns();
   double owner_ms = 0, device_ms = 0, step_ms = 0;
   mcim_cause_t rc = mcim_random(rnd, sizeof(rnd));
@@ -146,6 +147,7 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
   if (rc == MCIM_OK)
     rc = mcim_lab_instruction(owner, &run, txn, &jws);
   owner_ms = cpu_since(&clock);
+  since = mono_ms(); /* the first step shown has the instruction's check and the first round */
   if (rc == MCIM_OK)
     rc = mcim_device_instruct(d, jws, &ans, detail, sizeof(detail));
   step_ms = device_ms = cpu_since(&clock);
@@ -170,10 +172,10 @@ static mcim_cause_t one_procedure(struct lg *g, mcim_lab_t *lab, struct mcim_dev
         snprintf(step_name, sizeof(step_name), "%s %d %s", lp->label, stage_n, stage);
         sample(g, &g->steps, step_name, lp->rank * 1000 + stage_n, now - since, step_ms, 0);
         step_ms = 0;
+        since = now;
       }
       snprintf(stage, sizeof(stage), "%s", st);
       stage_n = (int)json_integer_value(json_object_get(pj, "step"));
-      since = now;
     }
     if (!state || strcmp(state, "running") != 0)
       break;

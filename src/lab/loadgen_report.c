@@ -95,7 +95,7 @@ json_t *lg_series_report(struct samples *sm)
     double n = s->n ? (double)s->n : 1;
     json_t *e = json_pack("{s:I,s:o}", "count", (json_int_t)s->n, "latency_ms",
                           lg_latency_json(&sm->s[i]));
-    if (e && s->cpu_ms > 0) /* the mean: a sum of CPU has no percentiles */
+    if (e) /* the mean: a sum of CPU has no percentiles */
       json_object_set_new(e, "device_cpu_ms", json_real(lg_round2(s->cpu_ms / n)));
     if (e && s->owner_ms > 0)
       json_object_set_new(e, "owner_cpu_ms", json_real(lg_round2(s->owner_ms / n)));
@@ -203,8 +203,12 @@ static bool cpu_line(const char *line, const char *prefix, const char *tag, stru
     return false;
   char key[256];
   size_t k = 0;
-  if (tag)
-    k = (size_t)snprintf(key, sizeof(key), "%s ", tag);
+  if (tag) {
+    int w = snprintf(key, sizeof(key), "%s ", tag);
+    if (w < 0 || (size_t)w >= sizeof(key))
+      return true;
+    k = (size_t)w;
+  }
   const char *p = line + plen;
   while (*p && *p != '}') {
     const char *q = strchr(p, '"'); /* name="value" */
@@ -388,11 +392,23 @@ void lg_work_report(const struct opsnap *self0, const struct opsnap *self1,
                                 "health_checks", (json_int_t)health));
 }
 
-/* The report's "daemons_cpu": {"by_route": {"ROLE METHOD ROUTE": ms per procedure},
- * "by_thread": {"ROLE thread NAME": ms per procedure}}, the largest first, each summed over
- * the role's instances that answered both scrapes. A route's figure is its handlers' CPU
- * (mcim_http_request_cpu_seconds_total); what a thread's figure has beyond its routes' is the
- * TLS and HTTP around them. */
+struct kv {
+  const char *k;
+  double v;
+};
+
+static int kv_larger_first(const void *a, const void *b)
+{
+  double x = ((const struct kv *)a)->v, y = ((const struct kv *)b)->v;
+  return (x < y) - (x > y);
+}
+
+/* The report's "daemons_cpu": {"by_route_ms": {"ROLE METHOD ROUTE": ms per procedure},
+ * "by_thread_ms": {"ROLE thread NAME": ms per procedure}}, the largest first, each summed
+ * over the role's instances that answered both scrapes. A route's figure is its handlers'
+ * CPU (mcim_http_request_cpu_seconds_total); what a thread's figure has beyond its routes' is
+ * the TLS and HTTP around them. Left out of the routes: loadgen's own scrapes and HAProxy's
+ * health checks (no procedure's work; their threads' time stays in by_thread_ms). */
 void lg_cpu_report(const json_t *lab_json, const struct opsnap *d0, const struct opsnap *d1,
                    size_t n, long done, json_t *report)
 {
@@ -408,8 +424,8 @@ void lg_cpu_report(const json_t *lab_json, const struct opsnap *d0, const struct
       json_t *before = d0[i].cpu ? json_object_get(d0[i].cpu, k) : NULL;
       double ms = (json_real_value(v) - (before ? json_real_value(before) : 0)) * 1000.0 /
                   (double)done;
-      if (ms < 0.005) /* nothing in the window, or a thread that ended */
-        continue;
+      if (ms < 0.005 || strcmp(k, "GET /metrics") == 0 || strcmp(k, "GET /v1/health") == 0)
+        continue; /* nothing in the window; loadgen's scrapes, HAProxy's checks */
       char key[320];
       snprintf(key, sizeof(key), "%s %s", role ? role : "?", k);
       json_t *old = json_object_get(sum, key);
@@ -418,10 +434,7 @@ void lg_cpu_report(const json_t *lab_json, const struct opsnap *d0, const struct
   }
   /* sorted by CPU, largest first: a JSON object keeps its keys in insertion order */
   size_t m = json_object_size(sum), j = 0;
-  struct kv {
-    const char *k;
-    double v;
-  } *all = calloc(m ? m : 1, sizeof(*all));
+  struct kv *all = calloc(m ? m : 1, sizeof(*all));
   json_t *routes = json_object(), *threads = json_object();
   const char *k;
   json_t *v;
@@ -430,12 +443,7 @@ void lg_cpu_report(const json_t *lab_json, const struct opsnap *d0, const struct
       all[j].k = k;
       all[j++].v = json_real_value(v);
     }
-    for (size_t a = 1; a < j; a++) /* insertion sort: a few dozen keys */
-      for (size_t b = a; b > 0 && all[b].v > all[b - 1].v; b--) {
-        struct kv t = all[b];
-        all[b] = all[b - 1];
-        all[b - 1] = t;
-      }
+    qsort(all, j, sizeof(*all), kv_larger_first);
     for (size_t a = 0; a < j; a++)
       json_object_set_new(strstr(all[a].k, " thread ") ? threads : routes, all[a].k,
                           json_real(lg_round2(all[a].v)));

@@ -281,7 +281,7 @@ static enum MHD_Result send_response(const struct mcim_http_server *srv,
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
   MHD_destroy_response(r);
   mcim_http_count_(&srv->cfg, method, url, resp, st ? &st->start : NULL,
-                   st ? st->cpu_ns + (mcim_thread_cpu_ns() - cpu0) : 0);
+                   st ? st->cpu_ns + mcim_cpu_delta_ns(cpu0, mcim_thread_cpu_ns()) : 0);
   /* where mcim_http_requests_total counts it: loadgen takes its scrapes and health checks out */
   mcim_work_count(MCIM_WORK_HTTP_REQUEST);
   return ret;
@@ -400,7 +400,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
       st->held = true;
       mcim_http_response_clear(&resp);
       run_after_reply(); /* no answer now to wait for */
-      st->cpu_ns += mcim_thread_cpu_ns() - cpu0;
+      st->cpu_ns += mcim_cpu_delta_ns(cpu0, mcim_thread_cpu_ns());
       return MHD_YES;
     }
     atomic_fetch_sub(&srv->held, 1);
@@ -414,7 +414,7 @@ static enum MHD_Result dispatch(struct mcim_http_server *srv, struct MHD_Connect
       in_handler = false;
     }
   }
-  st->cpu_ns += mcim_thread_cpu_ns() - cpu0;
+  st->cpu_ns += mcim_cpu_delta_ns(cpu0, mcim_thread_cpu_ns());
   enum MHD_Result ret = send_response(srv, conn, method, url, &resp, st);
   mcim_http_response_clear(&resp);
   if (ret != MHD_YES)

@@ -542,7 +542,8 @@ static double family_sum(const char *text, const char *prefix, const char *label
 static void test_cpu_by_route_and_thread(void **state)
 {
   (void)state;
-  const char *metrics_cpu = "mcim_http_request_cpu_seconds_total{method=\"GET\",route=\"/metrics\"}";
+  const char *metrics_cpu =
+      "mcim_http_request_cpu_seconds_total{method=\"GET\",route=\"/metrics\"}";
   static const char *const roles[] = {"vno", "ro", "sho-a"};
   for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++) {
     char *a = scrape(roles[i], NULL), *b = scrape(roles[i], NULL);
@@ -560,8 +561,8 @@ static void test_cpu_by_route_and_thread(void **state)
   }
   /* the VNO's attach, earlier in this run, was timed */
   char *t = scrape("vno", NULL);
-  assert_true(series(t, "mcim_http_request_cpu_seconds_total{method=\"POST\",route=\"/v1/attach\"}") >
-              0);
+  assert_true(
+      series(t, "mcim_http_request_cpu_seconds_total{method=\"POST\",route=\"/v1/attach\"}") > 0);
   free(t);
 }
 
