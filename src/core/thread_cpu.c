@@ -78,6 +78,14 @@ static bool thread_stat_ns(const char *tid, uint64_t *ns)
   return true;
 }
 
+/* A thread's name into `dst` (16 bytes, as the kernel keeps it), cut if longer. */
+static void name_copy(char dst[16], const char *src)
+{
+  size_t n = strnlen(src, 15);
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
 /* The entry of `name` in `v` (n of them, at most max), added if new; NULL when full. */
 static struct mcim_thread_cpu *by_name(struct mcim_thread_cpu *v, size_t *n, size_t max,
                                        const char *name)
@@ -88,7 +96,7 @@ static struct mcim_thread_cpu *by_name(struct mcim_thread_cpu *v, size_t *n, siz
   if (*n == max)
     return NULL;
   struct mcim_thread_cpu *e = &v[(*n)++];
-  snprintf(e->name, sizeof(e->name), "%s", name);
+  name_copy(e->name, name);
   e->seconds = 0;
   return e;
 }
@@ -111,7 +119,7 @@ static void known_update(long tid, const char *name, uint64_t ns)
       b->seconds += (double)known[i].ns / 1e9;
   }
   known[i].tid = tid;
-  snprintf(known[i].name, sizeof(known[i].name), "%s", name);
+  name_copy(known[i].name, name);
   known[i].ns = ns;
   known[i].seen = true;
 }
