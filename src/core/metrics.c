@@ -531,7 +531,7 @@ char *mcim_metrics_render(unsigned families)
   for (size_t i = 0; i < nthreads; i++) {
     const char *name = threads[i].name;
     struct series *s = series_get(&mcim_m_thread_cpu, &name, 1, true);
-    if (s)
+    if (s && threads[i].seconds > s->value) /* a counter: two renders' reads may cross */
       s->value = threads[i].seconds;
   }
   if (families & MCIM_MF_CRYPTO) /* the atomic counts, as they are now */

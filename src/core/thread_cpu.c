@@ -4,132 +4,208 @@
  * clock id Linux gives a thread of one's own thread group (what glibc's
  * pthread_getcpuclockid builds), exact to the call and without /proc's schedstat, which
  * kernels without CONFIG_SCHED_INFO lack. Where that read fails, /proc/self/task/N/stat's
- * utime and stime (clock ticks).
+ * utime and stime (clock ticks). The name and the start time come from that stat line.
  *
- * A counter must not go down when a thread ends: the threads seen at the last call are kept
- * by id, and the last time read of one that is gone is added to its name's base. What an
- * ended thread ran between the last call and its end is lost (it is in no thread's clock
- * any more). */
-#include "mcim/util.h"
+ * A counter must not go down when a thread ends or renames itself: the threads seen are kept
+ * by id and start time (an id the kernel gave again is another thread), with the time they
+ * had when they took their name. A thread's time under its name goes to that name's base
+ * when it ends (as last read: what it ran after the last call is lost) or takes another name
+ * (what it ran up to the call before stays with the old one). A thread whose line cannot be
+ * read for any reason but its end (out of descriptors, of memory) keeps its last figures. All
+ * in ns. */
+#include "core/thread_cpu.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#define KNOWN_MAX 256 /* threads followed; those past it count while they run, not after */
+#include "mcim/util.h"
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct known {
+struct known {
   long tid;
+  uint64_t start; /* its start time (ticks since boot): with tid, which thread this is */
+  char name[16];
+  uint64_t named_ns; /* its time when it took this name */
+  uint64_t ns;       /* its time at the last read */
+  bool seen;
+};
+struct named {
   char name[16];
   uint64_t ns;
-  bool seen;
-} known[KNOWN_MAX];
-static size_t nknown;
-static struct mcim_thread_cpu base[MCIM_THREAD_NAMES_MAX]; /* ended threads, by name */
-static size_t nbase;
+};
 
-/* Linux's CPU clock of thread `tid` of this process: MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED),
- * computed unsigned (the kernel's ~tid is negative). */
-static bool thread_clock_ns(long tid, uint64_t *ns)
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct known *known;
+static size_t nknown, cap_known;
+static struct named *base; /* ended threads' and renamed threads' time, by name */
+static size_t nbase, cap_base;
+
+clockid_t mcim_thread_clock_id(long tid)
 {
-  clockid_t id = (clockid_t)((~(uint32_t)tid << 3) | 6u);
-  struct timespec ts;
-  if (clock_gettime(id, &ts) != 0)
-    return false;
-  *ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-  return true;
+  return (clockid_t)((~(uint32_t)tid << 3) | 6u);
 }
 
-/* utime + stime of /proc/self/task/TID/stat (fields 14 and 15, after the name in
- * parentheses, which may hold spaces), in ns. */
-static bool thread_stat_ns(const char *tid, uint64_t *ns)
+bool mcim_thread_stat_parse(const char *line, char name[16], uint64_t *start_ticks,
+                            uint64_t *cpu_ticks)
 {
-  char path[64], line[512];
-  snprintf(path, sizeof(path), "/proc/self/task/%.16s/stat", tid);
-  FILE *f = fopen(path, "r");
-  if (!f)
+  const char *open = strchr(line, '('), *close = strrchr(line, ')');
+  if (!open || !close || close < open)
     return false;
-  bool ok = fgets(line, sizeof(line), f) != NULL;
-  fclose(f);
-  const char *p = ok ? strrchr(line, ')') : NULL;
-  long hz = sysconf(_SC_CLK_TCK);
-  if (!p || hz <= 0)
-    return false;
-  /* after ")": field 3 (the state) and on; 14 is utime, 15 stime */
-  for (int field = 3; field <= 14; field++) {
-    p = strchr(p + 1, ' ');
-    if (!p)
+  size_t n = (size_t)(close - open - 1);
+  n = n < 15 ? n : 15;
+  memcpy(name, open + 1, n);
+  name[n] = '\0';
+  uint64_t f[23] = {0}; /* fields 3 to 22 by their number; 3 (the state) is not a number */
+  const char *p = close + 1;
+  for (int field = 3; field <= 22; field++) {
+    while (*p == ' ')
+      p++;
+    if (!*p || *p == '\n')
       return false;
+    if (field > 3) {
+      char *end = NULL;
+      errno = 0;
+      long long v = strtoll(p, &end, 10);
+      if (end == p || errno != 0 || (*end != ' ' && *end != '\n' && *end != '\0'))
+        return false;
+      f[field] = v < 0 ? 0 : (uint64_t)v;
+      p = end;
+    } else {
+      while (*p && *p != ' ')
+        p++;
+    }
   }
-  char *end = NULL;
-  unsigned long long ut = strtoull(p + 1, &end, 10);
-  if (end == p + 1 || *end != ' ')
-    return false;
-  const char *q = end;
-  unsigned long long st = strtoull(q + 1, &end, 10);
-  if (end == q + 1)
-    return false;
-  *ns = (ut + st) * (1000000000ull / (unsigned long long)hz);
+  *cpu_ticks = f[14] + f[15];
+  *start_ticks = f[22];
   return true;
 }
 
-/* A thread's name into `dst` (16 bytes, as the kernel keeps it), cut if longer. */
-static void name_copy(char dst[16], const char *src)
-{
-  size_t n = strnlen(src, 15);
-  memcpy(dst, src, n);
-  dst[n] = '\0';
-}
-
-/* The entry of `name` in `v` (n of them, at most max), added if new; NULL when full. */
-static struct mcim_thread_cpu *by_name(struct mcim_thread_cpu *v, size_t *n, size_t max,
-                                       const char *name)
+/* `name`'s entry in `v`, added if new; NULL when memory is out. */
+static struct named *named_get(struct named **v, size_t *n, size_t *cap, const char *name)
 {
   for (size_t i = 0; i < *n; i++)
-    if (strcmp(v[i].name, name) == 0)
-      return &v[i];
-  if (*n == max)
-    return NULL;
-  struct mcim_thread_cpu *e = &v[(*n)++];
-  name_copy(e->name, name);
-  e->seconds = 0;
+    if (strcmp((*v)[i].name, name) == 0)
+      return &(*v)[i];
+  if (*n == *cap) {
+    size_t c = *cap ? *cap * 2 : 16;
+    struct named *nv = realloc(*v, c * sizeof(*nv));
+    if (!nv)
+      return NULL;
+    *v = nv;
+    *cap = c;
+  }
+  struct named *e = &(*v)[(*n)++];
+  memset(e, 0, sizeof(*e));
+  memcpy(e->name, name, strnlen(name, 15));
   return e;
 }
 
-/* Thread `tid` read at `ns`: its entry updated or added. A time below the entry's is a new
- * thread that got an ended one's id: the ended one's time goes to its name's base first. */
-static void known_update(long tid, const char *name, uint64_t ns)
+static void to_base(const char *name, uint64_t ns)
+{
+  struct named *b = named_get(&base, &nbase, &cap_base, name);
+  if (b)
+    b->ns += ns;
+}
+
+static struct known *known_find(long tid)
+{
+  for (size_t i = 0; i < nknown; i++)
+    if (known[i].tid == tid)
+      return &known[i];
+  return NULL;
+}
+
+/* Thread `tid` read: its entry updated, or added (NULL: memory is out). */
+static struct known *known_update(long tid, uint64_t start, const char *name, uint64_t ns)
+{
+  struct known *k = known_find(tid);
+  if (k && k->start != start) { /* the id of an ended thread, given again */
+    to_base(k->name, k->ns - k->named_ns);
+    k->start = start;
+    k->named_ns = 0;
+    k->ns = 0;
+    memset(k->name, 0, sizeof(k->name));
+    memcpy(k->name, name, strnlen(name, 15));
+  }
+  if (!k) {
+    if (nknown == cap_known) {
+      size_t c = cap_known ? cap_known * 2 : 32;
+      struct known *nv = realloc(known, c * sizeof(*nv));
+      if (!nv)
+        return NULL;
+      known = nv;
+      cap_known = c;
+    }
+    k = &known[nknown++];
+    memset(k, 0, sizeof(*k));
+    k->tid = tid;
+    k->start = start;
+    memcpy(k->name, name, strnlen(name, 15));
+  }
+  if (ns < k->ns)
+    ns = k->ns; /* a coarser reading (the fallback) never takes time back */
+  if (strcmp(k->name, name) != 0) { /* renamed: what it ran so far stays with the old name */
+    to_base(k->name, k->ns - k->named_ns);
+    k->named_ns = k->ns;
+    memset(k->name, 0, sizeof(k->name));
+    memcpy(k->name, name, strnlen(name, 15));
+  }
+  k->ns = ns;
+  k->seen = true;
+  return k;
+}
+
+/* One thread's line: false when it could not be read, *gone when that is because it ended. */
+static bool read_stat(const char *tid, char *line, size_t len, bool *gone)
+{
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/self/task/%.16s/stat", tid);
+  *gone = false;
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    *gone = errno == ENOENT || errno == ESRCH;
+    return false;
+  }
+  errno = 0;
+  bool ok = fgets(line, (int)len, f) != NULL;
+  if (!ok)
+    *gone = errno == ESRCH || errno == ENOENT || errno == 0; /* read empty: it went */
+  fclose(f);
+  return ok;
+}
+
+/* Adds `ns` to `name` in out (n of max); names past max are left out whole. */
+static void out_add(struct mcim_thread_cpu *out, size_t *n, size_t max, const char *name,
+                    uint64_t ns, uint64_t *sums)
 {
   size_t i = 0;
-  while (i < nknown && known[i].tid != tid)
+  while (i < *n && strcmp(out[i].name, name) != 0)
     i++;
-  if (i == nknown) {
-    if (nknown == KNOWN_MAX)
+  if (i == *n) {
+    if (*n == max)
       return;
-    nknown++;
-    known[i].ns = 0;
-  } else if (ns < known[i].ns) {
-    struct mcim_thread_cpu *b = by_name(base, &nbase, MCIM_THREAD_NAMES_MAX, known[i].name);
-    if (b)
-      b->seconds += (double)known[i].ns / 1e9;
+    memset(&out[i], 0, sizeof(out[i]));
+    memcpy(out[i].name, name, strnlen(name, 15));
+    sums[i] = 0;
+    (*n)++;
   }
-  known[i].tid = tid;
-  name_copy(known[i].name, name);
-  known[i].ns = ns;
-  known[i].seen = true;
+  sums[i] += ns;
 }
 
 size_t mcim_thread_cpu_by_name(struct mcim_thread_cpu *out, size_t max)
 {
   size_t n = 0;
-  DIR *d = opendir("/proc/self/task");
-  if (!d)
+  uint64_t *sums = calloc(max ? max : 1, sizeof(*sums));
+  DIR *d = sums ? opendir("/proc/self/task") : NULL;
+  long hz = sysconf(_SC_CLK_TCK);
+  if (!d) {
+    free(sums);
     return 0;
+  }
   pthread_mutex_lock(&lock);
   for (size_t i = 0; i < nknown; i++)
     known[i].seen = false;
@@ -137,41 +213,39 @@ size_t mcim_thread_cpu_by_name(struct mcim_thread_cpu *out, size_t max)
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9')
       continue;
-    char path[64], name[32] = "";
-    snprintf(path, sizeof(path), "/proc/self/task/%.16s/comm", e->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue; /* ended since the listing */
-    if (!fgets(name, sizeof(name), f))
-      name[0] = '\0';
-    fclose(f);
-    name[strcspn(name, "\n")] = '\0';
     long tid = strtol(e->d_name, NULL, 10);
-    uint64_t ns = 0;
-    if (!thread_clock_ns(tid, &ns) && !thread_stat_ns(e->d_name, &ns))
-      continue;
-    known_update(tid, name, ns);
-    struct mcim_thread_cpu *t = by_name(out, &n, max, name);
-    if (t)
-      t->seconds += (double)ns / 1e9;
+    char line[512], name[16];
+    uint64_t start = 0, ticks = 0, ns = 0;
+    bool gone = false;
+    struct known *k = NULL;
+    if (read_stat(e->d_name, line, sizeof(line), &gone) &&
+        mcim_thread_stat_parse(line, name, &start, &ticks)) {
+      struct timespec ts;
+      if (clock_gettime(mcim_thread_clock_id(tid), &ts) == 0)
+        ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+      else if (hz > 0)
+        ns = ticks * (1000000000u / (uint64_t)hz);
+      k = known_update(tid, start, name, ns);
+    } else if (!gone && (k = known_find(tid)) != NULL) {
+      k->seen = true; /* not readable now, not ended: its last figures */
+    }
+    if (k)
+      out_add(out, &n, max, k->name, k->ns - k->named_ns, sums);
   }
   closedir(d);
-  /* the threads gone since the last call: their last time into their name's base */
-  for (size_t i = 0; i < nknown;) {
+  for (size_t i = 0; i < nknown;) { /* ended since the last call */
     if (known[i].seen) {
       i++;
       continue;
     }
-    struct mcim_thread_cpu *b = by_name(base, &nbase, MCIM_THREAD_NAMES_MAX, known[i].name);
-    if (b)
-      b->seconds += (double)known[i].ns / 1e9;
+    to_base(known[i].name, known[i].ns - known[i].named_ns);
     known[i] = known[--nknown];
   }
-  for (size_t i = 0; i < nbase; i++) {
-    struct mcim_thread_cpu *t = by_name(out, &n, max, base[i].name);
-    if (t)
-      t->seconds += base[i].seconds;
-  }
+  for (size_t i = 0; i < nbase; i++)
+    out_add(out, &n, max, base[i].name, base[i].ns, sums);
   pthread_mutex_unlock(&lock);
+  for (size_t i = 0; i < n; i++)
+    out[i].seconds = (double)sums[i] / 1e9;
+  free(sums);
   return n;
 }
