@@ -86,9 +86,9 @@ extern mcim_metric_t *const mcim_metrics_catalogue[];
 /* process */
 extern mcim_metric_t mcim_m_process_start_time;
 extern mcim_metric_t mcim_m_build_info; /* {version, commit}, always 1; set by mcim_metrics_render */
+extern mcim_metric_t mcim_m_thread_cpu; /* {thread} CPU seconds, set by mcim_metrics_render */
 
 /* HTTP server (src/net/http_server.c) */
-extern mcim_metric_t mcim_m_thread_cpu; /* {thread} CPU seconds of threads alive now */
 extern mcim_metric_t mcim_m_http_requests;         /* {method, route, cause} */
 extern mcim_metric_t mcim_m_http_request_duration; /* {method, route, code} histogram */
 extern mcim_metric_t mcim_m_http_request_cpu;      /* {method, route} CPU seconds handling */

@@ -82,15 +82,5 @@ void mcim_thread_name(const char *name);
 uint64_t mcim_thread_cpu_ns(void);
 /* now - before, or 0 when a reading failed (either is 0) or the clock went back */
 uint64_t mcim_cpu_delta_ns(uint64_t before, uint64_t now);
-/* The CPU time of this process's threads by name (src/core/thread_cpu.c): one entry per name,
- * its live threads' time and that of the threads that ended or took another name since the
- * first call (as last read). Fills at most `max` entries (names past it left out whole);
- * returns how many. */
-#define MCIM_THREAD_NAMES_MAX 64
-struct mcim_thread_cpu {
-  char name[16];
-  double seconds;
-};
-size_t mcim_thread_cpu_by_name(struct mcim_thread_cpu *out, size_t max);
 
 #endif

@@ -12,7 +12,7 @@
 
 #include "mcim/log.h"
 #include "mcim/opcount.h"
-#include "mcim/util.h"
+#include "core/thread_cpu.h"
 #include "mcim/version.h"
 
 /* ---- the catalogue ---- */

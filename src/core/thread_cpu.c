@@ -23,7 +23,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mcim/util.h"
 
 struct known {
   long tid;
@@ -84,6 +83,13 @@ bool mcim_thread_stat_parse(const char *line, char name[16], uint64_t *start_tic
   return true;
 }
 
+/* A thread's name into `dst` (16 bytes, as the kernel keeps it), cut at 15 and zero-filled. */
+static void name_set(char dst[16], const char *src)
+{
+  memset(dst, 0, 16);
+  memcpy(dst, src, strnlen(src, 15));
+}
+
 /* `name`'s entry in `v`, added if new; NULL when memory is out. */
 static struct named *named_get(struct named **v, size_t *n, size_t *cap, const char *name)
 {
@@ -99,8 +105,8 @@ static struct named *named_get(struct named **v, size_t *n, size_t *cap, const c
     *cap = c;
   }
   struct named *e = &(*v)[(*n)++];
-  memset(e, 0, sizeof(*e));
-  memcpy(e->name, name, strnlen(name, 15));
+  e->ns = 0;
+  name_set(e->name, name);
   return e;
 }
 
@@ -119,17 +125,22 @@ static struct known *known_find(long tid)
   return NULL;
 }
 
+/* A new thread's entry: its time so far all under its name. */
+static void known_init(struct known *k, long tid, uint64_t start, const char *name)
+{
+  memset(k, 0, sizeof(*k));
+  k->tid = tid;
+  k->start = start;
+  name_set(k->name, name);
+}
+
 /* Thread `tid` read: its entry updated, or added (NULL: memory is out). */
 static struct known *known_update(long tid, uint64_t start, const char *name, uint64_t ns)
 {
   struct known *k = known_find(tid);
   if (k && k->start != start) { /* the id of an ended thread, given again */
     to_base(k->name, k->ns - k->named_ns);
-    k->start = start;
-    k->named_ns = 0;
-    k->ns = 0;
-    memset(k->name, 0, sizeof(k->name));
-    memcpy(k->name, name, strnlen(name, 15));
+    known_init(k, tid, start, name);
   }
   if (!k) {
     if (nknown == cap_known) {
@@ -141,18 +152,14 @@ static struct known *known_update(long tid, uint64_t start, const char *name, ui
       cap_known = c;
     }
     k = &known[nknown++];
-    memset(k, 0, sizeof(*k));
-    k->tid = tid;
-    k->start = start;
-    memcpy(k->name, name, strnlen(name, 15));
+    known_init(k, tid, start, name);
   }
   if (ns < k->ns)
     ns = k->ns; /* a coarser reading (the fallback) never takes time back */
   if (strcmp(k->name, name) != 0) { /* renamed: what it ran so far stays with the old name */
     to_base(k->name, k->ns - k->named_ns);
     k->named_ns = k->ns;
-    memset(k->name, 0, sizeof(k->name));
-    memcpy(k->name, name, strnlen(name, 15));
+    name_set(k->name, name);
   }
   k->ns = ns;
   k->seen = true;
@@ -188,8 +195,7 @@ static void out_add(struct mcim_thread_cpu *out, size_t *n, size_t max, const ch
   if (i == *n) {
     if (*n == max)
       return;
-    memset(&out[i], 0, sizeof(out[i]));
-    memcpy(out[i].name, name, strnlen(name, 15));
+    name_set(out[i].name, name);
     sums[i] = 0;
     (*n)++;
   }

@@ -194,6 +194,13 @@ static int op_line(char *line, const char *prefix, const char *(*name)(int), int
   return 0;
 }
 
+/* obj[key] += v (a real; created at v). */
+static void json_add_real(json_t *obj, const char *key, double v)
+{
+  json_t *old = json_object_get(obj, key);
+  json_object_set_new(obj, key, json_real(v + (old ? json_real_value(old) : 0)));
+}
+
 /* A line `NAME{a="x",b="y"} V` of the family `prefix` (`NAME{`): its label values joined by
  * spaces as a key of s->cpu, V added to it; false if the line is not of the family. */
 static bool cpu_line(const char *line, const char *prefix, const char *tag, struct opsnap *s)
@@ -231,8 +238,7 @@ static bool cpu_line(const char *line, const char *prefix, const char *tag, stru
   double v = strtod(p + 2, NULL);
   if (!s->cpu)
     s->cpu = json_object();
-  json_t *old = json_object_get(s->cpu, key);
-  json_object_set_new(s->cpu, key, json_real(v + (old ? json_real_value(old) : 0)));
+  json_add_real(s->cpu, key, v);
   return true;
 }
 
@@ -428,8 +434,7 @@ void lg_cpu_report(const json_t *lab_json, const struct opsnap *d0, const struct
         continue; /* nothing in the window; loadgen's scrapes, HAProxy's checks */
       char key[320];
       snprintf(key, sizeof(key), "%s %s", role ? role : "?", k);
-      json_t *old = json_object_get(sum, key);
-      json_object_set_new(sum, key, json_real(ms + (old ? json_real_value(old) : 0)));
+      json_add_real(sum, key, ms);
     }
   }
   /* sorted by CPU, largest first: a JSON object keeps its keys in insertion order */
