@@ -108,6 +108,7 @@
   X(NOTICE_NOT_RELAYED,      737, 403, "the RO relays no suspend of the subscription a switch leaves (the notice's leg is not \"to\", or the token is that SHO's own): the device sends that one straight to its SHO") \
   X(EARLIER_UNDELIVERED,     736, 409, "an earlier message of this procedure to another party is not delivered yet: this one waits for it (a resume never overtakes the suspend of another subscription)") \
   X(NONCE_EXPIRED,           738, 410, "the nonce of this procedure's platform validation expired before a quote over it came: the PVA told the SHO (a failure verdict); start the procedure again") \
+  X(SHO_NOT_LINKED,          739, 403, "the DRF holds no entry that links the device to that SHO (live, for a switch notice), nor an install of its package there: the RO relays nothing of this device to it") \
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \
   X(TPM_UNREACHABLE,         801, 503, "the TPM cannot be reached") \

@@ -53,11 +53,14 @@ mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_lite *cli,
 
 /* One queued notification, a discard receipt: handed to the RO's DPF, which relays it to the
  * SHO it is addressed to (the device holds no live token of that SHO any more, and never
- * shows one SHO's token to another). The RO's acceptance is the delivery. Its FORBIDDEN
- * (403) is final too: no DRF entry links the device to that SHO any more (the SHO released
- * it, or never had it), and none will, so the notice leaves the queue instead of being
- * signed and posted again at every full attach. REGISTRATION_PENDING (the SHO's entry on
- * its way) and everything else stay queued, up to the TRE's MCIM_TRE_PENDING_LIFETIME. */
+ * shows one SHO's token to another). The RO's acceptance is the delivery. Its SHO_NOT_LINKED
+ * is final too: no DRF entry links the device to that SHO any more (the SHO released it, or
+ * never had it), and none will, so the notice leaves the queue instead of being signed and
+ * posted again at every full attach. That cause only: a FORBIDDEN comes as well from a token
+ * whose network named another device, which a hostile network can mint to have the device
+ * drop the old SHO's discard notice for good (review of 2026-12-07). REGISTRATION_PENDING
+ * (the SHO's entry on its way), FORBIDDEN and everything else stay queued, up to the TRE's
+ * MCIM_TRE_PENDING_LIFETIME. */
 static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cli,
                                 const char *to, const char *txn, const char *statement,
                                 const char *cert, const char *token, bool *transient)
@@ -71,7 +74,7 @@ static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cl
                    to, res.detail[0] ? res.detail : mcim_cause_text(rc));
   if (rc != MCIM_OK && transient && mcim_cause_transient(rc, res.status))
     *transient = true;
-  bool refused = rc == MCIM_FORBIDDEN && res.status == 403;
+  bool refused = rc == MCIM_SHO_NOT_LINKED && res.status == 403;
   if (refused)
     mcim_log_event(MCIM_LOG_WARN, txn, 0, rc,
                    "deferred notice to %s dropped: %s is not linked to this device any more", to,

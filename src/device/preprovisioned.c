@@ -220,14 +220,18 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
     mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
     return UNDO_FINAL; /* the TRE refused: the slots moved since (another procedure) */
   }
-  /* The RO refused it because the target holds no live entry at the DRF (FORBIDDEN:
+  /* The RO refused it because the target holds no live entry at the DRF (SHO_NOT_LINKED:
    * released; REGISTRATION_PENDING: its registration not there yet): the RO relays no switch
    * notice to it then, so no resume of it can be waiting either, and the current SHO's
-   * resume may go (as deliver_one, notify.c, reads the same answers). No answer, a failure
-   * of the RO or an access problem: asked again. Any other refusal: for good. */
-  bool no_entry = (rc == MCIM_FORBIDDEN && status == 403) || rc == MCIM_REGISTRATION_PENDING;
+   * resume may go (as deliver_one, notify.c, reads the same answers). Not on FORBIDDEN: a
+   * token whose network named another device gets that too, and a hostile network would
+   * have the current SHO resumed while the target may be active (review of 2026-12-07).
+   * No answer, a failure of the RO or an access problem (that FORBIDDEN among them): asked
+   * again. Any other refusal: for good. */
+  bool no_entry = (rc == MCIM_SHO_NOT_LINKED && status == 403) ||
+                  rc == MCIM_REGISTRATION_PENDING;
   bool again = !no_entry && (mcim_cause_transient(rc, status) || dev_cause_token(rc) ||
-                             status == 0);
+                             status == 0 || (rc == MCIM_FORBIDDEN && status == 403));
   if (rc != MCIM_OK)
     mcim_log_event(no_entry ? MCIM_LOG_WARN : MCIM_LOG_ERROR, p->txn, 0, rc,
                    "undoing the switch: %s%s", why,

@@ -77,7 +77,9 @@ static mcim_cause_t notify(const char *sho, const char *bearer, const char *devi
  * installed order at sho-b but not yet sho-b's registration (step 15, on sho-b's outbox: here
  * its entry is moved aside for the test), the RO answers "not yet" (503 REGISTRATION_PENDING,
  * Retry-After) and relays nothing. fdev2, whose orders are only at sho-b, relaying to sho-a
- * (no order, no entry) is FORBIDDEN, as is fdev2's notice sent with mallory's token. */
+ * (no order, no entry) is SHO_NOT_LINKED, the one answer on which the device drops a notice;
+ * fdev2's notice sent with mallory's token is FORBIDDEN, never SHO_NOT_LINKED (whatever
+ * links exist), since the network that issued the token chose its device. */
 static mcim_cause_t relay_imsi(const char *device, const char *token, const char *to,
                                const char *imsi, const char *txn, const char *event, int seq,
                                long *status)
@@ -112,6 +114,49 @@ static mcim_cause_t relay_notice(const char *device, const char *token, const ch
   return relay_event(device, token, to, txn, "resume", 1, status);
 }
 
+/* A competitor reading the registry through the relay (review of 2026-12-07): sho-a, which
+ * serves fdev2 nothing, mints a token for it and posts notices that do not verify (signed
+ * with sho-a's key, fdev2's real TRE certificate beside them), "to" the SHO that serves fdev2
+ * (sho-b), to one that does not (sho-a) and to one that does not exist, of both kinds. The RO
+ * looked the registry up before it verified the statement, so its answers told them apart
+ * (sho-b: JWS_BAD_SIGNATURE; the others: FORBIDDEN). Now every one gets the same answer, and
+ * nothing is queued. */
+static void test_registry_not_probed(void **state)
+{
+  (void)state;
+  char *cert = NULL;
+  char *genuine = device_notice("fdev2", "mcim-notify+jwt", "sho-b", TXN_F4,
+                                json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "resume", "slot",
+                                          "sho-b", "imsi", imsi2, "seq", 1, "leg", "to"),
+                                &cert); /* for fdev2's TRE certificate */
+  char *tok = token(key_sho_a, "sho-a", "fdev2", "full", imsim_a);
+  const char *typs[] = {"mcim-discard+jwt", "mcim-notify+jwt"};
+  const char *tos[] = {"sho-b", "sho-a", "sho-x"};
+  long long queued = db_int("ro", "SELECT COUNT(*) FROM outbox");
+  for (size_t i = 0; i < 2; i++) {
+    for (size_t j = 0; j < 3; j++) {
+      char *jws = sign(key_sho_a, typs[i], "fdev2", "fdev2", tos[j], TXN_F4,
+                       json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", "resume", "slot", tos[j],
+                                 "imsi", imsi2, "seq", 1, "leg", "to"));
+      json_t *ans = NULL;
+      long status = 0;
+      mcim_cause_t rc =
+          post_keep("ro", "/v1/dpf/notices", tok,
+                    json_pack("{s:s,s:s,s:s,s:s,s:s}", "txn", TXN_F4, "device", "fdev2", "to",
+                              tos[j], "statement", jws, "tre_cert", cert),
+                    &ans, &status);
+      assert_int_equal(rc, MCIM_JWS_BAD_SIGNATURE);
+      assert_int_equal(status, 401);
+      json_decref(ans);
+      free(jws);
+    }
+  }
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox"), queued);
+  free(tok);
+  free(cert);
+  free(genuine);
+}
+
 static void test_registration_pending(void **state)
 {
   (void)state;
@@ -129,9 +174,10 @@ static void test_registration_pending(void **state)
   assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
   db_exec("ro", "UPDATE drf SET device = 'mallory' WHERE device = 'mallory-aside'");
   /* a device with neither an order nor an entry at that SHO, another device's token */
-  assert_int_equal(relay_notice("fdev2", tok2, "sho-a", TXN_F4, &status), MCIM_FORBIDDEN);
+  assert_int_equal(relay_notice("fdev2", tok2, "sho-a", TXN_F4, &status), MCIM_SHO_NOT_LINKED);
   assert_int_equal(status, 403);
   assert_int_equal(relay_notice("fdev2", tokm, "sho-b", TXN_F4, &status), MCIM_FORBIDDEN);
+  assert_int_equal(relay_notice("fdev2", tokm, "sho-a", TXN_F4, &status), MCIM_FORBIDDEN);
   assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);
   snprintf(q, sizeof(q), "SELECT COUNT(*) FROM drf WHERE device = 'mallory' AND sho = 'sho-b'");
   assert_int_equal(db_int("ro", q), 1);
@@ -566,6 +612,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forged_notifications),
       cmocka_unit_test(test_registration_pending),
+      cmocka_unit_test(test_registry_not_probed),
       cmocka_unit_test(test_report_pending),
       cmocka_unit_test(test_notices_in_order),
       cmocka_unit_test(test_undo_waits_for_suspend),

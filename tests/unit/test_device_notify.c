@@ -1,7 +1,8 @@
 /* The agent's queued notifications (src/device/notify.c: dev_notify_pending): a discard
- * notice the RO refuses with FORBIDDEN (no DRF entry links the device to that SHO any more:
- * it released it) leaves the TRE's queue, as one the RO accepted does; one refused with
- * REGISTRATION_PENDING (the SHO's entry on its way) stays for the next full attach. A
+ * notice the RO refuses with SHO_NOT_LINKED (no DRF entry links the device to that SHO any
+ * more: it released it) leaves the TRE's queue, as one the RO accepted does; one refused with
+ * REGISTRATION_PENDING (the SHO's entry on its way) or FORBIDDEN (the token's network named
+ * another device: a hostile network could mint that) stays for the next full attach. A
  * stand-in RO (HTTPS, certificate of the operators' CA with CN "ro") answers the relay
  * (POST /v1/dpf/notices) as told and counts the calls. */
 #include <setjmp.h>
@@ -162,9 +163,27 @@ static void queue_notice(struct ctx *c)
   c->tre = c->d->tre; /* the agent's own handle from here on */
 }
 
-/* FORBIDDEN: final. The notice leaves the queue; the next full attach posts nothing. Before:
- * kept, signed and posted again at every full attach, a place of the 32 held for good. */
-static void test_forbidden_is_final(void **state)
+/* SHO_NOT_LINKED: final. The notice leaves the queue; the next full attach posts nothing.
+ * Before: kept, signed and posted again at every full attach, a place of the 32 held for
+ * good. */
+static void test_not_linked_is_final(void **state)
+{
+  struct ctx *c = *state;
+  bool transient = false;
+  queue_notice(c);
+  ro_answer = MCIM_SHO_NOT_LINKED;
+  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 0);
+  assert_int_equal(ro_calls, 1);
+  assert_false(transient);
+  assert_int_equal(queued(c), 0);
+  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 0);
+  assert_int_equal(ro_calls, 1);
+}
+
+/* FORBIDDEN (the RO's answer to a token whose network named another device): the notice
+ * stays, and goes with the next full attach's token. Before 2026-12-07 it was dropped for
+ * good: a hostile network could make the device lose the old SHO's discard notice. */
+static void test_forbidden_stays(void **state)
 {
   struct ctx *c = *state;
   bool transient = false;
@@ -173,9 +192,11 @@ static void test_forbidden_is_final(void **state)
   assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 0);
   assert_int_equal(ro_calls, 1);
   assert_false(transient);
+  assert_int_equal(queued(c), 1);
+  ro_answer = MCIM_OK;
+  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 1);
+  assert_int_equal(ro_calls, 2);
   assert_int_equal(queued(c), 0);
-  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 0);
-  assert_int_equal(ro_calls, 1);
 }
 
 /* REGISTRATION_PENDING: try later. The notice stays; the next attach posts it again, and the
@@ -199,7 +220,8 @@ int main(void)
 {
   mcim_log_init("test", MCIM_LOG_TEXT, MCIM_LOG_ERROR, stderr);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_forbidden_is_final, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_not_linked_is_final, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_forbidden_stays, setup, teardown),
       cmocka_unit_test_setup_teardown(test_registration_pending_stays, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

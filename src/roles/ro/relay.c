@@ -51,6 +51,13 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
     return MCIM_CLAIM_MISMATCH;
   if (!st)
     return MCIM_STORE_ERROR;
+  /* The TRE's statement verified first: what the registry holds is told only to the device
+   * whose TRE signed for it. Looked up before, it answered any SHO that minted a token for a
+   * device, with a junk statement, which SHOs serve or served it (CERT_INVALID, 503 or 403;
+   * review of 2026-12-07). */
+  mcim_cause_t rc = mcim_ro_verify_statement(r, device, to, txn, typ, jws, cert, out);
+  if (rc != MCIM_OK)
+    return rc;
   /* Only an SHO the registry links to this device: what is relayed is that device's
    * business with that SHO, nothing else.
    *  - A switch notice: an entry live now (subscribed, preloaded). An entry `released` by an
@@ -63,10 +70,10 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
    *    signs only once it destroyed that SHO's MCIM, ends nothing it did not hold. Held back,
    *    the notice waited out the TRE's 30 days. */
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_TEXT(typ)};
-  mcim_cause_t rc = mcim_store_query_int(st,
-                                         "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                                         " AND (state <> 'released' OR ? = 'mcim-discard+jwt')",
-                                         p, 3, &n);
+  rc = mcim_store_query_int(st,
+                            "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
+                            " AND (state <> 'released' OR ? = 'mcim-discard+jwt')",
+                            p, 3, &n);
   /* Not yet: the device's install at that SHO is on record, and the SHO's registration
    * (step 15, sent by its outbox once it heard of the install) is on its way. A device that
    * switches right after a preload gets here first; it asks again. */
@@ -76,16 +83,16 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
                               " AND state = 'installed'",
                               p, 2, &n);
     if (rc == MCIM_OK)
-      rc = n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_FORBIDDEN;
+      rc = n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_SHO_NOT_LINKED;
   }
-  if (rc == MCIM_OK)
-    rc = mcim_ro_verify_statement(r, device, to, txn, typ, jws, cert, out);
   /* A switch notice carries its place in the device's order (tre_sign.c): the SHO refuses one
    * without for good, so it is refused here, before the device is told it is on its way. */
-  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && mcim_notice_seq(*out) == 0) {
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && mcim_notice_seq(*out) == 0)
+    rc = MCIM_CLAIM_MISSING;
+  /* refused: no statement for the caller (it traces none then, as before) */
+  if (rc != MCIM_OK) {
     mcim_statement_free(*out);
     *out = NULL;
-    rc = MCIM_CLAIM_MISSING;
   }
   return rc;
 }
@@ -253,6 +260,8 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
   to = json_string_value(json_object_get(req->json, "to"));
   jws = json_string_value(json_object_get(req->json, "statement"));
   cert = json_string_value(json_object_get(req->json, "tre_cert"));
+  /* FORBIDDEN here, never SHO_NOT_LINKED: the network that issued the token chose its sub,
+   * and the device drops a notice for good on SHO_NOT_LINKED alone (notify.c) */
   if (strcmp(acc.device, device) != 0) {
     mcim_http_reply_problem(resp, MCIM_FORBIDDEN, 0, "a device relays only its own notices");
     goto out;
@@ -265,7 +274,7 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
     rc = MCIM_UNSUPPORTED;
   if (rc == MCIM_OK)
     rc = mcim_ro_device_statement(r, device, to, txn, typ, jws, cert, &stmt);
-  if ((rc == MCIM_REGISTRATION_PENDING || rc == MCIM_FORBIDDEN) &&
+  if ((rc == MCIM_REGISTRATION_PENDING || rc == MCIM_SHO_NOT_LINKED) &&
       stored_notice_answer(r, device, to, txn, typ, jws, cert, resp))
     goto out;
   const char *event = stmt ? mcim_statement_string(stmt, "event") : "discard";
