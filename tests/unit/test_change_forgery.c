@@ -323,6 +323,26 @@ static void test_forged_acknowledgements(void **state)
   a = token(key_sho_a, "sho-a", "fdev1", "full", imsi1);
   assert_int_equal(release(tok, txn, "fdev1", a), MCIM_CLAIM_MISMATCH);
   free(a);
+  /* The old SHO asking who takes fdev1 over (review of 2026-12-07): an acknowledgement, or a
+   * receipt with a junk certificate, naming each candidate as its signer or addressee, none
+   * signed by it. The RO read the claimed SHO and compared it with the new one before the
+   * signature: CLAIM_MISMATCH for sho-b alone. Now the signature is checked first: the same
+   * answer for every candidate. */
+  {
+    const char *guesses[] = {"sho-b", "sho-a"};
+    for (size_t i = 0; i < 2; i++) {
+      a = ack(unknown, guesses[i], "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
+      assert_int_equal(release(tok, txn, "fdev1", a), MCIM_JWS_BAD_SIGNATURE);
+      free(a);
+      a = sign(unknown, "mcim-discard+jwt", "fdev1", "fdev1", guesses[i], txn,
+               json_pack("{s:s}", "slot", guesses[i]));
+      assert_int_equal(post("ro", "/v1/dpf/releases", tok,
+                            json_pack("{s:s,s:s,s:s,s:s}", "txn", txn, "device", "fdev1",
+                                      "receipt", a, "tre_cert", "junk")),
+                       MCIM_CERT_INVALID);
+      free(a);
+    }
+  }
   /* a good-looking acknowledgement sent with another device's access */
   a = ack(key_sho_a, "sho-a", "fdev1", "ro", "mcim-discard-ack+jwt", txn, true);
   assert_int_equal(release(mallory_tok, txn, "fdev1", a), MCIM_FORBIDDEN);

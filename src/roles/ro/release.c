@@ -46,7 +46,11 @@ static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt
  *    by the outbox when it answers.
  * Either way the old SHO must be one the RO's own records link to this device
  * (mcim_ro_sho_linked): an SHO's acknowledgement about a device it never served releases
- * nothing. `old` (64 bytes) gets the old SHO. */
+ * nothing. `old` (64 bytes) gets the old SHO.
+ * The signature first, the new SHO and the registry after: the claimed signer is read
+ * unverified, and compared before, it told the old SHO which SHO takes its customer (a
+ * statement with each guess as its signer: CLAIM_MISMATCH for the new SHO, NOT_PARTY for one
+ * that never served the device, a bad signature for the others; review of 2026-12-07). */
 static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const char *device,
                                  const char *new_sho, const char *ack, const char *receipt,
                                  const char *cert, char old[64], mcim_statement_t **out)
@@ -66,11 +70,8 @@ static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const cha
       snprintf(old, 64, "%s", json_string_value(aud));
     json_decref(aud);
   }
-  /* an SHO, not the new one itself */
-  if (rc == MCIM_OK && (!mcim_role_name_is_sho(old) || strcmp(old, new_sho) == 0))
+  if (rc == MCIM_OK && !mcim_role_name_is_sho(old))
     rc = MCIM_CLAIM_MISMATCH;
-  if (rc == MCIM_OK)
-    rc = mcim_ro_sho_linked(r, device, old);
   if (rc == MCIM_OK && ack) {
     rc = mcim_role_peer_key(r, old, &old_key);
     mcim_jws_expect_t ex = {.iss = old, .aud = r->name, .sub = device,
@@ -90,6 +91,11 @@ static mcim_cause_t verify_proof(struct mcim_role *r, const char *txn, const cha
     if (rc == MCIM_OK && (!slot || strcmp(slot, old) != 0))
       rc = MCIM_SLOT_FORBIDDEN;
   }
+  /* an SHO other than the new one, and one the RO's records link to the device */
+  if (rc == MCIM_OK && strcmp(old, new_sho) == 0)
+    rc = MCIM_CLAIM_MISMATCH;
+  if (rc == MCIM_OK)
+    rc = mcim_ro_sho_linked(r, device, old);
   return rc;
 }
 
