@@ -11,6 +11,8 @@
  * stored here, so a stranger's order, or a burst of them, leaves every store as it was. The
  * order and its answer are readable only by the owner (an owner-signed query) and by the
  * procedure's other parties (RO, PVA). */
+#include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,23 +25,48 @@
 #include "mcim/util.h"
 #include "roles/sho/sho.h"
 
-/* IMSI = MCC || MNC || MSIN, the MSIN from a counter kept in the store (one transaction). */
+mcim_cause_t mcim_sho_imsi_draw(const char *plmn, const char *prefix, char imsi[24])
+{
+  size_t head = strlen(plmn) + (prefix ? strlen(prefix) : 0);
+  uint64_t limit = 1, v = 0;
+  if (head > 15 - MCIM_SHO_MSIN_RANDOM_MIN)
+    return MCIM_INVALID_ARGUMENT;
+  for (size_t i = head; i < 15; i++)
+    limit *= 10;
+  /* uniform: draws in the last, partial run of `limit` values are drawn again */
+  const uint64_t cut = UINT64_MAX - UINT64_MAX % limit;
+  do {
+    if (mcim_random((uint8_t *)&v, sizeof(v)) != MCIM_OK)
+      return MCIM_INTERNAL;
+  } while (v >= cut);
+  snprintf(imsi, 24, "%s%s%0*" PRIu64, plmn, prefix ? prefix : "", (int)(15 - head), v % limit);
+  return MCIM_OK;
+}
+
+/* IMSI = MCC || MNC || MSIN, the MSIN drawn at random (after the operator's `msin_prefix`),
+ * one not held by an order or a subscriber here (the caller's transaction: the writers' lock
+ * keeps two orders from drawing the same one). Not a counter: the IMSIs of a counter are
+ * each other's neighbours, so anyone could attach with every one of them in turn, learn from
+ * the answers which are issued and in which state, and hold every subscriber's open
+ * challenges at attach_open_max (review of 2026-12-07). */
 static mcim_cause_t next_imsi(struct mcim_role *r, mcim_store_t *st, char imsi[24])
 {
-  int64_t v = 0;
-  mcim_cause_t rc = mcim_store_query_int(st, "SELECT value FROM counters WHERE name = 'msin'",
-                                         NULL, 0, &v);
-  if (rc != MCIM_OK)
-    return rc;
-  v++;
-  mcim_val_t p[] = {MCIM_INT(v)};
-  rc = mcim_store_exec(st, "UPDATE counters SET value = ? WHERE name = 'msin'", p, 1, NULL, NULL);
-  if (rc != MCIM_OK)
-    return rc;
-  const char *plmn = mcim_config_str(r->cfg, "plmn");
-  size_t msin_len = 15 - strlen(plmn);
-  snprintf(imsi, 24, "%s%0*lld", plmn, (int)msin_len, (long long)v);
-  return MCIM_OK;
+  for (int tries = 0; tries < 32; tries++) {
+    int64_t n = 0;
+    mcim_cause_t rc = mcim_sho_imsi_draw(mcim_config_str(r->cfg, "plmn"),
+                                         mcim_config_str(r->cfg, "msin_prefix"), imsi);
+    mcim_val_t p[] = {MCIM_TEXT(imsi), MCIM_TEXT(imsi)};
+    if (rc == MCIM_OK)
+      rc = mcim_store_query_int(st,
+                                "SELECT (SELECT COUNT(*) FROM orders WHERE imsi = ?) +"
+                                " (SELECT COUNT(*) FROM auc WHERE imsi = ?)",
+                                p, 2, &n);
+    if (rc != MCIM_OK || n == 0)
+      return rc;
+  }
+  mcim_log_event(MCIM_LOG_ERROR, NULL, 1, MCIM_CONFLICT,
+                 "no free IMSI in 32 draws: the MSIN range after msin_prefix is nearly full");
+  return MCIM_CONFLICT;
 }
 
 mcim_cause_t mcim_sho_queue_validation(struct mcim_role *r, mcim_store_t *st,

@@ -206,11 +206,17 @@ static const mcim_migration_t sho_migrations[] = {
      mcim_access_rows_sql},
     {12, "a subscription's newest suspend or resume notice applied (change.c, notice_in_order)",
      "ALTER TABLE auc ADD COLUMN notice_seq BIGINT NOT NULL DEFAULT 0"},
+    /* IMSIs drawn at random, no longer from the counter of migration 3 (order.c, next_imsi) */
+    {13, "orders by IMSI: a drawn IMSI is checked free, and never given twice",
+     "CREATE UNIQUE INDEX orders_imsi ON orders (imsi)"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
     {.name = "plmn", .type = MCIM_CFG_STRING, .required = true, .min = 5, .max = 6,
      .help = "MCC and MNC of this SHO (5 or 6 digits): its IMSIs start with it"},
+    {.name = "msin_prefix", .type = MCIM_CFG_STRING, .min = 1, .max = 4,
+     .help = "leading digits of every MSIN this SHO issues, e.g. its range in a shared HLR;"
+             " the rest of the MSIN (at least 6 digits) is drawn at random"},
     {.name = "amf", .type = MCIM_CFG_STRING, .def = "8000", .min = 4, .max = 4,
      .help = "AMF of the MCIMs it issues (hex; separation bit set for E-UTRAN)"},
     {.name = "ro", .type = MCIM_CFG_STRING, .def = "ro", .min = 1, .max = 63,
@@ -237,6 +243,20 @@ static mcim_cause_t sho_start(struct mcim_role *r)
                      mcim_config_file(r->cfg), plmn);
       return MCIM_CONFIG_INVALID;
     }
+  const char *prefix = mcim_config_str(r->cfg, "msin_prefix");
+  for (const char *p = prefix ? prefix : ""; *p; p++)
+    if (*p < '0' || *p > '9') {
+      mcim_log_error("%s: \"msin_prefix\": expected digits, got \"%s\"",
+                     mcim_config_file(r->cfg), prefix);
+      return MCIM_CONFIG_INVALID;
+    }
+  if (prefix && strlen(plmn) + strlen(prefix) > 15 - MCIM_SHO_MSIN_RANDOM_MIN) {
+    mcim_log_error("%s: \"msin_prefix\": %zu digits after a %zu-digit plmn leave fewer than %d"
+                   " random digits in the MSIN",
+                   mcim_config_file(r->cfg), strlen(prefix), strlen(plmn),
+                   MCIM_SHO_MSIN_RANDOM_MIN);
+    return MCIM_CONFIG_INVALID;
+  }
   if (mcim_hex_decode_str(mcim_config_str(r->cfg, "amf"), amf, 2) != MCIM_OK) {
     mcim_log_error("%s: \"amf\": expected 4 hex digits", mcim_config_file(r->cfg));
     return MCIM_CONFIG_INVALID;

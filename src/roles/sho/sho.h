@@ -28,6 +28,11 @@ struct mcim_sho_order {
   char *record;    /* the RO-signed order record, shown to the PVA */
 };
 
+/* order.c: an IMSI of this PLMN, its MSIN `prefix` (may be NULL) then digits drawn at random,
+ * at least MCIM_SHO_MSIN_RANDOM_MIN of them (else INVALID_ARGUMENT). */
+#define MCIM_SHO_MSIN_RANDOM_MIN 6
+mcim_cause_t mcim_sho_imsi_draw(const char *plmn, const char *prefix, char imsi[24]);
+
 /* "change" (the old-SHO numbering) or "initial" (steps 4-15), for the DPF. */
 const char *mcim_sho_dpf_procedure(const struct mcim_sho_order *o);
 
