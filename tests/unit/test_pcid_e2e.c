@@ -710,6 +710,27 @@ static void test_ccif_renewal(void **state)
   assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, wbody, NULL), MCIM_CLAIM_MISMATCH);
   json_decref(wbody);
   free(wrong);
+  /* Requests of that txn again, each signed afresh (a new jti): refused from the refused
+   * row, no other PCID taken from the pool. Before 2026-12-07 the row was deleted and each
+   * retry took one and called the ICF again, without end. */
+  int64_t rows = store_count("m2mes", "SELECT COUNT(*) FROM ccif_renewals WHERE device = ?",
+                             d.name);
+  assert_int_equal(store_count("m2mes",
+                               "SELECT COUNT(*) FROM ccif_renewals WHERE device = ?"
+                               " AND state = 'refused' AND k IS NULL AND opc IS NULL",
+                               d.name),
+                   1);
+  for (int i = 0; i < 3; i++) {
+    wrong = renew_request(&d, "m2mes", TXN3, other.cur.pcid);
+    wbody = renew_body(&d, TXN3, wrong);
+    assert_int_equal(renew_call("m2mes", "/v1/ccif/pcid", d.token, wbody, NULL),
+                     MCIM_CLAIM_MISMATCH);
+    json_decref(wbody);
+    free(wrong);
+  }
+  assert_int_equal(store_count("m2mes", "SELECT COUNT(*) FROM ccif_renewals WHERE device = ?",
+                               d.name),
+                   rows);
   /* that one took a PCID of the pool before the ICF refused it: it counts for the limit */
   interval_passed("m2mes", d.name);
 

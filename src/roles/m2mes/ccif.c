@@ -263,6 +263,13 @@ void mcim_ccif_pcid(void *ctx, const struct mcim_http_request *req,
     resp->retry_after = wait;
     goto out;
   }
+  if (rc == MCIM_OK && strcmp(row.state, "refused") == 0) {
+    mcim_http_reply_problem(resp, MCIM_CLAIM_MISMATCH, MCIM_PCID_STEP,
+                            "the ICF refused this renewal of %s (txn %s): its PCID claim is not"
+                            " the device's",
+                            rq.device, rq.txn);
+    goto out;
+  }
   if (rc == MCIM_OK && strcmp(row.state, "new") != 0)
     rc = MCIM_WRONG_STATE; /* issued, yet no answer stored: cannot happen (one transaction) */
   if (rc == MCIM_OK)
@@ -286,10 +293,15 @@ void mcim_ccif_pcid(void *ctx, const struct mcim_http_request *req,
     }
   }
   if (rc == MCIM_CLAIM_MISMATCH) {
-    /* final: the ICF will not take this renewal; forget the row and its sealed secrets */
-    mcim_val_t d[] = {MCIM_TEXT(rq.txn), MCIM_TEXT(rq.device)};
-    mcim_store_exec(st, "DELETE FROM ccif_renewals WHERE txn = ? AND device = ? AND state = 'new'",
-                    d, 2, NULL, NULL);
+    /* Final: the ICF will not take this renewal. The row stays, refused, its sealed secrets
+     * forgotten, and answers a retry of this txn: deleted, each retry (a new jti, the same
+     * txn: the grant is that txn's) took another PCID of the pool and called the ICF again,
+     * without end (review of 2026-12-07). Purged record_retention later. */
+    mcim_val_t d[] = {MCIM_INT(mcim_now()), MCIM_TEXT(rq.txn), MCIM_TEXT(rq.device)};
+    mcim_store_exec(st,
+                    "UPDATE ccif_renewals SET state = 'refused', k = NULL, opc = NULL,"
+                    " updated = ? WHERE txn = ? AND device = ? AND state = 'new'",
+                    d, MCIM_NPARAMS(d), NULL, NULL);
   }
   if (rc != MCIM_OK)
     goto out; /* the problem is in resp */

@@ -401,12 +401,12 @@ static void m2mes_stop(struct mcim_role *r)
   r->state = NULL;
 }
 
-/* CCIF renewals answered (K and OPc already deleted) record_retention after they were, and
- * those never answered (K and OPc sealed: the ICF could not be reached and the device gave
- * up) record_retention after their credential expired (common.c). A retry of an answered txn
+/* CCIF renewals answered or refused by the ICF (K and OPc already deleted) record_retention
+ * after they were, and those never answered (K and OPc sealed: the ICF could not be reached
+ * and the device gave up) record_retention after their credential expired (common.c). A retry of an answered txn
  * gets the stored answer (answer_retention); once both are gone it is a new renewal. */
 static const char *const m2mes_purge[] = {
-    "DELETE FROM ccif_renewals WHERE state = 'issued' AND updated < ?",
+    "DELETE FROM ccif_renewals WHERE state IN ('issued', 'refused') AND updated < ?",
     "DELETE FROM ccif_renewals WHERE state = 'new' AND expires < ?",
     NULL,
 };
