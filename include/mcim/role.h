@@ -64,6 +64,11 @@ extern const struct mcim_role_kind *const mcim_role_kinds[];
 bool mcim_role_name_is_sho(const char *name);
 /* Whether `name` is an access network (issues access tokens): the VNO or an SHO. */
 bool mcim_role_name_is_access_network(const char *name);
+/* Whether an instance of `kind` may be called `name`: what its peers make of the name (the
+ * rule above) must be that kind, or they would take it for another (an RO or a second VNO
+ * named like an SHO would be one to every peer, and could grant full access). The reason in
+ * `err` when not. */
+bool mcim_role_name_fits_kind(const char *kind, const char *name, char *err, size_t errlen);
 
 /* Keys every role has (name, listen_addr, listen_port, tls_cert, tls_key, operators_ca,
  * m2mes_ca, database, storage_key, peers, threads, lifetimes, outbox retry policy, log). */

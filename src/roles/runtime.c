@@ -366,6 +366,11 @@ mcim_cause_t mcim_role_start(const struct mcim_role_kind *kind, const char *conf
     goto fail;
   }
   r->name = mcim_config_str(r->cfg, "name");
+  if (!mcim_role_name_fits_kind(kind->kind, r->name, err, sizeof(err))) {
+    rc = MCIM_CONFIG_INVALID;
+    mcim_log_event(MCIM_LOG_ERROR, NULL, 0, rc, "%s: %s", config_path, err);
+    goto fail;
+  }
   char why[160];
   if (!mcim_store_locator_supported(mcim_config_str(r->cfg, "database"), why, sizeof(why))) {
     rc = MCIM_UNSUPPORTED; /* refused before anything is opened or created */

@@ -126,6 +126,21 @@ bool mcim_role_name_is_sho(const char *name)
   return true;
 }
 
+bool mcim_role_name_fits_kind(const char *kind, const char *name, char *err, size_t errlen)
+{
+  bool sho = strcmp(kind, "sho") == 0;
+  /* the fixed names are the kinds' own (ro, vno, pva, m2mes) */
+  if (sho ? mcim_role_name_is_sho(name) : (name && strcmp(name, kind) == 0))
+    return true;
+  snprintf(err, errlen,
+           "name \"%s\" does not fit kind %s: %s (the peers tell the roles apart by name)",
+           name ? name : "", kind,
+           sho ? "an SHO may not take a fixed role name (ro, vno, pva, m2mes, admin, subscriber,"
+                 " pcid, pcid-prev)"
+               : "an instance of this kind must be named after it");
+  return false;
+}
+
 bool mcim_role_name_is_access_network(const char *name)
 {
   return name && (strcmp(name, "vno") == 0 || mcim_role_name_is_sho(name));
@@ -164,6 +179,9 @@ mcim_cause_t mcim_role_check_config(const struct mcim_role_kind *kind, const cha
   if (!spec)
     return MCIM_NO_MEMORY;
   mcim_cause_t rc = mcim_config_load(config_path, spec, n, &cfg, err, errlen);
+  if (rc == MCIM_OK && !mcim_role_name_fits_kind(kind->kind, mcim_config_str(cfg, "name"), err,
+                                                 errlen))
+    rc = MCIM_CONFIG_INVALID;
   /* Refuse up front what this binary cannot do, not at the first request. */
   if (rc == MCIM_OK && !mcim_store_locator_supported(mcim_config_str(cfg, "database"), NULL, 0)) {
     char why[160];

@@ -45,4 +45,28 @@ st=0
 if [ "$st" -eq 1 ] && grep -q '"database": expected a string of 1..1024 bytes, got a string (value hidden)' "$tmp/out" &&
   ! grep -q "pw-Zz9qT" "$tmp/out"; then ok "a refused database locator is not echoed"
 else bad "too long a locator: exit $st, $(head -c 300 "$tmp/out")"; fi
+# A name that does not fit the kind: the peers tell roles apart by name, so an RO named like
+# an SHO would be an SHO to every one of them (and a second VNO one that may grant full
+# access); refused by the check, with the reason, and by the daemon before anything starts.
+for bad_name in "ro:ro:ro-eu" "vno:vno:vno-b" "sho:sho-a:pva" "pva:pva:sho-a"; do
+  kind=${bad_name%%:*} example=${bad_name#*:} example=${example%%:*} name=${bad_name##*:}
+  sed -e "s|\"name\": *\"[^\"]*\"|\"name\": \"$name\"|" \
+      -e "s|\"log_file\": *\"[^\"]*\"|\"log_file\": \"$tmp/name.log\"|" \
+      "$src/docs/examples/$example.json" >"$tmp/name.json"
+  grep -qF "\"$name\"" "$tmp/name.json" || bad "test setup: the name was not rewritten in $kind.json"
+  st=0
+  "$mcimd" --role "$kind" --check-config "$tmp/name.json" >"$tmp/out" 2>&1 || st=$?
+  if [ "$st" -eq 1 ] && grep -q "name \"$name\" does not fit kind $kind" "$tmp/out"; then
+    ok "--check-config refuses a $kind named $name"
+  else
+    bad "a $kind named $name: exit $st, $(head -c 300 "$tmp/out")"
+  fi
+  st=0
+  (cd "$tmp" && timeout 30 "$mcimd" --role "$kind" --config "$tmp/name.json") >"$tmp/start.out" 2>&1 || st=$?
+  if [ "$st" -eq 1 ] && grep -q "does not fit kind $kind" "$tmp/start.out" "$tmp/name.log" 2>/dev/null; then
+    ok "mcimd does not start a $kind named $name"
+  else
+    bad "mcimd, a $kind named $name: exit $st, $(head -c 300 "$tmp/start.out")"
+  fi
+done
 finish
