@@ -172,7 +172,7 @@ mcim_metric_t mcim_m_m2me_aka_challenges = {
 mcim_metric_t mcim_m_m2me_aka_failures = {
     "mcim_m2me_aka_failures_total",
     "Challenges the TRE did not accept, by cause: MAC_FAILURE (the network is not"
-    " authenticated), SYNC_FAILURE (answered with AUTS), AMF_INVALID",
+    " authenticated), SYNC_FAILURE (answered with AUTS)",
     MCIM_METRIC_COUNTER, MCIM_MF_AGENT, {"cause", NULL}, NULL, 0, NULL};
 
 mcim_metric_t mcim_m_m2me_worker_wakeups = {

@@ -21,6 +21,8 @@
 #include "roles/kinds.h"
 #include "roles/sho/sho.h"
 
+/* The first column as text, into a buffer of TEXT0_CAP bytes. */
+#define TEXT0_CAP 64
 static mcim_cause_t text0(const mcim_row_t *row, void *arg);
 
 /* ---- orders ---- */
@@ -93,7 +95,7 @@ static void h_subscription(void *ctx, const struct mcim_http_request *req,
     return;
   }
   mcim_store_t *st = mcim_role_store(r);
-  char txn[40] = "";
+  char txn[TEXT0_CAP] = ""; /* text0 writes up to TEXT0_CAP bytes */
   mcim_val_t p[] = {MCIM_TEXT(req->params[0])};
   rc = st ? mcim_store_query_one(st,
                                  "SELECT txn FROM orders WHERE device = ? ORDER BY updated DESC"
@@ -118,7 +120,7 @@ out:
 
 static mcim_cause_t text0(const mcim_row_t *row, void *arg)
 {
-  snprintf(arg, 64, "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(arg, TEXT0_CAP, "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
   return MCIM_OK;
 }
 
