@@ -39,14 +39,34 @@ static mcim_cause_t challenge_parse(const json_t *ans, char id[65], uint8_t rand
 
 /* The token's exp, read without verification: the token is the network's to check; the
  * device only needs to know when to attach again. */
-static int64_t token_expiry(const char *token)
+/* A claim of a token the device cannot verify (signed by the network for itself), as text. */
+static bool token_claim_is(const char *token, const char *claim, const char *want)
 {
-  json_t *exp = NULL;
-  int64_t v = 0;
-  if (mcim_jws_peek_claim(token, "exp", &exp) == MCIM_OK && json_is_integer(exp))
-    v = json_integer_value(exp);
-  json_decref(exp);
-  return v;
+  json_t *v = NULL;
+  bool same = mcim_jws_peek_claim(token, claim, &v) == MCIM_OK && json_is_string(v) &&
+              strcmp(json_string_value(v), want) == 0;
+  json_decref(v);
+  return same;
+}
+
+mcim_cause_t dev_attach_answer_check(const char *network, const char *device,
+                                     const char *id_field, const char *scope,
+                                     const char *token, int64_t now, int64_t *exp)
+{
+  json_t *e = NULL;
+  *exp = 0;
+  if (!scope || !token)
+    return MCIM_PEER_BAD_ANSWER;
+  if (mcim_jws_peek_claim(token, "exp", &e) == MCIM_OK && json_is_integer(e))
+    *exp = json_integer_value(e);
+  json_decref(e);
+  /* the scope the identity gets: a PCID's restricted access (the VNO), an IMSI's full */
+  const char *due = strcmp(id_field, "pcid") == 0 ? "restricted" : "full";
+  if (strcmp(scope, due) != 0 || *exp <= now || !token_claim_is(token, "iss", network) ||
+      !token_claim_is(token, "aud", network) || !token_claim_is(token, "sub", device) ||
+      !token_claim_is(token, "scope", scope))
+    return MCIM_PEER_BAD_ANSWER;
+  return MCIM_OK;
 }
 
 static void fail_detail(struct dev_attach_result *out, int step, const char *fmt, ...)
@@ -162,12 +182,13 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_lite *cl
   /* Step 6: connectivity; keep the session. */
   const char *scope = dev_json_str(hr.json, "scope", 15);
   const char *token = dev_json_str(hr.json, "token", 3500);
-  int64_t exp = token ? token_expiry(token) : 0;
-  if (!scope || (strcmp(scope, "restricted") != 0 && strcmp(scope, "full") != 0) || !token ||
-      exp <= mcim_now()) {
-    rc = MCIM_PEER_BAD_ANSWER;
+  int64_t exp = 0;
+  rc = dev_attach_answer_check(network, d->name, plan->id_field, scope, token, mcim_now(), &exp);
+  if (rc != MCIM_OK) {
     fail_detail(out, plan->step_auth + (plan->step_auth ? 1 : 0),
-                "%s answered the authentication without a valid scope and live token", network);
+                "%s answered the authentication without the scope its identity gets and a live"
+                " token of its own, for this device, of that scope",
+                network);
     goto cleanup;
   }
   dev_session_put(d, network, scope, identity, token, exp);

@@ -461,6 +461,16 @@ mcim_cause_t dev_attach(struct mcim_device *d, struct mcim_http_lite *cli, const
 mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_lite *cli,
                            const char *network, const char *txn, int step,
                            struct dev_attach_result *out);
+/* A network's answer to an authentication (step 6), before the session is kept: the scope
+ * the identity gets (`id_field` "pcid": restricted, the VNO's; "imsi": full), and a token
+ * that says the same, unexpired at `now`: iss and aud the network attached to, sub this
+ * device, that scope (peeked: the network signs it for itself). A network that answers
+ * otherwise lies: a VNO claiming full access, a token for another device that the RO would
+ * refuse the device's own notices with (review of 2026-12-07). *exp: the token's expiry.
+ * MCIM_PEER_BAD_ANSWER when not. */
+mcim_cause_t dev_attach_answer_check(const char *network, const char *device,
+                                     const char *id_field, const char *scope,
+                                     const char *token, int64_t now, int64_t *exp);
 
 /* ---- net.c ---- */
 /* The HTTP client of one thread: server-authenticated TLS pinned to the operators' CA. */
