@@ -102,7 +102,7 @@
   X(ATTEST_MISSING,          730, 400, "the device's attestation key is certified as in a TPM: a TPM quote is required") \
   X(RENEWAL_TOO_EARLY,       731, 429, "the device's PCID credential was renewed less than pcid_renewal_interval ago; renew after Retry-After") \
   X(REVOCATIONS_TOO_FAST,    732, 503, "this SHO sent the PVA more than revocations_per_minute revocations this minute; retry after Retry-After") \
-  X(ATTACH_BUSY,             733, 503, "too many unanswered attach challenges of this identity are open; retry after Retry-After") \
+  X(ATTACH_BUSY,             733, 503, "too many attach challenges of this identity did not end in an attach lately (open, answered wrong, resynchronised); retry after Retry-After") \
   X(ORDERS_BUSY,             734, 429, "this device has as many live orders as allowed (orders_open_max at the SHO, drf_orders_open_max at the DRF), none yet provisioned, failed or expired; order again after Retry-After") \
   X(NOTICE_OVERTAKEN,        735, 409, "the device's TRE signed a later suspend or resume notice for this subscription, already applied: this one is older and changes nothing") \
   X(NOTICE_NOT_RELAYED,      737, 403, "the RO relays no suspend of the subscription a switch leaves (the notice's leg is not \"to\", or the token is that SHO's own): the device sends that one straight to its SHO") \

@@ -118,12 +118,14 @@ static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey
                                  p, MCIM_NPARAMS(p), NULL, NULL);
 }
 
-/* At most attach_open_max unanswered challenges of one identity open at once (DESIGN.md
- * section 10: nothing a party can flood is unbounded). Anyone may send an attach naming an
- * identity heard on the air, and each costs an AV (a durable SQN step at the AuC or the ICF)
- * and the rows that trace it; a device answers its challenge within seconds, and one that
- * lost an answer or restarted opens a few. Over the limit: MCIM_ATTACH_BUSY, *wait the
- * seconds until the oldest open one lapses (attach_lifetime). */
+/* At most attach_open_max challenges of one identity within attach_lifetime that did not end
+ * in an attach: open, answered wrong or with an AUTS (DESIGN.md section 10: nothing a party
+ * can flood is unbounded). Anyone may send an attach naming an identity heard on the air,
+ * and each costs an AV (a durable SQN step at the AuC or the ICF) and the rows that trace
+ * it; a device answers its challenge within seconds, and one that lost an answer, restarted
+ * or resynchronised opens a few. Counted were the open ones only, so a stranger who answered
+ * each with a wrong RES (or a forged AUTS) asked for AVs without end (review of 2026-12-07).
+ * Over the limit: MCIM_ATTACH_BUSY, *wait the seconds until the oldest lapses. */
 static mcim_cause_t open_challenges_below_max(struct mcim_role *r, const char *identity,
                                               int64_t *wait)
 {
@@ -135,7 +137,8 @@ static mcim_cause_t open_challenges_below_max(struct mcim_role *r, const char *i
   /* the oldest lapses once older than attach_lifetime: a second after created + lifetime */
   return mcim_role_count_below(st,
                                "SELECT COUNT(*), MIN(created) FROM attach WHERE identity = ?"
-                               " AND state = 'challenged' AND created >= ?",
+                               " AND state IN ('challenged', 'failed', 'resync')"
+                               " AND created >= ?",
                                p, 2, mcim_config_int(r->cfg, "attach_open_max"), lifetime + 1,
                                MCIM_ATTACH_BUSY, wait);
 }

@@ -70,9 +70,9 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
      .help = "access networks (vno, sho): how long an attach challenge may be answered;"
              " unanswered and finished attach sessions are deleted after it"},
     {.name = "attach_open_max", .type = MCIM_CFG_INT, .def = "8", .min = 1, .max = 1000,
-     .help = "access networks (vno, sho): unanswered challenges one identity may have open at"
-             " once; one more attach is answered 503 ATTACH_BUSY with Retry-After, without an"
-             " AV"},
+     .help = "access networks (vno, sho): challenges of one identity within attach_lifetime"
+             " that did not end in an attach (open, answered wrong, resynchronised); one more"
+             " attach is answered 503 ATTACH_BUSY with Retry-After, without an AV"},
     {.name = "traced_refusals_per_hour", .type = MCIM_CFG_INT, .def = "120", .min = 1,
      .max = 1000000,
      .help = "refusals this instance traces per counterpart (a device, a peer) and hour; beyond"

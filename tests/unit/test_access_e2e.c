@@ -299,6 +299,36 @@ static void test_open_challenges_bounded(void **state)
   json_decref(body);
 }
 
+/* A stranger who answers each challenge wrong frees no place (review of 2026-12-07): the 8
+ * challenges it opened and answered with a wrong RES still count within attach_lifetime, and
+ * the next attach is ATTACH_BUSY. Before, only the open ones counted:
+ * attach, a wrong RES, attach again, each an AV and a durable SQN step at the ICF, without
+ * end. */
+static void test_wrong_answers_keep_their_place(void **state)
+{
+  (void)state;
+  struct mcim_http_result r;
+  char path[128];
+  register_pcid("001019000000019", "soft19", mcim_now() + 3600);
+  for (int i = 0; i < 8; i++) {
+    json_t *c = attach_start("001019000000019", MCIM_OK);
+    snprintf(path, sizeof(path), "/v1/attach/%s",
+             json_string_value(json_object_get(c, "attach_id")));
+    json_t *wrong = json_pack("{s:s}", "res", "0000000000000000");
+    assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", path), wrong, NULL, &r),
+                     MCIM_RES_MISMATCH);
+    mcim_http_result_clear(&r);
+    json_decref(wrong);
+    json_decref(c);
+  }
+  json_t *body = json_pack("{s:s}", "pcid", "001019000000019");
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r),
+                   MCIM_ATTACH_BUSY);
+  assert_int_equal(r.status, 503);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+}
+
 /* A subscriber of sho-a with the test's K, as the SHO's AuC holds one once it made the MCIM:
  * added to its database with its storage key (an order and a provisioning would do the same
  * the long way). */
@@ -472,6 +502,7 @@ int main(void)
       cmocka_unit_test(test_stranger_leaves_no_rows),
       cmocka_unit_test(test_refusals_counted_by_identity),
       cmocka_unit_test(test_open_challenges_bounded),
+      cmocka_unit_test(test_wrong_answers_keep_their_place),
       cmocka_unit_test(test_unanswered_attach_leaves_no_rows),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -126,6 +126,15 @@ void mcim_dpf_accept_package(struct mcim_role *r, const struct mcim_http_request
   }
   int64_t now = mcim_now();
   rc = mcim_store_begin(st);
+  /* The order again, under the writers' lock: the DRF's expiry (mcim_drf_expire, on any
+   * instance) may have ended it while the signatures above were checked, and it abandons only
+   * the packages it finds; stored after it, this one outlived its order, downloadable for good
+   * (review of 2026-12-07). */
+  if (rc == MCIM_OK) {
+    struct mcim_drf_order live = {0};
+    rc = mcim_drf_order_of_party(st, txn, device, req->peer, &live);
+    mcim_drf_order_clear(&live);
+  }
   if (rc == MCIM_OK) {
     mcim_val_t p[] = {MCIM_TEXT(txn), MCIM_TEXT(device), MCIM_TEXT(req->peer),
                       MCIM_TEXT(steps->procedure), MCIM_TEXT(pkg), MCIM_INT(now), MCIM_INT(now)};

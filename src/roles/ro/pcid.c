@@ -240,6 +240,18 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, MCIM_PCID_STEP, "store unavailable");
     goto out;
   }
+  /* The stored answer again, under the writers' lock: a copy of this request on another
+   * instance (or thread) may have answered since mcim_pcid_request_begin looked; it is the
+   * answer, not a CONFLICT at the answer's key (review of 2026-12-07). */
+  mcim_pcid_answer_what(rq.device, what);
+  int stored_status = 0;
+  if (mcim_role_answer_get(st, rq.txn, MCIM_PCID_STEP, what, &stored_status, &answer) ==
+      MCIM_OK) {
+    mcim_store_rollback(st);
+    mcim_http_reply_json(resp, stored_status, answer);
+    answer = NULL;
+    goto out;
+  }
   rc = check_claim(st, rq.device, rq.pcid, why, sizeof(why));
   /* the limit again, in this transaction: another txn may have been granted meanwhile */
   if (rc == MCIM_OK)
@@ -284,7 +296,6 @@ void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req,
     rc = supersede(r, st, rq.device, rq.pcid, cred.pcid);
   if (rc == MCIM_OK)
     rc = mcim_pcid_answer(r, &rq, &cred, &answer);
-  mcim_pcid_answer_what(rq.device, what);
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, rq.txn, MCIM_PCID_STEP, what, 200, answer);
   if (rc != MCIM_OK && !why[0])
