@@ -29,6 +29,8 @@ char *mcim_b64url_dup(const uint8_t *in, size_t len);
 mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size_t outcap,
                                 size_t *outlen);
 
+/* Whether `s` is min..max decimal digits and nothing else (NULL: no). */
+bool mcim_digits(const char *s, size_t min, size_t max);
 /* Constant-time equality of two buffers of the same length (MACs, RES). */
 bool mcim_ct_equal(const void *a, const void *b, size_t len);
 /* Wipe key material so the compiler cannot elide it. */

@@ -174,6 +174,17 @@ mcim_cause_t mcim_b64url_decode(const char *in, size_t inlen, uint8_t *out, size
   return MCIM_OK;
 }
 
+bool mcim_digits(const char *s, size_t min, size_t max)
+{
+  size_t n = s ? strlen(s) : 0;
+  if (n < min || n > max)
+    return false;
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < '0' || s[i] > '9')
+      return false;
+  return true;
+}
+
 bool mcim_ct_equal(const void *a, const void *b, size_t len)
 {
   return CRYPTO_memcmp(a, b, len) == 0;

@@ -91,17 +91,6 @@ void mcim_pcid_request_clear(struct mcim_pcid_request *rq)
   memset(rq, 0, sizeof(*rq));
 }
 
-static bool digits(const char *s, size_t min, size_t max)
-{
-  size_t n = s ? strlen(s) : 0;
-  if (n < min || n > max)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (s[i] < '0' || s[i] > '9')
-      return false;
-  return true;
-}
-
 mcim_cause_t mcim_pcid_request_body(const json_t *body, char *err, size_t err_len)
 {
   static const struct mcim_jsonv_field fields[] = {
@@ -212,7 +201,7 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
   const char *claim = rc == MCIM_OK ? mcim_statement_string(stmt, "pcid") : NULL;
   if (rc == MCIM_OK && !claim)
     rc = MCIM_CLAIM_MISSING;
-  else if (rc == MCIM_OK && !digits(claim, 6, MCIM_PCID_DIGITS))
+  else if (rc == MCIM_OK && !mcim_digits(claim, 6, MCIM_PCID_DIGITS))
     rc = MCIM_CLAIM_MISMATCH;
   if (rc != MCIM_OK) {
     /* traced only once the device's TRE signed it for this txn; else anyone's, logged */
@@ -296,7 +285,7 @@ mcim_cause_t mcim_pcid_allocate(struct mcim_role *r, mcim_store_t *st,
 {
   const char *prefix = mcim_config_str(r->cfg, "pcid_prefix");
   int64_t n = 0, space = 1;
-  if (!digits(prefix, 5, MCIM_PCID_DIGITS - 1)) {
+  if (!mcim_digits(prefix, 5, MCIM_PCID_DIGITS - 1)) {
     mcim_log_event(MCIM_LOG_ERROR, NULL, 0, MCIM_CONFIG_INVALID,
                    "%s: \"pcid_prefix\": expected 5 to 14 digits, got \"%s\"",
                    mcim_config_file(r->cfg), prefix ? prefix : "");

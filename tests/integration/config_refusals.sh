@@ -11,7 +11,7 @@ src=${MCIM_SRC:?}
 cp -r "$src"/docs/examples/* "$tmp/"
 check "the sample ro.json is valid" "$mcimd" --role ro --check-config "$tmp/ro.json"
 # the daemon gets as far as its store: certificates and a storage key it can load
-check "mcim pki init for the sample" "$mcim" pki init "$tmp/pki" --roles ro
+check "mcim pki init for the samples" "$mcim" pki init "$tmp/pki" --roles ro,sho-a
 mkdir -p "$tmp/state"
 
 # port 1 on loopback: nothing listens there
@@ -67,6 +67,24 @@ for bad_name in "ro:ro:ro-eu" "vno:vno:vno-b" "sho:sho-a:pva" "pva:pva:sho-a"; d
     ok "mcimd does not start a $kind named $name"
   else
     bad "mcimd, a $kind named $name: exit $st, $(head -c 300 "$tmp/start.out")"
+  fi
+done
+# An SHO's msin_prefix that is not digits, or that leaves fewer than 6 random digits in the
+# MSIN (a 6-digit plmn and 4 digits of prefix): the daemon refuses to start, with the key.
+for case in "00102:12a" "001020:1234"; do
+  plmn=${case%%:*} prefix=${case#*:}
+  sed -e "s|\"plmn\": *\"[^\"]*\"|\"plmn\": \"$plmn\", \"msin_prefix\": \"$prefix\"|" \
+      -e "s|\"log_file\": *\"[^\"]*\"|\"log_file\": \"$tmp/msin.log\"|" \
+      -e "s|\"database\": *\"[^\"]*\"|\"database\": \"$tmp/state/sho-a.db\"|" \
+      -e "s|\"storage_key\": *\"[^\"]*\"|\"storage_key\": \"$tmp/state/sho-a.key\"|" \
+      "$src/docs/examples/sho-a.json" >"$tmp/msin.json"
+  grep -qF "\"msin_prefix\": \"$prefix\"" "$tmp/msin.json" || bad "test setup: no msin_prefix in sho-a.json"
+  st=0
+  (cd "$tmp" && timeout 30 "$mcimd" --role sho --config "$tmp/msin.json") >"$tmp/start.out" 2>&1 || st=$?
+  if [ "$st" -eq 1 ] && grep -qE 'msin_prefix[\\]?": expected digits' "$tmp/start.out" "$tmp/msin.log" 2>/dev/null; then
+    ok "mcimd does not start an SHO with plmn $plmn and msin_prefix $prefix"
+  else
+    bad "an SHO with plmn $plmn and msin_prefix $prefix: exit $st, $(head -c 300 "$tmp/start.out") $(head -c 300 "$tmp/msin.log" 2>/dev/null)"
   fi
 done
 finish

@@ -25,17 +25,6 @@ static bool is_icf_client(struct mcim_role *r, const char *peer)
   return false;
 }
 
-static bool all_digits(const char *s, size_t min, size_t max)
-{
-  size_t n = strlen(s);
-  if (n < min || n > max)
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (s[i] < '0' || s[i] > '9')
-      return false;
-  return true;
-}
-
 static mcim_cause_t text_col0(const mcim_row_t *row, void *arg)
 {
   snprintf(arg, 64, "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
@@ -58,7 +47,7 @@ mcim_cause_t mcim_icf_pcids_body(const json_t *body, char *err, size_t err_len)
       {"txn", MCIM_JV_HEX, false, 32},
   };
   mcim_cause_t rc = mcim_jsonv_check(body, fields, 7, err, err_len);
-  if (rc == MCIM_OK && !all_digits(json_string_value(json_object_get(body, "pcid")), 6, 15)) {
+  if (rc == MCIM_OK && !mcim_digits(json_string_value(json_object_get(body, "pcid")), 6, 15)) {
     rc = MCIM_INVALID_ARGUMENT;
     snprintf(err, err_len, "pcid must be 6 to 15 digits");
   }

@@ -238,25 +238,20 @@ static const mcim_config_spec_t sho_spec[] = {
 static mcim_cause_t sho_start(struct mcim_role *r)
 {
   const char *plmn = mcim_config_str(r->cfg, "plmn");
-  uint8_t amf[2];
-  for (const char *p = plmn; *p; p++)
-    if (*p < '0' || *p > '9') {
-      mcim_log_error("%s: \"plmn\": expected 5 or 6 digits, got \"%s\"",
-                     mcim_config_file(r->cfg), plmn);
-      return MCIM_CONFIG_INVALID;
-    }
   const char *prefix = mcim_config_str(r->cfg, "msin_prefix");
-  for (const char *p = prefix ? prefix : ""; *p; p++)
-    if (*p < '0' || *p > '9') {
-      mcim_log_error("%s: \"msin_prefix\": expected digits, got \"%s\"",
-                     mcim_config_file(r->cfg), prefix);
-      return MCIM_CONFIG_INVALID;
-    }
-  if (prefix && strlen(plmn) + strlen(prefix) > 15 - MCIM_SHO_MSIN_RANDOM_MIN) {
-    mcim_log_error("%s: \"msin_prefix\": %zu digits after a %zu-digit plmn leave fewer than %d"
-                   " random digits in the MSIN",
-                   mcim_config_file(r->cfg), strlen(prefix), strlen(plmn),
-                   MCIM_SHO_MSIN_RANDOM_MIN);
+  uint8_t amf[2];
+  char imsi[24];
+  if (!mcim_digits(plmn, 5, 6)) {
+    mcim_log_error("%s: \"plmn\": expected 5 or 6 digits, got \"%s\"",
+                   mcim_config_file(r->cfg), plmn);
+    return MCIM_CONFIG_INVALID;
+  }
+  /* the draw itself says whether the prefix leaves enough random digits */
+  if (prefix && (!mcim_digits(prefix, 1, 4) ||
+                 mcim_sho_imsi_draw(plmn, prefix, imsi) == MCIM_INVALID_ARGUMENT)) {
+    mcim_log_error("%s: \"msin_prefix\": expected digits that leave at least %d random digits"
+                   " in the MSIN after the %zu-digit plmn, got \"%s\"",
+                   mcim_config_file(r->cfg), MCIM_SHO_MSIN_RANDOM_MIN, strlen(plmn), prefix);
     return MCIM_CONFIG_INVALID;
   }
   if (mcim_hex_decode_str(mcim_config_str(r->cfg, "amf"), amf, 2) != MCIM_OK) {
