@@ -222,5 +222,8 @@ mcim_cause_t mcim_package_open(const char *pkg, size_t len, const mcim_jose_key_
  * reference. Here, not with the roles' peer helpers, so that the device agent links no role
  * code (docs/device.md, "Footprint"). */
 mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out);
+/* The payload at once (its JSON, a new reference: an object if the JWS is well formed), with
+ * the same warning: for a caller that reads several claims. */
+mcim_cause_t mcim_jws_peek_payload(const char *jws, json_t **out);
 
 #endif

@@ -718,7 +718,7 @@ mcim_cause_t mcim_jws_verify(const char *compact, size_t len, const mcim_jose_ke
   return rc;
 }
 
-mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out)
+mcim_cause_t mcim_jws_peek_payload(const char *jws, json_t **out)
 {
   *out = NULL;
   const char *d1 = strchr(jws, '.');
@@ -734,6 +734,17 @@ mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out
   free(buf);
   if (!p)
     return MCIM_JOSE_MALFORMED;
+  *out = p;
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_jws_peek_claim(const char *jws, const char *name, json_t **out)
+{
+  json_t *p = NULL;
+  *out = NULL;
+  mcim_cause_t rc = mcim_jws_peek_payload(jws, &p);
+  if (rc != MCIM_OK)
+    return rc;
   json_t *v = json_object_get(p, name);
   if (v)
     *out = json_incref(v);

@@ -40,33 +40,30 @@ static mcim_cause_t challenge_parse(const json_t *ans, char id[65], uint8_t rand
 /* The token's exp, read without verification: the token is the network's to check; the
  * device only needs to know when to attach again. */
 /* A claim of a token the device cannot verify (signed by the network for itself), as text. */
-static bool token_claim_is(const char *token, const char *claim, const char *want)
+static bool claim_is(const json_t *claims, const char *claim, const char *want)
 {
-  json_t *v = NULL;
-  bool same = mcim_jws_peek_claim(token, claim, &v) == MCIM_OK && json_is_string(v) &&
-              strcmp(json_string_value(v), want) == 0;
-  json_decref(v);
-  return same;
+  const char *v = json_string_value(json_object_get(claims, claim));
+  return v && strcmp(v, want) == 0;
 }
 
 mcim_cause_t dev_attach_answer_check(const char *network, const char *device,
                                      const char *id_field, const char *scope,
                                      const char *token, int64_t now, int64_t *exp)
 {
-  json_t *e = NULL;
+  json_t *claims = NULL;
   *exp = 0;
-  if (!scope || !token)
+  if (!scope || !token || mcim_jws_peek_payload(token, &claims) != MCIM_OK)
     return MCIM_PEER_BAD_ANSWER;
-  if (mcim_jws_peek_claim(token, "exp", &e) == MCIM_OK && json_is_integer(e))
+  json_t *e = json_object_get(claims, "exp");
+  if (json_is_integer(e))
     *exp = json_integer_value(e);
-  json_decref(e);
   /* the scope the identity gets: a PCID's restricted access (the VNO), an IMSI's full */
   const char *due = strcmp(id_field, "pcid") == 0 ? "restricted" : "full";
-  if (strcmp(scope, due) != 0 || *exp <= now || !token_claim_is(token, "iss", network) ||
-      !token_claim_is(token, "aud", network) || !token_claim_is(token, "sub", device) ||
-      !token_claim_is(token, "scope", scope))
-    return MCIM_PEER_BAD_ANSWER;
-  return MCIM_OK;
+  bool ok = strcmp(scope, due) == 0 && *exp > now && claim_is(claims, "iss", network) &&
+            claim_is(claims, "aud", network) && claim_is(claims, "sub", device) &&
+            claim_is(claims, "scope", scope);
+  json_decref(claims);
+  return ok ? MCIM_OK : MCIM_PEER_BAD_ANSWER;
 }
 
 static void fail_detail(struct dev_attach_result *out, int step, const char *fmt, ...)

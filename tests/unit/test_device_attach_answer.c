@@ -71,36 +71,32 @@ static void test_as_the_roles_answer(void **state)
 static void test_every_lie_refused(void **state)
 {
   (void)state;
-  int64_t now = mcim_now(), in = now + 600;
-  /* a VNO that says full access, in its answer, or in its answer and token */
-  assert_int_equal(check("vno", "pcid", "full", token("vno", "vno", "dev1", "restricted", in),
-                         now),
-                   MCIM_PEER_BAD_ANSWER);
-  assert_int_equal(check("vno", "pcid", "full", token("vno", "vno", "dev1", "full", in), now),
-                   MCIM_PEER_BAD_ANSWER);
-  /* an SHO that gives an IMSI restricted access */
-  assert_int_equal(check("sho-b", "imsi", "restricted",
-                         token("sho-b", "sho-b", "dev1", "restricted", in), now),
-                   MCIM_PEER_BAD_ANSWER);
-  /* the answer's scope not the token's */
-  assert_int_equal(check("sho-b", "imsi", "full",
-                         token("sho-b", "sho-b", "dev1", "restricted", in), now),
-                   MCIM_PEER_BAD_ANSWER);
-  /* a token for another device, of another network, for another audience */
-  assert_int_equal(check("sho-b", "imsi", "full", token("sho-b", "sho-b", "dev2", "full", in),
-                         now),
-                   MCIM_PEER_BAD_ANSWER);
-  assert_int_equal(check("sho-b", "imsi", "full", token("sho-a", "sho-a", "dev1", "full", in),
-                         now),
-                   MCIM_PEER_BAD_ANSWER);
-  assert_int_equal(check("sho-b", "imsi", "full", token("sho-b", "ro", "dev1", "full", in),
-                         now),
-                   MCIM_PEER_BAD_ANSWER);
-  /* expired, or no token, scope or JWS at all */
-  assert_int_equal(check("sho-b", "imsi", "full", token("sho-b", "sho-b", "dev1", "full", now),
-                         now),
-                   MCIM_PEER_BAD_ANSWER);
-  int64_t exp = 0;
+  int64_t now = mcim_now(), in = now + 600, exp = 0;
+  static const struct {
+    const char *why, *network, *id_field, *scope;              /* the answer */
+    const char *iss, *aud, *sub, *claimed; /* its token */
+    int expired;
+  } lies[] = {
+      {"a VNO that says full access", "vno", "pcid", "full", "vno", "vno", "dev1", "restricted", 0},
+      {"... in its token too", "vno", "pcid", "full", "vno", "vno", "dev1", "full", 0},
+      {"an SHO that gives an IMSI restricted access", "sho-b", "imsi", "restricted", "sho-b",
+       "sho-b", "dev1", "restricted", 0},
+      {"the answer's scope not the token's", "sho-b", "imsi", "full", "sho-b", "sho-b", "dev1",
+       "restricted", 0},
+      {"a token for another device", "sho-b", "imsi", "full", "sho-b", "sho-b", "dev2", "full", 0},
+      {"of another network", "sho-b", "imsi", "full", "sho-a", "sho-a", "dev1", "full", 0},
+      {"for another audience", "sho-b", "imsi", "full", "sho-b", "ro", "dev1", "full", 0},
+      {"expired", "sho-b", "imsi", "full", "sho-b", "sho-b", "dev1", "full", 1},
+  };
+  for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
+    print_message("%s\n", lies[i].why);
+    assert_int_equal(check(lies[i].network, lies[i].id_field, lies[i].scope,
+                           token(lies[i].iss, lies[i].aud, lies[i].sub, lies[i].claimed,
+                                 lies[i].expired ? now : in),
+                           now),
+                     MCIM_PEER_BAD_ANSWER);
+  }
+  /* no token, scope or JWS at all */
   assert_int_equal(dev_attach_answer_check("sho-b", "dev1", "imsi", "full", NULL, now, &exp),
                    MCIM_PEER_BAD_ANSWER);
   assert_int_equal(dev_attach_answer_check("sho-b", "dev1", "imsi", NULL, "a.b.c", now, &exp),

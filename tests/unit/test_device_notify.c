@@ -180,40 +180,36 @@ static void test_not_linked_is_final(void **state)
   assert_int_equal(ro_calls, 1);
 }
 
+/* A refusal that is not final: the notice stays for the next full attach, which posts it
+ * again, and the RO's acceptance then removes it. Whether the first call found the refusal
+ * transient. */
+static bool stays_until_relayed(struct ctx *c, mcim_cause_t refusal)
+{
+  bool transient = false, later = false;
+  queue_notice(c);
+  ro_answer = refusal;
+  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 0);
+  assert_int_equal(ro_calls, 1);
+  assert_int_equal(queued(c), 1);
+  ro_answer = MCIM_OK;
+  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &later), 1);
+  assert_int_equal(ro_calls, 2);
+  assert_int_equal(queued(c), 0);
+  return transient;
+}
+
 /* FORBIDDEN (the RO's answer to a token whose network named another device): the notice
  * stays, and goes with the next full attach's token. Before 2026-12-07 it was dropped for
  * good: a hostile network could make the device lose the old SHO's discard notice. */
 static void test_forbidden_stays(void **state)
 {
-  struct ctx *c = *state;
-  bool transient = false;
-  queue_notice(c);
-  ro_answer = MCIM_FORBIDDEN;
-  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 0);
-  assert_int_equal(ro_calls, 1);
-  assert_false(transient);
-  assert_int_equal(queued(c), 1);
-  ro_answer = MCIM_OK;
-  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 1);
-  assert_int_equal(ro_calls, 2);
-  assert_int_equal(queued(c), 0);
+  assert_false(stays_until_relayed(*state, MCIM_FORBIDDEN));
 }
 
-/* REGISTRATION_PENDING: try later. The notice stays; the next attach posts it again, and the
- * RO's acceptance then removes it. */
+/* REGISTRATION_PENDING: try later. */
 static void test_registration_pending_stays(void **state)
 {
-  struct ctx *c = *state;
-  bool transient = false;
-  queue_notice(c);
-  ro_answer = MCIM_REGISTRATION_PENDING;
-  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 0);
-  assert_int_equal(ro_calls, 1);
-  assert_int_equal(queued(c), 1);
-  ro_answer = MCIM_OK;
-  assert_int_equal(dev_notify_pending(c->d, c->cli, "vno", "token", &transient), 1);
-  assert_int_equal(ro_calls, 2);
-  assert_int_equal(queued(c), 0);
+  stays_until_relayed(*state, MCIM_REGISTRATION_PENDING);
 }
 
 int main(void)
