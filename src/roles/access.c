@@ -89,35 +89,6 @@ static void seal_ctx(char *out, size_t len, const char *id)
   snprintf(out, len, "attach/xres/%s", id);
 }
 
-/* A new session: the AV's XRES sealed, RAND kept to resynchronise with; `rows` (may be NULL):
- * its trace rows until the device answers. Written relaxed (no fsync of its own; the next
- * durable commit carries it): a session a crash loses costs the device one attach again (its
- * answer finds no open session, WRONG_STATE, and the agent asks for a fresh challenge:
- * src/device/attach.c), while the AV's SQN step, the one thing that must never be lost, was
- * committed durably by the AuC (or the ICF) before. One fsync less an attach, at the SHO and
- * at the VNO (docs/performance.md). */
-static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey, const char *id,
-                                const char *txn, const char *identity, const char *device,
-                                const struct mcim_aka_av *av, const char *rows)
-{
-  uint8_t sealed[sizeof(av->xres) + MCIM_SEAL_OVERHEAD];
-  size_t slen = 0;
-  char ctx[64];
-  seal_ctx(ctx, sizeof(ctx), id);
-  mcim_cause_t rc = mcim_seal(skey, ctx, av->xres, sizeof(av->xres), sealed, sizeof(sealed), &slen);
-  if (rc != MCIM_OK)
-    return rc;
-  mcim_val_t p[] = {MCIM_TEXT(id),       MCIM_TEXT(txn),
-                    MCIM_TEXT(identity), MCIM_TEXT(device),
-                    MCIM_BLOB(av->rand, sizeof(av->rand)), MCIM_BLOB(sealed, slen),
-                    MCIM_INT(mcim_now()), MCIM_TEXT(rows)};
-  return mcim_store_exec_relaxed(st,
-                                 "INSERT INTO attach (id, txn, identity, device, rand, xres,"
-                                 " state, created, trace)"
-                                 " VALUES (?, ?, ?, ?, ?, ?, 'challenged', ?, ?)",
-                                 p, MCIM_NPARAMS(p), NULL, NULL);
-}
-
 /* At most attach_open_max challenges of one identity within attach_lifetime that did not end
  * in an attach: open, answered wrong or with an AUTS (DESIGN.md section 10: nothing a party
  * can flood is unbounded). Anyone may send an attach naming an identity heard on the air,
@@ -125,14 +96,14 @@ static mcim_cause_t session_put(mcim_store_t *st, const mcim_storage_key_t *skey
  * it; a device answers its challenge within seconds, and one that lost an answer, restarted
  * or resynchronised opens a few. Counted were the open ones only, so a stranger who answered
  * each with a wrong RES (or a forged AUTS) asked for AVs without end (review of 2026-12-07).
+ * Counted twice: before the AV is asked for (a flood is refused there, at the price of a
+ * read), and again in the transaction that writes the session (session_put), where the
+ * writers' lock of the role's database makes the count exact across threads and instances.
  * Over the limit: MCIM_ATTACH_BUSY, *wait the seconds until the oldest lapses. */
-static mcim_cause_t open_challenges_below_max(struct mcim_role *r, const char *identity,
-                                              int64_t *wait)
+static mcim_cause_t open_challenges_below_max(struct mcim_role *r, mcim_store_t *st,
+                                              const char *identity, int64_t *wait)
 {
   int64_t lifetime = mcim_config_duration(r->cfg, "attach_lifetime");
-  mcim_store_t *st = mcim_role_store(r);
-  if (!st)
-    return MCIM_STORE_ERROR;
   mcim_val_t p[] = {MCIM_TEXT(identity), MCIM_INT(mcim_now() - lifetime)};
   /* the oldest lapses once older than attach_lifetime: a second after created + lifetime */
   return mcim_role_count_below(st,
@@ -141,6 +112,60 @@ static mcim_cause_t open_challenges_below_max(struct mcim_role *r, const char *i
                                " AND created >= ?",
                                p, 2, mcim_config_int(r->cfg, "attach_open_max"), lifetime + 1,
                                MCIM_ATTACH_BUSY, wait);
+}
+
+/* A new session: the AV's XRES sealed, RAND kept to resynchronise with; `rows` (may be NULL):
+ * its trace rows until the device answers. Written relaxed (no fsync of its own; the next
+ * durable commit carries it): a session a crash loses costs the device one attach again (its
+ * answer finds no open session, WRONG_STATE, and the agent asks for a fresh challenge:
+ * src/device/attach.c), while the AV's SQN step, the one thing that must never be lost, was
+ * committed durably by the AuC (or the ICF) before. One fsync less an attach, at the SHO and
+ * at the VNO (docs/performance.md). With `wait`, only below attach_open_max (counted in the
+ * same transaction: exact across threads and instances), else MCIM_ATTACH_BUSY and *wait;
+ * NULL after a resynchronisation, whose AUTS proved the device. */
+static mcim_cause_t session_put(struct mcim_role *r, mcim_store_t *st, const char *id,
+                                const char *txn, const char *identity, const char *device,
+                                const struct mcim_aka_av *av, const char *rows, int64_t *wait)
+{
+  uint8_t sealed[sizeof(av->xres) + MCIM_SEAL_OVERHEAD];
+  size_t slen = 0;
+  char ctx[64];
+  seal_ctx(ctx, sizeof(ctx), id);
+  mcim_cause_t rc =
+      mcim_seal(r->storage_key, ctx, av->xres, sizeof(av->xres), sealed, sizeof(sealed), &slen);
+  if (rc != MCIM_OK)
+    return rc;
+  mcim_val_t p[] = {MCIM_TEXT(id),       MCIM_TEXT(txn),
+                    MCIM_TEXT(identity), MCIM_TEXT(device),
+                    MCIM_BLOB(av->rand, sizeof(av->rand)), MCIM_BLOB(sealed, slen),
+                    MCIM_INT(mcim_now()), MCIM_TEXT(rows)};
+  rc = mcim_store_begin_relaxed(st);
+  if (rc != MCIM_OK)
+    return rc;
+  if (wait)
+    rc = open_challenges_below_max(r, st, identity, wait);
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st,
+                         "INSERT INTO attach (id, txn, identity, device, rand, xres, state,"
+                         " created, trace) VALUES (?, ?, ?, ?, ?, ?, 'challenged', ?, ?)",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc == MCIM_OK)
+    return mcim_store_commit(st);
+  mcim_store_rollback(st);
+  return rc;
+}
+
+/* Over attach_open_max: logged, never traced, 503 with Retry-After until the oldest lapses. */
+static void refuse_busy(const struct mcim_access_net *net, struct mcim_http_response *resp,
+                        const char *txn, int64_t wait)
+{
+  mcim_log_event(MCIM_LOG_WARN, txn, net->step_attach, MCIM_ATTACH_BUSY,
+                 "attach refused: attach_open_max challenges of this %s open", net->id_field);
+  count_refusal(MCIM_ATTACH_BUSY);
+  resp->retry_after = (int)wait;
+  mcim_http_reply_problem(resp, MCIM_ATTACH_BUSY, net->step_attach,
+                          "too many unanswered challenges of this %s: retry in %lld s",
+                          net->id_field, (long long)wait);
 }
 
 mcim_cause_t mcim_access_attach_body(const char *id_field, const json_t *body, char *err,
@@ -171,17 +196,11 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
   const char *identity = json_string_value(json_object_get(req->json, net->id_field));
   const char *txn = json_string_value(json_object_get(req->json, "txn"));
   int64_t wait = 0;
-  rc = open_challenges_below_max(r, identity, &wait);
+  mcim_store_t *st = mcim_role_store(r);
+  rc = st ? open_challenges_below_max(r, st, identity, &wait) : MCIM_STORE_ERROR;
   if (rc == MCIM_ATTACH_BUSY) {
-    /* logged, never traced, and no AV asked for: the flood stops here */
-    mcim_log_event(MCIM_LOG_WARN, txn, net->step_attach, rc,
-                   "attach refused: attach_open_max challenges of this %s open",
-                   net->id_field);
-    count_refusal(rc);
-    resp->retry_after = (int)wait;
-    mcim_http_reply_problem(resp, rc, net->step_attach,
-                            "too many unanswered challenges of this %s: retry in %lld s",
-                            net->id_field, (long long)wait);
+    /* no AV asked for: the flood stops here */
+    refuse_busy(net, resp, txn, wait);
     return;
   }
   /* the AV source's rows (the VNO's call to the ICF) wait with the session for the answer */
@@ -215,8 +234,7 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
     json_decref(rows);
     return;
   }
-  mcim_store_t *st = mcim_role_store(r);
-  if (!st || mcim_random(idb, sizeof(idb)) != MCIM_OK) {
+  if (mcim_random(idb, sizeof(idb)) != MCIM_OK) {
     rc = MCIM_INTERNAL;
     goto out;
   }
@@ -234,10 +252,19 @@ void mcim_access_attach(struct mcim_role *r, const struct mcim_access_net *net,
                          "authentication request (RAND, AUTN)", body, MCIM_OK);
     rows_text = mcim_json_dumps(rows);
   }
-  rc = !body || (txn && !rows_text) ? MCIM_NO_MEMORY
-                                    : session_put(st, r->storage_key, id, txn, identity, device,
-                                                  &av, rows_text);
+  rc = !body || (txn && !rows_text)
+           ? MCIM_NO_MEMORY
+           : session_put(r, st, id, txn, identity, device, &av, rows_text, &wait);
   free(rows_text);
+  if (rc == MCIM_ATTACH_BUSY) {
+    /* others' attaches of this identity took the last places while the AV was made: the
+     * AV is spent (its SQN step stays), the bound holds */
+    json_decref(body);
+    mcim_wipe(&av, sizeof(av));
+    json_decref(rows);
+    refuse_busy(net, resp, txn, wait);
+    return;
+  }
   if (rc != MCIM_OK) {
     json_decref(body);
     goto out;
@@ -418,7 +445,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     rc = mcim_random(idb, sizeof(idb));
     mcim_hex_encode(idb, sizeof(idb), id);
     if (rc == MCIM_OK)
-      rc = session_put(st, r->storage_key, id, txn, s.identity, device, &av, NULL);
+      rc = session_put(r, st, id, txn, s.identity, device, &av, NULL, NULL);
     if (rc != MCIM_OK) {
       mcim_wipe(&av, sizeof(av));
       count_refusal(rc);
