@@ -329,13 +329,26 @@ static mcim_cause_t session_close(mcim_store_t *st, const char *id, const char *
   return rc;
 }
 
-static mcim_cause_t issue_token(struct mcim_role *r, const struct mcim_access_net *net,
-                                const struct session *s, char **token)
+/* iat_us: the issue time to the microsecond, on the clock the SHO stamps its DRF
+ * registrations with (their seq, mcim_sho_decision_us): the RO tells a token of an ended
+ * subscription from one of the next subscription of the same device at the same SHO, even
+ * within one second, whichever instances decided them. Taken before the session closes, in
+ * the answer's transaction, with the network's other checks at issue (net->token_issue): a
+ * refusal leaves the challenge open. iat stays this
+ * instance's second (the decision clock is never behind it; the RO takes iat_us up to
+ * clock_skew ahead of iat: peers.c). */
+static mcim_cause_t token_time(struct mcim_role *r, const struct mcim_access_net *net,
+                               const char *identity, int64_t *now_us, int64_t *now)
 {
-  /* iat_us: the issue time to the microsecond, on the clock the SHO stamps its DRF
-   * registrations with (their seq): the RO tells a token of an ended subscription from one
-   * of the next subscription of the same device at the same SHO, even within one second. */
-  int64_t now_us = mcim_now_us(), now = now_us / 1000000;
+  *now_us = mcim_now_us();
+  *now = *now_us / 1000000;
+  return net->token_issue ? net->token_issue(r, identity, now_us) : MCIM_OK;
+}
+
+static mcim_cause_t issue_token(struct mcim_role *r, const struct mcim_access_net *net,
+                                const struct session *s, int64_t now_us, int64_t now,
+                                char **token)
+{
   json_t *extra = json_pack("{s:s,s:s,s:I}", "scope", net->scope, "imsi", s->identity, "iat_us",
                             (json_int_t)now_us);
   /* aud = the issuer: a token is honoured only by the network that issued it (and by the
@@ -485,7 +498,10 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     mcim_http_reply_problem(resp, rc, net->step_auth, "authentication of %s failed", s.identity);
     goto out;
   }
-  rc = session_close(st, s.id, "attached");
+  int64_t now_us = 0, now = 0;
+  rc = token_time(r, net, s.identity, &now_us, &now);
+  if (rc == MCIM_OK)
+    rc = session_close(st, s.id, "attached");
   /* The device proved it holds the identity: the attach's rows, at the times they happened,
    * then the answer's (only by the answer that closed the session: one copy of each). */
   if (rc == MCIM_OK) {
@@ -494,7 +510,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
                        "authentication response (RES)", NULL, MCIM_OK);
   }
   if (rc == MCIM_OK)
-    rc = issue_token(r, net, &s, &token);
+    rc = issue_token(r, net, &s, now_us, now, &token);
   if (rc == MCIM_OK)
     mcim_role_trace(r, txn, net->step_connect, r->name, s.device,
                     strcmp(net->scope, "full") == 0

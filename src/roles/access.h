@@ -42,6 +42,12 @@ struct mcim_access_net {
   /* Optional (NULL: nothing): what the AV source said about `identity` besides the AV, added
    * to the attach accept answer (the VNO: "renewal": "due" when the ICF flagged the PCID). */
   void (*accept_extra)(struct mcim_role *r, const char *identity, json_t *answer);
+  /* Optional (NULL: nothing to check, iat_us this instance's clock): what the network
+   * decides as it issues a token to `identity`, in the answer's transaction before the
+   * session closes; any other cause than MCIM_OK refuses the token. The SHO: the subscription
+   * is still live (a release between the challenge and the answer ended it), and *iat_us is
+   * its decision clock's, which its DRF registrations' seq are on. */
+  mcim_cause_t (*token_issue)(struct mcim_role *r, const char *identity, int64_t *iat_us);
 };
 
 /* A trace row of an attach: kept in `rows` (a JSON array, its body redacted) to be traced

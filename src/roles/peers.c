@@ -264,9 +264,14 @@ static mcim_cause_t access_verify(struct mcim_role *r, const char *bearer, int64
   snprintf(out->scope, sizeof(out->scope), "%s", scope);
   snprintf(out->imsi, sizeof(out->imsi), "%s", imsi);
   out->iat = st->claims.iat;
+  /* iat_us is on the issuing SHO's decision clock (mcim_sho_decision_us), never behind the
+   * issuing instance's own clock that gave iat, and ahead of it by what another instance's
+   * clock led by: taken up to `skew` ahead of iat's second. Beyond, or missing, the token
+   * counts from the start of iat's second, which errs towards revoking. */
   json_t *us = json_object_get(st->payload, "iat_us");
-  out->iat_us = json_is_integer(us) && json_integer_value(us) / 1000000 == out->iat
-                    ? (int64_t)json_integer_value(us)
+  int64_t us_v = json_is_integer(us) ? (int64_t)json_integer_value(us) : -1;
+  out->iat_us = us_v >= out->iat * 1000000 && us_v / 1000000 <= out->iat + skew
+                    ? us_v
                     : out->iat * 1000000;
   /* check_claims (src/crypto/jose.c) accepts iat and nbf up to `skew` ahead, exp until
    * `skew` after */

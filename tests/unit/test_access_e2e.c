@@ -32,6 +32,7 @@
 #include <cmocka.h>
 
 #include "mcim/aka.h"
+#include "mcim/jose.h"
 #include "mcim/lab.h"
 #include "mcim/pki.h"
 #include "mcim/seal.h"
@@ -436,9 +437,10 @@ static json_t *attach_txn(const char *role, const char *field, const char *ident
   return c;
 }
 
-/* Answer a challenge at `role` with `field` (res or auts) = `hex`: the network's cause. */
-static mcim_cause_t answer(const char *role, const json_t *challenge, const char *field,
-                           const char *hex)
+/* Answer a challenge at `role` with `field` (res or auts) = `hex`: the network's cause;
+ * the token it gave, if `token` (caller frees). */
+static mcim_cause_t answer_token(const char *role, const json_t *challenge, const char *field,
+                                 const char *hex, char **token)
 {
   char path[128];
   struct mcim_http_result r;
@@ -446,9 +448,17 @@ static mcim_cause_t answer(const char *role, const json_t *challenge, const char
            json_string_value(json_object_get(challenge, "attach_id")));
   json_t *body = json_pack("{s:s}", field, hex);
   mcim_cause_t rc = mcim_http_request(plain_cli, "POST", url(role, path), body, NULL, &r);
+  if (token)
+    *token = rc == MCIM_OK ? strdup(json_string_value(json_object_get(r.json, "token"))) : NULL;
   mcim_http_result_clear(&r);
   json_decref(body);
   return rc;
+}
+
+static mcim_cause_t answer(const char *role, const json_t *challenge, const char *field,
+                           const char *hex)
+{
+  return answer_token(role, challenge, field, hex, NULL);
 }
 
 /* The USIM's RES to a challenge it accepts (hex, 17 bytes). */
@@ -563,6 +573,100 @@ static void test_unanswered_attach_leaves_no_rows(void **state)
   assert_int_equal(trace_rows("ro", device), 0);
 }
 
+/* The cause of the RO's access check for `token` (a discovery without a body: past the
+ * check, its cause is the body's FIELD_MISSING). */
+static mcim_cause_t ro_access(const char *token)
+{
+  struct mcim_http_result r;
+  json_t *body = json_object();
+  mcim_cause_t rc =
+      mcim_http_request(plain_cli, "POST", url("ro", "/v1/drf/discover"), body, token, &r);
+  mcim_http_result_clear(&r);
+  json_decref(body);
+  return rc;
+}
+
+/* An SHO's token carries iat_us from its decision clock (mcim_sho_decision_us), which its
+ * DRF registrations' seq are on, and the RO orders the two by that clock, whichever
+ * instance's own clock ran ahead (2026-12-07). Another instance of sho-a, 1.5 s ahead, made
+ * the last decision: the token's iat_us is one microsecond after it, in a later second than
+ * its iat, and the RO takes it (up to clock_skew ahead of iat): a release of the device
+ * decided before the token (its seq 0.1 s before iat_us, after iat's second began) does not
+ * revoke it; one decided after does. Before, iat_us was the issuing instance's clock, and
+ * the RO took a token's iat_us only within its iat second. */
+static void test_token_on_decision_clock(void **state)
+{
+  (void)state;
+  static const char imsi[] = "001010000077301", device[] = "soft31";
+  char res[17], sql[400];
+  char *token = NULL;
+  json_t *claims = NULL;
+  struct usim u;
+  sho_subscriber("sho-a", imsi, device);
+  int64_t ahead = mcim_now_us() + 1500000;
+  snprintf(sql, sizeof(sql), "UPDATE counters SET value = %lld WHERE name = 'decision_us'",
+           (long long)ahead);
+  lab_db_exec(lab, "sho-a", sql);
+  usim_init(&u, K);
+  json_t *c = attach_txn("sho-a", "imsi", imsi, "00000000000000000000000000d0c100");
+  usim_res(&u, c, res);
+  assert_int_equal(answer_token("sho-a", c, "res", res, &token), MCIM_OK);
+  json_decref(c);
+  assert_non_null(token);
+  assert_int_equal(mcim_jws_peek_payload(token, &claims), MCIM_OK);
+  int64_t iat_us = (int64_t)json_integer_value(json_object_get(claims, "iat_us"));
+  int64_t iat = (int64_t)json_integer_value(json_object_get(claims, "iat"));
+  json_decref(claims);
+  assert_int_equal(iat_us, ahead + 1);
+  assert_true(iat_us / 1000000 > iat);
+  assert_int_equal(lab_db_int(lab, "sho-a",
+                              "SELECT value FROM counters WHERE name = 'decision_us'", NULL),
+                   ahead + 1);
+
+  /* a release decided before the token, stamped after iat's second began */
+  snprintf(sql, sizeof(sql),
+           "INSERT INTO drf (device, sho, state, endpoint, txn, updated, seq) VALUES ('%s',"
+           " 'sho-a', 'released', 'https://sho-a', '00000000000000000000000000d0c101', %lld,"
+           " %lld)",
+           device, (long long)iat_us / 1000000, (long long)iat_us - 100000);
+  lab_db_exec(lab, "ro", sql);
+  assert_true(iat_us - 100000 > iat * 1000000);
+  assert_int_equal(ro_access(token), MCIM_FIELD_MISSING);
+  /* one decided after it */
+  snprintf(sql, sizeof(sql), "UPDATE drf SET seq = %lld WHERE device = '%s' AND sho = 'sho-a'",
+           (long long)iat_us + 1, device);
+  lab_db_exec(lab, "ro", sql);
+  assert_int_equal(ro_access(token), MCIM_TOKEN_REVOKED);
+  free(token);
+}
+
+/* A subscription the SHO ended between its challenge and the device's answer (a release,
+ * step 10) gets no token: 403 SUBSCRIPTION_TERMINATED, and the challenge stays unanswered
+ * (review of 2026-12-07). Before, the SHO issued one, which the RO honoured: issued after
+ * the release, it looked like the next subscription's. */
+static void test_no_token_for_ended_subscription(void **state)
+{
+  (void)state;
+  static const char imsi[] = "001010000077302";
+  char res[17];
+  char *token = NULL;
+  struct usim u;
+  sho_subscriber("sho-a", imsi, "soft32");
+  usim_init(&u, K);
+  json_t *c = attach_txn("sho-a", "imsi", imsi, "00000000000000000000000000d0c200");
+  lab_db_exec(lab, "sho-a", "UPDATE auc SET state = 'terminated' WHERE imsi = '001010000077302'");
+  usim_res(&u, c, res);
+  assert_int_equal(answer_token("sho-a", c, "res", res, &token), MCIM_SUBSCRIPTION_TERMINATED);
+  assert_null(token);
+  free(token);
+  json_decref(c);
+  assert_int_equal(lab_db_int(lab, "sho-a",
+                              "SELECT COUNT(*) FROM attach WHERE identity = ? AND state ="
+                              " 'challenged'",
+                              imsi),
+                   1);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -575,6 +679,8 @@ int main(void)
       cmocka_unit_test(test_open_challenges_bounded),
       cmocka_unit_test(test_wrong_answers_keep_their_place),
       cmocka_unit_test(test_concurrent_attaches_bounded),
+      cmocka_unit_test(test_token_on_decision_clock),
+      cmocka_unit_test(test_no_token_for_ended_subscription),
       cmocka_unit_test(test_unanswered_attach_leaves_no_rows),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -518,14 +518,18 @@ mcim_cause_t mcim_sho_register(struct mcim_role *r, mcim_store_t *st, const char
                                const char *device, const char *state, int step, const char *msg)
 {
   const char *endpoint = mcim_role_peer_url(r, r->name);
-  /* seq: when we decided it; the DRF keeps the newest of our registrations of a device,
-   * whatever order our outbox (or our instances' outboxes) delivers them in */
+  int64_t seq = 0;
+  /* seq: when we decided it, on the decision clock; the DRF keeps the newest of our
+   * registrations of a device, whatever order our outbox (or our instances' outboxes)
+   * delivers them in */
+  mcim_cause_t rc = mcim_sho_decision_us(st, &seq);
+  if (rc != MCIM_OK)
+    return rc;
   json_t *reg = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I}", "txn", txn, "device", device, "sho",
                           r->name, "state", state, "endpoint",
-                          endpoint ? endpoint : "https://unknown", "seq",
-                          (json_int_t)mcim_now_us());
-  mcim_cause_t rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"),
-                                         "/v1/drf/registrations", reg, txn, step, msg);
+                          endpoint ? endpoint : "https://unknown", "seq", (json_int_t)seq);
+  rc = mcim_role_outbox_put(r, st, mcim_config_str(r->cfg, "ro"), "/v1/drf/registrations", reg,
+                            txn, step, msg);
   json_decref(reg);
   return rc;
 }

@@ -156,11 +156,58 @@ static mcim_cause_t sho_resync(struct mcim_role *r, const char *txn, const char 
   return rc;
 }
 
+/* Why a clock in the database: the RO orders an SHO's registrations of a device by their seq
+ * and revokes the SHO's tokens issued before a release by comparing the token's iat_us with
+ * the release's seq. Each instance's own microsecond clock made the instances' clocks part
+ * of that order: one a millisecond ahead could have its registration taken as newer than a
+ * later one of another instance, or its token of an ended subscription as issued after the
+ * release. The writers' lock orders the decisions; the clock follows that order. */
+mcim_cause_t mcim_sho_decision_us(mcim_store_t *st, int64_t *us)
+{
+  int64_t last = 0;
+  bool own = !mcim_store_in_txn(st);
+  mcim_cause_t rc = own ? mcim_store_begin(st) : MCIM_OK;
+  if (rc != MCIM_OK)
+    return rc;
+  rc = mcim_store_query_int(st, "SELECT value FROM counters WHERE name = 'decision_us'", NULL,
+                            0, &last);
+  int64_t now = mcim_now_us();
+  *us = now > last ? now : last + 1;
+  mcim_val_t p[] = {MCIM_INT(*us)};
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st, "UPDATE counters SET value = ? WHERE name = 'decision_us'", p, 1,
+                         NULL, NULL);
+  if (rc == MCIM_OK && mcim_store_changes(st) != 1)
+    rc = MCIM_STORE_ERROR;
+  if (own)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+  return rc;
+}
+
+/* A token only for a live subscription (active, or standby between two pre-provisioned
+ * MCIMs; as peers.c's token_live_at_issuer honours): its AV was made while it was, but a
+ * release (step 10, a deferred notice) may have ended it before the device answered, and
+ * the RO would take a token issued after the release for the next subscription's. */
+static mcim_cause_t sho_token_issue(struct mcim_role *r, const char *imsi, int64_t *iat_us)
+{
+  char state[16] = "";
+  int64_t expires = 0;
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st)
+    return MCIM_STORE_ERROR;
+  mcim_cause_t rc = mcim_auc_state(st, imsi, state, &expires);
+  if (rc == MCIM_NOT_FOUND ||
+      (rc == MCIM_OK && strcmp(state, "active") != 0 && strcmp(state, "standby") != 0))
+    return MCIM_SUBSCRIPTION_TERMINATED;
+  return rc == MCIM_OK ? mcim_sho_decision_us(st, iat_us) : rc;
+}
+
 static const struct mcim_access_net sho_net = {
     .scope = "full",
     .id_field = "imsi",
     .get_av = sho_get_av,
     .resync = sho_resync,
+    .token_issue = sho_token_issue,
 };
 
 static void h_attach(void *ctx, const struct mcim_http_request *req,
@@ -211,6 +258,8 @@ static const mcim_migration_t sho_migrations[] = {
     /* IMSIs drawn at random, no longer from the counter of migration 3 (order.c, next_imsi) */
     {13, "orders by IMSI: a drawn IMSI is checked free, and never given twice",
      "CREATE UNIQUE INDEX orders_imsi ON orders (imsi)"},
+    {14, "the decision clock: registrations' seq and tokens' iat_us (mcim_sho_decision_us)",
+     "INSERT INTO counters (name, value) VALUES ('decision_us', 0)"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {

@@ -47,6 +47,13 @@ mcim_cause_t mcim_sho_on_report(struct mcim_role *r, mcim_store_t *st,
                                 const struct mcim_sho_order *o,
                                 const struct mcim_sho_steps *steps, const char *result);
 
+/* The SHO's decision clock: the microsecond of a decision the RO orders by (a DRF
+ * registration's seq, an access token's iat_us), later than every earlier decision of any
+ * instance of this SHO, as close to now as that allows: max(now, last + 1), kept in the
+ * SHO's database under its writers' lock (the caller's transaction, or one of its own).
+ * The instances' clocks need not agree. */
+mcim_cause_t mcim_sho_decision_us(mcim_store_t *st, int64_t *us);
+
 /* Queue a DRF registration of `device` at this SHO (caller's transaction). */
 mcim_cause_t mcim_sho_register(struct mcim_role *r, mcim_store_t *st, const char *txn,
                                const char *device, const char *state, int step, const char *msg);
