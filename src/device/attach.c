@@ -37,8 +37,6 @@ static mcim_cause_t challenge_parse(const json_t *ans, char id[65], uint8_t rand
   return MCIM_OK;
 }
 
-/* The token's exp, read without verification: the token is the network's to check; the
- * device only needs to know when to attach again. */
 /* A claim of a token the device cannot verify (signed by the network for itself), as text. */
 static bool claim_is(const json_t *claims, const char *claim, const char *want)
 {
@@ -46,22 +44,29 @@ static bool claim_is(const json_t *claims, const char *claim, const char *want)
   return v && strcmp(v, want) == 0;
 }
 
-mcim_cause_t dev_attach_answer_check(const char *network, const char *device,
-                                     const char *id_field, const char *scope,
-                                     const char *token, int64_t now, int64_t *exp)
+mcim_cause_t dev_attach_answer_check(const struct dev_attach_expect *w, const char *scope,
+                                     const char *token, int64_t *exp)
 {
   json_t *claims = NULL;
   *exp = 0;
   if (!scope || !token || mcim_jws_peek_payload(token, &claims) != MCIM_OK)
     return MCIM_PEER_BAD_ANSWER;
-  json_t *e = json_object_get(claims, "exp");
+  json_t *e = json_object_get(claims, "exp"), *iat = json_object_get(claims, "iat");
   if (json_is_integer(e))
     *exp = json_integer_value(e);
   /* the scope the identity gets: a PCID's restricted access (the VNO), an IMSI's full */
-  const char *due = strcmp(id_field, "pcid") == 0 ? "restricted" : "full";
-  bool ok = strcmp(scope, due) == 0 && *exp > now && claim_is(claims, "iss", network) &&
-            claim_is(claims, "aud", network) && claim_is(claims, "sub", device) &&
-            claim_is(claims, "scope", scope);
+  const char *due = strcmp(w->id_field, "pcid") == 0 ? "restricted" : "full";
+  /* Every claim the RO and the PVA check of an access token (peers.c, access_verify), but
+   * the signature: a token they would refuse for a claim is the network's lie, found here,
+   * not a refusal of the device's own request later (review of 2026-12-07). Alive past the
+   * margin the agent uses a session within (dev_session_get). */
+  bool ok = strcmp(scope, due) == 0 && *exp > w->now + w->margin && json_is_integer(iat) &&
+            json_integer_value(iat) < *exp && claim_is(claims, "iss", w->network) &&
+            claim_is(claims, "aud", w->network) && claim_is(claims, "sub", w->device) &&
+            claim_is(claims, "scope", scope) && claim_is(claims, "typ", "mcim-access+jwt") &&
+            claim_is(claims, "imsi", w->identity) &&
+            json_is_string(json_object_get(claims, "jti")) &&
+            json_is_string(json_object_get(claims, "txn"));
   json_decref(claims);
   return ok ? MCIM_OK : MCIM_PEER_BAD_ANSWER;
 }
@@ -180,7 +185,11 @@ static mcim_cause_t attach_once(struct mcim_device *d, struct mcim_http_lite *cl
   const char *scope = dev_json_str(hr.json, "scope", 15);
   const char *token = dev_json_str(hr.json, "token", 3500);
   int64_t exp = 0;
-  rc = dev_attach_answer_check(network, d->name, plan->id_field, scope, token, mcim_now(), &exp);
+  const struct dev_attach_expect want = {.network = network, .device = d->name,
+                                         .id_field = plan->id_field, .identity = identity,
+                                         .now = mcim_now(),
+                                         .margin = dev_cfg_int(d, "token_margin")};
+  rc = dev_attach_answer_check(&want, scope, token, &exp);
   if (rc != MCIM_OK) {
     fail_detail(out, plan->step_auth + (plan->step_auth ? 1 : 0),
                 "%s answered the authentication without the scope its identity gets and a live"

@@ -202,7 +202,7 @@ void dev_st_pcid(struct dev_run *r)
   }
   json_int_t tries = json_integer_value(json_object_get(p->data, "renew_tries")) + 1;
   json_object_set_new(p->data, "renew_tries", json_integer(tries));
-  if (mcim_cause_transient(rc, status) && tries < RENEW_TRIES) {
+  if (dev_cause_retry(rc, status) && tries < RENEW_TRIES) {
     dev_run_wait(r, rc, "PCID renewal: %s (retrying)", why[0] ? why : mcim_cause_text(rc));
     return;
   }

@@ -466,11 +466,18 @@ mcim_cause_t dev_attach_at(struct mcim_device *d, struct mcim_http_lite *cli,
  * that says the same, unexpired at `now`: iss and aud the network attached to, sub this
  * device, that scope (peeked: the network signs it for itself). A network that answers
  * otherwise lies: a VNO claiming full access, a token for another device that the RO would
- * refuse the device's own notices with (review of 2026-12-07). *exp: the token's expiry.
- * MCIM_PEER_BAD_ANSWER when not. */
-mcim_cause_t dev_attach_answer_check(const char *network, const char *device,
-                                     const char *id_field, const char *scope,
-                                     const char *token, int64_t now, int64_t *exp);
+ * refuse the device's own notices with (review of 2026-12-07); also typ, the identity
+ * attached with (imsi), jti, txn, an iat before exp, and alive past `margin` (the agent's
+ * token_margin: a token it would never use). *exp: the token's expiry. MCIM_PEER_BAD_ANSWER
+ * when not. */
+struct dev_attach_expect {
+  const char *network, *device;
+  const char *id_field; /* "pcid" or "imsi" */
+  const char *identity; /* the PCID or IMSI attached with */
+  int64_t now, margin;
+};
+mcim_cause_t dev_attach_answer_check(const struct dev_attach_expect *want, const char *scope,
+                                     const char *token, int64_t *exp);
 
 /* ---- net.c ---- */
 /* The HTTP client of one thread: server-authenticated TLS pinned to the operators' CA. */
@@ -492,6 +499,13 @@ mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const c
                       struct mcim_http_result *res);
 /* Whether a cause says the access token was not accepted (re-attach, then retry). */
 bool dev_cause_token(mcim_cause_t c);
+/* What the agent asks again later rather than fail on: mcim_cause_transient's, and a server
+ * that did not authenticate (PEER_NOT_AUTHENTICATED without an HTTP status). No party the
+ * device called decided that: anyone on the path can present a certificate that does not
+ * chain to the pinned CA, and failing at once handed them the procedure, after step 8 the
+ * device's only MCIM (review of 2026-12-07; DESIGN.md section 10). A pin that is wrong waits
+ * till the procedure's deadline, its cause in the procedure's detail. */
+bool dev_cause_retry(mcim_cause_t c, long http_status);
 /* Answer field helpers: a string member of at most `max` bytes, else NULL. */
 const char *dev_json_str(const json_t *obj, const char *name, size_t max);
 /* A lower-case hex string member of exactly `digits` digits (0: any even length <= max). */

@@ -64,7 +64,7 @@ void dev_st_attach(struct dev_run *r)
     dev_run_fail(r, rc, "the procedure has no access network");
     return;
   }
-  if (mcim_cause_transient(rc, ar.http_status)) {
+  if (dev_cause_retry(rc, ar.http_status)) {
     dev_run_wait(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
     return;
   }
@@ -175,7 +175,7 @@ void dev_st_discover(struct dev_run *r)
   }
   r->fail_step = p->n + 1;
   if (rc != MCIM_OK) {
-    if (mcim_cause_transient(rc, 0)) /* the RO's certificate not fetched */
+    if (dev_cause_retry(rc, 0)) /* the RO's certificate not fetched */
       dev_run_wait(r, rc, "%s (retrying)", why);
     else
       dev_run_fail(r, rc, "%s", why);

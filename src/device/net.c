@@ -136,10 +136,21 @@ bool dev_cause_token(mcim_cause_t c)
   case MCIM_JWS_BAD_SIGNATURE:
   case MCIM_JWS_BAD_ALG:
   case MCIM_JOSE_MALFORMED:
+  /* what the token's issuer decided, not the refusing party (review of 2026-12-07): its
+   * revocation, its issuer honoured only by itself, a scope it may not grant */
+  case MCIM_TOKEN_REVOKED:
+  case MCIM_TOKEN_WRONG_ISSUER:
+  case MCIM_SCOPE_NOT_GRANTABLE:
     return true;
   default:
     return false;
   }
+}
+
+bool dev_cause_retry(mcim_cause_t c, long http_status)
+{
+  return (c == MCIM_PEER_NOT_AUTHENTICATED && http_status == 0) ||
+         mcim_cause_transient(c, http_status);
 }
 
 const char *dev_json_str(const json_t *obj, const char *name, size_t max)

@@ -72,7 +72,7 @@ static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cl
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, txn, 0, rc, "deferred notice to %s not accepted by the RO: %s",
                    to, res.detail[0] ? res.detail : mcim_cause_text(rc));
-  if (rc != MCIM_OK && transient && mcim_cause_transient(rc, res.status))
+  if (rc != MCIM_OK && transient && dev_cause_retry(rc, res.status))
     *transient = true;
   bool refused = rc == MCIM_SHO_NOT_LINKED && res.status == 403;
   if (refused)

@@ -256,7 +256,7 @@ void dev_st_attach_sho(struct dev_run *r)
     /* Step 15 (the RO's report to the SHO) has not landed yet: the device learns that the
      * subscription is active by attaching, the only SHO service a PCID device may use. */
     dev_run_wait(r, MCIM_OK, "waiting for %s to activate the subscription", r->p->sho);
-  } else if (mcim_cause_transient(rc, ar.http_status)) {
+  } else if (dev_cause_retry(rc, ar.http_status)) {
     dev_run_wait(r, rc, "attach to %s: %s (retrying)", r->p->sho, ar.detail);
   } else {
     dev_run_fail(r, rc, "attach to %s with the new MCIM: %s", r->p->sho,

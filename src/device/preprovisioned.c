@@ -94,7 +94,7 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
   if (rc == MCIM_OK) {
     dev_data_set_bool(r->p, flag, true);
     r->out = OUT_NEXT;
-  } else if (res.status == 0 && !mcim_cause_transient(rc, 0) && !dev_cause_token(rc)) {
+  } else if (res.status == 0 && !dev_cause_retry(rc, 0) && !dev_cause_token(rc)) {
     dev_run_fail(r, rc, "%s", why); /* the TRE refused */
   } else {
     char what[160];
@@ -230,7 +230,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * again. Any other refusal: for good. */
   bool no_entry = (rc == MCIM_SHO_NOT_LINKED && status == 403) ||
                   rc == MCIM_REGISTRATION_PENDING;
-  bool again = !no_entry && (mcim_cause_transient(rc, status) || dev_cause_token(rc) ||
+  bool again = !no_entry && (dev_cause_retry(rc, status) || dev_cause_token(rc) ||
                              status == 0 || (rc == MCIM_FORBIDDEN && status == 403));
   if (rc != MCIM_OK)
     mcim_log_event(no_entry ? MCIM_LOG_WARN : MCIM_LOG_ERROR, p->txn, 0, rc,
@@ -257,7 +257,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
                    old, p->sho);
     return UNDO_TAKEN;
   }
-  again = mcim_cause_transient(rc, status) || dev_cause_token(rc) ||
+  again = dev_cause_retry(rc, status) || dev_cause_token(rc) ||
           rc == MCIM_REGISTRATION_PENDING || (status == 0 && !tre_refused(rc));
   mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s; %s stays suspended%s",
                  why, old, again ? " until the RO takes it (asked again later)" : "");

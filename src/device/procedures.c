@@ -67,7 +67,7 @@ void dev_run_call_failed(struct dev_run *r, const char *access, mcim_cause_t rc,
       dev_run_save(r);
     }
     dev_run_wait(r, rc, "%s: access token refused (%s), attaching again", what, detail);
-  } else if (mcim_cause_transient(rc, res ? res->status : 0)) {
+  } else if (dev_cause_retry(rc, res ? res->status : 0)) {
     dev_run_wait(r, rc, "%s: %s (retrying)", what, detail);
   } else {
     dev_run_fail(r, rc, "%s: %s", what, detail);
@@ -151,7 +151,7 @@ char *dev_run_token_for(struct dev_run *r, const char *net)
     return token;
   if (rc == MCIM_OK)
     rc = MCIM_NO_ACCESS;
-  if (mcim_cause_transient(rc, ar.http_status) && rc != MCIM_NO_ACCESS) {
+  if (dev_cause_retry(rc, ar.http_status) && rc != MCIM_NO_ACCESS) {
     dev_run_wait(r, rc, "attach to %s: %s (retrying)", net, ar.detail);
   } else {
     dev_run_fail(r, rc, "attach to %s: %s", net, ar.detail[0] ? ar.detail : mcim_cause_text(rc));

@@ -499,7 +499,11 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
     goto out;
   }
   int64_t now_us = 0, now = 0;
-  rc = token_time(r, net, s.identity, &now_us, &now);
+  /* what the network decides at issue is read with the session's close, in one transaction:
+   * without it (the store busy) a release could come between (review of 2026-12-07); the
+   * device answers again, the session still open */
+  rc = net->token_issue && !in_txn ? MCIM_STORE_BUSY
+                                   : token_time(r, net, s.identity, &now_us, &now);
   if (rc == MCIM_OK)
     rc = session_close(st, s.id, "attached");
   /* The device proved it holds the identity: the attach's rows, at the times they happened,

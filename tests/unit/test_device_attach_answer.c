@@ -2,14 +2,18 @@
  * dev_attach_answer_check): the scope the identity gets, and a token of that network, for
  * this device, of that scope, alive. Tokens signed as the roles sign them (access.c: iss =
  * aud = the network, sub = the device, a scope claim), then each claim changed in turn: every
- * change is refused. Before 2026-12-07 the agent kept any scope and token: a VNO could label
+ * change is refused, and so is every other claim the RO and the PVA check (typ, imsi, jti,
+ * txn, iat), and a token alive for less than the agent's margin. Before 2026-12-07 the agent
+ * kept any scope and token: a VNO could label
  * its restricted session full, and a network could hand the device a token naming another
  * device, which the RO refuses the device's own queued notices with. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -32,24 +36,71 @@ static int teardown(void **state)
   return 0;
 }
 
-static char *token(const char *iss, const char *aud, const char *sub, const char *scope,
-                   int64_t exp)
+#define IMSI "001020123456789"
+
+/* A token as the roles sign one (access.c), then one claim changed: `drop` removed, or
+ * `claim` set to `value` (a string; "iat" an integer). */
+struct change {
+  const char *drop, *claim, *value;
+};
+
+static char *token_x(const char *iss, const char *aud, const char *sub, const char *scope,
+                     int64_t exp, const struct change *x)
 {
   char *jws = NULL;
-  json_t *extra = json_pack("{s:s,s:s}", "scope", scope, "imsi", "001020123456789");
+  json_t *extra = json_pack("{s:s,s:s}", "scope", scope, "imsi", IMSI);
   mcim_claims_t c = {.iss = iss, .sub = sub, .aud = aud, .typ = "mcim-access+jwt",
                      .txn = "00000000000000000000000000000000", .iat = exp - 600, .exp = exp,
                      .extra = extra};
   assert_int_equal(mcim_jws_sign(key, &c, &jws), MCIM_OK);
   json_decref(extra);
-  return jws;
+  if (!x || (!x->drop && !x->claim))
+    return jws;
+  /* the payload changed, its signature left out (the agent does not verify a network's
+   * token: the network does) */
+  json_t *p = NULL;
+  assert_int_equal(mcim_jws_peek_payload(jws, &p), MCIM_OK);
+  free(jws);
+  if (x->drop)
+    json_object_del(p, x->drop);
+  if (x->claim && strcmp(x->claim, "iat") == 0)
+    json_object_set_new(p, "iat", json_integer(exp + 1));
+  else if (x->claim)
+    json_object_set_new(p, x->claim, json_string(x->value));
+  char *text = json_dumps(p, JSON_COMPACT);
+  json_decref(p);
+  assert_non_null(text);
+  size_t n = strlen(text);
+  size_t len = 21 + mcim_b64url_len(n) + 6;
+  char *out = malloc(len);
+  assert_non_null(out);
+  snprintf(out, len, "%s", "eyJhbGciOiJFUzI1NiJ9."); /* {"alg":"ES256"} */
+  size_t m = mcim_b64url_encode((const uint8_t *)text, n, out + 21);
+  snprintf(out + 21 + m, len - 21 - m, "%s", ".c2ln"); /* a signature nobody checks here */
+  free(text);
+  return out;
+}
+
+static char *token(const char *iss, const char *aud, const char *sub, const char *scope,
+                   int64_t exp)
+{
+  return token_x(iss, aud, sub, scope, exp, NULL);
+}
+
+static mcim_cause_t check_at(const char *network, const char *id_field, const char *scope,
+                             const char *tok, int64_t now, int64_t *exp)
+{
+  const struct dev_attach_expect want = {.network = network, .device = "dev1",
+                                         .id_field = id_field, .identity = IMSI, .now = now,
+                                         .margin = 5};
+  return dev_attach_answer_check(&want, scope, tok, exp);
 }
 
 static mcim_cause_t check(const char *network, const char *id_field, const char *scope,
                           char *tok, int64_t now)
 {
   int64_t exp = -1;
-  mcim_cause_t rc = dev_attach_answer_check(network, "dev1", id_field, scope, tok, now, &exp);
+  mcim_cause_t rc = check_at(network, id_field, scope, tok, now, &exp);
   free(tok);
   return rc;
 }
@@ -59,8 +110,7 @@ static void test_as_the_roles_answer(void **state)
   (void)state;
   int64_t now = mcim_now(), exp = 0;
   char *t = token("sho-b", "sho-b", "dev1", "full", now + 600);
-  assert_int_equal(dev_attach_answer_check("sho-b", "dev1", "imsi", "full", t, now, &exp),
-                   MCIM_OK);
+  assert_int_equal(check_at("sho-b", "imsi", "full", t, now, &exp), MCIM_OK);
   assert_int_equal(exp, now + 600);
   free(t);
   assert_int_equal(check("vno", "pcid", "restricted",
@@ -75,7 +125,7 @@ static void test_every_lie_refused(void **state)
   static const struct {
     const char *why, *network, *id_field, *scope;              /* the answer */
     const char *iss, *aud, *sub, *claimed; /* its token */
-    int expired;
+    int expires_in;                        /* 0: in 600 s */
   } lies[] = {
       {"a VNO that says full access", "vno", "pcid", "full", "vno", "vno", "dev1", "restricted", 0},
       {"... in its token too", "vno", "pcid", "full", "vno", "vno", "dev1", "full", 0},
@@ -86,24 +136,61 @@ static void test_every_lie_refused(void **state)
       {"a token for another device", "sho-b", "imsi", "full", "sho-b", "sho-b", "dev2", "full", 0},
       {"of another network", "sho-b", "imsi", "full", "sho-a", "sho-a", "dev1", "full", 0},
       {"for another audience", "sho-b", "imsi", "full", "sho-b", "ro", "dev1", "full", 0},
-      {"expired", "sho-b", "imsi", "full", "sho-b", "sho-b", "dev1", "full", 1},
+      {"expired", "sho-b", "imsi", "full", "sho-b", "sho-b", "dev1", "full", -1},
+      {"expiring within the agent's margin (never used)", "sho-b", "imsi", "full", "sho-b",
+       "sho-b", "dev1", "full", 4},
   };
   for (size_t i = 0; i < sizeof(lies) / sizeof(lies[0]); i++) {
     print_message("%s\n", lies[i].why);
     assert_int_equal(check(lies[i].network, lies[i].id_field, lies[i].scope,
                            token(lies[i].iss, lies[i].aud, lies[i].sub, lies[i].claimed,
-                                 lies[i].expired ? now : in),
+                                 lies[i].expires_in ? now + lies[i].expires_in : in),
                            now),
                      MCIM_PEER_BAD_ANSWER);
   }
+  /* The claims the RO and the PVA refuse a token for (peers.c), each changed: a network
+   * whose token they would refuse would have the device's own requests refused for it. */
+  static const struct change claims[] = {
+      {NULL, "typ", "mcim-order+jwt"}, {NULL, "imsi", "001020123456780"},
+      {"imsi", NULL, NULL},            {"jti", NULL, NULL},
+      {"txn", NULL, NULL},             {"iat", NULL, NULL},
+      {NULL, "iat", NULL}, /* after exp */
+  };
+  for (size_t i = 0; i < sizeof(claims) / sizeof(claims[0]); i++) {
+    print_message("claim %s%s\n", claims[i].drop ? "without " : "",
+                  claims[i].drop ? claims[i].drop : claims[i].claim);
+    assert_int_equal(check("sho-b", "imsi", "full",
+                           token_x("sho-b", "sho-b", "dev1", "full", in, &claims[i]), now),
+                     MCIM_PEER_BAD_ANSWER);
+  }
   /* no token, scope or JWS at all */
-  assert_int_equal(dev_attach_answer_check("sho-b", "dev1", "imsi", "full", NULL, now, &exp),
+  assert_int_equal(check_at("sho-b", "imsi", "full", NULL, now, &exp), MCIM_PEER_BAD_ANSWER);
+  assert_int_equal(check_at("sho-b", "imsi", NULL, "a.b.c", now, &exp), MCIM_PEER_BAD_ANSWER);
+  assert_int_equal(check_at("sho-b", "imsi", "full", "not a jws", now, &exp),
                    MCIM_PEER_BAD_ANSWER);
-  assert_int_equal(dev_attach_answer_check("sho-b", "dev1", "imsi", NULL, "a.b.c", now, &exp),
-                   MCIM_PEER_BAD_ANSWER);
-  assert_int_equal(dev_attach_answer_check("sho-b", "dev1", "imsi", "full", "not a jws", now,
-                                           &exp),
-                   MCIM_PEER_BAD_ANSWER);
+}
+
+/* What the agent waits on rather than fails for (dev_cause_retry, dev_cause_token: every
+ * step's refusals go through them, dev_run_call_failed): a server that did not
+ * authenticate, which anyone on the path can present (before 2026-12-07 a procedure failed
+ * on it at once, after step 8 with the device's only MCIM), and the causes a token's issuer
+ * decides, which send the agent to attach again. A refusal the party decided stays final. */
+static void test_causes_no_party_decided(void **state)
+{
+  (void)state;
+  assert_true(dev_cause_retry(MCIM_PEER_NOT_AUTHENTICATED, 0));
+  assert_true(dev_cause_retry(MCIM_PEER_UNREACHABLE, 0));
+  assert_true(dev_cause_retry(MCIM_STORE_ERROR, 503));
+  assert_false(dev_cause_retry(MCIM_PEER_NOT_AUTHENTICATED, 401)); /* the party's answer */
+  assert_false(dev_cause_retry(MCIM_NOT_PARTY, 403));
+  assert_false(dev_cause_retry(MCIM_TOO_LARGE, 0));
+  static const mcim_cause_t issuers[] = {MCIM_TOKEN_REVOKED, MCIM_TOKEN_WRONG_ISSUER,
+                                         MCIM_SCOPE_NOT_GRANTABLE, MCIM_TOKEN_EXPIRED,
+                                         MCIM_JWS_BAD_SIGNATURE};
+  for (size_t i = 0; i < sizeof(issuers) / sizeof(issuers[0]); i++)
+    assert_true(dev_cause_token(issuers[i]));
+  assert_false(dev_cause_token(MCIM_NOT_PARTY));
+  assert_false(dev_cause_token(MCIM_SHO_NOT_LINKED));
 }
 
 int main(void)
@@ -111,6 +198,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_as_the_roles_answer),
       cmocka_unit_test(test_every_lie_refused),
+      cmocka_unit_test(test_causes_no_party_decided),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

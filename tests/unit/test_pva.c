@@ -508,6 +508,8 @@ static void test_bad_cert(void **state)
   mcim_http_result_clear(&res);
   mcim_jose_key_free(k);
   free(pem);
+  k = NULL;
+  pem = NULL;
   /* the M2MES CA, but a key-agreement certificate */
   assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_KEY_AGREEMENT, NULL, &k, &pem), 0);
   assert_int_equal(post_quote(id, tok1, q, pem, &res), MCIM_CERT_INVALID);
@@ -516,12 +518,61 @@ static void test_bad_cert(void **state)
   free(pem);
   mcim_pki_ca_free(ops);
   free(q);
-  /* the last refusal is remembered for the expiry verdict */
+  /* Refused before the TRE's proof: nothing of the validation is read or changed. Before
+   * 2026-12-07 the refusal was remembered for the expiry verdict, so anyone with a token
+   * naming the device chose the cause of another SHO's failure verdict. */
   assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'pending'"
-                         " AND last_cause = 'CERT_INVALID'",
+                         " AND last_cause IS NULL",
                          txn),
                    1);
 }
+/* A quote is checked as the TRE's own before any validation is read (2026-12-07): a junk
+ * quote (signed by another key than the certificate's) gets QUOTE_INVALID whatever the id
+ * names, none, a pending validation or a decided one, and leaves each as it was. Before,
+ * the causes told them apart (NOT_FOUND, REPLAY "already used (success)"), so anyone with a
+ * token naming the device learnt another SHO's verdict, and the refusal became the pending
+ * one's last_cause, the cause of its failure verdict at expiry. */
+static void test_no_probe_before_proof(void **state)
+{
+  char pending_txn[33], decided_txn[33], pending[33], decided[33], nonce[65];
+  struct mcim_http_result res;
+  mcim_jose_key_t *other = NULL;
+  char *other_pem = NULL;
+  (void)state;
+  new_txn(pending_txn);
+  new_txn(decided_txn);
+  create_validation(pending_txn, "dev1", 0, pending, nonce);
+  create_validation(decided_txn, "dev1", 0, decided, nonce);
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(decided)};
+  assert_int_equal(mcim_store_exec(st, "UPDATE validations SET state = 'success' WHERE id = ?",
+                                   p, 1, NULL, NULL),
+                   MCIM_OK);
+  mcim_store_close(st);
+  /* a certificate of dev1 from the M2MES CA, and a quote signed by another key */
+  assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_ATTESTATION, NULL, &other,
+                               &other_pem),
+                   0);
+  char *junk = make_quote(dev1_key, "dev1", pending_txn, nonce, good_log(MODEL), NULL);
+  const char *ids[] = {"0123456789abcdef0123456789abcdef", pending, decided};
+  for (size_t i = 0; i < 3; i++) {
+    assert_int_equal(post_quote(ids[i], tok1, junk, other_pem, &res), MCIM_QUOTE_INVALID);
+    assert_int_equal(res.status, mcim_cause_http_status(MCIM_QUOTE_INVALID));
+    mcim_http_result_clear(&res);
+  }
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'pending'"
+                         " AND last_cause IS NULL",
+                         pending_txn),
+                   1);
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'success'",
+                         decided_txn),
+                   1);
+  free(junk);
+  free(other_pem);
+  mcim_jose_key_free(other);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -537,6 +588,7 @@ int main(void)
       cmocka_unit_test(test_other_device),
       cmocka_unit_test(test_tpm_device_needs_tpm_quote),
       cmocka_unit_test(test_bad_cert),
+      cmocka_unit_test(test_no_probe_before_proof),
   };
   mcim_log_init("test-pva", MCIM_LOG_TEXT, MCIM_LOG_WARN, NULL);
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -205,7 +205,10 @@ static mcim_cause_t icf_register(struct mcim_role *r, const struct mcim_pcid_req
   return rc;
 }
 
-/* The ICF holds this PCID for another device: move the row to the next one of the pool. */
+/* The ICF holds this PCID for another device: move the row to the next one of the pool. Only
+ * from the PCID this copy tried (`c->pcid`): another copy of the txn that moved it first
+ * already registers the next one, and this copy stops (MCIM_CONFLICT) rather than register a
+ * third, which would supersede the first's (review of 2026-12-07). */
 static mcim_cause_t crow_next_pcid(struct mcim_role *r, mcim_store_t *st,
                                    const struct mcim_pcid_request *rq, struct mcim_pcid_cred *c)
 {
@@ -214,11 +217,11 @@ static mcim_cause_t crow_next_pcid(struct mcim_role *r, mcim_store_t *st,
   if (rc == MCIM_OK)
     rc = mcim_pcid_allocate(r, st, pcid);
   mcim_val_t u[] = {MCIM_TEXT(pcid), MCIM_INT(mcim_now()), MCIM_TEXT(rq->txn),
-                    MCIM_TEXT(rq->device)};
+                    MCIM_TEXT(rq->device), MCIM_TEXT(c->pcid)};
   if (rc == MCIM_OK)
     rc = mcim_store_exec(st,
                          "UPDATE ccif_renewals SET pcid = ?, updated = ? WHERE txn = ? AND"
-                         " device = ? AND state = 'new'",
+                         " device = ? AND state = 'new' AND pcid = ?",
                          u, MCIM_NPARAMS(u), NULL, NULL);
   if (rc == MCIM_OK && mcim_store_changes(st) != 1)
     rc = MCIM_CONFLICT;

@@ -394,12 +394,20 @@ void m2mes_devices(void *ctx, const struct mcim_http_request *req, struct mcim_h
     if (rc == MCIM_OK)
       rc = m2mes_pcid_allocate(ms, st, pcid, sizeof(pcid));
     if (rc == MCIM_OK) {
-      mcim_val_t u[] = {MCIM_TEXT(pcid), MCIM_TEXT(device)};
-      rc = mcim_store_exec(st, "UPDATE devices SET pcid = ? WHERE device = ? AND state = 'new'",
-                           u, 2, NULL, NULL);
+      /* only from the PCID this copy tried: another copy that moved it first registers the
+       * next one, and this one stops rather than register a third (review of 2026-12-07) */
+      mcim_val_t u[] = {MCIM_TEXT(pcid), MCIM_TEXT(device), MCIM_TEXT(d.pcid)};
+      rc = mcim_store_exec(st,
+                           "UPDATE devices SET pcid = ? WHERE device = ? AND state = 'new'"
+                           " AND pcid = ?",
+                           u, 3, NULL, NULL);
+      if (rc == MCIM_OK && mcim_store_changes(st) != 1)
+        rc = MCIM_CONFLICT;
     }
     if (rc == MCIM_OK)
       rc = mcim_store_commit(st);
+    else if (mcim_store_in_txn(st))
+      mcim_store_rollback(st);
     if (rc != MCIM_OK) {
       mcim_http_reply_problem(resp, rc, 0, "cannot allocate another PCID for %s", device);
       goto cleanup;

@@ -125,6 +125,35 @@ void pva_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_
     pva_fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc, "%s", err);
     goto cleanup;
   }
+  /* The TRE's own proof first, before any record of the validation is read (DESIGN.md
+   * section 10): its attestation certificate for the token's device, and the quote's
+   * signature and claims but the txn (the validation's) and the jti (recorded in the
+   * transaction below). Before 2026-12-07 the validation was read first: anyone who minted
+   * a token naming the device learnt from the causes of junk quotes whether another SHO's
+   * validation was decided and how, and chose the cause of its failure verdict
+   * (note_refusal). These refusals name no validation and change none. */
+  const char *quote = json_string_value(json_object_get(req->json, "quote"));
+  rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
+                                     acc.device, MCIM_CERT_TRE_ATTESTATION, &key);
+  if (rc != MCIM_OK) {
+    pva_fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", rc,
+             "tre_cert is not a TRE attestation certificate of the M2MES CA for device %s: %s",
+             acc.device, mcim_cause_text(rc));
+    goto cleanup;
+  }
+  mcim_jws_expect_t ex0 = {.iss = acc.device,
+                           .sub = acc.device,
+                           .aud = r->name,
+                           .typ = "mcim-quote+jwt",
+                           .skew = mcim_config_duration(r->cfg, "clock_skew")};
+  rc = mcim_jws_verify(quote, strlen(quote), key, &ex0, NULL);
+  if (rc != MCIM_OK) {
+    pva_fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", MCIM_QUOTE_INVALID,
+             "the quote does not verify with the certified attestation key (expected iss = sub"
+             " = %s, aud %s, typ mcim-quote+jwt): %s: %s",
+             acc.device, r->name, mcim_cause_name(rc), mcim_cause_text(rc));
+    goto cleanup;
+  }
   st = mcim_role_store(r);
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, step, "store unavailable");
@@ -150,7 +179,6 @@ void pva_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_
              "validation %s belongs to procedure %s, not %s", id, v.txn, btxn);
     goto cleanup;
   }
-  const char *quote = json_string_value(json_object_get(req->json, "quote"));
   sha256_hex(quote, sha);
   if (strcmp(v.state, "pending") != 0) {
     already_used(r, st, resp, id, sha, acc.device);
@@ -162,16 +190,6 @@ void pva_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_
     goto cleanup;
   }
 
-  /* Authenticity: the TRE attestation key, certified by the M2MES CA for this device. */
-  rc = mcim_role_device_key_from_pem(r, json_string_value(json_object_get(req->json, "tre_cert")),
-                                     v.device, MCIM_CERT_TRE_ATTESTATION, &key);
-  if (rc != MCIM_OK) {
-    note_refusal(st, id, rc);
-    pva_fail(r, resp, v.txn, step, acc.device, r->name, "TRE quote", rc,
-             "tre_cert is not a TRE attestation certificate of the M2MES CA for device %s: %s",
-             v.device, mcim_cause_text(rc));
-    goto cleanup;
-  }
   rims = json_object();
   if (!rims) {
     mcim_http_reply_problem(resp, MCIM_NO_MEMORY, step, "out of memory");
