@@ -41,6 +41,11 @@
 
 #define MAX_HELD 4096
 #define RECENT 256
+/* While the relay is live a held request is still looked at again this often (at least its
+ * own recheck): a wake can be lost on the way, at the sending instance (its channel down or
+ * its queue full, NOTIFY refused, killed between its commit and the NOTIFY), where this
+ * instance cannot see it (review of 2026-12-07). Rare: seconds, not the whole long poll. */
+#define LIVE_RECHECK_MS 2000u
 
 struct held {
   struct held *next;
@@ -49,6 +54,7 @@ struct held {
   char key[MCIM_HTTP_WAIT_KEY_LEN];
   uint64_t until_ns;   /* the wait's end: answered "not yet" then */
   uint64_t recheck_ns; /* 0: none; else dispatched again at this time */
+  uint64_t live_recheck_ns; /* the same while the relay is live (LIVE_RECHECK_MS) */
   unsigned recheck_ms;
   bool woken;
 };
@@ -66,6 +72,9 @@ static size_t held_n;
 static bool thread_started;
 static struct recent_wake recent[RECENT];
 static unsigned recent_pos;
+/* when the newest wake the ring forgot came (overwritten), and when the relay last became
+ * live: a request that read the store before either may have missed its wake */
+static uint64_t recent_lost_ns, relay_live_ns;
 /* the other instances: told by relay_fn, their wakes delivered (relay_live) or not */
 static void (*relay_fn)(const char *key, void *arg);
 static void *relay_arg;
@@ -91,6 +100,11 @@ static void cv_init(void)
 
 static bool woken_since(const char *key, uint64_t since_ns)
 {
+  /* Not known: taken as woken, so the caller reads the store again (review of 2026-12-07:
+   * more than RECENT wakes between a request's read and its hold pushed its own out, and a
+   * relay back from an outage wakes only the requests held by then). */
+  if (recent_lost_ns >= since_ns || relay_live_ns >= since_ns)
+    return true;
   for (unsigned i = 0; i < RECENT; i++)
     if (recent[i].at_ns >= since_ns && recent[i].key[0] && strcmp(recent[i].key, key) == 0)
       return true;
@@ -104,8 +118,8 @@ static size_t take_due(uint64_t now, struct MHD_Connection **out, size_t max, ui
   *next = UINT64_MAX;
   for (struct held **pp = &held_list; *pp;) {
     struct held *h = *pp;
-    /* while the relay delivers every instance's wakes, no recheck: a wake comes */
-    uint64_t recheck_ns = relay_live ? 0 : h->recheck_ns;
+    /* while the relay delivers every instance's wakes, a slow recheck only: a wake comes */
+    uint64_t recheck_ns = relay_live ? h->live_recheck_ns : h->recheck_ns;
     bool due = h->woken || now >= h->until_ns || (recheck_ns && now >= recheck_ns);
     if (due && n < max) {
       out[n++] = h->conn;
@@ -185,7 +199,12 @@ int mcim_http_hold_(const void *srv, struct MHD_Connection *conn, const char *ke
   snprintf(h->key, sizeof(h->key), "%s", key);
   h->until_ns = until_ns;
   h->recheck_ms = recheck_ms;
-  h->recheck_ns = recheck_ms ? mcim_monotonic_ns() + (uint64_t)recheck_ms * 1000000u : 0;
+  uint64_t now = mcim_monotonic_ns();
+  h->recheck_ns = recheck_ms ? now + (uint64_t)recheck_ms * 1000000u : 0;
+  h->live_recheck_ns =
+      recheck_ms ? now + (uint64_t)(recheck_ms > LIVE_RECHECK_MS ? recheck_ms : LIVE_RECHECK_MS) *
+                             1000000u
+                 : 0;
   /* suspended before anyone can find it in the list, so no resume comes first */
   MHD_suspend_connection(conn);
   h->next = held_list;
@@ -206,6 +225,8 @@ static void wake_key(const char *key, const char *source)
     return;
   pthread_once(&cv_once, cv_init);
   pthread_mutex_lock(&mu);
+  if (recent[recent_pos].key[0])
+    recent_lost_ns = recent[recent_pos].at_ns;
   recent[recent_pos].at_ns = mcim_monotonic_ns();
   memcpy(recent[recent_pos].key, key, n + 1);
   recent_pos = (recent_pos + 1) % RECENT;
@@ -269,6 +290,8 @@ void mcim_http_wake_live(bool live)
   bool was = relay_live;
   unsigned woken = 0;
   relay_live = live && relay_fn;
+  if (relay_live && !was)
+    relay_live_ns = mcim_monotonic_ns();
   if (relay_live && !was) /* wakes sent while it was not live were lost to us */
     for (struct held *h = held_list; h; h = h->next)
       if (!h->woken) {
@@ -310,6 +333,8 @@ bool mcim_http_await_wake(const char *key, uint64_t since_ns, unsigned max_ms, u
   uint64_t start = mcim_monotonic_ns();
   uint64_t end = start + (uint64_t)max_ms * 1000000u;
   uint64_t recheck = start + (uint64_t)recheck_ms * 1000000u;
+  uint64_t live_recheck =
+      start + (uint64_t)(recheck_ms > LIVE_RECHECK_MS ? recheck_ms : LIVE_RECHECK_MS) * 1000000u;
   struct key_waiter w = {.key = key};
   pthread_mutex_lock(&mu);
   w.woken = woken_since(key, since_ns); /* woken between the caller's read and now */
@@ -317,7 +342,8 @@ bool mcim_http_await_wake(const char *key, uint64_t since_ns, unsigned max_ms, u
   key_waiters = &w;
   while (!w.woken) {
     /* the relay's state may change while waiting: its rechecks with it */
-    uint64_t until = !relay_live && recheck_ms && recheck < end ? recheck : end;
+    uint64_t again = relay_live ? live_recheck : recheck;
+    uint64_t until = recheck_ms && again < end ? again : end;
     if (mcim_monotonic_ns() >= until)
       break;
     struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
