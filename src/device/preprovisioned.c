@@ -186,7 +186,7 @@ enum undo_outcome {
  * is honoured while it lives), a new attach to it, else the PCID's at the VNO (the RO takes a
  * device's notices with any token of the device's: relay.c). NULL if none. */
 static char *undo_access(struct mcim_device *d, struct mcim_http_lite *cli,
-                         const struct dev_proc *p, const char *old)
+                         const struct dev_proc *p, const char *old, const char **net)
 {
   const char *nets[] = {old, dev_cfg_str(d, "vno")};
   struct dev_attach_result ar;
@@ -194,15 +194,18 @@ static char *undo_access(struct mcim_device *d, struct mcim_http_lite *cli,
   for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++)
     if (dev_session_get(d, nets[i], &token, scope) == MCIM_OK ||
         (dev_attach(d, cli, nets[i], p->txn, &ar) == MCIM_OK &&
-         dev_session_get(d, nets[i], &token, scope) == MCIM_OK))
+         dev_session_get(d, nets[i], &token, scope) == MCIM_OK)) {
+      *net = nets[i];
       return token;
+    }
   return NULL;
 }
 
 static bool tre_refused(mcim_cause_t rc);
 
 static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite *cli,
-                                    const struct dev_proc *p, const char *old, const char *token)
+                                    const struct dev_proc *p, const char *old, const char *token,
+                                    bool *token_refused)
 {
   struct mcim_http_result res = {0};
   char why[300] = "";
@@ -230,8 +233,9 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * again. Any other refusal: for good. */
   bool no_entry = (rc == MCIM_SHO_NOT_LINKED && status == 403) ||
                   rc == MCIM_REGISTRATION_PENDING;
-  bool again = !no_entry && (dev_cause_retry(rc, status) || dev_cause_token(rc) ||
-                             status == 0 || (rc == MCIM_FORBIDDEN && status == 403));
+  *token_refused = dev_cause_token(rc);
+  bool again = !no_entry && (dev_cause_retry(rc, status) || *token_refused || status == 0 ||
+                             (rc == MCIM_FORBIDDEN && status == 403));
   if (rc != MCIM_OK)
     mcim_log_event(no_entry ? MCIM_LOG_WARN : MCIM_LOG_ERROR, p->txn, 0, rc,
                    "undoing the switch: %s%s", why,
@@ -257,8 +261,9 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
                    old, p->sho);
     return UNDO_TAKEN;
   }
-  again = dev_cause_retry(rc, status) || dev_cause_token(rc) ||
-          rc == MCIM_REGISTRATION_PENDING || (status == 0 && !tre_refused(rc));
+  *token_refused = dev_cause_token(rc);
+  again = dev_cause_retry(rc, status) || *token_refused || rc == MCIM_REGISTRATION_PENDING ||
+          (status == 0 && !tre_refused(rc));
   mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s; %s stays suspended%s",
                  why, old, again ? " until the RO takes it (asked again later)" : "");
   return again ? UNDO_AGAIN : UNDO_FINAL;
@@ -284,14 +289,19 @@ static enum undo_outcome undo_run(struct mcim_device *d, struct mcim_http_lite *
                                   const struct dev_proc *p)
 {
   const char *old = dev_data_str(p, "old");
-  char *token = undo_access(d, cli, p, old);
+  const char *net = NULL;
+  bool token_refused = false;
+  char *token = undo_access(d, cli, p, old, &net);
   if (!token) {
     mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, MCIM_NO_ACCESS,
                    "undoing the switch: no access to the network (%s, %s); asked again later",
                    old, dev_cfg_str(d, "vno"));
     return UNDO_AGAIN;
   }
-  enum undo_outcome o = undo_relay(d, cli, p, old, token);
+  enum undo_outcome o = undo_relay(d, cli, p, old, token, &token_refused);
+  /* a token the RO refused for what its issuer decided: the next attempt attaches again */
+  if (token_refused && net)
+    dev_session_drop(d, net);
   mcim_wipe(token, strlen(token));
   free(token);
   return o;

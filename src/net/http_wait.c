@@ -16,13 +16,15 @@
  *
  * Several instances on one database: a wake is also handed to the relay (mcim_http_wake_relay:
  * src/roles/wake_relay.c, a PostgreSQL NOTIFY), whose receiving side wakes the others' held
- * requests (mcim_http_wake_local). While the relay is live the rechecks stop; when it becomes
- * live every held request is dispatched once, for the wakes it may have missed.
+ * requests (mcim_http_wake_local). While the relay is live the rechecks slow down to every
+ * LIVE_RECHECK_MS (a wake may be lost at its sender); when it becomes live every held request
+ * is dispatched once, for the wakes it may have missed.
  *
  * A thread may also wait for a key within its own call (mcim_http_await_wake): a handler that
  * must see another instance's work finish before it answers (the AuC's create of a
- * subscriber, src/roles/auc_sync.c). It is woken by the same wakes, local or relayed, and
- * while the relay is not live it is also let go every recheck interval, as a held request is.
+ * subscriber, src/roles/auc_sync.c). It is woken by the same wakes, local or relayed, and it
+ * is also let go every recheck interval (LIVE_RECHECK_MS while the relay is live), as a held
+ * request is.
  *
  * Bounds: at most MAX_HELD requests held by the process (more are answered "not yet" at once,
  * as without the header), each at most the server's long_poll_max_s, and a held connection

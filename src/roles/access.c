@@ -121,8 +121,9 @@ static mcim_cause_t open_challenges_below_max(struct mcim_role *r, mcim_store_t 
  * src/device/attach.c), while the AV's SQN step, the one thing that must never be lost, was
  * committed durably by the AuC (or the ICF) before. One fsync less an attach, at the SHO and
  * at the VNO (docs/performance.md). With `wait`, only below attach_open_max (counted in the
- * same transaction: exact across threads and instances), else MCIM_ATTACH_BUSY and *wait;
- * NULL after a resynchronisation, whose AUTS proved the device. */
+ * same transaction: exact across threads and instances; on PostgreSQL the transaction is
+ * four round trips under the writers' lock where the insert alone was one), else
+ * MCIM_ATTACH_BUSY and *wait; NULL after a resynchronisation, whose AUTS proved the device. */
 static mcim_cause_t session_put(struct mcim_role *r, mcim_store_t *st, const char *id,
                                 const char *txn, const char *identity, const char *device,
                                 const struct mcim_aka_av *av, const char *rows, int64_t *wait)
@@ -500,8 +501,9 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
   }
   int64_t now_us = 0, now = 0;
   /* what the network decides at issue is read with the session's close, in one transaction:
-   * without it (the store busy) a release could come between (review of 2026-12-07); the
-   * device answers again, the session still open */
+   * without it (the store busy) a release could come between (review of 2026-12-07). The
+   * device then attaches again (its agent never answers a challenge twice): one AV more,
+   * and this challenge counts against attach_open_max until it lapses. */
   rc = net->token_issue && !in_txn ? MCIM_STORE_BUSY
                                    : token_time(r, net, s.identity, &now_us, &now);
   if (rc == MCIM_OK)

@@ -207,8 +207,9 @@ static mcim_cause_t icf_register(struct mcim_role *r, const struct mcim_pcid_req
 
 /* The ICF holds this PCID for another device: move the row to the next one of the pool. Only
  * from the PCID this copy tried (`c->pcid`): another copy of the txn that moved it first
- * already registers the next one, and this copy stops (MCIM_CONFLICT) rather than register a
- * third, which would supersede the first's (review of 2026-12-07). */
+ * already registers the next one, and this copy stops rather than register a third, which
+ * would supersede the first's (review of 2026-12-07): MCIM_STORE_BUSY, which the agent asks
+ * again for, and then gets that copy's answer. */
 static mcim_cause_t crow_next_pcid(struct mcim_role *r, mcim_store_t *st,
                                    const struct mcim_pcid_request *rq, struct mcim_pcid_cred *c)
 {
@@ -224,7 +225,7 @@ static mcim_cause_t crow_next_pcid(struct mcim_role *r, mcim_store_t *st,
                          " device = ? AND state = 'new' AND pcid = ?",
                          u, MCIM_NPARAMS(u), NULL, NULL);
   if (rc == MCIM_OK && mcim_store_changes(st) != 1)
-    rc = MCIM_CONFLICT;
+    rc = MCIM_STORE_BUSY;
   if (st && mcim_store_in_txn(st))
     rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc == MCIM_OK)
@@ -288,7 +289,16 @@ void mcim_ccif_pcid(void *ctx, const struct mcim_http_request *req,
     rc = icf_register(r, &rq, &cred, resp);
     if (rc != MCIM_CONFLICT)
       break;
-    if (attempt == ICF_ATTEMPTS || crow_next_pcid(r, st, &rq, &cred) != MCIM_OK) {
+    mcim_cause_t moved = attempt == ICF_ATTEMPTS ? MCIM_CONFLICT
+                                                 : crow_next_pcid(r, st, &rq, &cred);
+    if (moved == MCIM_STORE_BUSY) {
+      resp->retry_after = 1;
+      mcim_http_reply_problem(resp, moved, MCIM_PCID_STEP,
+                              "another copy of renewal %s is registering its PCID: ask again",
+                              rq.txn);
+      goto out;
+    }
+    if (moved != MCIM_OK) {
       mcim_http_reply_problem(resp, MCIM_CONFLICT, MCIM_PCID_STEP,
                               "the ICF holds PCIDs of pool %s for other devices",
                               mcim_config_str(r->cfg, "pcid_prefix"));

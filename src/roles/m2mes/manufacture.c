@@ -402,7 +402,7 @@ void m2mes_devices(void *ctx, const struct mcim_http_request *req, struct mcim_h
                            " AND pcid = ?",
                            u, 3, NULL, NULL);
       if (rc == MCIM_OK && mcim_store_changes(st) != 1)
-        rc = MCIM_CONFLICT;
+        rc = MCIM_STORE_BUSY; /* 503: asked again, the other copy's device is there then */
     }
     if (rc == MCIM_OK)
       rc = mcim_store_commit(st);

@@ -147,7 +147,10 @@ void pva_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_
                            .typ = "mcim-quote+jwt",
                            .skew = mcim_config_duration(r->cfg, "clock_skew")};
   rc = mcim_jws_verify(quote, strlen(quote), key, &ex0, NULL);
-  if (rc != MCIM_OK) {
+  /* Expired, its signature and claims checked (mcim_jws_verify's order): still the TRE's
+   * proof. A retry whose answer was lost, after the quote's lifetime, gets the stored
+   * verdict below; a pending validation refuses it at the full check. */
+  if (rc != MCIM_OK && rc != MCIM_TOKEN_EXPIRED) {
     pva_fail(r, resp, NULL, step, acc.device, r->name, "TRE quote", MCIM_QUOTE_INVALID,
              "the quote does not verify with the certified attestation key (expected iss = sub"
              " = %s, aud %s, typ mcim-quote+jwt): %s: %s",
