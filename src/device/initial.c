@@ -252,7 +252,9 @@ static void rediscover(struct dev_run *r, const char *token)
   json_object_set_new(p->data, "discovered_at", json_integer(mcim_now()));
   (void)dev_run_save(r); /* not again at once after a restart; a failure is logged */
   mcim_cause_t rc = discovery_ask(r, token, &sent, &res, &stmt, why, sizeof(why));
-  if (rc == MCIM_CLAIM_MISMATCH) {
+  /* the RO's own statement naming another SHO: not a refusal of the request (a problem's
+   * CLAIM_MISMATCH is about the token, review of 2026-12-07) */
+  if (rc == MCIM_CLAIM_MISMATCH && res.status >= 200 && res.status < 300) {
     dev_run_fail(r, rc, "asked again: %s", why);
     goto cleanup;
   }
