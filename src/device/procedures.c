@@ -232,15 +232,30 @@ mcim_cause_t dev_procedure_first(const char *kind, const char *via, const char *
 
 /* A procedure that ends without success leaves nothing half done in the TRE: a staged
  * package is dropped, an MCIM installed but never reported is discarded (the SHO does not
- * activate what it was not told about). The PCID credential is never touched. One
- * exception, the contract of a change via the old SHO: once the old MCIM is discarded
+ * activate what it was not told about). The PCID credential is never touched. Two
+ * exceptions. The contract of a change via the old SHO: once the old MCIM is discarded
  * (step 8) and the old SHO could not be told (step 9), the new package stays staged, not
- * installed, and the receipt stays queued in the TRE for a later delivery. */
+ * installed, and the receipt stays queued in the TRE for a later delivery. And an installed
+ * MCIM whose status went out unanswered (the answer lost, the RO or the access network
+ * unreachable till the deadline) stays: the RO may have taken it and the SHO activated the
+ * subscription, which a discard would leave without its MCIM, and after a change via the
+ * old SHO the device without any (review of 2026-12-07). If the RO never took it, the
+ * SHO's order expires and ends the subscription; the MCIM stays unused till the next
+ * procedure. */
 static void roll_back(struct mcim_device *d, struct dev_proc *p)
 {
   bool keep_staged = strcmp(p->kind, "change") == 0 && strcmp(p->via, "old-sho") == 0 &&
                      dev_data_bool(p, "discarded") && !dev_data_bool(p, "installed");
-  if (dev_data_bool(p, "installed") && !dev_data_bool(p, "reported") && dev_data_str(p, "slot")) {
+  bool unreported = dev_data_bool(p, "installed") && !dev_data_bool(p, "reported") &&
+                    dev_data_str(p, "slot");
+  if (unreported && dev_data_str(p, "status") && !dev_data_bool(p, "status_refused")) {
+    mcim_log_event(MCIM_LOG_WARN, p->txn, p->n, MCIM_OK,
+                   "the MCIM in slot %s stays installed: its status was sent and not answered,"
+                   " so the RO may have taken it and %s activated it",
+                   dev_data_str(p, "slot"), p->sho);
+    dev_trace(d, p->txn, p->n, "tre", "roll back: the MCIM whose status went out stays", NULL,
+              MCIM_OK);
+  } else if (unreported) {
     mcim_cause_t rc = d->tre->ops->discard(d->tre->ctx, dev_data_str(p, "slot"), NULL);
     dev_trace(d, p->txn, p->n, "tre", "roll back: discard the unreported MCIM", NULL, rc);
     dev_data_set_bool(p, "installed", false);
