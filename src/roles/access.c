@@ -335,15 +335,14 @@ static mcim_cause_t session_close(mcim_store_t *st, const char *id, const char *
  * subscription from one of the next subscription of the same device at the same SHO, even
  * within one second, whichever instances decided them. Taken before the session closes, in
  * the answer's transaction, with the network's other checks at issue (net->token_issue): a
- * refusal leaves the challenge open. iat stays this
- * instance's second (the decision clock is never behind it; the RO takes iat_us up to
- * clock_skew ahead of iat: peers.c). */
+ * refusal leaves the challenge open. iat stays this instance's second (the decision clock is
+ * never behind it; the RO takes iat_us up to clock_skew ahead of iat: peers.c). */
 static mcim_cause_t token_time(struct mcim_role *r, const struct mcim_access_net *net,
-                               const char *identity, int64_t *now_us, int64_t *now)
+                               const struct session *s, int64_t *now_us, int64_t *now)
 {
   *now_us = mcim_now_us();
   *now = *now_us / 1000000;
-  return net->token_issue ? net->token_issue(r, identity, now_us) : MCIM_OK;
+  return net->token_issue ? net->token_issue(r, s->identity, s->device, now_us) : MCIM_OK;
 }
 
 static mcim_cause_t issue_token(struct mcim_role *r, const struct mcim_access_net *net,
@@ -505,7 +504,7 @@ void mcim_access_answer(struct mcim_role *r, const struct mcim_access_net *net,
    * device then attaches again (its agent never answers a challenge twice): one AV more,
    * and this challenge counts against attach_open_max until it lapses. */
   rc = net->token_issue && !in_txn ? MCIM_STORE_BUSY
-                                   : token_time(r, net, s.identity, &now_us, &now);
+                                   : token_time(r, net, &s, &now_us, &now);
   if (rc == MCIM_OK)
     rc = session_close(st, s.id, "attached");
   /* The device proved it holds the identity: the attach's rows, at the times they happened,

@@ -47,7 +47,8 @@ struct mcim_access_net {
    * session closes; any other cause than MCIM_OK refuses the token. The SHO: the subscription
    * is still live (a release between the challenge and the answer ended it), and *iat_us is
    * its decision clock's, which its DRF registrations' seq are on. */
-  mcim_cause_t (*token_issue)(struct mcim_role *r, const char *identity, int64_t *iat_us);
+  mcim_cause_t (*token_issue)(struct mcim_role *r, const char *identity, const char *device,
+                              int64_t *iat_us);
 };
 
 /* A trace row of an attach: kept in `rows` (a JSON array, its body redacted) to be traced

@@ -333,3 +333,29 @@ mcim_cause_t mcim_auc_set_expires(mcim_store_t *st, const char *imsi, int64_t ex
     rc = MCIM_NOT_FOUND;
   return rc;
 }
+
+struct auc_holder {
+  char state[16];
+  char device[64];
+};
+
+static mcim_cause_t auc_holder_row(const mcim_row_t *row, void *arg)
+{
+  struct auc_holder *h = arg;
+  snprintf(h->state, sizeof(h->state), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
+  snprintf(h->device, sizeof(h->device), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_auc_live(mcim_store_t *st, const char *imsi, const char *device)
+{
+  struct auc_holder h = {"", ""};
+  mcim_val_t p[] = {MCIM_TEXT(imsi)};
+  mcim_cause_t rc = mcim_store_query_one(st, "SELECT state, device FROM auc WHERE imsi = ?", p,
+                                         1, auc_holder_row, &h);
+  if (rc == MCIM_NOT_FOUND ||
+      (rc == MCIM_OK && (strcmp(h.device, device) != 0 ||
+                         (strcmp(h.state, "active") != 0 && strcmp(h.state, "standby") != 0))))
+    rc = MCIM_SUBSCRIPTION_TERMINATED;
+  return rc;
+}

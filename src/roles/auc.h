@@ -58,6 +58,10 @@ mcim_cause_t mcim_auc_set_state(mcim_store_t *st, const char *imsi, const char *
 mcim_cause_t mcim_auc_terminate(mcim_store_t *st, const char *imsi);
 /* "active", "terminated", or MCIM_NOT_FOUND. `state` holds 16 bytes. */
 mcim_cause_t mcim_auc_state(mcim_store_t *st, const char *imsi, char *state, int64_t *expires);
+/* Whether `imsi` is a live subscription (active, or standby between two pre-provisioned
+ * MCIMs) of `device`: MCIM_OK, else MCIM_SUBSCRIPTION_TERMINATED (none, ended, another
+ * device's). What a token of it stands on: checked at its issue and at every use. */
+mcim_cause_t mcim_auc_live(mcim_store_t *st, const char *imsi, const char *device);
 /* Extend or change the lifetime (PCID renewal). */
 mcim_cause_t mcim_auc_set_expires(mcim_store_t *st, const char *imsi, int64_t expires);
 

@@ -12,6 +12,7 @@
 #include "mcim/pki.h"
 #include "mcim/util.h"
 #include "crypto/verdicts.h"
+#include "roles/auc.h"
 #include "roles/pva/pva.h"
 #include "roles/role_priv.h"
 #include "roles/verified.h"
@@ -158,37 +159,16 @@ mcim_cause_t mcim_jws_peek_iss(const char *jws, char *iss, size_t iss_len)
   return rc;
 }
 
-struct auc_holder {
-  char state[16];
-  char device[64];
-};
-
-static mcim_cause_t auc_holder_row(const mcim_row_t *row, void *arg)
-{
-  struct auc_holder *h = arg;
-  snprintf(h->state, sizeof(h->state), "%s", mcim_row_text(row, 0) ? mcim_row_text(row, 0) : "");
-  snprintf(h->device, sizeof(h->device), "%s", mcim_row_text(row, 1) ? mcim_row_text(row, 1) : "");
-  return MCIM_OK;
-}
-
 /* At the issuing SHO: the subscription the token was issued for must still be this device's
  * and not ended (active, or standby between two pre-provisioned MCIMs). Its termination
  * (step 10, or the deferred notice) revokes every token of it at once. */
 static mcim_cause_t token_live_at_issuer(struct mcim_role *r, const struct mcim_access *a)
 {
-  struct auc_holder h;
-  memset(&h, 0, sizeof(h));
   mcim_store_t *st = mcim_role_store(r);
   if (!st)
     return MCIM_STORE_ERROR;
-  mcim_val_t p[] = {MCIM_TEXT(a->imsi)};
-  mcim_cause_t rc = mcim_store_query_one(st, "SELECT state, device FROM auc WHERE imsi = ?", p,
-                                         1, auc_holder_row, &h);
-  if (rc == MCIM_NOT_FOUND ||
-      (rc == MCIM_OK && (strcmp(h.device, a->device) != 0 ||
-                         (strcmp(h.state, "active") != 0 && strcmp(h.state, "standby") != 0))))
-    rc = MCIM_TOKEN_REVOKED;
-  return rc;
+  mcim_cause_t rc = mcim_auc_live(st, a->imsi, a->device);
+  return rc == MCIM_SUBSCRIPTION_TERMINATED ? MCIM_TOKEN_REVOKED : rc;
 }
 
 /* At the RO: an SHO's token for a device whose registry entry at that SHO was released after

@@ -184,21 +184,17 @@ mcim_cause_t mcim_sho_decision_us(mcim_store_t *st, int64_t *us)
   return rc;
 }
 
-/* A token only for a live subscription (active, or standby between two pre-provisioned
- * MCIMs; as peers.c's token_live_at_issuer honours): its AV was made while it was, but a
- * release (step 10, a deferred notice) may have ended it before the device answered, and
- * the RO would take a token issued after the release for the next subscription's. */
-static mcim_cause_t sho_token_issue(struct mcim_role *r, const char *imsi, int64_t *iat_us)
+/* A token only for a live subscription of the device (mcim_auc_live, what every use of the
+ * token is checked against too): its AV was made while it was, but a release (step 10, a
+ * deferred notice) may have ended it before the device answered, and the RO would take a
+ * token issued after the release for the next subscription's. */
+static mcim_cause_t sho_token_issue(struct mcim_role *r, const char *imsi, const char *device,
+                                    int64_t *iat_us)
 {
-  char state[16] = "";
-  int64_t expires = 0;
   mcim_store_t *st = mcim_role_store(r);
   if (!st)
     return MCIM_STORE_ERROR;
-  mcim_cause_t rc = mcim_auc_state(st, imsi, state, &expires);
-  if (rc == MCIM_NOT_FOUND ||
-      (rc == MCIM_OK && strcmp(state, "active") != 0 && strcmp(state, "standby") != 0))
-    return MCIM_SUBSCRIPTION_TERMINATED;
+  mcim_cause_t rc = mcim_auc_live(st, imsi, device);
   return rc == MCIM_OK ? mcim_sho_decision_us(st, iat_us) : rc;
 }
 
