@@ -202,8 +202,8 @@ bool mcim_outbox_gives_up(int64_t attempts, int64_t max_attempts, int64_t config
 /* What one delivery came to, from the answer's HTTP status (0: none came) and its cause
  * (pure; the rule and why: src/roles/outbox.c). */
 typedef enum mcim_outbox_outcome {
-  MCIM_OUTBOX_DELIVERED, /* 2xx, or 409 CONFLICT, REPLAY or NOTICE_OVERTAKEN: the receiver has
-                            it, or something newer */
+  MCIM_OUTBOX_DELIVERED, /* 2xx, or 409 CONFLICT, REPLAY, NOTICE_OVERTAKEN or
+                            REGISTRATION_OVERTAKEN: the receiver has it, or something newer */
   MCIM_OUTBOX_RETRY,     /* no answer, 5xx, any other 409 (WRONG_STATE, DEVICE_BUSY, unread) */
   MCIM_OUTBOX_REFUSED,   /* any other 4xx: final */
 } mcim_outbox_outcome_t;

@@ -326,8 +326,9 @@ unclaimed: /* nothing of what it found is ours: the next round tries again */
 
 /* What an answer makes of a delivery. The receivers deduplicate by (txn, step), so done is
  * an answer that says the receiver has the message: a 2xx, or a 409 CONFLICT (it holds this
- * one, or another for the same txn), REPLAY (it acted on it already) or NOTICE_OVERTAKEN (it
- * applied a later notice of the device's: this one must never be). The other 409s refuse
+ * one, or another for the same txn), REPLAY (it acted on it already), NOTICE_OVERTAKEN (it
+ * applied a later notice of the device's: this one must never be) or REGISTRATION_OVERTAKEN
+ * (the DRF holds a later move of the device to another SHO). The other 409s refuse
  * it for now: WRONG_STATE (not in the state for it yet) and DEVICE_BUSY may take it later,
  * so they are retried like a 409 whose cause cannot be read, which could be either: taken
  * as done, a refused message would be lost with a trace row saying OK. Any other 4xx is a
@@ -338,7 +339,8 @@ mcim_outbox_outcome_t mcim_outbox_outcome_for(long status, mcim_cause_t cause)
   if (status >= 200 && status < 300)
     return MCIM_OUTBOX_DELIVERED;
   if (status == 409)
-    return cause == MCIM_CONFLICT || cause == MCIM_REPLAY || cause == MCIM_NOTICE_OVERTAKEN
+    return cause == MCIM_CONFLICT || cause == MCIM_REPLAY || cause == MCIM_NOTICE_OVERTAKEN ||
+                   cause == MCIM_REGISTRATION_OVERTAKEN
                ? MCIM_OUTBOX_DELIVERED
                : MCIM_OUTBOX_RETRY;
   return status >= 400 && status < 500 ? MCIM_OUTBOX_REFUSED : MCIM_OUTBOX_RETRY;
@@ -456,8 +458,12 @@ static void outbox_record(struct mcim_role *r, mcim_store_t *st, const struct ou
       mcim_val_t cond[] = {MCIM_TEXT(m->id), MCIM_INT(o->lease)};
       if (mcim_crashpoint_armed())
         mcim_crashpoint_note(m->txn, (int)m->step);
-      /* an overtaken notice is delivered, and the chart says it changed nothing */
-      mcim_cause_t shown = o->done && o->rc != MCIM_NOTICE_OVERTAKEN ? MCIM_OK : o->rc;
+      /* an overtaken notice or registration is delivered, and the chart says it changed
+       * nothing */
+      mcim_cause_t shown = o->done && o->rc != MCIM_NOTICE_OVERTAKEN &&
+                                   o->rc != MCIM_REGISTRATION_OVERTAKEN
+                               ? MCIM_OK
+                               : o->rc;
       rc = mcim_trace_store_put_if(st, o->sent_us, m->txn, (int)m->step, r->name, m->peer, m->msg,
                                    o->body, shown, lease_holds, cond, 2);
       kept++;

@@ -119,7 +119,15 @@ pending=0
 for role in vno ro pva m2mes sho-a sho-b; do
   pending=$((pending + $(q "$role" "SELECT COUNT(*) FROM outbox WHERE state <> 'delivered'")))
 done
-[ "$pending" = 0 ] && ok "every outbox delivered (none pending, none given up)" || bad "outbox messages not delivered: $pending"
+if [ "$pending" = 0 ]; then
+  ok "every outbox delivered (none pending, none given up)"
+else
+  undelivered=""
+  for role in vno ro pva m2mes sho-a sho-b; do
+    undelivered="$undelivered $(q "$role" "SELECT '$role -> ' || peer || ' ' || path || ' ' || state || ' after ' || attempts || ': ' || COALESCE(last_cause, '') FROM outbox WHERE state <> 'delivered'")"
+  done
+  bad "outbox messages not delivered: $pending:$undelivered"
+fi
 
 # The survivors carry the lab: a procedure after the kill, through the balancer.
 check "manufacture dev1" "$mcim" lab device add dev1 --dir "$lab"

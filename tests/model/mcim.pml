@@ -309,11 +309,14 @@ inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> sk
 #define DRF_LINKS_A (drf_reg[A] != R_NONE || A_INSTALL_ON_RECORD)
 #endif
 /* the relay of a discard notice (mcim_dpf_notice): an entry in any state (a switch notice,
- * not modelled here, needs a live one), or the stored answer of the same notice accepted
- * before (stored_notice_answer). Before 2026-12-06 a live entry: an A that released its
- * entry first held the notice back until the TRE's 30 days (no property here is about that
- * wait, so it is no mutant) */
-#define NOTICE_LINKS_A (drf_reg[A] != R_NONE || ro_noticeA)
+ * not modelled here, needs a live one), an install of A's MCIM on record, or the stored
+ * answer of the same notice accepted before (stored_notice_answer). Before 2026-12-06 a live
+ * entry: an A that released its entry first held the notice back until the TRE's 30 days.
+ * Before 2026-12-07 (the install): an A whose `subscribed` came after B's install was refused
+ * as overtaken and never had an entry, and the notice waited for good, A active beside B
+ * (integration/scale_out). Neither wait breaks a property here (the model's A registers at
+ * any time, and no property asks that A's AuC end), so neither is a mutant. */
+#define NOTICE_LINKS_A (drf_reg[A] != R_NONE || A_INSTALL_ON_RECORD || ro_noticeA)
 /* the RO refuses A's tokens minted before A's `released` if its seq is above their iat_us
  * (token_live_at_ro): with an entry `released`, a call of the device at the RO with A's token
  * may be refused (TOKEN_REVOKED, the procedure fails before step 8) or taken */
@@ -707,7 +710,8 @@ inline pick_txn(t) {
  * own or an install of its MCIM on record; `subscribed`/`preloaded` the DPF's record of an
  * install of its MCIM for (t, device), or the same state again, or subscribed -> preloaded;
  * an entry with a newer seq stands. The code refuses `subscribed` on an install overtaken by
- * B's (overtaken(), registry.c); the model lets A have it at any time: a superset */
+ * B's (overtaken(), registry.c: 409 REGISTRATION_OVERTAKEN, which changes nothing); the
+ * model lets A have it at any time: a superset */
 inline h_register(s, st, t) {
   if
   :: s != H -> skip /* FORBIDDEN: an SHO registers only itself */

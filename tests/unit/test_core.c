@@ -278,6 +278,8 @@ static void test_outbox_outcome(void **state)
   assert_int_equal(mcim_outbox_outcome_for(409, MCIM_CONFLICT), MCIM_OUTBOX_DELIVERED);
   assert_int_equal(mcim_outbox_outcome_for(409, MCIM_REPLAY), MCIM_OUTBOX_DELIVERED);
   assert_int_equal(mcim_outbox_outcome_for(409, MCIM_NOTICE_OVERTAKEN), MCIM_OUTBOX_DELIVERED);
+  assert_int_equal(mcim_outbox_outcome_for(409, MCIM_REGISTRATION_OVERTAKEN),
+                   MCIM_OUTBOX_DELIVERED);
   assert_int_equal(mcim_outbox_outcome_for(409, MCIM_WRONG_STATE), MCIM_OUTBOX_RETRY);
   assert_int_equal(mcim_outbox_outcome_for(409, MCIM_DEVICE_BUSY), MCIM_OUTBOX_RETRY);
   /* no problem+json cause (the client's PEER_ERROR), or a cause of another status */

@@ -9,7 +9,9 @@
  *   - a preload's install proves preloaded only: preloaded -> subscribed only after the
  *     device's switch; a retry of its own state is taken; registrations that overtook each
  *     other keep the newest (seq);
- *   - a step back to preloaded that overtook its registration is "not yet", never final;
+ *   - a step back to preloaded that overtook its registration is "not yet", never final; a
+ *     `subscribed` whose proof was overtaken since is REGISTRATION_OVERTAKEN (409, changes
+ *     nothing), and a discard receipt is relayed to an SHO whose registration never came;
  *   - step 7-8: the DRF answers ORDER_PENDING (503, Retry-After) to a device's discovery for
  *     a txn it holds no order of, while it holds another device's;
  *   - a device instructed before its order reached the DRF waits and completes once it is
@@ -124,13 +126,13 @@ static void test_preloaded_promotion(void **state)
   exec_sql("ro", sql);
   assert_int_equal(register_at_drf(sho_a_cli, initial, "pdev1", "sho-a", "subscribed",
                                    (json_int_t)mcim_now_us(), &status),
-                   MCIM_NOT_PARTY);
+                   MCIM_REGISTRATION_OVERTAKEN);
   /* nor once the relay's stored answer is gone (answer_retention, a day): the RO keeps the
    * switch itself as long as the install it overtakes (before 2026-12-07 it was taken) */
   exec_sql("ro", "DELETE FROM answers WHERE what LIKE 'notice/pdev1/%'");
   assert_int_equal(register_at_drf(sho_a_cli, initial, "pdev1", "sho-a", "subscribed",
                                    (json_int_t)mcim_now_us(), &status),
-                   MCIM_NOT_PARTY);
+                   MCIM_REGISTRATION_OVERTAKEN);
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev1' AND"
                                     " state = 'subscribed'"),
                    1);
@@ -174,8 +176,8 @@ static void test_stale_switch_proof(void **state)
   await_entry("pdev4", "sho-b", "preloaded");
   assert_int_equal(register_at_drf(sho_b_cli, first, "pdev4", "sho-b", "subscribed",
                                    (json_int_t)mcim_now_us(), &status),
-                   MCIM_NOT_PARTY);
-  assert_int_equal(status, 403);
+                   MCIM_REGISTRATION_OVERTAKEN);
+  assert_int_equal(status, 409);
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'pdev4' AND"
                                     " state = 'subscribed'"),
                    1);
@@ -259,8 +261,8 @@ static void test_stale_install_proof(void **state)
   assert_int_equal(count_rows("ro", a_released), 1);
   assert_int_equal(register_at_drf(sho_a_cli, first, "sdev1", "sho-a", "subscribed",
                                    (json_int_t)mcim_now_us(), &status),
-                   MCIM_NOT_PARTY);
-  assert_int_equal(status, 403);
+                   MCIM_REGISTRATION_OVERTAKEN);
+  assert_int_equal(status, 409);
   assert_int_equal(count_rows("ro", a_released), 1);
   assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf WHERE device = 'sdev1' AND"
                                     " state = 'subscribed'"),
@@ -272,6 +274,35 @@ static void test_stale_install_proof(void **state)
                    MCIM_OK);
   assert_int_equal(count_rows("ro", a_released), 1);
   free(first);
+}
+
+/* The pristine path's deferred discard notice reaches the old SHO even when the old SHO's
+ * own `subscribed` never reached the DRF: the RO relays a discard receipt on the install it
+ * recorded. Before, it answered REGISTRATION_PENDING until that registration came; when it
+ * came after the new SHO's install it was refused as overtaken, so it never came, and the old
+ * SHO kept the subscription active beside the new one (integration/scale_out, with sho-a's
+ * registration in the outbox of an instance killed). The entry is taken out of the RO's store
+ * to stand for "not arrived": the outbox cannot be held back from outside. */
+static void test_discard_without_registration(void **state)
+{
+  (void)state;
+  assert_int_equal(mcim_lab_device_add(lab, "sdev2", false), MCIM_OK);
+  run_ok("sdev2", "initial", "sho-a");
+  await_entry("sdev2", "sho-a", "subscribed");
+  exec_sql("ro", "DELETE FROM drf WHERE device = 'sdev2'");
+  struct mcim_lab_run run = {.device = "sdev2", .procedure = "change", .sho = "sho-b",
+                             .via = "pristine", .timeout_s = 60};
+  struct mcim_lab_run_result res;
+  if (mcim_lab_run(lab, &run, &res) != MCIM_OK)
+    fail_msg("change sdev2 to sho-b (pristine): %s (%s)", res.result, res.detail);
+  mcim_lab_run_result_clear(&res);
+  const char *a_active = "SELECT COUNT(*) FROM auc WHERE device = 'sdev2' AND state = 'active'";
+  for (int waited = 0; waited < 30000 && count_rows("sho-a", a_active) != 0; waited += 50)
+    usleep(50 * 1000);
+  assert_int_equal(count_rows("sho-a", a_active), 0);
+  assert_int_equal(count_rows("sho-b", a_active), 1);
+  /* sho-a's release is taken on its install (no entry of its own) */
+  await_entry("sdev2", "sho-a", "released");
 }
 
 /* ---- discovery is bound to the procedure ---- */
@@ -429,6 +460,7 @@ int main(void)
       cmocka_unit_test(test_preloaded_overtaken),
       cmocka_unit_test(test_stale_install_proof),
       cmocka_unit_test(test_stale_switch_proof),
+      cmocka_unit_test(test_discard_without_registration),
       cmocka_unit_test(test_device_waits_for_order),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

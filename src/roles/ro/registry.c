@@ -61,12 +61,15 @@ static int64_t proof_time(mcim_store_t *st, const char *sql, mcim_val_t *p, size
   return rc == MCIM_OK ? (v > 0 ? v : 1) : rc == MCIM_NOT_FOUND ? 0 : -1;
 }
 
-/* MCIM_OK when the proof dated `since` stands, MCIM_NOT_PARTY when it was overtaken. */
+/* MCIM_OK when the proof dated `since` stands, MCIM_REGISTRATION_OVERTAKEN when it was
+ * overtaken: the SHO did hold the device, and its registration arrived after the device moved
+ * on (its outbox delayed by a restart or a lost instance). Not NOT_PARTY: that is the answer
+ * to an SHO that never had a proof, a refusal its outbox gives up on as an error. */
 static mcim_cause_t not_overtaken(mcim_store_t *st, const char *device, const char *sho,
                                   int64_t since)
 {
   int64_t o = overtaken(st, device, sho, since);
-  return o < 0 ? MCIM_STORE_ERROR : o > 0 ? MCIM_NOT_PARTY : MCIM_OK;
+  return o < 0 ? MCIM_STORE_ERROR : o > 0 ? MCIM_REGISTRATION_OVERTAKEN : MCIM_OK;
 }
 
 /* The proof a registration needs (DESIGN.md section 10: a registry entry changes only on proof
@@ -204,6 +207,17 @@ void mcim_drf_register(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 14,
                             "%s holds no entry for this device yet: its %s waits for it", sho,
                             state);
+    return;
+  }
+  if (rc == MCIM_REGISTRATION_OVERTAKEN) {
+    mcim_store_rollback(st);
+    mcim_log_event(MCIM_LOG_NOTICE, txn, 14, rc,
+                   "DRF: %s's registration of %s as %s came after the device moved on: the"
+                   " entry stays as it is", sho, device, state);
+    mcim_http_reply_problem(resp, rc, 14,
+                            "%s's proof for this procedure is older than a later install or"
+                            " switch of this device to another SHO",
+                            sho);
     return;
   }
   if (rc != MCIM_OK) {

@@ -74,16 +74,24 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
                             "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
                             " AND (state <> 'released' OR ? = 'mcim-discard+jwt')",
                             p, 3, &n);
-  /* Not yet: the device's install at that SHO is on record, and the SHO's registration
-   * (step 15, sent by its outbox once it heard of the install) is on its way. A device that
-   * switches right after a preload gets here first; it asks again. */
+  /* No entry, but the device's install at that SHO is on record: the SHO's registration
+   * (step 15, sent by its outbox once it heard of the install) may be on its way.
+   *  - A switch notice waits for it (a device that switches right after a preload gets here
+   *    first; it asks again).
+   *  - A discard receipt is relayed: the install links the SHO, as it does for step 11
+   *    (mcim_ro_sho_linked). Held for the registration, it waited for good when that
+   *    registration came after the install that overtook it (the pristine path's new SHO)
+   *    and was refused: the old SHO stayed active beside the new one (integration/scale_out,
+   *    an SHO instance killed with the registration in its outbox). */
   if (rc == MCIM_OK && n == 0) {
     rc = mcim_store_query_int(st,
                               "SELECT COUNT(*) FROM drf_orders WHERE device = ? AND sho = ?"
                               " AND state = 'installed'",
                               p, 2, &n);
-    if (rc == MCIM_OK)
-      rc = n > 0 ? MCIM_REGISTRATION_PENDING : MCIM_SHO_NOT_LINKED;
+    if (rc == MCIM_OK && n == 0)
+      rc = MCIM_SHO_NOT_LINKED;
+    else if (rc == MCIM_OK && strcmp(typ, "mcim-discard+jwt") != 0)
+      rc = MCIM_REGISTRATION_PENDING;
   }
   /* A switch notice carries its place in the device's order (tre_sign.c): the SHO refuses one
    * without for good, so it is refused here, before the device is told it is on its way. */
