@@ -364,9 +364,11 @@ char *dev_run_token_for(struct dev_run *r, const char *net);
 /* Put back in memory the session procedure `p` saved in its data ("saved_token") for `net`,
  * if it is still live and there is none in memory (after a restart). */
 void dev_session_restore(struct mcim_device *d, const struct dev_proc *p, const char *net);
-/* The TRE-signed `proof` (and `tre_cert`) that the device itself asks the RO for `what`
- * ("discovery", "package") of r's procedure, added to `body` (net.c). */
-mcim_cause_t dev_request_proof(struct dev_run *r, const char *what, json_t *body);
+/* The TRE-signed `proof` (and `tre_cert`) that the device itself asks role `aud` for `what`
+ * ("discovery", "package" of the RO; "nonce" of the PVA) of r's procedure, added to `body`
+ * (net.c). */
+mcim_cause_t dev_request_proof(struct dev_run *r, const char *aud, const char *what,
+                               json_t *body);
 /* Whether a statement the agent persisted has expired (it must then be made again; initial.c). */
 bool dev_statement_expired(const char *jws);
 /* Shared steps (the same for every procedure; the step number is the table's): initial.c

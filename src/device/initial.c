@@ -93,7 +93,7 @@ static mcim_cause_t discovery_ask(struct dev_run *r, const char *token, int64_t 
   why[0] = '\0';
   *sent = dev_now_us();
   /* the answer names the new SHO: the RO gives it to the device itself, not to a token */
-  rc = body ? dev_request_proof(r, "discovery", body) : MCIM_NO_MEMORY;
+  rc = body ? dev_request_proof(r, ro, "discovery", body) : MCIM_NO_MEMORY;
   if (rc == MCIM_OK)
     rc = dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", body, token, res);
   if (rc != MCIM_OK) {
@@ -300,8 +300,19 @@ void dev_st_nonce(struct dev_run *r)
     goto cleanup;
   snprintf(path, sizeof(path), "/v1/validations/pending/%s/%s", d->name, p->txn);
   int64_t sent = dev_now_us();
+  /* the nonce of this procedure is for the device itself: its TRE's request, not the token
+   * alone (which the network the device is on can mint) */
+  json_t *body = json_object();
+  rc = body ? dev_request_proof(r, pva, "nonce", body) : MCIM_NO_MEMORY;
+  if (rc != MCIM_OK) {
+    json_decref(body);
+    dev_run_fail(r, rc, "the TRE cannot sign the request for the nonce: %s",
+                 mcim_cause_text(rc));
+    goto cleanup;
+  }
   dev_prefer_wait(r);
-  rc = dev_call(d, r->cli, "GET", pva, path, NULL, token, &res);
+  rc = dev_call(d, r->cli, "POST", pva, path, body, token, &res);
+  json_decref(body);
   if (rc == MCIM_NOT_FOUND) {
     dev_run_wait(r, MCIM_OK, "waiting for the SHO's validation request at the PVA");
     rediscover(r, token);

@@ -409,12 +409,13 @@ mcim_cause_t dev_peer_verify(struct mcim_device *d, struct mcim_http_lite *cli, 
   return rc;
 }
 
-/* The TRE's own word that this device asks the RO for `what` ("discovery" or "package") of
- * its procedure, added to `body` as `proof` and `tre_cert` (mcim_role_check_device_request
- * at the RO): the network the device is on holds a token for it, not this. Signed once and
- * shown again on every retry and poll until shortly before it expires (kept in the
- * procedure's data: a signed statement, no secret). */
-mcim_cause_t dev_request_proof(struct dev_run *r, const char *what, json_t *body)
+/* The TRE's own word that this device asks role `aud` for `what` of its procedure (the RO:
+ * "discovery" or "package"; the PVA: "nonce"), added to `body` as `proof` and `tre_cert`
+ * (mcim_role_check_device_request there): the network the device is on holds a token for
+ * it, not this. Signed once and shown again on every retry and poll until shortly before it
+ * expires (kept in the procedure's data: a signed statement, no secret). */
+mcim_cause_t dev_request_proof(struct dev_run *r, const char *aud, const char *what,
+                               json_t *body)
 {
   struct mcim_device *d = r->d;
   struct dev_proc *p = r->p;
@@ -430,8 +431,8 @@ mcim_cause_t dev_request_proof(struct dev_run *r, const char *what, json_t *body
   if (!jws || mcim_jws_peek_claim(jws, "exp", &exp) != MCIM_OK || !json_is_integer(exp) ||
       json_integer_value(exp) <= mcim_now() + margin) {
     extra = json_pack("{s:s}", "for", what);
-    rc = extra ? d->tre->ops->sign(d->tre->ctx, "mcim-request+jwt", dev_cfg_str(d, "ro"),
-                                   p->txn, extra, lifetime, &fresh)
+    rc = extra ? d->tre->ops->sign(d->tre->ctx, "mcim-request+jwt", aud, p->txn, extra,
+                                   lifetime, &fresh)
                : MCIM_NO_MEMORY;
     if (rc != MCIM_OK)
       goto cleanup;

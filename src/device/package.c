@@ -37,7 +37,7 @@ void dev_st_download(struct dev_run *r)
   snprintf(path, sizeof(path), "/v1/dpf/packages/%s/%s", d->name, p->txn);
   /* the package names the new SHO: the RO gives it to the device itself, not to a token */
   body = json_object();
-  rc = body ? dev_request_proof(r, "package", body) : MCIM_NO_MEMORY;
+  rc = body ? dev_request_proof(r, ro, "package", body) : MCIM_NO_MEMORY;
   if (rc != MCIM_OK) {
     dev_run_fail(r, rc, "the TRE cannot sign the request for the package: %s",
                  mcim_cause_text(rc));

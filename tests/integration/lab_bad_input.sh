@@ -72,7 +72,8 @@ expect "DRF discovery with a garbage token" JOSE_MALFORMED 400 -H 'Authorization
   -d '{"txn":"00112233445566778899aabbccddeeff","device":"d"}' "$ro/v1/drf/discover"
 expect "DPF download without token" NO_ACCESS 401 "${j[@]}" -d '{}' "$ro/v1/dpf/packages/dev1/00112233445566778899aabbccddeeff"
 expect "DPF download by GET (the device's request is a POST)" METHOD_NOT_ALLOWED 405 "$ro/v1/dpf/packages/dev1/00112233445566778899aabbccddeeff"
-expect "PVA pending without token" NO_ACCESS 401 "$pva/v1/validations/pending/dev1/00112233445566778899aabbccddeeff"
+expect "PVA pending without token" NO_ACCESS 401 "${j[@]}" -d '{}' "$pva/v1/validations/pending/dev1/00112233445566778899aabbccddeeff"
+expect "PVA pending by GET (the device's request is a POST)" METHOD_NOT_ALLOWED 405 "$pva/v1/validations/pending/dev1/00112233445566778899aabbccddeeff"
 expect "M2MES device by a non-admin" FORBIDDEN 403 "${vno_cert[@]}" "${j[@]}" -d '{"device":"x"}' "$m2mes/v1/devices"
 expect "SHO order: garbage JWS" JOSE_MALFORMED 400 "${j[@]}" \
   -d '{"txn":"00112233445566778899aabbccddeeff","order":"a.b.c"}' "$sho/v1/orders"

@@ -117,6 +117,33 @@ static inline const char *pending_path(const char *device, const char *txn)
   return pending_path_buf;
 }
 
+/* The device's own request for the nonce of `txn` (the body of POST
+ * /v1/validations/pending/{device}/{txn}): its TRE's `proof` (for "nonce", aud pva) and
+ * `tre_cert`, with dev2's key and certificate for "dev2", dev1's for any other name. */
+static inline json_t *pending_proof(const char *device, const char *txn, const char *what)
+{
+  bool two = strcmp(device, "dev2") == 0;
+  char *jws = NULL;
+  int64_t now = mcim_now();
+  json_t *extra = json_pack("{s:s}", "for", what);
+  mcim_claims_t c = {.iss = device, .sub = device, .aud = "pva", .typ = "mcim-request+jwt",
+                     .txn = txn, .iat = now, .exp = now + 120, .extra = extra};
+  assert_int_equal(mcim_jws_sign(two ? dev2_key : dev1_key, &c, &jws), MCIM_OK);
+  json_decref(extra);
+  json_t *b = json_pack("{s:s,s:s}", "proof", jws, "tre_cert", two ? dev2_cert : dev1_cert);
+  free(jws);
+  return b;
+}
+
+/* The device asks for the nonce of `txn` with its token and its TRE's request. */
+static inline mcim_cause_t get_pending(struct mcim_http_client *cli, const char *device,
+                                       const char *txn, const char *token,
+                                       struct mcim_http_result *res)
+{
+  return call(cli, "POST", pending_path(device, txn), pending_proof(device, txn, "nonce"), token,
+              res);
+}
+
 /* SHO sho-a asks for a validation; returns its id and nonce. */
 static inline void create_validation(const char *txn, const char *device, int step, char id[33],
                                      char nonce[65])

@@ -94,10 +94,12 @@ static void test_restricted_access(void **state)
                    MCIM_FORBIDDEN);
   mcim_http_result_clear(&r);
   json_decref(body);
-  /* PVA: reachable (nothing pending for us) */
-  assert_int_equal(mcim_http_request(plain_cli, "GET", url("pva", "/v1/validations/pending/soft1/00112233445566778899aabbccddeeff"),
-                                     NULL, token, &r),
-                   MCIM_NOT_FOUND);
+  /* PVA: the token is honoured; the nonce is for the device's own request (its TRE's
+   * proof), which this one lacks */
+  json_t *none = json_object();
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("pva", "/v1/validations/pending/soft1/00112233445566778899aabbccddeeff"),
+                                     none, token, &r),
+                   MCIM_FIELD_MISSING);
   mcim_http_result_clear(&r);
   /* an SHO's device services are not for a token of the VNO (nor of any other network):
    * a token is honoured only by its issuer (and by the RO and the PVA it reaches) */
@@ -108,10 +110,11 @@ static void test_restricted_access(void **state)
   mcim_http_result_clear(&r);
   /* a forged token (another signer) is refused */
   token[strlen(token) - 3] ^= 1;
-  assert_int_not_equal(mcim_http_request(plain_cli, "GET", url("pva", "/v1/validations/pending/soft1/00112233445566778899aabbccddeeff"),
-                                         NULL, token, &r),
-                       MCIM_NOT_FOUND);
+  assert_int_not_equal(mcim_http_request(plain_cli, "POST", url("pva", "/v1/validations/pending/soft1/00112233445566778899aabbccddeeff"),
+                                         none, token, &r),
+                       MCIM_FIELD_MISSING);
   mcim_http_result_clear(&r);
+  json_decref(none);
 }
 
 static void test_wrong_key(void **state)

@@ -146,7 +146,7 @@ static void test_good_quote(void **state)
 
   /* step 10: the device fetches the nonce with its token, twice (polling) */
   for (int i = 0; i < 2; i++) {
-    assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+    assert_int_equal(get_pending(dev_cli, "dev1", txn, tok1, &res),
                      MCIM_OK);
     assert_string_equal(json_string_value(json_object_get(res.json, "validation_id")), id);
     assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
@@ -176,7 +176,7 @@ static void test_good_quote(void **state)
   mcim_statement_free(v);
 
   /* no pending validation any more */
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+  assert_int_equal(get_pending(dev_cli, "dev1", txn, tok1, &res),
                    MCIM_NOT_FOUND);
   mcim_http_result_clear(&res);
 
@@ -236,7 +236,7 @@ static void test_nonce_expired(void **state)
       MCIM_OK);
   mcim_store_close(st);
   /* expired, maybe not marked yet: refused with its cause */
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+  assert_int_equal(get_pending(dev_cli, "dev1", txn, tok1, &res),
                    MCIM_NONCE_EXPIRED);
   assert_int_equal(res.status, 410);
   mcim_http_result_clear(&res);
@@ -249,7 +249,7 @@ static void test_nonce_expired(void **state)
   assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'expired'",
                          txn),
                    1);
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+  assert_int_equal(get_pending(dev_cli, "dev1", txn, tok1, &res),
                    MCIM_NONCE_EXPIRED);
   assert_int_equal(res.status, 410);
   mcim_http_result_clear(&res);
@@ -262,11 +262,11 @@ static void test_nonce_expired(void **state)
   mcim_http_result_clear(&res);
   free(q);
   /* a procedure with no validation yet: not found, as before */
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", other), NULL, tok1, &res),
+  assert_int_equal(get_pending(dev_cli, "dev1", other, tok1, &res),
                    MCIM_NOT_FOUND);
   mcim_http_result_clear(&res);
   /* another device's token: refused before anything is said about dev1's procedure */
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok2, &res),
+  assert_int_equal(get_pending(dev_cli, "dev1", txn, tok2, &res),
                    MCIM_FORBIDDEN);
   mcim_http_result_clear(&res);
 }
@@ -456,7 +456,7 @@ static void test_other_device(void **state)
   new_txn(txn);
   create_validation(txn, "dev1", 0, id, nonce);
   /* dev2's token cannot read dev1's nonce, nor answer dev1's validation */
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok2, &res),
+  assert_int_equal(get_pending(dev_cli, "dev1", txn, tok2, &res),
                    MCIM_FORBIDDEN);
   mcim_http_result_clear(&res);
   char *q = make_quote(dev2_key, "dev2", txn, nonce, good_log(MODEL), NULL);
@@ -573,6 +573,74 @@ static void test_no_probe_before_proof(void **state)
   mcim_jose_key_free(other);
 }
 
+/* The nonce of a procedure is for the device itself (2026-12-07): a token naming the device
+ * is not enough, since any access network mints one (the old SHO of a change via the old SHO
+ * knows the txn). Without the TRE's request, or with one that does not verify (signed by
+ * another key, for another txn, for the discovery, with another device's certificate), the
+ * answer is the same whether the txn has a pending validation, a decided one or none, and the
+ * nonce is not marked fetched. Before, the token alone got the nonce, NOT_FOUND or
+ * NONCE_EXPIRED. */
+static void test_nonce_for_the_device_only(void **state)
+{
+  char pending_txn[33], decided_txn[33], none_txn[33], id[33], nonce[65], decided[33];
+  char decided_nonce[65];
+  struct mcim_http_result res;
+  mcim_jose_key_t *other = NULL;
+  char *other_pem = NULL;
+  (void)state;
+  new_txn(pending_txn);
+  new_txn(decided_txn);
+  new_txn(none_txn);
+  create_validation(pending_txn, "dev1", 0, id, nonce);
+  create_validation(decided_txn, "dev1", 0, decided, decided_nonce);
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(decided)};
+  assert_int_equal(mcim_store_exec(st, "UPDATE validations SET state = 'success' WHERE id = ?",
+                                   p, 1, NULL, NULL),
+                   MCIM_OK);
+  mcim_store_close(st);
+  /* dev1's certificate beside a key that is not the one it certifies */
+  assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_ATTESTATION, NULL, &other,
+                               &other_pem),
+                   0);
+  const char *txns[] = {pending_txn, decided_txn, none_txn};
+  for (size_t i = 0; i < 3; i++) {
+    const char *t = txns[i];
+    json_t *forged = pending_proof("dev1", t, "nonce");
+    json_object_set_new(forged, "tre_cert", json_string(other_pem));
+    json_t *other_txn = pending_proof("dev1", i ? pending_txn : decided_txn, "nonce");
+    json_t *wrong_cert = pending_proof("dev1", t, "nonce");
+    json_object_set_new(wrong_cert, "tre_cert", json_string(dev2_cert));
+    struct {
+      json_t *body;
+      mcim_cause_t want;
+    } cases[] = {
+        {json_object(), MCIM_FIELD_MISSING},
+        {forged, MCIM_JWS_BAD_SIGNATURE},
+        {other_txn, MCIM_CLAIM_MISMATCH},
+        {pending_proof("dev1", t, "discovery"), MCIM_CLAIM_MISMATCH},
+        {wrong_cert, MCIM_CERT_INVALID},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+      assert_int_equal(call(dev_cli, "POST", pending_path("dev1", t), cases[k].body, tok1, &res),
+                       cases[k].want);
+      assert_int_equal(res.status, mcim_cause_http_status(cases[k].want));
+      mcim_http_result_clear(&res);
+    }
+  }
+  /* nothing told, nothing marked: the pending one's nonce was never fetched */
+  assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND fetched = 0",
+                         pending_txn),
+                   1);
+  /* the device's own request gets it */
+  assert_int_equal(get_pending(dev_cli, "dev1", pending_txn, tok1, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
+  mcim_http_result_clear(&res);
+  free(other_pem);
+  mcim_jose_key_free(other);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -589,6 +657,7 @@ int main(void)
       cmocka_unit_test(test_tpm_device_needs_tpm_quote),
       cmocka_unit_test(test_bad_cert),
       cmocka_unit_test(test_no_probe_before_proof),
+      cmocka_unit_test(test_nonce_for_the_device_only),
   };
   mcim_log_init("test-pva", MCIM_LOG_TEXT, MCIM_LOG_WARN, NULL);
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -84,7 +84,7 @@ static void test_bad_requests(void **state)
   mcim_http_result_clear(&res);
   /* a token not signed by an access network */
   char *forged = lab_access_token(dev1_key, "dev1", "full");
-  assert_int_not_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, forged, &res),
+  assert_int_not_equal(get_pending(dev_cli, "dev1", txn, forged, &res),
                        MCIM_OK);
   mcim_http_result_clear(&res);
   free(forged);
@@ -147,10 +147,10 @@ static void test_nonce_per_procedure(void **state)
   new_txn(b);
   create_validation(a, "dev1", 0, ida, na);
   create_validation(b, "dev1", 0, idb, nb);
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", a), NULL, tok1, &res), MCIM_OK);
+  assert_int_equal(get_pending(dev_cli, "dev1", a, tok1, &res), MCIM_OK);
   assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), na);
   mcim_http_result_clear(&res);
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", b), NULL, tok1, &res), MCIM_OK);
+  assert_int_equal(get_pending(dev_cli, "dev1", b, tok1, &res), MCIM_OK);
   assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nb);
   mcim_http_result_clear(&res);
 }
@@ -171,7 +171,7 @@ static void test_store_pool(void **state)
   for (int i = 0; i < 12; i++) {
     struct mcim_http_client *cli = lab_client(&lab, NULL);
     assert_non_null(cli);
-    assert_int_equal(call(cli, "GET", pending_path("dev1", txn), NULL, tok1, &res), MCIM_OK);
+    assert_int_equal(get_pending(cli, "dev1", txn, tok1, &res), MCIM_OK);
     assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
     mcim_http_result_clear(&res);
     mcim_http_client_free(cli);
@@ -189,7 +189,7 @@ static void test_change_steps(void **state)
   (void)state;
   new_txn(txn);
   create_validation(txn, "dev1", 3, id, nonce);
-  assert_int_equal(call(dev_cli, "GET", pending_path("dev1", txn), NULL, tok1, &res),
+  assert_int_equal(get_pending(dev_cli, "dev1", txn, tok1, &res),
                    MCIM_OK);
   assert_int_equal(json_integer_value(json_object_get(res.json, "step")), 4);
   mcim_http_result_clear(&res);

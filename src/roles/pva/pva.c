@@ -3,7 +3,7 @@
  *
  * Seed steps (initial provisioning numbering; the change procedure passes step 3, so 4, 5):
  *   9  SHO -> PVA   POST /v1/validations                  validate this device
- *   10 PVA -> M2ME  GET /v1/validations/pending/{device}/{txn}  the nonce of that procedure
+ *   10 PVA -> M2ME  POST /v1/validations/pending/{device}/{txn}  the nonce of that procedure
  *   10 M2ME -> PVA  POST /v1/validations/{id}/quote       the TRE quote
  *   11 PVA -> SHO   outbox POST /v1/verdicts              the signed verdict
  *   10 SHO -> PVA   POST /v1/revocations (revocations.c)  old SHO: tokens of an ended
@@ -416,7 +416,13 @@ static void h_validation_create(void *ctx, const struct mcim_http_request *req,
   mcim_http_reply_json(resp, 201, answer);
 }
 
-/* ---- GET /v1/validations/pending/{device}/{txn} (step 10, the device) ---- */
+/* ---- POST /v1/validations/pending/{device}/{txn} (step 10, the device) ----
+ * Who may ask: the device itself. An access token naming it is not enough: any access
+ * network mints one, and the old SHO of a change via the old SHO knows the txn (step 9), so
+ * with a token alone it learnt whether the new SHO's validation was pending, decided or
+ * expired, and its nonce. The body carries the TRE's own request (`proof`: for "nonce", aud
+ * pva, this txn; `tre_cert`), checked before any validation is read: every refusal before it
+ * is the same whatever the PVA holds. */
 
 static void h_pending(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp)
@@ -440,6 +446,9 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
              "the access token is for device \"%s\", not \"%s\"", acc.device, device);
     return;
   }
+  if (mcim_role_require_device_request(r, req->json, device, txn, "nonce", STEP_VALIDATE + 1,
+                                       "the nonce", resp) != MCIM_OK)
+    return;
   st = mcim_role_store(r);
   if (!st) {
     mcim_http_reply_problem(resp, MCIM_STORE_ERROR, STEP_VALIDATE + 1, "store unavailable");
@@ -616,7 +625,7 @@ static void pva_stop(struct mcim_role *r)
 static const struct mcim_http_route pva_routes[] = {
     {"POST", "/v1/rims", h_rims, MCIM_ROUTE_PEER_CERT},
     {"POST", "/v1/validations", h_validation_create, MCIM_ROUTE_PEER_CERT},
-    {"GET", "/v1/validations/pending/{device}/{txn}", h_pending, 0},
+    {"POST", "/v1/validations/pending/{device}/{txn}", h_pending, 0},
     {"POST", "/v1/validations/{id}/quote", pva_quote, 0},
     {"POST", "/v1/revocations", pva_revocation, MCIM_ROUTE_PEER_CERT},
 };
