@@ -107,12 +107,15 @@ wait_until 20 gone && ok "sho-b stopped" || bad "sho-b still runs"
 rc=0
 "$mcim" loadgen --devices 4 --concurrency 4 --procedure change-old-sho --timeout 20 --json --dir "$lab" >"$tmp/down.json" 2>/dev/null || rc=$?
 [ "$rc" = 1 ] && ok "loadgen with sho-b down: exit status 1" || bad "loadgen with sho-b down: exit status $rc"
-python3 - "$tmp/down.json" <<'PY' && ok "loadgen with sho-b down: the failures counted by cause (PEER_UNREACHABLE), the others completed" || bad "loadgen with sho-b down: $(tail -c 800 "$tmp/down.json")"
+python3 - "$tmp/down.json" <<'PY' && ok "loadgen with sho-b down: the failures counted by cause (PEER_UNREACHABLE, or PEER_NOT_AUTHENTICATED), the others completed" || bad "loadgen with sho-b down: $(tail -c 800 "$tmp/down.json")"
 import json, sys
 r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-# devices 0 and 2 start at sho-a and change to sho-b (down); 1 and 3 start at sho-b (down)
+# devices 0 and 2 start at sho-a and change to sho-b (down); 1 and 3 start at sho-b (down).
+# Its port is free once it stopped: the kernel may hand it to a lab of a test running beside
+# this one (ctest -j), whose server then answers TLS as someone else (PEER_NOT_AUTHENTICATED;
+# seen in a make check). Either cause says sho-b is not there.
 assert sum(r["errors"].values()) == 4, r["errors"]
-assert set(r["errors"]) == {"PEER_UNREACHABLE"}, r["errors"]
+assert set(r["errors"]) <= {"PEER_UNREACHABLE", "PEER_NOT_AUTHENTICATED"}, r["errors"]
 assert r["procedures"] == 2, r["procedures"]
 PY
 check "lab down" "$mcim" lab down --dir "$lab"

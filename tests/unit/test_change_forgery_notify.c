@@ -550,6 +550,12 @@ static void test_undo_waits_for_suspend(void **state)
   /* sho-b back: the suspend lands, then the resume */
   assert_true(wait_until(60, sho_a_active, NULL));
   assert_true(sho_state_is("sho-b", imsim_b, "standby"));
+  /* the RO records a delivery (its outcome and trace row, one transaction) after sho-a's
+   * answer, so after sho-a went active: read its trace once all three are recorded (read at
+   * once, the row of the resume could be missing: a flake of stop 33's check under load) */
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) = 3 FROM outbox WHERE txn = '%s' AND state = 'delivered'", txn);
+  assert_true(wait_until(30, relay_retried, q));
   /* the RO's trace: its last delivery to sho-b (the suspend) before the one to sho-a */
   snprintf(q, sizeof(q),
            "SELECT (SELECT MAX(time_us) FROM trace WHERE txn = '%s' AND from_name = 'ro'"
