@@ -264,7 +264,7 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
                                     bool need_full, struct mcim_access *out);
 
 /* The device's own request, beside its token, where the answer is another operator's
- * business (the DRF's discovery, the DPF's package): `body` carries `proof`, a
+ * business (the DRF's discovery, the DPF's package, the PVA's nonce): `body` carries `proof`, a
  * MCIM_DEVICE_REQUEST_TYP statement its TRE signed with the attestation key (iss = sub =
  * `device`, aud = this role, `txn`, claim "for" = `what`), and `tre_cert`, that key's
  * certificate (M2MES CA, CN = `device`). MCIM_FIELD_MISSING without them, else the cause of

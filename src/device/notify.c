@@ -59,7 +59,8 @@ mcim_cause_t dev_notice_relay(struct mcim_device *d, struct mcim_http_lite *cli,
  * posted again at every full attach. That cause only: a FORBIDDEN comes as well from a token
  * whose network named another device, which a hostile network can mint to have the device
  * drop the old SHO's discard notice for good (review of 2026-12-07). REGISTRATION_PENDING
- * (the SHO's entry on its way), FORBIDDEN and everything else stay queued, up to the TRE's
+ * (a switch notice: the SHO's entry on its way; an RO before 2026-12-07 gave it for discard
+ * receipts too), FORBIDDEN and everything else stay queued, up to the TRE's
  * MCIM_TRE_PENDING_LIFETIME. */
 static mcim_cause_t deliver_one(struct mcim_device *d, struct mcim_http_lite *cli,
                                 const char *to, const char *txn, const char *statement,

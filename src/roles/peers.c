@@ -301,13 +301,15 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
  * is on, and that network can mint one for any device it serves: in a change via the old SHO
  * it is the old SHO, which learns the txn at step 9 and must never learn who takes over. So
  * where an answer tells the device another operator's business (the DRF's discovery: which
- * SHO; the DPF's package: from which SHO) the request carries the TRE's own word as well. The
+ * SHO; the DPF's package: from which SHO; the PVA's nonce: whether another SHO's validation
+ * is pending) the request carries the TRE's own word as well. The
  * proof is not spent: the device shows the same one on every retry and poll while it lives,
  * and nobody but the device and this role sees it (TLS, the role pinned by name). */
 /* The device polls (its package) with the same proof: a proof that verified is taken again,
- * byte for byte the same with the same certificate, device, txn and purpose, until the
- * proof's own expiry, without the chain check and the signature check again. Keyed by a
- * SHA-256 over all of it; a ring, the oldest verdict goes first. */
+ * byte for byte the same with the same certificate, device, txn and purpose, by the same
+ * role (its `aud`: roles that share a process share this cache), until the proof's own
+ * expiry, without the chain check and the signature check again. Keyed by a SHA-256 over all
+ * of it; a ring, the oldest verdict goes first. */
 #define PROOF_CACHE_MAX 256
 static struct {
   pthread_mutex_t lock;
@@ -318,12 +320,12 @@ static struct {
   size_t next;
 } proofs = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static bool proof_id(const char *const parts[5], uint8_t id[32])
+static bool proof_id(const char *const parts[6], uint8_t id[32])
 {
   EVP_MD_CTX *md = EVP_MD_CTX_new();
   unsigned len = 0;
   bool ok = md && EVP_DigestInit_ex(md, mcim_sha256(), NULL) == 1;
-  for (int i = 0; ok && i < 5; i++) /* each with its NUL: no two splits hash alike */
+  for (int i = 0; ok && i < 6; i++) /* each with its NUL: no two splits hash alike */
     ok = EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1) == 1;
   ok = ok && EVP_DigestFinal_ex(md, id, &len) == 1 && len == 32;
   EVP_MD_CTX_free(md);
@@ -360,7 +362,7 @@ mcim_cause_t mcim_role_check_device_request(struct mcim_role *r, const json_t *b
   uint8_t id[32];
   if (!proof || !cert)
     return MCIM_FIELD_MISSING;
-  const char *const parts[5] = {proof, cert, device, txn, what};
+  const char *const parts[6] = {proof, cert, device, txn, what, r->name};
   bool have_id = proof_id(parts, id);
   if (have_id && proof_known(id, mcim_now()))
     return MCIM_OK;

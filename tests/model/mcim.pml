@@ -826,8 +826,8 @@ end_h:
   /* PVA: POST /v1/validations for any txn: check_order_record (the RO's order record for the
    * caller); B holds its own, A none; B's books as when its outbox sends it (a B that stalls
    * its own order only holds the device until procedure_timeout, before it gave anything up).
-   * (GET .../pending/{device}/{txn} with a minted token is answered: validation id, txn,
-   * nonce, nothing of any SHO; nothing changes.) */
+   * (POST .../pending/{device}/{txn} with a minted token is refused without the TRE's
+   * request, FIELD_MISSING, since 2026-12-07; nothing changes.) */
   :: atomic { hmoves > 0 && !a_dead && MAY_VALIDATE ->
        pick_txn(t);
        if :: t == T_CUR -> hmoves--; pva = 1; ordB = (ordB == O_ORDERED -> O_VALIDATING : ordB)

@@ -8,8 +8,9 @@
  *   - a discard receipt taken in place of an old SHO's acknowledgement (release.c, change
  *     step 11 when the old SHO did not answer step 9 by the device's deadline).
  * The statement is the device TRE's, addressed to that SHO (aud): the RO checks it and that
- * the DRF holds an entry of that SHO for that device (a device cannot use the RO to write to
- * an SHO it has nothing to do with), records it once per (txn, device, SHO, what) and hands
+ * the DRF links that SHO to that device, by an entry or (a discard receipt) an install of its
+ * MCIM on record (a device cannot use the RO to write to an SHO it has nothing to do with),
+ * records it once per (txn, device, SHO, what) and hands
  * it to the SHO through the outbox (mTLS as `ro`), with a retry budget that outlasts an SHO
  * being down for long. The SHO answers the RO; the device learns the outcome from the RO's
  * acceptance (it may then drop the notice from its TRE). */

@@ -91,8 +91,9 @@ mcim_cause_t mcim_ro_verify_statement(struct mcim_role *r, const char *device, c
                                       const char *txn, const char *typ, const char *jws,
                                       const char *cert, mcim_statement_t **out);
 /* Verify a TRE-signed statement of `device` (certificate `cert`, M2MES CA) addressed to SHO
- * `to` (typ, txn), `to` being an SHO the DRF holds an entry of for that device
- * (MCIM_NOT_PARTY otherwise). */
+ * `to` (typ, txn), then that the DRF links `to` to that device: a live entry for a switch
+ * notice (MCIM_REGISTRATION_PENDING with only an install of its MCIM on record), an entry in
+ * any state or an install on record for a discard receipt; MCIM_SHO_NOT_LINKED otherwise. */
 mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, const char *to,
                                       const char *txn, const char *typ, const char *jws,
                                       const char *cert, mcim_statement_t **out);
