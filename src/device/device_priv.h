@@ -369,11 +369,9 @@ void dev_session_restore(struct mcim_device *d, const struct dev_proc *p, const 
  * (net.c). */
 mcim_cause_t dev_request_proof(struct dev_run *r, const char *aud, const char *what,
                                json_t *body);
-/* Forget r's proof for `what` after a refusal: the next attempt has the TRE sign a new one.
- * The role's refusal may be of the proof (expired at its clock, or signed by a key the TRE no
- * longer holds) where the agent sees only a cause it also takes for its token's: shown again,
- * the same proof was refused again at every attach until the deadline. */
-void dev_request_proof_drop(struct dev_run *r, const char *what);
+/* Forget the procedure's proofs (dev_request_proof): the next request has the TRE sign new
+ * ones (dev_run_call_failed, after any refusal). */
+void dev_request_proofs_drop(struct dev_proc *p);
 /* Whether a statement the agent persisted has expired (it must then be made again; initial.c). */
 bool dev_statement_expired(const char *jws);
 /* Shared steps (the same for every procedure; the step number is the table's): initial.c

@@ -96,8 +96,6 @@ static mcim_cause_t discovery_ask(struct dev_run *r, const char *token, int64_t 
   rc = body ? dev_request_proof(r, ro, "discovery", body) : MCIM_NO_MEMORY;
   if (rc == MCIM_OK)
     rc = dev_call(d, r->cli, "POST", ro, "/v1/drf/discover", body, token, res);
-  if (rc != MCIM_OK && rc != MCIM_ORDER_PENDING)
-    dev_request_proof_drop(r, "discovery");
   if (rc != MCIM_OK) {
     snprintf(why, whylen, "%s", res->detail[0] ? res->detail : mcim_cause_text(rc));
     goto cleanup;
@@ -321,7 +319,6 @@ void dev_st_nonce(struct dev_run *r)
     goto cleanup;
   }
   if (rc != MCIM_OK) {
-    dev_request_proof_drop(r, "nonce");
     dev_run_call_failed(r, r->access_used, rc, &res, "PVA nonce");
     goto cleanup;
   }

@@ -414,11 +414,15 @@ mcim_cause_t dev_peer_verify(struct mcim_device *d, struct mcim_http_lite *cli, 
  * (mcim_role_check_device_request there): the network the device is on holds a token for
  * it, not this. Signed once and shown again on every retry and poll until shortly before it
  * expires (kept in the procedure's data: a signed statement, no secret). */
-void dev_request_proof_drop(struct dev_run *r, const char *what)
+void dev_request_proofs_drop(struct dev_proc *p)
 {
-  char key[40];
-  snprintf(key, sizeof(key), "proof_%s", what);
-  dev_data_set_str(r->p, key, NULL);
+  const char *key;
+  json_t *v;
+  void *tmp;
+  json_object_foreach_safe (p->data, tmp, key, v) {
+    if (strncmp(key, "proof_", 6) == 0)
+      json_object_del(p->data, key);
+  }
 }
 
 mcim_cause_t dev_request_proof(struct dev_run *r, const char *aud, const char *what,

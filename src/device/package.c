@@ -53,7 +53,6 @@ void dev_st_download(struct dev_run *r)
     goto cleanup;
   }
   if (rc != MCIM_OK) {
-    dev_request_proof_drop(r, "package");
     dev_run_call_failed(r, r->access_used, rc, &res, "DPF download");
     goto cleanup;
   }

@@ -57,6 +57,11 @@ void dev_run_call_failed(struct dev_run *r, const char *access, mcim_cause_t rc,
                          const struct mcim_http_result *res, const char *what)
 {
   const char *detail = res && res->detail[0] ? res->detail : mcim_cause_text(rc);
+  /* A refusal may be of the device's own request, where the agent sees a cause it also takes
+   * for its token's (the proof expired at the role's clock, or signed by a key the TRE no
+   * longer holds): shown again, the same proof was refused at every attach until the
+   * deadline. The next request signs new ones ("not yet" answers never come here). */
+  dev_request_proofs_drop(r->p);
   if (dev_cause_token(rc) && access && access[0]) {
     dev_session_drop(r->d, access);
     /* a token saved for a restart that the network refuses is no use either */

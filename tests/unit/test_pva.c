@@ -268,6 +268,7 @@ static void test_nonce_expired(void **state)
   /* another device's token: refused before anything is said about dev1's procedure */
   assert_int_equal(get_pending(dev_cli, "dev1", txn, tok2, &res),
                    MCIM_FORBIDDEN);
+  assert_int_equal(res.status, 403);
   mcim_http_result_clear(&res);
 }
 
@@ -526,6 +527,41 @@ static void test_bad_cert(void **state)
                          txn),
                    1);
 }
+/* For the tests that probe the PVA (a quote, a nonce) without the device's proof: two
+ * validations of dev1, one pending (its id and nonce) and one decided (`success`), and dev1's
+ * certificate from the M2MES CA beside a key it does not certify. */
+struct probe_fixture {
+  char pending_txn[33], decided_txn[33], pending[33], decided[33], nonce[65];
+  mcim_jose_key_t *other;
+  char *other_pem;
+};
+
+static void probe_setup(struct probe_fixture *f)
+{
+  char decided_nonce[65];
+  memset(f, 0, sizeof(*f));
+  new_txn(f->pending_txn);
+  new_txn(f->decided_txn);
+  create_validation(f->pending_txn, "dev1", 0, f->pending, f->nonce);
+  create_validation(f->decided_txn, "dev1", 0, f->decided, decided_nonce);
+  mcim_store_t *st = lab_open_db(&lab, "pva");
+  assert_non_null(st);
+  mcim_val_t p[] = {MCIM_TEXT(f->decided)};
+  assert_int_equal(mcim_store_exec(st, "UPDATE validations SET state = 'success' WHERE id = ?",
+                                   p, 1, NULL, NULL),
+                   MCIM_OK);
+  mcim_store_close(st);
+  assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_ATTESTATION, NULL, &f->other,
+                               &f->other_pem),
+                   0);
+}
+
+static void probe_clear(struct probe_fixture *f)
+{
+  free(f->other_pem);
+  mcim_jose_key_free(f->other);
+}
+
 /* A quote is checked as the TRE's own before any validation is read (2026-12-07): a junk
  * quote (signed by another key than the certificate's) gets QUOTE_INVALID whatever the id
  * names, none, a pending validation or a decided one, and leaves each as it was. Before,
@@ -534,43 +570,26 @@ static void test_bad_cert(void **state)
  * one's last_cause, the cause of its failure verdict at expiry. */
 static void test_no_probe_before_proof(void **state)
 {
-  char pending_txn[33], decided_txn[33], pending[33], decided[33], nonce[65];
+  struct probe_fixture f;
   struct mcim_http_result res;
-  mcim_jose_key_t *other = NULL;
-  char *other_pem = NULL;
   (void)state;
-  new_txn(pending_txn);
-  new_txn(decided_txn);
-  create_validation(pending_txn, "dev1", 0, pending, nonce);
-  create_validation(decided_txn, "dev1", 0, decided, nonce);
-  mcim_store_t *st = lab_open_db(&lab, "pva");
-  assert_non_null(st);
-  mcim_val_t p[] = {MCIM_TEXT(decided)};
-  assert_int_equal(mcim_store_exec(st, "UPDATE validations SET state = 'success' WHERE id = ?",
-                                   p, 1, NULL, NULL),
-                   MCIM_OK);
-  mcim_store_close(st);
-  /* a certificate of dev1 from the M2MES CA, and a quote signed by another key */
-  assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_ATTESTATION, NULL, &other,
-                               &other_pem),
-                   0);
-  char *junk = make_quote(dev1_key, "dev1", pending_txn, nonce, good_log(MODEL), NULL);
-  const char *ids[] = {"0123456789abcdef0123456789abcdef", pending, decided};
+  probe_setup(&f);
+  char *junk = make_quote(dev1_key, "dev1", f.pending_txn, f.nonce, good_log(MODEL), NULL);
+  const char *ids[] = {"0123456789abcdef0123456789abcdef", f.pending, f.decided};
   for (size_t i = 0; i < 3; i++) {
-    assert_int_equal(post_quote(ids[i], tok1, junk, other_pem, &res), MCIM_QUOTE_INVALID);
+    assert_int_equal(post_quote(ids[i], tok1, junk, f.other_pem, &res), MCIM_QUOTE_INVALID);
     assert_int_equal(res.status, mcim_cause_http_status(MCIM_QUOTE_INVALID));
     mcim_http_result_clear(&res);
   }
   assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'pending'"
                          " AND last_cause IS NULL",
-                         pending_txn),
+                         f.pending_txn),
                    1);
   assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND state = 'success'",
-                         decided_txn),
+                         f.decided_txn),
                    1);
   free(junk);
-  free(other_pem);
-  mcim_jose_key_free(other);
+  probe_clear(&f);
 }
 
 /* The nonce of a procedure is for the device itself (2026-12-07): a token naming the device
@@ -582,34 +601,18 @@ static void test_no_probe_before_proof(void **state)
  * NONCE_EXPIRED. */
 static void test_nonce_for_the_device_only(void **state)
 {
-  char pending_txn[33], decided_txn[33], none_txn[33], id[33], nonce[65], decided[33];
-  char decided_nonce[65];
+  struct probe_fixture f;
+  char none_txn[33];
   struct mcim_http_result res;
-  mcim_jose_key_t *other = NULL;
-  char *other_pem = NULL;
   (void)state;
-  new_txn(pending_txn);
-  new_txn(decided_txn);
+  probe_setup(&f);
   new_txn(none_txn);
-  create_validation(pending_txn, "dev1", 0, id, nonce);
-  create_validation(decided_txn, "dev1", 0, decided, decided_nonce);
-  mcim_store_t *st = lab_open_db(&lab, "pva");
-  assert_non_null(st);
-  mcim_val_t p[] = {MCIM_TEXT(decided)};
-  assert_int_equal(mcim_store_exec(st, "UPDATE validations SET state = 'success' WHERE id = ?",
-                                   p, 1, NULL, NULL),
-                   MCIM_OK);
-  mcim_store_close(st);
-  /* dev1's certificate beside a key that is not the one it certifies */
-  assert_int_equal(lab_tre_key(&lab, "dev1", MCIM_CERT_TRE_ATTESTATION, NULL, &other,
-                               &other_pem),
-                   0);
-  const char *txns[] = {pending_txn, decided_txn, none_txn};
+  const char *txns[] = {f.pending_txn, f.decided_txn, none_txn};
   for (size_t i = 0; i < 3; i++) {
     const char *t = txns[i];
     json_t *forged = pending_proof("dev1", t, "nonce");
-    json_object_set_new(forged, "tre_cert", json_string(other_pem));
-    json_t *other_txn = pending_proof("dev1", i ? pending_txn : decided_txn, "nonce");
+    json_object_set_new(forged, "tre_cert", json_string(f.other_pem));
+    json_t *other_txn = pending_proof("dev1", i ? f.pending_txn : f.decided_txn, "nonce");
     json_t *wrong_cert = pending_proof("dev1", t, "nonce");
     json_object_set_new(wrong_cert, "tre_cert", json_string(dev2_cert));
     struct {
@@ -631,14 +634,13 @@ static void test_nonce_for_the_device_only(void **state)
   }
   /* nothing told, nothing marked: the pending one's nonce was never fetched */
   assert_int_equal(count("SELECT COUNT(*) FROM validations WHERE txn = ? AND fetched = 0",
-                         pending_txn),
+                         f.pending_txn),
                    1);
   /* the device's own request gets it */
-  assert_int_equal(get_pending(dev_cli, "dev1", pending_txn, tok1, &res), MCIM_OK);
-  assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), nonce);
+  assert_int_equal(get_pending(dev_cli, "dev1", f.pending_txn, tok1, &res), MCIM_OK);
+  assert_string_equal(json_string_value(json_object_get(res.json, "nonce")), f.nonce);
   mcim_http_result_clear(&res);
-  free(other_pem);
-  mcim_jose_key_free(other);
+  probe_clear(&f);
 }
 
 int main(void)
