@@ -25,6 +25,8 @@
  *   p5  every procedure ends, and the network quiesces (weak fairness, -a -f)
  *   p6  no veto: with B honest, the procedure ends in success unless it failed before the
  *       device gave anything up (weak fairness, -a -f)
+ *   p7  the old SHO hears the end: once the device destroyed A's MCIM, an honest A ends its
+ *       subscription (weak fairness, -a -f)
  * Mutants (MUT_*), among them the code as it was before each finding was fixed: docs/model.md. */
 
 #ifndef PROC
@@ -47,6 +49,11 @@
 #endif
 #ifndef PCID_EXPIRY
 #define PCID_EXPIRY 0 /* 1: the PCID may be expired at the start, and its renewal may fail */
+#endif
+#ifndef LATE_REG_A
+#define LATE_REG_A 0 /* 1: A's registration of its install (`subscribed`, step 15) is still in
+                      * A's outbox when the change starts (an SHO instance killed with it in
+                      * its outbox, sent by another instance after the lease; stop 33's CI) */
 #endif
 
 #define P_INITIAL 1
@@ -178,6 +185,7 @@ bool ob_report;       /* RO  -> B    POST /v1/reports (13 / 15) */
 bool ob_release;      /* RO  -> B    POST /v1/releases (11) */
 bool ob_regB;         /* B   -> RO   POST /v1/drf/registrations subscribed (14) */
 bool ob_regA;         /* A   -> RO   POST /v1/drf/registrations released */
+bool ob_subA;         /* A   -> RO   POST /v1/drf/registrations subscribed (LATE_REG_A) */
 bool ob_relayA;       /* RO  -> A    POST /v1/discards (relayed receipt or notice, step 0) */
 
 /* ---- ghosts ---- */
@@ -189,6 +197,7 @@ bool forged_term;     /* A terminated on a receipt the TRE did not sign */
 #define A_REACHABLE (!a_dead)
 #define QUIET (!ob_validate && !ob_verdict && !ob_pkg && !ob_ready && !ob_report && \
                !ob_release && !ob_regB && !(ob_regA && A_REACHABLE) && \
+               !(ob_subA && A_REACHABLE) && \
                !(ob_relayA && A_REACHABLE))
 
 ltl p1 { [] !(LIVE(A) && LIVE(B)) }
@@ -197,6 +206,10 @@ ltl p3 { [] ((know[A] & K_B_ALL) == 0 && (know[B] & K_A_ALL) == 0) }
 ltl p4 { [] !forged_term }
 ltl p5 { <> (dres != RUNNING && QUIET) }
 ltl p6 { <> (dres == SUCCEEDED || (dres == FAILED && !d_gave_up)) }
+/* A hostile A keeps its AuC as it likes; an initial provisioning has no A. A's MCIM still in
+ * the TRE: nothing to end (the procedure stopped before step 8 / step 3). */
+#define A_ENDS (PROC == P_INITIAL || HOSTILE == 1 || tre_slot[A] != SL_NONE || auc[A] == AUC_TERM)
+ltl p7 { <> [] (dres != RUNNING && A_ENDS) }
 
 /* one unit of the fault budget, or not */
 inline fault(ok) {
@@ -285,6 +298,16 @@ inline ro_on_reg_a() {
   fi
 }
 
+/* A's late `subscribed` (registry.c registration_proven): proven by A's install on record,
+ * unless overtaken by B's install since (REGISTRATION_OVERTAKEN, 409: nothing changes, and
+ * A's outbox takes it as delivered); an entry already there is newer (its seq) and stands */
+inline ro_on_sub_a() {
+  if
+  :: drf_reg[A] == R_NONE && dpf_pkg != 2 -> drf_reg[A] = R_SUBSCRIBED
+  :: else -> skip
+  fi
+}
+
 /* RO DPF: POST /v1/dpf/packages (6) or DRF authorisations (12): the order, the verdict */
 inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> skip fi }
 
@@ -314,9 +337,12 @@ inline ro_on_pkg() { if :: dpf_pkg == 0 && pva == 2 -> dpf_pkg = 1 :: else -> sk
  * entry: an A that released its entry first held the notice back until the TRE's 30 days.
  * Before 2026-12-07 (the install): an A whose `subscribed` came after B's install was refused
  * as overtaken and never had an entry, and the notice waited for good, A active beside B
- * (integration/scale_out). Neither wait breaks a property here (the model's A registers at
- * any time, and no property asks that A's AuC end), so neither is a mutant. */
+ * (integration/scale_out; finding F8, MUT_NOTICE_NEEDS_ENTRY, caught by p7 with LATE_REG_A). */
+#ifdef MUT_NOTICE_NEEDS_ENTRY
+#define NOTICE_LINKS_A (drf_reg[A] != R_NONE || ro_noticeA)
+#else
 #define NOTICE_LINKS_A (drf_reg[A] != R_NONE || A_INSTALL_ON_RECORD || ro_noticeA)
+#endif
 /* the RO refuses A's tokens minted before A's `released` if its seq is above their iat_us
  * (token_live_at_ro): with an entry `released`, a call of the device at the RO with A's token
  * may be refused (TOKEN_REVOKED, the procedure fails before step 8) or taken */
@@ -336,6 +362,7 @@ end_net:
   :: atomic { ob_release -> fault(ok); if :: ok -> b_on_release(); ob_release = 0 :: else -> skip fi }
   :: atomic { ob_regB -> fault(ok); if :: ok -> ro_on_reg_b(); ob_regB = 0 :: else -> skip fi }
   :: atomic { ob_regA && !a_dead -> fault(ok); if :: ok -> ro_on_reg_a(); ob_regA = 0 :: else -> skip fi }
+  :: atomic { ob_subA && !a_dead -> fault(ok); if :: ok -> ro_on_sub_a(); ob_subA = 0 :: else -> skip fi }
   :: atomic { ob_relayA && !a_dead -> fault(ok);
        if :: ok -> a_on_discard(1, 1, ans); ob_relayA = 0 :: else -> skip fi }
   od
@@ -894,6 +921,11 @@ init
     if
     :: HOSTILE == 1 && PROC != P_INITIAL -> drf_reg[A] = R_NONE
     :: true -> skip
+    fi;
+    /* an honest A whose registration of the install is late (LATE_REG_A) */
+    if
+    :: LATE_REG_A && PROC != P_INITIAL -> drf_reg[A] = R_NONE; ob_subA = 1
+    :: else -> skip
     fi
   }
 }
