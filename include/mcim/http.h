@@ -42,6 +42,10 @@ struct mcim_http_response {
                                with mcim_http_reply_text, sent instead of `json` */
   const char *content_type; /* of `text` (a static string) */
   int retry_after;          /* > 0: a Retry-After header, seconds (the answer is "not yet") */
+  /* Non-NULL: the access token was refused, said as RFC 6750 section 3 says it, a
+   * `WWW-Authenticate: Bearer` challenge with this error code ("" none: no token came,
+   * "invalid_token", "insufficient_scope"); a static string (mcim_role_access_challenge). */
+  const char *bearer_error;
   /* A "not yet" answer the server may hold for a client that asked to wait (RFC 7240 Prefer:
    * wait): the event that may change it, woken by mcim_http_wake (mcim_http_reply_wait_on);
    * empty: sent at once. */
@@ -204,6 +208,11 @@ struct mcim_http_result {
   mcim_cause_t cause; /* MCIM_OK for 2xx; the peer's cause for problem+json; else a transport cause */
   char detail[256];   /* peer's detail or the transport error text */
   long retry_after;   /* the answer's Retry-After in seconds, 0 if none (libcurl client only) */
+  /* The answer's `WWW-Authenticate: Bearer` challenge (RFC 6750 section 3): the server refused
+   * the access token, not something else of the request that fails with the same cause (a
+   * TRE's statement); its error code, "" if it gave none */
+  bool bearer_challenge;
+  char bearer_error[24];
 };
 
 /* `body` may be NULL (no body); `bearer` may be NULL. Returns result->cause. */

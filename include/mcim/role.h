@@ -262,6 +262,13 @@ struct mcim_access {
  * MCIM_NO_ACCESS when there is no token. */
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out);
+/* After the answer to a refusal of mcim_role_check_access (`rc`) is set: when `rc` refuses the
+ * token itself, the answer carries RFC 6750's challenge (`WWW-Authenticate: Bearer`, error
+ * "invalid_token", "insufficient_scope", none without a token). The device tells by it a
+ * refused token (attach again) from the same cause of its TRE's statement or proof on the same
+ * route (JWS_BAD_SIGNATURE, TOKEN_EXPIRED...), which attaching again does not mend. A
+ * failure that is not the token's (the store, a peer's key not fetched) carries none. */
+void mcim_role_access_challenge(struct mcim_http_response *resp, mcim_cause_t rc);
 
 /* The device's own request, beside its token, where the answer is another operator's
  * business (the DRF's discovery, the DPF's package, the PVA's nonce): `body` carries `proof`, a

@@ -504,6 +504,10 @@ mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const c
                       struct mcim_http_result *res);
 /* Whether a cause says the access token was not accepted (re-attach, then retry). */
 bool dev_cause_token(mcim_cause_t c);
+/* Whether a call failed for its access token: an answer says so by RFC 6750's challenge
+ * (mcim_role_access_challenge), since the same causes also refuse the TRE's statement or
+ * proof on the same routes; without an answer, by the cause (dev_cause_token). */
+bool dev_token_refused(mcim_cause_t rc, const struct mcim_http_result *res);
 /* What the agent asks again later rather than fail on: mcim_cause_transient's, and a server
  * that did not authenticate (PEER_NOT_AUTHENTICATED without an HTTP status). No party the
  * device called decided that: anyone on the path can present a certificate that does not

@@ -147,6 +147,14 @@ bool dev_cause_token(mcim_cause_t c)
   }
 }
 
+bool dev_token_refused(mcim_cause_t rc, const struct mcim_http_result *res)
+{
+  if (!res || res->status == 0)
+    return dev_cause_token(rc);
+  /* a restricted token where full access is needed is no token problem an attach mends */
+  return res->bearer_challenge && strcmp(res->bearer_error, "insufficient_scope") != 0;
+}
+
 bool dev_cause_retry(mcim_cause_t c, long http_status)
 {
   return (c == MCIM_PEER_NOT_AUTHENTICATED && http_status == 0) ||

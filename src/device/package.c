@@ -214,7 +214,7 @@ void dev_st_report(struct dev_run *r)
   }
   if (rc != MCIM_OK) {
     /* the DPF's own refusal of the status: it did not take it (the roll back may discard) */
-    if (res.status >= 400 && res.status < 500 && !dev_cause_token(rc))
+    if (res.status >= 400 && res.status < 500 && !dev_token_refused(rc, &res))
       dev_data_set_bool(p, "status_refused", true);
     dev_run_call_failed(r, r->access_used, rc, &res, "DPF status");
     goto cleanup;

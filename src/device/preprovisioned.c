@@ -218,6 +218,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
   mcim_cause_t rc = notify_sho(d, cli, p->txn, p->sho, "suspend",
                                p->sho, token, true, &res, why, sizeof(why));
   long status = res.status;
+  bool refused_token = dev_token_refused(rc, &res);
   mcim_http_result_clear(&res);
   if (rc != MCIM_OK && status == 0 && tre_refused(rc)) {
     mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
@@ -233,7 +234,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * again. Any other refusal: for good. */
   bool no_entry = (rc == MCIM_SHO_NOT_LINKED && status == 403) ||
                   rc == MCIM_REGISTRATION_PENDING;
-  *token_refused = dev_cause_token(rc);
+  *token_refused = refused_token;
   bool again = !no_entry && (dev_cause_retry(rc, status) || *token_refused || status == 0 ||
                              (rc == MCIM_FORBIDDEN && status == 403));
   if (rc != MCIM_OK)
@@ -253,6 +254,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * relayed (the RO unreachable): two live subscriptions. */
   rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
   status = res.status;
+  refused_token = dev_token_refused(rc, &res);
   mcim_http_result_clear(&res);
   if (rc == MCIM_OK) {
     mcim_log_event(MCIM_LOG_NOTICE, p->txn, 0, MCIM_OK,
@@ -261,7 +263,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
                    old, p->sho);
     return UNDO_TAKEN;
   }
-  *token_refused = dev_cause_token(rc);
+  *token_refused = refused_token;
   again = dev_cause_retry(rc, status) || *token_refused || rc == MCIM_REGISTRATION_PENDING ||
           (status == 0 && !tre_refused(rc));
   mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s; %s stays suspended%s",

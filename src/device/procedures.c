@@ -62,7 +62,7 @@ void dev_run_call_failed(struct dev_run *r, const char *access, mcim_cause_t rc,
    * longer holds): shown again, the same proof was refused at every attach until the
    * deadline. The next request signs new ones ("not yet" answers never come here). */
   dev_request_proofs_drop(r->p);
-  if (dev_cause_token(rc) && access && access[0]) {
+  if (dev_token_refused(rc, res) && access && access[0]) {
     dev_session_drop(r->d, access);
     /* a token saved for a restart that the network refuses is no use either */
     json_t *saved = json_object_get(r->p->data, "saved_token");

@@ -253,6 +253,10 @@ static mcim_cause_t request(struct mcim_http_client *cli, const char *method, co
   curl_off_t retry_after = 0; /* "not yet" answers say when to ask again (seconds form) */
   if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
     result->retry_after = (long)retry_after;
+  struct curl_header *wa = NULL; /* RFC 6750 3: the access token refused */
+  if (curl_easy_header(c, "WWW-Authenticate", 0, CURLH_HEADER, -1, &wa) == CURLHE_OK && wa)
+    mcim_http_bearer_parse_(wa->value, &result->bearer_challenge, result->bearer_error,
+                            sizeof(result->bearer_error));
 
 out:
   mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, result->cause, "%s %s -> %ld", method, url,

@@ -316,6 +316,8 @@ mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *p
   if (!ok)
     goto out;
   mcim_http_result_from_answer_(result, h.status, k.buf ? k.buf + body_at : NULL, body_len, url);
+  result->bearer_challenge = h.bearer;
+  snprintf(result->bearer_error, sizeof(result->bearer_error), "%s", h.bearer_error);
 out:
   if (!result->status && k.cause != MCIM_OK) {
     result->cause = k.cause;

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "net/http_lite_priv.h"
+#include "net/http_priv.h"
 
 /* ---- I/O on the connection, within the deadline ---- */
 
@@ -158,6 +159,8 @@ static bool parse_head(char *head, struct answer_head *h)
       h->chunked = strcasecmp(v, "chunked") == 0;
       if (!h->chunked)
         return false;
+    } else if (strcasecmp(line, "WWW-Authenticate") == 0) {
+      mcim_http_bearer_parse_(v, &h->bearer, h->bearer_error, sizeof(h->bearer_error));
     } else if (strcasecmp(line, "Connection") == 0) {
       if (strcasecmp(v, "close") == 0)
         h->close = true;

@@ -52,6 +52,8 @@ struct answer_head {
   int status;
   bool http10, close, chunked, has_length;
   unsigned long long length;
+  bool bearer;           /* a WWW-Authenticate: Bearer challenge (RFC 6750 3) */
+  char bearer_error[24]; /* its error="..." code, "" if none (or not a plain token) */
 };
 
 /* http_lite.c: a call's failure, its cause and words for people (k->cause, k->why) */

@@ -41,6 +41,14 @@ void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method
 
 /* The body of an answer (a JSON dump or the text, malloc'd; NULL: no body) and its type. */
 char *mcim_http_body_(const struct mcim_http_response *resp, const char **content_type);
+/* The value of a WWW-Authenticate header for a refused access token (RFC 6750 section 3):
+ * `Bearer realm="mcim"`, with `error="..."` when `error` is not empty. */
+void mcim_http_bearer_challenge_(const char *error, char *out, size_t len);
+/* A WWW-Authenticate value `v` (both clients): a Bearer challenge (RFC 6750 3, the scheme
+ * case-insensitive) sets *bearer, and `error` (`len` bytes) to its error code when that is
+ * made of lower-case letters and '_' and fits (RFC 6750 3.1's codes are), else "". Another
+ * scheme is not ours: nothing set. Only the first challenge of the value is read. */
+void mcim_http_bearer_parse_(const char *v, bool *bearer, char *error, size_t len);
 
 /* The result of a call that got an answer (both clients): `status`, the body parsed as JSON
  * when it is JSON, and the cause: MCIM_OK for 2xx, else the peer's problem+json cause and

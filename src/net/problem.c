@@ -2,6 +2,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "mcim/http.h"
 #include "mcim/log.h"
@@ -32,6 +34,32 @@ void mcim_http_response_clear(struct mcim_http_response *resp)
   free(resp->text);
   resp->text = NULL;
   resp->content_type = NULL;
+  resp->bearer_error = NULL;
+}
+
+void mcim_http_bearer_parse_(const char *v, bool *bearer, char *error, size_t len)
+{
+  if (!v || strncasecmp(v, "Bearer", 6) != 0 || (v[6] && v[6] != ' ' && v[6] != '\t'))
+    return;
+  *bearer = true;
+  error[0] = '\0';
+  const char *e = strstr(v + 6, "error=\"");
+  if (!e)
+    return;
+  e += 7;
+  size_t n = strspn(e, "abcdefghijklmnopqrstuvwxyz_");
+  if (n == 0 || n >= len || e[n] != '"')
+    return;
+  memcpy(error, e, n);
+  error[n] = '\0';
+}
+
+void mcim_http_bearer_challenge_(const char *error, char *out, size_t len)
+{
+  if (error && error[0])
+    snprintf(out, len, "Bearer realm=\"mcim\", error=\"%s\"", error);
+  else
+    snprintf(out, len, "Bearer realm=\"mcim\"");
 }
 
 void mcim_http_reply_wait_on(struct mcim_http_response *resp, const char *key_fmt, ...)

@@ -156,6 +156,7 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, step, "PCID renewal needs network access");
+    mcim_role_access_challenge(resp, rc);
     return false;
   }
   rc = mcim_pcid_request_body(req->json, err, sizeof(err));

@@ -297,6 +297,32 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
   return rc;
 }
 
+void mcim_role_access_challenge(struct mcim_http_response *resp, mcim_cause_t rc)
+{
+  switch (rc) {
+  case MCIM_NO_ACCESS:
+    resp->bearer_error = ""; /* RFC 6750 3.1: no error code when the request had no token */
+    break;
+  case MCIM_SCOPE_RESTRICTED:
+    resp->bearer_error = "insufficient_scope";
+    break;
+  case MCIM_TOKEN_EXPIRED:
+  case MCIM_TOKEN_NOT_YET_VALID:
+  case MCIM_JWS_BAD_SIGNATURE:
+  case MCIM_JWS_BAD_ALG:
+  case MCIM_JOSE_MALFORMED:
+  case MCIM_CLAIM_MISSING:
+  case MCIM_CLAIM_MISMATCH:
+  case MCIM_TOKEN_REVOKED:
+  case MCIM_TOKEN_WRONG_ISSUER:
+  case MCIM_SCOPE_NOT_GRANTABLE:
+    resp->bearer_error = "invalid_token";
+    break;
+  default:
+    break;
+  }
+}
+
 /* The device itself asks (DESIGN.md section 10). A bearer token says which network the device
  * is on, and that network can mint one for any device it serves: in a change via the old SHO
  * it is the old SHO, which learns the txn at step 9 and must never learn who takes over. So

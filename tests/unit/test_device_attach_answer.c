@@ -193,12 +193,42 @@ static void test_causes_no_party_decided(void **state)
   assert_false(dev_cause_token(MCIM_SHO_NOT_LINKED));
 }
 
+/* An answered refusal is the token's when the answer says so (RFC 6750's challenge,
+ * dev_token_refused): the same JWS_BAD_SIGNATURE or TOKEN_EXPIRED of the TRE's statement or
+ * proof sends the agent to sign again, not to attach again (2026-12-07). Without an answer
+ * (no token held, the call not made), the cause alone decides, as before. */
+static void test_token_refused_by_the_answer(void **state)
+{
+  (void)state;
+  struct mcim_http_result res = {.status = 401, .bearer_challenge = true};
+  snprintf(res.bearer_error, sizeof(res.bearer_error), "invalid_token");
+  assert_true(dev_token_refused(MCIM_JWS_BAD_SIGNATURE, &res));
+  assert_true(dev_token_refused(MCIM_TOKEN_REVOKED, &res));
+  res.bearer_error[0] = '\0'; /* no token came: a challenge with no error code */
+  assert_true(dev_token_refused(MCIM_NO_ACCESS, &res));
+  /* a restricted token where full access is needed: no attach mends it */
+  res.status = 403;
+  snprintf(res.bearer_error, sizeof(res.bearer_error), "insufficient_scope");
+  assert_false(dev_token_refused(MCIM_SCOPE_RESTRICTED, &res));
+  /* the same causes without the challenge: the statement's or the proof's */
+  res = (struct mcim_http_result){.status = 401};
+  assert_false(dev_token_refused(MCIM_JWS_BAD_SIGNATURE, &res));
+  assert_false(dev_token_refused(MCIM_TOKEN_EXPIRED, &res));
+  assert_false(dev_token_refused(MCIM_JOSE_MALFORMED, &res));
+  /* no answer: the cause */
+  res = (struct mcim_http_result){0};
+  assert_true(dev_token_refused(MCIM_NO_ACCESS, &res));
+  assert_true(dev_token_refused(MCIM_TOKEN_EXPIRED, NULL));
+  assert_false(dev_token_refused(MCIM_PEER_UNREACHABLE, &res));
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_as_the_roles_answer),
       cmocka_unit_test(test_every_lie_refused),
       cmocka_unit_test(test_causes_no_party_decided),
+      cmocka_unit_test(test_token_refused_by_the_answer),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

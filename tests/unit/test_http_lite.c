@@ -316,6 +316,7 @@ enum mode {
   M_HUGE_CHUNKS, /* chunks adding up over 1 MiB */
   M_SILENT,      /* never answers */
   M_PROBLEM,     /* a problem+json answer */
+  M_CHALLENGE,   /* 401 problems with WWW-Authenticate challenges, one kind a request */
 };
 
 struct tserver {
@@ -427,6 +428,22 @@ static void *tserve(void *arg)
           put(ssl, head);
           continue;
         }
+        case M_CHALLENGE: { /* RFC 6750 3: a refused token, then challenges that are not ours */
+          static const char ours[] =
+              "WWW-Authenticate: Bearer realm=\"mcim\", error=\"invalid_token\"";
+          static const char *const ch[] = {ours, "WWW-Authenticate: Basic realm=\"x\"",
+                                           "www-authenticate: bearer error=\"not a code\"",
+                                           "WWW-Authenticate: Bearerx error=\"invalid_token\""};
+          static const char pj[] = "{\"cause\":\"JWS_BAD_SIGNATURE\",\"detail\":\"x\"}";
+          pthread_mutex_lock(&t->lock);
+          int i = (t->requests - 1) % 4;
+          pthread_mutex_unlock(&t->lock);
+          snprintf(head, sizeof(head), "HTTP/1.1 401 Unauthorized\r\n%s\r\nContent-Type: "
+                   "application/problem+json\r\nContent-Length: %zu\r\n\r\n%s",
+                   ch[i], sizeof(pj) - 1, pj);
+          put(ssl, head);
+          continue;
+        }
         }
       }
     }
@@ -527,7 +544,26 @@ static void test_answer_shapes(void **state)
                    MCIM_WRONG_STATE);
   assert_int_equal(r.status, 409);
   assert_string_equal(r.detail, "not now!!!");
+  assert_false(r.bearer_challenge);
   mcim_http_result_clear(&r);
+  mcim_http_lite_free(c);
+  tstop(t);
+  /* a refused token says so (RFC 6750 3); other schemes and a code that is not one do not
+   * count as its error (the agent attaches again only on the first: dev_token_refused) */
+  t = tstart(M_CHALLENGE, NULL, NULL);
+  c = client(NULL, NULL, 5000);
+  static const struct {
+    bool challenge;
+    const char *error;
+  } want[] = {{true, "invalid_token"}, {false, ""}, {true, ""}, {false, ""}};
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    assert_int_equal(mcim_http_lite_request(c, "POST", turl(t, NULL), NULL, NULL, &r),
+                     MCIM_JWS_BAD_SIGNATURE);
+    assert_int_equal(r.status, 401);
+    assert_int_equal(r.bearer_challenge, want[i].challenge);
+    assert_string_equal(r.bearer_error, want[i].error);
+    mcim_http_result_clear(&r);
+  }
   mcim_http_lite_free(c);
   tstop(t);
 }

@@ -643,6 +643,59 @@ static void test_nonce_for_the_device_only(void **state)
   probe_clear(&f);
 }
 
+/* A refused token says so (RFC 6750 3, `WWW-Authenticate: Bearer`), and a refused proof does
+ * not, though both can be JWS_BAD_SIGNATURE (2026-12-07): by that the agent tells "attach
+ * again" from "sign again". Before, it took every such cause as its token's and attached
+ * again, with the same refusal each time, until its deadline. */
+static void test_token_refusal_says_so(void **state)
+{
+  struct probe_fixture f;
+  struct mcim_http_result res;
+  (void)state;
+  probe_setup(&f);
+  /* the token's signature broken: its last character changed */
+  char *bad_tok = strdup(tok1);
+  assert_non_null(bad_tok);
+  size_t n = strlen(bad_tok);
+  bad_tok[n - 2] = bad_tok[n - 2] == 'A' ? 'B' : 'A';
+  json_t *forged = pending_proof("dev1", f.pending_txn, "nonce");
+  json_object_set_new(forged, "tre_cert", json_string(f.other_pem));
+  struct {
+    json_t *body;
+    const char *token;
+    mcim_cause_t want;
+    bool challenge;
+    const char *error;
+  } cases[] = {
+      {pending_proof("dev1", f.pending_txn, "nonce"), bad_tok, MCIM_JWS_BAD_SIGNATURE, true,
+       "invalid_token"},
+      {forged, tok1, MCIM_JWS_BAD_SIGNATURE, false, ""},
+      {pending_proof("dev1", f.pending_txn, "nonce"), NULL, MCIM_NO_ACCESS, true, ""},
+      {pending_proof("dev1", f.pending_txn, "nonce"), "junk", MCIM_JOSE_MALFORMED, true,
+       "invalid_token"},
+  };
+  for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+    assert_int_equal(call(dev_cli, "POST", pending_path("dev1", f.pending_txn), cases[k].body,
+                          cases[k].token, &res),
+                     cases[k].want);
+    assert_int_equal(res.bearer_challenge, cases[k].challenge);
+    assert_string_equal(res.bearer_error, cases[k].error);
+    mcim_http_result_clear(&res);
+  }
+  /* the quote's route alike: a broken token, then a junk quote with a good one */
+  char *junk = make_quote(dev1_key, "dev1", f.pending_txn, f.nonce, good_log(MODEL), NULL);
+  assert_int_equal(post_quote(f.pending, bad_tok, junk, dev1_cert, &res), MCIM_JWS_BAD_SIGNATURE);
+  assert_true(res.bearer_challenge);
+  assert_string_equal(res.bearer_error, "invalid_token");
+  mcim_http_result_clear(&res);
+  assert_int_equal(post_quote(f.pending, tok1, junk, f.other_pem, &res), MCIM_QUOTE_INVALID);
+  assert_false(res.bearer_challenge);
+  mcim_http_result_clear(&res);
+  free(junk);
+  free(bad_tok);
+  probe_clear(&f);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -658,6 +711,7 @@ int main(void)
       cmocka_unit_test(test_other_device),
       cmocka_unit_test(test_tpm_device_needs_tpm_quote),
       cmocka_unit_test(test_bad_cert),
+      cmocka_unit_test(test_token_refusal_says_so),
       cmocka_unit_test(test_no_probe_before_proof),
       cmocka_unit_test(test_nonce_for_the_device_only),
   };

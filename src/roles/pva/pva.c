@@ -439,6 +439,7 @@ static void h_pending(void *ctx, const struct mcim_http_request *req,
   if (rc != MCIM_OK) {
     pva_fail(r, resp, NULL, STEP_VALIDATE + 1, device, r->name, "nonce", rc,
              "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
+    mcim_role_access_challenge(resp, rc);
     return;
   }
   if (strcmp(acc.device, device) != 0) {

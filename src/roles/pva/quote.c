@@ -118,6 +118,7 @@ void pva_quote(void *ctx, const struct mcim_http_request *req, struct mcim_http_
   if (rc != MCIM_OK) {
     pva_fail(r, resp, NULL, step, NULL, r->name, "TRE quote", rc,
              "an access token of the device is needed (attach first): %s", mcim_cause_text(rc));
+    mcim_role_access_challenge(resp, rc);
     goto cleanup;
   }
   rc = pva_quote_body(req->json, err, sizeof(err));

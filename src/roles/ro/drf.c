@@ -458,6 +458,7 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 7, "discovery needs network access");
+    mcim_role_access_challenge(resp, rc);
     return;
   }
   rc = mcim_drf_discover_body(req->json, err, sizeof(err));

@@ -135,6 +135,7 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 11, "the release needs network access");
+    mcim_role_access_challenge(resp, rc);
     goto out;
   }
   rc = mcim_dpf_release_body(req->json, err, sizeof(err));

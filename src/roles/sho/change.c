@@ -72,6 +72,7 @@ static mcim_cause_t record_jti(struct mcim_role *r, const mcim_statement_t *stmt
  * set: only a retry of the very request that ended it may then get its stored answer. */
 struct stmt_caller {
   bool relay, revoked;
+  mcim_cause_t token; /* the token's refusal (mcim_role_access_challenge), MCIM_OK if none */
   int64_t now; /* 0: the wall clock */
 };
 
@@ -95,6 +96,7 @@ static mcim_cause_t stmt_caller_check(struct mcim_role *r, const struct mcim_htt
   }
   if (rc != MCIM_OK) {
     snprintf(err, len, "this needs full access with a token of %s (or the RO's relay)", r->name);
+    c->token = rc;
     return rc;
   }
   if (strcmp(acc.device, device) != 0) {
@@ -145,7 +147,7 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
 {
   struct mcim_role *r = ctx;
   char err[200];
-  struct stmt_caller caller;
+  struct stmt_caller caller = {0};
   mcim_statement_t *stmt = NULL;
   json_t *answer = NULL, *stored = NULL;
   char *ack = NULL;
@@ -167,6 +169,7 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
   int ack_step = step ? 10 : 0;
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, (int)step, "%s", err);
+    mcim_role_access_challenge(resp, caller.token);
     goto out;
   }
   st = mcim_role_store(r);
@@ -458,10 +461,12 @@ void mcim_sho_notification(void *ctx, const struct mcim_http_request *req,
   }
   if (rc == MCIM_OK && caller.revoked) {
     rc = MCIM_TOKEN_REVOKED;
+    caller.token = rc;
     snprintf(err, sizeof(err), "the subscription this token was issued for has ended");
   }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "%s", err);
+    mcim_role_access_challenge(resp, caller.token);
     goto out;
   }
   st = mcim_role_store(r);

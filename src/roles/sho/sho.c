@@ -88,6 +88,7 @@ static void h_subscription(void *ctx, const struct mcim_http_request *req,
   mcim_cause_t rc = mcim_role_check_access(r, req, true, &acc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "this needs full network access");
+    mcim_role_access_challenge(resp, rc);
     return;
   }
   if (strcmp(acc.device, req->params[0]) != 0) {
