@@ -429,7 +429,7 @@ void dev_st_quote(struct dev_run *r)
       dev_run_fail(r, MCIM_VALIDATION_FAILED, "PVA: validation result \"%s\"", result ? result : "?");
     goto cleanup;
   }
-  if ((rc == MCIM_QUOTE_INVALID || rc == MCIM_TOKEN_EXPIRED) &&
+  if ((rc == MCIM_QUOTE_INVALID || (rc == MCIM_TOKEN_EXPIRED && !res.bearer_challenge)) &&
       dev_statement_expired(dev_data_str(p, "quote"))) {
     /* our persisted quote outlived its lifetime before the PVA took it: make a fresh one */
     dev_data_set_str(p, "quote", NULL);

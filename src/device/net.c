@@ -151,8 +151,19 @@ bool dev_token_refused(mcim_cause_t rc, const struct mcim_http_result *res)
 {
   if (!res || res->status == 0)
     return dev_cause_token(rc);
-  /* a restricted token where full access is needed is no token problem an attach mends */
-  return res->bearer_challenge && strcmp(res->bearer_error, "insufficient_scope") != 0;
+  /* Causes that only a token gets (no statement or proof is refused with them) count
+   * without the challenge too: a role older than the challenge still sends the device to
+   * attach again with them. The others (TOKEN_EXPIRED, JWS_BAD_SIGNATURE...) count only with
+   * it. A restricted token where full access is needed is no problem an attach mends. */
+  switch (rc) {
+  case MCIM_NO_ACCESS:
+  case MCIM_TOKEN_REVOKED:
+  case MCIM_TOKEN_WRONG_ISSUER:
+  case MCIM_SCOPE_NOT_GRANTABLE:
+    return true;
+  default:
+    return res->bearer_challenge && strcmp(res->bearer_error, "insufficient_scope") != 0;
+  }
 }
 
 bool dev_cause_retry(mcim_cause_t c, long http_status)

@@ -206,7 +206,8 @@ void dev_st_report(struct dev_run *r)
             : MCIM_NO_MEMORY;
   tb = json_pack("{s:s,s:s}", "txn", p->txn, "result", result);
   dev_trace_at(d, sent, p->txn, p->n, ro, "DPF: provisioning status", tb, rc);
-  if (rc == MCIM_TOKEN_EXPIRED && dev_statement_expired(dev_data_str(p, "status"))) {
+  if (rc == MCIM_TOKEN_EXPIRED && !res.bearer_challenge &&
+      dev_statement_expired(dev_data_str(p, "status"))) {
     dev_data_set_str(p, "status", NULL);
     dev_run_save(r);
     dev_run_wait(r, rc, "the status statement expired before the DPF took it; signing again");

@@ -234,8 +234,11 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * again. Any other refusal: for good. */
   bool no_entry = (rc == MCIM_SHO_NOT_LINKED && status == 403) ||
                   rc == MCIM_REGISTRATION_PENDING;
+  /* refused_token drops the session (a new attach); a cause that may be the token's or the
+   * notice's (TOKEN_EXPIRED at the RO's clock...) is asked again either way, as before */
   *token_refused = refused_token;
-  bool again = !no_entry && (dev_cause_retry(rc, status) || *token_refused || status == 0 ||
+  bool again = !no_entry && (dev_cause_retry(rc, status) || *token_refused ||
+                             dev_cause_token(rc) || status == 0 ||
                              (rc == MCIM_FORBIDDEN && status == 403));
   if (rc != MCIM_OK)
     mcim_log_event(no_entry ? MCIM_LOG_WARN : MCIM_LOG_ERROR, p->txn, 0, rc,
@@ -264,7 +267,8 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
     return UNDO_TAKEN;
   }
   *token_refused = refused_token;
-  again = dev_cause_retry(rc, status) || *token_refused || rc == MCIM_REGISTRATION_PENDING ||
+  again = dev_cause_retry(rc, status) || *token_refused || dev_cause_token(rc) ||
+          rc == MCIM_REGISTRATION_PENDING ||
           (status == 0 && !tre_refused(rc));
   mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s; %s stays suspended%s",
                  why, old, again ? " until the RO takes it (asked again later)" : "");

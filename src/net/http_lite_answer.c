@@ -159,7 +159,7 @@ static bool parse_head(char *head, struct answer_head *h)
       h->chunked = strcasecmp(v, "chunked") == 0;
       if (!h->chunked)
         return false;
-    } else if (strcasecmp(line, "WWW-Authenticate") == 0) {
+    } else if (strcasecmp(line, "WWW-Authenticate") == 0 && !h->bearer) { /* the first */
       mcim_http_bearer_parse_(v, &h->bearer, h->bearer_error, sizeof(h->bearer_error));
     } else if (strcasecmp(line, "Connection") == 0) {
       if (strcasecmp(v, "close") == 0)

@@ -39,16 +39,21 @@ void mcim_http_response_clear(struct mcim_http_response *resp)
 
 void mcim_http_bearer_parse_(const char *v, bool *bearer, char *error, size_t len)
 {
-  if (!v || strncasecmp(v, "Bearer", 6) != 0 || (v[6] && v[6] != ' ' && v[6] != '\t'))
+  if (!v || strncasecmp(v, "Bearer", 6) != 0 ||
+      (v[6] && v[6] != ' ' && v[6] != '\t' && v[6] != ','))
     return;
   *bearer = true;
   error[0] = '\0';
-  const char *e = strstr(v + 6, "error=\"");
+  const char *e = strstr(v + 6, "error=");
   if (!e)
     return;
-  e += 7;
+  e += 6;
+  bool quoted = *e == '"'; /* RFC 9110 11.2: a token or a quoted string */
+  e += quoted;
   size_t n = strspn(e, "abcdefghijklmnopqrstuvwxyz_");
-  if (n == 0 || n >= len || e[n] != '"')
+  char end = e[n];
+  if (n == 0 || n >= len ||
+      (quoted ? end != '"' : end && end != ',' && end != ' ' && end != '\t'))
     return;
   memcpy(error, e, n);
   error[n] = '\0';

@@ -221,8 +221,14 @@ static mcim_cause_t access_verify(struct mcim_role *r, const char *bearer, int64
     rc = MCIM_TOKEN_WRONG_ISSUER;
   if (rc == MCIM_OK)
     rc = mcim_role_peer_key(r, iss, &key);
+  /* An issuer that is no peer of this role: a token it cannot take (its iss is wrong here).
+   * A peer whose key could not be fetched now: the token may well be good, so the answer is
+   * the peer's (502, no challenge: the device asks again with it). Before 2026-12-07 both
+   * were NO_ACCESS, which reads "no token" and sent the device to attach again. */
+  if (rc == MCIM_PEER_UNREACHABLE && !mcim_role_peer_url(r, iss))
+    rc = MCIM_CLAIM_MISMATCH;
   if (rc != MCIM_OK)
-    return rc == MCIM_PEER_UNREACHABLE ? MCIM_NO_ACCESS : rc;
+    return rc;
   mcim_jws_expect_t ex = {
       .iss = iss, .aud = iss, .typ = "mcim-access+jwt", .skew = skew, .now = now};
   rc = mcim_jws_verify(bearer, strlen(bearer), key, &ex, &st);

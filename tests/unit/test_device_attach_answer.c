@@ -215,6 +215,9 @@ static void test_token_refused_by_the_answer(void **state)
   assert_false(dev_token_refused(MCIM_JWS_BAD_SIGNATURE, &res));
   assert_false(dev_token_refused(MCIM_TOKEN_EXPIRED, &res));
   assert_false(dev_token_refused(MCIM_JOSE_MALFORMED, &res));
+  /* what only a token gets counts without it (a role older than the challenge) */
+  assert_true(dev_token_refused(MCIM_TOKEN_REVOKED, &res));
+  assert_true(dev_token_refused(MCIM_NO_ACCESS, &res));
   /* no answer: the cause */
   res = (struct mcim_http_result){0};
   assert_true(dev_token_refused(MCIM_NO_ACCESS, &res));

@@ -433,10 +433,11 @@ static void *tserve(void *arg)
               "WWW-Authenticate: Bearer realm=\"mcim\", error=\"invalid_token\"";
           static const char *const ch[] = {ours, "WWW-Authenticate: Basic realm=\"x\"",
                                            "www-authenticate: bearer error=\"not a code\"",
-                                           "WWW-Authenticate: Bearerx error=\"invalid_token\""};
+                                           "WWW-Authenticate: Bearerx error=\"invalid_token\"",
+                                           "WWW-Authenticate: bearer error=insufficient_scope"};
           static const char pj[] = "{\"cause\":\"JWS_BAD_SIGNATURE\",\"detail\":\"x\"}";
           pthread_mutex_lock(&t->lock);
-          int i = (t->requests - 1) % 4;
+          int i = (t->requests - 1) % 5;
           pthread_mutex_unlock(&t->lock);
           snprintf(head, sizeof(head), "HTTP/1.1 401 Unauthorized\r\n%s\r\nContent-Type: "
                    "application/problem+json\r\nContent-Length: %zu\r\n\r\n%s",
@@ -555,7 +556,8 @@ static void test_answer_shapes(void **state)
   static const struct {
     bool challenge;
     const char *error;
-  } want[] = {{true, "invalid_token"}, {false, ""}, {true, ""}, {false, ""}};
+  } want[] = {{true, "invalid_token"}, {false, ""}, {true, ""}, {false, ""},
+              {true, "insufficient_scope"}};
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
     assert_int_equal(mcim_http_lite_request(c, "POST", turl(t, NULL), NULL, NULL, &r),
                      MCIM_JWS_BAD_SIGNATURE);

@@ -660,6 +660,16 @@ static void test_token_refusal_says_so(void **state)
   bad_tok[n - 2] = bad_tok[n - 2] == 'A' ? 'B' : 'A';
   json_t *forged = pending_proof("dev1", f.pending_txn, "nonce");
   json_object_set_new(forged, "tre_cert", json_string(f.other_pem));
+  /* a token of an SHO that is no peer of the PVA: CLAIM_MISMATCH, the token's (before, the
+   * key it could not fetch made it NO_ACCESS, which reads "no token") */
+  char *stranger = NULL;
+  int64_t now = mcim_now();
+  json_t *sx = json_pack("{s:s,s:s}", "scope", "full", "imsi", "001990000000001");
+  mcim_claims_t sc = {.iss = "sho-z", .sub = "dev1", .aud = "sho-z", .typ = "mcim-access+jwt",
+                      .txn = "00000000000000000000000000000000", .iat = now, .exp = now + 600,
+                      .extra = sx};
+  assert_int_equal(mcim_jws_sign(dev1_key, &sc, &stranger), MCIM_OK);
+  json_decref(sx);
   struct {
     json_t *body;
     const char *token;
@@ -672,6 +682,8 @@ static void test_token_refusal_says_so(void **state)
       {forged, tok1, MCIM_JWS_BAD_SIGNATURE, false, ""},
       {pending_proof("dev1", f.pending_txn, "nonce"), NULL, MCIM_NO_ACCESS, true, ""},
       {pending_proof("dev1", f.pending_txn, "nonce"), "junk", MCIM_JOSE_MALFORMED, true,
+       "invalid_token"},
+      {pending_proof("dev1", f.pending_txn, "nonce"), stranger, MCIM_CLAIM_MISMATCH, true,
        "invalid_token"},
   };
   for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
@@ -693,6 +705,7 @@ static void test_token_refusal_says_so(void **state)
   mcim_http_result_clear(&res);
   free(junk);
   free(bad_tok);
+  free(stranger);
   probe_clear(&f);
 }
 

@@ -208,6 +208,7 @@ void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
     /* a token of a subscription that ended otherwise: not the caller of that ending */
     mcim_http_reply_problem(resp, MCIM_TOKEN_REVOKED, (int)step,
                             "the subscription this token was issued for has ended");
+    mcim_role_access_challenge(resp, MCIM_TOKEN_REVOKED);
     goto out;
   }
   json_t *extra = json_pack("{s:b,s:s,s:s,s:I}", "released", 1, "imsi", imsi, "sho", r->name,
