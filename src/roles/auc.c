@@ -146,6 +146,35 @@ mcim_cause_t mcim_auc_keys(mcim_store_t *st, const mcim_storage_key_t *skey, con
   return rc;
 }
 
+/* Why a subscription in `state` (expiring at `expires`, 0: never) has no vectors at `now`, or
+ * MCIM_OK. A resynchronisation refuses any state but active, and no expiry. */
+static mcim_cause_t no_vectors(const char *state, int64_t expires, int64_t now, bool resync)
+{
+  if (strcmp(state, "active") != 0)
+    return !resync && (strcmp(state, "pending") == 0 || strcmp(state, "standby") == 0)
+               ? MCIM_SUBSCRIPTION_NOT_ACTIVE
+               : MCIM_SUBSCRIPTION_TERMINATED;
+  if (!resync && expires && now >= expires)
+    return MCIM_CREDENTIAL_EXPIRED;
+  return MCIM_OK;
+}
+
+/* A stranger's identity, or a subscription with no vectors to give, refused from a plain read
+ * before the write lock (BEGIN IMMEDIATE): anyone may attach at the VNO or an SHO naming any
+ * identity, and such a request no longer queues behind the AuC's writers nor holds them up
+ * (before 2026-12-07 each took the write lock to find nothing). The transaction reads the row
+ * again: a change in between is decided there. A failed read leaves it to the transaction. */
+static mcim_cause_t refused_before_lock(mcim_store_t *st, const char *imsi, int64_t now,
+                                        bool resync)
+{
+  char state[16] = "";
+  int64_t expires = 0;
+  mcim_cause_t rc = mcim_auc_state(st, imsi, state, &expires);
+  if (rc == MCIM_NOT_FOUND)
+    return MCIM_UNKNOWN_IDENTITY;
+  return rc == MCIM_OK ? no_vectors(state, expires, now, resync) : MCIM_OK;
+}
+
 mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, const char *imsi,
                               int n, int64_t now, struct mcim_aka_av *avs)
 {
@@ -160,7 +189,9 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
     return MCIM_INVALID_ARGUMENT;
   mcim_metric_inc(&mcim_m_auc_av_requests, NULL);
   mcim_sqn_params_default(&params);
-  rc = mcim_store_begin(st);
+  rc = refused_before_lock(st, imsi, now, false);
+  if (rc == MCIM_OK)
+    rc = mcim_store_begin(st);
   if (rc != MCIM_OK) {
     mcim_metric_inc(&mcim_m_auc_av_failures, MCIM_LABELS(mcim_cause_name(rc)));
     return rc;
@@ -170,16 +201,9 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
     rc = MCIM_UNKNOWN_IDENTITY;
   if (rc != MCIM_OK)
     goto out;
-  if (strcmp(s.state, "active") != 0) {
-    rc = strcmp(s.state, "pending") == 0 || strcmp(s.state, "standby") == 0
-             ? MCIM_SUBSCRIPTION_NOT_ACTIVE
-             : MCIM_SUBSCRIPTION_TERMINATED;
+  rc = no_vectors(s.state, s.expires, now, false);
+  if (rc != MCIM_OK)
     goto out;
-  }
-  if (s.expires && now >= s.expires) {
-    rc = MCIM_CREDENTIAL_EXPIRED;
-    goto out;
-  }
   /* Reserve all n SQNs and persist SEQ_HE before computing anything that leaves. */
   for (int i = 0; i < n; i++) {
     rc = mcim_sqn_he_next(&params, &s.he, &next, &sqns[i]);
@@ -229,7 +253,9 @@ mcim_cause_t mcim_auc_resync(mcim_store_t *st, const mcim_storage_key_t *skey, c
 
   mcim_sqn_params_default(&params);
   mcim_metric_inc(&mcim_m_auc_resync_requests, NULL);
-  rc = mcim_store_begin(st);
+  rc = refused_before_lock(st, imsi, 0, true);
+  if (rc == MCIM_OK)
+    rc = mcim_store_begin(st);
   if (rc != MCIM_OK) {
     mcim_metric_inc(&mcim_m_auc_resync_failures, MCIM_LABELS(mcim_cause_name(rc)));
     return rc;
@@ -239,10 +265,9 @@ mcim_cause_t mcim_auc_resync(mcim_store_t *st, const mcim_storage_key_t *skey, c
     rc = MCIM_UNKNOWN_IDENTITY;
   if (rc != MCIM_OK)
     goto out;
-  if (strcmp(s.state, "active") != 0) {
-    rc = MCIM_SUBSCRIPTION_TERMINATED;
+  rc = no_vectors(s.state, 0, 0, true);
+  if (rc != MCIM_OK)
     goto out;
-  }
   rc = mcim_milenage_new(&m);
   if (rc == MCIM_OK)
     rc = mcim_milenage_set_opc(m, s.k, s.opc);

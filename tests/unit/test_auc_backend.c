@@ -202,12 +202,38 @@ static void test_create_delete(void **state)
   assert_non_null(strstr(detail, "001010000000098"));
 }
 
+/* A stranger's identity is refused without the write lock (2026-12-07): with another
+ * connection holding the database's write lock, an AV request or a resynchronisation naming an
+ * identity the AuC does not hold gets UNKNOWN_IDENTITY at once. Before, each took the write
+ * lock (BEGIN IMMEDIATE) to find nothing, so it waited for every writer, and past
+ * busy_timeout got STORE_BUSY; anyone may attach naming any identity. */
+static void test_stranger_without_the_write_lock(void **state)
+{
+  struct fx *f = *state;
+  struct mcim_aka_av av[2];
+  uint8_t rand[MCIM_MILENAGE_RAND_LEN] = {0}, auts[MCIM_AKA_AUTS_LEN] = {0};
+  mcim_store_t *writer = NULL;
+  mcim_store_opts_t o = {.busy_timeout_ms = 100};
+
+  assert_int_equal(mcim_store_open(f->db, &o, &writer), MCIM_OK);
+  assert_int_equal(mcim_store_begin(writer), MCIM_OK); /* holds the write lock */
+  assert_int_equal(mcim_auc_gen_avs(f->st, f->skey, "001010000000097", 1, mcim_now(), av),
+                   MCIM_UNKNOWN_IDENTITY);
+  assert_int_equal(mcim_auc_resync(f->st, f->skey, "001010000000097", rand, auts),
+                   MCIM_UNKNOWN_IDENTITY);
+  mcim_store_rollback(writer);
+  mcim_store_close(writer);
+  /* a subscriber's vectors still come, from the transaction */
+  assert_int_equal(mcim_auc_gen_avs(f->st, f->skey, IMSI_D, 2, mcim_now(), av), MCIM_OK);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_same_as_direct),
       cmocka_unit_test(test_resync_with_vectors_and_refusals),
       cmocka_unit_test(test_create_delete),
+      cmocka_unit_test(test_stranger_without_the_write_lock),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
