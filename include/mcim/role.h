@@ -269,6 +269,10 @@ mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_
  * route (JWS_BAD_SIGNATURE, TOKEN_EXPIRED...), which attaching again does not mend. A
  * failure that is not the token's (the store, a peer's key not fetched) carries none. */
 void mcim_role_access_challenge(struct mcim_http_response *resp, mcim_cause_t rc);
+/* The answer to a refusal of mcim_role_check_access: the problem ("<what> needs network
+ * access") and the challenge. */
+void mcim_role_reply_access_refused(struct mcim_http_response *resp, mcim_cause_t rc, int step,
+                                    const char *what);
 
 /* The device's own request, beside its token, where the answer is another operator's
  * business (the DRF's discovery, the DPF's package, the PVA's nonce): `body` carries `proof`, a

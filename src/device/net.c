@@ -127,23 +127,26 @@ mcim_cause_t dev_call(struct mcim_device *d, struct mcim_http_lite *cli, const c
   return rc;
 }
 
+/* Causes only a token gets: no statement or proof is refused with them. No token held, and
+ * what the token's issuer decided, not the refusing party (review of 2026-12-07): its
+ * revocation, its issuer honoured only by itself, a scope it may not grant. */
+static bool token_only_cause(mcim_cause_t c)
+{
+  return c == MCIM_NO_ACCESS || c == MCIM_TOKEN_REVOKED || c == MCIM_TOKEN_WRONG_ISSUER ||
+         c == MCIM_SCOPE_NOT_GRANTABLE;
+}
+
 bool dev_cause_token(mcim_cause_t c)
 {
   switch (c) {
-  case MCIM_NO_ACCESS:
   case MCIM_TOKEN_EXPIRED:
   case MCIM_TOKEN_NOT_YET_VALID:
   case MCIM_JWS_BAD_SIGNATURE:
   case MCIM_JWS_BAD_ALG:
   case MCIM_JOSE_MALFORMED:
-  /* what the token's issuer decided, not the refusing party (review of 2026-12-07): its
-   * revocation, its issuer honoured only by itself, a scope it may not grant */
-  case MCIM_TOKEN_REVOKED:
-  case MCIM_TOKEN_WRONG_ISSUER:
-  case MCIM_SCOPE_NOT_GRANTABLE:
     return true;
   default:
-    return false;
+    return token_only_cause(c);
   }
 }
 
@@ -151,19 +154,12 @@ bool dev_token_refused(mcim_cause_t rc, const struct mcim_http_result *res)
 {
   if (!res || res->status == 0)
     return dev_cause_token(rc);
-  /* Causes that only a token gets (no statement or proof is refused with them) count
-   * without the challenge too: a role older than the challenge still sends the device to
-   * attach again with them. The others (TOKEN_EXPIRED, JWS_BAD_SIGNATURE...) count only with
-   * it. A restricted token where full access is needed is no problem an attach mends. */
-  switch (rc) {
-  case MCIM_NO_ACCESS:
-  case MCIM_TOKEN_REVOKED:
-  case MCIM_TOKEN_WRONG_ISSUER:
-  case MCIM_SCOPE_NOT_GRANTABLE:
-    return true;
-  default:
-    return res->bearer_challenge && strcmp(res->bearer_error, "insufficient_scope") != 0;
-  }
+  /* The token-only causes count without the challenge too (a role older than the challenge
+   * still sends the device to attach again with them); the others (TOKEN_EXPIRED,
+   * JWS_BAD_SIGNATURE...) only with it. A restricted token where full access is needed is no
+   * problem an attach mends. */
+  return token_only_cause(rc) ||
+         (res->bearer_challenge && strcmp(res->bearer_error, "insufficient_scope") != 0);
 }
 
 bool dev_cause_retry(mcim_cause_t c, long http_status)

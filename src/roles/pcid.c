@@ -155,8 +155,7 @@ bool mcim_pcid_request_begin(struct mcim_role *r, const struct mcim_http_request
    * it, or uses the connectivity of its SHO. */
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, step, "PCID renewal needs network access");
-    mcim_role_access_challenge(resp, rc);
+    mcim_role_reply_access_refused(resp, rc, step, "PCID renewal");
     return false;
   }
   rc = mcim_pcid_request_body(req->json, err, sizeof(err));

@@ -329,6 +329,13 @@ void mcim_role_access_challenge(struct mcim_http_response *resp, mcim_cause_t rc
   }
 }
 
+void mcim_role_reply_access_refused(struct mcim_http_response *resp, mcim_cause_t rc, int step,
+                                    const char *what)
+{
+  mcim_http_reply_problem(resp, rc, step, "%s needs network access", what);
+  mcim_role_access_challenge(resp, rc);
+}
+
 /* The device itself asks (DESIGN.md section 10). A bearer token says which network the device
  * is on, and that network can mint one for any device it serves: in a change via the old SHO
  * it is the old SHO, which learns the txn at step 9 and must never learn who takes over. So

@@ -222,19 +222,26 @@ out:
   return rc;
 }
 
-/* An access token for `device` as the vno would sign it after attach. */
-LAB_FN char *lab_access_token(const mcim_jose_key_t *vno, const char *device, const char *scope)
+/* An access token for `device` as access network `iss` would sign it after attach. */
+LAB_FN char *lab_access_token_of(const mcim_jose_key_t *key, const char *iss, const char *device,
+                                 const char *scope)
 {
   char *jws = NULL;
   json_t *extra = json_pack("{s:s,s:s}", "scope", scope, "imsi", "001010000000001");
   int64_t now = mcim_now();
-  mcim_claims_t c = {.iss = "vno", .sub = device, .aud = "vno", .typ = "mcim-access+jwt",
+  mcim_claims_t c = {.iss = iss, .sub = device, .aud = iss, .typ = "mcim-access+jwt",
                      .txn = "00000000000000000000000000000000", .iat = now, .exp = now + 300,
                      .extra = extra};
-  if (mcim_jws_sign(vno, &c, &jws) != MCIM_OK)
+  if (mcim_jws_sign(key, &c, &jws) != MCIM_OK)
     jws = NULL;
   json_decref(extra);
   return jws;
+}
+
+/* An access token for `device` as the vno would sign it after attach. */
+LAB_FN char *lab_access_token(const mcim_jose_key_t *vno, const char *device, const char *scope)
+{
+  return lab_access_token_of(vno, "vno", device, scope);
 }
 
 /* GET /v1/certificate of a stand-in (what mcim_role_peer_key fetches). */

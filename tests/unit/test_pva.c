@@ -662,14 +662,8 @@ static void test_token_refusal_says_so(void **state)
   json_object_set_new(forged, "tre_cert", json_string(f.other_pem));
   /* a token of an SHO that is no peer of the PVA: CLAIM_MISMATCH, the token's (before, the
    * key it could not fetch made it NO_ACCESS, which reads "no token") */
-  char *stranger = NULL;
-  int64_t now = mcim_now();
-  json_t *sx = json_pack("{s:s,s:s}", "scope", "full", "imsi", "001990000000001");
-  mcim_claims_t sc = {.iss = "sho-z", .sub = "dev1", .aud = "sho-z", .typ = "mcim-access+jwt",
-                      .txn = "00000000000000000000000000000000", .iat = now, .exp = now + 600,
-                      .extra = sx};
-  assert_int_equal(mcim_jws_sign(dev1_key, &sc, &stranger), MCIM_OK);
-  json_decref(sx);
+  char *stranger = lab_access_token_of(dev1_key, "sho-z", "dev1", "full");
+  assert_non_null(stranger);
   struct {
     json_t *body;
     const char *token;

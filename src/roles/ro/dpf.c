@@ -211,8 +211,7 @@ void mcim_dpf_package_fetch(void *ctx, const struct mcim_http_request *req,
   const char *txn = req->params[1];
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 13, "the download needs network access");
-    mcim_role_access_challenge(resp, rc);
+    mcim_role_reply_access_refused(resp, rc, 13, "the download");
     return;
   }
   if (strcmp(acc.device, device) != 0) {
@@ -296,8 +295,7 @@ void mcim_dpf_status(void *ctx, const struct mcim_http_request *req,
   int status_code = 0;
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 14, "the status report needs network access");
-    mcim_role_access_challenge(resp, rc);
+    mcim_role_reply_access_refused(resp, rc, 14, "the status report");
     return;
   }
   rc = mcim_dpf_status_body(req->json, err, sizeof(err));

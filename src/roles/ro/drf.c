@@ -457,8 +457,7 @@ void mcim_drf_discover(void *ctx, const struct mcim_http_request *req,
   int status = 0;
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 7, "discovery needs network access");
-    mcim_role_access_challenge(resp, rc);
+    mcim_role_reply_access_refused(resp, rc, 7, "discovery");
     return;
   }
   rc = mcim_drf_discover_body(req->json, err, sizeof(err));

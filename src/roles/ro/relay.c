@@ -256,8 +256,7 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
   const char *txn = NULL, *device = NULL, *to = NULL, *jws = NULL, *cert = NULL;
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 0, "the notice needs network access");
-    mcim_role_access_challenge(resp, rc);
+    mcim_role_reply_access_refused(resp, rc, 0, "the notice");
     goto out;
   }
   rc = mcim_dpf_notice_body(req->json, err, sizeof(err));

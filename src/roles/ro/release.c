@@ -134,8 +134,7 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
   mcim_store_t *st = NULL;
   mcim_cause_t rc = mcim_role_check_access(r, req, false, &acc);
   if (rc != MCIM_OK) {
-    mcim_http_reply_problem(resp, rc, 11, "the release needs network access");
-    mcim_role_access_challenge(resp, rc);
+    mcim_role_reply_access_refused(resp, rc, 11, "the release");
     goto out;
   }
   rc = mcim_dpf_release_body(req->json, err, sizeof(err));
