@@ -262,6 +262,10 @@ struct mcim_access {
  * MCIM_NO_ACCESS when there is no token. */
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out);
+/* The same with the token's times checked at `now` (mcim_role_check_access is it at
+ * mcim_now()): tests give the time instead of waiting for it. */
+mcim_cause_t mcim_role_check_access_at(struct mcim_role *r, const struct mcim_http_request *req,
+                                       bool need_full, int64_t now, struct mcim_access *out);
 /* After the answer to a refusal of mcim_role_check_access (`rc`) is set: when `rc` refuses the
  * token itself, the answer carries RFC 6750's challenge (`WWW-Authenticate: Bearer`, error
  * "invalid_token", "insufficient_scope", none without a token). The device tells by it a

@@ -278,8 +278,14 @@ out:
 mcim_cause_t mcim_role_check_access(struct mcim_role *r, const struct mcim_http_request *req,
                                     bool need_full, struct mcim_access *out)
 {
+  return mcim_role_check_access_at(r, req, need_full, mcim_now(), out);
+}
+
+mcim_cause_t mcim_role_check_access_at(struct mcim_role *r, const struct mcim_http_request *req,
+                                       bool need_full, int64_t now, struct mcim_access *out)
+{
   uint8_t id[32];
-  int64_t nb = 0, na = 0, now = mcim_now();
+  int64_t nb = 0, na = 0;
   memset(out, 0, sizeof(*out));
   if (!req->bearer || !*req->bearer)
     return MCIM_NO_ACCESS;

@@ -102,6 +102,12 @@ static struct mcim_objcache cert_keys = MCIM_OBJCACHE_INIT(key_up_ref, key_relea
 mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
                                 const char *name, mcim_jose_key_t **out)
 {
+  return mcim_role_cert_key_at(cert_pem, ca, usage, name, mcim_now(), out);
+}
+
+mcim_cause_t mcim_role_cert_key_at(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
+                                   const char *name, int64_t now, mcim_jose_key_t **out)
+{
   X509 *cert = NULL;
   EVP_PKEY *pub = NULL;
   uint8_t fp[32], id[32];
@@ -115,12 +121,12 @@ mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_
   const void *parts[] = {"cert-key", cert_pem, fp, &u, name};
   const size_t lens[] = {8, strlen(cert_pem), sizeof(fp), sizeof(u), strlen(name)};
   bool have_id = ca_fingerprint(ca, fp) && mcim_verdict_id(id, 5, parts, lens);
-  if (have_id && (*out = mcim_objcache_get_at(&cert_keys, id, mcim_now())) != NULL)
+  if (have_id && (*out = mcim_objcache_get_at(&cert_keys, id, now)) != NULL)
     return MCIM_OK;
   /* the full check: the chain, the usage, the name and the time (src/crypto/pki.c) */
   mcim_cause_t rc = mcim_pki_cert_from_pem(cert_pem, strlen(cert_pem), &cert);
   if (rc == MCIM_OK)
-    rc = mcim_pki_cert_public_key(cert, ca, usage, name, 0, &pub);
+    rc = mcim_pki_cert_public_key(cert, ca, usage, name, now, &pub);
   if (rc == MCIM_OK)
     rc = mcim_jose_key_from_pkey(pub, out);
   if (rc == MCIM_OK)

@@ -18,6 +18,10 @@
  * `name` is required (MCIM_INVALID_ARGUMENT without). */
 mcim_cause_t mcim_role_cert_key(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
                                 const char *name, mcim_jose_key_t **out);
+/* The same at the time `now` (what mcim_role_cert_key does at mcim_now()): tests give the
+ * time instead of waiting for it. */
+mcim_cause_t mcim_role_cert_key_at(const char *cert_pem, X509 *ca, mcim_cert_usage_t usage,
+                                   const char *name, int64_t now, mcim_jose_key_t **out);
 
 /* Access token verdicts: the id of a bearer token at this role (its bytes, the role's name,
  * kind, clock skew and operators' CA); false if it cannot be computed (then none is kept). */
