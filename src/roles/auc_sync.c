@@ -183,19 +183,29 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
     found = true;
   }
   int64_t now = mcim_now();
+  /* The outcome is written only while the claim is still ours (lease = ours): an apply that
+   * outlived its lease (a stalled HLR, a paused process) may find another instance redoing
+   * the intent, and marking it done, or counting an attempt, would decide for that apply,
+   * whose own outcome (a repair cut halfway, say) would then be lost. Not ours: nothing is
+   * written, the holder's outcome or its lease's end decides. */
+  bool ours = false;
   if (rc == MCIM_OK) {
-    mcim_val_t p[] = {MCIM_INT(i->gen), MCIM_INT(now), MCIM_TEXT(i->imsi)};
+    mcim_val_t p[] = {MCIM_INT(i->gen), MCIM_INT(now), MCIM_TEXT(i->imsi), MCIM_INT(lease)};
     mcim_cause_t src = mcim_store_exec(st,
                                        "UPDATE auc_hlr SET done = CASE WHEN gen = ? THEN 1 ELSE"
                                        " 0 END, attempts = 0, cause = NULL, updated = ?"
-                                       " WHERE imsi = ?",
-                                       p, 3, NULL, NULL);
+                                       " WHERE imsi = ? AND lease = ?",
+                                       p, MCIM_NPARAMS(p), NULL, NULL);
+    ours = src == MCIM_OK && mcim_store_changes(st) == 1;
     release(st, i->imsi, lease);
     /* found: a concurrent apply (handler, tick, attach) or one before a crash did it */
-    mcim_log_event(MCIM_LOG_INFO, NULL, 0, MCIM_OK, "AuC %s: subscriber %s %s",
-                   mcim_auc_backend_name(b), i->imsi,
+    mcim_log_event(ours ? MCIM_LOG_INFO : MCIM_LOG_WARN, NULL, 0, MCIM_OK,
+                   "AuC %s: subscriber %s %s%s", mcim_auc_backend_name(b), i->imsi,
                    present ? (found ? "already created (ours)" : "created")
-                           : (found ? "already deleted" : "deleted"));
+                           : (found ? "already deleted" : "deleted"),
+                   src != MCIM_OK || ours ? ""
+                                          : ", but the claim ran out before the outcome: the"
+                                            " instance that holds it now decides");
     return src;
   }
   int64_t wait = 1;
@@ -204,16 +214,18 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
   if (wait > BACKOFF_MAX_S)
     wait = BACKOFF_MAX_S;
   mcim_val_t p[] = {MCIM_INT(now + wait), MCIM_TEXT(mcim_cause_name(rc)), MCIM_INT(now),
-                    MCIM_TEXT(i->imsi), MCIM_INT(i->gen)};
-  (void)mcim_store_exec(st,
-                        "UPDATE auc_hlr SET attempts = attempts + 1, next_try = ?, cause = ?,"
-                        " updated = ? WHERE imsi = ? AND gen = ?",
-                        p, MCIM_NPARAMS(p), NULL, NULL);
+                    MCIM_TEXT(i->imsi), MCIM_INT(i->gen),    MCIM_INT(lease)};
+  ours = mcim_store_exec(st,
+                         "UPDATE auc_hlr SET attempts = attempts + 1, next_try = ?, cause = ?,"
+                         " updated = ? WHERE imsi = ? AND gen = ? AND lease = ?",
+                         p, MCIM_NPARAMS(p), NULL, NULL) == MCIM_OK &&
+         mcim_store_changes(st) == 1;
   release(st, i->imsi, lease);
   mcim_log_event(rc == MCIM_CONFLICT ? MCIM_LOG_ERROR : MCIM_LOG_WARN, NULL, 0, rc,
-                 "AuC %s: subscriber %s not %s yet (attempt %lld, next in %llds): %s",
+                 "AuC %s: subscriber %s not %s yet (attempt %lld, next in %llds%s): %s",
                  mcim_auc_backend_name(b), i->imsi, present ? "created" : "deleted",
                  (long long)i->attempts + 1, (long long)wait,
+                 ours ? "" : "; not counted: a newer intent or another claim decides",
                  detail[0] ? detail : mcim_cause_text(rc));
   return rc;
 }

@@ -2,7 +2,8 @@
  * osmo-hlr started per case as in test_auc_osmo_hlr.c (tests/unit/osmo_hlr_fixture.h; a
  * missing osmo-hlr fails the test), a role's store beside it. Subscribers created, updated
  * and deleted in the HLR from the role's intents, a conflict with what the HLR holds, an HLR
- * that is down, two instances of the role on one HLR, and a vector request that waits for
+ * that is down, two instances of the role on one HLR (an apply that outlived its claim
+ * among them), and a vector request that waits for
  * another instance's create (test_avs_await_other, the role's log watched). */
 #define _GNU_SOURCE /* fopencookie, memmem: the role's log watched (test_avs_await_other) */
 #include <setjmp.h>
@@ -112,7 +113,7 @@ static int64_t intent_int(struct syncfx *f, const char *imsi, const char *col)
 static void test_sync_create(void **state)
 {
   struct hlr *h = *state;
-  struct syncfx f;
+  struct syncfx f = {.st = NULL};
   struct mcim_auc_sub a, c;
   struct mcim_aka_av av;
   struct mcim_aka_usim_out out;
@@ -179,7 +180,7 @@ static void test_sync_create(void **state)
 static void test_sync_conflict(void **state)
 {
   struct hlr *h = *state;
-  struct syncfx f;
+  struct syncfx f = {.st = NULL};
   struct mcim_auc_sub a, other, b;
   char detail[MCIM_AUC_DETAIL_LEN], reply[300], cmd[128];
 
@@ -221,7 +222,7 @@ static void test_sync_conflict(void **state)
 static void test_sync_delete(void **state)
 {
   struct hlr *h = *state;
-  struct syncfx f;
+  struct syncfx f = {.st = NULL};
   struct mcim_auc_sub a;
   struct mcim_aka_av av;
   char detail[MCIM_AUC_DETAIL_LEN], aud3g[200];
@@ -272,7 +273,7 @@ static void test_sync_delete(void **state)
 static void test_sync_two_instances(void **state)
 {
   struct hlr *h = *state;
-  struct syncfx f;
+  struct syncfx f = {.st = NULL};
   struct mcim_auc_sub a;
   mcim_store_t *other = NULL;
   char aud3g[200], detail[MCIM_AUC_DETAIL_LEN];
@@ -335,6 +336,78 @@ static void test_sync_two_instances(void **state)
     hlr_keys_are(h, &subs[k]);
     (void)mcim_auc_backend_delete_sub(h->b, NULL, imsis[k], detail, sizeof(detail));
   }
+  syncfx_close(&f);
+}
+
+/* An apply that outlives its claim (test_sync_outcome_needs_the_claim). */
+struct applier {
+  struct hlr *h;
+  struct syncfx *f;
+  const char *imsi;
+  mcim_cause_t rc;
+};
+
+static void *applier_main(void *arg)
+{
+  struct applier *a = arg;
+  a->rc = mcim_auc_sync_run_in(a->h->b, a->f->skey, a->f->st, a->imsi);
+  return NULL;
+}
+
+/* While the HLR is stopped (SIGSTOP) with an apply's request in it, that apply's claim is
+ * taken over, as another instance does once a lease ran out. When the HLR answers, the first
+ * apply's outcome is not written: the intent stays the other instance's (not done, its lease,
+ * no attempt counted), so that its own outcome decides. Before 2026-12-07 the first apply
+ * marked it done under the other's apply. */
+static void test_sync_outcome_needs_the_claim(void **state)
+{
+  struct hlr *h = *state;
+  struct syncfx f = {.st = NULL};
+  struct mcim_auc_sub a;
+  mcim_store_t *other = NULL;
+  pthread_t th;
+  int64_t lease = 0;
+  char detail[MCIM_AUC_DETAIL_LEN];
+
+  syncfx_open(&f, h);
+  assert_int_equal(mcim_store_open(f.db, NULL, &other), MCIM_OK);
+  role_add(&f, h, "001010000000151", NULL, &a);
+  mcim_val_t p[] = {MCIM_TEXT(a.imsi)};
+  struct applier ap = {.h = h, .f = &f, .imsi = a.imsi, .rc = MCIM_INTERNAL};
+  assert_int_equal(kill(h->pid, SIGSTOP), 0);
+  assert_int_equal(pthread_create(&th, NULL, applier_main, &ap), 0);
+  /* the apply claimed it (its request now waits on the stopped HLR) */
+  const uint64_t guard = mcim_monotonic_ns() + 10000000000u;
+  while (mcim_store_query_int(other, "SELECT lease FROM auc_hlr WHERE imsi = ?", p, 1,
+                              &lease) == MCIM_OK &&
+         lease == 0 && mcim_monotonic_ns() < guard) {
+    struct timespec ms = {0, 2000000};
+    nanosleep(&ms, NULL);
+  }
+  /* another instance's claim, as once the first one's lease ran out */
+  const int64_t theirs = mcim_now() + 600;
+  mcim_val_t q[] = {MCIM_INT(theirs), MCIM_TEXT(a.imsi)};
+  mcim_cause_t took = mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", q,
+                                      2, NULL, NULL);
+  assert_int_equal(kill(h->pid, SIGCONT), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_int_not_equal(lease, 0); /* it had claimed before the guard */
+  assert_int_equal(took, MCIM_OK);
+  assert_int_equal(ap.rc, MCIM_OK); /* the HLR has it... */
+  hlr_keys_are(h, &a);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 0); /* ...but the holder decides */
+  assert_int_equal(intent_int(&f, a.imsi, "lease"), theirs);
+  assert_int_equal(intent_int(&f, a.imsi, "attempts"), 0);
+  /* that claim runs out in turn: the next apply finds the create (ours) and marks it done */
+  mcim_val_t r[] = {MCIM_INT(mcim_now() - 1), MCIM_TEXT(a.imsi)};
+  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", r, 2,
+                                   NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
+  assert_int_equal(intent_int(&f, a.imsi, "lease"), 0);
+  mcim_store_close(other);
+  (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
   syncfx_close(&f);
 }
 
@@ -490,7 +563,7 @@ static void relay_none(const char *key, void *arg)
 static void test_avs_await_other(void **state)
 {
   struct hlr *h = *state;
-  struct syncfx f;
+  struct syncfx f = {.st = NULL};
   struct mcim_auc_sub a;
   struct mcim_aka_av av;
   char detail[MCIM_AUC_DETAIL_LEN];
@@ -567,14 +640,14 @@ static void test_avs_await_other(void **state)
 static void test_sync_hlr_down(void **state)
 {
   struct hlr *h = *state;
-  struct syncfx f;
+  struct syncfx f = {.st = NULL};
   struct mcim_auc_sub a;
   struct mcim_auc_backend *down = NULL;
   char ip[INET_ADDRSTRLEN];
 
   syncfx_open(&f, h);
   /* an address of the same /8 where nothing listens */
-  snprintf(ip, sizeof(ip), "127.65.%u.%u", (unsigned)getpid() % 250, 3);
+  snprintf(ip, sizeof(ip), "127.65.%u.%u", (unsigned)getpid() % 250, 3u);
   struct mcim_auc_osmo_hlr_cfg c = {.gsup_addr = ip, .unit_name = "mcim-test-down",
                                     .timeout_ms = 500};
   assert_int_equal(mcim_auc_osmo_hlr_new(&c, &down), MCIM_OK);
@@ -601,6 +674,7 @@ int main(void)
       cmocka_unit_test(test_sync_delete),
       cmocka_unit_test(test_sync_hlr_down),
       cmocka_unit_test(test_sync_two_instances),
+      cmocka_unit_test(test_sync_outcome_needs_the_claim),
       cmocka_unit_test(test_avs_await_other),
   };
   return cmocka_run_group_tests_name("osmo-hlr sync", tests, setup, teardown);
