@@ -213,6 +213,9 @@ struct mcim_http_result {
    * TRE's statement); its error code, "" if it gave none */
   bool bearer_challenge;
   char bearer_error[24];
+  /* The first WWW-Authenticate header as it came (truncated), "" if none: a refused statement
+   * or proof has `MCIM-Statement realm="mcim"` (RFC 9110 15.5.2), for logs and tests */
+  char challenge[64];
 };
 
 /* `body` may be NULL (no body); `bearer` may be NULL. Returns result->cause. */

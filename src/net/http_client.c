@@ -254,9 +254,11 @@ static mcim_cause_t request(struct mcim_http_client *cli, const char *method, co
   if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
     result->retry_after = (long)retry_after;
   struct curl_header *wa = NULL; /* RFC 6750 3: the access token refused */
-  if (curl_easy_header(c, "WWW-Authenticate", 0, CURLH_HEADER, -1, &wa) == CURLHE_OK && wa)
+  if (curl_easy_header(c, "WWW-Authenticate", 0, CURLH_HEADER, -1, &wa) == CURLHE_OK && wa) {
     mcim_http_bearer_parse_(wa->value, &result->bearer_challenge, result->bearer_error,
                             sizeof(result->bearer_error));
+    snprintf(result->challenge, sizeof(result->challenge), "%s", wa->value);
+  }
 
 out:
   mcim_log_event(MCIM_LOG_DEBUG, NULL, 0, result->cause, "%s %s -> %ld", method, url,

@@ -318,6 +318,7 @@ mcim_cause_t mcim_http_lite_request_to(struct mcim_http_lite *cli, const char *p
   mcim_http_result_from_answer_(result, h.status, k.buf ? k.buf + body_at : NULL, body_len, url);
   result->bearer_challenge = h.bearer;
   snprintf(result->bearer_error, sizeof(result->bearer_error), "%s", h.bearer_error);
+  snprintf(result->challenge, sizeof(result->challenge), "%s", h.challenge);
 out:
   if (!result->status && k.cause != MCIM_OK) {
     result->cause = k.cause;

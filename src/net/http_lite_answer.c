@@ -161,6 +161,8 @@ static bool parse_head(char *head, struct answer_head *h)
         return false;
     } else if (strcasecmp(line, "WWW-Authenticate") == 0 && !h->bearer) { /* the first */
       mcim_http_bearer_parse_(v, &h->bearer, h->bearer_error, sizeof(h->bearer_error));
+      if (!h->challenge[0])
+        snprintf(h->challenge, sizeof(h->challenge), "%s", v);
     } else if (strcasecmp(line, "Connection") == 0) {
       if (strcasecmp(v, "close") == 0)
         h->close = true;

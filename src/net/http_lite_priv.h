@@ -54,6 +54,7 @@ struct answer_head {
   unsigned long long length;
   bool bearer;           /* a WWW-Authenticate: Bearer challenge (RFC 6750 3) */
   char bearer_error[24]; /* its error="..." code, "" if none (or not a plain token) */
+  char challenge[64];    /* the first WWW-Authenticate as it came (truncated) */
 };
 
 /* http_lite.c: a call's failure, its cause and words for people (k->cause, k->why) */

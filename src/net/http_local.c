@@ -135,11 +135,9 @@ static void send_answer(struct mcim_http_local *srv, struct local_req *r, const 
   n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n", len);
   if (resp->retry_after > 0) /* RFC 9110 10.2.3: "not yet", ask again in that many seconds */
     n += snprintf(head + n, sizeof(head) - (size_t)n, "Retry-After: %d\r\n", resp->retry_after);
-  if (resp->bearer_error) { /* RFC 6750 3: the access token refused */
-    char ch[64];
-    mcim_http_bearer_challenge_(resp->bearer_error, ch, sizeof(ch));
+  char ch[64];
+  if (mcim_http_challenge_(resp, ch, sizeof(ch))) /* RFC 6750 3, RFC 9110 15.5.2 */
     n += snprintf(head + n, sizeof(head) - (size_t)n, "WWW-Authenticate: %s\r\n", ch);
-  }
   n += snprintf(head + n, sizeof(head) - (size_t)n, "Connection: close\r\n\r\n");
   if (write_all(r->fd, head, (size_t)n) && body && strcmp(method, "HEAD") != 0)
     write_all(r->fd, body, len);

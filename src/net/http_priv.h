@@ -41,9 +41,12 @@ void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method
 
 /* The body of an answer (a JSON dump or the text, malloc'd; NULL: no body) and its type. */
 char *mcim_http_body_(const struct mcim_http_response *resp, const char **content_type);
-/* The value of a WWW-Authenticate header for a refused access token (RFC 6750 section 3):
- * `Bearer realm="mcim"`, with `error="..."` when `error` is not empty. */
-void mcim_http_bearer_challenge_(const char *error, char *out, size_t len);
+/* The WWW-Authenticate header of an answer, if it has one (false: none). A refused access
+ * token (resp->bearer_error set): RFC 6750 section 3's `Bearer realm="mcim"`, with
+ * `error="..."` when the code is not empty. Any other 401 refused the request's signed
+ * statement, proof or certificate, which RFC 9110 15.5.2 still asks a challenge of: `MCIM-
+ * Statement realm="mcim"`, a scheme of ours that no Bearer client takes for its token's. */
+bool mcim_http_challenge_(const struct mcim_http_response *resp, char *out, size_t len);
 /* A WWW-Authenticate value `v` (both clients): a Bearer challenge (RFC 6750 3, the scheme
  * case-insensitive) sets *bearer, and `error` (`len` bytes) to its error code when that is
  * made of lower-case letters and '_' and fits (RFC 6750 3.1's codes are), else "". Another

@@ -278,11 +278,9 @@ static enum MHD_Result send_response(const struct mcim_http_server *srv,
     snprintf(ra, sizeof(ra), "%d", resp->retry_after);
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
   }
-  if (resp->bearer_error) { /* RFC 6750 3: the access token refused */
-    char ch[64];
-    mcim_http_bearer_challenge_(resp->bearer_error, ch, sizeof(ch));
+  char ch[64];
+  if (mcim_http_challenge_(resp, ch, sizeof(ch))) /* RFC 6750 3, RFC 9110 15.5.2 */
     MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, ch);
-  }
   enum MHD_Result ret = MHD_queue_response(conn, (unsigned)resp->status, r);
   MHD_destroy_response(r);
   mcim_http_count_(&srv->cfg, method, url, resp, st ? &st->start : NULL,

@@ -59,12 +59,17 @@ void mcim_http_bearer_parse_(const char *v, bool *bearer, char *error, size_t le
   error[n] = '\0';
 }
 
-void mcim_http_bearer_challenge_(const char *error, char *out, size_t len)
+bool mcim_http_challenge_(const struct mcim_http_response *resp, char *out, size_t len)
 {
-  if (error && error[0])
-    snprintf(out, len, "Bearer realm=\"mcim\", error=\"%s\"", error);
-  else
+  if (resp->bearer_error && resp->bearer_error[0])
+    snprintf(out, len, "Bearer realm=\"mcim\", error=\"%s\"", resp->bearer_error);
+  else if (resp->bearer_error)
     snprintf(out, len, "Bearer realm=\"mcim\"");
+  else if (resp->status == 401)
+    snprintf(out, len, "MCIM-Statement realm=\"mcim\"");
+  else
+    return false;
+  return true;
 }
 
 void mcim_http_reply_wait_on(struct mcim_http_response *resp, const char *key_fmt, ...)

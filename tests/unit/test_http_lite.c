@@ -431,7 +431,7 @@ static void *tserve(void *arg)
         case M_CHALLENGE: { /* RFC 6750 3: a refused token, then challenges that are not ours */
           static const char ours[] =
               "WWW-Authenticate: Bearer realm=\"mcim\", error=\"invalid_token\"";
-          static const char *const ch[] = {ours, "WWW-Authenticate: Basic realm=\"x\"",
+          static const char *const ch[] = {ours, "WWW-Authenticate: MCIM-Statement realm=\"x\"",
                                            "www-authenticate: bearer error=\"not a code\"",
                                            "WWW-Authenticate: Bearerx error=\"invalid_token\"",
                                            "WWW-Authenticate: bearer error=insufficient_scope"};
@@ -555,15 +555,19 @@ static void test_answer_shapes(void **state)
   c = client(NULL, NULL, 5000);
   static const struct {
     bool challenge;
-    const char *error;
-  } want[] = {{true, "invalid_token"}, {false, ""}, {true, ""}, {false, ""},
-              {true, "insufficient_scope"}};
+    const char *error, *value;
+  } want[] = {{true, "invalid_token", "Bearer realm=\"mcim\", error=\"invalid_token\""},
+              {false, "", "MCIM-Statement realm=\"x\""}, /* a statement's (RFC 9110 15.5.2) */
+              {true, "", "bearer error=\"not a code\""},
+              {false, "", "Bearerx error=\"invalid_token\""},
+              {true, "insufficient_scope", "bearer error=insufficient_scope"}};
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
     assert_int_equal(mcim_http_lite_request(c, "POST", turl(t, NULL), NULL, NULL, &r),
                      MCIM_JWS_BAD_SIGNATURE);
     assert_int_equal(r.status, 401);
     assert_int_equal(r.bearer_challenge, want[i].challenge);
     assert_string_equal(r.bearer_error, want[i].error);
+    assert_string_equal(r.challenge, want[i].value);
     mcim_http_result_clear(&r);
   }
   mcim_http_lite_free(c);

@@ -645,7 +645,8 @@ static void test_nonce_for_the_device_only(void **state)
 
 /* A refused token says so (RFC 6750 3, `WWW-Authenticate: Bearer`), and a refused proof does
  * not, though both can be JWS_BAD_SIGNATURE (2026-12-07): by that the agent tells "attach
- * again" from "sign again". Before, it took every such cause as its token's and attached
+ * again" from "sign again". The proof's 401 has a challenge of its own (`MCIM-Statement`, RFC
+ * 9110 15.5.2), which no Bearer client takes for its token's. Before, it took every such cause as its token's and attached
  * again, with the same refusal each time, until its deadline. */
 static void test_token_refusal_says_so(void **state)
 {
@@ -686,6 +687,10 @@ static void test_token_refusal_says_so(void **state)
                      cases[k].want);
     assert_int_equal(res.bearer_challenge, cases[k].challenge);
     assert_string_equal(res.bearer_error, cases[k].error);
+    /* every 401 has a challenge (RFC 9110 15.5.2): the proof's is not a Bearer one */
+    const char *scheme = cases[k].challenge ? "Bearer realm=\"mcim\"" : "MCIM-Statement realm";
+    if (cases[k].challenge || res.status == 401)
+      assert_memory_equal(res.challenge, scheme, strlen(scheme));
     mcim_http_result_clear(&res);
   }
   /* the quote's route alike: a broken token, then a junk quote with a good one */
@@ -696,6 +701,8 @@ static void test_token_refusal_says_so(void **state)
   mcim_http_result_clear(&res);
   assert_int_equal(post_quote(f.pending, tok1, junk, f.other_pem, &res), MCIM_QUOTE_INVALID);
   assert_false(res.bearer_challenge);
+  assert_true(res.status == 401 ? strncmp(res.challenge, "MCIM-Statement ", 15) == 0
+                                : res.challenge[0] == '\0');
   mcim_http_result_clear(&res);
   free(junk);
   free(bad_tok);
