@@ -106,6 +106,14 @@ static int64_t intent_int(struct syncfx *f, const char *imsi, const char *col)
   return v;
 }
 
+/* Another instance's claim on `imsi`'s intent, until `lease` (0 or past: none), written from
+ * its own connection. */
+static mcim_cause_t set_lease(mcim_store_t *other, const char *imsi, int64_t lease)
+{
+  mcim_val_t p[] = {MCIM_INT(lease), MCIM_TEXT(imsi)};
+  return mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", p, 2, NULL, NULL);
+}
+
 /* The intent recorded with the subscriber, applied after the commit: in the HLR with our keys,
  * once (a second run does nothing), its vectors accepted by the USIM; a crash before the apply
  * (the intent alone) converges at the next run or at the first attach; a create whose answer
@@ -281,10 +289,7 @@ static void test_sync_two_instances(void **state)
   syncfx_open(&f, h);
   assert_int_equal(mcim_store_open(f.db, NULL, &other), MCIM_OK);
   role_add(&f, h, "001010000000141", NULL, &a);
-  mcim_val_t p[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(a.imsi)};
-  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", p, 2,
-                                   NULL, NULL),
-                   MCIM_OK);
+  assert_int_equal(set_lease(other, a.imsi, mcim_now() + 60), MCIM_OK);
   assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
   assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
   ctrl_aud3g(h, a.imsi, aud3g, sizeof(aud3g));
@@ -292,10 +297,7 @@ static void test_sync_two_instances(void **state)
   assert_int_equal(intent_int(&f, a.imsi, "done"), 0);
   assert_int_equal(intent_int(&f, a.imsi, "attempts"), 0);
   /* that instance died: its claim runs out */
-  mcim_val_t q[] = {MCIM_INT(mcim_now() - 1), MCIM_TEXT(a.imsi)};
-  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", q, 2,
-                                   NULL, NULL),
-                   MCIM_OK);
+  assert_int_equal(set_lease(other, a.imsi, mcim_now() - 1), MCIM_OK);
   assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
   assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
   assert_int_equal(intent_int(&f, a.imsi, "lease"), 0);
@@ -386,9 +388,7 @@ static void test_sync_outcome_needs_the_claim(void **state)
   }
   /* another instance's claim, as once the first one's lease ran out */
   const int64_t theirs = mcim_now() + 600;
-  mcim_val_t q[] = {MCIM_INT(theirs), MCIM_TEXT(a.imsi)};
-  mcim_cause_t took = mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", q,
-                                      2, NULL, NULL);
+  mcim_cause_t took = set_lease(other, a.imsi, theirs);
   assert_int_equal(kill(h->pid, SIGCONT), 0);
   assert_int_equal(pthread_join(th, NULL), 0);
   assert_int_not_equal(lease, 0); /* it had claimed before the guard */
@@ -399,10 +399,7 @@ static void test_sync_outcome_needs_the_claim(void **state)
   assert_int_equal(intent_int(&f, a.imsi, "lease"), theirs);
   assert_int_equal(intent_int(&f, a.imsi, "attempts"), 0);
   /* that claim runs out in turn: the next apply finds the create (ours) and marks it done */
-  mcim_val_t r[] = {MCIM_INT(mcim_now() - 1), MCIM_TEXT(a.imsi)};
-  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", r, 2,
-                                   NULL, NULL),
-                   MCIM_OK);
+  assert_int_equal(set_lease(other, a.imsi, mcim_now() - 1), MCIM_OK);
   assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
   assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
   assert_int_equal(intent_int(&f, a.imsi, "lease"), 0);
@@ -541,10 +538,7 @@ static void add_claimed(struct syncfx *f, const struct hlr *h, mcim_store_t *oth
                         struct mcim_auc_sub *sub)
 {
   role_add(f, h, imsi, NULL, sub);
-  mcim_val_t p[] = {MCIM_INT(mcim_now() + 60), MCIM_TEXT(sub->imsi)};
-  assert_int_equal(mcim_store_exec(other, "UPDATE auc_hlr SET lease = ? WHERE imsi = ?", p, 2,
-                                   NULL, NULL),
-                   MCIM_OK);
+  assert_int_equal(set_lease(other, sub->imsi, mcim_now() + 60), MCIM_OK);
 }
 
 static void relay_none(const char *key, void *arg)
