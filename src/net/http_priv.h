@@ -43,9 +43,10 @@ void mcim_http_count_(const struct mcim_http_server_cfg *cfg, const char *method
 char *mcim_http_body_(const struct mcim_http_response *resp, const char **content_type);
 /* The WWW-Authenticate header of an answer, if it has one (false: none). A refused access
  * token (resp->bearer_error set): RFC 6750 section 3's `Bearer realm="mcim"`, with
- * `error="..."` when the code is not empty. Any other 401 refused the request's signed
- * statement, proof or certificate, which RFC 9110 15.5.2 still asks a challenge of: `MCIM-
- * Statement realm="mcim"`, a scheme of ours that no Bearer client takes for its token's. */
+ * `error="..."` when the code is not empty. Any other 401 refused a credential other than the
+ * token (a signed statement or proof, a certificate, an AKA answer), which RFC 9110 15.5.2
+ * still asks a challenge of: `MCIM-Statement realm="mcim"`, a scheme of ours that no Bearer
+ * client takes for its token's. */
 bool mcim_http_challenge_(const struct mcim_http_response *resp, char *out, size_t len);
 /* A WWW-Authenticate value `v` (both clients): a Bearer challenge (RFC 6750 3, the scheme
  * case-insensitive) sets *bearer, and `error` (`len` bytes) to its error code when that is

@@ -165,6 +165,25 @@ static void release(mcim_store_t *st, const char *imsi, int64_t lease)
     mcim_http_wake("auc:%s", imsi); /* a vector request of any instance waits for it */
 }
 
+/* An apply whose claim ran out, done at the HLR (or cut there) after a newer intent came: the
+ * newer one's apply may have found the HLR as it wanted before this stale one changed it (a
+ * delete after the create was found there, say) and marked it done. So the newer intent is
+ * made due again under a generation of its own, which also keeps an apply of it still under
+ * way from marking it done. The same intent redone by its holder needs nothing: both applies
+ * want the same. */
+static void stale_apply_done(mcim_store_t *st, const struct intent *i)
+{
+  mcim_val_t p[] = {MCIM_TEXT(i->imsi), MCIM_INT(i->gen)};
+  if (mcim_store_exec(st,
+                      "UPDATE auc_hlr SET gen = gen + 1, done = 0, next_try = 0"
+                      " WHERE imsi = ? AND gen <> ?",
+                      p, 2, NULL, NULL) == MCIM_OK &&
+      mcim_store_changes(st) == 1)
+    mcim_log_event(MCIM_LOG_WARN, NULL, 0, MCIM_OK,
+                   "AuC: an apply of %s outlived its claim after a newer intent: that one is"
+                   " applied again", i->imsi);
+}
+
 /* One intent against the AuC, then its row: done (if no newer intent came meanwhile), or the
  * next try backed off. */
 static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *skey,
@@ -186,8 +205,8 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
   /* The outcome is written only while the claim is still ours (lease = ours): an apply that
    * outlived its lease (a stalled HLR, a paused process) may find another instance redoing
    * the intent, and marking it done, or counting an attempt, would decide for that apply,
-   * whose own outcome (a repair cut halfway, say) would then be lost. Not ours: nothing is
-   * written, the holder's outcome or its lease's end decides. */
+   * whose own outcome (a repair cut halfway, say) would then be lost. Not ours: the holder's
+   * outcome or its lease's end decides (stale_apply_done). */
   bool ours = false;
   if (rc == MCIM_OK) {
     mcim_val_t p[] = {MCIM_INT(i->gen), MCIM_INT(now), MCIM_TEXT(i->imsi), MCIM_INT(lease)};
@@ -197,6 +216,8 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
                                        " WHERE imsi = ? AND lease = ?",
                                        p, MCIM_NPARAMS(p), NULL, NULL);
     ours = src == MCIM_OK && mcim_store_changes(st) == 1;
+    if (src == MCIM_OK && !ours)
+      stale_apply_done(st, i);
     release(st, i->imsi, lease);
     /* found: a concurrent apply (handler, tick, attach) or one before a crash did it */
     mcim_log_event(ours ? MCIM_LOG_INFO : MCIM_LOG_WARN, NULL, 0, MCIM_OK,
@@ -220,6 +241,8 @@ static mcim_cause_t apply(struct mcim_auc_backend *b, const mcim_storage_key_t *
                          " updated = ? WHERE imsi = ? AND gen = ? AND lease = ?",
                          p, MCIM_NPARAMS(p), NULL, NULL) == MCIM_OK &&
          mcim_store_changes(st) == 1;
+  if (!ours)
+    stale_apply_done(st, i);
   release(st, i->imsi, lease);
   mcim_log_event(rc == MCIM_CONFLICT ? MCIM_LOG_ERROR : MCIM_LOG_WARN, NULL, 0, rc,
                  "AuC %s: subscriber %s not %s yet (attempt %lld, next in %llds%s): %s",

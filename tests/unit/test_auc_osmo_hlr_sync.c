@@ -356,6 +356,39 @@ static void *applier_main(void *arg)
   return NULL;
 }
 
+/* An apply of `ap->imsi`'s intent started on this connection while the HLR is stopped
+ * (SIGSTOP): once it claimed the intent (its lease, returned), its request waits on the HLR,
+ * until stalled_apply_end. 0: it did not claim within the guard (the HLR resumed already). */
+static int64_t stalled_apply_start(struct applier *ap, mcim_store_t *other, pthread_t *th)
+{
+  int64_t lease = 0;
+  mcim_val_t p[] = {MCIM_TEXT(ap->imsi)};
+  assert_int_equal(kill(ap->h->pid, SIGSTOP), 0);
+  if (pthread_create(th, NULL, applier_main, ap) != 0) {
+    kill(ap->h->pid, SIGCONT);
+    fail_msg("no thread for the apply");
+  }
+  const uint64_t guard = mcim_monotonic_ns() + 10000000000u;
+  while (mcim_store_query_int(other, "SELECT lease FROM auc_hlr WHERE imsi = ?", p, 1,
+                              &lease) == MCIM_OK &&
+         lease == 0 && mcim_monotonic_ns() < guard) {
+    struct timespec ms = {0, 2000000};
+    nanosleep(&ms, NULL);
+  }
+  if (lease == 0) {
+    kill(ap->h->pid, SIGCONT);
+    pthread_join(*th, NULL);
+  }
+  return lease;
+}
+
+/* The HLR resumed: the stalled apply answers and ends. */
+static void stalled_apply_end(struct applier *ap, pthread_t th)
+{
+  assert_int_equal(kill(ap->h->pid, SIGCONT), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 /* While the HLR is stopped (SIGSTOP) with an apply's request in it, that apply's claim is
  * taken over, as another instance does once a lease ran out. When the HLR answers, the first
  * apply's outcome is not written: the intent stays the other instance's (not done, its lease,
@@ -368,30 +401,17 @@ static void test_sync_outcome_needs_the_claim(void **state)
   struct mcim_auc_sub a;
   mcim_store_t *other = NULL;
   pthread_t th;
-  int64_t lease = 0;
   char detail[MCIM_AUC_DETAIL_LEN];
 
   syncfx_open(&f, h);
   assert_int_equal(mcim_store_open(f.db, NULL, &other), MCIM_OK);
   role_add(&f, h, "001010000000151", NULL, &a);
-  mcim_val_t p[] = {MCIM_TEXT(a.imsi)};
   struct applier ap = {.h = h, .f = &f, .imsi = a.imsi, .rc = MCIM_INTERNAL};
-  assert_int_equal(kill(h->pid, SIGSTOP), 0);
-  assert_int_equal(pthread_create(&th, NULL, applier_main, &ap), 0);
-  /* the apply claimed it (its request now waits on the stopped HLR) */
-  const uint64_t guard = mcim_monotonic_ns() + 10000000000u;
-  while (mcim_store_query_int(other, "SELECT lease FROM auc_hlr WHERE imsi = ?", p, 1,
-                              &lease) == MCIM_OK &&
-         lease == 0 && mcim_monotonic_ns() < guard) {
-    struct timespec ms = {0, 2000000};
-    nanosleep(&ms, NULL);
-  }
+  assert_int_not_equal(stalled_apply_start(&ap, other, &th), 0);
   /* another instance's claim, as once the first one's lease ran out */
   const int64_t theirs = mcim_now() + 600;
   mcim_cause_t took = set_lease(other, a.imsi, theirs);
-  assert_int_equal(kill(h->pid, SIGCONT), 0);
-  assert_int_equal(pthread_join(th, NULL), 0);
-  assert_int_not_equal(lease, 0); /* it had claimed before the guard */
+  stalled_apply_end(&ap, th);
   assert_int_equal(took, MCIM_OK);
   assert_int_equal(ap.rc, MCIM_OK); /* the HLR has it... */
   hlr_keys_are(h, &a);
@@ -403,6 +423,61 @@ static void test_sync_outcome_needs_the_claim(void **state)
   assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
   assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
   assert_int_equal(intent_int(&f, a.imsi, "lease"), 0);
+  mcim_store_close(other);
+  (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
+  syncfx_close(&f);
+}
+
+/* A stale apply after a newer intent: the delete of an ended subscription stalls past its
+ * claim; meanwhile the subscription comes back (a switch back: a newer intent, present), and
+ * another instance finds the subscriber still in the HLR and marks that intent done. Then the
+ * stale delete lands. The newer intent is made due again under a generation of its own, and the
+ * next apply creates the subscriber again: the HLR ends as the last intent says. Without it
+ * (the stale apply writing nothing, a review of 7904f49) the intent stayed done with the
+ * subscriber gone: attaches refused UNKNOWN_IDENTITY for good. */
+static void test_sync_stale_apply_after_newer(void **state)
+{
+  struct hlr *h = *state;
+  struct syncfx f = {.st = NULL};
+  struct mcim_auc_sub a;
+  mcim_store_t *other = NULL;
+  pthread_t th;
+  char detail[MCIM_AUC_DETAIL_LEN];
+
+  syncfx_open(&f, h);
+  assert_int_equal(mcim_store_open(f.db, NULL, &other), MCIM_OK);
+  role_add(&f, h, "001010000000161", NULL, &a);
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, a.imsi), MCIM_OK);
+  hlr_keys_are(h, &a);
+  /* the subscription ends: its delete is the intent, applied while the HLR is stopped */
+  assert_int_equal(mcim_store_begin(f.st), MCIM_OK);
+  assert_int_equal(mcim_auc_sync_want_in(h->b, f.st, a.imsi, false), MCIM_OK);
+  assert_int_equal(mcim_store_commit(f.st), MCIM_OK);
+  struct applier ap = {.h = h, .f = &f, .imsi = a.imsi, .rc = MCIM_INTERNAL};
+  assert_int_not_equal(stalled_apply_start(&ap, other, &th), 0);
+  /* the subscription back (a newer intent), and another instance, its claim taken after the
+   * stalled one's ran out, finds the subscriber still there: done */
+  mcim_cause_t rc = mcim_store_begin(other);
+  if (rc == MCIM_OK)
+    rc = mcim_auc_sync_want_in(h->b, other, a.imsi, true);
+  rc = rc == MCIM_OK ? mcim_store_commit(other) : (mcim_store_rollback(other), rc);
+  int64_t gen = -1;
+  mcim_val_t p[] = {MCIM_TEXT(a.imsi)};
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(other, "UPDATE auc_hlr SET done = 1, lease = 0 WHERE imsi = ?", p, 1,
+                         NULL, NULL);
+  if (rc == MCIM_OK)
+    rc = mcim_store_query_int(other, "SELECT gen FROM auc_hlr WHERE imsi = ?", p, 1, &gen);
+  stalled_apply_end(&ap, th); /* the stale delete lands */
+  assert_int_equal(rc, MCIM_OK);
+  assert_int_equal(ap.rc, MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 0);
+  assert_int_equal(intent_int(&f, a.imsi, "gen"), gen + 1);
+  assert_int_equal(intent_int(&f, a.imsi, "next_try"), 0);
+  /* the next apply makes the HLR what the last intent says */
+  assert_int_equal(mcim_auc_sync_run_in(h->b, f.skey, f.st, NULL), MCIM_OK);
+  assert_int_equal(intent_int(&f, a.imsi, "done"), 1);
+  hlr_keys_are(h, &a);
   mcim_store_close(other);
   (void)mcim_auc_backend_delete_sub(h->b, NULL, a.imsi, detail, sizeof(detail));
   syncfx_close(&f);
@@ -669,6 +744,7 @@ int main(void)
       cmocka_unit_test(test_sync_hlr_down),
       cmocka_unit_test(test_sync_two_instances),
       cmocka_unit_test(test_sync_outcome_needs_the_claim),
+      cmocka_unit_test(test_sync_stale_apply_after_newer),
       cmocka_unit_test(test_avs_await_other),
   };
   return cmocka_run_group_tests_name("osmo-hlr sync", tests, setup, teardown);
