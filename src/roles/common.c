@@ -12,6 +12,7 @@
 #include "mcim/trace.h"
 #include "mcim/trace_store.h"
 #include "mcim/util.h"
+#include "roles/peer_limit.h"
 #include "roles/role_priv.h"
 
 static const mcim_migration_t common_migrations[] = {
@@ -49,6 +50,8 @@ static const mcim_migration_t common_migrations[] = {
      "ALTER TABLE outbox ADD COLUMN after_id TEXT;"
      "ALTER TABLE outbox ADD COLUMN ready_at BIGINT;"
      "CREATE INDEX outbox_chain ON outbox (chain, chain_pos)"},
+    /* The flood bounds counted by all instances together (src/roles/peer_limit.c). */
+    {5, "peer_counts: the counts of the bounds per peer and window", mcim_peer_counts_schema_sql},
 };
 
 mcim_cause_t mcim_role_common_migrate(mcim_store_t *st)
@@ -78,9 +81,13 @@ static void trace_keyed(struct mcim_role *r, const char *key, int64_t time_us, c
     return;
   if (mcim_crashpoint_armed())
     mcim_crashpoint_note(txn, step);
+  int64_t max = mcim_config_int(r->cfg, "traced_refusals_per_hour");
+  bool admitted = true;
   if (cause != MCIM_OK &&
-      !mcim_peer_limit_admit(&r->priv->traced_refusals, key, time_us / 1000000,
-                             mcim_config_int(r->cfg, "traced_refusals_per_hour"), NULL)) {
+      (!mcim_peer_limit_admit(&r->priv->traced_refusals, key, time_us / 1000000, max, NULL) ||
+       (mcim_peer_limit_admit_db(st, "traced_refusals", key, time_us / 1000000, 3600, max,
+                                 &admitted, NULL) == MCIM_OK &&
+        !admitted))) {
     mcim_log_event(MCIM_LOG_WARN, txn, step, cause,
                    "%s -> %s: %s (not traced: traced_refusals_per_hour of %s this hour)", from,
                    to, msg, key ? key : "?");
@@ -292,6 +299,8 @@ void mcim_role_housekeeping(struct mcim_role *r)
                          "DELETE FROM outbox WHERE state IN ('delivered', 'failed') AND"
                          " created < ?",
                          op, 1, NULL, NULL);
+  if (rc == MCIM_OK) /* the windows are a minute or an hour long: a day keeps every live one */
+    rc = mcim_peer_limit_purge_db(st, now - 86400);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "housekeeping: %s", mcim_store_errmsg(st));
   purge_finished(r, st, now);

@@ -49,3 +49,41 @@ bool mcim_peer_limit_admit(struct mcim_peer_limit *l, const char *peer, int64_t 
   pthread_mutex_unlock(&l->lock);
   return ok;
 }
+
+const char mcim_peer_counts_schema_sql[] =
+    "CREATE TABLE peer_counts (what TEXT NOT NULL, peer TEXT NOT NULL,"
+    " window_start BIGINT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (what, peer, window_start));"
+    "CREATE INDEX peer_counts_window ON peer_counts (window_start)";
+
+mcim_cause_t mcim_peer_limit_admit_db(mcim_store_t *st, const char *what, const char *peer,
+                                      int64_t now, int64_t seconds, int64_t max, bool *admitted,
+                                      int64_t *retry_after)
+{
+  *admitted = false;
+  if (!st || !what || seconds <= 0)
+    return MCIM_INVALID_ARGUMENT;
+  char key[64];
+  snprintf(key, sizeof(key), "%s", peer ? peer : ""); /* as the memory's count cuts it */
+  int64_t start = now - now % seconds;
+  /* The count goes up only while under `max`, in the statement that reads it: two instances
+   * at once take turns on the row (PostgreSQL's row lock, SQLite's one writer). */
+  mcim_val_t p[] = {MCIM_TEXT(what), MCIM_TEXT(key), MCIM_INT(start), MCIM_INT(max)};
+  mcim_cause_t rc = mcim_store_exec_relaxed(
+      st,
+      "INSERT INTO peer_counts (what, peer, window_start, n) VALUES (?, ?, ?, 1)"
+      " ON CONFLICT (what, peer, window_start) DO UPDATE SET n = peer_counts.n + 1"
+      " WHERE peer_counts.n < ?",
+      p, MCIM_NPARAMS(p), NULL, NULL);
+  if (rc != MCIM_OK)
+    return rc;
+  *admitted = mcim_store_changes(st) == 1;
+  if (!*admitted && retry_after)
+    *retry_after = start + seconds - now;
+  return MCIM_OK;
+}
+
+mcim_cause_t mcim_peer_limit_purge_db(mcim_store_t *st, int64_t before)
+{
+  mcim_val_t p[] = {MCIM_INT(before)};
+  return mcim_store_exec(st, "DELETE FROM peer_counts WHERE window_start < ?", p, 1, NULL, NULL);
+}

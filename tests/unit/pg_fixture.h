@@ -126,4 +126,36 @@ static inline void pg_fixture_drop_db(const char *name)
   (void)pg_fixture_admin(sql);
 }
 
+/* A test of SQL on both engines: `fn` with the locator of a fresh SQLite file in a folder of
+ * its own (removed after), or of a fresh database of this server named after `prefix`
+ * (dropped after). For assertions inside `fn`: what they leave is removed by the next run. */
+static inline void pg_fixture_run_sqlite(const char *prefix, void (*fn)(const char *locator))
+{
+  char dir[96], path[128], side[140];
+  snprintf(dir, sizeof(dir), "/tmp/mcim-%s-XXXXXX", prefix);
+  if (!mkdtemp(dir)) {
+    fprintf(stderr, "no temporary folder for %s\n", prefix);
+    abort();
+  }
+  snprintf(path, sizeof(path), "%s/role.db", dir);
+  fn(path);
+  unlink(path);
+  snprintf(side, sizeof(side), "%s-wal", path);
+  unlink(side);
+  snprintf(side, sizeof(side), "%s-shm", path);
+  unlink(side);
+  rmdir(dir);
+}
+
+static inline void pg_fixture_run_postgres(const char *prefix, void (*fn)(const char *locator))
+{
+  char dbname[64], locator[600];
+  if (!pg_fixture_create_db(prefix, dbname, locator, sizeof(locator))) {
+    fprintf(stderr, "no PostgreSQL database for %s\n", prefix);
+    abort();
+  }
+  fn(locator);
+  pg_fixture_drop_db(dbname);
+}
+
 #endif

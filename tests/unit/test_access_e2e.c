@@ -230,7 +230,8 @@ static void test_stranger_leaves_no_rows(void **state)
  * the ICF: not under the attach's `device`, which anyone names as they like, nor under the
  * VNO, which asks the ICF for every device. A flood naming a victim device, or one PCID,
  * leaves another identity's refusals traced. Before 2026-12-07 the flood below (121 attaches
- * naming "victim") used up victim's count at the VNO and the VNO's at the ICF. */
+ * naming "victim") used up victim's count at the VNO and the VNO's at the ICF. The count is
+ * the role's store's (peer_counts), all its instances' together, since 2026-12-07. */
 static void test_refusals_counted_by_identity(void **state)
 {
   (void)state;
@@ -259,6 +260,25 @@ static void test_refusals_counted_by_identity(void **state)
   static const char refused[] = "SELECT COUNT(*) FROM trace WHERE txn = ? AND"
                                 " cause = 'CREDENTIAL_EXPIRED'";
   assert_int_equal(lab_db_int(lab, "vno", refused, txn), 1);
+  assert_int_equal(lab_db_int(lab, "ro", refused, txn), 1);
+  /* The count is the store's, all instances' together: a third identity's, as the VNO's other
+   * instances would have left it this hour, full (120), leaves its refusal untraced at the
+   * VNO, which has not refused it once itself; the ICF, a role of its own, still traces it. */
+  register_pcid("001019000000043", "soft43", mcim_now() - 1);
+  char seed[200];
+  int64_t now = mcim_now();
+  snprintf(seed, sizeof(seed),
+           "INSERT INTO peer_counts (what, peer, window_start, n) VALUES ('traced_refusals',"
+           " '001019000000043', %lld, 120)",
+           (long long)(now - now % 3600));
+  lab_db_exec(lab, "vno", seed);
+  snprintf(txn, sizeof(txn), "%032x", 0xa1000000u + 1001u);
+  body = json_pack("{s:s,s:s,s:s}", "pcid", "001019000000043", "txn", txn, "device", "victim");
+  assert_int_equal(mcim_http_request(plain_cli, "POST", url("vno", "/v1/attach"), body, NULL, &r),
+                   MCIM_CREDENTIAL_EXPIRED);
+  json_decref(body);
+  mcim_http_result_clear(&r);
+  assert_int_equal(lab_db_int(lab, "vno", refused, txn), 0);
   assert_int_equal(lab_db_int(lab, "ro", refused, txn), 1);
 }
 

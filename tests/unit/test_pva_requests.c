@@ -340,8 +340,27 @@ static void test_revocations(void **state)
   int64_t rows = count("SELECT COUNT(*) FROM revocations", NULL);
   assert_true(rows >= base_rows + REVOCATIONS_PER_MINUTE + 1);
 
+  /* All instances count together (peer_counts, in the store): sho-b's count this minute as the
+   * PVA's other instances would have left it, full, refuses sho-b here too, though this
+   * instance took one of its revocations only. */
   mcim_store_t *st = lab_open_db(&lab, "pva");
   assert_non_null(st);
+  assert_int_equal(count("SELECT n FROM peer_counts WHERE what = 'revocations' AND peer = ?",
+                         "sho-b"),
+                   1);
+  mcim_val_t full[] = {MCIM_INT(REVOCATIONS_PER_MINUTE)};
+  assert_int_equal(mcim_store_exec(st,
+                                   "UPDATE peer_counts SET n = ? WHERE what = 'revocations'"
+                                   " AND peer = 'sho-b'",
+                                   full, 1, NULL, NULL),
+                   MCIM_OK);
+  assert_int_equal(post_revocation(sho_b_cli, "001010000000078", &status, &retry),
+                   MCIM_REVOCATIONS_TOO_FAST);
+  assert_int_equal(status, 503);
+  assert_int_equal(mcim_now() / 60, minute);
+  assert_int_equal(count("SELECT COUNT(*) FROM revocations WHERE imsi = ?", "001010000000078"),
+                   0);
+
   mcim_val_t p[] = {MCIM_INT(mcim_now() - 86400 - 31)}; /* past a day and the 30 s skew */
   assert_int_equal(mcim_store_exec(st,
                                    "INSERT INTO revocations (network, imsi, device, created)"

@@ -144,25 +144,13 @@ static void clock_on(const char *locator)
 static void test_sqlite(void **state)
 {
   (void)state;
-  char dir[] = "/tmp/mcim-decision-XXXXXX", path[64], side[80];
-  assert_non_null(mkdtemp(dir));
-  snprintf(path, sizeof(path), "%s/sho.db", dir);
-  clock_on(path);
-  unlink(path);
-  snprintf(side, sizeof(side), "%s-wal", path);
-  unlink(side);
-  snprintf(side, sizeof(side), "%s-shm", path);
-  unlink(side);
-  rmdir(dir);
+  pg_fixture_run_sqlite("decision", clock_on);
 }
 
 static void test_postgres(void **state)
 {
   (void)state;
-  char dbname[64], locator[600];
-  assert_true(pg_fixture_create_db("decision", dbname, locator, sizeof(locator)));
-  clock_on(locator);
-  pg_fixture_drop_db(dbname);
+  pg_fixture_run_postgres("decision", clock_on);
 }
 
 int main(void)

@@ -10,9 +10,9 @@
  * An SHO can revoke only its own tokens (the issuer is the caller's certificate name), so
  * no SHO can cut off another's device here. A revocation lives as long as any token it
  * covers can: the longest token lifetime (1 day, runtime.c) and the clock skew after it came
- * (pva.c, pva_tick). What one SHO can add is bounded: revocations_per_minute per instance
- * (beyond it 503 REVOCATIONS_TOO_FAST, which its outbox retries: a burst of genuine ones is
- * delayed, never lost), so at most a day of that. */
+ * (pva.c, pva_tick). What one SHO can add is bounded: revocations_per_minute, all the PVA's
+ * instances together (src/roles/peer_limit.c; beyond it 503 REVOCATIONS_TOO_FAST, which its
+ * outbox retries: a burst of genuine ones is delayed, never lost), so at most a day of that. */
 #include <stdio.h>
 #include <string.h>
 
@@ -70,9 +70,22 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
   const char *device = json_string_value(json_object_get(req->json, "device"));
   const char *imsi = json_string_value(json_object_get(req->json, "imsi"));
   struct mcim_peer_limit *limit = pva_revocation_limit(r);
-  int64_t wait = 0;
-  if (limit && !mcim_peer_limit_admit(limit, sho, mcim_now(),
-                                      mcim_config_int(r->cfg, "revocations_per_minute"), &wait)) {
+  int64_t wait = 0, max = mcim_config_int(r->cfg, "revocations_per_minute");
+  mcim_store_t *st = mcim_role_store(r);
+  if (!st) {
+    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 10, "store unavailable");
+    return;
+  }
+  /* this instance's count first (a flood turned away without a write), then all instances' */
+  bool admitted = !limit || mcim_peer_limit_admit(limit, sho, mcim_now(), max, &wait);
+  if (admitted) {
+    rc = mcim_peer_limit_admit_db(st, "revocations", sho, mcim_now(), 60, max, &admitted, &wait);
+    if (rc != MCIM_OK) {
+      mcim_http_reply_problem(resp, rc, 10, "revocation not counted");
+      return;
+    }
+  }
+  if (!admitted) {
     /* logged, not traced: a flood must not add a row per request */
     mcim_log_event(MCIM_LOG_WARN, txn, 10, MCIM_REVOCATIONS_TOO_FAST,
                    "%s sent more than revocations_per_minute revocations: asked to retry in %lld s",
@@ -86,11 +99,6 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
   json_int_t step = json_integer_value(json_object_get(req->json, "step"));
   if (!json_object_get(req->json, "step"))
     step = 10;
-  mcim_store_t *st = mcim_role_store(r);
-  if (!st) {
-    mcim_http_reply_problem(resp, MCIM_STORE_ERROR, 10, "store unavailable");
-    return;
-  }
   /* Idempotent: a retried delivery finds the row and changes nothing. The trace row rides on
    * the same commit (one batch: a commit less than the row's own relaxed one after it). */
   mcim_val_t p[] = {MCIM_TEXT(sho), MCIM_TEXT(imsi), MCIM_TEXT(device), MCIM_INT(mcim_now())};
