@@ -55,6 +55,13 @@ const char mcim_peer_counts_schema_sql[] =
     " window_start BIGINT NOT NULL, n BIGINT NOT NULL, PRIMARY KEY (what, peer, window_start));"
     "CREATE INDEX peer_counts_window ON peer_counts (window_start)";
 
+static mcim_cause_t count_row(const mcim_row_t *row, void *arg)
+{
+  (void)row;
+  *(bool *)arg = true;
+  return MCIM_OK;
+}
+
 mcim_cause_t mcim_peer_limit_admit_db(mcim_store_t *st, const char *what, const char *peer,
                                       int64_t now, int64_t seconds, int64_t max, bool *admitted,
                                       int64_t *retry_after)
@@ -66,17 +73,21 @@ mcim_cause_t mcim_peer_limit_admit_db(mcim_store_t *st, const char *what, const 
   snprintf(key, sizeof(key), "%s", peer ? peer : ""); /* as the memory's count cuts it */
   int64_t start = now - now % seconds;
   /* The count goes up only while under `max`, in the statement that reads it: two instances
-   * at once take turns on the row (PostgreSQL's row lock, SQLite's one writer). */
+   * at once take turns on the row (PostgreSQL's row lock, SQLite's one writer). The row comes
+   * back only when it was counted (RETURNING), which also makes the call a read: inside a
+   * batch, whose statements run only at its commit, it is refused (MCIM_INVALID_ARGUMENT)
+   * rather than answered from another statement's count. */
   mcim_val_t p[] = {MCIM_TEXT(what), MCIM_TEXT(key), MCIM_INT(start), MCIM_INT(max)};
   mcim_cause_t rc = mcim_store_exec_relaxed(
       st,
       "INSERT INTO peer_counts (what, peer, window_start, n) VALUES (?, ?, ?, 1)"
       " ON CONFLICT (what, peer, window_start) DO UPDATE SET n = peer_counts.n + 1"
-      " WHERE peer_counts.n < ?",
-      p, MCIM_NPARAMS(p), NULL, NULL);
-  if (rc != MCIM_OK)
+      " WHERE peer_counts.n < ? RETURNING n",
+      p, MCIM_NPARAMS(p), count_row, admitted);
+  if (rc != MCIM_OK) {
+    *admitted = false;
     return rc;
-  *admitted = mcim_store_changes(st) == 1;
+  }
   if (!*admitted && retry_after)
     *retry_after = start + seconds - now;
   return MCIM_OK;

@@ -41,7 +41,8 @@ void mcim_peer_limit_destroy(struct mcim_peer_limit *l);
 bool mcim_peer_limit_admit(struct mcim_peer_limit *l, const char *peer, int64_t now, int64_t max,
                            int64_t *retry_after);
 /* The same in the store, for the bound `what` with windows of `seconds` (> 0): one relaxed
- * upsert (a lost count errs towards admitting), in the caller's transaction if one is open.
+ * upsert (a lost count errs towards admitting), in the caller's transaction if one is open;
+ * never inside a batch (mcim_store_begin_batch: MCIM_INVALID_ARGUMENT, nothing counted).
  * *admitted: within `max` (counted), else not counted and *retry_after (may be NULL) the
  * seconds to the next window. A failing store answers its cause, *admitted false. */
 mcim_cause_t mcim_peer_limit_admit_db(mcim_store_t *st, const char *what, const char *peer,

@@ -75,9 +75,9 @@ const mcim_config_spec_t mcim_role_common_spec[] = {
              " attach is answered 503 ATTACH_BUSY with Retry-After, without an AV"},
     {.name = "traced_refusals_per_hour", .type = MCIM_CFG_INT, .def = "120", .min = 1,
      .max = 1000000,
-     .help = "refusals this instance traces per counterpart (a device, a peer) and hour; beyond"
-             " it a refusal is logged only (a device whose TRE signs for any txn could add a row"
-             " per request)"},
+     .help = "refusals the role traces per counterpart (a device, a peer) and hour, all its"
+             " instances together; beyond it a refusal is logged only (a device whose TRE signs"
+             " for any txn could add a row per request)"},
     {.name = "answer_retention", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,
      .max = 365LL * 86400,
      .help = "how long answers kept for retries (idempotency) and delivered outbox messages"

@@ -130,7 +130,10 @@ violations() {
   [ "$active" -le 1 ] || v="$v two-active-subscriptions"
   n=$(sql "$lab/ro/ro.db" "SELECT COUNT(*) FROM drf WHERE device='$dev' AND state='subscribed'")
   [ "$n" -le 1 ] || v="$v two-drf-subscriptions"
-  "$mcim" device status "$dev" --json --dir "$lab" | tr -d ' \n' >"$lab/st-$dev.json"
+  # a status that cannot be read says so, not as every invariant of the TRE failing at once
+  "$mcim" device status "$dev" --json --dir "$lab" >"$lab/st-raw-$dev.json" ||
+    v="$v status-unreadable"
+  tr -d ' \n' <"$lab/st-raw-$dev.json" >"$lab/st-$dev.json"
   st="$lab/st-$dev.json"
   n=$(grep -o '"state":"active"' "$st" | wc -l)
   [ "$n" -le 1 ] || v="$v two-active-mcims"

@@ -348,16 +348,17 @@ static void test_revocations(void **state)
   assert_int_equal(count("SELECT n FROM peer_counts WHERE what = 'revocations' AND peer = ?",
                          "sho-b"),
                    1);
-  mcim_val_t full[] = {MCIM_INT(REVOCATIONS_PER_MINUTE)};
+  mcim_val_t full[] = {MCIM_INT(REVOCATIONS_PER_MINUTE), MCIM_INT(minute * 60)};
   assert_int_equal(mcim_store_exec(st,
                                    "UPDATE peer_counts SET n = ? WHERE what = 'revocations'"
-                                   " AND peer = 'sho-b'",
-                                   full, 1, NULL, NULL),
+                                   " AND peer = 'sho-b' AND window_start = ?",
+                                   full, 2, NULL, NULL),
                    MCIM_OK);
-  assert_int_equal(post_revocation(sho_b_cli, "001010000000078", &status, &retry),
-                   MCIM_REVOCATIONS_TOO_FAST);
+  assert_int_equal(mcim_store_changes(st), 1);
+  over = post_revocation(sho_b_cli, "001010000000078", &status, &retry);
+  assert_int_equal(mcim_now() / 60, minute); /* all within the minute (5 s were left) */
+  assert_int_equal(over, MCIM_REVOCATIONS_TOO_FAST);
   assert_int_equal(status, 503);
-  assert_int_equal(mcim_now() / 60, minute);
   assert_int_equal(count("SELECT COUNT(*) FROM revocations WHERE imsi = ?", "001010000000078"),
                    0);
 

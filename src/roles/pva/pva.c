@@ -54,8 +54,9 @@ static const mcim_config_spec_t pva_spec[] = {
      .help = "name of the RO instance whose order records prove an SHO's procedure"},
     {.name = "revocations_per_minute", .type = MCIM_CFG_INT, .def = "12000", .min = 1,
      .max = 10000000,
-     .help = "revocations one SHO may send this instance in a minute (POST /v1/revocations);"
-             " more are answered 503 with Retry-After, and the SHO's outbox asks again"},
+     .help = "revocations one SHO may send the PVA in a minute, all its instances together"
+             " (POST /v1/revocations); more are answered 503 with Retry-After, and the SHO's"
+             " outbox asks again"},
 };
 
 static const mcim_migration_t pva_migrations[] = {

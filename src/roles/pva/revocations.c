@@ -100,7 +100,8 @@ void pva_revocation(void *ctx, const struct mcim_http_request *req,
   if (!json_object_get(req->json, "step"))
     step = 10;
   /* Idempotent: a retried delivery finds the row and changes nothing. The trace row rides on
-   * the same commit (one batch: a commit less than the row's own relaxed one after it). */
+   * the same commit (one batch: a commit less than the row's own relaxed one after it; the
+   * count above is a relaxed write of its own). */
   mcim_val_t p[] = {MCIM_TEXT(sho), MCIM_TEXT(imsi), MCIM_TEXT(device), MCIM_INT(mcim_now())};
   rc = mcim_store_begin_batch(st, false);
   if (rc == MCIM_OK)
