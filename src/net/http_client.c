@@ -253,11 +253,19 @@ static mcim_cause_t request(struct mcim_http_client *cli, const char *method, co
   curl_off_t retry_after = 0; /* "not yet" answers say when to ask again (seconds form) */
   if (curl_easy_getinfo(c, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
     result->retry_after = (long)retry_after;
-  struct curl_header *wa = NULL; /* RFC 6750 3: the access token refused */
-  if (curl_easy_header(c, "WWW-Authenticate", 0, CURLH_HEADER, -1, &wa) == CURLHE_OK && wa) {
+  /* RFC 6750 3: the access token refused. The first Bearer challenge among the answer's
+   * WWW-Authenticate headers, as the small client takes it (http_lite_answer.c), and the first
+   * header as it came. */
+  struct curl_header *wa = NULL;
+  for (size_t i = 0; !result->bearer_challenge && i < 8 &&
+                     curl_easy_header(c, "WWW-Authenticate", i, CURLH_HEADER, -1, &wa) ==
+                         CURLHE_OK &&
+                     wa;
+       i++) {
     mcim_http_bearer_parse_(wa->value, &result->bearer_challenge, result->bearer_error,
                             sizeof(result->bearer_error));
-    snprintf(result->challenge, sizeof(result->challenge), "%s", wa->value);
+    if (i == 0)
+      snprintf(result->challenge, sizeof(result->challenge), "%s", wa->value);
   }
 
 out:

@@ -54,10 +54,21 @@ static void h_later(void *ctx, const struct mcim_http_request *req,
   resp->retry_after = 3;
 }
 
+/* 401s: a refused statement (GET /v1/refused/statement) and a refused token (/token). */
+static void h_refused(void *ctx, const struct mcim_http_request *req,
+                      struct mcim_http_response *resp)
+{
+  (void)ctx;
+  mcim_http_reply_problem(resp, MCIM_JWS_BAD_SIGNATURE, 0, "no");
+  if (strcmp(req->params[0], "token") == 0)
+    resp->bearer_error = "invalid_token";
+}
+
 static const struct mcim_http_route routes[] = {
     {"POST", "/v1/echo", h_echo, 0},
     {"GET", "/v1/items/{a}/sub/{b}", h_item, 0},
     {"GET", "/v1/later", h_later, 0},
+    {"GET", "/v1/refused/{what}", h_refused, 0},
 };
 
 static struct mcim_http_local *srv;
@@ -70,7 +81,7 @@ static int setup(void **state)
   snprintf(sock, sizeof(sock), "%.60s/control.sock", dir);
   struct mcim_http_server_cfg cfg = {
       .role = "test", .unix_path = sock, .threads = 2, .max_body = 1024,
-      .routes = routes, .nroutes = 3,
+      .routes = routes, .nroutes = sizeof(routes) / sizeof(routes[0]),
   };
   return mcim_http_local_start(&cfg, &srv) == MCIM_OK ? 0 : -1;
 }
@@ -205,6 +216,19 @@ static void test_raw_answers(void **state)
   a = raws("GET /v1/later HTTP/1.1\r\n\r\n");
   assert_non_null(strstr(a, "Retry-After: 3\r\n"));
   assert_non_null(strstr(a, "ORDER_PENDING"));
+  free(a);
+  /* every 401 has a challenge (RFC 9110 15.5.2): a token's is Bearer (RFC 6750 3), any
+   * other credential's ours; other answers none */
+  a = raws("GET /v1/refused/statement HTTP/1.1\r\n\r\n");
+  assert_non_null(strstr(a, "HTTP/1.1 401 "));
+  assert_non_null(strstr(a, "WWW-Authenticate: MCIM-Statement realm=\"mcim\"\r\n"));
+  free(a);
+  a = raws("GET /v1/refused/token HTTP/1.1\r\n\r\n");
+  assert_non_null(
+      strstr(a, "WWW-Authenticate: Bearer realm=\"mcim\", error=\"invalid_token\"\r\n"));
+  free(a);
+  a = raws("GET /v1/later HTTP/1.1\r\n\r\n");
+  assert_null(strstr(a, "WWW-Authenticate"));
   free(a);
   /* not HTTP */
   a = raws("hello there\r\n\r\n");
