@@ -61,6 +61,7 @@ struct local_req {
   uint8_t *body;
   size_t len, cap;
   bool timed_out;
+  uint64_t cpu0; /* this thread's CPU when the request's head was read (0: not yet) */
 };
 
 static const char *reason(int status)
@@ -142,7 +143,9 @@ static void send_answer(struct mcim_http_local *srv, struct local_req *r, const 
   if (write_all(r->fd, head, (size_t)n) && body && strcmp(method, "HEAD") != 0)
     write_all(r->fd, body, len);
   free(body);
-  mcim_http_count_(&srv->cfg, method, path, resp, start, 0);
+  /* its CPU from the head read to the answer written (mcim_http_request_cpu_seconds_total) */
+  mcim_http_count_(&srv->cfg, method, path, resp, start,
+                   r->cpu0 ? mcim_cpu_delta_ns(r->cpu0, mcim_thread_cpu_ns()) : 0);
 }
 
 static void refuse(struct mcim_http_local *srv, struct local_req *r, const char *method,
@@ -433,6 +436,7 @@ static void serve_connection(struct mcim_http_local *srv, int fd)
     goto out;
   }
   clock_gettime(CLOCK_MONOTONIC, &start);
+  r->cpu0 = mcim_thread_cpu_ns();
   if (!parse_head(r)) {
     refuse(srv, r, NULL, NULL, MCIM_INVALID_ARGUMENT, "not an HTTP/1.1 request", &start);
     goto out;

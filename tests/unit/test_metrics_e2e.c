@@ -538,7 +538,7 @@ static double family_sum(const char *text, const char *prefix, const char *label
  * scrape's own in the next scrape, and more than nothing), the role's threads by their names,
  * and what the routes took is part of what the HTTP server's threads took (the routes are
  * timed on those threads' clocks; 1 ms for threads whose time the kernel shows as of their
- * last tick). */
+ * last tick); the agent's control API alike. */
 static void test_cpu_by_route_and_thread(void **state)
 {
   (void)state;
@@ -564,6 +564,17 @@ static void test_cpu_by_route_and_thread(void **state)
   assert_true(
       series(t, "mcim_http_request_cpu_seconds_total{method=\"POST\",route=\"/v1/attach\"}") > 0);
   free(t);
+  /* and the agent's control API (its local server) times its routes too (since 2026-12-07):
+   * a scrape's own, in the next one, within what its control thread took */
+  char *a = scrape(NULL, "mdev1"), *b = scrape(NULL, "mdev1");
+  assert_true(series(b, metrics_cpu) > 0);
+  assert_true(series(b, metrics_cpu) > count(a, metrics_cpu));
+  double control = series(b, "mcim_thread_cpu_seconds_total{thread=\"mcim-control\"}");
+  if (!(series(b, metrics_cpu) <= control + 0.001))
+    fail_msg("the agent's /metrics CPU %.6f s, its control threads' %.6f s",
+             series(b, metrics_cpu), control);
+  free(a);
+  free(b);
 }
 
 int main(void)
