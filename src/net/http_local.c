@@ -61,7 +61,7 @@ struct local_req {
   uint8_t *body;
   size_t len, cap;
   bool timed_out;
-  uint64_t cpu0; /* this thread's CPU when the request's head was read (0: not yet) */
+  uint64_t cpu0; /* this thread's CPU at the dispatch (0: not dispatched) */
 };
 
 static const char *reason(int status)
@@ -140,12 +140,14 @@ static void send_answer(struct mcim_http_local *srv, struct local_req *r, const 
   if (mcim_http_challenge_(resp, ch, sizeof(ch))) /* RFC 6750 3, RFC 9110 15.5.2 */
     n += snprintf(head + n, sizeof(head) - (size_t)n, "WWW-Authenticate: %s\r\n", ch);
   n += snprintf(head + n, sizeof(head) - (size_t)n, "Connection: close\r\n\r\n");
+  /* Counted before it is written, as the HTTPS server counts an answer queued: a client that
+   * has its answer finds it in the next scrape. Its CPU from the dispatch to here
+   * (mcim_http_request_cpu_seconds_total); a refusal before the dispatch is not timed. */
+  mcim_http_count_(&srv->cfg, method, path, resp, start,
+                   r->cpu0 ? mcim_cpu_delta_ns(r->cpu0, mcim_thread_cpu_ns()) : 0);
   if (write_all(r->fd, head, (size_t)n) && body && strcmp(method, "HEAD") != 0)
     write_all(r->fd, body, len);
   free(body);
-  /* its CPU from the head read to the answer written (mcim_http_request_cpu_seconds_total) */
-  mcim_http_count_(&srv->cfg, method, path, resp, start,
-                   r->cpu0 ? mcim_cpu_delta_ns(r->cpu0, mcim_thread_cpu_ns()) : 0);
 }
 
 static void refuse(struct mcim_http_local *srv, struct local_req *r, const char *method,
@@ -436,7 +438,6 @@ static void serve_connection(struct mcim_http_local *srv, int fd)
     goto out;
   }
   clock_gettime(CLOCK_MONOTONIC, &start);
-  r->cpu0 = mcim_thread_cpu_ns();
   if (!parse_head(r)) {
     refuse(srv, r, NULL, NULL, MCIM_INVALID_ARGUMENT, "not an HTTP/1.1 request", &start);
     goto out;
@@ -502,6 +503,7 @@ static void serve_connection(struct mcim_http_local *srv, int fd)
       .body = r->body,
       .body_len = r->len,
   };
+  r->cpu0 = mcim_thread_cpu_ns(); /* timed from the dispatch, as the HTTPS server's routes */
   mcim_http_dispatch_(&srv->cfg, &w, &resp);
   send_answer(srv, r, r->method, r->target, &resp, &start);
   mcim_http_response_clear(&resp);
