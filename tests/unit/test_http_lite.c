@@ -431,13 +431,17 @@ static void *tserve(void *arg)
         case M_CHALLENGE: { /* RFC 6750 3: a refused token, then challenges that are not ours */
           static const char ours[] =
               "WWW-Authenticate: Bearer realm=\"mcim\", error=\"invalid_token\"";
+          static const char two[] = /* two headers, the Bearer one second */
+              "WWW-Authenticate: MCIM-Statement realm=\"mcim\"\r\n"
+              "WWW-Authenticate: Bearer error=\"invalid_token\"";
           static const char *const ch[] = {ours, "WWW-Authenticate: MCIM-Statement realm=\"x\"",
                                            "www-authenticate: bearer error=\"not a code\"",
                                            "WWW-Authenticate: Bearerx error=\"invalid_token\"",
-                                           "WWW-Authenticate: bearer error=insufficient_scope"};
+                                           "WWW-Authenticate: bearer error=insufficient_scope",
+                                           two};
           static const char pj[] = "{\"cause\":\"JWS_BAD_SIGNATURE\",\"detail\":\"x\"}";
           pthread_mutex_lock(&t->lock);
-          int i = (t->requests - 1) % 5;
+          int i = (t->requests - 1) % 6;
           pthread_mutex_unlock(&t->lock);
           snprintf(head, sizeof(head), "HTTP/1.1 401 Unauthorized\r\n%s\r\nContent-Type: "
                    "application/problem+json\r\nContent-Length: %zu\r\n\r\n%s",
@@ -560,7 +564,8 @@ static void test_answer_shapes(void **state)
               {false, "", "MCIM-Statement realm=\"x\""}, /* a statement's (RFC 9110 15.5.2) */
               {true, "", "bearer error=\"not a code\""},
               {false, "", "Bearerx error=\"invalid_token\""},
-              {true, "insufficient_scope", "bearer error=insufficient_scope"}};
+              {true, "insufficient_scope", "bearer error=insufficient_scope"},
+              {true, "invalid_token", "MCIM-Statement realm=\"mcim\""}};
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
     assert_int_equal(mcim_http_lite_request(c, "POST", turl(t, NULL), NULL, NULL, &r),
                      MCIM_JWS_BAD_SIGNATURE);
@@ -571,6 +576,22 @@ static void test_answer_shapes(void **state)
     mcim_http_result_clear(&r);
   }
   mcim_http_lite_free(c);
+  tstop(t);
+  /* the libcurl client (the daemons', mcim's) reads them alike */
+  t = tstart(M_CHALLENGE, NULL, NULL);
+  struct mcim_http_client_cfg cc = {.ca_file = p(3, "ca.crt"), .timeout_ms = 5000};
+  struct mcim_http_client *curl = NULL;
+  assert_int_equal(mcim_http_client_new(&cc, &curl), MCIM_OK);
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    assert_int_equal(mcim_http_request(curl, "POST", turl(t, NULL), NULL, NULL, &r),
+                     MCIM_JWS_BAD_SIGNATURE);
+    assert_int_equal(r.status, 401);
+    assert_int_equal(r.bearer_challenge, want[i].challenge);
+    assert_string_equal(r.bearer_error, want[i].error);
+    assert_string_equal(r.challenge, want[i].value);
+    mcim_http_result_clear(&r);
+  }
+  mcim_http_client_free(curl);
   tstop(t);
 }
 
