@@ -555,8 +555,6 @@ static void test_answer_shapes(void **state)
   tstop(t);
   /* a refused token says so (RFC 6750 3); other schemes and a code that is not one do not
    * count as its error (the agent attaches again only on the first: dev_token_refused) */
-  t = tstart(M_CHALLENGE, NULL, NULL);
-  c = client(NULL, NULL, 5000);
   static const struct {
     bool challenge;
     const char *error, *value;
@@ -566,33 +564,28 @@ static void test_answer_shapes(void **state)
               {false, "", "Bearerx error=\"invalid_token\""},
               {true, "insufficient_scope", "bearer error=insufficient_scope"},
               {true, "invalid_token", "MCIM-Statement realm=\"mcim\""}};
-  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-    assert_int_equal(mcim_http_lite_request(c, "POST", turl(t, NULL), NULL, NULL, &r),
-                     MCIM_JWS_BAD_SIGNATURE);
-    assert_int_equal(r.status, 401);
-    assert_int_equal(r.bearer_challenge, want[i].challenge);
-    assert_string_equal(r.bearer_error, want[i].error);
-    assert_string_equal(r.challenge, want[i].value);
-    mcim_http_result_clear(&r);
-  }
-  mcim_http_lite_free(c);
-  tstop(t);
-  /* the libcurl client (the daemons', mcim's) reads them alike */
-  t = tstart(M_CHALLENGE, NULL, NULL);
+  /* both clients: the small one (the agent's) and libcurl (the daemons', mcim's) */
   struct mcim_http_client_cfg cc = {.ca_file = p(3, "ca.crt"), .timeout_ms = 5000};
-  struct mcim_http_client *curl = NULL;
-  assert_int_equal(mcim_http_client_new(&cc, &curl), MCIM_OK);
-  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-    assert_int_equal(mcim_http_request(curl, "POST", turl(t, NULL), NULL, NULL, &r),
-                     MCIM_JWS_BAD_SIGNATURE);
-    assert_int_equal(r.status, 401);
-    assert_int_equal(r.bearer_challenge, want[i].challenge);
-    assert_string_equal(r.bearer_error, want[i].error);
-    assert_string_equal(r.challenge, want[i].value);
-    mcim_http_result_clear(&r);
+  for (int lite = 1; lite >= 0; lite--) {
+    struct mcim_http_lite *lc = lite ? client(NULL, NULL, 5000) : NULL;
+    struct mcim_http_client *curl = NULL;
+    if (!lite)
+      assert_int_equal(mcim_http_client_new(&cc, &curl), MCIM_OK);
+    t = tstart(M_CHALLENGE, NULL, NULL);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+      mcim_cause_t rc = lite ? mcim_http_lite_request(lc, "POST", turl(t, NULL), NULL, NULL, &r)
+                             : mcim_http_request(curl, "POST", turl(t, NULL), NULL, NULL, &r);
+      assert_int_equal(rc, MCIM_JWS_BAD_SIGNATURE);
+      assert_int_equal(r.status, 401);
+      assert_int_equal(r.bearer_challenge, want[i].challenge);
+      assert_string_equal(r.bearer_error, want[i].error);
+      assert_string_equal(r.challenge, want[i].value);
+      mcim_http_result_clear(&r);
+    }
+    mcim_http_lite_free(lc);
+    mcim_http_client_free(curl);
+    tstop(t);
   }
-  mcim_http_client_free(curl);
-  tstop(t);
 }
 
 static void test_bad_answers(void **state)
