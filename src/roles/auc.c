@@ -146,9 +146,7 @@ mcim_cause_t mcim_auc_keys(mcim_store_t *st, const mcim_storage_key_t *skey, con
   return rc;
 }
 
-/* Why a subscription in `state` (expiring at `expires`, 0: never) has no vectors at `now`, or
- * MCIM_OK. A resynchronisation refuses any state but active, and no expiry. */
-static mcim_cause_t no_vectors(const char *state, int64_t expires, int64_t now, bool resync)
+mcim_cause_t mcim_auc_no_vectors(const char *state, int64_t expires, int64_t now, bool resync)
 {
   if (strcmp(state, "active") != 0)
     return !resync && (strcmp(state, "pending") == 0 || strcmp(state, "standby") == 0)
@@ -172,7 +170,7 @@ static mcim_cause_t refused_before_lock(mcim_store_t *st, const char *imsi, int6
   mcim_cause_t rc = mcim_auc_state(st, imsi, state, &expires);
   if (rc == MCIM_NOT_FOUND)
     return MCIM_UNKNOWN_IDENTITY;
-  return rc == MCIM_OK ? no_vectors(state, expires, now, resync) : MCIM_OK;
+  return rc == MCIM_OK ? mcim_auc_no_vectors(state, expires, now, resync) : MCIM_OK;
 }
 
 mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, const char *imsi,
@@ -201,7 +199,7 @@ mcim_cause_t mcim_auc_gen_avs(mcim_store_t *st, const mcim_storage_key_t *skey, 
     rc = MCIM_UNKNOWN_IDENTITY;
   if (rc != MCIM_OK)
     goto out;
-  rc = no_vectors(s.state, s.expires, now, false);
+  rc = mcim_auc_no_vectors(s.state, s.expires, now, false);
   if (rc != MCIM_OK)
     goto out;
   /* Reserve all n SQNs and persist SEQ_HE before computing anything that leaves. */
@@ -265,7 +263,7 @@ mcim_cause_t mcim_auc_resync(mcim_store_t *st, const mcim_storage_key_t *skey, c
     rc = MCIM_UNKNOWN_IDENTITY;
   if (rc != MCIM_OK)
     goto out;
-  rc = no_vectors(s.state, 0, 0, true);
+  rc = mcim_auc_no_vectors(s.state, 0, 0, true);
   if (rc != MCIM_OK)
     goto out;
   rc = mcim_milenage_new(&m);

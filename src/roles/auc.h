@@ -8,6 +8,7 @@
 #ifndef MCIM_ROLES_AUC_H
 #define MCIM_ROLES_AUC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "mcim/aka.h"
@@ -58,6 +59,10 @@ mcim_cause_t mcim_auc_set_state(mcim_store_t *st, const char *imsi, const char *
 mcim_cause_t mcim_auc_terminate(mcim_store_t *st, const char *imsi);
 /* "active", "terminated", or MCIM_NOT_FOUND. `state` holds 16 bytes. */
 mcim_cause_t mcim_auc_state(mcim_store_t *st, const char *imsi, char *state, int64_t *expires);
+/* Why a subscription in `state` (expiring at `expires`, 0: never) has no vectors at `now`, or
+ * MCIM_OK: the one rule of the built-in AuC and of the role's record before a remote one
+ * (auc_sync.c). A resynchronisation refuses any state but active, and no expiry. */
+mcim_cause_t mcim_auc_no_vectors(const char *state, int64_t expires, int64_t now, bool resync);
 /* Whether `imsi` is a live subscription (active, or standby between two pre-provisioned
  * MCIMs) of `device`: MCIM_OK, else MCIM_SUBSCRIPTION_TERMINATED (none, ended, another
  * device's). What a token of it stands on: checked at its issue and at every use. */

@@ -358,12 +358,8 @@ static mcim_cause_t record_allows(mcim_store_t *st, const char *imsi, int64_t no
   mcim_cause_t rc = mcim_auc_state(st, imsi, state, &expires);
   if (rc == MCIM_NOT_FOUND)
     rc = MCIM_UNKNOWN_IDENTITY;
-  else if (rc == MCIM_OK && strcmp(state, "active") != 0)
-    rc = !resync && (strcmp(state, "pending") == 0 || strcmp(state, "standby") == 0)
-             ? MCIM_SUBSCRIPTION_NOT_ACTIVE
-             : MCIM_SUBSCRIPTION_TERMINATED;
-  else if (rc == MCIM_OK && !resync && expires && now >= expires)
-    rc = MCIM_CREDENTIAL_EXPIRED;
+  else if (rc == MCIM_OK)
+    rc = mcim_auc_no_vectors(state, expires, now, resync);
   if (rc != MCIM_OK)
     mcim_detailf(detail, dlen, "AuC: %s for IMSI %s", mcim_cause_text(rc), imsi);
   return rc;
