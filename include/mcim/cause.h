@@ -105,7 +105,7 @@
   X(ATTACH_BUSY,             733, 503, "too many attach challenges of this identity did not end in an attach lately (open, answered wrong, resynchronised); retry after Retry-After") \
   X(ORDERS_BUSY,             734, 429, "this device has as many live orders as allowed (orders_open_max at the SHO, drf_orders_open_max at the DRF), none yet provisioned, failed or expired; order again after Retry-After") \
   X(NOTICE_OVERTAKEN,        735, 409, "the device's TRE signed a later suspend or resume notice for this subscription, already applied: this one is older and changes nothing") \
-  X(NOTICE_NOT_RELAYED,      737, 403, "the RO relays no suspend of the subscription a switch leaves (the notice's leg is not \"to\", or the token is that SHO's own): the device sends that one straight to its SHO") \
+  X(NOTICE_NOT_RELAYED,      737, 403, "the RO relays no such suspend: it names no leg of a switch, or it is of the target (leg \"to\") with that SHO's own token") \
   X(EARLIER_UNDELIVERED,     736, 409, "an earlier message of this procedure to another party is not delivered yet: this one waits for it (a resume never overtakes the suspend of another subscription)") \
   X(NONCE_EXPIRED,           738, 410, "the nonce of this procedure's platform validation expired before a quote over it came: the PVA told the SHO (a failure verdict); start the procedure again") \
   X(SHO_NOT_LINKED,          739, 403, "the DRF holds no entry that links the device to that SHO (live, for a switch notice), nor an install of its package there: the RO relays nothing of this device to it") \

@@ -63,7 +63,9 @@ static const mcim_config_spec_t agent_spec[] = {
              " until the order arrives and the device asks again until procedure_timeout"},
     {.name = "ack_deadline", .type = MCIM_CFG_DURATION, .def = "60s", .min = 0, .max = 86400,
      .help = "change via the old SHO: how long step 9 waits for the old SHO's acknowledgement"
-             " before the RO is given the TRE-signed discard receipt in its place (step 11)"},
+             " before the RO is given the TRE-signed discard receipt in its place (step 11);"
+             " switch: how long the current SHO may take to take its suspend before the RO is"
+             " given it to relay"},
     {.name = "undo_retry", .type = MCIM_CFG_DURATION, .def = "30s", .min = 1, .max = 3600,
      .help = "a switch undone while the RO did not answer: first wait before its undo is sent"
              " again (doubled at each attempt, up to an hour); the current subscription stays"

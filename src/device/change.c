@@ -127,7 +127,9 @@ mcim_cause_t dev_procedure_prepare(struct mcim_device *d, const struct dev_instr
       snprintf(err, errlen, "no active MCIM to switch from (the network could not be told)");
       return rc;
     }
-    *data = json_pack("{s:s,s:s}", "access", active, "old", active);
+    /* the VNO once the current SHO's session is gone: the switch's notices through the RO
+     * need no token of the current SHO (a dead or hostile one, preprovisioned.c) */
+    *data = json_pack("{s:s,s:s,s:s}", "access", active, "old", active, "access_fallback", vno);
   } else {
     snprintf(err, errlen, "unknown procedure \"%s\"", ins->kind);
     return MCIM_UNSUPPORTED;

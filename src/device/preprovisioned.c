@@ -7,8 +7,9 @@
  * Pre-provisioned MCIMs:
  *   preload: attach (current connectivity: the active SHO, else the VNO), pcid, then the
  *            initial steps 7-14 with the TRE installing the new MCIM inactive;
- *   switch:  attach-cur (the active SHO), suspend (notification to it), resume
- *            (notification to the target), activate (TRE), attach-sho (the target). */
+ *   switch:  attach-cur (the active SHO), suspend (notification to it; past ack_deadline
+ *            through the RO's relay), resume (notification to the target, through the RO),
+ *            activate (TRE), attach-sho (the target). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,25 +107,53 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
   free(token);
 }
 
+/* The current SHO did not take its suspend (unreachable, refusing, its answer lost): asked
+ * again until `ack_deadline` after the stage began, then the TRE-signed suspend goes to the
+ * RO's relay in its place (relayed outside the device's chain of switch notices there:
+ * nothing of the switch waits for it), as the discard receipt stands in for a missing
+ * acknowledgement in a change via the old SHO (change.c). So a dead or hostile current SHO
+ * cannot veto the switch its device's owner asked for. Until the relay reaches it, that SHO's
+ * own record says active beside the target's; its MCIM is inactive in the TRE from
+ * `activate` on, which answers no challenge with it (docs/state-machines.md, section 5). */
+static bool suspend_deadline_passed(struct dev_run *r, mcim_cause_t rc, const char *why)
+{
+  int64_t waited = mcim_now() - r->p->since;
+  if (waited < dev_cfg_int(r->d, "ack_deadline"))
+    return false;
+  mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, rc,
+                 "%s did not take the suspend after %lld s (%s): the RO relays the TRE-signed"
+                 " suspend in its place",
+                 dev_data_str(r->p, "old"), (long long)waited, why);
+  dev_data_set_bool(r->p, "suspend_by_ro", true);
+  return true;
+}
+
 /* The current SHO: its subscription goes to standby (the MCIM stays, inactive, in the TRE).
  * From then on the device cannot attach anywhere with an MCIM until the switch is done (the
  * current SHO has no AVs for a standby subscription, the target's MCIM is not active yet),
  * so the current SHO's session is kept in agent.db for a restart, as in a change via the old
- * SHO: the resume (or the undo) still reaches the network. */
+ * SHO: the resume (or the undo) still reaches the network; with it gone, the PCID's access at
+ * the VNO (the switch's `access_fallback`), which reaches the RO. */
 static void st_suspend(struct dev_run *r)
 {
   const char *old = dev_data_str(r->p, "old");
-  char *token = NULL;
+  struct mcim_http_result res = {0};
+  char why[300] = "", *token = NULL;
   if (!old) {
     dev_run_fail(r, MCIM_INTERNAL, "the procedure does not know the current SHO");
     return;
   }
-  if (!dev_data_bool(r->p, "suspended")) {
+  if (dev_data_bool(r->p, "suspended")) {
+    r->out = OUT_NEXT;
+    return;
+  }
+  if (!dev_data_bool(r->p, "suspend_sent")) {
     token = dev_run_token_for(r, old);
     if (!token)
       return;
     mcim_wipe(token, strlen(token));
     free(token);
+    token = NULL;
     /* From here the TRE signs the suspend and the current SHO may apply it whatever the
      * device hears back (an answer lost until the deadline): the procedure's end undoes the
      * switch from then on (undo_needed), not only once an answer came. Undoing a suspend that
@@ -135,7 +164,58 @@ static void st_suspend(struct dev_run *r)
       return;
     }
   }
-  st_notify_event(r, old, "suspend", old, "suspended", false);
+  bool by_ro = dev_data_bool(r->p, "suspend_by_ro");
+  if (!by_ro) {
+    /* straight to the current SHO, with its own token (attached again if need be) */
+    char scope[16];
+    snprintf(r->access_used, sizeof(r->access_used), "%s", old);
+    mcim_cause_t rc = dev_session_get(r->d, old, &token, scope);
+    if (rc != MCIM_OK) {
+      struct dev_attach_result ar;
+      rc = dev_attach(r->d, r->cli, old, r->p->txn, &ar);
+      if (rc == MCIM_OK)
+        rc = dev_session_get(r->d, old, &token, scope);
+      snprintf(why, sizeof(why), "attach to %s: %s", old,
+               ar.detail[0] ? ar.detail : mcim_cause_text(rc));
+    }
+    if (rc == MCIM_OK)
+      rc = notify_sho(r->d, r->cli, r->p->txn, old, "suspend", old, token, false, &res, why,
+                      sizeof(why));
+    if (rc == MCIM_OK) {
+      dev_data_set_bool(r->p, "suspended", true);
+      r->out = OUT_NEXT;
+      goto cleanup;
+    }
+    if (token && res.status == 0 && !dev_cause_retry(rc, 0) && !dev_cause_token(rc)) {
+      dev_run_fail(r, rc, "%s", why); /* the TRE refused to sign it */
+      goto cleanup;
+    }
+    if (dev_token_refused(rc, &res))
+      dev_session_drop(r->d, old);
+    if (!suspend_deadline_passed(r, rc, why)) {
+      dev_run_wait(r, rc, "%s (retrying until the acknowledgement deadline, then the suspend"
+                          " goes to the RO's relay)", why);
+      goto cleanup;
+    }
+    mcim_http_result_clear(&res);
+    if (token) {
+      mcim_wipe(token, strlen(token));
+      free(token);
+      token = NULL;
+    }
+    if (dev_run_save(r) != MCIM_OK) {
+      dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the suspend's way through the RO");
+      goto cleanup;
+    }
+  }
+  /* through the RO: any access the device has (the current SHO's, else the VNO's) */
+  st_notify_event(r, old, "suspend", old, "suspended", true);
+cleanup:
+  mcim_http_result_clear(&res);
+  if (token) {
+    mcim_wipe(token, strlen(token));
+    free(token);
+  }
 }
 
 /* The target SHO: its standby subscription becomes active (and the DRF learns it), told

@@ -126,7 +126,9 @@ static mcim_cause_t notify_check(json_t *st, const char *txn, json_t *extra, boo
     }
   /* Which way the notice goes: the slot the switch leaves ("from": its suspend is sent
    * straight, to the SHO whose token the device holds) or enters ("to": relayed by the RO).
-   * The RO relays no suspend of the "from" leg (relay.c): only that SHO could bring it. */
+   * The RO relays a suspend of the "from" leg (the current SHO did not take it by the
+   * device's ack_deadline) outside the device's chain only (relay.c): that SHO could bring it
+   * there too. */
   *leg = is_to ? "to" : "from";
   const char *mine = is_to ? "to_net" : "from_net", *other = is_to ? "from_net" : "to_net";
   const char *other_net = tre_str(sw, other);

@@ -3,20 +3,27 @@
  *
  * Parties: the device (its TRE's order of notices, src/tre/tre_sign.c notify_check; the agent's
  * switch and undo, src/device/preprovisioned.c), the RO's relay and outbox (src/roles/ro/relay.c,
- * src/roles/outbox.c: a device's switch notices of one txn are one chain), the current SHO X and
- * the target SHO Y (each applies a notice only above the highest `seq` it applied,
- * src/roles/sho/change.c notice_in_order).
+ * src/roles/outbox.c: a device's switch notices of one txn are one chain; the current SHO's
+ * suspend, relayed once it did not take it from the device, is outside it), the current SHO X
+ * and the target SHO Y (each applies a notice only above the highest `seq` it applied,
+ * src/roles/sho/change.c notice_in_order). X is honest, hostile (it refuses every notice: it
+ * answers, applies nothing) or dead (it stops answering during the switch, having applied the
+ * suspend sent straight or not, and never comes back): chosen at the start.
  *
  * Faults, at most MAXF in a run: the RO does not answer a request of the device (it took it or
  * not: both), the TRE fails to activate the target's MCIM, a delivery of the outbox fails (the
- * peer down: retried), X does not answer the switch's suspend (sent straight) until the
- * procedure's deadline, having applied it or not (both).
+ * peer down: retried), an honest X does not answer the switch's suspend (sent straight) until
+ * the device's `ack_deadline`, having applied it or not (both).
  *
  * Properties:
- *   p0  assertions and end states: when the device is done and the outbox empty, the network
- *       is as the TRE: the target active and X in standby after an activation, else X active
- *       and the target in standby; and nothing waits for ever;
- *   p1  never both subscriptions active (DESIGN.md section 4, invariant 1).
+ *   p0  assertions and end states: when the device is done and the outbox delivered
+ *       everything it can (all but what waits for a dead X), the network is as the TRE: the
+ *       target active and an honest X in standby after an activation, else the target in
+ *       standby and an honest X active; nothing waits for ever; and no veto: the switch
+ *       activates unless the RO or the TRE failed (a fault of theirs);
+ *   p1  never both subscriptions active, but while X's TRE-signed suspend waits in the RO's
+ *       outbox (X did not take it from the device) or X is not honest (its own record:
+ *       DESIGN.md section 4, invariant 1, as the change via the old SHO's receipt has it).
  *
  * Mutants (each must violate its property):
  *   MUT_NO_CHAIN     the outbox sends a device's notices in any order;
@@ -25,7 +32,11 @@
  *   MUT_NO_RETRY     the undo not sent again when the RO does not answer;
  *   MUT_UNDO_NEEDS_ANSWER  no undo unless X answered the suspend (the agent before
  *                    `suspend_sent`: a suspend X applied but whose answer was lost left both
- *                    subscriptions in standby). */
+ *                    subscriptions in standby);
+ *   MUT_NO_RELAY     X's suspend never relayed: its deadline undoes the switch (the code
+ *                    before 2026-12-08: X vetoed the switch by not taking it);
+ *   MUT_X_CHAINED    X's relayed suspend in the device's chain: the target's resume waits
+ *                    behind it, for ever when X is dead. */
 
 #ifndef MAXF
 #define MAXF 4
@@ -38,10 +49,15 @@
 #define SUSPEND 0
 #define RESUME 1
 #define NMSG 4
+#define HONEST 0
+#define HOSTILE 1
+#define DEAD 2
 
 byte st[2];             /* the SHOs' AuC states: X starts active, Y in standby */
 byte applied[2];        /* the highest seq each SHO applied */
 byte faults = 0;
+byte rofaults = 0;      /* the faults of the RO's relay and of the TRE (they may undo a switch) */
+byte xkind = HONEST;
 bool device_done = false, activated = false;
 
 typedef msg {
@@ -51,13 +67,23 @@ typedef msg {
 };
 msg ob[NMSG];
 byte nob = 0;
+byte chain_last = 0;    /* 1 + the index of the chain's last message, 0: none */
+byte xsus = 0;            /* 1 + the index of X's relayed suspend, 0: none */
+
+/* X's suspend relayed by the RO and not delivered: its own record may still say active */
+#define X_PENDING (xsus > 0 && !ob[xsus - 1].done)
 
 /* The SHO's notification handler: only upward in the TRE's order; an older notice is
- * NOTICE_OVERTAKEN and changes nothing (a delivery all the same). */
+ * NOTICE_OVERTAKEN and changes nothing (a delivery all the same). A hostile X answers every
+ * notice and applies none (its 409, which the outbox takes as final). */
 inline apply(t_, e_, q_) {
   if
-  :: q_ > applied[t_] -> applied[t_] = q_; st[t_] = (e_ == RESUME -> ACTIVE : STANDBY)
-  :: else -> skip
+  :: t_ == X && xkind == HOSTILE -> skip
+  :: else ->
+     if
+     :: q_ > applied[t_] -> applied[t_] = q_; st[t_] = (e_ == RESUME -> ACTIVE : STANDBY)
+     :: else -> skip
+     fi
   fi
 }
 
@@ -68,16 +94,32 @@ inline ro_queue(t_, e_, q_) {
   ob[nob].to = t_;
   ob[nob].ev = e_;
   ob[nob].seq = q_;
-  ob[nob].after = (nob > 0 && !ob[nob - 1].done -> nob : 0);
+  ob[nob].after = (chain_last > 0 && !ob[chain_last - 1].done -> chain_last : 0);
+  chain_last = nob + 1;
   nob++
 }
 
+/* X's suspend, relayed outside the chain (relay.c, leg "from"): nothing waits for it, and it
+ * waits for nothing. */
+inline ro_queue_free(t_, e_, q_) {
+  assert(nob < NMSG);
+  ob[nob].to = t_;
+  ob[nob].ev = e_;
+  ob[nob].seq = q_;
+  ob[nob].after = 0;
+  xsus = nob + 1;
+  nob++
+}
+
+/* a message a dead X never takes is never ready */
+#define ALIVE(k) (ob[k].to != X || xkind != DEAD)
 #ifdef MUT_NO_CHAIN
-#define READY(k) (nob > k && !ob[k].done)
+#define READY(k) (nob > k && !ob[k].done && ALIVE(k))
 #elif defined(MUT_OLD_UNDO)
-#define READY(k) (nob > k && !ob[k].done)
+#define READY(k) (nob > k && !ob[k].done && ALIVE(k))
 #else
-#define READY(k) (nob > k && !ob[k].done && (ob[k].after == 0 || ob[ob[k].after - 1].done))
+#define READY(k) (nob > k && !ob[k].done && ALIVE(k) && \
+                  (ob[k].after == 0 || ob[ob[k].after - 1].done))
 #endif
 
 /* The RO's outbox: any message ready, in any order; a delivery may fail (retried). */
@@ -101,41 +143,66 @@ end:
   od
 }
 
-/* The device: the switch (X's suspend straight, Y's resume through the RO, the TRE's
- * activate), and when it stops after the suspend, the undo: Y's suspend, then X's resume, both
- * through the RO. The TRE numbers each notice it signs (seq), and signs X's resume only after
- * Y's suspend. */
+/* The device: the switch (X's suspend straight, or through the RO once X did not take it by
+ * the deadline; Y's resume through the RO; the TRE's activate), and when it stops after the
+ * suspend, the undo: Y's suspend, then X's resume, both through the RO. The TRE numbers each
+ * notice it signs (seq; a notice signed again keeps its number), and signs X's resume only
+ * after Y's suspend. */
 active proctype device() {
   byte seq = 0, s_y_suspend, s_x_resume;
   st[X] = ACTIVE;
   st[Y] = STANDBY;
+  if
+  :: xkind = HONEST
+  :: xkind = HOSTILE
+  :: xkind = DEAD
+  fi;
   seq++;
   if
-  :: atomic { apply(X, SUSPEND, seq) }     /* suspend: straight, answered */
-  :: faults < MAXF -> faults++;            /* no answer until the deadline: applied or not */
+  :: xkind == HONEST -> atomic { apply(X, SUSPEND, seq) }; goto resume_y /* answered */
+  :: xkind == HONEST && faults < MAXF -> faults++;   /* no answer by the deadline */
      if
      :: atomic { apply(X, SUSPEND, seq) }
      :: skip
-     fi;
+     fi
+  :: xkind == HOSTILE                                /* refused */
+  :: xkind == DEAD ->                                /* gone, having applied it or not */
+     if
+     :: atomic { apply(X, SUSPEND, seq) }
+     :: skip
+     fi
+  fi;
+#ifdef MUT_NO_RELAY
+  goto undo
+#else
+  if
+#ifdef MUT_X_CHAINED
+  :: atomic { ro_queue(X, SUSPEND, seq) }
+#else
+  :: atomic { ro_queue_free(X, SUSPEND, seq) }
+#endif
+  :: faults < MAXF -> faults++; rofaults++;          /* the RO does not answer until the end */
 #ifdef MUT_UNDO_NEEDS_ANSWER
      goto done
 #else
      goto undo
 #endif
   fi;
+#endif
+resume_y:
   seq++;
   if
   :: atomic { ro_queue(Y, RESUME, seq) } ->
      if
      :: goto activate
-     :: faults < MAXF -> faults++; goto undo /* taken, its answer lost: the deadline */
+     :: faults < MAXF -> faults++; rofaults++; goto undo /* taken, its answer lost: the deadline */
      fi
-  :: faults < MAXF -> faults++; goto undo    /* the RO does not answer until the deadline */
+  :: faults < MAXF -> faults++; rofaults++; goto undo    /* the RO does not answer: the deadline */
   fi;
 activate:
   if
   :: activated = true; goto done
-  :: faults < MAXF -> faults++; goto undo    /* the TRE fails to activate */
+  :: faults < MAXF -> faults++; rofaults++; goto undo    /* the TRE fails to activate */
   fi;
 undo:
   seq++;
@@ -178,13 +245,15 @@ done:
   device_done = true
 }
 
-/* p0: once the device is done and the outbox has delivered everything, the network is as the
- * TRE. A run that cannot get there blocks here: an invalid end state. */
+/* p0: once the device is done and the outbox has delivered everything it can, the network is
+ * as the TRE, and the switch was not vetoed. A run that cannot get there blocks here: an
+ * invalid end state. */
+#define SETTLED(k) (nob <= k || ob[k].done || !ALIVE(k))
 active proctype settled() {
-  (device_done && (nob < 1 || ob[0].done) && (nob < 2 || ob[1].done) &&
-   (nob < 3 || ob[2].done) && (nob < 4 || ob[3].done)) ->
-  assert(activated && st[Y] == ACTIVE && st[X] == STANDBY ||
-         !activated && st[X] == ACTIVE && st[Y] == STANDBY)
+  (device_done && SETTLED(0) && SETTLED(1) && SETTLED(2) && SETTLED(3)) ->
+  assert(activated || rofaults > 0);
+  assert(activated && st[Y] == ACTIVE && (xkind != HONEST || st[X] == STANDBY) ||
+         !activated && st[Y] == STANDBY && (xkind != HONEST || st[X] == ACTIVE))
 }
 
-ltl p1 { [] !(st[X] == ACTIVE && st[Y] == ACTIVE) }
+ltl p1 { [] ((st[X] == ACTIVE && st[Y] == ACTIVE) -> (X_PENDING || xkind != HONEST)) }

@@ -518,7 +518,7 @@ static void test_sign_notify(void **state)
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);
   /* Each notice that moves a slot's record takes the device's next number (the SHO applies
    * them only upward, whatever road they took); a retry keeps its number. The current SHO's
-   * leg is "from": the RO relays no suspend of it (relay.c). */
+   * leg is "from": the RO relays a suspend of it outside the device's chain only (relay.c). */
   assert_int_equal(last_seq, 1);
   assert_string_equal(last_leg, "from");
   assert_int_equal(notice(f->tre, TXN_C, "suspend", &sho_a, NULL), MCIM_OK);

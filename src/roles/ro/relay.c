@@ -134,7 +134,8 @@ mcim_cause_t mcim_ro_sho_linked(struct mcim_role *r, const char *device, const c
 
 mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const char *to,
                                  const char *typ, const char *txn, const char *device,
-                                 const char *jws, const char *cert, const char *msg)
+                                 const char *jws, const char *cert, const char *msg,
+                                 bool chained)
 {
   bool discard = strcmp(typ, "mcim-discard+jwt") == 0;
   /* verified_at: the SHO checks the statement's lifetime at the time we verified it, so a
@@ -151,13 +152,14 @@ mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const ch
    * never resumes the current SHO before the target heard its suspend, even with the target
    * down (never two live subscriptions, DESIGN.md section 4). Per device and txn, so that no
    * other party's notices can hold a device's back. The order among notices to one SHO is
-   * also the TRE's (seq, tre_sign.c). */
+   * also the TRE's (seq, tre_sign.c). Outside the chain: discard receipts, and the suspend
+   * of the SHO a switch leaves once it did not take it from the device (mcim_dpf_notice). */
   char chain[160];
   snprintf(chain, sizeof(chain), "switch/%s/%s", device, txn);
   mcim_cause_t rc = mcim_role_outbox_put_chained(r, st, to,
                                                  discard ? "/v1/discards" : "/v1/notifications",
                                                  body, txn, 0, msg, MCIM_OUTBOX_UNTIL_RETENTION,
-                                                 discard ? NULL : chain);
+                                                 chained ? chain : NULL);
   json_decref(body);
   return rc;
 }
@@ -291,14 +293,21 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
       (!event || (strcmp(event, "suspend") != 0 && strcmp(event, "resume") != 0)))
     rc = MCIM_UNSUPPORTED;
   /* A suspend of the subscription a switch leaves (its leg "from", signed by the TRE,
-   * tre_sign.c): the device sends that one straight, so the party that can bring it here is
-   * that SHO, which received it so, with a token of its own or of a VNO it runs or colludes
-   * with, to head the device's chain and hold back what follows it (the target's resume)
-   * while it refuses it (reviews of 2026-12-06). The undo's suspend is of the target (leg
-   * "to"). A suspend for the token's own network is refused too, whatever its leg. */
+   * tre_sign.c): the device sends it straight to that SHO first, and here once that SHO did
+   * not take it by the device's `ack_deadline` (dead, or hostile: no SHO vetoes a switch its
+   * device's owner asked for, as no old SHO vetoes a change, release.c). It is relayed
+   * outside the device's chain of switch notices, and changes no record of the registry:
+   * that SHO, which can bring it here as well (it received it), must not head the chain and
+   * hold back what follows (the target's resume) while it refuses it (reviews of
+   * 2026-12-06), nor take back a switch record the device's undo made (its resume of that
+   * SHO, signed later: the SHO answers this suspend NOTICE_OVERTAKEN then). The undo's
+   * suspend is of the target (leg "to"), in the chain; one of those for the token's own
+   * network is refused. */
+  bool from_leg = false;
   if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && strcmp(event, "suspend") == 0) {
     const char *leg = mcim_statement_string(stmt, "leg");
-    if (!leg || strcmp(leg, "to") != 0 || strcmp(to, acc.network) == 0)
+    from_leg = leg && strcmp(leg, "from") == 0;
+    if (!from_leg && (!leg || strcmp(leg, "to") != 0 || strcmp(to, acc.network) == 0))
       rc = MCIM_NOTICE_NOT_RELAYED;
   }
   if (rc != MCIM_OK) {
@@ -333,9 +342,12 @@ void mcim_dpf_notice(void *ctx, const struct mcim_http_request *req,
     rc = answer ? mcim_ro_relay_queue(r, st, to, typ, txn, device, jws, cert,
                                       strcmp(typ, "mcim-discard+jwt") == 0
                                           ? "DPF: the device's deferred discard notice (relayed)"
-                                          : "DPF: the device's switch notice (relayed)")
+                                          : from_leg ? "DPF: the device's suspend of the SHO"
+                                                       " it leaves, not taken there (relayed)"
+                                                     : "DPF: the device's switch notice (relayed)",
+                                      strcmp(typ, "mcim-notify+jwt") == 0 && !from_leg)
                 : MCIM_NO_MEMORY;
-  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0)
+  if (rc == MCIM_OK && strcmp(typ, "mcim-notify+jwt") == 0 && !from_leg)
     rc = record_switch(st, device, to, txn, event);
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 0, what, 202, answer);

@@ -207,7 +207,8 @@ void mcim_dpf_release(void *ctx, const struct mcim_http_request *req,
   if (rc == MCIM_OK && receipt)
     rc = mcim_ro_relay_queue(r, st, old, "mcim-discard+jwt", txn, device, receipt, cert,
                              "DPF: the discard receipt the RO took in place of the"
-                             " acknowledgement (relayed)");
+                             " acknowledgement (relayed)",
+                             false);
   if (rc == MCIM_OK)
     rc = mcim_role_answer_put(st, txn, 11, "release", 202, answer);
   if (in_txn)

@@ -102,10 +102,12 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
  * TRE reported. MCIM_NOT_PARTY if not. */
 mcim_cause_t mcim_ro_sho_linked(struct mcim_role *r, const char *device, const char *sho);
 /* Queue its relay to `to` (caller's transaction; a long retry budget): a discard receipt to
- * POST /v1/discards, a notice to POST /v1/notifications. */
+ * POST /v1/discards, a notice to POST /v1/notifications, in the device's chain of switch
+ * notices of that txn when `chained` (relay.c). */
 mcim_cause_t mcim_ro_relay_queue(struct mcim_role *r, mcim_store_t *st, const char *to,
                                  const char *typ, const char *txn, const char *device,
-                                 const char *jws, const char *cert, const char *msg);
+                                 const char *jws, const char *cert, const char *msg,
+                                 bool chained);
 /* pcid.c: PCID renewal (DPF, ICF, admin push) */
 extern const char mcim_ro_pcid_schema_sql[];
 void mcim_dpf_pcid(void *ctx, const struct mcim_http_request *req, struct mcim_http_response *resp);
