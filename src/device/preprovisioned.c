@@ -26,17 +26,21 @@
  * `token` when it is that SHO's own (the SHO the device leaves), else handed to the RO's
  * relay (the SHO the device enters: no live token of it yet, and never another SHO's). The
  * notice is signed for each attempt (the receivers keep their answer per txn, device and
- * event, and refuse a replayed statement). */
+ * event, and refuse a replayed statement). *by_tre: the failure is the TRE's (it would not
+ * sign), not the call's: a peer's answer, whatever it is (a refusal, a body too large), is
+ * never taken for the TRE's word. */
 static mcim_cause_t notify_sho(struct mcim_device *d, struct mcim_http_lite *cli,
                                const char *txn, const char *to, const char *event,
                                const char *slot, const char *token, bool via_ro,
-                               struct mcim_http_result *res, char *why, size_t len)
+                               struct mcim_http_result *res, bool *by_tre, char *why,
+                               size_t len)
 {
   char imsi[24] = "", *notice = NULL, *cert = NULL, msg[160];
   json_t *extra = NULL, *body = NULL, *tb = NULL;
   mcim_cause_t rc = d->tre->ops->identity(d->tre->ctx, slot, imsi);
 
   memset(res, 0, sizeof(*res));
+  *by_tre = false;
   if (rc == MCIM_OK) {
     extra = json_pack("{s:s,s:s,s:s}", "event", event, "slot", slot, "imsi", imsi);
     rc = extra ? d->tre->ops->sign(d->tre->ctx, "mcim-notify+jwt", to, txn, extra,
@@ -46,6 +50,7 @@ static mcim_cause_t notify_sho(struct mcim_device *d, struct mcim_http_lite *cli
   if (rc == MCIM_OK)
     rc = d->tre->ops->cert(d->tre->ctx, MCIM_TRE_CERT_ATTESTATION, &cert);
   if (rc != MCIM_OK) {
+    *by_tre = true;
     snprintf(why, len, "the TRE cannot sign the %s notice for %s: %s", event, slot,
              mcim_cause_text(rc));
     goto cleanup;
@@ -90,12 +95,13 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
   token = dev_run_access_token(r);
   if (!token)
     return;
+  bool by_tre = false;
   mcim_cause_t rc = notify_sho(r->d, r->cli, r->p->txn, to, event, slot, token, via_ro, &res,
-                               why, sizeof(why));
+                               &by_tre, why, sizeof(why));
   if (rc == MCIM_OK) {
     dev_data_set_bool(r->p, flag, true);
     r->out = OUT_NEXT;
-  } else if (res.status == 0 && !dev_cause_retry(rc, 0) && !dev_cause_token(rc)) {
+  } else if (by_tre && !dev_cause_retry(rc, 0)) {
     dev_run_fail(r, rc, "%s", why); /* the TRE refused */
   } else {
     char what[160];
@@ -115,17 +121,42 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
  * cannot veto the switch its device's owner asked for. Until the relay reaches it, that SHO's
  * own record says active beside the target's; its MCIM is inactive in the TRE from
  * `activate` on, which answers no challenge with it (docs/state-machines.md, section 5). */
-static bool suspend_deadline_passed(struct dev_run *r, mcim_cause_t rc, const char *why)
+static void suspend_to_ro(struct dev_run *r, mcim_cause_t rc, const char *why)
 {
-  int64_t waited = mcim_now() - r->p->since;
-  if (waited < dev_cfg_int(r->d, "ack_deadline"))
-    return false;
   mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, rc,
                  "%s did not take the suspend after %lld s (%s): the RO relays the TRE-signed"
                  " suspend in its place",
-                 dev_data_str(r->p, "old"), (long long)waited, why);
+                 dev_data_str(r->p, "old"), (long long)(mcim_now() - r->p->since), why);
   dev_data_set_bool(r->p, "suspend_by_ro", true);
+}
+
+static bool suspend_deadline_passed(struct dev_run *r, mcim_cause_t rc, const char *why)
+{
+  if (mcim_now() - r->p->since < dev_ack_deadline(r->d))
+    return false;
+  suspend_to_ro(r, rc, why);
   return true;
+}
+
+/* The current SHO's attach, whose connectivity carries the switch's notices. A current SHO
+ * that refuses it, or does not answer it until `ack_deadline` after the stage began, does
+ * not stop the switch either (nothing has changed yet, but its word is not needed): the
+ * switch goes on over the PCID's access at the VNO (its `access_fallback`), the suspend
+ * straight to the RO's relay. */
+static void st_attach_cur(struct dev_run *r)
+{
+  dev_st_attach(r);
+  if (r->out == OUT_NEXT || !dev_data_str(r->p, "old") ||
+      (r->out == OUT_WAIT && mcim_now() - r->p->since < dev_ack_deadline(r->d)))
+    return;
+  mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, r->cause,
+                 "no attach to %s (%s): the switch goes on over the VNO, its suspend through the"
+                 " RO's relay", dev_data_str(r->p, "old"), r->detail);
+  dev_data_set_bool(r->p, "suspend_by_ro", true);
+  r->out = OUT_NEXT;
+  r->cause = MCIM_OK;
+  r->fail_step = 0;
+  r->detail[0] = '\0';
 }
 
 /* The current SHO: its subscription goes to standby (the MCIM stays, inactive, in the TRE).
@@ -148,55 +179,77 @@ static void st_suspend(struct dev_run *r)
     return;
   }
   if (!dev_data_bool(r->p, "suspend_sent")) {
-    token = dev_run_token_for(r, old);
-    if (!token)
-      return;
-    mcim_wipe(token, strlen(token));
-    free(token);
-    token = NULL;
+    char scope[16];
+    bool session = dev_session_get(r->d, old, &token, scope) == MCIM_OK;
+    if (token) {
+      mcim_wipe(token, strlen(token));
+      free(token);
+      token = NULL;
+    }
     /* From here the TRE signs the suspend and the current SHO may apply it whatever the
      * device hears back (an answer lost until the deadline): the procedure's end undoes the
      * switch from then on (undo_needed), not only once an answer came. Undoing a suspend that
-     * never landed costs nothing: the target is in standby already, the current SHO active. */
+     * never landed costs nothing: the target is in standby already, the current SHO active.
+     * Its session, when attach-cur got one, is kept for a restart. */
     dev_data_set_bool(r->p, "suspend_sent", true);
-    if (dev_session_save(r, old) != MCIM_OK || dev_run_save(r) != MCIM_OK) {
+    if ((session && dev_session_save(r, old) != MCIM_OK) || dev_run_save(r) != MCIM_OK) {
       dev_run_wait(r, MCIM_STORE_ERROR, "cannot persist the current SHO's session");
       return;
     }
   }
-  bool by_ro = dev_data_bool(r->p, "suspend_by_ro");
-  if (!by_ro) {
-    /* straight to the current SHO, with its own token (attached again if need be) */
+  if (!dev_data_bool(r->p, "suspend_by_ro")) {
+    /* straight to the current SHO, with its own token: the session in memory, the one saved
+     * for a restart, else a new attach */
     char scope[16];
+    bool for_good = false;
     snprintf(r->access_used, sizeof(r->access_used), "%s", old);
     mcim_cause_t rc = dev_session_get(r->d, old, &token, scope);
+    if (rc != MCIM_OK) {
+      dev_session_restore(r->d, r->p, old);
+      rc = dev_session_get(r->d, old, &token, scope);
+    }
     if (rc != MCIM_OK) {
       struct dev_attach_result ar;
       rc = dev_attach(r->d, r->cli, old, r->p->txn, &ar);
       if (rc == MCIM_OK)
         rc = dev_session_get(r->d, old, &token, scope);
-      snprintf(why, sizeof(why), "attach to %s: %s", old,
-               ar.detail[0] ? ar.detail : mcim_cause_text(rc));
+      if (rc != MCIM_OK) {
+        for_good = !dev_cause_retry(rc, ar.http_status);
+        snprintf(why, sizeof(why), "attach to %s: %s", old,
+                 ar.detail[0] ? ar.detail : mcim_cause_text(rc));
+      }
     }
-    if (rc == MCIM_OK)
-      rc = notify_sho(r->d, r->cli, r->p->txn, old, "suspend", old, token, false, &res, why,
-                      sizeof(why));
     if (rc == MCIM_OK) {
-      dev_data_set_bool(r->p, "suspended", true);
-      r->out = OUT_NEXT;
-      goto cleanup;
+      bool by_tre = false;
+      rc = notify_sho(r->d, r->cli, r->p->txn, old, "suspend", old, token, false, &res, &by_tre,
+                      why, sizeof(why));
+      if (rc == MCIM_OK) {
+        dev_data_set_bool(r->p, "suspended", true);
+        r->out = OUT_NEXT;
+        goto cleanup;
+      }
+      if (by_tre && !dev_cause_retry(rc, 0)) {
+        dev_run_fail(r, rc, "%s", why); /* the TRE refused to sign it */
+        goto cleanup;
+      }
+      /* a token refused: that session and the one saved go (dev_run_call_failed) */
+      if (!by_tre) {
+        dev_run_call_failed(r, old, rc, &res, "suspend notice");
+        for_good = r->out == OUT_FAIL;
+      }
     }
-    if (token && res.status == 0 && !dev_cause_retry(rc, 0) && !dev_cause_token(rc)) {
-      dev_run_fail(r, rc, "%s", why); /* the TRE refused to sign it */
-      goto cleanup;
-    }
-    if (dev_token_refused(rc, &res))
-      dev_session_drop(r->d, old);
-    if (!suspend_deadline_passed(r, rc, why)) {
+    /* a refusal for good goes to the RO at once, anything else once the deadline passed */
+    if (!for_good && !suspend_deadline_passed(r, rc, why)) {
       dev_run_wait(r, rc, "%s (retrying until the acknowledgement deadline, then the suspend"
                           " goes to the RO's relay)", why);
       goto cleanup;
     }
+    if (for_good)
+      suspend_to_ro(r, rc, why);
+    r->out = OUT_WAIT; /* what the relay below decides, not the straight call */
+    r->cause = MCIM_OK;
+    r->fail_step = 0;
+    r->detail[0] = '\0';
     mcim_http_result_clear(&res);
     if (token) {
       mcim_wipe(token, strlen(token));
@@ -295,12 +348,13 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * Before 2026-12-07 it went only after an accepted resume, and the TRE refused the undo of
    * a switch whose resume step had failed: the device was left with its current SHO's
    * subscription suspended. An SHO already in standby answers a suspend as done. */
+  bool by_tre = false;
   mcim_cause_t rc = notify_sho(d, cli, p->txn, p->sho, "suspend",
-                               p->sho, token, true, &res, why, sizeof(why));
+                               p->sho, token, true, &res, &by_tre, why, sizeof(why));
   long status = res.status;
   bool refused_token = dev_token_refused(rc, &res);
   mcim_http_result_clear(&res);
-  if (rc != MCIM_OK && status == 0 && tre_refused(rc)) {
+  if (rc != MCIM_OK && by_tre && tre_refused(rc)) {
     mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s", why);
     return UNDO_FINAL; /* the TRE refused: the slots moved since (another procedure) */
   }
@@ -335,7 +389,8 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
    * Before the RO's chains the resume also went straight to the current SHO, which could
    * make it active while the target's suspend still waited in the RO's outbox, or was never
    * relayed (the RO unreachable): two live subscriptions. */
-  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, why, sizeof(why));
+  rc = notify_sho(d, cli, p->txn, old, "resume", old, token, true, &res, &by_tre, why,
+                  sizeof(why));
   status = res.status;
   refused_token = dev_token_refused(rc, &res);
   mcim_http_result_clear(&res);
@@ -349,7 +404,7 @@ static enum undo_outcome undo_relay(struct mcim_device *d, struct mcim_http_lite
   *token_refused = refused_token;
   again = dev_cause_retry(rc, status) || *token_refused || dev_cause_token(rc) ||
           rc == MCIM_REGISTRATION_PENDING ||
-          (status == 0 && !tre_refused(rc));
+          (status == 0 && !(by_tre && tre_refused(rc)));
   mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, rc, "undoing the switch: %s; %s stays suspended%s",
                  why, old, again ? " until the RO takes it (asked again later)" : "");
   return again ? UNDO_AGAIN : UNDO_FINAL;
@@ -532,7 +587,7 @@ static const struct dev_step preload_steps[] = {
 };
 
 static const struct dev_step switch_steps[] = {
-    {"attach-cur", 0, dev_st_attach}, {"suspend", 0, st_suspend},
+    {"attach-cur", 0, st_attach_cur}, {"suspend", 0, st_suspend},
     {"resume", 0, st_resume},         {"activate", 0, st_activate},
     {"attach-sho", 0, dev_st_attach_sho},
 };

@@ -8,12 +8,16 @@
 # answered with it). Before 2026-12-08 the RO refused that suspend (NOTICE_NOT_RELAYED): the
 # switch failed at its deadline and was undone.
 #  1. hostile: sho-a answers the device's attach but refuses every suspend of its
-#     subscription (a trigger in its database aborts the write: 409, for good). The switch
-#     to sho-b completes; sho-a refuses the relayed suspend too, which is its own record's
+#     subscription (a trigger in its database aborts the write: 409, for good), and has
+#     released its own DRF entry (an SHO registers its own entry as it likes). The switch to
+#     sho-b completes; sho-a refuses the relayed suspend too, which is its own record's
 #     business (active), not the device's: that MCIM is inactive in the TRE.
-#  2. dead: switching back, sho-b refuses the first suspend, then stops answering (SIGSTOP).
+#  2. dead: switching back, sho-b fails the first suspend (500: the device asks again), then
+#     stops answering (SIGSTOP).
 #     The switch to sho-a completes; the RO retries the suspend, and once sho-b is back its
 #     record follows (standby).
+#  3. no access: sho-a refuses the device's attach as well (every write of that subscription
+#     aborts). The switch to sho-b goes on over the PCID's access at the VNO.
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl python3
 
@@ -36,9 +40,13 @@ imsi_b=$(sql "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='su'")
 state_of() { # state_of SHO IMSI: the SHO's own record of that subscription
   sql "$lab/$1/$1.db" "SELECT state FROM auc WHERE imsi='$2'"
 }
-refuse_suspends() { # refuse_suspends SHO IMSI: the SHO's database aborts its suspend
+refuse_suspends() { # refuse_suspends SHO IMSI: the SHO's database aborts its suspend (409)
   sql "$lab/$1/$1.db" "CREATE TRIGGER hostile BEFORE UPDATE OF state ON auc
     WHEN NEW.imsi = '$2' AND NEW.state = 'standby' BEGIN SELECT RAISE(ABORT, 'no'); END;"
+}
+fail_suspends() { # fail_suspends SHO: the SHO's database fails every change of a state (500)
+  sql "$lab/$1/$1.db" "CREATE TRIGGER broken BEFORE UPDATE OF state ON auc
+    BEGIN SELECT mcim_no_such_function(); END;"
 }
 agent_cfg() { # agent_cfg ACK_DEADLINE: su's deadlines, its agent restarted
   python3 - "$lab/devices/su/agent.json" "$(scaled 40)" "$1" "$(scaled 1000)" <<'PY'
@@ -53,6 +61,7 @@ PY
 
 # ---- 1. hostile ----
 refuse_suspends sho-a "$imsi_a"
+sql "$lab/ro/ro.db" "UPDATE drf SET state = 'released' WHERE device = 'su' AND sho = 'sho-a'"
 agent_cfg 2
 "$mcim" run switch su --to sho-b --json --dir "$lab" >"$tmp/sw.json" 2>&1 &&
   grep -q '"result": "success"' "$tmp/sw.json" &&
@@ -99,19 +108,21 @@ wait_until 20 db_is "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='su' AND
   ok "the DRF holds sho-b subscribed" ||
   bad "DRF: $(sql "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='su'" | tr '\n' ';')"
 
-# ---- 2. dead: back to sho-a, sho-b refuses once, then does not answer ----
+# ---- 2. dead: back to sho-a, sho-b fails once, then does not answer ----
 sql "$lab/sho-a/sho-a.db" "DROP TRIGGER hostile"
-refuse_suspends sho-b "$imsi_b"
+# sho-a registers its entry again (a switch notice is relayed to a live entry only)
+sql "$lab/ro/ro.db" "UPDATE drf SET state = 'subscribed' WHERE device = 'su' AND sho = 'sho-a'"
+fail_suspends sho-b
 agent_cfg 8
 "$mcim" run switch su --to sho-a --json --dir "$lab" >"$tmp/sw2.json" 2>&1 &
 runpid=$!
-wait_until 30 grep -q "cause=CONFLICT su -> sho-b: notification: suspend" "$lab/devices/su/agent.log" &&
-  ok "sho-b refused the first suspend" || bad "no refusal of sho-b in agent.log"
+wait_until 30 grep -q "cause=STORE_ERROR su -> sho-b: notification: suspend" "$lab/devices/su/agent.log" &&
+  ok "sho-b failed the first suspend" || bad "no failure of sho-b in agent.log"
 b_pid=$(pid_of sho-b)
 kill -STOP "$b_pid"
 stopped="$b_pid"
 # what sho-b will find when it is back: no trigger (sqlite3 waits for a lock it might hold)
-sqlite3 -cmd ".timeout 5000" "$lab/sho-b/sho-b.db" "DROP TRIGGER hostile" &&
+sqlite3 -cmd ".timeout 5000" "$lab/sho-b/sho-b.db" "DROP TRIGGER broken" &&
   ok "sho-b stopped (SIGSTOP), its trigger gone" || bad "sho-b: trigger not dropped"
 if wait "$runpid" && grep -q '"result": "success"' "$tmp/sw2.json"; then
   ok "the switch back to sho-a completed while sho-b did not answer"
@@ -135,4 +146,27 @@ wait_until 30 db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM outbox WHERE txn='$txn
   bad "RO outbox: $(sql "$lab/ro/ro.db" "SELECT peer, path, state, attempts, last_cause FROM outbox WHERE txn='$txn2'" | tr '\n' ';')"
 check "su attaches to sho-a" "$mcim" device attach su --to sho-a --json --dir "$lab"
 grep -q '"scope": "full"' "$tmp/out" && ok "full access at sho-a" || bad "attach: $(cat "$tmp/out")"
+
+# ---- 3. no access: to sho-b again, sho-a refusing the attach too ----
+sql "$lab/sho-a/sho-a.db" "CREATE TRIGGER hostile BEFORE UPDATE ON auc
+  WHEN OLD.imsi = '$imsi_a' BEGIN SELECT RAISE(ABORT, 'no'); END;"
+agent_cfg 2
+"$mcim" run switch su --to sho-b --json --dir "$lab" >"$tmp/sw3.json" 2>&1 &&
+  grep -q '"result": "success"' "$tmp/sw3.json" &&
+  ok "the switch completed although sho-a refused the device's attach" ||
+  bad "switch: $(head -c 600 "$tmp/sw3.json")"
+txn3=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch' ORDER BY created DESC LIMIT 1")
+grep -q "no attach to sho-a .*: the switch goes on over the VNO" "$lab/devices/su/agent.log" &&
+  ok "the agent logged the refused attach and went on" || bad "agent.log: no refused attach logged"
+db_is "$lab/devices/su/agent.db" "SELECT COUNT(*) > 0 FROM trace WHERE txn='$txn3' AND to_name='vno'" 1 &&
+  db_is "$lab/devices/su/agent.db" "SELECT COUNT(*) FROM trace WHERE txn='$txn3' AND to_name='ro'
+    AND msg LIKE '%(relayed) notification: suspend the subscription of slot sho-a%' AND cause IS NULL" 1 &&
+  ok "over the VNO's access, the RO took the suspend of sho-a" ||
+  bad "trace: $(sql "$lab/devices/su/agent.db" "SELECT to_name, msg, cause FROM trace WHERE txn='$txn3'" | tr '\n' ';')"
+wait_until 20 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE imsi='$imsi_b'" active &&
+  ok "sho-b's subscription active again" || bad "sho-b: '$(state_of sho-b "$imsi_b")'"
+"$mcim" device status su --json --dir "$lab" | tr -d ' \n' >"$tmp/st3.json"
+grep -q '"slot":"sho-b","sho":"sho-b","imsi":"[0-9]*","state":"active"' "$tmp/st3.json" &&
+  ok "the TRE: sho-b's MCIM active" || bad "TRE: $(head -c 500 "$tmp/st3.json")"
+sql "$lab/sho-a/sho-a.db" "DROP TRIGGER hostile"
 finish

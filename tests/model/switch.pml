@@ -19,8 +19,9 @@
  *   p0  assertions and end states: when the device is done and the outbox delivered
  *       everything it can (all but what waits for a dead X), the network is as the TRE: the
  *       target active and an honest X in standby after an activation, else the target in
- *       standby and an honest X active; nothing waits for ever; and no veto: the switch
- *       activates unless the RO or the TRE failed (a fault of theirs);
+ *       standby and an honest X active; nothing waits for ever; no veto: the switch
+ *       activates unless the RO or the TRE failed (a fault of theirs); and X is told of an
+ *       activation (straight, or its suspend in the RO's outbox);
  *   p1  never both subscriptions active, but while X's TRE-signed suspend waits in the RO's
  *       outbox (X did not take it from the device) or X is not honest (its own record:
  *       DESIGN.md section 4, invariant 1, as the change via the old SHO's receipt has it).
@@ -36,7 +37,10 @@
  *   MUT_NO_RELAY     X's suspend never relayed: its deadline undoes the switch (the code
  *                    before 2026-12-08: X vetoed the switch by not taking it);
  *   MUT_X_CHAINED    X's relayed suspend in the device's chain: the target's resume waits
- *                    behind it, for ever when X is dead. */
+ *                    behind it, for ever when X is dead;
+ *   MUT_RELAY_LIVE_ONLY  the relay takes X's suspend only while X's DRF entry is live (the
+ *                    first fix, before a review of 2026-12-08): a hostile X releases its own
+ *                    entry and the relay refuses, until the switch's deadline. */
 
 #ifndef MAXF
 #define MAXF 4
@@ -59,6 +63,8 @@ byte faults = 0;
 byte rofaults = 0;      /* the faults of the RO's relay and of the TRE (they may undo a switch) */
 byte xkind = HONEST;
 bool device_done = false, activated = false;
+bool x_told = false;    /* X took its suspend straight, or the RO took it to relay */
+bool x_released = false; /* a hostile X released its own DRF entry (registry.c lets it) */
 
 typedef msg {
   byte to, ev, seq;
@@ -111,6 +117,13 @@ inline ro_queue_free(t_, e_, q_) {
   nob++
 }
 
+/* the relay takes X's suspend: linked by an entry in any state (relay.c) */
+#ifdef MUT_RELAY_LIVE_ONLY
+#define RELAY_TAKES (!x_released)
+#else
+#define RELAY_TAKES 1
+#endif
+
 /* a message a dead X never takes is never ready */
 #define ALIVE(k) (ob[k].to != X || xkind != DEAD)
 #ifdef MUT_NO_CHAIN
@@ -159,13 +172,17 @@ active proctype device() {
   fi;
   seq++;
   if
-  :: xkind == HONEST -> atomic { apply(X, SUSPEND, seq) }; goto resume_y /* answered */
+  :: xkind == HONEST -> atomic { apply(X, SUSPEND, seq); x_told = true }; goto resume_y
   :: xkind == HONEST && faults < MAXF -> faults++;   /* no answer by the deadline */
      if
      :: atomic { apply(X, SUSPEND, seq) }
      :: skip
      fi
-  :: xkind == HOSTILE                                /* refused */
+  :: xkind == HOSTILE ->                             /* refused; its DRF entry released? */
+     if
+     :: x_released = true
+     :: skip
+     fi
   :: xkind == DEAD ->                                /* gone, having applied it or not */
      if
      :: atomic { apply(X, SUSPEND, seq) }
@@ -176,11 +193,18 @@ active proctype device() {
   goto undo
 #else
   if
-#ifdef MUT_X_CHAINED
-  :: atomic { ro_queue(X, SUSPEND, seq) }
-#else
-  :: atomic { ro_queue_free(X, SUSPEND, seq) }
+#ifdef MUT_RELAY_LIVE_ONLY
+  :: x_released -> goto undo                         /* refused: SHO_NOT_LINKED */
 #endif
+#ifdef MUT_X_CHAINED
+  :: atomic { RELAY_TAKES -> ro_queue(X, SUSPEND, seq); x_told = true } ->
+#else
+  :: atomic { RELAY_TAKES -> ro_queue_free(X, SUSPEND, seq); x_told = true } ->
+#endif
+     if
+     :: skip
+     :: faults < MAXF -> faults++; rofaults++; goto undo /* taken, its answer lost */
+     fi
   :: faults < MAXF -> faults++; rofaults++;          /* the RO does not answer until the end */
 #ifdef MUT_UNDO_NEEDS_ANSWER
      goto done
@@ -252,6 +276,7 @@ done:
 active proctype settled() {
   (device_done && SETTLED(0) && SETTLED(1) && SETTLED(2) && SETTLED(3)) ->
   assert(activated || rofaults > 0);
+  assert(!activated || x_told);
   assert(activated && st[Y] == ACTIVE && (xkind != HONEST || st[X] == STANDBY) ||
          !activated && st[Y] == STANDBY && (xkind != HONEST || st[X] == ACTIVE))
 }

@@ -59,28 +59,38 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
   mcim_cause_t rc = mcim_ro_verify_statement(r, device, to, txn, typ, jws, cert, out);
   if (rc != MCIM_OK)
     return rc;
+  /* Linked as for a discard receipt: the suspend of the subscription a switch leaves (leg
+   * "from"), which the device hands here only when that SHO did not take it. That SHO rewrites
+   * its own entry at will: held to a live one, it released its entry and the relay refused
+   * the suspend until the switch's deadline, a veto (review of 2026-12-08). */
+  const char *event = mcim_statement_string(*out, "event");
+  const char *leg = mcim_statement_string(*out, "leg");
+  bool any_entry = strcmp(typ, "mcim-discard+jwt") == 0 ||
+                   (event && leg && strcmp(event, "suspend") == 0 && strcmp(leg, "from") == 0);
   /* Only an SHO the registry links to this device: what is relayed is that device's
    * business with that SHO, nothing else.
    *  - A switch notice: an entry live now (subscribed, preloaded). An entry `released` by an
    *    earlier subscription there does not count: a switch right after a new preload at that
    *    SHO must wait for the new registration below, not reach the SHO before its MCIM is in
    *    reserve.
-   *  - A discard receipt: an entry in any state. An SHO that released its entry before the
-   *    device's deferred notice came (its own termination, or a hostile SHO pinning the
-   *    device's notices) is still the one the receipt is about; the receipt, which the TRE
-   *    signs only once it destroyed that SHO's MCIM, ends nothing it did not hold. Held back,
-   *    the notice waited out the TRE's 30 days. */
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_TEXT(typ)};
+   *  - A discard receipt, or a suspend of leg "from" (above): an entry in any state. An SHO
+   *    that released its entry before the device's deferred notice came (its own
+   *    termination, or a hostile SHO pinning the device's notices) is still the one the
+   *    receipt is about; the receipt, which the TRE signs only once it destroyed that SHO's
+   *    MCIM, ends nothing it did not hold. Held back, the notice waited out the TRE's 30
+   *    days. */
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(to), MCIM_INT(any_entry)};
   rc = mcim_store_query_int(st,
                             "SELECT COUNT(*) FROM drf WHERE device = ? AND sho = ?"
-                            " AND (state <> 'released' OR ? = 'mcim-discard+jwt')",
+                            " AND (state <> 'released' OR ? = 1)",
                             p, 3, &n);
   /* No entry, but the device's install at that SHO is on record: the SHO's registration
    * (step 15, sent by its outbox once it heard of the install) may be on its way.
    *  - A switch notice waits for it (a device that switches right after a preload gets here
    *    first; it asks again).
-   *  - A discard receipt is relayed: the install links the SHO, as it does for step 11
-   *    (mcim_ro_sho_linked). Held for the registration, it waited for good when that
+   *  - A discard receipt (or a suspend of leg "from") is relayed: the install links the
+   *    SHO, as it does for step 11 (mcim_ro_sho_linked). Held for the registration, it
+   *    waited for good when that
    *    registration came after the install that overtook it (the pristine path's new SHO)
    *    and was refused: the old SHO stayed active beside the new one (integration/scale_out,
    *    an SHO instance killed with the registration in its outbox). */
@@ -91,7 +101,7 @@ mcim_cause_t mcim_ro_device_statement(struct mcim_role *r, const char *device, c
                               p, 2, &n);
     if (rc == MCIM_OK && n == 0)
       rc = MCIM_SHO_NOT_LINKED;
-    else if (rc == MCIM_OK && strcmp(typ, "mcim-discard+jwt") != 0)
+    else if (rc == MCIM_OK && !any_entry)
       rc = MCIM_REGISTRATION_PENDING;
   }
   /* A switch notice carries its place in the device's order (tre_sign.c): the SHO refuses one
