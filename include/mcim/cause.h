@@ -108,7 +108,7 @@
   X(NOTICE_NOT_RELAYED,      737, 403, "the RO relays no such suspend: it names no leg of a switch, or it is of the target (leg \"to\") with that SHO's own token") \
   X(EARLIER_UNDELIVERED,     736, 409, "an earlier message of this procedure to another party is not delivered yet: this one waits for it (a resume never overtakes the suspend of another subscription)") \
   X(NONCE_EXPIRED,           738, 410, "the nonce of this procedure's platform validation expired before a quote over it came: the PVA told the SHO (a failure verdict); start the procedure again") \
-  X(SHO_NOT_LINKED,          739, 403, "the DRF holds no entry that links the device to that SHO (live, for a switch notice), nor an install of its package there: the RO relays nothing of this device to it") \
+  X(SHO_NOT_LINKED,          739, 403, "the DRF holds no entry that links the device to that SHO (live, for a switch notice but the suspend of the SHO a switch leaves), nor an install of its package there: the RO relays nothing of this device to it") \
   X(REGISTRATION_OVERTAKEN,  740, 409, "the device moved on since the install or switch this registration rests on (a later install of another SHO's MCIM, or a later switch to another SHO, is on record): it is older and changes nothing") \
   /* hardware TRE: 8xx */ \
   X(TPM_ERROR,               800, 500, "the TPM refused or failed a command") \

@@ -426,10 +426,10 @@ static mcim_cause_t queued_statement(struct mcim_device *d, const char *to, cons
   return rc;
 }
 
-int64_t dev_ack_deadline(struct mcim_device *d)
+bool dev_ack_deadline_passed(const struct dev_run *r, int64_t from)
 {
-  int64_t ack = dev_cfg_int(d, "ack_deadline"), whole = dev_cfg_int(d, "procedure_timeout");
-  return ack < whole / 2 ? ack : whole / 2;
+  int64_t waited = mcim_now() - from, left = r->p->deadline - from;
+  return waited >= dev_cfg_int(r->d, "ack_deadline") || waited >= left / 2;
 }
 
 /* Step 9 could not get the old SHO's acknowledgement: wait and retry until `ack_deadline`
@@ -439,7 +439,7 @@ static void receipt_problem(struct dev_run *r, const char *old, mcim_cause_t rc,
                             bool at_once)
 {
   int64_t waited = mcim_now() - r->p->since;
-  if (at_once || waited >= dev_ack_deadline(r->d)) {
+  if (at_once || dev_ack_deadline_passed(r, r->p->since)) {
     mcim_log_event(MCIM_LOG_WARN, r->p->txn, 9, rc,
                    "no acknowledgement from %s after %lld s (%s): the RO gets the TRE-signed"
                    " discard receipt in its place", old, (long long)waited, why);

@@ -395,10 +395,12 @@ void dev_st_pcid(struct dev_run *r);
 /* Keep the session of `net` in the procedure's data ("saved_token") for a restart: the old
  * SHO's in a change via the old SHO (from step 8), the current SHO's in a switch. */
 mcim_cause_t dev_session_save(struct dev_run *r, const char *net);
-/* How long a counterpart (the old SHO's acknowledgement, the current SHO's suspend) is waited
- * for before the RO gets the TRE's word in its place: `ack_deadline`, at most half of
- * `procedure_timeout` (a longer one would let the procedure end first: a veto again). */
-int64_t dev_ack_deadline(struct mcim_device *d);
+/* Whether a counterpart waited for since `from` (the old SHO's acknowledgement, the current
+ * SHO's attach and suspend) has had its time, and the RO gets the TRE's word in its place:
+ * `ack_deadline`, or half of what was left of the procedure when the wait began, whichever
+ * comes first. So the RO always gets the other half: a longer wait would let the procedure's
+ * deadline come first, a veto again. */
+bool dev_ack_deadline_passed(const struct dev_run *r, int64_t from);
 /* The TRE's public view: the active slot's name (64 bytes, "" if none), and the state of
  * slot `slot` ("" if no such slot; may be NULL). */
 mcim_cause_t dev_tre_slots(struct mcim_device *d, char active[64], const char *slot,

@@ -121,38 +121,54 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
  * cannot veto the switch its device's owner asked for. Until the relay reaches it, that SHO's
  * own record says active beside the target's; its MCIM is inactive in the TRE from
  * `activate` on, which answers no challenge with it (docs/state-machines.md, section 5). */
+/* The wait for the current SHO began with the switch (attach-cur's stage): its attach and
+ * its suspend share one deadline, so that stalling each in turn gains it nothing. */
+static int64_t current_sho_since(const struct dev_run *r)
+{
+  json_int_t from = json_integer_value(json_object_get(r->p->data, "current_since"));
+  return from > 0 ? (int64_t)from : r->p->since;
+}
+
+/* From here the switch's notices go through the RO, over the PCID's access at the VNO: the
+ * current SHO's token would make the RO depend on that SHO (its key, fetched from it), which
+ * is what it did not do. */
 static void suspend_to_ro(struct dev_run *r, mcim_cause_t rc, const char *why)
 {
   mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, rc,
                  "%s did not take the suspend after %lld s (%s): the RO relays the TRE-signed"
-                 " suspend in its place",
-                 dev_data_str(r->p, "old"), (long long)(mcim_now() - r->p->since), why);
+                 " suspend in its place, over the VNO",
+                 dev_data_str(r->p, "old"), (long long)(mcim_now() - current_sho_since(r)),
+                 why);
   dev_data_set_bool(r->p, "suspend_by_ro", true);
+  dev_data_set_str(r->p, "access", dev_cfg_str(r->d, "vno"));
 }
 
 static bool suspend_deadline_passed(struct dev_run *r, mcim_cause_t rc, const char *why)
 {
-  if (mcim_now() - r->p->since < dev_ack_deadline(r->d))
+  if (!dev_ack_deadline_passed(r, current_sho_since(r)))
     return false;
   suspend_to_ro(r, rc, why);
   return true;
 }
 
 /* The current SHO's attach, whose connectivity carries the switch's notices. A current SHO
- * that refuses it, or does not answer it until `ack_deadline` after the stage began, does
- * not stop the switch either (nothing has changed yet, but its word is not needed): the
- * switch goes on over the PCID's access at the VNO (its `access_fallback`), the suspend
+ * that refuses it, or does not answer it until its wait ends (dev_ack_deadline_passed, one
+ * wait with the suspend's), does not stop the switch either (nothing has changed yet, but its
+ * word is not needed): the switch goes on over the PCID's access at the VNO, the suspend
  * straight to the RO's relay. */
 static void st_attach_cur(struct dev_run *r)
 {
+  if (!json_object_get(r->p->data, "current_since"))
+    json_object_set_new(r->p->data, "current_since", json_integer(r->p->since));
   dev_st_attach(r);
   if (r->out == OUT_NEXT || !dev_data_str(r->p, "old") ||
-      (r->out == OUT_WAIT && mcim_now() - r->p->since < dev_ack_deadline(r->d)))
+      (r->out == OUT_WAIT && !dev_ack_deadline_passed(r, current_sho_since(r))))
     return;
   mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, r->cause,
                  "no attach to %s (%s): the switch goes on over the VNO, its suspend through the"
                  " RO's relay", dev_data_str(r->p, "old"), r->detail);
   dev_data_set_bool(r->p, "suspend_by_ro", true);
+  dev_data_set_str(r->p, "access", dev_cfg_str(r->d, "vno"));
   r->out = OUT_NEXT;
   r->cause = MCIM_OK;
   r->fail_step = 0;
@@ -164,7 +180,8 @@ static void st_attach_cur(struct dev_run *r)
  * current SHO has no AVs for a standby subscription, the target's MCIM is not active yet),
  * so the current SHO's session is kept in agent.db for a restart, as in a change via the old
  * SHO: the resume (or the undo) still reaches the network; with it gone, the PCID's access at
- * the VNO (the switch's `access_fallback`), which reaches the RO. */
+ * the VNO (the switch's `access_fallback`; its `access` once the suspend goes through the RO),
+ * which reaches the RO. */
 static void st_suspend(struct dev_run *r)
 {
   const char *old = dev_data_str(r->p, "old");
@@ -324,7 +341,9 @@ static char *undo_access(struct mcim_device *d, struct mcim_http_lite *cli,
   const char *nets[] = {old, dev_cfg_str(d, "vno")};
   struct dev_attach_result ar;
   char *token = NULL, scope[16];
-  for (size_t i = 0; i < sizeof(nets) / sizeof(nets[0]); i++)
+  /* the current SHO did not take the switch's suspend: the VNO only (suspend_to_ro) */
+  size_t first = dev_data_bool(p, "suspend_by_ro") ? 1 : 0;
+  for (size_t i = first; i < sizeof(nets) / sizeof(nets[0]); i++)
     if (dev_session_get(d, nets[i], &token, scope) == MCIM_OK ||
         (dev_attach(d, cli, nets[i], p->txn, &ar) == MCIM_OK &&
          dev_session_get(d, nets[i], &token, scope) == MCIM_OK)) {
