@@ -207,7 +207,7 @@ PML="$here/switch.pml" fails F8-switch-old-veto "-DMUT_NO_RELAY" p0
 PML="$here/switch.pml" fails M14-switch-x-chained "-DMUT_X_CHAINED" p0
 # F9: the relay held X's suspend to a live DRF entry, which X may release at will (found by a
 # review of the first fix, 2026-12-08)
-PML="$here/switch.pml" fails F9-switch-released-entry "-DMUT_RELAY_LIVE_ONLY" p0
+PML="$here/switch.pml" fails F9-switch-released "-DMUT_RELAY_LIVE_ONLY" p0
 
 t1=$(date +%s.%N)
 printf 'bound: MAXF=%s faults, HMOVES=%s hostile moves; total %.1f s wall\n' "$maxf" "$hmoves" \
