@@ -65,7 +65,8 @@ static const mcim_config_spec_t agent_spec[] = {
      .help = "change via the old SHO: how long step 9 waits for the old SHO's acknowledgement"
              " before the RO is given the TRE-signed discard receipt in its place (step 11);"
              " switch: how long the current SHO may take to take its suspend before the RO is"
-             " given it to relay. At most half of procedure_timeout counts"},
+             " given it to relay. A wait ends at half of what was left of the procedure when it"
+             " began, if that comes first"},
     {.name = "undo_retry", .type = MCIM_CFG_DURATION, .def = "30s", .min = 1, .max = 3600,
      .help = "a switch undone while the RO did not answer: first wait before its undo is sent"
              " again (doubled at each attempt, up to an hour); the current subscription stays"

@@ -81,6 +81,15 @@ cleanup:
   return rc;
 }
 
+/* The round's call went with the current SHO's token (the switch's access before its suspend
+ * went through the RO). */
+static bool old_sho_token(const struct dev_run *r)
+{
+  const char *old = dev_data_str(r->p, "old");
+  return old && strcmp(r->access_used, old) == 0 &&
+         strcmp(r->access_used, dev_cfg_str(r->d, "vno")) != 0;
+}
+
 static void st_notify_event(struct dev_run *r, const char *to, const char *event,
                             const char *slot, const char *flag, bool via_ro)
 {
@@ -103,6 +112,18 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
     r->out = OUT_NEXT;
   } else if (by_tre && !dev_cause_retry(rc, 0)) {
     dev_run_fail(r, rc, "%s", why); /* the TRE refused */
+  } else if (via_ro && old_sho_token(r)) {
+    /* The RO checks the current SHO's token with that SHO's key, which an RO instance that
+     * never had it fetches from that SHO: away, or serving a bad certificate, it would fail
+     * the switch from outside (a review of 2026-12-08). The relay takes the PCID's token at
+     * the VNO as well: the next round goes over it. */
+    mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, rc,
+                   "%s: the RO did not take the current SHO's token (%s): over the VNO now", why,
+                   res.detail[0] ? res.detail : mcim_cause_text(rc));
+    dev_data_set_str(r->p, "access", dev_cfg_str(r->d, "vno"));
+    if (dev_run_save(r) != MCIM_OK)
+      dev_data_set_str(r->p, "access", dev_data_str(r->p, "old"));
+    dev_run_wait(r, rc, "%s (asked again over the VNO)", why);
   } else {
     char what[160];
     snprintf(what, sizeof(what), "%s notice to %s", event, to);
@@ -278,7 +299,7 @@ static void st_suspend(struct dev_run *r)
       goto cleanup;
     }
   }
-  /* through the RO: any access the device has (the current SHO's, else the VNO's) */
+  /* through the RO, over the VNO (suspend_to_ro) */
   st_notify_event(r, old, "suspend", old, "suspended", true);
 cleanup:
   mcim_http_result_clear(&res);
@@ -289,10 +310,12 @@ cleanup:
 }
 
 /* The target SHO: its standby subscription becomes active (and the DRF learns it), told
- * through the RO's relay over the current SHO's connectivity (the device holds no live token
- * of the target yet). The RO's acceptance is the step's end; the target's activation shows at
- * attach-sho (SUBSCRIPTION_NOT_ACTIVE until the relay lands: retried). Never both active:
- * suspend came first. */
+ * through the RO's relay over the current SHO's connectivity, or the VNO's once the suspend
+ * went through the RO or the RO did not take the current SHO's token (st_notify_event); the
+ * device holds no live token of the target yet. The RO's acceptance is the step's end; the
+ * target's activation shows at attach-sho (SUBSCRIPTION_NOT_ACTIVE until the relay lands:
+ * retried). Never both usable: the suspend came first (straight, or in the RO's outbox while
+ * the TRE holds the current MCIM active until `activate`). */
 static void st_resume(struct dev_run *r)
 {
   st_notify_event(r, r->p->sho, "resume", r->p->sho, "resumed", true);
@@ -464,6 +487,23 @@ static enum undo_outcome undo_run(struct mcim_device *d, struct mcim_http_lite *
     dev_session_drop(d, net);
   mcim_wipe(token, strlen(token));
   free(token);
+  token = NULL;
+  /* Not taken with the current SHO's token (the RO checks it with that SHO's key, which it
+   * may have to fetch from that SHO): once more at once over the VNO, as a switch's relays do
+   * (st_notify_event). The RO answers what it took already from its stored answers. */
+  const char *vno = dev_cfg_str(d, "vno");
+  char scope[16];
+  struct dev_attach_result ar;
+  if (o == UNDO_AGAIN && net && strcmp(net, old) == 0 &&
+      (dev_session_get(d, vno, &token, scope) == MCIM_OK ||
+       (dev_attach(d, cli, vno, p->txn, &ar) == MCIM_OK &&
+        dev_session_get(d, vno, &token, scope) == MCIM_OK))) {
+    o = undo_relay(d, cli, p, old, token, &token_refused);
+    if (token_refused)
+      dev_session_drop(d, vno);
+    mcim_wipe(token, strlen(token));
+    free(token);
+  }
   return o;
 }
 

@@ -18,6 +18,10 @@
 #     record follows (standby).
 #  3. no access: sho-a refuses the device's attach as well (every write of that subscription
 #     aborts). The switch to sho-b goes on over the PCID's access at the VNO.
+#  4. the current SHO's token unchecked: back to sho-a, sho-b takes the suspend, then stops
+#     (SIGSTOP) while the RO restarts (killed at a crash point as it took the resume): the
+#     new RO instance cannot check sho-b's token (sho-b's key, fetched from sho-b). The
+#     device asks again over the VNO, and the switch completes.
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl python3
 
@@ -127,7 +131,7 @@ sqlite3 -cmd ".timeout 5000" "$lab/sho-b/sho-b.db" "DROP TRIGGER broken" &&
 if wait "$runpid" && grep -q '"result": "success"' "$tmp/sw2.json"; then
   ok "the switch back to sho-a completed while sho-b did not answer"
 else bad "switch back: $(head -c 600 "$tmp/sw2.json")"; fi
-txn2=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch' ORDER BY created DESC LIMIT 1")
+txn2=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch' AND txn <> '$txn'")
 [ "$(state_of sho-a "$imsi_a")" = active ] && ok "sho-a active" || bad "sho-a: '$(state_of sho-a "$imsi_a")'"
 [ "$(state_of sho-b "$imsi_b")" = active ] && ok "sho-b's own record still active while it is away" ||
   bad "sho-b: '$(state_of sho-b "$imsi_b")'"
@@ -155,7 +159,7 @@ agent_cfg 2
   grep -q '"result": "success"' "$tmp/sw3.json" &&
   ok "the switch completed although sho-a refused the device's attach" ||
   bad "switch: $(head -c 600 "$tmp/sw3.json")"
-txn3=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch' ORDER BY created DESC LIMIT 1")
+txn3=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch' AND txn NOT IN ('$txn', '$txn2')")
 grep -q "no attach to sho-a .*: the switch goes on over the VNO" "$lab/devices/su/agent.log" &&
   ok "the agent logged the refused attach and went on" || bad "agent.log: no refused attach logged"
 db_is "$lab/devices/su/agent.db" "SELECT COUNT(*) > 0 FROM trace WHERE txn='$txn3' AND to_name='vno'" 1 &&
@@ -169,4 +173,28 @@ wait_until 20 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE imsi='$im
 grep -q '"slot":"sho-b","sho":"sho-b","imsi":"[0-9]*","state":"active"' "$tmp/st3.json" &&
   ok "the TRE: sho-b's MCIM active" || bad "TRE: $(head -c 500 "$tmp/st3.json")"
 sql "$lab/sho-a/sho-a.db" "DROP TRIGGER hostile"
+
+# ---- 4. the current SHO's token unchecked: back to sho-a, sho-b away, the RO restarted ----
+agent_cfg 8
+ro_pid=$(pid_of ro)
+MCIM_CRASHPOINT="ro:POST /v1/dpf/notices:before-answer" "$mcim" lab restart ro --dir "$lab" >/dev/null &&
+  ok "the RO armed: killed as it takes a notice" || bad "ro: restart"
+ro_pid=$(pid_of ro)
+"$mcim" run switch su --to sho-a --json --dir "$lab" >"$tmp/sw4.json" 2>&1 &
+runpid=$!
+wait_until 30 process_gone "$ro_pid" && ok "the RO killed as it took the resume" || bad "the RO not killed"
+b_pid=$(pid_of sho-b)
+kill -STOP "$b_pid"
+stopped="$b_pid"
+check "sho-b stopped, the RO restarted (not armed)" "$mcim" lab restart ro --dir "$lab"
+if wait "$runpid" && grep -q '"result": "success"' "$tmp/sw4.json"; then
+  ok "the switch to sho-a completed"
+else bad "switch: $(head -c 600 "$tmp/sw4.json")"; fi
+grep -q "the RO did not take the current SHO's token" "$lab/devices/su/agent.log" &&
+  ok "the device asked the RO again over the VNO" || bad "agent.log: no fallback to the VNO"
+"$mcim" device status su --json --dir "$lab" | tr -d ' \n' >"$tmp/st4.json"
+grep -q '"slot":"sho-a","sho":"sho-a","imsi":"[0-9]*","state":"active"' "$tmp/st4.json" &&
+  ok "the TRE: sho-a's MCIM active" || bad "TRE: $(head -c 500 "$tmp/st4.json")"
+kill -CONT "$b_pid"
+stopped=""
 finish
