@@ -112,18 +112,21 @@ static void st_notify_event(struct dev_run *r, const char *to, const char *event
     r->out = OUT_NEXT;
   } else if (by_tre && !dev_cause_retry(rc, 0)) {
     dev_run_fail(r, rc, "%s", why); /* the TRE refused */
-  } else if (via_ro && old_sho_token(r)) {
+  } else if (via_ro && !by_tre && old_sho_token(r)) {
     /* The RO checks the current SHO's token with that SHO's key, which an RO instance that
      * never had it fetches from that SHO: away, or serving a bad certificate, it would fail
      * the switch from outside (a review of 2026-12-08). The relay takes the PCID's token at
      * the VNO as well: the next round goes over it. */
-    mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, rc,
-                   "%s: the RO did not take the current SHO's token (%s): over the VNO now", why,
-                   res.detail[0] ? res.detail : mcim_cause_text(rc));
     dev_data_set_str(r->p, "access", dev_cfg_str(r->d, "vno"));
-    if (dev_run_save(r) != MCIM_OK)
+    if (dev_run_save(r) != MCIM_OK) {
       dev_data_set_str(r->p, "access", dev_data_str(r->p, "old"));
-    dev_run_wait(r, rc, "%s (asked again over the VNO)", why);
+      dev_run_wait(r, rc, "%s (asked again)", why);
+    } else {
+      mcim_log_event(MCIM_LOG_WARN, r->p->txn, 0, rc,
+                     "%s: not taken with the current SHO's token, asked again over the VNO",
+                     why);
+      dev_run_wait(r, rc, "%s (asked again over the VNO)", why);
+    }
   } else {
     char what[160];
     snprintf(what, sizeof(what), "%s notice to %s", event, to);
@@ -498,6 +501,7 @@ static enum undo_outcome undo_run(struct mcim_device *d, struct mcim_http_lite *
       (dev_session_get(d, vno, &token, scope) == MCIM_OK ||
        (dev_attach(d, cli, vno, p->txn, &ar) == MCIM_OK &&
         dev_session_get(d, vno, &token, scope) == MCIM_OK))) {
+    token_refused = false;
     o = undo_relay(d, cli, p, old, token, &token_refused);
     if (token_refused)
       dev_session_drop(d, vno);

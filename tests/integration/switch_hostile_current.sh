@@ -176,7 +176,6 @@ sql "$lab/sho-a/sho-a.db" "DROP TRIGGER hostile"
 
 # ---- 4. the current SHO's token unchecked: back to sho-a, sho-b away, the RO restarted ----
 agent_cfg 8
-ro_pid=$(pid_of ro)
 MCIM_CRASHPOINT="ro:POST /v1/dpf/notices:before-answer" "$mcim" lab restart ro --dir "$lab" >/dev/null &&
   ok "the RO armed: killed as it takes a notice" || bad "ro: restart"
 ro_pid=$(pid_of ro)
@@ -190,8 +189,11 @@ check "sho-b stopped, the RO restarted (not armed)" "$mcim" lab restart ro --dir
 if wait "$runpid" && grep -q '"result": "success"' "$tmp/sw4.json"; then
   ok "the switch to sho-a completed"
 else bad "switch: $(head -c 600 "$tmp/sw4.json")"; fi
-grep -q "the RO did not take the current SHO's token" "$lab/devices/su/agent.log" &&
-  ok "the device asked the RO again over the VNO" || bad "agent.log: no fallback to the VNO"
+txn4=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch' AND txn NOT IN ('$txn', '$txn2', '$txn3')")
+grep -q "not taken with the current SHO's token, asked again over the VNO" "$lab/devices/su/agent.log" &&
+  db_is "$lab/devices/su/agent.db" "SELECT COUNT(*) > 0 FROM trace WHERE txn='$txn4' AND to_name='vno'" 1 &&
+  ok "the device asked the RO again over the VNO" ||
+  bad "no fallback to the VNO: $(sql "$lab/devices/su/agent.db" "SELECT to_name, msg, cause FROM trace WHERE txn='$txn4'" | tr '\n' ';')"
 "$mcim" device status su --json --dir "$lab" | tr -d ' \n' >"$tmp/st4.json"
 grep -q '"slot":"sho-a","sho":"sho-a","imsi":"[0-9]*","state":"active"' "$tmp/st4.json" &&
   ok "the TRE: sho-a's MCIM active" || bad "TRE: $(head -c 500 "$tmp/st4.json")"
