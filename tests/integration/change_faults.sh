@@ -23,21 +23,13 @@
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl ss
 
-stopped="" # pids we sent SIGSTOP: always resumed on exit
-bg=""      # background `mcim run` we started
+bg="" # background `mcim run` we started
 on_exit() {
-  for p in $stopped; do kill -CONT "$p" 2>/dev/null || true; done
   for p in $bg; do kill "$p" 2>/dev/null || true; done
   cleanup
 }
 trap on_exit EXIT
 
-pause() { local p; p=$(pid_of "$1"); kill -STOP "$p"; stopped="$stopped $p"; }
-resume() {
-  local p; p=$(pid_of "$1")
-  kill -CONT "$p" 2>/dev/null || true
-  stopped=$(echo "$stopped" | tr ' ' '\n' | grep -vx "$p" | tr '\n' ' ' || true)
-}
 ctl() { # ctl DEV PATH: GET on the agent's control socket
   curl -s --max-time "$(scaled 5)" --unix-socket "$lab/devices/$1/control.sock" "http://localhost$2"
 }

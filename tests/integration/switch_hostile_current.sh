@@ -25,20 +25,7 @@
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl python3
 
-stopped="" # pids we sent SIGSTOP: always resumed on exit
-on_exit() {
-  for p in $stopped; do kill -CONT "$p" 2>/dev/null || true; done
-  cleanup
-}
-trap on_exit EXIT
-
-check "lab up" "$mcim" lab up --dir "$lab"
-check "manufacture su" "$mcim" lab device add su --dir "$lab"
-check "initial provisioning of su with sho-a" "$mcim" run initial su --sho sho-a --json --dir "$lab"
-check "preload su with sho-b" "$mcim" run preload su --sho sho-b --json --dir "$lab"
-wait_until 20 db_is "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='su' AND sho='sho-b'" preloaded &&
-  ok "the DRF holds sho-b preloaded" ||
-  bad "DRF: $(sql "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='su'" | tr '\n' ';')"
+preloaded_lab su
 imsi_a=$(sql "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='su' AND state='active'")
 imsi_b=$(sql "$lab/sho-b/sho-b.db" "SELECT imsi FROM auc WHERE device='su'")
 state_of() { # state_of SHO IMSI: the SHO's own record of that subscription
@@ -51,6 +38,10 @@ refuse_suspends() { # refuse_suspends SHO IMSI: the SHO's database aborts its su
 fail_suspends() { # fail_suspends SHO: the SHO's database fails every change of a state (500)
   sql "$lab/$1/$1.db" "CREATE TRIGGER broken BEFORE UPDATE OF state ON auc
     BEGIN SELECT mcim_no_such_function(); END;"
+}
+switch_to() { # switch_to SHO OUT WHAT: `mcim run switch su --to SHO` succeeds (WHAT), OUT its output
+  if "$mcim" run switch su --to "$1" --json --dir "$lab" >"$2" 2>&1 &&
+    grep -q '"result": "success"' "$2"; then ok "$3"; else bad "switch: $(head -c 600 "$2")"; fi
 }
 agent_cfg() { # agent_cfg ACK_DEADLINE: su's deadlines, its agent restarted
   python3 - "$lab/devices/su/agent.json" "$(scaled 40)" "$1" "$(scaled 1000)" <<'PY'
@@ -67,10 +58,7 @@ PY
 refuse_suspends sho-a "$imsi_a"
 sql "$lab/ro/ro.db" "UPDATE drf SET state = 'released' WHERE device = 'su' AND sho = 'sho-a'"
 agent_cfg 2
-"$mcim" run switch su --to sho-b --json --dir "$lab" >"$tmp/sw.json" 2>&1 &&
-  grep -q '"result": "success"' "$tmp/sw.json" &&
-  ok "the switch completed although sho-a refused its suspend" ||
-  bad "switch: $(head -c 600 "$tmp/sw.json")"
+switch_to sho-b "$tmp/sw.json" "the switch completed although sho-a refused its suspend"
 txn=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch'")
 grep -q "sho-a did not take the suspend after" "$lab/devices/su/agent.log" &&
   ok "the agent logged the deadline and the relay in its place" || bad "agent.log: no deadline logged"
@@ -122,9 +110,7 @@ agent_cfg 8
 runpid=$!
 wait_until 30 grep -q "cause=STORE_ERROR su -> sho-b: notification: suspend" "$lab/devices/su/agent.log" &&
   ok "sho-b failed the first suspend" || bad "no failure of sho-b in agent.log"
-b_pid=$(pid_of sho-b)
-kill -STOP "$b_pid"
-stopped="$b_pid"
+pause sho-b
 # what sho-b will find when it is back: no trigger (sqlite3 waits for a lock it might hold)
 sqlite3 -cmd ".timeout 5000" "$lab/sho-b/sho-b.db" "DROP TRIGGER broken" &&
   ok "sho-b stopped (SIGSTOP), its trigger gone" || bad "sho-b: trigger not dropped"
@@ -139,8 +125,7 @@ wait_until 30 db_is "$lab/ro/ro.db" "SELECT COUNT(*) FROM outbox WHERE txn='$txn
   AND state='pending' AND chain IS NULL AND attempts >= 1" 1 &&
   ok "the RO retries the suspend to sho-b, in no chain" ||
   bad "RO outbox: $(sql "$lab/ro/ro.db" "SELECT peer, state, attempts, chain, last_cause FROM outbox WHERE txn='$txn2'" | tr '\n' ';')"
-kill -CONT "$b_pid"
-stopped=""
+resume sho-b
 sql "$lab/ro/ro.db" "UPDATE outbox SET next_at = 0 WHERE txn='$txn2' AND peer='sho-b' AND state='pending'"
 wait_until 60 db_is "$lab/sho-b/sho-b.db" "SELECT state FROM auc WHERE imsi='$imsi_b'" standby &&
   ok "sho-b back: its subscription in standby once the relayed suspend reached it" ||
@@ -155,10 +140,7 @@ grep -q '"scope": "full"' "$tmp/out" && ok "full access at sho-a" || bad "attach
 sql "$lab/sho-a/sho-a.db" "CREATE TRIGGER hostile BEFORE UPDATE ON auc
   WHEN OLD.imsi = '$imsi_a' BEGIN SELECT RAISE(ABORT, 'no'); END;"
 agent_cfg 2
-"$mcim" run switch su --to sho-b --json --dir "$lab" >"$tmp/sw3.json" 2>&1 &&
-  grep -q '"result": "success"' "$tmp/sw3.json" &&
-  ok "the switch completed although sho-a refused the device's attach" ||
-  bad "switch: $(head -c 600 "$tmp/sw3.json")"
+switch_to sho-b "$tmp/sw3.json" "the switch completed although sho-a refused the device's attach"
 txn3=$(sql "$lab/devices/su/agent.db" "SELECT txn FROM procedures WHERE kind = 'switch' AND txn NOT IN ('$txn', '$txn2')")
 grep -q "no attach to sho-a .*: the switch goes on over the VNO" "$lab/devices/su/agent.log" &&
   ok "the agent logged the refused attach and went on" || bad "agent.log: no refused attach logged"
@@ -182,9 +164,7 @@ ro_pid=$(pid_of ro)
 "$mcim" run switch su --to sho-a --json --dir "$lab" >"$tmp/sw4.json" 2>&1 &
 runpid=$!
 wait_until 30 process_gone "$ro_pid" && ok "the RO killed as it took the resume" || bad "the RO not killed"
-b_pid=$(pid_of sho-b)
-kill -STOP "$b_pid"
-stopped="$b_pid"
+pause sho-b
 check "sho-b stopped, the RO restarted (not armed)" "$mcim" lab restart ro --dir "$lab"
 if wait "$runpid" && grep -q '"result": "success"' "$tmp/sw4.json"; then
   ok "the switch to sho-a completed"
@@ -197,6 +177,5 @@ grep -q "not taken with the current SHO's token, asked again over the VNO" "$lab
 "$mcim" device status su --json --dir "$lab" | tr -d ' \n' >"$tmp/st4.json"
 grep -q '"slot":"sho-a","sho":"sho-a","imsi":"[0-9]*","state":"active"' "$tmp/st4.json" &&
   ok "the TRE: sho-a's MCIM active" || bad "TRE: $(head -c 500 "$tmp/st4.json")"
-kill -CONT "$b_pid"
-stopped=""
+resume sho-b
 finish

@@ -18,20 +18,8 @@
 . "$(dirname "$0")/lib/common.bash"
 need sqlite3 curl python3
 
-stopped="" # pids we sent SIGSTOP: always resumed on exit
-on_exit() {
-  for p in $stopped; do kill -CONT "$p" 2>/dev/null || true; done
-  cleanup
-}
-trap on_exit EXIT
-
-check "lab up" "$mcim" lab up --dir "$lab"
-check "manufacture su" "$mcim" lab device add su --dir "$lab"
-check "initial provisioning of su with sho-a" "$mcim" run initial su --sho sho-a --json --dir "$lab"
-check "preload su with sho-b" "$mcim" run preload su --sho sho-b --json --dir "$lab"
+preloaded_lab su
 entry() { sql "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='su' AND sho='$1'"; }
-wait_until 20 db_is "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='su' AND sho='sho-b'" preloaded &&
-  ok "the DRF holds sho-b preloaded" || bad "DRF sho-b: '$(entry sho-b)'"
 imsi_a=$(sql "$lab/sho-a/sho-a.db" "SELECT imsi FROM auc WHERE device='su' AND state='active'")
 
 # the switch cannot reach sho-b: the relay refuses while sho-b's entry is not live
@@ -78,9 +66,7 @@ check "su: undo_retry 1 s, request timeout $(scaled 1000) ms, agent restarted" "
 runpid=$!
 wait_until 30 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" standby &&
   ok "second switch: sho-a suspended" || bad "sho-a: not suspended"
-ro_pid=$(pid_of ro)
-kill -STOP "$ro_pid"
-stopped="$ro_pid"
+pause ro
 if wait "$runpid"; then bad "the second switch succeeded: $(head -c 400 "$tmp/sw2.json")"; else
   grep -q '"TIMEOUT"' "$tmp/sw2.json" && ok "the second switch failed at its deadline (TIMEOUT)" ||
     bad "switch: $(head -c 400 "$tmp/sw2.json")"
@@ -100,8 +86,7 @@ check "su's agent restarted with the undo due" "$mcim" lab restart su --dir "$la
 wait_until 60 db_is "$adb" "SELECT attempts > ${n0:-0} FROM undo_due WHERE txn = '$txn2'" 1 &&
   ok "the restarted agent asked again ($n0 -> $(sql "$adb" "SELECT attempts FROM undo_due"))" ||
   bad "undo_due after the restart: '$(sql "$adb" "SELECT txn, attempts, next_at FROM undo_due")'"
-kill -CONT "$ro_pid"
-stopped=""
+resume ro
 wait_until 60 db_is "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'" active &&
   ok "the RO back: sho-a's subscription active again" ||
   bad "sho-a AuC: $(sql "$lab/sho-a/sho-a.db" "SELECT state FROM auc WHERE imsi='$imsi_a'")"

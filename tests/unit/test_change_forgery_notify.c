@@ -464,6 +464,16 @@ static bool sho_a_active(void *arg)
   return sho_state_is("sho-a", imsim_a, "active");
 }
 
+/* The RO's outbox delivered its message of `txn` to `peer` (within 30 s). */
+static void wait_delivered(const char *peer, const char *txn)
+{
+  char q[256];
+  snprintf(q, sizeof(q),
+           "SELECT COUNT(*) FROM outbox WHERE peer = '%s' AND txn = '%s' AND state = 'delivered'",
+           peer, txn);
+  assert_true(wait_until(30, relay_retried, q));
+}
+
 static void test_undo_waits_for_suspend(void **state)
 {
   (void)state;
@@ -517,11 +527,7 @@ static void test_undo_waits_for_suspend(void **state)
            "SELECT COUNT(*) FROM drf_switches WHERE device = 'mallory' AND txn = '%s'", txn);
   assert_int_equal(db_int("ro", q), 0);
   /* delivered: sho-a took it straight already, so its stored answer */
-  snprintf(q, sizeof(q),
-           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-a' AND txn = '%s'"
-           " AND state = 'delivered'",
-           txn);
-  assert_true(wait_until(30, relay_retried, q));
+  wait_delivered("sho-a", txn);
   assert_true(sho_state_is("sho-a", imsim_a, "standby"));
   free(tokv);
   free(n);
@@ -534,11 +540,7 @@ static void test_undo_waits_for_suspend(void **state)
            " AND chain IS NOT NULL AND after_id IS NULL",
            txn);
   assert_int_equal(db_int("ro", q), 1);
-  snprintf(q, sizeof(q),
-           "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b' AND txn = '%s'"
-           " AND state = 'delivered'",
-           txn);
-  assert_true(wait_until(30, relay_retried, q));
+  wait_delivered("sho-b", txn);
   assert_true(sho_state_is("sho-b", imsim_b, "active"));
   /* the undo while sho-b is down: its suspend, then sho-a's resume, both taken by the RO */
   paused = role_pid("sho-b");

@@ -8,7 +8,11 @@ lab="$tmp/lab"
 passed=0
 failed=0
 
+stopped="" # pids paused (SIGSTOP) by `pause`: cleanup resumes them first
+
 cleanup() {
+  local p
+  for p in $stopped; do kill -CONT "$p" 2>/dev/null || true; done
   "$mcim" lab down --dir "$lab" >/dev/null 2>&1 || true
   if [ "$failed" -ne 0 ] && [ -d "$lab" ]; then
     echo "--- logs of the failed run ---"
@@ -136,6 +140,24 @@ cleanup_bg() { # an EXIT trap: the background `mcim run`s of run_bg ($bg) killed
 }
 pid_of() { # pid_of NAME: the pid lab.json records for a role or a device agent
   tr -d ' \n' <"$lab/lab.json" | grep -o "\"name\":\"$1\",[^}]*\"pid\":[0-9]*" | grep -o '[0-9]*$'
+}
+# preloaded_lab DEV: the lab up, DEV manufactured, provisioned with sho-a and pre-provisioned
+# with sho-b (the DRF holds sho-b `preloaded`): where the switch tests start
+preloaded_lab() {
+  check "lab up" "$mcim" lab up --dir "$lab"
+  check "manufacture $1" "$mcim" lab device add "$1" --dir "$lab"
+  check "initial provisioning of $1 with sho-a" "$mcim" run initial "$1" --sho sho-a --json --dir "$lab"
+  check "preload $1 with sho-b" "$mcim" run preload "$1" --sho sho-b --json --dir "$lab"
+  wait_until 20 db_is "$lab/ro/ro.db" "SELECT state FROM drf WHERE device='$1' AND sho='sho-b'" preloaded &&
+    ok "the DRF holds sho-b preloaded" ||
+    bad "DRF: $(sql "$lab/ro/ro.db" "SELECT sho, state FROM drf WHERE device='$1'" | tr '\n' ';')"
+}
+# pause NAME: stop a role or an agent (SIGSTOP), resumed by `resume NAME` or on exit
+pause() { local p; p=$(pid_of "$1"); kill -STOP "$p"; stopped="$stopped $p"; }
+resume() {
+  local p; p=$(pid_of "$1")
+  kill -CONT "$p" 2>/dev/null || true
+  stopped=$(echo "$stopped" | tr ' ' '\n' | grep -vx "$p" | tr '\n' ' ' || true)
 }
 
 # privacy LABEL: neither SHO keeps the other's name or any IMSI the other issued (issue 8,
