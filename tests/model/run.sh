@@ -201,13 +201,13 @@ PML="$here/switch.pml" fails M13-switch-no-retry "-DMUT_NO_RETRY" p0
 # F7: no undo of a suspend whose answer was lost (src/device/preprovisioned.c undo_needed;
 # found by a review of the code and the model, 2026-12-06)
 PML="$here/switch.pml" fails F7-switch-lost-answer "-DMUT_UNDO_NEEDS_ANSWER" p0
-# F8: the current SHO's suspend never relayed, its deadline undoing the switch: a hostile or
+# F9: the current SHO's suspend never relayed, its deadline undoing the switch: a hostile or
 # dead current SHO vetoed it (the code before 2026-12-08: relay.c refused leg "from")
-PML="$here/switch.pml" fails F8-switch-old-veto "-DMUT_NO_RELAY" p0
+PML="$here/switch.pml" fails F9-switch-old-veto "-DMUT_NO_RELAY" p0
 PML="$here/switch.pml" fails M14-switch-x-chained "-DMUT_X_CHAINED" p0
-# F9: the relay held X's suspend to a live DRF entry, which X may release at will (found by a
+# F10: the relay held X's suspend to a live DRF entry, which X may release at will (found by a
 # review of the first fix, 2026-12-08)
-PML="$here/switch.pml" fails F9-switch-released "-DMUT_RELAY_LIVE_ONLY" p0
+PML="$here/switch.pml" fails F10-switch-released "-DMUT_RELAY_LIVE_ONLY" p0
 
 t1=$(date +%s.%N)
 printf 'bound: MAXF=%s faults, HMOVES=%s hostile moves; total %.1f s wall\n' "$maxf" "$hmoves" \
