@@ -193,6 +193,25 @@ fails M11-order-read-any    "$OLD -DHOSTILE=1 -DMUT_ORDER_READ_ANY" p3
 # ---- the switch between pre-provisioned MCIMs and its undo (tests/model/switch.pml) ----
 # PML: the model file a run checks (the default: mcim.pml)
 PML="$here/switch.pml" holds switch "" p0 p1
+# Every statement of the switch model was reached in that p0 search, but the copies of the
+# `apply` inline the device does not need (it applies only its straight suspend) and the end
+# of the outbox's endless loop: a branch the model offers (X hostile or dead, a relay taken,
+# taken with its answer lost or not answered) that no run takes would let p0 and p1 hold for
+# want of a run, where they must fail loudly.
+apply_lines=$(awk '/^inline apply/ { a = 1 } a { print NR } a && /^}/ { a = 0 }' "$here/switch.pml")
+unreached=$(awk '/^unreached in (proctype|init)/ { p = 1; next } /^unreached in/ { p = 0 }
+  p && /mcim\.pml:[0-9]+/ && !/"-end-"/ { match($0, /mcim\.pml:[0-9]+/); print substr($0, RSTART + 9, RLENGTH - 9) }' \
+  "$out/switch.p0/p0.out" | sort -un)
+dead=""
+for l in $unreached; do
+  echo "$apply_lines" | grep -qx "$l" || dead="$dead $l"
+done
+if [ -n "$(sed -n '/^unreached in proctype device/p' "$out/switch.p0/p0.out")" ] && [ -z "$dead" ]; then
+  printf '%-22s %-4s %-6s %-8s\n' switch reach all reached | tee -a "$report"
+else
+  printf '%-22s %-4s %-6s %-8s lines:%s\n' switch reach all UNREACHED "${dead:- (no report)}" | tee -a "$report"
+  bad=1
+fi
 # F6: the undo as it was: the relays tried once each, then the current SHO's resume straight;
 # the RO's outbox in any order (src/device/preprovisioned.c, src/roles/outbox.c)
 PML="$here/switch.pml" fails F6-switch-old-undo "-DMUT_OLD_UNDO" p1
