@@ -145,9 +145,8 @@ mcim_cause_t dev_procedure_prepare(struct mcim_device *d, const struct dev_instr
 
 #define RENEW_TRIES 3
 
-/* A token for `net` without deciding the round's outcome (the renewal is best effort). */
-static char *quiet_token(struct dev_run *r, const char *net, mcim_cause_t *rc, long *status,
-                         char *why, size_t len)
+char *dev_quiet_token(struct dev_run *r, const char *net, mcim_cause_t *rc, long *status,
+                      char *why, size_t len)
 {
   char *token = NULL, scope[16];
   struct dev_attach_result ar;
@@ -191,7 +190,7 @@ void dev_st_pcid(struct dev_run *r)
   mcim_log_event(MCIM_LOG_NOTICE, p->txn, 0, MCIM_OK,
                  "the PCID credential expires in %lld s (margin %lld s): renewing it first",
                  (long long)(expires - mcim_now()), (long long)dev_cfg_int(d, "pcid_renew_margin"));
-  token = via ? quiet_token(r, via, &rc, &status, why, sizeof(why)) : NULL;
+  token = via ? dev_quiet_token(r, via, &rc, &status, why, sizeof(why)) : NULL;
   if (token)
     rc = dev_pcid_renew(d, r->cli, p->txn, token, &status, why, sizeof(why));
   else if (!via)

@@ -364,6 +364,12 @@ char *dev_run_token_for(struct dev_run *r, const char *net);
 /* Put back in memory the session procedure `p` saved in its data ("saved_token") for `net`,
  * if it is still live and there is none in memory (after a restart). */
 void dev_session_restore(struct mcim_device *d, const struct dev_proc *p, const char *net);
+/* A token for `net` (the session in memory, else a new attach) without deciding the round's
+ * outcome: the caller does (the PCID renewal is best effort; a switch's current SHO that does
+ * not answer is waited for, then the RO gets the suspend). NULL with *rc, *status (the
+ * attach's HTTP status) and `why` set. */
+char *dev_quiet_token(struct dev_run *r, const char *net, mcim_cause_t *rc, long *status,
+                      char *why, size_t len);
 /* The TRE-signed `proof` (and `tre_cert`) that the device itself asks role `aud` for `what`
  * ("discovery", "package" of the RO; "nonce" of the PVA) of r's procedure, added to `body`
  * (net.c). */

@@ -241,25 +241,14 @@ static void st_suspend(struct dev_run *r)
   if (!dev_data_bool(r->p, "suspend_by_ro")) {
     /* straight to the current SHO, with its own token: the session in memory, the one saved
      * for a restart, else a new attach */
-    char scope[16];
+    long status = 0;
+    mcim_cause_t rc;
     bool for_good = false;
     snprintf(r->access_used, sizeof(r->access_used), "%s", old);
-    mcim_cause_t rc = dev_session_get(r->d, old, &token, scope);
-    if (rc != MCIM_OK) {
-      dev_session_restore(r->d, r->p, old);
-      rc = dev_session_get(r->d, old, &token, scope);
-    }
-    if (rc != MCIM_OK) {
-      struct dev_attach_result ar;
-      rc = dev_attach(r->d, r->cli, old, r->p->txn, &ar);
-      if (rc == MCIM_OK)
-        rc = dev_session_get(r->d, old, &token, scope);
-      if (rc != MCIM_OK) {
-        for_good = !dev_cause_retry(rc, ar.http_status);
-        snprintf(why, sizeof(why), "attach to %s: %s", old,
-                 ar.detail[0] ? ar.detail : mcim_cause_text(rc));
-      }
-    }
+    dev_session_restore(r->d, r->p, old);
+    token = dev_quiet_token(r, old, &rc, &status, why, sizeof(why));
+    if (rc != MCIM_OK)
+      for_good = !dev_cause_retry(rc, status);
     if (rc == MCIM_OK) {
       bool by_tre = false;
       rc = notify_sho(r->d, r->cli, r->p->txn, old, "suspend", old, token, false, &res, &by_tre,
@@ -362,13 +351,14 @@ enum undo_outcome {
  * is honoured while it lives), a new attach to it, else the PCID's at the VNO (the RO takes a
  * device's notices with any token of the device's: relay.c). NULL if none. */
 static char *undo_access(struct mcim_device *d, struct mcim_http_lite *cli,
-                         const struct dev_proc *p, const char *old, const char **net)
+                         const struct dev_proc *p, const char *old, bool vno_only,
+                         const char **net)
 {
   const char *nets[] = {old, dev_cfg_str(d, "vno")};
   struct dev_attach_result ar;
   char *token = NULL, scope[16];
   /* the current SHO did not take the switch's suspend: the VNO only (suspend_to_ro) */
-  size_t first = dev_data_bool(p, "suspend_by_ro") ? 1 : 0;
+  size_t first = vno_only || dev_data_bool(p, "suspend_by_ro") ? 1 : 0;
   for (size_t i = first; i < sizeof(nets) / sizeof(nets[0]); i++)
     if (dev_session_get(d, nets[i], &token, scope) == MCIM_OK ||
         (dev_attach(d, cli, nets[i], p->txn, &ar) == MCIM_OK &&
@@ -475,38 +465,31 @@ static enum undo_outcome undo_run(struct mcim_device *d, struct mcim_http_lite *
                                   const struct dev_proc *p)
 {
   const char *old = dev_data_str(p, "old");
-  const char *net = NULL;
-  bool token_refused = false;
-  char *token = undo_access(d, cli, p, old, &net);
-  if (!token) {
-    mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, MCIM_NO_ACCESS,
-                   "undoing the switch: no access to the network (%s, %s); asked again later",
-                   old, dev_cfg_str(d, "vno"));
-    return UNDO_AGAIN;
-  }
-  enum undo_outcome o = undo_relay(d, cli, p, old, token, &token_refused);
-  /* a token the RO refused for what its issuer decided: the next attempt attaches again */
-  if (token_refused && net)
-    dev_session_drop(d, net);
-  mcim_wipe(token, strlen(token));
-  free(token);
-  token = NULL;
-  /* Not taken with the current SHO's token (the RO checks it with that SHO's key, which it
-   * may have to fetch from that SHO): once more at once over the VNO, as a switch's relays do
-   * (st_notify_event). The RO answers what it took already from its stored answers. */
-  const char *vno = dev_cfg_str(d, "vno");
-  char scope[16];
-  struct dev_attach_result ar;
-  if (o == UNDO_AGAIN && net && strcmp(net, old) == 0 &&
-      (dev_session_get(d, vno, &token, scope) == MCIM_OK ||
-       (dev_attach(d, cli, vno, p->txn, &ar) == MCIM_OK &&
-        dev_session_get(d, vno, &token, scope) == MCIM_OK))) {
-    token_refused = false;
+  enum undo_outcome o = UNDO_AGAIN;
+  /* A second pass, over the VNO at once, when the first did not get through with the current
+   * SHO's token (the RO checks it with that SHO's key, which it may have to fetch from that
+   * SHO), as a switch's relays do (st_notify_event). The RO answers what it took already from
+   * its stored answers. */
+  for (int pass = 0; pass < 2; pass++) {
+    const char *net = NULL;
+    bool token_refused = false;
+    char *token = undo_access(d, cli, p, old, pass > 0, &net);
+    if (!token) {
+      if (pass == 0)
+        mcim_log_event(MCIM_LOG_ERROR, p->txn, 0, MCIM_NO_ACCESS,
+                       "undoing the switch: no access to the network (%s, %s); asked again"
+                       " later",
+                       old, dev_cfg_str(d, "vno"));
+      break;
+    }
     o = undo_relay(d, cli, p, old, token, &token_refused);
+    /* a token the RO refused for what its issuer decided: the next attempt attaches again */
     if (token_refused)
-      dev_session_drop(d, vno);
+      dev_session_drop(d, net);
     mcim_wipe(token, strlen(token));
     free(token);
+    if (o != UNDO_AGAIN || strcmp(net, old) != 0)
+      break;
   }
   return o;
 }
