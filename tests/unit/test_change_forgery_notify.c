@@ -80,15 +80,14 @@ static mcim_cause_t notify(const char *sho, const char *bearer, const char *devi
  * (no order, no entry) is SHO_NOT_LINKED, the one answer on which the device drops a notice;
  * fdev2's notice sent with mallory's token is FORBIDDEN, never SHO_NOT_LINKED (whatever
  * links exist), since the network that issued the token chose its device. */
-static mcim_cause_t relay_imsi(const char *device, const char *token, const char *to,
-                               const char *imsi, const char *txn, const char *event, int seq,
-                               long *status)
+static mcim_cause_t relay_leg(const char *device, const char *token, const char *to,
+                              const char *imsi, const char *txn, const char *event, int seq,
+                              const char *leg, long *status)
 {
   char *cert = NULL;
-  /* the leg of the slot the switch enters, as the TRE signs it (tre_sign.c) */
   char *jws = device_notice(device, "mcim-notify+jwt", to, txn,
                           json_pack("{s:s,s:s,s:s,s:i,s:s}", "event", event, "slot", to, "imsi",
-                                    imsi, "seq", seq, "leg", "to"),
+                                    imsi, "seq", seq, "leg", leg),
                           &cert);
   json_t *ans = NULL;
   mcim_cause_t rc = post_keep("ro", "/v1/dpf/notices", token,
@@ -99,6 +98,14 @@ static mcim_cause_t relay_imsi(const char *device, const char *token, const char
   free(jws);
   free(cert);
   return rc;
+}
+
+/* the leg of the slot the switch enters, as the TRE signs it (tre_sign.c) */
+static mcim_cause_t relay_imsi(const char *device, const char *token, const char *to,
+                               const char *imsi, const char *txn, const char *event, int seq,
+                               long *status)
+{
+  return relay_leg(device, token, to, imsi, txn, event, seq, "to", status);
 }
 
 static mcim_cause_t relay_event(const char *device, const char *token, const char *to,
@@ -176,6 +183,16 @@ static void test_registration_pending(void **state)
   /* a device with neither an order nor an entry at that SHO, another device's token */
   assert_int_equal(relay_notice("fdev2", tok2, "sho-a", TXN_F4, &status), MCIM_SHO_NOT_LINKED);
   assert_int_equal(status, 403);
+  /* The same for the suspend of the slot a switch leaves (leg "from"), which the RO relays
+   * outside the device's chain when the current SHO did not take it (since 2026-12-08): to an
+   * SHO with no order, entry or install of the device on record it is no link either, and
+   * nothing is queued for it (before, untested). */
+  long long to_sho_a = db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-a'");
+  assert_int_equal(relay_leg("fdev2", tok2, "sho-a", imsi2, TXN_F4, "suspend", 2, "from",
+                             &status),
+                   MCIM_SHO_NOT_LINKED);
+  assert_int_equal(status, 403);
+  assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-a'"), to_sho_a);
   assert_int_equal(relay_notice("fdev2", tokm, "sho-b", TXN_F4, &status), MCIM_FORBIDDEN);
   assert_int_equal(relay_notice("fdev2", tokm, "sho-a", TXN_F4, &status), MCIM_FORBIDDEN);
   assert_int_equal(db_int("ro", "SELECT COUNT(*) FROM outbox WHERE peer = 'sho-b'"), queued);

@@ -128,11 +128,25 @@ static mcim_cause_t verify_order(struct mcim_role *r, mcim_store_t *st, const ch
   return rc;
 }
 
-static json_t *order_answer(const struct mcim_drf_order *o, const char *owner_jwk)
+/* The owner record's epoch (RO migration 13: one more at each handover) while `owner_jwk` is
+ * still the device's owner key; NOT_OWNER once a handover replaced it. The SHO keeps it with
+ * the order: an order of a newer epoch ends its older ones there (sho/order.c). */
+static mcim_cause_t owner_epoch(mcim_store_t *st, const char *device, const char *owner_jwk,
+                                int64_t *epoch)
+{
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_TEXT(owner_jwk)};
+  mcim_cause_t rc = mcim_store_query_int(
+      st, "SELECT epoch FROM owners WHERE device = ? AND owner_jwk = ?", p, 2, epoch);
+  return rc == MCIM_NOT_FOUND ? MCIM_NOT_OWNER : rc;
+}
+
+static json_t *order_answer(const struct mcim_drf_order *o, const char *owner_jwk,
+                            int64_t epoch)
 {
   json_t *jwk = json_loads(owner_jwk, 0, NULL);
-  return json_pack("{s:s,s:s,s:s,s:s,s:o?}", "txn", o->txn, "device", o->device, "sho", o->sho,
-                   "record", o->record, "owner_jwk", jwk);
+  return json_pack("{s:s,s:s,s:s,s:s,s:o?,s:I}", "txn", o->txn, "device", o->device, "sho",
+                   o->sho, "record", o->record, "owner_jwk", jwk, "owner_epoch",
+                   (json_int_t)epoch);
 }
 
 /* Step 8: tell the SHO that the device found it (the SHO then asks the PVA, step 9).
@@ -212,14 +226,15 @@ mcim_cause_t mcim_drf_order_body(const json_t *body, char *err, size_t err_len)
  * Live: ordered or authorised (what mcim_drf_expire expires) and not yet expired; installed,
  * failed and expired orders are ended. Over the bound: MCIM_ORDERS_BUSY, *wait the seconds
  * until the oldest live one expires. Counted per owner key, as at the SHO (order.c): after a
- * handover the old owner's live orders neither block the new owner's nor show to it (a 429
- * told it they exist), and the old owner, whose key no longer verifies, places no more. An
- * order recorded before the key was (RO migration 12) counts for every owner. All owners'
- * together at most twice the bound: a handover is one statement of the current owner's, and
- * an owner handing the device to keys of its own would otherwise place the bound again after
- * each (review of 2026-12-06); one handover never meets it. The search is
- * drf_orders_device_live (device, state, expires; migration 11): that device's live orders
- * only. */
+ * handover the old owner's orders do not count against the new owner's nor show to it (a 429
+ * told it they exist). An order recorded before the key was (RO migration 12) counts for
+ * every owner. A handover ends every live order of the device (owners.c, lapse_orders), so an
+ * owner handing the device to keys of its own gets no more live orders by it, and an old
+ * owner's orders can neither block the new owner's (until 2026-12-08 all owners' together
+ * were bounded at twice the bound, which an owner could fill before handing the device over,
+ * holding the next owner's orders off for order_lifetime) nor go on under the new owner. The
+ * search is drf_orders_device_live (device, state, expires; migration 11): that device's live
+ * orders only. */
 static mcim_cause_t drf_orders_below_max(struct mcim_role *r, mcim_store_t *st,
                                          const char *device, const char *owner_jwk, int64_t now,
                                          int64_t *wait)
@@ -232,12 +247,6 @@ static mcim_cause_t drf_orders_below_max(struct mcim_role *r, mcim_store_t *st,
                                           " AND expires > ? AND (owner_jwk = ? OR owner_jwk IS"
                                           " NULL)",
                                           p, 3, max, 0, MCIM_ORDERS_BUSY, wait);
-  if (rc == MCIM_OK)
-    rc = mcim_role_count_below(st,
-                               "SELECT COUNT(*), MIN(expires) FROM drf_orders WHERE"
-                               " device = ? AND state IN ('ordered', 'authorised')"
-                               " AND expires > ?",
-                               p, 2, 2 * max, 0, MCIM_ORDERS_BUSY, wait);
   return rc;
 }
 
@@ -253,6 +262,7 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
   char *owner_jwk = NULL, *record = NULL;
   mcim_statement_t *stmt = NULL;
   struct mcim_drf_order o = {0};
+  int64_t epoch = 0;
   mcim_store_t *st = mcim_role_store(r);
   mcim_cause_t rc = mcim_drf_order_body(req->json, err, sizeof(err));
   if (rc == MCIM_OK && !mcim_ro_is_sho_name(req->peer)) {
@@ -281,6 +291,20 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
       mcim_http_reply_problem(resp, rc, 1, "procedure %s is already ordered otherwise", txn);
       goto out;
     }
+    /* Ended since (order_lifetime, or a handover: owners.c): the SHO must not keep it live */
+    bool ended = strcmp(o.state, "expired") == 0 ||
+                 ((strcmp(o.state, "ordered") == 0 || strcmp(o.state, "authorised") == 0) &&
+                  o.expires <= mcim_now());
+    rc = ended ? MCIM_NOT_ORDERED : owner_epoch(st, o.device, owner_jwk, &epoch);
+    if (rc != MCIM_OK) {
+      mcim_log_event(MCIM_LOG_NOTICE, txn, 1, rc, "DRF: order forwarded again by %s refused: %s",
+                     req->peer, ended ? "it ended (expired, or the device was handed over)"
+                                      : "the device was handed over since");
+      mcim_http_reply_problem(resp, rc, 1, "procedure %s: %s", txn,
+                              ended ? "the order ended (expired, or the device was handed over)"
+                                    : "the device has another owner now");
+      goto out;
+    }
     /* The SHO asks again because it could not store the order we answered (a crash, its
      * store busy), and the device may have discovered meanwhile: that announcement went to
      * an SHO without the order and may have been given up. Again, so the procedure goes on. */
@@ -289,7 +313,7 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
       mcim_http_reply_problem(resp, rc, 1, "procedure %s: announcement not queued", txn);
       goto out;
     }
-    mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk));
+    mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk, epoch));
     goto out;
   }
   /* The jti is spent below, with the order's row, in one transaction: spent alone, a crash
@@ -336,6 +360,11 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
    * instance), so count and insert are one step. Refused before the jti is spent: the SHO
    * may forward the same order again after Retry-After. */
   int64_t wait = 0;
+  /* The owner as it is now, under the same lock: a handover committed since verify_order()
+   * read the key ended the device's live orders (owners.c), and an order of the key it
+   * replaced must not be recorded after it, live under the new owner. */
+  if (rc == MCIM_OK)
+    rc = owner_epoch(st, device, owner_jwk, &epoch);
   if (rc == MCIM_OK && !raced)
     rc = drf_orders_below_max(r, st, device, owner_jwk, now, &wait);
   if (rc == MCIM_OK && !raced) {
@@ -370,12 +399,20 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
                             (long long)wait);
     goto out;
   }
+  if (rc == MCIM_NOT_OWNER) { /* owner_epoch(): a handover committed meanwhile */
+    mcim_log_event(MCIM_LOG_NOTICE, txn, 1, rc,
+                   "DRF: order forwarded by %s refused: %s was handed over while it was checked",
+                   req->peer, device);
+    mcim_http_reply_problem(resp, rc, 1, "order %s not recorded: the device has another owner now",
+                            txn);
+    goto out;
+  }
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 1, "order %s not recorded", txn);
     goto out;
   }
   if (raced) {
-    mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk));
+    mcim_http_reply_json(resp, 200, order_answer(&o, owner_jwk, epoch));
     goto out;
   }
   snprintf(o.txn, sizeof(o.txn), "%s", txn);
@@ -386,7 +423,7 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
   record = NULL;
   mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "DRF: %s ordered at %s by its owner (%s)",
                  device, req->peer, procedure);
-  mcim_http_reply_json(resp, 201, order_answer(&o, owner_jwk));
+  mcim_http_reply_json(resp, 201, order_answer(&o, owner_jwk, epoch));
 out:
   mcim_drf_order_clear(&o);
   mcim_statement_free(stmt);

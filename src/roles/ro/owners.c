@@ -216,6 +216,24 @@ mcim_cause_t mcim_drf_owner_handover_body(const json_t *body, char *err, size_t 
   return mcim_jsonv_check(body, fields, 1, err, err_len);
 }
 
+/* A handover ends the device's live orders here (their expiry is now: the sweep marks them
+ * expired, mcim_drf_expire, and nothing takes them meanwhile). They are the old owner's, whose
+ * business with the device ends with the handover: left live, they counted against the
+ * device's bound for order_lifetime and could go on to a subscription the new owner never
+ * ordered (the device follows its new owner only once told, docs/device.md). */
+static mcim_cause_t lapse_orders(mcim_store_t *st, const char *device, int64_t now,
+                                 int64_t *lapsed)
+{
+  mcim_val_t p[] = {MCIM_INT(now), MCIM_INT(now), MCIM_TEXT(device), MCIM_INT(now)};
+  mcim_cause_t rc = mcim_store_exec(st,
+                                    "UPDATE drf_orders SET expires = ?, updated = ? WHERE"
+                                    " device = ? AND state IN ('ordered', 'authorised')"
+                                    " AND expires > ?",
+                                    p, MCIM_NPARAMS(p), NULL, NULL);
+  *lapsed = rc == MCIM_OK ? mcim_store_changes(st) : 0;
+  return rc;
+}
+
 /* POST /v1/drf/owners/{device}/handover: the current owner hands the device to a new owner
  * (a statement it signs: typ mcim-handover+jwt, iss "subscriber", sub = device, aud = the
  * RO, claim new_owner_jwk). Nobody else can: the statement is checked against the recorded
@@ -252,18 +270,34 @@ void mcim_drf_owner_handover(void *ctx, const struct mcim_http_request *req,
     mcim_http_reply_problem(resp, rc, 0, "handover of %s refused", device);
     goto out;
   }
-  mcim_val_t p[] = {MCIM_TEXT(jwk), MCIM_INT(mcim_now()), MCIM_TEXT(device), MCIM_TEXT(old_jwk)};
-  rc = mcim_store_exec(st,
-                       "UPDATE owners SET owner_jwk = ?, registered_by = 'handover', updated = ?"
-                       " WHERE device = ? AND owner_jwk = ?",
-                       p, MCIM_NPARAMS(p), NULL, NULL);
+  /* To the key it has: nothing to hand over, and it would end the owner's own orders */
+  if (strcmp(jwk, old_jwk) == 0) {
+    mcim_http_reply_problem(resp, MCIM_CONFLICT, 0,
+                            "handover of %s refused: new_owner_jwk is its owner's key already",
+                            device);
+    goto out;
+  }
+  int64_t now = mcim_now(), lapsed = 0;
+  mcim_val_t p[] = {MCIM_TEXT(jwk), MCIM_INT(now), MCIM_TEXT(device), MCIM_TEXT(old_jwk)};
+  bool in_tx = (rc = mcim_store_begin(st)) == MCIM_OK;
+  if (rc == MCIM_OK)
+    rc = mcim_store_exec(st,
+                         "UPDATE owners SET owner_jwk = ?, registered_by = 'handover', updated = ?,"
+                         " epoch = epoch + 1 WHERE device = ? AND owner_jwk = ?",
+                         p, MCIM_NPARAMS(p), NULL, NULL);
   if (rc == MCIM_OK && mcim_store_changes(st) != 1)
     rc = MCIM_CONFLICT; /* another handover won meanwhile */
+  if (rc == MCIM_OK)
+    rc = lapse_orders(st, device, now, &lapsed);
+  if (in_tx)
+    rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK) {
     mcim_http_reply_problem(resp, rc, 0, "handover of %s not recorded", device);
     goto out;
   }
-  mcim_log_event(MCIM_LOG_NOTICE, NULL, 0, MCIM_OK, "DRF: %s handed over to a new owner", device);
+  mcim_log_event(MCIM_LOG_NOTICE, NULL, 0, MCIM_OK,
+                 "DRF: %s handed over to a new owner (%lld live orders of the old one ended)",
+                 device, (long long)lapsed);
   mcim_http_reply_json(resp, 200, json_pack("{s:s,s:s}", "device", device, "state", "handed over"));
 out:
   mcim_statement_free(stmt);

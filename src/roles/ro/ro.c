@@ -83,6 +83,9 @@ static const mcim_migration_t ro_migrations[] = {
     /* An old owner's live orders after a handover do not count against the new one (drf.c) */
     {12, "DRF: the owner key each order was verified with",
      "ALTER TABLE drf_orders ADD COLUMN owner_jwk TEXT"},
+    /* One more at each handover: the SHOs end an older epoch's orders (drf.c, owner_epoch) */
+    {13, "owner records: the handovers' count",
+     "ALTER TABLE owners ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0"},
 };
 
 static const char *const yes_no[] = {"yes", "no", NULL};
@@ -104,8 +107,8 @@ static const mcim_config_spec_t ro_spec[] = {
      .help = "how long an order (step 1) may take to be provisioned before the DRF drops it"},
     {.name = "drf_orders_open_max", .type = MCIM_CFG_INT, .def = "16", .min = 1, .max = 10000,
      .help = "orders of one device and owner key that may be live at the DRF at once, across"
-             " all SHOs (ordered, authorised, within order_lifetime), and twice that of all"
-             " owners; one more is answered 429 ORDERS_BUSY with Retry-After, nothing stored"},
+             " all SHOs (ordered, authorised, within order_lifetime; a handover ends the old"
+             " owner's); one more is answered 429 ORDERS_BUSY with Retry-After, nothing stored"},
     {.name = "pcid_lifetime", .type = MCIM_CFG_DURATION, .def = "30d", .min = 1,
      .max = 3650LL * 86400, .help = "lifetime of a PCID credential the DPF issues (renewal)"},
     {.name = "pcid_renewal_interval", .type = MCIM_CFG_DURATION, .def = "1d", .min = 1,

@@ -4,7 +4,10 @@
  * `pending`, never activated) is terminated, so no AV is ever made for it. An order whose MCIM
  * is installed and waits only for the old SHO's release (change step 11) is left alone: the
  * device holds that MCIM, and the RO's fallback (a TRE-signed receipt) releases it. Attach
- * sessions that were never answered go after `attach_lifetime` (src/roles/access.c). */
+ * sessions that were never answered go after `attach_lifetime` (src/roles/access.c). The
+ * orders of a device's previous owner that have no package yet end the same way, with
+ * NOT_OWNER, when its new owner's first order comes (mcim_sho_orders_end_older, called by
+ * order.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -41,20 +44,70 @@ static mcim_cause_t stale_row(const mcim_row_t *row, void *arg)
   return MCIM_OK;
 }
 
-/* One order: failed (TIMEOUT) and, if its MCIM was made, the MCIM terminated; both or none. */
-static mcim_cause_t expire_order(struct mcim_role *r, mcim_store_t *st, const struct stale *s)
+/* One live order failed with `cause` and, if its MCIM was made, the MCIM terminated, in the
+ * caller's transaction: both or none. */
+static mcim_cause_t end_order(struct mcim_role *r, mcim_store_t *st, const struct stale *s,
+                              mcim_cause_t cause)
 {
-  mcim_cause_t rc = mcim_store_begin(st);
-  if (rc == MCIM_OK && strcmp(s->state, "provisioning") == 0) {
+  mcim_cause_t rc = MCIM_OK;
+  if (strcmp(s->state, "provisioning") == 0) {
     rc = mcim_auc_terminate(st, s->imsi);
     if (rc == MCIM_NOT_FOUND)
       rc = MCIM_OK;
-    if (rc == MCIM_OK) /* and out of the HLR (the sync below, or a later tick) */
+    if (rc == MCIM_OK) /* and out of the HLR (the sweep's sync, or a later tick) */
       rc = mcim_auc_sync_want(r, st, s->imsi, false);
   }
+  return rc == MCIM_OK ? mcim_sho_order_set_state(st, s->txn, s->state, "failed", cause) : rc;
+}
+
+static mcim_cause_t expire_order(struct mcim_role *r, mcim_store_t *st, const struct stale *s)
+{
+  mcim_cause_t rc = mcim_store_begin(st);
   if (rc == MCIM_OK)
-    rc = mcim_sho_order_set_state(st, s->txn, s->state, "failed", MCIM_TIMEOUT);
+    rc = end_order(r, st, s, MCIM_TIMEOUT);
   return rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
+}
+
+mcim_cause_t mcim_sho_orders_end_older(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                       int64_t epoch, struct mcim_sho_ended *ended)
+{
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(epoch)};
+  mcim_cause_t rc = MCIM_OK;
+  ended->n = 0;
+  /* Not `provisioning`: its package exists, and the device may have installed it already
+   * (its report still on the way), so its MCIM is left to the report or to order_lifetime,
+   * as before (a new owner's first order terminating what the device holds would cut it off).
+   * Batches until none is left: orders_open_max may be above one batch. */
+  for (;;) {
+    struct stale_batch b = {.n = 0};
+    rc = mcim_store_exec(st,
+                         "SELECT txn, imsi, state, procedure FROM orders WHERE device = ? AND"
+                         " state IN ('ordered', 'validating') AND owner_epoch < ? LIMIT 64",
+                         p, 2, stale_row, &b);
+    for (size_t i = 0; rc == MCIM_OK && i < b.n; i++) {
+      rc = end_order(r, st, &b.s[i], MCIM_NOT_OWNER);
+      if (rc == MCIM_OK && ended->n < MCIM_SHO_ENDED_MAX) {
+        struct mcim_sho_ended_order *e = &ended->o[ended->n++];
+        snprintf(e->txn, sizeof(e->txn), "%s", b.s[i].txn);
+        snprintf(e->state, sizeof(e->state), "%s", b.s[i].state);
+        snprintf(e->procedure, sizeof(e->procedure), "%s", b.s[i].procedure);
+      }
+    }
+    if (rc != MCIM_OK || b.n < SWEEP_BATCH)
+      return rc;
+  }
+}
+
+void mcim_sho_orders_ended_report(const char *device, const struct mcim_sho_ended *ended)
+{
+  for (size_t i = 0; i < ended->n; i++) {
+    const struct mcim_sho_ended_order *e = &ended->o[i];
+    mcim_metric_inc(&mcim_m_procedures_failed,
+                    MCIM_LABELS(e->procedure, mcim_cause_name(MCIM_NOT_OWNER)));
+    mcim_log_event(MCIM_LOG_NOTICE, e->txn, 0, MCIM_NOT_OWNER,
+                   "order of %s's previous owner ended in state %s: the device has a new owner",
+                   device, e->state);
+  }
 }
 
 bool mcim_sho_expire(struct mcim_role *r)

@@ -204,9 +204,14 @@ static mcim_cause_t forward_to_drf(struct mcim_role *r, const char *txn, const c
   json_t *body = json_pack("{s:s,s:s,s:s}", "txn", txn, "order", order, "endpoint", self);
   mcim_cause_t rc = body ? mcim_http_request(cli, "POST", url, body, NULL, res) : MCIM_NO_MEMORY;
   json_decref(body);
+  /* owner_epoch may be missing (an RO from before 2026-12-08, while the roles are upgraded):
+   * the order is then kept without one and ends no other */
+  const json_t *epoch = json_object_get(res->json, "owner_epoch");
   if (rc == MCIM_OK && (!json_is_object(json_object_get(res->json, "owner_jwk")) ||
-                        !json_is_string(json_object_get(res->json, "record")))) {
-    snprintf(res->detail, sizeof(res->detail), "the DRF's answer lacks owner_jwk or record");
+                        !json_is_string(json_object_get(res->json, "record")) ||
+                        (epoch && (!json_is_integer(epoch) || json_integer_value(epoch) < 0)))) {
+    snprintf(res->detail, sizeof(res->detail),
+             "the DRF's answer lacks owner_jwk or record, or its owner_epoch is no count");
     rc = res->cause = MCIM_PEER_BAD_ANSWER;
   }
   return rc;
@@ -222,26 +227,55 @@ static mcim_cause_t forward_to_drf(struct mcim_role *r, const char *txn, const c
 #define LIVE_ORDER                                                                          \
   "device = ? AND state IN ('ordered', 'validating', 'provisioning') AND created > ?"
 
-/* Counted per owner (`owner_jwk`, the key the DRF vouched for): after a handover the old
- * owner's live orders neither block the new owner's nor show to it (a 429 told it they
- * exist); they end on their own. And all owners' together at most twice that: a handover is
- * one statement of the current owner's, so an owner handing the device to keys of its own
- * would otherwise place orders_open_max more after each (review of 2026-12-06). One
- * handover never meets the second bound. */
+/* Counted per owner (`owner_jwk`, the key the DRF vouched for): a previous owner's orders
+ * neither count against the new owner's nor show to it (a 429 told it they exist). They are
+ * ended when the new owner's first order here brings the RO's newer owner epoch
+ * (owner_epoch_turn), so an owner handing the device to keys of its own gets no more live
+ * orders by it. Until 2026-12-08 all owners' orders together were bounded at twice the bound
+ * instead, which an owner could fill before handing the device over, holding the next owner's
+ * orders off for order_lifetime. */
 static mcim_cause_t orders_below_max(struct mcim_role *r, mcim_store_t *st, const char *device,
                                      const char *owner_jwk, int64_t *wait)
 {
   int64_t lifetime = mcim_config_duration(r->cfg, "order_lifetime");
   int64_t max = mcim_config_int(r->cfg, "orders_open_max");
   mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(mcim_now() - lifetime), MCIM_TEXT(owner_jwk)};
-  mcim_cause_t rc = mcim_role_count_below(st,
-                                          "SELECT COUNT(*), MIN(created) FROM orders WHERE "
-                                          LIVE_ORDER " AND owner_jwk = ?",
-                                          p, 3, max, lifetime, MCIM_ORDERS_BUSY, wait);
-  if (rc == MCIM_OK)
-    rc = mcim_role_count_below(st, "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER,
-                               p, 2, 2 * max, lifetime, MCIM_ORDERS_BUSY, wait);
-  return rc;
+  return mcim_role_count_below(st,
+                               "SELECT COUNT(*), MIN(created) FROM orders WHERE " LIVE_ORDER
+                               " AND owner_jwk = ?",
+                               p, 3, max, lifetime, MCIM_ORDERS_BUSY, wait);
+}
+
+/* The RO's owner epoch of an order (one more at each handover, RO migration 13), in the
+ * transaction that stores it. An order of an older epoch than a live one here is a previous
+ * owner's that the DRF answered before the handover and that came here after the new owner's:
+ * NOT_OWNER (the DRF ended it at the handover), and it ends nothing. An order of a newer epoch
+ * ends the device's orders of older ones that have no package yet (expiry.c): the previous
+ * owners' business with the device ended at the handover. Orders stored before SHO migration
+ * 15, or answered by an RO that sends no epoch (epoch < 0), are left to expire. */
+static mcim_cause_t owner_epoch_turn(struct mcim_role *r, mcim_store_t *st, const char *txn,
+                                     const char *device, int64_t epoch,
+                                     struct mcim_sho_ended *ended)
+{
+  int64_t newer = 0;
+  ended->n = 0;
+  if (epoch < 0)
+    return MCIM_OK;
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(mcim_now() -
+                                                mcim_config_duration(r->cfg, "order_lifetime")),
+                    MCIM_INT(epoch)};
+  mcim_cause_t rc = mcim_store_query_int(st,
+                                         "SELECT COUNT(*) FROM orders WHERE " LIVE_ORDER
+                                         " AND owner_epoch > ?",
+                                         p, 3, &newer);
+  if (rc == MCIM_OK && newer > 0) {
+    mcim_log_event(MCIM_LOG_NOTICE, txn, 1, MCIM_NOT_OWNER,
+                   "order of %s refused: placed by an owner the device had before its newest"
+                   " handover (the DRF answered it before the handover)",
+                   device);
+    return MCIM_NOT_OWNER;
+  }
+  return rc == MCIM_OK ? mcim_sho_orders_end_older(r, st, device, epoch, ended) : rc;
 }
 
 static mcim_cause_t text_row(const mcim_row_t *row, void *arg)
@@ -307,6 +341,7 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
   mcim_statement_t *stmt = NULL;
   struct mcim_sho_order o = {0};
   struct mcim_http_result res = {0};
+  struct mcim_sho_ended ended = {.n = 0};
   char *jwk = NULL;
   int status = 0;
   mcim_store_t *st = mcim_role_store(r);
@@ -374,6 +409,8 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   const char *record = json_string_value(json_object_get(res.json, "record"));
+  const json_t *epoch_json = json_object_get(res.json, "owner_epoch");
+  int64_t epoch = epoch_json ? json_integer_value(epoch_json) : -1;
   bool validating = strcmp(procedure, "change") == 0 && via && strcmp(via, "old-sho") == 0;
   rc = mcim_store_begin(st);
   /* A copy of this order that raced us has been stored meanwhile: its answer, not a replay. */
@@ -389,6 +426,12 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
    * committed before, on any instance), so count and insert are one step. Refused before the
    * jti is spent: the same order may come again after Retry-After (the DRF, which recorded
    * it just now, answers it as a retry). */
+  if (rc == MCIM_OK &&
+      (rc = owner_epoch_turn(r, st, txn, device, epoch, &ended)) == MCIM_NOT_OWNER) {
+    mcim_store_rollback(st);
+    mcim_http_reply_problem(resp, rc, 1, "order refused: the device has a newer owner");
+    goto out;
+  }
   if (rc == MCIM_OK && (rc = orders_below_max(r, st, device, jwk, &wait)) == MCIM_ORDERS_BUSY) {
     mcim_store_rollback(st);
     reply_orders_busy(resp, txn, device, wait, "at the store");
@@ -409,11 +452,12 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     mcim_val_t p[] = {MCIM_TEXT(txn),       MCIM_TEXT(device),   MCIM_TEXT(imsi),
                       MCIM_TEXT(procedure), MCIM_TEXT(via),      MCIM_TEXT(att_cert),
                       MCIM_TEXT(ka_cert),   MCIM_INT(now),       MCIM_INT(now),
-                      MCIM_TEXT(jwk),       MCIM_TEXT(record)};
+                      MCIM_TEXT(jwk),       MCIM_TEXT(record),
+                      epoch >= 0 ? MCIM_INT(epoch) : MCIM_NULL};
     rc = mcim_store_exec(st,
                          "INSERT INTO orders (txn, device, imsi, state, procedure, via,"
-                         " attestation_cert, ka_cert, created, updated, owner_jwk, record)"
-                         " VALUES (?, ?, ?, 'ordered', ?, ?, ?, ?, ?, ?, ?, ?)",
+                         " attestation_cert, ka_cert, created, updated, owner_jwk, record,"
+                         " owner_epoch) VALUES (?, ?, ?, 'ordered', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          p, MCIM_NPARAMS(p), NULL, NULL);
   }
   if (rc == MCIM_OK && validating) {
@@ -451,6 +495,7 @@ void mcim_sho_order_post(void *ctx, const struct mcim_http_request *req,
     goto out;
   }
   mcim_role_wake(r);
+  mcim_sho_orders_ended_report(device, &ended);
   mcim_metric_inc(&mcim_m_procedures_started, MCIM_LABELS(procedure));
   mcim_log_event(MCIM_LOG_INFO, txn, 1, MCIM_OK, "order for %s: IMSI %s reserved", device, imsi);
   mcim_http_reply_json(resp, 201, answer);

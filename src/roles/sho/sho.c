@@ -257,6 +257,10 @@ static const mcim_migration_t sho_migrations[] = {
      "CREATE UNIQUE INDEX orders_imsi ON orders (imsi)"},
     {14, "the decision clock: registrations' seq and tokens' iat_us (mcim_sho_decision_us)",
      "INSERT INTO counters (name, value) VALUES ('decision_us', 0)"},
+    /* The RO's count of the device's handovers when the order was taken: a newer owner's
+     * order ends an older one's (order.c, owner_epoch_turn) */
+    {15, "orders: the owner epoch the DRF vouched for",
+     "ALTER TABLE orders ADD COLUMN owner_epoch BIGINT"},
 };
 
 static const mcim_config_spec_t sho_spec[] = {
@@ -277,8 +281,9 @@ static const mcim_config_spec_t sho_spec[] = {
              " is terminated"},
     {.name = "orders_open_max", .type = MCIM_CFG_INT, .def = "4", .min = 1, .max = 1000,
      .help = "orders of one device and owner key that may be live here at once (ordered,"
-             " validating, provisioning, within order_lifetime), and twice that of all owners;"
-             " one more is answered 429 ORDERS_BUSY with Retry-After, nothing stored"},
+             " validating, provisioning, within order_lifetime; a new owner's first order ends"
+             " the old owner's); one more is answered 429 ORDERS_BUSY with Retry-After, nothing"
+             " stored"},
 };
 
 static mcim_cause_t sho_start(struct mcim_role *r)

@@ -85,6 +85,24 @@ mcim_cause_t mcim_sho_queue_validation(struct mcim_role *r, mcim_store_t *st,
  * stale attach sessions go (worker tick; true when it found something due). */
 bool mcim_sho_expire(struct mcim_role *r);
 
+/* What mcim_sho_orders_end_older ended, for its metrics and log lines once committed. */
+#define MCIM_SHO_ENDED_MAX 64
+struct mcim_sho_ended_order {
+  char txn[40], state[16], procedure[16];
+};
+struct mcim_sho_ended {
+  struct mcim_sho_ended_order o[MCIM_SHO_ENDED_MAX];
+  size_t n; /* the first MCIM_SHO_ENDED_MAX of them */
+};
+
+/* In the caller's transaction: the device's orders of an owner epoch older than `epoch` (the
+ * RO's count of handovers, kept with each order) that have no package yet (ordered,
+ * validating) failed with NOT_OWNER. The new owner's order that brings the newer epoch calls
+ * it (order.c), then mcim_sho_orders_ended_report after its commit. */
+mcim_cause_t mcim_sho_orders_end_older(struct mcim_role *r, mcim_store_t *st, const char *device,
+                                       int64_t epoch, struct mcim_sho_ended *ended);
+void mcim_sho_orders_ended_report(const char *device, const struct mcim_sho_ended *ended);
+
 /* change.c: the old SHO's side of a change and the pre-provisioned variant. */
 void mcim_sho_discard(void *ctx, const struct mcim_http_request *req,
                       struct mcim_http_response *resp);
