@@ -494,21 +494,21 @@ static void test_drf_orders_bounded(void **state)
 
 /* ---- a handover ends the old owner's orders ---- */
 
-/* `from` hands `device` over to `to` at the RO. */
-static void hand_over(const mcim_jose_key_t *from, const mcim_jose_key_t *to, const char *device)
+/* `from` hands `device` over to `to` at the RO: the answer's cause and status. */
+static mcim_cause_t hand_over(const mcim_jose_key_t *from, const mcim_jose_key_t *to,
+                              const char *device, long *status)
 {
   char txn[33], path[128], *jwk = NULL;
-  long status = 0;
   assert_int_equal(mcim_jose_key_public_jwk(to, &jwk), MCIM_OK);
   new_txn(txn);
   char *h = sign(from, "mcim-handover+jwt", "subscriber", device, "ro", txn,
                  json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
   snprintf(path, sizeof(path), "/v1/drf/owners/%s/handover", device);
-  assert_int_equal(req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL,
-                       &status),
-                   MCIM_OK);
+  mcim_cause_t rc =
+      req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL, status);
   free(h);
   free(jwk);
+  return rc;
 }
 
 #define HDEV "hdev1"
@@ -536,6 +536,7 @@ static void test_handover_ends_orders(void **state)
   mcim_jose_key_t *a = NULL, *a2 = NULL, *b = NULL;
   json_t *dparams = NULL;
   char txn[33], packaged[33] = "";
+  long status = 0;
   (void)state;
   device_and_owner(HDEV, &a, &dparams);
   assert_int_equal(mcim_jose_key_generate(&a2), MCIM_OK);
@@ -549,29 +550,16 @@ static void test_handover_ends_orders(void **state)
   assert_int_equal(order_for(a, HDEV, dparams, "sho-a", txn, "initial", NULL), MCIM_ORDERS_BUSY);
   assert_int_equal(count_rows("ro", HDEV_LIVE_DRF), 4);
   /* handed to a key of its own: the DRF's live orders of the device end with the handover */
-  hand_over(a, a2, HDEV);
+  assert_int_equal(hand_over(a, a2, HDEV, &status), MCIM_OK);
   assert_int_equal(count_rows("ro", HDEV_LIVE_DRF), 0);
   assert_int_equal(count_rows("ro", "SELECT epoch FROM owners WHERE device = '" HDEV "'"), 1);
   /* the old key's orders are refused by the DRF: its key verifies no more */
   new_txn(txn);
   assert_int_equal(order_for(a, HDEV, dparams, "sho-b", txn, "initial", NULL), MCIM_NOT_OWNER);
   /* a handover to the key the device has already is refused, and ends nothing */
-  {
-    char path[128], *jwk = NULL;
-    long status = 0;
-    assert_int_equal(mcim_jose_key_public_jwk(a2, &jwk), MCIM_OK);
-    new_txn(txn);
-    char *h = sign(a2, "mcim-handover+jwt", "subscriber", HDEV, "ro", txn,
-                   json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
-    snprintf(path, sizeof(path), "/v1/drf/owners/%s/handover", HDEV);
-    assert_int_equal(req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL,
-                         &status),
-                     MCIM_CONFLICT);
-    assert_int_equal(status, 409);
-    assert_int_equal(count_rows("ro", "SELECT epoch FROM owners WHERE device = '" HDEV "'"), 1);
-    free(h);
-    free(jwk);
-  }
+  assert_int_equal(hand_over(a2, a2, HDEV, &status), MCIM_CONFLICT);
+  assert_int_equal(status, 409);
+  assert_int_equal(count_rows("ro", "SELECT epoch FROM owners WHERE device = '" HDEV "'"), 1);
   /* the new key's first order at sho-a ends the old key's 4 there; it gets its own 4, no more */
   for (int i = 0; i < 4; i++) {
     new_txn(txn);
@@ -597,7 +585,7 @@ static void test_handover_ends_orders(void **state)
                              " state = 'provisioning'", packaged);
   assert_int_equal(count_rows("sho-a", sql), 1);
   /* sold: the buyer orders at once, at sho-a (the seller's orders there end) and at sho-b */
-  hand_over(a2, b, HDEV);
+  assert_int_equal(hand_over(a2, b, HDEV, &status), MCIM_OK);
   assert_int_equal(count_rows("ro", HDEV_LIVE_DRF), 0);
   char bought[33];
   new_txn(bought);
