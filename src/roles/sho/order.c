@@ -155,15 +155,15 @@ static mcim_cause_t tpm_wrap_possible(const char *att_pem, const char *ka_pem)
 static mcim_cause_t check_parameters(struct mcim_role *r, const char *order, char *device,
                                      size_t dlen)
 {
-  json_t *sub = NULL, *att = NULL, *ka = NULL;
+  json_t *payload = NULL;
   mcim_jose_key_t *k1 = NULL, *k2 = NULL;
-  mcim_cause_t rc = mcim_jws_peek_claim(order, "sub", &sub);
+  /* the payload decoded once (it carries both certificates, some 2 kB) */
+  mcim_cause_t rc = mcim_jws_peek_payload(order, &payload);
+  const json_t *sub = json_object_get(payload, "sub");
+  const json_t *att = json_object_get(payload, "attestation_cert");
+  const json_t *ka = json_object_get(payload, "ka_cert");
   if (rc == MCIM_OK && (!json_is_string(sub) || !mcim_pki_name_valid(json_string_value(sub))))
     rc = MCIM_CLAIM_MISSING;
-  if (rc == MCIM_OK)
-    rc = mcim_jws_peek_claim(order, "attestation_cert", &att);
-  if (rc == MCIM_OK)
-    rc = mcim_jws_peek_claim(order, "ka_cert", &ka);
   if (rc == MCIM_OK && (!json_is_string(att) || !json_is_string(ka)))
     rc = MCIM_CLAIM_MISSING;
   if (rc == MCIM_OK)
@@ -178,9 +178,7 @@ static mcim_cause_t check_parameters(struct mcim_role *r, const char *order, cha
     snprintf(device, dlen, "%s", json_string_value(sub));
   mcim_jose_key_free(k1);
   mcim_jose_key_free(k2);
-  json_decref(sub);
-  json_decref(att);
-  json_decref(ka);
+  json_decref(payload);
   return rc;
 }
 
