@@ -549,9 +549,23 @@ static void test_handover_ends_orders(void **state)
   new_txn(txn);
   assert_int_equal(order_for(a, HDEV, dparams, "sho-a", txn, "initial", NULL), MCIM_ORDERS_BUSY);
   assert_int_equal(count_rows("ro", HDEV_LIVE_DRF), 4);
-  /* handed to a key of its own: the DRF's live orders of the device end with the handover */
+  /* a package the DPF holds for one of them (set here, as the SHO's delivery stores it) */
+  char sql[400];
+  snprintf(sql, sizeof(sql),
+           "INSERT INTO dpf_packages (txn, device, sho, procedure, package, state, created,"
+           " updated) SELECT txn, device, sho, 'initial', 'a package', 'ready', created, created"
+           " FROM drf_orders WHERE device = '" HDEV "' ORDER BY txn LIMIT 1");
+  exec_sql("ro", sql);
+  /* handed to a key of its own: the DRF's live orders of the device end with the handover,
+   * expired, and the DPF drops their packages (in the same transaction: not at the sweep) */
   assert_int_equal(hand_over(a, a2, HDEV, &status), MCIM_OK);
   assert_int_equal(count_rows("ro", HDEV_LIVE_DRF), 0);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM dpf_packages WHERE device = '" HDEV
+                                    "' AND state = 'abandoned' AND package = ''"),
+                   1);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM drf_orders WHERE device = '" HDEV
+                                    "' AND state = 'expired'"),
+                   4);
   assert_int_equal(count_rows("ro", "SELECT epoch FROM owners WHERE device = '" HDEV "'"), 1);
   /* the old key's orders are refused by the DRF: its key verifies no more */
   new_txn(txn);
@@ -577,9 +591,9 @@ static void test_handover_ends_orders(void **state)
   /* One of them has its package (provisioning: the PVA's verdict taken; set here): the device
    * may hold its MCIM already, so no new owner's order ends it (its report, or order_lifetime,
    * does). */
-  char sql[200];
-  snprintf(sql, sizeof(sql), "UPDATE orders SET state = 'provisioning' WHERE txn = '%s'",
-           packaged);
+  snprintf(sql, sizeof(sql),
+           "UPDATE orders SET state = 'provisioning', created = created - 10 WHERE txn = '%s'",
+           packaged); /* and older than the buyer's below, to the second */
   exec_sql("sho-a", sql);
   snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM orders WHERE txn = '%s' AND"
                              " state = 'provisioning'", packaged);
@@ -596,16 +610,49 @@ static void test_handover_ends_orders(void **state)
   new_txn(txn);
   assert_int_equal(order_for(b, HDEV, dparams, "sho-b", txn, "initial", NULL), MCIM_OK);
   assert_int_equal(count_rows("ro", HDEV_LIVE_DRF), 2);
-  /* An order of an older epoch than one sho-a holds (the DRF answered it before a handover
-   * and it arrives after the new owner's; here the buyer's order set one epoch ahead) is
-   * refused and ends nothing. */
-  snprintf(sql, sizeof(sql), "UPDATE orders SET owner_epoch = 3 WHERE txn = '%s'", bought);
+
+  /* Orders with their package are kept up to orders_open_max of the older epochs, the newest:
+   * beyond that, an owner driving orders to their packages before each handover to a key of
+   * its own would hold more live (review of 2026-12-08). The buyer's 4 with their package
+   * (set here), sold on to c: with the seller's one, 5 of older epochs; c's first order ends
+   * one of them (the oldest), its MCIM terminated with it. */
+  for (int i = 0; i < 3; i++) {
+    new_txn(txn);
+    assert_int_equal(order_for(b, HDEV, dparams, "sho-a", txn, "initial", NULL), MCIM_OK);
+  }
+  exec_sql("sho-a", "UPDATE orders SET state = 'provisioning' WHERE device = '" HDEV "' AND"
+                    " state = 'ordered' AND owner_epoch = 2");
+#define HDEV_PACKAGED_SHO                                                                   \
+  "SELECT COUNT(*) FROM orders WHERE device = '" HDEV "' AND state = 'provisioning'"
+  assert_int_equal(count_rows("sho-a", HDEV_PACKAGED_SHO), 5);
+  mcim_jose_key_t *c = NULL;
+  assert_int_equal(mcim_jose_key_generate(&c), MCIM_OK);
+  assert_int_equal(hand_over(b, c, HDEV, &status), MCIM_OK);
+  char sold_on[33];
+  new_txn(sold_on);
+  assert_int_equal(order_for(c, HDEV, dparams, "sho-a", sold_on, "initial", NULL), MCIM_OK);
+  assert_int_equal(count_rows("sho-a", HDEV_PACKAGED_SHO), 4);
+  assert_int_equal(count_rows("sho-a", HDEV_ENDED_SHO), 8);
+  assert_int_equal(count_rows("sho-a", "SELECT COUNT(*) FROM orders WHERE device = '" HDEV
+                                       "' AND state = 'failed' AND cause = 'NOT_OWNER' AND"
+                                       " owner_epoch = 1"),
+                   4); /* the seller's one with its package, the oldest, ended */
+
+  /* An order of an older epoch than a live one here (the DRF answered it before a handover
+   * and it arrives after the new owner's; here c's order set ahead to epoch 9) is refused and
+   * ends nothing: one of b's orders back to `ordered` (epoch 2) stays so. */
+  snprintf(sql, sizeof(sql), "UPDATE orders SET owner_epoch = 9 WHERE txn = '%s'", sold_on);
   exec_sql("sho-a", sql);
+  exec_sql("sho-a", "UPDATE orders SET state = 'ordered' WHERE txn = (SELECT MIN(txn) FROM"
+                    " orders WHERE device = '" HDEV "' AND state = 'provisioning')");
+  int64_t live = count_rows("sho-a", HDEV_LIVE_SHO);
   new_txn(txn);
-  assert_int_equal(order_for(b, HDEV, dparams, "sho-a", txn, "initial", NULL), MCIM_NOT_OWNER);
-  assert_int_equal(count_rows("sho-a", HDEV_LIVE_SHO), 2);
+  assert_int_equal(order_for(c, HDEV, dparams, "sho-a", txn, "initial", NULL), MCIM_NOT_OWNER);
+  assert_int_equal(count_rows("sho-a", HDEV_LIVE_SHO), live);
+  assert_int_equal(count_rows("sho-a", HDEV_ENDED_SHO), 8);
   snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM orders WHERE txn = '%s'", txn);
   assert_int_equal(count_rows("sho-a", sql), 0);
+  mcim_jose_key_free(c);
   json_decref(dparams);
   mcim_jose_key_free(a);
   mcim_jose_key_free(a2);

@@ -627,13 +627,46 @@ void mcim_drf_authorise(void *ctx, const struct mcim_http_request *req,
 
 /* ---- expiry (issue 8, point 8) ---- */
 
+/* In the caller's transaction: the live orders past their expiry (of `device`; of every
+ * device when NULL) expired, and the packages the DPF holds for them dropped. The SQL names
+ * the device or not, rather than `? IS NULL`, which PostgreSQL cannot type. */
+mcim_cause_t mcim_drf_expire_due(mcim_store_t *st, const char *device, int64_t now,
+                                 int64_t *orders, int64_t *packages)
+{
+  mcim_val_t p[] = {MCIM_INT(now), MCIM_INT(now), MCIM_TEXT(device ? device : "")};
+  size_t np = device ? 3 : 2;
+  *orders = *packages = 0;
+  mcim_cause_t rc = mcim_store_exec(
+      st,
+      device ? "UPDATE dpf_packages SET state = 'abandoned', package = '', updated = ? WHERE"
+               " state IN ('ready', 'delivered') AND txn IN (SELECT txn FROM drf_orders WHERE"
+               " state IN ('ordered', 'authorised') AND expires <= ? AND device = ?)"
+             : "UPDATE dpf_packages SET state = 'abandoned', package = '', updated = ? WHERE"
+               " state IN ('ready', 'delivered') AND txn IN (SELECT txn FROM drf_orders WHERE"
+               " state IN ('ordered', 'authorised') AND expires <= ?)",
+      p, np, NULL, NULL);
+  if (rc == MCIM_OK) {
+    *packages = (int64_t)mcim_store_changes(st);
+    rc = mcim_store_exec(st,
+                         device ? "UPDATE drf_orders SET state = 'expired', updated = ? WHERE"
+                                  " state IN ('ordered', 'authorised') AND expires <= ? AND"
+                                  " device = ?"
+                                : "UPDATE drf_orders SET state = 'expired', updated = ? WHERE"
+                                  " state IN ('ordered', 'authorised') AND expires <= ?",
+                         p, np, NULL, NULL);
+  }
+  if (rc == MCIM_OK)
+    *orders = (int64_t)mcim_store_changes(st);
+  return rc;
+}
+
 /* Orders not provisioned within order_lifetime expire, and the DPF drops what it holds for
  * them: a package never fetched (or fetched and never reported) is not kept for ever. One
  * transaction, so a package never outlives its order's expiry. */
 void mcim_drf_expire(struct mcim_role *r)
 {
   mcim_store_t *st = mcim_role_store(r);
-  int64_t now = mcim_now();
+  int64_t now = mcim_now(), orders = 0, packages = 0;
   if (!st)
     return;
   mcim_val_t due[] = {MCIM_INT(now)};
@@ -645,23 +678,8 @@ void mcim_drf_expire(struct mcim_role *r)
       n <= 0)
     return;
   mcim_cause_t rc = mcim_store_begin(st);
-  if (rc == MCIM_OK) {
-    mcim_val_t p[] = {MCIM_INT(now), MCIM_INT(now)};
-    rc = mcim_store_exec(st,
-                         "UPDATE dpf_packages SET state = 'abandoned', package = '', updated = ?"
-                         " WHERE state IN ('ready', 'delivered') AND txn IN (SELECT txn FROM"
-                         " drf_orders WHERE state IN ('ordered', 'authorised') AND expires <= ?)",
-                         p, 2, NULL, NULL);
-  }
-  int64_t packages = rc == MCIM_OK ? (int64_t)mcim_store_changes(st) : 0;
-  if (rc == MCIM_OK) {
-    mcim_val_t p[] = {MCIM_INT(now), MCIM_INT(now)};
-    rc = mcim_store_exec(st,
-                         "UPDATE drf_orders SET state = 'expired', updated = ? WHERE state IN"
-                         " ('ordered', 'authorised') AND expires <= ?",
-                         p, 2, NULL, NULL);
-  }
-  int64_t orders = rc == MCIM_OK ? (int64_t)mcim_store_changes(st) : 0;
+  if (rc == MCIM_OK)
+    rc = mcim_drf_expire_due(st, NULL, now, &orders, &packages);
   rc = rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
   if (rc != MCIM_OK)
     mcim_log_event(MCIM_LOG_WARN, NULL, 0, rc, "DRF: expired orders not swept yet");

@@ -216,22 +216,23 @@ mcim_cause_t mcim_drf_owner_handover_body(const json_t *body, char *err, size_t 
   return mcim_jsonv_check(body, fields, 1, err, err_len);
 }
 
-/* A handover ends the device's live orders here (their expiry is now: the sweep marks them
- * expired, mcim_drf_expire, and nothing takes them meanwhile). They are the old owner's, whose
- * business with the device ends with the handover: left live, they counted against the
- * device's bound for order_lifetime and could go on to a subscription the new owner never
- * ordered (the device follows its new owner only once told, docs/device.md). */
+/* A handover ends the device's live orders here: expired now, the packages the DPF holds for
+ * them dropped, as the sweep does at order_lifetime (mcim_drf_expire_due; a package the device
+ * fetched before stays its own). They are the old owner's, whose business with the device ends
+ * with the handover: left live, they counted against the device's bound for order_lifetime and
+ * the device could still discover them and fetch their packages (it follows its new owner only
+ * once told, docs/device.md). */
 static mcim_cause_t lapse_orders(mcim_store_t *st, const char *device, int64_t now,
                                  int64_t *lapsed)
 {
+  int64_t packages = 0;
   mcim_val_t p[] = {MCIM_INT(now), MCIM_INT(now), MCIM_TEXT(device), MCIM_INT(now)};
   mcim_cause_t rc = mcim_store_exec(st,
                                     "UPDATE drf_orders SET expires = ?, updated = ? WHERE"
                                     " device = ? AND state IN ('ordered', 'authorised')"
                                     " AND expires > ?",
                                     p, MCIM_NPARAMS(p), NULL, NULL);
-  *lapsed = rc == MCIM_OK ? mcim_store_changes(st) : 0;
-  return rc;
+  return rc == MCIM_OK ? mcim_drf_expire_due(st, device, now, lapsed, &packages) : rc;
 }
 
 /* POST /v1/drf/owners/{device}/handover: the current owner hands the device to a new owner

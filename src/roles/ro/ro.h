@@ -70,6 +70,10 @@ mcim_cause_t mcim_drf_order_of_party(mcim_store_t *st, const char *txn, const ch
                                      const char *sho, struct mcim_drf_order *o);
 /* Worker tick: orders past order_lifetime expire, the DPF drops their packages. */
 void mcim_drf_expire(struct mcim_role *r);
+/* In the caller's transaction: the live orders past their expiry (of `device`, or of all
+ * when NULL) marked expired and their DPF packages dropped; how many of each. */
+mcim_cause_t mcim_drf_expire_due(mcim_store_t *st, const char *device, int64_t now,
+                                 int64_t *orders, int64_t *packages);
 /* "change" (old-SHO numbering) or "initial" (steps 4-15), as mcim_dpf_steps_for takes it. */
 const char *mcim_drf_dpf_procedure(const struct mcim_drf_order *o);
 

@@ -5,9 +5,9 @@
  * is installed and waits only for the old SHO's release (change step 11) is left alone: the
  * device holds that MCIM, and the RO's fallback (a TRE-signed receipt) releases it. Attach
  * sessions that were never answered go after `attach_lifetime` (src/roles/access.c). The
- * orders of a device's previous owner that have no package yet end the same way, with
- * NOT_OWNER, when its new owner's first order comes (mcim_sho_orders_end_older, called by
- * order.c). */
+ * orders of a device's previous owners end the same way, with NOT_OWNER, when its new owner's
+ * first order comes (mcim_sho_orders_end_older, called by order.c): those with no package yet,
+ * and those with one beyond the newest orders_open_max. */
 #include <stdio.h>
 #include <string.h>
 
@@ -68,34 +68,56 @@ static mcim_cause_t expire_order(struct mcim_role *r, mcim_store_t *st, const st
   return rc == MCIM_OK ? mcim_store_commit(st) : (mcim_store_rollback(st), rc);
 }
 
+/* One batch of `sql` (the rows of stale_row; parameters p), each ended NOT_OWNER and
+ * recorded in `ended`; *more when the batch was full. */
+static mcim_cause_t end_batch(struct mcim_role *r, mcim_store_t *st, const char *sql,
+                              const mcim_val_t *p, size_t np, struct mcim_sho_ended *ended,
+                              bool *more)
+{
+  struct stale_batch b = {.n = 0};
+  mcim_cause_t rc = mcim_store_exec(st, sql, p, np, stale_row, &b);
+  for (size_t i = 0; rc == MCIM_OK && i < b.n; i++) {
+    rc = end_order(r, st, &b.s[i], MCIM_NOT_OWNER);
+    if (rc == MCIM_OK && ended->n < MCIM_SHO_ENDED_MAX) {
+      struct mcim_sho_ended_order *e = &ended->o[ended->n++];
+      snprintf(e->txn, sizeof(e->txn), "%s", b.s[i].txn);
+      snprintf(e->state, sizeof(e->state), "%s", b.s[i].state);
+      snprintf(e->procedure, sizeof(e->procedure), "%s", b.s[i].procedure);
+    }
+  }
+  *more = rc == MCIM_OK && b.n == SWEEP_BATCH;
+  return rc;
+}
+
 mcim_cause_t mcim_sho_orders_end_older(struct mcim_role *r, mcim_store_t *st, const char *device,
                                        int64_t epoch, struct mcim_sho_ended *ended)
 {
-  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(epoch)};
+  mcim_val_t p[] = {MCIM_TEXT(device), MCIM_INT(epoch),
+                    MCIM_INT(mcim_config_int(r->cfg, "orders_open_max"))};
   mcim_cause_t rc = MCIM_OK;
+  bool more = true;
   ended->n = 0;
-  /* Not `provisioning`: its package exists, and the device may have installed it already
-   * (its report still on the way), so its MCIM is left to the report or to order_lifetime,
-   * as before (a new owner's first order terminating what the device holds would cut it off).
-   * Batches until none is left: orders_open_max may be above one batch. */
-  for (;;) {
-    struct stale_batch b = {.n = 0};
-    rc = mcim_store_exec(st,
-                         "SELECT txn, imsi, state, procedure FROM orders WHERE device = ? AND"
-                         " state IN ('ordered', 'validating') AND owner_epoch < ? LIMIT 64",
-                         p, 2, stale_row, &b);
-    for (size_t i = 0; rc == MCIM_OK && i < b.n; i++) {
-      rc = end_order(r, st, &b.s[i], MCIM_NOT_OWNER);
-      if (rc == MCIM_OK && ended->n < MCIM_SHO_ENDED_MAX) {
-        struct mcim_sho_ended_order *e = &ended->o[ended->n++];
-        snprintf(e->txn, sizeof(e->txn), "%s", b.s[i].txn);
-        snprintf(e->state, sizeof(e->state), "%s", b.s[i].state);
-        snprintf(e->procedure, sizeof(e->procedure), "%s", b.s[i].procedure);
-      }
-    }
-    if (rc != MCIM_OK || b.n < SWEEP_BATCH)
-      return rc;
-  }
+  /* Those with no package yet. Batches until none is left (orders_open_max may be above
+   * one): each one ended leaves the next query. */
+  while (rc == MCIM_OK && more)
+    rc = end_batch(r, st,
+                   "SELECT txn, imsi, state, procedure FROM orders WHERE device = ? AND state IN"
+                   " ('ordered', 'validating') AND owner_epoch < ? LIMIT 64",
+                   p, 2, ended, &more);
+  /* `provisioning` ones have their package, and the device may have installed it already (its
+   * report still on the way): a new owner's order terminating what the device holds would cut
+   * it off, so the newest orders_open_max of them are left to their report or to
+   * order_lifetime. Only the newest: an owner that drove orders to their packages before each
+   * handover to keys of its own would otherwise keep that many more live after each (review of
+   * 2026-12-08), and a device runs one procedure at a time. */
+  more = true;
+  while (rc == MCIM_OK && more)
+    rc = end_batch(r, st,
+                   "SELECT txn, imsi, state, procedure FROM orders WHERE device = ? AND"
+                   " state = 'provisioning' AND owner_epoch < ? ORDER BY created DESC, txn"
+                   " LIMIT 64 OFFSET ?",
+                   p, 3, ended, &more);
+  return rc;
 }
 
 void mcim_sho_orders_ended_report(const char *device, const struct mcim_sho_ended *ended)

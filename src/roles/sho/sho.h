@@ -96,9 +96,10 @@ struct mcim_sho_ended {
 };
 
 /* In the caller's transaction: the device's orders of an owner epoch older than `epoch` (the
- * RO's count of handovers, kept with each order) that have no package yet (ordered,
- * validating) failed with NOT_OWNER. The new owner's order that brings the newer epoch calls
- * it (order.c), then mcim_sho_orders_ended_report after its commit. */
+ * RO's count of handovers, kept with each order) failed with NOT_OWNER: those with no package
+ * yet (ordered, validating), and the `provisioning` ones beyond the newest orders_open_max
+ * (their MCIMs terminated). The new owner's order that brings the newer epoch calls it
+ * (order.c), then mcim_sho_orders_ended_report after its commit. */
 mcim_cause_t mcim_sho_orders_end_older(struct mcim_role *r, mcim_store_t *st, const char *device,
                                        int64_t epoch, struct mcim_sho_ended *ended);
 void mcim_sho_orders_ended_report(const char *device, const struct mcim_sho_ended *ended);
