@@ -652,6 +652,26 @@ static void test_handover_ends_orders(void **state)
   assert_int_equal(count_rows("sho-a", HDEV_ENDED_SHO), 8);
   snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM orders WHERE txn = '%s'", txn);
   assert_int_equal(count_rows("sho-a", sql), 0);
+
+  /* The DRF answers the same order again (an SHO that lost it) only while it lives: one that
+   * ended since (here past its expiry, as a handover leaves it) is 404 NOT_ORDERED, passed on
+   * by the SHO, which stores nothing. */
+  char again[33];
+  new_txn(again);
+  assert_int_equal(order_for(c, HDEV, dparams, "sho-b", again, "initial", NULL), MCIM_OK);
+  snprintf(sql, sizeof(sql),
+           "DELETE FROM orders WHERE txn = '%s'; DELETE FROM answers WHERE txn = '%s'", again,
+           again);
+  exec_sql("sho-b", sql);
+  snprintf(sql, sizeof(sql),
+           "UPDATE drf_orders SET expires = CAST(strftime('%%s', 'now') AS INTEGER) - 1 WHERE"
+           " txn = '%s'",
+           again);
+  exec_sql("ro", sql);
+  assert_int_equal(order_for(c, HDEV, dparams, "sho-b", again, "initial", NULL),
+                   MCIM_NOT_ORDERED);
+  snprintf(sql, sizeof(sql), "SELECT COUNT(*) FROM orders WHERE txn = '%s'", again);
+  assert_int_equal(count_rows("sho-b", sql), 0);
   mcim_jose_key_free(c);
   json_decref(dparams);
   mcim_jose_key_free(a);
