@@ -291,10 +291,9 @@ void mcim_drf_order(void *ctx, const struct mcim_http_request *req,
       mcim_http_reply_problem(resp, rc, 1, "procedure %s is already ordered otherwise", txn);
       goto out;
     }
-    /* Ended since (order_lifetime, or a handover: owners.c): the SHO must not keep it live */
-    bool ended = strcmp(o.state, "expired") == 0 ||
-                 ((strcmp(o.state, "ordered") == 0 || strcmp(o.state, "authorised") == 0) &&
-                  o.expires <= mcim_now());
+    /* Ended since (order_lifetime, or a handover: owners.c), as the DPF and discovery tell
+     * it (order_party): the SHO must not keep it live */
+    bool ended = order_party(MCIM_OK, &o, o.device, NULL) == MCIM_NOT_ORDERED;
     rc = ended ? MCIM_NOT_ORDERED : owner_epoch(st, o.device, owner_jwk, &epoch);
     if (rc != MCIM_OK) {
       mcim_log_event(MCIM_LOG_NOTICE, txn, 1, rc, "DRF: order forwarded again by %s refused: %s",
