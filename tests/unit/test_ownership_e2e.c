@@ -494,21 +494,28 @@ static void test_drf_orders_bounded(void **state)
 
 /* ---- a handover ends the old owner's orders ---- */
 
-/* `from` hands `device` over to `to` at the RO: the answer's cause and status. */
-static mcim_cause_t hand_over(const mcim_jose_key_t *from, const mcim_jose_key_t *to,
-                              const char *device, long *status)
+/* `from` hands `device` over to `to` at the RO, the statement posted for device `at` (the
+ * same, but to test a mix-up): the answer's cause and status. */
+static mcim_cause_t hand_over_at(const mcim_jose_key_t *from, const mcim_jose_key_t *to,
+                                 const char *device, const char *at, long *status)
 {
   char txn[33], path[128], *jwk = NULL;
   assert_int_equal(mcim_jose_key_public_jwk(to, &jwk), MCIM_OK);
   new_txn(txn);
   char *h = sign(from, "mcim-handover+jwt", "subscriber", device, "ro", txn,
                  json_pack("{s:o}", "new_owner_jwk", json_loads(jwk, 0, NULL)));
-  snprintf(path, sizeof(path), "/v1/drf/owners/%s/handover", device);
+  snprintf(path, sizeof(path), "/v1/drf/owners/%s/handover", at);
   mcim_cause_t rc =
       req(plain_cli, "POST", "ro", path, json_pack("{s:s}", "handover", h), NULL, status);
   free(h);
   free(jwk);
   return rc;
+}
+
+static mcim_cause_t hand_over(const mcim_jose_key_t *from, const mcim_jose_key_t *to,
+                              const char *device, long *status)
+{
+  return hand_over_at(from, to, device, device, status);
 }
 
 #define HDEV "hdev1"
@@ -556,6 +563,19 @@ static void test_handover_ends_orders(void **state)
            " updated) SELECT txn, device, sho, 'initial', 'a package', 'ready', created, created"
            " FROM drf_orders WHERE device = '" HDEV "' ORDER BY txn LIMIT 1");
   exec_sql("ro", sql);
+  /* Nobody but the owner ends them: a handover signed by another key (a2, not yet the owner)
+   * is 403 NOT_OWNER, and the owner's own statement for this device posted for another device
+   * is refused as well; the orders, the package and the epoch stay as they were. */
+  assert_int_equal(hand_over(a2, b, HDEV, &status), MCIM_NOT_OWNER);
+  assert_int_equal(status, 403);
+  assert_int_equal(hand_over_at(a, a2, HDEV, DEV, &status), MCIM_NOT_OWNER);
+  assert_int_equal(status, 403);
+  assert_int_equal(count_rows("ro", HDEV_LIVE_DRF), 4);
+  assert_int_equal(count_rows("ro", "SELECT COUNT(*) FROM dpf_packages WHERE device = '" HDEV
+                                    "' AND state = 'ready'"),
+                   1);
+  assert_int_equal(count_rows("ro", "SELECT epoch FROM owners WHERE device = '" HDEV "'"), 0);
+  assert_int_equal(count_rows("ro", "SELECT epoch FROM owners WHERE device = '" DEV "'"), 0);
   /* handed to a key of its own: the DRF's live orders of the device end with the handover,
    * expired, and the DPF drops their packages (in the same transaction: not at the sweep) */
   assert_int_equal(hand_over(a, a2, HDEV, &status), MCIM_OK);
